@@ -1,0 +1,201 @@
+//! `spendguard check` and `spendguard validate`: the budget check on the embedded store.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use spendguard_core::budget::{PolicySet, Severity};
+use spendguard_core::bus::MemoryBus;
+use spendguard_core::check::{CheckOptions, Checker, DEFAULT_CLAIM_LEASE};
+use spendguard_core::clock::{Clock, FixedClock, SystemClock};
+use spendguard_core::config::load_budgets_file;
+use spendguard_core::ingest::ingest_usage;
+use spendguard_core::secret::{FileVault, SecretVault};
+use spendguard_core::sources::{
+    AnthropicCosts, AwsBudgets, GcpBudgetObservations, HttpSettings, OpenAiCosts, SpendSource,
+    UsageCounters,
+};
+use spendguard_core::store::{SqliteStore, StateStore};
+use spendguard_core::usage::{UsageRecord, UsageWire};
+
+use crate::{CheckArgs, Failure, table};
+
+fn load(path: &Path) -> Result<PolicySet, Failure> {
+    load_budgets_file(path).map_err(|errors| Failure::Invalid(errors.to_string()))
+}
+
+pub fn validate(path: &Path) -> Result<(), Failure> {
+    let policy = load(path)?;
+    println!(
+        "{}: valid — {} budgets, {} windows, {} channels, {} prices",
+        path.display(),
+        policy.budgets.len(),
+        policy
+            .budgets
+            .iter()
+            .map(|b| b.windows.len())
+            .sum::<usize>(),
+        policy.settings.channels.len(),
+        policy.settings.prices.0.len()
+    );
+    Ok(())
+}
+
+/// Reads a JSONL usage file; every bad line is reported (file:line: field: message) and
+/// nothing is ingested unless all lines are valid.
+fn read_usage(path: &Path, policy: &PolicySet) -> Result<Vec<UsageRecord>, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Invalid(format!("{}: cannot read: {e}", path.display())))?;
+    let mut records = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("{}:{}", path.display(), i + 1);
+        match serde_json::from_str::<UsageWire>(line) {
+            Err(e) => errors.push(format!("{at}: {e}")),
+            Ok(wire) => match wire.validate(&policy.settings.prices) {
+                Ok(r) => records.push(r),
+                Err(e) => errors.push(format!("{at}: {e}")),
+            },
+        }
+    }
+    if errors.is_empty() {
+        Ok(records)
+    } else {
+        Err(Failure::Invalid(format!(
+            "{} invalid usage records (nothing was ingested):\n{}",
+            errors.len(),
+            errors.join("\n")
+        )))
+    }
+}
+
+async fn sources(
+    args: &CheckArgs,
+    store: Arc<dyn StateStore>,
+) -> Result<Vec<Arc<dyn SpendSource>>, Failure> {
+    let mut sources: Vec<Arc<dyn SpendSource>> = vec![
+        Arc::new(UsageCounters::new(store.clone())),
+        Arc::new(GcpBudgetObservations::new(store)),
+    ];
+    if let Some(account) = &args.aws_account_id {
+        let sdk = spendguard_core::aws::sdk_config().await;
+        sources.push(Arc::new(AwsBudgets::new(
+            aws_sdk_budgets::Client::new(&sdk),
+            account,
+        )));
+    }
+    let http = reqwest::Client::new();
+    if let Some(file) = &args.openai_admin_key_file {
+        let key = FileVault
+            .read(&file.display().to_string())
+            .await
+            .map_err(|e| Failure::Invalid(e.to_string()))?;
+        sources.push(Arc::new(OpenAiCosts::new(
+            http.clone(),
+            "https://api.openai.com",
+            key,
+            HttpSettings::default(),
+        )));
+    }
+    if let Some(file) = &args.anthropic_admin_key_file {
+        let key = FileVault
+            .read(&file.display().to_string())
+            .await
+            .map_err(|e| Failure::Invalid(e.to_string()))?;
+        sources.push(Arc::new(AnthropicCosts::new(
+            http,
+            "https://api.anthropic.com",
+            key,
+            HttpSettings::default(),
+        )));
+    }
+    Ok(sources)
+}
+
+pub async fn run(args: CheckArgs) -> Result<(), Failure> {
+    let policy = load(&args.budgets)?;
+    let clock: Arc<dyn Clock> = match &args.now {
+        Some(t) => Arc::new(FixedClock::new(
+            DateTime::parse_from_rfc3339(t)
+                .map_err(|e| Failure::Invalid(format!("--now `{t}`: not an RFC 3339 time: {e}")))?
+                .with_timezone(&Utc),
+        )),
+        None => Arc::new(SystemClock),
+    };
+    let records = match &args.usage {
+        Some(path) => Some(read_usage(path, &policy)?),
+        None => None,
+    };
+    let store = SqliteStore::open(&args.store).map_err(|e| Failure::Run(e.to_string()))?;
+    let store: Arc<dyn StateStore> = Arc::new(store);
+    store
+        .put_policy(&policy)
+        .await
+        .map_err(|e| Failure::Run(e.to_string()))?;
+    if let (Some(records), Some(path)) = (&records, &args.usage) {
+        // markers record when a record was seen: the wall clock, whatever --now says
+        let outcome = ingest_usage(store.as_ref(), &policy.budgets, records, Utc::now())
+            .await
+            .map_err(|e| Failure::Run(e.to_string()))?;
+        eprintln!(
+            "usage: {} records from {}: {} counted, {} already counted before",
+            records.len(),
+            path.display(),
+            outcome.accepted.len(),
+            outcome.duplicates.len()
+        );
+    }
+
+    let bus = Arc::new(MemoryBus::default());
+    let checker = Checker {
+        store: store.clone(),
+        bus: bus.clone(),
+        sources: sources(&args, store.clone()).await?,
+        clock,
+        claim_lease: DEFAULT_CLAIM_LEASE,
+    };
+    let report = checker
+        .run(&CheckOptions {
+            dry_run: args.dry_run,
+            budget_id: args.budget_id.clone(),
+            actor: "cli".into(),
+        })
+        .await
+        .map_err(|e| Failure::Run(e.to_string()))?;
+
+    if args.json {
+        let json =
+            serde_json::to_string_pretty(&report).map_err(|e| Failure::Run(e.to_string()))?;
+        println!("{json}");
+    } else {
+        print!("{}", table::render(&report, &bus.events(), &args.store));
+    }
+
+    if !report.failures.is_empty() {
+        return Err(Failure::Run(format!(
+            "the check is incomplete: {}",
+            report.failures.join("; ")
+        )));
+    }
+    if let Some(level) = &args.fail_on {
+        let level: Severity = serde_json::from_value(serde_json::Value::String(level.clone()))
+            .map_err(|e| Failure::Invalid(e.to_string()))?;
+        let reached = report
+            .budgets
+            .iter()
+            .flat_map(|b| b.windows.iter().map(move |w| (b, w)))
+            .filter(|(_, w)| w.highest_severity.is_some_and(|s| s >= level))
+            .map(|(b, w)| format!("{} {}", b.budget_id, w.window))
+            .collect::<Vec<_>>();
+        if !reached.is_empty() {
+            return Err(Failure::ThresholdReached(format!(
+                "--fail-on {level}: reached by {}",
+                reached.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}

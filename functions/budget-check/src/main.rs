@@ -1,0 +1,18 @@
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use serde_json::Value;
+use spendguard_core::env::process_env;
+
+use budget_check::{app, config::Config, handler};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env(&process_env())?;
+    let sdk = spendguard_core::aws::sdk_config().await;
+    let checker = app::checker(&config, &sdk).await?;
+    let checker = &checker;
+    run(service_fn(move |event: LambdaEvent<Value>| async move {
+        handler::handle(checker, event.payload).await
+    }))
+    .await
+}

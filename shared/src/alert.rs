@@ -1,0 +1,196 @@
+//! AlertEvent: what budget-check publishes once per crossing, and fan-out and key-guard consume.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::budget::{Action, Basis, Budget, Severity};
+use crate::evaluate::{Crossing, WindowEvaluation};
+use crate::forecast::Forecast;
+use crate::money::Money;
+use crate::period::WindowKind;
+use crate::scope::Scope;
+
+pub const ALERT_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// A budget tier was reached.
+    Budget,
+}
+
+/// A budget crossing, as published to the alerts topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    pub schema_version: u32,
+    /// Stable per (budget, window, period start, tier, threshold): a replay has the same id.
+    pub alert_id: String,
+    pub kind: AlertKind,
+    pub budget_id: String,
+    pub scope: Scope,
+    pub window: WindowKind,
+    pub period_key: String,
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    pub tier: String,
+    pub severity: Severity,
+    pub basis: Basis,
+    pub spend: Money,
+    pub limit: Money,
+    pub threshold: Money,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub percent: Decimal,
+    pub forecast: Forecast,
+    /// Actions the tier orders (key-guard carries out all but `notify`).
+    pub actions: Vec<Action>,
+    /// Channels the budget routes this tier to.
+    pub channels: Vec<String>,
+    pub summary: String,
+    pub raised_at: DateTime<Utc>,
+}
+
+/// The id of an alert: the same crossing always gets the same id; an edited threshold re-arms.
+pub fn alert_id(
+    budget_id: &str,
+    window: WindowKind,
+    period_start: DateTime<Utc>,
+    tier: &str,
+    threshold: Decimal,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        budget_id,
+        window.as_str(),
+        &period_start.to_rfc3339(),
+        tier,
+        &threshold.normalize().to_string(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+impl AlertEvent {
+    pub fn for_crossing(
+        budget: &Budget,
+        evaluation: &WindowEvaluation,
+        crossing: &Crossing,
+        raised_at: DateTime<Utc>,
+    ) -> AlertEvent {
+        let period = &evaluation.period;
+        let money = |amount: Decimal| Money::new(amount, budget.currency);
+        let tier = &crossing.tier;
+        let forecast_text = match evaluation.forecast {
+            Forecast::Projected(f) => format!("forecast {}", money(f)),
+            Forecast::TooEarly => "too early to forecast".to_string(),
+            Forecast::Implausible(f) => format!("forecast {} flagged implausible", money(f)),
+        };
+        let reached_by = match tier.basis {
+            Basis::Actual => "spend".to_string(),
+            Basis::Forecast => "forecast".to_string(),
+        };
+        let summary = format!(
+            "{severity}: budget {id} ({scope}) {window} {period}: {reached_by} reached tier {tier} \
+             at {threshold}; spent {spend} of {limit} ({percent}%), {forecast_text}",
+            severity = tier.severity.as_str().to_uppercase(),
+            id = budget.id,
+            scope = budget.scope,
+            window = evaluation.kind,
+            period = period.key(),
+            tier = tier.name,
+            threshold = money(crossing.threshold),
+            spend = money(evaluation.actual),
+            limit = money(evaluation.limit),
+            percent = evaluation.percent,
+        );
+        AlertEvent {
+            schema_version: ALERT_SCHEMA_VERSION,
+            alert_id: alert_id(
+                &budget.id,
+                evaluation.kind,
+                period.start,
+                &tier.name,
+                crossing.threshold,
+            ),
+            kind: AlertKind::Budget,
+            budget_id: budget.id.clone(),
+            scope: budget.scope.clone(),
+            window: evaluation.kind,
+            period_key: period.key(),
+            period_start: period.start,
+            period_end: period.end,
+            tier: tier.name.clone(),
+            severity: tier.severity,
+            basis: tier.basis,
+            spend: money(evaluation.actual),
+            limit: money(evaluation.limit),
+            threshold: money(crossing.threshold),
+            percent: evaluation.percent,
+            forecast: evaluation.forecast,
+            actions: tier.actions.clone(),
+            channels: budget.channels_for(&tier.name),
+            summary,
+            raised_at,
+        }
+    }
+
+    /// Names of the ordered actions, for the SNS `actions` attribute.
+    pub fn action_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.actions.iter().map(Action::name).collect();
+        names.dedup();
+        names
+    }
+
+    /// A short subject line (SNS allows 100 characters).
+    pub fn subject(&self) -> String {
+        let mut s = format!(
+            "[spendguard] {} {} {} {}%",
+            self.severity.as_str(),
+            self.budget_id,
+            self.window,
+            self.percent
+        );
+        s.truncate(100);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn alert_id_is_stable_and_distinguishes_its_parts() {
+        let start = t("2026-11-01T00:00:00Z");
+        let id = alert_id("b", WindowKind::Monthly, start, "warning", dec!(1000));
+        assert_eq!(
+            id,
+            alert_id("b", WindowKind::Monthly, start, "warning", dec!(1000.00))
+        );
+        assert_eq!(id.len(), 32);
+        let others = [
+            alert_id("c", WindowKind::Monthly, start, "warning", dec!(1000)),
+            alert_id("b", WindowKind::Weekly, start, "warning", dec!(1000)),
+            alert_id(
+                "b",
+                WindowKind::Monthly,
+                t("2026-12-01T00:00:00Z"),
+                "warning",
+                dec!(1000),
+            ),
+            alert_id("b", WindowKind::Monthly, start, "critical", dec!(1000)),
+            alert_id("b", WindowKind::Monthly, start, "warning", dec!(1200)),
+        ];
+        for other in others {
+            assert_ne!(id, other);
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! The budget check (flow 1): load budgets, gather spend, evaluate, claim each crossing once,
+//! publish the winners' alerts, record observations and an audit entry. Used by the
+//! budget-check function and by `spendguard check`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::alert::AlertEvent;
+use crate::budget::{Budget, Severity, SourceSpec};
+use crate::bus::AlertBus;
+use crate::clock::Clock;
+use crate::evaluate::{WindowEvaluation, evaluate_window};
+use crate::forecast::Forecast;
+use crate::money::Money;
+use crate::period::{Period, WindowKind};
+use crate::records::{AlertClaim, AuditEntry, ClaimOutcome, Observation};
+use crate::sources::{BudgetSpend, SpendRequest, SpendSource};
+use crate::store::{StateStore, StoreError};
+
+/// A claim that was never finished (crashed run) blocks others this long.
+pub const DEFAULT_CLAIM_LEASE: Duration = Duration::minutes(5);
+/// Alert claims are kept this long after their period ends.
+const CLAIM_RETENTION: Duration = Duration::days(35);
+
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Evaluate and report, but claim, publish and record nothing.
+    pub dry_run: bool,
+    /// Only this budget.
+    pub budget_id: Option<String>,
+    /// Who asked (`schedule`, `manual`, a user name): kept in the audit log.
+    pub actor: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no budget with id `{0}`")]
+    UnknownBudget(String),
+}
+
+/// What happened to one alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertOutcome {
+    Published,
+    AlreadyRaised,
+    HeldByOther,
+    WouldPublish,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertReport {
+    pub alert_id: String,
+    pub tier: String,
+    pub outcome: AlertOutcome,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowReport {
+    pub window: WindowKind,
+    pub period: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spend: Option<Money>,
+    pub limit: Money,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
+    pub percent: Option<Decimal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<Forecast>,
+    /// Every tier reached, lowest first.
+    pub tiers_reached: Vec<String>,
+    /// The most severe tier reached, and its severity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub highest_tier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub highest_severity: Option<Severity>,
+    /// Actions the reached tiers order.
+    pub actions: Vec<String>,
+    pub alerts: Vec<AlertReport>,
+    /// Why this window could not be evaluated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetReport {
+    pub budget_id: String,
+    pub scope: String,
+    pub source: String,
+    pub windows: Vec<WindowReport>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AlertCounts {
+    pub published: usize,
+    pub already_raised: usize,
+    pub held_by_other: usize,
+    pub would_publish: usize,
+    pub failed: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub run_id: String,
+    pub at: DateTime<Utc>,
+    pub dry_run: bool,
+    pub budgets: Vec<BudgetReport>,
+    pub alerts: AlertCounts,
+    /// Sources that failed and alerts that could not be published: the run should be retried.
+    pub failures: Vec<String>,
+    /// Sources that budgets use but this deployment is not configured to read.
+    pub unconfigured: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn windows_over_a_tier(&self) -> usize {
+        self.budgets
+            .iter()
+            .flat_map(|b| &b.windows)
+            .filter(|w| w.highest_tier.is_some())
+            .count()
+    }
+}
+
+/// The budget check with its dependencies, built once per process.
+pub struct Checker {
+    pub store: Arc<dyn StateStore>,
+    pub bus: Arc<dyn AlertBus>,
+    /// One source per kind of `SourceSpec` that this deployment can read.
+    pub sources: Vec<Arc<dyn SpendSource>>,
+    pub clock: Arc<dyn Clock>,
+    pub claim_lease: Duration,
+}
+
+impl Checker {
+    pub async fn run(&self, options: &CheckOptions) -> Result<CheckReport, CheckError> {
+        let now = self.clock.now();
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let policy = self.store.load_policy().await?;
+        let budgets: Vec<&Budget> = match &options.budget_id {
+            Some(id) => vec![
+                policy
+                    .budgets
+                    .iter()
+                    .find(|b| &b.id == id)
+                    .ok_or_else(|| CheckError::UnknownBudget(id.clone()))?,
+            ],
+            None => policy.budgets.iter().collect(),
+        };
+
+        let (spend, mut failures, unconfigured) =
+            self.gather(&budgets, now, &policy.settings.rates).await;
+
+        let mut counts = AlertCounts::default();
+        let mut reports = Vec::new();
+        let mut observations = Vec::new();
+        for budget in &budgets {
+            let mut windows = Vec::new();
+            for window in &budget.windows {
+                let result = spend
+                    .get(&budget.id)
+                    .and_then(|s| s.get(&window.kind))
+                    .cloned()
+                    .unwrap_or_else(|| Err("no spend data".to_string()));
+                let evaluation = result.and_then(|s| {
+                    evaluate_window(budget, window.kind, &s, now, &policy.settings.forecast)
+                        .ok_or_else(|| format!("budget has no {} window", window.kind))
+                });
+                let report = match evaluation {
+                    Ok(e) => {
+                        if budget.source != SourceSpec::Usage {
+                            observations.push(observation(budget, &e, now));
+                        }
+                        let alerts = self
+                            .raise(
+                                budget,
+                                &e,
+                                now,
+                                &run_id,
+                                options,
+                                &mut counts,
+                                &mut failures,
+                            )
+                            .await;
+                        window_report(budget, now, Ok(&e), alerts)
+                    }
+                    Err(message) => window_report(
+                        budget,
+                        now,
+                        Err((window.kind, window.limit, message)),
+                        Vec::new(),
+                    ),
+                };
+                windows.push(report);
+            }
+            reports.push(BudgetReport {
+                budget_id: budget.id.clone(),
+                scope: budget.scope.to_string(),
+                source: budget.source.kind().to_string(),
+                windows,
+            });
+        }
+
+        let report = CheckReport {
+            run_id: run_id.clone(),
+            at: now,
+            dry_run: options.dry_run,
+            budgets: reports,
+            alerts: counts,
+            failures,
+            unconfigured,
+        };
+        if !options.dry_run {
+            self.store.put_observations(&observations).await?;
+            self.store
+                .append_audit(&AuditEntry {
+                    id: run_id,
+                    at: now,
+                    actor: options.actor.clone(),
+                    action: "budget_check".into(),
+                    scope: None,
+                    detail: serde_json::json!({
+                        "budgets": report.budgets.len(),
+                        "windows_over_a_tier": report.windows_over_a_tier(),
+                        "alerts": report.alerts,
+                        "failures": report.failures,
+                        "unconfigured": report.unconfigured,
+                    }),
+                })
+                .await?;
+        }
+        info!(
+            run_id = %report.run_id,
+            budgets = report.budgets.len(),
+            published = report.alerts.published,
+            failures = report.failures.len(),
+            dry_run = report.dry_run,
+            "budget check finished"
+        );
+        Ok(report)
+    }
+
+    /// Asks each source once for all of its budgets.
+    async fn gather(
+        &self,
+        budgets: &[&Budget],
+        now: DateTime<Utc>,
+        rates: &crate::money::FxRates,
+    ) -> (BTreeMap<String, BudgetSpend>, Vec<String>, Vec<String>) {
+        let mut by_kind: BTreeMap<&'static str, Vec<&Budget>> = BTreeMap::new();
+        for b in budgets {
+            by_kind.entry(b.source.kind()).or_default().push(b);
+        }
+        let mut spend = BTreeMap::new();
+        let mut failures = Vec::new();
+        let mut unconfigured = Vec::new();
+        for (kind, group) in by_kind {
+            let Some(source) = self.sources.iter().find(|s| s.kind() == kind) else {
+                for b in &group {
+                    let message = format!("source `{kind}` is not configured");
+                    spend.insert(
+                        b.id.clone(),
+                        b.windows
+                            .iter()
+                            .map(|w| (w.kind, Err(message.clone())))
+                            .collect(),
+                    );
+                }
+                unconfigured.push(kind.to_string());
+                continue;
+            };
+            let request = SpendRequest {
+                budgets: &group,
+                now,
+                rates,
+            };
+            match source.spend(&request).await {
+                Ok(map) => spend.extend(map),
+                Err(e) => {
+                    warn!(source = kind, error = %e, "spend source failed");
+                    for b in &group {
+                        spend.insert(
+                            b.id.clone(),
+                            b.windows
+                                .iter()
+                                .map(|w| (w.kind, Err(e.to_string())))
+                                .collect(),
+                        );
+                    }
+                    failures.push(e.to_string());
+                }
+            }
+        }
+        (spend, failures, unconfigured)
+    }
+
+    /// Claims and publishes each crossing of one window; only the claim's winner publishes.
+    #[allow(clippy::too_many_arguments)]
+    async fn raise(
+        &self,
+        budget: &Budget,
+        evaluation: &WindowEvaluation,
+        now: DateTime<Utc>,
+        run_id: &str,
+        options: &CheckOptions,
+        counts: &mut AlertCounts,
+        failures: &mut Vec<String>,
+    ) -> Vec<AlertReport> {
+        let mut out = Vec::new();
+        for crossing in &evaluation.crossings {
+            let event = AlertEvent::for_crossing(budget, evaluation, crossing, now);
+            let outcome = if options.dry_run {
+                counts.would_publish += 1;
+                AlertOutcome::WouldPublish
+            } else {
+                let claim = AlertClaim {
+                    budget_id: budget.id.clone(),
+                    window: evaluation.kind,
+                    period_key: evaluation.period.key(),
+                    tier: crossing.tier.name.clone(),
+                    alert_id: event.alert_id.clone(),
+                    owner: run_id.to_string(),
+                    lease: self.claim_lease,
+                    expires_at: evaluation.period.end + CLAIM_RETENTION,
+                };
+                match self.publish_claimed(&claim, &event, now).await {
+                    Ok(o) => o,
+                    Err(message) => {
+                        warn!(alert_id = %event.alert_id, error = %message, "alert not published");
+                        failures.push(format!(
+                            "alert {} ({} {}): {message}",
+                            event.alert_id, budget.id, crossing.tier.name
+                        ));
+                        AlertOutcome::Failed
+                    }
+                }
+            };
+            match outcome {
+                AlertOutcome::Published => counts.published += 1,
+                AlertOutcome::AlreadyRaised => counts.already_raised += 1,
+                AlertOutcome::HeldByOther => counts.held_by_other += 1,
+                AlertOutcome::Failed => counts.failed += 1,
+                AlertOutcome::WouldPublish => {}
+            }
+            out.push(AlertReport {
+                alert_id: event.alert_id,
+                tier: crossing.tier.name.clone(),
+                outcome,
+            });
+        }
+        out
+    }
+
+    async fn publish_claimed(
+        &self,
+        claim: &AlertClaim,
+        event: &AlertEvent,
+        now: DateTime<Utc>,
+    ) -> Result<AlertOutcome, String> {
+        match self
+            .store
+            .claim_alert(claim, now)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            ClaimOutcome::AlreadyRaised => Ok(AlertOutcome::AlreadyRaised),
+            ClaimOutcome::HeldByOther => Ok(AlertOutcome::HeldByOther),
+            ClaimOutcome::Won => {
+                if let Err(e) = self.bus.publish(event).await {
+                    // give the claim back so the next run (or Lambda's retry) publishes it
+                    if let Err(release) = self.store.release_alert_claim(claim).await {
+                        warn!(alert_id = %claim.alert_id, error = %release, "claim not released; it expires with its lease");
+                    }
+                    return Err(e.to_string());
+                }
+                info!(alert_id = %event.alert_id, budget = %event.budget_id, tier = %event.tier, "alert published");
+                self.store
+                    .finish_alert_claim(claim)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(AlertOutcome::Published)
+            }
+        }
+    }
+}
+
+fn observation(budget: &Budget, e: &WindowEvaluation, now: DateTime<Utc>) -> Observation {
+    Observation {
+        budget_id: budget.id.clone(),
+        source: budget.source.kind().to_string(),
+        window: e.kind,
+        period_key: e.period.key(),
+        actual: Money::new(e.actual, budget.currency),
+        forecast: match e.forecast {
+            Forecast::Projected(f) | Forecast::Implausible(f) => {
+                Some(Money::new(f, budget.currency))
+            }
+            Forecast::TooEarly => None,
+        },
+        observed_at: now,
+    }
+}
+
+fn window_report(
+    budget: &Budget,
+    now: DateTime<Utc>,
+    evaluation: Result<&WindowEvaluation, (WindowKind, Decimal, String)>,
+    alerts: Vec<AlertReport>,
+) -> WindowReport {
+    let money = |amount: Decimal| Money::new(amount, budget.currency);
+    match evaluation {
+        Ok(e) => {
+            let mut actions: Vec<String> = Vec::new();
+            for c in &e.crossings {
+                for a in &c.tier.actions {
+                    let text = a.to_string();
+                    if !actions.contains(&text) {
+                        actions.push(text);
+                    }
+                }
+            }
+            WindowReport {
+                window: e.kind,
+                period: e.period.key(),
+                spend: Some(money(e.actual)),
+                limit: money(e.limit),
+                percent: Some(e.percent),
+                forecast: Some(e.forecast),
+                tiers_reached: e.crossings.iter().map(|c| c.tier.name.clone()).collect(),
+                highest_tier: e.highest().map(|c| c.tier.name.clone()),
+                highest_severity: e.highest().map(|c| c.tier.severity),
+                actions,
+                alerts,
+                error: None,
+            }
+        }
+        Err((kind, limit, message)) => WindowReport {
+            window: kind,
+            period: Period::containing(kind, budget.zone, now).key(),
+            spend: None,
+            limit: money(limit),
+            percent: None,
+            forecast: None,
+            tiers_reached: Vec::new(),
+            highest_tier: None,
+            highest_severity: None,
+            actions: Vec::new(),
+            alerts,
+            error: Some(message),
+        },
+    }
+}

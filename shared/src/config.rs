@@ -1,0 +1,1063 @@
+//! The budgets file (TOML, `version = 1`): parsed with positions, validated with precise errors.
+//!
+//! Every error names the file, the line and column, and the field. The format is described in
+//! `docs/budgets.md`; `examples/budgets.toml` is a complete example.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use toml::Spanned;
+
+use crate::budget::{
+    Action, Basis, Budget, ChannelKind, ChannelSpec, ForecastPolicy, PolicySet, Settings, Severity,
+    SourceSpec, Threshold, Tier, Window,
+};
+use crate::money::{Currency, FxRates, parse_decimal};
+use crate::period::{WindowKind, Zone};
+use crate::pricing::{Price, PriceBook};
+use crate::scope::Scope;
+
+pub const SUPPORTED_VERSION: i64 = 1;
+
+/// One problem in a budgets file, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file, self.line, self.column, self.field, self.message
+        )
+    }
+}
+
+/// Every problem found in a budgets file (at least one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads and validates a budgets file.
+pub fn load_budgets_file(path: &Path) -> Result<PolicySet, ConfigErrors> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: name.clone(),
+            line: 0,
+            column: 0,
+            field: "file".into(),
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    parse_budgets(&name, &text)
+}
+
+/// Parses and validates the text of a budgets file named `file` (for messages).
+pub fn parse_budgets(file: &str, text: &str) -> Result<PolicySet, ConfigErrors> {
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let message = e.message().trim().to_string();
+        let field = field_of_parse_error(&message, text, span.start);
+        ConfigErrors(vec![locate(file, text, span, field, message)])
+    })?;
+    let mut v = Validator {
+        file,
+        text,
+        errors: Vec::new(),
+    };
+    let set = v.policy(raw);
+    if v.errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(ConfigErrors(v.errors))
+    }
+}
+
+fn locate(
+    file: &str,
+    text: &str,
+    span: Range<usize>,
+    field: String,
+    message: String,
+) -> ConfigError {
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    ConfigError {
+        file: file.to_string(),
+        line,
+        column,
+        field,
+        message,
+    }
+}
+
+/// The field a serde error is about: the backticked name of an unknown or missing field,
+/// otherwise the key being assigned at the error's position.
+fn field_of_parse_error(message: &str, text: &str, offset: usize) -> String {
+    for prefix in [
+        "unknown field `",
+        "missing field `",
+        "duplicate key `",
+        "duplicate field `",
+    ] {
+        if let Some(rest) = message.split(prefix).nth(1)
+            && let Some(name) = rest.split('`').next()
+        {
+            return name.to_string();
+        }
+    }
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let upto = &text[line_start..offset];
+    if let Some(eq) = upto.rfind('=') {
+        let key: String = upto[..eq]
+            .trim_end()
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '"' | '.'))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        if !key.is_empty() {
+            return key.trim_matches('"').to_string();
+        }
+    }
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = text[line_start..line_end].trim();
+    if line.starts_with('[') {
+        return line.trim_matches(|c| c == '[' || c == ']').to_string();
+    }
+    "file".to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw shapes, as written in the file, with positions.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    version: Spanned<i64>,
+    #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default)]
+    forecast: Option<RawForecast>,
+    #[serde(default)]
+    currency_rates: BTreeMap<Spanned<String>, Spanned<Amount>>,
+    #[serde(default)]
+    channels: BTreeMap<Spanned<String>, RawChannel>,
+    #[serde(default)]
+    routing: BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
+    #[serde(default)]
+    prices: BTreeMap<Spanned<String>, RawPrice>,
+    #[serde(default)]
+    budget: Vec<Spanned<RawBudget>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    currency: Option<Spanned<String>>,
+    timezone: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForecast {
+    min_elapsed_percent: Option<Spanned<Number>>,
+    max_multiple_of_limit: Option<Spanned<Number>>,
+    recent_weight: Option<Spanned<Number>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChannel {
+    kind: Spanned<String>,
+    secret: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrice {
+    currency: Option<Spanned<String>>,
+    input: Spanned<Amount>,
+    output: Spanned<Amount>,
+    cached_input: Option<Spanned<Amount>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    id: Spanned<String>,
+    description: Option<String>,
+    scope: Spanned<String>,
+    currency: Option<Spanned<String>>,
+    timezone: Option<Spanned<String>>,
+    source: Option<Spanned<RawSource>>,
+    routing: Option<BTreeMap<Spanned<String>, Vec<Spanned<String>>>>,
+    #[serde(default)]
+    window: Vec<Spanned<RawWindow>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    kind: Spanned<String>,
+    budget_name: Option<Spanned<String>>,
+    service: Option<Spanned<String>>,
+    project_id: Option<Spanned<String>>,
+    workspace_id: Option<Spanned<String>>,
+    budget_id: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    period: Spanned<String>,
+    limit: Spanned<Amount>,
+    #[serde(default)]
+    tiers: Vec<Spanned<RawTier>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTier {
+    name: Spanned<String>,
+    percent: Option<Spanned<Number>>,
+    amount: Option<Spanned<Amount>>,
+    basis: Option<Spanned<String>>,
+    severity: Option<Spanned<String>>,
+    actions: Option<Vec<Spanned<RawAction>>>,
+}
+
+/// Money in the file: a decimal string or an integer. Floats are refused: binary floats
+/// cannot hold most cent amounts exactly.
+struct Amount(Decimal);
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Amount;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an amount as a string (\"12.50\") or an integer (2000)")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Amount, E> {
+                parse_decimal(s)
+                    .map(Amount)
+                    .map_err(|_| E::custom(format!("`{s}` is not a decimal amount")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Amount, E> {
+                Ok(Amount(Decimal::from(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Amount, E> {
+                Ok(Amount(Decimal::from(v)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Amount, E> {
+                Err(E::custom(format!(
+                    "write fractional money as a string (\"{v}\"), not a float: floats are inexact"
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A plain number (percent, factor): string, integer or float, read from its shortest text.
+struct Number(Decimal);
+
+impl<'de> Deserialize<'de> for Number {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Number;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Number, E> {
+                parse_decimal(s)
+                    .map(Number)
+                    .map_err(|_| E::custom(format!("`{s}` is not a number")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Number, E> {
+                Ok(Number(Decimal::from(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Number, E> {
+                Ok(Number(Decimal::from(v)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Number, E> {
+                if !v.is_finite() {
+                    return Err(E::custom("must be a finite number"));
+                }
+                parse_decimal(&v.to_string())
+                    .map(Number)
+                    .map_err(|_| E::custom(format!("`{v}` is out of range")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `"notify"`, `"disable_keys"`, `"shutdown"` or `{ reduce_limits = 0.1 }`.
+enum RawAction {
+    Named(String),
+    ReduceLimits(Decimal),
+}
+
+impl<'de> Deserialize<'de> for RawAction {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawAction;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an action: \"notify\", \"disable_keys\", \"shutdown\" or { reduce_limits = <factor> }")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawAction, E> {
+                Ok(RawAction::Named(s.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawAction, A::Error> {
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom("an empty table is not an action"));
+                };
+                if key != "reduce_limits" {
+                    return Err(de::Error::custom(format!(
+                        "unknown action `{key}`: the only action with a value is {{ reduce_limits = <factor> }}"
+                    )));
+                }
+                let factor: Number = map.next_value()?;
+                if let Some(extra) = map.next_key::<String>()? {
+                    return Err(de::Error::custom(format!(
+                        "unexpected `{extra}` beside reduce_limits"
+                    )));
+                }
+                Ok(RawAction::ReduceLimits(factor.0))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation: raw shapes -> domain, collecting every error with its position.
+
+struct Validator<'a> {
+    file: &'a str,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(locate(
+            self.file,
+            self.text,
+            span,
+            field.into(),
+            message.into(),
+        ));
+    }
+
+    fn policy(&mut self, raw: RawFile) -> PolicySet {
+        if *raw.version.get_ref() != SUPPORTED_VERSION {
+            self.error(
+                raw.version.span(),
+                "version",
+                format!(
+                    "unsupported version {}: this spendguard reads version {SUPPORTED_VERSION}",
+                    raw.version.get_ref()
+                ),
+            );
+        }
+        let default_currency = match raw.defaults.currency {
+            Some(c) => self
+                .currency(&c, "defaults.currency")
+                .unwrap_or(Currency::USD),
+            None => Currency::USD,
+        };
+        let default_zone = match raw.defaults.timezone {
+            Some(z) => self.zone(&z, "defaults.timezone").unwrap_or(Zone::UTC),
+            None => Zone::UTC,
+        };
+        let forecast = raw.forecast.map(|f| self.forecast(f)).unwrap_or_default();
+        let rates = self.rates(raw.currency_rates);
+        let channels = self.channels(raw.channels);
+        let default_routing = self.routing(raw.routing, &channels, "routing");
+        let prices = self.prices(raw.prices, default_currency);
+
+        let mut ids = BTreeSet::new();
+        let mut budgets = Vec::new();
+        for rb in raw.budget {
+            let span = rb.span();
+            let rb = rb.into_inner();
+            if !ids.insert(rb.id.get_ref().clone()) {
+                self.error(
+                    rb.id.span(),
+                    "budget.id",
+                    format!("budget id `{}` is used twice", rb.id.get_ref()),
+                );
+            }
+            if let Some(b) = self.budget(
+                rb,
+                span,
+                default_currency,
+                default_zone,
+                &default_routing,
+                &channels,
+            ) {
+                budgets.push(b);
+            }
+        }
+        PolicySet {
+            settings: Settings {
+                channels,
+                prices,
+                rates,
+                forecast,
+            },
+            budgets,
+        }
+    }
+
+    fn currency(&mut self, c: &Spanned<String>, field: &str) -> Option<Currency> {
+        match Currency::parse(c.get_ref()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.error(c.span(), field, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn zone(&mut self, z: &Spanned<String>, field: &str) -> Option<Zone> {
+        match Zone::parse(z.get_ref()) {
+            Ok(z) => Some(z),
+            Err(e) => {
+                self.error(z.span(), field, e);
+                None
+            }
+        }
+    }
+
+    fn forecast(&mut self, raw: RawForecast) -> ForecastPolicy {
+        let mut p = ForecastPolicy::default();
+        if let Some(v) = raw.min_elapsed_percent {
+            if v.get_ref().0 < Decimal::ZERO || v.get_ref().0 >= Decimal::ONE_HUNDRED {
+                self.error(
+                    v.span(),
+                    "forecast.min_elapsed_percent",
+                    "must be at least 0 and below 100",
+                );
+            }
+            p.min_elapsed_percent = v.get_ref().0;
+        }
+        if let Some(v) = raw.max_multiple_of_limit {
+            if v.get_ref().0 < Decimal::ONE {
+                self.error(
+                    v.span(),
+                    "forecast.max_multiple_of_limit",
+                    "must be at least 1",
+                );
+            }
+            p.max_multiple_of_limit = v.get_ref().0;
+        }
+        if let Some(v) = raw.recent_weight {
+            if v.get_ref().0 < Decimal::ZERO || v.get_ref().0 > Decimal::ONE {
+                self.error(
+                    v.span(),
+                    "forecast.recent_weight",
+                    "must be between 0 and 1",
+                );
+            }
+            p.recent_weight = v.get_ref().0;
+        }
+        p
+    }
+
+    fn rates(&mut self, raw: BTreeMap<Spanned<String>, Spanned<Amount>>) -> FxRates {
+        let mut rates = FxRates::default();
+        for (pair, rate) in raw {
+            let field = format!("currency_rates.\"{}\"", pair.get_ref());
+            let Some((from, to)) = pair.get_ref().split_once('/') else {
+                self.error(
+                    pair.span(),
+                    field,
+                    "a rate key is FROM/TO, for example \"EUR/USD\"",
+                );
+                continue;
+            };
+            let (from, to) = match (Currency::parse(from), Currency::parse(to)) {
+                (Ok(f), Ok(t)) => (f, t),
+                (Err(e), _) | (_, Err(e)) => {
+                    self.error(pair.span(), field, e.to_string());
+                    continue;
+                }
+            };
+            if rate.get_ref().0 <= Decimal::ZERO {
+                self.error(rate.span(), field, "a rate must be greater than zero");
+                continue;
+            }
+            rates.insert(from, to, rate.get_ref().0);
+        }
+        rates
+    }
+
+    fn channels(
+        &mut self,
+        raw: BTreeMap<Spanned<String>, RawChannel>,
+    ) -> BTreeMap<String, ChannelSpec> {
+        let mut out = BTreeMap::new();
+        for (name, ch) in raw {
+            let field = format!("channels.{}", name.get_ref());
+            let Some(kind) = ChannelKind::parse(ch.kind.get_ref()) else {
+                self.error(
+                    ch.kind.span(),
+                    format!("{field}.kind"),
+                    format!(
+                        "unknown channel kind `{}`: use one of {}",
+                        ch.kind.get_ref(),
+                        ChannelKind::NAMES
+                    ),
+                );
+                continue;
+            };
+            let secret = ch.secret.map(|s| (s.get_ref().clone(), s.span()));
+            match (&secret, kind) {
+                (None, k) if k != ChannelKind::Log => {
+                    self.error(
+                        name.span(),
+                        format!("{field}.secret"),
+                        "a channel needs `secret`: a Secrets Manager ARN or file:<path> holding its endpoint",
+                    );
+                    continue;
+                }
+                (Some((s, span)), _) if !(s.starts_with("arn:") || s.starts_with("file:")) => {
+                    self.error(
+                        span.clone(),
+                        format!("{field}.secret"),
+                        "must be a Secrets Manager ARN (arn:aws:secretsmanager:...) or file:<path>; never the secret itself",
+                    );
+                    continue;
+                }
+                _ => {}
+            }
+            out.insert(
+                name.into_inner(),
+                ChannelSpec {
+                    kind,
+                    secret: secret.map(|(s, _)| s),
+                },
+            );
+        }
+        out
+    }
+
+    fn routing(
+        &mut self,
+        raw: BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
+        channels: &BTreeMap<String, ChannelSpec>,
+        field: &str,
+    ) -> BTreeMap<String, Vec<String>> {
+        let mut out = BTreeMap::new();
+        for (tier, names) in raw {
+            let mut list = Vec::new();
+            for n in names {
+                if n.get_ref() != "log" && !channels.contains_key(n.get_ref()) {
+                    self.error(
+                        n.span(),
+                        format!("{field}.{}", tier.get_ref()),
+                        format!("channel `{}` is not defined in [channels]", n.get_ref()),
+                    );
+                } else if !list.contains(n.get_ref()) {
+                    list.push(n.into_inner());
+                }
+            }
+            out.insert(tier.into_inner(), list);
+        }
+        out
+    }
+
+    fn prices(
+        &mut self,
+        raw: BTreeMap<Spanned<String>, RawPrice>,
+        default_currency: Currency,
+    ) -> PriceBook {
+        let mut book = BTreeMap::new();
+        for (key, p) in raw {
+            let field = format!("prices.\"{}\"", key.get_ref());
+            if key.get_ref().split('/').count() != 2 || key.get_ref().split('/').any(str::is_empty)
+            {
+                self.error(
+                    key.span(),
+                    field.clone(),
+                    "a price key is provider/model, for example \"openai/gpt-4o\"",
+                );
+            }
+            let currency = match &p.currency {
+                Some(c) => self
+                    .currency(c, &format!("{field}.currency"))
+                    .unwrap_or(default_currency),
+                None => default_currency,
+            };
+            for (name, v) in [
+                ("input", Some(&p.input)),
+                ("output", Some(&p.output)),
+                ("cached_input", p.cached_input.as_ref()),
+            ] {
+                if let Some(v) = v
+                    && v.get_ref().0 < Decimal::ZERO
+                {
+                    self.error(
+                        v.span(),
+                        format!("{field}.{name}"),
+                        "a price must not be negative",
+                    );
+                }
+            }
+            book.insert(
+                key.into_inner(),
+                Price {
+                    currency,
+                    input: p.input.get_ref().0,
+                    output: p.output.get_ref().0,
+                    cached_input: p.cached_input.map(|c| c.get_ref().0),
+                },
+            );
+        }
+        PriceBook(book)
+    }
+
+    fn budget(
+        &mut self,
+        rb: RawBudget,
+        span: Range<usize>,
+        default_currency: Currency,
+        default_zone: Zone,
+        default_routing: &BTreeMap<String, Vec<String>>,
+        channels: &BTreeMap<String, ChannelSpec>,
+    ) -> Option<Budget> {
+        let id = rb.id.get_ref().clone();
+        let at = format!("budget[{id}]");
+        let errors_before = self.errors.len();
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            self.error(
+                rb.id.span(),
+                format!("{at}.id"),
+                "an id is 1 to 64 letters, digits, `-`, `_` or `.`",
+            );
+        }
+        let scope = match Scope::parse(rb.scope.get_ref()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.error(rb.scope.span(), format!("{at}.scope"), e.to_string());
+                None
+            }
+        };
+        let currency = match &rb.currency {
+            Some(c) => self.currency(c, &format!("{at}.currency")),
+            None => Some(default_currency),
+        };
+        let zone = match &rb.timezone {
+            Some(z) => self.zone(z, &format!("{at}.timezone")),
+            None => Some(default_zone),
+        };
+        let source = match rb.source {
+            Some(s) => self.source(s.into_inner(), &at),
+            None => Some(SourceSpec::Usage),
+        };
+
+        if rb.window.is_empty() {
+            self.error(
+                span.clone(),
+                format!("{at}.window"),
+                "a budget needs at least one [[budget.window]]",
+            );
+        }
+        let mut windows: Vec<Window> = Vec::new();
+        for rw in rb.window {
+            if let Some(w) = self.window(rw, &at) {
+                if windows.iter().any(|x| x.kind == w.kind) {
+                    self.error(
+                        span.clone(),
+                        format!("{at}.window"),
+                        format!("two {} windows: keep one", w.kind),
+                    );
+                    continue;
+                }
+                windows.push(w);
+            }
+        }
+        if let Some(s @ (SourceSpec::AwsBudgets { .. } | SourceSpec::GcpBudget { .. })) = &source
+            && windows.len() > 1
+        {
+            self.error(
+                span.clone(),
+                format!("{at}.window"),
+                format!(
+                    "a {} source reports one period: give this budget exactly one window",
+                    s.kind()
+                ),
+            );
+        }
+        let mut routing = default_routing.clone();
+        if let Some(r) = rb.routing {
+            let tier_names: BTreeSet<&str> = windows
+                .iter()
+                .flat_map(|w| w.tiers.iter().map(|t| t.name.as_str()))
+                .collect();
+            for tier in r.keys() {
+                if !tier_names.contains(tier.get_ref().as_str()) {
+                    self.error(
+                        tier.span(),
+                        format!("{at}.routing.{}", tier.get_ref()),
+                        format!("this budget has no tier named `{}`", tier.get_ref()),
+                    );
+                }
+            }
+            routing.extend(self.routing(r, channels, &format!("{at}.routing")));
+        }
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(Budget {
+            id,
+            description: rb.description,
+            scope: scope?,
+            currency: currency?,
+            zone: zone?,
+            windows,
+            source: source?,
+            routing,
+        })
+    }
+
+    fn source(&mut self, raw: RawSource, at: &str) -> Option<SourceSpec> {
+        let field = format!("{at}.source");
+        let kind = raw.kind.get_ref().as_str();
+        let fields: [(&str, &Option<Spanned<String>>); 5] = [
+            ("budget_name", &raw.budget_name),
+            ("service", &raw.service),
+            ("project_id", &raw.project_id),
+            ("workspace_id", &raw.workspace_id),
+            ("budget_id", &raw.budget_id),
+        ];
+        let allowed: &[&str] = match kind {
+            "usage" => &[],
+            "aws_budgets" => &["budget_name"],
+            "cost_explorer" => &["service"],
+            "openai" => &["project_id"],
+            "anthropic" => &["workspace_id"],
+            "gcp_budget" => &["budget_id"],
+            other => {
+                self.error(
+                    raw.kind.span(),
+                    format!("{field}.kind"),
+                    format!(
+                        "unknown source `{other}`: use usage, aws_budgets, cost_explorer, openai, anthropic or gcp_budget"
+                    ),
+                );
+                return None;
+            }
+        };
+        let mut ok = true;
+        for (name, value) in fields {
+            if let Some(v) = value {
+                if !allowed.contains(&name) {
+                    self.error(
+                        v.span(),
+                        format!("{field}.{name}"),
+                        format!("a {kind} source has no `{name}`"),
+                    );
+                    ok = false;
+                } else if v.get_ref().trim().is_empty() {
+                    self.error(v.span(), format!("{field}.{name}"), "must not be empty");
+                    ok = false;
+                }
+            }
+        }
+        let text = |v: &Option<Spanned<String>>| v.as_ref().map(|s| s.get_ref().clone());
+        let required = |me: &mut Self, name: &str, v: &Option<Spanned<String>>| -> Option<String> {
+            let value = text(v);
+            if value.is_none() {
+                me.error(
+                    raw.kind.span(),
+                    format!("{field}.{name}"),
+                    format!("a {kind} source needs `{name}`"),
+                );
+            }
+            value
+        };
+        let spec = match kind {
+            "usage" => SourceSpec::Usage,
+            "aws_budgets" => SourceSpec::AwsBudgets {
+                budget_name: required(self, "budget_name", &raw.budget_name)?,
+            },
+            "cost_explorer" => SourceSpec::CostExplorer {
+                service: text(&raw.service),
+            },
+            "openai" => SourceSpec::Openai {
+                project_id: text(&raw.project_id),
+            },
+            "anthropic" => SourceSpec::Anthropic {
+                workspace_id: text(&raw.workspace_id),
+            },
+            _ => SourceSpec::GcpBudget {
+                budget_id: required(self, "budget_id", &raw.budget_id)?,
+            },
+        };
+        ok.then_some(spec)
+    }
+
+    fn window(&mut self, rw: Spanned<RawWindow>, at: &str) -> Option<Window> {
+        let rw = rw.into_inner();
+        let kind: WindowKind = match rw.period.get_ref().parse() {
+            Ok(k) => k,
+            Err(e) => {
+                self.error(rw.period.span(), format!("{at}.window.period"), e);
+                return None;
+            }
+        };
+        let at = format!("{at}.window[{kind}]");
+        let limit = rw.limit.get_ref().0;
+        if limit <= Decimal::ZERO {
+            self.error(
+                rw.limit.span(),
+                format!("{at}.limit"),
+                format!("a limit must be greater than zero (got {limit})"),
+            );
+            return None;
+        }
+        if rw.tiers.is_empty() {
+            self.error(
+                rw.period.span(),
+                format!("{at}.tiers"),
+                "a window needs at least one tier",
+            );
+            return None;
+        }
+        let errors_before = self.errors.len();
+        let mut tiers: Vec<(Tier, Range<usize>)> = Vec::new();
+        for rt in rw.tiers {
+            let span = rt.span();
+            if let Some(t) = self.tier(rt.into_inner(), &at) {
+                tiers.push((t, span));
+            }
+        }
+        // names unique; thresholds rising (and severities not falling) in the order written
+        for i in 0..tiers.len() {
+            let (t, span) = &tiers[i];
+            if tiers[..i].iter().any(|(o, _)| o.name == t.name) {
+                self.error(
+                    span.clone(),
+                    format!("{at}.tier[{}]", t.name),
+                    "tier name used twice in this window",
+                );
+                continue;
+            }
+            if let Some((prev, _)) = tiers[..i].iter().rev().find(|(o, _)| o.basis == t.basis) {
+                let (a, b) = (prev.threshold_amount(limit), t.threshold_amount(limit));
+                if b <= a {
+                    self.error(
+                        span.clone(),
+                        format!("{at}.tier[{}]", t.name),
+                        format!(
+                            "tiers out of order: `{}` ({}) must come after a lower threshold than `{}` ({}); list {} tiers from lowest to highest",
+                            t.name, b.normalize(), prev.name, a.normalize(), t.basis
+                        ),
+                    );
+                } else if t.severity < prev.severity {
+                    self.error(
+                        span.clone(),
+                        format!("{at}.tier[{}].severity", t.name),
+                        format!(
+                            "tiers out of order: `{}` ({}) has a higher threshold than `{}` ({}) but a lower severity",
+                            t.name, t.severity, prev.name, prev.severity
+                        ),
+                    );
+                }
+            }
+        }
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(Window {
+            kind,
+            limit,
+            tiers: tiers.into_iter().map(|(t, _)| t).collect(),
+        })
+    }
+
+    fn tier(&mut self, rt: RawTier, at: &str) -> Option<Tier> {
+        let name = rt.name.get_ref().clone();
+        let at = format!("{at}.tier[{name}]");
+        if name.is_empty()
+            || name.len() > 32
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        {
+            self.error(
+                rt.name.span(),
+                format!("{at}.name"),
+                "a tier name is 1 to 32 letters, digits, `-` or `_`",
+            );
+            return None;
+        }
+        let threshold = match (&rt.percent, &rt.amount) {
+            (Some(p), None) => {
+                let v = p.get_ref().0;
+                if v <= Decimal::ZERO || v > Decimal::from(1000) {
+                    self.error(
+                        p.span(),
+                        format!("{at}.percent"),
+                        format!("must be above 0 and at most 1000 (got {v})"),
+                    );
+                    return None;
+                }
+                Threshold::Percent(v)
+            }
+            (None, Some(a)) => {
+                let v = a.get_ref().0;
+                if v <= Decimal::ZERO {
+                    self.error(
+                        a.span(),
+                        format!("{at}.amount"),
+                        format!("must be greater than zero (got {v})"),
+                    );
+                    return None;
+                }
+                Threshold::Amount(v)
+            }
+            (Some(_), Some(a)) => {
+                self.error(
+                    a.span(),
+                    format!("{at}.amount"),
+                    "give `percent` or `amount`, not both",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.error(
+                    rt.name.span(),
+                    format!("{at}.percent"),
+                    "a tier needs `percent` (of the limit) or `amount`",
+                );
+                return None;
+            }
+        };
+        let basis = match rt.basis.as_ref().map(|b| b.get_ref().as_str()) {
+            None | Some("actual") => Basis::Actual,
+            Some("forecast") => Basis::Forecast,
+            Some(other) => {
+                let span = rt.basis.as_ref().map(|b| b.span()).unwrap_or_default();
+                self.error(
+                    span,
+                    format!("{at}.basis"),
+                    format!("`{other}` is not a basis: use actual or forecast"),
+                );
+                return None;
+            }
+        };
+        let severity = match &rt.severity {
+            Some(s) => match Severity::for_tier_name(s.get_ref()) {
+                Some(sev) => sev,
+                None => {
+                    self.error(
+                        s.span(),
+                        format!("{at}.severity"),
+                        format!(
+                            "`{}` is not a severity: use info, warning, critical or emergency",
+                            s.get_ref()
+                        ),
+                    );
+                    return None;
+                }
+            },
+            None => Severity::for_tier_name(&name).unwrap_or(Severity::Warning),
+        };
+        let mut actions = Vec::new();
+        for ra in rt
+            .actions
+            .unwrap_or_else(|| vec![Spanned::new(0..0, RawAction::Named("notify".into()))])
+        {
+            let span = ra.span();
+            let action = match ra.into_inner() {
+                RawAction::Named(n) => match n.as_str() {
+                    "notify" => Action::Notify,
+                    "disable_keys" => Action::DisableKeys,
+                    "shutdown" => Action::Shutdown,
+                    "reduce_limits" => {
+                        self.error(
+                            span,
+                            format!("{at}.actions"),
+                            "reduce_limits needs a factor: { reduce_limits = 0.1 }",
+                        );
+                        return None;
+                    }
+                    other => {
+                        self.error(
+                            span,
+                            format!("{at}.actions"),
+                            format!("unknown action `{other}`: use notify, reduce_limits, disable_keys or shutdown"),
+                        );
+                        return None;
+                    }
+                },
+                RawAction::ReduceLimits(factor) => {
+                    if factor <= Decimal::ZERO || factor >= Decimal::ONE {
+                        self.error(
+                            span,
+                            format!("{at}.actions"),
+                            format!(
+                                "reduce_limits factor must be above 0 and below 1 (got {factor})"
+                            ),
+                        );
+                        return None;
+                    }
+                    Action::ReduceLimits { factor }
+                }
+            };
+            if !actions.contains(&action) {
+                actions.push(action);
+            }
+        }
+        Some(Tier {
+            name,
+            threshold,
+            basis,
+            severity,
+            actions,
+        })
+    }
+}

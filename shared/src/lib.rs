@@ -1,0 +1,24 @@
+//! spendguard-core: the domain of spendguard (money, scopes, budgets, periods, evaluation,
+//! forecasts, alerts) and the ports and adapters around it (store, spend sources, alert bus,
+//! secrets, clock). Every rule of the system lives here, in one place.
+
+pub mod alert;
+pub mod aws;
+pub mod budget;
+pub mod bus;
+pub mod check;
+pub mod clock;
+pub mod config;
+pub mod env;
+pub mod evaluate;
+pub mod forecast;
+pub mod ingest;
+pub mod money;
+pub mod period;
+pub mod pricing;
+pub mod records;
+pub mod scope;
+pub mod secret;
+pub mod sources;
+pub mod store;
+pub mod usage;

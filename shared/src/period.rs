@@ -1,0 +1,364 @@
+//! Calendar periods (day, ISO week, month) in a configured time zone, DST included.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The length of a budget window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowKind {
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+impl WindowKind {
+    pub const ALL: [WindowKind; 3] = [WindowKind::Daily, WindowKind::Weekly, WindowKind::Monthly];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WindowKind::Daily => "daily",
+            WindowKind::Weekly => "weekly",
+            WindowKind::Monthly => "monthly",
+        }
+    }
+}
+
+impl fmt::Display for WindowKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for WindowKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "daily" => Ok(WindowKind::Daily),
+            "weekly" => Ok(WindowKind::Weekly),
+            "monthly" => Ok(WindowKind::Monthly),
+            other => Err(format!(
+                "`{other}` is not a window period: use daily, weekly or monthly"
+            )),
+        }
+    }
+}
+
+/// An IANA time zone such as `Europe/Berlin`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Zone(pub Tz);
+
+impl Zone {
+    pub const UTC: Zone = Zone(Tz::UTC);
+
+    pub fn parse(name: &str) -> Result<Self, String> {
+        Tz::from_str(name).map(Zone).map_err(|_| {
+            format!("`{name}` is not an IANA time zone (for example UTC, Europe/Berlin, America/New_York)")
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    /// The local calendar date of `instant` in this zone.
+    pub fn date_of(&self, instant: DateTime<Utc>) -> NaiveDate {
+        instant.with_timezone(&self.0).date_naive()
+    }
+
+    /// The instant the local day `date` begins. Where midnight falls in a DST gap, the day
+    /// begins at the first local time that exists.
+    pub fn start_of_day(&self, date: NaiveDate) -> DateTime<Utc> {
+        let mut local = date.and_hms_opt(0, 0, 0).unwrap_or_default();
+        for _ in 0..=24 * 4 {
+            match self.0.from_local_datetime(&local) {
+                LocalResult::Single(t) => return t.with_timezone(&Utc),
+                LocalResult::Ambiguous(earliest, _) => return earliest.with_timezone(&Utc),
+                LocalResult::None => local += Duration::minutes(15),
+            }
+        }
+        // Unreachable for real zones (no gap exceeds a day); fall back to UTC midnight.
+        Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0).unwrap_or_default())
+    }
+}
+
+impl Ord for Zone {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name().cmp(other.name())
+    }
+}
+
+impl PartialOrd for Zone {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl fmt::Debug for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Zone({})", self.name())
+    }
+}
+
+impl Serialize for Zone {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Zone {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Zone::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One calendar period of a window: `[start, end)` in UTC, with its local first and last day.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Period {
+    pub kind: WindowKind,
+    pub zone: Zone,
+    pub first_day: NaiveDate,
+    pub last_day: NaiveDate,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl Period {
+    /// The period of `kind` in `zone` that contains `instant`.
+    pub fn containing(kind: WindowKind, zone: Zone, instant: DateTime<Utc>) -> Period {
+        let today = zone.date_of(instant);
+        let (first_day, last_day) = match kind {
+            WindowKind::Daily => (today, today),
+            WindowKind::Weekly => {
+                let monday = today - Duration::days(today.weekday().num_days_from_monday() as i64);
+                (monday, monday + Duration::days(6))
+            }
+            WindowKind::Monthly => {
+                let first = today.with_day(1).unwrap_or(today);
+                (first, last_day_of_month(first))
+            }
+        };
+        Period {
+            kind,
+            zone,
+            first_day,
+            last_day,
+            start: zone.start_of_day(first_day),
+            end: zone.start_of_day(last_day + Duration::days(1)),
+        }
+    }
+
+    /// The period right after this one.
+    pub fn next(&self) -> Period {
+        Period::containing(self.kind, self.zone, self.end)
+    }
+
+    /// The period right before this one.
+    pub fn previous(&self) -> Period {
+        Period::containing(self.kind, self.zone, self.start - Duration::seconds(1))
+    }
+
+    /// A stable label: `D#2026-11-22`, `W#2026-W47`, `M#2026-11`.
+    pub fn key(&self) -> String {
+        match self.kind {
+            WindowKind::Daily => format!("D#{}", self.first_day.format("%Y-%m-%d")),
+            WindowKind::Weekly => {
+                let w = self.first_day.iso_week();
+                format!("W#{}-W{:02}", w.year(), w.week())
+            }
+            WindowKind::Monthly => format!("M#{}", self.first_day.format("%Y-%m")),
+        }
+    }
+
+    /// Every local day of the period, in order.
+    pub fn days(&self) -> impl Iterator<Item = NaiveDate> + '_ {
+        self.first_day
+            .iter_days()
+            .take_while(move |d| *d <= self.last_day)
+    }
+
+    pub fn length(&self) -> Duration {
+        self.end - self.start
+    }
+
+    /// Time from the start of the period to `now`, clamped to the period.
+    pub fn elapsed(&self, now: DateTime<Utc>) -> Duration {
+        (now.clamp(self.start, self.end)) - self.start
+    }
+
+    pub fn remaining(&self, now: DateTime<Utc>) -> Duration {
+        self.end - now.clamp(self.start, self.end)
+    }
+}
+
+/// The calendar month `(year, month)` of a local date: the unit counters are stored in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct YearMonth {
+    pub year: i32,
+    pub month: u32,
+}
+
+impl YearMonth {
+    pub fn of(date: NaiveDate) -> Self {
+        YearMonth {
+            year: date.year(),
+            month: date.month(),
+        }
+    }
+
+    pub fn first_day(&self) -> NaiveDate {
+        NaiveDate::from_ymd_opt(self.year, self.month, 1).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for YearMonth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+pub fn last_day_of_month(date: NaiveDate) -> NaiveDate {
+    let (y, m) = if date.month() == 12 {
+        (date.year() + 1, 1)
+    } else {
+        (date.year(), date.month() + 1)
+    };
+    NaiveDate::from_ymd_opt(y, m, 1)
+        .map(|next| next - Duration::days(1))
+        .unwrap_or(date)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn zone(name: &str) -> Zone {
+        Zone::parse(name).unwrap()
+    }
+
+    #[test]
+    fn daily_period_rolls_over_at_local_midnight() {
+        let berlin = zone("Europe/Berlin");
+        // 22:59 UTC on 21 Nov is 23:59 in Berlin (CET, +1): still the 21st
+        let p = Period::containing(WindowKind::Daily, berlin, utc("2026-11-21T22:59:59Z"));
+        assert_eq!(p.key(), "D#2026-11-21");
+        // one second later it is midnight in Berlin: the 22nd
+        let p = Period::containing(WindowKind::Daily, berlin, utc("2026-11-21T23:00:00Z"));
+        assert_eq!(p.key(), "D#2026-11-22");
+        assert_eq!(p.start, utc("2026-11-21T23:00:00Z"));
+        assert_eq!(p.end, utc("2026-11-22T23:00:00Z"));
+    }
+
+    #[test]
+    fn dst_days_are_23_and_25_hours_long() {
+        let ny = zone("America/New_York");
+        // spring forward: 8 March 2026
+        let p = Period::containing(WindowKind::Daily, ny, utc("2026-03-08T12:00:00Z"));
+        assert_eq!(p.length(), Duration::hours(23));
+        assert_eq!(p.start, utc("2026-03-08T05:00:00Z"));
+        // fall back: 1 November 2026
+        let p = Period::containing(WindowKind::Daily, ny, utc("2026-11-01T12:00:00Z"));
+        assert_eq!(p.length(), Duration::hours(25));
+        assert_eq!(p.next().start, utc("2026-11-02T05:00:00Z"));
+    }
+
+    #[test]
+    fn midnight_in_a_dst_gap_starts_the_day_at_the_first_real_instant() {
+        // Santiago moved clocks from 24:00 to 01:00 on 2026-09-06 (no local midnight).
+        let santiago = zone("America/Santiago");
+        let date = NaiveDate::from_ymd_opt(2026, 9, 6).unwrap();
+        let start = santiago.start_of_day(date);
+        assert_eq!(santiago.date_of(start), date);
+        assert_eq!(
+            santiago.date_of(start - Duration::seconds(1)),
+            date.pred_opt().unwrap()
+        );
+    }
+
+    #[test]
+    fn months_have_their_true_length() {
+        let cases = [
+            ("2026-02-10T00:00:00Z", 28),
+            ("2028-02-10T00:00:00Z", 29), // leap year
+            ("2026-04-10T00:00:00Z", 30),
+            ("2026-12-31T23:59:59Z", 31),
+        ];
+        for (instant, days) in cases {
+            let p = Period::containing(WindowKind::Monthly, Zone::UTC, utc(instant));
+            assert_eq!(p.days().count(), days, "{instant}");
+            assert_eq!(p.length(), Duration::days(days as i64));
+        }
+    }
+
+    #[test]
+    fn leap_day_is_its_own_day_and_february_ends_after_it() {
+        let p = Period::containing(WindowKind::Daily, Zone::UTC, utc("2028-02-29T10:00:00Z"));
+        assert_eq!(p.key(), "D#2028-02-29");
+        let m = Period::containing(WindowKind::Monthly, Zone::UTC, utc("2028-02-29T23:00:00Z"));
+        assert_eq!(m.key(), "M#2028-02");
+        assert_eq!(m.next().key(), "M#2028-03");
+    }
+
+    #[test]
+    fn iso_weeks_start_monday_and_belong_to_the_iso_year() {
+        // Thursday 1 January 2026 is in ISO week 2026-W01, which starts Monday 29 Dec 2025
+        let p = Period::containing(WindowKind::Weekly, Zone::UTC, utc("2026-01-01T12:00:00Z"));
+        assert_eq!(p.key(), "W#2026-W01");
+        assert_eq!(p.first_day, NaiveDate::from_ymd_opt(2025, 12, 29).unwrap());
+        // Sunday 3 January 2027 is still in 2026-W53
+        let p = Period::containing(WindowKind::Weekly, Zone::UTC, utc("2027-01-03T12:00:00Z"));
+        assert_eq!(p.key(), "W#2026-W53");
+        assert_eq!(p.days().count(), 7);
+        assert_eq!(p.next().key(), "W#2027-W01");
+    }
+
+    #[test]
+    fn week_across_dst_change_is_one_hour_longer() {
+        let berlin = zone("Europe/Berlin");
+        // clocks go back on Sunday 25 October 2026
+        let p = Period::containing(WindowKind::Weekly, berlin, utc("2026-10-22T12:00:00Z"));
+        assert_eq!(p.length(), Duration::hours(7 * 24 + 1));
+    }
+
+    #[test]
+    fn previous_and_next_are_adjacent() {
+        let tokyo = zone("Asia/Tokyo");
+        for kind in WindowKind::ALL {
+            let p = Period::containing(kind, tokyo, utc("2026-11-22T15:30:00Z"));
+            assert_eq!(p.next().start, p.end);
+            assert_eq!(p.previous().end, p.start);
+        }
+    }
+
+    #[test]
+    fn elapsed_is_clamped_to_the_period() {
+        let p = Period::containing(WindowKind::Daily, Zone::UTC, utc("2026-11-22T06:00:00Z"));
+        assert_eq!(p.elapsed(utc("2026-11-22T06:00:00Z")), Duration::hours(6));
+        assert_eq!(p.elapsed(utc("2026-11-30T06:00:00Z")), Duration::hours(24));
+        assert_eq!(
+            p.remaining(utc("2026-11-22T06:00:00Z")),
+            Duration::hours(18)
+        );
+    }
+
+    #[test]
+    fn unknown_zones_are_refused() {
+        assert!(Zone::parse("Mars/Olympus").is_err());
+        assert!(Zone::parse("Europe/Berlin").is_ok());
+    }
+}

@@ -1,0 +1,120 @@
+//! The price book: what a million tokens cost, per provider and model.
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::money::{Currency, Money};
+
+/// Prices per million tokens for one model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Price {
+    pub currency: Currency,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub input: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub output: Decimal,
+    /// Cached (cache-read) input tokens; the input price applies when absent.
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    pub cached_input: Option<Decimal>,
+}
+
+/// Keyed by `provider/model`, e.g. `openai/gpt-4o`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceBook(pub BTreeMap<String, Price>);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "no price for model `{provider}/{model}`: send `cost` with the record or add [prices.\"{provider}/{model}\"] to the budgets file"
+)]
+pub struct NoPrice {
+    pub provider: String,
+    pub model: String,
+}
+
+/// Token counts of one call. `input` excludes cached tokens, which are counted in `cached`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub input: u64,
+    pub output: u64,
+    pub cached: u64,
+}
+
+impl PriceBook {
+    pub fn price_of(&self, provider: &str, model: &str) -> Option<&Price> {
+        self.0.get(&format!("{provider}/{model}"))
+    }
+
+    /// The cost of `tokens` on `provider/model`.
+    pub fn cost(&self, provider: &str, model: &str, tokens: Tokens) -> Result<Money, NoPrice> {
+        let price = self.price_of(provider, model).ok_or_else(|| NoPrice {
+            provider: provider.to_string(),
+            model: model.to_string(),
+        })?;
+        let per_million = Decimal::from(1_000_000u32);
+        let cached_price = price.cached_input.unwrap_or(price.input);
+        let total = Decimal::from(tokens.input) * price.input
+            + Decimal::from(tokens.output) * price.output
+            + Decimal::from(tokens.cached) * cached_price;
+        Ok(Money::new(total / per_million, price.currency))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn book() -> PriceBook {
+        let mut m = BTreeMap::new();
+        m.insert(
+            "openai/gpt-4o".to_string(),
+            Price {
+                currency: Currency::USD,
+                input: dec!(2.50),
+                output: dec!(10.00),
+                cached_input: Some(dec!(1.25)),
+            },
+        );
+        m.insert(
+            "anthropic/claude-sonnet".to_string(),
+            Price {
+                currency: Currency::USD,
+                input: dec!(3),
+                output: dec!(15),
+                cached_input: None,
+            },
+        );
+        PriceBook(m)
+    }
+
+    #[test]
+    fn prices_input_output_and_cached_tokens_exactly() {
+        let tokens = Tokens {
+            input: 1_000,
+            output: 500,
+            cached: 2_000,
+        };
+        // 1000*2.5 + 500*10 + 2000*1.25 = 2500 + 5000 + 2500 = 10000 per million
+        let cost = book().cost("openai", "gpt-4o", tokens).unwrap();
+        assert_eq!(cost, Money::new(dec!(0.01), Currency::USD));
+    }
+
+    #[test]
+    fn cached_tokens_fall_back_to_the_input_price() {
+        let tokens = Tokens {
+            input: 0,
+            output: 0,
+            cached: 1_000_000,
+        };
+        let cost = book().cost("anthropic", "claude-sonnet", tokens).unwrap();
+        assert_eq!(cost.amount, dec!(3));
+    }
+
+    #[test]
+    fn unknown_model_says_how_to_fix_it() {
+        let err = book().cost("openai", "o9", Tokens::default()).unwrap_err();
+        assert!(err.to_string().contains("[prices.\"openai/o9\"]"));
+    }
+}

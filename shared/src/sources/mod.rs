@@ -1,0 +1,261 @@
+//! The spend source port: "what have these budgets spent?", answered with one fetch per run.
+
+use std::collections::BTreeMap;
+use std::time::Duration as StdDuration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use rust_decimal::Decimal;
+
+use crate::budget::Budget;
+use crate::evaluate::WindowSpend;
+use crate::forecast::RecentSpend;
+use crate::money::{Currency, FxRates, Money};
+use crate::period::{Period, WindowKind};
+
+pub mod anthropic;
+pub mod aws_budgets;
+pub mod cost_explorer;
+pub mod counters;
+pub mod gcp;
+mod http;
+pub mod openai;
+
+pub use anthropic::AnthropicCosts;
+pub use aws_budgets::AwsBudgets;
+pub use cost_explorer::CostExplorer;
+pub use counters::UsageCounters;
+pub use gcp::GcpBudgetObservations;
+pub use openai::OpenAiCosts;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// The source could not be reached or answered with an error: try again next run.
+    #[error("{source_kind}: unavailable: {message}")]
+    Unavailable {
+        source_kind: &'static str,
+        message: String,
+    },
+    /// The source answered with something we do not understand.
+    #[error("{source_kind}: unexpected response: {message}")]
+    BadResponse {
+        source_kind: &'static str,
+        message: String,
+    },
+}
+
+/// Spend per window of one budget (in the budget's currency), or why a window has none.
+pub type BudgetSpend = BTreeMap<WindowKind, Result<WindowSpend, String>>;
+
+/// What a source is asked: the budgets that use it, the time, and the configured rates.
+pub struct SpendRequest<'a> {
+    pub budgets: &'a [&'a Budget],
+    pub now: DateTime<Utc>,
+    pub rates: &'a FxRates,
+}
+
+#[async_trait]
+pub trait SpendSource: Send + Sync {
+    /// The `kind` of `SourceSpec` this source serves.
+    fn kind(&self) -> &'static str;
+    /// Spend of every budget in the request, keyed by budget id. One call per run.
+    async fn spend(
+        &self,
+        request: &SpendRequest<'_>,
+    ) -> Result<BTreeMap<String, BudgetSpend>, SourceError>;
+}
+
+/// Costs per day (local or UTC calendar day, as the source buckets them), in any currencies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DailyCosts(pub BTreeMap<NaiveDate, BTreeMap<Currency, Decimal>>);
+
+impl DailyCosts {
+    pub fn add(&mut self, day: NaiveDate, money: Money) {
+        *self
+            .0
+            .entry(day)
+            .or_default()
+            .entry(money.currency)
+            .or_default() += money.amount;
+    }
+
+    fn total(
+        &self,
+        days: impl Iterator<Item = NaiveDate>,
+        to: Currency,
+        rates: &FxRates,
+    ) -> Result<Decimal, String> {
+        let mut total = Decimal::ZERO;
+        for day in days {
+            for (currency, amount) in self.0.get(&day).into_iter().flatten() {
+                total += rates
+                    .convert(Money::new(*amount, *currency), to)
+                    .map_err(|e| e.to_string())?
+                    .amount;
+            }
+        }
+        Ok(total)
+    }
+
+    /// The spend of `budget`'s `kind` window at `now`: the days of the period so far, and for
+    /// weekly and monthly windows the recent rate (yesterday and today so far).
+    pub fn window_spend(
+        &self,
+        budget: &Budget,
+        kind: WindowKind,
+        now: DateTime<Utc>,
+        rates: &FxRates,
+    ) -> Result<WindowSpend, String> {
+        let period = Period::containing(kind, budget.zone, now);
+        let today = budget.zone.date_of(now);
+        let actual = self.total(
+            period.days().filter(|d| *d <= today),
+            budget.currency,
+            rates,
+        )?;
+        let recent = match kind {
+            WindowKind::Daily => None,
+            WindowKind::Weekly | WindowKind::Monthly => {
+                let yesterday = today.pred_opt().unwrap_or(today);
+                let amount = self.total([yesterday, today].into_iter(), budget.currency, rates)?;
+                Some(RecentSpend {
+                    amount,
+                    span: now - budget.zone.start_of_day(yesterday),
+                })
+            }
+        };
+        Ok(WindowSpend {
+            actual,
+            recent,
+            source_forecast: None,
+        })
+    }
+
+    /// The spend of every window of `budget`.
+    pub fn budget_spend(
+        &self,
+        budget: &Budget,
+        now: DateTime<Utc>,
+        rates: &FxRates,
+    ) -> BudgetSpend {
+        budget
+            .windows
+            .iter()
+            .map(|w| (w.kind, self.window_spend(budget, w.kind, now, rates)))
+            .collect()
+    }
+}
+
+/// The earliest UTC day any of `budgets` needs (start of its longest period, and yesterday).
+pub fn earliest_day_needed(budgets: &[&Budget], now: DateTime<Utc>) -> NaiveDate {
+    budgets
+        .iter()
+        .flat_map(|b| {
+            b.windows
+                .iter()
+                .map(move |w| Period::containing(w.kind, b.zone, now))
+        })
+        .map(|p| p.start.date_naive())
+        .chain(std::iter::once((now - Duration::days(1)).date_naive()))
+        .min()
+        .unwrap_or_else(|| now.date_naive())
+}
+
+/// Settings shared by the HTTP sources (admin APIs).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Attempts per request (429 and 5xx are retried, honouring `Retry-After`).
+    pub max_attempts: u32,
+    /// Longest wait between attempts, whatever `Retry-After` says.
+    pub max_backoff: StdDuration,
+    /// Timeout of one request.
+    pub timeout: StdDuration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            max_attempts: 4,
+            max_backoff: StdDuration::from_secs(8),
+            timeout: StdDuration::from_secs(10),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::{SourceSpec, Tier, Window};
+    use crate::period::Zone;
+    use crate::scope::Scope;
+    use rust_decimal_macros::dec;
+
+    fn budget(kind: WindowKind, currency: Currency) -> Budget {
+        Budget {
+            id: "b".into(),
+            description: None,
+            scope: Scope::parse("openai").unwrap(),
+            currency,
+            zone: Zone::UTC,
+            windows: vec![Window {
+                kind,
+                limit: dec!(100),
+                tiers: Vec::<Tier>::new(),
+            }],
+            source: SourceSpec::Usage,
+            routing: BTreeMap::new(),
+        }
+    }
+
+    fn day(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn monthly_window_sums_the_month_so_far_and_the_recent_rate() {
+        let mut costs = DailyCosts::default();
+        costs.add(day("2026-10-31"), Money::new(dec!(100), Currency::USD)); // previous month
+        costs.add(day("2026-11-01"), Money::new(dec!(1), Currency::USD));
+        costs.add(day("2026-11-21"), Money::new(dec!(2), Currency::USD));
+        costs.add(day("2026-11-22"), Money::new(dec!(3), Currency::USD));
+        let now = DateTime::parse_from_rfc3339("2026-11-22T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let s = costs
+            .window_spend(
+                &budget(WindowKind::Monthly, Currency::USD),
+                WindowKind::Monthly,
+                now,
+                &FxRates::default(),
+            )
+            .unwrap();
+        assert_eq!(s.actual, dec!(6));
+        let recent = s.recent.unwrap();
+        assert_eq!(recent.amount, dec!(5));
+        assert_eq!(recent.span, Duration::hours(36));
+    }
+
+    #[test]
+    fn other_currencies_need_a_configured_rate() {
+        let eur = Currency::parse("EUR").unwrap();
+        let mut costs = DailyCosts::default();
+        costs.add(day("2026-11-22"), Money::new(dec!(10), Currency::USD));
+        let now = DateTime::parse_from_rfc3339("2026-11-22T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let b = budget(WindowKind::Daily, eur);
+        let err = costs
+            .window_spend(&b, WindowKind::Daily, now, &FxRates::default())
+            .unwrap_err();
+        assert!(err.contains("no exchange rate from USD to EUR"), "{err}");
+        let mut rates = FxRates::default();
+        rates.insert(eur, Currency::USD, dec!(1.25));
+        assert_eq!(
+            costs
+                .window_spend(&b, WindowKind::Daily, now, &rates)
+                .unwrap()
+                .actual,
+            dec!(8)
+        );
+    }
+}

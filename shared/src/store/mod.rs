@@ -1,0 +1,124 @@
+//! The state store port and its two adapters (DynamoDB single table; embedded SQLite file).
+//! Both pass one conformance suite (`tests/src/conformance.rs`).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+
+use crate::budget::{Budget, PolicySet, Settings};
+use crate::period::YearMonth;
+use crate::records::{AlertClaim, AuditEntry, ClaimOutcome, KillSwitch, Observation, Versioned};
+use crate::scope::Scope;
+use crate::usage::{CounterKey, IngestOutcome, MonthCounters, UsageEntry};
+
+pub mod dynamo;
+pub mod sqlite;
+
+pub use dynamo::DynamoStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or refused the request for now: retry later.
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    /// A concurrent writer changed the item first (optimistic concurrency).
+    #[error("conflicting concurrent update of {0}")]
+    Conflict(String),
+    /// Stored data could not be read back: a bug or a hand-edited item.
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, StoreError::Corrupt(_))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything spendguard keeps. Every write is idempotent or guarded by a condition, so
+/// handlers can be retried and run concurrently.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// Replaces all budgets and the settings with `set` (budgets not in `set` are deleted).
+    async fn put_policy(&self, set: &PolicySet) -> StoreResult<()>;
+    /// All budgets and the settings.
+    async fn load_policy(&self) -> StoreResult<PolicySet>;
+    async fn put_budget(&self, budget: &Budget) -> StoreResult<()>;
+    async fn get_budget(&self, id: &str) -> StoreResult<Option<Budget>>;
+    /// Returns whether the budget existed.
+    async fn delete_budget(&self, id: &str) -> StoreResult<bool>;
+    async fn put_settings(&self, settings: &Settings) -> StoreResult<()>;
+
+    /// Counts each entry exactly once: an entry whose id was already counted (and whose marker
+    /// has not expired by `now`) is reported as a duplicate and changes nothing. The marker and
+    /// the counter increments of an entry are written atomically.
+    async fn ingest_usage(
+        &self,
+        entries: &[UsageEntry],
+        now: DateTime<Utc>,
+        marker_ttl: Duration,
+    ) -> StoreResult<IngestOutcome>;
+    /// Month counters for each key (absent keys are left out).
+    async fn read_counters(
+        &self,
+        keys: &[CounterKey],
+    ) -> StoreResult<BTreeMap<CounterKey, MonthCounters>>;
+
+    /// Upserts observations (one per budget, source, window and period).
+    async fn put_observations(&self, observations: &[Observation]) -> StoreResult<()>;
+    async fn observations(&self, budget_id: &str) -> StoreResult<Vec<Observation>>;
+
+    /// Tries to claim an alert. Exactly one concurrent claimant wins; a claim whose lease ran
+    /// out without being finished can be won again.
+    async fn claim_alert(
+        &self,
+        claim: &AlertClaim,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ClaimOutcome>;
+    /// Marks a won claim as published.
+    async fn finish_alert_claim(&self, claim: &AlertClaim) -> StoreResult<()>;
+    /// Gives up a won claim that could not be published, so the next run retries it.
+    async fn release_alert_claim(&self, claim: &AlertClaim) -> StoreResult<()>;
+
+    async fn kill_switch(&self, scope: &Scope) -> StoreResult<Option<Versioned<KillSwitch>>>;
+    /// Writes the switch if its stored version is still `expected` (`None`: must not exist).
+    /// Returns the new version, or `Conflict` when someone else wrote first.
+    async fn put_kill_switch(&self, switch: &KillSwitch, expected: Option<u64>)
+    -> StoreResult<u64>;
+
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// The newest `limit` entries of a month, newest first.
+    async fn audit_log(&self, month: YearMonth, limit: usize) -> StoreResult<Vec<AuditEntry>>;
+
+    /// Records that `id` was seen in `namespace`; true the first time. An expired marker
+    /// counts as absent (expiry is checked here, not left to TTL deletion).
+    async fn put_marker(
+        &self,
+        namespace: &str,
+        id: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<bool>;
+
+    /// A cached value that has not expired by `now`.
+    async fn get_cached(&self, key: &str, now: DateTime<Utc>) -> StoreResult<Option<String>>;
+    async fn put_cached(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+}
+
+/// JSON helpers shared by the adapters (documents are stored as JSON text).
+pub(crate) fn to_doc<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn from_doc<T: serde::de::DeserializeOwned>(what: &str, doc: &str) -> StoreResult<T> {
+    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}

@@ -1,0 +1,585 @@
+//! Embedded store: one SQLite file. The default for local runs and small cron installs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rust_decimal::Decimal;
+
+use super::{StateStore, StoreError, StoreResult, from_doc, to_doc};
+use crate::budget::{Budget, PolicySet, Settings};
+use crate::money::parse_decimal;
+use crate::period::YearMonth;
+use crate::records::{AlertClaim, AuditEntry, ClaimOutcome, KillSwitch, Observation, Versioned};
+use crate::scope::Scope;
+use crate::usage::{CounterKey, IngestOutcome, Metric, MonthCounters, UsageEntry, presum};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS budgets (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS settings (id INTEGER PRIMARY KEY CHECK (id = 1), doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS usage_markers (id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (
+    scope TEXT NOT NULL, zone TEXT NOT NULL, month TEXT NOT NULL, day INTEGER NOT NULL,
+    metric TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (scope, zone, month, day, metric));
+CREATE TABLE IF NOT EXISTS observations (
+    budget_id TEXT NOT NULL, source TEXT NOT NULL, window TEXT NOT NULL, period_key TEXT NOT NULL,
+    doc TEXT NOT NULL, PRIMARY KEY (budget_id, source, window, period_key));
+CREATE TABLE IF NOT EXISTS alert_claims (
+    budget_id TEXT NOT NULL, claim_key TEXT NOT NULL, alert_id TEXT NOT NULL, owner TEXT NOT NULL,
+    state TEXT NOT NULL, lease_until INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+    PRIMARY KEY (budget_id, claim_key));
+CREATE TABLE IF NOT EXISTS kill_switches (scope TEXT PRIMARY KEY, doc TEXT NOT NULL, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (month TEXT NOT NULL, sort_key TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (month, sort_key));
+CREATE TABLE IF NOT EXISTS markers (namespace TEXT NOT NULL, id TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (namespace, id));
+CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at INTEGER NOT NULL);
+"#;
+
+/// A SQLite file shared safely by threads (one connection behind a mutex) and by processes
+/// (SQLite's file locking, `BEGIN IMMEDIATE` for every write).
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            StoreError::Unavailable(format!("sqlite busy: {e}"))
+        }
+        other => StoreError::Unavailable(format!("sqlite: {other}")),
+    }
+}
+
+fn decimal(what: &str, text: &str) -> StoreResult<Decimal> {
+    parse_decimal(text)
+        .map_err(|_| StoreError::Corrupt(format!("{what}: `{text}` is not a decimal")))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store file at `path`.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let conn = Connection::open(path).map_err(db)?;
+        Self::init(conn)
+    }
+
+    /// A private store in memory (tests, dry runs).
+    pub fn in_memory() -> StoreResult<Self> {
+        Self::init(Connection::open_in_memory().map_err(db)?)
+    }
+
+    fn init(conn: Connection) -> StoreResult<Self> {
+        conn.busy_timeout(StdDuration::from_secs(10)).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` on the connection off the async threads.
+    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| {
+                StoreError::Unavailable("sqlite connection poisoned by a panic".into())
+            })?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("sqlite task failed: {e}")))?
+    }
+}
+
+fn write_budget(tx: &rusqlite::Transaction<'_>, budget: &Budget) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO budgets (id, doc) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc",
+        params![budget.id, to_doc(budget)?],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+fn write_settings(tx: &rusqlite::Transaction<'_>, settings: &Settings) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO settings (id, doc) VALUES (1, ?1) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc",
+        params![to_doc(settings)?],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+fn immediate(conn: &mut Connection) -> StoreResult<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db)
+}
+
+#[async_trait]
+impl StateStore for SqliteStore {
+    async fn put_policy(&self, set: &PolicySet) -> StoreResult<()> {
+        let set = set.clone();
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let keep: BTreeSet<String> = set.budgets.iter().map(|b| b.id.clone()).collect();
+            let existing: Vec<String> = {
+                let mut st = tx.prepare("SELECT id FROM budgets").map_err(db)?;
+                let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(db)?;
+                rows.collect::<Result<_, _>>().map_err(db)?
+            };
+            for id in existing.iter().filter(|id| !keep.contains(*id)) {
+                tx.execute("DELETE FROM budgets WHERE id = ?1", params![id])
+                    .map_err(db)?;
+            }
+            for b in &set.budgets {
+                write_budget(&tx, b)?;
+            }
+            write_settings(&tx, &set.settings)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn load_policy(&self) -> StoreResult<PolicySet> {
+        self.run(|c| {
+            let mut st = c
+                .prepare("SELECT id, doc FROM budgets ORDER BY id")
+                .map_err(db)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db)?;
+            let mut budgets = Vec::new();
+            for row in rows {
+                let (id, doc) = row.map_err(db)?;
+                budgets.push(from_doc(&format!("budget {id}"), &doc)?);
+            }
+            let settings = c
+                .query_row("SELECT doc FROM settings WHERE id = 1", [], |r| {
+                    r.get::<_, String>(0)
+                })
+                .optional()
+                .map_err(db)?;
+            let settings = match settings {
+                Some(doc) => from_doc("settings", &doc)?,
+                None => Settings::default(),
+            };
+            Ok(PolicySet { settings, budgets })
+        })
+        .await
+    }
+
+    async fn put_budget(&self, budget: &Budget) -> StoreResult<()> {
+        let budget = budget.clone();
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            write_budget(&tx, &budget)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn get_budget(&self, id: &str) -> StoreResult<Option<Budget>> {
+        let id = id.to_string();
+        self.run(move |c| {
+            let doc = c
+                .query_row("SELECT doc FROM budgets WHERE id = ?1", params![id], |r| {
+                    r.get::<_, String>(0)
+                })
+                .optional()
+                .map_err(db)?;
+            doc.map(|d| from_doc(&format!("budget {id}"), &d))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn delete_budget(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.run(move |c| {
+            let n = c
+                .execute("DELETE FROM budgets WHERE id = ?1", params![id])
+                .map_err(db)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn put_settings(&self, settings: &Settings) -> StoreResult<()> {
+        let settings = settings.clone();
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            write_settings(&tx, &settings)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn ingest_usage(
+        &self,
+        entries: &[UsageEntry],
+        now: DateTime<Utc>,
+        marker_ttl: Duration,
+    ) -> StoreResult<IngestOutcome> {
+        let entries = entries.to_vec();
+        self.run(move |c| {
+            // One transaction for the whole batch: markers and counters commit together.
+            let tx = immediate(c)?;
+            let mut outcome = IngestOutcome::default();
+            let mut fresh: Vec<&UsageEntry> = Vec::new();
+            let mut in_batch = BTreeSet::new();
+            for e in &entries {
+                let seen: Option<i64> = tx
+                    .query_row("SELECT expires_at FROM usage_markers WHERE id = ?1", params![e.id], |r| r.get(0))
+                    .optional()
+                    .map_err(db)?;
+                let live = seen.is_some_and(|exp| exp > now.timestamp());
+                if live || !in_batch.insert(e.id.clone()) {
+                    outcome.duplicates.push(e.id.clone());
+                    continue;
+                }
+                tx.execute(
+                    "INSERT INTO usage_markers (id, expires_at) VALUES (?1, ?2)
+                     ON CONFLICT(id) DO UPDATE SET expires_at = excluded.expires_at",
+                    params![e.id, (now + marker_ttl).timestamp()],
+                )
+                .map_err(db)?;
+                fresh.push(e);
+                outcome.accepted.push(e.id.clone());
+            }
+            for (key, days) in presum(fresh) {
+                for (day, tally) in days {
+                    for (metric, value) in &tally.0 {
+                        let current: Option<String> = tx
+                            .query_row(
+                                "SELECT value FROM counters WHERE scope=?1 AND zone=?2 AND month=?3 AND day=?4 AND metric=?5",
+                                params![key.scope.as_str(), key.zone.name(), key.month.to_string(), day, metric.name()],
+                                |r| r.get(0),
+                            )
+                            .optional()
+                            .map_err(db)?;
+                        let total = match current {
+                            Some(t) => decimal("counter", &t)? + value,
+                            None => *value,
+                        };
+                        tx.execute(
+                            "INSERT INTO counters (scope, zone, month, day, metric, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                             ON CONFLICT(scope, zone, month, day, metric) DO UPDATE SET value = excluded.value",
+                            params![key.scope.as_str(), key.zone.name(), key.month.to_string(), day, metric.name(), total.normalize().to_string()],
+                        )
+                        .map_err(db)?;
+                    }
+                }
+            }
+            tx.commit().map_err(db)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn read_counters(
+        &self,
+        keys: &[CounterKey],
+    ) -> StoreResult<BTreeMap<CounterKey, MonthCounters>> {
+        let keys = keys.to_vec();
+        self.run(move |c| {
+            let mut out = BTreeMap::new();
+            let mut st = c
+                .prepare_cached("SELECT day, metric, value FROM counters WHERE scope=?1 AND zone=?2 AND month=?3")
+                .map_err(db)?;
+            for key in keys {
+                let rows = st
+                    .query_map(params![key.scope.as_str(), key.zone.name(), key.month.to_string()], |r| {
+                        Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                    })
+                    .map_err(db)?;
+                let mut month = MonthCounters::default();
+                for row in rows {
+                    let (day, metric, value) = row.map_err(db)?;
+                    let metric = Metric::parse(&metric)
+                        .ok_or_else(|| StoreError::Corrupt(format!("unknown counter metric `{metric}`")))?;
+                    month.days.entry(day).or_default().add(metric, decimal("counter", &value)?);
+                }
+                if !month.days.is_empty() {
+                    out.insert(key, month);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_observations(&self, observations: &[Observation]) -> StoreResult<()> {
+        let observations = observations.to_vec();
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            for o in &observations {
+                tx.execute(
+                    "INSERT INTO observations (budget_id, source, window, period_key, doc) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(budget_id, source, window, period_key) DO UPDATE SET doc = excluded.doc",
+                    params![o.budget_id, o.source, o.window.as_str(), o.period_key, to_doc(o)?],
+                )
+                .map_err(db)?;
+            }
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn observations(&self, budget_id: &str) -> StoreResult<Vec<Observation>> {
+        let budget_id = budget_id.to_string();
+        self.run(move |c| {
+            let mut st = c
+                .prepare("SELECT doc FROM observations WHERE budget_id = ?1 ORDER BY source, window, period_key")
+                .map_err(db)?;
+            let rows = st.query_map(params![budget_id], |r| r.get::<_, String>(0)).map_err(db)?;
+            rows.map(|r| from_doc("observation", &r.map_err(db)?)).collect()
+        })
+        .await
+    }
+
+    async fn claim_alert(
+        &self,
+        claim: &AlertClaim,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ClaimOutcome> {
+        let claim = claim.clone();
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let existing: Option<(String, i64)> = tx
+                .query_row(
+                    "SELECT state, lease_until FROM alert_claims WHERE budget_id = ?1 AND claim_key = ?2",
+                    params![claim.budget_id, claim.claim_key()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            let outcome = match existing {
+                Some((state, _)) if state == "published" => ClaimOutcome::AlreadyRaised,
+                Some((_, lease_until)) if lease_until >= now.timestamp() => ClaimOutcome::HeldByOther,
+                _ => {
+                    tx.execute(
+                        "INSERT INTO alert_claims (budget_id, claim_key, alert_id, owner, state, lease_until, expires_at)
+                         VALUES (?1, ?2, ?3, ?4, 'claimed', ?5, ?6)
+                         ON CONFLICT(budget_id, claim_key) DO UPDATE SET owner = excluded.owner,
+                            state = 'claimed', lease_until = excluded.lease_until",
+                        params![
+                            claim.budget_id,
+                            claim.claim_key(),
+                            claim.alert_id,
+                            claim.owner,
+                            (now + claim.lease).timestamp(),
+                            claim.expires_at.timestamp()
+                        ],
+                    )
+                    .map_err(db)?;
+                    ClaimOutcome::Won
+                }
+            };
+            tx.commit().map_err(db)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn finish_alert_claim(&self, claim: &AlertClaim) -> StoreResult<()> {
+        let claim = claim.clone();
+        self.run(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE alert_claims SET state = 'published' WHERE budget_id = ?1 AND claim_key = ?2 AND owner = ?3",
+                    params![claim.budget_id, claim.claim_key(), claim.owner],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("alert claim {} is held by another run", claim.alert_id)));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_alert_claim(&self, claim: &AlertClaim) -> StoreResult<()> {
+        let claim = claim.clone();
+        self.run(move |c| {
+            c.execute(
+                "DELETE FROM alert_claims WHERE budget_id = ?1 AND claim_key = ?2 AND owner = ?3 AND state = 'claimed'",
+                params![claim.budget_id, claim.claim_key(), claim.owner],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn kill_switch(&self, scope: &Scope) -> StoreResult<Option<Versioned<KillSwitch>>> {
+        let scope = scope.clone();
+        self.run(move |c| {
+            let row: Option<(String, i64)> = c
+                .query_row(
+                    "SELECT doc, version FROM kill_switches WHERE scope = ?1",
+                    params![scope.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            row.map(|(doc, version)| {
+                Ok(Versioned {
+                    value: from_doc(&format!("kill switch {scope}"), &doc)?,
+                    version: version as u64,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn put_kill_switch(
+        &self,
+        switch: &KillSwitch,
+        expected: Option<u64>,
+    ) -> StoreResult<u64> {
+        let switch = switch.clone();
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let current: Option<i64> = tx
+                .query_row(
+                    "SELECT version FROM kill_switches WHERE scope = ?1",
+                    params![switch.scope.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            if current.map(|v| v as u64) != expected {
+                return Err(StoreError::Conflict(format!(
+                    "kill switch {}",
+                    switch.scope
+                )));
+            }
+            let version = expected.map_or(1, |v| v + 1);
+            tx.execute(
+                "INSERT INTO kill_switches (scope, doc, version) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(scope) DO UPDATE SET doc = excluded.doc, version = excluded.version",
+                params![switch.scope.as_str(), to_doc(&switch)?, version as i64],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(version)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        let entry = entry.clone();
+        self.run(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO audit (month, sort_key, doc) VALUES (?1, ?2, ?3)",
+                params![
+                    YearMonth::of(entry.at.date_naive()).to_string(),
+                    audit_sort_key(&entry),
+                    to_doc(&entry)?
+                ],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit_log(&self, month: YearMonth, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        self.run(move |c| {
+            let mut st = c
+                .prepare("SELECT doc FROM audit WHERE month = ?1 ORDER BY sort_key DESC LIMIT ?2")
+                .map_err(db)?;
+            let rows = st
+                .query_map(params![month.to_string(), limit as i64], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(db)?;
+            rows.map(|r| from_doc("audit entry", &r.map_err(db)?))
+                .collect()
+        })
+        .await
+    }
+
+    async fn put_marker(
+        &self,
+        namespace: &str,
+        id: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        let (namespace, id) = (namespace.to_string(), id.to_string());
+        self.run(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO markers (namespace, id, expires_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(namespace, id) DO UPDATE SET expires_at = excluded.expires_at
+                     WHERE markers.expires_at <= ?4",
+                    params![namespace, id, (now + ttl).timestamp(), now.timestamp()],
+                )
+                .map_err(db)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn get_cached(&self, key: &str, now: DateTime<Utc>) -> StoreResult<Option<String>> {
+        let key = key.to_string();
+        self.run(move |c| {
+            c.query_row(
+                "SELECT value FROM cache WHERE key = ?1 AND expires_at > ?2",
+                params![key, now.timestamp()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn put_cached(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO cache (key, value, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                params![key, value, expires_at.timestamp()],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Audit entries sort by time, then id (both adapters use the same key).
+pub(crate) fn audit_sort_key(entry: &AuditEntry) -> String {
+    format!("{}#{}", entry.at.format("%Y-%m-%dT%H:%M:%S%.6fZ"), entry.id)
+}
