@@ -725,7 +725,7 @@ impl Validator<'_> {
                 span.clone(),
                 format!("{at}.window"),
                 format!(
-                    "a {} source reports one period: give this budget exactly one window",
+                    "source kind `{}` reports one period: give this budget exactly one window",
                     s.kind()
                 ),
             );
@@ -797,7 +797,7 @@ impl Validator<'_> {
                     self.error(
                         v.span(),
                         format!("{field}.{name}"),
-                        format!("a {kind} source has no `{name}`"),
+                        format!("source kind `{kind}` has no field `{name}`"),
                     );
                     ok = false;
                 } else if v.get_ref().trim().is_empty() {
@@ -813,7 +813,7 @@ impl Validator<'_> {
                 me.error(
                     raw.kind.span(),
                     format!("{field}.{name}"),
-                    format!("a {kind} source needs `{name}`"),
+                    format!("source kind `{kind}` needs `{name}`"),
                 );
             }
             value
@@ -892,7 +892,7 @@ impl Validator<'_> {
                         span.clone(),
                         format!("{at}.tier[{}]", t.name),
                         format!(
-                            "tiers out of order: `{}` ({}) must come after a lower threshold than `{}` ({}); list {} tiers from lowest to highest",
+                            "tiers out of order: `{}` (at {}) is listed after `{}` (at {}) but is not higher; list {} tiers from lowest to highest threshold",
                             t.name, b.normalize(), prev.name, a.normalize(), t.basis
                         ),
                     );

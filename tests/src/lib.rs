@@ -1,1 +1,7 @@
+//! Test support for spendguard's cross-function tests: emulated AWS (moto in server mode,
+//! reached through the real AWS SDK with `AWS_ENDPOINT_URL`), local HTTP stand-ins for
+//! providers' APIs, and the store conformance suite that both store backends must pass.
 
+pub mod aws;
+pub mod conformance;
+pub mod standin;

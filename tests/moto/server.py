@@ -1,0 +1,52 @@
+"""moto in server mode, made linearizable for DynamoDB.
+
+Real DynamoDB applies each conditional write atomically. moto's threaded server evaluates a
+condition and applies the write in Python without a lock, so two concurrent requests can both
+pass a condition. This launcher serialises DynamoDB requests (and only those: SNS delivers to
+HTTP endpoints synchronously, and those endpoints may call back into moto) so that the
+emulator gives the same guarantee as the service. Everything else is moto's own server.
+
+Usage: python server.py PORT
+"""
+
+import sys
+import threading
+
+from werkzeug.serving import run_simple
+
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+
+_dynamodb = threading.Lock()
+
+
+class SerializedDynamoDB:
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target.startswith("DynamoDB_"):
+            with _dynamodb:
+                # materialise the response while holding the lock
+                return list(self.app(environ, start_response))
+        return self.app(environ, start_response)
+
+
+def main() -> None:
+    port = int(sys.argv[1])
+    app = DomainDispatcherApplication(create_backend_app)
+    run_simple(
+        "127.0.0.1",
+        port,
+        SerializedDynamoDB(app),
+        threaded=True,
+        request_handler=MotoRequestHandler,
+    )
+
+
+if __name__ == "__main__":
+    main()

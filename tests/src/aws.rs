@@ -1,0 +1,179 @@
+//! Emulated AWS: moto in server mode, started by `scripts/test` (see `tests/moto/server.py`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aws_config::SdkConfig;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use serde_json::Value;
+use spendguard_core::store::DynamoStore;
+
+/// The moto endpoint. Refuses to run against anything but a loopback address, so that a
+/// developer's real AWS credentials are never used by the tests.
+pub fn endpoint() -> String {
+    let url = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        url.starts_with("http://127.0.0.1:") || url.starts_with("http://localhost:"),
+        "AWS_ENDPOINT_URL must point at a local moto server (got `{url}`): run the tests with scripts/test"
+    );
+    url
+}
+
+/// The SDK configuration exactly as the functions load it (timeouts, retries,
+/// `AWS_ENDPOINT_URL`), pointed at moto.
+pub async fn sdk() -> SdkConfig {
+    endpoint();
+    spendguard_core::aws::sdk_config().await
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// A fresh table created with the deployment's definition.
+pub async fn new_store(sdk: &SdkConfig) -> (DynamoStore, String) {
+    let client = aws_sdk_dynamodb::Client::new(sdk);
+    let table = unique("spendguard");
+    DynamoStore::create_table(&client, &table)
+        .await
+        .expect("create table in moto");
+    (DynamoStore::new(client, &table), table)
+}
+
+/// An SNS topic with an SQS queue subscribed: what was published is counted at the queue.
+pub struct TopicProbe {
+    pub topic_arn: String,
+    pub queue_url: String,
+    sqs: aws_sdk_sqs::Client,
+}
+
+impl TopicProbe {
+    pub async fn new(sdk: &SdkConfig) -> TopicProbe {
+        let sns = aws_sdk_sns::Client::new(sdk);
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let topic_arn = sns
+            .create_topic()
+            .name(unique("alerts"))
+            .send()
+            .await
+            .expect("create topic")
+            .topic_arn
+            .expect("topic arn");
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(unique("alerts-probe"))
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url
+            .expect("queue url");
+        let attributes = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("queue attributes");
+        let queue_arn = attributes
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+            .expect("queue arn")
+            .clone();
+        sns.subscribe()
+            .topic_arn(&topic_arn)
+            .protocol("sqs")
+            .endpoint(queue_arn)
+            .send()
+            .await
+            .expect("subscribe");
+        TopicProbe {
+            topic_arn,
+            queue_url,
+            sqs,
+        }
+    }
+
+    /// Every SNS envelope delivered to the queue so far (the queue is emptied).
+    pub async fn drain(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut empty_rounds = 0;
+        while empty_rounds < 2 {
+            let got = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(0)
+                .send()
+                .await
+                .expect("receive");
+            let messages = got.messages.unwrap_or_default();
+            if messages.is_empty() {
+                empty_rounds += 1;
+                continue;
+            }
+            empty_rounds = 0;
+            for m in messages {
+                let body: Value =
+                    serde_json::from_str(m.body().unwrap_or("{}")).expect("SNS envelope is JSON");
+                out.push(body);
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("delete");
+            }
+        }
+        out
+    }
+}
+
+/// Counts the HTTP requests an SDK client sends (every attempt).
+#[derive(Debug, Default, Clone)]
+pub struct RequestCounter(Arc<AtomicUsize>);
+
+impl RequestCounter {
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Posts to moto's own control API (for example to queue Cost Explorer results).
+pub async fn moto_api(path: &str, body: &Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", endpoint()))
+        .json(body)
+        .send()
+        .await
+        .expect("moto control API");
+    assert!(
+        response.status().is_success(),
+        "moto {path}: {}",
+        response.status()
+    );
+}

@@ -1,0 +1,685 @@
+//! The store conformance suite: the same cases, unchanged, against every `StateStore` backend.
+//! `conformance_suite!(make_store)` turns each case into a test.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
+use spendguard_core::budget::{
+    Action, Basis, Budget, ChannelKind, ChannelSpec, PolicySet, Settings, Severity, SourceSpec,
+    Threshold, Tier, Window,
+};
+use spendguard_core::evaluate::WindowSpend;
+use spendguard_core::ingest::USAGE_MARKER_TTL;
+use spendguard_core::money::{Currency, FxRates, Money};
+use spendguard_core::period::{Period, WindowKind, YearMonth, Zone};
+use spendguard_core::pricing::Tokens;
+use spendguard_core::records::{
+    AlertClaim, AuditEntry, ClaimOutcome, KillSwitch, Observation, SwitchState,
+};
+use spendguard_core::scope::Scope;
+use spendguard_core::sources::{SpendRequest, SpendSource, UsageCounters};
+use spendguard_core::store::{StateStore, StoreError};
+use spendguard_core::usage::{CounterKey, Metric, UsageEntry, UsageRecord};
+
+pub type Store = Arc<dyn StateStore>;
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn usd(v: i64, scale: u32) -> Money {
+    Money::new(Decimal::new(v, scale), Currency::USD)
+}
+
+pub fn budget(id: &str, scope: &str, kind: WindowKind, limit: i64) -> Budget {
+    Budget {
+        id: id.into(),
+        description: None,
+        scope: Scope::parse(scope).unwrap(),
+        currency: Currency::USD,
+        zone: Zone::UTC,
+        windows: vec![Window {
+            kind,
+            limit: Decimal::from(limit),
+            tiers: vec![Tier {
+                name: "warning".into(),
+                threshold: Threshold::Percent(Decimal::from(80)),
+                basis: Basis::Actual,
+                severity: Severity::Warning,
+                actions: vec![Action::Notify],
+            }],
+        }],
+        source: SourceSpec::Usage,
+        routing: BTreeMap::from([("warning".to_string(), vec!["log".to_string()])]),
+    }
+}
+
+pub fn record(id: &str, scope: &str, cents: i64, when: DateTime<Utc>) -> UsageRecord {
+    UsageRecord {
+        id: id.into(),
+        scope: Scope::parse(scope).unwrap(),
+        provider: "openai".into(),
+        model: Some("gpt-4o".into()),
+        tokens: Tokens {
+            input: 100,
+            output: 50,
+            cached: 10,
+        },
+        requests: 1,
+        cost: usd(cents, 2),
+        timestamp: when,
+        user: None,
+        endpoint: None,
+        feature: None,
+    }
+}
+
+fn entries(records: &[UsageRecord], zones: &[Zone]) -> Vec<UsageEntry> {
+    records.iter().map(|r| UsageEntry::of(r, zones)).collect()
+}
+
+async fn month_total(
+    store: &Store,
+    scope: &str,
+    zone: Zone,
+    month: YearMonth,
+    metric: Metric,
+) -> Decimal {
+    let key = CounterKey {
+        scope: Scope::parse(scope).unwrap(),
+        zone,
+        month,
+    };
+    let counters = store
+        .read_counters(std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    counters
+        .get(&key)
+        .map(|m| m.days.values().map(|t| t.get(metric)).sum())
+        .unwrap_or_default()
+}
+
+const NOV: YearMonth = YearMonth {
+    year: 2026,
+    month: 11,
+};
+const USD_COST: Metric = Metric::Cost(Currency::USD);
+
+pub async fn budgets_crud(store: Store) {
+    let mut settings = Settings::default();
+    settings.channels.insert(
+        "ops".into(),
+        ChannelSpec {
+            kind: ChannelKind::Slack,
+            secret: Some("arn:aws:secretsmanager:x".into()),
+        },
+    );
+    let a = budget("a", "openai/prod", WindowKind::Monthly, 100);
+    let b = budget("b", "anthropic", WindowKind::Daily, 10);
+    store
+        .put_policy(&PolicySet {
+            settings: settings.clone(),
+            budgets: vec![a.clone(), b.clone()],
+        })
+        .await
+        .unwrap();
+    let loaded = store.load_policy().await.unwrap();
+    assert_eq!(loaded.settings, settings);
+    let mut ids: Vec<_> = loaded.budgets.iter().map(|x| x.id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(store.get_budget("a").await.unwrap(), Some(a.clone()));
+    assert_eq!(store.get_budget("zz").await.unwrap(), None);
+
+    let mut edited = a.clone();
+    edited.windows[0].limit = Decimal::from(250);
+    store.put_budget(&edited).await.unwrap();
+    assert_eq!(
+        store.get_budget("a").await.unwrap().unwrap().windows[0].limit,
+        Decimal::from(250)
+    );
+
+    assert!(store.delete_budget("b").await.unwrap());
+    assert!(!store.delete_budget("b").await.unwrap());
+
+    // applying a policy replaces the whole set
+    store
+        .put_policy(&PolicySet {
+            settings: Settings::default(),
+            budgets: vec![b.clone()],
+        })
+        .await
+        .unwrap();
+    let loaded = store.load_policy().await.unwrap();
+    assert_eq!(loaded.budgets, vec![b]);
+    assert_eq!(loaded.settings, Settings::default());
+}
+
+pub async fn replayed_usage_counts_once(store: Store) {
+    let now = at("2026-11-22T10:00:00Z");
+    let batch = entries(
+        &[
+            record("r-1", "openai/prod/key-1", 125, now),
+            record("r-2", "openai/prod/key-1", 75, now),
+        ],
+        &[Zone::UTC],
+    );
+    let first = store
+        .ingest_usage(&batch, now, USAGE_MARKER_TTL)
+        .await
+        .unwrap();
+    assert_eq!(first.accepted.len(), 2);
+    let again = store
+        .ingest_usage(&batch, now, USAGE_MARKER_TTL)
+        .await
+        .unwrap();
+    assert_eq!((again.accepted.len(), again.duplicates.len()), (0, 2));
+    for scope in ["openai/prod/key-1", "openai/prod", "openai", "*"] {
+        assert_eq!(
+            month_total(&store, scope, Zone::UTC, NOV, USD_COST).await,
+            Decimal::new(200, 2),
+            "{scope}"
+        );
+        assert_eq!(
+            month_total(&store, scope, Zone::UTC, NOV, Metric::Records).await,
+            Decimal::from(2)
+        );
+        assert_eq!(
+            month_total(&store, scope, Zone::UTC, NOV, Metric::TokensCached).await,
+            Decimal::from(20)
+        );
+    }
+}
+
+pub async fn duplicate_ids_within_one_batch_count_once(store: Store) {
+    let now = at("2026-11-22T10:00:00Z");
+    let batch = entries(
+        &[
+            record("same", "app/x", 100, now),
+            record("same", "app/x", 100, now),
+        ],
+        &[Zone::UTC],
+    );
+    let outcome = store
+        .ingest_usage(&batch, now, USAGE_MARKER_TTL)
+        .await
+        .unwrap();
+    assert_eq!((outcome.accepted.len(), outcome.duplicates.len()), (1, 1));
+    assert_eq!(
+        month_total(&store, "app/x", Zone::UTC, NOV, USD_COST).await,
+        Decimal::ONE
+    );
+}
+
+pub async fn concurrent_replays_count_once(store: Store) {
+    let now = at("2026-11-22T10:00:00Z");
+    let batch = entries(
+        &[record("race-1", "openai/prod/key-9", 333, now)],
+        &[Zone::UTC],
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let (store, batch) = (store.clone(), batch.clone());
+        tasks.push(tokio::spawn(async move {
+            store.ingest_usage(&batch, now, USAGE_MARKER_TTL).await
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t.await.unwrap().unwrap().accepted.len();
+    }
+    assert_eq!(accepted, 1, "exactly one delivery may count");
+    assert_eq!(
+        month_total(&store, "openai/prod/key-9", Zone::UTC, NOV, USD_COST).await,
+        Decimal::new(333, 2)
+    );
+    assert_eq!(
+        month_total(&store, "*", Zone::UTC, NOV, Metric::Records).await,
+        Decimal::ONE
+    );
+}
+
+pub async fn overlapping_concurrent_batches_are_exact(store: Store) {
+    let now = at("2026-11-22T10:00:00Z");
+    // 4 batches of 60 records over ids 0..150, overlapping: 150 distinct records of 1 cent
+    let mut tasks = Vec::new();
+    for b in 0..4usize {
+        let records: Vec<UsageRecord> = (b * 30..b * 30 + 60)
+            .map(|i| record(&format!("o-{i}"), &format!("app/k{}", i % 3), 1, now))
+            .collect();
+        let (store, batch) = (store.clone(), entries(&records, &[Zone::UTC]));
+        tasks.push(tokio::spawn(async move {
+            store.ingest_usage(&batch, now, USAGE_MARKER_TTL).await
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t.await.unwrap().unwrap().accepted.len();
+    }
+    assert_eq!(accepted, 150);
+    assert_eq!(
+        month_total(&store, "app", Zone::UTC, NOV, USD_COST).await,
+        Decimal::new(150, 2)
+    );
+    assert_eq!(
+        month_total(&store, "app", Zone::UTC, NOV, Metric::Records).await,
+        Decimal::from(150)
+    );
+}
+
+pub async fn large_batch_is_counted_exactly(store: Store) {
+    let now = at("2026-11-22T10:00:00Z");
+    let records: Vec<UsageRecord> = (0..250)
+        .map(|i| {
+            record(
+                &format!("big-{i}"),
+                &format!("openai/p{}/k{}", i % 4, i % 9),
+                7,
+                now,
+            )
+        })
+        .collect();
+    let outcome = store
+        .ingest_usage(
+            &entries(&records, &[Zone::UTC, Zone::parse("Asia/Tokyo").unwrap()]),
+            now,
+            USAGE_MARKER_TTL,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.accepted.len(), 250);
+    assert_eq!(
+        month_total(&store, "openai", Zone::UTC, NOV, USD_COST).await,
+        Decimal::new(1750, 2)
+    );
+    assert_eq!(
+        month_total(
+            &store,
+            "*",
+            Zone::parse("Asia/Tokyo").unwrap(),
+            NOV,
+            USD_COST
+        )
+        .await,
+        Decimal::new(1750, 2)
+    );
+}
+
+pub async fn counters_give_day_week_and_month(store: Store) {
+    // Week 2026-W49 runs Monday 30 Nov to Sunday 6 Dec: it spans two month counters.
+    let days = [
+        ("2026-11-29T12:00:00Z", 100),
+        ("2026-11-30T12:00:00Z", 200),
+        ("2026-12-01T12:00:00Z", 400),
+        ("2026-12-02T08:00:00Z", 800),
+    ];
+    let records: Vec<UsageRecord> = days
+        .iter()
+        .enumerate()
+        .map(|(i, (t, c))| record(&format!("d-{i}"), "openai/prod", *c, at(t)))
+        .collect();
+    store
+        .ingest_usage(
+            &entries(&records, &[Zone::UTC]),
+            at("2026-12-02T09:00:00Z"),
+            USAGE_MARKER_TTL,
+        )
+        .await
+        .unwrap();
+    let now = at("2026-12-02T12:00:00Z");
+    let source = UsageCounters::new(store.clone());
+    let check = |kind: WindowKind| budget("w", "openai/prod", kind, 100);
+    let budgets = [
+        check(WindowKind::Daily),
+        check(WindowKind::Weekly),
+        check(WindowKind::Monthly),
+    ];
+    let expected = [
+        (WindowKind::Daily, 800),
+        (WindowKind::Weekly, 1400),
+        (WindowKind::Monthly, 1200),
+    ];
+    for (b, (kind, cents)) in budgets.iter().zip(expected) {
+        let refs = [b];
+        let spend = source
+            .spend(&SpendRequest {
+                budgets: &refs,
+                now,
+                rates: &FxRates::default(),
+            })
+            .await
+            .unwrap();
+        let s: &WindowSpend = spend["w"][&kind].as_ref().unwrap();
+        assert_eq!(s.actual, Decimal::new(cents, 2), "{kind}");
+    }
+    // the previous month is untouched by December's records
+    assert_eq!(
+        month_total(&store, "openai/prod", Zone::UTC, NOV, USD_COST).await,
+        Decimal::new(300, 2)
+    );
+}
+
+pub async fn expired_usage_markers_are_ignored(store: Store) {
+    let now = at("2026-11-22T10:00:00Z");
+    let batch = entries(&[record("old", "app/y", 100, now)], &[Zone::UTC]);
+    store
+        .ingest_usage(&batch, now, Duration::hours(1))
+        .await
+        .unwrap();
+    // within the marker's life: a duplicate
+    let soon = store
+        .ingest_usage(&batch, now + Duration::minutes(59), Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(soon.duplicates.len(), 1);
+    // after expiry the id is forgotten, whether or not TTL deletion ran
+    let later = store
+        .ingest_usage(&batch, now + Duration::hours(2), Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(later.accepted.len(), 1);
+}
+
+fn claim(tier: &str, period: &Period, owner: &str) -> AlertClaim {
+    AlertClaim {
+        budget_id: "b1".into(),
+        window: WindowKind::Monthly,
+        period_key: period.key(),
+        tier: tier.into(),
+        alert_id: format!("{tier}-{}", period.key()),
+        owner: owner.into(),
+        lease: Duration::minutes(5),
+        expires_at: period.end + Duration::days(35),
+    }
+}
+
+pub async fn alert_claims_have_exactly_one_winner(store: Store) {
+    let now = at("2026-11-22T10:00:00Z");
+    let period = Period::containing(WindowKind::Monthly, Zone::UTC, now);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (store, c) = (
+            store.clone(),
+            claim("warning", &period, &format!("run-{i}")),
+        );
+        tasks.push(tokio::spawn(async move {
+            (store.claim_alert(&c, now).await.unwrap(), c)
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (outcome, c) = t.await.unwrap();
+        match outcome {
+            ClaimOutcome::Won => winners.push(c),
+            ClaimOutcome::HeldByOther => {}
+            ClaimOutcome::AlreadyRaised => panic!("nothing was published yet"),
+        }
+    }
+    assert_eq!(winners.len(), 1);
+    store.finish_alert_claim(&winners[0]).await.unwrap();
+    assert_eq!(
+        store
+            .claim_alert(&claim("warning", &period, "late"), now)
+            .await
+            .unwrap(),
+        ClaimOutcome::AlreadyRaised
+    );
+    // another tier is its own crossing
+    assert_eq!(
+        store
+            .claim_alert(&claim("critical", &period, "late"), now)
+            .await
+            .unwrap(),
+        ClaimOutcome::Won
+    );
+    // re-armed in the next period
+    let next = period.next();
+    assert_eq!(
+        store
+            .claim_alert(&claim("warning", &next, "december"), next.start)
+            .await
+            .unwrap(),
+        ClaimOutcome::Won
+    );
+}
+
+pub async fn abandoned_claims_can_be_taken_over(store: Store) {
+    let now = at("2026-11-22T10:00:00Z");
+    let period = Period::containing(WindowKind::Monthly, Zone::UTC, now);
+    let crashed = claim("warning", &period, "crashed-run");
+    assert_eq!(
+        store.claim_alert(&crashed, now).await.unwrap(),
+        ClaimOutcome::Won
+    );
+    // the lease still runs: others wait
+    assert_eq!(
+        store
+            .claim_alert(&claim("warning", &period, "b"), now + Duration::minutes(4))
+            .await
+            .unwrap(),
+        ClaimOutcome::HeldByOther
+    );
+    // lease over: taken over, and the crashed run can no longer finish it
+    let taker = claim("warning", &period, "c");
+    assert_eq!(
+        store
+            .claim_alert(&taker, now + Duration::minutes(6))
+            .await
+            .unwrap(),
+        ClaimOutcome::Won
+    );
+    assert!(matches!(
+        store.finish_alert_claim(&crashed).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // a released claim (publish failed) is free at once
+    store.release_alert_claim(&taker).await.unwrap();
+    let retry = claim("warning", &period, "d");
+    assert_eq!(
+        store
+            .claim_alert(&retry, now + Duration::minutes(6))
+            .await
+            .unwrap(),
+        ClaimOutcome::Won
+    );
+    store.finish_alert_claim(&retry).await.unwrap();
+    // releasing a published claim does nothing
+    store.release_alert_claim(&retry).await.unwrap();
+    assert_eq!(
+        store
+            .claim_alert(&claim("warning", &period, "e"), now + Duration::hours(1))
+            .await
+            .unwrap(),
+        ClaimOutcome::AlreadyRaised
+    );
+}
+
+pub async fn kill_switch_uses_optimistic_versions(store: Store) {
+    let scope = Scope::parse("openai/prod").unwrap();
+    assert_eq!(store.kill_switch(&scope).await.unwrap(), None);
+    let open = KillSwitch {
+        scope: scope.clone(),
+        state: SwitchState::Open,
+        limit_factor: Decimal::ONE,
+        updated_at: at("2026-11-22T10:00:00Z"),
+    };
+    assert_eq!(store.put_kill_switch(&open, None).await.unwrap(), 1);
+    assert!(matches!(
+        store.put_kill_switch(&open, None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let engaged = KillSwitch {
+        state: SwitchState::Engaged {
+            reason: "budget".into(),
+            actor: "key-guard".into(),
+            at: at("2026-11-22T10:05:00Z"),
+        },
+        limit_factor: Decimal::ZERO,
+        ..open.clone()
+    };
+    assert_eq!(store.put_kill_switch(&engaged, Some(1)).await.unwrap(), 2);
+    // a writer holding the old version loses
+    assert!(matches!(
+        store.put_kill_switch(&open, Some(1)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let stored = store.kill_switch(&scope).await.unwrap().unwrap();
+    assert_eq!((stored.value, stored.version), (engaged, 2));
+}
+
+pub async fn audit_log_is_newest_first(store: Store) {
+    for (i, t) in [
+        "2026-11-01T10:00:00Z",
+        "2026-11-03T10:00:00Z",
+        "2026-11-02T10:00:00Z",
+    ]
+    .iter()
+    .enumerate()
+    {
+        store
+            .append_audit(&AuditEntry {
+                id: format!("e{i}"),
+                at: at(t),
+                actor: "test".into(),
+                action: "budget_check".into(),
+                scope: None,
+                detail: serde_json::json!({"n": i}),
+            })
+            .await
+            .unwrap();
+    }
+    let entries = store.audit_log(NOV, 10).await.unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["e1", "e2", "e0"]
+    );
+    assert_eq!(store.audit_log(NOV, 2).await.unwrap().len(), 2);
+    assert!(
+        store
+            .audit_log(
+                YearMonth {
+                    year: 2026,
+                    month: 10
+                },
+                10
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn markers_expire_in_code(store: Store) {
+    let now = at("2026-11-22T10:00:00Z");
+    assert!(
+        store
+            .put_marker("gcp", "msg-1", now, Duration::hours(1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_marker(
+                "gcp",
+                "msg-1",
+                now + Duration::minutes(30),
+                Duration::hours(1)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_marker("sns", "msg-1", now, Duration::hours(1))
+            .await
+            .unwrap(),
+        "namespaces are separate"
+    );
+    assert!(
+        store
+            .put_marker("gcp", "msg-1", now + Duration::hours(2), Duration::hours(1))
+            .await
+            .unwrap()
+    );
+}
+
+pub async fn cache_entries_expire(store: Store) {
+    let now = at("2026-11-22T10:00:00Z");
+    store
+        .put_cached("ce:1", "{\"a\":1}", now + Duration::hours(6))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_cached("ce:1", now).await.unwrap().as_deref(),
+        Some("{\"a\":1}")
+    );
+    assert_eq!(
+        store
+            .get_cached("ce:1", now + Duration::hours(7))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.get_cached("ce:missing", now).await.unwrap(), None);
+}
+
+pub async fn observations_are_upserted(store: Store) {
+    let now = at("2026-11-22T10:00:00Z");
+    let obs = |period: &str, cents: i64| Observation {
+        budget_id: "aws".into(),
+        source: "aws_budgets".into(),
+        window: WindowKind::Monthly,
+        period_key: period.into(),
+        actual: usd(cents, 2),
+        forecast: Some(usd(cents * 2, 2)),
+        observed_at: now,
+    };
+    store
+        .put_observations(&[obs("M#2026-11", 100)])
+        .await
+        .unwrap();
+    store
+        .put_observations(&[obs("M#2026-11", 250), obs("M#2026-10", 900)])
+        .await
+        .unwrap();
+    let mut got = store.observations("aws").await.unwrap();
+    got.sort_by(|a, b| a.period_key.cmp(&b.period_key));
+    assert_eq!(got, vec![obs("M#2026-10", 900), obs("M#2026-11", 250)]);
+    assert!(store.observations("other").await.unwrap().is_empty());
+}
+
+/// Generates one test per conformance case for a backend.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:expr) => {
+        $crate::conformance_suite!(@cases $make;
+            budgets_crud,
+            replayed_usage_counts_once,
+            duplicate_ids_within_one_batch_count_once,
+            concurrent_replays_count_once,
+            overlapping_concurrent_batches_are_exact,
+            large_batch_is_counted_exactly,
+            counters_give_day_week_and_month,
+            expired_usage_markers_are_ignored,
+            alert_claims_have_exactly_one_winner,
+            abandoned_claims_can_be_taken_over,
+            kill_switch_uses_optimistic_versions,
+            audit_log_is_newest_first,
+            markers_expire_in_code,
+            cache_entries_expire,
+            observations_are_upserted,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let store: $crate::conformance::Store = $make.await;
+                $crate::conformance::$case(store).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,443 @@
+//! budget-check end to end against moto: the production wiring (`app::checker`), DynamoDB,
+//! SNS with an SQS queue subscribed to count what was really published.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use budget_check::app;
+use budget_check::config::Config;
+use budget_check::handler::{self, HandlerError};
+use chrono::{Duration, Utc};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use spendguard_core::budget::{
+    Action, Basis, Budget, PolicySet, Severity, SourceSpec, Threshold, Tier, Window,
+};
+use spendguard_core::bus::SnsBus;
+use spendguard_core::check::{CheckOptions, Checker, DEFAULT_CLAIM_LEASE};
+use spendguard_core::clock::FixedClock;
+use spendguard_core::ingest::ingest_usage;
+use spendguard_core::money::Currency;
+use spendguard_core::period::{WindowKind, YearMonth, Zone};
+use spendguard_core::scope::Scope;
+use spendguard_core::sources::{SpendSource, UsageCounters};
+use spendguard_core::store::{DynamoStore, StateStore};
+use spendguard_tests::aws::{self, TopicProbe};
+use spendguard_tests::conformance::record;
+
+fn tier(name: &str, percent: i64, actions: Vec<Action>) -> Tier {
+    Tier {
+        name: name.into(),
+        threshold: Threshold::Percent(Decimal::from(percent)),
+        basis: Basis::Actual,
+        severity: Severity::for_tier_name(name).unwrap_or(Severity::Warning),
+        actions,
+    }
+}
+
+fn monthly_budget(id: &str, scope: &str, limit: i64) -> Budget {
+    Budget {
+        id: id.into(),
+        description: None,
+        scope: Scope::parse(scope).unwrap(),
+        currency: Currency::USD,
+        zone: Zone::UTC,
+        windows: vec![Window {
+            kind: WindowKind::Monthly,
+            limit: Decimal::from(limit),
+            tiers: vec![
+                tier("warning", 50, vec![Action::Notify]),
+                tier(
+                    "critical",
+                    80,
+                    vec![
+                        Action::Notify,
+                        Action::ReduceLimits {
+                            factor: Decimal::new(5, 1),
+                        },
+                    ],
+                ),
+                tier("emergency", 100, vec![Action::Notify, Action::DisableKeys]),
+            ],
+        }],
+        source: SourceSpec::Usage,
+        routing: BTreeMap::from([("emergency".to_string(), vec!["log".to_string()])]),
+    }
+}
+
+fn config(table: &str, topic: &str) -> Config {
+    Config {
+        table: table.into(),
+        alerts_topic_arn: topic.into(),
+        aws_account_id: None,
+        cost_explorer: false,
+        cost_explorer_cache_hours: 6,
+        openai_admin_key_arn: None,
+        openai_api_url: "https://api.openai.com".into(),
+        anthropic_admin_key_arn: None,
+        anthropic_api_url: "https://api.anthropic.com".into(),
+        claim_lease_seconds: 300,
+    }
+}
+
+fn scheduled_event() -> Value {
+    serde_json::from_str(include_str!("../../events/budget-check/scheduled.json")).unwrap()
+}
+
+struct World {
+    sdk: aws_config::SdkConfig,
+    store: DynamoStore,
+    table: String,
+    probe: TopicProbe,
+}
+
+async fn world(budgets: Vec<Budget>) -> World {
+    let sdk = aws::sdk().await;
+    let (store, table) = aws::new_store(&sdk).await;
+    store
+        .put_policy(&PolicySet {
+            budgets,
+            ..PolicySet::default()
+        })
+        .await
+        .unwrap();
+    let probe = TopicProbe::new(&sdk).await;
+    World {
+        sdk,
+        store,
+        table,
+        probe,
+    }
+}
+
+/// SNS envelopes -> (alert event, message attributes).
+fn alerts(envelopes: &[Value]) -> Vec<(Value, Value)> {
+    envelopes
+        .iter()
+        .map(|e| {
+            let event: Value = serde_json::from_str(e["Message"].as_str().unwrap()).unwrap();
+            (event, e["MessageAttributes"].clone())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_runs_publish_each_crossing_once() {
+    let w = world(vec![
+        monthly_budget("prod", "openai/prod", 100),
+        monthly_budget("other", "anthropic", 1000),
+    ])
+    .await;
+    // $85 on openai/prod this month: warning (50 %) and critical (80 %) are crossed
+    let now = Utc::now();
+    let records = vec![
+        record("u1", "openai/prod/key-1", 6000, now),
+        record("u2", "openai/prod/key-2", 2500, now),
+    ];
+    let policy = w.store.load_policy().await.unwrap();
+    ingest_usage(&w.store, &policy.budgets, &records, now)
+        .await
+        .unwrap();
+
+    let checker = Arc::new(
+        app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+            .await
+            .unwrap(),
+    );
+    let mut runs = Vec::new();
+    for _ in 0..20 {
+        let checker = checker.clone();
+        runs.push(tokio::spawn(async move {
+            handler::handle(&checker, scheduled_event()).await
+        }));
+    }
+    let mut published = 0;
+    for r in runs {
+        let report = r.await.unwrap().expect("every run succeeds");
+        published += report.alerts.published;
+    }
+    assert_eq!(
+        published, 2,
+        "the runs together published each crossing once"
+    );
+
+    let delivered = alerts(&w.probe.drain().await);
+    let mut per_crossing: BTreeMap<(String, String, String, String), usize> = BTreeMap::new();
+    for (event, _) in &delivered {
+        let key = ["budget_id", "window", "period_key", "tier"]
+            .map(|k| event[k].as_str().unwrap().to_string());
+        *per_crossing.entry(key.into()).or_default() += 1;
+    }
+    let period = format!("M#{}", YearMonth::of(now.date_naive()));
+    assert_eq!(
+        per_crossing,
+        BTreeMap::from([
+            (
+                (
+                    "prod".into(),
+                    "monthly".into(),
+                    period.clone(),
+                    "critical".into()
+                ),
+                1
+            ),
+            (
+                ("prod".into(), "monthly".into(), period, "warning".into()),
+                1
+            ),
+        ])
+    );
+    // the attributes subscriptions filter on
+    let (critical, attributes) = delivered
+        .iter()
+        .find(|(e, _)| e["tier"] == "critical")
+        .unwrap();
+    assert_eq!(attributes["severity"]["Value"], "critical");
+    assert_eq!(attributes["actions"]["Type"], "String.Array");
+    assert_eq!(
+        attributes["actions"]["Value"],
+        r#"["notify","reduce_limits"]"#
+    );
+    assert_eq!(critical["spend"]["amount"], "85");
+    assert_eq!(critical["percent"], "85.0");
+
+    // a later run finds everything already raised and publishes nothing
+    let again = handler::handle(&checker, scheduled_event()).await.unwrap();
+    assert_eq!(
+        (again.alerts.published, again.alerts.already_raised),
+        (0, 2)
+    );
+    assert!(w.probe.drain().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_reports_and_changes_nothing() {
+    let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
+    let now = Utc::now();
+    ingest_usage(
+        &w.store,
+        &w.store.load_policy().await.unwrap().budgets,
+        &[record("d1", "openai/prod", 12000, now)],
+        now,
+    )
+    .await
+    .unwrap();
+    let checker = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+        .await
+        .unwrap();
+    let report = handler::handle(&checker, json!({"dry_run": true}))
+        .await
+        .unwrap();
+    assert_eq!(report.alerts.would_publish, 3);
+    assert_eq!(
+        report.budgets[0].windows[0].highest_tier.as_deref(),
+        Some("emergency")
+    );
+    assert!(
+        w.probe.drain().await.is_empty(),
+        "a dry run publishes nothing"
+    );
+    assert!(
+        w.store
+            .audit_log(YearMonth::of(now.date_naive()), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "and records nothing"
+    );
+    // the real run still raises all three: the dry run claimed nothing
+    let report = handler::handle(&checker, json!({})).await.unwrap();
+    assert_eq!(report.alerts.published, 3);
+    assert_eq!(alerts(&w.probe.drain().await).len(), 3);
+    let audit = w
+        .store
+        .audit_log(YearMonth::of(now.date_naive()), 10)
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].actor, "manual");
+    assert_eq!(audit[0].detail["alerts"]["published"], 3);
+}
+
+#[tokio::test]
+async fn one_budget_on_demand_and_unknown_budgets_refused() {
+    let w = world(vec![
+        monthly_budget("prod", "openai/prod", 100),
+        monthly_budget("dev", "openai/dev", 100),
+    ])
+    .await;
+    let checker = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+        .await
+        .unwrap();
+    let report = handler::handle(&checker, json!({"budget_id": "dev"}))
+        .await
+        .unwrap();
+    assert_eq!(report.budgets.len(), 1);
+    assert_eq!(report.budgets[0].budget_id, "dev");
+    let err = handler::handle(&checker, json!({"budget_id": "nope"}))
+        .await
+        .unwrap_err();
+    assert_eq!(lambda_error_type(err), "UnknownBudget");
+}
+
+fn lambda_error_type(e: HandlerError) -> String {
+    lambda_runtime::Diagnostic::from(e).error_type
+}
+
+#[tokio::test]
+async fn a_failed_publish_releases_the_claim_and_the_next_run_publishes() {
+    let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
+    let now = Utc::now();
+    ingest_usage(
+        &w.store,
+        &w.store.load_policy().await.unwrap().budgets,
+        &[record("p1", "openai/prod", 6000, now)],
+        now,
+    )
+    .await
+    .unwrap();
+    // a topic that does not exist: SNS refuses the publish
+    let missing = format!("{}-gone", w.probe.topic_arn);
+    let broken = app::checker(&config(&w.table, &missing), &w.sdk)
+        .await
+        .unwrap();
+    let err = handler::handle(&broken, scheduled_event())
+        .await
+        .unwrap_err();
+    assert_eq!(lambda_error_type(err), "CheckIncomplete");
+    // fixed configuration: the alert that failed is published now, once
+    let fixed = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+        .await
+        .unwrap();
+    let report = handler::handle(&fixed, scheduled_event()).await.unwrap();
+    assert_eq!(report.alerts.published, 1);
+    assert_eq!(alerts(&w.probe.drain().await).len(), 1);
+}
+
+#[tokio::test]
+async fn alerts_re_arm_in_the_next_period() {
+    let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
+    let store: Arc<dyn StateStore> = Arc::new(w.store.clone());
+    let clock = Arc::new(FixedClock::new("2026-11-30T23:00:00Z".parse().unwrap()));
+    let checker = Checker {
+        store: store.clone(),
+        bus: Arc::new(SnsBus::new(
+            aws_sdk_sns::Client::new(&w.sdk),
+            &w.probe.topic_arn,
+        )),
+        sources: vec![Arc::new(UsageCounters::new(store.clone())) as Arc<dyn SpendSource>],
+        clock: clock.clone(),
+        claim_lease: DEFAULT_CLAIM_LEASE,
+    };
+    let budgets = store.load_policy().await.unwrap().budgets;
+    ingest_usage(
+        store.as_ref(),
+        &budgets,
+        &[record("nov", "openai/prod", 6000, clock_now(&clock))],
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let options = CheckOptions {
+        actor: "test".into(),
+        ..CheckOptions::default()
+    };
+    assert_eq!(checker.run(&options).await.unwrap().alerts.published, 1);
+    assert_eq!(checker.run(&options).await.unwrap().alerts.published, 0);
+    // December: November's spend no longer counts; new spend crosses warning again
+    clock.advance(Duration::hours(2));
+    assert_eq!(checker.run(&options).await.unwrap().alerts.published, 0);
+    ingest_usage(
+        store.as_ref(),
+        &budgets,
+        &[record("dec", "openai/prod", 5000, clock_now(&clock))],
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let december = checker.run(&options).await.unwrap();
+    assert_eq!(december.alerts.published, 1);
+    let delivered = alerts(&w.probe.drain().await);
+    let periods: Vec<&str> = delivered
+        .iter()
+        .map(|(e, _)| e["period_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(periods, ["M#2026-11", "M#2026-12"]);
+}
+
+fn clock_now(clock: &FixedClock) -> chrono::DateTime<Utc> {
+    use spendguard_core::clock::Clock;
+    clock.now()
+}
+
+#[tokio::test]
+async fn aws_budgets_source_reads_calculated_spend_and_records_observations() {
+    let mut budget = monthly_budget("aws-main", "aws/123456789012", 1000);
+    budget.source = SourceSpec::AwsBudgets {
+        budget_name: "monthly-total".into(),
+    };
+    budget.windows[0].tiers.push(Tier {
+        name: "forecast-overrun".into(),
+        threshold: Threshold::Percent(Decimal::from(110)),
+        basis: Basis::Forecast,
+        severity: Severity::Warning,
+        actions: vec![Action::Notify],
+    });
+    let w = world(vec![budget]).await;
+    let budgets = aws_sdk_budgets::Client::new(&w.sdk);
+    let spend = |amount: &str| {
+        aws_sdk_budgets::types::Spend::builder()
+            .amount(amount)
+            .unit("USD")
+            .build()
+            .unwrap()
+    };
+    budgets
+        .create_budget()
+        .account_id("123456789012")
+        .budget(
+            aws_sdk_budgets::types::Budget::builder()
+                .budget_name("monthly-total")
+                .budget_limit(spend("1000"))
+                .time_unit(aws_sdk_budgets::types::TimeUnit::Monthly)
+                .budget_type(aws_sdk_budgets::types::BudgetType::Cost)
+                .calculated_spend(
+                    aws_sdk_budgets::types::CalculatedSpend::builder()
+                        .actual_spend(spend("612.40"))
+                        .forecasted_spend(spend("1180.00"))
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut cfg = config(&w.table, &w.probe.topic_arn);
+    cfg.aws_account_id = Some("123456789012".into());
+    let checker = app::checker(&cfg, &w.sdk).await.unwrap();
+    let report = handler::handle(&checker, scheduled_event()).await.unwrap();
+    let window = &report.budgets[0].windows[0];
+    assert_eq!(window.spend.unwrap().amount, Decimal::new(61240, 2));
+    assert_eq!(window.tiers_reached, ["warning", "forecast-overrun"]);
+    let observed = w.store.observations("aws-main").await.unwrap();
+    assert_eq!(observed.len(), 1);
+    assert_eq!(observed[0].actual.amount, Decimal::new(61240, 2));
+    assert_eq!(
+        observed[0].forecast.unwrap().amount,
+        Decimal::new(118000, 2)
+    );
+
+    // a budget that uses AWS Budgets in a deployment not configured for it fails loudly
+    let unconfigured = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+        .await
+        .unwrap();
+    let err = handler::handle(&unconfigured, scheduled_event())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("source `aws_budgets` is used by budgets but not configured"),
+        "{err}"
+    );
+}

@@ -1,0 +1,16 @@
+//! The conformance suite on the embedded SQLite store (a fresh file per test).
+
+use std::sync::Arc;
+
+use spendguard_core::store::SqliteStore;
+use spendguard_tests::conformance::Store;
+
+async fn fresh() -> Store {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("state.db");
+    // keep the directory for the life of the test process
+    std::mem::forget(dir);
+    Arc::new(SqliteStore::open(&path).expect("open sqlite store"))
+}
+
+spendguard_tests::conformance_suite!(fresh());
