@@ -278,11 +278,33 @@ mod tests {
     }
 
     #[test]
+    fn daily_roll_over_in_berlin_on_the_spring_dst_day() {
+        let berlin = zone("Europe/Berlin");
+        // 29 March 2026: clocks jump 02:00 -> 03:00; the day is 23 hours long
+        let p = Period::containing(WindowKind::Daily, berlin, utc("2026-03-29T12:00:00Z"));
+        assert_eq!(p.start, utc("2026-03-28T23:00:00Z")); // midnight CET (+1)
+        assert_eq!(p.end, utc("2026-03-29T22:00:00Z")); // midnight CEST (+2)
+        assert_eq!(p.length(), Duration::hours(23));
+        let before = Period::containing(WindowKind::Daily, berlin, utc("2026-03-29T21:59:59Z"));
+        let after = Period::containing(WindowKind::Daily, berlin, utc("2026-03-29T22:00:00Z"));
+        assert_eq!(
+            (before.key(), after.key()),
+            ("D#2026-03-29".to_string(), "D#2026-03-30".to_string())
+        );
+    }
+
+    #[test]
     fn midnight_in_a_dst_gap_starts_the_day_at_the_first_real_instant() {
         // Santiago moved clocks from 24:00 to 01:00 on 2026-09-06 (no local midnight).
         let santiago = zone("America/Santiago");
         let date = NaiveDate::from_ymd_opt(2026, 9, 6).unwrap();
+        let midnight = date.and_hms_opt(0, 0, 0).unwrap();
+        assert!(
+            matches!(santiago.0.from_local_datetime(&midnight), LocalResult::None),
+            "midnight does not exist that day"
+        );
         let start = santiago.start_of_day(date);
+        assert_eq!(start, utc("2026-09-06T04:00:00Z")); // 01:00 local, UTC-3
         assert_eq!(santiago.date_of(start), date);
         assert_eq!(
             santiago.date_of(start - Duration::seconds(1)),

@@ -7,7 +7,8 @@ use budget_check::{app, config::Config, handler};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let config = Config::from_env(&process_env())?;
+    let config =
+        Config::from_env(&process_env()).inspect_err(|e| tracing::error!("cannot start: {e}"))?;
     let sdk = spendguard_core::aws::sdk_config().await;
     let checker = app::checker(&config, &sdk).await?;
     let checker = &checker;
