@@ -160,7 +160,7 @@ pub async fn run(args: CheckArgs) -> Result<(), Failure> {
     let report = checker
         .run(&CheckOptions {
             dry_run: args.dry_run,
-            budget_id: args.budget_id.clone(),
+            only: args.budget_id.iter().cloned().collect(),
             actor: "cli".into(),
         })
         .await

@@ -31,8 +31,8 @@ const CLAIM_RETENTION: Duration = Duration::days(35);
 pub struct CheckOptions {
     /// Evaluate and report, but claim, publish and record nothing.
     pub dry_run: bool,
-    /// Only this budget.
-    pub budget_id: Option<String>,
+    /// Only these budgets (all when empty).
+    pub only: Vec<String>,
     /// Who asked (`schedule`, `manual`, a user name): kept in the audit log.
     pub actor: String,
 }
@@ -147,16 +147,18 @@ impl Checker {
         let now = self.clock.now();
         let run_id = uuid::Uuid::new_v4().to_string();
         let policy = self.store.load_policy().await?;
-        let budgets: Vec<&Budget> = match &options.budget_id {
-            Some(id) => vec![
-                policy
-                    .budgets
-                    .iter()
-                    .find(|b| &b.id == id)
-                    .ok_or_else(|| CheckError::UnknownBudget(id.clone()))?,
-            ],
-            None => policy.budgets.iter().collect(),
-        };
+        if let Some(unknown) = options
+            .only
+            .iter()
+            .find(|id| !policy.budgets.iter().any(|b| &b.id == *id))
+        {
+            return Err(CheckError::UnknownBudget(unknown.clone()));
+        }
+        let budgets: Vec<&Budget> = policy
+            .budgets
+            .iter()
+            .filter(|b| options.only.is_empty() || options.only.contains(&b.id))
+            .collect();
 
         let (spend, mut failures, unconfigured) =
             self.gather(&budgets, now, &policy.settings.rates).await;

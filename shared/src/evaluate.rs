@@ -63,7 +63,8 @@ impl WindowEvaluation {
 
 /// `amount` as a percentage of `limit`, with one decimal place (`79.0`).
 pub fn percent_of(amount: Decimal, limit: Decimal) -> Decimal {
-    let mut p = (amount * Decimal::ONE_HUNDRED / limit).round_dp(1);
+    let mut p = (amount * Decimal::ONE_HUNDRED / limit)
+        .round_dp_with_strategy(1, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
     p.rescale(1);
     p
 }

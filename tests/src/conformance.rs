@@ -527,7 +527,12 @@ pub async fn kill_switch_uses_optimistic_versions(store: Store) {
         Err(StoreError::Conflict(_))
     ));
     let stored = store.kill_switch(&scope).await.unwrap().unwrap();
-    assert_eq!((stored.value, stored.version), (engaged, 2));
+    assert_eq!((stored.value, stored.version), (engaged.clone(), 2));
+    // several scopes in one read: absent ones are left out
+    let scopes = Scope::parse("openai/prod/key-1").unwrap().rollup();
+    let found = store.kill_switches(&scopes).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].value, engaged);
 }
 
 pub async fn audit_log_is_newest_first(store: Store) {

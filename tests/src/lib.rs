@@ -5,3 +5,4 @@
 pub mod aws;
 pub mod conformance;
 pub mod standin;
+pub mod webhook;

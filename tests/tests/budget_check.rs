@@ -19,6 +19,7 @@ use spendguard_core::clock::FixedClock;
 use spendguard_core::ingest::ingest_usage;
 use spendguard_core::money::Currency;
 use spendguard_core::period::{WindowKind, YearMonth, Zone};
+use spendguard_core::runtime::SourcesConfig;
 use spendguard_core::scope::Scope;
 use spendguard_core::sources::{SpendSource, UsageCounters};
 use spendguard_core::store::{DynamoStore, StateStore};
@@ -69,13 +70,7 @@ fn config(table: &str, topic: &str) -> Config {
     Config {
         table: table.into(),
         alerts_topic_arn: topic.into(),
-        aws_account_id: None,
-        cost_explorer: false,
-        cost_explorer_cache_hours: 6,
-        openai_admin_key_arn: None,
-        openai_api_url: "https://api.openai.com".into(),
-        anthropic_admin_key_arn: None,
-        anthropic_api_url: "https://api.anthropic.com".into(),
+        sources: SourcesConfig::default(),
         claim_lease_seconds: 300,
     }
 }
@@ -373,8 +368,10 @@ fn clock_now(clock: &FixedClock) -> chrono::DateTime<Utc> {
 #[tokio::test]
 async fn aws_budgets_source_reads_calculated_spend_and_records_observations() {
     let mut budget = monthly_budget("aws-main", "aws/123456789012", 1000);
+    // moto keeps budgets per account, shared by every test: a name of our own
+    let name = aws::unique("monthly-total");
     budget.source = SourceSpec::AwsBudgets {
-        budget_name: "monthly-total".into(),
+        budget_name: name.clone(),
     };
     budget.windows[0].tiers.push(Tier {
         name: "forecast-overrun".into(),
@@ -397,7 +394,7 @@ async fn aws_budgets_source_reads_calculated_spend_and_records_observations() {
         .account_id("123456789012")
         .budget(
             aws_sdk_budgets::types::Budget::builder()
-                .budget_name("monthly-total")
+                .budget_name(&name)
                 .budget_limit(spend("1000"))
                 .time_unit(aws_sdk_budgets::types::TimeUnit::Monthly)
                 .budget_type(aws_sdk_budgets::types::BudgetType::Cost)
@@ -414,7 +411,7 @@ async fn aws_budgets_source_reads_calculated_spend_and_records_observations() {
         .await
         .unwrap();
     let mut cfg = config(&w.table, &w.probe.topic_arn);
-    cfg.aws_account_id = Some("123456789012".into());
+    cfg.sources.aws_account_id = Some("123456789012".into());
     let checker = app::checker(&cfg, &w.sdk).await.unwrap();
     let report = handler::handle(&checker, scheduled_event()).await.unwrap();
     let window = &report.budgets[0].windows[0];

@@ -62,7 +62,7 @@ pub fn options_for(event: &Value) -> Result<CheckOptions, HandlerError> {
     })?;
     Ok(CheckOptions {
         dry_run: manual.dry_run,
-        budget_id: manual.budget_id,
+        only: manual.budget_id.into_iter().collect(),
         actor: "manual".into(),
     })
 }
@@ -103,7 +103,7 @@ mod tests {
             match name.as_str() {
                 "scheduled.json" => assert_eq!(options.actor, "schedule"),
                 "dry-run.json" => assert!(options.dry_run),
-                "one-budget.json" => assert_eq!(options.budget_id.as_deref(), Some("openai-prod")),
+                "one-budget.json" => assert_eq!(options.only, ["openai-prod"]),
                 other => panic!("fixture {other} has no expectation here"),
             }
             seen += 1;
@@ -122,6 +122,6 @@ mod tests {
     #[test]
     fn an_empty_object_checks_everything() {
         let o = options_for(&serde_json::json!({})).unwrap();
-        assert!(!o.dry_run && o.budget_id.is_none());
+        assert!(!o.dry_run && o.only.is_empty());
     }
 }

@@ -1,20 +1,491 @@
-use lambda_runtime::Diagnostic;
-use serde_json::Value;
+//! The routes. Every request is verified and validated completely before anything is written;
+//! a 2xx is answered only after the durable write; a verified duplicate gets a 2xx and changes
+//! nothing; 5xx means our fault, so the sender retries.
 
-/// Refuses the event: this function is not built yet.
-pub async fn handle(_event: Value) -> Result<Value, Diagnostic> {
-    Err(Diagnostic {
-        error_type: "NotImplemented".into(),
-        error_message: "budget-webhook is not implemented yet: it refuses every event".into(),
-    })
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+use spendguard_core::budget::{Budget, PolicySet, SourceSpec};
+use spendguard_core::check::{CheckOptions, Checker};
+use spendguard_core::clock::Clock;
+use spendguard_core::ingest::ingest_usage;
+use spendguard_core::intake::{budgets_for_aws, budgets_for_gcp, record_aws, record_gcp};
+use spendguard_core::records::{AuditEntry, SwitchState};
+use spendguard_core::scope::Scope;
+use spendguard_core::secret::Secret;
+use spendguard_core::signals::{aws_budgets, gcp};
+use spendguard_core::store::{StateStore, StoreError};
+use spendguard_core::usage::{UsageRecord, UsageWire};
+use spendguard_core::verify::gcp_oidc::GoogleOidcVerifier;
+use spendguard_core::verify::sns::{SnsMessage, SnsVerifier};
+use spendguard_core::verify::standard_webhooks::{self, WebhookSecret};
+use tracing::{info, warn};
+
+use crate::http::{HttpRequest, HttpResponse};
+
+/// Largest body accepted on any route (a usage batch of 1,000 records fits comfortably).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Most records in one usage batch.
+pub const MAX_RECORDS: usize = 1000;
+/// How long a webhook message id is remembered (SNS and Pub/Sub redeliver within days).
+const MESSAGE_MARKER_TTL: chrono::Duration = chrono::Duration::days(8);
+
+/// Confirms SNS subscriptions through the API (never by fetching `SubscribeURL`).
+#[async_trait::async_trait]
+pub trait SubscriptionConfirmer: Send + Sync {
+    async fn confirm(&self, topic_arn: &str, token: &str) -> Result<(), String>;
 }
 
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn refuses_every_event() {
-        let err = super::handle(serde_json::json!({})).await.unwrap_err();
-        assert_eq!(err.error_type, "NotImplemented");
-        assert!(err.error_message.contains("budget-webhook"));
+pub struct SnsApiConfirmer(pub aws_sdk_sns::Client);
+
+#[async_trait::async_trait]
+impl SubscriptionConfirmer for SnsApiConfirmer {
+    async fn confirm(&self, topic_arn: &str, token: &str) -> Result<(), String> {
+        self.0
+            .confirm_subscription()
+            .topic_arn(topic_arn)
+            .token(token)
+            .authenticate_on_unsubscribe("true")
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws_sdk_sns::error::DisplayErrorContext(&e).to_string())
     }
+}
+
+/// The SNS route and trigger, with the allow-list inside the verifier.
+pub struct SnsIntake {
+    pub verifier: SnsVerifier,
+    pub confirmer: Box<dyn SubscriptionConfirmer>,
+}
+
+pub struct Webhook {
+    pub store: Arc<dyn StateStore>,
+    /// Evaluates the budgets a signal affects, exactly as budget-check does.
+    pub checker: Checker,
+    pub usage_secrets: Vec<WebhookSecret>,
+    pub status_token: Secret,
+    pub gcp: Option<GoogleOidcVerifier>,
+    pub sns: Option<SnsIntake>,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageBatch {
+    records: Vec<Box<RawValue>>,
+}
+
+fn internal(e: StoreError) -> HttpResponse {
+    warn!(error = %e, "store failed; the sender will retry");
+    HttpResponse::error(503, "temporarily unavailable; retry", None)
+}
+
+/// Constant-time comparison of two byte strings of any length.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+impl Webhook {
+    pub async fn http(&self, request: HttpRequest) -> HttpResponse {
+        let response = match (request.method.as_str(), request.path.as_str()) {
+            (_, _) if request.body.len() > MAX_BODY_BYTES => HttpResponse::error(
+                413,
+                format!("body larger than {MAX_BODY_BYTES} bytes"),
+                None,
+            ),
+            ("POST", "/usage") => self.usage(&request).await,
+            ("POST", "/gcp/pubsub") => self.gcp_push(&request).await,
+            ("POST", "/sns") => self.sns_http(&request).await,
+            ("GET", "/status") => self.status(&request).await,
+            (_, "/usage" | "/gcp/pubsub" | "/sns" | "/status") => {
+                HttpResponse::error(405, "method not allowed", None)
+            }
+            _ => HttpResponse::error(
+                404,
+                "no such route: use POST /usage, POST /gcp/pubsub, POST /sns or GET /status",
+                None,
+            ),
+        };
+        info!(method = %request.method, path = %request.path, status = response.status, "request");
+        response
+    }
+
+    /// Evaluates `budgets` now (the signal was written first; a failure here only delays the
+    /// alert to the next scheduled check).
+    async fn evaluate(&self, budgets: Vec<String>, actor: &str) -> usize {
+        if budgets.is_empty() {
+            return 0;
+        }
+        let options = CheckOptions {
+            dry_run: false,
+            only: budgets,
+            actor: actor.into(),
+        };
+        match self.checker.run(&options).await {
+            Ok(report) => {
+                if !report.failures.is_empty() {
+                    warn!(failures = ?report.failures, "evaluation after a signal was incomplete");
+                }
+                report.alerts.published
+            }
+            Err(e) => {
+                warn!(error = %e, "evaluation after a signal failed; the scheduled check will catch up");
+                0
+            }
+        }
+    }
+
+    async fn audit(&self, action: &str, detail: serde_json::Value, now: DateTime<Utc>) {
+        let entry = AuditEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            at: now,
+            actor: "budget-webhook".into(),
+            action: action.into(),
+            scope: None,
+            detail,
+        };
+        if let Err(e) = self.store.append_audit(&entry).await {
+            warn!(error = %e, action, "audit entry not written");
+        }
+    }
+
+    // ---- POST /usage ----------------------------------------------------------------------
+
+    async fn usage(&self, r: &HttpRequest) -> HttpResponse {
+        let now = self.clock.now();
+        if let Err(e) = standard_webhooks::verify(
+            &self.usage_secrets,
+            r.header("webhook-id"),
+            r.header("webhook-timestamp"),
+            r.header("webhook-signature"),
+            &r.body,
+            now,
+        ) {
+            warn!(reason = %e, "usage report refused");
+            return HttpResponse::error(401, "authentication failed", None);
+        }
+        let policy = match self.store.load_policy().await {
+            Ok(p) => p,
+            Err(e) => return internal(e),
+        };
+        let records = match parse_usage(&r.body, &policy) {
+            Ok(records) => records,
+            Err(response) => return response,
+        };
+        let outcome = match ingest_usage(self.store.as_ref(), &policy.budgets, &records, now).await
+        {
+            Ok(o) => o,
+            Err(e) => return internal(e),
+        };
+        let affected: Vec<String> = usage_budgets(&policy.budgets, &records)
+            .iter()
+            .map(|b| b.id.clone())
+            .collect();
+        let published = if outcome.accepted.is_empty() {
+            0
+        } else {
+            self.evaluate(affected, "usage-report").await
+        };
+        HttpResponse::ok(json!({
+            "accepted": outcome.accepted.len(),
+            "duplicates": outcome.duplicates.len(),
+            "alerts_published": published,
+        }))
+    }
+
+    // ---- POST /gcp/pubsub -----------------------------------------------------------------
+
+    async fn gcp_push(&self, r: &HttpRequest) -> HttpResponse {
+        let Some(verifier) = &self.gcp else {
+            return HttpResponse::error(
+                404,
+                "the GCP push route is not enabled in this deployment",
+                None,
+            );
+        };
+        if let Err(e) = verifier.verify(r.header("authorization")).await {
+            warn!(reason = %e, "Pub/Sub push refused");
+            return if e.is_ours() {
+                HttpResponse::error(503, "cannot verify right now; retry", None)
+            } else if e.is_forbidden() {
+                HttpResponse::error(403, "forbidden", None)
+            } else {
+                HttpResponse::error(401, "authentication failed", None)
+            };
+        }
+        let notification = match gcp::parse_push(&r.body) {
+            Ok(n) => n,
+            Err(e) => return HttpResponse::error(400, e.message, Some(e.field)),
+        };
+        let now = self.clock.now();
+        let policy = match self.store.load_policy().await {
+            Ok(p) => p,
+            Err(e) => return internal(e),
+        };
+        let budgets: Vec<String> = budgets_for_gcp(&policy.budgets, &notification)
+            .iter()
+            .map(|b| b.id.clone())
+            .collect();
+        if budgets.is_empty() {
+            warn!(gcp_budget = %notification.budget_id, "no budget uses this GCP budget; acknowledged");
+            self.audit("gcp_notification_unrouted", json!({"gcp_budget_id": notification.budget_id, "message_id": notification.message_id}), now).await;
+            return HttpResponse::ok(
+                json!({"observations": 0, "ignored": "no budget uses this GCP budget"}),
+            );
+        }
+        // the observation first (an idempotent upsert), then the marker: a crash in between
+        // loses nothing, the redelivery writes the same observation again
+        let written = match record_gcp(self.store.as_ref(), &policy.budgets, &notification).await {
+            Ok(n) => n,
+            Err(e) => return internal(e),
+        };
+        match self
+            .store
+            .put_marker(
+                "gcp-message",
+                &notification.message_id,
+                now,
+                MESSAGE_MARKER_TTL,
+            )
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return HttpResponse::ok(json!({"duplicate": true})),
+            Err(e) => return internal(e),
+        }
+        let mut published = 0;
+        if let Some(key) = notification.crossing_key() {
+            match self
+                .store
+                .put_marker("gcp-crossing", &key, now, MESSAGE_MARKER_TTL)
+                .await
+            {
+                Ok(true) => published = self.evaluate(budgets.clone(), "gcp-notification").await,
+                Ok(false) => {}
+                Err(e) => return internal(e),
+            }
+        }
+        self.audit(
+            "gcp_notification",
+            json!({
+                "message_id": notification.message_id,
+                "gcp_budget_id": notification.budget_id,
+                "cost": notification.cost.to_string(),
+                "currency": notification.currency,
+                "crossing": notification.is_crossing(),
+                "budgets": budgets,
+            }),
+            now,
+        )
+        .await;
+        HttpResponse::ok(json!({
+            "observations": written,
+            "crossing": notification.is_crossing(),
+            "alerts_published": published,
+        }))
+    }
+
+    // ---- POST /sns and the SNS trigger ------------------------------------------------------
+
+    async fn sns_http(&self, r: &HttpRequest) -> HttpResponse {
+        let Some(sns) = &self.sns else {
+            return HttpResponse::error(
+                404,
+                "the SNS route is not enabled in this deployment",
+                None,
+            );
+        };
+        let message: SnsMessage = match serde_json::from_slice(&r.body) {
+            Ok(m) => m,
+            Err(e) => {
+                return HttpResponse::error(400, format!("not an SNS message: {e}"), Some("body"));
+            }
+        };
+        let now = self.clock.now();
+        if let Err(e) = sns.verifier.verify(&message, now).await {
+            warn!(reason = %e, message_id = %message.message_id, "SNS message refused");
+            return if e.is_ours() {
+                HttpResponse::error(503, "cannot verify right now; retry", None)
+            } else {
+                HttpResponse::error(403, "message not verified", None)
+            };
+        }
+        match message.kind.as_str() {
+            "SubscriptionConfirmation" => {
+                let token = message.token.as_deref().unwrap_or_default();
+                match sns.confirmer.confirm(&message.topic_arn, token).await {
+                    Ok(()) => {
+                        info!(topic = %message.topic_arn, "SNS subscription confirmed");
+                        HttpResponse::ok(json!({"confirmed": true}))
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "ConfirmSubscription failed");
+                        HttpResponse::error(503, "could not confirm the subscription; retry", None)
+                    }
+                }
+            }
+            "UnsubscribeConfirmation" => {
+                HttpResponse::ok(json!({"ignored": "unsubscribe confirmation"}))
+            }
+            _ => match self
+                .sns_notification(&message.message_id, &message.topic_arn, &message.message)
+                .await
+            {
+                Ok(body) => HttpResponse::ok(body),
+                Err(e) => internal(e),
+            },
+        }
+    }
+
+    /// A verified SNS notification from an allowed topic (HTTP route or Lambda trigger).
+    pub async fn sns_notification(
+        &self,
+        message_id: &str,
+        topic_arn: &str,
+        text: &str,
+    ) -> Result<serde_json::Value, StoreError> {
+        let now = self.clock.now();
+        let notice = match aws_budgets::parse(text) {
+            Ok(n) => n,
+            Err(reason) => {
+                // verified but not understood: keep the raw text, do not make SNS retry forever
+                warn!(%reason, message_id, "SNS message is not an AWS Budgets notification");
+                self.audit("sns_message_unparsed", json!({"message_id": message_id, "topic": topic_arn, "reason": reason, "raw": text}), now).await;
+                return Ok(json!({"ignored": reason}));
+            }
+        };
+        let policy = self.store.load_policy().await?;
+        let written = record_aws(self.store.as_ref(), &policy.budgets, &notice, now).await?;
+        if !self
+            .store
+            .put_marker("sns-message", message_id, now, MESSAGE_MARKER_TTL)
+            .await?
+        {
+            return Ok(json!({"duplicate": true}));
+        }
+        let budgets: Vec<String> = budgets_for_aws(&policy.budgets, &notice)
+            .iter()
+            .map(|b| b.id.clone())
+            .collect();
+        let published = self
+            .evaluate(budgets.clone(), "aws-budgets-notification")
+            .await;
+        self.audit(
+            "aws_budgets_notification",
+            json!({"message_id": message_id, "topic": topic_arn, "budget_name": notice.budget_name, "budgets": budgets, "raw": text}),
+            now,
+        )
+        .await;
+        Ok(json!({"observations": written, "alerts_published": published}))
+    }
+
+    // ---- GET /status -----------------------------------------------------------------------
+
+    async fn status(&self, r: &HttpRequest) -> HttpResponse {
+        let presented = r
+            .header("authorization")
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !same(presented.as_bytes(), self.status_token.expose().as_bytes()) {
+            return HttpResponse::error(401, "authentication failed", None);
+        }
+        let Some(text) = r.query_param("scope") else {
+            return HttpResponse::error(
+                400,
+                "give the scope to read: /status?scope=openai/prod/key-1",
+                Some("scope"),
+            );
+        };
+        let scope = match Scope::parse(&text) {
+            Ok(s) => s,
+            Err(e) => return HttpResponse::error(400, e.to_string(), Some("scope")),
+        };
+        let switches = match self.store.kill_switches(&scope.rollup()).await {
+            Ok(s) => s,
+            Err(e) => return internal(e),
+        };
+        // the most restrictive switch on the path applies
+        let engaged = switches
+            .iter()
+            .find(|s| matches!(s.value.state, SwitchState::Engaged { .. }));
+        let factor = switches
+            .iter()
+            .map(|s| s.value.limit_factor)
+            .min()
+            .unwrap_or(Decimal::ONE);
+        let body = match engaged {
+            Some(s) => json!({
+                "scope": scope,
+                "state": "engaged",
+                "limit_factor": "0",
+                "switch_scope": s.value.scope,
+                "detail": s.value.state,
+            }),
+            None => {
+                let restoring = switches
+                    .iter()
+                    .find(|s| matches!(s.value.state, SwitchState::Restoring { .. }));
+                json!({
+                    "scope": scope,
+                    "state": if restoring.is_some() { "restoring" } else { "open" },
+                    "limit_factor": factor.normalize().to_string(),
+                })
+            }
+        };
+        HttpResponse::ok(body)
+    }
+}
+
+/// Parses and validates a whole usage batch; any bad record refuses the batch with its path.
+fn parse_usage(body: &[u8], policy: &PolicySet) -> Result<Vec<UsageRecord>, HttpResponse> {
+    let batch: UsageBatch = serde_json::from_slice(body).map_err(|e| {
+        HttpResponse::error(
+            400,
+            format!("expected {{\"records\": [...]}}: {e}"),
+            Some("body"),
+        )
+    })?;
+    if batch.records.is_empty() {
+        return Err(HttpResponse::error(
+            400,
+            "the batch is empty",
+            Some("records"),
+        ));
+    }
+    if batch.records.len() > MAX_RECORDS {
+        return Err(HttpResponse::error(
+            400,
+            format!("at most {MAX_RECORDS} records per batch"),
+            Some("records"),
+        ));
+    }
+    let mut records = Vec::with_capacity(batch.records.len());
+    for (i, raw) in batch.records.iter().enumerate() {
+        let wire: UsageWire = serde_json::from_str(raw.get())
+            .map_err(|e| HttpResponse::error(400, e.to_string(), Some(&format!("records[{i}]"))))?;
+        let record = wire.validate(&policy.settings.prices).map_err(|e| {
+            HttpResponse::error(400, e.message, Some(&format!("records[{i}].{}", e.field)))
+        })?;
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// The usage budgets a batch of records counts toward.
+pub fn usage_budgets<'a>(budgets: &'a [Budget], records: &[UsageRecord]) -> Vec<&'a Budget> {
+    budgets
+        .iter()
+        .filter(|b| {
+            b.source == SourceSpec::Usage && records.iter().any(|r| b.scope.contains(&r.scope))
+        })
+        .collect()
 }

@@ -782,6 +782,23 @@ impl StateStore for DynamoStore {
         }
     }
 
+    async fn kill_switches(&self, scopes: &[Scope]) -> StoreResult<Vec<Versioned<KillSwitch>>> {
+        let keys = scopes
+            .iter()
+            .map(|scope| key(kill_pk(scope), KILL_SK))
+            .collect();
+        self.batch_get(keys)
+            .await?
+            .iter()
+            .map(|item| {
+                Ok(Versioned {
+                    value: from_doc("kill switch", text_attr(item, "doc")?)?,
+                    version: number_attr(item, "version")? as u64,
+                })
+            })
+            .collect()
+    }
+
     async fn put_kill_switch(
         &self,
         switch: &KillSwitch,

@@ -85,6 +85,8 @@ pub trait StateStore: Send + Sync {
     async fn release_alert_claim(&self, claim: &AlertClaim) -> StoreResult<()>;
 
     async fn kill_switch(&self, scope: &Scope) -> StoreResult<Option<Versioned<KillSwitch>>>;
+    /// The switches of several scopes in one read (absent ones are left out).
+    async fn kill_switches(&self, scopes: &[Scope]) -> StoreResult<Vec<Versioned<KillSwitch>>>;
     /// Writes the switch if its stored version is still `expected` (`None`: must not exist).
     /// Returns the new version, or `Conflict` when someone else wrote first.
     async fn put_kill_switch(&self, switch: &KillSwitch, expected: Option<u64>)

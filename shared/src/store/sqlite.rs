@@ -455,6 +455,16 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn kill_switches(&self, scopes: &[Scope]) -> StoreResult<Vec<Versioned<KillSwitch>>> {
+        let mut out = Vec::new();
+        for scope in scopes {
+            if let Some(s) = self.kill_switch(scope).await? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
     async fn put_kill_switch(
         &self,
         switch: &KillSwitch,
