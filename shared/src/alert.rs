@@ -19,6 +19,10 @@ pub const ALERT_SCHEMA_VERSION: u32 = 1;
 pub enum AlertKind {
     /// A budget tier was reached.
     Budget,
+    /// A paging alert ended: its period is over or the tier is no longer reached.
+    Recovery,
+    /// A paging alert was not acknowledged in time: the next level is told.
+    Escalation,
 }
 
 /// A budget crossing, as published to the alerts topic.
@@ -49,6 +53,13 @@ pub struct AlertEvent {
     pub channels: Vec<String>,
     pub summary: String,
     pub raised_at: DateTime<Utc>,
+    /// For a recovery or an escalation: the alert it follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub related_alert_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation_level: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook_url: Option<String>,
 }
 
 /// The id of an alert: the same crossing always gets the same id; an edited threshold re-arms.
@@ -134,7 +145,58 @@ impl AlertEvent {
             channels: budget.channels_for(&tier.name),
             summary,
             raised_at,
+            related_alert_id: None,
+            escalation_level: None,
+            runbook_url: None,
         }
+    }
+
+    fn follow_up_id(&self, what: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(self.alert_id.as_bytes());
+        h.update([0u8]);
+        h.update(what.as_bytes());
+        hex::encode(&h.finalize()[..16])
+    }
+
+    /// The recovery of this alert (`reason`: why it ended).
+    pub fn recovery(&self, reason: &str, now: DateTime<Utc>) -> AlertEvent {
+        AlertEvent {
+            alert_id: self.follow_up_id("recovery"),
+            kind: AlertKind::Recovery,
+            actions: Vec::new(),
+            summary: format!(
+                "RECOVERED: budget {} ({}) {} {}: tier {} {reason}",
+                self.budget_id, self.scope, self.window, self.period_key, self.tier
+            ),
+            raised_at: now,
+            related_alert_id: Some(self.alert_id.clone()),
+            escalation_level: None,
+            ..self.clone()
+        }
+    }
+
+    /// Escalation `level` of this alert, to `channels`.
+    pub fn escalation(&self, level: u32, channels: Vec<String>, now: DateTime<Utc>) -> AlertEvent {
+        AlertEvent {
+            alert_id: self.follow_up_id(&format!("escalation-{level}")),
+            kind: AlertKind::Escalation,
+            channels,
+            summary: format!(
+                "ESCALATED (level {level}, not acknowledged): {}",
+                self.summary
+            ),
+            raised_at: now,
+            related_alert_id: Some(self.alert_id.clone()),
+            escalation_level: Some(level),
+            ..self.clone()
+        }
+    }
+
+    /// The alert a delivery is about for deduplication at the receiver (PagerDuty `dedup_key`):
+    /// the original alert for its recovery and escalations.
+    pub fn incident_key(&self) -> &str {
+        self.related_alert_id.as_deref().unwrap_or(&self.alert_id)
     }
 
     /// Names of the ordered actions, for the SNS `actions` attribute.
@@ -146,12 +208,18 @@ impl AlertEvent {
 
     /// A short subject line (SNS allows 100 characters).
     pub fn subject(&self) -> String {
+        let what = match self.kind {
+            AlertKind::Budget => self.severity.as_str().to_string(),
+            AlertKind::Recovery => format!("recovered {}", self.severity),
+            AlertKind::Escalation => format!(
+                "escalated L{} {}",
+                self.escalation_level.unwrap_or(1),
+                self.severity
+            ),
+        };
         let mut s = format!(
-            "[spendguard] {} {} {} {}%",
-            self.severity.as_str(),
-            self.budget_id,
-            self.window,
-            self.percent
+            "[spendguard] {what} {} {} {}%",
+            self.budget_id, self.window, self.percent
         );
         s.truncate(100);
         s

@@ -206,6 +206,22 @@ pub struct ChannelSpec {
     /// Secrets Manager ARN (deployed) or `file:<path>` (local runs) holding the endpoint / key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// Collect warnings to this channel into one digest per this many minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_minutes: Option<u32>,
+}
+
+/// Who is told next when a paging alert (critical, emergency) is not acknowledged in time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationPolicy {
+    pub levels: Vec<EscalationLevel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationLevel {
+    /// Minutes after the alert was raised.
+    pub after_minutes: u32,
+    pub channels: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -272,6 +288,11 @@ pub struct Settings {
     pub rates: FxRates,
     #[serde(default)]
     pub forecast: ForecastPolicy,
+    #[serde(default)]
+    pub escalation: EscalationPolicy,
+    /// Where on-call finds what to do (linked from every alert).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook_url: Option<String>,
 }
 
 /// Everything one budgets file defines.

@@ -11,14 +11,14 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::alert::AlertEvent;
-use crate::budget::{Budget, Severity, SourceSpec};
+use crate::budget::{Budget, PolicySet, Severity, SourceSpec};
 use crate::bus::AlertBus;
 use crate::clock::Clock;
 use crate::evaluate::{WindowEvaluation, evaluate_window};
 use crate::forecast::Forecast;
 use crate::money::Money;
 use crate::period::{Period, WindowKind};
-use crate::records::{AlertClaim, AuditEntry, ClaimOutcome, Observation};
+use crate::records::{AuditEntry, Claim, ClaimOutcome, Observation, OpenAlert};
 use crate::sources::{BudgetSpend, SpendRequest, SpendSource};
 use crate::store::{StateStore, StoreError};
 
@@ -103,6 +103,10 @@ pub struct BudgetReport {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AlertCounts {
     pub published: usize,
+    /// Recoveries of paging alerts published.
+    pub recoveries: usize,
+    /// Escalations of unacknowledged paging alerts published.
+    pub escalations: usize,
     pub already_raised: usize,
     pub held_by_other: usize,
     pub would_publish: usize,
@@ -166,6 +170,9 @@ impl Checker {
         let mut counts = AlertCounts::default();
         let mut reports = Vec::new();
         let mut observations = Vec::new();
+        // (budget, window) -> (period, tiers reached): what recoveries are judged against
+        let mut reached = BTreeMap::new();
+        let runbook = policy.settings.runbook_url.as_deref();
         for budget in &budgets {
             let mut windows = Vec::new();
             for window in &budget.windows {
@@ -183,6 +190,13 @@ impl Checker {
                         if budget.source != SourceSpec::Usage {
                             observations.push(observation(budget, &e, now));
                         }
+                        reached.insert(
+                            (budget.id.clone(), e.kind),
+                            (
+                                e.period.key(),
+                                e.crossings.iter().map(|c| c.tier.name.clone()).collect(),
+                            ),
+                        );
                         let alerts = self
                             .raise(
                                 budget,
@@ -190,6 +204,7 @@ impl Checker {
                                 now,
                                 &run_id,
                                 options,
+                                runbook,
                                 &mut counts,
                                 &mut failures,
                             )
@@ -212,6 +227,17 @@ impl Checker {
                 windows,
             });
         }
+
+        self.follow_ups(
+            &policy,
+            &reached,
+            now,
+            &run_id,
+            options,
+            &mut counts,
+            &mut failures,
+        )
+        .await?;
 
         let report = CheckReport {
             run_id: run_id.clone(),
@@ -307,6 +333,7 @@ impl Checker {
     }
 
     /// Claims and publishes each crossing of one window; only the claim's winner publishes.
+    /// Paging alerts (critical and above) are then tracked as open alerts.
     #[allow(clippy::too_many_arguments)]
     async fn raise(
         &self,
@@ -315,27 +342,30 @@ impl Checker {
         now: DateTime<Utc>,
         run_id: &str,
         options: &CheckOptions,
+        runbook_url: Option<&str>,
         counts: &mut AlertCounts,
         failures: &mut Vec<String>,
     ) -> Vec<AlertReport> {
         let mut out = Vec::new();
         for crossing in &evaluation.crossings {
-            let event = AlertEvent::for_crossing(budget, evaluation, crossing, now);
+            let mut event = AlertEvent::for_crossing(budget, evaluation, crossing, now);
+            event.runbook_url = runbook_url.map(str::to_string);
             let outcome = if options.dry_run {
                 counts.would_publish += 1;
                 AlertOutcome::WouldPublish
             } else {
-                let claim = AlertClaim {
-                    budget_id: budget.id.clone(),
-                    window: evaluation.kind,
-                    period_key: evaluation.period.key(),
-                    tier: crossing.tier.name.clone(),
-                    alert_id: event.alert_id.clone(),
-                    owner: run_id.to_string(),
-                    lease: self.claim_lease,
-                    expires_at: evaluation.period.end + CLAIM_RETENTION,
-                };
-                match self.publish_claimed(&claim, &event, now).await {
+                let claim = Claim::alert(
+                    &budget.id,
+                    evaluation.kind,
+                    &evaluation.period.key(),
+                    &crossing.tier.name,
+                    &event.alert_id,
+                    run_id,
+                    self.claim_lease,
+                    evaluation.period.end + CLAIM_RETENTION,
+                );
+                let track = crossing.tier.severity >= Severity::Critical;
+                match self.publish_once(&claim, &event, now, track).await {
                     Ok(o) => o,
                     Err(message) => {
                         warn!(alert_id = %event.alert_id, error = %message, "alert not published");
@@ -363,15 +393,18 @@ impl Checker {
         out
     }
 
-    async fn publish_claimed(
+    /// Publishes `event` if `claim` is won; `track` records it as an open alert (before the
+    /// claim is finished, so a crash in between publishes again rather than forgets it).
+    async fn publish_once(
         &self,
-        claim: &AlertClaim,
+        claim: &Claim,
         event: &AlertEvent,
         now: DateTime<Utc>,
+        track: bool,
     ) -> Result<AlertOutcome, String> {
         match self
             .store
-            .claim_alert(claim, now)
+            .claim(claim, now)
             .await
             .map_err(|e| e.to_string())?
         {
@@ -380,19 +413,136 @@ impl Checker {
             ClaimOutcome::Won => {
                 if let Err(e) = self.bus.publish(event).await {
                     // give the claim back so the next run (or Lambda's retry) publishes it
-                    if let Err(release) = self.store.release_alert_claim(claim).await {
-                        warn!(alert_id = %claim.alert_id, error = %release, "claim not released; it expires with its lease");
+                    if let Err(release) = self.store.release_claim(claim).await {
+                        warn!(claim = %claim.key, error = %release, "claim not released; it expires with its lease");
                     }
                     return Err(e.to_string());
                 }
-                info!(alert_id = %event.alert_id, budget = %event.budget_id, tier = %event.tier, "alert published");
+                info!(alert_id = %event.alert_id, kind = ?event.kind, budget = %event.budget_id, tier = %event.tier, "alert published");
+                if track {
+                    let open = OpenAlert {
+                        event: event.clone(),
+                        acknowledged: None,
+                        escalation_level: 0,
+                    };
+                    self.store
+                        .put_open_alert(&open)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
                 self.store
-                    .finish_alert_claim(claim)
+                    .finish_claim(claim)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(AlertOutcome::Published)
             }
         }
+    }
+
+    /// Recoveries and escalations of open alerts: an alert whose period ended, whose tier is
+    /// no longer reached, or whose budget is gone recovers; an unacknowledged one escalates to
+    /// the next level once that level's delay has passed. Each follow-up is published once.
+    #[allow(clippy::too_many_arguments)]
+    async fn follow_ups(
+        &self,
+        policy: &PolicySet,
+        reached: &BTreeMap<(String, WindowKind), (String, Vec<String>)>,
+        now: DateTime<Utc>,
+        run_id: &str,
+        options: &CheckOptions,
+        counts: &mut AlertCounts,
+        failures: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
+        let levels = &policy.settings.escalation.levels;
+        for open in self.store.open_alerts().await? {
+            let e = &open.event;
+            if !options.only.is_empty() && !options.only.contains(&e.budget_id) {
+                continue;
+            }
+            let recovered = if !policy.budgets.iter().any(|b| b.id == e.budget_id) {
+                Some("ended: the budget was removed")
+            } else if now >= e.period_end {
+                Some("ended with its period")
+            } else {
+                match reached.get(&(e.budget_id.clone(), e.window)) {
+                    Some((period, tiers))
+                        if *period == e.period_key && !tiers.contains(&e.tier) =>
+                    {
+                        Some("is no longer reached")
+                    }
+                    _ => None,
+                }
+            };
+            let retention = e.period_end.max(now) + CLAIM_RETENTION;
+            if let Some(reason) = recovered {
+                if options.dry_run {
+                    counts.would_publish += 1;
+                    continue;
+                }
+                let claim = Claim::follow_up(
+                    &e.budget_id,
+                    &e.alert_id,
+                    "recovery",
+                    run_id,
+                    self.claim_lease,
+                    retention,
+                );
+                match self
+                    .publish_once(&claim, &e.recovery(reason, now), now, false)
+                    .await
+                {
+                    Ok(AlertOutcome::Published) => {
+                        counts.recoveries += 1;
+                        self.store.close_alert(&e.alert_id).await?;
+                    }
+                    Ok(AlertOutcome::AlreadyRaised) => self.store.close_alert(&e.alert_id).await?,
+                    Ok(_) => {}
+                    Err(m) => failures.push(format!("recovery of alert {}: {m}", e.alert_id)),
+                }
+                continue;
+            }
+            let next = open.escalation_level + 1;
+            let Some(level) = levels.get(next as usize - 1) else {
+                continue;
+            };
+            let due = e.raised_at + Duration::minutes(i64::from(level.after_minutes));
+            if open.acknowledged.is_some() || now < due {
+                continue;
+            }
+            if options.dry_run {
+                counts.would_publish += 1;
+                continue;
+            }
+            let what = format!("escalation-{next}");
+            let claim = Claim::follow_up(
+                &e.budget_id,
+                &e.alert_id,
+                &what,
+                run_id,
+                self.claim_lease,
+                retention,
+            );
+            match self
+                .publish_once(
+                    &claim,
+                    &e.escalation(next, level.channels.clone(), now),
+                    now,
+                    false,
+                )
+                .await
+            {
+                Ok(AlertOutcome::Published) => {
+                    counts.escalations += 1;
+                    self.store.set_escalation_level(&e.alert_id, next).await?;
+                }
+                Ok(AlertOutcome::AlreadyRaised) => {
+                    self.store.set_escalation_level(&e.alert_id, next).await?
+                }
+                Ok(_) => {}
+                Err(m) => failures.push(format!("escalation {next} of alert {}: {m}", e.alert_id)),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -14,8 +14,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
 use crate::budget::{
-    Action, Basis, Budget, ChannelKind, ChannelSpec, ForecastPolicy, PolicySet, Settings, Severity,
-    SourceSpec, Threshold, Tier, Window,
+    Action, Basis, Budget, ChannelKind, ChannelSpec, EscalationLevel, EscalationPolicy,
+    ForecastPolicy, PolicySet, Settings, Severity, SourceSpec, Threshold, Tier, Window,
 };
 use crate::money::{Currency, FxRates, parse_decimal};
 use crate::period::{WindowKind, Zone};
@@ -178,7 +178,22 @@ struct RawFile {
     #[serde(default)]
     prices: BTreeMap<Spanned<String>, RawPrice>,
     #[serde(default)]
+    escalation: Option<RawEscalation>,
+    #[serde(default)]
     budget: Vec<Spanned<RawBudget>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEscalation {
+    levels: Vec<Spanned<RawEscalationLevel>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEscalationLevel {
+    after_minutes: Spanned<i64>,
+    channels: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -186,6 +201,7 @@ struct RawFile {
 struct RawDefaults {
     currency: Option<Spanned<String>>,
     timezone: Option<Spanned<String>>,
+    runbook_url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +217,7 @@ struct RawForecast {
 struct RawChannel {
     kind: Spanned<String>,
     secret: Option<Spanned<String>>,
+    digest_minutes: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -410,6 +427,18 @@ impl Validator<'_> {
         let channels = self.channels(raw.channels);
         let default_routing = self.routing(raw.routing, &channels, "routing");
         let prices = self.prices(raw.prices, default_currency);
+        let escalation = raw
+            .escalation
+            .map(|e| self.escalation(e, &channels))
+            .unwrap_or_default();
+        let runbook_url = raw.defaults.runbook_url.and_then(|u| {
+            if u.get_ref().starts_with("https://") {
+                Some(u.into_inner())
+            } else {
+                self.error(u.span(), "defaults.runbook_url", "must be an https URL");
+                None
+            }
+        });
 
         let mut ids = BTreeSet::new();
         let mut budgets = Vec::new();
@@ -440,6 +469,8 @@ impl Validator<'_> {
                 prices,
                 rates,
                 forecast,
+                escalation,
+                runbook_url,
             },
             budgets,
         }
@@ -567,15 +598,85 @@ impl Validator<'_> {
                 }
                 _ => {}
             }
+            let digest_minutes = match ch.digest_minutes {
+                Some(m) if !(1..=1440).contains(m.get_ref()) => {
+                    self.error(
+                        m.span(),
+                        format!("{field}.digest_minutes"),
+                        "must be between 1 and 1440 minutes",
+                    );
+                    continue;
+                }
+                Some(m) if kind == ChannelKind::Pagerduty || kind == ChannelKind::Log => {
+                    self.error(
+                        m.span(),
+                        format!("{field}.digest_minutes"),
+                        "a pagerduty or log channel takes each alert as it comes: no digest",
+                    );
+                    continue;
+                }
+                Some(m) => Some(*m.get_ref() as u32),
+                None => None,
+            };
             out.insert(
                 name.into_inner(),
                 ChannelSpec {
                     kind,
                     secret: secret.map(|(s, _)| s),
+                    digest_minutes,
                 },
             );
         }
         out
+    }
+
+    fn escalation(
+        &mut self,
+        raw: RawEscalation,
+        channels: &BTreeMap<String, ChannelSpec>,
+    ) -> EscalationPolicy {
+        let mut levels: Vec<EscalationLevel> = Vec::new();
+        for (i, level) in raw.levels.into_iter().enumerate() {
+            let field = format!("escalation.levels[{i}]");
+            let level = level.into_inner();
+            let after = *level.after_minutes.get_ref();
+            if !(1..=10_080).contains(&after) {
+                self.error(
+                    level.after_minutes.span(),
+                    format!("{field}.after_minutes"),
+                    "must be between 1 and 10080 (a week)",
+                );
+                continue;
+            }
+            if levels
+                .last()
+                .is_some_and(|prev| i64::from(prev.after_minutes) >= after)
+            {
+                self.error(
+                    level.after_minutes.span(),
+                    format!("{field}.after_minutes"),
+                    "escalation levels must come later one after the other",
+                );
+                continue;
+            }
+            let mut names = Vec::new();
+            for c in level.channels {
+                if c.get_ref() != "log" && !channels.contains_key(c.get_ref()) {
+                    self.error(
+                        c.span(),
+                        format!("{field}.channels"),
+                        format!("channel `{}` is not defined in [channels]", c.get_ref()),
+                    );
+                } else {
+                    names.push(c.into_inner());
+                }
+            }
+            levels.push(EscalationLevel {
+                after_minutes: after as u32,
+                channels: names,
+            });
+        }
+        EscalationPolicy { levels }
     }
 
     fn routing(

@@ -6,6 +6,7 @@ pub mod alert;
 pub mod aws;
 pub mod budget;
 pub mod bus;
+pub mod channels;
 pub mod check;
 pub mod clock;
 pub mod config;

@@ -1,4 +1,5 @@
-//! Small records the store keeps: spend observations, alert claims, the audit log, kill switches.
+//! Small records the store keeps: spend observations, claims, open alerts, the audit log,
+//! kill switches.
 
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
@@ -23,37 +24,98 @@ pub struct Observation {
     pub observed_at: DateTime<Utc>,
 }
 
-/// A claim on raising one alert: only one claimant ever publishes it.
+/// What a claim guards; each space has its own keys in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClaimSpace {
+    /// Raising an alert, or its recovery or escalation (per budget).
+    Alert { budget_id: String },
+    /// Delivering an alert to one channel (per alert).
+    Delivery { alert_id: String },
+}
+
+/// A claim on doing something once: of all concurrent claimants exactly one wins; the winner
+/// finishes it (done for good) or releases it (failed: someone may try again).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AlertClaim {
-    pub budget_id: String,
-    pub window: WindowKind,
-    pub period_key: String,
-    pub tier: String,
-    pub alert_id: String,
-    /// Who holds the claim (one id per check run).
+pub struct Claim {
+    pub space: ClaimSpace,
+    pub key: String,
+    /// Who holds the claim (one id per run or invocation).
     pub owner: String,
     /// How long a claim that was never finished blocks others (a crashed claimant).
     pub lease: Duration,
-    /// When the claim may be forgotten (after its period).
+    /// When the claim may be forgotten.
     pub expires_at: DateTime<Utc>,
 }
 
-impl AlertClaim {
-    /// The claim's key within its budget: window, period, tier and alert id.
-    pub fn claim_key(&self) -> String {
-        format!(
-            "{}#{}#{}#{}",
-            self.window, self.period_key, self.tier, self.alert_id
-        )
+impl Claim {
+    /// Raising the alert of one crossing: keyed by window, period, tier and alert id.
+    #[allow(clippy::too_many_arguments)]
+    pub fn alert(
+        budget_id: &str,
+        window: WindowKind,
+        period_key: &str,
+        tier: &str,
+        alert_id: &str,
+        owner: &str,
+        lease: Duration,
+        expires_at: DateTime<Utc>,
+    ) -> Claim {
+        Claim {
+            space: ClaimSpace::Alert {
+                budget_id: budget_id.into(),
+            },
+            key: format!("{window}#{period_key}#{tier}#{alert_id}"),
+            owner: owner.into(),
+            lease,
+            expires_at,
+        }
+    }
+
+    /// Publishing a follow-up of an alert (`recovery`, `escalation-2`) once.
+    pub fn follow_up(
+        budget_id: &str,
+        alert_id: &str,
+        what: &str,
+        owner: &str,
+        lease: Duration,
+        expires_at: DateTime<Utc>,
+    ) -> Claim {
+        Claim {
+            space: ClaimSpace::Alert {
+                budget_id: budget_id.into(),
+            },
+            key: format!("{what}#{alert_id}"),
+            owner: owner.into(),
+            lease,
+            expires_at,
+        }
+    }
+
+    /// Delivering an alert to one channel once.
+    pub fn delivery(
+        alert_id: &str,
+        channel: &str,
+        owner: &str,
+        lease: Duration,
+        expires_at: DateTime<Utc>,
+    ) -> Claim {
+        Claim {
+            space: ClaimSpace::Delivery {
+                alert_id: alert_id.into(),
+            },
+            key: channel.into(),
+            owner: owner.into(),
+            lease,
+            expires_at,
+        }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimOutcome {
-    /// This claimant won: it must publish, then finish (or release on failure).
+    /// This claimant won: it must do the work, then finish (or release on failure).
     Won,
-    /// Already published by someone: nothing to do.
+    /// Already done by someone: nothing to do.
     AlreadyRaised,
     /// Another claimant holds a live lease and may still publish.
     HeldByOther,
@@ -96,6 +158,25 @@ pub struct KillSwitch {
     #[serde(with = "rust_decimal::serde::str")]
     pub limit_factor: Decimal,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Who acknowledged an alert, and when: acknowledged alerts are not escalated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    pub actor: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A raised alert that pages (critical or emergency) and has not recovered yet: budget-check
+/// escalates it while unacknowledged and emits its recovery when it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenAlert {
+    pub event: crate::alert::AlertEvent,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged: Option<Acknowledgement>,
+    /// The last escalation level published (0: none yet).
+    #[serde(default)]
+    pub escalation_level: u32,
 }
 
 /// A kill switch as stored, with the version used for optimistic concurrency.

@@ -74,6 +74,23 @@ fn the_example_budgets_file_is_valid_and_complete() {
         ChannelKind::Pagerduty
     );
     assert_eq!(set.settings.prices.0.len(), 3);
+    assert_eq!(
+        set.settings.channels["finance-email"].digest_minutes,
+        Some(240)
+    );
+    let levels = &set.settings.escalation.levels;
+    assert_eq!(
+        (
+            levels.len(),
+            levels[1].after_minutes,
+            levels[1].channels[0].as_str()
+        ),
+        (2, 45, "eng-managers")
+    );
+    assert_eq!(
+        set.settings.runbook_url.as_deref(),
+        Some("https://wiki.example.com/spendguard/runbook")
+    );
     assert!(!set.settings.rates.is_empty());
 }
 

@@ -4,6 +4,8 @@ The tests call this script with a JSON request on stdin and read a JSON answer o
 
   {"op": "webhook-sign", "secret": "whsec_...", "id": "...", "timestamp": 1764000000, "body": "..."}
       -> {"signature": "v1,..."}             (the `standardwebhooks` package)
+  {"op": "webhook-verify", "secret": "whsec_...", "headers": {...}, "body": "..."}
+      -> {"valid": true}                       (the `standardwebhooks` package)
   {"op": "rsa-key", "kid": "k1"}
       -> {"private_pem": "...", "jwks": {...}} (a fresh RSA key and its JWKS)
   {"op": "jwt", "private_pem": "...", "kid": "k1", "claims": {...}, "alg": "RS256"}
@@ -34,6 +36,15 @@ def b64url(data: bytes) -> str:
 def webhook_sign(req):
     ts = datetime.datetime.fromtimestamp(req["timestamp"], tz=datetime.timezone.utc)
     return {"signature": Webhook(req["secret"]).sign(req["id"], ts, req["body"])}
+
+
+def webhook_verify(req):
+    ts = datetime.datetime.fromtimestamp(int(req["headers"]["webhook-timestamp"]), tz=datetime.timezone.utc)
+    try:
+        Webhook(req["secret"]).verify(req["body"], req["headers"])
+        return {"valid": True}
+    except Exception as e:  # the library raises WebhookVerificationError
+        return {"valid": False, "error": str(e), "timestamp": ts.isoformat()}
 
 
 def rsa_key(req):
@@ -91,7 +102,7 @@ def sns_sign(req):
     return {"message": m, "certificate_pem": cert.public_bytes(serialization.Encoding.PEM).decode()}
 
 
-OPS = {"webhook-sign": webhook_sign, "rsa-key": rsa_key, "jwt": mint_jwt, "sns-sign": sns_sign}
+OPS = {"webhook-sign": webhook_sign, "webhook-verify": webhook_verify, "rsa-key": rsa_key, "jwt": mint_jwt, "sns-sign": sns_sign}
 
 if __name__ == "__main__":
     request = json.load(sys.stdin)

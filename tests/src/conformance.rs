@@ -16,7 +16,8 @@ use spendguard_core::money::{Currency, FxRates, Money};
 use spendguard_core::period::{Period, WindowKind, YearMonth, Zone};
 use spendguard_core::pricing::Tokens;
 use spendguard_core::records::{
-    AlertClaim, AuditEntry, ClaimOutcome, KillSwitch, Observation, SwitchState,
+    Acknowledgement, AuditEntry, Claim, ClaimOutcome, KillSwitch, Observation, OpenAlert,
+    SwitchState,
 };
 use spendguard_core::scope::Scope;
 use spendguard_core::sources::{SpendRequest, SpendSource, UsageCounters};
@@ -115,6 +116,7 @@ pub async fn budgets_crud(store: Store) {
         ChannelSpec {
             kind: ChannelKind::Slack,
             secret: Some("arn:aws:secretsmanager:x".into()),
+            digest_minutes: None,
         },
     );
     let a = budget("a", "openai/prod", WindowKind::Monthly, 100);
@@ -383,17 +385,17 @@ pub async fn expired_usage_markers_are_ignored(store: Store) {
     assert_eq!(later.accepted.len(), 1);
 }
 
-fn claim(tier: &str, period: &Period, owner: &str) -> AlertClaim {
-    AlertClaim {
-        budget_id: "b1".into(),
-        window: WindowKind::Monthly,
-        period_key: period.key(),
-        tier: tier.into(),
-        alert_id: format!("{tier}-{}", period.key()),
-        owner: owner.into(),
-        lease: Duration::minutes(5),
-        expires_at: period.end + Duration::days(35),
-    }
+fn claim(tier: &str, period: &Period, owner: &str) -> Claim {
+    Claim::alert(
+        "b1",
+        WindowKind::Monthly,
+        &period.key(),
+        tier,
+        &format!("{tier}-{}", period.key()),
+        owner,
+        Duration::minutes(5),
+        period.end + Duration::days(35),
+    )
 }
 
 pub async fn alert_claims_have_exactly_one_winner(store: Store) {
@@ -406,7 +408,7 @@ pub async fn alert_claims_have_exactly_one_winner(store: Store) {
             claim("warning", &period, &format!("run-{i}")),
         );
         tasks.push(tokio::spawn(async move {
-            (store.claim_alert(&c, now).await.unwrap(), c)
+            (store.claim(&c, now).await.unwrap(), c)
         }));
     }
     let mut winners = Vec::new();
@@ -419,10 +421,10 @@ pub async fn alert_claims_have_exactly_one_winner(store: Store) {
         }
     }
     assert_eq!(winners.len(), 1);
-    store.finish_alert_claim(&winners[0]).await.unwrap();
+    store.finish_claim(&winners[0]).await.unwrap();
     assert_eq!(
         store
-            .claim_alert(&claim("warning", &period, "late"), now)
+            .claim(&claim("warning", &period, "late"), now)
             .await
             .unwrap(),
         ClaimOutcome::AlreadyRaised
@@ -430,7 +432,7 @@ pub async fn alert_claims_have_exactly_one_winner(store: Store) {
     // another tier is its own crossing
     assert_eq!(
         store
-            .claim_alert(&claim("critical", &period, "late"), now)
+            .claim(&claim("critical", &period, "late"), now)
             .await
             .unwrap(),
         ClaimOutcome::Won
@@ -439,7 +441,7 @@ pub async fn alert_claims_have_exactly_one_winner(store: Store) {
     let next = period.next();
     assert_eq!(
         store
-            .claim_alert(&claim("warning", &next, "december"), next.start)
+            .claim(&claim("warning", &next, "december"), next.start)
             .await
             .unwrap(),
         ClaimOutcome::Won
@@ -450,14 +452,11 @@ pub async fn abandoned_claims_can_be_taken_over(store: Store) {
     let now = at("2026-11-22T10:00:00Z");
     let period = Period::containing(WindowKind::Monthly, Zone::UTC, now);
     let crashed = claim("warning", &period, "crashed-run");
-    assert_eq!(
-        store.claim_alert(&crashed, now).await.unwrap(),
-        ClaimOutcome::Won
-    );
+    assert_eq!(store.claim(&crashed, now).await.unwrap(), ClaimOutcome::Won);
     // the lease still runs: others wait
     assert_eq!(
         store
-            .claim_alert(&claim("warning", &period, "b"), now + Duration::minutes(4))
+            .claim(&claim("warning", &period, "b"), now + Duration::minutes(4))
             .await
             .unwrap(),
         ClaimOutcome::HeldByOther
@@ -466,35 +465,198 @@ pub async fn abandoned_claims_can_be_taken_over(store: Store) {
     let taker = claim("warning", &period, "c");
     assert_eq!(
         store
-            .claim_alert(&taker, now + Duration::minutes(6))
+            .claim(&taker, now + Duration::minutes(6))
             .await
             .unwrap(),
         ClaimOutcome::Won
     );
     assert!(matches!(
-        store.finish_alert_claim(&crashed).await,
+        store.finish_claim(&crashed).await,
         Err(StoreError::Conflict(_))
     ));
     // a released claim (publish failed) is free at once
-    store.release_alert_claim(&taker).await.unwrap();
+    store.release_claim(&taker).await.unwrap();
     let retry = claim("warning", &period, "d");
     assert_eq!(
         store
-            .claim_alert(&retry, now + Duration::minutes(6))
+            .claim(&retry, now + Duration::minutes(6))
             .await
             .unwrap(),
         ClaimOutcome::Won
     );
-    store.finish_alert_claim(&retry).await.unwrap();
+    store.finish_claim(&retry).await.unwrap();
     // releasing a published claim does nothing
-    store.release_alert_claim(&retry).await.unwrap();
+    store.release_claim(&retry).await.unwrap();
     assert_eq!(
         store
-            .claim_alert(&claim("warning", &period, "e"), now + Duration::hours(1))
+            .claim(&claim("warning", &period, "e"), now + Duration::hours(1))
             .await
             .unwrap(),
         ClaimOutcome::AlreadyRaised
     );
+}
+
+pub async fn delivery_claims_are_per_alert_and_channel(store: Store) {
+    let now = at("2026-11-22T10:00:00Z");
+    let exp = now + Duration::days(35);
+    let slack =
+        |owner: &str| Claim::delivery("alert-1", "ops-slack", owner, Duration::minutes(2), exp);
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        let (store, c) = (store.clone(), slack(&format!("invocation-{i}")));
+        tasks.push(tokio::spawn(async move {
+            (store.claim(&c, now).await.unwrap(), c)
+        }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        let (o, c) = t.await.unwrap();
+        if o == ClaimOutcome::Won {
+            won.push(c);
+        }
+    }
+    assert_eq!(won.len(), 1);
+    // a failed send is released: the retry delivers
+    store.release_claim(&won[0]).await.unwrap();
+    let retry = slack("retry");
+    assert_eq!(store.claim(&retry, now).await.unwrap(), ClaimOutcome::Won);
+    store.finish_claim(&retry).await.unwrap();
+    assert_eq!(
+        store.claim(&slack("late"), now).await.unwrap(),
+        ClaimOutcome::AlreadyRaised
+    );
+    // other channels and other alerts are independent
+    assert_eq!(
+        store
+            .claim(
+                &Claim::delivery("alert-1", "pager", "x", Duration::minutes(2), exp),
+                now
+            )
+            .await
+            .unwrap(),
+        ClaimOutcome::Won
+    );
+    assert_eq!(
+        store
+            .claim(
+                &Claim::delivery("alert-2", "ops-slack", "x", Duration::minutes(2), exp),
+                now
+            )
+            .await
+            .unwrap(),
+        ClaimOutcome::Won
+    );
+}
+
+pub async fn open_alerts_are_acknowledged_escalated_and_closed(store: Store) {
+    let event: spendguard_core::alert::AlertEvent =
+        serde_json::from_str(include_str!("../../events/alert-fanout/emergency.json"))
+            .map(|e: serde_json::Value| {
+                serde_json::from_str(e["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap()
+            })
+            .unwrap();
+    let open = OpenAlert {
+        event: event.clone(),
+        acknowledged: None,
+        escalation_level: 0,
+    };
+    store.put_open_alert(&open).await.unwrap();
+    assert_eq!(store.open_alerts().await.unwrap(), vec![open.clone()]);
+    store
+        .set_escalation_level(&event.alert_id, 2)
+        .await
+        .unwrap();
+    store
+        .set_escalation_level(&event.alert_id, 1)
+        .await
+        .unwrap(); // never lowered
+    let ack = Acknowledgement {
+        actor: "alice".into(),
+        at: at("2026-11-22T10:10:00Z"),
+    };
+    assert!(
+        store
+            .acknowledge_alert(&event.alert_id, &ack)
+            .await
+            .unwrap()
+    );
+    let later = Acknowledgement {
+        actor: "bob".into(),
+        at: at("2026-11-22T11:00:00Z"),
+    };
+    assert!(
+        store
+            .acknowledge_alert(&event.alert_id, &later)
+            .await
+            .unwrap(),
+        "acknowledging twice is fine"
+    );
+    let stored = &store.open_alerts().await.unwrap()[0];
+    assert_eq!(
+        (stored.escalation_level, stored.acknowledged.as_ref()),
+        (2, Some(&ack)),
+        "the first acknowledgement stands"
+    );
+    assert!(
+        !store
+            .acknowledge_alert("no-such-alert", &ack)
+            .await
+            .unwrap()
+    );
+    store.close_alert(&event.alert_id).await.unwrap();
+    assert!(store.open_alerts().await.unwrap().is_empty());
+}
+
+pub async fn digest_queues_keep_each_alert_once(store: Store) {
+    let mut event: spendguard_core::alert::AlertEvent = serde_json::from_str::<serde_json::Value>(
+        include_str!("../../events/alert-fanout/warning.json"),
+    )
+    .map(|e| serde_json::from_str(e["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap())
+    .unwrap();
+    let first = event.clone();
+    store
+        .queue_digest("ops-slack", &first, at("2026-11-22T10:00:00Z"))
+        .await
+        .unwrap();
+    store
+        .queue_digest("ops-slack", &first, at("2026-11-22T10:30:00Z"))
+        .await
+        .unwrap(); // replay
+    event.alert_id = "another-alert".into();
+    store
+        .queue_digest("ops-slack", &event, at("2026-11-22T10:05:00Z"))
+        .await
+        .unwrap();
+    store
+        .queue_digest("finance-email", &event, at("2026-11-22T10:06:00Z"))
+        .await
+        .unwrap();
+    let queue = store.digest_queue("ops-slack").await.unwrap();
+    assert_eq!(
+        queue
+            .iter()
+            .map(|(t, e)| (t.to_rfc3339(), e.alert_id.clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            (
+                "2026-11-22T10:00:00+00:00".to_string(),
+                first.alert_id.clone()
+            ),
+            (
+                "2026-11-22T10:05:00+00:00".to_string(),
+                "another-alert".to_string()
+            ),
+        ]
+    );
+    store
+        .remove_from_digest(
+            "ops-slack",
+            &[first.alert_id.clone(), "another-alert".into()],
+        )
+        .await
+        .unwrap();
+    assert!(store.digest_queue("ops-slack").await.unwrap().is_empty());
+    assert_eq!(store.digest_queue("finance-email").await.unwrap().len(), 1);
 }
 
 pub async fn kill_switch_uses_optimistic_versions(store: Store) {
@@ -671,6 +833,9 @@ macro_rules! conformance_suite {
             expired_usage_markers_are_ignored,
             alert_claims_have_exactly_one_winner,
             abandoned_claims_can_be_taken_over,
+            delivery_claims_are_per_alert_and_channel,
+            open_alerts_are_acknowledged_escalated_and_closed,
+            digest_queues_keep_each_alert_once,
             kill_switch_uses_optimistic_versions,
             audit_log_is_newest_first,
             markers_expire_in_code,

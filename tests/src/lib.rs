@@ -4,5 +4,6 @@
 
 pub mod aws;
 pub mod conformance;
+pub mod fanout;
 pub mod standin;
 pub mod webhook;

@@ -15,9 +15,16 @@ pub struct Received {
     pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The status the stand-in answered with (0 while the answer is pending).
+    pub answered: u16,
 }
 
 impl Received {
+    /// Answered with a 2xx: the sender's message was accepted.
+    pub fn accepted(&self) -> bool {
+        (200..300).contains(&self.answered)
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -71,10 +78,13 @@ fn decode(s: &str) -> String {
 }
 
 /// What the stand-in answers.
+#[derive(Default)]
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
+    /// Wait this long before answering (without blocking the server).
+    pub delay: Option<std::time::Duration>,
 }
 
 impl Reply {
@@ -83,6 +93,7 @@ impl Reply {
             status,
             headers: vec![("content-type", "application/json".into())],
             body: body.to_string(),
+            delay: None,
         }
     }
 }
@@ -119,6 +130,7 @@ impl StandIn {
                         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
                         .collect(),
                     body: String::from_utf8_lossy(&body).into_owned(),
+                    answered: 0,
                 };
                 let n = {
                     let mut log = log.lock().unwrap();
@@ -126,6 +138,10 @@ impl StandIn {
                     log.len() - 1
                 };
                 let reply = responder(&r, n);
+                if let Some(d) = reply.delay {
+                    tokio::time::sleep(d).await;
+                }
+                log.lock().unwrap()[n].answered = reply.status;
                 let mut response =
                     Response::builder().status(StatusCode::from_u16(reply.status).unwrap());
                 for (k, v) in reply.headers {

@@ -80,7 +80,7 @@ async fn openai_standin() -> StandIn {
     StandIn::start(|r, n| {
         assert_eq!(r.path, "/v1/organization/costs");
         if n == 0 {
-            return Reply { status: 429, headers: vec![("retry-after", "0".into())], body: "{}".into() };
+            return Reply { status: 429, headers: vec![("retry-after", "0".into())], body: "{}".into(), ..Default::default() };
         }
         let result = |value: serde_json::Value, project: &str| {
             json!({"object": "organization.costs.result", "amount": {"value": value, "currency": "usd"}, "line_item": null, "project_id": project})
@@ -320,6 +320,7 @@ async fn refused_requests_are_not_retried_and_throttling_gives_up() {
         status: 429,
         headers: vec![("retry-after", "0".into())],
         body: String::new(),
+        ..Default::default()
     })
     .await;
     let source = AnthropicCosts::new(
@@ -359,6 +360,7 @@ async fn malformed_answers_are_reported_not_guessed() {
             status: 200,
             headers: vec![],
             body: body.into(),
+            ..Default::default()
         })
         .await;
         let source = OpenAiCosts::new(

@@ -1,20 +1,366 @@
-use lambda_runtime::Diagnostic;
-use serde_json::Value;
+//! Alerts from SNS -> every routed channel, once. Also: acknowledgements and digest flushes.
 
-/// Refuses the event: this function is not built yet.
-pub async fn handle(_event: Value) -> Result<Value, Diagnostic> {
-    Err(Diagnostic {
-        error_type: "NotImplemented".into(),
-        error_message: "alert-fanout is not implemented yet: it refuses every event".into(),
-    })
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_lambda_events::event::sns::SnsEvent;
+use chrono::{DateTime, Duration, Utc};
+use futures::future::join_all;
+use lambda_runtime::Diagnostic;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use spendguard_core::alert::{AlertEvent, AlertKind};
+use spendguard_core::budget::{ChannelSpec, Severity};
+use spendguard_core::channels::{self, Channel, LogChannel, Message, Poster};
+use spendguard_core::clock::Clock;
+use spendguard_core::records::{Acknowledgement, Claim, ClaimOutcome, SwitchState};
+use spendguard_core::secret::{Secret, SecretVault};
+use spendguard_core::store::{StateStore, StoreError};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+/// A delivery claim that was never finished (a crashed invocation) blocks others this long.
+pub const DELIVERY_LEASE: Duration = Duration::minutes(2);
+/// Delivery claims are kept this long.
+const DELIVERY_RETENTION: Duration = Duration::days(35);
+/// Most alerts in one digest message.
+const DIGEST_MAX: usize = 50;
+
+/// Builds channels from their specs; each secret is read once per cold start.
+pub struct ChannelRegistry {
+    pub vault: Arc<dyn SecretVault>,
+    pub poster: Poster,
+    pub ses: aws_sdk_sesv2::Client,
+    secrets: Mutex<HashMap<String, Secret>>,
 }
 
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn refuses_every_event() {
-        let err = super::handle(serde_json::json!({})).await.unwrap_err();
-        assert_eq!(err.error_type, "NotImplemented");
-        assert!(err.error_message.contains("alert-fanout"));
+impl ChannelRegistry {
+    pub fn new(vault: Arc<dyn SecretVault>, poster: Poster, ses: aws_sdk_sesv2::Client) -> Self {
+        ChannelRegistry {
+            vault,
+            poster,
+            ses,
+            secrets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn secret(&self, reference: &str) -> Result<Secret, String> {
+        if let Some(s) = self.secrets.lock().await.get(reference) {
+            return Ok(s.clone());
+        }
+        let secret = self
+            .vault
+            .read(reference)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.secrets
+            .lock()
+            .await
+            .insert(reference.to_string(), secret.clone());
+        Ok(secret)
+    }
+
+    async fn channel(&self, spec: &ChannelSpec) -> Result<Box<dyn Channel>, String> {
+        let secret = match &spec.secret {
+            Some(reference) => Some(self.secret(reference).await?),
+            None => None,
+        };
+        channels::build(spec.kind, secret, &self.poster, &self.ses)
+    }
+}
+
+/// What happened at one channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome", content = "detail")]
+pub enum Outcome {
+    Sent,
+    /// Delivered by an earlier attempt.
+    AlreadySent,
+    /// Another invocation is delivering it right now.
+    InProgress,
+    /// Kept for the channel's next digest.
+    QueuedForDigest,
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryReport {
+    pub alert_id: String,
+    pub channels: Vec<(String, Outcome)>,
+}
+
+impl DeliveryReport {
+    pub fn failed(&self) -> Vec<String> {
+        self.channels
+            .iter()
+            .filter_map(|(name, o)| match o {
+                Outcome::Failed(why) => Some(format!("{name}: {why}")),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutError {
+    #[error("invalid event: {0}")]
+    InvalidEvent(String),
+    #[error("no open alert with id `{0}` (it recovered, was never paging, or the id is wrong)")]
+    UnknownAlert(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Some channels failed after their retries; the rest were delivered. Lambda retries the
+    /// invocation and only the failed channels are sent again.
+    #[error("delivery failed for {}", failures.join("; "))]
+    DeliveryFailed { failures: Vec<String> },
+}
+
+impl From<FanoutError> for Diagnostic {
+    fn from(e: FanoutError) -> Diagnostic {
+        let error_type = match &e {
+            FanoutError::InvalidEvent(_) => "InvalidEvent",
+            FanoutError::UnknownAlert(_) => "UnknownAlert",
+            FanoutError::Store(_) => "StoreUnavailable",
+            FanoutError::DeliveryFailed { .. } => "DeliveryFailed",
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+enum Manual {
+    /// Stops escalation of an open alert.
+    Ack { alert_id: String, actor: String },
+    /// Sends the digests that are due.
+    FlushDigests,
+}
+
+pub struct Fanout {
+    pub store: Arc<dyn StateStore>,
+    pub registry: ChannelRegistry,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The kill-switch state of a scope's path, in words.
+fn switch_state(
+    switches: &[spendguard_core::records::Versioned<spendguard_core::records::KillSwitch>],
+) -> String {
+    if let Some(s) = switches
+        .iter()
+        .find(|s| matches!(s.value.state, SwitchState::Engaged { .. }))
+    {
+        return format!("engaged on {}", s.value.scope);
+    }
+    match switches
+        .iter()
+        .find(|s| matches!(s.value.state, SwitchState::Restoring { .. }))
+    {
+        Some(s) => format!(
+            "restoring (limit factor {})",
+            s.value.limit_factor.normalize()
+        ),
+        None => "open".into(),
+    }
+}
+
+impl Fanout {
+    /// The Lambda entry point: SNS alerts, a manual action, or the digest schedule.
+    pub async fn handle(&self, event: Value) -> Result<Value, FanoutError> {
+        if event.get("Records").is_some() {
+            let sns: SnsEvent = serde_json::from_value(event)
+                .map_err(|e| FanoutError::InvalidEvent(e.to_string()))?;
+            let mut reports = Vec::new();
+            let mut failures = Vec::new();
+            for record in sns.records {
+                let alert: AlertEvent = serde_json::from_str(&record.sns.message).map_err(|e| {
+                    FanoutError::InvalidEvent(format!(
+                        "SNS message {} is not an AlertEvent: {e}",
+                        record.sns.message_id
+                    ))
+                })?;
+                let report = self.deliver(&alert).await?;
+                failures.extend(report.failed());
+                reports.push(report);
+            }
+            if !failures.is_empty() {
+                return Err(FanoutError::DeliveryFailed { failures });
+            }
+            return Ok(json!({ "delivered": reports }));
+        }
+        let scheduled = event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event");
+        let manual = if scheduled {
+            Manual::FlushDigests
+        } else {
+            serde_json::from_value(event).map_err(|e| {
+                FanoutError::InvalidEvent(format!(
+                    "{e}: expected an SNS event, {{\"action\": \"ack\", \"alert_id\", \"actor\"}} or {{\"action\": \"flush_digests\"}}"
+                ))
+            })?
+        };
+        match manual {
+            Manual::Ack { alert_id, actor } => {
+                let ack = Acknowledgement {
+                    actor: actor.clone(),
+                    at: self.clock.now(),
+                };
+                if !self.store.acknowledge_alert(&alert_id, &ack).await? {
+                    return Err(FanoutError::UnknownAlert(alert_id));
+                }
+                info!(%alert_id, %actor, "alert acknowledged: no further escalation");
+                Ok(json!({ "acknowledged": alert_id, "by": actor }))
+            }
+            Manual::FlushDigests => {
+                let sent = self.flush_digests().await?;
+                Ok(json!({ "digests_sent": sent }))
+            }
+        }
+    }
+
+    /// Delivers one alert to every channel it names and the log, concurrently.
+    pub async fn deliver(&self, event: &AlertEvent) -> Result<DeliveryReport, FanoutError> {
+        let settings = self.store.settings().await?;
+        let kill_switch = switch_state(&self.store.kill_switches(&event.scope.rollup()).await?);
+        let message = Message::Alert {
+            event: Box::new(event.clone()),
+            kill_switch,
+        };
+        let mut names: Vec<String> = event.channels.clone();
+        names.retain(|n| n != "log");
+        names.dedup();
+        let owner = uuid::Uuid::new_v4().to_string();
+        let sends = names.iter().map(|name| {
+            self.deliver_to(name, settings.channels.get(name), event, &message, &owner)
+        });
+        let mut channels: Vec<(String, Outcome)> =
+            names.iter().cloned().zip(join_all(sends).await).collect();
+        // the log line is always written, and needs no claim
+        let _ = LogChannel.send(&message).await;
+        channels.push(("log".into(), Outcome::Sent));
+        for (name, outcome) in &channels {
+            if let Outcome::Failed(why) = outcome {
+                warn!(alert_id = %event.alert_id, channel = %name, reason = %why, "delivery failed");
+            }
+        }
+        Ok(DeliveryReport {
+            alert_id: event.alert_id.clone(),
+            channels,
+        })
+    }
+
+    async fn deliver_to(
+        &self,
+        name: &str,
+        spec: Option<&ChannelSpec>,
+        event: &AlertEvent,
+        message: &Message,
+        owner: &str,
+    ) -> Outcome {
+        let Some(spec) = spec else {
+            return Outcome::Failed(format!("channel `{name}` is not defined in the settings"));
+        };
+        let now = self.clock.now();
+        if spec.digest_minutes.is_some()
+            && event.kind == AlertKind::Budget
+            && event.severity <= Severity::Warning
+        {
+            return match self.store.queue_digest(name, event, now).await {
+                Ok(()) => Outcome::QueuedForDigest,
+                Err(e) => Outcome::Failed(e.to_string()),
+            };
+        }
+        let claim = Claim::delivery(
+            &event.alert_id,
+            name,
+            owner,
+            DELIVERY_LEASE,
+            now + DELIVERY_RETENTION,
+        );
+        self.send_claimed(&claim, spec, message).await
+    }
+
+    async fn send_claimed(&self, claim: &Claim, spec: &ChannelSpec, message: &Message) -> Outcome {
+        match self.store.claim(claim, self.clock.now()).await {
+            Err(e) => return Outcome::Failed(e.to_string()),
+            Ok(ClaimOutcome::AlreadyRaised) => return Outcome::AlreadySent,
+            Ok(ClaimOutcome::HeldByOther) => return Outcome::InProgress,
+            Ok(ClaimOutcome::Won) => {}
+        }
+        let result = match self.registry.channel(spec).await {
+            Ok(channel) => channel.send(message).await.map_err(|e| e.message),
+            Err(e) => Err(format!("channel unusable: {e}")),
+        };
+        match result {
+            Ok(()) => match self.store.finish_claim(claim).await {
+                Ok(()) => Outcome::Sent,
+                // sent, but another invocation took the claim over: it may send again
+                Err(e) => Outcome::Failed(format!("sent, but the claim was lost: {e}")),
+            },
+            Err(why) => {
+                if let Err(e) = self.store.release_claim(claim).await {
+                    warn!(channel = %claim.key, error = %e, "claim not released; it expires with its lease");
+                }
+                Outcome::Failed(why)
+            }
+        }
+    }
+
+    /// Sends each channel's digest once its oldest warning has waited `digest_minutes`.
+    pub async fn flush_digests(&self) -> Result<usize, FanoutError> {
+        let settings = self.store.settings().await?;
+        let now = self.clock.now();
+        let mut sent = 0;
+        let mut failures = Vec::new();
+        for (name, spec) in settings
+            .channels
+            .iter()
+            .filter(|(_, s)| s.digest_minutes.is_some())
+        {
+            let queue = self.store.digest_queue(name).await?;
+            let Some((oldest, _)) = queue.first() else {
+                continue;
+            };
+            let due: DateTime<Utc> =
+                *oldest + Duration::minutes(i64::from(spec.digest_minutes.unwrap_or(60)));
+            if now < due {
+                continue;
+            }
+            let batch: Vec<AlertEvent> =
+                queue.into_iter().take(DIGEST_MAX).map(|(_, e)| e).collect();
+            let ids: Vec<String> = batch.iter().map(|e| e.alert_id.clone()).collect();
+            let mut h = Sha256::new();
+            for id in &ids {
+                h.update(id.as_bytes());
+            }
+            let digest_id = format!("digest-{}", hex::encode(&h.finalize()[..12]));
+            let claim = Claim::delivery(
+                &digest_id,
+                name,
+                &uuid::Uuid::new_v4().to_string(),
+                DELIVERY_LEASE,
+                now + DELIVERY_RETENTION,
+            );
+            let message = Message::Digest {
+                channel: name.clone(),
+                events: batch,
+            };
+            match self.send_claimed(&claim, spec, &message).await {
+                Outcome::Sent => {
+                    sent += 1;
+                    self.store.remove_from_digest(name, &ids).await?;
+                }
+                Outcome::AlreadySent => self.store.remove_from_digest(name, &ids).await?,
+                Outcome::Failed(why) => failures.push(format!("digest for {name}: {why}")),
+                _ => {}
+            }
+        }
+        if !failures.is_empty() {
+            return Err(FanoutError::DeliveryFailed { failures });
+        }
+        Ok(sent)
     }
 }

@@ -7,7 +7,10 @@
 //! | usage marker | `USAGE#<record id>` | `-` |
 //! | counters (a month, a bucket per day) | `SPEND#<scope>` | `M#<yyyy-mm>@<zone>` |
 //! | observation | `OBS#<budget>` | `<source>#<window>#<period>` |
-//! | alert claim | `ALERT#<budget>` | `<window>#<period>#<tier>#<alert id>` |
+//! | alert claim | `ALERT#<budget>` | `<window>#<period>#<tier>#<alert id>`, `recovery#<alert id>`, ... |
+//! | delivery claim | `DELIVERY#<alert id>` | `<channel>` |
+//! | open alert (pages, not recovered) | `OPEN_ALERTS` | `<alert id>` |
+//! | warning queued for a digest | `DIGEST#<channel>` | `<alert id>` |
 //! | kill switch | `KILL#<scope>` | `STATE` |
 //! | audit entry | `AUDIT#<yyyy-mm>` | `<timestamp>#<id>` |
 //! | marker | `MSG#<namespace>#<id>` | `-` |
@@ -29,10 +32,14 @@ use sha2::{Digest, Sha256};
 
 use super::sqlite::audit_sort_key;
 use super::{StateStore, StoreError, StoreResult, from_doc, to_doc};
+use crate::alert::AlertEvent;
 use crate::budget::{Budget, PolicySet, Settings};
 use crate::money::parse_decimal;
 use crate::period::YearMonth;
-use crate::records::{AlertClaim, AuditEntry, ClaimOutcome, KillSwitch, Observation, Versioned};
+use crate::records::{
+    Acknowledgement, AuditEntry, Claim, ClaimOutcome, ClaimSpace, KillSwitch, Observation,
+    OpenAlert, Versioned,
+};
 use crate::scope::Scope;
 use crate::usage::{CounterKey, IngestOutcome, Metric, MonthCounters, UsageEntry, presum};
 
@@ -64,8 +71,15 @@ fn observation_pk(budget_id: &str) -> String {
 fn observation_sk(o: &Observation) -> String {
     format!("{}#{}#{}", o.source, o.window, o.period_key)
 }
-fn alert_pk(budget_id: &str) -> String {
-    format!("ALERT#{budget_id}")
+fn claim_pk(space: &ClaimSpace) -> String {
+    match space {
+        ClaimSpace::Alert { budget_id } => format!("ALERT#{budget_id}"),
+        ClaimSpace::Delivery { alert_id } => format!("DELIVERY#{alert_id}"),
+    }
+}
+const OPEN_ALERTS_PK: &str = "OPEN_ALERTS";
+fn digest_pk(channel: &str) -> String {
+    format!("DIGEST#{channel}")
 }
 fn kill_pk(scope: &Scope) -> String {
     format!("KILL#{scope}")
@@ -442,6 +456,48 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// Read-modify-write of an open alert, guarded by its previous document (retried on a
+    /// concurrent change). False when there is no such open alert.
+    async fn update_open_alert(
+        &self,
+        alert_id: &str,
+        change: impl Fn(&mut OpenAlert),
+    ) -> StoreResult<bool> {
+        for attempt in 0..MAX_ATTEMPTS {
+            let Some(item) = self.get_item(key(OPEN_ALERTS_PK.into(), alert_id)).await? else {
+                return Ok(false);
+            };
+            let before = text_attr(&item, "doc")?.to_string();
+            let mut alert: OpenAlert = from_doc("open alert", &before)?;
+            change(&mut alert);
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(OPEN_ALERTS_PK.into(), alert_id)))
+                .update_expression("SET #doc = :after")
+                .condition_expression("#doc = :before")
+                .expression_attribute_names("#doc", "doc")
+                .expression_attribute_values(":after", s(to_doc(&alert)?))
+                .expression_attribute_values(":before", s(before))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+                {
+                    backoff(attempt).await
+                }
+                Err(e) => return Err(sdk("UpdateItem", e)),
+            }
+        }
+        Err(StoreError::Conflict(format!("open alert {alert_id}")))
+    }
+}
+
 /// Groups entries so that each group fits one transaction (markers + one update per counter).
 fn pack_transactions<'a>(entries: &[&'a UsageEntry]) -> StoreResult<Vec<Vec<&'a UsageEntry>>> {
     let mut groups = Vec::new();
@@ -510,6 +566,13 @@ impl StateStore for DynamoStore {
             }
         }
         Ok(set)
+    }
+
+    async fn settings(&self) -> StoreResult<Settings> {
+        match self.get_item(key(BUDGETS_PK.into(), SETTINGS_SK)).await? {
+            Some(item) => from_doc("settings", text_attr(&item, "doc")?),
+            None => Ok(Settings::default()),
+        }
     }
 
     async fn put_budget(&self, budget: &Budget) -> StoreResult<()> {
@@ -669,13 +732,8 @@ impl StateStore for DynamoStore {
             .collect()
     }
 
-    async fn claim_alert(
-        &self,
-        claim: &AlertClaim,
-        now: DateTime<Utc>,
-    ) -> StoreResult<ClaimOutcome> {
-        let mut item = key(alert_pk(&claim.budget_id), claim.claim_key());
-        item.insert("alert_id".into(), s(&claim.alert_id));
+    async fn claim(&self, claim: &Claim, now: DateTime<Utc>) -> StoreResult<ClaimOutcome> {
+        let mut item = key(claim_pk(&claim.space), &claim.key);
         item.insert("owner".into(), s(&claim.owner));
         item.insert("state".into(), s("claimed"));
         item.insert("lease_until".into(), n((now + claim.lease).timestamp()));
@@ -702,14 +760,14 @@ impl StateStore for DynamoStore {
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
             {
                 let current = self
-                    .get_item(key(alert_pk(&claim.budget_id), claim.claim_key()))
+                    .get_item(key(claim_pk(&claim.space), &claim.key))
                     .await?;
                 match current
                     .as_ref()
                     .map(|i| text_attr(i, "state"))
                     .transpose()?
                 {
-                    Some("published") => Ok(ClaimOutcome::AlreadyRaised),
+                    Some("done") => Ok(ClaimOutcome::AlreadyRaised),
                     _ => Ok(ClaimOutcome::HeldByOther),
                 }
             }
@@ -717,17 +775,17 @@ impl StateStore for DynamoStore {
         }
     }
 
-    async fn finish_alert_claim(&self, claim: &AlertClaim) -> StoreResult<()> {
+    async fn finish_claim(&self, claim: &Claim) -> StoreResult<()> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(alert_pk(&claim.budget_id), claim.claim_key())))
-            .update_expression("SET #state = :published")
+            .set_key(Some(key(claim_pk(&claim.space), &claim.key)))
+            .update_expression("SET #state = :done")
             .condition_expression("#owner = :me")
             .expression_attribute_names("#state", "state")
             .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":published", s("published"))
+            .expression_attribute_values(":done", s("done"))
             .expression_attribute_values(":me", s(&claim.owner))
             .send()
             .await;
@@ -738,20 +796,20 @@ impl StateStore for DynamoStore {
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
             {
                 Err(StoreError::Conflict(format!(
-                    "alert claim {} is held by another run",
-                    claim.alert_id
+                    "claim {} is held by another run",
+                    claim.key
                 )))
             }
             Err(e) => Err(sdk("UpdateItem", e)),
         }
     }
 
-    async fn release_alert_claim(&self, claim: &AlertClaim) -> StoreResult<()> {
+    async fn release_claim(&self, claim: &Claim) -> StoreResult<()> {
         let result = self
             .client
             .delete_item()
             .table_name(&self.table)
-            .set_key(Some(key(alert_pk(&claim.budget_id), claim.claim_key())))
+            .set_key(Some(key(claim_pk(&claim.space), &claim.key)))
             .condition_expression("#owner = :me AND #state = :claimed")
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_names("#state", "state")
@@ -761,7 +819,7 @@ impl StateStore for DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(()),
-            // someone else holds it now, or it was published: nothing of ours to release
+            // someone else holds it now, or it was finished: nothing of ours to release
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
@@ -770,6 +828,116 @@ impl StateStore for DynamoStore {
             }
             Err(e) => Err(sdk("DeleteItem", e)),
         }
+    }
+
+    async fn put_open_alert(&self, alert: &OpenAlert) -> StoreResult<()> {
+        let mut item = key(OPEN_ALERTS_PK.into(), &alert.event.alert_id);
+        item.insert("doc".into(), s(to_doc(alert)?));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| sdk("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn open_alerts(&self) -> StoreResult<Vec<OpenAlert>> {
+        self.query_all(OPEN_ALERTS_PK.into(), false, None)
+            .await?
+            .iter()
+            .map(|item| from_doc("open alert", text_attr(item, "doc")?))
+            .collect()
+    }
+
+    async fn acknowledge_alert(&self, alert_id: &str, ack: &Acknowledgement) -> StoreResult<bool> {
+        self.update_open_alert(alert_id, |a| {
+            if a.acknowledged.is_none() {
+                a.acknowledged = Some(ack.clone());
+            }
+        })
+        .await
+    }
+
+    async fn set_escalation_level(&self, alert_id: &str, level: u32) -> StoreResult<()> {
+        self.update_open_alert(alert_id, |a| {
+            a.escalation_level = a.escalation_level.max(level)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn close_alert(&self, alert_id: &str) -> StoreResult<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(OPEN_ALERTS_PK.into(), alert_id)))
+            .send()
+            .await
+            .map_err(|e| sdk("DeleteItem", e))?;
+        Ok(())
+    }
+
+    async fn queue_digest(
+        &self,
+        channel: &str,
+        event: &AlertEvent,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut item = key(digest_pk(channel), &event.alert_id);
+        item.insert("queued_at".into(), n(now.timestamp_millis()));
+        item.insert("doc".into(), s(to_doc(event)?));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // already queued: keep the first time it was queued
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk("PutItem", e)),
+        }
+    }
+
+    async fn digest_queue(&self, channel: &str) -> StoreResult<Vec<(DateTime<Utc>, AlertEvent)>> {
+        let mut out = Vec::new();
+        for item in self.query_all(digest_pk(channel), false, None).await? {
+            let at = DateTime::from_timestamp_millis(number_attr(&item, "queued_at")?)
+                .ok_or_else(|| StoreError::Corrupt("digest time".into()))?;
+            out.push((
+                at,
+                from_doc::<AlertEvent>("digest entry", text_attr(&item, "doc")?)?,
+            ));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.alert_id.cmp(&b.1.alert_id)));
+        Ok(out)
+    }
+
+    async fn remove_from_digest(&self, channel: &str, alert_ids: &[String]) -> StoreResult<()> {
+        let requests = alert_ids
+            .iter()
+            .map(|id| {
+                Ok(WriteRequest::builder()
+                    .delete_request(built(
+                        DeleteRequest::builder()
+                            .set_key(Some(key(digest_pk(channel), id)))
+                            .build(),
+                    )?)
+                    .build())
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.batch_write(requests).await
     }
 
     async fn kill_switch(&self, scope: &Scope) -> StoreResult<Option<Versioned<KillSwitch>>> {

@@ -6,9 +6,12 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 
+use crate::alert::AlertEvent;
 use crate::budget::{Budget, PolicySet, Settings};
 use crate::period::YearMonth;
-use crate::records::{AlertClaim, AuditEntry, ClaimOutcome, KillSwitch, Observation, Versioned};
+use crate::records::{
+    Acknowledgement, AuditEntry, Claim, ClaimOutcome, KillSwitch, Observation, OpenAlert, Versioned,
+};
 use crate::scope::Scope;
 use crate::usage::{CounterKey, IngestOutcome, MonthCounters, UsageEntry};
 
@@ -52,6 +55,8 @@ pub trait StateStore: Send + Sync {
     /// Returns whether the budget existed.
     async fn delete_budget(&self, id: &str) -> StoreResult<bool>;
     async fn put_settings(&self, settings: &Settings) -> StoreResult<()>;
+    /// The settings alone (channels, escalation, prices), without the budgets.
+    async fn settings(&self) -> StoreResult<Settings>;
 
     /// Counts each entry exactly once: an entry whose id was already counted (and whose marker
     /// has not expired by `now`) is reported as a duplicate and changes nothing. The marker and
@@ -72,17 +77,36 @@ pub trait StateStore: Send + Sync {
     async fn put_observations(&self, observations: &[Observation]) -> StoreResult<()>;
     async fn observations(&self, budget_id: &str) -> StoreResult<Vec<Observation>>;
 
-    /// Tries to claim an alert. Exactly one concurrent claimant wins; a claim whose lease ran
-    /// out without being finished can be won again.
-    async fn claim_alert(
+    /// Tries to claim something done once. Exactly one concurrent claimant wins; a claim
+    /// whose lease ran out without being finished can be won again.
+    async fn claim(&self, claim: &Claim, now: DateTime<Utc>) -> StoreResult<ClaimOutcome>;
+    /// Marks a won claim as done for good. `Conflict` if someone else holds it now.
+    async fn finish_claim(&self, claim: &Claim) -> StoreResult<()>;
+    /// Gives up a won claim whose work failed, so that the next attempt can do it.
+    async fn release_claim(&self, claim: &Claim) -> StoreResult<()>;
+
+    /// Records (or replaces) an open alert.
+    async fn put_open_alert(&self, alert: &OpenAlert) -> StoreResult<()>;
+    /// Every open alert (one read).
+    async fn open_alerts(&self) -> StoreResult<Vec<OpenAlert>>;
+    /// Acknowledges an open alert; false when there is no such open alert.
+    async fn acknowledge_alert(&self, alert_id: &str, ack: &Acknowledgement) -> StoreResult<bool>;
+    /// Records that escalation `level` was published (never lowers it).
+    async fn set_escalation_level(&self, alert_id: &str, level: u32) -> StoreResult<()>;
+    /// Removes an open alert (recovered).
+    async fn close_alert(&self, alert_id: &str) -> StoreResult<()>;
+
+    /// Queues a warning for a channel's digest (idempotent per alert).
+    async fn queue_digest(
         &self,
-        claim: &AlertClaim,
+        channel: &str,
+        event: &AlertEvent,
         now: DateTime<Utc>,
-    ) -> StoreResult<ClaimOutcome>;
-    /// Marks a won claim as published.
-    async fn finish_alert_claim(&self, claim: &AlertClaim) -> StoreResult<()>;
-    /// Gives up a won claim that could not be published, so the next run retries it.
-    async fn release_alert_claim(&self, claim: &AlertClaim) -> StoreResult<()>;
+    ) -> StoreResult<()>;
+    /// The queued alerts of a channel, oldest first, with when each was queued.
+    async fn digest_queue(&self, channel: &str) -> StoreResult<Vec<(DateTime<Utc>, AlertEvent)>>;
+    /// Removes alerts that went out in a digest.
+    async fn remove_from_digest(&self, channel: &str, alert_ids: &[String]) -> StoreResult<()>;
 
     async fn kill_switch(&self, scope: &Scope) -> StoreResult<Option<Versioned<KillSwitch>>>;
     /// The switches of several scopes in one read (absent ones are left out).

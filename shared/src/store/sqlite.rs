@@ -11,10 +11,14 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rust_decimal::Decimal;
 
 use super::{StateStore, StoreError, StoreResult, from_doc, to_doc};
+use crate::alert::AlertEvent;
 use crate::budget::{Budget, PolicySet, Settings};
 use crate::money::parse_decimal;
 use crate::period::YearMonth;
-use crate::records::{AlertClaim, AuditEntry, ClaimOutcome, KillSwitch, Observation, Versioned};
+use crate::records::{
+    Acknowledgement, AuditEntry, Claim, ClaimOutcome, ClaimSpace, KillSwitch, Observation,
+    OpenAlert, Versioned,
+};
 use crate::scope::Scope;
 use crate::usage::{CounterKey, IngestOutcome, Metric, MonthCounters, UsageEntry, presum};
 
@@ -29,10 +33,14 @@ CREATE TABLE IF NOT EXISTS counters (
 CREATE TABLE IF NOT EXISTS observations (
     budget_id TEXT NOT NULL, source TEXT NOT NULL, window TEXT NOT NULL, period_key TEXT NOT NULL,
     doc TEXT NOT NULL, PRIMARY KEY (budget_id, source, window, period_key));
-CREATE TABLE IF NOT EXISTS alert_claims (
-    budget_id TEXT NOT NULL, claim_key TEXT NOT NULL, alert_id TEXT NOT NULL, owner TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS claims (
+    space TEXT NOT NULL, claim_key TEXT NOT NULL, owner TEXT NOT NULL,
     state TEXT NOT NULL, lease_until INTEGER NOT NULL, expires_at INTEGER NOT NULL,
-    PRIMARY KEY (budget_id, claim_key));
+    PRIMARY KEY (space, claim_key));
+CREATE TABLE IF NOT EXISTS open_alerts (alert_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS digest_queue (
+    channel TEXT NOT NULL, alert_id TEXT NOT NULL, queued_at INTEGER NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (channel, alert_id));
 CREATE TABLE IF NOT EXISTS kill_switches (scope TEXT PRIMARY KEY, doc TEXT NOT NULL, version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (month TEXT NOT NULL, sort_key TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (month, sort_key));
 CREATE TABLE IF NOT EXISTS markers (namespace TEXT NOT NULL, id TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (namespace, id));
@@ -186,6 +194,19 @@ impl StateStore for SqliteStore {
                 None => Settings::default(),
             };
             Ok(PolicySet { settings, budgets })
+        })
+        .await
+    }
+
+    async fn settings(&self) -> StoreResult<Settings> {
+        self.run(|c| {
+            let doc = c
+                .query_row("SELECT doc FROM settings WHERE id = 1", [], |r| {
+                    r.get::<_, String>(0)
+                })
+                .optional()
+                .map_err(db)?;
+            doc.map_or(Ok(Settings::default()), |d| from_doc("settings", &d))
         })
         .await
     }
@@ -359,39 +380,29 @@ impl StateStore for SqliteStore {
         .await
     }
 
-    async fn claim_alert(
-        &self,
-        claim: &AlertClaim,
-        now: DateTime<Utc>,
-    ) -> StoreResult<ClaimOutcome> {
+    async fn claim(&self, claim: &Claim, now: DateTime<Utc>) -> StoreResult<ClaimOutcome> {
         let claim = claim.clone();
         self.run(move |c| {
             let tx = immediate(c)?;
+            let space = space_key(&claim.space);
             let existing: Option<(String, i64)> = tx
                 .query_row(
-                    "SELECT state, lease_until FROM alert_claims WHERE budget_id = ?1 AND claim_key = ?2",
-                    params![claim.budget_id, claim.claim_key()],
+                    "SELECT state, lease_until FROM claims WHERE space = ?1 AND claim_key = ?2",
+                    params![space, claim.key],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()
                 .map_err(db)?;
             let outcome = match existing {
-                Some((state, _)) if state == "published" => ClaimOutcome::AlreadyRaised,
+                Some((state, _)) if state == "done" => ClaimOutcome::AlreadyRaised,
                 Some((_, lease_until)) if lease_until >= now.timestamp() => ClaimOutcome::HeldByOther,
                 _ => {
                     tx.execute(
-                        "INSERT INTO alert_claims (budget_id, claim_key, alert_id, owner, state, lease_until, expires_at)
-                         VALUES (?1, ?2, ?3, ?4, 'claimed', ?5, ?6)
-                         ON CONFLICT(budget_id, claim_key) DO UPDATE SET owner = excluded.owner,
+                        "INSERT INTO claims (space, claim_key, owner, state, lease_until, expires_at)
+                         VALUES (?1, ?2, ?3, 'claimed', ?4, ?5)
+                         ON CONFLICT(space, claim_key) DO UPDATE SET owner = excluded.owner,
                             state = 'claimed', lease_until = excluded.lease_until",
-                        params![
-                            claim.budget_id,
-                            claim.claim_key(),
-                            claim.alert_id,
-                            claim.owner,
-                            (now + claim.lease).timestamp(),
-                            claim.expires_at.timestamp()
-                        ],
+                        params![space, claim.key, claim.owner, (now + claim.lease).timestamp(), claim.expires_at.timestamp()],
                     )
                     .map_err(db)?;
                     ClaimOutcome::Won
@@ -403,32 +414,179 @@ impl StateStore for SqliteStore {
         .await
     }
 
-    async fn finish_alert_claim(&self, claim: &AlertClaim) -> StoreResult<()> {
+    async fn finish_claim(&self, claim: &Claim) -> StoreResult<()> {
         let claim = claim.clone();
         self.run(move |c| {
             let n = c
                 .execute(
-                    "UPDATE alert_claims SET state = 'published' WHERE budget_id = ?1 AND claim_key = ?2 AND owner = ?3",
-                    params![claim.budget_id, claim.claim_key(), claim.owner],
+                    "UPDATE claims SET state = 'done' WHERE space = ?1 AND claim_key = ?2 AND owner = ?3",
+                    params![space_key(&claim.space), claim.key, claim.owner],
                 )
                 .map_err(db)?;
             if n == 0 {
-                return Err(StoreError::Conflict(format!("alert claim {} is held by another run", claim.alert_id)));
+                return Err(StoreError::Conflict(format!("claim {} is held by another run", claim.key)));
             }
             Ok(())
         })
         .await
     }
 
-    async fn release_alert_claim(&self, claim: &AlertClaim) -> StoreResult<()> {
+    async fn release_claim(&self, claim: &Claim) -> StoreResult<()> {
         let claim = claim.clone();
         self.run(move |c| {
             c.execute(
-                "DELETE FROM alert_claims WHERE budget_id = ?1 AND claim_key = ?2 AND owner = ?3 AND state = 'claimed'",
-                params![claim.budget_id, claim.claim_key(), claim.owner],
+                "DELETE FROM claims WHERE space = ?1 AND claim_key = ?2 AND owner = ?3 AND state = 'claimed'",
+                params![space_key(&claim.space), claim.key, claim.owner],
             )
             .map_err(db)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn put_open_alert(&self, alert: &OpenAlert) -> StoreResult<()> {
+        let (id, doc) = (alert.event.alert_id.clone(), to_doc(alert)?);
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO open_alerts (alert_id, doc) VALUES (?1, ?2) ON CONFLICT(alert_id) DO UPDATE SET doc = excluded.doc",
+                params![id, doc],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn open_alerts(&self) -> StoreResult<Vec<OpenAlert>> {
+        self.run(|c| {
+            let mut st = c
+                .prepare("SELECT doc FROM open_alerts ORDER BY alert_id")
+                .map_err(db)?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(db)?;
+            rows.map(|r| from_doc("open alert", &r.map_err(db)?))
+                .collect()
+        })
+        .await
+    }
+
+    async fn acknowledge_alert(&self, alert_id: &str, ack: &Acknowledgement) -> StoreResult<bool> {
+        let (alert_id, ack) = (alert_id.to_string(), ack.clone());
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let doc: Option<String> = tx
+                .query_row(
+                    "SELECT doc FROM open_alerts WHERE alert_id = ?1",
+                    params![alert_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            let Some(doc) = doc else { return Ok(false) };
+            let mut alert: OpenAlert = from_doc("open alert", &doc)?;
+            if alert.acknowledged.is_none() {
+                alert.acknowledged = Some(ack);
+                tx.execute(
+                    "UPDATE open_alerts SET doc = ?2 WHERE alert_id = ?1",
+                    params![alert_id, to_doc(&alert)?],
+                )
+                .map_err(db)?;
+            }
+            tx.commit().map_err(db)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn set_escalation_level(&self, alert_id: &str, level: u32) -> StoreResult<()> {
+        let alert_id = alert_id.to_string();
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let doc: Option<String> = tx
+                .query_row(
+                    "SELECT doc FROM open_alerts WHERE alert_id = ?1",
+                    params![alert_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            if let Some(doc) = doc {
+                let mut alert: OpenAlert = from_doc("open alert", &doc)?;
+                if level > alert.escalation_level {
+                    alert.escalation_level = level;
+                    tx.execute(
+                        "UPDATE open_alerts SET doc = ?2 WHERE alert_id = ?1",
+                        params![alert_id, to_doc(&alert)?],
+                    )
+                    .map_err(db)?;
+                }
+            }
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn close_alert(&self, alert_id: &str) -> StoreResult<()> {
+        let alert_id = alert_id.to_string();
+        self.run(move |c| {
+            c.execute(
+                "DELETE FROM open_alerts WHERE alert_id = ?1",
+                params![alert_id],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn queue_digest(
+        &self,
+        channel: &str,
+        event: &AlertEvent,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (channel, id, doc) = (channel.to_string(), event.alert_id.clone(), to_doc(event)?);
+        self.run(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO digest_queue (channel, alert_id, queued_at, doc) VALUES (?1, ?2, ?3, ?4)",
+                params![channel, id, now.timestamp_millis(), doc],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn digest_queue(&self, channel: &str) -> StoreResult<Vec<(DateTime<Utc>, AlertEvent)>> {
+        let channel = channel.to_string();
+        self.run(move |c| {
+            let mut st = c
+                .prepare("SELECT queued_at, doc FROM digest_queue WHERE channel = ?1 ORDER BY queued_at, alert_id")
+                .map_err(db)?;
+            let rows = st
+                .query_map(params![channel], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db)?;
+            rows.map(|r| {
+                let (at, doc) = r.map_err(db)?;
+                let at = DateTime::from_timestamp_millis(at).ok_or_else(|| StoreError::Corrupt("digest time".into()))?;
+                Ok((at, from_doc("digest entry", &doc)?))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn remove_from_digest(&self, channel: &str, alert_ids: &[String]) -> StoreResult<()> {
+        let (channel, ids) = (channel.to_string(), alert_ids.to_vec());
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            for id in &ids {
+                tx.execute(
+                    "DELETE FROM digest_queue WHERE channel = ?1 AND alert_id = ?2",
+                    params![channel, id],
+                )
+                .map_err(db)?;
+            }
+            tx.commit().map_err(db)
         })
         .await
     }
@@ -586,6 +744,13 @@ impl StateStore for SqliteStore {
             Ok(())
         })
         .await
+    }
+}
+
+fn space_key(space: &ClaimSpace) -> String {
+    match space {
+        ClaimSpace::Alert { budget_id } => format!("alert:{budget_id}"),
+        ClaimSpace::Delivery { alert_id } => format!("delivery:{alert_id}"),
     }
 }
 

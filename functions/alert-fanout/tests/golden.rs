@@ -1,0 +1,276 @@
+//! What people and systems receive, pinned in golden files (reviewed by eye; regenerate with
+//! `SPENDGUARD_BLESS=1 cargo test -p alert-fanout --test golden` and review the diff), and the
+//! `events/alert-fanout/` fixtures built from the example budgets.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use spendguard_core::alert::AlertEvent;
+use spendguard_core::budget::PolicySet;
+use spendguard_core::channels::{Message, format};
+use spendguard_core::config::load_budgets_file;
+use spendguard_core::evaluate::{WindowSpend, evaluate_window};
+use spendguard_core::forecast::RecentSpend;
+use spendguard_core::period::WindowKind;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+/// Compares with the golden file, or writes it when blessing.
+fn golden(relative: &str, actual: &str) {
+    let path = repo().join(relative);
+    if std::env::var_os("SPENDGUARD_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!("{relative} is missing: run with SPENDGUARD_BLESS=1 and review it")
+    });
+    assert_eq!(
+        actual, expected,
+        "{relative} changed: if intended, bless and review the diff"
+    );
+}
+
+fn policy() -> PolicySet {
+    load_budgets_file(&repo().join("examples/budgets.toml")).unwrap()
+}
+
+fn crossing(
+    policy: &PolicySet,
+    budget: &str,
+    kind: WindowKind,
+    spend: WindowSpend,
+    tier: &str,
+    now: DateTime<Utc>,
+) -> AlertEvent {
+    let b = policy.budgets.iter().find(|b| b.id == budget).unwrap();
+    let e = evaluate_window(b, kind, &spend, now, &policy.settings.forecast).unwrap();
+    let c = e.crossings.iter().find(|c| c.tier.name == tier).unwrap();
+    let mut event = AlertEvent::for_crossing(b, &e, c, now);
+    event.runbook_url = Some("https://wiki.example.com/spendguard/runbook".into());
+    event
+}
+
+/// The example alerts: the same numbers as the README's quick start.
+pub fn examples() -> Vec<(&'static str, AlertEvent)> {
+    let p = policy();
+    let now = at("2026-11-20T18:00:00Z");
+    let recent = Some(RecentSpend {
+        amount: Decimal::from(140),
+        span: Duration::hours(37),
+    });
+    let prod = WindowSpend {
+        actual: Decimal::from(1580),
+        recent,
+        source_forecast: None,
+    };
+    let critical = crossing(
+        &p,
+        "openai-prod",
+        WindowKind::Monthly,
+        prod,
+        "critical",
+        now,
+    );
+    let emergency = crossing(
+        &p,
+        "openai-dev-key",
+        WindowKind::Daily,
+        WindowSpend::actual(Decimal::new(1120, 2)),
+        "emergency",
+        now,
+    );
+    let warning = crossing(
+        &p,
+        "search-feature",
+        WindowKind::Weekly,
+        WindowSpend::actual(Decimal::new(3306, 2)),
+        "warning",
+        now,
+    );
+    let recovery = critical.recovery("ended with its period", at("2026-12-01T05:00:00Z"));
+    let escalation =
+        emergency.escalation(1, vec!["oncall-pager".into()], now + Duration::minutes(16));
+    vec![
+        ("warning", warning),
+        ("critical", critical),
+        ("emergency", emergency),
+        ("recovery", recovery),
+        ("escalation", escalation),
+    ]
+}
+
+/// An SNS -> Lambda event carrying `event`, with the attributes budget-check sets.
+fn sns_event(event: &AlertEvent) -> Value {
+    json!({"Records": [{
+        "EventSource": "aws:sns",
+        "EventVersion": "1.0",
+        "EventSubscriptionArn": "arn:aws:sns:eu-west-1:123456789012:spendguard-alerts:5b1a6f0e-3e1c-4d6f-9a55-2f7a1c9b8e10",
+        "Sns": {
+            "Type": "Notification",
+            "MessageId": format!("{}-sns", &event.alert_id[..8]),
+            "TopicArn": "arn:aws:sns:eu-west-1:123456789012:spendguard-alerts",
+            "Subject": event.subject(),
+            "Message": serde_json::to_string(event).unwrap(),
+            "Timestamp": event.raised_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "SignatureVersion": "1",
+            "Signature": "EXAMPLE",
+            "SigningCertUrl": "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-9c6465fa7f48f5cacd23014631ec1136.pem",
+            "UnsubscribeUrl": "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe",
+            "MessageAttributes": {
+                "severity": {"Type": "String", "Value": event.severity.as_str()},
+                "actions": {"Type": "String.Array", "Value": serde_json::to_string(&event.action_names()).unwrap()},
+                "kind": {"Type": "String", "Value": serde_json::to_value(event.kind).unwrap()},
+                "budget_id": {"Type": "String", "Value": event.budget_id}
+            }
+        }
+    }]})
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap() + "\n"
+}
+
+#[test]
+fn fixtures_carry_the_example_alerts() {
+    for (name, event) in examples() {
+        golden(
+            &format!("events/alert-fanout/{name}.json"),
+            &pretty(&sns_event(&event)),
+        );
+    }
+    golden(
+        "events/alert-fanout/ack.json",
+        &pretty(
+            &json!({"action": "ack", "alert_id": "REPLACE-WITH-THE-ALERT-ID", "actor": "alice"}),
+        ),
+    );
+    golden(
+        "events/alert-fanout/flush-digests.json",
+        &pretty(&json!({"action": "flush_digests"})),
+    );
+}
+
+#[test]
+fn every_channel_payload_reads_well() {
+    for (name, event) in examples() {
+        let kill_switch = if name == "emergency" || name == "escalation" {
+            "engaged on openai/dev/key-dev1"
+        } else {
+            "open"
+        };
+        let m = Message::Alert {
+            event: Box::new(event.clone()),
+            kill_switch: kill_switch.into(),
+        };
+        let dir = "functions/alert-fanout/tests/golden";
+        golden(
+            &format!("{dir}/{name}.slack.json"),
+            &pretty(&format::slack(&m)),
+        );
+        golden(
+            &format!("{dir}/{name}.pagerduty.json"),
+            &pretty(&format::pagerduty(
+                &event,
+                "R0UT1NGK3Y0000000000000000000000",
+            )),
+        );
+        golden(
+            &format!("{dir}/{name}.teams.json"),
+            &pretty(&format::teams(&m)),
+        );
+        golden(
+            &format!("{dir}/{name}.discord.json"),
+            &pretty(&format::discord(&m)),
+        );
+        golden(
+            &format!("{dir}/{name}.webhook.json"),
+            &pretty(&format::webhook(&m)),
+        );
+        let mail = format::email(&m);
+        golden(
+            &format!("{dir}/{name}.email.txt"),
+            &format!("Subject: {}\n\n{}", mail.subject, mail.text),
+        );
+        golden(&format!("{dir}/{name}.email.html"), &(mail.html + "\n"));
+    }
+}
+
+#[test]
+fn a_digest_lists_its_warnings() {
+    let warning = examples().remove(0).1;
+    let mut second = warning.clone();
+    second.alert_id = "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5".into();
+    second.summary = second.summary.replace("W#2026-W47", "W#2026-W48");
+    let m = Message::Digest {
+        channel: "ops-slack".into(),
+        events: vec![warning, second],
+    };
+    let dir = "functions/alert-fanout/tests/golden";
+    golden(
+        &format!("{dir}/digest.slack.json"),
+        &pretty(&format::slack(&m)),
+    );
+    let mail = format::email(&m);
+    golden(
+        &format!("{dir}/digest.email.txt"),
+        &format!("Subject: {}\n\n{}", mail.subject, mail.text),
+    );
+}
+
+#[test]
+fn pagerduty_resolves_what_it_triggered() {
+    let all = examples();
+    let critical = &all[1].1;
+    let recovery = &all[3].1;
+    let trigger = format::pagerduty(critical, "k");
+    let resolve = format::pagerduty(recovery, "k");
+    assert_eq!(
+        (
+            trigger["event_action"].as_str(),
+            resolve["event_action"].as_str()
+        ),
+        (Some("trigger"), Some("resolve"))
+    );
+    assert_eq!(trigger["dedup_key"], resolve["dedup_key"]);
+    assert_eq!(trigger["dedup_key"], critical.alert_id.as_str());
+    assert_eq!(trigger["payload"]["severity"], "error");
+    assert_eq!(
+        format::pagerduty(&all[2].1, "k")["payload"]["severity"],
+        "critical"
+    );
+}
+
+#[test]
+fn every_fixture_is_an_event_fanout_understands() {
+    let dir = repo().join("events/alert-fanout");
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        match v.get("Records") {
+            Some(records) => {
+                let message = records[0]["Sns"]["Message"].as_str().unwrap();
+                serde_json::from_str::<AlertEvent>(message)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert!(records[0]["Sns"]["MessageAttributes"]["severity"]["Value"].is_string());
+            }
+            None => assert!(
+                matches!(v["action"].as_str(), Some("ack" | "flush_digests")),
+                "{}",
+                path.display()
+            ),
+        }
+        count += 1;
+    }
+    assert_eq!(count, 7);
+}

@@ -1,0 +1,235 @@
+//! alert-fanout test world: the production wiring (`app::fanout`) against moto (DynamoDB,
+//! Secrets Manager, SES) with local stand-ins for Slack, PagerDuty, Teams, Discord and a
+//! webhook receiver.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use alert_fanout::app;
+use alert_fanout::config::Config;
+use alert_fanout::handler::Fanout;
+use serde_json::{Value, json};
+use spendguard_core::budget::{ChannelKind, ChannelSpec, PolicySet, Settings};
+use spendguard_core::channels::RetryPolicy;
+use spendguard_core::store::{DynamoStore, StateStore};
+
+use crate::aws;
+use crate::standin::{Received, Reply, StandIn};
+
+pub const PAGERDUTY_KEY: &str = "R0UT1NGK3Y0000000000000000000000";
+pub const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+pub const EMAIL_FROM: &str = "alerts@spendguard.example";
+
+/// How a stand-in behaves; tests switch it while running.
+pub mod mode {
+    pub const OK: u8 = 0;
+    pub const FAIL_500: u8 = 1;
+    pub const THROTTLE_ONCE: u8 = 2;
+    pub const HANG: u8 = 3;
+}
+
+pub struct Receiver {
+    pub standin: StandIn,
+    pub mode: Arc<AtomicU8>,
+}
+
+impl Receiver {
+    pub async fn start(success_status: u16) -> Receiver {
+        let mode = Arc::new(AtomicU8::new(mode::OK));
+        let m = mode.clone();
+        let standin = StandIn::start(move |_, n| match m.load(Ordering::SeqCst) {
+            mode::FAIL_500 => Reply::json(500, json!({"error": "internal"})),
+            mode::THROTTLE_ONCE if n == 0 => Reply {
+                status: 429,
+                headers: vec![("retry-after", "1".into())],
+                body: "slow down".into(),
+                ..Default::default()
+            },
+            mode::HANG => Reply {
+                delay: Some(Duration::from_secs(4)),
+                ..Reply::json(200, json!({}))
+            },
+            _ => Reply {
+                status: success_status,
+                headers: vec![],
+                body: if success_status == 200 {
+                    "ok".into()
+                } else {
+                    String::new()
+                },
+                ..Default::default()
+            },
+        })
+        .await;
+        Receiver { standin, mode }
+    }
+
+    pub fn set(&self, m: u8) {
+        self.mode.store(m, Ordering::SeqCst);
+    }
+
+    /// Requests answered with a 2xx count as delivered; the others are attempts.
+    pub fn received(&self) -> Vec<Received> {
+        self.standin.received()
+    }
+}
+
+pub struct FanoutWorld {
+    pub sdk: aws_config::SdkConfig,
+    pub store: DynamoStore,
+    pub table: String,
+    pub fanout: Fanout,
+    pub receivers: BTreeMap<&'static str, Receiver>,
+    /// Every secret value the channels use (the log test searches for each).
+    pub secret_values: Vec<String>,
+    /// The e-mail channel's recipients (unique per world: moto's SES is shared by all tests).
+    pub email_to: Vec<String>,
+}
+
+impl FanoutWorld {
+    /// Channels: ops-slack, oncall-pager, team-teams, dev-discord, audit-hook, finance-email,
+    /// plus `extra` (name, kind, secret value) and a digest on `digest-slack`.
+    pub async fn new(
+        retry: RetryPolicy,
+        extra: &[(&str, ChannelKind, String)],
+        policy: PolicySet,
+    ) -> FanoutWorld {
+        let sdk = aws::sdk().await;
+        let (store, table) = aws::new_store(&sdk).await;
+        let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+        let ses = aws_sdk_sesv2::Client::new(&sdk);
+        ses.create_email_identity()
+            .email_identity(EMAIL_FROM)
+            .send()
+            .await
+            .unwrap();
+        let mut receivers = BTreeMap::new();
+        for (name, status) in [
+            ("ops-slack", 200),
+            ("oncall-pager", 202),
+            ("team-teams", 202),
+            ("dev-discord", 204),
+            ("audit-hook", 200),
+            ("digest-slack", 200),
+            ("cto-slack", 200),
+        ] {
+            receivers.insert(name, Receiver::start(status).await);
+        }
+        let email_to = vec![
+            "finance@example.com".to_string(),
+            format!("{}@example.com", aws::unique("oncall")),
+        ];
+        let url = |name: &str| {
+            format!(
+                "{}/{name}/hook-T0KEN-{}",
+                receivers[name].standin.url,
+                aws::unique("s")
+            )
+        };
+        let mut values: Vec<(String, ChannelKind, String)> = vec![
+            ("ops-slack".into(), ChannelKind::Slack, url("ops-slack")),
+            ("oncall-pager".into(), ChannelKind::Pagerduty, json!({"routing_key": PAGERDUTY_KEY, "url": format!("{}/v2/enqueue", receivers["oncall-pager"].standin.url)}).to_string()),
+            ("team-teams".into(), ChannelKind::Teams, url("team-teams")),
+            ("dev-discord".into(), ChannelKind::Discord, url("dev-discord")),
+            ("audit-hook".into(), ChannelKind::Webhook, json!({"url": url("audit-hook"), "secret": WEBHOOK_SECRET}).to_string()),
+            ("finance-email".into(), ChannelKind::Email, json!({"from": EMAIL_FROM, "to": email_to}).to_string()),
+            ("digest-slack".into(), ChannelKind::Slack, url("digest-slack")),
+            ("cto-slack".into(), ChannelKind::Slack, url("cto-slack")),
+        ];
+        values.extend(extra.iter().map(|(n, k, v)| (n.to_string(), *k, v.clone())));
+        let mut settings = Settings {
+            ..policy.settings.clone()
+        };
+        let mut secret_values = Vec::new();
+        for (name, kind, value) in values {
+            let arn = secrets
+                .create_secret()
+                .name(aws::unique(&name))
+                .secret_string(&value)
+                .send()
+                .await
+                .unwrap()
+                .arn
+                .unwrap();
+            settings.channels.insert(
+                name.clone(),
+                ChannelSpec {
+                    kind,
+                    secret: Some(arn),
+                    digest_minutes: (name == "digest-slack").then_some(60),
+                },
+            );
+            secret_values.push(value);
+        }
+        secret_values.extend([PAGERDUTY_KEY.to_string(), WEBHOOK_SECRET.to_string()]);
+        store
+            .put_policy(&PolicySet {
+                settings,
+                budgets: policy.budgets,
+            })
+            .await
+            .unwrap();
+        let config = Config {
+            table: table.clone(),
+            retry,
+        };
+        let fanout = app::fanout(&config, &sdk);
+        FanoutWorld {
+            sdk,
+            store,
+            table,
+            fanout,
+            receivers,
+            secret_values,
+            email_to,
+        }
+    }
+
+    /// E-mails SES (moto) accepted for this world's recipients, from moto's own record.
+    pub async fn sent_emails(&self) -> Vec<Value> {
+        let data: Value = reqwest::get(format!("{}/moto-api/data.json", aws::endpoint()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mine = serde_json::to_value(&self.email_to).unwrap();
+        data["ses"]["Message"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["destinations"]["ToAddresses"] == mine)
+            .cloned()
+            .collect()
+    }
+}
+
+/// The SNS -> Lambda event for an SNS envelope as delivered to SQS.
+pub fn lambda_sns_event(envelope: &Value) -> Value {
+    json!({"Records": [{
+        "EventSource": "aws:sns",
+        "EventVersion": "1.0",
+        "EventSubscriptionArn": format!("{}:sub", envelope["TopicArn"].as_str().unwrap_or_default()),
+        "Sns": {
+            "Type": envelope["Type"], "MessageId": envelope["MessageId"], "TopicArn": envelope["TopicArn"],
+            "Subject": envelope.get("Subject").cloned().unwrap_or(Value::Null),
+            "Message": envelope["Message"], "Timestamp": envelope["Timestamp"],
+            "SignatureVersion": envelope["SignatureVersion"], "Signature": envelope["Signature"],
+            "SigningCertUrl": envelope["SigningCertURL"], "UnsubscribeUrl": envelope["UnsubscribeURL"],
+            "MessageAttributes": envelope.get("MessageAttributes").cloned().unwrap_or(json!({}))
+        }
+    }]})
+}
+
+/// Retries short enough for tests, long enough to see each behaviour.
+pub fn quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        first_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_secs(2),
+        attempt_timeout: Duration::from_secs(1),
+        deadline: Duration::from_secs(3),
+    }
+}
