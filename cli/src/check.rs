@@ -27,7 +27,7 @@ fn load(path: &Path) -> Result<PolicySet, Failure> {
 pub fn validate(path: &Path) -> Result<(), Failure> {
     let policy = load(path)?;
     println!(
-        "{}: valid — {} budgets, {} windows, {} channels, {} prices",
+        "{}: valid — {} budgets, {} windows, {} channels, {} prices, {} keys",
         path.display(),
         policy.budgets.len(),
         policy
@@ -36,7 +36,8 @@ pub fn validate(path: &Path) -> Result<(), Failure> {
             .map(|b| b.windows.len())
             .sum::<usize>(),
         policy.settings.channels.len(),
-        policy.settings.prices.0.len()
+        policy.settings.prices.0.len(),
+        policy.keys.len()
     );
     Ok(())
 }

@@ -185,7 +185,7 @@ fn validate_summarises_a_good_file() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(
-        text(&out.stdout).contains("valid — 6 budgets, 7 windows, 4 channels, 3 prices"),
+        text(&out.stdout).contains("valid — 6 budgets, 7 windows, 4 channels, 3 prices, 5 keys"),
         "{}",
         text(&out.stdout)
     );

@@ -164,7 +164,7 @@ impl AlertEvent {
         AlertEvent {
             alert_id: self.follow_up_id("recovery"),
             kind: AlertKind::Recovery,
-            actions: Vec::new(),
+            // the actions the alert ordered: key-guard lifts a limit reduction on recovery
             summary: format!(
                 "RECOVERED: budget {} ({}) {} {}: tier {} {reason}",
                 self.budget_id, self.scope, self.window, self.period_key, self.tier

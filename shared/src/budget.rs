@@ -293,6 +293,8 @@ pub struct Settings {
     /// Where on-call finds what to do (linked from every alert).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runbook_url: Option<String>,
+    #[serde(default)]
+    pub restore: RestorePolicy,
 }
 
 /// Everything one budgets file defines.
@@ -300,6 +302,46 @@ pub struct Settings {
 pub struct PolicySet {
     pub settings: Settings,
     pub budgets: Vec<Budget>,
+    /// The keys spendguard may disable and rotate.
+    #[serde(default)]
+    pub keys: Vec<crate::keys::KeySpec>,
+}
+
+/// How a scope comes back after its keys are restored: its limit factor climbs these steps,
+/// one per `step_minutes` (advanced by the scheduled checks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestorePolicy {
+    #[serde(with = "decimal_list")]
+    pub steps: Vec<Decimal>,
+    pub step_minutes: u32,
+}
+
+impl Default for RestorePolicy {
+    fn default() -> Self {
+        RestorePolicy {
+            steps: vec![Decimal::new(1, 1), Decimal::new(5, 1), Decimal::ONE],
+            step_minutes: 5,
+        }
+    }
+}
+
+mod decimal_list {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Decimal], s: S) -> Result<S::Ok, S::Error> {
+        v.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Decimal>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|t| t.parse().map_err(serde::de::Error::custom))
+            .collect()
+    }
 }
 
 impl PolicySet {

@@ -107,6 +107,8 @@ pub struct AlertCounts {
     pub recoveries: usize,
     /// Escalations of unacknowledged paging alerts published.
     pub escalations: usize,
+    /// Kill switches moved one step up their restore ramp.
+    pub ramps_advanced: usize,
     pub already_raised: usize,
     pub held_by_other: usize,
     pub would_publish: usize,
@@ -238,6 +240,12 @@ impl Checker {
             &mut failures,
         )
         .await?;
+        // restoring kill switches climb their limit-factor ramp, one step per interval
+        if !options.dry_run && options.only.is_empty() {
+            counts.ramps_advanced =
+                crate::guard::advance_ramps(self.store.as_ref(), &policy.settings.restore, now)
+                    .await?;
+        }
 
         let report = CheckReport {
             run_id: run_id.clone(),

@@ -15,8 +15,10 @@ use toml::Spanned;
 
 use crate::budget::{
     Action, Basis, Budget, ChannelKind, ChannelSpec, EscalationLevel, EscalationPolicy,
-    ForecastPolicy, PolicySet, Settings, Severity, SourceSpec, Threshold, Tier, Window,
+    ForecastPolicy, PolicySet, RestorePolicy, Settings, Severity, SourceSpec, Threshold, Tier,
+    Window,
 };
+use crate::keys::{KeySpec, ProviderKind, RotationStrategy};
 use crate::money::{Currency, FxRates, parse_decimal};
 use crate::period::{WindowKind, Zone};
 use crate::pricing::{Price, PriceBook};
@@ -180,7 +182,33 @@ struct RawFile {
     #[serde(default)]
     escalation: Option<RawEscalation>,
     #[serde(default)]
+    restore: Option<RawRestore>,
+    #[serde(default)]
     budget: Vec<Spanned<RawBudget>>,
+    #[serde(default)]
+    key: Vec<Spanned<RawKey>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestore {
+    steps: Spanned<Vec<Number>>,
+    step_minutes: Spanned<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    id: Spanned<String>,
+    provider: Spanned<String>,
+    scope: Spanned<String>,
+    secret: Option<Spanned<String>>,
+    key_id: Option<Spanned<String>>,
+    project_id: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    rotation: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_delete: bool,
 }
 
 #[derive(Deserialize)]
@@ -463,6 +491,22 @@ impl Validator<'_> {
                 budgets.push(b);
             }
         }
+        let restore = raw.restore.map(|r| self.restore(r)).unwrap_or_default();
+        let mut key_ids = BTreeSet::new();
+        let mut keys = Vec::new();
+        for rk in raw.key {
+            if !key_ids.insert(rk.get_ref().id.get_ref().clone()) {
+                self.error(
+                    rk.get_ref().id.span(),
+                    "key.id",
+                    format!("key id `{}` is used twice", rk.get_ref().id.get_ref()),
+                );
+                continue;
+            }
+            if let Some(k) = self.key(rk.into_inner()) {
+                keys.push(k);
+            }
+        }
         PolicySet {
             settings: Settings {
                 channels,
@@ -471,8 +515,10 @@ impl Validator<'_> {
                 forecast,
                 escalation,
                 runbook_url,
+                restore,
             },
             budgets,
+            keys,
         }
     }
 
@@ -628,6 +674,170 @@ impl Validator<'_> {
             );
         }
         out
+    }
+
+    fn restore(&mut self, raw: RawRestore) -> RestorePolicy {
+        let steps: Vec<Decimal> = raw.steps.get_ref().iter().map(|n| n.0).collect();
+        let rising = steps.windows(2).all(|w| w[0] < w[1]);
+        let in_range = steps
+            .iter()
+            .all(|s| *s > Decimal::ZERO && *s <= Decimal::ONE);
+        if steps.is_empty() || !rising || !in_range || steps.last() != Some(&Decimal::ONE) {
+            self.error(
+                raw.steps.span(),
+                "restore.steps",
+                "steps rise above 0 and end at 1, for example [\"0.1\", \"0.5\", \"1\"]",
+            );
+            return RestorePolicy::default();
+        }
+        let minutes = *raw.step_minutes.get_ref();
+        if !(1..=1440).contains(&minutes) {
+            self.error(
+                raw.step_minutes.span(),
+                "restore.step_minutes",
+                "must be between 1 and 1440",
+            );
+            return RestorePolicy::default();
+        }
+        RestorePolicy {
+            steps,
+            step_minutes: minutes as u32,
+        }
+    }
+
+    fn key(&mut self, raw: RawKey) -> Option<KeySpec> {
+        let id = raw.id.get_ref().clone();
+        let at = format!("key[{id}]");
+        let before = self.errors.len();
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            self.error(
+                raw.id.span(),
+                format!("{at}.id"),
+                "a key id is 1 to 64 letters, digits, `-`, `_` or `.`",
+            );
+        }
+        let Some(provider) = ProviderKind::parse(raw.provider.get_ref()) else {
+            self.error(
+                raw.provider.span(),
+                format!("{at}.provider"),
+                format!(
+                    "unknown provider `{}`: use {}",
+                    raw.provider.get_ref(),
+                    ProviderKind::NAMES
+                ),
+            );
+            return None;
+        };
+        let scope = match Scope::parse(raw.scope.get_ref()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.error(raw.scope.span(), format!("{at}.scope"), e.to_string());
+                None
+            }
+        };
+        if let Some(secret) = &raw.secret
+            && !(secret.get_ref().starts_with("arn:") || secret.get_ref().starts_with("file:"))
+        {
+            self.error(
+                secret.span(),
+                format!("{at}.secret"),
+                "must be a Secrets Manager ARN or file:<path>; never the key itself",
+            );
+        }
+        let (needed, unused): (&[&str], &[&str]) = match provider {
+            ProviderKind::Anthropic => (&["key_id"], &["project_id", "user"]),
+            ProviderKind::Openai => (&["project_id", "key_id"], &["user"]),
+            ProviderKind::AwsIam => (&["user", "key_id"], &["project_id"]),
+            ProviderKind::SecretOnly => (&["secret"], &["project_id", "user", "key_id"]),
+        };
+        let fields = [
+            ("secret", &raw.secret),
+            ("key_id", &raw.key_id),
+            ("project_id", &raw.project_id),
+            ("user", &raw.user),
+        ];
+        for (name, value) in fields {
+            if needed.contains(&name) && value.is_none() {
+                self.error(
+                    raw.provider.span(),
+                    format!("{at}.{name}"),
+                    format!(
+                        "{} {provider} key needs `{name}`",
+                        if provider == ProviderKind::AwsIam || provider == ProviderKind::Anthropic {
+                            "an"
+                        } else {
+                            "a"
+                        }
+                    ),
+                );
+            }
+            if let Some(v) = value
+                && unused.contains(&name)
+            {
+                self.error(
+                    v.span(),
+                    format!("{at}.{name}"),
+                    format!("a {provider} key has no `{name}`"),
+                );
+            }
+        }
+        if provider == ProviderKind::Openai && raw.secret.is_none() && !raw.allow_delete {
+            self.error(
+                raw.provider.span(),
+                format!("{at}.secret"),
+                "an OpenAI key cannot be disabled: give `secret` (it is withheld in an emergency) or allow_delete = true (permanent)",
+            );
+        }
+        if raw.allow_delete && provider != ProviderKind::Openai {
+            self.error(
+                raw.id.span(),
+                format!("{at}.allow_delete"),
+                "only OpenAI keys are deleted; other providers disable reversibly",
+            );
+        }
+        let rotation = match raw
+            .rotation
+            .as_ref()
+            .map(|r| (r.get_ref().as_str(), r.span()))
+        {
+            None => None,
+            Some(("generated", _)) => Some(RotationStrategy::Generated),
+            Some(("staged", _)) => Some(RotationStrategy::Staged),
+            Some((other, span)) => {
+                self.error(
+                    span,
+                    format!("{at}.rotation"),
+                    format!("`{other}` is not a rotation: use generated or staged"),
+                );
+                None
+            }
+        };
+        if rotation.is_some() && raw.secret.is_none() {
+            self.error(
+                raw.id.span(),
+                format!("{at}.rotation"),
+                "a rotated key needs `secret`",
+            );
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(KeySpec {
+            id,
+            provider,
+            scope: scope?,
+            secret_arn: raw.secret.map(|s| s.into_inner()),
+            key_id: raw.key_id.map(|s| s.into_inner()),
+            project_id: raw.project_id.map(|s| s.into_inner()),
+            user: raw.user.map(|s| s.into_inner()),
+            rotation,
+            allow_delete: raw.allow_delete,
+        })
     }
 
     fn escalation(

@@ -31,6 +31,8 @@ pub enum ClaimSpace {
     Alert { budget_id: String },
     /// Delivering an alert to one channel (per alert).
     Delivery { alert_id: String },
+    /// Acting on one key (disabling it for an incident, enabling it again).
+    Key { key_id: String },
 }
 
 /// A claim on doing something once: of all concurrent claimants exactly one wins; the winner
@@ -91,6 +93,25 @@ impl Claim {
         }
     }
 
+    /// Acting on a key once: `what` is `disable#<incident>` or `enable#<incident>`.
+    pub fn key(
+        key_id: &str,
+        what: &str,
+        owner: &str,
+        lease: Duration,
+        expires_at: DateTime<Utc>,
+    ) -> Claim {
+        Claim {
+            space: ClaimSpace::Key {
+                key_id: key_id.into(),
+            },
+            key: what.into(),
+            owner: owner.into(),
+            lease,
+            expires_at,
+        }
+    }
+
     /// Delivering an alert to one channel once.
     pub fn delivery(
         alert_id: &str,
@@ -142,6 +163,9 @@ pub enum SwitchState {
         reason: String,
         actor: String,
         at: DateTime<Utc>,
+        /// What engaged it (the alert id, or a manual request id): keys are disabled once per incident.
+        #[serde(default)]
+        incident: String,
     },
     Restoring {
         step: u32,

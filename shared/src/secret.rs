@@ -63,6 +63,7 @@ impl SecretVault for SecretsManagerVault {
             .client
             .get_secret_value()
             .secret_id(reference)
+            .version_stage("AWSCURRENT")
             .send()
             .await
             .map_err(|e| SecretError {

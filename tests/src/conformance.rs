@@ -125,6 +125,7 @@ pub async fn budgets_crud(store: Store) {
         .put_policy(&PolicySet {
             settings: settings.clone(),
             budgets: vec![a.clone(), b.clone()],
+            keys: Vec::new(),
         })
         .await
         .unwrap();
@@ -152,6 +153,7 @@ pub async fn budgets_crud(store: Store) {
         .put_policy(&PolicySet {
             settings: Settings::default(),
             budgets: vec![b.clone()],
+            keys: Vec::new(),
         })
         .await
         .unwrap();
@@ -659,6 +661,114 @@ pub async fn digest_queues_keep_each_alert_once(store: Store) {
     assert_eq!(store.digest_queue("finance-email").await.unwrap().len(), 1);
 }
 
+pub async fn key_status_survives_reapplying_the_budgets_file(store: Store) {
+    use spendguard_core::keys::{KeySpec, KeyStatus, Measure, ProviderKind};
+    let spec = |id: &str| KeySpec {
+        id: id.into(),
+        provider: ProviderKind::Anthropic,
+        scope: Scope::parse("anthropic/x").unwrap(),
+        secret_arn: None,
+        key_id: Some(format!("apikey_{id}")),
+        project_id: None,
+        user: None,
+        rotation: None,
+        allow_delete: false,
+    };
+    let policy = |keys: Vec<KeySpec>| PolicySet {
+        keys,
+        ..PolicySet::default()
+    };
+    store
+        .put_policy(&policy(vec![spec("a"), spec("b")]))
+        .await
+        .unwrap();
+    let disabled = KeyStatus::DisabledBySpendguard {
+        incident: "i1".into(),
+        at: at("2026-11-22T10:00:00Z"),
+        measures: vec![Measure::ProviderDisabled],
+    };
+    store.set_key_status("a", &disabled).await.unwrap();
+    // the file is applied again (with a changed spec for `a`, and `b` removed)
+    let mut changed = spec("a");
+    changed.key_id = Some("apikey_rotated".into());
+    store
+        .put_policy(&policy(vec![changed.clone()]))
+        .await
+        .unwrap();
+    let keys = store.keys().await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!((&keys[0].spec, &keys[0].status), (&changed, &disabled));
+    assert_eq!(store.load_policy().await.unwrap().keys, vec![changed]);
+    assert!(matches!(
+        store.set_key_status("b", &KeyStatus::Active).await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+pub async fn active_switches_are_listed_in_one_read(store: Store) {
+    let now = at("2026-11-22T10:00:00Z");
+    let switch = |scope: &str, state: SwitchState| KillSwitch {
+        scope: Scope::parse(scope).unwrap(),
+        state,
+        limit_factor: Decimal::ONE,
+        updated_at: now,
+    };
+    store
+        .put_kill_switch(&switch("a", SwitchState::Open), None)
+        .await
+        .unwrap();
+    let v = store
+        .put_kill_switch(
+            &switch(
+                "b",
+                SwitchState::Restoring {
+                    step: 0,
+                    since: now,
+                },
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .put_kill_switch(
+            &switch(
+                "c",
+                SwitchState::Engaged {
+                    reason: "r".into(),
+                    actor: "x".into(),
+                    at: now,
+                    incident: "i".into(),
+                },
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    let mut active: Vec<String> = store
+        .active_kill_switches()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.value.scope.to_string())
+        .collect();
+    active.sort();
+    assert_eq!(active, ["b", "c"]);
+    // back to open: no longer listed
+    store
+        .put_kill_switch(&switch("b", SwitchState::Open), Some(v))
+        .await
+        .unwrap();
+    let active: Vec<String> = store
+        .active_kill_switches()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.value.scope.to_string())
+        .collect();
+    assert_eq!(active, ["c"]);
+}
+
 pub async fn kill_switch_uses_optimistic_versions(store: Store) {
     let scope = Scope::parse("openai/prod").unwrap();
     assert_eq!(store.kill_switch(&scope).await.unwrap(), None);
@@ -678,6 +788,7 @@ pub async fn kill_switch_uses_optimistic_versions(store: Store) {
             reason: "budget".into(),
             actor: "key-guard".into(),
             at: at("2026-11-22T10:05:00Z"),
+            incident: "test".into(),
         },
         limit_factor: Decimal::ZERO,
         ..open.clone()
@@ -836,6 +947,8 @@ macro_rules! conformance_suite {
             delivery_claims_are_per_alert_and_channel,
             open_alerts_are_acknowledged_escalated_and_closed,
             digest_queues_keep_each_alert_once,
+            key_status_survives_reapplying_the_budgets_file,
+            active_switches_are_listed_in_one_read,
             kill_switch_uses_optimistic_versions,
             audit_log_is_newest_first,
             markers_expire_in_code,

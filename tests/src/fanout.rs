@@ -168,6 +168,7 @@ impl FanoutWorld {
             .put_policy(&PolicySet {
                 settings,
                 budgets: policy.budgets,
+                keys: policy.keys,
             })
             .await
             .unwrap();

@@ -5,5 +5,6 @@
 pub mod aws;
 pub mod conformance;
 pub mod fanout;
+pub mod keyguard;
 pub mod standin;
 pub mod webhook;

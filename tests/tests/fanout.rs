@@ -82,6 +82,7 @@ async fn every_channel_receives_its_golden_payload_exactly_once() {
                     reason: "emergency".into(),
                     actor: "key-guard".into(),
                     at: event.raised_at,
+                    incident: "test".into(),
                 },
                 limit_factor: Decimal::ZERO,
                 updated_at: event.raised_at,
@@ -369,6 +370,7 @@ async fn pagerduty_gets_a_trigger_then_a_resolve_with_the_same_dedup_key() {
     let policy = PolicySet {
         budgets: vec![paging_budget("dev", "openai/dev", &["oncall-pager"])],
         settings: Settings::default(),
+        keys: Vec::new(),
     };
     let w = FanoutWorld::new(RetryPolicy::default(), &[], policy).await;
     let probe = TopicProbe::new(&w.sdk).await;
@@ -443,7 +445,16 @@ async fn an_unacknowledged_emergency_reaches_level_two_and_an_acknowledged_one_d
         paging_budget("ignored", "openai/a", &["ops-slack"]),
         paging_budget("handled", "openai/b", &["ops-slack"]),
     ];
-    let w = FanoutWorld::new(RetryPolicy::default(), &[], PolicySet { budgets, settings }).await;
+    let w = FanoutWorld::new(
+        RetryPolicy::default(),
+        &[],
+        PolicySet {
+            budgets,
+            settings,
+            keys: Vec::new(),
+        },
+    )
+    .await;
     let probe = TopicProbe::new(&w.sdk).await;
     let clock = Arc::new(FixedClock::new(at("2026-11-20T09:00:00Z")));
     let check = checker(&w, &probe.topic_arn, clock.clone());

@@ -12,6 +12,28 @@ use spendguard_tests::fanout::{FanoutWorld, lambda_sns_event, mode, quick_retrie
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
 
+/// One subscriber for the whole test binary (tests run in parallel threads): every line of
+/// every test lands in the same buffer, and every test searches all of it.
+fn capture() -> Capture {
+    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    CAPTURE
+        .get_or_init(|| {
+            let capture = Capture::default();
+            let writer = capture.clone();
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .init();
+            capture
+        })
+        .clone()
+}
+
+fn logs() -> String {
+    String::from_utf8(capture().0.lock().unwrap().clone()).unwrap()
+}
+
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(buf);
@@ -32,13 +54,7 @@ fn sns_of(event: &spendguard_core::alert::AlertEvent) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_secret_appears_in_any_log_line() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
+    capture();
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let refused = format!(
@@ -82,7 +98,7 @@ async fn no_secret_appears_in_any_log_line() {
     w.receivers["ops-slack"].set(mode::OK);
     assert!(w.fanout.handle(sns_of(&event)).await.is_err());
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = logs();
     assert!(
         logs.contains("delivery failed"),
         "the test saw the failures it means to check"
@@ -118,5 +134,102 @@ async fn no_secret_appears_in_any_log_line() {
                 "a secret reached the logs: {needle}"
             );
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_guard_logs_no_key_and_no_rotation_token() {
+    use spendguard_core::keys::{KeySpec, ProviderKind, RotationStrategy};
+    use spendguard_core::scope::Scope;
+    use spendguard_tests::keyguard::KeyGuardWorld;
+    capture();
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_log_1", true);
+    w.anthropic.add("apikey_log_2", true);
+    w.anthropic
+        .valid
+        .lock()
+        .unwrap()
+        .insert("sk-ant-new-key-value-for-logs".into());
+    let arn = w
+        .secret(
+            "logged",
+            r#"{"key_id": "apikey_log_1", "api_key": "sk-ant-old-key-value-for-logs"}"#,
+        )
+        .await;
+    w.secrets
+        .rotate_secret()
+        .secret_id(&arn)
+        .rotate_immediately(false)
+        .rotation_rules(
+            aws_sdk_secretsmanager::types::RotationRulesType::builder()
+                .automatically_after_days(30)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let spec = KeySpec {
+        id: "logged".into(),
+        provider: ProviderKind::Anthropic,
+        scope: Scope::parse("anthropic/logs/k").unwrap(),
+        secret_arn: Some(arn.clone()),
+        key_id: Some("apikey_log_1".into()),
+        project_id: None,
+        user: None,
+        rotation: Some(RotationStrategy::Staged),
+        allow_delete: false,
+    };
+    w.register(vec![spec]).await;
+    // a staged rotation, with a RotationToken on every step
+    let token = uuid::Uuid::new_v4().to_string();
+    let current = w.current_value(&arn).await;
+    w.secrets
+        .put_secret_value()
+        .secret_id(&arn)
+        .client_request_token(&token)
+        .secret_string(current)
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .unwrap();
+    w.secrets
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(r#"{"key_id": "apikey_log_2", "api_key": "sk-ant-new-key-value-for-logs"}"#)
+        .version_stages("SPENDGUARD_STAGED")
+        .send()
+        .await
+        .unwrap();
+    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        let event = json!({"Step": step, "SecretId": arn, "ClientRequestToken": token, "RotationToken": "rotation-token-secret-7f3a9c"});
+        w.handler.handle(event).await.unwrap();
+    }
+    // an emergency and a restore, with a provider failure on the way
+    w.anthropic
+        .fail_next
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let disable =
+        json!({"action": "disable", "scope": "anthropic/logs", "reason": "test", "actor": "carol"});
+    assert!(w.handler.handle(disable.clone()).await.is_err());
+    w.handler.handle(disable).await.unwrap();
+    w.handler
+        .handle(json!({"action": "restore", "scope": "anthropic/logs", "actor": "carol"}))
+        .await
+        .unwrap();
+
+    let logs = logs();
+    assert!(logs.contains("rotation step"), "the rotation was logged");
+    for secret in [
+        "rotation-token-secret-7f3a9c",
+        "sk-ant-old-key-value-for-logs",
+        "sk-ant-new-key-value-for-logs",
+        "sk-ant-admin-test",
+        "sk-admin-openai-test",
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "a secret reached the logs: {secret}"
+        );
     }
 }

@@ -702,6 +702,7 @@ async fn status_reports_the_most_restrictive_switch_on_the_path() {
             reason: "budget emergency".into(),
             actor: "key-guard".into(),
             at: Utc::now(),
+            incident: "test".into(),
         },
         limit_factor: Decimal::ZERO,
         updated_at: Utc::now(),

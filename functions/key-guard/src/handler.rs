@@ -1,20 +1,180 @@
-use lambda_runtime::Diagnostic;
-use serde_json::Value;
+//! Events -> actions: an alert that orders `disable_keys`, `shutdown` or `reduce_limits` (SNS,
+//! filtered on the `actions` attribute), a manual disable / restore / status, or a Secrets
+//! Manager rotation step.
 
-/// Refuses the event: this function is not built yet.
-pub async fn handle(_event: Value) -> Result<Value, Diagnostic> {
-    Err(Diagnostic {
-        error_type: "NotImplemented".into(),
-        error_message: "key-guard is not implemented yet: it refuses every event".into(),
-    })
+use aws_lambda_events::event::sns::SnsEvent;
+use lambda_runtime::Diagnostic;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use spendguard_core::alert::{AlertEvent, AlertKind};
+use spendguard_core::budget::{Action, RestorePolicy};
+use spendguard_core::guard::{GuardError, KeyGuard};
+use spendguard_core::keys::rotation::{RotationError, RotationEvent, Rotator};
+use spendguard_core::scope::Scope;
+use spendguard_core::store::StoreError;
+use tracing::{info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyGuardError {
+    #[error("invalid event: {0}")]
+    InvalidEvent(String),
+    #[error(transparent)]
+    Guard(#[from] GuardError),
+    #[error(transparent)]
+    Rotation(#[from] RotationError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn refuses_every_event() {
-        let err = super::handle(serde_json::json!({})).await.unwrap_err();
-        assert_eq!(err.error_type, "NotImplemented");
-        assert!(err.error_message.contains("key-guard"));
+impl From<KeyGuardError> for Diagnostic {
+    fn from(e: KeyGuardError) -> Diagnostic {
+        let error_type = match &e {
+            KeyGuardError::InvalidEvent(_) => "InvalidEvent",
+            KeyGuardError::Guard(GuardError::Incomplete(_)) => "KeysIncomplete",
+            KeyGuardError::Guard(GuardError::NotEngaged(_)) => "NotEngaged",
+            KeyGuardError::Guard(GuardError::Store(_)) | KeyGuardError::Store(_) => {
+                "StoreUnavailable"
+            }
+            KeyGuardError::Rotation(r) if r.is_retryable() => "RotationRetryable",
+            KeyGuardError::Rotation(_) => "RotationRefused",
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// A manual invocation by an operator.
+#[derive(Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+enum Manual {
+    Disable {
+        scope: String,
+        reason: String,
+        actor: String,
+    },
+    Restore {
+        scope: String,
+        actor: String,
+    },
+    Status {
+        scope: String,
+    },
+}
+
+pub struct Handler {
+    pub guard: KeyGuard,
+    pub rotator: Rotator,
+}
+
+fn scope(text: &str) -> Result<Scope, KeyGuardError> {
+    Scope::parse(text).map_err(|e| KeyGuardError::InvalidEvent(format!("scope: {e}")))
+}
+
+impl Handler {
+    pub async fn handle(&self, event: Value) -> Result<Value, KeyGuardError> {
+        if event.get("Step").is_some() && event.get("SecretId").is_some() {
+            let rotation: RotationEvent = serde_json::from_value(event)
+                .map_err(|e| KeyGuardError::InvalidEvent(e.to_string()))?;
+            let done = self.rotator.run(&rotation).await?;
+            info!(step = %rotation.step, secret = %rotation.secret_id, "{done}");
+            return Ok(json!({ "step": rotation.step, "result": done }));
+        }
+        if event.get("Records").is_some() {
+            let sns: SnsEvent = serde_json::from_value(event)
+                .map_err(|e| KeyGuardError::InvalidEvent(e.to_string()))?;
+            let mut results = Vec::new();
+            for record in sns.records {
+                let alert: AlertEvent = serde_json::from_str(&record.sns.message).map_err(|e| {
+                    KeyGuardError::InvalidEvent(format!("SNS message is not an AlertEvent: {e}"))
+                })?;
+                results.push(self.on_alert(&alert).await?);
+            }
+            return Ok(json!({ "alerts": results }));
+        }
+        let manual: Manual = serde_json::from_value(event).map_err(|e| {
+            KeyGuardError::InvalidEvent(format!(
+                "{e}: expected an alert, a rotation step, or {{\"action\": \"disable\" | \"restore\" | \"status\", \"scope\", ...}}"
+            ))
+        })?;
+        match manual {
+            Manual::Disable {
+                scope: s,
+                reason,
+                actor,
+            } => {
+                let incident = format!("manual-{}", uuid::Uuid::new_v4());
+                let report = self
+                    .guard
+                    .disable(&scope(&s)?, &reason, &actor, &incident)
+                    .await?;
+                Ok(serde_json::to_value(report).unwrap_or_default())
+            }
+            Manual::Restore { scope: s, actor } => {
+                let report = self
+                    .guard
+                    .restore(&scope(&s)?, &actor, &self.restore_policy().await?)
+                    .await?;
+                Ok(serde_json::to_value(report).unwrap_or_default())
+            }
+            Manual::Status { scope: s } => Ok(self.guard.status(&scope(&s)?).await?),
+        }
+    }
+
+    async fn restore_policy(&self) -> Result<RestorePolicy, StoreError> {
+        Ok(self.guard.store.settings().await?.restore)
+    }
+
+    /// An alert's actions. Only budget alerts and their recoveries act (an escalation only
+    /// tells more people about an alert that already acted).
+    async fn on_alert(&self, alert: &AlertEvent) -> Result<Value, KeyGuardError> {
+        let factor = alert.actions.iter().find_map(|a| match a {
+            Action::ReduceLimits { factor } => Some(*factor),
+            _ => None,
+        });
+        let stops = alert
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::DisableKeys | Action::Shutdown));
+        match alert.kind {
+            AlertKind::Budget if stops => {
+                if alert.actions.contains(&Action::Shutdown) {
+                    warn!(alert = %alert.alert_id, "shutdown of resources is not available yet: the keys under the scope are stopped instead");
+                }
+                let report = self
+                    .guard
+                    .disable(
+                        &alert.scope,
+                        &alert.summary,
+                        "budget-check",
+                        &alert.alert_id,
+                    )
+                    .await?;
+                Ok(serde_json::to_value(report).unwrap_or_default())
+            }
+            AlertKind::Budget => match factor {
+                Some(f) => {
+                    let now = self
+                        .guard
+                        .reduce_limits(&alert.scope, f, "budget-check")
+                        .await?;
+                    Ok(json!({"scope": alert.scope, "limit_factor": now.normalize().to_string()}))
+                }
+                None => Ok(json!({"ignored": "the alert orders nothing key-guard does"})),
+            },
+            AlertKind::Recovery => match factor {
+                Some(f) => {
+                    let now = self
+                        .guard
+                        .lift_limits(&alert.scope, f, "budget-check")
+                        .await?;
+                    Ok(json!({"scope": alert.scope, "limit_factor": now.normalize().to_string()}))
+                }
+                // keys come back only by an operator's restore
+                None => Ok(json!({"ignored": "recovered; keys are restored by an operator"})),
+            },
+            AlertKind::Escalation => Ok(json!({"ignored": "escalations do not act"})),
+        }
     }
 }

@@ -1,15 +1,21 @@
-//! key-guard is not implemented yet: it refuses every event (no fake success). See the open issue.
-
-mod handler;
-
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
+use spendguard_core::env::process_env;
+
+use key_guard::{app, config::Config};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    run(service_fn(|event: LambdaEvent<Value>| {
-        handler::handle(event.payload)
+    let config =
+        Config::from_env(&process_env()).inspect_err(|e| tracing::error!("cannot start: {e}"))?;
+    let sdk = spendguard_core::aws::sdk_config().await;
+    let handler = app::handler(&config, &sdk)
+        .await
+        .inspect_err(|e| tracing::error!("cannot start: {e}"))?;
+    let handler = &handler;
+    run(service_fn(move |e: LambdaEvent<Value>| async move {
+        handler.handle(e.payload).await
     }))
     .await
 }

@@ -44,6 +44,9 @@ fn forecast(e: &AlertEvent) -> String {
 }
 
 fn actions(e: &AlertEvent) -> String {
+    if e.kind == AlertKind::Recovery {
+        return "none (recovered)".into();
+    }
     if e.actions.is_empty() {
         "none".into()
     } else {

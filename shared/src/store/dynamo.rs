@@ -11,6 +11,9 @@
 //! | delivery claim | `DELIVERY#<alert id>` | `<channel>` |
 //! | open alert (pages, not recovered) | `OPEN_ALERTS` | `<alert id>` |
 //! | warning queued for a digest | `DIGEST#<channel>` | `<alert id>` |
+//! | key (spec from the budgets file, status) | `KEYS` | `<key id>` |
+//! | key action claim | `KEYACTION#<key id>` | `disable#<incident>`, `enable#<incident>` |
+//! | index of switches not open | `KILL_INDEX` | `<scope>` |
 //! | kill switch | `KILL#<scope>` | `STATE` |
 //! | audit entry | `AUDIT#<yyyy-mm>` | `<timestamp>#<id>` |
 //! | marker | `MSG#<namespace>#<id>` | `-` |
@@ -34,11 +37,12 @@ use super::sqlite::audit_sort_key;
 use super::{StateStore, StoreError, StoreResult, from_doc, to_doc};
 use crate::alert::AlertEvent;
 use crate::budget::{Budget, PolicySet, Settings};
+use crate::keys::{KeyRecord, KeyStatus};
 use crate::money::parse_decimal;
 use crate::period::YearMonth;
 use crate::records::{
     Acknowledgement, AuditEntry, Claim, ClaimOutcome, ClaimSpace, KillSwitch, Observation,
-    OpenAlert, Versioned,
+    OpenAlert, SwitchState, Versioned,
 };
 use crate::scope::Scope;
 use crate::usage::{CounterKey, IngestOutcome, Metric, MonthCounters, UsageEntry, presum};
@@ -75,9 +79,13 @@ fn claim_pk(space: &ClaimSpace) -> String {
     match space {
         ClaimSpace::Alert { budget_id } => format!("ALERT#{budget_id}"),
         ClaimSpace::Delivery { alert_id } => format!("DELIVERY#{alert_id}"),
+        ClaimSpace::Key { key_id } => format!("KEYACTION#{key_id}"),
     }
 }
 const OPEN_ALERTS_PK: &str = "OPEN_ALERTS";
+const KEYS_PK: &str = "KEYS";
+/// Switches that are not open are listed here too, so a check finds them in one read.
+const KILL_INDEX_PK: &str = "KILL_INDEX";
 fn digest_pk(channel: &str) -> String {
     format!("DIGEST#{channel}")
 }
@@ -551,7 +559,38 @@ impl StateStore for DynamoStore {
             requests.push(Self::put_request(Self::budget_item(b)?)?);
         }
         requests.push(Self::put_request(Self::settings_item(&set.settings)?)?);
-        self.batch_write(requests).await
+        let keep_keys: HashSet<&str> = set.keys.iter().map(|k| k.id.as_str()).collect();
+        for item in self.query_all(KEYS_PK.into(), false, None).await? {
+            let sk = text_attr(&item, SK)?;
+            if !keep_keys.contains(sk) {
+                requests.push(
+                    WriteRequest::builder()
+                        .delete_request(built(
+                            DeleteRequest::builder()
+                                .set_key(Some(key(KEYS_PK.into(), sk)))
+                                .build(),
+                        )?)
+                        .build(),
+                );
+            }
+        }
+        self.batch_write(requests).await?;
+        for k in &set.keys {
+            // a key's status survives re-applying the budgets file
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(KEYS_PK.into(), &k.id)))
+                .update_expression("SET #spec = :spec, #status = if_not_exists(#status, :active)")
+                .expression_attribute_names("#spec", "spec")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":spec", s(to_doc(k)?))
+                .expression_attribute_values(":active", s(to_doc(&KeyStatus::Active)?))
+                .send()
+                .await
+                .map_err(|e| sdk("UpdateItem", e))?;
+        }
+        Ok(())
     }
 
     async fn load_policy(&self) -> StoreResult<PolicySet> {
@@ -565,6 +604,7 @@ impl StateStore for DynamoStore {
                 set.budgets.push(from_doc(sk, doc)?);
             }
         }
+        set.keys = self.keys().await?.into_iter().map(|k| k.spec).collect();
         Ok(set)
     }
 
@@ -940,6 +980,62 @@ impl StateStore for DynamoStore {
         self.batch_write(requests).await
     }
 
+    async fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
+        self.query_all(KEYS_PK.into(), false, None)
+            .await?
+            .iter()
+            .map(|item| {
+                Ok(KeyRecord {
+                    spec: from_doc("key", text_attr(item, "spec")?)?,
+                    status: from_doc("key status", text_attr(item, "status")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_key_status(&self, key_id: &str, status: &KeyStatus) -> StoreResult<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(KEYS_PK.into(), key_id)))
+            .update_expression("SET #status = :status")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":status", s(to_doc(status)?))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Corrupt(format!(
+                    "no key `{key_id}` in the registry"
+                )))
+            }
+            Err(e) => Err(sdk("UpdateItem", e)),
+        }
+    }
+
+    async fn active_kill_switches(&self) -> StoreResult<Vec<Versioned<KillSwitch>>> {
+        let scopes: Vec<Scope> = self
+            .query_all(KILL_INDEX_PK.into(), false, None)
+            .await?
+            .iter()
+            .map(|item| {
+                Scope::parse(text_attr(item, SK)?).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect::<StoreResult<_>>()?;
+        let switches = self.kill_switches(&scopes).await?;
+        Ok(switches
+            .into_iter()
+            .filter(|s| s.value.state != SwitchState::Open)
+            .collect())
+    }
+
     async fn kill_switch(&self, scope: &Scope) -> StoreResult<Option<Versioned<KillSwitch>>> {
         match self.get_item(key(kill_pk(scope), KILL_SK)).await? {
             Some(item) => Ok(Some(Versioned {
@@ -976,32 +1072,60 @@ impl StateStore for DynamoStore {
         let mut item = key(kill_pk(&switch.scope), KILL_SK);
         item.insert("doc".into(), s(to_doc(switch)?));
         item.insert("version".into(), n(version));
-        let base = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item));
-        let request = match expected {
-            None => base
+        let put = Put::builder().table_name(&self.table).set_item(Some(item));
+        let put = match expected {
+            None => put
                 .condition_expression("attribute_not_exists(#pk)")
                 .expression_attribute_names("#pk", PK),
-            Some(v) => base
+            Some(v) => put
                 .condition_expression("#version = :expected")
                 .expression_attribute_names("#version", "version")
                 .expression_attribute_values(":expected", n(v)),
         };
-        match request.send().await {
+        // the switch and its index entry change together
+        let index_key = key(KILL_INDEX_PK.into(), switch.scope.as_str());
+        let index = if switch.state == SwitchState::Open {
+            TransactWriteItem::builder()
+                .delete(built(
+                    aws_sdk_dynamodb::types::Delete::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(index_key))
+                        .build(),
+                )?)
+                .build()
+        } else {
+            TransactWriteItem::builder()
+                .put(built(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(index_key))
+                        .build(),
+                )?)
+                .build()
+        };
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(built(put.build())?)
+                    .build(),
+            )
+            .transact_items(index)
+            .send()
+            .await;
+        match result {
             Ok(_) => Ok(version),
             Err(e)
                 if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+                    .is_some_and(|s| s.is_transaction_canceled_exception()) =>
             {
                 Err(StoreError::Conflict(format!(
                     "kill switch {}",
                     switch.scope
                 )))
             }
-            Err(e) => Err(sdk("PutItem", e)),
+            Err(e) => Err(sdk("TransactWriteItems", e)),
         }
     }
 

@@ -8,6 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::alert::AlertEvent;
 use crate::budget::{Budget, PolicySet, Settings};
+use crate::keys::{KeyRecord, KeyStatus};
 use crate::period::YearMonth;
 use crate::records::{
     Acknowledgement, AuditEntry, Claim, ClaimOutcome, KillSwitch, Observation, OpenAlert, Versioned,
@@ -46,7 +47,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// handlers can be retried and run concurrently.
 #[async_trait]
 pub trait StateStore: Send + Sync {
-    /// Replaces all budgets and the settings with `set` (budgets not in `set` are deleted).
+    /// Replaces all budgets, keys and the settings with `set` (those not in `set` are deleted;
+    /// the status of keys that stay is kept).
     async fn put_policy(&self, set: &PolicySet) -> StoreResult<()>;
     /// All budgets and the settings.
     async fn load_policy(&self) -> StoreResult<PolicySet>;
@@ -108,7 +110,14 @@ pub trait StateStore: Send + Sync {
     /// Removes alerts that went out in a digest.
     async fn remove_from_digest(&self, channel: &str, alert_ids: &[String]) -> StoreResult<()>;
 
+    /// Every key in the registry, with its status.
+    async fn keys(&self) -> StoreResult<Vec<KeyRecord>>;
+    /// Records a key's status (its spec comes from the budgets file via `put_policy`).
+    async fn set_key_status(&self, key_id: &str, status: &KeyStatus) -> StoreResult<()>;
+
     async fn kill_switch(&self, scope: &Scope) -> StoreResult<Option<Versioned<KillSwitch>>>;
+    /// Every switch that is not open (engaged or restoring), in one read.
+    async fn active_kill_switches(&self) -> StoreResult<Vec<Versioned<KillSwitch>>>;
     /// The switches of several scopes in one read (absent ones are left out).
     async fn kill_switches(&self, scopes: &[Scope]) -> StoreResult<Vec<Versioned<KillSwitch>>>;
     /// Writes the switch if its stored version is still `expected` (`None`: must not exist).

@@ -13,11 +13,12 @@ use rust_decimal::Decimal;
 use super::{StateStore, StoreError, StoreResult, from_doc, to_doc};
 use crate::alert::AlertEvent;
 use crate::budget::{Budget, PolicySet, Settings};
+use crate::keys::{KeyRecord, KeyStatus};
 use crate::money::parse_decimal;
 use crate::period::YearMonth;
 use crate::records::{
     Acknowledgement, AuditEntry, Claim, ClaimOutcome, ClaimSpace, KillSwitch, Observation,
-    OpenAlert, Versioned,
+    OpenAlert, SwitchState, Versioned,
 };
 use crate::scope::Scope;
 use crate::usage::{CounterKey, IngestOutcome, Metric, MonthCounters, UsageEntry, presum};
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS claims (
     state TEXT NOT NULL, lease_until INTEGER NOT NULL, expires_at INTEGER NOT NULL,
     PRIMARY KEY (space, claim_key));
 CREATE TABLE IF NOT EXISTS open_alerts (alert_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS keys (id TEXT PRIMARY KEY, spec TEXT NOT NULL, status TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS digest_queue (
     channel TEXT NOT NULL, alert_id TEXT NOT NULL, queued_at INTEGER NOT NULL, doc TEXT NOT NULL,
     PRIMARY KEY (channel, alert_id));
@@ -165,6 +167,26 @@ impl StateStore for SqliteStore {
                 write_budget(&tx, b)?;
             }
             write_settings(&tx, &set.settings)?;
+            let keep_keys: BTreeSet<String> = set.keys.iter().map(|k| k.id.clone()).collect();
+            let existing_keys: Vec<String> = {
+                let mut st = tx.prepare("SELECT id FROM keys").map_err(db)?;
+                let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(db)?;
+                rows.collect::<Result<_, _>>().map_err(db)?
+            };
+            for id in existing_keys.iter().filter(|id| !keep_keys.contains(*id)) {
+                tx.execute("DELETE FROM keys WHERE id = ?1", params![id])
+                    .map_err(db)?;
+            }
+            let active = to_doc(&KeyStatus::Active)?;
+            for k in &set.keys {
+                // a key's status survives re-applying the budgets file
+                tx.execute(
+                    "INSERT INTO keys (id, spec, status) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(id) DO UPDATE SET spec = excluded.spec",
+                    params![k.id, to_doc(k)?, active],
+                )
+                .map_err(db)?;
+            }
             tx.commit().map_err(db)
         })
         .await
@@ -193,7 +215,17 @@ impl StateStore for SqliteStore {
                 Some(doc) => from_doc("settings", &doc)?,
                 None => Settings::default(),
             };
-            Ok(PolicySet { settings, budgets })
+            let mut st = c.prepare("SELECT spec FROM keys ORDER BY id").map_err(db)?;
+            let keys = st
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(db)?
+                .map(|r| from_doc("key", &r.map_err(db)?))
+                .collect::<StoreResult<Vec<_>>>()?;
+            Ok(PolicySet {
+                settings,
+                budgets,
+                keys,
+            })
         })
         .await
     }
@@ -591,6 +623,69 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
+        self.run(|c| {
+            let mut st = c
+                .prepare("SELECT spec, status FROM keys ORDER BY id")
+                .map_err(db)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db)?;
+            rows.map(|r| {
+                let (spec, status) = r.map_err(db)?;
+                Ok(KeyRecord {
+                    spec: from_doc("key", &spec)?,
+                    status: from_doc("key status", &status)?,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn set_key_status(&self, key_id: &str, status: &KeyStatus) -> StoreResult<()> {
+        let (id, status) = (key_id.to_string(), to_doc(status)?);
+        self.run(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE keys SET status = ?2 WHERE id = ?1",
+                    params![id, status],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::Corrupt(format!(
+                    "no key `{id}` in the registry"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn active_kill_switches(&self) -> StoreResult<Vec<Versioned<KillSwitch>>> {
+        self.run(|c| {
+            let mut st = c
+                .prepare("SELECT doc, version FROM kill_switches ORDER BY scope")
+                .map_err(db)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(db)?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (doc, version) = r.map_err(db)?;
+                let value: KillSwitch = from_doc("kill switch", &doc)?;
+                if value.state != SwitchState::Open {
+                    out.push(Versioned {
+                        value,
+                        version: version as u64,
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn kill_switch(&self, scope: &Scope) -> StoreResult<Option<Versioned<KillSwitch>>> {
         let scope = scope.clone();
         self.run(move |c| {
@@ -751,6 +846,7 @@ fn space_key(space: &ClaimSpace) -> String {
     match space {
         ClaimSpace::Alert { budget_id } => format!("alert:{budget_id}"),
         ClaimSpace::Delivery { alert_id } => format!("delivery:{alert_id}"),
+        ClaimSpace::Key { key_id } => format!("key:{key_id}"),
     }
 }
 

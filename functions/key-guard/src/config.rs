@@ -1,0 +1,37 @@
+//! key-guard configuration, read once at start-up. Admin keys are read by ARN.
+
+use spendguard_core::env::{Env, EnvError};
+use spendguard_core::runtime::check_api_url;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The DynamoDB table (`SPENDGUARD_TABLE`).
+    pub table: String,
+    /// Enables Anthropic key administration (`SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN`).
+    pub anthropic_admin_key_arn: Option<String>,
+    pub anthropic_api_url: String,
+    /// Enables OpenAI key administration (`SPENDGUARD_OPENAI_ADMIN_KEY_ARN`).
+    pub openai_admin_key_arn: Option<String>,
+    pub openai_api_url: String,
+}
+
+impl Config {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, EnvError> {
+        let config = Config {
+            table: env.required("SPENDGUARD_TABLE", "the DynamoDB table name")?,
+            anthropic_admin_key_arn: env.optional("SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN"),
+            anthropic_api_url: env.parsed(
+                "SPENDGUARD_ANTHROPIC_API_URL",
+                "https://api.anthropic.com".to_string(),
+            )?,
+            openai_admin_key_arn: env.optional("SPENDGUARD_OPENAI_ADMIN_KEY_ARN"),
+            openai_api_url: env.parsed(
+                "SPENDGUARD_OPENAI_API_URL",
+                "https://api.openai.com".to_string(),
+            )?,
+        };
+        check_api_url("SPENDGUARD_ANTHROPIC_API_URL", &config.anthropic_api_url)?;
+        check_api_url("SPENDGUARD_OPENAI_API_URL", &config.openai_api_url)?;
+        Ok(config)
+    }
+}

@@ -1,0 +1,243 @@
+//! The keys that cost money: the registry (what each key is and where it lives), the provider
+//! adapters that disable and re-enable them, and withholding a key's secret.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::scope::Scope;
+use crate::secret::Secret;
+
+pub mod anthropic;
+pub mod iam;
+pub mod openai;
+pub mod rotation;
+pub mod vault;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// Anthropic admin API: status `inactive` / `active` (reversible).
+    Anthropic,
+    /// OpenAI admin API: keys can only be deleted (permanent, opt-in); the secret is withheld.
+    Openai,
+    /// AWS IAM access keys: `Inactive` / `Active` (reversible).
+    AwsIam,
+    /// No provider call: the secret is withheld from applications.
+    SecretOnly,
+}
+
+impl ProviderKind {
+    pub const NAMES: &'static str = "anthropic, openai, aws_iam, secret_only";
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "anthropic" => ProviderKind::Anthropic,
+            "openai" => ProviderKind::Openai,
+            "aws_iam" => ProviderKind::AwsIam,
+            "secret_only" => ProviderKind::SecretOnly,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Openai => "openai",
+            ProviderKind::AwsIam => "aws_iam",
+            ProviderKind::SecretOnly => "secret_only",
+        }
+    }
+
+    /// Whether the provider itself can disable the key and enable it again.
+    pub fn reversible_at_provider(&self) -> bool {
+        matches!(self, ProviderKind::Anthropic | ProviderKind::AwsIam)
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a key's secret is rotated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RotationStrategy {
+    /// A secret spendguard owns (a `whsec_` signing secret): generated, tested by a signed round trip.
+    Generated,
+    /// A provider key an operator staged (version stage `SPENDGUARD_STAGED`): tested with a cheap
+    /// authenticated call; the previous key is disabled at the provider afterwards.
+    Staged,
+}
+
+/// A key as the budgets file declares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySpec {
+    pub id: String,
+    pub provider: ProviderKind,
+    pub scope: Scope,
+    /// The Secrets Manager secret applications read the key from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_arn: Option<String>,
+    /// The provider's id of the key (Anthropic key id, OpenAI key id, IAM access key id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// OpenAI project of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
+    /// IAM user owning the access key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationStrategy>,
+    /// OpenAI only: delete the key in an emergency (permanent: it cannot be restored).
+    #[serde(default)]
+    pub allow_delete: bool,
+}
+
+/// Something spendguard did to stop a key, so that restore undoes exactly that.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "measure")]
+pub enum Measure {
+    /// Disabled at the provider.
+    ProviderDisabled,
+    /// AWSCURRENT moved to a marker version; `previous_version` held the key.
+    SecretWithheld { previous_version: String },
+    /// Deleted at the provider (OpenAI, opt-in): permanent.
+    ProviderDeleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum KeyStatus {
+    Active,
+    /// Stopped by spendguard for an incident: restore undoes the measures.
+    DisabledBySpendguard {
+        incident: String,
+        at: DateTime<Utc>,
+        measures: Vec<Measure>,
+    },
+    /// Already disabled by someone else when spendguard looked: never re-enabled by spendguard.
+    DisabledElsewhere {
+        seen_at: DateTime<Utc>,
+    },
+}
+
+/// A registered key and what spendguard knows of its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub spec: KeySpec,
+    pub status: KeyStatus,
+}
+
+/// A candidate credential a rotation tests: the new key's value.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// The provider's id of the new key, when the secret names it.
+    pub key_id: Option<String>,
+    pub secret: Secret,
+    /// AWS: the secret access key that goes with `key_id` (the access key id).
+    pub aws_secret: Option<Secret>,
+}
+
+impl Credential {
+    /// Reads a key secret: JSON `{"key_id", "api_key"}` / `{"access_key_id", "secret_access_key"}`,
+    /// or the bare key.
+    pub fn parse(value: &Secret) -> Credential {
+        let json: Option<serde_json::Value> = serde_json::from_str(value.expose()).ok();
+        let field = |name: &str| {
+            json.as_ref()
+                .and_then(|v| v.get(name))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        if let (Some(id), Some(secret)) = (field("access_key_id"), field("secret_access_key")) {
+            return Credential {
+                key_id: Some(id.clone()),
+                secret: Secret::new(id),
+                aws_secret: Some(Secret::new(secret)),
+            };
+        }
+        match field("api_key") {
+            Some(key) => Credential {
+                key_id: field("key_id"),
+                secret: Secret::new(key),
+                aws_secret: None,
+            },
+            None => Credential {
+                key_id: None,
+                secret: value.clone(),
+                aws_secret: None,
+            },
+        }
+    }
+}
+
+/// Why a provider call failed. Never contains a key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("{provider}: unavailable: {message}")]
+    Unavailable {
+        provider: ProviderKind,
+        message: String,
+    },
+    #[error("{provider}: refused: {message}")]
+    Refused {
+        provider: ProviderKind,
+        message: String,
+    },
+    #[error("{provider}: {message}")]
+    NotSupported {
+        provider: ProviderKind,
+        message: String,
+    },
+}
+
+/// A provider's key administration.
+#[async_trait]
+pub trait KeyProvider: Send + Sync {
+    fn kind(&self) -> ProviderKind;
+    /// Whether the key is usable at the provider now.
+    async fn is_active(&self, key: &KeySpec) -> Result<bool, ProviderError>;
+    async fn disable(&self, key: &KeySpec) -> Result<(), ProviderError>;
+    async fn enable(&self, key: &KeySpec) -> Result<(), ProviderError>;
+    /// Proves a candidate credential works with a cheap authenticated call.
+    async fn test(&self, credential: &Credential) -> Result<(), ProviderError>;
+}
+
+/// Maps an HTTP answer of an admin API to a provider error (no body secrets: bodies are cut).
+pub(crate) async fn http_error(
+    provider: ProviderKind,
+    response: reqwest::Response,
+) -> ProviderError {
+    let status = response.status();
+    let body: String = response
+        .text()
+        .await
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect();
+    if status.as_u16() == 429 || status.is_server_error() {
+        ProviderError::Unavailable {
+            provider,
+            message: format!("HTTP {status}: {body}"),
+        }
+    } else {
+        ProviderError::Refused {
+            provider,
+            message: format!("HTTP {status}: {body}"),
+        }
+    }
+}
+
+pub(crate) fn transport(provider: ProviderKind, e: reqwest::Error) -> ProviderError {
+    ProviderError::Unavailable {
+        provider,
+        message: e.without_url().to_string(),
+    }
+}

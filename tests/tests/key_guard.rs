@@ -1,0 +1,681 @@
+//! key-guard end to end: emergency stop and restore against stand-in admin APIs and moto
+//! (IAM, Secrets Manager), and the Secrets Manager rotation protocol step by step.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use chrono::{Duration, Utc};
+use key_guard::handler::KeyGuardError;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use spendguard_core::alert::AlertEvent;
+use spendguard_core::budget::{Action, PolicySet, RestorePolicy};
+use spendguard_core::guard::{GuardError, advance_ramps};
+use spendguard_core::keys::{KeySpec, KeyStatus, ProviderKind, RotationStrategy};
+use spendguard_core::records::SwitchState;
+use spendguard_core::scope::Scope;
+use spendguard_core::store::StateStore;
+use spendguard_tests::aws;
+use spendguard_tests::keyguard::KeyGuardWorld;
+
+fn key(id: &str, provider: ProviderKind, scope: &str) -> KeySpec {
+    KeySpec {
+        id: id.into(),
+        provider,
+        scope: Scope::parse(scope).unwrap(),
+        secret_arn: None,
+        key_id: None,
+        project_id: None,
+        user: None,
+        rotation: None,
+        allow_delete: false,
+    }
+}
+
+fn anthropic_key(id: &str, key_id: &str, scope: &str) -> KeySpec {
+    KeySpec {
+        key_id: Some(key_id.into()),
+        ..key(id, ProviderKind::Anthropic, scope)
+    }
+}
+
+/// An emergency alert for `scope`, as budget-check publishes it and SNS delivers it.
+fn emergency(scope: &str, alert_id: &str, actions: Vec<Action>) -> Value {
+    let path = format!(
+        "{}/../events/alert-fanout/emergency.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut alert: AlertEvent =
+        serde_json::from_str(fixture["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap();
+    alert.scope = Scope::parse(scope).unwrap();
+    alert.alert_id = alert_id.into();
+    alert.actions = actions;
+    let mut event = fixture.clone();
+    event["Records"][0]["Sns"]["Message"] = json!(serde_json::to_string(&alert).unwrap());
+    event
+}
+
+async fn status(w: &KeyGuardWorld, id: &str) -> KeyStatus {
+    w.store
+        .keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.spec.id == id)
+        .unwrap()
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_emergencies_at_once_engage_the_switch_once_and_disable_each_key_once() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    for id in ["apikey_01", "apikey_02"] {
+        w.anthropic.add(id, true);
+    }
+    w.register(vec![
+        anthropic_key("research-1", "apikey_01", "anthropic/research/k1"),
+        anthropic_key("research-2", "apikey_02", "anthropic/research/k2"),
+    ])
+    .await;
+    let event = emergency(
+        "anthropic/research",
+        "alert-em-1",
+        vec![Action::Notify, Action::DisableKeys],
+    );
+    let handler = Arc::new(w.handler);
+    let (a, b) = (handler.clone(), handler.clone());
+    let (e1, e2) = (event.clone(), event.clone());
+    let (r1, r2) = tokio::join!(
+        tokio::spawn(async move { a.handle(e1).await }),
+        tokio::spawn(async move { b.handle(e2).await })
+    );
+    // one of them may find the other still working on a key: it fails (Lambda retries it)
+    let results = [r1.unwrap(), r2.unwrap()];
+    assert!(
+        results.iter().any(Result::is_ok),
+        "{:?}",
+        results
+            .iter()
+            .map(|r| r.as_ref().err().map(|e| e.to_string()))
+            .collect::<Vec<_>>()
+    );
+    for id in ["apikey_01", "apikey_02"] {
+        assert_eq!(
+            w.anthropic.writes_for(id),
+            ["inactive"],
+            "{id} disabled exactly once"
+        );
+        assert_eq!(w.anthropic.active(id), Some(false));
+    }
+    let switch = w
+        .store
+        .kill_switch(&Scope::parse("anthropic/research").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(switch.version, 1, "engaged once");
+    assert!(
+        matches!(&switch.value.state, SwitchState::Engaged { incident, .. } if incident == "alert-em-1")
+    );
+    // a retry of the losing invocation completes without acting again
+    handler.handle(event).await.expect("a retry succeeds");
+    assert_eq!(w.anthropic.writes_for("apikey_01").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_failing_midway_keeps_the_switch_engaged_and_a_retry_finishes() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    for id in ["apikey_11", "apikey_12", "apikey_13"] {
+        w.anthropic.add(id, true);
+    }
+    w.register(vec![
+        anthropic_key("k11", "apikey_11", "anthropic/prod/a"),
+        anthropic_key("k12", "apikey_12", "anthropic/prod/b"),
+        anthropic_key("k13", "apikey_13", "anthropic/prod/c"),
+    ])
+    .await;
+    w.anthropic.fail_next.store(1, Ordering::SeqCst);
+    let event = emergency("anthropic/prod", "alert-em-2", vec![Action::DisableKeys]);
+    let err = w.handler.handle(event.clone()).await.unwrap_err();
+    assert!(
+        matches!(err, KeyGuardError::Guard(GuardError::Incomplete(_))),
+        "{err}"
+    );
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(err).error_type,
+        "KeysIncomplete"
+    );
+    let scope = Scope::parse("anthropic/prod").unwrap();
+    assert!(
+        matches!(
+            w.store
+                .kill_switch(&scope)
+                .await
+                .unwrap()
+                .unwrap()
+                .value
+                .state,
+            SwitchState::Engaged { .. }
+        ),
+        "still engaged"
+    );
+    let disabled: usize = ["apikey_11", "apikey_12", "apikey_13"]
+        .iter()
+        .filter(|id| w.anthropic.active(id) == Some(false))
+        .count();
+    assert_eq!(disabled, 2, "the other keys were stopped");
+
+    w.handler
+        .handle(event)
+        .await
+        .expect("the retry completes what was missing");
+    for id in ["apikey_11", "apikey_12", "apikey_13"] {
+        assert_eq!(w.anthropic.active(id), Some(false));
+        assert_eq!(
+            w.anthropic.writes_for(id),
+            ["inactive"],
+            "{id}: disabled once, never twice"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_re_enables_only_what_spendguard_disabled_and_ramps_the_factor() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_21", true);
+    w.anthropic.add("apikey_22", false); // an operator disabled this one for another reason
+    let iam_user = aws::unique("ci");
+    let (iam_id, _) = w.iam_key(&iam_user).await;
+    let openai_secret = w
+        .secret(
+            "openai-prod",
+            r#"{"key_id": "key_1", "api_key": "sk-proj-original"}"#,
+        )
+        .await;
+    w.openai.add("key_1", true);
+    w.register(vec![
+        anthropic_key("a21", "apikey_21", "team/x/anthropic"),
+        anthropic_key("a22", "apikey_22", "team/x/anthropic-old"),
+        KeySpec {
+            user: Some(iam_user.clone()),
+            key_id: Some(iam_id.clone()),
+            ..key("ci", ProviderKind::AwsIam, "team/x/aws")
+        },
+        KeySpec {
+            secret_arn: Some(openai_secret.clone()),
+            project_id: Some("proj_1".into()),
+            key_id: Some("key_1".into()),
+            ..key("openai", ProviderKind::Openai, "team/x/openai")
+        },
+    ])
+    .await;
+    let original_version = w
+        .versions(&openai_secret)
+        .await
+        .into_iter()
+        .find(|(_, s)| s.contains(&"AWSCURRENT".to_string()))
+        .unwrap()
+        .0;
+
+    let report = w.handler.handle(json!({"action": "disable", "scope": "team/x", "reason": "runaway loop", "actor": "alice"})).await.unwrap();
+    assert_eq!(report["switch"], "engaged");
+    assert_eq!(w.anthropic.active("apikey_21"), Some(false));
+    assert!(!w.iam_active(&iam_user, &iam_id).await);
+    assert!(
+        w.current_value(&openai_secret)
+            .await
+            .starts_with("SPENDGUARD-WITHHELD"),
+        "the OpenAI key is withheld"
+    );
+    assert_eq!(
+        w.openai.active("key_1"),
+        Some(true),
+        "never deleted without allow_delete"
+    );
+    assert!(matches!(
+        status(&w, "a22").await,
+        KeyStatus::DisabledElsewhere { .. }
+    ));
+    assert!(w.anthropic.writes_for("apikey_22").is_empty());
+
+    let restored = w
+        .handler
+        .handle(json!({"action": "restore", "scope": "team/x", "actor": "alice"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            restored["switch"].as_str(),
+            restored["limit_factor"].as_str()
+        ),
+        (Some("restoring (step 1)"), Some("0.1"))
+    );
+    assert_eq!(w.anthropic.active("apikey_21"), Some(true));
+    assert_eq!(
+        w.anthropic.active("apikey_22"),
+        Some(false),
+        "the operator's key stays disabled"
+    );
+    assert!(w.anthropic.writes_for("apikey_22").is_empty());
+    assert!(w.iam_active(&iam_user, &iam_id).await);
+    assert_eq!(
+        w.current_value(&openai_secret).await,
+        r#"{"key_id": "key_1", "api_key": "sk-proj-original"}"#
+    );
+    let current = w
+        .versions(&openai_secret)
+        .await
+        .into_iter()
+        .find(|(_, s)| s.contains(&"AWSCURRENT".to_string()))
+        .unwrap()
+        .0;
+    assert_eq!(
+        current, original_version,
+        "AWSCURRENT is back on the key's own version"
+    );
+    for id in ["a21", "ci", "openai"] {
+        assert_eq!(status(&w, id).await, KeyStatus::Active, "{id}");
+    }
+
+    // the scheduled checks climb the ramp: 0.1 -> 0.5 -> 1.0 (open)
+    let scope = Scope::parse("team/x").unwrap();
+    let policy = RestorePolicy::default();
+    let t0 = Utc::now();
+    assert_eq!(
+        advance_ramps(&w.store, &policy, t0 + Duration::minutes(2))
+            .await
+            .unwrap(),
+        0,
+        "not yet"
+    );
+    advance_ramps(&w.store, &policy, t0 + Duration::minutes(6))
+        .await
+        .unwrap();
+    assert_eq!(
+        w.store
+            .kill_switch(&scope)
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+            .limit_factor,
+        Decimal::new(5, 1)
+    );
+    advance_ramps(&w.store, &policy, t0 + Duration::minutes(12))
+        .await
+        .unwrap();
+    let open = w.store.kill_switch(&scope).await.unwrap().unwrap().value;
+    assert_eq!(
+        (open.state, open.limit_factor),
+        (SwitchState::Open, Decimal::ONE)
+    );
+    assert!(w.store.active_kill_switches().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_changed_by_an_operator_while_withheld_is_left_as_they_set_it() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    let arn = w.secret("shared-key", "sk-original").await;
+    w.register(vec![KeySpec {
+        secret_arn: Some(arn.clone()),
+        ..key("shared", ProviderKind::SecretOnly, "apps/shared")
+    }])
+    .await;
+    w.handler
+        .handle(json!({"action": "disable", "scope": "apps", "reason": "test", "actor": "bob"}))
+        .await
+        .unwrap();
+    assert!(
+        w.current_value(&arn)
+            .await
+            .starts_with("SPENDGUARD-WITHHELD")
+    );
+    w.secrets
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string("sk-replaced-by-operator")
+        .send()
+        .await
+        .unwrap();
+    let report = w
+        .handler
+        .handle(json!({"action": "restore", "scope": "apps", "actor": "bob"}))
+        .await
+        .unwrap();
+    assert_eq!(report["keys"][0]["outcome"], "restored_with_notes");
+    assert!(
+        report["keys"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("left as the operator set it")
+    );
+    assert_eq!(w.current_value(&arn).await, "sk-replaced-by-operator");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reduce_limits_throttles_without_disabling_and_recovery_lifts_it() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_31", true);
+    w.register(vec![anthropic_key("k31", "apikey_31", "anthropic/batch/k")])
+        .await;
+    let half = Decimal::new(5, 1);
+    let critical = emergency(
+        "anthropic/batch",
+        "alert-crit",
+        vec![Action::Notify, Action::ReduceLimits { factor: half }],
+    );
+    let out = w.handler.handle(critical.clone()).await.unwrap();
+    assert_eq!(out["alerts"][0]["limit_factor"], "0.5");
+    assert_eq!(
+        w.anthropic.active("apikey_31"),
+        Some(true),
+        "keys stay enabled"
+    );
+    // the alert recovers: budget-check publishes a recovery carrying the same actions
+    let mut recovery = critical.clone();
+    let mut alert: AlertEvent =
+        serde_json::from_str(recovery["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap();
+    alert = alert.recovery("ended with its period", Utc::now());
+    recovery["Records"][0]["Sns"]["Message"] = json!(serde_json::to_string(&alert).unwrap());
+    let out = w.handler.handle(recovery).await.unwrap();
+    assert_eq!(out["alerts"][0]["limit_factor"], "1");
+}
+
+// ---- rotation ------------------------------------------------------------------------------
+
+const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
+
+fn step(name: &str, secret: &str, token: &str) -> Value {
+    json!({"Step": name, "SecretId": secret, "ClientRequestToken": token, "RotationToken": "rotation-token-should-never-be-logged"})
+}
+
+/// A rotated secret: rotation enabled, and a rotation started (token registered as AWSPENDING,
+/// as Secrets Manager does before it calls createSecret).
+async fn rotated_secret(w: &KeyGuardWorld, value: &str) -> (String, String) {
+    let arn = w.secret("rotated", value).await;
+    // enables rotation (moto applies a no-op rotation of the same value)
+    w.secrets
+        .rotate_secret()
+        .secret_id(&arn)
+        .rotate_immediately(false)
+        .rotation_rules(
+            aws_sdk_secretsmanager::types::RotationRulesType::builder()
+                .automatically_after_days(30)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    (arn, String::new())
+}
+
+async fn start_rotation(w: &KeyGuardWorld, arn: &str) -> String {
+    let token = uuid::Uuid::new_v4().to_string();
+    let current = w.current_value(arn).await;
+    w.secrets
+        .put_secret_value()
+        .secret_id(arn)
+        .client_request_token(&token)
+        .secret_string(current)
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .unwrap();
+    token
+}
+
+fn stages_are_final(
+    versions: &std::collections::BTreeMap<String, Vec<String>>,
+    token: &str,
+    old: &str,
+) {
+    let with = |stage: &str| {
+        versions
+            .iter()
+            .filter(|(_, s)| s.iter().any(|x| x == stage))
+            .map(|(v, _)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        with("AWSCURRENT"),
+        [token.to_string()],
+        "one AWSCURRENT, on the new version: {versions:?}"
+    );
+    assert_eq!(
+        with("AWSPREVIOUS"),
+        [old.to_string()],
+        "AWSPREVIOUS on the old version: {versions:?}"
+    );
+    assert!(
+        with("AWSPENDING").is_empty(),
+        "no AWSPENDING left: {versions:?}"
+    );
+}
+
+async fn current_version(w: &KeyGuardWorld, arn: &str) -> String {
+    w.versions(arn)
+        .await
+        .into_iter()
+        .find(|(_, s)| s.iter().any(|x| x == "AWSCURRENT"))
+        .unwrap()
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_secrets_rotate_in_order_twice_per_step_and_after_any_interruption() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    let original = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let (arn, _) = rotated_secret(&w, original).await;
+    w.register(vec![KeySpec {
+        secret_arn: Some(arn.clone()),
+        rotation: Some(RotationStrategy::Generated),
+        ..key(
+            "usage-signing",
+            ProviderKind::SecretOnly,
+            "spendguard/usage-signing",
+        )
+    }])
+    .await;
+
+    // in order, each step twice
+    let old = current_version(&w, &arn).await;
+    let token = start_rotation(&w, &arn).await;
+    for s in STEPS {
+        w.handler
+            .handle(step(s, &arn, &token))
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+        w.handler
+            .handle(step(s, &arn, &token))
+            .await
+            .unwrap_or_else(|e| panic!("{s} again: {e}"));
+    }
+    stages_are_final(&w.versions(&arn).await, &token, &old);
+    let value = w.current_value(&arn).await;
+    let parts: Vec<&str> = value.split_whitespace().collect();
+    assert!(parts[0].starts_with("whsec_") && parts[0] != original);
+    assert_eq!(
+        parts[1], original,
+        "the previous secret still verifies while senders switch"
+    );
+
+    // interrupted after each step, then retried from the step that failed
+    for stop_after in 0..4 {
+        let old = current_version(&w, &arn).await;
+        let token = start_rotation(&w, &arn).await;
+        for s in &STEPS[..=stop_after] {
+            w.handler.handle(step(s, &arn, &token)).await.unwrap();
+        }
+        assert_eq!(
+            current_version(&w, &arn).await == token,
+            stop_after == 3,
+            "current moves only at finishSecret"
+        );
+        for s in &STEPS[stop_after..] {
+            w.handler.handle(step(s, &arn, &token)).await.unwrap();
+        }
+        stages_are_final(&w.versions(&arn).await, &token, &old);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_out_of_order_never_make_an_untested_version_current() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    let (arn, _) = rotated_secret(&w, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").await;
+    w.register(vec![KeySpec {
+        secret_arn: Some(arn.clone()),
+        rotation: Some(RotationStrategy::Generated),
+        ..key("sig", ProviderKind::SecretOnly, "spendguard/sig")
+    }])
+    .await;
+    let old = current_version(&w, &arn).await;
+    let token = start_rotation(&w, &arn).await;
+    w.handler
+        .handle(step("createSecret", &arn, &token))
+        .await
+        .unwrap();
+    let err = w
+        .handler
+        .handle(step("finishSecret", &arn, &token))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("testSecret has not passed"),
+        "{err}"
+    );
+    assert_eq!(current_version(&w, &arn).await, old, "AWSCURRENT untouched");
+    let unknown = w
+        .handler
+        .handle(step(
+            "testSecret",
+            &arn,
+            "11111111-2222-3333-4444-555555555555",
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        unknown.to_string().contains("has no stage for rotation"),
+        "{unknown}"
+    );
+    w.handler
+        .handle(step("testSecret", &arn, &token))
+        .await
+        .unwrap();
+    w.handler
+        .handle(step("finishSecret", &arn, &token))
+        .await
+        .unwrap();
+    stages_are_final(&w.versions(&arn).await, &token, &old);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_provider_key_is_tested_before_it_is_current_and_the_old_key_is_retired_after() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_old", true);
+    w.anthropic.add("apikey_new", true);
+    w.anthropic
+        .valid
+        .lock()
+        .unwrap()
+        .insert("sk-ant-new-value".into());
+    let (arn, _) = rotated_secret(
+        &w,
+        r#"{"key_id": "apikey_old", "api_key": "sk-ant-old-value"}"#,
+    )
+    .await;
+    w.register(vec![KeySpec {
+        secret_arn: Some(arn.clone()),
+        key_id: Some("apikey_old".into()),
+        rotation: Some(RotationStrategy::Staged),
+        ..key(
+            "research",
+            ProviderKind::Anthropic,
+            "anthropic/research/main",
+        )
+    }])
+    .await;
+    let old = current_version(&w, &arn).await;
+    let token = start_rotation(&w, &arn).await;
+    // nothing staged yet: refused, and nothing changes
+    let err = w
+        .handler
+        .handle(step("createSecret", &arn, &token))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("SPENDGUARD_STAGED"), "{err}");
+    // the operator stages the new key
+    w.secrets
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(r#"{"key_id": "apikey_new", "api_key": "sk-ant-new-value"}"#)
+        .version_stages("SPENDGUARD_STAGED")
+        .send()
+        .await
+        .unwrap();
+    for s in &STEPS[..3] {
+        w.handler
+            .handle(step(s, &arn, &token))
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+        assert_eq!(
+            current_version(&w, &arn).await,
+            old,
+            "AWSCURRENT unchanged before finish"
+        );
+        assert_eq!(
+            w.anthropic.active("apikey_old"),
+            Some(true),
+            "the current key still works after {s}"
+        );
+    }
+    w.handler
+        .handle(step("finishSecret", &arn, &token))
+        .await
+        .unwrap();
+    stages_are_final(&w.versions(&arn).await, &token, &old);
+    assert_eq!(
+        w.anthropic.active("apikey_old"),
+        Some(false),
+        "the previous key is retired after finish"
+    );
+    assert_eq!(w.anthropic.active("apikey_new"), Some(true));
+    let versions = w.versions(&arn).await;
+    assert!(
+        versions
+            .values()
+            .all(|s| !s.iter().any(|x| x == "SPENDGUARD_STAGED")),
+        "the staging label is cleared"
+    );
+
+    // a staged key that does not authenticate fails testSecret and never becomes current
+    let token = start_rotation(&w, &arn).await;
+    w.secrets
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(r#"{"key_id": "apikey_bad", "api_key": "sk-ant-revoked"}"#)
+        .version_stages("SPENDGUARD_STAGED")
+        .send()
+        .await
+        .unwrap();
+    w.handler
+        .handle(step("createSecret", &arn, &token))
+        .await
+        .unwrap();
+    let err = w
+        .handler
+        .handle(step("testSecret", &arn, &token))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not work"), "{err}");
+    assert!(
+        w.handler
+            .handle(step("finishSecret", &arn, &token))
+            .await
+            .is_err()
+    );
+    assert!(
+        w.current_value(&arn).await.contains("apikey_new"),
+        "the working key stays current"
+    );
+}
