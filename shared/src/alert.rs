@@ -23,6 +23,10 @@ pub enum AlertKind {
     Recovery,
     /// A paging alert was not acknowledged in time: the next level is told.
     Escalation,
+    /// A scope spent (or called) far above its usual day.
+    Anomaly,
+    /// The daily spend report.
+    Report,
 }
 
 /// A budget crossing, as published to the alerts topic.
@@ -60,6 +64,9 @@ pub struct AlertEvent {
     pub escalation_level: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runbook_url: Option<String>,
+    /// Kind-specific content: the spikes of an anomaly, the figures of a report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 /// The id of an alert: the same crossing always gets the same id; an edited threshold re-arms.
@@ -148,6 +155,7 @@ impl AlertEvent {
             related_alert_id: None,
             escalation_level: None,
             runbook_url: None,
+            details: None,
         }
     }
 
@@ -208,19 +216,26 @@ impl AlertEvent {
 
     /// A short subject line (SNS allows 100 characters).
     pub fn subject(&self) -> String {
-        let what = match self.kind {
-            AlertKind::Budget => self.severity.as_str().to_string(),
-            AlertKind::Recovery => format!("recovered {}", self.severity),
+        let tail = format!("{} {} {}%", self.budget_id, self.window, self.percent);
+        let mut s = match self.kind {
+            AlertKind::Budget => format!("[spendguard] {} {tail}", self.severity.as_str()),
+            AlertKind::Recovery => format!("[spendguard] recovered {} {tail}", self.severity),
             AlertKind::Escalation => format!(
-                "escalated L{} {}",
+                "[spendguard] escalated L{} {} {tail}",
                 self.escalation_level.unwrap_or(1),
                 self.severity
             ),
+            AlertKind::Anomaly => format!(
+                "[spendguard] anomaly {} {}: {}% of its usual day",
+                self.scope,
+                self.period_key.trim_start_matches("D#"),
+                self.percent
+            ),
+            AlertKind::Report => format!(
+                "[spendguard] daily spend report {}",
+                self.period_key.trim_start_matches("D#")
+            ),
         };
-        let mut s = format!(
-            "[spendguard] {what} {} {} {}%",
-            self.budget_id, self.window, self.percent
-        );
         s.truncate(100);
         s
     }

@@ -295,6 +295,11 @@ pub struct Settings {
     pub runbook_url: Option<String>,
     #[serde(default)]
     pub restore: RestorePolicy,
+    /// The default routing (tier name -> channels); also routes `anomaly` and `report` alerts.
+    #[serde(default)]
+    pub routing: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub anomaly: crate::aggregate::AnomalyPolicy,
 }
 
 /// Everything one budgets file defines.

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
+use crate::aggregate::AnomalyPolicy;
 use crate::budget::{
     Action, Basis, Budget, ChannelKind, ChannelSpec, EscalationLevel, EscalationPolicy,
     ForecastPolicy, PolicySet, RestorePolicy, Settings, Severity, SourceSpec, Threshold, Tier,
@@ -184,9 +185,22 @@ struct RawFile {
     #[serde(default)]
     restore: Option<RawRestore>,
     #[serde(default)]
+    anomaly: Option<RawAnomaly>,
+    #[serde(default)]
     budget: Vec<Spanned<RawBudget>>,
     #[serde(default)]
     key: Vec<Spanned<RawKey>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAnomaly {
+    cost_factor: Option<Spanned<Number>>,
+    requests_factor: Option<Spanned<Number>>,
+    tokens_factor: Option<Spanned<Number>>,
+    min_history_days: Option<Spanned<i64>>,
+    min_daily_cost: Option<Spanned<Amount>>,
+    min_daily_requests: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -492,6 +506,7 @@ impl Validator<'_> {
             }
         }
         let restore = raw.restore.map(|r| self.restore(r)).unwrap_or_default();
+        let anomaly = raw.anomaly.map(|a| self.anomaly(a)).unwrap_or_default();
         let mut key_ids = BTreeSet::new();
         let mut keys = Vec::new();
         for rk in raw.key {
@@ -516,6 +531,8 @@ impl Validator<'_> {
                 escalation,
                 runbook_url,
                 restore,
+                routing: default_routing.clone(),
+                anomaly,
             },
             budgets,
             keys,
@@ -674,6 +691,57 @@ impl Validator<'_> {
             );
         }
         out
+    }
+
+    fn anomaly(&mut self, raw: RawAnomaly) -> AnomalyPolicy {
+        let mut p = AnomalyPolicy::default();
+        for (name, value, target) in [
+            ("cost_factor", raw.cost_factor, &mut p.cost_factor),
+            (
+                "requests_factor",
+                raw.requests_factor,
+                &mut p.requests_factor,
+            ),
+            ("tokens_factor", raw.tokens_factor, &mut p.tokens_factor),
+        ] {
+            if let Some(v) = value {
+                if v.get_ref().0 <= Decimal::ONE {
+                    self.error(
+                        v.span(),
+                        format!("anomaly.{name}"),
+                        "a factor must be above 1",
+                    );
+                } else {
+                    *target = v.get_ref().0;
+                }
+            }
+        }
+        if let Some(v) = raw.min_history_days {
+            if !(1..=365).contains(v.get_ref()) {
+                self.error(
+                    v.span(),
+                    "anomaly.min_history_days",
+                    "must be between 1 and 365",
+                );
+            } else {
+                p.min_history_days = *v.get_ref() as u32;
+                p.baseline_days = p.baseline_days.max(p.min_history_days);
+            }
+        }
+        if let Some(v) = raw.min_daily_cost {
+            p.min_daily_cost = v.get_ref().0;
+        }
+        if let Some(v) = raw.min_daily_requests {
+            match u64::try_from(*v.get_ref()) {
+                Ok(n) => p.min_daily_requests = n,
+                Err(_) => self.error(
+                    v.span(),
+                    "anomaly.min_daily_requests",
+                    "must be zero or more",
+                ),
+            }
+        }
+        p
     }
 
     fn restore(&mut self, raw: RawRestore) -> RestorePolicy {
@@ -904,6 +972,15 @@ impl Validator<'_> {
                         n.span(),
                         format!("{field}.{}", tier.get_ref()),
                         format!("channel `{}` is not defined in [channels]", n.get_ref()),
+                    );
+                } else if tier.get_ref() == "report"
+                    && channels.get(n.get_ref()).map(|c| c.kind) == Some(ChannelKind::Pagerduty)
+                {
+                    // a report would open an incident nothing ever resolves
+                    self.error(
+                        n.span(),
+                        format!("{field}.report"),
+                        "the daily report is not an incident: route it to chat, e-mail or a webhook, not PagerDuty",
                     );
                 } else if !list.contains(n.get_ref()) {
                     list.push(n.into_inner());

@@ -2,6 +2,7 @@
 //! forecasts, alerts) and the ports and adapters around it (store, spend sources, alert bus,
 //! secrets, clock). Every rule of the system lives here, in one place.
 
+pub mod aggregate;
 pub mod alert;
 pub mod aws;
 pub mod budget;
@@ -18,6 +19,7 @@ pub mod ingest;
 pub mod intake;
 pub mod keys;
 pub mod money;
+pub mod nightly;
 pub mod period;
 pub mod pricing;
 pub mod records;

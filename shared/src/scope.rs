@@ -73,10 +73,37 @@ impl Scope {
         self.0.split('/').next().unwrap_or(Self::ROOT)
     }
 
+    /// A dimension scope (`_model/openai:gpt-4o`, `_user/u-42`): spend by model, user,
+    /// feature or endpoint across all scopes. It rolls up to nothing (it would count twice).
+    pub fn is_dimension(&self) -> bool {
+        self.0.starts_with('_')
+    }
+
+    /// The dimension scope `_<dimension>/<value>`, with the value made a valid segment
+    /// (other characters become `-`, at most 64 characters). `None` for an empty value.
+    pub fn dimension(dimension: &str, value: &str) -> Option<Scope> {
+        let clean: String = value
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '=') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(64)
+            .collect();
+        let clean = clean.trim_matches('-');
+        (!clean.is_empty()).then(|| Scope(format!("_{dimension}/{clean}")))
+    }
+
     /// This scope and every scope it rolls up to, most specific first, ending with `*`.
     pub fn rollup(&self) -> Vec<Scope> {
         if self.is_root() {
             return vec![Self::root()];
+        }
+        if self.is_dimension() {
+            return vec![self.clone()];
         }
         let mut out = Vec::new();
         let mut path = self.0.as_str();
@@ -178,6 +205,28 @@ mod tests {
             Scope::parse(&"a".repeat(201)),
             Err(ScopeError::TooLong(_))
         ));
+    }
+
+    #[test]
+    fn dimension_scopes_are_clean_and_do_not_roll_up() {
+        let m = Scope::dimension("model", "openai:gpt-4o-2024-08-06").unwrap();
+        assert_eq!(m.as_str(), "_model/openai:gpt-4o-2024-08-06");
+        assert_eq!(m.rollup(), vec![m.clone()]);
+        assert_eq!(
+            Scope::dimension("user", "ana@example.com")
+                .unwrap()
+                .as_str(),
+            "_user/ana-example.com"
+        );
+        assert_eq!(
+            Scope::dimension("endpoint", "/v1/chat").unwrap().as_str(),
+            "_endpoint/v1-chat"
+        );
+        assert_eq!(Scope::dimension("user", "///"), None);
+        assert!(
+            Scope::parse(m.as_str()).is_ok(),
+            "a dimension scope is a valid scope"
+        );
     }
 
     #[test]

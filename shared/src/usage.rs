@@ -310,14 +310,41 @@ pub struct UsageEntry {
     pub deltas: Vec<CounterDelta>,
 }
 
+impl UsageRecord {
+    /// Every scope the record counts toward: its scope and the ones it rolls up to, and the
+    /// dimension scopes of its model, user, feature and endpoint.
+    pub fn scopes_counted(&self) -> Vec<Scope> {
+        let mut scopes = self.scope.rollup();
+        let model = self
+            .model
+            .as_ref()
+            .map(|m| format!("{}:{m}", self.provider));
+        for (dimension, value) in [
+            ("model", &model),
+            ("user", &self.user),
+            ("feature", &self.feature),
+            ("endpoint", &self.endpoint),
+        ] {
+            if let Some(s) = value
+                .as_deref()
+                .and_then(|v| Scope::dimension(dimension, v))
+            {
+                scopes.push(s);
+            }
+        }
+        scopes
+    }
+}
+
 impl UsageEntry {
-    /// The counter increments of `record`: for every zone, every scope it rolls up to.
+    /// The counter increments of `record`: for every zone, every scope it counts toward.
     pub fn of(record: &UsageRecord, zones: &[Zone]) -> UsageEntry {
         let tally = Tally::of(record);
+        let scopes = record.scopes_counted();
         let mut deltas = Vec::new();
         for zone in zones {
             let date = zone.date_of(record.timestamp);
-            for scope in record.scope.rollup() {
+            for scope in scopes.iter().cloned() {
                 deltas.push(CounterDelta {
                     key: CounterKey {
                         scope,
@@ -428,7 +455,11 @@ mod tests {
             .unwrap();
         let tokyo = Zone::parse("Asia/Tokyo").unwrap();
         let entry = UsageEntry::of(&r, &[Zone::UTC, tokyo]);
-        assert_eq!(entry.deltas.len(), 8);
+        assert_eq!(
+            entry.deltas.len(),
+            8,
+            "4 scopes of the path in 2 zones (no dimensions on this record)"
+        );
         // 23:30 UTC on 30 Nov is 08:30 on 1 Dec in Tokyo: a different month bucket
         let tokyo_delta = entry.deltas.iter().find(|d| d.key.zone == tokyo).unwrap();
         assert_eq!(
@@ -445,6 +476,27 @@ mod tests {
             .find(|d| d.key.zone == Zone::UTC)
             .unwrap();
         assert_eq!(utc_delta.day, 30);
+    }
+
+    #[test]
+    fn dimensions_are_counted_beside_the_path() {
+        let r = wire(r#"{"id":"r1","scope":"openai/prod/k","model":"gpt-4o","user":"u-42","feature":"search","endpoint":"/v1/chat","cost":{"amount":"1","currency":"USD"},"timestamp":"2026-11-30T10:00:00Z"}"#)
+            .validate(&PriceBook::default())
+            .unwrap();
+        let scopes: Vec<String> = r.scopes_counted().iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            scopes,
+            [
+                "openai/prod/k",
+                "openai/prod",
+                "openai",
+                "*",
+                "_model/openai:gpt-4o",
+                "_user/u-42",
+                "_feature/search",
+                "_endpoint/v1-chat"
+            ]
+        );
     }
 
     #[test]

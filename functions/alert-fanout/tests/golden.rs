@@ -4,16 +4,21 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Duration, Utc};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use spendguard_core::aggregate::{DailyReport, DailySummary, Spike, anomaly_event, report_event};
 use spendguard_core::alert::AlertEvent;
 use spendguard_core::budget::PolicySet;
 use spendguard_core::channels::{Message, format};
 use spendguard_core::config::load_budgets_file;
 use spendguard_core::evaluate::{WindowSpend, evaluate_window};
 use spendguard_core::forecast::RecentSpend;
-use spendguard_core::period::WindowKind;
+use spendguard_core::money::Currency;
+use spendguard_core::period::{WindowKind, Zone};
+use spendguard_core::scope::Scope;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -100,13 +105,74 @@ pub fn examples() -> Vec<(&'static str, AlertEvent)> {
     let recovery = critical.recovery("ended with its period", at("2026-12-01T05:00:00Z"));
     let escalation =
         emergency.escalation(1, vec!["oncall-pager".into()], now + Duration::minutes(16));
+    let (anomaly, report) = nightly_examples(&p);
     vec![
         ("warning", warning),
         ("critical", critical),
         ("emergency", emergency),
         ("recovery", recovery),
         ("escalation", escalation),
+        ("anomaly", anomaly),
+        ("report", report),
     ]
+}
+
+/// The nightly run's two events for 19 Nov: a key that spent 8x its usual day, and the report.
+fn nightly_examples(p: &PolicySet) -> (AlertEvent, AlertEvent) {
+    let date: NaiveDate = "2026-11-19".parse().unwrap();
+    let now = at("2026-11-20T02:00:00Z");
+    let tally = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let spiking = DailySummary {
+        scope: Scope::parse("openai/dev/key-dev1").unwrap(),
+        zone: Zone::UTC,
+        date,
+        day: tally(&[("cost.USD", "96.40"), ("requests", "41210")]),
+        month_to_date: [(Currency::USD, "214.90".to_string())].into(),
+        forecast: None,
+        anomalies: vec![
+            Spike {
+                metric: "cost".into(),
+                value: Decimal::new(9640, 2),
+                expected: Decimal::new(1205, 2),
+                factor: Decimal::from(5),
+            },
+            Spike {
+                metric: "requests".into(),
+                value: Decimal::from(41210),
+                expected: Decimal::from(5150),
+                factor: Decimal::from(3),
+            },
+        ],
+    };
+    let report = DailyReport {
+        date,
+        zone: Zone::UTC,
+        total: [(Currency::USD, "171.25".to_string())].into(),
+        top_scopes: vec![
+            ("openai/dev".into(), "96.4 USD".into()),
+            ("openai/prod".into(), "52.1 USD".into()),
+            ("anthropic/search".into(), "22.75 USD".into()),
+        ],
+        top_models: vec![
+            ("_model/openai:gpt-4o".into(), "131.9 USD".into()),
+            (
+                "_model/anthropic:claude-sonnet-4".into(),
+                "22.75 USD".into(),
+            ),
+        ],
+        movers: vec![("openai/dev/key-dev1".into(), "96.4".into(), "12.05".into())],
+        at_risk: vec![("openai-prod".into(), "104".into())],
+        anomalies: 1,
+    };
+    (
+        anomaly_event(p, &spiking, now),
+        report_event(p, &report, now),
+    )
 }
 
 /// An SNS -> Lambda event carrying `event`, with the attributes budget-check sets.
@@ -177,13 +243,16 @@ fn every_channel_payload_reads_well() {
             &format!("{dir}/{name}.slack.json"),
             &pretty(&format::slack(&m)),
         );
-        golden(
-            &format!("{dir}/{name}.pagerduty.json"),
-            &pretty(&format::pagerduty(
-                &event,
-                "R0UT1NGK3Y0000000000000000000000",
-            )),
-        );
+        // a report is not an incident: PagerDuty never receives one
+        if name != "report" {
+            golden(
+                &format!("{dir}/{name}.pagerduty.json"),
+                &pretty(&format::pagerduty(
+                    &event,
+                    "R0UT1NGK3Y0000000000000000000000",
+                )),
+            );
+        }
         golden(
             &format!("{dir}/{name}.teams.json"),
             &pretty(&format::teams(&m)),
@@ -272,5 +341,5 @@ fn every_fixture_is_an_event_fanout_understands() {
         }
         count += 1;
     }
-    assert_eq!(count, 7);
+    assert_eq!(count, 9);
 }

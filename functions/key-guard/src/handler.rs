@@ -175,6 +175,10 @@ impl Handler {
                 None => Ok(json!({"ignored": "recovered; keys are restored by an operator"})),
             },
             AlertKind::Escalation => Ok(json!({"ignored": "escalations do not act"})),
+            // anomalies and reports inform people; only budget tiers order key actions
+            AlertKind::Anomaly | AlertKind::Report => {
+                Ok(json!({"ignored": "anomalies and reports order no action"}))
+            }
         }
     }
 }

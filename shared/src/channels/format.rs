@@ -62,6 +62,8 @@ fn marker(e: &AlertEvent) -> &'static str {
     match (e.kind, e.severity) {
         (AlertKind::Recovery, _) => "✅",
         (AlertKind::Escalation, _) => "⏫",
+        (AlertKind::Anomaly, _) => "📈",
+        (AlertKind::Report, _) => "📊",
         (_, Severity::Emergency) => "🔴",
         (_, Severity::Critical) => "🟠",
         (_, Severity::Warning) => "🟡",
@@ -92,12 +94,106 @@ pub fn headline(e: &AlertEvent) -> String {
             e.percent,
             e.tier
         ),
+        AlertKind::Anomaly => format!(
+            "ANOMALY: {} spent {} on {}, {} % of its usual day ({})",
+            e.scope,
+            money(&e.spend),
+            e.period_key.trim_start_matches("D#"),
+            e.percent,
+            money(&e.limit)
+        ),
+        AlertKind::Report => format!(
+            "Daily spend {}: {}",
+            e.period_key.trim_start_matches("D#"),
+            money(&e.spend)
+        ),
     };
     format!("{} {what}", marker(e))
 }
 
+/// A report list (`[[a, b, ...], ...]`) rendered one entry at a time by `render`.
+fn listing(details: Option<&Value>, key: &str, render: fn(&[&str]) -> String) -> String {
+    let list: Vec<String> = details
+        .and_then(|d| d.get(key))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_array)
+                .map(|p| render(&p.iter().filter_map(Value::as_str).collect::<Vec<_>>()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join(", ")
+    }
+}
+
 /// The facts every rendering shows, in order.
 fn facts(e: &AlertEvent, kill_switch: &str) -> Vec<(&'static str, String)> {
+    match e.kind {
+        AlertKind::Anomaly => {
+            let spikes: Vec<String> = e
+                .details
+                .as_ref()
+                .and_then(|d| d.get("spikes"))
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|s| {
+                            format!(
+                                "{} {} (usual {})",
+                                s["metric"].as_str().unwrap_or("?"),
+                                s["value"].as_str().unwrap_or("?"),
+                                s["expected"].as_str().unwrap_or("?")
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            return vec![
+                ("Scope", e.scope.to_string()),
+                ("Day", e.period_key.trim_start_matches("D#").to_string()),
+                ("Spend", money(&e.spend)),
+                ("Usual day", money(&e.limit)),
+                ("Of usual", format!("{} %", e.percent)),
+                ("Spikes", spikes.join("; ")),
+                ("Kill switch", kill_switch.to_string()),
+                ("Alert", e.incident_key().to_string()),
+            ];
+        }
+        AlertKind::Report => {
+            let d = e.details.as_ref();
+            let anomalies = d
+                .and_then(|d| d.get("anomalies"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            return vec![
+                ("Day", e.period_key.trim_start_matches("D#").to_string()),
+                ("Total", money(&e.spend)),
+                ("Top scopes", listing(d, "top_scopes", |p| p.join(" "))),
+                ("Top models", listing(d, "top_models", |p| p.join(" "))),
+                (
+                    "Biggest movers",
+                    listing(d, "movers", |p| match p {
+                        [scope, day, usual] => format!("{scope} {day} (usual {usual})"),
+                        other => other.join(" "),
+                    }),
+                ),
+                (
+                    "Budgets at risk",
+                    listing(d, "at_risk", |p| match p {
+                        [budget, percent] => format!("{budget} forecast at {percent} %"),
+                        other => other.join(" "),
+                    }),
+                ),
+                ("Anomalies", anomalies.to_string()),
+                ("Alert", e.incident_key().to_string()),
+            ];
+        }
+        _ => {}
+    }
     vec![
         ("Budget", format!("{} ({})", e.budget_id, e.scope)),
         ("Window", format!("{} {}", e.window, e.period_key)),
@@ -113,6 +209,24 @@ fn facts(e: &AlertEvent, kill_switch: &str) -> Vec<(&'static str, String)> {
         ("Kill switch", kill_switch.to_string()),
         ("Alert", e.incident_key().to_string()),
     ]
+}
+
+/// Slack for anomalies and reports: the facts as fields.
+fn slack_facts(e: &AlertEvent, kill_switch: &str) -> Value {
+    let facts = facts(e, kill_switch);
+    let fields: Vec<Value> = facts[..facts.len() - 1]
+        .iter()
+        .filter(|(k, _)| *k != "Kill switch")
+        .map(|(k, v)| json!({"type": "mrkdwn", "text": format!("*{k}*\n{v}")}))
+        .collect();
+    json!({
+        "text": headline(e),
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": headline(e), "emoji": true}},
+            {"type": "section", "fields": fields},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("alert `{}`", e.incident_key())}]}
+        ]
+    })
 }
 
 fn digest_lines(events: &[AlertEvent]) -> Vec<String> {
@@ -132,6 +246,12 @@ fn digest_title(channel: &str, events: &[AlertEvent]) -> String {
 /// Slack incoming webhook: Block Kit with a `text` fallback.
 pub fn slack(message: &Message) -> Value {
     match message {
+        Message::Alert {
+            event: e,
+            kill_switch,
+        } if matches!(e.kind, AlertKind::Anomaly | AlertKind::Report) => {
+            slack_facts(e, kill_switch)
+        }
         Message::Alert {
             event: e,
             kill_switch,

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use super::{Channel, Message, Poster, SendError, format};
+use crate::alert::AlertKind;
 use crate::budget::ChannelKind;
 use crate::secret::Secret;
 use crate::verify::standard_webhooks::WebhookSecret;
@@ -56,6 +57,11 @@ impl Channel for PagerDutyChannel {
                 "PagerDuty takes single alerts, not digests",
             ));
         };
+        if event.kind == AlertKind::Report {
+            return Err(SendError::permanent(
+                "a daily report is not an incident: PagerDuty does not take it",
+            ));
+        }
         let body = format::pagerduty(event, self.routing_key.expose());
         self.poster
             .post(&self.events_url, &body, &[])

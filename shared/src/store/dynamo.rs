@@ -12,6 +12,8 @@
 //! | open alert (pages, not recovered) | `OPEN_ALERTS` | `<alert id>` |
 //! | warning queued for a digest | `DIGEST#<channel>` | `<alert id>` |
 //! | key (spec from the budgets file, status) | `KEYS` | `<key id>` |
+//! | scopes that have counters in a month | `SCOPES#<yyyy-mm>` | `<scope>` |
+//! | daily summary | `SUMMARY#<scope>` | `<yyyy-mm-dd>@<zone>` |
 //! | key action claim | `KEYACTION#<key id>` | `disable#<incident>`, `enable#<incident>` |
 //! | index of switches not open | `KILL_INDEX` | `<scope>` |
 //! | kill switch | `KILL#<scope>` | `STATE` |
@@ -30,11 +32,12 @@ use aws_sdk_dynamodb::types::{
     KeysAndAttributes, Put, PutRequest, ScalarAttributeType, TimeToLiveSpecification,
     TransactWriteItem, Update, WriteRequest,
 };
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
 
 use super::sqlite::audit_sort_key;
 use super::{StateStore, StoreError, StoreResult, from_doc, to_doc};
+use crate::aggregate::DailySummary;
 use crate::alert::AlertEvent;
 use crate::budget::{Budget, PolicySet, Settings};
 use crate::keys::{KeyRecord, KeyStatus};
@@ -84,6 +87,15 @@ fn claim_pk(space: &ClaimSpace) -> String {
 }
 const OPEN_ALERTS_PK: &str = "OPEN_ALERTS";
 const KEYS_PK: &str = "KEYS";
+fn scopes_pk(month: YearMonth) -> String {
+    format!("SCOPES#{month}")
+}
+fn summary_pk(scope: &Scope) -> String {
+    format!("SUMMARY#{scope}")
+}
+fn summary_sk(date: NaiveDate, zone: &crate::period::Zone) -> String {
+    format!("{date}@{zone}")
+}
 /// Switches that are not open are listed here too, so a check finds them in one read.
 const KILL_INDEX_PK: &str = "KILL_INDEX";
 fn digest_pk(channel: &str) -> String {
@@ -162,6 +174,8 @@ async fn backoff(attempt: u32) {
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// (month, scope) pairs this process already listed in the scope index.
+    indexed: std::sync::Arc<std::sync::Mutex<HashSet<(YearMonth, Scope)>>>,
 }
 
 impl DynamoStore {
@@ -169,6 +183,7 @@ impl DynamoStore {
         DynamoStore {
             client,
             table: table.into(),
+            indexed: Default::default(),
         }
     }
 
@@ -341,6 +356,34 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// Writes whole month counters, replacing what is stored (and indexes their scopes): to move
+    /// counters from the embedded store to a table, or to seed one quickly. Not for live
+    /// ingest, which adds to counters atomically with its idempotency markers.
+    pub async fn import_counters(
+        &self,
+        counters: &BTreeMap<CounterKey, MonthCounters>,
+    ) -> StoreResult<()> {
+        let mut requests = Vec::new();
+        for (counter, month) in counters {
+            let mut item = key(counter_pk(&counter.scope), counter_sk(counter));
+            item.insert("scope".into(), s(counter.scope.as_str()));
+            item.insert("zone".into(), s(counter.zone.name()));
+            item.insert("month".into(), s(counter.month.to_string()));
+            for (day, tally) in &month.days {
+                for (metric, value) in &tally.0 {
+                    item.insert(counter_attribute(*day, *metric), n(value.normalize()));
+                }
+            }
+            requests.push(Self::put_request(item)?);
+        }
+        let scopes: BTreeSet<(YearMonth, &Scope)> =
+            counters.keys().map(|k| (k.month, &k.scope)).collect();
+        for (month, scope) in scopes {
+            requests.push(Self::put_request(key(scopes_pk(month), scope.as_str()))?);
+        }
+        self.batch_write(requests).await
+    }
+
     fn put_request(item: HashMap<String, AttributeValue>) -> StoreResult<WriteRequest> {
         Ok(WriteRequest::builder()
             .put_request(built(PutRequest::builder().set_item(Some(item)).build())?)
@@ -377,6 +420,34 @@ impl DynamoStore {
             }
         }
         Ok(live)
+    }
+
+    /// Lists the chunk's scopes under their months (what the nightly run reads instead of
+    /// scanning). Each (month, scope) is written once per process.
+    async fn index_scopes(&self, chunk: &[&UsageEntry]) -> StoreResult<()> {
+        let wanted: BTreeSet<(YearMonth, Scope)> = chunk
+            .iter()
+            .flat_map(|e| e.deltas.iter().map(|d| (d.key.month, d.key.scope.clone())))
+            .collect();
+        let fresh: Vec<(YearMonth, Scope)> = {
+            let known = self
+                .indexed
+                .lock()
+                .map_err(|_| StoreError::Unavailable("index cache poisoned".into()))?;
+            wanted.into_iter().filter(|k| !known.contains(k)).collect()
+        };
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let requests = fresh
+            .iter()
+            .map(|(month, scope)| Self::put_request(key(scopes_pk(*month), scope.as_str())))
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.batch_write(requests).await?;
+        if let Ok(mut known) = self.indexed.lock() {
+            known.extend(fresh);
+        }
+        Ok(())
     }
 
     /// Writes the markers and counter increments of `chunk` in one transaction.
@@ -689,6 +760,7 @@ impl StateStore for DynamoStore {
             let mut cancelled = Vec::new();
             for group in pack_transactions(&pending)? {
                 if self.write_usage_chunk(&group, now, marker_ttl).await? {
+                    self.index_scopes(&group).await?;
                     outcome.accepted.extend(group.iter().map(|e| e.id.clone()));
                 } else {
                     cancelled.extend(group);
@@ -708,6 +780,51 @@ impl StateStore for DynamoStore {
                 .collect::<Vec<_>>()
                 .join(", ")
         )))
+    }
+
+    async fn scopes_with_counters(&self, month: YearMonth) -> StoreResult<Vec<Scope>> {
+        self.query_all(scopes_pk(month), false, None)
+            .await?
+            .iter()
+            .map(|item| {
+                Scope::parse(text_attr(item, SK)?).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
+    async fn put_summaries(&self, summaries: &[DailySummary]) -> StoreResult<()> {
+        let mut requests = Vec::new();
+        for sm in summaries {
+            let mut item = key(summary_pk(&sm.scope), summary_sk(sm.date, &sm.zone));
+            item.insert("doc".into(), s(to_doc(sm)?));
+            requests.push(Self::put_request(item)?);
+        }
+        self.batch_write(requests).await
+    }
+
+    async fn summaries(
+        &self,
+        scope: &Scope,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> StoreResult<Vec<DailySummary>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", s(summary_pk(scope)))
+            .expression_attribute_values(":from", s(from.to_string()))
+            .expression_attribute_values(":to", s(format!("{to}@~")))
+            .send()
+            .await
+            .map_err(|e| sdk("Query", e))?;
+        out.items()
+            .iter()
+            .map(|item| from_doc("summary", text_attr(item, "doc")?))
+            .collect()
     }
 
     async fn read_counters(

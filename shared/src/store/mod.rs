@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 
+use crate::aggregate::DailySummary;
 use crate::alert::AlertEvent;
 use crate::budget::{Budget, PolicySet, Settings};
 use crate::keys::{KeyRecord, KeyStatus};
@@ -69,6 +70,17 @@ pub trait StateStore: Send + Sync {
         now: DateTime<Utc>,
         marker_ttl: Duration,
     ) -> StoreResult<IngestOutcome>;
+    /// Every scope that has counters in `month` (any zone): what the nightly run summarises.
+    async fn scopes_with_counters(&self, month: YearMonth) -> StoreResult<Vec<Scope>>;
+    /// Upserts daily summaries (one per scope, zone and date: re-running a day replaces them).
+    async fn put_summaries(&self, summaries: &[DailySummary]) -> StoreResult<()>;
+    /// A scope's summaries from `from` to `to` (inclusive), any zone, oldest first.
+    async fn summaries(
+        &self,
+        scope: &Scope,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> StoreResult<Vec<DailySummary>>;
     /// Month counters for each key (absent keys are left out).
     async fn read_counters(
         &self,

@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rust_decimal::Decimal;
 
 use super::{StateStore, StoreError, StoreResult, from_doc, to_doc};
+use crate::aggregate::DailySummary;
 use crate::alert::AlertEvent;
 use crate::budget::{Budget, PolicySet, Settings};
 use crate::keys::{KeyRecord, KeyStatus};
@@ -40,6 +41,9 @@ CREATE TABLE IF NOT EXISTS claims (
     PRIMARY KEY (space, claim_key));
 CREATE TABLE IF NOT EXISTS open_alerts (alert_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS keys (id TEXT PRIMARY KEY, spec TEXT NOT NULL, status TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS summaries (
+    scope TEXT NOT NULL, zone TEXT NOT NULL, date TEXT NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (scope, date, zone));
 CREATE TABLE IF NOT EXISTS digest_queue (
     channel TEXT NOT NULL, alert_id TEXT NOT NULL, queued_at INTEGER NOT NULL, doc TEXT NOT NULL,
     PRIMARY KEY (channel, alert_id));
@@ -347,6 +351,63 @@ impl StateStore for SqliteStore {
             }
             tx.commit().map_err(db)?;
             Ok(outcome)
+        })
+        .await
+    }
+
+    async fn scopes_with_counters(&self, month: YearMonth) -> StoreResult<Vec<Scope>> {
+        self.run(move |c| {
+            let mut st = c
+                .prepare("SELECT DISTINCT scope FROM counters WHERE month = ?1 ORDER BY scope")
+                .map_err(db)?;
+            let rows = st
+                .query_map(params![month.to_string()], |r| r.get::<_, String>(0))
+                .map_err(db)?;
+            rows.map(|r| {
+                Scope::parse(&r.map_err(db)?).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn put_summaries(&self, summaries: &[DailySummary]) -> StoreResult<()> {
+        let summaries = summaries.to_vec();
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            for s in &summaries {
+                tx.execute(
+                    "INSERT INTO summaries (scope, zone, date, doc) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(scope, date, zone) DO UPDATE SET doc = excluded.doc",
+                    params![
+                        s.scope.as_str(),
+                        s.zone.name(),
+                        s.date.to_string(),
+                        to_doc(s)?
+                    ],
+                )
+                .map_err(db)?;
+            }
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn summaries(
+        &self,
+        scope: &Scope,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> StoreResult<Vec<DailySummary>> {
+        let scope = scope.clone();
+        self.run(move |c| {
+            let mut st = c
+                .prepare("SELECT doc FROM summaries WHERE scope = ?1 AND date >= ?2 AND date <= ?3 ORDER BY date, zone")
+                .map_err(db)?;
+            let rows = st
+                .query_map(params![scope.as_str(), from.to_string(), to.to_string()], |r| r.get::<_, String>(0))
+                .map_err(db)?;
+            rows.map(|r| from_doc("summary", &r.map_err(db)?)).collect()
         })
         .await
     }
