@@ -33,6 +33,17 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         budgets: PathBuf,
     },
+    /// Validate a budgets file and load it into a deployment's DynamoDB table (budgets,
+    /// settings, keys; keys keep their status). AWS credentials and region from the
+    /// environment; `AWS_ENDPOINT_URL` is honoured.
+    Apply {
+        /// The budgets file (TOML, see docs/budgets.md).
+        #[arg(long, value_name = "FILE")]
+        budgets: PathBuf,
+        /// The table (the deployment's `StateTableName` output).
+        #[arg(long, value_name = "NAME")]
+        table: String,
+    },
 }
 
 #[derive(Args)]
@@ -105,6 +116,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Check(args) => check::run(args).await,
             Command::Validate { budgets } => check::validate(&budgets),
+            Command::Apply { budgets, table } => check::apply(&budgets, &table).await,
         }
     });
     match result {

@@ -45,10 +45,15 @@ impl From<HandlerError> for Diagnostic {
     }
 }
 
+/// What the deployment's EventBridge Scheduler schedule sends (`template.yaml`, `terraform/`).
+pub const SCHEDULER_SOURCE: &str = "spendguard.schedule";
+
 /// Maps the event to check options. A scheduled event checks everything.
 pub fn options_for(event: &Value) -> Result<CheckOptions, HandlerError> {
-    let scheduled = event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
-        && event.get("source").and_then(Value::as_str) == Some("aws.events");
+    // EventBridge rules send their envelope; EventBridge Scheduler sends the deployment's input
+    let scheduled = (event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
+        && event.get("source").and_then(Value::as_str) == Some("aws.events"))
+        || event == &serde_json::json!({"source": SCHEDULER_SOURCE});
     if scheduled {
         return Ok(CheckOptions {
             actor: "schedule".into(),
@@ -101,14 +106,14 @@ mod tests {
             let options = options_for(&event).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let name = path.file_name().unwrap().to_string_lossy().to_string();
             match name.as_str() {
-                "scheduled.json" => assert_eq!(options.actor, "schedule"),
+                "scheduled.json" | "scheduler.json" => assert_eq!(options.actor, "schedule"),
                 "dry-run.json" => assert!(options.dry_run),
                 "one-budget.json" => assert_eq!(options.only, ["openai-prod"]),
                 other => panic!("fixture {other} has no expectation here"),
             }
             seen += 1;
         }
-        assert_eq!(seen, 3);
+        assert_eq!(seen, 4);
     }
 
     #[test]

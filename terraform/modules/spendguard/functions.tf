@@ -1,0 +1,231 @@
+# ------------------------------------------------------------------ functions
+
+data "aws_iam_policy_document" "assume_lambda" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "function" {
+  for_each           = local.functions
+  name               = "${var.name}-${each.key}"
+  assume_role_policy = data.aws_iam_policy_document.assume_lambda.json
+}
+
+# The function's own calls, plus its logs, traces and dead letters.
+resource "aws_iam_role_policy" "function" {
+  for_each = local.functions
+  name     = "${each.key}-least-privilege"
+  role     = aws_iam_role.function[each.key].id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = concat(
+      [
+        for sid, actions in local.permissions[each.key] : { Sid = sid, Effect = "Allow", Action = actions, Resource = local.shared_resources[sid] }
+        if length(local.shared_resources[sid]) > 0
+      ],
+      [
+        { Sid = "Logs", Effect = "Allow", Action = ["logs:CreateLogStream", "logs:PutLogEvents"], Resource = "${aws_cloudwatch_log_group.function[each.key].arn}:*" },
+        # X-Ray has no resource-level permissions
+        { Sid = "Traces", Effect = "Allow", Action = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], Resource = "*" },
+        { Sid = "DeadLetters", Effect = "Allow", Action = ["sqs:SendMessage"], Resource = aws_sqs_queue.failed_events.arn },
+      ],
+    )
+  })
+}
+
+resource "aws_cloudwatch_log_group" "function" {
+  # checkov:skip=CKV_AWS_158: log lines carry no secrets (tested); the default encryption applies
+  # checkov:skip=CKV_AWS_338: a year of logs costs more than it is worth here; retention is a variable
+  for_each          = local.functions
+  name              = "/aws/lambda/${var.name}-${each.key}"
+  retention_in_days = var.log_retention_days
+}
+
+resource "aws_lambda_function" "function" {
+  # checkov:skip=CKV_AWS_117: calls only public AWS and provider APIs; a VPC adds NAT cost and nothing to protect
+  # checkov:skip=CKV_AWS_115: reserved concurrency would take from small accounts' pool; every handler is safe concurrently
+  # checkov:skip=CKV_AWS_173: the environment holds names and ARNs, never secrets
+  # checkov:skip=CKV_AWS_272: code signing needs a signing profile the operator owns; zips are built from this repository
+  for_each         = local.functions
+  function_name    = "${var.name}-${each.key}"
+  role             = aws_iam_role.function[each.key].arn
+  filename         = "${var.lambda_zip_dir}/${each.key}/bootstrap.zip"
+  source_code_hash = filebase64sha256("${var.lambda_zip_dir}/${each.key}/bootstrap.zip")
+  runtime          = "provided.al2023"
+  architectures    = ["arm64"]
+  handler          = "bootstrap"
+  timeout          = each.value.timeout
+  memory_size      = each.value.memory
+
+  environment {
+    # unset optional settings (null) are left out
+    variables = merge(
+      { SPENDGUARD_TABLE = aws_dynamodb_table.state.name },
+      { for k, v in each.value.environment : k => v if v != null },
+    )
+  }
+  logging_config {
+    log_format            = "JSON"
+    log_group             = aws_cloudwatch_log_group.function[each.key].name
+    application_log_level = "INFO"
+    system_log_level      = "WARN"
+  }
+  tracing_config {
+    mode = "Active"
+  }
+  dead_letter_config {
+    target_arn = aws_sqs_queue.failed_events.arn
+  }
+  depends_on = [aws_iam_role_policy.function]
+}
+
+# ------------------------------------------------------------------ triggers
+
+data "aws_iam_policy_document" "assume_scheduler" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["scheduler.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account]
+    }
+  }
+}
+
+resource "aws_iam_role" "scheduler" {
+  name               = "${var.name}-scheduler"
+  assume_role_policy = data.aws_iam_policy_document.assume_scheduler.json
+}
+
+resource "aws_iam_role_policy" "scheduler" {
+  name = "invoke-scheduled-functions"
+  role = aws_iam_role.scheduler.id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      { Sid = "Invoke", Effect = "Allow", Action = ["lambda:InvokeFunction"], Resource = distinct([for s in local.schedules : aws_lambda_function.function[s.function].arn]) },
+      { Sid = "DeadLetters", Effect = "Allow", Action = ["sqs:SendMessage"], Resource = aws_sqs_queue.failed_events.arn },
+    ]
+  })
+}
+
+resource "aws_scheduler_schedule" "schedule" {
+  # checkov:skip=CKV_AWS_297: the input is a constant such as {"action":"flush_digests"}; a customer key protects nothing
+  for_each            = local.schedules
+  name                = "${var.name}-${each.key}"
+  schedule_expression = each.value.expression
+
+  flexible_time_window {
+    mode = "OFF"
+  }
+  target {
+    arn      = aws_lambda_function.function[each.value.function].arn
+    role_arn = aws_iam_role.scheduler.arn
+    input    = each.value.input
+    retry_policy {
+      maximum_retry_attempts       = 2
+      maximum_event_age_in_seconds = each.value.max_age
+    }
+    dead_letter_config {
+      arn = aws_sqs_queue.failed_events.arn
+    }
+  }
+}
+
+resource "aws_sns_topic_subscription" "subscription" {
+  for_each      = local.subscriptions
+  topic_arn     = each.value.topic
+  protocol      = "lambda"
+  endpoint      = aws_lambda_function.function[each.value.function].arn
+  filter_policy = each.value.filter
+  redrive_policy = jsonencode({
+    deadLetterTargetArn = aws_sqs_queue.failed_events.arn
+  })
+}
+
+resource "aws_lambda_permission" "sns" {
+  for_each      = local.subscriptions
+  function_name = aws_lambda_function.function[each.value.function].function_name
+  action        = "lambda:InvokeFunction"
+  principal     = "sns.amazonaws.com"
+  source_arn    = each.value.topic
+}
+
+# Secrets Manager invokes key-guard for rotations of this account's secrets only.
+resource "aws_lambda_permission" "rotation" {
+  function_name  = aws_lambda_function.function["key-guard"].function_name
+  action         = "lambda:InvokeFunction"
+  principal      = "secretsmanager.amazonaws.com"
+  source_account = local.account
+}
+
+resource "aws_lambda_function_url" "webhook" {
+  # checkov:skip=CKV_AWS_258: Pub/Sub push and SNS cannot SigV4-sign; every request is verified in code
+  function_name      = aws_lambda_function.function["budget-webhook"].function_name
+  authorization_type = "NONE"
+}
+
+# A public Function URL needs both permissions (since October 2025), the second limited to
+# calls that come through the URL.
+resource "aws_lambda_permission" "webhook_url" {
+  # checkov:skip=CKV_AWS_301: the webhook is public by design (Pub/Sub push, SNS, applications); requests are verified in code
+  function_name          = aws_lambda_function.function["budget-webhook"].function_name
+  action                 = "lambda:InvokeFunctionUrl"
+  principal              = "*"
+  function_url_auth_type = "NONE"
+}
+
+resource "aws_lambda_permission" "webhook_url_invoke" {
+  # checkov:skip=CKV_AWS_301: the webhook is public by design (Pub/Sub push, SNS, applications); requests are verified in code
+  function_name            = aws_lambda_function.function["budget-webhook"].function_name
+  action                   = "lambda:InvokeFunction"
+  principal                = "*"
+  invoked_via_function_url = true
+}
+
+# ------------------------------------------------------------------ alarms and dashboard
+
+resource "aws_cloudwatch_metric_alarm" "failed_events" {
+  alarm_name          = "${var.name}-failed-events"
+  alarm_description   = "An event spendguard could not process is waiting in the dead-letter queue."
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateNumberOfMessagesVisible"
+  dimensions          = { QueueName = aws_sqs_queue.failed_events.name }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.operator.arn]
+}
+
+resource "aws_cloudwatch_metric_alarm" "errors" {
+  for_each            = local.functions
+  alarm_name          = "${var.name}-${each.key}-errors"
+  alarm_description   = "${each.key} failed: see its log group."
+  namespace           = "AWS/Lambda"
+  metric_name         = "Errors"
+  dimensions          = { FunctionName = aws_lambda_function.function[each.key].function_name }
+  statistic           = "Sum"
+  period              = each.key == "daily-aggregate" ? 3600 : (each.key == "budget-check" ? 900 : 300)
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.operator.arn]
+}
+
+resource "aws_cloudwatch_dashboard" "spend" {
+  dashboard_name = "${var.name}-spend"
+  dashboard_body = replace(file("${path.module}/../../../deploy/dashboard.json"), "$${AWS::Region}", data.aws_region.current.region)
+}

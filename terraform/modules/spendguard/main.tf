@@ -1,0 +1,233 @@
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
+data "aws_region" "current" {}
+
+locals {
+  account        = data.aws_caller_identity.current.account_id
+  partition      = data.aws_partition.current.partition
+  admin_key_arns = compact([var.openai_admin_key_arn, var.anthropic_admin_key_arn])
+  cost_explorer  = var.cost_explorer ? "enabled" : "disabled"
+
+  # What each function may call (literal lists: tests/deploy/parity.py compares them with
+  # template.yaml), and on what. A statement whose resources are empty is left out.
+  permissions = {
+    "budget-check" = {
+      State         = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:TransactWriteItems"]
+      PublishAlerts = ["sns:Publish"]
+      ReadBudgets   = ["budgets:ViewBudget"]
+      CostExplorer  = ["ce:GetCostAndUsage"]
+      AdminKeys     = ["secretsmanager:GetSecretValue"]
+    }
+    "alert-fanout" = {
+      State          = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
+      ChannelSecrets = ["secretsmanager:GetSecretValue"]
+      Email          = ["ses:SendEmail"]
+    }
+    "key-guard" = {
+      State         = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:TransactWriteItems"]
+      GuardedKeys   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret", "secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage"]
+      AdminKeys     = ["secretsmanager:GetSecretValue"]
+      NewSecrets    = ["secretsmanager:GetRandomPassword"]
+      IamAccessKeys = ["iam:ListAccessKeys", "iam:UpdateAccessKey"]
+    }
+    "budget-webhook" = {
+      State                      = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:TransactWriteItems"]
+      PublishAlerts              = ["sns:Publish"]
+      ConfirmBudgetsSubscription = ["sns:ConfirmSubscription"]
+      WebhookSecrets             = ["secretsmanager:GetSecretValue"]
+      AdminKeys                  = ["secretsmanager:GetSecretValue"]
+      ReadBudgets                = ["budgets:ViewBudget"]
+      CostExplorer               = ["ce:GetCostAndUsage"]
+    }
+    "daily-aggregate" = {
+      State         = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
+      PublishAlerts = ["sns:Publish"]
+    }
+  }
+
+  # Cost Explorer, GetRandomPassword and X-Ray have no resource-level permissions.
+  shared_resources = {
+    State                      = [aws_dynamodb_table.state.arn]
+    PublishAlerts              = [aws_sns_topic.alerts.arn]
+    ReadBudgets                = ["arn:${local.partition}:budgets::${local.account}:budget/*"]
+    CostExplorer               = ["*"]
+    AdminKeys                  = local.admin_key_arns
+    ChannelSecrets             = var.channel_secret_arns
+    Email                      = var.ses_identity_arn == null ? [] : [var.ses_identity_arn]
+    GuardedKeys                = var.key_secret_arns
+    NewSecrets                 = ["*"]
+    IamAccessKeys              = var.guarded_iam_user_arns
+    ConfirmBudgetsSubscription = [aws_sns_topic.budgets.arn]
+    WebhookSecrets             = [var.usage_secret_arn, var.status_token_arn]
+  }
+
+  functions = {
+    "budget-check" = {
+      timeout = 120
+      memory  = 256
+      environment = {
+        SPENDGUARD_ALERTS_TOPIC_ARN        = aws_sns_topic.alerts.arn
+        SPENDGUARD_AWS_ACCOUNT_ID          = local.account
+        SPENDGUARD_COST_EXPLORER           = local.cost_explorer
+        SPENDGUARD_OPENAI_ADMIN_KEY_ARN    = var.openai_admin_key_arn
+        SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN = var.anthropic_admin_key_arn
+      }
+    }
+    "alert-fanout" = {
+      timeout = 60
+      memory  = 256
+      environment = {
+        SPENDGUARD_DELIVERY_DEADLINE_SECONDS = "20"
+      }
+    }
+    "key-guard" = {
+      timeout = 60
+      memory  = 256
+      environment = {
+        SPENDGUARD_OPENAI_ADMIN_KEY_ARN    = var.openai_admin_key_arn
+        SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN = var.anthropic_admin_key_arn
+      }
+    }
+    "budget-webhook" = {
+      timeout = 15
+      memory  = 256
+      environment = {
+        SPENDGUARD_ALERTS_TOPIC_ARN         = aws_sns_topic.alerts.arn
+        SPENDGUARD_USAGE_SECRET_ARN         = var.usage_secret_arn
+        SPENDGUARD_STATUS_TOKEN_ARN         = var.status_token_arn
+        SPENDGUARD_SNS_TOPIC_ARNS           = aws_sns_topic.budgets.arn
+        SPENDGUARD_AWS_ACCOUNT_ID           = local.account
+        SPENDGUARD_COST_EXPLORER            = local.cost_explorer
+        SPENDGUARD_OPENAI_ADMIN_KEY_ARN     = var.openai_admin_key_arn
+        SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN  = var.anthropic_admin_key_arn
+        SPENDGUARD_GCP_PUSH_AUDIENCE        = var.gcp_push_audience
+        SPENDGUARD_GCP_PUSH_SERVICE_ACCOUNT = var.gcp_push_service_account
+      }
+    }
+    "daily-aggregate" = {
+      timeout = 900
+      memory  = 512
+      environment = {
+        SPENDGUARD_ALERTS_TOPIC_ARN = aws_sns_topic.alerts.arn
+      }
+    }
+  }
+
+  # EventBridge Scheduler schedules: function, expression, input (the events/ fixtures), maximum event age.
+  schedules = {
+    "budget-check" = {
+      function   = "budget-check"
+      expression = "rate(${var.check_interval_minutes} minutes)"
+      input      = "{\"source\": \"spendguard.schedule\"}"
+      max_age    = 300
+    }
+    "flush-digests" = {
+      function   = "alert-fanout"
+      expression = "rate(5 minutes)"
+      input      = "{\"action\": \"flush_digests\"}"
+      max_age    = 300
+    }
+    "nightly" = {
+      function   = "daily-aggregate"
+      expression = var.nightly_schedule
+      input      = "{}"
+      max_age    = 3600
+    }
+  }
+
+  # SNS subscriptions: function, topic, filter policy.
+  subscriptions = {
+    "alert-fanout"   = { function = "alert-fanout", topic = aws_sns_topic.alerts.arn, filter = null }
+    "key-guard"      = { function = "key-guard", topic = aws_sns_topic.alerts.arn, filter = "{\"actions\": [\"disable_keys\", \"shutdown\", \"reduce_limits\"]}" }
+    "budget-webhook" = { function = "budget-webhook", topic = aws_sns_topic.budgets.arn, filter = null }
+  }
+}
+
+# ------------------------------------------------------------------ state and messaging
+
+resource "aws_dynamodb_table" "state" {
+  # checkov:skip=CKV_AWS_119: the AWS-owned key encrypts at rest; a customer key costs more than the counters it protects
+  name         = "${var.name}-state"
+  billing_mode = "PAY_PER_REQUEST"
+  hash_key     = "PK"
+  range_key    = "SK"
+
+  attribute {
+    name = "PK"
+    type = "S"
+  }
+  attribute {
+    name = "SK"
+    type = "S"
+  }
+  ttl {
+    attribute_name = "expires_at"
+    enabled        = true
+  }
+  point_in_time_recovery {
+    enabled = true
+  }
+  server_side_encryption {
+    enabled = true
+  }
+  lifecycle {
+    prevent_destroy = true
+  }
+}
+
+resource "aws_sns_topic" "alerts" {
+  name              = "${var.name}-alerts"
+  kms_master_key_id = "alias/aws/sns"
+}
+
+# AWS Budgets publishes here (plain text, read by budget-webhook). A separate topic: fan-out only
+# understands AlertEvents, and budgets.amazonaws.com cannot use the AWS-managed SNS key.
+resource "aws_sns_topic" "budgets" {
+  # checkov:skip=CKV_AWS_26: AWS Budgets cannot publish to a topic encrypted with the AWS-managed key
+  name = "${var.name}-aws-budgets"
+}
+
+resource "aws_sns_topic_policy" "budgets" {
+  arn = aws_sns_topic.budgets.arn
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Sid       = "AwsBudgetsPublish"
+      Effect    = "Allow"
+      Principal = { Service = "budgets.amazonaws.com" }
+      Action    = "sns:Publish"
+      Resource  = aws_sns_topic.budgets.arn
+      Condition = {
+        StringEquals = { "aws:SourceAccount" = local.account }
+        ArnLike      = { "aws:SourceArn" = "arn:${local.partition}:budgets::${local.account}:*" }
+      }
+    }]
+  })
+}
+
+# Operators' topic: alarms on dead letters and errors (subscribe e-mail or chat to it).
+resource "aws_sns_topic" "operator" {
+  name              = "${var.name}-operator"
+  kms_master_key_id = "alias/aws/sns"
+}
+
+resource "aws_sqs_queue" "failed_events" {
+  name                      = "${var.name}-failed-events"
+  message_retention_seconds = 1209600
+  sqs_managed_sse_enabled   = true
+}
+
+resource "aws_sqs_queue_policy" "failed_events" {
+  queue_url = aws_sqs_queue.failed_events.id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Sid       = "SchedulerAndSnsDeadLetters"
+      Effect    = "Allow"
+      Principal = { Service = ["scheduler.amazonaws.com", "sns.amazonaws.com"] }
+      Action    = "sqs:SendMessage"
+      Resource  = aws_sqs_queue.failed_events.arn
+      Condition = { StringEquals = { "aws:SourceAccount" = local.account } }
+    }]
+  })
+}

@@ -1,0 +1,132 @@
+variable "name" {
+  type        = string
+  description = "Prefix of every resource name (like the SAM stack name)."
+  default     = "spendguard"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,30}$", var.name))
+    error_message = "name: lower-case letters, digits and dashes, at most 31 characters."
+  }
+}
+
+variable "lambda_zip_dir" {
+  type        = string
+  description = "Where `cargo lambda build --release --arm64 --output-format zip` wrote <function>/bootstrap.zip (target/lambda)."
+}
+
+variable "check_interval_minutes" {
+  type        = number
+  description = "How often budget-check evaluates every budget (minutes)."
+  default     = 5
+  validation {
+    condition     = var.check_interval_minutes >= 1 && var.check_interval_minutes <= 60
+    error_message = "check_interval_minutes must be between 1 and 60."
+  }
+}
+
+variable "nightly_schedule" {
+  type        = string
+  description = "When daily-aggregate summarises yesterday (EventBridge Scheduler cron, UTC)."
+  default     = "cron(15 1 * * ? *)"
+  validation {
+    condition     = can(regex("^cron\\(.+\\)$", var.nightly_schedule))
+    error_message = "nightly_schedule must be a cron(...) expression."
+  }
+}
+
+variable "usage_secret_arn" {
+  type        = string
+  description = "Secrets Manager ARN of the usage-report signing secrets (whsec_...)."
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\\d{12}:secret:.+$", var.usage_secret_arn))
+    error_message = "usage_secret_arn must be a Secrets Manager secret ARN."
+  }
+}
+
+variable "status_token_arn" {
+  type        = string
+  description = "Secrets Manager ARN of the bearer token applications use to read /status."
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\\d{12}:secret:.+$", var.status_token_arn))
+    error_message = "status_token_arn must be a Secrets Manager secret ARN."
+  }
+}
+
+variable "channel_secret_arns" {
+  type        = list(string)
+  description = "Secrets Manager ARNs named by [channels] in the budgets file."
+  default     = []
+  validation {
+    condition     = alltrue([for a in var.channel_secret_arns : can(regex("^arn:aws[a-z-]*:secretsmanager:", a))])
+    error_message = "channel_secret_arns holds Secrets Manager ARNs only."
+  }
+}
+
+variable "key_secret_arns" {
+  type        = list(string)
+  description = "Secrets Manager ARNs of the provider keys listed as [[key]] in the budgets file."
+  default     = []
+  validation {
+    condition     = alltrue([for a in var.key_secret_arns : can(regex("^arn:aws[a-z-]*:secretsmanager:", a))])
+    error_message = "key_secret_arns holds Secrets Manager ARNs only."
+  }
+}
+
+variable "openai_admin_key_arn" {
+  type        = string
+  description = "Secrets Manager ARN of the OpenAI admin key, or null to not use OpenAI."
+  default     = null
+}
+
+variable "anthropic_admin_key_arn" {
+  type        = string
+  description = "Secrets Manager ARN of the Anthropic admin key, or null."
+  default     = null
+}
+
+variable "guarded_iam_user_arns" {
+  type        = list(string)
+  description = "IAM users whose access keys key-guard may deactivate and reactivate."
+  default     = []
+  validation {
+    condition     = alltrue([for a in var.guarded_iam_user_arns : can(regex("^arn:aws[a-z-]*:iam::\\d{12}:user/", a))])
+    error_message = "guarded_iam_user_arns holds IAM user ARNs only."
+  }
+}
+
+variable "ses_identity_arn" {
+  type        = string
+  description = "The verified SES identity e-mail alerts are sent from, or null without e-mail channels."
+  default     = null
+}
+
+variable "gcp_push_audience" {
+  type        = string
+  description = "Audience of the GCP Pub/Sub push subscription's OIDC token (null disables GCP)."
+  default     = null
+}
+
+variable "gcp_push_service_account" {
+  type        = string
+  description = "E-mail of the service account the push subscription signs as."
+  default     = null
+  validation {
+    condition     = (var.gcp_push_service_account == null) == (var.gcp_push_audience == null)
+    error_message = "gcp_push_service_account and gcp_push_audience are set together."
+  }
+}
+
+variable "cost_explorer" {
+  type        = bool
+  description = "Use Cost Explorer as a spend source ($0.01 per request, cached)."
+  default     = false
+}
+
+variable "log_retention_days" {
+  type        = number
+  description = "How long function logs are kept."
+  default     = 90
+  validation {
+    condition     = contains([30, 60, 90, 180, 365], var.log_retention_days)
+    error_message = "log_retention_days must be one of 30, 60, 90, 180, 365."
+  }
+}
