@@ -146,7 +146,7 @@ locals {
 # ------------------------------------------------------------------ state and messaging
 
 resource "aws_dynamodb_table" "state" {
-  # checkov:skip=CKV_AWS_119: the AWS-owned key encrypts at rest; a customer key costs more than the counters it protects
+  # checkov:skip=CKV_AWS_119: the AWS-managed key (aws/dynamodb) encrypts at rest; a customer key costs more than the counters it protects
   name         = "${var.name}-state"
   billing_mode = "PAY_PER_REQUEST"
   hash_key     = "PK"
