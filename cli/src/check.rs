@@ -15,12 +15,12 @@ use spendguard_core::sources::{
     AnthropicCosts, AwsBudgets, GcpBudgetObservations, HttpSettings, OpenAiCosts, SpendSource,
     UsageCounters,
 };
-use spendguard_core::store::{DynamoStore, SqliteStore, StateStore};
+use spendguard_core::store::{SqliteStore, StateStore};
 use spendguard_core::usage::{UsageRecord, UsageWire};
 
 use crate::{CheckArgs, Failure, table};
 
-fn load(path: &Path) -> Result<PolicySet, Failure> {
+pub fn load(path: &Path) -> Result<PolicySet, Failure> {
     load_budgets_file(path).map_err(|errors| Failure::Invalid(errors.to_string()))
 }
 
@@ -37,24 +37,6 @@ pub fn validate(path: &Path) -> Result<(), Failure> {
             .sum::<usize>(),
         policy.settings.channels.len(),
         policy.settings.prices.0.len(),
-        policy.keys.len()
-    );
-    Ok(())
-}
-
-/// Loads a valid budgets file into a deployment's table: what the functions read.
-pub async fn apply(path: &Path, table: &str) -> Result<(), Failure> {
-    let policy = load(path)?;
-    let sdk = spendguard_core::aws::sdk_config().await;
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table);
-    store
-        .put_policy(&policy)
-        .await
-        .map_err(|e| Failure::Run(format!("table {table}: {e}")))?;
-    println!(
-        "{}: applied to {table} — {} budgets, {} keys",
-        path.display(),
-        policy.budgets.len(),
         policy.keys.len()
     );
     Ok(())

@@ -4,6 +4,11 @@
 //! unavailable); 2 invalid input (budgets file, usage file, arguments); 3 `--fail-on` reached.
 
 mod check;
+mod demo;
+mod invoke;
+mod local;
+mod operate;
+mod report;
 mod table;
 
 use std::path::PathBuf;
@@ -25,6 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Simulate a month of spend with a runaway loop on the real handlers, and write a report.
+    Demo(demo::DemoArgs),
     /// Ingest usage (optional) and check every budget on the embedded store.
     Check(CheckArgs),
     /// Validate a budgets file and print a summary.
@@ -33,16 +40,86 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         budgets: PathBuf,
     },
-    /// Validate a budgets file and load it into a deployment's DynamoDB table (budgets,
-    /// settings, keys; keys keep their status). AWS credentials and region from the
-    /// environment; `AWS_ENDPOINT_URL` is honoured.
+    /// Run one function's handler with an event file, on the embedded store or against AWS.
+    Invoke(invoke::InvokeArgs),
+    /// Kill switches, keys and open paging alerts.
+    Status {
+        /// Only what is under (or above) this scope.
+        #[arg(long)]
+        scope: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        on: operate::On,
+    },
+    /// Engage a scope's kill switch and stop its keys at their providers (key-guard's code).
+    Kill {
+        #[arg(long)]
+        scope: String,
+        /// Why, for the audit log and the alert.
+        #[arg(long)]
+        reason: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        on: operate::On,
+    },
+    /// Re-enable the keys spendguard stopped under a scope and start the limit ramp.
+    Restore {
+        #[arg(long)]
+        scope: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        on: operate::On,
+    },
+    /// Acknowledge a paging alert: its escalation stops.
+    Ack {
+        alert_id: String,
+        #[command(flatten)]
+        on: operate::On,
+    },
+    /// Manage the budgets a deployment (or the embedded store) holds.
+    Budgets {
+        #[command(subcommand)]
+        command: BudgetsCommand,
+    },
+    /// Write a scope's month report (HTML with an SVG chart) from the stored summaries.
+    Report {
+        #[arg(long)]
+        scope: String,
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        /// Where to write the page.
+        #[arg(long, value_name = "FILE", default_value = "spendguard-report.html")]
+        out: PathBuf,
+        /// Print the report's figures as JSON instead of writing the page.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        on: operate::On,
+    },
+    /// Print a shell completion script (e.g. `spendguard completions bash > ~/.local/share/bash-completion/completions/spendguard`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum BudgetsCommand {
+    /// Validate a budgets file, show what changes, and write it after confirmation.
     Apply {
         /// The budgets file (TOML, see docs/budgets.md).
-        #[arg(long, value_name = "FILE")]
-        budgets: PathBuf,
-        /// The table (the deployment's `StateTableName` output).
-        #[arg(long, value_name = "NAME")]
-        table: String,
+        file: PathBuf,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        on: operate::On,
     },
 }
 
@@ -114,9 +191,40 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Demo(args) => demo::run(args).await,
             Command::Check(args) => check::run(args).await,
             Command::Validate { budgets } => check::validate(&budgets),
-            Command::Apply { budgets, table } => check::apply(&budgets, &table).await,
+            Command::Invoke(args) => invoke::run(args).await,
+            Command::Status { scope, json, on } => {
+                operate::status(&on, scope.as_deref(), json).await
+            }
+            Command::Kill {
+                scope,
+                reason,
+                yes,
+                on,
+            } => operate::kill(&on, &scope, &reason, yes).await,
+            Command::Restore { scope, yes, on } => operate::restore(&on, &scope, yes).await,
+            Command::Ack { alert_id, on } => operate::ack(&on, &alert_id).await,
+            Command::Budgets {
+                command: BudgetsCommand::Apply { file, yes, on },
+            } => operate::budgets_apply(&on, &file, yes).await,
+            Command::Report {
+                scope,
+                month,
+                out,
+                json,
+                on,
+            } => operate::month_report(&on, &scope, &month, &out, json).await,
+            Command::Completions { shell } => {
+                clap_complete::generate(
+                    shell,
+                    &mut <Cli as clap::CommandFactory>::command(),
+                    "spendguard",
+                    &mut std::io::stdout(),
+                );
+                Ok(())
+            }
         }
     });
     match result {

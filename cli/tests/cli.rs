@@ -191,37 +191,3 @@ fn validate_summarises_a_good_file() {
     );
     drop(dir);
 }
-
-/// `apply` loads the budgets file into a deployment's table (moto here, through
-/// `AWS_ENDPOINT_URL`); an invalid file exits 2 and writes nothing.
-#[tokio::test]
-async fn apply_loads_the_budgets_into_the_table() {
-    use spendguard_core::store::{DynamoStore, StateStore};
-    let sdk = spendguard_core::aws::sdk_config().await;
-    let client = aws_sdk_dynamodb::Client::new(&sdk);
-    let table = format!("spendguard-cli-{}", std::process::id());
-    DynamoStore::create_table(&client, &table).await.unwrap();
-    let apply = |budgets: &str| {
-        Command::new(env!("CARGO_BIN_EXE_spendguard"))
-            .current_dir(repo())
-            .args(["apply", "--budgets", budgets, "--table", &table])
-            .output()
-            .unwrap()
-    };
-    let bad = apply("shared/tests/budgets/invalid/unknown-channel.toml");
-    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
-    let store = DynamoStore::new(client, &table);
-    assert!(store.load_policy().await.unwrap().budgets.is_empty());
-
-    let out = apply("examples/budgets.toml");
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("6 budgets, 5 keys"),
-        "{}",
-        text(&out.stdout)
-    );
-    let policy = store.load_policy().await.unwrap();
-    assert_eq!(policy.budgets.len(), 6);
-    assert_eq!(policy.keys.len(), 5);
-    assert_eq!(policy.settings.channels.len(), 4);
-}

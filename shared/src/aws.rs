@@ -21,3 +21,12 @@ pub async fn sdk_config() -> SdkConfig {
         .load()
         .await
 }
+
+/// For runs that must not reach AWS (the CLI's embedded store): no credentials, no endpoint
+/// discovery. A client built from it fails on first use, naming the missing credentials.
+pub fn offline_sdk_config() -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(aws_config::Region::new("local"))
+        .build()
+}

@@ -1,18 +1,42 @@
-//! Adapters built from configuration once per cold start, shared by the functions that
-//! evaluate budgets (budget-check, budget-webhook).
+//! Adapters built from configuration once per cold start: where a function keeps state and
+//! reads secrets ([`Backends`]), and the spend sources of the functions that evaluate budgets
+//! (budget-check, budget-webhook).
 
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
 use chrono::Duration;
 
+use crate::clock::{Clock, SystemClock};
 use crate::env::{Env, EnvError};
 use crate::secret::{SecretError, SecretVault, SecretsManagerVault};
 use crate::sources::{
     AnthropicCosts, AwsBudgets, CostExplorer, GcpBudgetObservations, HttpSettings, OpenAiCosts,
     SpendSource, UsageCounters,
 };
-use crate::store::StateStore;
+use crate::store::{DynamoStore, StateStore};
+
+/// Where a function keeps its state, reads its secrets and tells the time. Deployed: DynamoDB,
+/// Secrets Manager and the system clock ([`Backends::aws`]); the `spendguard` CLI runs the same
+/// handlers on the embedded store with `file:` secrets and, in its demo, a simulated clock.
+#[derive(Clone)]
+pub struct Backends {
+    pub store: Arc<dyn StateStore>,
+    pub vault: Arc<dyn SecretVault>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Backends {
+    pub fn aws(sdk: &SdkConfig, table: &str) -> Backends {
+        Backends {
+            store: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table)),
+            vault: Arc::new(SecretsManagerVault::new(
+                aws_sdk_secretsmanager::Client::new(sdk),
+            )),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
 
 /// Which spend sources this deployment reads (`usage` and `gcp_budget` always).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,8 +124,9 @@ impl SourcesConfig {
 pub async fn spend_sources(
     config: &SourcesConfig,
     sdk: &SdkConfig,
-    store: Arc<dyn StateStore>,
+    backends: &Backends,
 ) -> Result<Vec<Arc<dyn SpendSource>>, SecretError> {
+    let store = backends.store.clone();
     let mut sources: Vec<Arc<dyn SpendSource>> = vec![
         Arc::new(UsageCounters::new(store.clone())),
         Arc::new(GcpBudgetObservations::new(store.clone())),
@@ -120,7 +145,7 @@ pub async fn spend_sources(
         )));
     }
     if config.openai_admin_key_arn.is_some() || config.anthropic_admin_key_arn.is_some() {
-        let vault = SecretsManagerVault::new(aws_sdk_secretsmanager::Client::new(sdk));
+        let vault = &backends.vault;
         let http = reqwest::Client::new();
         if let Some(arn) = &config.openai_admin_key_arn {
             let key = vault.read(arn).await?;

@@ -16,7 +16,8 @@ use budget_webhook::handler::Webhook;
 use budget_webhook::http::{HttpRequest, HttpResponse};
 use serde_json::{Value, json};
 use spendguard_core::budget::PolicySet;
-use spendguard_core::runtime::SourcesConfig;
+use spendguard_core::bus::SnsBus;
+use spendguard_core::runtime::{Backends, SourcesConfig};
 use spendguard_core::store::{DynamoStore, StateStore};
 use spendguard_core::verify::sns::CertificateSource;
 use url::Url;
@@ -165,9 +166,16 @@ impl WebhookWorld {
             moto_endpoint: Some(aws::endpoint()),
             ..TestCertificates::default()
         };
-        let webhook = app::webhook_with(&config, &sdk, Box::new(certificates.clone()))
-            .await
-            .expect("webhook starts");
+        let bus = SnsBus::new(aws_sdk_sns::Client::new(&sdk), &config.alerts_topic_arn);
+        let webhook = app::webhook_with(
+            &config,
+            &sdk,
+            Backends::aws(&sdk, &config.table),
+            Arc::new(bus),
+            Box::new(certificates.clone()),
+        )
+        .await
+        .expect("webhook starts");
         WebhookWorld {
             sdk,
             store,

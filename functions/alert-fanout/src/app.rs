@@ -1,32 +1,28 @@
 //! Builds the fan-out from configuration: clients once per cold start.
 
-use std::sync::Arc;
-
 use aws_config::SdkConfig;
 use spendguard_core::channels::Poster;
-use spendguard_core::clock::SystemClock;
-use spendguard_core::secret::SecretsManagerVault;
-use spendguard_core::store::DynamoStore;
+use spendguard_core::runtime::Backends;
 
 use crate::config::Config;
 use crate::handler::{ChannelRegistry, Fanout};
 
 pub fn fanout(config: &Config, sdk: &SdkConfig) -> Fanout {
+    fanout_with(config, sdk, Backends::aws(sdk, &config.table))
+}
+
+/// The fan-out on any backends (the CLI runs it on the embedded store with `file:` secrets).
+pub fn fanout_with(config: &Config, sdk: &SdkConfig, backends: Backends) -> Fanout {
     Fanout {
-        store: Arc::new(DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(sdk),
-            &config.table,
-        )),
+        store: backends.store,
         registry: ChannelRegistry::new(
-            Arc::new(SecretsManagerVault::new(
-                aws_sdk_secretsmanager::Client::new(sdk),
-            )),
+            backends.vault,
             Poster {
                 http: reqwest::Client::new(),
                 policy: config.retry,
             },
             aws_sdk_sesv2::Client::new(sdk),
         ),
-        clock: Arc::new(SystemClock),
+        clock: backends.clock,
     }
 }

@@ -4,29 +4,37 @@ use std::sync::Arc;
 
 use aws_config::SdkConfig;
 use chrono::Duration;
-use spendguard_core::bus::SnsBus;
+use spendguard_core::bus::{AlertBus, SnsBus};
 use spendguard_core::check::Checker;
-use spendguard_core::clock::SystemClock;
-use spendguard_core::runtime::spend_sources;
+use spendguard_core::runtime::{Backends, spend_sources};
 use spendguard_core::secret::SecretError;
-use spendguard_core::store::{DynamoStore, StateStore};
 
 use crate::config::Config;
 
 /// Everything `main` needs to serve invocations.
 pub async fn checker(config: &Config, sdk: &SdkConfig) -> Result<Checker, SecretError> {
-    let store: Arc<dyn StateStore> = Arc::new(DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(sdk),
-        &config.table,
-    ));
+    let bus = SnsBus::new(aws_sdk_sns::Client::new(sdk), &config.alerts_topic_arn);
+    checker_with(
+        config,
+        sdk,
+        Backends::aws(sdk, &config.table),
+        Arc::new(bus),
+    )
+    .await
+}
+
+/// The checker on any backends and bus (the CLI runs it on the embedded store).
+pub async fn checker_with(
+    config: &Config,
+    sdk: &SdkConfig,
+    backends: Backends,
+    bus: Arc<dyn AlertBus>,
+) -> Result<Checker, SecretError> {
     Ok(Checker {
-        sources: spend_sources(&config.sources, sdk, store.clone()).await?,
-        store,
-        bus: Arc::new(SnsBus::new(
-            aws_sdk_sns::Client::new(sdk),
-            &config.alerts_topic_arn,
-        )),
-        clock: Arc::new(SystemClock),
+        sources: spend_sources(&config.sources, sdk, &backends).await?,
+        store: backends.store,
+        bus,
+        clock: backends.clock,
         claim_lease: Duration::seconds(config.claim_lease_seconds),
     })
 }

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use spendguard_core::clock::SystemClock;
 use spendguard_core::guard::KeyGuard;
 use spendguard_core::keys::KeyProvider;
 use spendguard_core::keys::anthropic::AnthropicAdmin;
@@ -11,24 +10,52 @@ use spendguard_core::keys::iam::IamKeys;
 use spendguard_core::keys::openai::OpenAiAdmin;
 use spendguard_core::keys::rotation::Rotator;
 use spendguard_core::keys::vault::SecretsAdmin;
-use spendguard_core::secret::{SecretError, SecretVault, SecretsManagerVault};
-use spendguard_core::store::{DynamoStore, StateStore};
+use spendguard_core::runtime::Backends;
+use spendguard_core::secret::SecretError;
 
 use crate::config::Config;
 use crate::handler::Handler;
 
+/// key-guard as deployed: AWS IAM keys, the store in DynamoDB, admin keys in Secrets Manager.
 pub async fn handler(config: &Config, sdk: &SdkConfig) -> Result<Handler, SecretError> {
-    let store: Arc<dyn StateStore> = Arc::new(DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(sdk),
-        &config.table,
-    ));
+    handler_with(
+        config,
+        sdk,
+        Backends::aws(sdk, &config.table),
+        AwsKeys::Managed,
+    )
+    .await
+}
+
+/// Whether key-guard administers AWS itself: IAM access keys and the secrets it withholds.
+/// The CLI's embedded runs leave AWS alone unless asked (`--aws`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsKeys {
+    Managed,
+    Untouched,
+}
+
+/// key-guard on any backends.
+pub async fn handler_with(
+    config: &Config,
+    sdk: &SdkConfig,
+    backends: Backends,
+    aws: AwsKeys,
+) -> Result<Handler, SecretError> {
+    let Backends {
+        store,
+        vault,
+        clock,
+    } = backends;
     let secrets = aws_sdk_secretsmanager::Client::new(sdk);
-    let vault = SecretsManagerVault::new(secrets.clone());
     let http = reqwest::Client::new();
-    let mut providers: Vec<Arc<dyn KeyProvider>> = vec![Arc::new(IamKeys {
-        iam: aws_sdk_iam::Client::new(sdk),
-        sdk: sdk.clone(),
-    })];
+    let mut providers: Vec<Arc<dyn KeyProvider>> = Vec::new();
+    if aws == AwsKeys::Managed {
+        providers.push(Arc::new(IamKeys {
+            iam: aws_sdk_iam::Client::new(sdk),
+            sdk: sdk.clone(),
+        }));
+    }
     if let Some(arn) = &config.anthropic_admin_key_arn {
         providers.push(Arc::new(AnthropicAdmin {
             http: http.clone(),
@@ -43,14 +70,15 @@ pub async fn handler(config: &Config, sdk: &SdkConfig) -> Result<Handler, Secret
             admin_key: vault.read(arn).await?,
         }));
     }
-    let clock = Arc::new(SystemClock);
     Ok(Handler {
         guard: KeyGuard {
             store: store.clone(),
             providers: providers.clone(),
-            secrets: Some(Arc::new(SecretsAdmin {
-                client: secrets.clone(),
-            })),
+            secrets: (aws == AwsKeys::Managed).then(|| {
+                Arc::new(SecretsAdmin {
+                    client: secrets.clone(),
+                })
+            }),
             clock: clock.clone(),
         },
         rotator: Rotator {

@@ -1,0 +1,415 @@
+//! The operator's commands: `status`, `kill`, `restore`, `ack`, `budgets apply`, `report`.
+//! Against a deployment (`--table`, with the user's AWS credentials; `AWS_ENDPOINT_URL` is
+//! honoured) they read and write its table directly and run key-guard's and alert-fanout's own
+//! code in process; without `--table` they act on the embedded store.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use serde_json::{Value, json};
+use spendguard_core::clock::SystemClock;
+use spendguard_core::nightly::StdoutMetrics;
+use spendguard_core::period::YearMonth;
+use spendguard_core::scope::Scope;
+
+use crate::Failure;
+use crate::invoke::pretty;
+use crate::local::{Function, Local, Target};
+use crate::report;
+
+/// Where an operator command acts.
+#[derive(clap::Args, Clone)]
+pub struct On {
+    /// The deployment's DynamoDB table (its `StateTableName` output). Without it, the
+    /// embedded store.
+    #[arg(long, value_name = "NAME", env = "SPENDGUARD_TABLE")]
+    pub table: Option<String>,
+    /// The embedded store (when no --table is given).
+    #[arg(long, value_name = "PATH", default_value = ".spendguard/state.db")]
+    pub store: PathBuf,
+}
+
+impl On {
+    async fn local(&self) -> Result<Local, Failure> {
+        match &self.table {
+            Some(table) => {
+                Local::new(
+                    &Target::Aws,
+                    Arc::new(SystemClock),
+                    BTreeMap::from([("SPENDGUARD_TABLE".to_string(), table.clone())]),
+                )
+                .await
+            }
+            None => {
+                Local::new(
+                    &Target::Embedded {
+                        store: self.store.clone(),
+                    },
+                    Arc::new(SystemClock),
+                    BTreeMap::new(),
+                )
+                .await
+            }
+        }
+    }
+
+    fn name(&self) -> String {
+        match &self.table {
+            Some(t) => format!("table {t}"),
+            None => format!("embedded store {}", self.store.display()),
+        }
+    }
+}
+
+fn scope(text: &str) -> Result<Scope, Failure> {
+    Scope::parse(text).map_err(|e| Failure::Invalid(format!("--scope `{text}`: {e}")))
+}
+
+fn run_err(e: impl std::fmt::Display) -> Failure {
+    Failure::Run(e.to_string())
+}
+
+/// Who did it, for the audit log.
+fn actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+/// Asks before a change unless `--yes`; refuses when nobody can answer.
+fn confirm(question: &str, yes: bool) -> Result<(), Failure> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::Invalid(format!(
+            "{question} — not confirmed: stdin is not a terminal; pass --yes to proceed"
+        )));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(run_err)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Failure::Invalid("cancelled: nothing was changed".into()))
+    }
+}
+
+pub async fn status(on: &On, scope_text: Option<&str>, as_json: bool) -> Result<(), Failure> {
+    let local = on.local().await?;
+    let store = local.store();
+    let filter = scope_text.map(scope).transpose()?;
+    let under = |s: &Scope| {
+        filter
+            .as_ref()
+            .is_none_or(|f| f.contains(s) || s.contains(f))
+    };
+    let switches: Vec<Value> = store
+        .active_kill_switches()
+        .await
+        .map_err(run_err)?
+        .into_iter()
+        .filter(|v| under(&v.value.scope))
+        .map(|v| serde_json::to_value(v.value).unwrap_or_default())
+        .collect();
+    let keys: Vec<Value> = store
+        .keys()
+        .await
+        .map_err(run_err)?
+        .into_iter()
+        .filter(|k| under(&k.spec.scope))
+        .map(|k| json!({"id": k.spec.id, "provider": k.spec.provider, "scope": k.spec.scope, "status": k.status}))
+        .collect();
+    let alerts: Vec<Value> = store
+        .open_alerts()
+        .await
+        .map_err(run_err)?
+        .into_iter()
+        .filter(|a| under(&a.event.scope))
+        .map(|a| {
+            json!({
+                "alert_id": a.event.alert_id,
+                "severity": a.event.severity,
+                "budget_id": a.event.budget_id,
+                "window": a.event.window,
+                "period": a.event.period_key,
+                "raised_at": a.event.raised_at,
+                "acknowledged": a.acknowledged.is_some(),
+                "escalation_level": a.escalation_level,
+            })
+        })
+        .collect();
+    if as_json {
+        println!(
+            "{}",
+            pretty(&json!({"kill_switches": switches, "keys": keys, "open_alerts": alerts}))
+        );
+        return Ok(());
+    }
+    println!("{}", on.name());
+    println!("\nKILL SWITCHES (not open)");
+    if switches.is_empty() {
+        println!("  none: every scope is open");
+    }
+    for s in &switches {
+        println!(
+            "  {:<32} {:<10} limit factor {}",
+            s["scope"].as_str().unwrap_or_default(),
+            s["state"].as_str().unwrap_or_default(),
+            s["limit_factor"].as_str().unwrap_or_default()
+        );
+    }
+    println!("\nKEYS");
+    if keys.is_empty() {
+        println!("  none registered (add [[key]] entries to the budgets file)");
+    }
+    for k in &keys {
+        println!(
+            "  {:<28} {:<10} {:<32} {}",
+            k["id"].as_str().unwrap_or_default(),
+            k["provider"].as_str().unwrap_or_default(),
+            k["scope"].as_str().unwrap_or_default(),
+            k["status"]["status"].as_str().unwrap_or("active")
+        );
+    }
+    println!("\nOPEN PAGING ALERTS");
+    if alerts.is_empty() {
+        println!("  none");
+    }
+    for a in &alerts {
+        println!(
+            "  {} {:<9} {} {} {}{}",
+            a["alert_id"].as_str().unwrap_or_default(),
+            a["severity"].as_str().unwrap_or_default(),
+            a["budget_id"].as_str().unwrap_or_default(),
+            a["window"].as_str().unwrap_or_default(),
+            a["period"].as_str().unwrap_or_default(),
+            if a["acknowledged"] == json!(true) {
+                " (acknowledged)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Runs one function's handler on the chosen store and prints its answer.
+async fn act(local: &Local, function: Function, event: Value) -> Result<Value, Failure> {
+    match local
+        .invoke(function, event, Arc::new(StdoutMetrics))
+        .await?
+    {
+        Ok(v) => Ok(v),
+        Err(e) => Err(Failure::Run(format!(
+            "{} refused: {}: {}",
+            function.name(),
+            e.error_type,
+            e.error_message
+        ))),
+    }
+}
+
+pub async fn kill(on: &On, scope_text: &str, reason: &str, yes: bool) -> Result<(), Failure> {
+    let target = scope(scope_text)?;
+    let local = on.local().await?;
+    let keys: Vec<String> = local
+        .store()
+        .keys()
+        .await
+        .map_err(run_err)?
+        .into_iter()
+        .filter(|k| target.contains(&k.spec.scope))
+        .map(|k| format!("{} ({})", k.spec.id, k.spec.scope))
+        .collect();
+    confirm(
+        &format!(
+            "Engage the kill switch on {target} in the {} and stop {} key(s){}{}?",
+            on.name(),
+            keys.len(),
+            if keys.is_empty() { "" } else { ": " },
+            keys.join(", ")
+        ),
+        yes,
+    )?;
+    let report = act(
+        &local,
+        Function::KeyGuard,
+        json!({"action": "disable", "scope": target, "reason": reason, "actor": actor()}),
+    )
+    .await;
+    print_guard(report)
+}
+
+pub async fn restore(on: &On, scope_text: &str, yes: bool) -> Result<(), Failure> {
+    let target = scope(scope_text)?;
+    let local = on.local().await?;
+    confirm(
+        &format!(
+            "Restore {target} in the {}: re-enable the keys spendguard stopped and start the limit ramp?",
+            on.name()
+        ),
+        yes,
+    )?;
+    let report = act(
+        &local,
+        Function::KeyGuard,
+        json!({"action": "restore", "scope": target, "actor": actor()}),
+    )
+    .await;
+    print_guard(report)
+}
+
+fn print_guard(report: Result<Value, Failure>) -> Result<(), Failure> {
+    let report = report?;
+    println!("{}", pretty(&report));
+    let failed: Vec<String> = report["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|k| k["outcome"] == json!("failed"))
+        .map(|k| format!("{}: {}", k["key_id"], k["detail"]))
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Run(format!(
+            "some keys failed: {}",
+            failed.join("; ")
+        )))
+    }
+}
+
+pub async fn ack(on: &On, alert_id: &str) -> Result<(), Failure> {
+    let local = on.local().await?;
+    let answer = act(
+        &local,
+        Function::AlertFanout,
+        json!({"action": "ack", "alert_id": alert_id, "actor": actor()}),
+    )
+    .await?;
+    println!("{}", pretty(&answer));
+    Ok(())
+}
+
+/// Differences between two JSON documents, one line per changed leaf.
+fn diff(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for name in names {
+                let p = if path.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{path}.{name}")
+                };
+                diff(
+                    &p,
+                    a.get(name).unwrap_or(&Value::Null),
+                    b.get(name).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                diff(&format!("{path}[{i}]"), x, y, out);
+            }
+        }
+        _ if old == new => {}
+        (Value::Null, _) => out.push(format!("+ {path}: {new}")),
+        (_, Value::Null) => out.push(format!("- {path}: {old}")),
+        _ => out.push(format!("~ {path}: {old} -> {new}")),
+    }
+}
+
+/// The policy as a document keyed by ids, so that a diff names budgets and keys.
+fn by_id(policy: &spendguard_core::budget::PolicySet) -> Value {
+    let budgets: serde_json::Map<String, Value> = policy
+        .budgets
+        .iter()
+        .map(|b| (b.id.clone(), serde_json::to_value(b).unwrap_or_default()))
+        .collect();
+    let keys: serde_json::Map<String, Value> = policy
+        .keys
+        .iter()
+        .map(|k| (k.id.clone(), serde_json::to_value(k).unwrap_or_default()))
+        .collect();
+    json!({
+        "settings": serde_json::to_value(&policy.settings).unwrap_or_default(),
+        "budget": budgets,
+        "key": keys,
+    })
+}
+
+pub async fn budgets_apply(on: &On, file: &std::path::Path, yes: bool) -> Result<(), Failure> {
+    let policy = crate::check::load(file)?;
+    let local = on.local().await?;
+    let store = local.store();
+    let current = store.load_policy().await.map_err(run_err)?;
+    let mut changes = Vec::new();
+    diff("", &by_id(&current), &by_id(&policy), &mut changes);
+    if changes.is_empty() {
+        println!(
+            "{}: the {} already holds exactly this policy",
+            file.display(),
+            on.name()
+        );
+        return Ok(());
+    }
+    println!("Changes to the {}:", on.name());
+    for c in &changes {
+        println!("  {c}");
+    }
+    confirm(&format!("Apply {} change(s)?", changes.len()), yes)?;
+    store.put_policy(&policy).await.map_err(run_err)?;
+    println!(
+        "{}: applied to the {} — {} budgets, {} keys",
+        file.display(),
+        on.name(),
+        policy.budgets.len(),
+        policy.keys.len()
+    );
+    Ok(())
+}
+
+pub async fn month_report(
+    on: &On,
+    scope_text: &str,
+    month: &str,
+    out: &std::path::Path,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let target = scope(scope_text)?;
+    let first = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
+        .map_err(|_| Failure::Invalid(format!("--month `{month}`: expected YYYY-MM")))?;
+    let local = on.local().await?;
+    let data = report::gather(local.store().as_ref(), &target, YearMonth::of(first))
+        .await
+        .map_err(run_err)?;
+    if as_json {
+        println!(
+            "{}",
+            pretty(&serde_json::to_value(&data).unwrap_or_default())
+        );
+        return Ok(());
+    }
+    if data.days.is_empty() {
+        eprintln!(
+            "note: no nightly summaries for {target} in {month} yet (daily-aggregate writes them)"
+        );
+    }
+    let page = report::html(&data, &format!("{} — from the {}.", target, on.name()), &[]);
+    std::fs::write(out, page).map_err(|e| Failure::Run(format!("{}: {e}", out.display())))?;
+    println!("Report: {}", out.display());
+    Ok(())
+}

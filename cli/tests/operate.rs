@@ -1,0 +1,260 @@
+//! The operator's commands against a deployment's table in moto (through `AWS_ENDPOINT_URL`,
+//! started by scripts/test), with the Anthropic admin API as a local stand-in: `budgets apply`
+//! with its diff and confirmation, `kill`, `status`, `restore` and `ack`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use serde_json::Value;
+use spendguard_core::alert::AlertEvent;
+use spendguard_core::records::{OpenAlert, SwitchState};
+use spendguard_core::scope::Scope;
+use spendguard_core::store::StateStore;
+use spendguard_tests::aws;
+use spendguard_tests::keyguard::{ProviderState, anthropic_standin};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `spendguard` with no terminal on stdin (as a script would) and extra variables.
+fn spendguard(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spendguard"))
+        .current_dir(repo())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run spendguard")
+}
+
+const BUDGETS: &str = r#"
+version = 1
+[defaults]
+currency = "USD"
+timezone = "UTC"
+
+[[budget]]
+id = "anthropic-research"
+scope = "anthropic/research"
+[[budget.window]]
+period = "monthly"
+limit = "LIMIT"
+tiers = [{ name = "emergency", percent = 100, actions = ["notify", "disable_keys"] }]
+
+[[key]]
+id = "anthropic-research-r1"
+provider = "anthropic"
+scope = "anthropic/research/key-r1"
+key_id = "apikey_r1"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_apply_shows_the_diff_and_writes_only_when_confirmed() {
+    let sdk = aws::sdk().await;
+    let (store, table) = aws::new_store(&sdk).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("budgets.toml");
+    let file_arg = file.to_str().unwrap();
+    let table_args = |extra: &[&'static str]| {
+        let mut a = vec!["budgets", "apply", file_arg, "--table", table.as_str()];
+        a.extend_from_slice(extra);
+        a
+    };
+
+    // an invalid file: exit 2, nothing written
+    std::fs::write(&file, BUDGETS.replace("LIMIT", "-5")).unwrap();
+    let bad = spendguard(&table_args(&["--yes"]), &[]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    assert!(store.load_policy().await.unwrap().budgets.is_empty());
+
+    std::fs::write(&file, BUDGETS.replace("LIMIT", "1000")).unwrap();
+    let first = spendguard(&table_args(&["--yes"]), &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    assert!(
+        text(&first.stdout).contains("+ budget.anthropic-research"),
+        "{}",
+        text(&first.stdout)
+    );
+    assert!(
+        text(&first.stdout).contains("+ key.anthropic-research-r1"),
+        "{}",
+        text(&first.stdout)
+    );
+
+    // a change without --yes and without a terminal: the diff is shown, nothing is written
+    std::fs::write(&file, BUDGETS.replace("LIMIT", "1500")).unwrap();
+    let unconfirmed = spendguard(&table_args(&[]), &[]);
+    assert_eq!(
+        unconfirmed.status.code(),
+        Some(2),
+        "{}",
+        text(&unconfirmed.stderr)
+    );
+    let shown = text(&unconfirmed.stdout);
+    assert!(
+        shown.contains(r#"~ budget.anthropic-research.windows[0].limit: "1000" -> "1500""#),
+        "{shown}"
+    );
+    assert_eq!(
+        shown.matches("\n  ").count(),
+        1,
+        "exactly one change: {shown}"
+    );
+    assert!(text(&unconfirmed.stderr).contains("pass --yes"));
+    let limit = |p: &spendguard_core::budget::PolicySet| p.budgets[0].windows[0].limit.to_string();
+    assert_eq!(limit(&store.load_policy().await.unwrap()), "1000");
+
+    let confirmed = spendguard(&table_args(&["--yes"]), &[]);
+    assert_eq!(
+        confirmed.status.code(),
+        Some(0),
+        "{}",
+        text(&confirmed.stderr)
+    );
+    assert_eq!(limit(&store.load_policy().await.unwrap()), "1500");
+    // applying the same file again changes nothing
+    let again = spendguard(&table_args(&[]), &[]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert!(text(&again.stdout).contains("already holds exactly this policy"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_status_restore_and_ack_against_a_deployment() {
+    let sdk = aws::sdk().await;
+    let (store, table) = aws::new_store(&sdk).await;
+    let policy =
+        spendguard_core::config::parse_budgets("b.toml", &BUDGETS.replace("LIMIT", "1000"))
+            .unwrap();
+    store.put_policy(&policy).await.unwrap();
+    let provider = Arc::new(ProviderState::default());
+    provider.add("apikey_r1", true);
+    let anthropic = anthropic_standin(provider.clone()).await;
+    let admin = aws_sdk_secretsmanager::Client::new(&sdk)
+        .create_secret()
+        .name(aws::unique("anthropic-admin"))
+        .secret_string("sk-ant-admin-test")
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
+    let env = [
+        ("SPENDGUARD_TABLE", table.as_str()),
+        ("SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN", admin.as_str()),
+        ("SPENDGUARD_ANTHROPIC_API_URL", anthropic.url.as_str()),
+    ];
+    let scope = Scope::parse("anthropic/research").unwrap();
+
+    // without --yes nobody confirmed: nothing happens
+    let refused = spendguard(
+        &["kill", "--scope", "anthropic/research", "--reason", "leak"],
+        &env,
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("anthropic-research-r1"),
+        "names the keys it would stop"
+    );
+    assert!(store.kill_switch(&scope).await.unwrap().is_none());
+    assert_eq!(provider.active("apikey_r1"), Some(true));
+
+    let kill = spendguard(
+        &[
+            "kill",
+            "--scope",
+            "anthropic/research",
+            "--reason",
+            "leaked key",
+            "--yes",
+        ],
+        &env,
+    );
+    assert_eq!(
+        kill.status.code(),
+        Some(0),
+        "{}{}",
+        text(&kill.stdout),
+        text(&kill.stderr)
+    );
+    let switch = store.kill_switch(&scope).await.unwrap().unwrap();
+    assert!(matches!(switch.value.state, SwitchState::Engaged { .. }));
+    assert_eq!(
+        provider.active("apikey_r1"),
+        Some(false),
+        "disabled at the provider"
+    );
+    let audit = store
+        .audit_log(
+            spendguard_core::period::YearMonth::of(chrono::Utc::now().date_naive()),
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "kill_switch_engaged" && e.actor.starts_with("cli:"))
+    );
+
+    let status = spendguard(
+        &["status", "--scope", "anthropic/research/key-r1", "--json"],
+        &env,
+    );
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status.stderr));
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["kill_switches"][0]["state"]["state"], "engaged");
+    assert_eq!(
+        status["keys"][0]["status"]["status"],
+        "disabled_by_spendguard"
+    );
+
+    let restore = spendguard(&["restore", "--scope", "anthropic/research", "--yes"], &env);
+    assert_eq!(
+        restore.status.code(),
+        Some(0),
+        "{}{}",
+        text(&restore.stdout),
+        text(&restore.stderr)
+    );
+    assert_eq!(provider.active("apikey_r1"), Some(true), "re-enabled");
+    let switch = store.kill_switch(&scope).await.unwrap().unwrap();
+    assert!(matches!(switch.value.state, SwitchState::Restoring { .. }));
+
+    // acknowledging an open paging alert stops its escalation
+    let fixture =
+        std::fs::read_to_string(repo().join("events/alert-fanout/critical.json")).unwrap();
+    let fixture: Value = serde_json::from_str(&fixture).unwrap();
+    let event: AlertEvent =
+        serde_json::from_str(fixture["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap();
+    store
+        .put_open_alert(&OpenAlert {
+            event: event.clone(),
+            acknowledged: None,
+            escalation_level: 0,
+        })
+        .await
+        .unwrap();
+    let ack = spendguard(&["ack", &event.alert_id], &env);
+    assert_eq!(ack.status.code(), Some(0), "{}", text(&ack.stderr));
+    let open = store.open_alerts().await.unwrap();
+    assert!(
+        open.iter()
+            .find(|a| a.event.alert_id == event.alert_id)
+            .unwrap()
+            .acknowledged
+            .is_some()
+    );
+    let unknown = spendguard(&["ack", "no-such-alert"], &env);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        text(&unknown.stderr).contains("UnknownAlert"),
+        "{}",
+        text(&unknown.stderr)
+    );
+}
