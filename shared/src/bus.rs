@@ -50,7 +50,8 @@ impl AlertBus for SnsBus {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        self.client
+        let mut publish = self
+            .client
             .publish()
             .topic_arn(&self.topic_arn)
             .subject(event.subject())
@@ -60,8 +61,13 @@ impl AlertBus for SnsBus {
                 attribute("String", event.severity.as_str().to_string())?,
             )
             .message_attributes("actions", attribute("String.Array", actions)?)
-            .message_attributes("kind", attribute("String", kind)?)
-            .message_attributes("budget_id", attribute("String", event.budget_id.clone())?)
+            .message_attributes("kind", attribute("String", kind)?);
+        // SNS refuses an empty String attribute (a daily report belongs to no budget)
+        if !event.budget_id.is_empty() {
+            publish = publish
+                .message_attributes("budget_id", attribute("String", event.budget_id.clone())?);
+        }
+        publish
             .send()
             .await
             .map_err(|e| BusError(aws_sdk_sns::error::DisplayErrorContext(&e).to_string()))?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
+use serde_json::Value;
 use spendguard_core::aggregate::DailySummary;
 use spendguard_core::alert::{AlertEvent, AlertKind};
 use spendguard_core::budget::{Budget, PolicySet};
@@ -553,5 +554,47 @@ async fn the_dashboard_shows_what_the_nightly_run_emits() {
         dashboard.matches("{spendguard,Currency,Scope}").count(),
         dashboard.matches("SEARCH(").count(),
         "every search names the namespace and both dimensions"
+    );
+}
+
+/// The nightly run publishes its anomaly and its daily report through the real SNS API (the
+/// report belongs to no budget: an empty `budget_id` attribute would be refused by SNS).
+#[tokio::test]
+async fn anomalies_and_the_daily_report_publish_through_sns() {
+    let sdk = spendguard_tests::aws::sdk().await;
+    let probe = spendguard_tests::aws::TopicProbe::new(&sdk).await;
+    let store: Store = Arc::new(SqliteStore::in_memory().unwrap());
+    let spike = seed_a_spike(&store).await;
+    let nightly = Nightly {
+        store: store.clone(),
+        bus: Arc::new(spendguard_core::bus::SnsBus::new(
+            aws_sdk_sns::Client::new(&sdk),
+            &probe.topic_arn,
+        )),
+        clock: Arc::new(FixedClock::new(noon(spike + chrono::Duration::days(1)))),
+        metrics: Arc::new(MemoryMetrics::default()),
+    };
+    let days = nightly.run(Days::Yesterday).await.unwrap();
+    assert!(days[0].anomalies >= 1, "{days:?}");
+    assert_eq!(days[0].alerts_published, 1, "one anomaly alert, at the most specific scope");
+    assert!(days[0].report_published);
+    let kinds: Vec<String> = probe
+        .drain()
+        .await
+        .iter()
+        .map(|envelope| {
+            let event: Value = serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
+            event["kind"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "report").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "anomaly").count(),
+        1,
+        "{kinds:?}"
     );
 }
