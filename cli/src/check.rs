@@ -24,8 +24,14 @@ pub fn load(path: &Path) -> Result<PolicySet, Failure> {
     load_budgets_file(path).map_err(|errors| Failure::Invalid(errors.to_string()))
 }
 
-pub fn validate(path: &Path) -> Result<(), Failure> {
+pub fn validate(path: &Path, as_json: bool) -> Result<(), Failure> {
     let policy = load(path)?;
+    if as_json {
+        let json =
+            serde_json::to_string_pretty(&policy).map_err(|e| Failure::Run(e.to_string()))?;
+        println!("{json}");
+        return Ok(());
+    }
     println!(
         "{}: valid — {} budgets, {} windows, {} channels, {} prices, {} keys",
         path.display(),

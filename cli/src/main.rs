@@ -1,7 +1,8 @@
-//! `spendguard`: run spendguard locally on the embedded store.
+//! `spendguard`: the demo, local runs of every function (embedded store or `--aws`), and the
+//! operator's commands against a deployment. See docs/cli.md.
 //!
-//! Exit codes: 0 checked; 1 the run failed (store or I/O error, a configured source
-//! unavailable); 2 invalid input (budgets file, usage file, arguments); 3 `--fail-on` reached.
+//! Exit codes: 0 done; 1 the run failed (store, AWS or handler error); 2 invalid input or an
+//! unconfirmed change (nothing written); 3 `--fail-on` reached.
 
 mod check;
 mod demo;
@@ -20,8 +21,8 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "spendguard",
     version,
-    about = "Stop runaway API and cloud spend: evaluate budgets, raise each alert once per crossing.",
-    after_help = "Exit codes: 0 checked, 1 run failed, 2 invalid input, 3 --fail-on severity reached."
+    about = "Stop runaway API and cloud spend. Try it with `spendguard demo`; run any function locally with `invoke`; operate a deployment with status, kill, restore, ack, budgets apply and report.",
+    after_help = "Exit codes: 0 done, 1 run failed, 2 invalid input or an unconfirmed change (nothing written), 3 --fail-on severity reached.\nMore: docs/cli.md"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,6 +40,9 @@ enum Command {
         /// The budgets file (TOML, see docs/budgets.md).
         #[arg(long, value_name = "FILE")]
         budgets: PathBuf,
+        /// Print the parsed policy as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run one function's handler with an event file, on the embedded store or against AWS.
     Invoke(invoke::InvokeArgs),
@@ -102,7 +106,7 @@ enum Command {
         #[command(flatten)]
         on: operate::On,
     },
-    /// Print a shell completion script (e.g. `spendguard completions bash > ~/.local/share/bash-completion/completions/spendguard`).
+    /// Print a shell completion script, e.g. `spendguard completions bash > /etc/bash_completion.d/spendguard`.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
@@ -193,7 +197,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Check(args) => check::run(args).await,
-            Command::Validate { budgets } => check::validate(&budgets),
+            Command::Validate { budgets, json } => check::validate(&budgets, json),
             Command::Invoke(args) => invoke::run(args).await,
             Command::Status { scope, json, on } => {
                 operate::status(&on, scope.as_deref(), json).await

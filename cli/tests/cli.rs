@@ -191,3 +191,72 @@ fn validate_summarises_a_good_file() {
     );
     drop(dir);
 }
+
+#[test]
+fn validate_json_prints_the_parsed_policy() {
+    let out = Command::new(env!("CARGO_BIN_EXE_spendguard"))
+        .current_dir(repo())
+        .args(["validate", "--budgets", "examples/budgets.toml", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(policy["budgets"].as_array().unwrap().len(), 6);
+    assert_eq!(policy["budgets"][0]["id"], "openai-prod");
+}
+
+/// Completion scripts know the subcommands and their flags.
+#[test]
+fn completions_cover_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_spendguard"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = text(&out.stdout);
+        for word in [
+            "demo", "invoke", "status", "kill", "restore", "ack", "budgets", "report", "scope",
+        ] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+}
+
+/// Every command explains itself, and a mistake says what to do.
+#[test]
+fn help_and_errors_guide_the_user() {
+    let help = Command::new(env!("CARGO_BIN_EXE_spendguard"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = text(&help.stdout);
+    for command in [
+        "demo",
+        "check",
+        "validate",
+        "invoke",
+        "status",
+        "kill",
+        "restore",
+        "ack",
+        "budgets",
+        "report",
+        "completions",
+    ] {
+        assert!(
+            help.contains(&format!("  {command} ")),
+            "--help lacks {command}:\n{help}"
+        );
+    }
+    let wrong = Command::new(env!("CARGO_BIN_EXE_spendguard"))
+        .args(["invoke", "budget-chek", "--event", "x.json"])
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        text(&wrong.stderr).contains("budget-check"),
+        "suggests the valid names: {}",
+        text(&wrong.stderr)
+    );
+}

@@ -576,7 +576,10 @@ async fn anomalies_and_the_daily_report_publish_through_sns() {
     };
     let days = nightly.run(Days::Yesterday).await.unwrap();
     assert!(days[0].anomalies >= 1, "{days:?}");
-    assert_eq!(days[0].alerts_published, 1, "one anomaly alert, at the most specific scope");
+    assert_eq!(
+        days[0].alerts_published, 1,
+        "one anomaly alert, at the most specific scope"
+    );
     assert!(days[0].report_published);
     let kinds: Vec<String> = probe
         .drain()
