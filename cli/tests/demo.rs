@@ -73,11 +73,15 @@ fn the_demo_runs_a_month_end_to_end_and_is_reproducible() {
     let emergency = position(&timeline, "EMERGENCY anthropic-research daily");
     let kill = position(&timeline, "kill switch on anthropic/research engaged");
     let stops = position(&timeline, "kill switch: engaged — it stops calling");
+    let flat = position(
+        &timeline,
+        "the spend curve is flat: anthropic/research/key-r1 reported 0.00 USD",
+    );
     let restore = position(&timeline, "operator restores anthropic/research");
     let ramp = position(&timeline, "ramps up: limit factor 50%");
     let open = position(&timeline, "open again: full traffic");
     assert!(warning < critical && critical < emergency && emergency < kill);
-    assert!(kill < stops && stops < restore && restore < ramp && ramp < open);
+    assert!(kill < stops && stops < flat && flat < restore && restore < ramp && ramp < open);
     let kill_text = timeline[kill]["what"].as_str().unwrap();
     assert!(
         kill_text.contains("key anthropic-research-r1 disabled")

@@ -226,6 +226,31 @@ async fn kill_status_restore_and_ack_against_a_deployment() {
     let switch = store.kill_switch(&scope).await.unwrap().unwrap();
     assert!(matches!(switch.value.state, SwitchState::Restoring { .. }));
 
+    // the month report from the deployment's data shows when keys were stopped and restored
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    let report = spendguard(
+        &[
+            "report",
+            "--scope",
+            "anthropic/research",
+            "--month",
+            &month,
+            "--json",
+        ],
+        &env,
+    );
+    assert_eq!(report.status.code(), Some(0), "{}", text(&report.stderr));
+    let report: Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(report["budget_id"], "anthropic-research");
+    assert_eq!(report["limit"], "1000");
+    let kinds: Vec<&str> = report["markers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["kill", "restore"]);
+
     // acknowledging an open paging alert stops its escalation
     let fixture =
         std::fs::read_to_string(repo().join("events/alert-fanout/critical.json")).unwrap();

@@ -17,7 +17,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use spendguard_core::alert::{AlertEvent, AlertKind};
-use spendguard_core::clock::FixedClock;
+use spendguard_core::clock::{Clock, FixedClock};
 use spendguard_core::config::parse_budgets;
 use spendguard_core::nightly::MemoryMetrics;
 use spendguard_core::period::YearMonth;
@@ -311,6 +311,9 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     let mut refused_calls = 0u64;
     let mut reports = 0usize;
     let mut alerts = 0usize;
+    // what the guarded application reported, and when its keys were stopped
+    let mut guarded_spent = Decimal::ZERO;
+    let mut stopped_at: Option<(DateTime<Utc>, Decimal)> = None;
 
     // one hour past the month: the last night's roll-up and its deliveries
     for hour in 0..=DAYS * 24 {
@@ -331,6 +334,16 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         if !month_over {
             // the operator restores the scope the morning after
             if (day as u32, hour_of_day) == RESTORE_AT {
+                if let Some((at, before)) = stopped_at {
+                    timeline.say(
+                        t,
+                        format!(
+                            "the spend curve is flat: {RUNAWAY_KEY_SCOPE} reported {} USD in the {} hours since its keys were stopped (the loop was spending ~30 USD an hour)",
+                            (guarded_spent - before).round_dp(2),
+                            (t - at).num_hours()
+                        ),
+                    );
+                }
                 let report = guard
                 .handle(json!({"action": "restore", "scope": RUNAWAY_SCOPE, "actor": "operator (demo)"}))
                 .await
@@ -411,6 +424,9 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
                     requests,
                 ));
                 spent += cost;
+                if s.guarded {
+                    guarded_spent += cost;
+                }
                 if s.guarded && runaway_on {
                     let cost = (Decimal::from(30) * noise.around(100)).round_dp(4);
                     records.push(usage_record(
@@ -421,6 +437,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
                         Decimal::from(1_800),
                     ));
                     spent += cost;
+                    guarded_spent += cost;
                 }
             }
             if runaway_on && !keys.active(RUNAWAY_KEY_ID) {
@@ -484,6 +501,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
                     .map_err(|e| Failure::Run(format!("key-guard: {e}")))?;
                 for r in report["alerts"].as_array().into_iter().flatten() {
                     if r.get("switch").is_some() {
+                        stopped_at.get_or_insert((clock.now(), guarded_spent));
                         timeline.say(
                             alert.raised_at,
                             format!(
