@@ -123,6 +123,8 @@ pub struct KeyGuardWorld {
     pub openai: Arc<ProviderState>,
     pub secrets: aws_sdk_secretsmanager::Client,
     pub iam: aws_sdk_iam::Client,
+    /// The configuration `handler` was built from (to build another, e.g. through a proxy).
+    pub config: Config,
     _standins: (StandIn, StandIn),
 }
 
@@ -169,6 +171,7 @@ impl KeyGuardWorld {
             anthropic,
             openai,
             secrets,
+            config,
             _standins: (a, o),
         }
     }

@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod conformance;
 pub mod fanout;
+pub mod faults;
 pub mod keyguard;
 pub mod standin;
 pub mod webhook;

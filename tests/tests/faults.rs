@@ -1,0 +1,262 @@
+//! Faults between the functions and AWS (throttling, 500s, answers lost after the request was
+//! carried out), injected by a proxy in front of moto. The results stay exact: usage counted
+//! once, each alert published once, an emergency carried out once and completely.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rust_decimal::Decimal;
+use serde_json::json;
+use spendguard_core::budget::PolicySet;
+use spendguard_core::ingest::ingest_usage;
+use spendguard_core::period::{WindowKind, YearMonth, Zone};
+use spendguard_core::records::SwitchState;
+use spendguard_core::scope::Scope;
+use spendguard_core::store::{DynamoStore, StateStore};
+use spendguard_core::usage::{CounterKey, Metric};
+use spendguard_core::{keys::KeySpec, money::Currency};
+use spendguard_tests::aws::{self, TopicProbe};
+use spendguard_tests::conformance::{budget, record};
+use spendguard_tests::faults::{Fault, FaultProxy, Rule};
+use spendguard_tests::keyguard::KeyGuardWorld;
+
+async fn month_cost(store: &DynamoStore, scope: &str) -> Decimal {
+    let now = Utc::now();
+    let key = CounterKey {
+        scope: Scope::parse(scope).unwrap(),
+        zone: Zone::UTC,
+        month: YearMonth::of(now.date_naive()),
+    };
+    store
+        .read_counters(std::slice::from_ref(&key))
+        .await
+        .unwrap()
+        .get(&key)
+        .map(|m| {
+            m.days
+                .values()
+                .map(|t| t.get(Metric::Cost(Currency::USD)))
+                .sum()
+        })
+        .unwrap_or_default()
+}
+
+/// Overlapping batches, sent concurrently and retried by their senders until accepted, through
+/// throttling, 500s and lost answers: every distinct record counts exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn usage_counts_stay_exact_through_throttling_errors_and_lost_answers() {
+    let sdk = aws::sdk().await;
+    let (direct, table) = aws::new_store(&sdk).await;
+    let budgets = vec![budget("b", "openai/prod", WindowKind::Monthly, 1_000_000)];
+    direct
+        .put_policy(&PolicySet {
+            budgets: budgets.clone(),
+            ..PolicySet::default()
+        })
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(vec![
+        Rule {
+            operation: "TransactWriteItems",
+            every: 3,
+            limit: 12,
+            fault: Fault::Throttle,
+        },
+        Rule {
+            operation: "TransactWriteItems",
+            every: 5,
+            limit: 8,
+            fault: Fault::ServerError,
+        },
+        // carried out, answer lost: the SDK's retry meets the record's own marker
+        Rule {
+            operation: "TransactWriteItems",
+            every: 7,
+            limit: 2,
+            fault: Fault::Delay(Duration::from_secs(7)),
+        },
+    ])
+    .await;
+    let store = Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&proxy.sdk().await),
+        &table,
+    ));
+    let now = Utc::now();
+    // 10 batches of 10 records; each batch repeats half of the previous one: 55 distinct records
+    let batches: Vec<Vec<_>> = (0..10)
+        .map(|b| {
+            (b * 5..b * 5 + 10)
+                .map(|i| record(&format!("r{i}"), "openai/prod/key-1", 100 + i, now))
+                .collect()
+        })
+        .collect();
+    let distinct: Decimal = (0..55).map(|i| Decimal::new(100 + i, 2)).sum();
+    let mut sends = Vec::new();
+    for batch in batches {
+        let (store, budgets) = (store.clone(), budgets.clone());
+        sends.push(tokio::spawn(async move {
+            // a sender retries a refused batch (the webhook answers 503 on a store error)
+            for attempt in 0.. {
+                match ingest_usage(store.as_ref(), &budgets, &batch, now).await {
+                    Ok(_) => return attempt,
+                    Err(e) => assert!(e.is_retryable(), "{e}"),
+                }
+            }
+            unreachable!()
+        }));
+    }
+    for s in sends {
+        s.await.unwrap();
+    }
+    assert_eq!(month_cost(&direct, "openai/prod/key-1").await, distinct);
+    assert_eq!(month_cost(&direct, "openai/prod").await, distinct);
+    let injected = proxy.injected();
+    assert!(proxy.total_injected() >= 10, "{injected:?}");
+    assert!(
+        injected.keys().any(|(_, f)| f.starts_with("Delay")),
+        "{injected:?}"
+    );
+}
+
+/// SNS throttles and fails the publishes of a check: every crossing still reaches the topic
+/// exactly once (the claim is released on failure, and the next run publishes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_alert_is_published_once_when_sns_throttles_and_fails() {
+    let sdk = aws::sdk().await;
+    let (store, table) = aws::new_store(&sdk).await;
+    let budgets = vec![
+        budget("a", "openai/prod", WindowKind::Monthly, 100),
+        budget("b", "anthropic/research", WindowKind::Monthly, 100),
+    ];
+    store
+        .put_policy(&PolicySet {
+            budgets: budgets.clone(),
+            ..PolicySet::default()
+        })
+        .await
+        .unwrap();
+    let now = Utc::now();
+    ingest_usage(
+        &store,
+        &budgets,
+        &[
+            record("x1", "openai/prod/k", 9000, now),
+            record("x2", "anthropic/research/k", 9500, now),
+        ],
+        now,
+    )
+    .await
+    .unwrap();
+    let probe = TopicProbe::new(&sdk).await;
+    let proxy = FaultProxy::start(vec![
+        Rule {
+            operation: "Publish",
+            every: 1,
+            limit: 3,
+            fault: Fault::Throttle,
+        },
+        Rule {
+            operation: "Publish",
+            every: 1,
+            limit: 4,
+            fault: Fault::ServerError,
+        },
+    ])
+    .await;
+    let config = budget_check::config::Config {
+        table,
+        alerts_topic_arn: probe.topic_arn.clone(),
+        sources: Default::default(),
+        claim_lease_seconds: 300,
+    };
+    let checker = budget_check::app::checker(&config, &proxy.sdk().await)
+        .await
+        .unwrap();
+    let event = json!({"source": "spendguard.schedule"});
+    // runs until a run completes without a failed publish (the schedule does this every N minutes)
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        match budget_check::handler::handle(&checker, event.clone()).await {
+            Ok(_) => break,
+            Err(budget_check::handler::HandlerError::Incomplete { .. }) if runs < 10 => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // and more runs change nothing
+    budget_check::handler::handle(&checker, event)
+        .await
+        .unwrap();
+    let envelopes = probe.drain().await;
+    assert_eq!(envelopes.len(), 2, "one warning per budget: {envelopes:#?}");
+    assert_eq!(proxy.total_injected(), 7, "{:?}", proxy.injected());
+}
+
+/// An emergency through throttled and failing store writes: the kill switch ends engaged and
+/// each key is disabled at its provider exactly once, whatever the retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_emergency_completes_once_through_store_faults() {
+    let world = KeyGuardWorld::new(PolicySet::default()).await;
+    world.anthropic.add("key_a", true);
+    world.anthropic.add("key_b", true);
+    world
+        .register(vec![
+            serde_json::from_value::<KeySpec>(json!({"id": "a", "provider": "anthropic", "scope": "anthropic/research/a", "key_id": "key_a"})).unwrap(),
+            serde_json::from_value::<KeySpec>(json!({"id": "b", "provider": "anthropic", "scope": "anthropic/research/b", "key_id": "key_b"})).unwrap(),
+        ])
+        .await;
+    let proxy = FaultProxy::start(vec![
+        Rule {
+            operation: "PutItem",
+            every: 2,
+            limit: 6,
+            fault: Fault::Throttle,
+        },
+        Rule {
+            operation: "UpdateItem",
+            every: 2,
+            limit: 6,
+            fault: Fault::ServerError,
+        },
+        Rule {
+            operation: "TransactWriteItems",
+            every: 2,
+            limit: 4,
+            fault: Fault::Throttle,
+        },
+    ])
+    .await;
+    let handler = key_guard::app::handler(&world.config, &proxy.sdk().await)
+        .await
+        .unwrap();
+    let disable = json!({"action": "disable", "scope": "anthropic/research", "reason": "faults", "actor": "test"});
+    let mut invocations = 0;
+    // Lambda retries a failed asynchronous invocation; an operator would re-run it
+    while handler.handle(disable.clone()).await.is_err() {
+        invocations += 1;
+        assert!(invocations < 10);
+    }
+    // once more, as a duplicate delivery would
+    handler.handle(disable).await.unwrap();
+    let switch = world
+        .store
+        .kill_switch(&Scope::parse("anthropic/research").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(switch.value.state, SwitchState::Engaged { .. }));
+    assert_eq!(world.anthropic.active("key_a"), Some(false));
+    assert_eq!(world.anthropic.active("key_b"), Some(false));
+    assert_eq!(
+        world.anthropic.writes_for("key_a"),
+        ["inactive"],
+        "disabled once"
+    );
+    assert_eq!(
+        world.anthropic.writes_for("key_b"),
+        ["inactive"],
+        "disabled once"
+    );
+    assert!(proxy.total_injected() > 0, "{:?}", proxy.injected());
+}
