@@ -50,6 +50,9 @@ pub enum CheckError {
 #[serde(rename_all = "snake_case")]
 pub enum AlertOutcome {
     Published,
+    /// Published while the store was unavailable: it may be published again once the store
+    /// is back (fan-out delivers it once per channel).
+    PublishedUnclaimed,
     AlreadyRaised,
     HeldByOther,
     WouldPublish,
@@ -387,6 +390,13 @@ impl Checker {
             };
             match outcome {
                 AlertOutcome::Published => counts.published += 1,
+                AlertOutcome::PublishedUnclaimed => {
+                    counts.published += 1;
+                    failures.push(format!(
+                        "alert {} ({} {}): published without a claim (the store is unavailable); it may be published again",
+                        event.alert_id, budget.id, crossing.tier.name
+                    ));
+                }
                 AlertOutcome::AlreadyRaised => counts.already_raised += 1,
                 AlertOutcome::HeldByOther => counts.held_by_other += 1,
                 AlertOutcome::Failed => counts.failed += 1,
@@ -410,12 +420,20 @@ impl Checker {
         now: DateTime<Utc>,
         track: bool,
     ) -> Result<AlertOutcome, String> {
-        match self
-            .store
-            .claim(claim, now)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        let won = match self.store.claim(claim, now).await {
+            Ok(outcome) => outcome,
+            // fail safe (ADR 013): with the store unavailable a duplicate is better than
+            // silence; fan-out's per-channel claims collapse the repeat once the store is back
+            Err(e) if e.is_retryable() => {
+                warn!(alert_id = %event.alert_id, error = %e, "store unavailable: publishing the alert without a claim");
+                self.bus.publish(event).await.map_err(|p| {
+                    format!("store unavailable ({e}) and the publish without a claim failed: {p}")
+                })?;
+                return Ok(AlertOutcome::PublishedUnclaimed);
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        match won {
             ClaimOutcome::AlreadyRaised => Ok(AlertOutcome::AlreadyRaised),
             ClaimOutcome::HeldByOther => Ok(AlertOutcome::HeldByOther),
             ClaimOutcome::Won => {

@@ -13,8 +13,9 @@ use axum::http::{Request, Response, StatusCode};
 
 use crate::aws;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Fault {
+    #[default]
     /// `ProvisionedThroughputExceededException` (JSON protocols) or `Throttling` (query).
     Throttle,
     /// An internal error, status 500.
@@ -24,10 +25,12 @@ pub enum Fault {
     Delay(Duration),
 }
 
-/// Inject `fault` on every `every`-th call of `operation` (1: all), at most `limit` times.
-#[derive(Debug, Clone)]
+/// Inject `fault` on every `every`-th call of `operation` (1: all), at most `limit` times;
+/// with `body_contains`, only on calls whose request body contains it.
+#[derive(Debug, Clone, Default)]
 pub struct Rule {
     pub operation: &'static str,
+    pub body_contains: Option<&'static str>,
     pub every: usize,
     pub limit: usize,
     pub fault: Fault,
@@ -114,7 +117,11 @@ impl FaultProxy {
                         *n
                     };
                     let mut chosen = None;
-                    for rule in rules.iter_mut().filter(|r| r.operation == op) {
+                    let text = String::from_utf8_lossy(&body);
+                    let matching = |r: &&mut Rule| {
+                        r.operation == op && r.body_contains.is_none_or(|b| text.contains(b))
+                    };
+                    for rule in rules.iter_mut().filter(matching) {
                         if rule.limit > 0 && n.is_multiple_of(rule.every) {
                             rule.limit -= 1;
                             chosen = Some(rule.fault);

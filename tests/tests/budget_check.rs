@@ -117,7 +117,7 @@ fn alerts(envelopes: &[Value]) -> Vec<(Value, Value)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn twenty_concurrent_runs_publish_each_crossing_once() {
+async fn fifty_concurrent_runs_publish_each_crossing_once() {
     let w = world(vec![
         monthly_budget("prod", "openai/prod", 100),
         monthly_budget("other", "anthropic", 1000),
@@ -140,7 +140,7 @@ async fn twenty_concurrent_runs_publish_each_crossing_once() {
             .unwrap(),
     );
     let mut runs = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..50 {
         let checker = checker.clone();
         runs.push(tokio::spawn(async move {
             handler::handle(&checker, scheduled_event()).await

@@ -59,12 +59,14 @@ async fn usage_counts_stay_exact_through_throttling_errors_and_lost_answers() {
     let proxy = FaultProxy::start(vec![
         Rule {
             operation: "TransactWriteItems",
+            body_contains: None,
             every: 3,
             limit: 12,
             fault: Fault::Throttle,
         },
         Rule {
             operation: "TransactWriteItems",
+            body_contains: None,
             every: 5,
             limit: 8,
             fault: Fault::ServerError,
@@ -72,6 +74,7 @@ async fn usage_counts_stay_exact_through_throttling_errors_and_lost_answers() {
         // carried out, answer lost: the SDK's retry meets the record's own marker
         Rule {
             operation: "TransactWriteItems",
+            body_contains: None,
             every: 7,
             limit: 2,
             fault: Fault::Delay(Duration::from_secs(7)),
@@ -117,6 +120,7 @@ async fn usage_counts_stay_exact_through_throttling_errors_and_lost_answers() {
         injected.keys().any(|(_, f)| f.starts_with("Delay")),
         "{injected:?}"
     );
+    eprintln!("faults injected: {:?}", proxy.injected());
 }
 
 /// SNS throttles and fails the publishes of a check: every crossing still reaches the topic
@@ -152,12 +156,14 @@ async fn each_alert_is_published_once_when_sns_throttles_and_fails() {
     let proxy = FaultProxy::start(vec![
         Rule {
             operation: "Publish",
+            body_contains: None,
             every: 1,
             limit: 3,
             fault: Fault::Throttle,
         },
         Rule {
             operation: "Publish",
+            body_contains: None,
             every: 1,
             limit: 4,
             fault: Fault::ServerError,
@@ -191,6 +197,7 @@ async fn each_alert_is_published_once_when_sns_throttles_and_fails() {
     let envelopes = probe.drain().await;
     assert_eq!(envelopes.len(), 2, "one warning per budget: {envelopes:#?}");
     assert_eq!(proxy.total_injected(), 7, "{:?}", proxy.injected());
+    eprintln!("faults injected: {:?}", proxy.injected());
 }
 
 /// An emergency through throttled and failing store writes: the kill switch ends engaged and
@@ -209,18 +216,21 @@ async fn an_emergency_completes_once_through_store_faults() {
     let proxy = FaultProxy::start(vec![
         Rule {
             operation: "PutItem",
+            body_contains: None,
             every: 2,
             limit: 6,
             fault: Fault::Throttle,
         },
         Rule {
             operation: "UpdateItem",
+            body_contains: None,
             every: 2,
             limit: 6,
             fault: Fault::ServerError,
         },
         Rule {
             operation: "TransactWriteItems",
+            body_contains: None,
             every: 2,
             limit: 4,
             fault: Fault::Throttle,
@@ -259,4 +269,76 @@ async fn an_emergency_completes_once_through_store_faults() {
         "disabled once"
     );
     assert!(proxy.total_injected() > 0, "{:?}", proxy.injected());
+    eprintln!("faults injected: {:?}", proxy.injected());
+}
+
+/// Fail-safe (ADR 013): when the store cannot take the alert's claim, the alert is published
+/// anyway and the run says so; once the store is back the claim is taken and the topic sees
+/// the alert again, which fan-out's per-channel claims deliver once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_alert_is_published_even_when_the_store_refuses_its_claim() {
+    let sdk = aws::sdk().await;
+    let (store, table) = aws::new_store(&sdk).await;
+    let budgets = vec![budget("a", "openai/prod", WindowKind::Monthly, 100)];
+    store
+        .put_policy(&PolicySet {
+            budgets: budgets.clone(),
+            ..PolicySet::default()
+        })
+        .await
+        .unwrap();
+    let now = Utc::now();
+    ingest_usage(
+        &store,
+        &budgets,
+        &[record("x1", "openai/prod/k", 9000, now)],
+        now,
+    )
+    .await
+    .unwrap();
+    let probe = TopicProbe::new(&sdk).await;
+    // only the claims' writes fail (their items carry a lease)
+    let proxy = FaultProxy::start(vec![Rule {
+        operation: "PutItem",
+        body_contains: Some("lease_until"),
+        every: 1,
+        limit: 1_000,
+        fault: Fault::ServerError,
+    }])
+    .await;
+    let config = budget_check::config::Config {
+        table: table.clone(),
+        alerts_topic_arn: probe.topic_arn.clone(),
+        sources: Default::default(),
+        claim_lease_seconds: 300,
+    };
+    let checker = budget_check::app::checker(&config, &proxy.sdk().await)
+        .await
+        .unwrap();
+    let event = json!({"source": "spendguard.schedule"});
+    let err = budget_check::handler::handle(&checker, event.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("published without a claim"),
+        "{err}"
+    );
+    assert_eq!(probe.drain().await.len(), 1, "published despite the store");
+    assert!(
+        proxy.total_injected() >= 4,
+        "every attempt of the claim failed: {:?}",
+        proxy.injected()
+    );
+
+    // the store is back: the claim is taken (the topic sees the alert once more), then never again
+    let healthy = budget_check::app::checker(&config, &sdk).await.unwrap();
+    budget_check::handler::handle(&healthy, event.clone())
+        .await
+        .unwrap();
+    budget_check::handler::handle(&healthy, event)
+        .await
+        .unwrap();
+    let again = probe.drain().await;
+    assert_eq!(again.len(), 1, "{again:#?}");
+    eprintln!("faults injected: {:?}", proxy.injected());
 }
