@@ -236,3 +236,41 @@ fn the_report_renders_in_chromium_with_tier_lines_and_the_kill_moment() {
         );
     }
 }
+
+/// Secrets never reach the logs: the whole demo (every function, the stand-ins, HTTP clients)
+/// at TRACE level, searched for each secret it used.
+#[test]
+fn no_secret_reaches_the_logs_of_a_whole_demo_month() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_spendguard"))
+        .current_dir(repo())
+        .env("SPENDGUARD_LOG", "trace")
+        .args(["demo", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("run spendguard demo");
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let logs = format!("{}{}", text(&run.stdout), text(&run.stderr));
+    assert!(
+        logs.lines().count() > 1_000,
+        "TRACE logging was on: {} lines",
+        logs.lines().count()
+    );
+    let secrets = dir.path().join("secrets");
+    for name in [
+        "usage-webhook",
+        "status-token",
+        "slack-webhook-url",
+        "anthropic-admin-key",
+    ] {
+        let secret = std::fs::read_to_string(secrets.join(name)).unwrap();
+        let secret = secret.trim();
+        assert!(secret.len() >= 16, "{name}");
+        // the whole value, and its distinctive part (a URL's path, a key without its prefix)
+        let tail = &secret[secret.len() - 12..];
+        assert!(
+            !logs.contains(secret) && !logs.contains(tail),
+            "{name} appears in the logs"
+        );
+    }
+}

@@ -23,6 +23,8 @@ pub enum Fault {
     /// The request is carried out but its answer comes this late (longer than the SDK's
     /// attempt timeout: a lost response, and the SDK tries again).
     Delay(Duration),
+    /// The request is carried out, then the connection breaks in the middle of the answer.
+    Drop,
 }
 
 /// Inject `fault` on every `every`-th call of `operation` (1: all), at most `limit` times;
@@ -161,9 +163,24 @@ impl FaultProxy {
                             }
                         }
                         let bytes = answer.bytes().await.unwrap_or_default();
-                        // the request was carried out; only its answer is late (or lost)
-                        if let Some(Fault::Delay(d)) = fault {
-                            tokio::time::sleep(d).await;
+                        // the request was carried out; only its answer is late, or broken off
+                        match fault {
+                            Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+                            Some(Fault::Drop) => {
+                                let half = bytes.slice(..bytes.len() / 2);
+                                let broken = futures::stream::iter([
+                                    Ok(half),
+                                    Err(std::io::Error::new(
+                                        std::io::ErrorKind::ConnectionReset,
+                                        "dropped by the fault proxy",
+                                    )),
+                                ]);
+                                return response
+                                    .header("content-length", bytes.len().to_string())
+                                    .body(Body::from_stream(broken))
+                                    .unwrap();
+                            }
+                            _ => {}
                         }
                         response.body(Body::from(bytes)).unwrap()
                     }

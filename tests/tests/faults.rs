@@ -79,6 +79,14 @@ async fn usage_counts_stay_exact_through_throttling_errors_and_lost_answers() {
             limit: 2,
             fault: Fault::Delay(Duration::from_secs(7)),
         },
+        // carried out, connection broken mid-answer
+        Rule {
+            operation: "TransactWriteItems",
+            body_contains: None,
+            every: 4,
+            limit: 3,
+            fault: Fault::Drop,
+        },
     ])
     .await;
     let store = Arc::new(DynamoStore::new(
@@ -116,6 +124,7 @@ async fn usage_counts_stay_exact_through_throttling_errors_and_lost_answers() {
     assert_eq!(month_cost(&direct, "openai/prod").await, distinct);
     let injected = proxy.injected();
     assert!(proxy.total_injected() >= 10, "{injected:?}");
+    assert!(injected.keys().any(|(_, f)| f == "Drop"), "{injected:?}");
     assert!(
         injected.keys().any(|(_, f)| f.starts_with("Delay")),
         "{injected:?}"

@@ -718,3 +718,40 @@ async fn status_reports_the_most_restrictive_switch_on_the_path() {
     );
     assert_eq!(w.send(status("anthropic")).await.body["state"], "open");
 }
+
+/// Every single-bit change anywhere in a valid Google OIDC token (header, claims, signature)
+/// is refused: 8 flips per character of the token, against the real verifier and JWKS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_one_bit_change_to_an_oidc_token_is_refused() {
+    let w = WebhookWorld::new(PolicySet::default()).await;
+    let verifier = w
+        .webhook
+        .gcp
+        .as_ref()
+        .expect("the push route is configured");
+    let token = w.token(json!({}), "RS256");
+    verifier
+        .verify(Some(&format!("Bearer {token}")))
+        .await
+        .expect("the untouched token verifies");
+    let mut tried = 0;
+    for i in 0..token.len() {
+        for bit in 0..8 {
+            let mut bytes = token.clone().into_bytes();
+            bytes[i] ^= 1 << bit;
+            let Ok(forged) = String::from_utf8(bytes) else {
+                continue;
+            };
+            tried += 1;
+            assert!(
+                verifier
+                    .verify(Some(&format!("Bearer {forged}")))
+                    .await
+                    .is_err(),
+                "accepted a token changed at byte {i} bit {bit}"
+            );
+        }
+    }
+    assert!(tried > 4 * token.len(), "{tried} forgeries tried");
+    eprintln!("forged OIDC tokens refused: {tried}");
+}
