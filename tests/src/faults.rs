@@ -25,6 +25,9 @@ pub enum Fault {
     Delay(Duration),
     /// The request is carried out, then the connection breaks in the middle of the answer.
     Drop,
+    /// The request is carried out, then the caller gets an error it does not retry: the
+    /// handler stops right after this write, as if it had crashed there.
+    CrashAfter,
 }
 
 /// Inject `fault` on every `every`-th call of `operation` (1: all), at most `limit` times;
@@ -38,9 +41,21 @@ pub struct Rule {
     pub fault: Fault,
 }
 
+/// A rule's `operation` that matches every DynamoDB write.
+pub const ANY_WRITE: &str = "any DynamoDB write";
+const WRITES: [&str; 5] = [
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "TransactWriteItems",
+    "BatchWriteItem",
+];
+
 #[derive(Default)]
 struct State {
     rules: Vec<Rule>,
+    /// Requests each rule matched so far (its `every` counts these).
+    matched: Vec<usize>,
     seen: BTreeMap<String, usize>,
     injected: BTreeMap<(String, String), usize>,
 }
@@ -112,22 +127,30 @@ impl FaultProxy {
                 let json_protocol = parts.headers.contains_key("x-amz-target");
                 let fault = {
                     let mut s = state.lock().unwrap();
-                    let State { rules, seen, .. } = &mut *s;
-                    let n = {
-                        let n = seen.entry(op.clone()).or_default();
-                        *n += 1;
-                        *n
-                    };
+                    let State {
+                        rules,
+                        matched,
+                        seen,
+                        ..
+                    } = &mut *s;
+                    *seen.entry(op.clone()).or_default() += 1;
+                    matched.resize(rules.len(), 0);
                     let mut chosen = None;
                     let text = String::from_utf8_lossy(&body);
-                    let matching = |r: &&mut Rule| {
-                        r.operation == op && r.body_contains.is_none_or(|b| text.contains(b))
+                    let matching = |r: &Rule| {
+                        (r.operation == op
+                            || (r.operation == ANY_WRITE && WRITES.contains(&op.as_str())))
+                            && r.body_contains.is_none_or(|b| text.contains(b))
                     };
-                    for rule in rules.iter_mut().filter(matching) {
-                        if rule.limit > 0 && n.is_multiple_of(rule.every) {
+                    for (rule, n) in rules.iter_mut().zip(matched.iter_mut()) {
+                        if !matching(rule) {
+                            continue;
+                        }
+                        *n += 1;
+                        // every rule counts the request; the first one due injects
+                        if chosen.is_none() && rule.limit > 0 && n.is_multiple_of(rule.every) {
                             rule.limit -= 1;
                             chosen = Some(rule.fault);
-                            break;
                         }
                     }
                     if let Some(f) = chosen {
@@ -166,6 +189,15 @@ impl FaultProxy {
                         // the request was carried out; only its answer is late, or broken off
                         match fault {
                             Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+                            Some(Fault::CrashAfter) => {
+                                return Response::builder()
+                                    .status(400)
+                                    .header("content-type", "application/x-amz-json-1.0")
+                                    .body(Body::from(
+                                        r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"crash injected by the fault proxy after this write"}"#,
+                                    ))
+                                    .unwrap();
+                            }
                             Some(Fault::Drop) => {
                                 let half = bytes.slice(..bytes.len() / 2);
                                 let broken = futures::stream::iter([
@@ -219,6 +251,12 @@ impl FaultProxy {
     /// (operation, fault) -> how many times it was injected.
     pub fn injected(&self) -> BTreeMap<(String, String), usize> {
         self.state.lock().unwrap().injected.clone()
+    }
+
+    /// DynamoDB writes seen so far (injected or not).
+    pub fn writes_seen(&self) -> usize {
+        let s = self.state.lock().unwrap();
+        WRITES.iter().filter_map(|w| s.seen.get(*w)).sum()
     }
 
     pub fn total_injected(&self) -> usize {

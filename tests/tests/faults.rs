@@ -351,3 +351,267 @@ async fn an_alert_is_published_even_when_the_store_refuses_its_claim() {
     assert_eq!(again.len(), 1, "{again:#?}");
     eprintln!("faults injected: {:?}", proxy.injected());
 }
+
+/// One budget over its warning (80 %) and critical (90 %, paging: an open alert is kept) tiers.
+async fn crossed_budget(
+    sdk: &aws_config::SdkConfig,
+    at: chrono::DateTime<Utc>,
+) -> (String, TopicProbe) {
+    use spendguard_core::budget::{Action, Basis, Severity, Threshold, Tier};
+    let (store, table) = aws::new_store(sdk).await;
+    let mut b = budget("crash", "openai/prod", WindowKind::Monthly, 100);
+    b.windows[0].tiers.push(Tier {
+        name: "critical".into(),
+        threshold: Threshold::Percent(Decimal::from(90)),
+        basis: Basis::Actual,
+        severity: Severity::Critical,
+        actions: vec![Action::Notify],
+    });
+    b.routing.insert("critical".into(), vec!["log".into()]);
+    let budgets = vec![b];
+    store
+        .put_policy(&PolicySet {
+            budgets: budgets.clone(),
+            ..PolicySet::default()
+        })
+        .await
+        .unwrap();
+    ingest_usage(
+        &store,
+        &budgets,
+        &[record("c1", "openai/prod/k", 9500, at)],
+        at,
+    )
+    .await
+    .unwrap();
+    (table, TopicProbe::new(sdk).await)
+}
+
+async fn checker_at(
+    sdk: &aws_config::SdkConfig,
+    table: &str,
+    topic: &str,
+    at: chrono::DateTime<Utc>,
+) -> spendguard_core::check::Checker {
+    let config = budget_check::config::Config {
+        table: table.into(),
+        alerts_topic_arn: topic.into(),
+        sources: Default::default(),
+        claim_lease_seconds: 300,
+    };
+    let mut backends = spendguard_core::runtime::Backends::aws(sdk, table);
+    backends.clock = Arc::new(spendguard_core::clock::FixedClock::new(at));
+    // publishes go straight to SNS: the faults here are the store's
+    let bus = spendguard_core::bus::SnsBus::new(aws_sdk_sns::Client::new(&aws::sdk().await), topic);
+    budget_check::app::checker_with(&config, sdk, backends, Arc::new(bus))
+        .await
+        .unwrap()
+}
+
+/// The end state that matters: which alerts reached the topic, which paging alerts are open.
+async fn end_state(
+    table: &str,
+    probe: &TopicProbe,
+) -> (std::collections::BTreeSet<String>, Vec<String>) {
+    let published = probe
+        .drain()
+        .await
+        .iter()
+        .map(|e| {
+            let event: serde_json::Value =
+                serde_json::from_str(e["Message"].as_str().unwrap()).unwrap();
+            event["alert_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws::sdk().await), table);
+    let mut open: Vec<String> = store
+        .open_alerts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.event.alert_id)
+        .collect();
+    open.sort();
+    (published, open)
+}
+
+/// Crash consistency of budget-check: stopped right after each one of its writes, then run
+/// again by the schedule (after the claim lease), it ends exactly as an uninterrupted run,
+/// and a further run changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn budget_check_stopped_after_any_write_then_rerun_ends_as_if_uninterrupted() {
+    let sdk = aws::sdk().await;
+    let at = "2026-11-15T12:00:00Z".parse().unwrap();
+    let later = at + chrono::Duration::minutes(6);
+    let event = json!({"source": "spendguard.schedule"});
+
+    // the uninterrupted run, through the proxy only to count its writes
+    let (table, probe) = crossed_budget(&sdk, at).await;
+    let counting = FaultProxy::start(vec![]).await;
+    let checker = checker_at(&counting.sdk().await, &table, &probe.topic_arn, at).await;
+    budget_check::handler::handle(&checker, event.clone())
+        .await
+        .unwrap();
+    let writes = counting.writes_seen();
+    let expected = end_state(&table, &probe).await;
+    assert_eq!(expected.0.len(), 2, "warning and critical: {expected:?}");
+    assert_eq!(
+        expected.1.len(),
+        1,
+        "the critical alert is open: {expected:?}"
+    );
+    assert!(writes >= 3, "{writes} writes");
+
+    for n in 1..=writes {
+        let (table, probe) = crossed_budget(&sdk, at).await;
+        let proxy = FaultProxy::start(vec![Rule {
+            operation: spendguard_tests::faults::ANY_WRITE,
+            body_contains: None,
+            every: n,
+            limit: 1,
+            fault: Fault::CrashAfter,
+        }])
+        .await;
+        let crashing = checker_at(&proxy.sdk().await, &table, &probe.topic_arn, at).await;
+        let _ = budget_check::handler::handle(&crashing, event.clone()).await;
+        assert_eq!(proxy.total_injected(), 1, "stopped after write {n}");
+        let healthy = checker_at(&sdk, &table, &probe.topic_arn, later).await;
+        budget_check::handler::handle(&healthy, event.clone())
+            .await
+            .unwrap();
+        let report = budget_check::handler::handle(&healthy, event.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            report.alerts.published, 0,
+            "after write {n}: a further run publishes nothing"
+        );
+        assert_eq!(
+            end_state(&table, &probe).await,
+            expected,
+            "stopped after write {n} of {writes}"
+        );
+    }
+    eprintln!(
+        "budget-check stopped after each of its {writes} writes, then re-run: same end state"
+    );
+}
+
+/// Crash consistency of key-guard's emergency: stopped right after each of its store writes,
+/// then retried as Lambda retries (a minute later, and again after two more: a crashed
+/// invocation's claim on a key holds for `KEY_ACTION_LEASE`), it ends with the switch engaged,
+/// both keys recorded as stopped by spendguard, and each key disabled at the provider once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_emergency_stopped_after_any_write_then_retried_ends_as_if_uninterrupted() {
+    let disable = json!({"action": "disable", "scope": "anthropic/research", "reason": "crash", "actor": "test"});
+    let keys = || {
+        vec![
+            serde_json::from_value::<KeySpec>(json!({"id": "a", "provider": "anthropic", "scope": "anthropic/research/a", "key_id": "key_a"})).unwrap(),
+            serde_json::from_value::<KeySpec>(json!({"id": "b", "provider": "anthropic", "scope": "anthropic/research/b", "key_id": "key_b"})).unwrap(),
+        ]
+    };
+    let world = || async {
+        let w = KeyGuardWorld::new(PolicySet::default()).await;
+        w.anthropic.add("key_a", true);
+        w.anthropic.add("key_b", true);
+        w.register(keys()).await;
+        w
+    };
+    let state = |w: &KeyGuardWorld| {
+        let store = w.store.clone();
+        async move {
+            let switch = store
+                .kill_switch(&Scope::parse("anthropic/research").unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            let statuses: Vec<String> = store
+                .keys()
+                .await
+                .unwrap()
+                .iter()
+                .map(|k| {
+                    format!(
+                        "{}={}",
+                        k.spec.id,
+                        serde_json::to_value(&k.status).unwrap()["status"]
+                    )
+                })
+                .collect();
+            (
+                matches!(switch.value.state, SwitchState::Engaged { .. }),
+                statuses,
+            )
+        }
+    };
+    // uninterrupted, through the proxy only to count the writes
+    let w = world().await;
+    let counting = FaultProxy::start(vec![]).await;
+    let handler = key_guard::app::handler(&w.config, &counting.sdk().await)
+        .await
+        .unwrap();
+    handler.handle(disable.clone()).await.unwrap();
+    let writes = counting.writes_seen();
+    let expected = state(&w).await;
+    assert!(expected.0, "engaged");
+    assert!(writes >= 3, "{writes} writes");
+
+    for n in 1..=writes {
+        let w = world().await;
+        let proxy = FaultProxy::start(vec![Rule {
+            operation: spendguard_tests::faults::ANY_WRITE,
+            body_contains: None,
+            every: n,
+            limit: 1,
+            fault: Fault::CrashAfter,
+        }])
+        .await;
+        let crashing = key_guard::app::handler(&w.config, &proxy.sdk().await)
+            .await
+            .unwrap();
+        let _ = crashing.handle(disable.clone()).await;
+        assert_eq!(proxy.total_injected(), 1, "stopped after write {n}");
+        let retry = |minutes: i64| {
+            let (config, sdk, store) = (w.config.clone(), w.sdk.clone(), w.store.clone());
+            async move {
+                let backends = spendguard_core::runtime::Backends {
+                    store: Arc::new(store),
+                    vault: Arc::new(spendguard_core::secret::SecretsManagerVault::new(
+                        aws_sdk_secretsmanager::Client::new(&sdk),
+                    )),
+                    clock: Arc::new(spendguard_core::clock::FixedClock::new(
+                        Utc::now() + chrono::Duration::minutes(minutes),
+                    )),
+                };
+                key_guard::app::handler_with(
+                    &config,
+                    &sdk,
+                    backends,
+                    key_guard::app::AwsKeys::Managed,
+                )
+                .await
+                .unwrap()
+            }
+        };
+        // Lambda's first retry may find the crashed invocation's claim on a key still held
+        if retry(1).await.handle(disable.clone()).await.is_err() {
+            retry(3).await.handle(disable.clone()).await.unwrap();
+        }
+        assert_eq!(
+            state(&w).await,
+            expected,
+            "stopped after write {n} of {writes}"
+        );
+        assert_eq!(
+            w.anthropic.writes_for("key_a"),
+            ["inactive"],
+            "after write {n}"
+        );
+        assert_eq!(
+            w.anthropic.writes_for("key_b"),
+            ["inactive"],
+            "after write {n}"
+        );
+    }
+    eprintln!("key-guard stopped after each of its {writes} writes, then retried: same end state");
+}
