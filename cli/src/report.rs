@@ -363,7 +363,7 @@ td:first-child{{white-space:nowrap;color:#495057;width:170px}} .figures td:first
     );
     page.push_str("<h2>Spend vs budget vs forecast</h2>");
     page.push_str(&svg(r));
-    let mut all = vec![Section {
+    let days = Section {
         title: "Days".into(),
         rows: r
             .days
@@ -382,15 +382,8 @@ td:first-child{{white-space:nowrap;color:#495057;width:170px}} .figures td:first
                 )
             })
             .collect(),
-    }];
-    all.splice(
-        0..0,
-        sections.iter().map(|s| Section {
-            title: s.title.clone(),
-            rows: s.rows.clone(),
-        }),
-    );
-    for section in &all {
+    };
+    for section in sections.iter().chain([&days]) {
         let _ = write!(page, "<h2>{}</h2><table>", esc(&section.title));
         for (when, what) in &section.rows {
             let _ = write!(

@@ -319,26 +319,11 @@ async fn every_fixture_runs_against_moto() {
     let sdk = aws::sdk().await;
     let (_, table) = aws::new_store(&sdk).await;
     let standin = standin().await;
-    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
-    let secret = |name: String, value: String| {
-        let secrets = secrets.clone();
-        async move {
-            secrets
-                .create_secret()
-                .name(name)
-                .secret_string(value)
-                .send()
-                .await
-                .unwrap()
-                .arn
-                .unwrap()
-        }
-    };
     let mut references = BTreeMap::new();
     for name in CHANNEL_SECRETS {
         references.insert(
             name,
-            secret(aws::unique(name), channel_secret(name, &standin.url)).await,
+            aws::secret(&sdk, name, &channel_secret(name, &standin.url)).await,
         );
     }
     let topic = aws_sdk_sns::Client::new(&sdk)
@@ -349,8 +334,8 @@ async fn every_fixture_runs_against_moto() {
         .unwrap()
         .topic_arn
         .unwrap();
-    let usage = secret(aws::unique("usage"), USAGE_SECRET.into()).await;
-    let status = secret(aws::unique("status"), "status-token-for-the-test".into()).await;
+    let usage = aws::secret(&sdk, "usage", USAGE_SECRET).await;
+    let status = aws::secret(&sdk, "status", "status-token-for-the-test").await;
     // the AWS Budgets budget the examples read (moto keeps one account for every test)
     let spend = |a: &str| {
         aws_sdk_budgets::types::Spend::builder()

@@ -135,15 +135,7 @@ async fn kill_status_restore_and_ack_against_a_deployment() {
     let provider = Arc::new(ProviderState::default());
     provider.add("apikey_r1", true);
     let anthropic = anthropic_standin(provider.clone()).await;
-    let admin = aws_sdk_secretsmanager::Client::new(&sdk)
-        .create_secret()
-        .name(aws::unique("anthropic-admin"))
-        .secret_string("sk-ant-admin-test")
-        .send()
-        .await
-        .unwrap()
-        .arn
-        .unwrap();
+    let admin = aws::secret(&sdk, "anthropic-admin", "sk-ant-admin-test").await;
     let env = [
         ("SPENDGUARD_TABLE", table.as_str()),
         ("SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN", admin.as_str()),

@@ -177,3 +177,16 @@ pub async fn moto_api(path: &str, body: &Value) {
         response.status()
     );
 }
+
+/// A new secret in moto named `<name>-<unique>` holding `value`; returns its ARN.
+pub async fn secret(sdk: &SdkConfig, name: &str, value: &str) -> String {
+    aws_sdk_secretsmanager::Client::new(sdk)
+        .create_secret()
+        .name(unique(name))
+        .secret_string(value)
+        .send()
+        .await
+        .expect("create secret in moto")
+        .arn
+        .expect("secret arn")
+}

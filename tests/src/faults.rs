@@ -214,7 +214,13 @@ impl FaultProxy {
                             }
                             _ => {}
                         }
-                        response.body(Body::from(bytes)).unwrap()
+                        response.body(Body::from(bytes)).unwrap_or_else(|e| {
+                            let mut broken = Response::new(Body::from(format!(
+                                "fault proxy: unusable upstream answer: {e}"
+                            )));
+                            *broken.status_mut() = StatusCode::BAD_GATEWAY;
+                            broken
+                        })
                     }
                     Err(e) => Response::builder()
                         .status(502)

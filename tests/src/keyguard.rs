@@ -140,26 +140,15 @@ impl KeyGuardWorld {
         let a = anthropic_standin(anthropic.clone()).await;
         let o = openai_standin(openai.clone()).await;
         let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
-        let admin = |name: &str, value: &str| {
-            let secrets = secrets.clone();
-            let (name, value) = (aws::unique(name), value.to_string());
-            async move {
-                secrets
-                    .create_secret()
-                    .name(name)
-                    .secret_string(value)
-                    .send()
-                    .await
-                    .unwrap()
-                    .arn
-                    .unwrap()
-            }
-        };
         let config = Config {
             table,
-            anthropic_admin_key_arn: Some(admin("anthropic-admin", "sk-ant-admin-test").await),
+            anthropic_admin_key_arn: Some(
+                aws::secret(&sdk, "anthropic-admin", "sk-ant-admin-test").await,
+            ),
             anthropic_api_url: a.url.clone(),
-            openai_admin_key_arn: Some(admin("openai-admin", "sk-admin-openai-test").await),
+            openai_admin_key_arn: Some(
+                aws::secret(&sdk, "openai-admin", "sk-admin-openai-test").await,
+            ),
             openai_api_url: o.url.clone(),
         };
         let handler = app::handler(&config, &sdk).await.expect("key-guard starts");
@@ -178,15 +167,7 @@ impl KeyGuardWorld {
 
     /// A secret holding `value`; returns its ARN.
     pub async fn secret(&self, name: &str, value: &str) -> String {
-        self.secrets
-            .create_secret()
-            .name(aws::unique(name))
-            .secret_string(value)
-            .send()
-            .await
-            .unwrap()
-            .arn
-            .unwrap()
+        aws::secret(&self.sdk, name, value).await
     }
 
     /// Registers keys (as `spendguard budgets apply` would).

@@ -125,24 +125,8 @@ impl WebhookWorld {
             .unwrap()
             .topic_arn
             .unwrap();
-        let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
-        let secret = |name: &str, value: &str| {
-            let secrets = secrets.clone();
-            let (name, value) = (aws::unique(name), value.to_string());
-            async move {
-                secrets
-                    .create_secret()
-                    .name(name)
-                    .secret_string(value)
-                    .send()
-                    .await
-                    .unwrap()
-                    .arn
-                    .unwrap()
-            }
-        };
-        let usage_secret_arn = secret("usage", USAGE_SECRET).await;
-        let status_token_arn = secret("status", STATUS_TOKEN).await;
+        let usage_secret_arn = aws::secret(&sdk, "usage", USAGE_SECRET).await;
+        let status_token_arn = aws::secret(&sdk, "status", STATUS_TOKEN).await;
         let rsa = python(json!({"op": "rsa-key", "kid": KID}));
         let jwks = rsa["jwks"].clone();
         let jwks_server = StandIn::start(move |_, _| Reply::json(200, jwks.clone())).await;

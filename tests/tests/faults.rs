@@ -8,13 +8,13 @@ use std::time::Duration;
 use chrono::Utc;
 use rust_decimal::Decimal;
 use serde_json::json;
-use spendguard_core::budget::PolicySet;
+use spendguard_core::budget::{Budget, PolicySet};
 use spendguard_core::ingest::ingest_usage;
 use spendguard_core::period::{WindowKind, YearMonth, Zone};
 use spendguard_core::records::SwitchState;
 use spendguard_core::scope::Scope;
 use spendguard_core::store::{DynamoStore, StateStore};
-use spendguard_core::usage::{CounterKey, Metric};
+use spendguard_core::usage::{CounterKey, Metric, UsageRecord};
 use spendguard_core::{keys::KeySpec, money::Currency};
 use spendguard_tests::aws::{self, TopicProbe};
 use spendguard_tests::conformance::{budget, record};
@@ -42,20 +42,43 @@ async fn month_cost(store: &DynamoStore, scope: &str) -> Decimal {
         .unwrap_or_default()
 }
 
+/// A new table holding `budgets`, with `records` already counted at `at`.
+async fn table_with(
+    sdk: &aws_config::SdkConfig,
+    budgets: &[Budget],
+    records: &[UsageRecord],
+    at: chrono::DateTime<Utc>,
+) -> (DynamoStore, String) {
+    let (store, table) = aws::new_store(sdk).await;
+    store
+        .put_policy(&PolicySet {
+            budgets: budgets.to_vec(),
+            ..PolicySet::default()
+        })
+        .await
+        .unwrap();
+    if !records.is_empty() {
+        ingest_usage(&store, budgets, records, at).await.unwrap();
+    }
+    (store, table)
+}
+
+fn check_config(table: &str, topic: &str) -> budget_check::config::Config {
+    budget_check::config::Config {
+        table: table.into(),
+        alerts_topic_arn: topic.into(),
+        sources: Default::default(),
+        claim_lease_seconds: 300,
+    }
+}
+
 /// Overlapping batches, sent concurrently and retried by their senders until accepted, through
 /// throttling, 500s and lost answers: every distinct record counts exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn usage_counts_stay_exact_through_throttling_errors_and_lost_answers() {
     let sdk = aws::sdk().await;
-    let (direct, table) = aws::new_store(&sdk).await;
     let budgets = vec![budget("b", "openai/prod", WindowKind::Monthly, 1_000_000)];
-    direct
-        .put_policy(&PolicySet {
-            budgets: budgets.clone(),
-            ..PolicySet::default()
-        })
-        .await
-        .unwrap();
+    let (direct, table) = table_with(&sdk, &budgets, &[], Utc::now()).await;
     let proxy = FaultProxy::start(vec![
         Rule {
             operation: "TransactWriteItems",
@@ -137,21 +160,13 @@ async fn usage_counts_stay_exact_through_throttling_errors_and_lost_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_alert_is_published_once_when_sns_throttles_and_fails() {
     let sdk = aws::sdk().await;
-    let (store, table) = aws::new_store(&sdk).await;
     let budgets = vec![
         budget("a", "openai/prod", WindowKind::Monthly, 100),
         budget("b", "anthropic/research", WindowKind::Monthly, 100),
     ];
-    store
-        .put_policy(&PolicySet {
-            budgets: budgets.clone(),
-            ..PolicySet::default()
-        })
-        .await
-        .unwrap();
     let now = Utc::now();
-    ingest_usage(
-        &store,
+    let (_, table) = table_with(
+        &sdk,
         &budgets,
         &[
             record("x1", "openai/prod/k", 9000, now),
@@ -159,8 +174,7 @@ async fn each_alert_is_published_once_when_sns_throttles_and_fails() {
         ],
         now,
     )
-    .await
-    .unwrap();
+    .await;
     let probe = TopicProbe::new(&sdk).await;
     let proxy = FaultProxy::start(vec![
         Rule {
@@ -179,12 +193,7 @@ async fn each_alert_is_published_once_when_sns_throttles_and_fails() {
         },
     ])
     .await;
-    let config = budget_check::config::Config {
-        table,
-        alerts_topic_arn: probe.topic_arn.clone(),
-        sources: Default::default(),
-        claim_lease_seconds: 300,
-    };
+    let config = check_config(&table, &probe.topic_arn);
     let checker = budget_check::app::checker(&config, &proxy.sdk().await)
         .await
         .unwrap();
@@ -287,24 +296,15 @@ async fn an_emergency_completes_once_through_store_faults() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_alert_is_published_even_when_the_store_refuses_its_claim() {
     let sdk = aws::sdk().await;
-    let (store, table) = aws::new_store(&sdk).await;
     let budgets = vec![budget("a", "openai/prod", WindowKind::Monthly, 100)];
-    store
-        .put_policy(&PolicySet {
-            budgets: budgets.clone(),
-            ..PolicySet::default()
-        })
-        .await
-        .unwrap();
     let now = Utc::now();
-    ingest_usage(
-        &store,
+    let (_, table) = table_with(
+        &sdk,
         &budgets,
         &[record("x1", "openai/prod/k", 9000, now)],
         now,
     )
-    .await
-    .unwrap();
+    .await;
     let probe = TopicProbe::new(&sdk).await;
     // only the claims' writes fail (their items carry a lease)
     let proxy = FaultProxy::start(vec![Rule {
@@ -315,12 +315,7 @@ async fn an_alert_is_published_even_when_the_store_refuses_its_claim() {
         fault: Fault::ServerError,
     }])
     .await;
-    let config = budget_check::config::Config {
-        table: table.clone(),
-        alerts_topic_arn: probe.topic_arn.clone(),
-        sources: Default::default(),
-        claim_lease_seconds: 300,
-    };
+    let config = check_config(&table, &probe.topic_arn);
     let checker = budget_check::app::checker(&config, &proxy.sdk().await)
         .await
         .unwrap();
@@ -358,7 +353,6 @@ async fn crossed_budget(
     at: chrono::DateTime<Utc>,
 ) -> (String, TopicProbe) {
     use spendguard_core::budget::{Action, Basis, Severity, Threshold, Tier};
-    let (store, table) = aws::new_store(sdk).await;
     let mut b = budget("crash", "openai/prod", WindowKind::Monthly, 100);
     b.windows[0].tiers.push(Tier {
         name: "critical".into(),
@@ -368,22 +362,7 @@ async fn crossed_budget(
         actions: vec![Action::Notify],
     });
     b.routing.insert("critical".into(), vec!["log".into()]);
-    let budgets = vec![b];
-    store
-        .put_policy(&PolicySet {
-            budgets: budgets.clone(),
-            ..PolicySet::default()
-        })
-        .await
-        .unwrap();
-    ingest_usage(
-        &store,
-        &budgets,
-        &[record("c1", "openai/prod/k", 9500, at)],
-        at,
-    )
-    .await
-    .unwrap();
+    let (_, table) = table_with(sdk, &[b], &[record("c1", "openai/prod/k", 9500, at)], at).await;
     (table, TopicProbe::new(sdk).await)
 }
 
@@ -393,12 +372,7 @@ async fn checker_at(
     topic: &str,
     at: chrono::DateTime<Utc>,
 ) -> spendguard_core::check::Checker {
-    let config = budget_check::config::Config {
-        table: table.into(),
-        alerts_topic_arn: topic.into(),
-        sources: Default::default(),
-        claim_lease_seconds: 300,
-    };
+    let config = check_config(table, topic);
     let mut backends = spendguard_core::runtime::Backends::aws(sdk, table);
     backends.clock = Arc::new(spendguard_core::clock::FixedClock::new(at));
     // publishes go straight to SNS: the faults here are the store's
