@@ -852,6 +852,7 @@ pub async fn audit_log_is_newest_first(store: Store) {
 
 pub async fn markers_expire_in_code(store: Store) {
     let now = at("2026-11-22T10:00:00Z");
+    assert!(!store.has_marker("gcp", "msg-1", now).await.unwrap());
     assert!(
         store
             .put_marker("gcp", "msg-1", now, Duration::hours(1))
@@ -869,6 +870,20 @@ pub async fn markers_expire_in_code(store: Store) {
             .await
             .unwrap()
     );
+    assert!(
+        store
+            .has_marker("gcp", "msg-1", now + Duration::minutes(59))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .has_marker("gcp", "msg-1", now + Duration::hours(1))
+            .await
+            .unwrap(),
+        "expired"
+    );
+    assert!(!store.has_marker("sns", "msg-1", now).await.unwrap());
     assert!(
         store
             .put_marker("sns", "msg-1", now, Duration::hours(1))

@@ -13,6 +13,8 @@ use alert_fanout::handler::Fanout;
 use serde_json::{Value, json};
 use spendguard_core::budget::{ChannelKind, ChannelSpec, PolicySet, Settings};
 use spendguard_core::channels::RetryPolicy;
+use spendguard_core::clock::FixedClock;
+use spendguard_core::runtime::Backends;
 use spendguard_core::store::{DynamoStore, StateStore};
 
 use crate::aws;
@@ -86,6 +88,7 @@ pub struct FanoutWorld {
     pub secret_values: Vec<String>,
     /// The e-mail channel's recipients (unique per world: moto's SES is shared by all tests).
     pub email_to: Vec<String>,
+    pub config: Config,
 }
 
 impl FanoutWorld {
@@ -185,7 +188,19 @@ impl FanoutWorld {
             receivers,
             secret_values,
             email_to,
+            config,
         }
+    }
+
+    /// Another invocation's fan-out: AWS reached through `sdk` (e.g. a fault proxy), at `now`.
+    pub fn fanout_through(
+        &self,
+        sdk: &aws_config::SdkConfig,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Fanout {
+        let mut backends = Backends::aws(sdk, &self.table);
+        backends.clock = Arc::new(FixedClock::new(now));
+        app::fanout_with(&self.config, sdk, backends)
     }
 
     /// E-mails SES (moto) accepted for this world's recipients, from moto's own record.

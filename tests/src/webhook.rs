@@ -107,6 +107,7 @@ pub struct WebhookWorld {
     pub webhook: Arc<Webhook>,
     pub certificates: TestCertificates,
     pub rsa: Value,
+    pub config: Config,
     _jwks: StandIn,
 }
 
@@ -169,8 +170,27 @@ impl WebhookWorld {
             webhook: Arc::new(webhook),
             certificates,
             rsa,
+            config,
             _jwks: jwks_server,
         }
+    }
+
+    /// The same webhook with its store (DynamoDB) reached through `sdk`, e.g. a fault proxy;
+    /// alerts still go straight to the world's topic.
+    pub async fn webhook_through(&self, sdk: &aws_config::SdkConfig) -> Webhook {
+        let bus = SnsBus::new(
+            aws_sdk_sns::Client::new(&self.sdk),
+            &self.config.alerts_topic_arn,
+        );
+        app::webhook_with(
+            &self.config,
+            sdk,
+            Backends::aws(sdk, &self.config.table),
+            Arc::new(bus),
+            Box::new(self.certificates.clone()),
+        )
+        .await
+        .expect("webhook starts")
     }
 
     pub async fn send(&self, request: HttpRequest) -> HttpResponse {

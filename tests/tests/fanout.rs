@@ -610,3 +610,71 @@ async fn warnings_to_a_digest_channel_go_out_together_once_per_interval() {
         "🟡 spendguard digest for digest-slack: 2 warnings"
     );
 }
+
+/// Crash consistency of fan-out: stopped right after each one of its writes (a channel's
+/// delivery claim, a delivery recorded), then retried as Lambda retries a failed asynchronous
+/// invocation (about a minute later, then two more): every channel receives the alert once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fanout_stopped_after_any_write_then_retried_delivers_to_each_channel_once() {
+    use spendguard_tests::faults::{ANY_WRITE, Fault, FaultProxy, Rule};
+    let channels = ["ops-slack", "oncall-pager", "audit-hook"];
+    let mut event = fixture_event("critical");
+    event.channels = channels.iter().map(|s| s.to_string()).collect();
+    let sns = sns_of(&event);
+    let accepted =
+        |w: &FanoutWorld, name: &str| delivered(w, name).iter().filter(|r| r.accepted()).count();
+
+    // uninterrupted, through the proxy only to count the writes
+    let w = FanoutWorld::new(quick_retries(), &[], PolicySet::default()).await;
+    let counting = FaultProxy::start(vec![]).await;
+    w.fanout_through(&counting.sdk().await, Utc::now())
+        .handle(sns.clone())
+        .await
+        .unwrap();
+    let writes = counting.writes_seen();
+    for name in channels {
+        assert_eq!(accepted(&w, name), 1, "{name}");
+    }
+    assert_eq!(
+        writes,
+        2 * channels.len(),
+        "a claim and a record per channel"
+    );
+
+    for n in 1..=writes {
+        let w = FanoutWorld::new(quick_retries(), &[], PolicySet::default()).await;
+        let proxy = FaultProxy::start(vec![Rule {
+            operation: ANY_WRITE,
+            body_contains: None,
+            every: n,
+            limit: 1,
+            fault: Fault::CrashAfter,
+        }])
+        .await;
+        let crashed = w
+            .fanout_through(&proxy.sdk().await, Utc::now())
+            .handle(sns.clone())
+            .await;
+        assert_eq!(proxy.total_injected(), 1, "stopped after write {n}");
+        assert!(crashed.is_err(), "after write {n}: the invocation fails");
+        let mut retries = 0;
+        for minutes in [1, 3] {
+            retries += 1;
+            let retry = w.fanout_through(&w.sdk, Utc::now() + Duration::minutes(minutes));
+            if retry.handle(sns.clone()).await.is_ok() {
+                break;
+            }
+            assert!(minutes < 3, "after write {n}: the last retry succeeds");
+        }
+        for name in channels {
+            assert_eq!(
+                accepted(&w, name),
+                1,
+                "{name} after write {n} ({retries} retries)"
+            );
+        }
+    }
+    eprintln!(
+        "alert-fanout stopped after each of its {writes} writes, then retried: each channel once"
+    );
+}

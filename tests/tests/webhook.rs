@@ -755,3 +755,124 @@ async fn every_one_bit_change_to_an_oidc_token_is_refused() {
     assert!(tried > 4 * token.len(), "{tried} forgeries tried");
     eprintln!("forged OIDC tokens refused: {tried}");
 }
+
+/// What deliveries leave behind: the app's month-to-date cost, the GCP budget's observations
+/// (their actual cost; the forecast a check adds depends on the second it ran), and the alerts
+/// that reached the topic, by id (fan-out delivers each id once).
+async fn delivered_state(
+    w: &WebhookWorld,
+) -> (Decimal, Vec<String>, std::collections::BTreeSet<String>) {
+    let key = CounterKey {
+        scope: Scope::parse("app").unwrap(),
+        zone: Zone::UTC,
+        month: YearMonth::of(Utc::now().date_naive()),
+    };
+    let counters = w
+        .store
+        .read_counters(std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    let cost = counters
+        .get(&key)
+        .map(|m| {
+            m.days
+                .values()
+                .map(|t| t.get(Metric::Cost(spendguard_core::money::Currency::USD)))
+                .sum()
+        })
+        .unwrap_or_default();
+    let observations = w
+        .store
+        .observations("gcp-data")
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| format!("{} {}", o.actual.amount, o.period_key))
+        .collect();
+    let alerts = w
+        .probe
+        .drain()
+        .await
+        .iter()
+        .map(|e| {
+            let event: Value = serde_json::from_str(e["Message"].as_str().unwrap()).unwrap();
+            event["alert_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    (cost, observations, alerts)
+}
+
+/// Crash consistency of the webhook: a usage batch that crosses a tier and a GCP crossing
+/// notification, with the handler stopped right after each one of its writes. The sender
+/// delivers again as it does after a failed delivery (any answer but 2xx); the end state
+/// equals an uninterrupted run's, and one more delivery of each changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhook_stopped_after_any_write_then_redelivered_ends_as_if_uninterrupted() {
+    use spendguard_tests::faults::{ANY_WRITE, Fault, FaultProxy, Rule};
+    let deliveries = |w: &WebhookWorld| {
+        // $85 of $100: the 80 % warning; 200 % of the GCP budget: a crossing signal
+        let usage = usage_body(&[usage_record("u-1", "50.00"), usage_record("u-2", "35.00")]);
+        let token = w.token(json!({}), "RS256");
+        vec![
+            signed_usage(&usage, "batch-1", Utc::now().timestamp()),
+            post(
+                "/gcp/pubsub",
+                &[("authorization", &bearer(&token))],
+                gcp_push(&gcp_data(6001.5, Some(2.0)), "gcp-msg-7"),
+            ),
+        ]
+    };
+    // the uninterrupted run, through the proxy only to count its writes
+    let w = WebhookWorld::new(policy(&aws_name())).await;
+    let counting = FaultProxy::start(vec![]).await;
+    let webhook = w.webhook_through(&counting.sdk().await).await;
+    for request in deliveries(&w) {
+        let response = webhook.http(request).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
+    let writes = counting.writes_seen();
+    let expected = delivered_state(&w).await;
+    assert_eq!(expected.0, Decimal::from(85));
+    assert_eq!(expected.1.len(), 1, "{expected:?}");
+    assert_eq!(expected.2.len(), 2, "one alert per crossing: {expected:?}");
+    assert!(writes >= 6, "{writes} writes");
+
+    for n in 1..=writes {
+        let w = WebhookWorld::new(policy(&aws_name())).await;
+        let proxy = FaultProxy::start(vec![Rule {
+            operation: ANY_WRITE,
+            body_contains: None,
+            every: n,
+            limit: 1,
+            fault: Fault::CrashAfter,
+        }])
+        .await;
+        let crashing = w.webhook_through(&proxy.sdk().await).await;
+        let requests = deliveries(&w);
+        for request in &requests {
+            let first = crashing.http(request.clone()).await;
+            if first.status / 100 != 2 {
+                let again = w.send(request.clone()).await;
+                assert_eq!(again.status, 200, "after write {n}: {}", again.body);
+            }
+        }
+        assert_eq!(proxy.total_injected(), 1, "stopped after write {n}");
+        assert_eq!(
+            delivered_state(&w).await,
+            expected,
+            "stopped after write {n} of {writes}"
+        );
+        for request in requests {
+            let response = w.send(request).await;
+            assert_eq!(response.status, 200, "{}", response.body);
+        }
+        assert_eq!(
+            delivered_state(&w).await,
+            (expected.0, expected.1.clone(), Default::default()),
+            "after write {n}: one more delivery of each changes nothing"
+        );
+    }
+    eprintln!(
+        "budget-webhook stopped after each of its {writes} writes, then redelivered: same end state"
+    );
+}

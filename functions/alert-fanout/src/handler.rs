@@ -22,6 +22,8 @@ use tracing::{info, warn};
 
 /// A delivery claim that was never finished (a crashed invocation) blocks others this long.
 pub const DELIVERY_LEASE: Duration = Duration::minutes(2);
+/// How often a claim held by another invocation is looked at again.
+const IN_PROGRESS_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 /// Delivery claims are kept this long.
 const DELIVERY_RETENTION: Duration = Duration::days(35);
 /// Most alerts in one digest message.
@@ -77,7 +79,8 @@ pub enum Outcome {
     Sent,
     /// Delivered by an earlier attempt.
     AlreadySent,
-    /// Another invocation is delivering it right now.
+    /// Another invocation held the delivery claim for longer than a delivery takes (it may
+    /// have crashed): unconfirmed, so the invocation fails and Lambda's retry settles it.
     InProgress,
     /// Kept for the channel's next digest.
     QueuedForDigest,
@@ -96,6 +99,9 @@ impl DeliveryReport {
             .iter()
             .filter_map(|(name, o)| match o {
                 Outcome::Failed(why) => Some(format!("{name}: {why}")),
+                Outcome::InProgress => Some(format!(
+                    "{name}: another invocation holds the delivery claim; a retry confirms it"
+                )),
                 _ => None,
             })
             .collect()
@@ -284,11 +290,20 @@ impl Fanout {
     }
 
     async fn send_claimed(&self, claim: &Claim, spec: &ChannelSpec, message: &Message) -> Outcome {
-        match self.store.claim(claim, self.clock.now()).await {
-            Err(e) => return Outcome::Failed(e.to_string()),
-            Ok(ClaimOutcome::AlreadyRaised) => return Outcome::AlreadySent,
-            Ok(ClaimOutcome::HeldByOther) => return Outcome::InProgress,
-            Ok(ClaimOutcome::Won) => {}
+        // Another invocation holding the claim is either delivering (it finishes within its
+        // delivery deadline) or crashed (its lease runs out). Wait for the first; after that,
+        // report it unconfirmed so Lambda retries later instead of the alert being dropped.
+        let give_up = std::time::Instant::now() + self.registry.poster.policy.deadline;
+        loop {
+            match self.store.claim(claim, self.clock.now()).await {
+                Err(e) => return Outcome::Failed(e.to_string()),
+                Ok(ClaimOutcome::AlreadyRaised) => return Outcome::AlreadySent,
+                Ok(ClaimOutcome::Won) => break,
+                Ok(ClaimOutcome::HeldByOther) if std::time::Instant::now() < give_up => {
+                    tokio::time::sleep(IN_PROGRESS_POLL).await;
+                }
+                Ok(ClaimOutcome::HeldByOther) => return Outcome::InProgress,
+            }
         }
         let result = match self.registry.channel(spec).await {
             Ok(channel) => channel.send(message).await.map_err(|e| e.message),

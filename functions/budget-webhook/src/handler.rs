@@ -190,7 +190,9 @@ impl Webhook {
             .iter()
             .map(|b| b.id.clone())
             .collect();
-        let published = if outcome.accepted.is_empty() {
+        // a batch of only duplicates is usually a sender's retry after this function stopped
+        // between counting and evaluating: evaluate again (alerts are claimed once per crossing)
+        let published = if outcome.accepted.is_empty() && outcome.duplicates.is_empty() {
             0
         } else {
             self.evaluate(affected, "usage-report").await
@@ -242,12 +244,39 @@ impl Webhook {
                 json!({"observations": 0, "ignored": "no budget uses this GCP budget"}),
             );
         }
-        // the observation first (an idempotent upsert), then the marker: a crash in between
-        // loses nothing, the redelivery writes the same observation again
+        // Every effect below is idempotent (an upsert, alerts claimed once per crossing) and each
+        // marker is written only after what it stands for: stopped at any point, the message is
+        // redelivered and finished, nothing counted twice and no crossing left unevaluated.
+        match self
+            .store
+            .has_marker("gcp-message", &notification.message_id, now)
+            .await
+        {
+            Ok(false) => {}
+            Ok(true) => return HttpResponse::ok(json!({"duplicate": true})),
+            Err(e) => return internal(e),
+        }
         let written = match record_gcp(self.store.as_ref(), &policy.budgets, &notification).await {
             Ok(n) => n,
             Err(e) => return internal(e),
         };
+        let mut published = 0;
+        if let Some(key) = notification.crossing_key() {
+            match self.store.has_marker("gcp-crossing", &key, now).await {
+                Ok(false) => {
+                    published = self.evaluate(budgets.clone(), "gcp-notification").await;
+                    if let Err(e) = self
+                        .store
+                        .put_marker("gcp-crossing", &key, now, MESSAGE_MARKER_TTL)
+                        .await
+                    {
+                        return internal(e);
+                    }
+                }
+                Ok(true) => {}
+                Err(e) => return internal(e),
+            }
+        }
         match self
             .store
             .put_marker(
@@ -259,20 +288,9 @@ impl Webhook {
             .await
         {
             Ok(true) => {}
+            // a concurrent delivery of the same message finished first
             Ok(false) => return HttpResponse::ok(json!({"duplicate": true})),
             Err(e) => return internal(e),
-        }
-        let mut published = 0;
-        if let Some(key) = notification.crossing_key() {
-            match self
-                .store
-                .put_marker("gcp-crossing", &key, now, MESSAGE_MARKER_TTL)
-                .await
-            {
-                Ok(true) => published = self.evaluate(budgets.clone(), "gcp-notification").await,
-                Ok(false) => {}
-                Err(e) => return internal(e),
-            }
         }
         self.audit(
             "gcp_notification",
@@ -363,15 +381,16 @@ impl Webhook {
                 return Ok(json!({"ignored": reason}));
             }
         };
-        let policy = self.store.load_policy().await?;
-        let written = record_aws(self.store.as_ref(), &policy.budgets, &notice, now).await?;
-        if !self
+        // as for Pub/Sub: the marker last, so a stopped invocation's redelivery finishes the job
+        if self
             .store
-            .put_marker("sns-message", message_id, now, MESSAGE_MARKER_TTL)
+            .has_marker("sns-message", message_id, now)
             .await?
         {
             return Ok(json!({"duplicate": true}));
         }
+        let policy = self.store.load_policy().await?;
+        let written = record_aws(self.store.as_ref(), &policy.budgets, &notice, now).await?;
         let budgets: Vec<String> = budgets_for_aws(&policy.budgets, &notice)
             .iter()
             .map(|b| b.id.clone())
@@ -379,6 +398,14 @@ impl Webhook {
         let published = self
             .evaluate(budgets.clone(), "aws-budgets-notification")
             .await;
+        if !self
+            .store
+            .put_marker("sns-message", message_id, now, MESSAGE_MARKER_TTL)
+            .await?
+        {
+            // a concurrent delivery of the same message finished first
+            return Ok(json!({"duplicate": true}));
+        }
         self.audit(
             "aws_budgets_notification",
             json!({"message_id": message_id, "topic": topic_arn, "budget_name": notice.budget_name, "budgets": budgets, "raw": text}),

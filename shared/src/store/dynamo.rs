@@ -1302,6 +1302,16 @@ impl StateStore for DynamoStore {
         }
     }
 
+    async fn has_marker(&self, namespace: &str, id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        match self
+            .get_item(key(marker_pk(namespace, id), SINGLETON_SK))
+            .await?
+        {
+            Some(item) => Ok(number_attr(&item, TTL_ATTRIBUTE)? > now.timestamp()),
+            None => Ok(false),
+        }
+    }
+
     async fn get_cached(&self, cache_key: &str, now: DateTime<Utc>) -> StoreResult<Option<String>> {
         let Some(item) = self
             .get_item(key(cache_pk(cache_key), SINGLETON_SK))

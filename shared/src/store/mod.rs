@@ -151,6 +151,9 @@ pub trait StateStore: Send + Sync {
         ttl: Duration,
     ) -> StoreResult<bool>;
 
+    /// Whether an unexpired marker for `id` is in `namespace` (written by `put_marker`).
+    async fn has_marker(&self, namespace: &str, id: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+
     /// A cached value that has not expired by `now`.
     async fn get_cached(&self, key: &str, now: DateTime<Utc>) -> StoreResult<Option<String>>;
     async fn put_cached(

@@ -869,6 +869,21 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn has_marker(&self, namespace: &str, id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        let (namespace, id) = (namespace.to_string(), id.to_string());
+        self.run(move |c| {
+            c.query_row(
+                "SELECT 1 FROM markers WHERE namespace = ?1 AND id = ?2 AND expires_at > ?3",
+                params![namespace, id, now.timestamp()],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(db)
+        })
+        .await
+    }
+
     async fn get_cached(&self, key: &str, now: DateTime<Utc>) -> StoreResult<Option<String>> {
         let key = key.to_string();
         self.run(move |c| {
