@@ -27,6 +27,7 @@ pub fn endpoint() -> String {
 /// `AWS_ENDPOINT_URL`), pointed at moto.
 pub async fn sdk() -> SdkConfig {
     endpoint();
+    crate::logs::capture();
     spendguard_core::aws::sdk_config().await
 }
 
@@ -180,6 +181,7 @@ pub async fn moto_api(path: &str, body: &Value) {
 
 /// A new secret in moto named `<name>-<unique>` holding `value`; returns its ARN.
 pub async fn secret(sdk: &SdkConfig, name: &str, value: &str) -> String {
+    crate::logs::secret_used(value);
     aws_sdk_secretsmanager::Client::new(sdk)
         .create_secret()
         .name(unique(name))

@@ -147,6 +147,7 @@ impl FanoutWorld {
         };
         let mut secret_values = Vec::new();
         for (name, kind, value) in values {
+            crate::logs::secret_used(&value);
             let arn = secrets
                 .create_secret()
                 .name(aws::unique(&name))
@@ -167,6 +168,8 @@ impl FanoutWorld {
             secret_values.push(value);
         }
         secret_values.extend([PAGERDUTY_KEY.to_string(), WEBHOOK_SECRET.to_string()]);
+        crate::logs::secret_used(PAGERDUTY_KEY);
+        crate::logs::secret_used(WEBHOOK_SECRET);
         store
             .put_policy(&PolicySet {
                 settings,

@@ -7,5 +7,6 @@ pub mod conformance;
 pub mod fanout;
 pub mod faults;
 pub mod keyguard;
+pub mod logs;
 pub mod standin;
 pub mod webhook;

@@ -7,6 +7,17 @@ use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, Response, StatusCode};
 
+/// A loopback port that refuses every connection for as long as the socket is kept: bound, so
+/// no other server of the suite can be given the port, but never listening.
+pub fn refusing_port() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("an address"))
+        .expect("bind a loopback port");
+    let address = socket.local_addr().expect("its address");
+    (socket, address)
+}
+
 /// One request as received.
 #[derive(Debug, Clone)]
 pub struct Received {

@@ -129,6 +129,7 @@ impl WebhookWorld {
         let usage_secret_arn = aws::secret(&sdk, "usage", USAGE_SECRET).await;
         let status_token_arn = aws::secret(&sdk, "status", STATUS_TOKEN).await;
         let rsa = python(json!({"op": "rsa-key", "kid": KID}));
+        crate::logs::secret_used(rsa["private_pem"].as_str().unwrap_or_default());
         let jwks = rsa["jwks"].clone();
         let jwks_server = StandIn::start(move |_, _| Reply::json(200, jwks.clone())).await;
         let config = Config {
@@ -246,13 +247,16 @@ impl WebhookWorld {
             .and_then(Value::as_str)
             .unwrap_or(KID)
             .to_string();
-        python(json!({
+        let token = python(json!({
             "op": "jwt", "alg": alg, "kid": kid, "claims": claims,
             "private_pem": self.rsa["private_pem"], "public_pem": self.rsa["public_pem"],
         }))["token"]
             .as_str()
             .unwrap()
-            .to_string()
+            .to_string();
+        // a bearer token is a credential: it must not be logged either
+        crate::logs::secret_used(&token);
+        token
     }
 
     /// Serves the webhook over HTTP on a loopback port (for SNS deliveries from moto).

@@ -167,10 +167,8 @@ async fn every_channel_receives_its_golden_payload_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_broken_channel_never_blocks_the_others_and_a_retry_sends_only_what_failed() {
-    // a port that refuses connections
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let refused = format!("http://{}/hook", closed.local_addr().unwrap());
-    drop(closed);
+    let (_kept, closed) = spendguard_tests::standin::refusing_port();
+    let refused = format!("http://{closed}/hook");
     let extra = [
         ("refused-slack", ChannelKind::Slack, refused),
         (
@@ -624,8 +622,15 @@ async fn fanout_stopped_after_any_write_then_retried_delivers_to_each_channel_on
     let accepted =
         |w: &FanoutWorld, name: &str| delivered(w, name).iter().filter(|r| r.accepted()).count();
 
+    // attempts never time out here: a late answer would be a second delivery by design, and
+    // this test counts deliveries; a claim held by a stopped invocation is waited for 5 s
+    let patient = RetryPolicy {
+        attempt_timeout: std::time::Duration::from_secs(5),
+        deadline: std::time::Duration::from_secs(5),
+        ..quick_retries()
+    };
     // uninterrupted, through the proxy only to count the writes
-    let w = FanoutWorld::new(quick_retries(), &[], PolicySet::default()).await;
+    let w = FanoutWorld::new(patient, &[], PolicySet::default()).await;
     let counting = FaultProxy::start(vec![]).await;
     w.fanout_through(&counting.sdk().await, Utc::now())
         .handle(sns.clone())
@@ -642,7 +647,7 @@ async fn fanout_stopped_after_any_write_then_retried_delivers_to_each_channel_on
     );
 
     for n in 1..=writes {
-        let w = FanoutWorld::new(quick_retries(), &[], PolicySet::default()).await;
+        let w = FanoutWorld::new(patient, &[], PolicySet::default()).await;
         let proxy = FaultProxy::start(vec![Rule {
             operation: ANY_WRITE,
             body_contains: None,

@@ -56,12 +56,8 @@ fn sns_of(event: &spendguard_core::alert::AlertEvent) -> Value {
 async fn no_secret_appears_in_any_log_line() {
     capture();
 
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let refused = format!(
-        "http://{}/services/T0/B0/refused-secret-path",
-        closed.local_addr().unwrap()
-    );
-    drop(closed);
+    let (_kept, closed) = spendguard_tests::standin::refusing_port();
+    let refused = format!("http://{closed}/services/T0/B0/refused-secret-path");
     let extra = [
         ("refused-slack", ChannelKind::Slack, refused.clone()),
         (
