@@ -81,8 +81,9 @@ fn entries(records: &[UsageRecord], zones: &[Zone]) -> Vec<UsageEntry> {
     records.iter().map(|r| UsageEntry::of(r, zones)).collect()
 }
 
-async fn month_total(
-    store: &Store,
+/// A scope's total of `metric` in a month, from the store's counters.
+pub async fn month_total(
+    store: &dyn StateStore,
     scope: &str,
     zone: Zone,
     month: YearMonth,
@@ -108,6 +109,12 @@ const NOV: YearMonth = YearMonth {
     month: 11,
 };
 const USD_COST: Metric = Metric::Cost(Currency::USD);
+
+/// A scope's cost in US dollars this month (UTC).
+pub async fn month_cost_now(store: &dyn StateStore, scope: &str) -> Decimal {
+    let month = YearMonth::of(Utc::now().date_naive());
+    month_total(store, scope, Zone::UTC, month, USD_COST).await
+}
 
 pub async fn budgets_crud(store: Store) {
     let mut settings = Settings::default();
@@ -183,16 +190,16 @@ pub async fn replayed_usage_counts_once(store: Store) {
     assert_eq!((again.accepted.len(), again.duplicates.len()), (0, 2));
     for scope in ["openai/prod/key-1", "openai/prod", "openai", "*"] {
         assert_eq!(
-            month_total(&store, scope, Zone::UTC, NOV, USD_COST).await,
+            month_total(&*store, scope, Zone::UTC, NOV, USD_COST).await,
             Decimal::new(200, 2),
             "{scope}"
         );
         assert_eq!(
-            month_total(&store, scope, Zone::UTC, NOV, Metric::Records).await,
+            month_total(&*store, scope, Zone::UTC, NOV, Metric::Records).await,
             Decimal::from(2)
         );
         assert_eq!(
-            month_total(&store, scope, Zone::UTC, NOV, Metric::TokensCached).await,
+            month_total(&*store, scope, Zone::UTC, NOV, Metric::TokensCached).await,
             Decimal::from(20)
         );
     }
@@ -213,7 +220,7 @@ pub async fn duplicate_ids_within_one_batch_count_once(store: Store) {
         .unwrap();
     assert_eq!((outcome.accepted.len(), outcome.duplicates.len()), (1, 1));
     assert_eq!(
-        month_total(&store, "app/x", Zone::UTC, NOV, USD_COST).await,
+        month_total(&*store, "app/x", Zone::UTC, NOV, USD_COST).await,
         Decimal::ONE
     );
 }
@@ -237,11 +244,11 @@ pub async fn concurrent_replays_count_once(store: Store) {
     }
     assert_eq!(accepted, 1, "exactly one delivery may count");
     assert_eq!(
-        month_total(&store, "openai/prod/key-9", Zone::UTC, NOV, USD_COST).await,
+        month_total(&*store, "openai/prod/key-9", Zone::UTC, NOV, USD_COST).await,
         Decimal::new(333, 2)
     );
     assert_eq!(
-        month_total(&store, "*", Zone::UTC, NOV, Metric::Records).await,
+        month_total(&*store, "*", Zone::UTC, NOV, Metric::Records).await,
         Decimal::ONE
     );
 }
@@ -265,11 +272,11 @@ pub async fn overlapping_concurrent_batches_are_exact(store: Store) {
     }
     assert_eq!(accepted, 150);
     assert_eq!(
-        month_total(&store, "app", Zone::UTC, NOV, USD_COST).await,
+        month_total(&*store, "app", Zone::UTC, NOV, USD_COST).await,
         Decimal::new(150, 2)
     );
     assert_eq!(
-        month_total(&store, "app", Zone::UTC, NOV, Metric::Records).await,
+        month_total(&*store, "app", Zone::UTC, NOV, Metric::Records).await,
         Decimal::from(150)
     );
 }
@@ -296,12 +303,12 @@ pub async fn large_batch_is_counted_exactly(store: Store) {
         .unwrap();
     assert_eq!(outcome.accepted.len(), 250);
     assert_eq!(
-        month_total(&store, "openai", Zone::UTC, NOV, USD_COST).await,
+        month_total(&*store, "openai", Zone::UTC, NOV, USD_COST).await,
         Decimal::new(1750, 2)
     );
     assert_eq!(
         month_total(
-            &store,
+            &*store,
             "*",
             Zone::parse("Asia/Tokyo").unwrap(),
             NOV,
@@ -361,7 +368,7 @@ pub async fn counters_give_day_week_and_month(store: Store) {
     }
     // the previous month is untouched by December's records
     assert_eq!(
-        month_total(&store, "openai/prod", Zone::UTC, NOV, USD_COST).await,
+        month_total(&*store, "openai/prod", Zone::UTC, NOV, USD_COST).await,
         Decimal::new(300, 2)
     );
 }

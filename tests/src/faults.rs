@@ -41,6 +41,19 @@ pub struct Rule {
     pub fault: Fault,
 }
 
+impl Rule {
+    /// The handler stops right after its `n`-th DynamoDB write (counted from 1).
+    pub fn crash_after_write(n: usize) -> Rule {
+        Rule {
+            operation: ANY_WRITE,
+            body_contains: None,
+            every: n,
+            limit: 1,
+            fault: Fault::CrashAfter,
+        }
+    }
+}
+
 /// A rule's `operation` that matches every DynamoDB write.
 pub const ANY_WRITE: &str = "any DynamoDB write";
 const WRITES: [&str; 5] = [

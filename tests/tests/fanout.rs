@@ -614,7 +614,7 @@ async fn warnings_to_a_digest_channel_go_out_together_once_per_interval() {
 /// invocation (about a minute later, then two more): every channel receives the alert once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fanout_stopped_after_any_write_then_retried_delivers_to_each_channel_once() {
-    use spendguard_tests::faults::{ANY_WRITE, Fault, FaultProxy, Rule};
+    use spendguard_tests::faults::{FaultProxy, Rule};
     let channels = ["ops-slack", "oncall-pager", "audit-hook"];
     let mut event = fixture_event("critical");
     event.channels = channels.iter().map(|s| s.to_string()).collect();
@@ -648,14 +648,7 @@ async fn fanout_stopped_after_any_write_then_retried_delivers_to_each_channel_on
 
     for n in 1..=writes {
         let w = FanoutWorld::new(patient, &[], PolicySet::default()).await;
-        let proxy = FaultProxy::start(vec![Rule {
-            operation: ANY_WRITE,
-            body_contains: None,
-            every: n,
-            limit: 1,
-            fault: Fault::CrashAfter,
-        }])
-        .await;
+        let proxy = FaultProxy::start(vec![Rule::crash_after_write(n)]).await;
         let crashed = w
             .fanout_through(&proxy.sdk().await, Utc::now())
             .handle(sns.clone())

@@ -10,37 +10,16 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use spendguard_core::budget::{Budget, PolicySet};
 use spendguard_core::ingest::ingest_usage;
-use spendguard_core::period::{WindowKind, YearMonth, Zone};
+use spendguard_core::keys::KeySpec;
+use spendguard_core::period::WindowKind;
 use spendguard_core::records::SwitchState;
 use spendguard_core::scope::Scope;
 use spendguard_core::store::{DynamoStore, StateStore};
-use spendguard_core::usage::{CounterKey, Metric, UsageRecord};
-use spendguard_core::{keys::KeySpec, money::Currency};
+use spendguard_core::usage::UsageRecord;
 use spendguard_tests::aws::{self, TopicProbe};
-use spendguard_tests::conformance::{budget, record};
+use spendguard_tests::conformance::{budget, month_cost_now, record};
 use spendguard_tests::faults::{Fault, FaultProxy, Rule};
 use spendguard_tests::keyguard::KeyGuardWorld;
-
-async fn month_cost(store: &DynamoStore, scope: &str) -> Decimal {
-    let now = Utc::now();
-    let key = CounterKey {
-        scope: Scope::parse(scope).unwrap(),
-        zone: Zone::UTC,
-        month: YearMonth::of(now.date_naive()),
-    };
-    store
-        .read_counters(std::slice::from_ref(&key))
-        .await
-        .unwrap()
-        .get(&key)
-        .map(|m| {
-            m.days
-                .values()
-                .map(|t| t.get(Metric::Cost(Currency::USD)))
-                .sum()
-        })
-        .unwrap_or_default()
-}
 
 /// A new table holding `budgets`, with `records` already counted at `at`.
 async fn table_with(
@@ -143,8 +122,8 @@ async fn usage_counts_stay_exact_through_throttling_errors_and_lost_answers() {
     for s in sends {
         s.await.unwrap();
     }
-    assert_eq!(month_cost(&direct, "openai/prod/key-1").await, distinct);
-    assert_eq!(month_cost(&direct, "openai/prod").await, distinct);
+    assert_eq!(month_cost_now(&direct, "openai/prod/key-1").await, distinct);
+    assert_eq!(month_cost_now(&direct, "openai/prod").await, distinct);
     let injected = proxy.injected();
     assert!(proxy.total_injected() >= 10, "{injected:?}");
     assert!(injected.keys().any(|(_, f)| f == "Drop"), "{injected:?}");
@@ -438,14 +417,7 @@ async fn budget_check_stopped_after_any_write_then_rerun_ends_as_if_uninterrupte
 
     for n in 1..=writes {
         let (table, probe) = crossed_budget(&sdk, at).await;
-        let proxy = FaultProxy::start(vec![Rule {
-            operation: spendguard_tests::faults::ANY_WRITE,
-            body_contains: None,
-            every: n,
-            limit: 1,
-            fault: Fault::CrashAfter,
-        }])
-        .await;
+        let proxy = FaultProxy::start(vec![Rule::crash_after_write(n)]).await;
         let crashing = checker_at(&proxy.sdk().await, &table, &probe.topic_arn, at).await;
         let _ = budget_check::handler::handle(&crashing, event.clone()).await;
         assert_eq!(proxy.total_injected(), 1, "stopped after write {n}");
@@ -532,14 +504,7 @@ async fn an_emergency_stopped_after_any_write_then_retried_ends_as_if_uninterrup
 
     for n in 1..=writes {
         let w = world().await;
-        let proxy = FaultProxy::start(vec![Rule {
-            operation: spendguard_tests::faults::ANY_WRITE,
-            body_contains: None,
-            every: n,
-            limit: 1,
-            fault: Fault::CrashAfter,
-        }])
-        .await;
+        let proxy = FaultProxy::start(vec![Rule::crash_after_write(n)]).await;
         let crashing = key_guard::app::handler(&w.config, &proxy.sdk().await)
             .await
             .unwrap();

@@ -10,12 +10,11 @@ use chrono::Utc;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use spendguard_core::budget::{PolicySet, SourceSpec};
-use spendguard_core::period::{WindowKind, YearMonth, Zone};
+use spendguard_core::period::{WindowKind, YearMonth};
 use spendguard_core::records::{KillSwitch, SwitchState};
 use spendguard_core::scope::Scope;
 use spendguard_core::store::StateStore;
-use spendguard_core::usage::{CounterKey, Metric};
-use spendguard_tests::conformance::budget;
+use spendguard_tests::conformance::{budget, month_cost_now};
 use spendguard_tests::webhook::{STATUS_TOKEN, WebhookWorld, post, python, signed_usage};
 
 const GCP_BUDGET: &str = "7c1e2d3f-aaaa-bbbb-cccc-1234567890ab";
@@ -460,22 +459,7 @@ async fn usage_signed_by_standardwebhooks_counts_once_however_often_it_is_replay
         accepted, 2,
         "two records, counted once across three deliveries"
     );
-    let key = CounterKey {
-        scope: Scope::parse("app").unwrap(),
-        zone: Zone::UTC,
-        month: YearMonth::of(Utc::now().date_naive()),
-    };
-    let counters = w
-        .store
-        .read_counters(std::slice::from_ref(&key))
-        .await
-        .unwrap();
-    let total: Decimal = counters[&key]
-        .days
-        .values()
-        .map(|t| t.get(Metric::Cost(spendguard_core::money::Currency::USD)))
-        .sum();
-    assert_eq!(total, Decimal::from(60));
+    assert_eq!(month_cost_now(&w.store, "app").await, Decimal::from(60));
     assert!(w.probe.drain().await.is_empty());
 
     // the next batch crosses the tier: evaluated at once, alert published once
@@ -762,25 +746,7 @@ async fn every_one_bit_change_to_an_oidc_token_is_refused() {
 async fn delivered_state(
     w: &WebhookWorld,
 ) -> (Decimal, Vec<String>, std::collections::BTreeSet<String>) {
-    let key = CounterKey {
-        scope: Scope::parse("app").unwrap(),
-        zone: Zone::UTC,
-        month: YearMonth::of(Utc::now().date_naive()),
-    };
-    let counters = w
-        .store
-        .read_counters(std::slice::from_ref(&key))
-        .await
-        .unwrap();
-    let cost = counters
-        .get(&key)
-        .map(|m| {
-            m.days
-                .values()
-                .map(|t| t.get(Metric::Cost(spendguard_core::money::Currency::USD)))
-                .sum()
-        })
-        .unwrap_or_default();
+    let cost = month_cost_now(&w.store, "app").await;
     let observations = w
         .store
         .observations("gcp-data")
@@ -808,7 +774,7 @@ async fn delivered_state(
 /// equals an uninterrupted run's, and one more delivery of each changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn webhook_stopped_after_any_write_then_redelivered_ends_as_if_uninterrupted() {
-    use spendguard_tests::faults::{ANY_WRITE, Fault, FaultProxy, Rule};
+    use spendguard_tests::faults::{FaultProxy, Rule};
     let deliveries = |w: &WebhookWorld| {
         // $85 of $100: the 80 % warning; 200 % of the GCP budget: a crossing signal
         let usage = usage_body(&[usage_record("u-1", "50.00"), usage_record("u-2", "35.00")]);
@@ -839,14 +805,7 @@ async fn webhook_stopped_after_any_write_then_redelivered_ends_as_if_uninterrupt
 
     for n in 1..=writes {
         let w = WebhookWorld::new(policy(&aws_name())).await;
-        let proxy = FaultProxy::start(vec![Rule {
-            operation: ANY_WRITE,
-            body_contains: None,
-            every: n,
-            limit: 1,
-            fault: Fault::CrashAfter,
-        }])
-        .await;
+        let proxy = FaultProxy::start(vec![Rule::crash_after_write(n)]).await;
         let crashing = w.webhook_through(&proxy.sdk().await).await;
         let requests = deliveries(&w);
         for request in &requests {
