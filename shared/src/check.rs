@@ -2,7 +2,7 @@
 //! publish the winners' alerts, record observations and an audit entry. Used by the
 //! budget-check function and by `spendguard check`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -11,7 +11,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::alert::AlertEvent;
-use crate::budget::{Budget, PolicySet, Severity, SourceSpec};
+use crate::budget::{Budget, PolicySet, Severity, SourceSpec, Window};
 use crate::bus::AlertBus;
 use crate::clock::Clock;
 use crate::evaluate::{WindowEvaluation, evaluate_window};
@@ -141,6 +141,9 @@ impl CheckReport {
     }
 }
 
+/// One window of a budget and its evaluation (or why there is none).
+type WindowResult<'a> = (&'a Window, Result<WindowEvaluation, String>);
+
 /// The budget check with its dependencies, built once per process.
 pub struct Checker {
     pub store: Arc<dyn StateStore>,
@@ -153,9 +156,19 @@ pub struct Checker {
 
 impl Checker {
     pub async fn run(&self, options: &CheckOptions) -> Result<CheckReport, CheckError> {
+        let policy = self.store.load_policy().await?;
+        self.run_with(&policy, options).await
+    }
+
+    /// The check against a policy the caller has just loaded (the webhook has, for the signal
+    /// it evaluates: one read of every budget per request instead of two).
+    pub async fn run_with(
+        &self,
+        policy: &PolicySet,
+        options: &CheckOptions,
+    ) -> Result<CheckReport, CheckError> {
         let now = self.clock.now();
         let run_id = uuid::Uuid::new_v4().to_string();
-        let policy = self.store.load_policy().await?;
         if let Some(unknown) = options
             .only
             .iter()
@@ -178,22 +191,48 @@ impl Checker {
         // (budget, window) -> (period, tiers reached): what recoveries are judged against
         let mut reached = BTreeMap::new();
         let runbook = policy.settings.runbook_url.as_deref();
-        for budget in &budgets {
+        // every window is evaluated first (no I/O), so that the crossings earlier runs already
+        // raised are found in one batched read rather than by a claim attempt each
+        let evaluated: Vec<(&Budget, Vec<WindowResult>)> = budgets
+            .iter()
+            .map(|budget| {
+                let windows = budget
+                    .windows
+                    .iter()
+                    .map(|window| {
+                        let evaluation = spend
+                            .get(&budget.id)
+                            .and_then(|s| s.get(&window.kind))
+                            .cloned()
+                            .unwrap_or_else(|| Err("no spend data".to_string()))
+                            .and_then(|s| {
+                                evaluate_window(
+                                    budget,
+                                    window.kind,
+                                    &s,
+                                    now,
+                                    &policy.settings.forecast,
+                                )
+                                .ok_or_else(|| format!("budget has no {} window", window.kind))
+                            });
+                        (window, evaluation)
+                    })
+                    .collect();
+                (*budget, windows)
+            })
+            .collect();
+        let raised_before = if options.dry_run {
+            HashSet::new()
+        } else {
+            self.raised_before(&evaluated, now, &run_id).await
+        };
+        for (budget, windows_evaluated) in &evaluated {
             let mut windows = Vec::new();
-            for window in &budget.windows {
-                let result = spend
-                    .get(&budget.id)
-                    .and_then(|s| s.get(&window.kind))
-                    .cloned()
-                    .unwrap_or_else(|| Err("no spend data".to_string()));
-                let evaluation = result.and_then(|s| {
-                    evaluate_window(budget, window.kind, &s, now, &policy.settings.forecast)
-                        .ok_or_else(|| format!("budget has no {} window", window.kind))
-                });
+            for (window, evaluation) in windows_evaluated {
                 let report = match evaluation {
                     Ok(e) => {
                         if budget.source != SourceSpec::Usage {
-                            observations.push(observation(budget, &e, now));
+                            observations.push(observation(budget, e, now));
                         }
                         reached.insert(
                             (budget.id.clone(), e.kind),
@@ -205,21 +244,22 @@ impl Checker {
                         let alerts = self
                             .raise(
                                 budget,
-                                &e,
+                                e,
                                 now,
                                 &run_id,
                                 options,
                                 runbook,
+                                &raised_before,
                                 &mut counts,
                                 &mut failures,
                             )
                             .await;
-                        window_report(budget, now, Ok(&e), alerts)
+                        window_report(budget, now, Ok(e), alerts)
                     }
                     Err(message) => window_report(
                         budget,
                         now,
-                        Err((window.kind, window.limit, message)),
+                        Err((window.kind, window.limit, message.clone())),
                         Vec::new(),
                     ),
                 };
@@ -234,7 +274,7 @@ impl Checker {
         }
 
         self.follow_ups(
-            &policy,
+            policy,
             &reached,
             now,
             &run_id,
@@ -343,7 +383,70 @@ impl Checker {
         (spend, failures, unconfigured)
     }
 
+    /// The claim that makes one crossing's alert happen once.
+    fn alert_claim(
+        &self,
+        budget: &Budget,
+        evaluation: &WindowEvaluation,
+        tier: &str,
+        alert_id: &str,
+        run_id: &str,
+    ) -> Claim {
+        Claim::alert(
+            &budget.id,
+            evaluation.kind,
+            &evaluation.period.key(),
+            tier,
+            alert_id,
+            run_id,
+            self.claim_lease,
+            evaluation.period.end + CLAIM_RETENTION,
+        )
+    }
+
+    /// Alert ids of the crossings whose claims earlier runs finished. When the store cannot
+    /// say, none: each crossing is then claimed, which decides it as well.
+    async fn raised_before(
+        &self,
+        evaluated: &[(&Budget, Vec<WindowResult<'_>>)],
+        now: DateTime<Utc>,
+        run_id: &str,
+    ) -> HashSet<String> {
+        let mut claims = Vec::new();
+        let mut alert_ids = Vec::new();
+        for (budget, windows) in evaluated {
+            for e in windows.iter().filter_map(|(_, e)| e.as_ref().ok()) {
+                for crossing in &e.crossings {
+                    let alert_id = AlertEvent::for_crossing(budget, e, crossing, now).alert_id;
+                    claims.push(self.alert_claim(
+                        budget,
+                        e,
+                        &crossing.tier.name,
+                        &alert_id,
+                        run_id,
+                    ));
+                    alert_ids.push(alert_id);
+                }
+            }
+        }
+        if claims.is_empty() {
+            return HashSet::new();
+        }
+        match self.store.claims_done(&claims).await {
+            Ok(done) => alert_ids
+                .into_iter()
+                .zip(done)
+                .filter_map(|(id, done)| done.then_some(id))
+                .collect(),
+            Err(e) => {
+                warn!(error = %e, "earlier claims unreadable: claiming each crossing");
+                HashSet::new()
+            }
+        }
+    }
+
     /// Claims and publishes each crossing of one window; only the claim's winner publishes.
+    /// Crossings in `raised_before` were published by an earlier run and are only counted.
     /// Paging alerts (critical and above) are then tracked as open alerts.
     #[allow(clippy::too_many_arguments)]
     async fn raise(
@@ -354,6 +457,7 @@ impl Checker {
         run_id: &str,
         options: &CheckOptions,
         runbook_url: Option<&str>,
+        raised_before: &HashSet<String>,
         counts: &mut AlertCounts,
         failures: &mut Vec<String>,
     ) -> Vec<AlertReport> {
@@ -364,16 +468,15 @@ impl Checker {
             let outcome = if options.dry_run {
                 counts.would_publish += 1;
                 AlertOutcome::WouldPublish
+            } else if raised_before.contains(&event.alert_id) {
+                AlertOutcome::AlreadyRaised
             } else {
-                let claim = Claim::alert(
-                    &budget.id,
-                    evaluation.kind,
-                    &evaluation.period.key(),
+                let claim = self.alert_claim(
+                    budget,
+                    evaluation,
                     &crossing.tier.name,
                     &event.alert_id,
                     run_id,
-                    self.claim_lease,
-                    evaluation.period.end + CLAIM_RETENTION,
                 );
                 let track = crossing.tier.severity >= Severity::Critical;
                 match self.publish_once(&claim, &event, now, track).await {

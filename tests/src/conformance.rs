@@ -505,6 +505,38 @@ pub async fn abandoned_claims_can_be_taken_over(store: Store) {
     );
 }
 
+pub async fn finished_claims_are_read_in_one_batch(store: Store) {
+    let now = at("2026-11-22T10:00:00Z");
+    let period = Period::containing(WindowKind::Monthly, Zone::UTC, now);
+    let done = claim("warning", &period, "a");
+    let held = claim("critical", &period, "a");
+    let released = claim("emergency", &period, "a");
+    let never = claim("forecast", &period, "a");
+    for c in [&done, &held, &released] {
+        assert_eq!(store.claim(c, now).await.unwrap(), ClaimOutcome::Won);
+    }
+    store.finish_claim(&done).await.unwrap();
+    store.release_claim(&released).await.unwrap();
+    // asked twice, in any order, and alongside others
+    let asked = [never.clone(), done.clone(), held, released, done];
+    assert_eq!(
+        store.claims_done(&asked).await.unwrap(),
+        [false, true, false, false, true]
+    );
+    assert!(store.claims_done(&[]).await.unwrap().is_empty());
+    // more than one BatchGetItem holds
+    let many: Vec<Claim> = (0..150)
+        .map(|i| claim(&format!("t{i}"), &period, "m"))
+        .collect();
+    for c in many.iter().step_by(3) {
+        store.claim(c, now).await.unwrap();
+        store.finish_claim(c).await.unwrap();
+    }
+    let answers = store.claims_done(&many).await.unwrap();
+    assert_eq!(answers.len(), 150);
+    assert!(answers.iter().enumerate().all(|(i, d)| *d == (i % 3 == 0)));
+}
+
 pub async fn delivery_claims_are_per_alert_and_channel(store: Store) {
     let now = at("2026-11-22T10:00:00Z");
     let exp = now + Duration::days(35);
@@ -966,6 +998,7 @@ macro_rules! conformance_suite {
             expired_usage_markers_are_ignored,
             alert_claims_have_exactly_one_winner,
             abandoned_claims_can_be_taken_over,
+            finished_claims_are_read_in_one_batch,
             delivery_claims_are_per_alert_and_channel,
             open_alerts_are_acknowledged_escalated_and_closed,
             digest_queues_keep_each_alert_once,

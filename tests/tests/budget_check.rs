@@ -25,6 +25,7 @@ use spendguard_core::sources::{SpendSource, UsageCounters};
 use spendguard_core::store::{DynamoStore, StateStore};
 use spendguard_tests::aws::{self, TopicProbe};
 use spendguard_tests::conformance::record;
+use spendguard_tests::faults::FaultProxy;
 
 fn tier(name: &str, percent: i64, actions: Vec<Action>) -> Tier {
     Tier {
@@ -203,6 +204,54 @@ async fn fifty_concurrent_runs_publish_each_crossing_once() {
         (0, 2)
     );
     assert!(w.probe.drain().await.is_empty());
+}
+
+/// A run after the crossings were raised reads their claims in one batch and writes none of
+/// them again (ADR 015): its only write is its audit entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_run_reads_raised_claims_in_one_batch_and_rewrites_none() {
+    let budgets: Vec<Budget> = (0..30)
+        .map(|i| monthly_budget(&format!("b{i:02}"), &format!("openai/team/key-{i:02}"), 100))
+        .collect();
+    let w = world(budgets).await;
+    let now = Utc::now();
+    // $85 on each key: warning and critical crossed, 60 crossings in all
+    let records: Vec<_> = (0..30)
+        .map(|i| {
+            record(
+                &format!("u{i}"),
+                &format!("openai/team/key-{i:02}"),
+                8500,
+                now,
+            )
+        })
+        .collect();
+    let policy = w.store.load_policy().await.unwrap();
+    ingest_usage(&w.store, &policy.budgets, &records, now)
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(Vec::new()).await;
+    let checker = app::checker(&config(&w.table, &w.probe.topic_arn), &proxy.sdk().await)
+        .await
+        .unwrap();
+    let first = handler::handle(&checker, scheduled_event()).await.unwrap();
+    assert_eq!(first.alerts.published, 60);
+    let writes_before = proxy.writes_seen();
+    let again = handler::handle(&checker, scheduled_event()).await.unwrap();
+    assert_eq!(
+        (again.alerts.published, again.alerts.already_raised),
+        (0, 60)
+    );
+    assert_eq!(
+        proxy.writes_seen() - writes_before,
+        1,
+        "the later run wrote its audit entry and nothing else"
+    );
+    assert_eq!(
+        w.probe.drain().await.len(),
+        60,
+        "each crossing published once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

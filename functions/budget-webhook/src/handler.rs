@@ -119,9 +119,9 @@ impl Webhook {
         response
     }
 
-    /// Evaluates `budgets` now (the signal was written first; a failure here only delays the
-    /// alert to the next scheduled check).
-    async fn evaluate(&self, budgets: Vec<String>, actor: &str) -> usize {
+    /// Evaluates `budgets` now, against the policy this request already read (the signal was
+    /// written first; a failure here only delays the alert to the next scheduled check).
+    async fn evaluate(&self, policy: &PolicySet, budgets: Vec<String>, actor: &str) -> usize {
         if budgets.is_empty() {
             return 0;
         }
@@ -130,7 +130,7 @@ impl Webhook {
             only: budgets,
             actor: actor.into(),
         };
-        match self.checker.run(&options).await {
+        match self.checker.run_with(policy, &options).await {
             Ok(report) => {
                 if !report.failures.is_empty() {
                     warn!(failures = ?report.failures, "evaluation after a signal was incomplete");
@@ -195,7 +195,7 @@ impl Webhook {
         let published = if outcome.accepted.is_empty() && outcome.duplicates.is_empty() {
             0
         } else {
-            self.evaluate(affected, "usage-report").await
+            self.evaluate(&policy, affected, "usage-report").await
         };
         HttpResponse::ok(json!({
             "accepted": outcome.accepted.len(),
@@ -264,7 +264,9 @@ impl Webhook {
         if let Some(key) = notification.crossing_key() {
             match self.store.has_marker("gcp-crossing", &key, now).await {
                 Ok(false) => {
-                    published = self.evaluate(budgets.clone(), "gcp-notification").await;
+                    published = self
+                        .evaluate(&policy, budgets.clone(), "gcp-notification")
+                        .await;
                     if let Err(e) = self
                         .store
                         .put_marker("gcp-crossing", &key, now, MESSAGE_MARKER_TTL)
@@ -396,7 +398,7 @@ impl Webhook {
             .map(|b| b.id.clone())
             .collect();
         let published = self
-            .evaluate(budgets.clone(), "aws-budgets-notification")
+            .evaluate(&policy, budgets.clone(), "aws-budgets-notification")
             .await;
         if !self
             .store

@@ -889,6 +889,30 @@ impl StateStore for DynamoStore {
             .collect()
     }
 
+    async fn claims_done(&self, claims: &[Claim]) -> StoreResult<Vec<bool>> {
+        // BatchGetItem refuses a key twice
+        let wanted: BTreeSet<(String, String)> = claims
+            .iter()
+            .map(|c| (claim_pk(&c.space), c.key.clone()))
+            .collect();
+        let items = self
+            .batch_get(wanted.into_iter().map(|(pk, sk)| key(pk, sk)).collect())
+            .await?;
+        let mut done = HashSet::new();
+        for item in &items {
+            if text_attr(item, "state")? == "done" {
+                done.insert((
+                    text_attr(item, PK)?.to_string(),
+                    text_attr(item, SK)?.to_string(),
+                ));
+            }
+        }
+        Ok(claims
+            .iter()
+            .map(|c| done.contains(&(claim_pk(&c.space), c.key.clone())))
+            .collect())
+    }
+
     async fn claim(&self, claim: &Claim, now: DateTime<Utc>) -> StoreResult<ClaimOutcome> {
         let mut item = key(claim_pk(&claim.space), &claim.key);
         item.insert("owner".into(), s(&claim.owner));

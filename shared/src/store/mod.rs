@@ -94,6 +94,9 @@ pub trait StateStore: Send + Sync {
     /// Tries to claim something done once. Exactly one concurrent claimant wins; a claim
     /// whose lease ran out without being finished can be won again.
     async fn claim(&self, claim: &Claim, now: DateTime<Utc>) -> StoreResult<ClaimOutcome>;
+    /// For each of `claims`, whether it is finished for good: one batched read, so that a run
+    /// needs no claim attempt for what earlier runs already did (`claim` decides the rest).
+    async fn claims_done(&self, claims: &[Claim]) -> StoreResult<Vec<bool>>;
     /// Marks a won claim as done for good. `Conflict` if someone else holds it now.
     async fn finish_claim(&self, claim: &Claim) -> StoreResult<()>;
     /// Gives up a won claim whose work failed, so that the next attempt can do it.

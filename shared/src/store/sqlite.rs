@@ -507,6 +507,26 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn claims_done(&self, claims: &[Claim]) -> StoreResult<Vec<bool>> {
+        let claims = claims.to_vec();
+        self.run(move |c| {
+            let mut state = c
+                .prepare_cached("SELECT state FROM claims WHERE space = ?1 AND claim_key = ?2")
+                .map_err(db)?;
+            claims
+                .iter()
+                .map(|claim| {
+                    let found: Option<String> = state
+                        .query_row(params![space_key(&claim.space), claim.key], |r| r.get(0))
+                        .optional()
+                        .map_err(db)?;
+                    Ok(found.as_deref() == Some("done"))
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn finish_claim(&self, claim: &Claim) -> StoreResult<()> {
         let claim = claim.clone();
         self.run(move |c| {
