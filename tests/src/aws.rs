@@ -1,7 +1,7 @@
 //! Emulated AWS: moto in server mode, started by `scripts/test` (see `tests/moto/server.py`).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use aws_config::SdkConfig;
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -138,13 +138,44 @@ impl TopicProbe {
     }
 }
 
-/// Counts the HTTP requests an SDK client sends (every attempt).
+/// DynamoDB's write operations.
+pub const DYNAMODB_WRITES: [&str; 5] = [
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "TransactWriteItems",
+    "BatchWriteItem",
+];
+
+/// An AWS request's operation: x-amz-target's action (JSON protocols) or `Action=` (query).
+pub fn operation_name(target: Option<&str>, body: &[u8]) -> String {
+    if let Some(target) = target {
+        return target.rsplit('.').next().unwrap_or(target).to_string();
+    }
+    String::from_utf8_lossy(body)
+        .split('&')
+        .find_map(|p| p.strip_prefix("Action="))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Counts the requests an SDK client sends (every attempt), by operation.
 #[derive(Debug, Default, Clone)]
-pub struct RequestCounter(Arc<AtomicUsize>);
+pub struct RequestCounter(Arc<Mutex<BTreeMap<String, usize>>>);
 
 impl RequestCounter {
     pub fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
+        self.0.lock().unwrap().values().sum()
+    }
+
+    /// DynamoDB writes among them.
+    pub fn writes(&self) -> usize {
+        let counts = self.0.lock().unwrap();
+        DYNAMODB_WRITES.iter().filter_map(|w| counts.get(*w)).sum()
+    }
+
+    pub fn reset(&self) {
+        self.0.lock().unwrap().clear();
     }
 }
 
@@ -155,11 +186,16 @@ impl Intercept for RequestCounter {
 
     fn read_before_transmit(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        let request = context.request();
+        let operation = operation_name(
+            request.headers().get("x-amz-target"),
+            request.body().bytes().unwrap_or_default(),
+        );
+        *self.0.lock().unwrap().entry(operation).or_default() += 1;
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, Response, StatusCode};
 
-use crate::aws;
+use crate::aws::{self, DYNAMODB_WRITES, operation_name};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Fault {
@@ -56,13 +56,6 @@ impl Rule {
 
 /// A rule's `operation` that matches every DynamoDB write.
 pub const ANY_WRITE: &str = "any DynamoDB write";
-const WRITES: [&str; 5] = [
-    "PutItem",
-    "UpdateItem",
-    "DeleteItem",
-    "TransactWriteItems",
-    "BatchWriteItem",
-];
 
 #[derive(Default)]
 struct State {
@@ -77,17 +70,6 @@ pub struct FaultProxy {
     pub url: String,
     state: Arc<Mutex<State>>,
     server: tokio::task::JoinHandle<()>,
-}
-
-fn operation(headers: &axum::http::HeaderMap, body: &[u8]) -> String {
-    if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
-        return target.rsplit('.').next().unwrap_or(target).to_string();
-    }
-    String::from_utf8_lossy(body)
-        .split('&')
-        .find_map(|p| p.strip_prefix("Action="))
-        .unwrap_or_default()
-        .to_string()
 }
 
 fn injected_response(fault: Fault, json_protocol: bool) -> Response<Body> {
@@ -136,7 +118,8 @@ impl FaultProxy {
             async move {
                 let (parts, body) = request.into_parts();
                 let body = to_bytes(body, 16 * 1024 * 1024).await.unwrap_or_default();
-                let op = operation(&parts.headers, &body);
+                let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok());
+                let op = operation_name(target, &body);
                 let json_protocol = parts.headers.contains_key("x-amz-target");
                 let fault = {
                     let mut s = state.lock().unwrap();
@@ -152,7 +135,7 @@ impl FaultProxy {
                     let text = String::from_utf8_lossy(&body);
                     let matching = |r: &Rule| {
                         (r.operation == op
-                            || (r.operation == ANY_WRITE && WRITES.contains(&op.as_str())))
+                            || (r.operation == ANY_WRITE && DYNAMODB_WRITES.contains(&op.as_str())))
                             && r.body_contains.is_none_or(|b| text.contains(b))
                     };
                     for (rule, n) in rules.iter_mut().zip(matched.iter_mut()) {
@@ -275,7 +258,7 @@ impl FaultProxy {
     /// DynamoDB writes seen so far (injected or not).
     pub fn writes_seen(&self) -> usize {
         let s = self.state.lock().unwrap();
-        WRITES.iter().filter_map(|w| s.seen.get(*w)).sum()
+        DYNAMODB_WRITES.iter().filter_map(|w| s.seen.get(*w)).sum()
     }
 
     pub fn total_injected(&self) -> usize {

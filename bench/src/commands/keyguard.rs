@@ -3,7 +3,7 @@
 //! is a loopback stand-in that answers at once, so the figures are spendguard's own overhead
 //! (add the provider's latency, typically 100-300 ms per call, made concurrently per key).
 //!
-//!     cargo run --release -p spendguard-bench --bin keyguard
+//!     cargo run --release -p spendguard-bench -- keyguard
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -61,8 +61,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-#[tokio::main]
-async fn main() {
+pub async fn run(_args: &[String]) {
     let url = admin_standin().await;
     let store: Arc<dyn StateStore> = Arc::new(SqliteStore::in_memory().unwrap());
     let keys: Vec<KeySpec> = (0..ROUNDS * 2)

@@ -2,18 +2,19 @@
 //! of history: what the daily-aggregate function does each night for a large account. On the
 //! embedded store always, and on DynamoDB when `AWS_ENDPOINT_URL` points at moto (or AWS).
 //!
-//!     cargo run --release -p spendguard-bench --bin nightly [-- --scopes 10000]
+//!     cargo run --release -p spendguard-bench -- nightly [--scopes 10000]
 //!
 //! Seeding ingests one record per key and day into the embedded store, and copies the counters
 //! into the table (not timed: ingest is measured elsewhere); the timed part is `Nightly::run` for one date, reading counters and writing one
 //! summary per scope.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
+use spendguard_bench::all_counters;
 use spendguard_core::budget::PolicySet;
 use spendguard_core::bus::MemoryBus;
 use spendguard_core::clock::FixedClock;
@@ -23,7 +24,7 @@ use spendguard_core::period::{YearMonth, Zone};
 use spendguard_core::pricing::Tokens;
 use spendguard_core::scope::Scope;
 use spendguard_core::store::{DynamoStore, SqliteStore, StateStore};
-use spendguard_core::usage::{CounterKey, MonthCounters, UsageEntry, UsageRecord};
+use spendguard_core::usage::{UsageEntry, UsageRecord};
 
 const HISTORY_DAYS: i64 = 30;
 const PROVIDERS: [(&str, &str); 3] = [
@@ -78,22 +79,11 @@ async fn seed(store: &SqliteStore, keys: usize) {
     }
 }
 
-/// Every counter the embedded store holds for the history's months.
-async fn all_counters(store: &SqliteStore) -> BTreeMap<CounterKey, MonthCounters> {
-    let months: BTreeSet<YearMonth> = (0..HISTORY_DAYS)
+/// The history's months.
+fn months() -> BTreeSet<YearMonth> {
+    (0..HISTORY_DAYS)
         .map(|n| YearMonth::of(date() - Duration::days(n)))
-        .collect();
-    let mut keys = Vec::new();
-    for month in months {
-        for scope in store.scopes_with_counters(month).await.unwrap() {
-            keys.push(CounterKey {
-                scope,
-                zone: Zone::UTC,
-                month,
-            });
-        }
-    }
-    store.read_counters(&keys).await.unwrap()
+        .collect()
 }
 
 /// Times the nightly run for the date, and a re-run of it.
@@ -129,9 +119,7 @@ async fn measure(name: &str, store: Arc<dyn StateStore>) {
     );
 }
 
-#[tokio::main]
-async fn main() {
-    let args: Vec<String> = std::env::args().collect();
+pub async fn run(args: &[String]) {
     let keys = args
         .iter()
         .position(|a| a == "--scopes")
@@ -161,7 +149,7 @@ async fn main() {
         DynamoStore::create_table(&client, &table).await.unwrap();
         let dynamo = DynamoStore::new(client, table);
         dynamo
-            .import_counters(&all_counters(&sqlite).await)
+            .import_counters(&all_counters(&sqlite, &months(), &[Zone::UTC]).await)
             .await
             .unwrap();
         measure("dynamodb", Arc::new(dynamo)).await;

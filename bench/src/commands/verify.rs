@@ -2,7 +2,7 @@
 //! cached, as in a warm Lambda): SNS signature v2, Google OIDC JWT (RS256), Standard Webhooks
 //! HMAC-SHA256. Prints a table; asserts nothing.
 //!
-//!     cargo run --release -p spendguard-bench --bin verify
+//!     cargo run --release -p spendguard-bench -- verify
 
 use std::time::{Duration, Instant};
 
@@ -44,8 +44,7 @@ where
     per_op[per_op.len() / 2]
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
+pub async fn run(_args: &[String]) {
     let fixture: Value =
         serde_json::from_str(include_str!("../../fixtures/verify.json")).expect("fixture");
 

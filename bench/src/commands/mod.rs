@@ -1,0 +1,5 @@
+pub mod coldstart;
+pub mod keyguard;
+pub mod nightly;
+pub mod scale;
+pub mod verify;

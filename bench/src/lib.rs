@@ -1,0 +1,64 @@
+//! What the benchmark programs share: a loopback Lambda Runtime API that hosts a function
+//! process, and a recording proxy in front of moto.
+
+pub mod recorder;
+pub mod runtime_api;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use spendguard_core::period::{YearMonth, Zone};
+use spendguard_core::store::{SqliteStore, StateStore};
+use spendguard_core::usage::{CounterKey, MonthCounters};
+
+/// The median of some durations (the upper one of the two middles; zero when empty).
+pub fn median(values: &[Duration]) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+}
+
+/// Milliseconds with two decimals.
+pub fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+/// Every counter the embedded store holds for `months` in `zones` (to copy into a table whole:
+/// moto copies its tables in every transaction, so ingesting there record by record is slow).
+pub async fn all_counters(
+    store: &SqliteStore,
+    months: &BTreeSet<YearMonth>,
+    zones: &[Zone],
+) -> BTreeMap<CounterKey, MonthCounters> {
+    let mut keys = Vec::new();
+    for month in months {
+        for scope in store.scopes_with_counters(*month).await.expect("scopes") {
+            for zone in zones {
+                keys.push(CounterKey {
+                    scope: scope.clone(),
+                    zone: *zone,
+                    month: *month,
+                });
+            }
+        }
+    }
+    store.read_counters(&keys).await.expect("counters")
+}
+
+/// This process's peak resident set size (`VmHWM`), in KiB.
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Starts the peak-RSS count afresh (Linux: `5` into clear_refs), so that what set-up used
+/// is not counted.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
