@@ -302,50 +302,74 @@ impl StateStore for SqliteStore {
         let entries = entries.to_vec();
         self.run(move |c| {
             // One transaction for the whole batch: markers and counters commit together.
+            // Each statement is prepared once per batch (cached), not once per row.
             let tx = immediate(c)?;
             let mut outcome = IngestOutcome::default();
             let mut fresh: Vec<&UsageEntry> = Vec::new();
             let mut in_batch = BTreeSet::new();
-            for e in &entries {
-                let seen: Option<i64> = tx
-                    .query_row("SELECT expires_at FROM usage_markers WHERE id = ?1", params![e.id], |r| r.get(0))
-                    .optional()
+            {
+                let mut read_marker = tx
+                    .prepare_cached("SELECT expires_at FROM usage_markers WHERE id = ?1")
                     .map_err(db)?;
-                let live = seen.is_some_and(|exp| exp > now.timestamp());
-                if live || !in_batch.insert(e.id.clone()) {
-                    outcome.duplicates.push(e.id.clone());
-                    continue;
-                }
-                tx.execute(
-                    "INSERT INTO usage_markers (id, expires_at) VALUES (?1, ?2)
-                     ON CONFLICT(id) DO UPDATE SET expires_at = excluded.expires_at",
-                    params![e.id, (now + marker_ttl).timestamp()],
-                )
-                .map_err(db)?;
-                fresh.push(e);
-                outcome.accepted.push(e.id.clone());
-            }
-            for (key, days) in presum(fresh) {
-                for (day, tally) in days {
-                    for (metric, value) in &tally.0 {
-                        let current: Option<String> = tx
-                            .query_row(
-                                "SELECT value FROM counters WHERE scope=?1 AND zone=?2 AND month=?3 AND day=?4 AND metric=?5",
-                                params![key.scope.as_str(), key.zone.name(), key.month.to_string(), day, metric.name()],
-                                |r| r.get(0),
-                            )
-                            .optional()
-                            .map_err(db)?;
-                        let total = match current {
-                            Some(t) => decimal("counter", &t)? + value,
-                            None => *value,
-                        };
-                        tx.execute(
-                            "INSERT INTO counters (scope, zone, month, day, metric, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                             ON CONFLICT(scope, zone, month, day, metric) DO UPDATE SET value = excluded.value",
-                            params![key.scope.as_str(), key.zone.name(), key.month.to_string(), day, metric.name(), total.normalize().to_string()],
-                        )
+                let mut write_marker = tx
+                    .prepare_cached(
+                        "INSERT INTO usage_markers (id, expires_at) VALUES (?1, ?2)
+                         ON CONFLICT(id) DO UPDATE SET expires_at = excluded.expires_at",
+                    )
+                    .map_err(db)?;
+                for e in &entries {
+                    let seen: Option<i64> = read_marker
+                        .query_row(params![e.id], |r| r.get(0))
+                        .optional()
                         .map_err(db)?;
+                    let live = seen.is_some_and(|exp| exp > now.timestamp());
+                    if live || !in_batch.insert(e.id.clone()) {
+                        outcome.duplicates.push(e.id.clone());
+                        continue;
+                    }
+                    write_marker
+                        .execute(params![e.id, (now + marker_ttl).timestamp()])
+                        .map_err(db)?;
+                    fresh.push(e);
+                    outcome.accepted.push(e.id.clone());
+                }
+                let mut read_counter = tx
+                    .prepare_cached(
+                        "SELECT value FROM counters WHERE scope=?1 AND zone=?2 AND month=?3 AND day=?4 AND metric=?5",
+                    )
+                    .map_err(db)?;
+                let mut write_counter = tx
+                    .prepare_cached(
+                        "INSERT INTO counters (scope, zone, month, day, metric, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT(scope, zone, month, day, metric) DO UPDATE SET value = excluded.value",
+                    )
+                    .map_err(db)?;
+                for (key, days) in presum(fresh) {
+                    let month = key.month.to_string();
+                    for (day, tally) in days {
+                        for (metric, value) in &tally.0 {
+                            let current: Option<String> = read_counter
+                                .query_row(
+                                    params![key.scope.as_str(), key.zone.name(), month, day, metric.name()],
+                                    |r| r.get(0),
+                                )
+                                .optional()
+                                .map_err(db)?;
+                            let total = match current {
+                                Some(t) => decimal("counter", &t)? + value,
+                                None => *value,
+                            };
+                            write_counter
+                                .execute(params![
+                                    key.scope.as_str(),
+                                    key.zone.name(),
+                                    month,
+                                    day,
+                                    metric.name(),
+                                    total.normalize().to_string()
+                                ])
+                                .map_err(db)?;
+                        }
                     }
                 }
             }
