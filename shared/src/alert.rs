@@ -27,6 +27,8 @@ pub enum AlertKind {
     Anomaly,
     /// The daily spend report.
     Report,
+    /// A key behaves as a stolen key does (a spike, a burst, use at odd hours or after idle days).
+    Security,
 }
 
 /// A budget crossing, as published to the alerts topic.
@@ -234,6 +236,12 @@ impl AlertEvent {
             AlertKind::Report => format!(
                 "[spendguard] daily spend report {}",
                 self.period_key.trim_start_matches("D#")
+            ),
+            AlertKind::Security => format!(
+                "[spendguard] security {} {} {}",
+                self.tier.trim_start_matches("security-"),
+                self.scope,
+                self.period_key.trim_start_matches("H#")
             ),
         };
         s.truncate(100);

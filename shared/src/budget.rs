@@ -135,6 +135,8 @@ pub enum Action {
         factor: Decimal,
     },
     DisableKeys,
+    /// Rotate the keys under the scope (Secrets Manager rotation, carried out by key-guard).
+    RotateKeys,
     Shutdown,
 }
 
@@ -145,6 +147,7 @@ impl Action {
             Action::Notify => "notify",
             Action::ReduceLimits { .. } => "reduce_limits",
             Action::DisableKeys => "disable_keys",
+            Action::RotateKeys => "rotate_keys",
             Action::Shutdown => "shutdown",
         }
     }
@@ -300,6 +303,8 @@ pub struct Settings {
     pub routing: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub anomaly: crate::aggregate::AnomalyPolicy,
+    #[serde(default)]
+    pub security: crate::security::SecurityPolicy,
 }
 
 /// Everything one budgets file defines.

@@ -19,6 +19,7 @@ use crate::forecast::Forecast;
 use crate::money::Money;
 use crate::period::{Period, WindowKind};
 use crate::records::{AuditEntry, Claim, ClaimOutcome, Observation, OpenAlert};
+use crate::security::{ScanReport, SecurityScan};
 use crate::sources::{BudgetSpend, SpendRequest, SpendSource};
 use crate::store::{StateStore, StoreError};
 
@@ -129,6 +130,8 @@ pub struct CheckReport {
     pub failures: Vec<String>,
     /// Sources that budgets use but this deployment is not configured to read.
     pub unconfigured: Vec<String>,
+    /// Key-theft and burst detection over every active key (not run for `only`).
+    pub security: ScanReport,
 }
 
 impl CheckReport {
@@ -290,6 +293,25 @@ impl Checker {
                     .await?;
         }
 
+        // every key's last two hours against its usual (ADR 016)
+        let mut security = ScanReport::default();
+        if options.only.is_empty() {
+            let scan = SecurityScan {
+                store: self.store.as_ref(),
+                bus: self.bus.as_ref(),
+                settings: &policy.settings,
+                now,
+                run_id: &run_id,
+                dry_run: options.dry_run,
+                lease: self.claim_lease,
+            };
+            match scan.run().await {
+                Ok(report) => security = report,
+                Err(e) => failures.push(format!("security scan: {e}")),
+            }
+            failures.extend(security.failures.iter().cloned());
+        }
+
         let report = CheckReport {
             run_id: run_id.clone(),
             at: now,
@@ -298,6 +320,7 @@ impl Checker {
             alerts: counts,
             failures,
             unconfigured,
+            security,
         };
         if !options.dry_run {
             self.store.put_observations(&observations).await?;
@@ -314,6 +337,7 @@ impl Checker {
                         "alerts": report.alerts,
                         "failures": report.failures,
                         "unconfigured": report.unconfigured,
+                        "security_findings": report.security.findings.len(),
                     }),
                 })
                 .await?;

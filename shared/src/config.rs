@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::Path;
 
 use rust_decimal::Decimal;
@@ -24,6 +24,8 @@ use crate::money::{Currency, FxRates, parse_decimal};
 use crate::period::{WindowKind, Zone};
 use crate::pricing::{Price, PriceBook};
 use crate::scope::Scope;
+use crate::security::{Detector, PlannedWindow, SecurityPolicy, ThreatLevel};
+use chrono::{DateTime, Utc};
 
 pub const SUPPORTED_VERSION: i64 = 1;
 
@@ -187,6 +189,8 @@ struct RawFile {
     #[serde(default)]
     anomaly: Option<RawAnomaly>,
     #[serde(default)]
+    security: Option<RawSecurity>,
+    #[serde(default)]
     budget: Vec<Spanned<RawBudget>>,
     #[serde(default)]
     key: Vec<Spanned<RawKey>>,
@@ -201,6 +205,35 @@ struct RawAnomaly {
     min_history_days: Option<Spanned<i64>>,
     min_daily_cost: Option<Spanned<Amount>>,
     min_daily_requests: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    enabled: Option<bool>,
+    spike_factor: Option<Spanned<Number>>,
+    burst_per_minute: Option<Spanned<i64>>,
+    min_history_days: Option<Spanned<i64>>,
+    baseline_days: Option<Spanned<i64>>,
+    dormant_days: Option<Spanned<i64>>,
+    min_hourly_cost: Option<Spanned<Amount>>,
+    min_hourly_requests: Option<Spanned<i64>>,
+    currency: Option<Spanned<String>>,
+    #[serde(default)]
+    levels: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    actions: BTreeMap<Spanned<String>, Vec<Spanned<RawAction>>>,
+    #[serde(default)]
+    planned: Vec<Spanned<RawPlanned>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlanned {
+    key: Spanned<String>,
+    from: Spanned<String>,
+    to: Spanned<String>,
+    reason: String,
 }
 
 #[derive(Deserialize)]
@@ -522,6 +555,10 @@ impl Validator<'_> {
                 keys.push(k);
             }
         }
+        let security = raw
+            .security
+            .map(|r| self.security(r, &keys))
+            .unwrap_or_default();
         PolicySet {
             settings: Settings {
                 channels,
@@ -533,6 +570,7 @@ impl Validator<'_> {
                 restore,
                 routing: default_routing.clone(),
                 anomaly,
+                security,
             },
             budgets,
             keys,
@@ -740,6 +778,202 @@ impl Validator<'_> {
                     "must be zero or more",
                 ),
             }
+        }
+        p
+    }
+
+    fn action(&mut self, ra: Spanned<RawAction>, field: &str) -> Option<Action> {
+        let span = ra.span();
+        let action = match ra.into_inner() {
+            RawAction::Named(n) => match n.as_str() {
+                "notify" => Action::Notify,
+                "disable_keys" => Action::DisableKeys,
+                "rotate_keys" => Action::RotateKeys,
+                "shutdown" => Action::Shutdown,
+                "reduce_limits" => {
+                    self.error(
+                        span,
+                        field,
+                        "reduce_limits needs a factor: { reduce_limits = 0.1 }",
+                    );
+                    return None;
+                }
+                other => {
+                    self.error(
+                        span,
+                        field,
+                        format!("unknown action `{other}`: use notify, reduce_limits, rotate_keys, disable_keys or shutdown"),
+                    );
+                    return None;
+                }
+            },
+            RawAction::ReduceLimits(factor) => {
+                if factor <= Decimal::ZERO || factor >= Decimal::ONE {
+                    self.error(
+                        span,
+                        field,
+                        format!("reduce_limits factor must be above 0 and below 1 (got {factor})"),
+                    );
+                    return None;
+                }
+                Action::ReduceLimits { factor }
+            }
+        };
+        Some(action)
+    }
+
+    /// A whole number in `range`, or an error naming `field`.
+    fn count(&mut self, v: &Spanned<i64>, field: &str, range: RangeInclusive<i64>) -> Option<i64> {
+        if range.contains(v.get_ref()) {
+            Some(*v.get_ref())
+        } else {
+            self.error(
+                v.span(),
+                field,
+                format!("must be between {} and {}", range.start(), range.end()),
+            );
+            None
+        }
+    }
+
+    fn security(&mut self, raw: RawSecurity, keys: &[KeySpec]) -> SecurityPolicy {
+        let mut p = SecurityPolicy::default();
+        if let Some(enabled) = raw.enabled {
+            p.enabled = enabled;
+        }
+        if let Some(v) = raw.spike_factor {
+            if v.get_ref().0 <= Decimal::ONE {
+                self.error(
+                    v.span(),
+                    "security.spike_factor",
+                    "a factor must be above 1",
+                );
+            } else {
+                p.spike_factor = v.get_ref().0;
+            }
+        }
+        let counts: [(&str, Option<Spanned<i64>>, RangeInclusive<i64>); 5] = [
+            ("burst_per_minute", raw.burst_per_minute, 1..=1_000_000),
+            ("min_history_days", raw.min_history_days, 1..=56),
+            ("baseline_days", raw.baseline_days, 1..=56),
+            ("dormant_days", raw.dormant_days, 1..=56),
+            (
+                "min_hourly_requests",
+                raw.min_hourly_requests,
+                0..=1_000_000_000,
+            ),
+        ];
+        for (name, value, range) in counts {
+            let Some(v) = value else { continue };
+            let Some(n) = self.count(&v, &format!("security.{name}"), range) else {
+                continue;
+            };
+            match name {
+                "burst_per_minute" => p.burst_per_minute = n as u64,
+                "min_history_days" => p.min_history_days = n as u32,
+                "baseline_days" => p.baseline_days = n as u32,
+                "dormant_days" => p.dormant_days = n as u32,
+                _ => p.min_hourly_requests = n as u64,
+            }
+        }
+        if p.baseline_days < p.min_history_days {
+            p.baseline_days = p.min_history_days;
+        }
+        if let Some(v) = raw.min_hourly_cost {
+            p.min_hourly_cost = v.get_ref().0;
+        }
+        if let Some(c) = raw.currency
+            && let Some(c) = self.currency(&c, "security.currency")
+        {
+            p.currency = c;
+        }
+        for (name, level) in raw.levels {
+            let detector = Detector::parse(name.get_ref());
+            let threat = ThreatLevel::parse(level.get_ref());
+            match (detector, threat) {
+                (Some(d), Some(l)) => {
+                    p.levels.insert(d, l);
+                }
+                (None, _) => self.error(
+                    name.span(),
+                    "security.levels",
+                    format!(
+                        "unknown detector `{}`: use {}",
+                        name.get_ref(),
+                        Detector::NAMES
+                    ),
+                ),
+                (_, None) => self.error(
+                    level.span(),
+                    format!("security.levels.{}", name.get_ref()),
+                    format!(
+                        "unknown level `{}`: use {}",
+                        level.get_ref(),
+                        ThreatLevel::NAMES
+                    ),
+                ),
+            }
+        }
+        for (name, list) in raw.actions {
+            let Some(level) = ThreatLevel::parse(name.get_ref()) else {
+                self.error(
+                    name.span(),
+                    "security.actions",
+                    format!(
+                        "unknown level `{}`: use {}",
+                        name.get_ref(),
+                        ThreatLevel::NAMES
+                    ),
+                );
+                continue;
+            };
+            let field = format!("security.actions.{}", level.as_str());
+            let mut actions = Vec::new();
+            for ra in list {
+                if let Some(a) = self.action(ra, &field)
+                    && !actions.contains(&a)
+                {
+                    actions.push(a);
+                }
+            }
+            p.actions.insert(level, actions);
+        }
+        for rp in raw.planned {
+            let span = rp.span();
+            let rp = rp.into_inner();
+            if !keys.iter().any(|k| &k.id == rp.key.get_ref()) {
+                self.error(
+                    rp.key.span(),
+                    "security.planned.key",
+                    format!("no [[key]] with id `{}`", rp.key.get_ref()),
+                );
+                continue;
+            }
+            let mut time = |v: &Spanned<String>, field: &str| match DateTime::parse_from_rfc3339(
+                v.get_ref(),
+            ) {
+                Ok(t) => Some(t.with_timezone(&Utc)),
+                Err(e) => {
+                    self.error(v.span(), field, format!("not an RFC 3339 time: {e}"));
+                    None
+                }
+            };
+            let (Some(from), Some(to)) = (
+                time(&rp.from, "security.planned.from"),
+                time(&rp.to, "security.planned.to"),
+            ) else {
+                continue;
+            };
+            if to <= from {
+                self.error(span, "security.planned", "`to` must be after `from`");
+                continue;
+            }
+            p.planned.push(PlannedWindow {
+                key: rp.key.into_inner(),
+                from,
+                to,
+                reason: rp.reason,
+            });
         }
         p
     }
@@ -1399,43 +1633,7 @@ impl Validator<'_> {
             .actions
             .unwrap_or_else(|| vec![Spanned::new(0..0, RawAction::Named("notify".into()))])
         {
-            let span = ra.span();
-            let action = match ra.into_inner() {
-                RawAction::Named(n) => match n.as_str() {
-                    "notify" => Action::Notify,
-                    "disable_keys" => Action::DisableKeys,
-                    "shutdown" => Action::Shutdown,
-                    "reduce_limits" => {
-                        self.error(
-                            span,
-                            format!("{at}.actions"),
-                            "reduce_limits needs a factor: { reduce_limits = 0.1 }",
-                        );
-                        return None;
-                    }
-                    other => {
-                        self.error(
-                            span,
-                            format!("{at}.actions"),
-                            format!("unknown action `{other}`: use notify, reduce_limits, disable_keys or shutdown"),
-                        );
-                        return None;
-                    }
-                },
-                RawAction::ReduceLimits(factor) => {
-                    if factor <= Decimal::ZERO || factor >= Decimal::ONE {
-                        self.error(
-                            span,
-                            format!("{at}.actions"),
-                            format!(
-                                "reduce_limits factor must be above 0 and below 1 (got {factor})"
-                            ),
-                        );
-                        return None;
-                    }
-                    Action::ReduceLimits { factor }
-                }
-            };
+            let action = self.action(ra, &format!("{at}.actions"))?;
             if !actions.contains(&action) {
                 actions.push(action);
             }

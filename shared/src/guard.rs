@@ -36,6 +36,12 @@ pub enum KeyOutcome {
     /// Another invocation is acting on it right now.
     InProgress,
     Restored,
+    /// Rotation of its secret was started (Secrets Manager runs key-guard's rotation steps).
+    RotationStarted,
+    /// Rotated earlier for this incident.
+    AlreadyRotated,
+    /// Nothing to rotate: the key names no secret with a rotation strategy.
+    NotRotatable,
     /// Restored, but part of it was left as an operator set it.
     RestoredWithNotes(String),
     Failed(String),
@@ -566,6 +572,87 @@ impl KeyGuard {
             KeyOutcome::Restored
         } else {
             KeyOutcome::RestoredWithNotes(notes.join("; "))
+        }
+    }
+
+    /// Starts the rotation of every key under `scope` that has a secret and a rotation
+    /// strategy, once per incident and key (a `rotate_keys` action). Secrets Manager then
+    /// calls key-guard's rotation steps, which test the new key before it is made current.
+    pub async fn rotate(
+        &self,
+        scope: &Scope,
+        actor: &str,
+        incident: &str,
+    ) -> Result<Vec<KeyReport>, GuardError> {
+        let keys = self.keys_under(scope).await?;
+        let outcomes = join_all(keys.iter().map(|k| self.rotate_key(k, incident))).await;
+        let reports: Vec<KeyReport> = keys
+            .iter()
+            .zip(outcomes)
+            .map(|(k, outcome)| KeyReport {
+                key_id: k.spec.id.clone(),
+                provider: k.spec.provider,
+                scope: k.spec.scope.clone(),
+                outcome,
+            })
+            .collect();
+        self.audit(
+            "keys_rotation_started",
+            actor,
+            scope,
+            json!({"incident": incident, "keys": reports}),
+        )
+        .await;
+        let report = GuardReport {
+            scope: scope.clone(),
+            incident: incident.into(),
+            switch: "unchanged".into(),
+            limit_factor: None,
+            keys: reports,
+        };
+        if report.failures().is_empty() {
+            Ok(report.keys)
+        } else {
+            Err(GuardError::Incomplete(Box::new(report)))
+        }
+    }
+
+    async fn rotate_key(&self, key: &KeyRecord, incident: &str) -> KeyOutcome {
+        let (Some(arn), Some(_)) = (&key.spec.secret_arn, key.spec.rotation) else {
+            return KeyOutcome::NotRotatable;
+        };
+        let Some(admin) = &self.secrets else {
+            return KeyOutcome::Failed("no Secrets Manager access is configured".into());
+        };
+        let now = self.clock.now();
+        let claim = Claim::key(
+            &key.spec.id,
+            &format!("rotate#{incident}"),
+            &uuid::Uuid::new_v4().to_string(),
+            KEY_ACTION_LEASE,
+            now + KEY_CLAIM_RETENTION,
+        );
+        match self.store.claim(&claim, now).await {
+            Err(e) => return KeyOutcome::Failed(e.to_string()),
+            Ok(ClaimOutcome::AlreadyRaised) => return KeyOutcome::AlreadyRotated,
+            Ok(ClaimOutcome::HeldByOther) => return KeyOutcome::InProgress,
+            Ok(ClaimOutcome::Won) => {}
+        }
+        match admin.client.rotate_secret().secret_id(arn).send().await {
+            Ok(_) => {
+                if let Err(e) = self.store.finish_claim(&claim).await {
+                    warn!(error = %e, key = %key.spec.id, "rotation claim not finished");
+                }
+                info!(key = %key.spec.id, %incident, "rotation started");
+                KeyOutcome::RotationStarted
+            }
+            Err(e) => {
+                let _ = self.store.release_claim(&claim).await;
+                KeyOutcome::Failed(format!(
+                    "RotateSecret: {}",
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+                ))
+            }
         }
     }
 

@@ -26,6 +26,7 @@ pub mod records;
 pub mod runtime;
 pub mod scope;
 pub mod secret;
+pub mod security;
 pub mod signals;
 pub mod sources;
 pub mod store;

@@ -1,9 +1,9 @@
 //! Usage records reported by applications, and the counter updates they turn into.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, DurationRound, TimeDelta, Timelike, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -303,11 +303,102 @@ pub struct MonthCounters {
     pub days: BTreeMap<u32, Tally>,
 }
 
+/// Hourly counters: one per scope and UTC hour, what key-theft detection reads (ADR 016).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HourKey {
+    pub scope: Scope,
+    /// The start of the hour.
+    pub hour: DateTime<Utc>,
+}
+
+impl HourKey {
+    pub fn of(scope: Scope, at: DateTime<Utc>) -> HourKey {
+        HourKey {
+            scope,
+            hour: start_of_hour(at),
+        }
+    }
+
+    /// `2026-11-23T03`: how the adapters name the hour.
+    pub fn label(&self) -> String {
+        self.hour.format("%Y-%m-%dT%H").to_string()
+    }
+}
+
+pub fn start_of_hour(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at)
+}
+
+/// One hour of one scope: every metric's total, and requests per minute (bursts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HourCounters {
+    pub total: Tally,
+    pub requests_by_minute: BTreeMap<u32, Decimal>,
+}
+
+impl HourCounters {
+    pub fn add(&mut self, minute: u32, tally: &Tally) {
+        self.total.merge(tally);
+        let requests = tally.get(Metric::Requests);
+        if !requests.is_zero() {
+            *self.requests_by_minute.entry(minute).or_default() += requests;
+        }
+    }
+
+    pub fn merge(&mut self, other: &HourCounters) {
+        self.total.merge(&other.total);
+        for (minute, requests) in &other.requests_by_minute {
+            *self.requests_by_minute.entry(*minute).or_default() += requests;
+        }
+    }
+
+    /// The most requests counted in one minute of the hour.
+    pub fn busiest_minute(&self) -> Decimal {
+        self.requests_by_minute
+            .values()
+            .copied()
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The named numbers both store adapters keep: `t_<metric>` totals, `m<minute>` requests.
+    pub fn buckets(&self) -> Vec<(String, Decimal)> {
+        let totals = self.total.0.iter().map(|(m, v)| (format!("t_{m}"), *v));
+        let minutes = self
+            .requests_by_minute
+            .iter()
+            .map(|(minute, v)| (format!("m{minute:02}"), *v));
+        totals.chain(minutes).collect()
+    }
+
+    /// Reads back one bucket written by [`HourCounters::buckets`]; other names are ignored.
+    pub fn add_bucket(&mut self, name: &str, value: Decimal) {
+        if let Some(metric) = name.strip_prefix("t_").and_then(Metric::parse) {
+            self.total.add(metric, value);
+        } else if let Some(minute) = name
+            .strip_prefix('m')
+            .and_then(|m| m.parse::<u32>().ok())
+            .filter(|m| *m < 60)
+        {
+            *self.requests_by_minute.entry(minute).or_default() += value;
+        }
+    }
+}
+
+/// An increment of one hour counter, at one minute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HourDelta {
+    pub key: HourKey,
+    pub minute: u32,
+    pub tally: Tally,
+}
+
 /// A record ready for ingestion: its id and every counter increment it causes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageEntry {
     pub id: String,
     pub deltas: Vec<CounterDelta>,
+    pub hours: Vec<HourDelta>,
 }
 
 impl UsageRecord {
@@ -356,11 +447,52 @@ impl UsageEntry {
                 });
             }
         }
+        // hourly counters for the record's scope path (keys live there), not the root
+        let hours = record
+            .scope
+            .rollup()
+            .into_iter()
+            .filter(|s| !s.is_root())
+            .map(|scope| HourDelta {
+                key: HourKey::of(scope, record.timestamp),
+                minute: record.timestamp.minute(),
+                tally: tally.clone(),
+            })
+            .collect();
         UsageEntry {
             id: record.id.clone(),
             deltas,
+            hours,
         }
     }
+
+    /// How many counter items the entry writes (month and hour items).
+    pub fn items(&self) -> BTreeSet<String> {
+        let months = self
+            .deltas
+            .iter()
+            .map(|d| format!("{}|{}|{}", d.key.scope, d.key.zone, d.key.month));
+        let hours = self
+            .hours
+            .iter()
+            .map(|h| format!("{}|{}", h.key.scope, h.key.label()));
+        months.chain(hours).collect()
+    }
+}
+
+/// Sums the hourly increments of several entries per hour counter.
+pub fn presum_hours<'a>(
+    entries: impl IntoIterator<Item = &'a UsageEntry>,
+) -> BTreeMap<HourKey, HourCounters> {
+    let mut out: BTreeMap<HourKey, HourCounters> = BTreeMap::new();
+    for entry in entries {
+        for h in &entry.hours {
+            out.entry(h.key.clone())
+                .or_default()
+                .add(h.minute, &h.tally);
+        }
+    }
+    out
 }
 
 /// Sums the increments of several entries per counter and day (one write per counter item).
@@ -517,6 +649,32 @@ mod tests {
             assert_eq!(t.get(Metric::Cost(Currency::USD)), dec!(3.30));
             assert_eq!(t.get(Metric::Records), dec!(2));
         }
+    }
+
+    #[test]
+    fn hour_counters_keep_totals_and_requests_per_minute_through_their_buckets() {
+        let r = wire(r#"{"id":"r1","scope":"openai/prod/key-1","requests":7,"cost":{"amount":"2.5","currency":"USD"},"timestamp":"2026-11-23T03:17:45Z"}"#)
+            .validate(&PriceBook::default())
+            .unwrap();
+        let entry = UsageEntry::of(&r, &[Zone::UTC]);
+        let hours: Vec<String> = entry
+            .hours
+            .iter()
+            .map(|h| h.key.scope.to_string())
+            .collect();
+        assert_eq!(hours, ["openai/prod/key-1", "openai/prod", "openai"]);
+        assert_eq!(entry.hours[0].key.label(), "2026-11-23T03");
+        assert_eq!(entry.items().len(), 4 + 3, "4 month items, 3 hour items");
+        let twice = presum_hours([&entry, &entry]);
+        let counters = &twice[&entry.hours[0].key];
+        assert_eq!(counters.total.get(Metric::Cost(Currency::USD)), dec!(5.0));
+        assert_eq!(counters.busiest_minute(), dec!(14));
+        let mut back = HourCounters::default();
+        for (name, value) in counters.buckets() {
+            back.add_bucket(&name, value);
+        }
+        back.add_bucket("expires_at", dec!(99));
+        assert_eq!(&back, counters);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use spendguard_core::records::{
 use spendguard_core::scope::Scope;
 use spendguard_core::sources::{SpendRequest, SpendSource, UsageCounters};
 use spendguard_core::store::{StateStore, StoreError};
-use spendguard_core::usage::{CounterKey, Metric, UsageEntry, UsageRecord};
+use spendguard_core::usage::{CounterKey, HourKey, Metric, UsageEntry, UsageRecord};
 
 pub type Store = Arc<dyn StateStore>;
 
@@ -203,6 +203,71 @@ pub async fn replayed_usage_counts_once(store: Store) {
             Decimal::from(20)
         );
     }
+}
+
+pub async fn hour_counters_keep_totals_and_minutes_once(store: Store) {
+    let now = at("2026-11-23T04:00:00Z");
+    let mut records = Vec::new();
+    for i in 0..30 {
+        // 30 records in minute 12 of 03:00, 3 in minute 40, one at 04:05
+        let minute = if i < 27 { 12 } else { 40 };
+        let mut r = record(
+            &format!("h-{i}"),
+            "openai/prod/key-1",
+            10,
+            at(&format!("2026-11-23T03:{minute}:30Z")),
+        );
+        r.requests = 5;
+        records.push(r);
+    }
+    records.push(record(
+        "h-next",
+        "openai/prod/key-1",
+        10,
+        at("2026-11-23T04:05:00Z"),
+    ));
+    let batch = entries(&records, &[Zone::UTC]);
+    for _ in 0..2 {
+        // the replay counts nothing
+        store
+            .ingest_usage(&batch, now, USAGE_MARKER_TTL)
+            .await
+            .unwrap();
+    }
+    let three = |scope: &str| HourKey::of(Scope::parse(scope).unwrap(), at("2026-11-23T03:00:00Z"));
+    let keys = [
+        three("openai/prod/key-1"),
+        three("openai/prod"),
+        three("openai"),
+        three("*"),
+        three("openai/other"),
+        HourKey::of(
+            Scope::parse("openai/prod/key-1").unwrap(),
+            at("2026-11-23T04:00:00Z"),
+        ),
+    ];
+    let hours = store.read_hours(&keys).await.unwrap();
+    assert_eq!(
+        hours.len(),
+        4,
+        "three scopes of the path at 03:00, the key at 04:00"
+    );
+    for key in &keys[..3] {
+        let h = &hours[key];
+        assert_eq!(h.total.get(USD_COST), Decimal::new(300, 2), "{}", key.scope);
+        assert_eq!(h.total.get(Metric::Requests), Decimal::from(150));
+        assert_eq!(
+            h.busiest_minute(),
+            Decimal::from(135),
+            "27 records x 5 in minute 12"
+        );
+        assert_eq!(h.requests_by_minute[&40], Decimal::from(15));
+    }
+    assert!(
+        !hours.contains_key(&keys[3]),
+        "no hour counters for the root"
+    );
+    assert_eq!(hours[&keys[5]].total.get(Metric::Records), Decimal::ONE);
 }
 
 pub async fn duplicate_ids_within_one_batch_count_once(store: Store) {
@@ -990,6 +1055,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@cases $make;
             budgets_crud,
             replayed_usage_counts_once,
+            hour_counters_keep_totals_and_minutes_once,
             duplicate_ids_within_one_batch_count_once,
             concurrent_replays_count_once,
             overlapping_concurrent_batches_are_exact,

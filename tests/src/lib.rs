@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod conformance;
+pub mod detection;
 pub mod fanout;
 pub mod faults;
 pub mod keyguard;

@@ -12,3 +12,4 @@ async fn fresh() -> Store {
 }
 
 spendguard_tests::conformance_suite!(fresh());
+spendguard_tests::detection_suite!(fresh());

@@ -137,32 +137,40 @@ impl Handler {
             .actions
             .iter()
             .any(|a| matches!(a, Action::DisableKeys | Action::Shutdown));
+        let rotates = alert.actions.contains(&Action::RotateKeys);
+        let actor = match alert.kind {
+            AlertKind::Security => "security",
+            _ => "budget-check",
+        };
         match alert.kind {
-            AlertKind::Budget if stops => {
+            AlertKind::Budget | AlertKind::Security if stops => {
                 if alert.actions.contains(&Action::Shutdown) {
                     warn!(alert = %alert.alert_id, "shutdown of resources is not available yet: the keys under the scope are stopped instead");
                 }
                 let report = self
                     .guard
-                    .disable(
-                        &alert.scope,
-                        &alert.summary,
-                        "budget-check",
-                        &alert.alert_id,
-                    )
+                    .disable(&alert.scope, &alert.summary, actor, &alert.alert_id)
                     .await?;
                 Ok(serde_json::to_value(report).unwrap_or_default())
             }
-            AlertKind::Budget => match factor {
-                Some(f) => {
-                    let now = self
-                        .guard
-                        .reduce_limits(&alert.scope, f, "budget-check")
-                        .await?;
-                    Ok(json!({"scope": alert.scope, "limit_factor": now.normalize().to_string()}))
+            AlertKind::Budget | AlertKind::Security if factor.is_some() || rotates => {
+                let mut done = json!({"scope": alert.scope});
+                if let Some(f) = factor {
+                    let now = self.guard.reduce_limits(&alert.scope, f, actor).await?;
+                    done["limit_factor"] = json!(now.normalize().to_string());
                 }
-                None => Ok(json!({"ignored": "the alert orders nothing key-guard does"})),
-            },
+                if rotates {
+                    let keys = self
+                        .guard
+                        .rotate(&alert.scope, actor, &alert.alert_id)
+                        .await?;
+                    done["rotated"] = serde_json::to_value(keys).unwrap_or_default();
+                }
+                Ok(done)
+            }
+            AlertKind::Budget | AlertKind::Security => {
+                Ok(json!({"ignored": "the alert orders nothing key-guard does"}))
+            }
             AlertKind::Recovery => match factor {
                 Some(f) => {
                     let now = self

@@ -64,6 +64,7 @@ fn marker(e: &AlertEvent) -> &'static str {
         (AlertKind::Escalation, _) => "⏫",
         (AlertKind::Anomaly, _) => "📈",
         (AlertKind::Report, _) => "📊",
+        (AlertKind::Security, _) => "🚨",
         (_, Severity::Emergency) => "🔴",
         (_, Severity::Critical) => "🟠",
         (_, Severity::Warning) => "🟡",
@@ -101,6 +102,16 @@ pub fn headline(e: &AlertEvent) -> String {
             e.period_key.trim_start_matches("D#"),
             e.percent,
             money(&e.limit)
+        ),
+        AlertKind::Security => format!(
+            "SECURITY {}: key {} ({}) in hour {}",
+            e.tier.trim_start_matches("security-").to_uppercase(),
+            e.details
+                .as_ref()
+                .and_then(|d| d["key"].as_str())
+                .unwrap_or("?"),
+            e.scope,
+            e.period_key.trim_start_matches("H#")
         ),
         AlertKind::Report => format!(
             "Daily spend {}: {}",
@@ -159,6 +170,35 @@ fn facts(e: &AlertEvent, kill_switch: &str) -> Vec<(&'static str, String)> {
                 ("Usual day", money(&e.limit)),
                 ("Of usual", format!("{} %", e.percent)),
                 ("Spikes", spikes.join("; ")),
+                ("Kill switch", kill_switch.to_string()),
+                ("Alert", e.incident_key().to_string()),
+            ];
+        }
+        AlertKind::Security => {
+            let signals: Vec<String> = e
+                .details
+                .as_ref()
+                .and_then(|d| d.get("signals"))
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|s| {
+                            format!(
+                                "{} ({}): {}",
+                                s["detector"].as_str().unwrap_or("?"),
+                                s["level"].as_str().unwrap_or("?"),
+                                s["evidence"].as_str().unwrap_or("?")
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            return vec![
+                ("Scope", e.scope.to_string()),
+                ("Hour", e.period_key.trim_start_matches("H#").to_string()),
+                ("Spend", money(&e.spend)),
+                ("Signals", signals.join("; ")),
+                ("Actions ordered", actions(e)),
                 ("Kill switch", kill_switch.to_string()),
                 ("Alert", e.incident_key().to_string()),
             ];
@@ -249,7 +289,11 @@ pub fn slack(message: &Message) -> Value {
         Message::Alert {
             event: e,
             kill_switch,
-        } if matches!(e.kind, AlertKind::Anomaly | AlertKind::Report) => {
+        } if matches!(
+            e.kind,
+            AlertKind::Anomaly | AlertKind::Report | AlertKind::Security
+        ) =>
+        {
             slack_facts(e, kill_switch)
         }
         Message::Alert {

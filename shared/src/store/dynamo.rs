@@ -48,7 +48,10 @@ use crate::records::{
     OpenAlert, SwitchState, Versioned,
 };
 use crate::scope::Scope;
-use crate::usage::{CounterKey, IngestOutcome, Metric, MonthCounters, UsageEntry, presum};
+use crate::usage::{
+    CounterKey, HourCounters, HourKey, IngestOutcome, Metric, MonthCounters, UsageEntry, presum,
+    presum_hours,
+};
 
 const PK: &str = "PK";
 const SK: &str = "SK";
@@ -69,6 +72,11 @@ fn counter_pk(scope: &Scope) -> String {
 fn counter_sk(key: &CounterKey) -> String {
     format!("M#{}@{}", key.month, key.zone)
 }
+fn hour_sk(key: &HourKey) -> String {
+    format!("H#{}", key.label())
+}
+/// Hour counters outlive the longest baseline (`security.baseline_days` is at most 56).
+const HOUR_COUNTER_RETENTION: Duration = Duration::days(60);
 fn counter_attribute(day: u32, metric: Metric) -> String {
     format!("d{day:02}_{}", metric.name())
 }
@@ -515,6 +523,29 @@ impl DynamoStore {
                     .build(),
             );
         }
+        for (hour, counters) in presum_hours(chunk.iter().copied()) {
+            let mut update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(counter_pk(&hour.scope), hour_sk(&hour))))
+                .expression_attribute_names("#exp", TTL_ATTRIBUTE)
+                .expression_attribute_values(
+                    ":exp",
+                    n((hour.hour + HOUR_COUNTER_RETENTION).timestamp()),
+                );
+            let mut adds = Vec::new();
+            for (i, (name, value)) in counters.buckets().into_iter().enumerate() {
+                update = update
+                    .expression_attribute_names(format!("#a{i}"), name)
+                    .expression_attribute_values(format!(":v{i}"), n(value.normalize()));
+                adds.push(format!("#a{i} :v{i}"));
+            }
+            let expression = format!("SET #exp = :exp ADD {}", adds.join(", "));
+            items.push(
+                TransactWriteItem::builder()
+                    .update(built(update.update_expression(expression).build())?)
+                    .build(),
+            );
+        }
         let result = self
             .client
             .transact_write_items()
@@ -581,9 +612,9 @@ impl DynamoStore {
 fn pack_transactions<'a>(entries: &[&'a UsageEntry]) -> StoreResult<Vec<Vec<&'a UsageEntry>>> {
     let mut groups = Vec::new();
     let mut current: Vec<&UsageEntry> = Vec::new();
-    let mut counters: BTreeSet<&CounterKey> = BTreeSet::new();
+    let mut counters: BTreeSet<String> = BTreeSet::new();
     for e in entries {
-        let own: BTreeSet<&CounterKey> = e.deltas.iter().map(|d| &d.key).collect();
+        let own = e.items();
         if own.len() + 1 > MAX_TRANSACTION_ACTIONS {
             return Err(StoreError::Unavailable(format!(
                 "usage record {} touches {} counters (scope depth x time zones): more than one transaction holds",
@@ -867,6 +898,40 @@ impl StateStore for DynamoStore {
                 month.days.entry(day).or_default().add(metric, v);
             }
             out.insert((*counter).clone(), month);
+        }
+        Ok(out)
+    }
+
+    async fn read_hours(&self, keys: &[HourKey]) -> StoreResult<BTreeMap<HourKey, HourCounters>> {
+        let by_item: HashMap<(String, String), &HourKey> = keys
+            .iter()
+            .map(|k| ((counter_pk(&k.scope), hour_sk(k)), k))
+            .collect();
+        let requests = by_item
+            .keys()
+            .map(|(pk, sk)| key(pk.clone(), sk.clone()))
+            .collect();
+        let mut out = BTreeMap::new();
+        for item in self.batch_get(requests).await? {
+            let id = (
+                text_attr(&item, PK)?.to_string(),
+                text_attr(&item, SK)?.to_string(),
+            );
+            let Some(hour) = by_item.get(&id) else {
+                continue;
+            };
+            let mut counters = HourCounters::default();
+            for (name, value) in &item {
+                if let AttributeValue::N(v) = value
+                    && name != TTL_ATTRIBUTE
+                {
+                    let v = parse_decimal(v).map_err(|_| {
+                        StoreError::Corrupt(format!("hour counter `{name}` = `{v}`"))
+                    })?;
+                    counters.add_bucket(name, v);
+                }
+            }
+            out.insert((*hour).clone(), counters);
         }
         Ok(out)
     }
@@ -1387,7 +1452,9 @@ mod tests {
             tokens: Tokens::default(),
             requests: 1,
             cost: Money::new(Decimal::ONE, Currency::USD),
-            timestamp: Utc::now(),
+            timestamp: DateTime::parse_from_rfc3339("2026-11-23T03:30:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
             user: None,
             endpoint: None,
             feature: None,
@@ -1411,10 +1478,7 @@ mod tests {
         let groups = pack_transactions(&refs).unwrap();
         assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 500);
         for g in &groups {
-            let counters: BTreeSet<&CounterKey> = g
-                .iter()
-                .flat_map(|e| e.deltas.iter().map(|d| &d.key))
-                .collect();
+            let counters: BTreeSet<String> = g.iter().flat_map(|e| e.items()).collect();
             assert!(
                 g.len() + counters.len() <= MAX_TRANSACTION_ACTIONS,
                 "{} actions",
@@ -1430,7 +1494,11 @@ mod tests {
             .collect();
         let refs: Vec<&UsageEntry> = entries.iter().collect();
         let groups = pack_transactions(&refs).unwrap();
-        // 4 counters (key, project, provider, *) leave room for 96 markers per transaction
-        assert_eq!(groups.iter().map(Vec::len).collect::<Vec<_>>(), [96, 96, 8]);
+        // 4 month counters (key, project, provider, *) and 3 hour counters (all but *) leave
+        // room for 93 markers per transaction
+        assert_eq!(
+            groups.iter().map(Vec::len).collect::<Vec<_>>(),
+            [93, 93, 14]
+        );
     }
 }

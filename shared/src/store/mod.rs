@@ -15,7 +15,7 @@ use crate::records::{
     Acknowledgement, AuditEntry, Claim, ClaimOutcome, KillSwitch, Observation, OpenAlert, Versioned,
 };
 use crate::scope::Scope;
-use crate::usage::{CounterKey, IngestOutcome, MonthCounters, UsageEntry};
+use crate::usage::{CounterKey, HourCounters, HourKey, IngestOutcome, MonthCounters, UsageEntry};
 
 pub mod dynamo;
 pub mod sqlite;
@@ -86,6 +86,8 @@ pub trait StateStore: Send + Sync {
         &self,
         keys: &[CounterKey],
     ) -> StoreResult<BTreeMap<CounterKey, MonthCounters>>;
+    /// Hour counters for each key (absent hours are left out).
+    async fn read_hours(&self, keys: &[HourKey]) -> StoreResult<BTreeMap<HourKey, HourCounters>>;
 
     /// Upserts observations (one per budget, source, window and period).
     async fn put_observations(&self, observations: &[Observation]) -> StoreResult<()>;

@@ -22,7 +22,10 @@ use crate::records::{
     OpenAlert, SwitchState, Versioned,
 };
 use crate::scope::Scope;
-use crate::usage::{CounterKey, IngestOutcome, Metric, MonthCounters, UsageEntry, presum};
+use crate::usage::{
+    CounterKey, HourCounters, HourKey, IngestOutcome, Metric, MonthCounters, UsageEntry, presum,
+    presum_hours,
+};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS budgets (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
@@ -32,6 +35,9 @@ CREATE TABLE IF NOT EXISTS counters (
     scope TEXT NOT NULL, zone TEXT NOT NULL, month TEXT NOT NULL, day INTEGER NOT NULL,
     metric TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (scope, zone, month, day, metric));
+CREATE TABLE IF NOT EXISTS hour_counters (
+    scope TEXT NOT NULL, hour TEXT NOT NULL, bucket TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (scope, hour, bucket));
 CREATE TABLE IF NOT EXISTS observations (
     budget_id TEXT NOT NULL, source TEXT NOT NULL, window TEXT NOT NULL, period_key TEXT NOT NULL,
     doc TEXT NOT NULL, PRIMARY KEY (budget_id, source, window, period_key));
@@ -344,6 +350,33 @@ impl StateStore for SqliteStore {
                          ON CONFLICT(scope, zone, month, day, metric) DO UPDATE SET value = excluded.value",
                     )
                     .map_err(db)?;
+                let mut read_hour = tx
+                    .prepare_cached(
+                        "SELECT value FROM hour_counters WHERE scope=?1 AND hour=?2 AND bucket=?3",
+                    )
+                    .map_err(db)?;
+                let mut write_hour = tx
+                    .prepare_cached(
+                        "INSERT INTO hour_counters (scope, hour, bucket, value) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(scope, hour, bucket) DO UPDATE SET value = excluded.value",
+                    )
+                    .map_err(db)?;
+                for (key, counters) in presum_hours(fresh.iter().copied()) {
+                    let hour = key.label();
+                    for (bucket, value) in counters.buckets() {
+                        let current: Option<String> = read_hour
+                            .query_row(params![key.scope.as_str(), hour, bucket], |r| r.get(0))
+                            .optional()
+                            .map_err(db)?;
+                        let total = match current {
+                            Some(t) => decimal("hour counter", &t)? + value,
+                            None => value,
+                        };
+                        write_hour
+                            .execute(params![key.scope.as_str(), hour, bucket, total.normalize().to_string()])
+                            .map_err(db)?;
+                    }
+                }
                 for (key, days) in presum(fresh) {
                     let month = key.month.to_string();
                     for (day, tally) in days {
@@ -461,6 +494,37 @@ impl StateStore for SqliteStore {
                 }
                 if !month.days.is_empty() {
                     out.insert(key, month);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn read_hours(&self, keys: &[HourKey]) -> StoreResult<BTreeMap<HourKey, HourCounters>> {
+        let keys = keys.to_vec();
+        self.run(move |c| {
+            let mut out = BTreeMap::new();
+            let mut st = c
+                .prepare_cached(
+                    "SELECT bucket, value FROM hour_counters WHERE scope=?1 AND hour=?2",
+                )
+                .map_err(db)?;
+            for key in keys {
+                let rows = st
+                    .query_map(params![key.scope.as_str(), key.label()], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    })
+                    .map_err(db)?;
+                let mut counters = HourCounters::default();
+                let mut found = false;
+                for row in rows {
+                    let (bucket, value) = row.map_err(db)?;
+                    counters.add_bucket(&bucket, decimal("hour counter", &value)?);
+                    found = true;
+                }
+                if found {
+                    out.insert(key, counters);
                 }
             }
             Ok(out)

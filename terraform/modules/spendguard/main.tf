@@ -24,11 +24,12 @@ locals {
       Email          = ["ses:SendEmail"]
     }
     "key-guard" = {
-      State         = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:TransactWriteItems"]
-      GuardedKeys   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret", "secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage"]
-      AdminKeys     = ["secretsmanager:GetSecretValue"]
-      NewSecrets    = ["secretsmanager:GetRandomPassword"]
-      IamAccessKeys = ["iam:ListAccessKeys", "iam:UpdateAccessKey"]
+      State             = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:TransactWriteItems"]
+      GuardedKeys       = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret", "secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage", "secretsmanager:RotateSecret"]
+      AdminKeys         = ["secretsmanager:GetSecretValue"]
+      NewSecrets        = ["secretsmanager:GetRandomPassword"]
+      IamAccessKeys     = ["iam:ListAccessKeys", "iam:UpdateAccessKey"]
+      RotateThroughSelf = ["lambda:InvokeFunction"]
     }
     "budget-webhook" = {
       State                      = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:TransactWriteItems"]
@@ -59,6 +60,8 @@ locals {
     IamAccessKeys              = var.guarded_iam_user_arns
     ConfirmBudgetsSubscription = [aws_sns_topic.budgets.arn]
     WebhookSecrets             = [var.usage_secret_arn, var.status_token_arn]
+    # RotateSecret needs the caller to be allowed to invoke the rotation function (key-guard)
+    RotateThroughSelf = ["arn:${local.partition}:lambda:${data.aws_region.current.region}:${local.account}:function:${var.name}-key-guard"]
   }
 
   functions = {
@@ -138,7 +141,7 @@ locals {
   # SNS subscriptions: function, topic, filter policy.
   subscriptions = {
     "alert-fanout"   = { function = "alert-fanout", topic = aws_sns_topic.alerts.arn, filter = null }
-    "key-guard"      = { function = "key-guard", topic = aws_sns_topic.alerts.arn, filter = "{\"actions\": [\"disable_keys\", \"shutdown\", \"reduce_limits\"]}" }
+    "key-guard"      = { function = "key-guard", topic = aws_sns_topic.alerts.arn, filter = "{\"actions\": [\"disable_keys\", \"shutdown\", \"reduce_limits\", \"rotate_keys\"]}" }
     "budget-webhook" = { function = "budget-webhook", topic = aws_sns_topic.budgets.arn, filter = null }
   }
 }

@@ -1,0 +1,826 @@
+//! Key-theft and burst detection (ADR 016). A leaked key does not fill a budget slowly: it
+//! spends many times its usual rate, at hours it is never used, in bursts. Every scheduled
+//! check compares each key's last two hours (hour counters, written by usage ingest) with what
+//! the key usually does at that hour of the day, and acts in proportion to what it finds.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, NaiveDate, Timelike, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::alert::{ALERT_SCHEMA_VERSION, AlertEvent, AlertKind};
+use crate::budget::{Action, Basis, Settings, Severity};
+use crate::bus::AlertBus;
+use crate::forecast::Forecast;
+use crate::keys::{KeyRecord, KeyStatus};
+use crate::money::{Currency, FxRates, Money};
+use crate::period::{Period, WindowKind, Zone};
+use crate::records::{AuditEntry, Claim, ClaimOutcome};
+use crate::scope::Scope;
+use crate::store::{StateStore, StoreError};
+use crate::usage::{HourCounters, HourKey, Metric, start_of_hour};
+
+/// Where `spendguard ack` records that a finding was expected (per key, detector and day).
+pub const ACK_NAMESPACE: &str = "security-ack";
+const BASELINE_CACHE: &str = "security-baseline";
+const FINDING_CACHE: &str = "security-finding";
+/// Security claims are kept this long (a finding is claimed per key, hour and level).
+const CLAIM_RETENTION: Duration = Duration::days(35);
+
+/// What can look like a stolen key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detector {
+    /// Spend or requests in an hour far above the key's usual for that hour of the day.
+    Spike,
+    /// More requests in one minute than the configured ceiling.
+    Burst,
+    /// Use at an hour of the day the key has never been used at.
+    OffHours,
+    /// Use of a key that had been idle for days.
+    Dormant,
+}
+
+impl Detector {
+    pub const ALL: [Detector; 4] = [
+        Detector::Spike,
+        Detector::Burst,
+        Detector::OffHours,
+        Detector::Dormant,
+    ];
+    pub const NAMES: &'static str = "spike, burst, off_hours, dormant";
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Detector::Spike => "spike",
+            Detector::Burst => "burst",
+            Detector::OffHours => "off_hours",
+            Detector::Dormant => "dormant",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Detector> {
+        Detector::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+}
+
+/// How sure spendguard is that a key is abused; each level orders its own actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThreatLevel {
+    /// Unusual but explainable: recorded and reported.
+    Low,
+    /// Suspicious: limits reduced, people warned.
+    Medium,
+    /// Likely compromise: the key is rotated, everyone alerted.
+    High,
+    /// Definite compromise: the key is disabled at once, on-call paged.
+    Critical,
+}
+
+impl ThreatLevel {
+    pub const NAMES: &'static str = "low, medium, high, critical";
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ThreatLevel::Low => "low",
+            ThreatLevel::Medium => "medium",
+            ThreatLevel::High => "high",
+            ThreatLevel::Critical => "critical",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ThreatLevel> {
+        [
+            ThreatLevel::Low,
+            ThreatLevel::Medium,
+            ThreatLevel::High,
+            ThreatLevel::Critical,
+        ]
+        .into_iter()
+        .find(|l| l.as_str() == name)
+    }
+
+    /// The alert severity a finding at this level is published with (fan-out routes on it).
+    pub fn severity(&self) -> Severity {
+        match self {
+            ThreatLevel::Low => Severity::Info,
+            ThreatLevel::Medium => Severity::Warning,
+            ThreatLevel::High => Severity::Critical,
+            ThreatLevel::Critical => Severity::Emergency,
+        }
+    }
+
+    /// One level up: two signals together are worse than either alone.
+    fn raised(&self) -> ThreatLevel {
+        match self {
+            ThreatLevel::Low => ThreatLevel::Medium,
+            ThreatLevel::Medium => ThreatLevel::High,
+            ThreatLevel::High | ThreatLevel::Critical => ThreatLevel::Critical,
+        }
+    }
+}
+
+/// Activity an operator planned (a load test, a backfill): findings for the key in this time
+/// are recorded as suppressed and order nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedWindow {
+    pub key: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// How keys are watched. Defaults: a spike is 10x the usual for the hour (high), a burst more
+/// than 100 requests in a minute (medium), use at a never-used hour is low, use after 7 idle
+/// days medium; two signals together are one level higher. At least 7 days of history before
+/// anything but bursts can fire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityPolicy {
+    pub enabled: bool,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub spike_factor: Decimal,
+    pub burst_per_minute: u64,
+    /// Days since a key's first use before its baseline is trusted.
+    pub min_history_days: u32,
+    /// Days the baseline looks back.
+    pub baseline_days: u32,
+    /// A key unused for more than this many days is dormant.
+    pub dormant_days: u32,
+    /// An hour below this spend (in `currency`) is never a spike.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub min_hourly_cost: Decimal,
+    /// An hour below this many requests is never a spike.
+    pub min_hourly_requests: u64,
+    /// Spend is compared in this currency (other currencies through the configured rates).
+    pub currency: Currency,
+    pub levels: BTreeMap<Detector, ThreatLevel>,
+    pub actions: BTreeMap<ThreatLevel, Vec<Action>>,
+    #[serde(default)]
+    pub planned: Vec<PlannedWindow>,
+}
+
+impl Default for SecurityPolicy {
+    fn default() -> Self {
+        SecurityPolicy {
+            enabled: true,
+            spike_factor: Decimal::from(10),
+            burst_per_minute: 100,
+            min_history_days: 7,
+            baseline_days: 28,
+            dormant_days: 7,
+            min_hourly_cost: Decimal::ONE,
+            min_hourly_requests: 100,
+            currency: Currency::USD,
+            levels: BTreeMap::from([
+                (Detector::Spike, ThreatLevel::High),
+                (Detector::Burst, ThreatLevel::Medium),
+                (Detector::OffHours, ThreatLevel::Low),
+                (Detector::Dormant, ThreatLevel::Medium),
+            ]),
+            actions: BTreeMap::from([
+                (ThreatLevel::Low, vec![Action::Notify]),
+                (
+                    ThreatLevel::Medium,
+                    vec![
+                        Action::ReduceLimits {
+                            factor: Decimal::new(1, 1),
+                        },
+                        Action::Notify,
+                    ],
+                ),
+                (ThreatLevel::High, vec![Action::RotateKeys, Action::Notify]),
+                (
+                    ThreatLevel::Critical,
+                    vec![Action::DisableKeys, Action::Notify],
+                ),
+            ]),
+            planned: Vec::new(),
+        }
+    }
+}
+
+impl SecurityPolicy {
+    fn level(&self, detector: Detector) -> ThreatLevel {
+        self.levels
+            .get(&detector)
+            .copied()
+            .unwrap_or(ThreatLevel::Medium)
+    }
+
+    fn planned_for(&self, key_id: &str, hour: DateTime<Utc>) -> Option<&PlannedWindow> {
+        let end = hour + Duration::hours(1);
+        self.planned
+            .iter()
+            .find(|w| w.key == key_id && w.from < end && hour < w.to)
+    }
+}
+
+/// One hour of one key, as detection sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HourFigures {
+    #[serde(with = "rust_decimal::serde::str")]
+    pub spend: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub requests: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub busiest_minute: Decimal,
+}
+
+impl HourFigures {
+    /// Spend in `currency`; a cost in a currency without a configured rate is left out.
+    pub fn of(c: &HourCounters, currency: Currency, rates: &FxRates) -> HourFigures {
+        let spend = c
+            .total
+            .costs()
+            .filter_map(|m| rates.convert(m, currency).ok())
+            .map(|m| m.amount)
+            .sum();
+        HourFigures {
+            spend,
+            requests: c.total.get(Metric::Requests),
+            busiest_minute: c.busiest_minute(),
+        }
+    }
+
+    fn used(&self) -> bool {
+        !self.requests.is_zero() || !self.spend.is_zero()
+    }
+}
+
+fn median(mut values: Vec<Decimal>) -> Decimal {
+    if values.is_empty() {
+        return Decimal::ZERO;
+    }
+    values.sort();
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / Decimal::TWO
+    }
+}
+
+/// What a key usually does, learned from its hour counters of the days before `learned_on`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub learned_on: NaiveDate,
+    /// Days from the key's first use in the window to the day before `learned_on`.
+    pub history_days: u32,
+    pub last_used: Option<NaiveDate>,
+    /// Per hour of the day (UTC): the median over the history days.
+    pub usual_spend: Vec<Decimal>,
+    pub usual_requests: Vec<Decimal>,
+    /// Hours of the day (UTC) the key was ever used at.
+    pub used_hours: BTreeSet<u32>,
+    /// The median of the hours the key was used in: the reference at an hour it is never used.
+    pub active_hour_spend: Decimal,
+    pub active_hour_requests: Decimal,
+}
+
+impl Baseline {
+    /// Learns from `history` (figures by hour; absent hours had no use) over the `days`
+    /// days before `today`.
+    pub fn learn(
+        history: &BTreeMap<DateTime<Utc>, HourFigures>,
+        today: NaiveDate,
+        days: u32,
+    ) -> Baseline {
+        let first_day = today - Duration::days(days.into());
+        let used: BTreeMap<DateTime<Utc>, HourFigures> = history
+            .iter()
+            .filter(|(at, f)| {
+                let d = at.date_naive();
+                f.used() && d >= first_day && d < today
+            })
+            .map(|(at, f)| (*at, *f))
+            .collect();
+        let first_use = used.keys().next().map(|at| at.date_naive());
+        let last_used = used.keys().next_back().map(|at| at.date_naive());
+        let history_days = first_use.map_or(0, |d| (today - d).num_days() as u32);
+        let mut usual_spend = vec![Decimal::ZERO; 24];
+        let mut usual_requests = vec![Decimal::ZERO; 24];
+        if let Some(start) = first_use {
+            for hour in 0..24u32 {
+                let (mut spend, mut requests) = (Vec::new(), Vec::new());
+                for day in start.iter_days().take_while(|d| *d < today) {
+                    let at = day
+                        .and_hms_opt(hour, 0, 0)
+                        .map(|t| t.and_utc())
+                        .unwrap_or_default();
+                    let f = used.get(&at).copied().unwrap_or_default();
+                    spend.push(f.spend);
+                    requests.push(f.requests);
+                }
+                usual_spend[hour as usize] = median(spend);
+                usual_requests[hour as usize] = median(requests);
+            }
+        }
+        Baseline {
+            learned_on: today,
+            history_days,
+            last_used,
+            usual_spend,
+            usual_requests,
+            used_hours: used.keys().map(|at| at.hour()).collect(),
+            active_hour_spend: median(used.values().map(|f| f.spend).collect()),
+            active_hour_requests: median(used.values().map(|f| f.requests).collect()),
+        }
+    }
+
+    /// The spend and requests the key usually has at `hour` of the day; for an hour it is not
+    /// usually used at, its usual active hour.
+    fn usual_at(&self, hour: u32) -> (Decimal, Decimal) {
+        let i = hour as usize;
+        let pick = |at_hour: Decimal, active: Decimal| {
+            if at_hour.is_zero() { active } else { at_hour }
+        };
+        (
+            pick(self.usual_spend[i], self.active_hour_spend),
+            pick(self.usual_requests[i], self.active_hour_requests),
+        )
+    }
+}
+
+/// One detector that fired, with its evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signal {
+    pub detector: Detector,
+    pub level: ThreatLevel,
+    pub evidence: String,
+}
+
+/// What detection found for one key in one hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub key_id: String,
+    pub scope: Scope,
+    pub hour: DateTime<Utc>,
+    pub level: ThreatLevel,
+    pub figures: HourFigures,
+    pub signals: Vec<Signal>,
+}
+
+fn times(observed: Decimal, usual: Decimal) -> String {
+    if usual.is_zero() {
+        "∞".into()
+    } else {
+        (observed / usual).round_dp(1).normalize().to_string()
+    }
+}
+
+/// Runs every detector on one hour of a key. Without enough history only bursts can fire.
+pub fn detect(
+    hour: DateTime<Utc>,
+    now: &HourFigures,
+    baseline: &Baseline,
+    policy: &SecurityPolicy,
+) -> Vec<Signal> {
+    let mut signals = Vec::new();
+    let mut fire = |detector: Detector, evidence: String| {
+        signals.push(Signal {
+            detector,
+            level: policy.level(detector),
+            evidence,
+        })
+    };
+    let c = policy.currency;
+    if now.busiest_minute > Decimal::from(policy.burst_per_minute) {
+        fire(
+            Detector::Burst,
+            format!(
+                "{} requests in one minute (ceiling {})",
+                now.busiest_minute, policy.burst_per_minute
+            ),
+        );
+    }
+    if baseline.history_days < policy.min_history_days || !now.used() {
+        return signals;
+    }
+    let h = hour.hour();
+    let (usual_spend, usual_requests) = baseline.usual_at(h);
+    let spend_spike = now.spend >= policy.min_hourly_cost
+        && !usual_spend.is_zero()
+        && now.spend >= usual_spend * policy.spike_factor;
+    let requests_spike = now.requests >= Decimal::from(policy.min_hourly_requests)
+        && !usual_requests.is_zero()
+        && now.requests >= usual_requests * policy.spike_factor;
+    if spend_spike || requests_spike {
+        fire(
+            Detector::Spike,
+            format!(
+                "{h:02}:00 UTC: spend {} ({}x the usual {}), {} requests ({}x the usual {})",
+                Money::new(now.spend, c),
+                times(now.spend, usual_spend),
+                Money::new(usual_spend, c),
+                now.requests,
+                times(now.requests, usual_requests),
+                usual_requests
+            ),
+        );
+    }
+    if !baseline.used_hours.contains(&h) {
+        fire(
+            Detector::OffHours,
+            format!(
+                "used at {h:02}:00 UTC, an hour it was never used at in {} days",
+                baseline.history_days
+            ),
+        );
+    }
+    if let Some(last) = baseline.last_used {
+        let idle = (hour.date_naive() - last).num_days();
+        if idle > i64::from(policy.dormant_days) {
+            fire(
+                Detector::Dormant,
+                format!("used after {idle} idle days (last use {last})"),
+            );
+        }
+    }
+    signals
+}
+
+impl Finding {
+    /// The finding made of `signals` (none: nothing found). Two or more signals together
+    /// raise the highest level by one.
+    pub fn of(
+        key: &KeyRecord,
+        hour: DateTime<Utc>,
+        figures: HourFigures,
+        signals: Vec<Signal>,
+    ) -> Option<Finding> {
+        let top = signals.iter().map(|s| s.level).max()?;
+        let level = if signals.len() > 1 { top.raised() } else { top };
+        Some(Finding {
+            key_id: key.spec.id.clone(),
+            scope: key.spec.scope.clone(),
+            hour,
+            level,
+            figures,
+            signals,
+        })
+    }
+
+    /// Stable per key, hour and level: a later run finds the same finding, and a finding
+    /// that grows worse within the hour is a new one.
+    pub fn alert_id(&self) -> String {
+        crate::alert::alert_id(
+            &format!("security:{}", self.key_id),
+            WindowKind::Daily,
+            self.hour,
+            self.level.as_str(),
+            Decimal::ZERO,
+        )
+    }
+
+    fn detectors(&self) -> Vec<&'static str> {
+        self.signals.iter().map(|s| s.detector.as_str()).collect()
+    }
+
+    /// The alert: `low`/`medium` go where routing sends `security` (or the severity's tier);
+    /// `high` and `critical` go to every channel.
+    pub fn event(&self, settings: &Settings, now: DateTime<Utc>) -> AlertEvent {
+        let policy = &settings.security;
+        let severity = self.level.severity();
+        let channels = if self.level >= ThreatLevel::High {
+            settings.channels.keys().cloned().collect()
+        } else {
+            settings
+                .routing
+                .get("security")
+                .or_else(|| settings.routing.get(severity.as_str()))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let c = policy.currency;
+        let evidence: Vec<&str> = self.signals.iter().map(|s| s.evidence.as_str()).collect();
+        let period = Period::containing(WindowKind::Daily, Zone::UTC, self.hour);
+        AlertEvent {
+            schema_version: ALERT_SCHEMA_VERSION,
+            alert_id: self.alert_id(),
+            kind: AlertKind::Security,
+            budget_id: String::new(),
+            scope: self.scope.clone(),
+            window: WindowKind::Daily,
+            period_key: format!("H#{}", self.hour.format("%Y-%m-%dT%H")),
+            period_start: period.start,
+            period_end: period.end,
+            tier: format!("security-{}", self.level.as_str()),
+            severity,
+            basis: Basis::Actual,
+            spend: Money::new(self.figures.spend, c),
+            limit: Money::zero(c),
+            threshold: Money::zero(c),
+            percent: Decimal::ZERO,
+            forecast: Forecast::TooEarly,
+            actions: policy.actions.get(&self.level).cloned().unwrap_or_default(),
+            channels,
+            summary: format!(
+                "SECURITY {}: key {} ({}) {}: {}",
+                self.level.as_str().to_uppercase(),
+                self.key_id,
+                self.scope,
+                self.hour.format("%Y-%m-%d %H:00 UTC"),
+                evidence.join("; ")
+            ),
+            raised_at: now,
+            related_alert_id: None,
+            escalation_level: None,
+            runbook_url: settings.runbook_url.clone(),
+            details: Some(json!({
+                "key": self.key_id,
+                "level": self.level,
+                "hour": self.hour,
+                "figures": self.figures,
+                "signals": self.signals,
+            })),
+        }
+    }
+}
+
+/// What the scan did with one finding.
+#[derive(Debug, Clone, Serialize)]
+pub struct FindingReport {
+    pub key_id: String,
+    pub hour: DateTime<Utc>,
+    pub level: ThreatLevel,
+    pub detectors: Vec<&'static str>,
+    /// `published`, `already_raised`, `held_by_other`, `would_publish`, `failed`, or why it
+    /// was suppressed (`planned: <reason>`, `acknowledged`).
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ScanReport {
+    pub keys_watched: usize,
+    pub findings: Vec<FindingReport>,
+    pub failures: Vec<String>,
+}
+
+/// The ack marker of one detector of a key on one day.
+pub fn ack_id(key_id: &str, detector: Detector, day: NaiveDate) -> String {
+    format!("{key_id}#{}#{day}", detector.as_str())
+}
+
+/// Marks a published finding as expected: its detectors stay quiet for that key for the rest
+/// of the finding's day. False when no finding with that alert id is known.
+pub async fn acknowledge(
+    store: &dyn StateStore,
+    alert_id: &str,
+    actor: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let Some(doc) = store
+        .get_cached(&format!("{FINDING_CACHE}#{alert_id}"), now)
+        .await?
+    else {
+        return Ok(false);
+    };
+    let finding: Finding = crate::store::from_doc("finding", &doc)?;
+    let day = finding.hour.date_naive();
+    let until = day
+        .succ_opt()
+        .unwrap_or(day)
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or(now);
+    for s in &finding.signals {
+        store
+            .put_marker(
+                ACK_NAMESPACE,
+                &ack_id(&finding.key_id, s.detector, day),
+                now,
+                until - now,
+            )
+            .await?;
+    }
+    store
+        .append_audit(&AuditEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            at: now,
+            actor: actor.into(),
+            action: "security_finding_acknowledged".into(),
+            scope: Some(finding.scope.clone()),
+            detail: json!({"alert_id": alert_id, "key": finding.key_id, "day": day,
+                "detectors": finding.detectors(), "reason": reason}),
+        })
+        .await?;
+    Ok(true)
+}
+
+/// The scan a scheduled check runs over every active key.
+pub struct SecurityScan<'a> {
+    pub store: &'a dyn StateStore,
+    pub bus: &'a dyn AlertBus,
+    pub settings: &'a Settings,
+    pub now: DateTime<Utc>,
+    pub run_id: &'a str,
+    pub dry_run: bool,
+    pub lease: Duration,
+}
+
+impl SecurityScan<'_> {
+    /// Looks at the previous and the current hour of every active key: one read of their
+    /// hour counters, a baseline per key in use (learned once a day, then cached), and a
+    /// claim per finding so that each is raised once per key, hour and level.
+    pub async fn run(&self) -> Result<ScanReport, StoreError> {
+        let policy = &self.settings.security;
+        let mut report = ScanReport::default();
+        if !policy.enabled {
+            return Ok(report);
+        }
+        let keys: Vec<KeyRecord> = self
+            .store
+            .keys()
+            .await?
+            .into_iter()
+            .filter(|k| k.status == KeyStatus::Active)
+            .collect();
+        report.keys_watched = keys.len();
+        let current = start_of_hour(self.now);
+        let hours = [current - Duration::hours(1), current];
+        let wanted: Vec<HourKey> = keys
+            .iter()
+            .flat_map(|k| {
+                hours.iter().map(|h| HourKey {
+                    scope: k.spec.scope.clone(),
+                    hour: *h,
+                })
+            })
+            .collect();
+        let counters = self.store.read_hours(&wanted).await?;
+        for key in &keys {
+            let in_use: Vec<(DateTime<Utc>, HourFigures)> = hours
+                .iter()
+                .filter_map(|h| {
+                    let c = counters.get(&HourKey {
+                        scope: key.spec.scope.clone(),
+                        hour: *h,
+                    })?;
+                    Some((
+                        *h,
+                        HourFigures::of(c, policy.currency, &self.settings.rates),
+                    ))
+                })
+                .filter(|(_, f)| f.used())
+                .collect();
+            if in_use.is_empty() {
+                continue;
+            }
+            let baseline = self.baseline(key).await?;
+            for (hour, figures) in in_use {
+                let signals = detect(hour, &figures, &baseline, policy);
+                if let Some(finding) = Finding::of(key, hour, figures, signals) {
+                    let outcome = self.act(&finding).await;
+                    if outcome == "failed" {
+                        report
+                            .failures
+                            .push(format!("security finding for key {}", finding.key_id));
+                    }
+                    report.findings.push(FindingReport {
+                        key_id: finding.key_id.clone(),
+                        hour: finding.hour,
+                        level: finding.level,
+                        detectors: finding.detectors(),
+                        outcome,
+                    });
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// The key's baseline for today: cached for the day, else learned from its hour counters.
+    async fn baseline(&self, key: &KeyRecord) -> Result<Baseline, StoreError> {
+        let policy = &self.settings.security;
+        let today = self.now.date_naive();
+        let cache_key = format!("{BASELINE_CACHE}#{}#{today}", key.spec.id);
+        if let Some(doc) = self.store.get_cached(&cache_key, self.now).await? {
+            return crate::store::from_doc("baseline", &doc);
+        }
+        let start = today - Duration::days(policy.baseline_days.into());
+        let hours: Vec<HourKey> = start
+            .iter_days()
+            .take_while(|d| *d < today)
+            .flat_map(|d| (0..24).filter_map(move |h| d.and_hms_opt(h, 0, 0).map(|t| t.and_utc())))
+            .map(|hour| HourKey {
+                scope: key.spec.scope.clone(),
+                hour,
+            })
+            .collect();
+        let history: BTreeMap<DateTime<Utc>, HourFigures> = self
+            .store
+            .read_hours(&hours)
+            .await?
+            .into_iter()
+            .map(|(k, c)| {
+                (
+                    k.hour,
+                    HourFigures::of(&c, policy.currency, &self.settings.rates),
+                )
+            })
+            .collect();
+        let baseline = Baseline::learn(&history, today, policy.baseline_days);
+        if !self.dry_run {
+            let tomorrow = (today + Duration::days(1))
+                .and_hms_opt(0, 0, 0)
+                .map(|t| t.and_utc())
+                .unwrap_or(self.now);
+            self.store
+                .put_cached(&cache_key, &crate::store::to_doc(&baseline)?, tomorrow)
+                .await?;
+        }
+        Ok(baseline)
+    }
+
+    /// Suppresses a planned or acknowledged finding; raises the rest once.
+    async fn act(&self, finding: &Finding) -> String {
+        let policy = &self.settings.security;
+        if let Some(w) = policy.planned_for(&finding.key_id, finding.hour) {
+            return format!("planned: {}", w.reason);
+        }
+        let day = finding.hour.date_naive();
+        let mut acknowledged = true;
+        for s in &finding.signals {
+            let id = ack_id(&finding.key_id, s.detector, day);
+            match self.store.has_marker(ACK_NAMESPACE, &id, self.now).await {
+                Ok(true) => {}
+                Ok(false) => acknowledged = false,
+                Err(e) => {
+                    warn!(error = %e, "acknowledgements unreadable: acting on the finding");
+                    acknowledged = false;
+                }
+            }
+        }
+        if acknowledged {
+            return "acknowledged".into();
+        }
+        if self.dry_run {
+            return "would_publish".into();
+        }
+        let event = finding.event(self.settings, self.now);
+        let claim = Claim::key(
+            &finding.key_id,
+            &format!(
+                "security#{}#{}",
+                finding.hour.format("%Y-%m-%dT%H"),
+                finding.level.as_str()
+            ),
+            self.run_id,
+            self.lease,
+            finding.hour + CLAIM_RETENTION,
+        );
+        match self.store.claim(&claim, self.now).await {
+            Ok(ClaimOutcome::Won) => {}
+            Ok(ClaimOutcome::AlreadyRaised) => return "already_raised".into(),
+            Ok(ClaimOutcome::HeldByOther) => return "held_by_other".into(),
+            Err(e) => {
+                warn!(error = %e, key = %finding.key_id, "security claim failed");
+                return "failed".into();
+            }
+        }
+        // kept for `spendguard ack` until the day after the finding's
+        let kept_until = finding.hour + Duration::days(2);
+        let stored = match crate::store::to_doc(finding) {
+            Ok(doc) => {
+                self.store
+                    .put_cached(
+                        &format!("{FINDING_CACHE}#{}", event.alert_id),
+                        &doc,
+                        kept_until,
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let published = match stored {
+            Ok(()) => self.bus.publish(&event).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = published {
+            warn!(error = %e, key = %finding.key_id, "security alert not published");
+            let _ = self.store.release_claim(&claim).await;
+            return "failed".into();
+        }
+        if let Err(e) = self.store.finish_claim(&claim).await {
+            warn!(error = %e, key = %finding.key_id, "security claim not finished");
+        }
+        let _ = self
+            .store
+            .append_audit(&AuditEntry {
+                id: uuid::Uuid::new_v4().to_string(),
+                at: self.now,
+                actor: "budget-check".into(),
+                action: "security_finding".into(),
+                scope: Some(finding.scope.clone()),
+                detail: json!({"alert_id": event.alert_id, "finding": finding}),
+            })
+            .await;
+        info!(key = %finding.key_id, level = finding.level.as_str(), detectors = ?finding.detectors(), "security finding raised");
+        "published".into()
+    }
+}

@@ -1,0 +1,325 @@
+//! Key-theft detection on synthetic histories, the same cases on every store backend:
+//! `detection_suite!(make_store)` turns each case into a test. Histories are ingested as usage
+//! records (so they go through the hour counters as production usage does), then the scan
+//! that every scheduled check runs looks at the key.
+
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
+use spendguard_core::alert::{AlertEvent, AlertKind};
+use spendguard_core::budget::{Action, PolicySet, Severity};
+use spendguard_core::bus::MemoryBus;
+use spendguard_core::ingest::USAGE_MARKER_TTL;
+use spendguard_core::keys::{KeySpec, ProviderKind};
+use spendguard_core::period::Zone;
+use spendguard_core::scope::Scope;
+use spendguard_core::security::{
+    Detector, PlannedWindow, ScanReport, SecurityPolicy, SecurityScan, ThreatLevel, acknowledge,
+};
+use spendguard_core::usage::UsageEntry;
+
+use crate::conformance::{Store, record};
+
+const KEY: &str = "key-1";
+const KEY_SCOPE: &str = "openai/prod/key-1";
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// Registers the key with `security` as the policy.
+async fn watch(store: &Store, security: SecurityPolicy) -> PolicySet {
+    let mut policy = PolicySet {
+        keys: vec![KeySpec {
+            id: KEY.into(),
+            provider: ProviderKind::Anthropic,
+            scope: Scope::parse(KEY_SCOPE).unwrap(),
+            secret_arn: None,
+            key_id: Some("apikey_01".into()),
+            project_id: None,
+            user: None,
+            rotation: None,
+            allow_delete: false,
+        }],
+        ..PolicySet::default()
+    };
+    policy.settings.security = security;
+    policy
+        .settings
+        .routing
+        .insert("security".into(), vec!["log".into()]);
+    store.put_policy(&policy).await.unwrap();
+    policy
+}
+
+/// One usage record of the key: `cents` and `requests`, at `when`.
+fn usage(id: &str, cents: i64, requests: u64, when: DateTime<Utc>) -> UsageEntry {
+    let mut r = record(id, KEY_SCOPE, cents, when);
+    r.requests = requests;
+    UsageEntry::of(&r, &[Zone::UTC])
+}
+
+/// `days` weekdays of office hours (09:00-17:00 UTC) before `today`, day `n` back spending
+/// `cents(n)` and 50 requests an hour.
+async fn office_hours(store: &Store, today: DateTime<Utc>, days: i64, cents: impl Fn(i64) -> i64) {
+    let mut entries = Vec::new();
+    let midnight = today.date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
+    for n in 1..=days {
+        let day = midnight - Duration::days(n);
+        if day.format("%u").to_string().parse::<u32>().unwrap() > 5 {
+            continue;
+        }
+        for hour in 9..17 {
+            let when = day + Duration::hours(hour) + Duration::minutes(30);
+            entries.push(usage(&format!("hist-{n}-{hour}"), cents(n), 50, when));
+        }
+    }
+    store
+        .ingest_usage(&entries, today, USAGE_MARKER_TTL)
+        .await
+        .unwrap();
+}
+
+/// `total_cents` and `requests` spread over ten records from `start`, a minute apart.
+async fn burst_of_use(
+    store: &Store,
+    tag: &str,
+    start: DateTime<Utc>,
+    total_cents: i64,
+    requests: u64,
+) {
+    let entries: Vec<UsageEntry> = (0..10)
+        .map(|i| {
+            usage(
+                &format!("{tag}-{i}"),
+                total_cents / 10,
+                requests / 10,
+                start + Duration::minutes(i),
+            )
+        })
+        .collect();
+    store
+        .ingest_usage(&entries, start, USAGE_MARKER_TTL)
+        .await
+        .unwrap();
+}
+
+async fn scan(
+    store: &Store,
+    bus: &MemoryBus,
+    policy: &PolicySet,
+    now: DateTime<Utc>,
+) -> ScanReport {
+    SecurityScan {
+        store: store.as_ref(),
+        bus,
+        settings: &policy.settings,
+        now,
+        run_id: &uuid::Uuid::new_v4().to_string(),
+        dry_run: false,
+        lease: Duration::minutes(5),
+    }
+    .run()
+    .await
+    .unwrap()
+}
+
+fn detectors(event: &AlertEvent) -> Vec<String> {
+    event.details.as_ref().unwrap()["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["detector"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A key used only in office hours spends 12.5x its usual hour at 03:00: a spike and an hour
+/// it was never used at, together critical (disable the key, page) by default; with the
+/// spike configured as medium, the pair is high (rotate).
+pub async fn a_night_spike_on_an_office_hours_key_is_found_and_mapped(store: Store) {
+    let now = at("2026-11-23T03:20:00Z");
+    office_hours(&store, now, 21, |_| 200).await;
+    burst_of_use(&store, "night", at("2026-11-23T03:05:00Z"), 2500, 600).await;
+
+    let policy = watch(&store, SecurityPolicy::default()).await;
+    let bus = MemoryBus::default();
+    let report = scan(&store, &bus, &policy, now).await;
+    assert_eq!(report.keys_watched, 1);
+    let events = bus.events();
+    assert_eq!(events.len(), 1, "{report:?}");
+    let e = &events[0];
+    assert_eq!(e.kind, AlertKind::Security);
+    assert_eq!(e.tier, "security-critical");
+    assert_eq!(e.severity, Severity::Emergency);
+    assert_eq!(e.actions, [Action::DisableKeys, Action::Notify]);
+    assert_eq!(e.scope.as_str(), KEY_SCOPE);
+    assert_eq!(detectors(e), ["spike", "off_hours"]);
+    assert!(
+        e.summary.contains("12.5x the usual 2.00 USD"),
+        "{}",
+        e.summary
+    );
+
+    // the same history, the spike mapped to medium by the budgets file
+    let mut configured = SecurityPolicy::default();
+    configured
+        .levels
+        .insert(Detector::Spike, ThreatLevel::Medium);
+    let policy = watch(&store, configured).await;
+    let bus = MemoryBus::default();
+    scan(&store, &bus, &policy, now + Duration::minutes(5)).await;
+    let events = bus.events();
+    assert_eq!(
+        events.len(),
+        1,
+        "a new level in the same hour is a new finding"
+    );
+    assert_eq!(events[0].tier, "security-high");
+    assert_eq!(events[0].actions, [Action::RotateKeys, Action::Notify]);
+}
+
+/// Spend that grows 4% a day for four weeks is growth, not theft.
+pub async fn a_steady_ramp_over_weeks_is_not_a_finding(store: Store) {
+    let now = at("2026-11-23T10:40:00Z");
+    // 28 days back: 100 cents, rising to about 300 cents yesterday
+    let cents = |n: i64| (100.0 * 1.04f64.powi((28 - n) as i32)).round() as i64;
+    office_hours(&store, now, 28, cents).await;
+    let today = usage("today-10", cents(0), 50, at("2026-11-23T10:30:00Z"));
+    store
+        .ingest_usage(&[today], now, USAGE_MARKER_TTL)
+        .await
+        .unwrap();
+    let policy = watch(&store, SecurityPolicy::default()).await;
+    let bus = MemoryBus::default();
+    let report = scan(&store, &bus, &policy, now).await;
+    assert_eq!(report.keys_watched, 1);
+    assert!(report.findings.is_empty(), "{report:?}");
+    assert!(bus.events().is_empty());
+}
+
+/// A load test announced in the budgets file: the same night spike is recorded, not raised.
+pub async fn a_planned_window_suppresses_the_finding(store: Store) {
+    let now = at("2026-11-23T03:20:00Z");
+    office_hours(&store, now, 21, |_| 200).await;
+    burst_of_use(&store, "night", at("2026-11-23T03:05:00Z"), 2500, 600).await;
+    let mut security = SecurityPolicy::default();
+    security.planned.push(PlannedWindow {
+        key: KEY.into(),
+        from: at("2026-11-23T02:00:00Z"),
+        to: at("2026-11-23T05:00:00Z"),
+        reason: "load test".into(),
+    });
+    let policy = watch(&store, security).await;
+    let bus = MemoryBus::default();
+    let report = scan(&store, &bus, &policy, now).await;
+    assert_eq!(report.findings.len(), 1);
+    assert_eq!(report.findings[0].outcome, "planned: load test");
+    assert!(bus.events().is_empty());
+}
+
+/// Runs every five minutes (two of them at once) raise one finding for the hour; once an
+/// operator acknowledges it, the same pattern stays quiet for the rest of the day.
+pub async fn a_finding_is_raised_once_per_hour_and_an_ack_quiets_the_day(store: Store) {
+    let now = at("2026-11-23T03:20:00Z");
+    office_hours(&store, now, 21, |_| 200).await;
+    burst_of_use(&store, "night", at("2026-11-23T03:05:00Z"), 2500, 600).await;
+    let policy = watch(&store, SecurityPolicy::default()).await;
+    let bus = MemoryBus::default();
+    let (a, b) = tokio::join!(
+        scan(&store, &bus, &policy, now),
+        scan(&store, &bus, &policy, now)
+    );
+    let later = scan(&store, &bus, &policy, now + Duration::minutes(5)).await;
+    let events = bus.events();
+    assert_eq!(events.len(), 1, "{a:?} {b:?} {later:?}");
+    assert_eq!(later.findings[0].outcome, "already_raised");
+
+    let acked = acknowledge(
+        store.as_ref(),
+        &events[0].alert_id,
+        "alice",
+        "batch re-index, expected",
+        now + Duration::minutes(10),
+    )
+    .await
+    .unwrap();
+    assert!(acked);
+    // the pattern again the next hour: acknowledged for today, nothing raised
+    burst_of_use(&store, "night-2", at("2026-11-23T04:05:00Z"), 2500, 600).await;
+    let next_hour = scan(&store, &bus, &policy, at("2026-11-23T04:20:00Z")).await;
+    let outcomes: Vec<&str> = next_hour
+        .findings
+        .iter()
+        .map(|f| f.outcome.as_str())
+        .collect();
+    // the acknowledgement covers the day: the hour it was raised for and the next
+    assert_eq!(
+        outcomes,
+        ["acknowledged", "acknowledged"],
+        "{next_hour:?}"
+    );
+    assert_eq!(bus.events().len(), 1);
+    assert!(
+        !acknowledge(store.as_ref(), "no-such-alert", "alice", "?", now)
+            .await
+            .unwrap()
+    );
+}
+
+/// A burst needs no history: 150 requests in one minute from a brand-new key is medium.
+pub async fn a_burst_is_found_without_history(store: Store) {
+    let now = at("2026-11-23T12:10:00Z");
+    let entries: Vec<UsageEntry> = (0..3)
+        .map(|i| {
+            usage(
+                &format!("b-{i}"),
+                5,
+                50,
+                at("2026-11-23T12:04:10Z") + Duration::seconds(i),
+            )
+        })
+        .collect();
+    store
+        .ingest_usage(&entries, now, USAGE_MARKER_TTL)
+        .await
+        .unwrap();
+    let policy = watch(&store, SecurityPolicy::default()).await;
+    let bus = MemoryBus::default();
+    scan(&store, &bus, &policy, now).await;
+    let events = bus.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(detectors(&events[0]), ["burst"]);
+    assert_eq!(events[0].tier, "security-medium");
+    assert_eq!(
+        events[0].actions,
+        [
+            Action::ReduceLimits {
+                factor: Decimal::new(1, 1)
+            },
+            Action::Notify
+        ]
+    );
+    assert_eq!(events[0].channels, ["log"], "routed by `security`");
+}
+
+/// Generates one test per detection case for a backend.
+#[macro_export]
+macro_rules! detection_suite {
+    ($make:expr) => {
+        $crate::detection_suite!(@cases $make;
+            a_night_spike_on_an_office_hours_key_is_found_and_mapped,
+            a_steady_ramp_over_weeks_is_not_a_finding,
+            a_planned_window_suppresses_the_finding,
+            a_finding_is_raised_once_per_hour_and_an_ack_quiets_the_day,
+            a_burst_is_found_without_history,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let store: $crate::conformance::Store = $make.await;
+                $crate::detection::$case(store).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,190 @@
+//! A stolen key, end to end against moto: usage reports for a key that is used only in its
+//! team's working hours jump to 20x its usual hour at an hour it is never used at; the next
+//! scheduled budget-check (production wiring, five simulated minutes later) raises a critical
+//! security finding on the alerts topic, and key-guard (production wiring) engages the kill
+//! switch of the key's scope and disables the key at the Anthropic stand-in.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Timelike, Utc};
+use serde_json::{Value, json};
+use spendguard_core::alert::{AlertEvent, AlertKind};
+use spendguard_core::budget::{Action, PolicySet};
+use spendguard_core::check::CheckOptions;
+use spendguard_core::clock::FixedClock;
+use spendguard_core::ingest::USAGE_MARKER_TTL;
+use spendguard_core::keys::{KeySpec, ProviderKind};
+use spendguard_core::period::Zone;
+use spendguard_core::records::SwitchState;
+use spendguard_core::runtime::{Backends, SourcesConfig};
+use spendguard_core::scope::Scope;
+use spendguard_core::store::StateStore;
+use spendguard_core::usage::UsageEntry;
+use spendguard_tests::aws;
+use spendguard_tests::conformance::record;
+use spendguard_tests::keyguard::{ProviderState, anthropic_standin};
+use spendguard_tests::webhook::{WebhookWorld, signed_usage};
+
+const SCOPE: &str = "anthropic/search/key-7";
+
+/// The SNS delivery of `message` to key-guard's subscription.
+fn sns_event(message: &str) -> Value {
+    let path = format!(
+        "{}/../events/alert-fanout/emergency.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    event["Records"][0]["Sns"]["Message"] = json!(message);
+    event
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stolen_key_is_disabled_by_the_next_scheduled_check() {
+    let policy = PolicySet {
+        keys: vec![KeySpec {
+            id: "search-key".into(),
+            provider: ProviderKind::Anthropic,
+            scope: Scope::parse(SCOPE).unwrap(),
+            secret_arn: None,
+            key_id: Some("apikey_search".into()),
+            project_id: None,
+            user: None,
+            rotation: None,
+            allow_delete: false,
+        }],
+        ..PolicySet::default()
+    };
+    let w = WebhookWorld::new(policy).await;
+    let reported_at = Utc::now();
+    let hour = reported_at.hour() as i64;
+
+    // three weeks of working hours: eight hours a day starting three hours after this one
+    // (so this hour and the next are hours the key is never used at), $1.50 and 40 requests each
+    let midnight = reported_at
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let mut history = Vec::new();
+    for day in 1..=21 {
+        for offset in 3..11 {
+            let when = midnight - Duration::days(day) + Duration::hours((hour + offset) % 24);
+            let mut r = record(&format!("h-{day}-{offset}"), SCOPE, 150, when);
+            r.requests = 40;
+            history.push(UsageEntry::of(&r, &[Zone::UTC]));
+        }
+    }
+    w.store
+        .ingest_usage(&history, reported_at, USAGE_MARKER_TTL)
+        .await
+        .unwrap();
+
+    // minute 0: the application reports this hour's usage through the webhook, signed
+    let records: Vec<Value> = (0..6)
+        .map(|i| {
+            json!({"id": format!("theft-{i}"), "scope": SCOPE, "requests": 100,
+                   "cost": {"amount": "5.00", "currency": "USD"},
+                   "timestamp": reported_at.to_rfc3339()})
+        })
+        .collect();
+    let body = json!({ "records": records }).to_string();
+    let response = w
+        .send(signed_usage(&body, "msg-theft", reported_at.timestamp()))
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+
+    // minute 5: the next scheduled check, with the production wiring
+    let checked_at = reported_at + Duration::minutes(5);
+    let mut backends = Backends::aws(&w.sdk, &w.table);
+    backends.clock = Arc::new(FixedClock::new(checked_at));
+    let bus = spendguard_core::bus::SnsBus::new(
+        aws_sdk_sns::Client::new(&w.sdk),
+        &w.config.alerts_topic_arn,
+    );
+    let checker = budget_check::app::checker_with(
+        &budget_check::config::Config {
+            table: w.table.clone(),
+            alerts_topic_arn: w.config.alerts_topic_arn.clone(),
+            sources: SourcesConfig::default(),
+            claim_lease_seconds: 300,
+        },
+        &w.sdk,
+        backends,
+        Arc::new(bus),
+    )
+    .await
+    .unwrap();
+    let options = CheckOptions {
+        actor: "schedule".into(),
+        ..CheckOptions::default()
+    };
+    let report = checker.run(&options).await.unwrap();
+    assert_eq!(report.security.findings.len(), 1, "{:?}", report.security);
+    assert_eq!(report.security.findings[0].outcome, "published");
+
+    let published = w.probe.drain().await;
+    let findings: Vec<AlertEvent> = published
+        .iter()
+        .map(|e| serde_json::from_str(e["Message"].as_str().unwrap()).unwrap())
+        .filter(|a: &AlertEvent| a.kind == AlertKind::Security)
+        .collect();
+    assert_eq!(findings.len(), 1);
+    let finding = &findings[0];
+    assert_eq!(finding.tier, "security-critical");
+    assert!(finding.actions.contains(&Action::DisableKeys));
+
+    // key-guard receives it from its SNS subscription (filtered on `actions`)
+    let anthropic = Arc::new(ProviderState::default());
+    anthropic.add("apikey_search", true);
+    let standin = anthropic_standin(anthropic.clone()).await;
+    let guard = key_guard::app::handler(
+        &key_guard::config::Config {
+            table: w.table.clone(),
+            anthropic_admin_key_arn: Some(
+                aws::secret(&w.sdk, "anthropic-admin", "sk-ant-admin-test").await,
+            ),
+            anthropic_api_url: standin.url.clone(),
+            openai_admin_key_arn: None,
+            openai_api_url: standin.url.clone(),
+        },
+        &w.sdk,
+    )
+    .await
+    .unwrap();
+    let message = published
+        .iter()
+        .find(|e| e["Message"].as_str().unwrap().contains("\"security\""))
+        .unwrap()["Message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // SNS delivers at least once: the same message twice acts once
+    for _ in 0..2 {
+        guard.handle(sns_event(&message)).await.unwrap();
+    }
+
+    let switch = w
+        .store
+        .kill_switch(&Scope::parse(SCOPE).unwrap())
+        .await
+        .unwrap()
+        .expect("the key's scope has a switch");
+    assert!(
+        matches!(switch.value.state, SwitchState::Engaged { .. }),
+        "{:?}",
+        switch.value.state
+    );
+    assert_eq!(anthropic.active("apikey_search"), Some(false));
+    assert_eq!(
+        anthropic.writes_for("apikey_search").len(),
+        1,
+        "disabled once"
+    );
+    let elapsed = checked_at - reported_at;
+    println!(
+        "stolen key: usage reported at minute 0, finding {} raised by the check at minute {}, key disabled at minute {}",
+        finding.tier,
+        elapsed.num_minutes(),
+        elapsed.num_minutes()
+    );
+}
