@@ -79,9 +79,13 @@ enum Command {
         #[command(flatten)]
         on: operate::On,
     },
-    /// Acknowledge a paging alert: its escalation stops.
+    /// Acknowledge a paging alert: its escalation stops. For a security finding: mark its
+    /// pattern as expected, so it does not fire again for that key that day.
     Ack {
         alert_id: String,
+        /// Why (kept in the audit log), e.g. "planned re-index".
+        #[arg(long)]
+        reason: Option<String>,
         #[command(flatten)]
         on: operate::On,
     },
@@ -209,7 +213,11 @@ fn main() -> ExitCode {
                 on,
             } => operate::kill(&on, &scope, &reason, yes).await,
             Command::Restore { scope, yes, on } => operate::restore(&on, &scope, yes).await,
-            Command::Ack { alert_id, on } => operate::ack(&on, &alert_id).await,
+            Command::Ack {
+                alert_id,
+                reason,
+                on,
+            } => operate::ack(&on, &alert_id, reason.as_deref()).await,
             Command::Budgets {
                 command: BudgetsCommand::Apply { file, yes, on },
             } => operate::budgets_apply(&on, &file, yes).await,

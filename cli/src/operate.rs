@@ -289,14 +289,13 @@ fn print_guard(report: Result<Value, Failure>) -> Result<(), Failure> {
     }
 }
 
-pub async fn ack(on: &On, alert_id: &str) -> Result<(), Failure> {
+pub async fn ack(on: &On, alert_id: &str, reason: Option<&str>) -> Result<(), Failure> {
     let local = on.local().await?;
-    let answer = act(
-        &local,
-        Function::AlertFanout,
-        json!({"action": "ack", "alert_id": alert_id, "actor": actor()}),
-    )
-    .await?;
+    let mut event = json!({"action": "ack", "alert_id": alert_id, "actor": actor()});
+    if let Some(reason) = reason {
+        event["reason"] = json!(reason);
+    }
+    let answer = act(&local, Function::AlertFanout, event).await?;
     println!("{}", pretty(&answer));
     Ok(())
 }

@@ -67,21 +67,48 @@ fn the_demo_runs_a_month_end_to_end_and_is_reproducible() {
     let dir = tempfile::tempdir().unwrap();
     let (timeline, summary) = demo(&dir.path().join("a"));
 
-    // the story, in order: tiers, kill switch and keys, the application stopping, restore, ramp
-    let warning = position(&timeline, "WARNING anthropic-research daily");
-    let critical = position(&timeline, "CRITICAL anthropic-research daily");
-    let emergency = position(&timeline, "EMERGENCY anthropic-research daily");
-    let kill = position(&timeline, "kill switch on anthropic/research engaged");
+    // the story, in order: the loop, the theft detector's finding at the next hourly check,
+    // kill switch and key, the application stopping, restore, ramp
+    let loop_starts = position(&timeline, "a retry loop runs away");
+    let finding = position(
+        &timeline,
+        "SECURITY CRITICAL: key anthropic-research-r1 (anthropic/research/key-r1) 2026-11-18 01:00 UTC",
+    );
+    let kill = position(
+        &timeline,
+        "kill switch on anthropic/research/key-r1 engaged",
+    );
     let stops = position(&timeline, "kill switch: engaged — it stops calling");
     let flat = position(
         &timeline,
         "the spend curve is flat: anthropic/research/key-r1 reported 0.00 USD",
     );
-    let restore = position(&timeline, "operator restores anthropic/research");
+    let restore = position(&timeline, "operator restores anthropic/research/key-r1");
     let ramp = position(&timeline, "ramps up: limit factor 50%");
     let open = position(&timeline, "open again: full traffic");
-    assert!(warning < critical && critical < emergency && emergency < kill);
+    assert!(loop_starts < finding && finding < kill);
     assert!(kill < stops && stops < flat && flat < restore && restore < ramp && ramp < open);
+    assert_eq!(
+        (
+            timeline[loop_starts]["at"].as_str(),
+            timeline[kill]["at"].as_str()
+        ),
+        (Some("2026-11-18T01:00:00Z"), Some("2026-11-18T02:00:00Z")),
+        "stopped by the first check after the loop's first hour"
+    );
+    let finding_text = timeline[finding]["what"].as_str().unwrap();
+    assert!(
+        finding_text.contains("requests in one minute") && finding_text.contains("x the usual"),
+        "a burst and a spike: {finding_text}"
+    );
+    // caught an hour in: the research workspace's daily budget is never reached
+    assert!(
+        !timeline.iter().any(|m| m["what"]
+            .as_str()
+            .unwrap()
+            .contains("anthropic-research daily")),
+        "no daily tier of anthropic-research"
+    );
     let kill_text = timeline[kill]["what"].as_str().unwrap();
     assert!(
         kill_text.contains("key anthropic-research-r1 disabled")
@@ -94,11 +121,7 @@ fn the_demo_runs_a_month_end_to_end_and_is_reproducible() {
             .unwrap()
             .contains("re-enabled at Anthropic (active)")
     );
-    // every alert reached the Slack stand-in once; the anomaly of the runaway day was found
-    position(
-        &timeline,
-        "ANOMALY: anthropic/research/key-r1 on 2026-11-18",
-    );
+    // every alert reached the Slack stand-in once
     assert!(
         timeline
             .iter()
@@ -113,7 +136,11 @@ fn the_demo_runs_a_month_end_to_end_and_is_reproducible() {
     let days = report["days"].as_array().unwrap();
     assert_eq!(days.len(), 30);
     let spend = |day: usize| amount(&days[day - 1]["spend"]);
-    assert!(spend(18) > 150.0, "the runaway day: {}", spend(18));
+    assert!(
+        spend(18) > 30.0 && spend(18) < 40.0,
+        "the runaway day: one hour of the loop (~30 USD), then nothing: {}",
+        spend(18)
+    );
     assert!(
         spend(19) < spend(17),
         "day 19 is stopped until 10:00 then ramps: {} vs {}",
@@ -131,7 +158,7 @@ fn the_demo_runs_a_month_end_to_end_and_is_reproducible() {
         report["markers"][0]["at"]
             .as_str()
             .unwrap()
-            .starts_with("2026-11-18T07:00")
+            .starts_with("2026-11-18T02:00")
     );
     let page = std::fs::read_to_string(dir.path().join("a/report.html")).unwrap();
     for part in [

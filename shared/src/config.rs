@@ -852,29 +852,27 @@ impl Validator<'_> {
                 p.spike_factor = v.get_ref().0;
             }
         }
-        let counts: [(&str, Option<Spanned<i64>>, RangeInclusive<i64>); 5] = [
-            ("burst_per_minute", raw.burst_per_minute, 1..=1_000_000),
-            ("min_history_days", raw.min_history_days, 1..=56),
-            ("baseline_days", raw.baseline_days, 1..=56),
-            ("dormant_days", raw.dormant_days, 1..=56),
-            (
-                "min_hourly_requests",
-                raw.min_hourly_requests,
-                0..=1_000_000_000,
-            ),
-        ];
-        for (name, value, range) in counts {
-            let Some(v) = value else { continue };
-            let Some(n) = self.count(&v, &format!("security.{name}"), range) else {
-                continue;
-            };
-            match name {
-                "burst_per_minute" => p.burst_per_minute = n as u64,
-                "min_history_days" => p.min_history_days = n as u32,
-                "baseline_days" => p.baseline_days = n as u32,
-                "dormant_days" => p.dormant_days = n as u32,
-                _ => p.min_hourly_requests = n as u64,
-            }
+        let mut count = |v: Option<Spanned<i64>>, name: &str, range: RangeInclusive<i64>| {
+            v.and_then(|v| self.count(&v, &format!("security.{name}"), range))
+        };
+        if let Some(n) = count(raw.burst_per_minute, "burst_per_minute", 1..=1_000_000) {
+            p.burst_per_minute = n as u64;
+        }
+        if let Some(n) = count(raw.min_history_days, "min_history_days", 1..=56) {
+            p.min_history_days = n as u32;
+        }
+        if let Some(n) = count(raw.baseline_days, "baseline_days", 1..=56) {
+            p.baseline_days = n as u32;
+        }
+        if let Some(n) = count(raw.dormant_days, "dormant_days", 1..=56) {
+            p.dormant_days = n as u32;
+        }
+        if let Some(n) = count(
+            raw.min_hourly_requests,
+            "min_hourly_requests",
+            0..=1_000_000_000,
+        ) {
+            p.min_hourly_requests = n as u64;
         }
         if p.baseline_days < p.min_history_days {
             p.baseline_days = p.min_history_days;

@@ -27,6 +27,8 @@ use crate::usage::{HourCounters, HourKey, Metric, start_of_hour};
 pub const ACK_NAMESPACE: &str = "security-ack";
 const BASELINE_CACHE: &str = "security-baseline";
 const FINDING_CACHE: &str = "security-finding";
+/// The finding that throttled a key (`reduce_limits`), until its recovery lifts the throttle.
+const THROTTLE_CACHE: &str = "security-throttle";
 /// Security claims are kept this long (a finding is claimed per key, hour and level).
 const CLAIM_RETENTION: Duration = Duration::days(35);
 
@@ -557,6 +559,8 @@ pub struct FindingReport {
 pub struct ScanReport {
     pub keys_watched: usize,
     pub findings: Vec<FindingReport>,
+    /// Keys whose throttle was lifted: a whole hour after their finding passed without one.
+    pub throttles_lifted: Vec<String>,
     pub failures: Vec<String>,
 }
 
@@ -653,6 +657,7 @@ impl SecurityScan<'_> {
             })
             .collect();
         let counters = self.store.read_hours(&wanted).await?;
+        let mut found = BTreeSet::new();
         for key in &keys {
             let in_use: Vec<(DateTime<Utc>, HourFigures)> = hours
                 .iter()
@@ -675,6 +680,7 @@ impl SecurityScan<'_> {
             for (hour, figures) in in_use {
                 let signals = detect(hour, &figures, &baseline, policy);
                 if let Some(finding) = Finding::of(key, hour, figures, signals) {
+                    found.insert(key.spec.id.clone());
                     let outcome = self.act(&finding).await;
                     if outcome == "failed" {
                         report
@@ -691,7 +697,80 @@ impl SecurityScan<'_> {
                 }
             }
         }
+        if !self.dry_run {
+            self.lift_throttles(&keys, &found, &mut report).await?;
+        }
         Ok(report)
+    }
+
+    /// A key throttled by a finding gets its limit back once a whole hour after the finding's
+    /// hour has passed without a finding: the finding's recovery is published once (key-guard
+    /// lifts the factor the finding set). Only keys whose switch is throttled are looked up.
+    async fn lift_throttles(
+        &self,
+        keys: &[KeyRecord],
+        found: &BTreeSet<String>,
+        report: &mut ScanReport,
+    ) -> Result<(), StoreError> {
+        let scopes: Vec<Scope> = keys.iter().map(|k| k.spec.scope.clone()).collect();
+        let throttled: BTreeSet<Scope> = self
+            .store
+            .kill_switches(&scopes)
+            .await?
+            .into_iter()
+            .filter(|s| s.value.limit_factor < Decimal::ONE)
+            .map(|s| s.value.scope)
+            .collect();
+        let last_complete_hour = start_of_hour(self.now) - Duration::hours(1);
+        for key in keys
+            .iter()
+            .filter(|k| throttled.contains(&k.spec.scope) && !found.contains(&k.spec.id))
+        {
+            let cache_key = format!("{THROTTLE_CACHE}#{}", key.spec.id);
+            let Some(doc) = self.store.get_cached(&cache_key, self.now).await? else {
+                continue;
+            };
+            let throttling: AlertEvent = crate::store::from_doc("throttling finding", &doc)?;
+            let Some(hour) = throttling
+                .details
+                .as_ref()
+                .and_then(|d| d.get("hour"))
+                .and_then(|h| serde_json::from_value::<DateTime<Utc>>(h.clone()).ok())
+            else {
+                continue;
+            };
+            if last_complete_hour <= hour {
+                continue;
+            }
+            let mut recovery = throttling.recovery("", self.now);
+            recovery.summary = format!(
+                "RECOVERED: key {} ({}) used as usual for a whole hour after its {} finding: limits lifted",
+                key.spec.id, key.spec.scope, throttling.tier
+            );
+            let claim = Claim::key(
+                &key.spec.id,
+                &format!("security-recovery#{}", throttling.alert_id),
+                self.run_id,
+                self.lease,
+                self.now + CLAIM_RETENTION,
+            );
+            match self.store.claim(&claim, self.now).await? {
+                ClaimOutcome::Won => {}
+                ClaimOutcome::AlreadyRaised | ClaimOutcome::HeldByOther => continue,
+            }
+            if let Err(e) = self.bus.publish(&recovery).await {
+                warn!(error = %e, key = %key.spec.id, "throttle recovery not published");
+                let _ = self.store.release_claim(&claim).await;
+                report
+                    .failures
+                    .push(format!("throttle recovery for key {}", key.spec.id));
+                continue;
+            }
+            self.store.finish_claim(&claim).await?;
+            self.store.put_cached(&cache_key, "", self.now).await?;
+            report.throttles_lifted.push(key.spec.id.clone());
+        }
+        Ok(())
     }
 
     /// The key's baseline for today: cached for the day, else learned from its hour counters.
@@ -797,6 +876,23 @@ impl SecurityScan<'_> {
             }
             Err(e) => Err(e),
         };
+        let throttles = event
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ReduceLimits { .. }));
+        let stored = match (stored, crate::store::to_doc(&event)) {
+            (Ok(()), Ok(doc)) if throttles => {
+                self.store
+                    .put_cached(
+                        &format!("{THROTTLE_CACHE}#{}", finding.key_id),
+                        &doc,
+                        finding.hour + Duration::days(7),
+                    )
+                    .await
+            }
+            (Ok(()), Ok(_)) => Ok(()),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
         let published = match stored {
             Ok(()) => self.bus.publish(&event).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -822,5 +918,173 @@ impl SecurityScan<'_> {
             .await;
         info!(key = %finding.key_id, level = finding.level.as_str(), detectors = ?finding.detectors(), "security finding raised");
         "published".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn figures(spend: Decimal, requests: i64) -> HourFigures {
+        HourFigures {
+            spend,
+            requests: requests.into(),
+            busiest_minute: Decimal::from(requests / 10),
+        }
+    }
+
+    /// Used at 10:00 and 11:00 UTC on the days `from`..=`to` before 2026-11-23.
+    fn history(from: i64, to: i64, spend: Decimal) -> BTreeMap<DateTime<Utc>, HourFigures> {
+        let mut h = BTreeMap::new();
+        for back in from..=to {
+            for hour in [10, 11] {
+                let t = at("2026-11-23T00:00:00Z") - Duration::days(back) + Duration::hours(hour);
+                h.insert(t, figures(spend, 40));
+            }
+        }
+        h
+    }
+
+    fn today() -> NaiveDate {
+        "2026-11-23".parse().unwrap()
+    }
+
+    fn names(signals: &[Signal]) -> Vec<&'static str> {
+        signals.iter().map(|s| s.detector.as_str()).collect()
+    }
+
+    #[test]
+    fn the_baseline_is_the_median_of_each_hour_over_the_days_since_first_use() {
+        let b = Baseline::learn(&history(1, 20, dec!(2)), today(), 28);
+        assert_eq!(b.history_days, 20);
+        assert_eq!(b.usual_spend[10], dec!(2));
+        assert_eq!(b.usual_spend[3], Decimal::ZERO);
+        assert_eq!(b.used_hours, BTreeSet::from([10, 11]));
+        assert_eq!(b.active_hour_spend, dec!(2));
+        assert_eq!(b.last_used, Some("2026-11-22".parse().unwrap()));
+        // usage older than the window is not history
+        let old = Baseline::learn(&history(40, 50, dec!(2)), today(), 28);
+        assert_eq!((old.history_days, old.last_used), (0, None));
+    }
+
+    #[test]
+    fn the_usual_hour_is_compared_and_levels_combine() {
+        let policy = SecurityPolicy::default();
+        let b = Baseline::learn(&history(1, 20, dec!(2)), today(), 28);
+        // 9x at its usual hour: nothing; 10x: a spike
+        let quiet = detect(
+            at("2026-11-23T10:00:00Z"),
+            &figures(dec!(18), 40),
+            &b,
+            &policy,
+        );
+        assert!(quiet.is_empty(), "{quiet:?}");
+        let spike = detect(
+            at("2026-11-23T10:00:00Z"),
+            &figures(dec!(20), 40),
+            &b,
+            &policy,
+        );
+        assert_eq!(names(&spike), ["spike"]);
+        // at 03:00 even a small use is off-hours (low); 10x the usual active hour adds a spike
+        let small = detect(
+            at("2026-11-23T03:00:00Z"),
+            &figures(dec!(0.5), 2),
+            &b,
+            &policy,
+        );
+        assert_eq!(names(&small), ["off_hours"]);
+        let night = detect(
+            at("2026-11-23T03:00:00Z"),
+            &figures(dec!(25), 40),
+            &b,
+            &policy,
+        );
+        assert_eq!(names(&night), ["spike", "off_hours"]);
+        let key = KeyRecord {
+            spec: crate::keys::KeySpec {
+                id: "k".into(),
+                provider: crate::keys::ProviderKind::Anthropic,
+                scope: Scope::parse("anthropic/k").unwrap(),
+                secret_arn: None,
+                key_id: None,
+                project_id: None,
+                user: None,
+                rotation: None,
+                allow_delete: false,
+            },
+            status: KeyStatus::Active,
+        };
+        let hour = at("2026-11-23T03:00:00Z");
+        let f = figures(dec!(25), 40);
+        assert_eq!(
+            Finding::of(&key, hour, f, small).unwrap().level,
+            ThreatLevel::Low
+        );
+        assert_eq!(
+            Finding::of(&key, hour, f, night).unwrap().level,
+            ThreatLevel::Critical,
+            "high and low together are one above high"
+        );
+        assert!(Finding::of(&key, hour, f, Vec::new()).is_none());
+    }
+
+    #[test]
+    fn a_dormant_key_and_a_young_key() {
+        let policy = SecurityPolicy::default();
+        // used for three weeks, idle for the last ten days
+        let idle = Baseline::learn(&history(11, 31, dec!(2)), today(), 56);
+        let woke = detect(
+            at("2026-11-23T10:00:00Z"),
+            &figures(dec!(2), 40),
+            &idle,
+            &policy,
+        );
+        assert_eq!(names(&woke), ["dormant"]);
+        assert!(woke[0].evidence.contains("11 idle days"), "{woke:?}");
+        // five days of history: only a burst can fire
+        let young = Baseline::learn(&history(1, 5, dec!(2)), today(), 28);
+        let mut busy = figures(dec!(500), 4000);
+        busy.busiest_minute = dec!(100);
+        assert!(detect(at("2026-11-23T03:00:00Z"), &busy, &young, &policy).is_empty());
+        busy.busiest_minute = dec!(101);
+        let burst = detect(at("2026-11-23T03:00:00Z"), &busy, &young, &policy);
+        assert_eq!(names(&burst), ["burst"]);
+    }
+
+    #[test]
+    fn planned_windows_cover_the_hours_they_overlap() {
+        let mut policy = SecurityPolicy::default();
+        policy.planned.push(PlannedWindow {
+            key: "k".into(),
+            from: at("2026-11-23T02:30:00Z"),
+            to: at("2026-11-23T04:00:00Z"),
+            reason: "load test".into(),
+        });
+        assert!(
+            policy
+                .planned_for("k", at("2026-11-23T02:00:00Z"))
+                .is_some()
+        );
+        assert!(
+            policy
+                .planned_for("k", at("2026-11-23T03:00:00Z"))
+                .is_some()
+        );
+        assert!(
+            policy
+                .planned_for("k", at("2026-11-23T04:00:00Z"))
+                .is_none()
+        );
+        assert!(
+            policy
+                .planned_for("other", at("2026-11-23T03:00:00Z"))
+                .is_none()
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use spendguard_core::budget::{Action, Basis, ChannelKind, Severity, SourceSpec, Threshold};
 use spendguard_core::config::load_budgets_file;
 use spendguard_core::period::WindowKind;
+use spendguard_core::security::{Detector, ThreatLevel};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -92,6 +93,21 @@ fn the_example_budgets_file_is_valid_and_complete() {
         Some("https://wiki.example.com/spendguard/runbook")
     );
     assert!(!set.settings.rates.is_empty());
+
+    let security = &set.settings.security;
+    assert_eq!(security.levels[&Detector::Spike], ThreatLevel::High);
+    assert_eq!(
+        security.actions[&ThreatLevel::High],
+        [Action::RotateKeys, Action::Notify]
+    );
+    assert_eq!(
+        security.actions[&ThreatLevel::Medium][0],
+        Action::ReduceLimits {
+            factor: "0.1".parse().unwrap()
+        }
+    );
+    assert_eq!(security.planned.len(), 1);
+    assert_eq!(security.planned[0].key, "anthropic-research");
 }
 
 #[test]

@@ -291,7 +291,7 @@ class Parity(unittest.TestCase):
         events = t["Resources"]["KeyGuardFunction"]["Properties"]["Events"]
         self.assertEqual(
             events["Emergencies"]["Properties"]["FilterPolicy"],
-            {"actions": ["disable_keys", "shutdown", "reduce_limits"]},
+            {"actions": ["disable_keys", "shutdown", "reduce_limits", "rotate_keys"]},
         )
 
     def test_aws_budgets_may_publish_only_for_this_account(self):

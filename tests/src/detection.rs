@@ -11,6 +11,7 @@ use spendguard_core::bus::MemoryBus;
 use spendguard_core::ingest::USAGE_MARKER_TTL;
 use spendguard_core::keys::{KeySpec, ProviderKind};
 use spendguard_core::period::Zone;
+use spendguard_core::records::{KillSwitch, SwitchState};
 use spendguard_core::scope::Scope;
 use spendguard_core::security::{
     Detector, PlannedWindow, ScanReport, SecurityPolicy, SecurityScan, ThreatLevel, acknowledge,
@@ -252,11 +253,7 @@ pub async fn a_finding_is_raised_once_per_hour_and_an_ack_quiets_the_day(store: 
         .map(|f| f.outcome.as_str())
         .collect();
     // the acknowledgement covers the day: the hour it was raised for and the next
-    assert_eq!(
-        outcomes,
-        ["acknowledged", "acknowledged"],
-        "{next_hour:?}"
-    );
+    assert_eq!(outcomes, ["acknowledged", "acknowledged"], "{next_hour:?}");
     assert_eq!(bus.events().len(), 1);
     assert!(
         !acknowledge(store.as_ref(), "no-such-alert", "alice", "?", now)
@@ -301,6 +298,69 @@ pub async fn a_burst_is_found_without_history(store: Store) {
     assert_eq!(events[0].channels, ["log"], "routed by `security`");
 }
 
+/// A burst throttles the key (medium: reduce_limits 0.1, carried out by key-guard); once a
+/// whole hour after the finding's has passed quietly, the finding's recovery is published once
+/// (key-guard lifts the factor it set).
+pub async fn a_throttled_key_gets_its_limit_back_after_a_quiet_hour(store: Store) {
+    let entries: Vec<UsageEntry> = (0..3)
+        .map(|i| {
+            usage(
+                &format!("b-{i}"),
+                5,
+                50,
+                at("2026-11-23T12:04:10Z") + Duration::seconds(i),
+            )
+        })
+        .collect();
+    store
+        .ingest_usage(&entries, at("2026-11-23T12:10:00Z"), USAGE_MARKER_TTL)
+        .await
+        .unwrap();
+    let policy = watch(&store, SecurityPolicy::default()).await;
+    let bus = MemoryBus::default();
+    scan(&store, &bus, &policy, at("2026-11-23T12:10:00Z")).await;
+    let finding = bus.events()[0].clone();
+    assert_eq!(finding.tier, "security-medium");
+    // what key-guard does with it
+    let scope = Scope::parse(KEY_SCOPE).unwrap();
+    store
+        .put_kill_switch(
+            &KillSwitch {
+                scope: scope.clone(),
+                state: SwitchState::Open,
+                limit_factor: Decimal::new(1, 1),
+                updated_at: at("2026-11-23T12:10:00Z"),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    // 13:30: the finding's hour (12:00) is the previous hour's neighbour: still throttled
+    let early = scan(&store, &bus, &policy, at("2026-11-23T13:30:00Z")).await;
+    assert!(early.throttles_lifted.is_empty(), "{early:?}");
+    // 14:05: 13:00 passed without a finding; twice, as concurrent checks would
+    let (a, b) = tokio::join!(
+        scan(&store, &bus, &policy, at("2026-11-23T14:05:00Z")),
+        scan(&store, &bus, &policy, at("2026-11-23T14:05:00Z"))
+    );
+    assert_eq!(a.throttles_lifted.len() + b.throttles_lifted.len(), 1);
+    let events = bus.events();
+    assert_eq!(events.len(), 2);
+    let recovery = &events[1];
+    assert_eq!(recovery.kind, AlertKind::Recovery);
+    assert_eq!(
+        recovery.related_alert_id.as_deref(),
+        Some(finding.alert_id.as_str())
+    );
+    assert_eq!(
+        recovery.actions, finding.actions,
+        "key-guard lifts what it carries"
+    );
+    let later = scan(&store, &bus, &policy, at("2026-11-23T15:05:00Z")).await;
+    assert!(later.throttles_lifted.is_empty());
+    assert_eq!(bus.events().len(), 2, "lifted once");
+}
+
 /// Generates one test per detection case for a backend.
 #[macro_export]
 macro_rules! detection_suite {
@@ -311,6 +371,7 @@ macro_rules! detection_suite {
             a_planned_window_suppresses_the_finding,
             a_finding_is_raised_once_per_hour_and_an_ack_quiets_the_day,
             a_burst_is_found_without_history,
+            a_throttled_key_gets_its_limit_back_after_a_quiet_hour,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -382,6 +382,81 @@ async fn reduce_limits_throttles_without_disabling_and_recovery_lifts_it() {
     assert_eq!(out["alerts"][0]["limit_factor"], "1");
 }
 
+/// A `high` security finding orders `rotate_keys`: key-guard starts the Secrets Manager
+/// rotation of each key under the scope that has a secret and a strategy, once per finding
+/// (Secrets Manager then runs the rotation steps tested below); keys stay enabled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotate_keys_finding_starts_each_rotation_once() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_41", true);
+    let arn = w.secret("search-key", "sk-ant-api03-rotate-me").await;
+    w.register(vec![
+        KeySpec {
+            secret_arn: Some(arn.clone()),
+            rotation: Some(RotationStrategy::Staged),
+            ..anthropic_key("k41", "apikey_41", "anthropic/search/k41")
+        },
+        anthropic_key("k42", "apikey_42", "anthropic/search/k42"),
+    ])
+    .await;
+    let mut event = emergency(
+        "anthropic/search",
+        "finding-high",
+        vec![Action::RotateKeys, Action::Notify],
+    );
+    let mut alert: AlertEvent =
+        serde_json::from_str(event["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap();
+    alert.kind = spendguard_core::alert::AlertKind::Security;
+    event["Records"][0]["Sns"]["Message"] = json!(serde_json::to_string(&alert).unwrap());
+
+    let rotated_at = |w: &KeyGuardWorld, arn: String| {
+        let secrets = w.secrets.clone();
+        async move {
+            secrets
+                .describe_secret()
+                .secret_id(arn)
+                .send()
+                .await
+                .unwrap()
+                .last_rotated_date
+        }
+    };
+    assert_eq!(rotated_at(&w, arn.clone()).await, None);
+    let out = w.handler.handle(event.clone()).await.unwrap();
+    let outcomes: Vec<(String, String)> = out["alerts"][0]["rotated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["key_id"].as_str().unwrap().to_string(),
+                k["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("k41".to_string(), "rotation_started".to_string()),
+            ("k42".to_string(), "not_rotatable".to_string())
+        ]
+    );
+    assert!(rotated_at(&w, arn.clone()).await.is_some());
+    let versions = w.versions(&arn).await.len();
+    // SNS redelivers: nothing is rotated twice
+    let again = w.handler.handle(event).await.unwrap();
+    assert_eq!(
+        again["alerts"][0]["rotated"][0]["outcome"],
+        "already_rotated"
+    );
+    assert_eq!(w.versions(&arn).await.len(), versions);
+    assert_eq!(
+        w.anthropic.active("apikey_41"),
+        Some(true),
+        "rotation does not disable"
+    );
+}
+
 // ---- rotation ------------------------------------------------------------------------------
 
 const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];

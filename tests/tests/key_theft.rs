@@ -133,6 +133,43 @@ async fn a_stolen_key_is_disabled_by_the_next_scheduled_check() {
     assert_eq!(finding.tier, "security-critical");
     assert!(finding.actions.contains(&Action::DisableKeys));
 
+    // on-call reads it and says it was expected (with a reason, through fan-out): the pattern
+    // stays quiet for the rest of the day; the finding already published still acts
+    let fanout = alert_fanout::app::fanout(
+        &alert_fanout::config::Config {
+            table: w.table.clone(),
+            retry: spendguard_tests::fanout::quick_retries(),
+        },
+        &w.sdk,
+    );
+    let acked = fanout
+        .handle(
+            json!({"action": "ack", "alert_id": finding.alert_id, "actor": "alice",
+                       "reason": "planned re-index"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(acked["expected"], "planned re-index", "{acked}");
+    let mut backends = Backends::aws(&w.sdk, &w.table);
+    backends.clock = Arc::new(FixedClock::new(checked_at + Duration::minutes(5)));
+    let later = budget_check::app::checker_with(
+        &budget_check::config::Config {
+            table: w.table.clone(),
+            alerts_topic_arn: w.config.alerts_topic_arn.clone(),
+            sources: SourcesConfig::default(),
+            claim_lease_seconds: 300,
+        },
+        &w.sdk,
+        backends,
+        Arc::new(spendguard_core::bus::MemoryBus::default()),
+    )
+    .await
+    .unwrap()
+    .run(&options)
+    .await
+    .unwrap();
+    assert_eq!(later.security.findings[0].outcome, "acknowledged");
+
     // key-guard receives it from its SNS subscription (filtered on `actions`)
     let anthropic = Arc::new(ProviderState::default());
     anthropic.add("apikey_search", true);
@@ -180,6 +217,7 @@ async fn a_stolen_key_is_disabled_by_the_next_scheduled_check() {
         1,
         "disabled once"
     );
+
     let elapsed = checked_at - reported_at;
     println!(
         "stolen key: usage reported at minute 0, finding {} raised by the check at minute {}, key disabled at minute {}",

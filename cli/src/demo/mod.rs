@@ -345,13 +345,13 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
                     );
                 }
                 let report = guard
-                .handle(json!({"action": "restore", "scope": RUNAWAY_SCOPE, "actor": "operator (demo)"}))
+                .handle(json!({"action": "restore", "scope": RUNAWAY_KEY_SCOPE, "actor": "operator (demo)"}))
                 .await
                 .map_err(|e| Failure::Run(format!("key-guard restore: {e}")))?;
                 timeline.say(
                 t,
                 format!(
-                    "operator restores {RUNAWAY_SCOPE}: key re-enabled at Anthropic ({}), limit factor {}",
+                    "operator restores {RUNAWAY_KEY_SCOPE}: key re-enabled at Anthropic ({}), limit factor {}",
                     if keys.active(RUNAWAY_KEY_ID) { "active" } else { "still inactive" },
                     report["limit_factor"].as_str().unwrap_or("?")
                 ),

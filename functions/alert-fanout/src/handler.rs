@@ -16,6 +16,7 @@ use spendguard_core::channels::{self, Channel, LogChannel, Message, Poster};
 use spendguard_core::clock::Clock;
 use spendguard_core::records::{Acknowledgement, Claim, ClaimOutcome, SwitchState};
 use spendguard_core::secret::{Secret, SecretVault};
+use spendguard_core::security;
 use spendguard_core::store::{StateStore, StoreError};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -112,7 +113,9 @@ impl DeliveryReport {
 pub enum FanoutError {
     #[error("invalid event: {0}")]
     InvalidEvent(String),
-    #[error("no open alert with id `{0}` (it recovered, was never paging, or the id is wrong)")]
+    #[error(
+        "no open alert or security finding with id `{0}` (it recovered, was never paging, or the id is wrong)"
+    )]
     UnknownAlert(String),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -140,8 +143,14 @@ impl From<FanoutError> for Diagnostic {
 #[derive(Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 enum Manual {
-    /// Stops escalation of an open alert.
-    Ack { alert_id: String, actor: String },
+    /// Stops escalation of an open alert; for a security finding, marks its pattern as
+    /// expected for the rest of its day (`reason` says why, kept in the audit log).
+    Ack {
+        alert_id: String,
+        actor: String,
+        #[serde(default)]
+        reason: Option<String>,
+    },
     /// Sends the digests that are due.
     FlushDigests,
 }
@@ -209,12 +218,26 @@ impl Fanout {
             })?
         };
         match manual {
-            Manual::Ack { alert_id, actor } => {
+            Manual::Ack {
+                alert_id,
+                actor,
+                reason,
+            } => {
+                let now = self.clock.now();
                 let ack = Acknowledgement {
                     actor: actor.clone(),
-                    at: self.clock.now(),
+                    at: now,
                 };
                 if !self.store.acknowledge_alert(&alert_id, &ack).await? {
+                    let reason = reason.unwrap_or_else(|| "acknowledged".into());
+                    if security::acknowledge(self.store.as_ref(), &alert_id, &actor, &reason, now)
+                        .await?
+                    {
+                        info!(%alert_id, %actor, "security finding marked as expected for its day");
+                        return Ok(
+                            json!({ "acknowledged": alert_id, "by": actor, "expected": reason }),
+                        );
+                    }
                     return Err(FanoutError::UnknownAlert(alert_id));
                 }
                 info!(%alert_id, %actor, "alert acknowledged: no further escalation");

@@ -83,6 +83,10 @@ pub fn headline(e: &AlertEvent) -> String {
             e.percent,
             e.tier
         ),
+        AlertKind::Recovery if e.tier.starts_with("security-") => format!(
+            "RECOVERED: {} is back to its usual use; the {} throttle is lifted",
+            e.scope, e.tier
+        ),
         AlertKind::Recovery => format!(
             "RECOVERED: {} {} budget, tier {} is over",
             e.budget_id, e.window, e.tier
@@ -143,7 +147,12 @@ fn listing(details: Option<&Value>, key: &str, render: fn(&[&str]) -> String) ->
 
 /// The facts every rendering shows, in order.
 fn facts(e: &AlertEvent, kill_switch: &str) -> Vec<(&'static str, String)> {
-    match e.kind {
+    // the recovery of a security finding shows the finding's facts
+    let kind = match e.kind {
+        AlertKind::Recovery if e.tier.starts_with("security-") => AlertKind::Security,
+        other => other,
+    };
+    match kind {
         AlertKind::Anomaly => {
             let spikes: Vec<String> = e
                 .details
