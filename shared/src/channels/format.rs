@@ -357,17 +357,24 @@ pub fn pagerduty(e: &AlertEvent, routing_key: &str) -> Value {
             .nth(1024)
             .map_or(summary.len(), |(i, _)| i),
     );
+    // a security finding names its key where a budget alert names its budget
+    let (group, class) = if e.kind == AlertKind::Security {
+        let key = e.details.as_ref().and_then(|d| d["key"].as_str());
+        (key.unwrap_or_default().to_string(), e.tier.clone())
+    } else {
+        (e.budget_id.clone(), format!("budget-{}", e.window))
+    };
     let mut body = json!({
         "routing_key": routing_key,
         "event_action": "trigger",
         "dedup_key": e.incident_key(),
         "payload": {
             "summary": summary,
-            "source": format!("spendguard/{}", e.budget_id),
+            "source": format!("spendguard/{group}"),
             "severity": severity,
             "component": e.scope,
-            "group": e.budget_id,
-            "class": format!("budget-{}", e.window),
+            "group": group,
+            "class": class,
             "custom_details": {
                 "spend": money(&e.spend), "limit": money(&e.limit), "percent": e.percent.to_string(),
                 "forecast": forecast(e), "tier": e.tier, "period": e.period_key, "actions": actions(e),
@@ -572,6 +579,53 @@ mod tests {
         assert_eq!(grouped(dec!(999)), "999.00");
         assert_eq!(grouped(dec!(-1000)), "-1,000.00");
         assert_eq!(grouped(dec!(0.5)), "0.50");
+    }
+
+    #[test]
+    fn a_security_finding_names_its_key_and_evidence_everywhere() {
+        use crate::security::{Detector, Finding, HourFigures, Signal, ThreatLevel};
+        let hour = chrono::DateTime::parse_from_rfc3339("2026-11-23T03:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let finding = Finding {
+            key_id: "search-key".into(),
+            scope: crate::scope::Scope::parse("anthropic/search/key-7").unwrap(),
+            hour,
+            level: ThreatLevel::Critical,
+            figures: HourFigures {
+                spend: dec!(30),
+                requests: dec!(600),
+                busiest_minute: dec!(600),
+            },
+            signals: vec![Signal {
+                detector: Detector::Spike,
+                level: ThreatLevel::High,
+                evidence: "03:00 UTC: spend 30.00 USD (20x the usual 1.50 USD)".into(),
+            }],
+        };
+        let e = finding.event(&crate::budget::Settings::default(), hour);
+        assert_eq!(
+            headline(&e),
+            "🚨 SECURITY CRITICAL: key search-key (anthropic/search/key-7) in hour 2026-11-23T03"
+        );
+        let pd = pagerduty(&e, "rk");
+        assert_eq!(pd["payload"]["group"], "search-key");
+        assert_eq!(pd["payload"]["class"], "security-critical");
+        assert_eq!(pd["payload"]["severity"], "critical");
+        let slack_text = slack(&Message::Alert {
+            event: Box::new(e.clone()),
+            kill_switch: "engaged".into(),
+        })
+        .to_string();
+        assert!(
+            slack_text.contains("spike (high): 03:00 UTC: spend 30.00 USD (20x"),
+            "{slack_text}"
+        );
+        let recovery = e.recovery("", hour);
+        assert_eq!(
+            headline(&recovery),
+            "✅ RECOVERED: anthropic/search/key-7 is back to its usual use; the security-critical throttle is lifted"
+        );
     }
 
     #[test]
