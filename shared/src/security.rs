@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Duration, NaiveDate, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Timelike, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -17,11 +17,11 @@ use crate::bus::AlertBus;
 use crate::forecast::Forecast;
 use crate::keys::{KeyRecord, KeyStatus};
 use crate::money::{Currency, FxRates, Money};
-use crate::period::{Period, WindowKind, Zone};
+use crate::period::{Period, WindowKind, YearMonth, Zone};
 use crate::records::{AuditEntry, Claim, ClaimOutcome};
 use crate::scope::Scope;
 use crate::store::{StateStore, StoreError};
-use crate::usage::{HourCounters, HourKey, Metric, start_of_hour};
+use crate::usage::{CounterKey, HourCounters, HourKey, Metric, start_of_hour};
 
 /// Where `spendguard ack` records that a finding was expected (per key, detector and day).
 pub const ACK_NAMESPACE: &str = "security-ack";
@@ -31,6 +31,8 @@ const FINDING_CACHE: &str = "security-finding";
 const THROTTLE_CACHE: &str = "security-throttle";
 /// Security claims are kept this long (a finding is claimed per key, hour and level).
 const CLAIM_RETENTION: Duration = Duration::days(35);
+/// How far back a key's last use is looked for when its baseline window saw none.
+const DORMANCY_LOOKBACK_MONTHS: usize = 6;
 
 /// What can look like a stolen key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -399,7 +401,20 @@ pub fn detect(
             ),
         );
     }
-    if baseline.history_days < policy.min_history_days || !now.used() {
+    if !now.used() {
+        return signals;
+    }
+    // dormancy needs no baseline: the last use may be older than the baseline's window
+    if let Some(last) = baseline.last_used {
+        let idle = (hour.date_naive() - last).num_days();
+        if idle > i64::from(policy.dormant_days) {
+            fire(
+                Detector::Dormant,
+                format!("used after {idle} idle days (last use {last})"),
+            );
+        }
+    }
+    if baseline.history_days < policy.min_history_days {
         return signals;
     }
     let h = hour.hour();
@@ -432,15 +447,6 @@ pub fn detect(
                 baseline.history_days
             ),
         );
-    }
-    if let Some(last) = baseline.last_used {
-        let idle = (hour.date_naive() - last).num_days();
-        if idle > i64::from(policy.dormant_days) {
-            fire(
-                Detector::Dormant,
-                format!("used after {idle} idle days (last use {last})"),
-            );
-        }
     }
     signals
 }
@@ -803,7 +809,10 @@ impl SecurityScan<'_> {
                 )
             })
             .collect();
-        let baseline = Baseline::learn(&history, today, policy.baseline_days);
+        let mut baseline = Baseline::learn(&history, today, policy.baseline_days);
+        if baseline.last_used.is_none() {
+            baseline.last_used = self.last_use_before(key, today).await?;
+        }
         if !self.dry_run {
             let tomorrow = (today + Duration::days(1))
                 .and_hms_opt(0, 0, 0)
@@ -814,6 +823,37 @@ impl SecurityScan<'_> {
                 .await?;
         }
         Ok(baseline)
+    }
+
+    /// The last day before `today` the key was used, from its UTC month counters of the last
+    /// six months (one batched read): a key idle for longer than the baseline's window is
+    /// still known to be dormant.
+    async fn last_use_before(
+        &self,
+        key: &KeyRecord,
+        today: NaiveDate,
+    ) -> Result<Option<NaiveDate>, StoreError> {
+        let mut months = Vec::new();
+        let mut month = YearMonth::of(today);
+        for _ in 0..DORMANCY_LOOKBACK_MONTHS {
+            months.push(CounterKey {
+                scope: key.spec.scope.clone(),
+                zone: Zone::UTC,
+                month,
+            });
+            month = YearMonth::of(month.first_day() - Duration::days(1));
+        }
+        let counters = self.store.read_counters(&months).await?;
+        Ok(counters
+            .iter()
+            .flat_map(|(k, m)| {
+                m.days
+                    .iter()
+                    .filter(|(_, t)| !t.get(Metric::Records).is_zero())
+                    .filter_map(move |(day, _)| k.month.first_day().with_day(*day))
+            })
+            .filter(|d| *d < today)
+            .max())
     }
 
     /// Suppresses a planned or acknowledged finding; raises the rest once.

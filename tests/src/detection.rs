@@ -361,6 +361,45 @@ pub async fn a_throttled_key_gets_its_limit_back_after_a_quiet_hour(store: Store
     assert_eq!(bus.events().len(), 2, "lifted once");
 }
 
+/// A key last used seven weeks ago — before the baseline's four-week window — wakes up: the
+/// month counters still know it was dormant.
+pub async fn a_key_idle_for_longer_than_the_window_is_dormant(store: Store) {
+    let now = at("2026-11-23T10:20:00Z");
+    let old: Vec<UsageEntry> = (45..=60)
+        .map(|back| {
+            usage(
+                &format!("old-{back}"),
+                200,
+                40,
+                at("2026-11-23T10:30:00Z") - Duration::days(back),
+            )
+        })
+        .collect();
+    store
+        .ingest_usage(&old, now, USAGE_MARKER_TTL)
+        .await
+        .unwrap();
+    let today = usage("wake", 200, 40, at("2026-11-23T10:05:00Z"));
+    store
+        .ingest_usage(&[today], now, USAGE_MARKER_TTL)
+        .await
+        .unwrap();
+    let policy = watch(&store, SecurityPolicy::default()).await;
+    let bus = MemoryBus::default();
+    scan(&store, &bus, &policy, now).await;
+    let events = bus.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(detectors(&events[0]), ["dormant"]);
+    assert!(
+        events[0]
+            .summary
+            .contains("used after 45 idle days (last use 2026-10-09)"),
+        "{}",
+        events[0].summary
+    );
+    assert_eq!(events[0].tier, "security-medium");
+}
+
 /// Generates one test per detection case for a backend.
 #[macro_export]
 macro_rules! detection_suite {
@@ -372,6 +411,7 @@ macro_rules! detection_suite {
             a_finding_is_raised_once_per_hour_and_an_ack_quiets_the_day,
             a_burst_is_found_without_history,
             a_throttled_key_gets_its_limit_back_after_a_quiet_hour,
+            a_key_idle_for_longer_than_the_window_is_dormant,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
