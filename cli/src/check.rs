@@ -161,6 +161,7 @@ pub async fn run(args: CheckArgs) -> Result<(), Failure> {
         store: store.clone(),
         bus: bus.clone(),
         sources: sources(&args, store.clone()).await?,
+        key_usage: Vec::new(),
         clock,
         claim_lease: DEFAULT_CLAIM_LEASE,
     };

@@ -20,6 +20,7 @@ use crate::money::Money;
 use crate::period::{Period, WindowKind};
 use crate::records::{AuditEntry, Claim, ClaimOutcome, Observation, OpenAlert};
 use crate::security::{ScanReport, SecurityScan};
+use crate::sources::key_usage::KeyUsageSource;
 use crate::sources::{BudgetSpend, SpendRequest, SpendSource};
 use crate::store::{StateStore, StoreError};
 
@@ -153,6 +154,8 @@ pub struct Checker {
     pub bus: Arc<dyn AlertBus>,
     /// One source per kind of `SourceSpec` that this deployment can read.
     pub sources: Vec<Arc<dyn SpendSource>>,
+    /// The providers' usage per key, for theft detection (empty: usage reports only).
+    pub key_usage: Vec<Arc<dyn KeyUsageSource>>,
     pub clock: Arc<dyn Clock>,
     pub claim_lease: Duration,
 }
@@ -299,6 +302,7 @@ impl Checker {
             let scan = SecurityScan {
                 store: self.store.as_ref(),
                 bus: self.bus.as_ref(),
+                key_usage: &self.key_usage,
                 settings: &policy.settings,
                 now,
                 run_id: &run_id,

@@ -218,6 +218,7 @@ struct RawSecurity {
     dormant_days: Option<Spanned<i64>>,
     min_hourly_cost: Option<Spanned<Amount>>,
     min_hourly_requests: Option<Spanned<i64>>,
+    min_hourly_tokens: Option<Spanned<i64>>,
     currency: Option<Spanned<String>>,
     #[serde(default)]
     levels: BTreeMap<Spanned<String>, Spanned<String>>,
@@ -873,6 +874,13 @@ impl Validator<'_> {
             0..=1_000_000_000,
         ) {
             p.min_hourly_requests = n as u64;
+        }
+        if let Some(n) = count(
+            raw.min_hourly_tokens,
+            "min_hourly_tokens",
+            0..=1_000_000_000_000,
+        ) {
+            p.min_hourly_tokens = n as u64;
         }
         if p.baseline_days < p.min_history_days {
             p.baseline_days = p.min_history_days;

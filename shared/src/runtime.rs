@@ -9,7 +9,9 @@ use chrono::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::env::{Env, EnvError};
+use crate::keys::ProviderKind;
 use crate::secret::{SecretError, SecretVault, SecretsManagerVault};
+use crate::sources::key_usage::{KeyUsageSource, ProviderKeyUsage};
 use crate::sources::{
     AnthropicCosts, AwsBudgets, CostExplorer, GcpBudgetObservations, HttpSettings, OpenAiCosts,
     SpendSource, UsageCounters,
@@ -118,6 +120,38 @@ impl SourcesConfig {
         }
         Ok(config)
     }
+}
+
+/// The providers' usage per key (theft detection) where their admin keys are configured.
+pub async fn key_usage_sources(
+    config: &SourcesConfig,
+    backends: &Backends,
+) -> Result<Vec<Arc<dyn KeyUsageSource>>, SecretError> {
+    let http = reqwest::Client::new();
+    let mut out: Vec<Arc<dyn KeyUsageSource>> = Vec::new();
+    for (provider, arn, url) in [
+        (
+            ProviderKind::Openai,
+            &config.openai_admin_key_arn,
+            &config.openai_api_url,
+        ),
+        (
+            ProviderKind::Anthropic,
+            &config.anthropic_admin_key_arn,
+            &config.anthropic_api_url,
+        ),
+    ] {
+        if let Some(arn) = arn {
+            out.push(Arc::new(ProviderKeyUsage::new(
+                provider,
+                http.clone(),
+                url,
+                backends.vault.read(arn).await?,
+                HttpSettings::default(),
+            )));
+        }
+    }
+    Ok(out)
 }
 
 /// The spend sources of a deployment; provider admin keys are read from Secrets Manager once.

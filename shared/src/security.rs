@@ -4,6 +4,7 @@
 //! the key usually does at that hour of the day, and acts in proportion to what it finds.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Timelike, Utc};
 use rust_decimal::Decimal;
@@ -15,11 +16,12 @@ use crate::alert::{ALERT_SCHEMA_VERSION, AlertEvent, AlertKind};
 use crate::budget::{Action, Basis, Settings, Severity};
 use crate::bus::AlertBus;
 use crate::forecast::Forecast;
-use crate::keys::{KeyRecord, KeyStatus};
+use crate::keys::{KeyRecord, KeyStatus, ProviderKind};
 use crate::money::{Currency, FxRates, Money};
 use crate::period::{Period, WindowKind, YearMonth, Zone};
 use crate::records::{AuditEntry, Claim, ClaimOutcome};
 use crate::scope::Scope;
+use crate::sources::key_usage::{KeyHours, KeyUsageSource, ProviderHour};
 use crate::store::{StateStore, StoreError};
 use crate::usage::{CounterKey, HourCounters, HourKey, Metric, start_of_hour};
 
@@ -159,12 +161,19 @@ pub struct SecurityPolicy {
     pub min_hourly_cost: Decimal,
     /// An hour below this many requests is never a spike.
     pub min_hourly_requests: u64,
+    /// An hour below this many tokens is never a spike.
+    #[serde(default = "default_min_hourly_tokens")]
+    pub min_hourly_tokens: u64,
     /// Spend is compared in this currency (other currencies through the configured rates).
     pub currency: Currency,
     pub levels: BTreeMap<Detector, ThreatLevel>,
     pub actions: BTreeMap<ThreatLevel, Vec<Action>>,
     #[serde(default)]
     pub planned: Vec<PlannedWindow>,
+}
+
+fn default_min_hourly_tokens() -> u64 {
+    100_000
 }
 
 impl Default for SecurityPolicy {
@@ -178,6 +187,7 @@ impl Default for SecurityPolicy {
             dormant_days: 7,
             min_hourly_cost: Decimal::ONE,
             min_hourly_requests: 100,
+            min_hourly_tokens: default_min_hourly_tokens(),
             currency: Currency::USD,
             levels: BTreeMap::from([
                 (Detector::Spike, ThreatLevel::High),
@@ -232,6 +242,9 @@ pub struct HourFigures {
     pub requests: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
     pub busiest_minute: Decimal,
+    /// Input and output tokens.
+    #[serde(default, with = "rust_decimal::serde::str")]
+    pub tokens: Decimal,
 }
 
 impl HourFigures {
@@ -247,11 +260,18 @@ impl HourFigures {
             spend,
             requests: c.total.get(Metric::Requests),
             busiest_minute: c.busiest_minute(),
+            tokens: c.total.get(Metric::TokensIn) + c.total.get(Metric::TokensOut),
         }
     }
 
+    /// What the provider counted for the key's hour: it also sees calls nobody reported.
+    pub fn merge_provider(&mut self, provider: &ProviderHour) {
+        self.requests = self.requests.max(provider.requests);
+        self.tokens = self.tokens.max(provider.tokens);
+    }
+
     fn used(&self) -> bool {
-        !self.requests.is_zero() || !self.spend.is_zero()
+        !self.requests.is_zero() || !self.spend.is_zero() || !self.tokens.is_zero()
     }
 }
 
@@ -278,11 +298,15 @@ pub struct Baseline {
     /// Per hour of the day (UTC): the median over the history days.
     pub usual_spend: Vec<Decimal>,
     pub usual_requests: Vec<Decimal>,
+    #[serde(default)]
+    pub usual_tokens: Vec<Decimal>,
     /// Hours of the day (UTC) the key was ever used at.
     pub used_hours: BTreeSet<u32>,
     /// The median of the hours the key was used in: the reference at an hour it is never used.
     pub active_hour_spend: Decimal,
     pub active_hour_requests: Decimal,
+    #[serde(default)]
+    pub active_hour_tokens: Decimal,
 }
 
 impl Baseline {
@@ -307,9 +331,10 @@ impl Baseline {
         let history_days = first_use.map_or(0, |d| (today - d).num_days() as u32);
         let mut usual_spend = vec![Decimal::ZERO; 24];
         let mut usual_requests = vec![Decimal::ZERO; 24];
+        let mut usual_tokens = vec![Decimal::ZERO; 24];
         if let Some(start) = first_use {
             for hour in 0..24u32 {
-                let (mut spend, mut requests) = (Vec::new(), Vec::new());
+                let (mut spend, mut requests, mut tokens) = (Vec::new(), Vec::new(), Vec::new());
                 for day in start.iter_days().take_while(|d| *d < today) {
                     let at = day
                         .and_hms_opt(hour, 0, 0)
@@ -318,9 +343,11 @@ impl Baseline {
                     let f = used.get(&at).copied().unwrap_or_default();
                     spend.push(f.spend);
                     requests.push(f.requests);
+                    tokens.push(f.tokens);
                 }
                 usual_spend[hour as usize] = median(spend);
                 usual_requests[hour as usize] = median(requests);
+                usual_tokens[hour as usize] = median(tokens);
             }
         }
         Baseline {
@@ -329,24 +356,37 @@ impl Baseline {
             last_used,
             usual_spend,
             usual_requests,
+            usual_tokens,
             used_hours: used.keys().map(|at| at.hour()).collect(),
             active_hour_spend: median(used.values().map(|f| f.spend).collect()),
             active_hour_requests: median(used.values().map(|f| f.requests).collect()),
+            active_hour_tokens: median(used.values().map(|f| f.tokens).collect()),
         }
     }
 
     /// The spend and requests the key usually has at `hour` of the day; for an hour it is not
     /// usually used at, its usual active hour.
-    fn usual_at(&self, hour: u32) -> (Decimal, Decimal) {
+    fn usual_at(&self, hour: u32) -> (Decimal, Decimal, Decimal) {
         let i = hour as usize;
-        let pick = |at_hour: Decimal, active: Decimal| {
+        let pick = |by_hour: &[Decimal], active: Decimal| {
+            let at_hour = by_hour.get(i).copied().unwrap_or_default();
             if at_hour.is_zero() { active } else { at_hour }
         };
         (
-            pick(self.usual_spend[i], self.active_hour_spend),
-            pick(self.usual_requests[i], self.active_hour_requests),
+            pick(&self.usual_spend, self.active_hour_spend),
+            pick(&self.usual_requests, self.active_hour_requests),
+            pick(&self.usual_tokens, self.active_hour_tokens),
         )
     }
+}
+
+fn provider_hour<'m>(
+    by_provider: &'m BTreeMap<ProviderKind, KeyHours>,
+    key: &KeyRecord,
+    hour: DateTime<Utc>,
+) -> Option<&'m ProviderHour> {
+    let key_id = key.spec.key_id.clone()?;
+    by_provider.get(&key.spec.provider)?.get(&(key_id, hour))
 }
 
 /// One detector that fired, with its evidence.
@@ -418,24 +458,30 @@ pub fn detect(
         return signals;
     }
     let h = hour.hour();
-    let (usual_spend, usual_requests) = baseline.usual_at(h);
+    let (usual_spend, usual_requests, usual_tokens) = baseline.usual_at(h);
     let spend_spike = now.spend >= policy.min_hourly_cost
         && !usual_spend.is_zero()
         && now.spend >= usual_spend * policy.spike_factor;
     let requests_spike = now.requests >= Decimal::from(policy.min_hourly_requests)
         && !usual_requests.is_zero()
         && now.requests >= usual_requests * policy.spike_factor;
-    if spend_spike || requests_spike {
+    let tokens_spike = now.tokens >= Decimal::from(policy.min_hourly_tokens)
+        && !usual_tokens.is_zero()
+        && now.tokens >= usual_tokens * policy.spike_factor;
+    if spend_spike || requests_spike || tokens_spike {
         fire(
             Detector::Spike,
             format!(
-                "{h:02}:00 UTC: spend {} ({}x the usual {}), {} requests ({}x the usual {})",
+                "{h:02}:00 UTC: spend {} ({}x the usual {}), {} requests ({}x the usual {}), {} tokens ({}x the usual {})",
                 Money::new(now.spend, c),
                 times(now.spend, usual_spend),
                 Money::new(usual_spend, c),
                 now.requests,
                 times(now.requests, usual_requests),
-                usual_requests
+                usual_requests,
+                now.tokens,
+                times(now.tokens, usual_tokens),
+                usual_tokens
             ),
         );
     }
@@ -626,6 +672,8 @@ pub async fn acknowledge(
 pub struct SecurityScan<'a> {
     pub store: &'a dyn StateStore,
     pub bus: &'a dyn AlertBus,
+    /// The providers' own usage per key (OpenAI, Anthropic), where configured.
+    pub key_usage: &'a [Arc<dyn KeyUsageSource>],
     pub settings: &'a Settings,
     pub now: DateTime<Utc>,
     pub run_id: &'a str,
@@ -663,19 +711,26 @@ impl SecurityScan<'_> {
             })
             .collect();
         let counters = self.store.read_hours(&wanted).await?;
+        // once per run and provider: what it counted for every registered key, these two hours
+        let provider_hours = self
+            .provider_hours(&keys, hours[0], current + Duration::hours(1), &mut report)
+            .await;
         let mut found = BTreeSet::new();
         for key in &keys {
             let in_use: Vec<(DateTime<Utc>, HourFigures)> = hours
                 .iter()
-                .filter_map(|h| {
-                    let c = counters.get(&HourKey {
-                        scope: key.spec.scope.clone(),
-                        hour: *h,
-                    })?;
-                    Some((
-                        *h,
-                        HourFigures::of(c, policy.currency, &self.settings.rates),
-                    ))
+                .map(|h| {
+                    let mut figures = counters
+                        .get(&HourKey {
+                            scope: key.spec.scope.clone(),
+                            hour: *h,
+                        })
+                        .map(|c| HourFigures::of(c, policy.currency, &self.settings.rates))
+                        .unwrap_or_default();
+                    if let Some(p) = provider_hour(&provider_hours, key, *h) {
+                        figures.merge_provider(p);
+                    }
+                    (*h, figures)
                 })
                 .filter(|(_, f)| f.used())
                 .collect();
@@ -707,6 +762,38 @@ impl SecurityScan<'_> {
             self.lift_throttles(&keys, &found, &mut report).await?;
         }
         Ok(report)
+    }
+
+    /// Each provider's usage of the registry's keys in `[from, to)`, one walk per provider. A
+    /// provider that fails is reported and detection goes on with the usage reports alone.
+    async fn provider_hours(
+        &self,
+        keys: &[KeyRecord],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        report: &mut ScanReport,
+    ) -> BTreeMap<ProviderKind, KeyHours> {
+        let mut out = BTreeMap::new();
+        for source in self.key_usage {
+            let ids: Vec<String> = keys
+                .iter()
+                .filter(|k| k.spec.provider == source.provider())
+                .filter_map(|k| k.spec.key_id.clone())
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            match source.hourly(from, to, &ids).await {
+                Ok(hours) => {
+                    out.insert(source.provider(), hours);
+                }
+                Err(e) => {
+                    warn!(error = %e, "provider usage per key unavailable");
+                    report.failures.push(e.to_string());
+                }
+            }
+        }
+        out
     }
 
     /// A key throttled by a finding gets its limit back once a whole hour after the finding's
@@ -797,7 +884,7 @@ impl SecurityScan<'_> {
                 hour,
             })
             .collect();
-        let history: BTreeMap<DateTime<Utc>, HourFigures> = self
+        let mut history: BTreeMap<DateTime<Utc>, HourFigures> = self
             .store
             .read_hours(&hours)
             .await?
@@ -809,11 +896,34 @@ impl SecurityScan<'_> {
                 )
             })
             .collect();
+        // the provider's count of the same hours: a baseline of what the key really does
+        let mut complete = true;
+        let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+        if let (Some(source), Some(key_id), Some(from), Some(to)) = (
+            self.key_usage
+                .iter()
+                .find(|s| s.provider() == key.spec.provider),
+            &key.spec.key_id,
+            midnight(start),
+            midnight(today),
+        ) {
+            match source.hourly(from, to, std::slice::from_ref(key_id)).await {
+                Ok(provider) => {
+                    for ((_, hour), p) in &provider {
+                        history.entry(*hour).or_default().merge_provider(p);
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, key = %key.spec.id, "baseline learned without the provider's usage");
+                    complete = false;
+                }
+            }
+        }
         let mut baseline = Baseline::learn(&history, today, policy.baseline_days);
         if baseline.last_used.is_none() {
             baseline.last_used = self.last_use_before(key, today).await?;
         }
-        if !self.dry_run {
+        if !self.dry_run && complete {
             let tomorrow = (today + Duration::days(1))
                 .and_hms_opt(0, 0, 0)
                 .map(|t| t.and_utc())
@@ -975,6 +1085,7 @@ mod tests {
             spend,
             requests: requests.into(),
             busiest_minute: Decimal::from(requests / 10),
+            tokens: Decimal::ZERO,
         }
     }
 

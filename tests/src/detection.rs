@@ -113,6 +113,7 @@ async fn scan(
     SecurityScan {
         store: store.as_ref(),
         bus,
+        key_usage: &[],
         settings: &policy.settings,
         now,
         run_id: &uuid::Uuid::new_v4().to_string(),

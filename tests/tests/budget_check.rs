@@ -370,6 +370,7 @@ async fn alerts_re_arm_in_the_next_period() {
             &w.probe.topic_arn,
         )),
         sources: vec![Arc::new(UsageCounters::new(store.clone())) as Arc<dyn SpendSource>],
+        key_usage: Vec::new(),
         clock: clock.clone(),
         claim_lease: DEFAULT_CLAIM_LEASE,
     };

@@ -339,6 +339,7 @@ fn checker(w: &FanoutWorld, topic: &str, clock: Arc<FixedClock>) -> Checker {
     let store: Arc<dyn StateStore> = Arc::new(w.store.clone());
     Checker {
         sources: vec![Arc::new(UsageCounters::new(store.clone())) as Arc<dyn SpendSource>],
+        key_usage: Vec::new(),
         store,
         bus: Arc::new(SnsBus::new(aws_sdk_sns::Client::new(&w.sdk), topic)),
         clock,

@@ -23,6 +23,7 @@ use spendguard_core::usage::UsageEntry;
 use spendguard_tests::aws;
 use spendguard_tests::conformance::record;
 use spendguard_tests::keyguard::{ProviderState, anthropic_standin};
+use spendguard_tests::standin::{Received, Reply, StandIn};
 use spendguard_tests::webhook::{WebhookWorld, signed_usage};
 
 const SCOPE: &str = "anthropic/search/key-7";
@@ -225,4 +226,144 @@ async fn a_stolen_key_is_disabled_by_the_next_scheduled_check() {
         elapsed.num_minutes(),
         elapsed.num_minutes()
     );
+}
+
+/// Anthropic's usage report as a stand-in: per key and hour, `tokens(key, hour)` tokens, one
+/// page of at most `limit` hourly buckets at a time (the cursor is the next bucket's start).
+fn anthropic_usage_report(
+    tokens: impl Fn(&str, chrono::DateTime<Utc>) -> u64 + Send + Sync + 'static,
+) -> impl Fn(&Received, usize) -> Reply + Send + Sync + 'static {
+    move |r: &Received, _| {
+        if r.path != "/v1/organizations/usage_report/messages"
+            || r.header("x-api-key") != Some("sk-ant-admin-test")
+        {
+            return Reply::json(404, json!({"error": "no such route or key"}));
+        }
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        let start = at(&r
+            .query_values("page")
+            .pop()
+            .unwrap_or_else(|| r.query_values("starting_at")[0].clone()));
+        let end = at(&r.query_values("ending_at")[0]);
+        let limit: i64 = r.query_values("limit")[0].parse().unwrap();
+        let keys = r.query_values("api_key_ids[]");
+        assert_eq!(r.query_values("bucket_width"), ["1h"]);
+        assert_eq!(r.query_values("group_by[]"), ["api_key_id"]);
+        let mut data = Vec::new();
+        let mut hour = start;
+        while hour < end && (data.len() as i64) < limit {
+            let results: Vec<Value> = keys
+                .iter()
+                .map(|k| (k, tokens(k, hour)))
+                .filter(|(_, t)| *t > 0)
+                .map(|(k, t)| {
+                    json!({"api_key_id": k, "uncached_input_tokens": t * 3 / 4,
+                                     "cache_read_input_tokens": 0, "output_tokens": t / 4,
+                                     "cache_creation": {"ephemeral_5m_input_tokens": 0}})
+                })
+                .collect();
+            data.push(json!({"starting_at": hour.to_rfc3339(),
+                             "ending_at": (hour + Duration::hours(1)).to_rfc3339(),
+                             "results": results}));
+            hour += Duration::hours(1);
+        }
+        let more = hour < end;
+        Reply::json(
+            200,
+            json!({"data": data, "has_more": more,
+                   "next_page": if more { Some(hour.to_rfc3339()) } else { None }}),
+        )
+    }
+}
+
+/// A thief uses the key from elsewhere: the applications report nothing unusual (nothing at
+/// all here), but Anthropic's usage report shows 20x the key's usual tokens at an hour it is
+/// never used at. The scheduled check (production wiring, the provider's usage read once per
+/// run) raises a critical finding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thiefs_calls_are_found_in_the_providers_usage_report() {
+    let sdk = aws::sdk().await;
+    let (store, table) = aws::new_store(&sdk).await;
+    let now = Utc::now();
+    let current = now
+        .date_naive()
+        .and_hms_opt(now.hour(), 0, 0)
+        .unwrap()
+        .and_utc();
+    let key_hour =
+        move |h: chrono::DateTime<Utc>| (h.hour() as i64 - now.hour() as i64).rem_euclid(24);
+    // working hours: the eight hours starting three after this one; 40,000 tokens an hour.
+    // This hour: 800,000 tokens (the thief).
+    let standin = StandIn::start(anthropic_usage_report(move |key, hour| {
+        match (key, hour >= current, key_hour(hour)) {
+            ("apikey_search", true, 0) => 800_000,
+            ("apikey_search", false, 3..=10) => 40_000,
+            _ => 0,
+        }
+    }))
+    .await;
+    store
+        .put_policy(&PolicySet {
+            keys: vec![KeySpec {
+                id: "search-key".into(),
+                provider: ProviderKind::Anthropic,
+                scope: Scope::parse(SCOPE).unwrap(),
+                secret_arn: None,
+                key_id: Some("apikey_search".into()),
+                project_id: None,
+                user: None,
+                rotation: None,
+                allow_delete: false,
+            }],
+            ..PolicySet::default()
+        })
+        .await
+        .unwrap();
+    let admin_key = aws::secret(&sdk, "anthropic-admin", "sk-ant-admin-test").await;
+    let bus = Arc::new(spendguard_core::bus::MemoryBus::default());
+    let checker = budget_check::app::checker_with(
+        &budget_check::config::Config {
+            table: table.clone(),
+            alerts_topic_arn: "unused: the bus is in memory".into(),
+            sources: SourcesConfig {
+                anthropic_admin_key_arn: Some(admin_key),
+                anthropic_api_url: standin.url.clone(),
+                ..SourcesConfig::default()
+            },
+            claim_lease_seconds: 300,
+        },
+        &sdk,
+        Backends::aws(&sdk, &table),
+        bus.clone(),
+    )
+    .await
+    .unwrap();
+    let options = CheckOptions {
+        actor: "schedule".into(),
+        ..CheckOptions::default()
+    };
+    let report = checker.run(&options).await.unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let findings = bus.events();
+    assert_eq!(findings.len(), 1, "{:?}", report.security);
+    assert_eq!(findings[0].tier, "security-critical");
+    assert!(
+        findings[0]
+            .summary
+            .contains("800000 tokens (20x the usual 40000)"),
+        "{}",
+        findings[0].summary
+    );
+    // the provider was asked for the run's two hours once, and for the baseline's four weeks
+    // (672 hours, four pages of 168) once
+    let asked = standin.received();
+    assert_eq!(asked.len(), 1 + 4, "{asked:#?}");
+    // a later run the same day reuses the cached baseline: one more request
+    checker.run(&options).await.unwrap();
+    assert_eq!(standin.received().len(), 6);
+    assert_eq!(bus.events().len(), 1, "raised once");
 }

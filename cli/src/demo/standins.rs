@@ -94,10 +94,21 @@ fn admin(headers: &HeaderMap) -> bool {
     headers.get("x-api-key").and_then(|v| v.to_str().ok()) == Some(ANTHROPIC_ADMIN_KEY)
 }
 
-/// `GET` / `POST /v1/organizations/api_keys/{id}` (`{"status": "active" | "inactive"}`).
+/// `GET` / `POST /v1/organizations/api_keys/{id}` (`{"status": "active" | "inactive"}`), and
+/// the usage report per key, empty: in the demo, theft detection works from the applications'
+/// own usage reports (the provider's count is tested in tests/tests/key_theft.rs).
 pub async fn anthropic() -> Result<(Server, AnthropicKeys), Failure> {
     let keys = AnthropicKeys::default();
     let app = Router::new()
+        .route(
+            "/v1/organizations/usage_report/messages",
+            get(|headers: HeaderMap| async move {
+                if !admin(&headers) {
+                    return (StatusCode::UNAUTHORIZED, Json(json!({"error": "admin key required"})));
+                }
+                (StatusCode::OK, Json(json!({"data": [], "has_more": false, "next_page": null})))
+            }),
+        )
         .route(
             "/v1/organizations/api_keys/{id}",
             get(

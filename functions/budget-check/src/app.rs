@@ -6,7 +6,7 @@ use aws_config::SdkConfig;
 use chrono::Duration;
 use spendguard_core::bus::{AlertBus, SnsBus};
 use spendguard_core::check::Checker;
-use spendguard_core::runtime::{Backends, spend_sources};
+use spendguard_core::runtime::{Backends, key_usage_sources, spend_sources};
 use spendguard_core::secret::SecretError;
 
 use crate::config::Config;
@@ -32,6 +32,7 @@ pub async fn checker_with(
 ) -> Result<Checker, SecretError> {
     Ok(Checker {
         sources: spend_sources(&config.sources, sdk, &backends).await?,
+        key_usage: key_usage_sources(&config.sources, &backends).await?,
         store: backends.store,
         bus,
         clock: backends.clock,

@@ -34,6 +34,8 @@ pub async fn webhook_with(
     let http = reqwest::Client::new();
     let checker = Checker {
         sources: spend_sources(&config.sources, sdk, &backends).await?,
+        // the webhook evaluates only the budgets a signal touched: no theft scan here
+        key_usage: Vec::new(),
         store: store.clone(),
         bus,
         clock: backends.clock.clone(),

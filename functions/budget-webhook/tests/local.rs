@@ -109,6 +109,7 @@ async fn webhook() -> (Webhook, Arc<dyn StateStore>) {
             store: store.clone(),
             bus: Arc::new(MemoryBus::default()),
             sources,
+            key_usage: Vec::new(),
             clock: Arc::new(SystemClock),
             claim_lease: DEFAULT_CLAIM_LEASE,
         },

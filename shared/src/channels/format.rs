@@ -596,6 +596,7 @@ mod tests {
                 spend: dec!(30),
                 requests: dec!(600),
                 busiest_minute: dec!(600),
+                tokens: dec!(0),
             },
             signals: vec![Signal {
                 detector: Detector::Spike,

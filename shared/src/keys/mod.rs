@@ -16,7 +16,7 @@ pub mod openai;
 pub mod rotation;
 pub mod vault;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
     /// Anthropic admin API: status `inactive` / `active` (reversible).

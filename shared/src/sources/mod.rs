@@ -19,6 +19,7 @@ pub mod cost_explorer;
 pub mod counters;
 pub mod gcp;
 mod http;
+pub mod key_usage;
 pub mod openai;
 
 pub use anthropic::AnthropicCosts;
