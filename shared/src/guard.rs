@@ -292,19 +292,17 @@ impl KeyGuard {
             return KeyOutcome::AlreadyDisabled;
         }
         let now = self.clock.now();
-        let claim = Claim::key(
-            &key.spec.id,
-            &format!("disable#{incident}"),
-            &uuid::Uuid::new_v4().to_string(),
-            KEY_ACTION_LEASE,
-            now + KEY_CLAIM_RETENTION,
-        );
-        match self.store.claim(&claim, now).await {
-            Err(e) => return KeyOutcome::Failed(e.to_string()),
-            Ok(ClaimOutcome::AlreadyRaised) => return KeyOutcome::AlreadyDisabled,
-            Ok(ClaimOutcome::HeldByOther) => return KeyOutcome::InProgress,
-            Ok(ClaimOutcome::Won) => {}
-        }
+        let claim = match self
+            .claim_key_action(
+                key,
+                &format!("disable#{incident}"),
+                KeyOutcome::AlreadyDisabled,
+            )
+            .await
+        {
+            Ok(claim) => claim,
+            Err(outcome) => return outcome,
+        };
         let spec = self.live(&key.spec).await;
         let result = self.stop(&spec, incident, &wanted, &mut done).await;
         let outcome = match result {
@@ -490,20 +488,13 @@ impl KeyGuard {
         else {
             return KeyOutcome::Restored;
         };
-        let now = self.clock.now();
-        let claim = Claim::key(
-            &key.spec.id,
-            &format!("enable#{incident}"),
-            &uuid::Uuid::new_v4().to_string(),
-            KEY_ACTION_LEASE,
-            now + KEY_CLAIM_RETENTION,
-        );
-        match self.store.claim(&claim, now).await {
-            Err(e) => return KeyOutcome::Failed(e.to_string()),
-            Ok(ClaimOutcome::AlreadyRaised) => return KeyOutcome::Restored,
-            Ok(ClaimOutcome::HeldByOther) => return KeyOutcome::InProgress,
-            Ok(ClaimOutcome::Won) => {}
-        }
+        let claim = match self
+            .claim_key_action(key, &format!("enable#{incident}"), KeyOutcome::Restored)
+            .await
+        {
+            Ok(claim) => claim,
+            Err(outcome) => return outcome,
+        };
         let spec = self.live(&key.spec).await;
         let mut notes = Vec::new();
         let mut failure = None;
@@ -575,6 +566,30 @@ impl KeyGuard {
         }
     }
 
+    /// Claims acting on `key` once (`what`: `disable#<incident>`, `enable#...`, `rotate#...`).
+    /// `Err` is what to report instead of acting: `done` when an earlier invocation did it.
+    async fn claim_key_action(
+        &self,
+        key: &KeyRecord,
+        what: &str,
+        done: KeyOutcome,
+    ) -> Result<Claim, KeyOutcome> {
+        let now = self.clock.now();
+        let claim = Claim::key(
+            &key.spec.id,
+            what,
+            &uuid::Uuid::new_v4().to_string(),
+            KEY_ACTION_LEASE,
+            now + KEY_CLAIM_RETENTION,
+        );
+        match self.store.claim(&claim, now).await {
+            Err(e) => Err(KeyOutcome::Failed(e.to_string())),
+            Ok(ClaimOutcome::AlreadyRaised) => Err(done),
+            Ok(ClaimOutcome::HeldByOther) => Err(KeyOutcome::InProgress),
+            Ok(ClaimOutcome::Won) => Ok(claim),
+        }
+    }
+
     /// Starts the rotation of every key under `scope` that has a secret and a rotation
     /// strategy, once per incident and key (a `rotate_keys` action). Secrets Manager then
     /// calls key-guard's rotation steps, which test the new key before it is made current.
@@ -624,20 +639,17 @@ impl KeyGuard {
         let Some(admin) = &self.secrets else {
             return KeyOutcome::Failed("no Secrets Manager access is configured".into());
         };
-        let now = self.clock.now();
-        let claim = Claim::key(
-            &key.spec.id,
-            &format!("rotate#{incident}"),
-            &uuid::Uuid::new_v4().to_string(),
-            KEY_ACTION_LEASE,
-            now + KEY_CLAIM_RETENTION,
-        );
-        match self.store.claim(&claim, now).await {
-            Err(e) => return KeyOutcome::Failed(e.to_string()),
-            Ok(ClaimOutcome::AlreadyRaised) => return KeyOutcome::AlreadyRotated,
-            Ok(ClaimOutcome::HeldByOther) => return KeyOutcome::InProgress,
-            Ok(ClaimOutcome::Won) => {}
-        }
+        let claim = match self
+            .claim_key_action(
+                key,
+                &format!("rotate#{incident}"),
+                KeyOutcome::AlreadyRotated,
+            )
+            .await
+        {
+            Ok(claim) => claim,
+            Err(outcome) => return outcome,
+        };
         match admin.client.rotate_secret().secret_id(arn).send().await {
             Ok(_) => {
                 if let Err(e) = self.store.finish_claim(&claim).await {

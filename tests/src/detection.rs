@@ -263,9 +263,8 @@ pub async fn a_finding_is_raised_once_per_hour_and_an_ack_quiets_the_day(store: 
     );
 }
 
-/// A burst needs no history: 150 requests in one minute from a brand-new key is medium.
-pub async fn a_burst_is_found_without_history(store: Store) {
-    let now = at("2026-11-23T12:10:00Z");
+/// 150 requests within one second at 12:04 on 23 November: a burst of a brand-new key.
+async fn burst_at_12_04(store: &Store) {
     let entries: Vec<UsageEntry> = (0..3)
         .map(|i| {
             usage(
@@ -277,9 +276,15 @@ pub async fn a_burst_is_found_without_history(store: Store) {
         })
         .collect();
     store
-        .ingest_usage(&entries, now, USAGE_MARKER_TTL)
+        .ingest_usage(&entries, at("2026-11-23T12:10:00Z"), USAGE_MARKER_TTL)
         .await
         .unwrap();
+}
+
+/// A burst needs no history: 150 requests in one minute from a brand-new key is medium.
+pub async fn a_burst_is_found_without_history(store: Store) {
+    let now = at("2026-11-23T12:10:00Z");
+    burst_at_12_04(&store).await;
     let policy = watch(&store, SecurityPolicy::default()).await;
     let bus = MemoryBus::default();
     scan(&store, &bus, &policy, now).await;
@@ -303,20 +308,7 @@ pub async fn a_burst_is_found_without_history(store: Store) {
 /// whole hour after the finding's has passed quietly, the finding's recovery is published once
 /// (key-guard lifts the factor it set).
 pub async fn a_throttled_key_gets_its_limit_back_after_a_quiet_hour(store: Store) {
-    let entries: Vec<UsageEntry> = (0..3)
-        .map(|i| {
-            usage(
-                &format!("b-{i}"),
-                5,
-                50,
-                at("2026-11-23T12:04:10Z") + Duration::seconds(i),
-            )
-        })
-        .collect();
-    store
-        .ingest_usage(&entries, at("2026-11-23T12:10:00Z"), USAGE_MARKER_TTL)
-        .await
-        .unwrap();
+    burst_at_12_04(&store).await;
     let policy = watch(&store, SecurityPolicy::default()).await;
     let bus = MemoryBus::default();
     scan(&store, &bus, &policy, at("2026-11-23T12:10:00Z")).await;

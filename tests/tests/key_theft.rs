@@ -28,6 +28,21 @@ use spendguard_tests::webhook::{WebhookWorld, signed_usage};
 
 const SCOPE: &str = "anthropic/search/key-7";
 
+/// The key both tests watch: an Anthropic key of the search team.
+fn search_key() -> KeySpec {
+    KeySpec {
+        id: "search-key".into(),
+        provider: ProviderKind::Anthropic,
+        scope: Scope::parse(SCOPE).unwrap(),
+        secret_arn: None,
+        key_id: Some("apikey_search".into()),
+        project_id: None,
+        user: None,
+        rotation: None,
+        allow_delete: false,
+    }
+}
+
 /// The SNS delivery of `message` to key-guard's subscription.
 fn sns_event(message: &str) -> Value {
     let path = format!(
@@ -42,17 +57,7 @@ fn sns_event(message: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stolen_key_is_disabled_by_the_next_scheduled_check() {
     let policy = PolicySet {
-        keys: vec![KeySpec {
-            id: "search-key".into(),
-            provider: ProviderKind::Anthropic,
-            scope: Scope::parse(SCOPE).unwrap(),
-            secret_arn: None,
-            key_id: Some("apikey_search".into()),
-            project_id: None,
-            user: None,
-            rotation: None,
-            allow_delete: false,
-        }],
+        keys: vec![search_key()],
         ..PolicySet::default()
     };
     let w = WebhookWorld::new(policy).await;
@@ -308,17 +313,7 @@ async fn a_thiefs_calls_are_found_in_the_providers_usage_report() {
     .await;
     store
         .put_policy(&PolicySet {
-            keys: vec![KeySpec {
-                id: "search-key".into(),
-                provider: ProviderKind::Anthropic,
-                scope: Scope::parse(SCOPE).unwrap(),
-                secret_arn: None,
-                key_id: Some("apikey_search".into()),
-                project_id: None,
-                user: None,
-                rotation: None,
-                allow_delete: false,
-            }],
+            keys: vec![search_key()],
             ..PolicySet::default()
         })
         .await

@@ -291,6 +291,30 @@ impl DynamoStore {
     }
 
     /// BatchGetItem over any number of keys, retrying unprocessed keys.
+    /// The items of `wanted` (each asked for under its (PK, SK)), read in batches, each with
+    /// what asked for it; absent items are left out.
+    async fn batch_get_for<'k, K: Sync + 'k>(
+        &self,
+        wanted: Vec<((String, String), &'k K)>,
+    ) -> StoreResult<Vec<(&'k K, HashMap<String, AttributeValue>)>> {
+        let by_item: HashMap<(String, String), &K> = wanted.into_iter().collect();
+        let requests = by_item
+            .keys()
+            .map(|(pk, sk)| key(pk.clone(), sk.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for item in self.batch_get(requests).await? {
+            let id = (
+                text_attr(&item, PK)?.to_string(),
+                text_attr(&item, SK)?.to_string(),
+            );
+            if let Some(k) = by_item.get(&id) {
+                out.push((*k, item));
+            }
+        }
+        Ok(out)
+    }
+
     async fn batch_get(
         &self,
         keys: Vec<HashMap<String, AttributeValue>>,
@@ -862,23 +886,12 @@ impl StateStore for DynamoStore {
         &self,
         keys: &[CounterKey],
     ) -> StoreResult<BTreeMap<CounterKey, MonthCounters>> {
-        let by_item: HashMap<(String, String), &CounterKey> = keys
+        let wanted = keys
             .iter()
             .map(|k| ((counter_pk(&k.scope), counter_sk(k)), k))
             .collect();
-        let requests = by_item
-            .keys()
-            .map(|(pk, sk)| key(pk.clone(), sk.clone()))
-            .collect();
         let mut out = BTreeMap::new();
-        for item in self.batch_get(requests).await? {
-            let id = (
-                text_attr(&item, PK)?.to_string(),
-                text_attr(&item, SK)?.to_string(),
-            );
-            let Some(counter) = by_item.get(&id) else {
-                continue;
-            };
+        for (counter, item) in self.batch_get_for(wanted).await? {
             let mut month = MonthCounters::default();
             for (name, value) in &item {
                 let Some((day, metric)) = name.strip_prefix('d').and_then(|r| r.split_once('_'))
@@ -897,29 +910,18 @@ impl StateStore for DynamoStore {
                     .map_err(|_| StoreError::Corrupt(format!("counter `{name}` = `{v}`")))?;
                 month.days.entry(day).or_default().add(metric, v);
             }
-            out.insert((*counter).clone(), month);
+            out.insert(counter.clone(), month);
         }
         Ok(out)
     }
 
     async fn read_hours(&self, keys: &[HourKey]) -> StoreResult<BTreeMap<HourKey, HourCounters>> {
-        let by_item: HashMap<(String, String), &HourKey> = keys
+        let wanted = keys
             .iter()
             .map(|k| ((counter_pk(&k.scope), hour_sk(k)), k))
             .collect();
-        let requests = by_item
-            .keys()
-            .map(|(pk, sk)| key(pk.clone(), sk.clone()))
-            .collect();
         let mut out = BTreeMap::new();
-        for item in self.batch_get(requests).await? {
-            let id = (
-                text_attr(&item, PK)?.to_string(),
-                text_attr(&item, SK)?.to_string(),
-            );
-            let Some(hour) = by_item.get(&id) else {
-                continue;
-            };
+        for (hour, item) in self.batch_get_for(wanted).await? {
             let mut counters = HourCounters::default();
             for (name, value) in &item {
                 if let AttributeValue::N(v) = value
@@ -931,7 +933,7 @@ impl StateStore for DynamoStore {
                     counters.add_bucket(name, v);
                 }
             }
-            out.insert((*hour).clone(), counters);
+            out.insert(hour.clone(), counters);
         }
         Ok(out)
     }
