@@ -305,6 +305,8 @@ pub struct Settings {
     pub anomaly: crate::aggregate::AnomalyPolicy,
     #[serde(default)]
     pub security: crate::security::SecurityPolicy,
+    #[serde(default)]
+    pub shutdown: crate::shutdown::ShutdownPolicy,
 }
 
 /// Everything one budgets file defines.

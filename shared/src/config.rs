@@ -25,6 +25,7 @@ use crate::period::{WindowKind, Zone};
 use crate::pricing::{Price, PriceBook};
 use crate::scope::Scope;
 use crate::security::{Detector, PlannedWindow, SecurityPolicy, ThreatLevel};
+use crate::shutdown::ShutdownPolicy;
 use chrono::{DateTime, Utc};
 
 pub const SUPPORTED_VERSION: i64 = 1;
@@ -191,6 +192,8 @@ struct RawFile {
     #[serde(default)]
     security: Option<RawSecurity>,
     #[serde(default)]
+    shutdown: Option<RawShutdown>,
+    #[serde(default)]
     budget: Vec<Spanned<RawBudget>>,
     #[serde(default)]
     key: Vec<Spanned<RawKey>>,
@@ -235,6 +238,13 @@ struct RawPlanned {
     from: Spanned<String>,
     to: Spanned<String>,
     reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShutdown {
+    #[serde(default)]
+    deny_roles: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -540,6 +550,7 @@ impl Validator<'_> {
             }
         }
         let restore = raw.restore.map(|r| self.restore(r)).unwrap_or_default();
+        let shutdown = raw.shutdown.map(|r| self.shutdown(r)).unwrap_or_default();
         let anomaly = raw.anomaly.map(|a| self.anomaly(a)).unwrap_or_default();
         let mut key_ids = BTreeSet::new();
         let mut keys = Vec::new();
@@ -572,6 +583,7 @@ impl Validator<'_> {
                 routing: default_routing.clone(),
                 anomaly,
                 security,
+                shutdown,
             },
             budgets,
             keys,
@@ -982,6 +994,36 @@ impl Validator<'_> {
             });
         }
         p
+    }
+
+    fn shutdown(&mut self, raw: RawShutdown) -> ShutdownPolicy {
+        let mut deny_roles = Vec::new();
+        for role in raw.deny_roles {
+            // IAM's own rule for role names
+            let name = role.get_ref();
+            let valid = (1..=64).contains(&name.len())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
+            if !valid {
+                self.error(
+                    role.span(),
+                    "shutdown.deny_roles",
+                    format!(
+                        "`{name}` is not an IAM role name (1-64 of letters, digits and +=,.@_-)"
+                    ),
+                );
+            } else if deny_roles.contains(name) {
+                self.error(
+                    role.span(),
+                    "shutdown.deny_roles",
+                    format!("`{name}` is named twice"),
+                );
+            } else {
+                deny_roles.push(name.clone());
+            }
+        }
+        ShutdownPolicy { deny_roles }
     }
 
     fn restore(&mut self, raw: RawRestore) -> RestorePolicy {

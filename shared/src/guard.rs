@@ -1,6 +1,7 @@
 //! Emergency stop and restore (flow 4): engage the kill switch first (applications that read it
 //! stop at once), then stop every key under the scope at its provider, once per incident and
-//! key; later re-enable exactly what spendguard stopped and ramp the limit factor back up.
+//! key (and, for a `shutdown`, every opted-in resource); later re-enable exactly what
+//! spendguard stopped and ramp the limit factor back up.
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use crate::keys::{Credential, KeyProvider, KeyRecord, KeySpec, KeyStatus, Measur
 use crate::records::{AuditEntry, Claim, ClaimOutcome, KillSwitch, SwitchState, Versioned};
 use crate::scope::Scope;
 use crate::secret::Secret;
+use crate::shutdown::{ResourceReport, Shutdown, ShutdownTarget};
 use crate::store::{StateStore, StoreError};
 
 /// A key action that was never finished (a crashed invocation) blocks others this long.
@@ -65,21 +67,60 @@ pub struct GuardReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_factor: Option<String>,
     pub keys: Vec<KeyReport>,
+    /// Resources stopped or restored (a `shutdown`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<ResourceReport>,
+    /// What could not even be listed (a cloud's API refused); the switch stays engaged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 impl GuardReport {
+    fn new(scope: &Scope, incident: String, switch: String, keys: Vec<KeyReport>) -> Self {
+        GuardReport {
+            scope: scope.clone(),
+            incident,
+            switch,
+            limit_factor: None,
+            keys,
+            resources: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+
     pub fn failures(&self) -> Vec<String> {
-        self.keys
-            .iter()
-            .filter_map(|k| match &k.outcome {
-                KeyOutcome::Failed(why) => Some(format!("{}: {why}", k.key_id)),
-                KeyOutcome::InProgress => {
-                    Some(format!("{}: still in progress elsewhere", k.key_id))
-                }
-                _ => None,
-            })
+        let keys = self.keys.iter().filter_map(|k| match &k.outcome {
+            KeyOutcome::Failed(why) => Some(format!("{}: {why}", k.key_id)),
+            KeyOutcome::InProgress => Some(format!("{}: still in progress elsewhere", k.key_id)),
+            _ => None,
+        });
+        let resources = self.resources.iter().filter_map(ResourceReport::failure);
+        keys.chain(resources)
+            .chain(self.problems.iter().cloned())
             .collect()
     }
+
+    fn into_result(self) -> Result<GuardReport, GuardError> {
+        if self.failures().is_empty() {
+            Ok(self)
+        } else {
+            Err(GuardError::Incomplete(Box::new(self)))
+        }
+    }
+}
+
+/// What a shutdown would do (a dry run): nothing is changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShutdownPlan {
+    pub scope: Scope,
+    pub dry_run: bool,
+    /// The kill switch now; a shutdown engages it.
+    pub switch: String,
+    /// The keys a shutdown would stop.
+    pub keys: Vec<String>,
+    pub resources: Vec<ResourceReport>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +140,8 @@ pub struct KeyGuard {
     /// Withholds and restores secrets (Secrets Manager); without it those measures fail.
     pub secrets: Option<Arc<SecretsAdmin>>,
     pub clock: Arc<dyn Clock>,
+    /// Where opted-in resources are stopped by a `shutdown` (none: keys only).
+    pub shutdown_targets: Vec<Arc<dyn ShutdownTarget>>,
 }
 
 fn switch_words(s: &KillSwitch) -> String {
@@ -223,16 +266,84 @@ impl KeyGuard {
         actor: &str,
         incident: &str,
     ) -> Result<GuardReport, GuardError> {
+        self.disable_report(scope, reason, actor, incident)
+            .await?
+            .into_result()
+    }
+
+    /// A `shutdown`: what `disable` does, then every opted-in resource under `scope` is stopped.
+    /// A partial failure leaves the switch engaged and fails, so a retry does only the rest.
+    pub async fn shut_down(
+        &self,
+        scope: &Scope,
+        reason: &str,
+        actor: &str,
+        incident: &str,
+    ) -> Result<GuardReport, GuardError> {
+        let mut report = self.disable_report(scope, reason, actor, incident).await?;
+        let (resources, problems) = self.resources().stop(scope, &report.incident, actor).await;
+        report.resources = resources;
+        report.problems = problems;
+        report.into_result()
+    }
+
+    /// What `shut_down` would stop, changing nothing.
+    pub async fn plan_shutdown(
+        &self,
+        scope: &Scope,
+        actor: &str,
+    ) -> Result<ShutdownPlan, GuardError> {
+        let switch = self.store.kill_switch(scope).await?;
+        let keys = self
+            .keys_under(scope)
+            .await?
+            .into_iter()
+            .map(|k| k.spec.id)
+            .collect();
+        let (resources, problems) = self.resources().plan(scope).await;
+        let plan = ShutdownPlan {
+            scope: scope.clone(),
+            dry_run: true,
+            switch: switch
+                .map(|v| switch_words(&v.value))
+                .unwrap_or("open".into()),
+            keys,
+            resources,
+            problems,
+        };
+        self.audit(
+            "shutdown_planned",
+            actor,
+            scope,
+            json!({"keys": plan.keys, "resources": plan.resources, "problems": plan.problems}),
+        )
+        .await;
+        Ok(plan)
+    }
+
+    fn resources(&self) -> Shutdown {
+        Shutdown {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            targets: self.shutdown_targets.clone(),
+        }
+    }
+
+    async fn disable_report(
+        &self,
+        scope: &Scope,
+        reason: &str,
+        actor: &str,
+        incident: &str,
+    ) -> Result<GuardReport, GuardError> {
         let (incident, switch) = self.engage(scope, reason, actor, incident).await?;
         let keys = self.keys_under(scope).await?;
         let outcomes = join_all(keys.iter().map(|k| self.disable_key(k, &incident, actor))).await;
-        let report = GuardReport {
-            scope: scope.clone(),
+        let mut report = GuardReport::new(
+            scope,
             incident,
-            switch: switch_words(&switch.value),
-            limit_factor: Some(switch.value.limit_factor.normalize().to_string()),
-            keys: keys
-                .iter()
+            switch_words(&switch.value),
+            keys.iter()
                 .zip(outcomes)
                 .map(|(k, outcome)| KeyReport {
                     key_id: k.spec.id.clone(),
@@ -241,12 +352,9 @@ impl KeyGuard {
                     outcome,
                 })
                 .collect(),
-        };
-        if report.failures().is_empty() {
-            Ok(report)
-        } else {
-            Err(GuardError::Incomplete(Box::new(report)))
-        }
+        );
+        report.limit_factor = Some(switch.value.limit_factor.normalize().to_string());
+        Ok(report)
     }
 
     fn wanted(spec: &KeySpec) -> Vec<&'static str> {
@@ -429,13 +537,11 @@ impl KeyGuard {
             .filter(|k| matches!(k.status, KeyStatus::DisabledBySpendguard { .. }))
             .collect();
         let outcomes = join_all(keys.iter().map(|k| self.enable_key(k, actor))).await;
-        let mut report = GuardReport {
-            scope: scope.clone(),
+        let mut report = GuardReport::new(
+            scope,
             incident,
-            switch: switch_words(&switch.value),
-            limit_factor: None,
-            keys: keys
-                .iter()
+            switch_words(&switch.value),
+            keys.iter()
                 .zip(outcomes)
                 .map(|(k, outcome)| KeyReport {
                     key_id: k.spec.id.clone(),
@@ -444,7 +550,10 @@ impl KeyGuard {
                     outcome,
                 })
                 .collect(),
-        };
+        );
+        let (resources, problems) = self.resources().restore(scope, actor).await;
+        report.resources = resources;
+        report.problems = problems;
         if !report.failures().is_empty() {
             return Err(GuardError::Incomplete(Box::new(report)));
         }
@@ -618,18 +727,9 @@ impl KeyGuard {
             json!({"incident": incident, "keys": reports}),
         )
         .await;
-        let report = GuardReport {
-            scope: scope.clone(),
-            incident: incident.into(),
-            switch: "unchanged".into(),
-            limit_factor: None,
-            keys: reports,
-        };
-        if report.failures().is_empty() {
-            Ok(report.keys)
-        } else {
-            Err(GuardError::Incomplete(Box::new(report)))
-        }
+        GuardReport::new(scope, incident.into(), "unchanged".into(), reports)
+            .into_result()
+            .map(|r| r.keys)
     }
 
     async fn rotate_key(&self, key: &KeyRecord, incident: &str) -> KeyOutcome {

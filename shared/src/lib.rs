@@ -27,6 +27,7 @@ pub mod runtime;
 pub mod scope;
 pub mod secret;
 pub mod security;
+pub mod shutdown;
 pub mod signals;
 pub mod sources;
 pub mod store;

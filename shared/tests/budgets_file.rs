@@ -108,6 +108,7 @@ fn the_example_budgets_file_is_valid_and_complete() {
     );
     assert_eq!(security.planned.len(), 1);
     assert_eq!(security.planned[0].key, "anthropic-research");
+    assert_eq!(set.settings.shutdown.deny_roles, ["batch-worker"]);
 }
 
 #[test]

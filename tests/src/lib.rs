@@ -3,6 +3,7 @@
 //! providers' APIs, and the store conformance suite that both store backends must pass.
 
 pub mod aws;
+pub mod cloud;
 pub mod conformance;
 pub mod detection;
 pub mod fanout;

@@ -95,6 +95,7 @@ pub async fn run(_args: &[String]) {
         })],
         secrets: None,
         clock: Arc::new(SystemClock),
+        shutdown_targets: Vec::new(),
     };
     let (mut engaged, mut all) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {

@@ -12,6 +12,7 @@ use spendguard_core::keys::rotation::Rotator;
 use spendguard_core::keys::vault::SecretsAdmin;
 use spendguard_core::runtime::Backends;
 use spendguard_core::secret::SecretError;
+use spendguard_core::shutdown::aws::AwsShutdown;
 
 use crate::config::Config;
 use crate::handler::Handler;
@@ -27,7 +28,8 @@ pub async fn handler(config: &Config, sdk: &SdkConfig) -> Result<Handler, Secret
     .await
 }
 
-/// Whether key-guard administers AWS itself: IAM access keys and the secrets it withholds.
+/// Whether key-guard administers AWS itself: IAM access keys, the secrets it withholds and the
+/// resources a shutdown stops.
 /// The CLI's embedded runs leave AWS alone unless asked (`--aws`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AwsKeys {
@@ -80,6 +82,11 @@ pub async fn handler_with(
                 })
             }),
             clock: clock.clone(),
+            shutdown_targets: if aws == AwsKeys::Managed {
+                vec![Arc::new(AwsShutdown::new(sdk))]
+            } else {
+                Vec::new()
+            },
         },
         rotator: Rotator {
             client: secrets,

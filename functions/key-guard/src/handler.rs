@@ -12,7 +12,7 @@ use spendguard_core::guard::{GuardError, KeyGuard};
 use spendguard_core::keys::rotation::{RotationError, RotationEvent, Rotator};
 use spendguard_core::scope::Scope;
 use spendguard_core::store::StoreError;
-use tracing::{info, warn};
+use tracing::info;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyGuardError {
@@ -53,6 +53,15 @@ enum Manual {
         scope: String,
         reason: String,
         actor: String,
+    },
+    /// Stops the keys and the opted-in resources; `dry_run` lists them and changes nothing.
+    Shutdown {
+        scope: String,
+        #[serde(default)]
+        reason: Option<String>,
+        actor: String,
+        #[serde(default)]
+        dry_run: bool,
     },
     Restore {
         scope: String,
@@ -95,7 +104,7 @@ impl Handler {
         }
         let manual: Manual = serde_json::from_value(event).map_err(|e| {
             KeyGuardError::InvalidEvent(format!(
-                "{e}: expected an alert, a rotation step, or {{\"action\": \"disable\" | \"restore\" | \"status\", \"scope\", ...}}"
+                "{e}: expected an alert, a rotation step, or {{\"action\": \"disable\" | \"shutdown\" | \"restore\" | \"status\", \"scope\", ...}}"
             ))
         })?;
         match manual {
@@ -108,6 +117,31 @@ impl Handler {
                 let report = self
                     .guard
                     .disable(&scope(&s)?, &reason, &actor, &incident)
+                    .await?;
+                Ok(serde_json::to_value(report).unwrap_or_default())
+            }
+            Manual::Shutdown {
+                scope: s,
+                actor,
+                dry_run: true,
+                ..
+            } => {
+                let plan = self.guard.plan_shutdown(&scope(&s)?, &actor).await?;
+                Ok(serde_json::to_value(plan).unwrap_or_default())
+            }
+            Manual::Shutdown {
+                scope: s,
+                reason,
+                actor,
+                dry_run: false,
+            } => {
+                let reason = reason.ok_or_else(|| {
+                    KeyGuardError::InvalidEvent("a shutdown needs a `reason` (or `dry_run`)".into())
+                })?;
+                let incident = format!("manual-{}", uuid::Uuid::new_v4());
+                let report = self
+                    .guard
+                    .shut_down(&scope(&s)?, &reason, &actor, &incident)
                     .await?;
                 Ok(serde_json::to_value(report).unwrap_or_default())
             }
@@ -144,13 +178,15 @@ impl Handler {
         };
         match alert.kind {
             AlertKind::Budget | AlertKind::Security if stops => {
-                if alert.actions.contains(&Action::Shutdown) {
-                    warn!(alert = %alert.alert_id, "shutdown of resources is not available yet: the keys under the scope are stopped instead");
-                }
-                let report = self
-                    .guard
-                    .disable(&alert.scope, &alert.summary, actor, &alert.alert_id)
-                    .await?;
+                let report = if alert.actions.contains(&Action::Shutdown) {
+                    self.guard
+                        .shut_down(&alert.scope, &alert.summary, actor, &alert.alert_id)
+                        .await?
+                } else {
+                    self.guard
+                        .disable(&alert.scope, &alert.summary, actor, &alert.alert_id)
+                        .await?
+                };
                 Ok(serde_json::to_value(report).unwrap_or_default())
             }
             AlertKind::Budget | AlertKind::Security if factor.is_some() || rotates => {

@@ -1,0 +1,493 @@
+//! Shutdown of the resources that burn money (the `shutdown` action): what opted in — by the
+//! `spendguard:shutdown = <scope>` tag, or by name in the budgets file — is stopped, and its
+//! state before is recorded first so that `restore` puts back exactly that, and leaves alone
+//! whatever an operator changed in between. Every change is claimed once per incident and
+//! resource, so concurrent and retried shutdowns act once.
+
+pub mod aws;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::clock::Clock;
+use crate::records::{AuditEntry, Claim, ClaimOutcome};
+use crate::scope::Scope;
+use crate::store::StateStore;
+
+/// The tag an AWS resource carries to opt in; its value is the scope whose shutdown stops it.
+/// Fixed, because the IAM policies in template.yaml and terraform/ are conditioned on it.
+pub const SHUTDOWN_TAG: &str = "spendguard:shutdown";
+/// The inline policy put on an opted-in IAM role: deny everything, as AWS Budgets Actions do.
+pub const DENY_POLICY_NAME: &str = "spendguard-shutdown-deny";
+/// A change that was never finished (a crashed invocation) blocks others this long.
+const LEASE: Duration = Duration::minutes(2);
+/// How long the recorded state before a shutdown is kept (a restore may come much later).
+const RECORD_RETENTION: Duration = Duration::days(400);
+
+/// Which resources opt in by name (the budgets file's `[shutdown]`); tags still decide scope.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShutdownPolicy {
+    /// IAM roles that get the deny-all policy (the tagging API cannot list roles).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceKind {
+    LambdaFunction,
+    EcsService,
+    Ec2Instance,
+    IamRole,
+}
+
+impl ResourceKind {
+    /// The state a shutdown leaves the resource in.
+    pub fn stopped(self) -> ResourceState {
+        match self {
+            ResourceKind::LambdaFunction => ResourceState::Concurrency { reserved: Some(0) },
+            ResourceKind::EcsService => ResourceState::DesiredCount { count: 0 },
+            ResourceKind::Ec2Instance => ResourceState::Instance { running: false },
+            ResourceKind::IamRole => ResourceState::DenyPolicy { attached: true },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resource {
+    pub kind: ResourceKind,
+    /// The ARN.
+    pub id: String,
+    /// The scope its opt-in names.
+    pub scope: Scope,
+}
+
+/// What a shutdown changes and a restore puts back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum ResourceState {
+    /// A Lambda function's reserved concurrency (`None`: it draws on the account's pool).
+    Concurrency { reserved: Option<i32> },
+    /// An ECS service's desired count.
+    DesiredCount { count: i32 },
+    /// An EC2 instance (pending counts as running; stopping, stopped and terminated do not).
+    Instance { running: bool },
+    /// Whether the deny-all policy is on an IAM role.
+    DenyPolicy { attached: bool },
+}
+
+impl std::fmt::Display for ResourceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResourceState::Concurrency { reserved: Some(n) } => {
+                write!(f, "reserved concurrency {n}")
+            }
+            ResourceState::Concurrency { reserved: None } => f.write_str("no reserved concurrency"),
+            ResourceState::DesiredCount { count } => write!(f, "desired count {count}"),
+            ResourceState::Instance { running: true } => f.write_str("running"),
+            ResourceState::Instance { running: false } => f.write_str("not running"),
+            ResourceState::DenyPolicy { attached: true } => f.write_str("deny-all policy on"),
+            ResourceState::DenyPolicy { attached: false } => f.write_str("no deny-all policy"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ShutdownError(pub String);
+
+/// A cloud whose resources can be stopped and brought back (AWS here; tests use moto).
+#[async_trait]
+pub trait ShutdownTarget: Send + Sync {
+    /// Every resource that opted in, with the scope it names.
+    async fn opted_in(&self, policy: &ShutdownPolicy) -> Result<Vec<Resource>, ShutdownError>;
+    async fn state(&self, resource: &Resource) -> Result<ResourceState, ShutdownError>;
+    async fn set(&self, resource: &Resource, to: &ResourceState) -> Result<(), ShutdownError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome", content = "detail")]
+pub enum ResourceOutcome {
+    /// Dry run: this change would be made.
+    WouldStop(String),
+    Stopped,
+    /// Stopped earlier (this incident, or an earlier one not yet restored).
+    AlreadyStopped,
+    /// It was in the stopped state before spendguard came: left, and never started by restore.
+    WasNotRunning,
+    /// Another invocation is acting on it right now.
+    InProgress,
+    Restored,
+    /// Changed since the shutdown: left as the operator set it.
+    ChangedByHand(String),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceReport {
+    #[serde(flatten)]
+    pub resource: Resource,
+    /// Its state before the shutdown (as recorded), or now for a dry run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<ResourceState>,
+    #[serde(flatten)]
+    pub outcome: ResourceOutcome,
+}
+
+impl ResourceReport {
+    pub fn failure(&self) -> Option<String> {
+        match &self.outcome {
+            ResourceOutcome::Failed(why) => Some(format!("{}: {why}", self.resource.id)),
+            ResourceOutcome::InProgress => {
+                Some(format!("{}: still in progress elsewhere", self.resource.id))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What was stopped, kept until the restore.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    incident: String,
+    previous: ResourceState,
+    at: DateTime<Utc>,
+    #[serde(default)]
+    restored: bool,
+}
+
+fn record_key(resource: &Resource) -> String {
+    format!("shutdown#{}", resource.id)
+}
+
+/// Stops and restores opted-in resources across targets.
+#[derive(Clone)]
+pub struct Shutdown {
+    pub store: Arc<dyn StateStore>,
+    pub clock: Arc<dyn Clock>,
+    pub targets: Vec<Arc<dyn ShutdownTarget>>,
+}
+
+/// Resources under a scope, with the target that owns each, and the targets that failed to
+/// list theirs.
+type Found<'a> = (Vec<(&'a dyn ShutdownTarget, Resource)>, Vec<String>);
+
+impl Shutdown {
+    async fn under(&self, scope: &Scope) -> Found<'_> {
+        let policy = match self.store.settings().await {
+            Ok(s) => s.shutdown,
+            Err(e) => return (Vec::new(), vec![format!("settings: {e}")]),
+        };
+        let mut found = Vec::new();
+        let mut problems = Vec::new();
+        for target in &self.targets {
+            match target.opted_in(&policy).await {
+                Ok(resources) => found.extend(
+                    resources
+                        .into_iter()
+                        .filter(|r| scope.contains(&r.scope))
+                        .map(|r| (target.as_ref(), r)),
+                ),
+                Err(e) => problems.push(format!("listing opted-in resources: {e}")),
+            }
+        }
+        (found, problems)
+    }
+
+    async fn audit(
+        &self,
+        action: &str,
+        actor: &str,
+        resource: &Resource,
+        detail: serde_json::Value,
+    ) {
+        let mut detail = detail;
+        detail["resource"] = json!(resource.id);
+        detail["kind"] = json!(resource.kind);
+        let entry = AuditEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            at: self.clock.now(),
+            actor: actor.into(),
+            action: action.into(),
+            scope: Some(resource.scope.clone()),
+            detail,
+        };
+        if let Err(e) = self.store.append_audit(&entry).await {
+            warn!(error = %e, action, "audit entry not written");
+        }
+    }
+
+    async fn record(&self, resource: &Resource) -> Result<Option<Record>, ShutdownError> {
+        let text = self
+            .store
+            .get_cached(&record_key(resource), self.clock.now())
+            .await
+            .map_err(|e| ShutdownError(format!("reading its recorded state: {e}")))?;
+        match text {
+            None => Ok(None),
+            Some(t) => serde_json::from_str(&t)
+                .map(Some)
+                .map_err(|e| ShutdownError(format!("its recorded state is unreadable: {e}"))),
+        }
+    }
+
+    async fn put_record(&self, resource: &Resource, record: &Record) -> Result<(), ShutdownError> {
+        let text = serde_json::to_string(record).map_err(|e| ShutdownError(e.to_string()))?;
+        self.store
+            .put_cached(&record_key(resource), &text, record.at + RECORD_RETENTION)
+            .await
+            .map_err(|e| ShutdownError(format!("recording its state: {e}")))
+    }
+
+    /// What a shutdown of `scope` would change, changing nothing.
+    pub async fn plan(&self, scope: &Scope) -> (Vec<ResourceReport>, Vec<String>) {
+        let (found, problems) = self.under(scope).await;
+        let reports = join_all(found.into_iter().map(|(target, resource)| async move {
+            let stopped = resource.kind.stopped();
+            let (before, outcome) = match target.state(&resource).await {
+                Ok(now) if now == stopped => (Some(now), ResourceOutcome::WasNotRunning),
+                Ok(now) => {
+                    let change = format!("{now} -> {stopped}");
+                    (Some(now), ResourceOutcome::WouldStop(change))
+                }
+                Err(e) => (None, ResourceOutcome::Failed(e.to_string())),
+            };
+            ResourceReport {
+                resource,
+                before,
+                outcome,
+            }
+        }))
+        .await;
+        (reports, problems)
+    }
+
+    /// Stops every opted-in resource under `scope`, once per incident and resource.
+    pub async fn stop(
+        &self,
+        scope: &Scope,
+        incident: &str,
+        actor: &str,
+    ) -> (Vec<ResourceReport>, Vec<String>) {
+        let (found, problems) = self.under(scope).await;
+        let reports = join_all(
+            found
+                .into_iter()
+                .map(|(target, resource)| self.stop_one(target, resource, incident, actor)),
+        )
+        .await;
+        (reports, problems)
+    }
+
+    async fn claim(&self, resource: &Resource, what: &str) -> Result<Claim, ClaimOutcomeOr> {
+        let now = self.clock.now();
+        let claim = Claim::key(
+            &resource.id,
+            what,
+            &uuid::Uuid::new_v4().to_string(),
+            LEASE,
+            now + RECORD_RETENTION,
+        );
+        match self.store.claim(&claim, now).await {
+            Err(e) => Err(ClaimOutcomeOr::Failed(e.to_string())),
+            Ok(ClaimOutcome::Won) => Ok(claim),
+            Ok(ClaimOutcome::AlreadyRaised) => Err(ClaimOutcomeOr::Done),
+            Ok(ClaimOutcome::HeldByOther) => Err(ClaimOutcomeOr::InProgress),
+        }
+    }
+
+    async fn stop_one(
+        &self,
+        target: &dyn ShutdownTarget,
+        resource: Resource,
+        incident: &str,
+        actor: &str,
+    ) -> ResourceReport {
+        let report = |before, outcome| ResourceReport {
+            resource: resource.clone(),
+            before,
+            outcome,
+        };
+        let claim = match self.claim(&resource, &format!("shutdown#{incident}")).await {
+            Ok(c) => c,
+            Err(other) => return report(None, other.outcome(ResourceOutcome::AlreadyStopped)),
+        };
+        let result = self.stop_claimed(target, &resource, incident).await;
+        match result {
+            Ok((before, outcome)) => {
+                let _ = self.store.finish_claim(&claim).await;
+                if outcome == ResourceOutcome::Stopped {
+                    info!(resource = %resource.id, "resource stopped");
+                }
+                self.audit(
+                    "resource_stopped",
+                    actor,
+                    &resource,
+                    json!({"incident": incident, "before": before, "outcome": outcome}),
+                )
+                .await;
+                report(before, outcome)
+            }
+            Err((before, e)) => {
+                let _ = self.store.release_claim(&claim).await;
+                warn!(resource = %resource.id, error = %e, "resource not stopped; the switch stays engaged");
+                self.audit(
+                    "resource_stop_failed",
+                    actor,
+                    &resource,
+                    json!({"incident": incident, "error": e.to_string()}),
+                )
+                .await;
+                report(before, ResourceOutcome::Failed(e.to_string()))
+            }
+        }
+    }
+
+    /// Records the state before (unless an earlier attempt of this incident did), then stops.
+    async fn stop_claimed(
+        &self,
+        target: &dyn ShutdownTarget,
+        resource: &Resource,
+        incident: &str,
+    ) -> Result<(Option<ResourceState>, ResourceOutcome), (Option<ResourceState>, ShutdownError)>
+    {
+        let stopped = resource.kind.stopped();
+        let previous = match self.record(resource).await.map_err(|e| (None, e))? {
+            Some(r) if !r.restored && r.incident != incident => {
+                return Ok((Some(r.previous), ResourceOutcome::AlreadyStopped));
+            }
+            // an earlier attempt of this incident recorded it, then failed or crashed
+            Some(r) if !r.restored => r.previous,
+            _ => {
+                let now = target.state(resource).await.map_err(|e| (None, e))?;
+                if now == stopped {
+                    return Ok((Some(now), ResourceOutcome::WasNotRunning));
+                }
+                let record = Record {
+                    incident: incident.into(),
+                    previous: now.clone(),
+                    at: self.clock.now(),
+                    restored: false,
+                };
+                self.put_record(resource, &record)
+                    .await
+                    .map_err(|e| (Some(now.clone()), e))?;
+                now
+            }
+        };
+        target
+            .set(resource, &stopped)
+            .await
+            .map_err(|e| (Some(previous.clone()), e))?;
+        Ok((Some(previous), ResourceOutcome::Stopped))
+    }
+
+    /// Puts back every resource under `scope` that a shutdown stopped and has not been restored:
+    /// to its recorded state, unless it was changed since (then it is left, and reported).
+    pub async fn restore(&self, scope: &Scope, actor: &str) -> (Vec<ResourceReport>, Vec<String>) {
+        let (found, mut problems) = self.under(scope).await;
+        let mut stopped = Vec::new();
+        for (target, resource) in found {
+            match self.record(&resource).await {
+                Ok(Some(record)) if !record.restored => stopped.push((target, resource, record)),
+                Ok(_) => {}
+                Err(e) => problems.push(format!("{}: {e}", resource.id)),
+            }
+        }
+        let reports =
+            join_all(stopped.into_iter().map(|(target, resource, record)| {
+                self.restore_one(target, resource, record, actor)
+            }))
+            .await;
+        (reports, problems)
+    }
+
+    async fn restore_one(
+        &self,
+        target: &dyn ShutdownTarget,
+        resource: Resource,
+        record: Record,
+        actor: &str,
+    ) -> ResourceReport {
+        let report = |outcome| ResourceReport {
+            resource: resource.clone(),
+            before: Some(record.previous.clone()),
+            outcome,
+        };
+        let claim = match self
+            .claim(&resource, &format!("restore#{}", record.incident))
+            .await
+        {
+            Ok(c) => c,
+            Err(other) => return report(other.outcome(ResourceOutcome::Restored)),
+        };
+        let result = async {
+            let now = target.state(&resource).await?;
+            let outcome = if now == resource.kind.stopped() {
+                target.set(&resource, &record.previous).await?;
+                ResourceOutcome::Restored
+            } else if now == record.previous {
+                ResourceOutcome::Restored
+            } else {
+                ResourceOutcome::ChangedByHand(format!(
+                    "now {now} (spendguard left {}): left as the operator set it",
+                    resource.kind.stopped()
+                ))
+            };
+            let done = Record {
+                restored: true,
+                ..record.clone()
+            };
+            self.put_record(&resource, &done).await?;
+            Ok::<_, ShutdownError>(outcome)
+        }
+        .await;
+        match result {
+            Ok(outcome) => {
+                let _ = self.store.finish_claim(&claim).await;
+                self.audit(
+                    "resource_restored",
+                    actor,
+                    &resource,
+                    json!({"incident": record.incident, "to": record.previous, "outcome": outcome}),
+                )
+                .await;
+                report(outcome)
+            }
+            Err(e) => {
+                let _ = self.store.release_claim(&claim).await;
+                self.audit(
+                    "resource_restore_failed",
+                    actor,
+                    &resource,
+                    json!({"incident": record.incident, "error": e.to_string()}),
+                )
+                .await;
+                report(ResourceOutcome::Failed(e.to_string()))
+            }
+        }
+    }
+}
+
+/// A claim that was not won.
+enum ClaimOutcomeOr {
+    Done,
+    InProgress,
+    Failed(String),
+}
+
+impl ClaimOutcomeOr {
+    fn outcome(self, done: ResourceOutcome) -> ResourceOutcome {
+        match self {
+            ClaimOutcomeOr::Done => done,
+            ClaimOutcomeOr::InProgress => ResourceOutcome::InProgress,
+            ClaimOutcomeOr::Failed(e) => ResourceOutcome::Failed(e),
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Resources a shutdown acts on, created in moto: Lambda functions, ECS services, EC2
+//! instances and IAM roles, tagged (or not) with `spendguard:shutdown`, and read back
+//! independently of the code under test (EC2 goes through the Query transport, as there is no
+//! EC2 SDK client in the workspace).
+
+use aws_config::SdkConfig;
+use spendguard_core::shutdown::SHUTDOWN_TAG;
+use spendguard_core::shutdown::aws::Ec2Query;
+
+use crate::aws;
+
+/// An empty zip archive: moto stores a function's code without running it.
+const EMPTY_ZIP: [u8; 22] = [
+    0x50, 0x4b, 0x05, 0x06, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+/// One of moto's built-in images.
+const IMAGE: &str = "ami-03cf127a";
+
+pub struct Cloud {
+    pub lambda: aws_sdk_lambda::Client,
+    pub ecs: aws_sdk_ecs::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub ec2: Ec2Query,
+    execution_role: String,
+}
+
+impl Cloud {
+    pub async fn new(sdk: &SdkConfig) -> Cloud {
+        let iam = aws_sdk_iam::Client::new(sdk);
+        let execution_role = iam
+            .create_role()
+            .role_name(aws::unique("lambda-exec"))
+            .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#)
+            .send()
+            .await
+            .unwrap()
+            .role
+            .unwrap()
+            .arn;
+        Cloud {
+            lambda: aws_sdk_lambda::Client::new(sdk),
+            ecs: aws_sdk_ecs::Client::new(sdk),
+            iam,
+            ec2: Ec2Query {
+                sdk: sdk.clone(),
+                http: reqwest::Client::new(),
+            },
+            execution_role,
+        }
+    }
+
+    /// A function, tagged with `scope` if given; returns its ARN.
+    pub async fn function(&self, scope: Option<&str>, reserved: Option<i32>) -> String {
+        let name = aws::unique("fn");
+        let mut create = self
+            .lambda
+            .create_function()
+            .function_name(&name)
+            .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
+            .handler("bootstrap")
+            .role(&self.execution_role)
+            .code(
+                aws_sdk_lambda::types::FunctionCode::builder()
+                    .zip_file(aws_smithy_types::Blob::new(EMPTY_ZIP.to_vec()))
+                    .build(),
+            );
+        if let Some(s) = scope {
+            create = create.tags(SHUTDOWN_TAG, s);
+        }
+        let arn = create.send().await.unwrap().function_arn.unwrap();
+        if let Some(n) = reserved {
+            self.set_reserved(&arn, Some(n)).await;
+        }
+        arn
+    }
+
+    pub async fn set_reserved(&self, arn: &str, reserved: Option<i32>) {
+        match reserved {
+            Some(n) => {
+                self.lambda
+                    .put_function_concurrency()
+                    .function_name(arn)
+                    .reserved_concurrent_executions(n)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            None => {
+                self.lambda
+                    .delete_function_concurrency()
+                    .function_name(arn)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    pub async fn reserved(&self, arn: &str) -> Option<i32> {
+        self.lambda
+            .get_function_concurrency()
+            .function_name(arn)
+            .send()
+            .await
+            .unwrap()
+            .reserved_concurrent_executions
+    }
+
+    /// A service in a new cluster, tagged with `scope` if given; returns its ARN.
+    pub async fn service(&self, scope: Option<&str>, desired: i32) -> String {
+        let cluster = aws::unique("cluster");
+        self.ecs
+            .create_cluster()
+            .cluster_name(&cluster)
+            .send()
+            .await
+            .unwrap();
+        let family = aws::unique("task");
+        self.ecs
+            .register_task_definition()
+            .family(&family)
+            .container_definitions(
+                aws_sdk_ecs::types::ContainerDefinition::builder()
+                    .name("app")
+                    .image("public.ecr.aws/docker/library/busybox:latest")
+                    .memory(128)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let mut create = self
+            .ecs
+            .create_service()
+            .cluster(&cluster)
+            .service_name(aws::unique("svc"))
+            .task_definition(&family)
+            .desired_count(desired);
+        if let Some(s) = scope {
+            create = create.tags(
+                aws_sdk_ecs::types::Tag::builder()
+                    .key(SHUTDOWN_TAG)
+                    .value(s)
+                    .build(),
+            );
+        }
+        create
+            .send()
+            .await
+            .unwrap()
+            .service
+            .unwrap()
+            .service_arn
+            .unwrap()
+    }
+
+    pub async fn set_desired(&self, arn: &str, desired: i32) {
+        let cluster = arn.split('/').nth(1).unwrap();
+        self.ecs
+            .update_service()
+            .cluster(cluster)
+            .service(arn)
+            .desired_count(desired)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    pub async fn desired(&self, arn: &str) -> i32 {
+        let cluster = arn.split('/').nth(1).unwrap();
+        self.ecs
+            .describe_services()
+            .cluster(cluster)
+            .services(arn)
+            .send()
+            .await
+            .unwrap()
+            .services()[0]
+            .desired_count()
+    }
+
+    /// A running instance, tagged with `scope` if given; returns its id.
+    pub async fn instance(&self, scope: Option<&str>) -> String {
+        let mut params = vec![
+            ("ImageId", IMAGE),
+            ("MinCount", "1"),
+            ("MaxCount", "1"),
+            ("InstanceType", "t3.micro"),
+        ];
+        if let Some(s) = scope {
+            params.extend([
+                ("TagSpecification.1.ResourceType", "instance"),
+                ("TagSpecification.1.Tag.1.Key", SHUTDOWN_TAG),
+                ("TagSpecification.1.Tag.1.Value", s),
+            ]);
+        }
+        let answer = self.ec2.call("RunInstances", &params).await.unwrap();
+        let from = answer.find("<instanceId>").unwrap() + "<instanceId>".len();
+        let to = answer[from..].find("</instanceId>").unwrap() + from;
+        answer[from..to].to_string()
+    }
+
+    pub async fn stop_instance(&self, id: &str) {
+        self.ec2
+            .call("StopInstances", &[("InstanceId.1", id)])
+            .await
+            .unwrap();
+    }
+
+    pub async fn start_instance(&self, id: &str) {
+        self.ec2
+            .call("StartInstances", &[("InstanceId.1", id)])
+            .await
+            .unwrap();
+    }
+
+    /// The instance's state name (running, stopped, ...).
+    pub async fn instance_state(&self, id: &str) -> String {
+        let answer = self
+            .ec2
+            .call("DescribeInstances", &[("InstanceId.1", id)])
+            .await
+            .unwrap();
+        let state = &answer[answer.find("<instanceState>").unwrap()..];
+        let from = state.find("<name>").unwrap() + "<name>".len();
+        let to = state.find("</name>").unwrap();
+        state[from..to].to_string()
+    }
+
+    /// A role, tagged with `scope` if given; returns its name.
+    pub async fn role(&self, scope: Option<&str>) -> String {
+        let name = aws::unique("worker");
+        let mut create = self
+            .iam
+            .create_role()
+            .role_name(&name)
+            .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#);
+        if let Some(s) = scope {
+            create = create.tags(
+                aws_sdk_iam::types::Tag::builder()
+                    .key(SHUTDOWN_TAG)
+                    .value(s)
+                    .build()
+                    .unwrap(),
+            );
+        }
+        create.send().await.unwrap();
+        name
+    }
+
+    /// The inline policies on a role.
+    pub async fn role_policies(&self, name: &str) -> Vec<String> {
+        self.iam
+            .list_role_policies()
+            .role_name(name)
+            .send()
+            .await
+            .unwrap()
+            .policy_names
+    }
+}

@@ -1,0 +1,373 @@
+//! Shutdown of opted-in AWS resources end to end: key-guard's production wiring against moto
+//! (Lambda, ECS, EC2, IAM, the Resource Groups Tagging API, DynamoDB). Each test works in its
+//! own scope, so resources other tests tag are outside it, like untagged ones.
+
+use serde_json::{Value, json};
+use spendguard_core::budget::{Action, PolicySet};
+use spendguard_core::period::YearMonth;
+use spendguard_core::shutdown::{DENY_POLICY_NAME, ShutdownPolicy};
+use spendguard_core::store::StateStore;
+use spendguard_tests::aws;
+use spendguard_tests::cloud::Cloud;
+use spendguard_tests::keyguard::KeyGuardWorld;
+
+/// An alert for `scope` ordering a shutdown, as SNS delivers it to key-guard.
+fn shutdown_alert(scope: &str, alert_id: &str) -> Value {
+    let path = format!(
+        "{}/../events/alert-fanout/emergency.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut alert: Value =
+        serde_json::from_str(fixture["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap();
+    alert["scope"] = json!(scope);
+    alert["alert_id"] = json!(alert_id);
+    alert["actions"] = json!([Action::Shutdown]);
+    let mut event = fixture.clone();
+    event["Records"][0]["Sns"]["Message"] = json!(alert.to_string());
+    event
+}
+
+async fn world(deny_roles: Vec<String>) -> KeyGuardWorld {
+    let mut policy = PolicySet::default();
+    policy.settings.shutdown = ShutdownPolicy { deny_roles };
+    KeyGuardWorld::new(policy).await
+}
+
+/// The outcome a report gives each resource, by id (ARN or its last segment).
+fn outcomes(report: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = report["resources"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|r| {
+            (
+                name(r["id"].as_str().unwrap()),
+                r["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn name(arn: &str) -> String {
+    arn.rsplit(['/', ':']).next().unwrap().to_string()
+}
+
+async fn audit_actions(w: &KeyGuardWorld, action: &str) -> Vec<Value> {
+    let month = YearMonth::of(chrono::Utc::now().date_naive());
+    w.store
+        .audit_log(month, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == action)
+        .map(|e| e.detail)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_then_restore_returns_every_opted_in_resource_to_its_recorded_state() {
+    let sdk = aws::sdk().await;
+    let cloud = Cloud::new(&sdk).await;
+    let scope = format!("aws/{}", aws::unique("batch"));
+    let inside = format!("{scope}/etl");
+    let elsewhere = format!("aws/{}", aws::unique("web"));
+    // opted in under the scope
+    let capped = cloud.function(Some(&scope), Some(7)).await;
+    let pooled = cloud.function(Some(&inside), None).await;
+    let service = cloud.service(Some(&scope), 3).await;
+    let running = cloud.instance(Some(&scope)).await;
+    let idle = cloud.instance(Some(&scope)).await;
+    cloud.stop_instance(&idle).await;
+    let role = cloud.role(Some(&scope)).await;
+    // not opted in, or in another scope: never touched
+    let untagged_fn = cloud.function(None, Some(5)).await;
+    let other_fn = cloud.function(Some(&elsewhere), None).await;
+    let untagged_service = cloud.service(None, 2).await;
+    let untagged_instance = cloud.instance(None).await;
+    let untagged_role = cloud.role(None).await;
+    let w = world(vec![role.clone(), untagged_role.clone()]).await;
+
+    // the dry run lists what would change and changes nothing
+    let plan = w
+        .handler
+        .handle(json!({"action": "shutdown", "scope": scope, "actor": "ops@example.com", "dry_run": true}))
+        .await
+        .unwrap();
+    assert_eq!(plan["dry_run"], json!(true));
+    let mut expected = vec![
+        (name(&capped), "would_stop".to_string()),
+        (name(&pooled), "would_stop".into()),
+        (name(&service), "would_stop".into()),
+        (running.clone(), "would_stop".into()),
+        (idle.clone(), "was_not_running".into()),
+        (role.clone(), "would_stop".into()),
+    ];
+    expected.sort();
+    assert_eq!(outcomes(&plan), expected, "{plan:#}");
+    let capped_plan = plan["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == json!(capped))
+        .unwrap();
+    assert_eq!(
+        capped_plan["detail"],
+        json!("reserved concurrency 7 -> reserved concurrency 0")
+    );
+    assert_eq!(cloud.reserved(&capped).await, Some(7));
+    assert_eq!(cloud.desired(&service).await, 3);
+    assert_eq!(cloud.instance_state(&running).await, "running");
+    assert!(cloud.role_policies(&role).await.is_empty());
+    assert!(
+        w.store
+            .kill_switch(&spendguard_core::scope::Scope::parse(&scope).unwrap())
+            .await
+            .unwrap()
+            .is_none(),
+        "a dry run engages nothing"
+    );
+
+    // the alert's shutdown stops exactly the opted-in resources under the scope
+    let report = w
+        .handler
+        .handle(shutdown_alert(&scope, "alert-shutdown-1"))
+        .await
+        .unwrap();
+    let report = &report["alerts"][0];
+    assert_eq!(report["switch"], json!("engaged"));
+    let mut stopped = vec![
+        (name(&capped), "stopped".to_string()),
+        (name(&pooled), "stopped".into()),
+        (name(&service), "stopped".into()),
+        (running.clone(), "stopped".into()),
+        (idle.clone(), "was_not_running".into()),
+        (role.clone(), "stopped".into()),
+    ];
+    stopped.sort();
+    assert_eq!(outcomes(report), stopped, "{report:#}");
+    assert_eq!(cloud.reserved(&capped).await, Some(0));
+    assert_eq!(cloud.reserved(&pooled).await, Some(0));
+    assert_eq!(cloud.desired(&service).await, 0);
+    assert_eq!(cloud.instance_state(&running).await, "stopped");
+    assert_eq!(
+        cloud.role_policies(&role).await,
+        vec![DENY_POLICY_NAME.to_string()]
+    );
+    let untouched = async || {
+        assert_eq!(cloud.reserved(&untagged_fn).await, Some(5));
+        assert_eq!(cloud.reserved(&other_fn).await, None);
+        assert_eq!(cloud.desired(&untagged_service).await, 2);
+        assert_eq!(cloud.instance_state(&untagged_instance).await, "running");
+        assert!(cloud.role_policies(&untagged_role).await.is_empty());
+    };
+    untouched().await;
+    // every step is in the audit log, with the state it recorded
+    let audit = audit_actions(&w, "resource_stopped").await;
+    let capped_entry = audit
+        .iter()
+        .find(|d| d["resource"] == json!(capped))
+        .unwrap();
+    assert_eq!(
+        capped_entry["before"],
+        json!({"state": "concurrency", "reserved": 7})
+    );
+
+    // a redelivery of the alert changes nothing more
+    let again = w
+        .handler
+        .handle(shutdown_alert(&scope, "alert-shutdown-1"))
+        .await
+        .unwrap();
+    assert!(
+        outcomes(&again["alerts"][0])
+            .iter()
+            .all(|(_, o)| o == "already_stopped" || o == "was_not_running"),
+        "{again:#}"
+    );
+
+    // restore puts back what was recorded, and only that
+    let restored = w
+        .handler
+        .handle(json!({"action": "restore", "scope": scope, "actor": "ops@example.com"}))
+        .await
+        .unwrap();
+    let mut back: Vec<(String, String)> = [
+        name(&capped),
+        name(&pooled),
+        name(&service),
+        running.clone(),
+        role.clone(),
+    ]
+    .into_iter()
+    .map(|n| (n, "restored".to_string()))
+    .collect();
+    back.sort();
+    assert_eq!(outcomes(&restored), back, "{restored:#}");
+    assert_eq!(cloud.reserved(&capped).await, Some(7));
+    assert_eq!(cloud.reserved(&pooled).await, None);
+    assert_eq!(cloud.desired(&service).await, 3);
+    assert_eq!(cloud.instance_state(&running).await, "running");
+    assert_eq!(
+        cloud.instance_state(&idle).await,
+        "stopped",
+        "it was not running before"
+    );
+    assert!(cloud.role_policies(&role).await.is_empty());
+    untouched().await;
+    assert_eq!(audit_actions(&w, "resource_restored").await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_changed_by_hand_after_the_shutdown_is_left_as_the_operator_set_it() {
+    let sdk = aws::sdk().await;
+    let cloud = Cloud::new(&sdk).await;
+    let scope = format!("aws/{}", aws::unique("jobs"));
+    let function = cloud.function(Some(&scope), Some(20)).await;
+    let service = cloud.service(Some(&scope), 4).await;
+    let instance = cloud.instance(Some(&scope)).await;
+    let w = world(Vec::new()).await;
+    w.handler
+        .handle(json!({"action": "shutdown", "scope": scope, "reason": "runaway batch", "actor": "ops@example.com"}))
+        .await
+        .unwrap();
+    assert_eq!(cloud.desired(&service).await, 0);
+
+    // an operator brings part of it back by hand, differently
+    cloud.set_reserved(&function, Some(2)).await;
+    cloud.set_desired(&service, 1).await;
+    let report = w
+        .handler
+        .handle(json!({"action": "restore", "scope": scope, "actor": "ops@example.com"}))
+        .await
+        .unwrap();
+    let mut expected = vec![
+        (name(&function), "changed_by_hand".to_string()),
+        (name(&service), "changed_by_hand".into()),
+        (instance.clone(), "restored".into()),
+    ];
+    expected.sort();
+    assert_eq!(outcomes(&report), expected, "{report:#}");
+    let note = report["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == json!(service))
+        .unwrap()["detail"]
+        .clone();
+    assert_eq!(
+        note,
+        json!("now desired count 1 (spendguard left desired count 0): left as the operator set it")
+    );
+    assert_eq!(cloud.reserved(&function).await, Some(2));
+    assert_eq!(cloud.desired(&service).await, 1);
+    assert_eq!(cloud.instance_state(&instance).await, "running");
+    // and a second restore has nothing left to do
+    let again = w
+        .handler
+        .handle(json!({"action": "restore", "scope": scope, "actor": "ops@example.com"}))
+        .await
+        .unwrap();
+    assert!(outcomes(&again).is_empty(), "{again:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_shutdowns_at_once_act_once_and_restore_what_was_there_before() {
+    let sdk = aws::sdk().await;
+    let cloud = Cloud::new(&sdk).await;
+    let scope = format!("aws/{}", aws::unique("race"));
+    let function = cloud.function(Some(&scope), Some(9)).await;
+    let service = cloud.service(Some(&scope), 2).await;
+    let instance = cloud.instance(Some(&scope)).await;
+    let w = world(Vec::new()).await;
+    let manual = json!({"action": "shutdown", "scope": scope, "reason": "bill spike", "actor": "ops@example.com"});
+    let (a, b) = tokio::join!(
+        w.handler.handle(shutdown_alert(&scope, "alert-race")),
+        w.handler.handle(manual.clone()),
+    );
+    // one of them may find the other still at work (and fail, to be retried); retry both
+    for r in [&a, &b] {
+        if let Err(e) = r {
+            assert!(e.to_string().contains("still in progress elsewhere"), "{e}");
+        }
+    }
+    w.handler.handle(manual).await.unwrap();
+    let stops = audit_actions(&w, "resource_stopped").await;
+    for id in [&function, &service] {
+        let acted: Vec<&Value> = stops
+            .iter()
+            .filter(|d| d["resource"] == json!(id) && d["outcome"]["outcome"] == json!("stopped"))
+            .collect();
+        assert_eq!(acted.len(), 1, "{id} stopped once: {stops:#?}");
+    }
+    assert_eq!(cloud.reserved(&function).await, Some(0));
+    assert_eq!(cloud.desired(&service).await, 0);
+    assert_eq!(cloud.instance_state(&instance).await, "stopped");
+    // the state recorded is the one before the first shutdown, not the second's view of it
+    w.handler
+        .handle(json!({"action": "restore", "scope": scope, "actor": "ops@example.com"}))
+        .await
+        .unwrap();
+    assert_eq!(cloud.reserved(&function).await, Some(9));
+    assert_eq!(cloud.desired(&service).await, 2);
+    assert_eq!(cloud.instance_state(&instance).await, "running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_stop_keeps_the_switch_engaged_and_a_retry_finishes_only_what_is_missing() {
+    use spendguard_tests::faults::{Fault, FaultProxy, Rule};
+    let sdk = aws::sdk().await;
+    let cloud = Cloud::new(&sdk).await;
+    let scope = format!("aws/{}", aws::unique("partial"));
+    let function = cloud.function(Some(&scope), None).await;
+    let instance = cloud.instance(Some(&scope)).await;
+    let w = world(Vec::new()).await;
+    let proxy = FaultProxy::start(vec![Rule {
+        operation: "StopInstances",
+        body_contains: None,
+        every: 1,
+        limit: 1,
+        fault: Fault::ServerError,
+    }])
+    .await;
+    let through_proxy = key_guard::app::handler(&w.config, &proxy.sdk().await)
+        .await
+        .unwrap();
+    let err = through_proxy
+        .handle(shutdown_alert(&scope, "alert-partial"))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&instance) && text.contains("ec2:StopInstances"),
+        "{text}"
+    );
+    assert_eq!(cloud.reserved(&function).await, Some(0));
+    assert_eq!(cloud.instance_state(&instance).await, "running");
+    let switch = w
+        .store
+        .kill_switch(&spendguard_core::scope::Scope::parse(&scope).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        switch.value.state,
+        spendguard_core::records::SwitchState::Engaged { .. }
+    ));
+    assert_eq!(audit_actions(&w, "resource_stop_failed").await.len(), 1);
+
+    // SNS delivers again: only the instance is left to stop
+    let retry = through_proxy
+        .handle(shutdown_alert(&scope, "alert-partial"))
+        .await
+        .unwrap();
+    let mut expected = vec![
+        (name(&function), "already_stopped".to_string()),
+        (instance.clone(), "stopped".into()),
+    ];
+    expected.sort();
+    assert_eq!(outcomes(&retry["alerts"][0]), expected, "{retry:#}");
+    assert_eq!(cloud.instance_state(&instance).await, "stopped");
+}
