@@ -294,6 +294,15 @@ class Parity(unittest.TestCase):
             {"actions": ["disable_keys", "shutdown", "reduce_limits", "rotate_keys"]},
         )
 
+    def test_shutdown_changes_only_resources_that_opted_in_by_tag(self):
+        t = template()
+        policy = t["Resources"]["KeyGuardFunction"]["Properties"]["Policies"][0]["Statement"]
+        (statement,) = [s for s in policy if isinstance(s, dict) and s.get("Sid") == "ShutdownOptedIn"]
+        self.assertEqual(statement["Condition"], {"Null": {"aws:ResourceTag/spendguard:shutdown": "false"}})
+        texts = terraform_texts()
+        self.assertIn('ShutdownOptedIn = { Null = { "aws:ResourceTag/spendguard:shutdown" = "false" } }', texts["main.tf"])
+        self.assertIn("{ Condition = local.conditions[sid] }", texts["functions.tf"])
+
     def test_aws_budgets_may_publish_only_for_this_account(self):
         t = template()
         statement = t["Resources"]["BudgetsTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]

@@ -25,7 +25,10 @@ resource "aws_iam_role_policy" "function" {
     Version = "2012-10-17"
     Statement = concat(
       [
-        for sid, actions in local.permissions[each.key] : { Sid = sid, Effect = "Allow", Action = actions, Resource = local.shared_resources[sid] }
+        for sid, actions in local.permissions[each.key] : merge(
+          { Sid = sid, Effect = "Allow", Action = actions, Resource = local.shared_resources[sid] },
+          contains(keys(local.conditions), sid) ? { Condition = local.conditions[sid] } : {},
+        )
         if length(local.shared_resources[sid]) > 0
       ],
       [

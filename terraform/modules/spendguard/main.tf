@@ -30,6 +30,9 @@ locals {
       NewSecrets        = ["secretsmanager:GetRandomPassword"]
       IamAccessKeys     = ["iam:ListAccessKeys", "iam:UpdateAccessKey"]
       RotateThroughSelf = ["lambda:InvokeFunction"]
+      FindOptedIn       = ["tag:GetResources", "ec2:DescribeInstances"]
+      ReadDenyRoles     = ["iam:GetRole"]
+      ShutdownOptedIn   = ["lambda:GetFunctionConcurrency", "lambda:PutFunctionConcurrency", "lambda:DeleteFunctionConcurrency", "ecs:DescribeServices", "ecs:UpdateService", "ec2:StopInstances", "ec2:StartInstances", "iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy"]
     }
     "budget-webhook" = {
       State                      = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:TransactWriteItems"]
@@ -62,6 +65,16 @@ locals {
     WebhookSecrets             = [var.usage_secret_arn, var.status_token_arn]
     # RotateSecret needs the caller to be allowed to invoke the rotation function (key-guard)
     RotateThroughSelf = ["arn:${local.partition}:lambda:${data.aws_region.current.region}:${local.account}:function:${var.name}-key-guard"]
+    # a shutdown (docs/shutdown.md): finding what opted in has no resource-level permissions;
+    # every change is allowed only on resources tagged spendguard:shutdown (conditions below)
+    FindOptedIn     = ["*"]
+    ReadDenyRoles   = ["arn:${local.partition}:iam::${local.account}:role/*"]
+    ShutdownOptedIn = ["*"]
+  }
+
+  # Statements allowed only under a condition.
+  conditions = {
+    ShutdownOptedIn = { Null = { "aws:ResourceTag/spendguard:shutdown" = "false" } }
   }
 
   functions = {
