@@ -69,7 +69,25 @@ enum Command {
         #[command(flatten)]
         on: operate::On,
     },
-    /// Re-enable the keys spendguard stopped under a scope and start the limit ramp.
+    /// Stop a scope's keys and the resources that opted in (the `shutdown` action): lists what
+    /// would be stopped, then asks before doing it. With `--aws`, AWS resources tagged
+    /// `spendguard:shutdown`; the embedded store has keys only.
+    Shutdown {
+        #[arg(long)]
+        scope: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+        /// Only list what would be stopped.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        on: operate::On,
+    },
+    /// Re-enable the keys (and resources) spendguard stopped under a scope and start the limit ramp.
     Restore {
         #[arg(long)]
         scope: String,
@@ -212,6 +230,13 @@ fn main() -> ExitCode {
                 yes,
                 on,
             } => operate::kill(&on, &scope, &reason, yes).await,
+            Command::Shutdown {
+                scope,
+                reason,
+                dry_run,
+                yes,
+                on,
+            } => operate::shutdown(&on, &scope, &reason, dry_run, yes).await,
             Command::Restore { scope, yes, on } => operate::restore(&on, &scope, yes).await,
             Command::Ack {
                 alert_id,

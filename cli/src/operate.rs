@@ -250,12 +250,50 @@ pub async fn kill(on: &On, scope_text: &str, reason: &str, yes: bool) -> Result<
     print_guard(report)
 }
 
+/// Shows what a shutdown would stop (key-guard's dry run), then, once confirmed, does it.
+pub async fn shutdown(
+    on: &On,
+    scope_text: &str,
+    reason: &str,
+    dry_run: bool,
+    yes: bool,
+) -> Result<(), Failure> {
+    let target = scope(scope_text)?;
+    let local = on.local().await?;
+    let plan = act(
+        &local,
+        Function::KeyGuard,
+        json!({"action": "shutdown", "scope": target, "actor": actor(), "dry_run": true}),
+    )
+    .await?;
+    println!("{}", pretty(&plan));
+    if dry_run {
+        return Ok(());
+    }
+    let resources = plan["resources"].as_array().map_or(0, Vec::len);
+    let keys = plan["keys"].as_array().map_or(0, Vec::len);
+    confirm(
+        &format!(
+            "Shut down {target} in the {}: engage its kill switch, stop {keys} key(s) and {resources} resource(s) as listed above?",
+            on.name()
+        ),
+        yes,
+    )?;
+    let report = act(
+        &local,
+        Function::KeyGuard,
+        json!({"action": "shutdown", "scope": target, "reason": reason, "actor": actor()}),
+    )
+    .await;
+    print_guard(report)
+}
+
 pub async fn restore(on: &On, scope_text: &str, yes: bool) -> Result<(), Failure> {
     let target = scope(scope_text)?;
     let local = on.local().await?;
     confirm(
         &format!(
-            "Restore {target} in the {}: re-enable the keys spendguard stopped and start the limit ramp?",
+            "Restore {target} in the {}: re-enable the keys and resources spendguard stopped and start the limit ramp?",
             on.name()
         ),
         yes,
@@ -272,18 +310,17 @@ pub async fn restore(on: &On, scope_text: &str, yes: bool) -> Result<(), Failure
 fn print_guard(report: Result<Value, Failure>) -> Result<(), Failure> {
     let report = report?;
     println!("{}", pretty(&report));
-    let failed: Vec<String> = report["keys"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let failed: Vec<String> = ["keys", "resources"]
+        .iter()
+        .flat_map(|part| report[part].as_array().into_iter().flatten())
         .filter(|k| k["outcome"] == json!("failed"))
-        .map(|k| format!("{}: {}", k["key_id"], k["detail"]))
+        .map(|k| format!("{}: {}", k.get("key_id").unwrap_or(&k["id"]), k["detail"]))
         .collect();
     if failed.is_empty() {
         Ok(())
     } else {
         Err(Failure::Run(format!(
-            "some keys failed: {}",
+            "some keys or resources failed: {}",
             failed.join("; ")
         )))
     }

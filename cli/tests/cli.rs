@@ -238,6 +238,7 @@ fn help_and_errors_guide_the_user() {
         "invoke",
         "status",
         "kill",
+        "shutdown",
         "restore",
         "ack",
         "budgets",

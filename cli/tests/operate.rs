@@ -1,12 +1,13 @@
 //! The operator's commands against a deployment's table in moto (through `AWS_ENDPOINT_URL`,
 //! started by scripts/test), with the Anthropic admin API as a local stand-in: `budgets apply`
-//! with its diff and confirmation, `kill`, `status`, `restore` and `ack`.
+//! with its diff and confirmation, `kill`, `shutdown` (against resources in moto), `status`,
+//! `restore` and `ack`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use spendguard_core::alert::AlertEvent;
 use spendguard_core::records::{OpenAlert, SwitchState};
 use spendguard_core::scope::Scope;
@@ -274,4 +275,44 @@ async fn kill_status_restore_and_ack_against_a_deployment() {
         "{}",
         text(&unknown.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lists_what_it_would_stop_and_stops_it_only_when_confirmed() {
+    let sdk = aws::sdk().await;
+    let (store, table) = aws::new_store(&sdk).await;
+    store
+        .put_policy(&spendguard_core::budget::PolicySet::default())
+        .await
+        .unwrap();
+    let cloud = spendguard_tests::cloud::Cloud::new(&sdk).await;
+    let scope = format!("aws/{}", aws::unique("cli"));
+    let function = cloud.function(Some(&scope), Some(4)).await;
+    let env = [("SPENDGUARD_TABLE", table.as_str())];
+    let shutdown = |extra: &[&str]| {
+        let mut args = vec!["shutdown", "--scope", &scope, "--reason", "runaway"];
+        args.extend_from_slice(extra);
+        spendguard(&args, &env)
+    };
+
+    let plan = shutdown(&["--dry-run"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stderr));
+    let plan: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(plan["resources"][0]["id"], json!(function));
+    assert_eq!(plan["resources"][0]["outcome"], "would_stop");
+    // unconfirmed (no terminal, no --yes): the plan is shown, nothing is stopped
+    let refused = shutdown(&[]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stdout).contains(&function),
+        "shows the plan first"
+    );
+    assert_eq!(cloud.reserved(&function).await, Some(4));
+
+    let done = shutdown(&["--yes"]);
+    assert_eq!(done.status.code(), Some(0), "{}", text(&done.stderr));
+    assert_eq!(cloud.reserved(&function).await, Some(0));
+    let restore = spendguard(&["restore", "--scope", &scope, "--yes"], &env);
+    assert_eq!(restore.status.code(), Some(0), "{}", text(&restore.stderr));
+    assert_eq!(cloud.reserved(&function).await, Some(4));
 }
