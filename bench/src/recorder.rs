@@ -118,7 +118,12 @@ pub fn boto3_call(call: &Recorded) -> Result<Value, String> {
         let operation = target.rsplit('.').next().unwrap_or(target);
         let params: Value = serde_json::from_str(&call.body)
             .map_err(|e| format!("{target}: body is not JSON: {e}"))?;
-        return Ok(json!({"service": call.service, "operation": operation, "params": params}));
+        // boto3 names the Resource Groups Tagging API client by its full name, not its signing name
+        let service = match call.service.as_str() {
+            "tagging" => "resourcegroupstaggingapi",
+            other => other,
+        };
+        return Ok(json!({"service": service, "operation": operation, "params": params}));
     }
     if call.service == "ses" && call.path == "/v2/email/outbound-emails" {
         let params: Value = serde_json::from_str(&call.body)

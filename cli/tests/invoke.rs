@@ -185,6 +185,9 @@ fn expectations(aws: bool) -> Vec<(&'static str, i32, &'static str)> {
             keys_incomplete.0,
             keys_incomplete.1,
         ),
+        ("key-guard/shutdown-dry-run.json", 0, "\"dry_run\": true"),
+        // nothing opted in under aws/batch here: the switch is engaged, nothing else to stop
+        ("key-guard/shutdown.json", 0, "\"switch\": \"engaged\""),
         ("key-guard/restore.json", 0, "restoring"),
         ("key-guard/status.json", 0, "\"switch\""),
         (

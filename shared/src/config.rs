@@ -25,7 +25,7 @@ use crate::period::{WindowKind, Zone};
 use crate::pricing::{Price, PriceBook};
 use crate::scope::Scope;
 use crate::security::{Detector, PlannedWindow, SecurityPolicy, ThreatLevel};
-use crate::shutdown::ShutdownPolicy;
+use crate::shutdown::{GcpProject, ShutdownPolicy};
 use chrono::{DateTime, Utc};
 
 pub const SUPPORTED_VERSION: i64 = 1;
@@ -245,6 +245,19 @@ struct RawPlanned {
 struct RawShutdown {
     #[serde(default)]
     deny_roles: Vec<Spanned<String>>,
+    #[serde(default)]
+    gcp: Vec<Spanned<RawGcpProject>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGcpProject {
+    project: Spanned<String>,
+    scope: Spanned<String>,
+    #[serde(default)]
+    unlink_billing: bool,
+    #[serde(default)]
+    service_accounts: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1023,7 +1036,72 @@ impl Validator<'_> {
                 deny_roles.push(name.clone());
             }
         }
-        ShutdownPolicy { deny_roles }
+        let mut gcp: Vec<GcpProject> = Vec::new();
+        for raw_project in raw.gcp {
+            let span = raw_project.span();
+            let rp = raw_project.into_inner();
+            let id = rp.project.get_ref();
+            // Google's rule for project ids
+            let valid_id = (6..=30).contains(&id.len())
+                && id.starts_with(|c: char| c.is_ascii_lowercase())
+                && !id.ends_with('-')
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !valid_id {
+                self.error(
+                    rp.project.span(),
+                    "shutdown.gcp.project",
+                    format!("`{id}` is not a GCP project id (6-30 of a-z, 0-9 and -, starting with a letter)"),
+                );
+                continue;
+            }
+            if gcp.iter().any(|p| &p.project == id) {
+                self.error(
+                    rp.project.span(),
+                    "shutdown.gcp.project",
+                    format!("`{id}` is named twice"),
+                );
+                continue;
+            }
+            let scope = match Scope::parse(rp.scope.get_ref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.error(rp.scope.span(), "shutdown.gcp.scope", e.to_string());
+                    continue;
+                }
+            };
+            let mut accounts = Vec::new();
+            for account in rp.service_accounts {
+                let email = account.get_ref();
+                if !email.ends_with(".gserviceaccount.com") || !email.contains('@') {
+                    self.error(
+                        account.span(),
+                        "shutdown.gcp.service_accounts",
+                        format!(
+                            "`{email}` is not a service account e-mail (…@….gserviceaccount.com)"
+                        ),
+                    );
+                } else {
+                    accounts.push(email.clone());
+                }
+            }
+            if !rp.unlink_billing && accounts.is_empty() {
+                self.error(
+                    span,
+                    "shutdown.gcp",
+                    format!("`{id}`: set unlink_billing = true or name service_accounts, or a shutdown does nothing to it"),
+                );
+                continue;
+            }
+            gcp.push(GcpProject {
+                project: id.clone(),
+                scope,
+                unlink_billing: rp.unlink_billing,
+                service_accounts: accounts,
+            });
+        }
+        ShutdownPolicy { deny_roles, gcp }
     }
 
     fn restore(&mut self, raw: RawRestore) -> RestorePolicy {

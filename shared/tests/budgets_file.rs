@@ -109,6 +109,15 @@ fn the_example_budgets_file_is_valid_and_complete() {
     assert_eq!(security.planned.len(), 1);
     assert_eq!(security.planned[0].key, "anthropic-research");
     assert_eq!(set.settings.shutdown.deny_roles, ["batch-worker"]);
+    let gcp = &set.settings.shutdown.gcp[0];
+    assert_eq!(
+        (
+            gcp.project.as_str(),
+            gcp.unlink_billing,
+            gcp.service_accounts.len()
+        ),
+        ("data-platform-prod", false, 1)
+    );
 }
 
 #[test]

@@ -6,6 +6,11 @@ pass a condition. This launcher serialises DynamoDB requests (and only those: SN
 HTTP endpoints synchronously, and those endpoints may call back into moto) so that the
 emulator gives the same guarantee as the service. Everything else is moto's own server.
 
+One adaptation to the machine: moto's model dump (`/moto-api/data.json`, where tests read the
+e-mails SES accepted) reads every attribute of every model, and a Lambda function's
+`docker_client` connects to Docker, which is not installed here; without Docker that attribute
+is reported absent instead of failing the whole dump.
+
 Usage: python server.py PORT
 """
 
@@ -14,6 +19,8 @@ import threading
 
 from werkzeug.serving import run_simple
 
+from moto.utilities.docker_utilities import DockerModel
+
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -21,6 +28,17 @@ from moto.moto_server.werkzeug_app import (
 )
 
 _dynamodb = threading.Lock()
+_docker_client = DockerModel.docker_client
+
+
+def _docker_client_or_absent(model):
+    try:
+        return _docker_client.fget(model)
+    except Exception as e:  # docker.errors.DockerException: no Docker daemon
+        raise AttributeError(f"no Docker on this machine: {e}") from e
+
+
+DockerModel.docker_client = property(_docker_client_or_absent)
 
 
 class SerializedDynamoDB:

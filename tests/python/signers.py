@@ -10,6 +10,8 @@ The tests call this script with a JSON request on stdin and read a JSON answer o
       -> {"private_pem": "...", "jwks": {...}} (a fresh RSA key and its JWKS)
   {"op": "jwt", "private_pem": "...", "kid": "k1", "claims": {...}, "alg": "RS256"}
       -> {"token": "..."}                      (PyJWT; alg "none" and "HS256-public" are forged by hand)
+  {"op": "jwt-verify", "token": "...", "public_pem": "...", "audience": "..."}
+      -> {"valid": true, "claims": {...}}      (PyJWT: RS256 signature, audience, expiry)
   {"op": "sns-sign", "message": {...}, "version": "1"|"2", "cert_url": "..."}
       -> {"message": {...}, "certificate_pem": "..."}  (cryptography: self-signed cert, SNS string to sign)
 """
@@ -74,6 +76,14 @@ def mint_jwt(req):
     raise SystemExit(f"unknown alg {alg}")
 
 
+def verify_jwt(req):
+    try:
+        claims = jwt.decode(req["token"], req["public_pem"], algorithms=["RS256"], audience=req["audience"])
+        return {"valid": True, "claims": claims}
+    except jwt.PyJWTError as e:
+        return {"valid": False, "error": str(e)}
+
+
 def sns_sign(req):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
@@ -102,7 +112,7 @@ def sns_sign(req):
     return {"message": m, "certificate_pem": cert.public_bytes(serialization.Encoding.PEM).decode()}
 
 
-OPS = {"webhook-sign": webhook_sign, "webhook-verify": webhook_verify, "rsa-key": rsa_key, "jwt": mint_jwt, "sns-sign": sns_sign}
+OPS = {"webhook-sign": webhook_sign, "webhook-verify": webhook_verify, "rsa-key": rsa_key, "jwt": mint_jwt, "jwt-verify": verify_jwt, "sns-sign": sns_sign}
 
 if __name__ == "__main__":
     request = json.load(sys.stdin)

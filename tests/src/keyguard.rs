@@ -150,6 +150,10 @@ impl KeyGuardWorld {
                 aws::secret(&sdk, "openai-admin", "sk-admin-openai-test").await,
             ),
             openai_api_url: o.url.clone(),
+            gcp_credential_arn: None,
+            gcp_token_url: None,
+            gcp_billing_api_url: spendguard_core::shutdown::gcp::BILLING_API.into(),
+            gcp_iam_api_url: spendguard_core::shutdown::gcp::IAM_API.into(),
         };
         let handler = app::handler(&config, &sdk).await.expect("key-guard starts");
         KeyGuardWorld {

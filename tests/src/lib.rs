@@ -8,6 +8,7 @@ pub mod conformance;
 pub mod detection;
 pub mod fanout;
 pub mod faults;
+pub mod google;
 pub mod keyguard;
 pub mod logs;
 pub mod standin;

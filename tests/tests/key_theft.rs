@@ -189,6 +189,10 @@ async fn a_stolen_key_is_disabled_by_the_next_scheduled_check() {
             anthropic_api_url: standin.url.clone(),
             openai_admin_key_arn: None,
             openai_api_url: standin.url.clone(),
+            gcp_credential_arn: None,
+            gcp_token_url: None,
+            gcp_billing_api_url: spendguard_core::shutdown::gcp::BILLING_API.into(),
+            gcp_iam_api_url: spendguard_core::shutdown::gcp::IAM_API.into(),
         },
         &w.sdk,
     )

@@ -1,15 +1,19 @@
-//! Shutdown of opted-in AWS resources end to end: key-guard's production wiring against moto
-//! (Lambda, ECS, EC2, IAM, the Resource Groups Tagging API, DynamoDB). Each test works in its
-//! own scope, so resources other tests tag are outside it, like untagged ones.
+//! Shutdown of opted-in resources end to end: key-guard's production wiring against moto
+//! (Lambda, ECS, EC2, IAM, the Resource Groups Tagging API, DynamoDB) and local stand-ins for
+//! Google's token endpoint, Cloud Billing and IAM. Each AWS test works in its own scope, so
+//! resources other tests tag are outside it, like untagged ones.
 
 use serde_json::{Value, json};
 use spendguard_core::budget::{Action, PolicySet};
 use spendguard_core::period::YearMonth;
-use spendguard_core::shutdown::{DENY_POLICY_NAME, ShutdownPolicy};
+use spendguard_core::scope::Scope;
+use spendguard_core::shutdown::{DENY_POLICY_NAME, GcpProject, ShutdownPolicy};
 use spendguard_core::store::StateStore;
 use spendguard_tests::aws;
 use spendguard_tests::cloud::Cloud;
+use spendguard_tests::google::Google;
 use spendguard_tests::keyguard::KeyGuardWorld;
+use spendguard_tests::webhook::python;
 
 /// An alert for `scope` ordering a shutdown, as SNS delivers it to key-guard.
 fn shutdown_alert(scope: &str, alert_id: &str) -> Value {
@@ -30,7 +34,10 @@ fn shutdown_alert(scope: &str, alert_id: &str) -> Value {
 
 async fn world(deny_roles: Vec<String>) -> KeyGuardWorld {
     let mut policy = PolicySet::default();
-    policy.settings.shutdown = ShutdownPolicy { deny_roles };
+    policy.settings.shutdown = ShutdownPolicy {
+        deny_roles,
+        gcp: Vec::new(),
+    };
     KeyGuardWorld::new(policy).await
 }
 
@@ -88,7 +95,13 @@ async fn shutdown_then_restore_returns_every_opted_in_resource_to_its_recorded_s
     let untagged_service = cloud.service(None, 2).await;
     let untagged_instance = cloud.instance(None).await;
     let untagged_role = cloud.role(None).await;
-    let w = world(vec![role.clone(), untagged_role.clone()]).await;
+    // a role named in the file that does not exist holds nothing up
+    let w = world(vec![
+        role.clone(),
+        untagged_role.clone(),
+        aws::unique("gone"),
+    ])
+    .await;
 
     // the dry run lists what would change and changes nothing
     let plan = w
@@ -123,7 +136,7 @@ async fn shutdown_then_restore_returns_every_opted_in_resource_to_its_recorded_s
     assert!(cloud.role_policies(&role).await.is_empty());
     assert!(
         w.store
-            .kill_switch(&spendguard_core::scope::Scope::parse(&scope).unwrap())
+            .kill_switch(&Scope::parse(&scope).unwrap())
             .await
             .unwrap()
             .is_none(),
@@ -348,7 +361,7 @@ async fn a_failing_stop_keeps_the_switch_engaged_and_a_retry_finishes_only_what_
     assert_eq!(cloud.instance_state(&instance).await, "running");
     let switch = w
         .store
-        .kill_switch(&spendguard_core::scope::Scope::parse(&scope).unwrap())
+        .kill_switch(&Scope::parse(&scope).unwrap())
         .await
         .unwrap()
         .unwrap();
@@ -370,4 +383,156 @@ async fn a_failing_stop_keeps_the_switch_engaged_and_a_retry_finishes_only_what_
     expected.sort();
     assert_eq!(outcomes(&retry["alerts"][0]), expected, "{retry:#}");
     assert_eq!(cloud.instance_state(&instance).await, "stopped");
+}
+
+/// key-guard with a Google credential, against the Google stand-ins.
+async fn gcp_world(google: &Google, key_file: &str, projects: Vec<GcpProject>) -> KeyGuardWorld {
+    let mut w = world(Vec::new()).await;
+    let mut policy = w.store.load_policy().await.unwrap();
+    policy.settings.shutdown.gcp = projects;
+    w.store.put_policy(&policy).await.unwrap();
+    w.config.gcp_credential_arn = Some(w.secret("gcp-shutdown", key_file).await);
+    w.config.gcp_billing_api_url = google.url.clone();
+    w.config.gcp_iam_api_url = google.url.clone();
+    w.handler = key_guard::app::handler(&w.config, &w.sdk).await.unwrap();
+    w
+}
+
+const TRAINER: &str = "trainer@ml-sandbox-123.iam.gserviceaccount.com";
+const ACCOUNT: &str = "billingAccounts/01ABCD-234567-89EFGH";
+
+fn sandbox() -> GcpProject {
+    GcpProject {
+        project: "ml-sandbox-123".into(),
+        scope: Scope::parse("gcp/ml-sandbox").unwrap(),
+        unlink_billing: true,
+        service_accounts: vec![TRAINER.into()],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcp_billing_is_unlinked_and_keys_disabled_then_restored_as_recorded() {
+    let google = Google::start().await;
+    google.project("ml-sandbox-123", ACCOUNT);
+    google.project("web-prod-456", ACCOUNT);
+    let live = google.key("ml-sandbox-123", TRAINER, "k1", false);
+    let retired = google.key("ml-sandbox-123", TRAINER, "k2", true);
+    let other = google.key(
+        "ml-sandbox-123",
+        "ci@ml-sandbox-123.iam.gserviceaccount.com",
+        "k3",
+        false,
+    );
+    let w = gcp_world(&google, &google.key_file, vec![sandbox()]).await;
+
+    let plan = w
+        .handler
+        .handle(json!({"action": "shutdown", "scope": "gcp", "actor": "ops@example.com", "dry_run": true}))
+        .await
+        .unwrap();
+    let mut expected = vec![
+        ("billingInfo".to_string(), "would_stop".to_string()),
+        ("k1".into(), "would_stop".into()),
+        ("k2".into(), "was_not_running".into()),
+    ];
+    expected.sort();
+    assert_eq!(outcomes(&plan), expected, "{plan:#}");
+    assert_eq!(
+        plan["resources"][0]["detail"],
+        json!(format!("billing by {ACCOUNT} -> billing unlinked")),
+        "{plan:#}"
+    );
+    assert_eq!(google.state.billing_of("ml-sandbox-123"), ACCOUNT);
+
+    let report = w
+        .handler
+        .handle(shutdown_alert("gcp", "alert-gcp-1"))
+        .await
+        .unwrap();
+    let mut stopped = vec![
+        ("billingInfo".to_string(), "stopped".to_string()),
+        ("k1".into(), "stopped".into()),
+        ("k2".into(), "was_not_running".into()),
+    ];
+    stopped.sort();
+    assert_eq!(outcomes(&report["alerts"][0]), stopped, "{report:#}");
+    assert_eq!(google.state.billing_of("ml-sandbox-123"), "");
+    assert!(google.state.disabled(&live));
+    // not named: untouched
+    assert_eq!(google.state.billing_of("web-prod-456"), ACCOUNT);
+    assert!(!google.state.disabled(&other));
+
+    let restored = w
+        .handler
+        .handle(json!({"action": "restore", "scope": "gcp", "actor": "ops@example.com"}))
+        .await
+        .unwrap();
+    let mut back = vec![
+        ("billingInfo".to_string(), "restored".to_string()),
+        ("k1".into(), "restored".into()),
+    ];
+    back.sort();
+    assert_eq!(outcomes(&restored), back, "{restored:#}");
+    assert_eq!(google.state.billing_of("ml-sandbox-123"), ACCOUNT);
+    assert!(!google.state.disabled(&live));
+    assert!(
+        google.state.disabled(&retired),
+        "it was disabled before: it stays so"
+    );
+    // one token, signed once and cached, served the dry run, the shutdown and the restore
+    assert_eq!(google.state.tokens.lock().unwrap().len(), 1);
+    assert!(google.state.refused.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_google_credential_that_is_wrong_or_missing_fails_the_shutdown_clearly() {
+    let google = Google::start().await;
+    google.project("ml-sandbox-123", ACCOUNT);
+    // a key file signed by another key: Google refuses the assertion, nothing changes
+    let impostor = python(json!({"op": "rsa-key", "kid": "other"}));
+    let mut forged: Value = serde_json::from_str(&google.key_file).unwrap();
+    forged["private_key"] = impostor["private_pem"].clone();
+    spendguard_tests::logs::secret_used(impostor["private_pem"].as_str().unwrap());
+    let w = gcp_world(&google, &forged.to_string(), vec![sandbox()]).await;
+    let err = w
+        .handler
+        .handle(shutdown_alert("gcp", "alert-gcp-forged"))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("Google token endpoint: HTTP 400: invalid_grant Invalid JWT Signature"),
+        "{text}"
+    );
+    assert_eq!(google.state.billing_of("ml-sandbox-123"), ACCOUNT);
+    assert_eq!(google.state.refused.lock().unwrap().len(), 1);
+    let switch = w
+        .store
+        .kill_switch(&Scope::parse("gcp").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(
+            switch.value.state,
+            spendguard_core::records::SwitchState::Engaged { .. }
+        ),
+        "the switch stays engaged"
+    );
+
+    // a project named without any credential configured is an error, not a silent no-op
+    let w = world(Vec::new()).await;
+    let mut policy = w.store.load_policy().await.unwrap();
+    policy.settings.shutdown.gcp = vec![sandbox()];
+    w.store.put_policy(&policy).await.unwrap();
+    let err = w
+        .handler
+        .handle(shutdown_alert("gcp", "alert-gcp-none"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no Google credential (SPENDGUARD_GCP_CREDENTIAL_ARN)"),
+        "{err}"
+    );
 }

@@ -7,7 +7,7 @@
 //!
 //!     bench/run    (builds the functions, starts moto, runs this with the baseline's Python)
 //!
-//! Needs `AWS_ENDPOINT_URL` at moto, the functions' binaries in target/<--profile, release>, and
+//! Needs `AWS_ENDPOINT_URL` at moto, the functions' release binaries in target/release, and
 //! `--python PATH` to a Python with bench/requirements.txt installed.
 
 use std::any::Any;
@@ -42,7 +42,10 @@ const FUNCTIONS: [(&str, &str); 5] = [
     ("budget-check", "dynamodb,secretsmanager,sns,budgets"),
     ("budget-webhook", "dynamodb,secretsmanager,sns,budgets"),
     ("alert-fanout", "dynamodb,secretsmanager,sesv2"),
-    ("key-guard", "dynamodb,secretsmanager,iam"),
+    (
+        "key-guard",
+        "dynamodb,secretsmanager,iam,resourcegroupstaggingapi,lambda,ecs,ec2",
+    ),
     ("daily-aggregate", "dynamodb,sns"),
 ];
 
@@ -582,9 +585,7 @@ pub async fn run(args: &[String]) {
     let rounds: usize = flag(args, "--rounds").map_or(5, |n| n.parse().expect("--rounds N"));
     let warm: usize = flag(args, "--warm").map_or(20, |n| n.parse().expect("--warm N"));
     let only = flag(args, "--only");
-    // bench/run builds with the `measure` profile by default (BENCH_PROFILE chooses)
-    let profile = flag(args, "--profile").unwrap_or_else(|| "release".into());
-    let release = root().join("target").join(&profile);
+    let release = root().join("target/release");
     let logs = root().join("target/bench-logs");
     std::fs::create_dir_all(&logs).expect("a log folder");
 
@@ -599,7 +600,7 @@ pub async fn run(args: &[String]) {
         let binary = release.join(function);
         assert!(
             binary.exists(),
-            "{} is missing: cargo build --profile {profile} -p {function}",
+            "{} is missing: cargo build --release -p {function}",
             binary.display()
         );
         let mut figures = Figures {

@@ -12,7 +12,9 @@ use spendguard_core::keys::rotation::Rotator;
 use spendguard_core::keys::vault::SecretsAdmin;
 use spendguard_core::runtime::Backends;
 use spendguard_core::secret::SecretError;
+use spendguard_core::shutdown::ShutdownTarget;
 use spendguard_core::shutdown::aws::AwsShutdown;
+use spendguard_core::shutdown::gcp::{GcpShutdown, ServiceAccountKey};
 
 use crate::config::Config;
 use crate::handler::Handler;
@@ -51,6 +53,25 @@ pub async fn handler_with(
     } = backends;
     let secrets = aws_sdk_secretsmanager::Client::new(sdk);
     let http = reqwest::Client::new();
+    let gcp_credential = match &config.gcp_credential_arn {
+        Some(arn) => Some(
+            ServiceAccountKey::parse(&vault.read(arn).await?).map_err(|e| SecretError {
+                reference: arn.clone(),
+                message: e.to_string(),
+            })?,
+        ),
+        None => None,
+    };
+    let mut shutdown_targets: Vec<Arc<dyn ShutdownTarget>> = vec![Arc::new(GcpShutdown::new(
+        http.clone(),
+        gcp_credential,
+        config.gcp_token_url.clone(),
+        config.gcp_billing_api_url.clone(),
+        config.gcp_iam_api_url.clone(),
+    ))];
+    if aws == AwsKeys::Managed {
+        shutdown_targets.push(Arc::new(AwsShutdown::new(sdk)));
+    }
     let mut providers: Vec<Arc<dyn KeyProvider>> = Vec::new();
     if aws == AwsKeys::Managed {
         providers.push(Arc::new(IamKeys {
@@ -82,11 +103,7 @@ pub async fn handler_with(
                 })
             }),
             clock: clock.clone(),
-            shutdown_targets: if aws == AwsKeys::Managed {
-                vec![Arc::new(AwsShutdown::new(sdk))]
-            } else {
-                Vec::new()
-            },
+            shutdown_targets,
         },
         rotator: Rotator {
             client: secrets,

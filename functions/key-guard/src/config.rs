@@ -2,6 +2,7 @@
 
 use spendguard_core::env::{Env, EnvError};
 use spendguard_core::runtime::check_api_url;
+use spendguard_core::shutdown::gcp;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -13,6 +14,13 @@ pub struct Config {
     /// Enables OpenAI key administration (`SPENDGUARD_OPENAI_ADMIN_KEY_ARN`).
     pub openai_admin_key_arn: Option<String>,
     pub openai_api_url: String,
+    /// A Google service-account key file in Secrets Manager, for GCP shutdowns
+    /// (`SPENDGUARD_GCP_CREDENTIAL_ARN`).
+    pub gcp_credential_arn: Option<String>,
+    /// Overrides the key file's `token_uri` (`SPENDGUARD_GCP_TOKEN_URL`).
+    pub gcp_token_url: Option<String>,
+    pub gcp_billing_api_url: String,
+    pub gcp_iam_api_url: String,
 }
 
 impl Config {
@@ -29,8 +37,23 @@ impl Config {
                 "SPENDGUARD_OPENAI_API_URL",
                 "https://api.openai.com".to_string(),
             )?,
+            gcp_credential_arn: env.optional("SPENDGUARD_GCP_CREDENTIAL_ARN"),
+            gcp_token_url: env.optional("SPENDGUARD_GCP_TOKEN_URL"),
+            gcp_billing_api_url: env.parsed(
+                "SPENDGUARD_GCP_BILLING_API_URL",
+                gcp::BILLING_API.to_string(),
+            )?,
+            gcp_iam_api_url: env.parsed("SPENDGUARD_GCP_IAM_API_URL", gcp::IAM_API.to_string())?,
         };
         check_api_url("SPENDGUARD_ANTHROPIC_API_URL", &config.anthropic_api_url)?;
+        check_api_url(
+            "SPENDGUARD_GCP_BILLING_API_URL",
+            &config.gcp_billing_api_url,
+        )?;
+        check_api_url("SPENDGUARD_GCP_IAM_API_URL", &config.gcp_iam_api_url)?;
+        if let Some(url) = &config.gcp_token_url {
+            check_api_url("SPENDGUARD_GCP_TOKEN_URL", url)?;
+        }
         check_api_url("SPENDGUARD_OPENAI_API_URL", &config.openai_api_url)?;
         Ok(config)
     }

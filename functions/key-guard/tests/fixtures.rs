@@ -26,11 +26,14 @@ fn every_fixture_parses_as_its_trigger() {
             assert!(acts, "{name}: a key-guard alert orders an action");
         } else {
             assert!(
-                matches!(v["action"].as_str(), Some("disable" | "restore" | "status")),
+                matches!(
+                    v["action"].as_str(),
+                    Some("disable" | "shutdown" | "restore" | "status")
+                ),
                 "{name}"
             );
         }
         seen += 1;
     }
-    assert_eq!(seen, 9);
+    assert_eq!(seen, 11);
 }

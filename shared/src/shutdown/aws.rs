@@ -95,13 +95,21 @@ impl AwsShutdown {
     }
 
     async fn role(&self, name: &str) -> Result<Option<Resource>, ShutdownError> {
-        let out = self
-            .iam
-            .get_role()
-            .role_name(name)
-            .send()
-            .await
-            .map_err(|e| sdk_error("iam:GetRole", e))?;
+        let out = match self.iam.get_role().role_name(name).send().await {
+            Ok(out) => out,
+            // nothing to stop: a shutdown is not held up by a role that is gone
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                tracing::warn!(
+                    role = name,
+                    "named in [shutdown] deny_roles but does not exist: skipped"
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(sdk_error("iam:GetRole", e)),
+        };
         let Some(role) = out.role() else {
             return Ok(None);
         };
@@ -158,7 +166,11 @@ fn sdk_error<E: std::error::Error + 'static>(operation: &str, e: E) -> ShutdownE
 
 #[async_trait]
 impl ShutdownTarget for AwsShutdown {
-    async fn opted_in(&self, policy: &ShutdownPolicy) -> Result<Vec<Resource>, ShutdownError> {
+    async fn opted_in(
+        &self,
+        policy: &ShutdownPolicy,
+        _scope: &Scope,
+    ) -> Result<Vec<Resource>, ShutdownError> {
         let mut found = self.tagged().await?;
         for name in &policy.deny_roles {
             match self.role(name).await? {
@@ -233,6 +245,7 @@ impl ShutdownTarget for AwsShutdown {
                     Err(e) => Err(sdk_error("iam:GetRolePolicy", e)),
                 }
             }
+            other => Err(ShutdownError(format!("{other:?} is not an AWS resource"))),
         }
     }
 

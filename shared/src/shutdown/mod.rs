@@ -5,6 +5,7 @@
 //! resource, so concurrent and retried shutdowns act once.
 
 pub mod aws;
+pub mod gcp;
 
 use std::sync::Arc;
 
@@ -30,12 +31,29 @@ const LEASE: Duration = Duration::minutes(2);
 /// How long the recorded state before a shutdown is kept (a restore may come much later).
 const RECORD_RETENTION: Duration = Duration::days(400);
 
-/// Which resources opt in by name (the budgets file's `[shutdown]`); tags still decide scope.
+/// Which resources opt in by name (the budgets file's `[shutdown]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShutdownPolicy {
-    /// IAM roles that get the deny-all policy (the tagging API cannot list roles).
+    /// IAM roles that get the deny-all policy (the tagging API cannot list roles); each must
+    /// also carry the tag, which names its scope.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny_roles: Vec<String>,
+    /// GCP projects, each with its scope and what a shutdown does to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gcp: Vec<GcpProject>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcpProject {
+    /// The project id.
+    pub project: String,
+    pub scope: Scope,
+    /// Unlink the project's billing account (stops everything that costs money, free tier too).
+    #[serde(default)]
+    pub unlink_billing: bool,
+    /// Service accounts whose user-managed keys are disabled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +63,10 @@ pub enum ResourceKind {
     EcsService,
     Ec2Instance,
     IamRole,
+    /// A GCP project's link to its billing account (`projects/<id>/billingInfo`).
+    GcpBilling,
+    /// A user-managed key of a GCP service account.
+    GcpServiceAccountKey,
 }
 
 impl ResourceKind {
@@ -55,6 +77,8 @@ impl ResourceKind {
             ResourceKind::EcsService => ResourceState::DesiredCount { count: 0 },
             ResourceKind::Ec2Instance => ResourceState::Instance { running: false },
             ResourceKind::IamRole => ResourceState::DenyPolicy { attached: true },
+            ResourceKind::GcpBilling => ResourceState::Billing { account: None },
+            ResourceKind::GcpServiceAccountKey => ResourceState::KeyDisabled { disabled: true },
         }
     }
 }
@@ -62,7 +86,7 @@ impl ResourceKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resource {
     pub kind: ResourceKind,
-    /// The ARN.
+    /// The ARN, or the GCP resource name.
     pub id: String,
     /// The scope its opt-in names.
     pub scope: Scope,
@@ -73,13 +97,28 @@ pub struct Resource {
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum ResourceState {
     /// A Lambda function's reserved concurrency (`None`: it draws on the account's pool).
-    Concurrency { reserved: Option<i32> },
+    Concurrency {
+        reserved: Option<i32>,
+    },
     /// An ECS service's desired count.
-    DesiredCount { count: i32 },
+    DesiredCount {
+        count: i32,
+    },
     /// An EC2 instance (pending counts as running; stopping, stopped and terminated do not).
-    Instance { running: bool },
+    Instance {
+        running: bool,
+    },
     /// Whether the deny-all policy is on an IAM role.
-    DenyPolicy { attached: bool },
+    DenyPolicy {
+        attached: bool,
+    },
+    /// The billing account a GCP project is linked to (`None`: billing is off).
+    Billing {
+        account: Option<String>,
+    },
+    KeyDisabled {
+        disabled: bool,
+    },
 }
 
 impl std::fmt::Display for ResourceState {
@@ -94,6 +133,10 @@ impl std::fmt::Display for ResourceState {
             ResourceState::Instance { running: false } => f.write_str("not running"),
             ResourceState::DenyPolicy { attached: true } => f.write_str("deny-all policy on"),
             ResourceState::DenyPolicy { attached: false } => f.write_str("no deny-all policy"),
+            ResourceState::Billing { account: Some(a) } => write!(f, "billing by {a}"),
+            ResourceState::Billing { account: None } => f.write_str("billing unlinked"),
+            ResourceState::KeyDisabled { disabled: true } => f.write_str("key disabled"),
+            ResourceState::KeyDisabled { disabled: false } => f.write_str("key enabled"),
         }
     }
 }
@@ -102,11 +145,16 @@ impl std::fmt::Display for ResourceState {
 #[error("{0}")]
 pub struct ShutdownError(pub String);
 
-/// A cloud whose resources can be stopped and brought back (AWS here; tests use moto).
+/// A cloud whose resources can be stopped and brought back (AWS, GCP).
 #[async_trait]
 pub trait ShutdownTarget: Send + Sync {
-    /// Every resource that opted in, with the scope it names.
-    async fn opted_in(&self, policy: &ShutdownPolicy) -> Result<Vec<Resource>, ShutdownError>;
+    /// The resources that opted in, with the scope each names: at least those under `scope`
+    /// (a target may return more; only those under it are acted on).
+    async fn opted_in(
+        &self,
+        policy: &ShutdownPolicy,
+        scope: &Scope,
+    ) -> Result<Vec<Resource>, ShutdownError>;
     async fn state(&self, resource: &Resource) -> Result<ResourceState, ShutdownError>;
     async fn set(&self, resource: &Resource, to: &ResourceState) -> Result<(), ShutdownError>;
 }
@@ -187,7 +235,7 @@ impl Shutdown {
         let mut found = Vec::new();
         let mut problems = Vec::new();
         for target in &self.targets {
-            match target.opted_in(&policy).await {
+            match target.opted_in(&policy, scope).await {
                 Ok(resources) => found.extend(
                     resources
                         .into_iter()

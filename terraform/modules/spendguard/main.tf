@@ -24,15 +24,16 @@ locals {
       Email          = ["ses:SendEmail"]
     }
     "key-guard" = {
-      State             = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:TransactWriteItems"]
-      GuardedKeys       = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret", "secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage", "secretsmanager:RotateSecret"]
-      AdminKeys         = ["secretsmanager:GetSecretValue"]
-      NewSecrets        = ["secretsmanager:GetRandomPassword"]
-      IamAccessKeys     = ["iam:ListAccessKeys", "iam:UpdateAccessKey"]
-      RotateThroughSelf = ["lambda:InvokeFunction"]
-      FindOptedIn       = ["tag:GetResources", "ec2:DescribeInstances"]
-      ReadDenyRoles     = ["iam:GetRole"]
-      ShutdownOptedIn   = ["lambda:GetFunctionConcurrency", "lambda:PutFunctionConcurrency", "lambda:DeleteFunctionConcurrency", "ecs:DescribeServices", "ecs:UpdateService", "ec2:StopInstances", "ec2:StartInstances", "iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy"]
+      State                 = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:TransactWriteItems"]
+      GuardedKeys           = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret", "secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage", "secretsmanager:RotateSecret"]
+      AdminKeys             = ["secretsmanager:GetSecretValue"]
+      NewSecrets            = ["secretsmanager:GetRandomPassword"]
+      IamAccessKeys         = ["iam:ListAccessKeys", "iam:UpdateAccessKey"]
+      RotateThroughSelf     = ["lambda:InvokeFunction"]
+      GcpShutdownCredential = ["secretsmanager:GetSecretValue"]
+      FindOptedIn           = ["tag:GetResources", "ec2:DescribeInstances"]
+      ReadDenyRoles         = ["iam:GetRole"]
+      ShutdownOptedIn       = ["lambda:GetFunctionConcurrency", "lambda:PutFunctionConcurrency", "lambda:DeleteFunctionConcurrency", "ecs:DescribeServices", "ecs:UpdateService", "ec2:StopInstances", "ec2:StartInstances", "iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy"]
     }
     "budget-webhook" = {
       State                      = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:TransactWriteItems"]
@@ -67,9 +68,10 @@ locals {
     RotateThroughSelf = ["arn:${local.partition}:lambda:${data.aws_region.current.region}:${local.account}:function:${var.name}-key-guard"]
     # a shutdown (docs/shutdown.md): finding what opted in has no resource-level permissions;
     # every change is allowed only on resources tagged spendguard:shutdown (conditions below)
-    FindOptedIn     = ["*"]
-    ReadDenyRoles   = ["arn:${local.partition}:iam::${local.account}:role/*"]
-    ShutdownOptedIn = ["*"]
+    GcpShutdownCredential = compact([var.gcp_shutdown_credential_arn])
+    FindOptedIn           = ["*"]
+    ReadDenyRoles         = ["arn:${local.partition}:iam::${local.account}:role/*"]
+    ShutdownOptedIn       = ["*"]
   }
 
   # Statements allowed only under a condition.
@@ -102,6 +104,7 @@ locals {
       environment = {
         SPENDGUARD_OPENAI_ADMIN_KEY_ARN    = var.openai_admin_key_arn
         SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN = var.anthropic_admin_key_arn
+        SPENDGUARD_GCP_CREDENTIAL_ARN      = var.gcp_shutdown_credential_arn
       }
     }
     "budget-webhook" = {

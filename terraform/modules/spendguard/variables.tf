@@ -83,6 +83,12 @@ variable "anthropic_admin_key_arn" {
   default     = null
 }
 
+variable "gcp_shutdown_credential_arn" {
+  type        = string
+  description = "Secrets Manager ARN of a Google service-account key file, for shutdowns of the GCP projects named in [[shutdown.gcp]], or null."
+  default     = null
+}
+
 variable "guarded_iam_user_arns" {
   type        = list(string)
   description = "IAM users whose access keys key-guard may deactivate and reactivate."
