@@ -210,6 +210,20 @@ mod tests {
     }
 
     #[test]
+    fn the_tagging_api_is_replayed_with_boto3s_client_name() {
+        let call = recorded(
+            "tagging",
+            Some("ResourceGroupsTaggingAPI_20170126.GetResources"),
+            "/",
+            r#"{"TagFilters":[{"Key":"spendguard:shutdown"}]}"#,
+        );
+        assert_eq!(
+            boto3_call(&call).unwrap(),
+            json!({"service": "resourcegroupstaggingapi", "operation": "GetResources", "params": {"TagFilters": [{"Key": "spendguard:shutdown"}]}})
+        );
+    }
+
+    #[test]
     fn json_protocol_calls_keep_their_parameters() {
         let call = recorded(
             "dynamodb",
