@@ -51,11 +51,19 @@ impl Cloud {
 
     /// A function, tagged with `scope` if given; returns its ARN.
     pub async fn function(&self, scope: Option<&str>, reserved: Option<i32>) -> String {
-        let name = aws::unique("fn");
+        let arn = self.named_function(&aws::unique("fn"), scope).await;
+        if let Some(n) = reserved {
+            self.set_reserved(&arn, Some(n)).await;
+        }
+        arn
+    }
+
+    /// A function named `name`, tagged with `scope` if given; returns its ARN.
+    pub async fn named_function(&self, name: &str, scope: Option<&str>) -> String {
         let mut create = self
             .lambda
             .create_function()
-            .function_name(&name)
+            .function_name(name)
             .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
             .handler("bootstrap")
             .role(&self.execution_role)
@@ -67,11 +75,7 @@ impl Cloud {
         if let Some(s) = scope {
             create = create.tags(SHUTDOWN_TAG, s);
         }
-        let arn = create.send().await.unwrap().function_arn.unwrap();
-        if let Some(n) = reserved {
-            self.set_reserved(&arn, Some(n)).await;
-        }
-        arn
+        create.send().await.unwrap().function_arn.unwrap()
     }
 
     pub async fn set_reserved(&self, arn: &str, reserved: Option<i32>) {

@@ -154,6 +154,7 @@ impl KeyGuardWorld {
             gcp_token_url: None,
             gcp_billing_api_url: spendguard_core::shutdown::gcp::BILLING_API.into(),
             gcp_iam_api_url: spendguard_core::shutdown::gcp::IAM_API.into(),
+            own_function_name: None,
         };
         let handler = app::handler(&config, &sdk).await.expect("key-guard starts");
         KeyGuardWorld {

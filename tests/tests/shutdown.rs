@@ -536,3 +536,37 @@ async fn a_google_credential_that_is_wrong_or_missing_fails_the_shutdown_clearly
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spendguard_never_stops_its_own_functions() {
+    let sdk = aws::sdk().await;
+    let cloud = Cloud::new(&sdk).await;
+    let scope = format!("aws/{}", aws::unique("self"));
+    let worker = cloud.function(Some(&scope), Some(3)).await;
+    // the stack's functions, tagged by mistake (a tag on the whole stack, say)
+    let stack = aws::unique("spendguard");
+    let key_guard = cloud
+        .named_function(&format!("{stack}-key-guard"), Some(&scope))
+        .await;
+    let budget_check = cloud
+        .named_function(&format!("{stack}-budget-check"), Some(&scope))
+        .await;
+    let mut w = world(Vec::new()).await;
+    w.config.own_function_name = Some(format!("{stack}-key-guard"));
+    w.handler = key_guard::app::handler(&w.config, &w.sdk).await.unwrap();
+    let report = w
+        .handler
+        .handle(json!({"action": "shutdown", "scope": scope, "reason": "runaway", "actor": "ops@example.com"}))
+        .await
+        .unwrap();
+    let mut expected = vec![
+        (name(&worker), "stopped".to_string()),
+        (name(&key_guard), "protected".into()),
+        (name(&budget_check), "protected".into()),
+    ];
+    expected.sort();
+    assert_eq!(outcomes(&report), expected, "{report:#}");
+    assert_eq!(cloud.reserved(&key_guard).await, None);
+    assert_eq!(cloud.reserved(&budget_check).await, None);
+    assert_eq!(cloud.reserved(&worker).await, Some(0));
+}

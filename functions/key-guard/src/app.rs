@@ -70,7 +70,10 @@ pub async fn handler_with(
         config.gcp_iam_api_url.clone(),
     ))];
     if aws == AwsKeys::Managed {
-        shutdown_targets.push(Arc::new(AwsShutdown::new(sdk)));
+        shutdown_targets.push(Arc::new(AwsShutdown::new(
+            sdk,
+            config.own_function_name.as_deref(),
+        )));
     }
     let mut providers: Vec<Arc<dyn KeyProvider>> = Vec::new();
     if aws == AwsKeys::Managed {

@@ -21,6 +21,9 @@ pub struct Config {
     pub gcp_token_url: Option<String>,
     pub gcp_billing_api_url: String,
     pub gcp_iam_api_url: String,
+    /// The function's own name (`AWS_LAMBDA_FUNCTION_NAME`, set by Lambda): it and the stack's
+    /// other functions are never stopped by a shutdown.
+    pub own_function_name: Option<String>,
 }
 
 impl Config {
@@ -44,6 +47,7 @@ impl Config {
                 gcp::BILLING_API.to_string(),
             )?,
             gcp_iam_api_url: env.parsed("SPENDGUARD_GCP_IAM_API_URL", gcp::IAM_API.to_string())?,
+            own_function_name: env.optional("AWS_LAMBDA_FUNCTION_NAME"),
         };
         check_api_url("SPENDGUARD_ANTHROPIC_API_URL", &config.anthropic_api_url)?;
         check_api_url(

@@ -23,16 +23,41 @@ const DENY_ALL: &str =
     r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"*","Resource":"*"}]}"#;
 const EC2_API_VERSION: &str = "2016-11-15";
 
+/// spendguard's functions, by the suffix of their names (`<stack>-<function>`).
+const SPENDGUARD_FUNCTIONS: [&str; 5] = [
+    "budget-check",
+    "alert-fanout",
+    "key-guard",
+    "budget-webhook",
+    "daily-aggregate",
+];
+
 pub struct AwsShutdown {
     pub tagging: aws_sdk_resourcegroupstagging::Client,
     pub lambda: aws_sdk_lambda::Client,
     pub ecs: aws_sdk_ecs::Client,
     pub iam: aws_sdk_iam::Client,
     pub ec2: Ec2Query,
+    sts: aws_sdk_sts::Client,
+    /// The names of spendguard's own functions, never stopped.
+    own_functions: Vec<String>,
+    /// The role key-guard runs as (looked up once), never denied.
+    own_role: tokio::sync::OnceCell<Result<Option<String>, String>>,
 }
 
 impl AwsShutdown {
-    pub fn new(sdk: &SdkConfig) -> Self {
+    /// `own_function`: the name key-guard runs under (`AWS_LAMBDA_FUNCTION_NAME`); it and the
+    /// stack's other functions are protected from shutdowns.
+    pub fn new(sdk: &SdkConfig, own_function: Option<&str>) -> Self {
+        let own_functions = own_function
+            .and_then(|name| name.strip_suffix("key-guard"))
+            .map(|prefix| {
+                SPENDGUARD_FUNCTIONS
+                    .iter()
+                    .map(|f| format!("{prefix}{f}"))
+                    .collect()
+            })
+            .unwrap_or_else(|| own_function.map(str::to_string).into_iter().collect());
         AwsShutdown {
             tagging: aws_sdk_resourcegroupstagging::Client::new(sdk),
             lambda: aws_sdk_lambda::Client::new(sdk),
@@ -42,7 +67,24 @@ impl AwsShutdown {
                 sdk: sdk.clone(),
                 http: reqwest::Client::new(),
             },
+            sts: aws_sdk_sts::Client::new(sdk),
+            own_functions,
+            own_role: tokio::sync::OnceCell::new(),
         }
+    }
+
+    async fn own_role(&self) -> &Result<Option<String>, String> {
+        self.own_role
+            .get_or_init(|| async {
+                let identity = self
+                    .sts
+                    .get_caller_identity()
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("sts:GetCallerIdentity", e).0)?;
+                Ok(identity.arn().and_then(assumed_role).map(str::to_string))
+            })
+            .await
     }
 
     async fn tagged(&self) -> Result<Vec<Resource>, ShutdownError> {
@@ -126,6 +168,11 @@ impl AwsShutdown {
     }
 }
 
+/// The role of an assumed-role session ARN (`arn:aws:sts::<account>:assumed-role/<role>/<session>`).
+fn assumed_role(arn: &str) -> Option<&str> {
+    arn.split_once(":assumed-role/")?.1.split('/').next()
+}
+
 fn kind_of(arn: &str) -> Option<ResourceKind> {
     let mut parts = arn.splitn(6, ':');
     let service = parts.nth(2)?;
@@ -181,6 +228,25 @@ impl ShutdownTarget for AwsShutdown {
             }
         }
         Ok(found)
+    }
+
+    async fn protected(&self, resource: &Resource) -> Option<String> {
+        let name = resource.id.rsplit([':', '/']).next().unwrap_or_default();
+        match resource.kind {
+            ResourceKind::LambdaFunction if self.own_functions.iter().any(|f| f == name) => {
+                Some("spendguard's own function: never stopped (the restore needs it)".into())
+            }
+            ResourceKind::IamRole => match self.own_role().await {
+                Ok(Some(own)) if own == name => {
+                    Some("the role key-guard runs as: never denied (the restore needs it)".into())
+                }
+                Ok(_) => None,
+                Err(e) => Some(format!(
+                    "not checked against the role key-guard runs as ({e}): left alone"
+                )),
+            },
+            _ => None,
+        }
     }
 
     async fn state(&self, resource: &Resource) -> Result<ResourceState, ShutdownError> {

@@ -157,6 +157,11 @@ pub trait ShutdownTarget: Send + Sync {
     ) -> Result<Vec<Resource>, ShutdownError>;
     async fn state(&self, resource: &Resource) -> Result<ResourceState, ShutdownError>;
     async fn set(&self, resource: &Resource, to: &ResourceState) -> Result<(), ShutdownError>;
+    /// Why the resource is never stopped even though it opted in (spendguard itself: stopping
+    /// it would stop the restore too), if it is.
+    async fn protected(&self, _resource: &Resource) -> Option<String> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -169,6 +174,8 @@ pub enum ResourceOutcome {
     AlreadyStopped,
     /// It was in the stopped state before spendguard came: left, and never started by restore.
     WasNotRunning,
+    /// Part of spendguard itself: never stopped.
+    Protected(String),
     /// Another invocation is acting on it right now.
     InProgress,
     Restored,
@@ -297,6 +304,13 @@ impl Shutdown {
     pub async fn plan(&self, scope: &Scope) -> (Vec<ResourceReport>, Vec<String>) {
         let (found, problems) = self.under(scope).await;
         let reports = join_all(found.into_iter().map(|(target, resource)| async move {
+            if let Some(why) = target.protected(&resource).await {
+                return ResourceReport {
+                    resource,
+                    before: None,
+                    outcome: ResourceOutcome::Protected(why),
+                };
+            }
             let stopped = resource.kind.stopped();
             let (before, outcome) = match target.state(&resource).await {
                 Ok(now) if now == stopped => (Some(now), ResourceOutcome::WasNotRunning),
@@ -362,6 +376,10 @@ impl Shutdown {
             before,
             outcome,
         };
+        if let Some(why) = target.protected(&resource).await {
+            warn!(resource = %resource.id, "{why}");
+            return report(None, ResourceOutcome::Protected(why));
+        }
         let claim = match self.claim(&resource, &format!("shutdown#{incident}")).await {
             Ok(c) => c,
             Err(other) => return report(None, other.outcome(ResourceOutcome::AlreadyStopped)),
