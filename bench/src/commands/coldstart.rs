@@ -44,7 +44,7 @@ const FUNCTIONS: [(&str, &str); 5] = [
     ("alert-fanout", "dynamodb,secretsmanager,sesv2"),
     (
         "key-guard",
-        "dynamodb,secretsmanager,iam,resourcegroupstaggingapi,lambda,ecs,ec2",
+        "dynamodb,secretsmanager,iam,resourcegroupstaggingapi,lambda,ecs,ec2,sts",
     ),
     ("daily-aggregate", "dynamodb,sns"),
 ];
