@@ -261,3 +261,89 @@ fn help_and_errors_guide_the_user() {
         text(&wrong.stderr)
     );
 }
+
+/// Issue 20 §2: a window that cannot be evaluated fails the check (exit 1), naming it; a GCP
+/// budget with no notification yet stays a note.
+#[test]
+fn check_exits_1_when_a_window_cannot_be_evaluated() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("budgets.toml");
+    let name = format!("no-such-budget-{}", std::process::id());
+    std::fs::write(
+        &file,
+        format!(
+            r#"version = 1
+[[budget]]
+id = "aws-renamed"
+scope = "aws/123456789012"
+source = {{ kind = "aws_budgets", budget_name = "{name}" }}
+[[budget.window]]
+period = "monthly"
+limit = 1000
+tiers = [{{ name = "warning", percent = 80 }}]
+
+[[budget]]
+id = "gcp-quiet"
+scope = "gcp/billing/01ABCD"
+source = {{ kind = "gcp_budget", budget_id = "7c1e2d3f-aaaa-bbbb-cccc-1234567890ab" }}
+[[budget.window]]
+period = "monthly"
+limit = 1000
+tiers = [{{ name = "warning", percent = 80 }}]
+"#
+        ),
+    )
+    .unwrap();
+    let store = dir.path().join("state.db");
+    let out = spendguard(
+        &[
+            "check",
+            "--budgets",
+            file.to_str().unwrap(),
+            "--aws-account-id",
+            "123456789012",
+        ],
+        &store,
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("aws-renamed"), "{stderr}");
+    assert!(stderr.contains("cannot be evaluated"), "{stderr}");
+    assert!(
+        !stderr.contains("gcp-quiet"),
+        "no notification yet is a note: {stderr}"
+    );
+}
+
+/// Issue 20 §2: `validate` warns about a budget whose source reports a currency it has no
+/// rate for (its windows could not be evaluated).
+#[test]
+fn validate_warns_about_a_currency_no_rate_converts() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("budgets.toml");
+    std::fs::write(
+        &file,
+        r#"version = 1
+[[budget]]
+id = "openai-eur"
+scope = "openai"
+currency = "EUR"
+source = { kind = "openai" }
+[[budget.window]]
+period = "monthly"
+limit = 1000
+tiers = [{ name = "warning", percent = 80 }]
+"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_spendguard"))
+        .args(["validate", "--budgets", file.to_str().unwrap()])
+        .output()
+        .expect("run spendguard");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("openai-eur") && stderr.contains("USD"),
+        "{stderr}"
+    );
+}

@@ -316,3 +316,105 @@ async fn shutdown_lists_what_it_would_stop_and_stops_it_only_when_confirmed() {
     assert_eq!(restore.status.code(), Some(0), "{}", text(&restore.stderr));
     assert_eq!(cloud.reserved(&function).await, Some(4));
 }
+
+/// Runs `spendguard` in `dir` with no deployment configured (no `SPENDGUARD_TABLE`).
+fn spendguard_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spendguard"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("SPENDGUARD_TABLE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run spendguard")
+}
+
+/// Issue 20 §5: an operator command that would reach nothing is refused; a kill that stops
+/// nothing says so with its own exit code; every result names its target.
+#[test]
+fn operator_commands_need_a_real_target_and_a_kill_that_stops_nothing_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let commands: [&[&str]; 7] = [
+        &["kill", "--scope", "openai/prod", "--reason", "x", "--yes"],
+        &[
+            "shutdown",
+            "--scope",
+            "openai/prod",
+            "--reason",
+            "x",
+            "--yes",
+        ],
+        &["restore", "--scope", "openai/prod", "--yes"],
+        &["status"],
+        &["ack", "0123456789abcdef"],
+        &[
+            "report", "--scope", "openai", "--month", "2026-11", "--json",
+        ],
+        &["budgets", "apply", "budgets.toml", "--yes"],
+    ];
+    for args in commands {
+        let out = spendguard_in(dir.path(), args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("--table") && err.contains("--store"),
+            "{args:?} says how to name a target: {err}"
+        );
+        assert!(
+            !dir.path().join(".spendguard").exists(),
+            "{args:?} created a store nobody asked for"
+        );
+    }
+    // a store file that does not exist is not created either
+    let missing = spendguard_in(dir.path(), &["status", "--store", "missing.db"]);
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing.stderr));
+    assert!(text(&missing.stderr).contains("missing.db"));
+    assert!(!dir.path().join("missing.db").exists());
+
+    // an existing store (made by `check`) where nothing is registered under the scope
+    let store = dir.path().join("state.db");
+    let store_arg = store.to_str().unwrap();
+    let budgets = repo().join("examples/budgets.toml");
+    let made = spendguard_in(
+        dir.path(),
+        &[
+            "check",
+            "--budgets",
+            budgets.to_str().unwrap(),
+            "--store",
+            store_arg,
+            "--now",
+            "2026-11-20T18:00:00Z",
+        ],
+    );
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    let kill = spendguard_in(
+        dir.path(),
+        &[
+            "kill",
+            "--scope",
+            "nothing/here",
+            "--reason",
+            "drill",
+            "--yes",
+            "--store",
+            store_arg,
+        ],
+    );
+    let (out, err) = (text(&kill.stdout), text(&kill.stderr));
+    assert_eq!(kill.status.code(), Some(4), "{out}{err}");
+    assert!(
+        err.contains("warning") && err.contains("stopped nothing"),
+        "{err}"
+    );
+    assert!(
+        out.contains(store_arg),
+        "the result names its target: {out}"
+    );
+    let status = spendguard_in(dir.path(), &["status", "--json", "--store", store_arg]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status.stderr));
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(
+        status["target"].as_str().unwrap().contains(store_arg),
+        "{status}"
+    );
+}

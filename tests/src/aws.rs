@@ -38,6 +38,30 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// Writes one raw number into a month counter item, as a hand edit (or a figure written
+/// before the bounds) would: `SPEND#<scope>` / `M#<month>@UTC`, attribute `d<dd>_<metric>`.
+pub async fn plant_counter(
+    sdk: &SdkConfig,
+    table: &str,
+    scope: &str,
+    month: &str,
+    attribute: &str,
+    value: &str,
+) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    aws_sdk_dynamodb::Client::new(sdk)
+        .update_item()
+        .table_name(table)
+        .key("PK", AttributeValue::S(format!("SPEND#{scope}")))
+        .key("SK", AttributeValue::S(format!("M#{month}@UTC")))
+        .update_expression("SET #d = :v")
+        .expression_attribute_names("#d", attribute)
+        .expression_attribute_values(":v", AttributeValue::N(value.into()))
+        .send()
+        .await
+        .expect("plant a counter in moto");
+}
+
 /// A fresh table created with the deployment's definition.
 pub async fn new_store(sdk: &SdkConfig) -> (DynamoStore, String) {
     let client = aws_sdk_dynamodb::Client::new(sdk);

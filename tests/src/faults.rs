@@ -57,6 +57,30 @@ impl Rule {
 /// A rule's `operation` that matches every DynamoDB write.
 pub const ANY_WRITE: &str = "any DynamoDB write";
 
+/// Rules that throttle every DynamoDB request (reads and writes): the table is unavailable.
+pub fn dynamodb_down() -> Vec<Rule> {
+    [
+        "GetItem",
+        "Query",
+        "BatchGetItem",
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "BatchWriteItem",
+        "TransactWriteItems",
+        "TransactGetItems",
+    ]
+    .into_iter()
+    .map(|operation| Rule {
+        operation,
+        body_contains: None,
+        every: 1,
+        limit: usize::MAX,
+        fault: Fault::Throttle,
+    })
+    .collect()
+}
+
 #[derive(Default)]
 struct State {
     rules: Vec<Rule>,
@@ -248,6 +272,13 @@ impl FaultProxy {
         builder.set_sleep_impl(base.sleep_impl());
         builder.set_time_source(base.time_source());
         builder.build()
+    }
+
+    /// Replaces the rules (and their counts): a test changes the faults as it goes.
+    pub fn set_rules(&self, rules: Vec<Rule>) {
+        let mut s = self.state.lock().unwrap();
+        s.rules = rules;
+        s.matched.clear();
     }
 
     /// (operation, fault) -> how many times it was injected.

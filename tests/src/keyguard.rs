@@ -28,6 +28,10 @@ pub struct ProviderState {
     pub fail_next: AtomicUsize,
     /// Admin writes seen, as (key id, new state).
     pub writes: Mutex<Vec<(String, String)>>,
+    /// While set, an admin write is carried out but its answer waits for the gate.
+    pub gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// Admin writes whose answer was held at the gate.
+    pub held: AtomicUsize,
 }
 
 impl ProviderState {
@@ -49,6 +53,42 @@ impl ProviderState {
             .collect()
     }
 
+    /// From now on, admin writes are carried out but not answered until [`Self::release`].
+    pub fn hold_writes(&self) {
+        *self.gate.lock().unwrap() = Some(Arc::new(tokio::sync::Semaphore::new(0)));
+    }
+
+    /// Answers every held write, and the ones after.
+    pub fn release(&self) {
+        if let Some(gate) = self.gate.lock().unwrap().take() {
+            gate.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+        }
+    }
+
+    /// Waits (up to ten seconds) until `n` writes are held at the gate.
+    pub async fn until_held(&self, n: usize) {
+        for _ in 0..200 {
+            if self.held.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("no admin write reached the gate");
+    }
+
+    fn gated(&self, reply: Reply) -> Reply {
+        match self.gate.lock().unwrap().clone() {
+            Some(gate) => {
+                self.held.fetch_add(1, Ordering::SeqCst);
+                Reply {
+                    hold: Some(gate),
+                    ..reply
+                }
+            }
+            None => reply,
+        }
+    }
+
     fn fail(&self) -> bool {
         self.fail_next
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -57,34 +97,54 @@ impl ProviderState {
 }
 
 /// Anthropic admin: GET/POST /v1/organizations/api_keys/{id}, GET /v1/models.
+/// Anthropic's error body: `{"type": "error", "error": {"type": ..., "message": ...}}`.
+fn anthropic_error(status: u16, kind: &str, message: &str) -> Reply {
+    Reply::json(
+        status,
+        json!({"type": "error", "error": {"type": kind, "message": message}}),
+    )
+}
+
+/// Anthropic admin: GET/POST /v1/organizations/api_keys/{id}, GET /v1/models. Refuses what
+/// Anthropic refuses: no or another `anthropic-version` (400), a missing or wrong key (401), an
+/// unknown key (404), a status other than `active` / `inactive` (400), another method (405).
 pub async fn anthropic_standin(state: Arc<ProviderState>) -> StandIn {
     StandIn::start(move |r, _| {
+        if r.header("anthropic-version") != Some("2023-06-01") {
+            return anthropic_error(400, "invalid_request_error", "anthropic-version: header is required");
+        }
         if r.path == "/v1/models" {
             let ok = r.header("x-api-key").is_some_and(|k| state.valid.lock().unwrap().contains(k));
-            return if ok { Reply::json(200, json!({"data": []})) } else { Reply::json(401, json!({"error": "invalid x-api-key"})) };
+            return if ok { Reply::json(200, json!({"data": []})) } else { anthropic_error(401, "authentication_error", "invalid x-api-key") };
         }
         let Some(id) = r.path.strip_prefix("/v1/organizations/api_keys/") else {
-            return Reply::json(404, json!({"error": "not found"}));
+            return anthropic_error(404, "not_found_error", "Not found");
         };
         if r.header("x-api-key") != Some("sk-ant-admin-test") {
-            return Reply::json(401, json!({"error": "admin key required"}));
+            return anthropic_error(401, "authentication_error", "invalid x-api-key: an admin key is required");
         }
         match r.method.as_str() {
             "GET" => match state.active(id) {
                 Some(active) => Reply::json(200, json!({"id": id, "type": "api_key", "status": if active { "active" } else { "inactive" }})),
-                None => Reply::json(404, json!({"error": "no such key"})),
+                None => anthropic_error(404, "not_found_error", "no such api key"),
             },
             "POST" => {
-                if state.fail() {
-                    return Reply::json(500, json!({"error": "overloaded"}));
+                if state.active(id).is_none() {
+                    return anthropic_error(404, "not_found_error", "no such api key");
                 }
                 let body: Value = serde_json::from_str(&r.body).unwrap_or_default();
                 let status = body["status"].as_str().unwrap_or_default().to_string();
+                if status != "active" && status != "inactive" {
+                    return anthropic_error(400, "invalid_request_error", "status: must be active or inactive");
+                }
+                if state.fail() {
+                    return anthropic_error(500, "api_error", "overloaded");
+                }
                 state.writes.lock().unwrap().push((id.to_string(), status.clone()));
                 state.keys.lock().unwrap().insert(id.to_string(), status == "active");
-                Reply::json(200, json!({"id": id, "status": status}))
+                state.gated(Reply::json(200, json!({"id": id, "type": "api_key", "status": status})))
             }
-            _ => Reply::json(405, json!({})),
+            _ => anthropic_error(405, "invalid_request_error", "method not allowed"),
         }
     })
     .await
@@ -168,6 +228,21 @@ impl KeyGuardWorld {
             config,
             _standins: (a, o),
         }
+    }
+
+    /// key-guard as deployed, on `sdk` (a fault proxy, say) and `clock` (a test's own).
+    pub async fn handler_at(
+        &self,
+        sdk: &aws_config::SdkConfig,
+        clock: Arc<dyn spendguard_core::clock::Clock>,
+    ) -> Handler {
+        let backends = spendguard_core::runtime::Backends {
+            clock,
+            ..spendguard_core::runtime::Backends::aws(sdk, &self.config.table)
+        };
+        app::handler_with(&self.config, sdk, backends, app::AwsKeys::Managed)
+            .await
+            .expect("key-guard starts")
     }
 
     /// A secret holding `value`; returns its ARN.

@@ -96,6 +96,8 @@ pub struct Reply {
     pub body: String,
     /// Wait this long before answering (without blocking the server).
     pub delay: Option<std::time::Duration>,
+    /// Answer only once this gate lets a request through (a test holds an answer back).
+    pub hold: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Reply {
@@ -105,6 +107,7 @@ impl Reply {
             headers: vec![("content-type", "application/json".into())],
             body: body.to_string(),
             delay: None,
+            hold: None,
         }
     }
 }
@@ -151,6 +154,9 @@ impl StandIn {
                 let reply = responder(&r, n);
                 if let Some(d) = reply.delay {
                     tokio::time::sleep(d).await;
+                }
+                if let Some(gate) = &reply.hold {
+                    let _through = gate.acquire().await;
                 }
                 log.lock().unwrap()[n].answered = reply.status;
                 let mut response =

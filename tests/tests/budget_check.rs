@@ -488,3 +488,242 @@ async fn aws_budgets_source_reads_calculated_spend_and_records_observations() {
         "{err}"
     );
 }
+
+/// Issue 20 §1-2: a stored counter that cannot be read back (a figure written before the
+/// bounds, or edited by hand) fails only the windows that read it — loudly, with an operator
+/// alert once per budget, window and period and a non-retryable error type — while every
+/// other budget is evaluated and alerted as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_counter_fails_only_its_windows_loudly_and_once_per_period() {
+    let w = world(vec![
+        monthly_budget("poisoned", "app/a", 100),
+        monthly_budget("healthy", "app/b", 100),
+    ])
+    .await;
+    let now = Utc::now();
+    let policy = w.store.load_policy().await.unwrap();
+    ingest_usage(
+        &w.store,
+        &policy.budgets,
+        &[
+            record("a1", "app/a/k", 100, now),
+            record("b1", "app/b/k", 6000, now),
+        ],
+        now,
+    )
+    .await
+    .unwrap();
+    // DynamoDB keeps 38 digits; Decimal reads at most 28
+    let month = YearMonth::of(now.date_naive());
+    aws::plant_counter(
+        &w.sdk,
+        &w.table,
+        "app/a",
+        &month.to_string(),
+        &format!("d{}_cost.USD", now.format("%d")),
+        "1e35",
+    )
+    .await;
+
+    let checker = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+        .await
+        .unwrap();
+    let err = handler::handle(&checker, scheduled_event())
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert_eq!(lambda_error_type(err), "BudgetsUnevaluable", "{message}");
+    assert!(message.contains("poisoned"), "{message}");
+    let delivered = alerts(&w.probe.drain().await);
+    let tiers: BTreeMap<(String, String), usize> =
+        delivered.iter().fold(BTreeMap::new(), |mut m, (e, _)| {
+            let key = (
+                e["budget_id"].as_str().unwrap().to_string(),
+                e["tier"].as_str().unwrap().to_string(),
+            );
+            *m.entry(key).or_default() += 1;
+            m
+        });
+    assert_eq!(
+        tiers,
+        BTreeMap::from([
+            (("healthy".into(), "warning".into()), 1),
+            (("poisoned".into(), "budget_unevaluable".into()), 1),
+        ]),
+        "{delivered:#?}"
+    );
+    let (unevaluable, attributes) = delivered
+        .iter()
+        .find(|(e, _)| e["tier"] == "budget_unevaluable")
+        .unwrap();
+    assert_eq!(attributes["severity"]["Value"], "critical");
+    assert!(
+        unevaluable["summary"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be evaluated"),
+        "{unevaluable}"
+    );
+    // the next run fails the same way, and alerts nobody again this period
+    let again = handler::handle(&checker, scheduled_event())
+        .await
+        .unwrap_err();
+    assert_eq!(lambda_error_type(again), "BudgetsUnevaluable");
+    assert!(w.probe.drain().await.is_empty());
+}
+
+/// A window that cannot be evaluated says nothing about the tiers it had reached: its open
+/// paging alerts stay open (a poisoned counter must not page "recovered" in the middle of an
+/// incident), and only the `budget_unevaluable` alert recovers once it can be evaluated again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unevaluable_window_does_not_resolve_its_open_alerts() {
+    let w = world(vec![monthly_budget("paging", "app/a", 100)]).await;
+    let now = Utc::now();
+    let policy = w.store.load_policy().await.unwrap();
+    // $85 of $100: warning and critical are reached and open
+    ingest_usage(
+        &w.store,
+        &policy.budgets,
+        &[record("a1", "app/a/k", 8500, now)],
+        now,
+    )
+    .await
+    .unwrap();
+    let checker = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+        .await
+        .unwrap();
+    handler::handle(&checker, scheduled_event()).await.unwrap();
+    let mut raised: Vec<String> = alerts(&w.probe.drain().await)
+        .iter()
+        .map(|(e, _)| e["tier"].as_str().unwrap().to_string())
+        .collect();
+    raised.sort();
+    assert_eq!(raised, ["critical", "warning"]);
+
+    let month = YearMonth::of(now.date_naive());
+    aws::plant_counter(
+        &w.sdk,
+        &w.table,
+        "app/a",
+        &month.to_string(),
+        &format!("d{}_cost.USD", now.format("%d")),
+        "1e35",
+    )
+    .await;
+    let err = handler::handle(&checker, scheduled_event())
+        .await
+        .unwrap_err();
+    assert_eq!(lambda_error_type(err), "BudgetsUnevaluable");
+    let delivered = alerts(&w.probe.drain().await);
+    let kinds: Vec<(String, String)> = delivered
+        .iter()
+        .map(|(e, _)| {
+            (
+                e["tier"].as_str().unwrap_or_default().to_string(),
+                e["summary"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds.len(), 1, "only the unevaluable alert: {kinds:#?}");
+    assert_eq!(kinds[0].0, "budget_unevaluable", "{kinds:#?}");
+    let open: Vec<String> = w
+        .store
+        .open_alerts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.event.tier)
+        .collect();
+    for tier in ["critical", "budget_unevaluable"] {
+        assert!(open.iter().any(|t| t == tier), "{tier} not open: {open:?}");
+    }
+
+    // repaired: the unevaluable alert recovers, the critical one (still reached) stays open
+    aws::plant_counter(
+        &w.sdk,
+        &w.table,
+        "app/a",
+        &month.to_string(),
+        &format!("d{}_cost.USD", now.format("%d")),
+        "85",
+    )
+    .await;
+    handler::handle(&checker, scheduled_event()).await.unwrap();
+    let summaries: Vec<String> = alerts(&w.probe.drain().await)
+        .iter()
+        .map(|(e, _)| e["summary"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(summaries.len(), 1, "{summaries:#?}");
+    assert!(
+        summaries[0].starts_with("RECOVERED") && summaries[0].contains("evaluated again"),
+        "{summaries:#?}"
+    );
+    let open: Vec<String> = w
+        .store
+        .open_alerts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.event.tier)
+        .collect();
+    assert_eq!(open, ["critical"]);
+}
+
+/// A key's hour counter that cannot be read is a blind spot of theft detection: the run
+/// fails naming the key and the hour, rather than skipping the key quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_hour_counter_fails_theft_detection_visibly() {
+    let sdk = aws::sdk().await;
+    let (store, table) = aws::new_store(&sdk).await;
+    let key = spendguard_core::keys::KeySpec {
+        id: "watched".into(),
+        provider: spendguard_core::keys::ProviderKind::Anthropic,
+        scope: Scope::parse("anthropic/team/k1").unwrap(),
+        secret_arn: None,
+        key_id: Some("apikey_watched".into()),
+        project_id: None,
+        user: None,
+        rotation: None,
+        allow_delete: false,
+    };
+    store
+        .put_policy(&PolicySet {
+            keys: vec![key],
+            ..PolicySet::default()
+        })
+        .await
+        .unwrap();
+    let probe = TopicProbe::new(&sdk).await;
+    let hour = spendguard_core::usage::start_of_hour(Utc::now());
+    aws_sdk_dynamodb::Client::new(&sdk)
+        .update_item()
+        .table_name(&table)
+        .key(
+            "PK",
+            aws_sdk_dynamodb::types::AttributeValue::S("SPEND#anthropic/team/k1".into()),
+        )
+        .key(
+            "SK",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("H#{}", hour.format("%Y-%m-%dT%H"))),
+        )
+        .update_expression("SET #c = :v")
+        .expression_attribute_names("#c", "t_cost.USD")
+        .expression_attribute_values(
+            ":v",
+            aws_sdk_dynamodb::types::AttributeValue::N("1e35".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let checker = app::checker(&config(&table, &probe.topic_arn), &sdk)
+        .await
+        .unwrap();
+    let err = handler::handle(&checker, scheduled_event())
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("theft detection of key watched") && message.contains("1e35"),
+        "{message}"
+    );
+}

@@ -16,6 +16,7 @@ use spendguard_core::records::SwitchState;
 use spendguard_core::scope::Scope;
 use spendguard_core::store::StateStore;
 use spendguard_tests::aws;
+use spendguard_tests::faults::{Fault, FaultProxy, Rule};
 use spendguard_tests::keyguard::KeyGuardWorld;
 
 fn key(id: &str, provider: ProviderKind, scope: &str) -> KeySpec {
@@ -753,4 +754,414 @@ async fn a_staged_provider_key_is_tested_before_it_is_current_and_the_old_key_is
         w.current_value(&arn).await.contains("apikey_new"),
         "the working key stays current"
     );
+}
+
+// ---- issue 20 §3: the stop path under races, crashes, nesting and outages ----------------
+
+/// The switch of `scope` as JSON (its incidents, whatever the shape of the state).
+async fn switch_json(w: &KeyGuardWorld, scope: &str) -> Value {
+    w.store
+        .kill_switch(&Scope::parse(scope).unwrap())
+        .await
+        .unwrap()
+        .map(|v| serde_json::to_value(v.value).unwrap())
+        .unwrap_or(Value::Null)
+}
+
+/// Every audit entry of this month, as text.
+async fn audit_text(w: &KeyGuardWorld) -> String {
+    let month = spendguard_core::period::YearMonth::of(Utc::now().date_naive());
+    serde_json::to_string(
+        &w.store
+            .audit_log(month, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| json!({"action": e.action, "detail": e.detail}))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap()
+}
+
+/// Delivers `event` as Lambda does: a failed attempt is retried (twice).
+async fn delivered(handler: &key_guard::handler::Handler, event: Value) -> Result<Value, String> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        match handler.handle(event.clone()).await {
+            Ok(v) => return Ok(v),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+/// Review finding #1: an emergency that arrives while a restore is re-enabling keys is kept:
+/// the restore stops, the new incident holds the switch and is audited, the key ends stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_emergency_during_a_restore_is_kept_and_its_key_ends_stopped() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_race", true);
+    w.register(vec![anthropic_key("race", "apikey_race", "ai/prod/race")])
+        .await;
+    let handler = Arc::new(
+        w.handler_at(&w.sdk, Arc::new(spendguard_core::clock::SystemClock))
+            .await,
+    );
+    handler
+        .handle(emergency("ai/prod", "inc-first", vec![Action::DisableKeys]))
+        .await
+        .unwrap();
+    assert_eq!(w.anthropic.active("apikey_race"), Some(false));
+
+    // the restore's enable call reaches Anthropic and waits there for its answer
+    w.anthropic.hold_writes();
+    let h = handler.clone();
+    let restore = tokio::spawn(async move {
+        h.handle(json!({"action": "restore", "scope": "ai/prod", "actor": "op"}))
+            .await
+    });
+    w.anthropic.until_held(1).await;
+    // meanwhile the next crossing orders another stop
+    let h = handler.clone();
+    let second = tokio::spawn(async move {
+        h.handle(emergency(
+            "ai/prod",
+            "inc-second",
+            vec![Action::DisableKeys],
+        ))
+        .await
+    });
+    for _ in 0..100 {
+        if switch_json(&w, "ai/prod")
+            .await
+            .to_string()
+            .contains("inc-second")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    w.anthropic.release();
+    let restored = restore.await.unwrap();
+    let second = second.await.unwrap();
+    if second.is_err() {
+        // Lambda retries the failed emergency
+        delivered(
+            &handler,
+            emergency("ai/prod", "inc-second", vec![Action::DisableKeys]),
+        )
+        .await
+        .expect("the retried emergency completes");
+    }
+    assert_eq!(
+        w.anthropic.active("apikey_race"),
+        Some(false),
+        "the second emergency's key is stopped (restore said {restored:?})"
+    );
+    let switch = switch_json(&w, "ai/prod").await;
+    assert_eq!(switch["state"]["state"], "engaged", "{switch}");
+    assert!(switch.to_string().contains("inc-second"), "{switch}");
+    assert!(
+        audit_text(&w).await.contains("inc-second"),
+        "the incident that joined is audited"
+    );
+}
+
+/// Finding #2a: a status that cannot be written is a failed stop (retried), never a quiet
+/// success; once written, restore brings the key back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unrecorded_stop_fails_and_restore_still_brings_the_key_back() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_rec", true);
+    w.register(vec![anthropic_key("rec", "apikey_rec", "ai/rec/k")])
+        .await;
+    let proxy = FaultProxy::start(vec![Rule {
+        operation: "UpdateItem",
+        body_contains: Some("\"KEYS\""),
+        every: 1,
+        limit: usize::MAX,
+        fault: Fault::ServerError,
+    }])
+    .await;
+    let handler = w
+        .handler_at(
+            &proxy.sdk().await,
+            Arc::new(spendguard_core::clock::SystemClock),
+        )
+        .await;
+    let event = emergency("ai/rec", "inc-rec", vec![Action::DisableKeys]);
+    let err = handler.handle(event.clone()).await.unwrap_err();
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(err).error_type,
+        "KeysIncomplete"
+    );
+    proxy.set_rules(Vec::new());
+    handler.handle(event).await.expect("the retry completes");
+    assert_eq!(w.anthropic.active("apikey_rec"), Some(false));
+    handler
+        .handle(json!({"action": "restore", "scope": "ai/rec", "actor": "op"}))
+        .await
+        .unwrap();
+    assert_eq!(w.anthropic.active("apikey_rec"), Some(true));
+}
+
+/// Finding #2b: an invocation that dies between the provider's disable and its record is
+/// recognised by its retry as spendguard's own stop, so restore re-enables the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_after_the_provider_call_is_recognised_on_retry() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_crash", true);
+    w.register(vec![anthropic_key("crash", "apikey_crash", "ai/crash/k")])
+        .await;
+    let clock = Arc::new(spendguard_core::clock::FixedClock::new(Utc::now()));
+    let handler = Arc::new(w.handler_at(&w.sdk, clock.clone()).await);
+    let event = emergency("ai/crash", "inc-crash", vec![Action::DisableKeys]);
+    w.anthropic.hold_writes();
+    let h = handler.clone();
+    let e = event.clone();
+    let dying = tokio::spawn(async move { h.handle(e).await });
+    w.anthropic.until_held(1).await;
+    dying.abort(); // Lambda's timeout: Anthropic disabled the key, nothing was recorded after
+    let _ = dying.await;
+    w.anthropic.release();
+    assert_eq!(w.anthropic.active("apikey_crash"), Some(false));
+    clock.advance(Duration::minutes(3)); // the dead invocation's lease has run out
+    handler.handle(event).await.expect("the retry completes");
+    handler
+        .handle(json!({"action": "restore", "scope": "ai/crash", "actor": "op"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        w.anthropic.active("apikey_crash"),
+        Some(true),
+        "restore re-enabled the key spendguard stopped"
+    );
+}
+
+/// Findings #2c and #31: an org cap and a team cap both hold the team's keys. Restoring
+/// either leaves them stopped while the other still holds them; the last restore brings them
+/// back, and a withheld secret returns to its own version, never a marker. Both orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_scopes_hold_a_key_until_the_last_restore() {
+    for (first, second) in [("ai", "ai/prod"), ("ai/prod", "ai")] {
+        let w = KeyGuardWorld::new(PolicySet::default()).await;
+        w.anthropic.add("apikey_n1", true);
+        let original = r#"{"key_id": "key_n2", "api_key": "sk-proj-nested"}"#;
+        let arn = w.secret("nested-openai", original).await;
+        w.openai.add("key_n2", true);
+        w.register(vec![
+            anthropic_key("n1", "apikey_n1", "ai/prod/n1"),
+            KeySpec {
+                secret_arn: Some(arn.clone()),
+                project_id: Some("proj_n".into()),
+                key_id: Some("key_n2".into()),
+                ..key("n2", ProviderKind::Openai, "ai/prod/n2")
+            },
+        ])
+        .await;
+        for (scope, incident) in [(first, "inc-a"), (second, "inc-b")] {
+            w.handler
+                .handle(emergency(scope, incident, vec![Action::DisableKeys]))
+                .await
+                .unwrap();
+        }
+        assert_eq!(w.anthropic.active("apikey_n1"), Some(false));
+        w.handler
+            .handle(json!({"action": "restore", "scope": first, "actor": "op"}))
+            .await
+            .unwrap();
+        assert_eq!(
+            w.anthropic.active("apikey_n1"),
+            Some(false),
+            "{second} still holds the key after {first} is restored"
+        );
+        assert_ne!(w.current_value(&arn).await, original, "still withheld");
+        w.handler
+            .handle(json!({"action": "restore", "scope": second, "actor": "op"}))
+            .await
+            .unwrap();
+        assert_eq!(
+            w.anthropic.active("apikey_n1"),
+            Some(true),
+            "back after the last restore ({first} then {second})"
+        );
+        assert_eq!(
+            w.current_value(&arn).await,
+            original,
+            "the secret is the key again, not a marker ({first} then {second})"
+        );
+    }
+}
+
+/// Finding #26: a late retry of an emergency that was already restored engages nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_delivery_after_its_restore_engages_nothing() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_late", true);
+    w.register(vec![anthropic_key("late", "apikey_late", "ai/late/k")])
+        .await;
+    let event = emergency("ai/late", "inc-late", vec![Action::DisableKeys]);
+    w.handler.handle(event.clone()).await.unwrap();
+    w.handler
+        .handle(json!({"action": "restore", "scope": "ai/late", "actor": "op"}))
+        .await
+        .unwrap();
+    w.handler.handle(event).await.expect("acknowledged");
+    let switch = switch_json(&w, "ai/late").await;
+    assert_ne!(switch["state"]["state"], "engaged", "{switch}");
+    assert_eq!(w.anthropic.active("apikey_late"), Some(true));
+}
+
+/// Finding #28: with DynamoDB unavailable, key-guard still stops the keys it knows (the
+/// registry it read at start), reports the failure, and records the stop as its own once the
+/// store is back, so restore re-enables the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_store_down_keys_are_still_stopped_and_the_failure_reported() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_down", true);
+    w.register(vec![anthropic_key("down", "apikey_down", "ai/down/k")])
+        .await;
+    let proxy = FaultProxy::start(Vec::new()).await;
+    let handler = w
+        .handler_at(
+            &proxy.sdk().await,
+            Arc::new(spendguard_core::clock::SystemClock),
+        )
+        .await;
+    proxy.set_rules(spendguard_tests::faults::dynamodb_down());
+    let event = emergency("ai/down", "inc-down", vec![Action::DisableKeys]);
+    let err = handler.handle(event.clone()).await.unwrap_err();
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(err).error_type,
+        "StoreUnavailable"
+    );
+    assert_eq!(
+        w.anthropic.active("apikey_down"),
+        Some(false),
+        "stopped although the store is down"
+    );
+    proxy.set_rules(Vec::new());
+    handler.handle(event).await.expect("the retry records it");
+    let switch = switch_json(&w, "ai/down").await;
+    assert_eq!(switch["state"]["state"], "engaged", "{switch}");
+    handler
+        .handle(json!({"action": "restore", "scope": "ai/down", "actor": "op"}))
+        .await
+        .unwrap();
+    assert_eq!(w.anthropic.active("apikey_down"), Some(true));
+}
+
+/// The Anthropic stand-in refuses what Anthropic's admin API refuses, in Anthropic's error
+/// shape: a test that passes against it proves the request was right.
+#[tokio::test]
+async fn the_anthropic_stand_in_refuses_what_anthropic_refuses() {
+    let state = Arc::new(spendguard_tests::keyguard::ProviderState::default());
+    state.add("apikey_std", true);
+    let standin = spendguard_tests::keyguard::anthropic_standin(state.clone()).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/organizations/api_keys/apikey_std", standin.url);
+    let call = |method: reqwest::Method,
+                url: String,
+                key: Option<&'static str>,
+                version: Option<&'static str>,
+                body: Value| {
+        let mut r = http.request(method, url).json(&body);
+        if let Some(k) = key {
+            r = r.header("x-api-key", k);
+        }
+        if let Some(v) = version {
+            r = r.header("anthropic-version", v);
+        }
+        r.send()
+    };
+    let admin = Some("sk-ant-admin-test");
+    let version = Some("2023-06-01");
+    let inactive = json!({"status": "inactive"});
+    for (name, method, url, key, version, body, status, kind) in [
+        (
+            "no version header",
+            reqwest::Method::POST,
+            url.clone(),
+            admin,
+            None,
+            inactive.clone(),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            "another version",
+            reqwest::Method::POST,
+            url.clone(),
+            admin,
+            Some("2021-01-01"),
+            inactive.clone(),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            "no admin key",
+            reqwest::Method::POST,
+            url.clone(),
+            None,
+            version,
+            inactive.clone(),
+            401,
+            "authentication_error",
+        ),
+        (
+            "a non-admin key",
+            reqwest::Method::POST,
+            url.clone(),
+            Some("sk-ant-api03-x"),
+            version,
+            inactive.clone(),
+            401,
+            "authentication_error",
+        ),
+        (
+            "an unknown key",
+            reqwest::Method::POST,
+            format!("{}/v1/organizations/api_keys/apikey_nope", standin.url),
+            admin,
+            version,
+            inactive.clone(),
+            404,
+            "not_found_error",
+        ),
+        (
+            "a status Anthropic does not know",
+            reqwest::Method::POST,
+            url.clone(),
+            admin,
+            version,
+            json!({"status": "disabled"}),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            "another method",
+            reqwest::Method::DELETE,
+            url.clone(),
+            admin,
+            version,
+            json!({}),
+            405,
+            "invalid_request_error",
+        ),
+    ] {
+        let response = call(method, url, key, version, body).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{name}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["error"]["type"], kind, "{name}: {answer}");
+    }
+    assert!(
+        state.writes_for("apikey_std").is_empty(),
+        "nothing refused was applied"
+    );
+    assert_eq!(state.active("apikey_std"), Some(true));
+    let ok = call(reqwest::Method::POST, url, admin, version, inactive)
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    assert_eq!(state.active("apikey_std"), Some(false));
 }

@@ -601,3 +601,55 @@ async fn anomalies_and_the_daily_report_publish_through_sns() {
         "{kinds:?}"
     );
 }
+
+/// Issue 20 §1: a stored counter that cannot be read back (written before the bounds, or
+/// edited by hand) spoils only its scope: every other scope is summarised, and the run ends
+/// with an error that names the scope and is not a store outage (a retry cannot help).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_counter_spoils_only_its_scope() {
+    let sdk = aws::sdk().await;
+    let (store, table) = aws::new_store(&sdk).await;
+    let store: Store = Arc::new(store);
+    keep_budgets(
+        &store,
+        vec![
+            budget("poisoned", "app/a", WindowKind::Monthly, 1000),
+            budget("healthy", "app/b", WindowKind::Monthly, 1000),
+        ],
+    )
+    .await;
+    let day = d("2026-11-20");
+    let budgets = store.load_policy().await.unwrap().budgets;
+    ingest_usage(
+        store.as_ref(),
+        &budgets,
+        &[
+            record("a1", "app/a/k", 100, noon(day)),
+            record("b1", "app/b/k", 250, noon(day)),
+        ],
+        noon(day),
+    )
+    .await
+    .unwrap();
+    aws::plant_counter(&sdk, &table, "app/a", "2026-11", "d20_cost.USD", "1e35").await;
+    let w = world(store.clone(), "2026-11-21T06:00:00Z");
+    let err = w.nightly.run(Days::Yesterday).await.unwrap_err();
+    assert!(
+        !matches!(err, NightlyError::Store(_)),
+        "a stored figure no retry can fix is not a store outage: {err}"
+    );
+    assert!(err.to_string().contains("app/a"), "{err}");
+    let healthy = store
+        .summaries(&Scope::parse("app/b").unwrap(), day, day)
+        .await
+        .unwrap();
+    assert_eq!(healthy.len(), 1, "app/b is summarised");
+    assert!(
+        store
+            .summaries(&Scope::parse("app/a").unwrap(), day, day)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing is made up for app/a"
+    );
+}

@@ -115,6 +115,17 @@ fn sns_notification(topic: &str, text: &str) -> Value {
     })
 }
 
+/// What providers reported for `budget` (the check's own snapshots are kept apart).
+async fn reported(w: &WebhookWorld, budget: &str) -> Vec<spendguard_core::records::Observation> {
+    w.store
+        .observations(budget)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.source != "evaluation")
+        .collect()
+}
+
 struct Case {
     name: &'static str,
     request: HttpRequest,
@@ -384,6 +395,69 @@ async fn bad_inputs_are_refused_precisely_and_write_nothing() {
             status: 400,
             says: &["unknown field `colour`", "records[0]"],
         },
+        // bounds (issue 20 §1): out-of-range values are refused naming the field, before
+        // anything is counted; the other records of the batch are not counted either
+        Case {
+            name: "usage with a cost near Decimal::MAX, fourth in its batch",
+            request: signed(&usage_body(&[
+                usage_record("b0", "1"),
+                usage_record("b1", "1"),
+                usage_record("b2", "1"),
+                usage_record("b3", "79228162514264337593543950335"),
+            ])),
+            status: 400,
+            says: &["at most 1000000000", "records[3].cost.amount"],
+        },
+        Case {
+            name: "usage with two costs that overflow when summed",
+            request: signed(&usage_body(&[
+                usage_record("o1", "40000000000000000000000000000"),
+                usage_record("o2", "40000000000000000000000000000"),
+            ])),
+            status: 400,
+            says: &["records[0].cost.amount"],
+        },
+        Case {
+            name: "usage with more than a trillion tokens",
+            request: signed(&usage_body(&[
+                json!({"id": "t", "scope": "app/x", "tokens_in": 10_000_000_000_000_i64, "cost": {"amount": "1", "currency": "USD"}, "timestamp": Utc::now().to_rfc3339()}),
+            ])),
+            status: 400,
+            says: &["at most 1000000000000", "records[0].tokens_in"],
+        },
+        Case {
+            name: "usage dated 40 days ago (its id would be forgotten)",
+            request: signed(&usage_body(&[
+                json!({"id": "old", "scope": "app/x", "cost": {"amount": "1", "currency": "USD"}, "timestamp": (Utc::now() - chrono::Duration::days(40)).to_rfc3339()}),
+            ])),
+            status: 400,
+            says: &["more than 35 days old", "records[0].timestamp"],
+        },
+        Case {
+            name: "usage dated next month",
+            request: signed(&usage_body(&[
+                json!({"id": "ahead", "scope": "app/x", "cost": {"amount": "1", "currency": "USD"}, "timestamp": (Utc::now() + chrono::Duration::hours(1)).to_rfc3339()}),
+            ])),
+            status: 400,
+            says: &["in the future", "records[0].timestamp"],
+        },
+        Case {
+            name: "usage with a scope seven segments deep",
+            request: signed(&usage_body(&[
+                json!({"id": "deep", "scope": "app/a/b/c/d/e/f", "cost": {"amount": "1", "currency": "USD"}, "timestamp": Utc::now().to_rfc3339()}),
+            ])),
+            status: 400,
+            says: &["7 segments", "records[0].scope"],
+        },
+        // §2: a currency no rate converts into a covering budget's would blind it
+        Case {
+            name: "usage in EUR on a scope only USD budgets cover",
+            request: signed(&usage_body(&[
+                json!({"id": "eur", "scope": "app/x", "cost": {"amount": "0.01", "currency": "EUR"}, "timestamp": Utc::now().to_rfc3339()}),
+            ])),
+            status: 400,
+            says: &["budget `app-usage` (USD", "records[0].cost.currency"],
+        },
         Case {
             name: "status with a wrong token",
             request: HttpRequest {
@@ -496,7 +570,7 @@ async fn a_gcp_notification_delivered_five_times_at_once_gives_one_observation_a
         let response = d.await.unwrap();
         assert_eq!(response.status, 200, "{}", response.body);
     }
-    let observations = w.store.observations("gcp-data").await.unwrap();
+    let observations = reported(&w, "gcp-data").await;
     assert_eq!(observations.len(), 1);
     assert_eq!(observations[0].actual.amount, Decimal::new(60015, 1));
     let alerts = w.probe.drain().await;
@@ -520,9 +594,7 @@ async fn a_gcp_notification_delivered_five_times_at_once_gives_one_observation_a
     );
     assert!(w.probe.drain().await.is_empty());
     assert_eq!(
-        w.store.observations("gcp-data").await.unwrap()[0]
-            .actual
-            .amount,
+        reported(&w, "gcp-data").await[0].actual.amount,
         Decimal::from(6100)
     );
 }
@@ -596,7 +668,7 @@ async fn moto_delivers_a_signed_aws_budgets_notification_to_the_webhook() {
         .await
         .unwrap();
 
-    let observations = w.store.observations("aws-main").await.unwrap();
+    let observations = reported(&w, "aws-main").await;
     assert_eq!(
         observations.len(),
         1,
@@ -747,11 +819,8 @@ async fn delivered_state(
     w: &WebhookWorld,
 ) -> (Decimal, Vec<String>, std::collections::BTreeSet<String>) {
     let cost = month_cost_now(&w.store, "app").await;
-    let observations = w
-        .store
-        .observations("gcp-data")
+    let observations = reported(w, "gcp-data")
         .await
-        .unwrap()
         .iter()
         .map(|o| format!("{} {}", o.actual.amount, o.period_key))
         .collect();
@@ -834,4 +903,139 @@ async fn webhook_stopped_after_any_write_then_redelivered_ends_as_if_uninterrupt
     eprintln!(
         "budget-webhook stopped after each of its {writes} writes, then redelivered: same end state"
     );
+}
+
+// ---- issue 20 §4: signals carry their own figures ---------------------------------------
+
+/// A push like `gcp_push`, published at `published`.
+fn gcp_push_at(data: &Value, message_id: &str, published: chrono::DateTime<Utc>) -> Vec<u8> {
+    let mut envelope: Value = serde_json::from_slice(&gcp_push(data, message_id)).unwrap();
+    envelope["message"]["publishTime"] =
+        json!(published.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+    envelope.to_string().into_bytes()
+}
+
+fn scheduled() -> spendguard_core::check::CheckOptions {
+    spendguard_core::check::CheckOptions {
+        actor: "schedule".into(),
+        ..Default::default()
+    }
+}
+
+/// An AWS Budgets notification says what was spent: it counts as an observation of its own,
+/// so the crossing is raised at once even while DescribeBudgets still shows less, and a later
+/// check keeps the larger figure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aws_budgets_notification_is_evaluated_with_its_own_figure() {
+    let name = aws_name();
+    let w = WebhookWorld::new(policy(&name)).await;
+    create_aws_budget(&w, &name, "100").await;
+    let text = BUDGETS_TEXT
+        .replace("monthly-total", &name)
+        .replace("$912.40", "$950.00");
+    let m = sns_signed(
+        &w,
+        sns_notification(&w.budgets_topic, &text),
+        "2",
+        &cert_url(),
+    );
+    let response = w.send(post("/sns", &[], m.to_string())).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.body["alerts_published"], 1, "{}", response.body);
+    let delivered = w.probe.drain().await;
+    let event: Value = serde_json::from_str(delivered[0]["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(event["budget_id"], "aws-main");
+    assert_eq!(
+        event["spend"]["amount"]
+            .as_str()
+            .unwrap()
+            .parse::<Decimal>()
+            .unwrap(),
+        Decimal::from(950)
+    );
+    // the scheduled check still reads $100 from DescribeBudgets: the notified $950 stands
+    let report = w.webhook.checker.run(&scheduled()).await.unwrap();
+    let window = &report
+        .budgets
+        .iter()
+        .find(|b| b.budget_id == "aws-main")
+        .unwrap()
+        .windows[0];
+    assert_eq!(window.spend.unwrap().amount, Decimal::from(950));
+    assert!(w.probe.drain().await.is_empty(), "raised once");
+}
+
+/// Finding #13: a notification redelivered after a check run is not dropped as "older": the
+/// check's evaluation is kept apart from what Google reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gcp_notification_redelivered_after_a_check_run_is_evaluated() {
+    let name = aws_name();
+    let w = WebhookWorld::new(policy(&name)).await;
+    create_aws_budget(&w, &name, "100").await;
+    let token = w.token(json!({}), "RS256");
+    let t0 = Utc::now() - chrono::Duration::seconds(60);
+    let first = w
+        .send(post(
+            "/gcp/pubsub",
+            &[("authorization", &bearer(&token))],
+            gcp_push_at(&gcp_data(1500.0, None), "gcp-early", t0),
+        ))
+        .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    // a scheduled check runs now...
+    w.webhook.checker.run(&scheduled()).await.unwrap();
+    // ...then Pub/Sub redelivers a crossing Google published before it (its first delivery
+    // was answered 503)
+    let late = w
+        .send(post(
+            "/gcp/pubsub",
+            &[("authorization", &bearer(&token))],
+            gcp_push_at(
+                &gcp_data(3300.0, Some(1.0)),
+                "gcp-late",
+                t0 + chrono::Duration::seconds(30),
+            ),
+        ))
+        .await;
+    assert_eq!(late.status, 200, "{}", late.body);
+    assert_eq!(late.body["alerts_published"], 1, "{}", late.body);
+    assert_eq!(w.probe.drain().await.len(), 1);
+}
+
+/// The rule for a lower figure later in the same period (credits): provider-reported spend
+/// is a high-water mark within its period, so a paging alert recovers only with the period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credits_later_in_the_period_do_not_resolve_a_paging_alert() {
+    let name = aws_name();
+    let mut p = policy(&name);
+    let gcp = p.budgets.iter_mut().find(|b| b.id == "gcp-data").unwrap();
+    gcp.windows[0].tiers[0].name = "critical".into();
+    gcp.windows[0].tiers[0].severity = spendguard_core::budget::Severity::Critical;
+    let w = WebhookWorld::new(p).await;
+    create_aws_budget(&w, &name, "100").await;
+    let token = w.token(json!({}), "RS256");
+    let t0 = Utc::now() - chrono::Duration::seconds(120);
+    let crossing = w
+        .send(post(
+            "/gcp/pubsub",
+            &[("authorization", &bearer(&token))],
+            gcp_push_at(&gcp_data(3300.0, Some(1.0)), "gcp-over", t0),
+        ))
+        .await;
+    assert_eq!(crossing.body["alerts_published"], 1, "{}", crossing.body);
+    assert_eq!(w.probe.drain().await.len(), 1);
+    // a credit lowers the month's cost in Google's next routine notification, published
+    // after the crossing was evaluated
+    let credit = w
+        .send(post(
+            "/gcp/pubsub",
+            &[("authorization", &bearer(&token))],
+            gcp_push_at(&gcp_data(2400.0, None), "gcp-credit", Utc::now()),
+        ))
+        .await;
+    assert_eq!(credit.status, 200, "{}", credit.body);
+    let report = w.webhook.checker.run(&scheduled()).await.unwrap();
+    assert_eq!(report.alerts.recoveries, 0, "{:?}", report.alerts);
+    assert!(w.probe.drain().await.is_empty(), "no recovery mid-period");
+    assert_eq!(w.store.open_alerts().await.unwrap().len(), 1);
 }
