@@ -9,7 +9,7 @@ use spendguard_core::bus::MemoryBus;
 use spendguard_core::check::{CheckOptions, Checker, DEFAULT_CLAIM_LEASE};
 use spendguard_core::clock::{Clock, FixedClock, SystemClock};
 use spendguard_core::config::load_budgets_file;
-use spendguard_core::ingest::ingest_usage;
+use spendguard_core::ingest::{admit, ingest_usage};
 use spendguard_core::secret::{FileVault, SecretVault};
 use spendguard_core::sources::{
     AnthropicCosts, AwsBudgets, GcpBudgetObservations, HttpSettings, OpenAiCosts, SpendSource,
@@ -26,6 +26,9 @@ pub fn load(path: &Path) -> Result<PolicySet, Failure> {
 
 pub fn validate(path: &Path, as_json: bool) -> Result<(), Failure> {
     let policy = load(path)?;
+    for warning in policy.currency_warnings() {
+        eprintln!("warning: {}: {warning}", path.display());
+    }
     if as_json {
         let json =
             serde_json::to_string_pretty(&policy).map_err(|e| Failure::Run(e.to_string()))?;
@@ -49,8 +52,13 @@ pub fn validate(path: &Path, as_json: bool) -> Result<(), Failure> {
 }
 
 /// Reads a JSONL usage file; every bad line is reported (file:line: field: message) and
-/// nothing is ingested unless all lines are valid.
-fn read_usage(path: &Path, policy: &PolicySet) -> Result<Vec<UsageRecord>, Failure> {
+/// nothing is ingested unless all lines are valid. Timestamps are bounded around `now`, the
+/// instant the check evaluates (so a file replayed with `--now` stays valid).
+fn read_usage(
+    path: &Path,
+    policy: &PolicySet,
+    now: DateTime<Utc>,
+) -> Result<Vec<UsageRecord>, Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::Invalid(format!("{}: cannot read: {e}", path.display())))?;
     let mut records = Vec::new();
@@ -62,7 +70,10 @@ fn read_usage(path: &Path, policy: &PolicySet) -> Result<Vec<UsageRecord>, Failu
         let at = format!("{}:{}", path.display(), i + 1);
         match serde_json::from_str::<UsageWire>(line) {
             Err(e) => errors.push(format!("{at}: {e}")),
-            Ok(wire) => match wire.validate(&policy.settings.prices) {
+            Ok(wire) => match wire
+                .validate(&policy.settings.prices, now)
+                .and_then(|r| admit(&r, policy).map(|()| r))
+            {
                 Ok(r) => records.push(r),
                 Err(e) => errors.push(format!("{at}: {e}")),
             },
@@ -85,14 +96,13 @@ async fn sources(
 ) -> Result<Vec<Arc<dyn SpendSource>>, Failure> {
     let mut sources: Vec<Arc<dyn SpendSource>> = vec![
         Arc::new(UsageCounters::new(store.clone())),
-        Arc::new(GcpBudgetObservations::new(store)),
+        Arc::new(GcpBudgetObservations::new(store.clone())),
     ];
     if let Some(account) = &args.aws_account_id {
         let sdk = spendguard_core::aws::sdk_config().await;
-        sources.push(Arc::new(AwsBudgets::new(
-            aws_sdk_budgets::Client::new(&sdk),
-            account,
-        )));
+        sources.push(Arc::new(
+            AwsBudgets::new(aws_sdk_budgets::Client::new(&sdk), account).with_notifications(store),
+        ));
     }
     let http = reqwest::Client::new();
     if let Some(file) = &args.openai_admin_key_file {
@@ -133,7 +143,7 @@ pub async fn run(args: CheckArgs) -> Result<(), Failure> {
         None => Arc::new(SystemClock),
     };
     let records = match &args.usage {
-        Some(path) => Some(read_usage(path, &policy)?),
+        Some(path) => Some(read_usage(path, &policy, clock.now())?),
         None => None,
     };
     let store = SqliteStore::open(&args.store).map_err(|e| Failure::Run(e.to_string()))?;
@@ -170,6 +180,7 @@ pub async fn run(args: CheckArgs) -> Result<(), Failure> {
             dry_run: args.dry_run,
             only: args.budget_id.iter().cloned().collect(),
             actor: "cli".into(),
+            skip_unconfigured_sources: true,
         })
         .await
         .map_err(|e| Failure::Run(e.to_string()))?;
@@ -186,6 +197,13 @@ pub async fn run(args: CheckArgs) -> Result<(), Failure> {
         return Err(Failure::Run(format!(
             "the check is incomplete: {}",
             report.failures.join("; ")
+        )));
+    }
+    if !report.unevaluable.is_empty() {
+        return Err(Failure::Run(format!(
+            "{} window(s) cannot be evaluated:\n  {}",
+            report.unevaluable.len(),
+            report.unevaluable.join("\n  ")
         )));
     }
     if let Some(level) = &args.fail_on {

@@ -1,8 +1,9 @@
 //! `spendguard`: the demo, local runs of every function (embedded store or `--aws`), and the
 //! operator's commands against a deployment. See docs/cli.md.
 //!
-//! Exit codes: 0 done; 1 the run failed (store, AWS or handler error); 2 invalid input or an
-//! unconfirmed change (nothing written); 3 `--fail-on` reached.
+//! Exit codes: 0 done; 1 the run failed (store, AWS or handler error, a budget window that
+//! cannot be evaluated); 2 invalid input, no target or an unconfirmed change (nothing
+//! written); 3 `--fail-on` reached; 4 a kill or shutdown that stopped nothing.
 
 mod check;
 mod demo;
@@ -22,7 +23,7 @@ use clap::{Args, Parser, Subcommand};
     name = "spendguard",
     version,
     about = "Stop runaway API and cloud spend. Try it with `spendguard demo`; run any function locally with `invoke`; operate a deployment with status, kill, restore, ack, budgets apply and report.",
-    after_help = "Exit codes: 0 done, 1 run failed, 2 invalid input or an unconfirmed change (nothing written), 3 --fail-on severity reached.\nMore: docs/cli.md"
+    after_help = "Exit codes: 0 done, 1 run failed (or a budget window cannot be evaluated), 2 invalid input, no target or an unconfirmed change (nothing written), 3 --fail-on severity reached, 4 a kill or shutdown stopped nothing.\nOperator commands act on the target they are given: --table NAME (or SPENDGUARD_TABLE), or --store FILE that exists.\nMore: docs/cli.md"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -194,6 +195,8 @@ pub enum Failure {
     Run(String),
     /// `--fail-on` reached: exit 3.
     ThresholdReached(String),
+    /// A kill or shutdown that stopped no key and no resource: exit 4.
+    NothingStopped(String),
 }
 
 fn main() -> ExitCode {
@@ -277,6 +280,10 @@ fn main() -> ExitCode {
         Err(Failure::ThresholdReached(m)) => {
             eprintln!("{m}");
             ExitCode::from(3)
+        }
+        Err(Failure::NothingStopped(m)) => {
+            eprintln!("{m}");
+            ExitCode::from(4)
         }
     }
 }

@@ -20,22 +20,22 @@ use crate::invoke::pretty;
 use crate::local::{Function, Local, Target};
 use crate::report;
 
-/// Where an operator command acts.
+/// Where an operator command acts: always named, never guessed (a command that reached a
+/// store nobody meant would say "engaged" and stop nothing).
 #[derive(clap::Args, Clone)]
 pub struct On {
-    /// The deployment's DynamoDB table (its `StateTableName` output). Without it, the
-    /// embedded store.
+    /// The deployment's DynamoDB table (its `StateTableName` output).
     #[arg(long, value_name = "NAME", env = "SPENDGUARD_TABLE")]
     pub table: Option<String>,
-    /// The embedded store (when no --table is given).
-    #[arg(long, value_name = "PATH", default_value = ".spendguard/state.db")]
-    pub store: PathBuf,
+    /// An embedded store that exists (made by `spendguard check --store FILE` or the demo).
+    #[arg(long, value_name = "FILE", conflicts_with = "table")]
+    pub store: Option<PathBuf>,
 }
 
 impl On {
     async fn local(&self) -> Result<Local, Failure> {
-        match &self.table {
-            Some(table) => {
+        match (&self.table, &self.store) {
+            (Some(table), _) => {
                 Local::new(
                     &Target::Aws,
                     Arc::new(SystemClock),
@@ -43,23 +43,32 @@ impl On {
                 )
                 .await
             }
-            None => {
+            (None, Some(store)) if store.is_file() => {
                 Local::new(
                     &Target::Embedded {
-                        store: self.store.clone(),
+                        store: store.clone(),
                     },
                     Arc::new(SystemClock),
                     BTreeMap::new(),
                 )
                 .await
             }
+            (None, Some(store)) => Err(Failure::Invalid(format!(
+                "--store {}: no such store (an operator command never creates one; `spendguard check --store FILE` does). Name a deployment with --table NAME instead",
+                store.display()
+            ))),
+            (None, None) => Err(Failure::Invalid(
+                "no target: name the deployment with --table NAME (or SPENDGUARD_TABLE), or an existing embedded store with --store FILE".into(),
+            )),
         }
     }
 
+    /// The target as every result names it.
     fn name(&self) -> String {
-        match &self.table {
-            Some(t) => format!("table {t}"),
-            None => format!("embedded store {}", self.store.display()),
+        match (&self.table, &self.store) {
+            (Some(t), _) => format!("table {t}"),
+            (None, Some(s)) => format!("embedded store {}", s.display()),
+            (None, None) => "no target".into(),
         }
     }
 }
@@ -151,7 +160,9 @@ pub async fn status(on: &On, scope_text: Option<&str>, as_json: bool) -> Result<
     if as_json {
         println!(
             "{}",
-            pretty(&json!({"kill_switches": switches, "keys": keys, "open_alerts": alerts}))
+            pretty(
+                &json!({"target": on.name(), "kill_switches": switches, "keys": keys, "open_alerts": alerts})
+            )
         );
         return Ok(());
     }
@@ -247,7 +258,7 @@ pub async fn kill(on: &On, scope_text: &str, reason: &str, yes: bool) -> Result<
         json!({"action": "disable", "scope": target, "reason": reason, "actor": actor()}),
     )
     .await;
-    print_guard(report)
+    print_guard(on, report, Stop::Yes)
 }
 
 /// Shows what a shutdown would stop (key-guard's dry run), then, once confirmed, does it.
@@ -285,7 +296,7 @@ pub async fn shutdown(
         json!({"action": "shutdown", "scope": target, "reason": reason, "actor": actor()}),
     )
     .await;
-    print_guard(report)
+    print_guard(on, report, Stop::Yes)
 }
 
 pub async fn restore(on: &On, scope_text: &str, yes: bool) -> Result<(), Failure> {
@@ -304,12 +315,31 @@ pub async fn restore(on: &On, scope_text: &str, yes: bool) -> Result<(), Failure
         json!({"action": "restore", "scope": target, "actor": actor()}),
     )
     .await;
-    print_guard(report)
+    print_guard(on, report, Stop::No)
 }
 
-fn print_guard(report: Result<Value, Failure>) -> Result<(), Failure> {
-    let report = report?;
+/// Whether a command was meant to stop something (a kill, a shutdown).
+#[derive(PartialEq)]
+enum Stop {
+    Yes,
+    No,
+}
+
+fn print_guard(on: &On, report: Result<Value, Failure>, stop: Stop) -> Result<(), Failure> {
+    let mut report = report?;
+    report["target"] = json!(on.name());
     println!("{}", pretty(&report));
+    let reached = ["keys", "resources"]
+        .iter()
+        .map(|part| report[part].as_array().map_or(0, Vec::len))
+        .sum::<usize>();
+    if stop == Stop::Yes && reached == 0 {
+        return Err(Failure::NothingStopped(format!(
+            "warning: the kill switch of {} in the {} is engaged, but it stopped nothing: no key and no resource is registered under it, so only applications that read the switch stop",
+            report["scope"].as_str().unwrap_or_default(),
+            on.name()
+        )));
+    }
     let failed: Vec<String> = ["keys", "resources"]
         .iter()
         .flat_map(|part| report[part].as_array().into_iter().flatten())
@@ -332,7 +362,8 @@ pub async fn ack(on: &On, alert_id: &str, reason: Option<&str>) -> Result<(), Fa
     if let Some(reason) = reason {
         event["reason"] = json!(reason);
     }
-    let answer = act(&local, Function::AlertFanout, event).await?;
+    let mut answer = act(&local, Function::AlertFanout, event).await?;
+    answer["target"] = json!(on.name());
     println!("{}", pretty(&answer));
     Ok(())
 }
@@ -388,8 +419,8 @@ fn by_id(policy: &spendguard_core::budget::PolicySet) -> Value {
 }
 
 pub async fn budgets_apply(on: &On, file: &std::path::Path, yes: bool) -> Result<(), Failure> {
-    let policy = crate::check::load(file)?;
     let local = on.local().await?;
+    let policy = crate::check::load(file)?;
     let store = local.store();
     let current = store.load_policy().await.map_err(run_err)?;
     let mut changes = Vec::new();
@@ -433,10 +464,9 @@ pub async fn month_report(
         .await
         .map_err(run_err)?;
     if as_json {
-        println!(
-            "{}",
-            pretty(&serde_json::to_value(&data).unwrap_or_default())
-        );
+        let mut figures = serde_json::to_value(&data).unwrap_or_default();
+        figures["target"] = json!(on.name());
+        println!("{}", pretty(&figures));
         return Ok(());
     }
     if data.days.is_empty() {

@@ -36,10 +36,11 @@ fn hint(kind: &str) -> &'static str {
 pub fn render(report: &CheckReport, published: &[AlertEvent], store: &Path) -> String {
     let mut rows: Vec<[String; 9]> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
     for b in &report.budgets {
         for w in &b.windows {
-            let (spend, used, forecast) = match (&w.spend, &w.error) {
-                (Some(s), _) => (
+            let (spend, used, forecast) = match (&w.spend, &w.error, &w.note) {
+                (Some(s), _, _) => (
                     display_amount(s.amount),
                     w.percent.map(|p| format!("{p}%")).unwrap_or_default(),
                     match w.forecast {
@@ -49,14 +50,18 @@ pub fn render(report: &CheckReport, published: &[AlertEvent], store: &Path) -> S
                         None => String::new(),
                     },
                 ),
-                (None, Some(e)) => {
+                (None, Some(e), _) => {
+                    errors.push(format!("{} {}: {e}", b.budget_id, w.window));
+                    ("error".into(), "-".into(), "-".into())
+                }
+                (None, None, Some(n)) => {
                     // budgets of an unconfigured source get one note for the source, below
                     if !report.unconfigured.contains(&b.source) {
-                        notes.push(format!("{} {}: not checked: {e}", b.budget_id, w.window));
+                        notes.push(format!("{} {}: not checked: {n}", b.budget_id, w.window));
                     }
                     ("-".into(), "-".into(), "-".into())
                 }
-                (None, None) => ("-".into(), "-".into(), "-".into()),
+                (None, None, None) => ("-".into(), "-".into(), "-".into()),
             };
             rows.push([
                 b.budget_id.clone(),
@@ -144,6 +149,15 @@ pub fn render(report: &CheckReport, published: &[AlertEvent], store: &Path) -> S
             budgets.join(", "),
             hint(kind)
         ));
+    }
+    if !errors.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nCannot be evaluated (nobody hears of their spend until fixed):"
+        );
+        for e in errors {
+            let _ = writeln!(out, "  ✗ {e}");
+        }
     }
     if !notes.is_empty() {
         let _ = writeln!(out, "\nNotes:");

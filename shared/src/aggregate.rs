@@ -278,8 +278,9 @@ pub fn summarize(
         })
         .collect();
 
-    // end-of-month forecast from the end of `date`, bounded like budget-check's
-    let forecast = main.map(|currency| {
+    // end-of-month forecast from the end of `date`, bounded like budget-check's (none when
+    // the figures are too large to project: the summary still has them)
+    let forecast = main.and_then(|currency| {
         let end_of_day = zone.start_of_day(date + Duration::days(1));
         let actual = mtd.get(&currency).copied().unwrap_or_default();
         let yesterday = series.value(date - Duration::days(1), Metric::Cost(currency));
@@ -313,6 +314,7 @@ pub fn summarize(
                 forecast_policy,
             ),
         }
+        .ok()
     });
 
     DailySummary {
@@ -565,7 +567,8 @@ pub fn anomaly_event(policy: &PolicySet, s: &DailySummary, now: DateTime<Utc>) -
         e.percent = if a.expected.is_zero() {
             Decimal::ZERO
         } else {
-            percent_of(a.value, a.expected)
+            // a ratio too large to hold: 0, the summary gives both figures
+            percent_of(a.value, a.expected).unwrap_or_default()
         };
     }
     let spikes: Vec<String> = s

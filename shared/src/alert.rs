@@ -5,11 +5,11 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::budget::{Action, Basis, Budget, Severity};
+use crate::budget::{Action, Basis, Budget, Severity, Window};
 use crate::evaluate::{Crossing, WindowEvaluation};
 use crate::forecast::Forecast;
 use crate::money::Money;
-use crate::period::WindowKind;
+use crate::period::{Period, WindowKind};
 use crate::scope::Scope;
 
 pub const ALERT_SCHEMA_VERSION: u32 = 1;
@@ -29,7 +29,13 @@ pub enum AlertKind {
     Report,
     /// A key behaves as a stolen key does (a spike, a burst, use at odd hours or after idle days).
     Security,
+    /// A window of a budget could not be evaluated (an unreadable figure, a currency without a
+    /// rate, a renamed AWS budget): nobody would hear of its spend until it is fixed.
+    Unevaluable,
 }
+
+/// The tier name of an [`AlertKind::Unevaluable`] alert (its claim, open alert and recovery).
+pub const UNEVALUABLE_TIER: &str = "budget_unevaluable";
 
 /// A budget crossing, as published to the alerts topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +167,71 @@ impl AlertEvent {
         }
     }
 
+    /// The operator alert for a window of `budget` that cannot be evaluated (`why`), raised
+    /// once per budget, window and period and routed to the budget's paging channels.
+    pub fn unevaluable(
+        budget: &Budget,
+        window: &Window,
+        period: &Period,
+        why: &str,
+        raised_at: DateTime<Utc>,
+    ) -> AlertEvent {
+        let zero = Money::zero(budget.currency);
+        let limit = Money::new(window.limit, budget.currency);
+        let mut channels: Vec<String> = budget
+            .windows
+            .iter()
+            .flat_map(|w| &w.tiers)
+            .filter(|t| t.severity >= Severity::Critical)
+            .flat_map(|t| budget.channels_for(&t.name))
+            .collect();
+        if channels.is_empty() {
+            channels = budget.routing.values().flatten().cloned().collect();
+        }
+        channels.sort();
+        channels.dedup();
+        let why: String = why.chars().take(400).collect();
+        AlertEvent {
+            schema_version: ALERT_SCHEMA_VERSION,
+            alert_id: alert_id(
+                &budget.id,
+                window.kind,
+                period.start,
+                UNEVALUABLE_TIER,
+                Decimal::ZERO,
+            ),
+            kind: AlertKind::Unevaluable,
+            budget_id: budget.id.clone(),
+            scope: budget.scope.clone(),
+            window: window.kind,
+            period_key: period.key(),
+            period_start: period.start,
+            period_end: period.end,
+            tier: UNEVALUABLE_TIER.into(),
+            severity: Severity::Critical,
+            basis: Basis::Actual,
+            spend: zero,
+            limit,
+            threshold: zero,
+            percent: Decimal::ZERO,
+            forecast: Forecast::TooEarly,
+            actions: Vec::new(),
+            channels,
+            summary: format!(
+                "CRITICAL: budget {} ({}) {} {} cannot be evaluated: {why}. Its spend is not watched until this is fixed.",
+                budget.id,
+                budget.scope,
+                window.kind,
+                period.key()
+            ),
+            raised_at,
+            related_alert_id: None,
+            escalation_level: None,
+            runbook_url: None,
+            details: Some(serde_json::json!({ "error": why })),
+        }
+    }
+
     fn follow_up_id(&self, what: &str) -> String {
         let mut h = Sha256::new();
         h.update(self.alert_id.as_bytes());
@@ -242,6 +313,10 @@ impl AlertEvent {
                 self.tier.trim_start_matches("security-"),
                 self.scope,
                 self.period_key.trim_start_matches("H#")
+            ),
+            AlertKind::Unevaluable => format!(
+                "[spendguard] cannot evaluate {} {} {}",
+                self.budget_id, self.window, self.period_key
             ),
         };
         s.truncate(100);

@@ -200,6 +200,19 @@ impl SourceSpec {
             SourceSpec::GcpBudget { .. } => "gcp_budget",
         }
     }
+
+    /// The currency the source reports in, when it is always the same: OpenAI, Anthropic and
+    /// Cost Explorer report US dollars; AWS Budgets the unit of a cost budget (US dollars).
+    /// Usage records and GCP (the billing account's currency) can report any.
+    pub fn reported_currency(&self) -> Option<Currency> {
+        match self {
+            SourceSpec::Openai { .. }
+            | SourceSpec::Anthropic { .. }
+            | SourceSpec::CostExplorer { .. }
+            | SourceSpec::AwsBudgets { .. } => Some(Currency::USD),
+            SourceSpec::Usage | SourceSpec::GcpBudget { .. } => None,
+        }
+    }
 }
 
 /// A delivery channel named in routing. Its endpoint or key lives in a secret, never here.
@@ -319,6 +332,11 @@ pub struct PolicySet {
     pub keys: Vec<crate::keys::KeySpec>,
 }
 
+/// Most time zones the budgets of one deployment may use, UTC included: a usage record updates
+/// its counters once per zone, and all of one record's counters fit one DynamoDB transaction
+/// (see `usage::bounds::MAX_SCOPE_DEPTH`).
+pub const MAX_COUNTER_ZONES: usize = 8;
+
 /// How a scope comes back after its keys are restored: its limit factor climbs these steps,
 /// one per `step_minutes` (advanced by the scheduled checks).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -357,7 +375,28 @@ mod decimal_list {
 }
 
 impl PolicySet {
-    /// The time zones counters must be kept in: UTC (for reports) and every budget's zone.
+    /// Budgets whose source reports a currency no configured rate converts into theirs: their
+    /// windows could never be evaluated (`spendguard validate` warns).
+    pub fn currency_warnings(&self) -> Vec<String> {
+        self.budgets
+            .iter()
+            .filter_map(|b| {
+                let from = b.source.reported_currency()?;
+                (!self.settings.rates.can_convert(from, b.currency)).then(|| {
+                    format!(
+                        "budget `{}` is kept in {} but its source `{}` reports {from}, and no rate converts it: its windows cannot be evaluated; add \"{from}/{}\" to [currency_rates]",
+                        b.id,
+                        b.currency,
+                        b.source.kind(),
+                        b.currency
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The time zones usage is counted in: every budget's zone, and UTC (for reports; at most
+    /// [`MAX_COUNTER_ZONES`]; the budgets file refuses more).
     pub fn counter_zones(budgets: &[Budget]) -> Vec<Zone> {
         let mut zones: Vec<Zone> = budgets.iter().map(|b| b.zone).collect();
         zones.push(Zone::UTC);

@@ -10,18 +10,20 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::alert::AlertEvent;
+use crate::alert::{AlertEvent, AlertKind, UNEVALUABLE_TIER};
 use crate::budget::{Budget, PolicySet, Severity, SourceSpec, Window};
 use crate::bus::AlertBus;
 use crate::clock::Clock;
+use crate::evaluate::WindowSpend;
 use crate::evaluate::{WindowEvaluation, evaluate_window};
 use crate::forecast::Forecast;
+use crate::lease::Claimed;
 use crate::money::Money;
 use crate::period::{Period, WindowKind};
-use crate::records::{AuditEntry, Claim, ClaimOutcome, Observation, OpenAlert};
+use crate::records::{AuditEntry, Claim, Observation, OpenAlert};
 use crate::security::{ScanReport, SecurityScan};
 use crate::sources::key_usage::KeyUsageSource;
-use crate::sources::{BudgetSpend, SpendRequest, SpendSource};
+use crate::sources::{SpendRequest, SpendSource, WindowError};
 use crate::store::{StateStore, StoreError};
 
 /// A claim that was never finished (crashed run) blocks others this long.
@@ -37,6 +39,9 @@ pub struct CheckOptions {
     pub only: Vec<String>,
     /// Who asked (`schedule`, `manual`, a user name): kept in the audit log.
     pub actor: String,
+    /// A source no budget can be read from here is a note (`spendguard check` reads only the
+    /// sources it is given), not a window that cannot be evaluated (a deployment).
+    pub skip_unconfigured_sources: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +100,10 @@ pub struct WindowReport {
     /// Why this window could not be evaluated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why this window was not evaluated, when nothing is wrong (no GCP notification yet, a
+    /// source this run was not given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -131,6 +140,9 @@ pub struct CheckReport {
     pub failures: Vec<String>,
     /// Sources that budgets use but this deployment is not configured to read.
     pub unconfigured: Vec<String>,
+    /// Windows that could not be evaluated (`budget window period: why`): each raised a
+    /// `budget_unevaluable` alert once per period, and the run fails after evaluating the rest.
+    pub unevaluable: Vec<String>,
     /// Key-theft and burst detection over every active key (not run for `only`).
     pub security: ScanReport,
 }
@@ -145,8 +157,52 @@ impl CheckReport {
     }
 }
 
+/// Why a window was not evaluated this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NotEvaluated {
+    /// Nothing is wrong (no GCP notification yet; a source this run skips).
+    Note(String),
+    /// The whole source failed: the run fails and is retried; no alert.
+    SourceFailed(String),
+    /// This window's figures cannot be evaluated: an operator alert, and a failed run.
+    Unevaluable(String),
+}
+
+impl NotEvaluated {
+    fn message(&self) -> &str {
+        match self {
+            NotEvaluated::Note(m)
+            | NotEvaluated::SourceFailed(m)
+            | NotEvaluated::Unevaluable(m) => m,
+        }
+    }
+}
+
+impl From<WindowError> for NotEvaluated {
+    fn from(e: WindowError) -> Self {
+        match e {
+            WindowError::Pending(m) => NotEvaluated::Note(m),
+            WindowError::Unevaluable(m) => NotEvaluated::Unevaluable(m),
+        }
+    }
+}
+
+/// Spend per window of each budget, as the checker gathered it.
+type GatheredSpend = BTreeMap<String, BTreeMap<WindowKind, Result<WindowSpend, NotEvaluated>>>;
+
 /// One window of a budget and its evaluation (or why there is none).
-type WindowResult<'a> = (&'a Window, Result<WindowEvaluation, String>);
+type WindowResult<'a> = (&'a Window, Result<WindowEvaluation, NotEvaluated>);
+
+/// What every alert of one run is raised with.
+#[derive(Clone, Copy)]
+struct Raising<'a> {
+    now: DateTime<Utc>,
+    run_id: &'a str,
+    options: &'a CheckOptions,
+    runbook_url: Option<&'a str>,
+    /// Alerts earlier runs finished (one batched read): only counted.
+    raised_before: &'a HashSet<String>,
+}
 
 /// The budget check with its dependencies, built once per process.
 pub struct Checker {
@@ -188,8 +244,10 @@ impl Checker {
             .filter(|b| options.only.is_empty() || options.only.contains(&b.id))
             .collect();
 
-        let (spend, mut failures, unconfigured) =
-            self.gather(&budgets, now, &policy.settings.rates).await;
+        let (spend, mut failures, unconfigured) = self
+            .gather(&budgets, now, &policy.settings.rates, options)
+            .await;
+        let mut unevaluable = Vec::new();
 
         let mut counts = AlertCounts::default();
         let mut reports = Vec::new();
@@ -210,7 +268,11 @@ impl Checker {
                             .get(&budget.id)
                             .and_then(|s| s.get(&window.kind))
                             .cloned()
-                            .unwrap_or_else(|| Err("no spend data".to_string()))
+                            .unwrap_or_else(|| {
+                                Err(NotEvaluated::Unevaluable(
+                                    "its source answered nothing for this window".into(),
+                                ))
+                            })
                             .and_then(|s| {
                                 evaluate_window(
                                     budget,
@@ -219,7 +281,7 @@ impl Checker {
                                     now,
                                     &policy.settings.forecast,
                                 )
-                                .ok_or_else(|| format!("budget has no {} window", window.kind))
+                                .map_err(|e| NotEvaluated::Unevaluable(e.to_string()))
                             });
                         (window, evaluation)
                     })
@@ -231,6 +293,13 @@ impl Checker {
             HashSet::new()
         } else {
             self.raised_before(&evaluated, now, &run_id).await
+        };
+        let run = Raising {
+            now,
+            run_id: &run_id,
+            options,
+            runbook_url: runbook,
+            raised_before: &raised_before,
         };
         for (budget, windows_evaluated) in &evaluated {
             let mut windows = Vec::new();
@@ -247,27 +316,42 @@ impl Checker {
                                 e.crossings.iter().map(|c| c.tier.name.clone()).collect(),
                             ),
                         );
+                        let crossings = e
+                            .crossings
+                            .iter()
+                            .map(|c| AlertEvent::for_crossing(budget, e, c, now))
+                            .collect();
                         let alerts = self
-                            .raise(
-                                budget,
-                                e,
-                                now,
-                                &run_id,
-                                options,
-                                runbook,
-                                &raised_before,
-                                &mut counts,
-                                &mut failures,
-                            )
+                            .raise(&run, budget, crossings, &mut counts, &mut failures)
                             .await;
                         window_report(budget, now, Ok(e), alerts)
                     }
-                    Err(message) => window_report(
-                        budget,
-                        now,
-                        Err((window.kind, window.limit, message.clone())),
-                        Vec::new(),
-                    ),
+                    Err(problem) => {
+                        let mut events = Vec::new();
+                        if let NotEvaluated::Unevaluable(why) = problem {
+                            let period = Period::containing(window.kind, budget.zone, now);
+                            unevaluable.push(format!(
+                                "{} {} {}: {why}",
+                                budget.id,
+                                window.kind,
+                                period.key()
+                            ));
+                            reached.insert(
+                                (budget.id.clone(), window.kind),
+                                (period.key(), vec![UNEVALUABLE_TIER.to_string()]),
+                            );
+                            events.push(AlertEvent::unevaluable(budget, window, &period, why, now));
+                        }
+                        let alerts = self
+                            .raise(&run, budget, events, &mut counts, &mut failures)
+                            .await;
+                        window_report(
+                            budget,
+                            now,
+                            Err((window.kind, window.limit, problem.clone())),
+                            alerts,
+                        )
+                    }
                 };
                 windows.push(report);
             }
@@ -324,6 +408,7 @@ impl Checker {
             alerts: counts,
             failures,
             unconfigured,
+            unevaluable,
             security,
         };
         if !options.dry_run {
@@ -341,6 +426,7 @@ impl Checker {
                         "alerts": report.alerts,
                         "failures": report.failures,
                         "unconfigured": report.unconfigured,
+                        "unevaluable": report.unevaluable,
                         "security_findings": report.security.findings.len(),
                     }),
                 })
@@ -363,25 +449,32 @@ impl Checker {
         budgets: &[&Budget],
         now: DateTime<Utc>,
         rates: &crate::money::FxRates,
-    ) -> (BTreeMap<String, BudgetSpend>, Vec<String>, Vec<String>) {
+        options: &CheckOptions,
+    ) -> (GatheredSpend, Vec<String>, Vec<String>) {
         let mut by_kind: BTreeMap<&'static str, Vec<&Budget>> = BTreeMap::new();
         for b in budgets {
             by_kind.entry(b.source.kind()).or_default().push(b);
         }
-        let mut spend = BTreeMap::new();
+        let mut spend = GatheredSpend::new();
         let mut failures = Vec::new();
         let mut unconfigured = Vec::new();
+        let every_window = |b: &Budget, problem: NotEvaluated| {
+            b.windows
+                .iter()
+                .map(|w| (w.kind, Err(problem.clone())))
+                .collect::<BTreeMap<_, _>>()
+        };
         for (kind, group) in by_kind {
             let Some(source) = self.sources.iter().find(|s| s.kind() == kind) else {
+                let problem = if options.skip_unconfigured_sources {
+                    NotEvaluated::Note(format!("not checked: source `{kind}` is not read here"))
+                } else {
+                    NotEvaluated::Unevaluable(format!(
+                        "source `{kind}` is not configured in this deployment"
+                    ))
+                };
                 for b in &group {
-                    let message = format!("source `{kind}` is not configured");
-                    spend.insert(
-                        b.id.clone(),
-                        b.windows
-                            .iter()
-                            .map(|w| (w.kind, Err(message.clone())))
-                            .collect(),
-                    );
+                    spend.insert(b.id.clone(), every_window(b, problem.clone()));
                 }
                 unconfigured.push(kind.to_string());
                 continue;
@@ -392,16 +485,19 @@ impl Checker {
                 rates,
             };
             match source.spend(&request).await {
-                Ok(map) => spend.extend(map),
+                Ok(map) => spend.extend(map.into_iter().map(|(id, windows)| {
+                    let windows = windows
+                        .into_iter()
+                        .map(|(k, r)| (k, r.map_err(NotEvaluated::from)))
+                        .collect();
+                    (id, windows)
+                })),
                 Err(e) => {
                     warn!(source = kind, error = %e, "spend source failed");
                     for b in &group {
                         spend.insert(
                             b.id.clone(),
-                            b.windows
-                                .iter()
-                                .map(|w| (w.kind, Err(e.to_string())))
-                                .collect(),
+                            every_window(b, NotEvaluated::SourceFailed(e.to_string())),
                         );
                     }
                     failures.push(e.to_string());
@@ -409,27 +505,6 @@ impl Checker {
             }
         }
         (spend, failures, unconfigured)
-    }
-
-    /// The claim that makes one crossing's alert happen once.
-    fn alert_claim(
-        &self,
-        budget: &Budget,
-        evaluation: &WindowEvaluation,
-        tier: &str,
-        alert_id: &str,
-        run_id: &str,
-    ) -> Claim {
-        Claim::alert(
-            &budget.id,
-            evaluation.kind,
-            &evaluation.period.key(),
-            tier,
-            alert_id,
-            run_id,
-            self.claim_lease,
-            evaluation.period.end + CLAIM_RETENTION,
-        )
     }
 
     /// Alert ids of the crossings whose claims earlier runs finished. When the store cannot
@@ -443,17 +518,19 @@ impl Checker {
         let mut claims = Vec::new();
         let mut alert_ids = Vec::new();
         for (budget, windows) in evaluated {
+            for (window, result) in windows {
+                if let Err(NotEvaluated::Unevaluable(why)) = result {
+                    let period = Period::containing(window.kind, budget.zone, now);
+                    let event = AlertEvent::unevaluable(budget, window, &period, why, now);
+                    claims.push(self.claim_for(budget, &event, run_id));
+                    alert_ids.push(event.alert_id);
+                }
+            }
             for e in windows.iter().filter_map(|(_, e)| e.as_ref().ok()) {
                 for crossing in &e.crossings {
-                    let alert_id = AlertEvent::for_crossing(budget, e, crossing, now).alert_id;
-                    claims.push(self.alert_claim(
-                        budget,
-                        e,
-                        &crossing.tier.name,
-                        &alert_id,
-                        run_id,
-                    ));
-                    alert_ids.push(alert_id);
+                    let event = AlertEvent::for_crossing(budget, e, crossing, now);
+                    claims.push(self.claim_for(budget, &event, run_id));
+                    alert_ids.push(event.alert_id);
                 }
             }
         }
@@ -473,73 +550,94 @@ impl Checker {
         }
     }
 
-    /// Claims and publishes each crossing of one window; only the claim's winner publishes.
-    /// Crossings in `raised_before` were published by an earlier run and are only counted.
-    /// Paging alerts (critical and above) are then tracked as open alerts.
-    #[allow(clippy::too_many_arguments)]
+    /// The claim that makes `event` (a crossing, or an unevaluable window) happen once.
+    fn claim_for(&self, budget: &Budget, event: &AlertEvent, run_id: &str) -> Claim {
+        Claim::alert(
+            &budget.id,
+            event.window,
+            &event.period_key,
+            &event.tier,
+            &event.alert_id,
+            run_id,
+            self.claim_lease,
+            event.period_end + CLAIM_RETENTION,
+        )
+    }
+
+    /// Claims and publishes each alert of `budget` (its crossings, or an unevaluable window);
+    /// only the claim's winner publishes. Alerts in `raised_before` were published by an
+    /// earlier run and are only counted. Paging alerts (critical and above) are then tracked
+    /// as open alerts.
     async fn raise(
         &self,
+        run: &Raising<'_>,
         budget: &Budget,
-        evaluation: &WindowEvaluation,
-        now: DateTime<Utc>,
-        run_id: &str,
-        options: &CheckOptions,
-        runbook_url: Option<&str>,
-        raised_before: &HashSet<String>,
+        events: Vec<AlertEvent>,
         counts: &mut AlertCounts,
         failures: &mut Vec<String>,
     ) -> Vec<AlertReport> {
         let mut out = Vec::new();
-        for crossing in &evaluation.crossings {
-            let mut event = AlertEvent::for_crossing(budget, evaluation, crossing, now);
-            event.runbook_url = runbook_url.map(str::to_string);
-            let outcome = if options.dry_run {
-                counts.would_publish += 1;
-                AlertOutcome::WouldPublish
-            } else if raised_before.contains(&event.alert_id) {
-                AlertOutcome::AlreadyRaised
-            } else {
-                let claim = self.alert_claim(
-                    budget,
-                    evaluation,
-                    &crossing.tier.name,
-                    &event.alert_id,
-                    run_id,
-                );
-                let track = crossing.tier.severity >= Severity::Critical;
-                match self.publish_once(&claim, &event, now, track).await {
-                    Ok(o) => o,
-                    Err(message) => {
-                        warn!(alert_id = %event.alert_id, error = %message, "alert not published");
-                        failures.push(format!(
-                            "alert {} ({} {}): {message}",
-                            event.alert_id, budget.id, crossing.tier.name
-                        ));
-                        AlertOutcome::Failed
-                    }
-                }
-            };
-            match outcome {
-                AlertOutcome::Published => counts.published += 1,
-                AlertOutcome::PublishedUnclaimed => {
-                    counts.published += 1;
-                    failures.push(format!(
-                        "alert {} ({} {}): published without a claim (the store is unavailable); it may be published again",
-                        event.alert_id, budget.id, crossing.tier.name
-                    ));
-                }
-                AlertOutcome::AlreadyRaised => counts.already_raised += 1,
-                AlertOutcome::HeldByOther => counts.held_by_other += 1,
-                AlertOutcome::Failed => counts.failed += 1,
-                AlertOutcome::WouldPublish => {}
-            }
-            out.push(AlertReport {
-                alert_id: event.alert_id,
-                tier: crossing.tier.name.clone(),
-                outcome,
-            });
+        for event in events {
+            out.push(self.raise_one(run, budget, event, counts, failures).await);
         }
         out
+    }
+
+    async fn raise_one(
+        &self,
+        run: &Raising<'_>,
+        budget: &Budget,
+        mut event: AlertEvent,
+        counts: &mut AlertCounts,
+        failures: &mut Vec<String>,
+    ) -> AlertReport {
+        let Raising {
+            now,
+            run_id,
+            options,
+            runbook_url,
+            raised_before,
+        } = *run;
+        event.runbook_url = runbook_url.map(str::to_string);
+        let outcome = if options.dry_run {
+            counts.would_publish += 1;
+            AlertOutcome::WouldPublish
+        } else if raised_before.contains(&event.alert_id) {
+            AlertOutcome::AlreadyRaised
+        } else {
+            let claim = self.claim_for(budget, &event, run_id);
+            let track = event.severity >= Severity::Critical;
+            match self.publish_once(&claim, &event, now, track).await {
+                Ok(o) => o,
+                Err(message) => {
+                    warn!(alert_id = %event.alert_id, error = %message, "alert not published");
+                    failures.push(format!(
+                        "alert {} ({} {}): {message}",
+                        event.alert_id, budget.id, event.tier
+                    ));
+                    AlertOutcome::Failed
+                }
+            }
+        };
+        match outcome {
+            AlertOutcome::Published => counts.published += 1,
+            AlertOutcome::PublishedUnclaimed => {
+                counts.published += 1;
+                failures.push(format!(
+                    "alert {} ({} {}): published without a claim (the store is unavailable); it may be published again",
+                    event.alert_id, budget.id, event.tier
+                ));
+            }
+            AlertOutcome::AlreadyRaised => counts.already_raised += 1,
+            AlertOutcome::HeldByOther => counts.held_by_other += 1,
+            AlertOutcome::Failed => counts.failed += 1,
+            AlertOutcome::WouldPublish => {}
+        }
+        AlertReport {
+            alert_id: event.alert_id,
+            tier: event.tier,
+            outcome,
+        }
     }
 
     /// Publishes `event` if `claim` is won; `track` records it as an open alert (before the
@@ -551,8 +649,10 @@ impl Checker {
         now: DateTime<Utc>,
         track: bool,
     ) -> Result<AlertOutcome, String> {
-        let won = match self.store.claim(claim, now).await {
-            Ok(outcome) => outcome,
+        let held = match Claimed::take(self.store.as_ref(), claim.clone(), now).await {
+            Ok(Claimed::Won(held)) => held,
+            Ok(Claimed::Done) => return Ok(AlertOutcome::AlreadyRaised),
+            Ok(Claimed::Busy) => return Ok(AlertOutcome::HeldByOther),
             // fail safe (ADR 013): with the store unavailable a duplicate is better than
             // silence; fan-out's per-channel claims collapse the repeat once the store is back
             Err(e) if e.is_retryable() => {
@@ -564,36 +664,25 @@ impl Checker {
             }
             Err(e) => return Err(e.to_string()),
         };
-        match won {
-            ClaimOutcome::AlreadyRaised => Ok(AlertOutcome::AlreadyRaised),
-            ClaimOutcome::HeldByOther => Ok(AlertOutcome::HeldByOther),
-            ClaimOutcome::Won => {
-                if let Err(e) = self.bus.publish(event).await {
-                    // give the claim back so the next run (or Lambda's retry) publishes it
-                    if let Err(release) = self.store.release_claim(claim).await {
-                        warn!(claim = %claim.key, error = %release, "claim not released; it expires with its lease");
-                    }
-                    return Err(e.to_string());
-                }
-                info!(alert_id = %event.alert_id, kind = ?event.kind, budget = %event.budget_id, tier = %event.tier, "alert published");
-                if track {
-                    let open = OpenAlert {
-                        event: event.clone(),
-                        acknowledged: None,
-                        escalation_level: 0,
-                    };
-                    self.store
-                        .put_open_alert(&open)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                self.store
-                    .finish_claim(claim)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(AlertOutcome::Published)
-            }
+        if let Err(e) = self.bus.publish(event).await {
+            // give the claim back so the next run (or Lambda's retry) publishes it
+            return Err(held.release_after(e.to_string()).await);
         }
+        info!(alert_id = %event.alert_id, kind = ?event.kind, budget = %event.budget_id, tier = %event.tier, "alert published");
+        if track {
+            let open = OpenAlert {
+                event: event.clone(),
+                acknowledged: None,
+                escalation_level: 0,
+            };
+            // on failure the claim expires with its lease and a later run publishes again
+            self.store
+                .put_open_alert(&open)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        held.finish().await.map_err(|e| e.to_string())?;
+        Ok(AlertOutcome::Published)
     }
 
     /// Recoveries and escalations of open alerts: an alert whose period ended, whose tier is
@@ -625,7 +714,14 @@ impl Checker {
                     Some((period, tiers))
                         if *period == e.period_key && !tiers.contains(&e.tier) =>
                     {
-                        Some("is no longer reached")
+                        if e.kind == AlertKind::Unevaluable {
+                            Some("can be evaluated again")
+                        } else if tiers.iter().any(|t| t == UNEVALUABLE_TIER) {
+                            // a window that cannot be read says nothing about its tiers
+                            None
+                        } else {
+                            Some("is no longer reached")
+                        }
                     }
                     _ => None,
                 }
@@ -703,10 +799,14 @@ impl Checker {
     }
 }
 
+/// The source name of the check's own snapshots, kept apart from what providers reported
+/// (a snapshot never replaces, nor outdates, a provider's observation).
+pub const EVALUATION_SOURCE: &str = "evaluation";
+
 fn observation(budget: &Budget, e: &WindowEvaluation, now: DateTime<Utc>) -> Observation {
     Observation {
         budget_id: budget.id.clone(),
-        source: budget.source.kind().to_string(),
+        source: EVALUATION_SOURCE.to_string(),
         window: e.kind,
         period_key: e.period.key(),
         actual: Money::new(e.actual, budget.currency),
@@ -723,7 +823,7 @@ fn observation(budget: &Budget, e: &WindowEvaluation, now: DateTime<Utc>) -> Obs
 fn window_report(
     budget: &Budget,
     now: DateTime<Utc>,
-    evaluation: Result<&WindowEvaluation, (WindowKind, Decimal, String)>,
+    evaluation: Result<&WindowEvaluation, (WindowKind, Decimal, NotEvaluated)>,
     alerts: Vec<AlertReport>,
 ) -> WindowReport {
     let money = |amount: Decimal| Money::new(amount, budget.currency);
@@ -751,9 +851,10 @@ fn window_report(
                 actions,
                 alerts,
                 error: None,
+                note: None,
             }
         }
-        Err((kind, limit, message)) => WindowReport {
+        Err((kind, limit, problem)) => WindowReport {
             window: kind,
             period: Period::containing(kind, budget.zone, now).key(),
             spend: None,
@@ -765,7 +866,9 @@ fn window_report(
             highest_severity: None,
             actions: Vec::new(),
             alerts,
-            error: Some(message),
+            error: (!matches!(problem, NotEvaluated::Note(_)))
+                .then(|| problem.message().to_string()),
+            note: matches!(problem, NotEvaluated::Note(_)).then(|| problem.message().to_string()),
         },
     }
 }

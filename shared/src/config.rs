@@ -16,8 +16,8 @@ use toml::Spanned;
 use crate::aggregate::AnomalyPolicy;
 use crate::budget::{
     Action, Basis, Budget, ChannelKind, ChannelSpec, EscalationLevel, EscalationPolicy,
-    ForecastPolicy, PolicySet, RestorePolicy, Settings, Severity, SourceSpec, Threshold, Tier,
-    Window,
+    ForecastPolicy, MAX_COUNTER_ZONES, PolicySet, RestorePolicy, Settings, Severity, SourceSpec,
+    Threshold, Tier, Window,
 };
 use crate::keys::{KeySpec, ProviderKind, RotationStrategy};
 use crate::money::{Currency, FxRates, parse_decimal};
@@ -29,6 +29,12 @@ use crate::shutdown::{GcpProject, ShutdownPolicy};
 use chrono::{DateTime, Utc};
 
 pub const SUPPORTED_VERSION: i64 = 1;
+/// Largest limit or tier amount a budget may have: a quadrillion in its currency.
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(2_764_472_320, 232_830, 0, false, 0);
+/// Largest price per million tokens: a million.
+pub const MAX_PRICE: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
+/// Largest exchange rate (and the smallest is its inverse).
+pub const MAX_RATE: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
 
 /// One problem in a budgets file, with its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -540,7 +546,8 @@ impl Validator<'_> {
         });
 
         let mut ids = BTreeSet::new();
-        let mut budgets = Vec::new();
+        let mut budgets: Vec<Budget> = Vec::new();
+        let mut zones = BTreeSet::from([Zone::UTC]);
         for rb in raw.budget {
             let span = rb.span();
             let rb = rb.into_inner();
@@ -553,12 +560,23 @@ impl Validator<'_> {
             }
             if let Some(b) = self.budget(
                 rb,
-                span,
+                span.clone(),
                 default_currency,
                 default_zone,
                 &default_routing,
                 &channels,
             ) {
+                if zones.insert(b.zone) && zones.len() > MAX_COUNTER_ZONES {
+                    self.error(
+                        span,
+                        format!("budget[{}].timezone", b.id),
+                        format!(
+                            "`{}` would be time zone number {} across the budgets (UTC included); at most {MAX_COUNTER_ZONES}: each usage record updates its counters once per zone, and one record's counters must fit one transaction",
+                            b.zone,
+                            zones.len()
+                        ),
+                    );
+                }
                 budgets.push(b);
             }
         }
@@ -677,8 +695,16 @@ impl Validator<'_> {
                     continue;
                 }
             };
-            if rate.get_ref().0 <= Decimal::ZERO {
-                self.error(rate.span(), field, "a rate must be greater than zero");
+            let r = rate.get_ref().0;
+            if r <= Decimal::ZERO || r > MAX_RATE || r < Decimal::ONE / MAX_RATE {
+                self.error(
+                    rate.span(),
+                    field,
+                    format!(
+                        "a rate must be between {} and {MAX_RATE} (got {r})",
+                        Decimal::ONE / MAX_RATE
+                    ),
+                );
                 continue;
             }
             rates.insert(from, to, rate.get_ref().0);
@@ -1379,12 +1405,12 @@ impl Validator<'_> {
                 ("cached_input", p.cached_input.as_ref()),
             ] {
                 if let Some(v) = v
-                    && v.get_ref().0 < Decimal::ZERO
+                    && (v.get_ref().0 < Decimal::ZERO || v.get_ref().0 > MAX_PRICE)
                 {
                     self.error(
                         v.span(),
                         format!("{field}.{name}"),
-                        "a price must not be negative",
+                        format!("a price per million tokens must be 0 to {MAX_PRICE}"),
                     );
                 }
             }
@@ -1598,11 +1624,11 @@ impl Validator<'_> {
         };
         let at = format!("{at}.window[{kind}]");
         let limit = rw.limit.get_ref().0;
-        if limit <= Decimal::ZERO {
+        if limit <= Decimal::ZERO || limit > MAX_AMOUNT {
             self.error(
                 rw.limit.span(),
                 format!("{at}.limit"),
-                format!("a limit must be greater than zero (got {limit})"),
+                format!("a limit must be above 0 and at most {MAX_AMOUNT} (got {limit})"),
             );
             return None;
         }
@@ -1697,11 +1723,11 @@ impl Validator<'_> {
             }
             (None, Some(a)) => {
                 let v = a.get_ref().0;
-                if v <= Decimal::ZERO {
+                if v <= Decimal::ZERO || v > MAX_AMOUNT {
                     self.error(
                         a.span(),
                         format!("{at}.amount"),
-                        format!("must be greater than zero (got {v})"),
+                        format!("must be above 0 and at most {MAX_AMOUNT} (got {v})"),
                     );
                     return None;
                 }

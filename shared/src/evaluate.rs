@@ -5,6 +5,7 @@ use rust_decimal::Decimal;
 
 use crate::budget::{Basis, Budget, ForecastPolicy, Tier};
 use crate::forecast::{Forecast, RecentSpend, project};
+use crate::money::{OutOfRange, checked_mul};
 use crate::period::{Period, WindowKind};
 
 /// Spend observed for one window of a budget, in the budget's currency.
@@ -61,12 +62,23 @@ impl WindowEvaluation {
     }
 }
 
+/// Why a window of a budget could not be evaluated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvaluationError {
+    #[error("budget has no {0} window")]
+    NoWindow(WindowKind),
+    #[error(transparent)]
+    OutOfRange(#[from] OutOfRange),
+}
+
 /// `amount` as a percentage of `limit`, with one decimal place (`79.0`).
-pub fn percent_of(amount: Decimal, limit: Decimal) -> Decimal {
-    let mut p = (amount * Decimal::ONE_HUNDRED / limit)
+pub fn percent_of(amount: Decimal, limit: Decimal) -> Result<Decimal, OutOfRange> {
+    let mut p = checked_mul(amount, Decimal::ONE_HUNDRED, "percent of the limit")?
+        .checked_div(limit)
+        .ok_or_else(|| OutOfRange(format!("{amount} as a percent of {limit}")))?
         .round_dp_with_strategy(1, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
     p.rescale(1);
-    p
+    Ok(p)
 }
 
 /// Evaluates one window. A tier is reached when the spend is at or above its threshold;
@@ -77,8 +89,8 @@ pub fn evaluate_window(
     spend: &WindowSpend,
     now: DateTime<Utc>,
     policy: &ForecastPolicy,
-) -> Option<WindowEvaluation> {
-    let window = budget.window(kind)?;
+) -> Result<WindowEvaluation, EvaluationError> {
+    let window = budget.window(kind).ok_or(EvaluationError::NoWindow(kind))?;
     let period = Period::containing(kind, budget.zone, now);
     let forecast = project(
         &period,
@@ -88,7 +100,8 @@ pub fn evaluate_window(
         spend.source_forecast,
         window.limit,
         policy,
-    );
+    )?;
+    let percent = percent_of(spend.actual, window.limit)?;
     let crossings = window
         .tiers
         .iter()
@@ -108,11 +121,11 @@ pub fn evaluate_window(
             })
         })
         .collect();
-    Some(WindowEvaluation {
+    Ok(WindowEvaluation {
         kind,
         limit: window.limit,
         actual: spend.actual,
-        percent: percent_of(spend.actual, window.limit),
+        percent,
         forecast,
         crossings,
         period,
@@ -323,6 +336,26 @@ mod tests {
     }
 
     proptest! {
+        /// Extreme spend (up to `Decimal::MAX`, any scale) never panics: the window is
+        /// evaluated or refused as out of range.
+        #[test]
+        fn extreme_spend_is_evaluated_or_refused(
+            b in arb_budget(),
+            mantissa in any::<i64>().prop_map(|m| m.unsigned_abs() as i64),
+            scale in 0u32..=28,
+            huge in prop_oneof![Just(None), Just(Some(Decimal::MAX)), Just(Some(Decimal::MAX / Decimal::TWO))],
+            seconds_in in 0i64..(30 * 86_400),
+        ) {
+            let now = utc("2026-11-01T00:00:00Z") + chrono::Duration::seconds(seconds_in);
+            let actual = huge.unwrap_or(Decimal::new(mantissa, scale));
+            let spend = WindowSpend { actual, recent: Some(RecentSpend { amount: actual, span: chrono::Duration::hours(1) }), source_forecast: None };
+            match evaluate_window(&b, WindowKind::Monthly, &spend, now, &ForecastPolicy::default()) {
+                Ok(e) => prop_assert_eq!(e.actual, actual),
+                Err(EvaluationError::OutOfRange(e)) => prop_assert!(!e.to_string().is_empty()),
+                Err(other) => prop_assert!(false, "unexpected {}", other),
+            }
+        }
+
         /// More actual spend never reaches fewer tiers, while the forecast stays plausible;
         /// and actual-basis tiers are monotone always.
         #[test]

@@ -5,6 +5,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::budget::ForecastPolicy;
+use crate::money::{OutOfRange, checked_mul};
 use crate::period::Period;
 
 /// Spend over a recent span that ends now (for example yesterday and today so far).
@@ -45,6 +46,7 @@ fn seconds(d: Duration) -> Decimal {
 /// `from_source` is a forecast a provider made (AWS Budgets); otherwise the projection is the
 /// spend so far plus the remaining time at a rate that blends the period's average rate with
 /// the recent rate (`policy.recent_weight`). A daily period projects to the end of the day.
+/// Every step is checked: figures too large to project are an error, never a panic.
 pub fn project(
     period: &Period,
     now: DateTime<Utc>,
@@ -53,34 +55,44 @@ pub fn project(
     from_source: Option<Decimal>,
     limit: Decimal,
     policy: &ForecastPolicy,
-) -> Forecast {
+) -> Result<Forecast, OutOfRange> {
+    let out = || OutOfRange(format!("forecast of {actual} spent so far"));
     let projected = match from_source {
         Some(f) => f.max(actual),
         None => {
             let elapsed = period.elapsed(now);
-            let min_elapsed =
-                seconds(period.length()) * policy.min_elapsed_percent / Decimal::ONE_HUNDRED;
+            let min_elapsed = checked_mul(
+                seconds(period.length()),
+                policy.min_elapsed_percent,
+                "forecast",
+            )? / Decimal::ONE_HUNDRED;
             if elapsed <= Duration::zero() || seconds(elapsed) < min_elapsed {
-                return Forecast::TooEarly;
+                return Ok(Forecast::TooEarly);
             }
-            let average_rate = actual / seconds(elapsed);
+            let average_rate = actual.checked_div(seconds(elapsed)).ok_or_else(out)?;
             let rate = match recent {
                 Some(r) if r.span > Duration::zero() => {
-                    let recent_rate = r.amount / seconds(r.span);
-                    average_rate * (Decimal::ONE - policy.recent_weight)
-                        + recent_rate * policy.recent_weight
+                    let recent_rate = r.amount.checked_div(seconds(r.span)).ok_or_else(out)?;
+                    let blended = average_rate
+                        .checked_mul(Decimal::ONE - policy.recent_weight)
+                        .zip(recent_rate.checked_mul(policy.recent_weight))
+                        .and_then(|(a, b)| a.checked_add(b));
+                    blended.ok_or_else(out)?
                 }
                 _ => average_rate,
             };
-            actual + rate * seconds(period.remaining(now))
+            rate.checked_mul(seconds(period.remaining(now)))
+                .and_then(|rest| actual.checked_add(rest))
+                .ok_or_else(out)?
         }
     }
     .round_dp(4);
-    if projected > limit * policy.max_multiple_of_limit {
+    let ceiling = checked_mul(limit, policy.max_multiple_of_limit, "forecast ceiling")?;
+    Ok(if projected > ceiling {
         Forecast::Implausible(projected)
     } else {
         Forecast::Projected(projected)
-    }
+    })
 }
 
 #[cfg(test)]
@@ -102,7 +114,7 @@ mod tests {
         let now = utc("2026-11-22T06:00:00Z");
         let day = Period::containing(WindowKind::Daily, Zone::UTC, now);
         // $3 in 6 hours, steady: $12 by midnight
-        let f = project(&day, now, dec!(3), None, None, dec!(10), &policy());
+        let f = project(&day, now, dec!(3), None, None, dec!(10), &policy()).unwrap();
         assert_eq!(f, Forecast::Projected(dec!(12)));
     }
 
@@ -123,7 +135,8 @@ mod tests {
             None,
             dec!(1000),
             &policy(),
-        );
+        )
+        .unwrap();
         // blended rate (10 + 40) / 2 = 25/day for 15 more days
         assert_eq!(f, Forecast::Projected(dec!(525)));
     }
@@ -134,7 +147,7 @@ mod tests {
         let month = Period::containing(WindowKind::Monthly, Zone::UTC, now);
         // two hours of a month: $50 would extrapolate to $18,000
         assert_eq!(
-            project(&month, now, dec!(50), None, None, dec!(1000), &policy()),
+            project(&month, now, dec!(50), None, None, dec!(1000), &policy()).unwrap(),
             Forecast::TooEarly
         );
     }
@@ -143,7 +156,7 @@ mod tests {
     fn absurd_projection_is_flagged_not_acted_on() {
         let now = utc("2026-11-05T00:00:00Z");
         let month = Period::containing(WindowKind::Monthly, Zone::UTC, now);
-        let f = project(&month, now, dec!(2000), None, None, dec!(1000), &policy());
+        let f = project(&month, now, dec!(2000), None, None, dec!(1000), &policy()).unwrap();
         assert!(matches!(f, Forecast::Implausible(_)));
         assert_eq!(f.actionable(), None);
         // a provider's absurd forecast too
@@ -155,8 +168,39 @@ mod tests {
             Some(dec!(5000000000)),
             dec!(1000),
             &policy(),
-        );
+        )
+        .unwrap();
         assert_eq!(f, Forecast::Implausible(dec!(5000000000)));
+    }
+
+    #[test]
+    fn projections_of_extreme_figures_are_errors_not_panics() {
+        let now = utc("2026-11-20T00:00:00Z");
+        let month = Period::containing(WindowKind::Monthly, Zone::UTC, now);
+        for actual in [Decimal::MAX, Decimal::MAX / dec!(2), dec!(1e27)] {
+            let f = project(&month, now, actual, None, None, dec!(1000), &policy());
+            assert!(
+                f.is_err() || matches!(f, Ok(Forecast::Implausible(_))),
+                "{actual}: {f:?}"
+            );
+        }
+        let recent = RecentSpend {
+            amount: Decimal::MAX,
+            span: Duration::seconds(1),
+        };
+        assert!(
+            project(
+                &month,
+                now,
+                dec!(1),
+                Some(recent),
+                None,
+                dec!(1000),
+                &policy()
+            )
+            .is_err()
+        );
+        assert!(project(&month, now, dec!(1), None, None, Decimal::MAX, &policy()).is_err());
     }
 
     #[test]
@@ -171,7 +215,8 @@ mod tests {
             Some(dec!(650)),
             dec!(1000),
             &policy(),
-        );
+        )
+        .unwrap();
         assert_eq!(f, Forecast::Projected(dec!(700)));
     }
 }

@@ -1,6 +1,6 @@
 //! Budget signals that arrive on their own, turned into observations of the budgets that use
-//! them. Every write here is an idempotent upsert: a replayed or out-of-order signal never
-//! replaces a newer one.
+//! them. Every write here is an idempotent merge: a replayed, reordered or lower signal never
+//! lowers what was observed in its period. Evaluation snapshots are kept apart (`evaluation`).
 
 use chrono::{DateTime, Utc};
 
@@ -28,19 +28,45 @@ pub fn budgets_for_aws<'a>(budgets: &'a [Budget], n: &BudgetsNotice) -> Vec<&'a 
         .collect()
 }
 
-/// Keeps `candidate` unless the store already holds a newer observation of the same period.
-async fn upsert_newer(store: &dyn StateStore, candidate: Observation) -> StoreResult<bool> {
-    let existing = store.observations(&candidate.budget_id).await?;
-    let newer_exists = existing.iter().any(|o| {
+/// The observation of the same budget, source, window and period as `candidate`.
+fn same_period<'a>(
+    existing: &'a [Observation],
+    candidate: &Observation,
+) -> Option<&'a Observation> {
+    existing.iter().find(|o| {
         o.source == candidate.source
             && o.window == candidate.window
             && o.period_key == candidate.period_key
-            && o.observed_at > candidate.observed_at
-    });
-    if newer_exists {
+    })
+}
+
+/// The larger of two figures of one period (the later one when their currencies differ).
+fn larger(kept: Option<Money>, new: Option<Money>) -> Option<Money> {
+    match (kept, new) {
+        (Some(k), Some(n)) if k.currency == n.currency && k.amount > n.amount => Some(k),
+        (k, None) => k,
+        (_, n) => n,
+    }
+}
+
+/// Provider-reported spend is a high-water mark within its period (docs/budgets.md#signals):
+/// a redelivered, reordered or lower figure (a credit) never lowers what was observed, so an
+/// alert it raised recovers with its period, not mid-period. Returns whether anything changed.
+async fn keep_highest(store: &dyn StateStore, candidate: Observation) -> StoreResult<bool> {
+    let existing = store.observations(&candidate.budget_id).await?;
+    let merged = match same_period(&existing, &candidate) {
+        None => candidate,
+        Some(kept) => Observation {
+            actual: larger(Some(kept.actual), Some(candidate.actual)).unwrap_or(candidate.actual),
+            forecast: larger(kept.forecast, candidate.forecast),
+            observed_at: kept.observed_at.max(candidate.observed_at),
+            ..candidate
+        },
+    };
+    if same_period(&existing, &merged) == Some(&merged) {
         return Ok(false);
     }
-    store.put_observations(&[candidate]).await?;
+    store.put_observations(&[merged]).await?;
     Ok(true)
 }
 
@@ -62,12 +88,14 @@ pub async fn record_gcp(
                 window: window.kind,
                 period_key: period.key(),
                 actual: Money::new(n.cost, n.currency),
+                // both factors are bounded at parsing; checked all the same
                 forecast: n
                     .forecast_threshold
-                    .map(|t| Money::new(t * n.budget, n.currency)),
+                    .and_then(|t| t.checked_mul(n.budget))
+                    .map(|f| Money::new(f, n.currency)),
                 observed_at: n.published_at,
             };
-            if upsert_newer(store, observation).await? {
+            if keep_highest(store, observation).await? {
                 written += 1;
             }
         }
@@ -75,8 +103,9 @@ pub async fn record_gcp(
     Ok(written)
 }
 
-/// Records an AWS Budgets notice (actual or forecast) for every budget that uses it, keeping
-/// the other half of an existing observation of the same period.
+/// Records an AWS Budgets notice (actual or forecast) for every budget that uses it: the
+/// notified figure is an observation of its own (evaluated beside DescribeBudgets, the larger
+/// wins), and the other half of an existing observation of the same period is kept.
 pub async fn record_aws(
     store: &dyn StateStore,
     budgets: &[Budget],
@@ -85,32 +114,24 @@ pub async fn record_aws(
 ) -> StoreResult<usize> {
     let mut written = 0;
     for budget in budgets_for_aws(budgets, n) {
-        let existing = store.observations(&budget.id).await?;
         for window in &budget.windows {
-            let period = Period::containing(window.kind, budget.zone, now).key();
-            let previous = existing
-                .iter()
-                .find(|o| o.window == window.kind && o.period_key == period);
             let amount = Money::new(n.amount, n.currency);
             let (actual, forecast) = match n.alert_type {
-                AlertType::Actual => (amount, previous.and_then(|p| p.forecast)),
-                AlertType::Forecasted => (
-                    previous.map_or(Money::zero(n.currency), |p| p.actual),
-                    Some(amount),
-                ),
+                AlertType::Actual => (amount, None),
+                AlertType::Forecasted => (Money::zero(n.currency), Some(amount)),
             };
-            store
-                .put_observations(&[Observation {
-                    budget_id: budget.id.clone(),
-                    source: budget.source.kind().to_string(),
-                    window: window.kind,
-                    period_key: period,
-                    actual,
-                    forecast,
-                    observed_at: now,
-                }])
-                .await?;
-            written += 1;
+            let observation = Observation {
+                budget_id: budget.id.clone(),
+                source: budget.source.kind().to_string(),
+                window: window.kind,
+                period_key: Period::containing(window.kind, budget.zone, now).key(),
+                actual,
+                forecast,
+                observed_at: now,
+            };
+            if keep_highest(store, observation).await? {
+                written += 1;
+            }
         }
     }
     Ok(written)

@@ -18,6 +18,7 @@ pub mod guard;
 pub mod ingest;
 pub mod intake;
 pub mod keys;
+pub mod lease;
 pub mod money;
 pub mod nightly;
 pub mod period;

@@ -126,13 +126,33 @@ pub fn parse_decimal(text: &str) -> Result<Decimal, rust_decimal::Error> {
     Decimal::from_str_exact(t).or_else(|_| Decimal::from_scientific(t))
 }
 
+/// A sum, product or quotient of amounts that `Decimal` cannot hold: input beyond its bounds,
+/// or a stored figure that was never valid. Named so the window it spoils can say why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "no exchange rate from {from} to {to} is configured: add `\"{from}/{to}\" = \"<rate>\"` to [currency_rates]"
-)]
-pub struct MissingRate {
-    pub from: Currency,
-    pub to: Currency,
+#[error("{0}: the amount is out of range")]
+pub struct OutOfRange(pub String);
+
+/// `a + b`, or what overflowed.
+pub fn checked_add(a: Decimal, b: Decimal, what: &str) -> Result<Decimal, OutOfRange> {
+    a.checked_add(b)
+        .ok_or_else(|| OutOfRange(format!("{what} ({a} + {b})")))
+}
+
+/// `a * b`, or what overflowed.
+pub fn checked_mul(a: Decimal, b: Decimal, what: &str) -> Result<Decimal, OutOfRange> {
+    a.checked_mul(b)
+        .ok_or_else(|| OutOfRange(format!("{what} ({a} x {b})")))
+}
+
+/// Why an amount could not be converted into another currency.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConversionError {
+    #[error(
+        "no exchange rate from {from} to {to} is configured: add `\"{from}/{to}\" = \"<rate>\"` to [currency_rates]"
+    )]
+    MissingRate { from: Currency, to: Currency },
+    #[error(transparent)]
+    OutOfRange(#[from] OutOfRange),
 }
 
 /// Exchange rates an operator configured explicitly. Nothing is converted without one.
@@ -152,20 +172,32 @@ impl FxRates {
         self.rates.is_empty()
     }
 
+    /// Whether amounts in `from` can be converted into `to`.
+    pub fn can_convert(&self, from: Currency, to: Currency) -> bool {
+        from == to
+            || self.rates.contains_key(&(from, to))
+            || self.rates.get(&(to, from)).is_some_and(|r| !r.is_zero())
+    }
+
     /// Converts `money` into `to`, using the direct rate or the inverse of the reverse rate.
-    pub fn convert(&self, money: Money, to: Currency) -> Result<Money, MissingRate> {
+    pub fn convert(&self, money: Money, to: Currency) -> Result<Money, ConversionError> {
         if money.currency == to {
             return Ok(money);
         }
+        let what = || format!("{money} in {to}");
         if let Some(rate) = self.rates.get(&(money.currency, to)) {
-            return Ok(Money::new(money.amount * rate, to));
+            return Ok(Money::new(checked_mul(money.amount, *rate, &what())?, to));
         }
         if let Some(rate) = self.rates.get(&(to, money.currency))
             && !rate.is_zero()
         {
-            return Ok(Money::new(money.amount / rate, to));
+            let amount = money
+                .amount
+                .checked_div(*rate)
+                .ok_or_else(|| OutOfRange(what()))?;
+            return Ok(Money::new(amount, to));
         }
-        Err(MissingRate {
+        Err(ConversionError::MissingRate {
             from: money.currency,
             to,
         })
@@ -259,7 +291,7 @@ mod tests {
         let ten_eur = Money::new(dec!(10), eur);
         assert_eq!(
             rates.convert(ten_eur, Currency::USD),
-            Err(MissingRate {
+            Err(ConversionError::MissingRate {
                 from: eur,
                 to: Currency::USD
             })
@@ -274,6 +306,24 @@ mod tests {
             .convert(Money::new(dec!(12.5), Currency::USD), eur)
             .unwrap();
         assert_eq!(back.amount, dec!(10));
+    }
+
+    #[test]
+    fn conversion_that_overflows_is_an_error_not_a_panic() {
+        let eur = Currency::parse("EUR").unwrap();
+        let mut rates = FxRates::default();
+        rates.insert(eur, Currency::USD, dec!(1000));
+        let huge = Money::new(Decimal::MAX, eur);
+        assert!(matches!(
+            rates.convert(huge, Currency::USD),
+            Err(ConversionError::OutOfRange(_))
+        ));
+        // the inverse: dividing by a tiny rate overflows too
+        let mut tiny = FxRates::default();
+        tiny.insert(Currency::USD, eur, dec!(0.0000000000000000000000000001));
+        assert!(tiny.convert(huge, Currency::USD).is_err());
+        assert!(checked_add(Decimal::MAX, Decimal::ONE, "sum").is_err());
+        assert!(checked_mul(Decimal::MIN, dec!(2), "product").is_err());
     }
 
     #[test]

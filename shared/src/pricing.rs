@@ -25,12 +25,13 @@ pub struct Price {
 pub struct PriceBook(pub BTreeMap<String, Price>);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "no price for model `{provider}/{model}`: send `cost` with the record or add [prices.\"{provider}/{model}\"] to the budgets file"
-)]
-pub struct NoPrice {
-    pub provider: String,
-    pub model: String,
+pub enum PriceError {
+    #[error(
+        "no price for model `{provider}/{model}`: send `cost` with the record or add [prices.\"{provider}/{model}\"] to the budgets file"
+    )]
+    NoPrice { provider: String, model: String },
+    #[error("the tokens priced at `{provider}/{model}` cost more than an amount can hold")]
+    OutOfRange { provider: String, model: String },
 }
 
 /// Token counts of one call. `input` excludes cached tokens, which are counted in `cached`.
@@ -47,16 +48,25 @@ impl PriceBook {
     }
 
     /// The cost of `tokens` on `provider/model`.
-    pub fn cost(&self, provider: &str, model: &str, tokens: Tokens) -> Result<Money, NoPrice> {
-        let price = self.price_of(provider, model).ok_or_else(|| NoPrice {
-            provider: provider.to_string(),
-            model: model.to_string(),
-        })?;
+    pub fn cost(&self, provider: &str, model: &str, tokens: Tokens) -> Result<Money, PriceError> {
+        let price = self
+            .price_of(provider, model)
+            .ok_or_else(|| PriceError::NoPrice {
+                provider: provider.to_string(),
+                model: model.to_string(),
+            })?;
         let per_million = Decimal::from(1_000_000u32);
         let cached_price = price.cached_input.unwrap_or(price.input);
-        let total = Decimal::from(tokens.input) * price.input
-            + Decimal::from(tokens.output) * price.output
-            + Decimal::from(tokens.cached) * cached_price;
+        let part = |count: u64, price: Decimal| Decimal::from(count).checked_mul(price);
+        let total = part(tokens.input, price.input)
+            .zip(part(tokens.output, price.output))
+            .and_then(|(a, b)| a.checked_add(b))
+            .zip(part(tokens.cached, cached_price))
+            .and_then(|(a, b)| a.checked_add(b))
+            .ok_or_else(|| PriceError::OutOfRange {
+                provider: provider.to_string(),
+                model: model.to_string(),
+            })?;
         Ok(Money::new(total / per_million, price.currency))
     }
 }

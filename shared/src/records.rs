@@ -154,7 +154,9 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
-/// The state of a kill switch. Applications stop calling when it is not `Open`.
+/// The state of a kill switch. Applications stop calling when it is not `Open`; they stay
+/// stopped while it is `Engaged` or `Releasing`, and ramp up while it is `Restoring`.
+/// The transitions are in `docs/keys.md#the-incident-lifecycle`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum SwitchState {
@@ -163,15 +165,77 @@ pub enum SwitchState {
         reason: String,
         actor: String,
         at: DateTime<Utc>,
-        /// What engaged it (the alert id, or a manual request id): keys are disabled once per incident.
+        /// The incident that engaged it (the alert id, or a manual request id).
         #[serde(default)]
         incident: String,
+        /// Every incident that holds the switch, in the order they joined (the first is
+        /// `incident`). A restore releases them all; keys are stopped once per incident.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        incidents: Vec<String>,
+    },
+    /// A restore (`restore`) is re-enabling the keys its `incidents` hold. Any new emergency
+    /// moves the switch back to `Engaged` and the restore stops without re-enabling more.
+    Releasing {
+        restore: String,
+        actor: String,
+        since: DateTime<Utc>,
+        incidents: Vec<String>,
     },
     Restoring {
         step: u32,
         since: DateTime<Utc>,
     },
 }
+
+impl SwitchState {
+    /// Whether applications must stop (engaged, or a restore has not finished).
+    pub fn stops(&self) -> bool {
+        matches!(
+            self,
+            SwitchState::Engaged { .. } | SwitchState::Releasing { .. }
+        )
+    }
+
+    /// The incidents that hold the switch (none when open or ramping up).
+    pub fn holding(&self) -> Vec<String> {
+        match self {
+            SwitchState::Engaged {
+                incident,
+                incidents,
+                ..
+            } => {
+                if incidents.is_empty() && !incident.is_empty() {
+                    vec![incident.clone()]
+                } else {
+                    incidents.clone()
+                }
+            }
+            SwitchState::Releasing { incidents, .. } => incidents.clone(),
+            SwitchState::Open | SwitchState::Restoring { .. } => Vec::new(),
+        }
+    }
+
+    /// The state's name, as `status` shows it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SwitchState::Open => "open",
+            SwitchState::Engaged { .. } => "engaged",
+            SwitchState::Releasing { .. } => "releasing",
+            SwitchState::Restoring { .. } => "restoring",
+        }
+    }
+}
+
+/// An incident a restore released: a late delivery of it engages nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Released {
+    pub incident: String,
+    pub at: DateTime<Utc>,
+}
+
+/// How long a released incident is remembered: longer than any redelivery (Lambda keeps an
+/// event at most 6 hours, SNS retries for days) and an alert's period.
+pub const RELEASED_MEMORY: Duration = Duration::days(35);
 
 /// The kill switch of a scope, with the limit factor applications should honour.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +246,29 @@ pub struct KillSwitch {
     #[serde(with = "rust_decimal::serde::str")]
     pub limit_factor: Decimal,
     pub updated_at: DateTime<Utc>,
+    /// Incidents restores released (the last [`RELEASED_MEMORY`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released: Vec<Released>,
+}
+
+impl KillSwitch {
+    /// Whether a restore released `incident`.
+    pub fn was_released(&self, incident: &str) -> bool {
+        self.released.iter().any(|r| r.incident == incident)
+    }
+
+    /// Remembers `incidents` as released at `now`, forgetting those older than the memory.
+    pub fn release(&mut self, incidents: &[String], now: DateTime<Utc>) {
+        self.released.retain(|r| r.at > now - RELEASED_MEMORY);
+        for incident in incidents {
+            if !self.was_released(incident) {
+                self.released.push(Released {
+                    incident: incident.clone(),
+                    at: now,
+                });
+            }
+        }
+    }
 }
 
 /// Who acknowledged an alert, and when: acknowledged alerts are not escalated.

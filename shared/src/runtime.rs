@@ -166,10 +166,10 @@ pub async fn spend_sources(
         Arc::new(GcpBudgetObservations::new(store.clone())),
     ];
     if let Some(account) = &config.aws_account_id {
-        sources.push(Arc::new(AwsBudgets::new(
-            aws_sdk_budgets::Client::new(sdk),
-            account,
-        )));
+        sources.push(Arc::new(
+            AwsBudgets::new(aws_sdk_budgets::Client::new(sdk), account)
+                .with_notifications(store.clone()),
+        ));
     }
     if config.cost_explorer {
         sources.push(Arc::new(CostExplorer::new(

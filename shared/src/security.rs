@@ -17,9 +17,10 @@ use crate::budget::{Action, Basis, Settings, Severity};
 use crate::bus::AlertBus;
 use crate::forecast::Forecast;
 use crate::keys::{KeyRecord, KeyStatus, ProviderKind};
+use crate::lease::{Once, OnceError, once};
 use crate::money::{Currency, FxRates, Money};
 use crate::period::{Period, WindowKind, YearMonth, Zone};
-use crate::records::{AuditEntry, Claim, ClaimOutcome};
+use crate::records::{AuditEntry, Claim};
 use crate::scope::Scope;
 use crate::sources::key_usage::{KeyHours, KeyUsageSource, ProviderHour};
 use crate::store::{StateStore, StoreError};
@@ -255,12 +256,17 @@ impl HourFigures {
             .costs()
             .filter_map(|m| rates.convert(m, currency).ok())
             .map(|m| m.amount)
-            .sum();
+            .fold(Decimal::ZERO, Decimal::saturating_add);
         HourFigures {
             spend,
             requests: c.total.get(Metric::Requests),
             busiest_minute: c.busiest_minute(),
-            tokens: c.total.get(Metric::TokensIn) + c.total.get(Metric::TokensOut),
+            // stored counters are bounded (MAX_COUNTER_VALUE): saturation is never reached,
+            // and a saturated figure would still be flagged
+            tokens: c
+                .total
+                .get(Metric::TokensIn)
+                .saturating_add(c.total.get(Metric::TokensOut)),
         }
     }
 
@@ -717,6 +723,20 @@ impl SecurityScan<'_> {
             .await;
         let mut found = BTreeSet::new();
         for key in &keys {
+            // a stored hour that cannot be read is a blind spot: the run says so
+            for h in &hours {
+                let hour_key = HourKey {
+                    scope: key.spec.scope.clone(),
+                    hour: *h,
+                };
+                if let Some(why) = counters.get(&hour_key).and_then(|c| c.unreadable.as_ref()) {
+                    report.failures.push(format!(
+                        "theft detection of key {} at {}: {why}",
+                        key.spec.id,
+                        h.format("%Y-%m-%d %H:00 UTC")
+                    ));
+                }
+            }
             let in_use: Vec<(DateTime<Utc>, HourFigures)> = hours
                 .iter()
                 .map(|h| {
@@ -847,19 +867,18 @@ impl SecurityScan<'_> {
                 self.lease,
                 self.now + CLAIM_RETENTION,
             );
-            match self.store.claim(&claim, self.now).await? {
-                ClaimOutcome::Won => {}
-                ClaimOutcome::AlreadyRaised | ClaimOutcome::HeldByOther => continue,
+            match once(self.store, claim, self.now, || self.bus.publish(&recovery)).await {
+                Ok(Once::Did(())) => {}
+                Ok(Once::Done | Once::Busy) => continue,
+                Err(OnceError::Store(e)) => return Err(e),
+                Err(OnceError::Work(e)) => {
+                    warn!(error = %e, key = %key.spec.id, "throttle recovery not published");
+                    report
+                        .failures
+                        .push(format!("throttle recovery for key {}: {e}", key.spec.id));
+                    continue;
+                }
             }
-            if let Err(e) = self.bus.publish(&recovery).await {
-                warn!(error = %e, key = %key.spec.id, "throttle recovery not published");
-                let _ = self.store.release_claim(&claim).await;
-                report
-                    .failures
-                    .push(format!("throttle recovery for key {}", key.spec.id));
-                continue;
-            }
-            self.store.finish_claim(&claim).await?;
             self.store.put_cached(&cache_key, "", self.now).await?;
             report.throttles_lifted.push(key.spec.id.clone());
         }
@@ -889,6 +908,14 @@ impl SecurityScan<'_> {
             .read_hours(&hours)
             .await?
             .into_iter()
+            // an unreadable hour of the history is left out of the medians, not guessed
+            .filter(|(k, c)| match &c.unreadable {
+                Some(why) => {
+                    warn!(key = %key.spec.id, hour = %k.hour, %why, "hour left out of the baseline");
+                    false
+                }
+                None => true,
+            })
             .map(|(k, c)| {
                 (
                     k.hour,
@@ -1003,35 +1030,24 @@ impl SecurityScan<'_> {
             self.lease,
             finding.hour + CLAIM_RETENTION,
         );
-        match self.store.claim(&claim, self.now).await {
-            Ok(ClaimOutcome::Won) => {}
-            Ok(ClaimOutcome::AlreadyRaised) => return "already_raised".into(),
-            Ok(ClaimOutcome::HeldByOther) => return "held_by_other".into(),
-            Err(e) => {
-                warn!(error = %e, key = %finding.key_id, "security claim failed");
-                return "failed".into();
-            }
-        }
-        // kept for `spendguard ack` until the day after the finding's
-        let kept_until = finding.hour + Duration::days(2);
-        let stored = match crate::store::to_doc(finding) {
-            Ok(doc) => {
-                self.store
-                    .put_cached(
-                        &format!("{FINDING_CACHE}#{}", event.alert_id),
-                        &doc,
-                        kept_until,
-                    )
-                    .await
-            }
-            Err(e) => Err(e),
-        };
         let throttles = event
             .actions
             .iter()
             .any(|a| matches!(a, Action::ReduceLimits { .. }));
-        let stored = match (stored, crate::store::to_doc(&event)) {
-            (Ok(()), Ok(doc)) if throttles => {
+        // kept for `spendguard ack` until the day after the finding's
+        let kept_until = finding.hour + Duration::days(2);
+        let raise = || async {
+            let doc = crate::store::to_doc(finding).map_err(|e| e.to_string())?;
+            self.store
+                .put_cached(
+                    &format!("{FINDING_CACHE}#{}", event.alert_id),
+                    &doc,
+                    kept_until,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if throttles {
+                let doc = crate::store::to_doc(&event).map_err(|e| e.to_string())?;
                 self.store
                     .put_cached(
                         &format!("{THROTTLE_CACHE}#{}", finding.key_id),
@@ -1039,33 +1055,30 @@ impl SecurityScan<'_> {
                         finding.hour + Duration::days(7),
                     )
                     .await
+                    .map_err(|e| e.to_string())?;
             }
-            (Ok(()), Ok(_)) => Ok(()),
-            (Err(e), _) | (_, Err(e)) => Err(e),
+            self.bus.publish(&event).await.map_err(|e| e.to_string())
         };
-        let published = match stored {
-            Ok(()) => self.bus.publish(&event).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+        match once(self.store, claim, self.now, raise).await {
+            Ok(Once::Did(())) => {}
+            Ok(Once::Done) => return "already_raised".into(),
+            Ok(Once::Busy) => return "held_by_other".into(),
+            Err(e) => {
+                warn!(error = %e, key = %finding.key_id, "security alert not published");
+                return "failed".into();
+            }
+        }
+        let audit = AuditEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            at: self.now,
+            actor: "budget-check".into(),
+            action: "security_finding".into(),
+            scope: Some(finding.scope.clone()),
+            detail: json!({"alert_id": event.alert_id, "finding": finding}),
         };
-        if let Err(e) = published {
-            warn!(error = %e, key = %finding.key_id, "security alert not published");
-            let _ = self.store.release_claim(&claim).await;
-            return "failed".into();
+        if let Err(e) = self.store.append_audit(&audit).await {
+            warn!(error = %e, key = %finding.key_id, "security finding not audited");
         }
-        if let Err(e) = self.store.finish_claim(&claim).await {
-            warn!(error = %e, key = %finding.key_id, "security claim not finished");
-        }
-        let _ = self
-            .store
-            .append_audit(&AuditEntry {
-                id: uuid::Uuid::new_v4().to_string(),
-                at: self.now,
-                actor: "budget-check".into(),
-                action: "security_finding".into(),
-                scope: Some(finding.scope.clone()),
-                detail: json!({"alert_id": event.alert_id, "finding": finding}),
-            })
-            .await;
         info!(key = %finding.key_id, level = finding.level.as_str(), detectors = ?finding.detectors(), "security finding raised");
         "published".into()
     }
@@ -1170,6 +1183,7 @@ mod tests {
                 allow_delete: false,
             },
             status: KeyStatus::Active,
+            version: 0,
         };
         let hour = at("2026-11-23T03:00:00Z");
         let f = figures(dec!(25), 40);

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::money::{Currency, Money, parse_decimal};
+use crate::money::{Currency, Money, OutOfRange, checked_add, parse_decimal};
 use crate::period::{YearMonth, Zone};
 use crate::pricing::{PriceBook, Tokens};
 use crate::scope::Scope;
@@ -87,6 +87,29 @@ impl UsageError {
 const MAX_ID_LEN: usize = 128;
 const MAX_LABEL_LEN: usize = 128;
 
+/// The bounds of an inbound usage record (docs/webhook.md#bounds). Each keeps the arithmetic
+/// downstream far from `Decimal`'s limits and one record's counters inside one transaction.
+pub mod bounds {
+    use chrono::Duration;
+    use rust_decimal::Decimal;
+
+    /// Most one record may cost, in its currency: a billion.
+    pub const MAX_COST: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
+    /// Fractional digits kept of a cost; finer digits are rounded (half to even).
+    pub const COST_DECIMALS: u32 = 12;
+    /// Most tokens of each kind, and most requests, one record may carry: a trillion.
+    pub const MAX_COUNT: u64 = 1_000_000_000_000;
+    /// How old a record may be: record ids are remembered this long, so an older record
+    /// could be counted twice.
+    pub const MAX_AGE: Duration = crate::ingest::USAGE_MARKER_TTL;
+    /// How far ahead of the receiver's clock a record may be dated (clock skew).
+    pub const MAX_AHEAD: Duration = Duration::minutes(5);
+    /// Most segments of a record's scope (`openai/prod/team/app/key-1` has five). With
+    /// [`crate::budget::MAX_COUNTER_ZONES`] zones, a record writes at most 95 items: one
+    /// DynamoDB transaction always holds it.
+    pub const MAX_SCOPE_DEPTH: usize = 6;
+}
+
 fn label(field: &'static str, value: Option<String>) -> Result<Option<String>, UsageError> {
     match value {
         Some(v) if v.is_empty() || v.len() > MAX_LABEL_LEN || v.chars().any(char::is_control) => {
@@ -106,8 +129,35 @@ fn count(field: &'static str, value: Option<i64>, default: u64) -> Result<u64, U
             field,
             format!("must not be negative (got {v})"),
         )),
+        Some(v) if v as u64 > bounds::MAX_COUNT => Err(UsageError::new(
+            field,
+            format!("must be at most {} (got {v})", bounds::MAX_COUNT),
+        )),
         Some(v) => Ok(v as u64),
     }
+}
+
+/// A cost within the bounds, rounded to [`bounds::COST_DECIMALS`] places.
+fn bounded_cost(field: &'static str, amount: Decimal) -> Result<Decimal, UsageError> {
+    if amount.is_sign_negative() && !amount.is_zero() {
+        return Err(UsageError::new(
+            field,
+            format!("must not be negative (got {amount})"),
+        ));
+    }
+    if amount > bounds::MAX_COST {
+        return Err(UsageError::new(
+            field,
+            format!(
+                "must be at most {} per record (got {amount}): is it in the currency's units, not cents or micro-units?",
+                bounds::MAX_COST
+            ),
+        ));
+    }
+    Ok(amount.round_dp_with_strategy(
+        bounds::COST_DECIMALS,
+        rust_decimal::RoundingStrategy::MidpointNearestEven,
+    ))
 }
 
 /// Reads a JSON value that is a decimal string or a number, exactly.
@@ -122,8 +172,13 @@ pub fn json_decimal(raw: &RawValue) -> Result<Decimal, String> {
 }
 
 impl UsageWire {
-    /// Checks every field and prices the record with `prices` when it carries no cost.
-    pub fn validate(self, prices: &PriceBook) -> Result<UsageRecord, UsageError> {
+    /// Checks every field against its bounds ([`bounds`]; `now` is the receiver's clock) and
+    /// prices the record with `prices` when it carries no cost.
+    pub fn validate(
+        self,
+        prices: &PriceBook,
+        now: DateTime<Utc>,
+    ) -> Result<UsageRecord, UsageError> {
         if self.id.is_empty()
             || self.id.len() > MAX_ID_LEN
             || !self
@@ -146,9 +201,46 @@ impl UsageWire {
                 "usage must belong to a scope below `*`",
             ));
         }
+        if scope.is_dimension() {
+            return Err(UsageError::new(
+                "scope",
+                "`_` scopes are counted from a record's model, user, feature and endpoint; report usage under its own path",
+            ));
+        }
+        let depth = scope.as_str().split('/').count();
+        if depth > bounds::MAX_SCOPE_DEPTH {
+            return Err(UsageError::new(
+                "scope",
+                format!(
+                    "has {depth} segments; at most {} (each segment is one more counter per time zone)",
+                    bounds::MAX_SCOPE_DEPTH
+                ),
+            ));
+        }
         let timestamp = DateTime::parse_from_rfc3339(&self.timestamp)
             .map_err(|e| UsageError::new("timestamp", format!("not an RFC 3339 time: {e}")))?
             .with_timezone(&Utc);
+        if timestamp < now - bounds::MAX_AGE {
+            return Err(UsageError::new(
+                "timestamp",
+                format!(
+                    "{} is more than {} days old: record ids are remembered that long, so it could be counted twice",
+                    self.timestamp,
+                    bounds::MAX_AGE.num_days()
+                ),
+            ));
+        }
+        if timestamp > now + bounds::MAX_AHEAD {
+            return Err(UsageError::new(
+                "timestamp",
+                format!(
+                    "{} is in the future (more than {} minutes ahead of {})",
+                    self.timestamp,
+                    bounds::MAX_AHEAD.num_minutes(),
+                    now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            ));
+        }
         let provider =
             label("provider", self.provider)?.unwrap_or_else(|| scope.provider().to_string());
         let model = label("model", self.model)?;
@@ -162,12 +254,7 @@ impl UsageWire {
             Some(c) => {
                 let amount =
                     json_decimal(&c.amount).map_err(|m| UsageError::new("cost.amount", m))?;
-                if amount.is_sign_negative() && !amount.is_zero() {
-                    return Err(UsageError::new(
-                        "cost.amount",
-                        format!("must not be negative (got {amount})"),
-                    ));
-                }
+                let amount = bounded_cost("cost.amount", amount)?;
                 let currency = Currency::parse(&c.currency)
                     .map_err(|e| UsageError::new("cost.currency", e.to_string()))?;
                 Money::new(amount, currency)
@@ -179,9 +266,10 @@ impl UsageWire {
                         "a record without `cost` needs `model` so it can be priced",
                     )
                 })?;
-                prices
+                let priced = prices
                     .cost(&provider, model, tokens)
-                    .map_err(|e| UsageError::new("model", e.to_string()))?
+                    .map_err(|e| UsageError::new("model", e.to_string()))?;
+                Money::new(bounded_cost("cost", priced.amount)?, priced.currency)
             }
         };
         Ok(UsageRecord {
@@ -247,25 +335,29 @@ impl fmt::Display for Metric {
 pub struct Tally(pub BTreeMap<Metric, Decimal>);
 
 impl Tally {
+    /// One record's figures (each within [`bounds`], so this cannot overflow).
     pub fn of(record: &UsageRecord) -> Tally {
-        let mut t = Tally::default();
-        t.add(Metric::Cost(record.cost.currency), record.cost.amount);
-        t.add(Metric::Requests, record.requests.into());
-        t.add(Metric::TokensIn, record.tokens.input.into());
-        t.add(Metric::TokensOut, record.tokens.output.into());
-        t.add(Metric::TokensCached, record.tokens.cached.into());
-        t.add(Metric::Records, Decimal::ONE);
-        t
+        Tally(BTreeMap::from([
+            (Metric::Cost(record.cost.currency), record.cost.amount),
+            (Metric::Requests, record.requests.into()),
+            (Metric::TokensIn, record.tokens.input.into()),
+            (Metric::TokensOut, record.tokens.output.into()),
+            (Metric::TokensCached, record.tokens.cached.into()),
+            (Metric::Records, Decimal::ONE),
+        ]))
     }
 
-    pub fn add(&mut self, metric: Metric, value: Decimal) {
-        *self.0.entry(metric).or_default() += value;
+    pub fn add(&mut self, metric: Metric, value: Decimal) -> Result<(), OutOfRange> {
+        let total = self.0.entry(metric).or_default();
+        *total = checked_add(*total, value, &format!("sum of {metric}"))?;
+        Ok(())
     }
 
-    pub fn merge(&mut self, other: &Tally) {
+    pub fn merge(&mut self, other: &Tally) -> Result<(), OutOfRange> {
         for (m, v) in &other.0 {
-            self.add(*m, *v);
+            self.add(*m, *v)?;
         }
+        Ok(())
     }
 
     pub fn get(&self, metric: Metric) -> Decimal {
@@ -279,6 +371,25 @@ impl Tally {
             _ => None,
         })
     }
+}
+
+/// Largest value a stored counter may hold to be read: far above what bounded records can
+/// add up to (10^20), and far enough below `Decimal::MAX` that sums of many days and
+/// conversions never overflow. A larger stored value (hand-edited, or written before the
+/// bounds) makes its day unreadable: the windows that include it fail, loudly, and no others.
+pub const MAX_COUNTER_VALUE: Decimal =
+    Decimal::from_parts(1_661_992_960, 1_808_227_885, 5, false, 0);
+
+/// Reads one stored counter value (the store's text of a number).
+pub fn counter_value(name: &str, text: &str) -> Result<Decimal, String> {
+    let value = parse_decimal(text)
+        .map_err(|_| format!("counter `{name}` holds `{text}`, not a decimal number"))?;
+    if value.is_sign_negative() || value > MAX_COUNTER_VALUE {
+        return Err(format!(
+            "counter `{name}` holds {text}: outside 0 to {MAX_COUNTER_VALUE}"
+        ));
+    }
+    Ok(value)
 }
 
 /// Counters are kept per scope, time zone and local calendar month, with a bucket per day.
@@ -301,6 +412,24 @@ pub struct CounterDelta {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MonthCounters {
     pub days: BTreeMap<u32, Tally>,
+    /// Days with a stored value that cannot be read ([`counter_value`]), and why.
+    pub unreadable: BTreeMap<u32, String>,
+}
+
+impl MonthCounters {
+    /// Adds one stored value read back by an adapter; a bad one spoils only its day.
+    pub fn read(&mut self, day: u32, metric: Metric, name: &str, text: &str) {
+        let added = counter_value(name, text).and_then(|v| {
+            self.days
+                .entry(day)
+                .or_default()
+                .add(metric, v)
+                .map_err(|e| e.to_string())
+        });
+        if let Err(why) = added {
+            self.unreadable.entry(day).or_insert(why);
+        }
+    }
 }
 
 /// Hourly counters: one per scope and UTC hour, what key-theft detection reads (ADR 016).
@@ -334,22 +463,39 @@ pub fn start_of_hour(at: DateTime<Utc>) -> DateTime<Utc> {
 pub struct HourCounters {
     pub total: Tally,
     pub requests_by_minute: BTreeMap<u32, Decimal>,
+    /// Why a stored value of this hour cannot be read ([`counter_value`]).
+    pub unreadable: Option<String>,
+}
+
+fn add_requests(
+    by_minute: &mut BTreeMap<u32, Decimal>,
+    minute: u32,
+    requests: Decimal,
+) -> Result<(), OutOfRange> {
+    let total = by_minute.entry(minute).or_default();
+    *total = checked_add(*total, requests, &format!("requests in minute {minute}"))?;
+    Ok(())
 }
 
 impl HourCounters {
-    pub fn add(&mut self, minute: u32, tally: &Tally) {
-        self.total.merge(tally);
+    pub fn add(&mut self, minute: u32, tally: &Tally) -> Result<(), OutOfRange> {
+        self.total.merge(tally)?;
         let requests = tally.get(Metric::Requests);
         if !requests.is_zero() {
-            *self.requests_by_minute.entry(minute).or_default() += requests;
+            add_requests(&mut self.requests_by_minute, minute, requests)?;
         }
+        Ok(())
     }
 
-    pub fn merge(&mut self, other: &HourCounters) {
-        self.total.merge(&other.total);
+    pub fn merge(&mut self, other: &HourCounters) -> Result<(), OutOfRange> {
+        self.total.merge(&other.total)?;
         for (minute, requests) in &other.requests_by_minute {
-            *self.requests_by_minute.entry(*minute).or_default() += requests;
+            add_requests(&mut self.requests_by_minute, *minute, *requests)?;
         }
+        if self.unreadable.is_none() {
+            self.unreadable.clone_from(&other.unreadable);
+        }
+        Ok(())
     }
 
     /// The most requests counted in one minute of the hour.
@@ -371,16 +517,29 @@ impl HourCounters {
         totals.chain(minutes).collect()
     }
 
-    /// Reads back one bucket written by [`HourCounters::buckets`]; other names are ignored.
-    pub fn add_bucket(&mut self, name: &str, value: Decimal) {
-        if let Some(metric) = name.strip_prefix("t_").and_then(Metric::parse) {
-            self.total.add(metric, value);
-        } else if let Some(minute) = name
+    /// Reads back one bucket written by [`HourCounters::buckets`] (the store's text of its
+    /// number); other names are ignored. A bad value makes the hour unreadable.
+    pub fn read_bucket(&mut self, name: &str, text: &str) {
+        let metric = name.strip_prefix("t_").and_then(Metric::parse);
+        let minute = name
             .strip_prefix('m')
             .and_then(|m| m.parse::<u32>().ok())
-            .filter(|m| *m < 60)
+            .filter(|m| *m < 60);
+        if metric.is_none() && minute.is_none() {
+            return;
+        }
+        let added = counter_value(name, text).and_then(|value| {
+            match (metric, minute) {
+                (Some(metric), _) => self.total.add(metric, value),
+                (None, Some(minute)) => add_requests(&mut self.requests_by_minute, minute, value),
+                (None, None) => Ok(()),
+            }
+            .map_err(|e| e.to_string())
+        });
+        if let Err(why) = added
+            && self.unreadable.is_none()
         {
-            *self.requests_by_minute.entry(minute).or_default() += value;
+            self.unreadable = Some(why);
         }
     }
 }
@@ -483,22 +642,22 @@ impl UsageEntry {
 /// Sums the hourly increments of several entries per hour counter.
 pub fn presum_hours<'a>(
     entries: impl IntoIterator<Item = &'a UsageEntry>,
-) -> BTreeMap<HourKey, HourCounters> {
+) -> Result<BTreeMap<HourKey, HourCounters>, OutOfRange> {
     let mut out: BTreeMap<HourKey, HourCounters> = BTreeMap::new();
     for entry in entries {
         for h in &entry.hours {
             out.entry(h.key.clone())
                 .or_default()
-                .add(h.minute, &h.tally);
+                .add(h.minute, &h.tally)?;
         }
     }
-    out
+    Ok(out)
 }
 
 /// Sums the increments of several entries per counter and day (one write per counter item).
 pub fn presum<'a>(
     entries: impl IntoIterator<Item = &'a UsageEntry>,
-) -> BTreeMap<CounterKey, BTreeMap<u32, Tally>> {
+) -> Result<BTreeMap<CounterKey, BTreeMap<u32, Tally>>, OutOfRange> {
     let mut out: BTreeMap<CounterKey, BTreeMap<u32, Tally>> = BTreeMap::new();
     for entry in entries {
         for d in &entry.deltas {
@@ -506,10 +665,10 @@ pub fn presum<'a>(
                 .or_default()
                 .entry(d.day)
                 .or_default()
-                .merge(&d.tally);
+                .merge(&d.tally)?;
         }
     }
-    out
+    Ok(out)
 }
 
 /// What ingestion did with each record id.
@@ -522,16 +681,24 @@ pub struct IngestOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use rust_decimal_macros::dec;
 
     fn wire(json: &str) -> UsageWire {
         serde_json::from_str(json).unwrap()
     }
 
+    /// The receiver's clock for these records (dated 22 to 30 November 2026).
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-30T23:59:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
     #[test]
     fn json_number_costs_are_read_exactly() {
         let r = wire(r#"{"id":"r1","scope":"openai/prod","cost":{"amount":0.1,"currency":"usd"},"timestamp":"2026-11-22T10:00:00Z"}"#)
-            .validate(&PriceBook::default())
+            .validate(&PriceBook::default(), now())
             .unwrap();
         assert_eq!(r.cost, Money::new(dec!(0.1), Currency::USD));
         assert_eq!(r.provider, "openai");
@@ -575,7 +742,9 @@ mod tests {
             ),
         ];
         for (json, field) in cases {
-            let err = wire(json).validate(&PriceBook::default()).unwrap_err();
+            let err = wire(json)
+                .validate(&PriceBook::default(), now())
+                .unwrap_err();
             assert_eq!(err.field, field, "{json}: {err}");
         }
     }
@@ -583,7 +752,7 @@ mod tests {
     #[test]
     fn one_record_updates_every_rollup_scope_in_every_zone() {
         let r = wire(r#"{"id":"r1","scope":"openai/prod/key-1","cost":{"amount":"2","currency":"USD"},"timestamp":"2026-11-30T23:30:00Z"}"#)
-            .validate(&PriceBook::default())
+            .validate(&PriceBook::default(), now())
             .unwrap();
         let tokyo = Zone::parse("Asia/Tokyo").unwrap();
         let entry = UsageEntry::of(&r, &[Zone::UTC, tokyo]);
@@ -613,7 +782,7 @@ mod tests {
     #[test]
     fn dimensions_are_counted_beside_the_path() {
         let r = wire(r#"{"id":"r1","scope":"openai/prod/k","model":"gpt-4o","user":"u-42","feature":"search","endpoint":"/v1/chat","cost":{"amount":"1","currency":"USD"},"timestamp":"2026-11-30T10:00:00Z"}"#)
-            .validate(&PriceBook::default())
+            .validate(&PriceBook::default(), now())
             .unwrap();
         let scopes: Vec<String> = r.scopes_counted().iter().map(|s| s.to_string()).collect();
         assert_eq!(
@@ -635,14 +804,14 @@ mod tests {
     fn presum_adds_entries_per_counter_and_day() {
         let mk = |id: &str, amount: &str| {
             wire(&format!(r#"{{"id":"{id}","scope":"a/b","cost":{{"amount":"{amount}","currency":"USD"}},"timestamp":"2026-11-22T10:00:00Z"}}"#))
-                .validate(&PriceBook::default())
+                .validate(&PriceBook::default(), now())
                 .unwrap()
         };
         let entries = [
             UsageEntry::of(&mk("1", "1.10"), &[Zone::UTC]),
             UsageEntry::of(&mk("2", "2.20"), &[Zone::UTC]),
         ];
-        let sums = presum(&entries);
+        let sums = presum(&entries).unwrap();
         assert_eq!(sums.len(), 3); // a/b, a, *
         for days in sums.values() {
             let t = &days[&22];
@@ -654,7 +823,7 @@ mod tests {
     #[test]
     fn hour_counters_keep_totals_and_requests_per_minute_through_their_buckets() {
         let r = wire(r#"{"id":"r1","scope":"openai/prod/key-1","requests":7,"cost":{"amount":"2.5","currency":"USD"},"timestamp":"2026-11-23T03:17:45Z"}"#)
-            .validate(&PriceBook::default())
+            .validate(&PriceBook::default(), now())
             .unwrap();
         let entry = UsageEntry::of(&r, &[Zone::UTC]);
         let hours: Vec<String> = entry
@@ -665,16 +834,141 @@ mod tests {
         assert_eq!(hours, ["openai/prod/key-1", "openai/prod", "openai"]);
         assert_eq!(entry.hours[0].key.label(), "2026-11-23T03");
         assert_eq!(entry.items().len(), 4 + 3, "4 month items, 3 hour items");
-        let twice = presum_hours([&entry, &entry]);
+        let twice = presum_hours([&entry, &entry]).unwrap();
         let counters = &twice[&entry.hours[0].key];
         assert_eq!(counters.total.get(Metric::Cost(Currency::USD)), dec!(5.0));
         assert_eq!(counters.busiest_minute(), dec!(14));
         let mut back = HourCounters::default();
         for (name, value) in counters.buckets() {
-            back.add_bucket(&name, value);
+            back.read_bucket(&name, &value.to_string());
         }
-        back.add_bucket("expires_at", dec!(99));
+        back.read_bucket("expires_at", "99");
         assert_eq!(&back, counters);
+    }
+
+    #[test]
+    fn every_bound_is_enforced_naming_its_field() {
+        let record = |fields: &str| {
+            format!(
+                r#"{{"id":"b1","scope":"openai/prod/k","timestamp":"2026-11-30T12:00:00Z",{fields}}}"#
+            )
+        };
+        let cases = [
+            (record(r#""cost":{"amount":"79228162514264337593543950335","currency":"USD"}"#), "cost.amount", "at most 1000000000"),
+            (record(r#""cost":{"amount":"1000000000.01","currency":"USD"}"#), "cost.amount", "at most"),
+            (record(r#""cost":{"amount":1e300,"currency":"USD"}"#), "cost.amount", "not a decimal"),
+            (record(r#""tokens_in":1000000000001,"cost":{"amount":"1","currency":"USD"}"#), "tokens_in", "at most 1000000000000"),
+            (record(r#""requests":9223372036854775807,"cost":{"amount":"1","currency":"USD"}"#), "requests", "at most"),
+            (r#"{"id":"b1","scope":"a/b/c/d/e/f/g","cost":{"amount":"1","currency":"USD"},"timestamp":"2026-11-30T12:00:00Z"}"#.to_string(), "scope", "7 segments"),
+            (r#"{"id":"b1","scope":"_model/x","cost":{"amount":"1","currency":"USD"},"timestamp":"2026-11-30T12:00:00Z"}"#.to_string(), "scope", "own path"),
+            (r#"{"id":"b1","scope":"a/b","cost":{"amount":"1","currency":"USD"},"timestamp":"2026-10-26T23:58:59Z"}"#.to_string(), "timestamp", "more than 35 days old"),
+            (r#"{"id":"b1","scope":"a/b","cost":{"amount":"1","currency":"USD"},"timestamp":"2026-12-01T00:04:01Z"}"#.to_string(), "timestamp", "in the future"),
+        ];
+        for (json, field, says) in cases {
+            let err = wire(&json)
+                .validate(&PriceBook::default(), now())
+                .unwrap_err();
+            assert_eq!(err.field, field, "{json}: {err}");
+            assert!(err.message.contains(says), "{json}: {err}");
+        }
+        // exactly at each bound is accepted
+        let at_bounds = wire(r#"{"id":"b2","scope":"a/b/c/d/e/f","tokens_in":1000000000000,"requests":1000000000000,"cost":{"amount":"1000000000","currency":"USD"},"timestamp":"2026-12-01T00:04:00Z"}"#)
+            .validate(&PriceBook::default(), now())
+            .unwrap();
+        assert_eq!(at_bounds.cost.amount, dec!(1000000000));
+        let oldest = wire(r#"{"id":"b3","scope":"a/b","cost":{"amount":"1","currency":"USD"},"timestamp":"2026-10-26T23:59:00Z"}"#)
+            .validate(&PriceBook::default(), now());
+        assert!(oldest.is_ok(), "{oldest:?}");
+    }
+
+    #[test]
+    fn costs_keep_twelve_decimals() {
+        let r = wire(r#"{"id":"r1","scope":"a/b","cost":{"amount":0.30000000000000004,"currency":"USD"},"timestamp":"2026-11-30T10:00:00Z"}"#)
+            .validate(&PriceBook::default(), now())
+            .unwrap();
+        assert_eq!(r.cost.amount, dec!(0.300000000000));
+        let tiny = wire(r#"{"id":"r2","scope":"a/b","cost":{"amount":"0.0000000000005","currency":"USD"},"timestamp":"2026-11-30T10:00:00Z"}"#)
+            .validate(&PriceBook::default(), now())
+            .unwrap();
+        assert_eq!(tiny.cost.amount, Decimal::ZERO, "half to even");
+    }
+
+    #[test]
+    fn the_largest_record_fits_one_transaction() {
+        // the deepest scope, all four dimensions, in the most zones a policy may use
+        let r = wire(r#"{"id":"r1","scope":"a/b/c/d/e/f","model":"m","user":"u","feature":"f","endpoint":"e","cost":{"amount":"1","currency":"USD"},"timestamp":"2026-11-30T10:00:00Z"}"#)
+            .validate(&PriceBook::default(), now())
+            .unwrap();
+        let zones: Vec<Zone> = [
+            "UTC",
+            "Asia/Tokyo",
+            "Europe/Paris",
+            "America/New_York",
+            "Asia/Kolkata",
+            "Australia/Sydney",
+            "America/Los_Angeles",
+            "Europe/London",
+        ]
+        .iter()
+        .map(|z| Zone::parse(z).unwrap())
+        .collect();
+        assert_eq!(zones.len(), crate::budget::MAX_COUNTER_ZONES);
+        let items = UsageEntry::of(&r, &zones).items().len();
+        assert!(
+            items < 100,
+            "{items} items and the marker must fit DynamoDB's 100"
+        );
+    }
+
+    #[test]
+    fn stored_counters_out_of_range_spoil_only_their_day() {
+        let mut month = MonthCounters::default();
+        month.read(1, Metric::Cost(Currency::USD), "d01_cost.USD", "12.5");
+        month.read(
+            2,
+            Metric::Cost(Currency::USD),
+            "d02_cost.USD",
+            "79228162514264337593543950335",
+        );
+        month.read(3, Metric::Cost(Currency::USD), "d03_cost.USD", "1e35");
+        month.read(4, Metric::Requests, "d04_requests", "-3");
+        assert_eq!(month.days[&1].get(Metric::Cost(Currency::USD)), dec!(12.5));
+        assert_eq!(
+            month.unreadable.keys().copied().collect::<Vec<_>>(),
+            [2, 3, 4]
+        );
+        let mut hour = HourCounters::default();
+        hour.read_bucket("m03", "1e40");
+        assert!(hour.unreadable.as_deref().unwrap().contains("m03"));
+    }
+
+    proptest! {
+        /// Tallies of extreme values never panic: each sum is either exact or refused.
+        #[test]
+        fn tallies_of_extreme_values_are_exact_or_refused(
+            values in prop::collection::vec(
+                prop_oneof![
+                    Just(Decimal::MAX),
+                    Just(Decimal::MIN),
+                    Just(Decimal::new(1, 28)),
+                    (0i64..i64::MAX, 0u32..=28).prop_map(|(m, s)| Decimal::new(m, s)),
+                ],
+                1..40,
+            )
+        ) {
+            let mut t = Tally::default();
+            let mut exact = Some(Decimal::ZERO);
+            for v in &values {
+                exact = exact.and_then(|e| e.checked_add(*v));
+                match t.add(Metric::Requests, *v) {
+                    Ok(()) => prop_assert_eq!(Some(t.get(Metric::Requests)), exact),
+                    Err(e) => {
+                        prop_assert!(exact.is_none(), "refused a representable sum: {}", e);
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     #[test]

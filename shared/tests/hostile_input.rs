@@ -98,7 +98,7 @@ proptest! {
     #[test]
     fn usage_records_never_panic(bytes in mutated(r#"{"id": "req-1", "scope": "openai/prod/key-1", "provider": "openai", "model": "gpt-4o", "tokens_in": 1200, "tokens_out": 350, "requests": 1, "cost": {"amount": "0.0065", "currency": "USD"}, "timestamp": "2026-11-22T09:59:58Z"}"#.to_string())) {
         if let Ok(wire) = serde_json::from_slice::<UsageWire>(&bytes) {
-            match wire.validate(&Default::default()) {
+            match wire.validate(&Default::default(), Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap()) {
                 Ok(record) => prop_assert!(!record.id.is_empty()),
                 Err(e) => prop_assert!(!e.field.is_empty()),
             }

@@ -787,11 +787,11 @@ pub async fn key_status_survives_reapplying_the_budgets_file(store: Store) {
         .await
         .unwrap();
     let disabled = KeyStatus::DisabledBySpendguard {
-        incident: "i1".into(),
+        incidents: vec!["i1".into()],
         at: at("2026-11-22T10:00:00Z"),
         measures: vec![Measure::ProviderDisabled],
     };
-    store.set_key_status("a", &disabled).await.unwrap();
+    store.put_key_status("a", &disabled, 0).await.unwrap();
     // the file is applied again (with a changed spec for `a`, and `b` removed)
     let mut changed = spec("a");
     changed.key_id = Some("apikey_rotated".into());
@@ -803,10 +803,126 @@ pub async fn key_status_survives_reapplying_the_budgets_file(store: Store) {
     assert_eq!(keys.len(), 1);
     assert_eq!((&keys[0].spec, &keys[0].status), (&changed, &disabled));
     assert_eq!(store.load_policy().await.unwrap().keys, vec![changed]);
+    assert_eq!(keys[0].version, 1, "re-applying keeps the status's version");
     assert!(matches!(
-        store.set_key_status("b", &KeyStatus::Active).await,
+        store.put_key_status("b", &KeyStatus::Active, 0).await,
         Err(StoreError::Corrupt(_))
     ));
+}
+
+/// A key's status is written by compare-and-set: of two writers holding the same version,
+/// exactly one wins; the loser gets `Conflict` and nothing of it is written.
+pub async fn key_status_uses_optimistic_versions(store: Store) {
+    use spendguard_core::keys::{KeySpec, KeyStatus, Measure, ProviderKind};
+    let spec = KeySpec {
+        id: "k".into(),
+        provider: ProviderKind::Anthropic,
+        scope: Scope::parse("anthropic/x").unwrap(),
+        secret_arn: None,
+        key_id: Some("apikey_k".into()),
+        project_id: None,
+        user: None,
+        rotation: None,
+        allow_delete: false,
+    };
+    store
+        .put_policy(&PolicySet {
+            keys: vec![spec],
+            ..PolicySet::default()
+        })
+        .await
+        .unwrap();
+    let fresh = store.key("k").await.unwrap().unwrap();
+    assert_eq!((fresh.version, &fresh.status), (0, &KeyStatus::Active));
+    assert_eq!(store.key("missing").await.unwrap(), None);
+    let stopping = KeyStatus::Disabling {
+        incidents: vec!["i1".into()],
+        at: at("2026-11-22T10:00:00Z"),
+        measures: Vec::new(),
+    };
+    let joined = KeyStatus::Disabling {
+        incidents: vec!["i1".into(), "i2".into()],
+        at: at("2026-11-22T10:00:00Z"),
+        measures: Vec::new(),
+    };
+    assert_eq!(store.put_key_status("k", &stopping, 0).await.unwrap(), 1);
+    assert!(matches!(
+        store.put_key_status("k", &KeyStatus::Active, 0).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let stopped = KeyStatus::DisabledBySpendguard {
+        incidents: vec!["i1".into()],
+        at: at("2026-11-22T10:00:01Z"),
+        measures: vec![Measure::ProviderDisabled],
+    };
+    let (a, b) = tokio::join!(
+        store.put_key_status("k", &joined, 1),
+        store.put_key_status("k", &stopped, 1)
+    );
+    assert_eq!(
+        [a.is_ok(), b.is_ok()].iter().filter(|w| **w).count(),
+        1,
+        "exactly one of two writers at version 1 wins: {a:?} {b:?}"
+    );
+    let now = store.key("k").await.unwrap().unwrap();
+    assert_eq!(now.version, 2);
+    assert_eq!(now.status, if a.is_ok() { joined } else { stopped });
+}
+
+/// Every write of a kill switch carries its audit entry in the same transaction: a written
+/// switch has its entry, a refused write leaves neither.
+pub async fn kill_switch_writes_carry_their_audit_entry(store: Store) {
+    let scope = Scope::parse("openai/prod").unwrap();
+    let now = at("2026-11-22T10:00:00Z");
+    let engaged = KillSwitch {
+        scope: scope.clone(),
+        state: SwitchState::Engaged {
+            reason: "budget".into(),
+            actor: "key-guard".into(),
+            at: now,
+            incident: "inc-1".into(),
+            incidents: vec!["inc-1".into()],
+        },
+        limit_factor: Decimal::ZERO,
+        updated_at: now,
+        released: Vec::new(),
+    };
+    let entry = |id: &str| AuditEntry {
+        id: id.into(),
+        at: now,
+        actor: "key-guard".into(),
+        action: "kill_switch_engaged".into(),
+        scope: Some(scope.clone()),
+        detail: serde_json::json!({"incident": "inc-1"}),
+    };
+    store
+        .put_kill_switch(&engaged, None, &entry("a1"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.put_kill_switch(&engaged, None, &entry("a2")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let log: Vec<String> = store
+        .audit_log(YearMonth::of(now.date_naive()), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(log, ["a1"], "the refused write left no entry");
+}
+
+/// An audit entry for a switch a test writes directly.
+pub fn audit(id: &str) -> AuditEntry {
+    AuditEntry {
+        id: id.into(),
+        at: at("2026-11-22T10:00:00Z"),
+        actor: "test".into(),
+        action: "switch_written".into(),
+        scope: None,
+        detail: serde_json::Value::Null,
+    }
 }
 
 pub async fn active_switches_are_listed_in_one_read(store: Store) {
@@ -816,9 +932,10 @@ pub async fn active_switches_are_listed_in_one_read(store: Store) {
         state,
         limit_factor: Decimal::ONE,
         updated_at: now,
+        released: Vec::new(),
     };
     store
-        .put_kill_switch(&switch("a", SwitchState::Open), None)
+        .put_kill_switch(&switch("a", SwitchState::Open), None, &audit("s1"))
         .await
         .unwrap();
     let v = store
@@ -831,6 +948,7 @@ pub async fn active_switches_are_listed_in_one_read(store: Store) {
                 },
             ),
             None,
+            &audit("s2"),
         )
         .await
         .unwrap();
@@ -843,9 +961,11 @@ pub async fn active_switches_are_listed_in_one_read(store: Store) {
                     actor: "x".into(),
                     at: now,
                     incident: "i".into(),
+                    incidents: vec!["i".into()],
                 },
             ),
             None,
+            &audit("s3"),
         )
         .await
         .unwrap();
@@ -860,7 +980,7 @@ pub async fn active_switches_are_listed_in_one_read(store: Store) {
     assert_eq!(active, ["b", "c"]);
     // back to open: no longer listed
     store
-        .put_kill_switch(&switch("b", SwitchState::Open), Some(v))
+        .put_kill_switch(&switch("b", SwitchState::Open), Some(v), &audit("s4"))
         .await
         .unwrap();
     let active: Vec<String> = store
@@ -881,10 +1001,17 @@ pub async fn kill_switch_uses_optimistic_versions(store: Store) {
         state: SwitchState::Open,
         limit_factor: Decimal::ONE,
         updated_at: at("2026-11-22T10:00:00Z"),
+        released: Vec::new(),
     };
-    assert_eq!(store.put_kill_switch(&open, None).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .put_kill_switch(&open, None, &audit("v1"))
+            .await
+            .unwrap(),
+        1
+    );
     assert!(matches!(
-        store.put_kill_switch(&open, None).await,
+        store.put_kill_switch(&open, None, &audit("v2")).await,
         Err(StoreError::Conflict(_))
     ));
     let engaged = KillSwitch {
@@ -893,14 +1020,21 @@ pub async fn kill_switch_uses_optimistic_versions(store: Store) {
             actor: "key-guard".into(),
             at: at("2026-11-22T10:05:00Z"),
             incident: "test".into(),
+            incidents: vec!["test".into()],
         },
         limit_factor: Decimal::ZERO,
         ..open.clone()
     };
-    assert_eq!(store.put_kill_switch(&engaged, Some(1)).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .put_kill_switch(&engaged, Some(1), &audit("v3"))
+            .await
+            .unwrap(),
+        2
+    );
     // a writer holding the old version loses
     assert!(matches!(
-        store.put_kill_switch(&open, Some(1)).await,
+        store.put_kill_switch(&open, Some(1), &audit("v4")).await,
         Err(StoreError::Conflict(_))
     ));
     let stored = store.kill_switch(&scope).await.unwrap().unwrap();
@@ -1071,6 +1205,8 @@ macro_rules! conformance_suite {
             key_status_survives_reapplying_the_budgets_file,
             active_switches_are_listed_in_one_read,
             kill_switch_uses_optimistic_versions,
+            key_status_uses_optimistic_versions,
+            kill_switch_writes_carry_their_audit_entry,
             audit_log_is_newest_first,
             markers_expire_in_code,
             cache_entries_expire,

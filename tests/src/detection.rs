@@ -323,8 +323,17 @@ pub async fn a_throttled_key_gets_its_limit_back_after_a_quiet_hour(store: Store
                 state: SwitchState::Open,
                 limit_factor: Decimal::new(1, 1),
                 updated_at: at("2026-11-23T12:10:00Z"),
+                released: Vec::new(),
             },
             None,
+            &spendguard_core::records::AuditEntry {
+                id: "throttle".into(),
+                at: at("2026-11-23T12:10:00Z"),
+                actor: "security".into(),
+                action: "limit_factor_set".into(),
+                scope: Some(scope.clone()),
+                detail: serde_json::json!({"limit_factor": "0.1"}),
+            },
         )
         .await
         .unwrap();

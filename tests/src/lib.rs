@@ -9,6 +9,7 @@ pub mod detection;
 pub mod fanout;
 pub mod faults;
 pub mod google;
+pub mod incidents;
 pub mod keyguard;
 pub mod logs;
 pub mod standin;

@@ -83,11 +83,14 @@ async fn every_channel_receives_its_golden_payload_exactly_once() {
                     actor: "key-guard".into(),
                     at: event.raised_at,
                     incident: "test".into(),
+                    incidents: vec!["test".into()],
                 },
                 limit_factor: Decimal::ZERO,
                 updated_at: event.raised_at,
+                released: Vec::new(),
             },
             None,
+            &spendguard_tests::conformance::audit("engaged"),
         )
         .await
         .unwrap();

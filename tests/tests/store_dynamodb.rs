@@ -13,3 +13,15 @@ async fn fresh() -> Store {
 
 spendguard_tests::conformance_suite!(fresh());
 spendguard_tests::detection_suite!(fresh());
+
+// The incident lifecycle against its reference model (tests/src/incidents.rs) on DynamoDB
+// through moto: fewer cases than on SQLite (each DynamoDB request takes milliseconds here).
+spendguard_tests::incident_model!(
+    incident_lifecycle_matches_its_model,
+    {
+        let sdk = aws::sdk().await;
+        let (store, _table) = aws::new_store(&sdk).await;
+        Arc::new(store) as Store
+    },
+    60
+);

@@ -15,3 +15,10 @@ async fn fresh() -> Store {
 
 spendguard_tests::conformance_suite!(fresh());
 spendguard_tests::detection_suite!(fresh());
+
+// The incident lifecycle against its reference model (tests/src/incidents.rs): 2,000 cases.
+spendguard_tests::incident_model!(
+    incident_lifecycle_matches_its_model,
+    Arc::new(SqliteStore::in_memory().expect("in-memory sqlite")) as Store,
+    2_000
+);

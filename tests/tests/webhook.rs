@@ -122,7 +122,7 @@ async fn reported(w: &WebhookWorld, budget: &str) -> Vec<spendguard_core::record
         .await
         .unwrap()
         .into_iter()
-        .filter(|o| o.source != "evaluation")
+        .filter(|o| o.source != spendguard_core::check::EVALUATION_SOURCE)
         .collect()
 }
 
@@ -759,11 +759,20 @@ async fn status_reports_the_most_restrictive_switch_on_the_path() {
             actor: "key-guard".into(),
             at: Utc::now(),
             incident: "test".into(),
+            incidents: vec!["test".into()],
         },
         limit_factor: Decimal::ZERO,
         updated_at: Utc::now(),
+        released: Vec::new(),
     };
-    w.store.put_kill_switch(&engaged, None).await.unwrap();
+    w.store
+        .put_kill_switch(
+            &engaged,
+            None,
+            &spendguard_tests::conformance::audit("engaged"),
+        )
+        .await
+        .unwrap();
     let response = w.send(status("openai/prod/key-1")).await;
     assert_eq!(
         (

@@ -100,6 +100,13 @@ async fn aws_budget(sdk: &SdkConfig) {
     }
 }
 
+/// The instant the README checks the example usage at.
+fn example_now() -> chrono::DateTime<Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-11-20T18:00:00Z")
+        .expect("a fixed instant")
+        .with_timezone(&Utc)
+}
+
 /// A table with the example budgets and their twenty days of usage, and an alerts topic.
 async fn budgets_table(sdk: &SdkConfig) -> (String, String) {
     aws_budget(sdk).await;
@@ -112,7 +119,8 @@ async fn budgets_table(sdk: &SdkConfig) -> (String, String) {
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let wire: UsageWire = serde_json::from_str(l).expect("a usage line");
-            wire.validate(&policy.settings.prices)
+            // the example's twenty days end at the instant the README checks them
+            wire.validate(&policy.settings.prices, example_now())
                 .expect("a valid record")
         })
         .collect();

@@ -86,17 +86,17 @@ pub async fn run(_args: &[String]) {
         })
         .await
         .unwrap();
-    let guard = KeyGuard {
+    let guard = KeyGuard::new(
         store,
-        providers: vec![Arc::new(AnthropicAdmin {
+        vec![Arc::new(AnthropicAdmin {
             http: reqwest::Client::new(),
             base_url: url,
             admin_key: Secret::new("bench"),
         })],
-        secrets: None,
-        clock: Arc::new(SystemClock),
-        shutdown_targets: Vec::new(),
-    };
+        None,
+        Arc::new(SystemClock),
+        Vec::new(),
+    );
     let (mut engaged, mut all) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         // engaging alone (what applications reading the switch see) ...

@@ -84,7 +84,7 @@ async fn check_once(n: usize, backend: &str) {
     let records: Vec<_> = (0..n)
         .map(|i| {
             let wire: UsageWire = serde_json::from_value(record(i, &format!("seed-{i}"))).unwrap();
-            wire.validate(&policy.settings.prices).unwrap()
+            wire.validate(&policy.settings.prices, Utc::now()).unwrap()
         })
         .collect();
     for chunk in records.chunks(1000) {

@@ -14,7 +14,8 @@ use spendguard_core::alert::{AlertEvent, AlertKind};
 use spendguard_core::budget::{ChannelSpec, Severity};
 use spendguard_core::channels::{self, Channel, LogChannel, Message, Poster};
 use spendguard_core::clock::Clock;
-use spendguard_core::records::{Acknowledgement, Claim, ClaimOutcome, SwitchState};
+use spendguard_core::lease::Claimed;
+use spendguard_core::records::{Acknowledgement, Claim, SwitchState};
 use spendguard_core::secret::{Secret, SecretVault};
 use spendguard_core::security;
 use spendguard_core::store::{StateStore, StoreError};
@@ -165,10 +166,7 @@ pub struct Fanout {
 fn switch_state(
     switches: &[spendguard_core::records::Versioned<spendguard_core::records::KillSwitch>],
 ) -> String {
-    if let Some(s) = switches
-        .iter()
-        .find(|s| matches!(s.value.state, SwitchState::Engaged { .. }))
-    {
+    if let Some(s) = switches.iter().find(|s| s.value.state.stops()) {
         return format!("engaged on {}", s.value.scope);
     }
     match switches
@@ -317,33 +315,28 @@ impl Fanout {
         // delivery deadline) or crashed (its lease runs out). Wait for the first; after that,
         // report it unconfirmed so Lambda retries later instead of the alert being dropped.
         let give_up = std::time::Instant::now() + self.registry.poster.policy.deadline;
-        loop {
-            match self.store.claim(claim, self.clock.now()).await {
+        let held = loop {
+            match Claimed::take(self.store.as_ref(), claim.clone(), self.clock.now()).await {
                 Err(e) => return Outcome::Failed(e.to_string()),
-                Ok(ClaimOutcome::AlreadyRaised) => return Outcome::AlreadySent,
-                Ok(ClaimOutcome::Won) => break,
-                Ok(ClaimOutcome::HeldByOther) if std::time::Instant::now() < give_up => {
+                Ok(Claimed::Done) => return Outcome::AlreadySent,
+                Ok(Claimed::Won(held)) => break held,
+                Ok(Claimed::Busy) if std::time::Instant::now() < give_up => {
                     tokio::time::sleep(IN_PROGRESS_POLL).await;
                 }
-                Ok(ClaimOutcome::HeldByOther) => return Outcome::InProgress,
+                Ok(Claimed::Busy) => return Outcome::InProgress,
             }
-        }
+        };
         let result = match self.registry.channel(spec).await {
             Ok(channel) => channel.send(message).await.map_err(|e| e.message),
             Err(e) => Err(format!("channel unusable: {e}")),
         };
         match result {
-            Ok(()) => match self.store.finish_claim(claim).await {
+            Ok(()) => match held.finish().await {
                 Ok(()) => Outcome::Sent,
                 // sent, but another invocation took the claim over: it may send again
                 Err(e) => Outcome::Failed(format!("sent, but the claim was lost: {e}")),
             },
-            Err(why) => {
-                if let Err(e) = self.store.release_claim(claim).await {
-                    warn!(channel = %claim.key, error = %e, "claim not released; it expires with its lease");
-                }
-                Outcome::Failed(why)
-            }
+            Err(why) => Outcome::Failed(held.release_after(why).await),
         }
     }
 

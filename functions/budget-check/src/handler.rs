@@ -21,11 +21,19 @@ pub enum HandlerError {
     InvalidEvent(String),
     #[error(transparent)]
     Check(#[from] CheckError),
-    /// The check ran, but some spend could not be read or some alert not published.
+    /// The check ran, but some spend could not be read or some alert not published: a retry
+    /// may finish it.
     #[error("budget check incomplete (run {run_id}): {}", failures.join("; "))]
     Incomplete {
         run_id: String,
         failures: Vec<String>,
+    },
+    /// The check ran to the end, but these windows cannot be evaluated (each raised a
+    /// `budget_unevaluable` alert): no retry helps until the budget or its data is fixed.
+    #[error("windows cannot be evaluated (run {run_id}): {}", windows.join("; "))]
+    Unevaluable {
+        run_id: String,
+        windows: Vec<String>,
     },
 }
 
@@ -37,6 +45,7 @@ impl From<HandlerError> for Diagnostic {
             HandlerError::Check(CheckError::Store(s)) if s.is_retryable() => "StoreUnavailable",
             HandlerError::Check(CheckError::Store(_)) => "StoreCorrupt",
             HandlerError::Incomplete { .. } => "CheckIncomplete",
+            HandlerError::Unevaluable { .. } => "BudgetsUnevaluable",
         };
         Diagnostic {
             error_type: error_type.into(),
@@ -69,6 +78,7 @@ pub fn options_for(event: &Value) -> Result<CheckOptions, HandlerError> {
         dry_run: manual.dry_run,
         only: manual.budget_id.into_iter().collect(),
         actor: "manual".into(),
+        skip_unconfigured_sources: false,
     })
 }
 
@@ -86,6 +96,12 @@ pub async fn handle(checker: &Checker, event: Value) -> Result<CheckReport, Hand
         return Err(HandlerError::Incomplete {
             run_id: report.run_id,
             failures,
+        });
+    }
+    if !report.unevaluable.is_empty() {
+        return Err(HandlerError::Unevaluable {
+            run_id: report.run_id,
+            windows: report.unevaluable,
         });
     }
     Ok(report)

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use spendguard_core::budget::{Budget, PolicySet, SourceSpec};
 use spendguard_core::check::{CheckOptions, Checker};
 use spendguard_core::clock::Clock;
-use spendguard_core::ingest::ingest_usage;
+use spendguard_core::ingest::{admit, ingest_usage};
 use spendguard_core::intake::{budgets_for_aws, budgets_for_gcp, record_aws, record_gcp};
 use spendguard_core::records::{AuditEntry, SwitchState};
 use spendguard_core::scope::Scope;
@@ -129,11 +129,15 @@ impl Webhook {
             dry_run: false,
             only: budgets,
             actor: actor.into(),
+            skip_unconfigured_sources: false,
         };
         match self.checker.run_with(policy, &options).await {
             Ok(report) => {
                 if !report.failures.is_empty() {
                     warn!(failures = ?report.failures, "evaluation after a signal was incomplete");
+                }
+                if !report.unevaluable.is_empty() {
+                    warn!(windows = ?report.unevaluable, "windows cannot be evaluated; alerted once per period");
                 }
                 report.alerts.published
             }
@@ -177,7 +181,7 @@ impl Webhook {
             Ok(p) => p,
             Err(e) => return internal(e),
         };
-        let records = match parse_usage(&r.body, &policy) {
+        let records = match parse_usage(&r.body, &policy, now) {
             Ok(records) => records,
             Err(response) => return response,
         };
@@ -442,10 +446,8 @@ impl Webhook {
             Ok(s) => s,
             Err(e) => return internal(e),
         };
-        // the most restrictive switch on the path applies
-        let engaged = switches
-            .iter()
-            .find(|s| matches!(s.value.state, SwitchState::Engaged { .. }));
+        // the most restrictive switch on the path applies; a restore in progress still stops
+        let engaged = switches.iter().find(|s| s.value.state.stops());
         let factor = switches
             .iter()
             .map(|s| s.value.limit_factor)
@@ -475,7 +477,11 @@ impl Webhook {
 }
 
 /// Parses and validates a whole usage batch; any bad record refuses the batch with its path.
-fn parse_usage(body: &[u8], policy: &PolicySet) -> Result<Vec<UsageRecord>, HttpResponse> {
+fn parse_usage(
+    body: &[u8],
+    policy: &PolicySet,
+    now: DateTime<Utc>,
+) -> Result<Vec<UsageRecord>, HttpResponse> {
     let batch: UsageBatch = serde_json::from_slice(body).map_err(|e| {
         HttpResponse::error(
             400,
@@ -501,9 +507,12 @@ fn parse_usage(body: &[u8], policy: &PolicySet) -> Result<Vec<UsageRecord>, Http
     for (i, raw) in batch.records.iter().enumerate() {
         let wire: UsageWire = serde_json::from_str(raw.get())
             .map_err(|e| HttpResponse::error(400, e.to_string(), Some(&format!("records[{i}]"))))?;
-        let record = wire.validate(&policy.settings.prices).map_err(|e| {
-            HttpResponse::error(400, e.message, Some(&format!("records[{i}].{}", e.field)))
-        })?;
+        let record = wire
+            .validate(&policy.settings.prices, now)
+            .and_then(|r| admit(&r, policy).map(|()| r))
+            .map_err(|e| {
+                HttpResponse::error(400, e.message, Some(&format!("records[{i}].{}", e.field)))
+            })?;
         records.push(record);
     }
     Ok(records)

@@ -23,6 +23,7 @@ impl From<AggregateError> for Diagnostic {
             }
             AggregateError::Nightly(NightlyError::Store(_)) => "StoreUnavailable",
             AggregateError::Nightly(NightlyError::Publish(_)) => "PublishFailed",
+            AggregateError::Nightly(NightlyError::Unreadable(_)) => "CountersUnreadable",
         };
         Diagnostic {
             error_type: error_type.into(),

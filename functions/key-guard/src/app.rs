@@ -9,7 +9,7 @@ use spendguard_core::keys::anthropic::AnthropicAdmin;
 use spendguard_core::keys::iam::IamKeys;
 use spendguard_core::keys::openai::OpenAiAdmin;
 use spendguard_core::keys::rotation::Rotator;
-use spendguard_core::keys::vault::SecretsAdmin;
+use spendguard_core::keys::vault::{SecretVersions, SecretsManager};
 use spendguard_core::runtime::Backends;
 use spendguard_core::secret::SecretError;
 use spendguard_core::shutdown::ShutdownTarget;
@@ -96,18 +96,22 @@ pub async fn handler_with(
             admin_key: vault.read(arn).await?,
         }));
     }
+    let withholding: Option<Arc<dyn SecretVersions>> = (aws == AwsKeys::Managed).then(|| {
+        Arc::new(SecretsManager {
+            client: secrets.clone(),
+        }) as Arc<dyn SecretVersions>
+    });
+    let guard = KeyGuard::new(
+        store.clone(),
+        providers.clone(),
+        withholding,
+        clock.clone(),
+        shutdown_targets,
+    );
+    // the registry as key-guard starts: what it stops should the store be down later
+    guard.warm().await;
     Ok(Handler {
-        guard: KeyGuard {
-            store: store.clone(),
-            providers: providers.clone(),
-            secrets: (aws == AwsKeys::Managed).then(|| {
-                Arc::new(SecretsAdmin {
-                    client: secrets.clone(),
-                })
-            }),
-            clock: clock.clone(),
-            shutdown_targets,
-        },
+        guard,
         rotator: Rotator {
             client: secrets,
             store,

@@ -32,9 +32,9 @@ impl From<KeyGuardError> for Diagnostic {
             KeyGuardError::InvalidEvent(_) => "InvalidEvent",
             KeyGuardError::Guard(GuardError::Incomplete(_)) => "KeysIncomplete",
             KeyGuardError::Guard(GuardError::NotEngaged(_)) => "NotEngaged",
-            KeyGuardError::Guard(GuardError::Store(_)) | KeyGuardError::Store(_) => {
-                "StoreUnavailable"
-            }
+            KeyGuardError::Guard(GuardError::Interrupted(..)) => "RestoreInterrupted",
+            KeyGuardError::Guard(GuardError::Store(_) | GuardError::StoppedWithoutStore { .. })
+            | KeyGuardError::Store(_) => "StoreUnavailable",
             KeyGuardError::Rotation(r) if r.is_retryable() => "RotationRetryable",
             KeyGuardError::Rotation(_) => "RotationRefused",
         };
@@ -219,9 +219,10 @@ impl Handler {
                 None => Ok(json!({"ignored": "recovered; keys are restored by an operator"})),
             },
             AlertKind::Escalation => Ok(json!({"ignored": "escalations do not act"})),
-            // anomalies and reports inform people; only budget tiers order key actions
-            AlertKind::Anomaly | AlertKind::Report => {
-                Ok(json!({"ignored": "anomalies and reports order no action"}))
+            // anomalies, reports and unevaluable windows inform people; only budget tiers and
+            // security findings order key actions
+            AlertKind::Anomaly | AlertKind::Report | AlertKind::Unevaluable => {
+                Ok(json!({"ignored": "anomalies, reports and unevaluable windows order no action"}))
             }
         }
     }

@@ -5,7 +5,7 @@
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use crate::alert::{AlertEvent, AlertKind};
+use crate::alert::{AlertEvent, AlertKind, UNEVALUABLE_TIER};
 use crate::budget::Severity;
 use crate::channels::Message;
 use crate::forecast::Forecast;
@@ -65,6 +65,7 @@ fn marker(e: &AlertEvent) -> &'static str {
         (AlertKind::Anomaly, _) => "📈",
         (AlertKind::Report, _) => "📊",
         (AlertKind::Security, _) => "🚨",
+        (AlertKind::Unevaluable, _) => "⚠️",
         (_, Severity::Emergency) => "🔴",
         (_, Severity::Critical) => "🟠",
         (_, Severity::Warning) => "🟡",
@@ -86,6 +87,17 @@ pub fn headline(e: &AlertEvent) -> String {
         AlertKind::Recovery if e.tier.starts_with("security-") => format!(
             "RECOVERED: {} is back to its usual use; the {} throttle is lifted",
             e.scope, e.tier
+        ),
+        AlertKind::Recovery if e.tier == UNEVALUABLE_TIER => format!(
+            "RECOVERED: {} {} budget can be evaluated again",
+            e.budget_id, e.window
+        ),
+        AlertKind::Unevaluable => format!(
+            "CANNOT EVALUATE: {} {} budget ({}): {}",
+            e.budget_id,
+            e.window,
+            e.period_key,
+            unevaluable_reason(e)
         ),
         AlertKind::Recovery => format!(
             "RECOVERED: {} {} budget, tier {} is over",
@@ -145,6 +157,13 @@ fn listing(details: Option<&Value>, key: &str, render: fn(&[&str]) -> String) ->
     }
 }
 
+fn unevaluable_reason(e: &AlertEvent) -> &str {
+    e.details
+        .as_ref()
+        .and_then(|d| d["error"].as_str())
+        .unwrap_or("see the budget check's report")
+}
+
 /// The facts every rendering shows, in order.
 fn facts(e: &AlertEvent, kill_switch: &str) -> Vec<(&'static str, String)> {
     // the recovery of a security finding shows the finding's facts
@@ -153,6 +172,16 @@ fn facts(e: &AlertEvent, kill_switch: &str) -> Vec<(&'static str, String)> {
         other => other,
     };
     match kind {
+        AlertKind::Unevaluable => {
+            return vec![
+                ("Budget", e.budget_id.clone()),
+                ("Scope", e.scope.to_string()),
+                ("Window", format!("{} {}", e.window, e.period_key)),
+                ("Why", unevaluable_reason(e).to_string()),
+                ("Limit", money(&e.limit)),
+                ("Alert", e.incident_key().to_string()),
+            ];
+        }
         AlertKind::Anomaly => {
             let spikes: Vec<String> = e
                 .details

@@ -111,13 +111,30 @@ pub enum Measure {
     ProviderDeleted,
 }
 
+/// What spendguard knows of a key. Every change is a compare-and-set on its version; an
+/// intent (`Disabling`, `Enabling`) is written before each provider call, so a retry after a
+/// crash knows what may have happened at the provider. Transitions: `docs/keys.md`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum KeyStatus {
     Active,
-    /// Stopped by spendguard for an incident: restore undoes the measures.
+    /// Intent: spendguard is stopping the key for `incidents`; `measures` are done so far.
+    Disabling {
+        incidents: Vec<String>,
+        at: DateTime<Utc>,
+        #[serde(default)]
+        measures: Vec<Measure>,
+    },
+    /// Stopped by spendguard and held by `incidents` (one per engaged switch that covers
+    /// it): the last restore to release it undoes the measures.
     DisabledBySpendguard {
-        incident: String,
+        #[serde(alias = "incident", deserialize_with = "one_or_many")]
+        incidents: Vec<String>,
+        at: DateTime<Utc>,
+        measures: Vec<Measure>,
+    },
+    /// Intent: spendguard is re-enabling the key (undoing `measures`).
+    Enabling {
         at: DateTime<Utc>,
         measures: Vec<Measure>,
     },
@@ -127,11 +144,100 @@ pub enum KeyStatus {
     },
 }
 
+/// What releasing some incidents leaves of a key's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// Not spendguard's to re-enable (active, or disabled by someone else).
+    NotHeld,
+    /// Other incidents still hold it: the status with only those.
+    StillHeld(KeyStatus),
+    /// No incident holds it any more: undo `measures`. `unfinished`: a stop that never
+    /// recorded its end, so measures not recorded may have been taken too.
+    Last {
+        measures: Vec<Measure>,
+        unfinished: bool,
+    },
+}
+
+impl KeyStatus {
+    /// The status once `released` no longer hold the key, at `now`.
+    pub fn release(&self, released: &[String], now: DateTime<Utc>) -> Release {
+        let (incidents, measures, unfinished) = match self {
+            KeyStatus::Active | KeyStatus::DisabledElsewhere { .. } => return Release::NotHeld,
+            KeyStatus::Enabling { measures, .. } => {
+                return Release::Last {
+                    measures: measures.clone(),
+                    unfinished: false,
+                };
+            }
+            KeyStatus::DisabledBySpendguard {
+                incidents,
+                measures,
+                ..
+            } => (incidents, measures, false),
+            KeyStatus::Disabling {
+                incidents,
+                measures,
+                ..
+            } => (incidents, measures, true),
+        };
+        let remaining: Vec<String> = incidents
+            .iter()
+            .filter(|i| !released.contains(i))
+            .cloned()
+            .collect();
+        let measures = measures.clone();
+        match (remaining.is_empty(), unfinished) {
+            (true, _) => Release::Last {
+                measures,
+                unfinished,
+            },
+            // a stop still under way is finished by the incidents that remain
+            (false, true) => Release::StillHeld(KeyStatus::Disabling {
+                incidents: remaining,
+                at: now,
+                measures,
+            }),
+            (false, false) => Release::StillHeld(KeyStatus::DisabledBySpendguard {
+                incidents: remaining,
+                at: now,
+                measures,
+            }),
+        }
+    }
+
+    /// The incidents that hold the key (stopping it or stopped).
+    pub fn holders(&self) -> &[String] {
+        match self {
+            KeyStatus::Disabling { incidents, .. }
+            | KeyStatus::DisabledBySpendguard { incidents, .. } => incidents,
+            _ => &[],
+        }
+    }
+}
+
+/// An incident list written by this version, or the single `incident` older ones wrote.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
 /// A registered key and what spendguard knows of its state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRecord {
     pub spec: KeySpec,
     pub status: KeyStatus,
+    /// The status's version, for compare-and-set (`StateStore::put_key_status`).
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// A candidate credential a rotation tests: the new key's value.
@@ -239,5 +345,74 @@ pub(crate) fn transport(provider: ProviderKind, e: reqwest::Error) -> ProviderEr
     ProviderError::Unavailable {
         provider,
         message: e.without_url().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn only_the_last_release_frees_a_key() {
+        let stopped = KeyStatus::DisabledBySpendguard {
+            incidents: ids(&["org", "team"]),
+            at: at(),
+            measures: vec![Measure::ProviderDisabled],
+        };
+        assert_eq!(
+            stopped.release(&ids(&["team"]), at()),
+            Release::StillHeld(KeyStatus::DisabledBySpendguard {
+                incidents: ids(&["org"]),
+                at: at(),
+                measures: vec![Measure::ProviderDisabled],
+            })
+        );
+        assert_eq!(
+            stopped.release(&ids(&["team", "org"]), at()),
+            Release::Last {
+                measures: vec![Measure::ProviderDisabled],
+                unfinished: false
+            }
+        );
+        // a stop that never finished keeps its intent for the incidents left
+        let stopping = KeyStatus::Disabling {
+            incidents: ids(&["org", "team"]),
+            at: at(),
+            measures: Vec::new(),
+        };
+        assert!(matches!(
+            stopping.release(&ids(&["org"]), at()),
+            Release::StillHeld(KeyStatus::Disabling { incidents, .. }) if incidents == ids(&["team"])
+        ));
+        assert_eq!(
+            stopping.release(&ids(&["org", "team"]), at()),
+            Release::Last {
+                measures: Vec::new(),
+                unfinished: true
+            }
+        );
+        for not_ours in [
+            KeyStatus::Active,
+            KeyStatus::DisabledElsewhere { seen_at: at() },
+        ] {
+            assert_eq!(not_ours.release(&ids(&["org"]), at()), Release::NotHeld);
+        }
+    }
+
+    #[test]
+    fn statuses_written_before_holder_sets_are_read() {
+        let old = r#"{"status":"disabled_by_spendguard","incident":"i1","at":"2026-11-20T10:00:00Z","measures":[{"measure":"provider_disabled"}]}"#;
+        let status: KeyStatus = serde_json::from_str(old).unwrap();
+        assert_eq!(status.holders(), ["i1"]);
     }
 }

@@ -13,7 +13,8 @@ use tracing::info;
 
 use super::{Credential, KeyProvider, KeySpec, ProviderKind, RotationStrategy};
 use crate::clock::Clock;
-use crate::records::{AuditEntry, Claim, ClaimOutcome};
+use crate::lease::Claimed;
+use crate::records::{AuditEntry, Claim};
 use crate::secret::Secret;
 use crate::store::{StateStore, StoreError};
 use crate::verify::standard_webhooks::{self, WebhookSecret};
@@ -209,7 +210,9 @@ impl Rotator {
             scope: Some(key.scope.clone()),
             detail: serde_json::json!({"key": key.id, "version": token}),
         };
-        let _ = self.store.append_audit(&entry).await;
+        if let Err(e) = self.store.append_audit(&entry).await {
+            tracing::warn!(error = %e, step, "rotation step not audited");
+        }
     }
 
     /// The claim that records `testSecret` passing for a version (finishSecret requires it).
@@ -377,9 +380,9 @@ impl Rotator {
             }
         }
         let claim = self.tested(key, token);
-        match self.store.claim(&claim, self.clock.now()).await? {
-            ClaimOutcome::Won => self.store.finish_claim(&claim).await?,
-            ClaimOutcome::AlreadyRaised | ClaimOutcome::HeldByOther => {}
+        match Claimed::take(self.store.as_ref(), claim, self.clock.now()).await? {
+            Claimed::Won(held) => held.finish().await?,
+            Claimed::Done | Claimed::Busy => {}
         }
         Ok("the pending value works")
     }
@@ -405,13 +408,13 @@ impl Rotator {
     ) -> Result<&'static str, RotationError> {
         // never make an untested version current
         let claim = self.tested(key, token);
-        match self.store.claim(&claim, self.clock.now()).await? {
-            ClaimOutcome::AlreadyRaised => {}
-            ClaimOutcome::Won => {
-                self.store.release_claim(&claim).await?;
+        match Claimed::take(self.store.as_ref(), claim, self.clock.now()).await? {
+            Claimed::Done => {}
+            Claimed::Won(held) => {
+                held.release().await?;
                 return Err(RotationError::NotTested(v.name.clone()));
             }
-            ClaimOutcome::HeldByOther => return Err(RotationError::NotTested(v.name.clone())),
+            Claimed::Busy => return Err(RotationError::NotTested(v.name.clone())),
         }
         let previous = v.with_stage(CURRENT).map(str::to_string);
         let previous_value = match &previous {

@@ -17,9 +17,10 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::clock::Clock;
-use crate::records::{AuditEntry, Claim, ClaimOutcome};
+use crate::lease::Held;
+use crate::records::AuditEntry;
 use crate::scope::Scope;
-use crate::store::StateStore;
+use crate::store::{StateStore, StoreError};
 
 /// The tag an AWS resource carries to opt in; its value is the scope whose shutdown stops it.
 /// Fixed, because the IAM policies in template.yaml and terraform/ are conditioned on it.
@@ -179,6 +180,8 @@ pub enum ResourceOutcome {
     /// Another invocation is acting on it right now.
     InProgress,
     Restored,
+    /// Released by this restore, but still held by other incidents: it stays stopped.
+    StillHeld(Vec<String>),
     /// Changed since the shutdown: left as the operator set it.
     ChangedByHand(String),
     Failed(String),
@@ -210,11 +213,35 @@ impl ResourceReport {
 /// What was stopped, kept until the restore.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
+    /// The incident that stopped it.
     incident: String,
     previous: ResourceState,
     at: DateTime<Utc>,
     #[serde(default)]
     restored: bool,
+    /// Every incident that holds it stopped (the first stopped it; later ones joined): the
+    /// last one released restores it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    held_by: Vec<String>,
+    /// Whether the stop was carried out (the record is written first, then the resource is
+    /// stopped, then this is set): a redelivery of the incident stops nothing twice.
+    #[serde(default = "carried_out")]
+    applied: bool,
+}
+
+/// Records written before `applied` existed were finished under a claim of their own.
+fn carried_out() -> bool {
+    true
+}
+
+impl Record {
+    fn holders(&self) -> Vec<String> {
+        if self.held_by.is_empty() {
+            vec![self.incident.clone()]
+        } else {
+            self.held_by.clone()
+        }
+    }
 }
 
 fn record_key(resource: &Resource) -> String {
@@ -347,21 +374,16 @@ impl Shutdown {
         (reports, problems)
     }
 
-    async fn claim(&self, resource: &Resource, what: &str) -> Result<Claim, ClaimOutcomeOr> {
-        let now = self.clock.now();
-        let claim = Claim::key(
+    /// The resource's lease: one invocation acts on it at a time.
+    async fn lease(&self, resource: &Resource) -> Result<Option<Held<'_>>, StoreError> {
+        crate::lease::exclusive(
+            self.store.as_ref(),
+            self.clock.as_ref(),
             &resource.id,
-            what,
-            &uuid::Uuid::new_v4().to_string(),
             LEASE,
-            now + RECORD_RETENTION,
-        );
-        match self.store.claim(&claim, now).await {
-            Err(e) => Err(ClaimOutcomeOr::Failed(e.to_string())),
-            Ok(ClaimOutcome::Won) => Ok(claim),
-            Ok(ClaimOutcome::AlreadyRaised) => Err(ClaimOutcomeOr::Done),
-            Ok(ClaimOutcome::HeldByOther) => Err(ClaimOutcomeOr::InProgress),
-        }
+            &crate::lease::LEASE_WAITS_MS,
+        )
+        .await
     }
 
     async fn stop_one(
@@ -380,14 +402,18 @@ impl Shutdown {
             warn!(resource = %resource.id, "{why}");
             return report(None, ResourceOutcome::Protected(why));
         }
-        let claim = match self.claim(&resource, &format!("shutdown#{incident}")).await {
-            Ok(c) => c,
-            Err(other) => return report(None, other.outcome(ResourceOutcome::AlreadyStopped)),
+        // one invocation at a time per resource: the record says who stopped it already
+        let lease = match self.lease(&resource).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return report(None, ResourceOutcome::InProgress),
+            Err(e) => return report(None, ResourceOutcome::Failed(e.to_string())),
         };
         let result = self.stop_claimed(target, &resource, incident).await;
+        if let Err(e) = lease.release().await {
+            warn!(resource = %resource.id, error = %e, "resource lease not released; it expires");
+        }
         match result {
             Ok((before, outcome)) => {
-                let _ = self.store.finish_claim(&claim).await;
                 if outcome == ResourceOutcome::Stopped {
                     info!(resource = %resource.id, "resource stopped");
                 }
@@ -401,7 +427,6 @@ impl Shutdown {
                 report(before, outcome)
             }
             Err((before, e)) => {
-                let _ = self.store.release_claim(&claim).await;
                 warn!(resource = %resource.id, error = %e, "resource not stopped; the switch stays engaged");
                 self.audit(
                     "resource_stop_failed",
@@ -424,12 +449,28 @@ impl Shutdown {
     ) -> Result<(Option<ResourceState>, ResourceOutcome), (Option<ResourceState>, ShutdownError)>
     {
         let stopped = resource.kind.stopped();
-        let previous = match self.record(resource).await.map_err(|e| (None, e))? {
+        let record = match self.record(resource).await.map_err(|e| (None, e))? {
             Some(r) if !r.restored && r.incident != incident => {
+                // stopped by another incident: this one holds it too
+                if !r.holders().iter().any(|i| i == incident) {
+                    let mut held_by = r.holders();
+                    held_by.push(incident.to_string());
+                    let joined = Record {
+                        held_by,
+                        ..r.clone()
+                    };
+                    self.put_record(resource, &joined)
+                        .await
+                        .map_err(|e| (Some(r.previous.clone()), e))?;
+                }
+                return Ok((Some(r.previous), ResourceOutcome::AlreadyStopped));
+            }
+            // this incident stopped it already (a redelivery)
+            Some(r) if !r.restored && r.applied => {
                 return Ok((Some(r.previous), ResourceOutcome::AlreadyStopped));
             }
             // an earlier attempt of this incident recorded it, then failed or crashed
-            Some(r) if !r.restored => r.previous,
+            Some(r) if !r.restored => r,
             _ => {
                 let now = target.state(resource).await.map_err(|e| (None, e))?;
                 if now == stopped {
@@ -440,23 +481,40 @@ impl Shutdown {
                     previous: now.clone(),
                     at: self.clock.now(),
                     restored: false,
+                    held_by: vec![incident.into()],
+                    applied: false,
                 };
                 self.put_record(resource, &record)
                     .await
-                    .map_err(|e| (Some(now.clone()), e))?;
-                now
+                    .map_err(|e| (Some(now), e))?;
+                record
             }
         };
+        let previous = Some(record.previous.clone());
         target
             .set(resource, &stopped)
             .await
-            .map_err(|e| (Some(previous.clone()), e))?;
-        Ok((Some(previous), ResourceOutcome::Stopped))
+            .map_err(|e| (previous.clone(), e))?;
+        // nobody else writes the record while the lease is held
+        let applied = Record {
+            applied: true,
+            ..record
+        };
+        self.put_record(resource, &applied)
+            .await
+            .map_err(|e| (previous.clone(), e))?;
+        Ok((previous, ResourceOutcome::Stopped))
     }
 
-    /// Puts back every resource under `scope` that a shutdown stopped and has not been restored:
-    /// to its recorded state, unless it was changed since (then it is left, and reported).
-    pub async fn restore(&self, scope: &Scope, actor: &str) -> (Vec<ResourceReport>, Vec<String>) {
+    /// Releases `releasing` from every resource under `scope` that a shutdown stopped and has
+    /// not been restored; a resource no other incident holds is put back to its recorded
+    /// state, unless it was changed since (then it is left, and reported).
+    pub async fn restore(
+        &self,
+        scope: &Scope,
+        actor: &str,
+        releasing: &[String],
+    ) -> (Vec<ResourceReport>, Vec<String>) {
         let (found, mut problems) = self.under(scope).await;
         let mut stopped = Vec::new();
         for (target, resource) in found {
@@ -466,11 +524,10 @@ impl Shutdown {
                 Err(e) => problems.push(format!("{}: {e}", resource.id)),
             }
         }
-        let reports =
-            join_all(stopped.into_iter().map(|(target, resource, record)| {
-                self.restore_one(target, resource, record, actor)
-            }))
-            .await;
+        let reports = join_all(stopped.into_iter().map(|(target, resource, record)| {
+            self.restore_one(target, resource, record, actor, releasing)
+        }))
+        .await;
         (reports, problems)
     }
 
@@ -480,20 +537,38 @@ impl Shutdown {
         resource: Resource,
         record: Record,
         actor: &str,
+        releasing: &[String],
     ) -> ResourceReport {
         let report = |outcome| ResourceReport {
             resource: resource.clone(),
             before: Some(record.previous.clone()),
             outcome,
         };
-        let claim = match self
-            .claim(&resource, &format!("restore#{}", record.incident))
-            .await
-        {
-            Ok(c) => c,
-            Err(other) => return report(other.outcome(ResourceOutcome::Restored)),
+        let remaining: Vec<String> = record
+            .holders()
+            .into_iter()
+            .filter(|i| !releasing.contains(i))
+            .collect();
+        if !remaining.is_empty() {
+            let held = Record {
+                held_by: remaining.clone(),
+                ..record.clone()
+            };
+            return match self.put_record(&resource, &held).await {
+                Ok(()) => report(ResourceOutcome::StillHeld(remaining)),
+                Err(e) => report(ResourceOutcome::Failed(e.to_string())),
+            };
+        }
+        let lease = match self.lease(&resource).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return report(ResourceOutcome::InProgress),
+            Err(e) => return report(ResourceOutcome::Failed(e.to_string())),
         };
         let result = async {
+            // read again under the lease: another restore may have put it back already
+            if self.record(&resource).await?.is_some_and(|r| r.restored) {
+                return Ok(ResourceOutcome::Restored);
+            }
             let now = target.state(&resource).await?;
             let outcome = if now == resource.kind.stopped() {
                 target.set(&resource, &record.previous).await?;
@@ -514,9 +589,11 @@ impl Shutdown {
             Ok::<_, ShutdownError>(outcome)
         }
         .await;
+        if let Err(e) = lease.release().await {
+            warn!(resource = %resource.id, error = %e, "resource lease not released; it expires");
+        }
         match result {
             Ok(outcome) => {
-                let _ = self.store.finish_claim(&claim).await;
                 self.audit(
                     "resource_restored",
                     actor,
@@ -527,33 +604,16 @@ impl Shutdown {
                 report(outcome)
             }
             Err(e) => {
-                let _ = self.store.release_claim(&claim).await;
+                let message = e.to_string();
                 self.audit(
                     "resource_restore_failed",
                     actor,
                     &resource,
-                    json!({"incident": record.incident, "error": e.to_string()}),
+                    json!({"incident": record.incident, "error": message}),
                 )
                 .await;
-                report(ResourceOutcome::Failed(e.to_string()))
+                report(ResourceOutcome::Failed(message))
             }
-        }
-    }
-}
-
-/// A claim that was not won.
-enum ClaimOutcomeOr {
-    Done,
-    InProgress,
-    Failed(String),
-}
-
-impl ClaimOutcomeOr {
-    fn outcome(self, done: ResourceOutcome) -> ResourceOutcome {
-        match self {
-            ClaimOutcomeOr::Done => done,
-            ClaimOutcomeOr::InProgress => ResourceOutcome::InProgress,
-            ClaimOutcomeOr::Failed(e) => ResourceOutcome::Failed(e),
         }
     }
 }

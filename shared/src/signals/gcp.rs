@@ -9,6 +9,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::config::MAX_AMOUNT;
 use crate::money::Currency;
 use crate::usage::json_decimal;
 
@@ -131,10 +132,16 @@ fn time(field: &'static str, text: &str) -> Result<DateTime<Utc>, NotificationEr
         .map_err(|e| err(field, format!("not an RFC 3339 time: {e}")))
 }
 
-fn amount(field: &'static str, raw: &RawValue) -> Result<Decimal, NotificationError> {
+/// Largest threshold fraction accepted (100 = 10,000 % of the budget).
+const MAX_THRESHOLD: Decimal = Decimal::ONE_HUNDRED;
+
+fn amount(field: &'static str, raw: &RawValue, max: Decimal) -> Result<Decimal, NotificationError> {
     let v = json_decimal(raw).map_err(|m| err(field, m))?;
     if v.is_sign_negative() && !v.is_zero() {
         return Err(err(field, format!("must not be negative (got {v})")));
+    }
+    if v > max {
+        return Err(err(field, format!("must be at most {max} (got {v})")));
     }
     Ok(v)
 }
@@ -173,7 +180,9 @@ pub fn parse_push(body: &[u8]) -> Result<BudgetNotification, NotificationError> 
     let threshold = |field: &'static str,
                      raw: &Option<Box<RawValue>>|
      -> Result<Option<Decimal>, NotificationError> {
-        raw.as_deref().map(|r| amount(field, r)).transpose()
+        raw.as_deref()
+            .map(|r| amount(field, r, MAX_THRESHOLD))
+            .transpose()
     };
     Ok(BudgetNotification {
         published_at: time("message.publishTime", publish_time)?,
@@ -181,8 +190,8 @@ pub fn parse_push(body: &[u8]) -> Result<BudgetNotification, NotificationError> 
         billing_account_id: m.attributes.get("billingAccountId").cloned(),
         budget_id,
         display_name: n.budget_display_name,
-        cost: amount("costAmount", &n.cost_amount)?,
-        budget: amount("budgetAmount", &n.budget_amount)?,
+        cost: amount("costAmount", &n.cost_amount, MAX_AMOUNT)?,
+        budget: amount("budgetAmount", &n.budget_amount, MAX_AMOUNT)?,
         currency: Currency::parse(&n.currency_code)
             .map_err(|e| err("currencyCode", e.to_string()))?,
         cost_interval_start: time("costIntervalStart", &n.cost_interval_start)?,

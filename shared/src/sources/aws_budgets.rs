@@ -1,23 +1,29 @@
 //! AWS Budgets: `DescribeBudgets` once per run; `CalculatedSpend` actual and forecast.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_budgets::Client;
 use aws_sdk_budgets::types::{Spend, TimeUnit};
 use rust_decimal::Decimal;
 
-use super::{BudgetSpend, SourceError, SpendRequest, SpendSource};
+use super::{BudgetSpend, SourceError, SpendRequest, SpendSource, WindowError};
 use crate::budget::SourceSpec;
 use crate::evaluate::WindowSpend;
 use crate::money::{Currency, FxRates, Money, parse_decimal};
-use crate::period::WindowKind;
+use crate::period::{Period, WindowKind};
+use crate::records::Observation;
+use crate::store::StateStore;
 
 const KIND: &str = "aws_budgets";
 
 pub struct AwsBudgets {
     client: Client,
     account_id: String,
+    /// Where budget-webhook records AWS Budgets notifications: a notified figure counts as
+    /// an observation of its own (DescribeBudgets lags behind the notification).
+    notifications: Option<Arc<dyn StateStore>>,
 }
 
 impl AwsBudgets {
@@ -25,7 +31,38 @@ impl AwsBudgets {
         AwsBudgets {
             client,
             account_id: account_id.into(),
+            notifications: None,
         }
+    }
+
+    /// Also reads the notifications recorded in `store`; the larger figure of each period wins.
+    pub fn with_notifications(mut self, store: Arc<dyn StateStore>) -> Self {
+        self.notifications = Some(store);
+        self
+    }
+
+    /// The notified actual and forecast of `budget`'s `kind` window in the current period.
+    async fn notified(
+        &self,
+        budget: &crate::budget::Budget,
+        kind: WindowKind,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Observation>, SourceError> {
+        let Some(store) = &self.notifications else {
+            return Ok(None);
+        };
+        let period = Period::containing(kind, budget.zone, now).key();
+        let observations =
+            store
+                .observations(&budget.id)
+                .await
+                .map_err(|e| SourceError::Unavailable {
+                    source_kind: KIND,
+                    message: e.to_string(),
+                })?;
+        Ok(observations
+            .into_iter()
+            .find(|o| o.source == KIND && o.window == kind && o.period_key == period))
     }
 }
 
@@ -82,6 +119,7 @@ impl SpendSource for AwsBudgets {
             };
             let mut spend = BudgetSpend::new();
             for window in &budget.windows {
+                let notified = self.notified(budget, window.kind, request.now).await?;
                 let result = (|| {
                     let aws = by_name.get(budget_name).ok_or_else(|| {
                         format!(
@@ -121,13 +159,26 @@ impl SpendSource for AwsBudgets {
                         .transpose()?
                         .map(|m| converted(m, budget.currency, request.rates))
                         .transpose()?;
+                    // a notification may already know more than DescribeBudgets
+                    let (actual, forecast) = match &notified {
+                        Some(o) => {
+                            let notified_actual =
+                                converted(o.actual, budget.currency, request.rates)?;
+                            let notified_forecast = o
+                                .forecast
+                                .map(|f| converted(f, budget.currency, request.rates))
+                                .transpose()?;
+                            (actual.max(notified_actual), forecast.max(notified_forecast))
+                        }
+                        None => (actual, forecast),
+                    };
                     Ok(WindowSpend {
                         actual,
                         recent: None,
                         source_forecast: forecast,
                     })
                 })();
-                spend.insert(window.kind, result);
+                spend.insert(window.kind, result.map_err(WindowError::Unevaluable));
             }
             out.insert(budget.id.clone(), spend);
         }

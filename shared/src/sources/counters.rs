@@ -75,6 +75,13 @@ impl SpendSource for UsageCounters {
                 let Some(month) = counters.get(key) else {
                     continue;
                 };
+                for (day, why) in &month.unreadable {
+                    if let Some(date) =
+                        NaiveDate::from_ymd_opt(key.month.year, key.month.month, *day)
+                    {
+                        days.spoil(date, format!("{} {}: {why}", key.scope, key.month));
+                    }
+                }
                 for (day, tally) in &month.days {
                     let Some(date) = NaiveDate::from_ymd_opt(key.month.year, key.month.month, *day)
                     else {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{BudgetSpend, SourceError, SpendRequest, SpendSource};
+use super::{BudgetSpend, SourceError, SpendRequest, SpendSource, WindowError};
 use crate::budget::SourceSpec;
 use crate::evaluate::WindowSpend;
 use crate::period::Period;
@@ -55,9 +55,9 @@ impl SpendSource for GcpBudgetObservations {
                     })
                     .max_by_key(|o| o.observed_at);
                 let result = match latest {
-                    None => Err(format!(
+                    None => Err(WindowError::Pending(format!(
                         "no notification from GCP budget `{budget_id}` for {period} yet"
-                    )),
+                    ))),
                     Some(o) => (|| {
                         let actual = request
                             .rates
@@ -74,7 +74,8 @@ impl SpendSource for GcpBudgetObservations {
                             recent: None,
                             source_forecast: forecast,
                         })
-                    })(),
+                    })()
+                    .map_err(WindowError::Unevaluable),
                 };
                 spend.insert(window.kind, result);
             }

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use crate::budget::Budget;
 use crate::evaluate::WindowSpend;
 use crate::forecast::RecentSpend;
-use crate::money::{Currency, FxRates, Money};
+use crate::money::{Currency, FxRates, Money, checked_add};
 use crate::period::{Period, WindowKind};
 
 pub mod anthropic;
@@ -45,8 +45,21 @@ pub enum SourceError {
     },
 }
 
+/// Why a window of a budget has no spend to evaluate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    /// Nothing to evaluate yet, and nothing wrong: a GCP budget before Google's first
+    /// notification of the period. Reported as a note.
+    #[error("{0}")]
+    Pending(String),
+    /// The window's figures cannot be evaluated (a currency without a rate, a figure that
+    /// cannot be read or summed, a renamed AWS budget): an operator alert and a failed run.
+    #[error("{0}")]
+    Unevaluable(String),
+}
+
 /// Spend per window of one budget (in the budget's currency), or why a window has none.
-pub type BudgetSpend = BTreeMap<WindowKind, Result<WindowSpend, String>>;
+pub type BudgetSpend = BTreeMap<WindowKind, Result<WindowSpend, WindowError>>;
 
 /// What a source is asked: the budgets that use it, the time, and the configured rates.
 pub struct SpendRequest<'a> {
@@ -68,16 +81,33 @@ pub trait SpendSource: Send + Sync {
 
 /// Costs per day (local or UTC calendar day, as the source buckets them), in any currencies.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DailyCosts(pub BTreeMap<NaiveDate, BTreeMap<Currency, Decimal>>);
+pub struct DailyCosts {
+    pub days: BTreeMap<NaiveDate, BTreeMap<Currency, Decimal>>,
+    /// Days whose costs could not be read or summed, and why: a window that includes one
+    /// cannot be evaluated (and says why); other windows are unaffected.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unreadable: BTreeMap<NaiveDate, String>,
+}
 
 impl DailyCosts {
     pub fn add(&mut self, day: NaiveDate, money: Money) {
-        *self
-            .0
+        let total = self
+            .days
             .entry(day)
             .or_default()
             .entry(money.currency)
-            .or_default() += money.amount;
+            .or_default();
+        match checked_add(*total, money.amount, &format!("costs of {day}")) {
+            Ok(sum) => *total = sum,
+            Err(e) => {
+                self.unreadable.entry(day).or_insert(e.to_string());
+            }
+        }
+    }
+
+    /// Marks `day` as unreadable (a stored figure that cannot be read back).
+    pub fn spoil(&mut self, day: NaiveDate, why: String) {
+        self.unreadable.entry(day).or_insert(why);
     }
 
     fn total(
@@ -88,11 +118,15 @@ impl DailyCosts {
     ) -> Result<Decimal, String> {
         let mut total = Decimal::ZERO;
         for day in days {
-            for (currency, amount) in self.0.get(&day).into_iter().flatten() {
-                total += rates
+            if let Some(why) = self.unreadable.get(&day) {
+                return Err(format!("spend of {day} cannot be read: {why}"));
+            }
+            for (currency, amount) in self.days.get(&day).into_iter().flatten() {
+                let converted = rates
                     .convert(Money::new(*amount, *currency), to)
-                    .map_err(|e| e.to_string())?
-                    .amount;
+                    .map_err(|e| e.to_string())?;
+                total = checked_add(total, converted.amount, "window total")
+                    .map_err(|e| e.to_string())?;
             }
         }
         Ok(total)
@@ -142,7 +176,12 @@ impl DailyCosts {
         budget
             .windows
             .iter()
-            .map(|w| (w.kind, self.window_spend(budget, w.kind, now, rates)))
+            .map(|w| {
+                let spend = self
+                    .window_spend(budget, w.kind, now, rates)
+                    .map_err(WindowError::Unevaluable);
+                (w.kind, spend)
+            })
             .collect()
     }
 }
@@ -234,6 +273,39 @@ mod tests {
         let recent = s.recent.unwrap();
         assert_eq!(recent.amount, dec!(5));
         assert_eq!(recent.span, Duration::hours(36));
+    }
+
+    #[test]
+    fn a_sum_that_overflows_spoils_its_day_and_the_windows_that_include_it() {
+        let mut costs = DailyCosts::default();
+        costs.add(day("2026-11-21"), Money::new(Decimal::MAX, Currency::USD));
+        costs.add(day("2026-11-21"), Money::new(Decimal::MAX, Currency::USD));
+        costs.add(day("2026-11-22"), Money::new(dec!(3), Currency::USD));
+        let now = DateTime::parse_from_rfc3339("2026-11-22T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let daily = budget(WindowKind::Daily, Currency::USD);
+        assert_eq!(
+            costs
+                .window_spend(&daily, WindowKind::Daily, now, &FxRates::default())
+                .unwrap()
+                .actual,
+            dec!(3),
+            "today is readable"
+        );
+        let monthly = budget(WindowKind::Monthly, Currency::USD);
+        let err = costs
+            .window_spend(&monthly, WindowKind::Monthly, now, &FxRates::default())
+            .unwrap_err();
+        assert!(err.contains("2026-11-21"), "{err}");
+        // two readable maxima of different days overflow the window's total: refused too
+        let mut two = DailyCosts::default();
+        two.add(day("2026-11-20"), Money::new(Decimal::MAX, Currency::USD));
+        two.add(day("2026-11-21"), Money::new(Decimal::MAX, Currency::USD));
+        let err = two
+            .window_spend(&monthly, WindowKind::Monthly, now, &FxRates::default())
+            .unwrap_err();
+        assert!(err.contains("out of range"), "{err}");
     }
 
     #[test]

@@ -11,10 +11,10 @@
 //! | delivery claim | `DELIVERY#<alert id>` | `<channel>` |
 //! | open alert (pages, not recovered) | `OPEN_ALERTS` | `<alert id>` |
 //! | warning queued for a digest | `DIGEST#<channel>` | `<alert id>` |
-//! | key (spec from the budgets file, status) | `KEYS` | `<key id>` |
+//! | key (spec from the budgets file, status and its version) | `KEYS` | `<key id>` |
 //! | scopes that have counters in a month | `SCOPES#<yyyy-mm>` | `<scope>` |
 //! | daily summary | `SUMMARY#<scope>` | `<yyyy-mm-dd>@<zone>` |
-//! | key action claim | `KEYACTION#<key id>` | `disable#<incident>`, `enable#<incident>` |
+//! | key action lease and claims | `KEYACTION#<key id>` | `lease`, `rotate#<incident>` |
 //! | index of switches not open | `KILL_INDEX` | `<scope>` |
 //! | kill switch | `KILL#<scope>` | `STATE` |
 //! | audit entry | `AUDIT#<yyyy-mm>` | `<timestamp>#<id>` |
@@ -41,7 +41,6 @@ use crate::aggregate::DailySummary;
 use crate::alert::AlertEvent;
 use crate::budget::{Budget, PolicySet, Settings};
 use crate::keys::{KeyRecord, KeyStatus};
-use crate::money::parse_decimal;
 use crate::period::YearMonth;
 use crate::records::{
     Acknowledgement, AuditEntry, Claim, ClaimOutcome, ClaimSpace, KillSwitch, Observation,
@@ -121,6 +120,29 @@ fn marker_pk(namespace: &str, id: &str) -> String {
 }
 fn cache_pk(key: &str) -> String {
     format!("CACHE#{key}")
+}
+
+/// The version of a key's status (absent until the first `put_key_status`: version 0).
+const KEY_STATUS_VERSION: &str = "status_version";
+
+fn audit_item(entry: &AuditEntry) -> StoreResult<HashMap<String, AttributeValue>> {
+    let mut item = key(
+        audit_pk(YearMonth::of(entry.at.date_naive())),
+        audit_sort_key(entry),
+    );
+    item.insert("doc".into(), s(to_doc(entry)?));
+    Ok(item)
+}
+
+fn key_record(item: &HashMap<String, AttributeValue>) -> StoreResult<KeyRecord> {
+    Ok(KeyRecord {
+        spec: from_doc("key", text_attr(item, "spec")?)?,
+        status: from_doc("key status", text_attr(item, "status")?)?,
+        version: match item.get(KEY_STATUS_VERSION) {
+            Some(_) => number_attr(item, KEY_STATUS_VERSION)? as u64,
+            None => 0,
+        },
+    })
 }
 
 /// Most actions DynamoDB accepts in one TransactWriteItems call.
@@ -513,7 +535,8 @@ impl DynamoStore {
                     .build(),
             );
         }
-        for (counter, days) in presum(chunk.iter().copied()) {
+        let out_of_range = |e: crate::money::OutOfRange| StoreError::Corrupt(e.to_string());
+        for (counter, days) in presum(chunk.iter().copied()).map_err(out_of_range)? {
             let mut update = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(key(counter_pk(&counter.scope), counter_sk(&counter))))
@@ -547,7 +570,7 @@ impl DynamoStore {
                     .build(),
             );
         }
-        for (hour, counters) in presum_hours(chunk.iter().copied()) {
+        for (hour, counters) in presum_hours(chunk.iter().copied()).map_err(out_of_range)? {
             let mut update = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(key(counter_pk(&hour.scope), hour_sk(&hour))))
@@ -901,14 +924,15 @@ impl StateStore for DynamoStore {
                 let (Ok(day), Some(metric)) = (day.parse::<u32>(), Metric::parse(metric)) else {
                     continue;
                 };
-                let AttributeValue::N(v) = value else {
-                    return Err(StoreError::Corrupt(format!(
-                        "counter attribute `{name}` is not a number"
-                    )));
-                };
-                let v = parse_decimal(v)
-                    .map_err(|_| StoreError::Corrupt(format!("counter `{name}` = `{v}`")))?;
-                month.days.entry(day).or_default().add(metric, v);
+                match value {
+                    AttributeValue::N(v) => month.read(day, metric, name, v),
+                    _ => {
+                        month
+                            .unreadable
+                            .entry(day)
+                            .or_insert(format!("counter attribute `{name}` is not a number"));
+                    }
+                }
             }
             out.insert(counter.clone(), month);
         }
@@ -927,10 +951,7 @@ impl StateStore for DynamoStore {
                 if let AttributeValue::N(v) = value
                     && name != TTL_ATTRIBUTE
                 {
-                    let v = parse_decimal(v).map_err(|_| {
-                        StoreError::Corrupt(format!("hour counter `{name}` = `{v}`"))
-                    })?;
-                    counters.add_bucket(name, v);
+                    counters.read_bucket(name, v);
                 }
             }
             out.insert(hour.clone(), counters);
@@ -1192,37 +1213,56 @@ impl StateStore for DynamoStore {
         self.query_all(KEYS_PK.into(), false, None)
             .await?
             .iter()
-            .map(|item| {
-                Ok(KeyRecord {
-                    spec: from_doc("key", text_attr(item, "spec")?)?,
-                    status: from_doc("key status", text_attr(item, "status")?)?,
-                })
-            })
+            .map(key_record)
             .collect()
     }
 
-    async fn set_key_status(&self, key_id: &str, status: &KeyStatus) -> StoreResult<()> {
-        let result = self
+    async fn key(&self, key_id: &str) -> StoreResult<Option<KeyRecord>> {
+        self.get_item(key(KEYS_PK.into(), key_id))
+            .await?
+            .as_ref()
+            .map(key_record)
+            .transpose()
+    }
+
+    async fn put_key_status(
+        &self,
+        key_id: &str,
+        status: &KeyStatus,
+        expected: u64,
+    ) -> StoreResult<u64> {
+        let update = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(KEYS_PK.into(), key_id)))
-            .update_expression("SET #status = :status")
-            .condition_expression("attribute_exists(#pk)")
+            .update_expression("SET #status = :status, #v = :next")
             .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#v", KEY_STATUS_VERSION)
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":status", s(to_doc(status)?))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
+            .expression_attribute_values(":next", n(expected + 1))
+            .expression_attribute_values(":expected", n(expected));
+        // a key registered by `put_policy` has no version yet: that is version 0
+        let update = if expected == 0 {
+            update.condition_expression(
+                "attribute_exists(#pk) AND (attribute_not_exists(#v) OR #v = :expected)",
+            )
+        } else {
+            update.condition_expression("attribute_exists(#pk) AND #v = :expected")
+        };
+        match update.send().await {
+            Ok(_) => Ok(expected + 1),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
             {
-                Err(StoreError::Corrupt(format!(
-                    "no key `{key_id}` in the registry"
-                )))
+                match self.key(key_id).await? {
+                    Some(_) => Err(StoreError::Conflict(format!("status of key {key_id}"))),
+                    None => Err(StoreError::Corrupt(format!(
+                        "no key `{key_id}` in the registry"
+                    ))),
+                }
             }
             Err(e) => Err(sdk("UpdateItem", e)),
         }
@@ -1275,6 +1315,7 @@ impl StateStore for DynamoStore {
         &self,
         switch: &KillSwitch,
         expected: Option<u64>,
+        audit: &AuditEntry,
     ) -> StoreResult<u64> {
         let version = expected.map_or(1, |v| v + 1);
         let mut item = key(kill_pk(&switch.scope), KILL_SK);
@@ -1320,6 +1361,16 @@ impl StateStore for DynamoStore {
                     .build(),
             )
             .transact_items(index)
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(built(
+                        Put::builder()
+                            .table_name(&self.table)
+                            .set_item(Some(audit_item(audit)?))
+                            .build(),
+                    )?)
+                    .build(),
+            )
             .send()
             .await;
         match result {
@@ -1338,15 +1389,10 @@ impl StateStore for DynamoStore {
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
-        let mut item = key(
-            audit_pk(YearMonth::of(entry.at.date_naive())),
-            audit_sort_key(entry),
-        );
-        item.insert("doc".into(), s(to_doc(entry)?));
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_item(Some(audit_item(entry)?))
             .send()
             .await
             .map_err(|e| sdk("PutItem", e))?;

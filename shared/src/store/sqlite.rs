@@ -15,7 +15,7 @@ use crate::aggregate::DailySummary;
 use crate::alert::AlertEvent;
 use crate::budget::{Budget, PolicySet, Settings};
 use crate::keys::{KeyRecord, KeyStatus};
-use crate::money::parse_decimal;
+use crate::money::{checked_add, parse_decimal};
 use crate::period::YearMonth;
 use crate::records::{
     Acknowledgement, AuditEntry, Claim, ClaimOutcome, ClaimSpace, KillSwitch, Observation,
@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS claims (
     state TEXT NOT NULL, lease_until INTEGER NOT NULL, expires_at INTEGER NOT NULL,
     PRIMARY KEY (space, claim_key));
 CREATE TABLE IF NOT EXISTS open_alerts (alert_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS keys (id TEXT PRIMARY KEY, spec TEXT NOT NULL, status TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS keys (id TEXT PRIMARY KEY, spec TEXT NOT NULL, status TEXT NOT NULL, status_version INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS summaries (
     scope TEXT NOT NULL, zone TEXT NOT NULL, date TEXT NOT NULL, doc TEXT NOT NULL,
     PRIMARY KEY (scope, date, zone));
@@ -111,6 +111,21 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        // files made before key statuses were versioned
+        let versioned: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('keys') WHERE name = 'status_version'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(db)?
+            > 0;
+        if !versioned {
+            conn.execute_batch(
+                "ALTER TABLE keys ADD COLUMN status_version INTEGER NOT NULL DEFAULT 0",
+            )
+            .map_err(db)?;
+        }
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -361,7 +376,8 @@ impl StateStore for SqliteStore {
                          ON CONFLICT(scope, hour, bucket) DO UPDATE SET value = excluded.value",
                     )
                     .map_err(db)?;
-                for (key, counters) in presum_hours(fresh.iter().copied()) {
+                let out_of_range = |e: crate::money::OutOfRange| StoreError::Corrupt(e.to_string());
+                for (key, counters) in presum_hours(fresh.iter().copied()).map_err(out_of_range)? {
                     let hour = key.label();
                     for (bucket, value) in counters.buckets() {
                         let current: Option<String> = read_hour
@@ -369,7 +385,8 @@ impl StateStore for SqliteStore {
                             .optional()
                             .map_err(db)?;
                         let total = match current {
-                            Some(t) => decimal("hour counter", &t)? + value,
+                            Some(t) => checked_add(decimal("hour counter", &t)?, value, "hour counter")
+                                .map_err(out_of_range)?,
                             None => value,
                         };
                         write_hour
@@ -377,7 +394,7 @@ impl StateStore for SqliteStore {
                             .map_err(db)?;
                     }
                 }
-                for (key, days) in presum(fresh) {
+                for (key, days) in presum(fresh).map_err(out_of_range)? {
                     let month = key.month.to_string();
                     for (day, tally) in days {
                         for (metric, value) in &tally.0 {
@@ -389,7 +406,8 @@ impl StateStore for SqliteStore {
                                 .optional()
                                 .map_err(db)?;
                             let total = match current {
-                                Some(t) => decimal("counter", &t)? + value,
+                                Some(t) => checked_add(decimal("counter", &t)?, *value, "counter")
+                                    .map_err(out_of_range)?,
                                 None => *value,
                             };
                             write_counter
@@ -487,12 +505,15 @@ impl StateStore for SqliteStore {
                     .map_err(db)?;
                 let mut month = MonthCounters::default();
                 for row in rows {
-                    let (day, metric, value) = row.map_err(db)?;
-                    let metric = Metric::parse(&metric)
-                        .ok_or_else(|| StoreError::Corrupt(format!("unknown counter metric `{metric}`")))?;
-                    month.days.entry(day).or_default().add(metric, decimal("counter", &value)?);
+                    let (day, name, value) = row.map_err(db)?;
+                    match Metric::parse(&name) {
+                        Some(metric) => month.read(day, metric, &name, &value),
+                        None => {
+                            month.unreadable.entry(day).or_insert(format!("unknown counter metric `{name}`"));
+                        }
+                    }
                 }
-                if !month.days.is_empty() {
+                if !month.days.is_empty() || !month.unreadable.is_empty() {
                     out.insert(key, month);
                 }
             }
@@ -520,7 +541,7 @@ impl StateStore for SqliteStore {
                 let mut found = false;
                 for row in rows {
                     let (bucket, value) = row.map_err(db)?;
-                    counters.add_bucket(&bucket, decimal("hour counter", &value)?);
+                    counters.read_bucket(&bucket, &value);
                     found = true;
                 }
                 if found {
@@ -795,38 +816,78 @@ impl StateStore for SqliteStore {
     async fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
         self.run(|c| {
             let mut st = c
-                .prepare("SELECT spec, status FROM keys ORDER BY id")
+                .prepare("SELECT spec, status, status_version FROM keys ORDER BY id")
                 .map_err(db)?;
             let rows = st
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
                 .map_err(db)?;
             rows.map(|r| {
-                let (spec, status) = r.map_err(db)?;
-                Ok(KeyRecord {
-                    spec: from_doc("key", &spec)?,
-                    status: from_doc("key status", &status)?,
-                })
+                let (spec, status, version) = r.map_err(db)?;
+                key_record(&spec, &status, version)
             })
             .collect()
         })
         .await
     }
 
-    async fn set_key_status(&self, key_id: &str, status: &KeyStatus) -> StoreResult<()> {
+    async fn key(&self, key_id: &str) -> StoreResult<Option<KeyRecord>> {
+        let id = key_id.to_string();
+        self.run(move |c| {
+            let row: Option<(String, String, i64)> = c
+                .query_row(
+                    "SELECT spec, status, status_version FROM keys WHERE id = ?1",
+                    params![id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            row.map(|(spec, status, version)| key_record(&spec, &status, version))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn put_key_status(
+        &self,
+        key_id: &str,
+        status: &KeyStatus,
+        expected: u64,
+    ) -> StoreResult<u64> {
         let (id, status) = (key_id.to_string(), to_doc(status)?);
         self.run(move |c| {
-            let n = c
-                .execute(
-                    "UPDATE keys SET status = ?2 WHERE id = ?1",
-                    params![id, status],
+            let tx = immediate(c)?;
+            let current: Option<i64> = tx
+                .query_row(
+                    "SELECT status_version FROM keys WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
                 )
+                .optional()
                 .map_err(db)?;
-            if n == 0 {
-                return Err(StoreError::Corrupt(format!(
-                    "no key `{id}` in the registry"
-                )));
+            match current {
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "no key `{id}` in the registry"
+                    )));
+                }
+                Some(v) if v as u64 != expected => {
+                    return Err(StoreError::Conflict(format!("status of key {id}")));
+                }
+                Some(_) => {}
             }
-            Ok(())
+            tx.execute(
+                "UPDATE keys SET status = ?2, status_version = ?3 WHERE id = ?1",
+                params![id, status, (expected + 1) as i64],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(expected + 1)
         })
         .await
     }
@@ -891,8 +952,10 @@ impl StateStore for SqliteStore {
         &self,
         switch: &KillSwitch,
         expected: Option<u64>,
+        audit: &AuditEntry,
     ) -> StoreResult<u64> {
         let switch = switch.clone();
+        let audit = audit.clone();
         self.run(move |c| {
             let tx = immediate(c)?;
             let current: Option<i64> = tx
@@ -916,6 +979,7 @@ impl StateStore for SqliteStore {
                 params![switch.scope.as_str(), to_doc(&switch)?, version as i64],
             )
             .map_err(db)?;
+            insert_audit(&tx, &audit)?;
             tx.commit().map_err(db)?;
             Ok(version)
         })
@@ -924,19 +988,7 @@ impl StateStore for SqliteStore {
 
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
         let entry = entry.clone();
-        self.run(move |c| {
-            c.execute(
-                "INSERT OR IGNORE INTO audit (month, sort_key, doc) VALUES (?1, ?2, ?3)",
-                params![
-                    YearMonth::of(entry.at.date_naive()).to_string(),
-                    audit_sort_key(&entry),
-                    to_doc(&entry)?
-                ],
-            )
-            .map_err(db)?;
-            Ok(())
-        })
-        .await
+        self.run(move |c| insert_audit(c, &entry)).await
     }
 
     async fn audit_log(&self, month: YearMonth, limit: usize) -> StoreResult<Vec<AuditEntry>> {
@@ -1035,6 +1087,27 @@ fn space_key(space: &ClaimSpace) -> String {
 }
 
 /// Audit entries sort by time, then id (both adapters use the same key).
+fn insert_audit(conn: &Connection, entry: &AuditEntry) -> StoreResult<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO audit (month, sort_key, doc) VALUES (?1, ?2, ?3)",
+        params![
+            YearMonth::of(entry.at.date_naive()).to_string(),
+            audit_sort_key(entry),
+            to_doc(entry)?
+        ],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+fn key_record(spec: &str, status: &str, version: i64) -> StoreResult<KeyRecord> {
+    Ok(KeyRecord {
+        spec: from_doc("key", spec)?,
+        status: from_doc("key status", status)?,
+        version: version as u64,
+    })
+}
+
 pub(crate) fn audit_sort_key(entry: &AuditEntry) -> String {
     format!("{}#{}", entry.at.format("%Y-%m-%dT%H:%M:%S%.6fZ"), entry.id)
 }
