@@ -318,6 +318,35 @@ pub async fn restore(on: &On, scope_text: &str, yes: bool) -> Result<(), Failure
     print_guard(on, report, Stop::No)
 }
 
+/// Outcomes after which a key or resource is off (whoever turned it off): what a kill or a
+/// shutdown is for. `protected`, `released`, `in_progress` and `failed` are not.
+const OFF: [&str; 8] = [
+    "disabled",
+    "already_disabled",
+    "disabled_elsewhere",
+    "stopped_unrecorded",
+    "stopped",
+    "already_stopped",
+    "was_not_running",
+    "would_stop",
+];
+
+/// How many keys and resources of a key-guard report are off after it.
+fn stopped(report: &Value) -> usize {
+    ["keys", "resources"]
+        .iter()
+        .flat_map(|part| report[part].as_array().into_iter().flatten())
+        .filter(|entry| entry["outcome"].as_str().is_some_and(|o| OFF.contains(&o)))
+        .count()
+}
+
+fn has_failures(report: &Value) -> bool {
+    ["keys", "resources"]
+        .iter()
+        .flat_map(|part| report[part].as_array().into_iter().flatten())
+        .any(|entry| entry["outcome"] == json!("failed"))
+}
+
 /// Whether a command was meant to stop something (a kill, a shutdown).
 #[derive(PartialEq)]
 enum Stop {
@@ -329,13 +358,20 @@ fn print_guard(on: &On, report: Result<Value, Failure>, stop: Stop) -> Result<()
     let mut report = report?;
     report["target"] = json!(on.name());
     println!("{}", pretty(&report));
-    let reached = ["keys", "resources"]
-        .iter()
-        .map(|part| report[part].as_array().map_or(0, Vec::len))
-        .sum::<usize>();
-    if stop == Stop::Yes && reached == 0 {
+    if stop == Stop::Yes && stopped(&report) == 0 && !has_failures(&report) {
+        let listed = ["keys", "resources"]
+            .iter()
+            .map(|part| report[part].as_array().map_or(0, Vec::len))
+            .sum::<usize>();
+        let why = if listed == 0 {
+            "no key and no resource is registered under it".to_string()
+        } else {
+            format!(
+                "none of the {listed} keys and resources under it is stopped (see each outcome)"
+            )
+        };
         return Err(Failure::NothingStopped(format!(
-            "warning: the kill switch of {} in the {} is engaged, but it stopped nothing: no key and no resource is registered under it, so only applications that read the switch stop",
+            "warning: the kill switch of {} in the {} is engaged, but it stopped nothing: {why}, so only applications that read the switch stop",
             report["scope"].as_str().unwrap_or_default(),
             on.name()
         )));
@@ -478,4 +514,32 @@ pub async fn month_report(
     std::fs::write(out, page).map_err(|e| Failure::Run(format!("{}: {e}", out.display())))?;
     println!("Report: {}", out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kill_counts_only_what_is_off_after_it() {
+        let report = |keys: Value, resources: Value| json!({"keys": keys, "resources": resources});
+        assert_eq!(stopped(&report(json!([]), json!([]))), 0);
+        let protected_only = report(
+            json!([{"key_id": "k", "outcome": "released"}]),
+            json!([{"id": "fn", "outcome": "protected", "detail": "spendguard itself"}]),
+        );
+        assert_eq!(stopped(&protected_only), 0);
+        assert!(!has_failures(&protected_only));
+        let held_elsewhere = report(
+            json!([{"key_id": "k", "outcome": "already_disabled"}]),
+            json!([{"id": "i-1", "outcome": "stopped"}, {"id": "fn", "outcome": "protected"}]),
+        );
+        assert_eq!(stopped(&held_elsewhere), 2);
+        let failed = report(
+            json!([{"key_id": "k", "outcome": "failed", "detail": "HTTP 500"}]),
+            json!([]),
+        );
+        assert_eq!(stopped(&failed), 0);
+        assert!(has_failures(&failed));
+    }
 }
