@@ -43,10 +43,6 @@ pub struct Held<'a> {
 }
 
 impl Held<'_> {
-    pub fn claim(&self) -> &Claim {
-        &self.claim
-    }
-
     /// The work is done for good: nobody claims it again.
     pub async fn finish(self) -> StoreResult<()> {
         self.store.finish_claim(&self.claim).await

@@ -409,7 +409,7 @@ async fn bad_inputs_are_refused_precisely_and_write_nothing() {
             says: &["at most 1000000000", "records[3].cost.amount"],
         },
         Case {
-            name: "usage with two costs that overflow when summed",
+            name: "usage with two costs whose sum would overflow a decimal (each past the bound)",
             request: signed(&usage_body(&[
                 usage_record("o1", "40000000000000000000000000000"),
                 usage_record("o2", "40000000000000000000000000000"),
