@@ -240,8 +240,8 @@ pub struct KeyGuard {
     pub shutdown_targets: Vec<Arc<dyn ShutdownTarget>>,
     /// The registry as last read (what an emergency stops while the store is down).
     pub registry: Registry,
-    /// How long (ms) to wait between attempts for another invocation's lease on a key
-    /// before reporting it in progress (and failing, so that Lambda retries).
+    /// How long (ms) to wait between attempts for another invocation's lease on a key or a
+    /// resource before reporting it in progress (and failing, so that Lambda retries).
     pub lease_waits: &'static [u64],
 }
 
@@ -543,6 +543,7 @@ impl KeyGuard {
             store: self.store.clone(),
             clock: self.clock.clone(),
             targets: self.shutdown_targets.clone(),
+            lease_waits: self.lease_waits,
         }
     }
 

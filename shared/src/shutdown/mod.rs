@@ -254,6 +254,8 @@ pub struct Shutdown {
     pub store: Arc<dyn StateStore>,
     pub clock: Arc<dyn Clock>,
     pub targets: Vec<Arc<dyn ShutdownTarget>>,
+    /// How long (ms) to wait between attempts for another invocation's lease on a resource.
+    pub lease_waits: &'static [u64],
 }
 
 /// Resources under a scope, with the target that owns each, and the targets that failed to
@@ -381,7 +383,7 @@ impl Shutdown {
             self.clock.as_ref(),
             &resource.id,
             LEASE,
-            &crate::lease::LEASE_WAITS_MS,
+            self.lease_waits,
         )
         .await
     }
