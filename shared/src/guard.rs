@@ -31,7 +31,7 @@ use crate::lease::Held;
 use crate::records::{AuditEntry, Claim, KillSwitch, SwitchState, Versioned};
 use crate::scope::Scope;
 use crate::secret::Secret;
-use crate::shutdown::{ResourceReport, Shutdown, ShutdownTarget};
+use crate::shutdown::{ResourceOutcome, ResourceReport, Shutdown, ShutdownTarget};
 use crate::store::{StateStore, StoreError};
 
 /// One invocation acts on a key at a time; a lease left by a crashed one blocks this long.
@@ -101,6 +101,9 @@ pub struct GuardReport {
     /// What was noted and is not a failure (a late delivery ignored, say).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The incident was released by a restore already: this delivery stops nothing.
+    #[serde(skip)]
+    pub late: bool,
 }
 
 impl GuardReport {
@@ -114,6 +117,7 @@ impl GuardReport {
             resources: Vec::new(),
             problems: Vec::new(),
             notes: Vec::new(),
+            late: false,
         }
     }
 
@@ -466,9 +470,11 @@ impl KeyGuard {
 
     /// Whether the switch of `scope` is still released by restore `restore_id`.
     async fn still_releasing(&self, scope: &Scope, restore_id: &str) -> Result<bool, StoreError> {
-        Ok(self.store.kill_switch(scope).await?.is_some_and(|v| {
-            matches!(&v.value.state, SwitchState::Releasing { restore, .. } if restore == restore_id)
-        }))
+        Ok(self
+            .store
+            .kill_switch(scope)
+            .await?
+            .is_some_and(|v| v.value.is_released_by(restore_id)))
     }
 
     // ---- stopping --------------------------------------------------------------------------
@@ -496,7 +502,7 @@ impl KeyGuard {
         incident: &str,
     ) -> Result<GuardReport, GuardError> {
         let mut report = self.disable_report(scope, reason, actor, incident).await?;
-        if report.notes.is_empty() {
+        if !report.late {
             let (resources, problems) = self.resources().stop(scope, &report.incident, actor).await;
             report.resources = resources;
             report.problems = problems;
@@ -569,9 +575,11 @@ impl KeyGuard {
                     .await;
                     let mut report =
                         GuardReport::new(scope, incident.into(), "unchanged".into(), Vec::new());
+                    report.late = true;
                     report.notes.push(format!(
                         "incident {incident} was restored already: a late delivery engages nothing"
                     ));
+                    self.sweep_resources(scope, actor, &mut report).await;
                     return Ok(report);
                 }
                 Err(e) if e.is_retryable() => {
@@ -620,7 +628,37 @@ impl KeyGuard {
                 .collect(),
         );
         report.limit_factor = Some(switch.value.limit_factor.normalize().to_string());
+        if !switch.value.released.is_empty() {
+            self.sweep_resources(scope, actor, &mut report).await;
+        }
         Ok(report)
+    }
+
+    /// A restore of this switch released incidents: if it failed after its release (before
+    /// it put back every resource), those no incident holds any more come back now. Part of a
+    /// stop, so what goes wrong is noted (and audited), not a failure of the stop.
+    async fn sweep_resources(&self, scope: &Scope, actor: &str, report: &mut GuardReport) {
+        if self.shutdown_targets.is_empty() {
+            return;
+        }
+        let (resources, problems) = self.resources().release(scope, actor).await;
+        for r in resources {
+            match r.failure() {
+                Some(why) => report
+                    .notes
+                    .push(format!("left stopped by an earlier restore: {why}")),
+                None if r.outcome == ResourceOutcome::Restored => report.notes.push(format!(
+                    "{}: put back (an earlier restore had left it stopped)",
+                    r.resource.id
+                )),
+                None => {}
+            }
+        }
+        report.notes.extend(
+            problems
+                .into_iter()
+                .map(|p| format!("resources an earlier restore left: {p}")),
+        );
     }
 
     /// With the store unavailable: stops the keys the registry last listed under `scope` at
@@ -707,10 +745,11 @@ impl KeyGuard {
 
     /// Whether the switch of `scope` is engaged and holds `incident`.
     async fn holds(&self, scope: &Scope, incident: &str) -> Result<bool, StoreError> {
-        Ok(self.store.kill_switch(scope).await?.is_some_and(|v| {
-            matches!(v.value.state, SwitchState::Engaged { .. })
-                && v.value.state.holding().iter().any(|i| i == incident)
-        }))
+        Ok(self
+            .store
+            .kill_switch(scope)
+            .await?
+            .is_some_and(|v| v.value.holds(incident)))
     }
 
     /// Stops the key (or joins its stop), holding its lease.
@@ -958,10 +997,12 @@ impl KeyGuard {
         policy: &RestorePolicy,
     ) -> Result<GuardReport, GuardError> {
         let restore_id = format!("restore-{}", uuid::Uuid::new_v4());
-        if let Some(current) = self.store.kill_switch(scope).await?
-            && let SwitchState::Restoring { .. } = current.value.state
+        let current = self.store.kill_switch(scope).await?;
+        if let Some(current) = &current
+            && !current.value.state.stops()
         {
-            // restored already (a repeated restore): the ramp is under way, nothing to do
+            // restored already (a repeated restore): only resources a failed restore left
+            // stopped are put back
             let mut report = GuardReport::new(
                 scope,
                 String::new(),
@@ -969,9 +1010,11 @@ impl KeyGuard {
                 Vec::new(),
             );
             report.limit_factor = Some(current.value.limit_factor.normalize().to_string());
-            report
-                .notes
-                .push("restored already: the limit factor is ramping up".into());
+            report.notes.push("restored already".into());
+            let report = self.release_resources(scope, actor, report).await?;
+            if report.resources.is_empty() && current.value.state == SwitchState::Open {
+                return Err(GuardError::NotEngaged(scope.clone()));
+            }
             return Ok(report);
         }
         let releasing = self.start_release(scope, actor, &restore_id).await?;
@@ -1002,9 +1045,6 @@ impl KeyGuard {
         if interrupted || !self.still_releasing(scope, &restore_id).await? {
             return Err(self.interrupted(scope, report).await?);
         }
-        let (resources, problems) = self.resources().restore(scope, actor, &releasing).await;
-        report.resources = resources;
-        report.problems = problems;
         if !report.failures().is_empty() {
             // the switch stays releasing: restoring again finishes the rest
             return Err(GuardError::Incomplete(Box::new(report)));
@@ -1046,7 +1086,27 @@ impl KeyGuard {
         }
         report.switch = "restoring (step 1)".into();
         report.limit_factor = Some(first.normalize().to_string());
-        Ok(report)
+        // resources come back once the release is committed (an interrupted restore puts
+        // none back), those no other switch's incident still holds
+        self.release_resources(scope, actor, report).await
+    }
+
+    /// Puts back the resources under `scope` no incident holds any more; a failure fails the
+    /// restore (the switch is restoring already: running the restore again finishes them).
+    async fn release_resources(
+        &self,
+        scope: &Scope,
+        actor: &str,
+        mut report: GuardReport,
+    ) -> Result<GuardReport, GuardError> {
+        let (resources, problems) = self.resources().release(scope, actor).await;
+        report.resources = resources;
+        report.problems.extend(problems);
+        if report.failures().is_empty() {
+            Ok(report)
+        } else {
+            Err(GuardError::Incomplete(Box::new(report)))
+        }
     }
 
     /// Moves an engaged switch (or one a failed restore left releasing) to `Releasing` by

@@ -252,6 +252,19 @@ pub struct KillSwitch {
 }
 
 impl KillSwitch {
+    /// Whether the switch is engaged and `incident` holds it: what a stop checks under its
+    /// lease, so that a restore that released the incident first is never undone.
+    pub fn holds(&self, incident: &str) -> bool {
+        matches!(self.state, SwitchState::Engaged { .. })
+            && self.state.holding().iter().any(|i| i == incident)
+    }
+
+    /// Whether restore `restore_id` is still releasing the switch (no new emergency
+    /// interrupted it, no other restore took over).
+    pub fn is_released_by(&self, restore_id: &str) -> bool {
+        matches!(&self.state, SwitchState::Releasing { restore, .. } if restore == restore_id)
+    }
+
     /// Whether a restore released `incident`.
     pub fn was_released(&self, incident: &str) -> bool {
         self.released.iter().any(|r| r.incident == incident)

@@ -570,3 +570,46 @@ async fn spendguard_never_stops_its_own_functions() {
     assert_eq!(cloud.reserved(&budget_check).await, None);
     assert_eq!(cloud.reserved(&worker).await, Some(0));
 }
+
+/// A second incident that joins a resource whose first stop was recorded but never carried
+/// out (its call failed) stops it, rather than reporting it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_joining_a_stop_that_never_happened_carries_it_out() {
+    use spendguard_tests::faults::{Fault, FaultProxy, Rule};
+    let sdk = aws::sdk().await;
+    let cloud = Cloud::new(&sdk).await;
+    let scope = format!("aws/{}", aws::unique("join"));
+    let instance = cloud.instance(Some(&scope)).await;
+    let w = world(Vec::new()).await;
+    let proxy = FaultProxy::start(vec![Rule {
+        operation: "StopInstances",
+        body_contains: None,
+        every: 1,
+        limit: 1,
+        fault: Fault::ServerError,
+    }])
+    .await;
+    let through_proxy = key_guard::app::handler(&w.config, &proxy.sdk().await)
+        .await
+        .unwrap();
+    through_proxy
+        .handle(shutdown_alert(&scope, "alert-first"))
+        .await
+        .unwrap_err();
+    assert_eq!(cloud.instance_state(&instance).await, "running");
+    // an operator's shutdown of the same scope, before SNS retries the first
+    let manual = json!({"action": "shutdown", "scope": scope, "reason": "bill spike", "actor": "ops@example.com"});
+    let report = through_proxy.handle(manual).await.unwrap();
+    assert_eq!(
+        outcomes(&report),
+        vec![(instance.clone(), "stopped".to_string())],
+        "{report:#}"
+    );
+    assert_eq!(cloud.instance_state(&instance).await, "stopped");
+    // both incidents hold it: one restore releases both (one switch), and it runs again
+    w.handler
+        .handle(json!({"action": "restore", "scope": scope, "actor": "ops@example.com"}))
+        .await
+        .unwrap();
+    assert_eq!(cloud.instance_state(&instance).await, "running");
+}

@@ -184,6 +184,10 @@ pub enum ResourceOutcome {
     StillHeld(Vec<String>),
     /// Changed since the shutdown: left as the operator set it.
     ChangedByHand(String),
+    /// Not stopped: a restore released the incident before this resource's turn came.
+    Released,
+    /// A new emergency stopped the restore before this resource was put back.
+    Interrupted,
     Failed(String),
 }
 
@@ -370,7 +374,7 @@ impl Shutdown {
         let reports = join_all(
             found
                 .into_iter()
-                .map(|(target, resource)| self.stop_one(target, resource, incident, actor)),
+                .map(|(target, resource)| self.stop_one(target, resource, scope, incident, actor)),
         )
         .await;
         (reports, problems)
@@ -392,6 +396,7 @@ impl Shutdown {
         &self,
         target: &dyn ShutdownTarget,
         resource: Resource,
+        scope: &Scope,
         incident: &str,
         actor: &str,
     ) -> ResourceReport {
@@ -410,11 +415,12 @@ impl Shutdown {
             Ok(None) => return report(None, ResourceOutcome::InProgress),
             Err(e) => return report(None, ResourceOutcome::Failed(e.to_string())),
         };
-        let result = self.stop_claimed(target, &resource, incident).await;
+        let result = self.stop_claimed(target, &resource, scope, incident).await;
         if let Err(e) = lease.release().await {
             warn!(resource = %resource.id, error = %e, "resource lease not released; it expires");
         }
         match result {
+            Ok((before, ResourceOutcome::Released)) => report(before, ResourceOutcome::Released),
             Ok((before, outcome)) => {
                 if outcome == ResourceOutcome::Stopped {
                     info!(resource = %resource.id, "resource stopped");
@@ -442,37 +448,49 @@ impl Shutdown {
         }
     }
 
-    /// Records the state before (unless an earlier attempt of this incident did), then stops.
+    /// Records the state before (unless an earlier attempt did), then stops; holding the
+    /// resource's lease, and only while the switch of `scope` still holds `incident`.
     async fn stop_claimed(
         &self,
         target: &dyn ShutdownTarget,
         resource: &Resource,
+        scope: &Scope,
         incident: &str,
     ) -> Result<(Option<ResourceState>, ResourceOutcome), (Option<ResourceState>, ShutdownError)>
     {
         let stopped = resource.kind.stopped();
+        // a restore that released the incident first must not be undone by this stop; one
+        // that is still releasing it puts the resource back only once its release is
+        // committed (and not at all if a new emergency interrupts it), so it is stopped
+        let held = self
+            .store
+            .kill_switch(scope)
+            .await
+            .map_err(|e| (None, ShutdownError(format!("reading the kill switch: {e}"))))?
+            .is_some_and(|v| v.value.state.holding().iter().any(|i| i == incident));
+        if !held {
+            return Ok((None, ResourceOutcome::Released));
+        }
         let record = match self.record(resource).await.map_err(|e| (None, e))? {
-            Some(r) if !r.restored && r.incident != incident => {
-                // stopped by another incident: this one holds it too
+            Some(r) if !r.restored => {
+                // stopped (or being stopped) already: this incident holds it too
+                let mut joined = r.clone();
                 if !r.holders().iter().any(|i| i == incident) {
-                    let mut held_by = r.holders();
-                    held_by.push(incident.to_string());
-                    let joined = Record {
-                        held_by,
-                        ..r.clone()
-                    };
+                    joined.held_by = r.holders();
+                    joined.held_by.push(incident.to_string());
                     self.put_record(resource, &joined)
                         .await
                         .map_err(|e| (Some(r.previous.clone()), e))?;
                 }
-                return Ok((Some(r.previous), ResourceOutcome::AlreadyStopped));
+                // the record says what was meant; the resource says what is: an attempt that
+                // crashed before its stop, or a restore that crashed after putting it back,
+                // leaves it running, and then it is stopped now
+                if joined.applied && target.state(resource).await.map_err(|e| (None, e))? == stopped
+                {
+                    return Ok((Some(r.previous), ResourceOutcome::AlreadyStopped));
+                }
+                joined
             }
-            // this incident stopped it already (a redelivery)
-            Some(r) if !r.restored && r.applied => {
-                return Ok((Some(r.previous), ResourceOutcome::AlreadyStopped));
-            }
-            // an earlier attempt of this incident recorded it, then failed or crashed
-            Some(r) if !r.restored => r,
             _ => {
                 let now = target.state(resource).await.map_err(|e| (None, e))?;
                 if now == stopped {
@@ -508,15 +526,13 @@ impl Shutdown {
         Ok((previous, ResourceOutcome::Stopped))
     }
 
-    /// Releases `releasing` from every resource under `scope` that a shutdown stopped and has
-    /// not been restored; a resource no other incident holds is put back to its recorded
-    /// state, unless it was changed since (then it is left, and reported).
-    pub async fn restore(
-        &self,
-        scope: &Scope,
-        actor: &str,
-        releasing: &[String],
-    ) -> (Vec<ResourceReport>, Vec<String>) {
+    /// Puts back every resource under `scope` that a shutdown stopped and that no incident
+    /// holds any more: an incident holds a resource while a switch covering it (the
+    /// resource's scope or an ancestor) holds the incident, engaged or being released. Runs
+    /// after a restore has released its switch, so an interrupted restore touches no resource,
+    /// and is safe to run again (a repeated restore finishes what failed). A resource changed
+    /// since the shutdown is left as the operator set it, and reported.
+    pub async fn release(&self, scope: &Scope, actor: &str) -> (Vec<ResourceReport>, Vec<String>) {
         let (found, mut problems) = self.under(scope).await;
         let mut stopped = Vec::new();
         for (target, resource) in found {
@@ -526,81 +542,43 @@ impl Shutdown {
                 Err(e) => problems.push(format!("{}: {e}", resource.id)),
             }
         }
-        let reports = join_all(stopped.into_iter().map(|(target, resource, record)| {
-            self.restore_one(target, resource, record, actor, releasing)
-        }))
-        .await;
+        let reports =
+            join_all(stopped.into_iter().map(|(target, resource, record)| {
+                self.release_one(target, resource, record, actor)
+            }))
+            .await;
         (reports, problems)
     }
 
-    async fn restore_one(
+    async fn release_one(
         &self,
         target: &dyn ShutdownTarget,
         resource: Resource,
-        record: Record,
+        listed: Record,
         actor: &str,
-        releasing: &[String],
     ) -> ResourceReport {
         let report = |outcome| ResourceReport {
             resource: resource.clone(),
-            before: Some(record.previous.clone()),
+            before: Some(listed.previous.clone()),
             outcome,
         };
-        let remaining: Vec<String> = record
-            .holders()
-            .into_iter()
-            .filter(|i| !releasing.contains(i))
-            .collect();
-        if !remaining.is_empty() {
-            let held = Record {
-                held_by: remaining.clone(),
-                ..record.clone()
-            };
-            return match self.put_record(&resource, &held).await {
-                Ok(()) => report(ResourceOutcome::StillHeld(remaining)),
-                Err(e) => report(ResourceOutcome::Failed(e.to_string())),
-            };
-        }
         let lease = match self.lease(&resource).await {
             Ok(Some(lease)) => lease,
             Ok(None) => return report(ResourceOutcome::InProgress),
             Err(e) => return report(ResourceOutcome::Failed(e.to_string())),
         };
-        let result = async {
-            // read again under the lease: another restore may have put it back already
-            if self.record(&resource).await?.is_some_and(|r| r.restored) {
-                return Ok(ResourceOutcome::Restored);
-            }
-            let now = target.state(&resource).await?;
-            let outcome = if now == resource.kind.stopped() {
-                target.set(&resource, &record.previous).await?;
-                ResourceOutcome::Restored
-            } else if now == record.previous {
-                ResourceOutcome::Restored
-            } else {
-                ResourceOutcome::ChangedByHand(format!(
-                    "now {now} (spendguard left {}): left as the operator set it",
-                    resource.kind.stopped()
-                ))
-            };
-            let done = Record {
-                restored: true,
-                ..record.clone()
-            };
-            self.put_record(&resource, &done).await?;
-            Ok::<_, ShutdownError>(outcome)
-        }
-        .await;
+        let result = self.release_leased(target, &resource).await;
         if let Err(e) = lease.release().await {
             warn!(resource = %resource.id, error = %e, "resource lease not released; it expires");
         }
         match result {
+            Ok(outcome @ ResourceOutcome::StillHeld(_)) => report(outcome),
             Ok(outcome) => {
                 self.audit(
                     "resource_restored",
                     actor,
                     &resource,
-                    json!({"incident": record.incident, "to": record.previous, "outcome": outcome}),
+                    json!({"incident": listed.incident, "to": listed.previous, "outcome": outcome}),
                 )
                 .await;
                 report(outcome)
@@ -611,11 +589,55 @@ impl Shutdown {
                     "resource_restore_failed",
                     actor,
                     &resource,
-                    json!({"incident": record.incident, "error": message}),
+                    json!({"incident": listed.incident, "error": message}),
                 )
                 .await;
                 report(ResourceOutcome::Failed(message))
             }
         }
+    }
+
+    /// Holding the resource's lease: reads its record and the switches covering it again
+    /// (a stop may have joined, another restore may have put it back), then puts it back
+    /// unless an incident still holds it.
+    async fn release_leased(
+        &self,
+        target: &dyn ShutdownTarget,
+        resource: &Resource,
+    ) -> Result<ResourceOutcome, ShutdownError> {
+        let Some(record) = self.record(resource).await?.filter(|r| !r.restored) else {
+            return Ok(ResourceOutcome::Restored);
+        };
+        let switches = self
+            .store
+            .kill_switches(&resource.scope.rollup())
+            .await
+            .map_err(|e| ShutdownError(format!("reading the kill switches over it: {e}")))?;
+        let holding: Vec<String> = record
+            .holders()
+            .into_iter()
+            .filter(|i| switches.iter().any(|s| s.value.state.holding().contains(i)))
+            .collect();
+        if !holding.is_empty() {
+            return Ok(ResourceOutcome::StillHeld(holding));
+        }
+        let now = target.state(resource).await?;
+        let outcome = if now == resource.kind.stopped() {
+            target.set(resource, &record.previous).await?;
+            ResourceOutcome::Restored
+        } else if now == record.previous {
+            ResourceOutcome::Restored
+        } else {
+            ResourceOutcome::ChangedByHand(format!(
+                "now {now} (spendguard left {}): left as the operator set it",
+                resource.kind.stopped()
+            ))
+        };
+        let done = Record {
+            restored: true,
+            ..record
+        };
+        self.put_record(resource, &done).await?;
+        Ok(outcome)
     }
 }
