@@ -215,15 +215,17 @@ pub async fn status(on: &On, scope_text: Option<&str>, as_json: bool) -> Result<
 }
 
 /// Runs one function's handler on the chosen store and prints its answer.
-async fn act(local: &Local, function: Function, event: Value) -> Result<Value, Failure> {
+/// Invokes `function` on the target `on` names; a refusal names the target too.
+async fn act(on: &On, local: &Local, function: Function, event: Value) -> Result<Value, Failure> {
     match local
         .invoke(function, event, Arc::new(StdoutMetrics))
         .await?
     {
         Ok(v) => Ok(v),
         Err(e) => Err(Failure::Run(format!(
-            "{} refused: {}: {}",
+            "{} in the {} refused: {}: {}",
             function.name(),
+            on.name(),
             e.error_type,
             e.error_message
         ))),
@@ -253,6 +255,7 @@ pub async fn kill(on: &On, scope_text: &str, reason: &str, yes: bool) -> Result<
         yes,
     )?;
     let report = act(
+        on,
         &local,
         Function::KeyGuard,
         json!({"action": "disable", "scope": target, "reason": reason, "actor": actor()}),
@@ -272,11 +275,14 @@ pub async fn shutdown(
     let target = scope(scope_text)?;
     let local = on.local().await?;
     let plan = act(
+        on,
         &local,
         Function::KeyGuard,
         json!({"action": "shutdown", "scope": target, "actor": actor(), "dry_run": true}),
     )
     .await?;
+    let mut plan = plan;
+    plan["target"] = json!(on.name());
     println!("{}", pretty(&plan));
     if dry_run {
         return Ok(());
@@ -291,6 +297,7 @@ pub async fn shutdown(
         yes,
     )?;
     let report = act(
+        on,
         &local,
         Function::KeyGuard,
         json!({"action": "shutdown", "scope": target, "reason": reason, "actor": actor()}),
@@ -310,6 +317,7 @@ pub async fn restore(on: &On, scope_text: &str, yes: bool) -> Result<(), Failure
         yes,
     )?;
     let report = act(
+        on,
         &local,
         Function::KeyGuard,
         json!({"action": "restore", "scope": target, "actor": actor()}),
@@ -398,7 +406,7 @@ pub async fn ack(on: &On, alert_id: &str, reason: Option<&str>) -> Result<(), Fa
     if let Some(reason) = reason {
         event["reason"] = json!(reason);
     }
-    let mut answer = act(&local, Function::AlertFanout, event).await?;
+    let mut answer = act(on, &local, Function::AlertFanout, event).await?;
     answer["target"] = json!(on.name());
     println!("{}", pretty(&answer));
     Ok(())

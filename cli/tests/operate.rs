@@ -271,8 +271,8 @@ async fn kill_status_restore_and_ack_against_a_deployment() {
     let unknown = spendguard(&["ack", "no-such-alert"], &env);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(
-        text(&unknown.stderr).contains("UnknownAlert"),
-        "{}",
+        text(&unknown.stderr).contains("UnknownAlert") && text(&unknown.stderr).contains(&table),
+        "a refusal names its error and its target: {}",
         text(&unknown.stderr)
     );
 }
@@ -300,6 +300,7 @@ async fn shutdown_lists_what_it_would_stop_and_stops_it_only_when_confirmed() {
     let plan: Value = serde_json::from_slice(&plan.stdout).unwrap();
     assert_eq!(plan["resources"][0]["id"], json!(function));
     assert_eq!(plan["resources"][0]["outcome"], "would_stop");
+    assert_eq!(plan["target"], json!(format!("table {table}")));
     // unconfirmed (no terminal, no --yes): the plan is shown, nothing is stopped
     let refused = shutdown(&[]);
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
