@@ -1,6 +1,8 @@
 //! Nightly aggregation (flow 6), the pure part: a day's counters become summaries per scope
 //! and dimension, month-to-date and a bounded end-of-month forecast; spikes are found against
-//! a robust, weekday-aware trailing baseline; the day's report is assembled.
+//! a robust, weekday-aware trailing baseline; the day's report is assembled. Sums saturate:
+//! stored counters are bounded (`usage::MAX_COUNTER_VALUE`), so they never reach the bound,
+//! and an arithmetic panic would abort the whole night.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -120,7 +122,7 @@ impl Series<'_> {
         [Metric::TokensIn, Metric::TokensOut, Metric::TokensCached]
             .iter()
             .map(|m| self.value(date, *m))
-            .sum()
+            .fold(Decimal::ZERO, Decimal::saturating_add)
     }
 
     /// The first day with any activity among `days`.
@@ -221,7 +223,8 @@ pub fn summarize(
             .map(|t| t.costs().collect::<Vec<_>>())
             .unwrap_or_default()
         {
-            *mtd.entry(money.currency).or_default() += money.amount;
+            let total = mtd.entry(money.currency).or_default();
+            *total = total.saturating_add(money.amount);
         }
     }
     let main = mtd.iter().max_by_key(|(_, v)| **v).map(|(c, _)| *c);
@@ -285,14 +288,14 @@ pub fn summarize(
         let actual = mtd.get(&currency).copied().unwrap_or_default();
         let yesterday = series.value(date - Duration::days(1), Metric::Cost(currency));
         let recent = RecentSpend {
-            amount: yesterday + series.value(date, Metric::Cost(currency)),
+            amount: yesterday.saturating_add(series.value(date, Metric::Cost(currency))),
             span: end_of_day - zone.start_of_day(date - Duration::days(1)),
         };
         // without a budget, a month of the usual day stands in for the limit
         let usual = {
             let cost = |d: NaiveDate| series.value(d, Metric::Cost(currency));
             expected(&history(&cost), date, first_active, anomaly_policy)
-                .map(|(e, _)| e * Decimal::from(month.days().count() as u32))
+                .map(|(e, _)| e.saturating_mul(Decimal::from(month.days().count() as u32)))
         };
         match monthly_limit.or(usual.filter(|u| !u.is_zero())) {
             Some(limit) => project(

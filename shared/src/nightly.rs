@@ -228,7 +228,7 @@ impl Nightly {
                     .month_to_date
                     .values()
                     .filter_map(|v| v.parse::<Decimal>().ok())
-                    .sum();
+                    .fold(Decimal::ZERO, Decimal::saturating_add);
                 (!limit.is_zero())
                     .then(|| percent_of(mtd, *limit).ok())
                     .flatten()

@@ -73,7 +73,10 @@ fn count(v: &Value) -> Decimal {
     match v {
         Value::Number(n) => n.as_u64().map(Decimal::from).unwrap_or_default(),
         // Anthropic's `cache_creation` is an object of token counts
-        Value::Object(fields) => fields.values().map(count).sum(),
+        Value::Object(fields) => fields
+            .values()
+            .map(count)
+            .fold(Decimal::ZERO, Decimal::saturating_add),
         _ => Decimal::ZERO,
     }
 }
@@ -113,14 +116,15 @@ fn read_page(
             .iter()
             .filter_map(|f| result.get(*f))
             .map(count)
-            .sum();
+            .fold(Decimal::ZERO, Decimal::saturating_add);
             let requests = result
                 .get("num_model_requests")
                 .map(count)
                 .unwrap_or_default();
             let entry = out.entry((key_id.to_string(), hour)).or_default();
-            entry.requests += requests;
-            entry.tokens += tokens;
+            // a provider's figures are not bounded by us: saturate rather than abort
+            entry.requests = entry.requests.saturating_add(requests);
+            entry.tokens = entry.tokens.saturating_add(tokens);
         }
     }
     Ok(if page.has_more { page.next_page } else { None })
