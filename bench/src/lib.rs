@@ -7,9 +7,10 @@ pub mod runtime_api;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use spendguard_core::period::{YearMonth, Zone};
-use spendguard_core::store::{SqliteStore, StateStore};
-use spendguard_core::usage::{CounterKey, MonthCounters};
+use spendguard_app::ports::store::SpendStore;
+use spendguard_domain::period::{YearMonth, Zone};
+use spendguard_domain::usage::{CounterKey, MonthCounters};
+use spendguard_local::sqlite::SqliteStore;
 
 /// The median of some durations (the upper one of the two middles; zero when empty).
 pub fn median(values: &[Duration]) -> Duration {

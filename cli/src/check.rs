@@ -4,19 +4,26 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use spendguard_core::budget::{PolicySet, Severity};
-use spendguard_core::bus::MemoryBus;
-use spendguard_core::check::{CheckOptions, Checker, DEFAULT_CLAIM_LEASE};
-use spendguard_core::clock::{Clock, FixedClock, SystemClock};
-use spendguard_core::config::load_budgets_file;
-use spendguard_core::ingest::{admit, ingest_usage};
-use spendguard_core::secret::{FileVault, SecretVault};
-use spendguard_core::sources::{
-    AnthropicCosts, AwsBudgets, GcpBudgetObservations, HttpSettings, OpenAiCosts, SpendSource,
-    UsageCounters,
-};
-use spendguard_core::store::{SqliteStore, StateStore};
-use spendguard_core::usage::{UsageRecord, UsageWire};
+use spendguard_app::flows::check::{CheckOptions, Checker, DEFAULT_CLAIM_LEASE};
+use spendguard_app::flows::ingest::ingest_usage;
+use spendguard_app::ports::clock::{Clock, FixedClock, SystemClock};
+use spendguard_app::ports::secrets::SecretVault;
+use spendguard_app::ports::sources::SpendSource;
+use spendguard_app::ports::store::StateStore;
+use spendguard_app::sources::counters::UsageCounters;
+use spendguard_app::sources::gcp::GcpBudgetObservations;
+use spendguard_aws::budgets::AwsBudgets;
+use spendguard_domain::budget::Severity;
+use spendguard_domain::budgets_file::load_budgets_file;
+use spendguard_domain::settings::PolicySet;
+use spendguard_domain::usage::admit;
+use spendguard_domain::usage::{UsageRecord, UsageWire};
+use spendguard_http::client::HttpSettings;
+use spendguard_http::sources::anthropic::AnthropicCosts;
+use spendguard_http::sources::openai::OpenAiCosts;
+use spendguard_local::file_vault::FileVault;
+use spendguard_local::memory_bus::MemoryBus;
+use spendguard_local::sqlite::SqliteStore;
 
 use crate::{CheckArgs, Failure, table};
 
@@ -99,7 +106,7 @@ async fn sources(
         Arc::new(GcpBudgetObservations::new(store.clone())),
     ];
     if let Some(account) = &args.aws_account_id {
-        let sdk = spendguard_core::aws::sdk_config().await;
+        let sdk = spendguard_aws::sdk::sdk_config().await;
         sources.push(Arc::new(
             AwsBudgets::new(aws_sdk_budgets::Client::new(&sdk), account).with_notifications(store),
         ));

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use spendguard_core::clock::{Clock, FixedClock, SystemClock};
-use spendguard_core::nightly::{MetricsSink, StdoutMetrics};
-use spendguard_core::secret::{FileVault, SecretVault};
-use spendguard_core::verify::standard_webhooks::WebhookSecret;
+use spendguard_app::flows::nightly::{MetricsSink, StdoutMetrics};
+use spendguard_app::ports::clock::{Clock, FixedClock, SystemClock};
+use spendguard_app::ports::secrets::SecretVault;
+use spendguard_domain::standard_webhooks::WebhookSecret;
+use spendguard_local::file_vault::FileVault;
 
 use crate::Failure;
 use crate::local::{Function, Local, Target};

@@ -10,15 +10,18 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use lambda_runtime::Diagnostic;
 use serde_json::{Value, json};
-use spendguard_core::alert::AlertEvent;
-use spendguard_core::bus::{AlertBus, MemoryBus, SnsBus};
-use spendguard_core::clock::Clock;
-use spendguard_core::env::{Env, EnvError};
-use spendguard_core::nightly::{MetricsSink, Nightly};
-use spendguard_core::runtime::Backends;
-use spendguard_core::secret::FileVault;
-use spendguard_core::store::{SqliteStore, StateStore};
-use spendguard_core::verify::sns::HttpsCertificates;
+use spendguard_app::backends::Backends;
+use spendguard_app::env::{Env, EnvError};
+use spendguard_app::flows::nightly::{MetricsSink, Nightly};
+use spendguard_app::ports::bus::AlertBus;
+use spendguard_app::ports::clock::Clock;
+use spendguard_app::ports::store::StateStore;
+use spendguard_aws::sns::SnsBus;
+use spendguard_domain::alert::AlertEvent;
+use spendguard_http::verify::sns::HttpsCertificates;
+use spendguard_local::file_vault::FileVault;
+use spendguard_local::memory_bus::MemoryBus;
+use spendguard_local::sqlite::SqliteStore;
 
 use crate::Failure;
 
@@ -152,8 +155,8 @@ impl Local {
         overrides: BTreeMap<String, String>,
     ) -> Result<Local, Failure> {
         let sdk = match target {
-            Target::Embedded { .. } => spendguard_core::aws::offline_sdk_config(),
-            Target::Aws => spendguard_core::aws::sdk_config().await,
+            Target::Embedded { .. } => spendguard_aws::sdk::offline_sdk_config(),
+            Target::Aws => spendguard_aws::sdk::sdk_config().await,
         };
         match target {
             Target::Embedded { store } => {
@@ -182,7 +185,7 @@ impl Local {
             }
             Target::Aws => {
                 let local = Local {
-                    backends: Backends::aws(&sdk, ""),
+                    backends: spendguard_aws::backends::deployed(&sdk, ""),
                     bus: Arc::new(MemoryBus::default()),
                     published: None,
                     overrides,
@@ -194,7 +197,7 @@ impl Local {
                     .env()
                     .required("SPENDGUARD_TABLE", "the DynamoDB table name");
                 let table = table.map_err(config_failure)?;
-                let mut backends = Backends::aws(&local.sdk, &table);
+                let mut backends = spendguard_aws::backends::deployed(&local.sdk, &table);
                 backends.clock = clock;
                 let bus: Arc<dyn AlertBus> =
                     match local.env().optional("SPENDGUARD_ALERTS_TOPIC_ARN") {
@@ -236,7 +239,7 @@ impl Local {
             .unwrap_or_default()
     }
 
-    pub async fn checker(&self) -> Result<spendguard_core::check::Checker, Failure> {
+    pub async fn checker(&self) -> Result<spendguard_app::flows::check::Checker, Failure> {
         let config = budget_check::config::Config::from_env(&self.env()).map_err(config_failure)?;
         budget_check::app::checker_with(&config, &self.sdk, self.backends.clone(), self.bus.clone())
             .await
@@ -279,12 +282,12 @@ impl Local {
     }
 
     pub fn nightly(&self, metrics: Arc<dyn MetricsSink>) -> Nightly {
-        Nightly {
-            store: self.store(),
-            bus: self.bus.clone(),
-            clock: self.backends.clock.clone(),
+        daily_aggregate::app::nightly_with(
+            self.store(),
+            self.bus.clone(),
+            self.backends.clock.clone(),
             metrics,
-        }
+        )
     }
 
     /// Runs one function's handler with one event, as Lambda would.

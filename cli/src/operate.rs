@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use serde_json::{Value, json};
-use spendguard_core::clock::SystemClock;
-use spendguard_core::nightly::StdoutMetrics;
-use spendguard_core::period::YearMonth;
-use spendguard_core::scope::Scope;
+use spendguard_app::flows::nightly::StdoutMetrics;
+use spendguard_app::ports::clock::SystemClock;
+use spendguard_domain::period::YearMonth;
+use spendguard_domain::scope::Scope;
 
 use crate::Failure;
 use crate::invoke::pretty;
@@ -444,7 +444,7 @@ fn diff(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
 }
 
 /// The policy as a document keyed by ids, so that a diff names budgets and keys.
-fn by_id(policy: &spendguard_core::budget::PolicySet) -> Value {
+fn by_id(policy: &spendguard_domain::settings::PolicySet) -> Value {
     let budgets: serde_json::Map<String, Value> = policy
         .budgets
         .iter()

@@ -8,11 +8,11 @@ use std::fmt::Write;
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
-use spendguard_core::budget::Basis;
-use spendguard_core::forecast::Forecast;
-use spendguard_core::period::{WindowKind, YearMonth, last_day_of_month};
-use spendguard_core::scope::Scope;
-use spendguard_core::store::{StateStore, StoreError};
+use spendguard_app::ports::store::{StateStore, StoreError};
+use spendguard_domain::budget::Basis;
+use spendguard_domain::forecast::Forecast;
+use spendguard_domain::period::{WindowKind, YearMonth, last_day_of_month};
+use spendguard_domain::scope::Scope;
 
 /// A day of the chart.
 #[derive(Debug, Clone, serde::Serialize)]

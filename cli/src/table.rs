@@ -3,10 +3,10 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use spendguard_core::alert::AlertEvent;
-use spendguard_core::check::{AlertOutcome, CheckReport};
-use spendguard_core::forecast::Forecast;
-use spendguard_core::money::display_amount;
+use spendguard_app::flows::check::{AlertOutcome, CheckReport};
+use spendguard_domain::alert::AlertEvent;
+use spendguard_domain::forecast::Forecast;
+use spendguard_domain::money::display_amount;
 
 const HEADERS: [&str; 9] = [
     "BUDGET",

@@ -4,7 +4,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    if let Err(errors) = spendguard_core::config::parse_budgets("budgets.toml", &text) {
+    if let Err(errors) = spendguard_domain::budgets_file::parse_budgets("budgets.toml", &text) {
         assert!(!errors.to_string().trim().is_empty());
     }
 });

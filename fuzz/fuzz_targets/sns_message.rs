@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use async_trait::async_trait;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use spendguard_core::verify::sns::{CertificateSource, SnsMessage, SnsVerifier, string_to_sign};
+use spendguard_http::verify::sns::{CertificateSource, SnsMessage, SnsVerifier, string_to_sign};
 
 struct FixedCertificate(String);
 

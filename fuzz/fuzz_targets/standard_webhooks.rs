@@ -4,7 +4,7 @@
 #![no_main]
 use chrono::TimeZone;
 use libfuzzer_sys::fuzz_target;
-use spendguard_core::verify::standard_webhooks::{WebhookSecret, verify};
+use spendguard_domain::standard_webhooks::{WebhookSecret, verify};
 
 fuzz_target!(|data: &[u8]| {
     let secret = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();

@@ -1,7 +1,7 @@
 //! Usage records from applications: validated or refused naming a field, never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use spendguard_core::usage::UsageWire;
+use spendguard_domain::usage::UsageWire;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(wire) = serde_json::from_slice::<UsageWire>(data) {

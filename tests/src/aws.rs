@@ -10,7 +10,7 @@ use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterce
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use serde_json::Value;
-use spendguard_core::store::DynamoStore;
+use spendguard_aws::dynamo::DynamoStore;
 
 /// The moto endpoint. Refuses to run against anything but a loopback address, so that a
 /// developer's real AWS credentials are never used by the tests.
@@ -28,7 +28,7 @@ pub fn endpoint() -> String {
 pub async fn sdk() -> SdkConfig {
     endpoint();
     crate::logs::capture();
-    spendguard_core::aws::sdk_config().await
+    spendguard_aws::sdk::sdk_config().await
 }
 
 pub fn unique(prefix: &str) -> String {

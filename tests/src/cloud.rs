@@ -4,8 +4,8 @@
 //! EC2 SDK client in the workspace).
 
 use aws_config::SdkConfig;
-use spendguard_core::shutdown::SHUTDOWN_TAG;
-use spendguard_core::shutdown::aws::Ec2Query;
+use spendguard_aws::shutdown::Ec2Query;
+use spendguard_domain::resources::SHUTDOWN_TAG;
 
 use crate::aws;
 

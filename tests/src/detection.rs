@@ -5,18 +5,19 @@
 
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
-use spendguard_core::alert::{AlertEvent, AlertKind};
-use spendguard_core::budget::{Action, PolicySet, Severity};
-use spendguard_core::bus::MemoryBus;
-use spendguard_core::ingest::USAGE_MARKER_TTL;
-use spendguard_core::keys::{KeySpec, ProviderKind};
-use spendguard_core::period::Zone;
-use spendguard_core::records::{KillSwitch, SwitchState};
-use spendguard_core::scope::Scope;
-use spendguard_core::security::{
-    Detector, PlannedWindow, ScanReport, SecurityPolicy, SecurityScan, ThreatLevel, acknowledge,
-};
-use spendguard_core::usage::UsageEntry;
+use spendguard_app::flows::security::{SecurityScan, acknowledge};
+use spendguard_domain::alert::{AlertEvent, AlertKind};
+use spendguard_domain::budget::{Action, Severity};
+use spendguard_domain::keys::{KeySpec, ProviderKind};
+use spendguard_domain::period::Zone;
+use spendguard_domain::records::{KillSwitch, SwitchState};
+use spendguard_domain::scope::Scope;
+use spendguard_domain::security::ScanReport;
+use spendguard_domain::settings::PolicySet;
+use spendguard_domain::settings::{Detector, PlannedWindow, SecurityPolicy, ThreatLevel};
+use spendguard_domain::usage::USAGE_MARKER_TTL;
+use spendguard_domain::usage::UsageEntry;
+use spendguard_local::memory_bus::MemoryBus;
 
 use crate::conformance::{Store, record};
 
@@ -326,7 +327,7 @@ pub async fn a_throttled_key_gets_its_limit_back_after_a_quiet_hour(store: Store
                 released: Vec::new(),
             },
             None,
-            &spendguard_core::records::AuditEntry {
+            &spendguard_domain::records::AuditEntry {
                 id: "throttle".into(),
                 at: at("2026-11-23T12:10:00Z"),
                 actor: "security".into(),

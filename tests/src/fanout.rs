@@ -11,14 +11,14 @@ use alert_fanout::app;
 use alert_fanout::config::Config;
 use alert_fanout::handler::Fanout;
 use serde_json::{Value, json};
-use spendguard_core::budget::{ChannelKind, ChannelSpec, PolicySet, Settings};
-use spendguard_core::channels::RetryPolicy;
-use spendguard_core::clock::FixedClock;
-use spendguard_core::runtime::Backends;
-use spendguard_core::store::{DynamoStore, StateStore};
+use spendguard_app::ports::clock::FixedClock;
+use spendguard_aws::dynamo::DynamoStore;
+use spendguard_domain::settings::{ChannelKind, ChannelSpec, PolicySet, Settings};
+use spendguard_http::poster::RetryPolicy;
 
 use crate::aws;
 use crate::standin::{Received, Reply, StandIn};
+use spendguard_app::ports::store::PolicyStore;
 
 pub const PAGERDUTY_KEY: &str = "R0UT1NGK3Y0000000000000000000000";
 pub const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -201,7 +201,7 @@ impl FanoutWorld {
         sdk: &aws_config::SdkConfig,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Fanout {
-        let mut backends = Backends::aws(sdk, &self.table);
+        let mut backends = spendguard_aws::backends::deployed(sdk, &self.table);
         backends.clock = Arc::new(FixedClock::new(now));
         app::fanout_with(&self.config, sdk, backends)
     }

@@ -31,40 +31,48 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use futures::stream::{FuturesUnordered, StreamExt};
 use rust_decimal::Decimal;
 use serde_json::Value;
-use spendguard_core::aggregate::DailySummary;
-use spendguard_core::alert::{AlertEvent, AlertKind};
-use spendguard_core::budget::{
-    Action, Basis, Budget, PolicySet, RestorePolicy, Settings, Severity, SourceSpec, Threshold,
-    Tier, Window,
+use spendguard_app::flows::check::{CheckOptions, Checker};
+use spendguard_app::flows::guard::KeyGuard;
+use spendguard_app::flows::ingest::ingest_usage;
+use spendguard_app::ports::bus::{AlertBus, BusError};
+use spendguard_app::ports::clock::{Clock, FixedClock};
+use spendguard_app::ports::keys::{KeyProvider, ProviderError};
+use spendguard_app::ports::secret_versions::SecretVersions;
+use spendguard_app::ports::shutdown::{ShutdownError, ShutdownTarget};
+use spendguard_app::ports::sources::SpendSource;
+use spendguard_app::ports::store::StoreResult;
+use spendguard_app::sources::counters::UsageCounters;
+use spendguard_domain::aggregate::DailySummary;
+use spendguard_domain::alert::{AlertEvent, AlertKind};
+use spendguard_domain::budget::{
+    Action, Basis, Budget, Severity, SourceSpec, Threshold, Tier, Window,
 };
-use spendguard_core::bus::{AlertBus, BusError};
-use spendguard_core::check::{CheckOptions, Checker};
-use spendguard_core::clock::{Clock, FixedClock};
-use spendguard_core::guard::KeyGuard;
-use spendguard_core::ingest::ingest_usage;
-use spendguard_core::keys::vault::{SecretVersions, is_marker};
-use spendguard_core::keys::{
-    Credential, KeyProvider, KeyRecord, KeySpec, KeyStatus, ProviderError, ProviderKind,
-};
-use spendguard_core::money::{Currency, Money};
-use spendguard_core::period::{WindowKind, YearMonth, Zone};
-use spendguard_core::pricing::Tokens;
-use spendguard_core::records::{
+use spendguard_domain::keys::is_marker;
+use spendguard_domain::keys::{Credential, KeyRecord, KeySpec, KeyStatus, ProviderKind};
+use spendguard_domain::money::{Currency, Money};
+use spendguard_domain::period::{WindowKind, YearMonth, Zone};
+use spendguard_domain::pricing::Tokens;
+use spendguard_domain::records::{
     Acknowledgement, AuditEntry, Claim, ClaimOutcome, KillSwitch, Observation, OpenAlert,
     SwitchState, Versioned,
 };
-use spendguard_core::scope::Scope;
-use spendguard_core::shutdown::{
-    Resource, ResourceKind, ResourceState, ShutdownError, ShutdownPolicy, ShutdownTarget,
-};
-use spendguard_core::sources::{SpendSource, UsageCounters};
-use spendguard_core::store::{StateStore, StoreResult};
-use spendguard_core::usage::{
+use spendguard_domain::resources::{Resource, ResourceKind, ResourceState};
+use spendguard_domain::scope::Scope;
+use spendguard_domain::settings::ShutdownPolicy;
+use spendguard_domain::settings::{PolicySet, RestorePolicy, Settings};
+use spendguard_domain::usage::{
     CounterKey, HourCounters, HourKey, IngestOutcome, MonthCounters, UsageEntry, UsageRecord,
 };
 use tokio::sync::{Notify, oneshot};
 
 use crate::conformance::Store;
+use spendguard_app::ports::store::AlertStore;
+use spendguard_app::ports::store::AuditLog;
+use spendguard_app::ports::store::ClaimStore;
+use spendguard_app::ports::store::KeyStore;
+use spendguard_app::ports::store::MarkerStore;
+use spendguard_app::ports::store::PolicyStore;
+use spendguard_app::ports::store::SpendStore;
 
 // ---- the scheduler --------------------------------------------------------------------------
 
@@ -222,28 +230,38 @@ struct GatedStore {
 }
 
 #[async_trait]
-impl StateStore for GatedStore {
+impl PolicyStore for GatedStore {
     async fn put_policy(&self, set: &PolicySet) -> StoreResult<()> {
         self.inv.write(self.inner.put_policy(set)).await
     }
+
     async fn load_policy(&self) -> StoreResult<PolicySet> {
         self.inv.call(self.inner.load_policy()).await
     }
+
     async fn put_budget(&self, budget: &Budget) -> StoreResult<()> {
         self.inv.write(self.inner.put_budget(budget)).await
     }
+
     async fn get_budget(&self, id: &str) -> StoreResult<Option<Budget>> {
         self.inv.call(self.inner.get_budget(id)).await
     }
+
     async fn delete_budget(&self, id: &str) -> StoreResult<bool> {
         self.inv.write(self.inner.delete_budget(id)).await
     }
+
     async fn put_settings(&self, settings: &Settings) -> StoreResult<()> {
         self.inv.write(self.inner.put_settings(settings)).await
     }
+
     async fn settings(&self) -> StoreResult<Settings> {
         self.inv.call(self.inner.settings()).await
     }
+}
+
+#[async_trait]
+impl SpendStore for GatedStore {
     async fn ingest_usage(
         &self,
         entries: &[UsageEntry],
@@ -254,12 +272,15 @@ impl StateStore for GatedStore {
             .write(self.inner.ingest_usage(entries, now, marker_ttl))
             .await
     }
+
     async fn scopes_with_counters(&self, month: YearMonth) -> StoreResult<Vec<Scope>> {
         self.inv.call(self.inner.scopes_with_counters(month)).await
     }
+
     async fn put_summaries(&self, summaries: &[DailySummary]) -> StoreResult<()> {
         self.inv.write(self.inner.put_summaries(summaries)).await
     }
+
     async fn summaries(
         &self,
         scope: &Scope,
@@ -268,54 +289,74 @@ impl StateStore for GatedStore {
     ) -> StoreResult<Vec<DailySummary>> {
         self.inv.call(self.inner.summaries(scope, from, to)).await
     }
+
     async fn read_counters(
         &self,
         keys: &[CounterKey],
     ) -> StoreResult<BTreeMap<CounterKey, MonthCounters>> {
         self.inv.call(self.inner.read_counters(keys)).await
     }
+
     async fn read_hours(&self, keys: &[HourKey]) -> StoreResult<BTreeMap<HourKey, HourCounters>> {
         self.inv.call(self.inner.read_hours(keys)).await
     }
+
     async fn put_observations(&self, observations: &[Observation]) -> StoreResult<()> {
         self.inv
             .write(self.inner.put_observations(observations))
             .await
     }
+
     async fn observations(&self, budget_id: &str) -> StoreResult<Vec<Observation>> {
         self.inv.call(self.inner.observations(budget_id)).await
     }
+}
+
+#[async_trait]
+impl ClaimStore for GatedStore {
     async fn claim(&self, claim: &Claim, now: DateTime<Utc>) -> StoreResult<ClaimOutcome> {
         self.inv.write(self.inner.claim(claim, now)).await
     }
+
     async fn claims_done(&self, claims: &[Claim]) -> StoreResult<Vec<bool>> {
         self.inv.call(self.inner.claims_done(claims)).await
     }
+
     async fn finish_claim(&self, claim: &Claim) -> StoreResult<()> {
         self.inv.write(self.inner.finish_claim(claim)).await
     }
+
     async fn release_claim(&self, claim: &Claim) -> StoreResult<()> {
         self.inv.write(self.inner.release_claim(claim)).await
     }
+}
+
+#[async_trait]
+impl AlertStore for GatedStore {
     async fn put_open_alert(&self, alert: &OpenAlert) -> StoreResult<()> {
         self.inv.write(self.inner.put_open_alert(alert)).await
     }
+
     async fn open_alerts(&self) -> StoreResult<Vec<OpenAlert>> {
         self.inv.call(self.inner.open_alerts()).await
     }
+
     async fn acknowledge_alert(&self, alert_id: &str, ack: &Acknowledgement) -> StoreResult<bool> {
         self.inv
             .write(self.inner.acknowledge_alert(alert_id, ack))
             .await
     }
+
     async fn set_escalation_level(&self, alert_id: &str, level: u32) -> StoreResult<()> {
         self.inv
             .write(self.inner.set_escalation_level(alert_id, level))
             .await
     }
+
     async fn close_alert(&self, alert_id: &str) -> StoreResult<()> {
         self.inv.write(self.inner.close_alert(alert_id)).await
     }
+
     async fn queue_digest(
         &self,
         channel: &str,
@@ -326,20 +367,28 @@ impl StateStore for GatedStore {
             .write(self.inner.queue_digest(channel, event, now))
             .await
     }
+
     async fn digest_queue(&self, channel: &str) -> StoreResult<Vec<(DateTime<Utc>, AlertEvent)>> {
         self.inv.call(self.inner.digest_queue(channel)).await
     }
+
     async fn remove_from_digest(&self, channel: &str, alert_ids: &[String]) -> StoreResult<()> {
         self.inv
             .write(self.inner.remove_from_digest(channel, alert_ids))
             .await
     }
+}
+
+#[async_trait]
+impl KeyStore for GatedStore {
     async fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
         self.inv.call(self.inner.keys()).await
     }
+
     async fn key(&self, key_id: &str) -> StoreResult<Option<KeyRecord>> {
         self.inv.call(self.inner.key(key_id)).await
     }
+
     async fn put_key_status(
         &self,
         key_id: &str,
@@ -350,15 +399,19 @@ impl StateStore for GatedStore {
             .write(self.inner.put_key_status(key_id, status, expected))
             .await
     }
+
     async fn kill_switch(&self, scope: &Scope) -> StoreResult<Option<Versioned<KillSwitch>>> {
         self.inv.call(self.inner.kill_switch(scope)).await
     }
+
     async fn active_kill_switches(&self) -> StoreResult<Vec<Versioned<KillSwitch>>> {
         self.inv.call(self.inner.active_kill_switches()).await
     }
+
     async fn kill_switches(&self, scopes: &[Scope]) -> StoreResult<Vec<Versioned<KillSwitch>>> {
         self.inv.call(self.inner.kill_switches(scopes)).await
     }
+
     async fn put_kill_switch(
         &self,
         switch: &KillSwitch,
@@ -369,12 +422,21 @@ impl StateStore for GatedStore {
             .write(self.inner.put_kill_switch(switch, expected, audit))
             .await
     }
+}
+
+#[async_trait]
+impl AuditLog for GatedStore {
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
         self.inv.write(self.inner.append_audit(entry)).await
     }
+
     async fn audit_log(&self, month: YearMonth, limit: usize) -> StoreResult<Vec<AuditEntry>> {
         self.inv.call(self.inner.audit_log(month, limit)).await
     }
+}
+
+#[async_trait]
+impl MarkerStore for GatedStore {
     async fn put_marker(
         &self,
         namespace: &str,
@@ -386,14 +448,17 @@ impl StateStore for GatedStore {
             .write(self.inner.put_marker(namespace, id, now, ttl))
             .await
     }
+
     async fn has_marker(&self, namespace: &str, id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
         self.inv
             .call(self.inner.has_marker(namespace, id, now))
             .await
     }
+
     async fn get_cached(&self, key: &str, now: DateTime<Utc>) -> StoreResult<Option<String>> {
         self.inv.call(self.inner.get_cached(key, now)).await
     }
+
     async fn put_cached(
         &self,
         key: &str,
@@ -907,7 +972,7 @@ impl World {
             sources: vec![Arc::new(UsageCounters::new(store)) as Arc<dyn SpendSource>],
             key_usage: Vec::new(),
             clock: self.clock.clone(),
-            claim_lease: spendguard_core::check::DEFAULT_CLAIM_LEASE,
+            claim_lease: spendguard_app::flows::check::DEFAULT_CLAIM_LEASE,
         }
     }
 
@@ -1013,8 +1078,10 @@ impl World {
                     Box::pin(async move {
                         match guard.restore(&scope, "op", &RestorePolicy::default()).await {
                             Ok(_) => Ok(()),
-                            Err(spendguard_core::guard::GuardError::NotEngaged(_)) => Ok(()),
-                            Err(spendguard_core::guard::GuardError::Interrupted(..)) => Ok(()),
+                            Err(spendguard_app::flows::guard::GuardError::NotEngaged(_)) => Ok(()),
+                            Err(spendguard_app::flows::guard::GuardError::Interrupted(..)) => {
+                                Ok(())
+                            }
                             Err(e) => Err(format!("restore {scope}: {e}")),
                         }
                     }),
@@ -1404,7 +1471,7 @@ pub type Outcome = Result<(), String>;
 /// An invocation, ready to run.
 type Invoked = Pin<Box<dyn Future<Output = Outcome>>>;
 
-fn failed_if_incomplete(r: spendguard_core::check::CheckReport) -> Outcome {
+fn failed_if_incomplete(r: spendguard_app::flows::check::CheckReport) -> Outcome {
     if r.failures.is_empty() {
         Ok(())
     } else {

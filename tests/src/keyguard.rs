@@ -10,12 +10,13 @@ use key_guard::app;
 use key_guard::config::Config;
 use key_guard::handler::Handler;
 use serde_json::{Value, json};
-use spendguard_core::budget::PolicySet;
-use spendguard_core::keys::KeySpec;
-use spendguard_core::store::{DynamoStore, StateStore};
+use spendguard_aws::dynamo::DynamoStore;
+use spendguard_domain::keys::KeySpec;
+use spendguard_domain::settings::PolicySet;
 
 use crate::aws;
 use crate::standin::{Reply, StandIn};
+use spendguard_app::ports::store::PolicyStore;
 
 /// A provider's keys as the provider sees them.
 #[derive(Default)]
@@ -212,8 +213,8 @@ impl KeyGuardWorld {
             openai_api_url: o.url.clone(),
             gcp_credential_arn: None,
             gcp_token_url: None,
-            gcp_billing_api_url: spendguard_core::shutdown::gcp::BILLING_API.into(),
-            gcp_iam_api_url: spendguard_core::shutdown::gcp::IAM_API.into(),
+            gcp_billing_api_url: spendguard_http::gcp::BILLING_API.into(),
+            gcp_iam_api_url: spendguard_http::gcp::IAM_API.into(),
             own_function_name: None,
         };
         let handler = app::handler(&config, &sdk).await.expect("key-guard starts");
@@ -234,11 +235,11 @@ impl KeyGuardWorld {
     pub async fn handler_at(
         &self,
         sdk: &aws_config::SdkConfig,
-        clock: Arc<dyn spendguard_core::clock::Clock>,
+        clock: Arc<dyn spendguard_app::ports::clock::Clock>,
     ) -> Handler {
-        let backends = spendguard_core::runtime::Backends {
+        let backends = spendguard_app::backends::Backends {
             clock,
-            ..spendguard_core::runtime::Backends::aws(sdk, &self.config.table)
+            ..spendguard_aws::backends::deployed(sdk, &self.config.table)
         };
         app::handler_with(&self.config, sdk, backends, app::AwsKeys::Managed)
             .await

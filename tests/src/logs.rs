@@ -31,7 +31,7 @@ pub fn capture() {
         // TRACE for spendguard's code, DEBUG for its dependencies (at TRACE, HTTP and TLS
         // libraries log every frame, slowing the suite; the demo test searches those too)
         let filter = tracing_subscriber::EnvFilter::new(
-            "debug,spendguard_core=trace,spendguard_tests=trace,budget_check=trace,\
+            "debug,spendguard_domain=trace,spendguard_app=trace,spendguard_aws=trace,spendguard_http=trace,spendguard_local=trace,spendguard_tests=trace,budget_check=trace,\
              alert_fanout=trace,key_guard=trace,budget_webhook=trace,daily_aggregate=trace",
         );
         let _ = tracing_subscriber::fmt()

@@ -15,15 +15,16 @@ use budget_webhook::config::{Config, GcpPushConfig};
 use budget_webhook::handler::Webhook;
 use budget_webhook::http::{HttpRequest, HttpResponse};
 use serde_json::{Value, json};
-use spendguard_core::budget::PolicySet;
-use spendguard_core::bus::SnsBus;
-use spendguard_core::runtime::{Backends, SourcesConfig};
-use spendguard_core::store::{DynamoStore, StateStore};
-use spendguard_core::verify::sns::CertificateSource;
+use spendguard_app::env::SourcesConfig;
+use spendguard_aws::dynamo::DynamoStore;
+use spendguard_aws::sns::SnsBus;
+use spendguard_domain::settings::PolicySet;
+use spendguard_http::verify::sns::CertificateSource;
 use url::Url;
 
 use crate::aws::{self, TopicProbe};
 use crate::standin::{Reply, StandIn};
+use spendguard_app::ports::store::PolicyStore;
 
 /// Runs `tests/python/signers.py` with the venv's Python (set by scripts/test).
 pub fn python(request: Value) -> Value {
@@ -156,7 +157,7 @@ impl WebhookWorld {
         let webhook = app::webhook_with(
             &config,
             &sdk,
-            Backends::aws(&sdk, &config.table),
+            spendguard_aws::backends::deployed(&sdk, &config.table),
             Arc::new(bus),
             Box::new(certificates.clone()),
         )
@@ -186,7 +187,7 @@ impl WebhookWorld {
         app::webhook_with(
             &self.config,
             sdk,
-            Backends::aws(sdk, &self.config.table),
+            spendguard_aws::backends::deployed(sdk, &self.config.table),
             Arc::new(bus),
             Box::new(self.certificates.clone()),
         )

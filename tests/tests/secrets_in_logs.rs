@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use spendguard_core::budget::{ChannelKind, PolicySet};
+use spendguard_domain::settings::{ChannelKind, PolicySet};
 use spendguard_tests::aws;
 use spendguard_tests::fanout::{FanoutWorld, lambda_sns_event, mode, quick_retries};
 
@@ -44,7 +44,7 @@ impl Write for Capture {
     }
 }
 
-fn sns_of(event: &spendguard_core::alert::AlertEvent) -> Value {
+fn sns_of(event: &spendguard_domain::alert::AlertEvent) -> Value {
     lambda_sns_event(&json!({
         "Type": "Notification", "MessageId": aws::unique("m"), "TopicArn": "arn:aws:sns:us-east-1:123456789012:alerts",
         "Message": serde_json::to_string(event).unwrap(), "Timestamp": "2026-11-20T18:00:00.000Z",
@@ -72,7 +72,7 @@ async fn no_secret_appears_in_any_log_line() {
         env!("CARGO_MANIFEST_DIR")
     );
     let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut event: spendguard_core::alert::AlertEvent =
+    let mut event: spendguard_domain::alert::AlertEvent =
         serde_json::from_str(fixture["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap();
     event.channels = [
         "ops-slack",
@@ -135,8 +135,8 @@ async fn no_secret_appears_in_any_log_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_guard_logs_no_key_and_no_rotation_token() {
-    use spendguard_core::keys::{KeySpec, ProviderKind, RotationStrategy};
-    use spendguard_core::scope::Scope;
+    use spendguard_domain::keys::{KeySpec, ProviderKind, RotationStrategy};
+    use spendguard_domain::scope::Scope;
     use spendguard_tests::keyguard::KeyGuardWorld;
     capture();
     let w = KeyGuardWorld::new(PolicySet::default()).await;

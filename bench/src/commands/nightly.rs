@@ -14,17 +14,21 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
+use spendguard_app::flows::nightly::{Days, MemoryMetrics, Nightly};
+use spendguard_app::ports::clock::FixedClock;
+use spendguard_app::ports::store::PolicyStore;
+use spendguard_app::ports::store::SpendStore;
+use spendguard_app::ports::store::StateStore;
+use spendguard_aws::dynamo::DynamoStore;
 use spendguard_bench::all_counters;
-use spendguard_core::budget::PolicySet;
-use spendguard_core::bus::MemoryBus;
-use spendguard_core::clock::FixedClock;
-use spendguard_core::money::{Currency, Money};
-use spendguard_core::nightly::{Days, MemoryMetrics, Nightly};
-use spendguard_core::period::{YearMonth, Zone};
-use spendguard_core::pricing::Tokens;
-use spendguard_core::scope::Scope;
-use spendguard_core::store::{DynamoStore, SqliteStore, StateStore};
-use spendguard_core::usage::{UsageEntry, UsageRecord};
+use spendguard_domain::money::{Currency, Money};
+use spendguard_domain::period::{YearMonth, Zone};
+use spendguard_domain::pricing::Tokens;
+use spendguard_domain::scope::Scope;
+use spendguard_domain::settings::PolicySet;
+use spendguard_domain::usage::{UsageEntry, UsageRecord};
+use spendguard_local::memory_bus::MemoryBus;
+use spendguard_local::sqlite::SqliteStore;
 
 const HISTORY_DAYS: i64 = 30;
 const PROVIDERS: [(&str, &str); 3] = [
@@ -143,7 +147,7 @@ pub async fn run(args: &[String]) {
     if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
         // the same counters, imported whole: moto copies its tables in every transaction, so
         // ingesting 300,000 records there would take hours
-        let sdk = spendguard_core::aws::sdk_config().await;
+        let sdk = spendguard_aws::sdk::sdk_config().await;
         let client = aws_sdk_dynamodb::Client::new(&sdk);
         let table = format!("spendguard-bench-{}", uuid::Uuid::new_v4());
         DynamoStore::create_table(&client, &table).await.unwrap();

@@ -18,19 +18,24 @@ use std::time::{Duration, Instant};
 use aws_config::SdkConfig;
 use chrono::Utc;
 use serde_json::{Value, json};
+use spendguard_app::backends::Backends;
+use spendguard_app::env::Env;
+use spendguard_app::flows::ingest::ingest_usage;
+use spendguard_app::ports::bus::AlertBus;
+use spendguard_app::ports::clock::SystemClock;
+use spendguard_app::ports::store::PolicyStore;
+use spendguard_app::ports::store::StateStore;
+use spendguard_aws::dynamo::DynamoStore;
+use spendguard_aws::sns::SnsBus;
 use spendguard_bench::{all_counters, peak_rss_kib, reset_peak_rss};
-use spendguard_core::bus::{AlertBus, MemoryBus, SnsBus};
-use spendguard_core::clock::SystemClock;
-use spendguard_core::config::parse_budgets;
-use spendguard_core::env::Env;
-use spendguard_core::ingest::ingest_usage;
-use spendguard_core::period::{YearMonth, Zone};
-use spendguard_core::runtime::Backends;
-use spendguard_core::secret::FileVault;
-use spendguard_core::store::{DynamoStore, SqliteStore, StateStore};
-use spendguard_core::usage::UsageWire;
-use spendguard_core::verify::sns::CertificateSource;
-use spendguard_core::verify::standard_webhooks::WebhookSecret;
+use spendguard_domain::budgets_file::parse_budgets;
+use spendguard_domain::period::{YearMonth, Zone};
+use spendguard_domain::standard_webhooks::WebhookSecret;
+use spendguard_domain::usage::UsageWire;
+use spendguard_http::verify::sns::CertificateSource;
+use spendguard_local::file_vault::FileVault;
+use spendguard_local::memory_bus::MemoryBus;
+use spendguard_local::sqlite::SqliteStore;
 use spendguard_tests::aws::RequestCounter;
 use url::Url;
 
@@ -100,7 +105,7 @@ async fn check_once(n: usize, backend: &str) {
         String,
         String,
     ) = if backend == "dynamodb" {
-        let sdk = spendguard_core::aws::sdk_config().await;
+        let sdk = spendguard_aws::sdk::sdk_config().await;
         let client = aws_sdk_dynamodb::Client::new(&sdk);
         let table = format!("spendguard-scale-{}", uuid::Uuid::new_v4().simple());
         DynamoStore::create_table(&client, &table).await.unwrap();
@@ -133,7 +138,7 @@ async fn check_once(n: usize, backend: &str) {
         let store = Arc::new(DynamoStore::new(counted_dynamodb(&sdk, &counter), &table));
         (sdk, store, Arc::new(SnsBus::new(sns, &topic)), table, topic)
     } else {
-        let sdk = spendguard_core::aws::offline_sdk_config();
+        let sdk = spendguard_aws::sdk::offline_sdk_config();
         let topic = "arn:aws:sns:us-east-1:123456789012:none".to_string();
         (
             sdk,
@@ -326,7 +331,7 @@ async fn ingest_table(with_dynamodb: bool) {
     let policy = parse_budgets("bench", &budgets_file(1000)).unwrap();
     let sqlite = Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
     sqlite.put_policy(&policy).await.unwrap();
-    let offline = spendguard_core::aws::offline_sdk_config();
+    let offline = spendguard_aws::sdk::offline_sdk_config();
     let embedded = webhook(dir.path(), &offline, sqlite).await;
     let mut serial = 0;
     for size in BATCHES {
@@ -351,7 +356,7 @@ async fn ingest_table(with_dynamodb: bool) {
         println!("| - | dynamodb | skipped: set AWS_ENDPOINT_URL to moto | | |");
         return;
     }
-    let sdk = spendguard_core::aws::sdk_config().await;
+    let sdk = spendguard_aws::sdk::sdk_config().await;
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     let table = format!("spendguard-ingest-{}", uuid::Uuid::new_v4().simple());
     DynamoStore::create_table(&client, &table).await.unwrap();

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use axum::Router;
 use serde_json::Value;
-use spendguard_core::verify::gcp_oidc::{GoogleOidcVerifier, OidcPolicy};
-use spendguard_core::verify::sns::{CertificateSource, SnsMessage, SnsVerifier};
-use spendguard_core::verify::standard_webhooks::{self, WebhookSecret};
+use spendguard_domain::standard_webhooks::{self, WebhookSecret};
+use spendguard_http::verify::gcp_oidc::{GoogleOidcVerifier, OidcPolicy};
+use spendguard_http::verify::sns::{CertificateSource, SnsMessage, SnsVerifier};
 use url::Url;
 
 struct FixedCertificate(String);

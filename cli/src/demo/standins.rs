@@ -96,7 +96,7 @@ fn admin(headers: &HeaderMap) -> bool {
 
 /// `GET` / `POST /v1/organizations/api_keys/{id}` (`{"status": "active" | "inactive"}`), and
 /// the usage report per key, empty: in the demo, theft detection works from the applications'
-/// own usage reports (the provider's count is tested in tests/tests/key_theft.rs).
+/// own usage reports (the provider's count is tested in tests/tests/functions/key_theft.rs).
 pub async fn anthropic() -> Result<(Server, AnthropicKeys), Failure> {
     let keys = AnthropicKeys::default();
     let app = Router::new()

@@ -1,14 +1,18 @@
 //! Builds the fan-out from configuration: clients once per cold start.
 
 use aws_config::SdkConfig;
-use spendguard_core::channels::Poster;
-use spendguard_core::runtime::Backends;
+use spendguard_app::backends::Backends;
+use spendguard_http::poster::Poster;
 
 use crate::config::Config;
 use crate::handler::{ChannelRegistry, Fanout};
 
 pub fn fanout(config: &Config, sdk: &SdkConfig) -> Fanout {
-    fanout_with(config, sdk, Backends::aws(sdk, &config.table))
+    fanout_with(
+        config,
+        sdk,
+        spendguard_aws::backends::deployed(sdk, &config.table),
+    )
 }
 
 /// The fan-out on any backends (the CLI runs it on the embedded store with `file:` secrets).

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use spendguard_core::channels::RetryPolicy;
-use spendguard_core::env::{Env, EnvError};
+use spendguard_app::env::{Env, EnvError};
+use spendguard_http::poster::RetryPolicy;
 
 #[derive(Debug, Clone)]
 pub struct Config {

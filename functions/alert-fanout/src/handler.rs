@@ -10,15 +10,19 @@ use lambda_runtime::Diagnostic;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use spendguard_core::alert::{AlertEvent, AlertKind};
-use spendguard_core::budget::{ChannelSpec, Severity};
-use spendguard_core::channels::{self, Channel, LogChannel, Message, Poster};
-use spendguard_core::clock::Clock;
-use spendguard_core::lease::Claimed;
-use spendguard_core::records::{Acknowledgement, Claim, SwitchState};
-use spendguard_core::secret::{Secret, SecretVault};
-use spendguard_core::security;
-use spendguard_core::store::{StateStore, StoreError};
+use spendguard_app::flows::security;
+use spendguard_app::lease::Claimed;
+use spendguard_app::ports::channels::{Channel, LogChannel};
+use spendguard_app::ports::clock::Clock;
+use spendguard_app::ports::secrets::SecretVault;
+use spendguard_app::ports::store::{StateStore, StoreError};
+use spendguard_domain::alert::{AlertEvent, AlertKind};
+use spendguard_domain::budget::Severity;
+use spendguard_domain::message::Message;
+use spendguard_domain::records::{Acknowledgement, Claim, SwitchState};
+use spendguard_domain::secret::Secret;
+use spendguard_domain::settings::ChannelSpec;
+use spendguard_http::poster::Poster;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
@@ -70,7 +74,7 @@ impl ChannelRegistry {
             Some(reference) => Some(self.secret(reference).await?),
             None => None,
         };
-        channels::build(spec.kind, secret, &self.poster, &self.ses)
+        crate::channels::build(spec.kind, secret, &self.poster, &self.ses)
     }
 }
 
@@ -164,7 +168,7 @@ pub struct Fanout {
 
 /// The kill-switch state of a scope's path, in words.
 fn switch_state(
-    switches: &[spendguard_core::records::Versioned<spendguard_core::records::KillSwitch>],
+    switches: &[spendguard_domain::records::Versioned<spendguard_domain::records::KillSwitch>],
 ) -> String {
     if let Some(s) = switches.iter().find(|s| s.value.state.stops()) {
         return format!("engaged on {}", s.value.scope);

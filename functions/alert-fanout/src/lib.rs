@@ -3,5 +3,6 @@
 //! `main.rs` only wires.
 
 pub mod app;
+pub mod channels;
 pub mod config;
 pub mod handler;

@@ -9,16 +9,17 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use spendguard_core::aggregate::{DailyReport, DailySummary, Spike, anomaly_event, report_event};
-use spendguard_core::alert::AlertEvent;
-use spendguard_core::budget::PolicySet;
-use spendguard_core::channels::{Message, format};
-use spendguard_core::config::load_budgets_file;
-use spendguard_core::evaluate::{WindowSpend, evaluate_window};
-use spendguard_core::forecast::RecentSpend;
-use spendguard_core::money::Currency;
-use spendguard_core::period::{WindowKind, Zone};
-use spendguard_core::scope::Scope;
+use spendguard_domain::aggregate::{DailyReport, DailySummary, Spike, anomaly_event, report_event};
+use spendguard_domain::alert::AlertEvent;
+use spendguard_domain::budgets_file::load_budgets_file;
+use spendguard_domain::evaluate::{WindowSpend, evaluate_window};
+use spendguard_domain::forecast::RecentSpend;
+use spendguard_domain::format;
+use spendguard_domain::message::Message;
+use spendguard_domain::money::Currency;
+use spendguard_domain::period::{WindowKind, Zone};
+use spendguard_domain::scope::Scope;
+use spendguard_domain::settings::PolicySet;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

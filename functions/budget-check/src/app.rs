@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use aws_config::SdkConfig;
 use chrono::Duration;
-use spendguard_core::bus::{AlertBus, SnsBus};
-use spendguard_core::check::Checker;
-use spendguard_core::runtime::{Backends, key_usage_sources, spend_sources};
-use spendguard_core::secret::SecretError;
+use spendguard_app::backends::Backends;
+use spendguard_app::flows::check::Checker;
+use spendguard_app::ports::bus::AlertBus;
+use spendguard_app::ports::secrets::SecretError;
+use spendguard_aws::sns::SnsBus;
 
 use crate::config::Config;
 
@@ -17,7 +18,7 @@ pub async fn checker(config: &Config, sdk: &SdkConfig) -> Result<Checker, Secret
     checker_with(
         config,
         sdk,
-        Backends::aws(sdk, &config.table),
+        spendguard_aws::backends::deployed(sdk, &config.table),
         Arc::new(bus),
     )
     .await
@@ -31,11 +32,33 @@ pub async fn checker_with(
     bus: Arc<dyn AlertBus>,
 ) -> Result<Checker, SecretError> {
     Ok(Checker {
-        sources: spend_sources(&config.sources, sdk, &backends).await?,
-        key_usage: key_usage_sources(&config.sources, &backends).await?,
+        sources: all_sources(config, sdk, &backends).await?,
+        key_usage: spendguard_http::sources::key_usage_sources(
+            &config.sources,
+            backends.vault.as_ref(),
+        )
+        .await?,
         store: backends.store,
         bus,
         clock: backends.clock,
         claim_lease: Duration::seconds(config.claim_lease_seconds),
     })
+}
+
+/// Every spend source this deployment enables: spendguard's own, AWS's, the providers'.
+async fn all_sources(
+    config: &Config,
+    sdk: &SdkConfig,
+    backends: &Backends,
+) -> Result<Vec<Arc<dyn spendguard_app::ports::sources::SpendSource>>, SecretError> {
+    let mut sources = backends.own_sources();
+    sources.extend(spendguard_aws::sources::spend_sources(
+        &config.sources,
+        sdk,
+        &backends.store,
+    ));
+    sources.extend(
+        spendguard_http::sources::spend_sources(&config.sources, backends.vault.as_ref()).await?,
+    );
+    Ok(sources)
 }

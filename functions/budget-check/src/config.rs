@@ -1,7 +1,7 @@
 //! budget-check configuration, read once at start-up. Secrets are referenced by ARN only.
 
-use spendguard_core::env::{Env, EnvError};
-use spendguard_core::runtime::SourcesConfig;
+use spendguard_app::env::SourcesConfig;
+use spendguard_app::env::{Env, EnvError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {

@@ -3,7 +3,7 @@
 use lambda_runtime::Diagnostic;
 use serde::Deserialize;
 use serde_json::Value;
-use spendguard_core::check::{CheckError, CheckOptions, CheckReport, Checker};
+use spendguard_app::flows::check::{CheckError, CheckOptions, CheckReport, Checker};
 
 /// A manual invocation: `{}`, `{"dry_run": true}`, `{"budget_id": "openai-prod"}`.
 #[derive(Debug, Default, Deserialize)]

@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use spendguard_core::bus::{AlertBus, SnsBus};
-use spendguard_core::check::{Checker, DEFAULT_CLAIM_LEASE};
-use spendguard_core::runtime::{Backends, spend_sources};
-use spendguard_core::secret::SecretError;
-use spendguard_core::verify::gcp_oidc::{GoogleOidcVerifier, OidcPolicy};
-use spendguard_core::verify::sns::{CertificateSource, HttpsCertificates, SnsVerifier};
-use spendguard_core::verify::standard_webhooks::WebhookSecret;
+use spendguard_app::backends::Backends;
+use spendguard_app::flows::check::{Checker, DEFAULT_CLAIM_LEASE};
+use spendguard_app::ports::bus::AlertBus;
+use spendguard_app::ports::secrets::SecretError;
+use spendguard_aws::sns::SnsBus;
+use spendguard_domain::standard_webhooks::WebhookSecret;
+use spendguard_http::verify::gcp_oidc::{GoogleOidcVerifier, OidcPolicy};
+use spendguard_http::verify::sns::{CertificateSource, HttpsCertificates, SnsVerifier};
 
 use crate::config::Config;
 use crate::handler::{SnsApiConfirmer, SnsIntake, Webhook};
@@ -33,7 +34,7 @@ pub async fn webhook_with(
     let status_token = backends.vault.read(&config.status_token_arn).await?;
     let http = reqwest::Client::new();
     let checker = Checker {
-        sources: spend_sources(&config.sources, sdk, &backends).await?,
+        sources: all_sources(config, sdk, &backends).await?,
         // the webhook evaluates only the budgets a signal touched: no theft scan here
         key_usage: Vec::new(),
         store: store.clone(),
@@ -70,9 +71,27 @@ pub async fn webhook(config: &Config, sdk: &SdkConfig) -> Result<Webhook, Secret
     webhook_with(
         config,
         sdk,
-        Backends::aws(sdk, &config.table),
+        spendguard_aws::backends::deployed(sdk, &config.table),
         Arc::new(bus),
         Box::new(HttpsCertificates(reqwest::Client::new())),
     )
     .await
+}
+
+/// Every spend source this deployment enables: spendguard's own, AWS's, the providers'.
+async fn all_sources(
+    config: &Config,
+    sdk: &SdkConfig,
+    backends: &Backends,
+) -> Result<Vec<Arc<dyn spendguard_app::ports::sources::SpendSource>>, SecretError> {
+    let mut sources = backends.own_sources();
+    sources.extend(spendguard_aws::sources::spend_sources(
+        &config.sources,
+        sdk,
+        &backends.store,
+    ));
+    sources.extend(
+        spendguard_http::sources::spend_sources(&config.sources, backends.vault.as_ref()).await?,
+    );
+    Ok(sources)
 }

@@ -1,8 +1,8 @@
 //! budget-webhook configuration, read once at start-up. Secrets are referenced by ARN only.
 
-use spendguard_core::env::{Env, EnvError};
-use spendguard_core::runtime::{SourcesConfig, check_api_url};
-use spendguard_core::verify::gcp_oidc::GOOGLE_JWKS_URL;
+use spendguard_app::env::{Env, EnvError};
+use spendguard_app::env::{SourcesConfig, check_api_url};
+use spendguard_http::verify::gcp_oidc::GOOGLE_JWKS_URL;
 
 /// The GCP Pub/Sub push route, enabled when both values are set.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,7 @@ pub enum EventError {
     #[error("SNS trigger from topic {0}, which is not in SPENDGUARD_SNS_TOPIC_ARNS")]
     TopicNotAllowed(String),
     #[error("cannot record the notification (will be retried): {0}")]
-    Store(#[from] spendguard_core::store::StoreError),
+    Store(#[from] spendguard_app::ports::store::StoreError),
 }
 
 impl From<EventError> for Diagnostic {

@@ -1,6 +1,6 @@
 //! budget-webhook on the embedded store, no network: every fixture in `events/budget-webhook`
 //! is handled as Lambda would deliver it, and hostile bytes on every route never panic and
-//! never get a 2xx. (Verification against real signers and moto is in `tests/tests/webhook.rs`.)
+//! never get a 2xx. (Verification against real signers and moto is in `tests/tests/functions/webhook.rs`.)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,22 +12,26 @@ use budget_webhook::http::HttpRequest;
 use chrono::Utc;
 use proptest::prelude::*;
 use serde_json::Value;
-use spendguard_core::budget::{
-    Action, Basis, Budget, PolicySet, Severity, SourceSpec, Threshold, Tier, Window,
+use spendguard_app::flows::check::{Checker, DEFAULT_CLAIM_LEASE};
+use spendguard_app::ports::clock::SystemClock;
+use spendguard_app::ports::sources::SpendSource;
+use spendguard_app::ports::store::StateStore;
+use spendguard_app::sources::counters::UsageCounters;
+use spendguard_app::sources::gcp::GcpBudgetObservations;
+use spendguard_domain::budget::{
+    Action, Basis, Budget, Severity, SourceSpec, Threshold, Tier, Window,
 };
-use spendguard_core::bus::MemoryBus;
-use spendguard_core::check::{Checker, DEFAULT_CLAIM_LEASE};
-use spendguard_core::clock::SystemClock;
-use spendguard_core::money::Currency;
-use spendguard_core::period::{WindowKind, Zone};
-use spendguard_core::scope::Scope;
-use spendguard_core::secret::Secret;
-use spendguard_core::signals::{aws_budgets, gcp};
-use spendguard_core::sources::{GcpBudgetObservations, SpendSource, UsageCounters};
-use spendguard_core::store::{SqliteStore, StateStore};
-use spendguard_core::verify::gcp_oidc::{GoogleOidcVerifier, OidcPolicy};
-use spendguard_core::verify::sns::{CertificateSource, SnsVerifier};
-use spendguard_core::verify::standard_webhooks::WebhookSecret;
+use spendguard_domain::money::Currency;
+use spendguard_domain::period::{WindowKind, Zone};
+use spendguard_domain::scope::Scope;
+use spendguard_domain::secret::Secret;
+use spendguard_domain::settings::PolicySet;
+use spendguard_domain::signals::{aws_budgets, gcp};
+use spendguard_domain::standard_webhooks::WebhookSecret;
+use spendguard_http::verify::gcp_oidc::{GoogleOidcVerifier, OidcPolicy};
+use spendguard_http::verify::sns::{CertificateSource, SnsVerifier};
+use spendguard_local::memory_bus::MemoryBus;
+use spendguard_local::sqlite::SqliteStore;
 use url::Url;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -187,7 +191,7 @@ async fn every_fixture_is_handled_as_lambda_delivers_it() {
                 .await
                 .unwrap()
                 .into_iter()
-                .filter(|o| o.source != spendguard_core::check::EVALUATION_SOURCE)
+                .filter(|o| o.source != spendguard_app::flows::check::EVALUATION_SOURCE)
                 .collect::<Vec<_>>()
         }
     };

@@ -4,7 +4,7 @@ use chrono::NaiveDate;
 use lambda_runtime::Diagnostic;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use spendguard_core::nightly::{Days, Nightly, NightlyError};
+use spendguard_app::flows::nightly::{Days, Nightly, NightlyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AggregateError {

@@ -3,18 +3,19 @@
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use spendguard_core::guard::KeyGuard;
-use spendguard_core::keys::KeyProvider;
-use spendguard_core::keys::anthropic::AnthropicAdmin;
-use spendguard_core::keys::iam::IamKeys;
-use spendguard_core::keys::openai::OpenAiAdmin;
-use spendguard_core::keys::rotation::Rotator;
-use spendguard_core::keys::vault::{SecretVersions, SecretsManager};
-use spendguard_core::runtime::Backends;
-use spendguard_core::secret::SecretError;
-use spendguard_core::shutdown::ShutdownTarget;
-use spendguard_core::shutdown::aws::AwsShutdown;
-use spendguard_core::shutdown::gcp::{GcpShutdown, ServiceAccountKey};
+use spendguard_app::backends::Backends;
+use spendguard_app::flows::guard::KeyGuard;
+use spendguard_app::flows::rotation::Rotator;
+use spendguard_app::ports::keys::KeyProvider;
+use spendguard_app::ports::secret_versions::SecretVersions;
+use spendguard_app::ports::secrets::SecretError;
+use spendguard_app::ports::shutdown::ShutdownTarget;
+use spendguard_aws::iam::IamKeys;
+use spendguard_aws::secret_versions::SecretsManager;
+use spendguard_aws::shutdown::AwsShutdown;
+use spendguard_http::gcp::{GcpShutdown, ServiceAccountKey};
+use spendguard_http::keys::anthropic::AnthropicAdmin;
+use spendguard_http::keys::openai::OpenAiAdmin;
 
 use crate::config::Config;
 use crate::handler::Handler;
@@ -24,7 +25,7 @@ pub async fn handler(config: &Config, sdk: &SdkConfig) -> Result<Handler, Secret
     handler_with(
         config,
         sdk,
-        Backends::aws(sdk, &config.table),
+        spendguard_aws::backends::deployed(sdk, &config.table),
         AwsKeys::Managed,
     )
     .await
@@ -113,7 +114,7 @@ pub async fn handler_with(
     Ok(Handler {
         guard,
         rotator: Rotator {
-            client: secrets,
+            secrets: Arc::new(SecretsManager { client: secrets }),
             store,
             providers,
             clock,

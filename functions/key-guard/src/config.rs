@@ -1,8 +1,8 @@
 //! key-guard configuration, read once at start-up. Admin keys are read by ARN.
 
-use spendguard_core::env::{Env, EnvError};
-use spendguard_core::runtime::check_api_url;
-use spendguard_core::shutdown::gcp;
+use spendguard_app::env::check_api_url;
+use spendguard_app::env::{Env, EnvError};
+use spendguard_http::gcp;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {

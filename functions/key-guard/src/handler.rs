@@ -6,12 +6,13 @@ use aws_lambda_events::event::sns::SnsEvent;
 use lambda_runtime::Diagnostic;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use spendguard_core::alert::{AlertEvent, AlertKind};
-use spendguard_core::budget::{Action, RestorePolicy};
-use spendguard_core::guard::{GuardError, KeyGuard};
-use spendguard_core::keys::rotation::{RotationError, RotationEvent, Rotator};
-use spendguard_core::scope::Scope;
-use spendguard_core::store::StoreError;
+use spendguard_app::flows::guard::{GuardError, KeyGuard};
+use spendguard_app::flows::rotation::{RotationError, RotationEvent, Rotator};
+use spendguard_app::ports::store::StoreError;
+use spendguard_domain::alert::{AlertEvent, AlertKind};
+use spendguard_domain::budget::Action;
+use spendguard_domain::scope::Scope;
+use spendguard_domain::settings::RestorePolicy;
 use tracing::info;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
-use spendguard_core::env::process_env;
+use spendguard_app::env::process_env;
 
 use key_guard::{app, config::Config};
 
@@ -9,7 +9,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config =
         Config::from_env(&process_env()).inspect_err(|e| tracing::error!("cannot start: {e}"))?;
-    let sdk = spendguard_core::aws::sdk_config().await;
+    let sdk = spendguard_aws::sdk::sdk_config().await;
     let handler = app::handler(&config, &sdk)
         .await
         .inspect_err(|e| tracing::error!("cannot start: {e}"))?;

@@ -1,9 +1,9 @@
 //! Every fixture in `events/key-guard` is an event key-guard understands.
 
 use serde_json::Value;
-use spendguard_core::alert::AlertEvent;
-use spendguard_core::budget::Action;
-use spendguard_core::keys::rotation::{RotationEvent, Step};
+use spendguard_app::flows::rotation::{RotationEvent, Step};
+use spendguard_domain::alert::AlertEvent;
+use spendguard_domain::budget::Action;
 
 #[test]
 fn every_fixture_parses_as_its_trigger() {

@@ -1,0 +1,1578 @@
+//! DynamoDB single-table store. Every key prefix of the table is defined in this file only.
+//!
+//! | item | PK | SK |
+//! |---|---|---|
+//! | budget | `BUDGETS` | `BUDGET#<id>` |
+//! | settings | `BUDGETS` | `SETTINGS` |
+//! | usage marker | `USAGE#<record id>` | `-` |
+//! | counters (a month, a bucket per day) | `SPEND#<scope>` | `M#<yyyy-mm>@<zone>` |
+//! | observation | `OBS#<budget>` | `<source>#<window>#<period>` |
+//! | alert claim | `ALERT#<budget>` | `<window>#<period>#<tier>#<alert id>`, `recovery#<alert id>`, ... |
+//! | delivery claim | `DELIVERY#<alert id>` | `<channel>` |
+//! | open alert (pages, not recovered) | `OPEN_ALERTS` | `<alert id>` |
+//! | warning queued for a digest | `DIGEST#<channel>` | `<alert id>` |
+//! | key (spec from the budgets file, status and its version) | `KEYS` | `<key id>` |
+//! | scopes that have counters in a month | `SCOPES#<yyyy-mm>` | `<scope>` |
+//! | daily summary | `SUMMARY#<scope>` | `<yyyy-mm-dd>@<zone>` |
+//! | key action lease and claims | `KEYACTION#<key id>` | `lease`, `rotate#<incident>` |
+//! | index of switches not open | `KILL_INDEX` | `<scope>` |
+//! | kill switch | `KILL#<scope>` | `STATE` |
+//! | audit entry | `AUDIT#<yyyy-mm>` | `<timestamp>#<id>` |
+//! | marker | `MSG#<namespace>#<id>` | `-` |
+//! | cache | `CACHE#<key>` | `-` |
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Duration as StdDuration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
+    KeysAndAttributes, Put, PutRequest, ScalarAttributeType, TimeToLiveSpecification,
+    TransactWriteItem, Update, WriteRequest,
+};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use sha2::{Digest, Sha256};
+
+use spendguard_app::ports::store::AlertStore;
+use spendguard_app::ports::store::AuditLog;
+use spendguard_app::ports::store::ClaimStore;
+use spendguard_app::ports::store::KeyStore;
+use spendguard_app::ports::store::MarkerStore;
+use spendguard_app::ports::store::PolicyStore;
+use spendguard_app::ports::store::SpendStore;
+use spendguard_app::ports::store::{StoreError, StoreResult, from_doc, to_doc};
+use spendguard_domain::aggregate::DailySummary;
+use spendguard_domain::alert::AlertEvent;
+use spendguard_domain::budget::Budget;
+use spendguard_domain::keys::{KeyRecord, KeyStatus};
+use spendguard_domain::period::YearMonth;
+use spendguard_domain::records::{
+    Acknowledgement, AuditEntry, Claim, ClaimOutcome, ClaimSpace, KillSwitch, Observation,
+    OpenAlert, SwitchState, Versioned,
+};
+use spendguard_domain::scope::Scope;
+use spendguard_domain::settings::{PolicySet, Settings};
+use spendguard_domain::usage::{
+    CounterKey, HourCounters, HourKey, IngestOutcome, Metric, MonthCounters, UsageEntry, presum,
+    presum_hours,
+};
+
+const PK: &str = "PK";
+const SK: &str = "SK";
+const TTL_ATTRIBUTE: &str = "expires_at";
+const BUDGETS_PK: &str = "BUDGETS";
+const SETTINGS_SK: &str = "SETTINGS";
+const SINGLETON_SK: &str = "-";
+
+fn budget_sk(id: &str) -> String {
+    format!("BUDGET#{id}")
+}
+fn usage_marker_pk(id: &str) -> String {
+    format!("USAGE#{id}")
+}
+fn counter_pk(scope: &Scope) -> String {
+    format!("SPEND#{scope}")
+}
+fn counter_sk(key: &CounterKey) -> String {
+    format!("M#{}@{}", key.month, key.zone)
+}
+fn hour_sk(key: &HourKey) -> String {
+    format!("H#{}", key.label())
+}
+/// Hour counters outlive the longest baseline (`security.baseline_days` is at most 56).
+const HOUR_COUNTER_RETENTION: Duration = Duration::days(60);
+fn counter_attribute(day: u32, metric: Metric) -> String {
+    format!("d{day:02}_{}", metric.name())
+}
+fn observation_pk(budget_id: &str) -> String {
+    format!("OBS#{budget_id}")
+}
+fn observation_sk(o: &Observation) -> String {
+    format!("{}#{}#{}", o.source, o.window, o.period_key)
+}
+fn claim_pk(space: &ClaimSpace) -> String {
+    match space {
+        ClaimSpace::Alert { budget_id } => format!("ALERT#{budget_id}"),
+        ClaimSpace::Delivery { alert_id } => format!("DELIVERY#{alert_id}"),
+        ClaimSpace::Key { key_id } => format!("KEYACTION#{key_id}"),
+    }
+}
+const OPEN_ALERTS_PK: &str = "OPEN_ALERTS";
+const KEYS_PK: &str = "KEYS";
+fn scopes_pk(month: YearMonth) -> String {
+    format!("SCOPES#{month}")
+}
+fn summary_pk(scope: &Scope) -> String {
+    format!("SUMMARY#{scope}")
+}
+fn summary_sk(date: NaiveDate, zone: &spendguard_domain::period::Zone) -> String {
+    format!("{date}@{zone}")
+}
+/// Switches that are not open are listed here too, so a check finds them in one read.
+const KILL_INDEX_PK: &str = "KILL_INDEX";
+fn digest_pk(channel: &str) -> String {
+    format!("DIGEST#{channel}")
+}
+fn kill_pk(scope: &Scope) -> String {
+    format!("KILL#{scope}")
+}
+const KILL_SK: &str = "STATE";
+fn audit_pk(month: YearMonth) -> String {
+    format!("AUDIT#{month}")
+}
+fn marker_pk(namespace: &str, id: &str) -> String {
+    format!("MSG#{namespace}#{id}")
+}
+fn cache_pk(key: &str) -> String {
+    format!("CACHE#{key}")
+}
+
+/// The version of a key's status (absent until the first `put_key_status`: version 0).
+const KEY_STATUS_VERSION: &str = "status_version";
+
+fn audit_item(entry: &AuditEntry) -> StoreResult<HashMap<String, AttributeValue>> {
+    let mut item = key(
+        audit_pk(YearMonth::of(entry.at.date_naive())),
+        entry.sort_key(),
+    );
+    item.insert("doc".into(), s(to_doc(entry)?));
+    Ok(item)
+}
+
+fn key_record(item: &HashMap<String, AttributeValue>) -> StoreResult<KeyRecord> {
+    Ok(KeyRecord {
+        spec: from_doc("key", text_attr(item, "spec")?)?,
+        status: from_doc("key status", text_attr(item, "status")?)?,
+        version: match item.get(KEY_STATUS_VERSION) {
+            Some(_) => number_attr(item, KEY_STATUS_VERSION)? as u64,
+            None => 0,
+        },
+    })
+}
+
+/// Most actions DynamoDB accepts in one TransactWriteItems call.
+const MAX_TRANSACTION_ACTIONS: usize = 100;
+const MAX_BATCH_GET: usize = 100;
+const MAX_BATCH_WRITE: usize = 25;
+const MAX_ATTEMPTS: u32 = 6;
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+fn key(pk: String, sk: impl Into<String>) -> HashMap<String, AttributeValue> {
+    HashMap::from([(PK.to_string(), s(pk)), (SK.to_string(), s(sk))])
+}
+
+fn sdk<E, R>(op: &str, e: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Unavailable(format!("DynamoDB {op}: {}", DisplayErrorContext(&e)))
+}
+
+fn built<T>(r: Result<T, aws_sdk_dynamodb::error::BuildError>) -> StoreResult<T> {
+    r.map_err(|e| StoreError::Unavailable(format!("DynamoDB request could not be built: {e}")))
+}
+
+fn text_attr<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> StoreResult<&'a str> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Ok(v),
+        _ => Err(StoreError::Corrupt(format!(
+            "item lacks string attribute `{name}`"
+        ))),
+    }
+}
+
+fn number_attr(item: &HashMap<String, AttributeValue>, name: &str) -> StoreResult<i64> {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => v.parse().map_err(|_| {
+            StoreError::Corrupt(format!("attribute `{name}` = `{v}` is not an integer"))
+        }),
+        _ => Err(StoreError::Corrupt(format!(
+            "item lacks number attribute `{name}`"
+        ))),
+    }
+}
+
+async fn backoff(attempt: u32) {
+    // 20 ms, 40 ms, 80 ms ... with jitter from the clock's sub-millisecond digits
+    let jitter = u64::from(Utc::now().timestamp_subsec_micros() % 20);
+    tokio::time::sleep(StdDuration::from_millis(20 * 2u64.pow(attempt) + jitter)).await;
+}
+
+/// The store on one DynamoDB table (`PK`, `SK` strings; TTL on `expires_at`).
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    /// (month, scope) pairs this process already listed in the scope index.
+    indexed: std::sync::Arc<std::sync::Mutex<HashSet<(YearMonth, Scope)>>>,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+            indexed: Default::default(),
+        }
+    }
+
+    /// Creates the table as the deployment defines it (on-demand, `PK`/`SK`, TTL).
+    pub async fn create_table(client: &Client, table: &str) -> StoreResult<()> {
+        let attr = |name: &str| {
+            built(
+                AttributeDefinition::builder()
+                    .attribute_name(name)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build(),
+            )
+        };
+        let schema = |name: &str, kind: KeyType| {
+            built(
+                KeySchemaElement::builder()
+                    .attribute_name(name)
+                    .key_type(kind)
+                    .build(),
+            )
+        };
+        client
+            .create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr(PK)?)
+            .attribute_definitions(attr(SK)?)
+            .key_schema(schema(PK, KeyType::Hash)?)
+            .key_schema(schema(SK, KeyType::Range)?)
+            .send()
+            .await
+            .map_err(|e| sdk("CreateTable", e))?;
+        client
+            .update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(built(
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name(TTL_ATTRIBUTE)
+                    .build(),
+            )?)
+            .send()
+            .await
+            .map_err(|e| sdk("UpdateTimeToLive", e))?;
+        Ok(())
+    }
+
+    async fn get_item(
+        &self,
+        key: HashMap<String, AttributeValue>,
+    ) -> StoreResult<Option<HashMap<String, AttributeValue>>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    async fn query_all(
+        &self,
+        pk: String,
+        newest_first: bool,
+        limit: Option<usize>,
+    ) -> StoreResult<Vec<HashMap<String, AttributeValue>>> {
+        let mut items = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .scan_index_forward(!newest_first)
+                .consistent_read(true)
+                .set_limit(limit.map(|l| l.min(1000) as i32))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk("Query", e))?;
+            items.extend(out.items.unwrap_or_default());
+            if limit.is_some_and(|l| items.len() >= l) {
+                items.truncate(limit.unwrap_or(usize::MAX));
+                return Ok(items);
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// BatchGetItem over any number of keys, retrying unprocessed keys.
+    /// The items of `wanted` (each asked for under its (PK, SK)), read in batches, each with
+    /// what asked for it; absent items are left out.
+    async fn batch_get_for<'k, K: Sync + 'k>(
+        &self,
+        wanted: Vec<((String, String), &'k K)>,
+    ) -> StoreResult<Vec<(&'k K, HashMap<String, AttributeValue>)>> {
+        let by_item: HashMap<(String, String), &K> = wanted.into_iter().collect();
+        let requests = by_item
+            .keys()
+            .map(|(pk, sk)| key(pk.clone(), sk.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for item in self.batch_get(requests).await? {
+            let id = (
+                text_attr(&item, PK)?.to_string(),
+                text_attr(&item, SK)?.to_string(),
+            );
+            if let Some(k) = by_item.get(&id) {
+                out.push((*k, item));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn batch_get(
+        &self,
+        keys: Vec<HashMap<String, AttributeValue>>,
+    ) -> StoreResult<Vec<HashMap<String, AttributeValue>>> {
+        let mut found = Vec::new();
+        for chunk in keys.chunks(MAX_BATCH_GET) {
+            let mut pending = chunk.to_vec();
+            for attempt in 0.. {
+                let request = built(
+                    KeysAndAttributes::builder()
+                        .set_keys(Some(pending))
+                        .consistent_read(true)
+                        .build(),
+                )?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| sdk("BatchGetItem", e))?;
+                if let Some(mut r) = out.responses {
+                    found.extend(r.remove(&self.table).unwrap_or_default());
+                }
+                pending = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+                if pending.is_empty() {
+                    break;
+                }
+                if attempt + 1 >= MAX_ATTEMPTS {
+                    return Err(StoreError::Unavailable(
+                        "DynamoDB BatchGetItem: keys still unprocessed after retries".into(),
+                    ));
+                }
+                backoff(attempt).await;
+            }
+        }
+        Ok(found)
+    }
+
+    /// BatchWriteItem over any number of requests, retrying unprocessed items.
+    async fn batch_write(&self, requests: Vec<WriteRequest>) -> StoreResult<()> {
+        for chunk in requests.chunks(MAX_BATCH_WRITE) {
+            let mut pending = chunk.to_vec();
+            for attempt in 0.. {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(|e| sdk("BatchWriteItem", e))?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(&self.table))
+                    .unwrap_or_default();
+                if pending.is_empty() {
+                    break;
+                }
+                if attempt + 1 >= MAX_ATTEMPTS {
+                    return Err(StoreError::Unavailable(
+                        "DynamoDB BatchWriteItem: items still unprocessed after retries".into(),
+                    ));
+                }
+                backoff(attempt).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes whole month counters, replacing what is stored (and indexes their scopes): to move
+    /// counters from the embedded store to a table, or to seed one quickly. Not for live
+    /// ingest, which adds to counters atomically with its idempotency markers.
+    pub async fn import_counters(
+        &self,
+        counters: &BTreeMap<CounterKey, MonthCounters>,
+    ) -> StoreResult<()> {
+        let mut requests = Vec::new();
+        for (counter, month) in counters {
+            let mut item = key(counter_pk(&counter.scope), counter_sk(counter));
+            item.insert("scope".into(), s(counter.scope.as_str()));
+            item.insert("zone".into(), s(counter.zone.name()));
+            item.insert("month".into(), s(counter.month.to_string()));
+            for (day, tally) in &month.days {
+                for (metric, value) in &tally.0 {
+                    item.insert(counter_attribute(*day, *metric), n(value.normalize()));
+                }
+            }
+            requests.push(Self::put_request(item)?);
+        }
+        let scopes: BTreeSet<(YearMonth, &Scope)> =
+            counters.keys().map(|k| (k.month, &k.scope)).collect();
+        for (month, scope) in scopes {
+            requests.push(Self::put_request(key(scopes_pk(month), scope.as_str()))?);
+        }
+        self.batch_write(requests).await
+    }
+
+    fn put_request(item: HashMap<String, AttributeValue>) -> StoreResult<WriteRequest> {
+        Ok(WriteRequest::builder()
+            .put_request(built(PutRequest::builder().set_item(Some(item)).build())?)
+            .build())
+    }
+
+    fn budget_item(budget: &Budget) -> StoreResult<HashMap<String, AttributeValue>> {
+        let mut item = key(BUDGETS_PK.into(), budget_sk(&budget.id));
+        item.insert("doc".into(), s(to_doc(budget)?));
+        Ok(item)
+    }
+
+    fn settings_item(settings: &Settings) -> StoreResult<HashMap<String, AttributeValue>> {
+        let mut item = key(BUDGETS_PK.into(), SETTINGS_SK);
+        item.insert("doc".into(), s(to_doc(settings)?));
+        Ok(item)
+    }
+
+    /// Ids among `ids` whose usage marker exists and has not expired.
+    async fn live_usage_markers(
+        &self,
+        ids: &[&str],
+        now: DateTime<Utc>,
+    ) -> StoreResult<HashSet<String>> {
+        let keys = ids
+            .iter()
+            .map(|id| key(usage_marker_pk(id), SINGLETON_SK))
+            .collect();
+        let mut live = HashSet::new();
+        for item in self.batch_get(keys).await? {
+            if number_attr(&item, TTL_ATTRIBUTE)? > now.timestamp() {
+                let pk = text_attr(&item, PK)?;
+                live.insert(pk.trim_start_matches("USAGE#").to_string());
+            }
+        }
+        Ok(live)
+    }
+
+    /// Lists the chunk's scopes under their months (what the nightly run reads instead of
+    /// scanning). Each (month, scope) is written once per process.
+    async fn index_scopes(&self, chunk: &[&UsageEntry]) -> StoreResult<()> {
+        let wanted: BTreeSet<(YearMonth, Scope)> = chunk
+            .iter()
+            .flat_map(|e| e.deltas.iter().map(|d| (d.key.month, d.key.scope.clone())))
+            .collect();
+        let fresh: Vec<(YearMonth, Scope)> = {
+            let known = self
+                .indexed
+                .lock()
+                .map_err(|_| StoreError::Unavailable("index cache poisoned".into()))?;
+            wanted.into_iter().filter(|k| !known.contains(k)).collect()
+        };
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let requests = fresh
+            .iter()
+            .map(|(month, scope)| Self::put_request(key(scopes_pk(*month), scope.as_str())))
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.batch_write(requests).await?;
+        if let Ok(mut known) = self.indexed.lock() {
+            known.extend(fresh);
+        }
+        Ok(())
+    }
+
+    /// Writes the markers and counter increments of `chunk` in one transaction.
+    /// `Ok(false)`: the transaction was cancelled (a marker appeared, or a conflict) and nothing was written.
+    async fn write_usage_chunk(
+        &self,
+        chunk: &[&UsageEntry],
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        let mut items = Vec::new();
+        let mut token = Sha256::new();
+        token.update(now.timestamp().to_be_bytes());
+        for e in chunk {
+            token.update(e.id.as_bytes());
+            token.update([0]);
+            let mut marker = key(usage_marker_pk(&e.id), SINGLETON_SK);
+            marker.insert(TTL_ATTRIBUTE.into(), n((now + ttl).timestamp()));
+            items.push(
+                TransactWriteItem::builder()
+                    .put(built(
+                        Put::builder()
+                            .table_name(&self.table)
+                            .set_item(Some(marker))
+                            .condition_expression("attribute_not_exists(#pk) OR #exp <= :now")
+                            .expression_attribute_names("#pk", PK)
+                            .expression_attribute_names("#exp", TTL_ATTRIBUTE)
+                            .expression_attribute_values(":now", n(now.timestamp()))
+                            .build(),
+                    )?)
+                    .build(),
+            );
+        }
+        let out_of_range =
+            |e: spendguard_domain::money::OutOfRange| StoreError::Corrupt(e.to_string());
+        for (counter, days) in presum(chunk.iter().copied()).map_err(out_of_range)? {
+            let mut update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(counter_pk(&counter.scope), counter_sk(&counter))))
+                .expression_attribute_names("#scope", "scope")
+                .expression_attribute_names("#zone", "zone")
+                .expression_attribute_names("#month", "month")
+                .expression_attribute_values(":scope", s(counter.scope.as_str()))
+                .expression_attribute_values(":zone", s(counter.zone.name()))
+                .expression_attribute_values(":month", s(counter.month.to_string()));
+            let mut adds = Vec::new();
+            let mut i = 0;
+            for (day, tally) in days {
+                for (metric, value) in tally.0 {
+                    update = update
+                        .expression_attribute_names(
+                            format!("#a{i}"),
+                            counter_attribute(day, metric),
+                        )
+                        .expression_attribute_values(format!(":v{i}"), n(value.normalize()));
+                    adds.push(format!("#a{i} :v{i}"));
+                    i += 1;
+                }
+            }
+            let expression = format!(
+                "SET #scope = :scope, #zone = :zone, #month = :month ADD {}",
+                adds.join(", ")
+            );
+            items.push(
+                TransactWriteItem::builder()
+                    .update(built(update.update_expression(expression).build())?)
+                    .build(),
+            );
+        }
+        for (hour, counters) in presum_hours(chunk.iter().copied()).map_err(out_of_range)? {
+            let mut update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(counter_pk(&hour.scope), hour_sk(&hour))))
+                .expression_attribute_names("#exp", TTL_ATTRIBUTE)
+                .expression_attribute_values(
+                    ":exp",
+                    n((hour.hour + HOUR_COUNTER_RETENTION).timestamp()),
+                );
+            let mut adds = Vec::new();
+            for (i, (name, value)) in counters.buckets().into_iter().enumerate() {
+                update = update
+                    .expression_attribute_names(format!("#a{i}"), name)
+                    .expression_attribute_values(format!(":v{i}"), n(value.normalize()));
+                adds.push(format!("#a{i} :v{i}"));
+            }
+            let expression = format!("SET #exp = :exp ADD {}", adds.join(", "));
+            items.push(
+                TransactWriteItem::builder()
+                    .update(built(update.update_expression(expression).build())?)
+                    .build(),
+            );
+        }
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .client_request_token(&hex::encode(token.finalize())[..36])
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_transaction_canceled_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk("TransactWriteItems", e)),
+        }
+    }
+}
+
+impl DynamoStore {
+    /// Read-modify-write of an open alert, guarded by its previous document (retried on a
+    /// concurrent change). False when there is no such open alert.
+    async fn update_open_alert(
+        &self,
+        alert_id: &str,
+        change: impl Fn(&mut OpenAlert),
+    ) -> StoreResult<bool> {
+        for attempt in 0..MAX_ATTEMPTS {
+            let Some(item) = self.get_item(key(OPEN_ALERTS_PK.into(), alert_id)).await? else {
+                return Ok(false);
+            };
+            let before = text_attr(&item, "doc")?.to_string();
+            let mut alert: OpenAlert = from_doc("open alert", &before)?;
+            change(&mut alert);
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(OPEN_ALERTS_PK.into(), alert_id)))
+                .update_expression("SET #doc = :after")
+                .condition_expression("#doc = :before")
+                .expression_attribute_names("#doc", "doc")
+                .expression_attribute_values(":after", s(to_doc(&alert)?))
+                .expression_attribute_values(":before", s(before))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+                {
+                    backoff(attempt).await
+                }
+                Err(e) => return Err(sdk("UpdateItem", e)),
+            }
+        }
+        Err(StoreError::Conflict(format!("open alert {alert_id}")))
+    }
+}
+
+/// Groups entries so that each group fits one transaction (markers + one update per counter).
+fn pack_transactions<'a>(entries: &[&'a UsageEntry]) -> StoreResult<Vec<Vec<&'a UsageEntry>>> {
+    let mut groups = Vec::new();
+    let mut current: Vec<&UsageEntry> = Vec::new();
+    let mut counters: BTreeSet<String> = BTreeSet::new();
+    for e in entries {
+        let own = e.items();
+        if own.len() + 1 > MAX_TRANSACTION_ACTIONS {
+            return Err(StoreError::Unavailable(format!(
+                "usage record {} touches {} counters (scope depth x time zones): more than one transaction holds",
+                e.id,
+                own.len()
+            )));
+        }
+        let added = own.iter().filter(|k| !counters.contains(*k)).count();
+        if !current.is_empty()
+            && current.len() + 1 + counters.len() + added > MAX_TRANSACTION_ACTIONS
+        {
+            groups.push(std::mem::take(&mut current));
+            counters.clear();
+        }
+        counters.extend(own);
+        current.push(e);
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    Ok(groups)
+}
+
+#[async_trait]
+impl PolicyStore for DynamoStore {
+    async fn put_policy(&self, set: &PolicySet) -> StoreResult<()> {
+        let keep: HashSet<String> = set.budgets.iter().map(|b| budget_sk(&b.id)).collect();
+        let mut requests = Vec::new();
+        for item in self.query_all(BUDGETS_PK.into(), false, None).await? {
+            let sk = text_attr(&item, SK)?;
+            if sk != SETTINGS_SK && !keep.contains(sk) {
+                requests.push(
+                    WriteRequest::builder()
+                        .delete_request(built(
+                            DeleteRequest::builder()
+                                .set_key(Some(key(BUDGETS_PK.into(), sk)))
+                                .build(),
+                        )?)
+                        .build(),
+                );
+            }
+        }
+        for b in &set.budgets {
+            requests.push(Self::put_request(Self::budget_item(b)?)?);
+        }
+        requests.push(Self::put_request(Self::settings_item(&set.settings)?)?);
+        let keep_keys: HashSet<&str> = set.keys.iter().map(|k| k.id.as_str()).collect();
+        for item in self.query_all(KEYS_PK.into(), false, None).await? {
+            let sk = text_attr(&item, SK)?;
+            if !keep_keys.contains(sk) {
+                requests.push(
+                    WriteRequest::builder()
+                        .delete_request(built(
+                            DeleteRequest::builder()
+                                .set_key(Some(key(KEYS_PK.into(), sk)))
+                                .build(),
+                        )?)
+                        .build(),
+                );
+            }
+        }
+        self.batch_write(requests).await?;
+        for k in &set.keys {
+            // a key's status survives re-applying the budgets file
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(KEYS_PK.into(), &k.id)))
+                .update_expression("SET #spec = :spec, #status = if_not_exists(#status, :active)")
+                .expression_attribute_names("#spec", "spec")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":spec", s(to_doc(k)?))
+                .expression_attribute_values(":active", s(to_doc(&KeyStatus::Active)?))
+                .send()
+                .await
+                .map_err(|e| sdk("UpdateItem", e))?;
+        }
+        Ok(())
+    }
+
+    async fn load_policy(&self) -> StoreResult<PolicySet> {
+        let mut set = PolicySet::default();
+        for item in self.query_all(BUDGETS_PK.into(), false, None).await? {
+            let sk = text_attr(&item, SK)?;
+            let doc = text_attr(&item, "doc")?;
+            if sk == SETTINGS_SK {
+                set.settings = from_doc("settings", doc)?;
+            } else {
+                set.budgets.push(from_doc(sk, doc)?);
+            }
+        }
+        set.keys = self.keys().await?.into_iter().map(|k| k.spec).collect();
+        Ok(set)
+    }
+
+    async fn settings(&self) -> StoreResult<Settings> {
+        match self.get_item(key(BUDGETS_PK.into(), SETTINGS_SK)).await? {
+            Some(item) => from_doc("settings", text_attr(&item, "doc")?),
+            None => Ok(Settings::default()),
+        }
+    }
+
+    async fn put_budget(&self, budget: &Budget) -> StoreResult<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Self::budget_item(budget)?))
+            .send()
+            .await
+            .map_err(|e| sdk("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn get_budget(&self, id: &str) -> StoreResult<Option<Budget>> {
+        match self.get_item(key(BUDGETS_PK.into(), budget_sk(id))).await? {
+            Some(item) => Ok(Some(from_doc(id, text_attr(&item, "doc")?)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn delete_budget(&self, id: &str) -> StoreResult<bool> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(BUDGETS_PK.into(), budget_sk(id))))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| sdk("DeleteItem", e))?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn put_settings(&self, settings: &Settings) -> StoreResult<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Self::settings_item(settings)?))
+            .send()
+            .await
+            .map_err(|e| sdk("PutItem", e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SpendStore for DynamoStore {
+    async fn ingest_usage(
+        &self,
+        entries: &[UsageEntry],
+        now: DateTime<Utc>,
+        marker_ttl: Duration,
+    ) -> StoreResult<IngestOutcome> {
+        let mut outcome = IngestOutcome::default();
+        let mut in_batch = HashSet::new();
+        let mut pending: Vec<&UsageEntry> = Vec::new();
+        for e in entries {
+            if in_batch.insert(e.id.as_str()) {
+                pending.push(e);
+            } else {
+                outcome.duplicates.push(e.id.clone());
+            }
+        }
+        for attempt in 0..MAX_ATTEMPTS {
+            let ids: Vec<&str> = pending.iter().map(|e| e.id.as_str()).collect();
+            let live = self.live_usage_markers(&ids, now).await?;
+            pending.retain(|e| {
+                let seen = live.contains(&e.id);
+                if seen {
+                    outcome.duplicates.push(e.id.clone());
+                }
+                !seen
+            });
+            if pending.is_empty() {
+                return Ok(outcome);
+            }
+            let mut cancelled = Vec::new();
+            for group in pack_transactions(&pending)? {
+                if self.write_usage_chunk(&group, now, marker_ttl).await? {
+                    self.index_scopes(&group).await?;
+                    outcome.accepted.extend(group.iter().map(|e| e.id.clone()));
+                } else {
+                    cancelled.extend(group);
+                }
+            }
+            if cancelled.is_empty() {
+                return Ok(outcome);
+            }
+            pending = cancelled;
+            backoff(attempt).await;
+        }
+        Err(StoreError::Conflict(format!(
+            "usage records {} (transactions kept being cancelled)",
+            pending
+                .iter()
+                .map(|e| e.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+
+    async fn scopes_with_counters(&self, month: YearMonth) -> StoreResult<Vec<Scope>> {
+        self.query_all(scopes_pk(month), false, None)
+            .await?
+            .iter()
+            .map(|item| {
+                Scope::parse(text_attr(item, SK)?).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
+    async fn put_summaries(&self, summaries: &[DailySummary]) -> StoreResult<()> {
+        let mut requests = Vec::new();
+        for sm in summaries {
+            let mut item = key(summary_pk(&sm.scope), summary_sk(sm.date, &sm.zone));
+            item.insert("doc".into(), s(to_doc(sm)?));
+            requests.push(Self::put_request(item)?);
+        }
+        self.batch_write(requests).await
+    }
+
+    async fn summaries(
+        &self,
+        scope: &Scope,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> StoreResult<Vec<DailySummary>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", s(summary_pk(scope)))
+            .expression_attribute_values(":from", s(from.to_string()))
+            .expression_attribute_values(":to", s(format!("{to}@~")))
+            .send()
+            .await
+            .map_err(|e| sdk("Query", e))?;
+        out.items()
+            .iter()
+            .map(|item| from_doc("summary", text_attr(item, "doc")?))
+            .collect()
+    }
+
+    async fn read_counters(
+        &self,
+        keys: &[CounterKey],
+    ) -> StoreResult<BTreeMap<CounterKey, MonthCounters>> {
+        let wanted = keys
+            .iter()
+            .map(|k| ((counter_pk(&k.scope), counter_sk(k)), k))
+            .collect();
+        let mut out = BTreeMap::new();
+        for (counter, item) in self.batch_get_for(wanted).await? {
+            let mut month = MonthCounters::default();
+            for (name, value) in &item {
+                let Some((day, metric)) = name.strip_prefix('d').and_then(|r| r.split_once('_'))
+                else {
+                    continue;
+                };
+                let (Ok(day), Some(metric)) = (day.parse::<u32>(), Metric::parse(metric)) else {
+                    continue;
+                };
+                match value {
+                    AttributeValue::N(v) => month.read(day, metric, name, v),
+                    _ => {
+                        month
+                            .unreadable
+                            .entry(day)
+                            .or_insert(format!("counter attribute `{name}` is not a number"));
+                    }
+                }
+            }
+            out.insert(counter.clone(), month);
+        }
+        Ok(out)
+    }
+
+    async fn read_hours(&self, keys: &[HourKey]) -> StoreResult<BTreeMap<HourKey, HourCounters>> {
+        let wanted = keys
+            .iter()
+            .map(|k| ((counter_pk(&k.scope), hour_sk(k)), k))
+            .collect();
+        let mut out = BTreeMap::new();
+        for (hour, item) in self.batch_get_for(wanted).await? {
+            let mut counters = HourCounters::default();
+            for (name, value) in &item {
+                if let AttributeValue::N(v) = value
+                    && name != TTL_ATTRIBUTE
+                {
+                    counters.read_bucket(name, v);
+                }
+            }
+            out.insert(hour.clone(), counters);
+        }
+        Ok(out)
+    }
+
+    async fn put_observations(&self, observations: &[Observation]) -> StoreResult<()> {
+        let mut requests = Vec::new();
+        for o in observations {
+            let mut item = key(observation_pk(&o.budget_id), observation_sk(o));
+            item.insert("doc".into(), s(to_doc(o)?));
+            requests.push(Self::put_request(item)?);
+        }
+        self.batch_write(requests).await
+    }
+
+    async fn observations(&self, budget_id: &str) -> StoreResult<Vec<Observation>> {
+        self.query_all(observation_pk(budget_id), false, None)
+            .await?
+            .iter()
+            .map(|item| from_doc("observation", text_attr(item, "doc")?))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl ClaimStore for DynamoStore {
+    async fn claims_done(&self, claims: &[Claim]) -> StoreResult<Vec<bool>> {
+        // BatchGetItem refuses a key twice
+        let wanted: BTreeSet<(String, String)> = claims
+            .iter()
+            .map(|c| (claim_pk(&c.space), c.key.clone()))
+            .collect();
+        let items = self
+            .batch_get(wanted.into_iter().map(|(pk, sk)| key(pk, sk)).collect())
+            .await?;
+        let mut done = HashSet::new();
+        for item in &items {
+            if text_attr(item, "state")? == "done" {
+                done.insert((
+                    text_attr(item, PK)?.to_string(),
+                    text_attr(item, SK)?.to_string(),
+                ));
+            }
+        }
+        Ok(claims
+            .iter()
+            .map(|c| done.contains(&(claim_pk(&c.space), c.key.clone())))
+            .collect())
+    }
+
+    async fn claim(&self, claim: &Claim, now: DateTime<Utc>) -> StoreResult<ClaimOutcome> {
+        let mut item = key(claim_pk(&claim.space), &claim.key);
+        item.insert("owner".into(), s(&claim.owner));
+        item.insert("state".into(), s("claimed"));
+        item.insert("lease_until".into(), n((now + claim.lease).timestamp()));
+        item.insert(TTL_ATTRIBUTE.into(), n(claim.expires_at.timestamp()));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(
+                "attribute_not_exists(#pk) OR (#state = :claimed AND #lease < :now)",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#lease", "lease_until")
+            .expression_attribute_values(":claimed", s("claimed"))
+            .expression_attribute_values(":now", n(now.timestamp()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(ClaimOutcome::Won),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                let current = self
+                    .get_item(key(claim_pk(&claim.space), &claim.key))
+                    .await?;
+                match current
+                    .as_ref()
+                    .map(|i| text_attr(i, "state"))
+                    .transpose()?
+                {
+                    Some("done") => Ok(ClaimOutcome::AlreadyRaised),
+                    _ => Ok(ClaimOutcome::HeldByOther),
+                }
+            }
+            Err(e) => Err(sdk("PutItem", e)),
+        }
+    }
+
+    async fn finish_claim(&self, claim: &Claim) -> StoreResult<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(claim_pk(&claim.space), &claim.key)))
+            .update_expression("SET #state = :done")
+            .condition_expression("#owner = :me")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":done", s("done"))
+            .expression_attribute_values(":me", s(&claim.owner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict(format!(
+                    "claim {} is held by another run",
+                    claim.key
+                )))
+            }
+            Err(e) => Err(sdk("UpdateItem", e)),
+        }
+    }
+
+    async fn release_claim(&self, claim: &Claim) -> StoreResult<()> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(claim_pk(&claim.space), &claim.key)))
+            .condition_expression("#owner = :me AND #state = :claimed")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":me", s(&claim.owner))
+            .expression_attribute_values(":claimed", s("claimed"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // someone else holds it now, or it was finished: nothing of ours to release
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk("DeleteItem", e)),
+        }
+    }
+}
+
+#[async_trait]
+impl AlertStore for DynamoStore {
+    async fn put_open_alert(&self, alert: &OpenAlert) -> StoreResult<()> {
+        let mut item = key(OPEN_ALERTS_PK.into(), &alert.event.alert_id);
+        item.insert("doc".into(), s(to_doc(alert)?));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| sdk("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn open_alerts(&self) -> StoreResult<Vec<OpenAlert>> {
+        self.query_all(OPEN_ALERTS_PK.into(), false, None)
+            .await?
+            .iter()
+            .map(|item| from_doc("open alert", text_attr(item, "doc")?))
+            .collect()
+    }
+
+    async fn acknowledge_alert(&self, alert_id: &str, ack: &Acknowledgement) -> StoreResult<bool> {
+        self.update_open_alert(alert_id, |a| {
+            if a.acknowledged.is_none() {
+                a.acknowledged = Some(ack.clone());
+            }
+        })
+        .await
+    }
+
+    async fn set_escalation_level(&self, alert_id: &str, level: u32) -> StoreResult<()> {
+        self.update_open_alert(alert_id, |a| {
+            a.escalation_level = a.escalation_level.max(level)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn close_alert(&self, alert_id: &str) -> StoreResult<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(OPEN_ALERTS_PK.into(), alert_id)))
+            .send()
+            .await
+            .map_err(|e| sdk("DeleteItem", e))?;
+        Ok(())
+    }
+
+    async fn queue_digest(
+        &self,
+        channel: &str,
+        event: &AlertEvent,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut item = key(digest_pk(channel), &event.alert_id);
+        item.insert("queued_at".into(), n(now.timestamp_millis()));
+        item.insert("doc".into(), s(to_doc(event)?));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // already queued: keep the first time it was queued
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk("PutItem", e)),
+        }
+    }
+
+    async fn digest_queue(&self, channel: &str) -> StoreResult<Vec<(DateTime<Utc>, AlertEvent)>> {
+        let mut out = Vec::new();
+        for item in self.query_all(digest_pk(channel), false, None).await? {
+            let at = DateTime::from_timestamp_millis(number_attr(&item, "queued_at")?)
+                .ok_or_else(|| StoreError::Corrupt("digest time".into()))?;
+            out.push((
+                at,
+                from_doc::<AlertEvent>("digest entry", text_attr(&item, "doc")?)?,
+            ));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.alert_id.cmp(&b.1.alert_id)));
+        Ok(out)
+    }
+
+    async fn remove_from_digest(&self, channel: &str, alert_ids: &[String]) -> StoreResult<()> {
+        let requests = alert_ids
+            .iter()
+            .map(|id| {
+                Ok(WriteRequest::builder()
+                    .delete_request(built(
+                        DeleteRequest::builder()
+                            .set_key(Some(key(digest_pk(channel), id)))
+                            .build(),
+                    )?)
+                    .build())
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.batch_write(requests).await
+    }
+}
+
+#[async_trait]
+impl KeyStore for DynamoStore {
+    async fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
+        self.query_all(KEYS_PK.into(), false, None)
+            .await?
+            .iter()
+            .map(key_record)
+            .collect()
+    }
+
+    async fn key(&self, key_id: &str) -> StoreResult<Option<KeyRecord>> {
+        self.get_item(key(KEYS_PK.into(), key_id))
+            .await?
+            .as_ref()
+            .map(key_record)
+            .transpose()
+    }
+
+    async fn put_key_status(
+        &self,
+        key_id: &str,
+        status: &KeyStatus,
+        expected: u64,
+    ) -> StoreResult<u64> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(KEYS_PK.into(), key_id)))
+            .update_expression("SET #status = :status, #v = :next")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#v", KEY_STATUS_VERSION)
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":status", s(to_doc(status)?))
+            .expression_attribute_values(":next", n(expected + 1))
+            .expression_attribute_values(":expected", n(expected));
+        // a key registered by `put_policy` has no version yet: that is version 0
+        let update = if expected == 0 {
+            update.condition_expression(
+                "attribute_exists(#pk) AND (attribute_not_exists(#v) OR #v = :expected)",
+            )
+        } else {
+            update.condition_expression("attribute_exists(#pk) AND #v = :expected")
+        };
+        match update.send().await {
+            Ok(_) => Ok(expected + 1),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                match self.key(key_id).await? {
+                    Some(_) => Err(StoreError::Conflict(format!("status of key {key_id}"))),
+                    None => Err(StoreError::Corrupt(format!(
+                        "no key `{key_id}` in the registry"
+                    ))),
+                }
+            }
+            Err(e) => Err(sdk("UpdateItem", e)),
+        }
+    }
+
+    async fn active_kill_switches(&self) -> StoreResult<Vec<Versioned<KillSwitch>>> {
+        let scopes: Vec<Scope> = self
+            .query_all(KILL_INDEX_PK.into(), false, None)
+            .await?
+            .iter()
+            .map(|item| {
+                Scope::parse(text_attr(item, SK)?).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect::<StoreResult<_>>()?;
+        let switches = self.kill_switches(&scopes).await?;
+        Ok(switches
+            .into_iter()
+            .filter(|s| s.value.state != SwitchState::Open)
+            .collect())
+    }
+
+    async fn kill_switch(&self, scope: &Scope) -> StoreResult<Option<Versioned<KillSwitch>>> {
+        match self.get_item(key(kill_pk(scope), KILL_SK)).await? {
+            Some(item) => Ok(Some(Versioned {
+                value: from_doc(&format!("kill switch {scope}"), text_attr(&item, "doc")?)?,
+                version: number_attr(&item, "version")? as u64,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    async fn kill_switches(&self, scopes: &[Scope]) -> StoreResult<Vec<Versioned<KillSwitch>>> {
+        let keys = scopes
+            .iter()
+            .map(|scope| key(kill_pk(scope), KILL_SK))
+            .collect();
+        self.batch_get(keys)
+            .await?
+            .iter()
+            .map(|item| {
+                Ok(Versioned {
+                    value: from_doc("kill switch", text_attr(item, "doc")?)?,
+                    version: number_attr(item, "version")? as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_kill_switch(
+        &self,
+        switch: &KillSwitch,
+        expected: Option<u64>,
+        audit: &AuditEntry,
+    ) -> StoreResult<u64> {
+        let version = expected.map_or(1, |v| v + 1);
+        let mut item = key(kill_pk(&switch.scope), KILL_SK);
+        item.insert("doc".into(), s(to_doc(switch)?));
+        item.insert("version".into(), n(version));
+        let put = Put::builder().table_name(&self.table).set_item(Some(item));
+        let put = match expected {
+            None => put
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK),
+            Some(v) => put
+                .condition_expression("#version = :expected")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":expected", n(v)),
+        };
+        // the switch and its index entry change together
+        let index_key = key(KILL_INDEX_PK.into(), switch.scope.as_str());
+        let index = if switch.state == SwitchState::Open {
+            TransactWriteItem::builder()
+                .delete(built(
+                    aws_sdk_dynamodb::types::Delete::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(index_key))
+                        .build(),
+                )?)
+                .build()
+        } else {
+            TransactWriteItem::builder()
+                .put(built(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(index_key))
+                        .build(),
+                )?)
+                .build()
+        };
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(built(put.build())?)
+                    .build(),
+            )
+            .transact_items(index)
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(built(
+                        Put::builder()
+                            .table_name(&self.table)
+                            .set_item(Some(audit_item(audit)?))
+                            .build(),
+                    )?)
+                    .build(),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(version),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_transaction_canceled_exception()) =>
+            {
+                Err(StoreError::Conflict(format!(
+                    "kill switch {}",
+                    switch.scope
+                )))
+            }
+            Err(e) => Err(sdk("TransactWriteItems", e)),
+        }
+    }
+}
+
+#[async_trait]
+impl AuditLog for DynamoStore {
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(audit_item(entry)?))
+            .send()
+            .await
+            .map_err(|e| sdk("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, month: YearMonth, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        self.query_all(audit_pk(month), true, Some(limit))
+            .await?
+            .iter()
+            .map(|item| from_doc("audit entry", text_attr(item, "doc")?))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl MarkerStore for DynamoStore {
+    async fn put_marker(
+        &self,
+        namespace: &str,
+        id: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        let mut item = key(marker_pk(namespace, id), SINGLETON_SK);
+        item.insert(TTL_ATTRIBUTE.into(), n((now + ttl).timestamp()));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk) OR #exp <= :now")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#exp", TTL_ATTRIBUTE)
+            .expression_attribute_values(":now", n(now.timestamp()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk("PutItem", e)),
+        }
+    }
+
+    async fn has_marker(&self, namespace: &str, id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        match self
+            .get_item(key(marker_pk(namespace, id), SINGLETON_SK))
+            .await?
+        {
+            Some(item) => Ok(number_attr(&item, TTL_ATTRIBUTE)? > now.timestamp()),
+            None => Ok(false),
+        }
+    }
+
+    async fn get_cached(&self, cache_key: &str, now: DateTime<Utc>) -> StoreResult<Option<String>> {
+        let Some(item) = self
+            .get_item(key(cache_pk(cache_key), SINGLETON_SK))
+            .await?
+        else {
+            return Ok(None);
+        };
+        if number_attr(&item, TTL_ATTRIBUTE)? <= now.timestamp() {
+            return Ok(None);
+        }
+        Ok(Some(text_attr(&item, "value")?.to_string()))
+    }
+
+    async fn put_cached(
+        &self,
+        cache_key: &str,
+        value: &str,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut item = key(cache_pk(cache_key), SINGLETON_SK);
+        item.insert("value".into(), s(value));
+        item.insert(TTL_ATTRIBUTE.into(), n(expires_at.timestamp()));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| sdk("PutItem", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+    use spendguard_domain::money::{Currency, Money};
+    use spendguard_domain::period::Zone;
+    use spendguard_domain::pricing::Tokens;
+    use spendguard_domain::usage::UsageRecord;
+
+    fn entry(id: &str, scope: &str, zones: &[Zone]) -> UsageEntry {
+        let record = UsageRecord {
+            id: id.into(),
+            scope: Scope::parse(scope).unwrap(),
+            provider: "openai".into(),
+            model: None,
+            tokens: Tokens::default(),
+            requests: 1,
+            cost: Money::new(Decimal::ONE, Currency::USD),
+            timestamp: DateTime::parse_from_rfc3339("2026-11-23T03:30:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            user: None,
+            endpoint: None,
+            feature: None,
+        };
+        UsageEntry::of(&record, zones)
+    }
+
+    #[test]
+    fn transactions_never_exceed_the_action_limit() {
+        let zones = [Zone::UTC, Zone::parse("Europe/Berlin").unwrap()];
+        let entries: Vec<UsageEntry> = (0..500)
+            .map(|i| {
+                entry(
+                    &format!("r{i}"),
+                    &format!("openai/p{}/k{}", i % 7, i % 31),
+                    &zones,
+                )
+            })
+            .collect();
+        let refs: Vec<&UsageEntry> = entries.iter().collect();
+        let groups = pack_transactions(&refs).unwrap();
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 500);
+        for g in &groups {
+            let counters: BTreeSet<String> = g.iter().flat_map(|e| e.items()).collect();
+            assert!(
+                g.len() + counters.len() <= MAX_TRANSACTION_ACTIONS,
+                "{} actions",
+                g.len() + counters.len()
+            );
+        }
+    }
+
+    #[test]
+    fn one_scope_packs_many_records_per_transaction() {
+        let entries: Vec<UsageEntry> = (0..200)
+            .map(|i| entry(&format!("r{i}"), "openai/prod/key-1", &[Zone::UTC]))
+            .collect();
+        let refs: Vec<&UsageEntry> = entries.iter().collect();
+        let groups = pack_transactions(&refs).unwrap();
+        // 4 month counters (key, project, provider, *) and 3 hour counters (all but *) leave
+        // room for 93 markers per transaction
+        assert_eq!(
+            groups.iter().map(Vec::len).collect::<Vec<_>>(),
+            [93, 93, 14]
+        );
+    }
+}

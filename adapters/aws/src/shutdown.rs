@@ -1,0 +1,535 @@
+//! AWS behind [`ShutdownTarget`]: Lambda functions, ECS services and EC2 instances opt in by the
+//! `spendguard:shutdown` tag (found with one paginated Resource Groups Tagging API query); IAM
+//! roles are named in the budgets file and must carry the tag too. EC2 is called through its
+//! Query API, signed here with SigV4 (ADR 017), so key-guard does not link aws-sdk-ec2.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_credential_types::provider::ProvideCredentials;
+use aws_sdk_resourcegroupstagging::types::TagFilter;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_smithy_runtime_api::client::identity::Identity;
+
+use spendguard_app::flows::shutdown::DENY_POLICY_NAME;
+
+use spendguard_domain::resources::{Resource, ResourceKind, ResourceState, SHUTDOWN_TAG};
+
+use spendguard_app::ports::shutdown::{ShutdownError, ShutdownTarget};
+
+use spendguard_domain::scope::Scope;
+use spendguard_domain::settings::ShutdownPolicy;
+
+/// The deny-all policy put on opted-in roles.
+const DENY_ALL: &str =
+    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"*","Resource":"*"}]}"#;
+const EC2_API_VERSION: &str = "2016-11-15";
+
+/// spendguard's functions, by the suffix of their names (`<stack>-<function>`).
+const SPENDGUARD_FUNCTIONS: [&str; 5] = [
+    "budget-check",
+    "alert-fanout",
+    "key-guard",
+    "budget-webhook",
+    "daily-aggregate",
+];
+
+pub struct AwsShutdown {
+    pub tagging: aws_sdk_resourcegroupstagging::Client,
+    pub lambda: aws_sdk_lambda::Client,
+    pub ecs: aws_sdk_ecs::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub ec2: Ec2Query,
+    sts: aws_sdk_sts::Client,
+    /// The names of spendguard's own functions, never stopped.
+    own_functions: Vec<String>,
+    /// The role key-guard runs as (looked up once), never denied.
+    own_role: tokio::sync::OnceCell<Result<Option<String>, String>>,
+}
+
+impl AwsShutdown {
+    /// `own_function`: the name key-guard runs under (`AWS_LAMBDA_FUNCTION_NAME`); it and the
+    /// stack's other functions are protected from shutdowns.
+    pub fn new(sdk: &SdkConfig, own_function: Option<&str>) -> Self {
+        let own_functions = own_function
+            .and_then(|name| name.strip_suffix("key-guard"))
+            .map(|prefix| {
+                SPENDGUARD_FUNCTIONS
+                    .iter()
+                    .map(|f| format!("{prefix}{f}"))
+                    .collect()
+            })
+            .unwrap_or_else(|| own_function.map(str::to_string).into_iter().collect());
+        AwsShutdown {
+            tagging: aws_sdk_resourcegroupstagging::Client::new(sdk),
+            lambda: aws_sdk_lambda::Client::new(sdk),
+            ecs: aws_sdk_ecs::Client::new(sdk),
+            iam: aws_sdk_iam::Client::new(sdk),
+            ec2: Ec2Query {
+                sdk: sdk.clone(),
+                http: reqwest::Client::new(),
+            },
+            sts: aws_sdk_sts::Client::new(sdk),
+            own_functions,
+            own_role: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn own_role(&self) -> &Result<Option<String>, String> {
+        self.own_role
+            .get_or_init(|| async {
+                let identity = self
+                    .sts
+                    .get_caller_identity()
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("sts:GetCallerIdentity", e).0)?;
+                Ok(identity.arn().and_then(assumed_role).map(str::to_string))
+            })
+            .await
+    }
+
+    async fn tagged(&self) -> Result<Vec<Resource>, ShutdownError> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .tagging
+                .get_resources()
+                .tag_filters(TagFilter::builder().key(SHUTDOWN_TAG).build())
+                .resource_type_filters("lambda:function")
+                .resource_type_filters("ecs:service")
+                .resource_type_filters("ec2:instance")
+                .resources_per_page(100)
+                .set_pagination_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| sdk_error("tag:GetResources", e))?;
+            for mapping in page.resource_tag_mapping_list() {
+                let Some(arn) = mapping.resource_arn() else {
+                    continue;
+                };
+                let Some(kind) = kind_of(arn) else { continue };
+                let value = mapping
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == SHUTDOWN_TAG)
+                    .map(|t| t.value());
+                if let Some(scope) = value.and_then(|v| Scope::parse(v).ok()) {
+                    found.push(Resource {
+                        kind,
+                        id: arn.to_string(),
+                        scope,
+                    });
+                } else {
+                    tracing::warn!(
+                        resource = arn,
+                        "the {SHUTDOWN_TAG} tag names no scope: left alone"
+                    );
+                }
+            }
+            token = page
+                .pagination_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
+    async fn role(&self, name: &str) -> Result<Option<Resource>, ShutdownError> {
+        let out = match self.iam.get_role().role_name(name).send().await {
+            Ok(out) => out,
+            // nothing to stop: a shutdown is not held up by a role that is gone
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                tracing::warn!(
+                    role = name,
+                    "named in [shutdown] deny_roles but does not exist: skipped"
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(sdk_error("iam:GetRole", e)),
+        };
+        let Some(role) = out.role() else {
+            return Ok(None);
+        };
+        let scope = role
+            .tags()
+            .iter()
+            .find(|t| t.key() == SHUTDOWN_TAG)
+            .and_then(|t| Scope::parse(t.value()).ok());
+        Ok(scope.map(|scope| Resource {
+            kind: ResourceKind::IamRole,
+            id: role.arn().to_string(),
+            scope,
+        }))
+    }
+}
+
+/// The role of an assumed-role session ARN (`arn:aws:sts::<account>:assumed-role/<role>/<session>`).
+fn assumed_role(arn: &str) -> Option<&str> {
+    arn.split_once(":assumed-role/")?.1.split('/').next()
+}
+
+fn kind_of(arn: &str) -> Option<ResourceKind> {
+    let mut parts = arn.splitn(6, ':');
+    let service = parts.nth(2)?;
+    let resource = parts.nth(2)?;
+    match (service, resource.split(['/', ':']).next()?) {
+        ("lambda", "function") => Some(ResourceKind::LambdaFunction),
+        ("ecs", "service") => Some(ResourceKind::EcsService),
+        ("ec2", "instance") => Some(ResourceKind::Ec2Instance),
+        _ => None,
+    }
+}
+
+/// The last path segment of an ARN (a role or instance name).
+fn last_segment(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+/// An ECS service ARN's cluster (long ARN format: `service/<cluster>/<service>`).
+fn ecs_cluster(arn: &str) -> Result<&str, ShutdownError> {
+    let path = arn.split_once(":service/").map(|(_, p)| p).unwrap_or("");
+    match path.split_once('/') {
+        Some((cluster, _)) => Ok(cluster),
+        None => Err(ShutdownError(format!(
+            "{arn}: a service ARN in the old format names no cluster; opt in with the long ARN format"
+        ))),
+    }
+}
+
+fn sdk_error<E: std::error::Error + 'static>(operation: &str, e: E) -> ShutdownError {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message = format!("{message}: {s}");
+        source = s.source();
+    }
+    ShutdownError(format!("{operation}: {message}"))
+}
+
+#[async_trait]
+impl ShutdownTarget for AwsShutdown {
+    async fn opted_in(
+        &self,
+        policy: &ShutdownPolicy,
+        _scope: &Scope,
+    ) -> Result<Vec<Resource>, ShutdownError> {
+        let mut found = self.tagged().await?;
+        for name in &policy.deny_roles {
+            match self.role(name).await? {
+                Some(role) => found.push(role),
+                None => {
+                    tracing::warn!(role = %name, "named in [shutdown] but not tagged {SHUTDOWN_TAG}: left alone")
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn protected(&self, resource: &Resource) -> Option<String> {
+        let name = resource.id.rsplit([':', '/']).next().unwrap_or_default();
+        match resource.kind {
+            ResourceKind::LambdaFunction if self.own_functions.iter().any(|f| f == name) => {
+                Some("spendguard's own function: never stopped (the restore needs it)".into())
+            }
+            ResourceKind::IamRole => match self.own_role().await {
+                Ok(Some(own)) if own == name => {
+                    Some("the role key-guard runs as: never denied (the restore needs it)".into())
+                }
+                Ok(_) => None,
+                Err(e) => Some(format!(
+                    "not checked against the role key-guard runs as ({e}): left alone"
+                )),
+            },
+            _ => None,
+        }
+    }
+
+    async fn state(&self, resource: &Resource) -> Result<ResourceState, ShutdownError> {
+        let id = resource.id.as_str();
+        match resource.kind {
+            ResourceKind::LambdaFunction => {
+                let out = self
+                    .lambda
+                    .get_function_concurrency()
+                    .function_name(id)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("lambda:GetFunctionConcurrency", e))?;
+                Ok(ResourceState::Concurrency {
+                    reserved: out.reserved_concurrent_executions(),
+                })
+            }
+            ResourceKind::EcsService => {
+                let out = self
+                    .ecs
+                    .describe_services()
+                    .cluster(ecs_cluster(id)?)
+                    .services(id)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("ecs:DescribeServices", e))?;
+                let service = out.services().first().ok_or_else(|| {
+                    ShutdownError(format!("ecs:DescribeServices: {id} not found"))
+                })?;
+                Ok(ResourceState::DesiredCount {
+                    count: service.desired_count(),
+                })
+            }
+            ResourceKind::Ec2Instance => {
+                let body = self
+                    .ec2
+                    .call("DescribeInstances", &[("InstanceId.1", last_segment(id))])
+                    .await?;
+                let state = xml_text(&body, "instanceState", "name").ok_or_else(|| {
+                    ShutdownError(format!("ec2:DescribeInstances: no state for {id}"))
+                })?;
+                Ok(ResourceState::Instance {
+                    running: matches!(state, "running" | "pending"),
+                })
+            }
+            ResourceKind::IamRole => {
+                let answer = self
+                    .iam
+                    .get_role_policy()
+                    .role_name(last_segment(id))
+                    .policy_name(DENY_POLICY_NAME)
+                    .send()
+                    .await;
+                match answer {
+                    Ok(_) => Ok(ResourceState::DenyPolicy { attached: true }),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_no_such_entity_exception()) =>
+                    {
+                        Ok(ResourceState::DenyPolicy { attached: false })
+                    }
+                    Err(e) => Err(sdk_error("iam:GetRolePolicy", e)),
+                }
+            }
+            other => Err(ShutdownError(format!("{other:?} is not an AWS resource"))),
+        }
+    }
+
+    async fn set(&self, resource: &Resource, to: &ResourceState) -> Result<(), ShutdownError> {
+        let id = resource.id.as_str();
+        match (resource.kind, to) {
+            (ResourceKind::LambdaFunction, ResourceState::Concurrency { reserved: Some(n) }) => {
+                self.lambda
+                    .put_function_concurrency()
+                    .function_name(id)
+                    .reserved_concurrent_executions(*n)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("lambda:PutFunctionConcurrency", e))?;
+            }
+            (ResourceKind::LambdaFunction, ResourceState::Concurrency { reserved: None }) => {
+                self.lambda
+                    .delete_function_concurrency()
+                    .function_name(id)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("lambda:DeleteFunctionConcurrency", e))?;
+            }
+            (ResourceKind::EcsService, ResourceState::DesiredCount { count }) => {
+                self.ecs
+                    .update_service()
+                    .cluster(ecs_cluster(id)?)
+                    .service(id)
+                    .desired_count(*count)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("ecs:UpdateService", e))?;
+            }
+            (ResourceKind::Ec2Instance, ResourceState::Instance { running }) => {
+                let action = if *running {
+                    "StartInstances"
+                } else {
+                    "StopInstances"
+                };
+                self.ec2
+                    .call(action, &[("InstanceId.1", last_segment(id))])
+                    .await?;
+            }
+            (ResourceKind::IamRole, ResourceState::DenyPolicy { attached: true }) => {
+                self.iam
+                    .put_role_policy()
+                    .role_name(last_segment(id))
+                    .policy_name(DENY_POLICY_NAME)
+                    .policy_document(DENY_ALL)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("iam:PutRolePolicy", e))?;
+            }
+            (ResourceKind::IamRole, ResourceState::DenyPolicy { attached: false }) => {
+                self.iam
+                    .delete_role_policy()
+                    .role_name(last_segment(id))
+                    .policy_name(DENY_POLICY_NAME)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("iam:DeleteRolePolicy", e))?;
+            }
+            (kind, state) => {
+                return Err(ShutdownError(format!(
+                    "a {kind:?} cannot be set to {state}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The EC2 Query API (form-encoded POST, XML answer), signed with the SDK's own credentials.
+pub struct Ec2Query {
+    pub sdk: SdkConfig,
+    pub http: reqwest::Client,
+}
+
+impl Ec2Query {
+    fn endpoint(&self) -> Result<(String, String), ShutdownError> {
+        let region = self
+            .sdk
+            .region()
+            .map(|r| r.to_string())
+            .ok_or_else(|| ShutdownError("ec2: no AWS region is configured".into()))?;
+        let url = match self.sdk.endpoint_url() {
+            Some(url) => format!("{}/", url.trim_end_matches('/')),
+            None => format!("https://ec2.{region}.amazonaws.com/"),
+        };
+        Ok((url, region))
+    }
+
+    /// Calls one EC2 action; the answer's XML on success, its code and message otherwise.
+    pub async fn call(
+        &self,
+        action: &str,
+        params: &[(&str, &str)],
+    ) -> Result<String, ShutdownError> {
+        let fail = |m: String| ShutdownError(format!("ec2:{action}: {m}"));
+        let (url, region) = self.endpoint()?;
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("Action", action)
+            .append_pair("Version", EC2_API_VERSION)
+            .extend_pairs(params)
+            .finish();
+        let credentials = self
+            .sdk
+            .credentials_provider()
+            .ok_or_else(|| fail("no AWS credentials are configured".into()))?
+            .provide_credentials()
+            .await
+            .map_err(|e| fail(format!("credentials: {e}")))?;
+        let identity: Identity = credentials.into();
+        let content_type = "application/x-www-form-urlencoded; charset=utf-8";
+        let signing = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&region)
+            .name("ec2")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| fail(format!("signing: {e}")))?
+            .into();
+        let signable = SignableRequest::new(
+            "POST",
+            url.as_str(),
+            [("content-type", content_type)].into_iter(),
+            SignableBody::Bytes(body.as_bytes()),
+        )
+        .map_err(|e| fail(format!("signing: {e}")))?;
+        let (instructions, _) = sign(signable, &signing)
+            .map_err(|e| fail(format!("signing: {e}")))?
+            .into_parts();
+        let mut request = self
+            .http
+            .post(&url)
+            .header("content-type", content_type)
+            .body(body);
+        for (name, value) in instructions.headers() {
+            request = request.header(name, value);
+        }
+        let response = request
+            .timeout(std::time::Duration::from_secs(20))
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| fail(e.to_string()))?;
+        if status.is_success() {
+            return Ok(text);
+        }
+        let code = xml_text(&text, "Error", "Code").unwrap_or("unknown");
+        let message = xml_text(&text, "Error", "Message").unwrap_or("");
+        Err(fail(format!("HTTP {status}: {code}: {message}")))
+    }
+}
+
+/// The text of the first `<field>` inside the first `<parent>`: enough for the two answers
+/// read here (an instance's state, an error's code and message), which carry no nesting of
+/// the same names before them.
+fn xml_text<'a>(xml: &'a str, parent: &str, field: &str) -> Option<&'a str> {
+    let start = xml.find(&format!("<{parent}>"))?;
+    let rest = &xml[start..];
+    let open = format!("<{field}>");
+    let from = rest.find(&open)? + open.len();
+    let to = rest[from..].find(&format!("</{field}>"))? + from;
+    Some(rest[from..to].trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arns_name_their_kind_and_parts() {
+        assert_eq!(
+            kind_of("arn:aws:lambda:us-east-1:123456789012:function:etl"),
+            Some(ResourceKind::LambdaFunction)
+        );
+        assert_eq!(
+            kind_of("arn:aws:ecs:us-east-1:123456789012:service/prod/api"),
+            Some(ResourceKind::EcsService)
+        );
+        assert_eq!(
+            kind_of("arn:aws:ec2:us-east-1:123456789012:instance/i-0abc"),
+            Some(ResourceKind::Ec2Instance)
+        );
+        assert_eq!(
+            kind_of("arn:aws:ecs:us-east-1:123456789012:cluster/prod"),
+            None
+        );
+        assert_eq!(kind_of("not an arn"), None);
+        assert_eq!(
+            ecs_cluster("arn:aws:ecs:us-east-1:123456789012:service/prod/api").unwrap(),
+            "prod"
+        );
+        assert!(ecs_cluster("arn:aws:ecs:us-east-1:123456789012:service/api").is_err());
+        assert_eq!(
+            last_segment("arn:aws:iam::123456789012:role/team/batch"),
+            "batch"
+        );
+    }
+
+    #[test]
+    fn the_instance_state_and_errors_are_read_from_ec2_answers() {
+        let answer = "<DescribeInstancesResponse><reservationSet><item><instancesSet><item>\
+            <instanceId>i-1</instanceId><instanceState><code>16</code><name>running</name>\
+            </instanceState></item></instancesSet></item></reservationSet></DescribeInstancesResponse>";
+        assert_eq!(xml_text(answer, "instanceState", "name"), Some("running"));
+        let error = "<Response><Errors><Error><Code>InvalidInstanceID.NotFound</Code>\
+            <Message>The instance ID 'i-9' does not exist</Message></Error></Errors></Response>";
+        assert_eq!(
+            xml_text(error, "Error", "Code"),
+            Some("InvalidInstanceID.NotFound")
+        );
+        assert_eq!(xml_text(answer, "Error", "Code"), None);
+    }
+}

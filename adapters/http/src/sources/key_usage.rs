@@ -1,0 +1,252 @@
+//! The providers' own usage per key and hour (OpenAI usage/completions, Anthropic usage_report).
+
+use crate::client::HttpSettings;
+use crate::client::get_text;
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::Value;
+use spendguard_app::ports::key_usage::KeyUsageSource;
+use spendguard_app::ports::sources::SourceError;
+use spendguard_domain::keys::ProviderKind;
+use spendguard_domain::secret::Secret;
+use spendguard_domain::security::KeyHours;
+
+const ANTHROPIC_API_VERSION: &str = "2023-06-01";
+/// Four weeks of hours is four pages; more than this is a provider bug, not a report.
+const MAX_PAGES: usize = 20;
+/// Most hourly buckets either provider returns per page.
+const HOURS_PER_PAGE: &str = "168";
+#[derive(Deserialize)]
+struct Page {
+    data: Vec<Bucket>,
+    #[serde(default)]
+    has_more: bool,
+    #[serde(default)]
+    next_page: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Bucket {
+    /// OpenAI: unix seconds.
+    #[serde(default)]
+    start_time: Option<i64>,
+    /// Anthropic: RFC 3339.
+    #[serde(default)]
+    starting_at: Option<String>,
+    #[serde(default)]
+    results: Vec<Value>,
+}
+
+fn count(v: &Value) -> Decimal {
+    match v {
+        Value::Number(n) => n.as_u64().map(Decimal::from).unwrap_or_default(),
+        // Anthropic's `cache_creation` is an object of token counts
+        Value::Object(fields) => fields
+            .values()
+            .map(count)
+            .fold(Decimal::ZERO, Decimal::saturating_add),
+        _ => Decimal::ZERO,
+    }
+}
+
+/// Reads one page into `out`; returns the next page's cursor.
+fn read_page(
+    source_kind: &'static str,
+    body: &str,
+    out: &mut KeyHours,
+) -> Result<Option<String>, SourceError> {
+    let bad = |message: String| SourceError::BadResponse {
+        source_kind,
+        message,
+    };
+    let page: Page = serde_json::from_str(body).map_err(|e| bad(format!("usage: {e}")))?;
+    for bucket in page.data {
+        let hour = match (bucket.start_time, &bucket.starting_at) {
+            (Some(unix), _) => DateTime::from_timestamp(unix, 0)
+                .ok_or_else(|| bad(format!("start_time {unix} is out of range")))?,
+            (None, Some(text)) => DateTime::parse_from_rfc3339(text)
+                .map_err(|e| bad(format!("starting_at `{text}`: {e}")))?
+                .with_timezone(&Utc),
+            (None, None) => return Err(bad("a bucket without its start".into())),
+        };
+        for result in bucket.results {
+            // usage not made with an API key (the console, a workbench) has no key id
+            let Some(key_id) = result.get("api_key_id").and_then(Value::as_str) else {
+                continue;
+            };
+            let tokens: Decimal = [
+                "input_tokens",
+                "output_tokens",
+                "uncached_input_tokens",
+                "cache_read_input_tokens",
+                "cache_creation",
+            ]
+            .iter()
+            .filter_map(|f| result.get(*f))
+            .map(count)
+            .fold(Decimal::ZERO, Decimal::saturating_add);
+            let requests = result
+                .get("num_model_requests")
+                .map(count)
+                .unwrap_or_default();
+            let entry = out.entry((key_id.to_string(), hour)).or_default();
+            // a provider's figures are not bounded by us: saturate rather than abort
+            entry.requests = entry.requests.saturating_add(requests);
+            entry.tokens = entry.tokens.saturating_add(tokens);
+        }
+    }
+    Ok(if page.has_more { page.next_page } else { None })
+}
+
+/// OpenAI or Anthropic usage per key, through the organisation's admin key.
+pub struct ProviderKeyUsage {
+    provider: ProviderKind,
+    http: reqwest::Client,
+    base_url: String,
+    admin_key: Secret,
+    settings: HttpSettings,
+}
+
+impl ProviderKeyUsage {
+    /// `provider` is `Openai` or `Anthropic`; `base_url` is the provider's API (configurable
+    /// for tests).
+    pub fn new(
+        provider: ProviderKind,
+        http: reqwest::Client,
+        base_url: impl Into<String>,
+        admin_key: Secret,
+        settings: HttpSettings,
+    ) -> Self {
+        ProviderKeyUsage {
+            provider,
+            http,
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            admin_key,
+            settings,
+        }
+    }
+
+    fn request(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        key_ids: &[String],
+        page: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let mut query: Vec<(&str, String)> = vec![
+            ("bucket_width", "1h".into()),
+            ("limit", HOURS_PER_PAGE.into()),
+        ];
+        let request = if self.provider == ProviderKind::Openai {
+            query.push(("start_time", from.timestamp().to_string()));
+            query.push(("end_time", to.timestamp().to_string()));
+            query.push(("group_by", "api_key_id".into()));
+            query.extend(key_ids.iter().map(|k| ("api_key_ids", k.clone())));
+            self.http
+                .get(format!(
+                    "{}/v1/organization/usage/completions",
+                    self.base_url
+                ))
+                .bearer_auth(self.admin_key.expose())
+        } else {
+            let at = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+            query.push(("starting_at", at(from)));
+            query.push(("ending_at", at(to)));
+            query.push(("group_by[]", "api_key_id".into()));
+            query.extend(key_ids.iter().map(|k| ("api_key_ids[]", k.clone())));
+            self.http
+                .get(format!(
+                    "{}/v1/organizations/usage_report/messages",
+                    self.base_url
+                ))
+                .header("x-api-key", self.admin_key.expose())
+                .header("anthropic-version", ANTHROPIC_API_VERSION)
+        };
+        if let Some(p) = page {
+            query.push(("page", p.to_string()));
+        }
+        request.query(&query)
+    }
+}
+
+#[async_trait]
+impl KeyUsageSource for ProviderKeyUsage {
+    fn provider(&self) -> ProviderKind {
+        self.provider
+    }
+
+    async fn hourly(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        key_ids: &[String],
+    ) -> Result<KeyHours, SourceError> {
+        let kind = match self.provider {
+            ProviderKind::Openai => "openai key usage",
+            _ => "anthropic key usage",
+        };
+        let mut out = KeyHours::new();
+        if key_ids.is_empty() || from >= to {
+            return Ok(out);
+        }
+        let mut page: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let body = get_text(kind, &self.settings, || {
+                self.request(from, to, key_ids, page.as_deref())
+            })
+            .await?;
+            page = read_page(kind, &body, &mut out)?;
+            if page.is_none() {
+                return Ok(out);
+            }
+        }
+        Err(SourceError::BadResponse {
+            source_kind: kind,
+            message: format!("more than {MAX_PAGES} pages of hourly usage"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spendguard_domain::security::ProviderHour;
+
+    #[test]
+    fn both_providers_pages_are_read_per_key_and_hour() {
+        let mut out = KeyHours::new();
+        let openai = r#"{"object":"page","data":[{"object":"bucket","start_time":1763866800,"end_time":1763870400,
+            "results":[{"object":"organization.usage.completions.result","input_tokens":1200,"output_tokens":300,
+            "input_cached_tokens":200,"num_model_requests":7,"api_key_id":"key_abc"},
+            {"object":"organization.usage.completions.result","input_tokens":5,"output_tokens":5,"num_model_requests":1,"api_key_id":null}]}],
+            "has_more":true,"next_page":"page_2"}"#;
+        let next = read_page("openai key usage", openai, &mut out).unwrap();
+        assert_eq!(next.as_deref(), Some("page_2"));
+        let hour = DateTime::from_timestamp(1_763_866_800, 0).unwrap();
+        assert_eq!(
+            out[&("key_abc".to_string(), hour)],
+            ProviderHour {
+                requests: Decimal::from(7),
+                tokens: Decimal::from(1500)
+            }
+        );
+        let anthropic = r#"{"data":[{"starting_at":"2025-11-23T03:00:00Z","ending_at":"2025-11-23T04:00:00Z",
+            "results":[{"api_key_id":"apikey_01","uncached_input_tokens":1000,"cache_read_input_tokens":500,
+            "cache_creation":{"ephemeral_1h_input_tokens":50,"ephemeral_5m_input_tokens":25},"output_tokens":400,
+            "server_tool_use":{"web_search_requests":3}}]}],"has_more":false,"next_page":null}"#;
+        assert_eq!(
+            read_page("anthropic key usage", anthropic, &mut out).unwrap(),
+            None
+        );
+        assert_eq!(
+            out[&("apikey_01".to_string(), hour)],
+            ProviderHour {
+                requests: Decimal::ZERO,
+                tokens: Decimal::from(1975)
+            }
+        );
+        assert!(read_page("x", r#"{"data":[{"results":[]}]}"#, &mut out).is_err());
+    }
+}

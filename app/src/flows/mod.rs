@@ -1,0 +1,12 @@
+//! The use cases, each over the ports it needs.
+
+pub mod check;
+pub mod guard;
+pub mod ingest;
+pub mod intake;
+pub mod nightly;
+pub mod rotation;
+pub mod security;
+pub mod shutdown;
+pub mod tick;
+pub mod withhold;

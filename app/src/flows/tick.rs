@@ -1,0 +1,54 @@
+//! What happens at every scheduled check (every 5 minutes): the budget check, then the limit
+//! ramps of restoring kill switches, then theft detection over every key's last two hours.
+//! A check of some budgets only (the webhook's, after a signal) is the budget check alone.
+
+use spendguard_domain::settings::PolicySet;
+
+use crate::flows::check::{CheckError, CheckOptions, CheckReport, Checker};
+use crate::flows::guard::advance_ramps;
+use crate::flows::security::SecurityScan;
+
+impl Checker {
+    /// One run: loads the policy, then [`Checker::run_with`].
+    pub async fn run(&self, options: &CheckOptions) -> Result<CheckReport, CheckError> {
+        let policy = self.store.load_policy().await?;
+        self.run_with(&policy, options).await
+    }
+
+    /// One run against a policy the caller has just loaded (the webhook has, for the signal
+    /// it evaluates: one read of every budget per request instead of two).
+    pub async fn run_with(
+        &self,
+        policy: &PolicySet,
+        options: &CheckOptions,
+    ) -> Result<CheckReport, CheckError> {
+        let (mut report, observations) = self.evaluate(policy, options).await?;
+        if options.only.is_empty() {
+            // restoring kill switches climb their limit-factor ramp, one step per interval
+            if !options.dry_run {
+                report.alerts.ramps_advanced =
+                    advance_ramps(self.store.as_ref(), &policy.settings.restore, report.at).await?;
+            }
+            // every key's last two hours against its usual (ADR 016)
+            let scan = SecurityScan {
+                store: self.store.as_ref(),
+                bus: self.bus.as_ref(),
+                key_usage: &self.key_usage,
+                settings: &policy.settings,
+                now: report.at,
+                run_id: &report.run_id,
+                dry_run: options.dry_run,
+                lease: self.claim_lease,
+            };
+            match scan.run().await {
+                Ok(security) => report.security = security,
+                Err(e) => report.failures.push(format!("security scan: {e}")),
+            }
+            report
+                .failures
+                .extend(report.security.failures.iter().cloned());
+        }
+        self.record(&report, &observations, options).await?;
+        Ok(report)
+    }
+}

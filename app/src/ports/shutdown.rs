@@ -1,0 +1,30 @@
+//! The shutdown port: a cloud whose opted-in resources can be listed, read and set.
+
+use async_trait::async_trait;
+use spendguard_domain::resources::Resource;
+use spendguard_domain::resources::ResourceState;
+use spendguard_domain::scope::Scope;
+use spendguard_domain::settings::ShutdownPolicy;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ShutdownError(pub String);
+
+/// A cloud whose resources can be stopped and brought back (AWS, GCP).
+#[async_trait]
+pub trait ShutdownTarget: Send + Sync {
+    /// The resources that opted in, with the scope each names: at least those under `scope`
+    /// (a target may return more; only those under it are acted on).
+    async fn opted_in(
+        &self,
+        policy: &ShutdownPolicy,
+        scope: &Scope,
+    ) -> Result<Vec<Resource>, ShutdownError>;
+    async fn state(&self, resource: &Resource) -> Result<ResourceState, ShutdownError>;
+    async fn set(&self, resource: &Resource, to: &ResourceState) -> Result<(), ShutdownError>;
+    /// Why the resource is never stopped even though it opted in (spendguard itself: stopping
+    /// it would stop the restore too), if it is.
+    async fn protected(&self, _resource: &Resource) -> Option<String> {
+        None
+    }
+}

@@ -1,0 +1,55 @@
+//! Spend as spendguard keeps it: usage counters (exactly once per record), hour counters,
+//! the nightly summaries, and the figures sources reported (observations).
+
+use super::StoreResult;
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use spendguard_domain::aggregate::DailySummary;
+use spendguard_domain::period::YearMonth;
+use spendguard_domain::records::Observation;
+use spendguard_domain::scope::Scope;
+use spendguard_domain::usage::{
+    CounterKey, HourCounters, HourKey, IngestOutcome, MonthCounters, UsageEntry,
+};
+use std::collections::BTreeMap;
+
+#[async_trait]
+pub trait SpendStore: Send + Sync {
+    /// Counts each entry exactly once: an entry whose id was already counted (and whose marker
+    /// has not expired by `now`) is reported as a duplicate and changes nothing. The marker and
+    /// the counter increments of an entry are written atomically.
+    async fn ingest_usage(
+        &self,
+        entries: &[UsageEntry],
+        now: DateTime<Utc>,
+        marker_ttl: Duration,
+    ) -> StoreResult<IngestOutcome>;
+
+    /// Every scope that has counters in `month` (any zone): what the nightly run summarises.
+    async fn scopes_with_counters(&self, month: YearMonth) -> StoreResult<Vec<Scope>>;
+
+    /// Upserts daily summaries (one per scope, zone and date: re-running a day replaces them).
+    async fn put_summaries(&self, summaries: &[DailySummary]) -> StoreResult<()>;
+
+    /// A scope's summaries from `from` to `to` (inclusive), any zone, oldest first.
+    async fn summaries(
+        &self,
+        scope: &Scope,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> StoreResult<Vec<DailySummary>>;
+
+    /// Month counters for each key (absent keys are left out).
+    async fn read_counters(
+        &self,
+        keys: &[CounterKey],
+    ) -> StoreResult<BTreeMap<CounterKey, MonthCounters>>;
+
+    /// Hour counters for each key (absent hours are left out).
+    async fn read_hours(&self, keys: &[HourKey]) -> StoreResult<BTreeMap<HourKey, HourCounters>>;
+
+    /// Upserts observations (one per budget, source, window and period).
+    async fn put_observations(&self, observations: &[Observation]) -> StoreResult<()>;
+
+    async fn observations(&self, budget_id: &str) -> StoreResult<Vec<Observation>>;
+}

@@ -1,0 +1,28 @@
+//! spendguard-domain: the rules of spendguard, pure and synchronous — money, periods, scopes,
+//! budgets and every policy (settings), evaluation and forecasts, alerts, usage counting, the
+//! nightly maths, theft detection, the budgets file, and the wire formats spendguard reads and
+//! writes. Nothing here does I/O: the flows that drive these rules live in `spendguard-app`,
+//! the clouds and stores they talk to in the adapter crates.
+
+pub mod aggregate;
+pub mod alert;
+pub mod budget;
+pub mod budgets_file;
+pub mod evaluate;
+pub mod forecast;
+pub mod format;
+pub mod keys;
+pub mod message;
+pub mod money;
+pub mod period;
+pub mod pricing;
+pub mod records;
+pub mod resources;
+pub mod scope;
+pub mod secret;
+pub mod security;
+pub mod settings;
+pub mod signals;
+pub mod spend;
+pub mod standard_webhooks;
+pub mod usage;

@@ -1,0 +1,260 @@
+//! What a budget's windows spent, as sources report it: costs per day, and why a window has
+//! no figure.
+
+use crate::budget::Budget;
+use crate::evaluate::WindowSpend;
+use crate::forecast::RecentSpend;
+use crate::money::{Currency, FxRates, Money, checked_add};
+use crate::period::{Period, WindowKind};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+
+/// Why a window of a budget has no spend to evaluate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    /// Nothing to evaluate yet, and nothing wrong: a GCP budget before Google's first
+    /// notification of the period. Reported as a note.
+    #[error("{0}")]
+    Pending(String),
+    /// The window's figures cannot be evaluated (a currency without a rate, a figure that
+    /// cannot be read or summed, a renamed AWS budget): an operator alert and a failed run.
+    #[error("{0}")]
+    Unevaluable(String),
+}
+
+/// Spend per window of one budget (in the budget's currency), or why a window has none.
+pub type BudgetSpend = BTreeMap<WindowKind, Result<WindowSpend, WindowError>>;
+
+/// Costs per day (local or UTC calendar day, as the source buckets them), in any currencies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DailyCosts {
+    pub days: BTreeMap<NaiveDate, BTreeMap<Currency, Decimal>>,
+    /// Days whose costs could not be read or summed, and why: a window that includes one
+    /// cannot be evaluated (and says why); other windows are unaffected.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unreadable: BTreeMap<NaiveDate, String>,
+}
+
+impl DailyCosts {
+    pub fn add(&mut self, day: NaiveDate, money: Money) {
+        let total = self
+            .days
+            .entry(day)
+            .or_default()
+            .entry(money.currency)
+            .or_default();
+        match checked_add(*total, money.amount, &format!("costs of {day}")) {
+            Ok(sum) => *total = sum,
+            Err(e) => {
+                self.unreadable.entry(day).or_insert(e.to_string());
+            }
+        }
+    }
+
+    /// Marks `day` as unreadable (a stored figure that cannot be read back).
+    pub fn spoil(&mut self, day: NaiveDate, why: String) {
+        self.unreadable.entry(day).or_insert(why);
+    }
+
+    fn total(
+        &self,
+        days: impl Iterator<Item = NaiveDate>,
+        to: Currency,
+        rates: &FxRates,
+    ) -> Result<Decimal, String> {
+        let mut total = Decimal::ZERO;
+        for day in days {
+            if let Some(why) = self.unreadable.get(&day) {
+                return Err(format!("spend of {day} cannot be read: {why}"));
+            }
+            for (currency, amount) in self.days.get(&day).into_iter().flatten() {
+                let converted = rates
+                    .convert(Money::new(*amount, *currency), to)
+                    .map_err(|e| e.to_string())?;
+                total = checked_add(total, converted.amount, "window total")
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// The spend of `budget`'s `kind` window at `now`: the days of the period so far, and for
+    /// weekly and monthly windows the recent rate (yesterday and today so far).
+    pub fn window_spend(
+        &self,
+        budget: &Budget,
+        kind: WindowKind,
+        now: DateTime<Utc>,
+        rates: &FxRates,
+    ) -> Result<WindowSpend, String> {
+        let period = Period::containing(kind, budget.zone, now);
+        let today = budget.zone.date_of(now);
+        let actual = self.total(
+            period.days().filter(|d| *d <= today),
+            budget.currency,
+            rates,
+        )?;
+        let recent = match kind {
+            WindowKind::Daily => None,
+            WindowKind::Weekly | WindowKind::Monthly => {
+                let yesterday = today.pred_opt().unwrap_or(today);
+                let amount = self.total([yesterday, today].into_iter(), budget.currency, rates)?;
+                Some(RecentSpend {
+                    amount,
+                    span: now - budget.zone.start_of_day(yesterday),
+                })
+            }
+        };
+        Ok(WindowSpend {
+            actual,
+            recent,
+            source_forecast: None,
+        })
+    }
+
+    /// The spend of every window of `budget`.
+    pub fn budget_spend(
+        &self,
+        budget: &Budget,
+        now: DateTime<Utc>,
+        rates: &FxRates,
+    ) -> BudgetSpend {
+        budget
+            .windows
+            .iter()
+            .map(|w| {
+                let spend = self
+                    .window_spend(budget, w.kind, now, rates)
+                    .map_err(WindowError::Unevaluable);
+                (w.kind, spend)
+            })
+            .collect()
+    }
+}
+
+/// The earliest UTC day any of `budgets` needs (start of its longest period, and yesterday).
+pub fn earliest_day_needed(budgets: &[&Budget], now: DateTime<Utc>) -> NaiveDate {
+    budgets
+        .iter()
+        .flat_map(|b| {
+            b.windows
+                .iter()
+                .map(move |w| Period::containing(w.kind, b.zone, now))
+        })
+        .map(|p| p.start.date_naive())
+        .chain(std::iter::once((now - Duration::days(1)).date_naive()))
+        .min()
+        .unwrap_or_else(|| now.date_naive())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::{SourceSpec, Tier, Window};
+    use crate::period::Zone;
+    use crate::scope::Scope;
+    use rust_decimal_macros::dec;
+
+    fn budget(kind: WindowKind, currency: Currency) -> Budget {
+        Budget {
+            id: "b".into(),
+            description: None,
+            scope: Scope::parse("openai").unwrap(),
+            currency,
+            zone: Zone::UTC,
+            windows: vec![Window {
+                kind,
+                limit: dec!(100),
+                tiers: Vec::<Tier>::new(),
+            }],
+            source: SourceSpec::Usage,
+            routing: BTreeMap::new(),
+        }
+    }
+
+    fn day(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn monthly_window_sums_the_month_so_far_and_the_recent_rate() {
+        let mut costs = DailyCosts::default();
+        costs.add(day("2026-10-31"), Money::new(dec!(100), Currency::USD)); // previous month
+        costs.add(day("2026-11-01"), Money::new(dec!(1), Currency::USD));
+        costs.add(day("2026-11-21"), Money::new(dec!(2), Currency::USD));
+        costs.add(day("2026-11-22"), Money::new(dec!(3), Currency::USD));
+        let now = DateTime::parse_from_rfc3339("2026-11-22T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let s = costs
+            .window_spend(
+                &budget(WindowKind::Monthly, Currency::USD),
+                WindowKind::Monthly,
+                now,
+                &FxRates::default(),
+            )
+            .unwrap();
+        assert_eq!(s.actual, dec!(6));
+        let recent = s.recent.unwrap();
+        assert_eq!(recent.amount, dec!(5));
+        assert_eq!(recent.span, Duration::hours(36));
+    }
+
+    #[test]
+    fn a_sum_that_overflows_spoils_its_day_and_the_windows_that_include_it() {
+        let mut costs = DailyCosts::default();
+        costs.add(day("2026-11-21"), Money::new(Decimal::MAX, Currency::USD));
+        costs.add(day("2026-11-21"), Money::new(Decimal::MAX, Currency::USD));
+        costs.add(day("2026-11-22"), Money::new(dec!(3), Currency::USD));
+        let now = DateTime::parse_from_rfc3339("2026-11-22T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let daily = budget(WindowKind::Daily, Currency::USD);
+        assert_eq!(
+            costs
+                .window_spend(&daily, WindowKind::Daily, now, &FxRates::default())
+                .unwrap()
+                .actual,
+            dec!(3),
+            "today is readable"
+        );
+        let monthly = budget(WindowKind::Monthly, Currency::USD);
+        let err = costs
+            .window_spend(&monthly, WindowKind::Monthly, now, &FxRates::default())
+            .unwrap_err();
+        assert!(err.contains("2026-11-21"), "{err}");
+        // two readable maxima of different days overflow the window's total: refused too
+        let mut two = DailyCosts::default();
+        two.add(day("2026-11-20"), Money::new(Decimal::MAX, Currency::USD));
+        two.add(day("2026-11-21"), Money::new(Decimal::MAX, Currency::USD));
+        let err = two
+            .window_spend(&monthly, WindowKind::Monthly, now, &FxRates::default())
+            .unwrap_err();
+        assert!(err.contains("out of range"), "{err}");
+    }
+
+    #[test]
+    fn other_currencies_need_a_configured_rate() {
+        let eur = Currency::parse("EUR").unwrap();
+        let mut costs = DailyCosts::default();
+        costs.add(day("2026-11-22"), Money::new(dec!(10), Currency::USD));
+        let now = DateTime::parse_from_rfc3339("2026-11-22T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let b = budget(WindowKind::Daily, eur);
+        let err = costs
+            .window_spend(&b, WindowKind::Daily, now, &FxRates::default())
+            .unwrap_err();
+        assert!(err.contains("no exchange rate from USD to EUR"), "{err}");
+        let mut rates = FxRates::default();
+        rates.insert(eur, Currency::USD, dec!(1.25));
+        assert_eq!(
+            costs
+                .window_spend(&b, WindowKind::Daily, now, &rates)
+                .unwrap()
+                .actual,
+            dec!(8)
+        );
+    }
+}

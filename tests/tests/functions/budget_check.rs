@@ -1,0 +1,736 @@
+//! budget-check end to end against moto: the production wiring (`app::checker`), DynamoDB,
+//! SNS with an SQS queue subscribed to count what was really published.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use budget_check::app;
+use budget_check::config::Config;
+use budget_check::handler::{self, HandlerError};
+use chrono::{Duration, Utc};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use spendguard_app::env::SourcesConfig;
+use spendguard_app::flows::check::{CheckOptions, Checker, DEFAULT_CLAIM_LEASE};
+use spendguard_app::flows::ingest::ingest_usage;
+use spendguard_app::ports::clock::FixedClock;
+use spendguard_app::ports::sources::SpendSource;
+use spendguard_app::ports::store::AlertStore;
+use spendguard_app::ports::store::AuditLog;
+use spendguard_app::ports::store::PolicyStore;
+use spendguard_app::ports::store::SpendStore;
+use spendguard_app::ports::store::StateStore;
+use spendguard_app::sources::counters::UsageCounters;
+use spendguard_aws::dynamo::DynamoStore;
+use spendguard_aws::sns::SnsBus;
+use spendguard_domain::budget::{
+    Action, Basis, Budget, Severity, SourceSpec, Threshold, Tier, Window,
+};
+use spendguard_domain::money::Currency;
+use spendguard_domain::period::{WindowKind, YearMonth, Zone};
+use spendguard_domain::scope::Scope;
+use spendguard_domain::settings::PolicySet;
+use spendguard_tests::aws::{self, TopicProbe};
+use spendguard_tests::conformance::record;
+use spendguard_tests::faults::FaultProxy;
+
+fn tier(name: &str, percent: i64, actions: Vec<Action>) -> Tier {
+    Tier {
+        name: name.into(),
+        threshold: Threshold::Percent(Decimal::from(percent)),
+        basis: Basis::Actual,
+        severity: Severity::for_tier_name(name).unwrap_or(Severity::Warning),
+        actions,
+    }
+}
+
+fn monthly_budget(id: &str, scope: &str, limit: i64) -> Budget {
+    Budget {
+        id: id.into(),
+        description: None,
+        scope: Scope::parse(scope).unwrap(),
+        currency: Currency::USD,
+        zone: Zone::UTC,
+        windows: vec![Window {
+            kind: WindowKind::Monthly,
+            limit: Decimal::from(limit),
+            tiers: vec![
+                tier("warning", 50, vec![Action::Notify]),
+                tier(
+                    "critical",
+                    80,
+                    vec![
+                        Action::Notify,
+                        Action::ReduceLimits {
+                            factor: Decimal::new(5, 1),
+                        },
+                    ],
+                ),
+                tier("emergency", 100, vec![Action::Notify, Action::DisableKeys]),
+            ],
+        }],
+        source: SourceSpec::Usage,
+        routing: BTreeMap::from([("emergency".to_string(), vec!["log".to_string()])]),
+    }
+}
+
+fn config(table: &str, topic: &str) -> Config {
+    Config {
+        table: table.into(),
+        alerts_topic_arn: topic.into(),
+        sources: SourcesConfig::default(),
+        claim_lease_seconds: 300,
+    }
+}
+
+fn scheduled_event() -> Value {
+    serde_json::from_str(include_str!("../../../events/budget-check/scheduled.json")).unwrap()
+}
+
+struct World {
+    sdk: aws_config::SdkConfig,
+    store: DynamoStore,
+    table: String,
+    probe: TopicProbe,
+}
+
+async fn world(budgets: Vec<Budget>) -> World {
+    let sdk = aws::sdk().await;
+    let (store, table) = aws::new_store(&sdk).await;
+    store
+        .put_policy(&PolicySet {
+            budgets,
+            ..PolicySet::default()
+        })
+        .await
+        .unwrap();
+    let probe = TopicProbe::new(&sdk).await;
+    World {
+        sdk,
+        store,
+        table,
+        probe,
+    }
+}
+
+/// SNS envelopes -> (alert event, message attributes).
+fn alerts(envelopes: &[Value]) -> Vec<(Value, Value)> {
+    envelopes
+        .iter()
+        .map(|e| {
+            let event: Value = serde_json::from_str(e["Message"].as_str().unwrap()).unwrap();
+            (event, e["MessageAttributes"].clone())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_runs_publish_each_crossing_once() {
+    let w = world(vec![
+        monthly_budget("prod", "openai/prod", 100),
+        monthly_budget("other", "anthropic", 1000),
+    ])
+    .await;
+    // $85 on openai/prod this month: warning (50 %) and critical (80 %) are crossed
+    let now = Utc::now();
+    let records = vec![
+        record("u1", "openai/prod/key-1", 6000, now),
+        record("u2", "openai/prod/key-2", 2500, now),
+    ];
+    let policy = w.store.load_policy().await.unwrap();
+    ingest_usage(&w.store, &policy.budgets, &records, now)
+        .await
+        .unwrap();
+
+    let checker = Arc::new(
+        app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+            .await
+            .unwrap(),
+    );
+    let mut runs = Vec::new();
+    for _ in 0..50 {
+        let checker = checker.clone();
+        runs.push(tokio::spawn(async move {
+            handler::handle(&checker, scheduled_event()).await
+        }));
+    }
+    let mut published = 0;
+    for r in runs {
+        let report = r.await.unwrap().expect("every run succeeds");
+        published += report.alerts.published;
+    }
+    assert_eq!(
+        published, 2,
+        "the runs together published each crossing once"
+    );
+
+    let delivered = alerts(&w.probe.drain().await);
+    let mut per_crossing: BTreeMap<(String, String, String, String), usize> = BTreeMap::new();
+    for (event, _) in &delivered {
+        let key = ["budget_id", "window", "period_key", "tier"]
+            .map(|k| event[k].as_str().unwrap().to_string());
+        *per_crossing.entry(key.into()).or_default() += 1;
+    }
+    let period = format!("M#{}", YearMonth::of(now.date_naive()));
+    assert_eq!(
+        per_crossing,
+        BTreeMap::from([
+            (
+                (
+                    "prod".into(),
+                    "monthly".into(),
+                    period.clone(),
+                    "critical".into()
+                ),
+                1
+            ),
+            (
+                ("prod".into(), "monthly".into(), period, "warning".into()),
+                1
+            ),
+        ])
+    );
+    // the attributes subscriptions filter on
+    let (critical, attributes) = delivered
+        .iter()
+        .find(|(e, _)| e["tier"] == "critical")
+        .unwrap();
+    assert_eq!(attributes["severity"]["Value"], "critical");
+    assert_eq!(attributes["actions"]["Type"], "String.Array");
+    assert_eq!(
+        attributes["actions"]["Value"],
+        r#"["notify","reduce_limits"]"#
+    );
+    assert_eq!(critical["spend"]["amount"], "85");
+    assert_eq!(critical["percent"], "85.0");
+
+    // a later run finds everything already raised and publishes nothing
+    let again = handler::handle(&checker, scheduled_event()).await.unwrap();
+    assert_eq!(
+        (again.alerts.published, again.alerts.already_raised),
+        (0, 2)
+    );
+    assert!(w.probe.drain().await.is_empty());
+}
+
+/// A run after the crossings were raised reads their claims in one batch and writes none of
+/// them again (ADR 015): its only write is its audit entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_run_reads_raised_claims_in_one_batch_and_rewrites_none() {
+    let budgets: Vec<Budget> = (0..30)
+        .map(|i| monthly_budget(&format!("b{i:02}"), &format!("openai/team/key-{i:02}"), 100))
+        .collect();
+    let w = world(budgets).await;
+    let now = Utc::now();
+    // $85 on each key: warning and critical crossed, 60 crossings in all
+    let records: Vec<_> = (0..30)
+        .map(|i| {
+            record(
+                &format!("u{i}"),
+                &format!("openai/team/key-{i:02}"),
+                8500,
+                now,
+            )
+        })
+        .collect();
+    let policy = w.store.load_policy().await.unwrap();
+    ingest_usage(&w.store, &policy.budgets, &records, now)
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(Vec::new()).await;
+    let checker = app::checker(&config(&w.table, &w.probe.topic_arn), &proxy.sdk().await)
+        .await
+        .unwrap();
+    let first = handler::handle(&checker, scheduled_event()).await.unwrap();
+    assert_eq!(first.alerts.published, 60);
+    let writes_before = proxy.writes_seen();
+    let again = handler::handle(&checker, scheduled_event()).await.unwrap();
+    assert_eq!(
+        (again.alerts.published, again.alerts.already_raised),
+        (0, 60)
+    );
+    assert_eq!(
+        proxy.writes_seen() - writes_before,
+        1,
+        "the later run wrote its audit entry and nothing else"
+    );
+    assert_eq!(
+        w.probe.drain().await.len(),
+        60,
+        "each crossing published once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_reports_and_changes_nothing() {
+    let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
+    let now = Utc::now();
+    ingest_usage(
+        &w.store,
+        &w.store.load_policy().await.unwrap().budgets,
+        &[record("d1", "openai/prod", 12000, now)],
+        now,
+    )
+    .await
+    .unwrap();
+    let checker = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+        .await
+        .unwrap();
+    let report = handler::handle(&checker, json!({"dry_run": true}))
+        .await
+        .unwrap();
+    assert_eq!(report.alerts.would_publish, 3);
+    assert_eq!(
+        report.budgets[0].windows[0].highest_tier.as_deref(),
+        Some("emergency")
+    );
+    assert!(
+        w.probe.drain().await.is_empty(),
+        "a dry run publishes nothing"
+    );
+    assert!(
+        w.store
+            .audit_log(YearMonth::of(now.date_naive()), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "and records nothing"
+    );
+    // the real run still raises all three: the dry run claimed nothing
+    let report = handler::handle(&checker, json!({})).await.unwrap();
+    assert_eq!(report.alerts.published, 3);
+    assert_eq!(alerts(&w.probe.drain().await).len(), 3);
+    let audit = w
+        .store
+        .audit_log(YearMonth::of(now.date_naive()), 10)
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].actor, "manual");
+    assert_eq!(audit[0].detail["alerts"]["published"], 3);
+}
+
+#[tokio::test]
+async fn one_budget_on_demand_and_unknown_budgets_refused() {
+    let w = world(vec![
+        monthly_budget("prod", "openai/prod", 100),
+        monthly_budget("dev", "openai/dev", 100),
+    ])
+    .await;
+    let checker = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+        .await
+        .unwrap();
+    let report = handler::handle(&checker, json!({"budget_id": "dev"}))
+        .await
+        .unwrap();
+    assert_eq!(report.budgets.len(), 1);
+    assert_eq!(report.budgets[0].budget_id, "dev");
+    let err = handler::handle(&checker, json!({"budget_id": "nope"}))
+        .await
+        .unwrap_err();
+    assert_eq!(lambda_error_type(err), "UnknownBudget");
+}
+
+fn lambda_error_type(e: HandlerError) -> String {
+    lambda_runtime::Diagnostic::from(e).error_type
+}
+
+#[tokio::test]
+async fn a_failed_publish_releases_the_claim_and_the_next_run_publishes() {
+    let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
+    let now = Utc::now();
+    ingest_usage(
+        &w.store,
+        &w.store.load_policy().await.unwrap().budgets,
+        &[record("p1", "openai/prod", 6000, now)],
+        now,
+    )
+    .await
+    .unwrap();
+    // a topic that does not exist: SNS refuses the publish
+    let missing = format!("{}-gone", w.probe.topic_arn);
+    let broken = app::checker(&config(&w.table, &missing), &w.sdk)
+        .await
+        .unwrap();
+    let err = handler::handle(&broken, scheduled_event())
+        .await
+        .unwrap_err();
+    assert_eq!(lambda_error_type(err), "CheckIncomplete");
+    // fixed configuration: the alert that failed is published now, once
+    let fixed = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+        .await
+        .unwrap();
+    let report = handler::handle(&fixed, scheduled_event()).await.unwrap();
+    assert_eq!(report.alerts.published, 1);
+    assert_eq!(alerts(&w.probe.drain().await).len(), 1);
+}
+
+#[tokio::test]
+async fn alerts_re_arm_in_the_next_period() {
+    let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
+    let store: Arc<dyn StateStore> = Arc::new(w.store.clone());
+    let clock = Arc::new(FixedClock::new("2026-11-30T23:00:00Z".parse().unwrap()));
+    let checker = Checker {
+        store: store.clone(),
+        bus: Arc::new(SnsBus::new(
+            aws_sdk_sns::Client::new(&w.sdk),
+            &w.probe.topic_arn,
+        )),
+        sources: vec![Arc::new(UsageCounters::new(store.clone())) as Arc<dyn SpendSource>],
+        key_usage: Vec::new(),
+        clock: clock.clone(),
+        claim_lease: DEFAULT_CLAIM_LEASE,
+    };
+    let budgets = store.load_policy().await.unwrap().budgets;
+    ingest_usage(
+        store.as_ref(),
+        &budgets,
+        &[record("nov", "openai/prod", 6000, clock_now(&clock))],
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let options = CheckOptions {
+        actor: "test".into(),
+        ..CheckOptions::default()
+    };
+    assert_eq!(checker.run(&options).await.unwrap().alerts.published, 1);
+    assert_eq!(checker.run(&options).await.unwrap().alerts.published, 0);
+    // December: November's spend no longer counts; new spend crosses warning again
+    clock.advance(Duration::hours(2));
+    assert_eq!(checker.run(&options).await.unwrap().alerts.published, 0);
+    ingest_usage(
+        store.as_ref(),
+        &budgets,
+        &[record("dec", "openai/prod", 5000, clock_now(&clock))],
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let december = checker.run(&options).await.unwrap();
+    assert_eq!(december.alerts.published, 1);
+    let delivered = alerts(&w.probe.drain().await);
+    let periods: Vec<&str> = delivered
+        .iter()
+        .map(|(e, _)| e["period_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(periods, ["M#2026-11", "M#2026-12"]);
+}
+
+fn clock_now(clock: &FixedClock) -> chrono::DateTime<Utc> {
+    use spendguard_app::ports::clock::Clock;
+    clock.now()
+}
+
+#[tokio::test]
+async fn aws_budgets_source_reads_calculated_spend_and_records_observations() {
+    let mut budget = monthly_budget("aws-main", "aws/123456789012", 1000);
+    // moto keeps budgets per account, shared by every test: a name of our own
+    let name = aws::unique("monthly-total");
+    budget.source = SourceSpec::AwsBudgets {
+        budget_name: name.clone(),
+    };
+    budget.windows[0].tiers.push(Tier {
+        name: "forecast-overrun".into(),
+        threshold: Threshold::Percent(Decimal::from(110)),
+        basis: Basis::Forecast,
+        severity: Severity::Warning,
+        actions: vec![Action::Notify],
+    });
+    let w = world(vec![budget]).await;
+    let budgets = aws_sdk_budgets::Client::new(&w.sdk);
+    let spend = |amount: &str| {
+        aws_sdk_budgets::types::Spend::builder()
+            .amount(amount)
+            .unit("USD")
+            .build()
+            .unwrap()
+    };
+    budgets
+        .create_budget()
+        .account_id("123456789012")
+        .budget(
+            aws_sdk_budgets::types::Budget::builder()
+                .budget_name(&name)
+                .budget_limit(spend("1000"))
+                .time_unit(aws_sdk_budgets::types::TimeUnit::Monthly)
+                .budget_type(aws_sdk_budgets::types::BudgetType::Cost)
+                .calculated_spend(
+                    aws_sdk_budgets::types::CalculatedSpend::builder()
+                        .actual_spend(spend("612.40"))
+                        .forecasted_spend(spend("1180.00"))
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut cfg = config(&w.table, &w.probe.topic_arn);
+    cfg.sources.aws_account_id = Some("123456789012".into());
+    let checker = app::checker(&cfg, &w.sdk).await.unwrap();
+    let report = handler::handle(&checker, scheduled_event()).await.unwrap();
+    let window = &report.budgets[0].windows[0];
+    assert_eq!(window.spend.unwrap().amount, Decimal::new(61240, 2));
+    assert_eq!(window.tiers_reached, ["warning", "forecast-overrun"]);
+    let observed = w.store.observations("aws-main").await.unwrap();
+    assert_eq!(observed.len(), 1);
+    assert_eq!(observed[0].actual.amount, Decimal::new(61240, 2));
+    assert_eq!(
+        observed[0].forecast.unwrap().amount,
+        Decimal::new(118000, 2)
+    );
+
+    // a budget that uses AWS Budgets in a deployment not configured for it fails loudly
+    let unconfigured = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+        .await
+        .unwrap();
+    let err = handler::handle(&unconfigured, scheduled_event())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("source `aws_budgets` is used by budgets but not configured"),
+        "{err}"
+    );
+}
+
+/// Issue 20 §1-2: a stored counter that cannot be read back (a figure written before the
+/// bounds, or edited by hand) fails only the windows that read it — loudly, with an operator
+/// alert once per budget, window and period and a non-retryable error type — while every
+/// other budget is evaluated and alerted as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_counter_fails_only_its_windows_loudly_and_once_per_period() {
+    let w = world(vec![
+        monthly_budget("poisoned", "app/a", 100),
+        monthly_budget("healthy", "app/b", 100),
+    ])
+    .await;
+    let now = Utc::now();
+    let policy = w.store.load_policy().await.unwrap();
+    ingest_usage(
+        &w.store,
+        &policy.budgets,
+        &[
+            record("a1", "app/a/k", 100, now),
+            record("b1", "app/b/k", 6000, now),
+        ],
+        now,
+    )
+    .await
+    .unwrap();
+    // DynamoDB keeps 38 digits; Decimal reads at most 28
+    let month = YearMonth::of(now.date_naive());
+    aws::plant_counter(
+        &w.sdk,
+        &w.table,
+        "app/a",
+        &month.to_string(),
+        &format!("d{}_cost.USD", now.format("%d")),
+        "1e35",
+    )
+    .await;
+
+    let checker = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+        .await
+        .unwrap();
+    let err = handler::handle(&checker, scheduled_event())
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert_eq!(lambda_error_type(err), "BudgetsUnevaluable", "{message}");
+    assert!(message.contains("poisoned"), "{message}");
+    let delivered = alerts(&w.probe.drain().await);
+    let tiers: BTreeMap<(String, String), usize> =
+        delivered.iter().fold(BTreeMap::new(), |mut m, (e, _)| {
+            let key = (
+                e["budget_id"].as_str().unwrap().to_string(),
+                e["tier"].as_str().unwrap().to_string(),
+            );
+            *m.entry(key).or_default() += 1;
+            m
+        });
+    assert_eq!(
+        tiers,
+        BTreeMap::from([
+            (("healthy".into(), "warning".into()), 1),
+            (("poisoned".into(), "budget_unevaluable".into()), 1),
+        ]),
+        "{delivered:#?}"
+    );
+    let (unevaluable, attributes) = delivered
+        .iter()
+        .find(|(e, _)| e["tier"] == "budget_unevaluable")
+        .unwrap();
+    assert_eq!(attributes["severity"]["Value"], "critical");
+    assert!(
+        unevaluable["summary"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be evaluated"),
+        "{unevaluable}"
+    );
+    // the next run fails the same way, and alerts nobody again this period
+    let again = handler::handle(&checker, scheduled_event())
+        .await
+        .unwrap_err();
+    assert_eq!(lambda_error_type(again), "BudgetsUnevaluable");
+    assert!(w.probe.drain().await.is_empty());
+}
+
+/// A window that cannot be evaluated says nothing about the tiers it had reached: its open
+/// paging alerts stay open (a poisoned counter must not page "recovered" in the middle of an
+/// incident), and only the `budget_unevaluable` alert recovers once it can be evaluated again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unevaluable_window_does_not_resolve_its_open_alerts() {
+    let w = world(vec![monthly_budget("paging", "app/a", 100)]).await;
+    let now = Utc::now();
+    let policy = w.store.load_policy().await.unwrap();
+    // $85 of $100: warning and critical are reached and open
+    ingest_usage(
+        &w.store,
+        &policy.budgets,
+        &[record("a1", "app/a/k", 8500, now)],
+        now,
+    )
+    .await
+    .unwrap();
+    let checker = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+        .await
+        .unwrap();
+    handler::handle(&checker, scheduled_event()).await.unwrap();
+    let mut raised: Vec<String> = alerts(&w.probe.drain().await)
+        .iter()
+        .map(|(e, _)| e["tier"].as_str().unwrap().to_string())
+        .collect();
+    raised.sort();
+    assert_eq!(raised, ["critical", "warning"]);
+
+    let month = YearMonth::of(now.date_naive());
+    aws::plant_counter(
+        &w.sdk,
+        &w.table,
+        "app/a",
+        &month.to_string(),
+        &format!("d{}_cost.USD", now.format("%d")),
+        "1e35",
+    )
+    .await;
+    let err = handler::handle(&checker, scheduled_event())
+        .await
+        .unwrap_err();
+    assert_eq!(lambda_error_type(err), "BudgetsUnevaluable");
+    let delivered = alerts(&w.probe.drain().await);
+    let kinds: Vec<(String, String)> = delivered
+        .iter()
+        .map(|(e, _)| {
+            (
+                e["tier"].as_str().unwrap_or_default().to_string(),
+                e["summary"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds.len(), 1, "only the unevaluable alert: {kinds:#?}");
+    assert_eq!(kinds[0].0, "budget_unevaluable", "{kinds:#?}");
+    let open: Vec<String> = w
+        .store
+        .open_alerts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.event.tier)
+        .collect();
+    for tier in ["critical", "budget_unevaluable"] {
+        assert!(open.iter().any(|t| t == tier), "{tier} not open: {open:?}");
+    }
+
+    // repaired: the unevaluable alert recovers, the critical one (still reached) stays open
+    aws::plant_counter(
+        &w.sdk,
+        &w.table,
+        "app/a",
+        &month.to_string(),
+        &format!("d{}_cost.USD", now.format("%d")),
+        "85",
+    )
+    .await;
+    handler::handle(&checker, scheduled_event()).await.unwrap();
+    let summaries: Vec<String> = alerts(&w.probe.drain().await)
+        .iter()
+        .map(|(e, _)| e["summary"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(summaries.len(), 1, "{summaries:#?}");
+    assert!(
+        summaries[0].starts_with("RECOVERED") && summaries[0].contains("evaluated again"),
+        "{summaries:#?}"
+    );
+    let open: Vec<String> = w
+        .store
+        .open_alerts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.event.tier)
+        .collect();
+    assert_eq!(open, ["critical"]);
+}
+
+/// A key's hour counter that cannot be read is a blind spot of theft detection: the run
+/// fails naming the key and the hour, rather than skipping the key quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_hour_counter_fails_theft_detection_visibly() {
+    let sdk = aws::sdk().await;
+    let (store, table) = aws::new_store(&sdk).await;
+    let key = spendguard_domain::keys::KeySpec {
+        id: "watched".into(),
+        provider: spendguard_domain::keys::ProviderKind::Anthropic,
+        scope: Scope::parse("anthropic/team/k1").unwrap(),
+        secret_arn: None,
+        key_id: Some("apikey_watched".into()),
+        project_id: None,
+        user: None,
+        rotation: None,
+        allow_delete: false,
+    };
+    store
+        .put_policy(&PolicySet {
+            keys: vec![key],
+            ..PolicySet::default()
+        })
+        .await
+        .unwrap();
+    let probe = TopicProbe::new(&sdk).await;
+    let hour = spendguard_domain::usage::start_of_hour(Utc::now());
+    aws_sdk_dynamodb::Client::new(&sdk)
+        .update_item()
+        .table_name(&table)
+        .key(
+            "PK",
+            aws_sdk_dynamodb::types::AttributeValue::S("SPEND#anthropic/team/k1".into()),
+        )
+        .key(
+            "SK",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("H#{}", hour.format("%Y-%m-%dT%H"))),
+        )
+        .update_expression("SET #c = :v")
+        .expression_attribute_names("#c", "t_cost.USD")
+        .expression_attribute_values(
+            ":v",
+            aws_sdk_dynamodb::types::AttributeValue::N("1e35".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let checker = app::checker(&config(&table, &probe.topic_arn), &sdk)
+        .await
+        .unwrap();
+    let err = handler::handle(&checker, scheduled_event())
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("theft detection of key watched") && message.contains("1e35"),
+        "{message}"
+    );
+}

@@ -1,0 +1,1169 @@
+//! key-guard end to end: emergency stop and restore against stand-in admin APIs and moto
+//! (IAM, Secrets Manager), and the Secrets Manager rotation protocol step by step.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use chrono::{Duration, Utc};
+use key_guard::handler::KeyGuardError;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use spendguard_app::flows::guard::{GuardError, advance_ramps};
+use spendguard_app::ports::store::AuditLog;
+use spendguard_app::ports::store::KeyStore;
+use spendguard_domain::alert::AlertEvent;
+use spendguard_domain::budget::Action;
+use spendguard_domain::keys::{KeySpec, KeyStatus, ProviderKind, RotationStrategy};
+use spendguard_domain::records::SwitchState;
+use spendguard_domain::scope::Scope;
+use spendguard_domain::settings::{PolicySet, RestorePolicy};
+use spendguard_tests::aws;
+use spendguard_tests::faults::{Fault, FaultProxy, Rule};
+use spendguard_tests::keyguard::KeyGuardWorld;
+
+fn key(id: &str, provider: ProviderKind, scope: &str) -> KeySpec {
+    KeySpec {
+        id: id.into(),
+        provider,
+        scope: Scope::parse(scope).unwrap(),
+        secret_arn: None,
+        key_id: None,
+        project_id: None,
+        user: None,
+        rotation: None,
+        allow_delete: false,
+    }
+}
+
+fn anthropic_key(id: &str, key_id: &str, scope: &str) -> KeySpec {
+    KeySpec {
+        key_id: Some(key_id.into()),
+        ..key(id, ProviderKind::Anthropic, scope)
+    }
+}
+
+/// An emergency alert for `scope`, as budget-check publishes it and SNS delivers it.
+fn emergency(scope: &str, alert_id: &str, actions: Vec<Action>) -> Value {
+    let path = format!(
+        "{}/../events/alert-fanout/emergency.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut alert: AlertEvent =
+        serde_json::from_str(fixture["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap();
+    alert.scope = Scope::parse(scope).unwrap();
+    alert.alert_id = alert_id.into();
+    alert.actions = actions;
+    let mut event = fixture.clone();
+    event["Records"][0]["Sns"]["Message"] = json!(serde_json::to_string(&alert).unwrap());
+    event
+}
+
+async fn status(w: &KeyGuardWorld, id: &str) -> KeyStatus {
+    w.store
+        .keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.spec.id == id)
+        .unwrap()
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_emergencies_at_once_engage_the_switch_once_and_disable_each_key_once() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    for id in ["apikey_01", "apikey_02"] {
+        w.anthropic.add(id, true);
+    }
+    w.register(vec![
+        anthropic_key("research-1", "apikey_01", "anthropic/research/k1"),
+        anthropic_key("research-2", "apikey_02", "anthropic/research/k2"),
+    ])
+    .await;
+    let event = emergency(
+        "anthropic/research",
+        "alert-em-1",
+        vec![Action::Notify, Action::DisableKeys],
+    );
+    let handler = Arc::new(w.handler);
+    let (a, b) = (handler.clone(), handler.clone());
+    let (e1, e2) = (event.clone(), event.clone());
+    let (r1, r2) = tokio::join!(
+        tokio::spawn(async move { a.handle(e1).await }),
+        tokio::spawn(async move { b.handle(e2).await })
+    );
+    // one of them may find the other still working on a key: it fails (Lambda retries it)
+    let results = [r1.unwrap(), r2.unwrap()];
+    assert!(
+        results.iter().any(Result::is_ok),
+        "{:?}",
+        results
+            .iter()
+            .map(|r| r.as_ref().err().map(|e| e.to_string()))
+            .collect::<Vec<_>>()
+    );
+    for id in ["apikey_01", "apikey_02"] {
+        assert_eq!(
+            w.anthropic.writes_for(id),
+            ["inactive"],
+            "{id} disabled exactly once"
+        );
+        assert_eq!(w.anthropic.active(id), Some(false));
+    }
+    let switch = w
+        .store
+        .kill_switch(&Scope::parse("anthropic/research").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(switch.version, 1, "engaged once");
+    assert!(
+        matches!(&switch.value.state, SwitchState::Engaged { incident, .. } if incident == "alert-em-1")
+    );
+    // a retry of the losing invocation completes without acting again
+    handler.handle(event).await.expect("a retry succeeds");
+    assert_eq!(w.anthropic.writes_for("apikey_01").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_failing_midway_keeps_the_switch_engaged_and_a_retry_finishes() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    for id in ["apikey_11", "apikey_12", "apikey_13"] {
+        w.anthropic.add(id, true);
+    }
+    w.register(vec![
+        anthropic_key("k11", "apikey_11", "anthropic/prod/a"),
+        anthropic_key("k12", "apikey_12", "anthropic/prod/b"),
+        anthropic_key("k13", "apikey_13", "anthropic/prod/c"),
+    ])
+    .await;
+    w.anthropic.fail_next.store(1, Ordering::SeqCst);
+    let event = emergency("anthropic/prod", "alert-em-2", vec![Action::DisableKeys]);
+    let err = w.handler.handle(event.clone()).await.unwrap_err();
+    assert!(
+        matches!(err, KeyGuardError::Guard(GuardError::Incomplete(_))),
+        "{err}"
+    );
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(err).error_type,
+        "KeysIncomplete"
+    );
+    let scope = Scope::parse("anthropic/prod").unwrap();
+    assert!(
+        matches!(
+            w.store
+                .kill_switch(&scope)
+                .await
+                .unwrap()
+                .unwrap()
+                .value
+                .state,
+            SwitchState::Engaged { .. }
+        ),
+        "still engaged"
+    );
+    let disabled: usize = ["apikey_11", "apikey_12", "apikey_13"]
+        .iter()
+        .filter(|id| w.anthropic.active(id) == Some(false))
+        .count();
+    assert_eq!(disabled, 2, "the other keys were stopped");
+
+    w.handler
+        .handle(event)
+        .await
+        .expect("the retry completes what was missing");
+    for id in ["apikey_11", "apikey_12", "apikey_13"] {
+        assert_eq!(w.anthropic.active(id), Some(false));
+        assert_eq!(
+            w.anthropic.writes_for(id),
+            ["inactive"],
+            "{id}: disabled once, never twice"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_re_enables_only_what_spendguard_disabled_and_ramps_the_factor() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_21", true);
+    w.anthropic.add("apikey_22", false); // an operator disabled this one for another reason
+    let iam_user = aws::unique("ci");
+    let (iam_id, _) = w.iam_key(&iam_user).await;
+    let openai_secret = w
+        .secret(
+            "openai-prod",
+            r#"{"key_id": "key_1", "api_key": "sk-proj-original"}"#,
+        )
+        .await;
+    w.openai.add("key_1", true);
+    w.register(vec![
+        anthropic_key("a21", "apikey_21", "team/x/anthropic"),
+        anthropic_key("a22", "apikey_22", "team/x/anthropic-old"),
+        KeySpec {
+            user: Some(iam_user.clone()),
+            key_id: Some(iam_id.clone()),
+            ..key("ci", ProviderKind::AwsIam, "team/x/aws")
+        },
+        KeySpec {
+            secret_arn: Some(openai_secret.clone()),
+            project_id: Some("proj_1".into()),
+            key_id: Some("key_1".into()),
+            ..key("openai", ProviderKind::Openai, "team/x/openai")
+        },
+    ])
+    .await;
+    let original_version = w
+        .versions(&openai_secret)
+        .await
+        .into_iter()
+        .find(|(_, s)| s.contains(&"AWSCURRENT".to_string()))
+        .unwrap()
+        .0;
+
+    let report = w.handler.handle(json!({"action": "disable", "scope": "team/x", "reason": "runaway loop", "actor": "alice"})).await.unwrap();
+    assert_eq!(report["switch"], "engaged");
+    assert_eq!(w.anthropic.active("apikey_21"), Some(false));
+    assert!(!w.iam_active(&iam_user, &iam_id).await);
+    assert!(
+        w.current_value(&openai_secret)
+            .await
+            .starts_with("SPENDGUARD-WITHHELD"),
+        "the OpenAI key is withheld"
+    );
+    assert_eq!(
+        w.openai.active("key_1"),
+        Some(true),
+        "never deleted without allow_delete"
+    );
+    assert!(matches!(
+        status(&w, "a22").await,
+        KeyStatus::DisabledElsewhere { .. }
+    ));
+    assert!(w.anthropic.writes_for("apikey_22").is_empty());
+
+    let restored = w
+        .handler
+        .handle(json!({"action": "restore", "scope": "team/x", "actor": "alice"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            restored["switch"].as_str(),
+            restored["limit_factor"].as_str()
+        ),
+        (Some("restoring (step 1)"), Some("0.1"))
+    );
+    assert_eq!(w.anthropic.active("apikey_21"), Some(true));
+    assert_eq!(
+        w.anthropic.active("apikey_22"),
+        Some(false),
+        "the operator's key stays disabled"
+    );
+    assert!(w.anthropic.writes_for("apikey_22").is_empty());
+    assert!(w.iam_active(&iam_user, &iam_id).await);
+    assert_eq!(
+        w.current_value(&openai_secret).await,
+        r#"{"key_id": "key_1", "api_key": "sk-proj-original"}"#
+    );
+    let current = w
+        .versions(&openai_secret)
+        .await
+        .into_iter()
+        .find(|(_, s)| s.contains(&"AWSCURRENT".to_string()))
+        .unwrap()
+        .0;
+    assert_eq!(
+        current, original_version,
+        "AWSCURRENT is back on the key's own version"
+    );
+    for id in ["a21", "ci", "openai"] {
+        assert_eq!(status(&w, id).await, KeyStatus::Active, "{id}");
+    }
+
+    // the scheduled checks climb the ramp: 0.1 -> 0.5 -> 1.0 (open)
+    let scope = Scope::parse("team/x").unwrap();
+    let policy = RestorePolicy::default();
+    let t0 = Utc::now();
+    assert_eq!(
+        advance_ramps(&w.store, &policy, t0 + Duration::minutes(2))
+            .await
+            .unwrap(),
+        0,
+        "not yet"
+    );
+    advance_ramps(&w.store, &policy, t0 + Duration::minutes(6))
+        .await
+        .unwrap();
+    assert_eq!(
+        w.store
+            .kill_switch(&scope)
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+            .limit_factor,
+        Decimal::new(5, 1)
+    );
+    advance_ramps(&w.store, &policy, t0 + Duration::minutes(12))
+        .await
+        .unwrap();
+    let open = w.store.kill_switch(&scope).await.unwrap().unwrap().value;
+    assert_eq!(
+        (open.state, open.limit_factor),
+        (SwitchState::Open, Decimal::ONE)
+    );
+    assert!(w.store.active_kill_switches().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_changed_by_an_operator_while_withheld_is_left_as_they_set_it() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    let arn = w.secret("shared-key", "sk-original").await;
+    w.register(vec![KeySpec {
+        secret_arn: Some(arn.clone()),
+        ..key("shared", ProviderKind::SecretOnly, "apps/shared")
+    }])
+    .await;
+    w.handler
+        .handle(json!({"action": "disable", "scope": "apps", "reason": "test", "actor": "bob"}))
+        .await
+        .unwrap();
+    assert!(
+        w.current_value(&arn)
+            .await
+            .starts_with("SPENDGUARD-WITHHELD")
+    );
+    w.secrets
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string("sk-replaced-by-operator")
+        .send()
+        .await
+        .unwrap();
+    let report = w
+        .handler
+        .handle(json!({"action": "restore", "scope": "apps", "actor": "bob"}))
+        .await
+        .unwrap();
+    assert_eq!(report["keys"][0]["outcome"], "restored_with_notes");
+    assert!(
+        report["keys"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("left as the operator set it")
+    );
+    assert_eq!(w.current_value(&arn).await, "sk-replaced-by-operator");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reduce_limits_throttles_without_disabling_and_recovery_lifts_it() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_31", true);
+    w.register(vec![anthropic_key("k31", "apikey_31", "anthropic/batch/k")])
+        .await;
+    let half = Decimal::new(5, 1);
+    let critical = emergency(
+        "anthropic/batch",
+        "alert-crit",
+        vec![Action::Notify, Action::ReduceLimits { factor: half }],
+    );
+    let out = w.handler.handle(critical.clone()).await.unwrap();
+    assert_eq!(out["alerts"][0]["limit_factor"], "0.5");
+    assert_eq!(
+        w.anthropic.active("apikey_31"),
+        Some(true),
+        "keys stay enabled"
+    );
+    // the alert recovers: budget-check publishes a recovery carrying the same actions
+    let mut recovery = critical.clone();
+    let mut alert: AlertEvent =
+        serde_json::from_str(recovery["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap();
+    alert = alert.recovery("ended with its period", Utc::now());
+    recovery["Records"][0]["Sns"]["Message"] = json!(serde_json::to_string(&alert).unwrap());
+    let out = w.handler.handle(recovery).await.unwrap();
+    assert_eq!(out["alerts"][0]["limit_factor"], "1");
+}
+
+/// A `high` security finding orders `rotate_keys`: key-guard starts the Secrets Manager
+/// rotation of each key under the scope that has a secret and a strategy, once per finding
+/// (Secrets Manager then runs the rotation steps tested below); keys stay enabled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotate_keys_finding_starts_each_rotation_once() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_41", true);
+    let arn = w.secret("search-key", "sk-ant-api03-rotate-me").await;
+    w.register(vec![
+        KeySpec {
+            secret_arn: Some(arn.clone()),
+            rotation: Some(RotationStrategy::Staged),
+            ..anthropic_key("k41", "apikey_41", "anthropic/search/k41")
+        },
+        anthropic_key("k42", "apikey_42", "anthropic/search/k42"),
+    ])
+    .await;
+    let mut event = emergency(
+        "anthropic/search",
+        "finding-high",
+        vec![Action::RotateKeys, Action::Notify],
+    );
+    let mut alert: AlertEvent =
+        serde_json::from_str(event["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap();
+    alert.kind = spendguard_domain::alert::AlertKind::Security;
+    event["Records"][0]["Sns"]["Message"] = json!(serde_json::to_string(&alert).unwrap());
+
+    let rotated_at = |w: &KeyGuardWorld, arn: String| {
+        let secrets = w.secrets.clone();
+        async move {
+            secrets
+                .describe_secret()
+                .secret_id(arn)
+                .send()
+                .await
+                .unwrap()
+                .last_rotated_date
+        }
+    };
+    assert_eq!(rotated_at(&w, arn.clone()).await, None);
+    let out = w.handler.handle(event.clone()).await.unwrap();
+    let outcomes: Vec<(String, String)> = out["alerts"][0]["rotated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["key_id"].as_str().unwrap().to_string(),
+                k["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("k41".to_string(), "rotation_started".to_string()),
+            ("k42".to_string(), "not_rotatable".to_string())
+        ]
+    );
+    assert!(rotated_at(&w, arn.clone()).await.is_some());
+    let versions = w.versions(&arn).await.len();
+    // SNS redelivers: nothing is rotated twice
+    let again = w.handler.handle(event).await.unwrap();
+    assert_eq!(
+        again["alerts"][0]["rotated"][0]["outcome"],
+        "already_rotated"
+    );
+    assert_eq!(w.versions(&arn).await.len(), versions);
+    assert_eq!(
+        w.anthropic.active("apikey_41"),
+        Some(true),
+        "rotation does not disable"
+    );
+}
+
+// ---- rotation ------------------------------------------------------------------------------
+
+const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
+
+fn step(name: &str, secret: &str, token: &str) -> Value {
+    json!({"Step": name, "SecretId": secret, "ClientRequestToken": token, "RotationToken": "rotation-token-should-never-be-logged"})
+}
+
+/// A rotated secret: rotation enabled, and a rotation started (token registered as AWSPENDING,
+/// as Secrets Manager does before it calls createSecret).
+async fn rotated_secret(w: &KeyGuardWorld, value: &str) -> (String, String) {
+    let arn = w.secret("rotated", value).await;
+    // enables rotation (moto applies a no-op rotation of the same value)
+    w.secrets
+        .rotate_secret()
+        .secret_id(&arn)
+        .rotate_immediately(false)
+        .rotation_rules(
+            aws_sdk_secretsmanager::types::RotationRulesType::builder()
+                .automatically_after_days(30)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    (arn, String::new())
+}
+
+async fn start_rotation(w: &KeyGuardWorld, arn: &str) -> String {
+    let token = uuid::Uuid::new_v4().to_string();
+    let current = w.current_value(arn).await;
+    w.secrets
+        .put_secret_value()
+        .secret_id(arn)
+        .client_request_token(&token)
+        .secret_string(current)
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .unwrap();
+    token
+}
+
+fn stages_are_final(
+    versions: &std::collections::BTreeMap<String, Vec<String>>,
+    token: &str,
+    old: &str,
+) {
+    let with = |stage: &str| {
+        versions
+            .iter()
+            .filter(|(_, s)| s.iter().any(|x| x == stage))
+            .map(|(v, _)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        with("AWSCURRENT"),
+        [token.to_string()],
+        "one AWSCURRENT, on the new version: {versions:?}"
+    );
+    assert_eq!(
+        with("AWSPREVIOUS"),
+        [old.to_string()],
+        "AWSPREVIOUS on the old version: {versions:?}"
+    );
+    assert!(
+        with("AWSPENDING").is_empty(),
+        "no AWSPENDING left: {versions:?}"
+    );
+}
+
+async fn current_version(w: &KeyGuardWorld, arn: &str) -> String {
+    w.versions(arn)
+        .await
+        .into_iter()
+        .find(|(_, s)| s.iter().any(|x| x == "AWSCURRENT"))
+        .unwrap()
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_secrets_rotate_in_order_twice_per_step_and_after_any_interruption() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    let original = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let (arn, _) = rotated_secret(&w, original).await;
+    w.register(vec![KeySpec {
+        secret_arn: Some(arn.clone()),
+        rotation: Some(RotationStrategy::Generated),
+        ..key(
+            "usage-signing",
+            ProviderKind::SecretOnly,
+            "spendguard/usage-signing",
+        )
+    }])
+    .await;
+
+    // in order, each step twice
+    let old = current_version(&w, &arn).await;
+    let token = start_rotation(&w, &arn).await;
+    for s in STEPS {
+        w.handler
+            .handle(step(s, &arn, &token))
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+        w.handler
+            .handle(step(s, &arn, &token))
+            .await
+            .unwrap_or_else(|e| panic!("{s} again: {e}"));
+    }
+    stages_are_final(&w.versions(&arn).await, &token, &old);
+    let value = w.current_value(&arn).await;
+    let parts: Vec<&str> = value.split_whitespace().collect();
+    assert!(parts[0].starts_with("whsec_") && parts[0] != original);
+    assert_eq!(
+        parts[1], original,
+        "the previous secret still verifies while senders switch"
+    );
+
+    // interrupted after each step, then retried from the step that failed
+    for stop_after in 0..4 {
+        let old = current_version(&w, &arn).await;
+        let token = start_rotation(&w, &arn).await;
+        for s in &STEPS[..=stop_after] {
+            w.handler.handle(step(s, &arn, &token)).await.unwrap();
+        }
+        assert_eq!(
+            current_version(&w, &arn).await == token,
+            stop_after == 3,
+            "current moves only at finishSecret"
+        );
+        for s in &STEPS[stop_after..] {
+            w.handler.handle(step(s, &arn, &token)).await.unwrap();
+        }
+        stages_are_final(&w.versions(&arn).await, &token, &old);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_out_of_order_never_make_an_untested_version_current() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    let (arn, _) = rotated_secret(&w, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").await;
+    w.register(vec![KeySpec {
+        secret_arn: Some(arn.clone()),
+        rotation: Some(RotationStrategy::Generated),
+        ..key("sig", ProviderKind::SecretOnly, "spendguard/sig")
+    }])
+    .await;
+    let old = current_version(&w, &arn).await;
+    let token = start_rotation(&w, &arn).await;
+    w.handler
+        .handle(step("createSecret", &arn, &token))
+        .await
+        .unwrap();
+    let err = w
+        .handler
+        .handle(step("finishSecret", &arn, &token))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("testSecret has not passed"),
+        "{err}"
+    );
+    assert_eq!(current_version(&w, &arn).await, old, "AWSCURRENT untouched");
+    let unknown = w
+        .handler
+        .handle(step(
+            "testSecret",
+            &arn,
+            "11111111-2222-3333-4444-555555555555",
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        unknown.to_string().contains("has no stage for rotation"),
+        "{unknown}"
+    );
+    w.handler
+        .handle(step("testSecret", &arn, &token))
+        .await
+        .unwrap();
+    w.handler
+        .handle(step("finishSecret", &arn, &token))
+        .await
+        .unwrap();
+    stages_are_final(&w.versions(&arn).await, &token, &old);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_provider_key_is_tested_before_it_is_current_and_the_old_key_is_retired_after() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_old", true);
+    w.anthropic.add("apikey_new", true);
+    w.anthropic
+        .valid
+        .lock()
+        .unwrap()
+        .insert("sk-ant-new-value".into());
+    let (arn, _) = rotated_secret(
+        &w,
+        r#"{"key_id": "apikey_old", "api_key": "sk-ant-old-value"}"#,
+    )
+    .await;
+    w.register(vec![KeySpec {
+        secret_arn: Some(arn.clone()),
+        key_id: Some("apikey_old".into()),
+        rotation: Some(RotationStrategy::Staged),
+        ..key(
+            "research",
+            ProviderKind::Anthropic,
+            "anthropic/research/main",
+        )
+    }])
+    .await;
+    let old = current_version(&w, &arn).await;
+    let token = start_rotation(&w, &arn).await;
+    // nothing staged yet: refused, and nothing changes
+    let err = w
+        .handler
+        .handle(step("createSecret", &arn, &token))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("SPENDGUARD_STAGED"), "{err}");
+    // the operator stages the new key
+    w.secrets
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(r#"{"key_id": "apikey_new", "api_key": "sk-ant-new-value"}"#)
+        .version_stages("SPENDGUARD_STAGED")
+        .send()
+        .await
+        .unwrap();
+    for s in &STEPS[..3] {
+        w.handler
+            .handle(step(s, &arn, &token))
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+        assert_eq!(
+            current_version(&w, &arn).await,
+            old,
+            "AWSCURRENT unchanged before finish"
+        );
+        assert_eq!(
+            w.anthropic.active("apikey_old"),
+            Some(true),
+            "the current key still works after {s}"
+        );
+    }
+    w.handler
+        .handle(step("finishSecret", &arn, &token))
+        .await
+        .unwrap();
+    stages_are_final(&w.versions(&arn).await, &token, &old);
+    assert_eq!(
+        w.anthropic.active("apikey_old"),
+        Some(false),
+        "the previous key is retired after finish"
+    );
+    assert_eq!(w.anthropic.active("apikey_new"), Some(true));
+    let versions = w.versions(&arn).await;
+    assert!(
+        versions
+            .values()
+            .all(|s| !s.iter().any(|x| x == "SPENDGUARD_STAGED")),
+        "the staging label is cleared"
+    );
+
+    // a staged key that does not authenticate fails testSecret and never becomes current
+    let token = start_rotation(&w, &arn).await;
+    w.secrets
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(r#"{"key_id": "apikey_bad", "api_key": "sk-ant-revoked"}"#)
+        .version_stages("SPENDGUARD_STAGED")
+        .send()
+        .await
+        .unwrap();
+    w.handler
+        .handle(step("createSecret", &arn, &token))
+        .await
+        .unwrap();
+    let err = w
+        .handler
+        .handle(step("testSecret", &arn, &token))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not work"), "{err}");
+    assert!(
+        w.handler
+            .handle(step("finishSecret", &arn, &token))
+            .await
+            .is_err()
+    );
+    assert!(
+        w.current_value(&arn).await.contains("apikey_new"),
+        "the working key stays current"
+    );
+}
+
+// ---- issue 20 §3: the stop path under races, crashes, nesting and outages ----------------
+
+/// The switch of `scope` as JSON (its incidents, whatever the shape of the state).
+async fn switch_json(w: &KeyGuardWorld, scope: &str) -> Value {
+    w.store
+        .kill_switch(&Scope::parse(scope).unwrap())
+        .await
+        .unwrap()
+        .map(|v| serde_json::to_value(v.value).unwrap())
+        .unwrap_or(Value::Null)
+}
+
+/// Every audit entry of this month, as text.
+async fn audit_text(w: &KeyGuardWorld) -> String {
+    let month = spendguard_domain::period::YearMonth::of(Utc::now().date_naive());
+    serde_json::to_string(
+        &w.store
+            .audit_log(month, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| json!({"action": e.action, "detail": e.detail}))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap()
+}
+
+/// Delivers `event` as Lambda does: a failed attempt is retried (twice).
+async fn delivered(handler: &key_guard::handler::Handler, event: Value) -> Result<Value, String> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        match handler.handle(event.clone()).await {
+            Ok(v) => return Ok(v),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+/// Review finding #1: an emergency that arrives while a restore is re-enabling keys is kept:
+/// the restore stops, the new incident holds the switch and is audited, the key ends stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_emergency_during_a_restore_is_kept_and_its_key_ends_stopped() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_race", true);
+    w.register(vec![anthropic_key("race", "apikey_race", "ai/prod/race")])
+        .await;
+    let handler = Arc::new(
+        w.handler_at(&w.sdk, Arc::new(spendguard_app::ports::clock::SystemClock))
+            .await,
+    );
+    handler
+        .handle(emergency("ai/prod", "inc-first", vec![Action::DisableKeys]))
+        .await
+        .unwrap();
+    assert_eq!(w.anthropic.active("apikey_race"), Some(false));
+
+    // the restore's enable call reaches Anthropic and waits there for its answer
+    w.anthropic.hold_writes();
+    let h = handler.clone();
+    let restore = tokio::spawn(async move {
+        h.handle(json!({"action": "restore", "scope": "ai/prod", "actor": "op"}))
+            .await
+    });
+    w.anthropic.until_held(1).await;
+    // meanwhile the next crossing orders another stop
+    let h = handler.clone();
+    let second = tokio::spawn(async move {
+        h.handle(emergency(
+            "ai/prod",
+            "inc-second",
+            vec![Action::DisableKeys],
+        ))
+        .await
+    });
+    for _ in 0..100 {
+        if switch_json(&w, "ai/prod")
+            .await
+            .to_string()
+            .contains("inc-second")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    w.anthropic.release();
+    let restored = restore.await.unwrap();
+    let second = second.await.unwrap();
+    if second.is_err() {
+        // Lambda retries the failed emergency
+        delivered(
+            &handler,
+            emergency("ai/prod", "inc-second", vec![Action::DisableKeys]),
+        )
+        .await
+        .expect("the retried emergency completes");
+    }
+    assert_eq!(
+        w.anthropic.active("apikey_race"),
+        Some(false),
+        "the second emergency's key is stopped (restore said {restored:?})"
+    );
+    let switch = switch_json(&w, "ai/prod").await;
+    assert_eq!(switch["state"]["state"], "engaged", "{switch}");
+    assert!(switch.to_string().contains("inc-second"), "{switch}");
+    assert!(
+        audit_text(&w).await.contains("inc-second"),
+        "the incident that joined is audited"
+    );
+}
+
+/// Finding #2a: a status that cannot be written is a failed stop (retried), never a quiet
+/// success; once written, restore brings the key back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unrecorded_stop_fails_and_restore_still_brings_the_key_back() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_rec", true);
+    w.register(vec![anthropic_key("rec", "apikey_rec", "ai/rec/k")])
+        .await;
+    let proxy = FaultProxy::start(vec![Rule {
+        operation: "UpdateItem",
+        body_contains: Some("\"KEYS\""),
+        every: 1,
+        limit: usize::MAX,
+        fault: Fault::ServerError,
+    }])
+    .await;
+    let handler = w
+        .handler_at(
+            &proxy.sdk().await,
+            Arc::new(spendguard_app::ports::clock::SystemClock),
+        )
+        .await;
+    let event = emergency("ai/rec", "inc-rec", vec![Action::DisableKeys]);
+    let err = handler.handle(event.clone()).await.unwrap_err();
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(err).error_type,
+        "KeysIncomplete"
+    );
+    proxy.set_rules(Vec::new());
+    handler.handle(event).await.expect("the retry completes");
+    assert_eq!(w.anthropic.active("apikey_rec"), Some(false));
+    handler
+        .handle(json!({"action": "restore", "scope": "ai/rec", "actor": "op"}))
+        .await
+        .unwrap();
+    assert_eq!(w.anthropic.active("apikey_rec"), Some(true));
+}
+
+/// Finding #2b: an invocation that dies between the provider's disable and its record is
+/// recognised by its retry as spendguard's own stop, so restore re-enables the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_after_the_provider_call_is_recognised_on_retry() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_crash", true);
+    w.register(vec![anthropic_key("crash", "apikey_crash", "ai/crash/k")])
+        .await;
+    let clock = Arc::new(spendguard_app::ports::clock::FixedClock::new(Utc::now()));
+    let handler = Arc::new(w.handler_at(&w.sdk, clock.clone()).await);
+    let event = emergency("ai/crash", "inc-crash", vec![Action::DisableKeys]);
+    w.anthropic.hold_writes();
+    let h = handler.clone();
+    let e = event.clone();
+    let dying = tokio::spawn(async move { h.handle(e).await });
+    w.anthropic.until_held(1).await;
+    dying.abort(); // Lambda's timeout: Anthropic disabled the key, nothing was recorded after
+    let _ = dying.await;
+    w.anthropic.release();
+    assert_eq!(w.anthropic.active("apikey_crash"), Some(false));
+    clock.advance(Duration::minutes(3)); // the dead invocation's lease has run out
+    handler.handle(event).await.expect("the retry completes");
+    handler
+        .handle(json!({"action": "restore", "scope": "ai/crash", "actor": "op"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        w.anthropic.active("apikey_crash"),
+        Some(true),
+        "restore re-enabled the key spendguard stopped"
+    );
+}
+
+/// Findings #2c and #31: an org cap and a team cap both hold the team's keys. Restoring
+/// either leaves them stopped while the other still holds them; the last restore brings them
+/// back, and a withheld secret returns to its own version, never a marker. Both orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_scopes_hold_a_key_until_the_last_restore() {
+    for (first, second) in [("ai", "ai/prod"), ("ai/prod", "ai")] {
+        let w = KeyGuardWorld::new(PolicySet::default()).await;
+        w.anthropic.add("apikey_n1", true);
+        let original = r#"{"key_id": "key_n2", "api_key": "sk-proj-nested"}"#;
+        let arn = w.secret("nested-openai", original).await;
+        w.openai.add("key_n2", true);
+        w.register(vec![
+            anthropic_key("n1", "apikey_n1", "ai/prod/n1"),
+            KeySpec {
+                secret_arn: Some(arn.clone()),
+                project_id: Some("proj_n".into()),
+                key_id: Some("key_n2".into()),
+                ..key("n2", ProviderKind::Openai, "ai/prod/n2")
+            },
+        ])
+        .await;
+        for (scope, incident) in [(first, "inc-a"), (second, "inc-b")] {
+            w.handler
+                .handle(emergency(scope, incident, vec![Action::DisableKeys]))
+                .await
+                .unwrap();
+        }
+        assert_eq!(w.anthropic.active("apikey_n1"), Some(false));
+        w.handler
+            .handle(json!({"action": "restore", "scope": first, "actor": "op"}))
+            .await
+            .unwrap();
+        assert_eq!(
+            w.anthropic.active("apikey_n1"),
+            Some(false),
+            "{second} still holds the key after {first} is restored"
+        );
+        assert_ne!(w.current_value(&arn).await, original, "still withheld");
+        w.handler
+            .handle(json!({"action": "restore", "scope": second, "actor": "op"}))
+            .await
+            .unwrap();
+        assert_eq!(
+            w.anthropic.active("apikey_n1"),
+            Some(true),
+            "back after the last restore ({first} then {second})"
+        );
+        assert_eq!(
+            w.current_value(&arn).await,
+            original,
+            "the secret is the key again, not a marker ({first} then {second})"
+        );
+    }
+}
+
+/// Finding #26: a late retry of an emergency that was already restored engages nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_delivery_after_its_restore_engages_nothing() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_late", true);
+    w.register(vec![anthropic_key("late", "apikey_late", "ai/late/k")])
+        .await;
+    let event = emergency("ai/late", "inc-late", vec![Action::DisableKeys]);
+    w.handler.handle(event.clone()).await.unwrap();
+    w.handler
+        .handle(json!({"action": "restore", "scope": "ai/late", "actor": "op"}))
+        .await
+        .unwrap();
+    w.handler.handle(event).await.expect("acknowledged");
+    let switch = switch_json(&w, "ai/late").await;
+    assert_ne!(switch["state"]["state"], "engaged", "{switch}");
+    assert_eq!(w.anthropic.active("apikey_late"), Some(true));
+}
+
+/// Finding #28: with DynamoDB unavailable, key-guard still stops the keys it knows (the
+/// registry it read at start), reports the failure, and records the stop as its own once the
+/// store is back, so restore re-enables the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_store_down_keys_are_still_stopped_and_the_failure_reported() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_down", true);
+    w.register(vec![anthropic_key("down", "apikey_down", "ai/down/k")])
+        .await;
+    let proxy = FaultProxy::start(Vec::new()).await;
+    let handler = w
+        .handler_at(
+            &proxy.sdk().await,
+            Arc::new(spendguard_app::ports::clock::SystemClock),
+        )
+        .await;
+    proxy.set_rules(spendguard_tests::faults::dynamodb_down());
+    let event = emergency("ai/down", "inc-down", vec![Action::DisableKeys]);
+    let err = handler.handle(event.clone()).await.unwrap_err();
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(err).error_type,
+        "StoreUnavailable"
+    );
+    assert_eq!(
+        w.anthropic.active("apikey_down"),
+        Some(false),
+        "stopped although the store is down"
+    );
+    proxy.set_rules(Vec::new());
+    handler.handle(event).await.expect("the retry records it");
+    let switch = switch_json(&w, "ai/down").await;
+    assert_eq!(switch["state"]["state"], "engaged", "{switch}");
+    handler
+        .handle(json!({"action": "restore", "scope": "ai/down", "actor": "op"}))
+        .await
+        .unwrap();
+    assert_eq!(w.anthropic.active("apikey_down"), Some(true));
+}
+
+/// The Anthropic stand-in refuses what Anthropic's admin API refuses, in Anthropic's error
+/// shape: a test that passes against it proves the request was right.
+#[tokio::test]
+async fn the_anthropic_stand_in_refuses_what_anthropic_refuses() {
+    let state = Arc::new(spendguard_tests::keyguard::ProviderState::default());
+    state.add("apikey_std", true);
+    let standin = spendguard_tests::keyguard::anthropic_standin(state.clone()).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/organizations/api_keys/apikey_std", standin.url);
+    let call = |method: reqwest::Method,
+                url: String,
+                key: Option<&'static str>,
+                version: Option<&'static str>,
+                body: Value| {
+        let mut r = http.request(method, url).json(&body);
+        if let Some(k) = key {
+            r = r.header("x-api-key", k);
+        }
+        if let Some(v) = version {
+            r = r.header("anthropic-version", v);
+        }
+        r.send()
+    };
+    let admin = Some("sk-ant-admin-test");
+    let version = Some("2023-06-01");
+    let inactive = json!({"status": "inactive"});
+    for (name, method, url, key, version, body, status, kind) in [
+        (
+            "no version header",
+            reqwest::Method::POST,
+            url.clone(),
+            admin,
+            None,
+            inactive.clone(),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            "another version",
+            reqwest::Method::POST,
+            url.clone(),
+            admin,
+            Some("2021-01-01"),
+            inactive.clone(),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            "no admin key",
+            reqwest::Method::POST,
+            url.clone(),
+            None,
+            version,
+            inactive.clone(),
+            401,
+            "authentication_error",
+        ),
+        (
+            "a non-admin key",
+            reqwest::Method::POST,
+            url.clone(),
+            Some("sk-ant-api03-x"),
+            version,
+            inactive.clone(),
+            401,
+            "authentication_error",
+        ),
+        (
+            "an unknown key",
+            reqwest::Method::POST,
+            format!("{}/v1/organizations/api_keys/apikey_nope", standin.url),
+            admin,
+            version,
+            inactive.clone(),
+            404,
+            "not_found_error",
+        ),
+        (
+            "a status Anthropic does not know",
+            reqwest::Method::POST,
+            url.clone(),
+            admin,
+            version,
+            json!({"status": "disabled"}),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            "another method",
+            reqwest::Method::DELETE,
+            url.clone(),
+            admin,
+            version,
+            json!({}),
+            405,
+            "invalid_request_error",
+        ),
+    ] {
+        let response = call(method, url, key, version, body).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{name}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["error"]["type"], kind, "{name}: {answer}");
+    }
+    assert!(
+        state.writes_for("apikey_std").is_empty(),
+        "nothing refused was applied"
+    );
+    assert_eq!(state.active("apikey_std"), Some(true));
+    let ok = call(reqwest::Method::POST, url, admin, version, inactive)
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    assert_eq!(state.active("apikey_std"), Some(false));
+}

@@ -1,0 +1,13 @@
+//! The functions end to end, one test binary: each module drives one function (or several
+//! together) through its production wiring, against moto (AWS) and the local stand-ins of the
+//! providers' APIs.
+
+mod budget_check;
+mod fanout;
+mod faults;
+mod key_guard;
+mod key_theft;
+mod nightly;
+mod shutdown;
+mod sources;
+mod webhook;

@@ -1,0 +1,619 @@
+//! Shutdown of opted-in resources end to end: key-guard's production wiring against moto
+//! (Lambda, ECS, EC2, IAM, the Resource Groups Tagging API, DynamoDB) and local stand-ins for
+//! Google's token endpoint, Cloud Billing and IAM. Each AWS test works in its own scope, so
+//! resources other tests tag are outside it, like untagged ones.
+
+use serde_json::{Value, json};
+use spendguard_app::flows::shutdown::DENY_POLICY_NAME;
+use spendguard_app::ports::store::AuditLog;
+use spendguard_app::ports::store::KeyStore;
+use spendguard_app::ports::store::PolicyStore;
+use spendguard_domain::budget::Action;
+use spendguard_domain::period::YearMonth;
+use spendguard_domain::scope::Scope;
+use spendguard_domain::settings::PolicySet;
+use spendguard_domain::settings::{GcpProject, ShutdownPolicy};
+use spendguard_tests::aws;
+use spendguard_tests::cloud::Cloud;
+use spendguard_tests::google::Google;
+use spendguard_tests::keyguard::KeyGuardWorld;
+use spendguard_tests::webhook::python;
+
+/// An alert for `scope` ordering a shutdown, as SNS delivers it to key-guard.
+fn shutdown_alert(scope: &str, alert_id: &str) -> Value {
+    let path = format!(
+        "{}/../events/alert-fanout/emergency.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut alert: Value =
+        serde_json::from_str(fixture["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap();
+    alert["scope"] = json!(scope);
+    alert["alert_id"] = json!(alert_id);
+    alert["actions"] = json!([Action::Shutdown]);
+    let mut event = fixture.clone();
+    event["Records"][0]["Sns"]["Message"] = json!(alert.to_string());
+    event
+}
+
+async fn world(deny_roles: Vec<String>) -> KeyGuardWorld {
+    let mut policy = PolicySet::default();
+    policy.settings.shutdown = ShutdownPolicy {
+        deny_roles,
+        gcp: Vec::new(),
+    };
+    KeyGuardWorld::new(policy).await
+}
+
+/// The outcome a report gives each resource, by id (ARN or its last segment).
+fn outcomes(report: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = report["resources"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|r| {
+            (
+                name(r["id"].as_str().unwrap()),
+                r["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn name(arn: &str) -> String {
+    arn.rsplit(['/', ':']).next().unwrap().to_string()
+}
+
+async fn audit_actions(w: &KeyGuardWorld, action: &str) -> Vec<Value> {
+    let month = YearMonth::of(chrono::Utc::now().date_naive());
+    w.store
+        .audit_log(month, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == action)
+        .map(|e| e.detail)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_then_restore_returns_every_opted_in_resource_to_its_recorded_state() {
+    let sdk = aws::sdk().await;
+    let cloud = Cloud::new(&sdk).await;
+    let scope = format!("aws/{}", aws::unique("batch"));
+    let inside = format!("{scope}/etl");
+    let elsewhere = format!("aws/{}", aws::unique("web"));
+    // opted in under the scope
+    let capped = cloud.function(Some(&scope), Some(7)).await;
+    let pooled = cloud.function(Some(&inside), None).await;
+    let service = cloud.service(Some(&scope), 3).await;
+    let running = cloud.instance(Some(&scope)).await;
+    let idle = cloud.instance(Some(&scope)).await;
+    cloud.stop_instance(&idle).await;
+    let role = cloud.role(Some(&scope)).await;
+    // not opted in, or in another scope: never touched
+    let untagged_fn = cloud.function(None, Some(5)).await;
+    let other_fn = cloud.function(Some(&elsewhere), None).await;
+    let untagged_service = cloud.service(None, 2).await;
+    let untagged_instance = cloud.instance(None).await;
+    let untagged_role = cloud.role(None).await;
+    // a role named in the file that does not exist holds nothing up
+    let w = world(vec![
+        role.clone(),
+        untagged_role.clone(),
+        aws::unique("gone"),
+    ])
+    .await;
+
+    // the dry run lists what would change and changes nothing
+    let plan = w
+        .handler
+        .handle(json!({"action": "shutdown", "scope": scope, "actor": "ops@example.com", "dry_run": true}))
+        .await
+        .unwrap();
+    assert_eq!(plan["dry_run"], json!(true));
+    let mut expected = vec![
+        (name(&capped), "would_stop".to_string()),
+        (name(&pooled), "would_stop".into()),
+        (name(&service), "would_stop".into()),
+        (running.clone(), "would_stop".into()),
+        (idle.clone(), "was_not_running".into()),
+        (role.clone(), "would_stop".into()),
+    ];
+    expected.sort();
+    assert_eq!(outcomes(&plan), expected, "{plan:#}");
+    let capped_plan = plan["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == json!(capped))
+        .unwrap();
+    assert_eq!(
+        capped_plan["detail"],
+        json!("reserved concurrency 7 -> reserved concurrency 0")
+    );
+    assert_eq!(cloud.reserved(&capped).await, Some(7));
+    assert_eq!(cloud.desired(&service).await, 3);
+    assert_eq!(cloud.instance_state(&running).await, "running");
+    assert!(cloud.role_policies(&role).await.is_empty());
+    assert!(
+        w.store
+            .kill_switch(&Scope::parse(&scope).unwrap())
+            .await
+            .unwrap()
+            .is_none(),
+        "a dry run engages nothing"
+    );
+
+    // the alert's shutdown stops exactly the opted-in resources under the scope
+    let report = w
+        .handler
+        .handle(shutdown_alert(&scope, "alert-shutdown-1"))
+        .await
+        .unwrap();
+    let report = &report["alerts"][0];
+    assert_eq!(report["switch"], json!("engaged"));
+    let mut stopped = vec![
+        (name(&capped), "stopped".to_string()),
+        (name(&pooled), "stopped".into()),
+        (name(&service), "stopped".into()),
+        (running.clone(), "stopped".into()),
+        (idle.clone(), "was_not_running".into()),
+        (role.clone(), "stopped".into()),
+    ];
+    stopped.sort();
+    assert_eq!(outcomes(report), stopped, "{report:#}");
+    assert_eq!(cloud.reserved(&capped).await, Some(0));
+    assert_eq!(cloud.reserved(&pooled).await, Some(0));
+    assert_eq!(cloud.desired(&service).await, 0);
+    assert_eq!(cloud.instance_state(&running).await, "stopped");
+    assert_eq!(
+        cloud.role_policies(&role).await,
+        vec![DENY_POLICY_NAME.to_string()]
+    );
+    let untouched = async || {
+        assert_eq!(cloud.reserved(&untagged_fn).await, Some(5));
+        assert_eq!(cloud.reserved(&other_fn).await, None);
+        assert_eq!(cloud.desired(&untagged_service).await, 2);
+        assert_eq!(cloud.instance_state(&untagged_instance).await, "running");
+        assert!(cloud.role_policies(&untagged_role).await.is_empty());
+    };
+    untouched().await;
+    // every step is in the audit log, with the state it recorded
+    let audit = audit_actions(&w, "resource_stopped").await;
+    let capped_entry = audit
+        .iter()
+        .find(|d| d["resource"] == json!(capped))
+        .unwrap();
+    assert_eq!(
+        capped_entry["before"],
+        json!({"state": "concurrency", "reserved": 7})
+    );
+
+    // a redelivery of the alert changes nothing more
+    let again = w
+        .handler
+        .handle(shutdown_alert(&scope, "alert-shutdown-1"))
+        .await
+        .unwrap();
+    assert!(
+        outcomes(&again["alerts"][0])
+            .iter()
+            .all(|(_, o)| o == "already_stopped" || o == "was_not_running"),
+        "{again:#}"
+    );
+
+    // restore puts back what was recorded, and only that
+    let restored = w
+        .handler
+        .handle(json!({"action": "restore", "scope": scope, "actor": "ops@example.com"}))
+        .await
+        .unwrap();
+    let mut back: Vec<(String, String)> = [
+        name(&capped),
+        name(&pooled),
+        name(&service),
+        running.clone(),
+        role.clone(),
+    ]
+    .into_iter()
+    .map(|n| (n, "restored".to_string()))
+    .collect();
+    back.sort();
+    assert_eq!(outcomes(&restored), back, "{restored:#}");
+    assert_eq!(cloud.reserved(&capped).await, Some(7));
+    assert_eq!(cloud.reserved(&pooled).await, None);
+    assert_eq!(cloud.desired(&service).await, 3);
+    assert_eq!(cloud.instance_state(&running).await, "running");
+    assert_eq!(
+        cloud.instance_state(&idle).await,
+        "stopped",
+        "it was not running before"
+    );
+    assert!(cloud.role_policies(&role).await.is_empty());
+    untouched().await;
+    assert_eq!(audit_actions(&w, "resource_restored").await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_changed_by_hand_after_the_shutdown_is_left_as_the_operator_set_it() {
+    let sdk = aws::sdk().await;
+    let cloud = Cloud::new(&sdk).await;
+    let scope = format!("aws/{}", aws::unique("jobs"));
+    let function = cloud.function(Some(&scope), Some(20)).await;
+    let service = cloud.service(Some(&scope), 4).await;
+    let instance = cloud.instance(Some(&scope)).await;
+    let w = world(Vec::new()).await;
+    w.handler
+        .handle(json!({"action": "shutdown", "scope": scope, "reason": "runaway batch", "actor": "ops@example.com"}))
+        .await
+        .unwrap();
+    assert_eq!(cloud.desired(&service).await, 0);
+
+    // an operator brings part of it back by hand, differently
+    cloud.set_reserved(&function, Some(2)).await;
+    cloud.set_desired(&service, 1).await;
+    let report = w
+        .handler
+        .handle(json!({"action": "restore", "scope": scope, "actor": "ops@example.com"}))
+        .await
+        .unwrap();
+    let mut expected = vec![
+        (name(&function), "changed_by_hand".to_string()),
+        (name(&service), "changed_by_hand".into()),
+        (instance.clone(), "restored".into()),
+    ];
+    expected.sort();
+    assert_eq!(outcomes(&report), expected, "{report:#}");
+    let note = report["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == json!(service))
+        .unwrap()["detail"]
+        .clone();
+    assert_eq!(
+        note,
+        json!("now desired count 1 (spendguard left desired count 0): left as the operator set it")
+    );
+    assert_eq!(cloud.reserved(&function).await, Some(2));
+    assert_eq!(cloud.desired(&service).await, 1);
+    assert_eq!(cloud.instance_state(&instance).await, "running");
+    // and a second restore has nothing left to do
+    let again = w
+        .handler
+        .handle(json!({"action": "restore", "scope": scope, "actor": "ops@example.com"}))
+        .await
+        .unwrap();
+    assert!(outcomes(&again).is_empty(), "{again:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_shutdowns_at_once_act_once_and_restore_what_was_there_before() {
+    let sdk = aws::sdk().await;
+    let cloud = Cloud::new(&sdk).await;
+    let scope = format!("aws/{}", aws::unique("race"));
+    let function = cloud.function(Some(&scope), Some(9)).await;
+    let service = cloud.service(Some(&scope), 2).await;
+    let instance = cloud.instance(Some(&scope)).await;
+    let w = world(Vec::new()).await;
+    let manual = json!({"action": "shutdown", "scope": scope, "reason": "bill spike", "actor": "ops@example.com"});
+    let (a, b) = tokio::join!(
+        w.handler.handle(shutdown_alert(&scope, "alert-race")),
+        w.handler.handle(manual.clone()),
+    );
+    // one of them may find the other still at work (and fail, to be retried); retry both
+    for r in [&a, &b] {
+        if let Err(e) = r {
+            assert!(e.to_string().contains("still in progress elsewhere"), "{e}");
+        }
+    }
+    w.handler.handle(manual).await.unwrap();
+    let stops = audit_actions(&w, "resource_stopped").await;
+    for id in [&function, &service] {
+        let acted: Vec<&Value> = stops
+            .iter()
+            .filter(|d| d["resource"] == json!(id) && d["outcome"]["outcome"] == json!("stopped"))
+            .collect();
+        assert_eq!(acted.len(), 1, "{id} stopped once: {stops:#?}");
+    }
+    assert_eq!(cloud.reserved(&function).await, Some(0));
+    assert_eq!(cloud.desired(&service).await, 0);
+    assert_eq!(cloud.instance_state(&instance).await, "stopped");
+    // the state recorded is the one before the first shutdown, not the second's view of it
+    w.handler
+        .handle(json!({"action": "restore", "scope": scope, "actor": "ops@example.com"}))
+        .await
+        .unwrap();
+    assert_eq!(cloud.reserved(&function).await, Some(9));
+    assert_eq!(cloud.desired(&service).await, 2);
+    assert_eq!(cloud.instance_state(&instance).await, "running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_stop_keeps_the_switch_engaged_and_a_retry_finishes_only_what_is_missing() {
+    use spendguard_tests::faults::{Fault, FaultProxy, Rule};
+    let sdk = aws::sdk().await;
+    let cloud = Cloud::new(&sdk).await;
+    let scope = format!("aws/{}", aws::unique("partial"));
+    let function = cloud.function(Some(&scope), None).await;
+    let instance = cloud.instance(Some(&scope)).await;
+    let w = world(Vec::new()).await;
+    let proxy = FaultProxy::start(vec![Rule {
+        operation: "StopInstances",
+        body_contains: None,
+        every: 1,
+        limit: 1,
+        fault: Fault::ServerError,
+    }])
+    .await;
+    let through_proxy = key_guard::app::handler(&w.config, &proxy.sdk().await)
+        .await
+        .unwrap();
+    let err = through_proxy
+        .handle(shutdown_alert(&scope, "alert-partial"))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&instance) && text.contains("ec2:StopInstances"),
+        "{text}"
+    );
+    assert_eq!(cloud.reserved(&function).await, Some(0));
+    assert_eq!(cloud.instance_state(&instance).await, "running");
+    let switch = w
+        .store
+        .kill_switch(&Scope::parse(&scope).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        switch.value.state,
+        spendguard_domain::records::SwitchState::Engaged { .. }
+    ));
+    assert_eq!(audit_actions(&w, "resource_stop_failed").await.len(), 1);
+
+    // SNS delivers again: only the instance is left to stop
+    let retry = through_proxy
+        .handle(shutdown_alert(&scope, "alert-partial"))
+        .await
+        .unwrap();
+    let mut expected = vec![
+        (name(&function), "already_stopped".to_string()),
+        (instance.clone(), "stopped".into()),
+    ];
+    expected.sort();
+    assert_eq!(outcomes(&retry["alerts"][0]), expected, "{retry:#}");
+    assert_eq!(cloud.instance_state(&instance).await, "stopped");
+}
+
+/// key-guard with a Google credential, against the Google stand-ins.
+async fn gcp_world(google: &Google, key_file: &str, projects: Vec<GcpProject>) -> KeyGuardWorld {
+    let mut w = world(Vec::new()).await;
+    let mut policy = w.store.load_policy().await.unwrap();
+    policy.settings.shutdown.gcp = projects;
+    w.store.put_policy(&policy).await.unwrap();
+    w.config.gcp_credential_arn = Some(w.secret("gcp-shutdown", key_file).await);
+    w.config.gcp_billing_api_url = google.url.clone();
+    w.config.gcp_iam_api_url = google.url.clone();
+    w.handler = key_guard::app::handler(&w.config, &w.sdk).await.unwrap();
+    w
+}
+
+const TRAINER: &str = "trainer@ml-sandbox-123.iam.gserviceaccount.com";
+const ACCOUNT: &str = "billingAccounts/01ABCD-234567-89EFGH";
+
+fn sandbox() -> GcpProject {
+    GcpProject {
+        project: "ml-sandbox-123".into(),
+        scope: Scope::parse("gcp/ml-sandbox").unwrap(),
+        unlink_billing: true,
+        service_accounts: vec![TRAINER.into()],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcp_billing_is_unlinked_and_keys_disabled_then_restored_as_recorded() {
+    let google = Google::start().await;
+    google.project("ml-sandbox-123", ACCOUNT);
+    google.project("web-prod-456", ACCOUNT);
+    let live = google.key("ml-sandbox-123", TRAINER, "k1", false);
+    let retired = google.key("ml-sandbox-123", TRAINER, "k2", true);
+    let other = google.key(
+        "ml-sandbox-123",
+        "ci@ml-sandbox-123.iam.gserviceaccount.com",
+        "k3",
+        false,
+    );
+    let w = gcp_world(&google, &google.key_file, vec![sandbox()]).await;
+
+    let plan = w
+        .handler
+        .handle(json!({"action": "shutdown", "scope": "gcp", "actor": "ops@example.com", "dry_run": true}))
+        .await
+        .unwrap();
+    let mut expected = vec![
+        ("billingInfo".to_string(), "would_stop".to_string()),
+        ("k1".into(), "would_stop".into()),
+        ("k2".into(), "was_not_running".into()),
+    ];
+    expected.sort();
+    assert_eq!(outcomes(&plan), expected, "{plan:#}");
+    assert_eq!(
+        plan["resources"][0]["detail"],
+        json!(format!("billing by {ACCOUNT} -> billing unlinked")),
+        "{plan:#}"
+    );
+    assert_eq!(google.state.billing_of("ml-sandbox-123"), ACCOUNT);
+
+    let report = w
+        .handler
+        .handle(shutdown_alert("gcp", "alert-gcp-1"))
+        .await
+        .unwrap();
+    let mut stopped = vec![
+        ("billingInfo".to_string(), "stopped".to_string()),
+        ("k1".into(), "stopped".into()),
+        ("k2".into(), "was_not_running".into()),
+    ];
+    stopped.sort();
+    assert_eq!(outcomes(&report["alerts"][0]), stopped, "{report:#}");
+    assert_eq!(google.state.billing_of("ml-sandbox-123"), "");
+    assert!(google.state.disabled(&live));
+    // not named: untouched
+    assert_eq!(google.state.billing_of("web-prod-456"), ACCOUNT);
+    assert!(!google.state.disabled(&other));
+
+    let restored = w
+        .handler
+        .handle(json!({"action": "restore", "scope": "gcp", "actor": "ops@example.com"}))
+        .await
+        .unwrap();
+    let mut back = vec![
+        ("billingInfo".to_string(), "restored".to_string()),
+        ("k1".into(), "restored".into()),
+    ];
+    back.sort();
+    assert_eq!(outcomes(&restored), back, "{restored:#}");
+    assert_eq!(google.state.billing_of("ml-sandbox-123"), ACCOUNT);
+    assert!(!google.state.disabled(&live));
+    assert!(
+        google.state.disabled(&retired),
+        "it was disabled before: it stays so"
+    );
+    // one token, signed once and cached, served the dry run, the shutdown and the restore
+    assert_eq!(google.state.tokens.lock().unwrap().len(), 1);
+    assert!(google.state.refused.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_google_credential_that_is_wrong_or_missing_fails_the_shutdown_clearly() {
+    let google = Google::start().await;
+    google.project("ml-sandbox-123", ACCOUNT);
+    // a key file signed by another key: Google refuses the assertion, nothing changes
+    let impostor = python(json!({"op": "rsa-key", "kid": "other"}));
+    let mut forged: Value = serde_json::from_str(&google.key_file).unwrap();
+    forged["private_key"] = impostor["private_pem"].clone();
+    spendguard_tests::logs::secret_used(impostor["private_pem"].as_str().unwrap());
+    let w = gcp_world(&google, &forged.to_string(), vec![sandbox()]).await;
+    let err = w
+        .handler
+        .handle(shutdown_alert("gcp", "alert-gcp-forged"))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("Google token endpoint: HTTP 400: invalid_grant Invalid JWT Signature"),
+        "{text}"
+    );
+    assert_eq!(google.state.billing_of("ml-sandbox-123"), ACCOUNT);
+    assert_eq!(google.state.refused.lock().unwrap().len(), 1);
+    let switch = w
+        .store
+        .kill_switch(&Scope::parse("gcp").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(
+            switch.value.state,
+            spendguard_domain::records::SwitchState::Engaged { .. }
+        ),
+        "the switch stays engaged"
+    );
+
+    // a project named without any credential configured is an error, not a silent no-op
+    let w = world(Vec::new()).await;
+    let mut policy = w.store.load_policy().await.unwrap();
+    policy.settings.shutdown.gcp = vec![sandbox()];
+    w.store.put_policy(&policy).await.unwrap();
+    let err = w
+        .handler
+        .handle(shutdown_alert("gcp", "alert-gcp-none"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no Google credential (SPENDGUARD_GCP_CREDENTIAL_ARN)"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spendguard_never_stops_its_own_functions() {
+    let sdk = aws::sdk().await;
+    let cloud = Cloud::new(&sdk).await;
+    let scope = format!("aws/{}", aws::unique("self"));
+    let worker = cloud.function(Some(&scope), Some(3)).await;
+    // the stack's functions, tagged by mistake (a tag on the whole stack, say)
+    let stack = aws::unique("spendguard");
+    let key_guard = cloud
+        .named_function(&format!("{stack}-key-guard"), Some(&scope))
+        .await;
+    let budget_check = cloud
+        .named_function(&format!("{stack}-budget-check"), Some(&scope))
+        .await;
+    let mut w = world(Vec::new()).await;
+    w.config.own_function_name = Some(format!("{stack}-key-guard"));
+    w.handler = key_guard::app::handler(&w.config, &w.sdk).await.unwrap();
+    let report = w
+        .handler
+        .handle(json!({"action": "shutdown", "scope": scope, "reason": "runaway", "actor": "ops@example.com"}))
+        .await
+        .unwrap();
+    let mut expected = vec![
+        (name(&worker), "stopped".to_string()),
+        (name(&key_guard), "protected".into()),
+        (name(&budget_check), "protected".into()),
+    ];
+    expected.sort();
+    assert_eq!(outcomes(&report), expected, "{report:#}");
+    assert_eq!(cloud.reserved(&key_guard).await, None);
+    assert_eq!(cloud.reserved(&budget_check).await, None);
+    assert_eq!(cloud.reserved(&worker).await, Some(0));
+}
+
+/// A second incident that joins a resource whose first stop was recorded but never carried
+/// out (its call failed) stops it, rather than reporting it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_joining_a_stop_that_never_happened_carries_it_out() {
+    use spendguard_tests::faults::{Fault, FaultProxy, Rule};
+    let sdk = aws::sdk().await;
+    let cloud = Cloud::new(&sdk).await;
+    let scope = format!("aws/{}", aws::unique("join"));
+    let instance = cloud.instance(Some(&scope)).await;
+    let w = world(Vec::new()).await;
+    let proxy = FaultProxy::start(vec![Rule {
+        operation: "StopInstances",
+        body_contains: None,
+        every: 1,
+        limit: 1,
+        fault: Fault::ServerError,
+    }])
+    .await;
+    let through_proxy = key_guard::app::handler(&w.config, &proxy.sdk().await)
+        .await
+        .unwrap();
+    through_proxy
+        .handle(shutdown_alert(&scope, "alert-first"))
+        .await
+        .unwrap_err();
+    assert_eq!(cloud.instance_state(&instance).await, "running");
+    // an operator's shutdown of the same scope, before SNS retries the first
+    let manual = json!({"action": "shutdown", "scope": scope, "reason": "bill spike", "actor": "ops@example.com"});
+    let report = through_proxy.handle(manual).await.unwrap();
+    assert_eq!(
+        outcomes(&report),
+        vec![(instance.clone(), "stopped".to_string())],
+        "{report:#}"
+    );
+    assert_eq!(cloud.instance_state(&instance).await, "stopped");
+    // both incidents hold it: one restore releases both (one switch), and it runs again
+    w.handler
+        .handle(json!({"action": "restore", "scope": scope, "actor": "ops@example.com"}))
+        .await
+        .unwrap();
+    assert_eq!(cloud.instance_state(&instance).await, "running");
+}

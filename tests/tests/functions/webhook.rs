@@ -1,0 +1,1054 @@
+//! budget-webhook end to end: the production wiring against moto, inputs produced by
+//! independent implementations (standardwebhooks, PyJWT, cryptography, moto's own SNS).
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use budget_webhook::http::{HttpRequest, HttpResponse};
+use chrono::Utc;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use spendguard_app::ports::store::AlertStore;
+use spendguard_app::ports::store::AuditLog;
+use spendguard_app::ports::store::KeyStore;
+use spendguard_app::ports::store::SpendStore;
+use spendguard_domain::budget::SourceSpec;
+use spendguard_domain::period::{WindowKind, YearMonth};
+use spendguard_domain::records::{KillSwitch, SwitchState};
+use spendguard_domain::scope::Scope;
+use spendguard_domain::settings::PolicySet;
+use spendguard_tests::conformance::{budget, month_cost_now};
+use spendguard_tests::webhook::{STATUS_TOKEN, WebhookWorld, post, python, signed_usage};
+
+const GCP_BUDGET: &str = "7c1e2d3f-aaaa-bbbb-cccc-1234567890ab";
+
+/// Each world gets its own AWS budget name: moto keeps budgets per account, shared by tests.
+fn aws_name() -> String {
+    spendguard_tests::aws::unique("monthly-total")
+}
+
+fn policy(aws_budget: &str) -> PolicySet {
+    let mut gcp = budget(
+        "gcp-data",
+        "gcp/billing/01ABCD/data",
+        WindowKind::Monthly,
+        3000,
+    );
+    gcp.source = SourceSpec::GcpBudget {
+        budget_id: GCP_BUDGET.into(),
+    };
+    gcp.windows[0].tiers[0].threshold =
+        spendguard_domain::budget::Threshold::Percent(Decimal::from(100));
+    let mut aws = budget("aws-main", "aws/123456789012", WindowKind::Monthly, 1000);
+    aws.source = SourceSpec::AwsBudgets {
+        budget_name: aws_budget.into(),
+    };
+    PolicySet {
+        budgets: vec![
+            budget("app-usage", "app", WindowKind::Monthly, 100),
+            gcp,
+            aws,
+        ],
+        ..PolicySet::default()
+    }
+}
+
+fn usage_body(records: &[Value]) -> String {
+    json!({ "records": records }).to_string()
+}
+
+fn usage_record(id: &str, cost: &str) -> Value {
+    json!({"id": id, "scope": "app/search/key-1", "cost": {"amount": cost, "currency": "USD"}, "timestamp": Utc::now().to_rfc3339()})
+}
+
+fn gcp_data(cost: f64, threshold: Option<f64>) -> Value {
+    let mut data = json!({
+        "budgetDisplayName": "data-platform", "costAmount": cost,
+        "costIntervalStart": format!("{}-01T08:00:00Z", Utc::now().format("%Y-%m")),
+        "budgetAmount": 3000, "budgetAmountType": "SPECIFIED_AMOUNT", "currencyCode": "USD"
+    });
+    if let Some(t) = threshold {
+        data["alertThresholdExceeded"] = json!(t);
+    }
+    data
+}
+
+fn gcp_push(data: &Value, message_id: &str) -> Vec<u8> {
+    json!({
+        "message": {
+            "attributes": {"billingAccountId": "01ABCD-234567-89EFGH", "budgetId": GCP_BUDGET, "schemaVersion": "1.0"},
+            "data": STANDARD.encode(data.to_string()),
+            "messageId": message_id,
+            "publishTime": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+        },
+        "subscription": "projects/spendguard-test/subscriptions/budgets"
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// A certificate URL of the allowed form, unique per signing key.
+fn cert_url() -> String {
+    format!(
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-{}.pem",
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// An SNS message signed by the Python signer with a fresh key, its certificate at `cert_url`.
+fn sns_signed(w: &WebhookWorld, message: Value, version: &str, cert_url: &str) -> Value {
+    let signed = python(
+        json!({"op": "sns-sign", "message": message, "version": version, "cert_url": cert_url}),
+    );
+    w.certificates.fixed.lock().unwrap().insert(
+        cert_url.to_string(),
+        signed["certificate_pem"].as_str().unwrap().to_string(),
+    );
+    signed["message"].clone()
+}
+
+fn sns_notification(topic: &str, text: &str) -> Value {
+    json!({
+        "Type": "Notification", "MessageId": uuid::Uuid::new_v4().to_string(), "TopicArn": topic,
+        "Message": text, "Timestamp": "2026-11-22T10:00:00.000Z"
+    })
+}
+
+/// What providers reported for `budget` (the check's own snapshots are kept apart).
+async fn reported(w: &WebhookWorld, budget: &str) -> Vec<spendguard_domain::records::Observation> {
+    w.store
+        .observations(budget)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.source != spendguard_app::flows::check::EVALUATION_SOURCE)
+        .collect()
+}
+
+struct Case {
+    name: &'static str,
+    request: HttpRequest,
+    status: u16,
+    /// Substrings of the JSON response body.
+    says: &'static [&'static str],
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_are_refused_precisely_and_write_nothing() {
+    let w = WebhookWorld::new(policy(&aws_name())).await;
+    let before = w.items().await;
+    let now = Utc::now().timestamp();
+    let good = usage_body(&[usage_record("r-1", "1.25")]);
+    let signed = |body: &str| signed_usage(body, "msg-bad", now);
+
+    // SNS
+    let notification = sns_notification(&w.budgets_topic, "Budget Name: monthly-total");
+    let genuine = sns_signed(&w, notification.clone(), "2", &cert_url());
+    let mut forged = genuine.clone();
+    forged["Message"] =
+        json!("Budget Name: monthly-total\nAlert Type: ACTUAL\nACTUAL Amount: $99999");
+    let with_url = |url: &str| {
+        let mut m = genuine.clone();
+        m["SigningCertURL"] = json!(url);
+        post("/sns", &[], m.to_string())
+    };
+    let other_topic = sns_signed(
+        &w,
+        sns_notification("arn:aws:sns:us-east-1:123456789012:not-allowed", "x"),
+        "2",
+        &cert_url(),
+    );
+    let mut version3 = genuine.clone();
+    version3["SignatureVersion"] = json!("3");
+
+    // GCP
+    let push = gcp_push(&gcp_data(10.0, None), "gcp-bad-1");
+    let gcp = |token: String| {
+        post(
+            "/gcp/pubsub",
+            &[("authorization", &bearer(&token))],
+            push.clone(),
+        )
+    };
+    let expired = w.token(json!({"iat": now - 7200, "exp": now - 3600}), "RS256");
+
+    let big = "x".repeat(300 * 1024);
+    let cases = vec![
+        Case {
+            name: "forged SNS signature",
+            request: post("/sns", &[], forged.to_string()),
+            status: 403,
+            says: &["not verified"],
+        },
+        Case {
+            name: "certificate on s3.amazonaws.com",
+            request: with_url(
+                "https://s3.amazonaws.com/sns.us-east-1.amazonaws.com/SimpleNotificationService-ab.pem",
+            ),
+            status: 403,
+            says: &["not verified"],
+        },
+        Case {
+            name: "certificate on sns.evil.example",
+            request: with_url("https://sns.evil.example/SimpleNotificationService-ab.pem"),
+            status: 403,
+            says: &["not verified"],
+        },
+        Case {
+            name: "certificate over http",
+            request: with_url(
+                "http://sns.us-east-1.amazonaws.com/SimpleNotificationService-ab.pem",
+            ),
+            status: 403,
+            says: &["not verified"],
+        },
+        Case {
+            name: "certificate URL with userinfo",
+            request: with_url(
+                "https://a:b@sns.us-east-1.amazonaws.com/SimpleNotificationService-ab.pem",
+            ),
+            status: 403,
+            says: &["not verified"],
+        },
+        Case {
+            name: "certificate URL with a query",
+            request: with_url(
+                "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-ab.pem?x=1",
+            ),
+            status: 403,
+            says: &["not verified"],
+        },
+        Case {
+            name: "certificate in another region",
+            request: with_url(
+                "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-ab.pem",
+            ),
+            status: 403,
+            says: &["not verified"],
+        },
+        Case {
+            name: "topic not allowed",
+            request: post("/sns", &[], other_topic.to_string()),
+            status: 403,
+            says: &["not verified"],
+        },
+        Case {
+            name: "unknown SignatureVersion",
+            request: post("/sns", &[], version3.to_string()),
+            status: 403,
+            says: &["not verified"],
+        },
+        Case {
+            name: "SNS body not JSON",
+            request: post("/sns", &[], "Type=Notification"),
+            status: 400,
+            says: &["not an SNS message", "\"field\":\"body\""],
+        },
+        Case {
+            name: "JWT expired",
+            request: gcp(expired),
+            status: 401,
+            says: &["authentication failed"],
+        },
+        Case {
+            name: "JWT wrong aud",
+            request: gcp(w.token(json!({"aud": "https://other.example/"}), "RS256")),
+            status: 401,
+            says: &["authentication failed"],
+        },
+        Case {
+            name: "JWT wrong iss",
+            request: gcp(w.token(json!({"iss": "https://evil.example"}), "RS256")),
+            status: 401,
+            says: &["authentication failed"],
+        },
+        Case {
+            name: "JWT wrong email",
+            request: gcp(w.token(json!({"email": "someone@evil.example"}), "RS256")),
+            status: 403,
+            says: &["forbidden"],
+        },
+        Case {
+            name: "JWT email not verified",
+            request: gcp(w.token(json!({"email_verified": false}), "RS256")),
+            status: 403,
+            says: &["forbidden"],
+        },
+        Case {
+            name: "JWT unknown kid",
+            request: gcp(w.token(json!({"_kid": "someone-elses-key"}), "RS256")),
+            status: 401,
+            says: &["authentication failed"],
+        },
+        Case {
+            name: "JWT alg none",
+            request: gcp(w.token(json!({}), "none")),
+            status: 401,
+            says: &["authentication failed"],
+        },
+        Case {
+            name: "JWT HS256 signed with the public key",
+            request: gcp(w.token(json!({}), "HS256-public")),
+            status: 401,
+            says: &["authentication failed"],
+        },
+        Case {
+            name: "no Authorization on the push",
+            request: post("/gcp/pubsub", &[], push.clone()),
+            status: 401,
+            says: &["authentication failed"],
+        },
+        Case {
+            name: "push envelope malformed",
+            request: post(
+                "/gcp/pubsub",
+                &[("authorization", &bearer(&w.token(json!({}), "RS256")))],
+                b"{\"message\":{}}".to_vec(),
+            ),
+            status: 400,
+            says: &["\"field\":\"body\""],
+        },
+        Case {
+            name: "usage with a stale timestamp",
+            request: signed_usage(&good, "m", now - 900),
+            status: 401,
+            says: &["authentication failed"],
+        },
+        Case {
+            name: "usage with a future timestamp",
+            request: signed_usage(&good, "m", now + 900),
+            status: 401,
+            says: &["authentication failed"],
+        },
+        Case {
+            name: "usage with a wrong signature",
+            request: {
+                let mut r = signed(&good);
+                r.headers.insert(
+                    "webhook-signature".into(),
+                    "v1,Zm9yZ2VkIHNpZ25hdHVyZSBieXRlcyBoZXJlISE=".into(),
+                );
+                r
+            },
+            status: 401,
+            says: &["authentication failed"],
+        },
+        Case {
+            name: "usage without a signature",
+            request: {
+                let mut r = signed(&good);
+                r.headers.remove("webhook-signature");
+                r
+            },
+            status: 401,
+            says: &["authentication failed"],
+        },
+        Case {
+            name: "usage with negative tokens",
+            request: signed(&usage_body(&[
+                json!({"id": "n", "scope": "app/x", "tokens_in": -5, "cost": {"amount": "1", "currency": "USD"}, "timestamp": Utc::now().to_rfc3339()}),
+            ])),
+            status: 400,
+            says: &["must not be negative", "records[0].tokens_in"],
+        },
+        Case {
+            name: "usage with negative cost",
+            request: signed(&usage_body(&[
+                usage_record("ok", "1"),
+                usage_record("neg", "-0.5"),
+            ])),
+            status: 400,
+            says: &["must not be negative", "records[1].cost.amount"],
+        },
+        Case {
+            name: "usage with an unknown currency",
+            request: signed(&usage_body(&[
+                json!({"id": "c", "scope": "app/x", "cost": {"amount": "1", "currency": "ZZZ"}, "timestamp": Utc::now().to_rfc3339()}),
+            ])),
+            status: 400,
+            says: &["ISO 4217", "records[0].cost.currency"],
+        },
+        Case {
+            name: "usage malformed JSON",
+            request: signed("{\"records\": [}"),
+            status: 400,
+            says: &["\"field\":\"body\""],
+        },
+        Case {
+            name: "usage body over the limit",
+            request: signed(&big),
+            status: 413,
+            says: &["body larger than 262144 bytes"],
+        },
+        Case {
+            name: "usage empty batch",
+            request: signed("{\"records\": []}"),
+            status: 400,
+            says: &["empty", "\"field\":\"records\""],
+        },
+        Case {
+            name: "usage with an unknown field",
+            request: signed(&usage_body(&[
+                json!({"id": "u", "scope": "app/x", "cost": {"amount": "1", "currency": "USD"}, "timestamp": Utc::now().to_rfc3339(), "colour": "red"}),
+            ])),
+            status: 400,
+            says: &["unknown field `colour`", "records[0]"],
+        },
+        // bounds (issue 20 §1): out-of-range values are refused naming the field, before
+        // anything is counted; the other records of the batch are not counted either
+        Case {
+            name: "usage with a cost near Decimal::MAX, fourth in its batch",
+            request: signed(&usage_body(&[
+                usage_record("b0", "1"),
+                usage_record("b1", "1"),
+                usage_record("b2", "1"),
+                usage_record("b3", "79228162514264337593543950335"),
+            ])),
+            status: 400,
+            says: &["at most 1000000000", "records[3].cost.amount"],
+        },
+        Case {
+            name: "usage with two costs whose sum would overflow a decimal (each past the bound)",
+            request: signed(&usage_body(&[
+                usage_record("o1", "40000000000000000000000000000"),
+                usage_record("o2", "40000000000000000000000000000"),
+            ])),
+            status: 400,
+            says: &["records[0].cost.amount"],
+        },
+        Case {
+            name: "usage with more than a trillion tokens",
+            request: signed(&usage_body(&[
+                json!({"id": "t", "scope": "app/x", "tokens_in": 10_000_000_000_000_i64, "cost": {"amount": "1", "currency": "USD"}, "timestamp": Utc::now().to_rfc3339()}),
+            ])),
+            status: 400,
+            says: &["at most 1000000000000", "records[0].tokens_in"],
+        },
+        Case {
+            name: "usage dated 40 days ago (its id would be forgotten)",
+            request: signed(&usage_body(&[
+                json!({"id": "old", "scope": "app/x", "cost": {"amount": "1", "currency": "USD"}, "timestamp": (Utc::now() - chrono::Duration::days(40)).to_rfc3339()}),
+            ])),
+            status: 400,
+            says: &["more than 35 days old", "records[0].timestamp"],
+        },
+        Case {
+            name: "usage dated next month",
+            request: signed(&usage_body(&[
+                json!({"id": "ahead", "scope": "app/x", "cost": {"amount": "1", "currency": "USD"}, "timestamp": (Utc::now() + chrono::Duration::hours(1)).to_rfc3339()}),
+            ])),
+            status: 400,
+            says: &["in the future", "records[0].timestamp"],
+        },
+        Case {
+            name: "usage with a scope seven segments deep",
+            request: signed(&usage_body(&[
+                json!({"id": "deep", "scope": "app/a/b/c/d/e/f", "cost": {"amount": "1", "currency": "USD"}, "timestamp": Utc::now().to_rfc3339()}),
+            ])),
+            status: 400,
+            says: &["7 segments", "records[0].scope"],
+        },
+        // §2: a currency no rate converts into a covering budget's would blind it
+        Case {
+            name: "usage in EUR on a scope only USD budgets cover",
+            request: signed(&usage_body(&[
+                json!({"id": "eur", "scope": "app/x", "cost": {"amount": "0.01", "currency": "EUR"}, "timestamp": Utc::now().to_rfc3339()}),
+            ])),
+            status: 400,
+            says: &["budget `app-usage` (USD", "records[0].cost.currency"],
+        },
+        Case {
+            name: "status with a wrong token",
+            request: HttpRequest {
+                method: "GET".into(),
+                path: "/status".into(),
+                query: "scope=app".into(),
+                headers: HashMap::from([("authorization".into(), "Bearer guess".into())]),
+                ..HttpRequest::default()
+            },
+            status: 401,
+            says: &["authentication failed"],
+        },
+        Case {
+            name: "status with a bad scope",
+            request: HttpRequest {
+                method: "GET".into(),
+                path: "/status".into(),
+                query: "scope=a//b".into(),
+                headers: HashMap::from([("authorization".into(), bearer(STATUS_TOKEN))]),
+                ..HttpRequest::default()
+            },
+            status: 400,
+            says: &["empty segment", "\"field\":\"scope\""],
+        },
+        Case {
+            name: "unknown route",
+            request: post("/admin", &[], "{}"),
+            status: 404,
+            says: &["no such route"],
+        },
+        Case {
+            name: "wrong method",
+            request: HttpRequest {
+                method: "GET".into(),
+                path: "/usage".into(),
+                ..HttpRequest::default()
+            },
+            status: 405,
+            says: &["method not allowed"],
+        },
+    ];
+    assert!(cases.len() >= 25);
+    for case in cases {
+        let response: HttpResponse = w.send(case.request).await;
+        let body = response.body.to_string();
+        assert_eq!(response.status, case.status, "{}: {body}", case.name);
+        for s in case.says {
+            assert!(body.contains(s), "{}: `{body}` lacks `{s}`", case.name);
+        }
+        assert_eq!(w.items().await, before, "{} wrote something", case.name);
+    }
+    assert!(w.probe.drain().await.is_empty(), "nothing was published");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_signed_by_standardwebhooks_counts_once_however_often_it_is_replayed() {
+    let w = WebhookWorld::new(policy(&aws_name())).await;
+    // $60 of $100 in one batch: the 80 % warning is not reached; $25 more reaches it
+    let body = usage_body(&[usage_record("u-1", "40.00"), usage_record("u-2", "20.00")]);
+    let request = signed_usage(&body, "batch-1", Utc::now().timestamp());
+    let mut replays = Vec::new();
+    for _ in 0..3 {
+        let (w, r) = (w.webhook.clone(), request.clone());
+        replays.push(tokio::spawn(async move { w.http(r).await }));
+    }
+    let mut accepted = 0;
+    for r in replays {
+        let response = r.await.unwrap();
+        assert_eq!(response.status, 200, "{}", response.body);
+        accepted += response.body["accepted"].as_u64().unwrap();
+    }
+    assert_eq!(
+        accepted, 2,
+        "two records, counted once across three deliveries"
+    );
+    assert_eq!(month_cost_now(&w.store, "app").await, Decimal::from(60));
+    assert!(w.probe.drain().await.is_empty());
+
+    // the next batch crosses the tier: evaluated at once, alert published once
+    let more = signed_usage(
+        &usage_body(&[usage_record("u-3", "25.00")]),
+        "batch-2",
+        Utc::now().timestamp(),
+    );
+    let response = w.send(more).await;
+    assert_eq!(response.body["alerts_published"], 1, "{}", response.body);
+    let delivered = w.probe.drain().await;
+    assert_eq!(delivered.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gcp_notification_delivered_five_times_at_once_gives_one_observation_and_one_alert() {
+    let w = WebhookWorld::new(policy(&aws_name())).await;
+    // 200 % of the GCP budget: a crossing signal; spendguard's own tier (100 %) decides
+    let push = gcp_push(&gcp_data(6001.5, Some(2.0)), "gcp-msg-42");
+    let token = w.token(json!({}), "RS256");
+    let mut deliveries = Vec::new();
+    for _ in 0..5 {
+        let (webhook, request) = (
+            w.webhook.clone(),
+            post(
+                "/gcp/pubsub",
+                &[("authorization", &bearer(&token))],
+                push.clone(),
+            ),
+        );
+        deliveries.push(tokio::spawn(async move { webhook.http(request).await }));
+    }
+    for d in deliveries {
+        let response = d.await.unwrap();
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
+    let observations = reported(&w, "gcp-data").await;
+    assert_eq!(observations.len(), 1);
+    assert_eq!(observations[0].actual.amount, Decimal::new(60015, 1));
+    let alerts = w.probe.drain().await;
+    assert_eq!(alerts.len(), 1, "at most one alert for one crossing");
+    let event: Value = serde_json::from_str(alerts[0]["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (event["budget_id"].as_str(), event["percent"].as_str()),
+        (Some("gcp-data"), Some("200.1"))
+    );
+
+    // a routine status message (no threshold) is an observation only
+    let routine = post(
+        "/gcp/pubsub",
+        &[("authorization", &bearer(&token))],
+        gcp_push(&gcp_data(6100.0, None), "gcp-msg-43"),
+    );
+    let response = w.send(routine).await;
+    assert_eq!(
+        (response.status, response.body["crossing"].as_bool()),
+        (200, Some(false))
+    );
+    assert!(w.probe.drain().await.is_empty());
+    assert_eq!(
+        reported(&w, "gcp-data").await[0].actual.amount,
+        Decimal::from(6100)
+    );
+}
+
+async fn create_aws_budget(w: &WebhookWorld, name: &str, actual: &str) {
+    let budgets = aws_sdk_budgets::Client::new(&w.sdk);
+    let spend = |amount: &str| {
+        aws_sdk_budgets::types::Spend::builder()
+            .amount(amount)
+            .unit("USD")
+            .build()
+            .unwrap()
+    };
+    budgets
+        .create_budget()
+        .account_id("123456789012")
+        .budget(
+            aws_sdk_budgets::types::Budget::builder()
+                .budget_name(name)
+                .budget_limit(spend("1000"))
+                .time_unit(aws_sdk_budgets::types::TimeUnit::Monthly)
+                .budget_type(aws_sdk_budgets::types::BudgetType::Cost)
+                .calculated_spend(
+                    aws_sdk_budgets::types::CalculatedSpend::builder()
+                        .actual_spend(spend(actual))
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+const BUDGETS_TEXT: &str = "AWS Budget Notification
+AWS Account 123456789012
+
+Dear AWS Customer,
+
+You requested that we alert you when the ACTUAL Cost associated with your monthly-total budget is greater than $800.00 for the current month. The ACTUAL Cost associated with this budget is $912.40.
+
+Budget Name: monthly-total
+Budget Type: Cost
+Budgeted Amount: $1,000.00
+Alert Type: ACTUAL
+Alert Threshold: > $800.00
+ACTUAL Amount: $912.40
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn moto_delivers_a_signed_aws_budgets_notification_to_the_webhook() {
+    let name = aws_name();
+    let w = WebhookWorld::new(policy(&name)).await;
+    create_aws_budget(&w, &name, "912.40").await;
+    let text = BUDGETS_TEXT.replace("monthly-total", &name);
+    let (url, _server) = w.serve().await;
+    let sns = aws_sdk_sns::Client::new(&w.sdk);
+    sns.subscribe()
+        .topic_arn(&w.budgets_topic)
+        .protocol("http")
+        .endpoint(format!("{url}/sns"))
+        .send()
+        .await
+        .unwrap();
+    // moto signs without Subject, so this publish has none (AWS Budgets sets one)
+    sns.publish()
+        .topic_arn(&w.budgets_topic)
+        .message(&text)
+        .send()
+        .await
+        .unwrap();
+
+    let observations = reported(&w, "aws-main").await;
+    assert_eq!(
+        observations.len(),
+        1,
+        "moto's delivery was verified and recorded"
+    );
+    assert_eq!(observations[0].actual.amount, Decimal::new(91240, 2));
+    let audit = w
+        .store
+        .audit_log(YearMonth::of(Utc::now().date_naive()), 10)
+        .await
+        .unwrap();
+    let entry = audit
+        .iter()
+        .find(|a| a.action == "aws_budgets_notification")
+        .expect("audited");
+    assert_eq!(entry.detail["raw"], text, "the raw text is kept");
+    let alerts = w.probe.drain().await;
+    assert_eq!(
+        alerts.len(),
+        1,
+        "91 % of the budget reached the 80 % warning at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_signature_versions_one_and_two_and_subscription_confirmation() {
+    let name = aws_name();
+    let w = WebhookWorld::new(policy(&name)).await;
+    create_aws_budget(&w, &name, "100").await;
+    let text = BUDGETS_TEXT.replace("monthly-total", &name);
+    for version in ["1", "2"] {
+        let m = sns_signed(
+            &w,
+            sns_notification(&w.budgets_topic, &text),
+            version,
+            &cert_url(),
+        );
+        let response = w
+            .send(post(
+                "/sns",
+                &[("x-amz-sns-message-type", "Notification")],
+                m.to_string(),
+            ))
+            .await;
+        assert_eq!(response.status, 200, "v{version}: {}", response.body);
+        // the same message again: verified duplicate, 2xx, nothing new
+        let again = w.send(post("/sns", &[], m.to_string())).await;
+        assert_eq!(
+            (again.status, again.body["duplicate"].as_bool()),
+            (200, Some(true))
+        );
+    }
+    let confirmation = json!({
+        "Type": "SubscriptionConfirmation", "MessageId": "c-1", "Token": "2336412f37fb687f5d51e6e2425f004aed",
+        "TopicArn": w.budgets_topic, "Message": "You have chosen to subscribe to the topic.",
+        "SubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&Token=2336412f",
+        "Timestamp": "2026-11-22T10:00:00.000Z"
+    });
+    let signed = sns_signed(&w, confirmation, "2", &cert_url());
+    let response = w.send(post("/sns", &[], signed.to_string())).await;
+    assert_eq!(
+        (response.status, response.body["confirmed"].as_bool()),
+        (200, Some(true)),
+        "{}",
+        response.body
+    );
+}
+
+#[tokio::test]
+async fn status_reports_the_most_restrictive_switch_on_the_path() {
+    let w = WebhookWorld::new(policy(&aws_name())).await;
+    let status = |scope: &str| HttpRequest {
+        method: "GET".into(),
+        path: "/status".into(),
+        query: format!("scope={scope}"),
+        headers: HashMap::from([("authorization".into(), bearer(STATUS_TOKEN))]),
+        ..HttpRequest::default()
+    };
+    let open = w.send(status("openai/prod/key-1")).await;
+    assert_eq!(
+        open.body,
+        json!({"scope": "openai/prod/key-1", "state": "open", "limit_factor": "1"})
+    );
+    let engaged = KillSwitch {
+        scope: Scope::parse("openai").unwrap(),
+        state: SwitchState::Engaged {
+            reason: "budget emergency".into(),
+            actor: "key-guard".into(),
+            at: Utc::now(),
+            incident: "test".into(),
+            incidents: vec!["test".into()],
+        },
+        limit_factor: Decimal::ZERO,
+        updated_at: Utc::now(),
+        released: Vec::new(),
+    };
+    w.store
+        .put_kill_switch(
+            &engaged,
+            None,
+            &spendguard_tests::conformance::audit("engaged"),
+        )
+        .await
+        .unwrap();
+    let response = w.send(status("openai/prod/key-1")).await;
+    assert_eq!(
+        (
+            response.body["state"].as_str(),
+            response.body["switch_scope"].as_str()
+        ),
+        (Some("engaged"), Some("openai"))
+    );
+    assert_eq!(w.send(status("anthropic")).await.body["state"], "open");
+}
+
+/// Every single-bit change anywhere in a valid Google OIDC token (header, claims, signature)
+/// is refused: 8 flips per character of the token, against the real verifier and JWKS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_one_bit_change_to_an_oidc_token_is_refused() {
+    let w = WebhookWorld::new(PolicySet::default()).await;
+    let verifier = w
+        .webhook
+        .gcp
+        .as_ref()
+        .expect("the push route is configured");
+    let token = w.token(json!({}), "RS256");
+    verifier
+        .verify(Some(&format!("Bearer {token}")))
+        .await
+        .expect("the untouched token verifies");
+    let mut tried = 0;
+    for i in 0..token.len() {
+        for bit in 0..8 {
+            let mut bytes = token.clone().into_bytes();
+            bytes[i] ^= 1 << bit;
+            let Ok(forged) = String::from_utf8(bytes) else {
+                continue;
+            };
+            tried += 1;
+            assert!(
+                verifier
+                    .verify(Some(&format!("Bearer {forged}")))
+                    .await
+                    .is_err(),
+                "accepted a token changed at byte {i} bit {bit}"
+            );
+        }
+    }
+    assert!(tried > 4 * token.len(), "{tried} forgeries tried");
+    eprintln!("forged OIDC tokens refused: {tried}");
+}
+
+/// What deliveries leave behind: the app's month-to-date cost, the GCP budget's observations
+/// (their actual cost; the forecast a check adds depends on the second it ran), and the alerts
+/// that reached the topic, by id (fan-out delivers each id once).
+async fn delivered_state(
+    w: &WebhookWorld,
+) -> (Decimal, Vec<String>, std::collections::BTreeSet<String>) {
+    let cost = month_cost_now(&w.store, "app").await;
+    let observations = reported(w, "gcp-data")
+        .await
+        .iter()
+        .map(|o| format!("{} {}", o.actual.amount, o.period_key))
+        .collect();
+    let alerts = w
+        .probe
+        .drain()
+        .await
+        .iter()
+        .map(|e| {
+            let event: Value = serde_json::from_str(e["Message"].as_str().unwrap()).unwrap();
+            event["alert_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    (cost, observations, alerts)
+}
+
+/// Crash consistency of the webhook: a usage batch that crosses a tier and a GCP crossing
+/// notification, with the handler stopped right after each one of its writes. The sender
+/// delivers again as it does after a failed delivery (any answer but 2xx); the end state
+/// equals an uninterrupted run's, and one more delivery of each changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhook_stopped_after_any_write_then_redelivered_ends_as_if_uninterrupted() {
+    use spendguard_tests::faults::{FaultProxy, Rule};
+    let deliveries = |w: &WebhookWorld| {
+        // $85 of $100: the 80 % warning; 200 % of the GCP budget: a crossing signal
+        let usage = usage_body(&[usage_record("u-1", "50.00"), usage_record("u-2", "35.00")]);
+        let token = w.token(json!({}), "RS256");
+        vec![
+            signed_usage(&usage, "batch-1", Utc::now().timestamp()),
+            post(
+                "/gcp/pubsub",
+                &[("authorization", &bearer(&token))],
+                gcp_push(&gcp_data(6001.5, Some(2.0)), "gcp-msg-7"),
+            ),
+        ]
+    };
+    // the uninterrupted run, through the proxy only to count its writes
+    let w = WebhookWorld::new(policy(&aws_name())).await;
+    let counting = FaultProxy::start(vec![]).await;
+    let webhook = w.webhook_through(&counting.sdk().await).await;
+    for request in deliveries(&w) {
+        let response = webhook.http(request).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
+    let writes = counting.writes_seen();
+    let expected = delivered_state(&w).await;
+    assert_eq!(expected.0, Decimal::from(85));
+    assert_eq!(expected.1.len(), 1, "{expected:?}");
+    assert_eq!(expected.2.len(), 2, "one alert per crossing: {expected:?}");
+    assert!(writes >= 6, "{writes} writes");
+
+    for n in 1..=writes {
+        let w = WebhookWorld::new(policy(&aws_name())).await;
+        let proxy = FaultProxy::start(vec![Rule::crash_after_write(n)]).await;
+        let crashing = w.webhook_through(&proxy.sdk().await).await;
+        let requests = deliveries(&w);
+        for request in &requests {
+            let first = crashing.http(request.clone()).await;
+            if first.status / 100 != 2 {
+                let again = w.send(request.clone()).await;
+                assert_eq!(again.status, 200, "after write {n}: {}", again.body);
+            }
+        }
+        assert_eq!(proxy.total_injected(), 1, "stopped after write {n}");
+        assert_eq!(
+            delivered_state(&w).await,
+            expected,
+            "stopped after write {n} of {writes}"
+        );
+        for request in requests {
+            let response = w.send(request).await;
+            assert_eq!(response.status, 200, "{}", response.body);
+        }
+        assert_eq!(
+            delivered_state(&w).await,
+            (expected.0, expected.1.clone(), Default::default()),
+            "after write {n}: one more delivery of each changes nothing"
+        );
+    }
+    eprintln!(
+        "budget-webhook stopped after each of its {writes} writes, then redelivered: same end state"
+    );
+}
+
+// ---- issue 20 §4: signals carry their own figures ---------------------------------------
+
+/// A push like `gcp_push`, published at `published`.
+fn gcp_push_at(data: &Value, message_id: &str, published: chrono::DateTime<Utc>) -> Vec<u8> {
+    let mut envelope: Value = serde_json::from_slice(&gcp_push(data, message_id)).unwrap();
+    envelope["message"]["publishTime"] =
+        json!(published.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+    envelope.to_string().into_bytes()
+}
+
+fn scheduled() -> spendguard_app::flows::check::CheckOptions {
+    spendguard_app::flows::check::CheckOptions {
+        actor: "schedule".into(),
+        ..Default::default()
+    }
+}
+
+/// An AWS Budgets notification says what was spent: it counts as an observation of its own,
+/// so the crossing is raised at once even while DescribeBudgets still shows less, and a later
+/// check keeps the larger figure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aws_budgets_notification_is_evaluated_with_its_own_figure() {
+    let name = aws_name();
+    let w = WebhookWorld::new(policy(&name)).await;
+    create_aws_budget(&w, &name, "100").await;
+    let text = BUDGETS_TEXT
+        .replace("monthly-total", &name)
+        .replace("$912.40", "$950.00");
+    let m = sns_signed(
+        &w,
+        sns_notification(&w.budgets_topic, &text),
+        "2",
+        &cert_url(),
+    );
+    let response = w.send(post("/sns", &[], m.to_string())).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.body["alerts_published"], 1, "{}", response.body);
+    let delivered = w.probe.drain().await;
+    let event: Value = serde_json::from_str(delivered[0]["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(event["budget_id"], "aws-main");
+    assert_eq!(
+        event["spend"]["amount"]
+            .as_str()
+            .unwrap()
+            .parse::<Decimal>()
+            .unwrap(),
+        Decimal::from(950)
+    );
+    // the scheduled check still reads $100 from DescribeBudgets: the notified $950 stands
+    let report = w.webhook.checker.run(&scheduled()).await.unwrap();
+    let window = &report
+        .budgets
+        .iter()
+        .find(|b| b.budget_id == "aws-main")
+        .unwrap()
+        .windows[0];
+    assert_eq!(window.spend.unwrap().amount, Decimal::from(950));
+    assert!(w.probe.drain().await.is_empty(), "raised once");
+}
+
+/// Finding #13: a notification redelivered after a check run is not dropped as "older": the
+/// check's evaluation is kept apart from what Google reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gcp_notification_redelivered_after_a_check_run_is_evaluated() {
+    let name = aws_name();
+    let w = WebhookWorld::new(policy(&name)).await;
+    create_aws_budget(&w, &name, "100").await;
+    let token = w.token(json!({}), "RS256");
+    let t0 = Utc::now() - chrono::Duration::seconds(60);
+    let first = w
+        .send(post(
+            "/gcp/pubsub",
+            &[("authorization", &bearer(&token))],
+            gcp_push_at(&gcp_data(1500.0, None), "gcp-early", t0),
+        ))
+        .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    // a scheduled check runs now...
+    w.webhook.checker.run(&scheduled()).await.unwrap();
+    // ...then Pub/Sub redelivers a crossing Google published before it (its first delivery
+    // was answered 503)
+    let late = w
+        .send(post(
+            "/gcp/pubsub",
+            &[("authorization", &bearer(&token))],
+            gcp_push_at(
+                &gcp_data(3300.0, Some(1.0)),
+                "gcp-late",
+                t0 + chrono::Duration::seconds(30),
+            ),
+        ))
+        .await;
+    assert_eq!(late.status, 200, "{}", late.body);
+    assert_eq!(late.body["alerts_published"], 1, "{}", late.body);
+    assert_eq!(w.probe.drain().await.len(), 1);
+}
+
+/// The rule for a lower figure later in the same period (credits): provider-reported spend
+/// is a high-water mark within its period, so a paging alert recovers only with the period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credits_later_in_the_period_do_not_resolve_a_paging_alert() {
+    let name = aws_name();
+    let mut p = policy(&name);
+    let gcp = p.budgets.iter_mut().find(|b| b.id == "gcp-data").unwrap();
+    gcp.windows[0].tiers[0].name = "critical".into();
+    gcp.windows[0].tiers[0].severity = spendguard_domain::budget::Severity::Critical;
+    let w = WebhookWorld::new(p).await;
+    create_aws_budget(&w, &name, "100").await;
+    let token = w.token(json!({}), "RS256");
+    let t0 = Utc::now() - chrono::Duration::seconds(120);
+    let crossing = w
+        .send(post(
+            "/gcp/pubsub",
+            &[("authorization", &bearer(&token))],
+            gcp_push_at(&gcp_data(3300.0, Some(1.0)), "gcp-over", t0),
+        ))
+        .await;
+    assert_eq!(crossing.body["alerts_published"], 1, "{}", crossing.body);
+    assert_eq!(w.probe.drain().await.len(), 1);
+    // a credit lowers the month's cost in Google's next routine notification, published
+    // after the crossing was evaluated
+    let credit = w
+        .send(post(
+            "/gcp/pubsub",
+            &[("authorization", &bearer(&token))],
+            gcp_push_at(&gcp_data(2400.0, None), "gcp-credit", Utc::now()),
+        ))
+        .await;
+    assert_eq!(credit.status, 200, "{}", credit.body);
+    let report = w.webhook.checker.run(&scheduled()).await.unwrap();
+    assert_eq!(report.alerts.recoveries, 0, "{:?}", report.alerts);
+    assert!(w.probe.drain().await.is_empty(), "no recovery mid-period");
+    assert_eq!(w.store.open_alerts().await.unwrap().len(), 1);
+}
