@@ -397,55 +397,53 @@ impl Shutdown {
     /// and is safe to run again (a repeated restore finishes what failed). A resource changed
     /// since the shutdown is left as the operator set it, and reported.
     pub async fn release(&self, scope: &Scope, actor: &str) -> (Vec<ResourceReport>, Vec<String>) {
-        let (found, mut problems) = self.under(scope).await;
-        let mut stopped = Vec::new();
-        for (target, resource) in found {
-            match self.record(&resource).await {
-                Ok(Some(record)) if !record.restored => stopped.push((target, resource, record)),
-                Ok(_) => {}
-                Err(e) => problems.push(format!("{}: {e}", resource.id)),
-            }
-        }
-        let reports =
-            join_all(stopped.into_iter().map(|(target, resource, record)| {
-                self.release_one(target, resource, record, actor)
-            }))
-            .await;
-        (reports, problems)
+        let (found, problems) = self.under(scope).await;
+        // every opted-in resource, under its lease: a stop that is recording one right now
+        // (its incident still held when it looked) finishes first, or sees the release
+        let reports = join_all(
+            found
+                .into_iter()
+                .map(|(target, resource)| self.release_one(target, resource, actor)),
+        )
+        .await;
+        (reports.into_iter().flatten().collect(), problems)
     }
 
+    /// `None`: nothing spendguard stopped is recorded for the resource.
     async fn release_one(
         &self,
         target: &dyn ShutdownTarget,
         resource: Resource,
-        listed: Record,
         actor: &str,
-    ) -> ResourceReport {
-        let report = |outcome| ResourceReport {
+    ) -> Option<ResourceReport> {
+        let report = |before, outcome| ResourceReport {
             resource: resource.clone(),
-            before: Some(listed.previous.clone()),
+            before,
             outcome,
         };
         let lease = match self.lease(&resource).await {
             Ok(Some(lease)) => lease,
-            Ok(None) => return report(ResourceOutcome::InProgress),
-            Err(e) => return report(ResourceOutcome::Failed(e.to_string())),
+            Ok(None) => return Some(report(None, ResourceOutcome::InProgress)),
+            Err(e) => return Some(report(None, ResourceOutcome::Failed(e.to_string()))),
         };
         let result = self.release_leased(target, &resource).await;
         if let Err(e) = lease.release().await {
             warn!(resource = %resource.id, error = %e, "resource lease not released; it expires");
         }
         match result {
-            Ok(outcome @ ResourceOutcome::StillHeld(_)) => report(outcome),
-            Ok(outcome) => {
+            Ok(None) => None,
+            Ok(Some((record, outcome @ ResourceOutcome::StillHeld(_)))) => {
+                Some(report(Some(record.previous), outcome))
+            }
+            Ok(Some((record, outcome))) => {
                 self.audit(
                     "resource_restored",
                     actor,
                     &resource,
-                    json!({"incident": listed.incident, "to": listed.previous, "outcome": outcome}),
+                    json!({"incident": record.incident, "to": record.previous, "outcome": outcome}),
                 )
                 .await;
-                report(outcome)
+                Some(report(Some(record.previous), outcome))
             }
             Err(e) => {
                 let message = e.to_string();
@@ -453,10 +451,10 @@ impl Shutdown {
                     "resource_restore_failed",
                     actor,
                     &resource,
-                    json!({"incident": listed.incident, "error": message}),
+                    json!({"error": message}),
                 )
                 .await;
-                report(ResourceOutcome::Failed(message))
+                Some(report(None, ResourceOutcome::Failed(message)))
             }
         }
     }
@@ -468,9 +466,9 @@ impl Shutdown {
         &self,
         target: &dyn ShutdownTarget,
         resource: &Resource,
-    ) -> Result<ResourceOutcome, ShutdownError> {
+    ) -> Result<Option<(Record, ResourceOutcome)>, ShutdownError> {
         let Some(record) = self.record(resource).await?.filter(|r| !r.restored) else {
-            return Ok(ResourceOutcome::Restored);
+            return Ok(None);
         };
         let switches = self
             .store
@@ -483,7 +481,7 @@ impl Shutdown {
             .filter(|i| switches.iter().any(|s| s.value.state.holding().contains(i)))
             .collect();
         if !holding.is_empty() {
-            return Ok(ResourceOutcome::StillHeld(holding));
+            return Ok(Some((record, ResourceOutcome::StillHeld(holding))));
         }
         let now = target.state(resource).await?;
         let outcome = if now == resource.kind.stopped() {
@@ -499,9 +497,9 @@ impl Shutdown {
         };
         let done = Record {
             restored: true,
-            ..record
+            ..record.clone()
         };
         self.put_record(resource, &done).await?;
-        Ok(outcome)
+        Ok(Some((record, outcome)))
     }
 }

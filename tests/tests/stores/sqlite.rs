@@ -22,3 +22,24 @@ spendguard_tests::incident_model!(
     Arc::new(SqliteStore::in_memory().expect("in-memory sqlite")) as Store,
     2_000
 );
+
+/// A case the model found (shrunk): a shutdown of ai/prod whose resource stop checked its
+/// incident while a restore of ai/prod was releasing it, and recorded the stop after the
+/// restore had already put resources back; the resource stayed stopped with nothing holding it.
+#[tokio::test]
+async fn a_shutdown_racing_a_restore_of_its_switch_leaves_nothing_stopped() {
+    use spendguard_tests::incidents::{Op, run_case};
+    let ops = vec![Op::Together(
+        Box::new(Op::Shutdown {
+            scope: 1,
+            crash: None,
+        }),
+        Box::new(Op::Restore {
+            scope: 1,
+            crash: None,
+        }),
+        vec![61, 224, 215, 104, 126, 57, 117, 135, 29, 32, 29],
+    )];
+    let r = run_case(Arc::new(SqliteStore::in_memory().unwrap()) as Store, &ops).await;
+    assert!(r.is_ok(), "{}", r.unwrap_err());
+}
