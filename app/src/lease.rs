@@ -7,7 +7,8 @@ use tracing::warn;
 
 use crate::ports::clock::Clock;
 use crate::ports::store::{StateStore, StoreError, StoreResult};
-use spendguard_domain::records::{Claim, ClaimOutcome};
+use spendguard_domain::ids::KeyId;
+use spendguard_domain::records::{Claim, ClaimOutcome, Lease};
 
 /// What trying to claim something gave.
 pub enum Claimed<'a> {
@@ -91,11 +92,13 @@ pub async fn exclusive<'a>(
         }
         let now = clock.now();
         let claim = Claim::key(
-            id,
+            &KeyId::new(id),
             "lease",
-            &uuid::Uuid::new_v4().to_string(),
-            lease,
-            now + LEASE_RETENTION,
+            Lease::new(
+                uuid::Uuid::new_v4().to_string(),
+                lease,
+                now + LEASE_RETENTION,
+            ),
         );
         match Claimed::take(store, claim, now).await? {
             Claimed::Won(held) => return Ok(Some(held)),

@@ -10,8 +10,9 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{ALERT_SCHEMA_VERSION, AlertEvent, AlertKind};
+use crate::alert::{ALERT_SCHEMA_VERSION, AlertDetails, AlertEvent, AlertKind};
 use crate::budget::{Action, Basis, Severity};
+use crate::daily::{DailyReport, Spike};
 use crate::evaluate::percent_of;
 use crate::forecast::{Forecast, RecentSpend, project};
 use crate::money::{Currency, Money};
@@ -55,19 +56,6 @@ impl DailySummary {
             .map(|(c, _)| *c)
             .unwrap_or(Currency::USD)
     }
-}
-
-/// A value far above what the scope usually does on such a day.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Spike {
-    pub metric: String,
-    #[serde(with = "rust_decimal::serde::str")]
-    pub value: Decimal,
-    /// The expected day: the larger of the trailing median and the same-weekday median.
-    #[serde(with = "rust_decimal::serde::str")]
-    pub expected: Decimal,
-    #[serde(with = "rust_decimal::serde::str")]
-    pub factor: Decimal,
 }
 
 /// Day buckets of several months of one counter, as a daily series.
@@ -301,22 +289,6 @@ pub fn summarize(
     }
 }
 
-/// The parts of a daily report (the `details` of a `report` alert).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DailyReport {
-    pub date: NaiveDate,
-    pub zone: Zone,
-    /// Total cost per currency (all scopes).
-    pub total: BTreeMap<Currency, String>,
-    pub top_scopes: Vec<(String, String)>,
-    pub top_models: Vec<(String, String)>,
-    /// Scopes that moved most above their expected day: (scope, day, expected).
-    pub movers: Vec<(String, String, String)>,
-    /// Budgets whose month is forecast at 90 % or more of the limit: (budget, percent).
-    pub at_risk: Vec<(String, String)>,
-    pub anomalies: usize,
-}
-
 fn day_cost(s: &DailySummary, currency: Currency) -> Decimal {
     s.day
         .get(&Metric::Cost(currency).name())
@@ -505,7 +477,7 @@ fn base_event(
         related_alert_id: None,
         escalation_level: None,
         runbook_url: policy.settings.runbook_url.clone(),
-        details: None,
+        details: AlertDetails::None,
     }
 }
 
@@ -560,7 +532,10 @@ pub fn anomaly_event(policy: &PolicySet, s: &DailySummary, now: DateTime<Utc>) -
         s.zone,
         spikes.join("; ")
     );
-    e.details = Some(serde_json::json!({ "spikes": s.anomalies, "zone": s.zone }));
+    e.details = AlertDetails::Anomaly {
+        spikes: s.anomalies.clone(),
+        zone: s.zone,
+    };
     e
 }
 
@@ -590,7 +565,7 @@ pub fn report_event(policy: &PolicySet, r: &DailyReport, now: DateTime<Utc>) -> 
         r.anomalies,
         r.at_risk.len()
     );
-    e.details = serde_json::to_value(r).ok();
+    e.details = AlertDetails::Report(r.clone());
     e
 }
 

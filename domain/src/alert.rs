@@ -6,11 +6,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::budget::{Action, Basis, Budget, Severity, Window};
+use crate::daily::{DailyReport, Spike};
 use crate::evaluate::{Crossing, WindowEvaluation};
 use crate::forecast::Forecast;
+use crate::key_hours::{HourFigures, Signal};
 use crate::money::Money;
-use crate::period::{Period, WindowKind};
+use crate::period::{Period, WindowKind, Zone};
 use crate::scope::Scope;
+use crate::settings::ThreatLevel;
 
 pub const ALERT_SCHEMA_VERSION: u32 = 1;
 
@@ -37,8 +40,102 @@ pub enum AlertKind {
 /// The tier name of an [`AlertKind::Unevaluable`] alert (its claim, open alert and recovery).
 pub const UNEVALUABLE_TIER: &str = "budget_unevaluable";
 
-/// A budget crossing, as published to the alerts topic.
+/// What an alert of each kind carries beyond the fields every alert has. On the wire it is the
+/// `details` object (absent for budget alerts, recoveries and escalations); which shape it has
+/// follows from `kind`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum AlertDetails {
+    /// A budget tier: the common fields say it all.
+    #[default]
+    None,
+    Unevaluable {
+        error: String,
+    },
+    Anomaly {
+        spikes: Vec<Spike>,
+        zone: Zone,
+    },
+    Report(DailyReport),
+    Security {
+        key: String,
+        level: ThreatLevel,
+        hour: DateTime<Utc>,
+        figures: HourFigures,
+        signals: Vec<Signal>,
+    },
+}
+
+impl AlertDetails {
+    pub fn is_none(&self) -> bool {
+        *self == AlertDetails::None
+    }
+
+    /// Reads the `details` of an alert of `kind` (absent or null: none).
+    pub fn of(kind: AlertKind, details: Option<serde_json::Value>) -> Result<Self, String> {
+        let Some(value) = details.filter(|v| !v.is_null()) else {
+            return Ok(AlertDetails::None);
+        };
+        #[derive(Deserialize)]
+        struct Unevaluable {
+            error: String,
+        }
+        #[derive(Deserialize)]
+        struct Anomaly {
+            spikes: Vec<Spike>,
+            zone: Zone,
+        }
+        #[derive(Deserialize)]
+        struct Security {
+            key: String,
+            level: ThreatLevel,
+            hour: DateTime<Utc>,
+            figures: HourFigures,
+            signals: Vec<Signal>,
+        }
+        let bad = |e: serde_json::Error| format!("details of a {kind:?} alert: {e}");
+        Ok(match kind {
+            AlertKind::Unevaluable => {
+                let d: Unevaluable = serde_json::from_value(value).map_err(bad)?;
+                AlertDetails::Unevaluable { error: d.error }
+            }
+            AlertKind::Anomaly => {
+                let d: Anomaly = serde_json::from_value(value).map_err(bad)?;
+                AlertDetails::Anomaly {
+                    spikes: d.spikes,
+                    zone: d.zone,
+                }
+            }
+            AlertKind::Report => AlertDetails::Report(serde_json::from_value(value).map_err(bad)?),
+            AlertKind::Security => {
+                let d: Security = serde_json::from_value(value).map_err(bad)?;
+                AlertDetails::Security {
+                    key: d.key,
+                    level: d.level,
+                    hour: d.hour,
+                    figures: d.figures,
+                    signals: d.signals,
+                }
+            }
+            AlertKind::Budget => AlertDetails::None,
+            // a recovery or an escalation keeps the details of the alert it follows
+            AlertKind::Recovery | AlertKind::Escalation => [
+                AlertKind::Security,
+                AlertKind::Anomaly,
+                AlertKind::Unevaluable,
+                AlertKind::Report,
+            ]
+            .into_iter()
+            .find_map(|followed| AlertDetails::of(followed, Some(value.clone())).ok())
+            .ok_or_else(|| format!("details of a {kind:?} alert match no alert they follow"))?,
+        })
+    }
+}
+
+/// An alert as published to the alerts topic: a budget crossing, its recovery or escalation,
+/// an anomaly, the daily report, a security finding, a window that cannot be evaluated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "WireAlertEvent")]
 pub struct AlertEvent {
     pub schema_version: u32,
     /// Stable per (budget, window, period start, tier, threshold): a replay has the same id.
@@ -72,9 +169,79 @@ pub struct AlertEvent {
     pub escalation_level: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runbook_url: Option<String>,
-    /// Kind-specific content: the spikes of an anomaly, the figures of a report.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub details: Option<serde_json::Value>,
+    /// Kind-specific content: the spikes of an anomaly, the figures of a report, a finding's
+    /// evidence, why a window cannot be evaluated.
+    #[serde(default, skip_serializing_if = "AlertDetails::is_none")]
+    pub details: AlertDetails,
+}
+
+/// An alert as it arrives, before its `details` are read by its `kind`.
+#[derive(Deserialize)]
+struct WireAlertEvent {
+    schema_version: u32,
+    alert_id: String,
+    kind: AlertKind,
+    budget_id: String,
+    scope: Scope,
+    window: WindowKind,
+    period_key: String,
+    period_start: DateTime<Utc>,
+    period_end: DateTime<Utc>,
+    tier: String,
+    severity: Severity,
+    basis: Basis,
+    spend: Money,
+    limit: Money,
+    threshold: Money,
+    #[serde(with = "rust_decimal::serde::str")]
+    percent: Decimal,
+    forecast: Forecast,
+    actions: Vec<Action>,
+    channels: Vec<String>,
+    summary: String,
+    raised_at: DateTime<Utc>,
+    #[serde(default)]
+    related_alert_id: Option<String>,
+    #[serde(default)]
+    escalation_level: Option<u32>,
+    #[serde(default)]
+    runbook_url: Option<String>,
+    #[serde(default)]
+    details: Option<serde_json::Value>,
+}
+
+impl TryFrom<WireAlertEvent> for AlertEvent {
+    type Error = String;
+
+    fn try_from(w: WireAlertEvent) -> Result<Self, String> {
+        Ok(AlertEvent {
+            details: AlertDetails::of(w.kind, w.details)?,
+            schema_version: w.schema_version,
+            alert_id: w.alert_id,
+            kind: w.kind,
+            budget_id: w.budget_id,
+            scope: w.scope,
+            window: w.window,
+            period_key: w.period_key,
+            period_start: w.period_start,
+            period_end: w.period_end,
+            tier: w.tier,
+            severity: w.severity,
+            basis: w.basis,
+            spend: w.spend,
+            limit: w.limit,
+            threshold: w.threshold,
+            percent: w.percent,
+            forecast: w.forecast,
+            actions: w.actions,
+            channels: w.channels,
+            summary: w.summary,
+            raised_at: w.raised_at,
+            related_alert_id: w.related_alert_id,
+            escalation_level: w.escalation_level,
+            runbook_url: w.runbook_url,
+        })
+    }
 }
 
 /// The id of an alert: the same crossing always gets the same id; an edited threshold re-arms.
@@ -163,7 +330,7 @@ impl AlertEvent {
             related_alert_id: None,
             escalation_level: None,
             runbook_url: None,
-            details: None,
+            details: AlertDetails::None,
         }
     }
 
@@ -228,7 +395,9 @@ impl AlertEvent {
             related_alert_id: None,
             escalation_level: None,
             runbook_url: None,
-            details: Some(serde_json::json!({ "error": why })),
+            details: AlertDetails::Unevaluable {
+                error: why.to_string(),
+            },
         }
     }
 
@@ -358,5 +527,66 @@ mod tests {
         for other in others {
             assert_ne!(id, other);
         }
+    }
+
+    /// The alert inside an SNS fixture of events/alert-fanout.
+    fn fixture(name: &str) -> serde_json::Value {
+        let path = format!(
+            "{}/../events/alert-fanout/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let event: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        serde_json::from_str(event["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_kind_reads_its_own_details_and_writes_them_back_unchanged() {
+        for (name, kind) in [
+            ("warning", AlertKind::Budget),
+            ("recovery", AlertKind::Recovery),
+            ("escalation", AlertKind::Escalation),
+            ("anomaly", AlertKind::Anomaly),
+            ("report", AlertKind::Report),
+        ] {
+            let wire = fixture(name);
+            let event: AlertEvent = serde_json::from_value(wire.clone()).unwrap();
+            assert_eq!(event.kind, kind, "{name}");
+            let typed_as = match &event.details {
+                AlertDetails::None => "none",
+                AlertDetails::Anomaly { .. } => "anomaly",
+                AlertDetails::Report(_) => "report",
+                other => panic!("{name}: {other:?}"),
+            };
+            let expected = match kind {
+                AlertKind::Anomaly => "anomaly",
+                AlertKind::Report => "report",
+                _ => "none",
+            };
+            assert_eq!(typed_as, expected, "{name}");
+            // the wire is unchanged, key order aside
+            assert_eq!(serde_json::to_value(&event).unwrap(), wire, "{name}");
+        }
+    }
+
+    #[test]
+    fn details_that_do_not_fit_their_kind_are_refused_naming_them() {
+        let mut wire = fixture("anomaly");
+        wire["details"] = serde_json::json!({"spikes": "many", "zone": "UTC"});
+        let err = serde_json::from_value::<AlertEvent>(wire)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("details of a Anomaly alert"), "{err}");
+        let mut wire = fixture("report");
+        wire["kind"] = serde_json::json!("security");
+        let err = serde_json::from_value::<AlertEvent>(wire)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("details of a Security alert"), "{err}");
+        // a budget alert carries none, whatever is sent
+        let mut wire = fixture("warning");
+        wire["details"] = serde_json::json!({"anything": 1});
+        let event: AlertEvent = serde_json::from_value(wire).unwrap();
+        assert_eq!(event.details, AlertDetails::None);
     }
 }

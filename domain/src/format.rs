@@ -5,8 +5,9 @@
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use crate::alert::{AlertEvent, AlertKind, UNEVALUABLE_TIER};
+use crate::alert::{AlertDetails, AlertEvent, AlertKind, UNEVALUABLE_TIER};
 use crate::budget::Severity;
+use crate::daily::DailyReport;
 use crate::forecast::Forecast;
 use crate::message::Message;
 use crate::money::{Money, display_amount};
@@ -122,10 +123,7 @@ pub fn headline(e: &AlertEvent) -> String {
         AlertKind::Security => format!(
             "SECURITY {}: key {} ({}) in hour {}",
             e.tier.trim_start_matches("security-").to_uppercase(),
-            e.details
-                .as_ref()
-                .and_then(|d| d["key"].as_str())
-                .unwrap_or("?"),
+            finding_key(e).unwrap_or("?"),
             e.scope,
             e.period_key.trim_start_matches("H#")
         ),
@@ -138,30 +136,28 @@ pub fn headline(e: &AlertEvent) -> String {
     format!("{} {what}", marker(e))
 }
 
-/// A report list (`[[a, b, ...], ...]`) rendered one entry at a time by `render`.
-fn listing(details: Option<&Value>, key: &str, render: fn(&[&str]) -> String) -> String {
-    let list: Vec<String> = details
-        .and_then(|d| d.get(key))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_array)
-                .map(|p| render(&p.iter().filter_map(Value::as_str).collect::<Vec<_>>()))
-                .collect()
-        })
-        .unwrap_or_default();
-    if list.is_empty() {
+/// A report list rendered one entry at a time by `render` ("none" when empty).
+fn listing<T>(entries: &[T], render: impl Fn(&T) -> String) -> String {
+    if entries.is_empty() {
         "none".into()
     } else {
-        list.join(", ")
+        entries.iter().map(render).collect::<Vec<_>>().join(", ")
     }
 }
 
 fn unevaluable_reason(e: &AlertEvent) -> &str {
-    e.details
-        .as_ref()
-        .and_then(|d| d["error"].as_str())
-        .unwrap_or("see the budget check's report")
+    match &e.details {
+        AlertDetails::Unevaluable { error } => error,
+        _ => "see the budget check's report",
+    }
+}
+
+/// The key a security finding (or its recovery) is about.
+fn finding_key(e: &AlertEvent) -> Option<&str> {
+    match &e.details {
+        AlertDetails::Security { key, .. } => Some(key),
+        _ => None,
+    }
 }
 
 /// The facts every rendering shows, in order.
@@ -183,24 +179,13 @@ fn facts(e: &AlertEvent, kill_switch: &str) -> Vec<(&'static str, String)> {
             ];
         }
         AlertKind::Anomaly => {
-            let spikes: Vec<String> = e
-                .details
-                .as_ref()
-                .and_then(|d| d.get("spikes"))
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .map(|s| {
-                            format!(
-                                "{} {} (usual {})",
-                                s["metric"].as_str().unwrap_or("?"),
-                                s["value"].as_str().unwrap_or("?"),
-                                s["expected"].as_str().unwrap_or("?")
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let spikes: Vec<String> = match &e.details {
+                AlertDetails::Anomaly { spikes, .. } => spikes
+                    .iter()
+                    .map(|s| format!("{} {} (usual {})", s.metric, s.value, s.expected))
+                    .collect(),
+                _ => Vec::new(),
+            };
             return vec![
                 ("Scope", e.scope.to_string()),
                 ("Day", e.period_key.trim_start_matches("D#").to_string()),
@@ -213,24 +198,20 @@ fn facts(e: &AlertEvent, kill_switch: &str) -> Vec<(&'static str, String)> {
             ];
         }
         AlertKind::Security => {
-            let signals: Vec<String> = e
-                .details
-                .as_ref()
-                .and_then(|d| d.get("signals"))
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .map(|s| {
-                            format!(
-                                "{} ({}): {}",
-                                s["detector"].as_str().unwrap_or("?"),
-                                s["level"].as_str().unwrap_or("?"),
-                                s["evidence"].as_str().unwrap_or("?")
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let signals: Vec<String> = match &e.details {
+                AlertDetails::Security { signals, .. } => signals
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} ({}): {}",
+                            s.detector.as_str(),
+                            s.level.as_str(),
+                            s.evidence
+                        )
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
             return vec![
                 ("Scope", e.scope.to_string()),
                 ("Hour", e.period_key.trim_start_matches("H#").to_string()),
@@ -242,31 +223,35 @@ fn facts(e: &AlertEvent, kill_switch: &str) -> Vec<(&'static str, String)> {
             ];
         }
         AlertKind::Report => {
-            let d = e.details.as_ref();
-            let anomalies = d
-                .and_then(|d| d.get("anomalies"))
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
+            let empty = DailyReport::empty();
+            let r = match &e.details {
+                AlertDetails::Report(r) => r,
+                _ => &empty,
+            };
             return vec![
                 ("Day", e.period_key.trim_start_matches("D#").to_string()),
                 ("Total", money(&e.spend)),
-                ("Top scopes", listing(d, "top_scopes", |p| p.join(" "))),
-                ("Top models", listing(d, "top_models", |p| p.join(" "))),
+                (
+                    "Top scopes",
+                    listing(&r.top_scopes, |(scope, cost)| format!("{scope} {cost}")),
+                ),
+                (
+                    "Top models",
+                    listing(&r.top_models, |(model, cost)| format!("{model} {cost}")),
+                ),
                 (
                     "Biggest movers",
-                    listing(d, "movers", |p| match p {
-                        [scope, day, usual] => format!("{scope} {day} (usual {usual})"),
-                        other => other.join(" "),
+                    listing(&r.movers, |(scope, day, usual)| {
+                        format!("{scope} {day} (usual {usual})")
                     }),
                 ),
                 (
                     "Budgets at risk",
-                    listing(d, "at_risk", |p| match p {
-                        [budget, percent] => format!("{budget} forecast at {percent} %"),
-                        other => other.join(" "),
+                    listing(&r.at_risk, |(budget, percent)| {
+                        format!("{budget} forecast at {percent} %")
                     }),
                 ),
-                ("Anomalies", anomalies.to_string()),
+                ("Anomalies", r.anomalies.to_string()),
                 ("Alert", e.incident_key().to_string()),
             ];
         }
@@ -388,7 +373,7 @@ pub fn pagerduty(e: &AlertEvent, routing_key: &str) -> Value {
     );
     // a security finding names its key where a budget alert names its budget
     let (group, class) = if e.kind == AlertKind::Security {
-        let key = e.details.as_ref().and_then(|d| d["key"].as_str());
+        let key = finding_key(e);
         (key.unwrap_or_default().to_string(), e.tier.clone())
     } else {
         (e.budget_id.clone(), format!("budget-{}", e.window))
@@ -612,7 +597,8 @@ mod tests {
 
     #[test]
     fn a_security_finding_names_its_key_and_evidence_everywhere() {
-        use crate::security::{Finding, HourFigures, Signal};
+        use crate::key_hours::{HourFigures, Signal};
+        use crate::security::Finding;
         use crate::settings::{Detector, ThreatLevel};
         let hour = chrono::DateTime::parse_from_rfc3339("2026-11-23T03:00:00Z")
             .unwrap()

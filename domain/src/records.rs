@@ -1,12 +1,16 @@
 //! Small records the store keeps: spend observations, claims, open alerts, the audit log,
 //! kill switches.
 
-use chrono::{DateTime, Duration, Utc};
+use std::fmt;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::alert::AlertEvent;
+use crate::ids::{AlertId, BudgetId, ChannelName, KeyId};
 use crate::money::Money;
-use crate::period::WindowKind;
+use crate::period::{WindowKind, Zone};
 use crate::scope::Scope;
 
 /// Spend a source reported for one window of a budget, as last seen.
@@ -28,11 +32,53 @@ pub struct Observation {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ClaimSpace {
     /// Raising an alert, or its recovery or escalation (per budget).
-    Alert { budget_id: String },
+    Alert { budget_id: BudgetId },
     /// Delivering an alert to one channel (per alert).
-    Delivery { alert_id: String },
+    Delivery { alert_id: AlertId },
     /// Acting on one key (disabling it for an incident, enabling it again).
-    Key { key_id: String },
+    Key { key_id: KeyId },
+}
+
+/// Who holds a claim, how long a claim that was never finished blocks others (a crashed
+/// claimant), and when its record may be forgotten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// One id per run or invocation.
+    pub owner: String,
+    pub duration: Duration,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Lease {
+    pub fn new(owner: impl Into<String>, duration: Duration, expires_at: DateTime<Utc>) -> Lease {
+        Lease {
+            owner: owner.into(),
+            duration,
+            expires_at,
+        }
+    }
+}
+
+/// What is published once besides a crossing's alert: its recovery or an escalation, or a
+/// nightly anomaly alert or report (of one local day in one zone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowUp {
+    Recovery,
+    /// The escalation to this level (1 is the first one after the alert).
+    Escalation(u32),
+    Anomaly(NaiveDate, Zone),
+    Report(NaiveDate, Zone),
+}
+
+impl fmt::Display for FollowUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FollowUp::Recovery => f.write_str("recovery"),
+            FollowUp::Escalation(level) => write!(f, "escalation-{level}"),
+            FollowUp::Anomaly(day, zone) => write!(f, "anomaly#{day}@{zone}"),
+            FollowUp::Report(day, zone) => write!(f, "report#{day}@{zone}"),
+        }
+    }
 }
 
 /// A claim on doing something once: of all concurrent claimants exactly one wins; the winner
@@ -50,85 +96,61 @@ pub struct Claim {
 }
 
 impl Claim {
+    fn new(space: ClaimSpace, key: String, lease: Lease) -> Claim {
+        Claim {
+            space,
+            key,
+            owner: lease.owner,
+            lease: lease.duration,
+            expires_at: lease.expires_at,
+        }
+    }
+
     /// Raising the alert of one crossing: keyed by window, period, tier and alert id.
-    #[allow(clippy::too_many_arguments)]
-    pub fn alert(
-        budget_id: &str,
-        window: WindowKind,
-        period_key: &str,
-        tier: &str,
-        alert_id: &str,
-        owner: &str,
-        lease: Duration,
-        expires_at: DateTime<Utc>,
-    ) -> Claim {
-        Claim {
-            space: ClaimSpace::Alert {
-                budget_id: budget_id.into(),
+    pub fn alert(event: &AlertEvent, lease: Lease) -> Claim {
+        Claim::new(
+            ClaimSpace::Alert {
+                budget_id: BudgetId::new(&event.budget_id),
             },
-            key: format!("{window}#{period_key}#{tier}#{alert_id}"),
-            owner: owner.into(),
+            format!(
+                "{}#{}#{}#{}",
+                event.window, event.period_key, event.tier, event.alert_id
+            ),
             lease,
-            expires_at,
-        }
+        )
     }
 
-    /// Publishing a follow-up of an alert (`recovery`, `escalation-2`) once.
-    pub fn follow_up(
-        budget_id: &str,
-        alert_id: &str,
-        what: &str,
-        owner: &str,
-        lease: Duration,
-        expires_at: DateTime<Utc>,
-    ) -> Claim {
-        Claim {
-            space: ClaimSpace::Alert {
-                budget_id: budget_id.into(),
+    /// Publishing a follow-up of alert `alert_id` once, under `space` (the alert's budget).
+    pub fn follow_up(space: &BudgetId, alert_id: &AlertId, what: FollowUp, lease: Lease) -> Claim {
+        Claim::new(
+            ClaimSpace::Alert {
+                budget_id: space.clone(),
             },
-            key: format!("{what}#{alert_id}"),
-            owner: owner.into(),
+            format!("{what}#{alert_id}"),
             lease,
-            expires_at,
-        }
+        )
     }
 
-    /// Acting on a key once: `what` is `disable#<incident>` or `enable#<incident>`.
-    pub fn key(
-        key_id: &str,
-        what: &str,
-        owner: &str,
-        lease: Duration,
-        expires_at: DateTime<Utc>,
-    ) -> Claim {
-        Claim {
-            space: ClaimSpace::Key {
-                key_id: key_id.into(),
+    /// Acting on a key once: `action` names the act (`disable#<incident>`, `lease`, ...).
+    pub fn key(key_id: &KeyId, action: &str, lease: Lease) -> Claim {
+        Claim::new(
+            ClaimSpace::Key {
+                key_id: key_id.clone(),
             },
-            key: what.into(),
-            owner: owner.into(),
+            action.into(),
             lease,
-            expires_at,
-        }
+        )
     }
 
-    /// Delivering an alert to one channel once.
-    pub fn delivery(
-        alert_id: &str,
-        channel: &str,
-        owner: &str,
-        lease: Duration,
-        expires_at: DateTime<Utc>,
-    ) -> Claim {
-        Claim {
-            space: ClaimSpace::Delivery {
-                alert_id: alert_id.into(),
+    /// Delivering an alert (or a digest) to one channel once.
+    pub fn delivery(alert_id: &AlertId, channel: &ChannelName, lease: Lease) -> Claim {
+        Claim::new(
+            ClaimSpace::Delivery {
+                alert_id: alert_id.clone(),
             },
-            key: channel.into(),
-            owner: owner.into(),
+            channel.to_string(),
             lease,
-            expires_at,
-        }
+        )
     }
 }
 

@@ -8,68 +8,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, NaiveDate, Timelike, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use crate::alert::{ALERT_SCHEMA_VERSION, AlertEvent, AlertKind};
+use crate::alert::{ALERT_SCHEMA_VERSION, AlertDetails, AlertEvent, AlertKind};
 use crate::budget::Basis;
 use crate::forecast::Forecast;
+use crate::key_hours::{HourFigures, Signal};
 use crate::keys::KeyRecord;
-use crate::money::{Currency, FxRates, Money};
+use crate::money::Money;
 use crate::period::{Period, WindowKind, Zone};
 use crate::scope::Scope;
 use crate::settings::Detector;
 use crate::settings::SecurityPolicy;
 use crate::settings::Settings;
 use crate::settings::ThreatLevel;
-use crate::usage::HourCounters;
-use crate::usage::Metric;
-
-/// One hour of one key, as detection sees it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HourFigures {
-    #[serde(with = "rust_decimal::serde::str")]
-    pub spend: Decimal,
-    #[serde(with = "rust_decimal::serde::str")]
-    pub requests: Decimal,
-    #[serde(with = "rust_decimal::serde::str")]
-    pub busiest_minute: Decimal,
-    /// Input and output tokens.
-    #[serde(default, with = "rust_decimal::serde::str")]
-    pub tokens: Decimal,
-}
-
-impl HourFigures {
-    /// Spend in `currency`; a cost in a currency without a configured rate is left out.
-    pub fn of(c: &HourCounters, currency: Currency, rates: &FxRates) -> HourFigures {
-        let spend = c
-            .total
-            .costs()
-            .filter_map(|m| rates.convert(m, currency).ok())
-            .map(|m| m.amount)
-            .fold(Decimal::ZERO, Decimal::saturating_add);
-        HourFigures {
-            spend,
-            requests: c.total.get(Metric::Requests),
-            busiest_minute: c.busiest_minute(),
-            // stored counters are bounded (MAX_COUNTER_VALUE): saturation is never reached,
-            // and a saturated figure would still be flagged
-            tokens: c
-                .total
-                .get(Metric::TokensIn)
-                .saturating_add(c.total.get(Metric::TokensOut)),
-        }
-    }
-
-    /// What the provider counted for the key's hour: it also sees calls nobody reported.
-    pub fn merge_provider(&mut self, provider: &ProviderHour) {
-        self.requests = self.requests.max(provider.requests);
-        self.tokens = self.tokens.max(provider.tokens);
-    }
-
-    pub fn used(&self) -> bool {
-        !self.requests.is_zero() || !self.spend.is_zero() || !self.tokens.is_zero()
-    }
-}
 
 fn median(mut values: Vec<Decimal>) -> Decimal {
     if values.is_empty() {
@@ -174,14 +125,6 @@ impl Baseline {
             pick(&self.usual_tokens, self.active_hour_tokens),
         )
     }
-}
-
-/// One detector that fired, with its evidence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Signal {
-    pub detector: Detector,
-    pub level: ThreatLevel,
-    pub evidence: String,
 }
 
 /// What detection found for one key in one hour.
@@ -371,13 +314,13 @@ impl Finding {
             related_alert_id: None,
             escalation_level: None,
             runbook_url: settings.runbook_url.clone(),
-            details: Some(json!({
-                "key": self.key_id,
-                "level": self.level,
-                "hour": self.hour,
-                "figures": self.figures,
-                "signals": self.signals,
-            })),
+            details: AlertDetails::Security {
+                key: self.key_id.clone(),
+                level: self.level,
+                hour: self.hour,
+                figures: self.figures,
+                signals: self.signals.clone(),
+            },
         }
     }
 }
@@ -386,18 +329,6 @@ impl Finding {
 pub fn ack_id(key_id: &str, detector: Detector, day: NaiveDate) -> String {
     format!("{key_id}#{}#{day}", detector.as_str())
 }
-
-/// One key's hour as the provider counted it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ProviderHour {
-    /// Model requests (OpenAI reports them; Anthropic's usage report does not: zero).
-    pub requests: Decimal,
-    /// Input (cached or not) and output tokens.
-    pub tokens: Decimal,
-}
-
-/// Per provider key id and hour start.
-pub type KeyHours = BTreeMap<(String, DateTime<Utc>), ProviderHour>;
 
 /// What the scan did with one finding.
 #[derive(Debug, Clone, Serialize)]

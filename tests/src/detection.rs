@@ -127,7 +127,8 @@ async fn scan(
 }
 
 fn detectors(event: &AlertEvent) -> Vec<String> {
-    event.details.as_ref().unwrap()["signals"]
+    // as the wire carries them
+    serde_json::to_value(&event.details).unwrap()["signals"]
         .as_array()
         .unwrap()
         .iter()

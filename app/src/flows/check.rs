@@ -22,9 +22,10 @@ use spendguard_domain::budget::{Budget, Severity, SourceSpec, Window};
 use spendguard_domain::evaluate::WindowSpend;
 use spendguard_domain::evaluate::{WindowEvaluation, evaluate_window};
 use spendguard_domain::forecast::Forecast;
+use spendguard_domain::ids::{AlertId, BudgetId};
 use spendguard_domain::money::Money;
 use spendguard_domain::period::{Period, WindowKind};
-use spendguard_domain::records::{AuditEntry, Claim, Observation, OpenAlert};
+use spendguard_domain::records::{AuditEntry, Claim, FollowUp, Lease, Observation, OpenAlert};
 use spendguard_domain::security::ScanReport;
 use spendguard_domain::settings::PolicySet;
 use spendguard_domain::spend::WindowError;
@@ -534,15 +535,10 @@ impl Checker {
 
     /// The claim that makes `event` (a crossing, or an unevaluable window) happen once.
     fn claim_for(&self, budget: &Budget, event: &AlertEvent, run_id: &str) -> Claim {
+        debug_assert_eq!(budget.id, event.budget_id);
         Claim::alert(
-            &budget.id,
-            event.window,
-            &event.period_key,
-            &event.tier,
-            &event.alert_id,
-            run_id,
-            self.claim_lease,
-            event.period_end + CLAIM_RETENTION,
+            event,
+            Lease::new(run_id, self.claim_lease, event.period_end + CLAIM_RETENTION),
         )
     }
 
@@ -715,12 +711,10 @@ impl Checker {
                     continue;
                 }
                 let claim = Claim::follow_up(
-                    &e.budget_id,
-                    &e.alert_id,
-                    "recovery",
-                    run_id,
-                    self.claim_lease,
-                    retention,
+                    &BudgetId::new(&e.budget_id),
+                    &AlertId::new(&e.alert_id),
+                    FollowUp::Recovery,
+                    Lease::new(run_id, self.claim_lease, retention),
                 );
                 match self
                     .publish_once(&claim, &e.recovery(reason, now), now, false)
@@ -748,14 +742,11 @@ impl Checker {
                 counts.would_publish += 1;
                 continue;
             }
-            let what = format!("escalation-{next}");
             let claim = Claim::follow_up(
-                &e.budget_id,
-                &e.alert_id,
-                &what,
-                run_id,
-                self.claim_lease,
-                retention,
+                &BudgetId::new(&e.budget_id),
+                &AlertId::new(&e.alert_id),
+                FollowUp::Escalation(next),
+                Lease::new(run_id, self.claim_lease, retention),
             );
             match self
                 .publish_once(

@@ -29,10 +29,11 @@ use crate::ports::keys::KeyProvider;
 use crate::ports::secret_versions::SecretVersions;
 use crate::ports::shutdown::ShutdownTarget;
 use crate::ports::store::{StateStore, StoreError};
+use spendguard_domain::ids::KeyId;
 use spendguard_domain::keys::{
     Credential, KeyRecord, KeySpec, KeyStatus, Measure, ProviderKind, Release,
 };
-use spendguard_domain::records::{AuditEntry, Claim, KillSwitch, SwitchState, Versioned};
+use spendguard_domain::records::{AuditEntry, Claim, KillSwitch, Lease, SwitchState, Versioned};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::secret::Secret;
 use spendguard_domain::settings::RestorePolicy;
@@ -1434,11 +1435,13 @@ impl KeyGuard {
         };
         let now = self.clock.now();
         let claim = Claim::key(
-            &key.spec.id,
+            &KeyId::new(&key.spec.id),
             &format!("rotate#{incident}"),
-            &uuid::Uuid::new_v4().to_string(),
-            KEY_ACTION_LEASE,
-            now + KEY_CLAIM_RETENTION,
+            Lease::new(
+                uuid::Uuid::new_v4().to_string(),
+                KEY_ACTION_LEASE,
+                now + KEY_CLAIM_RETENTION,
+            ),
         );
         match crate::lease::once(self.store.as_ref(), claim, now, || {
             secrets.start_rotation(arn)

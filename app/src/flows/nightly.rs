@@ -21,8 +21,9 @@ use spendguard_domain::alert::AlertEvent;
 use spendguard_domain::budget::SourceSpec;
 use spendguard_domain::evaluate::percent_of;
 use spendguard_domain::forecast::Forecast;
+use spendguard_domain::ids::{AlertId, BudgetId};
 use spendguard_domain::period::{WindowKind, YearMonth, Zone};
-use spendguard_domain::records::Claim;
+use spendguard_domain::records::{Claim, FollowUp, Lease};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::PolicySet;
 use spendguard_domain::usage::CounterKey;
@@ -258,7 +259,7 @@ impl Nightly {
             for s in &alerting {
                 match self
                     .publish_once(
-                        &format!("anomaly#{date}@{zone}"),
+                        FollowUp::Anomaly(date, zone),
                         &s.scope,
                         anomaly_event(policy, s, self.clock.now()),
                     )
@@ -273,7 +274,7 @@ impl Nightly {
             let daily = report(date, zone, &summaries, at_risk);
             match self
                 .publish_once(
-                    &format!("report#{date}@{zone}"),
+                    FollowUp::Report(date, zone),
                     &Scope::root(),
                     report_event(policy, &daily, self.clock.now()),
                 )
@@ -302,18 +303,20 @@ impl Nightly {
     /// Publishes `event` once (claimed like any alert). True when this run published it.
     async fn publish_once(
         &self,
-        what: &str,
+        what: FollowUp,
         scope: &Scope,
         event: AlertEvent,
     ) -> Result<bool, String> {
         let now = self.clock.now();
         let claim = Claim::follow_up(
-            &format!("scope:{scope}"),
-            &event.alert_id,
+            &BudgetId::new(format!("scope:{scope}")),
+            &AlertId::new(&event.alert_id),
             what,
-            &uuid::Uuid::new_v4().to_string(),
-            CLAIM_LEASE,
-            now + Duration::days(35),
+            Lease::new(
+                uuid::Uuid::new_v4().to_string(),
+                CLAIM_LEASE,
+                now + Duration::days(35),
+            ),
         );
         match once(self.store.as_ref(), claim, now, || self.bus.publish(&event)).await {
             Ok(Once::Did(())) => Ok(true),

@@ -18,7 +18,8 @@ use crate::ports::clock::Clock;
 use crate::ports::keys::KeyProvider;
 use crate::ports::secret_versions::RotationSecrets;
 use crate::ports::store::{StateStore, StoreError};
-use spendguard_domain::records::{AuditEntry, Claim};
+use spendguard_domain::ids::KeyId;
+use spendguard_domain::records::{AuditEntry, Claim, Lease};
 use spendguard_domain::secret::Secret;
 use spendguard_domain::standard_webhooks::{self, WebhookSecret};
 
@@ -196,11 +197,9 @@ impl Rotator {
     fn tested(&self, key: &KeySpec, token: &str) -> Claim {
         let now = self.clock.now();
         Claim::key(
-            &key.id,
+            &KeyId::new(&key.id),
             &format!("tested#{token}"),
-            token,
-            Duration::minutes(1),
-            now + Duration::days(30),
+            Lease::new(token, Duration::minutes(1), now + Duration::days(30)),
         )
     }
 

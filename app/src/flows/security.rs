@@ -9,20 +9,21 @@ use crate::ports::store::{StateStore, StoreError};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
-use spendguard_domain::alert::AlertEvent;
+use spendguard_domain::alert::{AlertDetails, AlertEvent};
 use spendguard_domain::budget::Action;
+use spendguard_domain::ids::KeyId;
+use spendguard_domain::key_hours::HourFigures;
+use spendguard_domain::key_hours::{KeyHours, ProviderHour};
 use spendguard_domain::keys::{KeyRecord, KeyStatus, ProviderKind};
 use spendguard_domain::period::{YearMonth, Zone};
-use spendguard_domain::records::{AuditEntry, Claim};
+use spendguard_domain::records::{AuditEntry, Claim, Lease};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::security::Baseline;
 use spendguard_domain::security::Finding;
 use spendguard_domain::security::FindingReport;
-use spendguard_domain::security::HourFigures;
 use spendguard_domain::security::ScanReport;
 use spendguard_domain::security::ack_id;
 use spendguard_domain::security::detect;
-use spendguard_domain::security::{KeyHours, ProviderHour};
 use spendguard_domain::settings::Settings;
 use spendguard_domain::usage::{CounterKey, HourKey, Metric, start_of_hour};
 use std::collections::{BTreeMap, BTreeSet};
@@ -271,14 +272,10 @@ impl SecurityScan<'_> {
                 continue;
             };
             let throttling: AlertEvent = crate::ports::store::from_doc("throttling finding", &doc)?;
-            let Some(hour) = throttling
-                .details
-                .as_ref()
-                .and_then(|d| d.get("hour"))
-                .and_then(|h| serde_json::from_value::<DateTime<Utc>>(h.clone()).ok())
-            else {
+            let AlertDetails::Security { hour, .. } = &throttling.details else {
                 continue;
             };
+            let hour = *hour;
             if last_complete_hour <= hour {
                 continue;
             }
@@ -288,11 +285,9 @@ impl SecurityScan<'_> {
                 key.spec.id, key.spec.scope, throttling.tier
             );
             let claim = Claim::key(
-                &key.spec.id,
+                &KeyId::new(&key.spec.id),
                 &format!("security-recovery#{}", throttling.alert_id),
-                self.run_id,
-                self.lease,
-                self.now + CLAIM_RETENTION,
+                Lease::new(self.run_id, self.lease, self.now + CLAIM_RETENTION),
             );
             match once(self.store, claim, self.now, || self.bus.publish(&recovery)).await {
                 Ok(Once::Did(())) => {}
@@ -451,15 +446,13 @@ impl SecurityScan<'_> {
         }
         let event = finding.event(self.settings, self.now);
         let claim = Claim::key(
-            &finding.key_id,
+            &KeyId::new(&finding.key_id),
             &format!(
                 "security#{}#{}",
                 finding.hour.format("%Y-%m-%dT%H"),
                 finding.level.as_str()
             ),
-            self.run_id,
-            self.lease,
-            finding.hour + CLAIM_RETENTION,
+            Lease::new(self.run_id, self.lease, finding.hour + CLAIM_RETENTION),
         );
         let throttles = event
             .actions

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::ports::sources::SourceError;
+use spendguard_domain::key_hours::KeyHours;
 use spendguard_domain::keys::ProviderKind;
-use spendguard_domain::security::KeyHours;
 
 /// A provider's usage per key and hour.
 #[async_trait]

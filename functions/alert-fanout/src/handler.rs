@@ -18,8 +18,9 @@ use spendguard_app::ports::secrets::SecretVault;
 use spendguard_app::ports::store::{StateStore, StoreError};
 use spendguard_domain::alert::{AlertEvent, AlertKind};
 use spendguard_domain::budget::Severity;
+use spendguard_domain::ids::{AlertId, ChannelName};
 use spendguard_domain::message::Message;
-use spendguard_domain::records::{Acknowledgement, Claim, SwitchState};
+use spendguard_domain::records::{Acknowledgement, Claim, Lease, SwitchState};
 use spendguard_domain::secret::Secret;
 use spendguard_domain::settings::ChannelSpec;
 use spendguard_http::poster::Poster;
@@ -305,11 +306,9 @@ impl Fanout {
             };
         }
         let claim = Claim::delivery(
-            &event.alert_id,
-            name,
-            owner,
-            DELIVERY_LEASE,
-            now + DELIVERY_RETENTION,
+            &AlertId::new(&event.alert_id),
+            &ChannelName::new(name),
+            Lease::new(owner, DELIVERY_LEASE, now + DELIVERY_RETENTION),
         );
         self.send_claimed(&claim, spec, message).await
     }
@@ -373,11 +372,13 @@ impl Fanout {
             }
             let digest_id = format!("digest-{}", hex::encode(&h.finalize()[..12]));
             let claim = Claim::delivery(
-                &digest_id,
-                name,
-                &uuid::Uuid::new_v4().to_string(),
-                DELIVERY_LEASE,
-                now + DELIVERY_RETENTION,
+                &AlertId::new(digest_id),
+                &ChannelName::new(name),
+                Lease::new(
+                    uuid::Uuid::new_v4().to_string(),
+                    DELIVERY_LEASE,
+                    now + DELIVERY_RETENTION,
+                ),
             );
             let message = Message::Digest {
                 channel: name.clone(),

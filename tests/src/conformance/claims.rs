@@ -3,7 +3,9 @@
 use super::*;
 use chrono::Duration;
 use spendguard_app::ports::store::StoreError;
+use spendguard_domain::ids::{AlertId, ChannelName};
 use spendguard_domain::period::{Period, WindowKind, Zone};
+use spendguard_domain::records::Lease;
 use spendguard_domain::records::{Claim, ClaimOutcome};
 
 pub async fn alert_claims_have_exactly_one_winner(store: Store) {
@@ -139,8 +141,7 @@ pub async fn finished_claims_are_read_in_one_batch(store: Store) {
 pub async fn delivery_claims_are_per_alert_and_channel(store: Store) {
     let now = at("2026-11-22T10:00:00Z");
     let exp = now + Duration::days(35);
-    let slack =
-        |owner: &str| Claim::delivery("alert-1", "ops-slack", owner, Duration::minutes(2), exp);
+    let slack = |owner: &str| delivery("alert-1", "ops-slack", owner, exp);
     let mut tasks = Vec::new();
     for i in 0..3 {
         let (store, c) = (store.clone(), slack(&format!("invocation-{i}")));
@@ -168,22 +169,25 @@ pub async fn delivery_claims_are_per_alert_and_channel(store: Store) {
     // other channels and other alerts are independent
     assert_eq!(
         store
-            .claim(
-                &Claim::delivery("alert-1", "pager", "x", Duration::minutes(2), exp),
-                now
-            )
+            .claim(&delivery("alert-1", "pager", "x", exp), now)
             .await
             .unwrap(),
         ClaimOutcome::Won
     );
     assert_eq!(
         store
-            .claim(
-                &Claim::delivery("alert-2", "ops-slack", "x", Duration::minutes(2), exp),
-                now
-            )
+            .claim(&delivery("alert-2", "ops-slack", "x", exp), now)
             .await
             .unwrap(),
         ClaimOutcome::Won
     );
+}
+
+/// Delivering `alert` to `channel` once, held by `owner` for two minutes.
+fn delivery(alert: &str, channel: &str, owner: &str, exp: DateTime<Utc>) -> Claim {
+    Claim::delivery(
+        &AlertId::new(alert),
+        &ChannelName::new(channel),
+        Lease::new(owner, Duration::minutes(2), exp),
+    )
 }

@@ -18,9 +18,11 @@ use spendguard_app::ports::store::StateStore;
 use spendguard_domain::budget::{
     Action, Basis, Budget, Severity, SourceSpec, Threshold, Tier, Window,
 };
+use spendguard_domain::ids::BudgetId;
 use spendguard_domain::money::{Currency, Money};
 use spendguard_domain::period::{Period, WindowKind, YearMonth, Zone};
 use spendguard_domain::pricing::Tokens;
+use spendguard_domain::records::ClaimSpace;
 use spendguard_domain::records::{AuditEntry, Claim};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::usage::{CounterKey, Metric, UsageEntry, UsageRecord};
@@ -117,17 +119,22 @@ pub async fn month_cost_now(store: &dyn StateStore, scope: &str) -> Decimal {
     month_total(store, scope, Zone::UTC, month, USD_COST).await
 }
 
+/// A claim on raising a monthly alert of budget `b1` at `tier` (keyed as check keys them).
 fn claim(tier: &str, period: &Period, owner: &str) -> Claim {
-    Claim::alert(
-        "b1",
-        WindowKind::Monthly,
-        &period.key(),
-        tier,
-        &format!("{tier}-{}", period.key()),
-        owner,
-        Duration::minutes(5),
-        period.end + Duration::days(35),
-    )
+    Claim {
+        space: ClaimSpace::Alert {
+            budget_id: BudgetId::new("b1"),
+        },
+        key: format!(
+            "{}#{}#{tier}#{tier}-{}",
+            WindowKind::Monthly,
+            period.key(),
+            period.key()
+        ),
+        owner: owner.into(),
+        lease: Duration::minutes(5),
+        expires_at: period.end + Duration::days(35),
+    }
 }
 
 /// An audit entry for a switch a test writes directly.

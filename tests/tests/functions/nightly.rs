@@ -174,7 +174,8 @@ pub async fn a_real_spike_is_found_and_a_weekly_pattern_is_not(store: Store) {
         .iter()
         .find(|e| e.kind == AlertKind::Report)
         .expect("the daily report");
-    let details = report.details.as_ref().unwrap();
+    // as the wire carries them
+    let details = serde_json::to_value(&report.details).unwrap();
     assert_eq!(details["total"]["USD"], "1040", "$90 + $50 + $900");
     assert_eq!(details["top_scopes"][0][0], "app/new");
     assert_eq!(details["top_models"][0][0], "_model/openai:gpt-4o");

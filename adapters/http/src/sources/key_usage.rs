@@ -9,9 +9,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use spendguard_app::ports::key_usage::KeyUsageSource;
 use spendguard_app::ports::sources::SourceError;
+use spendguard_domain::key_hours::KeyHours;
 use spendguard_domain::keys::ProviderKind;
 use spendguard_domain::secret::Secret;
-use spendguard_domain::security::KeyHours;
 
 const ANTHROPIC_API_VERSION: &str = "2023-06-01";
 /// Four weeks of hours is four pages; more than this is a provider bug, not a report.
@@ -212,7 +212,7 @@ impl KeyUsageSource for ProviderKeyUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spendguard_domain::security::ProviderHour;
+    use spendguard_domain::key_hours::ProviderHour;
 
     #[test]
     fn both_providers_pages_are_read_per_key_and_hour() {
