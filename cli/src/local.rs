@@ -246,7 +246,7 @@ impl Local {
             .map_err(|e| Failure::Run(e.to_string()))
     }
 
-    pub fn fanout(&self) -> Result<alert_fanout::handler::Fanout, Failure> {
+    pub fn fanout(&self) -> Result<alert_fanout::handler::Handler, Failure> {
         let config = alert_fanout::config::Config::from_env(&self.env()).map_err(config_failure)?;
         Ok(alert_fanout::app::fanout_with(
             &config,
@@ -312,7 +312,11 @@ impl Local {
                     .map(|r| serde_json::to_value(r).unwrap_or_default())
                     .map_err(Invocation::from)
             }
-            Function::AlertFanout => self.fanout()?.handle(event).await.map_err(Invocation::from),
+            Function::AlertFanout => self
+                .fanout()?
+                .handle(event)
+                .await
+                .map_err(|e| Invocation::from(alert_fanout::handler::diagnostic(e))),
             Function::KeyGuard => self
                 .key_guard()
                 .await?

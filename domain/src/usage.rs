@@ -728,6 +728,72 @@ pub fn admit(record: &UsageRecord, policy: &PolicySet) -> Result<(), UsageError>
     Ok(())
 }
 
+/// Most records in one batch (`POST /usage`).
+pub const MAX_BATCH_RECORDS: usize = 1000;
+
+/// Why a batch was refused: the field (`records[3].cost.amount`, `body`) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchError {
+    pub field: String,
+    pub message: String,
+}
+
+impl BatchError {
+    fn at(field: impl Into<String>, message: impl Into<String>) -> Self {
+        BatchError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageBatch {
+    records: Vec<Box<RawValue>>,
+}
+
+/// Parses and validates a whole usage batch (`{"records": [...]}`) against `policy`: any bad
+/// record refuses the whole batch, naming its path, and nothing is counted.
+pub fn parse_batch(
+    body: &[u8],
+    policy: &PolicySet,
+    now: DateTime<Utc>,
+) -> Result<Vec<UsageRecord>, BatchError> {
+    let batch: UsageBatch = serde_json::from_slice(body)
+        .map_err(|e| BatchError::at("body", format!("expected {{\"records\": [...]}}: {e}")))?;
+    if batch.records.is_empty() {
+        return Err(BatchError::at("records", "the batch is empty"));
+    }
+    if batch.records.len() > MAX_BATCH_RECORDS {
+        return Err(BatchError::at(
+            "records",
+            format!("at most {MAX_BATCH_RECORDS} records per batch"),
+        ));
+    }
+    let mut records = Vec::with_capacity(batch.records.len());
+    for (i, raw) in batch.records.iter().enumerate() {
+        let wire: UsageWire = serde_json::from_str(raw.get())
+            .map_err(|e| BatchError::at(format!("records[{i}]"), e.to_string()))?;
+        let record = wire
+            .validate(&policy.settings.prices, now)
+            .and_then(|r| admit(&r, policy).map(|()| r))
+            .map_err(|e| BatchError::at(format!("records[{i}].{}", e.field), e.message))?;
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// The usage budgets a batch of records counts toward.
+pub fn usage_budgets<'a>(budgets: &'a [Budget], records: &[UsageRecord]) -> Vec<&'a Budget> {
+    budgets
+        .iter()
+        .filter(|b| {
+            b.source == SourceSpec::Usage && records.iter().any(|r| b.scope.contains(&r.scope))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use alert_fanout::app;
 use alert_fanout::config::Config;
-use alert_fanout::handler::Fanout;
+use alert_fanout::handler::Handler as Fanout;
 use serde_json::{Value, json};
 use spendguard_app::ports::clock::FixedClock;
 use spendguard_aws::dynamo::DynamoStore;

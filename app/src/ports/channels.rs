@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use spendguard_domain::message::Message;
+use spendguard_domain::secret::Secret;
 use spendguard_domain::settings::ChannelKind;
 
 /// Why a delivery failed. Never contains an endpoint or a key.
@@ -57,4 +58,13 @@ impl Channel for LogChannel {
         }
         Ok(())
     }
+}
+
+/// Builds a channel from its kind and the value of its secret (the function that runs the
+/// fan-out knows which adapters it has).
+pub trait ChannelBuilder: Send + Sync {
+    fn build(&self, kind: ChannelKind, secret: Option<Secret>) -> Result<Box<dyn Channel>, String>;
+    /// The longest one delivery takes, retries included (a claim held longer than this by
+    /// another invocation is reported unconfirmed).
+    fn delivery_deadline(&self) -> std::time::Duration;
 }

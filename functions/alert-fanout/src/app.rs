@@ -1,13 +1,17 @@
 //! Builds the fan-out from configuration: clients once per cold start.
 
+use std::sync::Arc;
+
 use aws_config::SdkConfig;
 use spendguard_app::backends::Backends;
+use spendguard_app::flows::fanout::{ChannelRegistry, Fanout};
 use spendguard_http::poster::Poster;
 
+use crate::channels::Channels;
 use crate::config::Config;
-use crate::handler::{ChannelRegistry, Fanout};
+use crate::handler::Handler;
 
-pub fn fanout(config: &Config, sdk: &SdkConfig) -> Fanout {
+pub fn fanout(config: &Config, sdk: &SdkConfig) -> Handler {
     fanout_with(
         config,
         sdk,
@@ -16,17 +20,19 @@ pub fn fanout(config: &Config, sdk: &SdkConfig) -> Fanout {
 }
 
 /// The fan-out on any backends (the CLI runs it on the embedded store with `file:` secrets).
-pub fn fanout_with(config: &Config, sdk: &SdkConfig, backends: Backends) -> Fanout {
-    Fanout {
-        store: backends.store,
-        registry: ChannelRegistry::new(
-            backends.vault,
-            Poster {
-                http: reqwest::Client::new(),
-                policy: config.retry,
-            },
-            aws_sdk_sesv2::Client::new(sdk),
-        ),
-        clock: backends.clock,
+pub fn fanout_with(config: &Config, sdk: &SdkConfig, backends: Backends) -> Handler {
+    let channels = Channels {
+        poster: Poster {
+            http: reqwest::Client::new(),
+            policy: config.retry,
+        },
+        ses: aws_sdk_sesv2::Client::new(sdk),
+    };
+    Handler {
+        fanout: Fanout {
+            store: backends.store,
+            registry: ChannelRegistry::new(backends.vault, Arc::new(channels)),
+            clock: backends.clock,
+        },
     }
 }

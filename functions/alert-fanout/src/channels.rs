@@ -2,7 +2,7 @@
 //! composition of the HTTP channels (spendguard-http) and e-mail (SES, spendguard-aws).
 
 use serde_json::Value;
-use spendguard_app::ports::channels::{Channel, LogChannel};
+use spendguard_app::ports::channels::{Channel, ChannelBuilder, LogChannel};
 use spendguard_aws::email;
 use spendguard_domain::secret::Secret;
 use spendguard_domain::settings::ChannelKind;
@@ -99,4 +99,20 @@ pub fn build(
             })
         }
     })
+}
+
+/// The channels this function can build: the HTTP ones over one poster, e-mail over SES.
+pub struct Channels {
+    pub poster: Poster,
+    pub ses: aws_sdk_sesv2::Client,
+}
+
+impl ChannelBuilder for Channels {
+    fn build(&self, kind: ChannelKind, secret: Option<Secret>) -> Result<Box<dyn Channel>, String> {
+        build(kind, secret, &self.poster, &self.ses)
+    }
+
+    fn delivery_deadline(&self) -> std::time::Duration {
+        self.poster.policy.deadline
+    }
 }

@@ -1,8 +1,10 @@
+//! alert-fanout's Lambda entry point (SNS alerts, acks, the digest schedule): only wires.
+
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
 use spendguard_app::env::process_env;
 
-use alert_fanout::{app, config::Config};
+use alert_fanout::{app, config::Config, handler};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -13,7 +15,7 @@ async fn main() -> Result<(), Error> {
     let fanout = app::fanout(&config, &sdk);
     let fanout = &fanout;
     run(service_fn(move |e: LambdaEvent<Value>| async move {
-        fanout.handle(e.payload).await
+        fanout.handle(e.payload).await.map_err(handler::diagnostic)
     }))
     .await
 }

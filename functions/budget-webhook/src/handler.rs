@@ -6,33 +6,28 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use serde::Deserialize;
 use serde_json::json;
-use serde_json::value::RawValue;
 use spendguard_app::flows::check::{CheckOptions, Checker};
 use spendguard_app::flows::ingest::ingest_usage;
 use spendguard_app::flows::intake::{budgets_for_aws, budgets_for_gcp, record_aws, record_gcp};
 use spendguard_app::ports::clock::Clock;
 use spendguard_app::ports::store::{StateStore, StoreError};
-use spendguard_domain::budget::{Budget, SourceSpec};
 use spendguard_domain::records::{AuditEntry, SwitchState};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::secret::Secret;
 use spendguard_domain::settings::PolicySet;
 use spendguard_domain::signals::{aws_budgets, gcp};
 use spendguard_domain::standard_webhooks::{self, WebhookSecret};
-use spendguard_domain::usage::admit;
-use spendguard_domain::usage::{UsageRecord, UsageWire};
 use spendguard_http::verify::gcp_oidc::GoogleOidcVerifier;
 use spendguard_http::verify::sns::{SnsMessage, SnsVerifier};
 use tracing::{info, warn};
 
 use crate::http::{HttpRequest, HttpResponse};
+use spendguard_domain::usage::parse_batch;
+use spendguard_domain::usage::usage_budgets;
 
 /// Largest body accepted on any route (a usage batch of 1,000 records fits comfortably).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
-/// Most records in one usage batch.
-pub const MAX_RECORDS: usize = 1000;
 /// How long a webhook message id is remembered (SNS and Pub/Sub redeliver within days).
 const MESSAGE_MARKER_TTL: chrono::Duration = chrono::Duration::days(8);
 
@@ -74,12 +69,6 @@ pub struct Webhook {
     pub gcp: Option<GoogleOidcVerifier>,
     pub sns: Option<SnsIntake>,
     pub clock: Arc<dyn Clock>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UsageBatch {
-    records: Vec<Box<RawValue>>,
 }
 
 fn internal(e: StoreError) -> HttpResponse {
@@ -183,9 +172,9 @@ impl Webhook {
             Ok(p) => p,
             Err(e) => return internal(e),
         };
-        let records = match parse_usage(&r.body, &policy, now) {
+        let records = match parse_batch(&r.body, &policy, now) {
             Ok(records) => records,
-            Err(response) => return response,
+            Err(e) => return HttpResponse::error(400, e.message, Some(&e.field)),
         };
         let outcome = match ingest_usage(self.store.as_ref(), &policy.budgets, &records, now).await
         {
@@ -476,56 +465,4 @@ impl Webhook {
         };
         HttpResponse::ok(body)
     }
-}
-
-/// Parses and validates a whole usage batch; any bad record refuses the batch with its path.
-fn parse_usage(
-    body: &[u8],
-    policy: &PolicySet,
-    now: DateTime<Utc>,
-) -> Result<Vec<UsageRecord>, HttpResponse> {
-    let batch: UsageBatch = serde_json::from_slice(body).map_err(|e| {
-        HttpResponse::error(
-            400,
-            format!("expected {{\"records\": [...]}}: {e}"),
-            Some("body"),
-        )
-    })?;
-    if batch.records.is_empty() {
-        return Err(HttpResponse::error(
-            400,
-            "the batch is empty",
-            Some("records"),
-        ));
-    }
-    if batch.records.len() > MAX_RECORDS {
-        return Err(HttpResponse::error(
-            400,
-            format!("at most {MAX_RECORDS} records per batch"),
-            Some("records"),
-        ));
-    }
-    let mut records = Vec::with_capacity(batch.records.len());
-    for (i, raw) in batch.records.iter().enumerate() {
-        let wire: UsageWire = serde_json::from_str(raw.get())
-            .map_err(|e| HttpResponse::error(400, e.to_string(), Some(&format!("records[{i}]"))))?;
-        let record = wire
-            .validate(&policy.settings.prices, now)
-            .and_then(|r| admit(&r, policy).map(|()| r))
-            .map_err(|e| {
-                HttpResponse::error(400, e.message, Some(&format!("records[{i}].{}", e.field)))
-            })?;
-        records.push(record);
-    }
-    Ok(records)
-}
-
-/// The usage budgets a batch of records counts toward.
-pub fn usage_budgets<'a>(budgets: &'a [Budget], records: &[UsageRecord]) -> Vec<&'a Budget> {
-    budgets
-        .iter()
-        .filter(|b| {
-            b.source == SourceSpec::Usage && records.iter().any(|r| b.scope.contains(&r.scope))
-        })
-        .collect()
 }

@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use alert_fanout::handler::FanoutError;
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use spendguard_app::flows::check::{CheckOptions, Checker, DEFAULT_CLAIM_LEASE};
+use spendguard_app::flows::fanout::FanoutError;
 use spendguard_app::flows::ingest::ingest_usage;
 use spendguard_app::ports::clock::{Clock, FixedClock};
 use spendguard_app::ports::sources::SpendSource;
@@ -232,7 +232,7 @@ async fn one_broken_channel_never_blocks_the_others_and_a_retry_sends_only_what_
         "{failures:?}"
     );
     assert_eq!(
-        lambda_runtime::Diagnostic::from(err).error_type,
+        alert_fanout::handler::diagnostic(err).error_type,
         "DeliveryFailed"
     );
     // the healthy and the throttled-then-healthy channels got exactly one message each
@@ -578,7 +578,7 @@ async fn an_unacknowledged_emergency_reaches_level_two_and_an_acknowledged_one_d
 async fn warnings_to_a_digest_channel_go_out_together_once_per_interval() {
     let mut w = FanoutWorld::new(RetryPolicy::default(), &[], PolicySet::default()).await;
     let clock = Arc::new(FixedClock::new(at("2026-11-20T18:00:00Z")));
-    w.fanout.clock = clock.clone();
+    w.fanout.fanout.clock = clock.clone();
     let warning = fixture_event("warning");
     let mut second = warning.clone();
     second.alert_id = "0000000000000000000000000000abcd".into();
