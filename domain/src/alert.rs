@@ -493,6 +493,69 @@ impl AlertEvent {
     }
 }
 
+/// What key-guard does with an alert: the one place that decides which alerts act on keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOrder {
+    /// Engage the kill switch and stop the keys (and, for a shutdown, the opted-in resources).
+    Stop { shutdown: bool },
+    /// Lower the limit factor and/or rotate the keys' secrets, keys left running.
+    Adjust {
+        factor: Option<Decimal>,
+        rotate: bool,
+    },
+    /// A recovery of a tier that lowered the limit factor: raise it back.
+    Lift { factor: Decimal },
+    /// Nothing for key-guard, and why.
+    Ignore(&'static str),
+}
+
+impl AlertEvent {
+    /// What key-guard does with this alert, and who it records as the actor. Only budget
+    /// tiers and security findings order key actions; keys come back only by an operator's
+    /// restore.
+    pub fn key_order(&self) -> (KeyOrder, &'static str) {
+        let factor = self.actions.iter().find_map(|a| match a {
+            Action::ReduceLimits { factor } => Some(*factor),
+            _ => None,
+        });
+        let stops = self
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::DisableKeys | Action::Shutdown));
+        let rotate = self.actions.contains(&Action::RotateKeys);
+        let actor = match self.kind {
+            AlertKind::Security => "security",
+            _ => "budget-check",
+        };
+        let order = match self.kind {
+            AlertKind::Budget | AlertKind::Security if stops => KeyOrder::Stop {
+                shutdown: self.actions.contains(&Action::Shutdown),
+            },
+            AlertKind::Budget | AlertKind::Security if factor.is_some() || rotate => {
+                KeyOrder::Adjust { factor, rotate }
+            }
+            AlertKind::Budget | AlertKind::Security => {
+                KeyOrder::Ignore("the alert orders nothing key-guard does")
+            }
+            AlertKind::Recovery => match factor {
+                Some(factor) => KeyOrder::Lift { factor },
+                None => KeyOrder::Ignore("recovered; keys are restored by an operator"),
+            },
+            AlertKind::Escalation => KeyOrder::Ignore("escalations do not act"),
+            AlertKind::Anomaly | AlertKind::Report | AlertKind::Unevaluable => {
+                KeyOrder::Ignore("anomalies, reports and unevaluable windows order no action")
+            }
+        };
+        // a recovery lifts what budget-check lowered
+        let actor = if matches!(order, KeyOrder::Lift { .. }) {
+            "budget-check"
+        } else {
+            actor
+        };
+        (order, actor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,5 +651,54 @@ mod tests {
         wire["details"] = serde_json::json!({"anything": 1});
         let event: AlertEvent = serde_json::from_value(wire).unwrap();
         assert_eq!(event.details, AlertDetails::None);
+    }
+
+    #[test]
+    fn only_budget_tiers_and_findings_order_key_actions() {
+        let base: AlertEvent = serde_json::from_value(fixture("warning")).unwrap();
+        let with = |kind: AlertKind, actions: Vec<Action>| AlertEvent {
+            kind,
+            actions,
+            ..base.clone()
+        };
+        let half = Action::ReduceLimits { factor: dec!(0.5) };
+        let cases = [
+            (
+                with(AlertKind::Budget, vec![Action::Notify, Action::DisableKeys]),
+                KeyOrder::Stop { shutdown: false },
+                "budget-check",
+            ),
+            (
+                with(AlertKind::Security, vec![Action::Shutdown]),
+                KeyOrder::Stop { shutdown: true },
+                "security",
+            ),
+            (
+                with(AlertKind::Budget, vec![half, Action::RotateKeys]),
+                KeyOrder::Adjust {
+                    factor: Some(dec!(0.5)),
+                    rotate: true,
+                },
+                "budget-check",
+            ),
+            (
+                with(AlertKind::Recovery, vec![half]),
+                KeyOrder::Lift { factor: dec!(0.5) },
+                "budget-check",
+            ),
+        ];
+        for (alert, order, actor) in cases {
+            assert_eq!(alert.key_order(), (order, actor), "{:?}", alert.actions);
+        }
+        for (kind, actions) in [
+            (AlertKind::Budget, vec![Action::Notify]),
+            (AlertKind::Recovery, vec![Action::DisableKeys]),
+            (AlertKind::Escalation, vec![Action::DisableKeys]),
+            (AlertKind::Anomaly, vec![Action::DisableKeys]),
+            (AlertKind::Unevaluable, vec![Action::Shutdown]),
+        ] {
+            let (order, _) = with(kind, actions).key_order();
+            assert!(matches!(order, KeyOrder::Ignore(_)), "{kind:?}: {order:?}");
+        }
     }
 }

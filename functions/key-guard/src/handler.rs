@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use spendguard_app::flows::guard::{GuardError, KeyGuard};
 use spendguard_app::flows::rotation::{RotationError, RotationEvent, Rotator};
 use spendguard_app::ports::store::StoreError;
-use spendguard_domain::alert::{AlertEvent, AlertKind};
-use spendguard_domain::budget::Action;
+use spendguard_domain::alert::AlertEvent;
+use spendguard_domain::alert::KeyOrder;
 use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::RestorePolicy;
 use tracing::info;
@@ -164,22 +164,10 @@ impl Handler {
     /// An alert's actions. Only budget alerts and their recoveries act (an escalation only
     /// tells more people about an alert that already acted).
     async fn on_alert(&self, alert: &AlertEvent) -> Result<Value, KeyGuardError> {
-        let factor = alert.actions.iter().find_map(|a| match a {
-            Action::ReduceLimits { factor } => Some(*factor),
-            _ => None,
-        });
-        let stops = alert
-            .actions
-            .iter()
-            .any(|a| matches!(a, Action::DisableKeys | Action::Shutdown));
-        let rotates = alert.actions.contains(&Action::RotateKeys);
-        let actor = match alert.kind {
-            AlertKind::Security => "security",
-            _ => "budget-check",
-        };
-        match alert.kind {
-            AlertKind::Budget | AlertKind::Security if stops => {
-                let report = if alert.actions.contains(&Action::Shutdown) {
+        let (order, actor) = alert.key_order();
+        match order {
+            KeyOrder::Stop { shutdown } => {
+                let report = if shutdown {
                     self.guard
                         .shut_down(&alert.scope, &alert.summary, actor, &alert.alert_id)
                         .await?
@@ -190,13 +178,13 @@ impl Handler {
                 };
                 Ok(serde_json::to_value(report).unwrap_or_default())
             }
-            AlertKind::Budget | AlertKind::Security if factor.is_some() || rotates => {
+            KeyOrder::Adjust { factor, rotate } => {
                 let mut done = json!({"scope": alert.scope});
                 if let Some(f) = factor {
                     let now = self.guard.reduce_limits(&alert.scope, f, actor).await?;
                     done["limit_factor"] = json!(now.normalize().to_string());
                 }
-                if rotates {
+                if rotate {
                     let keys = self
                         .guard
                         .rotate(&alert.scope, actor, &alert.alert_id)
@@ -205,26 +193,11 @@ impl Handler {
                 }
                 Ok(done)
             }
-            AlertKind::Budget | AlertKind::Security => {
-                Ok(json!({"ignored": "the alert orders nothing key-guard does"}))
+            KeyOrder::Lift { factor } => {
+                let now = self.guard.lift_limits(&alert.scope, factor, actor).await?;
+                Ok(json!({"scope": alert.scope, "limit_factor": now.normalize().to_string()}))
             }
-            AlertKind::Recovery => match factor {
-                Some(f) => {
-                    let now = self
-                        .guard
-                        .lift_limits(&alert.scope, f, "budget-check")
-                        .await?;
-                    Ok(json!({"scope": alert.scope, "limit_factor": now.normalize().to_string()}))
-                }
-                // keys come back only by an operator's restore
-                None => Ok(json!({"ignored": "recovered; keys are restored by an operator"})),
-            },
-            AlertKind::Escalation => Ok(json!({"ignored": "escalations do not act"})),
-            // anomalies, reports and unevaluable windows inform people; only budget tiers and
-            // security findings order key actions
-            AlertKind::Anomaly | AlertKind::Report | AlertKind::Unevaluable => {
-                Ok(json!({"ignored": "anomalies, reports and unevaluable windows order no action"}))
-            }
+            KeyOrder::Ignore(why) => Ok(json!({ "ignored": why })),
         }
     }
 }
