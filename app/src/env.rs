@@ -19,6 +19,15 @@ pub fn process_env() -> Env<impl Fn(&str) -> Option<String>> {
     Env(|name: &str| std::env::var(name).ok())
 }
 
+/// An environment of these variables only (tests, and configurations built in code).
+pub fn env_of(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String> + use<>> {
+    let map: std::collections::HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Env(move |name: &str| map.get(name).cloned())
+}
+
 impl<F: Fn(&str) -> Option<String>> Env<F> {
     /// A variable that must be set and not empty; `what` says what it is for.
     pub fn required(&self, name: &str, what: &str) -> Result<String, EnvError> {
@@ -149,14 +158,9 @@ impl SourcesConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Env(move |k: &str| map.get(k).cloned())
+        env_of(pairs)
     }
 
     #[test]

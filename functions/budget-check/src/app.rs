@@ -5,6 +5,7 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use chrono::Duration;
 use spendguard_app::backends::Backends;
+use spendguard_app::env::SourcesConfig;
 use spendguard_app::flows::check::Checker;
 use spendguard_app::ports::bus::AlertBus;
 use spendguard_app::ports::secrets::SecretError;
@@ -32,7 +33,7 @@ pub async fn checker_with(
     bus: Arc<dyn AlertBus>,
 ) -> Result<Checker, SecretError> {
     Ok(Checker {
-        sources: all_sources(config, sdk, &backends).await?,
+        sources: all_sources(&config.sources, sdk, &backends).await?,
         key_usage: spendguard_http::sources::key_usage_sources(
             &config.sources,
             backends.vault.as_ref(),
@@ -45,20 +46,19 @@ pub async fn checker_with(
     })
 }
 
-/// Every spend source this deployment enables: spendguard's own, AWS's, the providers'.
-async fn all_sources(
-    config: &Config,
+/// Every spend source this deployment enables: spendguard's own, AWS's, the providers' (the
+/// webhook evaluates with the same ones).
+pub async fn all_sources(
+    sources: &SourcesConfig,
     sdk: &SdkConfig,
     backends: &Backends,
 ) -> Result<Vec<Arc<dyn spendguard_app::ports::sources::SpendSource>>, SecretError> {
-    let mut sources = backends.own_sources();
-    sources.extend(spendguard_aws::sources::spend_sources(
-        &config.sources,
+    let mut all = backends.own_sources();
+    all.extend(spendguard_aws::sources::spend_sources(
+        sources,
         sdk,
         &backends.store,
     ));
-    sources.extend(
-        spendguard_http::sources::spend_sources(&config.sources, backends.vault.as_ref()).await?,
-    );
-    Ok(sources)
+    all.extend(spendguard_http::sources::spend_sources(sources, backends.vault.as_ref()).await?);
+    Ok(all)
 }

@@ -38,14 +38,10 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use spendguard_app::env::env_of;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, EnvError> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Config::from_env(&Env(move |k: &str| map.get(k).cloned()))
+        Config::from_env(&env_of(pairs))
     }
 
     const BASE: [(&str, &str); 2] = [

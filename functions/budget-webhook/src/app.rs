@@ -34,7 +34,7 @@ pub async fn webhook_with(
     let status_token = backends.vault.read(&config.status_token_arn).await?;
     let http = reqwest::Client::new();
     let checker = Checker {
-        sources: all_sources(config, sdk, &backends).await?,
+        sources: budget_check::app::all_sources(&config.sources, sdk, &backends).await?,
         // the webhook evaluates only the budgets a signal touched: no theft scan here
         key_usage: Vec::new(),
         store: store.clone(),
@@ -76,22 +76,4 @@ pub async fn webhook(config: &Config, sdk: &SdkConfig) -> Result<Webhook, Secret
         Box::new(HttpsCertificates(reqwest::Client::new())),
     )
     .await
-}
-
-/// Every spend source this deployment enables: spendguard's own, AWS's, the providers'.
-async fn all_sources(
-    config: &Config,
-    sdk: &SdkConfig,
-    backends: &Backends,
-) -> Result<Vec<Arc<dyn spendguard_app::ports::sources::SpendSource>>, SecretError> {
-    let mut sources = backends.own_sources();
-    sources.extend(spendguard_aws::sources::spend_sources(
-        &config.sources,
-        sdk,
-        &backends.store,
-    ));
-    sources.extend(
-        spendguard_http::sources::spend_sources(&config.sources, backends.vault.as_ref()).await?,
-    );
-    Ok(sources)
 }
