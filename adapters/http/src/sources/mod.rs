@@ -22,8 +22,12 @@ pub async fn spend_sources(
     config: &SourcesConfig,
     vault: &dyn SecretVault,
 ) -> Result<Vec<Arc<dyn SpendSource>>, SecretError> {
-    let http = reqwest::Client::new();
     let mut sources: Vec<Arc<dyn SpendSource>> = Vec::new();
+    if config.openai_admin_key_arn.is_none() && config.anthropic_admin_key_arn.is_none() {
+        // no client: building one reads and decodes the system's root certificates (ms of init)
+        return Ok(sources);
+    }
+    let http = reqwest::Client::new();
     if let Some(arn) = &config.openai_admin_key_arn {
         sources.push(Arc::new(OpenAiCosts::new(
             http.clone(),
@@ -48,8 +52,11 @@ pub async fn key_usage_sources(
     config: &SourcesConfig,
     vault: &dyn SecretVault,
 ) -> Result<Vec<Arc<dyn KeyUsageSource>>, SecretError> {
-    let http = reqwest::Client::new();
     let mut out: Vec<Arc<dyn KeyUsageSource>> = Vec::new();
+    if config.openai_admin_key_arn.is_none() && config.anthropic_admin_key_arn.is_none() {
+        return Ok(out);
+    }
+    let http = reqwest::Client::new();
     for (provider, arn, url) in [
         (
             ProviderKind::Openai,
