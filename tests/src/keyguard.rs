@@ -2,179 +2,22 @@
 //! Secrets Manager, IAM, STS) and local stand-ins for the Anthropic and OpenAI admin APIs that
 //! keep each key's state like the real services do.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use key_guard::app;
 use key_guard::config::Config;
 use key_guard::handler::Handler;
-use serde_json::{Value, json};
 use spendguard_aws::dynamo::DynamoStore;
 use spendguard_domain::keys::KeySpec;
 use spendguard_domain::settings::PolicySet;
 
+use crate::admin_apis::{
+    ANTHROPIC_ADMIN_KEY, OPENAI_ADMIN_KEY, ProviderState, anthropic_standin, openai_standin,
+};
 use crate::aws;
-use crate::standin::{Reply, StandIn};
+use crate::standin::StandIn;
 use spendguard_app::ports::store::PolicyStore;
-
-/// A provider's keys as the provider sees them.
-#[derive(Default)]
-pub struct ProviderState {
-    /// key id -> active
-    pub keys: Mutex<BTreeMap<String, bool>>,
-    /// API key values that authenticate (for rotation tests)
-    pub valid: Mutex<BTreeSet<String>>,
-    /// The next this many admin writes fail with a 500.
-    pub fail_next: AtomicUsize,
-    /// Admin writes seen, as (key id, new state).
-    pub writes: Mutex<Vec<(String, String)>>,
-    /// While set, an admin write is carried out but its answer waits for the gate.
-    pub gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
-    /// Admin writes whose answer was held at the gate.
-    pub held: AtomicUsize,
-}
-
-impl ProviderState {
-    pub fn add(&self, id: &str, active: bool) {
-        self.keys.lock().unwrap().insert(id.into(), active);
-    }
-
-    pub fn active(&self, id: &str) -> Option<bool> {
-        self.keys.lock().unwrap().get(id).copied()
-    }
-
-    pub fn writes_for(&self, id: &str) -> Vec<String> {
-        self.writes
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| k == id)
-            .map(|(_, s)| s.clone())
-            .collect()
-    }
-
-    /// From now on, admin writes are carried out but not answered until [`Self::release`].
-    pub fn hold_writes(&self) {
-        *self.gate.lock().unwrap() = Some(Arc::new(tokio::sync::Semaphore::new(0)));
-    }
-
-    /// Answers every held write, and the ones after.
-    pub fn release(&self) {
-        if let Some(gate) = self.gate.lock().unwrap().take() {
-            gate.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
-        }
-    }
-
-    /// Waits (up to ten seconds) until `n` writes are held at the gate.
-    pub async fn until_held(&self, n: usize) {
-        for _ in 0..200 {
-            if self.held.load(Ordering::SeqCst) >= n {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("no admin write reached the gate");
-    }
-
-    fn gated(&self, reply: Reply) -> Reply {
-        match self.gate.lock().unwrap().clone() {
-            Some(gate) => {
-                self.held.fetch_add(1, Ordering::SeqCst);
-                Reply {
-                    hold: Some(gate),
-                    ..reply
-                }
-            }
-            None => reply,
-        }
-    }
-
-    fn fail(&self) -> bool {
-        self.fail_next
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-    }
-}
-
-/// Anthropic admin: GET/POST /v1/organizations/api_keys/{id}, GET /v1/models.
-/// Anthropic's error body: `{"type": "error", "error": {"type": ..., "message": ...}}`.
-fn anthropic_error(status: u16, kind: &str, message: &str) -> Reply {
-    Reply::json(
-        status,
-        json!({"type": "error", "error": {"type": kind, "message": message}}),
-    )
-}
-
-/// Anthropic admin: GET/POST /v1/organizations/api_keys/{id}, GET /v1/models. Refuses what
-/// Anthropic refuses: no or another `anthropic-version` (400), a missing or wrong key (401), an
-/// unknown key (404), a status other than `active` / `inactive` (400), another method (405).
-pub async fn anthropic_standin(state: Arc<ProviderState>) -> StandIn {
-    StandIn::start(move |r, _| {
-        if r.header("anthropic-version") != Some("2023-06-01") {
-            return anthropic_error(400, "invalid_request_error", "anthropic-version: header is required");
-        }
-        if r.path == "/v1/models" {
-            let ok = r.header("x-api-key").is_some_and(|k| state.valid.lock().unwrap().contains(k));
-            return if ok { Reply::json(200, json!({"data": []})) } else { anthropic_error(401, "authentication_error", "invalid x-api-key") };
-        }
-        let Some(id) = r.path.strip_prefix("/v1/organizations/api_keys/") else {
-            return anthropic_error(404, "not_found_error", "Not found");
-        };
-        if r.header("x-api-key") != Some("sk-ant-admin-test") {
-            return anthropic_error(401, "authentication_error", "invalid x-api-key: an admin key is required");
-        }
-        match r.method.as_str() {
-            "GET" => match state.active(id) {
-                Some(active) => Reply::json(200, json!({"id": id, "type": "api_key", "status": if active { "active" } else { "inactive" }})),
-                None => anthropic_error(404, "not_found_error", "no such api key"),
-            },
-            "POST" => {
-                if state.active(id).is_none() {
-                    return anthropic_error(404, "not_found_error", "no such api key");
-                }
-                let body: Value = serde_json::from_str(&r.body).unwrap_or_default();
-                let status = body["status"].as_str().unwrap_or_default().to_string();
-                if status != "active" && status != "inactive" {
-                    return anthropic_error(400, "invalid_request_error", "status: must be active or inactive");
-                }
-                if state.fail() {
-                    return anthropic_error(500, "api_error", "overloaded");
-                }
-                state.writes.lock().unwrap().push((id.to_string(), status.clone()));
-                state.keys.lock().unwrap().insert(id.to_string(), status == "active");
-                state.gated(Reply::json(200, json!({"id": id, "type": "api_key", "status": status})))
-            }
-            _ => anthropic_error(405, "invalid_request_error", "method not allowed"),
-        }
-    })
-    .await
-}
-
-/// OpenAI admin: GET/DELETE /v1/organization/projects/{p}/api_keys/{id}, GET /v1/models.
-pub async fn openai_standin(state: Arc<ProviderState>) -> StandIn {
-    StandIn::start(move |r, _| {
-        if r.path == "/v1/models" {
-            let key = r.header("authorization").and_then(|a| a.strip_prefix("Bearer ")).unwrap_or_default();
-            let ok = state.valid.lock().unwrap().contains(key);
-            return if ok { Reply::json(200, json!({"data": []})) } else { Reply::json(401, json!({"error": "invalid key"})) };
-        }
-        let id = r.path.rsplit('/').next().unwrap_or_default().to_string();
-        match r.method.as_str() {
-            "GET" => match state.active(&id) {
-                Some(_) => Reply::json(200, json!({"object": "organization.project.api_key", "id": id})),
-                None => Reply::json(404, json!({"error": "no such key"})),
-            },
-            "DELETE" => {
-                state.writes.lock().unwrap().push((id.clone(), "deleted".into()));
-                state.keys.lock().unwrap().remove(&id);
-                Reply::json(200, json!({"object": "organization.project.api_key.deleted", "id": id, "deleted": true}))
-            }
-            _ => Reply::json(405, json!({})),
-        }
-    })
-    .await
-}
 
 pub struct KeyGuardWorld {
     pub sdk: aws_config::SdkConfig,
@@ -204,12 +47,10 @@ impl KeyGuardWorld {
         let config = Config {
             table,
             anthropic_admin_key_arn: Some(
-                aws::secret(&sdk, "anthropic-admin", "sk-ant-admin-test").await,
+                aws::secret(&sdk, "anthropic-admin", ANTHROPIC_ADMIN_KEY).await,
             ),
             anthropic_api_url: a.url.clone(),
-            openai_admin_key_arn: Some(
-                aws::secret(&sdk, "openai-admin", "sk-admin-openai-test").await,
-            ),
+            openai_admin_key_arn: Some(aws::secret(&sdk, "openai-admin", OPENAI_ADMIN_KEY).await),
             openai_api_url: o.url.clone(),
             gcp_credential_arn: None,
             gcp_token_url: None,

@@ -2,6 +2,7 @@
 //! reached through the real AWS SDK with `AWS_ENDPOINT_URL`), local HTTP stand-ins for
 //! providers' APIs, and the store conformance suite that both store backends must pass.
 
+pub mod admin_apis;
 pub mod aws;
 pub mod cloud;
 pub mod conformance;

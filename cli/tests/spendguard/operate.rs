@@ -15,8 +15,8 @@ use spendguard_app::ports::store::PolicyStore;
 use spendguard_domain::alert::AlertEvent;
 use spendguard_domain::records::{OpenAlert, SwitchState};
 use spendguard_domain::scope::Scope;
+use spendguard_tests::admin_apis::{ProviderState, anthropic_standin};
 use spendguard_tests::aws;
-use spendguard_tests::keyguard::{ProviderState, anthropic_standin};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -21,7 +21,7 @@ use spendguard_tests::aws;
 use spendguard_tests::faults::{Fault, FaultProxy, Rule};
 use spendguard_tests::keyguard::KeyGuardWorld;
 
-fn key(id: &str, provider: ProviderKind, scope: &str) -> KeySpec {
+pub(crate) fn key(id: &str, provider: ProviderKind, scope: &str) -> KeySpec {
     KeySpec {
         id: id.into(),
         provider,
@@ -43,7 +43,7 @@ fn anthropic_key(id: &str, key_id: &str, scope: &str) -> KeySpec {
 }
 
 /// An emergency alert for `scope`, as budget-check publishes it and SNS delivers it.
-fn emergency(scope: &str, alert_id: &str, actions: Vec<Action>) -> Value {
+pub(crate) fn emergency(scope: &str, alert_id: &str, actions: Vec<Action>) -> Value {
     let path = format!(
         "{}/../events/alert-fanout/emergency.json",
         env!("CARGO_MANIFEST_DIR")
@@ -196,7 +196,7 @@ async fn restore_re_enables_only_what_spendguard_disabled_and_ramps_the_factor()
             r#"{"key_id": "key_1", "api_key": "sk-proj-original"}"#,
         )
         .await;
-    w.openai.add("key_1", true);
+    w.openai.add_in_project("proj_1", "key_1");
     w.register(vec![
         anthropic_key("a21", "apikey_21", "team/x/anthropic"),
         anthropic_key("a22", "apikey_22", "team/x/anthropic-old"),
@@ -950,7 +950,7 @@ async fn nested_scopes_hold_a_key_until_the_last_restore() {
         w.anthropic.add("apikey_n1", true);
         let original = r#"{"key_id": "key_n2", "api_key": "sk-proj-nested"}"#;
         let arn = w.secret("nested-openai", original).await;
-        w.openai.add("key_n2", true);
+        w.openai.add_in_project("proj_n", "key_n2");
         w.register(vec![
             anthropic_key("n1", "apikey_n1", "ai/prod/n1"),
             KeySpec {
@@ -1057,9 +1057,9 @@ async fn with_the_store_down_keys_are_still_stopped_and_the_failure_reported() {
 /// shape: a test that passes against it proves the request was right.
 #[tokio::test]
 async fn the_anthropic_stand_in_refuses_what_anthropic_refuses() {
-    let state = Arc::new(spendguard_tests::keyguard::ProviderState::default());
+    let state = Arc::new(spendguard_tests::admin_apis::ProviderState::default());
     state.add("apikey_std", true);
-    let standin = spendguard_tests::keyguard::anthropic_standin(state.clone()).await;
+    let standin = spendguard_tests::admin_apis::anthropic_standin(state.clone()).await;
     let http = reqwest::Client::new();
     let url = format!("{}/v1/organizations/api_keys/apikey_std", standin.url);
     let call = |method: reqwest::Method,
@@ -1166,4 +1166,373 @@ async fn the_anthropic_stand_in_refuses_what_anthropic_refuses() {
         .unwrap();
     assert_eq!(ok.status().as_u16(), 200);
     assert_eq!(state.active("apikey_std"), Some(false));
+}
+
+/// The OpenAI stand-in refuses what OpenAI's admin API refuses, in OpenAI's error shape: a
+/// wrong path, a key of another project, no or a non-admin key, dollars instead of integer
+/// cents, fields OpenAI does not know. What it accepts, it keeps.
+#[tokio::test]
+async fn the_openai_stand_in_refuses_what_openai_refuses() {
+    use spendguard_tests::admin_apis::{OPENAI_ADMIN_KEY, ProviderState, openai_standin};
+    let state = Arc::new(ProviderState::default());
+    state.add_in_project("proj_std", "key_std");
+    state.add_in_project("proj_other", "key_other");
+    state.add_rate_limit(
+        "proj_std",
+        "rl-gpt-4o",
+        "gpt-4o",
+        json!({"max_requests_per_1_minute": 500, "max_tokens_per_1_minute": 30000}),
+    );
+    let standin = openai_standin(state.clone()).await;
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", standin.url);
+    let key_path = "/v1/organization/projects/proj_std/api_keys/key_std";
+    let limit_path = "/v1/organization/projects/proj_std/spend_limit";
+    let admin = Some(format!("Bearer {OPENAI_ADMIN_KEY}"));
+    let cents =
+        |amount: Value| json!({"threshold_amount": amount, "currency": "USD", "interval": "month"});
+    /// (what is wrong, method, path, authorization header, body, status OpenAI answers)
+    type Case = (
+        &'static str,
+        &'static str,
+        String,
+        Option<String>,
+        Option<Value>,
+        u16,
+    );
+    let cases: Vec<Case> = vec![
+        ("no admin key", "GET", key_path.into(), None, None, 401),
+        (
+            "a project key",
+            "GET",
+            key_path.into(),
+            Some("Bearer sk-proj-x".into()),
+            None,
+            401,
+        ),
+        (
+            "the key in Anthropic's header",
+            "GET",
+            key_path.into(),
+            None,
+            None,
+            401,
+        ),
+        (
+            "a key of another project",
+            "DELETE",
+            "/v1/organization/projects/proj_std/api_keys/key_other".into(),
+            admin.clone(),
+            None,
+            404,
+        ),
+        (
+            "a path OpenAI does not have",
+            "DELETE",
+            "/v1/organization/project/proj_std/api_keys/key_std".into(),
+            admin.clone(),
+            None,
+            404,
+        ),
+        (
+            "a method the key has not",
+            "POST",
+            key_path.into(),
+            admin.clone(),
+            Some(json!({})),
+            404,
+        ),
+        (
+            "an unknown project",
+            "GET",
+            "/v1/organization/projects/proj_nope/spend_limit".into(),
+            admin.clone(),
+            None,
+            404,
+        ),
+        (
+            "dollars instead of cents",
+            "POST",
+            limit_path.into(),
+            admin.clone(),
+            Some(cents(json!(12.5))),
+            400,
+        ),
+        (
+            "cents as a string",
+            "POST",
+            limit_path.into(),
+            admin.clone(),
+            Some(cents(json!("1250"))),
+            400,
+        ),
+        (
+            "below the minimum",
+            "POST",
+            limit_path.into(),
+            admin.clone(),
+            Some(cents(json!(0))),
+            400,
+        ),
+        (
+            "another currency",
+            "POST",
+            limit_path.into(),
+            admin.clone(),
+            Some(json!({"threshold_amount": 100, "currency": "EUR", "interval": "month"})),
+            400,
+        ),
+        (
+            "another interval",
+            "POST",
+            limit_path.into(),
+            admin.clone(),
+            Some(json!({"threshold_amount": 100, "currency": "USD", "interval": "day"})),
+            400,
+        ),
+        (
+            "a field OpenAI does not know",
+            "POST",
+            limit_path.into(),
+            admin.clone(),
+            Some(
+                json!({"threshold_amount": 100, "currency": "USD", "interval": "month", "hard": true}),
+            ),
+            400,
+        ),
+        (
+            "no limit to delete",
+            "DELETE",
+            limit_path.into(),
+            admin.clone(),
+            None,
+            404,
+        ),
+        (
+            "a rate limit in fractions",
+            "POST",
+            "/v1/organization/projects/proj_std/rate_limits/rl-gpt-4o".into(),
+            admin.clone(),
+            Some(json!({"max_requests_per_1_minute": 2.5})),
+            400,
+        ),
+        (
+            "a rate limit field the model has not",
+            "POST",
+            "/v1/organization/projects/proj_std/rate_limits/rl-gpt-4o".into(),
+            admin.clone(),
+            Some(json!({"max_images_per_1_minute": 5})),
+            400,
+        ),
+    ];
+    for (name, method, path, auth, body, status) in cases {
+        let mut request = http.request(method.parse().unwrap(), url(&path));
+        if let Some(a) = auth {
+            request = request.header("authorization", a);
+        }
+        if name == "the key in Anthropic's header" {
+            request = request.header("x-api-key", OPENAI_ADMIN_KEY);
+        }
+        if let Some(b) = body {
+            request = request.json(&b);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{name}");
+        let answer: Value = response.json().await.unwrap();
+        assert!(answer["error"]["message"].is_string(), "{name}: {answer}");
+        assert!(answer["error"]["type"].is_string(), "{name}: {answer}");
+    }
+    assert_eq!(
+        state.active("key_std"),
+        Some(true),
+        "nothing refused was carried out"
+    );
+    assert_eq!(state.active("key_other"), Some(true));
+    assert_eq!(state.spend_limit("project:proj_std"), None);
+    assert!(state.writes.lock().unwrap().is_empty());
+
+    // and what OpenAI accepts, it keeps
+    let call = |method: &str, path: &str, body: Option<Value>| {
+        let mut r = http
+            .request(method.parse().unwrap(), url(path))
+            .bearer_auth(OPENAI_ADMIN_KEY);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        r.send()
+    };
+    let set = call("POST", limit_path, Some(cents(json!(1250))))
+        .await
+        .unwrap();
+    assert_eq!(set.status().as_u16(), 200);
+    let read: Value = call("GET", limit_path, None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (read["object"].as_str(), read["threshold_amount"].as_u64()),
+        (Some("project.spend_limit"), Some(1250))
+    );
+    let deleted: Value = call("DELETE", limit_path, None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deleted["deleted"], true);
+    assert_eq!(state.spend_limit("project:proj_std"), None);
+    let throttled = call(
+        "POST",
+        "/v1/organization/projects/proj_std/rate_limits/rl-gpt-4o",
+        Some(json!({"max_requests_per_1_minute": 50})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(throttled.status().as_u16(), 200);
+    assert_eq!(
+        state.rate_limit("proj_std", "rl-gpt-4o").unwrap()["max_requests_per_1_minute"],
+        50
+    );
+    let gone = call("DELETE", key_path, None).await.unwrap();
+    assert_eq!(gone.status().as_u16(), 200);
+    assert_eq!(state.active("key_std"), None);
+}
+
+/// Anthropic's spend limits take cents as a decimal string: a number (dollars or cents), a
+/// decimal point, or no amount are refused; a workspace limit in cents is kept.
+#[tokio::test]
+async fn the_anthropic_stand_in_takes_spend_limits_only_in_cents_as_a_string() {
+    use spendguard_tests::admin_apis::{ANTHROPIC_ADMIN_KEY, ProviderState, anthropic_standin};
+    let state = Arc::new(ProviderState::default());
+    let standin = anthropic_standin(state.clone()).await;
+    let http = reqwest::Client::new();
+    let post = |key: &'static str, body: Value| {
+        http.post(format!("{}/v1/organizations/spend_limits", standin.url))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+            .send()
+    };
+    let workspace = json!({"type": "workspace", "workspace_id": "wrkspc_1"});
+    for (name, key, body, status) in [
+        (
+            "a non-admin key",
+            "sk-ant-api03-x",
+            json!({"amount": "5000", "scope": workspace, "period": "monthly"}),
+            401,
+        ),
+        (
+            "dollars as a number",
+            ANTHROPIC_ADMIN_KEY,
+            json!({"amount": 50.0, "scope": workspace, "period": "monthly"}),
+            400,
+        ),
+        (
+            "cents as a number",
+            ANTHROPIC_ADMIN_KEY,
+            json!({"amount": 5000, "scope": workspace, "period": "monthly"}),
+            400,
+        ),
+        (
+            "dollars as a string",
+            ANTHROPIC_ADMIN_KEY,
+            json!({"amount": "50.00", "scope": workspace, "period": "monthly"}),
+            400,
+        ),
+        (
+            "no amount",
+            ANTHROPIC_ADMIN_KEY,
+            json!({"amount": null, "scope": workspace, "period": "monthly"}),
+            400,
+        ),
+        (
+            "a weekly workspace limit",
+            ANTHROPIC_ADMIN_KEY,
+            json!({"amount": "5000", "scope": workspace, "period": "weekly"}),
+            400,
+        ),
+        (
+            "a workspace without its id",
+            ANTHROPIC_ADMIN_KEY,
+            json!({"amount": "5000", "scope": {"type": "workspace"}, "period": "monthly"}),
+            400,
+        ),
+    ] {
+        let response = post(key, body).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{name}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["type"], "error", "{name}: {answer}");
+    }
+    assert_eq!(state.spend_limit("workspace:wrkspc_1"), None);
+    let ok = post(
+        ANTHROPIC_ADMIN_KEY,
+        json!({"amount": "5000", "scope": workspace, "period": "monthly"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    assert_eq!(state.spend_limit("workspace:wrkspc_1"), Some(5000));
+}
+
+/// An OpenAI key that allows deletion is deleted at OpenAI, on its own project's path with the
+/// admin key (the stand-in refuses anything else), and restore says it cannot come back. A
+/// key registered under a project OpenAI does not have is not "deleted": the stop fails
+/// visibly, naming it (before, a 404 passed for a deletion done).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_key_allowed_deletion_is_deleted_at_openai_and_a_wrong_project_fails_loudly() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.openai.add_in_project("proj_d", "key_d");
+    w.openai.add_in_project("proj_e", "key_e");
+    w.register(vec![
+        KeySpec {
+            project_id: Some("proj_d".into()),
+            key_id: Some("key_d".into()),
+            allow_delete: true,
+            ..key("dev-d", ProviderKind::Openai, "dev/d")
+        },
+        KeySpec {
+            project_id: Some("proj_typo".into()), // it is in proj_e
+            key_id: Some("key_e".into()),
+            allow_delete: true,
+            ..key("dev-e", ProviderKind::Openai, "dev/e")
+        },
+    ])
+    .await;
+
+    let deleted = w
+        .handler
+        .handle(json!({"action": "disable", "scope": "dev/d", "reason": "leak", "actor": "alice"}))
+        .await
+        .unwrap();
+    assert_eq!(deleted["switch"], "engaged");
+    assert_eq!(w.openai.active("key_d"), None, "deleted at OpenAI");
+    assert_eq!(w.openai.writes_for("key_d"), ["deleted"]);
+    let restored = w
+        .handler
+        .handle(json!({"action": "restore", "scope": "dev/d", "actor": "alice"}))
+        .await
+        .unwrap()
+        .to_string();
+    assert!(
+        restored.contains("deleted at OpenAI (permanent): issue a new key"),
+        "{restored}"
+    );
+
+    let failed = w
+        .handler
+        .handle(json!({"action": "disable", "scope": "dev/e", "reason": "leak", "actor": "alice"}))
+        .await;
+    let why = format!("{failed:?}");
+    assert!(
+        failed.is_err(),
+        "a stop that reached nothing is an error: {why}"
+    );
+    // the key's own deletion failed (not only the project's spend limit)
+    assert!(
+        why.contains("key dev-e: OpenAI has no project `proj_typo`"),
+        "{why}"
+    );
+    assert_eq!(w.openai.active("key_e"), Some(true));
 }

@@ -23,9 +23,9 @@ use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::PolicySet;
 use spendguard_domain::usage::USAGE_MARKER_TTL;
 use spendguard_domain::usage::UsageEntry;
+use spendguard_tests::admin_apis::{ProviderState, anthropic_standin};
 use spendguard_tests::aws;
 use spendguard_tests::conformance::record;
-use spendguard_tests::keyguard::{ProviderState, anthropic_standin};
 use spendguard_tests::standin::{Received, Reply, StandIn};
 use spendguard_tests::webhook::{WebhookWorld, signed_usage};
 

@@ -20,6 +20,30 @@ pub struct OpenAiAdmin {
     pub admin_key: Secret,
 }
 
+/// Whether OpenAI knows the project: a 404 on a key or a limit means "gone" or "none" only
+/// when the project exists; otherwise the registry names a project OpenAI does not have.
+async fn project_exists(
+    http: &reqwest::Client,
+    base_url: &str,
+    admin_key: &Secret,
+    project: &str,
+) -> Result<bool, ProviderError> {
+    let response = http
+        .get(format!(
+            "{}/v1/organization/projects/{project}",
+            base_url.trim_end_matches('/')
+        ))
+        .bearer_auth(admin_key.expose())
+        .send()
+        .await
+        .map_err(|e| transport(KIND, e))?;
+    match response.status().as_u16() {
+        200..=299 => Ok(true),
+        404 => Ok(false),
+        _ => Err(http_error(KIND, response).await),
+    }
+}
+
 impl OpenAiAdmin {
     fn key_url(&self, key: &KeySpec) -> Result<String, ProviderError> {
         match (&key.project_id, &key.key_id) {
@@ -72,7 +96,22 @@ impl KeyProvider for OpenAiAdmin {
             .await
             .map_err(|e| transport(KIND, e))?;
         match response.status().as_u16() {
-            200..=299 | 404 => Ok(()),
+            200..=299 => Ok(()),
+            // deleted already (a retry), unless the project itself is not OpenAI's
+            404 => {
+                let project = key.project_id.as_deref().unwrap_or_default();
+                if project_exists(&self.http, &self.base_url, &self.admin_key, project).await? {
+                    Ok(())
+                } else {
+                    Err(ProviderError::Refused {
+                        provider: KIND,
+                        message: format!(
+                            "key {}: OpenAI has no project `{project}` (HTTP 404): check its project_id",
+                            key.id
+                        ),
+                    })
+                }
+            }
             _ => Err(http_error(KIND, response).await),
         }
     }
