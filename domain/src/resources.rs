@@ -1,7 +1,12 @@
 //! The cloud resources a shutdown stops and a restore puts back: what they are, and the states
 //! spendguard records and sets.
 
+use std::collections::BTreeMap;
+
+use crate::budget::SourceSpec;
+use crate::keys::ProviderKind;
 use crate::scope::Scope;
+use crate::settings::PolicySet;
 use serde::{Deserialize, Serialize};
 
 /// The tag an AWS resource carries to opt in; its value is the scope whose shutdown stops it.
@@ -19,6 +24,9 @@ pub enum ResourceKind {
     GcpBilling,
     /// A user-managed key of a GCP service account.
     GcpServiceAccountKey,
+    /// OpenAI's hard spend limit of a project or of the organisation: part of stopping the
+    /// keys of a scope that covers it (ADR 020), not only of a `shutdown`.
+    OpenaiSpendLimit,
 }
 
 impl ResourceKind {
@@ -31,8 +39,82 @@ impl ResourceKind {
             ResourceKind::IamRole => ResourceState::DenyPolicy { attached: true },
             ResourceKind::GcpBilling => ResourceState::Billing { account: None },
             ResourceKind::GcpServiceAccountKey => ResourceState::KeyDisabled { disabled: true },
+            // the lowest limit OpenAI takes: at most any month-to-date spend, and below what
+            // OpenAI has recorded however far its records lag behind spendguard's
+            ResourceKind::OpenaiSpendLimit => ResourceState::SpendLimit {
+                cents: Some(MIN_OPENAI_LIMIT_CENTS),
+            },
         }
     }
+}
+
+/// OpenAI's smallest hard spend limit (`threshold_amount` is in cents, at least 1).
+pub const MIN_OPENAI_LIMIT_CENTS: u64 = 1;
+
+/// The id of an OpenAI spend limit resource: `openai:organization` or `openai:project:<id>`.
+pub fn openai_limit_id(project: Option<&str>) -> String {
+    match project {
+        Some(p) => format!("openai:project:{p}"),
+        None => "openai:organization".into(),
+    }
+}
+
+/// The OpenAI project a spend limit resource is on (`None`: the organisation's).
+pub fn openai_limit_project(resource: &Resource) -> Option<&str> {
+    resource.id.strip_prefix("openai:project:")
+}
+
+/// The provider-side spend limits a stop can set: one per OpenAI project that a budget reads
+/// (`source = { kind = "openai", project_id }`) or a registered key belongs to, and the
+/// organisation's when a budget reads the whole organisation's costs. Each is on the scope
+/// that covers every place naming it, so only a stop covering all of them sets it: stopping
+/// one key of a project never stops the project's other keys, and the organisation's limit
+/// (which stops every project) is set only by a stop covering every OpenAI project and key.
+pub fn provider_limits(policy: &PolicySet) -> Vec<Resource> {
+    let mut named: BTreeMap<String, Scope> = BTreeMap::new();
+    let mut name = |id: String, scope: &Scope| {
+        named
+            .entry(id)
+            .and_modify(|s| *s = common_ancestor(s, scope))
+            .or_insert_with(|| scope.clone());
+    };
+    let organisation = openai_limit_id(None);
+    let mut openai_scopes = Vec::new();
+    for budget in &policy.budgets {
+        if let SourceSpec::Openai { project_id } = &budget.source {
+            name(openai_limit_id(project_id.as_deref()), &budget.scope);
+            openai_scopes.push(&budget.scope);
+        }
+    }
+    for key in &policy.keys {
+        if key.provider == ProviderKind::Openai {
+            if let Some(project) = &key.project_id {
+                name(openai_limit_id(Some(project)), &key.scope);
+            }
+            openai_scopes.push(&key.scope);
+        }
+    }
+    if let Some(org) = named.get_mut(&organisation) {
+        for scope in openai_scopes {
+            *org = common_ancestor(org, scope);
+        }
+    }
+    named
+        .into_iter()
+        .map(|(id, scope)| Resource {
+            kind: ResourceKind::OpenaiSpendLimit,
+            id,
+            scope,
+        })
+        .collect()
+}
+
+/// The most specific scope containing both.
+fn common_ancestor(a: &Scope, b: &Scope) -> Scope {
+    a.rollup()
+        .into_iter()
+        .find(|s| s.contains(b))
+        .unwrap_or_else(Scope::root)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +153,10 @@ pub enum ResourceState {
     KeyDisabled {
         disabled: bool,
     },
+    /// A provider's hard spend limit in cents (`None`: no limit is set).
+    SpendLimit {
+        cents: Option<u64>,
+    },
 }
 
 impl std::fmt::Display for ResourceState {
@@ -89,6 +175,121 @@ impl std::fmt::Display for ResourceState {
             ResourceState::Billing { account: None } => f.write_str("billing unlinked"),
             ResourceState::KeyDisabled { disabled: true } => f.write_str("key disabled"),
             ResourceState::KeyDisabled { disabled: false } => f.write_str("key enabled"),
+            ResourceState::SpendLimit { cents: Some(c) } => {
+                write!(f, "spend limit {}.{:02} USD", c / 100, c % 100)
+            }
+            ResourceState::SpendLimit { cents: None } => f.write_str("no spend limit"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::KeySpec;
+
+    fn openai_key(id: &str, project: &str, scope: &str) -> KeySpec {
+        KeySpec {
+            id: id.into(),
+            provider: ProviderKind::Openai,
+            scope: Scope::parse(scope).unwrap(),
+            secret_arn: None,
+            key_id: Some(format!("key_{id}")),
+            project_id: Some(project.into()),
+            user: None,
+            rotation: None,
+            allow_delete: false,
+        }
+    }
+
+    fn limits(policy: &PolicySet) -> Vec<(String, String)> {
+        provider_limits(policy)
+            .into_iter()
+            .map(|r| (r.id, r.scope.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_project_limit_sits_on_the_scope_covering_every_key_and_budget_naming_the_project() {
+        let mut policy = PolicySet {
+            keys: vec![
+                openai_key("a", "proj_p", "openai/prod/key-a"),
+                openai_key("b", "proj_p", "openai/prod/key-b"),
+                openai_key("d", "proj_d", "openai/dev/key-d"),
+                KeySpec {
+                    provider: ProviderKind::Anthropic,
+                    ..openai_key("x", "proj_x", "anthropic/x")
+                },
+            ],
+            ..PolicySet::default()
+        };
+        assert_eq!(
+            limits(&policy),
+            [
+                ("openai:project:proj_d".into(), "openai/dev/key-d".into()),
+                ("openai:project:proj_p".into(), "openai/prod".into()),
+            ],
+            "a key's stop covers its project only when no other key of it is elsewhere"
+        );
+        let file = crate::budgets_file::parse_budgets(
+            "budgets.toml",
+            r#"
+            version = 1
+            [[budget]]
+            id = "org"
+            scope = "openai"
+            source = { kind = "openai" }
+            [[budget.window]]
+            period = "monthly"
+            limit = "100"
+            tiers = [{ name = "emergency", percent = 100, actions = ["disable_keys"] }]
+
+            [[budget]]
+            id = "team"
+            scope = "teams/red"
+            source = { kind = "openai", project_id = "proj_d" }
+            [[budget.window]]
+            period = "monthly"
+            limit = "100"
+            tiers = [{ name = "emergency", percent = 100, actions = ["disable_keys"] }]
+            "#,
+        )
+        .unwrap();
+        policy.budgets = file.budgets;
+        assert_eq!(
+            limits(&policy),
+            [
+                ("openai:organization".into(), "*".into()),
+                ("openai:project:proj_d".into(), "*".into()),
+                ("openai:project:proj_p".into(), "openai/prod".into()),
+            ],
+            "a project named under two unrelated scopes is set only by a stop of everything, \
+             and so is the organisation's limit, which would stop that project too"
+        );
+        policy.budgets.retain(|b| b.id == "org");
+        assert_eq!(
+            limits(&policy)[0],
+            ("openai:organization".into(), "openai".into()),
+            "with every OpenAI key under `openai`, a stop of `openai` sets the organisation's"
+        );
+    }
+
+    #[test]
+    fn a_spend_limit_reads_in_dollars_and_stops_at_one_cent() {
+        assert_eq!(
+            ResourceKind::OpenaiSpendLimit.stopped(),
+            ResourceState::SpendLimit { cents: Some(1) }
+        );
+        assert_eq!(
+            ResourceState::SpendLimit {
+                cents: Some(50_005)
+            }
+            .to_string(),
+            "spend limit 500.05 USD"
+        );
+        assert_eq!(
+            ResourceState::SpendLimit { cents: None }.to_string(),
+            "no spend limit"
+        );
     }
 }

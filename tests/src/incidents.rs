@@ -18,7 +18,8 @@
 //!    through the reference state machine is legal and ends in the switch as stored;
 //! 4. a withheld secret is back on its original version when no switch covers it, never a marker;
 //! 5. an opted-in resource is stopped exactly when an engaged switch covering it holds an
-//!    incident that ordered a shutdown, and is otherwise back in the state it had before.
+//!    incident that ordered a shutdown, a provider's spend limit exactly when an engaged switch
+//!    covers it; each is otherwise back in the state it had before.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -58,7 +59,6 @@ use spendguard_domain::records::{
 };
 use spendguard_domain::resources::{Resource, ResourceKind, ResourceState};
 use spendguard_domain::scope::Scope;
-use spendguard_domain::settings::ShutdownPolicy;
 use spendguard_domain::settings::{PolicySet, RestorePolicy, Settings};
 use spendguard_domain::usage::{
     CounterKey, HourCounters, HourKey, IngestOutcome, MonthCounters, UsageEntry, UsageRecord,
@@ -564,6 +564,9 @@ impl Default for Cloud {
 fn original(kind: ResourceKind) -> ResourceState {
     match kind {
         ResourceKind::LambdaFunction => ResourceState::Concurrency { reserved: Some(7) },
+        ResourceKind::OpenaiSpendLimit => ResourceState::SpendLimit {
+            cents: Some(50_000),
+        },
         _ => ResourceState::Instance { running: true },
     }
 }
@@ -580,21 +583,34 @@ fn resources() -> Vec<Resource> {
 }
 
 /// The cloud as one invocation sees it: every call gated; `set` fails as the next queued
-/// provider failure says (one queue for keys and resources).
+/// provider failure says (one queue for keys and resources). `with_keys`: the target of the
+/// providers' spend limits (stopped with the keys), otherwise of the shutdown resources.
 struct GatedCloud {
     cloud: Arc<Cloud>,
     failures: Arc<ProviderKeys>,
     inv: Arc<Invocation>,
+    with_keys: bool,
 }
 
 #[async_trait]
 impl ShutdownTarget for GatedCloud {
     async fn opted_in(
         &self,
-        _policy: &ShutdownPolicy,
+        _policy: &PolicySet,
         _scope: &Scope,
     ) -> Result<Vec<Resource>, ShutdownError> {
-        self.inv.call(async { Ok(resources()) }).await
+        let with_keys = self.with_keys;
+        self.inv
+            .call(async move {
+                Ok(resources()
+                    .into_iter()
+                    .filter(|r| (r.kind == ResourceKind::OpenaiSpendLimit) == with_keys)
+                    .collect())
+            })
+            .await
+    }
+    fn stops_with_keys(&self) -> bool {
+        self.with_keys
     }
     async fn state(&self, resource: &Resource) -> Result<ResourceState, ShutdownError> {
         self.inv
@@ -757,10 +773,16 @@ const KEYS: [(&str, &str, &str); 3] = [
     ("k3", "p3", "ai/dev/k3"),
 ];
 const K2_ORIGINAL: &str = "sk-k2-original";
-/// (id, kind, scope): resources that opted in to shutdowns.
-const RESOURCES: [(&str, ResourceKind, &str); 2] = [
+/// (id, kind, scope): resources that opted in to shutdowns, and a provider's spend limit that
+/// every stop covering it sets.
+const RESOURCES: [(&str, ResourceKind, &str); 3] = [
     ("fn-prod", ResourceKind::LambdaFunction, "ai/prod"),
     ("vm-dev", ResourceKind::Ec2Instance, "ai/dev"),
+    (
+        "openai:project:proj_m",
+        ResourceKind::OpenaiSpendLimit,
+        "ai/prod",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -833,6 +855,8 @@ pub struct World {
     shutdowns: BTreeSet<String>,
     /// Incidents key-guard finished acting on once (Lambda retries only what failed).
     stopped: BTreeSet<String>,
+    /// Whether key-guard also holds a provider's spend limit (stopped with the keys).
+    provider_limits: bool,
     /// (budget, day) pairs whose spend reached the limit.
     crossings: BTreeSet<(String, NaiveDate)>,
     /// Crossings a check evaluated: a check is "as of now", so a daily crossing whose day ended
@@ -900,6 +924,12 @@ fn policy() -> PolicySet {
 
 impl World {
     pub async fn new(store: Store) -> World {
+        World::with_provider_limits(store, true).await
+    }
+
+    /// A world whose key-guard holds a provider's spend limit or not (cases found before
+    /// provider limits existed replay their interleavings without them).
+    pub async fn with_provider_limits(store: Store, provider_limits: bool) -> World {
         store.put_policy(&policy()).await.unwrap();
         let secrets = Arc::new(Secrets::default());
         secrets.add("arn:k2", K2_ORIGINAL);
@@ -917,6 +947,7 @@ impl World {
             incidents: BTreeMap::new(),
             shutdowns: BTreeSet::new(),
             stopped: BTreeSet::new(),
+            provider_limits,
             crossings: BTreeSet::new(),
             owed: BTreeSet::new(),
             spend: BTreeMap::new(),
@@ -947,11 +978,18 @@ impl World {
                 inv: inv.clone(),
             })),
             self.clock.clone(),
-            vec![Arc::new(GatedCloud {
-                cloud: self.cloud.clone(),
-                failures: self.provider.clone(),
-                inv: inv.clone(),
-            })],
+            [false, true]
+                .into_iter()
+                .filter(|with_keys| !with_keys || self.provider_limits)
+                .map(|with_keys| {
+                    Arc::new(GatedCloud {
+                        cloud: self.cloud.clone(),
+                        failures: self.provider.clone(),
+                        inv: inv.clone(),
+                        with_keys,
+                    }) as Arc<dyn ShutdownTarget>
+                })
+                .collect(),
         );
         // a busy key or resource is reported at once; the settle step retries (as Lambda does)
         guard.lease_waits = &[];
@@ -1322,17 +1360,22 @@ impl World {
             }
         }
         // 5. a resource is stopped exactly when an engaged switch covering it holds an incident
-        // that ordered a shutdown; otherwise it is as it was
+        // that ordered a shutdown (a spend limit: any incident); otherwise it is as it was
         for r in resources() {
+            let with_keys = r.kind == ResourceKind::OpenaiSpendLimit;
+            if with_keys && !self.provider_limits {
+                continue;
+            }
             let state = self.cloud.states.lock().unwrap()[&r.id].clone();
             let should = switches.values().any(|s| {
                 s.value.state.stops()
                     && s.value.scope.contains(&r.scope)
-                    && s.value
-                        .state
-                        .holding()
-                        .iter()
-                        .any(|i| self.shutdowns.contains(i))
+                    && (with_keys
+                        || s.value
+                            .state
+                            .holding()
+                            .iter()
+                            .any(|i| self.shutdowns.contains(i)))
             });
             let expected = if should {
                 r.kind.stopped()
@@ -1674,7 +1717,11 @@ pub const CASE_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(
 
 /// Runs one case on a fresh store: the operations, then the settle step, then the checks.
 pub async fn run_case(store: Store, ops: &[Op]) -> Result<(), String> {
-    let mut world = World::new(store).await;
+    run_case_in(World::new(store).await, ops).await
+}
+
+/// [`run_case`] in a world built by the caller.
+pub async fn run_case_in(mut world: World, ops: &[Op]) -> Result<(), String> {
     for op in ops {
         world.apply(op).await;
     }

@@ -19,7 +19,7 @@ use spendguard_domain::resources::{Resource, ResourceKind, ResourceState, SHUTDO
 use spendguard_app::ports::shutdown::{ShutdownError, ShutdownTarget};
 
 use spendguard_domain::scope::Scope;
-use spendguard_domain::settings::ShutdownPolicy;
+use spendguard_domain::settings::PolicySet;
 
 /// The deny-all policy put on opted-in roles.
 const DENY_ALL: &str =
@@ -218,11 +218,11 @@ fn sdk_error<E: std::error::Error + 'static>(operation: &str, e: E) -> ShutdownE
 impl ShutdownTarget for AwsShutdown {
     async fn opted_in(
         &self,
-        policy: &ShutdownPolicy,
+        policy: &PolicySet,
         _scope: &Scope,
     ) -> Result<Vec<Resource>, ShutdownError> {
         let mut found = self.tagged().await?;
-        for name in &policy.deny_roles {
+        for name in &policy.settings.shutdown.deny_roles {
             match self.role(name).await? {
                 Some(role) => found.push(role),
                 None => {

@@ -18,7 +18,7 @@ use spendguard_app::ports::shutdown::{ShutdownError, ShutdownTarget};
 
 use spendguard_domain::scope::Scope;
 use spendguard_domain::secret::Secret;
-use spendguard_domain::settings::ShutdownPolicy;
+use spendguard_domain::settings::PolicySet;
 
 /// Enough for both APIs (Cloud Billing accepts cloud-platform too).
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -230,10 +230,12 @@ async fn answer(response: reqwest::Response, what: &str) -> Result<Value, Shutdo
 impl ShutdownTarget for GcpShutdown {
     async fn opted_in(
         &self,
-        policy: &ShutdownPolicy,
+        policy: &PolicySet,
         scope: &Scope,
     ) -> Result<Vec<Resource>, ShutdownError> {
         let projects: Vec<_> = policy
+            .settings
+            .shutdown
             .gcp
             .iter()
             .filter(|p| scope.contains(&p.scope))

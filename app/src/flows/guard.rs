@@ -96,7 +96,8 @@ pub struct GuardReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_factor: Option<String>,
     pub keys: Vec<KeyReport>,
-    /// Resources stopped or restored (a `shutdown`).
+    /// Resources stopped or restored: the providers' spend limits a stop sets, and what a
+    /// `shutdown` stops.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<ResourceReport>,
     /// What could not even be listed (a cloud's API refused); the switch stays engaged.
@@ -284,6 +285,14 @@ fn measure_name(m: &Measure) -> &'static str {
         Measure::SecretWithheld { .. } => "secret_withheld",
         Measure::ProviderDeleted => "provider_deleted",
     }
+}
+
+/// Which resources a stop changes: those every `disable_keys` sets (the providers' own
+/// spend limits), or the cloud resources only a `shutdown` stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stops {
+    WithTheKeys,
+    CloudResources,
 }
 
 fn with(incidents: &[String], incident: &str) -> Vec<String> {
@@ -507,9 +516,13 @@ impl KeyGuard {
     ) -> Result<GuardReport, GuardError> {
         let mut report = self.disable_report(scope, reason, actor, incident).await?;
         if !report.late {
-            let (resources, problems) = self.resources().stop(scope, &report.incident, actor).await;
-            report.resources = resources;
-            report.problems = problems;
+            // the providers' own limits were set with the keys
+            let (resources, problems) = self
+                .resources_where(Stops::CloudResources)
+                .stop(scope, &report.incident, actor)
+                .await;
+            report.resources.extend(resources);
+            report.problems.extend(problems);
         }
         report.into_result()
     }
@@ -548,12 +561,27 @@ impl KeyGuard {
         Ok(plan)
     }
 
+    /// Every resource a stop may have changed: what a restore puts back.
     fn resources(&self) -> Shutdown {
         Shutdown {
             store: self.store.clone(),
             clock: self.clock.clone(),
             targets: self.shutdown_targets.clone(),
             lease_waits: self.lease_waits,
+        }
+    }
+
+    /// The resources one kind of stop changes.
+    fn resources_where(&self, stops: Stops) -> Shutdown {
+        let with_keys = stops == Stops::WithTheKeys;
+        Shutdown {
+            targets: self
+                .shutdown_targets
+                .iter()
+                .filter(|t| t.stops_with_keys() == with_keys)
+                .cloned()
+                .collect(),
+            ..self.resources()
         }
     }
 
@@ -612,9 +640,15 @@ impl KeyGuard {
             }
         };
         let keys = self.keys_under(scope).await?;
-        let outcomes = join_all(
-            keys.iter()
-                .map(|k| self.disable_key(&k.spec, scope, incident, actor)),
+        // the keys, and at the same time the providers' own spend limits (recorded first, so
+        // a restore puts back exactly them): a slow provider delays neither
+        let provider_limits = self.resources_where(Stops::WithTheKeys);
+        let (outcomes, (limits, problems)) = futures::future::join(
+            join_all(
+                keys.iter()
+                    .map(|k| self.disable_key(&k.spec, scope, incident, actor)),
+            ),
+            provider_limits.stop(scope, incident, actor),
         )
         .await;
         let mut report = GuardReport::new(
@@ -632,6 +666,8 @@ impl KeyGuard {
                 .collect(),
         );
         report.limit_factor = Some(switch.value.limit_factor.normalize().to_string());
+        report.resources = limits;
+        report.problems = problems;
         if !switch.value.released.is_empty() {
             self.sweep_resources(scope, actor, &mut report).await;
         }

@@ -95,6 +95,10 @@ struct Record {
     /// stopped, then this is set): a redelivery of the incident stops nothing twice.
     #[serde(default = "carried_out")]
     applied: bool,
+    /// The scope the resource had when it was stopped: a provider limit's scope follows the
+    /// registry, and the restore of the scope it was stopped under must still find it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<Scope>,
 }
 
 /// Records written before `applied` existed were finished under a claim of their own.
@@ -103,6 +107,11 @@ fn carried_out() -> bool {
 }
 
 impl Record {
+    /// The scope whose switches hold the resource.
+    fn scope<'a>(&'a self, resource: &'a Resource) -> &'a Scope {
+        self.scope.as_ref().unwrap_or(&resource.scope)
+    }
+
     fn holders(&self) -> Vec<String> {
         if self.held_by.is_empty() {
             vec![self.incident.clone()]
@@ -132,20 +141,30 @@ type Found<'a> = (Vec<(&'a dyn ShutdownTarget, Resource)>, Vec<String>);
 
 impl Shutdown {
     async fn under(&self, scope: &Scope) -> Found<'_> {
-        let policy = match self.store.settings().await {
-            Ok(s) => s.shutdown,
-            Err(e) => return (Vec::new(), vec![format!("settings: {e}")]),
+        let (listed, problems) = self.listed(scope).await;
+        let under = listed
+            .into_iter()
+            .filter(|(_, r)| scope.contains(&r.scope))
+            .collect();
+        (under, problems)
+    }
+
+    /// Every resource the targets list for `scope`, under it or not.
+    async fn listed(&self, scope: &Scope) -> Found<'_> {
+        if self.targets.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let policy = match self.store.load_policy().await {
+            Ok(p) => p,
+            Err(e) => return (Vec::new(), vec![format!("policy: {e}")]),
         };
         let mut found = Vec::new();
         let mut problems = Vec::new();
         for target in &self.targets {
             match target.opted_in(&policy, scope).await {
-                Ok(resources) => found.extend(
-                    resources
-                        .into_iter()
-                        .filter(|r| scope.contains(&r.scope))
-                        .map(|r| (target.as_ref(), r)),
-                ),
+                Ok(resources) => {
+                    found.extend(resources.into_iter().map(|r| (target.as_ref(), r)));
+                }
                 Err(e) => problems.push(format!("listing opted-in resources: {e}")),
             }
         }
@@ -367,6 +386,7 @@ impl Shutdown {
                     restored: false,
                     held_by: vec![incident.into()],
                     applied: false,
+                    scope: Some(resource.scope.clone()),
                 };
                 self.put_record(resource, &record)
                     .await
@@ -397,7 +417,28 @@ impl Shutdown {
     /// and is safe to run again (a repeated restore finishes what failed). A resource changed
     /// since the shutdown is left as the operator set it, and reported.
     pub async fn release(&self, scope: &Scope, actor: &str) -> (Vec<ResourceReport>, Vec<String>) {
-        let (found, problems) = self.under(scope).await;
+        let (listed, problems) = self.listed(scope).await;
+        let mut found = Vec::new();
+        for (target, resource) in listed {
+            if scope.contains(&resource.scope) {
+                found.push((target, resource));
+            } else if target.stops_with_keys() {
+                // a provider limit whose scope moved with the registry since its stop: the
+                // restore of the scope it was stopped under puts it back
+                if let Ok(Some(record)) = self.record(&resource).await
+                    && !record.restored
+                    && let Some(stopped_under) = record.scope.filter(|s| scope.contains(s))
+                {
+                    found.push((
+                        target,
+                        Resource {
+                            scope: stopped_under,
+                            ..resource
+                        },
+                    ));
+                }
+            }
+        }
         // every opted-in resource, under its lease: a stop that is recording one right now
         // (its incident still held when it looked) finishes first, or sees the release
         let reports = join_all(
@@ -472,7 +513,7 @@ impl Shutdown {
         };
         let switches = self
             .store
-            .kill_switches(&resource.scope.rollup())
+            .kill_switches(&record.scope(resource).rollup())
             .await
             .map_err(|e| ShutdownError(format!("reading the kill switches over it: {e}")))?;
         let holding: Vec<String> = record

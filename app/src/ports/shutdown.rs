@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use spendguard_domain::resources::Resource;
 use spendguard_domain::resources::ResourceState;
 use spendguard_domain::scope::Scope;
-use spendguard_domain::settings::ShutdownPolicy;
+use spendguard_domain::settings::PolicySet;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -17,9 +17,14 @@ pub trait ShutdownTarget: Send + Sync {
     /// (a target may return more; only those under it are acted on).
     async fn opted_in(
         &self,
-        policy: &ShutdownPolicy,
+        policy: &PolicySet,
         scope: &Scope,
     ) -> Result<Vec<Resource>, ShutdownError>;
+    /// Whether its resources are part of stopping a scope's keys (a provider's own spend
+    /// limit): stopped by every `disable_keys`, not only by a `shutdown`.
+    fn stops_with_keys(&self) -> bool {
+        false
+    }
     async fn state(&self, resource: &Resource) -> Result<ResourceState, ShutdownError>;
     async fn set(&self, resource: &Resource, to: &ResourceState) -> Result<(), ShutdownError>;
     /// Why the resource is never stopped even though it opted in (spendguard itself: stopping

@@ -1,7 +1,8 @@
-//! Emergency latency: from an emergency reaching key-guard to the kill switch engaged, and to
-//! every key under the scope disabled at its provider. Embedded store; the Anthropic admin API
-//! is a loopback stand-in that answers at once, so the figures are spendguard's own overhead
-//! (add the provider's latency, typically 100-300 ms per call, made concurrently per key).
+//! Emergency latency: from an emergency reaching key-guard to the kill switch engaged, to
+//! every key under the scope disabled at its provider, and to an OpenAI project's hard spend
+//! limit written (its previous limit recorded first). Embedded store; the admin APIs are
+//! loopback stand-ins that answer at once, so the figures are spendguard's own overhead (add
+//! the provider's latency, typically 100-300 ms per call, made concurrently per key).
 //!
 //!     cargo run --release -p spendguard-bench -- keyguard
 
@@ -15,12 +16,15 @@ use axum::http::Request;
 use spendguard_app::flows::guard::KeyGuard;
 use spendguard_app::ports::clock::SystemClock;
 use spendguard_app::ports::store::StateStore;
+use spendguard_domain::budgets_file::parse_budgets;
 use spendguard_domain::keys::{KeySpec, ProviderKind};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::secret::Secret;
 use spendguard_domain::settings::PolicySet;
 use spendguard_http::keys::anthropic::AnthropicAdmin;
+use spendguard_http::keys::openai::OpenAiSpendLimits;
 use spendguard_local::sqlite::SqliteStore;
+use spendguard_tests::admin_apis::{OPENAI_ADMIN_KEY, ProviderState, openai_standin};
 
 const KEYS_PER_SCOPE: usize = 10;
 const ROUNDS: usize = 30;
@@ -131,4 +135,59 @@ pub async fn run(_args: &[String]) {
         format!("event -> all {KEYS_PER_SCOPE} keys disabled (switch first)"),
         median(all).as_secs_f64() * 1e3
     );
+    println!(
+        "{:<52} {:>10.2} ms",
+        "event -> OpenAI project spend limit set (switch first)",
+        median(openai_limits().await).as_secs_f64() * 1e3
+    );
+}
+
+/// One OpenAI project per round, each read by a budget on its own scope: the time from the
+/// emergency to the project's limit written at the (strict) OpenAI stand-in.
+async fn openai_limits() -> Vec<Duration> {
+    let openai = Arc::new(ProviderState::default());
+    let standin = openai_standin(openai.clone()).await;
+    let budgets: String = std::iter::once("version = 1\n".to_string())
+        .chain((0..ROUNDS)
+        .map(|r| {
+            openai.set_spend_limit_by_hand(&format!("project:proj_{r}"), Some(100_000));
+            format!(
+                "[[budget]]\nid = \"p{r}\"\nscope = \"openai/p{r}\"\n\
+                 source = {{ kind = \"openai\", project_id = \"proj_{r}\" }}\n\
+                 [[budget.window]]\nperiod = \"monthly\"\nlimit = \"1000\"\n\
+                 tiers = [{{ name = \"emergency\", percent = 100, actions = [\"disable_keys\"] }}]\n"
+            )
+        }))
+        .collect();
+    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    store
+        .put_policy(&parse_budgets("bench.toml", &budgets).unwrap())
+        .await
+        .unwrap();
+    let guard = KeyGuard::new(
+        store,
+        Vec::new(),
+        None,
+        Arc::new(SystemClock),
+        vec![Arc::new(OpenAiSpendLimits {
+            http: reqwest::Client::new(),
+            base_url: standin.url.clone(),
+            admin_key: Secret::new(OPENAI_ADMIN_KEY),
+        })],
+    );
+    let mut times = Vec::new();
+    for round in 0..ROUNDS {
+        let scope = Scope::parse(&format!("openai/p{round}")).unwrap();
+        let start = Instant::now();
+        guard
+            .disable(&scope, "bench", "bench", &format!("o{round}"))
+            .await
+            .unwrap();
+        times.push(start.elapsed());
+        assert_eq!(
+            openai.spend_limit(&format!("project:proj_{round}")),
+            Some(1)
+        );
+    }
+    times
 }

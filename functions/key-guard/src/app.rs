@@ -15,7 +15,7 @@ use spendguard_aws::secret_versions::SecretsManager;
 use spendguard_aws::shutdown::AwsShutdown;
 use spendguard_http::gcp::{GcpShutdown, ServiceAccountKey};
 use spendguard_http::keys::anthropic::AnthropicAdmin;
-use spendguard_http::keys::openai::OpenAiAdmin;
+use spendguard_http::keys::openai::{OpenAiAdmin, OpenAiSpendLimits};
 
 use crate::config::Config;
 use crate::handler::Handler;
@@ -91,10 +91,17 @@ pub async fn handler_with(
         }));
     }
     if let Some(arn) = &config.openai_admin_key_arn {
+        let admin_key = vault.read(arn).await?;
+        // a stop at OpenAI itself: the spend limit of each project the scope covers
+        shutdown_targets.push(Arc::new(OpenAiSpendLimits {
+            http: http.clone(),
+            base_url: config.openai_api_url.clone(),
+            admin_key: admin_key.clone(),
+        }));
         providers.push(Arc::new(OpenAiAdmin {
             http,
             base_url: config.openai_api_url.clone(),
-            admin_key: vault.read(arn).await?,
+            admin_key,
         }));
     }
     let withholding: Option<Arc<dyn SecretVersions>> = (aws == AwsKeys::Managed).then(|| {

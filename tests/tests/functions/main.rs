@@ -8,6 +8,7 @@ mod faults;
 mod key_guard;
 mod key_theft;
 mod nightly;
+mod provider_limits;
 mod shutdown;
 mod sources;
 mod webhook;

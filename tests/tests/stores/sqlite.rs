@@ -26,9 +26,11 @@ spendguard_tests::incident_model!(
 /// A case the model found (shrunk): a shutdown of ai/prod whose resource stop checked its
 /// incident while a restore of ai/prod was releasing it, and recorded the stop after the
 /// restore had already put resources back; the resource stayed stopped with nothing holding it.
+/// Replayed in the world it was found in (before key-guard held providers' spend limits, whose
+/// calls would steer the recorded choices elsewhere).
 #[tokio::test]
 async fn a_shutdown_racing_a_restore_of_its_switch_leaves_nothing_stopped() {
-    use spendguard_tests::incidents::{Op, run_case};
+    use spendguard_tests::incidents::{Op, World, run_case_in};
     let ops = vec![Op::Together(
         Box::new(Op::Shutdown {
             scope: 1,
@@ -40,6 +42,7 @@ async fn a_shutdown_racing_a_restore_of_its_switch_leaves_nothing_stopped() {
         }),
         vec![61, 224, 215, 104, 126, 57, 117, 135, 29, 32, 29],
     )];
-    let r = run_case(Arc::new(SqliteStore::in_memory().unwrap()) as Store, &ops).await;
+    let store = Arc::new(SqliteStore::in_memory().unwrap()) as Store;
+    let r = run_case_in(World::with_provider_limits(store, false).await, &ops).await;
     assert!(r.is_ok(), "{}", r.unwrap_err());
 }

@@ -1,12 +1,21 @@
-//! OpenAI admin API: project keys have no disabled state. Deleting one is permanent, so it is
-//! only done when the key allows it (`allow_delete`); the reversible stop is withholding the
-//! secret (see `vault`).
+//! OpenAI admin API. Project keys have no disabled state: deleting one is permanent, so it is
+//! only done when the key allows it (`allow_delete`). The reversible stop at OpenAI is the
+//! hard spend limit of the key's project or of the organisation ([`OpenAiSpendLimits`], ADR
+//! 020); withholding the secret (see `withhold`) stays as a layer on top.
 
 use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::json;
 
 use spendguard_domain::keys::{Credential, KeySpec, ProviderKind};
+use spendguard_domain::resources::{
+    Resource, ResourceKind, ResourceState, openai_limit_project, provider_limits,
+};
+use spendguard_domain::scope::Scope;
+use spendguard_domain::settings::PolicySet;
 
 use spendguard_app::ports::keys::{KeyProvider, ProviderError};
+use spendguard_app::ports::shutdown::{ShutdownError, ShutdownTarget};
 
 use crate::keys::{http_error, transport};
 use spendguard_domain::secret::Secret;
@@ -135,6 +144,141 @@ impl KeyProvider for OpenAiAdmin {
             Ok(())
         } else {
             Err(http_error(KIND, response).await)
+        }
+    }
+}
+
+/// OpenAI's hard spend limits (`/v1/organization/spend_limit`,
+/// `/v1/organization/projects/{id}/spend_limit`) as resources a stop sets and a restore puts
+/// back: which ones a scope covers is `provider_limits` (the domain's rule).
+pub struct OpenAiSpendLimits {
+    pub http: reqwest::Client,
+    /// `https://api.openai.com` in production.
+    pub base_url: String,
+    pub admin_key: Secret,
+}
+
+/// The part of OpenAI's spend limit object spendguard reads (`threshold_amount` in cents; a
+/// missing or null one is read as no limit).
+#[derive(Deserialize)]
+struct SpendLimitObject {
+    #[serde(default)]
+    threshold_amount: Option<u64>,
+    currency: String,
+}
+
+impl OpenAiSpendLimits {
+    fn url(&self, resource: &Resource) -> Result<String, ShutdownError> {
+        let base = self.base_url.trim_end_matches('/');
+        match openai_limit_project(resource) {
+            None => Ok(format!("{base}/v1/organization/spend_limit")),
+            // an id that is not one of OpenAI's (`proj_…`) never reaches a URL
+            Some(p)
+                if !p.is_empty()
+                    && p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+            {
+                Ok(format!("{base}/v1/organization/projects/{p}/spend_limit"))
+            }
+            Some(p) => Err(ShutdownError(format!(
+                "OpenAI project id `{p}` is not one OpenAI issues (letters, digits, `_`, `-`)"
+            ))),
+        }
+    }
+
+    async fn failed(response: reqwest::Response) -> ShutdownError {
+        ShutdownError(http_error(KIND, response).await.to_string())
+    }
+}
+
+fn unreachable_openai(e: reqwest::Error) -> ShutdownError {
+    ShutdownError(transport(KIND, e).to_string())
+}
+
+#[async_trait]
+impl ShutdownTarget for OpenAiSpendLimits {
+    async fn opted_in(
+        &self,
+        policy: &PolicySet,
+        _scope: &Scope,
+    ) -> Result<Vec<Resource>, ShutdownError> {
+        Ok(provider_limits(policy)
+            .into_iter()
+            .filter(|r| r.kind == ResourceKind::OpenaiSpendLimit)
+            .collect())
+    }
+
+    fn stops_with_keys(&self) -> bool {
+        true
+    }
+
+    async fn state(&self, resource: &Resource) -> Result<ResourceState, ShutdownError> {
+        let response = self
+            .http
+            .get(self.url(resource)?)
+            .bearer_auth(self.admin_key.expose())
+            .send()
+            .await
+            .map_err(unreachable_openai)?;
+        match response.status().as_u16() {
+            200 => {
+                let limit: SpendLimitObject = response.json().await.map_err(|e| {
+                    ShutdownError(format!(
+                        "OpenAI answered a spend limit spendguard cannot read: {}",
+                        e.without_url()
+                    ))
+                })?;
+                if !limit.currency.eq_ignore_ascii_case("USD") {
+                    return Err(ShutdownError(format!(
+                        "OpenAI's spend limit is in {}, not USD: left alone",
+                        limit.currency
+                    )));
+                }
+                Ok(ResourceState::SpendLimit {
+                    cents: limit.threshold_amount,
+                })
+            }
+            404 => match openai_limit_project(resource) {
+                // no limit set, as long as the project is OpenAI's
+                Some(p)
+                    if !project_exists(&self.http, &self.base_url, &self.admin_key, p)
+                        .await
+                        .map_err(|e| ShutdownError(e.to_string()))? =>
+                {
+                    Err(ShutdownError(format!(
+                        "OpenAI has no project `{p}` (HTTP 404): check the project_id of its budgets and keys"
+                    )))
+                }
+                _ => Ok(ResourceState::SpendLimit { cents: None }),
+            },
+            _ => Err(Self::failed(response).await),
+        }
+    }
+
+    async fn set(&self, resource: &Resource, to: &ResourceState) -> Result<(), ShutdownError> {
+        let url = self.url(resource)?;
+        let request = match to {
+            ResourceState::SpendLimit { cents: Some(cents) } => self
+                .http
+                .post(url)
+                .json(&json!({"threshold_amount": cents, "currency": "USD", "interval": "month"})),
+            ResourceState::SpendLimit { cents: None } => self.http.delete(url),
+            other => {
+                return Err(ShutdownError(format!(
+                    "an OpenAI spend limit cannot be set to {other}"
+                )));
+            }
+        };
+        let response = request
+            .bearer_auth(self.admin_key.expose())
+            .send()
+            .await
+            .map_err(unreachable_openai)?;
+        match (to, response.status().as_u16()) {
+            (_, 200..=299) => Ok(()),
+            // deleting a limit that is gone already is what was asked
+            (ResourceState::SpendLimit { cents: None }, 404) => Ok(()),
+            _ => Err(Self::failed(response).await),
         }
     }
 }
