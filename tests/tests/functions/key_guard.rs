@@ -42,6 +42,20 @@ fn anthropic_key(id: &str, key_id: &str, scope: &str) -> KeySpec {
     }
 }
 
+/// `event` delivered to key-guard twice at the same time (at-least-once delivery).
+pub(crate) async fn delivered_twice_at_once(
+    handler: &Arc<key_guard::handler::Handler>,
+    event: &Value,
+) -> [Result<Value, KeyGuardError>; 2] {
+    let (a, b) = (handler.clone(), handler.clone());
+    let (e1, e2) = (event.clone(), event.clone());
+    let (r1, r2) = tokio::join!(
+        tokio::spawn(async move { a.handle(e1).await }),
+        tokio::spawn(async move { b.handle(e2).await })
+    );
+    [r1.unwrap(), r2.unwrap()]
+}
+
 /// An emergency alert for `scope`, as budget-check publishes it and SNS delivers it.
 pub(crate) fn emergency(scope: &str, alert_id: &str, actions: Vec<Action>) -> Value {
     let path = format!(
@@ -87,14 +101,8 @@ async fn two_emergencies_at_once_engage_the_switch_once_and_disable_each_key_onc
         vec![Action::Notify, Action::DisableKeys],
     );
     let handler = Arc::new(w.handler);
-    let (a, b) = (handler.clone(), handler.clone());
-    let (e1, e2) = (event.clone(), event.clone());
-    let (r1, r2) = tokio::join!(
-        tokio::spawn(async move { a.handle(e1).await }),
-        tokio::spawn(async move { b.handle(e2).await })
-    );
     // one of them may find the other still working on a key: it fails (Lambda retries it)
-    let results = [r1.unwrap(), r2.unwrap()];
+    let results = delivered_twice_at_once(&handler, &event).await;
     assert!(
         results.iter().any(Result::is_ok),
         "{:?}",

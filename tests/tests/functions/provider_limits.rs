@@ -14,7 +14,7 @@ use spendguard_domain::keys::{KeySpec, ProviderKind};
 use spendguard_domain::settings::PolicySet;
 use spendguard_tests::keyguard::KeyGuardWorld;
 
-use crate::key_guard::{emergency, key};
+use crate::key_guard::{delivered_twice_at_once, emergency, key};
 
 const PROJECT: &str = "project:proj_p";
 
@@ -59,13 +59,7 @@ async fn an_emergency_sets_the_project_limit_at_openai_once_and_restore_puts_bac
     );
     // at-least-once delivery: the same emergency twice, at the same time
     let handler = Arc::new(w.handler);
-    let (a, b) = (handler.clone(), handler.clone());
-    let (e1, e2) = (event.clone(), event.clone());
-    let (r1, r2) = tokio::join!(
-        tokio::spawn(async move { a.handle(e1).await }),
-        tokio::spawn(async move { b.handle(e2).await })
-    );
-    let results = [r1.unwrap(), r2.unwrap()];
+    let results = delivered_twice_at_once(&handler, &event).await;
     assert!(results.iter().any(Result::is_ok), "{results:?}");
     // the loser may have found the winner still at work (Lambda retries it): a retry is a no-op
     handler

@@ -29,6 +29,19 @@ pub struct OpenAiAdmin {
     pub admin_key: Secret,
 }
 
+/// A GET on OpenAI's admin API, with the admin key.
+async fn admin_get(
+    http: &reqwest::Client,
+    url: String,
+    admin_key: &Secret,
+) -> Result<reqwest::Response, ProviderError> {
+    http.get(url)
+        .bearer_auth(admin_key.expose())
+        .send()
+        .await
+        .map_err(|e| transport(KIND, e))
+}
+
 /// Whether OpenAI knows the project: a 404 on a key or a limit means "gone" or "none" only
 /// when the project exists; otherwise the registry names a project OpenAI does not have.
 async fn project_exists(
@@ -37,15 +50,11 @@ async fn project_exists(
     admin_key: &Secret,
     project: &str,
 ) -> Result<bool, ProviderError> {
-    let response = http
-        .get(format!(
-            "{}/v1/organization/projects/{project}",
-            base_url.trim_end_matches('/')
-        ))
-        .bearer_auth(admin_key.expose())
-        .send()
-        .await
-        .map_err(|e| transport(KIND, e))?;
+    let url = format!(
+        "{}/v1/organization/projects/{project}",
+        base_url.trim_end_matches('/')
+    );
+    let response = admin_get(http, url, admin_key).await?;
     match response.status().as_u16() {
         200..=299 => Ok(true),
         404 => Ok(false),
@@ -75,13 +84,7 @@ impl KeyProvider for OpenAiAdmin {
     }
 
     async fn is_active(&self, key: &KeySpec) -> Result<bool, ProviderError> {
-        let response = self
-            .http
-            .get(self.key_url(key)?)
-            .bearer_auth(self.admin_key.expose())
-            .send()
-            .await
-            .map_err(|e| transport(KIND, e))?;
+        let response = admin_get(&self.http, self.key_url(key)?, &self.admin_key).await?;
         match response.status().as_u16() {
             200..=299 => Ok(true),
             404 => Ok(false),
@@ -213,13 +216,9 @@ impl ShutdownTarget for OpenAiSpendLimits {
     }
 
     async fn state(&self, resource: &Resource) -> Result<ResourceState, ShutdownError> {
-        let response = self
-            .http
-            .get(self.url(resource)?)
-            .bearer_auth(self.admin_key.expose())
-            .send()
+        let response = admin_get(&self.http, self.url(resource)?, &self.admin_key)
             .await
-            .map_err(unreachable_openai)?;
+            .map_err(|e| ShutdownError(e.to_string()))?;
         match response.status().as_u16() {
             200 => {
                 let limit: SpendLimitObject = response.json().await.map_err(|e| {
