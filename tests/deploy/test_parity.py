@@ -144,7 +144,8 @@ def terraform_texts():
     return {p.name: p.read_text() for p in sorted(MODULE.glob("*.tf"))}
 
 
-def terraform_system(texts):
+def _terraform_parts(texts):
+    """(locals, resources by (kind, name)) of the module's files."""
     locals_, resources = {}, {}
     for text in texts.values():
         parsed = hcl2.loads(text)
@@ -154,6 +155,11 @@ def terraform_system(texts):
             for kind, named in block.items():
                 for name, body in named.items():
                     resources[(_unquote(kind), _unquote(name))] = _unquote(body)
+    return locals_, resources
+
+
+def terraform_system(texts):
+    locals_, resources = _terraform_parts(texts)
     defaults = _variable_defaults(texts.values())
 
     def expression(value):
@@ -223,6 +229,51 @@ def differences(sam, tf):
 
 # ---------------------------------------------------------------- the tests
 
+# ---------------------------------------------------------------- budget-check's dead man's switch
+
+def sam_silent_alarm(t):
+    """The alarm on budget-check's completed runs, as both sides can say it."""
+    p = t["Resources"]["BudgetCheckSilentAlarm"]["Properties"]
+    queries = []
+    for m in p["Metrics"]:
+        if "Expression" in m:
+            queries.append((m["Id"], m["Expression"], m["ReturnData"]))
+        else:
+            stat = m["MetricStat"]
+            dimensions = {d["Name"]: d["Value"] for d in stat["Metric"]["Dimensions"]}
+            function = "budget-check" if dimensions == {"FunctionName": {"Ref": "BudgetCheckFunction"}} else str(dimensions)
+            queries.append((m["Id"], stat["Metric"]["Namespace"], stat["Metric"]["MetricName"], function,
+                            stat["Period"], stat["Stat"], m["ReturnData"]))
+    return {
+        "queries": sorted(queries),
+        "evaluation_periods": p["EvaluationPeriods"],
+        "threshold": p["Threshold"],
+        "comparison": p["ComparisonOperator"],
+        "missing_data": p["TreatMissingData"],
+    }
+
+
+def terraform_silent_alarm(texts):
+    _, resources = _terraform_parts(texts)
+    body = resources[("aws_cloudwatch_metric_alarm", "budget_check_silent")]
+    queries = []
+    for q in body["metric_query"]:
+        if "expression" in q:
+            queries.append((q["id"], q["expression"], q["return_data"]))
+        else:
+            (m,) = q["metric"]
+            named = 'function["budget-check"]' in str(m["dimensions"])
+            queries.append((q["id"], m["namespace"], m["metric_name"], "budget-check" if named else str(m["dimensions"]),
+                            m["period"], m["stat"], q["return_data"]))
+    return {
+        "queries": sorted(queries),
+        "evaluation_periods": body["evaluation_periods"],
+        "threshold": body["threshold"],
+        "comparison": body["comparison_operator"],
+        "missing_data": body["treat_missing_data"],
+    }
+
+
 class Parity(unittest.TestCase):
     def test_template_and_terraform_describe_the_same_functions(self):
         sam, tf = sam_system(template()), terraform_system(terraform_texts())
@@ -285,6 +336,31 @@ class Parity(unittest.TestCase):
         body = t["Resources"]["SpendDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
         self.assertEqual(json.loads(body), json.loads((ROOT / "deploy/dashboard.json").read_text()))
         self.assertIn('file("${path.module}/../../../deploy/dashboard.json")', terraform_texts()["functions.tf"])
+
+    def test_an_alarm_fires_when_budget_check_has_not_completed_a_run_for_15_minutes(self):
+        sam = sam_silent_alarm(template())
+        self.assertEqual(sam, terraform_silent_alarm(terraform_texts()))
+        self.assertEqual(
+            sam,
+            {
+                "queries": [
+                    ("completed", "invocations - FILL(errors, 0)", True),
+                    ("errors", "AWS/Lambda", "Errors", "budget-check", 900, "Sum", False),
+                    ("invocations", "AWS/Lambda", "Invocations", "budget-check", 900, "Sum", False),
+                ],
+                "evaluation_periods": 1,
+                "threshold": 1,
+                "comparison": "LessThanThreshold",
+                "missing_data": "breaching",
+            },
+        )
+
+    def test_a_silent_alarm_that_ignores_missing_data_is_caught(self):
+        texts = terraform_texts()
+        marker = 'treat_missing_data  = "breaching"'
+        self.assertIn(marker, texts["functions.tf"])
+        texts["functions.tf"] = texts["functions.tf"].replace(marker, 'treat_missing_data  = "notBreaching"')
+        self.assertNotEqual(sam_silent_alarm(template()), terraform_silent_alarm(texts))
 
     def test_key_guard_hears_only_what_it_acts_on(self):
         t = template()

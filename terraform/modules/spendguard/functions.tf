@@ -228,6 +228,49 @@ resource "aws_cloudwatch_metric_alarm" "errors" {
   alarm_actions       = [aws_sns_topic.operator.arn]
 }
 
+# the dead man's switch: no completed budget-check run for 15 minutes (none started, or every
+# one failed) means no budget is being evaluated; missing data is breaching
+resource "aws_cloudwatch_metric_alarm" "budget_check_silent" {
+  alarm_name          = "${var.name}-budget-check-silent"
+  alarm_description   = "budget-check has not completed a run for 15 minutes: budgets are not being evaluated (schedule disabled, throttled or failing)."
+  evaluation_periods  = 1
+  threshold           = 1
+  comparison_operator = "LessThanThreshold"
+  treat_missing_data  = "breaching"
+  alarm_actions       = [aws_sns_topic.operator.arn]
+
+  metric_query {
+    id          = "invocations"
+    return_data = false
+    metric {
+      namespace   = "AWS/Lambda"
+      metric_name = "Invocations"
+      dimensions  = { FunctionName = aws_lambda_function.function["budget-check"].function_name }
+      period      = 900
+      stat        = "Sum"
+    }
+  }
+
+  metric_query {
+    id          = "errors"
+    return_data = false
+    metric {
+      namespace   = "AWS/Lambda"
+      metric_name = "Errors"
+      dimensions  = { FunctionName = aws_lambda_function.function["budget-check"].function_name }
+      period      = 900
+      stat        = "Sum"
+    }
+  }
+
+  metric_query {
+    id          = "completed"
+    label       = "completed budget-check runs"
+    expression  = "invocations - FILL(errors, 0)"
+    return_data = true
+  }
+}
+
 resource "aws_cloudwatch_dashboard" "spend" {
   dashboard_name = "${var.name}-spend"
   dashboard_body = replace(file("${path.module}/../../../deploy/dashboard.json"), "$${AWS::Region}", data.aws_region.current.region)
