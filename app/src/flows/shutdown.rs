@@ -417,7 +417,7 @@ impl Shutdown {
     /// and is safe to run again (a repeated restore finishes what failed). A resource changed
     /// since the shutdown is left as the operator set it, and reported.
     pub async fn release(&self, scope: &Scope, actor: &str) -> (Vec<ResourceReport>, Vec<String>) {
-        let (listed, problems) = self.listed(scope).await;
+        let (listed, mut problems) = self.listed(scope).await;
         let mut found = Vec::new();
         for (target, resource) in listed {
             if scope.contains(&resource.scope) {
@@ -425,17 +425,21 @@ impl Shutdown {
             } else if target.stops_with_keys() {
                 // a provider limit whose scope moved with the registry since its stop: the
                 // restore of the scope it was stopped under puts it back
-                if let Ok(Some(record)) = self.record(&resource).await
-                    && !record.restored
-                    && let Some(stopped_under) = record.scope.filter(|s| scope.contains(s))
-                {
-                    found.push((
-                        target,
-                        Resource {
-                            scope: stopped_under,
-                            ..resource
-                        },
-                    ));
+                match self.record(&resource).await {
+                    Ok(Some(record)) if !record.restored => {
+                        if let Some(stopped_under) = record.scope.filter(|s| scope.contains(s)) {
+                            found.push((
+                                target,
+                                Resource {
+                                    scope: stopped_under,
+                                    ..resource
+                                },
+                            ));
+                        }
+                    }
+                    Ok(_) => {}
+                    // unknown whether this restore owes it: say so, never skip it quietly
+                    Err(e) => problems.push(format!("{}: {e}", resource.id)),
                 }
             }
         }
