@@ -101,6 +101,21 @@ pub enum Measure {
     SecretWithheld { previous_version: String },
     /// Deleted at the provider (OpenAI, opt-in): permanent.
     ProviderDeleted,
+    /// The IAM user's service-specific credentials (Amazon Bedrock API keys) that were active,
+    /// set Inactive. Recorded before they are changed, so a restore turns back exactly these.
+    ServiceCredentialsDisabled { ids: Vec<String> },
+    /// The IAM user's requests signed with a token issued before `before` (sessions made from
+    /// the key before it was stopped) denied by the inline policy `policy`.
+    SessionsRevoked {
+        policy: String,
+        before: DateTime<Utc>,
+    },
+}
+
+/// The inline policy that denies an IAM user's sessions older than the stop of `access_key_id`:
+/// one per key, so that restoring one of a user's keys leaves another key's stop in force.
+pub fn session_deny_policy(access_key_id: &str) -> String {
+    format!("spendguard-revoke-sessions-{access_key_id}")
 }
 
 /// What spendguard knows of a key. Every change is a compare-and-set on its version; an

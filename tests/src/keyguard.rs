@@ -147,6 +147,81 @@ impl KeyGuardWorld {
         (key.access_key_id, key.secret_access_key)
     }
 
+    /// An Amazon Bedrock API key (a service-specific credential) of `user`; returns its id.
+    pub async fn bedrock_key(&self, user: &str) -> String {
+        self.iam
+            .create_service_specific_credential()
+            .user_name(user)
+            .service_name("bedrock.amazonaws.com")
+            .send()
+            .await
+            .unwrap()
+            .service_specific_credential
+            .unwrap()
+            .service_specific_credential_id
+    }
+
+    pub async fn set_bedrock_key(&self, user: &str, id: &str, active: bool) {
+        let status = if active {
+            aws_sdk_iam::types::StatusType::Active
+        } else {
+            aws_sdk_iam::types::StatusType::Inactive
+        };
+        self.iam
+            .update_service_specific_credential()
+            .user_name(user)
+            .service_specific_credential_id(id)
+            .status(status)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    pub async fn bedrock_active(&self, user: &str, id: &str) -> bool {
+        let out = self
+            .iam
+            .list_service_specific_credentials()
+            .user_name(user)
+            .send()
+            .await
+            .unwrap();
+        let credential = out
+            .service_specific_credentials()
+            .iter()
+            .find(|c| c.service_specific_credential_id() == id)
+            .unwrap_or_else(|| panic!("no service credential {id}"));
+        credential.status() == &aws_sdk_iam::types::StatusType::Active
+    }
+
+    /// The document of the user's inline policy `name`, if it has one.
+    pub async fn user_policy(&self, user: &str, name: &str) -> Option<serde_json::Value> {
+        match self
+            .iam
+            .get_user_policy()
+            .user_name(user)
+            .policy_name(name)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                // IAM answers the document URL-encoded
+                let document =
+                    url::form_urlencoded::parse(format!("d={}", out.policy_document()).as_bytes())
+                        .next()
+                        .map(|(_, v)| v.into_owned())
+                        .unwrap();
+                Some(serde_json::from_str(&document).unwrap())
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_no_such_entity_exception()) =>
+            {
+                None
+            }
+            Err(e) => panic!("GetUserPolicy: {e:?}"),
+        }
+    }
+
     pub async fn iam_active(&self, user: &str, id: &str) -> bool {
         let keys = self
             .iam

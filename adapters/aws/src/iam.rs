@@ -1,11 +1,15 @@
-//! AWS IAM access keys: `UpdateAccessKey` to `Inactive` / `Active` (reversible).
+//! AWS IAM access keys: `UpdateAccessKey` to `Inactive` / `Active` (reversible); and what the
+//! key's user holds besides it: service-specific credentials (Amazon Bedrock API keys), set
+//! Inactive / Active, and sessions, denied by an inline policy on `aws:TokenIssueTime`.
 
 use async_trait::async_trait;
 use aws_sdk_iam::types::StatusType;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::json;
 
 use spendguard_domain::keys::{Credential, KeySpec, ProviderKind};
 
-use spendguard_app::ports::keys::{KeyProvider, ProviderError};
+use spendguard_app::ports::keys::{KeyProvider, ProviderError, UserCredentials};
 
 const KIND: ProviderKind = ProviderKind::AwsIam;
 
@@ -102,5 +106,116 @@ impl KeyProvider for IamKeys {
                 message: aws_sdk_sts::error::DisplayErrorContext(&e).to_string(),
             })?;
         Ok(())
+    }
+
+    fn user_credentials(&self) -> Option<&dyn UserCredentials> {
+        Some(self)
+    }
+}
+
+/// AWS's own pattern for revoking a principal's older sessions (the console's "Revoke active
+/// sessions"): deny everything to tokens issued before the cut-off. `before` is rounded up to
+/// the next second, the precision of the condition, so a session from the stop's own second is
+/// denied too.
+fn deny_sessions_document(before: DateTime<Utc>) -> String {
+    let cut_off =
+        (before + chrono::Duration::seconds(1)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "SpendguardRevokeOlderSessions",
+            "Effect": "Deny",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": {"DateLessThan": {"aws:TokenIssueTime": cut_off}}
+        }]
+    })
+    .to_string()
+}
+
+#[async_trait]
+impl UserCredentials for IamKeys {
+    async fn active_service_credentials(&self, user: &str) -> Result<Vec<String>, ProviderError> {
+        let out = self
+            .iam
+            .list_service_specific_credentials()
+            .user_name(user)
+            .send()
+            .await
+            .map_err(|e| unavailable(aws_sdk_iam::error::DisplayErrorContext(&e)))?;
+        Ok(out
+            .service_specific_credentials()
+            .iter()
+            .filter(|c| c.status() == &StatusType::Active)
+            .map(|c| c.service_specific_credential_id().to_string())
+            .collect())
+    }
+
+    async fn set_service_credential(
+        &self,
+        user: &str,
+        id: &str,
+        active: bool,
+    ) -> Result<bool, ProviderError> {
+        let status = if active {
+            StatusType::Active
+        } else {
+            StatusType::Inactive
+        };
+        match self
+            .iam
+            .update_service_specific_credential()
+            .user_name(user)
+            .service_specific_credential_id(id)
+            .status(status)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_no_such_entity_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(unavailable(aws_sdk_iam::error::DisplayErrorContext(&e))),
+        }
+    }
+
+    async fn deny_sessions_before(
+        &self,
+        user: &str,
+        policy: &str,
+        before: DateTime<Utc>,
+    ) -> Result<(), ProviderError> {
+        self.iam
+            .put_user_policy()
+            .user_name(user)
+            .policy_name(policy)
+            .policy_document(deny_sessions_document(before))
+            .send()
+            .await
+            .map_err(|e| unavailable(aws_sdk_iam::error::DisplayErrorContext(&e)))?;
+        Ok(())
+    }
+
+    async fn lift_session_deny(&self, user: &str, policy: &str) -> Result<(), ProviderError> {
+        match self
+            .iam
+            .delete_user_policy()
+            .user_name(user)
+            .policy_name(policy)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_no_such_entity_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(unavailable(aws_sdk_iam::error::DisplayErrorContext(&e))),
+        }
     }
 }

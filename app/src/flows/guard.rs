@@ -25,13 +25,13 @@ use crate::flows::shutdown::{ResourceOutcome, ResourceReport, Shutdown};
 use crate::flows::withhold::RestoreOutcome;
 use crate::lease::Held;
 use crate::ports::clock::Clock;
-use crate::ports::keys::KeyProvider;
+use crate::ports::keys::{KeyProvider, UserCredentials};
 use crate::ports::secret_versions::SecretVersions;
 use crate::ports::shutdown::ShutdownTarget;
 use crate::ports::store::{StateStore, StoreError};
 use spendguard_domain::ids::KeyId;
 use spendguard_domain::keys::{
-    Credential, KeyRecord, KeySpec, KeyStatus, Measure, ProviderKind, Release,
+    Credential, KeyRecord, KeySpec, KeyStatus, Measure, ProviderKind, Release, session_deny_policy,
 };
 use spendguard_domain::records::{AuditEntry, Claim, KillSwitch, Lease, SwitchState, Versioned};
 use spendguard_domain::scope::Scope;
@@ -264,7 +264,14 @@ fn switch_words(s: &KillSwitch) -> String {
 /// The measures a key is stopped with.
 fn wanted(spec: &KeySpec) -> Vec<&'static str> {
     match spec.provider {
-        ProviderKind::Anthropic | ProviderKind::AwsIam => vec!["provider_disabled"],
+        ProviderKind::Anthropic => vec!["provider_disabled"],
+        // the access key, then what the user holds besides it: Bedrock API keys, and the
+        // sessions made from the key before it stopped
+        ProviderKind::AwsIam => vec![
+            "provider_disabled",
+            "service_credentials_disabled",
+            "sessions_revoked",
+        ],
         ProviderKind::Openai => {
             let mut w = Vec::new();
             if spec.secret_arn.is_some() {
@@ -284,6 +291,8 @@ fn measure_name(m: &Measure) -> &'static str {
         Measure::ProviderDisabled => "provider_disabled",
         Measure::SecretWithheld { .. } => "secret_withheld",
         Measure::ProviderDeleted => "provider_deleted",
+        Measure::ServiceCredentialsDisabled { .. } => "service_credentials_disabled",
+        Measure::SessionsRevoked { .. } => "sessions_revoked",
     }
 }
 
@@ -715,7 +724,7 @@ impl KeyGuard {
         let outcomes = join_all(keys.iter().map(|k| async move {
             let spec = self.live(&k.spec).await;
             let mut done = Vec::new();
-            let result = self.apply(&spec, incident, None, &mut done).await;
+            let result = self.apply(&spec, incident, None, &mut done, None).await;
             if !done.is_empty() {
                 self.registry.note_unrecorded(&spec.id, incident, &done);
             }
@@ -849,9 +858,15 @@ impl KeyGuard {
             ),
             // a restore that died while re-enabling it: any measure may be undone already, so
             // every one is done again, the secret withheld from the version recorded before
+            // and the service credentials it recorded kept (those not yet turned back on are
+            // not found active again)
             KeyStatus::Enabling { measures, .. } => (
                 vec![incident.to_string()],
-                Vec::new(),
+                measures
+                    .iter()
+                    .filter(|m| matches!(m, Measure::ServiceCredentialsDisabled { .. }))
+                    .cloned()
+                    .collect(),
                 measures.iter().find_map(|m| match m {
                     Measure::SecretWithheld { previous_version } => Some(previous_version.clone()),
                     _ => None,
@@ -915,40 +930,15 @@ impl KeyGuard {
             .await?;
         let mut done = carried;
         let result = self
-            .apply(&live, incident, recorded_secret.as_deref(), &mut done)
+            .apply(
+                &live,
+                incident,
+                recorded_secret.as_deref(),
+                &mut done,
+                Some(&spec.id),
+            )
             .await;
-        // record what was done, keeping the incidents that joined meanwhile (a join is the
-        // only other writer while the lease is held)
-        loop {
-            let current = self.record(&spec.id).await?;
-            let KeyStatus::Disabling { incidents, at, .. } = &current.status else {
-                return Err(StoreError::Conflict(format!(
-                    "key {} changed while it was being stopped",
-                    spec.id
-                )));
-            };
-            let status = match &result {
-                Ok(()) => KeyStatus::DisabledBySpendguard {
-                    incidents: incidents.clone(),
-                    at: *at,
-                    measures: done.clone(),
-                },
-                Err(_) => KeyStatus::Disabling {
-                    incidents: incidents.clone(),
-                    at: *at,
-                    measures: done.clone(),
-                },
-            };
-            match self
-                .store
-                .put_key_status(&spec.id, &status, current.version)
-                .await
-            {
-                Ok(_) => break,
-                Err(StoreError::Conflict(_)) => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        self.record_stop(&spec.id, &done, result.is_ok()).await?;
         match result {
             Ok(()) => {
                 info!(key = %spec.id, provider = %live.provider, "key disabled");
@@ -975,17 +965,77 @@ impl KeyGuard {
         }
     }
 
+    /// Records the measures done so far on the key's stop intent, keeping the incidents that
+    /// joined meanwhile (a join is the only other writer while the lease is held); `finished`
+    /// turns the intent into the stop.
+    async fn record_stop(
+        &self,
+        key_id: &str,
+        done: &[Measure],
+        finished: bool,
+    ) -> Result<(), StoreError> {
+        loop {
+            let current = self.record(key_id).await?;
+            let KeyStatus::Disabling { incidents, at, .. } = &current.status else {
+                return Err(StoreError::Conflict(format!(
+                    "key {key_id} changed while it was being stopped"
+                )));
+            };
+            let (incidents, at, measures) = (incidents.clone(), *at, done.to_vec());
+            let status = if finished {
+                KeyStatus::DisabledBySpendguard {
+                    incidents,
+                    at,
+                    measures,
+                }
+            } else {
+                KeyStatus::Disabling {
+                    incidents,
+                    at,
+                    measures,
+                }
+            };
+            match self
+                .store
+                .put_key_status(key_id, &status, current.version)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The IAM user a key belongs to and its other credentials, with the key's id.
+    fn user_credentials<'a>(
+        &'a self,
+        spec: &'a KeySpec,
+    ) -> Result<(&'a dyn UserCredentials, &'a str, &'a str), String> {
+        let credentials = self
+            .provider(spec.provider)
+            .and_then(|p| p.user_credentials())
+            .ok_or(format!("no {} admin access is configured", spec.provider))?;
+        match (&spec.user, &spec.key_id) {
+            (Some(user), Some(key_id)) => Ok((credentials, user, key_id)),
+            _ => Err(format!("key {} needs user and key_id", spec.id)),
+        }
+    }
+
     /// Applies the measures of `spec` not yet in `done` (provider calls are idempotent, so a
-    /// measure whose record a crash lost is simply done again).
+    /// measure whose record a crash lost is simply done again). With `progress` (the key's
+    /// id), a measure whose undo cannot be found out afterwards is recorded before it is made.
     async fn apply(
         &self,
         spec: &KeySpec,
         incident: &str,
         recorded_secret: Option<&str>,
         done: &mut Vec<Measure>,
+        progress: Option<&str>,
     ) -> Result<(), String> {
         for w in wanted(spec) {
-            if done.iter().any(|m| measure_name(m) == w) {
+            // the service credentials are listed again: those still active join the record
+            if w != "service_credentials_disabled" && done.iter().any(|m| measure_name(m) == w) {
                 continue;
             }
             match w {
@@ -1016,6 +1066,53 @@ impl KeyGuard {
                     done.push(Measure::SecretWithheld {
                         previous_version: previous,
                     });
+                }
+                "service_credentials_disabled" => {
+                    let (credentials, user, _) = self.user_credentials(spec)?;
+                    let active = credentials
+                        .active_service_credentials(user)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let mut ids = match done
+                        .iter()
+                        .position(|m| measure_name(m) == w)
+                        .map(|i| done.remove(i))
+                    {
+                        Some(Measure::ServiceCredentialsDisabled { ids }) => ids,
+                        _ => Vec::new(),
+                    };
+                    ids.extend(
+                        active
+                            .iter()
+                            .filter(|a| !ids.contains(a))
+                            .cloned()
+                            .collect::<Vec<_>>(),
+                    );
+                    done.push(Measure::ServiceCredentialsDisabled { ids });
+                    // which were active is known only now: recorded before any is changed
+                    if let Some(key_id) = progress
+                        && !active.is_empty()
+                    {
+                        self.record_stop(key_id, done, false)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    for id in &active {
+                        credentials
+                            .set_service_credential(user, id, false)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                "sessions_revoked" => {
+                    let (credentials, user, key_id) = self.user_credentials(spec)?;
+                    let policy = session_deny_policy(key_id);
+                    let before = self.clock.now();
+                    credentials
+                        .deny_sessions_before(user, &policy, before)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    done.push(Measure::SessionsRevoked { policy, before });
                 }
                 _ => {
                     let provider = self
@@ -1347,6 +1444,15 @@ impl KeyGuard {
                         });
                     }
                 }
+                // lifting a deny that was never made is harmless
+                "sessions_revoked" => {
+                    if let Some(key_id) = &spec.key_id {
+                        out.push(Measure::SessionsRevoked {
+                            policy: session_deny_policy(key_id),
+                            before: self.clock.now(),
+                        });
+                    }
+                }
                 _ => {}
             }
         }
@@ -1397,6 +1503,17 @@ impl KeyGuard {
                     notes.push("deleted at OpenAI (permanent): issue a new key".to_string());
                     Ok(())
                 }
+                Measure::ServiceCredentialsDisabled { ids } => {
+                    self.enable_service_credentials(&live, ids, &mut notes)
+                        .await
+                }
+                Measure::SessionsRevoked { policy, .. } => match self.user_credentials(&live) {
+                    Ok((credentials, user, _)) => credentials
+                        .lift_session_deny(user, policy)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(why) => Err(why),
+                },
             };
             if let Err(why) = result {
                 self.audit(
@@ -1425,6 +1542,28 @@ impl KeyGuard {
         } else {
             KeyOutcome::RestoredWithNotes(notes.join("; "))
         })
+    }
+
+    /// Turns back on the service credentials a stop turned off; one deleted since is noted.
+    async fn enable_service_credentials(
+        &self,
+        spec: &KeySpec,
+        ids: &[String],
+        notes: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let (credentials, user, _) = self.user_credentials(spec)?;
+        for id in ids {
+            let found = credentials
+                .set_service_credential(user, id, true)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !found {
+                notes.push(format!(
+                    "service credential {id} of {user} was deleted since: nothing to turn back on"
+                ));
+            }
+        }
+        Ok(())
     }
 
     // ---- rotation and limits -----------------------------------------------------------------

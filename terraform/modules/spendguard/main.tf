@@ -29,6 +29,7 @@ locals {
       AdminKeys             = ["secretsmanager:GetSecretValue"]
       NewSecrets            = ["secretsmanager:GetRandomPassword"]
       IamAccessKeys         = ["iam:ListAccessKeys", "iam:UpdateAccessKey"]
+      IamUserCredentials    = ["iam:ListServiceSpecificCredentials", "iam:UpdateServiceSpecificCredential", "iam:PutUserPolicy", "iam:DeleteUserPolicy"]
       RotateThroughSelf     = ["lambda:InvokeFunction"]
       GcpShutdownCredential = ["secretsmanager:GetSecretValue"]
       FindOptedIn           = ["tag:GetResources", "ec2:DescribeInstances"]
@@ -51,6 +52,7 @@ locals {
   }
 
   # Cost Explorer, GetRandomPassword and X-Ray have no resource-level permissions.
+  # PutUserPolicy (IamUserCredentials) takes any document: granted on the guarded users only.
   shared_resources = {
     State                      = [aws_dynamodb_table.state.arn]
     PublishAlerts              = [aws_sns_topic.alerts.arn]
@@ -62,6 +64,7 @@ locals {
     GuardedKeys                = var.key_secret_arns
     NewSecrets                 = ["*"]
     IamAccessKeys              = var.guarded_iam_user_arns
+    IamUserCredentials         = var.guarded_iam_user_arns
     ConfirmBudgetsSubscription = [aws_sns_topic.budgets.arn]
     WebhookSecrets             = [var.usage_secret_arn, var.status_token_arn]
     # RotateSecret needs the caller to be allowed to invoke the rotation function (key-guard)

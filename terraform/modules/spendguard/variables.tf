@@ -91,7 +91,7 @@ variable "gcp_shutdown_credential_arn" {
 
 variable "guarded_iam_user_arns" {
   type        = list(string)
-  description = "IAM users whose access keys key-guard may deactivate and reactivate."
+  description = "IAM users whose access keys, Bedrock API keys and sessions key-guard may stop and restore."
   default     = []
   validation {
     condition     = alltrue([for a in var.guarded_iam_user_arns : can(regex("^arn:aws[a-z-]*:iam::\\d{12}:user/", a))])

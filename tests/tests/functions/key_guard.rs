@@ -1544,3 +1544,143 @@ async fn an_openai_key_allowed_deletion_is_deleted_at_openai_and_a_wrong_project
     );
     assert_eq!(w.openai.active("key_e"), Some(true));
 }
+
+/// Issue 22 part 6: an IAM user's access key off leaves the user's Bedrock API keys and the
+/// sessions made from the key working. The stop sets the Bedrock keys Inactive and denies
+/// tokens issued before it; restore turns back on exactly the Bedrock keys it turned off (not
+/// one an operator had off already) and lifts the deny.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iam_stop_also_stops_the_users_bedrock_keys_and_older_sessions_and_restore_undoes_exactly_that()
+ {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    let user = aws::unique("bedrock");
+    let (access_key, _) = w.iam_key(&user).await;
+    let in_use = w.bedrock_key(&user).await;
+    let parked = w.bedrock_key(&user).await;
+    w.set_bedrock_key(&user, &parked, false).await; // off for another reason
+    w.register(vec![KeySpec {
+        user: Some(user.clone()),
+        key_id: Some(access_key.clone()),
+        ..key("iam-b", ProviderKind::AwsIam, "team/b/aws")
+    }])
+    .await;
+    let policy = format!("spendguard-revoke-sessions-{access_key}");
+    let stopped_from = Utc::now();
+
+    w.handler
+        .handle(emergency(
+            "team/b",
+            "inc-bedrock",
+            vec![Action::DisableKeys],
+        ))
+        .await
+        .unwrap();
+    assert!(!w.iam_active(&user, &access_key).await);
+    assert!(
+        !w.bedrock_active(&user, &in_use).await,
+        "the Bedrock key is off"
+    );
+    let deny = w
+        .user_policy(&user, &policy)
+        .await
+        .expect("older sessions are denied");
+    let statement = &deny["Statement"][0];
+    assert_eq!(
+        (&statement["Effect"], &statement["Action"]),
+        (&json!("Deny"), &json!("*"))
+    );
+    let cut_off: chrono::DateTime<Utc> =
+        statement["Condition"]["DateLessThan"]["aws:TokenIssueTime"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+    assert!(
+        cut_off > stopped_from && cut_off <= Utc::now() + Duration::seconds(1),
+        "tokens issued up to the stop are denied: {cut_off}"
+    );
+    let KeyStatus::DisabledBySpendguard { measures, .. } = status(&w, "iam-b").await else {
+        panic!("not recorded as spendguard's stop");
+    };
+    assert!(
+        measures.contains(
+            &spendguard_domain::keys::Measure::ServiceCredentialsDisabled {
+                ids: vec![in_use.clone()]
+            }
+        ),
+        "{measures:?}"
+    );
+
+    w.handler
+        .handle(json!({"action": "restore", "scope": "team/b", "actor": "op"}))
+        .await
+        .unwrap();
+    assert!(w.iam_active(&user, &access_key).await);
+    assert!(w.bedrock_active(&user, &in_use).await, "turned back on");
+    assert!(
+        !w.bedrock_active(&user, &parked).await,
+        "the key that was off before stays off"
+    );
+    assert_eq!(
+        w.user_policy(&user, &policy).await,
+        None,
+        "the deny is lifted"
+    );
+}
+
+/// Which Bedrock keys were on is known only while the stop runs: it is recorded before any is
+/// turned off, so a stop that dies right after still has restore turn them back on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stop_that_dies_after_turning_off_bedrock_keys_still_has_them_restored() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    let user = aws::unique("bedrock-crash");
+    let (access_key, _) = w.iam_key(&user).await;
+    let bedrock = w.bedrock_key(&user).await;
+    w.register(vec![KeySpec {
+        user: Some(user.clone()),
+        key_id: Some(access_key.clone()),
+        ..key("iam-c", ProviderKind::AwsIam, "team/c/aws")
+    }])
+    .await;
+    // the next call after the Bedrock keys hangs: the invocation dies there
+    let proxy = FaultProxy::start(vec![Rule {
+        operation: "PutUserPolicy",
+        body_contains: None,
+        every: 1,
+        limit: 1,
+        fault: Fault::Delay(std::time::Duration::from_secs(30)),
+    }])
+    .await;
+    let clock = Arc::new(spendguard_app::ports::clock::FixedClock::new(Utc::now()));
+    let handler = Arc::new(w.handler_at(&proxy.sdk().await, clock.clone()).await);
+    let event = emergency("team/c", "inc-bedrock-crash", vec![Action::DisableKeys]);
+    let h = handler.clone();
+    let e = event.clone();
+    let dying = tokio::spawn(async move { h.handle(e).await });
+    while proxy.total_injected() == 0 && !dying.is_finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        !dying.is_finished(),
+        "the stop reached the deny of older sessions"
+    );
+    dying.abort(); // Lambda's timeout
+    let _ = dying.await;
+    assert!(!w.bedrock_active(&user, &bedrock).await);
+    clock.advance(Duration::minutes(3)); // the dead invocation's lease has run out
+    handler.handle(event).await.expect("the retry completes");
+    handler
+        .handle(json!({"action": "restore", "scope": "team/c", "actor": "op"}))
+        .await
+        .unwrap();
+    assert!(w.iam_active(&user, &access_key).await);
+    assert!(
+        w.bedrock_active(&user, &bedrock).await,
+        "restore turned back on the Bedrock key the dead stop turned off"
+    );
+    assert_eq!(
+        w.user_policy(&user, &format!("spendguard-revoke-sessions-{access_key}"))
+            .await,
+        None
+    );
+}
