@@ -28,4 +28,5 @@ pub mod settings;
 pub mod signals;
 pub mod spend;
 pub mod standard_webhooks;
+pub mod throttle;
 pub mod usage;

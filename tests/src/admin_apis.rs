@@ -424,17 +424,7 @@ fn openai_answer(state: &ProviderState, r: &Received) -> Reply {
             }
         }
         ["projects", p, "rate_limits"] if method == "GET" => {
-            let data: Vec<Value> = state
-                .rate_limits
-                .lock()
-                .unwrap()
-                .get(*p)
-                .map(|m| m.values().cloned().map(Value::Object).collect())
-                .unwrap_or_default();
-            Reply::json(
-                200,
-                json!({"object": "list", "data": data, "first_id": null, "last_id": null, "has_more": false}),
-            )
+            openai_rate_limit_page(state, p, &r.query)
         }
         ["projects", p, "rate_limits", id] if method == "POST" => {
             openai_set_rate_limit(state, p, id, &r.body)
@@ -530,11 +520,84 @@ fn openai_spend_limit(
     }
 }
 
+/// A page of a project's rate limits: cursor pagination (`after` an id, `limit` 1–100,
+/// default 100), as OpenAI's list endpoints.
+fn openai_rate_limit_page(state: &ProviderState, project: &str, query: &str) -> Reply {
+    let mut limit = 100usize;
+    let mut after = None;
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=100).contains(&n) => limit = n,
+                _ => {
+                    return openai_error(
+                        400,
+                        "invalid_request_error",
+                        None,
+                        &format!("Invalid 'limit': {value}: expected an integer from 1 to 100"),
+                    );
+                }
+            },
+            "after" => after = Some(value.into_owned()),
+            other => {
+                return openai_error(
+                    400,
+                    "invalid_request_error",
+                    None,
+                    &format!("Unknown parameter: '{other}'"),
+                );
+            }
+        }
+    }
+    let all: Vec<Map<String, Value>> = state
+        .rate_limits
+        .lock()
+        .unwrap()
+        .get(project)
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default();
+    let start = match &after {
+        None => 0,
+        Some(a) => match all.iter().position(|l| l["id"] == a.as_str()) {
+            Some(i) => i + 1,
+            None => {
+                return openai_error(
+                    400,
+                    "invalid_request_error",
+                    None,
+                    &format!("Invalid 'after': no rate limit {a}"),
+                );
+            }
+        },
+    };
+    let page: Vec<Value> = all
+        .iter()
+        .skip(start)
+        .take(limit)
+        .cloned()
+        .map(Value::Object)
+        .collect();
+    let has_more = start + page.len() < all.len();
+    Reply::json(
+        200,
+        json!({
+            "object": "list",
+            "data": page,
+            "first_id": page.first().map(|l| l["id"].clone()),
+            "last_id": page.last().map(|l| l["id"].clone()),
+            "has_more": has_more,
+        }),
+    )
+}
+
 fn openai_set_rate_limit(state: &ProviderState, project: &str, id: &str, body: &str) -> Reply {
     let refuse = |message: String| openai_error(400, "invalid_request_error", None, &message);
     let Ok(Value::Object(body)) = serde_json::from_str::<Value>(body) else {
         return refuse("We could not parse the JSON body of your request.".into());
     };
+    if state.fail() {
+        return openai_error(500, "server_error", None, "The server had an error");
+    }
     let mut limits = state.rate_limits.lock().unwrap();
     let Some(limit) = limits.get_mut(project).and_then(|m| m.get_mut(id)) else {
         return openai_error(

@@ -14,4 +14,5 @@ pub mod incidents;
 pub mod keyguard;
 pub mod logs;
 pub mod standin;
+pub mod throttle_model;
 pub mod webhook;

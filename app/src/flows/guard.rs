@@ -22,10 +22,12 @@ use serde_json::json;
 use tracing::{error, info, warn};
 
 use crate::flows::shutdown::{ResourceOutcome, ResourceReport, Shutdown};
+use crate::flows::throttle::{Throttle, ThrottleReport};
 use crate::flows::withhold::RestoreOutcome;
 use crate::lease::Held;
 use crate::ports::clock::Clock;
 use crate::ports::keys::{KeyProvider, UserCredentials};
+use crate::ports::rate_limits::ProviderRateLimits;
 use crate::ports::secret_versions::SecretVersions;
 use crate::ports::shutdown::ShutdownTarget;
 use crate::ports::store::{StateStore, StoreError};
@@ -247,6 +249,8 @@ pub struct KeyGuard {
     pub clock: Arc<dyn Clock>,
     /// Where opted-in resources are stopped by a `shutdown` (none: keys only).
     pub shutdown_targets: Vec<Arc<dyn ShutdownTarget>>,
+    /// Where a `reduce_limits` also lowers the provider's own rate limits (OpenAI projects).
+    pub rate_limits: Option<Arc<dyn ProviderRateLimits>>,
     /// The registry as last read (what an emergency stops while the store is down).
     pub registry: Registry,
     /// How long (ms) to wait between attempts for another invocation's lease on a key or a
@@ -326,8 +330,17 @@ impl KeyGuard {
             secrets,
             clock,
             shutdown_targets,
+            rate_limits: None,
             registry: Registry::default(),
             lease_waits: &crate::lease::LEASE_WAITS_MS,
+        }
+    }
+
+    /// With the providers' rate limits lowered by `reduce_limits` too.
+    pub fn with_rate_limits(self, rate_limits: Arc<dyn ProviderRateLimits>) -> Self {
+        KeyGuard {
+            rate_limits: Some(rate_limits),
+            ..self
         }
     }
 
@@ -1642,6 +1655,44 @@ impl KeyGuard {
     ) -> Result<Decimal, StoreError> {
         self.set_factor(scope, actor, |current| current.min(factor))
             .await
+    }
+
+    /// Lowers the rate limits of the OpenAI projects under `scope` to `factor` of what they
+    /// were, at OpenAI ([`Throttle::lower`]); nothing without an admin key.
+    pub async fn throttle_at_providers(
+        &self,
+        scope: &Scope,
+        factor: Decimal,
+        actor: &str,
+    ) -> Result<Vec<ThrottleReport>, StoreError> {
+        let Some(throttle) = self.throttle() else {
+            return Ok(Vec::new());
+        };
+        let policy = self.store.load_policy().await?;
+        Ok(throttle.lower(&policy, scope, factor, actor).await)
+    }
+
+    /// Puts back what [`KeyGuard::throttle_at_providers`] lowered at `factor`.
+    pub async fn lift_at_providers(
+        &self,
+        scope: &Scope,
+        factor: Decimal,
+        actor: &str,
+    ) -> Result<Vec<ThrottleReport>, StoreError> {
+        let Some(throttle) = self.throttle() else {
+            return Ok(Vec::new());
+        };
+        let policy = self.store.load_policy().await?;
+        Ok(throttle.lift(&policy, scope, factor, actor).await)
+    }
+
+    fn throttle(&self) -> Option<Throttle> {
+        self.rate_limits.as_ref().map(|target| Throttle {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            target: target.clone(),
+            lease_waits: self.lease_waits,
+        })
     }
 
     /// Raises the limit factor back to 1 when the alert that lowered it recovers.

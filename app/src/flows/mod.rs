@@ -9,5 +9,6 @@ pub mod nightly;
 pub mod rotation;
 pub mod security;
 pub mod shutdown;
+pub mod throttle;
 pub mod tick;
 pub mod withhold;

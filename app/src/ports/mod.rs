@@ -5,6 +5,7 @@ pub mod channels;
 pub mod clock;
 pub mod key_usage;
 pub mod keys;
+pub mod rate_limits;
 pub mod secret_versions;
 pub mod secrets;
 pub mod shutdown;

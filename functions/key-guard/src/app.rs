@@ -7,6 +7,7 @@ use spendguard_app::backends::Backends;
 use spendguard_app::flows::guard::KeyGuard;
 use spendguard_app::flows::rotation::Rotator;
 use spendguard_app::ports::keys::KeyProvider;
+use spendguard_app::ports::rate_limits::ProviderRateLimits;
 use spendguard_app::ports::secret_versions::SecretVersions;
 use spendguard_app::ports::secrets::SecretError;
 use spendguard_app::ports::shutdown::ShutdownTarget;
@@ -15,7 +16,7 @@ use spendguard_aws::secret_versions::SecretsManager;
 use spendguard_aws::shutdown::AwsShutdown;
 use spendguard_http::gcp::{GcpShutdown, ServiceAccountKey};
 use spendguard_http::keys::anthropic::AnthropicAdmin;
-use spendguard_http::keys::openai::{OpenAiAdmin, OpenAiSpendLimits};
+use spendguard_http::keys::openai::{OpenAiAdmin, OpenAiRateLimits, OpenAiSpendLimits};
 
 use crate::config::Config;
 use crate::handler::Handler;
@@ -77,6 +78,7 @@ pub async fn handler_with(
         )));
     }
     let mut providers: Vec<Arc<dyn KeyProvider>> = Vec::new();
+    let mut rate_limits: Option<Arc<dyn ProviderRateLimits>> = None;
     if aws == AwsKeys::Managed {
         providers.push(Arc::new(IamKeys {
             iam: aws_sdk_iam::Client::new(sdk),
@@ -98,6 +100,12 @@ pub async fn handler_with(
             base_url: config.openai_api_url.clone(),
             admin_key: admin_key.clone(),
         }));
+        // a `reduce_limits` lowers each covered project's rate limits at OpenAI too
+        rate_limits = Some(Arc::new(OpenAiRateLimits {
+            http: http.clone(),
+            base_url: config.openai_api_url.clone(),
+            admin_key: admin_key.clone(),
+        }));
         providers.push(Arc::new(OpenAiAdmin {
             http,
             base_url: config.openai_api_url.clone(),
@@ -109,13 +117,16 @@ pub async fn handler_with(
             client: secrets.clone(),
         }) as Arc<dyn SecretVersions>
     });
-    let guard = KeyGuard::new(
+    let mut guard = KeyGuard::new(
         store.clone(),
         providers.clone(),
         withholding,
         clock.clone(),
         shutdown_targets,
     );
+    if let Some(rate_limits) = rate_limits {
+        guard = guard.with_rate_limits(rate_limits);
+    }
     // the registry as key-guard starts: what it stops should the store be down later
     guard.warm().await;
     Ok(Handler {

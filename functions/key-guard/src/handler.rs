@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use spendguard_app::flows::guard::{GuardError, KeyGuard};
 use spendguard_app::flows::rotation::{RotationError, RotationEvent, Rotator};
+use spendguard_app::flows::throttle::ThrottleReport;
 use spendguard_app::ports::store::StoreError;
 use spendguard_domain::alert::AlertEvent;
 use spendguard_domain::alert::KeyOrder;
@@ -25,6 +26,9 @@ pub enum KeyGuardError {
     Rotation(#[from] RotationError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Some providers' rate limits were not lowered or put back; the retry finishes them.
+    #[error("provider rate limits incomplete: {}", .0.join("; "))]
+    ThrottleIncomplete(Vec<String>),
 }
 
 impl From<KeyGuardError> for Diagnostic {
@@ -38,6 +42,7 @@ impl From<KeyGuardError> for Diagnostic {
             | KeyGuardError::Store(_) => "StoreUnavailable",
             KeyGuardError::Rotation(r) if r.is_retryable() => "RotationRetryable",
             KeyGuardError::Rotation(_) => "RotationRefused",
+            KeyGuardError::ThrottleIncomplete(_) => "ThrottleIncomplete",
         };
         Diagnostic {
             error_type: error_type.into(),
@@ -180,9 +185,14 @@ impl Handler {
             }
             KeyOrder::Adjust { factor, rotate } => {
                 let mut done = json!({"scope": alert.scope});
+                let mut throttled = Vec::new();
                 if let Some(f) = factor {
                     let now = self.guard.reduce_limits(&alert.scope, f, actor).await?;
                     done["limit_factor"] = json!(now.normalize().to_string());
+                    throttled = self
+                        .guard
+                        .throttle_at_providers(&alert.scope, f, actor)
+                        .await?;
                 }
                 if rotate {
                     let keys = self
@@ -191,13 +201,33 @@ impl Handler {
                         .await?;
                     done["rotated"] = serde_json::to_value(keys).unwrap_or_default();
                 }
-                Ok(done)
+                with_rate_limits(done, throttled)
             }
             KeyOrder::Lift { factor } => {
                 let now = self.guard.lift_limits(&alert.scope, factor, actor).await?;
-                Ok(json!({"scope": alert.scope, "limit_factor": now.normalize().to_string()}))
+                let lifted = self
+                    .guard
+                    .lift_at_providers(&alert.scope, factor, actor)
+                    .await?;
+                with_rate_limits(
+                    json!({"scope": alert.scope, "limit_factor": now.normalize().to_string()}),
+                    lifted,
+                )
             }
             KeyOrder::Ignore(why) => Ok(json!({ "ignored": why })),
         }
     }
+}
+
+/// `done` with what happened to the providers' rate limits; any that failed fails the
+/// invocation (Lambda retries: what was done is recorded and not done twice).
+fn with_rate_limits(mut done: Value, reports: Vec<ThrottleReport>) -> Result<Value, KeyGuardError> {
+    let failures: Vec<String> = reports.iter().filter_map(|r| r.failure()).collect();
+    if !failures.is_empty() {
+        return Err(KeyGuardError::ThrottleIncomplete(failures));
+    }
+    if !reports.is_empty() {
+        done["provider_rate_limits"] = serde_json::to_value(reports).unwrap_or_default();
+    }
+    Ok(done)
 }

@@ -7,11 +7,14 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use spendguard_domain::alert::AlertEvent;
 use spendguard_domain::budget::Action;
 use spendguard_domain::budgets_file::parse_budgets;
 use spendguard_domain::keys::{KeySpec, ProviderKind};
 use spendguard_domain::settings::PolicySet;
+use spendguard_tests::admin_apis::ProviderState;
 use spendguard_tests::keyguard::KeyGuardWorld;
 
 use crate::key_guard::{delivered_twice_at_once, emergency, key};
@@ -272,4 +275,245 @@ async fn a_budget_on_the_whole_organisation_stops_the_organisation_limit() {
         .await
         .unwrap();
     assert_eq!(w.openai.spend_limit("organization"), Some(900_000));
+}
+
+// ---- throttling at OpenAI: a project's rate limits (issue 22 part 2) ------------------------
+
+/// An alert on `scope` ordering `reduce_limits(factor)`.
+fn throttle_alert(scope: &str, id: &str, factor: Decimal) -> Value {
+    emergency(
+        scope,
+        id,
+        vec![Action::Notify, Action::ReduceLimits { factor }],
+    )
+}
+
+/// The recovery budget-check publishes for `event`'s alert (it carries the same actions).
+fn recovery_of(event: &Value) -> Value {
+    let mut recovery = event.clone();
+    let alert: AlertEvent =
+        serde_json::from_str(event["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap();
+    let alert = alert.recovery("fell below the tier", chrono::Utc::now());
+    recovery["Records"][0]["Sns"]["Message"] = json!(serde_json::to_string(&alert).unwrap());
+    recovery
+}
+
+/// `proj_r` with three models' rate limits, and its two keys registered under `ai/batch`.
+async fn throttle_world() -> KeyGuardWorld {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.openai.add_in_project("proj_r", "key_r1");
+    w.openai.add_in_project("proj_r", "key_r2");
+    w.openai.add_rate_limit(
+        "proj_r",
+        "rl-gpt-4o",
+        "gpt-4o",
+        json!({"max_requests_per_1_minute": 500, "max_tokens_per_1_minute": 30000, "max_requests_per_1_day": 10000}),
+    );
+    w.openai.add_rate_limit(
+        "proj_r",
+        "rl-dall-e-3",
+        "dall-e-3",
+        json!({"max_requests_per_1_minute": 7, "max_images_per_1_minute": 5}),
+    );
+    w.openai.add_rate_limit(
+        "proj_r",
+        "rl-tts-1",
+        "tts-1",
+        json!({"max_requests_per_1_minute": 3, "max_audio_megabytes_per_1_minute": 1}),
+    );
+    let key = |id: &str, scope: &str| KeySpec {
+        project_id: Some("proj_r".into()),
+        key_id: Some(format!("key_{id}")),
+        ..crate::key_guard::key(id, ProviderKind::Openai, scope)
+    };
+    w.register(vec![key("r1", "ai/batch/a"), key("r2", "ai/batch/b")])
+        .await;
+    w
+}
+
+/// The `max_*` limits of a rate limit at the stand-in.
+fn limits(openai: &ProviderState, id: &str) -> Value {
+    let mut l = openai.rate_limit("proj_r", id).unwrap();
+    l.retain(|k, _| k.starts_with("max_"));
+    Value::Object(l)
+}
+
+fn rate_limit_writes(openai: &ProviderState) -> usize {
+    openai
+        .writes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(target, _)| target.starts_with("proj_r/"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reduce_limits_scales_each_models_rate_limits_at_openai_once_and_the_recovery_puts_back_exactly_them()
+ {
+    let w = throttle_world().await;
+    let original: Vec<Value> = ["rl-gpt-4o", "rl-dall-e-3", "rl-tts-1"]
+        .iter()
+        .map(|id| limits(&w.openai, id))
+        .collect();
+    let half = throttle_alert("ai/batch", "alert-rl-half", Decimal::new(5, 1));
+    // at-least-once delivery: twice at the same time, then once more
+    let handler = Arc::new(w.handler);
+    let results = delivered_twice_at_once(&handler, &half).await;
+    assert!(results.iter().any(Result::is_ok), "{results:?}");
+    let out = handler
+        .handle(half.clone())
+        .await
+        .expect("a redelivery succeeds");
+    assert_eq!(
+        out["alerts"][0]["provider_rate_limits"][0]["outcome"], "already_lowered",
+        "{out:#}"
+    );
+    // each limit halved, rounded down, never below 1
+    assert_eq!(
+        limits(&w.openai, "rl-gpt-4o"),
+        json!({"max_requests_per_1_minute": 250, "max_tokens_per_1_minute": 15000, "max_requests_per_1_day": 5000})
+    );
+    assert_eq!(
+        limits(&w.openai, "rl-dall-e-3"),
+        json!({"max_requests_per_1_minute": 3, "max_images_per_1_minute": 2})
+    );
+    assert_eq!(
+        limits(&w.openai, "rl-tts-1"),
+        json!({"max_requests_per_1_minute": 1, "max_audio_megabytes_per_1_minute": 1})
+    );
+    assert_eq!(
+        rate_limit_writes(&w.openai),
+        3,
+        "one write per model for all deliveries"
+    );
+    assert_eq!(
+        w.anthropic.writes.lock().unwrap().len() + w.openai.writes_for(PROJECT).len(),
+        0,
+        "a throttle stops no key and sets no spend limit"
+    );
+
+    // a stricter alert lowers further, from the recorded limits (not from the halved ones)
+    let fifth = throttle_alert("ai/batch", "alert-rl-fifth", Decimal::new(2, 1));
+    handler.handle(fifth.clone()).await.unwrap();
+    assert_eq!(
+        limits(&w.openai, "rl-gpt-4o"),
+        json!({"max_requests_per_1_minute": 100, "max_tokens_per_1_minute": 6000, "max_requests_per_1_day": 2000})
+    );
+    // the milder alert recovers first: the stricter one still holds the limits down
+    let out = handler.handle(recovery_of(&half)).await.unwrap();
+    assert_eq!(
+        out["alerts"][0]["provider_rate_limits"][0]["outcome"], "still_lowered",
+        "{out:#}"
+    );
+    assert_eq!(
+        limits(&w.openai, "rl-gpt-4o")["max_requests_per_1_minute"],
+        100
+    );
+
+    // an operator raises one model's limit by hand meanwhile
+    w.openai.add_rate_limit(
+        "proj_r",
+        "rl-tts-1",
+        "tts-1",
+        json!({"max_requests_per_1_minute": 9, "max_audio_megabytes_per_1_minute": 1}),
+    );
+    let out = handler.handle(recovery_of(&fifth)).await.unwrap();
+    let report = &out["alerts"][0]["provider_rate_limits"][0];
+    assert_eq!(report["outcome"], "restored", "{out:#}");
+    assert_eq!(report["detail"]["models"], 3);
+    let left = report["detail"]["left"].to_string();
+    assert!(
+        left.contains("tts-1") && left.contains("left as the operator set it"),
+        "{left}"
+    );
+    assert_eq!(
+        limits(&w.openai, "rl-gpt-4o"),
+        original[0],
+        "exactly as recorded"
+    );
+    assert_eq!(limits(&w.openai, "rl-dall-e-3"), original[1]);
+    assert_eq!(
+        limits(&w.openai, "rl-tts-1")["max_requests_per_1_minute"],
+        9,
+        "the operator's value stays"
+    );
+    // a redelivered recovery puts nothing back twice
+    let writes = rate_limit_writes(&w.openai);
+    let out = handler.handle(recovery_of(&fifth)).await.unwrap();
+    assert_eq!(
+        out["alerts"][0]["provider_rate_limits"][0]["outcome"],
+        "not_lowered"
+    );
+    assert_eq!(rate_limit_writes(&w.openai), writes);
+}
+
+/// A project with more models than one page holds is read to the end; a write OpenAI refuses
+/// fails the invocation (Lambda retries) and the retry finishes from the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_reads_every_page_and_a_failed_write_is_retried_to_completion() {
+    let w = throttle_world().await;
+    for i in 0..120 {
+        w.openai.add_rate_limit(
+            "proj_r",
+            &format!("rl-ft-{i:03}"),
+            &format!("ft:gpt-4o-mini:{i}"),
+            json!({"max_requests_per_1_minute": 1000 + i}),
+        );
+    }
+    let alert = throttle_alert("ai/batch", "alert-rl-pages", Decimal::new(5, 1));
+    w.openai.fail_next.store(1, Ordering::SeqCst);
+    let err = w.handler.handle(alert.clone()).await.unwrap_err();
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(err).error_type,
+        "ThrottleIncomplete"
+    );
+    w.handler
+        .handle(alert.clone())
+        .await
+        .expect("the retry completes");
+    for i in [0u64, 99, 100, 119] {
+        assert_eq!(
+            w.openai
+                .rate_limit("proj_r", &format!("rl-ft-{i:03}"))
+                .unwrap()["max_requests_per_1_minute"],
+            (1000 + i) / 2,
+            "model {i}"
+        );
+    }
+    w.handler.handle(recovery_of(&alert)).await.unwrap();
+    for i in [0u64, 119] {
+        assert_eq!(
+            w.openai
+                .rate_limit("proj_r", &format!("rl-ft-{i:03}"))
+                .unwrap()["max_requests_per_1_minute"],
+            1000 + i
+        );
+    }
+}
+
+/// A throttle of a scope that covers only one of a project's keys leaves the project alone
+/// (the other key's traffic is not this scope's to slow down), as the spend limit does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_of_part_of_a_project_leaves_its_rate_limits_alone() {
+    let w = throttle_world().await;
+    let out = w
+        .handler
+        .handle(throttle_alert(
+            "ai/batch/a",
+            "alert-rl-part",
+            Decimal::new(5, 1),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        out["alerts"][0].get("provider_rate_limits"),
+        None,
+        "{out:#}"
+    );
+    assert_eq!(rate_limit_writes(&w.openai), 0);
+    assert_eq!(
+        out["alerts"][0]["limit_factor"], "0.5",
+        "the app-side factor is set"
+    );
 }

@@ -23,6 +23,13 @@ spendguard_tests::incident_model!(
     2_000
 );
 
+// Throttling at the provider against its reference model (tests/src/throttle_model.rs).
+spendguard_tests::throttle_model!(
+    provider_throttles_match_their_model,
+    Arc::new(SqliteStore::in_memory().expect("in-memory sqlite")) as Store,
+    1_000
+);
+
 /// A case the model found (shrunk): a shutdown of ai/prod whose resource stop checked its
 /// incident while a restore of ai/prod was releasing it, and recorded the stop after the
 /// restore had already put resources back; the resource stayed stopped with nothing holding it.

@@ -15,7 +15,9 @@ use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::PolicySet;
 
 use spendguard_app::ports::keys::{KeyProvider, ProviderError};
+use spendguard_app::ports::rate_limits::ProviderRateLimits;
 use spendguard_app::ports::shutdown::{ShutdownError, ShutdownTarget};
+use spendguard_domain::throttle::{ModelRateLimit, OPENAI_RATE_LIMIT_FIELDS};
 
 use crate::keys::{http_error, transport};
 use spendguard_domain::secret::Secret;
@@ -175,22 +177,32 @@ impl OpenAiSpendLimits {
         let base = self.base_url.trim_end_matches('/');
         match openai_limit_project(resource) {
             None => Ok(format!("{base}/v1/organization/spend_limit")),
-            // an id that is not one of OpenAI's (`proj_…`) never reaches a URL
-            Some(p)
-                if !p.is_empty()
-                    && p.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
-            {
-                Ok(format!("{base}/v1/organization/projects/{p}/spend_limit"))
-            }
-            Some(p) => Err(ShutdownError(format!(
-                "OpenAI project id `{p}` is not one OpenAI issues (letters, digits, `_`, `-`)"
-            ))),
+            Some(p) => Ok(format!("{}/spend_limit", project_url(base, p)?)),
         }
     }
 
     async fn failed(response: reqwest::Response) -> ShutdownError {
         ShutdownError(http_error(KIND, response).await.to_string())
+    }
+}
+
+/// Whether `id` is shaped like the ids OpenAI issues (`proj_…`, `rl-…`): only those reach a
+/// URL path.
+fn openai_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+/// A project's admin URL.
+fn project_url(base: &str, project: &str) -> Result<String, ShutdownError> {
+    if openai_id(project) {
+        Ok(format!("{base}/v1/organization/projects/{project}"))
+    } else {
+        Err(ShutdownError(format!(
+            "OpenAI project id `{project}` is not one OpenAI issues (letters, digits, `_`, `-`, `.`)"
+        )))
     }
 }
 
@@ -278,6 +290,155 @@ impl ShutdownTarget for OpenAiSpendLimits {
             // deleting a limit that is gone already is what was asked
             (ResourceState::SpendLimit { cents: None }, 404) => Ok(()),
             _ => Err(Self::failed(response).await),
+        }
+    }
+}
+
+/// OpenAI's per-model rate limits of a project (`GET/POST
+/// /v1/organization/projects/{id}/rate_limits[/{rate_limit_id}]`), lowered by a
+/// `reduce_limits` and put back by its recovery.
+pub struct OpenAiRateLimits {
+    pub http: reqwest::Client,
+    /// `https://api.openai.com` in production.
+    pub base_url: String,
+    pub admin_key: Secret,
+}
+
+/// One page of `GET …/rate_limits`.
+#[derive(Deserialize)]
+struct RateLimitPage {
+    data: Vec<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    has_more: bool,
+    #[serde(default)]
+    last_id: Option<String>,
+}
+
+/// OpenAI caps `limit` at 100 per page.
+const RATE_LIMIT_PAGE: usize = 100;
+/// Pages read at most: 10,000 models, far more than OpenAI has.
+const RATE_LIMIT_PAGES: usize = 100;
+
+fn rate_limit(
+    object: &serde_json::Map<String, serde_json::Value>,
+) -> Result<ModelRateLimit, String> {
+    let text = |field: &str| {
+        object
+            .get(field)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or(format!("a rate limit without `{field}`"))
+    };
+    let mut limits = std::collections::BTreeMap::new();
+    for field in OPENAI_RATE_LIMIT_FIELDS {
+        match object.get(field) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(v) => {
+                let value = v
+                    .as_u64()
+                    .ok_or(format!("`{field}` is not a non-negative integer: {v}"))?;
+                limits.insert(field.to_string(), value);
+            }
+        }
+    }
+    Ok(ModelRateLimit {
+        id: text("id")?,
+        model: text("model")?,
+        limits,
+    })
+}
+
+fn provider_error(e: ShutdownError) -> ProviderError {
+    ProviderError::Unavailable {
+        provider: KIND,
+        message: e.0,
+    }
+}
+
+#[async_trait]
+impl ProviderRateLimits for OpenAiRateLimits {
+    async fn rate_limits(&self, project: &str) -> Result<Vec<ModelRateLimit>, ProviderError> {
+        let url = format!(
+            "{}/rate_limits",
+            project_url(self.base_url.trim_end_matches('/'), project).map_err(provider_error)?
+        );
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..RATE_LIMIT_PAGES {
+            let mut query = vec![("limit", RATE_LIMIT_PAGE.to_string())];
+            query.extend(after.take().map(|a| ("after", a)));
+            let response = self
+                .http
+                .get(&url)
+                .query(&query)
+                .bearer_auth(self.admin_key.expose())
+                .send()
+                .await
+                .map_err(|e| transport(KIND, e))?;
+            if !response.status().is_success() {
+                return Err(http_error(KIND, response).await);
+            }
+            let page: RateLimitPage =
+                response
+                    .json()
+                    .await
+                    .map_err(|e| ProviderError::Unavailable {
+                        provider: KIND,
+                        message: format!(
+                            "OpenAI answered rate limits spendguard cannot read: {}",
+                            e.without_url()
+                        ),
+                    })?;
+            for object in &page.data {
+                out.push(
+                    rate_limit(object).map_err(|message| ProviderError::Unavailable {
+                        provider: KIND,
+                        message: format!("OpenAI answered {message}"),
+                    })?,
+                );
+            }
+            match (page.has_more, page.last_id) {
+                (true, Some(last)) => after = Some(last),
+                _ => return Ok(out),
+            }
+        }
+        Err(ProviderError::Unavailable {
+            provider: KIND,
+            message: format!(
+                "more than {} rate limits in project {project}",
+                RATE_LIMIT_PAGE * RATE_LIMIT_PAGES
+            ),
+        })
+    }
+
+    async fn set_rate_limit(
+        &self,
+        project: &str,
+        limit: &ModelRateLimit,
+    ) -> Result<(), ProviderError> {
+        if !openai_id(&limit.id) {
+            return Err(ProviderError::Refused {
+                provider: KIND,
+                message: format!("rate limit id `{}` is not one OpenAI issues", limit.id),
+            });
+        }
+        let url = format!(
+            "{}/rate_limits/{}",
+            project_url(self.base_url.trim_end_matches('/'), project).map_err(provider_error)?,
+            limit.id
+        );
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(self.admin_key.expose())
+            .json(&limit.limits)
+            .send()
+            .await
+            .map_err(|e| transport(KIND, e))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(http_error(KIND, response).await)
         }
     }
 }

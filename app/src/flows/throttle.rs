@@ -1,0 +1,321 @@
+//! Throttling at the provider (`reduce_limits{factor}`): each OpenAI project the scope covers
+//! gets its per-model rate limits scaled by the factor, after they are recorded; the alert's
+//! recovery (a lift at the same factor) puts back exactly the recorded limits, unless someone
+//! changed a model's limits since. One invocation acts on a project at a time (a lease), and
+//! the record says what was done, so replays and concurrent deliveries change nothing twice.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use futures::future::join_all;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::ports::clock::Clock;
+use crate::ports::rate_limits::ProviderRateLimits;
+use crate::ports::store::StateStore;
+use spendguard_domain::records::AuditEntry;
+use spendguard_domain::resources::{openai_limit_project, provider_limits};
+use spendguard_domain::scope::Scope;
+use spendguard_domain::settings::PolicySet;
+use spendguard_domain::throttle::{PutBack, ThrottleRecord, check_factor, put_back};
+
+/// A throttle that was never finished (a crashed invocation) blocks others this long.
+const LEASE: Duration = Duration::minutes(2);
+/// How long a throttle's record is kept (the recovery may come at the end of the period).
+const RECORD_RETENTION: Duration = Duration::days(400);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome", content = "detail")]
+pub enum ThrottleOutcome {
+    /// Every model's limits scaled by `factor`.
+    Lowered {
+        factor: String,
+        models: usize,
+    },
+    /// Lowered already at this factor or a stricter one.
+    AlreadyLowered {
+        factor: String,
+    },
+    /// The recorded limits are back; `left` names the models changed by hand since (left as
+    /// they are) or gone.
+    Restored {
+        models: usize,
+        left: Vec<String>,
+    },
+    /// Lowered by a stricter alert that has not recovered: it stays lowered.
+    StillLowered {
+        factor: String,
+    },
+    /// Nothing spendguard lowered is recorded.
+    NotLowered,
+    /// Another invocation is acting on it right now.
+    InProgress,
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThrottleReport {
+    /// `openai:project:<id>`.
+    pub resource: String,
+    #[serde(flatten)]
+    pub outcome: ThrottleOutcome,
+}
+
+impl ThrottleReport {
+    pub fn failure(&self) -> Option<String> {
+        match &self.outcome {
+            ThrottleOutcome::Failed(why) => Some(format!("{}: {why}", self.resource)),
+            ThrottleOutcome::InProgress => {
+                Some(format!("{}: still in progress elsewhere", self.resource))
+            }
+            _ => None,
+        }
+    }
+}
+
+pub struct Throttle {
+    pub store: Arc<dyn StateStore>,
+    pub clock: Arc<dyn Clock>,
+    pub target: Arc<dyn ProviderRateLimits>,
+    /// How long (ms) to wait between attempts for another invocation's lease on a project.
+    pub lease_waits: &'static [u64],
+}
+
+fn record_key(resource: &str) -> String {
+    format!("throttle#{resource}")
+}
+
+/// The OpenAI projects `scope` covers, by the rule of the providers' spend limits: a project
+/// is on the scope covering every budget and key that names it.
+fn projects_under(policy: &PolicySet, scope: &Scope) -> Vec<(String, String)> {
+    provider_limits(policy)
+        .iter()
+        .filter(|r| scope.contains(&r.scope))
+        .filter_map(|r| openai_limit_project(r).map(|p| (r.id.clone(), p.to_string())))
+        .collect()
+}
+
+impl Throttle {
+    /// Lowers the rate limits of every OpenAI project under `scope` to `factor` of what they
+    /// were (a stricter factor lowers further, from the recorded limits).
+    pub async fn lower(
+        &self,
+        policy: &PolicySet,
+        scope: &Scope,
+        factor: Decimal,
+        actor: &str,
+    ) -> Vec<ThrottleReport> {
+        let projects = projects_under(policy, scope);
+        join_all(projects.into_iter().map(|(resource, project)| async move {
+            let outcome = self
+                .leased(&resource, self.lower_leased(&resource, &project, factor))
+                .await;
+            self.report(resource, outcome, scope, actor, "rate_limits_lowered")
+                .await
+        }))
+        .await
+    }
+
+    /// Puts back the rate limits a throttle at `factor` lowered under `scope`.
+    pub async fn lift(
+        &self,
+        policy: &PolicySet,
+        scope: &Scope,
+        factor: Decimal,
+        actor: &str,
+    ) -> Vec<ThrottleReport> {
+        let projects = projects_under(policy, scope);
+        join_all(projects.into_iter().map(|(resource, project)| async move {
+            let outcome = self
+                .leased(&resource, self.lift_leased(&resource, &project, factor))
+                .await;
+            self.report(resource, outcome, scope, actor, "rate_limits_restored")
+                .await
+        }))
+        .await
+    }
+
+    async fn report(
+        &self,
+        resource: String,
+        outcome: ThrottleOutcome,
+        scope: &Scope,
+        actor: &str,
+        action: &str,
+    ) -> ThrottleReport {
+        let action = match &outcome {
+            ThrottleOutcome::Lowered { .. } | ThrottleOutcome::Restored { .. } => Some(action),
+            ThrottleOutcome::Failed(_) => Some("rate_limits_failed"),
+            _ => None,
+        };
+        if let Some(action) = action {
+            info!(%resource, ?outcome, "{action}");
+            let entry = AuditEntry {
+                id: uuid::Uuid::new_v4().to_string(),
+                at: self.clock.now(),
+                actor: actor.into(),
+                action: action.into(),
+                scope: Some(scope.clone()),
+                detail: json!({"resource": resource, "outcome": outcome}),
+            };
+            if let Err(e) = self.store.append_audit(&entry).await {
+                warn!(%resource, error = %e, "audit entry not written");
+            }
+        }
+        ThrottleReport { resource, outcome }
+    }
+
+    /// Runs `work` holding the project's throttle lease.
+    async fn leased(
+        &self,
+        resource: &str,
+        work: impl Future<Output = Result<ThrottleOutcome, String>>,
+    ) -> ThrottleOutcome {
+        let lease = match crate::lease::exclusive(
+            self.store.as_ref(),
+            self.clock.as_ref(),
+            &format!("throttle:{resource}"),
+            LEASE,
+            self.lease_waits,
+        )
+        .await
+        {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return ThrottleOutcome::InProgress,
+            Err(e) => return ThrottleOutcome::Failed(e.to_string()),
+        };
+        let outcome = work.await.unwrap_or_else(ThrottleOutcome::Failed);
+        if let Err(e) = lease.release().await {
+            warn!(%resource, error = %e, "throttle lease not released; it expires");
+        }
+        outcome
+    }
+
+    async fn record(&self, resource: &str) -> Result<Option<ThrottleRecord>, String> {
+        let text = self
+            .store
+            .get_cached(&record_key(resource), self.clock.now())
+            .await
+            .map_err(|e| format!("reading its recorded limits: {e}"))?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| format!("its recorded limits are unreadable: {e}"))
+        })
+        .transpose()
+    }
+
+    async fn put_record(&self, resource: &str, record: &ThrottleRecord) -> Result<(), String> {
+        let text = serde_json::to_string(record).map_err(|e| e.to_string())?;
+        self.store
+            .put_cached(&record_key(resource), &text, record.at + RECORD_RETENTION)
+            .await
+            .map_err(|e| format!("recording its limits: {e}"))
+    }
+
+    async fn lower_leased(
+        &self,
+        resource: &str,
+        project: &str,
+        factor: Decimal,
+    ) -> Result<ThrottleOutcome, String> {
+        let factor = check_factor(factor).map_err(|e| e.to_string())?;
+        let record = match self.record(resource).await? {
+            Some(r) if !r.lifted && r.applied && r.factor <= factor => {
+                return Ok(ThrottleOutcome::AlreadyLowered {
+                    factor: r.factor.normalize().to_string(),
+                });
+            }
+            // lowered (or being lowered) already: the stricter factor, from the recorded limits
+            Some(r) if !r.lifted => ThrottleRecord {
+                factor: r.factor.min(factor),
+                applied: false,
+                ..r
+            },
+            _ => ThrottleRecord {
+                factor,
+                previous: self
+                    .target
+                    .rate_limits(project)
+                    .await
+                    .map_err(|e| e.to_string())?,
+                at: self.clock.now(),
+                applied: false,
+                lifted: false,
+            },
+        };
+        // recorded before anything changes
+        self.put_record(resource, &record).await?;
+        for before in &record.previous {
+            let lowered = before.scaled(record.factor).map_err(|e| e.to_string())?;
+            self.target
+                .set_rate_limit(project, &lowered)
+                .await
+                .map_err(|e| format!("{}: {e}", before.model))?;
+        }
+        let applied = ThrottleRecord {
+            applied: true,
+            ..record
+        };
+        self.put_record(resource, &applied).await?;
+        Ok(ThrottleOutcome::Lowered {
+            factor: applied.factor.normalize().to_string(),
+            models: applied.previous.len(),
+        })
+    }
+
+    async fn lift_leased(
+        &self,
+        resource: &str,
+        project: &str,
+        factor: Decimal,
+    ) -> Result<ThrottleOutcome, String> {
+        let Some(record) = self.record(resource).await?.filter(|r| !r.lifted) else {
+            return Ok(ThrottleOutcome::NotLowered);
+        };
+        // the same rule as the limit factor: only the recovery of the alert in force lifts it
+        if record.factor != factor {
+            return Ok(ThrottleOutcome::StillLowered {
+                factor: record.factor.normalize().to_string(),
+            });
+        }
+        let now = self
+            .target
+            .rate_limits(project)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut left = Vec::new();
+        for step in put_back(&record, &now).map_err(|e| e.to_string())? {
+            match step {
+                PutBack::Set(before) => self
+                    .target
+                    .set_rate_limit(project, &before)
+                    .await
+                    .map_err(|e| format!("{}: {e}", before.model))?,
+                PutBack::AlreadyBack => {}
+                PutBack::ChangedByHand {
+                    model,
+                    now,
+                    left: l,
+                    ..
+                } => left.push(format!(
+                    "{model}: now {now:?} (spendguard left {l:?}): left as the operator set it"
+                )),
+                PutBack::Gone { model, .. } => {
+                    left.push(format!("{model}: its rate limit is gone at the provider"))
+                }
+            }
+        }
+        let models = record.previous.len();
+        self.put_record(
+            resource,
+            &ThrottleRecord {
+                lifted: true,
+                ..record
+            },
+        )
+        .await?;
+        Ok(ThrottleOutcome::Restored { models, left })
+    }
+}
