@@ -57,6 +57,15 @@ enum Command {
         #[command(flatten)]
         on: operate::On,
     },
+    /// Prove every configured stop could be carried out now, changing nothing: each admin key
+    /// against what it would write, each key at its provider, each secret to withhold, each
+    /// opted-in resource and provider limit. Exits 5 when a stop would fail.
+    Drill {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        on: operate::On,
+    },
     /// Engage a scope's kill switch and stop its keys at their providers (key-guard's code).
     Kill {
         #[arg(long)]
@@ -197,6 +206,8 @@ pub enum Failure {
     ThresholdReached(String),
     /// A kill or shutdown that stopped no key and no resource: exit 4.
     NothingStopped(String),
+    /// The drill found a stop that could not be carried out now: exit 5.
+    StopsBroken(String),
 }
 
 fn main() -> ExitCode {
@@ -224,6 +235,7 @@ fn main() -> ExitCode {
             Command::Check(args) => check::run(args).await,
             Command::Validate { budgets, json } => check::validate(&budgets, json),
             Command::Invoke(args) => invoke::run(args).await,
+            Command::Drill { json, on } => operate::drill(&on, json).await,
             Command::Status { scope, json, on } => {
                 operate::status(&on, scope.as_deref(), json).await
             }
@@ -284,6 +296,10 @@ fn main() -> ExitCode {
         Err(Failure::NothingStopped(m)) => {
             eprintln!("{m}");
             ExitCode::from(4)
+        }
+        Err(Failure::StopsBroken(m)) => {
+            eprintln!("{m}");
+            ExitCode::from(5)
         }
     }
 }

@@ -232,6 +232,40 @@ async fn act(on: &On, local: &Local, function: Function, event: Value) -> Result
     }
 }
 
+/// The stop-path drill on the target: prints what it checked and each problem with its fix.
+pub async fn drill(on: &On, json: bool) -> Result<(), Failure> {
+    let local = on.local().await?;
+    let mut report = act(on, &local, Function::KeyGuard, json!({"action": "drill"})).await?;
+    report["target"] = json!(on.name());
+    let problems = report["problems"].as_array().cloned().unwrap_or_default();
+    if json {
+        println!("{}", pretty(&report));
+    } else {
+        println!(
+            "drill of the {}: {} checks, {} problem(s)",
+            on.name(),
+            report["checked"],
+            problems.len()
+        );
+        for p in &problems {
+            println!(
+                "error: {}: {}\n  help: {}",
+                p["subject"].as_str().unwrap_or_default(),
+                p["problem"].as_str().unwrap_or_default(),
+                p["fix"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::StopsBroken(format!(
+            "error: {} stop(s) could not be carried out now (nothing was changed)",
+            problems.len()
+        )))
+    }
+}
+
 pub async fn kill(on: &On, scope_text: &str, reason: &str, yes: bool) -> Result<(), Failure> {
     let target = scope(scope_text)?;
     let local = on.local().await?;

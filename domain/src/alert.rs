@@ -35,7 +35,13 @@ pub enum AlertKind {
     /// A window of a budget could not be evaluated (an unreadable figure, a currency without a
     /// rate, a renamed AWS budget): nobody would hear of its spend until it is fixed.
     Unevaluable,
+    /// The stop-path drill found a stop that could not be carried out now (a revoked admin key,
+    /// a key gone at its provider, a resource not found): once per problem and day.
+    Drill,
 }
+
+/// The tier name of an [`AlertKind::Drill`] alert.
+pub const DRILL_TIER: &str = "stop_path_drill";
 
 /// The tier name of an [`AlertKind::Unevaluable`] alert (its claim, open alert and recovery).
 pub const UNEVALUABLE_TIER: &str = "budget_unevaluable";
@@ -51,6 +57,12 @@ pub enum AlertDetails {
     None,
     Unevaluable {
         error: String,
+    },
+    /// What the drill could not do, and how to fix it.
+    Drill {
+        subject: String,
+        problem: String,
+        fix: String,
     },
     Anomaly {
         spikes: Vec<Spike>,
@@ -81,6 +93,12 @@ impl AlertDetails {
             error: String,
         }
         #[derive(Deserialize)]
+        struct Drill {
+            subject: String,
+            problem: String,
+            fix: String,
+        }
+        #[derive(Deserialize)]
         struct Anomaly {
             spikes: Vec<Spike>,
             zone: Zone,
@@ -107,6 +125,14 @@ impl AlertDetails {
                 }
             }
             AlertKind::Report => AlertDetails::Report(serde_json::from_value(value).map_err(bad)?),
+            AlertKind::Drill => {
+                let d: Drill = serde_json::from_value(value).map_err(bad)?;
+                AlertDetails::Drill {
+                    subject: d.subject,
+                    problem: d.problem,
+                    fix: d.fix,
+                }
+            }
             AlertKind::Security => {
                 let d: Security = serde_json::from_value(value).map_err(bad)?;
                 AlertDetails::Security {
@@ -487,6 +513,10 @@ impl AlertEvent {
                 "[spendguard] cannot evaluate {} {} {}",
                 self.budget_id, self.window, self.period_key
             ),
+            AlertKind::Drill => format!(
+                "[spendguard] a stop could not be carried out: {}",
+                self.scope
+            ),
         };
         s.truncate(100);
         s
@@ -545,6 +575,7 @@ impl AlertEvent {
             AlertKind::Anomaly | AlertKind::Report | AlertKind::Unevaluable => {
                 KeyOrder::Ignore("anomalies, reports and unevaluable windows order no action")
             }
+            AlertKind::Drill => KeyOrder::Ignore("the stop-path drill reports, it orders nothing"),
         };
         // a recovery lifts what budget-check lowered
         let actor = if matches!(order, KeyOrder::Lift { .. }) {

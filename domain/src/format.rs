@@ -67,6 +67,7 @@ fn marker(e: &AlertEvent) -> &'static str {
         (AlertKind::Report, _) => "📊",
         (AlertKind::Security, _) => "🚨",
         (AlertKind::Unevaluable, _) => "⚠️",
+        (AlertKind::Drill, _) => "🧯",
         (_, Severity::Emergency) => "🔴",
         (_, Severity::Critical) => "🟠",
         (_, Severity::Warning) => "🟡",
@@ -132,6 +133,12 @@ pub fn headline(e: &AlertEvent) -> String {
             e.period_key.trim_start_matches("D#"),
             money(&e.spend)
         ),
+        AlertKind::Drill => match &e.details {
+            AlertDetails::Drill {
+                subject, problem, ..
+            } => format!("STOP PATH BROKEN: {subject}: {problem}"),
+            _ => format!("STOP PATH BROKEN under {}", e.scope),
+        },
     };
     format!("{} {what}", marker(e))
 }
@@ -168,6 +175,24 @@ fn facts(e: &AlertEvent, kill_switch: &str) -> Vec<(&'static str, String)> {
         other => other,
     };
     match kind {
+        AlertKind::Drill => {
+            let (subject, problem, fix) = match &e.details {
+                AlertDetails::Drill {
+                    subject,
+                    problem,
+                    fix,
+                } => (subject.clone(), problem.clone(), fix.clone()),
+                _ => Default::default(),
+            };
+            return vec![
+                ("Scope", e.scope.to_string()),
+                ("What", subject),
+                ("Problem", problem),
+                ("Fix", fix),
+                ("Day", e.period_key.trim_start_matches("D#").to_string()),
+                ("Alert", e.incident_key().to_string()),
+            ];
+        }
         AlertKind::Unevaluable => {
             return vec![
                 ("Budget", e.budget_id.clone()),
@@ -314,7 +339,11 @@ pub fn slack(message: &Message) -> Value {
             kill_switch,
         } if matches!(
             e.kind,
-            AlertKind::Anomaly | AlertKind::Report | AlertKind::Security
+            AlertKind::Anomaly
+                | AlertKind::Report
+                | AlertKind::Security
+                | AlertKind::Unevaluable
+                | AlertKind::Drill
         ) =>
         {
             slack_facts(e, kill_switch)
@@ -324,8 +353,11 @@ pub fn slack(message: &Message) -> Value {
             kill_switch,
         } => {
             let facts = facts(e, kill_switch);
-            let fields: Vec<Value> = facts[2..8]
+            // a budget's facts after its budget and scope (in the section above), at most six
+            let fields: Vec<Value> = facts
                 .iter()
+                .skip(2)
+                .take(6)
                 .map(|(k, v)| json!({"type": "mrkdwn", "text": format!("*{k}*\n{v}")}))
                 .collect();
             let mut context = format!("alert `{}` · kill switch: {kill_switch}", e.incident_key());

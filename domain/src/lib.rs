@@ -9,6 +9,7 @@ pub mod alert;
 pub mod budget;
 pub mod budgets_file;
 pub mod daily;
+pub mod drill;
 pub mod evaluate;
 pub mod forecast;
 pub mod format;

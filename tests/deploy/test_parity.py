@@ -324,6 +324,7 @@ class Parity(unittest.TestCase):
         fixtures = {
             "budget-check": ROOT / "events/budget-check/scheduler.json",
             "alert-fanout": ROOT / "events/alert-fanout/flush-digests.json",
+            "key-guard": ROOT / "events/key-guard/drill.json",
         }
         for name, path in fixtures.items():
             (schedule,) = sam[name]["schedules"]

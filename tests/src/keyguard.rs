@@ -56,6 +56,7 @@ impl KeyGuardWorld {
             gcp_token_url: None,
             gcp_billing_api_url: spendguard_http::gcp::BILLING_API.into(),
             gcp_iam_api_url: spendguard_http::gcp::IAM_API.into(),
+            alerts_topic_arn: None,
             own_function_name: None,
         };
         let handler = app::handler(&config, &sdk).await.expect("key-guard starts");

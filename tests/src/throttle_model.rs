@@ -128,12 +128,15 @@ fn limits_of(rpm: u64, tpm: u64) -> BTreeMap<String, u64> {
     .into()
 }
 
+/// Each model's limits, by rate limit id.
+type Limits = BTreeMap<String, BTreeMap<String, u64>>;
+
 /// What the provider must hold: each model's limits, the throttle in force and what it recorded.
 #[derive(Debug, Clone)]
 struct Model {
-    expected: BTreeMap<String, BTreeMap<String, u64>>,
+    expected: Limits,
     /// (factor, the limits when the first throttle began)
-    throttle: Option<(Decimal, BTreeMap<String, BTreeMap<String, u64>>)>,
+    throttle: Option<(Decimal, Limits)>,
 }
 
 fn scaled(limits: &BTreeMap<String, u64>, factor: Decimal) -> BTreeMap<String, u64> {
@@ -202,18 +205,20 @@ pub async fn run_case(store: Store, ops: &[Op]) -> Result<(), String> {
         );
         model.expected.insert(format!("rl-{m}"), limits);
     }
-    let mut policy = PolicySet::default();
-    policy.keys = vec![KeySpec {
-        id: "k".into(),
-        provider: ProviderKind::Openai,
-        scope: Scope::parse("ai/batch/k").unwrap(),
-        secret_arn: None,
-        key_id: Some("key_k".into()),
-        project_id: Some(PROJECT.into()),
-        user: None,
-        rotation: None,
-        allow_delete: false,
-    }];
+    let policy = PolicySet {
+        keys: vec![KeySpec {
+            id: "k".into(),
+            provider: ProviderKind::Openai,
+            scope: Scope::parse("ai/batch/k").unwrap(),
+            secret_arn: None,
+            key_id: Some("key_k".into()),
+            project_id: Some(PROJECT.into()),
+            user: None,
+            rotation: None,
+            allow_delete: false,
+        }],
+        ..PolicySet::default()
+    };
     let scope = Scope::parse("ai/batch").unwrap();
     let throttle = Throttle {
         store,
@@ -221,7 +226,7 @@ pub async fn run_case(store: Store, ops: &[Op]) -> Result<(), String> {
         target: provider.clone(),
         lease_waits: &[1, 2, 4, 8, 16, 32, 64],
     };
-    let actual = || -> BTreeMap<String, BTreeMap<String, u64>> {
+    let actual = || -> Limits {
         provider
             .limits
             .lock()

@@ -352,7 +352,7 @@ impl KeyGuard {
         }
     }
 
-    fn provider(&self, kind: ProviderKind) -> Option<&Arc<dyn KeyProvider>> {
+    pub(crate) fn provider(&self, kind: ProviderKind) -> Option<&Arc<dyn KeyProvider>> {
         self.providers.iter().find(|p| p.kind() == kind)
     }
 

@@ -1,6 +1,7 @@
 //! The use cases, each over the ports it needs.
 
 pub mod check;
+pub mod drill;
 pub mod fanout;
 pub mod guard;
 pub mod ingest;

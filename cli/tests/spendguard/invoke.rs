@@ -166,6 +166,8 @@ fn expectations(aws: bool) -> Vec<(&'static str, i32, &'static str)> {
         ("alert-fanout/recovery.json", 0, "\"outcome\": \"sent\""),
         ("alert-fanout/anomaly.json", 0, "\"outcome\": \"sent\""),
         ("alert-fanout/report.json", 0, "\"outcome\": \"sent\""),
+        ("alert-fanout/unevaluable.json", 0, "\"outcome\": \"sent\""),
+        ("alert-fanout/drill.json", 0, "\"outcome\": \"sent\""),
         ("alert-fanout/flush-digests.json", 0, "\"digests_sent\""),
         ("daily-aggregate/date.json", 0, "\"days\""),
         ("daily-aggregate/range.json", 0, "\"days\""),
@@ -190,6 +192,7 @@ fn expectations(aws: bool) -> Vec<(&'static str, i32, &'static str)> {
         ("key-guard/shutdown.json", 0, "\"switch\": \"engaged\""),
         ("key-guard/restore.json", 0, "restoring"),
         ("key-guard/status.json", 0, "\"switch\""),
+        ("key-guard/drill.json", 0, "\"checked\""),
         (
             "key-guard/rotation-createSecret.json",
             rotation.0,

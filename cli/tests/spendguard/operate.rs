@@ -129,6 +129,50 @@ async fn budgets_apply_shows_the_diff_and_writes_only_when_confirmed() {
     assert!(text(&again.stdout).contains("already holds exactly this policy"));
 }
 
+/// `spendguard drill`: healthy, exit 0; an admin key Anthropic refuses, exit 5 with the key,
+/// the problem and the fix; nothing is changed either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_names_each_stop_that_would_fail_and_changes_nothing() {
+    let sdk = aws::sdk().await;
+    let (store, table) = aws::new_store(&sdk).await;
+    let policy =
+        spendguard_domain::budgets_file::parse_budgets("b.toml", &BUDGETS.replace("LIMIT", "1000"))
+            .unwrap();
+    store.put_policy(&policy).await.unwrap();
+    let provider = Arc::new(ProviderState::default());
+    provider.add("apikey_r1", true);
+    let anthropic = anthropic_standin(provider.clone()).await;
+    for (admin_key, code) in [("sk-ant-admin-test", 0), ("sk-ant-admin-revoked", 5)] {
+        let admin = aws::secret(&sdk, "anthropic-admin", admin_key).await;
+        let env = [
+            ("SPENDGUARD_TABLE", table.as_str()),
+            ("SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN", admin.as_str()),
+            ("SPENDGUARD_ANTHROPIC_API_URL", anthropic.url.as_str()),
+        ];
+        let out = spendguard(&["drill"], &env);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(code), "{stdout}{stderr}");
+        if code == 0 {
+            assert!(stdout.contains("0 problem(s)"), "{stdout}");
+        } else {
+            assert!(
+                stdout.contains("error: key anthropic-research-r1:") && stdout.contains("401"),
+                "{stdout}"
+            );
+            assert!(stdout.contains("help: check the admin key"), "{stdout}");
+            assert!(
+                stderr.contains("1 stop(s) could not be carried out now"),
+                "{stderr}"
+            );
+        }
+    }
+    assert_eq!(provider.active("apikey_r1"), Some(true));
+    assert!(
+        provider.writes.lock().unwrap().is_empty(),
+        "a drill writes nothing"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_status_restore_and_ack_against_a_deployment() {
     let sdk = aws::sdk().await;

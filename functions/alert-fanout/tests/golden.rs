@@ -116,7 +116,35 @@ pub fn examples() -> Vec<(&'static str, AlertEvent)> {
         ("escalation", escalation),
         ("anomaly", anomaly),
         ("report", report),
+        ("unevaluable", unevaluable_example(&p, now)),
+        ("drill", drill_example(now)),
     ]
+}
+
+/// A monthly window of `openai-prod` that cannot be evaluated.
+fn unevaluable_example(p: &PolicySet, now: DateTime<Utc>) -> AlertEvent {
+    let b = p.budgets.iter().find(|b| b.id == "openai-prod").unwrap();
+    let w = b.window(WindowKind::Monthly).unwrap();
+    let period = spendguard_domain::period::Period::containing(WindowKind::Monthly, b.zone, now);
+    AlertEvent::unevaluable(
+        b,
+        w,
+        &period,
+        "OpenAI's costs answered a currency without a rate: EUR",
+        now,
+    )
+}
+
+/// The stop-path drill finding that Anthropic refuses the admin key spendguard holds.
+fn drill_example(now: DateTime<Utc>) -> AlertEvent {
+    spendguard_domain::drill::DrillProblem {
+        subject: "key anthropic-research-r1".into(),
+        scope: Scope::parse("anthropic/research/key-r1").unwrap(),
+        problem: "its provider refused a read: anthropic: refused: HTTP 401: invalid x-api-key"
+            .into(),
+        fix: "check the admin key (revoked or expired?) and that the key still exists".into(),
+    }
+    .alert(vec!["ops-slack".into(), "oncall-pager".into()], now)
 }
 
 /// The nightly run's two events for 19 Nov: a key that spent 8x its usual day, and the report.
@@ -343,5 +371,5 @@ fn every_fixture_is_an_event_fanout_understands() {
         }
         count += 1;
     }
-    assert_eq!(count, 9);
+    assert_eq!(count, 11);
 }

@@ -6,6 +6,7 @@ use aws_config::SdkConfig;
 use spendguard_app::backends::Backends;
 use spendguard_app::flows::guard::KeyGuard;
 use spendguard_app::flows::rotation::Rotator;
+use spendguard_app::ports::bus::AlertBus;
 use spendguard_app::ports::keys::KeyProvider;
 use spendguard_app::ports::rate_limits::ProviderRateLimits;
 use spendguard_app::ports::secret_versions::SecretVersions;
@@ -14,6 +15,7 @@ use spendguard_app::ports::shutdown::ShutdownTarget;
 use spendguard_aws::iam::IamKeys;
 use spendguard_aws::secret_versions::SecretsManager;
 use spendguard_aws::shutdown::AwsShutdown;
+use spendguard_aws::sns::SnsBus;
 use spendguard_http::gcp::{GcpShutdown, ServiceAccountKey};
 use spendguard_http::keys::anthropic::AnthropicAdmin;
 use spendguard_http::keys::openai::{OpenAiAdmin, OpenAiRateLimits, OpenAiSpendLimits};
@@ -23,13 +25,19 @@ use crate::handler::Handler;
 
 /// key-guard as deployed: AWS IAM keys, the store in DynamoDB, admin keys in Secrets Manager.
 pub async fn handler(config: &Config, sdk: &SdkConfig) -> Result<Handler, SecretError> {
-    handler_with(
+    let mut handler = handler_with(
         config,
         sdk,
         spendguard_aws::backends::deployed(sdk, &config.table),
         AwsKeys::Managed,
     )
-    .await
+    .await?;
+    // the drill's alerts
+    handler.alerts = config
+        .alerts_topic_arn
+        .as_ref()
+        .map(|arn| Arc::new(SnsBus::new(aws_sdk_sns::Client::new(sdk), arn)) as Arc<dyn AlertBus>);
+    Ok(handler)
 }
 
 /// Whether key-guard administers AWS itself: IAM access keys, the secrets it withholds and the
@@ -137,5 +145,6 @@ pub async fn handler_with(
             providers,
             clock,
         },
+        alerts: None,
     })
 }

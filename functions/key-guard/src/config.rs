@@ -21,6 +21,9 @@ pub struct Config {
     pub gcp_token_url: Option<String>,
     pub gcp_billing_api_url: String,
     pub gcp_iam_api_url: String,
+    /// The alerts SNS topic the stop-path drill publishes its problems to
+    /// (`SPENDGUARD_ALERTS_TOPIC_ARN`; without it the drill only reports).
+    pub alerts_topic_arn: Option<String>,
     /// The function's own name (`AWS_LAMBDA_FUNCTION_NAME`, set by Lambda): it and the stack's
     /// other functions are never stopped by a shutdown.
     pub own_function_name: Option<String>,
@@ -47,6 +50,7 @@ impl Config {
                 gcp::BILLING_API.to_string(),
             )?,
             gcp_iam_api_url: env.parsed("SPENDGUARD_GCP_IAM_API_URL", gcp::IAM_API.to_string())?,
+            alerts_topic_arn: env.optional("SPENDGUARD_ALERTS_TOPIC_ARN"),
             own_function_name: env.optional("AWS_LAMBDA_FUNCTION_NAME"),
         };
         check_api_url("SPENDGUARD_ANTHROPIC_API_URL", &config.anthropic_api_url)?;

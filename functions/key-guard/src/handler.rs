@@ -6,9 +6,13 @@ use aws_lambda_events::event::sns::SnsEvent;
 use lambda_runtime::Diagnostic;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
+
+use spendguard_app::flows::drill;
 use spendguard_app::flows::guard::{GuardError, KeyGuard};
 use spendguard_app::flows::rotation::{RotationError, RotationEvent, Rotator};
 use spendguard_app::flows::throttle::ThrottleReport;
+use spendguard_app::ports::bus::AlertBus;
 use spendguard_app::ports::store::StoreError;
 use spendguard_domain::alert::AlertEvent;
 use spendguard_domain::alert::KeyOrder;
@@ -26,6 +30,9 @@ pub enum KeyGuardError {
     Rotation(#[from] RotationError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The drill found problems and could not publish their alerts.
+    #[error("the drill's alerts were not published: {0}")]
+    DrillUnpublished(String),
     /// Some providers' rate limits were not lowered or put back; the retry finishes them.
     #[error("provider rate limits incomplete: {}", .0.join("; "))]
     ThrottleIncomplete(Vec<String>),
@@ -43,6 +50,7 @@ impl From<KeyGuardError> for Diagnostic {
             KeyGuardError::Rotation(r) if r.is_retryable() => "RotationRetryable",
             KeyGuardError::Rotation(_) => "RotationRefused",
             KeyGuardError::ThrottleIncomplete(_) => "ThrottleIncomplete",
+            KeyGuardError::DrillUnpublished(_) => "DrillUnpublished",
         };
         Diagnostic {
             error_type: error_type.into(),
@@ -76,11 +84,16 @@ enum Manual {
     Status {
         scope: String,
     },
+    /// The stop-path drill: reads what every stop would write, changes nothing, and raises one
+    /// critical alert per problem and day (the daily schedule, or `spendguard drill`).
+    Drill,
 }
 
 pub struct Handler {
     pub guard: KeyGuard,
     pub rotator: Rotator,
+    /// Where the drill's alerts go (the alerts topic); without it the drill only reports.
+    pub alerts: Option<Arc<dyn AlertBus>>,
 }
 
 fn scope(text: &str) -> Result<Scope, KeyGuardError> {
@@ -110,7 +123,7 @@ impl Handler {
         }
         let manual: Manual = serde_json::from_value(event).map_err(|e| {
             KeyGuardError::InvalidEvent(format!(
-                "{e}: expected an alert, a rotation step, or {{\"action\": \"disable\" | \"shutdown\" | \"restore\" | \"status\", \"scope\", ...}}"
+                "{e}: expected an alert, a rotation step, or {{\"action\": \"disable\" | \"shutdown\" | \"restore\" | \"status\", \"scope\", ...}} or {{\"action\": \"drill\"}}"
             ))
         })?;
         match manual {
@@ -159,6 +172,28 @@ impl Handler {
                 Ok(serde_json::to_value(report).unwrap_or_default())
             }
             Manual::Status { scope: s } => Ok(self.guard.status(&scope(&s)?).await?),
+            Manual::Drill => {
+                let policy = self.guard.store.load_policy().await?;
+                let report = drill::drill(&self.guard, &policy).await;
+                let raised = match &self.alerts {
+                    Some(bus) => Some(
+                        drill::raise(&self.guard, &policy, &report, bus.as_ref())
+                            .await
+                            .map_err(KeyGuardError::DrillUnpublished)?,
+                    ),
+                    None => None,
+                };
+                info!(
+                    checked = report.checked,
+                    problems = report.problems.len(),
+                    "stop-path drill"
+                );
+                Ok(json!({
+                    "checked": report.checked,
+                    "problems": report.problems,
+                    "alerts_raised": raised,
+                }))
+            }
         }
     }
 

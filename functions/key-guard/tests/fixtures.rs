@@ -28,12 +28,12 @@ fn every_fixture_parses_as_its_trigger() {
             assert!(
                 matches!(
                     v["action"].as_str(),
-                    Some("disable" | "shutdown" | "restore" | "status")
+                    Some("disable" | "shutdown" | "restore" | "status" | "drill")
                 ),
                 "{name}"
             );
         }
         seen += 1;
     }
-    assert_eq!(seen, 11);
+    assert_eq!(seen, 12);
 }

@@ -31,6 +31,7 @@ locals {
       IamAccessKeys         = ["iam:ListAccessKeys", "iam:UpdateAccessKey"]
       IamUserCredentials    = ["iam:ListServiceSpecificCredentials", "iam:UpdateServiceSpecificCredential", "iam:PutUserPolicy", "iam:DeleteUserPolicy"]
       RotateThroughSelf     = ["lambda:InvokeFunction"]
+      PublishAlerts         = ["sns:Publish"]
       GcpShutdownCredential = ["secretsmanager:GetSecretValue"]
       FindOptedIn           = ["tag:GetResources", "ec2:DescribeInstances"]
       ReadDenyRoles         = ["iam:GetRole"]
@@ -108,6 +109,7 @@ locals {
         SPENDGUARD_OPENAI_ADMIN_KEY_ARN    = var.openai_admin_key_arn
         SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN = var.anthropic_admin_key_arn
         SPENDGUARD_GCP_CREDENTIAL_ARN      = var.gcp_shutdown_credential_arn
+        SPENDGUARD_ALERTS_TOPIC_ARN        = aws_sns_topic.alerts.arn
       }
     }
     "budget-webhook" = {
@@ -153,6 +155,12 @@ locals {
       function   = "daily-aggregate"
       expression = var.nightly_schedule
       input      = "{}"
+      max_age    = 3600
+    }
+    "drill" = {
+      function   = "key-guard"
+      expression = var.drill_schedule
+      input      = "{\"action\": \"drill\"}"
       max_age    = 3600
     }
   }

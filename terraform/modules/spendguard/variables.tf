@@ -33,6 +33,16 @@ variable "nightly_schedule" {
   }
 }
 
+variable "drill_schedule" {
+  type        = string
+  description = "When key-guard's stop-path drill proves every configured stop could be carried out (EventBridge Scheduler cron, UTC; a problem alerts once a day)."
+  default     = "cron(0 8 * * ? *)"
+  validation {
+    condition     = can(regex("^cron\\(.+\\)$", var.drill_schedule))
+    error_message = "drill_schedule must be a cron(...) expression."
+  }
+}
+
 variable "usage_secret_arn" {
   type        = string
   description = "Secrets Manager ARN of the usage-report signing secrets (whsec_...)."

@@ -196,6 +196,7 @@ async fn a_stolen_key_is_disabled_by_the_next_scheduled_check() {
             gcp_token_url: None,
             gcp_billing_api_url: spendguard_http::gcp::BILLING_API.into(),
             gcp_iam_api_url: spendguard_http::gcp::IAM_API.into(),
+            alerts_topic_arn: None,
             own_function_name: None,
         },
         &w.sdk,

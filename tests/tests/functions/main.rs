@@ -3,6 +3,7 @@
 //! providers' APIs.
 
 mod budget_check;
+mod drill;
 mod fanout;
 mod faults;
 mod key_guard;
