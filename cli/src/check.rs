@@ -181,6 +181,7 @@ pub async fn run(args: CheckArgs) -> Result<(), Failure> {
         key_usage: Vec::new(),
         clock,
         claim_lease: DEFAULT_CLAIM_LEASE,
+        provider_caps: None,
     };
     let report = checker
         .run(&CheckOptions {

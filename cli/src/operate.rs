@@ -3,6 +3,7 @@
 //! honoured) they read and write its table directly and run key-guard's and alert-fanout's own
 //! code in process; without `--table` they act on the embedded store.
 
+use spendguard_app::flows::caps::CapOutcome;
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -496,6 +497,10 @@ fn by_id(policy: &spendguard_domain::settings::PolicySet) -> Value {
     })
 }
 
+fn dollars(cents: u64) -> String {
+    format!("{}.{:02} USD", cents / 100, cents % 100)
+}
+
 pub async fn budgets_apply(on: &On, file: &std::path::Path, yes: bool) -> Result<(), Failure> {
     let local = on.local().await?;
     let policy = crate::check::load(file)?;
@@ -503,6 +508,40 @@ pub async fn budgets_apply(on: &On, file: &std::path::Path, yes: bool) -> Result
     let current = store.load_policy().await.map_err(run_err)?;
     let mut changes = Vec::new();
     diff("", &by_id(&current), &by_id(&policy), &mut changes);
+    // the providers' own limits the budgets keep (`provider_cap`), read now
+    let caps = match local.cap_keeper().await? {
+        Some(keeper) => {
+            let plan = keeper.plan(&policy).await;
+            for c in &plan {
+                match &c.outcome {
+                    CapOutcome::WouldSet { from } => changes.push(format!(
+                        "provider limit {} (budget {}): {} -> {}",
+                        c.resource,
+                        c.budget,
+                        from.map_or("none".to_string(), dollars),
+                        dollars(c.cents)
+                    )),
+                    CapOutcome::Failed { error } => {
+                        return Err(Failure::Run(format!(
+                            "provider limit {} cannot be read, nothing written: {error}",
+                            c.resource
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            Some(keeper)
+        }
+        None if spendguard_domain::caps::provider_caps(&policy.budgets)
+            .is_ok_and(|c| !c.is_empty()) =>
+        {
+            return Err(Failure::Invalid(format!(
+                "{}: provider_cap needs the OpenAI admin key to show and set the caps: set SPENDGUARD_OPENAI_ADMIN_KEY_ARN (nothing written)",
+                file.display()
+            )));
+        }
+        None => None,
+    };
     if changes.is_empty() {
         println!(
             "{}: the {} already holds exactly this policy",
@@ -517,6 +556,30 @@ pub async fn budgets_apply(on: &On, file: &std::path::Path, yes: bool) -> Result
     }
     confirm(&format!("Apply {} change(s)?", changes.len()), yes)?;
     store.put_policy(&policy).await.map_err(run_err)?;
+    if let Some(keeper) = caps {
+        for c in keeper.keep(&policy, None).await {
+            match c.outcome {
+                CapOutcome::Set { .. } | CapOutcome::Drifted { .. } => {
+                    println!(
+                        "  set provider limit {} to {}",
+                        c.resource,
+                        dollars(c.cents)
+                    )
+                }
+                CapOutcome::Failed { error } => {
+                    return Err(Failure::Run(format!(
+                        "the policy is applied, but provider limit {} was not set: {error} (budget-check sets it on its next run)",
+                        c.resource
+                    )));
+                }
+                CapOutcome::HeldByStop => println!(
+                    "  provider limit {} is held by a stop: its restore puts the cap back",
+                    c.resource
+                ),
+                _ => {}
+            }
+        }
+    }
     println!(
         "{}: applied to the {} — {} budgets, {} keys",
         file.display(),

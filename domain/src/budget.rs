@@ -41,6 +41,10 @@ pub struct Window {
     #[serde(with = "rust_decimal::serde::str")]
     pub limit: Decimal,
     pub tiers: Vec<Tier>,
+    /// The provider's own hard spend limit is kept equal to `limit` (monthly OpenAI windows;
+    /// `domain::caps`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub provider_cap: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

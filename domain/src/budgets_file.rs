@@ -101,6 +101,7 @@ pub fn parse_budgets(file: &str, text: &str) -> Result<PolicySet, ConfigErrors> 
         file,
         text,
         errors: Vec::new(),
+        capped: BTreeMap::new(),
     };
     let set = v.policy(raw);
     if v.errors.is_empty() {
@@ -366,6 +367,7 @@ struct RawWindow {
     limit: Spanned<Amount>,
     #[serde(default)]
     tiers: Vec<Spanned<RawTier>>,
+    provider_cap: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -493,6 +495,8 @@ struct Validator<'a> {
     file: &'a str,
     text: &'a str,
     errors: Vec<ConfigError>,
+    /// Provider limits kept by a budget so far (`provider_cap`): limit id -> budget id.
+    capped: BTreeMap<String, String>,
 }
 
 impl Validator<'_> {
@@ -602,6 +606,7 @@ impl Validator<'_> {
             .security
             .map(|r| self.security(r, &keys))
             .unwrap_or_default();
+
         PolicySet {
             settings: Settings {
                 channels,
@@ -1480,7 +1485,11 @@ impl Validator<'_> {
         }
         let mut windows: Vec<Window> = Vec::new();
         for rw in rb.window {
+            let cap = rw.get_ref().provider_cap.clone();
             if let Some(w) = self.window(rw, &at) {
+                if let Some(cap) = cap.filter(|c| *c.get_ref()) {
+                    self.provider_cap(&w, cap.span(), &id, source.as_ref(), currency, &at);
+                }
                 if windows.iter().any(|x| x.kind == w.kind) {
                     self.error(
                         span.clone(),
@@ -1613,6 +1622,34 @@ impl Validator<'_> {
         ok.then_some(spec)
     }
 
+    /// A window that keeps the provider's limit: one the provider has (monthly, OpenAI, USD,
+    /// whole cents), and no other budget keeps the same limit.
+    fn provider_cap(
+        &mut self,
+        w: &Window,
+        span: Range<usize>,
+        budget_id: &str,
+        source: Option<&SourceSpec>,
+        currency: Option<Currency>,
+        at: &str,
+    ) {
+        let field = format!("{at}.window[{}].provider_cap", w.kind);
+        if let Some(why) = crate::caps::cap_refusal(w, source, currency) {
+            self.error(span, field, why);
+            return;
+        }
+        if let Some(SourceSpec::Openai { project_id }) = source {
+            let id = crate::resources::openai_limit_id(project_id.as_deref());
+            if let Some(other) = self.capped.get(&id) {
+                let why =
+                    format!("budget `{other}` keeps the limit {id} already: keep it in one budget");
+                self.error(span, field, why);
+            } else {
+                self.capped.insert(id, budget_id.to_string());
+            }
+        }
+    }
+
     fn window(&mut self, rw: Spanned<RawWindow>, at: &str) -> Option<Window> {
         let rw = rw.into_inner();
         let kind: WindowKind = match rw.period.get_ref().parse() {
@@ -1689,6 +1726,7 @@ impl Validator<'_> {
             kind,
             limit,
             tiers: tiers.into_iter().map(|(t, _)| t).collect(),
+            provider_cap: rw.provider_cap.is_some_and(|c| *c.get_ref()),
         })
     }
 

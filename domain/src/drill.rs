@@ -58,17 +58,53 @@ impl DrillProblem {
     /// has the same id (one alert), the next day a new one.
     pub fn alert(&self, channels: Vec<String>, now: DateTime<Utc>) -> AlertEvent {
         let day = Period::containing(WindowKind::Daily, Zone::UTC, now);
-        let zero = Money::zero(Currency::USD);
-        let id_of = format!("{}\u{0}{}", self.subject, self.problem);
-        AlertEvent {
-            schema_version: ALERT_SCHEMA_VERSION,
-            alert_id: alert_id(
-                &id_of,
+        let seed = format!("{}\u{0}{}", self.subject, self.problem);
+        self.event(
+            alert_id(
+                &seed,
                 WindowKind::Daily,
                 day.start,
                 DRILL_TIER,
                 Decimal::ZERO,
             ),
+            Severity::Critical,
+            channels,
+            now,
+        )
+    }
+
+    /// The problem's alert once per `occurrence`, whatever the day (a provider cap changed by
+    /// hand: once per change).
+    pub fn alert_once(
+        &self,
+        occurrence: &str,
+        severity: Severity,
+        channels: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> AlertEvent {
+        let seed = format!("{}\u{0}{occurrence}", self.subject);
+        let id = alert_id(
+            &seed,
+            WindowKind::Daily,
+            DateTime::<Utc>::UNIX_EPOCH,
+            DRILL_TIER,
+            Decimal::ZERO,
+        );
+        self.event(id, severity, channels, now)
+    }
+
+    fn event(
+        &self,
+        alert_id: String,
+        severity: Severity,
+        channels: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> AlertEvent {
+        let day = Period::containing(WindowKind::Daily, Zone::UTC, now);
+        let zero = Money::zero(Currency::USD);
+        AlertEvent {
+            schema_version: ALERT_SCHEMA_VERSION,
+            alert_id,
             kind: AlertKind::Drill,
             budget_id: "stop-path-drill".into(),
             scope: self.scope.clone(),
@@ -77,7 +113,7 @@ impl DrillProblem {
             period_start: day.start,
             period_end: day.end,
             tier: DRILL_TIER.into(),
-            severity: Severity::Critical,
+            severity,
             basis: Basis::Actual,
             spend: zero,
             limit: zero,
@@ -87,8 +123,12 @@ impl DrillProblem {
             actions: Vec::new(),
             channels,
             summary: format!(
-                "CRITICAL: a stop of {} could not be carried out now: {}: {}. Fix: {}",
-                self.scope, self.subject, self.problem, self.fix
+                "{}: a stop of {} is not as configured: {}: {}. Fix: {}",
+                severity.as_str().to_uppercase(),
+                self.scope,
+                self.subject,
+                self.problem,
+                self.fix
             ),
             raised_at: now,
             related_alert_id: None,

@@ -163,6 +163,7 @@ mod tests {
             currency: Currency::USD,
             zone: Zone::UTC,
             windows: vec![Window {
+                provider_cap: false,
                 kind: WindowKind::Monthly,
                 limit,
                 tiers,

@@ -8,6 +8,7 @@ pub mod aggregate;
 pub mod alert;
 pub mod budget;
 pub mod budgets_file;
+pub mod caps;
 pub mod daily;
 pub mod drill;
 pub mod evaluate;

@@ -164,6 +164,7 @@ mod tests {
             currency,
             zone: Zone::UTC,
             windows: vec![Window {
+                provider_cap: false,
                 kind,
                 limit: dec!(100),
                 tiers: Vec::<Tier>::new(),

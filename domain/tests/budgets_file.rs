@@ -167,3 +167,36 @@ fn every_invalid_file_gets_one_precise_error() {
         assert!(e.to_string().starts_with(&format!("{name}:{line}:")), "{e}");
     }
 }
+
+#[test]
+fn a_monthly_openai_window_keeps_the_providers_limit_in_whole_cents() {
+    let set = spendguard_domain::budgets_file::parse_budgets(
+        "caps.toml",
+        r#"
+        version = 1
+        [[budget]]
+        id = "openai-prod"
+        scope = "openai/prod"
+        source = { kind = "openai", project_id = "proj_prod" }
+        [[budget.window]]
+        period = "monthly"
+        limit = "1234.56"
+        provider_cap = true
+        tiers = [{ name = "warning", percent = 50 }]
+        [[budget]]
+        id = "openai-org"
+        scope = "openai"
+        source = { kind = "openai" }
+        [[budget.window]]
+        period = "monthly"
+        limit = "5000"
+        tiers = [{ name = "warning", percent = 50 }]
+        "#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let caps = spendguard_domain::caps::provider_caps(&set.budgets).unwrap();
+    assert_eq!(caps.len(), 1, "only the window that asks for it");
+    assert_eq!(caps[0].resource.id, "openai:project:proj_prod");
+    assert_eq!(caps[0].cents, 123_456);
+    assert_eq!(caps[0].budget_id, "openai-prod");
+}

@@ -314,6 +314,7 @@ const OPENAI_RATE_LIMIT_FIELDS: [&str; 6] = [
 ///   `currency` "USD", `interval` "month", nothing else;
 /// - `GET /v1/organization/projects/{p}/rate_limits`, `POST …/rate_limits/{id}` (integer
 ///   `max_*` fields the model has);
+/// - `GET /v1/organization/costs`: nothing spent;
 /// - `GET /v1/models` with a project key (rotation tests).
 ///
 /// Anything else is OpenAI's 404 "Invalid URL". With no spend limit set, GET answers 404 (the
@@ -361,6 +362,11 @@ fn openai_answer(state: &ProviderState, r: &Received) -> Reply {
     let parts: Vec<&str> = rest.split('/').collect();
     let method = r.method.as_str();
     match parts.as_slice() {
+        // the organisation's costs: nothing spent (the caps tests read them through budget-check)
+        ["costs"] if method == "GET" => Reply::json(
+            200,
+            json!({"object": "page", "data": [], "has_more": false, "next_page": null}),
+        ),
         ["spend_limit"] => {
             openai_spend_limit(state, method, "organization", "organization", &r.body)
         }

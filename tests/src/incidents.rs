@@ -881,6 +881,7 @@ fn policy() -> PolicySet {
             currency: Currency::USD,
             zone: Zone::UTC,
             windows: vec![Window {
+                provider_cap: false,
                 kind: WindowKind::Daily,
                 limit: Decimal::from(LIMIT),
                 tiers: vec![Tier {
@@ -1011,6 +1012,7 @@ impl World {
             key_usage: Vec::new(),
             clock: self.clock.clone(),
             claim_lease: spendguard_app::flows::check::DEFAULT_CLAIM_LEASE,
+            provider_caps: None,
         }
     }
 

@@ -9,6 +9,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
+
+use crate::flows::caps::CapReport;
+use crate::ports::shutdown::ShutdownTarget;
 use tracing::{info, warn};
 
 use crate::lease::Claimed;
@@ -149,6 +152,10 @@ pub struct CheckReport {
     pub unevaluable: Vec<String>,
     /// Key-theft and burst detection over every active key (not run for `only`).
     pub security: ScanReport,
+    /// The providers' own limits the budgets keep (`provider_cap`; not run for `only` or a dry
+    /// run).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub provider_caps: Vec<CapReport>,
 }
 
 impl CheckReport {
@@ -218,6 +225,9 @@ pub struct Checker {
     pub key_usage: Vec<Arc<dyn KeyUsageSource>>,
     pub clock: Arc<dyn Clock>,
     pub claim_lease: Duration,
+    /// The provider limits `provider_cap` windows keep (OpenAI's spend limits; none: caps are
+    /// reported as not kept).
+    pub provider_caps: Option<Arc<dyn ShutdownTarget>>,
 }
 
 impl Checker {
@@ -383,6 +393,7 @@ impl Checker {
             unconfigured,
             unevaluable,
             security: ScanReport::default(),
+            provider_caps: Vec::new(),
         };
         Ok((report, observations))
     }

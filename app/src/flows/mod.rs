@@ -1,5 +1,6 @@
 //! The use cases, each over the ports it needs.
 
+pub mod caps;
 pub mod check;
 pub mod drill;
 pub mod fanout;

@@ -125,6 +125,25 @@ fn record_key(resource: &Resource) -> String {
     format!("shutdown#{}", resource.id)
 }
 
+/// Whether a stop holds `resource` now (recorded, not yet restored): whoever else keeps it
+/// (a provider cap) leaves it to the stop's restore.
+pub async fn held_by_stop(
+    store: &dyn StateStore,
+    now: DateTime<Utc>,
+    resource: &Resource,
+) -> Result<bool, ShutdownError> {
+    let text = store
+        .get_cached(&record_key(resource), now)
+        .await
+        .map_err(|e| ShutdownError(format!("reading its stop record: {e}")))?;
+    match text {
+        None => Ok(false),
+        Some(t) => serde_json::from_str::<Record>(&t)
+            .map(|r| !r.restored)
+            .map_err(|e| ShutdownError(format!("its stop record is unreadable: {e}"))),
+    }
+}
+
 /// Stops and restores opted-in resources across targets.
 #[derive(Clone)]
 pub struct Shutdown {

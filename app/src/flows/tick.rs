@@ -4,6 +4,7 @@
 
 use spendguard_domain::settings::PolicySet;
 
+use crate::flows::caps::{CapKeeper, CapOutcome, CapReport};
 use crate::flows::check::{CheckError, CheckOptions, CheckReport, Checker};
 use crate::flows::guard::advance_ramps;
 use crate::flows::security::SecurityScan;
@@ -47,8 +48,58 @@ impl Checker {
             report
                 .failures
                 .extend(report.security.failures.iter().cloned());
+            if !options.dry_run {
+                report.provider_caps = self.keep_caps(policy).await;
+                report
+                    .failures
+                    .extend(
+                        report
+                            .provider_caps
+                            .iter()
+                            .filter_map(|c| match &c.outcome {
+                                CapOutcome::Failed { error } => {
+                                    Some(format!("provider cap {}: {error}", c.resource))
+                                }
+                                _ => None,
+                            }),
+                    );
+            }
         }
         self.record(&report, &observations, options).await?;
         Ok(report)
+    }
+
+    /// Keeps the provider limits the budgets name (`provider_cap`). Without a provider
+    /// configured, each cap is reported failed: the cap the budgets file promises is not kept.
+    pub async fn keep_caps(&self, policy: &PolicySet) -> Vec<CapReport> {
+        let caps = spendguard_domain::caps::provider_caps(&policy.budgets).unwrap_or_default();
+        if caps.is_empty() {
+            return Vec::new();
+        }
+        match &self.provider_caps {
+            Some(target) => {
+                CapKeeper {
+                    store: self.store.clone(),
+                    clock: self.clock.clone(),
+                    target: target.clone(),
+                    lease_waits: &crate::lease::LEASE_WAITS_MS,
+                }
+                .keep(policy, Some(self.bus.as_ref()))
+                .await
+            }
+            None => caps
+                .into_iter()
+                .map(|cap| CapReport {
+                    resource: cap.resource.id,
+                    budget: cap.budget_id,
+                    cents: cap.cents,
+                    outcome: CapOutcome::Failed {
+                        error:
+                            "no OpenAI admin key is configured (SPENDGUARD_OPENAI_ADMIN_KEY_ARN)"
+                                .into(),
+                    },
+                })
+                .collect(),
+        }
     }
 }

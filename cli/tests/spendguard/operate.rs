@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use spendguard_app::flows::caps::CapOutcome;
 use spendguard_app::ports::store::AlertStore;
 use spendguard_app::ports::store::AuditLog;
 use spendguard_app::ports::store::KeyStore;
@@ -15,8 +16,11 @@ use spendguard_app::ports::store::PolicyStore;
 use spendguard_domain::alert::AlertEvent;
 use spendguard_domain::records::{OpenAlert, SwitchState};
 use spendguard_domain::scope::Scope;
-use spendguard_tests::admin_apis::{ProviderState, anthropic_standin};
+use spendguard_tests::admin_apis::{
+    OPENAI_ADMIN_KEY, ProviderState, anthropic_standin, openai_standin,
+};
 use spendguard_tests::aws;
+use spendguard_tests::aws::TopicProbe;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -127,6 +131,131 @@ async fn budgets_apply_shows_the_diff_and_writes_only_when_confirmed() {
     let again = spendguard(&table_args(&[]), &[]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
     assert!(text(&again.stdout).contains("already holds exactly this policy"));
+}
+
+/// Caps as code (issue 22 part 3): `budgets apply` shows OpenAI's project limit in its diff and
+/// sets it; a second apply changes nothing; a change by hand at OpenAI is one drift finding
+/// from budget-check's runs (not one per run), and the limit is set back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_caps_are_applied_kept_and_a_hand_change_is_one_drift_finding() {
+    let sdk = aws::sdk().await;
+    let (_, table) = aws::new_store(&sdk).await;
+    let openai = Arc::new(ProviderState::default());
+    openai.add_in_project("proj_cap", "key_cap");
+    let standin = openai_standin(openai.clone()).await;
+    let admin = aws::secret(&sdk, "openai-admin", OPENAI_ADMIN_KEY).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("budgets.toml");
+    std::fs::write(
+        &file,
+        r#"
+version = 1
+[routing]
+critical = ["log"]
+[[budget]]
+id = "openai-cap"
+scope = "openai/cap"
+source = { kind = "openai", project_id = "proj_cap" }
+[[budget.window]]
+period = "monthly"
+limit = "500"
+provider_cap = true
+tiers = [{ name = "critical", percent = 80 }]
+"#,
+    )
+    .unwrap();
+    let env = [
+        ("SPENDGUARD_TABLE", table.as_str()),
+        ("SPENDGUARD_OPENAI_ADMIN_KEY_ARN", admin.as_str()),
+        ("SPENDGUARD_OPENAI_API_URL", standin.url.as_str()),
+    ];
+    let apply = |extra: &[&str]| {
+        let mut args = vec!["budgets", "apply", file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        spendguard(&args, &env)
+    };
+    const LIMIT: &str = "project:proj_cap";
+
+    // the diff names the provider-side change; without --yes nothing is set
+    let shown = apply(&[]);
+    assert_eq!(shown.status.code(), Some(2), "{}", text(&shown.stderr));
+    assert!(
+        text(&shown.stdout).contains(
+            "provider limit openai:project:proj_cap (budget openai-cap): none -> 500.00 USD"
+        ),
+        "{}",
+        text(&shown.stdout)
+    );
+    assert_eq!(openai.spend_limit(LIMIT), None);
+
+    let applied = apply(&["--yes"]);
+    assert_eq!(applied.status.code(), Some(0), "{}", text(&applied.stderr));
+    assert_eq!(openai.spend_limit(LIMIT), Some(50_000), "in cents");
+    let writes = openai.writes_for(LIMIT).len();
+    let again = apply(&[]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stdout).contains("already holds exactly this policy"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(
+        openai.writes_for(LIMIT).len(),
+        writes,
+        "a second apply sets nothing"
+    );
+
+    // budget-check's runs keep it: a person raises it at OpenAI, twice the same change seen
+    let probe = TopicProbe::new(&sdk).await;
+    let config = budget_check::config::Config {
+        table: table.clone(),
+        alerts_topic_arn: probe.topic_arn.clone(),
+        sources: spendguard_app::env::SourcesConfig {
+            openai_admin_key_arn: Some(admin.clone()),
+            openai_api_url: standin.url.clone(),
+            ..Default::default()
+        },
+        claim_lease_seconds: 300,
+    };
+    let checker = budget_check::app::checker(&config, &sdk).await.unwrap();
+    let check = spendguard_app::flows::check::CheckOptions::default();
+    let quiet = checker.run(&check).await.unwrap();
+    assert_eq!(
+        quiet.provider_caps[0].outcome,
+        CapOutcome::InPlace,
+        "{quiet:?}"
+    );
+    openai.set_spend_limit_by_hand(LIMIT, Some(90_000));
+    let drifted = checker.run(&check).await.unwrap();
+    assert_eq!(
+        drifted.provider_caps[0].outcome,
+        CapOutcome::Drifted { by_hand: 90_000 }
+    );
+    assert_eq!(openai.spend_limit(LIMIT), Some(50_000), "set back");
+    checker.run(&check).await.unwrap();
+    let findings: Vec<Value> = probe
+        .drain()
+        .await
+        .into_iter()
+        .map(|m| serde_json::from_str(m["Message"].as_str().unwrap()).unwrap())
+        .filter(|a: &Value| a["kind"] == "drill")
+        .collect();
+    assert_eq!(
+        findings.len(),
+        1,
+        "one finding for one change: {findings:#?}"
+    );
+    let problem = findings[0]["details"]["problem"].as_str().unwrap();
+    assert!(
+        problem.contains("900.00 USD") && problem.contains("500.00 USD"),
+        "{problem}"
+    );
+    // a second change by hand is a second finding
+    openai.set_spend_limit_by_hand(LIMIT, None);
+    checker.run(&check).await.unwrap();
+    let second: Vec<Value> = probe.drain().await;
+    assert_eq!(second.len(), 1, "{second:#?}");
+    assert_eq!(openai.spend_limit(LIMIT), Some(50_000));
 }
 
 /// `spendguard drill`: healthy, exit 0; an admin key Anthropic refuses, exit 5 with the key,

@@ -9,7 +9,9 @@ use spendguard_app::env::SourcesConfig;
 use spendguard_app::flows::check::Checker;
 use spendguard_app::ports::bus::AlertBus;
 use spendguard_app::ports::secrets::SecretError;
+use spendguard_app::ports::shutdown::ShutdownTarget;
 use spendguard_aws::sns::SnsBus;
+use spendguard_http::keys::openai::OpenAiSpendLimits;
 
 use crate::config::Config;
 
@@ -32,6 +34,17 @@ pub async fn checker_with(
     backends: Backends,
     bus: Arc<dyn AlertBus>,
 ) -> Result<Checker, SecretError> {
+    // `provider_cap` windows keep OpenAI's own spend limits, with the admin key the costs are
+    // read with
+    let provider_caps: Option<Arc<dyn ShutdownTarget>> = match &config.sources.openai_admin_key_arn
+    {
+        Some(arn) => Some(Arc::new(OpenAiSpendLimits {
+            http: reqwest::Client::new(),
+            base_url: config.sources.openai_api_url.clone(),
+            admin_key: backends.vault.read(arn).await?,
+        })),
+        None => None,
+    };
     Ok(Checker {
         sources: all_sources(&config.sources, sdk, &backends).await?,
         key_usage: spendguard_http::sources::key_usage_sources(
@@ -43,6 +56,7 @@ pub async fn checker_with(
         bus,
         clock: backends.clock,
         claim_lease: Duration::seconds(config.claim_lease_seconds),
+        provider_caps,
     })
 }
 

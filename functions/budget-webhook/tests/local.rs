@@ -63,6 +63,7 @@ fn budget(id: &str, source: SourceSpec, kind: WindowKind) -> Budget {
         currency: Currency::USD,
         zone: Zone::UTC,
         windows: vec![Window {
+            provider_cap: false,
             kind,
             limit: 5000.into(),
             tiers: vec![Tier {
@@ -116,6 +117,7 @@ async fn webhook() -> (Webhook, Arc<dyn StateStore>) {
             key_usage: Vec::new(),
             clock: Arc::new(SystemClock),
             claim_lease: DEFAULT_CLAIM_LEASE,
+            provider_caps: None,
         },
         usage_secrets: vec![WebhookSecret::parse(SECRET).unwrap()],
         status_token: Secret::new("status-token"),

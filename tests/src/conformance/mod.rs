@@ -45,6 +45,7 @@ pub fn budget(id: &str, scope: &str, kind: WindowKind, limit: i64) -> Budget {
         currency: Currency::USD,
         zone: Zone::UTC,
         windows: vec![Window {
+            provider_cap: false,
             kind,
             limit: Decimal::from(limit),
             tiers: vec![Tier {

@@ -52,6 +52,7 @@ fn monthly_budget(id: &str, scope: &str, limit: i64) -> Budget {
         currency: Currency::USD,
         zone: Zone::UTC,
         windows: vec![Window {
+            provider_cap: false,
             kind: WindowKind::Monthly,
             limit: Decimal::from(limit),
             tiers: vec![
@@ -380,6 +381,7 @@ async fn alerts_re_arm_in_the_next_period() {
         key_usage: Vec::new(),
         clock: clock.clone(),
         claim_lease: DEFAULT_CLAIM_LEASE,
+        provider_caps: None,
     };
     let budgets = store.load_policy().await.unwrap().budgets;
     ingest_usage(

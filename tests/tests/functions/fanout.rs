@@ -324,6 +324,7 @@ fn paging_budget(id: &str, scope: &str, channels: &[&str]) -> Budget {
         currency: Currency::USD,
         zone: Zone::UTC,
         windows: vec![Window {
+            provider_cap: false,
             kind: WindowKind::Daily,
             limit: Decimal::from(10),
             tiers: vec![
@@ -353,6 +354,7 @@ fn checker(w: &FanoutWorld, topic: &str, clock: Arc<FixedClock>) -> Checker {
         bus: Arc::new(SnsBus::new(aws_sdk_sns::Client::new(&w.sdk), topic)),
         clock,
         claim_lease: DEFAULT_CLAIM_LEASE,
+        provider_caps: None,
     }
 }
 

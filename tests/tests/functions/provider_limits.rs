@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use spendguard_app::flows::caps::CapOutcome;
 use spendguard_domain::alert::AlertEvent;
 use spendguard_domain::budget::Action;
 use spendguard_domain::budgets_file::parse_budgets;
@@ -516,4 +517,71 @@ async fn a_throttle_of_part_of_a_project_leaves_its_rate_limits_alone() {
         out["alerts"][0]["limit_factor"], "0.5",
         "the app-side factor is set"
     );
+}
+
+/// A limit kept as code (`provider_cap`) and stopped by an emergency: budget-check's keeping
+/// leaves it at one cent while the stop holds it, and the restore puts the cap back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_cap_yields_to_a_stop_and_comes_back_with_the_restore() {
+    let policy = parse_budgets(
+        "budgets.toml",
+        r#"
+        version = 1
+        [[budget]]
+        id = "openai-p"
+        scope = "ai/prod"
+        source = { kind = "openai", project_id = "proj_p" }
+        [[budget.window]]
+        period = "monthly"
+        limit = "500"
+        provider_cap = true
+        tiers = [{ name = "emergency", percent = 100, actions = ["disable_keys"] }]
+        "#,
+    )
+    .unwrap();
+    let w = KeyGuardWorld::new(policy.clone()).await;
+    w.openai.add_in_project("proj_p", "key_a");
+    let checker = spendguard_app::flows::check::Checker {
+        store: Arc::new(w.store.clone()),
+        bus: Arc::new(spendguard_local::memory_bus::MemoryBus::default()),
+        sources: Vec::new(),
+        key_usage: Vec::new(),
+        clock: Arc::new(spendguard_app::ports::clock::SystemClock),
+        claim_lease: spendguard_app::flows::check::DEFAULT_CLAIM_LEASE,
+        provider_caps: Some(Arc::new(spendguard_http::keys::openai::OpenAiSpendLimits {
+            http: reqwest::Client::new(),
+            base_url: w.config.openai_api_url.clone(),
+            admin_key: spendguard_domain::secret::Secret::new(
+                spendguard_tests::admin_apis::OPENAI_ADMIN_KEY,
+            ),
+        })),
+    };
+    let kept = checker.keep_caps(&policy).await;
+    assert_eq!(kept[0].outcome, CapOutcome::Set { from: None });
+    assert_eq!(w.openai.spend_limit(PROJECT), Some(50_000));
+
+    w.handler
+        .handle(emergency(
+            "ai/prod",
+            "alert-cap-stop",
+            vec![Action::DisableKeys],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(w.openai.spend_limit(PROJECT), Some(1));
+    let kept = checker.keep_caps(&policy).await;
+    assert_eq!(kept[0].outcome, CapOutcome::HeldByStop);
+    assert_eq!(w.openai.spend_limit(PROJECT), Some(1), "the stop wins");
+
+    w.handler
+        .handle(json!({"action": "restore", "scope": "ai/prod", "actor": "op"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        w.openai.spend_limit(PROJECT),
+        Some(50_000),
+        "the cap is back"
+    );
+    let kept = checker.keep_caps(&policy).await;
+    assert_eq!(kept[0].outcome, CapOutcome::InPlace, "and no drift is seen");
 }
