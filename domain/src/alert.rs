@@ -513,10 +513,13 @@ impl AlertEvent {
                 "[spendguard] cannot evaluate {} {} {}",
                 self.budget_id, self.window, self.period_key
             ),
-            AlertKind::Drill => format!(
-                "[spendguard] a stop could not be carried out: {}",
-                self.scope
-            ),
+            AlertKind::Drill if self.severity >= Severity::Critical => {
+                format!(
+                    "[spendguard] a stop could not be carried out: {}",
+                    self.scope
+                )
+            }
+            AlertKind::Drill => format!("[spendguard] not as configured: {}", self.scope),
         };
         s.truncate(100);
         s

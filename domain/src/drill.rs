@@ -35,7 +35,8 @@ pub struct DrillReport {
 }
 
 /// The channels a drill alert goes to: every channel a budget routes its critical or emergency
-/// tiers to (the people a failed stop would matter to).
+/// tiers to (the people a failed stop would matter to); without any, every channel defined, and
+/// at least the log.
 pub fn drill_channels(policy: &PolicySet) -> Vec<String> {
     let mut channels: Vec<String> = policy
         .budgets
@@ -48,6 +49,12 @@ pub fn drill_channels(policy: &PolicySet) -> Vec<String> {
                 .flat_map(|t| b.channels_for(&t.name))
         })
         .collect();
+    if channels.is_empty() {
+        channels = policy.settings.channels.keys().cloned().collect();
+    }
+    if channels.is_empty() {
+        channels.push("log".into());
+    }
     channels.sort();
     channels.dedup();
     channels
@@ -58,7 +65,8 @@ impl DrillProblem {
     /// has the same id (one alert), the next day a new one.
     pub fn alert(&self, channels: Vec<String>, now: DateTime<Utc>) -> AlertEvent {
         let day = Period::containing(WindowKind::Daily, Zone::UTC, now);
-        let seed = format!("{}\u{0}{}", self.subject, self.problem);
+        // the fix names the kind of problem; the problem's text may carry request ids
+        let seed = format!("{}\u{0}{}", self.subject, self.fix);
         self.event(
             alert_id(
                 &seed,

@@ -133,12 +133,20 @@ pub fn headline(e: &AlertEvent) -> String {
             e.period_key.trim_start_matches("D#"),
             money(&e.spend)
         ),
-        AlertKind::Drill => match &e.details {
-            AlertDetails::Drill {
-                subject, problem, ..
-            } => format!("STOP PATH BROKEN: {subject}: {problem}"),
-            _ => format!("STOP PATH BROKEN under {}", e.scope),
-        },
+        AlertKind::Drill => {
+            // critical: a stop would fail; a warning: a provider cap was changed by hand
+            let what = if e.severity >= Severity::Critical {
+                "STOP PATH BROKEN"
+            } else {
+                "NOT AS CONFIGURED"
+            };
+            match &e.details {
+                AlertDetails::Drill {
+                    subject, problem, ..
+                } => format!("{what}: {subject}: {problem}"),
+                _ => format!("{what} under {}", e.scope),
+            }
+        }
     };
     format!("{} {what}", marker(e))
 }

@@ -21,7 +21,8 @@ use spendguard_domain::budget::Severity;
 use spendguard_domain::caps::{CapRecord, CapStep, ProviderCap, cap_step, provider_caps};
 use spendguard_domain::drill::{DrillProblem, drill_channels};
 use spendguard_domain::records::{Claim, Lease};
-use spendguard_domain::resources::ResourceState;
+use spendguard_domain::resources::{ResourceState, provider_limits};
+use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::PolicySet;
 
 /// A cap's lease (the one a stop takes on the same limit).
@@ -107,8 +108,14 @@ impl CapKeeper {
     ) -> Vec<CapReport> {
         let caps = provider_caps(&policy.budgets).unwrap_or_default();
         let channels = drill_channels(policy);
+        // the scope a stop of each limit is under (ADR 020): its switches hold the limit
+        let stop_scopes = provider_limits(policy);
         join_all(caps.into_iter().map(|cap| {
             let channels = channels.clone();
+            let stop_scope = stop_scopes
+                .iter()
+                .find(|r| r.id == cap.resource.id)
+                .map_or_else(|| cap.resource.scope.clone(), |r| r.scope.clone());
             async move {
                 let lease = match crate::lease::exclusive(
                     self.store.as_ref(),
@@ -131,7 +138,7 @@ impl CapKeeper {
                     }
                 };
                 let outcome = self
-                    .keep_leased(&cap, findings, channels)
+                    .keep_leased(&cap, &stop_scope, findings, channels)
                     .await
                     .unwrap_or_else(|error| CapOutcome::Failed { error });
                 if let Err(e) = lease.release().await {
@@ -146,14 +153,25 @@ impl CapKeeper {
     async fn keep_leased(
         &self,
         cap: &ProviderCap,
+        stop_scope: &Scope,
         findings: Option<&dyn AlertBus>,
         channels: Vec<String>,
     ) -> Result<CapOutcome, String> {
         let now = self.clock.now();
+        // a stop holds it: recorded (its restore puts the cap back), or under a switch that is
+        // engaged or being released (a stop that found it lowered already records nothing)
         if held_by_stop(self.store.as_ref(), now, &cap.resource)
             .await
             .map_err(|e| e.0)?
         {
+            return Ok(CapOutcome::HeldByStop);
+        }
+        let switches = self
+            .store
+            .kill_switches(&stop_scope.rollup())
+            .await
+            .map_err(|e| format!("reading the kill switches over it: {e}"))?;
+        if switches.iter().any(|s| !s.value.state.holding().is_empty()) {
             return Ok(CapOutcome::HeldByStop);
         }
         let current = match self.target.state(&cap.resource).await.map_err(|e| e.0)? {
@@ -223,6 +241,9 @@ impl CapKeeper {
                 Err(e) => return Err(format!("its drift finding was not published: {e}")),
             }
         }
+        // the next generation before the set: a crash after the set must not leave the next
+        // hand change under this generation's claim (at worst one change is reported twice)
+        self.put_record(&key, cap.cents, generation + 1).await?;
         self.target
             .set(
                 &cap.resource,
@@ -232,7 +253,6 @@ impl CapKeeper {
             )
             .await
             .map_err(|e| e.0)?;
-        self.put_record(&key, cap.cents, generation + 1).await?;
         info!(resource = %cap.resource.id, cents = cap.cents, "provider cap set");
         Ok(match drift {
             Some(by_hand) => CapOutcome::Drifted { by_hand },

@@ -132,7 +132,13 @@ async fn check_key(guard: &KeyGuard, spec: &KeySpec) -> (usize, Vec<DrillProblem
 /// Reads everything a stop would write, under `policy`. Changes nothing.
 pub async fn drill(guard: &KeyGuard, policy: &PolicySet) -> DrillReport {
     let root = Scope::root();
-    let keys = join_all(policy.keys.iter().map(|spec| check_key(guard, spec)));
+    // each key as a stop would act on it: after a rotation, the key its secret names
+    let keys = join_all(
+        policy
+            .keys
+            .iter()
+            .map(|spec| async move { check_key(guard, &guard.live(spec).await).await }),
+    );
     let resources = join_all(guard.shutdown_targets.iter().map(|target| {
         let root = &root;
         async move {

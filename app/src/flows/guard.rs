@@ -396,7 +396,7 @@ impl KeyGuard {
     }
 
     /// The key as it is now: its secret names the live key id after a rotation.
-    async fn live(&self, spec: &KeySpec) -> KeySpec {
+    pub(crate) async fn live(&self, spec: &KeySpec) -> KeySpec {
         let mut live = spec.clone();
         if let (Some(arn), Some(secrets)) = (&spec.secret_arn, &self.secrets)
             && let Ok((_, value)) = secrets.current(arn).await
@@ -1407,8 +1407,9 @@ impl KeyGuard {
                 return Ok(KeyOutcome::Interrupted);
             }
             // a stop that died before recording its measures may have done any of them
+            // found out from the live key (after a rotation, the key the stop acted on)
             let undo = if unfinished {
-                self.all_measures(spec, &measures).await
+                self.all_measures(&self.live(spec).await, &measures).await
             } else {
                 measures
             };

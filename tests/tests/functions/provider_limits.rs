@@ -519,6 +519,25 @@ async fn a_throttle_of_part_of_a_project_leaves_its_rate_limits_alone() {
     );
 }
 
+/// A budget check that keeps OpenAI caps at the world's stand-in.
+fn cap_checker(w: &KeyGuardWorld) -> spendguard_app::flows::check::Checker {
+    spendguard_app::flows::check::Checker {
+        store: Arc::new(w.store.clone()),
+        bus: Arc::new(spendguard_local::memory_bus::MemoryBus::default()),
+        sources: Vec::new(),
+        key_usage: Vec::new(),
+        clock: Arc::new(spendguard_app::ports::clock::SystemClock),
+        claim_lease: spendguard_app::flows::check::DEFAULT_CLAIM_LEASE,
+        provider_caps: Some(Arc::new(spendguard_http::keys::openai::OpenAiSpendLimits {
+            http: reqwest::Client::new(),
+            base_url: w.config.openai_api_url.clone(),
+            admin_key: spendguard_domain::secret::Secret::new(
+                spendguard_tests::admin_apis::OPENAI_ADMIN_KEY,
+            ),
+        })),
+    }
+}
+
 /// A limit kept as code (`provider_cap`) and stopped by an emergency: budget-check's keeping
 /// leaves it at one cent while the stop holds it, and the restore puts the cap back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -541,21 +560,7 @@ async fn a_kept_cap_yields_to_a_stop_and_comes_back_with_the_restore() {
     .unwrap();
     let w = KeyGuardWorld::new(policy.clone()).await;
     w.openai.add_in_project("proj_p", "key_a");
-    let checker = spendguard_app::flows::check::Checker {
-        store: Arc::new(w.store.clone()),
-        bus: Arc::new(spendguard_local::memory_bus::MemoryBus::default()),
-        sources: Vec::new(),
-        key_usage: Vec::new(),
-        clock: Arc::new(spendguard_app::ports::clock::SystemClock),
-        claim_lease: spendguard_app::flows::check::DEFAULT_CLAIM_LEASE,
-        provider_caps: Some(Arc::new(spendguard_http::keys::openai::OpenAiSpendLimits {
-            http: reqwest::Client::new(),
-            base_url: w.config.openai_api_url.clone(),
-            admin_key: spendguard_domain::secret::Secret::new(
-                spendguard_tests::admin_apis::OPENAI_ADMIN_KEY,
-            ),
-        })),
-    };
+    let checker = cap_checker(&w);
     let kept = checker.keep_caps(&policy).await;
     assert_eq!(kept[0].outcome, CapOutcome::Set { from: None });
     assert_eq!(w.openai.spend_limit(PROJECT), Some(50_000));
@@ -584,4 +589,40 @@ async fn a_kept_cap_yields_to_a_stop_and_comes_back_with_the_restore() {
     );
     let kept = checker.keep_caps(&policy).await;
     assert_eq!(kept[0].outcome, CapOutcome::InPlace, "and no drift is seen");
+}
+
+/// A stop that found the limit at one cent already (a person lowered it first) records nothing
+/// to restore; the kept cap must still not lift it while the switch is engaged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_cap_waits_for_an_engaged_switch_even_when_the_stop_found_it_lowered() {
+    let policy = parse_budgets(
+        "budgets.toml",
+        r#"
+        version = 1
+        [[budget]]
+        id = "openai-p"
+        scope = "ai/prod"
+        source = { kind = "openai", project_id = "proj_p" }
+        [[budget.window]]
+        period = "monthly"
+        limit = "500"
+        provider_cap = true
+        tiers = [{ name = "emergency", percent = 100, actions = ["disable_keys"] }]
+        "#,
+    )
+    .unwrap();
+    let w = KeyGuardWorld::new(policy.clone()).await;
+    w.openai.add_in_project("proj_p", "key_a");
+    let checker = cap_checker(&w);
+    checker.keep_caps(&policy).await;
+    assert_eq!(w.openai.spend_limit(PROJECT), Some(50_000));
+    // the operator lowers it at OpenAI by hand, then kills the scope
+    w.openai.set_spend_limit_by_hand(PROJECT, Some(1));
+    w.handler
+        .handle(json!({"action": "disable", "scope": "ai/prod", "reason": "leak", "actor": "op"}))
+        .await
+        .unwrap();
+    let kept = checker.keep_caps(&policy).await;
+    assert_eq!(kept[0].outcome, CapOutcome::HeldByStop, "{kept:?}");
+    assert_eq!(w.openai.spend_limit(PROJECT), Some(1), "the stop wins");
 }
