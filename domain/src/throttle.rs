@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::scope::Scope;
+
 /// The `max_*` fields of an OpenAI project rate limit (a model has the ones that apply to it).
 pub const OPENAI_RATE_LIMIT_FIELDS: [&str; 6] = [
     "max_requests_per_1_minute",
@@ -70,40 +72,54 @@ impl ModelRateLimit {
 /// What a throttle of one project recorded before it changed anything. Kept until the lift.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThrottleRecord {
-    /// The factor in force: the strictest of the alerts that lowered it.
-    pub factor: Decimal,
+    /// The factor each scope's alerts ordered (the strictest per scope, as its limit factor):
+    /// the strictest of all is in force.
+    pub factors: BTreeMap<Scope, Decimal>,
+    /// Every factor the limits were set to during this throttle: a model at any of them is as
+    /// spendguard left it (a stricter throttle refused half-way leaves some at the milder one).
+    pub applied_factors: Vec<Decimal>,
     /// Every model's limits before the first throttle.
     pub previous: Vec<ModelRateLimit>,
     pub at: DateTime<Utc>,
-    /// The limits were set (written first, then set, then this): a redelivery sets nothing
-    /// twice, a retry after a crash sets them again.
+    /// The limits were set to the factor in force (written first, then set, then this): a
+    /// redelivery sets nothing twice, a retry after a crash sets them again.
     pub applied: bool,
-    /// Put back by a lift: a later throttle records afresh.
+    /// Put back by the last lift: a later throttle records afresh.
     pub lifted: bool,
+}
+
+impl ThrottleRecord {
+    /// The factor in force: the strictest any scope ordered.
+    pub fn factor(&self) -> Option<Decimal> {
+        self.factors.values().min().copied()
+    }
 }
 
 /// What a lift does to one model's limits, given what the provider has now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutBack {
-    /// Still as the throttle left them: set these (the recorded ones).
+    /// As spendguard left it: set this (the recorded limits, or those of a milder factor
+    /// still in force).
     Set(ModelRateLimit),
-    /// Already as recorded (a lift that was cut short, or never lowered).
+    /// Already as wanted (a lift that was cut short).
     AlreadyBack,
-    /// Changed since the throttle: left as they are.
+    /// Changed since the throttle: left as it is.
     ChangedByHand {
         id: String,
         model: String,
         now: BTreeMap<String, u64>,
-        left: BTreeMap<String, u64>,
     },
     /// The model's rate limit is gone at the provider.
     Gone { id: String, model: String },
 }
 
-/// The lift of a throttle at `record.factor`, model by model, against the limits now.
+/// A lift, model by model, against the limits now: to the recorded limits (`to` is `None`),
+/// or to `to` × them (another scope's throttle is still in force). A model is spendguard's
+/// own when it is at the recorded limits or at any factor this throttle applied.
 pub fn put_back(
     record: &ThrottleRecord,
     now: &[ModelRateLimit],
+    to: Option<Decimal>,
 ) -> Result<Vec<PutBack>, ThrottleError> {
     record
         .previous
@@ -115,17 +131,24 @@ pub fn put_back(
                     model: before.model.clone(),
                 });
             };
-            let left = before.scaled(record.factor)?;
-            Ok(if current.limits == before.limits {
-                PutBack::AlreadyBack
-            } else if current.limits == left.limits {
-                PutBack::Set(before.clone())
+            let wanted = match to {
+                Some(f) => before.scaled(f)?,
+                None => before.clone(),
+            };
+            if current.limits == wanted.limits {
+                return Ok(PutBack::AlreadyBack);
+            }
+            let mut ours = current.limits == before.limits;
+            for f in &record.applied_factors {
+                ours |= current.limits == before.scaled(*f)?.limits;
+            }
+            Ok(if ours {
+                PutBack::Set(wanted)
             } else {
                 PutBack::ChangedByHand {
                     id: before.id.clone(),
                     model: before.model.clone(),
                     now: current.limits.clone(),
-                    left: left.limits,
                 }
             })
         })
@@ -183,7 +206,8 @@ mod tests {
             limit("d", &[("max_requests_per_1_minute", 8)]),
         ];
         let record = ThrottleRecord {
-            factor: dec!(0.5),
+            factors: [(Scope::root(), dec!(0.5))].into(),
+            applied_factors: vec![dec!(0.5)],
             previous: before.clone(),
             at: Utc::now(),
             applied: true,
@@ -194,12 +218,36 @@ mod tests {
             limit("b", &[("max_requests_per_1_minute", 45)]),  // a person's value
             limit("c", &[("max_requests_per_1_minute", 10)]),  // already back
         ];
-        let plan = put_back(&record, &now).unwrap();
+        let plan = put_back(&record, &now, None).unwrap();
         assert_eq!(plan[0], PutBack::Set(before[0].clone()));
-        assert!(matches!(&plan[1], PutBack::ChangedByHand { now, left, .. }
-            if now["max_requests_per_1_minute"] == 45 && left["max_requests_per_1_minute"] == 30));
+        assert!(matches!(&plan[1], PutBack::ChangedByHand { now, .. }
+            if now["max_requests_per_1_minute"] == 45));
         assert_eq!(plan[2], PutBack::AlreadyBack);
         assert!(matches!(&plan[3], PutBack::Gone { id, .. } if id == "d"));
+    }
+
+    #[test]
+    fn a_model_left_at_an_earlier_factor_is_still_spendguards() {
+        let before = vec![limit("a", &[("max_requests_per_1_minute", 400)])];
+        let record = ThrottleRecord {
+            factors: [(Scope::root(), dec!(0.25))].into(),
+            applied_factors: vec![dec!(0.5), dec!(0.25)],
+            previous: before.clone(),
+            at: Utc::now(),
+            applied: false,
+            lifted: false,
+        };
+        // the stricter throttle was refused before reaching this model: it is at 0.5
+        let now = vec![limit("a", &[("max_requests_per_1_minute", 200)])];
+        assert_eq!(
+            put_back(&record, &now, None).unwrap(),
+            vec![PutBack::Set(before[0].clone())]
+        );
+        // relaxed to another scope's 0.5 instead: already there
+        assert_eq!(
+            put_back(&record, &now, Some(dec!(0.5))).unwrap(),
+            vec![PutBack::AlreadyBack]
+        );
     }
 
     proptest! {
@@ -215,9 +263,9 @@ mod tests {
                 .enumerate()
                 .map(|(i, v)| limit(&i.to_string(), &[("max_tokens_per_1_minute", *v)]))
                 .collect();
-            let record = ThrottleRecord { factor, previous: before.clone(), at: Utc::now(), applied: true, lifted: false };
+            let record = ThrottleRecord { factors: [(Scope::root(), factor)].into(), applied_factors: vec![factor], previous: before.clone(), at: Utc::now(), applied: true, lifted: false };
             let now: Vec<_> = before.iter().map(|b| b.scaled(factor).unwrap()).collect();
-            for (put, b) in put_back(&record, &now).unwrap().into_iter().zip(&before) {
+            for (put, b) in put_back(&record, &now, None).unwrap().into_iter().zip(&before) {
                 let restored = match put {
                     PutBack::Set(l) => l,
                     PutBack::AlreadyBack => b.clone(),

@@ -31,6 +31,8 @@ use crate::conformance::Store;
 
 const PROJECT: &str = "proj_m";
 const MODELS: [&str; 3] = ["gpt-4o", "dall-e-3", "tts-1"];
+/// Two scopes whose alerts both cover the project (an organisation's and a team's budget).
+const SCOPES: [&str; 2] = ["ai", "ai/batch"];
 /// The factors alerts order (as budgets files set them).
 pub const FACTORS: [(i64, u32); 4] = [(5, 1), (25, 2), (1, 1), (1, 0)];
 
@@ -45,13 +47,15 @@ pub enum Op {
     /// the write after `fail_after` successful ones (then the delivery is retried: at once, or
     /// with `retry_later` only after the next alert has been handled).
     Lower {
+        scope: usize,
         factor: usize,
         twice: bool,
         fail_after: Option<usize>,
         retry_later: bool,
     },
-    /// The recovery of a `reduce_limits(factor)` alert.
+    /// The recovery of a `reduce_limits(factor)` alert on a scope.
     Lift {
+        scope: usize,
         factor: usize,
         twice: bool,
         fail_after: Option<usize>,
@@ -63,10 +67,10 @@ pub enum Op {
 pub fn ops() -> impl Strategy<Value = Vec<Op>> {
     let fail = proptest::option::weighted(0.25, 0usize..3);
     let op = prop_oneof![
-        4 => (0..FACTORS.len(), any::<bool>(), fail.clone(), any::<bool>())
-            .prop_map(|(factor, twice, fail_after, retry_later)| Op::Lower { factor, twice, fail_after, retry_later }),
-        3 => (0..FACTORS.len(), any::<bool>(), fail)
-            .prop_map(|(factor, twice, fail_after)| Op::Lift { factor, twice, fail_after }),
+        4 => (0..SCOPES.len(), 0..FACTORS.len(), any::<bool>(), fail.clone(), any::<bool>())
+            .prop_map(|(scope, factor, twice, fail_after, retry_later)| Op::Lower { scope, factor, twice, fail_after, retry_later }),
+        3 => (0..SCOPES.len(), 0..FACTORS.len(), any::<bool>(), fail)
+            .prop_map(|(scope, factor, twice, fail_after)| Op::Lift { scope, factor, twice, fail_after }),
         2 => (0..MODELS.len(), 1u64..2000).prop_map(|(model, rpm)| Op::ByHand { model, rpm }),
     ];
     proptest::collection::vec(op, 1..12)
@@ -131,12 +135,14 @@ fn limits_of(rpm: u64, tpm: u64) -> BTreeMap<String, u64> {
 /// Each model's limits, by rate limit id.
 type Limits = BTreeMap<String, BTreeMap<String, u64>>;
 
-/// What the provider must hold: each model's limits, the throttle in force and what it recorded.
-#[derive(Debug, Clone)]
+/// What the provider must hold: each model's limits, and the throttle: each scope's order,
+/// every factor applied, the limits when it began.
+#[derive(Debug, Clone, Default)]
 struct Model {
     expected: Limits,
-    /// (factor, the limits when the first throttle began)
-    throttle: Option<(Decimal, Limits)>,
+    factors: BTreeMap<usize, Decimal>,
+    applied: Vec<Decimal>,
+    base: Option<Limits>,
 }
 
 fn scaled(limits: &BTreeMap<String, u64>, factor: Decimal) -> BTreeMap<String, u64> {
@@ -150,37 +156,54 @@ fn scaled(limits: &BTreeMap<String, u64>, factor: Decimal) -> BTreeMap<String, u
 }
 
 impl Model {
-    fn lower(&mut self, f: Decimal) {
-        match &mut self.throttle {
-            None => {
-                let base = self.expected.clone();
-                self.expected = base
-                    .iter()
-                    .map(|(m, l)| (m.clone(), scaled(l, f)))
-                    .collect();
-                self.throttle = Some((f, base));
-            }
-            Some((g, base)) if f < *g => {
-                *g = f;
-                self.expected = base
-                    .iter()
-                    .map(|(m, l)| (m.clone(), scaled(l, f)))
-                    .collect();
-            }
-            Some(_) => {}
+    fn in_force(&self) -> Option<Decimal> {
+        self.factors.values().min().copied()
+    }
+
+    fn lower(&mut self, scope: usize, f: Decimal) {
+        let base = self
+            .base
+            .get_or_insert_with(|| self.expected.clone())
+            .clone();
+        let before = self.in_force();
+        let ordered = self.factors.get(&scope).map_or(f, |g| (*g).min(f));
+        self.factors.insert(scope, ordered);
+        let to = self.in_force().unwrap();
+        if before != Some(to) {
+            self.expected = base
+                .iter()
+                .map(|(m, l)| (m.clone(), scaled(l, to)))
+                .collect();
+            self.applied.push(to);
         }
     }
 
-    fn lift(&mut self, f: Decimal) {
-        if let Some((g, base)) = &self.throttle
-            && *g == f
-        {
-            for (m, l) in base {
-                if self.expected[m] == scaled(l, f) {
-                    self.expected.insert(m.clone(), l.clone());
-                }
+    fn lift(&mut self, scope: usize, f: Decimal) {
+        let Some(base) = self.base.clone() else {
+            return;
+        };
+        if self.factors.get(&scope) != Some(&f) {
+            return;
+        }
+        self.factors.remove(&scope);
+        let to = self.in_force();
+        for (m, l) in &base {
+            let wanted = to.map_or_else(|| l.clone(), |t| scaled(l, t));
+            let ours = self.expected[m] == *l
+                || self
+                    .applied
+                    .iter()
+                    .any(|a| self.expected[m] == scaled(l, *a));
+            if ours {
+                self.expected.insert(m.clone(), wanted);
             }
-            self.throttle = None;
+        }
+        match to {
+            Some(t) => self.applied.push(t),
+            None => {
+                self.base = None;
+                self.applied.clear();
+            }
         }
     }
 }
@@ -189,10 +212,7 @@ impl Model {
 pub async fn run_case(store: Store, ops: &[Op]) -> Result<(), String> {
     let provider = Arc::new(Provider::default());
     provider.accept.store(usize::MAX, Ordering::SeqCst);
-    let mut model = Model {
-        expected: BTreeMap::new(),
-        throttle: None,
-    };
+    let mut model = Model::default();
     for (i, m) in MODELS.iter().enumerate() {
         let limits = limits_of(100 * (i as u64 + 1) + 7, 30_000 * (i as u64 + 1));
         provider.limits.lock().unwrap().insert(
@@ -219,7 +239,7 @@ pub async fn run_case(store: Store, ops: &[Op]) -> Result<(), String> {
         }],
         ..PolicySet::default()
     };
-    let scope = Scope::parse("ai/batch").unwrap();
+    let scopes: Vec<Scope> = SCOPES.iter().map(|s| Scope::parse(s).unwrap()).collect();
     let throttle = Throttle {
         store,
         clock: Arc::new(FixedClock::new(Utc::now())),
@@ -235,8 +255,8 @@ pub async fn run_case(store: Store, ops: &[Op]) -> Result<(), String> {
             .map(|(id, l)| (id.clone(), l.limits.clone()))
             .collect()
     };
-    let deliver = |lift: bool, f: Decimal| {
-        let (throttle, policy, scope) = (&throttle, &policy, &scope);
+    let deliver = |lift: bool, s: usize, f: Decimal| {
+        let (throttle, policy, scope) = (&throttle, &policy, &scopes[s]);
         async move {
             let reports = if lift {
                 throttle.lift(policy, scope, f, "model").await
@@ -255,25 +275,25 @@ pub async fn run_case(store: Store, ops: &[Op]) -> Result<(), String> {
     let provider_ref = &provider;
     let deliver = &deliver;
     let unfinished = &unfinished;
-    let retry = |lift: bool, f: Decimal| async move {
+    let retry = |lift: bool, s: usize, f: Decimal| async move {
         provider_ref.accept.store(usize::MAX, Ordering::SeqCst);
         for _ in 0..5 {
-            let outcomes = deliver(lift, f).await;
+            let outcomes = deliver(lift, s, f).await;
             if !unfinished(&outcomes) {
                 return Ok(outcomes);
             }
         }
         Err(format!(
-            "still failing after 5 retries: lift {lift} factor {f}"
+            "still failing after 5 retries: lift {lift} scope {s} factor {f}"
         ))
     };
     // a lower whose retry waits for the next alert
-    let mut pending: Option<Decimal> = None;
+    let mut pending: Option<(usize, Decimal)> = None;
     for (step, op) in ops.iter().enumerate() {
-        let (lift, f, twice, fail_after, retry_later) = match op {
+        let (lift, sc, f, twice, fail_after, retry_later) = match op {
             Op::ByHand { model: m, rpm } => {
-                if let Some(p) = pending.take() {
-                    retry(false, p).await?;
+                if let Some((ps, pf)) = pending.take() {
+                    retry(false, ps, pf).await?;
                 }
                 let id = format!("rl-{}", MODELS[*m]);
                 let mut limits = provider.limits.lock().unwrap();
@@ -283,44 +303,46 @@ pub async fn run_case(store: Store, ops: &[Op]) -> Result<(), String> {
                 continue;
             }
             Op::Lower {
+                scope,
                 factor: f,
                 twice,
                 fail_after,
                 retry_later,
-            } => (false, factor(*f), *twice, *fail_after, *retry_later),
+            } => (false, *scope, factor(*f), *twice, *fail_after, *retry_later),
             Op::Lift {
+                scope,
                 factor: f,
                 twice,
                 fail_after,
-            } => (true, factor(*f), *twice, *fail_after, false),
+            } => (true, *scope, factor(*f), *twice, *fail_after, false),
         };
         // a recovery comes after the retry of what it recovers from
-        if lift && let Some(p) = pending.take() {
-            retry(false, p).await?;
+        if lift && let Some((ps, pf)) = pending.take() {
+            retry(false, ps, pf).await?;
         }
         provider
             .accept
             .store(fail_after.unwrap_or(usize::MAX), Ordering::SeqCst);
         let mut outcomes = if twice {
-            let (a, b) = tokio::join!(deliver(lift, f), deliver(lift, f));
+            let (a, b) = tokio::join!(deliver(lift, sc, f), deliver(lift, sc, f));
             a.into_iter().chain(b).collect()
         } else {
-            deliver(lift, f).await
+            deliver(lift, sc, f).await
         };
         provider.accept.store(usize::MAX, Ordering::SeqCst);
         if lift {
-            model.lift(f);
+            model.lift(sc, f);
         } else {
-            model.lower(f);
+            model.lower(sc, f);
         }
         let earlier = pending.take();
         if unfinished(&outcomes) {
             if retry_later && earlier.is_none() {
                 // checked once the retry has run, after the next alert
-                pending = Some(f);
+                pending = Some((sc, f));
                 continue;
             }
-            outcomes = retry(lift, f)
+            outcomes = retry(lift, sc, f)
                 .await
                 .map_err(|e| format!("step {step}: {e}"))?;
         }
@@ -332,8 +354,8 @@ pub async fn run_case(store: Store, ops: &[Op]) -> Result<(), String> {
                 model.expected
             ));
         }
-        if let Some(p) = earlier {
-            retry(false, p)
+        if let Some((ps, pf)) = earlier {
+            retry(false, ps, pf)
                 .await
                 .map_err(|e| format!("step {step}: {e}"))?;
         }
@@ -345,8 +367,8 @@ pub async fn run_case(store: Store, ops: &[Op]) -> Result<(), String> {
             ));
         }
     }
-    if let Some(p) = pending {
-        retry(false, p).await?;
+    if let Some((ps, pf)) = pending {
+        retry(false, ps, pf).await?;
         if actual() != model.expected {
             return Err(format!(
                 "after the last retry:\n  provider {:?}\n  model    {:?}",

@@ -4,6 +4,7 @@
 //! changed a model's limits since. One invocation acts on a project at a time (a lease), and
 //! the record says what was done, so replays and concurrent deliveries change nothing twice.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Duration;
@@ -48,6 +49,12 @@ pub enum ThrottleOutcome {
     /// Lowered by a stricter alert that has not recovered: it stays lowered.
     StillLowered {
         factor: String,
+    },
+    /// This scope's order is lifted; another scope's, milder, is still in force: relaxed to
+    /// it (`left`: models changed by hand, or gone).
+    Relaxed {
+        factor: String,
+        left: Vec<String>,
     },
     /// Nothing spendguard lowered is recorded.
     NotLowered,
@@ -111,7 +118,10 @@ impl Throttle {
         let projects = projects_under(policy, scope);
         join_all(projects.into_iter().map(|(resource, project)| async move {
             let outcome = self
-                .leased(&resource, self.lower_leased(&resource, &project, factor))
+                .leased(
+                    &resource,
+                    self.lower_leased(&resource, &project, scope, factor),
+                )
                 .await;
             self.report(resource, outcome, scope, actor, "rate_limits_lowered")
                 .await
@@ -130,7 +140,10 @@ impl Throttle {
         let projects = projects_under(policy, scope);
         join_all(projects.into_iter().map(|(resource, project)| async move {
             let outcome = self
-                .leased(&resource, self.lift_leased(&resource, &project, factor))
+                .leased(
+                    &resource,
+                    self.lift_leased(&resource, &project, scope, factor),
+                )
                 .await;
             self.report(resource, outcome, scope, actor, "rate_limits_restored")
                 .await
@@ -147,7 +160,9 @@ impl Throttle {
         action: &str,
     ) -> ThrottleReport {
         let action = match &outcome {
-            ThrottleOutcome::Lowered { .. } | ThrottleOutcome::Restored { .. } => Some(action),
+            ThrottleOutcome::Lowered { .. }
+            | ThrottleOutcome::Restored { .. }
+            | ThrottleOutcome::Relaxed { .. } => Some(action),
             ThrottleOutcome::Failed(_) => Some("rate_limits_failed"),
             _ => None,
         };
@@ -218,23 +233,15 @@ impl Throttle {
         &self,
         resource: &str,
         project: &str,
+        scope: &Scope,
         factor: Decimal,
     ) -> Result<ThrottleOutcome, String> {
         let factor = check_factor(factor).map_err(|e| e.to_string())?;
-        let record = match self.record(resource).await? {
-            Some(r) if !r.lifted && r.applied && r.factor <= factor => {
-                return Ok(ThrottleOutcome::AlreadyLowered {
-                    factor: r.factor.normalize().to_string(),
-                });
-            }
-            // lowered (or being lowered) already: the stricter factor, from the recorded limits
-            Some(r) if !r.lifted => ThrottleRecord {
-                factor: r.factor.min(factor),
-                applied: false,
-                ..r
-            },
-            _ => ThrottleRecord {
-                factor,
+        let mut record = match self.record(resource).await?.filter(|r| !r.lifted) {
+            Some(r) => r,
+            None => ThrottleRecord {
+                factors: BTreeMap::new(),
+                applied_factors: Vec::new(),
                 previous: self
                     .target
                     .rate_limits(project)
@@ -245,23 +252,40 @@ impl Throttle {
                 lifted: false,
             },
         };
+        let in_force = record.factor();
+        // this scope's strictest order, as its limit factor keeps
+        let ordered = record
+            .factors
+            .get(scope)
+            .map_or(factor, |f| (*f).min(factor));
+        record.factors.insert(scope.clone(), ordered);
+        let to = record.factor().unwrap_or(factor);
+        if record.applied && in_force == Some(to) {
+            // replays, and milder orders, change nothing at the provider (a milder order is
+            // still recorded: it holds the throttle once the stricter one recovers)
+            self.put_record(resource, &record).await?;
+            return Ok(ThrottleOutcome::AlreadyLowered {
+                factor: to.normalize().to_string(),
+            });
+        }
+        if !record.applied_factors.contains(&to) {
+            record.applied_factors.push(to);
+        }
+        record.applied = false;
         // recorded before anything changes
         self.put_record(resource, &record).await?;
         for before in &record.previous {
-            let lowered = before.scaled(record.factor).map_err(|e| e.to_string())?;
+            let lowered = before.scaled(to).map_err(|e| e.to_string())?;
             self.target
                 .set_rate_limit(project, &lowered)
                 .await
                 .map_err(|e| format!("{}: {e}", before.model))?;
         }
-        let applied = ThrottleRecord {
-            applied: true,
-            ..record
-        };
-        self.put_record(resource, &applied).await?;
+        record.applied = true;
+        self.put_record(resource, &record).await?;
         Ok(ThrottleOutcome::Lowered {
-            factor: applied.factor.normalize().to_string(),
-            models: applied.previous.len(),
+            factor: to.normalize().to_string(),
+            models: record.previous.len(),
         })
     }
 
@@ -269,53 +293,63 @@ impl Throttle {
         &self,
         resource: &str,
         project: &str,
+        scope: &Scope,
         factor: Decimal,
     ) -> Result<ThrottleOutcome, String> {
-        let Some(record) = self.record(resource).await?.filter(|r| !r.lifted) else {
+        let Some(mut record) = self.record(resource).await?.filter(|r| !r.lifted) else {
             return Ok(ThrottleOutcome::NotLowered);
         };
-        // the same rule as the limit factor: only the recovery of the alert in force lifts it
-        if record.factor != factor {
+        // the same rule as the limit factor: only the recovery of this scope's order in force
+        // lifts it
+        if record.factors.get(scope) != Some(&factor) {
             return Ok(ThrottleOutcome::StillLowered {
-                factor: record.factor.normalize().to_string(),
+                factor: record
+                    .factor()
+                    .map_or_else(String::new, |f| f.normalize().to_string()),
             });
         }
+        record.factors.remove(scope);
+        // another scope's order still in force: relaxed to it, else back to the recorded limits
+        let to = record.factor();
         let now = self
             .target
             .rate_limits(project)
             .await
             .map_err(|e| e.to_string())?;
         let mut left = Vec::new();
-        for step in put_back(&record, &now).map_err(|e| e.to_string())? {
+        for step in put_back(&record, &now, to).map_err(|e| e.to_string())? {
             match step {
-                PutBack::Set(before) => self
+                PutBack::Set(limit) => self
                     .target
-                    .set_rate_limit(project, &before)
+                    .set_rate_limit(project, &limit)
                     .await
-                    .map_err(|e| format!("{}: {e}", before.model))?,
+                    .map_err(|e| format!("{}: {e}", limit.model))?,
                 PutBack::AlreadyBack => {}
-                PutBack::ChangedByHand {
-                    model,
-                    now,
-                    left: l,
-                    ..
-                } => left.push(format!(
-                    "{model}: now {now:?} (spendguard left {l:?}): left as the operator set it"
-                )),
+                PutBack::ChangedByHand { model, now, .. } => {
+                    left.push(format!("{model}: now {now:?}: left as the operator set it"))
+                }
                 PutBack::Gone { model, .. } => {
                     left.push(format!("{model}: its rate limit is gone at the provider"))
                 }
             }
         }
         let models = record.previous.len();
-        self.put_record(
-            resource,
-            &ThrottleRecord {
-                lifted: true,
-                ..record
-            },
-        )
-        .await?;
-        Ok(ThrottleOutcome::Restored { models, left })
+        match to {
+            Some(f) => {
+                if !record.applied_factors.contains(&f) {
+                    record.applied_factors.push(f);
+                }
+                self.put_record(resource, &record).await?;
+                Ok(ThrottleOutcome::Relaxed {
+                    factor: f.normalize().to_string(),
+                    left,
+                })
+            }
+            None => {
+                record.lifted = true;
+                self.put_record(resource, &record).await?;
+                Ok(ThrottleOutcome::Restored { models, left })
+            }
+        }
     }
 }
