@@ -101,6 +101,9 @@ pub enum Measure {
     SecretWithheld { previous_version: String },
     /// Deleted at the provider (OpenAI, opt-in): permanent.
     ProviderDeleted,
+    /// The key was off at its provider before the stop (a person switched it off): the stop
+    /// took the other measures only, and the restore leaves the key off.
+    ProviderAlreadyOff,
     /// The IAM user's service-specific credentials (Amazon Bedrock API keys) that were active,
     /// set Inactive. Recorded before they are changed, so a restore turns back exactly these.
     ServiceCredentialsDisabled { ids: Vec<String> },

@@ -295,6 +295,8 @@ fn measure_name(m: &Measure) -> &'static str {
         Measure::ProviderDisabled => "provider_disabled",
         Measure::SecretWithheld { .. } => "secret_withheld",
         Measure::ProviderDeleted => "provider_deleted",
+        // in place of disabling it: a measure by that name is never taken again
+        Measure::ProviderAlreadyOff => "provider_disabled",
         Measure::ServiceCredentialsDisabled { .. } => "service_credentials_disabled",
         Measure::SessionsRevoked { .. } => "sessions_revoked",
     }
@@ -914,7 +916,16 @@ impl KeyGuard {
                         .map_err(|e| StoreError::Unavailable(format!("{}: {e}", live.provider)))?,
                     _ => false,
                 };
-                if off_already {
+                // an IAM key off already still leaves its user's Bedrock keys and sessions: those
+                // are stopped, the key itself is left as its owner set it
+                if off_already && live.provider == ProviderKind::AwsIam {
+                    (
+                        vec![incident.to_string()],
+                        vec![Measure::ProviderAlreadyOff],
+                        None,
+                        record.version,
+                    )
+                } else if off_already {
                     if !matches!(record.status, KeyStatus::DisabledElsewhere { .. }) {
                         self.store
                             .put_key_status(
@@ -925,8 +936,9 @@ impl KeyGuard {
                             .await?;
                     }
                     return Ok(KeyOutcome::DisabledElsewhere);
+                } else {
+                    (vec![incident.to_string()], Vec::new(), None, record.version)
                 }
-                (vec![incident.to_string()], Vec::new(), None, record.version)
             }
         };
         // the intent, before any provider call
@@ -1517,6 +1529,12 @@ impl KeyGuard {
                     notes.push("deleted at OpenAI (permanent): issue a new key".to_string());
                     Ok(())
                 }
+                Measure::ProviderAlreadyOff => {
+                    notes.push(
+                        "the key was off before the stop: left off, as its owner set it".into(),
+                    );
+                    Ok(())
+                }
                 Measure::ServiceCredentialsDisabled { ids } => {
                     self.enable_service_credentials(&live, ids, &mut notes)
                         .await
@@ -1541,9 +1559,15 @@ impl KeyGuard {
                 return Ok(KeyOutcome::Failed(why));
             }
         }
-        self.store
-            .put_key_status(&spec.id, &KeyStatus::Active, version)
-            .await?;
+        // a key that was off before the stop is off still: as it was found
+        let status = if measures.contains(&Measure::ProviderAlreadyOff) {
+            KeyStatus::DisabledElsewhere {
+                seen_at: self.clock.now(),
+            }
+        } else {
+            KeyStatus::Active
+        };
+        self.store.put_key_status(&spec.id, &status, version).await?;
         self.audit(
             "key_restored",
             actor,

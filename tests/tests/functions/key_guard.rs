@@ -1684,3 +1684,56 @@ async fn a_stop_that_dies_after_turning_off_bedrock_keys_still_has_them_restored
         None
     );
 }
+
+/// Review finding: switching the access key off by hand is a common first response to a leak,
+/// and left the user's Bedrock keys and older sessions untouched (the key was only "disabled
+/// elsewhere"). The stop now takes those measures too, and the restore undoes only them: the
+/// access key stays off, as its owner left it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iam_key_already_off_still_has_its_users_bedrock_keys_and_sessions_stopped() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    let user = aws::unique("bedrock-off");
+    let (access_key, _) = w.iam_key(&user).await;
+    let bedrock = w.bedrock_key(&user).await;
+    w.iam
+        .update_access_key()
+        .user_name(&user)
+        .access_key_id(&access_key)
+        .status(aws_sdk_iam::types::StatusType::Inactive)
+        .send()
+        .await
+        .unwrap();
+    w.register(vec![KeySpec {
+        user: Some(user.clone()),
+        key_id: Some(access_key.clone()),
+        ..key("iam-off", ProviderKind::AwsIam, "team/o/aws")
+    }])
+    .await;
+    let policy = format!("spendguard-revoke-sessions-{access_key}");
+    w.handler
+        .handle(emergency("team/o", "inc-off", vec![Action::DisableKeys]))
+        .await
+        .unwrap();
+    assert!(
+        !w.bedrock_active(&user, &bedrock).await,
+        "the Bedrock key is off"
+    );
+    assert!(
+        w.user_policy(&user, &policy).await.is_some(),
+        "older sessions denied"
+    );
+    w.handler
+        .handle(json!({"action": "restore", "scope": "team/o", "actor": "op"}))
+        .await
+        .unwrap();
+    assert!(w.bedrock_active(&user, &bedrock).await);
+    assert_eq!(w.user_policy(&user, &policy).await, None);
+    assert!(
+        !w.iam_active(&user, &access_key).await,
+        "the access key stays off: spendguard did not switch it off"
+    );
+    assert!(matches!(
+        status(&w, "iam-off").await,
+        KeyStatus::DisabledElsewhere { .. }
+    ));
+}
