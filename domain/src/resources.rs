@@ -27,6 +27,9 @@ pub enum ResourceKind {
     /// OpenAI's hard spend limit of a project or of the organisation: part of stopping the
     /// keys of a scope that covers it (ADR 020), not only of a `shutdown`.
     OpenaiSpendLimit,
+    /// Anthropic's monthly spend limit of a workspace or of the organisation (early access,
+    /// opt-in): stopped like OpenAI's.
+    AnthropicSpendLimit,
 }
 
 impl ResourceKind {
@@ -44,6 +47,8 @@ impl ResourceKind {
             ResourceKind::OpenaiSpendLimit => ResourceState::SpendLimit {
                 cents: Some(MIN_OPENAI_LIMIT_CENTS),
             },
+            // Anthropic takes any non-negative amount: nothing more may be spent
+            ResourceKind::AnthropicSpendLimit => ResourceState::SpendLimit { cents: Some(0) },
         }
     }
 }
@@ -57,6 +62,20 @@ pub fn openai_limit_id(project: Option<&str>) -> String {
         Some(p) => format!("openai:project:{p}"),
         None => "openai:organization".into(),
     }
+}
+
+/// The id of an Anthropic spend limit resource: `anthropic:organization` or
+/// `anthropic:workspace:<id>`.
+pub fn anthropic_limit_id(workspace: Option<&str>) -> String {
+    match workspace {
+        Some(w) => format!("anthropic:workspace:{w}"),
+        None => "anthropic:organization".into(),
+    }
+}
+
+/// The Anthropic workspace a spend limit resource is on (`None`: the organisation's).
+pub fn anthropic_limit_workspace(resource: &Resource) -> Option<&str> {
+    resource.id.strip_prefix("anthropic:workspace:")
 }
 
 /// The OpenAI project a spend limit resource is on (`None`: the organisation's).
@@ -80,10 +99,18 @@ pub fn provider_limits(policy: &PolicySet) -> Vec<Resource> {
     };
     let organisation = openai_limit_id(None);
     let mut openai_scopes = Vec::new();
+    let mut anthropic_scopes = Vec::new();
     for budget in &policy.budgets {
-        if let SourceSpec::Openai { project_id } = &budget.source {
-            name(openai_limit_id(project_id.as_deref()), &budget.scope);
-            openai_scopes.push(&budget.scope);
+        match &budget.source {
+            SourceSpec::Openai { project_id } => {
+                name(openai_limit_id(project_id.as_deref()), &budget.scope);
+                openai_scopes.push(&budget.scope);
+            }
+            SourceSpec::Anthropic { workspace_id } => {
+                name(anthropic_limit_id(workspace_id.as_deref()), &budget.scope);
+                anthropic_scopes.push(&budget.scope);
+            }
+            _ => {}
         }
     }
     for key in &policy.keys {
@@ -93,16 +120,29 @@ pub fn provider_limits(policy: &PolicySet) -> Vec<Resource> {
             }
             openai_scopes.push(&key.scope);
         }
+        if key.provider == ProviderKind::Anthropic {
+            anthropic_scopes.push(&key.scope);
+        }
     }
-    if let Some(org) = named.get_mut(&organisation) {
-        for scope in openai_scopes {
-            *org = common_ancestor(org, scope);
+    // an organisation's limit stops every project (workspace) and key of the provider
+    for (org, scopes) in [
+        (organisation, openai_scopes),
+        (anthropic_limit_id(None), anthropic_scopes),
+    ] {
+        if let Some(o) = named.get_mut(&org) {
+            for scope in scopes {
+                *o = common_ancestor(o, scope);
+            }
         }
     }
     named
         .into_iter()
         .map(|(id, scope)| Resource {
-            kind: ResourceKind::OpenaiSpendLimit,
+            kind: if id.starts_with("anthropic:") {
+                ResourceKind::AnthropicSpendLimit
+            } else {
+                ResourceKind::OpenaiSpendLimit
+            },
             id,
             scope,
         })

@@ -187,10 +187,27 @@ pub async fn anthropic_standin(state: Arc<ProviderState>) -> StandIn {
             if r.header("x-api-key") != Some(ANTHROPIC_ADMIN_KEY) {
                 return anthropic_error(401, "authentication_error", "invalid x-api-key: an admin key is required");
             }
-            if r.method != "POST" {
+            return match r.method.as_str() {
+                "POST" => anthropic_set_spend_limit(&state, &r.body),
+                "GET" => anthropic_list_spend_limits(&state, &r.query),
+                _ => anthropic_error(405, "invalid_request_error", "method not allowed"),
+            };
+        }
+        if let Some(id) = r.path.strip_prefix("/v1/organizations/spend_limits/") {
+            if r.header("x-api-key") != Some(ANTHROPIC_ADMIN_KEY) {
+                return anthropic_error(401, "authentication_error", "invalid x-api-key: an admin key is required");
+            }
+            if r.method != "DELETE" {
                 return anthropic_error(405, "invalid_request_error", "method not allowed");
             }
-            return anthropic_set_spend_limit(&state, &r.body);
+            let mut limits = state.spend_limits.lock().unwrap();
+            let Some(target) = limits.keys().find(|t| anthropic_limit_id(t) == id).cloned() else {
+                return anthropic_error(404, "not_found_error", "no such spend limit");
+            };
+            limits.remove(&target);
+            drop(limits);
+            state.writes.lock().unwrap().push((target, "spend_limit deleted".into()));
+            return Reply::json(200, json!({"id": id, "type": "spend_limit_deleted"}));
         }
         let Some(id) = r.path.strip_prefix("/v1/organizations/api_keys/") else {
             return anthropic_error(404, "not_found_error", "Not found");
@@ -223,6 +240,70 @@ pub async fn anthropic_standin(state: Arc<ProviderState>) -> StandIn {
         }
     })
     .await
+}
+
+/// The id the stand-in gives the spend limit of `target` (`organization`, `workspace:<id>`).
+fn anthropic_limit_id(target: &str) -> String {
+    format!("spl_{}", target.replace([':', '-'], "_"))
+}
+
+/// The scope object of a stand-in target.
+fn anthropic_scope(target: &str) -> Value {
+    match target.strip_prefix("workspace:") {
+        Some(w) => json!({"type": "workspace", "workspace_id": w}),
+        None => json!({"type": "organization"}),
+    }
+}
+
+/// `GET /v1/organizations/spend_limits` (`scope_type`, `workspace_id`, `limit`, `page`): the
+/// organisation's monthly limits, one page (the stand-in holds few).
+fn anthropic_list_spend_limits(state: &ProviderState, query: &str) -> Reply {
+    let mut scope_type = None;
+    let mut workspace = None;
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "scope_type" if matches!(value.as_ref(), "organization" | "workspace") => {
+                scope_type = Some(value.into_owned())
+            }
+            "scope_type" => {
+                return anthropic_error(
+                    400,
+                    "invalid_request_error",
+                    &format!("scope_type: `{value}` does not apply to this organization"),
+                );
+            }
+            "workspace_id" => workspace = Some(value.into_owned()),
+            "limit" if value.parse::<u32>().is_ok_and(|n| (1..=1000).contains(&n)) => {}
+            "page" => {}
+            other => {
+                return anthropic_error(
+                    400,
+                    "invalid_request_error",
+                    &format!("{other}: unexpected query parameter"),
+                );
+            }
+        }
+    }
+    let data: Vec<Value> = state
+        .spend_limits
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(target, _)| {
+            let scope = anthropic_scope(target);
+            scope_type.as_deref().is_none_or(|t| scope["type"] == t)
+                && workspace.as_deref().is_none_or(|w| scope["workspace_id"] == w)
+        })
+        .map(|(target, cents)| {
+            json!({"type": "spend_limit", "id": anthropic_limit_id(target), "amount": cents.to_string(),
+                   "currency": "USD", "is_enabled": true, "period": "monthly",
+                   "scope": anthropic_scope(target), "created_at": "2026-11-01T00:00:00Z"})
+        })
+        .collect();
+    Reply::json(
+        200,
+        json!({"data": data, "has_more": false, "next_page": null}),
+    )
 }
 
 /// `POST /v1/organizations/spend_limits`, as a Console organisation with early access answers
@@ -279,10 +360,11 @@ fn anthropic_set_spend_limit(state: &ProviderState, body: &str) -> Reply {
         .lock()
         .unwrap()
         .push((target.clone(), format!("spend_limit {cents}")));
+    let id = anthropic_limit_id(&target);
     state.spend_limits.lock().unwrap().insert(target, cents);
     state.gated(Reply::json(
         200,
-        json!({"type": "spend_limit", "id": "spl_standin", "amount": cents.to_string(),
+        json!({"type": "spend_limit", "id": id, "amount": cents.to_string(),
                "currency": "USD", "is_enabled": true, "period": "monthly", "scope": scope,
                "created_at": "2026-11-01T00:00:00Z"}),
     ))

@@ -50,6 +50,7 @@ impl KeyGuardWorld {
                 aws::secret(&sdk, "anthropic-admin", ANTHROPIC_ADMIN_KEY).await,
             ),
             anthropic_api_url: a.url.clone(),
+            anthropic_spend_limits: false,
             openai_admin_key_arn: Some(aws::secret(&sdk, "openai-admin", OPENAI_ADMIN_KEY).await),
             openai_api_url: o.url.clone(),
             gcp_credential_arn: None,

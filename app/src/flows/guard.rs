@@ -1567,7 +1567,9 @@ impl KeyGuard {
         } else {
             KeyStatus::Active
         };
-        self.store.put_key_status(&spec.id, &status, version).await?;
+        self.store
+            .put_key_status(&spec.id, &status, version)
+            .await?;
         self.audit(
             "key_restored",
             actor,

@@ -17,7 +17,7 @@ use spendguard_aws::secret_versions::SecretsManager;
 use spendguard_aws::shutdown::AwsShutdown;
 use spendguard_aws::sns::SnsBus;
 use spendguard_http::gcp::{GcpShutdown, ServiceAccountKey};
-use spendguard_http::keys::anthropic::AnthropicAdmin;
+use spendguard_http::keys::anthropic::{AnthropicAdmin, AnthropicSpendLimits};
 use spendguard_http::keys::openai::{OpenAiAdmin, OpenAiRateLimits, OpenAiSpendLimits};
 
 use crate::config::Config;
@@ -94,10 +94,19 @@ pub async fn handler_with(
         }));
     }
     if let Some(arn) = &config.anthropic_admin_key_arn {
+        let admin_key = vault.read(arn).await?;
+        if config.anthropic_spend_limits {
+            // opted in: a stop sets the workspace (organisation) spend limits it covers
+            shutdown_targets.push(Arc::new(AnthropicSpendLimits {
+                http: http.clone(),
+                base_url: config.anthropic_api_url.clone(),
+                admin_key: admin_key.clone(),
+            }));
+        }
         providers.push(Arc::new(AnthropicAdmin {
             http: http.clone(),
             base_url: config.anthropic_api_url.clone(),
-            admin_key: vault.read(arn).await?,
+            admin_key,
         }));
     }
     if let Some(arn) = &config.openai_admin_key_arn {

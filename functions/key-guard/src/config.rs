@@ -11,6 +11,10 @@ pub struct Config {
     /// Enables Anthropic key administration (`SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN`).
     pub anthropic_admin_key_arn: Option<String>,
     pub anthropic_api_url: String,
+    /// Stops also set Anthropic's workspace and organisation spend limits (an early-access
+    /// preview of Anthropic's: off unless the organisation has it;
+    /// `SPENDGUARD_ANTHROPIC_SPEND_LIMITS`, `true` or `false`).
+    pub anthropic_spend_limits: bool,
     /// Enables OpenAI key administration (`SPENDGUARD_OPENAI_ADMIN_KEY_ARN`).
     pub openai_admin_key_arn: Option<String>,
     pub openai_api_url: String,
@@ -38,6 +42,7 @@ impl Config {
                 "SPENDGUARD_ANTHROPIC_API_URL",
                 "https://api.anthropic.com".to_string(),
             )?,
+            anthropic_spend_limits: env.parsed("SPENDGUARD_ANTHROPIC_SPEND_LIMITS", false)?,
             openai_admin_key_arn: env.optional("SPENDGUARD_OPENAI_ADMIN_KEY_ARN"),
             openai_api_url: env.parsed(
                 "SPENDGUARD_OPENAI_API_URL",

@@ -110,6 +110,7 @@ locals {
         SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN = var.anthropic_admin_key_arn
         SPENDGUARD_GCP_CREDENTIAL_ARN      = var.gcp_shutdown_credential_arn
         SPENDGUARD_ALERTS_TOPIC_ARN        = aws_sns_topic.alerts.arn
+        SPENDGUARD_ANTHROPIC_SPEND_LIMITS  = tostring(var.anthropic_spend_limits)
       }
     }
     "budget-webhook" = {

@@ -33,6 +33,12 @@ variable "nightly_schedule" {
   }
 }
 
+variable "anthropic_spend_limits" {
+  type        = bool
+  description = "Stops also set Anthropic's workspace and organisation spend limits (an early-access preview of Anthropic's; needs anthropic_admin_key_arn)."
+  default     = false
+}
+
 variable "drill_schedule" {
   type        = string
   description = "When key-guard's stop-path drill proves every configured stop could be carried out (EventBridge Scheduler cron, UTC; a problem alerts once a day)."

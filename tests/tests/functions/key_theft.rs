@@ -190,6 +190,7 @@ async fn a_stolen_key_is_disabled_by_the_next_scheduled_check() {
                 aws::secret(&w.sdk, "anthropic-admin", "sk-ant-admin-test").await,
             ),
             anthropic_api_url: standin.url.clone(),
+            anthropic_spend_limits: false,
             openai_admin_key_arn: None,
             openai_api_url: standin.url.clone(),
             gcp_credential_arn: None,

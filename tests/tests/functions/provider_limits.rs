@@ -626,3 +626,107 @@ async fn a_kept_cap_waits_for_an_engaged_switch_even_when_the_stop_found_it_lowe
     assert_eq!(kept[0].outcome, CapOutcome::HeldByStop, "{kept:?}");
     assert_eq!(w.openai.spend_limit(PROJECT), Some(1), "the stop wins");
 }
+
+// ---- Anthropic workspace spend limits (opt-in: an early-access preview) ----------------------
+
+const WORKSPACE: &str = "workspace:wrkspc_r";
+
+/// A world whose Anthropic workspace `wrkspc_r` is read by a budget on `anthropic/research`,
+/// with its limit at Anthropic as `before` (cents), and key-guard opted in to spend limits.
+async fn workspace_world(before: Option<u64>) -> (KeyGuardWorld, key_guard::handler::Handler) {
+    let policy = parse_budgets(
+        "budgets.toml",
+        r#"
+        version = 1
+        [[budget]]
+        id = "anthropic-research"
+        scope = "anthropic/research"
+        source = { kind = "anthropic", workspace_id = "wrkspc_r" }
+        [[budget.window]]
+        period = "monthly"
+        limit = "900"
+        tiers = [{ name = "emergency", percent = 100, actions = ["disable_keys"] }]
+        [[key]]
+        id = "research-k"
+        provider = "anthropic"
+        scope = "anthropic/research/k"
+        key_id = "apikey_wr"
+        "#,
+    )
+    .unwrap();
+    let w = KeyGuardWorld::new(policy).await;
+    w.anthropic.add("apikey_wr", true);
+    w.anthropic.set_spend_limit_by_hand(WORKSPACE, before);
+    let config = key_guard::config::Config {
+        anthropic_spend_limits: true,
+        ..w.config.clone()
+    };
+    let handler = key_guard::app::handler(&config, &w.sdk).await.unwrap();
+    (w, handler)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_sets_an_anthropic_workspace_limit_to_zero_and_restore_puts_back_exactly_it() {
+    let (w, handler) = workspace_world(Some(50_000)).await;
+    let event = emergency(
+        "anthropic/research",
+        "alert-ws-1",
+        vec![Action::DisableKeys],
+    );
+    let report = handler.handle(event.clone()).await.unwrap();
+    handler.handle(event).await.expect("a redelivery succeeds");
+    assert_eq!(w.anthropic.spend_limit(WORKSPACE), Some(0), "{report:#}");
+    assert_eq!(w.anthropic.active("apikey_wr"), Some(false), "the key too");
+    let limit = resource(&report["alerts"][0], "anthropic:workspace:wrkspc_r");
+    assert_eq!(
+        limit["before"],
+        json!({"state": "spend_limit", "cents": 50_000}),
+        "{report:#}"
+    );
+    assert_eq!(
+        w.anthropic.writes_for(WORKSPACE),
+        ["spend_limit 0"],
+        "set once for both deliveries"
+    );
+    handler
+        .handle(json!({"action": "restore", "scope": "anthropic/research", "actor": "op"}))
+        .await
+        .unwrap();
+    assert_eq!(w.anthropic.spend_limit(WORKSPACE), Some(50_000));
+    assert_eq!(w.anthropic.active("apikey_wr"), Some(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anthropic_workspace_limit_that_was_not_there_is_deleted_and_a_hand_change_is_left() {
+    // none before: the restore deletes the limit the stop set
+    let (w, handler) = workspace_world(None).await;
+    let stop = emergency(
+        "anthropic/research",
+        "alert-ws-2",
+        vec![Action::DisableKeys],
+    );
+    handler.handle(stop).await.unwrap();
+    assert_eq!(w.anthropic.spend_limit(WORKSPACE), Some(0));
+    handler
+        .handle(json!({"action": "restore", "scope": "anthropic/research", "actor": "op"}))
+        .await
+        .unwrap();
+    assert_eq!(w.anthropic.spend_limit(WORKSPACE), None, "deleted again");
+
+    // changed at Anthropic during the stop: left as set, and said so
+    let (w, handler) = workspace_world(Some(50_000)).await;
+    let stop = emergency(
+        "anthropic/research",
+        "alert-ws-3",
+        vec![Action::DisableKeys],
+    );
+    handler.handle(stop).await.unwrap();
+    w.anthropic.set_spend_limit_by_hand(WORKSPACE, Some(70_000));
+    let restored = handler
+        .handle(json!({"action": "restore", "scope": "anthropic/research", "actor": "op"}))
+        .await
+        .unwrap();
+    let limit = resource(&restored, "anthropic:workspace:wrkspc_r");
+    assert_eq!(limit["outcome"], "changed_by_hand", "{restored:#}");
+    assert_eq!(w.anthropic.spend_limit(WORKSPACE), Some(70_000));
+}
