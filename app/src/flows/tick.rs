@@ -16,8 +16,20 @@ impl Checker {
         self.run_with(&policy, options).await
     }
 
-    /// One run against a policy the caller has just loaded (the webhook has, for the signal
-    /// it evaluates: one read of every budget per request instead of two).
+    /// The budgets `options.only` names, evaluated and recorded, and nothing of the scheduled
+    /// run around them: what the webhook does after a signal (and all its binary links of the
+    /// check, so the scheduled parts stay out of the internet-facing function).
+    pub async fn check_only(
+        &self,
+        policy: &PolicySet,
+        options: &CheckOptions,
+    ) -> Result<CheckReport, CheckError> {
+        let (report, observations) = self.evaluate(policy, options).await?;
+        self.record(&report, &observations, options).await?;
+        Ok(report)
+    }
+
+    /// One run against a policy the caller has just loaded.
     pub async fn run_with(
         &self,
         policy: &PolicySet,

@@ -122,7 +122,7 @@ impl Webhook {
             actor: actor.into(),
             skip_unconfigured_sources: false,
         };
-        match self.checker.run_with(policy, &options).await {
+        match self.checker.check_only(policy, &options).await {
             Ok(report) => {
                 if !report.failures.is_empty() {
                     warn!(failures = ?report.failures, "evaluation after a signal was incomplete");
