@@ -11,7 +11,7 @@ use spendguard_app::ports::bus::AlertBus;
 use spendguard_app::ports::secrets::SecretError;
 use spendguard_app::ports::shutdown::ShutdownTarget;
 use spendguard_aws::sns::SnsBus;
-use spendguard_http::keys::openai::OpenAiSpendLimits;
+use spendguard_http::keys::openai::LazyOpenAiSpendLimits;
 
 use crate::config::Config;
 
@@ -35,16 +35,14 @@ pub async fn checker_with(
     bus: Arc<dyn AlertBus>,
 ) -> Result<Checker, SecretError> {
     // `provider_cap` windows keep OpenAI's own spend limits, with the admin key the costs are
-    // read with
-    let provider_caps: Option<Arc<dyn ShutdownTarget>> = match &config.sources.openai_admin_key_arn
-    {
-        Some(arn) => Some(Arc::new(OpenAiSpendLimits {
-            http: reqwest::Client::new(),
-            base_url: config.sources.openai_api_url.clone(),
-            admin_key: backends.vault.read(arn).await?,
-        })),
-        None => None,
-    };
+    // read with (read when a cap is first kept: most deployments keep none)
+    let provider_caps = config.sources.openai_admin_key_arn.as_ref().map(|arn| {
+        Arc::new(LazyOpenAiSpendLimits::new(
+            backends.vault.clone(),
+            arn,
+            &config.sources.openai_api_url,
+        )) as Arc<dyn ShutdownTarget>
+    });
     Ok(Checker {
         sources: all_sources(&config.sources, sdk, &backends).await?,
         key_usage: spendguard_http::sources::key_usage_sources(
