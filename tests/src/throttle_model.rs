@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use proptest::prelude::*;
 use rust_decimal::Decimal;
-use spendguard_app::flows::throttle::{Throttle, ThrottleOutcome};
+use spendguard_app::flows::throttle::{Order, Throttle, ThrottleOutcome};
 use spendguard_app::ports::clock::FixedClock;
 use spendguard_app::ports::keys::ProviderError;
 use spendguard_app::ports::rate_limits::ProviderRateLimits;
@@ -258,11 +258,8 @@ pub async fn run_case(store: Store, ops: &[Op]) -> Result<(), String> {
     let deliver = |lift: bool, s: usize, f: Decimal| {
         let (throttle, policy, scope) = (&throttle, &policy, &scopes[s]);
         async move {
-            let reports = if lift {
-                throttle.lift(policy, scope, f, "model").await
-            } else {
-                throttle.lower(policy, scope, f, "model").await
-            };
+            let order = if lift { Order::Lift } else { Order::Lower };
+            let reports = throttle.apply(order, policy, scope, f, "model").await;
             reports.into_iter().map(|r| r.outcome).collect::<Vec<_>>()
         }
     };

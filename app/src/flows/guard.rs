@@ -22,7 +22,7 @@ use serde_json::json;
 use tracing::{error, info, warn};
 
 use crate::flows::shutdown::{ResourceOutcome, ResourceReport, Shutdown};
-use crate::flows::throttle::{Throttle, ThrottleReport};
+use crate::flows::throttle::{Order, Throttle, ThrottleReport};
 use crate::flows::withhold::RestoreOutcome;
 use crate::lease::Held;
 use crate::ports::clock::Clock;
@@ -1684,10 +1684,11 @@ impl KeyGuard {
             .await
     }
 
-    /// Lowers the rate limits of the OpenAI projects under `scope` to `factor` of what they
-    /// were, at OpenAI ([`Throttle::lower`]); nothing without an admin key.
+    /// Lowers (or lifts) the rate limits of the OpenAI projects under `scope` at OpenAI
+    /// ([`Throttle::apply`]); nothing without an admin key.
     pub async fn throttle_at_providers(
         &self,
+        order: Order,
         scope: &Scope,
         factor: Decimal,
         actor: &str,
@@ -1696,21 +1697,7 @@ impl KeyGuard {
             return Ok(Vec::new());
         };
         let policy = self.store.load_policy().await?;
-        Ok(throttle.lower(&policy, scope, factor, actor).await)
-    }
-
-    /// Puts back what [`KeyGuard::throttle_at_providers`] lowered at `factor`.
-    pub async fn lift_at_providers(
-        &self,
-        scope: &Scope,
-        factor: Decimal,
-        actor: &str,
-    ) -> Result<Vec<ThrottleReport>, StoreError> {
-        let Some(throttle) = self.throttle() else {
-            return Ok(Vec::new());
-        };
-        let policy = self.store.load_policy().await?;
-        Ok(throttle.lift(&policy, scope, factor, actor).await)
+        Ok(throttle.apply(order, &policy, scope, factor, actor).await)
     }
 
     fn throttle(&self) -> Option<Throttle> {

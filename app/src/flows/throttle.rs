@@ -83,6 +83,13 @@ impl ThrottleReport {
     }
 }
 
+/// What an alert orders of the providers' rate limits: its `reduce_limits`, or its recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Lower,
+    Lift,
+}
+
 pub struct Throttle {
     pub store: Arc<dyn StateStore>,
     pub clock: Arc<dyn Clock>,
@@ -106,10 +113,12 @@ fn projects_under(policy: &PolicySet, scope: &Scope) -> Vec<(String, String)> {
 }
 
 impl Throttle {
-    /// Lowers the rate limits of every OpenAI project under `scope` to `factor` of what they
-    /// were (a stricter factor lowers further, from the recorded limits).
-    pub async fn lower(
+    /// Carries out `order` on every OpenAI project under `scope`: lowers the rate limits to
+    /// `factor` of what they were (a stricter factor lowers further, from the recorded limits),
+    /// or lifts this scope's order at `factor`.
+    pub async fn apply(
         &self,
+        order: Order,
         policy: &PolicySet,
         scope: &Scope,
         factor: Decimal,
@@ -117,36 +126,25 @@ impl Throttle {
     ) -> Vec<ThrottleReport> {
         let projects = projects_under(policy, scope);
         join_all(projects.into_iter().map(|(resource, project)| async move {
-            let outcome = self
-                .leased(
-                    &resource,
-                    self.lower_leased(&resource, &project, scope, factor),
-                )
-                .await;
-            self.report(resource, outcome, scope, actor, "rate_limits_lowered")
-                .await
-        }))
-        .await
-    }
-
-    /// Puts back the rate limits a throttle at `factor` lowered under `scope`.
-    pub async fn lift(
-        &self,
-        policy: &PolicySet,
-        scope: &Scope,
-        factor: Decimal,
-        actor: &str,
-    ) -> Vec<ThrottleReport> {
-        let projects = projects_under(policy, scope);
-        join_all(projects.into_iter().map(|(resource, project)| async move {
-            let outcome = self
-                .leased(
-                    &resource,
-                    self.lift_leased(&resource, &project, scope, factor),
-                )
-                .await;
-            self.report(resource, outcome, scope, actor, "rate_limits_restored")
-                .await
+            let (outcome, action) = match order {
+                Order::Lower => (
+                    self.leased(
+                        &resource,
+                        self.lower_leased(&resource, &project, scope, factor),
+                    )
+                    .await,
+                    "rate_limits_lowered",
+                ),
+                Order::Lift => (
+                    self.leased(
+                        &resource,
+                        self.lift_leased(&resource, &project, scope, factor),
+                    )
+                    .await,
+                    "rate_limits_restored",
+                ),
+            };
+            self.report(resource, outcome, scope, actor, action).await
         }))
         .await
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use spendguard_app::flows::drill;
 use spendguard_app::flows::guard::{GuardError, KeyGuard};
 use spendguard_app::flows::rotation::{RotationError, RotationEvent, Rotator};
-use spendguard_app::flows::throttle::ThrottleReport;
+use spendguard_app::flows::throttle::{Order, ThrottleReport};
 use spendguard_app::ports::bus::AlertBus;
 use spendguard_app::ports::store::StoreError;
 use spendguard_domain::alert::AlertEvent;
@@ -226,7 +226,7 @@ impl Handler {
                     done["limit_factor"] = json!(now.normalize().to_string());
                     throttled = self
                         .guard
-                        .throttle_at_providers(&alert.scope, f, actor)
+                        .throttle_at_providers(Order::Lower, &alert.scope, f, actor)
                         .await?;
                 }
                 if rotate {
@@ -242,7 +242,7 @@ impl Handler {
                 let now = self.guard.lift_limits(&alert.scope, factor, actor).await?;
                 let lifted = self
                     .guard
-                    .lift_at_providers(&alert.scope, factor, actor)
+                    .throttle_at_providers(Order::Lift, &alert.scope, factor, actor)
                     .await?;
                 with_rate_limits(
                     json!({"scope": alert.scope, "limit_factor": now.normalize().to_string()}),

@@ -538,10 +538,13 @@ fn cap_checker(w: &KeyGuardWorld) -> spendguard_app::flows::check::Checker {
     }
 }
 
-/// A limit kept as code (`provider_cap`) and stopped by an emergency: budget-check's keeping
-/// leaves it at one cent while the stop holds it, and the restore puts the cap back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kept_cap_yields_to_a_stop_and_comes_back_with_the_restore() {
+/// `proj_p`'s limit kept at 500 USD by a budget on `ai/prod` (`provider_cap`), and the check
+/// that keeps it.
+async fn capped_world() -> (
+    KeyGuardWorld,
+    PolicySet,
+    spendguard_app::flows::check::Checker,
+) {
     let policy = parse_budgets(
         "budgets.toml",
         r#"
@@ -561,6 +564,14 @@ async fn a_kept_cap_yields_to_a_stop_and_comes_back_with_the_restore() {
     let w = KeyGuardWorld::new(policy.clone()).await;
     w.openai.add_in_project("proj_p", "key_a");
     let checker = cap_checker(&w);
+    (w, policy, checker)
+}
+
+/// A limit kept as code (`provider_cap`) and stopped by an emergency: budget-check's keeping
+/// leaves it at one cent while the stop holds it, and the restore puts the cap back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_cap_yields_to_a_stop_and_comes_back_with_the_restore() {
+    let (w, policy, checker) = capped_world().await;
     let kept = checker.keep_caps(&policy).await;
     assert_eq!(kept[0].outcome, CapOutcome::Set { from: None });
     assert_eq!(w.openai.spend_limit(PROJECT), Some(50_000));
@@ -595,25 +606,7 @@ async fn a_kept_cap_yields_to_a_stop_and_comes_back_with_the_restore() {
 /// to restore; the kept cap must still not lift it while the switch is engaged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_cap_waits_for_an_engaged_switch_even_when_the_stop_found_it_lowered() {
-    let policy = parse_budgets(
-        "budgets.toml",
-        r#"
-        version = 1
-        [[budget]]
-        id = "openai-p"
-        scope = "ai/prod"
-        source = { kind = "openai", project_id = "proj_p" }
-        [[budget.window]]
-        period = "monthly"
-        limit = "500"
-        provider_cap = true
-        tiers = [{ name = "emergency", percent = 100, actions = ["disable_keys"] }]
-        "#,
-    )
-    .unwrap();
-    let w = KeyGuardWorld::new(policy.clone()).await;
-    w.openai.add_in_project("proj_p", "key_a");
-    let checker = cap_checker(&w);
+    let (w, policy, checker) = capped_world().await;
     checker.keep_caps(&policy).await;
     assert_eq!(w.openai.spend_limit(PROJECT), Some(50_000));
     // the operator lowers it at OpenAI by hand, then kills the scope
