@@ -445,10 +445,7 @@ fn openai_answer(state: &ProviderState, r: &Received) -> Reply {
     let method = r.method.as_str();
     match parts.as_slice() {
         // the organisation's costs: nothing spent (the caps tests read them through budget-check)
-        ["costs"] if method == "GET" => Reply::json(
-            200,
-            json!({"object": "page", "data": [], "has_more": false, "next_page": null}),
-        ),
+        ["costs"] if method == "GET" => openai_empty_costs(&r.query),
         ["spend_limit"] => {
             openai_spend_limit(state, method, "organization", "organization", &r.body)
         }
@@ -606,6 +603,30 @@ fn openai_spend_limit(
         }
         _ => openai_error(405, "invalid_request_error", None, "Method not allowed"),
     }
+}
+
+/// `GET /v1/organization/costs` for an organisation that spent nothing: `start_time` (Unix
+/// seconds) is required, as OpenAI requires it; unknown parameters are refused.
+fn openai_empty_costs(query: &str) -> Reply {
+    let refuse = |message: String| openai_error(400, "invalid_request_error", None, &message);
+    let mut start = false;
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "start_time" | "end_time" if value.parse::<i64>().is_err() => {
+                return refuse(format!("Invalid '{name}': {value}: expected Unix seconds"));
+            }
+            "start_time" => start = true,
+            "end_time" | "bucket_width" | "group_by" | "project_ids" | "limit" | "page" => {}
+            other => return refuse(format!("Unknown parameter: '{other}'")),
+        }
+    }
+    if !start {
+        return refuse("Missing required parameter: 'start_time'".into());
+    }
+    Reply::json(
+        200,
+        json!({"object": "page", "data": [], "has_more": false, "next_page": null}),
+    )
 }
 
 /// A page of a project's rate limits: cursor pagination (`after` an id, `limit` 1–100,

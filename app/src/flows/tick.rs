@@ -1,6 +1,7 @@
 //! What happens at every scheduled check (every 5 minutes): the budget check, then the limit
 //! ramps of restoring kill switches, then theft detection over every key's last two hours.
-//! A check of some budgets only (the webhook's, after a signal) is the budget check alone.
+//! A check of some budgets only (the webhook's, after a signal) is the budget check alone
+//! ([`Checker::check_only`]).
 
 use spendguard_domain::settings::PolicySet;
 
@@ -10,12 +11,6 @@ use crate::flows::guard::advance_ramps;
 use crate::flows::security::SecurityScan;
 
 impl Checker {
-    /// One run: loads the policy, then [`Checker::run_with`].
-    pub async fn run(&self, options: &CheckOptions) -> Result<CheckReport, CheckError> {
-        let policy = self.store.load_policy().await?;
-        self.run_with(&policy, options).await
-    }
-
     /// The budgets `options.only` names, evaluated and recorded, and nothing of the scheduled
     /// run around them: what the webhook does after a signal (and all its binary links of the
     /// check, so the scheduled parts stay out of the internet-facing function).
@@ -29,12 +24,10 @@ impl Checker {
         Ok(report)
     }
 
-    /// One run against a policy the caller has just loaded.
-    pub async fn run_with(
-        &self,
-        policy: &PolicySet,
-        options: &CheckOptions,
-    ) -> Result<CheckReport, CheckError> {
+    /// One run: loads the policy, evaluates (all budgets, or `options.only`), then for a whole
+    /// run the ramps, the theft scan and the provider caps, and records it all.
+    pub async fn run(&self, options: &CheckOptions) -> Result<CheckReport, CheckError> {
+        let policy = &self.store.load_policy().await?;
         let (mut report, observations) = self.evaluate(policy, options).await?;
         if options.only.is_empty() {
             // restoring kill switches climb their limit-factor ramp, one step per interval

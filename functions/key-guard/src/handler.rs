@@ -236,7 +236,7 @@ impl Handler {
                         .await?;
                     done["rotated"] = serde_json::to_value(keys).unwrap_or_default();
                 }
-                with_rate_limits(done, throttled)
+                with_throttles(done, throttled)
             }
             KeyOrder::Lift { factor } => {
                 let now = self.guard.lift_limits(&alert.scope, factor, actor).await?;
@@ -244,7 +244,7 @@ impl Handler {
                     .guard
                     .throttle_at_providers(Order::Lift, &alert.scope, factor, actor)
                     .await?;
-                with_rate_limits(
+                with_throttles(
                     json!({"scope": alert.scope, "limit_factor": now.normalize().to_string()}),
                     lifted,
                 )
@@ -256,7 +256,7 @@ impl Handler {
 
 /// `done` with what happened to the providers' rate limits; any that failed fails the
 /// invocation (Lambda retries: what was done is recorded and not done twice).
-fn with_rate_limits(mut done: Value, reports: Vec<ThrottleReport>) -> Result<Value, KeyGuardError> {
+fn with_throttles(mut done: Value, reports: Vec<ThrottleReport>) -> Result<Value, KeyGuardError> {
     let failures: Vec<String> = reports.iter().filter_map(|r| r.failure()).collect();
     if !failures.is_empty() {
         return Err(KeyGuardError::ThrottleIncomplete(failures));

@@ -1317,6 +1317,46 @@ async fn the_openai_stand_in_refuses_what_openai_refuses() {
             404,
         ),
         (
+            "costs without the admin key",
+            "GET",
+            "/v1/organization/costs?start_time=1761955200".into(),
+            None,
+            None,
+            401,
+        ),
+        (
+            "costs without start_time",
+            "GET",
+            "/v1/organization/costs?bucket_width=1d".into(),
+            admin.clone(),
+            None,
+            400,
+        ),
+        (
+            "costs with a parameter OpenAI does not know",
+            "GET",
+            "/v1/organization/costs?start_time=1761955200&currency=usd".into(),
+            admin.clone(),
+            None,
+            400,
+        ),
+        (
+            "a page of rate limits too large",
+            "GET",
+            "/v1/organization/projects/proj_std/rate_limits?limit=101".into(),
+            admin.clone(),
+            None,
+            400,
+        ),
+        (
+            "rate limits after one that does not exist",
+            "GET",
+            "/v1/organization/projects/proj_std/rate_limits?after=rl-nope".into(),
+            admin.clone(),
+            None,
+            400,
+        ),
+        (
             "a rate limit in fractions",
             "POST",
             "/v1/organization/projects/proj_std/rate_limits/rl-gpt-4o".into(),
@@ -1482,6 +1522,65 @@ async fn the_anthropic_stand_in_takes_spend_limits_only_in_cents_as_a_string() {
     .unwrap();
     assert_eq!(ok.status().as_u16(), 200);
     assert_eq!(state.spend_limit("workspace:wrkspc_1"), Some(5000));
+
+    // the list and the delete: the admin key, Anthropic's filters, an id that exists
+    let request = |method: reqwest::Method, path: &str, key: &'static str| {
+        http.request(method, format!("{}{path}", standin.url))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .send()
+    };
+    let list = "/v1/organizations/spend_limits?scope_type=workspace&workspace_id=wrkspc_1";
+    for (name, method, path, key, status) in [
+        (
+            "a list with a non-admin key",
+            reqwest::Method::GET,
+            list.to_string(),
+            "sk-ant-api03-x",
+            401,
+        ),
+        (
+            "a scope type Console organisations do not have",
+            reqwest::Method::GET,
+            "/v1/organizations/spend_limits?scope_type=seat_tier".to_string(),
+            ANTHROPIC_ADMIN_KEY,
+            400,
+        ),
+        (
+            "a delete with a non-admin key",
+            reqwest::Method::DELETE,
+            "/v1/organizations/spend_limits/spl_workspace_wrkspc_1".to_string(),
+            "sk-ant-api03-x",
+            401,
+        ),
+        (
+            "a delete of a limit that does not exist",
+            reqwest::Method::DELETE,
+            "/v1/organizations/spend_limits/spl_nope".to_string(),
+            ANTHROPIC_ADMIN_KEY,
+            404,
+        ),
+    ] {
+        let response = request(method, &path, key).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{name}");
+    }
+    let listed: Value = request(reqwest::Method::GET, list, ANTHROPIC_ADMIN_KEY)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"][0]["amount"], "5000", "{listed}");
+    let id = listed["data"][0]["id"].as_str().unwrap().to_string();
+    let deleted = request(
+        reqwest::Method::DELETE,
+        &format!("/v1/organizations/spend_limits/{id}"),
+        ANTHROPIC_ADMIN_KEY,
+    )
+    .await
+    .unwrap();
+    assert_eq!(deleted.status().as_u16(), 200);
+    assert_eq!(state.spend_limit("workspace:wrkspc_1"), None);
 }
 
 /// An OpenAI key that allows deletion is deleted at OpenAI, on its own project's path with the
@@ -1736,4 +1835,57 @@ async fn an_iam_key_already_off_still_has_its_users_bedrock_keys_and_sessions_st
         status(&w, "iam-off").await,
         KeyStatus::DisabledElsewhere { .. }
     ));
+}
+
+/// moto has no service-specific credentials: `tests/moto/service_credentials.py` adds them,
+/// and refuses what IAM refuses (an unknown user or credential, a service IAM does not issue
+/// them for, a third credential for one service).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_credential_stand_in_refuses_what_iam_refuses() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    let user = aws::unique("ssc");
+    w.iam_key(&user).await;
+    let unsupported = w
+        .iam
+        .create_service_specific_credential()
+        .user_name(&user)
+        .service_name("s3.amazonaws.com")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&unsupported), "NotSupportedService");
+    let nobody = w
+        .iam
+        .list_service_specific_credentials()
+        .user_name(aws::unique("nobody"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&nobody), "NoSuchEntity");
+    w.bedrock_key(&user).await;
+    w.bedrock_key(&user).await;
+    let third = w
+        .iam
+        .create_service_specific_credential()
+        .user_name(&user)
+        .service_name("bedrock.amazonaws.com")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&third), "LimitExceeded");
+    let unknown = w
+        .iam
+        .update_service_specific_credential()
+        .user_name(&user)
+        .service_specific_credential_id("ACCA0000000000000000")
+        .status(aws_sdk_iam::types::StatusType::Inactive)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&unknown), "NoSuchEntity");
+}
+
+/// The error code IAM answered.
+fn code<E: aws_sdk_iam::error::ProvideErrorMetadata>(e: &E) -> String {
+    e.code().unwrap_or("?").to_string()
 }

@@ -14,7 +14,7 @@ use spendguard_domain::resources::{
 use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::PolicySet;
 
-use crate::keys::{http_error, transport};
+use crate::keys::{success, transport};
 use spendguard_domain::secret::Secret;
 
 const KIND: ProviderKind = ProviderKind::Anthropic;
@@ -52,11 +52,7 @@ impl AnthropicAdmin {
             .send()
             .await
             .map_err(|e| transport(KIND, e))?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(http_error(KIND, response).await)
-        }
+        success(KIND, response).await.map(|_| ())
     }
 }
 
@@ -75,9 +71,7 @@ impl KeyProvider for AnthropicAdmin {
             .send()
             .await
             .map_err(|e| transport(KIND, e))?;
-        if !response.status().is_success() {
-            return Err(http_error(KIND, response).await);
-        }
+        let response = success(KIND, response).await?;
         let body: Value = response.json().await.map_err(|e| transport(KIND, e))?;
         Ok(body.get("status").and_then(Value::as_str) == Some("active"))
     }
@@ -99,11 +93,7 @@ impl KeyProvider for AnthropicAdmin {
             .send()
             .await
             .map_err(|e| transport(KIND, e))?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(http_error(KIND, response).await)
-        }
+        success(KIND, response).await.map(|_| ())
     }
 }
 
@@ -175,9 +165,9 @@ impl AnthropicSpendLimits {
                 .send()
                 .await
                 .map_err(|e| ShutdownError(transport(KIND, e).to_string()))?;
-            if !response.status().is_success() {
-                return Err(ShutdownError(http_error(KIND, response).await.to_string()));
-            }
+            let response = success(KIND, response)
+                .await
+                .map_err(|e| ShutdownError(e.to_string()))?;
             let body: Value = response.json().await.map_err(|e| {
                 ShutdownError(format!(
                     "Anthropic answered spend limits spendguard cannot read: {}",
@@ -287,10 +277,9 @@ impl ShutdownTarget for AnthropicSpendLimits {
             .send()
             .await
             .map_err(|e| ShutdownError(transport(KIND, e).to_string()))?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(ShutdownError(http_error(KIND, response).await.to_string()))
-        }
+        success(KIND, response)
+            .await
+            .map(|_| ())
+            .map_err(|e| ShutdownError(e.to_string()))
     }
 }

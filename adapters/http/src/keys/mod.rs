@@ -32,6 +32,18 @@ pub(crate) async fn http_error(
     }
 }
 
+/// The answer when it is a success, else its provider error.
+pub(crate) async fn success(
+    provider: ProviderKind,
+    response: reqwest::Response,
+) -> Result<reqwest::Response, ProviderError> {
+    if response.status().is_success() {
+        Ok(response)
+    } else {
+        Err(http_error(provider, response).await)
+    }
+}
+
 pub(crate) fn transport(provider: ProviderKind, e: reqwest::Error) -> ProviderError {
     ProviderError::Unavailable {
         provider,

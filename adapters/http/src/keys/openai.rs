@@ -23,7 +23,7 @@ use spendguard_app::ports::secrets::SecretVault;
 use spendguard_app::ports::shutdown::{ShutdownError, ShutdownTarget};
 use spendguard_domain::throttle::{ModelRateLimit, OPENAI_RATE_LIMIT_FIELDS};
 
-use crate::keys::{http_error, transport};
+use crate::keys::{http_error, success, transport};
 use spendguard_domain::secret::Secret;
 
 const KIND: ProviderKind = ProviderKind::Openai;
@@ -149,11 +149,7 @@ impl KeyProvider for OpenAiAdmin {
             .send()
             .await
             .map_err(|e| transport(KIND, e))?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(http_error(KIND, response).await)
-        }
+        success(KIND, response).await.map(|_| ())
     }
 }
 
@@ -379,9 +375,7 @@ impl ProviderRateLimits for OpenAiRateLimits {
                 .send()
                 .await
                 .map_err(|e| transport(KIND, e))?;
-            if !response.status().is_success() {
-                return Err(http_error(KIND, response).await);
-            }
+            let response = success(KIND, response).await?;
             let page: RateLimitPage =
                 response
                     .json()
@@ -439,11 +433,7 @@ impl ProviderRateLimits for OpenAiRateLimits {
             .send()
             .await
             .map_err(|e| transport(KIND, e))?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(http_error(KIND, response).await)
-        }
+        success(KIND, response).await.map(|_| ())
     }
 }
 
