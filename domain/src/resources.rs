@@ -83,6 +83,14 @@ pub fn openai_limit_project(resource: &Resource) -> Option<&str> {
     resource.id.strip_prefix("openai:project:")
 }
 
+/// The OpenAI project or Anthropic workspace whose own rate limits a throttle of the scope
+/// over `resource` lowers (an organisation's are not the throttle's to change).
+pub fn rate_limited(resource: &Resource) -> Option<(ProviderKind, &str)> {
+    openai_limit_project(resource)
+        .map(|p| (ProviderKind::Openai, p))
+        .or_else(|| anthropic_limit_workspace(resource).map(|w| (ProviderKind::Anthropic, w)))
+}
+
 /// The provider-side spend limits a stop can set: one per OpenAI project that a budget reads
 /// (`source = { kind = "openai", project_id }`) or a registered key belongs to, and the
 /// organisation's when a budget reads the whole organisation's costs. Each is on the scope

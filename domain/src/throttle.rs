@@ -1,9 +1,9 @@
 //! Throttling at the provider: a `reduce_limits{factor}` on a scope that covers an OpenAI
-//! project scales the project's per-model rate limits by the factor, after recording what they
-//! were; the alert's recovery puts back exactly those, model by model, unless someone changed
-//! a model's limits since (then they are left, and reported).
+//! project (an Anthropic workspace) scales its per-model (per-group) rate limits by the
+//! factor, after recording what they were; the alert's recovery puts back exactly those, entry
+//! by entry, unless someone changed an entry's limits since (then they are left, and reported).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -21,13 +21,22 @@ pub const OPENAI_RATE_LIMIT_FIELDS: [&str; 6] = [
     "batch_1_day_max_input_tokens",
 ];
 
-/// One model's rate limits in a project: the id OpenAI writes them under, and each limit the
-/// model has (`max_requests_per_1_minute` → 500, ...).
+/// The rate-limit groups of an Anthropic workspace a throttle lowers: those that spend (the
+/// models, batches, web search); files, skills and token counting cost nothing.
+pub const ANTHROPIC_THROTTLED_GROUPS: [&str; 3] = ["model_group", "batch", "web_search"];
+
+/// One model's rate limits in a project (one group's in an Anthropic workspace): the id the
+/// provider writes them under, and each limit in force (`max_requests_per_1_minute` → 500,
+/// `requests_per_minute` → 50, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelRateLimit {
     pub id: String,
     pub model: String,
     pub limits: BTreeMap<String, u64>,
+    /// The limits that are the organisation's, not the workspace's own (Anthropic): putting
+    /// them back clears the workspace's override instead of storing the value as one.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub inherited: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,7 +56,7 @@ pub fn check_factor(factor: Decimal) -> Result<Decimal, ThrottleError> {
 
 impl ModelRateLimit {
     /// Every limit times `factor`, rounded down and at least 1 (a limit of 0 would stop the
-    /// model, which is the kill switch's job, not a throttle's).
+    /// model, which is the kill switch's job, not a throttle's); each is then the entry's own.
     pub fn scaled(&self, factor: Decimal) -> Result<ModelRateLimit, ThrottleError> {
         let factor = check_factor(factor)?;
         let limits = self
@@ -64,6 +73,7 @@ impl ModelRateLimit {
             .collect();
         Ok(ModelRateLimit {
             limits,
+            inherited: BTreeSet::new(),
             ..self.clone()
         })
     }
@@ -135,7 +145,8 @@ pub fn put_back(
                 Some(f) => before.scaled(f)?,
                 None => before.clone(),
             };
-            if current.limits == wanted.limits {
+            // an organisation's value stored as the workspace's own is not back yet
+            if current.limits == wanted.limits && current.inherited == wanted.inherited {
                 return Ok(PutBack::AlreadyBack);
             }
             let mut ours = current.limits == before.limits;
@@ -166,6 +177,7 @@ mod tests {
             id: id.into(),
             model: format!("model-{id}"),
             limits: limits.iter().map(|(f, v)| (f.to_string(), *v)).collect(),
+            inherited: BTreeSet::new(),
         }
     }
 
@@ -246,6 +258,50 @@ mod tests {
         // relaxed to another scope's 0.5 instead: already there
         assert_eq!(
             put_back(&record, &now, Some(dec!(0.5))).unwrap(),
+            vec![PutBack::AlreadyBack]
+        );
+    }
+
+    #[test]
+    fn an_inherited_limit_is_lowered_as_the_entrys_own_and_put_back_as_inherited() {
+        let before = ModelRateLimit {
+            inherited: ["requests_per_minute".to_string()].into(),
+            ..limit(
+                "g",
+                &[
+                    ("requests_per_minute", 50),
+                    ("output_tokens_per_minute", 8000),
+                ],
+            )
+        };
+        let lowered = before.scaled(dec!(0.5)).unwrap();
+        assert!(
+            lowered.inherited.is_empty(),
+            "every lowered value is an override"
+        );
+        let record = ThrottleRecord {
+            factors: [(Scope::root(), dec!(0.5))].into(),
+            applied_factors: vec![dec!(0.5)],
+            previous: vec![before.clone()],
+            at: Utc::now(),
+            applied: true,
+            lifted: false,
+        };
+        assert_eq!(
+            put_back(&record, &[lowered], None).unwrap(),
+            vec![PutBack::Set(before.clone())]
+        );
+        // the organisation's value, stored as an override (a throttle at factor 1): not back
+        let stored = ModelRateLimit {
+            inherited: BTreeSet::new(),
+            ..before.clone()
+        };
+        assert_eq!(
+            put_back(&record, &[stored], None).unwrap(),
+            vec![PutBack::Set(before.clone())]
+        );
+        assert_eq!(
+            put_back(&record, std::slice::from_ref(&before), None).unwrap(),
             vec![PutBack::AlreadyBack]
         );
     }

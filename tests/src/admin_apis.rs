@@ -40,7 +40,36 @@ pub struct ProviderState {
     pub rate_limits: Mutex<BTreeMap<String, RateLimits>>,
     /// OpenAI: the organisation's projects (a project stays when its keys are deleted).
     pub openai_projects: Mutex<BTreeSet<String>>,
+    /// Anthropic: the organisation's rate-limit entries, by rate limit id.
+    pub org_rate_limits: Mutex<BTreeMap<String, OrgRateLimit>>,
+    /// Anthropic: each workspace's overrides, by (workspace, rate limit id), by limiter type.
+    pub workspace_overrides: Mutex<BTreeMap<(String, String), BTreeMap<String, u64>>>,
+    /// Anthropic: the organisation's workspaces.
+    pub workspaces: Mutex<BTreeSet<String>>,
+    /// Anthropic: spend limits answer 403 "not enabled" (an organisation without early access).
+    pub spend_limits_not_enabled: std::sync::atomic::AtomicBool,
 }
+
+/// One of an Anthropic organisation's rate-limit entries: its group, models and limits.
+#[derive(Debug, Clone)]
+pub struct OrgRateLimit {
+    pub group: String,
+    pub models: Vec<String>,
+    pub limits: BTreeMap<String, u64>,
+}
+
+/// Anthropic's rate limiter types.
+const ANTHROPIC_LIMITER_TYPES: [&str; 9] = [
+    "fast_itpmca",
+    "fast_otpm",
+    "input_tokens_per_minute",
+    "input_tokens_per_minute_cache_aware",
+    "output_tokens_per_minute",
+    "requests_per_minute",
+    "tokens_per_day",
+    "tokens_per_minute",
+    "tool_uses_per_second",
+];
 
 /// One OpenAI project's rate limit objects, by id.
 pub type RateLimits = BTreeMap<String, Map<String, Value>>;
@@ -103,6 +132,75 @@ impl ProviderState {
 
     fn project_exists(&self, project: &str) -> bool {
         self.openai_projects.lock().unwrap().contains(project)
+    }
+
+    /// An Anthropic organisation rate-limit entry (`limits`: limiter type → value), and the
+    /// workspace it is seen from.
+    pub fn add_org_rate_limit(
+        &self,
+        workspace: &str,
+        id: &str,
+        group: &str,
+        models: &[&str],
+        limits: Value,
+    ) {
+        self.workspaces.lock().unwrap().insert(workspace.into());
+        let limits = limits
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+            .collect();
+        self.org_rate_limits.lock().unwrap().insert(
+            id.into(),
+            OrgRateLimit {
+                group: group.into(),
+                models: models.iter().map(|m| m.to_string()).collect(),
+                limits,
+            },
+        );
+    }
+
+    /// Sets (or with `None` clears) a workspace override, as a person would in the console.
+    pub fn set_workspace_override_by_hand(
+        &self,
+        workspace: &str,
+        id: &str,
+        kind: &str,
+        value: Option<u64>,
+    ) {
+        let mut overrides = self.workspace_overrides.lock().unwrap();
+        let entry = overrides.entry((workspace.into(), id.into())).or_default();
+        match value {
+            Some(v) => entry.insert(kind.into(), v),
+            None => entry.remove(kind),
+        };
+    }
+
+    /// A workspace's limits of one entry as Anthropic enforces them: limiter type → (value,
+    /// `true` when it is the workspace's own override).
+    pub fn workspace_limits(&self, workspace: &str, id: &str) -> BTreeMap<String, (u64, bool)> {
+        let org = self
+            .org_rate_limits
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .unwrap();
+        let overrides = self
+            .workspace_overrides
+            .lock()
+            .unwrap()
+            .get(&(workspace.to_string(), id.to_string()))
+            .cloned()
+            .unwrap_or_default();
+        let mut out: BTreeMap<String, (u64, bool)> = org
+            .limits
+            .iter()
+            .map(|(k, v)| (k.clone(), (*v, false)))
+            .collect();
+        out.extend(overrides.into_iter().map(|(k, v)| (k, (v, true))));
+        out
     }
 
     pub fn active(&self, id: &str) -> Option<bool> {
@@ -183,6 +281,18 @@ pub async fn anthropic_standin(state: Arc<ProviderState>) -> StandIn {
             let ok = r.header("x-api-key").is_some_and(|k| state.valid.lock().unwrap().contains(k));
             return if ok { Reply::json(200, json!({"data": []})) } else { anthropic_error(401, "authentication_error", "invalid x-api-key") };
         }
+        if let Some(rest) = r.path.strip_prefix("/v1/organizations/workspaces/") {
+            if r.header("x-api-key") != Some(ANTHROPIC_ADMIN_KEY) {
+                return anthropic_error(401, "authentication_error", "invalid x-api-key: an admin key is required");
+            }
+            return anthropic_workspace_rate_limits(&state, r, rest);
+        }
+        if r.path.starts_with("/v1/organizations/spend_limits")
+            && r.header("x-api-key") == Some(ANTHROPIC_ADMIN_KEY)
+            && state.spend_limits_not_enabled.load(Ordering::SeqCst)
+        {
+            return anthropic_error(403, "permission_error", "Spend limits are not enabled for this organization");
+        }
         if r.path == "/v1/organizations/spend_limits" {
             if r.header("x-api-key") != Some(ANTHROPIC_ADMIN_KEY) {
                 return anthropic_error(401, "authentication_error", "invalid x-api-key: an admin key is required");
@@ -240,6 +350,161 @@ pub async fn anthropic_standin(state: Arc<ProviderState>) -> StandIn {
         }
     })
     .await
+}
+
+/// `GET /v1/organizations/workspaces/{w}/rate_limits` (`include_inherited`, `group_type`,
+/// `limit` 1–1000, `page`) and `POST …/rate_limits/{id}` (`{"limits": [{type, value}]}`, 1–16
+/// items, `value` a non-negative integer or null to clear): as Anthropic documents them.
+fn anthropic_workspace_rate_limits(state: &ProviderState, r: &Received, rest: &str) -> Reply {
+    let refuse = |message: &str| anthropic_error(400, "invalid_request_error", message);
+    let parts: Vec<&str> = rest.split('/').collect();
+    let (workspace, id) = match parts.as_slice() {
+        [w, "rate_limits"] => (*w, None),
+        [w, "rate_limits", id] => (*w, Some(*id)),
+        _ => return anthropic_error(404, "not_found_error", "Not found"),
+    };
+    if !state.workspaces.lock().unwrap().contains(workspace) {
+        return anthropic_error(404, "not_found_error", "no such workspace");
+    }
+    match (r.method.as_str(), id) {
+        ("GET", None) => {
+            let mut inherited = false;
+            let mut group_type = None;
+            let mut limit = usize::MAX;
+            let mut page = 0usize;
+            for (name, value) in url::form_urlencoded::parse(r.query.as_bytes()) {
+                match name.as_ref() {
+                    "include_inherited" => match value.as_ref() {
+                        "true" => inherited = true,
+                        "false" => inherited = false,
+                        _ => return refuse("include_inherited: must be a boolean"),
+                    },
+                    "group_type" => group_type = Some(value.into_owned()),
+                    "limit" => match value.parse::<usize>() {
+                        Ok(n) if (1..=1000).contains(&n) => limit = n,
+                        _ => return refuse("limit: must be an integer from 1 to 1000"),
+                    },
+                    "page" => match value.strip_prefix("page_").and_then(|p| p.parse().ok()) {
+                        Some(p) => page = p,
+                        None => return refuse("page: not a page this API issued"),
+                    },
+                    other => return refuse(&format!("{other}: unexpected query parameter")),
+                }
+            }
+            let ids: Vec<String> = state
+                .org_rate_limits
+                .lock()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            let entries: Vec<Value> = ids
+                .iter()
+                .filter_map(|id| workspace_entry(state, workspace, id, inherited))
+                .filter(|e| {
+                    group_type
+                        .as_deref()
+                        .is_none_or(|g| e["group"]["type"] == g)
+                })
+                .collect();
+            let start = page.saturating_mul(limit);
+            let data: Vec<Value> = entries.iter().skip(start).take(limit).cloned().collect();
+            let next_page =
+                (start + data.len() < entries.len()).then(|| format!("page_{}", page + 1));
+            Reply::json(200, json!({"data": data, "next_page": next_page}))
+        }
+        ("POST", Some(id)) => {
+            let Ok(Value::Object(body)) = serde_json::from_str::<Value>(&r.body) else {
+                return refuse("body: must be a JSON object");
+            };
+            if let Some(field) = body.keys().find(|k| k.as_str() != "limits") {
+                return refuse(&format!("{field}: Extra inputs are not permitted"));
+            }
+            let Some(values) = body.get("limits").and_then(Value::as_array) else {
+                return refuse("limits: Field required");
+            };
+            if values.is_empty() || values.len() > 16 {
+                return refuse("limits: must hold 1 to 16 items");
+            }
+            if !state.org_rate_limits.lock().unwrap().contains_key(id) {
+                return anthropic_error(404, "not_found_error", "no such rate limit");
+            }
+            let mut changes = Vec::new();
+            for v in values {
+                let Some(v) = v.as_object() else {
+                    return refuse("limits: each item must be an object");
+                };
+                if let Some(field) = v.keys().find(|k| !["type", "value"].contains(&k.as_str())) {
+                    return refuse(&format!("limits.{field}: Extra inputs are not permitted"));
+                }
+                let kind = v.get("type").and_then(Value::as_str).unwrap_or_default();
+                if !ANTHROPIC_LIMITER_TYPES.contains(&kind) {
+                    return refuse(&format!("limits.type: `{kind}` is not a rate limiter type"));
+                }
+                let value = match v.get("value") {
+                    Some(Value::Null) => None,
+                    Some(n) if n.as_u64().is_some() => n.as_u64(),
+                    _ => return refuse("limits.value: must be a non-negative integer or null"),
+                };
+                changes.push((kind.to_string(), value));
+            }
+            if state.fail() {
+                return anthropic_error(500, "api_error", "overloaded");
+            }
+            for (kind, value) in &changes {
+                state.set_workspace_override_by_hand(workspace, id, kind, *value);
+            }
+            state.writes.lock().unwrap().push((
+                format!("{workspace}/{id}"),
+                format!("rate_limits {changes:?}"),
+            ));
+            let entry = workspace_entry(state, workspace, id, false)
+                .unwrap_or_else(|| workspace_entry(state, workspace, id, true).unwrap());
+            state.gated(Reply::json(200, entry))
+        }
+        _ => anthropic_error(405, "invalid_request_error", "method not allowed"),
+    }
+}
+
+/// One entry of a workspace's rate limits, in the list's shape (none without an override,
+/// unless the inherited values are asked for).
+fn workspace_entry(
+    state: &ProviderState,
+    workspace: &str,
+    id: &str,
+    inherited: bool,
+) -> Option<Value> {
+    let org = state.org_rate_limits.lock().unwrap().get(id).cloned()?;
+    let overrides = state
+        .workspace_overrides
+        .lock()
+        .unwrap()
+        .get(&(workspace.to_string(), id.to_string()))
+        .cloned()
+        .unwrap_or_default();
+    let kinds: BTreeSet<&String> = org.limits.keys().chain(overrides.keys()).collect();
+    let limits: Vec<Value> = kinds
+        .into_iter()
+        .filter_map(|kind| {
+            let org_limit = org.limits.get(kind);
+            match overrides.get(kind) {
+                Some(v) => Some(json!({"type": kind, "value": v, "org_limit": org_limit, "source": {"type": "workspace"}})),
+                None if inherited => Some(json!({"type": kind, "value": org_limit, "org_limit": org_limit, "source": {"type": "organization"}})),
+                None => None,
+            }
+        })
+        .collect();
+    if limits.is_empty() && !inherited {
+        return None;
+    }
+    Some(json!({
+        "type": "workspace_rate_limit",
+        "group": {"type": org.group},
+        "limits": limits,
+        "models": if org.models.is_empty() { Value::Null } else { json!(org.models) },
+        "rate_limit_id": id,
+        "workspace_id": workspace,
+    }))
 }
 
 /// The id the stand-in gives the spend limit of `target` (`organization`, `workspace:<id>`).

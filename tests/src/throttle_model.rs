@@ -86,6 +86,10 @@ struct Provider {
 
 #[async_trait]
 impl ProviderRateLimits for Provider {
+    fn provider(&self) -> ProviderKind {
+        ProviderKind::Openai
+    }
+
     async fn rate_limits(&self, project: &str) -> Result<Vec<ModelRateLimit>, ProviderError> {
         assert_eq!(project, PROJECT);
         Ok(self.limits.lock().unwrap().values().cloned().collect())
@@ -221,6 +225,7 @@ pub async fn run_case(store: Store, ops: &[Op]) -> Result<(), String> {
                 id: format!("rl-{m}"),
                 model: m.to_string(),
                 limits: limits.clone(),
+                inherited: Default::default(),
             },
         );
         model.expected.insert(format!("rl-{m}"), limits);
@@ -243,7 +248,7 @@ pub async fn run_case(store: Store, ops: &[Op]) -> Result<(), String> {
     let throttle = Throttle {
         store,
         clock: Arc::new(FixedClock::new(Utc::now())),
-        target: provider.clone(),
+        targets: vec![provider.clone()],
         lease_waits: &[1, 2, 4, 8, 16, 32, 64],
     };
     let actual = || -> Limits {

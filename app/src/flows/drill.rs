@@ -5,13 +5,13 @@
 //! provider limit is found, the GCP token mints. Each problem becomes one critical alert per
 //! day, naming what is broken and the fix.
 
+use crate::flows::throttle::throttled_under;
 use chrono::Duration;
 use futures::future::join_all;
 use spendguard_domain::alert::AlertEvent;
 use spendguard_domain::drill::{DrillProblem, DrillReport, drill_channels};
 use spendguard_domain::keys::{KeySpec, ProviderKind};
 use spendguard_domain::records::{Claim, Lease};
-use spendguard_domain::resources::{openai_limit_project, provider_limits};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::PolicySet;
 
@@ -174,20 +174,20 @@ pub async fn drill(guard: &KeyGuard, policy: &PolicySet) -> DrillReport {
         }
     }));
     let throttles = join_all(
-        provider_limits(policy)
+        throttled_under(&guard.rate_limits, policy, &Scope::root())
             .into_iter()
-            .filter_map(|r| {
-                let project = openai_limit_project(&r)?.to_string();
-                Some((r, project))
-            })
-            .filter_map(|(r, project)| guard.rate_limits.as_ref().map(|t| (r, project, t)))
             .map(|(resource, project, target)| async move {
                 target.rate_limits(&project).await.err().map(|e| {
                     problem(
                         format!("rate limits of {}", resource.id),
                         &resource.scope,
                         format!("they cannot be read: {e}"),
-                        "check the OpenAI admin key and the project id",
+                        match target.provider() {
+                            ProviderKind::Anthropic => {
+                                "check the Anthropic admin key and the workspace id"
+                            }
+                            _ => "check the OpenAI admin key and the project id",
+                        },
                     )
                 })
             }),

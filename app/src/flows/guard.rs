@@ -249,8 +249,9 @@ pub struct KeyGuard {
     pub clock: Arc<dyn Clock>,
     /// Where opted-in resources are stopped by a `shutdown` (none: keys only).
     pub shutdown_targets: Vec<Arc<dyn ShutdownTarget>>,
-    /// Where a `reduce_limits` also lowers the provider's own rate limits (OpenAI projects).
-    pub rate_limits: Option<Arc<dyn ProviderRateLimits>>,
+    /// Where a `reduce_limits` also lowers the provider's own rate limits (OpenAI projects,
+    /// Anthropic workspaces): one per provider with an admin key.
+    pub rate_limits: Vec<Arc<dyn ProviderRateLimits>>,
     /// The registry as last read (what an emergency stops while the store is down).
     pub registry: Registry,
     /// How long (ms) to wait between attempts for another invocation's lease on a key or a
@@ -332,16 +333,16 @@ impl KeyGuard {
             secrets,
             clock,
             shutdown_targets,
-            rate_limits: None,
+            rate_limits: Vec::new(),
             registry: Registry::default(),
             lease_waits: &crate::lease::LEASE_WAITS_MS,
         }
     }
 
     /// With the providers' rate limits lowered by `reduce_limits` too.
-    pub fn with_rate_limits(self, rate_limits: Arc<dyn ProviderRateLimits>) -> Self {
+    pub fn with_rate_limits(self, rate_limits: Vec<Arc<dyn ProviderRateLimits>>) -> Self {
         KeyGuard {
-            rate_limits: Some(rate_limits),
+            rate_limits,
             ..self
         }
     }
@@ -1701,10 +1702,10 @@ impl KeyGuard {
     }
 
     fn throttle(&self) -> Option<Throttle> {
-        self.rate_limits.as_ref().map(|target| Throttle {
+        (!self.rate_limits.is_empty()).then(|| Throttle {
             store: self.store.clone(),
             clock: self.clock.clone(),
-            target: target.clone(),
+            targets: self.rate_limits.clone(),
             lease_waits: self.lease_waits,
         })
     }

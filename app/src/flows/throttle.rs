@@ -1,8 +1,9 @@
-//! Throttling at the provider (`reduce_limits{factor}`): each OpenAI project the scope covers
-//! gets its per-model rate limits scaled by the factor, after they are recorded; the alert's
-//! recovery (a lift at the same factor) puts back exactly the recorded limits, unless someone
-//! changed a model's limits since. One invocation acts on a project at a time (a lease), and
-//! the record says what was done, so replays and concurrent deliveries change nothing twice.
+//! Throttling at the provider (`reduce_limits{factor}`): each OpenAI project (Anthropic
+//! workspace) the scope covers gets its rate limits scaled by the factor, after they are
+//! recorded; the alert's recovery (a lift at the same factor) puts back exactly the recorded
+//! limits, unless someone changed an entry's limits since. One invocation acts on a project at
+//! a time (a lease), and the record says what was done, so replays and concurrent deliveries
+//! change nothing twice.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use crate::ports::clock::Clock;
 use crate::ports::rate_limits::ProviderRateLimits;
 use crate::ports::store::StateStore;
 use spendguard_domain::records::AuditEntry;
-use spendguard_domain::resources::{openai_limit_project, provider_limits};
+use spendguard_domain::resources::{provider_limits, rate_limited};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::PolicySet;
 use spendguard_domain::throttle::{PutBack, ThrottleRecord, check_factor, put_back};
@@ -65,10 +66,14 @@ pub enum ThrottleOutcome {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ThrottleReport {
-    /// `openai:project:<id>`.
+    /// `openai:project:<id>`, `anthropic:workspace:<id>`.
     pub resource: String,
     #[serde(flatten)]
     pub outcome: ThrottleOutcome,
+    /// When what was changed takes effect, if the provider says later than at once
+    /// (Anthropic: within about an hour).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub takes_effect: Option<&'static str>,
 }
 
 impl ThrottleReport {
@@ -93,7 +98,8 @@ pub enum Order {
 pub struct Throttle {
     pub store: Arc<dyn StateStore>,
     pub clock: Arc<dyn Clock>,
-    pub target: Arc<dyn ProviderRateLimits>,
+    /// One per provider with an admin key (OpenAI, Anthropic).
+    pub targets: Vec<Arc<dyn ProviderRateLimits>>,
     /// How long (ms) to wait between attempts for another invocation's lease on a project.
     pub lease_waits: &'static [u64],
 }
@@ -102,18 +108,31 @@ fn record_key(resource: &str) -> String {
     format!("throttle#{resource}")
 }
 
-/// The OpenAI projects `scope` covers, by the rule of the providers' spend limits: a project
-/// is on the scope covering every budget and key that names it.
-fn projects_under(policy: &PolicySet, scope: &Scope) -> Vec<(String, String)> {
+/// The OpenAI projects and Anthropic workspaces `scope` covers, by the rule of the providers'
+/// spend limits (a project is on the scope covering every budget and key that names it), each
+/// with the provider that throttles it: `(resource, project, target)`.
+pub fn throttled_under(
+    targets: &[Arc<dyn ProviderRateLimits>],
+    policy: &PolicySet,
+    scope: &Scope,
+) -> Vec<(
+    spendguard_domain::resources::Resource,
+    String,
+    Arc<dyn ProviderRateLimits>,
+)> {
     provider_limits(policy)
-        .iter()
+        .into_iter()
         .filter(|r| scope.contains(&r.scope))
-        .filter_map(|r| openai_limit_project(r).map(|p| (r.id.clone(), p.to_string())))
+        .filter_map(|r| {
+            let (provider, container) = rate_limited(&r)?;
+            let target = targets.iter().find(|t| t.provider() == provider)?;
+            Some((r.clone(), container.to_string(), target.clone()))
+        })
         .collect()
 }
 
 impl Throttle {
-    /// Carries out `order` on every OpenAI project under `scope`: lowers the rate limits to
+    /// Carries out `order` on every OpenAI project (Anthropic workspace) under `scope`: lowers the rate limits to
     /// `factor` of what they were (a stricter factor lowers further, from the recorded limits),
     /// or lifts this scope's order at `factor`.
     pub async fn apply(
@@ -124,28 +143,43 @@ impl Throttle {
         factor: Decimal,
         actor: &str,
     ) -> Vec<ThrottleReport> {
-        let projects = projects_under(policy, scope);
-        join_all(projects.into_iter().map(|(resource, project)| async move {
-            let (outcome, action) = match order {
-                Order::Lower => (
-                    self.leased(
-                        &resource,
-                        self.lower_leased(&resource, &project, scope, factor),
-                    )
-                    .await,
-                    "rate_limits_lowered",
-                ),
-                Order::Lift => (
-                    self.leased(
-                        &resource,
-                        self.lift_leased(&resource, &project, scope, factor),
-                    )
-                    .await,
-                    "rate_limits_restored",
-                ),
-            };
-            self.report(resource, outcome, scope, actor, action).await
-        }))
+        let projects = throttled_under(&self.targets, policy, scope);
+        join_all(
+            projects
+                .into_iter()
+                .map(|(resource, project, target)| async move {
+                    let resource = resource.id;
+                    let target = target.as_ref();
+                    let (outcome, action) = match order {
+                        Order::Lower => (
+                            self.leased(
+                                &resource,
+                                self.lower_leased(target, &resource, &project, scope, factor),
+                            )
+                            .await,
+                            "rate_limits_lowered",
+                        ),
+                        Order::Lift => (
+                            self.leased(
+                                &resource,
+                                self.lift_leased(target, &resource, &project, scope, factor),
+                            )
+                            .await,
+                            "rate_limits_restored",
+                        ),
+                    };
+                    let mut report = self.report(resource, outcome, scope, actor, action).await;
+                    if matches!(
+                        report.outcome,
+                        ThrottleOutcome::Lowered { .. }
+                            | ThrottleOutcome::Restored { .. }
+                            | ThrottleOutcome::Relaxed { .. }
+                    ) {
+                        report.takes_effect = target.takes_effect();
+                    }
+                    report
+                }),
+        )
         .await
     }
 
@@ -178,7 +212,11 @@ impl Throttle {
                 warn!(%resource, error = %e, "audit entry not written");
             }
         }
-        ThrottleReport { resource, outcome }
+        ThrottleReport {
+            resource,
+            outcome,
+            takes_effect: None,
+        }
     }
 
     /// Runs `work` holding the project's throttle lease.
@@ -229,6 +267,7 @@ impl Throttle {
 
     async fn lower_leased(
         &self,
+        target: &dyn ProviderRateLimits,
         resource: &str,
         project: &str,
         scope: &Scope,
@@ -240,8 +279,7 @@ impl Throttle {
             None => ThrottleRecord {
                 factors: BTreeMap::new(),
                 applied_factors: Vec::new(),
-                previous: self
-                    .target
+                previous: target
                     .rate_limits(project)
                     .await
                     .map_err(|e| e.to_string())?,
@@ -274,7 +312,7 @@ impl Throttle {
         self.put_record(resource, &record).await?;
         for before in &record.previous {
             let lowered = before.scaled(to).map_err(|e| e.to_string())?;
-            self.target
+            target
                 .set_rate_limit(project, &lowered)
                 .await
                 .map_err(|e| format!("{}: {e}", before.model))?;
@@ -289,6 +327,7 @@ impl Throttle {
 
     async fn lift_leased(
         &self,
+        target: &dyn ProviderRateLimits,
         resource: &str,
         project: &str,
         scope: &Scope,
@@ -309,16 +348,14 @@ impl Throttle {
         record.factors.remove(scope);
         // another scope's order still in force: relaxed to it, else back to the recorded limits
         let to = record.factor();
-        let now = self
-            .target
+        let now = target
             .rate_limits(project)
             .await
             .map_err(|e| e.to_string())?;
         let mut left = Vec::new();
         for step in put_back(&record, &now, to).map_err(|e| e.to_string())? {
             match step {
-                PutBack::Set(limit) => self
-                    .target
+                PutBack::Set(limit) => target
                     .set_rate_limit(project, &limit)
                     .await
                     .map_err(|e| format!("{}: {e}", limit.model))?,

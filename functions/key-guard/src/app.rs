@@ -17,7 +17,7 @@ use spendguard_aws::secret_versions::SecretsManager;
 use spendguard_aws::shutdown::AwsShutdown;
 use spendguard_aws::sns::SnsBus;
 use spendguard_http::gcp::{GcpShutdown, ServiceAccountKey};
-use spendguard_http::keys::anthropic::{AnthropicAdmin, AnthropicSpendLimits};
+use spendguard_http::keys::anthropic::{AnthropicAdmin, AnthropicRateLimits, AnthropicSpendLimits};
 use spendguard_http::keys::openai::{OpenAiAdmin, OpenAiRateLimits, OpenAiSpendLimits};
 
 use crate::config::Config;
@@ -86,7 +86,7 @@ pub async fn handler_with(
         )));
     }
     let mut providers: Vec<Arc<dyn KeyProvider>> = Vec::new();
-    let mut rate_limits: Option<Arc<dyn ProviderRateLimits>> = None;
+    let mut rate_limits: Vec<Arc<dyn ProviderRateLimits>> = Vec::new();
     if aws == AwsKeys::Managed {
         providers.push(Arc::new(IamKeys {
             iam: aws_sdk_iam::Client::new(sdk),
@@ -103,6 +103,12 @@ pub async fn handler_with(
                 admin_key: admin_key.clone(),
             }));
         }
+        // a `reduce_limits` lowers each covered workspace's rate limits at Anthropic too
+        rate_limits.push(Arc::new(AnthropicRateLimits {
+            http: http.clone(),
+            base_url: config.anthropic_api_url.clone(),
+            admin_key: admin_key.clone(),
+        }));
         providers.push(Arc::new(AnthropicAdmin {
             http: http.clone(),
             base_url: config.anthropic_api_url.clone(),
@@ -118,7 +124,7 @@ pub async fn handler_with(
             admin_key: admin_key.clone(),
         }));
         // a `reduce_limits` lowers each covered project's rate limits at OpenAI too
-        rate_limits = Some(Arc::new(OpenAiRateLimits {
+        rate_limits.push(Arc::new(OpenAiRateLimits {
             http: http.clone(),
             base_url: config.openai_api_url.clone(),
             admin_key: admin_key.clone(),
@@ -141,9 +147,7 @@ pub async fn handler_with(
         clock.clone(),
         shutdown_targets,
     );
-    if let Some(rate_limits) = rate_limits {
-        guard = guard.with_rate_limits(rate_limits);
-    }
+    guard = guard.with_rate_limits(rate_limits);
     // the registry as key-guard starts: what it stops should the store be down later
     guard.warm().await;
     Ok(Handler {

@@ -723,3 +723,333 @@ async fn an_anthropic_workspace_limit_that_was_not_there_is_deleted_and_a_hand_c
     assert_eq!(limit["outcome"], "changed_by_hand", "{restored:#}");
     assert_eq!(w.anthropic.spend_limit(WORKSPACE), Some(70_000));
 }
+
+// ---- throttling at Anthropic: a workspace's rate limits (issue 22 part 2) --------------------
+
+/// `wrkspc_r`'s rate limits: a model group with one override of its own, a batch group, and a
+/// files group (which spends nothing: a throttle leaves it).
+fn add_workspace_rate_limits(anthropic: &ProviderState) {
+    anthropic.add_org_rate_limit(
+        "wrkspc_r",
+        "rl_sonnet",
+        "model_group",
+        &["claude-sonnet-4-5", "claude-sonnet-4-5-20250929"],
+        json!({"requests_per_minute": 4000, "input_tokens_per_minute_cache_aware": 2_000_000, "output_tokens_per_minute": 400_000}),
+    );
+    anthropic.add_org_rate_limit(
+        "wrkspc_r",
+        "rl_batch",
+        "batch",
+        &[],
+        json!({"requests_per_minute": 1000}),
+    );
+    anthropic.add_org_rate_limit(
+        "wrkspc_r",
+        "rl_files",
+        "files",
+        &[],
+        json!({"requests_per_minute": 100}),
+    );
+    anthropic.set_workspace_override_by_hand(
+        "wrkspc_r",
+        "rl_sonnet",
+        "output_tokens_per_minute",
+        Some(100_000),
+    );
+}
+
+/// A workspace's limits of one entry: limiter type → [value, its own override].
+fn ws_limits(anthropic: &ProviderState, id: &str) -> Value {
+    json!(anthropic.workspace_limits("wrkspc_r", id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reduce_limits_sets_an_anthropic_workspaces_rate_limits_once_says_it_takes_an_hour_and_the_recovery_puts_back_exactly_them()
+ {
+    let (w, handler) = workspace_world(None).await;
+    add_workspace_rate_limits(&w.anthropic);
+    let original: Vec<Value> = ["rl_sonnet", "rl_batch", "rl_files"]
+        .iter()
+        .map(|id| ws_limits(&w.anthropic, id))
+        .collect();
+    let half = throttle_alert("anthropic/research", "alert-ws-rl", Decimal::new(5, 1));
+    let handler = Arc::new(handler);
+    let results = delivered_twice_at_once(&handler, &half).await;
+    assert!(results.iter().any(Result::is_ok), "{results:?}");
+    let out = handler.handle(half.clone()).await.unwrap();
+    assert_eq!(
+        out["alerts"][0]["provider_rate_limits"][0]["outcome"], "already_lowered",
+        "{out:#}"
+    );
+    let lowered = results.iter().flatten().find_map(|r| {
+        r["alerts"][0]["provider_rate_limits"]
+            .as_array()?
+            .iter()
+            .find(|t| t["outcome"] == "lowered")
+            .cloned()
+    });
+    let lowered = lowered.expect("one delivery lowered them");
+    assert_eq!(lowered["resource"], "anthropic:workspace:wrkspc_r");
+    assert_eq!(lowered["detail"]["models"], 2, "{lowered:#}");
+    assert!(
+        lowered["takes_effect"]
+            .as_str()
+            .is_some_and(|t| t.contains("about an hour")),
+        "the output says Anthropic takes about an hour: {lowered:#}"
+    );
+    // half of what was in force, stored as the workspace's own overrides
+    assert_eq!(
+        ws_limits(&w.anthropic, "rl_sonnet"),
+        json!({"input_tokens_per_minute_cache_aware": [1_000_000, true], "output_tokens_per_minute": [50_000, true], "requests_per_minute": [2000, true]})
+    );
+    assert_eq!(
+        ws_limits(&w.anthropic, "rl_batch"),
+        json!({"requests_per_minute": [500, true]})
+    );
+    assert_eq!(
+        ws_limits(&w.anthropic, "rl_files"),
+        original[2],
+        "files spend nothing"
+    );
+    let rate_limit_writes = || {
+        w.anthropic
+            .writes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t.starts_with("wrkspc_r/"))
+            .count()
+    };
+    assert_eq!(
+        rate_limit_writes(),
+        2,
+        "one write per group for all deliveries"
+    );
+    assert_eq!(
+        w.anthropic.active("apikey_wr"),
+        Some(true),
+        "a throttle stops no key"
+    );
+    assert_eq!(
+        w.anthropic.spend_limit(WORKSPACE),
+        None,
+        "and sets no spend limit"
+    );
+
+    // an operator sets the batch group's limit by hand meanwhile
+    w.anthropic.set_workspace_override_by_hand(
+        "wrkspc_r",
+        "rl_batch",
+        "requests_per_minute",
+        Some(700),
+    );
+    let out = handler.handle(recovery_of(&half)).await.unwrap();
+    let report = &out["alerts"][0]["provider_rate_limits"][0];
+    assert_eq!(report["outcome"], "restored", "{out:#}");
+    assert!(report["takes_effect"].as_str().is_some(), "{report:#}");
+    let left = report["detail"]["left"].to_string();
+    assert!(
+        left.contains("batch") && left.contains("left as the operator set it"),
+        "{left}"
+    );
+    // exactly as before: the workspace's own override back, the organisation's values
+    // inherited again (not stored as overrides)
+    assert_eq!(ws_limits(&w.anthropic, "rl_sonnet"), original[0]);
+    assert_eq!(
+        ws_limits(&w.anthropic, "rl_batch"),
+        json!({"requests_per_minute": [700, true]}),
+        "the operator's value stays"
+    );
+    let writes = rate_limit_writes();
+    let out = handler.handle(recovery_of(&half)).await.unwrap();
+    assert_eq!(
+        out["alerts"][0]["provider_rate_limits"][0]["outcome"],
+        "not_lowered"
+    );
+    assert_eq!(
+        rate_limit_writes(),
+        writes,
+        "a redelivered recovery sets nothing"
+    );
+}
+
+/// The stand-in refuses what Anthropic's workspace rate-limit API refuses.
+#[tokio::test]
+async fn the_anthropic_rate_limit_stand_in_refuses_what_anthropic_refuses() {
+    use spendguard_tests::admin_apis::{ANTHROPIC_ADMIN_KEY, anthropic_standin};
+    let state = Arc::new(ProviderState::default());
+    add_workspace_rate_limits(&state);
+    let standin = anthropic_standin(state.clone()).await;
+    let http = reqwest::Client::new();
+    let base = format!("{}/v1/organizations/workspaces", standin.url);
+    let set = format!("{base}/wrkspc_r/rate_limits/rl_sonnet");
+    let rpm = |value: Value| json!({"limits": [{"type": "requests_per_minute", "value": value}]});
+    let seventeen: Vec<Value> = (0..17)
+        .map(|_| json!({"type": "requests_per_minute", "value": 1}))
+        .collect();
+    for (name, method, url, key, body, status, kind) in [
+        (
+            "no admin key",
+            "POST",
+            set.clone(),
+            None,
+            rpm(json!(10)),
+            401,
+            "authentication_error",
+        ),
+        (
+            "a non-admin key",
+            "POST",
+            set.clone(),
+            Some("sk-ant-api03-x"),
+            rpm(json!(10)),
+            401,
+            "authentication_error",
+        ),
+        (
+            "a value as a string",
+            "POST",
+            set.clone(),
+            Some(ANTHROPIC_ADMIN_KEY),
+            rpm(json!("10")),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            "a negative value",
+            "POST",
+            set.clone(),
+            Some(ANTHROPIC_ADMIN_KEY),
+            rpm(json!(-1)),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            "a fraction",
+            "POST",
+            set.clone(),
+            Some(ANTHROPIC_ADMIN_KEY),
+            rpm(json!(2.5)),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            "an unknown limiter type",
+            "POST",
+            set.clone(),
+            Some(ANTHROPIC_ADMIN_KEY),
+            json!({"limits": [{"type": "max_requests_per_1_minute", "value": 1}]}),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            "OpenAI's body shape",
+            "POST",
+            set.clone(),
+            Some(ANTHROPIC_ADMIN_KEY),
+            json!({"requests_per_minute": 10}),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            "no limits",
+            "POST",
+            set.clone(),
+            Some(ANTHROPIC_ADMIN_KEY),
+            json!({"limits": []}),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            "more than 16 limits",
+            "POST",
+            set.clone(),
+            Some(ANTHROPIC_ADMIN_KEY),
+            json!({"limits": seventeen}),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            "an unknown rate limit",
+            "POST",
+            format!("{base}/wrkspc_r/rate_limits/rl_nope"),
+            Some(ANTHROPIC_ADMIN_KEY),
+            rpm(json!(10)),
+            404,
+            "not_found_error",
+        ),
+        (
+            "an unknown workspace",
+            "POST",
+            format!("{base}/wrkspc_nope/rate_limits/rl_sonnet"),
+            Some(ANTHROPIC_ADMIN_KEY),
+            rpm(json!(10)),
+            404,
+            "not_found_error",
+        ),
+        (
+            "a write by GET",
+            "GET",
+            set.clone(),
+            Some(ANTHROPIC_ADMIN_KEY),
+            json!({}),
+            405,
+            "invalid_request_error",
+        ),
+        (
+            "a page size over 1000",
+            "GET",
+            format!("{base}/wrkspc_r/rate_limits?limit=1001"),
+            Some(ANTHROPIC_ADMIN_KEY),
+            json!({}),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            "OpenAI's cursor",
+            "GET",
+            format!("{base}/wrkspc_r/rate_limits?after=rl_batch"),
+            Some(ANTHROPIC_ADMIN_KEY),
+            json!({}),
+            400,
+            "invalid_request_error",
+        ),
+    ] {
+        let mut request = http
+            .request(method.parse().unwrap(), url)
+            .header("anthropic-version", "2023-06-01");
+        if method == "POST" {
+            request = request.json(&body);
+        }
+        if let Some(k) = key {
+            request = request.header("x-api-key", k);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{name}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["error"]["type"], kind, "{name}: {answer}");
+    }
+    assert!(
+        state.writes.lock().unwrap().is_empty(),
+        "nothing refused was applied"
+    );
+    // what it takes: an integer, or null to clear the workspace's own value
+    for (value, expected) in [
+        (json!(10), json!([10, true])),
+        (json!(null), json!([4000, false])),
+    ] {
+        let ok = http
+            .post(&set)
+            .header("anthropic-version", "2023-06-01")
+            .header("x-api-key", ANTHROPIC_ADMIN_KEY)
+            .json(&rpm(value))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status().as_u16(), 200);
+        assert_eq!(
+            json!(state.workspace_limits("wrkspc_r", "rl_sonnet"))["requests_per_minute"],
+            expected
+        );
+    }
+}

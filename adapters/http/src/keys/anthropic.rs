@@ -7,12 +7,14 @@ use serde_json::{Value, json};
 use spendguard_domain::keys::{Credential, KeySpec, ProviderKind};
 
 use spendguard_app::ports::keys::{KeyProvider, ProviderError};
+use spendguard_app::ports::rate_limits::ProviderRateLimits;
 use spendguard_app::ports::shutdown::{ShutdownError, ShutdownTarget};
 use spendguard_domain::resources::{
     Resource, ResourceKind, ResourceState, anthropic_limit_workspace, provider_limits,
 };
 use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::PolicySet;
+use spendguard_domain::throttle::{ANTHROPIC_THROTTLED_GROUPS, ModelRateLimit};
 
 use crate::keys::{success, transport};
 use spendguard_domain::secret::Secret;
@@ -281,5 +283,204 @@ impl ShutdownTarget for AnthropicSpendLimits {
             .await
             .map(|_| ())
             .map_err(|e| ShutdownError(e.to_string()))
+    }
+}
+
+/// An Anthropic workspace's rate limits (`GET /v1/organizations/workspaces/{id}/rate_limits`
+/// with `include_inherited=true`, `POST …/rate_limits/{rate_limit_id}`): a `reduce_limits`
+/// stores the lowered values as the workspace's overrides; its recovery puts back the
+/// workspace's own values and clears the overrides it did not have. Anthropic applies changes
+/// within about an hour: a standing brake, not an emergency one (the spend limit is that).
+pub struct AnthropicRateLimits {
+    pub http: reqwest::Client,
+    /// `https://api.anthropic.com` in production.
+    pub base_url: String,
+    pub admin_key: Secret,
+}
+
+/// Pages of rate limits read at most (without `limit`, Anthropic answers them all in one).
+const RATE_LIMIT_PAGES: usize = 20;
+/// Limiter types one update may name (Anthropic's `maxItems`).
+const LIMITS_PER_UPDATE: usize = 16;
+
+/// An id Anthropic issues (workspace, rate limit): safe in a path.
+fn anthropic_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn unreadable(message: String) -> ProviderError {
+    ProviderError::Unavailable {
+        provider: KIND,
+        message: format!("Anthropic answered {message}"),
+    }
+}
+
+/// One entry of the list, if its group is one a throttle lowers.
+fn workspace_rate_limit(entry: &Value) -> Result<Option<ModelRateLimit>, ProviderError> {
+    let group = entry["group"]["type"].as_str().unwrap_or_default();
+    if !ANTHROPIC_THROTTLED_GROUPS.contains(&group) {
+        return Ok(None);
+    }
+    let id = entry["rate_limit_id"]
+        .as_str()
+        .filter(|id| anthropic_id(id))
+        .ok_or_else(|| {
+            unreadable(format!(
+                "a rate limit id spendguard cannot use: {}",
+                entry["rate_limit_id"]
+            ))
+        })?;
+    let models: Vec<&str> = entry["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut limit = ModelRateLimit {
+        id: id.to_string(),
+        model: if models.is_empty() {
+            group.to_string()
+        } else {
+            format!("{group} ({})", models.join(", "))
+        },
+        limits: Default::default(),
+        inherited: Default::default(),
+    };
+    for value in entry["limits"].as_array().into_iter().flatten() {
+        let kind = value["type"]
+            .as_str()
+            .ok_or_else(|| unreadable(format!("a rate limit without a type: {value}")))?;
+        let amount = match &value["value"] {
+            // no limit of this type, neither the workspace's nor the organisation's
+            Value::Null => continue,
+            v => v.as_u64().ok_or_else(|| {
+                unreadable(format!(
+                    "a `{kind}` limit that is not a non-negative integer: {v}"
+                ))
+            })?,
+        };
+        limit.limits.insert(kind.to_string(), amount);
+        match value["source"]["type"].as_str() {
+            Some("organization") => {
+                limit.inherited.insert(kind.to_string());
+            }
+            Some("workspace") => {}
+            _ => {
+                return Err(unreadable(format!(
+                    "a `{kind}` limit without its source: {}",
+                    value["source"]
+                )));
+            }
+        }
+    }
+    Ok(Some(limit))
+}
+
+impl AnthropicRateLimits {
+    fn url(&self, workspace: &str) -> Result<String, ProviderError> {
+        if !anthropic_id(workspace) {
+            return Err(ProviderError::Refused {
+                provider: KIND,
+                message: format!(
+                    "Anthropic workspace id `{workspace}` is not one Anthropic issues (letters, digits, `_`, `-`)"
+                ),
+            });
+        }
+        Ok(format!(
+            "{}/v1/organizations/workspaces/{workspace}/rate_limits",
+            self.base_url.trim_end_matches('/')
+        ))
+    }
+}
+
+#[async_trait]
+impl ProviderRateLimits for AnthropicRateLimits {
+    fn provider(&self) -> ProviderKind {
+        KIND
+    }
+
+    fn takes_effect(&self) -> Option<&'static str> {
+        Some("within about an hour (Anthropic applies workspace rate limits within about an hour)")
+    }
+
+    async fn rate_limits(&self, workspace: &str) -> Result<Vec<ModelRateLimit>, ProviderError> {
+        let url = self.url(workspace)?;
+        let mut out = Vec::new();
+        let mut page: Option<String> = None;
+        for _ in 0..RATE_LIMIT_PAGES {
+            let mut query = vec![("include_inherited", "true".to_string())];
+            query.extend(page.take().map(|p| ("page", p)));
+            let response = self
+                .http
+                .get(&url)
+                .query(&query)
+                .header("x-api-key", self.admin_key.expose())
+                .header("anthropic-version", VERSION)
+                .send()
+                .await
+                .map_err(|e| transport(KIND, e))?;
+            let body: Value = success(KIND, response).await?.json().await.map_err(|e| {
+                unreadable(format!(
+                    "rate limits spendguard cannot read: {}",
+                    e.without_url()
+                ))
+            })?;
+            let Some(data) = body["data"].as_array() else {
+                return Err(unreadable(format!("rate limits without `data`: {body}")));
+            };
+            for entry in data {
+                out.extend(workspace_rate_limit(entry)?);
+            }
+            match body["next_page"].as_str() {
+                Some(next) => page = Some(next.to_string()),
+                None => return Ok(out),
+            }
+        }
+        Err(unreadable(format!(
+            "more than {RATE_LIMIT_PAGES} pages of rate limits for workspace {workspace}"
+        )))
+    }
+
+    async fn set_rate_limit(
+        &self,
+        workspace: &str,
+        limit: &ModelRateLimit,
+    ) -> Result<(), ProviderError> {
+        if !anthropic_id(&limit.id) {
+            return Err(ProviderError::Refused {
+                provider: KIND,
+                message: format!("rate limit id `{}` is not one Anthropic issues", limit.id),
+            });
+        }
+        let url = format!("{}/{}", self.url(workspace)?, limit.id);
+        // the organisation's values are put back by clearing the workspace's override
+        let values: Vec<Value> = limit
+            .limits
+            .iter()
+            .map(|(kind, value)| {
+                if limit.inherited.contains(kind) {
+                    json!({"type": kind, "value": null})
+                } else {
+                    json!({"type": kind, "value": value})
+                }
+            })
+            .collect();
+        for chunk in values.chunks(LIMITS_PER_UPDATE) {
+            let response = self
+                .http
+                .post(&url)
+                .header("x-api-key", self.admin_key.expose())
+                .header("anthropic-version", VERSION)
+                .json(&json!({ "limits": chunk }))
+                .send()
+                .await
+                .map_err(|e| transport(KIND, e))?;
+            success(KIND, response).await?;
+        }
+        Ok(())
     }
 }

@@ -345,6 +345,7 @@ fn rate_limit(
         id: text("id")?,
         model: text("model")?,
         limits,
+        inherited: Default::default(),
     })
 }
 
@@ -357,6 +358,10 @@ fn provider_error(e: ShutdownError) -> ProviderError {
 
 #[async_trait]
 impl ProviderRateLimits for OpenAiRateLimits {
+    fn provider(&self) -> ProviderKind {
+        KIND
+    }
+
     async fn rate_limits(&self, project: &str) -> Result<Vec<ModelRateLimit>, ProviderError> {
         let url = format!(
             "{}/rate_limits",
