@@ -181,7 +181,7 @@ pub async fn run(args: CheckArgs) -> Result<(), Failure> {
         key_usage: Vec::new(),
         clock,
         claim_lease: DEFAULT_CLAIM_LEASE,
-        provider_caps: None,
+        provider_caps: Vec::new(),
     };
     let report = checker
         .run(&CheckOptions {

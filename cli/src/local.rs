@@ -11,7 +11,7 @@ use aws_config::SdkConfig;
 use lambda_runtime::Diagnostic;
 use serde_json::{Value, json};
 use spendguard_app::backends::Backends;
-use spendguard_app::env::{Env, EnvError};
+use spendguard_app::env::{Env, EnvError, SourcesConfig};
 use spendguard_app::flows::caps::CapKeeper;
 use spendguard_app::flows::nightly::{MetricsSink, Nightly};
 use spendguard_app::ports::bus::AlertBus;
@@ -19,7 +19,7 @@ use spendguard_app::ports::clock::Clock;
 use spendguard_app::ports::store::StateStore;
 use spendguard_aws::sns::SnsBus;
 use spendguard_domain::alert::AlertEvent;
-use spendguard_http::keys::openai::OpenAiSpendLimits;
+use spendguard_http::keys::cap_targets;
 use spendguard_http::verify::sns::HttpsCertificates;
 use spendguard_local::file_vault::FileVault;
 use spendguard_local::memory_bus::MemoryBus;
@@ -221,37 +221,17 @@ impl Local {
         self.backends.store.clone()
     }
 
-    /// What keeps the budgets' provider caps, with the OpenAI admin key of the environment
-    /// (`SPENDGUARD_OPENAI_ADMIN_KEY_ARN`, `SPENDGUARD_OPENAI_API_URL`); none without the key.
-    pub async fn cap_keeper(&self) -> Result<Option<CapKeeper>, Failure> {
-        let env = self.env();
-        let Some(arn) = env.optional("SPENDGUARD_OPENAI_ADMIN_KEY_ARN") else {
-            return Ok(None);
-        };
-        let base_url = env
-            .parsed(
-                "SPENDGUARD_OPENAI_API_URL",
-                "https://api.openai.com".to_string(),
-            )
-            .map_err(config_failure)?;
-        spendguard_app::env::check_api_url("SPENDGUARD_OPENAI_API_URL", &base_url)
-            .map_err(config_failure)?;
-        let admin_key = self
-            .backends
-            .vault
-            .read(&arn)
-            .await
-            .map_err(|e| Failure::Run(e.to_string()))?;
-        Ok(Some(CapKeeper {
+    /// What keeps the budgets' provider caps, with the admin keys of the environment
+    /// (`SPENDGUARD_OPENAI_ADMIN_KEY_ARN`, `SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN` and their API
+    /// URLs), as budget-check keeps them.
+    pub fn cap_keeper(&self) -> Result<CapKeeper, Failure> {
+        let sources = SourcesConfig::from_env(&self.env()).map_err(config_failure)?;
+        Ok(CapKeeper {
             store: self.store(),
             clock: self.backends.clock.clone(),
-            target: Arc::new(OpenAiSpendLimits {
-                http: reqwest::Client::new(),
-                base_url,
-                admin_key,
-            }),
+            targets: cap_targets(&sources, &self.backends.vault),
             lease_waits: &spendguard_app::lease::LEASE_WAITS_MS,
-        }))
+        })
     }
 
     /// The variables a function reads: overrides, then the process environment, then (embedded)

@@ -3,7 +3,7 @@
 //! honoured) they read and write its table directly and run key-guard's and alert-fanout's own
 //! code in process; without `--table` they act on the embedded store.
 
-use spendguard_app::flows::caps::CapOutcome;
+use spendguard_app::flows::caps::{CapOutcome, admin_key_setting};
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -497,6 +497,13 @@ fn by_id(policy: &spendguard_domain::settings::PolicySet) -> Value {
     })
 }
 
+/// A cap the provider does not offer this organisation: said, not failed.
+fn not_enabled(resource: &str, budget: &str) -> String {
+    format!(
+        "note: provider limit {resource} (budget {budget}) is not kept: the provider does not offer spend limits to this organisation (Anthropic's are an early-access preview; budget-check reports it once)"
+    )
+}
+
 fn dollars(cents: u64) -> String {
     format!("{}.{:02} USD", cents / 100, cents % 100)
 }
@@ -509,39 +516,35 @@ pub async fn budgets_apply(on: &On, file: &std::path::Path, yes: bool) -> Result
     let mut changes = Vec::new();
     diff("", &by_id(&current), &by_id(&policy), &mut changes);
     // the providers' own limits the budgets keep (`provider_cap`), read now
-    let caps = match local.cap_keeper().await? {
-        Some(keeper) => {
-            let plan = keeper.plan(&policy).await;
-            for c in &plan {
-                match &c.outcome {
-                    CapOutcome::WouldSet { from } => changes.push(format!(
-                        "provider limit {} (budget {}): {} -> {}",
-                        c.resource,
-                        c.budget,
-                        from.map_or("none".to_string(), dollars),
-                        dollars(c.cents)
-                    )),
-                    CapOutcome::Failed { error } => {
-                        return Err(Failure::Run(format!(
-                            "provider limit {} cannot be read, nothing written: {error}",
-                            c.resource
-                        )));
-                    }
-                    _ => {}
-                }
+    let keeper = local.cap_keeper()?;
+    let caps = spendguard_domain::caps::provider_caps(&policy.budgets).unwrap_or_default();
+    if let Some(cap) = caps.iter().find(|c| keeper.target(c).is_err()) {
+        return Err(Failure::Invalid(format!(
+            "{}: provider_cap of budget {} needs {} to show and set the cap (nothing written)",
+            file.display(),
+            cap.budget_id,
+            admin_key_setting(cap.resource.kind)
+        )));
+    }
+    for c in keeper.plan(&policy).await {
+        match &c.outcome {
+            CapOutcome::WouldSet { from } => changes.push(format!(
+                "provider limit {} (budget {}): {} -> {}",
+                c.resource,
+                c.budget,
+                from.map_or("none".to_string(), dollars),
+                dollars(c.cents)
+            )),
+            CapOutcome::NotEnabled => println!("{}", not_enabled(&c.resource, &c.budget)),
+            CapOutcome::Failed { error } => {
+                return Err(Failure::Run(format!(
+                    "provider limit {} cannot be read, nothing written: {error}",
+                    c.resource
+                )));
             }
-            Some(keeper)
+            _ => {}
         }
-        None if spendguard_domain::caps::provider_caps(&policy.budgets)
-            .is_ok_and(|c| !c.is_empty()) =>
-        {
-            return Err(Failure::Invalid(format!(
-                "{}: provider_cap needs the OpenAI admin key to show and set the caps: set SPENDGUARD_OPENAI_ADMIN_KEY_ARN (nothing written)",
-                file.display()
-            )));
-        }
-        None => None,
-    };
+    }
     if changes.is_empty() {
         println!(
             "{}: the {} already holds exactly this policy",
@@ -556,7 +559,7 @@ pub async fn budgets_apply(on: &On, file: &std::path::Path, yes: bool) -> Result
     }
     confirm(&format!("Apply {} change(s)?", changes.len()), yes)?;
     store.put_policy(&policy).await.map_err(run_err)?;
-    if let Some(keeper) = caps {
+    if !caps.is_empty() {
         for c in keeper.keep(&policy, None).await {
             match c.outcome {
                 CapOutcome::Set { .. } | CapOutcome::Drifted { .. } => {
@@ -576,6 +579,7 @@ pub async fn budgets_apply(on: &On, file: &std::path::Path, yes: bool) -> Result
                     "  provider limit {} is held by a stop: its restore puts the cap back",
                     c.resource
                 ),
+                CapOutcome::NotEnabled => println!("{}", not_enabled(&c.resource, &c.budget)),
                 _ => {}
             }
         }

@@ -1622,8 +1622,8 @@ impl Validator<'_> {
         ok.then_some(spec)
     }
 
-    /// A window that keeps the provider's limit: one the provider has (monthly, OpenAI, USD,
-    /// whole cents), and no other budget keeps the same limit.
+    /// A window that keeps the provider's limit: one the provider has (monthly, OpenAI or
+    /// Anthropic, USD, whole cents), and no other budget keeps the same limit.
     fn provider_cap(
         &mut self,
         w: &Window,
@@ -1638,8 +1638,7 @@ impl Validator<'_> {
             self.error(span, field, why);
             return;
         }
-        if let Some(SourceSpec::Openai { project_id }) = source {
-            let id = crate::resources::openai_limit_id(project_id.as_deref());
+        if let Some((_, id)) = source.and_then(crate::caps::capped_limit) {
             if let Some(other) = self.capped.get(&id) {
                 let why =
                     format!("budget `{other}` keeps the limit {id} already: keep it in one budget");

@@ -1,5 +1,6 @@
 //! Caps as code: a monthly window with `provider_cap = true` keeps the provider's own hard
-//! spend limit (OpenAI's project or organisation limit) equal to the window's limit, so the cap
+//! spend limit (OpenAI's project or organisation limit, Anthropic's workspace or organisation
+//! limit) equal to the window's limit, so the cap
 //! holds even when spendguard is down. `budgets apply` shows and sets it; every budget-check run
 //! keeps it; a limit changed at the provider by hand is one drift finding per change, then set
 //! back (the budgets file is the source of truth). A stop (ADR 020) takes precedence: a limit a
@@ -12,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::budget::{Budget, SourceSpec, Window};
 use crate::money::Currency;
 use crate::period::WindowKind;
-use crate::resources::{MIN_OPENAI_LIMIT_CENTS, Resource, ResourceKind, openai_limit_id};
+use crate::resources::{
+    MIN_OPENAI_LIMIT_CENTS, Resource, ResourceKind, anthropic_limit_id, openai_limit_id,
+};
 
 /// A provider limit a budget keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,16 +37,21 @@ pub fn cap_refusal(
             window.kind
         ));
     }
-    if !matches!(source, None | Some(SourceSpec::Openai { .. })) {
+    if !matches!(
+        source,
+        None | Some(SourceSpec::Openai { .. } | SourceSpec::Anthropic { .. })
+    ) {
         return Some(format!(
-            "provider_cap needs source = {{ kind = \"openai\" }} (optionally with project_id); this budget's source is `{}` (Anthropic's spend limits are not driven yet)",
+            "provider_cap needs source = {{ kind = \"openai\" }} (optionally with project_id) or {{ kind = \"anthropic\" }} (optionally with workspace_id); this budget's source is `{}`",
             source.map(SourceSpec::kind).unwrap_or("?")
         ));
     }
     // without a source its own error is reported
     source?;
     if currency.is_some_and(|c| c != Currency::USD) {
-        return Some("OpenAI's hard limits are in USD: give this budget currency = \"USD\"".into());
+        return Some(
+            "the providers' hard limits are in USD: give this budget currency = \"USD\"".into(),
+        );
     }
     match cents(window.limit) {
         Some(_) => None,
@@ -63,18 +71,32 @@ fn cents(amount: Decimal) -> Option<u64> {
         .filter(|c| *c >= MIN_OPENAI_LIMIT_CENTS)
 }
 
+/// The provider limit a budget reading `source` can keep: its kind and id.
+pub fn capped_limit(source: &SourceSpec) -> Option<(ResourceKind, String)> {
+    match source {
+        SourceSpec::Openai { project_id } => Some((
+            ResourceKind::OpenaiSpendLimit,
+            openai_limit_id(project_id.as_deref()),
+        )),
+        SourceSpec::Anthropic { workspace_id } => Some((
+            ResourceKind::AnthropicSpendLimit,
+            anthropic_limit_id(workspace_id.as_deref()),
+        )),
+        _ => None,
+    }
+}
+
 /// Every provider limit the budgets keep; two budgets keeping the same limit is refused.
 pub fn provider_caps(budgets: &[Budget]) -> Result<Vec<ProviderCap>, String> {
     let mut caps: Vec<ProviderCap> = Vec::new();
     for b in budgets {
-        let SourceSpec::Openai { project_id } = &b.source else {
+        let Some((kind, id)) = capped_limit(&b.source) else {
             continue;
         };
         for w in b.windows.iter().filter(|w| w.provider_cap) {
             let Some(cents) = cents(w.limit) else {
                 continue;
             };
-            let id = openai_limit_id(project_id.as_deref());
             if let Some(other) = caps.iter().find(|c| c.resource.id == id) {
                 return Err(format!(
                     "budgets `{}` and `{}` both keep the limit {id}: keep it in one",
@@ -83,8 +105,8 @@ pub fn provider_caps(budgets: &[Budget]) -> Result<Vec<ProviderCap>, String> {
             }
             caps.push(ProviderCap {
                 resource: Resource {
-                    kind: ResourceKind::OpenaiSpendLimit,
-                    id,
+                    kind,
+                    id: id.clone(),
                     scope: b.scope.clone(),
                 },
                 cents,

@@ -200,3 +200,47 @@ fn a_monthly_openai_window_keeps_the_providers_limit_in_whole_cents() {
     assert_eq!(caps[0].cents, 123_456);
     assert_eq!(caps[0].budget_id, "openai-prod");
 }
+
+#[test]
+fn an_anthropic_workspace_or_organisation_keeps_its_limit_too() {
+    let set = spendguard_domain::budgets_file::parse_budgets(
+        "caps.toml",
+        r#"
+        version = 1
+        [[budget]]
+        id = "research"
+        scope = "anthropic/research"
+        source = { kind = "anthropic", workspace_id = "wrkspc_r" }
+        [[budget.window]]
+        period = "monthly"
+        limit = "750.5"
+        provider_cap = true
+        tiers = [{ name = "warning", percent = 50 }]
+        [[budget]]
+        id = "anthropic-org"
+        scope = "anthropic"
+        source = { kind = "anthropic" }
+        [[budget.window]]
+        period = "monthly"
+        limit = "5000"
+        provider_cap = true
+        tiers = [{ name = "warning", percent = 50 }]
+        "#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let caps = spendguard_domain::caps::provider_caps(&set.budgets).unwrap();
+    let ids: Vec<(&str, u64)> = caps
+        .iter()
+        .map(|c| (c.resource.id.as_str(), c.cents))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("anthropic:workspace:wrkspc_r", 75_050),
+            ("anthropic:organization", 500_000)
+        ]
+    );
+    assert!(caps.iter().all(
+        |c| c.resource.kind == spendguard_domain::resources::ResourceKind::AnthropicSpendLimit
+    ));
+}

@@ -46,8 +46,9 @@ pub struct ProviderState {
     pub workspace_overrides: Mutex<BTreeMap<(String, String), BTreeMap<String, u64>>>,
     /// Anthropic: the organisation's workspaces.
     pub workspaces: Mutex<BTreeSet<String>>,
-    /// Anthropic: spend limits answer 403 "not enabled" (an organisation without early access).
-    pub spend_limits_not_enabled: std::sync::atomic::AtomicBool,
+    /// Anthropic: the status spend limits answer with, "not enabled" for an organisation
+    /// without the early access (403 or 404; 0: enabled).
+    pub spend_limits_not_enabled: std::sync::atomic::AtomicU16,
 }
 
 /// One of an Anthropic organisation's rate-limit entries: its group, models and limits.
@@ -289,9 +290,12 @@ pub async fn anthropic_standin(state: Arc<ProviderState>) -> StandIn {
         }
         if r.path.starts_with("/v1/organizations/spend_limits")
             && r.header("x-api-key") == Some(ANTHROPIC_ADMIN_KEY)
-            && state.spend_limits_not_enabled.load(Ordering::SeqCst)
+            && state.spend_limits_not_enabled.load(Ordering::SeqCst) != 0
         {
-            return anthropic_error(403, "permission_error", "Spend limits are not enabled for this organization");
+            return match state.spend_limits_not_enabled.load(Ordering::SeqCst) {
+                404 => anthropic_error(404, "not_found_error", "Not found"),
+                status => anthropic_error(status, "permission_error", "Spend limits are not enabled for this organization"),
+            };
         }
         if r.path == "/v1/organizations/spend_limits" {
             if r.header("x-api-key") != Some(ANTHROPIC_ADMIN_KEY) {

@@ -1012,7 +1012,7 @@ impl World {
             key_usage: Vec::new(),
             clock: self.clock.clone(),
             claim_lease: spendguard_app::flows::check::DEFAULT_CLAIM_LEASE,
-            provider_caps: None,
+            provider_caps: Vec::new(),
         }
     }
 

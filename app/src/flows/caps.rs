@@ -2,7 +2,8 @@
 //! budget's monthly limit — planned and set by `budgets apply`, kept by every budget-check run.
 //! A limit changed at the provider by hand is one drift finding per change, then set back. A
 //! limit a stop holds (one cent until the restore) is left alone: the restore puts the cap back.
-//! Each limit is kept under the same lease a stop takes on it.
+//! Each limit is kept under the same lease a stop takes on it. Anthropic's spend limits are an
+//! early-access preview: an organisation without them gets one finding, never a failure.
 
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ use spendguard_domain::budget::Severity;
 use spendguard_domain::caps::{CapRecord, CapStep, ProviderCap, cap_step, provider_caps};
 use spendguard_domain::drill::{DrillProblem, drill_channels};
 use spendguard_domain::records::{Claim, Lease};
-use spendguard_domain::resources::{ResourceState, provider_limits};
+use spendguard_domain::resources::{ResourceKind, ResourceState, provider_limits};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::PolicySet;
 
@@ -45,6 +46,9 @@ pub enum CapOutcome {
     Drifted {
         by_hand: u64,
     },
+    /// The provider does not offer these limits to this organisation (Anthropic's early
+    /// access): reported once, not kept, not a failure.
+    NotEnabled,
     /// A stop holds it: its restore puts the cap back.
     HeldByStop,
     InProgress,
@@ -55,7 +59,8 @@ pub enum CapOutcome {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CapReport {
-    /// `openai:project:<id>` or `openai:organization`.
+    /// `openai:project:<id>`, `openai:organization`, `anthropic:workspace:<id>`,
+    /// `anthropic:organization`.
     pub resource: String,
     pub budget: String,
     pub cents: u64,
@@ -66,9 +71,20 @@ pub struct CapReport {
 pub struct CapKeeper {
     pub store: Arc<dyn StateStore>,
     pub clock: Arc<dyn Clock>,
-    /// The provider's limits (OpenAI's spend limits).
-    pub target: Arc<dyn ShutdownTarget>,
+    /// The providers' limits, by the kind each sets (OpenAI's, Anthropic's spend limits): one
+    /// per provider with an admin key.
+    pub targets: Vec<(ResourceKind, Arc<dyn ShutdownTarget>)>,
     pub lease_waits: &'static [u64],
+}
+
+/// The admin key a provider's caps need, as the setting that names it.
+pub fn admin_key_setting(kind: ResourceKind) -> &'static str {
+    match kind {
+        ResourceKind::AnthropicSpendLimit => {
+            "the Anthropic admin key (SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN)"
+        }
+        _ => "the OpenAI admin key (SPENDGUARD_OPENAI_ADMIN_KEY_ARN)",
+    }
 }
 
 fn record_key(resource: &str) -> String {
@@ -80,19 +96,38 @@ fn dollars(cents: u64) -> String {
 }
 
 impl CapKeeper {
+    /// The provider that sets `cap`, if its admin key is configured.
+    pub fn target(&self, cap: &ProviderCap) -> Result<&dyn ShutdownTarget, String> {
+        self.targets
+            .iter()
+            .find(|(kind, _)| *kind == cap.resource.kind)
+            .map(|(_, t)| t.as_ref())
+            .ok_or_else(|| format!("{} is not configured", admin_key_setting(cap.resource.kind)))
+    }
+
+    /// The cap's limit at the provider now (`None`: no limit), or `NotEnabled` / `Failed`.
+    async fn current(&self, cap: &ProviderCap) -> Result<Option<u64>, CapOutcome> {
+        let failed = |error: String| CapOutcome::Failed { error };
+        let target = self.target(cap).map_err(failed)?;
+        match target.state(&cap.resource).await {
+            Ok(ResourceState::SpendLimit { cents }) => Ok(cents),
+            Ok(other) => Err(failed(format!("not a spend limit: {other}"))),
+            // a refusal from a provider that does not offer the limits at all is not a failure
+            Err(e) => match target.enabled().await {
+                Ok(false) => Err(CapOutcome::NotEnabled),
+                Ok(true) | Err(_) => Err(failed(e.0)),
+            },
+        }
+    }
+
     /// What keeping the caps of `policy` would change, changing nothing.
     pub async fn plan(&self, policy: &PolicySet) -> Vec<CapReport> {
         let caps = provider_caps(&policy.budgets).unwrap_or_default();
         join_all(caps.into_iter().map(|cap| async move {
-            let outcome = match self.target.state(&cap.resource).await {
-                Ok(ResourceState::SpendLimit { cents }) if cents == Some(cap.cents) => {
-                    CapOutcome::InPlace
-                }
-                Ok(ResourceState::SpendLimit { cents }) => CapOutcome::WouldSet { from: cents },
-                Ok(other) => CapOutcome::Failed {
-                    error: format!("not a spend limit: {other}"),
-                },
-                Err(e) => CapOutcome::Failed { error: e.0 },
+            let outcome = match self.current(&cap).await {
+                Ok(cents) if cents == Some(cap.cents) => CapOutcome::InPlace,
+                Ok(cents) => CapOutcome::WouldSet { from: cents },
+                Err(outcome) => outcome,
             };
             report(&cap, outcome)
         }))
@@ -174,9 +209,16 @@ impl CapKeeper {
         if switches.iter().any(|s| !s.value.state.holding().is_empty()) {
             return Ok(CapOutcome::HeldByStop);
         }
-        let current = match self.target.state(&cap.resource).await.map_err(|e| e.0)? {
-            ResourceState::SpendLimit { cents } => cents,
-            other => return Err(format!("not a spend limit: {other}")),
+        let current = match self.current(cap).await {
+            Ok(cents) => cents,
+            Err(CapOutcome::NotEnabled) => {
+                if let Some(bus) = findings {
+                    self.not_enabled_finding(cap, bus, channels).await?;
+                }
+                return Ok(CapOutcome::NotEnabled);
+            }
+            Err(CapOutcome::Failed { error }) => return Err(error),
+            Err(other) => return Ok(other),
         };
         let key = record_key(&cap.resource.id);
         let record: Option<CapRecord> = match self
@@ -222,29 +264,20 @@ impl CapKeeper {
                 },
                 fix: "spendguard set it back: change the budget's monthly limit in the budgets file to change the cap".into(),
             };
-            let event = problem.alert_once(
+            self.publish_once(
+                problem,
                 &format!("generation {generation}"),
                 Severity::Warning,
+                bus,
                 channels,
-                now,
-            );
-            let claim = Claim::alert(
-                &event,
-                Lease::new(
-                    uuid::Uuid::new_v4().to_string(),
-                    Duration::minutes(5),
-                    now + RECORD_RETENTION,
-                ),
-            );
-            match once(self.store.as_ref(), claim, now, || bus.publish(&event)).await {
-                Ok(Once::Did(()) | Once::Done | Once::Busy) => {}
-                Err(e) => return Err(format!("its drift finding was not published: {e}")),
-            }
+            )
+            .await
+            .map_err(|e| format!("its drift finding was not published: {e}"))?;
         }
         // the next generation before the set: a crash after the set must not leave the next
         // hand change under this generation's claim (at worst one change is reported twice)
         self.put_record(&key, cap.cents, generation + 1).await?;
-        self.target
+        self.target(cap)?
             .set(
                 &cap.resource,
                 &ResourceState::SpendLimit {
@@ -258,6 +291,56 @@ impl CapKeeper {
             Some(by_hand) => CapOutcome::Drifted { by_hand },
             None => CapOutcome::Set { from: current },
         })
+    }
+
+    /// One finding for a cap the provider does not offer, ever (until the claim expires).
+    async fn not_enabled_finding(
+        &self,
+        cap: &ProviderCap,
+        bus: &dyn AlertBus,
+        channels: Vec<String>,
+    ) -> Result<(), String> {
+        let problem = DrillProblem {
+            subject: format!("spend limit {}", cap.resource.id),
+            scope: cap.resource.scope.clone(),
+            problem: format!(
+                "the provider does not offer spend limits to this organisation (Anthropic's are an early-access preview): budget {}'s provider_cap of {} is not kept",
+                cap.budget_id,
+                dollars(cap.cents)
+            ),
+            fix: format!(
+                "request access to spend limits from the provider, or remove provider_cap from budget {}",
+                cap.budget_id
+            ),
+        };
+        self.publish_once(problem, "not enabled", Severity::Warning, bus, channels)
+            .await
+            .map_err(|e| format!("its not-enabled finding was not published: {e}"))
+    }
+
+    /// Publishes `problem` once per `occurrence` (claimed for the record's retention).
+    async fn publish_once(
+        &self,
+        problem: DrillProblem,
+        occurrence: &str,
+        severity: Severity,
+        bus: &dyn AlertBus,
+        channels: Vec<String>,
+    ) -> Result<(), String> {
+        let now = self.clock.now();
+        let event = problem.alert_once(occurrence, severity, channels, now);
+        let claim = Claim::alert(
+            &event,
+            Lease::new(
+                uuid::Uuid::new_v4().to_string(),
+                Duration::minutes(5),
+                now + RECORD_RETENTION,
+            ),
+        );
+        match once(self.store.as_ref(), claim, now, || bus.publish(&event)).await {
+            Ok(Once::Did(()) | Once::Done | Once::Busy) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     async fn put_record(&self, key: &str, cents: u64, generation: u64) -> Result<(), String> {

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::flows::caps::CapReport;
 use crate::ports::shutdown::ShutdownTarget;
+use spendguard_domain::resources::ResourceKind;
 use tracing::{info, warn};
 
 use crate::lease::Claimed;
@@ -225,9 +226,9 @@ pub struct Checker {
     pub key_usage: Vec<Arc<dyn KeyUsageSource>>,
     pub clock: Arc<dyn Clock>,
     pub claim_lease: Duration,
-    /// The provider limits `provider_cap` windows keep (OpenAI's spend limits; none: caps are
-    /// reported as not kept).
-    pub provider_caps: Option<Arc<dyn ShutdownTarget>>,
+    /// The provider limits `provider_cap` windows keep, by kind (OpenAI's, Anthropic's spend
+    /// limits; a kind without one: its caps are reported as not kept).
+    pub provider_caps: Vec<(ResourceKind, Arc<dyn ShutdownTarget>)>,
 }
 
 impl Checker {

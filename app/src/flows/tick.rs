@@ -74,37 +74,16 @@ impl Checker {
         Ok(report)
     }
 
-    /// Keeps the provider limits the budgets name (`provider_cap`). Without a provider
-    /// configured, each cap is reported failed: the cap the budgets file promises is not kept.
+    /// Keeps the provider limits the budgets name (`provider_cap`). A cap whose provider has
+    /// no admin key configured is reported failed: the cap the budgets file promises is not kept.
     pub async fn keep_caps(&self, policy: &PolicySet) -> Vec<CapReport> {
-        let caps = spendguard_domain::caps::provider_caps(&policy.budgets).unwrap_or_default();
-        if caps.is_empty() {
-            return Vec::new();
+        CapKeeper {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            targets: self.provider_caps.clone(),
+            lease_waits: &crate::lease::LEASE_WAITS_MS,
         }
-        match &self.provider_caps {
-            Some(target) => {
-                CapKeeper {
-                    store: self.store.clone(),
-                    clock: self.clock.clone(),
-                    target: target.clone(),
-                    lease_waits: &crate::lease::LEASE_WAITS_MS,
-                }
-                .keep(policy, Some(self.bus.as_ref()))
-                .await
-            }
-            None => caps
-                .into_iter()
-                .map(|cap| CapReport {
-                    resource: cap.resource.id,
-                    budget: cap.budget_id,
-                    cents: cap.cents,
-                    outcome: CapOutcome::Failed {
-                        error:
-                            "no OpenAI admin key is configured (SPENDGUARD_OPENAI_ADMIN_KEY_ARN)"
-                                .into(),
-                    },
-                })
-                .collect(),
-        }
+        .keep(policy, Some(self.bus.as_ref()))
+        .await
     }
 }

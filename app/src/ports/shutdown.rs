@@ -25,6 +25,12 @@ pub trait ShutdownTarget: Send + Sync {
     fn stops_with_keys(&self) -> bool {
         false
     }
+    /// Whether the provider offers these resources to this organisation at all (Anthropic's
+    /// spend limits are an early-access preview): when it does not, a refused read is "not
+    /// enabled", which keeping a cap reports once instead of failing on.
+    async fn enabled(&self) -> Result<bool, ShutdownError> {
+        Ok(true)
+    }
     async fn state(&self, resource: &Resource) -> Result<ResourceState, ShutdownError>;
     async fn set(&self, resource: &Resource, to: &ResourceState) -> Result<(), ShutdownError>;
     /// Why the resource is never stopped even though it opted in (spendguard itself: stopping

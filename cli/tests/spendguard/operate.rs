@@ -17,7 +17,7 @@ use spendguard_domain::alert::AlertEvent;
 use spendguard_domain::records::{OpenAlert, SwitchState};
 use spendguard_domain::scope::Scope;
 use spendguard_tests::admin_apis::{
-    OPENAI_ADMIN_KEY, ProviderState, anthropic_standin, openai_standin,
+    ANTHROPIC_ADMIN_KEY, OPENAI_ADMIN_KEY, ProviderState, anthropic_standin, openai_standin,
 };
 use spendguard_tests::aws;
 use spendguard_tests::aws::TopicProbe;
@@ -256,6 +256,156 @@ tiers = [{ name = "critical", percent = 80 }]
     let second: Vec<Value> = probe.drain().await;
     assert_eq!(second.len(), 1, "{second:#?}");
     assert_eq!(openai.spend_limit(LIMIT), Some(50_000));
+}
+
+/// Caps as code on Anthropic (issue 22 part 3): a workspace's monthly spend limit is kept like
+/// OpenAI's (decimal-string cents at the stand-in); an organisation without the early access
+/// (403 or 404 on the spend limits) gets one finding, ever — never a failed run or apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_caps_are_kept_and_an_organisation_without_them_gets_one_finding_never_a_failure()
+{
+    use std::sync::atomic::Ordering;
+    let sdk = aws::sdk().await;
+    let (_, table) = aws::new_store(&sdk).await;
+    let anthropic = Arc::new(ProviderState::default());
+    let standin = anthropic_standin(anthropic.clone()).await;
+    let admin = aws::secret(&sdk, "anthropic-admin", ANTHROPIC_ADMIN_KEY).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("budgets.toml");
+    let budgets = |limit: &str| {
+        format!(
+            r#"
+version = 1
+[routing]
+warning = ["log"]
+[[budget]]
+id = "anthropic-cap"
+scope = "anthropic/cap"
+source = {{ kind = "anthropic", workspace_id = "wrkspc_cap" }}
+[[budget.window]]
+period = "monthly"
+limit = "{limit}"
+provider_cap = true
+tiers = [{{ name = "warning", percent = 80 }}]
+"#
+        )
+    };
+    std::fs::write(&file, budgets("500")).unwrap();
+    let env = [
+        ("SPENDGUARD_TABLE", table.as_str()),
+        ("SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN", admin.as_str()),
+        ("SPENDGUARD_ANTHROPIC_API_URL", standin.url.as_str()),
+    ];
+    let apply = |extra: &[&str]| {
+        let mut args = vec!["budgets", "apply", file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        spendguard(&args, &env)
+    };
+    const LIMIT: &str = "workspace:wrkspc_cap";
+
+    // without the Anthropic admin key the apply names the variable and writes nothing
+    let unkeyed = spendguard(
+        &["budgets", "apply", file.to_str().unwrap(), "--yes"],
+        &[("SPENDGUARD_TABLE", table.as_str())],
+    );
+    assert_eq!(unkeyed.status.code(), Some(2), "{}", text(&unkeyed.stdout));
+    assert!(
+        text(&unkeyed.stderr).contains("SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN"),
+        "{}",
+        text(&unkeyed.stderr)
+    );
+
+    let shown = apply(&[]);
+    assert!(
+        text(&shown.stdout).contains(
+            "provider limit anthropic:workspace:wrkspc_cap (budget anthropic-cap): none -> 500.00 USD"
+        ),
+        "{}",
+        text(&shown.stdout)
+    );
+    let applied = apply(&["--yes"]);
+    assert_eq!(applied.status.code(), Some(0), "{}", text(&applied.stderr));
+    assert_eq!(anthropic.spend_limit(LIMIT), Some(50_000), "in cents");
+    let writes = anthropic.writes_for(LIMIT).len();
+    let again = apply(&[]);
+    assert!(
+        text(&again.stdout).contains("already holds exactly this policy"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(
+        anthropic.writes_for(LIMIT).len(),
+        writes,
+        "a second apply sets nothing"
+    );
+
+    let probe = TopicProbe::new(&sdk).await;
+    let config = budget_check::config::Config {
+        table: table.clone(),
+        alerts_topic_arn: probe.topic_arn.clone(),
+        sources: spendguard_app::env::SourcesConfig {
+            anthropic_admin_key_arn: Some(admin.clone()),
+            anthropic_api_url: standin.url.clone(),
+            ..Default::default()
+        },
+        claim_lease_seconds: 300,
+    };
+    let checker = budget_check::app::checker(&config, &sdk).await.unwrap();
+    let check = spendguard_app::flows::check::CheckOptions::default();
+    anthropic.set_spend_limit_by_hand(LIMIT, Some(90_000));
+    let drifted = checker.run(&check).await.unwrap();
+    assert_eq!(
+        drifted.provider_caps[0].outcome,
+        CapOutcome::Drifted { by_hand: 90_000 },
+        "{drifted:?}"
+    );
+    assert_eq!(anthropic.spend_limit(LIMIT), Some(50_000), "set back");
+    checker.run(&check).await.unwrap();
+    assert_eq!(probe.drain().await.len(), 1, "one finding for one change");
+
+    // the organisation loses (or never had) the early access: 403, later 404
+    for status in [403, 404] {
+        anthropic
+            .spend_limits_not_enabled
+            .store(status, Ordering::SeqCst);
+        for _ in 0..2 {
+            let run = checker.run(&check).await.expect("not a failed run");
+            assert_eq!(
+                run.provider_caps[0].outcome,
+                CapOutcome::NotEnabled,
+                "{status}: {run:?}"
+            );
+            // (the stand-in serves no cost report: the budget's source fails, its cap must not)
+            assert!(
+                run.failures.iter().all(|f| !f.contains("provider cap")),
+                "{status}: {:?}",
+                run.failures
+            );
+        }
+    }
+    let findings: Vec<Value> = probe
+        .drain()
+        .await
+        .into_iter()
+        .map(|m| serde_json::from_str(m["Message"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(findings.len(), 1, "reported once: {findings:#?}");
+    assert_eq!(findings[0]["kind"], "drill");
+    let problem = findings[0]["details"]["problem"].as_str().unwrap();
+    assert!(
+        problem.contains("early-access") && problem.contains("anthropic-cap"),
+        "{problem}"
+    );
+    // nor does it fail an apply: the policy is applied, the cap said to be not kept
+    std::fs::write(&file, budgets("600")).unwrap();
+    let applied = apply(&["--yes"]);
+    assert_eq!(applied.status.code(), Some(0), "{}", text(&applied.stderr));
+    assert!(
+        text(&applied.stdout).contains("is not kept: the provider does not offer spend limits"),
+        "{}",
+        text(&applied.stdout)
+    );
+    assert_eq!(anthropic.spend_limit(LIMIT), Some(50_000), "nothing set");
 }
 
 /// `spendguard drill`: healthy, exit 0; an admin key Anthropic refuses, exit 5 with the key,

@@ -9,9 +9,8 @@ use spendguard_app::env::SourcesConfig;
 use spendguard_app::flows::check::Checker;
 use spendguard_app::ports::bus::AlertBus;
 use spendguard_app::ports::secrets::SecretError;
-use spendguard_app::ports::shutdown::ShutdownTarget;
 use spendguard_aws::sns::SnsBus;
-use spendguard_http::keys::openai::LazyOpenAiSpendLimits;
+use spendguard_http::keys::cap_targets;
 
 use crate::config::Config;
 
@@ -34,15 +33,9 @@ pub async fn checker_with(
     backends: Backends,
     bus: Arc<dyn AlertBus>,
 ) -> Result<Checker, SecretError> {
-    // `provider_cap` windows keep OpenAI's own spend limits, with the admin key the costs are
-    // read with (read when a cap is first kept: most deployments keep none)
-    let provider_caps = config.sources.openai_admin_key_arn.as_ref().map(|arn| {
-        Arc::new(LazyOpenAiSpendLimits::new(
-            backends.vault.clone(),
-            arn,
-            &config.sources.openai_api_url,
-        )) as Arc<dyn ShutdownTarget>
-    });
+    // `provider_cap` windows keep the providers' own spend limits, with the admin keys the
+    // costs are read with (read when a cap is first kept: most deployments keep none)
+    let provider_caps = cap_targets(&config.sources, &backends.vault);
     Ok(Checker {
         sources: all_sources(&config.sources, sdk, &backends).await?,
         key_usage: spendguard_http::sources::key_usage_sources(

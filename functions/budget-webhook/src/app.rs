@@ -41,7 +41,7 @@ pub async fn webhook_with(
         bus,
         clock: backends.clock.clone(),
         claim_lease: DEFAULT_CLAIM_LEASE,
-        provider_caps: None,
+        provider_caps: Vec::new(),
     };
     Ok(Webhook {
         store,

@@ -117,7 +117,7 @@ async fn webhook() -> (Webhook, Arc<dyn StateStore>) {
             key_usage: Vec::new(),
             clock: Arc::new(SystemClock),
             claim_lease: DEFAULT_CLAIM_LEASE,
-            provider_caps: None,
+            provider_caps: Vec::new(),
         },
         usage_secrets: vec![WebhookSecret::parse(SECRET).unwrap()],
         status_token: Secret::new("status-token"),

@@ -381,7 +381,7 @@ async fn alerts_re_arm_in_the_next_period() {
         key_usage: Vec::new(),
         clock: clock.clone(),
         claim_lease: DEFAULT_CLAIM_LEASE,
-        provider_caps: None,
+        provider_caps: Vec::new(),
     };
     let budgets = store.load_policy().await.unwrap().budgets;
     ingest_usage(

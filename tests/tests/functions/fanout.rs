@@ -354,7 +354,7 @@ fn checker(w: &FanoutWorld, topic: &str, clock: Arc<FixedClock>) -> Checker {
         bus: Arc::new(SnsBus::new(aws_sdk_sns::Client::new(&w.sdk), topic)),
         clock,
         claim_lease: DEFAULT_CLAIM_LEASE,
-        provider_caps: None,
+        provider_caps: Vec::new(),
     }
 }
 

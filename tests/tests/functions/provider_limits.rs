@@ -14,6 +14,7 @@ use spendguard_domain::alert::AlertEvent;
 use spendguard_domain::budget::Action;
 use spendguard_domain::budgets_file::parse_budgets;
 use spendguard_domain::keys::{KeySpec, ProviderKind};
+use spendguard_domain::resources::ResourceKind;
 use spendguard_domain::settings::PolicySet;
 use spendguard_tests::admin_apis::ProviderState;
 use spendguard_tests::keyguard::KeyGuardWorld;
@@ -528,13 +529,16 @@ fn cap_checker(w: &KeyGuardWorld) -> spendguard_app::flows::check::Checker {
         key_usage: Vec::new(),
         clock: Arc::new(spendguard_app::ports::clock::SystemClock),
         claim_lease: spendguard_app::flows::check::DEFAULT_CLAIM_LEASE,
-        provider_caps: Some(Arc::new(spendguard_http::keys::openai::OpenAiSpendLimits {
-            http: reqwest::Client::new(),
-            base_url: w.config.openai_api_url.clone(),
-            admin_key: spendguard_domain::secret::Secret::new(
-                spendguard_tests::admin_apis::OPENAI_ADMIN_KEY,
-            ),
-        })),
+        provider_caps: vec![(
+            ResourceKind::OpenaiSpendLimit,
+            Arc::new(spendguard_http::keys::openai::OpenAiSpendLimits {
+                http: reqwest::Client::new(),
+                base_url: w.config.openai_api_url.clone(),
+                admin_key: spendguard_domain::secret::Secret::new(
+                    spendguard_tests::admin_apis::OPENAI_ADMIN_KEY,
+                ),
+            }),
+        )],
     }
 }
 

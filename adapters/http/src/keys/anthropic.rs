@@ -213,6 +213,26 @@ impl ShutdownTarget for AnthropicSpendLimits {
         true
     }
 
+    /// An organisation without the early access is answered 403 or 404 on the collection.
+    async fn enabled(&self) -> Result<bool, ShutdownError> {
+        let response = self
+            .http
+            .get(self.url())
+            .query(&[("limit", "1")])
+            .header("x-api-key", self.admin_key.expose())
+            .header("anthropic-version", VERSION)
+            .send()
+            .await
+            .map_err(|e| ShutdownError(transport(KIND, e).to_string()))?;
+        match response.status().as_u16() {
+            403 | 404 => Ok(false),
+            _ => success(KIND, response)
+                .await
+                .map(|_| true)
+                .map_err(|e| ShutdownError(e.to_string())),
+        }
+    }
+
     async fn state(&self, resource: &Resource) -> Result<ResourceState, ShutdownError> {
         let Some(limit) = self.find(resource).await? else {
             return Ok(ResourceState::SpendLimit { cents: None });

@@ -3,12 +3,9 @@
 //! hard spend limit of the key's project or of the organisation ([`OpenAiSpendLimits`], ADR
 //! 020); withholding the secret (see `withhold`) stays as a layer on top.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::OnceCell;
 
 use spendguard_domain::keys::{Credential, KeySpec, ProviderKind};
 use spendguard_domain::resources::{
@@ -19,7 +16,6 @@ use spendguard_domain::settings::PolicySet;
 
 use spendguard_app::ports::keys::{KeyProvider, ProviderError};
 use spendguard_app::ports::rate_limits::ProviderRateLimits;
-use spendguard_app::ports::secrets::SecretVault;
 use spendguard_app::ports::shutdown::{ShutdownError, ShutdownTarget};
 use spendguard_domain::throttle::{ModelRateLimit, OPENAI_RATE_LIMIT_FIELDS};
 
@@ -439,61 +435,5 @@ impl ProviderRateLimits for OpenAiRateLimits {
             .await
             .map_err(|e| transport(KIND, e))?;
         success(KIND, response).await.map(|_| ())
-    }
-}
-
-/// OpenAI's spend limits with the admin key read on first use, so a cold start that keeps no
-/// cap reads no extra secret.
-pub struct LazyOpenAiSpendLimits {
-    vault: Arc<dyn SecretVault>,
-    arn: String,
-    base_url: String,
-    limits: OnceCell<OpenAiSpendLimits>,
-}
-
-impl LazyOpenAiSpendLimits {
-    pub fn new(vault: Arc<dyn SecretVault>, arn: &str, base_url: &str) -> Self {
-        LazyOpenAiSpendLimits {
-            vault,
-            arn: arn.into(),
-            base_url: base_url.into(),
-            limits: OnceCell::new(),
-        }
-    }
-
-    async fn limits(&self) -> Result<&OpenAiSpendLimits, ShutdownError> {
-        self.limits
-            .get_or_try_init(|| async {
-                let admin_key = self
-                    .vault
-                    .read(&self.arn)
-                    .await
-                    .map_err(|e| ShutdownError(e.to_string()))?;
-                Ok(OpenAiSpendLimits {
-                    http: reqwest::Client::new(),
-                    base_url: self.base_url.clone(),
-                    admin_key,
-                })
-            })
-            .await
-    }
-}
-
-#[async_trait]
-impl ShutdownTarget for LazyOpenAiSpendLimits {
-    async fn opted_in(
-        &self,
-        policy: &PolicySet,
-        scope: &Scope,
-    ) -> Result<Vec<Resource>, ShutdownError> {
-        self.limits().await?.opted_in(policy, scope).await
-    }
-
-    async fn state(&self, resource: &Resource) -> Result<ResourceState, ShutdownError> {
-        self.limits().await?.state(resource).await
-    }
-
-    async fn set(&self, resource: &Resource, to: &ResourceState) -> Result<(), ShutdownError> {
-        self.limits().await?.set(resource, to).await
     }
 }
