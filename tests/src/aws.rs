@@ -66,9 +66,13 @@ pub async fn plant_counter(
 pub async fn new_store(sdk: &SdkConfig) -> (DynamoStore, String) {
     let client = aws_sdk_dynamodb::Client::new(sdk);
     let table = unique("spendguard");
-    DynamoStore::create_table(&client, &table)
-        .await
-        .expect("create table in moto");
+    match DynamoStore::create_table(&client, &table).await {
+        Ok(_) => {}
+        // the name is this test's alone: "already exists" is the SDK retrying a create whose
+        // answer moto lost under load (seen once in 66 store tests)
+        Err(e) if format!("{e:?}").contains("ResourceInUseException") => {}
+        Err(e) => panic!("create table in moto: {e:?}"),
+    }
     (DynamoStore::new(client, &table), table)
 }
 

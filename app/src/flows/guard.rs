@@ -241,6 +241,15 @@ impl Registry {
     }
 }
 
+/// The marker of an alert whose recovery key-guard has seen.
+fn recovered_key(alert_id: &str) -> String {
+    format!("recovered#{alert_id}")
+}
+
+/// How long a recovery is remembered: longer than SNS retries and Lambda's event age, and than
+/// any budget period a replayed alert could belong to.
+const RECOVERY_MEMORY: Duration = Duration::days(400);
+
 pub struct KeyGuard {
     pub store: Arc<dyn StateStore>,
     pub providers: Vec<Arc<dyn KeyProvider>>,
@@ -1674,15 +1683,32 @@ impl KeyGuard {
         }
     }
 
-    /// Lowers the limit factor of an open switch (a `reduce_limits` action); keys stay enabled.
+    /// Lowers the limit factor of an open switch (alert `alert_id`'s `reduce_limits`); keys
+    /// stay enabled. Returns the factor now, and whether the order stands: not when the
+    /// alert's recovery was seen already (a replay, or a delivery out of order), so nothing is
+    /// lowered that no recovery would lift.
     pub async fn reduce_limits(
         &self,
+        alert_id: &str,
         scope: &Scope,
         factor: Decimal,
         actor: &str,
-    ) -> Result<Decimal, StoreError> {
-        self.set_factor(scope, actor, |current| current.min(factor))
-            .await
+    ) -> Result<(Decimal, bool), StoreError> {
+        let recovered = self
+            .store
+            .get_cached(&recovered_key(alert_id), self.clock.now())
+            .await?
+            .is_some();
+        let now = self
+            .set_factor(scope, actor, |current| {
+                if recovered {
+                    current
+                } else {
+                    current.min(factor)
+                }
+            })
+            .await?;
+        Ok((now, !recovered))
     }
 
     /// Lowers (or lifts) the rate limits of the OpenAI projects under `scope` at OpenAI
@@ -1711,12 +1737,19 @@ impl KeyGuard {
     }
 
     /// Raises the limit factor back to 1 when the alert that lowered it recovers.
+    /// `alert_id` is the recovered alert's: recorded first, so its later deliveries lower
+    /// nothing.
     pub async fn lift_limits(
         &self,
+        alert_id: &str,
         scope: &Scope,
         factor: Decimal,
         actor: &str,
     ) -> Result<Decimal, StoreError> {
+        let now = self.clock.now();
+        self.store
+            .put_cached(&recovered_key(alert_id), "recovered", now + RECOVERY_MEMORY)
+            .await?;
         self.set_factor(scope, actor, |current| {
             if current == factor {
                 Decimal::ONE

@@ -222,12 +222,21 @@ impl Handler {
                 let mut done = json!({"scope": alert.scope});
                 let mut throttled = Vec::new();
                 if let Some(f) = factor {
-                    let now = self.guard.reduce_limits(&alert.scope, f, actor).await?;
-                    done["limit_factor"] = json!(now.normalize().to_string());
-                    throttled = self
+                    let (now, stands) = self
                         .guard
-                        .throttle_at_providers(Order::Lower, &alert.scope, f, actor)
+                        .reduce_limits(&alert.alert_id, &alert.scope, f, actor)
                         .await?;
+                    done["limit_factor"] = json!(now.normalize().to_string());
+                    if stands {
+                        throttled = self
+                            .guard
+                            .throttle_at_providers(Order::Lower, &alert.scope, f, actor)
+                            .await?;
+                    } else {
+                        done["not_lowered"] = json!(
+                            "the alert has recovered already: a late delivery lowers nothing"
+                        );
+                    }
                 }
                 if rotate {
                     let keys = self
@@ -239,7 +248,11 @@ impl Handler {
                 with_throttles(done, throttled)
             }
             KeyOrder::Lift { factor } => {
-                let now = self.guard.lift_limits(&alert.scope, factor, actor).await?;
+                let recovered = alert.related_alert_id.as_deref().unwrap_or(&alert.alert_id);
+                let now = self
+                    .guard
+                    .lift_limits(recovered, &alert.scope, factor, actor)
+                    .await?;
                 let lifted = self
                     .guard
                     .throttle_at_providers(Order::Lift, &alert.scope, factor, actor)

@@ -1057,3 +1057,30 @@ async fn the_anthropic_rate_limit_stand_in_refuses_what_anthropic_refuses() {
         );
     }
 }
+
+/// At-least-once delivery after the fact: a `reduce_limits` alert delivered again after its
+/// recovery (or first seen after it, out of order) lowers nothing — neither the limit factor
+/// nor the providers' rate limits, which no later recovery would lift.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_delivered_again_after_its_recovery_lowers_nothing() {
+    let w = throttle_world().await;
+    let original = limits(&w.openai, "rl-gpt-4o");
+    let half = throttle_alert("ai/batch", "alert-rl-late", Decimal::new(5, 1));
+    w.handler.handle(half.clone()).await.unwrap();
+    assert_ne!(limits(&w.openai, "rl-gpt-4o"), original);
+    w.handler.handle(recovery_of(&half)).await.unwrap();
+    assert_eq!(limits(&w.openai, "rl-gpt-4o"), original);
+    let writes = rate_limit_writes(&w.openai);
+
+    let replay = w.handler.handle(half.clone()).await.unwrap();
+    assert_eq!(limits(&w.openai, "rl-gpt-4o"), original, "{replay:#}");
+    assert_eq!(rate_limit_writes(&w.openai), writes, "{replay:#}");
+    assert_eq!(replay["alerts"][0]["limit_factor"], "1", "{replay:#}");
+
+    // out of order: the recovery arrives before its alert
+    let other = throttle_alert("ai/batch", "alert-rl-early", Decimal::new(2, 1));
+    w.handler.handle(recovery_of(&other)).await.unwrap();
+    let late = w.handler.handle(other).await.unwrap();
+    assert_eq!(limits(&w.openai, "rl-gpt-4o"), original, "{late:#}");
+    assert_eq!(late["alerts"][0]["limit_factor"], "1", "{late:#}");
+}
