@@ -2,8 +2,12 @@
 
 For every function: architecture, runtime, memory, timeout, environment variable names, the
 IAM actions of each statement, schedules (expression, input, retries), SNS subscriptions
-(topic, filter policy); and the shared pieces: the dashboard and the scheduler's input, which
-must be what the functions accept (the events/ fixtures).
+(topic, filter policy), reserved concurrency (the input and its default), asynchronous
+invocation (retries, maximum event age, where failed events go); and the shared pieces: the
+alarms (names, metrics, thresholds, actions), who may publish to the alerts topic, the
+alert-signing secret (generated how, read by whom, named by which variable), the operator
+e-mail subscription, the dashboard and the scheduler's input, which must be what the
+functions accept (the events/ fixtures).
 
 Run by scripts/test: python -m unittest discover -s tests/deploy
 """
@@ -68,6 +72,45 @@ def _sam_expression(t, value):
 
 
 TOPICS = {"AlertsTopic": "alerts", "BudgetsTopic": "budgets"}
+QUEUES = {"FailedEventsQueue": "failed-events"}
+
+
+def _snake(name):
+    """A template parameter's name as the module's variable (KeyGuardReservedConcurrency ->
+    key_guard_reserved_concurrency)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def sam_function_names(t):
+    """Logical id of each function -> its binary's name (budget-check, ...)."""
+    return {
+        logical: resource["Metadata"]["BuildProperties"]["Binary"]
+        for logical, resource in t["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+
+
+def _sam_reserved_concurrency(t, value):
+    """(variable, default) of `!If [Reserve.., !Ref Param, !Ref AWS::NoValue]` whose condition
+    is `Param != 0`, or None without a reservation."""
+    if value is None:
+        return None
+    condition, param, otherwise = value["Fn::If"]
+    if t["Conditions"][condition] != {"Fn::Not": [{"Fn::Equals": [param, "0"]}]} or otherwise != {"Ref": "AWS::NoValue"}:
+        raise ValueError(f"ReservedConcurrentExecutions: 0 must mean no reservation ({value})")
+    return (_snake(param["Ref"]), int(_parameter_default(t, param["Ref"])))
+
+
+def _sam_async(props):
+    config = props.get("EventInvokeConfig")
+    if config is None:
+        return None
+    failure = config["DestinationConfig"]["OnFailure"]
+    return {
+        "retries": config["MaximumRetryAttempts"],
+        "max_age": config["MaximumEventAgeInSeconds"],
+        "on_failure": QUEUES[failure["Destination"]["Fn::GetAtt"][0]] if failure["Type"] == "SQS" else repr(failure),
+    }
 
 
 def sam_system(t):
@@ -113,7 +156,9 @@ def sam_system(t):
             "schedules": sorted(schedules, key=repr),
             "subscriptions": sorted(subscriptions),
             "tracing": props.get("Tracing", glob["Tracing"]),
-            "dead_letters": "DeadLetterQueue" in props,
+            "dead_letters": QUEUES[props["DeadLetterQueue"]["TargetArn"]["Fn::GetAtt"][0]] if "DeadLetterQueue" in props else None,
+            "reserved_concurrency": _sam_reserved_concurrency(t, props.get("ReservedConcurrentExecutions")),
+            "async": _sam_async(props),
         }
     return system
 
@@ -166,7 +211,40 @@ def terraform_system(texts):
         return re.sub(r"\$\{var\.(\w+)\}", lambda m: str(defaults[m.group(1)]), value)
 
     function = resources[("aws_lambda_function", "function")]
+    invoke_config = resources[("aws_lambda_function_event_invoke_config", "function")]
     subscription = resources[("aws_sns_topic_subscription", "subscription")]
+
+    def reserved(value):
+        if value is None:
+            return None
+        variable = re.fullmatch(r"\$\{var\.(\w+)\}", value).group(1)
+        return (variable, defaults[variable])
+
+    def asynchronous(spec):
+        # the one form read here: local.functions' async settings, for the functions that have them
+        assert (invoke_config["for_each"], invoke_config["function_name"], invoke_config["maximum_retry_attempts"],
+                invoke_config["maximum_event_age_in_seconds"]) == (
+            "${{for k, f in local.functions : k => f.async if f.async != null}}",
+            "${aws_lambda_function.function[each.key].function_name}", "${each.value.retries}", "${each.value.max_age}",
+        ), invoke_config
+        if spec["async"] is None:
+            return None
+        (destination,) = invoke_config["destination_config"]
+        (failure,) = destination["on_failure"]
+        return {
+            "retries": spec["async"]["retries"],
+            "max_age": spec["async"]["max_age"],
+            "on_failure": _terraform_queue(failure["destination"]),
+        }
+
+    def dead_letters(spec):
+        if "dead_letter_config" in function:
+            return _terraform_queue(function["dead_letter_config"][0]["target_arn"])
+        (dynamic,) = [d["dead_letter_config"] for d in function["dynamic"] if "dead_letter_config" in d]
+        # the one form read here: a dead-letter queue exactly when there is no on-failure destination
+        assert dynamic["for_each"] == "${each.value.async == null ? [aws_sqs_queue.failed_events.arn] : []}", dynamic
+        return "failed-events" if spec["async"] is None else None
+
     schedule_target = resources[("aws_scheduler_schedule", "schedule")]["target"][0]
     system = {}
     for name, spec in locals_["functions"].items():
@@ -190,7 +268,7 @@ def terraform_system(texts):
             for s in locals_["subscriptions"].values()
             if s["function"] == name
         ]
-        env = {"SPENDGUARD_TABLE", *spec["environment"]}
+        env = {*locals_["common_environment"], *spec["environment"]}
         system[name] = {
             "runtime": function["runtime"],
             "architectures": function["architectures"],
@@ -202,9 +280,15 @@ def terraform_system(texts):
             "schedules": sorted(schedules, key=repr),
             "subscriptions": sorted(subscriptions),
             "tracing": function["tracing_config"][0]["mode"],
-            "dead_letters": "dead_letter_config" in function,
+            "dead_letters": dead_letters(spec),
+            "reserved_concurrency": reserved(spec["reserved_concurrency"]),
+            "async": asynchronous(spec),
         }
     return system
+
+
+def _terraform_queue(reference):
+    return {"${aws_sqs_queue.failed_events.arn}": "failed-events"}[reference]
 
 
 def differences(sam, tf):
@@ -274,6 +358,157 @@ def terraform_silent_alarm(texts):
     }
 
 
+# ---------------------------------------------------------------- alarms
+
+def _sam_alarm_name(value):
+    return re.fullmatch(r"\$\{AWS::StackName\}-(.+)", value["Fn::Sub"]).group(1)
+
+
+def _sam_dimension(functions, value):
+    if "Ref" in value and value["Ref"] in functions:
+        return functions[value["Ref"]]
+    if "Fn::GetAtt" in value and value["Fn::GetAtt"] == ["FailedEventsQueue", "QueueName"]:
+        return "failed-events"
+    return repr(value)
+
+
+def _sam_topics(values):
+    return sorted({"OperatorTopic": "operator"}.get(v.get("Ref"), repr(v)) for v in values or [])
+
+
+def sam_alarms(t):
+    """Every alarm by name (without the stack name): what it watches and whom it tells."""
+    functions = sam_function_names(t)
+    alarms = {}
+    for resource in t["Resources"].values():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        p = resource["Properties"]
+        if "Metrics" in p:  # metric math: the queries are compared by the silent-alarm test
+            watched = ("metric math",)
+        else:
+            (dimension,) = p["Dimensions"]
+            watched = (p["Namespace"], p["MetricName"], dimension["Name"], _sam_dimension(functions, dimension["Value"]),
+                       p["Statistic"], p["Period"])
+        alarms[_sam_alarm_name(p["AlarmName"])] = {
+            "watches": watched,
+            "description": p["AlarmDescription"],
+            "evaluation_periods": p["EvaluationPeriods"],
+            "threshold": p["Threshold"],
+            "comparison": p["ComparisonOperator"],
+            "missing_data": p["TreatMissingData"],
+            "alarm_actions": _sam_topics(p.get("AlarmActions")),
+            "ok_actions": _sam_topics(p.get("OKActions")),
+        }
+    return alarms
+
+
+def _terraform_value(value, key, spec):
+    """A value of a per-function alarm (key None: of a single alarm) with `${each.key}`,
+    `[each.key]` and a whole `${each.value.a.b}` resolved."""
+    if not isinstance(value, str) or key is None:
+        return value
+    whole = re.fullmatch(r"\$\{each\.value\.([\w.]+)\}", value)
+    if whole:
+        for part in whole.group(1).split("."):
+            spec = spec[part]
+        return spec
+    return value.replace("${each.key}", key).replace("[each.key]", f'["{key}"]')
+
+
+def _terraform_dimension(value):
+    each = re.fullmatch(r'\$\{aws_lambda_function\.function\["([\w-]+)"\]\.function_name\}', value)
+    if each:
+        return each.group(1)
+    return {"${aws_sqs_queue.failed_events.name}": "failed-events"}.get(value, value)
+
+
+def _terraform_topics(values):
+    return sorted({"${aws_sns_topic.operator.arn}": "operator"}.get(v, v) for v in values or [])
+
+
+def terraform_alarms(texts):
+    locals_, resources = _terraform_parts(texts)
+    alarms = {}
+    for (kind, _), body in resources.items():
+        if kind != "aws_cloudwatch_metric_alarm":
+            continue
+        if "for_each" in body:
+            assert body["for_each"] == "${local.functions}", body["for_each"]
+            instances = list(locals_["functions"].items())
+        else:
+            instances = [(None, {})]
+        for key, spec in instances:
+            def value(field):
+                return _terraform_value(body[field], key, spec)
+
+            if "metric_query" in body:
+                watched = ("metric math",)
+            else:
+                ((dimension, dimension_value),) = body["dimensions"].items()
+                watched = (value("namespace"), value("metric_name"), dimension,
+                           _terraform_dimension(_terraform_value(dimension_value, key, spec)),
+                           value("statistic"), value("period"))
+            name = re.fullmatch(r"\$\{var\.name\}-(.+)", value("alarm_name")).group(1)
+            alarms[name] = {
+                "watches": watched,
+                "description": value("alarm_description"),
+                "evaluation_periods": body["evaluation_periods"],
+                "threshold": body["threshold"],
+                "comparison": body["comparison_operator"],
+                "missing_data": body["treat_missing_data"],
+                "alarm_actions": _terraform_topics(body.get("alarm_actions")),
+                "ok_actions": _terraform_topics(body.get("ok_actions")),
+            }
+    return alarms
+
+
+def alarm_differences(sam, tf):
+    out = []
+    for name in sorted(set(sam) | set(tf)):
+        if name not in sam or name not in tf:
+            out.append(f"alarm {name}: only in {'terraform' if name in tf else 'template.yaml'}")
+            continue
+        for key in sorted(sam[name]):
+            if sam[name][key] != tf[name].get(key):
+                out.append(f"alarm {name}: {key}: template.yaml {sam[name][key]!r} != terraform {tf[name].get(key)!r}")
+    return out
+
+
+# ---------------------------------------------------------------- who may publish alerts
+
+def sam_alerts_topic_policy(t):
+    """(effect, principal, action, condition operator, condition key, publishing functions)."""
+    functions = sam_function_names(t)
+    roles = {f"{logical}Role": name for logical, name in functions.items()}
+    p = t["Resources"]["AlertsTopicPolicy"]["Properties"]
+    assert p["Topics"] == [{"Ref": "AlertsTopic"}], p["Topics"]
+    (statement,) = p["PolicyDocument"]["Statement"]
+    assert statement["Resource"] == {"Ref": "AlertsTopic"}, statement["Resource"]
+    ((operator, condition),) = statement["Condition"].items()
+    ((key, arns),) = condition.items()
+    publishers = []
+    for arn in arns:
+        role, attribute = arn["Fn::GetAtt"]
+        assert attribute == "Arn", arn
+        publishers.append(roles[role])
+    return (statement["Effect"], statement["Principal"], statement["Action"], operator, key, sorted(publishers))
+
+
+def terraform_alerts_topic_policy(texts):
+    locals_, resources = _terraform_parts(texts)
+    body = resources[("aws_sns_topic_policy", "alerts")]
+    assert body["arn"] == "${aws_sns_topic.alerts.arn}", body["arn"]
+    policy = body["policy"]
+    field = lambda name: re.search(name + r' = "([^"]+)"', policy).group(1)  # noqa: E731
+    condition = re.search(r'Condition = \{(\w+) = \{"([\w:]+)" = \[for f in local\.alert_publishers : aws_iam_role\.function\[f\]\.arn\]\}\}', policy)
+    assert condition, policy
+    assert "Resource = aws_sns_topic.alerts.arn" in policy, policy
+    assert policy.count("Sid =") == 1, policy
+    return (field("Effect"), field("Principal"), field("Action"), condition.group(1), condition.group(2),
+            sorted(locals_["alert_publishers"]))
+
+
 class Parity(unittest.TestCase):
     def test_template_and_terraform_describe_the_same_functions(self):
         sam, tf = sam_system(template()), terraform_system(terraform_texts())
@@ -285,7 +520,9 @@ class Parity(unittest.TestCase):
         for name, f in sam.items():
             self.assertEqual(f["architectures"], ["arm64"], name)
             self.assertEqual(f["runtime"], "provided.al2023", name)
-            self.assertTrue(f["dead_letters"], name)
+            # failed events go to the queue once: a dead-letter queue or an on-failure destination
+            on_failure = f["async"] and f["async"]["on_failure"]
+            self.assertEqual(sorted(filter(None, [f["dead_letters"], on_failure])), ["failed-events"], name)
 
     def test_a_permission_removed_from_the_template_is_caught(self):
         text = (ROOT / "template.yaml").read_text()
@@ -312,7 +549,7 @@ class Parity(unittest.TestCase):
 
     def test_a_changed_timeout_or_variable_is_caught(self):
         texts = terraform_texts()
-        texts["main.tf"] = texts["main.tf"].replace("timeout = 900", "timeout = 300", 1)
+        texts["main.tf"] = re.sub(r"timeout( +)= 900", r"timeout\1= 300", texts["main.tf"], count=1)
         texts["main.tf"] = texts["main.tf"].replace("SPENDGUARD_DELIVERY_DEADLINE_SECONDS", "SPENDGUARD_DEADLINE", 1)
         found = differences(sam_system(template()), terraform_system(texts))
         self.assertEqual(len(found), 2, found)
@@ -387,6 +624,196 @@ class Parity(unittest.TestCase):
         self.assertIn("aws:SourceAccount", statement["Condition"]["StringEquals"])
         self.assertIn("aws:SourceArn", statement["Condition"]["ArnLike"])
 
+
+    # ------------------------------------------------------------ capacity
+
+    def test_reservations_are_the_same_inputs_with_the_recommended_defaults(self):
+        sam, tf = sam_system(template()), terraform_system(terraform_texts())
+        reserved = {name: f["reserved_concurrency"] for name, f in sam.items()}
+        self.assertEqual(reserved, {name: f["reserved_concurrency"] for name, f in tf.items()})
+        self.assertEqual(
+            reserved,
+            {
+                "key-guard": ("key_guard_reserved_concurrency", 5),
+                "budget-check": ("budget_check_reserved_concurrency", 2),
+                "budget-webhook": ("webhook_reserved_concurrency", 50),
+                "alert-fanout": None,
+                "daily-aggregate": None,
+            },
+        )
+        # 0 reserves nothing on both sides (Lambda's "no reservation" is -1 in terraform)
+        self.assertIn(
+            "reserved_concurrent_executions = coalesce(each.value.reserved_concurrency, 0) > 0 ? each.value.reserved_concurrency : -1",
+            terraform_texts()["functions.tf"],
+        )
+        t = template()
+        for variable, _ in filter(None, reserved.values()):
+            parameter = "".join(w.capitalize() for w in variable.split("_"))
+            self.assertEqual(t["Parameters"][parameter]["MinValue"], 0, parameter)
+
+    def test_a_changed_reservation_is_caught(self):
+        texts = terraform_texts()
+        marker = "default     = 5\n"
+        at = texts["variables.tf"].index(marker, texts["variables.tf"].index('variable "key_guard_reserved_concurrency"'))
+        texts["variables.tf"] = texts["variables.tf"][:at] + "default     = 10\n" + texts["variables.tf"][at + len(marker):]
+        self.assertEqual(
+            differences(sam_system(template()), terraform_system(texts)),
+            ["key-guard: reserved_concurrency: template.yaml ('key_guard_reserved_concurrency', 5) != terraform ('key_guard_reserved_concurrency', 10)"],
+        )
+
+    def test_asynchronous_invocations_retry_and_fail_into_the_queue_alike(self):
+        sam, tf = sam_system(template()), terraform_system(terraform_texts())
+        configs = {name: f["async"] for name, f in sam.items()}
+        self.assertEqual(configs, {name: f["async"] for name, f in tf.items()})
+        self.assertEqual(
+            configs,
+            {
+                "key-guard": {"retries": 2, "max_age": 3600, "on_failure": "failed-events"},
+                "alert-fanout": {"retries": 2, "max_age": 3600, "on_failure": "failed-events"},
+                "budget-check": {"retries": 1, "max_age": 300, "on_failure": "failed-events"},
+                "budget-webhook": None,
+                "daily-aggregate": None,
+            },
+        )
+        # Lambda sends failed events with the function's own role: every role may (terraform
+        # says so; SAM adds the statement for DeadLetterQueue and for an SQS OnFailure itself)
+        self.assertIn(
+            '{ Sid = "DeadLetters", Effect = "Allow", Action = ["sqs:SendMessage"], Resource = aws_sqs_queue.failed_events.arn }',
+            terraform_texts()["functions.tf"],
+        )
+
+    def test_a_changed_event_age_is_caught(self):
+        texts = terraform_texts()
+        texts["main.tf"] = texts["main.tf"].replace("{ retries = 2, max_age = 3600 }", "{ retries = 2, max_age = 21600 }", 1)
+        self.assertEqual(
+            differences(sam_system(template()), terraform_system(texts)),
+            ["alert-fanout: async: template.yaml {'retries': 2, 'max_age': 3600, 'on_failure': 'failed-events'}"
+             " != terraform {'retries': 2, 'max_age': 21600, 'on_failure': 'failed-events'}"],
+        )
+
+    # ------------------------------------------------------------ alarms
+
+    def test_both_deploy_the_same_alarms_with_the_same_names(self):
+        sam, tf = sam_alarms(template()), terraform_alarms(terraform_texts())
+        self.assertEqual(alarm_differences(sam, tf), [])
+        functions = ["alert-fanout", "budget-check", "budget-webhook", "daily-aggregate", "key-guard"]
+        self.assertEqual(
+            sorted(sam),
+            sorted(
+                ["failed-events", "budget-check-silent", "budget-webhook-5xx"]
+                + [f"{f}-errors" for f in functions]
+                + [f"{f}-throttles" for f in functions]
+            ),
+        )
+        for name, alarm in sam.items():
+            self.assertEqual(alarm["alarm_actions"], ["operator"], name)
+            self.assertEqual(alarm["ok_actions"], ["operator"], name)
+        for f in functions:
+            self.assertEqual(sam[f"{f}-throttles"]["watches"], ("AWS/Lambda", "Throttles", "FunctionName", f, "Sum", 300))
+            self.assertEqual((sam[f"{f}-throttles"]["comparison"], sam[f"{f}-throttles"]["threshold"]), ("GreaterThanThreshold", 0))
+        self.assertEqual(sam["budget-webhook-5xx"]["watches"], ("AWS/Lambda", "Url5xxCount", "FunctionName", "budget-webhook", "Sum", 300))
+
+    def test_a_renamed_alarm_or_one_without_ok_actions_is_caught(self):
+        texts = terraform_texts()
+        texts["functions.tf"] = texts["functions.tf"].replace('"${var.name}-budget-webhook-5xx"', '"${var.name}-webhook-5xx"', 1)
+        found = alarm_differences(sam_alarms(template()), terraform_alarms(texts))
+        self.assertEqual(found, ["alarm budget-webhook-5xx: only in template.yaml", "alarm webhook-5xx: only in terraform"])
+        text = (ROOT / "template.yaml").read_text()
+        marker = "      OKActions: [!Ref OperatorTopic]\n"
+        at = text.index(marker, text.index("  KeyGuardThrottlesAlarm:"))
+        modified = text[:at] + text[at + len(marker):]
+        found = alarm_differences(sam_alarms(template(modified)), terraform_alarms(terraform_texts()))
+        self.assertEqual(found, ["alarm key-guard-throttles: ok_actions: template.yaml [] != terraform ['operator']"])
+
+    def test_an_operator_email_is_subscribed_to_the_alarms_when_given(self):
+        t = template()
+        self.assertEqual(t["Parameters"]["OperatorEmail"]["Default"], "")
+        self.assertEqual(t["Conditions"]["HasOperatorEmail"], {"Fn::Not": [{"Fn::Equals": [{"Ref": "OperatorEmail"}, ""]}]})
+        subscription = t["Resources"]["OperatorEmailSubscription"]
+        self.assertEqual(subscription["Condition"], "HasOperatorEmail")
+        self.assertEqual(
+            subscription["Properties"],
+            {"TopicArn": {"Ref": "OperatorTopic"}, "Protocol": "email", "Endpoint": {"Ref": "OperatorEmail"}},
+        )
+        texts = terraform_texts()
+        self.assertIsNone(_variable_defaults(texts.values())["operator_email"])
+        _, resources = _terraform_parts(texts)
+        body = dict(resources[("aws_sns_topic_subscription", "operator_email")])
+        body.pop("__is_block__", None)
+        self.assertEqual(
+            body,
+            {"count": "${var.operator_email == null ? 0 : 1}", "topic_arn": "${aws_sns_topic.operator.arn}",
+             "protocol": "email", "endpoint": "${var.operator_email}"},
+        )
+
+    def test_the_operator_topic_is_one_cloudwatch_can_publish_to(self):
+        # CloudWatch alarms cannot use the AWS-managed SNS key: an alarm on such a topic tells nobody
+        self.assertNotIn("KmsMasterKeyId", template()["Resources"]["OperatorTopic"]["Properties"])
+        _, resources = _terraform_parts(terraform_texts())
+        self.assertNotIn("kms_master_key_id", resources[("aws_sns_topic", "operator")])
+
+    # ------------------------------------------------------------ who may order a kill
+
+    def test_only_spendguards_publishers_may_publish_alerts(self):
+        t = template()
+        sam, tf = sam_alerts_topic_policy(t), terraform_alerts_topic_policy(terraform_texts())
+        self.assertEqual(sam, tf)
+        publishers = sorted(name for name, f in sam_system(t).items() if "PublishAlerts" in f["statements"])
+        self.assertEqual(
+            sam,
+            ("Deny", "*", "sns:Publish", "ArnNotEquals", "aws:PrincipalArn", publishers),
+        )
+        self.assertEqual(publishers, ["budget-check", "budget-webhook", "daily-aggregate", "key-guard"])
+
+    def test_a_publisher_missing_from_the_topic_policy_is_caught(self):
+        texts = terraform_texts()
+        texts["main.tf"] = texts["main.tf"].replace(', "daily-aggregate"]', "]", 1)
+        self.assertNotEqual(sam_alerts_topic_policy(template()), terraform_alerts_topic_policy(texts))
+
+    def test_every_function_reads_the_alert_signing_key_and_only_it(self):
+        t = template()
+        secret = t["Resources"]["AlertSigningKey"]
+        self.assertEqual(secret["Type"], "AWS::SecretsManager::Secret")
+        self.assertEqual(secret["Properties"]["GenerateSecretString"], {"ExcludePunctuation": True, "PasswordLength": 64})
+        self.assertEqual(t["Globals"]["Function"]["Environment"]["Variables"]["SPENDGUARD_ALERT_SIGNING_KEY_ARN"], {"Ref": "AlertSigningKey"})
+        for logical, resource in t["Resources"].items():
+            if resource["Type"] != "AWS::Serverless::Function":
+                continue
+            statements = [_present(s) for s in resource["Properties"]["Policies"][0]["Statement"]]
+            signing = [s for s in statements if s["Sid"] == "AlertSigningKey"]
+            self.assertEqual(
+                signing,
+                [{"Sid": "AlertSigningKey", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": {"Ref": "AlertSigningKey"}}],
+                logical,
+            )
+            for s in statements:  # no other statement names the key
+                if s["Sid"] != "AlertSigningKey":
+                    self.assertNotIn("AlertSigningKey", json.dumps(s), logical)
+
+        texts = terraform_texts()
+        locals_, resources = _terraform_parts(texts)
+        self.assertEqual(locals_["common_environment"]["SPENDGUARD_ALERT_SIGNING_KEY_ARN"], "${aws_secretsmanager_secret.alert_signing.arn}")
+        self.assertEqual(locals_["shared_resources"]["AlertSigningKey"], ["${aws_secretsmanager_secret.alert_signing.arn}"])
+        for name, permissions in locals_["permissions"].items():
+            self.assertEqual(permissions["AlertSigningKey"], ["secretsmanager:GetSecretValue"], name)
+        # generated by Secrets Manager, written once and never into state
+        (ephemeral,) = hcl2.loads(texts["main.tf"])["ephemeral"]
+        password = _unquote(ephemeral)["aws_secretsmanager_random_password"]["alert_signing"]
+        self.assertEqual((password["password_length"], password["exclude_punctuation"]), (64, True))
+        version = resources[("aws_secretsmanager_secret_version", "alert_signing")]
+        self.assertEqual(version["secret_string_wo"], "${ephemeral.aws_secretsmanager_random_password.alert_signing.random_password}")
+        self.assertEqual(version["secret_string_wo_version"], 1)
+        self.assertNotIn("secret_string", version)
+
+    def test_a_function_that_cannot_read_the_signing_key_is_caught(self):
+        texts = terraform_texts()
+        marker = '      AlertSigningKey = ["secretsmanager:GetSecretValue"]\n'
+        at = texts["main.tf"].index(marker, texts["main.tf"].index('"daily-aggregate" = {'))
+        texts["main.tf"] = texts["main.tf"][:at] + texts["main.tf"][at + len(marker):]
+        self.assertEqual(
+            differences(sam_system(template()), terraform_system(texts)),
+            ["daily-aggregate: statement AlertSigningKey: only in template.yaml ['secretsmanager:GetSecretValue'], only in terraform []"],
+        )
 
 if __name__ == "__main__":
     unittest.main()

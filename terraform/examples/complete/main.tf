@@ -3,7 +3,7 @@
 # then: terraform init && terraform apply
 
 terraform {
-  required_version = ">= 1.6"
+  required_version = ">= 1.11"
   required_providers {
     aws = {
       source  = "hashicorp/aws"
@@ -38,6 +38,12 @@ variable "channel_secret_arns" {
   default     = []
 }
 
+variable "operator_email" {
+  type        = string
+  description = "Who receives the alarms (confirm the subscription e-mail), or null."
+  default     = null
+}
+
 module "spendguard" {
   source              = "../../modules/spendguard"
   name                = "spendguard"
@@ -45,6 +51,12 @@ module "spendguard" {
   usage_secret_arn    = var.usage_secret_arn
   status_token_arn    = var.status_token_arn
   channel_secret_arns = var.channel_secret_arns
+  operator_email      = var.operator_email
+  # reserved concurrency: key-guard 5, budget-check 2, the webhook 50 unless set; an account
+  # whose concurrency limit is under 160 sets all three to 0 (docs/deploy.md)
+  # key_guard_reserved_concurrency    = 0
+  # budget_check_reserved_concurrency = 0
+  # webhook_reserved_concurrency      = 0
 }
 
 output "webhook_url" {

@@ -16,7 +16,8 @@ resource "aws_iam_role" "function" {
   assume_role_policy = data.aws_iam_policy_document.assume_lambda.json
 }
 
-# The function's own calls, plus its logs, traces and dead letters.
+# The function's own calls, plus its logs, traces and failed events (its dead-letter queue or
+# on-failure destination: the same queue).
 resource "aws_iam_role_policy" "function" {
   for_each = local.functions
   name     = "${each.key}-least-privilege"
@@ -51,7 +52,7 @@ resource "aws_cloudwatch_log_group" "function" {
 
 resource "aws_lambda_function" "function" {
   # checkov:skip=CKV_AWS_117: calls only public AWS and provider APIs; a VPC adds NAT cost and nothing to protect
-  # checkov:skip=CKV_AWS_115: reserved concurrency would take from small accounts' pool; every handler is safe concurrently
+  # checkov:skip=CKV_AWS_115: key-guard, budget-check and budget-webhook reserve by variables (0 on small accounts); alert-fanout and daily-aggregate share the pool
   # checkov:skip=CKV_AWS_173: the environment holds names and ARNs, never secrets
   # checkov:skip=CKV_AWS_272: code signing needs a signing profile the operator owns; zips are built from this repository
   for_each         = local.functions
@@ -64,11 +65,13 @@ resource "aws_lambda_function" "function" {
   handler          = "bootstrap"
   timeout          = each.value.timeout
   memory_size      = each.value.memory
+  # -1 reserves nothing: a variable at 0 means that too (small accounts, docs/deploy.md)
+  reserved_concurrent_executions = coalesce(each.value.reserved_concurrency, 0) > 0 ? each.value.reserved_concurrency : -1
 
   environment {
     # unset optional settings (null) are left out
     variables = merge(
-      { SPENDGUARD_TABLE = aws_dynamodb_table.state.name },
+      local.common_environment,
       { for k, v in each.value.environment : k => v if v != null },
     )
   }
@@ -81,10 +84,30 @@ resource "aws_lambda_function" "function" {
   tracing_config {
     mode = "Active"
   }
-  dead_letter_config {
-    target_arn = aws_sqs_queue.failed_events.arn
+  # the functions with an on-failure destination (below) have no dead-letter queue as well:
+  # each failed event would land in the queue twice
+  dynamic "dead_letter_config" {
+    for_each = each.value.async == null ? [aws_sqs_queue.failed_events.arn] : []
+    content {
+      target_arn = dead_letter_config.value
+    }
   }
-  depends_on = [aws_iam_role_policy.function]
+  depends_on = [aws_iam_role_policy.function, aws_secretsmanager_secret_version.alert_signing]
+}
+
+# Asynchronous invocations (SNS, Scheduler) of key-guard, alert-fanout and budget-check: retries,
+# maximum event age (local.functions; why each, in template.yaml), failed events to the queue.
+resource "aws_lambda_function_event_invoke_config" "function" {
+  for_each                     = { for k, f in local.functions : k => f.async if f.async != null }
+  function_name                = aws_lambda_function.function[each.key].function_name
+  maximum_retry_attempts       = each.value.retries
+  maximum_event_age_in_seconds = each.value.max_age
+
+  destination_config {
+    on_failure {
+      destination = aws_sqs_queue.failed_events.arn
+    }
+  }
 }
 
 # ------------------------------------------------------------------ triggers
@@ -199,7 +222,7 @@ resource "aws_lambda_permission" "webhook_url_invoke" {
 
 resource "aws_cloudwatch_metric_alarm" "failed_events" {
   alarm_name          = "${var.name}-failed-events"
-  alarm_description   = "An event spendguard could not process is waiting in the dead-letter queue."
+  alarm_description   = "An event spendguard could not process is waiting in the dead-letter queue (runbook: docs/deploy.md)."
   namespace           = "AWS/SQS"
   metric_name         = "ApproximateNumberOfMessagesVisible"
   dimensions          = { QueueName = aws_sqs_queue.failed_events.name }
@@ -210,22 +233,60 @@ resource "aws_cloudwatch_metric_alarm" "failed_events" {
   comparison_operator = "GreaterThanThreshold"
   treat_missing_data  = "notBreaching"
   alarm_actions       = [aws_sns_topic.operator.arn]
+  ok_actions          = [aws_sns_topic.operator.arn]
 }
 
 resource "aws_cloudwatch_metric_alarm" "errors" {
   for_each            = local.functions
   alarm_name          = "${var.name}-${each.key}-errors"
-  alarm_description   = "${each.key} failed: see its log group."
+  alarm_description   = each.value.errors_alarm.description
   namespace           = "AWS/Lambda"
   metric_name         = "Errors"
   dimensions          = { FunctionName = aws_lambda_function.function[each.key].function_name }
   statistic           = "Sum"
-  period              = each.key == "daily-aggregate" ? 3600 : (each.key == "budget-check" ? 900 : 300)
+  period              = each.value.errors_alarm.period
   evaluation_periods  = 1
   threshold           = 0
   comparison_operator = "GreaterThanThreshold"
   treat_missing_data  = "notBreaching"
   alarm_actions       = [aws_sns_topic.operator.arn]
+  ok_actions          = [aws_sns_topic.operator.arn]
+}
+
+# throttled invocations: a reservation (or the account's pool) is exhausted
+resource "aws_cloudwatch_metric_alarm" "throttles" {
+  for_each            = local.functions
+  alarm_name          = "${var.name}-${each.key}-throttles"
+  alarm_description   = "${each.key} was throttled: its reserved concurrency or the account's pool is exhausted; events wait and are retried, URL requests get 429 (runbook: docs/deploy.md)."
+  namespace           = "AWS/Lambda"
+  metric_name         = "Throttles"
+  dimensions          = { FunctionName = aws_lambda_function.function[each.key].function_name }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.operator.arn]
+  ok_actions          = [aws_sns_topic.operator.arn]
+}
+
+# the Function URL's own metric: counts the webhook's 503s (a normal response, so never an
+# Errors) as well as crashes and timeouts
+resource "aws_cloudwatch_metric_alarm" "webhook_5xx" {
+  alarm_name          = "${var.name}-budget-webhook-5xx"
+  alarm_description   = "budget-webhook answered 5xx through its Function URL (its own 503s when the store is unavailable, crashes, timeouts): usage or budget signals are not being counted until their senders retry."
+  namespace           = "AWS/Lambda"
+  metric_name         = "Url5xxCount"
+  dimensions          = { FunctionName = aws_lambda_function.function["budget-webhook"].function_name }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.operator.arn]
+  ok_actions          = [aws_sns_topic.operator.arn]
 }
 
 # the dead man's switch: no completed budget-check run for 15 minutes (none started, or every
@@ -238,6 +299,7 @@ resource "aws_cloudwatch_metric_alarm" "budget_check_silent" {
   comparison_operator = "LessThanThreshold"
   treat_missing_data  = "breaching"
   alarm_actions       = [aws_sns_topic.operator.arn]
+  ok_actions          = [aws_sns_topic.operator.arn]
 
   metric_query {
     id          = "invocations"

@@ -12,16 +12,18 @@ locals {
   # template.yaml), and on what. A statement whose resources are empty is left out.
   permissions = {
     "budget-check" = {
-      State         = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:TransactWriteItems"]
-      PublishAlerts = ["sns:Publish"]
-      ReadBudgets   = ["budgets:ViewBudget"]
-      CostExplorer  = ["ce:GetCostAndUsage"]
-      AdminKeys     = ["secretsmanager:GetSecretValue"]
+      State           = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:TransactWriteItems"]
+      PublishAlerts   = ["sns:Publish"]
+      ReadBudgets     = ["budgets:ViewBudget"]
+      CostExplorer    = ["ce:GetCostAndUsage"]
+      AdminKeys       = ["secretsmanager:GetSecretValue"]
+      AlertSigningKey = ["secretsmanager:GetSecretValue"]
     }
     "alert-fanout" = {
-      State          = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
-      ChannelSecrets = ["secretsmanager:GetSecretValue"]
-      Email          = ["ses:SendEmail"]
+      State           = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
+      ChannelSecrets  = ["secretsmanager:GetSecretValue"]
+      Email           = ["ses:SendEmail"]
+      AlertSigningKey = ["secretsmanager:GetSecretValue"]
     }
     "key-guard" = {
       State                 = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:TransactWriteItems"]
@@ -35,6 +37,7 @@ locals {
       GcpShutdownCredential = ["secretsmanager:GetSecretValue"]
       FindOptedIn           = ["tag:GetResources", "ec2:DescribeInstances"]
       ReadDenyRoles         = ["iam:GetRole"]
+      AlertSigningKey       = ["secretsmanager:GetSecretValue"]
       ShutdownOptedIn       = ["lambda:GetFunctionConcurrency", "lambda:PutFunctionConcurrency", "lambda:DeleteFunctionConcurrency", "ecs:DescribeServices", "ecs:UpdateService", "ec2:StopInstances", "ec2:StartInstances", "iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy"]
     }
     "budget-webhook" = {
@@ -45,12 +48,18 @@ locals {
       AdminKeys                  = ["secretsmanager:GetSecretValue"]
       ReadBudgets                = ["budgets:ViewBudget"]
       CostExplorer               = ["ce:GetCostAndUsage"]
+      AlertSigningKey            = ["secretsmanager:GetSecretValue"]
     }
     "daily-aggregate" = {
-      State         = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
-      PublishAlerts = ["sns:Publish"]
+      State           = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
+      PublishAlerts   = ["sns:Publish"]
+      AlertSigningKey = ["secretsmanager:GetSecretValue"]
     }
   }
+
+  # Who may publish to the alerts topic (its policy denies everyone else): the functions with
+  # PublishAlerts above (tests/deploy/test_parity.py checks both lists and template.yaml's).
+  alert_publishers = ["budget-check", "key-guard", "budget-webhook", "daily-aggregate"]
 
   # Cost Explorer, GetRandomPassword and X-Ray have no resource-level permissions.
   # PutUserPolicy (IamUserCredentials) takes any document: granted on the guarded users only.
@@ -68,6 +77,7 @@ locals {
     IamUserCredentials         = var.guarded_iam_user_arns
     ConfirmBudgetsSubscription = [aws_sns_topic.budgets.arn]
     WebhookSecrets             = [var.usage_secret_arn, var.status_token_arn]
+    AlertSigningKey            = [aws_secretsmanager_secret.alert_signing.arn]
     # RotateSecret needs the caller to be allowed to invoke the rotation function (key-guard)
     RotateThroughSelf = ["arn:${local.partition}:lambda:${data.aws_region.current.region}:${local.account}:function:${var.name}-key-guard"]
     # a shutdown (docs/shutdown.md): finding what opted in has no resource-level permissions;
@@ -83,10 +93,24 @@ locals {
     ShutdownOptedIn = { Null = { "aws:ResourceTag/spendguard:shutdown" = "false" } }
   }
 
+  # Every function's environment, besides its own below.
+  common_environment = {
+    SPENDGUARD_TABLE                 = aws_dynamodb_table.state.name
+    SPENDGUARD_ALERT_SIGNING_KEY_ARN = aws_secretsmanager_secret.alert_signing.arn
+  }
+
+  # Per function: reserved concurrency (null: none; a variable at 0: none either, for small
+  # accounts), asynchronous invocation (retries, maximum event age in seconds; null: Lambda's
+  # defaults and a dead-letter queue instead of an on-failure destination), and its Errors
+  # alarm (period, description). Why these values: docs/deploy.md, Capacity.
   functions = {
     "budget-check" = {
-      timeout = 120
-      memory  = 256
+      timeout              = 120
+      memory               = 256
+      reserved_concurrency = var.budget_check_reserved_concurrency
+      # the schedule is the retry that matters; a run that cannot start in 5 minutes is superseded
+      async        = { retries = 1, max_age = 300 }
+      errors_alarm = { period = 900, description = "budget-check failed: budgets are not being evaluated." }
       environment = {
         SPENDGUARD_ALERTS_TOPIC_ARN        = aws_sns_topic.alerts.arn
         SPENDGUARD_AWS_ACCOUNT_ID          = local.account
@@ -96,15 +120,24 @@ locals {
       }
     }
     "alert-fanout" = {
-      timeout = 60
-      memory  = 256
+      timeout              = 60
+      memory               = 256
+      reserved_concurrency = null
+      # deliveries are claimed per channel; a page an hour late goes to the queue instead
+      async        = { retries = 2, max_age = 3600 }
+      errors_alarm = { period = 300, description = "alert-fanout failed: alerts may not be reaching people." }
       environment = {
         SPENDGUARD_DELIVERY_DEADLINE_SECONDS = "20"
       }
     }
     "key-guard" = {
-      timeout = 60
-      memory  = 256
+      timeout              = 60
+      memory               = 256
+      reserved_concurrency = var.key_guard_reserved_concurrency
+      # the second retry completes a stop a crashed attempt left claimed; an emergency an hour
+      # old is a person's decision (the queue's alarm)
+      async        = { retries = 2, max_age = 3600 }
+      errors_alarm = { period = 300, description = "key-guard failed: an emergency stop or a rotation may be incomplete." }
       environment = {
         SPENDGUARD_OPENAI_ADMIN_KEY_ARN    = var.openai_admin_key_arn
         SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN = var.anthropic_admin_key_arn
@@ -114,8 +147,11 @@ locals {
       }
     }
     "budget-webhook" = {
-      timeout = 15
-      memory  = 256
+      timeout              = 15
+      memory               = 256
+      reserved_concurrency = var.webhook_reserved_concurrency
+      async                = null
+      errors_alarm         = { period = 300, description = "budget-webhook failed: usage or budget signals are being retried." }
       environment = {
         SPENDGUARD_ALERTS_TOPIC_ARN         = aws_sns_topic.alerts.arn
         SPENDGUARD_USAGE_SECRET_ARN         = var.usage_secret_arn
@@ -130,8 +166,11 @@ locals {
       }
     }
     "daily-aggregate" = {
-      timeout = 900
-      memory  = 512
+      timeout              = 900
+      memory               = 512
+      reserved_concurrency = null
+      async                = null
+      errors_alarm         = { period = 3600, description = "daily-aggregate failed: last night's summaries or report are missing." }
       environment = {
         SPENDGUARD_ALERTS_TOPIC_ARN = aws_sns_topic.alerts.arn
       }
@@ -211,6 +250,47 @@ resource "aws_sns_topic" "alerts" {
   kms_master_key_id = "alias/aws/sns"
 }
 
+# key-guard carries out what arrives here, so only spendguard's own publishers may publish,
+# whatever other principals' IAM policies allow. Only sns:Publish is denied: subscriptions and
+# the topic's management stay with IAM.
+resource "aws_sns_topic_policy" "alerts" {
+  arn = aws_sns_topic.alerts.arn
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Sid       = "OnlySpendguardPublishes"
+      Effect    = "Deny"
+      Principal = "*"
+      Action    = "sns:Publish"
+      Resource  = aws_sns_topic.alerts.arn
+      Condition = {
+        ArnNotEquals = { "aws:PrincipalArn" = [for f in local.alert_publishers : aws_iam_role.function[f].arn] }
+      }
+    }]
+  })
+}
+
+# The key every AlertEvent is signed with (HMAC-SHA256, an SNS message attribute); key-guard and
+# fan-out act only on what verifies. Secrets Manager generates it and Terraform writes it once,
+# write-only: it is in no plan and no state, and later applies never regenerate it.
+resource "aws_secretsmanager_secret" "alert_signing" {
+  # checkov:skip=CKV_AWS_149: the AWS-managed key (aws/secretsmanager) encrypts it; only the five functions' roles are granted GetSecretValue on it
+  # checkov:skip=CKV2_AWS_57: rotated by hand (docs/deploy.md): verifiers accept the old and the new key during the switch, which no rotation function here implements
+  name_prefix = "${var.name}-alert-signing-"
+  description = "spendguard (${var.name}): the key AlertEvents are signed with (HMAC-SHA256); key-guard and alert-fanout refuse unsigned ones."
+}
+
+ephemeral "aws_secretsmanager_random_password" "alert_signing" {
+  password_length     = 64
+  exclude_punctuation = true
+}
+
+resource "aws_secretsmanager_secret_version" "alert_signing" {
+  secret_id                = aws_secretsmanager_secret.alert_signing.id
+  secret_string_wo         = ephemeral.aws_secretsmanager_random_password.alert_signing.random_password
+  secret_string_wo_version = 1
+}
+
 # AWS Budgets publishes here (plain text, read by budget-webhook). A separate topic: fan-out only
 # understands AlertEvents, and budgets.amazonaws.com cannot use the AWS-managed SNS key.
 resource "aws_sns_topic" "budgets" {
@@ -236,10 +316,18 @@ resource "aws_sns_topic_policy" "budgets" {
   })
 }
 
-# Operators' topic: alarms on dead letters and errors (subscribe e-mail or chat to it).
+# Operators' topic: every alarm, in ALARM and back to OK (operator_email subscribes an address;
+# subscribe chat or a pager to it too).
 resource "aws_sns_topic" "operator" {
-  name              = "${var.name}-operator"
-  kms_master_key_id = "alias/aws/sns"
+  # checkov:skip=CKV_AWS_26: CloudWatch alarms cannot publish to a topic encrypted with the AWS-managed key (its policy does not admit cloudwatch.amazonaws.com); alarm states carry nothing secret
+  name = "${var.name}-operator"
+}
+
+resource "aws_sns_topic_subscription" "operator_email" {
+  count     = var.operator_email == null ? 0 : 1
+  topic_arn = aws_sns_topic.operator.arn
+  protocol  = "email"
+  endpoint  = var.operator_email
 }
 
 resource "aws_sqs_queue" "failed_events" {

@@ -13,8 +13,18 @@ output "budgets_topic_arn" {
 }
 
 output "operator_topic_arn" {
-  description = "Alarms; subscribe your e-mail or chat."
+  description = "Alarms, in ALARM and back to OK; operator_email subscribes an address, subscribe chat or a pager too."
   value       = aws_sns_topic.operator.arn
+}
+
+output "failed_events_queue_url" {
+  description = "The dead-letter queue (events no function could process; docs/deploy.md says what to do with them)."
+  value       = aws_sqs_queue.failed_events.id
+}
+
+output "alert_signing_key_arn" {
+  description = "The secret AlertEvents are signed with (generated; rotate by hand, docs/deploy.md)."
+  value       = aws_secretsmanager_secret.alert_signing.arn
 }
 
 output "state_table_name" {

@@ -152,3 +152,43 @@ variable "log_retention_days" {
     error_message = "log_retention_days must be one of 30, 60, 90, 180, 365."
   }
 }
+
+variable "key_guard_reserved_concurrency" {
+  type        = number
+  description = "Concurrent executions reserved for key-guard, so an emergency finds capacity when the account's pool is exhausted (and at most this many run at once); 0 reserves none, for accounts whose concurrency limit cannot spare it (docs/deploy.md)."
+  default     = 5
+  validation {
+    condition     = var.key_guard_reserved_concurrency >= 0 && var.key_guard_reserved_concurrency <= 1000 && floor(var.key_guard_reserved_concurrency) == var.key_guard_reserved_concurrency
+    error_message = "key_guard_reserved_concurrency: a whole number from 0 (reserve none) to 1000."
+  }
+}
+
+variable "budget_check_reserved_concurrency" {
+  type        = number
+  description = "Concurrent executions reserved for budget-check (one scheduled run, and room for a retry or a manual run); 0 reserves none (docs/deploy.md)."
+  default     = 2
+  validation {
+    condition     = var.budget_check_reserved_concurrency >= 0 && var.budget_check_reserved_concurrency <= 1000 && floor(var.budget_check_reserved_concurrency) == var.budget_check_reserved_concurrency
+    error_message = "budget_check_reserved_concurrency: a whole number from 0 (reserve none) to 1000."
+  }
+}
+
+variable "webhook_reserved_concurrency" {
+  type        = number
+  description = "The most budget-webhook (the public Function URL) runs at once, reserved for it as well; a flood beyond it gets 429s instead of the account's whole pool. 0 reserves and caps nothing (docs/deploy.md)."
+  default     = 50
+  validation {
+    condition     = var.webhook_reserved_concurrency >= 0 && var.webhook_reserved_concurrency <= 1000 && floor(var.webhook_reserved_concurrency) == var.webhook_reserved_concurrency
+    error_message = "webhook_reserved_concurrency: a whole number from 0 (reserve and cap nothing) to 1000."
+  }
+}
+
+variable "operator_email" {
+  type        = string
+  description = "An e-mail address subscribed to the operator topic, where every alarm goes (it must confirm the subscription), or null for none."
+  default     = null
+  validation {
+    condition     = var.operator_email == null || can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.operator_email))
+    error_message = "operator_email must be an e-mail address (or null)."
+  }
+}
