@@ -104,6 +104,10 @@ impl Default for SourcesConfig {
     }
 }
 
+/// The variable naming the alert-signing key's secret (issue 23): every function that
+/// publishes or receives alerts reads it.
+pub const ALERT_SIGNING_KEY: &str = "SPENDGUARD_ALERT_SIGNING_KEY_ARN";
+
 /// An https URL, or plain http to a loopback stand-in (tests, local runs).
 pub fn check_api_url(variable: &str, url: &str) -> Result<(), EnvError> {
     if url.starts_with("https://")

@@ -10,4 +10,5 @@ pub mod env;
 pub mod flows;
 pub mod lease;
 pub mod ports;
+pub mod signing;
 pub mod sources;

@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod alert;
+pub mod alert_signature;
 pub mod budget;
 pub mod budgets_file;
 pub mod caps;

@@ -181,6 +181,7 @@ impl FanoutWorld {
         let config = Config {
             table: table.clone(),
             retry,
+            alert_signing_key_arn: None,
         };
         let fanout = app::fanout(&config, &sdk);
         FanoutWorld {

@@ -59,6 +59,7 @@ impl KeyGuardWorld {
             gcp_iam_api_url: spendguard_http::gcp::IAM_API.into(),
             alerts_topic_arn: None,
             own_function_name: None,
+            alert_signing_key_arn: None,
         };
         let handler = app::handler(&config, &sdk).await.expect("key-guard starts");
         KeyGuardWorld {

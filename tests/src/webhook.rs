@@ -148,6 +148,7 @@ impl WebhookWorld {
                 aws_account_id: Some("123456789012".into()),
                 ..SourcesConfig::default()
             },
+            alert_signing_key_arn: None,
         };
         let certificates = TestCertificates {
             moto_endpoint: Some(aws::endpoint()),

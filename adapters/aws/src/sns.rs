@@ -1,16 +1,22 @@
 //! The alert bus on SNS: each AlertEvent published with the attributes the subscriptions filter on.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use aws_sdk_sns::types::MessageAttributeValue;
 use spendguard_app::ports::bus::AlertBus;
 use spendguard_app::ports::bus::BusError;
+use spendguard_app::signing::AlertSigning;
 use spendguard_domain::alert::AlertEvent;
+use spendguard_domain::alert_signature::SIGNATURE_ATTRIBUTE;
 
 /// Publishes to an SNS topic with the attributes subscriptions filter on:
-/// `severity` (String), `actions` (String.Array), `kind` and `budget_id` (String).
+/// `severity` (String), `actions` (String.Array), `kind` and `budget_id` (String), and, when
+/// the deployment has an alert-signing key, the message's signature (`spendguard_signature`).
 pub struct SnsBus {
     client: aws_sdk_sns::Client,
     topic_arn: String,
+    signing: Option<Arc<AlertSigning>>,
 }
 
 impl SnsBus {
@@ -18,7 +24,13 @@ impl SnsBus {
         SnsBus {
             client,
             topic_arn: topic_arn.into(),
+            signing: None,
         }
+    }
+
+    /// Signs every message with the deployment's alert-signing key.
+    pub fn signed(self, signing: Option<Arc<AlertSigning>>) -> Self {
+        SnsBus { signing, ..self }
     }
 }
 
@@ -40,6 +52,16 @@ impl AlertBus for SnsBus {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
+        let signature = match &self.signing {
+            Some(signing) => Some(
+                signing
+                    .key()
+                    .await
+                    .map_err(|e| BusError(format!("not signed, not published: {e}")))?
+                    .sign(&message),
+            ),
+            None => None,
+        };
         let mut publish = self
             .client
             .publish()
@@ -52,6 +74,10 @@ impl AlertBus for SnsBus {
             )
             .message_attributes("actions", attribute("String.Array", actions)?)
             .message_attributes("kind", attribute("String", kind)?);
+        if let Some(signature) = signature {
+            publish =
+                publish.message_attributes(SIGNATURE_ATTRIBUTE, attribute("String", signature)?);
+        }
         // SNS refuses an empty String attribute (a daily report belongs to no budget)
         if !event.budget_id.is_empty() {
             publish = publish

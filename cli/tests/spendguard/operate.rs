@@ -216,6 +216,7 @@ tiers = [{ name = "critical", percent = 80 }]
             ..Default::default()
         },
         claim_lease_seconds: 300,
+        alert_signing_key_arn: None,
     };
     let checker = budget_check::app::checker(&config, &sdk).await.unwrap();
     let check = spendguard_app::flows::check::CheckOptions::default();
@@ -349,6 +350,7 @@ tiers = [{{ name = "warning", percent = 80 }}]
             ..Default::default()
         },
         claim_lease_seconds: 300,
+        alert_signing_key_arn: None,
     };
     let checker = budget_check::app::checker(&config, &sdk).await.unwrap();
     let check = spendguard_app::flows::check::CheckOptions::default();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use spendguard_app::backends::Backends;
 use spendguard_app::flows::fanout::{ChannelRegistry, Fanout};
+use spendguard_app::signing::AlertSigning;
 use spendguard_http::poster::Poster;
 
 use crate::channels::Channels;
@@ -29,6 +30,7 @@ pub fn fanout_with(config: &Config, sdk: &SdkConfig, backends: Backends) -> Hand
         ses: aws_sdk_sesv2::Client::new(sdk),
     };
     Handler {
+        signing: AlertSigning::configured(&backends.vault, config.alert_signing_key_arn.as_deref()),
         fanout: Fanout {
             store: backends.store,
             registry: ChannelRegistry::new(backends.vault, Arc::new(channels)),

@@ -13,6 +13,9 @@ pub struct Config {
     /// All attempts at one channel stay within this (`SPENDGUARD_DELIVERY_DEADLINE_SECONDS`,
     /// default 20; keep it below the function timeout).
     pub retry: RetryPolicy,
+    /// The alert-signing key (`SPENDGUARD_ALERT_SIGNING_KEY_ARN`): alerts published are signed
+    /// with it and alerts received must verify under it (none: unsigned, for local runs).
+    pub alert_signing_key_arn: Option<String>,
 }
 
 impl Config {
@@ -26,6 +29,7 @@ impl Config {
         }
         Ok(Config {
             table: env.required("SPENDGUARD_TABLE", "the DynamoDB table name")?,
+            alert_signing_key_arn: env.optional(spendguard_app::env::ALERT_SIGNING_KEY),
             retry: RetryPolicy {
                 deadline: Duration::from_secs(deadline),
                 ..RetryPolicy::default()

@@ -2,12 +2,16 @@
 //! go to every routed channel, once; a manual `ack` stops an escalation or marks a finding as
 //! expected; the digest schedule sends the digests that are due.
 
+use std::sync::Arc;
+
 use aws_lambda_events::event::sns::SnsEvent;
 use lambda_runtime::Diagnostic;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use spendguard_app::flows::fanout::{Acknowledged, Fanout, FanoutError};
+use spendguard_app::signing::{Admission, AlertSigning};
 use spendguard_domain::alert::AlertEvent;
+use spendguard_domain::alert_signature::SIGNATURE_ATTRIBUTE;
 
 #[derive(Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
@@ -26,6 +30,9 @@ enum Manual {
 
 pub struct Handler {
     pub fanout: Fanout,
+    /// The deployment's alert-signing key: an alert that does not verify under it is refused,
+    /// never delivered (none: alerts are taken unsigned, for local runs).
+    pub signing: Option<Arc<AlertSigning>>,
 }
 
 impl Handler {
@@ -36,7 +43,29 @@ impl Handler {
                 .map_err(|e| FanoutError::InvalidEvent(e.to_string()))?;
             let mut reports = Vec::new();
             let mut failures = Vec::new();
+            let mut refused = Vec::new();
             for record in sns.records {
+                if let Some(signing) = &self.signing {
+                    let signature = record
+                        .sns
+                        .message_attributes
+                        .get(SIGNATURE_ATTRIBUTE)
+                        .map(|a| a.value.as_str());
+                    let admission = signing
+                        .admit(
+                            self.fanout.store.as_ref(),
+                            self.fanout.clock.as_ref(),
+                            "alert-fanout",
+                            &record.sns.message_id,
+                            &record.sns.message,
+                            signature,
+                        )
+                        .await?;
+                    if let Admission::Refused(why) = admission {
+                        refused.push(why);
+                        continue;
+                    }
+                }
                 let alert: AlertEvent = serde_json::from_str(&record.sns.message).map_err(|e| {
                     FanoutError::InvalidEvent(format!(
                         "SNS message {} is not an AlertEvent: {e}",
@@ -50,7 +79,11 @@ impl Handler {
             if !failures.is_empty() {
                 return Err(FanoutError::DeliveryFailed { failures });
             }
-            return Ok(json!({ "delivered": reports }));
+            if refused.is_empty() {
+                return Ok(json!({ "delivered": reports }));
+            }
+            // a forged alert pages nobody, and is not retried
+            return Ok(json!({ "delivered": reports, "refused": refused }));
         }
         let scheduled = event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event");
         let manual = if scheduled {
@@ -90,6 +123,7 @@ pub fn diagnostic(e: FanoutError) -> Diagnostic {
         FanoutError::UnknownAlert(_) => "UnknownAlert",
         FanoutError::Store(_) => "StoreUnavailable",
         FanoutError::DeliveryFailed { .. } => "DeliveryFailed",
+        FanoutError::Signing(_) => "SigningKeyUnavailable",
     };
     Diagnostic {
         error_type: error_type.into(),

@@ -9,6 +9,7 @@ use spendguard_app::env::SourcesConfig;
 use spendguard_app::flows::check::Checker;
 use spendguard_app::ports::bus::AlertBus;
 use spendguard_app::ports::secrets::SecretError;
+use spendguard_app::signing::AlertSigning;
 use spendguard_aws::sns::SnsBus;
 use spendguard_http::keys::cap_targets;
 
@@ -16,14 +17,16 @@ use crate::config::Config;
 
 /// Everything `main` needs to serve invocations.
 pub async fn checker(config: &Config, sdk: &SdkConfig) -> Result<Checker, SecretError> {
-    let bus = SnsBus::new(aws_sdk_sns::Client::new(sdk), &config.alerts_topic_arn);
-    checker_with(
-        config,
-        sdk,
-        spendguard_aws::backends::deployed(sdk, &config.table),
-        Arc::new(bus),
+    let backends = spendguard_aws::backends::deployed(sdk, &config.table);
+    let bus = alerts_bus(config, sdk, &backends);
+    checker_with(config, sdk, backends, Arc::new(bus)).await
+}
+
+/// The alerts topic, each alert signed with the deployment's key.
+pub fn alerts_bus(config: &Config, sdk: &SdkConfig, backends: &Backends) -> SnsBus {
+    SnsBus::new(aws_sdk_sns::Client::new(sdk), &config.alerts_topic_arn).signed(
+        AlertSigning::configured(&backends.vault, config.alert_signing_key_arn.as_deref()),
     )
-    .await
 }
 
 /// The checker on any backends and bus (the CLI runs it on the embedded store).

@@ -12,6 +12,9 @@ pub struct Config {
     pub sources: SourcesConfig,
     /// How long an unfinished alert claim blocks other runs (`SPENDGUARD_CLAIM_LEASE_SECONDS`).
     pub claim_lease_seconds: i64,
+    /// The alert-signing key (`SPENDGUARD_ALERT_SIGNING_KEY_ARN`): alerts published are signed
+    /// with it and alerts received must verify under it (none: unsigned, for local runs).
+    pub alert_signing_key_arn: Option<String>,
 }
 
 impl Config {
@@ -24,6 +27,7 @@ impl Config {
             )?,
             sources: SourcesConfig::from_env(env)?,
             claim_lease_seconds: env.parsed("SPENDGUARD_CLAIM_LEASE_SECONDS", 300)?,
+            alert_signing_key_arn: env.optional(spendguard_app::env::ALERT_SIGNING_KEY),
         };
         if !(1..=3600).contains(&config.claim_lease_seconds) {
             return Err(EnvError {

@@ -7,6 +7,7 @@ use spendguard_app::backends::Backends;
 use spendguard_app::flows::check::{Checker, DEFAULT_CLAIM_LEASE};
 use spendguard_app::ports::bus::AlertBus;
 use spendguard_app::ports::secrets::SecretError;
+use spendguard_app::signing::AlertSigning;
 use spendguard_aws::sns::SnsBus;
 use spendguard_domain::standard_webhooks::WebhookSecret;
 use spendguard_http::verify::gcp_oidc::{GoogleOidcVerifier, OidcPolicy};
@@ -68,11 +69,14 @@ pub async fn webhook_with(
 
 /// The webhook as deployed: SNS certificates fetched over HTTPS from the validated URL.
 pub async fn webhook(config: &Config, sdk: &SdkConfig) -> Result<Webhook, SecretError> {
-    let bus = SnsBus::new(aws_sdk_sns::Client::new(sdk), &config.alerts_topic_arn);
+    let backends = spendguard_aws::backends::deployed(sdk, &config.table);
+    let bus = SnsBus::new(aws_sdk_sns::Client::new(sdk), &config.alerts_topic_arn).signed(
+        AlertSigning::configured(&backends.vault, config.alert_signing_key_arn.as_deref()),
+    );
     webhook_with(
         config,
         sdk,
-        spendguard_aws::backends::deployed(sdk, &config.table),
+        backends,
         Arc::new(bus),
         Box::new(HttpsCertificates(reqwest::Client::new())),
     )

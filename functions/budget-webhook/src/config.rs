@@ -27,6 +27,9 @@ pub struct Config {
     /// SNS topics accepted on `/sns` and as Lambda triggers (`SPENDGUARD_SNS_TOPIC_ARNS`, comma-separated).
     pub sns_topic_arns: Vec<String>,
     pub sources: SourcesConfig,
+    /// The alert-signing key (`SPENDGUARD_ALERT_SIGNING_KEY_ARN`): alerts published are signed
+    /// with it and alerts received must verify under it (none: unsigned, for local runs).
+    pub alert_signing_key_arn: Option<String>,
 }
 
 impl Config {
@@ -94,6 +97,7 @@ impl Config {
             gcp,
             sns_topic_arns,
             sources: SourcesConfig::from_env(env)?,
+            alert_signing_key_arn: env.optional(spendguard_app::env::ALERT_SIGNING_KEY),
         })
     }
 }

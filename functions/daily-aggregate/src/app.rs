@@ -7,7 +7,7 @@ use spendguard_app::flows::nightly::{MetricsSink, Nightly, StdoutMetrics};
 use spendguard_app::ports::bus::AlertBus;
 use spendguard_app::ports::clock::{Clock, SystemClock};
 use spendguard_app::ports::store::StateStore;
-use spendguard_aws::dynamo::DynamoStore;
+use spendguard_app::signing::AlertSigning;
 use spendguard_aws::sns::SnsBus;
 
 use crate::config::Config;
@@ -15,15 +15,14 @@ use crate::config::Config;
 /// Everything `main` needs to serve invocations: DynamoDB, the alerts topic, the system clock,
 /// metrics as CloudWatch embedded-metric lines on stdout.
 pub fn nightly(config: &Config, sdk: &SdkConfig) -> Nightly {
+    let backends = spendguard_aws::backends::deployed(sdk, &config.table);
     nightly_with(
-        Arc::new(DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(sdk),
-            &config.table,
-        )),
-        Arc::new(SnsBus::new(
-            aws_sdk_sns::Client::new(sdk),
-            &config.alerts_topic_arn,
-        )),
+        backends.store,
+        Arc::new(
+            SnsBus::new(aws_sdk_sns::Client::new(sdk), &config.alerts_topic_arn).signed(
+                AlertSigning::configured(&backends.vault, config.alert_signing_key_arn.as_deref()),
+            ),
+        ),
         Arc::new(SystemClock),
         Arc::new(StdoutMetrics),
     )

@@ -8,6 +8,9 @@ pub struct Config {
     pub table: String,
     /// The alerts SNS topic anomalies and the daily report go to (`SPENDGUARD_ALERTS_TOPIC_ARN`).
     pub alerts_topic_arn: String,
+    /// The alert-signing key (`SPENDGUARD_ALERT_SIGNING_KEY_ARN`): alerts published are signed
+    /// with it and alerts received must verify under it (none: unsigned, for local runs).
+    pub alert_signing_key_arn: Option<String>,
 }
 
 impl Config {
@@ -18,6 +21,7 @@ impl Config {
                 "SPENDGUARD_ALERTS_TOPIC_ARN",
                 "the ARN of the alerts SNS topic",
             )?,
+            alert_signing_key_arn: env.optional(spendguard_app::env::ALERT_SIGNING_KEY),
         })
     }
 }
@@ -37,11 +41,18 @@ mod tests {
         assert_eq!(
             config(&[
                 ("SPENDGUARD_TABLE", "spendguard"),
-                ("SPENDGUARD_ALERTS_TOPIC_ARN", topic)
+                ("SPENDGUARD_ALERTS_TOPIC_ARN", topic),
+                (
+                    "SPENDGUARD_ALERT_SIGNING_KEY_ARN",
+                    "arn:aws:secretsmanager:eu-west-1:123456789012:secret:signing"
+                )
             ]),
             Ok(Config {
                 table: "spendguard".into(),
                 alerts_topic_arn: topic.into(),
+                alert_signing_key_arn: Some(
+                    "arn:aws:secretsmanager:eu-west-1:123456789012:secret:signing".into()
+                ),
             })
         );
         let missing = config(&[("SPENDGUARD_TABLE", "spendguard")]).unwrap_err();

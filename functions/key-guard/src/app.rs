@@ -12,6 +12,7 @@ use spendguard_app::ports::rate_limits::ProviderRateLimits;
 use spendguard_app::ports::secret_versions::SecretVersions;
 use spendguard_app::ports::secrets::SecretError;
 use spendguard_app::ports::shutdown::ShutdownTarget;
+use spendguard_app::signing::AlertSigning;
 use spendguard_aws::iam::IamKeys;
 use spendguard_aws::secret_versions::SecretsManager;
 use spendguard_aws::shutdown::AwsShutdown;
@@ -32,11 +33,11 @@ pub async fn handler(config: &Config, sdk: &SdkConfig) -> Result<Handler, Secret
         AwsKeys::Managed,
     )
     .await?;
-    // the drill's alerts
-    handler.alerts = config
-        .alerts_topic_arn
-        .as_ref()
-        .map(|arn| Arc::new(SnsBus::new(aws_sdk_sns::Client::new(sdk), arn)) as Arc<dyn AlertBus>);
+    // the drill's alerts, signed like every other
+    handler.alerts = config.alerts_topic_arn.as_ref().map(|arn| {
+        Arc::new(SnsBus::new(aws_sdk_sns::Client::new(sdk), arn).signed(handler.signing.clone()))
+            as Arc<dyn AlertBus>
+    });
     Ok(handler)
 }
 
@@ -61,6 +62,7 @@ pub async fn handler_with(
         vault,
         clock,
     } = backends;
+    let signing = AlertSigning::configured(&vault, config.alert_signing_key_arn.as_deref());
     let secrets = aws_sdk_secretsmanager::Client::new(sdk);
     let http = reqwest::Client::new();
     let gcp_credential = match &config.gcp_credential_arn {
@@ -159,5 +161,6 @@ pub async fn handler_with(
             clock,
         },
         alerts: None,
+        signing,
     })
 }

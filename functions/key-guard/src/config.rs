@@ -31,6 +31,9 @@ pub struct Config {
     /// The function's own name (`AWS_LAMBDA_FUNCTION_NAME`, set by Lambda): it and the stack's
     /// other functions are never stopped by a shutdown.
     pub own_function_name: Option<String>,
+    /// The alert-signing key (`SPENDGUARD_ALERT_SIGNING_KEY_ARN`): alerts published are signed
+    /// with it and alerts received must verify under it (none: unsigned, for local runs).
+    pub alert_signing_key_arn: Option<String>,
 }
 
 impl Config {
@@ -57,6 +60,7 @@ impl Config {
             gcp_iam_api_url: env.parsed("SPENDGUARD_GCP_IAM_API_URL", gcp::IAM_API.to_string())?,
             alerts_topic_arn: env.optional("SPENDGUARD_ALERTS_TOPIC_ARN"),
             own_function_name: env.optional("AWS_LAMBDA_FUNCTION_NAME"),
+            alert_signing_key_arn: env.optional(spendguard_app::env::ALERT_SIGNING_KEY),
         };
         check_api_url("SPENDGUARD_ANTHROPIC_API_URL", &config.anthropic_api_url)?;
         check_api_url(

@@ -2,7 +2,7 @@
 //! filtered on the `actions` attribute), a manual disable / restore / status, or a Secrets
 //! Manager rotation step.
 
-use aws_lambda_events::event::sns::SnsEvent;
+use aws_lambda_events::event::sns::{SnsEvent, SnsMessage};
 use lambda_runtime::Diagnostic;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -13,9 +13,12 @@ use spendguard_app::flows::guard::{GuardError, KeyGuard};
 use spendguard_app::flows::rotation::{RotationError, RotationEvent, Rotator};
 use spendguard_app::flows::throttle::{Order, ThrottleReport};
 use spendguard_app::ports::bus::AlertBus;
+use spendguard_app::ports::secrets::SecretError;
 use spendguard_app::ports::store::StoreError;
+use spendguard_app::signing::{Admission, AlertSigning};
 use spendguard_domain::alert::AlertEvent;
 use spendguard_domain::alert::KeyOrder;
+use spendguard_domain::alert_signature::SIGNATURE_ATTRIBUTE;
 use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::RestorePolicy;
 use tracing::info;
@@ -30,6 +33,9 @@ pub enum KeyGuardError {
     Rotation(#[from] RotationError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The alert-signing key could not be read: nothing is acted on unverified.
+    #[error(transparent)]
+    Signing(#[from] SecretError),
     /// The drill found problems and could not publish their alerts.
     #[error("the drill's alerts were not published: {0}")]
     DrillUnpublished(String),
@@ -51,6 +57,7 @@ impl From<KeyGuardError> for Diagnostic {
             KeyGuardError::Rotation(_) => "RotationRefused",
             KeyGuardError::ThrottleIncomplete(_) => "ThrottleIncomplete",
             KeyGuardError::DrillUnpublished(_) => "DrillUnpublished",
+            KeyGuardError::Signing(_) => "SigningKeyUnavailable",
         };
         Diagnostic {
             error_type: error_type.into(),
@@ -94,6 +101,16 @@ pub struct Handler {
     pub rotator: Rotator,
     /// Where the drill's alerts go (the alerts topic); without it the drill only reports.
     pub alerts: Option<Arc<dyn AlertBus>>,
+    /// The deployment's alert-signing key: an alert that does not verify under it is refused
+    /// (none: alerts are taken unsigned, for local runs).
+    pub signing: Option<Arc<AlertSigning>>,
+}
+
+/// The spendguard signature an SNS delivery carries, if any.
+fn signature(sns: &SnsMessage) -> Option<&str> {
+    sns.message_attributes
+        .get(SIGNATURE_ATTRIBUTE)
+        .map(|a| a.value.as_str())
 }
 
 fn scope(text: &str) -> Result<Scope, KeyGuardError> {
@@ -114,6 +131,23 @@ impl Handler {
                 .map_err(|e| KeyGuardError::InvalidEvent(e.to_string()))?;
             let mut results = Vec::new();
             for record in sns.records {
+                if let Some(signing) = &self.signing {
+                    let admission = signing
+                        .admit(
+                            self.guard.store.as_ref(),
+                            self.guard.clock.as_ref(),
+                            "key-guard",
+                            &record.sns.message_id,
+                            &record.sns.message,
+                            signature(&record.sns),
+                        )
+                        .await?;
+                    if let Admission::Refused(why) = admission {
+                        // a forged order is never carried out, nor retried
+                        results.push(json!({ "refused": why }));
+                        continue;
+                    }
+                }
                 let alert: AlertEvent = serde_json::from_str(&record.sns.message).map_err(|e| {
                     KeyGuardError::InvalidEvent(format!("SNS message is not an AlertEvent: {e}"))
                 })?;

@@ -81,6 +81,7 @@ fn config(table: &str, topic: &str) -> Config {
         alerts_topic_arn: topic.into(),
         sources: SourcesConfig::default(),
         claim_lease_seconds: 300,
+        alert_signing_key_arn: None,
     }
 }
 

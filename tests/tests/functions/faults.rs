@@ -52,6 +52,7 @@ fn check_config(table: &str, topic: &str) -> budget_check::config::Config {
         alerts_topic_arn: topic.into(),
         sources: Default::default(),
         claim_lease_seconds: 300,
+        alert_signing_key_arn: None,
     }
 }
 

@@ -26,6 +26,7 @@ use spendguard_domain::usage::UsageEntry;
 use spendguard_tests::admin_apis::{ProviderState, anthropic_standin};
 use spendguard_tests::aws;
 use spendguard_tests::conformance::record;
+use spendguard_tests::fanout::lambda_sns_event;
 use spendguard_tests::standin::{Received, Reply, StandIn};
 use spendguard_tests::webhook::{WebhookWorld, signed_usage};
 
@@ -44,17 +45,6 @@ fn search_key() -> KeySpec {
         rotation: None,
         allow_delete: false,
     }
-}
-
-/// The SNS delivery of `message` to key-guard's subscription.
-fn sns_event(message: &str) -> Value {
-    let path = format!(
-        "{}/../events/alert-fanout/emergency.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    event["Records"][0]["Sns"]["Message"] = json!(message);
-    event
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -102,27 +92,27 @@ async fn a_stolen_key_is_disabled_by_the_next_scheduled_check() {
         .await;
     assert_eq!(response.status, 200, "{}", response.body);
 
-    // minute 5: the next scheduled check, with the production wiring
+    // minute 5: the next scheduled check, with the production wiring (alerts signed)
+    let signing_key = aws::secret(
+        &w.sdk,
+        "alert-signing",
+        "alert-signing-0123456789abcdef0123456789abcdef0123456789abcdef",
+    )
+    .await;
     let checked_at = reported_at + Duration::minutes(5);
     let mut backends = spendguard_aws::backends::deployed(&w.sdk, &w.table);
     backends.clock = Arc::new(FixedClock::new(checked_at));
-    let bus = spendguard_aws::sns::SnsBus::new(
-        aws_sdk_sns::Client::new(&w.sdk),
-        &w.config.alerts_topic_arn,
-    );
-    let checker = budget_check::app::checker_with(
-        &budget_check::config::Config {
-            table: w.table.clone(),
-            alerts_topic_arn: w.config.alerts_topic_arn.clone(),
-            sources: SourcesConfig::default(),
-            claim_lease_seconds: 300,
-        },
-        &w.sdk,
-        backends,
-        Arc::new(bus),
-    )
-    .await
-    .unwrap();
+    let check_config = budget_check::config::Config {
+        table: w.table.clone(),
+        alerts_topic_arn: w.config.alerts_topic_arn.clone(),
+        sources: SourcesConfig::default(),
+        claim_lease_seconds: 300,
+        alert_signing_key_arn: Some(signing_key.clone()),
+    };
+    let bus = budget_check::app::alerts_bus(&check_config, &w.sdk, &backends);
+    let checker = budget_check::app::checker_with(&check_config, &w.sdk, backends, Arc::new(bus))
+        .await
+        .unwrap();
     let options = CheckOptions {
         actor: "schedule".into(),
         ..CheckOptions::default()
@@ -148,6 +138,7 @@ async fn a_stolen_key_is_disabled_by_the_next_scheduled_check() {
         &alert_fanout::config::Config {
             table: w.table.clone(),
             retry: spendguard_tests::fanout::quick_retries(),
+            alert_signing_key_arn: None,
         },
         &w.sdk,
     );
@@ -167,6 +158,7 @@ async fn a_stolen_key_is_disabled_by_the_next_scheduled_check() {
             alerts_topic_arn: w.config.alerts_topic_arn.clone(),
             sources: SourcesConfig::default(),
             claim_lease_seconds: 300,
+            alert_signing_key_arn: None,
         },
         &w.sdk,
         backends,
@@ -199,21 +191,21 @@ async fn a_stolen_key_is_disabled_by_the_next_scheduled_check() {
             gcp_iam_api_url: spendguard_http::gcp::IAM_API.into(),
             alerts_topic_arn: None,
             own_function_name: None,
+            alert_signing_key_arn: Some(signing_key.clone()),
         },
         &w.sdk,
     )
     .await
     .unwrap();
-    let message = published
+    // as SNS hands it to key-guard's subscription, its signature attribute included
+    let envelope = published
         .iter()
         .find(|e| e["Message"].as_str().unwrap().contains("\"security\""))
-        .unwrap()["Message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .unwrap();
     // SNS delivers at least once: the same message twice acts once
     for _ in 0..2 {
-        guard.handle(sns_event(&message)).await.unwrap();
+        let out = guard.handle(lambda_sns_event(envelope)).await.unwrap();
+        assert!(out["alerts"][0].get("refused").is_none(), "{out:#}");
     }
 
     let switch = w
@@ -340,6 +332,7 @@ async fn a_thiefs_calls_are_found_in_the_providers_usage_report() {
                 ..SourcesConfig::default()
             },
             claim_lease_seconds: 300,
+            alert_signing_key_arn: None,
         },
         &sdk,
         spendguard_aws::backends::deployed(&sdk, &table),

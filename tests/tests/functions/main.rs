@@ -11,5 +11,6 @@ mod key_theft;
 mod nightly;
 mod provider_limits;
 mod shutdown;
+mod signed_alerts;
 mod sources;
 mod webhook;
