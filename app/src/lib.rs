@@ -10,5 +10,6 @@ pub mod env;
 pub mod flows;
 pub mod lease;
 pub mod ports;
+pub mod refreshing;
 pub mod signing;
 pub mod sources;

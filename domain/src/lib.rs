@@ -27,6 +27,7 @@ pub mod resources;
 pub mod scope;
 pub mod secret;
 pub mod security;
+pub mod senders;
 pub mod settings;
 pub mod signals;
 pub mod spend;

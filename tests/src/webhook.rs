@@ -94,7 +94,7 @@ impl CertificateSource for TestCertificates {
 }
 
 pub const USAGE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-pub const STATUS_TOKEN: &str = "status-token-7c41f0a9d2";
+pub const STATUS_TOKEN: &str = "status-token-7c41f0a9d2-0123456789abcdef";
 pub const AUDIENCE: &str = "https://spendguard.example/gcp/pubsub";
 pub const PUSH_ACCOUNT: &str = "billing-push@spendguard-test.iam.gserviceaccount.com";
 pub const KID: &str = "test-key-1";
@@ -306,8 +306,13 @@ impl WebhookWorld {
 
 /// A request with the usage signing headers made by the `standardwebhooks` package.
 pub fn signed_usage(body: &str, id: &str, timestamp: i64) -> HttpRequest {
+    signed_usage_with(USAGE_SECRET, body, id, timestamp)
+}
+
+/// [`signed_usage`] with another secret.
+pub fn signed_usage_with(secret: &str, body: &str, id: &str, timestamp: i64) -> HttpRequest {
     let signature = python(
-        json!({"op": "webhook-sign", "secret": USAGE_SECRET, "id": id, "timestamp": timestamp, "body": body}),
+        json!({"op": "webhook-sign", "secret": secret, "id": id, "timestamp": timestamp, "body": body}),
     );
     HttpRequest {
         method: "POST".into(),

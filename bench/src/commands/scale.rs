@@ -255,7 +255,7 @@ async fn webhook(
     let usage = dir.join("usage-secret");
     let status = dir.join("status-token");
     std::fs::write(&usage, USAGE_SECRET).unwrap();
-    std::fs::write(&status, "status-token-bench").unwrap();
+    std::fs::write(&status, "status-token-bench-0123456789abcdef0123456789").unwrap();
     let variables = HashMap::from([
         ("SPENDGUARD_TABLE", "bench".to_string()),
         (

@@ -341,7 +341,7 @@ async fn every_fixture_runs_against_moto() {
         .topic_arn
         .unwrap();
     let usage = aws::secret(&sdk, "usage", USAGE_SECRET).await;
-    let status = aws::secret(&sdk, "status", "status-token-for-the-test").await;
+    let status = aws::secret(&sdk, "status", "status-token-for-the-test-0123456789abcdef").await;
     // the AWS Budgets budget the examples read (moto keeps one account for every test)
     let spend = |a: &str| {
         aws_sdk_budgets::types::Spend::builder()

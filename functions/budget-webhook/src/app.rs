@@ -7,9 +7,11 @@ use spendguard_app::backends::Backends;
 use spendguard_app::flows::check::{Checker, DEFAULT_CLAIM_LEASE};
 use spendguard_app::ports::bus::AlertBus;
 use spendguard_app::ports::secrets::SecretError;
+use spendguard_app::refreshing::Refreshing;
 use spendguard_app::signing::AlertSigning;
 use spendguard_aws::sns::SnsBus;
-use spendguard_domain::standard_webhooks::WebhookSecret;
+use spendguard_domain::secret::Secret;
+use spendguard_domain::senders::UsageSenders;
 use spendguard_http::verify::gcp_oidc::{GoogleOidcVerifier, OidcPolicy};
 use spendguard_http::verify::sns::{CertificateSource, HttpsCertificates, SnsVerifier};
 
@@ -26,13 +28,21 @@ pub async fn webhook_with(
     certificates: Box<dyn CertificateSource>,
 ) -> Result<Webhook, SecretError> {
     let store = backends.store.clone();
-    let usage = backends.vault.read(&config.usage_secret_arn).await?;
-    let usage_secrets =
-        WebhookSecret::parse_list(usage.expose()).map_err(|message| SecretError {
-            reference: config.usage_secret_arn.clone(),
-            message,
-        })?;
-    let status_token = backends.vault.read(&config.status_token_arn).await?;
+    // read now (a missing or malformed one fails the start), again within minutes of a rotation
+    let (usage_senders, status_token) = tokio::try_join!(
+        Refreshing::load(
+            backends.vault.clone(),
+            &config.usage_secret_arn,
+            UsageSenders::parse,
+            backends.clock.clone(),
+        ),
+        Refreshing::load(
+            backends.vault.clone(),
+            &config.status_token_arn,
+            status_token,
+            backends.clock.clone(),
+        ),
+    )?;
     let http = reqwest::Client::new();
     let checker = Checker {
         sources: budget_check::app::all_sources(&config.sources, sdk, &backends).await?,
@@ -47,7 +57,7 @@ pub async fn webhook_with(
     Ok(Webhook {
         store,
         checker,
-        usage_secrets,
+        usage_senders,
         status_token,
         gcp: config.gcp.as_ref().map(|g| {
             GoogleOidcVerifier::new(
@@ -81,4 +91,18 @@ pub async fn webhook(config: &Config, sdk: &SdkConfig) -> Result<Webhook, Secret
         Box::new(HttpsCertificates(reqwest::Client::new())),
     )
     .await
+}
+
+/// The `/status` token: at least 32 bytes, so that it cannot be guessed, and never empty (an
+/// empty token would let a request without one through).
+pub const MIN_STATUS_TOKEN_BYTES: usize = 32;
+
+fn status_token(text: &str) -> Result<Secret, String> {
+    if text.len() < MIN_STATUS_TOKEN_BYTES {
+        return Err(format!(
+            "the status token must hold at least {MIN_STATUS_TOKEN_BYTES} bytes (has {}): generate one with `openssl rand -hex 32`",
+            text.len()
+        ));
+    }
+    Ok(Secret::new(text))
 }

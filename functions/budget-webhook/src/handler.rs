@@ -12,12 +12,14 @@ use spendguard_app::flows::ingest::ingest_usage;
 use spendguard_app::flows::intake::{budgets_for_aws, budgets_for_gcp, record_aws, record_gcp};
 use spendguard_app::ports::clock::Clock;
 use spendguard_app::ports::store::{StateStore, StoreError};
+use spendguard_app::refreshing::Refreshing;
 use spendguard_domain::records::{AuditEntry, SwitchState};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::secret::Secret;
+use spendguard_domain::senders::{SENDER_HEADER, Sender, UsageSenders};
 use spendguard_domain::settings::PolicySet;
 use spendguard_domain::signals::{aws_budgets, gcp};
-use spendguard_domain::standard_webhooks::{self, WebhookSecret};
+use spendguard_domain::standard_webhooks;
 use spendguard_http::verify::gcp_oidc::GoogleOidcVerifier;
 use spendguard_http::verify::sns::{SnsMessage, SnsVerifier};
 use tracing::{info, warn};
@@ -64,8 +66,10 @@ pub struct Webhook {
     pub store: Arc<dyn StateStore>,
     /// Evaluates the budgets a signal affects, exactly as budget-check does.
     pub checker: Checker,
-    pub usage_secrets: Vec<WebhookSecret>,
-    pub status_token: Secret,
+    /// Who may report usage, with their secrets (re-read within minutes of a rotation).
+    pub usage_senders: Refreshing<UsageSenders>,
+    /// The token applications read `/status` with (at least 32 bytes; re-read likewise).
+    pub status_token: Refreshing<Secret>,
     pub gcp: Option<GoogleOidcVerifier>,
     pub sns: Option<SnsIntake>,
     pub clock: Arc<dyn Clock>,
@@ -155,19 +159,47 @@ impl Webhook {
 
     // ---- POST /usage ----------------------------------------------------------------------
 
+    /// Whether `r` is signed by a sender: `Ok(None)` for the shared secrets, `Ok(Some(id,
+    /// scopes))` for a sender of its own; the secrets are read again once on a mismatch.
+    async fn usage_sender(
+        &self,
+        r: &HttpRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Sender>, String> {
+        let verify = |senders: &UsageSenders| -> Result<Option<Sender>, String> {
+            let (sender, secrets) = senders
+                .select(r.header(SENDER_HEADER))
+                .map_err(|e| e.to_string())?;
+            standard_webhooks::verify(
+                secrets,
+                r.header("webhook-id"),
+                r.header("webhook-timestamp"),
+                r.header("webhook-signature"),
+                &r.body,
+                now,
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(sender.cloned())
+        };
+        match verify(self.usage_senders.get().await.as_ref()) {
+            Ok(sender) => Ok(sender),
+            // a sender may sign with a secret rotated in after this value was read
+            Err(first) => match self.usage_senders.after_miss().await {
+                Some(fresh) => verify(fresh.as_ref()),
+                None => Err(first),
+            },
+        }
+    }
+
     async fn usage(&self, r: &HttpRequest) -> HttpResponse {
         let now = self.clock.now();
-        if let Err(e) = standard_webhooks::verify(
-            &self.usage_secrets,
-            r.header("webhook-id"),
-            r.header("webhook-timestamp"),
-            r.header("webhook-signature"),
-            &r.body,
-            now,
-        ) {
-            warn!(reason = %e, "usage report refused");
-            return HttpResponse::error(401, "authentication failed", None);
-        }
+        let sender = match self.usage_sender(r, now).await {
+            Ok(sender) => sender,
+            Err(reason) => {
+                warn!(%reason, "usage report refused");
+                return HttpResponse::error(401, "authentication failed", None);
+            }
+        };
         let policy = match self.store.load_policy().await {
             Ok(p) => p,
             Err(e) => return internal(e),
@@ -176,6 +208,26 @@ impl Webhook {
             Ok(records) => records,
             Err(e) => return HttpResponse::error(400, e.message, Some(&e.field)),
         };
+        // a sender reports only for its own scopes: one record outside them refuses the batch
+        if let Some(sender) = &sender
+            && let Some(i) = records.iter().position(|rec| !sender.allows(&rec.scope))
+        {
+            warn!(sender = %sender.id, "usage report for another sender's scope refused");
+            return HttpResponse::error(
+                403,
+                format!(
+                    "sender `{}` may report only for scopes under {}",
+                    sender.id,
+                    sender
+                        .scopes
+                        .iter()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Some(&format!("records[{i}].scope")),
+            );
+        }
         let outcome = match ingest_usage(self.store.as_ref(), &policy.budgets, &records, now).await
         {
             Ok(o) => o,
@@ -419,8 +471,13 @@ impl Webhook {
             .header("authorization")
             .and_then(|h| h.strip_prefix("Bearer "))
             .unwrap_or_default();
-        if !same(presented.as_bytes(), self.status_token.expose().as_bytes()) {
-            return HttpResponse::error(401, "authentication failed", None);
+        let matches = |token: &Secret| same(presented.as_bytes(), token.expose().as_bytes());
+        if !matches(self.status_token.get().await.as_ref()) {
+            // the token may have been rotated after this value was read
+            let fresh = self.status_token.after_miss().await;
+            if !fresh.is_some_and(|t| matches(&t)) {
+                return HttpResponse::error(401, "authentication failed", None);
+            }
         }
         let Some(text) = r.query_param("scope") else {
             return HttpResponse::error(

@@ -14,8 +14,10 @@ use proptest::prelude::*;
 use serde_json::Value;
 use spendguard_app::flows::check::{Checker, DEFAULT_CLAIM_LEASE};
 use spendguard_app::ports::clock::SystemClock;
+use spendguard_app::ports::secrets::{SecretError, SecretVault};
 use spendguard_app::ports::sources::SpendSource;
 use spendguard_app::ports::store::StateStore;
+use spendguard_app::refreshing::Refreshing;
 use spendguard_app::sources::counters::UsageCounters;
 use spendguard_app::sources::gcp::GcpBudgetObservations;
 use spendguard_domain::budget::{
@@ -25,6 +27,7 @@ use spendguard_domain::money::Currency;
 use spendguard_domain::period::{WindowKind, Zone};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::secret::Secret;
+use spendguard_domain::senders::UsageSenders;
 use spendguard_domain::settings::PolicySet;
 use spendguard_domain::signals::{aws_budgets, gcp};
 use spendguard_domain::standard_webhooks::WebhookSecret;
@@ -79,6 +82,16 @@ fn budget(id: &str, source: SourceSpec, kind: WindowKind) -> Budget {
     }
 }
 
+/// A vault holding one value.
+struct Fixed(&'static str);
+
+#[async_trait]
+impl SecretVault for Fixed {
+    async fn read(&self, _reference: &str) -> Result<Secret, SecretError> {
+        Ok(Secret::new(self.0))
+    }
+}
+
 async fn webhook() -> (Webhook, Arc<dyn StateStore>) {
     let store: Arc<dyn StateStore> = Arc::new(SqliteStore::in_memory().unwrap());
     let budgets = vec![
@@ -119,8 +132,22 @@ async fn webhook() -> (Webhook, Arc<dyn StateStore>) {
             claim_lease: DEFAULT_CLAIM_LEASE,
             provider_caps: Vec::new(),
         },
-        usage_secrets: vec![WebhookSecret::parse(SECRET).unwrap()],
-        status_token: Secret::new("status-token"),
+        usage_senders: Refreshing::load(
+            Arc::new(Fixed(SECRET)),
+            "usage",
+            UsageSenders::parse,
+            Arc::new(SystemClock),
+        )
+        .await
+        .unwrap(),
+        status_token: Refreshing::load(
+            Arc::new(Fixed("status-token-0123456789abcdef0123456789")),
+            "status",
+            |t| Ok(Secret::new(t)),
+            Arc::new(SystemClock),
+        )
+        .await
+        .unwrap(),
         gcp: Some(GoogleOidcVerifier::new(
             OidcPolicy {
                 audience: "https://spendguard.example/gcp/pubsub".into(),

@@ -18,8 +18,11 @@ use spendguard_domain::period::{WindowKind, YearMonth};
 use spendguard_domain::records::{KillSwitch, SwitchState};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::PolicySet;
+use spendguard_tests::aws;
 use spendguard_tests::conformance::{budget, month_cost_now};
-use spendguard_tests::webhook::{STATUS_TOKEN, WebhookWorld, post, python, signed_usage};
+use spendguard_tests::webhook::{
+    STATUS_TOKEN, WebhookWorld, post, python, signed_usage, signed_usage_with,
+};
 
 const GCP_BUDGET: &str = "7c1e2d3f-aaaa-bbbb-cccc-1234567890ab";
 
@@ -1051,4 +1054,228 @@ async fn credits_later_in_the_period_do_not_resolve_a_paging_alert() {
     assert_eq!(report.alerts.recoveries, 0, "{:?}", report.alerts);
     assert!(w.probe.drain().await.is_empty(), "no recovery mid-period");
     assert_eq!(w.store.open_alerts().await.unwrap().len(), 1);
+}
+
+// ---- senders with their own keys, secrets that follow a rotation (issue 23 part 5) -----------
+
+const SEARCH_SECRET: &str = "whsec_C2FTBj9Z2v5nDPGlMj8ApVcq0dU4q8Pa";
+const OPS_SECRET: &str = "whsec_TG9yZW1JcHN1bURvbG9yU2l0QW1ldENvbnM=";
+
+/// The world's webhook with `config` changed, at `clock`.
+async fn webhook_at(
+    w: &WebhookWorld,
+    config: budget_webhook::config::Config,
+    clock: std::sync::Arc<spendguard_app::ports::clock::FixedClock>,
+) -> Result<budget_webhook::handler::Webhook, spendguard_app::ports::secrets::SecretError> {
+    let mut backends = spendguard_aws::backends::deployed(&w.sdk, &w.table);
+    backends.clock = clock;
+    budget_webhook::app::webhook_with(
+        &config,
+        &w.sdk,
+        backends,
+        std::sync::Arc::new(spendguard_local::memory_bus::MemoryBus::default()),
+        Box::new(w.certificates.clone()),
+    )
+    .await
+}
+
+fn from_sender(mut request: HttpRequest, sender: &str) -> HttpRequest {
+    request
+        .headers
+        .insert("spendguard-sender".into(), sender.into());
+    request
+}
+
+fn records_for(scopes: &[&str], id: &str) -> String {
+    let records: Vec<Value> = scopes
+        .iter()
+        .enumerate()
+        .map(|(i, scope)| {
+            json!({"id": format!("{id}-{i}"), "scope": scope, "cost": {"amount": "1.00", "currency": "USD"},
+                   "timestamp": Utc::now().to_rfc3339()})
+        })
+        .collect();
+    json!({ "records": records }).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_reports_only_for_its_own_scopes() {
+    let w = WebhookWorld::new(PolicySet::default()).await;
+    let senders = json!({"senders": [
+        {"id": "search", "secrets": [SEARCH_SECRET], "scopes": ["openai/search"]},
+        {"id": "ops", "secrets": [OPS_SECRET], "scopes": ["*"]}
+    ]});
+    let config = budget_webhook::config::Config {
+        usage_secret_arn: aws::secret(&w.sdk, "senders", &senders.to_string()).await,
+        ..w.config.clone()
+    };
+    let clock = std::sync::Arc::new(spendguard_app::ports::clock::FixedClock::new(Utc::now()));
+    let webhook = webhook_at(&w, config, clock).await.unwrap();
+    let now = Utc::now().timestamp();
+    let send = |secret: &str, sender: Option<&str>, scopes: &[&str], id: &str| {
+        let body = records_for(scopes, id);
+        let request = signed_usage_with(secret, &body, id, now);
+        match sender {
+            Some(s) => from_sender(request, s),
+            None => request,
+        }
+    };
+
+    let ok = webhook
+        .http(send(
+            SEARCH_SECRET,
+            Some("search"),
+            &["openai/search/k1"],
+            "m1",
+        ))
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let before = w.items().await;
+
+    // one record outside the sender's scopes refuses the batch: 403, nothing written
+    let other = webhook
+        .http(send(
+            SEARCH_SECRET,
+            Some("search"),
+            &["openai/search/k1", "anthropic/finance/k9"],
+            "m2",
+        ))
+        .await;
+    assert_eq!(other.status, 403, "{}", other.body);
+    assert_eq!(other.body["field"], "records[1].scope", "{}", other.body);
+    assert!(
+        other.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("`openai/search`"),
+        "{}",
+        other.body
+    );
+    assert_eq!(w.items().await, before, "nothing written");
+
+    // a sender's secret is its own; a sender must say who it is
+    for (secret, sender) in [
+        (SEARCH_SECRET, Some("ops")),
+        (SEARCH_SECRET, None),
+        (SEARCH_SECRET, Some("marketing")),
+    ] {
+        let refused = webhook
+            .http(send(secret, sender, &["openai/search/k1"], "m3"))
+            .await;
+        assert_eq!(refused.status, 401, "{sender:?}: {}", refused.body);
+    }
+    assert_eq!(w.items().await, before, "nothing written");
+    // the ops sender may report for anything
+    let ops = webhook
+        .http(send(
+            OPS_SECRET,
+            Some("ops"),
+            &["anthropic/finance/k9"],
+            "m4",
+        ))
+        .await;
+    assert_eq!(ops.status, 200, "{}", ops.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_usage_secret_is_taken_within_minutes_not_hours() {
+    let w = WebhookWorld::new(PolicySet::default()).await;
+    let arn = aws::secret(&w.sdk, "rotating", SEARCH_SECRET).await;
+    let config = budget_webhook::config::Config {
+        usage_secret_arn: arn.clone(),
+        ..w.config.clone()
+    };
+    let t0 = Utc::now();
+    let clock = std::sync::Arc::new(spendguard_app::ports::clock::FixedClock::new(t0));
+    let webhook = webhook_at(&w, config, clock.clone()).await.unwrap();
+    let secrets = aws_sdk_secretsmanager::Client::new(&w.sdk);
+    let rotate = |value: String| {
+        let secrets = secrets.clone();
+        let arn = arn.clone();
+        async move {
+            spendguard_tests::logs::secret_used(&value);
+            secrets
+                .put_secret_value()
+                .secret_id(arn)
+                .secret_string(value)
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let send = |secret: &str, id: &str| {
+        let at = spendguard_app::ports::clock::Clock::now(clock.as_ref()).timestamp();
+        signed_usage_with(secret, &records_for(&["openai/search/k1"], id), id, at)
+    };
+
+    // rotation step 1: both secrets held; a sender already on the new one is taken at once
+    // (its first mismatch re-reads the secret)
+    rotate(format!("{OPS_SECRET} {SEARCH_SECRET}")).await;
+    let r = webhook.http(send(OPS_SECRET, "r1")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // step 2: the old secret is dropped; mismatches re-read at most every 30 s
+    rotate(OPS_SECRET.to_string()).await;
+    clock.advance(chrono::Duration::seconds(10));
+    let r = webhook.http(send(SEARCH_SECRET, "r2")).await;
+    assert_eq!(r.status, 200, "the value held still has it: {}", r.body);
+    // after at most five minutes the value held is the new one
+    clock.advance(chrono::Duration::minutes(5));
+    let r = webhook.http(send(SEARCH_SECRET, "r3")).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = webhook.http(send(OPS_SECRET, "r4")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_token_is_at_least_32_bytes_and_follows_a_rotation() {
+    let w = WebhookWorld::new(PolicySet::default()).await;
+    let clock = std::sync::Arc::new(spendguard_app::ports::clock::FixedClock::new(Utc::now()));
+    // a short (or empty) token refuses the start, naming the secret
+    let short_arn = aws::secret(&w.sdk, "short-status", "short-token").await;
+    let refused = webhook_at(
+        &w,
+        budget_webhook::config::Config {
+            status_token_arn: short_arn.clone(),
+            ..w.config.clone()
+        },
+        clock.clone(),
+    )
+    .await
+    .err()
+    .expect("a short status token refuses the start");
+    assert!(
+        refused.to_string().contains(&short_arn) && refused.to_string().contains("32 bytes"),
+        "{refused}"
+    );
+
+    let arn = aws::secret(&w.sdk, "status-rotating", STATUS_TOKEN).await;
+    let webhook = webhook_at(
+        &w,
+        budget_webhook::config::Config {
+            status_token_arn: arn.clone(),
+            ..w.config.clone()
+        },
+        clock,
+    )
+    .await
+    .unwrap();
+    let new_token = "status-token-rotated-0123456789abcdef01234567";
+    spendguard_tests::logs::secret_used(new_token);
+    aws_sdk_secretsmanager::Client::new(&w.sdk)
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(new_token)
+        .send()
+        .await
+        .unwrap();
+    let status = |token: &str| HttpRequest {
+        method: "GET".into(),
+        path: "/status".into(),
+        query: "scope=openai/prod".into(),
+        headers: HashMap::from([("authorization".into(), bearer(token))]),
+        ..HttpRequest::default()
+    };
+    let r = webhook.http(status(new_token)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
 }

@@ -1,0 +1,110 @@
+//! A secret the webhook holds for every request, re-read so a rotation takes effect within
+//! minutes (review finding #14): at most [`TTL`] old, and re-read at once — at most every
+//! [`MISS_INTERVAL`] — when a request's credentials do not match what is held (the sender may
+//! already use the new value). A re-read that fails, or yields a value that does not parse,
+//! keeps the value held and is logged.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use tokio::sync::Mutex;
+use tracing::warn;
+
+use crate::ports::clock::Clock;
+use crate::ports::secrets::{SecretError, SecretVault};
+
+/// The longest a value is used before it is read again.
+pub const TTL: Duration = Duration::minutes(5);
+/// The shortest time between two re-reads forced by mismatching requests (a flood of bad
+/// signatures must not become a flood of Secrets Manager calls).
+pub const MISS_INTERVAL: Duration = Duration::seconds(30);
+
+pub struct Refreshing<T> {
+    vault: Arc<dyn SecretVault>,
+    reference: String,
+    parse: fn(&str) -> Result<T, String>,
+    clock: Arc<dyn Clock>,
+    held: Mutex<Held<T>>,
+}
+
+struct Held<T> {
+    value: Arc<T>,
+    read_at: DateTime<Utc>,
+    forced_at: Option<DateTime<Utc>>,
+}
+
+impl<T> Refreshing<T> {
+    /// Reads the secret now: a missing or unparsable value fails the start.
+    pub async fn load(
+        vault: Arc<dyn SecretVault>,
+        reference: &str,
+        parse: fn(&str) -> Result<T, String>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, SecretError> {
+        let value = Self::read(vault.as_ref(), reference, parse).await?;
+        let read_at = clock.now();
+        Ok(Refreshing {
+            vault,
+            reference: reference.into(),
+            parse,
+            clock,
+            held: Mutex::new(Held {
+                value: Arc::new(value),
+                read_at,
+                forced_at: None,
+            }),
+        })
+    }
+
+    async fn read(
+        vault: &dyn SecretVault,
+        reference: &str,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<T, SecretError> {
+        let secret = vault.read(reference).await?;
+        parse(secret.expose()).map_err(|message| SecretError {
+            reference: reference.into(),
+            message,
+        })
+    }
+
+    /// The value, read again first if it is older than [`TTL`].
+    pub async fn get(&self) -> Arc<T> {
+        let now = self.clock.now();
+        let mut held = self.held.lock().await;
+        if now - held.read_at >= TTL {
+            self.reread(&mut held, now).await;
+        }
+        held.value.clone()
+    }
+
+    /// After credentials did not match: the value read again, if one may be read now (not
+    /// within [`MISS_INTERVAL`] of the last such read) and it succeeds.
+    pub async fn after_miss(&self) -> Option<Arc<T>> {
+        let now = self.clock.now();
+        let mut held = self.held.lock().await;
+        if held.forced_at.is_some_and(|at| now - at < MISS_INTERVAL) {
+            return None;
+        }
+        held.forced_at = Some(now);
+        self.reread(&mut held, now)
+            .await
+            .then(|| held.value.clone())
+    }
+
+    async fn reread(&self, held: &mut Held<T>, now: DateTime<Utc>) -> bool {
+        match Self::read(self.vault.as_ref(), &self.reference, self.parse).await {
+            Ok(value) => {
+                held.value = Arc::new(value);
+                held.read_at = now;
+                true
+            }
+            Err(e) => {
+                // the value held still works for senders that did not rotate
+                warn!(error = %e, "secret not re-read; keeping the value held");
+                held.read_at = now;
+                false
+            }
+        }
+    }
+}
