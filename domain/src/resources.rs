@@ -39,7 +39,7 @@ impl ResourceKind {
             ResourceKind::LambdaFunction => ResourceState::Concurrency { reserved: Some(0) },
             ResourceKind::EcsService => ResourceState::DesiredCount { count: 0 },
             ResourceKind::Ec2Instance => ResourceState::Instance { running: false },
-            ResourceKind::IamRole => ResourceState::DenyPolicy { attached: true },
+            ResourceKind::IamRole => ResourceState::DenyAll { attached: true },
             ResourceKind::GcpBilling => ResourceState::Billing { account: None },
             ResourceKind::GcpServiceAccountKey => ResourceState::KeyDisabled { disabled: true },
             // the lowest limit OpenAI takes: at most any month-to-date spend, and below what
@@ -190,7 +190,16 @@ pub enum ResourceState {
     Instance {
         running: bool,
     },
-    /// Whether the deny-all policy is on an IAM role.
+    /// Whether AWS's managed deny-all policy (`arn:<partition>:iam::aws:policy/AWSDenyAll`) is
+    /// attached to an IAM role: what a shutdown sets. Recorded before the stop, so that restore
+    /// detaches it only when the stop attached it.
+    DenyAll {
+        attached: bool,
+    },
+    /// Whether the inline deny-all policy `spendguard-shutdown-deny` is on an IAM role: what
+    /// versions before December 2026 put (findings #8 and #10 of the security review). Never
+    /// set by a stop any more; it is read only from the records of those versions' stops, whose
+    /// restore removes that inline policy if its document is still the one spendguard wrote.
     DenyPolicy {
         attached: bool,
     },
@@ -217,8 +226,14 @@ impl std::fmt::Display for ResourceState {
             ResourceState::DesiredCount { count } => write!(f, "desired count {count}"),
             ResourceState::Instance { running: true } => f.write_str("running"),
             ResourceState::Instance { running: false } => f.write_str("not running"),
-            ResourceState::DenyPolicy { attached: true } => f.write_str("deny-all policy on"),
-            ResourceState::DenyPolicy { attached: false } => f.write_str("no deny-all policy"),
+            ResourceState::DenyAll { attached: true } => f.write_str("AWSDenyAll attached"),
+            ResourceState::DenyAll { attached: false } => f.write_str("AWSDenyAll not attached"),
+            ResourceState::DenyPolicy { attached: true } => {
+                f.write_str("inline deny-all policy on (earlier versions)")
+            }
+            ResourceState::DenyPolicy { attached: false } => {
+                f.write_str("no inline deny-all policy (earlier versions)")
+            }
             ResourceState::Billing { account: Some(a) } => write!(f, "billing by {a}"),
             ResourceState::Billing { account: None } => f.write_str("billing unlinked"),
             ResourceState::KeyDisabled { disabled: true } => f.write_str("key disabled"),

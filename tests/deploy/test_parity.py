@@ -5,8 +5,9 @@ IAM actions of each statement, schedules (expression, input, retries), SNS subsc
 (topic, filter policy), reserved concurrency (the input and its default), asynchronous
 invocation (retries, maximum event age, where failed events go); and the shared pieces: the
 alarms (names, metrics, thresholds, actions), who may publish to the alerts topic, the
-alert-signing secret (generated how, read by whom, named by which variable), the operator
-e-mail subscription, the dashboard and the scheduler's input, which must be what the
+alert-signing secret (generated how, read by whom, named by which variable), the shutdown
+statements of key-guard's role in full (actions, resources, conditions), the absence of
+iam:PutRolePolicy from every role, the operator e-mail subscription, the dashboard and the scheduler's input, which must be what the
 functions accept (the events/ fixtures).
 
 Run by scripts/test: python -m unittest discover -s tests/deploy
@@ -509,6 +510,69 @@ def terraform_alerts_topic_policy(texts):
             sorted(locals_["alert_publishers"]))
 
 
+
+# ---------------------------------------------------------------- the shutdown's IAM statements
+
+# key-guard's statements that change opted-in resources (docs/shutdown.md, findings #8, #10)
+SHUTDOWN_SIDS = ("ShutdownOptedIn", "ShutdownDenyRoles")
+DENY_ALL = "arn:${partition}:iam::aws:policy/AWSDenyAll"
+
+
+def _normal(value):
+    """An IAM value in one spelling for both: !Sub unwrapped, ${partition} and ${account}."""
+    if isinstance(value, dict) and set(value) == {"Fn::Sub"}:
+        value = value["Fn::Sub"]
+    if isinstance(value, str):
+        for old, new in (("${AWS::Partition}", "${partition}"), ("${local.partition}", "${partition}"),
+                         ("${AWS::AccountId}", "${account}"), ("${local.account}", "${account}")):
+            value = value.replace(old, new)
+        return value
+    if isinstance(value, dict):
+        return {k: _normal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    return value
+
+
+def _statement(actions, resource, condition):
+    resources = resource if isinstance(resource, list) else [resource]
+    return {"Action": sorted(actions), "Resource": sorted(_normal(resources)), "Condition": _normal(condition)}
+
+
+def sam_statements(t, function="KeyGuardFunction", sids=SHUTDOWN_SIDS):
+    policy = t["Resources"][function]["Properties"]["Policies"][0]["Statement"]
+    found = {}
+    for statement in map(_present, policy):
+        if isinstance(statement, dict) and statement.get("Sid") in sids:
+            found[statement["Sid"]] = _statement(statement["Action"], statement["Resource"], statement.get("Condition"))
+    return found
+
+
+def terraform_statements(texts, function="key-guard", sids=SHUTDOWN_SIDS):
+    locals_, _ = _terraform_parts(texts)
+    return {
+        sid: _statement(actions, locals_["shared_resources"][sid], locals_["conditions"].get(sid))
+        for sid, actions in locals_["permissions"][function].items()
+        if sid in sids
+    }
+
+
+def _grants(pattern, action):
+    """Whether an IAM action pattern (wildcards, any case) covers `action`."""
+    regex = re.escape(pattern.lower()).replace(r"\*", ".*").replace(r"\?", ".")
+    return re.fullmatch(regex, action.lower()) is not None
+
+
+def granting(system, action):
+    """(function, statement) pairs of a system (sam_system, terraform_system) granting `action`."""
+    return sorted(
+        (name, sid)
+        for name, f in system.items()
+        for sid, actions in f["statements"].items()
+        if any(_grants(a, action) for a in actions)
+    )
+
+
 class Parity(unittest.TestCase):
     def test_template_and_terraform_describe_the_same_functions(self):
         sam, tf = sam_system(template()), terraform_system(terraform_texts())
@@ -616,6 +680,55 @@ class Parity(unittest.TestCase):
         texts = terraform_texts()
         self.assertIn('ShutdownOptedIn = { Null = { "aws:ResourceTag/spendguard:shutdown" = "false" } }', texts["main.tf"])
         self.assertIn("{ Condition = local.conditions[sid] }", texts["functions.tf"])
+
+    def test_the_shutdown_statements_are_the_same_in_both_and_attach_only_aws_deny_all(self):
+        sam, tf = sam_statements(template()), terraform_statements(terraform_texts())
+        self.assertEqual(sam, tf)
+        tagged = {"Null": {"aws:ResourceTag/spendguard:shutdown": "false"}}
+        self.assertEqual(
+            sam["ShutdownDenyRoles"],
+            {
+                "Action": ["iam:AttachRolePolicy", "iam:DetachRolePolicy"],
+                "Resource": ["arn:${partition}:iam::${account}:role/*"],
+                "Condition": {"ArnEquals": {"iam:PolicyARN": DENY_ALL}, **tagged},
+            },
+        )
+        self.assertEqual(sam["ShutdownOptedIn"]["Condition"], tagged)
+        self.assertIn("iam:ListAttachedRolePolicies", sam["ShutdownOptedIn"]["Action"])
+        # attaching or detaching a policy is granted nowhere else, and never without the ARN
+        for system in (sam_system(template()), terraform_system(terraform_texts())):
+            for action in ("iam:AttachRolePolicy", "iam:DetachRolePolicy"):
+                self.assertEqual(granting(system, action), [("key-guard", "ShutdownDenyRoles")], action)
+
+    def test_a_shutdown_statement_changed_on_one_side_is_caught(self):
+        texts = terraform_texts()
+        marker = '"arn:${local.partition}:iam::aws:policy/AWSDenyAll"'
+        self.assertIn(marker, texts["main.tf"])
+        texts["main.tf"] = texts["main.tf"].replace(marker, '"arn:${local.partition}:iam::aws:policy/AdministratorAccess"')
+        self.assertNotEqual(sam_statements(template()), terraform_statements(texts))
+        text = (ROOT / "template.yaml").read_text()
+        marker = '"iam:PolicyARN": !Sub arn:${AWS::Partition}:iam::aws:policy/AWSDenyAll'
+        self.assertIn(marker, text)
+        modified = template(text.replace(marker, '"iam:PolicyARN": !Sub arn:${AWS::Partition}:iam::aws:policy/*'))
+        self.assertNotEqual(sam_statements(modified), terraform_statements(terraform_texts()))
+        marker = "Resource: !Sub arn:${AWS::Partition}:iam::${AWS::AccountId}:role/*\n              Condition:\n                ArnEquals"
+        self.assertIn(marker, text)
+        modified = template(text.replace(marker, 'Resource: "*"\n              Condition:\n                ArnEquals'))
+        self.assertNotEqual(sam_statements(modified), terraform_statements(terraform_texts()))
+
+    def test_no_role_may_put_an_inline_role_policy(self):
+        # PutRolePolicy takes any document: a privilege-escalation primitive (finding #8)
+        for system in (sam_system(template()), terraform_system(terraform_texts())):
+            self.assertEqual(granting(system, "iam:PutRolePolicy"), [])
+            self.assertEqual(granting(system, "iam:DeleteRolePolicy"), [])
+        self.assertEqual(_grants("iam:Put*", "iam:PutRolePolicy"), True)
+        self.assertEqual(_grants("*", "iam:PutRolePolicy"), True)
+        self.assertEqual(_grants("iam:PutUserPolicy", "iam:PutRolePolicy"), False)
+        text = (ROOT / "template.yaml").read_text()
+        marker = "ec2:StopInstances, ec2:StartInstances, iam:ListAttachedRolePolicies"
+        self.assertIn(marker, text)
+        planted = sam_system(template(text.replace(marker, "ec2:StopInstances, ec2:StartInstances, iam:Put*, iam:ListAttachedRolePolicies")))
+        self.assertEqual(granting(planted, "iam:PutRolePolicy"), [("key-guard", "ShutdownOptedIn")])
 
     def test_aws_budgets_may_publish_only_for_this_account(self):
         t = template()

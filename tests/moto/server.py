@@ -11,8 +11,9 @@ e-mails SES accepted) reads every attribute of every model, and a Lambda functio
 `docker_client` connects to Docker, which is not installed here; without Docker that attribute
 is reported absent instead of failing the whole dump.
 
-One addition: IAM service-specific credentials (Amazon Bedrock API keys), which moto lacks
-(`service_credentials.py`).
+Two additions: IAM service-specific credentials (Amazon Bedrock API keys), which moto lacks
+(`service_credentials.py`), and AWS's managed policy AWSDenyAll, which moto loads only on
+request (`aws_managed.py`).
 
 Usage: python server.py PORT
 """
@@ -24,6 +25,7 @@ from werkzeug.serving import run_simple
 
 from moto.utilities.docker_utilities import DockerModel
 
+import aws_managed
 import service_credentials
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -44,6 +46,7 @@ def _docker_client_or_absent(model):
 
 DockerModel.docker_client = property(_docker_client_or_absent)
 service_credentials.install()
+aws_managed.install()
 
 
 class SerializedDynamoDB:

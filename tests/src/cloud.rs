@@ -262,4 +262,122 @@ impl Cloud {
             .unwrap()
             .policy_names
     }
+
+    /// The inline policies on a role, with their documents (decoded, as JSON).
+    pub async fn inline_policies(&self, name: &str) -> Vec<(String, serde_json::Value)> {
+        let mut out = Vec::new();
+        for policy in self.role_policies(name).await {
+            let document = self
+                .iam
+                .get_role_policy()
+                .role_name(name)
+                .policy_name(&policy)
+                .send()
+                .await
+                .unwrap()
+                .policy_document;
+            out.push((policy, policy_json(&document)));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Puts an inline policy on a role, as anyone holding `iam:PutRolePolicy` may.
+    pub async fn put_inline(&self, role: &str, policy: &str, document: &str) {
+        self.iam
+            .put_role_policy()
+            .role_name(role)
+            .policy_name(policy)
+            .policy_document(document)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// A customer managed policy named `name` (in this account); returns its ARN.
+    pub async fn managed_policy(&self, name: &str, document: &str) -> String {
+        self.iam
+            .create_policy()
+            .policy_name(name)
+            .policy_document(document)
+            .send()
+            .await
+            .unwrap()
+            .policy
+            .unwrap()
+            .arn
+            .unwrap()
+    }
+
+    pub async fn attach(&self, role: &str, policy_arn: &str) {
+        self.iam
+            .attach_role_policy()
+            .role_name(role)
+            .policy_arn(policy_arn)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    pub async fn detach(&self, role: &str, policy_arn: &str) {
+        self.iam
+            .detach_role_policy()
+            .role_name(role)
+            .policy_arn(policy_arn)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// The ARNs of the managed policies attached to a role, sorted.
+    pub async fn attached_policies(&self, role: &str) -> Vec<String> {
+        let mut arns: Vec<String> = self
+            .iam
+            .list_attached_role_policies()
+            .role_name(role)
+            .send()
+            .await
+            .unwrap()
+            .attached_policies()
+            .iter()
+            .filter_map(|p| p.policy_arn().map(str::to_string))
+            .collect();
+        arns.sort();
+        arns
+    }
+
+    /// Fails unless the emulator knows AWS's managed `AWSDenyAll`, which the shutdown of a role
+    /// attaches: moto loads it only through `tests/moto/aws_managed.py` (see there), so a moto
+    /// started without `tests/moto/server.py` lacks it.
+    pub async fn ensure_deny_all(&self) {
+        if let Err(e) = self.iam.get_policy().policy_arn(AWS_DENY_ALL).send().await {
+            panic!(
+                "moto does not know {AWS_DENY_ALL} ({e:?}): start it with tests/moto/server.py,                  which loads it (tests/moto/aws_managed.py)"
+            );
+        }
+    }
+}
+
+/// AWS's managed deny-all policy, in the emulator's partition.
+pub const AWS_DENY_ALL: &str = "arn:aws:iam::aws:policy/AWSDenyAll";
+
+/// A policy document as IAM answers it (URL-encoded, RFC 3986), or as given, as JSON.
+pub fn policy_json(document: &str) -> serde_json::Value {
+    if let Ok(v) = serde_json::from_str(document) {
+        return v;
+    }
+    let bytes = document.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    serde_json::from_slice(&out).unwrap()
 }

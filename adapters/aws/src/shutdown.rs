@@ -21,8 +21,9 @@ use spendguard_app::ports::shutdown::{ShutdownError, ShutdownTarget};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::PolicySet;
 
-/// The deny-all policy put on opted-in roles.
-const DENY_ALL: &str =
+/// The inline deny-all policy that versions before December 2026 put on opted-in roles (under
+/// [`DENY_POLICY_NAME`]): its restore deletes that policy only if its document is still this.
+const OLD_INLINE_DENY_ALL: &str =
     r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"*","Resource":"*"}]}"#;
 const EC2_API_VERSION: &str = "2016-11-15";
 
@@ -169,6 +170,117 @@ impl AwsShutdown {
             scope,
         }))
     }
+    /// Whether AWS's `AWSDenyAll` (of the role's partition) is attached to the role: by its
+    /// ARN, so an inline policy or a customer managed policy of any name is not taken for it.
+    async fn deny_all_attached(&self, role_arn: &str) -> Result<bool, ShutdownError> {
+        let wanted = deny_all_arn(role_arn);
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .iam
+                .list_attached_role_policies()
+                .role_name(last_segment(role_arn))
+                .set_marker(marker.clone())
+                .send()
+                .await
+                .map_err(|e| sdk_error("iam:ListAttachedRolePolicies", e))?;
+            if page
+                .attached_policies()
+                .iter()
+                .any(|p| p.policy_arn() == Some(wanted.as_str()))
+            {
+                return Ok(true);
+            }
+            marker = page
+                .marker()
+                .filter(|m| page.is_truncated() && !m.is_empty())
+                .map(str::to_string);
+            if marker.is_none() {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// The restore of a stop recorded by an earlier version: deletes the inline policy
+    /// [`DENY_POLICY_NAME`] if its document is still the deny-all spendguard wrote; anything
+    /// else under that name is someone else's and stays. The deployments no longer grant
+    /// `iam:DeleteRolePolicy` (finding #8): then the error says what to run by hand.
+    async fn remove_old_inline_deny(&self, role_arn: &str) -> Result<(), ShutdownError> {
+        let role = last_segment(role_arn);
+        let answer = self
+            .iam
+            .get_role_policy()
+            .role_name(role)
+            .policy_name(DENY_POLICY_NAME)
+            .send()
+            .await;
+        let document = match answer {
+            Ok(out) => out.policy_document,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(sdk_error("iam:GetRolePolicy", e)),
+        };
+        if !same_policy(&document, OLD_INLINE_DENY_ALL) {
+            tracing::warn!(
+                role,
+                "the inline policy {DENY_POLICY_NAME} is not the deny-all spendguard wrote: left alone"
+            );
+            return Ok(());
+        }
+        self.iam
+            .delete_role_policy()
+            .role_name(role)
+            .policy_name(DENY_POLICY_NAME)
+            .send()
+            .await
+            .map_err(|e| {
+                let ShutdownError(m) = sdk_error("iam:DeleteRolePolicy", e);
+                ShutdownError(format!(
+                    "{m} (an earlier version's inline deny is still on the role; if spendguard may \
+                     no longer delete inline policies, run `aws iam delete-role-policy --role-name \
+                     {role} --policy-name {DENY_POLICY_NAME}` and restore again)"
+                ))
+            })?;
+        Ok(())
+    }
+}
+
+/// AWS's managed deny-all policy in the partition of `role_arn` (`arn:<partition>:iam::...`).
+fn deny_all_arn(role_arn: &str) -> String {
+    let partition = role_arn
+        .split(':')
+        .nth(1)
+        .filter(|p| !p.is_empty())
+        .unwrap_or("aws");
+    format!("arn:{partition}:iam::aws:policy/AWSDenyAll")
+}
+
+/// Whether a policy document as IAM answers it (URL-encoded, RFC 3986) is `expected`, as JSON.
+fn same_policy(document: &str, expected: &str) -> bool {
+    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+    let found = parse(document).or_else(|| percent_decoded(document).as_deref().and_then(parse));
+    found.is_some() && found == parse(expected)
+}
+
+fn percent_decoded(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The role of an assumed-role session ARN (`arn:aws:sts::<account>:assumed-role/<role>/<session>`).
@@ -295,25 +407,9 @@ impl ShutdownTarget for AwsShutdown {
                     running: matches!(state, "running" | "pending"),
                 })
             }
-            ResourceKind::IamRole => {
-                let answer = self
-                    .iam
-                    .get_role_policy()
-                    .role_name(last_segment(id))
-                    .policy_name(DENY_POLICY_NAME)
-                    .send()
-                    .await;
-                match answer {
-                    Ok(_) => Ok(ResourceState::DenyPolicy { attached: true }),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|s| s.is_no_such_entity_exception()) =>
-                    {
-                        Ok(ResourceState::DenyPolicy { attached: false })
-                    }
-                    Err(e) => Err(sdk_error("iam:GetRolePolicy", e)),
-                }
-            }
+            ResourceKind::IamRole => Ok(ResourceState::DenyAll {
+                attached: self.deny_all_attached(id).await?,
+            }),
             other => Err(ShutdownError(format!("{other:?} is not an AWS resource"))),
         }
     }
@@ -358,24 +454,34 @@ impl ShutdownTarget for AwsShutdown {
                     .call(action, &[("InstanceId.1", last_segment(id))])
                     .await?;
             }
-            (ResourceKind::IamRole, ResourceState::DenyPolicy { attached: true }) => {
+            (ResourceKind::IamRole, ResourceState::DenyAll { attached: true }) => {
                 self.iam
-                    .put_role_policy()
+                    .attach_role_policy()
                     .role_name(last_segment(id))
-                    .policy_name(DENY_POLICY_NAME)
-                    .policy_document(DENY_ALL)
+                    .policy_arn(deny_all_arn(id))
                     .send()
                     .await
-                    .map_err(|e| sdk_error("iam:PutRolePolicy", e))?;
+                    .map_err(|e| sdk_error("iam:AttachRolePolicy", e))?;
+            }
+            (ResourceKind::IamRole, ResourceState::DenyAll { attached: false }) => {
+                let answer = self
+                    .iam
+                    .detach_role_policy()
+                    .role_name(last_segment(id))
+                    .policy_arn(deny_all_arn(id))
+                    .send()
+                    .await;
+                match answer {
+                    Ok(_) => {}
+                    // detached already (a restore that crashed after its detach, or by hand)
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_no_such_entity_exception()) => {}
+                    Err(e) => return Err(sdk_error("iam:DetachRolePolicy", e)),
+                }
             }
             (ResourceKind::IamRole, ResourceState::DenyPolicy { attached: false }) => {
-                self.iam
-                    .delete_role_policy()
-                    .role_name(last_segment(id))
-                    .policy_name(DENY_POLICY_NAME)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("iam:DeleteRolePolicy", e))?;
+                self.remove_old_inline_deny(id).await?;
             }
             (kind, state) => {
                 return Err(ShutdownError(format!(
@@ -516,6 +622,29 @@ mod tests {
             last_segment("arn:aws:iam::123456789012:role/team/batch"),
             "batch"
         );
+    }
+
+    #[test]
+    fn the_deny_all_is_aws_managed_in_the_role_partition_and_the_old_inline_is_known_by_content() {
+        assert_eq!(
+            deny_all_arn("arn:aws:iam::123456789012:role/team/batch"),
+            "arn:aws:iam::aws:policy/AWSDenyAll"
+        );
+        assert_eq!(
+            deny_all_arn("arn:aws-us-gov:iam::123456789012:role/batch"),
+            "arn:aws-us-gov:iam::aws:policy/AWSDenyAll"
+        );
+        let encoded = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%7B%22Effect%22%3A%22Deny%22%2C%22Action%22%3A%22%2A%22%2C%22Resource%22%3A%22%2A%22%7D%5D%7D";
+        assert!(same_policy(encoded, OLD_INLINE_DENY_ALL));
+        assert!(same_policy(
+            r#"{ "Statement": [{"Resource":"*","Action":"*","Effect":"Deny"}], "Version":"2012-10-17" }"#,
+            OLD_INLINE_DENY_ALL
+        ));
+        assert!(!same_policy(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:ListBucket","Resource":"*"}]}"#,
+            OLD_INLINE_DENY_ALL
+        ));
+        assert!(!same_policy("%7B%2", OLD_INLINE_DENY_ALL));
     }
 
     #[test]

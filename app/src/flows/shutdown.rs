@@ -22,7 +22,10 @@ use spendguard_domain::resources::Resource;
 use spendguard_domain::resources::ResourceState;
 use spendguard_domain::scope::Scope;
 
-/// The inline policy put on an opted-in IAM role: deny everything, as AWS Budgets Actions do.
+/// The inline deny-all policy that versions before December 2026 put on an opted-in IAM role.
+/// A stop now attaches AWS's managed `AWSDenyAll` instead (findings #8 and #10 of the security
+/// review: putting it needed `iam:PutRolePolicy` with any document, and a role was recognised
+/// as stopped by this name alone); the name is kept only to restore those versions' stops.
 pub const DENY_POLICY_NAME: &str = "spendguard-shutdown-deny";
 /// A change that was never finished (a crashed invocation) blocks others this long.
 const LEASE: Duration = Duration::minutes(2);
@@ -547,11 +550,19 @@ impl Shutdown {
         if !holding.is_empty() {
             return Ok(Some((record, ResourceOutcome::StillHeld(holding))));
         }
+        let mut previous = record.previous.clone();
+        if let ResourceState::DenyPolicy { attached: false } = previous {
+            // stopped by an earlier version, with its inline deny: the target removes that
+            // policy if it is still what spendguard wrote; AWSDenyAll was not attached before
+            // (a later incident that joined attached it)
+            target.set(resource, &previous).await?;
+            previous = ResourceState::DenyAll { attached: false };
+        }
         let now = target.state(resource).await?;
         let outcome = if now == resource.kind.stopped() {
-            target.set(resource, &record.previous).await?;
+            target.set(resource, &previous).await?;
             ResourceOutcome::Restored
-        } else if now == record.previous {
+        } else if now == previous {
             ResourceOutcome::Restored
         } else {
             ResourceOutcome::ChangedByHand(format!(

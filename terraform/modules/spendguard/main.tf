@@ -38,7 +38,8 @@ locals {
       FindOptedIn           = ["tag:GetResources", "ec2:DescribeInstances"]
       ReadDenyRoles         = ["iam:GetRole"]
       AlertSigningKey       = ["secretsmanager:GetSecretValue"]
-      ShutdownOptedIn       = ["lambda:GetFunctionConcurrency", "lambda:PutFunctionConcurrency", "lambda:DeleteFunctionConcurrency", "ecs:DescribeServices", "ecs:UpdateService", "ec2:StopInstances", "ec2:StartInstances", "iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy"]
+      ShutdownOptedIn       = ["lambda:GetFunctionConcurrency", "lambda:PutFunctionConcurrency", "lambda:DeleteFunctionConcurrency", "ecs:DescribeServices", "ecs:UpdateService", "ec2:StopInstances", "ec2:StartInstances", "iam:ListAttachedRolePolicies", "iam:GetRolePolicy"]
+      ShutdownDenyRoles     = ["iam:AttachRolePolicy", "iam:DetachRolePolicy"]
     }
     "budget-webhook" = {
       State                      = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:TransactWriteItems"]
@@ -86,11 +87,20 @@ locals {
     FindOptedIn           = ["*"]
     ReadDenyRoles         = ["arn:${local.partition}:iam::${local.account}:role/*"]
     ShutdownOptedIn       = ["*"]
+    ShutdownDenyRoles     = ["arn:${local.partition}:iam::${local.account}:role/*"]
   }
 
   # Statements allowed only under a condition.
+  # iam:GetRolePolicy (ShutdownOptedIn) only to restore a stop recorded by a version before
+  # December 2026 (its inline deny); no inline policy is ever put or deleted (findings #8, #10).
+  # A role is stopped by attaching AWS's managed AWSDenyAll, and only that policy, on tagged
+  # roles only: AttachRolePolicy cannot grant anything (docs/shutdown.md).
   conditions = {
     ShutdownOptedIn = { Null = { "aws:ResourceTag/spendguard:shutdown" = "false" } }
+    ShutdownDenyRoles = {
+      ArnEquals = { "iam:PolicyARN" = "arn:${local.partition}:iam::aws:policy/AWSDenyAll" }
+      Null      = { "aws:ResourceTag/spendguard:shutdown" = "false" }
+    }
   }
 
   # Every function's environment, besides its own below.

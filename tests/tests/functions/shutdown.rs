@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use spendguard_app::flows::shutdown::DENY_POLICY_NAME;
 use spendguard_app::ports::store::AuditLog;
 use spendguard_app::ports::store::KeyStore;
+use spendguard_app::ports::store::MarkerStore;
 use spendguard_app::ports::store::PolicyStore;
 use spendguard_domain::budget::Action;
 use spendguard_domain::period::YearMonth;
@@ -14,7 +15,7 @@ use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::PolicySet;
 use spendguard_domain::settings::{GcpProject, ShutdownPolicy};
 use spendguard_tests::aws;
-use spendguard_tests::cloud::Cloud;
+use spendguard_tests::cloud::{AWS_DENY_ALL, Cloud};
 use spendguard_tests::google::Google;
 use spendguard_tests::keyguard::KeyGuardWorld;
 use spendguard_tests::webhook::python;
@@ -82,6 +83,7 @@ async fn audit_actions(w: &KeyGuardWorld, action: &str) -> Vec<Value> {
 async fn shutdown_then_restore_returns_every_opted_in_resource_to_its_recorded_state() {
     let sdk = aws::sdk().await;
     let cloud = Cloud::new(&sdk).await;
+    cloud.ensure_deny_all().await;
     let scope = format!("aws/{}", aws::unique("batch"));
     let inside = format!("{scope}/etl");
     let elsewhere = format!("aws/{}", aws::unique("web"));
@@ -169,16 +171,16 @@ async fn shutdown_then_restore_returns_every_opted_in_resource_to_its_recorded_s
     assert_eq!(cloud.reserved(&pooled).await, Some(0));
     assert_eq!(cloud.desired(&service).await, 0);
     assert_eq!(cloud.instance_state(&running).await, "stopped");
-    assert_eq!(
-        cloud.role_policies(&role).await,
-        vec![DENY_POLICY_NAME.to_string()]
-    );
+    // AWS's managed deny-all is attached; no inline policy is written (finding #8)
+    assert_eq!(cloud.attached_policies(&role).await, vec![AWS_DENY_ALL]);
+    assert!(cloud.role_policies(&role).await.is_empty());
     let untouched = async || {
         assert_eq!(cloud.reserved(&untagged_fn).await, Some(5));
         assert_eq!(cloud.reserved(&other_fn).await, None);
         assert_eq!(cloud.desired(&untagged_service).await, 2);
         assert_eq!(cloud.instance_state(&untagged_instance).await, "running");
         assert!(cloud.role_policies(&untagged_role).await.is_empty());
+        assert!(cloud.attached_policies(&untagged_role).await.is_empty());
     };
     untouched().await;
     // every step is in the audit log, with the state it recorded
@@ -233,6 +235,7 @@ async fn shutdown_then_restore_returns_every_opted_in_resource_to_its_recorded_s
         "it was not running before"
     );
     assert!(cloud.role_policies(&role).await.is_empty());
+    assert!(cloud.attached_policies(&role).await.is_empty());
     untouched().await;
     assert_eq!(audit_actions(&w, "resource_restored").await.len(), 5);
 }
@@ -616,4 +619,200 @@ async fn an_incident_joining_a_stop_that_never_happened_carries_it_out() {
         .await
         .unwrap();
     assert_eq!(cloud.instance_state(&instance).await, "running");
+}
+
+/// A harmless document, planted under the name of the inline deny earlier versions put.
+const HARMLESS: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:ListBucket","Resource":"*"}]}"#;
+/// The inline deny-all earlier versions of spendguard put on a role, byte for byte.
+const OLD_INLINE_DENY: &str =
+    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"*","Resource":"*"}]}"#;
+
+async fn shutdown(w: &KeyGuardWorld, scope: &str, alert: &str) -> Value {
+    let report = w
+        .handler
+        .handle(shutdown_alert(scope, alert))
+        .await
+        .unwrap();
+    report["alerts"][0].clone()
+}
+
+async fn restore(w: &KeyGuardWorld, scope: &str) -> Value {
+    w.handler
+        .handle(json!({"action": "restore", "scope": scope, "actor": "ops@example.com"}))
+        .await
+        .unwrap()
+}
+
+/// Finding #10: "stopped" used to mean "an inline policy named spendguard-shutdown-deny
+/// exists", so a planted harmless one made the role immune, and restore deleted it. Finding #8:
+/// the stop needed iam:PutRolePolicy. Now the stop attaches AWS's AWSDenyAll and recognises
+/// only that ARN (a customer policy named AWSDenyAll is not it), and no inline policy is
+/// written or deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_policy_named_like_the_deny_does_not_make_a_role_immune() {
+    let sdk = aws::sdk().await;
+    let cloud = Cloud::new(&sdk).await;
+    cloud.ensure_deny_all().await;
+    let scope = format!("aws/{}", aws::unique("batch"));
+    let role = cloud.role(Some(&scope)).await;
+    cloud.put_inline(&role, DENY_POLICY_NAME, HARMLESS).await;
+    let lookalike = cloud
+        .managed_policy(&aws::unique("AWSDenyAll"), HARMLESS)
+        .await;
+    cloud.attach(&role, &lookalike).await;
+    let inline_before = cloud.inline_policies(&role).await;
+    let w = world(vec![role.clone()]).await;
+
+    let plan = w
+        .handler
+        .handle(json!({"action": "shutdown", "scope": scope, "actor": "ops@example.com", "dry_run": true}))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes(&plan),
+        [(role.clone(), "would_stop".to_string())],
+        "{plan:#}"
+    );
+
+    let report = shutdown(&w, &scope, "alert-planted").await;
+    assert_eq!(
+        outcomes(&report),
+        [(role.clone(), "stopped".to_string())],
+        "{report:#}"
+    );
+    let mut attached = vec![AWS_DENY_ALL.to_string(), lookalike.clone()];
+    attached.sort();
+    assert_eq!(cloud.attached_policies(&role).await, attached);
+    assert_eq!(
+        cloud.inline_policies(&role).await,
+        inline_before,
+        "the stop writes no inline policy (no iam:PutRolePolicy)"
+    );
+
+    let restored = restore(&w, &scope).await;
+    assert_eq!(
+        outcomes(&restored),
+        [(role.clone(), "restored".to_string())],
+        "{restored:#}"
+    );
+    assert_eq!(cloud.attached_policies(&role).await, vec![lookalike]);
+    assert_eq!(
+        cloud.inline_policies(&role).await,
+        inline_before,
+        "restore deletes no policy it did not put"
+    );
+}
+
+/// Restore detaches only what the stop attached: AWSDenyAll attached by someone else before
+/// the shutdown stays after the restore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_all_attached_before_the_stop_stays_after_the_restore() {
+    let sdk = aws::sdk().await;
+    let cloud = Cloud::new(&sdk).await;
+    cloud.ensure_deny_all().await;
+    let scope = format!("aws/{}", aws::unique("batch"));
+    let denied = cloud.role(Some(&scope)).await;
+    cloud.attach(&denied, AWS_DENY_ALL).await;
+    let open = cloud.role(Some(&scope)).await;
+    let w = world(vec![denied.clone(), open.clone()]).await;
+
+    let report = shutdown(&w, &scope, "alert-before").await;
+    let mut expected = vec![
+        (denied.clone(), "was_not_running".to_string()),
+        (open.clone(), "stopped".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(outcomes(&report), expected, "{report:#}");
+    let before = |id: &str| {
+        report["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| name(r["id"].as_str().unwrap()) == id)
+            .unwrap()["before"]
+            .clone()
+    };
+    assert_eq!(
+        before(&open),
+        json!({"state": "deny_all", "attached": false})
+    );
+    assert_eq!(
+        before(&denied),
+        json!({"state": "deny_all", "attached": true})
+    );
+
+    let restored = restore(&w, &scope).await;
+    assert_eq!(
+        outcomes(&restored),
+        [(open.clone(), "restored".to_string())],
+        "{restored:#}"
+    );
+    assert_eq!(cloud.attached_policies(&denied).await, vec![AWS_DENY_ALL]);
+    assert!(cloud.attached_policies(&open).await.is_empty());
+}
+
+/// An incident recorded by an earlier version (its stop put the inline deny-all) is still
+/// restored: the inline policy is deleted if, and only if, its document is the one spendguard
+/// wrote; anything else under that name is someone else's and stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_stopped_by_the_inline_deny_of_an_earlier_version_is_restored() {
+    let sdk = aws::sdk().await;
+    let cloud = Cloud::new(&sdk).await;
+    cloud.ensure_deny_all().await;
+    let scope = format!("aws/{}", aws::unique("batch"));
+    let ours = cloud.role(Some(&scope)).await;
+    let theirs = cloud.role(Some(&scope)).await;
+    let w = world(vec![ours.clone(), theirs.clone()]).await;
+    let report = shutdown(&w, &scope, "alert-old").await;
+    assert!(
+        outcomes(&report).iter().all(|(_, o)| o == "stopped"),
+        "{report:#}"
+    );
+    // turn both into what an earlier version left: the inline deny, recorded as such
+    for (role, document) in [(&ours, OLD_INLINE_DENY), (&theirs, HARMLESS)] {
+        cloud.detach(role, AWS_DENY_ALL).await;
+        cloud.put_inline(role, DENY_POLICY_NAME, document).await;
+        let arn = cloud
+            .iam
+            .get_role()
+            .role_name(role.as_str())
+            .send()
+            .await
+            .unwrap()
+            .role
+            .unwrap()
+            .arn;
+        let key = format!("shutdown#{arn}");
+        let now = chrono::Utc::now();
+        let mut record: Value =
+            serde_json::from_str(&w.store.get_cached(&key, now).await.unwrap().unwrap()).unwrap();
+        assert_eq!(
+            record["previous"],
+            json!({"state": "deny_all", "attached": false})
+        );
+        record["previous"] = json!({"state": "deny_policy", "attached": false});
+        w.store
+            .put_cached(&key, &record.to_string(), now + chrono::Duration::days(1))
+            .await
+            .unwrap();
+    }
+
+    let restored = restore(&w, &scope).await;
+    let mut back = vec![
+        (ours.clone(), "restored".to_string()),
+        (theirs.clone(), "restored".to_string()),
+    ];
+    back.sort();
+    assert_eq!(outcomes(&restored), back, "{restored:#}");
+    assert!(cloud.role_policies(&ours).await.is_empty());
+    assert_eq!(
+        cloud.inline_policies(&theirs).await,
+        [(
+            DENY_POLICY_NAME.to_string(),
+            serde_json::from_str::<Value>(HARMLESS).unwrap()
+        )],
+        "not the document spendguard wrote: not spendguard's to delete"
+    );
+    assert!(cloud.attached_policies(&ours).await.is_empty());
+    assert!(cloud.attached_policies(&theirs).await.is_empty());
 }
