@@ -290,7 +290,7 @@ impl Local {
             &self.sdk,
             self.backends.clone(),
             self.bus.clone(),
-            Box::new(HttpsCertificates(reqwest::Client::new())),
+            Box::new(HttpsCertificates::new()),
         )
         .await
         .map_err(|e| Failure::Run(e.to_string()))

@@ -6,13 +6,13 @@ use std::sync::OnceLock;
 use async_trait::async_trait;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use spendguard_http::verify::sns::{CertificateSource, SnsMessage, SnsVerifier, string_to_sign};
+use spendguard_http::verify::sns::{CertificateSource, FetchError, SnsMessage, SnsVerifier, string_to_sign};
 
 struct FixedCertificate(String);
 
 #[async_trait]
 impl CertificateSource for FixedCertificate {
-    async fn fetch(&self, _url: &url::Url) -> Result<String, String> {
+    async fn fetch(&self, _url: &url::Url) -> Result<String, FetchError> {
         Ok(self.0.clone())
     }
 }

@@ -19,7 +19,7 @@ use spendguard_app::env::SourcesConfig;
 use spendguard_aws::dynamo::DynamoStore;
 use spendguard_aws::sns::SnsBus;
 use spendguard_domain::settings::PolicySet;
-use spendguard_http::verify::sns::CertificateSource;
+use spendguard_http::verify::sns::{CertificateSource, FetchError};
 use url::Url;
 
 use crate::aws::{self, TopicProbe};
@@ -59,14 +59,15 @@ pub struct TestCertificates {
 
 #[async_trait]
 impl CertificateSource for TestCertificates {
-    async fn fetch(&self, url: &Url) -> Result<String, String> {
+    /// As `HttpsCertificates` classifies answers: a 4xx names no certificate (the sender's
+    /// fault), anything else failing is unavailable (ours).
+    async fn fetch(&self, url: &Url) -> Result<String, FetchError> {
         if let Some(pem) = self.fixed.lock().unwrap().get(url.as_str()) {
             return Ok(pem.clone());
         }
-        let endpoint = self
-            .moto_endpoint
-            .as_ref()
-            .ok_or("no certificate for this URL")?;
+        let endpoint = self.moto_endpoint.as_ref().ok_or(FetchError::Unavailable(
+            "no certificate for this URL".into(),
+        ))?;
         // moto serves the PEM it signed with at the same path; it routes the request to SNS in
         // the certificate's region by the credential scope of an Authorization header
         let region = url
@@ -85,11 +86,18 @@ impl CertificateSource for TestCertificates {
             )
             .send()
             .await
-            .map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("moto answered {}", response.status()));
+            .map_err(|e| FetchError::Unavailable(e.to_string()))?;
+        let status = response.status();
+        if status.is_client_error() {
+            return Err(FetchError::Refused(format!("moto answered {status}")));
         }
-        response.text().await.map_err(|e| e.to_string())
+        if !status.is_success() {
+            return Err(FetchError::Unavailable(format!("moto answered {status}")));
+        }
+        response
+            .text()
+            .await
+            .map_err(|e| FetchError::Unavailable(e.to_string()))
     }
 }
 

@@ -32,7 +32,7 @@ use spendguard_domain::budgets_file::parse_budgets;
 use spendguard_domain::period::{YearMonth, Zone};
 use spendguard_domain::standard_webhooks::WebhookSecret;
 use spendguard_domain::usage::UsageWire;
-use spendguard_http::verify::sns::CertificateSource;
+use spendguard_http::verify::sns::{CertificateSource, FetchError};
 use spendguard_local::file_vault::FileVault;
 use spendguard_local::memory_bus::MemoryBus;
 use spendguard_local::sqlite::SqliteStore;
@@ -241,8 +241,10 @@ struct NoCertificates;
 
 #[async_trait::async_trait]
 impl CertificateSource for NoCertificates {
-    async fn fetch(&self, url: &Url) -> Result<String, String> {
-        Err(format!("{url}: no certificates in this benchmark"))
+    async fn fetch(&self, url: &Url) -> Result<String, FetchError> {
+        Err(FetchError::Unavailable(format!(
+            "{url}: no certificates in this benchmark"
+        )))
     }
 }
 

@@ -11,14 +11,14 @@ use axum::Router;
 use serde_json::Value;
 use spendguard_domain::standard_webhooks::{self, WebhookSecret};
 use spendguard_http::verify::gcp_oidc::{GoogleOidcVerifier, OidcPolicy};
-use spendguard_http::verify::sns::{CertificateSource, SnsMessage, SnsVerifier};
+use spendguard_http::verify::sns::{CertificateSource, FetchError, SnsMessage, SnsVerifier};
 use url::Url;
 
 struct FixedCertificate(String);
 
 #[async_trait]
 impl CertificateSource for FixedCertificate {
-    async fn fetch(&self, _url: &Url) -> Result<String, String> {
+    async fn fetch(&self, _url: &Url) -> Result<String, FetchError> {
         Ok(self.0.clone())
     }
 }

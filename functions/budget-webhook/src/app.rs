@@ -88,7 +88,7 @@ pub async fn webhook(config: &Config, sdk: &SdkConfig) -> Result<Webhook, Secret
         sdk,
         backends,
         Arc::new(bus),
-        Box::new(HttpsCertificates(reqwest::Client::new())),
+        Box::new(HttpsCertificates::new()),
     )
     .await
 }

@@ -379,7 +379,9 @@ impl Webhook {
         };
         let now = self.clock.now();
         if let Err(e) = sns.verifier.verify(&message, now).await {
-            warn!(reason = %e, message_id = %message.message_id, "SNS message refused");
+            // the sender's own text: bounded in the log (review finding #19)
+            let message_id: String = message.message_id.chars().take(100).collect();
+            warn!(reason = %e, %message_id, "SNS message refused");
             return if e.is_ours() {
                 HttpResponse::error(503, "cannot verify right now; retry", None)
             } else {

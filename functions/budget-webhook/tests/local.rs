@@ -32,7 +32,7 @@ use spendguard_domain::settings::PolicySet;
 use spendguard_domain::signals::{aws_budgets, gcp};
 use spendguard_domain::standard_webhooks::WebhookSecret;
 use spendguard_http::verify::gcp_oidc::{GoogleOidcVerifier, OidcPolicy};
-use spendguard_http::verify::sns::{CertificateSource, SnsVerifier};
+use spendguard_http::verify::sns::{CertificateSource, FetchError, SnsVerifier};
 use spendguard_local::memory_bus::MemoryBus;
 use spendguard_local::sqlite::SqliteStore;
 use url::Url;
@@ -44,8 +44,8 @@ struct NoCertificates;
 
 #[async_trait]
 impl CertificateSource for NoCertificates {
-    async fn fetch(&self, _url: &Url) -> Result<String, String> {
-        Err("no network in these tests".into())
+    async fn fetch(&self, _url: &Url) -> Result<String, FetchError> {
+        Err(FetchError::Unavailable("no network in these tests".into()))
     }
 }
 

@@ -115,10 +115,15 @@ fn sns_signed(w: &WebhookWorld, message: Value, version: &str, cert_url: &str) -
     signed["message"].clone()
 }
 
+/// Now, as SNS writes a message's Timestamp.
+fn sns_now() -> String {
+    Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
 fn sns_notification(topic: &str, text: &str) -> Value {
     json!({
         "Type": "Notification", "MessageId": uuid::Uuid::new_v4().to_string(), "TopicArn": topic,
-        "Message": text, "Timestamp": "2026-11-22T10:00:00.000Z"
+        "Message": text, "Timestamp": sns_now()
     })
 }
 
@@ -732,7 +737,7 @@ async fn sns_signature_versions_one_and_two_and_subscription_confirmation() {
         "Type": "SubscriptionConfirmation", "MessageId": "c-1", "Token": "2336412f37fb687f5d51e6e2425f004aed",
         "TopicArn": w.budgets_topic, "Message": "You have chosen to subscribe to the topic.",
         "SubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&Token=2336412f",
-        "Timestamp": "2026-11-22T10:00:00.000Z"
+        "Timestamp": sns_now()
     });
     let signed = sns_signed(&w, confirmation, "2", &cert_url());
     let response = w.send(post("/sns", &[], signed.to_string())).await;
@@ -1278,4 +1283,63 @@ async fn the_status_token_is_at_least_32_bytes_and_follows_a_rotation() {
     };
     let r = webhook.http(status(new_token)).await;
     assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// The certificate fetch of the SNS route follows no redirect, reads at most 16 KiB, and tells
+/// a URL that names no certificate (the sender's fault: 403) from one that fails now (ours:
+/// 503) — review finding #18.
+#[tokio::test]
+async fn the_certificate_fetch_follows_no_redirect_and_reads_at_most_16_kib() {
+    use spendguard_http::verify::sns::{CertificateSource, FetchError, HttpsCertificates};
+    use spendguard_tests::standin::{Reply, StandIn};
+    let standin = StandIn::start(|r, _| {
+        let text = |status: u16, body: String| Reply {
+            status,
+            headers: vec![("content-type", "text/plain".into())],
+            body,
+            delay: None,
+            hold: None,
+        };
+        match r.path.as_str() {
+            "/ok.pem" => text(200, "-----BEGIN CERTIFICATE-----\n".into()),
+            "/redirect.pem" => Reply {
+                headers: vec![("location", "http://127.0.0.1:9/ok.pem".into())],
+                ..text(302, String::new())
+            },
+            "/huge.pem" => text(200, "A".repeat(17 * 1024)),
+            "/failing.pem" => text(500, "overloaded".into()),
+            _ => text(404, "no such key".into()),
+        }
+    })
+    .await;
+    let fetch = |path: &str| {
+        let url = url::Url::parse(&format!("{}{path}", standin.url)).unwrap();
+        async move { HttpsCertificates::new().fetch(&url).await }
+    };
+    assert!(fetch("/ok.pem").await.unwrap().starts_with("-----BEGIN"));
+    for refused in ["/redirect.pem", "/huge.pem", "/missing.pem"] {
+        assert!(
+            matches!(fetch(refused).await, Err(FetchError::Refused(_))),
+            "{refused}"
+        );
+    }
+    assert!(matches!(
+        fetch("/failing.pem").await,
+        Err(FetchError::Unavailable(_))
+    ));
+    assert_eq!(standin.received().len(), 5, "the redirect was not followed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_genuine_sns_message_replayed_after_an_hour_is_refused() {
+    let w = WebhookWorld::new(policy(&aws_name())).await;
+    let mut old = sns_notification(&w.budgets_topic, "AWS Budget Notification");
+    old["Timestamp"] = json!(
+        (Utc::now() - chrono::Duration::minutes(61))
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string()
+    );
+    let signed = sns_signed(&w, old, "2", &cert_url());
+    let response = w.send(post("/sns", &[], signed.to_string())).await;
+    assert_eq!(response.status, 403, "{}", response.body);
 }

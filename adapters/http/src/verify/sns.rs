@@ -1,5 +1,6 @@
 //! SNS messages delivered over HTTP(S): signature versions 1 (SHA1withRSA) and 2
-//! (SHA256withRSA), the signing-certificate URL policy, certificates cached per URL, and a
+//! (SHA256withRSA), the signing-certificate URL policy, certificates cached per URL (and a URL
+//! that names no certificate remembered for a while), messages at most an hour old, and a
 //! topic allow-list.
 
 use std::collections::HashMap;
@@ -11,7 +12,7 @@ use aws_lc_rs::signature::{
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 use url::Url;
@@ -64,6 +65,29 @@ pub enum SnsError {
     SignatureVersion(String),
     #[error("signature does not verify")]
     BadSignature,
+    #[error(
+        "Timestamp `{0}` is not within the last hour: a replay, or a message too late to act on"
+    )]
+    Stale(String),
+}
+
+/// How old a message may be (SNS retries an HTTP delivery for about an hour by default; a
+/// captured message replayed later is refused).
+pub const MAX_AGE: Duration = Duration::hours(1);
+/// How far ahead of our clock a message's time may be.
+const MAX_SKEW: Duration = Duration::minutes(5);
+/// How long a certificate URL that names no certificate is refused without another request.
+const MISS_MEMORY: Duration = Duration::minutes(10);
+/// The largest certificate read (SNS's are about 2 KB).
+pub const MAX_CERTIFICATE_BYTES: usize = 16 * 1024;
+
+/// Why a certificate could not be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// The URL names no certificate (a 4xx, or not a certificate): the sender's fault.
+    Refused(String),
+    /// Unreachable or failing now: ours, the sender retries.
+    Unavailable(String),
 }
 
 impl SnsError {
@@ -78,26 +102,53 @@ impl SnsError {
 #[async_trait]
 pub trait CertificateSource: Send + Sync {
     /// The PEM text at `url`, which has already passed the URL policy.
-    async fn fetch(&self, url: &Url) -> Result<String, String>;
+    async fn fetch(&self, url: &Url) -> Result<String, FetchError>;
 }
 
-/// Fetches certificates over HTTPS.
-pub struct HttpsCertificates(pub reqwest::Client);
+/// Fetches certificates over HTTPS: no redirects (the URL policy applies to the URL fetched,
+/// not to where it points), at most [`MAX_CERTIFICATE_BYTES`], five seconds.
+pub struct HttpsCertificates(reqwest::Client);
+
+impl HttpsCertificates {
+    pub fn new() -> Self {
+        HttpsCertificates(
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(std::time::Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+        )
+    }
+}
+
+impl Default for HttpsCertificates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 #[async_trait]
 impl CertificateSource for HttpsCertificates {
-    async fn fetch(&self, url: &Url) -> Result<String, String> {
-        let response = self
-            .0
-            .get(url.clone())
-            .timeout(std::time::Duration::from_secs(5))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("HTTP {}", response.status()));
+    async fn fetch(&self, url: &Url) -> Result<String, FetchError> {
+        let unavailable = |e: reqwest::Error| FetchError::Unavailable(e.without_url().to_string());
+        let mut response = self.0.get(url.clone()).send().await.map_err(unavailable)?;
+        let status = response.status();
+        if status.is_client_error() || status.is_redirection() {
+            return Err(FetchError::Refused(format!("HTTP {status}")));
         }
-        response.text().await.map_err(|e| e.to_string())
+        if !status.is_success() {
+            return Err(FetchError::Unavailable(format!("HTTP {status}")));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unavailable)? {
+            if body.len() + chunk.len() > MAX_CERTIFICATE_BYTES {
+                return Err(FetchError::Refused(format!(
+                    "larger than {MAX_CERTIFICATE_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        String::from_utf8(body).map_err(|_| FetchError::Refused("not text".into()))
     }
 }
 
@@ -233,6 +284,8 @@ pub struct SnsVerifier {
     allowed_topics: Vec<String>,
     certificates: Box<dyn CertificateSource>,
     cache: Mutex<HashMap<String, Arc<Vec<u8>>>>,
+    /// URLs that named no certificate, and when: refused without a request for a while.
+    misses: Mutex<HashMap<String, DateTime<Utc>>>,
 }
 
 impl SnsVerifier {
@@ -241,6 +294,7 @@ impl SnsVerifier {
             allowed_topics,
             certificates,
             cache: Mutex::new(HashMap::new()),
+            misses: Mutex::new(HashMap::new()),
         }
     }
 
@@ -258,11 +312,27 @@ impl SnsVerifier {
         if let Some(k) = self.cache.lock().await.get(url.as_str()) {
             return Ok(k.clone());
         }
-        let pem = self
-            .certificates
-            .fetch(url)
-            .await
-            .map_err(SnsError::CertificateUnavailable)?;
+        {
+            let mut misses = self.misses.lock().await;
+            misses.retain(|_, at| now - *at < MISS_MEMORY);
+            if misses.contains_key(url.as_str()) {
+                return Err(SnsError::Certificate(
+                    "this URL named no certificate a moment ago".into(),
+                ));
+            }
+        }
+        let pem = match self.certificates.fetch(url).await {
+            Ok(pem) => pem,
+            Err(FetchError::Unavailable(e)) => return Err(SnsError::CertificateUnavailable(e)),
+            Err(FetchError::Refused(e)) => {
+                // bounded: each entry is forgotten after MISS_MEMORY
+                let mut misses = self.misses.lock().await;
+                if misses.len() < 10_000 {
+                    misses.insert(url.as_str().to_string(), now);
+                }
+                return Err(SnsError::Certificate(e));
+            }
+        };
         let key = Arc::new(public_key(&pem, now)?);
         self.cache
             .lock()
@@ -275,6 +345,11 @@ impl SnsVerifier {
     /// no request is made for a message from a topic we do not accept).
     pub async fn verify(&self, m: &SnsMessage, now: DateTime<Utc>) -> Result<(), SnsError> {
         self.topic_allowed(&m.topic_arn)?;
+        let sent = DateTime::parse_from_rfc3339(&m.timestamp)
+            .map_err(|_| SnsError::Stale(m.timestamp.chars().take(40).collect()))?;
+        if now - sent.with_timezone(&Utc) > MAX_AGE || sent.with_timezone(&Utc) - now > MAX_SKEW {
+            return Err(SnsError::Stale(m.timestamp.chars().take(40).collect()));
+        }
         let url = check_certificate_url(&m.signing_cert_url, &m.topic_arn)?;
         let algorithm = match m.signature_version.as_str() {
             "1" => &RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
@@ -295,6 +370,92 @@ impl SnsVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts fetches and answers `answer`.
+    struct Counting(Arc<AtomicUsize>, FetchError);
+
+    #[async_trait]
+    impl CertificateSource for Counting {
+        async fn fetch(&self, _url: &Url) -> Result<String, FetchError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Err(self.1.clone())
+        }
+    }
+
+    fn message(timestamp: &str, cert: &str) -> SnsMessage {
+        serde_json::from_value(serde_json::json!({
+            "Type": "Notification", "MessageId": "m-1", "TopicArn": TOPIC, "Message": "x",
+            "Timestamp": timestamp, "SignatureVersion": "2", "Signature": "c2ln",
+            "SigningCertURL": format!("https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-{cert}.pem"),
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_message_older_than_an_hour_or_from_the_future_is_refused_before_any_fetch() {
+        let fetched = Arc::new(AtomicUsize::new(0));
+        let verifier = SnsVerifier::new(
+            vec![TOPIC.into()],
+            Box::new(Counting(
+                fetched.clone(),
+                FetchError::Unavailable("x".into()),
+            )),
+        );
+        let now: DateTime<Utc> = "2026-12-06T12:00:00Z".parse().unwrap();
+        for stale in [
+            "2026-12-06T10:59:59.000Z",
+            "2026-11-22T10:00:00.000Z",
+            "2026-12-06T12:05:01.000Z",
+            "yesterday",
+        ] {
+            let e = verifier
+                .verify(&message(stale, "a"), now)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, SnsError::Stale(_)), "{stale}: {e}");
+            assert!(!e.is_ours(), "a replay is the sender's fault");
+        }
+        assert_eq!(fetched.load(Ordering::SeqCst), 0);
+        // within the hour: verification goes on (to the certificate)
+        let e = verifier
+            .verify(&message("2026-12-06T11:01:00.000Z", "a"), now)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, SnsError::CertificateUnavailable(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_url_that_names_no_certificate_is_the_senders_fault_and_not_fetched_again_for_a_while()
+     {
+        let fetched = Arc::new(AtomicUsize::new(0));
+        let verifier = SnsVerifier::new(
+            vec![TOPIC.into()],
+            Box::new(Counting(
+                fetched.clone(),
+                FetchError::Refused("HTTP 404".into()),
+            )),
+        );
+        let now: DateTime<Utc> = "2026-12-06T12:00:00Z".parse().unwrap();
+        let m = message("2026-12-06T11:59:00.000Z", "deadbeef");
+        for _ in 0..5 {
+            let e = verifier.verify(&m, now).await.unwrap_err();
+            assert!(!e.is_ours(), "403, not 503: {e}");
+        }
+        assert_eq!(
+            fetched.load(Ordering::SeqCst),
+            1,
+            "one request for five messages"
+        );
+        let later = now + MISS_MEMORY + Duration::seconds(1);
+        let m = message("2026-12-06T12:10:00.000Z", "deadbeef");
+        verifier.verify(&m, later).await.unwrap_err();
+        assert_eq!(
+            fetched.load(Ordering::SeqCst),
+            2,
+            "asked again after a while"
+        );
+    }
 
     const TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:spendguard-budgets";
 
