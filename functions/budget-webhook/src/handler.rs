@@ -75,6 +75,11 @@ pub struct Webhook {
     pub clock: Arc<dyn Clock>,
 }
 
+/// Every request is answered within this: below Pub/Sub's 10-second acknowledgement deadline
+/// (a late answer is a redelivery, not a retry the sender can reason about) and the
+/// function's timeout. Whatever was written stays: markers make the retry count it once.
+pub const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(8);
+
 fn internal(e: StoreError) -> HttpResponse {
     warn!(error = %e, "store failed; the sender will retry");
     HttpResponse::error(503, "temporarily unavailable; retry", None)
@@ -91,16 +96,29 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 impl Webhook {
     pub async fn http(&self, request: HttpRequest) -> HttpResponse {
-        let response = match (request.method.as_str(), request.path.as_str()) {
+        let response = match tokio::time::timeout(REQUEST_DEADLINE, self.route(&request)).await {
+            Ok(response) => response,
+            Err(_) => {
+                // a clean answer the sender retries, before Pub/Sub's own deadline (finding #29)
+                warn!(path = %request.path, "request deadline passed; answered 503");
+                HttpResponse::error(503, "took too long; retry", None)
+            }
+        };
+        info!(method = %request.method, path = %request.path, status = response.status, "request");
+        response
+    }
+
+    async fn route(&self, request: &HttpRequest) -> HttpResponse {
+        match (request.method.as_str(), request.path.as_str()) {
             (_, _) if request.body.len() > MAX_BODY_BYTES => HttpResponse::error(
                 413,
                 format!("body larger than {MAX_BODY_BYTES} bytes"),
                 None,
             ),
-            ("POST", "/usage") => self.usage(&request).await,
-            ("POST", "/gcp/pubsub") => self.gcp_push(&request).await,
-            ("POST", "/sns") => self.sns_http(&request).await,
-            ("GET", "/status") => self.status(&request).await,
+            ("POST", "/usage") => self.usage(request).await,
+            ("POST", "/gcp/pubsub") => self.gcp_push(request).await,
+            ("POST", "/sns") => self.sns_http(request).await,
+            ("GET", "/status") => self.status(request).await,
             (_, "/usage" | "/gcp/pubsub" | "/sns" | "/status") => {
                 HttpResponse::error(405, "method not allowed", None)
             }
@@ -109,9 +127,7 @@ impl Webhook {
                 "no such route: use POST /usage, POST /gcp/pubsub, POST /sns or GET /status",
                 None,
             ),
-        };
-        info!(method = %request.method, path = %request.path, status = response.status, "request");
-        response
+        }
     }
 
     /// Evaluates `budgets` now, against the policy this request already read (the signal was
@@ -271,11 +287,26 @@ impl Webhook {
                 HttpResponse::error(401, "authentication failed", None)
             };
         }
+        let now = self.clock.now();
         let notification = match gcp::parse_push(&r.body) {
             Ok(n) => n,
-            Err(e) => return HttpResponse::error(400, e.message, Some(e.field)),
+            Err(e) => {
+                // Google signed it, so no retry will parse it: acknowledged (a 4xx would have
+                // Pub/Sub redeliver it for days), audited, and said why (review finding #23)
+                warn!(field = e.field, reason = %e.message, "verified Pub/Sub push not understood; acknowledged");
+                self.audit(
+                    "gcp_push_unparseable",
+                    json!({"field": e.field, "error": e.message}),
+                    now,
+                )
+                .await;
+                return HttpResponse::ok(json!({
+                    "acknowledged": "not a GCP budget notification spendguard understands; nothing recorded",
+                    "field": e.field,
+                    "error": e.message,
+                }));
+            }
         };
-        let now = self.clock.now();
         let policy = match self.store.load_policy().await {
             Ok(p) => p,
             Err(e) => return internal(e),

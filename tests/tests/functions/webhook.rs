@@ -312,16 +312,6 @@ async fn bad_inputs_are_refused_precisely_and_write_nothing() {
             says: &["authentication failed"],
         },
         Case {
-            name: "push envelope malformed",
-            request: post(
-                "/gcp/pubsub",
-                &[("authorization", &bearer(&w.token(json!({}), "RS256")))],
-                b"{\"message\":{}}".to_vec(),
-            ),
-            status: 400,
-            says: &["\"field\":\"body\""],
-        },
-        Case {
             name: "usage with a stale timestamp",
             request: signed_usage(&good, "m", now - 900),
             status: 401,
@@ -1342,4 +1332,106 @@ async fn a_genuine_sns_message_replayed_after_an_hour_is_refused() {
     let signed = sns_signed(&w, old, "2", &cert_url());
     let response = w.send(post("/sns", &[], signed.to_string())).await;
     assert_eq!(response.status, 403, "{}", response.body);
+}
+
+/// A push Google signed whose body spendguard cannot read is acknowledged (a 4xx would have
+/// Pub/Sub redeliver it for days), audited, and changes nothing else (review finding #23).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_push_that_cannot_be_read_is_acknowledged_and_audited() {
+    let w = WebhookWorld::new(policy(&aws_name())).await;
+    let counted = |items: Vec<(String, String)>| -> Vec<(String, String)> {
+        items
+            .into_iter()
+            .filter(|(pk, _)| !pk.starts_with("AUDIT#"))
+            .collect()
+    };
+    let before = counted(w.items().await);
+    let response = w
+        .send(post(
+            "/gcp/pubsub",
+            &[("authorization", &bearer(&w.token(json!({}), "RS256")))],
+            b"{\"message\":{}}".to_vec(),
+        ))
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.body["field"], "body", "{}", response.body);
+    assert_eq!(
+        counted(w.items().await),
+        before,
+        "nothing but the audit entry"
+    );
+    let audited = w
+        .store
+        .audit_log(YearMonth::of(Utc::now().date_naive()), 50)
+        .await
+        .unwrap();
+    assert!(
+        audited.iter().any(|e| e.action == "gcp_push_unparseable"),
+        "{audited:?}"
+    );
+}
+
+/// While Google's keys cannot be fetched, pushes are answered 503 without asking Google again
+/// on every one of them (review finding #22).
+#[tokio::test]
+async fn a_failed_fetch_of_googles_keys_is_not_repeated_on_every_push() {
+    use spendguard_http::verify::gcp_oidc::{GoogleOidcVerifier, OidcPolicy};
+    use spendguard_tests::standin::{Reply, StandIn};
+    let google = StandIn::start(|_, _| Reply::json(503, json!({"error": "unavailable"}))).await;
+    let verifier = GoogleOidcVerifier::new(
+        OidcPolicy {
+            audience: "https://spendguard.example/gcp/pubsub".into(),
+            service_account_email: "push@p.iam.gserviceaccount.com".into(),
+            jwks_url: format!("{}/oauth2/v3/certs", google.url),
+        },
+        reqwest::Client::new(),
+    );
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(r#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#);
+    let token = format!("Bearer {header}.e30.c2ln");
+    for _ in 0..5 {
+        let e = verifier.verify(Some(&token)).await.unwrap_err();
+        assert!(e.is_ours(), "503, retried by Pub/Sub: {e}");
+    }
+    assert_eq!(google.received().len(), 1, "one fetch for five pushes");
+}
+
+/// A store that answers too slowly gets the sender a clean 503 within the request deadline
+/// (below Pub/Sub's 10-second acknowledgement deadline), not a function timeout; the retry
+/// counts the batch once (review finding #29).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_store_is_a_clean_503_within_the_deadline_and_the_retry_counts_once() {
+    use spendguard_tests::faults::{Fault, FaultProxy, Rule};
+    let w = WebhookWorld::new(policy(&aws_name())).await;
+    let proxy = FaultProxy::start(vec![Rule {
+        // every attempt: the SDK's own retries cannot hide it
+        operation: "TransactWriteItems",
+        body_contains: None,
+        every: 1,
+        limit: 100,
+        fault: Fault::Delay(std::time::Duration::from_secs(60)),
+    }])
+    .await;
+    let slow = w.webhook_through(&proxy.sdk().await).await;
+    let body = json!({"records": [{"id": "slow-1", "scope": "openai/prod/key-1",
+        "cost": {"amount": "2.00", "currency": "USD"}, "timestamp": Utc::now().to_rfc3339()}]})
+    .to_string();
+    let started = std::time::Instant::now();
+    let response = slow
+        .http(signed_usage(&body, "slow", Utc::now().timestamp()))
+        .await;
+    assert_eq!(response.status, 503, "{}", response.body);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "answered before Pub/Sub's deadline: {:?}",
+        started.elapsed()
+    );
+    // the sender retries: counted once, whether or not the slow write landed
+    let retried = w
+        .send(signed_usage(&body, "slow", Utc::now().timestamp()))
+        .await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    let counted =
+        retried.body["accepted"].as_u64().unwrap() + retried.body["duplicates"].as_u64().unwrap();
+    assert_eq!(counted, 1, "{}", retried.body);
 }

@@ -91,7 +91,13 @@ struct Jwk {
 struct KeyCache {
     keys: HashMap<String, DecodingKey>,
     fetched: Option<Instant>,
+    /// When the last fetch failed: no other is tried for [`FAILED_FETCH_BACKOFF`], so an
+    /// unreachable Google does not cost every push a five-second wait.
+    failed: Option<Instant>,
 }
+
+/// How long after a failed fetch of Google's keys no other is tried.
+const FAILED_FETCH_BACKOFF: StdDuration = StdDuration::from_secs(30);
 
 pub struct GoogleOidcVerifier {
     policy: OidcPolicy,
@@ -143,15 +149,28 @@ impl GoogleOidcVerifier {
         let may_refetch = cache
             .fetched
             .is_none_or(|t| t.elapsed() > REFETCH_AT_MOST_EVERY);
-        if stale || (!cache.keys.contains_key(kid) && may_refetch) {
+        let backing_off = cache
+            .failed
+            .is_some_and(|t| t.elapsed() < FAILED_FETCH_BACKOFF);
+        if backing_off && cache.keys.is_empty() {
+            return Err(OidcError::KeysUnavailable(
+                "Google's keys could not be fetched a moment ago".into(),
+            ));
+        }
+        if !backing_off && (stale || (!cache.keys.contains_key(kid) && may_refetch)) {
             match self.fetch_keys().await {
                 Ok(keys) => {
                     cache.keys = keys;
                     cache.fetched = Some(Instant::now());
+                    cache.failed = None;
                 }
-                // keep serving cached keys if Google is briefly unreachable
-                Err(e) if cache.keys.is_empty() => return Err(e),
-                Err(_) => {}
+                Err(e) => {
+                    cache.failed = Some(Instant::now());
+                    // keep serving cached keys if Google is briefly unreachable
+                    if cache.keys.is_empty() {
+                        return Err(e);
+                    }
+                }
             }
         }
         cache
