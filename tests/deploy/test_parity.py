@@ -588,6 +588,23 @@ class Parity(unittest.TestCase):
             on_failure = f["async"] and f["async"]["on_failure"]
             self.assertEqual(sorted(filter(None, [f["dead_letters"], on_failure])), ["failed-events"], name)
 
+    def test_the_public_webhook_holds_no_admin_key_and_no_cost_explorer(self):
+        # review finding #7: the internet-facing function evaluates only its own signals
+        for system in (sam_system(template()), terraform_system(terraform_texts())):
+            webhook = system["budget-webhook"]
+            self.assertNotIn("AdminKeys", webhook["statements"])
+            self.assertEqual(
+                [f for f, _ in granting(system, "ce:GetCostAndUsage") if f == "budget-webhook"], []
+            )
+            for variable in ("SPENDGUARD_OPENAI_ADMIN_KEY_ARN", "SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN", "SPENDGUARD_COST_EXPLORER"):
+                self.assertNotIn(variable, webhook["environment"])
+        # and the test can fail: the statement put back is seen
+        text = (ROOT / "template.yaml").read_text()
+        marker = "            - Sid: ReadBudgets\n              Effect: Allow\n              Action: [budgets:ViewBudget]\n              Resource: !Sub \"arn:${AWS::Partition}:budgets::${AWS::AccountId}:budget/*\"\n      Events:"
+        self.assertIn(marker, text)
+        planted = text.replace(marker, "            - Sid: AdminKeys\n              Effect: Allow\n              Action: [secretsmanager:GetSecretValue]\n              Resource: !Ref AWS::NoValue\n" + marker)
+        self.assertIn("AdminKeys", sam_system(template(planted))["budget-webhook"]["statements"])
+
     def test_a_permission_removed_from_the_template_is_caught(self):
         text = (ROOT / "template.yaml").read_text()
         marker = "Action: [iam:ListAccessKeys, iam:UpdateAccessKey]"

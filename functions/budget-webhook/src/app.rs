@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use aws_config::SdkConfig;
 use spendguard_app::backends::Backends;
+use spendguard_app::env::SourcesConfig;
 use spendguard_app::flows::check::{Checker, DEFAULT_CLAIM_LEASE};
 use spendguard_app::ports::bus::AlertBus;
 use spendguard_app::ports::secrets::SecretError;
@@ -45,7 +46,18 @@ pub async fn webhook_with(
     )?;
     let http = reqwest::Client::new();
     let checker = Checker {
-        sources: budget_check::app::all_sources(&config.sources, sdk, &backends).await?,
+        // only what its own signals touch — app-reported usage, GCP notifications, AWS Budgets:
+        // the internet-facing function never reads the providers' admin keys nor Cost
+        // Explorer (review finding #7); budget-check evaluates the rest
+        sources: budget_check::app::all_sources(
+            &SourcesConfig {
+                aws_account_id: config.sources.aws_account_id.clone(),
+                ..SourcesConfig::default()
+            },
+            sdk,
+            &backends,
+        )
+        .await?,
         // the webhook evaluates only the budgets a signal touched: no theft scan here
         key_usage: Vec::new(),
         store: store.clone(),

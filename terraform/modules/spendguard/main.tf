@@ -46,9 +46,7 @@ locals {
       PublishAlerts              = ["sns:Publish"]
       ConfirmBudgetsSubscription = ["sns:ConfirmSubscription"]
       WebhookSecrets             = ["secretsmanager:GetSecretValue"]
-      AdminKeys                  = ["secretsmanager:GetSecretValue"]
       ReadBudgets                = ["budgets:ViewBudget"]
-      CostExplorer               = ["ce:GetCostAndUsage"]
       AlertSigningKey            = ["secretsmanager:GetSecretValue"]
     }
     "daily-aggregate" = {
@@ -168,9 +166,6 @@ locals {
         SPENDGUARD_STATUS_TOKEN_ARN         = var.status_token_arn
         SPENDGUARD_SNS_TOPIC_ARNS           = aws_sns_topic.budgets.arn
         SPENDGUARD_AWS_ACCOUNT_ID           = local.account
-        SPENDGUARD_COST_EXPLORER            = local.cost_explorer
-        SPENDGUARD_OPENAI_ADMIN_KEY_ARN     = var.openai_admin_key_arn
-        SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN  = var.anthropic_admin_key_arn
         SPENDGUARD_GCP_PUSH_AUDIENCE        = var.gcp_push_audience
         SPENDGUARD_GCP_PUSH_SERVICE_ACCOUNT = var.gcp_push_service_account
       }

@@ -1435,3 +1435,31 @@ async fn a_slow_store_is_a_clean_503_within_the_deadline_and_the_retry_counts_on
         retried.body["accepted"].as_u64().unwrap() + retried.body["duplicates"].as_u64().unwrap();
     assert_eq!(counted, 1, "{}", retried.body);
 }
+
+/// The internet-facing webhook never reads the providers' admin keys (review finding #7): given
+/// ARNs that name nothing, it still starts, and a usage report is evaluated as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_starts_and_evaluates_without_reading_any_admin_key() {
+    let w = WebhookWorld::new(policy(&aws_name())).await;
+    let missing = |name: &str| {
+        Some(format!(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:{}",
+            aws::unique(name)
+        ))
+    };
+    let mut config = w.config.clone();
+    config.sources.openai_admin_key_arn = missing("openai-admin");
+    config.sources.anthropic_admin_key_arn = missing("anthropic-admin");
+    config.sources.cost_explorer = true;
+    let clock = std::sync::Arc::new(spendguard_app::ports::clock::FixedClock::new(Utc::now()));
+    let webhook = webhook_at(&w, config, clock)
+        .await
+        .expect("starts without the admin keys");
+    let body = json!({"records": [{"id": "no-admin-1", "scope": "openai/prod/key-1",
+        "cost": {"amount": "1.00", "currency": "USD"}, "timestamp": Utc::now().to_rfc3339()}]})
+    .to_string();
+    let response = webhook
+        .http(signed_usage(&body, "no-admin", Utc::now().timestamp()))
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+}
