@@ -150,6 +150,7 @@ impl WebhookWorld {
                 audience: AUDIENCE.into(),
                 service_account: PUSH_ACCOUNT.into(),
                 jwks_url: format!("{}/oauth2/v3/certs", jwks_server.url),
+                subscription: None,
             }),
             sns_topic_arns: vec![budgets_topic.clone()],
             sources: SourcesConfig {

@@ -72,6 +72,8 @@ struct NotificationWire {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BudgetNotification {
     pub message_id: String,
+    /// The Pub/Sub subscription that pushed it (`projects/<p>/subscriptions/<s>`).
+    pub subscription: String,
     pub published_at: DateTime<Utc>,
     /// From the `budgetId` attribute: what budgets in spendguard refer to.
     pub budget_id: String,
@@ -150,6 +152,9 @@ fn amount(field: &'static str, raw: &RawValue, max: Decimal) -> Result<Decimal, 
 pub fn parse_push(body: &[u8]) -> Result<BudgetNotification, NotificationError> {
     let envelope: PushEnvelope = serde_json::from_slice(body)
         .map_err(|e| err("body", format!("not a Pub/Sub push envelope: {e}")))?;
+    if envelope.subscription.is_empty() || envelope.subscription.len() > 255 {
+        return Err(err("subscription", "must be 1 to 255 characters"));
+    }
     let m = envelope.message;
     let message_id = m.message_id().unwrap_or_default().to_string();
     if message_id.is_empty() || message_id.len() > 128 {
@@ -185,6 +190,7 @@ pub fn parse_push(body: &[u8]) -> Result<BudgetNotification, NotificationError> 
             .transpose()
     };
     Ok(BudgetNotification {
+        subscription: envelope.subscription,
         published_at: time("message.publishTime", publish_time)?,
         message_id,
         billing_account_id: m.attributes.get("billingAccountId").cloned(),

@@ -81,6 +81,7 @@ pub async fn webhook_with(
                 http.clone(),
             )
         }),
+        gcp_subscription: config.gcp.as_ref().and_then(|g| g.subscription.clone()),
         sns: (!config.sns_topic_arns.is_empty()).then(|| SnsIntake {
             verifier: SnsVerifier::new(config.sns_topic_arns.clone(), certificates),
             confirmer: Box::new(SnsApiConfirmer(aws_sdk_sns::Client::new(sdk))),

@@ -13,6 +13,10 @@ pub struct GcpPushConfig {
     pub service_account: String,
     /// Google's JWKS (`SPENDGUARD_GCP_JWKS_URL`, default Google's).
     pub jwks_url: String,
+    /// The one push subscription accepted (`projects/<p>/subscriptions/<s>`,
+    /// `SPENDGUARD_GCP_PUSH_SUBSCRIPTION`): anyone allowed to act as the push service account
+    /// could otherwise point a subscription of their own at the webhook (finding #22).
+    pub subscription: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,10 +46,23 @@ impl Config {
                 let jwks_url =
                     env.parsed("SPENDGUARD_GCP_JWKS_URL", GOOGLE_JWKS_URL.to_string())?;
                 check_api_url("SPENDGUARD_GCP_JWKS_URL", &jwks_url)?;
+                let subscription = env.optional("SPENDGUARD_GCP_PUSH_SUBSCRIPTION");
+                if let Some(s) = &subscription
+                    && !s
+                        .strip_prefix("projects/")
+                        .and_then(|rest| rest.split_once("/subscriptions/"))
+                        .is_some_and(|(p, n)| !p.is_empty() && !n.is_empty() && !n.contains('/'))
+                {
+                    return Err(EnvError {
+                        variable: "SPENDGUARD_GCP_PUSH_SUBSCRIPTION".into(),
+                        message: format!("`{s}` is not projects/<project>/subscriptions/<name>"),
+                    });
+                }
                 Some(GcpPushConfig {
                     audience,
                     service_account,
                     jwks_url,
+                    subscription,
                 })
             }
             (None, None) => None,

@@ -71,6 +71,8 @@ pub struct Webhook {
     /// The token applications read `/status` with (at least 32 bytes; re-read likewise).
     pub status_token: Refreshing<Secret>,
     pub gcp: Option<GoogleOidcVerifier>,
+    /// The one Pub/Sub subscription whose pushes are accepted, when pinned.
+    pub gcp_subscription: Option<String>,
     pub sns: Option<SnsIntake>,
     pub clock: Arc<dyn Clock>,
 }
@@ -311,6 +313,23 @@ impl Webhook {
             Ok(p) => p,
             Err(e) => return internal(e),
         };
+        if let Some(pinned) = &self.gcp_subscription
+            && notification.subscription != *pinned
+        {
+            let subscription: String = notification.subscription.chars().take(200).collect();
+            warn!(%subscription, "Pub/Sub push from another subscription refused");
+            self.audit(
+                "gcp_push_refused",
+                json!({"subscription": subscription, "reason": "not the pinned subscription"}),
+                now,
+            )
+            .await;
+            return HttpResponse::error(
+                403,
+                "subscription: not the one this deployment accepts",
+                Some("subscription"),
+            );
+        }
         let budgets: Vec<String> = budgets_for_gcp(&policy.budgets, &notification)
             .iter()
             .map(|b| b.id.clone())

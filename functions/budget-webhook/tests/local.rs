@@ -157,6 +157,7 @@ async fn webhook() -> (Webhook, Arc<dyn StateStore>) {
             },
             reqwest::Client::new(),
         )),
+        gcp_subscription: None,
         sns: Some(SnsIntake {
             verifier: SnsVerifier::new(vec![TOPIC.into()], Box::new(NoCertificates)),
             confirmer: Box::new(NeverConfirm),

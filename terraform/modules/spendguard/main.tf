@@ -168,6 +168,7 @@ locals {
         SPENDGUARD_AWS_ACCOUNT_ID           = local.account
         SPENDGUARD_GCP_PUSH_AUDIENCE        = var.gcp_push_audience
         SPENDGUARD_GCP_PUSH_SERVICE_ACCOUNT = var.gcp_push_service_account
+        SPENDGUARD_GCP_PUSH_SUBSCRIPTION    = var.gcp_push_subscription
       }
     }
     "daily-aggregate" = {

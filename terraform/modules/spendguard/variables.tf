@@ -137,6 +137,16 @@ variable "gcp_push_service_account" {
   }
 }
 
+variable "gcp_push_subscription" {
+  type        = string
+  description = "The one Pub/Sub push subscription accepted (projects/<project>/subscriptions/<name>); null accepts any subscription signed as the service account."
+  default     = null
+  validation {
+    condition     = var.gcp_push_subscription == null || can(regex("^projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/subscriptions/[A-Za-z][A-Za-z0-9._~%+-]{2,254}$", var.gcp_push_subscription))
+    error_message = "gcp_push_subscription is projects/<project>/subscriptions/<name>."
+  }
+}
+
 variable "cost_explorer" {
   type        = bool
   description = "Use Cost Explorer as a spend source ($0.01 per request, cached)."

@@ -1463,3 +1463,46 @@ async fn the_webhook_starts_and_evaluates_without_reading_any_admin_key() {
         .await;
     assert_eq!(response.status, 200, "{}", response.body);
 }
+
+/// With the push subscription pinned, a push Google signed for another subscription (anyone
+/// who may act as the push service account can point one at the webhook) is refused and
+/// audited, and records nothing (review finding #22).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_from_another_subscription_is_refused_when_the_subscription_is_pinned() {
+    let w = WebhookWorld::new(policy(&aws_name())).await;
+    let mut config = w.config.clone();
+    config.gcp.as_mut().unwrap().subscription =
+        Some("projects/spendguard-test/subscriptions/budgets".into());
+    let clock = std::sync::Arc::new(spendguard_app::ports::clock::FixedClock::new(Utc::now()));
+    let webhook = webhook_at(&w, config, clock).await.unwrap();
+    let token = w.token(json!({}), "RS256");
+    let mut foreign: Value =
+        serde_json::from_slice(&gcp_push(&gcp_data(9000.0, Some(1.0)), "foreign-1")).unwrap();
+    foreign["subscription"] = json!("projects/attacker/subscriptions/false-kill");
+    let counted = |items: Vec<(String, String)>| -> Vec<(String, String)> {
+        items
+            .into_iter()
+            .filter(|(pk, _)| !pk.starts_with("AUDIT#"))
+            .collect()
+    };
+    let before = counted(w.items().await);
+    let refused = webhook
+        .http(post(
+            "/gcp/pubsub",
+            &[("authorization", &bearer(&token))],
+            foreign.to_string().into_bytes(),
+        ))
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(refused.body["field"], "subscription", "{}", refused.body);
+    assert_eq!(counted(w.items().await), before, "nothing recorded");
+    // the pinned subscription's own push is taken
+    let ours = webhook
+        .http(post(
+            "/gcp/pubsub",
+            &[("authorization", &bearer(&token))],
+            gcp_push(&gcp_data(100.0, None), "ours-1"),
+        ))
+        .await;
+    assert_eq!(ours.status, 200, "{}", ours.body);
+}
