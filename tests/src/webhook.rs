@@ -153,6 +153,8 @@ impl WebhookWorld {
                 subscription: None,
             }),
             sns_topic_arns: vec![budgets_topic.clone()],
+            // moto signs its HTTP deliveries with version 1
+            sns_signature_version: 1,
             sources: SourcesConfig {
                 aws_account_id: Some("123456789012".into()),
                 ..SourcesConfig::default()

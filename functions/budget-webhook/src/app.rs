@@ -83,7 +83,8 @@ pub async fn webhook_with(
         }),
         gcp_subscription: config.gcp.as_ref().and_then(|g| g.subscription.clone()),
         sns: (!config.sns_topic_arns.is_empty()).then(|| SnsIntake {
-            verifier: SnsVerifier::new(config.sns_topic_arns.clone(), certificates),
+            verifier: SnsVerifier::new(config.sns_topic_arns.clone(), certificates)
+                .with_min_version(config.sns_signature_version),
             confirmer: Box::new(SnsApiConfirmer(aws_sdk_sns::Client::new(sdk))),
         }),
         clock: backends.clock,

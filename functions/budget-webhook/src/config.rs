@@ -30,6 +30,9 @@ pub struct Config {
     pub gcp: Option<GcpPushConfig>,
     /// SNS topics accepted on `/sns` and as Lambda triggers (`SPENDGUARD_SNS_TOPIC_ARNS`, comma-separated).
     pub sns_topic_arns: Vec<String>,
+    /// The oldest SNS signature version taken (`SPENDGUARD_SNS_SIGNATURE_VERSION`, 1 or 2,
+    /// default 1): 2 where the topics are set to sign with SHA256, as the deployment's is.
+    pub sns_signature_version: u8,
     pub sources: SourcesConfig,
     /// The alert-signing key (`SPENDGUARD_ALERT_SIGNING_KEY_ARN`): alerts published are signed
     /// with it and alerts received must verify under it (none: unsigned, for local runs).
@@ -97,6 +100,13 @@ impl Config {
                 message: format!("`{bad}` is not an SNS topic ARN"),
             });
         }
+        let sns_signature_version: u8 = env.parsed("SPENDGUARD_SNS_SIGNATURE_VERSION", 1)?;
+        if !(1..=2).contains(&sns_signature_version) {
+            return Err(EnvError {
+                variable: "SPENDGUARD_SNS_SIGNATURE_VERSION".into(),
+                message: format!("{sns_signature_version}: SNS signs with version 1 or 2"),
+            });
+        }
         Ok(Config {
             table: env.required("SPENDGUARD_TABLE", "the DynamoDB table name")?,
             alerts_topic_arn: env.required(
@@ -113,6 +123,7 @@ impl Config {
             )?,
             gcp,
             sns_topic_arns,
+            sns_signature_version,
             sources: SourcesConfig::from_env(env)?,
             alert_signing_key_arn: env.optional(spendguard_app::env::ALERT_SIGNING_KEY),
         })

@@ -165,6 +165,7 @@ locals {
         SPENDGUARD_USAGE_SECRET_ARN         = var.usage_secret_arn
         SPENDGUARD_STATUS_TOKEN_ARN         = var.status_token_arn
         SPENDGUARD_SNS_TOPIC_ARNS           = aws_sns_topic.budgets.arn
+        SPENDGUARD_SNS_SIGNATURE_VERSION    = "2"
         SPENDGUARD_AWS_ACCOUNT_ID           = local.account
         SPENDGUARD_GCP_PUSH_AUDIENCE        = var.gcp_push_audience
         SPENDGUARD_GCP_PUSH_SERVICE_ACCOUNT = var.gcp_push_service_account
@@ -302,6 +303,8 @@ resource "aws_secretsmanager_secret_version" "alert_signing" {
 resource "aws_sns_topic" "budgets" {
   # checkov:skip=CKV_AWS_26: AWS Budgets cannot publish to a topic encrypted with the AWS-managed key
   name = "${var.name}-aws-budgets"
+  # SHA256; the webhook refuses version 1 (SPENDGUARD_SNS_SIGNATURE_VERSION)
+  signature_version = 2
 }
 
 resource "aws_sns_topic_policy" "budgets" {

@@ -286,6 +286,9 @@ pub struct SnsVerifier {
     cache: Mutex<HashMap<String, Arc<Vec<u8>>>>,
     /// URLs that named no certificate, and when: refused without a request for a while.
     misses: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// The oldest signature version taken: 2 (SHA256) where the topics are spendguard's own
+    /// and set to sign with it; 1 accepts SHA1 too.
+    min_version: u8,
 }
 
 impl SnsVerifier {
@@ -295,6 +298,15 @@ impl SnsVerifier {
             certificates,
             cache: Mutex::new(HashMap::new()),
             misses: Mutex::new(HashMap::new()),
+            min_version: 1,
+        }
+    }
+
+    /// Refuses messages signed with a version older than `version` (1 or 2).
+    pub fn with_min_version(self, version: u8) -> Self {
+        SnsVerifier {
+            min_version: version,
+            ..self
         }
     }
 
@@ -352,7 +364,7 @@ impl SnsVerifier {
         }
         let url = check_certificate_url(&m.signing_cert_url, &m.topic_arn)?;
         let algorithm = match m.signature_version.as_str() {
-            "1" => &RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            "1" if self.min_version <= 1 => &RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
             "2" => &RSA_PKCS1_2048_8192_SHA256,
             other => return Err(SnsError::SignatureVersion(other.chars().take(10).collect())),
         };
@@ -423,6 +435,25 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, SnsError::CertificateUnavailable(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn version_1_is_refused_where_version_2_is_required() {
+        let fetched = Arc::new(AtomicUsize::new(0));
+        let verifier = SnsVerifier::new(
+            vec![TOPIC.into()],
+            Box::new(Counting(
+                fetched.clone(),
+                FetchError::Unavailable("x".into()),
+            )),
+        )
+        .with_min_version(2);
+        let now: DateTime<Utc> = "2026-12-06T12:00:00Z".parse().unwrap();
+        let mut m = message("2026-12-06T11:59:00.000Z", "a");
+        m.signature_version = "1".into();
+        let e = verifier.verify(&m, now).await.unwrap_err();
+        assert!(matches!(e, SnsError::SignatureVersion(_)), "{e}");
+        assert_eq!(fetched.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]
