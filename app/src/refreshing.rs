@@ -18,6 +18,9 @@ pub const TTL: Duration = Duration::minutes(5);
 /// The shortest time between two re-reads forced by mismatching requests (a flood of bad
 /// signatures must not become a flood of Secrets Manager calls).
 pub const MISS_INTERVAL: Duration = Duration::seconds(30);
+/// A re-read that takes longer is given up (the value held is kept): a hanging vault must not
+/// hold every request until its deadline.
+const REREAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct Refreshing<T> {
     vault: Arc<dyn SecretVault>,
@@ -93,18 +96,66 @@ impl<T> Refreshing<T> {
     }
 
     async fn reread(&self, held: &mut Held<T>, now: DateTime<Utc>) -> bool {
-        match Self::read(self.vault.as_ref(), &self.reference, self.parse).await {
-            Ok(value) => {
+        // the next attempt waits a full TTL whatever happens to this one (a request cancelled
+        // by its deadline included)
+        held.read_at = now;
+        let read = Self::read(self.vault.as_ref(), &self.reference, self.parse);
+        match tokio::time::timeout(REREAD_TIMEOUT, read).await {
+            Ok(Ok(value)) => {
                 held.value = Arc::new(value);
-                held.read_at = now;
                 true
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 // the value held still works for senders that did not rotate
                 warn!(error = %e, "secret not re-read; keeping the value held");
-                held.read_at = now;
+                false
+            }
+            Err(_) => {
+                warn!(reference = %self.reference, "secret re-read timed out; keeping the value held");
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::clock::FixedClock;
+    use async_trait::async_trait;
+    use spendguard_domain::secret::Secret;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Answers "first" once, then hangs on every read.
+    struct HangsAfterFirst(AtomicUsize);
+
+    #[async_trait]
+    impl SecretVault for HangsAfterFirst {
+        async fn read(&self, _reference: &str) -> Result<Secret, SecretError> {
+            if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Ok(Secret::new("first"));
+            }
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hanging_vault_keeps_the_value_held_and_is_not_asked_again_at_once() {
+        let vault = Arc::new(HangsAfterFirst(AtomicUsize::new(0)));
+        let clock = Arc::new(FixedClock::new(Utc::now()));
+        let held = Refreshing::load(vault.clone(), "s", |t| Ok(t.to_string()), clock.clone())
+            .await
+            .unwrap();
+        clock.advance(TTL + Duration::seconds(1));
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), held.get())
+            .await
+            .expect("the re-read gives up");
+        assert_eq!(got.as_str(), "first");
+        // within the TTL of that attempt: no second read
+        let again = tokio::time::timeout(std::time::Duration::from_millis(500), held.get())
+            .await
+            .expect("no new read");
+        assert_eq!(again.as_str(), "first");
+        assert_eq!(vault.0.load(Ordering::SeqCst), 2);
     }
 }

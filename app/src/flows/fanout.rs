@@ -140,6 +140,9 @@ pub enum FanoutError {
     /// invocation and only the failed channels are sent again.
     #[error("delivery failed for {}", failures.join("; "))]
     DeliveryFailed { failures: Vec<String> },
+    /// Alerts not signed with the deployment's key: refused (and audited), delivered nowhere.
+    #[error("alert refused, not signed by spendguard: {}", .0.join("; "))]
+    Forged(Vec<String>),
     /// The alert-signing key could not be read: nothing is delivered unverified.
     #[error(transparent)]
     Signing(#[from] crate::ports::secrets::SecretError),

@@ -79,11 +79,12 @@ impl Handler {
             if !failures.is_empty() {
                 return Err(FanoutError::DeliveryFailed { failures });
             }
-            if refused.is_empty() {
-                return Ok(json!({ "delivered": reports }));
+            // a forged alert pages nobody; an error, so the errors alarm and the dead-letter
+            // queue show it
+            if !refused.is_empty() {
+                return Err(FanoutError::Forged(refused));
             }
-            // a forged alert pages nobody, and is not retried
-            return Ok(json!({ "delivered": reports, "refused": refused }));
+            return Ok(json!({ "delivered": reports }));
         }
         let scheduled = event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event");
         let manual = if scheduled {
@@ -124,6 +125,7 @@ pub fn diagnostic(e: FanoutError) -> Diagnostic {
         FanoutError::Store(_) => "StoreUnavailable",
         FanoutError::DeliveryFailed { .. } => "DeliveryFailed",
         FanoutError::Signing(_) => "SigningKeyUnavailable",
+        FanoutError::Forged(_) => "ForgedAlert",
     };
     Diagnostic {
         error_type: error_type.into(),

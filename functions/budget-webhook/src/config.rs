@@ -14,8 +14,9 @@ pub struct GcpPushConfig {
     /// Google's JWKS (`SPENDGUARD_GCP_JWKS_URL`, default Google's).
     pub jwks_url: String,
     /// The one push subscription accepted (`projects/<p>/subscriptions/<s>`,
-    /// `SPENDGUARD_GCP_PUSH_SUBSCRIPTION`): anyone allowed to act as the push service account
-    /// could otherwise point a subscription of their own at the webhook (finding #22).
+    /// `SPENDGUARD_GCP_PUSH_SUBSCRIPTION`): catches a second subscription pushing here by
+    /// mistake. Not a security boundary (the token does not cover the body): the dedicated
+    /// push service account is.
     pub subscription: Option<String>,
 }
 

@@ -293,7 +293,7 @@ impl Webhook {
         let notification = match gcp::parse_push(&r.body) {
             Ok(n) => n,
             Err(e) => {
-                // Google signed it, so no retry will parse it: acknowledged (a 4xx would have
+                // it came with Google's token, so no retry will parse it: acknowledged (a 4xx would have
                 // Pub/Sub redeliver it for days), audited, and said why (review finding #23)
                 warn!(field = e.field, reason = %e.message, "verified Pub/Sub push not understood; acknowledged");
                 self.audit(

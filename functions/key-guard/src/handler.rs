@@ -33,6 +33,9 @@ pub enum KeyGuardError {
     Rotation(#[from] RotationError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An alert not signed with the deployment's key: refused (and audited), not acted on.
+    #[error("alert refused, not signed by spendguard: {0}")]
+    Forged(String),
     /// The alert-signing key could not be read: nothing is acted on unverified.
     #[error(transparent)]
     Signing(#[from] SecretError),
@@ -58,6 +61,7 @@ impl From<KeyGuardError> for Diagnostic {
             KeyGuardError::ThrottleIncomplete(_) => "ThrottleIncomplete",
             KeyGuardError::DrillUnpublished(_) => "DrillUnpublished",
             KeyGuardError::Signing(_) => "SigningKeyUnavailable",
+            KeyGuardError::Forged(_) => "ForgedAlert",
         };
         Diagnostic {
             error_type: error_type.into(),
@@ -143,9 +147,10 @@ impl Handler {
                         )
                         .await?;
                     if let Admission::Refused(why) = admission {
-                        // a forged order is never carried out, nor retried
-                        results.push(json!({ "refused": why }));
-                        continue;
+                        // never carried out; an error, so that the errors alarm and the
+                        // dead-letter queue show it (a key mismatch would otherwise drop every
+                        // order unseen)
+                        return Err(KeyGuardError::Forged(why));
                     }
                 }
                 let alert: AlertEvent = serde_json::from_str(&record.sns.message).map_err(|e| {

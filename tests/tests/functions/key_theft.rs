@@ -204,8 +204,10 @@ async fn a_stolen_key_is_disabled_by_the_next_scheduled_check() {
         .unwrap();
     // SNS delivers at least once: the same message twice acts once
     for _ in 0..2 {
-        let out = guard.handle(lambda_sns_event(envelope)).await.unwrap();
-        assert!(out["alerts"][0].get("refused").is_none(), "{out:#}");
+        guard
+            .handle(lambda_sns_event(envelope))
+            .await
+            .expect("signed by budget-check, carried out");
     }
 
     let switch = w

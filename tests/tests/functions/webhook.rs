@@ -1298,6 +1298,7 @@ async fn the_certificate_fetch_follows_no_redirect_and_reads_at_most_16_kib() {
             },
             "/huge.pem" => text(200, "A".repeat(17 * 1024)),
             "/failing.pem" => text(500, "overloaded".into()),
+            "/throttled.pem" => text(429, "slow down".into()),
             _ => text(404, "no such key".into()),
         }
     })
@@ -1313,11 +1314,13 @@ async fn the_certificate_fetch_follows_no_redirect_and_reads_at_most_16_kib() {
             "{refused}"
         );
     }
-    assert!(matches!(
-        fetch("/failing.pem").await,
-        Err(FetchError::Unavailable(_))
-    ));
-    assert_eq!(standin.received().len(), 5, "the redirect was not followed");
+    for ours in ["/failing.pem", "/throttled.pem"] {
+        assert!(
+            matches!(fetch(ours).await, Err(FetchError::Unavailable(_))),
+            "{ours}: a passing refusal must not block the real certificate"
+        );
+    }
+    assert_eq!(standin.received().len(), 6, "the redirect was not followed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

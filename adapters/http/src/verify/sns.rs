@@ -84,7 +84,8 @@ pub const MAX_CERTIFICATE_BYTES: usize = 16 * 1024;
 /// Why a certificate could not be had.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchError {
-    /// The URL names no certificate (a 4xx, or not a certificate): the sender's fault.
+    /// The URL names no certificate (404, 410, a redirect, too large, not text): the sender's
+    /// fault.
     Refused(String),
     /// Unreachable or failing now: ours, the sender retries.
     Unavailable(String),
@@ -133,7 +134,9 @@ impl CertificateSource for HttpsCertificates {
         let unavailable = |e: reqwest::Error| FetchError::Unavailable(e.without_url().to_string());
         let mut response = self.0.get(url.clone()).send().await.map_err(unavailable)?;
         let status = response.status();
-        if status.is_client_error() || status.is_redirection() {
+        // only "there is no such certificate" is the sender's fault: a 403, 408 or 429 may be
+        // a passing refusal of ours, and must not block the real certificate for minutes
+        if matches!(status.as_u16(), 404 | 410) || status.is_redirection() {
             return Err(FetchError::Refused(format!("HTTP {status}")));
         }
         if !status.is_success() {
