@@ -290,7 +290,7 @@ impl Local {
             &self.sdk,
             self.backends.clone(),
             self.bus.clone(),
-            Box::new(HttpsCertificates::new()),
+            Box::new(HttpsCertificates::new().map_err(Failure::Run)?),
         )
         .await
         .map_err(|e| Failure::Run(e.to_string()))

@@ -92,7 +92,10 @@ pub async fn webhook_with(
 }
 
 /// The webhook as deployed: SNS certificates fetched over HTTPS from the validated URL.
-pub async fn webhook(config: &Config, sdk: &SdkConfig) -> Result<Webhook, SecretError> {
+pub async fn webhook(
+    config: &Config,
+    sdk: &SdkConfig,
+) -> Result<Webhook, Box<dyn std::error::Error + Send + Sync>> {
     let backends = spendguard_aws::backends::deployed(sdk, &config.table);
     let bus = SnsBus::new(aws_sdk_sns::Client::new(sdk), &config.alerts_topic_arn).signed(
         AlertSigning::configured(&backends.vault, config.alert_signing_key_arn.as_deref()),
@@ -102,9 +105,10 @@ pub async fn webhook(config: &Config, sdk: &SdkConfig) -> Result<Webhook, Secret
         sdk,
         backends,
         Arc::new(bus),
-        Box::new(HttpsCertificates::new()),
+        Box::new(HttpsCertificates::new()?),
     )
     .await
+    .map_err(Into::into)
 }
 
 /// The `/status` token: at least 32 bytes, so that it cannot be guessed, and never empty (an

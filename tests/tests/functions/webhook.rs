@@ -1305,7 +1305,7 @@ async fn the_certificate_fetch_follows_no_redirect_and_reads_at_most_16_kib() {
     .await;
     let fetch = |path: &str| {
         let url = url::Url::parse(&format!("{}{path}", standin.url)).unwrap();
-        async move { HttpsCertificates::new().fetch(&url).await }
+        async move { HttpsCertificates::new().unwrap().fetch(&url).await }
     };
     assert!(fetch("/ok.pem").await.unwrap().starts_with("-----BEGIN"));
     for refused in ["/redirect.pem", "/huge.pem", "/missing.pem"] {

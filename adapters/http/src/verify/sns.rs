@@ -111,20 +111,15 @@ pub trait CertificateSource: Send + Sync {
 pub struct HttpsCertificates(reqwest::Client);
 
 impl HttpsCertificates {
-    pub fn new() -> Self {
-        HttpsCertificates(
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(std::time::Duration::from_secs(5))
-                .build()
-                .unwrap_or_default(),
-        )
-    }
-}
-
-impl Default for HttpsCertificates {
-    fn default() -> Self {
-        Self::new()
+    /// Built once at start-up; an error (no TLS stack) fails the start rather than falling
+    /// back to a client that would follow redirects.
+    pub fn new() -> Result<Self, String> {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .map(HttpsCertificates)
+            .map_err(|e| format!("the SNS certificate client cannot be built: {e}"))
     }
 }
 
