@@ -519,9 +519,11 @@ DENY_ALL = "arn:${partition}:iam::aws:policy/AWSDenyAll"
 
 
 def _normal(value):
-    """An IAM value in one spelling for both: !Sub unwrapped, ${partition} and ${account}."""
+    """An IAM value in one spelling for both: !Sub unwrapped, ${partition}, ${account}, ${table}."""
     if isinstance(value, dict) and set(value) == {"Fn::Sub"}:
         value = value["Fn::Sub"]
+    if value in ({"Fn::GetAtt": ["StateTable", "Arn"]}, "${aws_dynamodb_table.state.arn}"):
+        return "${table}"
     if isinstance(value, str):
         for old, new in (("${AWS::Partition}", "${partition}"), ("${local.partition}", "${partition}"),
                          ("${AWS::AccountId}", "${account}"), ("${local.account}", "${account}")):
@@ -618,14 +620,42 @@ class Parity(unittest.TestCase):
 
     def test_a_permission_removed_from_terraform_is_caught(self):
         texts = terraform_texts()
-        marker = '"dynamodb:BatchWriteItem", "dynamodb:TransactWriteItems"]'
+        marker = '"dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]'
         webhook = texts["main.tf"].index('"budget-webhook" = {')
         at = texts["main.tf"].index(marker, webhook)
         texts["main.tf"] = texts["main.tf"][:at] + '"dynamodb:BatchWriteItem"]' + texts["main.tf"][at + len(marker):]
         found = differences(sam_system(template()), terraform_system(texts))
         self.assertEqual(
             found,
-            ["budget-webhook: statement State: only in template.yaml ['dynamodb:TransactWriteItems'], only in terraform []"],
+            ["budget-webhook: statement WriteOwnItems: only in template.yaml ['dynamodb:DeleteItem'], only in terraform []"],
+        )
+
+    def test_the_webhook_writes_only_its_own_items_in_both(self):
+        # finding #7: the internet-facing function may not write budgets, keys, kill switches,
+        # key actions or deliveries; both deployments say so with the same condition
+        sids = {"ReadState", "WriteOwnItems"}
+        sam = sam_statements(template(), "BudgetWebhookFunction", sids)
+        self.assertEqual(sam, terraform_statements(terraform_texts(), "budget-webhook", sids))
+        self.assertEqual(sam["ReadState"]["Action"], ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:Query"])
+        condition = sam["WriteOwnItems"]["Condition"]
+        self.assertEqual(condition["Null"], {"dynamodb:LeadingKeys": "false"})
+        prefixes = condition["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+        for forbidden in ("BUDGETS", "KEYS", "KILL#", "KILL_INDEX", "KEYACTION#", "DELIVERY#", "DIGEST#", "SUMMARY#", "CACHE#"):
+            self.assertFalse(any(_grants(p, forbidden + "x") or _grants(p, forbidden) for p in prefixes), forbidden)
+        # no other statement of the webhook touches the table
+        for system in (sam_system(template()), terraform_system(terraform_texts())):
+            for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"):
+                self.assertEqual([g for g in granting(system, action) if g[0] == "budget-webhook"], [("budget-webhook", "WriteOwnItems")])
+
+    def test_a_webhook_leading_key_changed_on_one_side_is_caught(self):
+        texts = terraform_texts()
+        marker = '"AUDIT#*", "MSG#*"]'
+        self.assertIn(marker, texts["main.tf"])
+        texts["main.tf"] = texts["main.tf"].replace(marker, '"AUDIT#*", "MSG#*", "KILL#*"]')
+        sids = {"WriteOwnItems"}
+        self.assertNotEqual(
+            sam_statements(template(), "BudgetWebhookFunction", sids),
+            terraform_statements(texts, "budget-webhook", sids),
         )
 
     def test_a_changed_timeout_or_variable_is_caught(self):

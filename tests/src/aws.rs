@@ -228,6 +228,85 @@ impl Intercept for RequestCounter {
     }
 }
 
+/// Records the partition key (`PK`) of every item a DynamoDB client writes, by operation:
+/// the items of batches and transactions one by one, as IAM authorises them.
+#[derive(Debug, Default, Clone)]
+pub struct WriteRecorder(Arc<Mutex<Vec<(String, String)>>>);
+
+impl WriteRecorder {
+    /// (operation, partition key) of every item written so far.
+    pub fn writes(&self) -> Vec<(String, String)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// The partition keys a DynamoDB write request names, item by item.
+fn written_partition_keys(operation: &str, body: &Value) -> Vec<(String, String)> {
+    let pk = |item: &Value| item["PK"]["S"].as_str().unwrap_or("<no PK>").to_string();
+    let mut out = Vec::new();
+    match operation {
+        "PutItem" => out.push((operation.to_string(), pk(&body["Item"]))),
+        "UpdateItem" | "DeleteItem" => out.push((operation.to_string(), pk(&body["Key"]))),
+        "BatchWriteItem" => {
+            for requests in body["RequestItems"]
+                .as_object()
+                .into_iter()
+                .flat_map(|t| t.values())
+            {
+                for request in requests.as_array().into_iter().flatten() {
+                    if let Some(item) = request.pointer("/PutRequest/Item") {
+                        out.push(("PutItem".into(), pk(item)));
+                    }
+                    if let Some(key) = request.pointer("/DeleteRequest/Key") {
+                        out.push(("DeleteItem".into(), pk(key)));
+                    }
+                }
+            }
+        }
+        "TransactWriteItems" => {
+            for action in body["TransactItems"].as_array().into_iter().flatten() {
+                for (kind, field, as_operation) in [
+                    ("Put", "Item", "PutItem"),
+                    ("Update", "Key", "UpdateItem"),
+                    ("Delete", "Key", "DeleteItem"),
+                    ("ConditionCheck", "Key", "ConditionCheckItem"),
+                ] {
+                    if let Some(item) = action.get(kind).map(|a| &a[field]) {
+                        out.push((as_operation.into(), pk(item)));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+impl Intercept for WriteRecorder {
+    fn name(&self) -> &'static str {
+        "WriteRecorder"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request();
+        let body = request.body().bytes().unwrap_or_default();
+        let operation = operation_name(request.headers().get("x-amz-target"), body);
+        if DYNAMODB_WRITES.contains(&operation.as_str()) {
+            let body: Value = serde_json::from_slice(body)?;
+            self.0
+                .lock()
+                .unwrap()
+                .extend(written_partition_keys(&operation, &body));
+        }
+        Ok(())
+    }
+}
+
 /// Posts to moto's own control API (for example to queue Cost Explorer results).
 pub async fn moto_api(path: &str, body: &Value) {
     let response = reqwest::Client::new()

@@ -207,6 +207,34 @@ impl WebhookWorld {
         .expect("webhook starts")
     }
 
+    /// The same webhook with every item its store writes recorded (partition keys).
+    pub async fn webhook_recording_writes(&self) -> (Webhook, aws::WriteRecorder) {
+        let recorder = aws::WriteRecorder::default();
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&self.sdk)
+                .interceptor(recorder.clone())
+                .build(),
+        );
+        let backends = spendguard_app::backends::Backends {
+            store: Arc::new(DynamoStore::new(dynamodb, &self.config.table)),
+            ..spendguard_aws::backends::deployed(&self.sdk, &self.config.table)
+        };
+        let bus = SnsBus::new(
+            aws_sdk_sns::Client::new(&self.sdk),
+            &self.config.alerts_topic_arn,
+        );
+        let webhook = app::webhook_with(
+            &self.config,
+            &self.sdk,
+            backends,
+            Arc::new(bus),
+            Box::new(self.certificates.clone()),
+        )
+        .await
+        .expect("webhook starts");
+        (webhook, recorder)
+    }
+
     pub async fn send(&self, request: HttpRequest) -> HttpResponse {
         self.webhook.http(request).await
     }

@@ -42,7 +42,8 @@ locals {
       ShutdownDenyRoles     = ["iam:AttachRolePolicy", "iam:DetachRolePolicy"]
     }
     "budget-webhook" = {
-      State                      = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:TransactWriteItems"]
+      ReadState                  = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"]
+      WriteOwnItems              = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
       PublishAlerts              = ["sns:Publish"]
       ConfirmBudgetsSubscription = ["sns:ConfirmSubscription"]
       WebhookSecrets             = ["secretsmanager:GetSecretValue"]
@@ -64,6 +65,8 @@ locals {
   # PutUserPolicy (IamUserCredentials) takes any document: granted on the guarded users only.
   shared_resources = {
     State                      = [aws_dynamodb_table.state.arn]
+    ReadState                  = [aws_dynamodb_table.state.arn]
+    WriteOwnItems              = [aws_dynamodb_table.state.arn]
     PublishAlerts              = [aws_sns_topic.alerts.arn]
     ReadBudgets                = ["arn:${local.partition}:budgets::${local.account}:budget/*"]
     CostExplorer               = ["*"]
@@ -94,6 +97,13 @@ locals {
   # A role is stopped by attaching AWS's managed AWSDenyAll, and only that policy, on tagged
   # roles only: AttachRolePolicy cannot grant anything (docs/shutdown.md).
   conditions = {
+    # the webhook writes only the items its signals produce (adapters/aws/src/dynamo.rs has the
+    # key table): never budgets, keys, kill switches, key actions or deliveries (finding #7).
+    # A transaction's items are authorised as these PutItem/UpdateItem/DeleteItem.
+    WriteOwnItems = {
+      "ForAllValues:StringLike" = { "dynamodb:LeadingKeys" = ["USAGE#*", "SPEND#*", "SCOPES#*", "OBS#*", "ALERT#*", "OPEN_ALERTS", "AUDIT#*", "MSG#*"] }
+      Null                      = { "dynamodb:LeadingKeys" = "false" }
+    }
     ShutdownOptedIn = { Null = { "aws:ResourceTag/spendguard:shutdown" = "false" } }
     ShutdownDenyRoles = {
       ArnEquals = { "iam:PolicyARN" = "arn:${local.partition}:iam::aws:policy/AWSDenyAll" }

@@ -1509,3 +1509,100 @@ async fn a_push_from_another_subscription_is_refused_when_the_subscription_is_pi
         .await;
     assert_eq!(ours.status, 200, "{}", ours.body);
 }
+
+/// The table prefixes the webhook's role may write (`dynamodb:LeadingKeys` of its
+/// `WriteOwnItems` statement in template.yaml; tests/deploy checks terraform/ says the same).
+fn webhook_leading_keys() -> Vec<String> {
+    let template = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml"),
+    )
+    .unwrap();
+    let webhook = template.find("  BudgetWebhookFunction:").unwrap();
+    let line = template[webhook..]
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("dynamodb:LeadingKeys: "))
+        .filter(|l| l.starts_with('['))
+        .expect("the webhook's WriteOwnItems names its leading keys");
+    serde_json::from_str(line).unwrap()
+}
+
+fn leading_key_allows(pattern: &str, key: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => key.starts_with(prefix),
+        None => key == pattern,
+    }
+}
+
+/// Finding #7: the public function's role may write only some items. Every item its store
+/// writes while it takes usage, a GCP notification, an AWS Budgets notice, replays and a status
+/// request, each crossing a tier and publishing, is one that role allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_writes_only_items_its_role_may_write() {
+    let name = aws_name();
+    let w = WebhookWorld::new(policy(&name)).await;
+    create_aws_budget(&w, &name, "912.40").await;
+    let (webhook, recorder) = w.webhook_recording_writes().await;
+
+    let usage = signed_usage(
+        &usage_body(&[usage_record("w-1", "70.00"), usage_record("w-2", "20.00")]),
+        "writes-1",
+        Utc::now().timestamp(),
+    );
+    for _ in 0..2 {
+        let response = webhook.http(usage.clone()).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
+    let token = w.token(json!({}), "RS256");
+    let push = post(
+        "/gcp/pubsub",
+        &[("authorization", &bearer(&token))],
+        gcp_push(&gcp_data(6001.5, Some(2.0)), "writes-gcp"),
+    );
+    assert_eq!(webhook.http(push).await.status, 200);
+    let text = BUDGETS_TEXT.replace("monthly-total", &name);
+    let notice = sns_signed(
+        &w,
+        sns_notification(&w.budgets_topic, &text),
+        "1",
+        &cert_url(),
+    );
+    let response = webhook.http(post("/sns", &[], notice.to_string())).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let status = HttpRequest {
+        method: "GET".into(),
+        path: "/status".into(),
+        query: "scope=app/search".into(),
+        headers: HashMap::from([("authorization".into(), bearer(STATUS_TOKEN))]),
+        ..HttpRequest::default()
+    };
+    assert_eq!(webhook.http(status).await.status, 200);
+    assert_eq!(w.probe.drain().await.len(), 3, "each signal crossed a tier");
+
+    let allowed = webhook_leading_keys();
+    let writes = recorder.writes();
+    let refused: Vec<_> = writes
+        .iter()
+        .filter(|(_, pk)| !allowed.iter().any(|p| leading_key_allows(p, pk)))
+        .collect();
+    assert!(refused.is_empty(), "IAM would refuse {refused:?}");
+    // what the signals write is in the record: the check above saw real writes
+    for prefix in ["USAGE#", "SPEND#", "OBS#", "ALERT#", "AUDIT#"] {
+        assert!(
+            writes.iter().any(|(_, pk)| pk.starts_with(prefix)),
+            "no {prefix} write recorded: {writes:?}"
+        );
+    }
+    // and the role's list is no wider than the key table's: KILL#/KEYS/BUDGETS stay out
+    for forbidden in [
+        "KILL#openai",
+        "KILL_INDEX",
+        "KEYS",
+        "BUDGETS",
+        "KEYACTION#k",
+    ] {
+        assert!(
+            !allowed.iter().any(|p| leading_key_allows(p, forbidden)),
+            "{forbidden}"
+        );
+    }
+}
