@@ -25,7 +25,7 @@ use crate::settings::{
     PolicySet, RestorePolicy, Settings,
 };
 use crate::settings::{Detector, PlannedWindow, SecurityPolicy, ThreatLevel};
-use crate::settings::{GcpProject, ShutdownPolicy};
+use crate::settings::{GcpProject, MAX_SHUTDOWN_REGIONS, ShutdownPolicy};
 use chrono::{DateTime, Utc};
 
 pub const SUPPORTED_VERSION: i64 = 1;
@@ -250,6 +250,8 @@ struct RawPlanned {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawShutdown {
+    #[serde(default)]
+    regions: Vec<Spanned<String>>,
     #[serde(default)]
     deny_roles: Vec<Spanned<String>>,
     #[serde(default)]
@@ -1041,6 +1043,26 @@ impl Validator<'_> {
     }
 
     fn shutdown(&mut self, raw: RawShutdown) -> ShutdownPolicy {
+        let mut regions: Vec<String> = Vec::new();
+        for region in &raw.regions {
+            let name = region.get_ref();
+            let problem = ShutdownPolicy::region_problem(name).or_else(|| {
+                regions
+                    .contains(name)
+                    .then(|| format!("`{name}` is named twice"))
+            });
+            match problem {
+                Some(p) => self.error(region.span(), "shutdown.regions", p),
+                None => regions.push(name.clone()),
+            }
+        }
+        if raw.regions.len() > MAX_SHUTDOWN_REGIONS {
+            self.error(
+                raw.regions[MAX_SHUTDOWN_REGIONS].span(),
+                "shutdown.regions",
+                format!("at most {MAX_SHUTDOWN_REGIONS} regions"),
+            );
+        }
         let mut deny_roles = Vec::new();
         for role in raw.deny_roles {
             // IAM's own rule for role names
@@ -1132,7 +1154,11 @@ impl Validator<'_> {
                 service_accounts: accounts,
             });
         }
-        ShutdownPolicy { deny_roles, gcp }
+        ShutdownPolicy {
+            regions,
+            deny_roles,
+            gcp,
+        }
     }
 
     fn restore(&mut self, raw: RawRestore) -> RestorePolicy {

@@ -19,6 +19,8 @@ pub enum ResourceKind {
     LambdaFunction,
     EcsService,
     Ec2Instance,
+    /// An EC2 Auto Scaling group (tagged itself: the tagging API does not list groups).
+    AutoScalingGroup,
     IamRole,
     /// A GCP project's link to its billing account (`projects/<id>/billingInfo`).
     GcpBilling,
@@ -37,8 +39,16 @@ impl ResourceKind {
     pub fn stopped(self) -> ResourceState {
         match self {
             ResourceKind::LambdaFunction => ResourceState::Concurrency { reserved: Some(0) },
-            ResourceKind::EcsService => ResourceState::DesiredCount { count: 0 },
+            ResourceKind::EcsService => ResourceState::DesiredCount {
+                count: 0,
+                scaling: None,
+            },
             ResourceKind::Ec2Instance => ResourceState::Instance { running: false },
+            ResourceKind::AutoScalingGroup => ResourceState::Group {
+                min_size: 0,
+                desired_capacity: 0,
+                suspended: GROUP_PROCESSES.map(str::to_string).to_vec(),
+            },
             ResourceKind::IamRole => ResourceState::DenyAll { attached: true },
             ResourceKind::GcpBilling => ResourceState::Billing { account: None },
             ResourceKind::GcpServiceAccountKey => ResourceState::KeyDisabled { disabled: true },
@@ -49,6 +59,69 @@ impl ResourceKind {
             },
             // Anthropic takes any non-negative amount: nothing more may be spent
             ResourceKind::AnthropicSpendLimit => ResourceState::SpendLimit { cents: Some(0) },
+        }
+    }
+
+    /// The state a shutdown leaves a resource in that is `now` in `now`: an ECS service with
+    /// a scalable target also has its target suspended; every other kind's is [`Self::stopped`].
+    pub fn stopped_from(self, now: &ResourceState) -> ResourceState {
+        match now {
+            ResourceState::DesiredCount {
+                scaling: Some(_), ..
+            } => ResourceState::DesiredCount {
+                count: 0,
+                scaling: Some(Scaling::SUSPENDED),
+            },
+            _ => self.stopped(),
+        }
+    }
+}
+
+/// The Auto Scaling processes a shutdown suspends (sorted): those that launch instances or
+/// change the group's capacity. `Terminate` stays, so the group can shrink to 0; `HealthCheck`
+/// and `AddToLoadBalancer` stay, as they launch nothing.
+pub const GROUP_PROCESSES: [&str; 5] = [
+    "AZRebalance",
+    "AlarmNotification",
+    "Launch",
+    "ReplaceUnhealthy",
+    "ScheduledActions",
+];
+
+/// An ECS service's scalable target (Application Auto Scaling): its minimum capacity and which
+/// of its scaling is suspended. Its maximum is never changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scaling {
+    pub min_capacity: i32,
+    pub dynamic_in_suspended: bool,
+    pub dynamic_out_suspended: bool,
+    pub scheduled_suspended: bool,
+}
+
+impl Scaling {
+    /// What a shutdown sets: nothing scales the service out again, and 0 is within its range.
+    pub const SUSPENDED: Scaling = Scaling {
+        min_capacity: 0,
+        dynamic_in_suspended: true,
+        dynamic_out_suspended: true,
+        scheduled_suspended: true,
+    };
+}
+
+impl ResourceState {
+    /// The state read now, as comparable with `recorded`: an ECS service recorded without a
+    /// scalable target (none was there, or a version before December 2026 recorded it) is
+    /// compared, and put back, by its desired count alone — its target is not spendguard's.
+    pub fn seen_as(self, recorded: &ResourceState) -> ResourceState {
+        match (self, recorded) {
+            (
+                ResourceState::DesiredCount { count, .. },
+                ResourceState::DesiredCount { scaling: None, .. },
+            ) => ResourceState::DesiredCount {
+                count,
+                scaling: None,
+            },
+            (now, _) => now,
         }
     }
 }
@@ -182,9 +255,20 @@ pub enum ResourceState {
     Concurrency {
         reserved: Option<i32>,
     },
-    /// An ECS service's desired count.
+    /// An ECS service's desired count, and its scalable target if it has one (Application
+    /// Auto Scaling would otherwise undo a count of 0 at its next scale-out; finding #30).
     DesiredCount {
         count: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scaling: Option<Scaling>,
+    },
+    /// An Auto Scaling group: its minimum and desired capacity, and which of
+    /// [`GROUP_PROCESSES`] are suspended (in that order). Its maximum is never changed, and
+    /// other processes are not spendguard's.
+    Group {
+        min_size: i32,
+        desired_capacity: i32,
+        suspended: Vec<String>,
     },
     /// An EC2 instance (pending counts as running; stopping, stopped and terminated do not).
     Instance {
@@ -223,7 +307,46 @@ impl std::fmt::Display for ResourceState {
                 write!(f, "reserved concurrency {n}")
             }
             ResourceState::Concurrency { reserved: None } => f.write_str("no reserved concurrency"),
-            ResourceState::DesiredCount { count } => write!(f, "desired count {count}"),
+            ResourceState::DesiredCount {
+                count,
+                scaling: None,
+            } => write!(f, "desired count {count}"),
+            ResourceState::DesiredCount {
+                count,
+                scaling: Some(s),
+            } => {
+                let suspended: Vec<&str> = [
+                    (s.dynamic_in_suspended, "dynamic scale-in"),
+                    (s.dynamic_out_suspended, "dynamic scale-out"),
+                    (s.scheduled_suspended, "scheduled scaling"),
+                ]
+                .into_iter()
+                .filter_map(|(on, name)| on.then_some(name))
+                .collect();
+                write!(
+                    f,
+                    "desired count {count}, scalable target min {} ({} suspended)",
+                    s.min_capacity,
+                    if suspended.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        suspended.join(", ")
+                    }
+                )
+            }
+            ResourceState::Group {
+                min_size,
+                desired_capacity,
+                suspended,
+            } => write!(
+                f,
+                "min size {min_size}, desired capacity {desired_capacity}, suspended: {}",
+                if suspended.is_empty() {
+                    "none".to_string()
+                } else {
+                    suspended.join(", ")
+                }
+            ),
             ResourceState::Instance { running: true } => f.write_str("running"),
             ResourceState::Instance { running: false } => f.write_str("not running"),
             ResourceState::DenyAll { attached: true } => f.write_str("AWSDenyAll attached"),
@@ -335,6 +458,61 @@ mod tests {
             ("openai:organization".into(), "openai".into()),
             "with every OpenAI key under `openai`, a stop of `openai` sets the organisation's"
         );
+    }
+
+    #[test]
+    fn an_ecs_service_with_a_scalable_target_stops_it_too_and_one_recorded_without_is_seen_without()
+    {
+        let scaled = ResourceState::DesiredCount {
+            count: 3,
+            scaling: Some(Scaling {
+                min_capacity: 2,
+                dynamic_in_suspended: true,
+                dynamic_out_suspended: false,
+                scheduled_suspended: false,
+            }),
+        };
+        let stopped = ResourceKind::EcsService.stopped_from(&scaled);
+        assert_eq!(
+            stopped.to_string(),
+            "desired count 0, scalable target min 0 (dynamic scale-in, dynamic scale-out, scheduled scaling suspended)"
+        );
+        assert_eq!(
+            scaled.to_string(),
+            "desired count 3, scalable target min 2 (dynamic scale-in suspended)"
+        );
+        let plain = ResourceState::DesiredCount {
+            count: 3,
+            scaling: None,
+        };
+        assert_eq!(
+            ResourceKind::EcsService.stopped_from(&plain),
+            ResourceKind::EcsService.stopped()
+        );
+        // a record of an earlier version: the count alone
+        let old: ResourceState =
+            serde_json::from_str(r#"{"state":"desired_count","count":3}"#).unwrap();
+        assert_eq!(old, plain);
+        assert_eq!(
+            stopped.clone().seen_as(&old),
+            ResourceKind::EcsService.stopped()
+        );
+        assert_eq!(stopped.clone().seen_as(&scaled), stopped);
+        assert_eq!(
+            serde_json::to_value(&plain).unwrap(),
+            serde_json::json!({"state": "desired_count", "count": 3})
+        );
+    }
+
+    #[test]
+    fn an_auto_scaling_group_stops_at_zero_with_its_launching_processes_suspended() {
+        assert_eq!(
+            ResourceKind::AutoScalingGroup.stopped().to_string(),
+            "min size 0, desired capacity 0, suspended: AZRebalance, AlarmNotification, Launch, ReplaceUnhealthy, ScheduledActions"
+        );
+        let mut sorted = GROUP_PROCESSES;
+        sorted.sort();
+        assert_eq!(sorted, GROUP_PROCESSES);
     }
 
     #[test]

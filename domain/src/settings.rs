@@ -437,9 +437,14 @@ impl SecurityPolicy {
     }
 }
 
-/// Which resources opt in by name (the budgets file's `[shutdown]`).
+/// Which resources opt in by name, and where tagged ones are looked for (the budgets file's
+/// `[shutdown]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShutdownPolicy {
+    /// The AWS regions searched for tagged resources (the tagging API is regional): none named
+    /// means key-guard's own region only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
     /// IAM roles that get the deny-all policy (the tagging API cannot list roles); each must
     /// also carry the tag, which names its scope.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -460,4 +465,89 @@ pub struct GcpProject {
     /// Service accounts whose user-managed keys are disabled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_accounts: Vec<String>,
+}
+
+/// Most regions `[shutdown] regions` may name: one shutdown searches each (a few calls apiece),
+/// and AWS has fewer than this many regions per partition.
+pub const MAX_SHUTDOWN_REGIONS: usize = 32;
+
+impl ShutdownPolicy {
+    /// Why `name` is not an AWS region name (`us-east-1`, `us-gov-west-1`, `cn-north-1`), if it
+    /// is not: two letters, one or two words, a number.
+    pub fn region_problem(name: &str) -> Option<String> {
+        let parts: Vec<&str> = name.split('-').collect();
+        let letters = |p: &&str| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase());
+        let valid = (3..=4).contains(&parts.len())
+            && parts[0].len() == 2
+            && letters(&parts[0])
+            && parts[1..parts.len() - 1].iter().all(letters)
+            && parts.last().is_some_and(|n| {
+                (1..=2).contains(&n.len()) && n.chars().all(|c| c.is_ascii_digit())
+            });
+        (!valid).then(|| {
+            format!("`{name}` is not an AWS region name (like us-east-1 or us-gov-west-1)")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_names_are_two_letters_one_or_two_words_and_a_number() {
+        for good in [
+            "us-east-1",
+            "eu-west-3",
+            "us-gov-west-1",
+            "cn-north-1",
+            "ap-southeast-12",
+            "us-isob-east-1",
+        ] {
+            assert_eq!(ShutdownPolicy::region_problem(good), None, "{good}");
+        }
+        for bad in [
+            "",
+            "us-east",
+            "useast-1",
+            "US-EAST-1",
+            "us-east-1a",
+            "u-east-1",
+            "us--1",
+            "us-a-b-c-1",
+            "us-east-123",
+            "us-east-1 ",
+        ] {
+            assert!(ShutdownPolicy::region_problem(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_budgets_file_names_the_regions_a_shutdown_searches_once_each() {
+        let parse = |regions: &str| {
+            crate::budgets_file::parse_budgets(
+                "budgets.toml",
+                &format!("version = 1\n[shutdown]\nregions = {regions}\n"),
+            )
+        };
+        let policy = parse(r#"["us-east-1", "eu-west-1"]"#).unwrap();
+        assert_eq!(policy.settings.shutdown.regions, ["us-east-1", "eu-west-1"]);
+        assert!(parse("[]").unwrap().settings.shutdown.regions.is_empty());
+        let errors = parse(r#"["us-east-1", "eu-west-1", "us-east-1", "eu_west_1"]"#)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            errors,
+            "budgets.toml:3:38: shutdown.regions: `us-east-1` is named twice\n\
+             budgets.toml:3:51: shutdown.regions: `eu_west_1` is not an AWS region name (like us-east-1 or us-gov-west-1)"
+        );
+        let many: Vec<String> = (1..=33).map(|n| format!("\"eu-west-{n}\"")).collect();
+        let errors = parse(&format!("[{}]", many.join(", ")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errors.contains("shutdown.regions: at most 32 regions"),
+            "{errors}"
+        );
+    }
 }

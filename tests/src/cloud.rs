@@ -5,6 +5,7 @@
 
 use aws_config::SdkConfig;
 use spendguard_aws::shutdown::Ec2Query;
+use spendguard_aws::shutdown::{ApplicationAutoScaling, AutoScalingQuery};
 use spendguard_domain::resources::SHUTDOWN_TAG;
 
 use crate::aws;
@@ -21,7 +22,10 @@ pub struct Cloud {
     pub ecs: aws_sdk_ecs::Client,
     pub iam: aws_sdk_iam::Client,
     pub ec2: Ec2Query,
+    pub autoscaling: AutoScalingQuery,
+    pub scaling: ApplicationAutoScaling,
     execution_role: String,
+    region: String,
 }
 
 impl Cloud {
@@ -45,7 +49,16 @@ impl Cloud {
                 sdk: sdk.clone(),
                 http: reqwest::Client::new(),
             },
+            autoscaling: AutoScalingQuery {
+                sdk: sdk.clone(),
+                http: reqwest::Client::new(),
+            },
+            scaling: ApplicationAutoScaling {
+                sdk: sdk.clone(),
+                http: reqwest::Client::new(),
+            },
             execution_role,
+            region: sdk.region().map(|r| r.to_string()).unwrap_or_default(),
         }
     }
 
@@ -356,6 +369,172 @@ impl Cloud {
             );
         }
     }
+}
+
+/// The SDK configuration `sdk` in another region (moto keeps each region's resources apart).
+pub fn in_region(sdk: &SdkConfig, region: &str) -> SdkConfig {
+    sdk.to_builder()
+        .region(aws_config::Region::new(region.to_string()))
+        .build()
+}
+
+/// An Auto Scaling group as read back: sizes and the processes suspended (sorted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub min: i32,
+    pub max: i32,
+    pub desired: i32,
+    pub suspended: Vec<String>,
+}
+
+/// Every text of `<field>` in `xml`, in order.
+fn xml_all<'a>(xml: &'a str, field: &str) -> Vec<&'a str> {
+    let (open, close) = (format!("<{field}>"), format!("</{field}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(from) = rest.find(&open) {
+        let after = &rest[from + open.len()..];
+        let to = after.find(&close).unwrap();
+        out.push(after[..to].trim());
+        rest = &after[to..];
+    }
+    out
+}
+
+impl Cloud {
+    /// An Auto Scaling group (and its launch configuration), tagged with `scope` if given;
+    /// returns its name.
+    pub async fn group(&self, scope: Option<&str>, min: i32, max: i32, desired: i32) -> String {
+        let name = aws::unique("asg");
+        self.autoscaling
+            .call(
+                "CreateLaunchConfiguration",
+                &[
+                    ("LaunchConfigurationName", name.as_str()),
+                    ("ImageId", IMAGE),
+                    ("InstanceType", "t3.micro"),
+                ],
+            )
+            .await
+            .unwrap();
+        let (min, max, desired) = (min.to_string(), max.to_string(), desired.to_string());
+        let zone = format!("{}a", self.region);
+        let mut params = vec![
+            ("AutoScalingGroupName", name.as_str()),
+            ("LaunchConfigurationName", name.as_str()),
+            ("MinSize", min.as_str()),
+            ("MaxSize", max.as_str()),
+            ("DesiredCapacity", desired.as_str()),
+            ("AvailabilityZones.member.1", zone.as_str()),
+        ];
+        if let Some(s) = scope {
+            params.extend([
+                ("Tags.member.1.Key", SHUTDOWN_TAG),
+                ("Tags.member.1.Value", s),
+                ("Tags.member.1.PropagateAtLaunch", "false"),
+            ]);
+        }
+        self.autoscaling
+            .call("CreateAutoScalingGroup", &params)
+            .await
+            .unwrap();
+        name
+    }
+
+    pub async fn suspend(&self, group: &str, processes: &[&str]) {
+        let names: Vec<String> = (1..=processes.len())
+            .map(|i| format!("ScalingProcesses.member.{i}"))
+            .collect();
+        let mut params = vec![("AutoScalingGroupName", group)];
+        params.extend(
+            names
+                .iter()
+                .map(String::as_str)
+                .zip(processes.iter().copied()),
+        );
+        self.autoscaling
+            .call("SuspendProcesses", &params)
+            .await
+            .unwrap();
+    }
+
+    pub async fn group_state(&self, group: &str) -> Group {
+        let answer = self
+            .autoscaling
+            .call(
+                "DescribeAutoScalingGroups",
+                &[("AutoScalingGroupNames.member.1", group)],
+            )
+            .await
+            .unwrap();
+        let number = |field: &str| xml_all(&answer, field)[0].parse().unwrap();
+        let mut suspended: Vec<String> = xml_all(&answer, "ProcessName")
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        suspended.sort();
+        Group {
+            min: number("MinSize"),
+            max: number("MaxSize"),
+            desired: number("DesiredCapacity"),
+            suspended,
+        }
+    }
+
+    /// Registers a scalable target for an ECS service's desired count, suspended as
+    /// `[dynamic in, dynamic out, scheduled]`.
+    pub async fn scalable_target(&self, service: &str, min: i32, max: i32, suspended: [bool; 3]) {
+        self.scaling
+            .call(
+                "RegisterScalableTarget",
+                &serde_json::json!({
+                    "ServiceNamespace": "ecs",
+                    "ResourceId": ecs_resource_id(service),
+                    "ScalableDimension": "ecs:service:DesiredCount",
+                    "MinCapacity": min,
+                    "MaxCapacity": max,
+                    "SuspendedState": {
+                        "DynamicScalingInSuspended": suspended[0],
+                        "DynamicScalingOutSuspended": suspended[1],
+                        "ScheduledScalingSuspended": suspended[2],
+                    },
+                }),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The scalable target of an ECS service: `(min, max, [dynamic in, dynamic out, scheduled])`.
+    pub async fn scalable(&self, service: &str) -> (i64, i64, [bool; 3]) {
+        let answer = self
+            .scaling
+            .call(
+                "DescribeScalableTargets",
+                &serde_json::json!({
+                    "ServiceNamespace": "ecs",
+                    "ResourceIds": [ecs_resource_id(service)],
+                }),
+            )
+            .await
+            .unwrap();
+        let target = &answer["ScalableTargets"][0];
+        let state = &target["SuspendedState"];
+        let flag = |name: &str| state[name].as_bool().unwrap_or(false);
+        (
+            target["MinCapacity"].as_i64().unwrap(),
+            target["MaxCapacity"].as_i64().unwrap(),
+            [
+                flag("DynamicScalingInSuspended"),
+                flag("DynamicScalingOutSuspended"),
+                flag("ScheduledScalingSuspended"),
+            ],
+        )
+    }
+}
+
+/// Application Auto Scaling's id of an ECS service: `service/<cluster>/<service>`.
+fn ecs_resource_id(service_arn: &str) -> String {
+    format!("service/{}", service_arn.split_once(":service/").unwrap().1)
 }
 
 /// AWS's managed deny-all policy, in the emulator's partition.

@@ -183,12 +183,13 @@ impl Shutdown {
         let mut found = Vec::new();
         let mut problems = Vec::new();
         for target in &self.targets {
-            match target.opted_in(&policy, scope).await {
-                Ok(resources) => {
-                    found.extend(resources.into_iter().map(|r| (target.as_ref(), r)));
-                }
-                Err(e) => problems.push(format!("listing opted-in resources: {e}")),
-            }
+            let (resources, errors) = target.opted_in_partially(&policy, scope).await;
+            found.extend(resources.into_iter().map(|r| (target.as_ref(), r)));
+            problems.extend(
+                errors
+                    .into_iter()
+                    .map(|e| format!("listing opted-in resources: {e}")),
+            );
         }
         (found, problems)
     }
@@ -249,11 +250,12 @@ impl Shutdown {
                     outcome: ResourceOutcome::Protected(why),
                 };
             }
-            let stopped = resource.kind.stopped();
             let (before, outcome) = match target.state(&resource).await {
-                Ok(now) if now == stopped => (Some(now), ResourceOutcome::WasNotRunning),
+                Ok(now) if now == resource.kind.stopped_from(&now) => {
+                    (Some(now), ResourceOutcome::WasNotRunning)
+                }
                 Ok(now) => {
-                    let change = format!("{now} -> {stopped}");
+                    let change = format!("{now} -> {}", resource.kind.stopped_from(&now));
                     (Some(now), ResourceOutcome::WouldStop(change))
                 }
                 Err(e) => (None, ResourceOutcome::Failed(e.to_string())),
@@ -363,7 +365,6 @@ impl Shutdown {
         incident: &str,
     ) -> Result<(Option<ResourceState>, ResourceOutcome), (Option<ResourceState>, ShutdownError)>
     {
-        let stopped = resource.kind.stopped();
         // a restore that released the incident first must not be undone by this stop; one
         // that is still releasing it puts the resource back only once its release is
         // committed (and not at all if a new emergency interrupts it), so it is stopped
@@ -390,7 +391,13 @@ impl Shutdown {
                 // the record says what was meant; the resource says what is: an attempt that
                 // crashed before its stop, or a restore that crashed after putting it back,
                 // leaves it running, and then it is stopped now
-                if joined.applied && target.state(resource).await.map_err(|e| (None, e))? == stopped
+                if joined.applied
+                    && target
+                        .state(resource)
+                        .await
+                        .map_err(|e| (None, e))?
+                        .seen_as(&r.previous)
+                        == resource.kind.stopped_from(&r.previous)
                 {
                     return Ok((Some(r.previous), ResourceOutcome::AlreadyStopped));
                 }
@@ -398,7 +405,7 @@ impl Shutdown {
             }
             _ => {
                 let now = target.state(resource).await.map_err(|e| (None, e))?;
-                if now == stopped {
+                if now == resource.kind.stopped_from(&now) {
                     return Ok((Some(now), ResourceOutcome::WasNotRunning));
                 }
                 let record = Record {
@@ -418,7 +425,7 @@ impl Shutdown {
         };
         let previous = Some(record.previous.clone());
         target
-            .set(resource, &stopped)
+            .set(resource, &resource.kind.stopped_from(&record.previous))
             .await
             .map_err(|e| (previous.clone(), e))?;
         // nobody else writes the record while the lease is held
@@ -558,16 +565,16 @@ impl Shutdown {
             target.set(resource, &previous).await?;
             previous = ResourceState::DenyAll { attached: false };
         }
-        let now = target.state(resource).await?;
-        let outcome = if now == resource.kind.stopped() {
+        let stopped = resource.kind.stopped_from(&previous);
+        let now = target.state(resource).await?.seen_as(&previous);
+        let outcome = if now == stopped {
             target.set(resource, &previous).await?;
             ResourceOutcome::Restored
         } else if now == previous {
             ResourceOutcome::Restored
         } else {
             ResourceOutcome::ChangedByHand(format!(
-                "now {now} (spendguard left {}): left as the operator set it",
-                resource.kind.stopped()
+                "now {now} (spendguard left {stopped}): left as the operator set it"
             ))
         };
         let done = Record {

@@ -20,6 +20,19 @@ pub trait ShutdownTarget: Send + Sync {
         policy: &PolicySet,
         scope: &Scope,
     ) -> Result<Vec<Resource>, ShutdownError>;
+    /// What [`Self::opted_in`] lists, with what it could not: a target that looks in several
+    /// places (AWS's regions) returns what it found where it could and an error for each place
+    /// it could not search, so a stop stops what was found and still fails on the rest.
+    async fn opted_in_partially(
+        &self,
+        policy: &PolicySet,
+        scope: &Scope,
+    ) -> (Vec<Resource>, Vec<ShutdownError>) {
+        match self.opted_in(policy, scope).await {
+            Ok(resources) => (resources, Vec::new()),
+            Err(e) => (Vec::new(), vec![e]),
+        }
+    }
     /// Whether its resources are part of stopping a scope's keys (a provider's own spend
     /// limit): stopped by every `disable_keys`, not only by a `shutdown`.
     fn stops_with_keys(&self) -> bool {

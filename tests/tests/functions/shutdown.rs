@@ -15,7 +15,7 @@ use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::PolicySet;
 use spendguard_domain::settings::{GcpProject, ShutdownPolicy};
 use spendguard_tests::aws;
-use spendguard_tests::cloud::{AWS_DENY_ALL, Cloud};
+use spendguard_tests::cloud::{AWS_DENY_ALL, Cloud, Group, in_region};
 use spendguard_tests::google::Google;
 use spendguard_tests::keyguard::KeyGuardWorld;
 use spendguard_tests::webhook::python;
@@ -41,8 +41,15 @@ async fn world(deny_roles: Vec<String>) -> KeyGuardWorld {
     let mut policy = PolicySet::default();
     policy.settings.shutdown = ShutdownPolicy {
         deny_roles,
-        gcp: Vec::new(),
+        ..ShutdownPolicy::default()
     };
+    KeyGuardWorld::new(policy).await
+}
+
+/// key-guard with `[shutdown] regions` set (the function's own region is us-east-1).
+async fn world_in(regions: &[&str]) -> KeyGuardWorld {
+    let mut policy = PolicySet::default();
+    policy.settings.shutdown.regions = regions.iter().map(|r| r.to_string()).collect();
     KeyGuardWorld::new(policy).await
 }
 
@@ -815,4 +822,229 @@ async fn a_role_stopped_by_the_inline_deny_of_an_earlier_version_is_restored() {
     );
     assert!(cloud.attached_policies(&ours).await.is_empty());
     assert!(cloud.attached_policies(&theirs).await.is_empty());
+}
+
+/// Finding #9: the tagging API is regional, and discovery asked only key-guard's own region,
+/// so resources tagged elsewhere were never found and the shutdown reported success. Every
+/// region of `[shutdown] regions` is searched, and each resource is changed (and read back) in
+/// the region of its ARN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_tagged_in_every_configured_region_are_stopped_and_restored() {
+    let sdk = aws::sdk().await;
+    let home = Cloud::new(&sdk).await;
+    let away = Cloud::new(&in_region(&sdk, "eu-west-1")).await;
+    let scope = format!("aws/{}", aws::unique("regions"));
+    let home_fn = home.function(Some(&scope), Some(4)).await;
+    let away_fn = away.function(Some(&scope), Some(7)).await;
+    let away_service = away.service(Some(&scope), 2).await;
+    let away_instance = away.instance(Some(&scope)).await;
+
+    // by default only key-guard's own region is searched
+    let w = world_in(&[]).await;
+    let plan = w
+        .handler
+        .handle(json!({"action": "shutdown", "scope": scope, "actor": "ops@example.com", "dry_run": true}))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes(&plan),
+        [(name(&home_fn), "would_stop".to_string())],
+        "{plan:#}"
+    );
+
+    let w = world_in(&["us-east-1", "eu-west-1"]).await;
+    let report = shutdown(&w, &scope, "alert-regions").await;
+    let mut stopped = vec![
+        (name(&home_fn), "stopped".to_string()),
+        (name(&away_fn), "stopped".into()),
+        (name(&away_service), "stopped".into()),
+        (away_instance.clone(), "stopped".into()),
+    ];
+    stopped.sort();
+    assert_eq!(outcomes(&report), stopped, "{report:#}");
+    assert_eq!(home.reserved(&home_fn).await, Some(0));
+    assert_eq!(away.reserved(&away_fn).await, Some(0));
+    assert_eq!(away.desired(&away_service).await, 0);
+    assert_eq!(away.instance_state(&away_instance).await, "stopped");
+    let again = shutdown(&w, &scope, "alert-regions").await;
+    assert!(
+        outcomes(&again).iter().all(|(_, o)| o == "already_stopped"),
+        "{again:#}"
+    );
+
+    let restored = restore(&w, &scope).await;
+    assert!(
+        outcomes(&restored).iter().all(|(_, o)| o == "restored") && outcomes(&restored).len() == 4,
+        "{restored:#}"
+    );
+    assert_eq!(home.reserved(&home_fn).await, Some(4));
+    assert_eq!(away.reserved(&away_fn).await, Some(7));
+    assert_eq!(away.desired(&away_service).await, 2);
+    assert_eq!(away.instance_state(&away_instance).await, "running");
+}
+
+/// A region that cannot be searched (here one moto does not know; in AWS a region not enabled
+/// for the account, or one an SCP denies) fails the shutdown, naming the region; what the
+/// other regions hold is stopped all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_that_cannot_be_searched_fails_the_shutdown_visibly() {
+    let sdk = aws::sdk().await;
+    let home = Cloud::new(&sdk).await;
+    let scope = format!("aws/{}", aws::unique("unsearched"));
+    let function = home.function(Some(&scope), Some(3)).await;
+    let w = world_in(&["us-east-1", "ap-unknown-1"]).await;
+    let err = w
+        .handler
+        .handle(shutdown_alert(&scope, "alert-unsearched"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("listing opted-in resources: region ap-unknown-1: "),
+        "{err}"
+    );
+    assert_eq!(home.reserved(&function).await, Some(0));
+    let switch = w
+        .store
+        .kill_switch(&Scope::parse(&scope).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(
+            switch.value.state,
+            spendguard_domain::records::SwitchState::Engaged { .. }
+        ),
+        "the switch stays engaged"
+    );
+}
+
+/// Finding #30: Application Auto Scaling undoes a desired count of 0 at its next scale-out.
+/// The service's scalable target is suspended (and its minimum lowered to 0) while the service
+/// is stopped, and restore puts back exactly what it had: a target partly suspended before
+/// stays so. A service with no scalable target has nothing more done to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ecs_service_s_scalable_target_is_suspended_and_put_back_exactly() {
+    let sdk = aws::sdk().await;
+    let cloud = Cloud::new(&sdk).await;
+    let scope = format!("aws/{}", aws::unique("scaled"));
+    let scaled = cloud.service(Some(&scope), 3).await;
+    cloud
+        .scalable_target(&scaled, 2, 10, [true, false, false])
+        .await;
+    let plain = cloud.service(Some(&scope), 1).await;
+    let untagged = cloud.service(None, 2).await;
+    cloud
+        .scalable_target(&untagged, 1, 5, [false, false, false])
+        .await;
+    let w = world(Vec::new()).await;
+
+    let report = shutdown(&w, &scope, "alert-scaled").await;
+    let mut stopped = vec![
+        (name(&scaled), "stopped".to_string()),
+        (name(&plain), "stopped".into()),
+    ];
+    stopped.sort();
+    assert_eq!(outcomes(&report), stopped, "{report:#}");
+    assert_eq!(cloud.desired(&scaled).await, 0);
+    assert_eq!(cloud.scalable(&scaled).await, (0, 10, [true, true, true]));
+    assert_eq!(
+        cloud.scalable(&untagged).await,
+        (1, 5, [false, false, false])
+    );
+    let again = shutdown(&w, &scope, "alert-scaled").await;
+    assert!(
+        outcomes(&again).iter().all(|(_, o)| o == "already_stopped"),
+        "{again:#}"
+    );
+
+    let restored = restore(&w, &scope).await;
+    assert_eq!(outcomes(&restored).len(), 2, "{restored:#}");
+    assert_eq!(cloud.desired(&scaled).await, 3);
+    assert_eq!(cloud.desired(&plain).await, 1);
+    assert_eq!(cloud.scalable(&scaled).await, (2, 10, [true, false, false]));
+    assert!(outcomes(&restore(&w, &scope).await).is_empty());
+}
+
+/// An Auto Scaling group replaces what is stopped under it: the group itself opts in, a
+/// shutdown suspends the processes that would launch or resize (Launch, AlarmNotification,
+/// ScheduledActions, AZRebalance, ReplaceUnhealthy) and sets its minimum and desired capacity
+/// to 0; restore puts back exactly the sizes and resumes only what it suspended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_scaling_group_is_held_at_zero_and_put_back_exactly() {
+    let sdk = aws::sdk().await;
+    let cloud = Cloud::new(&sdk).await;
+    let scope = format!("aws/{}", aws::unique("fleet"));
+    let group = cloud.group(Some(&scope), 1, 4, 2).await;
+    cloud.suspend(&group, &["AZRebalance", "HealthCheck"]).await;
+    let untagged = cloud.group(None, 1, 3, 1).await;
+    let w = world(Vec::new()).await;
+
+    let plan = w
+        .handler
+        .handle(json!({"action": "shutdown", "scope": scope, "actor": "ops@example.com", "dry_run": true}))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes(&plan),
+        [(group.clone(), "would_stop".to_string())],
+        "{plan:#}"
+    );
+    let report = shutdown(&w, &scope, "alert-fleet").await;
+    assert_eq!(
+        outcomes(&report),
+        [(group.clone(), "stopped".to_string())],
+        "{report:#}"
+    );
+    let processes = |names: &[&str]| {
+        let mut v: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        cloud.group_state(&group).await,
+        Group {
+            min: 0,
+            max: 4,
+            desired: 0,
+            suspended: processes(&[
+                "AZRebalance",
+                "AlarmNotification",
+                "HealthCheck",
+                "Launch",
+                "ReplaceUnhealthy",
+                "ScheduledActions"
+            ]),
+        }
+    );
+    let untouched = Group {
+        min: 1,
+        max: 3,
+        desired: 1,
+        suspended: Vec::new(),
+    };
+    assert_eq!(cloud.group_state(&untagged).await, untouched);
+    let again = shutdown(&w, &scope, "alert-fleet").await;
+    assert_eq!(
+        outcomes(&again),
+        [(group.clone(), "already_stopped".to_string())]
+    );
+
+    let restored = restore(&w, &scope).await;
+    assert_eq!(
+        outcomes(&restored),
+        [(group.clone(), "restored".to_string())],
+        "{restored:#}"
+    );
+    assert_eq!(
+        cloud.group_state(&group).await,
+        Group {
+            min: 1,
+            max: 4,
+            desired: 2,
+            suspended: processes(&["AZRebalance", "HealthCheck"]),
+        }
+    );
+    assert_eq!(cloud.group_state(&untagged).await, untouched);
+    assert!(outcomes(&restore(&w, &scope).await).is_empty());
 }

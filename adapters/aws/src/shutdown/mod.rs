@@ -1,16 +1,22 @@
 //! AWS behind [`ShutdownTarget`]: Lambda functions, ECS services and EC2 instances opt in by the
-//! `spendguard:shutdown` tag (found with one paginated Resource Groups Tagging API query); IAM
-//! roles are named in the budgets file and must carry the tag too. EC2 is called through its
-//! Query API, signed here with SigV4 (ADR 017), so key-guard does not link aws-sdk-ec2.
+//! `spendguard:shutdown` tag (found with the Resource Groups Tagging API), Auto Scaling groups
+//! by the same tag (found with their own API, which the tagging API does not cover), in every
+//! region of `[shutdown] regions`; IAM roles are named in the budgets file and must carry the
+//! tag too. Each resource is read and changed in the region of its ARN. EC2, Auto Scaling and
+//! Application Auto Scaling are called directly, signed here (ADRs 017 and 023).
 
-use std::time::SystemTime;
+mod scaling;
+mod signed;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
-use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_resourcegroupstagging::types::TagFilter;
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_smithy_runtime_api::client::identity::Identity;
+
+use signed::xml_text;
+pub use signed::{ApplicationAutoScaling, AutoScalingQuery, Ec2Query};
 
 use spendguard_app::flows::shutdown::DENY_POLICY_NAME;
 
@@ -25,7 +31,6 @@ use spendguard_domain::settings::PolicySet;
 /// [`DENY_POLICY_NAME`]): its restore deletes that policy only if its document is still this.
 const OLD_INLINE_DENY_ALL: &str =
     r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"*","Resource":"*"}]}"#;
-const EC2_API_VERSION: &str = "2016-11-15";
 
 /// spendguard's functions, by the suffix of their names (`<stack>-<function>`).
 const SPENDGUARD_FUNCTIONS: [&str; 5] = [
@@ -37,58 +42,56 @@ const SPENDGUARD_FUNCTIONS: [&str; 5] = [
 ];
 
 pub struct AwsShutdown {
-    pub tagging: aws_sdk_resourcegroupstagging::Client,
-    pub lambda: aws_sdk_lambda::Client,
-    pub ecs: aws_sdk_ecs::Client,
-    pub iam: aws_sdk_iam::Client,
-    pub ec2: Ec2Query,
+    sdk: SdkConfig,
+    http: reqwest::Client,
+    iam: aws_sdk_iam::Client,
     sts: aws_sdk_sts::Client,
+    /// The clients of each region, built on first use.
+    regions: Mutex<BTreeMap<String, Arc<Regional>>>,
     /// The names of spendguard's own functions, never stopped.
     own_functions: Vec<String>,
     /// The role key-guard runs as (looked up once), never denied.
     own_role: tokio::sync::OnceCell<Result<Option<String>, String>>,
 }
 
-impl AwsShutdown {
-    /// `own_function`: the name key-guard runs under (`AWS_LAMBDA_FUNCTION_NAME`); it and the
-    /// stack's other functions are protected from shutdowns.
-    pub fn new(sdk: &SdkConfig, own_function: Option<&str>) -> Self {
-        let own_functions = own_function
-            .and_then(|name| name.strip_suffix("key-guard"))
-            .map(|prefix| {
-                SPENDGUARD_FUNCTIONS
-                    .iter()
-                    .map(|f| format!("{prefix}{f}"))
-                    .collect()
-            })
-            .unwrap_or_else(|| own_function.map(str::to_string).into_iter().collect());
-        AwsShutdown {
+/// The clients of one region: everything but IAM (global) is regional.
+struct Regional {
+    tagging: aws_sdk_resourcegroupstagging::Client,
+    lambda: aws_sdk_lambda::Client,
+    ecs: aws_sdk_ecs::Client,
+    ec2: Ec2Query,
+    autoscaling: AutoScalingQuery,
+    scaling: ApplicationAutoScaling,
+}
+
+impl Regional {
+    fn new(sdk: &SdkConfig, http: &reqwest::Client) -> Self {
+        Regional {
             tagging: aws_sdk_resourcegroupstagging::Client::new(sdk),
             lambda: aws_sdk_lambda::Client::new(sdk),
             ecs: aws_sdk_ecs::Client::new(sdk),
-            iam: aws_sdk_iam::Client::new(sdk),
             ec2: Ec2Query {
                 sdk: sdk.clone(),
-                http: reqwest::Client::new(),
+                http: http.clone(),
             },
-            sts: aws_sdk_sts::Client::new(sdk),
-            own_functions,
-            own_role: tokio::sync::OnceCell::new(),
+            autoscaling: AutoScalingQuery {
+                sdk: sdk.clone(),
+                http: http.clone(),
+            },
+            scaling: ApplicationAutoScaling {
+                sdk: sdk.clone(),
+                http: http.clone(),
+            },
         }
     }
 
-    async fn own_role(&self) -> &Result<Option<String>, String> {
-        self.own_role
-            .get_or_init(|| async {
-                let identity = self
-                    .sts
-                    .get_caller_identity()
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("sts:GetCallerIdentity", e).0)?;
-                Ok(identity.arn().and_then(assumed_role).map(str::to_string))
-            })
-            .await
+    /// The region's tagged Lambda functions, ECS services and EC2 instances, and its tagged
+    /// Auto Scaling groups.
+    async fn opted_in(&self) -> Result<Vec<Resource>, ShutdownError> {
+        let (mut tagged, groups) =
+            tokio::try_join!(self.tagged(), scaling::tagged_groups(&self.autoscaling))?;
+        tagged.extend(groups);
+        Ok(tagged)
     }
 
     async fn tagged(&self) -> Result<Vec<Resource>, ShutdownError> {
@@ -138,6 +141,87 @@ impl AwsShutdown {
                 return Ok(found);
             }
         }
+    }
+}
+
+impl AwsShutdown {
+    /// `own_function`: the name key-guard runs under (`AWS_LAMBDA_FUNCTION_NAME`); it and the
+    /// stack's other functions are protected from shutdowns.
+    pub fn new(sdk: &SdkConfig, own_function: Option<&str>) -> Self {
+        let own_functions = own_function
+            .and_then(|name| name.strip_suffix("key-guard"))
+            .map(|prefix| {
+                SPENDGUARD_FUNCTIONS
+                    .iter()
+                    .map(|f| format!("{prefix}{f}"))
+                    .collect()
+            })
+            .unwrap_or_else(|| own_function.map(str::to_string).into_iter().collect());
+        AwsShutdown {
+            sdk: sdk.clone(),
+            http: reqwest::Client::new(),
+            iam: aws_sdk_iam::Client::new(sdk),
+            sts: aws_sdk_sts::Client::new(sdk),
+            regions: Mutex::new(BTreeMap::new()),
+            own_functions,
+            own_role: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The clients of `region` (the SDK's configuration otherwise: credentials, endpoint,
+    /// timeouts and retries).
+    fn regional(&self, region: &str) -> Arc<Regional> {
+        let mut regions = self.regions.lock().unwrap_or_else(PoisonError::into_inner);
+        regions
+            .entry(region.to_string())
+            .or_insert_with(|| {
+                let sdk = self
+                    .sdk
+                    .to_builder()
+                    .region(aws_config::Region::new(region.to_string()))
+                    .build();
+                Arc::new(Regional::new(&sdk, &self.http))
+            })
+            .clone()
+    }
+
+    /// The clients of the region in the resource's ARN.
+    fn region_of(&self, resource: &Resource) -> Result<Arc<Regional>, ShutdownError> {
+        match resource.id.split(':').nth(3).filter(|r| !r.is_empty()) {
+            Some(region) => Ok(self.regional(region)),
+            None => Err(ShutdownError(format!(
+                "{}: its ARN names no region",
+                resource.id
+            ))),
+        }
+    }
+
+    /// The regions searched: `[shutdown] regions`, or key-guard's own.
+    fn searched(&self, policy: &PolicySet) -> Result<Vec<String>, ShutdownError> {
+        let listed = &policy.settings.shutdown.regions;
+        if !listed.is_empty() {
+            return Ok(listed.clone());
+        }
+        match self.sdk.region() {
+            Some(own) => Ok(vec![own.to_string()]),
+            None => Err(ShutdownError(
+                "no AWS region is configured and [shutdown] regions names none".into(),
+            )),
+        }
+    }
+
+    async fn own_role(&self) -> &Result<Option<String>, String> {
+        self.own_role
+            .get_or_init(|| async {
+                let identity = self
+                    .sts
+                    .get_caller_identity()
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("sts:GetCallerIdentity", e).0)?;
+                Ok(identity.arn().and_then(assumed_role).map(str::to_string))
+            })
+            .await
     }
 
     async fn role(&self, name: &str) -> Result<Option<Resource>, ShutdownError> {
@@ -331,18 +415,56 @@ impl ShutdownTarget for AwsShutdown {
     async fn opted_in(
         &self,
         policy: &PolicySet,
-        _scope: &Scope,
+        scope: &Scope,
     ) -> Result<Vec<Resource>, ShutdownError> {
-        let mut found = self.tagged().await?;
-        for name in &policy.settings.shutdown.deny_roles {
-            match self.role(name).await? {
-                Some(role) => found.push(role),
-                None => {
-                    tracing::warn!(role = %name, "named in [shutdown] but not tagged {SHUTDOWN_TAG}: left alone")
-                }
+        match self.opted_in_partially(policy, scope).await {
+            (found, errors) if errors.is_empty() => Ok(found),
+            (_, errors) => Err(ShutdownError(
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )),
+        }
+    }
+
+    /// Every region is searched, at once; one that cannot be is an error naming it, and what
+    /// the others hold is returned all the same.
+    async fn opted_in_partially(
+        &self,
+        policy: &PolicySet,
+        _scope: &Scope,
+    ) -> (Vec<Resource>, Vec<ShutdownError>) {
+        let regions = match self.searched(policy) {
+            Ok(r) => r,
+            Err(e) => return (Vec::new(), vec![e]),
+        };
+        let answers = futures::future::join_all(regions.iter().map(|region| async move {
+            self.regional(region)
+                .opted_in()
+                .await
+                .map_err(|ShutdownError(e)| ShutdownError(format!("region {region}: {e}")))
+        }))
+        .await;
+        let mut found = Vec::new();
+        let mut errors = Vec::new();
+        for answer in answers {
+            match answer {
+                Ok(resources) => found.extend(resources),
+                Err(e) => errors.push(e),
             }
         }
-        Ok(found)
+        for name in &policy.settings.shutdown.deny_roles {
+            match self.role(name).await {
+                Ok(Some(role)) => found.push(role),
+                Ok(None) => {
+                    tracing::warn!(role = %name, "named in [shutdown] but not tagged {SHUTDOWN_TAG}: left alone")
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        (found, errors)
     }
 
     async fn protected(&self, resource: &Resource) -> Option<String> {
@@ -366,9 +488,15 @@ impl ShutdownTarget for AwsShutdown {
 
     async fn state(&self, resource: &Resource) -> Result<ResourceState, ShutdownError> {
         let id = resource.id.as_str();
+        if resource.kind == ResourceKind::IamRole {
+            return Ok(ResourceState::DenyAll {
+                attached: self.deny_all_attached(id).await?,
+            });
+        }
+        let regional = self.region_of(resource)?;
         match resource.kind {
             ResourceKind::LambdaFunction => {
-                let out = self
+                let out = regional
                     .lambda
                     .get_function_concurrency()
                     .function_name(id)
@@ -380,23 +508,29 @@ impl ShutdownTarget for AwsShutdown {
                 })
             }
             ResourceKind::EcsService => {
-                let out = self
-                    .ecs
-                    .describe_services()
-                    .cluster(ecs_cluster(id)?)
-                    .services(id)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("ecs:DescribeServices", e))?;
+                let service = async {
+                    regional
+                        .ecs
+                        .describe_services()
+                        .cluster(ecs_cluster(id)?)
+                        .services(id)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("ecs:DescribeServices", e))
+                };
+                let (out, scaling) =
+                    tokio::try_join!(service, scaling::service_scaling(&regional.scaling, id))?;
                 let service = out.services().first().ok_or_else(|| {
                     ShutdownError(format!("ecs:DescribeServices: {id} not found"))
                 })?;
                 Ok(ResourceState::DesiredCount {
                     count: service.desired_count(),
+                    scaling,
                 })
             }
+            ResourceKind::AutoScalingGroup => scaling::group_state(&regional.autoscaling, id).await,
             ResourceKind::Ec2Instance => {
-                let body = self
+                let body = regional
                     .ec2
                     .call("DescribeInstances", &[("InstanceId.1", last_segment(id))])
                     .await?;
@@ -407,9 +541,6 @@ impl ShutdownTarget for AwsShutdown {
                     running: matches!(state, "running" | "pending"),
                 })
             }
-            ResourceKind::IamRole => Ok(ResourceState::DenyAll {
-                attached: self.deny_all_attached(id).await?,
-            }),
             other => Err(ShutdownError(format!("{other:?} is not an AWS resource"))),
         }
     }
@@ -418,7 +549,8 @@ impl ShutdownTarget for AwsShutdown {
         let id = resource.id.as_str();
         match (resource.kind, to) {
             (ResourceKind::LambdaFunction, ResourceState::Concurrency { reserved: Some(n) }) => {
-                self.lambda
+                self.region_of(resource)?
+                    .lambda
                     .put_function_concurrency()
                     .function_name(id)
                     .reserved_concurrent_executions(*n)
@@ -427,22 +559,45 @@ impl ShutdownTarget for AwsShutdown {
                     .map_err(|e| sdk_error("lambda:PutFunctionConcurrency", e))?;
             }
             (ResourceKind::LambdaFunction, ResourceState::Concurrency { reserved: None }) => {
-                self.lambda
+                self.region_of(resource)?
+                    .lambda
                     .delete_function_concurrency()
                     .function_name(id)
                     .send()
                     .await
                     .map_err(|e| sdk_error("lambda:DeleteFunctionConcurrency", e))?;
             }
-            (ResourceKind::EcsService, ResourceState::DesiredCount { count }) => {
-                self.ecs
-                    .update_service()
-                    .cluster(ecs_cluster(id)?)
-                    .service(id)
-                    .desired_count(*count)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("ecs:UpdateService", e))?;
+            (ResourceKind::EcsService, ResourceState::DesiredCount { count, scaling }) => {
+                let regional = self.region_of(resource)?;
+                let update_count = async {
+                    regional
+                        .ecs
+                        .update_service()
+                        .cluster(ecs_cluster(id)?)
+                        .service(id)
+                        .desired_count(*count)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("ecs:UpdateService", e))
+                };
+                match scaling {
+                    None => {
+                        update_count.await?;
+                    }
+                    // a stop suspends the scaling before it sets 0; a restore sets the count
+                    // before the scaling may act on it again
+                    Some(s) if *count == 0 => {
+                        scaling::set_service_scaling(&regional.scaling, id, s).await?;
+                        update_count.await?;
+                    }
+                    Some(s) => {
+                        update_count.await?;
+                        scaling::set_service_scaling(&regional.scaling, id, s).await?;
+                    }
+                }
+            }
+            (ResourceKind::AutoScalingGroup, state @ ResourceState::Group { .. }) => {
+                scaling::set_group(&self.region_of(resource)?.autoscaling, id, state).await?;
             }
             (ResourceKind::Ec2Instance, ResourceState::Instance { running }) => {
                 let action = if *running {
@@ -450,7 +605,8 @@ impl ShutdownTarget for AwsShutdown {
                 } else {
                     "StopInstances"
                 };
-                self.ec2
+                self.region_of(resource)?
+                    .ec2
                     .call(action, &[("InstanceId.1", last_segment(id))])
                     .await?;
             }
@@ -491,103 +647,6 @@ impl ShutdownTarget for AwsShutdown {
         }
         Ok(())
     }
-}
-
-/// The EC2 Query API (form-encoded POST, XML answer), signed with the SDK's own credentials.
-pub struct Ec2Query {
-    pub sdk: SdkConfig,
-    pub http: reqwest::Client,
-}
-
-impl Ec2Query {
-    fn endpoint(&self) -> Result<(String, String), ShutdownError> {
-        let region = self
-            .sdk
-            .region()
-            .map(|r| r.to_string())
-            .ok_or_else(|| ShutdownError("ec2: no AWS region is configured".into()))?;
-        let url = match self.sdk.endpoint_url() {
-            Some(url) => format!("{}/", url.trim_end_matches('/')),
-            None => format!("https://ec2.{region}.amazonaws.com/"),
-        };
-        Ok((url, region))
-    }
-
-    /// Calls one EC2 action; the answer's XML on success, its code and message otherwise.
-    pub async fn call(
-        &self,
-        action: &str,
-        params: &[(&str, &str)],
-    ) -> Result<String, ShutdownError> {
-        let fail = |m: String| ShutdownError(format!("ec2:{action}: {m}"));
-        let (url, region) = self.endpoint()?;
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("Action", action)
-            .append_pair("Version", EC2_API_VERSION)
-            .extend_pairs(params)
-            .finish();
-        let credentials = self
-            .sdk
-            .credentials_provider()
-            .ok_or_else(|| fail("no AWS credentials are configured".into()))?
-            .provide_credentials()
-            .await
-            .map_err(|e| fail(format!("credentials: {e}")))?;
-        let identity: Identity = credentials.into();
-        let content_type = "application/x-www-form-urlencoded; charset=utf-8";
-        let signing = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&region)
-            .name("ec2")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| fail(format!("signing: {e}")))?
-            .into();
-        let signable = SignableRequest::new(
-            "POST",
-            url.as_str(),
-            [("content-type", content_type)].into_iter(),
-            SignableBody::Bytes(body.as_bytes()),
-        )
-        .map_err(|e| fail(format!("signing: {e}")))?;
-        let (instructions, _) = sign(signable, &signing)
-            .map_err(|e| fail(format!("signing: {e}")))?
-            .into_parts();
-        let mut request = self
-            .http
-            .post(&url)
-            .header("content-type", content_type)
-            .body(body);
-        for (name, value) in instructions.headers() {
-            request = request.header(name, value);
-        }
-        let response = request
-            .timeout(std::time::Duration::from_secs(20))
-            .send()
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| fail(e.to_string()))?;
-        if status.is_success() {
-            return Ok(text);
-        }
-        let code = xml_text(&text, "Error", "Code").unwrap_or("unknown");
-        let message = xml_text(&text, "Error", "Message").unwrap_or("");
-        Err(fail(format!("HTTP {status}: {code}: {message}")))
-    }
-}
-
-/// The text of the first `<field>` inside the first `<parent>`: enough for the two answers
-/// read here (an instance's state, an error's code and message), which carry no nesting of
-/// the same names before them.
-fn xml_text<'a>(xml: &'a str, parent: &str, field: &str) -> Option<&'a str> {
-    let start = xml.find(&format!("<{parent}>"))?;
-    let rest = &xml[start..];
-    let open = format!("<{field}>");
-    let from = rest.find(&open)? + open.len();
-    let to = rest[from..].find(&format!("</{field}>"))? + from;
-    Some(rest[from..to].trim())
 }
 
 #[cfg(test)]
