@@ -189,6 +189,7 @@ pub async fn run(args: CheckArgs) -> Result<(), Failure> {
             only: args.budget_id.iter().cloned().collect(),
             actor: "cli".into(),
             skip_unconfigured_sources: true,
+            audit_only_when_acted: false,
         })
         .await
         .map_err(|e| Failure::Run(e.to_string()))?;

@@ -176,6 +176,11 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
+/// How long the deployed store keeps an audit entry (DynamoDB's TTL): thirteen months and a
+/// margin, so a year is always comparable; export it (point-in-time recovery, a backup) to keep
+/// it longer. The embedded store keeps every entry.
+pub const AUDIT_RETENTION: Duration = Duration::days(400);
+
 impl AuditEntry {
     /// The key both stores order the audit log by: time to the microsecond, then the id.
     pub fn sort_key(&self) -> String {

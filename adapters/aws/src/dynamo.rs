@@ -17,7 +17,7 @@
 //! | key action lease and claims | `KEYACTION#<key id>` | `lease`, `rotate#<incident>` |
 //! | index of switches not open | `KILL_INDEX` | `<scope>` |
 //! | kill switch | `KILL#<scope>` | `STATE` |
-//! | audit entry | `AUDIT#<yyyy-mm>` | `<timestamp>#<id>` |
+//! | audit entry (expires after `AUDIT_RETENTION`) | `AUDIT#<yyyy-mm>` | `<timestamp>#<id>` |
 //! | marker | `MSG#<namespace>#<id>` | `-` |
 //! | cache | `CACHE#<key>` | `-` |
 
@@ -49,8 +49,8 @@ use spendguard_domain::budget::Budget;
 use spendguard_domain::keys::{KeyRecord, KeyStatus};
 use spendguard_domain::period::YearMonth;
 use spendguard_domain::records::{
-    Acknowledgement, AuditEntry, Claim, ClaimOutcome, ClaimSpace, KillSwitch, Observation,
-    OpenAlert, SwitchState, Versioned,
+    AUDIT_RETENTION, Acknowledgement, AuditEntry, Claim, ClaimOutcome, ClaimSpace, KillSwitch,
+    Observation, OpenAlert, SwitchState, Versioned,
 };
 use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::{PolicySet, Settings};
@@ -138,6 +138,11 @@ fn audit_item(entry: &AuditEntry) -> StoreResult<HashMap<String, AttributeValue>
         entry.sort_key(),
     );
     item.insert("doc".into(), s(to_doc(entry)?));
+    // the table must not grow without bound (review finding #24)
+    item.insert(
+        TTL_ATTRIBUTE.into(),
+        n((entry.at + AUDIT_RETENTION).timestamp()),
+    );
     Ok(item)
 }
 

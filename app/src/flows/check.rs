@@ -50,6 +50,9 @@ pub struct CheckOptions {
     /// A source no budget can be read from here is a note (`spendguard check` reads only the
     /// sources it is given), not a window that cannot be evaluated (a deployment).
     pub skip_unconfigured_sources: bool,
+    /// Record the run in the audit log only when it published, failed or found a window it
+    /// cannot evaluate: the webhook evaluates on every request it takes.
+    pub audit_only_when_acted: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +163,14 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
+    /// Whether the run published anything, or failed, or found a window it cannot evaluate.
+    pub fn acted(&self) -> bool {
+        let a = &self.alerts;
+        a.published + a.recoveries + a.escalations + a.ramps_advanced + a.failed > 0
+            || !self.failures.is_empty()
+            || !self.unevaluable.is_empty()
+    }
+
     pub fn windows_over_a_tier(&self) -> usize {
         self.budgets
             .iter()
@@ -408,6 +419,8 @@ impl Checker {
     ) -> Result<(), CheckError> {
         if !options.dry_run {
             self.store.put_observations(observations).await?;
+        }
+        if !options.dry_run && (report.acted() || !options.audit_only_when_acted) {
             self.store
                 .append_audit(&AuditEntry {
                     id: report.run_id.clone(),

@@ -79,6 +79,7 @@ pub fn options_for(event: &Value) -> Result<CheckOptions, HandlerError> {
         only: manual.budget_id.into_iter().collect(),
         actor: "manual".into(),
         skip_unconfigured_sources: false,
+        audit_only_when_acted: false,
     })
 }
 

@@ -86,6 +86,7 @@ pub async fn webhook_with(
             verifier: SnsVerifier::new(config.sns_topic_arns.clone(), certificates)
                 .with_min_version(config.sns_signature_version),
             confirmer: Box::new(SnsApiConfirmer(aws_sdk_sns::Client::new(sdk))),
+            verify_trigger_signatures: true,
         }),
         clock: backends.clock,
     })

@@ -60,6 +60,9 @@ impl SubscriptionConfirmer for SnsApiConfirmer {
 pub struct SnsIntake {
     pub verifier: SnsVerifier,
     pub confirmer: Box<dyn SubscriptionConfirmer>,
+    /// Whether a trigger's records are verified like HTTP deliveries: always when deployed;
+    /// off only for the CLI's local invocations of recorded events, which no one else reaches.
+    pub verify_trigger_signatures: bool,
 }
 
 pub struct Webhook {
@@ -143,6 +146,8 @@ impl Webhook {
             only: budgets,
             actor: actor.into(),
             skip_unconfigured_sources: false,
+            // one evaluation per request: the audit keeps those that did something (finding #24)
+            audit_only_when_acted: true,
         };
         match self.checker.check_only(policy, &options).await {
             Ok(report) => {

@@ -1606,3 +1606,137 @@ async fn the_webhook_writes_only_items_its_role_may_write() {
         );
     }
 }
+
+/// A Lambda SNS record as Lambda delivers `message` (an HTTP-format SNS message).
+fn lambda_sns_event(message: &Value) -> Value {
+    let mut sns = message.clone();
+    let object = sns.as_object_mut().unwrap();
+    if let Some(url) = object.remove("SigningCertURL") {
+        object.insert("SigningCertUrl".into(), url);
+    }
+    object.entry("Subject").or_insert(Value::Null);
+    object.insert("MessageAttributes".into(), json!({}));
+    json!({"Records": [{
+        "EventSource": "aws:sns", "EventVersion": "1.0",
+        "EventSubscriptionArn": format!("{}:1f1e", message["TopicArn"].as_str().unwrap()),
+        "Sns": sns
+    }]})
+}
+
+/// Finding #20: whoever may invoke the webhook could hand it an SNS-shaped record from the
+/// allowed topic. The record's own signature is verified, as on the HTTP route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sns_trigger_record_is_verified_like_an_http_delivery() {
+    let name = aws_name();
+    let w = WebhookWorld::new(policy(&name)).await;
+    create_aws_budget(&w, &name, "912.40").await;
+    let text = BUDGETS_TEXT.replace("monthly-total", &name);
+    let genuine = sns_signed(
+        &w,
+        sns_notification(&w.budgets_topic, &text),
+        "1",
+        &cert_url(),
+    );
+    let before = w.items().await;
+
+    let mut forged = genuine.clone();
+    forged["Message"] = json!(text.replace("$912.40", "$99,912.40"));
+    let mut unsigned = lambda_sns_event(&genuine);
+    unsigned["Records"][0]["Sns"]["Signature"] = json!("");
+    let mut foreign_certificate = genuine.clone();
+    foreign_certificate["SigningCertURL"] =
+        json!("https://attacker.example/SimpleNotificationService-1.pem");
+    for (case, event) in [
+        ("a changed message", lambda_sns_event(&forged)),
+        ("no signature", unsigned),
+        (
+            "a certificate off SNS",
+            lambda_sns_event(&foreign_certificate),
+        ),
+    ] {
+        let refused = budget_webhook::event::handle(&w.webhook, event).await;
+        let error = refused.expect_err(case);
+        assert!(
+            error.to_string().contains("not verified"),
+            "{case}: {error}"
+        );
+    }
+    assert_eq!(w.items().await, before, "a refused record writes nothing");
+    assert!(w.probe.drain().await.is_empty());
+
+    let taken = budget_webhook::event::handle(&w.webhook, lambda_sns_event(&genuine))
+        .await
+        .expect("a genuine record is taken");
+    assert_eq!(taken["records"][0]["observations"], 1, "{taken}");
+    assert_eq!(
+        reported(&w, "aws-main").await[0].actual.amount,
+        Decimal::new(91240, 2)
+    );
+}
+
+/// Finding #24: every `/usage` request used to add an audit entry, kept forever. The webhook's
+/// evaluations are audited when they publish (or fail), and every audit entry expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_audits_only_evaluations_that_acted_and_audit_entries_expire() {
+    let w = WebhookWorld::new(policy(&aws_name())).await;
+    let audits = |items: Vec<(String, String)>| {
+        items
+            .into_iter()
+            .filter(|(pk, _)| pk.starts_with("AUDIT#"))
+            .count()
+    };
+    let before = audits(w.items().await);
+    for (i, cost) in ["10.00", "15.00", "20.00"].iter().enumerate() {
+        let body = usage_body(&[usage_record(&format!("quiet-{i}"), cost)]);
+        let response = w
+            .send(signed_usage(
+                &body,
+                &format!("quiet-{i}"),
+                Utc::now().timestamp(),
+            ))
+            .await;
+        assert_eq!(response.status, 200, "{}", response.body);
+        assert_eq!(response.body["alerts_published"], 0, "{}", response.body);
+    }
+    assert_eq!(
+        audits(w.items().await),
+        before,
+        "quiet evaluations add no entry"
+    );
+
+    let crossing = usage_body(&[usage_record("loud", "40.00")]);
+    let response = w
+        .send(signed_usage(&crossing, "loud", Utc::now().timestamp()))
+        .await;
+    assert_eq!(response.body["alerts_published"], 1, "{}", response.body);
+    assert_eq!(
+        audits(w.items().await),
+        before + 1,
+        "the one that published"
+    );
+
+    let dynamodb = aws_sdk_dynamodb::Client::new(&w.sdk);
+    let page = dynamodb
+        .scan()
+        .table_name(&w.table)
+        .filter_expression("begins_with(PK, :audit)")
+        .expression_attribute_values(
+            ":audit",
+            aws_sdk_dynamodb::types::AttributeValue::S("AUDIT#".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(!page.items().is_empty());
+    for item in page.items() {
+        let expires: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+        let entry: spendguard_domain::records::AuditEntry =
+            serde_json::from_str(item["doc"].as_s().unwrap()).unwrap();
+        assert_eq!(
+            expires,
+            (entry.at + spendguard_domain::records::AUDIT_RETENTION).timestamp(),
+            "{}",
+            entry.action
+        );
+    }
+}

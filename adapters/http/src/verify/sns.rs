@@ -40,7 +40,8 @@ pub struct SnsMessage {
     pub signature_version: String,
     #[serde(rename = "Signature")]
     pub signature: String,
-    #[serde(rename = "SigningCertURL")]
+    /// `SigningCertUrl` in a record Lambda delivers from an SNS trigger.
+    #[serde(rename = "SigningCertURL", alias = "SigningCertUrl")]
     pub signing_cert_url: String,
 }
 
@@ -66,7 +67,7 @@ pub enum SnsError {
     #[error("signature does not verify")]
     BadSignature,
     #[error(
-        "Timestamp `{0}` is not within the last hour: a replay, or a message too late to act on"
+        "Timestamp `{0}` is older than a delivery can be, or in the future: a replay, or a message too late to act on"
     )]
     Stale(String),
 }
@@ -351,13 +352,23 @@ impl SnsVerifier {
         Ok(key)
     }
 
-    /// Verifies topic, certificate URL and signature, in that order (cheap checks first, and
-    /// no request is made for a message from a topic we do not accept).
+    /// Verifies topic, age, certificate URL and signature, in that order (cheap checks first,
+    /// and no request is made for a message from a topic we do not accept).
     pub async fn verify(&self, m: &SnsMessage, now: DateTime<Utc>) -> Result<(), SnsError> {
+        self.verify_within(m, now, MAX_AGE).await
+    }
+
+    /// [`Self::verify`], taking messages up to `max_age` old.
+    pub async fn verify_within(
+        &self,
+        m: &SnsMessage,
+        now: DateTime<Utc>,
+        max_age: Duration,
+    ) -> Result<(), SnsError> {
         self.topic_allowed(&m.topic_arn)?;
         let sent = DateTime::parse_from_rfc3339(&m.timestamp)
             .map_err(|_| SnsError::Stale(m.timestamp.chars().take(40).collect()))?;
-        if now - sent.with_timezone(&Utc) > MAX_AGE || sent.with_timezone(&Utc) - now > MAX_SKEW {
+        if now - sent.with_timezone(&Utc) > max_age || sent.with_timezone(&Utc) - now > MAX_SKEW {
             return Err(SnsError::Stale(m.timestamp.chars().take(40).collect()));
         }
         let url = check_certificate_url(&m.signing_cert_url, &m.topic_arn)?;
