@@ -107,6 +107,29 @@ class Evaluated:
         expected.append("ImplicitlyDenied")
         self.assertDecisions(requests, expected)
 
+    def test_key_guard_holds_only_tagged_scaling_at_zero_in_any_region(self):
+        # finding #30: scalable targets and Auto Scaling groups, each only when tagged, in
+        # every region [shutdown] regions may name (finding #9)
+        kg = self.d.role_of("key-guard")
+        requests, expected = [], []
+        for region in (REGION, "eu-west-1"):
+            target = f"arn:aws:application-autoscaling:{region}:{ACCOUNT}:scalable-target/0ec1a2b3c4d5e6f7"
+            group = (f"arn:aws:autoscaling:{region}:{ACCOUNT}:autoScalingGroup:"
+                     "8a1b2c3d-0000-4000-8000-000000000001:autoScalingGroupName/batch")
+            for action, resource in [
+                ("application-autoscaling:RegisterScalableTarget", target),
+                ("autoscaling:SuspendProcesses", group),
+                ("autoscaling:ResumeProcesses", group),
+                ("autoscaling:UpdateAutoScalingGroup", group),
+            ]:
+                for context, decision in [(TAGGED, "Allowed"), ({}, "ImplicitlyDenied")]:
+                    requests.append(Request(kg, action, resource, context))
+                    expected.append(decision)
+        other = f"arn:aws:application-autoscaling:{REGION}:444455556666:scalable-target/0ec1a2b3c4d5e6f7"
+        requests.append(Request(kg, "application-autoscaling:RegisterScalableTarget", other, TAGGED))
+        expected.append("ImplicitlyDenied")
+        self.assertDecisions(requests, expected)
+
     def test_key_guard_cannot_grant_a_role_or_policy_anything(self):
         kg = self.d.role_of("key-guard")
         actions = ["iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion",

@@ -514,7 +514,7 @@ def terraform_alerts_topic_policy(texts):
 # ---------------------------------------------------------------- the shutdown's IAM statements
 
 # key-guard's statements that change opted-in resources (docs/shutdown.md, findings #8, #10)
-SHUTDOWN_SIDS = ("ShutdownOptedIn", "ShutdownDenyRoles")
+SHUTDOWN_SIDS = ("ShutdownOptedIn", "ShutdownDenyRoles", "SuspendScaling")
 DENY_ALL = "arn:${partition}:iam::aws:policy/AWSDenyAll"
 
 

@@ -35,11 +35,12 @@ locals {
       RotateThroughSelf     = ["lambda:InvokeFunction"]
       PublishAlerts         = ["sns:Publish"]
       GcpShutdownCredential = ["secretsmanager:GetSecretValue"]
-      FindOptedIn           = ["tag:GetResources", "ec2:DescribeInstances"]
+      FindOptedIn           = ["tag:GetResources", "ec2:DescribeInstances", "autoscaling:DescribeAutoScalingGroups", "application-autoscaling:DescribeScalableTargets"]
       ReadDenyRoles         = ["iam:GetRole"]
       AlertSigningKey       = ["secretsmanager:GetSecretValue"]
-      ShutdownOptedIn       = ["lambda:GetFunctionConcurrency", "lambda:PutFunctionConcurrency", "lambda:DeleteFunctionConcurrency", "ecs:DescribeServices", "ecs:UpdateService", "ec2:StopInstances", "ec2:StartInstances", "iam:ListAttachedRolePolicies", "iam:GetRolePolicy"]
+      ShutdownOptedIn       = ["lambda:GetFunctionConcurrency", "lambda:PutFunctionConcurrency", "lambda:DeleteFunctionConcurrency", "ecs:DescribeServices", "ecs:UpdateService", "ec2:StopInstances", "ec2:StartInstances", "iam:ListAttachedRolePolicies", "iam:GetRolePolicy", "autoscaling:SuspendProcesses", "autoscaling:ResumeProcesses", "autoscaling:UpdateAutoScalingGroup"]
       ShutdownDenyRoles     = ["iam:AttachRolePolicy", "iam:DetachRolePolicy"]
+      SuspendScaling        = ["application-autoscaling:RegisterScalableTarget"]
     }
     "budget-webhook" = {
       ReadState                  = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"]
@@ -89,6 +90,7 @@ locals {
     ReadDenyRoles         = ["arn:${local.partition}:iam::${local.account}:role/*"]
     ShutdownOptedIn       = ["*"]
     ShutdownDenyRoles     = ["arn:${local.partition}:iam::${local.account}:role/*"]
+    SuspendScaling        = ["arn:${local.partition}:application-autoscaling:*:${local.account}:scalable-target/*"]
   }
 
   # Statements allowed only under a condition.
@@ -105,6 +107,9 @@ locals {
       Null                      = { "dynamodb:LeadingKeys" = "false" }
     }
     ShutdownOptedIn = { Null = { "aws:ResourceTag/spendguard:shutdown" = "false" } }
+    # an ECS service's scalable target is held at zero with it (finding #30): the target must
+    # carry the tag too, or key-guard could re-size any target in the account
+    SuspendScaling = { Null = { "aws:ResourceTag/spendguard:shutdown" = "false" } }
     ShutdownDenyRoles = {
       ArnEquals = { "iam:PolicyARN" = "arn:${local.partition}:iam::aws:policy/AWSDenyAll" }
       Null      = { "aws:ResourceTag/spendguard:shutdown" = "false" }
