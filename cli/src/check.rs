@@ -161,7 +161,7 @@ pub async fn run(args: CheckArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::Run(e.to_string()))?;
     if let (Some(records), Some(path)) = (&records, &args.usage) {
         // markers record when a record was seen: the wall clock, whatever --now says
-        let outcome = ingest_usage(store.as_ref(), &policy.budgets, records, Utc::now())
+        let outcome = ingest_usage(store.as_ref(), &policy.budgets, records, None, Utc::now())
             .await
             .map_err(|e| Failure::Run(e.to_string()))?;
         eprintln!(

@@ -48,6 +48,17 @@ struct RawSender {
     scopes: Vec<String>,
 }
 
+/// The id a record is remembered by (idempotency marker): a sender's record ids are its own,
+/// so one sender cannot use up another's and have its usage dropped as duplicates. Sender ids
+/// are `[A-Za-z0-9_-]` and record ids printable, so the unit separator (0x1F) between them is
+/// unambiguous; records under the shared secrets keep their ids as they are.
+pub fn usage_marker_id(sender: Option<&str>, record_id: &str) -> String {
+    match sender {
+        Some(sender) => format!("{sender}\u{1f}{record_id}"),
+        None => record_id.to_string(),
+    }
+}
+
 /// Why a request's sender is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SenderError {

@@ -1067,7 +1067,7 @@ impl World {
                     tag,
                     Box::pin(async move {
                         // the webhook counts it, then evaluates (as budget-check does)
-                        ingest_usage(checker.store.as_ref(), &budgets, &[record], now)
+                        ingest_usage(checker.store.as_ref(), &budgets, &[record], None, now)
                             .await
                             .map_err(|e| e.to_string())?;
                         checker

@@ -130,7 +130,7 @@ async fn budgets_table(sdk: &SdkConfig) -> (String, String) {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let sqlite = SqliteStore::open(&dir.path().join("state.db")).expect("sqlite");
     sqlite.put_policy(&policy).await.expect("put policy");
-    ingest_usage(&sqlite, &policy.budgets, &records, Utc::now())
+    ingest_usage(&sqlite, &policy.budgets, &records, None, Utc::now())
         .await
         .expect("ingest");
     let months = records

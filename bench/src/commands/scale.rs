@@ -93,7 +93,7 @@ async fn check_once(n: usize, backend: &str) {
         })
         .collect();
     for chunk in records.chunks(1000) {
-        ingest_usage(&sqlite, &policy.budgets, chunk, Utc::now())
+        ingest_usage(&sqlite, &policy.budgets, chunk, None, Utc::now())
             .await
             .unwrap();
     }

@@ -251,7 +251,14 @@ impl Webhook {
                 Some(&format!("records[{i}].scope")),
             );
         }
-        let outcome = match ingest_usage(self.store.as_ref(), &policy.budgets, &records, now).await
+        let outcome = match ingest_usage(
+            self.store.as_ref(),
+            &policy.budgets,
+            &records,
+            sender.as_ref().map(|s| s.id.as_str()),
+            now,
+        )
+        .await
         {
             Ok(o) => o,
             Err(e) => return internal(e),

@@ -140,7 +140,7 @@ async fn fifty_concurrent_runs_publish_each_crossing_once() {
         record("u2", "openai/prod/key-2", 2500, now),
     ];
     let policy = w.store.load_policy().await.unwrap();
-    ingest_usage(&w.store, &policy.budgets, &records, now)
+    ingest_usage(&w.store, &policy.budgets, &records, None, now)
         .await
         .unwrap();
 
@@ -236,7 +236,7 @@ async fn a_later_run_reads_raised_claims_in_one_batch_and_rewrites_none() {
         })
         .collect();
     let policy = w.store.load_policy().await.unwrap();
-    ingest_usage(&w.store, &policy.budgets, &records, now)
+    ingest_usage(&w.store, &policy.budgets, &records, None, now)
         .await
         .unwrap();
     let proxy = FaultProxy::start(Vec::new()).await;
@@ -271,6 +271,7 @@ async fn dry_run_reports_and_changes_nothing() {
         &w.store,
         &w.store.load_policy().await.unwrap().budgets,
         &[record("d1", "openai/prod", 12000, now)],
+        None,
         now,
     )
     .await
@@ -345,6 +346,7 @@ async fn a_failed_publish_releases_the_claim_and_the_next_run_publishes() {
         &w.store,
         &w.store.load_policy().await.unwrap().budgets,
         &[record("p1", "openai/prod", 6000, now)],
+        None,
         now,
     )
     .await
@@ -389,6 +391,7 @@ async fn alerts_re_arm_in_the_next_period() {
         store.as_ref(),
         &budgets,
         &[record("nov", "openai/prod", 6000, clock_now(&clock))],
+        None,
         Utc::now(),
     )
     .await
@@ -406,6 +409,7 @@ async fn alerts_re_arm_in_the_next_period() {
         store.as_ref(),
         &budgets,
         &[record("dec", "openai/prod", 5000, clock_now(&clock))],
+        None,
         Utc::now(),
     )
     .await
@@ -519,6 +523,7 @@ async fn an_unreadable_counter_fails_only_its_windows_loudly_and_once_per_period
             record("a1", "app/a/k", 100, now),
             record("b1", "app/b/k", 6000, now),
         ],
+        None,
         now,
     )
     .await
@@ -595,6 +600,7 @@ async fn an_unevaluable_window_does_not_resolve_its_open_alerts() {
         &w.store,
         &policy.budgets,
         &[record("a1", "app/a/k", 8500, now)],
+        None,
         now,
     )
     .await

@@ -391,6 +391,7 @@ async fn pagerduty_gets_a_trigger_then_a_resolve_with_the_same_dedup_key() {
         &w.store,
         &budgets,
         &[record("pd-1", "openai/dev/k", 850, clock.now())],
+        None,
         Utc::now(),
     )
     .await
@@ -473,7 +474,7 @@ async fn an_unacknowledged_emergency_reaches_level_two_and_an_acknowledged_one_d
         record("a", "openai/a/k", 1200, clock.now()),
         record("b", "openai/b/k", 1200, clock.now()),
     ];
-    ingest_usage(&w.store, &policy.budgets, &usage, Utc::now())
+    ingest_usage(&w.store, &policy.budgets, &usage, None, Utc::now())
         .await
         .unwrap();
     let options = CheckOptions {

@@ -41,7 +41,9 @@ async fn table_with(
         .await
         .unwrap();
     if !records.is_empty() {
-        ingest_usage(&store, budgets, records, at).await.unwrap();
+        ingest_usage(&store, budgets, records, None, at)
+            .await
+            .unwrap();
     }
     (store, table)
 }
@@ -116,7 +118,7 @@ async fn usage_counts_stay_exact_through_throttling_errors_and_lost_answers() {
         sends.push(tokio::spawn(async move {
             // a sender retries a refused batch (the webhook answers 503 on a store error)
             for attempt in 0.. {
-                match ingest_usage(store.as_ref(), &budgets, &batch, now).await {
+                match ingest_usage(store.as_ref(), &budgets, &batch, None, now).await {
                     Ok(_) => return attempt,
                     Err(e) => assert!(e.is_retryable(), "{e}"),
                 }

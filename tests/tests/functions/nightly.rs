@@ -77,7 +77,7 @@ async fn seed_a_spike(store: &Store) -> NaiveDate {
 async fn ingest(store: &Store, records: Vec<UsageRecord>) {
     let budgets = store.load_policy().await.unwrap().budgets;
     for chunk in records.chunks(200) {
-        ingest_usage(store.as_ref(), &budgets, chunk, Utc::now())
+        ingest_usage(store.as_ref(), &budgets, chunk, None, Utc::now())
             .await
             .unwrap();
     }
@@ -631,6 +631,7 @@ async fn an_unreadable_counter_spoils_only_its_scope() {
             record("a1", "app/a/k", 100, noon(day)),
             record("b1", "app/b/k", 250, noon(day)),
         ],
+        None,
         noon(day),
     )
     .await

@@ -1740,3 +1740,58 @@ async fn the_webhook_audits_only_evaluations_that_acted_and_audit_entries_expire
         );
     }
 }
+
+/// A sender's record ids are its own: one sender cannot use up another's ids and so have that
+/// sender's usage dropped as "duplicates" (a blinding attack between senders).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_senders_record_ids_cannot_shadow_another_senders() {
+    const BILLING_SECRET: &str = "whsec_QmlsbGluZ1NlbmRlclNlY3JldEZvclRlc3Rz";
+    spendguard_tests::logs::secret_used(BILLING_SECRET);
+    let w = WebhookWorld::new(PolicySet::default()).await;
+    let senders = json!({"senders": [
+        {"id": "search", "secrets": [SEARCH_SECRET], "scopes": ["openai/search"]},
+        {"id": "billing", "secrets": [BILLING_SECRET], "scopes": ["anthropic/billing"]}
+    ]});
+    let config = budget_webhook::config::Config {
+        usage_secret_arn: aws::secret(&w.sdk, "senders", &senders.to_string()).await,
+        ..w.config.clone()
+    };
+    let clock = std::sync::Arc::new(spendguard_app::ports::clock::FixedClock::new(Utc::now()));
+    let webhook = webhook_at(&w, config, clock).await.unwrap();
+    let now = Utc::now().timestamp();
+    let send = |secret: &str, sender: &str, scope: &str| {
+        // the same record id ("shared-0") from both senders
+        let body = records_for(&[scope], "shared");
+        from_sender(signed_usage_with(secret, &body, "batch", now), sender)
+    };
+    // billing goes first with the id search is about to use
+    let first = webhook
+        .http(send(BILLING_SECRET, "billing", "anthropic/billing/k1"))
+        .await;
+    assert_eq!(first.body["accepted"], 1, "{}", first.body);
+    let second = webhook
+        .http(send(SEARCH_SECRET, "search", "openai/search/k1"))
+        .await;
+    assert_eq!(
+        (
+            second.body["accepted"].as_u64(),
+            second.body["duplicates"].as_u64()
+        ),
+        (Some(1), Some(0)),
+        "search's record counts: {}",
+        second.body
+    );
+    assert_eq!(
+        month_cost_now(&w.store, "openai/search").await,
+        Decimal::ONE
+    );
+    // each sender's own replay is still a duplicate
+    let replay = webhook
+        .http(send(SEARCH_SECRET, "search", "openai/search/k1"))
+        .await;
+    assert_eq!(replay.body["duplicates"], 1, "{}", replay.body);
+    assert_eq!(
+        month_cost_now(&w.store, "openai/search").await,
+        Decimal::ONE
+    );
+}
