@@ -112,6 +112,82 @@ impl ResourceState {
     /// The state read now, as comparable with `recorded`: an ECS service recorded without a
     /// scalable target (none was there, or a version before December 2026 recorded it) is
     /// compared, and put back, by its desired count alone — its target is not spendguard's.
+    /// Whether this state lies between `stopped` and `previous` part by part (each of its
+    /// parts is one or the other), without being either: what a stop or restore that failed
+    /// halfway leaves, which the next restore finishes. Single-part states never are.
+    pub fn partly_between(&self, stopped: &ResourceState, previous: &ResourceState) -> bool {
+        if self == stopped || self == previous {
+            return false;
+        }
+        let either = |now: i32, a: i32, b: i32| now == a || now == b;
+        match (self, stopped, previous) {
+            (
+                ResourceState::DesiredCount { count, scaling },
+                ResourceState::DesiredCount {
+                    count: c1,
+                    scaling: s1,
+                },
+                ResourceState::DesiredCount {
+                    count: c2,
+                    scaling: s2,
+                },
+            ) => {
+                let scaling = match (scaling, s1, s2) {
+                    (None, None, None) => true,
+                    (Some(n), Some(a), Some(b)) => {
+                        either(n.min_capacity, a.min_capacity, b.min_capacity)
+                            && [
+                                (
+                                    n.dynamic_in_suspended,
+                                    a.dynamic_in_suspended,
+                                    b.dynamic_in_suspended,
+                                ),
+                                (
+                                    n.dynamic_out_suspended,
+                                    a.dynamic_out_suspended,
+                                    b.dynamic_out_suspended,
+                                ),
+                                (
+                                    n.scheduled_suspended,
+                                    a.scheduled_suspended,
+                                    b.scheduled_suspended,
+                                ),
+                            ]
+                            .iter()
+                            .all(|(n, a, b)| n == a || n == b)
+                    }
+                    _ => false,
+                };
+                either(*count, *c1, *c2) && scaling
+            }
+            (
+                ResourceState::Group {
+                    min_size,
+                    desired_capacity,
+                    suspended,
+                },
+                ResourceState::Group {
+                    min_size: m1,
+                    desired_capacity: d1,
+                    suspended: p1,
+                },
+                ResourceState::Group {
+                    min_size: m2,
+                    desired_capacity: d2,
+                    suspended: p2,
+                },
+            ) => {
+                let has = |list: &[String], p: &str| list.iter().any(|s| s == p);
+                either(*min_size, *m1, *m2)
+                    && either(*desired_capacity, *d1, *d2)
+                    && GROUP_PROCESSES
+                        .iter()
+                        .all(|p| has(suspended, p) == has(p1, p) || has(suspended, p) == has(p2, p))
+            }
+            _ => false,
+        }
+    }
+
     pub fn seen_as(self, recorded: &ResourceState) -> ResourceState {
         match (self, recorded) {
             (
@@ -373,6 +449,45 @@ impl std::fmt::Display for ResourceState {
 mod tests {
     use super::*;
     use crate::keys::KeySpec;
+
+    #[test]
+    fn a_halfway_state_is_between_stopped_and_before_part_by_part_and_a_hand_change_is_not() {
+        let group = |min, desired, suspended: &[&str]| ResourceState::Group {
+            min_size: min,
+            desired_capacity: desired,
+            suspended: suspended.iter().map(|s| s.to_string()).collect(),
+        };
+        let before = group(1, 2, &["AZRebalance"]);
+        let stopped = ResourceKind::AutoScalingGroup.stopped_from(&before);
+        assert_eq!(stopped, group(0, 0, &GROUP_PROCESSES));
+        // resized, processes not yet resumed: halfway
+        assert!(group(1, 2, &GROUP_PROCESSES).partly_between(&stopped, &before));
+        assert!(group(0, 2, &["AZRebalance", "Launch"]).partly_between(&stopped, &before));
+        // either end is not "between"; a size or a resumed process nobody set is a hand change
+        assert!(!stopped.partly_between(&stopped, &before));
+        assert!(!before.partly_between(&stopped, &before));
+        assert!(!group(1, 5, &GROUP_PROCESSES).partly_between(&stopped, &before));
+        assert!(!group(1, 2, &[]).partly_between(&stopped, &before));
+
+        let scaling = |min, flags: [bool; 3]| Scaling {
+            min_capacity: min,
+            dynamic_in_suspended: flags[0],
+            dynamic_out_suspended: flags[1],
+            scheduled_suspended: flags[2],
+        };
+        let service = |count, s| ResourceState::DesiredCount {
+            count,
+            scaling: Some(s),
+        };
+        let before = service(3, scaling(2, [true, false, false]));
+        let stopped = ResourceKind::EcsService.stopped_from(&before);
+        assert!(service(3, Scaling::SUSPENDED).partly_between(&stopped, &before));
+        assert!(!service(4, Scaling::SUSPENDED).partly_between(&stopped, &before));
+        // the target's scale-in resumed by hand although it was suspended before: not ours
+        assert!(!service(3, scaling(2, [false, false, false])).partly_between(&stopped, &before));
+        let instance = ResourceState::Instance { running: true };
+        assert!(!instance.partly_between(&ResourceState::Instance { running: false }, &instance));
+    }
 
     fn openai_key(id: &str, project: &str, scope: &str) -> KeySpec {
         KeySpec {

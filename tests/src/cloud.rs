@@ -441,6 +441,22 @@ impl Cloud {
         name
     }
 
+    /// Sets a group's minimum and desired capacity (as an operator, or a half-done restore).
+    pub async fn resize(&self, group: &str, min: i32, desired: i32) {
+        let (min, desired) = (min.to_string(), desired.to_string());
+        self.autoscaling
+            .call(
+                "UpdateAutoScalingGroup",
+                &[
+                    ("AutoScalingGroupName", group),
+                    ("MinSize", min.as_str()),
+                    ("DesiredCapacity", desired.as_str()),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+
     pub async fn suspend(&self, group: &str, processes: &[&str]) {
         let names: Vec<String> = (1..=processes.len())
             .map(|i| format!("ScalingProcesses.member.{i}"))

@@ -567,7 +567,8 @@ impl Shutdown {
         }
         let stopped = resource.kind.stopped_from(&previous);
         let now = target.state(resource).await?.seen_as(&previous);
-        let outcome = if now == stopped {
+        // a state between the two is a stop or restore that failed halfway: finished here
+        let outcome = if now == stopped || now.partly_between(&stopped, &previous) {
             target.set(resource, &previous).await?;
             ResourceOutcome::Restored
         } else if now == previous {

@@ -1048,3 +1048,49 @@ async fn an_auto_scaling_group_is_held_at_zero_and_put_back_exactly() {
     assert_eq!(cloud.group_state(&untagged).await, untouched);
     assert!(outcomes(&restore(&w, &scope).await).is_empty());
 }
+
+/// A restore that stopped halfway (the count put back, then the scalable target's call failed;
+/// the group resized, then ResumeProcesses failed) is finished by the next restore: a state
+/// between "stopped" and "before", part by part, is spendguard's, not an operator's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_that_stopped_halfway_is_finished_by_the_next() {
+    let sdk = aws::sdk().await;
+    let cloud = Cloud::new(&sdk).await;
+    let scope = format!("aws/{}", aws::unique("halfway"));
+    let service = cloud.service(Some(&scope), 3).await;
+    cloud
+        .scalable_target(&service, 2, 10, [false, false, false])
+        .await;
+    let group = cloud.group(Some(&scope), 1, 4, 2).await;
+    let w = world(Vec::new()).await;
+    shutdown(&w, &scope, "alert-halfway").await;
+    assert_eq!(cloud.scalable(&service).await, (0, 10, [true, true, true]));
+
+    // what the first restore got done before its next call failed
+    cloud.set_desired(&service, 3).await;
+    cloud.resize(&group, 1, 2).await;
+
+    let restored = restore(&w, &scope).await;
+    let mut expected = vec![
+        (name(&service), "restored".to_string()),
+        (group.clone(), "restored".to_string()),
+    ];
+    expected.sort();
+    let mut got = outcomes(&restored);
+    got.sort();
+    assert_eq!(got, expected, "{restored:#}");
+    assert_eq!(cloud.desired(&service).await, 3);
+    assert_eq!(
+        cloud.scalable(&service).await,
+        (2, 10, [false, false, false])
+    );
+    assert_eq!(
+        cloud.group_state(&group).await,
+        Group {
+            min: 1,
+            max: 4,
+            desired: 2,
+            suspended: Vec::new(),
+        }
+    );
+}

@@ -585,10 +585,14 @@ impl ShutdownTarget for AwsShutdown {
                         update_count.await?;
                     }
                     // a stop suspends the scaling before it sets 0; a restore sets the count
-                    // before the scaling may act on it again
+                    // before the scaling may act on it again. A suspension refused (an
+                    // untagged target) still lets the count go to 0: spend stops now, and the
+                    // stop fails naming the target
                     Some(s) if *count == 0 => {
-                        scaling::set_service_scaling(&regional.scaling, id, s).await?;
+                        let suspended =
+                            scaling::set_service_scaling(&regional.scaling, id, s).await;
                         update_count.await?;
+                        suspended?;
                     }
                     Some(s) => {
                         update_count.await?;
