@@ -38,9 +38,11 @@ KEY_GUARD_IAM = {
 # the table's partitions (adapters/aws/src/dynamo.rs): those the public webhook writes (usage,
 # counters, observations, alert claims, its audit entries, idempotency markers), and the rest
 WEBHOOK_WRITES = ["USAGE#openai/prod", "SPEND#openai/prod", "SCOPES#2026-11", "OBS#openai-prod", "ALERT#openai-prod",
-                  "OPEN_ALERTS", "AUDIT#2026-11", "MSG#usage#msg-1"]
+                  "OPEN_ALERTS", "MSG#sns-message#m-1", "MSG#gcp-message#m-2", "MSG#gcp-crossing#b-1"]
 FORBIDDEN_TO_WEBHOOK = ["KILL#openai/prod", "KEYS", "BUDGETS", "BUDGET#openai-prod", "KEYACTION#key-1", "DELIVERY#a-1",
-                        "DIGEST#ops-slack", "SUMMARY#openai", "CACHE#costs", "OPEN_ALERTS#x", "kill#openai/prod", ""]
+                        "DIGEST#ops-slack", "SUMMARY#openai", "CACHE#costs", "OPEN_ALERTS#x", "kill#openai/prod", "",
+                        # another function's markers: a key-theft finding's acknowledgement
+                        "MSG#security-ack#key-1#burst#2026-11-22", "MSG#forged-alert#x"]
 
 _IAM_SAMPLES = None
 
@@ -227,6 +229,10 @@ class Evaluated:
     def test_the_webhook_writes_its_own_items(self):
         requests = self.webhook_writes([[pk] for pk in WEBHOOK_WRITES] + [WEBHOOK_WRITES])
         self.assertDecisions(requests, ["Allowed"] * len(requests))
+
+    def test_the_webhook_adds_audit_entries_and_cannot_change_or_delete_them(self):
+        requests = self.webhook_writes([["AUDIT#2026-11"]])
+        self.assertDecisions(requests, ["Allowed", "ImplicitlyDenied", "ImplicitlyDenied", "ImplicitlyDenied"])
 
     # ------------------------------------------------------------ who may order a kill
 

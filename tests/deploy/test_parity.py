@@ -633,25 +633,30 @@ class Parity(unittest.TestCase):
     def test_the_webhook_writes_only_its_own_items_in_both(self):
         # finding #7: the internet-facing function may not write budgets, keys, kill switches,
         # key actions or deliveries; both deployments say so with the same condition
-        sids = {"ReadState", "WriteOwnItems"}
+        sids = {"ReadState", "WriteOwnItems", "AppendAudit"}
         sam = sam_statements(template(), "BudgetWebhookFunction", sids)
         self.assertEqual(sam, terraform_statements(terraform_texts(), "budget-webhook", sids))
         self.assertEqual(sam["ReadState"]["Action"], ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:Query"])
         condition = sam["WriteOwnItems"]["Condition"]
         self.assertEqual(condition["Null"], {"dynamodb:LeadingKeys": "false"})
         prefixes = condition["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
-        for forbidden in ("BUDGETS", "KEYS", "KILL#", "KILL_INDEX", "KEYACTION#", "DELIVERY#", "DIGEST#", "SUMMARY#", "CACHE#"):
+        for forbidden in ("BUDGETS", "KEYS", "KILL#", "KILL_INDEX", "KEYACTION#", "DELIVERY#", "DIGEST#", "SUMMARY#", "CACHE#",
+                          "MSG#security-ack#", "AUDIT#"):
             self.assertFalse(any(_grants(p, forbidden + "x") or _grants(p, forbidden) for p in prefixes), forbidden)
+        # audit entries: added only, never changed or deleted
+        self.assertEqual(sam["AppendAudit"]["Action"], ["dynamodb:PutItem"])
+        self.assertEqual(sam["AppendAudit"]["Condition"]["ForAllValues:StringLike"], {"dynamodb:LeadingKeys": ["AUDIT#*"]})
         # no other statement of the webhook touches the table
         for system in (sam_system(template()), terraform_system(terraform_texts())):
-            for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"):
-                self.assertEqual([g for g in granting(system, action) if g[0] == "budget-webhook"], [("budget-webhook", "WriteOwnItems")])
+            for action, sids in (("dynamodb:PutItem", ["AppendAudit", "WriteOwnItems"]), ("dynamodb:UpdateItem", ["WriteOwnItems"]),
+                                 ("dynamodb:DeleteItem", ["WriteOwnItems"]), ("dynamodb:BatchWriteItem", ["WriteOwnItems"])):
+                self.assertEqual([g for g in granting(system, action) if g[0] == "budget-webhook"], [("budget-webhook", s) for s in sids])
 
     def test_a_webhook_leading_key_changed_on_one_side_is_caught(self):
         texts = terraform_texts()
-        marker = '"AUDIT#*", "MSG#*"]'
+        marker = '"MSG#gcp-crossing#*"]'
         self.assertIn(marker, texts["main.tf"])
-        texts["main.tf"] = texts["main.tf"].replace(marker, '"AUDIT#*", "MSG#*", "KILL#*"]')
+        texts["main.tf"] = texts["main.tf"].replace(marker, '"MSG#gcp-crossing#*", "KILL#*"]')
         sids = {"WriteOwnItems"}
         self.assertNotEqual(
             sam_statements(template(), "BudgetWebhookFunction", sids),

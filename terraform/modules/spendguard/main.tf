@@ -45,6 +45,7 @@ locals {
     "budget-webhook" = {
       ReadState                  = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"]
       WriteOwnItems              = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
+      AppendAudit                = ["dynamodb:PutItem"]
       PublishAlerts              = ["sns:Publish"]
       ConfirmBudgetsSubscription = ["sns:ConfirmSubscription"]
       WebhookSecrets             = ["secretsmanager:GetSecretValue"]
@@ -68,6 +69,7 @@ locals {
     State                      = [aws_dynamodb_table.state.arn]
     ReadState                  = [aws_dynamodb_table.state.arn]
     WriteOwnItems              = [aws_dynamodb_table.state.arn]
+    AppendAudit                = [aws_dynamodb_table.state.arn]
     PublishAlerts              = [aws_sns_topic.alerts.arn]
     ReadBudgets                = ["arn:${local.partition}:budgets::${local.account}:budget/*"]
     CostExplorer               = ["*"]
@@ -100,10 +102,16 @@ locals {
   # roles only: AttachRolePolicy cannot grant anything (docs/shutdown.md).
   conditions = {
     # the webhook writes only the items its signals produce (adapters/aws/src/dynamo.rs has the
-    # key table): never budgets, keys, kill switches, key actions or deliveries (finding #7).
-    # A transaction's items are authorised as these PutItem/UpdateItem/DeleteItem.
+    # key table): never budgets, keys, kill switches, key actions, deliveries, or another
+    # function's markers such as a finding's acknowledgement (finding #7). A transaction's items
+    # are authorised as these PutItem/UpdateItem/DeleteItem.
     WriteOwnItems = {
-      "ForAllValues:StringLike" = { "dynamodb:LeadingKeys" = ["USAGE#*", "SPEND#*", "SCOPES#*", "OBS#*", "ALERT#*", "OPEN_ALERTS", "AUDIT#*", "MSG#*"] }
+      "ForAllValues:StringLike" = { "dynamodb:LeadingKeys" = ["USAGE#*", "SPEND#*", "SCOPES#*", "OBS#*", "ALERT#*", "OPEN_ALERTS", "MSG#sns-message#*", "MSG#gcp-message#*", "MSG#gcp-crossing#*"] }
+      Null                      = { "dynamodb:LeadingKeys" = "false" }
+    }
+    # audit entries it only adds: it cannot change or delete another function's
+    AppendAudit = {
+      "ForAllValues:StringLike" = { "dynamodb:LeadingKeys" = ["AUDIT#*"] }
       Null                      = { "dynamodb:LeadingKeys" = "false" }
     }
     ShutdownOptedIn = { Null = { "aws:ResourceTag/spendguard:shutdown" = "false" } }

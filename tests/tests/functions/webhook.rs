@@ -1510,20 +1510,35 @@ async fn a_push_from_another_subscription_is_refused_when_the_subscription_is_pi
     assert_eq!(ours.status, 200, "{}", ours.body);
 }
 
-/// The table prefixes the webhook's role may write (`dynamodb:LeadingKeys` of its
-/// `WriteOwnItems` statement in template.yaml; tests/deploy checks terraform/ says the same).
-fn webhook_leading_keys() -> Vec<String> {
+/// What the webhook's role may write: (actions, `dynamodb:LeadingKeys` patterns) of each of its
+/// statements that names leading keys in template.yaml (tests/deploy checks terraform/ agrees).
+fn webhook_write_statements() -> Vec<(Vec<String>, Vec<String>)> {
     let template = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml"),
     )
     .unwrap();
-    let webhook = template.find("  BudgetWebhookFunction:").unwrap();
-    let line = template[webhook..]
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("dynamodb:LeadingKeys: "))
-        .filter(|l| l.starts_with('['))
-        .expect("the webhook's WriteOwnItems names its leading keys");
-    serde_json::from_str(line).unwrap()
+    let start = template.find("  BudgetWebhookFunction:").unwrap();
+    let end = start + template[start..].find("      Events:").unwrap();
+    let list = |line: &str| -> Vec<String> {
+        line.trim_matches(|c| c == '[' || c == ']')
+            .split(',')
+            .map(|s| s.trim().trim_matches('"').to_string())
+            .collect()
+    };
+    let mut statements = Vec::new();
+    let mut actions = Vec::new();
+    for line in template[start..end].lines().map(str::trim) {
+        if let Some(a) = line.strip_prefix("Action: ") {
+            actions = list(a);
+        } else if let Some(keys) = line.strip_prefix("dynamodb:LeadingKeys: ") {
+            statements.push((actions.clone(), list(keys)));
+        }
+    }
+    assert!(
+        !statements.is_empty(),
+        "the webhook's writes name leading keys"
+    );
+    statements
 }
 
 fn leading_key_allows(pattern: &str, key: &str) -> bool {
@@ -1578,11 +1593,16 @@ async fn the_webhook_writes_only_items_its_role_may_write() {
     assert_eq!(webhook.http(status).await.status, 200);
     assert_eq!(w.probe.drain().await.len(), 3, "each signal crossed a tier");
 
-    let allowed = webhook_leading_keys();
+    let statements = webhook_write_statements();
     let writes = recorder.writes();
     let refused: Vec<_> = writes
         .iter()
-        .filter(|(_, pk)| !allowed.iter().any(|p| leading_key_allows(p, pk)))
+        .filter(|(operation, pk)| {
+            !statements.iter().any(|(actions, keys)| {
+                actions.contains(&format!("dynamodb:{operation}"))
+                    && keys.iter().any(|p| leading_key_allows(p, pk))
+            })
+        })
         .collect();
     assert!(refused.is_empty(), "IAM would refuse {refused:?}");
     // what the signals write is in the record: the check above saw real writes
@@ -1592,16 +1612,19 @@ async fn the_webhook_writes_only_items_its_role_may_write() {
             "no {prefix} write recorded: {writes:?}"
         );
     }
-    // and the role's list is no wider than the key table's: KILL#/KEYS/BUDGETS stay out
+    // and the role's lists are no wider than the key table's: KILL#/KEYS/BUDGETS stay out
     for forbidden in [
         "KILL#openai",
         "KILL_INDEX",
         "KEYS",
         "BUDGETS",
         "KEYACTION#k",
+        "MSG#security-ack#k",
     ] {
         assert!(
-            !allowed.iter().any(|p| leading_key_allows(p, forbidden)),
+            !statements
+                .iter()
+                .any(|(_, keys)| keys.iter().any(|p| leading_key_allows(p, forbidden))),
             "{forbidden}"
         );
     }
