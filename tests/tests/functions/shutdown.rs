@@ -351,11 +351,12 @@ async fn a_failing_stop_keeps_the_switch_engaged_and_a_retry_finishes_only_what_
     let function = cloud.function(Some(&scope), None).await;
     let instance = cloud.instance(Some(&scope)).await;
     let w = world(Vec::new()).await;
+    // every attempt of one call fails (a fault absorbed by a retry is not a failing stop)
     let proxy = FaultProxy::start(vec![Rule {
         operation: "StopInstances",
         body_contains: None,
         every: 1,
-        limit: 1,
+        limit: 3,
         fault: Fault::ServerError,
     }])
     .await;
@@ -595,11 +596,12 @@ async fn an_incident_joining_a_stop_that_never_happened_carries_it_out() {
     let scope = format!("aws/{}", aws::unique("join"));
     let instance = cloud.instance(Some(&scope)).await;
     let w = world(Vec::new()).await;
+    // every attempt of one call fails (a fault absorbed by a retry is not a failing stop)
     let proxy = FaultProxy::start(vec![Rule {
         operation: "StopInstances",
         body_contains: None,
         every: 1,
-        limit: 1,
+        limit: 3,
         fault: Fault::ServerError,
     }])
     .await;
@@ -1093,4 +1095,37 @@ async fn a_restore_that_stopped_halfway_is_finished_by_the_next() {
             suspended: Vec::new(),
         }
     );
+}
+
+/// A signed call (EC2, Auto Scaling) that AWS throttles or fails once is tried again: the stop
+/// goes through instead of leaving the resource running until SNS delivers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_fails_once_is_tried_again_and_the_stop_goes_through() {
+    use spendguard_tests::faults::{Fault, FaultProxy, Rule};
+    let sdk = aws::sdk().await;
+    let cloud = Cloud::new(&sdk).await;
+    let scope = format!("aws/{}", aws::unique("retried"));
+    let instance = cloud.instance(Some(&scope)).await;
+    let w = world(Vec::new()).await;
+    let proxy = FaultProxy::start(vec![Rule {
+        operation: "StopInstances",
+        body_contains: None,
+        every: 1,
+        limit: 2,
+        fault: Fault::ServerError,
+    }])
+    .await;
+    let through_proxy = key_guard::app::handler(&w.config, &proxy.sdk().await)
+        .await
+        .unwrap();
+    let report = through_proxy
+        .handle(shutdown_alert(&scope, "alert-retried"))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes(&report["alerts"][0]),
+        [(instance.clone(), "stopped".to_string())],
+        "{report:#}"
+    );
+    assert_eq!(cloud.instance_state(&instance).await, "stopped");
 }

@@ -126,8 +126,49 @@ async fn query(
     Err(fail(format!("HTTP {status}: {code}: {message}")))
 }
 
-/// Signs and sends one POST to `service` in the SDK's region; the answer's status and text.
+/// How many times a call is made before its failure is the stop's: a throttled or failed call
+/// would otherwise leave a resource half-stopped until the next delivery.
+const ATTEMPTS: u32 = 3;
+
+/// Whether an answer is worth another attempt: AWS's throttling and its own faults.
+fn retryable(status: reqwest::StatusCode, text: &str) -> bool {
+    status.is_server_error()
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || (status.is_client_error()
+            && [
+                "Throttling",
+                "RequestLimitExceeded",
+                "ConcurrentUpdateException",
+            ]
+            .iter()
+            .any(|code| text.contains(code)))
+}
+
+/// [`send_once`], again after a short pause (0.2 s, then 0.8 s) when the transport failed or
+/// the answer is [`retryable`]. Every call made here sets a state, so repeating it is safe.
 async fn send(
+    sdk: &SdkConfig,
+    http: &reqwest::Client,
+    service: &str,
+    content_type: &str,
+    target: Option<&str>,
+    body: String,
+) -> Result<(reqwest::StatusCode, String), String> {
+    let mut pause = Duration::from_millis(200);
+    for _ in 1..ATTEMPTS {
+        match send_once(sdk, http, service, content_type, target, body.clone()).await {
+            Ok((status, text)) if !retryable(status, &text) => return Ok((status, text)),
+            _ => {
+                tokio::time::sleep(pause).await;
+                pause *= 4;
+            }
+        }
+    }
+    send_once(sdk, http, service, content_type, target, body).await
+}
+
+/// Signs and sends one POST to `service` in the SDK's region; the answer's status and text.
+async fn send_once(
     sdk: &SdkConfig,
     http: &reqwest::Client,
     service: &str,
@@ -200,4 +241,35 @@ pub(super) fn xml_text<'a>(xml: &'a str, parent: &str, field: &str) -> Option<&'
     let from = rest.find(&open)? + open.len();
     let to = rest[from..].find(&format!("</{field}>"))? + from;
     Some(rest[from..to].trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_and_faults_are_tried_again_and_refusals_are_not() {
+        let throttled = "<Response><Errors><Error><Code>RequestLimitExceeded</Code></Error></Errors></Response>";
+        let refused = "<ErrorResponse><Error><Code>AccessDenied</Code></Error></ErrorResponse>";
+        let concurrent = r#"{"__type":"ConcurrentUpdateException","message":"busy"}"#;
+        let status = |n| reqwest::StatusCode::from_u16(n).unwrap();
+        assert!(retryable(status(503), ""));
+        assert!(retryable(status(429), ""));
+        assert!(retryable(status(400), throttled));
+        assert!(retryable(status(400), concurrent));
+        assert!(!retryable(status(403), refused));
+        assert!(!retryable(
+            status(400),
+            "<Error><Code>ValidationError</Code></Error>"
+        ));
+        assert!(!retryable(
+            status(200),
+            "<DescribeAutoScalingGroupsResponse/>"
+        ));
+        // a success whose text happens to name a throttling code is a success
+        assert!(!retryable(
+            status(200),
+            "<Tag><Value>Throttling</Value></Tag>"
+        ));
+    }
 }
