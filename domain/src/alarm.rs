@@ -229,6 +229,12 @@ impl AlarmNotification {
             .max_by_key(|suffix| suffix.len())
     }
 
+    /// Whether this is one of fan-out's own alarms (its errors or throttles).
+    pub fn about_fanout(&self) -> bool {
+        self.deployed_name()
+            .is_some_and(|name| name.starts_with("alert-fanout-"))
+    }
+
     /// The runbook row of this alarm (docs/deploy.md), for the alarms spendguard deploys.
     pub fn runbook_url(&self) -> Option<String> {
         self.deployed_name()
@@ -562,5 +568,15 @@ mod tests {
         );
         v["AlarmName"] = json!("budget-check-errors");
         assert_eq!(parse(&v).unwrap().deployed_name(), None);
+        // fan-out's own alarms
+        for (name, own) in [
+            ("spendguard-alert-fanout-errors", true),
+            ("prod-alert-fanout-throttles", true),
+            ("spendguard-key-guard-errors", false),
+            ("alert-fanout-errors", false),
+        ] {
+            v["AlarmName"] = json!(name);
+            assert_eq!(parse(&v).unwrap().about_fanout(), own, "{name}");
+        }
     }
 }
