@@ -5,6 +5,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::alarm::AlarmState;
 use crate::budget::{Action, Basis, Budget, Severity, Window};
 use crate::daily::{DailyReport, Spike};
 use crate::evaluate::{Crossing, WindowEvaluation};
@@ -38,6 +39,9 @@ pub enum AlertKind {
     /// The stop-path drill found a stop that could not be carried out now (a revoked admin key,
     /// a key gone at its provider, a resource not found): once per problem and day.
     Drill,
+    /// One of the deployment's own CloudWatch alarms changed state (ALARM, OK,
+    /// INSUFFICIENT_DATA), from the operator topic: it notifies the operator channels only.
+    Alarm,
 }
 
 /// The tier name of an [`AlertKind::Drill`] alert.
@@ -76,6 +80,19 @@ pub enum AlertDetails {
         figures: HourFigures,
         signals: Vec<Signal>,
     },
+    /// A state change of a CloudWatch alarm (`crate::alarm`).
+    Alarm {
+        alarm: String,
+        state: AlarmState,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        previous: Option<AlarmState>,
+        reason: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        account: String,
+        region: String,
+        changed_at: DateTime<Utc>,
+    },
 }
 
 impl AlertDetails {
@@ -111,6 +128,19 @@ impl AlertDetails {
             figures: HourFigures,
             signals: Vec<Signal>,
         }
+        #[derive(Deserialize)]
+        struct Alarm {
+            alarm: String,
+            state: AlarmState,
+            #[serde(default)]
+            previous: Option<AlarmState>,
+            reason: String,
+            #[serde(default)]
+            description: Option<String>,
+            account: String,
+            region: String,
+            changed_at: DateTime<Utc>,
+        }
         let bad = |e: serde_json::Error| format!("details of a {kind:?} alert: {e}");
         Ok(match kind {
             AlertKind::Unevaluable => {
@@ -141,6 +171,19 @@ impl AlertDetails {
                     hour: d.hour,
                     figures: d.figures,
                     signals: d.signals,
+                }
+            }
+            AlertKind::Alarm => {
+                let d: Alarm = serde_json::from_value(value).map_err(bad)?;
+                AlertDetails::Alarm {
+                    alarm: d.alarm,
+                    state: d.state,
+                    previous: d.previous,
+                    reason: d.reason,
+                    description: d.description,
+                    account: d.account,
+                    region: d.region,
+                    changed_at: d.changed_at,
                 }
             }
             AlertKind::Budget => AlertDetails::None,
@@ -188,7 +231,8 @@ pub struct AlertEvent {
     pub channels: Vec<String>,
     pub summary: String,
     pub raised_at: DateTime<Utc>,
-    /// For a recovery or an escalation: the alert it follows.
+    /// For a recovery or an escalation: the alert it follows; for an alarm: the alarm's
+    /// incident (one per alarm, whatever its state).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub related_alert_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -520,8 +564,15 @@ impl AlertEvent {
                 )
             }
             AlertKind::Drill => format!("[spendguard] not as configured: {}", self.scope),
+            AlertKind::Alarm => match &self.details {
+                AlertDetails::Alarm { alarm, state, .. } => {
+                    format!("[spendguard] {} {alarm}", state.as_str())
+                }
+                _ => "[spendguard] alarm".into(),
+            },
         };
-        s.truncate(100);
+        // on a character boundary: an alarm's name may be any Unicode
+        s.truncate(s.char_indices().nth(100).map_or(s.len(), |(i, _)| i));
         s
     }
 }
@@ -579,6 +630,7 @@ impl AlertEvent {
                 KeyOrder::Ignore("anomalies, reports and unevaluable windows order no action")
             }
             AlertKind::Drill => KeyOrder::Ignore("the stop-path drill reports, it orders nothing"),
+            AlertKind::Alarm => KeyOrder::Ignore("a deployment alarm only notifies"),
         };
         // a recovery lifts what budget-check lowered
         let actor = if matches!(order, KeyOrder::Lift { .. }) {

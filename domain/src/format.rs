@@ -5,6 +5,7 @@
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
+use crate::alarm::AlarmState;
 use crate::alert::{AlertDetails, AlertEvent, AlertKind, UNEVALUABLE_TIER};
 use crate::budget::Severity;
 use crate::daily::DailyReport;
@@ -59,8 +60,21 @@ fn actions(e: &AlertEvent) -> String {
     }
 }
 
+/// The alarm an [`AlertKind::Alarm`] alert is about, and its new state.
+fn alarm(e: &AlertEvent) -> Option<(&str, AlarmState)> {
+    match &e.details {
+        AlertDetails::Alarm { alarm, state, .. } => Some((alarm, *state)),
+        _ => None,
+    }
+}
+
 fn marker(e: &AlertEvent) -> &'static str {
     match (e.kind, e.severity) {
+        (AlertKind::Alarm, _) => match alarm(e).map(|(_, state)| state) {
+            Some(AlarmState::Ok) => "✅",
+            Some(AlarmState::InsufficientData) => "❔",
+            _ => "🔔",
+        },
         (AlertKind::Recovery, _) => "✅",
         (AlertKind::Escalation, _) => "⏫",
         (AlertKind::Anomaly, _) => "📈",
@@ -147,6 +161,14 @@ pub fn headline(e: &AlertEvent) -> String {
                 _ => format!("{what} under {}", e.scope),
             }
         }
+        AlertKind::Alarm => match alarm(e) {
+            Some((name, AlarmState::Alarm)) => format!("ALARM: {name}"),
+            Some((name, AlarmState::Ok)) => format!("RESOLVED: {name} is OK again"),
+            Some((name, AlarmState::InsufficientData)) => {
+                format!("INSUFFICIENT DATA: {name} cannot tell")
+            }
+            None => "ALARM".into(),
+        },
     };
     format!("{} {what}", marker(e))
 }
@@ -183,6 +205,37 @@ fn facts(e: &AlertEvent, kill_switch: &str) -> Vec<(&'static str, String)> {
         other => other,
     };
     match kind {
+        AlertKind::Alarm => {
+            let AlertDetails::Alarm {
+                alarm,
+                state,
+                previous,
+                reason,
+                description,
+                account,
+                region,
+                changed_at,
+            } = &e.details
+            else {
+                return vec![("Alert", e.incident_key().to_string())];
+            };
+            let state = match previous {
+                Some(previous) => format!("{} (was {})", state.as_str(), previous.as_str()),
+                None => state.as_str().to_string(),
+            };
+            let mut facts = vec![("Alarm", alarm.clone()), ("State", state)];
+            if let Some(description) = description {
+                facts.push(("Means", description.clone()));
+            }
+            facts.extend([
+                ("Why", reason.clone()),
+                ("Since", changed_at.to_rfc3339()),
+                ("Account", format!("{account} ({region})")),
+                ("Kill switch", kill_switch.to_string()),
+                ("Alert", e.incident_key().to_string()),
+            ]);
+            return facts;
+        }
         AlertKind::Drill => {
             let (subject, problem, fix) = match &e.details {
                 AlertDetails::Drill {
@@ -315,12 +368,18 @@ fn slack_facts(e: &AlertEvent, kill_switch: &str) -> Value {
         .filter(|(k, _)| *k != "Kill switch")
         .map(|(k, v)| json!({"type": "mrkdwn", "text": format!("*{k}*\n{v}")}))
         .collect();
+    let mut context = format!("alert `{}`", e.incident_key());
+    // an alarm's row of the runbook (the other kinds here carry the budgets file's runbook,
+    // shown by the other channels)
+    if let (AlertKind::Alarm, Some(url)) = (e.kind, &e.runbook_url) {
+        context.push_str(&format!(" · <{url}|Runbook>"));
+    }
     json!({
         "text": headline(e),
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": headline(e), "emoji": true}},
             {"type": "section", "fields": fields},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("alert `{}`", e.incident_key())}]}
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": context}]}
         ]
     })
 }
@@ -352,6 +411,7 @@ pub fn slack(message: &Message) -> Value {
                 | AlertKind::Security
                 | AlertKind::Unevaluable
                 | AlertKind::Drill
+                | AlertKind::Alarm
         ) =>
         {
             slack_facts(e, kill_switch)
@@ -395,7 +455,13 @@ pub fn slack(message: &Message) -> Value {
 /// PagerDuty Events v2. Severity: emergency -> critical, critical -> error; a recovery resolves
 /// the incident opened under the same `dedup_key` (the original alert id).
 pub fn pagerduty(e: &AlertEvent, routing_key: &str) -> Value {
-    if e.kind == AlertKind::Recovery {
+    let resolves = match e.kind {
+        AlertKind::Recovery => true,
+        // an alarm back to OK resolves the incident its ALARM opened (one per alarm)
+        AlertKind::Alarm => matches!(alarm(e), Some((_, AlarmState::Ok))),
+        _ => false,
+    };
+    if resolves {
         return json!({"routing_key": routing_key, "event_action": "resolve", "dedup_key": e.incident_key()});
     }
     let severity = match e.severity {
@@ -436,6 +502,25 @@ pub fn pagerduty(e: &AlertEvent, routing_key: &str) -> Value {
         },
         "client": "spendguard",
     });
+    if let AlertDetails::Alarm {
+        alarm,
+        state,
+        reason,
+        account,
+        region,
+        changed_at,
+        ..
+    } = &e.details
+    {
+        body["payload"]["source"] = json!(format!("spendguard/{alarm}"));
+        body["payload"]["component"] = json!("deployment");
+        body["payload"]["group"] = json!(alarm);
+        body["payload"]["class"] = json!("cloudwatch-alarm");
+        body["payload"]["custom_details"] = json!({
+            "state": state.as_str(), "reason": reason, "since": changed_at.to_rfc3339(),
+            "account": account, "region": region,
+        });
+    }
     if let Some(url) = &e.runbook_url {
         body["links"] = json!([{"href": url, "text": "Runbook"}]);
     }
@@ -490,6 +575,7 @@ pub fn teams(message: &Message) -> Value {
 fn discord_color(e: &AlertEvent) -> u32 {
     match (e.kind, e.severity) {
         (AlertKind::Recovery, _) => 0x2e_b8_86,
+        (AlertKind::Alarm, _) if matches!(alarm(e), Some((_, AlarmState::Ok))) => 0x2e_b8_86,
         (_, Severity::Emergency) => 0xd0_02_1b,
         (_, Severity::Critical) => 0xf5_7c_00,
         (_, Severity::Warning) => 0xf2_c7_44,

@@ -5,6 +5,7 @@
 //! the clouds and stores they talk to in the adapter crates.
 
 pub mod aggregate;
+pub mod alarm;
 pub mod alert;
 pub mod alert_signature;
 pub mod budget;

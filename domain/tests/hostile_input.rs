@@ -81,6 +81,26 @@ proptest! {
         }
     }
 
+    /// CloudWatch alarm notifications (unsigned, from the operator topic): parse within their
+    /// bounds or refuse naming a field, and the alert built from one never orders anything.
+    #[test]
+    fn alarm_notifications_never_panic(bytes in mutated({
+        let event: serde_json::Value = serde_json::from_str(&fixture("events/alert-fanout/alarm-firing.json")).unwrap();
+        event["Records"][0]["Sns"]["Message"].as_str().unwrap().to_string()
+    })) {
+        use spendguard_domain::alarm::{AlarmNotification, MAX_NAME, REASON_SHOWN};
+        match AlarmNotification::parse(&String::from_utf8_lossy(&bytes)) {
+            Ok(n) => {
+                prop_assert!(!n.name.is_empty() && n.name.chars().count() <= MAX_NAME);
+                prop_assert!(n.reason.chars().count() <= REASON_SHOWN);
+                let event = n.event(vec!["ops-slack".into()]);
+                prop_assert!(event.actions.is_empty());
+                prop_assert!(event.subject().chars().count() <= 100);
+            }
+            Err(e) => prop_assert!(!e.field.is_empty()),
+        }
+    }
+
     /// GCP Pub/Sub push envelopes and the notification inside: parse or refuse with a field.
     #[test]
     fn gcp_push_never_panics(bytes in mutated({

@@ -7,7 +7,8 @@ invocation (retries, maximum event age, where failed events go); and the shared 
 alarms (names, metrics, thresholds, actions), who may publish to the alerts topic, the
 alert-signing secret (generated how, read by whom, named by which variable), the shutdown
 statements of key-guard's role in full (actions, resources, conditions), the absence of
-iam:PutRolePolicy from every role, the operator e-mail subscription, the dashboard and the scheduler's input, which must be what the
+iam:PutRolePolicy from every role, the operator e-mail subscription, the operator route through fan-out (input, subscription,
+invoke permission, environment), the dashboard and the scheduler's input, which must be what the
 functions accept (the events/ fixtures).
 
 Run by scripts/test: python -m unittest discover -s tests/deploy
@@ -310,6 +311,93 @@ def differences(sam, tf):
             elif a != b:
                 out.append(f"{name}: {key}: template.yaml {a!r} != terraform {b!r}")
     return out
+
+
+# ---------------------------------------------------------------- the alarms through fan-out
+
+ANY_CHANNEL = "when any operator channel is given"
+
+
+def _sam_when(t, condition):
+    """What a SAM Condition name means for the operator route, in words both sides share."""
+    if condition is None:
+        return "always"
+    expected = {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "OperatorChannels"}]}, ""]}]}
+    return ANY_CHANNEL if t["Conditions"].get(condition) == expected else repr(t["Conditions"].get(condition))
+
+
+def _sam_operator_value(t, value):
+    if isinstance(value, dict) and "Fn::If" in value:
+        condition, then, otherwise = value["Fn::If"]
+        assert otherwise == {"Ref": "AWS::NoValue"}, value
+        return (_sam_when(t, condition), _sam_operator_value(t, then))
+    if value == {"Ref": "OperatorTopic"}:
+        return "operator topic"
+    if value == {"Fn::Join": [",", {"Ref": "OperatorChannels"}]}:
+        return "operator_channels, comma-separated"
+    functions = sam_function_names(t)
+    if isinstance(value, dict) and value.get("Fn::GetAtt", [None])[0] in functions:
+        return (functions[value["Fn::GetAtt"][0]], value["Fn::GetAtt"][1])
+    if isinstance(value, dict) and value.get("Ref") in functions:
+        return (functions[value["Ref"]], "name")
+    if isinstance(value, dict) and value.get("Fn::GetAtt", [None])[0] in QUEUES:
+        return QUEUES[value["Fn::GetAtt"][0]]
+    return value
+
+
+def sam_operator_route(t):
+    """The input, subscription, invoke permission and fan-out environment of the route."""
+    parameter = t["Parameters"]["OperatorChannels"]
+    subscription = t["Resources"]["OperatorFanoutSubscription"]
+    permission = t["Resources"]["OperatorFanoutPermission"]
+    p, q = subscription["Properties"], permission["Properties"]
+    env = t["Resources"]["AlertFanoutFunction"]["Properties"]["Environment"]["Variables"]
+    return {
+        "input": (_snake("OperatorChannels"), {"CommaDelimitedList": "list"}.get(parameter["Type"], parameter["Type"]),
+                  [] if parameter["Default"] == "" else parameter["Default"].split(",")),
+        "subscription": (_sam_when(t, subscription.get("Condition")), _sam_operator_value(t, p["TopicArn"]), p["Protocol"],
+                         _sam_operator_value(t, p["Endpoint"]),
+                         _sam_operator_value(t, p.get("RedrivePolicy", {}).get("deadLetterTargetArn"))),
+        "permission": (_sam_when(t, permission.get("Condition")), _sam_operator_value(t, q["FunctionName"]), q["Action"],
+                       q["Principal"], _sam_operator_value(t, q["SourceArn"])),
+        "environment": {k: _sam_operator_value(t, v) for k, v in env.items() if k.startswith("SPENDGUARD_OPERATOR_")},
+    }
+
+
+def _terraform_operator_value(value, locals_):
+    if value is None:
+        return None
+    conditional = re.fullmatch(r"\$\{local\.operator_route \? (.+) : (null|0)\}", value)
+    if conditional:
+        when = ANY_CHANNEL if locals_["operator_route"] == "${length(var.operator_channels) > 0}" else locals_["operator_route"]
+        inner = conditional.group(1)
+        return when if inner == "1" else (when, _terraform_operator_value("${" + inner + "}", locals_))
+    return {
+        "${aws_sns_topic.operator.arn}": "operator topic",
+        '${join(",", var.operator_channels)}': "operator_channels, comma-separated",
+        '${aws_lambda_function.function["alert-fanout"].arn}': ("alert-fanout", "Arn"),
+        '${aws_lambda_function.function["alert-fanout"].function_name}': ("alert-fanout", "name"),
+        "${jsonencode({deadLetterTargetArn = aws_sqs_queue.failed_events.arn})}": "failed-events",
+    }.get(value, value)
+
+
+def terraform_operator_route(texts):
+    locals_, resources = _terraform_parts(texts)
+    variable = next(spec for text in texts.values() for block in hcl2.loads(text).get("variable", [])
+                    for name, spec in block.items() if _unquote(name) == "operator_channels")
+    subscription = resources[("aws_sns_topic_subscription", "operator_fanout")]
+    permission = resources[("aws_lambda_permission", "operator_fanout")]
+    value = lambda v: _terraform_operator_value(v, locals_)  # noqa: E731
+    env = locals_["functions"]["alert-fanout"]["environment"]
+    return {
+        "input": ("operator_channels", {"${list(string)}": "list"}.get(variable["type"], variable["type"]),
+                  _unquote(variable["default"])),
+        "subscription": (value(subscription.get("count")), value(subscription["topic_arn"]), subscription["protocol"],
+                         value(subscription["endpoint"]), value(subscription.get("redrive_policy"))),
+        "permission": (value(permission.get("count")), value(permission["function_name"]), permission["action"],
+                       permission["principal"], value(permission["source_arn"])),
+        "environment": {k: value(v) for k, v in env.items() if k.startswith("SPENDGUARD_OPERATOR_")},
+    }
 
 
 # ---------------------------------------------------------------- the tests
@@ -909,6 +997,52 @@ class Parity(unittest.TestCase):
             body,
             {"count": "${var.operator_email == null ? 0 : 1}", "topic_arn": "${aws_sns_topic.operator.arn}",
              "protocol": "email", "endpoint": "${var.operator_email}"},
+        )
+
+    def test_the_alarms_reach_fan_out_alike_when_operator_channels_are_given(self):
+        sam, tf = sam_operator_route(template()), terraform_operator_route(terraform_texts())
+        self.assertEqual(sam, tf)
+        self.assertEqual(
+            sam,
+            {
+                "input": ("operator_channels", "list", []),
+                "subscription": (ANY_CHANNEL, "operator topic", "lambda", ("alert-fanout", "Arn"), "failed-events"),
+                "permission": (ANY_CHANNEL, ("alert-fanout", "name"), "lambda:InvokeFunction", "sns.amazonaws.com",
+                               "operator topic"),
+                "environment": {
+                    "SPENDGUARD_OPERATOR_TOPIC_ARN": (ANY_CHANNEL, "operator topic"),
+                    "SPENDGUARD_OPERATOR_CHANNELS": (ANY_CHANNEL, "operator_channels, comma-separated"),
+                },
+            },
+        )
+        # nothing else listens to the operator topic: key-guard acts only on the alerts topic
+        for name, function in sam_system(template()).items():
+            self.assertNotIn("operator", [s[0] for s in function["subscriptions"]], name)
+
+    def test_an_operator_route_changed_on_one_side_is_caught(self):
+        texts = terraform_texts()
+        marker = 'source_arn    = aws_sns_topic.operator.arn'
+        self.assertIn(marker, texts["main.tf"])
+        texts["main.tf"] = texts["main.tf"].replace(marker, 'source_arn    = aws_sns_topic.alerts.arn')
+        self.assertNotEqual(sam_operator_route(template()), terraform_operator_route(texts))
+        # a subscription without its condition would subscribe fan-out in every deployment
+        text = (ROOT / "template.yaml").read_text()
+        marker = "  OperatorFanoutSubscription:\n    Type: AWS::SNS::Subscription\n    Condition: HasOperatorChannels\n"
+        self.assertIn(marker, text)
+        modified = template(text.replace(marker, "  OperatorFanoutSubscription:\n    Type: AWS::SNS::Subscription\n"))
+        self.assertEqual(sam_operator_route(modified)["subscription"][0], "always")
+        self.assertNotEqual(sam_operator_route(modified), terraform_operator_route(terraform_texts()))
+        # the channels variable missing from fan-out's environment on one side
+        marker = '        SPENDGUARD_OPERATOR_CHANNELS         = local.operator_route ? join(",", var.operator_channels) : null\n'
+        texts = terraform_texts()
+        self.assertIn(marker, texts["main.tf"])
+        texts["main.tf"] = texts["main.tf"].replace(marker, "")
+        self.assertEqual(
+            differences(sam_system(template()), terraform_system(texts)),
+            ["alert-fanout: environment: template.yaml ['SPENDGUARD_ALERT_SIGNING_KEY_ARN', 'SPENDGUARD_DELIVERY_DEADLINE_SECONDS',"
+             " 'SPENDGUARD_OPERATOR_CHANNELS', 'SPENDGUARD_OPERATOR_TOPIC_ARN', 'SPENDGUARD_TABLE']"
+             " != terraform ['SPENDGUARD_ALERT_SIGNING_KEY_ARN', 'SPENDGUARD_DELIVERY_DEADLINE_SECONDS',"
+             " 'SPENDGUARD_OPERATOR_TOPIC_ARN', 'SPENDGUARD_TABLE']"],
         )
 
     def test_the_operator_topic_is_one_cloudwatch_can_publish_to(self):

@@ -182,6 +182,7 @@ impl FanoutWorld {
             table: table.clone(),
             retry,
             alert_signing_key_arn: None,
+            operator: None,
         };
         let fanout = app::fanout(&config, &sdk);
         FanoutWorld {
@@ -251,5 +252,128 @@ pub fn quick_retries() -> RetryPolicy {
         max_backoff: Duration::from_secs(2),
         attempt_timeout: Duration::from_secs(1),
         deadline: Duration::from_secs(3),
+    }
+}
+
+/// PagerDuty's Events API v2 as it answers: 400 (`invalid event`) for what it refuses — a
+/// routing key that is not 32 characters, an unknown `event_action`, a `dedup_key` over 255
+/// characters, a trigger without `payload.summary` (at most 1,024 characters), `source` or a
+/// known `severity`, a resolve without `dedup_key` — and 202 otherwise; it keeps the incidents
+/// by `dedup_key` (a trigger opens or updates one, a resolve closes an open one and is
+/// accepted, doing nothing, for one it does not know).
+pub struct PagerDuty {
+    pub standin: StandIn,
+    incidents: Arc<std::sync::Mutex<BTreeMap<String, &'static str>>>,
+}
+
+fn pagerduty_refusal(body: &Value) -> Option<&'static str> {
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    if text(&body["routing_key"]).is_none_or(|k| k.len() != 32) {
+        return Some("'routing_key' is invalid");
+    }
+    if text(&body["dedup_key"]).is_some_and(|k| k.len() > 255) {
+        return Some("'dedup_key' is longer than 255 characters");
+    }
+    match body["event_action"].as_str() {
+        Some("trigger") => {
+            let p = &body["payload"];
+            if text(&p["summary"]).is_none_or(|s| s.is_empty() || s.chars().count() > 1024) {
+                return Some("'payload.summary' is missing or too long");
+            }
+            if text(&p["source"]).is_none_or(|s| s.is_empty()) {
+                return Some("'payload.source' is missing");
+            }
+            if !matches!(
+                p["severity"].as_str(),
+                Some("critical" | "error" | "warning" | "info")
+            ) {
+                return Some("'payload.severity' is invalid");
+            }
+            None
+        }
+        Some("acknowledge" | "resolve") if body["dedup_key"].is_string() => None,
+        Some("acknowledge" | "resolve") => Some("'dedup_key' is required"),
+        _ => Some("'event_action' is invalid"),
+    }
+}
+
+impl PagerDuty {
+    pub async fn start() -> PagerDuty {
+        let incidents: Arc<std::sync::Mutex<BTreeMap<String, &'static str>>> = Arc::default();
+        let held = incidents.clone();
+        let standin = StandIn::start(move |r, _| {
+            let Ok(body) = serde_json::from_str::<Value>(&r.body) else {
+                return Reply::json(400, json!({"status": "invalid event", "message": "Event object is invalid", "errors": ["not JSON"]}));
+            };
+            if let Some(why) = pagerduty_refusal(&body) {
+                return Reply::json(400, json!({"status": "invalid event", "message": "Event object is invalid", "errors": [why]}));
+            }
+            let key = body["dedup_key"].as_str().unwrap_or("generated").to_string();
+            let mut incidents = held.lock().unwrap();
+            match body["event_action"].as_str() {
+                Some("trigger") => {
+                    incidents.insert(key.clone(), "triggered");
+                }
+                Some("resolve") => {
+                    if let Some(state) = incidents.get_mut(&key) {
+                        *state = "resolved";
+                    }
+                }
+                _ => {}
+            }
+            Reply::json(202, json!({"status": "success", "message": "Event processed", "dedup_key": key}))
+        })
+        .await;
+        PagerDuty { standin, incidents }
+    }
+
+    /// The channel secret that points at this stand-in.
+    pub fn secret(&self) -> String {
+        json!({"routing_key": PAGERDUTY_KEY, "url": format!("{}/v2/enqueue", self.standin.url)})
+            .to_string()
+    }
+
+    /// Each incident's state (`triggered`, `resolved`) by its `dedup_key`.
+    pub fn incidents(&self) -> BTreeMap<String, &'static str> {
+        self.incidents.lock().unwrap().clone()
+    }
+
+    /// The events it accepted.
+    pub fn accepted(&self) -> Vec<Value> {
+        self.standin
+            .received()
+            .iter()
+            .filter(|r| r.accepted())
+            .map(|r| serde_json::from_str(&r.body).unwrap())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pagerduty_stand_in_refuses_what_pagerduty_refuses() {
+        let trigger = json!({"routing_key": PAGERDUTY_KEY, "event_action": "trigger", "dedup_key": "k",
+            "payload": {"summary": "s", "source": "x", "severity": "error"}});
+        assert_eq!(pagerduty_refusal(&trigger), None);
+        let with = |path: &[&str], value: Value| {
+            let mut v = trigger.clone();
+            let mut at = &mut v;
+            for p in &path[..path.len() - 1] {
+                at = &mut at[*p];
+            }
+            at[path[path.len() - 1]] = value;
+            pagerduty_refusal(&v)
+        };
+        assert!(with(&["routing_key"], json!("short")).is_some());
+        assert!(with(&["event_action"], json!("open")).is_some());
+        assert!(with(&["payload", "severity"], json!("page")).is_some());
+        assert!(with(&["payload", "summary"], json!("x".repeat(1025))).is_some());
+        assert!(with(&["payload", "source"], Value::Null).is_some());
+        assert!(with(&["dedup_key"], json!("k".repeat(256))).is_some());
+        let resolve = json!({"routing_key": PAGERDUTY_KEY, "event_action": "resolve"});
+        assert!(pagerduty_refusal(&resolve).is_some());
     }
 }

@@ -175,6 +175,9 @@ fn expectations(aws: bool) -> Vec<(&'static str, i32, &'static str)> {
         ("alert-fanout/report.json", 0, "\"outcome\": \"sent\""),
         ("alert-fanout/unevaluable.json", 0, "\"outcome\": \"sent\""),
         ("alert-fanout/drill.json", 0, "\"outcome\": \"sent\""),
+        // the deployment's alarms, from the operator topic to its channels (OPERATOR_ROUTE)
+        ("alert-fanout/alarm-firing.json", 0, "\"outcome\": \"sent\""),
+        ("alert-fanout/alarm-ok.json", 0, "\"outcome\": \"sent\""),
         ("alert-fanout/flush-digests.json", 0, "\"digests_sent\""),
         ("daily-aggregate/date.json", 0, "\"days\""),
         ("daily-aggregate/range.json", 0, "\"days\""),
@@ -211,6 +214,20 @@ fn expectations(aws: bool) -> Vec<(&'static str, i32, &'static str)> {
             "key-guard/rotation-finishSecret.json",
             rotation.0,
             rotation.1,
+        ),
+    ]
+}
+
+/// Fan-out's route for the alarm fixtures: their topic, to two channels of the example budgets.
+fn operator_route() -> [(String, String); 2] {
+    [
+        (
+            "SPENDGUARD_OPERATOR_TOPIC_ARN".to_string(),
+            "arn:aws:sns:eu-west-1:123456789012:spendguard-operator".to_string(),
+        ),
+        (
+            "SPENDGUARD_OPERATOR_CHANNELS".to_string(),
+            "ops-slack,oncall-pager".to_string(),
         ),
     ]
 }
@@ -309,10 +326,11 @@ async fn every_fixture_runs_on_the_embedded_store() {
     )
     .unwrap();
     let store = dir.path().join("state.db");
-    let env = BTreeMap::from([(
+    let mut env = BTreeMap::from([(
         "SPENDGUARD_SNS_TOPIC_ARNS".to_string(),
         AWS_BUDGETS_TOPIC.to_string(),
     )]);
+    env.extend(operator_route());
     let args = [
         "--store",
         store.to_str().unwrap(),
@@ -391,7 +409,7 @@ async fn every_fixture_runs_against_moto() {
         .output()
         .unwrap();
     assert!(apply.status.success(), "{}", text(&apply.stderr));
-    let env = BTreeMap::from([
+    let mut env = BTreeMap::from([
         ("SPENDGUARD_TABLE".to_string(), table.clone()),
         ("SPENDGUARD_ALERTS_TOPIC_ARN".to_string(), topic),
         ("SPENDGUARD_USAGE_SECRET_ARN".to_string(), usage),
@@ -405,6 +423,7 @@ async fn every_fixture_runs_against_moto() {
             "123456789012".to_string(),
         ),
     ]);
+    env.extend(operator_route());
     let signer = WebhookSecret::parse(USAGE_SECRET).unwrap();
     run_all(&["--aws"], &env, true, dir.path(), Some(&signer));
     assert!(standin.received().iter().any(|r| r.path == "/v2/enqueue"));

@@ -31,6 +31,7 @@ pub fn fanout_with(config: &Config, sdk: &SdkConfig, backends: Backends) -> Hand
     };
     Handler {
         signing: AlertSigning::configured(&backends.vault, config.alert_signing_key_arn.as_deref()),
+        operator: config.operator.clone(),
         fanout: Fanout {
             store: backends.store,
             registry: ChannelRegistry::new(backends.vault, Arc::new(channels)),

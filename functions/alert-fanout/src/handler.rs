@@ -10,7 +10,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use spendguard_app::flows::fanout::{Acknowledged, Fanout, FanoutError};
 use spendguard_app::signing::{Admission, AlertSigning};
+use spendguard_domain::alarm::AlarmNotification;
 use spendguard_domain::alert::AlertEvent;
+use tracing::error;
+
+use crate::config::OperatorRoute;
 use spendguard_domain::alert_signature::SIGNATURE_ATTRIBUTE;
 
 #[derive(Deserialize)]
@@ -33,10 +37,14 @@ pub struct Handler {
     /// The deployment's alert-signing key: an alert that does not verify under it is refused,
     /// never delivered (none: alerts are taken unsigned, for local runs).
     pub signing: Option<Arc<AlertSigning>>,
+    /// The deployment's alarms from the operator topic, to the operator channels (none: a
+    /// record that is an alarm notification is an error).
+    pub operator: Option<OperatorRoute>,
 }
 
 impl Handler {
-    /// The Lambda entry point: SNS alerts, a manual action, or the digest schedule.
+    /// The Lambda entry point: SNS alerts (and, from the operator topic, the deployment's
+    /// alarms), a manual action, or the digest schedule.
     pub async fn handle(&self, event: Value) -> Result<Value, FanoutError> {
         if event.get("Records").is_some() {
             let sns: SnsEvent = serde_json::from_value(event)
@@ -45,6 +53,46 @@ impl Handler {
             let mut failures = Vec::new();
             let mut refused = Vec::new();
             for record in sns.records {
+                let from_operator_topic = self
+                    .operator
+                    .as_ref()
+                    .filter(|route| route.topic_arn == record.sns.topic_arn);
+                if let Some(route) = from_operator_topic {
+                    // CloudWatch publishes unsigned: the topic is what admits the record, and
+                    // all it can be is an alarm notification, which orders nothing
+                    let alarm = AlarmNotification::parse(&record.sns.message).map_err(|e| {
+                        FanoutError::InvalidEvent(format!(
+                            "SNS message {} from the operator topic is not a CloudWatch alarm \
+                             notification (that topic carries nothing else): {e}",
+                            record.sns.message_id
+                        ))
+                    })?;
+                    let report = self
+                        .fanout
+                        .deliver(&alarm.event(route.channels.clone()))
+                        .await?;
+                    let failed = report.failed();
+                    // fan-out's own alarms whose delivery fails do not fail the invocation: that
+                    // failure would keep fan-out's errors alarm changing state, and each change
+                    // would fail again (the operator e-mail reaches people without fan-out)
+                    if alarm.about_fanout() && !failed.is_empty() {
+                        error!(alarm = %alarm.name, failures = %failed.join("; "),
+                            "fan-out's own alarm could not be delivered; not retried (ADR 025)");
+                    } else {
+                        failures.extend(failed);
+                    }
+                    reports.push(report);
+                    continue;
+                }
+                if self.operator.is_none() && AlarmNotification::parse(&record.sns.message).is_ok()
+                {
+                    return Err(FanoutError::InvalidEvent(format!(
+                        "SNS message {} from {} is a CloudWatch alarm notification, but fan-out \
+                         has no operator route (SPENDGUARD_OPERATOR_TOPIC_ARN, \
+                         SPENDGUARD_OPERATOR_CHANNELS: OperatorChannels / operator_channels)",
+                        record.sns.message_id, record.sns.topic_arn
+                    )));
+                }
                 if let Some(signing) = &self.signing {
                     let signature = record
                         .sns

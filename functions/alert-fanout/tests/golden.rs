@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use spendguard_domain::aggregate::{DailySummary, anomaly_event, report_event};
+use spendguard_domain::alarm::AlarmNotification;
 use spendguard_domain::alert::AlertEvent;
 use spendguard_domain::budgets_file::load_budgets_file;
 use spendguard_domain::daily::{DailyReport, Spike};
@@ -118,7 +119,89 @@ pub fn examples() -> Vec<(&'static str, AlertEvent)> {
         ("report", report),
         ("unevaluable", unevaluable_example(&p, now)),
         ("drill", drill_example(now)),
+        ("alarm-firing", alarm_event(&alarm_notification("ALARM"))),
+        ("alarm-ok", alarm_event(&alarm_notification("OK"))),
     ]
+}
+
+/// The operator topic of the example deployment (`spendguard`, eu-west-1).
+const OPERATOR_TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:spendguard-operator";
+
+/// What CloudWatch publishes to the operator topic when fan-out's errors alarm goes into
+/// `state` (ALARM, then OK ten minutes later), in the shape AWS documents.
+fn alarm_notification(state: &str) -> Value {
+    let (old, at, reason) = match state {
+        "ALARM" => (
+            "OK",
+            "2026-11-20T18:05:12.345+0000",
+            "Threshold Crossed: 1 out of the last 1 datapoints [3.0 (20/11/26 18:00:00)] was greater than the threshold (0.0) (minimum 1 datapoint for OK -> ALARM transition).",
+        ),
+        _ => (
+            "ALARM",
+            "2026-11-20T18:15:12.345+0000",
+            "Threshold Crossed: no datapoints were received for 1 period and 1 missing datapoint was treated as [NonBreaching].",
+        ),
+    };
+    json!({
+        "AlarmName": "spendguard-alert-fanout-errors",
+        "AlarmDescription": "alert-fanout failed: alerts may not be reaching people.",
+        "AWSAccountId": "123456789012",
+        "AlarmConfigurationUpdatedTimestamp": "2026-11-01T09:00:00.000+0000",
+        "NewStateValue": state,
+        "NewStateReason": reason,
+        "StateChangeTime": at,
+        "Region": "EU (Ireland)",
+        "AlarmArn": "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:spendguard-alert-fanout-errors",
+        "OldStateValue": old,
+        "OKActions": [OPERATOR_TOPIC],
+        "AlarmActions": [OPERATOR_TOPIC],
+        "InsufficientDataActions": [],
+        "Trigger": {
+            "MetricName": "Errors",
+            "Namespace": "AWS/Lambda",
+            "StatisticType": "Statistic",
+            "Statistic": "SUM",
+            "Unit": null,
+            "Dimensions": [{"value": "spendguard-alert-fanout", "name": "FunctionName"}],
+            "Period": 300,
+            "EvaluationPeriods": 1,
+            "DatapointsToAlarm": 1,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "Threshold": 0.0,
+            "TreatMissingData": "notBreaching",
+            "EvaluateLowSampleCountPercentile": ""
+        }
+    })
+}
+
+fn alarm_event(notification: &Value) -> AlertEvent {
+    AlarmNotification::parse(&notification.to_string())
+        .unwrap()
+        .event(vec!["ops-slack".into(), "ops-pagerduty".into()])
+}
+
+/// The SNS -> Lambda record of an alarm notification on the operator topic: unsigned, no
+/// message attributes.
+fn operator_sns_event(notification: &Value) -> Value {
+    let state = notification["NewStateValue"].as_str().unwrap();
+    json!({"Records": [{
+        "EventSource": "aws:sns",
+        "EventVersion": "1.0",
+        "EventSubscriptionArn": format!("{OPERATOR_TOPIC}:0c3d5b2a-7f41-4e1b-9a0d-6c2e8f1b3a77"),
+        "Sns": {
+            "Type": "Notification",
+            "MessageId": if state == "OK" { "2a7c9e15-0b3d-5f48-9c61-7e2d4a8b0f93" } else { "6e1f0c4a-8d2b-5b7d-a1c2-3d4e5f607181" },
+            "TopicArn": OPERATOR_TOPIC,
+            "Subject": format!("{state}: \"spendguard-alert-fanout-errors\" in EU (Ireland)"),
+            "Message": notification.to_string(),
+            "Timestamp": notification["StateChangeTime"].as_str().unwrap().replace("+0000", "Z"),
+            "SignatureVersion": "1",
+            "Signature": "EXAMPLE",
+            "SigningCertUrl": "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-9c6465fa7f48f5cacd23014631ec1136.pem",
+            "UnsubscribeUrl": "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe",
+            "MessageAttributes": {}
+        }
+    }]})
 }
 
 /// A monthly window of `openai-prod` that cannot be evaluated.
@@ -239,9 +322,15 @@ fn pretty(v: &Value) -> String {
 #[test]
 fn fixtures_carry_the_example_alerts() {
     for (name, event) in examples() {
+        let record = match name {
+            // CloudWatch's notifications, as they reach fan-out from the operator topic
+            "alarm-firing" => operator_sns_event(&alarm_notification("ALARM")),
+            "alarm-ok" => operator_sns_event(&alarm_notification("OK")),
+            _ => sns_event(&event),
+        };
         golden(
             &format!("events/alert-fanout/{name}.json"),
-            &pretty(&sns_event(&event)),
+            &pretty(&record),
         );
     }
     golden(
@@ -350,6 +439,31 @@ fn pagerduty_resolves_what_it_triggered() {
 }
 
 #[test]
+fn pagerduty_resolves_an_alarm_when_it_is_ok_again() {
+    let all = examples();
+    let event = |name: &str| all.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+    let (firing, ok) = (event("alarm-firing"), event("alarm-ok"));
+    let trigger = format::pagerduty(&firing, "k");
+    let resolve = format::pagerduty(&ok, "k");
+    assert_eq!(
+        (&trigger["event_action"], &resolve["event_action"]),
+        (&json!("trigger"), &json!("resolve"))
+    );
+    // one incident per alarm: both state changes carry the same dedup_key
+    assert_eq!(trigger["dedup_key"], resolve["dedup_key"]);
+    assert_ne!(firing.alert_id, ok.alert_id);
+    assert_eq!(trigger["payload"]["severity"], "error");
+    assert_eq!(
+        trigger["payload"]["group"],
+        "spendguard-alert-fanout-errors"
+    );
+    assert_eq!(
+        trigger["links"][0]["href"],
+        "https://github.com/spendguard/spendguard/blob/main/docs/deploy.md#alarm-alert-fanout-errors"
+    );
+}
+
+#[test]
 fn every_fixture_is_an_event_fanout_understands() {
     let dir = repo().join("events/alert-fanout");
     let mut count = 0;
@@ -357,6 +471,11 @@ fn every_fixture_is_an_event_fanout_understands() {
         let path = entry.unwrap().path();
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         match v.get("Records") {
+            Some(records) if records[0]["Sns"]["TopicArn"] == OPERATOR_TOPIC => {
+                let message = records[0]["Sns"]["Message"].as_str().unwrap();
+                AlarmNotification::parse(message)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
             Some(records) => {
                 let message = records[0]["Sns"]["Message"].as_str().unwrap();
                 serde_json::from_str::<AlertEvent>(message)
@@ -371,5 +490,5 @@ fn every_fixture_is_an_event_fanout_understands() {
         }
         count += 1;
     }
-    assert_eq!(count, 11);
+    assert_eq!(count, 13);
 }

@@ -44,6 +44,12 @@ variable "operator_email" {
   default     = null
 }
 
+variable "operator_channels" {
+  type        = list(string)
+  description = "Channels of the budgets file the alarms also go to through fan-out (e.g. [\"ops-pagerduty\"]); keep operator_email too."
+  default     = []
+}
+
 module "spendguard" {
   source              = "../../modules/spendguard"
   name                = "spendguard"
@@ -52,6 +58,7 @@ module "spendguard" {
   status_token_arn    = var.status_token_arn
   channel_secret_arns = var.channel_secret_arns
   operator_email      = var.operator_email
+  operator_channels   = var.operator_channels
   # reserved concurrency: key-guard 5, budget-check 2, the webhook 50 unless set; an account
   # whose concurrency limit is under 160 sets all three to 0 (docs/deploy.md)
   # key_guard_reserved_concurrency    = 0

@@ -7,6 +7,8 @@ locals {
   partition      = data.aws_partition.current.partition
   admin_key_arns = compact([var.openai_admin_key_arn, var.anthropic_admin_key_arn])
   cost_explorer  = var.cost_explorer ? "enabled" : "disabled"
+  # the alarms through fan-out too (operator_channels; docs/deploy.md, ADR 025)
+  operator_route = length(var.operator_channels) > 0
 
   # What each function may call (literal lists: tests/deploy/parity.py compares them with
   # template.yaml), and on what. A statement whose resources are empty is left out.
@@ -159,6 +161,8 @@ locals {
       errors_alarm = { period = 300, description = "alert-fanout failed: alerts may not be reaching people." }
       environment = {
         SPENDGUARD_DELIVERY_DEADLINE_SECONDS = "20"
+        SPENDGUARD_OPERATOR_TOPIC_ARN        = local.operator_route ? aws_sns_topic.operator.arn : null
+        SPENDGUARD_OPERATOR_CHANNELS         = local.operator_route ? join(",", var.operator_channels) : null
       }
     }
     "key-guard" = {
@@ -360,6 +364,26 @@ resource "aws_sns_topic_subscription" "operator_email" {
   topic_arn = aws_sns_topic.operator.arn
   protocol  = "email"
   endpoint  = var.operator_email
+}
+
+# operator_channels: the alarms through fan-out too (unsigned CloudWatch notifications, taken
+# only from this topic and only as alarms: docs/deploy.md, ADR 025).
+resource "aws_sns_topic_subscription" "operator_fanout" {
+  count     = local.operator_route ? 1 : 0
+  topic_arn = aws_sns_topic.operator.arn
+  protocol  = "lambda"
+  endpoint  = aws_lambda_function.function["alert-fanout"].arn
+  redrive_policy = jsonencode({
+    deadLetterTargetArn = aws_sqs_queue.failed_events.arn
+  })
+}
+
+resource "aws_lambda_permission" "operator_fanout" {
+  count         = local.operator_route ? 1 : 0
+  function_name = aws_lambda_function.function["alert-fanout"].function_name
+  action        = "lambda:InvokeFunction"
+  principal     = "sns.amazonaws.com"
+  source_arn    = aws_sns_topic.operator.arn
 }
 
 resource "aws_sqs_queue" "failed_events" {

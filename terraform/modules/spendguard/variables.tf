@@ -202,3 +202,13 @@ variable "operator_email" {
     error_message = "operator_email must be an e-mail address (or null)."
   }
 }
+
+variable "operator_channels" {
+  type        = list(string)
+  description = "Channels of the budgets file (e.g. [\"ops-slack\", \"ops-pagerduty\"]) that every alarm also goes to, through alert-fanout; [] for none. Keep operator_email as well, the route that works when fan-out does not (docs/deploy.md)."
+  default     = []
+  validation {
+    condition     = alltrue([for c in var.operator_channels : length(trimspace(c)) > 0 && !strcontains(c, ",") && !strcontains(c, " ")])
+    error_message = "operator_channels: names of the budgets file's channels, none empty, none with a comma or a space."
+  }
+}

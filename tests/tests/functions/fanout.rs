@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use alert_fanout::config::OperatorRoute;
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -33,7 +34,7 @@ use spendguard_http::poster::RetryPolicy;
 use spendguard_tests::aws::{self, TopicProbe};
 use spendguard_tests::conformance::record;
 use spendguard_tests::fanout::{
-    FanoutWorld, PAGERDUTY_KEY, WEBHOOK_SECRET, lambda_sns_event, mode, quick_retries,
+    FanoutWorld, PAGERDUTY_KEY, PagerDuty, WEBHOOK_SECRET, lambda_sns_event, mode, quick_retries,
 };
 use spendguard_tests::webhook::python;
 
@@ -687,5 +688,232 @@ async fn fanout_stopped_after_any_write_then_retried_delivers_to_each_channel_on
     }
     eprintln!(
         "alert-fanout stopped after each of its {writes} writes, then retried: each channel once"
+    );
+}
+
+// ------------------------------------------------------------ the deployment's own alarms
+
+/// The CloudWatch notification recorded in `events/alert-fanout/{name}.json`.
+fn alarm_message(name: &str) -> Value {
+    let path = format!(
+        "{}/../events/alert-fanout/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    serde_json::from_str(v["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap()
+}
+
+/// Publishes `message` (as CloudWatch does: unsigned, no attributes) to the topic of `probe`
+/// through moto, and returns the Lambda event SNS delivers.
+async fn published(w: &FanoutWorld, probe: &TopicProbe, message: &str) -> Value {
+    aws_sdk_sns::Client::new(&w.sdk)
+        .publish()
+        .topic_arn(&probe.topic_arn)
+        .subject("ALARM: \"spendguard-alert-fanout-errors\" in EU (Ireland)")
+        .message(message)
+        .send()
+        .await
+        .unwrap();
+    let mut envelopes = probe.drain().await;
+    assert_eq!(envelopes.len(), 1, "{envelopes:#?}");
+    lambda_sns_event(&envelopes.remove(0))
+}
+
+/// A fan-out whose operator route takes `probe`'s topic to `channels`, and the PagerDuty
+/// stand-in behind `ops-pagerduty`.
+async fn operator_world(
+    channels: &[&str],
+) -> (
+    FanoutWorld,
+    TopicProbe,
+    alert_fanout::handler::Handler,
+    PagerDuty,
+) {
+    let pd = PagerDuty::start().await;
+    let w = FanoutWorld::new(
+        quick_retries(),
+        &[("ops-pagerduty", ChannelKind::Pagerduty, pd.secret())],
+        PolicySet::default(),
+    )
+    .await;
+    let probe = TopicProbe::new(&w.sdk).await;
+    let fanout = alert_fanout::app::fanout(
+        &alert_fanout::config::Config {
+            operator: Some(OperatorRoute {
+                topic_arn: probe.topic_arn.clone(),
+                channels: channels.iter().map(|c| c.to_string()).collect(),
+            }),
+            ..w.config.clone()
+        },
+        &w.sdk,
+    );
+    (w, probe, fanout, pd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_reaches_the_operator_channels_once_however_often_sns_delivers_it() {
+    let (w, probe, fanout, pd) =
+        operator_world(&["ops-slack", "ops-pagerduty", "audit-hook"]).await;
+    let mut firing = alarm_message("alarm-firing");
+    // whatever a notification carries, an alarm orders nothing
+    firing["actions"] = json!(["shutdown", "disable_keys"]);
+    let event = published(&w, &probe, &firing.to_string()).await;
+    // SNS delivers at least once: the same notification four times
+    for _ in 0..4 {
+        fanout.handle(event.clone()).await.expect("delivered");
+    }
+    assert_eq!(delivered(&w, "ops-slack").len(), 1);
+    assert_eq!(pd.accepted().len(), 1);
+    assert_eq!(delivered(&w, "audit-hook").len(), 1);
+    for other in ["oncall-pager", "team-teams", "dev-discord", "cto-slack"] {
+        assert!(delivered(&w, other).is_empty(), "{other}");
+    }
+    let slack: Value = serde_json::from_str(&delivered(&w, "ops-slack")[0].body).unwrap();
+    assert_eq!(slack["text"], "🔔 ALARM: spendguard-alert-fanout-errors");
+    let hook: Value = serde_json::from_str(&delivered(&w, "audit-hook")[0].body).unwrap();
+    assert_eq!(
+        (&hook["kind"], &hook["actions"]),
+        (&json!("alarm"), &json!([]))
+    );
+    let trigger = &pd.accepted()[0];
+    assert_eq!(trigger["event_action"], "trigger");
+    let incident = trigger["dedup_key"].as_str().unwrap().to_string();
+    assert_eq!(pd.incidents()[&incident], "triggered");
+    // no key or switch was touched: nothing but deliveries happened
+    assert!(
+        w.store
+            .kill_switches(&[Scope::root()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // back to OK: the same incident is resolved, chat hears it once too
+    let ok = published(&w, &probe, &alarm_message("alarm-ok").to_string()).await;
+    for _ in 0..2 {
+        fanout.handle(ok.clone()).await.expect("delivered");
+    }
+    assert_eq!(pd.accepted().len(), 2);
+    assert_eq!(pd.accepted()[1]["event_action"], "resolve");
+    assert_eq!(pd.incidents()[&incident], "resolved");
+    let slack: Vec<Value> = delivered(&w, "ops-slack")
+        .iter()
+        .map(|r| serde_json::from_str(&r.body).unwrap())
+        .collect();
+    assert_eq!(slack.len(), 2);
+    assert_eq!(
+        slack[1]["text"],
+        "✅ RESOLVED: spendguard-alert-fanout-errors is OK again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_without_an_operator_route_or_to_an_unknown_channel_fails_the_invocation() {
+    // no route: the notification is an error that says what to configure
+    let w = FanoutWorld::new(quick_retries(), &[], PolicySet::default()).await;
+    let probe = TopicProbe::new(&w.sdk).await;
+    let event = published(&w, &probe, &alarm_message("alarm-firing").to_string()).await;
+    let error = w.fanout.handle(event).await.unwrap_err();
+    assert!(matches!(error, FanoutError::InvalidEvent(_)), "{error}");
+    assert!(error.to_string().contains("no operator route"), "{error}");
+    assert!(delivered(&w, "ops-slack").is_empty());
+
+    // a route to a channel the budgets file lacks: the others are served, the invocation fails
+    // (an alarm other than fan-out's own: those are not retried, see below)
+    let (w, probe, fanout, _pd) = operator_world(&["ops-slack", "ops-typo"]).await;
+    let mut alarm = alarm_message("alarm-firing");
+    alarm["AlarmName"] = json!("spendguard-budget-check-silent");
+    let event = published(&w, &probe, &alarm.to_string()).await;
+    let error = fanout.handle(event).await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("ops-typo: channel `ops-typo` is not defined in the settings"),
+        "{error}"
+    );
+    assert_eq!(delivered(&w, "ops-slack").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_topic_carries_no_alert_signed_or_not() {
+    use spendguard_app::ports::bus::AlertBus;
+    use spendguard_app::signing::AlertSigning;
+    let (w, probe, _, pd) = operator_world(&["ops-slack", "ops-pagerduty"]).await;
+    let signing_arn = aws::secret(
+        &w.sdk,
+        "alert-signing",
+        "alert-signing-0123456789abcdef0123456789abcdef0123456789abcdef",
+    )
+    .await;
+    let fanout = alert_fanout::app::fanout(
+        &alert_fanout::config::Config {
+            alert_signing_key_arn: Some(signing_arn.clone()),
+            operator: Some(OperatorRoute {
+                topic_arn: probe.topic_arn.clone(),
+                channels: vec!["ops-slack".into(), "ops-pagerduty".into()],
+            }),
+            ..w.config.clone()
+        },
+        &w.sdk,
+    );
+    // a Budgets-style emergency that orders a stop, published to the operator topic: unsigned
+    // (someone trying to skip the signature), then even signed with the deployment's key
+    let mut alert = fixture_event("emergency");
+    alert.actions = vec![Action::DisableKeys, Action::Shutdown];
+    alert.channels = vec!["ops-slack".into(), "oncall-pager".into()];
+    let unsigned = published(&w, &probe, &serde_json::to_string(&alert).unwrap()).await;
+    let vault = spendguard_aws::backends::deployed(&w.sdk, &w.table).vault;
+    SnsBus::new(aws_sdk_sns::Client::new(&w.sdk), &probe.topic_arn)
+        .signed(AlertSigning::configured(&vault, Some(&signing_arn)))
+        .publish(&alert)
+        .await
+        .unwrap();
+    let signed = lambda_sns_event(&probe.drain().await.remove(0));
+    assert!(
+        signed["Records"][0]["Sns"]["MessageAttributes"]["spendguard_signature"].is_object(),
+        "{signed:#}"
+    );
+    for event in [unsigned, signed] {
+        let error = fanout.handle(event).await.unwrap_err();
+        assert!(matches!(error, FanoutError::InvalidEvent(_)), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("not a CloudWatch alarm notification (that topic carries nothing else): `AlarmName`: missing"),
+            "{error}"
+        );
+    }
+    for name in ["ops-slack", "oncall-pager"] {
+        assert!(delivered(&w, name).is_empty(), "{name}");
+    }
+    assert!(pd.accepted().is_empty());
+    // and an alarm from any other topic is not taken on the operator topic's word: unsigned,
+    // it is refused like any forgery
+    let other = TopicProbe::new(&w.sdk).await;
+    let event = published(&w, &other, &alarm_message("alarm-firing").to_string()).await;
+    let error = fanout.handle(event).await.unwrap_err();
+    assert!(matches!(error, FanoutError::Forged(_)), "{error}");
+    assert!(delivered(&w, "ops-slack").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_outs_own_alarm_that_cannot_be_delivered_does_not_fail_again() {
+    let (w, probe, fanout, _pd) = operator_world(&["ops-slack"]).await;
+    w.receivers["ops-slack"].set(mode::FAIL_500);
+    // fan-out's errors alarm: failing again would keep that alarm changing state
+    let own = published(&w, &probe, &alarm_message("alarm-firing").to_string()).await;
+    let out = fanout.handle(own).await.expect("logged, not retried");
+    assert_eq!(
+        out["delivered"][0]["channels"][0][1]["outcome"], "failed",
+        "{out:#}"
+    );
+    // any other alarm that cannot be delivered fails the invocation (retried, then queued)
+    let mut other = alarm_message("alarm-firing");
+    other["AlarmName"] = json!("spendguard-key-guard-errors");
+    let event = published(&w, &probe, &other.to_string()).await;
+    let error = fanout.handle(event).await.unwrap_err();
+    assert!(
+        matches!(error, FanoutError::DeliveryFailed { .. }),
+        "{error}"
     );
 }

@@ -139,6 +139,7 @@ async fn a_stolen_key_is_disabled_by_the_next_scheduled_check() {
             table: w.table.clone(),
             retry: spendguard_tests::fanout::quick_retries(),
             alert_signing_key_arn: None,
+            operator: None,
         },
         &w.sdk,
     );
