@@ -5,10 +5,11 @@
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::alert::{ALERT_SCHEMA_VERSION, AlertDetails, AlertEvent, AlertKind, alert_id};
+use crate::alert::{
+    ALERT_SCHEMA_VERSION, AlarmState, AlertDetails, AlertEvent, AlertKind, alert_id,
+};
 use crate::budget::{Basis, Severity};
 use crate::forecast::Forecast;
 use crate::money::{Currency, Money};
@@ -50,36 +51,18 @@ pub const REASON_SHOWN: usize = 500;
 /// SNS's largest message.
 pub const MAX_MESSAGE: usize = 256 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum AlarmState {
-    Alarm,
-    Ok,
-    InsufficientData,
-}
-
-impl AlarmState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlarmState::Alarm => "ALARM",
-            AlarmState::Ok => "OK",
-            AlarmState::InsufficientData => "INSUFFICIENT_DATA",
-        }
-    }
-
-    fn parse(field: &'static str, text: &str) -> Result<Self, AlarmError> {
-        match text {
-            "ALARM" => Ok(AlarmState::Alarm),
-            "OK" => Ok(AlarmState::Ok),
-            "INSUFFICIENT_DATA" => Ok(AlarmState::InsufficientData),
-            other => Err(AlarmError::new(
-                field,
-                format!(
-                    "`{}` is not ALARM, OK or INSUFFICIENT_DATA",
-                    shown(other, 40)
-                ),
-            )),
-        }
+fn parse_state(field: &'static str, text: &str) -> Result<AlarmState, AlarmError> {
+    match text {
+        "ALARM" => Ok(AlarmState::Alarm),
+        "OK" => Ok(AlarmState::Ok),
+        "INSUFFICIENT_DATA" => Ok(AlarmState::InsufficientData),
+        other => Err(AlarmError::new(
+            field,
+            format!(
+                "`{}` is not ALARM, OK or INSUFFICIENT_DATA",
+                shown(other, 40)
+            ),
+        )),
     }
 }
 
@@ -198,9 +181,9 @@ impl AlarmNotification {
             ));
         }
         let region = bounded("Region", text(&v, "Region")?, 64, false)?;
-        let state = AlarmState::parse("NewStateValue", text(&v, "NewStateValue")?)?;
+        let state = parse_state("NewStateValue", text(&v, "NewStateValue")?)?;
         let previous = optional_text(&v, "OldStateValue")?
-            .map(|s| AlarmState::parse("OldStateValue", s))
+            .map(|s| parse_state("OldStateValue", s))
             .transpose()?;
         let reason = shown(text(&v, "NewStateReason")?, REASON_SHOWN);
         let changed_at = instant(text(&v, "StateChangeTime")?)?;

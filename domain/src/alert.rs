@@ -5,7 +5,6 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::alarm::AlarmState;
 use crate::budget::{Action, Basis, Budget, Severity, Window};
 use crate::daily::{DailyReport, Spike};
 use crate::evaluate::{Crossing, WindowEvaluation};
@@ -49,6 +48,25 @@ pub const DRILL_TIER: &str = "stop_path_drill";
 
 /// The tier name of an [`AlertKind::Unevaluable`] alert (its claim, open alert and recovery).
 pub const UNEVALUABLE_TIER: &str = "budget_unevaluable";
+
+/// A CloudWatch alarm's state ([`AlertKind::Alarm`]; parsed in `crate::alarm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AlarmState {
+    Alarm,
+    Ok,
+    InsufficientData,
+}
+
+impl AlarmState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmState::Alarm => "ALARM",
+            AlarmState::Ok => "OK",
+            AlarmState::InsufficientData => "INSUFFICIENT_DATA",
+        }
+    }
+}
 
 /// What an alert of each kind carries beyond the fields every alert has. On the wire it is the
 /// `details` object (absent for budget alerts, recoveries and escalations); which shape it has

@@ -5,7 +5,7 @@
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use crate::alarm::AlarmState;
+use crate::alert::AlarmState;
 use crate::alert::{AlertDetails, AlertEvent, AlertKind, UNEVALUABLE_TIER};
 use crate::budget::Severity;
 use crate::daily::DailyReport;
