@@ -1774,3 +1774,60 @@ macro_rules! incident_model {
         }
     };
 }
+
+// ---- a throttle and its recovery at once ----------------------------------------------------
+
+/// A `reduce_limits(0.5)` alert and its recovery delivered to key-guard at the same time, their
+/// store calls interleaved as `choices` says (one at a time, as in the model above); `replay`
+/// delivers the alert once more afterwards. Returns the limit factor of the alert's scope once
+/// both are done: the recovery was seen, so nothing may stay lowered (1).
+pub async fn throttle_racing_its_recovery(store: Store, choices: &[u8], replay: bool) -> Decimal {
+    let scope = Scope::parse("ai/batch").unwrap();
+    let clock: Arc<FixedClock> = Arc::new(FixedClock::new("2026-11-20T10:00:00Z".parse().unwrap()));
+    let sched = Arc::new(Sched::default());
+    let guard = |inv: Arc<Invocation>| {
+        let gated: Store = Arc::new(GatedStore {
+            inner: store.clone(),
+            inv,
+        });
+        KeyGuard::new(gated, Vec::new(), None, clock.clone(), Vec::new())
+    };
+    let lowering = guard(Invocation::new(sched.clone(), None));
+    let lifting = guard(Invocation::new(sched.clone(), None));
+    let factor = Decimal::new(5, 1);
+    let (alert, s) = ("alert-throttle", &scope);
+    let invocations: Vec<Pin<Box<dyn Future<Output = Outcome> + '_>>> = vec![
+        Box::pin(async {
+            lowering
+                .reduce_limits(alert, s, factor, "key-guard")
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }),
+        Box::pin(async {
+            lifting
+                .lift_limits(alert, s, factor, "key-guard")
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }),
+    ];
+    for result in sched.run(invocations, choices).await {
+        result.expect("both finish").expect("both succeed");
+    }
+    if replay {
+        let again = guard(Invocation::new(sched.clone(), None));
+        let late: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = vec![Box::pin(async {
+            again
+                .reduce_limits(alert, s, factor, "key-guard")
+                .await
+                .expect("replay");
+        })];
+        sched.run(late, &[0]).await;
+    }
+    store
+        .kill_switch(&scope)
+        .await
+        .unwrap()
+        .map_or(Decimal::ONE, |v| v.value.limit_factor)
+}

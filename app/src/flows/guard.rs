@@ -1694,21 +1694,53 @@ impl KeyGuard {
         factor: Decimal,
         actor: &str,
     ) -> Result<(Decimal, bool), StoreError> {
-        let recovered = self
+        if self.recovery_seen(alert_id).await? {
+            return Ok((self.factor_now(scope).await?, false));
+        }
+        let now = self
+            .set_factor(scope, actor, |current| current.min(factor))
+            .await?;
+        // the recovery may have been recorded between the look above and the lowering, and
+        // read the factor before it was lowered: seen now, the lowering is undone here (seen
+        // later, the recovery reads the lowered factor and lifts it)
+        if self.recovery_seen(alert_id).await? {
+            let lifted = self.lift_factor(scope, factor, actor).await?;
+            return Ok((lifted, false));
+        }
+        Ok((now, true))
+    }
+
+    async fn recovery_seen(&self, alert_id: &str) -> Result<bool, StoreError> {
+        Ok(self
             .store
             .get_cached(&recovered_key(alert_id), self.clock.now())
             .await?
-            .is_some();
-        let now = self
-            .set_factor(scope, actor, |current| {
-                if recovered {
-                    current
-                } else {
-                    current.min(factor)
-                }
-            })
-            .await?;
-        Ok((now, !recovered))
+            .is_some())
+    }
+
+    async fn factor_now(&self, scope: &Scope) -> Result<Decimal, StoreError> {
+        Ok(self
+            .store
+            .kill_switch(scope)
+            .await?
+            .map_or(Decimal::ONE, |v| v.value.limit_factor))
+    }
+
+    /// Back to 1 if the factor is still `factor` (what the recovered alert ordered).
+    async fn lift_factor(
+        &self,
+        scope: &Scope,
+        factor: Decimal,
+        actor: &str,
+    ) -> Result<Decimal, StoreError> {
+        self.set_factor(scope, actor, |current| {
+            if current == factor {
+                Decimal::ONE
+            } else {
+                current
+            }
+        })
+        .await
     }
 
     /// Lowers (or lifts) the rate limits of the OpenAI projects under `scope` at OpenAI
@@ -1750,14 +1782,7 @@ impl KeyGuard {
         self.store
             .put_cached(&recovered_key(alert_id), "recovered", now + RECOVERY_MEMORY)
             .await?;
-        self.set_factor(scope, actor, |current| {
-            if current == factor {
-                Decimal::ONE
-            } else {
-                current
-            }
-        })
-        .await
+        self.lift_factor(scope, factor, actor).await
     }
 
     async fn set_factor(

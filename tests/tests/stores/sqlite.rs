@@ -53,3 +53,28 @@ async fn a_shutdown_racing_a_restore_of_its_switch_leaves_nothing_stopped() {
     let r = run_case_in(World::with_provider_limits(store, false).await, &ops).await;
     assert!(r.is_ok(), "{}", r.unwrap_err());
 }
+
+/// A `reduce_limits` and its recovery processed at the same moment, in every interleaving of
+/// their first ten store calls (and a replay after both): the recovery was seen, so the limit
+/// factor ends at 1 — no lowering is left that no recovery would lift.
+#[tokio::test]
+async fn a_throttle_racing_its_recovery_leaves_nothing_lowered_in_any_interleaving() {
+    use spendguard_tests::incidents::throttle_racing_its_recovery;
+    let mut lowered = Vec::new();
+    for case in 0u32..1 << 10 {
+        let choices: Vec<u8> = (0..10).map(|bit| ((case >> bit) & 1) as u8).collect();
+        for replay in [false, true] {
+            let store = Arc::new(SqliteStore::in_memory().unwrap()) as Store;
+            let factor = throttle_racing_its_recovery(store, &choices, replay).await;
+            if factor != rust_decimal::Decimal::ONE {
+                lowered.push((choices.clone(), replay, factor));
+            }
+        }
+    }
+    assert!(
+        lowered.is_empty(),
+        "{} interleavings left the factor lowered, e.g. {:?}",
+        lowered.len(),
+        lowered.first()
+    );
+}
