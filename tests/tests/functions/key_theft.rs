@@ -54,7 +54,11 @@ async fn a_stolen_key_is_disabled_by_the_next_scheduled_check() {
         ..PolicySet::default()
     };
     let w = WebhookWorld::new(policy).await;
-    let reported_at = Utc::now();
+    // the start of this hour: the checks 5 and 10 minutes later, and an acknowledgement "for
+    // the rest of the finding's day", fall on the same day whenever the test runs (at 23:58 a
+    // run from now would cross midnight and find its acknowledgement over)
+    let now = Utc::now();
+    let reported_at = spendguard_domain::usage::start_of_hour(now);
     let hour = reported_at.hour() as i64;
 
     // three weeks of working hours: eight hours a day starting three hours after this one
@@ -88,7 +92,7 @@ async fn a_stolen_key_is_disabled_by_the_next_scheduled_check() {
         .collect();
     let body = json!({ "records": records }).to_string();
     let response = w
-        .send(signed_usage(&body, "msg-theft", reported_at.timestamp()))
+        .send(signed_usage(&body, "msg-theft", now.timestamp()))
         .await;
     assert_eq!(response.status, 200, "{}", response.body);
 
