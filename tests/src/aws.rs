@@ -187,6 +187,18 @@ pub fn operation_name(target: Option<&str>, body: &[u8]) -> String {
         .to_string()
 }
 
+/// The operation of a request an SDK client is about to send, and its body.
+fn operation_and_body<'a>(
+    context: &'a BeforeTransmitInterceptorContextRef<'_>,
+) -> (String, &'a [u8]) {
+    let request = context.request();
+    let body = request.body().bytes().unwrap_or_default();
+    (
+        operation_name(request.headers().get("x-amz-target"), body),
+        body,
+    )
+}
+
 /// Counts the requests an SDK client sends (every attempt), by operation.
 #[derive(Debug, Default, Clone)]
 pub struct RequestCounter(Arc<Mutex<BTreeMap<String, usize>>>);
@@ -218,11 +230,7 @@ impl Intercept for RequestCounter {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let request = context.request();
-        let operation = operation_name(
-            request.headers().get("x-amz-target"),
-            request.body().bytes().unwrap_or_default(),
-        );
+        let (operation, _) = operation_and_body(context);
         *self.0.lock().unwrap().entry(operation).or_default() += 1;
         Ok(())
     }
@@ -293,9 +301,7 @@ impl Intercept for WriteRecorder {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let request = context.request();
-        let body = request.body().bytes().unwrap_or_default();
-        let operation = operation_name(request.headers().get("x-amz-target"), body);
+        let (operation, body) = operation_and_body(context);
         if DYNAMODB_WRITES.contains(&operation.as_str()) {
             let body: Value = serde_json::from_slice(body)?;
             self.0

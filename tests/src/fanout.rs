@@ -302,6 +302,16 @@ impl PagerDuty {
         let incidents: Arc<std::sync::Mutex<BTreeMap<String, &'static str>>> = Arc::default();
         let held = incidents.clone();
         let standin = StandIn::start(move |r, _| {
+            // Events v2 takes a JSON POST to /v2/enqueue only (the routing key is in the body)
+            if r.method != "POST" || r.path != "/v2/enqueue" {
+                return Reply::json(404, json!({"status": "not found", "message": "Not Found"}));
+            }
+            let json_body = r.headers.iter().any(|(k, v)| {
+                k.eq_ignore_ascii_case("content-type") && v.starts_with("application/json")
+            });
+            if !json_body {
+                return Reply::json(400, json!({"status": "invalid event", "message": "Event object is invalid", "errors": ["Content-Type must be application/json"]}));
+            }
             let Ok(body) = serde_json::from_str::<Value>(&r.body) else {
                 return Reply::json(400, json!({"status": "invalid event", "message": "Event object is invalid", "errors": ["not JSON"]}));
             };
@@ -375,5 +385,45 @@ mod tests {
         assert!(with(&["dedup_key"], json!("k".repeat(256))).is_some());
         let resolve = json!({"routing_key": PAGERDUTY_KEY, "event_action": "resolve"});
         assert!(pagerduty_refusal(&resolve).is_some());
+    }
+
+    #[tokio::test]
+    async fn the_pagerduty_stand_in_takes_a_json_post_to_v2_enqueue_only() {
+        let pagerduty = PagerDuty::start().await;
+        let event = json!({"routing_key": PAGERDUTY_KEY, "event_action": "trigger", "dedup_key": "k",
+            "payload": {"summary": "s", "source": "x", "severity": "error"}});
+        let http = reqwest::Client::new();
+        let url = |path: &str| format!("{}{path}", pagerduty.standin.url);
+        let status = |r: reqwest::Response| r.status().as_u16();
+        let wrong_path = http
+            .post(url("/v2/enqueue/x"))
+            .json(&event)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status(wrong_path), 404);
+        let wrong_method = http
+            .put(url("/v2/enqueue"))
+            .json(&event)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status(wrong_method), 404);
+        let not_json = http
+            .post(url("/v2/enqueue"))
+            .header("content-type", "text/plain")
+            .body(event.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status(not_json), 400);
+        let ok = http
+            .post(url("/v2/enqueue"))
+            .json(&event)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status(ok), 202);
+        assert_eq!(pagerduty.incidents().get("k"), Some(&"triggered"));
     }
 }
