@@ -25,6 +25,7 @@ use spendguard_local::file_vault::FileVault;
 use spendguard_local::memory_bus::MemoryBus;
 use spendguard_local::sqlite::SqliteStore;
 
+use crate::output::{json_document, out, outln};
 use crate::{CheckArgs, Failure, table};
 
 pub fn load(path: &Path) -> Result<PolicySet, Failure> {
@@ -37,12 +38,11 @@ pub fn validate(path: &Path, as_json: bool) -> Result<(), Failure> {
         eprintln!("warning: {}: {warning}", path.display());
     }
     if as_json {
-        let json =
-            serde_json::to_string_pretty(&policy).map_err(|e| Failure::Run(e.to_string()))?;
-        println!("{json}");
+        let json = json_document(&policy);
+        outln!("{json}");
         return Ok(());
     }
-    println!(
+    outln!(
         "{}: valid — {} budgets, {} windows, {} channels, {} prices, {} keys",
         path.display(),
         policy.budgets.len(),
@@ -195,11 +195,10 @@ pub async fn run(args: CheckArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::Run(e.to_string()))?;
 
     if args.json {
-        let json =
-            serde_json::to_string_pretty(&report).map_err(|e| Failure::Run(e.to_string()))?;
-        println!("{json}");
+        let json = json_document(&report);
+        outln!("{json}");
     } else {
-        print!("{}", table::render(&report, &bus.events(), &args.store));
+        out!("{}", table::render(&report, &bus.events(), &args.store));
     }
 
     if !report.failures.is_empty() {

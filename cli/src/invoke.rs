@@ -14,6 +14,7 @@ use spendguard_local::file_vault::FileVault;
 
 use crate::Failure;
 use crate::local::{Function, Local, Target};
+use crate::output::outln;
 
 #[derive(clap::Args)]
 pub struct InvokeArgs {
@@ -133,11 +134,11 @@ pub async fn run(args: InvokeArgs) -> Result<(), Failure> {
     }
     match outcome {
         Ok(response) => {
-            println!("{}", pretty(&response));
+            outln!("{}", pretty(&response));
             Ok(())
         }
         Err(error) => {
-            println!(
+            outln!(
                 "{}",
                 pretty(&serde_json::to_value(&error).unwrap_or_default())
             );

@@ -5,11 +5,14 @@
 //! cannot be evaluated); 2 invalid input, no target or an unconfirmed change (nothing
 //! written); 3 `--fail-on` reached; 4 a kill or shutdown that stopped nothing.
 
+#![deny(clippy::print_stdout)]
+
 mod check;
 mod demo;
 mod invoke;
 mod local;
 mod operate;
+mod output;
 mod report;
 mod table;
 

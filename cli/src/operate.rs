@@ -17,8 +17,8 @@ use spendguard_domain::period::YearMonth;
 use spendguard_domain::scope::Scope;
 
 use crate::Failure;
-use crate::invoke::pretty;
 use crate::local::{Function, Local, Target};
+use crate::output::{json_document, outln};
 use crate::report;
 
 /// Where an operator command acts: always named, never guessed (a command that reached a
@@ -159,33 +159,33 @@ pub async fn status(on: &On, scope_text: Option<&str>, as_json: bool) -> Result<
         })
         .collect();
     if as_json {
-        println!(
+        outln!(
             "{}",
-            pretty(
+            json_document(
                 &json!({"target": on.name(), "kill_switches": switches, "keys": keys, "open_alerts": alerts})
             )
         );
         return Ok(());
     }
-    println!("{}", on.name());
-    println!("\nKILL SWITCHES (not open)");
+    outln!("{}", on.name());
+    outln!("\nKILL SWITCHES (not open)");
     if switches.is_empty() {
-        println!("  none: every scope is open");
+        outln!("  none: every scope is open");
     }
     for s in &switches {
-        println!(
+        outln!(
             "  {:<32} {:<10} limit factor {}",
             s["scope"].as_str().unwrap_or_default(),
             s["state"].as_str().unwrap_or_default(),
             s["limit_factor"].as_str().unwrap_or_default()
         );
     }
-    println!("\nKEYS");
+    outln!("\nKEYS");
     if keys.is_empty() {
-        println!("  none registered (add [[key]] entries to the budgets file)");
+        outln!("  none registered (add [[key]] entries to the budgets file)");
     }
     for k in &keys {
-        println!(
+        outln!(
             "  {:<28} {:<10} {:<32} {}",
             k["id"].as_str().unwrap_or_default(),
             k["provider"].as_str().unwrap_or_default(),
@@ -193,12 +193,12 @@ pub async fn status(on: &On, scope_text: Option<&str>, as_json: bool) -> Result<
             k["status"]["status"].as_str().unwrap_or("active")
         );
     }
-    println!("\nOPEN PAGING ALERTS");
+    outln!("\nOPEN PAGING ALERTS");
     if alerts.is_empty() {
-        println!("  none");
+        outln!("  none");
     }
     for a in &alerts {
-        println!(
+        outln!(
             "  {} {:<9} {} {} {}{}",
             a["alert_id"].as_str().unwrap_or_default(),
             a["severity"].as_str().unwrap_or_default(),
@@ -240,16 +240,16 @@ pub async fn drill(on: &On, json: bool) -> Result<(), Failure> {
     report["target"] = json!(on.name());
     let problems = report["problems"].as_array().cloned().unwrap_or_default();
     if json {
-        println!("{}", pretty(&report));
+        outln!("{}", json_document(&report));
     } else {
-        println!(
+        outln!(
             "drill of the {}: {} checks, {} problem(s)",
             on.name(),
             report["checked"],
             problems.len()
         );
         for p in &problems {
-            println!(
+            outln!(
                 "error: {}: {}\n  help: {}",
                 p["subject"].as_str().unwrap_or_default(),
                 p["problem"].as_str().unwrap_or_default(),
@@ -318,7 +318,7 @@ pub async fn shutdown(
     .await?;
     let mut plan = plan;
     plan["target"] = json!(on.name());
-    println!("{}", pretty(&plan));
+    outln!("{}", json_document(&plan));
     if dry_run {
         return Ok(());
     }
@@ -400,7 +400,7 @@ enum Stop {
 fn print_guard(on: &On, report: Result<Value, Failure>, stop: Stop) -> Result<(), Failure> {
     let mut report = report?;
     report["target"] = json!(on.name());
-    println!("{}", pretty(&report));
+    outln!("{}", json_document(&report));
     if stop == Stop::Yes && stopped(&report) == 0 && !has_failures(&report) {
         let listed = ["keys", "resources"]
             .iter()
@@ -443,7 +443,7 @@ pub async fn ack(on: &On, alert_id: &str, reason: Option<&str>) -> Result<(), Fa
     }
     let mut answer = act(on, &local, Function::AlertFanout, event).await?;
     answer["target"] = json!(on.name());
-    println!("{}", pretty(&answer));
+    outln!("{}", json_document(&answer));
     Ok(())
 }
 
@@ -535,7 +535,7 @@ pub async fn budgets_apply(on: &On, file: &std::path::Path, yes: bool) -> Result
                 from.map_or("none".to_string(), dollars),
                 dollars(c.cents)
             )),
-            CapOutcome::NotEnabled => println!("{}", not_enabled(&c.resource, &c.budget)),
+            CapOutcome::NotEnabled => outln!("{}", not_enabled(&c.resource, &c.budget)),
             CapOutcome::Failed { error } => {
                 return Err(Failure::Run(format!(
                     "provider limit {} cannot be read, nothing written: {error}",
@@ -546,16 +546,16 @@ pub async fn budgets_apply(on: &On, file: &std::path::Path, yes: bool) -> Result
         }
     }
     if changes.is_empty() {
-        println!(
+        outln!(
             "{}: the {} already holds exactly this policy",
             file.display(),
             on.name()
         );
         return Ok(());
     }
-    println!("Changes to the {}:", on.name());
+    outln!("Changes to the {}:", on.name());
     for c in &changes {
-        println!("  {c}");
+        outln!("  {c}");
     }
     confirm(&format!("Apply {} change(s)?", changes.len()), yes)?;
     store.put_policy(&policy).await.map_err(run_err)?;
@@ -563,7 +563,7 @@ pub async fn budgets_apply(on: &On, file: &std::path::Path, yes: bool) -> Result
         for c in keeper.keep(&policy, None).await {
             match c.outcome {
                 CapOutcome::Set { .. } | CapOutcome::Drifted { .. } => {
-                    println!(
+                    outln!(
                         "  set provider limit {} to {}",
                         c.resource,
                         dollars(c.cents)
@@ -575,16 +575,16 @@ pub async fn budgets_apply(on: &On, file: &std::path::Path, yes: bool) -> Result
                         c.resource
                     )));
                 }
-                CapOutcome::HeldByStop => println!(
+                CapOutcome::HeldByStop => outln!(
                     "  provider limit {} is held by a stop: its restore puts the cap back",
                     c.resource
                 ),
-                CapOutcome::NotEnabled => println!("{}", not_enabled(&c.resource, &c.budget)),
+                CapOutcome::NotEnabled => outln!("{}", not_enabled(&c.resource, &c.budget)),
                 _ => {}
             }
         }
     }
-    println!(
+    outln!(
         "{}: applied to the {} — {} budgets, {} keys",
         file.display(),
         on.name(),
@@ -611,7 +611,7 @@ pub async fn month_report(
     if as_json {
         let mut figures = serde_json::to_value(&data).unwrap_or_default();
         figures["target"] = json!(on.name());
-        println!("{}", pretty(&figures));
+        outln!("{}", json_document(&figures));
         return Ok(());
     }
     if data.days.is_empty() {
@@ -621,7 +621,7 @@ pub async fn month_report(
     }
     let page = report::html(&data, &format!("{} — from the {}.", target, on.name()), &[]);
     std::fs::write(out, page).map_err(|e| Failure::Run(format!("{}: {e}", out.display())))?;
-    println!("Report: {}", out.display());
+    outln!("Report: {}", out.display());
     Ok(())
 }
 

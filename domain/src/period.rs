@@ -181,6 +181,56 @@ impl Period {
         }
     }
 
+    /// The period as people read it: `20 Nov 2026`, `16–22 Nov 2026`, `30 Nov – 6 Dec 2026`,
+    /// `Nov 2026`. Shown instead of the store's keys (`D#…`, `W#…`, `M#…`).
+    pub fn label(&self) -> String {
+        let (a, b) = (self.first_day, self.last_day);
+        match self.kind {
+            WindowKind::Daily => a.format("%-d %b %Y").to_string(),
+            WindowKind::Monthly => a.format("%b %Y").to_string(),
+            WindowKind::Weekly if a.month() == b.month() => {
+                format!("{}–{}", a.format("%-d"), b.format("%-d %b %Y"))
+            }
+            WindowKind::Weekly if a.year() == b.year() => {
+                format!("{} – {}", a.format("%-d %b"), b.format("%-d %b %Y"))
+            }
+            WindowKind::Weekly => format!("{} – {}", a.format("%-d %b %Y"), b.format("%-d %b %Y")),
+        }
+    }
+
+    /// The period a stored key names (`D#2026-11-22`, `W#2026-W47`, `M#2026-11`) in `zone`;
+    /// `None` for anything else.
+    pub fn from_key(key: &str, zone: Zone) -> Option<Period> {
+        let (kind, day) = if let Some(d) = key.strip_prefix("D#") {
+            (
+                WindowKind::Daily,
+                NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()?,
+            )
+        } else if let Some(w) = key.strip_prefix("W#") {
+            let (year, week) = w.split_once("-W")?;
+            let monday = NaiveDate::from_isoywd_opt(
+                year.parse().ok()?,
+                week.parse().ok()?,
+                chrono::Weekday::Mon,
+            )?;
+            (WindowKind::Weekly, monday)
+        } else if let Some(m) = key.strip_prefix("M#") {
+            (
+                WindowKind::Monthly,
+                NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d").ok()?,
+            )
+        } else {
+            return None;
+        };
+        let period = Period::containing(kind, zone, zone.start_of_day(day));
+        (period.key() == key).then_some(period)
+    }
+
+    /// A stored key's label (see [`Period::label`]); anything that is not a period key as is.
+    pub fn label_of_key(key: &str) -> String {
+        Period::from_key(key, Zone::UTC).map_or_else(|| key.to_string(), |p| p.label())
+    }
+
     /// Every local day of the period, in order.
     pub fn days(&self) -> impl Iterator<Item = NaiveDate> + '_ {
         self.first_day
@@ -382,5 +432,32 @@ mod tests {
     fn unknown_zones_are_refused() {
         assert!(Zone::parse("Mars/Olympus").is_err());
         assert!(Zone::parse("Europe/Berlin").is_ok());
+    }
+
+    #[test]
+    fn periods_are_labelled_as_people_read_dates_and_keys_map_back() {
+        let at = utc("2026-11-20T12:00:00Z");
+        let label = |kind| Period::containing(kind, Zone::UTC, at).label();
+        assert_eq!(label(WindowKind::Daily), "20 Nov 2026");
+        assert_eq!(label(WindowKind::Weekly), "16–22 Nov 2026");
+        assert_eq!(label(WindowKind::Monthly), "Nov 2026");
+        let across = |t| Period::containing(WindowKind::Weekly, Zone::UTC, utc(t)).label();
+        assert_eq!(across("2026-12-01T00:00:00Z"), "30 Nov – 6 Dec 2026");
+        assert_eq!(across("2026-12-31T00:00:00Z"), "28 Dec 2026 – 3 Jan 2027");
+        for kind in WindowKind::ALL {
+            for t in [
+                "2026-11-20T12:00:00Z",
+                "2027-01-01T00:30:00Z",
+                "2026-03-29T01:30:00Z",
+            ] {
+                let p = Period::containing(kind, zone("Europe/Berlin"), utc(t));
+                assert_eq!(Period::from_key(&p.key(), p.zone), Some(p.clone()));
+            }
+        }
+        assert_eq!(Period::label_of_key("W#2026-W47"), "16–22 Nov 2026");
+        assert_eq!(Period::label_of_key("M#2026-13"), "M#2026-13");
+        assert_eq!(Period::label_of_key("D#2026-02-30"), "D#2026-02-30");
+        assert_eq!(Period::label_of_key("W#2026-W54"), "W#2026-W54");
+        assert_eq!(Period::label_of_key("anything"), "anything");
     }
 }

@@ -28,6 +28,7 @@ use spendguard_local::file_vault::FileVault;
 
 use crate::Failure;
 use crate::local::{Local, Target, key_guard_subscribes, sns_event, write_private};
+use crate::output::{json_line, outln};
 use crate::report::{self, Section};
 
 const BUDGETS: &str = include_str!("budgets.toml");
@@ -145,9 +146,9 @@ impl Timeline {
             eprint!("\r\x1b[2K");
         }
         if self.json {
-            println!("{}", serde_json::to_string(&m).unwrap_or_default());
+            outln!("{}", json_line(&m));
         } else {
-            println!("{}  {}", m.at.format("%b %d %H:%M"), m.what);
+            outln!("{}  {}", m.at.format("%b %d %H:%M"), m.what);
         }
         self.moments.push(m);
     }
@@ -578,9 +579,9 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         "seconds": started.elapsed().as_secs_f64(),
     });
     if args.json {
-        println!("{summary}");
+        outln!("{summary}");
     } else {
-        println!(
+        outln!(
             "\n{} USD spent in November; {} alerts, {} Slack messages, {} daily reports; {:.1} s.",
             summary["spent"].as_str().unwrap_or_default(),
             summary["alerts"],
@@ -588,8 +589,8 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
             reports,
             started.elapsed().as_secs_f64()
         );
-        println!("Report: {}", report_path.display());
-        println!(
+        outln!("Report: {}", report_path.display());
+        outln!(
             "Store: {} (try `spendguard status --store {0}`)",
             out.join("state.db").display()
         );
