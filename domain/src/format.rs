@@ -739,6 +739,7 @@ mod tests {
                 requests: dec!(600),
                 busiest_minute: dec!(600),
                 tokens: dec!(0),
+                aggregated: false,
             },
             signals: vec![Signal {
                 detector: Detector::Spike,

@@ -23,6 +23,10 @@ pub struct HourFigures {
     /// Input and output tokens.
     #[serde(default, with = "rust_decimal::serde::str")]
     pub tokens: Decimal,
+    /// Some of the hour's usage came in records that sum up more than an hour: when in the
+    /// day it happened is unknown.
+    #[serde(default)]
+    pub aggregated: bool,
 }
 
 impl HourFigures {
@@ -44,6 +48,7 @@ impl HourFigures {
                 .total
                 .get(Metric::TokensIn)
                 .saturating_add(c.total.get(Metric::TokensOut)),
+            aggregated: !c.aggregates.is_zero(),
         }
     }
 

@@ -49,6 +49,10 @@ pub struct Baseline {
     pub usual_tokens: Vec<Decimal>,
     /// Hours of the day (UTC) the key was ever used at.
     pub used_hours: BTreeSet<u32>,
+    /// Some of the key's history came in records that sum up more than an hour, so its
+    /// hours of use are not known and off-hours use cannot be judged.
+    #[serde(default)]
+    pub aggregated: bool,
     /// The median of the hours the key was used in: the reference at an hour it is never used.
     pub active_hour_spend: Decimal,
     pub active_hour_requests: Decimal,
@@ -105,6 +109,7 @@ impl Baseline {
             usual_requests,
             usual_tokens,
             used_hours: used.keys().map(|at| at.hour()).collect(),
+            aggregated: used.values().any(|f| f.aggregated),
             active_hour_spend: median(used.values().map(|f| f.spend).collect()),
             active_hour_requests: median(used.values().map(|f| f.requests).collect()),
             active_hour_tokens: median(used.values().map(|f| f.tokens).collect()),
@@ -215,7 +220,7 @@ pub fn detect(
             ),
         );
     }
-    if !baseline.used_hours.contains(&h) {
+    if !baseline.used_hours.contains(&h) && !baseline.aggregated && !now.aggregated {
         fire(
             Detector::OffHours,
             format!(
@@ -368,6 +373,7 @@ mod tests {
             requests: requests.into(),
             busiest_minute: Decimal::from(requests / 10),
             tokens: Decimal::ZERO,
+            aggregated: false,
         }
     }
 
@@ -403,6 +409,35 @@ mod tests {
         // usage older than the window is not history
         let old = Baseline::learn(&history(40, 50, dec!(2)), today(), 28);
         assert_eq!((old.history_days, old.last_used), (0, None));
+    }
+
+    #[test]
+    fn off_hours_is_not_judged_when_records_sum_up_more_than_an_hour() {
+        let policy = SecurityPolicy::default();
+        let small = figures(dec!(0.5), 2);
+        let precise = Baseline::learn(&history(1, 20, dec!(2)), today(), 28);
+        let fires = |b: &Baseline, now: &HourFigures| {
+            names(&detect(at("2026-11-23T03:00:00Z"), now, b, &policy))
+        };
+        assert_eq!(fires(&precise, &small), ["off_hours"]);
+        // daily totals stamped at 10:00 and 11:00 say nothing about the hours of use
+        let mut daily = history(1, 20, dec!(2));
+        daily.values_mut().for_each(|f| f.aggregated = true);
+        let aggregated = Baseline::learn(&daily, today(), 28);
+        assert!(aggregated.aggregated);
+        assert_eq!(fires(&aggregated, &small), Vec::<&str>::new());
+        // nor does an hour that is itself an aggregate
+        let summed = HourFigures {
+            aggregated: true,
+            ..small
+        };
+        assert_eq!(fires(&precise, &summed), Vec::<&str>::new());
+        // the spike still compares the hour's total
+        let big = HourFigures {
+            aggregated: true,
+            ..figures(dec!(25), 40)
+        };
+        assert_eq!(fires(&aggregated, &big), ["spike"]);
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub struct UsageRecord {
     pub requests: u64,
     pub cost: Money,
     pub timestamp: DateTime<Utc>,
+    /// How many minutes up to `timestamp` the record sums up (1: one call or one minute).
+    /// Burst detection reads its requests as spread over them; its counters are dated by
+    /// `timestamp` alone.
+    pub covers_minutes: u32,
     pub user: Option<String>,
     pub endpoint: Option<String>,
     pub feature: Option<String>,
@@ -55,6 +59,8 @@ pub struct UsageWire {
     #[serde(default)]
     pub cost: Option<CostWire>,
     pub timestamp: String,
+    #[serde(default)]
+    pub covers_minutes: Option<i64>,
     #[serde(default)]
     pub user: Option<String>,
     #[serde(default)]
@@ -112,6 +118,8 @@ pub mod bounds {
     /// [`crate::settings::MAX_COUNTER_ZONES`] zones, a record writes at most 95 items: one
     /// DynamoDB transaction always holds it.
     pub const MAX_SCOPE_DEPTH: usize = 6;
+    /// Longest period one record may sum up: 31 days, in minutes.
+    pub const MAX_COVERS_MINUTES: u32 = 31 * 24 * 60;
 }
 
 fn label(field: &'static str, value: Option<String>) -> Result<Option<String>, UsageError> {
@@ -138,6 +146,20 @@ fn count(field: &'static str, value: Option<i64>, default: u64) -> Result<u64, U
             format!("must be at most {} (got {v})", bounds::MAX_COUNT),
         )),
         Some(v) => Ok(v as u64),
+    }
+}
+
+fn covers_minutes(value: Option<i64>) -> Result<u32, UsageError> {
+    match value {
+        None => Ok(1),
+        Some(v) if (1..=i64::from(bounds::MAX_COVERS_MINUTES)).contains(&v) => Ok(v as u32),
+        Some(v) => Err(UsageError::new(
+            "covers_minutes",
+            format!(
+                "must be 1 to {} (31 days) minutes (got {v})",
+                bounds::MAX_COVERS_MINUTES
+            ),
+        )),
     }
 }
 
@@ -254,6 +276,7 @@ impl UsageWire {
             cached: count("tokens_cached", self.tokens_cached, 0)?,
         };
         let requests = count("requests", self.requests, 1)?;
+        let covers_minutes = covers_minutes(self.covers_minutes)?;
         let cost = match self.cost {
             Some(c) => {
                 let amount =
@@ -285,6 +308,7 @@ impl UsageWire {
             requests,
             cost,
             timestamp,
+            covers_minutes,
             user: label("user", self.user)?,
             endpoint: label("endpoint", self.endpoint)?,
             feature: label("feature", self.feature)?,
@@ -467,6 +491,9 @@ pub fn start_of_hour(at: DateTime<Utc>) -> DateTime<Utc> {
 pub struct HourCounters {
     pub total: Tally,
     pub requests_by_minute: BTreeMap<u32, Decimal>,
+    /// Records of the hour that sum up more than an hour ([`UsageRecord::covers_minutes`]):
+    /// their hour of day says nothing about when the key was used.
+    pub aggregates: Decimal,
     /// Why a stored value of this hour cannot be read ([`counter_value`]).
     pub unreadable: Option<String>,
 }
@@ -482,11 +509,19 @@ fn add_requests(
 }
 
 impl HourCounters {
-    pub fn add(&mut self, minute: u32, tally: &Tally) -> Result<(), OutOfRange> {
-        self.total.merge(tally)?;
-        let requests = tally.get(Metric::Requests);
-        if !requests.is_zero() {
-            add_requests(&mut self.requests_by_minute, minute, requests)?;
+    /// Adds one record's increment: its whole tally to the hour, and its requests per minute
+    /// to the minute it is dated at.
+    pub fn add(&mut self, delta: &HourDelta) -> Result<(), OutOfRange> {
+        self.total.merge(&delta.tally)?;
+        if delta.aggregate {
+            self.aggregates = checked_add(self.aggregates, Decimal::ONE, "aggregates")?;
+        }
+        if !delta.requests_per_minute.is_zero() {
+            add_requests(
+                &mut self.requests_by_minute,
+                delta.minute,
+                delta.requests_per_minute,
+            )?;
         }
         Ok(())
     }
@@ -496,6 +531,7 @@ impl HourCounters {
         for (minute, requests) in &other.requests_by_minute {
             add_requests(&mut self.requests_by_minute, *minute, *requests)?;
         }
+        self.aggregates = checked_add(self.aggregates, other.aggregates, "aggregates")?;
         if self.unreadable.is_none() {
             self.unreadable.clone_from(&other.unreadable);
         }
@@ -511,14 +547,17 @@ impl HourCounters {
             .unwrap_or_default()
     }
 
-    /// The named numbers both store adapters keep: `t_<metric>` totals, `m<minute>` requests.
+    /// The named numbers both store adapters keep (and add to): `t_<metric>` totals,
+    /// `m<minute>` requests, `agg` aggregate records.
     pub fn buckets(&self) -> Vec<(String, Decimal)> {
         let totals = self.total.0.iter().map(|(m, v)| (format!("t_{m}"), *v));
         let minutes = self
             .requests_by_minute
             .iter()
             .map(|(minute, v)| (format!("m{minute:02}"), *v));
-        totals.chain(minutes).collect()
+        let aggregates =
+            (!self.aggregates.is_zero()).then(|| (AGGREGATES.to_string(), self.aggregates));
+        totals.chain(minutes).chain(aggregates).collect()
     }
 
     /// Reads back one bucket written by [`HourCounters::buckets`] (the store's text of its
@@ -529,10 +568,16 @@ impl HourCounters {
             .strip_prefix('m')
             .and_then(|m| m.parse::<u32>().ok())
             .filter(|m| *m < 60);
-        if metric.is_none() && minute.is_none() {
+        let aggregates = name == AGGREGATES;
+        if metric.is_none() && minute.is_none() && !aggregates {
             return;
         }
         let added = counter_value(name, text).and_then(|value| {
+            if aggregates {
+                return checked_add(self.aggregates, value, name)
+                    .map(|sum| self.aggregates = sum)
+                    .map_err(|e| e.to_string());
+            }
             match (metric, minute) {
                 (Some(metric), _) => self.total.add(metric, value),
                 (None, Some(minute)) => add_requests(&mut self.requests_by_minute, minute, value),
@@ -548,12 +593,19 @@ impl HourCounters {
     }
 }
 
+/// The bucket of an hour counter that counts aggregate records.
+const AGGREGATES: &str = "agg";
+
 /// An increment of one hour counter, at one minute.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HourDelta {
     pub key: HourKey,
     pub minute: u32,
     pub tally: Tally,
+    /// The record's requests divided by the minutes it covers: what burst detection sees.
+    pub requests_per_minute: Decimal,
+    /// The record sums up more than an hour.
+    pub aggregate: bool,
 }
 
 /// A record ready for ingestion: its id and every counter increment it causes.
@@ -610,6 +662,11 @@ impl UsageEntry {
                 });
             }
         }
+        // an aggregate's requests count toward bursts at its average rate, rounded up so that
+        // a trickle is never read as none
+        let requests_per_minute = (Decimal::from(record.requests)
+            / Decimal::from(record.covers_minutes.max(1)))
+        .round_dp_with_strategy(4, rust_decimal::RoundingStrategy::AwayFromZero);
         // hourly counters for the record's scope path (keys live there), not the root
         let hours = record
             .scope
@@ -620,6 +677,8 @@ impl UsageEntry {
                 key: HourKey::of(scope, record.timestamp),
                 minute: record.timestamp.minute(),
                 tally: tally.clone(),
+                requests_per_minute,
+                aggregate: record.covers_minutes > 60,
             })
             .collect();
         UsageEntry {
@@ -650,9 +709,7 @@ pub fn presum_hours<'a>(
     let mut out: BTreeMap<HourKey, HourCounters> = BTreeMap::new();
     for entry in entries {
         for h in &entry.hours {
-            out.entry(h.key.clone())
-                .or_default()
-                .add(h.minute, &h.tally)?;
+            out.entry(h.key.clone()).or_default().add(h)?;
         }
     }
     Ok(out)
@@ -934,6 +991,55 @@ mod tests {
             assert_eq!(t.get(Metric::Cost(Currency::USD)), dec!(3.30));
             assert_eq!(t.get(Metric::Records), dec!(2));
         }
+    }
+
+    #[test]
+    fn an_aggregate_counts_toward_bursts_at_its_average_rate_and_fully_everywhere_else() {
+        let day = |covers: &str| {
+            let r = wire(&format!(r#"{{"id":"d1","scope":"openai/dev/key-1","requests":3200,"cost":{{"amount":"80","currency":"USD"}},"timestamp":"2026-11-23T15:00:00Z"{covers}}}"#))
+                .validate(&PriceBook::default(), now())
+                .unwrap();
+            let entry = UsageEntry::of(&r, &[Zone::UTC]);
+            let hours = presum_hours([&entry]).unwrap();
+            (r, hours[&entry.hours[0].key].clone())
+        };
+        let (call, as_one_minute) = day("");
+        assert_eq!(call.covers_minutes, 1);
+        assert_eq!(as_one_minute.busiest_minute(), dec!(3200));
+        let (daily, as_a_day) = day(r#","covers_minutes":1440"#);
+        assert_eq!(daily.covers_minutes, 1440);
+        // 3200 / 1440 = 2.2222…, rounded up at the fourth place
+        assert_eq!(as_a_day.busiest_minute(), dec!(2.2223));
+        assert_eq!(
+            as_a_day.total, as_one_minute.total,
+            "spend and requests count in full"
+        );
+        let (_, trickle) = day(r#","covers_minutes":44640"#);
+        assert_eq!(trickle.busiest_minute(), dec!(0.0717));
+        assert_eq!(as_one_minute.aggregates, Decimal::ZERO);
+        assert_eq!(as_a_day.aggregates, Decimal::ONE);
+        let (_, hourly) = day(r#","covers_minutes":60"#);
+        assert_eq!(
+            hourly.aggregates,
+            Decimal::ZERO,
+            "an hour's sum keeps its hour of day"
+        );
+        let mut back = HourCounters::default();
+        for (name, value) in as_a_day.buckets() {
+            back.read_bucket(&name, &value.to_string());
+        }
+        assert_eq!(back, as_a_day, "the stores keep the aggregate count");
+    }
+
+    #[test]
+    fn covers_minutes_outside_one_minute_to_31_days_is_refused_naming_it() {
+        for bad in ["0", "-5", "44641", "10000000000"] {
+            let err = wire(&format!(r#"{{"id":"r1","scope":"openai/prod","cost":{{"amount":"1","currency":"USD"}},"timestamp":"2026-11-22T10:00:00Z","covers_minutes":{bad}}}"#))
+                .validate(&PriceBook::default(), now())
+                .unwrap_err();
+            assert_eq!(err.field, "covers_minutes", "{bad}: {err}");
+        }
+        assert!(serde_json::from_str::<UsageWire>(r#"{"id":"r1","scope":"openai/prod","timestamp":"2026-11-22T10:00:00Z","covers_minutes":"1440"}"#).is_err());
     }
 
     #[test]

@@ -1045,6 +1045,7 @@ impl World {
                     requests: 1,
                     cost: Money::new(Decimal::from(11), Currency::USD),
                     timestamp: now,
+                    covers_minutes: 1,
                     user: None,
                     endpoint: None,
                     feature: None,

@@ -1534,6 +1534,7 @@ mod tests {
             timestamp: DateTime::parse_from_rfc3339("2026-11-23T03:30:00Z")
                 .unwrap()
                 .with_timezone(&Utc),
+            covers_minutes: 1,
             user: None,
             endpoint: None,
             feature: None,

@@ -62,6 +62,7 @@ fn usage(i: usize, n: i64) -> UsageEntry {
         requests: 10 + (cents as u64 % 17),
         cost: Money::new(Decimal::new(cents, 2), Currency::USD),
         timestamp: at,
+        covers_minutes: 1,
         user: None,
         endpoint: None,
         feature: None,

@@ -347,3 +347,25 @@ tiers = [{ name = "warning", percent = 80 }]
         "{stderr}"
     );
 }
+
+#[test]
+fn the_quick_start_example_raises_no_security_finding() {
+    // examples/usage.jsonl holds daily totals: read as one-minute bursts they looked like
+    // 3,200 requests in one minute and raised a key-theft finding ordering `rotate_keys`
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = EXAMPLE.to_vec();
+    args.push("--json");
+    let run = spendguard(&args, &dir.path().join("state.db"));
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    let security = &report["security"];
+    assert!(
+        security["keys_watched"].as_u64().unwrap_or_default() > 0,
+        "the example watches keys: {security}"
+    );
+    assert_eq!(
+        security["findings"],
+        serde_json::json!([]),
+        "the README's own check must not cry theft"
+    );
+}

@@ -75,6 +75,7 @@ pub fn record(id: &str, scope: &str, cents: i64, when: DateTime<Utc>) -> UsageRe
         requests: 1,
         cost: usd(cents, 2),
         timestamp: when,
+        covers_minutes: 1,
         user: None,
         endpoint: None,
         feature: None,

@@ -70,6 +70,10 @@ pub async fn hour_counters_keep_totals_and_minutes_once(store: Store) {
         10,
         at("2026-11-23T04:05:00Z"),
     ));
+    // a day's total in one record: 2,880 requests over 1,440 minutes
+    let mut day = record("h-day", "openai/prod/key-1", 10, at("2026-11-23T04:05:00Z"));
+    (day.requests, day.covers_minutes) = (2880, 1440);
+    records.push(day);
     let batch = entries(&records, &[Zone::UTC]);
     for _ in 0..2 {
         // the replay counts nothing
@@ -106,12 +110,25 @@ pub async fn hour_counters_keep_totals_and_minutes_once(store: Store) {
             "27 records x 5 in minute 12"
         );
         assert_eq!(h.requests_by_minute[&40], Decimal::from(15));
+        assert_eq!(h.aggregates, Decimal::ZERO);
     }
     assert!(
         !hours.contains_key(&keys[3]),
         "no hour counters for the root"
     );
-    assert_eq!(hours[&keys[5]].total.get(Metric::Records), Decimal::ONE);
+    let four = &hours[&keys[5]];
+    assert_eq!(four.total.get(Metric::Records), Decimal::from(2));
+    assert_eq!(four.total.get(Metric::Requests), Decimal::from(2881));
+    assert_eq!(
+        four.busiest_minute(),
+        Decimal::from(3),
+        "one request and the day's 2 per minute"
+    );
+    assert_eq!(
+        four.aggregates,
+        Decimal::ONE,
+        "the day's total is an aggregate"
+    );
 }
 
 pub async fn duplicate_ids_within_one_batch_count_once(store: Store) {
