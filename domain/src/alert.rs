@@ -380,7 +380,7 @@ impl AlertEvent {
             id = budget.id,
             scope = budget.scope,
             window = evaluation.kind,
-            period = period.key(),
+            period = period.label(),
             tier = tier.name,
             threshold = money(crossing.threshold),
             spend = money(evaluation.actual),
@@ -477,7 +477,7 @@ impl AlertEvent {
                 budget.id,
                 budget.scope,
                 window.kind,
-                period.key()
+                period.label()
             ),
             raised_at,
             related_alert_id: None,
@@ -505,7 +505,11 @@ impl AlertEvent {
             // the actions the alert ordered: key-guard lifts a limit reduction on recovery
             summary: format!(
                 "RECOVERED: budget {} ({}) {} {}: tier {} {reason}",
-                self.budget_id, self.scope, self.window, self.period_key, self.tier
+                self.budget_id,
+                self.scope,
+                self.window,
+                Period::label_of_key(&self.period_key),
+                self.tier
             ),
             raised_at: now,
             related_alert_id: Some(self.alert_id.clone()),

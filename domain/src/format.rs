@@ -12,6 +12,7 @@ use crate::daily::DailyReport;
 use crate::forecast::Forecast;
 use crate::message::Message;
 use crate::money::{Money, display_amount};
+use crate::period::Period;
 
 /// `1234567.891` -> `1,234,567.89`.
 pub fn grouped(amount: Decimal) -> String {
@@ -112,7 +113,7 @@ pub fn headline(e: &AlertEvent) -> String {
             "CANNOT EVALUATE: {} {} budget ({}): {}",
             e.budget_id,
             e.window,
-            e.period_key,
+            Period::label_of_key(&e.period_key),
             unevaluable_reason(e)
         ),
         AlertKind::Recovery => format!(
@@ -258,7 +259,10 @@ fn facts(e: &AlertEvent, kill_switch: &str) -> Vec<(&'static str, String)> {
             return vec![
                 ("Budget", e.budget_id.clone()),
                 ("Scope", e.scope.to_string()),
-                ("Window", format!("{} {}", e.window, e.period_key)),
+                (
+                    "Window",
+                    format!("{} {}", e.window, Period::label_of_key(&e.period_key)),
+                ),
                 ("Why", unevaluable_reason(e).to_string()),
                 ("Limit", money(&e.limit)),
                 ("Alert", e.incident_key().to_string()),
@@ -345,7 +349,10 @@ fn facts(e: &AlertEvent, kill_switch: &str) -> Vec<(&'static str, String)> {
     }
     vec![
         ("Budget", format!("{} ({})", e.budget_id, e.scope)),
-        ("Window", format!("{} {}", e.window, e.period_key)),
+        (
+            "Window",
+            format!("{} {}", e.window, Period::label_of_key(&e.period_key)),
+        ),
         ("Spend", money(&e.spend)),
         ("Limit", money(&e.limit)),
         ("Used", format!("{} %", e.percent)),
@@ -436,7 +443,7 @@ pub fn slack(message: &Message) -> Value {
                 "text": headline(e),
                 "blocks": [
                     {"type": "header", "text": {"type": "plain_text", "text": headline(e), "emoji": true}},
-                    {"type": "section", "text": {"type": "mrkdwn", "text": format!("*Budget* `{}` ({})\n*Window* {} · {}", e.budget_id, e.scope, e.window, e.period_key)}},
+                    {"type": "section", "text": {"type": "mrkdwn", "text": format!("*Budget* `{}` ({})\n*Window* {} · {}", e.budget_id, e.scope, e.window, Period::label_of_key(&e.period_key))}},
                     {"type": "section", "fields": fields},
                     {"type": "context", "elements": [{"type": "mrkdwn", "text": context}]}
                 ]

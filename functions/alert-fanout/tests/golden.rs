@@ -398,7 +398,7 @@ fn a_digest_lists_its_warnings() {
     let warning = examples().remove(0).1;
     let mut second = warning.clone();
     second.alert_id = "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5".into();
-    second.summary = second.summary.replace("W#2026-W47", "W#2026-W48");
+    second.summary = second.summary.replace("16–22 Nov 2026", "23–29 Nov 2026");
     let m = Message::Digest {
         channel: "ops-slack".into(),
         events: vec![warning, second],
