@@ -610,11 +610,13 @@ pub async fn month_report(
         .map_err(run_err)?;
     if data.days.is_empty() && data.markers.is_empty() {
         // nothing to draw: say which scopes have data instead of writing an empty chart
-        let scopes = local
+        let mut scopes = local
             .store()
             .scopes_with_counters(YearMonth::of(first))
             .await
             .map_err(run_err)?;
+        // the scopes people name first; dimension scopes (`_model/…`) and `*` after them
+        scopes.sort_by_key(|s| (s.as_str().starts_with(['_', '*']), s.to_string()));
         let shown: Vec<String> = scopes.iter().take(12).map(|s| s.to_string()).collect();
         let more = scopes.len().saturating_sub(shown.len());
         return Err(Failure::Invalid(format!(
