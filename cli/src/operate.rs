@@ -608,6 +608,31 @@ pub async fn month_report(
     let data = report::gather(local.store().as_ref(), &target, YearMonth::of(first))
         .await
         .map_err(run_err)?;
+    if data.days.is_empty() && data.markers.is_empty() {
+        // nothing to draw: say which scopes have data instead of writing an empty chart
+        let mut scopes = local
+            .store()
+            .scopes_with_counters(YearMonth::of(first))
+            .await
+            .map_err(run_err)?;
+        // the scopes people name first; dimension scopes (`_model/…`) and `*` after them
+        scopes.sort_by_key(|s| (s.as_str().starts_with(['_', '*']), s.to_string()));
+        let shown: Vec<String> = scopes.iter().take(12).map(|s| s.to_string()).collect();
+        let more = scopes.len().saturating_sub(shown.len());
+        return Err(Failure::Invalid(format!(
+            "error: no nightly summaries for {target} in {month}; scopes with data: {}{}",
+            if shown.is_empty() {
+                "none yet (daily-aggregate writes the summaries each night)".to_string()
+            } else {
+                shown.join(", ")
+            },
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )));
+    }
     if as_json {
         let mut figures = serde_json::to_value(&data).unwrap_or_default();
         figures["target"] = json!(on.name());

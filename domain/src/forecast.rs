@@ -95,6 +95,21 @@ pub fn project(
     })
 }
 
+/// What a runaway stopped at `from` would have spent by `until`: `spent` by then, plus the
+/// rate of its last full hour for every hour left (a loop keeps its pace; the report's
+/// "without spendguard" line).
+pub fn continued(
+    spent: Decimal,
+    hourly: Decimal,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Decimal, OutOfRange> {
+    let hours_left = seconds(until - from).max(Decimal::ZERO) / Decimal::from(3_600);
+    checked_mul(hourly, hours_left, "spend without the stop")?
+        .checked_add(spent)
+        .ok_or_else(|| OutOfRange(format!("spend without the stop after {spent}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,15 @@ pub fn grouped(amount: Decimal) -> String {
     format!("{sign}{out}.{frac}")
 }
 
+/// `H#2026-11-23T03` -> `23 Nov 2026 03:00 UTC` (any other key as it is).
+fn hour_label(key: &str) -> String {
+    let hour = key.trim_start_matches("H#");
+    chrono::NaiveDateTime::parse_from_str(&format!("{hour}:00"), "%Y-%m-%dT%H:%M").map_or_else(
+        |_| hour.to_string(),
+        |h| h.format("%-d %b %Y %H:%M UTC").to_string(),
+    )
+}
+
 pub fn money(m: &Money) -> String {
     format!("{} {}", grouped(m.amount), m.currency)
 }
@@ -137,11 +146,11 @@ pub fn headline(e: &AlertEvent) -> String {
             money(&e.limit)
         ),
         AlertKind::Security => format!(
-            "SECURITY {}: key {} ({}) in hour {}",
+            "SECURITY {}: key {} ({}) in the hour from {}",
             e.tier.trim_start_matches("security-").to_uppercase(),
             finding_key(e).unwrap_or("?"),
             e.scope,
-            e.period_key.trim_start_matches("H#")
+            hour_label(&e.period_key)
         ),
         AlertKind::Report => format!(
             "Daily spend {}: {}",
@@ -304,7 +313,7 @@ fn facts(e: &AlertEvent, kill_switch: &str) -> Vec<(&'static str, String)> {
             };
             return vec![
                 ("Scope", e.scope.to_string()),
-                ("Hour", e.period_key.trim_start_matches("H#").to_string()),
+                ("Hour", hour_label(&e.period_key)),
                 ("Spend", money(&e.spend)),
                 ("Signals", signals.join("; ")),
                 ("Actions ordered", actions(e)),
@@ -757,7 +766,8 @@ mod tests {
         let e = finding.event(&crate::settings::Settings::default(), hour);
         assert_eq!(
             headline(&e),
-            "🚨 SECURITY CRITICAL: key search-key (anthropic/search/key-7) in hour 2026-11-23T03"
+            "🚨 SECURITY CRITICAL: key search-key (anthropic/search/key-7) in the hour from 23 Nov 2026 03:00 UTC",
+            "the hour as people read it, not the store's key"
         );
         let pd = pagerduty(&e, "rk");
         assert_eq!(pd["payload"]["group"], "search-key");

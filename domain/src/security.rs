@@ -143,11 +143,19 @@ pub struct Finding {
     pub signals: Vec<Signal>,
 }
 
-fn times(observed: Decimal, usual: Decimal) -> String {
+/// `30.00 USD (20x the usual 1.50 USD)`; a multiple of nothing means nothing, so an hour
+/// without usual traffic says that instead.
+fn against_usual(
+    observed_text: impl std::fmt::Display,
+    observed: Decimal,
+    usual: Decimal,
+    usual_text: impl std::fmt::Display,
+) -> String {
     if usual.is_zero() {
-        "∞".into()
+        format!("{observed_text} (no usual traffic at this hour)")
     } else {
-        (observed / usual).round_dp(1).normalize().to_string()
+        let times = (observed / usual).round_dp(1).normalize();
+        format!("{observed_text} ({times}x the usual {usual_text})")
     }
 }
 
@@ -207,16 +215,25 @@ pub fn detect(
         fire(
             Detector::Spike,
             format!(
-                "{h:02}:00 UTC: spend {} ({}x the usual {}), {} requests ({}x the usual {}), {} tokens ({}x the usual {})",
-                Money::new(now.spend, c),
-                times(now.spend, usual_spend),
-                Money::new(usual_spend, c),
-                now.requests,
-                times(now.requests, usual_requests),
-                usual_requests,
-                now.tokens,
-                times(now.tokens, usual_tokens),
-                usual_tokens
+                "{h:02}:00 UTC: spend {}, {}, {}",
+                against_usual(
+                    Money::new(now.spend, c),
+                    now.spend,
+                    usual_spend,
+                    Money::new(usual_spend, c)
+                ),
+                against_usual(
+                    format!("{} requests", now.requests),
+                    now.requests,
+                    usual_requests,
+                    usual_requests
+                ),
+                against_usual(
+                    format!("{} tokens", now.tokens),
+                    now.tokens,
+                    usual_tokens,
+                    usual_tokens
+                ),
             ),
         );
     }
@@ -409,6 +426,28 @@ mod tests {
         // usage older than the window is not history
         let old = Baseline::learn(&history(40, 50, dec!(2)), today(), 28);
         assert_eq!((old.history_days, old.last_used), (0, None));
+    }
+
+    /// Issue 25 §5.8: `0 tokens (∞x the usual 0)` said nothing a person could use.
+    #[test]
+    fn a_spike_over_an_hour_without_usual_traffic_says_so_instead_of_infinity() {
+        let b = Baseline::learn(&history(1, 20, dec!(2)), today(), 28);
+        let spike = detect(
+            at("2026-11-23T10:00:00Z"),
+            &figures(dec!(20), 40),
+            &b,
+            &SecurityPolicy::default(),
+        );
+        let evidence = &spike[0].evidence;
+        assert!(
+            evidence.ends_with("0 tokens (no usual traffic at this hour)"),
+            "{evidence}"
+        );
+        assert!(
+            evidence.contains("spend 20.00 USD (10x the usual 2.00 USD)"),
+            "{evidence}"
+        );
+        assert!(!evidence.contains('∞'), "{evidence}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use spendguard_app::ports::clock::{Clock, FixedClock};
 use spendguard_app::ports::secrets::SecretVault;
 use spendguard_domain::alert::{AlertEvent, AlertKind};
 use spendguard_domain::budgets_file::parse_budgets;
-use spendguard_domain::period::YearMonth;
+use spendguard_domain::period::{Period, YearMonth};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::standard_webhooks::WebhookSecret;
 use spendguard_local::file_vault::FileVault;
@@ -198,7 +198,7 @@ fn describe(alert: &AlertEvent) -> String {
             alert.severity.as_str().to_uppercase(),
             alert.budget_id,
             alert.window,
-            alert.period_key,
+            Period::label_of_key(&alert.period_key),
             alert.spend.amount.round_dp(2),
             alert.limit.amount.normalize(),
             alert.limit.currency,
@@ -206,7 +206,10 @@ fn describe(alert: &AlertEvent) -> String {
         ),
         AlertKind::Recovery => format!(
             "recovered: {} {} {} (the {} tier is re-armed)",
-            alert.budget_id, alert.window, alert.period_key, alert.tier
+            alert.budget_id,
+            alert.window,
+            Period::label_of_key(&alert.period_key),
+            alert.tier
         ),
         _ => alert.summary.clone(),
     }
@@ -307,6 +310,8 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     );
     let mut noise = Noise(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut delivered = 0usize;
+    // what Slack received, and when
+    let mut slack_received: Vec<(DateTime<Utc>, String)> = Vec::new();
     let mut spent = Decimal::ZERO;
     let mut runaway_on = false;
     let mut last_seen = (String::from("open"), Decimal::ONE);
@@ -482,10 +487,17 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         // everything published goes to its subscribers
         for alert in local.events().into_iter().skip(delivered) {
             delivered += 1;
+            let seen = inbox.messages().len();
             let result = fanout
                 .handle(sns_event(&alert))
                 .await
                 .map_err(|e| Failure::Run(format!("alert-fanout: {e}")))?;
+            slack_received.extend(inbox.messages().iter().skip(seen).map(|m| {
+                (
+                    clock.now(),
+                    m["text"].as_str().unwrap_or_default().to_string(),
+                )
+            }));
             if alert.kind == AlertKind::Report {
                 reports += 1;
                 continue;
@@ -534,15 +546,9 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     )
     .await
     .map_err(|e| Failure::Run(e.to_string()))?;
-    let slack_rows = inbox
-        .messages()
-        .iter()
-        .map(|m| {
-            (
-                "Slack".to_string(),
-                m["text"].as_str().unwrap_or_default().to_string(),
-            )
-        })
+    let slack_rows = slack_received
+        .into_iter()
+        .map(|(at, text)| (at.format("%b %d %H:%M UTC").to_string(), text))
         .collect();
     let page = report::html(
         &month,

@@ -236,7 +236,7 @@ fn the_report_renders_in_chromium_with_tier_lines_and_the_kill_moment() {
             "--disable-component-update",
             "--disable-sync",
             "--hide-scrollbars",
-            "--window-size=1000,640",
+            "--window-size=1000,800",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("--screenshot={}", shot.display()))
@@ -254,6 +254,7 @@ fn the_report_renders_in_chromium_with_tier_lines_and_the_kill_moment() {
         ("emergency tier line", "#b00020"),
         ("kill moment", "#d6336c"),
         ("restore moment", "#2b8a3e"),
+        ("spend per day bars", "#a5d8ff"),
     ] {
         let pixels = count_colour(&shot, colour);
         assert!(
@@ -300,4 +301,265 @@ fn no_secret_reaches_the_logs_of_a_whole_demo_month() {
             "{name} appears in the logs"
         );
     }
+}
+
+/// The `<svg>` element of a report page, parsed.
+fn chart(page: &str) -> String {
+    let start = page.find("<svg").expect("an <svg> in the page");
+    let end = page.find("</svg>").expect("a closed <svg>") + "</svg>".len();
+    page[start..end].to_string()
+}
+
+fn number(node: roxmltree::Node, attribute: &str) -> f64 {
+    node.attribute(attribute)
+        .unwrap_or_else(|| panic!("{node:?} has no {attribute}"))
+        .parse()
+        .unwrap()
+}
+
+fn instant(text: &str) -> chrono::DateTime<chrono::Utc> {
+    text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+/// A drawn area: x, y, width, height.
+fn area(node: roxmltree::Node) -> (f64, f64, f64, f64) {
+    (
+        number(node, "x"),
+        number(node, "y"),
+        number(node, "width"),
+        number(node, "height"),
+    )
+}
+
+fn intersect(a: (f64, f64, f64, f64), b: (f64, f64, f64, f64)) -> bool {
+    a.0 < b.0 + b.2 && b.0 < a.0 + a.2 && a.1 < b.1 + b.3 && b.1 < a.1 + a.3
+}
+
+/// Issue 25 §5: one time axis for the days and the moments keys were stopped and restored,
+/// ticks at midnights named by date, the legend beside the data instead of on it, the daily
+/// window's bars and limit, the money axis in the currency, the days as a table, and no
+/// store key on the page.
+#[test]
+fn the_report_draws_days_and_key_stops_on_one_time_axis_with_the_legend_outside_the_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    let page = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    let svg = chart(&page);
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let by_id = |id: &str| {
+        doc.descendants()
+            .find(|n| n.attribute("id") == Some(id))
+            .unwrap_or_else(|| panic!("no #{id} in the chart"))
+    };
+    let with_class = |class: &str| -> Vec<roxmltree::Node> {
+        doc.descendants()
+            .filter(|n| {
+                n.attribute("class")
+                    .is_some_and(|c| c.split(' ').any(|c| c == class))
+            })
+            .collect()
+    };
+    // the axis: the plot's left edge is its `from` instant, its right edge its `to`
+    let plot = by_id("plot");
+    let (left, width) = (number(plot, "x"), number(plot, "width"));
+    let from = instant(plot.attribute("data-from").unwrap());
+    let to = instant(plot.attribute("data-to").unwrap());
+    assert_eq!(
+        (from.to_rfc3339(), to.to_rfc3339()),
+        (
+            "2026-11-01T00:00:00+00:00".into(),
+            "2026-12-01T00:00:00+00:00".into()
+        )
+    );
+    let x_of = |at: chrono::DateTime<chrono::Utc>| {
+        left + (at - from).num_seconds() as f64 / (to - from).num_seconds() as f64 * width
+    };
+
+    let kill = with_class("marker-kill");
+    let kill = kill
+        .iter()
+        .find(|n| n.tag_name().name() == "line")
+        .expect("a kill marker line");
+    let stopped_at = instant(kill.attribute("data-at").unwrap());
+    assert_eq!(stopped_at, instant("2026-11-18T02:00:00Z"));
+    assert!(
+        (number(*kill, "x1") - x_of(stopped_at)).abs() < 0.06,
+        "the kill marker is drawn at its instant: x {} vs {}",
+        number(*kill, "x1"),
+        x_of(stopped_at)
+    );
+    let tick_labels = with_class("tick-label");
+    let nov_18 = tick_labels
+        .iter()
+        .find(|n| n.text() == Some("Nov 18"))
+        .unwrap_or_else(|| panic!("no tick labelled Nov 18: {tick_labels:?}"));
+    let midnight = x_of(instant("2026-11-18T00:00:00Z"));
+    assert!(
+        (number(*nov_18, "x") - midnight).abs() < 0.06,
+        "the Nov 18 tick is at midnight: {} vs {midnight}",
+        number(*nov_18, "x")
+    );
+    assert!(
+        number(*kill, "x1") > midnight
+            && number(*kill, "x1") < x_of(instant("2026-11-19T00:00:00Z")),
+        "the kill lies just right of the Nov 18 tick"
+    );
+    for label in &tick_labels {
+        let at = instant(label.attribute("data-at").unwrap());
+        assert_eq!(at.time(), chrono::NaiveTime::MIN, "ticks at midnights");
+        assert_eq!(
+            label.text().unwrap(),
+            at.format("%b %-d").to_string(),
+            "ticks named by date"
+        );
+    }
+    // day d: a bar across the day, its month to date at the midnight after it
+    let bars = with_class("day-bar");
+    assert_eq!(bars.len(), 30, "a bar per day");
+    let runaway_day = bars
+        .iter()
+        .find(|b| b.attribute("data-day") == Some("2026-11-18"))
+        .expect("a bar for Nov 18");
+    assert!((number(*runaway_day, "x") - midnight).abs() < 0.06);
+    assert!(
+        (number(*runaway_day, "x") + number(*runaway_day, "width")
+            - x_of(instant("2026-11-19T00:00:00Z")))
+        .abs()
+            < 0.06
+    );
+    let spend = with_class("spend")[0];
+    let points: Vec<(f64, f64)> = spend
+        .attribute("points")
+        .unwrap()
+        .split(' ')
+        .map(|p| {
+            let (x, y) = p.split_once(',').unwrap();
+            (x.parse().unwrap(), y.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        points.len(),
+        31,
+        "the 1st's midnight and the end of each day"
+    );
+    assert!((points[18].0 - x_of(instant("2026-11-19T00:00:00Z"))).abs() < 0.06);
+    // the daily window's limit is drawn in the daily bars' panel
+    let daily_limit = with_class("daily-limit");
+    assert!(!daily_limit.is_empty(), "the daily window's limit line");
+    assert!(
+        with_class("daily-limit-label")
+            .iter()
+            .any(|t| t.text() == Some("daily limit 150"))
+    );
+
+    // the legend in its own area, naming what is drawn, in the markers' words
+    let legend = area(by_id("legend-area"));
+    for panel in ["plot", "daily-plot"] {
+        assert!(
+            !intersect(legend, area(by_id(panel))),
+            "the legend {legend:?} overlaps #{panel}"
+        );
+    }
+    let entries: Vec<&str> = with_class("legend-entry")
+        .iter()
+        .map(|n| n.text().unwrap())
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            "month to date",
+            "forecast (end of month)",
+            "without spendguard",
+            "spend per day",
+            "keys stopped",
+            "restored"
+        ]
+    );
+    for entry in with_class("legend-entry") {
+        let (x, y) = (number(entry, "x"), number(entry, "y"));
+        assert!(
+            x >= legend.0 && x <= legend.0 + legend.2 && y >= legend.1 && y <= legend.1 + legend.3,
+            "{:?} is outside the legend's area",
+            entry.text()
+        );
+    }
+    let marker_words: Vec<&str> = with_class("marker-label")
+        .iter()
+        .map(|n| n.text().unwrap())
+        .collect();
+    assert_eq!(marker_words, ["keys stopped", "restored"]);
+
+    // the money axes name the currency; ticks are grouped by thousands
+    let axis_titles: Vec<&str> = with_class("axis-title")
+        .iter()
+        .map(|n| n.text().unwrap())
+        .collect();
+    assert!(
+        axis_titles.len() == 2 && axis_titles.iter().all(|t| t.contains("USD")),
+        "{axis_titles:?}"
+    );
+    assert!(
+        with_class("y-tick")
+            .iter()
+            .any(|t| t.text() == Some("1,000")),
+        "y ticks with thousands separators"
+    );
+
+    // the page: figures in the header, the days as a table, readable instants, no store keys
+    for part in [
+        "% used",
+        "forecast % of budget",
+        "daily window",
+        "<th>Day</th><th class=\"num\">Spent</th><th class=\"num\">Month to date</th><th class=\"num\">Forecast</th><th class=\"num\">% of budget</th>",
+        "td.num,th.num{text-align:right",
+    ] {
+        assert!(page.contains(part), "the page lacks {part}");
+    }
+    let slack = page
+        .split("<h2>What Slack received</h2>")
+        .nth(1)
+        .expect("a Slack section");
+    assert!(
+        slack.starts_with("<table><tr><td>Nov 18 02:00 UTC</td>"),
+        "the time of each message first: {}",
+        &slack[..200.min(slack.len())]
+    );
+    for key in ["M#", "W#", "D#", "H#", "2026-11-18T01"] {
+        assert!(!page.contains(key), "the page shows a store key: {key}");
+    }
+    assert!(!page.contains("∞x"), "no infinite multiples of nothing");
+
+    // a scope without data: an error naming the scopes that have some, nothing written
+    let store = dir.path().join("state.db");
+    for json in [false, true] {
+        let out = dir.path().join("nothing.html");
+        let mut args = vec!["report", "--scope", "openai/nothing", "--month", "2026-11"];
+        if json {
+            args.push("--json");
+        }
+        let run = Command::new(env!("CARGO_BIN_EXE_spendguard"))
+            .current_dir(repo())
+            .args(&args)
+            .arg("--out")
+            .arg(&out)
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap();
+        let err = text(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.starts_with(
+                "error: no nightly summaries for openai/nothing in 2026-11; scopes with data: "
+            ) && err.contains("anthropic/research"),
+            "{err}"
+        );
+        assert!(run.stdout.is_empty() && !out.exists(), "nothing written");
+    }
+    let json = month_report(&store);
+    assert_eq!(json["schema_version"], 1);
+    assert_eq!(
+        json["without_spendguard"]["from"], "2026-11-18T02:00:00Z",
+        "the projection starts when keys were stopped"
+    );
 }
