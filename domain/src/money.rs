@@ -172,6 +172,13 @@ impl FxRates {
         self.rates.is_empty()
     }
 
+    /// Every rate as written: (from, to, units of `to` per unit of `from`).
+    pub fn iter(&self) -> impl Iterator<Item = (Currency, Currency, Decimal)> + '_ {
+        self.rates
+            .iter()
+            .map(|(&(from, to), &rate)| (from, to, rate))
+    }
+
     /// Whether amounts in `from` can be converted into `to`.
     pub fn can_convert(&self, from: Currency, to: Currency) -> bool {
         from == to
