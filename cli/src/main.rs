@@ -3,7 +3,8 @@
 //!
 //! Exit codes: 0 done; 1 the run failed (store, AWS or handler error, a budget window that
 //! cannot be evaluated); 2 invalid input, no target or an unconfirmed change (nothing
-//! written); 3 `--fail-on` reached; 4 a kill or shutdown that stopped nothing.
+//! written); 3 `--fail-on` reached; 4 a kill or shutdown that stopped nothing. `budgets plan`
+//! alone: 0 no changes, 2 changes, 1 any error (terraform's -detailed-exitcode).
 
 #![deny(clippy::print_stdout)]
 
@@ -27,7 +28,7 @@ use clap::{Args, Parser, Subcommand};
     name = "spendguard",
     version,
     about = "Stop runaway API and cloud spend. Try it with `spendguard demo`; run any function locally with `invoke`; operate a deployment with status, kill, restore, ack, budgets apply and report.",
-    after_help = "Exit codes: 0 done, 1 run failed (or a budget window cannot be evaluated), 2 invalid input, no target or an unconfirmed change (nothing written), 3 --fail-on severity reached, 4 a kill or shutdown stopped nothing.\nOperator commands act on the target they are given: --table NAME (or SPENDGUARD_TABLE), or --store FILE that exists.\nMore: docs/cli.md"
+    after_help = "Exit codes: 0 done, 1 run failed (or a budget window cannot be evaluated), 2 invalid input, no target or an unconfirmed change (nothing written), 3 --fail-on severity reached, 4 a kill or shutdown stopped nothing. `budgets plan`: 0 no changes, 2 changes, 1 any error.\nOperator commands act on the target they are given: --table NAME (or SPENDGUARD_TABLE), or --store FILE that exists.\nMore: docs/cli.md"
 )]
 struct Cli {
     #[command(subcommand)]
