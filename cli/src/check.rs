@@ -14,7 +14,6 @@ use spendguard_app::sources::counters::UsageCounters;
 use spendguard_app::sources::gcp::GcpBudgetObservations;
 use spendguard_aws::budgets::AwsBudgets;
 use spendguard_domain::budget::Severity;
-use spendguard_domain::budgets_file::load_budgets_file;
 use spendguard_domain::settings::PolicySet;
 use spendguard_domain::usage::admit;
 use spendguard_domain::usage::{UsageRecord, UsageWire};
@@ -29,33 +28,7 @@ use crate::output::{json_document, out, outln};
 use crate::{CheckArgs, Failure, table};
 
 pub fn load(path: &Path) -> Result<PolicySet, Failure> {
-    load_budgets_file(path).map_err(|errors| Failure::Invalid(errors.to_string()))
-}
-
-pub fn validate(path: &Path, as_json: bool) -> Result<(), Failure> {
-    let policy = load(path)?;
-    for warning in policy.currency_warnings() {
-        eprintln!("warning: {}: {warning}", path.display());
-    }
-    if as_json {
-        let json = json_document(&policy);
-        outln!("{json}");
-        return Ok(());
-    }
-    outln!(
-        "{}: valid — {} budgets, {} windows, {} channels, {} prices, {} keys",
-        path.display(),
-        policy.budgets.len(),
-        policy
-            .budgets
-            .iter()
-            .map(|b| b.windows.len())
-            .sum::<usize>(),
-        policy.settings.channels.len(),
-        policy.settings.prices.0.len(),
-        policy.keys.len()
-    );
-    Ok(())
+    crate::budgets::load(path).map(|file| file.policy)
 }
 
 /// Reads a JSONL usage file; every bad line is reported (file:line: field: message) and

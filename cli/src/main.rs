@@ -3,10 +3,12 @@
 //!
 //! Exit codes: 0 done; 1 the run failed (store, AWS or handler error, a budget window that
 //! cannot be evaluated); 2 invalid input, no target or an unconfirmed change (nothing
-//! written); 3 `--fail-on` reached; 4 a kill or shutdown that stopped nothing.
+//! written); 3 `--fail-on` reached; 4 a kill or shutdown that stopped nothing. `budgets plan`
+//! alone: 0 no changes, 2 changes, 1 any error (terraform's -detailed-exitcode).
 
 #![deny(clippy::print_stdout)]
 
+mod budgets;
 mod check;
 mod demo;
 mod invoke;
@@ -26,11 +28,15 @@ use clap::{Args, Parser, Subcommand};
     name = "spendguard",
     version,
     about = "Stop runaway API and cloud spend. Try it with `spendguard demo`; run any function locally with `invoke`; operate a deployment with status, kill, restore, ack, budgets apply and report.",
-    after_help = "Exit codes: 0 done, 1 run failed (or a budget window cannot be evaluated), 2 invalid input, no target or an unconfirmed change (nothing written), 3 --fail-on severity reached, 4 a kill or shutdown stopped nothing.\nOperator commands act on the target they are given: --table NAME (or SPENDGUARD_TABLE), or --store FILE that exists.\nMore: docs/cli.md"
+    after_help = "Exit codes: 0 done, 1 run failed (or a budget window cannot be evaluated), 2 invalid input, no target or an unconfirmed change (nothing written), 3 --fail-on severity reached, 4 a kill or shutdown stopped nothing. `budgets plan`: 0 no changes, 2 changes, 1 any error.\nOperator commands act on the target they are given: --table NAME (or SPENDGUARD_TABLE), or --store FILE that exists.\nMore: docs/cli.md"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How problems in a budgets file are shown: `short` (one `file:line:col:` line each) or
+    /// `human` (cargo-like, with the source line); default human on a terminal, else short.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    message_format: Option<budgets::MessageFormat>,
 }
 
 #[derive(Subcommand)]
@@ -44,7 +50,8 @@ enum Command {
         /// The budgets file (TOML, see docs/budgets.md).
         #[arg(long, value_name = "FILE")]
         budgets: PathBuf,
-        /// Print the parsed policy as JSON.
+        /// Print the result as JSON on stdout: `valid`, a summary and the parsed policy, or
+        /// `valid: false` and the errors with their positions (exit 2).
         #[arg(long)]
         json: bool,
     },
@@ -150,13 +157,30 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BudgetsCommand {
-    /// Validate a budgets file, show what changes, and write it after confirmation.
+    /// Show what `apply` would change, writing nothing. Exit codes as terraform's
+    /// -detailed-exitcode: 0 no changes, 2 changes to apply, 1 any error (an invalid file too).
+    Plan {
+        /// The budgets file (TOML, see docs/budgets.md).
+        file: PathBuf,
+        #[command(flatten)]
+        on: operate::On,
+    },
+    /// Validate a budgets file, show what changes, and write it after confirmation (without a
+    /// terminal, only with --yes: exit 2 and nothing written otherwise). Audited.
     Apply {
         /// The budgets file (TOML, see docs/budgets.md).
         file: PathBuf,
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+        #[command(flatten)]
+        on: operate::On,
+    },
+    /// Write the deployed policy back as a budgets file (it validates, and plans no changes).
+    Export {
+        /// Where to write it; stdout when not given.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
         #[command(flatten)]
         on: operate::On,
     },
@@ -211,10 +235,14 @@ pub enum Failure {
     NothingStopped(String),
     /// The drill found a stop that could not be carried out now: exit 5.
     StopsBroken(String),
+    /// `budgets plan`'s terraform-style end: 2 changes to apply, 1 any error (the message is
+    /// printed as it is).
+    Plan { code: u8, message: String },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    budgets::set_message_format(cli.message_format);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -236,7 +264,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Check(args) => check::run(args).await,
-            Command::Validate { budgets, json } => check::validate(&budgets, json),
+            Command::Validate { budgets, json } => budgets::validate(&budgets, json),
             Command::Invoke(args) => invoke::run(args).await,
             Command::Drill { json, on } => operate::drill(&on, json).await,
             Command::Status { scope, json, on } => {
@@ -261,9 +289,11 @@ fn main() -> ExitCode {
                 reason,
                 on,
             } => operate::ack(&on, &alert_id, reason.as_deref()).await,
-            Command::Budgets {
-                command: BudgetsCommand::Apply { file, yes, on },
-            } => operate::budgets_apply(&on, &file, yes).await,
+            Command::Budgets { command } => match command {
+                BudgetsCommand::Plan { file, on } => budgets::plan(&on, &file).await,
+                BudgetsCommand::Apply { file, yes, on } => budgets::apply(&on, &file, yes).await,
+                BudgetsCommand::Export { out, on } => budgets::export(&on, out.as_deref()).await,
+            },
             Command::Report {
                 scope,
                 month,
@@ -303,6 +333,10 @@ fn main() -> ExitCode {
         Err(Failure::StopsBroken(m)) => {
             eprintln!("{m}");
             ExitCode::from(5)
+        }
+        Err(Failure::Plan { code, message }) => {
+            eprintln!("{message}");
+            ExitCode::from(code)
         }
     }
 }

@@ -1,9 +1,9 @@
-//! The operator's commands: `status`, `kill`, `restore`, `ack`, `budgets apply`, `report`.
+//! The operator's commands: `status`, `kill`, `restore`, `ack`, `report` (`budgets` is in
+//! budgets.rs).
 //! Against a deployment (`--table`, with the user's AWS credentials; `AWS_ENDPOINT_URL` is
 //! honoured) they read and write its table directly and run key-guard's and alert-fanout's own
 //! code in process; without `--table` they act on the embedded store.
 
-use spendguard_app::flows::caps::{CapOutcome, admin_key_setting};
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -34,7 +34,7 @@ pub struct On {
 }
 
 impl On {
-    async fn local(&self) -> Result<Local, Failure> {
+    pub(crate) async fn local(&self) -> Result<Local, Failure> {
         match (&self.table, &self.store) {
             (Some(table), _) => {
                 Local::new(
@@ -65,7 +65,7 @@ impl On {
     }
 
     /// The target as every result names it.
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         match (&self.table, &self.store) {
             (Some(t), _) => format!("table {t}"),
             (None, Some(s)) => format!("embedded store {}", s.display()),
@@ -78,12 +78,12 @@ fn scope(text: &str) -> Result<Scope, Failure> {
     Scope::parse(text).map_err(|e| Failure::Invalid(format!("--scope `{text}`: {e}")))
 }
 
-fn run_err(e: impl std::fmt::Display) -> Failure {
+pub(crate) fn run_err(e: impl std::fmt::Display) -> Failure {
     Failure::Run(e.to_string())
 }
 
 /// Who did it, for the audit log.
-fn actor() -> String {
+pub(crate) fn actor() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
         .unwrap_or_else(|_| "unknown".into());
@@ -91,7 +91,7 @@ fn actor() -> String {
 }
 
 /// Asks before a change unless `--yes`; refuses when nobody can answer.
-fn confirm(question: &str, yes: bool) -> Result<(), Failure> {
+pub(crate) fn confirm(question: &str, yes: bool) -> Result<(), Failure> {
     if yes {
         return Ok(());
     }
@@ -444,153 +444,6 @@ pub async fn ack(on: &On, alert_id: &str, reason: Option<&str>) -> Result<(), Fa
     let mut answer = act(on, &local, Function::AlertFanout, event).await?;
     answer["target"] = json!(on.name());
     outln!("{}", json_document(&answer));
-    Ok(())
-}
-
-/// Differences between two JSON documents, one line per changed leaf.
-fn diff(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
-    match (old, new) {
-        (Value::Object(a), Value::Object(b)) => {
-            let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-            for name in names {
-                let p = if path.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{path}.{name}")
-                };
-                diff(
-                    &p,
-                    a.get(name).unwrap_or(&Value::Null),
-                    b.get(name).unwrap_or(&Value::Null),
-                    out,
-                );
-            }
-        }
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                diff(&format!("{path}[{i}]"), x, y, out);
-            }
-        }
-        _ if old == new => {}
-        (Value::Null, _) => out.push(format!("+ {path}: {new}")),
-        (_, Value::Null) => out.push(format!("- {path}: {old}")),
-        _ => out.push(format!("~ {path}: {old} -> {new}")),
-    }
-}
-
-/// The policy as a document keyed by ids, so that a diff names budgets and keys.
-fn by_id(policy: &spendguard_domain::settings::PolicySet) -> Value {
-    let budgets: serde_json::Map<String, Value> = policy
-        .budgets
-        .iter()
-        .map(|b| (b.id.clone(), serde_json::to_value(b).unwrap_or_default()))
-        .collect();
-    let keys: serde_json::Map<String, Value> = policy
-        .keys
-        .iter()
-        .map(|k| (k.id.clone(), serde_json::to_value(k).unwrap_or_default()))
-        .collect();
-    json!({
-        "settings": serde_json::to_value(&policy.settings).unwrap_or_default(),
-        "budget": budgets,
-        "key": keys,
-    })
-}
-
-/// A cap the provider does not offer this organisation: said, not failed.
-fn not_enabled(resource: &str, budget: &str) -> String {
-    format!(
-        "note: provider limit {resource} (budget {budget}) is not kept: the provider does not offer spend limits to this organisation (Anthropic's are an early-access preview; budget-check reports it once)"
-    )
-}
-
-fn dollars(cents: u64) -> String {
-    format!("{}.{:02} USD", cents / 100, cents % 100)
-}
-
-pub async fn budgets_apply(on: &On, file: &std::path::Path, yes: bool) -> Result<(), Failure> {
-    let local = on.local().await?;
-    let policy = crate::check::load(file)?;
-    let store = local.store();
-    let current = store.load_policy().await.map_err(run_err)?;
-    let mut changes = Vec::new();
-    diff("", &by_id(&current), &by_id(&policy), &mut changes);
-    // the providers' own limits the budgets keep (`provider_cap`), read now
-    let keeper = local.cap_keeper()?;
-    let caps = spendguard_domain::caps::provider_caps(&policy.budgets).unwrap_or_default();
-    if let Some(cap) = caps.iter().find(|c| keeper.target(c).is_err()) {
-        return Err(Failure::Invalid(format!(
-            "{}: provider_cap of budget {} needs {} to show and set the cap (nothing written)",
-            file.display(),
-            cap.budget_id,
-            admin_key_setting(cap.resource.kind)
-        )));
-    }
-    for c in keeper.plan(&policy).await {
-        match &c.outcome {
-            CapOutcome::WouldSet { from } => changes.push(format!(
-                "provider limit {} (budget {}): {} -> {}",
-                c.resource,
-                c.budget,
-                from.map_or("none".to_string(), dollars),
-                dollars(c.cents)
-            )),
-            CapOutcome::NotEnabled => outln!("{}", not_enabled(&c.resource, &c.budget)),
-            CapOutcome::Failed { error } => {
-                return Err(Failure::Run(format!(
-                    "provider limit {} cannot be read, nothing written: {error}",
-                    c.resource
-                )));
-            }
-            _ => {}
-        }
-    }
-    if changes.is_empty() {
-        outln!(
-            "{}: the {} already holds exactly this policy",
-            file.display(),
-            on.name()
-        );
-        return Ok(());
-    }
-    outln!("Changes to the {}:", on.name());
-    for c in &changes {
-        outln!("  {c}");
-    }
-    confirm(&format!("Apply {} change(s)?", changes.len()), yes)?;
-    store.put_policy(&policy).await.map_err(run_err)?;
-    if !caps.is_empty() {
-        for c in keeper.keep(&policy, None).await {
-            match c.outcome {
-                CapOutcome::Set { .. } | CapOutcome::Drifted { .. } => {
-                    outln!(
-                        "  set provider limit {} to {}",
-                        c.resource,
-                        dollars(c.cents)
-                    )
-                }
-                CapOutcome::Failed { error } => {
-                    return Err(Failure::Run(format!(
-                        "the policy is applied, but provider limit {} was not set: {error} (budget-check sets it on its next run)",
-                        c.resource
-                    )));
-                }
-                CapOutcome::HeldByStop => outln!(
-                    "  provider limit {} is held by a stop: its restore puts the cap back",
-                    c.resource
-                ),
-                CapOutcome::NotEnabled => outln!("{}", not_enabled(&c.resource, &c.budget)),
-                _ => {}
-            }
-        }
-    }
-    outln!(
-        "{}: applied to the {} — {} budgets, {} keys",
-        file.display(),
-        on.name(),
-        policy.budgets.len(),
-        policy.keys.len()
-    );
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use crate::budget::{Action, Basis, Budget, Severity, SourceSpec, Threshold, Tier, Window};
 use crate::keys::{KeySpec, ProviderKind, RotationStrategy};
-use crate::money::{Currency, FxRates, parse_decimal};
+use crate::money::{Currency, FxRates, ISO_4217, parse_decimal};
 use crate::period::{WindowKind, Zone};
 use crate::pricing::{Price, PriceBook};
 use crate::scope::Scope;
@@ -27,6 +27,7 @@ use crate::settings::{
 use crate::settings::{Detector, PlannedWindow, SecurityPolicy, ThreatLevel};
 use crate::settings::{GcpProject, MAX_SHUTDOWN_REGIONS, ShutdownPolicy};
 use chrono::{DateTime, Utc};
+use chrono_tz::TZ_VARIANTS;
 
 pub const SUPPORTED_VERSION: i64 = 1;
 /// Largest limit or tier amount a budget may have: a quadrillion in its currency.
@@ -36,27 +37,38 @@ pub const MAX_PRICE: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
 /// Largest exchange rate (and the smallest is its inverse).
 pub const MAX_RATE: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
 
-/// One problem in a budgets file, with its position.
+/// One problem in a budgets file, with its position: data for the CLI to render (one line for
+/// a pipe, a snippet with a caret on a terminal, JSON for `validate --json`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: String,
     pub line: usize,
     pub column: usize,
+    /// The bytes of the file the problem is about (empty when it is about a whole table).
+    pub span: Range<usize>,
     pub field: String,
     pub message: String,
+    /// A suggestion such as "did you mean `limit`?", given when a known name is close.
+    pub help: Option<String>,
 }
 
 impl fmt::Display for ConfigError {
+    /// `file:line:col: field: message` on one line, as editors and grep read it; the help, if
+    /// any, ends the same line so that each problem stays one line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "{}:{}:{}: {}: {}",
             self.file, self.line, self.column, self.field, self.message
-        )
+        )?;
+        if let Some(help) = &self.help {
+            write!(f, "; help: {help}")?;
+        }
+        Ok(())
     }
 }
 
-/// Every problem found in a budgets file (at least one).
+/// Every problem found in a budgets file (at least one), in the order they appear in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
@@ -74,19 +86,23 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// Why a budgets file could not be loaded: unreadable (no position to give), or invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {file}: {reason}")]
+    Unreadable { file: String, reason: String },
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+}
+
 /// Reads and validates a budgets file.
-pub fn load_budgets_file(path: &Path) -> Result<PolicySet, ConfigErrors> {
+pub fn load_budgets_file(path: &Path) -> Result<PolicySet, LoadError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: name.clone(),
-            line: 0,
-            column: 0,
-            field: "file".into(),
-            message: format!("cannot read: {e}"),
-        }])
+    let text = std::fs::read_to_string(path).map_err(|e| LoadError::Unreadable {
+        file: name.clone(),
+        reason: e.to_string(),
     })?;
-    parse_budgets(&name, &text)
+    parse_budgets(&name, &text).map_err(LoadError::Invalid)
 }
 
 /// Parses and validates the text of a budgets file named `file` (for messages).
@@ -95,18 +111,22 @@ pub fn parse_budgets(file: &str, text: &str) -> Result<PolicySet, ConfigErrors> 
         let span = e.span().unwrap_or(0..0);
         let message = e.message().trim().to_string();
         let field = field_of_parse_error(&message, text, span.start);
-        ConfigErrors(vec![locate(file, text, span, field, message)])
+        let help = suggestion_for_parse_error(&message);
+        ConfigErrors(vec![locate(file, text, span, field, message, help)])
     })?;
     let mut v = Validator {
         file,
         text,
         errors: Vec::new(),
         capped: BTreeMap::new(),
+        written_channels: BTreeSet::new(),
     };
     let set = v.policy(raw);
     if v.errors.is_empty() {
         Ok(set)
     } else {
+        // found table by table; read top to bottom
+        v.errors.sort_by_key(|e| (e.line, e.column));
         Err(ConfigErrors(v.errors))
     }
 }
@@ -117,6 +137,7 @@ fn locate(
     span: Range<usize>,
     field: String,
     message: String,
+    help: Option<String>,
 ) -> ConfigError {
     let start = span.start.min(text.len());
     let before = &text[..start];
@@ -126,9 +147,46 @@ fn locate(
         file: file.to_string(),
         line,
         column,
+        span: start..span.end.clamp(start, text.len()),
         field,
         message,
+        help,
     }
+}
+
+/// The known name closest to what was written, if it is close enough to be a typo: cargo's
+/// rule, a Damerau-Levenshtein distance (case ignored) of at most a third of the length, and
+/// at least 1. The first of equally close names wins.
+fn closest<'a>(written: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let written_lower = written.to_lowercase();
+    let limit = (written.chars().count() / 3).max(1);
+    known
+        .into_iter()
+        .filter(|k| *k != written)
+        .map(|k| {
+            (
+                strsim::damerau_levenshtein(&written_lower, &k.to_lowercase()),
+                k,
+            )
+        })
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn did_you_mean<'a>(written: &str, known: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    closest(written, known).map(|k| format!("did you mean `{k}`?"))
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`" (or "expected `a` or `b`"): the
+/// expected name closest to `x`.
+fn suggestion_for_parse_error(message: &str) -> Option<String> {
+    let rest = ["unknown field `", "unknown variant `"]
+        .iter()
+        .find_map(|p| message.strip_prefix(p))?;
+    let (written, expected) = rest.split_once('`')?;
+    let (_, names) = expected.split_once("expected")?;
+    did_you_mean(written, names.split('`').skip(1).step_by(2))
 }
 
 /// The field a serde error is about: the backticked name of an unknown or missing field,
@@ -499,16 +557,30 @@ struct Validator<'a> {
     errors: Vec<ConfigError>,
     /// Provider limits kept by a budget so far (`provider_cap`): limit id -> budget id.
     capped: BTreeMap<String, String>,
+    /// Every channel name the file defines, valid or not: a name used elsewhere that is here
+    /// but failed has its own error, and is not reported again where it is used.
+    written_channels: BTreeSet<String>,
 }
 
 impl Validator<'_> {
     fn error(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
+        self.error_with_help(span, field, message, None);
+    }
+
+    fn error_with_help(
+        &mut self,
+        span: Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) {
         self.errors.push(locate(
             self.file,
             self.text,
             span,
             field.into(),
             message.into(),
+            help,
         ));
     }
 
@@ -535,6 +607,7 @@ impl Validator<'_> {
         };
         let forecast = raw.forecast.map(|f| self.forecast(f)).unwrap_or_default();
         let rates = self.rates(raw.currency_rates);
+        self.written_channels = raw.channels.keys().map(|k| k.get_ref().clone()).collect();
         let channels = self.channels(raw.channels);
         let default_routing = self.routing(raw.routing, &channels, "routing");
         let prices = self.prices(raw.prices, default_currency);
@@ -606,7 +679,7 @@ impl Validator<'_> {
         }
         let security = raw
             .security
-            .map(|r| self.security(r, &keys))
+            .map(|r| self.security(r, &keys, &key_ids))
             .unwrap_or_default();
 
         PolicySet {
@@ -632,7 +705,8 @@ impl Validator<'_> {
         match Currency::parse(c.get_ref()) {
             Ok(c) => Some(c),
             Err(e) => {
-                self.error(c.span(), field, e.to_string());
+                let help = did_you_mean(c.get_ref(), ISO_4217.iter().copied());
+                self.error_with_help(c.span(), field, e.to_string(), help);
                 None
             }
         }
@@ -642,7 +716,8 @@ impl Validator<'_> {
         match Zone::parse(z.get_ref()) {
             Ok(z) => Some(z),
             Err(e) => {
-                self.error(z.span(), field, e);
+                let help = did_you_mean(z.get_ref(), TZ_VARIANTS.iter().map(|tz| tz.name()));
+                self.error_with_help(z.span(), field, e, help);
                 None
             }
         }
@@ -727,7 +802,8 @@ impl Validator<'_> {
         for (name, ch) in raw {
             let field = format!("channels.{}", name.get_ref());
             let Some(kind) = ChannelKind::parse(ch.kind.get_ref()) else {
-                self.error(
+                let help = did_you_mean(ch.kind.get_ref(), ChannelKind::NAMES.split(", "));
+                self.error_with_help(
                     ch.kind.span(),
                     format!("{field}.kind"),
                     format!(
@@ -735,6 +811,7 @@ impl Validator<'_> {
                         ch.kind.get_ref(),
                         ChannelKind::NAMES
                     ),
+                    help,
                 );
                 continue;
             };
@@ -895,7 +972,12 @@ impl Validator<'_> {
         }
     }
 
-    fn security(&mut self, raw: RawSecurity, keys: &[KeySpec]) -> SecurityPolicy {
+    fn security(
+        &mut self,
+        raw: RawSecurity,
+        keys: &[KeySpec],
+        written_keys: &BTreeSet<String>,
+    ) -> SecurityPolicy {
         let mut p = SecurityPolicy::default();
         if let Some(enabled) = raw.enabled {
             p.enabled = enabled;
@@ -1006,11 +1088,17 @@ impl Validator<'_> {
             let span = rp.span();
             let rp = rp.into_inner();
             if !keys.iter().any(|k| &k.id == rp.key.get_ref()) {
-                self.error(
-                    rp.key.span(),
-                    "security.planned.key",
-                    format!("no [[key]] with id `{}`", rp.key.get_ref()),
-                );
+                // a key written but invalid has its own error
+                if !written_keys.contains(rp.key.get_ref()) {
+                    let help =
+                        did_you_mean(rp.key.get_ref(), written_keys.iter().map(String::as_str));
+                    self.error_with_help(
+                        rp.key.span(),
+                        "security.planned.key",
+                        format!("no [[key]] with id `{}`", rp.key.get_ref()),
+                        help,
+                    );
+                }
                 continue;
             }
             let mut time = |v: &Spanned<String>, field: &str| match DateTime::parse_from_rfc3339(
@@ -1325,6 +1413,32 @@ impl Validator<'_> {
         })
     }
 
+    /// Whether a channel named in routing or escalation can be used: `log`, or defined and
+    /// valid. An undefined one is reported (with the nearest defined name); one that is
+    /// defined but invalid was reported where it is defined, and is not reported again here.
+    fn channel_defined(
+        &mut self,
+        name: &Spanned<String>,
+        channels: &BTreeMap<String, ChannelSpec>,
+        field: String,
+    ) -> bool {
+        let n = name.get_ref();
+        if n == "log" || channels.contains_key(n) {
+            return true;
+        }
+        if !self.written_channels.contains(n) {
+            let known = self.written_channels.iter().map(String::as_str);
+            let help = did_you_mean(n, known.chain(["log"]));
+            self.error_with_help(
+                name.span(),
+                field,
+                format!("channel `{n}` is not defined in [channels]"),
+                help,
+            );
+        }
+        false
+    }
+
     fn escalation(
         &mut self,
         raw: RawEscalation,
@@ -1356,13 +1470,7 @@ impl Validator<'_> {
             }
             let mut names = Vec::new();
             for c in level.channels {
-                if c.get_ref() != "log" && !channels.contains_key(c.get_ref()) {
-                    self.error(
-                        c.span(),
-                        format!("{field}.channels"),
-                        format!("channel `{}` is not defined in [channels]", c.get_ref()),
-                    );
-                } else {
+                if self.channel_defined(&c, channels, format!("{field}.channels")) {
                     names.push(c.into_inner());
                 }
             }
@@ -1384,13 +1492,10 @@ impl Validator<'_> {
         for (tier, names) in raw {
             let mut list = Vec::new();
             for n in names {
-                if n.get_ref() != "log" && !channels.contains_key(n.get_ref()) {
-                    self.error(
-                        n.span(),
-                        format!("{field}.{}", tier.get_ref()),
-                        format!("channel `{}` is not defined in [channels]", n.get_ref()),
-                    );
-                } else if tier.get_ref() == "report"
+                if !self.channel_defined(&n, channels, format!("{field}.{}", tier.get_ref())) {
+                    continue;
+                }
+                if tier.get_ref() == "report"
                     && channels.get(n.get_ref()).map(|c| c.kind) == Some(ChannelKind::Pagerduty)
                 {
                     // a report would open an incident nothing ever resolves
@@ -1509,6 +1614,14 @@ impl Validator<'_> {
                 "a budget needs at least one [[budget.window]]",
             );
         }
+        // the tiers written, valid or not: routing to a tier of a window that failed is not
+        // an error of its own
+        let written_tiers: BTreeSet<String> = rb
+            .window
+            .iter()
+            .flat_map(|w| w.get_ref().tiers.iter())
+            .map(|t| t.get_ref().name.get_ref().clone())
+            .collect();
         let mut windows: Vec<Window> = Vec::new();
         for rw in rb.window {
             let cap = rw.get_ref().provider_cap.clone();
@@ -1541,16 +1654,15 @@ impl Validator<'_> {
         }
         let mut routing = default_routing.clone();
         if let Some(r) = rb.routing {
-            let tier_names: BTreeSet<&str> = windows
-                .iter()
-                .flat_map(|w| w.tiers.iter().map(|t| t.name.as_str()))
-                .collect();
             for tier in r.keys() {
-                if !tier_names.contains(tier.get_ref().as_str()) {
-                    self.error(
+                if !written_tiers.contains(tier.get_ref()) {
+                    let help =
+                        did_you_mean(tier.get_ref(), written_tiers.iter().map(String::as_str));
+                    self.error_with_help(
                         tier.span(),
                         format!("{at}.routing.{}", tier.get_ref()),
                         format!("this budget has no tier named `{}`", tier.get_ref()),
+                        help,
                     );
                 }
             }
@@ -1675,24 +1787,30 @@ impl Validator<'_> {
         }
     }
 
+    /// A window; its limit and tiers are checked even when its period is invalid, so that one
+    /// error does not hide the others.
     fn window(&mut self, rw: Spanned<RawWindow>, at: &str) -> Option<Window> {
         let rw = rw.into_inner();
-        let kind: WindowKind = match rw.period.get_ref().parse() {
-            Ok(k) => k,
+        let kind: Option<WindowKind> = match rw.period.get_ref().parse() {
+            Ok(k) => Some(k),
             Err(e) => {
-                self.error(rw.period.span(), format!("{at}.window.period"), e);
-                return None;
+                let help = did_you_mean(rw.period.get_ref(), WindowKind::ALL.map(|k| k.as_str()));
+                self.error_with_help(rw.period.span(), format!("{at}.window.period"), e, help);
+                None
             }
         };
-        let at = format!("{at}.window[{kind}]");
+        let at = match kind {
+            Some(k) => format!("{at}.window[{k}]"),
+            None => format!("{at}.window[{}]", rw.period.get_ref()),
+        };
         let limit = rw.limit.get_ref().0;
-        if limit <= Decimal::ZERO || limit > MAX_AMOUNT {
+        let limit_valid = limit > Decimal::ZERO && limit <= MAX_AMOUNT;
+        if !limit_valid {
             self.error(
                 rw.limit.span(),
                 format!("{at}.limit"),
                 format!("a limit must be above 0 and at most {MAX_AMOUNT} (got {limit})"),
             );
-            return None;
         }
         if rw.tiers.is_empty() {
             self.error(
@@ -1710,7 +1828,11 @@ impl Validator<'_> {
                 tiers.push((t, span));
             }
         }
-        // names unique; thresholds rising (and severities not falling) in the order written
+        // names unique; thresholds rising (and severities not falling) in the order written;
+        // amounts are only comparable under a valid limit
+        let (Some(kind), true) = (kind, limit_valid) else {
+            return None;
+        };
         for i in 0..tiers.len() {
             let (t, span) = &tiers[i];
             if tiers[..i].iter().any(|(o, _)| o.name == t.name) {

@@ -9,6 +9,7 @@ pub mod alarm;
 pub mod alert;
 pub mod alert_signature;
 pub mod budget;
+pub mod budgets_export;
 pub mod budgets_file;
 pub mod caps;
 pub mod daily;

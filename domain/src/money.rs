@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Active ISO 4217 codes (plus XXX-style funds excluded): the currencies a budget may be kept in.
-const ISO_4217: &[&str] = &[
+pub const ISO_4217: &[&str] = &[
     "AED", "AFN", "ALL", "AMD", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT", "BGN",
     "BHD", "BIF", "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD", "CDF",
     "CHF", "CLP", "CNY", "COP", "CRC", "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD", "EGP",
@@ -170,6 +170,13 @@ impl FxRates {
 
     pub fn is_empty(&self) -> bool {
         self.rates.is_empty()
+    }
+
+    /// Every rate as written: (from, to, units of `to` per unit of `from`).
+    pub fn iter(&self) -> impl Iterator<Item = (Currency, Currency, Decimal)> + '_ {
+        self.rates
+            .iter()
+            .map(|(&(from, to), &rate)| (from, to, rate))
     }
 
     /// Whether amounts in `from` can be converted into `to`.

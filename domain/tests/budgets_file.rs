@@ -144,7 +144,8 @@ fn every_invalid_file_gets_one_precise_error() {
         let (field, message) = marker.split_once(" |").unwrap();
         let errors = match load_budgets_file(&path) {
             Ok(_) => panic!("{} was accepted", path.display()),
-            Err(e) => e.0,
+            Err(spendguard_domain::budgets_file::LoadError::Invalid(e)) => e.0,
+            Err(e) => panic!("{e}"),
         };
         assert_eq!(errors.len(), 1, "{}: {errors:#?}", path.display());
         let e = &errors[0];

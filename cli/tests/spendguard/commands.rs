@@ -200,9 +200,142 @@ fn validate_json_prints_the_parsed_policy() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(policy["budgets"].as_array().unwrap().len(), 6);
-    assert_eq!(policy["budgets"][0]["id"], "openai-prod");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["valid"], true);
+    assert_eq!(doc["summary"]["budgets"], 6);
+    assert_eq!(doc["summary"]["windows"], 7);
+    assert_eq!(doc["policy"]["budgets"][0]["id"], "openai-prod");
+}
+
+/// Issue 25 item 3: a budget with five mistakes (the review's case) and a did-you-mean.
+const FIVE_MISTAKES: &str = r#"version = 1
+
+[channels]
+ops-slack = { kind = "slack", secret = "file:/run/slack" }
+
+[[budget]]
+id = "prod"
+scope = "openai//prod"
+currency = "DOLLARS"
+timezone = "America/New_Yrok"
+
+[[budget.window]]
+period = "fortnightly"
+limit = "-5"
+tiers = [{ name = "warning", percent = 50 }, { name = "critical", percent = 90 }]
+
+[budget.routing]
+critical = ["ops-slack"]
+"#;
+
+fn validate_file(contents: &str, extra: &[&str]) -> (Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("five.toml");
+    std::fs::write(&file, contents).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_spendguard"))
+        .current_dir(dir.path())
+        .args(["validate", "--budgets", "five.toml"])
+        .args(extra)
+        .output()
+        .unwrap();
+    (out, contents.to_string())
+}
+
+#[test]
+fn validate_in_a_pipe_prints_one_line_per_error_in_line_order_with_the_help() {
+    let (out, _) = validate_file(FIVE_MISTAKES, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l.split(':').take(3).collect::<Vec<_>>().join(":"))
+            .collect::<Vec<_>>(),
+        [
+            "five.toml:8:9",
+            "five.toml:9:12",
+            "five.toml:10:12",
+            "five.toml:13:10",
+            "five.toml:14:9"
+        ],
+        "{err}"
+    );
+    assert!(
+        lines[2].ends_with("; help: did you mean `America/New_York`?"),
+        "{err}"
+    );
+    assert!(!err.contains("no tier named"), "a knock-on error: {err}");
+}
+
+#[test]
+fn validate_human_form_shows_the_line_a_caret_the_help_and_a_count() {
+    let (out, _) = validate_file(
+        &FIVE_MISTAKES.replace("scope = \"openai//prod\"", "scope = \"openai/prod\""),
+        &["--message-format", "human"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    let expected = "error: `America/New_Yrok` is not an IANA time zone (for example UTC, Europe/Berlin, America/New_York)
+  --> five.toml:10:12
+   |
+10 | timezone = \"America/New_Yrok\"
+   |            ^^^^^^^^^^^^^^^^^^ budget[prod].timezone
+   |
+   = help: did you mean `America/New_York`?";
+    assert!(err.contains(expected), "{err}");
+    assert!(
+        err.starts_with("error: `DOLLARS` is not an ISO 4217"),
+        "{err}"
+    );
+    assert!(
+        err.trim_end()
+            .ends_with("error: could not validate `five.toml` due to 4 previous errors"),
+        "{err}"
+    );
+    // not on a terminal, and so no colour
+    assert!(!err.contains('\u{1b}'), "{err}");
+}
+
+#[test]
+fn validate_json_prints_the_errors_on_stdout_and_exits_2() {
+    let (out, _) = validate_file(FIVE_MISTAKES, &["--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
+    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["valid"], false);
+    let errors = doc["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 5, "{doc:#}");
+    assert_eq!(errors[2]["line"], 10);
+    assert_eq!(errors[2]["column"], 12);
+    assert_eq!(errors[2]["field"], "budget[prod].timezone");
+    assert_eq!(errors[2]["help"], "did you mean `America/New_York`?");
+    assert_eq!(errors[0]["help"], serde_json::Value::Null);
+    assert!(
+        text(&out.stderr).contains("could not validate `five.toml` due to 5 previous errors"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Issue 25 item 2: a missing file is `error: cannot read FILE: …`, not `FILE:0:0:`.
+#[test]
+fn a_budgets_file_that_cannot_be_read_says_so_without_a_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("state.db");
+    let check = spendguard(&["check", "--budgets", "/nonexistent.toml"], &store);
+    let validate = Command::new(env!("CARGO_BIN_EXE_spendguard"))
+        .args(["validate", "--budgets", "/nonexistent.toml"])
+        .output()
+        .unwrap();
+    for out in [check, validate] {
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(
+            text(&out.stderr).trim_end(),
+            "error: cannot read /nonexistent.toml: No such file or directory (os error 2)"
+        );
+    }
 }
 
 /// Completion scripts know the subcommands and their flags.

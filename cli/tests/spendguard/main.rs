@@ -2,6 +2,7 @@
 //! codes, the demo end to end, `invoke` with every fixture, and the operator's commands against
 //! a deployment in moto.
 
+mod budgets;
 mod commands;
 mod demo;
 mod invoke;
