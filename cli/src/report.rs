@@ -873,6 +873,7 @@ tiers = [{ name = "daily", percent = 100 }]
                 requests: 1,
                 cost: Money::new(*cost, Currency::USD),
                 timestamp: at(when),
+                covers_minutes: 1,
                 user: None,
                 endpoint: None,
                 feature: None,
