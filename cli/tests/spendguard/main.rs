@@ -6,3 +6,4 @@ mod commands;
 mod demo;
 mod invoke;
 mod operate;
+mod scripts;
