@@ -9,14 +9,15 @@ use aws_credential_types::provider::error::CredentialsError;
 use crate::Failure;
 
 /// Which AWS identity and region an operator command uses (the SDK's defaults when unset:
-/// `AWS_PROFILE`, `AWS_REGION`, the profile's `region`, …).
+/// `AWS_PROFILE`, `AWS_REGION`, the profile's `region`, …). Flattened into `operate::On`,
+/// whose `--store` they conflict with: an embedded store reaches no AWS.
 #[derive(clap::Args, Clone, Default)]
 pub struct Access {
     /// The AWS profile to use (from ~/.aws/config), instead of AWS_PROFILE or the default.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with = "store")]
     pub profile: Option<String>,
     /// The AWS region of the deployment, instead of AWS_REGION or the profile's region.
-    #[arg(long, value_name = "REGION")]
+    #[arg(long, value_name = "REGION", conflicts_with = "store")]
     pub region: Option<String>,
 }
 
@@ -59,7 +60,7 @@ impl Access {
             Some(p) => format!(
                 "no AWS credentials for profile `{p}`: is it in ~/.aws/config (`aws configure list-profiles`)? Run `aws configure --profile {p}` or `aws sso login --profile {p}`"
             ),
-            None => "no AWS credentials found: run `aws configure` or `aws sso login`, or pass --profile NAME".into(),
+            None => "no AWS credentials found: run `aws configure` or `aws sso login`, or choose a profile (--profile NAME or AWS_PROFILE)".into(),
         })
     }
 

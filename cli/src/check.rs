@@ -106,7 +106,8 @@ async fn sources(
         Arc::new(GcpBudgetObservations::new(store.clone())),
     ];
     if let Some(account) = &args.aws_account_id {
-        let sdk = spendguard_aws::sdk::sdk_config().await;
+        // a missing region or credentials said in one line, as for the operator commands
+        let sdk = crate::aws::Access::default().sdk_config().await?;
         sources.push(Arc::new(
             AwsBudgets::new(aws_sdk_budgets::Client::new(&sdk), account).with_notifications(store),
         ));
