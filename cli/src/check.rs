@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use spendguard_app::flows::check::{CheckOptions, Checker, DEFAULT_CLAIM_LEASE};
+use spendguard_app::flows::check::{CheckOptions, CheckReport, Checker, DEFAULT_CLAIM_LEASE};
 use spendguard_app::flows::ingest::ingest_usage;
 use spendguard_app::ports::clock::{Clock, FixedClock, SystemClock};
 use spendguard_app::ports::secrets::SecretVault;
@@ -79,7 +79,8 @@ async fn sources(
         Arc::new(GcpBudgetObservations::new(store.clone())),
     ];
     if let Some(account) = &args.aws_account_id {
-        let sdk = spendguard_aws::sdk::sdk_config().await;
+        // a missing region or credentials said in one line, as for the operator commands
+        let sdk = crate::aws::Access::default().sdk_config().await?;
         sources.push(Arc::new(
             AwsBudgets::new(aws_sdk_budgets::Client::new(&sdk), account).with_notifications(store),
         ));
@@ -110,6 +111,41 @@ async fn sources(
         )));
     }
     Ok(sources)
+}
+
+/// Where every budget stands now from what the store holds (usage counters, GCP
+/// notifications), as `check` computes it, changing nothing: a dry run that claims, records
+/// and raises nothing.
+pub async fn standing(store: Arc<dyn StateStore>) -> Result<CheckReport, Failure> {
+    let policy = store
+        .load_policy()
+        .await
+        .map_err(|e| Failure::Run(e.to_string()))?;
+    let checker = Checker {
+        store: store.clone(),
+        bus: Arc::new(MemoryBus::default()),
+        sources: vec![
+            Arc::new(UsageCounters::new(store.clone())),
+            Arc::new(GcpBudgetObservations::new(store)),
+        ],
+        key_usage: Vec::new(),
+        clock: Arc::new(SystemClock),
+        claim_lease: DEFAULT_CLAIM_LEASE,
+        provider_caps: Vec::new(),
+    };
+    checker
+        .check_only(
+            &policy,
+            &CheckOptions {
+                dry_run: true,
+                only: Vec::new(),
+                actor: "cli".into(),
+                skip_unconfigured_sources: true,
+                audit_only_when_acted: true,
+            },
+        )
+        .await
+        .map_err(|e| Failure::Run(e.to_string()))
 }
 
 pub async fn run(args: CheckArgs) -> Result<(), Failure> {

@@ -104,7 +104,7 @@ pub async fn run(args: InvokeArgs) -> Result<(), Failure> {
         None => Arc::new(SystemClock),
     };
     let target = if args.aws {
-        Target::Aws
+        Target::Aws(Default::default())
     } else {
         Target::Embedded {
             store: args.store.clone(),

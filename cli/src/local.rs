@@ -26,6 +26,7 @@ use spendguard_local::memory_bus::MemoryBus;
 use spendguard_local::sqlite::SqliteStore;
 
 use crate::Failure;
+use crate::aws::Access;
 
 /// The functions, by their deployed names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -74,7 +75,7 @@ pub enum Target {
     Embedded { store: PathBuf },
     /// AWS (or an emulator through `AWS_ENDPOINT_URL`), configured like the deployment: the
     /// functions' `SPENDGUARD_*` variables from the environment.
-    Aws,
+    Aws(Access),
 }
 
 /// The configuration the embedded store supplies when the environment does not: local secret
@@ -158,7 +159,7 @@ impl Local {
     ) -> Result<Local, Failure> {
         let sdk = match target {
             Target::Embedded { .. } => spendguard_aws::sdk::offline_sdk_config(),
-            Target::Aws => spendguard_aws::sdk::sdk_config().await,
+            Target::Aws(access) => access.sdk_config().await?,
         };
         match target {
             Target::Embedded { store } => {
@@ -185,7 +186,7 @@ impl Local {
                     embedded: true,
                 })
             }
-            Target::Aws => {
+            Target::Aws(_) => {
                 let local = Local {
                     backends: spendguard_aws::backends::deployed(&sdk, ""),
                     bus: Arc::new(MemoryBus::default()),

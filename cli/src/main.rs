@@ -8,6 +8,7 @@
 
 #![deny(clippy::print_stdout)]
 
+mod aws;
 mod budgets;
 mod check;
 mod demo;
@@ -23,12 +24,45 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The commands by what they are for (clap lists subcommands under one heading only).
+const HELP_TEMPLATE: &str = "\
+{about-with-newline}
+{usage-heading} {usage}
+
+Try it (on an embedded store, nothing deployed):
+  demo         Simulate a month of spend with a runaway loop and write a report
+  check        Ingest usage and check every budget
+  validate     Validate a budgets file
+  report       Write a scope's month report (HTML, or --json)
+
+Operate a deployment (--table NAME or SPENDGUARD_TABLE; --store FILE for an embedded store):
+  status       Kill switches, keys, budgets at risk and open paging alerts
+  kill         Engage a scope's kill switch and stop its keys
+  shutdown     Stop a scope's keys and the resources that opted in
+  restore      Re-enable what spendguard stopped under a scope
+  ack          Acknowledge a paging alert
+  drill        Prove every configured stop could be carried out now
+  budgets      Apply a budgets file to the deployment
+  audit        Read the audit log: who did what, when
+
+Tools:
+  invoke       Run one function's handler with an event file
+  completions  Print a shell completion script
+  help         Print this message or the help of a command
+
+Options:
+{options}{after-help}";
+
+/// What `--scope` accepts, for every command that takes one.
+const SCOPE_HELP: &str = "The scope: a provider and the path under it, e.g. `openai/prod`, `anthropic/<workspace>`, `aws/<account>/<name>`, `gcp/billing/<account>`; `*` is everything. A scope covers everything under it";
+
 #[derive(Parser)]
 #[command(
     name = "spendguard",
     version,
-    about = "Stop runaway API and cloud spend. Try it with `spendguard demo`; run any function locally with `invoke`; operate a deployment with status, kill, restore, ack, budgets apply and report.",
-    after_help = "Exit codes: 0 done, 1 run failed (or a budget window cannot be evaluated), 2 invalid input, no target or an unconfirmed change (nothing written), 3 --fail-on severity reached, 4 a kill or shutdown stopped nothing. `budgets plan`: 0 no changes, 2 changes, 1 any error.\nOperator commands act on the target they are given: --table NAME (or SPENDGUARD_TABLE), or --store FILE that exists.\nMore: docs/cli.md"
+    about = "Stop runaway API and cloud spend.",
+    help_template = HELP_TEMPLATE,
+    after_help = "Examples:\n  spendguard demo\n  spendguard check --budgets budgets.toml --usage usage.jsonl\n  spendguard status --table spendguard-state\n  spendguard kill --scope openai/prod --reason \"leaked key\" --table spendguard-state\n\nExit codes: 0 done, 1 run failed (or a budget window cannot be evaluated), 2 invalid input, no target or an unconfirmed change (nothing written), 3 --fail-on severity reached, 4 a kill or shutdown stopped nothing, 5 a drill found a stop that would fail. `budgets plan`: 0 no changes, 2 changes, 1 any error.\nAWS: the SDK's usual credentials and region, or --profile and --region; SPENDGUARD_LOG=debug shows the SDK's own messages.\nMore: https://github.com/spendguard/spendguard/blob/main/docs/cli.md"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -44,6 +78,9 @@ enum Command {
     /// Simulate a month of spend with a runaway loop on the real handlers, and write a report.
     Demo(demo::DemoArgs),
     /// Ingest usage (optional) and check every budget on the embedded store.
+    #[command(
+        after_help = "Examples:\n  spendguard check --budgets examples/budgets.toml --usage examples/usage.jsonl --now 2026-11-20T18:00:00Z\n  spendguard check --budgets budgets.toml --fail-on critical     # exit 3 from cron when a critical tier is reached"
+    )]
     Check(CheckArgs),
     /// Validate a budgets file and print a summary.
     Validate {
@@ -57,11 +94,15 @@ enum Command {
     },
     /// Run one function's handler with an event file, on the embedded store or against AWS.
     Invoke(invoke::InvokeArgs),
-    /// Kill switches, keys and open paging alerts.
+    /// Kill switches not open, keys, budgets at risk and open paging alerts (with their age).
+    #[command(
+        after_help = "Examples:\n  spendguard status --table spendguard-state\n  spendguard status --scope openai/prod --json --table spendguard-state"
+    )]
     Status {
-        /// Only what is under (or above) this scope.
+        /// Only what is under (or above) this scope, e.g. `openai/prod` (`*` is everything).
         #[arg(long)]
         scope: Option<String>,
+        /// Print JSON (with `schema_version`) instead of tables.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -71,14 +112,18 @@ enum Command {
     /// against what it would write, each key at its provider, each secret to withhold, each
     /// opted-in resource and provider limit. Exits 5 when a stop would fail.
     Drill {
+        /// Print the drill's report as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         on: operate::On,
     },
     /// Engage a scope's kill switch and stop its keys at their providers (key-guard's code).
+    #[command(
+        after_help = "Examples:\n  spendguard kill --scope openai/prod --reason \"leaked key\" --table spendguard-state\n  spendguard kill --scope anthropic/research --reason \"runaway loop\" --yes --json --table spendguard-state"
+    )]
     Kill {
-        #[arg(long)]
+        #[arg(long, help = SCOPE_HELP)]
         scope: String,
         /// Why, for the audit log and the alert.
         #[arg(long)]
@@ -86,14 +131,20 @@ enum Command {
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+        /// Print key-guard's full report as JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         on: operate::On,
     },
     /// Stop a scope's keys and the resources that opted in (the `shutdown` action): lists what
-    /// would be stopped, then asks before doing it. With `--aws`, AWS resources tagged
-    /// `spendguard:shutdown`; the embedded store has keys only.
+    /// would be stopped, then asks before doing it. Against a deployment (--table), AWS
+    /// resources tagged `spendguard:shutdown` too; an embedded store has keys only.
+    #[command(
+        after_help = "Examples:\n  spendguard shutdown --scope aws/123456789012/batch --reason \"runaway jobs\" --dry-run --table spendguard-state\n  spendguard shutdown --scope aws/123456789012/batch --reason \"runaway jobs\" --yes --table spendguard-state"
+    )]
     Shutdown {
-        #[arg(long)]
+        #[arg(long, help = SCOPE_HELP)]
         scope: String,
         /// Why, for the audit log.
         #[arg(long)]
@@ -104,26 +155,42 @@ enum Command {
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+        /// Print the plan (with --dry-run) or key-guard's full report as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         on: operate::On,
     },
     /// Re-enable the keys (and resources) spendguard stopped under a scope and start the limit ramp.
+    #[command(
+        after_help = "Example:\n  spendguard restore --scope openai/prod --table spendguard-state"
+    )]
     Restore {
-        #[arg(long)]
+        #[arg(long, help = SCOPE_HELP)]
         scope: String,
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+        /// Print key-guard's full report as JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         on: operate::On,
     },
     /// Acknowledge a paging alert: its escalation stops. For a security finding: mark its
-    /// pattern as expected, so it does not fire again for that key that day.
+    /// pattern as expected, so it does not fire again for that key that day. Audited.
+    #[command(
+        after_help = "Example:\n  spendguard ack 3f9c2a7e51b04d6a --reason \"planned re-index\" --table spendguard-state\n(`spendguard status` lists the open alerts and their ids.)"
+    )]
     Ack {
+        /// The alert's id, as `spendguard status` and the alert itself show it.
         alert_id: String,
         /// Why (kept in the audit log), e.g. "planned re-index".
         #[arg(long)]
         reason: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         on: operate::On,
     },
@@ -132,9 +199,14 @@ enum Command {
         #[command(subcommand)]
         command: BudgetsCommand,
     },
+    /// Read the audit log (newest first): every stop, restore, acknowledgement and change.
+    #[command(
+        after_help = "Examples:\n  spendguard audit --table spendguard-state\n  spendguard audit --scope openai/prod --since 2026-11-01 --actor cli: --table spendguard-state"
+    )]
+    Audit(operate::AuditArgs),
     /// Write a scope's month report (HTML with an SVG chart) from the stored summaries.
     Report {
-        #[arg(long)]
+        #[arg(long, help = SCOPE_HELP)]
         scope: String,
         /// The month, YYYY-MM.
         #[arg(long)]
@@ -150,6 +222,7 @@ enum Command {
     },
     /// Print a shell completion script, e.g. `spendguard completions bash > /etc/bash_completion.d/spendguard`.
     Completions {
+        /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -240,6 +313,11 @@ pub enum Failure {
     Plan { code: u8, message: String },
 }
 
+/// What the CLI logs unless SPENDGUARD_LOG says otherwise: warnings, but not the AWS SDK's
+/// (its credential-chain warnings dump whole HTTP responses; the CLI says what failed in one
+/// line, and SPENDGUARD_LOG=debug shows the SDK's own account).
+const DEFAULT_LOG: &str = "warn,aws_config=error,aws_smithy_runtime=error";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     budgets::set_message_format(cli.message_format);
@@ -247,7 +325,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SPENDGUARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -274,21 +352,30 @@ fn main() -> ExitCode {
                 scope,
                 reason,
                 yes,
+                json,
                 on,
-            } => operate::kill(&on, &scope, &reason, yes).await,
+            } => operate::kill(&on, &scope, &reason, yes, json).await,
             Command::Shutdown {
                 scope,
                 reason,
                 dry_run,
                 yes,
+                json,
                 on,
-            } => operate::shutdown(&on, &scope, &reason, dry_run, yes).await,
-            Command::Restore { scope, yes, on } => operate::restore(&on, &scope, yes).await,
+            } => operate::shutdown(&on, &scope, &reason, dry_run, yes, json).await,
+            Command::Restore {
+                scope,
+                yes,
+                json,
+                on,
+            } => operate::restore(&on, &scope, yes, json).await,
             Command::Ack {
                 alert_id,
                 reason,
+                json,
                 on,
-            } => operate::ack(&on, &alert_id, reason.as_deref()).await,
+            } => operate::ack(&on, &alert_id, reason.as_deref(), json).await,
+            Command::Audit(args) => operate::audit(&args).await,
             Command::Budgets { command } => match command {
                 BudgetsCommand::Plan { file, on } => budgets::plan(&on, &file).await,
                 BudgetsCommand::Apply { file, yes, on } => budgets::apply(&on, &file, yes).await,
@@ -338,5 +425,52 @@ fn main() -> ExitCode {
             eprintln!("{message}");
             ExitCode::from(code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument of every command says what it is for in `--help`.
+    #[test]
+    fn every_argument_has_help_text() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "spendguard", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
+
+    /// The grouped list in `--help` is written by hand: it names every command.
+    #[test]
+    fn the_grouped_help_names_every_command() {
+        for sub in Cli::command().get_subcommands() {
+            let name = sub.get_name();
+            assert!(
+                HELP_TEMPLATE.contains(&format!("\n  {name} ")),
+                "--help does not list {name}"
+            );
+        }
+        let shutdown = Cli::command()
+            .find_subcommand_mut("shutdown")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(!shutdown.contains("--aws"), "{shutdown}");
+        assert!(shutdown.contains("anthropic/<workspace>"), "{shutdown}");
     }
 }

@@ -10,16 +10,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
+use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use spendguard_app::flows::nightly::StdoutMetrics;
 use spendguard_app::ports::clock::SystemClock;
-use spendguard_domain::period::YearMonth;
+use spendguard_domain::money::{Money, display_amount};
+use spendguard_domain::period::{Period, YearMonth};
 use spendguard_domain::scope::Scope;
 
 use crate::Failure;
+use crate::aws::{Access, rejected_credentials};
 use crate::local::{Function, Local, Target};
 use crate::output::{json_document, outln};
-use crate::report;
+use crate::{check, report, table};
 
 /// Where an operator command acts: always named, never guessed (a command that reached a
 /// store nobody meant would say "engaged" and stop nothing).
@@ -31,6 +34,8 @@ pub struct On {
     /// An embedded store that exists (made by `spendguard check --store FILE` or the demo).
     #[arg(long, value_name = "FILE", conflicts_with = "table")]
     pub store: Option<PathBuf>,
+    #[command(flatten)]
+    pub aws: Access,
 }
 
 impl On {
@@ -38,7 +43,7 @@ impl On {
         match (&self.table, &self.store) {
             (Some(table), _) => {
                 Local::new(
-                    &Target::Aws,
+                    &Target::Aws(self.aws.clone()),
                     Arc::new(SystemClock),
                     BTreeMap::from([("SPENDGUARD_TABLE".to_string(), table.clone())]),
                 )
@@ -64,6 +69,15 @@ impl On {
         }
     }
 
+    /// The flag that names this target again, for commands a result suggests.
+    fn flag(&self) -> String {
+        match (&self.table, &self.store) {
+            (Some(t), _) => format!("--table {t}"),
+            (None, Some(s)) => format!("--store {}", s.display()),
+            (None, None) => String::new(),
+        }
+    }
+
     /// The target as every result names it.
     pub(crate) fn name(&self) -> String {
         match (&self.table, &self.store) {
@@ -78,8 +92,10 @@ fn scope(text: &str) -> Result<Scope, Failure> {
     Scope::parse(text).map_err(|e| Failure::Invalid(format!("--scope `{text}`: {e}")))
 }
 
+/// A failed run; AWS refusing the credentials themselves is said with the fix.
 pub(crate) fn run_err(e: impl std::fmt::Display) -> Failure {
-    Failure::Run(e.to_string())
+    let message = e.to_string();
+    rejected_credentials(&message).unwrap_or(Failure::Run(message))
 }
 
 /// Who did it, for the audit log.
@@ -152,67 +168,203 @@ pub async fn status(on: &On, scope_text: Option<&str>, as_json: bool) -> Result<
                 "budget_id": a.event.budget_id,
                 "window": a.event.window,
                 "period": a.event.period_key,
+                "period_label": Period::label_of_key(&a.event.period_key),
                 "raised_at": a.event.raised_at,
                 "acknowledged": a.acknowledged.is_some(),
                 "escalation_level": a.escalation_level,
             })
         })
         .collect();
+    let standing = check::standing(store.clone()).await?;
+    let at_risk: Vec<_> = table::worst_first(&standing)
+        .into_iter()
+        .filter(|(b, w)| {
+            w.highest_tier.is_some() && Scope::parse(&b.scope).is_ok_and(|s| under(&s))
+        })
+        .collect();
     if as_json {
         outln!(
             "{}",
-            json_document(
-                &json!({"target": on.name(), "kill_switches": switches, "keys": keys, "open_alerts": alerts})
-            )
+            json_document(&json!({
+                "target": on.name(),
+                "kill_switches": switches,
+                "keys": keys,
+                "budgets_at_risk": at_risk.iter().map(|(b, w)| {
+                    // the window as `check --json` reports it, with its budget
+                    let mut window = serde_json::to_value(w).unwrap_or_default();
+                    window["budget_id"] = json!(b.budget_id);
+                    window["scope"] = json!(b.scope);
+                    window["resets"] = json!(table::resets(b, w));
+                    // what a dry run would raise says nothing about what was raised
+                    if let Some(fields) = window.as_object_mut() {
+                        fields.remove("alerts");
+                    }
+                    window
+                }).collect::<Vec<_>>(),
+                "budgets_not_read": standing.unconfigured,
+                "open_alerts": alerts,
+            }))
         );
         return Ok(());
     }
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
     outln!("{}", on.name());
     outln!("\nKILL SWITCHES (not open)");
     if switches.is_empty() {
         outln!("  none: every scope is open");
-    }
-    for s in &switches {
+    } else {
         outln!(
-            "  {:<32} {:<10} limit factor {}",
-            s["scope"].as_str().unwrap_or_default(),
-            s["state"].as_str().unwrap_or_default(),
-            s["limit_factor"].as_str().unwrap_or_default()
+            "{}",
+            columns(
+                &["SCOPE", "STATE", "LIMIT FACTOR"],
+                switches.iter().map(|s| {
+                    vec![
+                        text(&s["scope"]),
+                        text(&s["state"]["state"]),
+                        text(&s["limit_factor"]),
+                    ]
+                })
+            )
         );
     }
     outln!("\nKEYS");
     if keys.is_empty() {
         outln!("  none registered (add [[key]] entries to the budgets file)");
-    }
-    for k in &keys {
+    } else {
         outln!(
-            "  {:<28} {:<10} {:<32} {}",
-            k["id"].as_str().unwrap_or_default(),
-            k["provider"].as_str().unwrap_or_default(),
-            k["scope"].as_str().unwrap_or_default(),
-            k["status"]["status"].as_str().unwrap_or("active")
+            "{}",
+            columns(
+                &["ID", "PROVIDER", "SCOPE", "STATUS"],
+                keys.iter().map(|k| {
+                    vec![
+                        text(&k["id"]),
+                        text(&k["provider"]),
+                        text(&k["scope"]),
+                        k["status"]["status"].as_str().unwrap_or("active").into(),
+                    ]
+                })
+            )
+        );
+    }
+    outln!("\nBUDGETS AT RISK (at or above a tier now)");
+    if at_risk.is_empty() {
+        outln!("  none");
+    } else {
+        outln!(
+            "{}",
+            columns(
+                &[
+                    "BUDGET",
+                    "WINDOW",
+                    "PERIOD",
+                    "RESETS",
+                    "SPEND",
+                    "LIMIT",
+                    "USED",
+                    "FCST USED",
+                    "TIER"
+                ],
+                at_risk.iter().map(|(b, w)| {
+                    let money = |m: Option<&Money>| {
+                        m.map_or("-".into(), |m| {
+                            format!("{} {}", display_amount(m.amount), m.currency)
+                        })
+                    };
+                    let percent = |p: Option<Decimal>| p.map_or("-".into(), |p| format!("{p}%"));
+                    let tier = w.highest_tier.clone().unwrap_or_default();
+                    let severity = w.highest_severity.map(|s| s.as_str()).unwrap_or_default();
+                    vec![
+                        b.budget_id.clone(),
+                        w.window.to_string(),
+                        w.period_label.clone(),
+                        table::resets(b, w),
+                        money(w.spend.as_ref()),
+                        money(Some(&w.limit)),
+                        percent(w.percent),
+                        percent(w.forecast_percent),
+                        if tier == severity {
+                            tier
+                        } else {
+                            format!("{tier} ({severity})")
+                        },
+                    ]
+                })
+            )
+        );
+    }
+    if !standing.unconfigured.is_empty() {
+        outln!(
+            "  not shown: budgets read from {} (their spend is read at each check: see `spendguard check`)",
+            standing.unconfigured.join(", ")
         );
     }
     outln!("\nOPEN PAGING ALERTS");
     if alerts.is_empty() {
         outln!("  none");
-    }
-    for a in &alerts {
+    } else {
+        let now = chrono::Utc::now();
         outln!(
-            "  {} {:<9} {} {} {}{}",
-            a["alert_id"].as_str().unwrap_or_default(),
-            a["severity"].as_str().unwrap_or_default(),
-            a["budget_id"].as_str().unwrap_or_default(),
-            a["window"].as_str().unwrap_or_default(),
-            a["period"].as_str().unwrap_or_default(),
-            if a["acknowledged"] == json!(true) {
-                " (acknowledged)"
-            } else {
-                ""
-            }
+            "{}",
+            columns(
+                &[
+                    "ALERT", "SEVERITY", "BUDGET", "WINDOW", "PERIOD", "OPENED", "STATE"
+                ],
+                alerts.iter().map(|a| {
+                    let opened = a["raised_at"]
+                        .as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map_or("-".into(), |t| age(now - t.with_timezone(&chrono::Utc)));
+                    vec![
+                        text(&a["alert_id"]),
+                        text(&a["severity"]),
+                        text(&a["budget_id"]),
+                        text(&a["window"]),
+                        text(&a["period_label"]),
+                        opened,
+                        if a["acknowledged"] == json!(true) {
+                            "acknowledged".into()
+                        } else {
+                            format!("escalation level {}", a["escalation_level"])
+                        },
+                    ]
+                })
+            )
+        );
+        outln!(
+            "  Acknowledge one to stop its escalation: spendguard ack <ALERT> --reason \"…\" {}",
+            on.flag()
         );
     }
     Ok(())
+}
+
+/// Rows under a header, each column as wide as its widest cell, indented by two spaces.
+fn columns(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(header.to_vec());
+    for row in rows {
+        t.add_row(row);
+    }
+    t.lines()
+        .map(|l| format!(" {}", l.trim_end()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// How long ago, as a person says it: `just now`, `12 min ago`, `3 h ago`, `5 d ago`.
+fn age(elapsed: chrono::Duration) -> String {
+    match elapsed {
+        e if e < chrono::Duration::minutes(1) => "just now".into(),
+        e if e < chrono::Duration::hours(1) => format!("{} min ago", e.num_minutes()),
+        e if e < chrono::Duration::hours(48) => format!("{} h ago", e.num_hours()),
+        e => format!("{} d ago", e.num_days()),
+    }
 }
 
 /// Runs one function's handler on the chosen store and prints its answer.
@@ -223,13 +375,15 @@ async fn act(on: &On, local: &Local, function: Function, event: Value) -> Result
         .await?
     {
         Ok(v) => Ok(v),
-        Err(e) => Err(Failure::Run(format!(
-            "{} in the {} refused: {}: {}",
-            function.name(),
-            on.name(),
-            e.error_type,
-            e.error_message
-        ))),
+        Err(e) => Err(
+            rejected_credentials(&e.error_message).unwrap_or(Failure::Run(format!(
+                "{} in the {} refused: {}: {}",
+                function.name(),
+                on.name(),
+                e.error_type,
+                e.error_message
+            ))),
+        ),
     }
 }
 
@@ -267,7 +421,13 @@ pub async fn drill(on: &On, json: bool) -> Result<(), Failure> {
     }
 }
 
-pub async fn kill(on: &On, scope_text: &str, reason: &str, yes: bool) -> Result<(), Failure> {
+pub async fn kill(
+    on: &On,
+    scope_text: &str,
+    reason: &str,
+    yes: bool,
+    as_json: bool,
+) -> Result<(), Failure> {
     let target = scope(scope_text)?;
     let local = on.local().await?;
     let keys: Vec<String> = local
@@ -296,7 +456,7 @@ pub async fn kill(on: &On, scope_text: &str, reason: &str, yes: bool) -> Result<
         json!({"action": "disable", "scope": target, "reason": reason, "actor": actor()}),
     )
     .await;
-    print_guard(on, report, Stop::Yes)
+    print_guard(on, report, Stop::Yes, as_json)
 }
 
 /// Shows what a shutdown would stop (key-guard's dry run), then, once confirmed, does it.
@@ -306,19 +466,28 @@ pub async fn shutdown(
     reason: &str,
     dry_run: bool,
     yes: bool,
+    as_json: bool,
 ) -> Result<(), Failure> {
     let target = scope(scope_text)?;
     let local = on.local().await?;
-    let plan = act(
+    let mut plan = act(
         on,
         &local,
         Function::KeyGuard,
         json!({"action": "shutdown", "scope": target, "actor": actor(), "dry_run": true}),
     )
     .await?;
-    let mut plan = plan;
     plan["target"] = json!(on.name());
-    outln!("{}", json_document(&plan));
+    if as_json && dry_run {
+        outln!("{}", json_document(&plan));
+    } else if !as_json {
+        outln!(
+            "Shutdown of {target} ({}) would engage its kill switch (now {}) and stop:",
+            on.name(),
+            plan["switch"].as_str().unwrap_or("open")
+        );
+        outln!("{}", entries(&plan));
+    }
     if dry_run {
         return Ok(());
     }
@@ -338,10 +507,10 @@ pub async fn shutdown(
         json!({"action": "shutdown", "scope": target, "reason": reason, "actor": actor()}),
     )
     .await;
-    print_guard(on, report, Stop::Yes)
+    print_guard(on, report, Stop::Shutdown, as_json)
 }
 
-pub async fn restore(on: &On, scope_text: &str, yes: bool) -> Result<(), Failure> {
+pub async fn restore(on: &On, scope_text: &str, yes: bool, as_json: bool) -> Result<(), Failure> {
     let target = scope(scope_text)?;
     let local = on.local().await?;
     confirm(
@@ -358,7 +527,7 @@ pub async fn restore(on: &On, scope_text: &str, yes: bool) -> Result<(), Failure
         json!({"action": "restore", "scope": target, "actor": actor()}),
     )
     .await;
-    print_guard(on, report, Stop::No)
+    print_guard(on, report, Stop::No, as_json)
 }
 
 /// Outcomes after which a key or resource is off (whoever turned it off): what a kill or a
@@ -374,13 +543,25 @@ const OFF: [&str; 8] = [
     "would_stop",
 ];
 
-/// How many keys and resources of a key-guard report are off after it.
-fn stopped(report: &Value) -> usize {
+/// Outcomes after which a key or resource runs again: what a restore is for.
+const BACK: [&str; 2] = ["restored", "restored_with_notes"];
+
+/// How many keys and resources of a key-guard report have one of `outcomes` after it.
+fn counted(report: &Value, outcomes: &[&str]) -> usize {
     ["keys", "resources"]
         .iter()
         .flat_map(|part| report[part].as_array().into_iter().flatten())
-        .filter(|entry| entry["outcome"].as_str().is_some_and(|o| OFF.contains(&o)))
+        .filter(|entry| {
+            entry["outcome"]
+                .as_str()
+                .is_some_and(|o| outcomes.contains(&o))
+        })
         .count()
+}
+
+/// How many keys and resources of a key-guard report are off after it.
+fn stopped(report: &Value) -> usize {
+    counted(report, &OFF)
 }
 
 fn has_failures(report: &Value) -> bool {
@@ -390,18 +571,117 @@ fn has_failures(report: &Value) -> bool {
         .any(|entry| entry["outcome"] == json!("failed"))
 }
 
-/// Whether a command was meant to stop something (a kill, a shutdown).
+/// What a command was meant to do: stop (a kill, a shutdown) or not (a restore).
 #[derive(PartialEq)]
 enum Stop {
     Yes,
+    Shutdown,
     No,
 }
 
-fn print_guard(on: &On, report: Result<Value, Failure>, stop: Stop) -> Result<(), Failure> {
+/// The keys and resources of a key-guard report or plan, one line each, then its problems
+/// and notes.
+fn entries(report: &Value) -> String {
+    let detail = |entry: &Value| match &entry["detail"] {
+        Value::String(d) => format!(": {d}"),
+        Value::Array(held) if held.iter().all(Value::is_string) && !held.is_empty() => format!(
+            ": {}",
+            held.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => String::new(),
+    };
+    let mut lines = Vec::new();
+    for key in report["keys"].as_array().into_iter().flatten() {
+        lines.push(match key {
+            // a plan lists the keys by name
+            Value::String(name) => format!("  key {name}"),
+            key => format!(
+                "  key {} ({}): {}{}",
+                key["key_id"].as_str().unwrap_or_default(),
+                key["scope"].as_str().unwrap_or_default(),
+                key["outcome"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .replace('_', " "),
+                detail(key)
+            ),
+        });
+    }
+    for resource in report["resources"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "  resource {}: {}{}",
+            resource["id"].as_str().unwrap_or_default(),
+            resource["outcome"]
+                .as_str()
+                .unwrap_or_default()
+                .replace('_', " "),
+            detail(resource)
+        ));
+    }
+    if lines.is_empty() {
+        lines.push("  no key and no resource is registered under it".into());
+    }
+    for problem in report["problems"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "  problem: {}",
+            problem.as_str().unwrap_or_default()
+        ));
+    }
+    for note in report["notes"].as_array().into_iter().flatten() {
+        lines.push(format!("  note: {}", note.as_str().unwrap_or_default()));
+    }
+    lines.join("\n")
+}
+
+/// A key-guard report in words: what happened to the switch, how many keys and resources it
+/// reached, then each of them.
+fn summary(on: &On, report: &Value, stop: &Stop) -> String {
+    let listed = ["keys", "resources"]
+        .iter()
+        .map(|part| report[part].as_array().map_or(0, Vec::len))
+        .sum::<usize>();
+    let scope = report["scope"].as_str().unwrap_or_default();
+    let switch = report["switch"].as_str().unwrap_or_default();
+    let heading = match stop {
+        Stop::Yes => format!(
+            "Kill switch {switch} on {scope} ({}): {} of {listed} keys and resources stopped",
+            on.name(),
+            stopped(report)
+        ),
+        Stop::Shutdown => format!(
+            "Shut down {scope} ({}): kill switch {switch}; {} of {listed} keys and resources stopped",
+            on.name(),
+            stopped(report)
+        ),
+        Stop::No => format!(
+            "Restored {scope} ({}): kill switch {switch}{}; {} of {listed} keys and resources running again",
+            on.name(),
+            report["limit_factor"]
+                .as_str()
+                .map_or(String::new(), |f| format!(", limit factor {f}")),
+            counted(report, &BACK)
+        ),
+    };
+    format!("{heading}\n{}", entries(report))
+}
+
+fn print_guard(
+    on: &On,
+    report: Result<Value, Failure>,
+    stop: Stop,
+    as_json: bool,
+) -> Result<(), Failure> {
     let mut report = report?;
     report["target"] = json!(on.name());
-    outln!("{}", json_document(&report));
-    if stop == Stop::Yes && stopped(&report) == 0 && !has_failures(&report) {
+    if as_json {
+        outln!("{}", json_document(&report));
+    } else {
+        outln!("{}", summary(on, &report, &stop));
+    }
+    if stop != Stop::No && stopped(&report) == 0 && !has_failures(&report) {
         let listed = ["keys", "resources"]
             .iter()
             .map(|part| report[part].as_array().map_or(0, Vec::len))
@@ -435,18 +715,236 @@ fn print_guard(on: &On, report: Result<Value, Failure>, stop: Stop) -> Result<()
     }
 }
 
-pub async fn ack(on: &On, alert_id: &str, reason: Option<&str>) -> Result<(), Failure> {
+pub async fn ack(
+    on: &On,
+    alert_id: &str,
+    reason: Option<&str>,
+    as_json: bool,
+) -> Result<(), Failure> {
     let local = on.local().await?;
     let mut event = json!({"action": "ack", "alert_id": alert_id, "actor": actor()});
     if let Some(reason) = reason {
         event["reason"] = json!(reason);
     }
-    let mut answer = act(on, &local, Function::AlertFanout, event).await?;
+    let mut answer = match local
+        .invoke(Function::AlertFanout, event, Arc::new(StdoutMetrics))
+        .await?
+    {
+        Ok(answer) => answer,
+        Err(e) if e.error_type == "UnknownAlert" => {
+            return Err(Failure::Invalid(format!(
+                "error: no open alert with id {alert_id} in the {} (see `spendguard status {}` for open alerts)",
+                on.name(),
+                on.flag()
+            )));
+        }
+        Err(e) => {
+            return Err(
+                rejected_credentials(&e.error_message).unwrap_or(Failure::Run(format!(
+                    "alert-fanout in the {} refused: {}",
+                    on.name(),
+                    e.error_message
+                ))),
+            );
+        }
+    };
     answer["target"] = json!(on.name());
-    outln!("{}", json_document(&answer));
+    if as_json {
+        outln!("{}", json_document(&answer));
+        return Ok(());
+    }
+    let by = answer["by"].as_str().unwrap_or_default();
+    match answer["expected"].as_str() {
+        Some(reason) => outln!(
+            "Acknowledged security finding {alert_id} ({}) as {by}: its pattern is expected for the rest of its day ({reason})",
+            on.name()
+        ),
+        None => outln!(
+            "Acknowledged alert {alert_id} ({}) as {by}: it escalates no further",
+            on.name()
+        ),
+    }
     Ok(())
 }
 
+/// `spendguard audit`: which entries of the audit log to show.
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    /// Only entries under (or above) this scope, e.g. `openai/prod` (entries without a scope,
+    /// such as scheduled checks, are left out).
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Only entries whose actor starts with this, e.g. `cli:` (any operator), `cli:alice`,
+    /// `schedule`.
+    #[arg(long, value_name = "ACTOR")]
+    pub actor: Option<String>,
+    /// From this time on: RFC 3339 (`2026-11-20T18:00:00Z`) or a day (`2026-11-20`, UTC).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Before this time: RFC 3339 or a day (that day is left out). Default: now.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// One month, YYYY-MM (default: the months --since and --until span, else this month).
+    #[arg(long, conflicts_with_all = ["since", "until"])]
+    pub month: Option<String>,
+    /// At most this many entries, newest first.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub limit: usize,
+    /// Print the entries as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub on: On,
+}
+
+/// A time as `--since`/`--until` take it: RFC 3339, or a day meaning its first instant (UTC).
+fn instant(text: &str, flag: &str) -> Result<chrono::DateTime<chrono::Utc>, Failure> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .or_else(|_| {
+            NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+        })
+        .map_err(|_| {
+            Failure::Invalid(format!(
+                "{flag} `{text}`: expected RFC 3339 (2026-11-20T18:00:00Z) or a day (2026-11-20)"
+            ))
+        })
+}
+
+pub async fn audit(args: &AuditArgs) -> Result<(), Failure> {
+    let filter = args.scope.as_deref().map(scope).transpose()?;
+    let now = chrono::Utc::now();
+    let (since, until) = match &args.month {
+        Some(month) => {
+            let first = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
+                .map_err(|_| Failure::Invalid(format!("--month `{month}`: expected YYYY-MM")))?;
+            let next = first
+                .checked_add_months(chrono::Months::new(1))
+                .unwrap_or(first);
+            (
+                first.and_time(chrono::NaiveTime::MIN).and_utc(),
+                next.and_time(chrono::NaiveTime::MIN).and_utc(),
+            )
+        }
+        None => {
+            let until = match &args.until {
+                Some(t) => instant(t, "--until")?,
+                None => now,
+            };
+            let since = match &args.since {
+                Some(t) => instant(t, "--since")?,
+                None => YearMonth::of(until.date_naive())
+                    .first_day()
+                    .and_time(chrono::NaiveTime::MIN)
+                    .and_utc(),
+            };
+            (since, until)
+        }
+    };
+    if since >= until {
+        return Err(Failure::Invalid(format!(
+            "--since {} is not before --until {}",
+            since.to_rfc3339(),
+            until.to_rfc3339()
+        )));
+    }
+    let local = args.on.local().await?;
+    let store = local.store();
+    let filtered = filter.is_some() || args.actor.is_some();
+    let mut entries = Vec::new();
+    // the log is kept by month, newest first: walk back from the last month
+    let mut month = YearMonth::of((until - chrono::Duration::nanoseconds(1)).date_naive());
+    while entries.len() < args.limit {
+        // unfiltered, a month's newest entries are enough; filtered, every entry is looked at
+        let fetch = if filtered { usize::MAX } else { args.limit };
+        let page = store.audit_log(month, fetch).await.map_err(run_err)?;
+        entries.extend(page.into_iter().filter(|e| {
+            e.at >= since
+                && e.at < until
+                && args.actor.as_ref().is_none_or(|a| e.actor.starts_with(a))
+                && filter.as_ref().is_none_or(|f| {
+                    e.scope
+                        .as_ref()
+                        .is_some_and(|s| f.contains(s) || s.contains(f))
+                })
+        }));
+        let first = month.first_day();
+        if first.and_time(chrono::NaiveTime::MIN).and_utc() <= since {
+            break;
+        }
+        month = YearMonth::of(first.pred_opt().unwrap_or(first));
+    }
+    entries.truncate(args.limit);
+    if args.json {
+        outln!(
+            "{}",
+            json_document(&json!({
+                "target": args.on.name(),
+                "since": since,
+                "until": until,
+                "entries": entries,
+            }))
+        );
+        return Ok(());
+    }
+    outln!(
+        "Audit log of the {}, {} to {} (newest first)",
+        args.on.name(),
+        since.format("%-d %b %Y %H:%M UTC"),
+        until.format("%-d %b %Y %H:%M UTC")
+    );
+    if entries.is_empty() {
+        outln!("  no entries");
+        return Ok(());
+    }
+    outln!(
+        "{}",
+        columns(
+            &["TIME (UTC)", "ACTOR", "ACTION", "SCOPE", "DETAIL"],
+            entries.iter().map(|e| {
+                vec![
+                    e.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    e.actor.clone(),
+                    e.action.clone(),
+                    e.scope.as_ref().map_or("-".into(), |s| s.to_string()),
+                    short_detail(&e.detail),
+                ]
+            })
+        )
+    );
+    Ok(())
+}
+
+/// An audit entry's detail in one short line: its scalar fields, `reason` first.
+fn short_detail(detail: &Value) -> String {
+    const WIDTH: usize = 80;
+    let Value::Object(fields) = detail else {
+        return detail.to_string();
+    };
+    let mut parts: Vec<String> = fields
+        .get("reason")
+        .and_then(Value::as_str)
+        .map(|r| format!("reason: {r}"))
+        .into_iter()
+        .collect();
+    for (name, value) in fields {
+        match value {
+            Value::String(v) if name != "reason" => parts.push(format!("{name}: {v}")),
+            Value::Number(v) => parts.push(format!("{name}: {v}")),
+            Value::Bool(v) => parts.push(format!("{name}: {v}")),
+            _ => {}
+        }
+    }
+    let line = parts.join(", ");
+    if line.chars().count() > WIDTH {
+        format!("{}…", line.chars().take(WIDTH - 1).collect::<String>())
+    } else {
+        line
+    }
+}
+
+/// Differences between two JSON documents, one line per changed leaf.
 pub async fn month_report(
     on: &On,
     scope_text: &str,
@@ -506,6 +1004,16 @@ pub async fn month_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_age_reads_as_people_say_it() {
+        let minutes = chrono::Duration::minutes;
+        assert_eq!(age(chrono::Duration::seconds(20)), "just now");
+        assert_eq!(age(minutes(12)), "12 min ago");
+        assert_eq!(age(minutes(3 * 60 + 5)), "3 h ago");
+        assert_eq!(age(minutes(47 * 60)), "47 h ago");
+        assert_eq!(age(minutes(5 * 24 * 60 + 3)), "5 d ago");
+    }
 
     #[test]
     fn a_kill_counts_only_what_is_off_after_it() {

@@ -198,6 +198,18 @@ impl Period {
         }
     }
 
+    /// When the period resets, in its zone as people read it: `1 Dec 00:00 UTC`,
+    /// `23 Nov 00:00 CET` (the year only when it is not the period's own).
+    pub fn resets_label(&self) -> String {
+        let local = self.end.with_timezone(&self.zone.0);
+        let format = if local.year() == self.first_day.year() {
+            "%-d %b %H:%M %Z"
+        } else {
+            "%-d %b %Y %H:%M %Z"
+        };
+        local.format(format).to_string()
+    }
+
     /// The period a stored key names (`D#2026-11-22`, `W#2026-W47`, `M#2026-11`) in `zone`;
     /// `None` for anything else.
     pub fn from_key(key: &str, zone: Zone) -> Option<Period> {
@@ -459,5 +471,23 @@ mod tests {
         assert_eq!(Period::label_of_key("D#2026-02-30"), "D#2026-02-30");
         assert_eq!(Period::label_of_key("W#2026-W54"), "W#2026-W54");
         assert_eq!(Period::label_of_key("anything"), "anything");
+    }
+
+    #[test]
+    fn a_period_resets_at_midnight_of_its_own_zone() {
+        let at = utc("2026-11-20T12:00:00Z");
+        let resets = |kind, z| Period::containing(kind, zone(z), at).resets_label();
+        assert_eq!(resets(WindowKind::Monthly, "UTC"), "1 Dec 00:00 UTC");
+        assert_eq!(
+            resets(WindowKind::Weekly, "Europe/Berlin"),
+            "23 Nov 00:00 CET"
+        );
+        assert_eq!(
+            resets(WindowKind::Daily, "America/New_York"),
+            "21 Nov 00:00 EST"
+        );
+        let december =
+            Period::containing(WindowKind::Monthly, Zone::UTC, utc("2026-12-05T00:00:00Z"));
+        assert_eq!(december.resets_label(), "1 Jan 2027 00:00 UTC");
     }
 }

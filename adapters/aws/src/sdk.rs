@@ -5,10 +5,15 @@ use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
 
 /// Loads the SDK configuration once per cold start.
 pub async fn sdk_config() -> SdkConfig {
+    loader().load().await
+}
+
+/// The loader `sdk_config` uses, for callers that choose a profile or region first (the CLI).
+pub fn loader() -> ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(
             TimeoutConfig::builder()
@@ -18,8 +23,6 @@ pub async fn sdk_config() -> SdkConfig {
                 .build(),
         )
         .retry_config(RetryConfig::standard().with_max_attempts(4))
-        .load()
-        .await
 }
 
 /// For runs that must not reach AWS (the CLI's embedded store): no credentials, no endpoint

@@ -24,11 +24,11 @@ use crate::ports::store::{StateStore, StoreError};
 use spendguard_domain::alert::{AlertEvent, AlertKind, UNEVALUABLE_TIER};
 use spendguard_domain::budget::{Budget, Severity, SourceSpec, Window};
 use spendguard_domain::evaluate::WindowSpend;
-use spendguard_domain::evaluate::{WindowEvaluation, evaluate_window};
+use spendguard_domain::evaluate::{WindowEvaluation, evaluate_window, percent_of};
 use spendguard_domain::forecast::Forecast;
 use spendguard_domain::ids::{AlertId, BudgetId};
 use spendguard_domain::money::Money;
-use spendguard_domain::period::{Period, WindowKind};
+use spendguard_domain::period::{Period, WindowKind, Zone};
 use spendguard_domain::records::{AuditEntry, Claim, FollowUp, Lease, Observation, OpenAlert};
 use spendguard_domain::security::ScanReport;
 use spendguard_domain::settings::PolicySet;
@@ -87,7 +87,13 @@ pub struct AlertReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct WindowReport {
     pub window: WindowKind,
+    /// The period's key (`M#2026-11`): stable, for scripts that compare runs.
     pub period: String,
+    /// The period as people read it (`Nov 2026`, `16–22 Nov 2026`).
+    pub period_label: String,
+    /// The period's first instant and the instant it resets, in UTC.
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spend: Option<Money>,
     pub limit: Money,
@@ -98,6 +104,12 @@ pub struct WindowReport {
     pub percent: Option<Decimal>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forecast: Option<Forecast>,
+    /// A plausible forecast as a percentage of the limit.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
+    pub forecast_percent: Option<Decimal>,
     /// Every tier reached, lowest first.
     pub tiers_reached: Vec<String>,
     /// The most severe tier reached, and its severity.
@@ -122,6 +134,8 @@ pub struct BudgetReport {
     pub budget_id: String,
     pub scope: String,
     pub source: String,
+    /// The budget's time zone: its periods start and reset at midnight there.
+    pub timezone: Zone,
     pub windows: Vec<WindowReport>,
 }
 
@@ -381,6 +395,7 @@ impl Checker {
                 budget_id: budget.id.clone(),
                 scope: budget.scope.to_string(),
                 source: budget.source.kind().to_string(),
+                timezone: budget.zone,
                 windows,
             });
         }
@@ -839,9 +854,16 @@ fn window_report(
             WindowReport {
                 window: e.kind,
                 period: e.period.key(),
+                period_label: e.period.label(),
+                period_start: e.period.start,
+                period_end: e.period.end,
                 spend: Some(money(e.actual)),
                 limit: money(e.limit),
                 percent: Some(e.percent),
+                forecast_percent: e
+                    .forecast
+                    .actionable()
+                    .and_then(|f| percent_of(f, e.limit).ok()),
                 forecast: Some(e.forecast),
                 tiers_reached: e.crossings.iter().map(|c| c.tier.name.clone()).collect(),
                 highest_tier: e.highest().map(|c| c.tier.name.clone()),
@@ -852,21 +874,29 @@ fn window_report(
                 note: None,
             }
         }
-        Err((kind, limit, problem)) => WindowReport {
-            window: kind,
-            period: Period::containing(kind, budget.zone, now).key(),
-            spend: None,
-            limit: money(limit),
-            percent: None,
-            forecast: None,
-            tiers_reached: Vec::new(),
-            highest_tier: None,
-            highest_severity: None,
-            actions: Vec::new(),
-            alerts,
-            error: (!matches!(problem, NotEvaluated::Note(_)))
-                .then(|| problem.message().to_string()),
-            note: matches!(problem, NotEvaluated::Note(_)).then(|| problem.message().to_string()),
-        },
+        Err((kind, limit, problem)) => {
+            let period = Period::containing(kind, budget.zone, now);
+            WindowReport {
+                window: kind,
+                period: period.key(),
+                period_label: period.label(),
+                period_start: period.start,
+                period_end: period.end,
+                spend: None,
+                limit: money(limit),
+                percent: None,
+                forecast: None,
+                forecast_percent: None,
+                tiers_reached: Vec::new(),
+                highest_tier: None,
+                highest_severity: None,
+                actions: Vec::new(),
+                alerts,
+                error: (!matches!(problem, NotEvaluated::Note(_)))
+                    .then(|| problem.message().to_string()),
+                note: matches!(problem, NotEvaluated::Note(_))
+                    .then(|| problem.message().to_string()),
+            }
+        }
     }
 }

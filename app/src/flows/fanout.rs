@@ -20,7 +20,7 @@ use spendguard_domain::budget::Severity;
 use spendguard_domain::ids::{AlertId, ChannelName};
 use spendguard_domain::message::Message;
 use spendguard_domain::message::digest_id;
-use spendguard_domain::records::{Acknowledgement, Claim, Lease, SwitchState};
+use spendguard_domain::records::{Acknowledgement, AuditEntry, Claim, Lease, SwitchState};
 use spendguard_domain::secret::Secret;
 use spendguard_domain::settings::ChannelSpec;
 use std::collections::HashMap;
@@ -187,11 +187,33 @@ impl Fanout {
             actor: actor.to_string(),
             at: now,
         };
+        let reason = reason.unwrap_or_else(|| "acknowledged".into());
         if self.store.acknowledge_alert(alert_id, &ack).await? {
             info!(%alert_id, %actor, "alert acknowledged: no further escalation");
+            let alert = self
+                .store
+                .open_alerts()
+                .await?
+                .into_iter()
+                .find(|a| a.event.alert_id == alert_id);
+            self.store
+                .append_audit(&AuditEntry {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    at: now,
+                    actor: actor.into(),
+                    action: "alert_acknowledged".into(),
+                    scope: alert.as_ref().map(|a| a.event.scope.clone()),
+                    detail: serde_json::json!({
+                        "alert_id": alert_id,
+                        "budget_id": alert.as_ref().map(|a| &a.event.budget_id),
+                        "window": alert.as_ref().map(|a| &a.event.window),
+                        "severity": alert.as_ref().map(|a| a.event.severity),
+                        "reason": reason,
+                    }),
+                })
+                .await?;
             return Ok(Acknowledged::Alert);
         }
-        let reason = reason.unwrap_or_else(|| "acknowledged".into());
         if security::acknowledge(self.store.as_ref(), alert_id, actor, &reason, now).await? {
             info!(%alert_id, %actor, "security finding marked as expected for its day");
             return Ok(Acknowledged::Finding { reason });

@@ -49,7 +49,8 @@ impl SpendSource for GcpBudgetObservations {
             })?;
             let mut spend = BudgetSpend::new();
             for window in &budget.windows {
-                let period = Period::containing(window.kind, budget.zone, request.now).key();
+                let current = Period::containing(window.kind, budget.zone, request.now);
+                let period = current.key();
                 let latest = observations
                     .iter()
                     .filter(|o| {
@@ -58,7 +59,8 @@ impl SpendSource for GcpBudgetObservations {
                     .max_by_key(|o| o.observed_at);
                 let result = match latest {
                     None => Err(WindowError::Pending(format!(
-                        "no notification from GCP budget `{budget_id}` for {period} yet"
+                        "no notification from GCP budget `{budget_id}` for {} yet",
+                        current.label()
                     ))),
                     Some(o) => (|| {
                         let actual = request

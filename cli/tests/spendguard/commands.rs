@@ -61,6 +61,11 @@ fn quick_start_shows_budgets_over_their_tiers_and_replays_are_harmless() {
         row("search-feature").contains("40.00 EUR") && row("search-feature").contains("warning")
     );
     assert!(out.contains("Alerts: 6 raised now"), "{out}");
+    assert_eq!(
+        out.matches("▲").count(),
+        6,
+        "the count is of every alert listed: {out}"
+    );
 
     let second = spendguard(&EXAMPLE, &store);
     let (out, err) = (text(&second.stdout), text(&second.stderr));
@@ -77,6 +82,84 @@ fn quick_start_shows_budgets_over_their_tiers_and_replays_are_harmless() {
         row("openai-prod").contains("1580.00"),
         "the replay did not double the spend"
     );
+}
+
+/// Issue 25 §4: periods as dates with when they reset (never the store's keys), the worst
+/// rows first, the forecast also as a percentage of the limit; the JSON has the same.
+#[test]
+fn the_check_table_shows_dates_worst_first_and_the_forecast_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("state.db");
+    let first = spendguard(&EXAMPLE, &store);
+    let out = text(&first.stdout);
+    assert_eq!(first.status.code(), Some(0), "{out}");
+    let table: Vec<&str> = out.lines().take_while(|l| !l.is_empty()).collect();
+    for key in ["M#", "W#", "D#"] {
+        assert!(!out.contains(key), "a store key ({key}) is shown: {out}");
+    }
+    let row = |budget: &str, window: &str| {
+        table
+            .iter()
+            .find(|l| l.starts_with(budget) && l.contains(window))
+            .unwrap_or_else(|| panic!("no row for {budget} {window}:\n{out}"))
+            .to_string()
+    };
+    assert!(row("openai-prod", "monthly").contains("Nov 2026"), "{out}");
+    // its budget keeps New York time
+    assert!(
+        row("openai-prod", "monthly").contains("1 Dec 00:00 EST"),
+        "{out}"
+    );
+    assert!(
+        row("search-feature", "weekly").contains("16–22 Nov 2026"),
+        "{out}"
+    );
+    assert!(
+        row("search-feature", "weekly").contains("23 Nov 00:00 UTC"),
+        "{out}"
+    );
+    assert!(
+        row("openai-dev-key", "daily").contains("20 Nov 2026"),
+        "{out}"
+    );
+    // forecast 2476.76 of a 2000 limit
+    assert!(row("openai-prod", "monthly").contains("123.8%"), "{out}");
+    let order: Vec<&str> = table[1..]
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        &order[..3],
+        ["openai-dev-key", "openai-prod", "search-feature"],
+        "emergency, critical, warning first: {out}"
+    );
+
+    let json = spendguard(
+        &[
+            "check",
+            "--budgets",
+            "examples/budgets.toml",
+            "--now",
+            "2026-11-20T18:00:00Z",
+            "--json",
+        ],
+        &store,
+    );
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["schema_version"], 1);
+    let prod = report["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["budget_id"] == "openai-prod")
+        .unwrap();
+    let window = &prod["windows"][0];
+    assert_eq!(window["period"], "M#2026-11");
+    assert_eq!(window["period_label"], "Nov 2026");
+    assert_eq!(window["period_start"], "2026-11-01T04:00:00Z");
+    assert_eq!(window["period_end"], "2026-12-01T05:00:00Z");
+    assert_eq!(window["forecast_percent"], "123.8");
+    assert_eq!(prod["timezone"], "America/New_York");
 }
 
 #[test]
@@ -165,7 +248,11 @@ fn fail_on_and_dry_run() {
     let out = spendguard(&dry, &store);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("--fail-on emergency: reached by openai-dev-key daily"));
-    assert!(text(&out.stdout).contains("Dry run: 6 alerts would be raised"));
+    assert!(
+        text(&out.stdout).contains("Dry run: 6 alerts would be raised;"),
+        "{}",
+        text(&out.stdout)
+    );
     // the dry run claimed nothing: the real run raises all six
     let real = spendguard(&EXAMPLE, &store);
     assert!(
@@ -501,4 +588,230 @@ fn the_quick_start_example_raises_no_security_finding() {
         serde_json::json!([]),
         "the README's own check must not cry theft"
     );
+}
+
+/// An embedded store whose current month has spend over a critical tier (status reads the
+/// periods of now), with a key whose scope is longer than any fixed column was.
+fn store_with_spend_now(dir: &Path) -> PathBuf {
+    let scope = "openai/analytics-platform-team/eu-west-production";
+    let budgets = dir.join("budgets.toml");
+    std::fs::write(
+        &budgets,
+        format!(
+            r#"version = 1
+[defaults]
+currency = "USD"
+timezone = "UTC"
+
+[[budget]]
+id = "analytics-eu"
+scope = "{scope}"
+[[budget.window]]
+period = "monthly"
+limit = "100"
+tiers = [{{ name = "warning", percent = 50 }}, {{ name = "critical", percent = 75 }}]
+
+[[key]]
+id = "analytics-eu-prod"
+provider = "openai"
+scope = "{scope}/key-1"
+secret = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:spendguard/analytics"
+project_id = "proj_analytics"
+key_id = "key_analytics1"
+
+[[key]]
+id = "usage-signing"
+provider = "secret_only"
+scope = "spendguard/usage-signing"
+secret = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:spendguard/usage-signing"
+"#
+        ),
+    )
+    .unwrap();
+    let usage = dir.join("usage.jsonl");
+    let at = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
+    std::fs::write(
+        &usage,
+        format!(
+            r#"{{"id":"u1","scope":"{scope}/key-1","cost":{{"amount":"80","currency":"USD"}},"timestamp":"{at}"}}"#
+        ),
+    )
+    .unwrap();
+    let store = dir.join("state.db");
+    let made = spendguard(
+        &[
+            "check",
+            "--budgets",
+            budgets.to_str().unwrap(),
+            "--usage",
+            usage.to_str().unwrap(),
+        ],
+        &store,
+    );
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    store
+}
+
+/// Runs an operator command on an embedded store (they take `--store` like `check`).
+fn operate(args: &[&str], store: &Path) -> Output {
+    spendguard(args, store)
+}
+
+/// Issue 25 §4: `status` is tables whose columns fit their longest cell, with the budgets at
+/// risk and the age of each open paging alert with how to acknowledge it.
+#[test]
+fn status_fits_long_scopes_and_shows_budgets_at_risk_and_alert_ages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_spend_now(dir.path());
+    let out = operate(&["status"], &store);
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{shown}{}", text(&out.stderr));
+    let column = |line: &str, cell: &str| {
+        let at = line
+            .find(cell)
+            .unwrap_or_else(|| panic!("{cell} in {line}"));
+        line[..at].chars().count()
+    };
+    let header = shown
+        .lines()
+        .find(|l| l.contains("PROVIDER") && l.contains("STATUS"))
+        .unwrap_or_else(|| panic!("a keys table with a header:\n{shown}"));
+    for (key, status) in [("analytics-eu-prod", "active"), ("usage-signing", "active")] {
+        let row = shown
+            .lines()
+            .find(|l| l.contains(key))
+            .unwrap_or_else(|| panic!("{key}:\n{shown}"));
+        assert_eq!(
+            column(row, status),
+            column(header, "STATUS"),
+            "columns fit:\n{shown}"
+        );
+        assert_eq!(column(row, key), column(header, "ID"), "{shown}");
+    }
+    assert!(shown.contains("BUDGETS AT RISK"), "{shown}");
+    let month = chrono::Utc::now().format("%b %Y").to_string();
+    let at_risk = shown
+        .lines()
+        .find(|l| l.contains("analytics-eu") && l.contains("critical"))
+        .unwrap_or_else(|| panic!("the budget at risk:\n{shown}"));
+    assert!(
+        at_risk.contains(&month) && at_risk.contains("80.0%"),
+        "{at_risk}"
+    );
+    let alerts = operate(&["status", "--json"], &store);
+    let alerts: serde_json::Value = serde_json::from_slice(&alerts.stdout).unwrap();
+    let alert_id = alerts["open_alerts"][0]["alert_id"].as_str().unwrap();
+    let header = shown
+        .lines()
+        .find(|l| l.contains("ALERT") && l.contains("OPENED"))
+        .unwrap_or_else(|| panic!("open alerts with a header:\n{shown}"));
+    let alert = shown
+        .lines()
+        .find(|l| l.contains(alert_id))
+        .unwrap_or_else(|| panic!("the open alert:\n{shown}"));
+    // raised by the check a moment ago
+    assert_eq!(
+        column(alert, "just now"),
+        column(header, "OPENED"),
+        "{shown}"
+    );
+    assert!(alert.contains("critical"), "{alert}");
+    assert!(
+        shown.contains("spendguard ack"),
+        "how to acknowledge:\n{shown}"
+    );
+}
+
+/// Issue 25 §2 and §4: acknowledging an alert is audited (actor and reason) and `audit` shows
+/// it; an unknown id is invalid input (exit 2) that says where the open alerts are.
+#[test]
+fn an_acknowledgement_is_audited_and_an_unknown_id_is_invalid_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_spend_now(dir.path());
+    let status = operate(&["status", "--json"], &store);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let alert_id = status["open_alerts"][0]["alert_id"].as_str().unwrap();
+
+    let ack = operate(&["ack", alert_id, "--reason", "planned re-index"], &store);
+    let said = text(&ack.stdout);
+    assert_eq!(ack.status.code(), Some(0), "{said}{}", text(&ack.stderr));
+    assert!(
+        said.contains(&format!("Acknowledged alert {alert_id}")),
+        "{said}"
+    );
+
+    let audit = operate(&["audit", "--json", "--actor", "cli:"], &store);
+    assert_eq!(audit.status.code(), Some(0), "{}", text(&audit.stderr));
+    let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    assert_eq!(audit["schema_version"], 1);
+    let entry = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "alert_acknowledged")
+        .unwrap_or_else(|| panic!("the acknowledgement is audited: {audit}"));
+    assert!(entry["actor"].as_str().unwrap().starts_with("cli:"));
+    assert_eq!(entry["detail"]["alert_id"], alert_id);
+    assert_eq!(entry["detail"]["reason"], "planned re-index");
+    assert_eq!(
+        entry["scope"],
+        "openai/analytics-platform-team/eu-west-production"
+    );
+    let table = operate(
+        &[
+            "audit",
+            "--scope",
+            "openai/analytics-platform-team",
+            "--since",
+            "2026-01-01",
+        ],
+        &store,
+    );
+    let shown = text(&table.stdout);
+    assert_eq!(table.status.code(), Some(0), "{}", text(&table.stderr));
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.contains("alert_acknowledged") && l.contains("planned re-index")),
+        "{shown}"
+    );
+    let nobody = operate(&["audit", "--json", "--actor", "nobody"], &store);
+    let nobody: serde_json::Value = serde_json::from_slice(&nobody.stdout).unwrap();
+    assert_eq!(nobody["entries"], serde_json::json!([]), "{nobody}");
+
+    let unknown = operate(&["ack", "deadbeef"], &store);
+    let err = text(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("error: no open alert with id deadbeef")
+            && err.contains("spendguard status"),
+        "{err}"
+    );
+    assert!(!err.contains("UnknownAlert"), "{err}");
+}
+
+#[test]
+fn the_alert_count_includes_security_findings_and_a_one_minute_burst_is_one() {
+    // the example's usage plus one record with no `covers_minutes`: 2,600 requests in one minute
+    let dir = tempfile::tempdir().unwrap();
+    let usage = dir.path().join("usage.jsonl");
+    let mut lines = std::fs::read_to_string(repo().join("examples/usage.jsonl")).unwrap();
+    lines.push_str(r#"{"id":"burst-1","scope":"openai/dev/key-dev1","model":"gpt-4o","requests":2600,"cost":{"amount":"0.50","currency":"USD"},"timestamp":"2026-11-20T17:30:00Z"}"#);
+    lines.push('\n');
+    std::fs::write(&usage, lines).unwrap();
+    let mut args = EXAMPLE.to_vec();
+    args[4] = usage.to_str().unwrap();
+    let run = spendguard(&args, &dir.path().join("state.db"));
+    let out = text(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{out}\n{}", text(&run.stderr));
+    assert!(
+        out.contains("Alerts: 7 raised now (6 budget, 1 security)"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("▲").count(),
+        7,
+        "every alert listed is counted: {out}"
+    );
+    assert!(out.contains("2600 requests in one minute"), "{out}");
 }

@@ -7,3 +7,4 @@ mod commands;
 mod demo;
 mod invoke;
 mod operate;
+mod scripts;

@@ -504,6 +504,21 @@ async fn kill_status_restore_and_ack_against_a_deployment() {
         text(&kill.stdout),
         text(&kill.stderr)
     );
+    // a summary a person reads in an incident, naming the target and each key
+    let summary = text(&kill.stdout);
+    assert!(
+        summary.starts_with(&format!(
+            "Kill switch engaged on anthropic/research (table {table}): 1 of 1 keys and resources stopped"
+        )),
+        "{summary}"
+    );
+    assert!(
+        summary
+            .lines()
+            .any(|l| l.contains("anthropic-research-r1") && l.contains("disabled")),
+        "{summary}"
+    );
+    assert!(!summary.contains('{'), "no JSON without --json: {summary}");
     let switch = store.kill_switch(&scope).await.unwrap().unwrap();
     assert!(matches!(switch.value.state, SwitchState::Engaged { .. }));
     assert_eq!(
@@ -536,7 +551,16 @@ async fn kill_status_restore_and_ack_against_a_deployment() {
         "disabled_by_spendguard"
     );
 
-    let restore = spendguard(&["restore", "--scope", "anthropic/research", "--yes"], &env);
+    let restore = spendguard(
+        &[
+            "restore",
+            "--scope",
+            "anthropic/research",
+            "--yes",
+            "--json",
+        ],
+        &env,
+    );
     assert_eq!(
         restore.status.code(),
         Some(0),
@@ -544,6 +568,10 @@ async fn kill_status_restore_and_ack_against_a_deployment() {
         text(&restore.stdout),
         text(&restore.stderr)
     );
+    let restored: Value = serde_json::from_slice(&restore.stdout).unwrap();
+    assert_eq!(restored["schema_version"], 1);
+    assert_eq!(restored["keys"][0]["key_id"], "anthropic-research-r1");
+    assert_eq!(restored["keys"][0]["outcome"], "restored");
     assert_eq!(provider.active("apikey_r1"), Some(true), "re-enabled");
     let switch = store.kill_switch(&scope).await.unwrap().unwrap();
     assert!(matches!(switch.value.state, SwitchState::Restoring { .. }));
@@ -597,11 +625,25 @@ async fn kill_status_restore_and_ack_against_a_deployment() {
             .acknowledged
             .is_some()
     );
-    let unknown = spendguard(&["ack", "no-such-alert"], &env);
-    assert_eq!(unknown.status.code(), Some(1));
+    let audit = store
+        .audit_log(
+            spendguard_domain::period::YearMonth::of(chrono::Utc::now().date_naive()),
+            50,
+        )
+        .await
+        .unwrap();
     assert!(
-        text(&unknown.stderr).contains("UnknownAlert") && text(&unknown.stderr).contains(&table),
-        "a refusal names its error and its target: {}",
+        audit.iter().any(|e| e.action == "alert_acknowledged"
+            && e.actor.starts_with("cli:")
+            && e.detail["alert_id"] == json!(event.alert_id)),
+        "the acknowledgement is audited in the deployment"
+    );
+    let unknown = spendguard(&["ack", "no-such-alert"], &env);
+    assert_eq!(unknown.status.code(), Some(2), "invalid input");
+    assert!(
+        text(&unknown.stderr).contains("no open alert with id no-such-alert")
+            && text(&unknown.stderr).contains(&table),
+        "a refusal says what is wrong and names its target: {}",
         text(&unknown.stderr)
     );
 }
@@ -624,7 +666,7 @@ async fn shutdown_lists_what_it_would_stop_and_stops_it_only_when_confirmed() {
         spendguard(&args, &env)
     };
 
-    let plan = shutdown(&["--dry-run"]);
+    let plan = shutdown(&["--dry-run", "--json"]);
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stderr));
     let plan: Value = serde_json::from_slice(&plan.stdout).unwrap();
     assert_eq!(plan["resources"][0]["id"], json!(function));
@@ -641,6 +683,12 @@ async fn shutdown_lists_what_it_would_stop_and_stops_it_only_when_confirmed() {
 
     let done = shutdown(&["--yes"]);
     assert_eq!(done.status.code(), Some(0), "{}", text(&done.stderr));
+    assert!(
+        text(&done.stdout).contains(&format!("Shut down {scope} (table {table})"))
+            && text(&done.stdout).contains(&function),
+        "{}",
+        text(&done.stdout)
+    );
     assert_eq!(cloud.reserved(&function).await, Some(0));
     let restore = spendguard(&["restore", "--scope", &scope, "--yes"], &env);
     assert_eq!(restore.status.code(), Some(0), "{}", text(&restore.stderr));
