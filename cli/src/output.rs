@@ -1,10 +1,12 @@
 //! Everything the CLI prints on stdout goes through here, so that a closed pipe
-//! (`spendguard … --json | head -c1`, `| grep -q` under `pipefail`) ends the command quietly with
-//! exit 0 instead of a panic (which `panic = "abort"` turns into SIGABRT, exit 134), and every
+//! (`spendguard … --json | head -c1`, `| grep -q` under `pipefail`) is quiet and keeps the
+//! command's own exit code instead of a panic (which `panic = "abort"` turns into SIGABRT,
+//! exit 134), and every
 //! JSON document carries the schema version scripts can test.
 
 use std::fmt;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
@@ -12,13 +14,22 @@ use serde::Serialize;
 /// goes away (new fields do not raise it).
 pub const JSON_SCHEMA_VERSION: u32 = 1;
 
-/// Writes `args` to stdout. A reader that went away ends the process with exit 0: nobody is left
-/// to read the rest. Any other failure to write is reported and exits 1.
+/// Set once the reader of stdout has gone away.
+static READER_GONE: AtomicBool = AtomicBool::new(false);
+
+/// Writes `args` to stdout. Once the reader has gone away (`| head -c1`), the rest of the output
+/// is dropped quietly and the command runs to its end, so its exit code still says how it went
+/// (a kill that stopped nothing still exits 4). Any other failure to write is reported and
+/// exits 1.
 pub fn write(args: fmt::Arguments<'_>) {
+    if READER_GONE.load(Ordering::Relaxed) {
+        return;
+    }
     let mut stdout = io::stdout().lock();
     if let Err(e) = stdout.write_fmt(args).and_then(|_| stdout.flush()) {
         if e.kind() == io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
+            READER_GONE.store(true, Ordering::Relaxed);
+            return;
         }
         eprintln!("error: cannot write to stdout: {e}");
         std::process::exit(1);
