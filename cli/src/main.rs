@@ -42,7 +42,7 @@ Operate a deployment (--table NAME or SPENDGUARD_TABLE; --store FILE for an embe
   restore      Re-enable what spendguard stopped under a scope
   ack          Acknowledge a paging alert
   drill        Prove every configured stop could be carried out now
-  budgets      Apply a budgets file to the deployment
+  budgets      Plan, apply or export the budgets file a deployment holds
   audit        Read the audit log: who did what, when
 
 Tools:
