@@ -776,8 +776,11 @@ class Parity(unittest.TestCase):
     def test_both_deploy_the_same_dashboard(self):
         t = template()
         body = t["Resources"]["SpendDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
-        self.assertEqual(json.loads(body), json.loads((ROOT / "deploy/dashboard.json").read_text()))
-        self.assertIn('file("${path.module}/../../../deploy/dashboard.json")', terraform_texts()["functions.tf"])
+        # one source: the module's own file (a module must not read outside itself), which
+        # template.yaml inlines (CloudFormation cannot read a file)
+        self.assertEqual(json.loads(body), json.loads((MODULE / "dashboard.json").read_text()))
+        self.assertIn('file("${path.module}/dashboard.json")', terraform_texts()["functions.tf"])
+        self.assertNotIn("../", "".join(terraform_texts().values()), "the module reads only its own files")
 
     def test_an_alarm_fires_when_budget_check_has_not_completed_a_run_for_15_minutes(self):
         sam = sam_silent_alarm(template())

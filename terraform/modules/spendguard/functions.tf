@@ -335,5 +335,5 @@ resource "aws_cloudwatch_metric_alarm" "budget_check_silent" {
 
 resource "aws_cloudwatch_dashboard" "spend" {
   dashboard_name = "${var.name}-spend"
-  dashboard_body = replace(file("${path.module}/../../../deploy/dashboard.json"), "$${AWS::Region}", data.aws_region.current.region)
+  dashboard_body = replace(file("${path.module}/dashboard.json"), "$${AWS::Region}", data.aws_region.current.region)
 }
