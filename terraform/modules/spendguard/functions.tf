@@ -103,7 +103,7 @@ resource "aws_lambda_function" "function" {
     # rather than Terraform's bare "no file exists" at plan time
     precondition {
       condition     = var.lambda_zip_dir == null ? true : fileexists(local.zips[each.key]) # (a conditional: || does not short-circuit before Terraform 1.12)
-      error_message = "${each.key}: neither ${var.lambda_zip_dir}/${each.key}.zip nor ${var.lambda_zip_dir}/${each.key}/bootstrap.zip exists. Build the zips (scripts/release writes dist/<function>.zip; cargo lambda build --release --arm64 --output-format zip writes target/lambda/<function>/bootstrap.zip) or take a release's (docs/deploy.md)."
+      error_message = "${each.key}: neither ${local.zip_dir}/${each.key}.zip nor ${local.zip_dir}/${each.key}/bootstrap.zip exists. Build the zips (scripts/release writes dist/<function>.zip; cargo lambda build --release --arm64 --output-format zip writes target/lambda/<function>/bootstrap.zip) or take a release's (docs/deploy.md)."
     }
   }
   tags = local.tags

@@ -16,6 +16,7 @@ locals {
 
   # the functions' code: <function>.zip (scripts/release) or <function>/bootstrap.zip (cargo
   # lambda build --output-format zip) in lambda_zip_dir, or <prefix><function>.zip in S3
+  zip_dir = var.lambda_zip_dir == null ? "" : var.lambda_zip_dir # (error messages are evaluated with S3 too)
   zips = var.lambda_zip_dir == null ? {} : {
     for f in keys(local.functions) : f => (
       fileexists("${var.lambda_zip_dir}/${f}.zip") ? "${var.lambda_zip_dir}/${f}.zip" : "${var.lambda_zip_dir}/${f}/bootstrap.zip"
