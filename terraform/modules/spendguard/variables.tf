@@ -222,7 +222,7 @@ variable "cost_explorer" {
 
 variable "log_retention_days" {
   type        = number
-  description = "How long function logs are kept."
+  description = "How long function logs are kept (days)."
   default     = 90
   validation {
     condition     = contains([30, 60, 90, 180, 365], var.log_retention_days)
