@@ -23,7 +23,7 @@ locals {
     )
   }
 
-  # What each function may call (literal lists: tests/deploy/parity.py compares them with
+  # What each function may call (literal lists: tests/deploy/test_parity.py compares them with
   # template.yaml), and on what. A statement whose resources are empty is left out.
   permissions = {
     "budget-check" = {
