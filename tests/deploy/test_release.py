@@ -61,6 +61,9 @@ class Release(unittest.TestCase):
         self.assertEqual(sorted(listed.split()), sorted(sam_function_names(template()).values()))
         # the way sam build builds them (scripts/check-deploy), so that the zips are the same
         self.assertIn('cargo lambda build --release --arm64 --locked --bin "$f"', script)
+        # sam package of dist/template.yaml uploads the files its SAR metadata names from dist/
+        app = template()["Metadata"]["AWS::ServerlessRepo::Application"]
+        self.assertIn(f'cp {app["LicenseUrl"]} {app["ReadmeUrl"]} "$dist/"', script)
 
     def test_serverless_repo_metadata_matches_cargo(self):
         app = template()["Metadata"]["AWS::ServerlessRepo::Application"]
