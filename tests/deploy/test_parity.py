@@ -9,7 +9,9 @@ alert-signing secret (generated how, read by whom, named by which variable), the
 statements of key-guard's role in full (actions, resources, conditions), the absence of
 iam:PutRolePolicy from every role, the operator e-mail subscription, the operator route through fan-out (input, subscription,
 invoke permission, environment), the dashboard and the scheduler's input, which must be what the
-functions accept (the events/ fixtures).
+functions accept (the events/ fixtures); the tags on every taggable resource, the permissions
+boundary on every role, the table's deletion protection, the validation of the optional ARNs,
+and the outputs (the same names, each with a description).
 
 Run by scripts/test: python -m unittest discover -s tests/deploy
 """
@@ -27,6 +29,118 @@ MODULE = ROOT / "terraform" / "modules" / "spendguard"
 
 
 # ---------------------------------------------------------------- reading the template
+
+
+# ---------------------------------------------------------------- tags, boundaries, outputs
+
+DEPLOYMENT_TAG = "spendguard:deployment"
+# resource kinds that take tags, on each side, under one name; and those that take none (a new
+# kind must be put in one or the other: the tests below refuse one that is in neither)
+SAM_TAGGABLE = {
+    "AWS::Serverless::Function": "function", "AWS::DynamoDB::Table": "table", "AWS::SNS::Topic": "topic",
+    "AWS::SecretsManager::Secret": "secret", "AWS::SQS::Queue": "queue", "AWS::Logs::LogGroup": "log group",
+    "AWS::CloudWatch::Alarm": "alarm",
+}
+SAM_UNTAGGABLE = {"AWS::SNS::TopicPolicy", "AWS::SNS::Subscription", "AWS::Lambda::Permission", "AWS::SQS::QueuePolicy",
+                  "AWS::CloudWatch::Dashboard"}
+TF_TAGGABLE = {
+    "aws_lambda_function": "function", "aws_dynamodb_table": "table", "aws_sns_topic": "topic",
+    "aws_secretsmanager_secret": "secret", "aws_sqs_queue": "queue", "aws_cloudwatch_log_group": "log group",
+    "aws_cloudwatch_metric_alarm": "alarm", "aws_iam_role": "role",
+}
+TF_UNTAGGABLE = {"aws_sns_topic_policy", "aws_secretsmanager_secret_version", "aws_sns_topic_subscription", "aws_lambda_permission",
+                 "aws_sqs_queue_policy", "aws_iam_role_policy", "aws_lambda_function_event_invoke_config", "aws_scheduler_schedule",
+                 "aws_lambda_function_url", "aws_cloudwatch_dashboard"}
+
+
+def sam_tags(t):
+    """(kind -> how many resources carry the deployment tag, [resources that do not])."""
+    glob = t["Globals"]["Function"]
+    function_tagged = glob.get("Tags", {}).get(DEPLOYMENT_TAG) == {"Ref": "AWS::StackName"}
+    tagged, untagged = {}, []
+    for logical, resource in t["Resources"].items():
+        kind = resource["Type"]
+        if kind in SAM_UNTAGGABLE:
+            continue
+        if kind not in SAM_TAGGABLE:
+            untagged.append(f"{logical} ({kind}: taggable or not? add it to SAM_TAGGABLE or SAM_UNTAGGABLE)")
+            continue
+        props = resource.get("Properties", {})
+        if kind == "AWS::Serverless::Function":
+            # the roles SAM generates (the function's, its schedules') carry the tags too
+            ok = function_tagged and glob.get("PropagateTags") is True and "Tags" not in props and "PropagateTags" not in props
+        else:
+            ok = {"Key": DEPLOYMENT_TAG, "Value": {"Ref": "AWS::StackName"}} in props.get("Tags", [])
+        if ok:
+            tagged[SAM_TAGGABLE[kind]] = tagged.get(SAM_TAGGABLE[kind], 0) + 1
+        else:
+            untagged.append(logical)
+    return tagged, untagged
+
+
+def terraform_tags(texts):
+    """(kind -> how many resources carry local.tags, [resources that do not]); roles apart,
+    since SAM generates its own (one per function and one per schedule)."""
+    locals_, resources = _terraform_parts(texts)
+    tagged, untagged = {}, []
+    for (kind, name), body in resources.items():
+        if kind in TF_UNTAGGABLE:
+            continue
+        if kind not in TF_TAGGABLE:
+            untagged.append(f"{kind}.{name} (taggable or not? add it to TF_TAGGABLE or TF_UNTAGGABLE)")
+            continue
+        if body.get("tags") != "${local.tags}":
+            untagged.append(f"{kind}.{name}")
+            continue
+        how_many = len(locals_["functions"]) if body.get("for_each") == "${local.functions}" else 1
+        assert body.get("for_each") in (None, "${local.functions}") and "count" not in body, (kind, name)
+        tagged[TF_TAGGABLE[kind]] = tagged.get(TF_TAGGABLE[kind], 0) + how_many
+    tagged.pop("role", None)
+    return tagged, untagged
+
+
+FUNCTION_LOGICAL = {"BudgetCheck": "budget-check", "AlertFanout": "alert-fanout", "KeyGuard": "key-guard",
+                    "BudgetWebhook": "budget-webhook", "DailyAggregate": "daily-aggregate"}
+PER_FUNCTION_OUTPUTS = {"FunctionName": "function_names", "FunctionArn": "function_arns", "RoleArn": "role_arns"}
+
+
+def sam_outputs(t):
+    """Each output under terraform's name (function_arns[key-guard] for KeyGuardFunctionArn)
+    -> its description."""
+    outputs = {}
+    for name, output in t["Outputs"].items():
+        m = re.fullmatch(f"({'|'.join(FUNCTION_LOGICAL)})({'|'.join(PER_FUNCTION_OUTPUTS)})", name)
+        key = f"{PER_FUNCTION_OUTPUTS[m.group(2)]}[{FUNCTION_LOGICAL[m.group(1)]}]" if m else _snake(name)
+        outputs[key] = output.get("Description")
+    return outputs
+
+
+def terraform_outputs(texts):
+    """Each output (a map by function as one entry per function) -> its description."""
+    locals_, _ = _terraform_parts(texts)
+    outputs = {}
+    for text in texts.values():
+        for block in hcl2.loads(text).get("output", []):
+            for name, body in _unquote(block).items():
+                value = body["value"]
+                if re.fullmatch(r"\$\{\{for k, \w+ in aws_(lambda_function|iam_role)\.function : k => .+\}\}", value):
+                    for f in locals_["functions"]:
+                        outputs[f"{name}[{f}]"] = body.get("description")
+                else:
+                    outputs[name] = body.get("description")
+    return outputs
+
+
+def _terraform_pattern(condition):
+    """The regex of a variable's validation, as template.yaml's AllowedPattern for an optional
+    parameter would write it ("^(...)?$")."""
+    (pattern,) = re.findall(r'regex\("((?:[^"\\]|\\.)*)"', condition)
+    pattern = json.loads(f'"{pattern}"')
+    assert pattern.startswith("^") and pattern.endswith("$"), pattern
+    return f"^({pattern[1:-1]})?$"
+
+
+OPTIONAL_ARNS = ["OpenAiAdminKeyArn", "AnthropicAdminKeyArn", "GcpShutdownCredentialArn", "SesIdentityArn", "PermissionsBoundary"]
 
 class CfnLoader(yaml.SafeLoader):
     """Reads CloudFormation's short tags (!Ref, !Sub, ...) as {"Ref": ...} / {"Fn::Sub": ...}."""
@@ -776,8 +890,11 @@ class Parity(unittest.TestCase):
     def test_both_deploy_the_same_dashboard(self):
         t = template()
         body = t["Resources"]["SpendDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
-        self.assertEqual(json.loads(body), json.loads((ROOT / "deploy/dashboard.json").read_text()))
-        self.assertIn('file("${path.module}/../../../deploy/dashboard.json")', terraform_texts()["functions.tf"])
+        # one source: the module's own file (a module must not read outside itself), which
+        # template.yaml inlines (CloudFormation cannot read a file)
+        self.assertEqual(json.loads(body), json.loads((MODULE / "dashboard.json").read_text()))
+        self.assertIn('file("${path.module}/dashboard.json")', terraform_texts()["functions.tf"])
+        self.assertNotIn("../", "".join(terraform_texts().values()), "the module reads only its own files")
 
     def test_an_alarm_fires_when_budget_check_has_not_completed_a_run_for_15_minutes(self):
         sam = sam_silent_alarm(template())
@@ -1113,6 +1230,106 @@ class Parity(unittest.TestCase):
             differences(sam_system(template()), terraform_system(texts)),
             ["daily-aggregate: statement AlertSigningKey: only in template.yaml ['secretsmanager:GetSecretValue'], only in terraform []"],
         )
+
+    # ------------------------------------------------------------ tags, boundaries, protection, outputs
+
+    def test_every_taggable_resource_carries_the_tags_in_both(self):
+        sam_tagged, sam_untagged = sam_tags(template())
+        tf_tagged, tf_untagged = terraform_tags(terraform_texts())
+        self.assertEqual(sam_untagged, [])
+        self.assertEqual(tf_untagged, [])
+        self.assertEqual(sam_tagged, tf_tagged)
+        self.assertEqual(sam_tagged, {"function": 5, "table": 1, "topic": 3, "secret": 1, "queue": 1, "log group": 5, "alarm": 13})
+        # terraform: the caller's tags plus the deployment's; SAM: the stack's tags (sam deploy
+        # --tags), which CloudFormation puts on every resource that takes tags
+        locals_, _ = _terraform_parts(terraform_texts())
+        self.assertEqual(locals_["tags"], '${merge(var.tags, {"spendguard:deployment" = var.name})}')
+        self.assertEqual(_variable_defaults(terraform_texts().values())["tags"], {})
+
+    def test_an_untagged_resource_is_caught_on_either_side(self):
+        text = (ROOT / "template.yaml").read_text()
+        marker = "  KeyGuardLogs:\n    Type: AWS::Logs::LogGroup\n"
+        at = text.index("      Tags: [{ Key: spendguard:deployment, Value: !Ref AWS::StackName }]\n", text.index(marker))
+        modified = template(text[:at] + text[at:].split("\n", 1)[1])
+        tagged, untagged = sam_tags(modified)
+        self.assertEqual(untagged, ["KeyGuardLogs"])
+        self.assertNotEqual(tagged, terraform_tags(terraform_texts())[0])
+        # SAM functions without PropagateTags would leave their roles untagged
+        self.assertEqual(len(sam_tags(template(text.replace("    PropagateTags: true\n", "")))[1]), 5)
+        texts = terraform_texts()
+        head = texts["main.tf"].index('resource "aws_sns_topic" "operator" {')
+        at = texts["main.tf"].index("  tags = local.tags\n", head)
+        texts["main.tf"] = texts["main.tf"][:at] + texts["main.tf"][at + len("  tags = local.tags\n"):]
+        tagged, untagged = terraform_tags(texts)
+        self.assertEqual(untagged, ["aws_sns_topic.operator"])
+        self.assertNotEqual(tagged, sam_tags(template())[0])
+
+    def test_every_role_has_the_permissions_boundary_in_both(self):
+        t = template()
+        boundary = {"Fn::If": ["HasPermissionsBoundary", {"Ref": "PermissionsBoundary"}, {"Ref": "AWS::NoValue"}]}
+        self.assertEqual(t["Conditions"]["HasPermissionsBoundary"], {"Fn::Not": [{"Fn::Equals": [{"Ref": "PermissionsBoundary"}, ""]}]})
+        self.assertEqual(t["Globals"]["Function"]["PermissionsBoundary"], boundary)
+        for logical, resource in t["Resources"].items():
+            self.assertNotEqual(resource["Type"], "AWS::IAM::Role", f"{logical}: a role of its own needs the boundary too")
+            if resource["Type"] != "AWS::Serverless::Function":
+                continue
+            self.assertNotIn("PermissionsBoundary", resource["Properties"], logical)
+            for event, spec in resource["Properties"].get("Events", {}).items():
+                if spec["Type"] == "ScheduleV2":  # SAM generates a role per schedule
+                    self.assertEqual(spec["Properties"].get("PermissionsBoundary"), boundary, f"{logical}.{event}")
+        _, resources = _terraform_parts(terraform_texts())
+        roles = {name: body.get("permissions_boundary") for (kind, name), body in resources.items() if kind == "aws_iam_role"}
+        self.assertEqual(roles, {"function": "${var.permissions_boundary}", "scheduler": "${var.permissions_boundary}"})
+        self.assertIsNone(_variable_defaults(terraform_texts().values())["permissions_boundary"])
+
+    def test_optional_arns_are_validated_alike(self):
+        t = template()
+        variables = {}
+        for text in terraform_texts().values():
+            for block in hcl2.loads(text).get("variable", []):
+                variables.update(_unquote(block))
+        for parameter in OPTIONAL_ARNS:
+            variable = _snake(parameter).replace("open_ai", "openai")
+            self.assertEqual(t["Parameters"][parameter]["Default"], "", parameter)
+            self.assertIsNone(variables[variable].get("default"), variable)
+            (validation,) = variables[variable]["validation"]
+            self.assertEqual(t["Parameters"][parameter]["AllowedPattern"], _terraform_pattern(validation["condition"]), parameter)
+
+    def test_the_table_is_protected_by_an_input_not_by_lifecycle(self):
+        t = template()
+        table = t["Resources"]["StateTable"]
+        self.assertEqual((table["DeletionPolicy"], table["UpdateReplacePolicy"]), ("Retain", "Retain"))
+        self.assertEqual(table["Properties"]["DeletionProtectionEnabled"], {"Ref": "DeletionProtection"})
+        self.assertEqual(t["Parameters"]["DeletionProtection"]["Default"], "true")
+        texts = terraform_texts()
+        _, resources = _terraform_parts(texts)
+        self.assertEqual(resources[("aws_dynamodb_table", "state")]["deletion_protection_enabled"], "${var.deletion_protection}")
+        self.assertIs(_variable_defaults(texts.values())["deletion_protection"], True)
+        # prevent_destroy takes no variable: the examples could never be destroyed
+        self.assertIsNone(re.search(r"prevent_destroy\s*=", "".join(texts.values())))
+
+    def test_both_have_the_same_outputs_each_with_a_description(self):
+        sam, tf = sam_outputs(template()), terraform_outputs(terraform_texts())
+        self.assertEqual(sorted(sam), sorted(tf))
+        for name, description in {**sam, **tf}.items():
+            self.assertTrue(description and description.strip(), f"{name} has no description")
+        # docs/deploy.md's key rotation needs key-guard's ARN; operators' policies the roles'
+        for key in ["function_arns[key-guard]", "role_arns[key-guard]", "failed_events_queue_arn", "failed_events_queue_url",
+                    "dashboard_name", "state_table_arn"]:
+            self.assertIn(key, sam)
+
+    def test_an_output_missing_or_without_description_is_caught(self):
+        text = (ROOT / "template.yaml").read_text()
+        marker = "  DashboardName:\n    Description: The CloudWatch dashboard of spend against budgets.\n"
+        self.assertIn(marker, text)
+        modified = sam_outputs(template(text.replace(marker, "  DashboardName:\n")))
+        self.assertIsNone(modified["dashboard_name"])
+        texts = terraform_texts()
+        texts["outputs.tf"] = texts["outputs.tf"].replace('output "role_arns"', 'output "function_roles"')
+        tf = terraform_outputs(texts)
+        self.assertNotEqual(sorted(sam_outputs(template())), sorted(tf))
+        self.assertIn("function_roles[key-guard]", tf)
+
 
 if __name__ == "__main__":
     unittest.main()

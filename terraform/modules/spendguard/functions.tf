@@ -11,9 +11,11 @@ data "aws_iam_policy_document" "assume_lambda" {
 }
 
 resource "aws_iam_role" "function" {
-  for_each           = local.functions
-  name               = "${var.name}-${each.key}"
-  assume_role_policy = data.aws_iam_policy_document.assume_lambda.json
+  for_each             = local.functions
+  name                 = "${var.name}-${each.key}"
+  assume_role_policy   = data.aws_iam_policy_document.assume_lambda.json
+  permissions_boundary = var.permissions_boundary
+  tags                 = local.tags
 }
 
 # The function's own calls, plus its logs, traces and failed events (its dead-letter queue or
@@ -48,6 +50,7 @@ resource "aws_cloudwatch_log_group" "function" {
   for_each          = local.functions
   name              = "/aws/lambda/${var.name}-${each.key}"
   retention_in_days = var.log_retention_days
+  tags              = local.tags
 }
 
 resource "aws_lambda_function" "function" {
@@ -58,8 +61,10 @@ resource "aws_lambda_function" "function" {
   for_each         = local.functions
   function_name    = "${var.name}-${each.key}"
   role             = aws_iam_role.function[each.key].arn
-  filename         = "${var.lambda_zip_dir}/${each.key}/bootstrap.zip"
-  source_code_hash = filebase64sha256("${var.lambda_zip_dir}/${each.key}/bootstrap.zip")
+  filename         = var.lambda_zip_dir == null ? null : local.zips[each.key]
+  source_code_hash = var.lambda_zip_dir == null ? null : (fileexists(local.zips[each.key]) ? filebase64sha256(local.zips[each.key]) : null)
+  s3_bucket        = var.lambda_s3_bucket
+  s3_key           = var.lambda_s3_bucket == null ? null : "${var.lambda_s3_key_prefix}${each.key}.zip"
   runtime          = "provided.al2023"
   architectures    = ["arm64"]
   handler          = "bootstrap"
@@ -93,6 +98,15 @@ resource "aws_lambda_function" "function" {
     }
   }
   depends_on = [aws_iam_role_policy.function, aws_secretsmanager_secret_version.alert_signing]
+
+  lifecycle {
+    # rather than Terraform's bare "no file exists" at plan time
+    precondition {
+      condition     = var.lambda_zip_dir == null ? true : fileexists(local.zips[each.key]) # (a conditional: || does not short-circuit before Terraform 1.12)
+      error_message = "${each.key}: neither ${local.zip_dir}/${each.key}.zip nor ${local.zip_dir}/${each.key}/bootstrap.zip exists. Build the zips (scripts/release writes dist/<function>.zip; cargo lambda build --release --arm64 --output-format zip writes target/lambda/<function>/bootstrap.zip) or take a release's (docs/deploy.md)."
+    }
+  }
+  tags = local.tags
 }
 
 # Asynchronous invocations (SNS, Scheduler) of key-guard, alert-fanout and budget-check: retries,
@@ -128,8 +142,10 @@ data "aws_iam_policy_document" "assume_scheduler" {
 }
 
 resource "aws_iam_role" "scheduler" {
-  name               = "${var.name}-scheduler"
-  assume_role_policy = data.aws_iam_policy_document.assume_scheduler.json
+  name                 = "${var.name}-scheduler"
+  assume_role_policy   = data.aws_iam_policy_document.assume_scheduler.json
+  permissions_boundary = var.permissions_boundary
+  tags                 = local.tags
 }
 
 resource "aws_iam_role_policy" "scheduler" {
@@ -234,6 +250,7 @@ resource "aws_cloudwatch_metric_alarm" "failed_events" {
   treat_missing_data  = "notBreaching"
   alarm_actions       = [aws_sns_topic.operator.arn]
   ok_actions          = [aws_sns_topic.operator.arn]
+  tags                = local.tags
 }
 
 resource "aws_cloudwatch_metric_alarm" "errors" {
@@ -251,6 +268,7 @@ resource "aws_cloudwatch_metric_alarm" "errors" {
   treat_missing_data  = "notBreaching"
   alarm_actions       = [aws_sns_topic.operator.arn]
   ok_actions          = [aws_sns_topic.operator.arn]
+  tags                = local.tags
 }
 
 # throttled invocations: a reservation (or the account's pool) is exhausted
@@ -269,6 +287,7 @@ resource "aws_cloudwatch_metric_alarm" "throttles" {
   treat_missing_data  = "notBreaching"
   alarm_actions       = [aws_sns_topic.operator.arn]
   ok_actions          = [aws_sns_topic.operator.arn]
+  tags                = local.tags
 }
 
 # the Function URL's own metric: counts the webhook's 503s (a normal response, so never an
@@ -287,6 +306,7 @@ resource "aws_cloudwatch_metric_alarm" "webhook_5xx" {
   treat_missing_data  = "notBreaching"
   alarm_actions       = [aws_sns_topic.operator.arn]
   ok_actions          = [aws_sns_topic.operator.arn]
+  tags                = local.tags
 }
 
 # the dead man's switch: no completed budget-check run for 15 minutes (none started, or every
@@ -331,9 +351,10 @@ resource "aws_cloudwatch_metric_alarm" "budget_check_silent" {
     expression  = "invocations - FILL(errors, 0)"
     return_data = true
   }
+  tags = local.tags
 }
 
 resource "aws_cloudwatch_dashboard" "spend" {
   dashboard_name = "${var.name}-spend"
-  dashboard_body = replace(file("${path.module}/../../../deploy/dashboard.json"), "$${AWS::Region}", data.aws_region.current.region)
+  dashboard_body = replace(file("${path.module}/dashboard.json"), "$${AWS::Region}", data.aws_region.current.region)
 }

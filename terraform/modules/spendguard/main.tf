@@ -10,7 +10,20 @@ locals {
   # the alarms through fan-out too (operator_channels; docs/deploy.md, ADR 025)
   operator_route = length(var.operator_channels) > 0
 
-  # What each function may call (literal lists: tests/deploy/parity.py compares them with
+  # every taggable resource carries these: the caller's tags, and which deployment it belongs to
+  # (template.yaml tags the same resources; tests/deploy/test_parity.py checks both)
+  tags = merge(var.tags, { "spendguard:deployment" = var.name })
+
+  # the functions' code: <function>.zip (scripts/release) or <function>/bootstrap.zip (cargo
+  # lambda build --output-format zip) in lambda_zip_dir, or <prefix><function>.zip in S3
+  zip_dir = var.lambda_zip_dir == null ? "" : var.lambda_zip_dir # (error messages are evaluated with S3 too)
+  zips = var.lambda_zip_dir == null ? {} : {
+    for f in keys(local.functions) : f => (
+      fileexists("${var.lambda_zip_dir}/${f}.zip") ? "${var.lambda_zip_dir}/${f}.zip" : "${var.lambda_zip_dir}/${f}/bootstrap.zip"
+    )
+  }
+
+  # What each function may call (literal lists: tests/deploy/test_parity.py compares them with
   # template.yaml), and on what. A statement whose resources are empty is left out.
   permissions = {
     "budget-check" = {
@@ -274,14 +287,16 @@ resource "aws_dynamodb_table" "state" {
   server_side_encryption {
     enabled = true
   }
-  lifecycle {
-    prevent_destroy = true
-  }
+  # DynamoDB refuses to delete the table while this is on (default): turn it off, apply, then
+  # destroy. A variable, unlike lifecycle's prevent_destroy, so an example can be destroyed.
+  deletion_protection_enabled = var.deletion_protection
+  tags                        = local.tags
 }
 
 resource "aws_sns_topic" "alerts" {
   name              = "${var.name}-alerts"
   kms_master_key_id = "alias/aws/sns"
+  tags              = local.tags
 }
 
 # key-guard carries out what arrives here, so only spendguard's own publishers may publish,
@@ -312,6 +327,7 @@ resource "aws_secretsmanager_secret" "alert_signing" {
   # checkov:skip=CKV2_AWS_57: rotated by hand (docs/deploy.md): verifiers accept the old and the new key during the switch, which no rotation function here implements
   name_prefix = "${var.name}-alert-signing-"
   description = "spendguard (${var.name}): the key AlertEvents are signed with (HMAC-SHA256); key-guard and alert-fanout refuse unsigned ones."
+  tags        = local.tags
 }
 
 ephemeral "aws_secretsmanager_random_password" "alert_signing" {
@@ -332,6 +348,7 @@ resource "aws_sns_topic" "budgets" {
   name = "${var.name}-aws-budgets"
   # SHA256; the webhook refuses version 1 (SPENDGUARD_SNS_SIGNATURE_VERSION)
   signature_version = 2
+  tags              = local.tags
 }
 
 resource "aws_sns_topic_policy" "budgets" {
@@ -357,6 +374,7 @@ resource "aws_sns_topic_policy" "budgets" {
 resource "aws_sns_topic" "operator" {
   # checkov:skip=CKV_AWS_26: CloudWatch alarms cannot publish to a topic encrypted with the AWS-managed key (its policy does not admit cloudwatch.amazonaws.com); alarm states carry nothing secret
   name = "${var.name}-operator"
+  tags = local.tags
 }
 
 resource "aws_sns_topic_subscription" "operator_email" {
@@ -390,6 +408,7 @@ resource "aws_sqs_queue" "failed_events" {
   name                      = "${var.name}-failed-events"
   message_retention_seconds = 1209600
   sqs_managed_sse_enabled   = true
+  tags                      = local.tags
 }
 
 resource "aws_sqs_queue_policy" "failed_events" {

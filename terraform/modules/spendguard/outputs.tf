@@ -1,10 +1,14 @@
+# template.yaml has the same outputs, in CamelCase, one per function where these are maps
+# (tests/deploy/test_parity.py compares the names and requires a description on each).
+
 output "webhook_url" {
   description = "budget-webhook's HTTPS endpoint (append /usage, /gcp/pubsub, /sns, /status)."
   value       = aws_lambda_function_url.webhook.function_url
 }
 
 output "alerts_topic_arn" {
-  value = aws_sns_topic.alerts.arn
+  description = "The topic spendguard's AlertEvents go through (signed; only spendguard's own roles may publish)."
+  value       = aws_sns_topic.alerts.arn
 }
 
 output "budgets_topic_arn" {
@@ -22,15 +26,42 @@ output "failed_events_queue_url" {
   value       = aws_sqs_queue.failed_events.id
 }
 
+output "failed_events_queue_arn" {
+  description = "ARN of the dead-letter queue."
+  value       = aws_sqs_queue.failed_events.arn
+}
+
 output "alert_signing_key_arn" {
   description = "The secret AlertEvents are signed with (generated; rotate by hand, docs/deploy.md)."
   value       = aws_secretsmanager_secret.alert_signing.arn
 }
 
 output "state_table_name" {
-  value = aws_dynamodb_table.state.name
+  description = "The DynamoDB table holding budgets, spend, kill switches and the audit log (SPENDGUARD_TABLE for the CLI)."
+  value       = aws_dynamodb_table.state.name
+}
+
+output "state_table_arn" {
+  description = "ARN of the state table (for an operator's IAM policy)."
+  value       = aws_dynamodb_table.state.arn
+}
+
+output "dashboard_name" {
+  description = "The CloudWatch dashboard of spend against budgets."
+  value       = aws_cloudwatch_dashboard.spend.dashboard_name
 }
 
 output "function_names" {
-  value = { for k, f in aws_lambda_function.function : k => f.function_name }
+  description = "Each function's name, by function (budget-check, alert-fanout, key-guard, budget-webhook, daily-aggregate)."
+  value       = { for k, f in aws_lambda_function.function : k => f.function_name }
+}
+
+output "function_arns" {
+  description = "Each function's ARN, by function; key-guard's is the --rotation-lambda-arn of `aws secretsmanager rotate-secret` (docs/deploy.md)."
+  value       = { for k, f in aws_lambda_function.function : k => f.arn }
+}
+
+output "role_arns" {
+  description = "Each function's IAM role ARN, by function."
+  value       = { for k, r in aws_iam_role.function : k => r.arn }
 }

@@ -10,7 +10,58 @@ variable "name" {
 
 variable "lambda_zip_dir" {
   type        = string
-  description = "Where `cargo lambda build --release --arm64 --output-format zip` wrote <function>/bootstrap.zip (target/lambda)."
+  description = "A directory with the five functions' zips: <function>.zip (a release's, or scripts/release's dist/) or <function>/bootstrap.zip (`cargo lambda build --release --arm64 --output-format zip` writes target/lambda). Set this or lambda_s3_bucket."
+  default     = null
+}
+
+variable "lambda_s3_bucket" {
+  type        = string
+  description = "An S3 bucket (in the deployment's region) holding the five zips as <lambda_s3_key_prefix><function>.zip, instead of lambda_zip_dir. Use a new prefix per release (e.g. spendguard/0.1.0/): the functions are updated when the key changes."
+  default     = null
+  validation {
+    condition     = (var.lambda_s3_bucket == null) != (var.lambda_zip_dir == null)
+    error_message = "Set exactly one of lambda_zip_dir (zips on disk) and lambda_s3_bucket (zips in S3)."
+  }
+  validation {
+    condition     = var.lambda_s3_bucket == null || can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.lambda_s3_bucket))
+    error_message = "lambda_s3_bucket is a bucket name (not an s3:// URL)."
+  }
+}
+
+variable "lambda_s3_key_prefix" {
+  type        = string
+  description = "The key prefix of the zips in lambda_s3_bucket, ending in / (e.g. spendguard/0.1.0/); \"\" for the bucket's root."
+  default     = ""
+  validation {
+    condition     = var.lambda_s3_key_prefix == "" || (endswith(var.lambda_s3_key_prefix, "/") && !startswith(var.lambda_s3_key_prefix, "/"))
+    error_message = "lambda_s3_key_prefix ends in / and does not start with one (or is empty)."
+  }
+}
+
+variable "tags" {
+  type        = map(string)
+  description = "Tags for every resource that takes them (with spendguard:deployment = name added); e.g. { team = \"platform\", cost-center = \"42\" }."
+  default     = {}
+  validation {
+    condition     = alltrue([for k in keys(var.tags) : !startswith(lower(k), "aws:") && k != "spendguard:deployment"])
+    error_message = "tags: keys starting with aws: are AWS's, and spendguard:deployment is set from name."
+  }
+}
+
+variable "permissions_boundary" {
+  type        = string
+  description = "ARN of an IAM policy set as the permissions boundary of every role the module creates (the five functions' and the scheduler's), or null for none."
+  default     = null
+  validation {
+    condition     = var.permissions_boundary == null || can(regex("^arn:aws[a-z-]*:iam::(\\d{12}|aws):policy/.+$", var.permissions_boundary))
+    error_message = "permissions_boundary must be an IAM policy ARN (arn:aws:iam::123456789012:policy/...)."
+  }
+}
+
+variable "deletion_protection" {
+  type        = bool
+  description = "DynamoDB deletion protection on the state table (budgets, kill switches, the audit log): it cannot be deleted, by Terraform or anyone, until this is false and applied."
+  default     = true
 }
 
 variable "check_interval_minutes" {
@@ -91,18 +142,30 @@ variable "openai_admin_key_arn" {
   type        = string
   description = "Secrets Manager ARN of the OpenAI admin key, or null to not use OpenAI."
   default     = null
+  validation {
+    condition     = var.openai_admin_key_arn == null || can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\\d{12}:secret:.+$", var.openai_admin_key_arn))
+    error_message = "openai_admin_key_arn must be a Secrets Manager secret ARN (or null)."
+  }
 }
 
 variable "anthropic_admin_key_arn" {
   type        = string
   description = "Secrets Manager ARN of the Anthropic admin key, or null."
   default     = null
+  validation {
+    condition     = var.anthropic_admin_key_arn == null || can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\\d{12}:secret:.+$", var.anthropic_admin_key_arn))
+    error_message = "anthropic_admin_key_arn must be a Secrets Manager secret ARN (or null)."
+  }
 }
 
 variable "gcp_shutdown_credential_arn" {
   type        = string
   description = "Secrets Manager ARN of a Google service-account key file, for shutdowns of the GCP projects named in [[shutdown.gcp]], or null."
   default     = null
+  validation {
+    condition     = var.gcp_shutdown_credential_arn == null || can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\\d{12}:secret:.+$", var.gcp_shutdown_credential_arn))
+    error_message = "gcp_shutdown_credential_arn must be a Secrets Manager secret ARN (or null)."
+  }
 }
 
 variable "guarded_iam_user_arns" {
@@ -119,6 +182,10 @@ variable "ses_identity_arn" {
   type        = string
   description = "The verified SES identity e-mail alerts are sent from, or null without e-mail channels."
   default     = null
+  validation {
+    condition     = var.ses_identity_arn == null || can(regex("^arn:aws[a-z-]*:ses:[a-z0-9-]+:\\d{12}:identity/.+$", var.ses_identity_arn))
+    error_message = "ses_identity_arn must be an SES identity ARN (or null)."
+  }
 }
 
 variable "gcp_push_audience" {
@@ -155,7 +222,7 @@ variable "cost_explorer" {
 
 variable "log_retention_days" {
   type        = number
-  description = "How long function logs are kept."
+  description = "How long function logs are kept (days)."
   default     = 90
   validation {
     condition     = contains([30, 60, 90, 180, 365], var.log_retention_days)

@@ -539,7 +539,8 @@ async fn the_dashboard_shows_what_the_nightly_run_emits() {
         }
     }
     let dashboard = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/dashboard.json"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../terraform/modules/spendguard/dashboard.json"),
     )
     .unwrap();
     let searched: Vec<&str> = dashboard
