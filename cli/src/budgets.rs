@@ -376,8 +376,8 @@ pub async fn plan(on: &On, path: &Path) -> Result<(), Failure> {
 /// `budgets apply`: validates, prints every change, writes after confirmation, and records
 /// who applied which file in the audit log.
 pub async fn apply(on: &On, path: &Path, yes: bool) -> Result<(), Failure> {
-    let local = on.local().await?;
     let file = load(path)?;
+    let local = on.local().await?;
     let policy = &file.policy;
     let store = local.store();
     let changes = changes(&local, path, policy).await?;

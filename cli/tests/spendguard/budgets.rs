@@ -201,3 +201,13 @@ fn export_writes_the_deployed_policy_as_a_file_that_validates_and_plans_no_chang
             .trim_end()
     );
 }
+
+#[test]
+fn apply_says_a_file_cannot_be_read_before_asking_for_a_target() {
+    // the file is the operator's first mistake to hear about, whatever the target
+    let dir = tempfile::tempdir().unwrap();
+    let out = spendguard(dir.path(), &["budgets", "apply", "missing.toml", "--yes"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot read missing.toml"), "{err}");
+}
