@@ -325,11 +325,11 @@ impl Finding {
             actions: policy.actions.get(&self.level).cloned().unwrap_or_default(),
             channels,
             summary: format!(
-                "SECURITY {}: key {} ({}) {}: {}",
+                "SECURITY {}: key {} ({}) in the hour from {}: {}",
                 self.level.as_str().to_uppercase(),
                 self.key_id,
                 self.scope,
-                self.hour.format("%Y-%m-%d %H:00 UTC"),
+                self.hour.format("%-d %b %Y %H:00 UTC"),
                 evidence.join("; ")
             ),
             raised_at: now,

@@ -72,7 +72,7 @@ fn the_demo_runs_a_month_end_to_end_and_is_reproducible() {
     let loop_starts = position(&timeline, "a retry loop runs away");
     let finding = position(
         &timeline,
-        "SECURITY CRITICAL: key anthropic-research-r1 (anthropic/research/key-r1) 2026-11-18 01:00 UTC",
+        "SECURITY CRITICAL: key anthropic-research-r1 (anthropic/research/key-r1) in the hour from 18 Nov 2026 01:00 UTC",
     );
     let kill = position(
         &timeline,
