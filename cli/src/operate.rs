@@ -834,7 +834,8 @@ pub async fn audit(args: &AuditArgs) -> Result<(), Failure> {
             };
             let since = match &args.since {
                 Some(t) => instant(t, "--since")?,
-                None => YearMonth::of(until.date_naive())
+                // the month of the last instant before `until` (`--until 2026-11-01`: October)
+                None => YearMonth::of((until - chrono::Duration::nanoseconds(1)).date_naive())
                     .first_day()
                     .and_time(chrono::NaiveTime::MIN)
                     .and_utc(),
@@ -856,8 +857,18 @@ pub async fn audit(args: &AuditArgs) -> Result<(), Failure> {
     // the log is kept by month, newest first: walk back from the last month
     let mut month = YearMonth::of((until - chrono::Duration::nanoseconds(1)).date_naive());
     while entries.len() < args.limit {
-        // unfiltered, a month's newest entries are enough; filtered, every entry is looked at
-        let fetch = if filtered { usize::MAX } else { args.limit };
+        // a month's newest entries are enough unless some are filtered out: by scope or actor,
+        // or by an `--until` that falls inside the month (entries after it hide older ones)
+        let month_end = month
+            .first_day()
+            .checked_add_months(chrono::Months::new(1))
+            .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc());
+        let cut_inside = args.until.is_some() && month_end.is_some_and(|end| end > until);
+        let fetch = if filtered || cut_inside {
+            usize::MAX
+        } else {
+            args.limit
+        };
         let page = store.audit_log(month, fetch).await.map_err(run_err)?;
         entries.extend(page.into_iter().filter(|e| {
             e.at >= since

@@ -211,3 +211,45 @@ fn apply_says_a_file_cannot_be_read_before_asking_for_a_target() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("cannot read missing.toml"), "{err}");
 }
+
+#[tokio::test]
+async fn audit_until_finds_older_entries_behind_newer_ones_of_the_same_month() {
+    use spendguard_app::ports::store::AuditLog as _;
+    use spendguard_domain::records::AuditEntry;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("st.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let entry = |n: usize, at: &str| AuditEntry {
+        id: format!("e-{n}"),
+        at: chrono::DateTime::parse_from_rfc3339(at).unwrap().to_utc(),
+        actor: "cli:alice".into(),
+        action: "test_entry".into(),
+        scope: None,
+        detail: serde_json::json!({}),
+    };
+    // 60 entries on 20 Nov hide 5 on 5 Nov from a reader that fetches only the newest 50
+    for n in 0..60 {
+        store
+            .append_audit(&entry(n, "2026-11-20T12:00:00Z"))
+            .await
+            .unwrap();
+    }
+    for n in 60..65 {
+        store
+            .append_audit(&entry(n, "2026-11-05T12:00:00Z"))
+            .await
+            .unwrap();
+    }
+    let audit = |until: &str| {
+        let out = spendguard(
+            dir.path(),
+            &["audit", "--until", until, "--store", "st.db", "--json"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["entries"].as_array().unwrap().len()
+    };
+    assert_eq!(audit("2026-11-10"), 5);
+    // an `--until` at the start of a month reads the month before it
+    assert_eq!(audit("2026-11-01"), 0);
+}
