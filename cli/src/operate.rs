@@ -754,6 +754,14 @@ pub async fn ack(
         return Ok(());
     }
     let by = answer["by"].as_str().unwrap_or_default();
+    if let Some(earlier) = answer["already_by"].as_str() {
+        outln!(
+            "Alert {alert_id} ({}) was already acknowledged by {earlier} at {}: nothing changed",
+            on.name(),
+            answer["at"].as_str().unwrap_or("an earlier time")
+        );
+        return Ok(());
+    }
     match answer["expected"].as_str() {
         Some(reason) => outln!(
             "Acknowledged security finding {alert_id} ({}) as {by}: its pattern is expected for the rest of its day ({reason})",

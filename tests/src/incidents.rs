@@ -66,6 +66,7 @@ use spendguard_domain::usage::{
 use tokio::sync::{Notify, oneshot};
 
 use crate::conformance::Store;
+use spendguard_app::ports::store::AckOutcome;
 use spendguard_app::ports::store::AlertStore;
 use spendguard_app::ports::store::AuditLog;
 use spendguard_app::ports::store::ClaimStore;
@@ -341,7 +342,11 @@ impl AlertStore for GatedStore {
         self.inv.call(self.inner.open_alerts()).await
     }
 
-    async fn acknowledge_alert(&self, alert_id: &str, ack: &Acknowledgement) -> StoreResult<bool> {
+    async fn acknowledge_alert(
+        &self,
+        alert_id: &str,
+        ack: &Acknowledgement,
+    ) -> StoreResult<AckOutcome> {
         self.inv
             .write(self.inner.acknowledge_alert(alert_id, ack))
             .await

@@ -35,13 +35,13 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
 
-use spendguard_app::ports::store::AlertStore;
 use spendguard_app::ports::store::AuditLog;
 use spendguard_app::ports::store::ClaimStore;
 use spendguard_app::ports::store::KeyStore;
 use spendguard_app::ports::store::MarkerStore;
 use spendguard_app::ports::store::PolicyStore;
 use spendguard_app::ports::store::SpendStore;
+use spendguard_app::ports::store::{AckOutcome, AlertStore};
 use spendguard_app::ports::store::{StoreError, StoreResult, from_doc, to_doc};
 use spendguard_domain::aggregate::DailySummary;
 use spendguard_domain::alert::AlertEvent;
@@ -1142,13 +1142,31 @@ impl AlertStore for DynamoStore {
             .collect()
     }
 
-    async fn acknowledge_alert(&self, alert_id: &str, ack: &Acknowledgement) -> StoreResult<bool> {
-        self.update_open_alert(alert_id, |a| {
-            if a.acknowledged.is_none() {
-                a.acknowledged = Some(ack.clone());
-            }
+    async fn acknowledge_alert(
+        &self,
+        alert_id: &str,
+        ack: &Acknowledgement,
+    ) -> StoreResult<AckOutcome> {
+        // what the last (committed) attempt of the guarded update saw
+        let seen = std::sync::Mutex::new(AckOutcome::Unknown);
+        let found = self
+            .update_open_alert(alert_id, |a| {
+                let outcome = match &a.acknowledged {
+                    Some(earlier) => AckOutcome::AlreadyAcknowledged(earlier.clone()),
+                    None => {
+                        a.acknowledged = Some(ack.clone());
+                        AckOutcome::Acknowledged(Box::new(a.clone()))
+                    }
+                };
+                if let Ok(mut seen) = seen.lock() {
+                    *seen = outcome;
+                }
+            })
+            .await?;
+        Ok(match seen.into_inner() {
+            Ok(outcome) if found => outcome,
+            _ => AckOutcome::Unknown,
         })
-        .await
     }
 
     async fn set_escalation_level(&self, alert_id: &str, level: u32) -> StoreResult<()> {

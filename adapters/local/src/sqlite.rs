@@ -10,13 +10,13 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rust_decimal::Decimal;
 
-use spendguard_app::ports::store::AlertStore;
 use spendguard_app::ports::store::AuditLog;
 use spendguard_app::ports::store::ClaimStore;
 use spendguard_app::ports::store::KeyStore;
 use spendguard_app::ports::store::MarkerStore;
 use spendguard_app::ports::store::PolicyStore;
 use spendguard_app::ports::store::SpendStore;
+use spendguard_app::ports::store::{AckOutcome, AlertStore};
 use spendguard_app::ports::store::{StoreError, StoreResult, from_doc, to_doc};
 use spendguard_domain::aggregate::DailySummary;
 use spendguard_domain::alert::AlertEvent;
@@ -708,7 +708,11 @@ impl AlertStore for SqliteStore {
         .await
     }
 
-    async fn acknowledge_alert(&self, alert_id: &str, ack: &Acknowledgement) -> StoreResult<bool> {
+    async fn acknowledge_alert(
+        &self,
+        alert_id: &str,
+        ack: &Acknowledgement,
+    ) -> StoreResult<AckOutcome> {
         let (alert_id, ack) = (alert_id.to_string(), ack.clone());
         self.run(move |c| {
             let tx = immediate(c)?;
@@ -720,18 +724,21 @@ impl AlertStore for SqliteStore {
                 )
                 .optional()
                 .map_err(db)?;
-            let Some(doc) = doc else { return Ok(false) };
+            let Some(doc) = doc else {
+                return Ok(AckOutcome::Unknown);
+            };
             let mut alert: OpenAlert = from_doc("open alert", &doc)?;
-            if alert.acknowledged.is_none() {
-                alert.acknowledged = Some(ack);
-                tx.execute(
-                    "UPDATE open_alerts SET doc = ?2 WHERE alert_id = ?1",
-                    params![alert_id, to_doc(&alert)?],
-                )
-                .map_err(db)?;
+            if let Some(earlier) = alert.acknowledged {
+                return Ok(AckOutcome::AlreadyAcknowledged(earlier));
             }
+            alert.acknowledged = Some(ack);
+            tx.execute(
+                "UPDATE open_alerts SET doc = ?2 WHERE alert_id = ?1",
+                params![alert_id, to_doc(&alert)?],
+            )
+            .map_err(db)?;
             tx.commit().map_err(db)?;
-            Ok(true)
+            Ok(AckOutcome::Acknowledged(Box::new(alert)))
         })
         .await
     }

@@ -10,6 +10,7 @@ use crate::ports::channels::ChannelBuilder;
 use crate::ports::channels::LogChannel;
 use crate::ports::clock::Clock;
 use crate::ports::secrets::SecretVault;
+use crate::ports::store::AckOutcome;
 use crate::ports::store::StateStore;
 use crate::ports::store::StoreError;
 use chrono::{DateTime, Duration, Utc};
@@ -122,6 +123,8 @@ impl DeliveryReport {
 pub enum Acknowledged {
     /// An open paging alert: it escalates no further.
     Alert,
+    /// An open paging alert someone acknowledged before: nothing changed.
+    AlreadyAcknowledged { by: String, at: DateTime<Utc> },
     /// A security finding: its pattern is expected for the rest of its day.
     Finding { reason: String },
 }
@@ -188,31 +191,34 @@ impl Fanout {
             at: now,
         };
         let reason = reason.unwrap_or_else(|| "acknowledged".into());
-        if self.store.acknowledge_alert(alert_id, &ack).await? {
-            info!(%alert_id, %actor, "alert acknowledged: no further escalation");
-            let alert = self
-                .store
-                .open_alerts()
-                .await?
-                .into_iter()
-                .find(|a| a.event.alert_id == alert_id);
-            self.store
-                .append_audit(&AuditEntry {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    at: now,
-                    actor: actor.into(),
-                    action: "alert_acknowledged".into(),
-                    scope: alert.as_ref().map(|a| a.event.scope.clone()),
-                    detail: serde_json::json!({
-                        "alert_id": alert_id,
-                        "budget_id": alert.as_ref().map(|a| &a.event.budget_id),
-                        "window": alert.as_ref().map(|a| &a.event.window),
-                        "severity": alert.as_ref().map(|a| a.event.severity),
-                        "reason": reason,
-                    }),
-                })
-                .await?;
-            return Ok(Acknowledged::Alert);
+        match self.store.acknowledge_alert(alert_id, &ack).await? {
+            AckOutcome::Acknowledged(alert) => {
+                info!(%alert_id, %actor, "alert acknowledged: no further escalation");
+                self.store
+                    .append_audit(&AuditEntry {
+                        id: uuid::Uuid::new_v4().to_string(),
+                        at: now,
+                        actor: actor.into(),
+                        action: "alert_acknowledged".into(),
+                        scope: Some(alert.event.scope.clone()),
+                        detail: serde_json::json!({
+                            "alert_id": alert_id,
+                            "budget_id": alert.event.budget_id,
+                            "window": alert.event.window,
+                            "severity": alert.event.severity,
+                            "reason": reason,
+                        }),
+                    })
+                    .await?;
+                return Ok(Acknowledged::Alert);
+            }
+            AckOutcome::AlreadyAcknowledged(earlier) => {
+                return Ok(Acknowledged::AlreadyAcknowledged {
+                    by: earlier.actor,
+                    at: earlier.at,
+                });
+            }
+            AckOutcome::Unknown => {}
         }
         if security::acknowledge(self.store.as_ref(), alert_id, actor, &reason, now).await? {
             info!(%alert_id, %actor, "security finding marked as expected for its day");

@@ -775,6 +775,28 @@ fn an_acknowledgement_is_audited_and_an_unknown_id_is_invalid_input() {
             .any(|l| l.contains("alert_acknowledged") && l.contains("planned re-index")),
         "{shown}"
     );
+    // a second acknowledgement changes nothing, says who acknowledged, and is not audited
+    let again = operate(&["ack", alert_id, "--reason", "me too"], &store);
+    let said = text(&again.stdout);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{said}{}",
+        text(&again.stderr)
+    );
+    assert!(said.contains("already acknowledged by cli:"), "{said}");
+    let audit = operate(&["audit", "--json", "--actor", "cli:"], &store);
+    let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let acks = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "alert_acknowledged")
+        .count();
+    assert_eq!(
+        acks, 1,
+        "only the acknowledgement that counted is audited: {audit}"
+    );
     let nobody = operate(&["audit", "--json", "--actor", "nobody"], &store);
     let nobody: serde_json::Value = serde_json::from_slice(&nobody.stdout).unwrap();
     assert_eq!(nobody["entries"], serde_json::json!([]), "{nobody}");

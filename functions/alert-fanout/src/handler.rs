@@ -152,6 +152,9 @@ impl Handler {
             } => Ok(
                 match self.fanout.acknowledge(&alert_id, &actor, reason).await? {
                     Acknowledged::Alert => json!({ "acknowledged": alert_id, "by": actor }),
+                    Acknowledged::AlreadyAcknowledged { by, at } => {
+                        json!({ "acknowledged": alert_id, "already_by": by, "at": at })
+                    }
                     Acknowledged::Finding { reason } => {
                         json!({ "acknowledged": alert_id, "by": actor, "expected": reason })
                     }

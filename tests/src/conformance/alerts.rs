@@ -1,6 +1,7 @@
 //! The alerts capability: open alerts and digest queues.
 
 use super::*;
+use spendguard_app::ports::store::AckOutcome;
 use spendguard_domain::records::{Acknowledgement, OpenAlert};
 
 pub async fn open_alerts_are_acknowledged_escalated_and_closed(store: Store) {
@@ -29,22 +30,28 @@ pub async fn open_alerts_are_acknowledged_escalated_and_closed(store: Store) {
         actor: "alice".into(),
         at: at("2026-11-22T10:10:00Z"),
     };
-    assert!(
-        store
-            .acknowledge_alert(&event.alert_id, &ack)
-            .await
-            .unwrap()
-    );
+    let first = store
+        .acknowledge_alert(&event.alert_id, &ack)
+        .await
+        .unwrap();
+    match first {
+        AckOutcome::Acknowledged(alert) => {
+            assert_eq!(alert.acknowledged.as_ref(), Some(&ack));
+            assert_eq!(alert.event.alert_id, event.alert_id);
+        }
+        other => panic!("the first acknowledgement counts: {other:?}"),
+    }
     let later = Acknowledgement {
         actor: "bob".into(),
         at: at("2026-11-22T11:00:00Z"),
     };
-    assert!(
+    assert_eq!(
         store
             .acknowledge_alert(&event.alert_id, &later)
             .await
             .unwrap(),
-        "acknowledging twice is fine"
+        AckOutcome::AlreadyAcknowledged(ack.clone()),
+        "acknowledging twice is fine, and says who did first"
     );
     let stored = &store.open_alerts().await.unwrap()[0];
     assert_eq!(
@@ -52,11 +59,12 @@ pub async fn open_alerts_are_acknowledged_escalated_and_closed(store: Store) {
         (2, Some(&ack)),
         "the first acknowledgement stands"
     );
-    assert!(
-        !store
+    assert_eq!(
+        store
             .acknowledge_alert("no-such-alert", &ack)
             .await
-            .unwrap()
+            .unwrap(),
+        AckOutcome::Unknown
     );
     store.close_alert(&event.alert_id).await.unwrap();
     assert!(store.open_alerts().await.unwrap().is_empty());

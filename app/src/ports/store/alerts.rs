@@ -6,6 +6,17 @@ use chrono::{DateTime, Utc};
 use spendguard_domain::alert::AlertEvent;
 use spendguard_domain::records::{Acknowledgement, OpenAlert};
 
+/// What [`AlertStore::acknowledge_alert`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// This acknowledgement was recorded: the alert as it is now.
+    Acknowledged(Box<OpenAlert>),
+    /// Someone acknowledged it before; nothing changed.
+    AlreadyAcknowledged(Acknowledgement),
+    /// No open alert has this id.
+    Unknown,
+}
+
 #[async_trait]
 pub trait AlertStore: Send + Sync {
     /// Records (or replaces) an open alert.
@@ -14,8 +25,12 @@ pub trait AlertStore: Send + Sync {
     /// Every open alert (one read).
     async fn open_alerts(&self) -> StoreResult<Vec<OpenAlert>>;
 
-    /// Acknowledges an open alert; false when there is no such open alert.
-    async fn acknowledge_alert(&self, alert_id: &str, ack: &Acknowledgement) -> StoreResult<bool>;
+    /// Acknowledges an open alert unless it already is (the first acknowledgement stands).
+    async fn acknowledge_alert(
+        &self,
+        alert_id: &str,
+        ack: &Acknowledgement,
+    ) -> StoreResult<AckOutcome>;
 
     /// Records that escalation `level` was published (never lowers it).
     async fn set_escalation_level(&self, alert_id: &str, level: u32) -> StoreResult<()>;

@@ -12,7 +12,7 @@ mod markers;
 mod policy;
 mod spend;
 
-pub use alerts::AlertStore;
+pub use alerts::{AckOutcome, AlertStore};
 pub use audit::AuditLog;
 pub use claims::ClaimStore;
 pub use keys::KeyStore;
