@@ -18,7 +18,7 @@ use spendguard_domain::settings::PolicySet;
 use crate::Failure;
 use crate::local::Local;
 use crate::operate::{On, actor, confirm, run_err};
-use crate::output::{json_document, outln};
+use crate::output::{errln, json_document, outln};
 
 /// How problems in a budgets file are written on stderr.
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -185,7 +185,7 @@ pub fn validate(path: &Path, as_json: bool) -> Result<(), Failure> {
     let policy = &file.policy;
     let warnings = policy.currency_warnings();
     for warning in &warnings {
-        eprintln!("warning: {}: {warning}", path.display());
+        errln!("warning: {}: {warning}", path.display());
     }
     let windows: usize = policy.budgets.iter().map(|b| b.windows.len()).sum();
     let tiers: usize = policy
@@ -468,7 +468,7 @@ pub async fn export(on: &On, out: Option<&Path>) -> Result<(), Failure> {
         Some(path) => {
             std::fs::write(path, &text)
                 .map_err(|e| Failure::Run(format!("cannot write {}: {e}", path.display())))?;
-            eprintln!(
+            errln!(
                 "{}: the {} policy — {} budgets, {} keys",
                 path.display(),
                 on.name(),

@@ -24,7 +24,7 @@ use spendguard_local::file_vault::FileVault;
 use spendguard_local::memory_bus::MemoryBus;
 use spendguard_local::sqlite::SqliteStore;
 
-use crate::output::{json_document, out, outln};
+use crate::output::{errln, json_document, out, outln};
 use crate::{CheckArgs, Failure, table};
 
 pub fn load(path: &Path) -> Result<PolicySet, Failure> {
@@ -173,7 +173,7 @@ pub async fn run(args: CheckArgs) -> Result<(), Failure> {
         let outcome = ingest_usage(store.as_ref(), &policy.budgets, records, None, Utc::now())
             .await
             .map_err(|e| Failure::Run(e.to_string()))?;
-        eprintln!(
+        errln!(
             "usage: {} records from {}: {} counted, {} already counted before",
             records.len(),
             path.display(),

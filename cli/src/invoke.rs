@@ -14,7 +14,7 @@ use spendguard_local::file_vault::FileVault;
 
 use crate::Failure;
 use crate::local::{Function, Local, Target};
-use crate::output::outln;
+use crate::output::{errln, outln};
 
 #[derive(clap::Args)]
 pub struct InvokeArgs {
@@ -130,7 +130,7 @@ pub async fn run(args: InvokeArgs) -> Result<(), Failure> {
     let metrics: Arc<dyn MetricsSink> = Arc::new(StdoutMetrics);
     let outcome = local.invoke(args.function, event, metrics).await?;
     for alert in local.events() {
-        eprintln!("published to the local alerts bus: {}", alert.subject());
+        errln!("published to the local alerts bus: {}", alert.subject());
     }
     match outcome {
         Ok(response) => {

@@ -3,10 +3,12 @@
 //!
 //! Exit codes: 0 done; 1 the run failed (store, AWS or handler error, a budget window that
 //! cannot be evaluated); 2 invalid input, no target or an unconfirmed change (nothing
-//! written); 3 `--fail-on` reached; 4 a kill or shutdown that stopped nothing. `budgets plan`
-//! alone: 0 no changes, 2 changes, 1 any error (terraform's -detailed-exitcode).
+//! written); 3 `--fail-on` reached; 4 a kill or shutdown that stopped nothing; 5 the drill found a
+//! stop that would fail. `budgets plan` alone: 0 no changes, 2 changes, 1 any error
+//! (terraform's -detailed-exitcode). Output goes through `output`: a closed pipe on stdout or
+//! stderr is quiet and keeps these codes.
 
-#![deny(clippy::print_stdout)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod aws;
 mod budgets;
@@ -23,6 +25,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::output::errln;
 
 /// The commands by what they are for (clap lists subcommands under one heading only).
 const HELP_TEMPLATE: &str = "\
@@ -334,7 +338,7 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start: {e}");
+            errln!("error: cannot start: {e}");
             return ExitCode::from(1);
         }
     };
@@ -402,27 +406,27 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Run(m)) => {
-            eprintln!("error: {m}");
+            errln!("error: {m}");
             ExitCode::from(1)
         }
         Err(Failure::Invalid(m)) => {
-            eprintln!("{m}");
+            errln!("{m}");
             ExitCode::from(2)
         }
         Err(Failure::ThresholdReached(m)) => {
-            eprintln!("{m}");
+            errln!("{m}");
             ExitCode::from(3)
         }
         Err(Failure::NothingStopped(m)) => {
-            eprintln!("{m}");
+            errln!("{m}");
             ExitCode::from(4)
         }
         Err(Failure::StopsBroken(m)) => {
-            eprintln!("{m}");
+            errln!("{m}");
             ExitCode::from(5)
         }
         Err(Failure::Plan { code, message }) => {
-            eprintln!("{message}");
+            errln!("{message}");
             ExitCode::from(code)
         }
     }

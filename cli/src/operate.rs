@@ -21,7 +21,7 @@ use spendguard_domain::scope::Scope;
 use crate::Failure;
 use crate::aws::{Access, rejected_credentials};
 use crate::local::{Function, Local, Target};
-use crate::output::{json_document, outln};
+use crate::output::{err, errln, json_document, outln};
 use crate::{check, report, table};
 
 /// Where an operator command acts: always named, never guessed (a command that reached a
@@ -116,7 +116,7 @@ pub(crate) fn confirm(question: &str, yes: bool) -> Result<(), Failure> {
             "{question} — not confirmed: stdin is not a terminal; pass --yes to proceed"
         )));
     }
-    eprint!("{question} [y/N] ");
+    err!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     std::io::stdin()
@@ -1010,7 +1010,7 @@ pub async fn month_report(
         return Ok(());
     }
     if data.days.is_empty() {
-        eprintln!(
+        errln!(
             "note: no nightly summaries for {target} in {month} yet (daily-aggregate writes them)"
         );
     }

@@ -31,9 +31,27 @@ pub fn write(args: fmt::Arguments<'_>) {
             READER_GONE.store(true, Ordering::Relaxed);
             return;
         }
-        eprintln!("error: cannot write to stdout: {e}");
+        write_err(format_args!("error: cannot write to stdout: {e}\n"));
         std::process::exit(1);
     }
+}
+
+/// Writes `args` to stderr. A closed stderr (`2>&1 | grep -q`) leaves nobody to tell, so
+/// errors are ignored and the command keeps its exit code.
+pub fn write_err(args: fmt::Arguments<'_>) {
+    let mut stderr = io::stderr().lock();
+    let _ = stderr.write_fmt(args).and_then(|_| stderr.flush());
+}
+
+/// `eprintln!` that survives a closed pipe.
+macro_rules! errln {
+    () => { $crate::output::write_err(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::write_err(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `eprint!` that survives a closed pipe.
+macro_rules! err {
+    ($($arg:tt)*) => { $crate::output::write_err(format_args!($($arg)*)) };
 }
 
 /// `println!` that survives a closed pipe.
@@ -47,7 +65,7 @@ macro_rules! out {
     ($($arg:tt)*) => { $crate::output::write(format_args!($($arg)*)) };
 }
 
-pub(crate) use {out, outln};
+pub(crate) use {err, errln, out, outln};
 
 /// A JSON document as the CLI prints it: `schema_version` first, then the body's own fields.
 #[derive(Serialize)]

@@ -28,7 +28,7 @@ use spendguard_local::file_vault::FileVault;
 
 use crate::Failure;
 use crate::local::{Local, Target, key_guard_subscribes, sns_event, write_private};
-use crate::output::{json_line, outln};
+use crate::output::{err, errln, json_line, outln};
 use crate::report::{self, Section};
 
 const BUDGETS: &str = include_str!("budgets.toml");
@@ -143,7 +143,7 @@ impl Timeline {
             what: what.into(),
         };
         if self.progress {
-            eprint!("\r\x1b[2K");
+            err!("\r\x1b[2K");
         }
         if self.json {
             outln!("{}", json_line(&m));
@@ -158,7 +158,7 @@ impl Timeline {
             return;
         }
         let done = (day * 30 / DAYS) as usize;
-        eprint!(
+        err!(
             "\r\x1b[2K[{}{}] day {day:>2}/{DAYS} · spent {} USD",
             "█".repeat(done),
             "░".repeat(30 - done),
@@ -532,7 +532,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         timeline.progress(day.min(DAYS), spent);
     }
     if timeline.progress {
-        eprintln!();
+        errln!();
     }
 
     let scope = Scope::parse(RUNAWAY_SCOPE).map_err(|e| Failure::Run(e.to_string()))?;

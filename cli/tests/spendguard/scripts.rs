@@ -27,6 +27,54 @@ fn into_closed_pipe(args: &[&str]) -> Output {
         .expect("run spendguard")
 }
 
+/// Runs `spendguard` with stdout and stderr both into one pipe whose reader is gone, as after
+/// `2>&1 | grep -q`. Only the exit status is left to see.
+fn all_into_closed_pipe(args: &[&str]) -> std::process::ExitStatus {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_spendguard"))
+        .current_dir(repo())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone().expect("pipe"))
+        .stderr(writer)
+        .status()
+        .expect("run spendguard")
+}
+
+#[test]
+fn a_closed_pipe_on_stderr_keeps_the_exit_code_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("state.db");
+    let store = store.to_str().unwrap();
+    let made = run(&[
+        "check",
+        "--budgets",
+        "examples/budgets.toml",
+        "--store",
+        store,
+    ]);
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    // a kill that stops nothing warns on stderr and exits 4; invalid input errs and exits 2
+    let kill = [
+        "kill",
+        "--scope",
+        "openai/nobody",
+        "--reason",
+        "x",
+        "--yes",
+        "--store",
+        store,
+    ];
+    assert_eq!(all_into_closed_pipe(&kill).code(), Some(4));
+    let invalid = [
+        "validate",
+        "--budgets",
+        "domain/tests/budgets/invalid/negative-limit.toml",
+    ];
+    assert_eq!(all_into_closed_pipe(&invalid).code(), Some(2));
+}
+
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_spendguard"))
         .current_dir(repo())
