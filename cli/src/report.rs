@@ -12,9 +12,10 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use spendguard_app::ports::store::{StateStore, StoreError};
 use spendguard_domain::budget::Basis;
+use spendguard_domain::evaluate;
 use spendguard_domain::forecast::{Forecast, continued};
 use spendguard_domain::format::grouped;
-use spendguard_domain::money::Currency;
+use spendguard_domain::money::{Currency, checked_add};
 use spendguard_domain::period::{WindowKind, YearMonth, last_day_of_month};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::usage::{HourKey, Metric, start_of_hour};
@@ -230,8 +231,10 @@ async fn projection(
         .iter()
         .filter(|h| h.date_naive() == stop_day)
         .map(|h| cost_in(*h))
-        .sum::<Decimal>()
-        + before_the_day;
+        .try_fold(before_the_day, |sum, cost| {
+            checked_add(sum, cost, "the month to date at the stop")
+        })
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let month_end = continued(spent_by_then, hourly, stop, until)
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(Some(Projection {
@@ -267,8 +270,13 @@ fn amount_text(amount: Decimal) -> String {
 fn about(amount: Decimal) -> String {
     let whole = amount.round();
     let digits = whole.abs().to_string().len() as u32;
-    let unit = Decimal::from(10u64.pow(digits.saturating_sub(2)));
-    format!("~{}", amount_text((amount / unit).round() * unit))
+    // 10^(digits - 2): at most 10^26 for a Decimal's 28 digits, never an overflow
+    let unit = Decimal::from_i128_with_scale(10i128.pow(digits.saturating_sub(2)), 0);
+    let rounded = amount
+        .checked_div(unit)
+        .and_then(|units| units.round().checked_mul(unit))
+        .unwrap_or(whole);
+    format!("~{}", amount_text(rounded))
 }
 
 /// A tier's line colour and the colour of its label: the light severity colours stay on the
@@ -664,7 +672,8 @@ pub struct Section {
 fn percent_of(part: Decimal, whole: Option<Decimal>) -> Option<String> {
     whole
         .filter(|w| !w.is_zero())
-        .map(|w| format!("{} %", (part * Decimal::ONE_HUNDRED / w).round_dp(1)))
+        .and_then(|w| evaluate::percent_of(part, w).ok())
+        .map(|p| format!("{p} %"))
 }
 
 pub fn html(r: &MonthReport, intro: &str, sections: &[Section]) -> String {
@@ -1032,5 +1041,23 @@ tiers = [{ name = "daily", percent = 100 }]
             let ratio = contrast(&colour, background);
             assert!(ratio >= 4.5, "{colour} on {background}: {ratio:.2}:1");
         }
+    }
+
+    #[test]
+    fn figures_of_any_size_are_rounded_and_shown_without_overflow() {
+        assert_eq!(about(dec!(9990.09)), "~10,000");
+        assert_eq!(about(dec!(42)), "~42");
+        // 10^(digits - 2) overflowed u64 from 10^21 on; a Decimal holds 28 digits
+        assert!(about(Decimal::MAX).starts_with('~'));
+        assert_eq!(
+            percent_of(dec!(656.41), Some(dec!(1000))).as_deref(),
+            Some("65.6 %")
+        );
+        assert_eq!(
+            percent_of(Decimal::MAX, Some(dec!(0.5))),
+            None,
+            "too large to show"
+        );
+        assert_eq!(percent_of(dec!(1), Some(Decimal::ZERO)), None);
     }
 }
