@@ -711,6 +711,12 @@ fn spendguard_in(dir: &Path, args: &[&str]) -> Output {
 #[test]
 fn operator_commands_need_a_real_target_and_a_kill_that_stops_nothing_says_so() {
     let dir = tempfile::tempdir().unwrap();
+    // a readable budgets file: `budgets apply` reads it before it looks for a target
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/budgets.toml"),
+        dir.path().join("budgets.toml"),
+    )
+    .unwrap();
     let commands: [&[&str]; 7] = [
         &["kill", "--scope", "openai/prod", "--reason", "x", "--yes"],
         &[
