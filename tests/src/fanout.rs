@@ -210,12 +210,25 @@ impl FanoutWorld {
 
     /// E-mails SES (moto) accepted for this world's recipients, from moto's own record.
     pub async fn sent_emails(&self) -> Vec<Value> {
-        let data: Value = reqwest::get(format!("{}/moto-api/data.json", aws::endpoint()))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        // moto dumps every backend for this; a dump racing another test's write answers an
+        // error page instead of JSON, so a few tries are made before failing
+        let url = format!("{}/moto-api/data.json", aws::endpoint());
+        let mut last = String::new();
+        let mut data = None;
+        for _ in 0..5 {
+            let body = reqwest::get(&url).await.unwrap().text().await.unwrap();
+            match serde_json::from_str::<Value>(&body) {
+                Ok(v) => {
+                    data = Some(v);
+                    break;
+                }
+                Err(_) => {
+                    last = body;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        }
+        let data = data.unwrap_or_else(|| panic!("moto's data.json is not JSON: {last:.300}"));
         let mine = serde_json::to_value(&self.email_to).unwrap();
         data["ses"]["Message"]
             .as_array()
