@@ -241,12 +241,33 @@ fn aws_configuration_problems_are_one_line_with_the_fix() {
 
 /// DynamoDB's answer to a request signed with an expired session token.
 async fn expired_token_standin() -> String {
-    let app = axum::Router::new().fallback(|| async {
-        (
-            axum::http::StatusCode::BAD_REQUEST,
-            [("content-type", "application/x-amz-json-1.0")],
-            r#"{"__type":"com.amazonaws.dynamodb.v20120810#ExpiredTokenException","message":"The security token included in the request is expired"}"#,
-        )
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    // DynamoDB judges a token only on a well-formed, SigV4-signed JSON call: anything else gets
+    // the error it would get there, so a client that sends garbage cannot pass for "expired"
+    let app = axum::Router::new().fallback(|method: Method, uri: Uri, headers: HeaderMap| async move {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let error = |kind: &str, message: &str| {
+            (
+                StatusCode::BAD_REQUEST,
+                [("content-type", "application/x-amz-json-1.0")],
+                format!(r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{kind}","message":"{message}"}}"#),
+            )
+        };
+        if method != Method::POST || uri.path() != "/" {
+            return error("UnknownOperationException", "not a DynamoDB call");
+        }
+        if !header("x-amz-target").starts_with("DynamoDB_20120810.")
+            || header("content-type") != "application/x-amz-json-1.0"
+        {
+            return error("UnknownOperationException", "no DynamoDB operation");
+        }
+        if !header("authorization").starts_with("AWS4-HMAC-SHA256 Credential=ASIAEXAMPLE/") {
+            return error("MissingAuthenticationTokenException", "Request is missing Authentication Token");
+        }
+        if header("x-amz-security-token") != "expired" {
+            return error("UnrecognizedClientException", "The security token included in the request is invalid.");
+        }
+        error("ExpiredTokenException", "The security token included in the request is expired")
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -258,6 +279,23 @@ async fn expired_token_standin() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_session_is_one_line_with_the_fix() {
     let url = expired_token_standin().await;
+    // the stand-in calls a token expired only on a signed DynamoDB call
+    let unsigned = reqwest::Client::new()
+        .post(&url)
+        .header("x-amz-target", "DynamoDB_20120810.Query")
+        .header("content-type", "application/x-amz-json-1.0")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 400);
+    assert!(
+        unsigned
+            .text()
+            .await
+            .unwrap()
+            .contains("MissingAuthenticationToken")
+    );
     let home = tempfile::tempdir().unwrap();
     let out = without_aws(
         home.path(),
