@@ -391,6 +391,7 @@ mod tests {
             busiest_minute: Decimal::from(requests / 10),
             tokens: Decimal::ZERO,
             aggregated: false,
+            provider_spend: Decimal::ZERO,
         }
     }
 
