@@ -18,8 +18,14 @@ use spendguard_domain::settings::{Detector, PlannedWindow, SecurityPolicy, Threa
 use spendguard_domain::usage::USAGE_MARKER_TTL;
 use spendguard_domain::usage::UsageEntry;
 use spendguard_local::memory_bus::MemoryBus;
+use std::sync::Arc;
 
 use crate::conformance::{Store, record};
+use crate::usage_apis::{OPENAI_ADMIN_KEY, UsageLedger, usage_standin};
+use spendguard_app::ports::key_usage::KeyUsageSource;
+use spendguard_domain::secret::Secret;
+use spendguard_http::client::HttpSettings;
+use spendguard_http::sources::key_usage::ProviderKeyUsage;
 
 const KEY: &str = "key-1";
 const KEY_SCOPE: &str = "openai/prod/key-1";
@@ -28,15 +34,25 @@ fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
-/// Registers the key with `security` as the policy.
+/// Registers the key (Anthropic's `apikey_01`) with `security` as the policy.
 async fn watch(store: &Store, security: SecurityPolicy) -> PolicySet {
+    watch_key(store, security, ProviderKind::Anthropic, "apikey_01").await
+}
+
+/// Registers the key as `provider`'s `key_id` with `security` as the policy.
+async fn watch_key(
+    store: &Store,
+    security: SecurityPolicy,
+    provider: ProviderKind,
+    key_id: &str,
+) -> PolicySet {
     let mut policy = PolicySet {
         keys: vec![KeySpec {
             id: KEY.into(),
-            provider: ProviderKind::Anthropic,
+            provider,
             scope: Scope::parse(KEY_SCOPE).unwrap(),
             secret_arn: None,
-            key_id: Some("apikey_01".into()),
+            key_id: Some(key_id.into()),
             project_id: None,
             user: None,
             rotation: None,
@@ -111,10 +127,21 @@ async fn scan(
     policy: &PolicySet,
     now: DateTime<Utc>,
 ) -> ScanReport {
+    scan_with(store, bus, policy, now, &[]).await
+}
+
+/// The scan with the providers' own usage per key read through `key_usage`.
+async fn scan_with(
+    store: &Store,
+    bus: &MemoryBus,
+    policy: &PolicySet,
+    now: DateTime<Utc>,
+    key_usage: &[Arc<dyn KeyUsageSource>],
+) -> ScanReport {
     SecurityScan {
         store: store.as_ref(),
         bus,
-        key_usage: &[],
+        key_usage,
         settings: &policy.settings,
         now,
         run_id: &uuid::Uuid::new_v4().to_string(),
@@ -404,6 +431,118 @@ pub async fn a_key_idle_for_longer_than_the_window_is_dormant(store: Store) {
     assert_eq!(events[0].tier, "security-medium");
 }
 
+/// OpenAI's usage per key through the usage stand-in at `url`.
+fn openai_usage(url: &str) -> Arc<dyn KeyUsageSource> {
+    Arc::new(ProviderKeyUsage::new(
+        ProviderKind::Openai,
+        reqwest::Client::new(),
+        url,
+        Secret::new(OPENAI_ADMIN_KEY),
+        HttpSettings::default(),
+    ))
+}
+
+/// A thief uses an office-hours key at 01:00 for embeddings and images only, and no
+/// application reports it. OpenAI delivers that hour two hours late (visible from 03:05):
+/// the checks at 01:30 and 02:10 see nothing; the first check after it arrives (03:10) finds
+/// it, for the hour it happened in; the next check (03:15) re-reads it and raises nothing more.
+pub async fn a_thiefs_late_embeddings_and_images_are_found_when_they_arrive(store: Store) {
+    let now = at("2026-11-23T03:10:00Z");
+    office_hours(&store, now, 21, |_| 200).await;
+    let ledger = Arc::new(UsageLedger::default());
+    let thief_hour = at("2026-11-23T01:00:00Z");
+    let arrives = at("2026-11-23T03:05:00Z");
+    ledger.add(
+        "embeddings",
+        "key_thief",
+        "text-embedding-3-large",
+        thief_hour,
+        &[("input_tokens", 40_000_000), ("num_model_requests", 400)],
+        arrives,
+    );
+    ledger.add(
+        "images",
+        "key_thief",
+        "gpt-image-1",
+        thief_hour,
+        &[("images", 300), ("num_model_requests", 300)],
+        arrives,
+    );
+    let standin = usage_standin(ledger.clone()).await;
+    let sources = [openai_usage(&standin.url)];
+    let policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_thief",
+    )
+    .await;
+    let bus = MemoryBus::default();
+    for early in ["2026-11-23T01:30:00Z", "2026-11-23T02:10:00Z"] {
+        ledger.set_now(at(early));
+        let report = scan_with(&store, &bus, &policy, at(early), &sources).await;
+        assert!(report.failures.is_empty(), "{report:?}");
+        assert!(report.findings.is_empty(), "{early}: {report:?}");
+    }
+    ledger.set_now(now);
+    let report = scan_with(&store, &bus, &policy, now, &sources).await;
+    assert!(report.failures.is_empty(), "{report:?}");
+    let events = bus.events();
+    assert_eq!(events.len(), 1, "{report:?}");
+    assert_eq!(
+        events[0].period_key, "H#2026-11-23T01",
+        "the hour it happened in"
+    );
+    assert_eq!(detectors(&events[0]), ["spike", "off_hours"]);
+    assert!(
+        events[0].summary.contains("700 requests"),
+        "embeddings and images counted: {}",
+        events[0].summary
+    );
+    let later = now + Duration::minutes(5);
+    ledger.set_now(later);
+    let again = scan_with(&store, &bus, &policy, later, &sources).await;
+    assert_eq!(bus.events().len(), 1, "raised once: {again:?}");
+    assert_eq!(again.findings[0].outcome, "already_raised");
+}
+
+/// Checks stop at 01:10 and resume at 12:10 (an outage): the thief's 03:00 hour is older than
+/// the lateness window, but the provider's watermark (01:00) says it was never read: the
+/// check catches up from there and finds it.
+pub async fn a_check_after_an_outage_catches_up_from_the_watermark(store: Store) {
+    let now = at("2026-11-23T12:10:00Z");
+    office_hours(&store, now, 21, |_| 200).await;
+    let ledger = Arc::new(UsageLedger::default());
+    ledger.add(
+        "embeddings",
+        "key_thief",
+        "text-embedding-3-large",
+        at("2026-11-23T03:00:00Z"),
+        &[("input_tokens", 40_000_000), ("num_model_requests", 700)],
+        at("2026-11-23T03:30:00Z"),
+    );
+    let standin = usage_standin(ledger.clone()).await;
+    let sources = [openai_usage(&standin.url)];
+    let policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_thief",
+    )
+    .await;
+    let bus = MemoryBus::default();
+    ledger.set_now(at("2026-11-23T01:10:00Z"));
+    scan_with(&store, &bus, &policy, at("2026-11-23T01:10:00Z"), &sources).await;
+    ledger.set_now(now);
+    let report = scan_with(&store, &bus, &policy, now, &sources).await;
+    let events = bus.events();
+    assert_eq!(events.len(), 1, "{report:?}");
+    assert_eq!(events[0].period_key, "H#2026-11-23T03");
+    // caught up: the next check reads the usual trailing window again
+    let later = scan_with(&store, &bus, &policy, now + Duration::minutes(5), &sources).await;
+    assert!(later.findings.is_empty(), "{later:?}");
+}
+
 /// Generates one test per detection case for a backend.
 #[macro_export]
 macro_rules! detection_suite {
@@ -416,6 +555,8 @@ macro_rules! detection_suite {
             a_burst_is_found_without_history,
             a_throttled_key_gets_its_limit_back_after_a_quiet_hour,
             a_key_idle_for_longer_than_the_window_is_dormant,
+            a_thiefs_late_embeddings_and_images_are_found_when_they_arrive,
+            a_check_after_an_outage_catches_up_from_the_watermark,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -43,6 +43,13 @@ const THROTTLE_CACHE: &str = "security-throttle";
 /// Security claims are kept this long (a finding is claimed per key, hour and level).
 const CLAIM_RETENTION: Duration = Duration::days(35);
 
+/// Each provider's watermark: the hour of its last complete read of usage per key.
+const WATERMARK_CACHE: &str = "security-provider-watermark";
+
+/// Checks that did not run for longer than this are not caught up further back: one page of
+/// hourly buckets.
+const MAX_CATCH_UP_HOURS: i64 = 168;
+
 /// How far back a key's last use is looked for when its baseline window saw none.
 const DORMANCY_LOOKBACK_MONTHS: usize = 6;
 
@@ -116,9 +123,11 @@ pub struct SecurityScan<'a> {
 }
 
 impl SecurityScan<'_> {
-    /// Looks at the previous and the current hour of every active key: one read of their
-    /// hour counters, a baseline per key in use (learned once a day, then cached), and a
-    /// claim per finding so that each is raised once per key, hour and level.
+    /// Looks at every hour of the trailing window (ADR 026) of every active key: one read of
+    /// their hour counters, one read per provider of its usage per key since its watermark
+    /// less its lateness, a baseline per key in use (learned once a day, then cached), and a
+    /// claim per finding so that each is raised once per key, hour and level however often
+    /// its hour is re-read.
     pub async fn run(&self) -> Result<ScanReport, StoreError> {
         let policy = &self.settings.security;
         let mut report = ScanReport::default();
@@ -134,7 +143,12 @@ impl SecurityScan<'_> {
             .collect();
         report.keys_watched = keys.len();
         let current = start_of_hour(self.now);
-        let hours = [current - Duration::hours(1), current];
+        // once per run and provider: what it counted for every registered key since its window
+        let (provider_hours, first) = self.provider_hours(&keys, current, &mut report).await?;
+        let hours: Vec<DateTime<Utc>> = (0..)
+            .map(|n| first + Duration::hours(n))
+            .take_while(|h| *h <= current)
+            .collect();
         let wanted: Vec<HourKey> = keys
             .iter()
             .flat_map(|k| {
@@ -145,11 +159,8 @@ impl SecurityScan<'_> {
             })
             .collect();
         let counters = self.store.read_hours(&wanted).await?;
-        // once per run and provider: what it counted for every registered key, these two hours
-        let provider_hours = self
-            .provider_hours(&keys, hours[0], current + Duration::hours(1), &mut report)
-            .await;
-        let mut found = BTreeSet::new();
+        // per key, the latest hour a finding was made for
+        let mut found: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
         for key in &keys {
             // a stored hour that cannot be read is a blind spot: the run says so
             for h in &hours {
@@ -189,7 +200,8 @@ impl SecurityScan<'_> {
             for (hour, figures) in in_use {
                 let signals = detect(hour, &figures, &baseline, policy);
                 if let Some(finding) = Finding::of(key, hour, figures, signals) {
-                    found.insert(key.spec.id.clone());
+                    let latest = found.entry(key.spec.id.clone()).or_insert(hour);
+                    *latest = (*latest).max(hour);
                     let outcome = self.act(&finding).await;
                     if outcome == "failed" {
                         report
@@ -212,15 +224,21 @@ impl SecurityScan<'_> {
         Ok(report)
     }
 
-    /// Each provider's usage of the registry's keys in `[from, to)`, one walk per provider. A
-    /// provider that fails is reported and detection goes on with the usage reports alone.
+    /// Each provider's usage of the registry's keys, one walk per provider, from its watermark
+    /// (the hour of its last complete read) less `provider_lateness_hours`, so that an hour the
+    /// provider delivers late is read again until it has had time to arrive, and hours missed
+    /// while checks did not run are caught up (at most `MAX_CATCH_UP_HOURS`). Returns the usage
+    /// and the first hour to evaluate. A provider that fails is reported, keeps its watermark,
+    /// and detection goes on with the usage reports alone.
     async fn provider_hours(
         &self,
         keys: &[KeyRecord],
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        current: DateTime<Utc>,
         report: &mut ScanReport,
-    ) -> BTreeMap<ProviderKind, KeyHours> {
+    ) -> Result<(BTreeMap<ProviderKind, KeyHours>, DateTime<Utc>), StoreError> {
+        let lateness = Duration::hours(self.settings.security.provider_lateness_hours.into());
+        let earliest = current - Duration::hours(MAX_CATCH_UP_HOURS);
+        let mut first = current - lateness;
         let mut out = BTreeMap::new();
         for source in self.key_usage {
             let ids: Vec<String> = keys
@@ -231,9 +249,28 @@ impl SecurityScan<'_> {
             if ids.is_empty() {
                 continue;
             }
-            match source.hourly(from, to, &ids).await {
+            let watermark_key = format!("{WATERMARK_CACHE}#{}", source.provider().as_str());
+            let watermark = match self.store.get_cached(&watermark_key, self.now).await? {
+                Some(doc) => crate::ports::store::from_doc::<DateTime<Utc>>("watermark", &doc)?,
+                None => current,
+            };
+            let from = (watermark.min(current) - lateness).max(earliest);
+            first = first.min(from);
+            match source
+                .hourly(from, current + Duration::hours(1), &ids)
+                .await
+            {
                 Ok(hours) => {
                     out.insert(source.provider(), hours);
+                    if !self.dry_run {
+                        self.store
+                            .put_cached(
+                                &watermark_key,
+                                &crate::ports::store::to_doc(&current)?,
+                                self.now + CLAIM_RETENTION,
+                            )
+                            .await?;
+                    }
                 }
                 Err(e) => {
                     warn!(error = %e, "provider usage per key unavailable");
@@ -241,7 +278,7 @@ impl SecurityScan<'_> {
                 }
             }
         }
-        out
+        Ok((out, first))
     }
 
     /// A key throttled by a finding gets its limit back once a whole hour after the finding's
@@ -250,7 +287,7 @@ impl SecurityScan<'_> {
     async fn lift_throttles(
         &self,
         keys: &[KeyRecord],
-        found: &BTreeSet<String>,
+        found: &BTreeMap<String, DateTime<Utc>>,
         report: &mut ScanReport,
     ) -> Result<(), StoreError> {
         let scopes: Vec<Scope> = keys.iter().map(|k| k.spec.scope.clone()).collect();
@@ -263,10 +300,7 @@ impl SecurityScan<'_> {
             .map(|s| s.value.scope)
             .collect();
         let last_complete_hour = start_of_hour(self.now) - Duration::hours(1);
-        for key in keys
-            .iter()
-            .filter(|k| throttled.contains(&k.spec.scope) && !found.contains(&k.spec.id))
-        {
+        for key in keys.iter().filter(|k| throttled.contains(&k.spec.scope)) {
             let cache_key = format!("{THROTTLE_CACHE}#{}", key.spec.id);
             let Some(doc) = self.store.get_cached(&cache_key, self.now).await? else {
                 continue;
@@ -276,7 +310,9 @@ impl SecurityScan<'_> {
                 continue;
             };
             let hour = *hour;
-            if last_complete_hour <= hour {
+            // the throttling finding's own hour re-read is no new finding; a later one is
+            let found_later = found.get(&key.spec.id).is_some_and(|f| *f > hour);
+            if last_complete_hour <= hour || found_later {
                 continue;
             }
             let mut recovery = throttling.recovery("", self.now);
