@@ -317,7 +317,8 @@ impl Finding {
             tier: format!("security-{}", self.level.as_str()),
             severity,
             basis: Basis::Actual,
-            spend: Money::new(self.figures.spend, c),
+            // the larger ledger: what the provider counted when nobody reported it
+            spend: Money::new(self.figures.spend.max(self.figures.provider_spend), c),
             limit: Money::zero(c),
             threshold: Money::zero(c),
             percent: Decimal::ZERO,

@@ -543,6 +543,73 @@ pub async fn a_check_after_an_outage_catches_up_from_the_watermark(store: Store)
     assert!(later.findings.is_empty(), "{later:?}");
 }
 
+/// The two ledgers of one key: at 09:00 its applications report 10 USD and OpenAI counts
+/// gpt-4o tokens worth 15 USD at the price book (1.5x: an instrumented key); at 10:00 they
+/// report 10 USD again but OpenAI counts 30 USD (3x): exactly one `unreported_spend` finding,
+/// for 10:00, raised once however often the hour is re-read.
+pub async fn spend_the_provider_counted_and_nobody_reported_is_one_finding(store: Store) {
+    let now = at("2026-11-23T10:40:00Z");
+    let reported = [
+        usage("app-09", 1000, 40, at("2026-11-23T09:10:00Z")),
+        usage("app-10", 1000, 40, at("2026-11-23T10:10:00Z")),
+    ];
+    store
+        .ingest_usage(&reported, now, USAGE_MARKER_TTL)
+        .await
+        .unwrap();
+    let ledger = Arc::new(UsageLedger::default());
+    // 2.50 USD per million input tokens: 6M is 15 USD, 12M is 30 USD
+    for (hour, tokens) in [
+        ("2026-11-23T09:00:00Z", 6_000_000),
+        ("2026-11-23T10:00:00Z", 12_000_000),
+    ] {
+        ledger.add(
+            "completions",
+            "key_app",
+            "gpt-4o",
+            at(hour),
+            &[("input_tokens", tokens), ("num_model_requests", 40)],
+            at(hour),
+        );
+    }
+    ledger.set_now(now);
+    let standin = usage_standin(ledger).await;
+    let sources = [openai_usage(&standin.url)];
+    let mut policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_app",
+    )
+    .await;
+    policy.settings.prices.0.insert(
+        "openai/gpt-4o".into(),
+        spendguard_domain::pricing::Price {
+            currency: spendguard_domain::money::Currency::USD,
+            input: Decimal::new(250, 2),
+            output: Decimal::from(10),
+            cached_input: None,
+        },
+    );
+    let bus = MemoryBus::default();
+    let report = scan_with(&store, &bus, &policy, now, &sources).await;
+    assert!(report.failures.is_empty(), "{report:?}");
+    let events = bus.events();
+    assert_eq!(events.len(), 1, "{report:?}");
+    assert_eq!(detectors(&events[0]), ["unreported_spend"]);
+    assert_eq!(events[0].period_key, "H#2026-11-23T10");
+    assert_eq!(events[0].tier, "security-medium");
+    assert!(
+        events[0].summary.contains(
+            "the provider counted 30.00 USD (completions 12000000 tokens; 3x the reported), the applications reported 10.00 USD"
+        ),
+        "{}",
+        events[0].summary
+    );
+    let again = scan_with(&store, &bus, &policy, now + Duration::minutes(5), &sources).await;
+    assert_eq!(bus.events().len(), 1, "{again:?}");
+}
+
 /// Generates one test per detection case for a backend.
 #[macro_export]
 macro_rules! detection_suite {
@@ -557,6 +624,7 @@ macro_rules! detection_suite {
             a_key_idle_for_longer_than_the_window_is_dormant,
             a_thiefs_late_embeddings_and_images_are_found_when_they_arrive,
             a_check_after_an_outage_catches_up_from_the_watermark,
+            spend_the_provider_counted_and_nobody_reported_is_one_finding,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -12,9 +12,10 @@ use serde_json::json;
 use spendguard_domain::alert::{AlertDetails, AlertEvent};
 use spendguard_domain::budget::Action;
 use spendguard_domain::ids::KeyId;
-use spendguard_domain::key_hours::HourFigures;
+use spendguard_domain::key_hours::{HourFigures, Signal};
 use spendguard_domain::key_hours::{KeyHours, ProviderHour};
 use spendguard_domain::keys::{KeyRecord, KeyStatus, ProviderKind};
+use spendguard_domain::ledger::{provider_spend, unreported_spend};
 use spendguard_domain::period::{YearMonth, Zone};
 use spendguard_domain::records::{AuditEntry, Claim, Lease};
 use spendguard_domain::scope::Scope;
@@ -176,7 +177,7 @@ impl SecurityScan<'_> {
                     ));
                 }
             }
-            let in_use: Vec<(DateTime<Utc>, HourFigures)> = hours
+            let in_use: Vec<(DateTime<Utc>, HourFigures, Option<Signal>)> = hours
                 .iter()
                 .map(|h| {
                     let mut figures = counters
@@ -186,19 +187,30 @@ impl SecurityScan<'_> {
                         })
                         .map(|c| HourFigures::of(c, policy.currency, &self.settings.rates))
                         .unwrap_or_default();
+                    let mut unreported = None;
                     if let Some(p) = provider_hour(&provider_hours, key, *h) {
                         figures.merge_provider(p);
+                        let spend = provider_spend(
+                            key.spec.provider.as_str(),
+                            p,
+                            &self.settings.prices,
+                            policy.currency,
+                            &self.settings.rates,
+                        );
+                        figures.provider_spend = spend.amount;
+                        unreported = unreported_spend(figures.spend, &spend, p, policy);
                     }
-                    (*h, figures)
+                    (*h, figures, unreported)
                 })
-                .filter(|(_, f)| f.used())
+                .filter(|(_, f, _)| f.used())
                 .collect();
             if in_use.is_empty() {
                 continue;
             }
             let baseline = self.baseline(key).await?;
-            for (hour, figures) in in_use {
-                let signals = detect(hour, &figures, &baseline, policy);
+            for (hour, figures, unreported) in in_use {
+                let mut signals = detect(hour, &figures, &baseline, policy);
+                signals.extend(unreported);
                 if let Some(finding) = Finding::of(key, hour, figures, signals) {
                     let latest = found.entry(key.spec.id.clone()).or_insert(hour);
                     *latest = (*latest).max(hour);
