@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
 
-use crate::key_hours::{ProviderHour, Signal};
+use crate::key_hours::{ProviderHour, ProviderUsage, Signal};
 use crate::money::{Currency, FxRates, Money};
 use crate::pricing::{PriceBook, Tokens};
 use crate::settings::{Detector, SecurityPolicy};
@@ -163,6 +163,61 @@ pub fn price_book_drift(
         .collect()
 }
 
+/// The provider's own ledger of one completed day: token usage and charges per scope (an
+/// OpenAI project) and model.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DayLedger {
+    pub usage: BTreeMap<(String, String), ProviderUsage>,
+    pub charged: BTreeMap<(String, String), Money>,
+}
+
+/// The models of `ledger` whose usage, priced at the price book, is at least
+/// `price_book_drift_ratio` times what `provider` charged for it that day (and at least
+/// `min_unreported_cost`: pennies never drift). Usage the book has no price for is left out.
+pub fn day_drift(
+    provider: &str,
+    day: NaiveDate,
+    ledger: &DayLedger,
+    prices: &PriceBook,
+    policy: &SecurityPolicy,
+    rates: &FxRates,
+) -> Vec<PriceBookDrift> {
+    let c = policy.currency;
+    let mut by_scope: BTreeMap<&str, (BTreeMap<String, Decimal>, BTreeMap<String, Decimal>)> =
+        BTreeMap::new();
+    for ((scope, model), usage) in &ledger.usage {
+        let mut hour = ProviderHour::default();
+        hour.add("", model, usage);
+        let spend = provider_spend(provider, &hour, prices, c, rates);
+        if spend.unpriced.is_empty() {
+            let priced = &mut by_scope.entry(scope).or_default().0;
+            let sum = priced.entry(model.clone()).or_default();
+            *sum = sum.saturating_add(spend.amount);
+        }
+    }
+    for ((scope, model), money) in &ledger.charged {
+        if let Ok(m) = rates.convert(*money, c) {
+            let charged = &mut by_scope.entry(scope).or_default().1;
+            let sum = charged.entry(model.clone()).or_default();
+            *sum = sum.saturating_add(m.amount);
+        }
+    }
+    by_scope
+        .iter()
+        .flat_map(|(scope, (priced, charged))| {
+            price_book_drift(
+                scope,
+                day,
+                priced,
+                charged,
+                policy.price_book_drift_ratio,
+                policy.min_unreported_cost,
+                c,
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +301,46 @@ mod tests {
             unpriced: BTreeSet::new(),
         };
         assert_eq!(unreported_spend(dec!(0), &pennies, &hour, &policy), None);
+    }
+
+    #[test]
+    fn a_days_ledger_drifts_where_the_book_prices_twice_the_charge() {
+        let day: NaiveDate = "2026-11-22".parse().unwrap();
+        let mut ledger = DayLedger::default();
+        let tokens = |n: i64| ProviderUsage {
+            input_tokens: Decimal::from(n),
+            ..ProviderUsage::default()
+        };
+        // the book says 0.13 per million; the provider charged 0.065 (half) and 0.13 (the same)
+        ledger.usage.insert(
+            ("proj_a".into(), "text-embedding-3-large".into()),
+            tokens(100_000_000),
+        );
+        ledger.usage.insert(
+            ("proj_b".into(), "text-embedding-3-large".into()),
+            tokens(100_000_000),
+        );
+        ledger.charged.insert(
+            ("proj_a".into(), "text-embedding-3-large".into()),
+            Money::new(dec!(6.5), Currency::USD),
+        );
+        ledger.charged.insert(
+            ("proj_b".into(), "text-embedding-3-large".into()),
+            Money::new(dec!(13), Currency::USD),
+        );
+        let drift = day_drift(
+            "openai",
+            day,
+            &ledger,
+            &book(),
+            &SecurityPolicy::default(),
+            &FxRates::default(),
+        );
+        assert_eq!(drift.len(), 1, "{drift:?}");
+        assert_eq!(
+            (drift[0].scope.as_str(), drift[0].model.as_str()),
+            ("proj_a", "text-embedding-3-large")
+        );
     }
 
     #[test]

@@ -371,6 +371,10 @@ pub struct ScanReport {
     pub findings: Vec<FindingReport>,
     /// Keys whose throttle was lifted: a whole hour after their finding passed without one.
     pub throttles_lifted: Vec<String>,
+    /// Models whose price-book price of a completed day is well above what the provider
+    /// charged (ADR 026): reported once per provider and day.
+    #[serde(default)]
+    pub price_book_drift: Vec<crate::ledger::PriceBookDrift>,
     pub failures: Vec<String>,
 }
 

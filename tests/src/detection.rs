@@ -610,6 +610,65 @@ pub async fn spend_the_provider_counted_and_nobody_reported_is_one_finding(store
     assert_eq!(bus.events().len(), 1, "{again:?}");
 }
 
+/// The price book says 5.00 USD per million gpt-4o input tokens; OpenAI charged project
+/// proj_a 10 USD for the 4M it counted on 22 November (2.50: the book is off by 2x), and
+/// exactly the book's price for gpt-4o-mini. The first check on the 23rd whose 22nd has
+/// settled reports one drift naming gpt-4o; the next check reports nothing more.
+pub async fn a_price_book_off_by_twice_is_one_drift_naming_the_model(store: Store) {
+    let now = at("2026-11-23T10:40:00Z");
+    let day = at("2026-11-22T00:00:00Z");
+    let ledger = Arc::new(UsageLedger::default());
+    ledger.key_in_project("key_app", "proj_a");
+    for (model, tokens) in [("gpt-4o", 4_000_000), ("gpt-4o-mini", 10_000_000)] {
+        ledger.add(
+            "completions",
+            "key_app",
+            model,
+            day + Duration::hours(12),
+            &[("input_tokens", tokens), ("num_model_requests", 100)],
+            day + Duration::hours(13),
+        );
+    }
+    ledger.charge("proj_a", "gpt-4o, input", day, "10.0");
+    ledger.charge("proj_a", "gpt-4o-mini, input", day, "6.0");
+    ledger.set_now(now);
+    let standin = usage_standin(ledger).await;
+    let sources = [openai_usage(&standin.url)];
+    let mut policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_app",
+    )
+    .await;
+    for (model, input) in [
+        ("gpt-4o", Decimal::from(5)),
+        ("gpt-4o-mini", Decimal::new(60, 2)),
+    ] {
+        policy.settings.prices.0.insert(
+            format!("openai/{model}"),
+            spendguard_domain::pricing::Price {
+                currency: spendguard_domain::money::Currency::USD,
+                input,
+                output: Decimal::ZERO,
+                cached_input: None,
+            },
+        );
+    }
+    let bus = MemoryBus::default();
+    let report = scan_with(&store, &bus, &policy, now, &sources).await;
+    assert!(report.failures.is_empty(), "{report:?}");
+    assert_eq!(report.price_book_drift.len(), 1, "{report:?}");
+    let drift = &report.price_book_drift[0];
+    assert_eq!(
+        drift.summary(),
+        "price book drift: gpt-4o on 2026-11-22 in proj_a: priced 20.00 USD at the price book, charged 10.00 USD by the provider (2x)"
+    );
+    let later = scan_with(&store, &bus, &policy, now + Duration::minutes(5), &sources).await;
+    assert!(later.price_book_drift.is_empty(), "once per day: {later:?}");
+    assert!(bus.events().is_empty(), "a warning, not a security finding");
+}
+
 /// Generates one test per detection case for a backend.
 #[macro_export]
 macro_rules! detection_suite {
@@ -625,6 +684,7 @@ macro_rules! detection_suite {
             a_thiefs_late_embeddings_and_images_are_found_when_they_arrive,
             a_check_after_an_outage_catches_up_from_the_watermark,
             spend_the_provider_counted_and_nobody_reported_is_one_finding,
+            a_price_book_off_by_twice_is_one_drift_naming_the_model,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -1,5 +1,5 @@
 //! The providers' organisation usage APIs as a stand-in: OpenAI `GET
-//! /v1/organization/usage/{kind}` (every kind) and Anthropic `GET
+//! /v1/organization/usage/{kind}` (every kind) and `GET /v1/organization/costs`, and Anthropic `GET
 //! /v1/organizations/usage_report/messages`. Usage is added per key, model and hour with the
 //! time it becomes visible, so a test can deliver an hour late: until the stand-in's `now`
 //! reaches that time the hour reads as empty, as a provider's late data does. Refuses what the
@@ -99,16 +99,29 @@ const ANTHROPIC_GROUPS: [&str; 5] = [
 struct Row {
     kind: String,
     key: String,
+    project: String,
     model: String,
     hour: DateTime<Utc>,
     fields: BTreeMap<String, u64>,
     visible_from: DateTime<Utc>,
 }
 
+/// A charge of the costs endpoint: one line item of one project on one day, in dollars.
+#[derive(Debug, Clone)]
+struct Charge {
+    project: String,
+    line_item: String,
+    day: DateTime<Utc>,
+    dollars: serde_json::Number,
+}
+
 /// What the stand-in knows and its clock.
 #[derive(Default)]
 pub struct UsageLedger {
     rows: Mutex<Vec<Row>>,
+    charges: Mutex<Vec<Charge>>,
+    /// The project of each key (OpenAI: every key belongs to one).
+    projects: Mutex<BTreeMap<String, String>>,
     now: Mutex<Option<DateTime<Utc>>>,
 }
 
@@ -125,14 +138,44 @@ impl UsageLedger {
         fields: &[(&str, u64)],
         visible_from: DateTime<Utc>,
     ) {
+        let project = self.project_of(key);
         self.rows.lock().unwrap().push(Row {
             kind: kind.into(),
             key: key.into(),
+            project,
             model: model.into(),
             hour,
             fields: fields.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             visible_from,
         });
+    }
+
+    /// `key` belongs to `project` (`proj_default` otherwise).
+    pub fn key_in_project(&self, key: &str, project: &str) {
+        self.projects
+            .lock()
+            .unwrap()
+            .insert(key.into(), project.into());
+    }
+
+    /// OpenAI charged `dollars` (`10.0`) for `line_item` (`gpt-4o-2024-08-06, input`) of
+    /// `project` on the UTC day starting at `day`.
+    pub fn charge(&self, project: &str, line_item: &str, day: DateTime<Utc>, dollars: &str) {
+        self.charges.lock().unwrap().push(Charge {
+            project: project.into(),
+            line_item: line_item.into(),
+            day,
+            dollars: dollars.parse().expect("a JSON number"),
+        });
+    }
+
+    fn project_of(&self, key: &str) -> String {
+        self.projects
+            .lock()
+            .unwrap()
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| "proj_default".into())
     }
 
     /// The stand-in's clock: usage is visible once it reaches the usage's `visible_from`.
@@ -177,33 +220,34 @@ fn buckets(
     let mut at = page.unwrap_or(q.start);
     while at < q.end && out.len() < q.limit {
         let next = at + q.width;
-        let mut groups: BTreeMap<(Option<String>, Option<String>), BTreeMap<String, u64>> =
-            BTreeMap::new();
+        let mut groups: BTreeMap<Vec<(&str, String)>, BTreeMap<String, u64>> = BTreeMap::new();
         for r in rows.iter().filter(|r| {
             r.kind == kind
                 && r.hour >= at
                 && r.hour < next
                 && (q.key_ids.is_empty() || q.key_ids.contains(&r.key))
         }) {
-            let by = |name: &str, value: &str| {
-                q.group_by
-                    .iter()
-                    .any(|g| g == name)
-                    .then(|| value.to_string())
-            };
-            let sums = groups
-                .entry((by("api_key_id", &r.key), by("model", &r.model)))
-                .or_default();
+            let group: Vec<(&str, String)> = [
+                ("api_key_id", r.key.clone()),
+                ("model", r.model.clone()),
+                ("project_id", r.project.clone()),
+            ]
+            .into_iter()
+            .filter(|(name, _)| q.group_by.iter().any(|g| g == name))
+            .collect();
+            let sums = groups.entry(group).or_default();
             for (f, v) in &r.fields {
                 *sums.entry(f.clone()).or_default() += v;
             }
         }
         let results = groups
             .into_iter()
-            .map(|((key, model), sums)| {
+            .map(|(group, sums)| {
                 let mut m = Map::new();
-                m.insert("api_key_id".into(), json!(key));
-                m.insert("model".into(), json!(model));
+                for name in ["api_key_id", "model", "project_id"] {
+                    let value = group.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
+                    m.insert(name.into(), json!(value));
+                }
                 for (f, v) in sums {
                     m.insert(f, json!(v));
                 }
@@ -332,6 +376,104 @@ fn openai(ledger: &UsageLedger, r: &Received) -> Reply {
     )
 }
 
+/// OpenAI's costs: daily buckets only, grouped by `project_id` and `line_item` as asked,
+/// amounts in dollars (`{"value": 0.06, "currency": "usd"}`).
+fn openai_costs(ledger: &UsageLedger, r: &Received) -> Reply {
+    if r.method != "GET" {
+        return openai_error(
+            404,
+            "invalid_request_error",
+            None,
+            &format!("Invalid URL ({} {})", r.method, r.path),
+        );
+    }
+    if r.header("authorization") != Some(&format!("Bearer {OPENAI_ADMIN_KEY}")) {
+        return openai_error(
+            401,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            "Incorrect API key provided: an admin key is required",
+        );
+    }
+    let bad = |param: &str, message: &str| {
+        Reply::json(
+            400,
+            json!({"error": {"message": message, "type": "invalid_request_error",
+                             "param": param, "code": null}}),
+        )
+    };
+    let unix = |name: &str| {
+        r.query_values(name)
+            .first()
+            .and_then(|v| v.parse::<i64>().ok())
+            .and_then(|t| DateTime::from_timestamp(t, 0))
+    };
+    let Some(start) = unix("start_time") else {
+        return bad("start_time", "start_time is required (unix seconds)");
+    };
+    if r.query_values("bucket_width").iter().any(|w| w != "1d") {
+        return bad("bucket_width", "bucket_width must be 1d");
+    }
+    let group_by = r.query_values("group_by");
+    if let Some(g) = group_by
+        .iter()
+        .find(|g| !["project_id", "line_item"].contains(&g.as_str()))
+    {
+        return bad(
+            "group_by",
+            &format!("Invalid group_by value for costs: {g}"),
+        );
+    }
+    let limit = match r.query_values("limit").first().map(|l| l.parse::<usize>()) {
+        None => 7,
+        Some(Ok(n)) if (1..=180).contains(&n) => n,
+        Some(_) => return bad("limit", "limit must be between 1 and 180"),
+    };
+    let end = unix("end_time").unwrap_or_else(Utc::now);
+    let charges = ledger.charges.lock().unwrap().clone();
+    let grouped = |name: &str, value: &str| {
+        group_by
+            .iter()
+            .any(|g| g == name)
+            .then(|| value.to_string())
+    };
+    let mut data = Vec::new();
+    let page = r
+        .query_values("page")
+        .first()
+        .and_then(|p| p.strip_prefix("page_")?.parse::<i64>().ok())
+        .and_then(|t| DateTime::from_timestamp(t, 0));
+    let mut at = page.unwrap_or(start.duration_trunc(Duration::days(1)).unwrap_or(start));
+    while at < end && data.len() < limit {
+        let mut sums: BTreeMap<(Option<String>, Option<String>), f64> = BTreeMap::new();
+        for c in charges.iter().filter(|c| c.day == at) {
+            *sums
+                .entry((
+                    grouped("project_id", &c.project),
+                    grouped("line_item", &c.line_item),
+                ))
+                .or_default() += c.dollars.as_f64().unwrap_or_default();
+        }
+        let results: Vec<Value> = sums
+            .into_iter()
+            .map(|((project, item), value)| {
+                json!({"object": "organization.costs.result",
+                       "amount": {"value": value, "currency": "usd"},
+                       "line_item": item, "project_id": project})
+            })
+            .collect();
+        data.push(json!({"object": "bucket", "start_time": at.timestamp(),
+                         "end_time": (at + Duration::days(1)).timestamp(), "results": results}));
+        at += Duration::days(1);
+    }
+    let more = at < end;
+    Reply::json(
+        200,
+        json!({"object": "page", "data": data, "has_more": more,
+               "next_page": more.then(|| format!("page_{}", at.timestamp()))}),
+    )
+}
+
 /// Anthropic's usage report: `x-api-key` (an admin key) and `anthropic-version` required,
 /// `starting_at` required.
 fn anthropic(ledger: &UsageLedger, r: &Received) -> Reply {
@@ -430,6 +572,8 @@ pub async fn usage_standin(ledger: Arc<UsageLedger>) -> StandIn {
     StandIn::start(move |r, _| {
         if r.path.starts_with("/v1/organizations/") {
             anthropic(&ledger, r)
+        } else if r.path == "/v1/organization/costs" {
+            openai_costs(&ledger, r)
         } else {
             openai(&ledger, r)
         }
@@ -600,6 +744,27 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(post.status().as_u16(), 404, "Invalid URL (POST …)");
+
+        // costs: daily, grouped as asked
+        ledger.charge("proj_x", "gpt-4o, input", at - Duration::hours(3), "1.5");
+        ledger.charge("proj_x", "gpt-4o, output", at - Duration::hours(3), "2.5");
+        let day = (at - Duration::hours(3)).timestamp();
+        let costs = format!(
+            "{}/v1/organization/costs?start_time={day}&end_time={}&bucket_width=1d&group_by=project_id",
+            s.url,
+            day + 86_400
+        );
+        let (status, page) = get(&costs, bearer, &[]).await;
+        assert_eq!(status, 200, "{page}");
+        let result = &page["data"][0]["results"][0];
+        assert_eq!(result["amount"]["value"], 4.0, "{page}");
+        assert_eq!(result["project_id"], "proj_x");
+        assert_eq!(result["line_item"], Value::Null);
+        let (status, body) = get(&costs.replace("=1d", "=1h"), bearer, &[]).await;
+        assert_eq!(
+            (status, &body["error"]["param"]),
+            (400, &json!("bucket_width"))
+        );
 
         // Anthropic
         let report = format!(

@@ -15,7 +15,7 @@ use spendguard_domain::ids::KeyId;
 use spendguard_domain::key_hours::{HourFigures, Signal};
 use spendguard_domain::key_hours::{KeyHours, ProviderHour};
 use spendguard_domain::keys::{KeyRecord, KeyStatus, ProviderKind};
-use spendguard_domain::ledger::{provider_spend, unreported_spend};
+use spendguard_domain::ledger::{day_drift, provider_spend, unreported_spend};
 use spendguard_domain::period::{YearMonth, Zone};
 use spendguard_domain::records::{AuditEntry, Claim, Lease};
 use spendguard_domain::scope::Scope;
@@ -46,6 +46,9 @@ const CLAIM_RETENTION: Duration = Duration::days(35);
 
 /// Each provider's watermark: the hour of its last complete read of usage per key.
 const WATERMARK_CACHE: &str = "security-provider-watermark";
+
+/// Where the days whose price-book drift was reported are marked (per provider and day).
+const DRIFT_NAMESPACE: &str = "price-book-drift";
 
 /// Checks that did not run for longer than this are not caught up further back: one page of
 /// hourly buckets.
@@ -233,7 +236,72 @@ impl SecurityScan<'_> {
         if !self.dry_run {
             self.lift_throttles(&keys, &found, &mut report).await?;
         }
+        self.price_book_drift(&mut report).await?;
         Ok(report)
+    }
+
+    /// Compares the price book with each provider's own charges of the last day whose
+    /// charges have had `provider_lateness_hours` to settle, once per provider and day: the
+    /// models priced well above what the provider charged are reported and audited.
+    async fn price_book_drift(&self, report: &mut ScanReport) -> Result<(), StoreError> {
+        let policy = &self.settings.security;
+        let settled = self.now - Duration::hours(policy.provider_lateness_hours.into());
+        let day = settled.date_naive() - Duration::days(1);
+        for source in self.key_usage {
+            let provider = source.provider().as_str();
+            let marker = format!("{provider}#{day}");
+            if self
+                .store
+                .has_marker(DRIFT_NAMESPACE, &marker, self.now)
+                .await?
+            {
+                continue;
+            }
+            let ledger = match source.day_ledger(day).await {
+                Ok(Some(ledger)) => ledger,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!(error = %e, "the provider's ledger of the day unavailable");
+                    report.failures.push(e.to_string());
+                    continue;
+                }
+            };
+            let drift = day_drift(
+                provider,
+                day,
+                &ledger,
+                &self.settings.prices,
+                policy,
+                &self.settings.rates,
+            );
+            if self.dry_run {
+                report.price_book_drift.extend(drift);
+                continue;
+            }
+            // the first run to mark the day reports it
+            if !self
+                .store
+                .put_marker(DRIFT_NAMESPACE, &marker, self.now, CLAIM_RETENTION)
+                .await?
+            {
+                continue;
+            }
+            for d in &drift {
+                warn!(model = %d.model, scope = %d.scope, day = %d.day, "price book drift");
+                self.store
+                    .append_audit(&AuditEntry {
+                        id: uuid::Uuid::new_v4().to_string(),
+                        at: self.now,
+                        actor: "budget-check".into(),
+                        action: "price_book_drift".into(),
+                        scope: None,
+                        detail: json!({"drift": d, "summary": d.summary()}),
+                    })
+                    .await?;
+            }
+            report.price_book_drift.extend(drift);
+        }
+        Ok(())
     }
 
     /// Each provider's usage of the registry's keys, one walk per provider, from its watermark

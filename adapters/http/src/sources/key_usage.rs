@@ -4,7 +4,7 @@
 use crate::client::HttpSettings;
 use crate::client::get_text;
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::Value;
@@ -12,7 +12,10 @@ use spendguard_app::ports::key_usage::KeyUsageSource;
 use spendguard_app::ports::sources::SourceError;
 use spendguard_domain::key_hours::{KeyHours, ProviderUsage};
 use spendguard_domain::keys::ProviderKind;
+use spendguard_domain::ledger::DayLedger;
+use spendguard_domain::money::{Currency, Money};
 use spendguard_domain::secret::Secret;
+use spendguard_domain::usage::json_decimal;
 
 const ANTHROPIC_API_VERSION: &str = "2023-06-01";
 /// Four weeks of hours is four pages; more than this is a provider bug, not a report.
@@ -29,6 +32,8 @@ pub const OPENAI_KEY_USAGE_KINDS: [&str; 6] = [
     "audio_speeches",
     "audio_transcriptions",
 ];
+/// OpenAI's usage kinds counted in tokens: what the price book prices.
+const OPENAI_TOKEN_KINDS: [&str; 3] = ["completions", "embeddings", "moderations"];
 /// Anthropic's usage report per key: messages (the only kind it reports per key).
 const ANTHROPIC_KEY_USAGE_KINDS: [&str; 1] = ["messages"];
 #[derive(Deserialize)]
@@ -118,6 +123,61 @@ fn read_page(
                 model,
                 &usage_of(&result),
             );
+        }
+    }
+    Ok(if page.has_more { page.next_page } else { None })
+}
+
+/// One day's page of OpenAI usage grouped by project and model, or of its costs grouped by
+/// project and line item (`gpt-4o-2024-08-06, input`: the model is before the comma), into
+/// `ledger`; returns the next page's cursor.
+fn read_day_page(
+    source_kind: &'static str,
+    body: &str,
+    ledger: &mut DayLedger,
+) -> Result<Option<String>, SourceError> {
+    let bad = |message: String| SourceError::BadResponse {
+        source_kind,
+        message,
+    };
+    let page: Page = serde_json::from_str(body).map_err(|e| bad(format!("day ledger: {e}")))?;
+    let text = |v: &Value, name: &str| v.get(name).and_then(Value::as_str).map(str::to_string);
+    for result in page.data.iter().flat_map(|b| &b.results) {
+        let project = text(result, "project_id").unwrap_or_default();
+        if let Some(amount) = result.get("amount") {
+            let (Some(value), Some(currency), Some(item)) = (
+                amount.get("value"),
+                amount.get("currency").and_then(Value::as_str),
+                text(result, "line_item"),
+            ) else {
+                continue;
+            };
+            let raw = serde_json::value::to_raw_value(value).map_err(|e| bad(e.to_string()))?;
+            let value = json_decimal(&raw).map_err(bad)?;
+            let currency = Currency::parse(currency).map_err(|e| bad(e.to_string()))?;
+            let model = item
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            let charged = ledger
+                .charged
+                .entry((project, model))
+                .or_insert(Money::zero(currency));
+            if charged.currency != currency {
+                return Err(bad(format!(
+                    "line item `{item}` charged in {currency} and {}",
+                    charged.currency
+                )));
+            }
+            charged.amount = charged.amount.saturating_add(value);
+        } else if let Some(model) = text(result, "model") {
+            ledger
+                .usage
+                .entry((project, model))
+                .or_default()
+                .add(&usage_of(result));
         }
     }
     Ok(if page.has_more { page.next_page } else { None })
@@ -224,6 +284,64 @@ impl KeyUsageSource for ProviderKeyUsage {
                 .await?;
         }
         Ok(out)
+    }
+
+    /// OpenAI: the token kinds' usage per project and model and the costs per project and
+    /// line item of `day`. Anthropic keeps no cost per workspace and model here: `None`.
+    async fn day_ledger(&self, day: NaiveDate) -> Result<Option<DayLedger>, SourceError> {
+        if self.provider != ProviderKind::Openai {
+            return Ok(None);
+        }
+        let kind = "openai day ledger";
+        let start = day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+        let query = |group: &str| {
+            vec![
+                ("start_time", start.timestamp().to_string()),
+                (
+                    "end_time",
+                    (start + Duration::days(1)).timestamp().to_string(),
+                ),
+                ("bucket_width", "1d".to_string()),
+                ("limit", "1".to_string()),
+                ("group_by", "project_id".to_string()),
+                ("group_by", group.to_string()),
+            ]
+        };
+        let mut ledger = DayLedger::default();
+        let paths = OPENAI_TOKEN_KINDS
+            .iter()
+            .map(|k| (format!("usage/{k}"), "model"))
+            .chain([("costs".to_string(), "line_item")]);
+        for (path, group) in paths {
+            let url = format!("{}/v1/organization/{path}", self.base_url);
+            let mut page: Option<String> = None;
+            let mut pages = 0;
+            loop {
+                let body = get_text(kind, &self.settings, || {
+                    let mut q = query(group);
+                    if let Some(p) = &page {
+                        q.push(("page", p.clone()));
+                    }
+                    self.http
+                        .get(&url)
+                        .bearer_auth(self.admin_key.expose())
+                        .query(&q)
+                })
+                .await?;
+                page = read_day_page(kind, &body, &mut ledger)?;
+                pages += 1;
+                if page.is_none() {
+                    break;
+                }
+                if pages >= MAX_PAGES {
+                    return Err(SourceError::BadResponse {
+                        source_kind: kind,
+                        message: format!("more than {MAX_PAGES} pages of {path} for {day}"),
+                    });
+                }
+            }
+        }
+        Ok(Some(ledger))
     }
 }
 
