@@ -171,6 +171,8 @@ pub struct DayLedger {
     pub charged: BTreeMap<(String, String), Money>,
 }
 
+type ByModel = BTreeMap<String, Decimal>;
+
 /// The models of `ledger` whose usage, priced at the price book, is at least
 /// `price_book_drift_ratio` times what `provider` charged for it that day (and at least
 /// `min_unreported_cost`: pennies never drift). Usage the book has no price for is left out.
@@ -183,8 +185,8 @@ pub fn day_drift(
     rates: &FxRates,
 ) -> Vec<PriceBookDrift> {
     let c = policy.currency;
-    let mut by_scope: BTreeMap<&str, (BTreeMap<String, Decimal>, BTreeMap<String, Decimal>)> =
-        BTreeMap::new();
+    // per scope: priced and charged, per model
+    let mut by_scope: BTreeMap<&str, (ByModel, ByModel)> = BTreeMap::new();
     for ((scope, model), usage) in &ledger.usage {
         let mut hour = ProviderHour::default();
         hour.add("", model, usage);

@@ -205,6 +205,9 @@ struct Query {
     key_ids: Vec<String>,
 }
 
+/// One bucket's start and its results.
+type Bucket = (DateTime<Utc>, Vec<Map<String, Value>>);
+
 /// Buckets of `width` from `start` (or the page's) to `end`, at most `limit`: the results of
 /// each grouped as asked. Returns the buckets and the next page's start.
 fn buckets(
@@ -212,10 +215,7 @@ fn buckets(
     kind: &str,
     q: &Query,
     page: Option<DateTime<Utc>>,
-) -> (
-    Vec<(DateTime<Utc>, Vec<Map<String, Value>>)>,
-    Option<DateTime<Utc>>,
-) {
+) -> (Vec<Bucket>, Option<DateTime<Utc>>) {
     let mut out = Vec::new();
     let mut at = page.unwrap_or(q.start);
     while at < q.end && out.len() < q.limit {
