@@ -842,12 +842,14 @@ fn the_alert_count_includes_security_findings_and_a_one_minute_burst_is_one() {
 /// here): a key whose hour OpenAI counted at 3x what its application reported is one
 /// `unreported_spend` finding, and a price book at twice OpenAI's charge for gpt-4o on the
 /// settled day before is one `price_book_drift` warning naming the model, in JSON and in the
-/// table.
+/// table; `status` lists both afterwards. Dated from the wall clock: `status` looks at the
+/// last seven days.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_shows_unreported_spend_and_price_book_drift() {
-    use chrono::{DateTime, Duration, Utc};
+async fn check_and_status_show_unreported_spend_and_price_book_drift() {
+    use chrono::{Duration, DurationRound, Utc};
     use spendguard_tests::usage_apis::{OPENAI_ADMIN_KEY, UsageLedger, usage_standin};
-    let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+    let hour = Utc::now().duration_trunc(Duration::hours(1)).unwrap();
+    let now = hour + Duration::minutes(40);
     let dir = tempfile::tempdir().unwrap();
     let budgets = dir.path().join("budgets.toml");
     std::fs::write(
@@ -871,8 +873,11 @@ allow_delete = true
     let usage = dir.path().join("usage.jsonl");
     std::fs::write(
         &usage,
-        r#"{"id":"r1","scope":"openai/prod/key-app","requests":40,"cost":{"amount":"10.00","currency":"USD"},"timestamp":"2026-11-23T10:10:00Z"}
+        format!(
+            r#"{{"id":"r1","scope":"openai/prod/key-app","requests":40,"cost":{{"amount":"10.00","currency":"USD"}},"timestamp":"{}"}}
 "#,
+            (hour + Duration::minutes(10)).to_rfc3339()
+        ),
     )
     .unwrap();
     let key_file = dir.path().join("openai-admin-key");
@@ -884,12 +889,15 @@ allow_delete = true
         "completions",
         "key_app",
         "gpt-4o",
-        at("2026-11-23T10:00:00Z"),
+        hour,
         &[("input_tokens", 6_000_000), ("num_model_requests", 40)],
-        at("2026-11-23T10:05:00Z"),
+        hour + Duration::minutes(5),
     );
-    // the 22nd: 4M tokens, 20 USD at the book, charged 10
-    let day = at("2026-11-22T00:00:00Z");
+    // the last settled day: 4M tokens, 20 USD at the book, charged 10
+    let day = ((now - Duration::hours(6)).date_naive() - Duration::days(1))
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
     ledger.add(
         "completions",
         "key_app",
@@ -899,7 +907,7 @@ allow_delete = true
         day + Duration::hours(10),
     );
     ledger.charge("proj_app", "gpt-4o, input", day, "10.0");
-    ledger.set_now(at("2026-11-23T10:40:00Z"));
+    ledger.set_now(now);
     let standin = usage_standin(ledger).await;
     let run = |store: &Path, json: bool| {
         let mut args = vec![
@@ -911,7 +919,7 @@ allow_delete = true
             "--openai-admin-key-file".into(),
             key_file.display().to_string(),
             "--now".into(),
-            "2026-11-23T10:40:00Z".into(),
+            now.to_rfc3339(),
             "--store".into(),
             store.display().to_string(),
         ];
@@ -924,7 +932,8 @@ allow_delete = true
             .output()
             .expect("run spendguard")
     };
-    let json_run = run(&dir.path().join("json.db"), true);
+    let json_store = dir.path().join("json.db");
+    let json_run = run(&json_store, true);
     let (out, err) = (text(&json_run.stdout), text(&json_run.stderr));
     assert_eq!(json_run.status.code(), Some(0), "{out}\n{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -948,12 +957,41 @@ allow_delete = true
     let (out, err) = (text(&table_run.stdout), text(&table_run.stderr));
     assert_eq!(table_run.status.code(), Some(0), "{out}\n{err}");
     assert!(
-        out.contains("▲ SECURITY MEDIUM: key app-key (openai/prod/key-app) in the hour from 23 Nov 2026 10:00 UTC: the provider counted 30.00 USD (completions 6000000 tokens; 3x the reported), the applications reported 10.00 USD"),
+        out.contains(&format!(
+            "▲ SECURITY MEDIUM: key app-key (openai/prod/key-app) in the hour from {}: the provider counted 30.00 USD (completions 6000000 tokens; 3x the reported), the applications reported 10.00 USD",
+            hour.format("%-d %b %Y %H:00 UTC")
+        )),
         "{out}"
     );
-    assert!(
-        out.contains("  ! price book drift: gpt-4o on 2026-11-22 in proj_app: priced 20.00 USD at the price book, charged 10.00 USD by the provider (2x)"),
-        "{out}"
+    let drift_line = format!(
+        "price book drift: gpt-4o on {} in proj_app: priced 20.00 USD at the price book, charged 10.00 USD by the provider (2x)",
+        day.date_naive()
     );
+    assert!(out.contains(&format!("  ! {drift_line}")), "{out}");
     assert!(!out.contains(OPENAI_ADMIN_KEY) && !err.contains(OPENAI_ADMIN_KEY));
+
+    let status = spendguard(&["status", "--json"], &json_store);
+    let (out, err) = (text(&status.stdout), text(&status.stderr));
+    assert_eq!(status.status.code(), Some(0), "{out}\n{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut kinds: Vec<(&str, &str)> = status["ledgers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["kind"].as_str().unwrap(), l["subject"].as_str().unwrap()))
+        .collect();
+    // both written by the same run at the same time: in either order
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("price_book_drift", "gpt-4o"),
+            ("unreported_spend", "app-key")
+        ],
+        "{out}"
+    );
+    let table = spendguard(&["status"], &json_store);
+    let out = text(&table.stdout);
+    assert!(out.contains("LEDGERS (last 7 days"), "{out}");
+    assert!(out.contains(&drift_line), "{out}");
 }
