@@ -385,7 +385,7 @@ async fn ledger_events(
     ] {
         entries.extend(store.audit_log(m, usize::MAX).await.map_err(run_err)?);
     }
-    entries.sort_by(|a, b| b.at.cmp(&a.at));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.at));
     Ok(entries
         .into_iter()
         .filter(|e| e.at >= since)
