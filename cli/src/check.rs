@@ -4,9 +4,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use spendguard_app::env::check_api_url;
 use spendguard_app::flows::check::{CheckOptions, CheckReport, Checker, DEFAULT_CLAIM_LEASE};
 use spendguard_app::flows::ingest::ingest_usage;
 use spendguard_app::ports::clock::{Clock, FixedClock, SystemClock};
+use spendguard_app::ports::key_usage::KeyUsageSource;
 use spendguard_app::ports::secrets::SecretVault;
 use spendguard_app::ports::sources::SpendSource;
 use spendguard_app::ports::store::StateStore;
@@ -14,11 +16,13 @@ use spendguard_app::sources::counters::UsageCounters;
 use spendguard_app::sources::gcp::GcpBudgetObservations;
 use spendguard_aws::budgets::AwsBudgets;
 use spendguard_domain::budget::Severity;
+use spendguard_domain::keys::ProviderKind;
 use spendguard_domain::settings::PolicySet;
 use spendguard_domain::usage::admit;
 use spendguard_domain::usage::{UsageRecord, UsageWire};
 use spendguard_http::client::HttpSettings;
 use spendguard_http::sources::anthropic::AnthropicCosts;
+use spendguard_http::sources::key_usage::ProviderKeyUsage;
 use spendguard_http::sources::openai::OpenAiCosts;
 use spendguard_local::file_vault::FileVault;
 use spendguard_local::memory_bus::MemoryBus;
@@ -70,47 +74,81 @@ fn read_usage(
     }
 }
 
-async fn sources(
-    args: &CheckArgs,
-    store: Arc<dyn StateStore>,
-) -> Result<Vec<Arc<dyn SpendSource>>, Failure> {
-    let mut sources: Vec<Arc<dyn SpendSource>> = vec![
+/// A provider's API: `variable` when set (a proxy, a local stand-in), else `default`.
+fn api_url(variable: &str, default: &str) -> Result<String, Failure> {
+    let url = std::env::var(variable)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.into());
+    check_api_url(variable, &url).map_err(|e| Failure::Invalid(e.to_string()))?;
+    Ok(url)
+}
+
+/// What a run reads: budget spend, and the providers' usage per key for theft detection
+/// and the two ledgers (with an admin key file).
+struct Sources {
+    spend: Vec<Arc<dyn SpendSource>>,
+    key_usage: Vec<Arc<dyn KeyUsageSource>>,
+}
+
+async fn sources(args: &CheckArgs, store: Arc<dyn StateStore>) -> Result<Sources, Failure> {
+    let mut spend: Vec<Arc<dyn SpendSource>> = vec![
         Arc::new(UsageCounters::new(store.clone())),
         Arc::new(GcpBudgetObservations::new(store.clone())),
     ];
+    let mut key_usage: Vec<Arc<dyn KeyUsageSource>> = Vec::new();
     if let Some(account) = &args.aws_account_id {
         // a missing region or credentials said in one line, as for the operator commands
         let sdk = crate::aws::Access::default().sdk_config().await?;
-        sources.push(Arc::new(
+        spend.push(Arc::new(
             AwsBudgets::new(aws_sdk_budgets::Client::new(&sdk), account).with_notifications(store),
         ));
     }
     let http = reqwest::Client::new();
+    let read = |file: &Path| {
+        let file = file.display().to_string();
+        async move {
+            FileVault
+                .read(&file)
+                .await
+                .map_err(|e| Failure::Invalid(e.to_string()))
+        }
+    };
     if let Some(file) = &args.openai_admin_key_file {
-        let key = FileVault
-            .read(&file.display().to_string())
-            .await
-            .map_err(|e| Failure::Invalid(e.to_string()))?;
-        sources.push(Arc::new(OpenAiCosts::new(
+        let key = read(file).await?;
+        let url = api_url("SPENDGUARD_OPENAI_API_URL", "https://api.openai.com")?;
+        spend.push(Arc::new(OpenAiCosts::new(
             http.clone(),
-            "https://api.openai.com",
+            &url,
+            key.clone(),
+            HttpSettings::default(),
+        )));
+        key_usage.push(Arc::new(ProviderKeyUsage::new(
+            ProviderKind::Openai,
+            http.clone(),
+            url,
             key,
             HttpSettings::default(),
         )));
     }
     if let Some(file) = &args.anthropic_admin_key_file {
-        let key = FileVault
-            .read(&file.display().to_string())
-            .await
-            .map_err(|e| Failure::Invalid(e.to_string()))?;
-        sources.push(Arc::new(AnthropicCosts::new(
+        let key = read(file).await?;
+        let url = api_url("SPENDGUARD_ANTHROPIC_API_URL", "https://api.anthropic.com")?;
+        spend.push(Arc::new(AnthropicCosts::new(
+            http.clone(),
+            &url,
+            key.clone(),
+            HttpSettings::default(),
+        )));
+        key_usage.push(Arc::new(ProviderKeyUsage::new(
+            ProviderKind::Anthropic,
             http,
-            "https://api.anthropic.com",
+            url,
             key,
             HttpSettings::default(),
         )));
     }
-    Ok(sources)
+    Ok(Sources { spend, key_usage })
 }
 
 /// Where every budget stands now from what the store holds (usage counters, GCP
@@ -183,11 +221,12 @@ pub async fn run(args: CheckArgs) -> Result<(), Failure> {
     }
 
     let bus = Arc::new(MemoryBus::default());
+    let sources = sources(&args, store.clone()).await?;
     let checker = Checker {
         store: store.clone(),
         bus: bus.clone(),
-        sources: sources(&args, store.clone()).await?,
-        key_usage: Vec::new(),
+        sources: sources.spend,
+        key_usage: sources.key_usage,
         clock,
         claim_lease: DEFAULT_CLAIM_LEASE,
         provider_caps: Vec::new(),

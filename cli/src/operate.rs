@@ -175,6 +175,7 @@ pub async fn status(on: &On, scope_text: Option<&str>, as_json: bool) -> Result<
             })
         })
         .collect();
+    let ledgers = ledger_events(store.as_ref(), &under).await?;
     let standing = check::standing(store.clone()).await?;
     let at_risk: Vec<_> = table::worst_first(&standing)
         .into_iter()
@@ -203,6 +204,7 @@ pub async fn status(on: &On, scope_text: Option<&str>, as_json: bool) -> Result<
                 }).collect::<Vec<_>>(),
                 "budgets_not_read": standing.unconfigured,
                 "open_alerts": alerts,
+                "ledgers": ledgers,
             }))
         );
         return Ok(());
@@ -302,6 +304,27 @@ pub async fn status(on: &On, scope_text: Option<&str>, as_json: bool) -> Result<
             standing.unconfigured.join(", ")
         );
     }
+    outln!(
+        "\nLEDGERS (last {LEDGER_DAYS} days: spend the providers counted that nobody reported, price-book drift)"
+    );
+    if ledgers.is_empty() {
+        outln!("  none");
+    } else {
+        outln!(
+            "{}",
+            columns(
+                &["AT", "KIND", "SUBJECT", "DETAIL"],
+                ledgers.iter().map(|l| {
+                    vec![
+                        text(&l["at"]),
+                        text(&l["kind"]),
+                        text(&l["subject"]),
+                        text(&l["detail"]),
+                    ]
+                })
+            )
+        );
+    }
     outln!("\nOPEN PAGING ALERTS");
     if alerts.is_empty() {
         outln!("  none");
@@ -340,6 +363,57 @@ pub async fn status(on: &On, scope_text: Option<&str>, as_json: bool) -> Result<
         );
     }
     Ok(())
+}
+
+/// How far back `status` lists the two ledgers' findings.
+const LEDGER_DAYS: i64 = 7;
+
+/// The two ledgers' findings of the last `LEDGER_DAYS` days, newest first, from the audit log
+/// (ADR 026): `unreported_spend` security findings under the scope filter, and price-book drift
+/// (a provider's scope, shown whatever the filter).
+async fn ledger_events(
+    store: &dyn spendguard_app::ports::store::StateStore,
+    under: &dyn Fn(&Scope) -> bool,
+) -> Result<Vec<Value>, Failure> {
+    let now = chrono::Utc::now();
+    let since = now - chrono::Duration::days(LEDGER_DAYS);
+    let month = YearMonth::of(now.date_naive());
+    let mut entries = Vec::new();
+    for m in [
+        YearMonth::of(month.first_day() - chrono::Duration::days(1)),
+        month,
+    ] {
+        entries.extend(store.audit_log(m, usize::MAX).await.map_err(run_err)?);
+    }
+    entries.sort_by_key(|e| std::cmp::Reverse(e.at));
+    Ok(entries
+        .into_iter()
+        .filter(|e| e.at >= since)
+        .filter_map(|e| match e.action.as_str() {
+            "security_finding" if e.scope.as_ref().is_some_and(under) => {
+                let finding = &e.detail["finding"];
+                let signal = finding["signals"]
+                    .as_array()?
+                    .iter()
+                    .find(|s| s["detector"] == "unreported_spend")?;
+                Some(json!({
+                    "at": e.at,
+                    "kind": "unreported_spend",
+                    "subject": finding["key_id"],
+                    "hour": finding["hour"],
+                    "detail": signal["evidence"],
+                }))
+            }
+            "price_book_drift" => Some(json!({
+                "at": e.at,
+                "kind": "price_book_drift",
+                "subject": e.detail["drift"]["model"],
+                "day": e.detail["drift"]["day"],
+                "detail": e.detail["summary"],
+            })),
+            _ => None,
+        })
+        .collect())
 }
 
 /// Rows under a header, each column as wide as its widest cell, indented by two spaces.

@@ -205,6 +205,15 @@ pub fn render(report: &CheckReport, published: &[AlertEvent], store: &Path) -> S
             .replace(&e.period_key, &Period::label_of_key(&e.period_key));
         let _ = writeln!(out, "  ▲ {summary}");
     }
+    if !report.security.price_book_drift.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nPrice book drift (the price book prices these models above what the provider charged: fix [prices]):"
+        );
+        for d in &report.security.price_book_drift {
+            let _ = writeln!(out, "  ! {}", d.summary());
+        }
+    }
     let stuck = report
         .budgets
         .iter()
@@ -229,6 +238,18 @@ pub fn render(report: &CheckReport, published: &[AlertEvent], store: &Path) -> S
             "{} not checked: source `{kind}` is not read by this run: {}",
             budgets.join(", "),
             hint(kind)
+        ));
+    }
+    let anthropic_costs: Vec<&str> = report
+        .budgets
+        .iter()
+        .filter(|b| b.source == "anthropic" && !report.unconfigured.contains(&b.source))
+        .map(|b| b.budget_id.as_str())
+        .collect();
+    if !anthropic_costs.is_empty() {
+        notes.push(format!(
+            "{}: Anthropic's cost report excludes Priority Tier costs: they are not in these figures",
+            anthropic_costs.join(", ")
         ));
     }
     if !errors.is_empty() {

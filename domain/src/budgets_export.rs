@@ -243,6 +243,13 @@ fn security(p: &SecurityPolicy) -> Table {
         ("min_hourly_cost", decimal(p.min_hourly_cost)),
         ("min_hourly_requests", count(p.min_hourly_requests)),
         ("min_hourly_tokens", count(p.min_hourly_tokens)),
+        (
+            "provider_lateness_hours",
+            Value::Integer(p.provider_lateness_hours.into()),
+        ),
+        ("unreported_ratio", decimal(p.unreported_ratio)),
+        ("min_unreported_cost", decimal(p.min_unreported_cost)),
+        ("price_book_drift_ratio", decimal(p.price_book_drift_ratio)),
         ("currency", text(p.currency.as_str())),
         ("levels", Value::Table(levels)),
         ("actions", Value::Table(level_actions)),

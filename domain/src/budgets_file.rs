@@ -287,6 +287,10 @@ struct RawSecurity {
     min_hourly_cost: Option<Spanned<Amount>>,
     min_hourly_requests: Option<Spanned<i64>>,
     min_hourly_tokens: Option<Spanned<i64>>,
+    provider_lateness_hours: Option<Spanned<i64>>,
+    unreported_ratio: Option<Spanned<Number>>,
+    min_unreported_cost: Option<Spanned<Amount>>,
+    price_book_drift_ratio: Option<Spanned<Number>>,
     currency: Option<Spanned<String>>,
     #[serde(default)]
     levels: BTreeMap<Spanned<String>, Spanned<String>>,
@@ -982,15 +986,28 @@ impl Validator<'_> {
         if let Some(enabled) = raw.enabled {
             p.enabled = enabled;
         }
-        if let Some(v) = raw.spike_factor {
+        for (value, name, target) in [
+            (raw.spike_factor, "spike_factor", &mut p.spike_factor),
+            (
+                raw.unreported_ratio,
+                "unreported_ratio",
+                &mut p.unreported_ratio,
+            ),
+            (
+                raw.price_book_drift_ratio,
+                "price_book_drift_ratio",
+                &mut p.price_book_drift_ratio,
+            ),
+        ] {
+            let Some(v) = value else { continue };
             if v.get_ref().0 <= Decimal::ONE {
                 self.error(
                     v.span(),
-                    "security.spike_factor",
+                    format!("security.{name}"),
                     "a factor must be above 1",
                 );
             } else {
-                p.spike_factor = v.get_ref().0;
+                *target = v.get_ref().0;
             }
         }
         let mut count = |v: Option<Spanned<i64>>, name: &str, range: RangeInclusive<i64>| {
@@ -1022,11 +1039,21 @@ impl Validator<'_> {
         ) {
             p.min_hourly_tokens = n as u64;
         }
+        if let Some(n) = count(
+            raw.provider_lateness_hours,
+            "provider_lateness_hours",
+            1..=48,
+        ) {
+            p.provider_lateness_hours = n as u32;
+        }
         if p.baseline_days < p.min_history_days {
             p.baseline_days = p.min_history_days;
         }
         if let Some(v) = raw.min_hourly_cost {
             p.min_hourly_cost = v.get_ref().0;
+        }
+        if let Some(v) = raw.min_unreported_cost {
+            p.min_unreported_cost = v.get_ref().0;
         }
         if let Some(c) = raw.currency
             && let Some(c) = self.currency(&c, "security.currency")

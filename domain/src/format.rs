@@ -756,6 +756,7 @@ mod tests {
                 busiest_minute: dec!(600),
                 tokens: dec!(0),
                 aggregated: false,
+                provider_spend: dec!(0),
             },
             signals: vec![Signal {
                 detector: Detector::Spike,

@@ -20,6 +20,7 @@ pub mod format;
 pub mod ids;
 pub mod key_hours;
 pub mod keys;
+pub mod ledger;
 pub mod message;
 pub mod money;
 pub mod period;

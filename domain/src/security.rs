@@ -317,7 +317,8 @@ impl Finding {
             tier: format!("security-{}", self.level.as_str()),
             severity,
             basis: Basis::Actual,
-            spend: Money::new(self.figures.spend, c),
+            // the larger ledger: what the provider counted when nobody reported it
+            spend: Money::new(self.figures.spend.max(self.figures.provider_spend), c),
             limit: Money::zero(c),
             threshold: Money::zero(c),
             percent: Decimal::ZERO,
@@ -370,6 +371,10 @@ pub struct ScanReport {
     pub findings: Vec<FindingReport>,
     /// Keys whose throttle was lifted: a whole hour after their finding passed without one.
     pub throttles_lifted: Vec<String>,
+    /// Models whose price-book price of a completed day is well above what the provider
+    /// charged (ADR 026): reported once per provider and day.
+    #[serde(default)]
+    pub price_book_drift: Vec<crate::ledger::PriceBookDrift>,
     pub failures: Vec<String>,
 }
 
@@ -391,6 +396,7 @@ mod tests {
             busiest_minute: Decimal::from(requests / 10),
             tokens: Decimal::ZERO,
             aggregated: false,
+            provider_spend: Decimal::ZERO,
         }
     }
 

@@ -252,16 +252,20 @@ pub enum Detector {
     OffHours,
     /// Use of a key that had been idle for days.
     Dormant,
+    /// The provider counted far more spend for the key's hour than its applications reported:
+    /// a leaked key or an uninstrumented caller.
+    UnreportedSpend,
 }
 
 impl Detector {
-    pub const ALL: [Detector; 4] = [
+    pub const ALL: [Detector; 5] = [
         Detector::Spike,
         Detector::Burst,
         Detector::OffHours,
         Detector::Dormant,
+        Detector::UnreportedSpend,
     ];
-    pub const NAMES: &'static str = "spike, burst, off_hours, dormant";
+    pub const NAMES: &'static str = "spike, burst, off_hours, dormant, unreported_spend";
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -269,6 +273,7 @@ impl Detector {
             Detector::Burst => "burst",
             Detector::OffHours => "off_hours",
             Detector::Dormant => "dormant",
+            Detector::UnreportedSpend => "unreported_spend",
         }
     }
 
@@ -374,10 +379,54 @@ pub struct SecurityPolicy {
     pub actions: BTreeMap<ThreatLevel, Vec<Action>>,
     #[serde(default)]
     pub planned: Vec<PlannedWindow>,
+    /// Hours of the providers' per-key usage re-read at every check: an hour whose usage
+    /// arrives late is evaluated when it arrives (ADR 026).
+    #[serde(default = "default_provider_lateness_hours")]
+    pub provider_lateness_hours: u32,
+    /// Provider-reported spend of a key's hour at least this many times what its
+    /// applications reported is `unreported_spend`.
+    #[serde(
+        default = "default_unreported_ratio",
+        with = "rust_decimal::serde::str"
+    )]
+    pub unreported_ratio: Decimal,
+    /// Unreported spend below this (in `currency`, per key and hour) is never a finding.
+    #[serde(
+        default = "default_min_unreported_cost",
+        with = "rust_decimal::serde::str"
+    )]
+    pub min_unreported_cost: Decimal,
+    /// Reported spend of a completed day at least this many times what the provider
+    /// charged for it is `price_book_drift`.
+    #[serde(
+        default = "default_price_book_drift_ratio",
+        with = "rust_decimal::serde::str"
+    )]
+    pub price_book_drift_ratio: Decimal,
 }
 
 fn default_min_hourly_tokens() -> u64 {
     100_000
+}
+
+/// Anthropic: usage "typically within 5 minutes … occasionally longer"; OpenAI gives no
+/// figure. Six hours covers both with room (ADR 026).
+pub const DEFAULT_PROVIDER_LATENESS_HOURS: u32 = 6;
+
+fn default_provider_lateness_hours() -> u32 {
+    DEFAULT_PROVIDER_LATENESS_HOURS
+}
+
+fn default_unreported_ratio() -> Decimal {
+    Decimal::TWO
+}
+
+fn default_min_unreported_cost() -> Decimal {
+    Decimal::from(5)
+}
+
+fn default_price_book_drift_ratio() -> Decimal {
+    Decimal::new(15, 1)
 }
 
 impl Default for SecurityPolicy {
@@ -398,6 +447,7 @@ impl Default for SecurityPolicy {
                 (Detector::Burst, ThreatLevel::Medium),
                 (Detector::OffHours, ThreatLevel::Low),
                 (Detector::Dormant, ThreatLevel::Medium),
+                (Detector::UnreportedSpend, ThreatLevel::Medium),
             ]),
             actions: BTreeMap::from([
                 (ThreatLevel::Low, vec![Action::Notify]),
@@ -417,6 +467,10 @@ impl Default for SecurityPolicy {
                 ),
             ]),
             planned: Vec::new(),
+            provider_lateness_hours: default_provider_lateness_hours(),
+            unreported_ratio: default_unreported_ratio(),
+            min_unreported_cost: default_min_unreported_cost(),
+            price_book_drift_ratio: default_price_book_drift_ratio(),
         }
     }
 }

@@ -109,6 +109,11 @@ fn the_example_budgets_file_is_valid_and_complete() {
         }
     );
     assert_eq!(security.planned.len(), 1);
+    assert_eq!(security.provider_lateness_hours, 8);
+    assert_eq!(
+        security.levels[&Detector::UnreportedSpend],
+        ThreatLevel::Medium
+    );
     assert_eq!(security.planned[0].key, "anthropic-research");
     assert_eq!(set.settings.shutdown.deny_roles, ["batch-worker"]);
     let gcp = &set.settings.shutdown.gcp[0];

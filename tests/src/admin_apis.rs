@@ -263,7 +263,7 @@ impl ProviderState {
 
 /// Anthropic admin: GET/POST /v1/organizations/api_keys/{id}, GET /v1/models.
 /// Anthropic's error body: `{"type": "error", "error": {"type": ..., "message": ...}}`.
-fn anthropic_error(status: u16, kind: &str, message: &str) -> Reply {
+pub(crate) fn anthropic_error(status: u16, kind: &str, message: &str) -> Reply {
     Reply::json(
         status,
         json!({"type": "error", "error": {"type": kind, "message": message}}),
@@ -640,7 +640,7 @@ fn anthropic_set_spend_limit(state: &ProviderState, body: &str) -> Reply {
 }
 
 /// OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`.
-fn openai_error(status: u16, kind: &str, code: Option<&str>, message: &str) -> Reply {
+pub(crate) fn openai_error(status: u16, kind: &str, code: Option<&str>, message: &str) -> Reply {
     Reply::json(
         status,
         json!({"error": {"message": message, "type": kind, "param": null, "code": code}}),

@@ -18,8 +18,14 @@ use spendguard_domain::settings::{Detector, PlannedWindow, SecurityPolicy, Threa
 use spendguard_domain::usage::USAGE_MARKER_TTL;
 use spendguard_domain::usage::UsageEntry;
 use spendguard_local::memory_bus::MemoryBus;
+use std::sync::Arc;
 
 use crate::conformance::{Store, record};
+use crate::usage_apis::{OPENAI_ADMIN_KEY, UsageLedger, usage_standin};
+use spendguard_app::ports::key_usage::KeyUsageSource;
+use spendguard_domain::secret::Secret;
+use spendguard_http::client::HttpSettings;
+use spendguard_http::sources::key_usage::ProviderKeyUsage;
 
 const KEY: &str = "key-1";
 const KEY_SCOPE: &str = "openai/prod/key-1";
@@ -28,15 +34,25 @@ fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
-/// Registers the key with `security` as the policy.
+/// Registers the key (Anthropic's `apikey_01`) with `security` as the policy.
 async fn watch(store: &Store, security: SecurityPolicy) -> PolicySet {
+    watch_key(store, security, ProviderKind::Anthropic, "apikey_01").await
+}
+
+/// Registers the key as `provider`'s `key_id` with `security` as the policy.
+async fn watch_key(
+    store: &Store,
+    security: SecurityPolicy,
+    provider: ProviderKind,
+    key_id: &str,
+) -> PolicySet {
     let mut policy = PolicySet {
         keys: vec![KeySpec {
             id: KEY.into(),
-            provider: ProviderKind::Anthropic,
+            provider,
             scope: Scope::parse(KEY_SCOPE).unwrap(),
             secret_arn: None,
-            key_id: Some("apikey_01".into()),
+            key_id: Some(key_id.into()),
             project_id: None,
             user: None,
             rotation: None,
@@ -111,10 +127,21 @@ async fn scan(
     policy: &PolicySet,
     now: DateTime<Utc>,
 ) -> ScanReport {
+    scan_with(store, bus, policy, now, &[]).await
+}
+
+/// The scan with the providers' own usage per key read through `key_usage`.
+async fn scan_with(
+    store: &Store,
+    bus: &MemoryBus,
+    policy: &PolicySet,
+    now: DateTime<Utc>,
+    key_usage: &[Arc<dyn KeyUsageSource>],
+) -> ScanReport {
     SecurityScan {
         store: store.as_ref(),
         bus,
-        key_usage: &[],
+        key_usage,
         settings: &policy.settings,
         now,
         run_id: &uuid::Uuid::new_v4().to_string(),
@@ -404,6 +431,244 @@ pub async fn a_key_idle_for_longer_than_the_window_is_dormant(store: Store) {
     assert_eq!(events[0].tier, "security-medium");
 }
 
+/// OpenAI's usage per key through the usage stand-in at `url`.
+fn openai_usage(url: &str) -> Arc<dyn KeyUsageSource> {
+    Arc::new(ProviderKeyUsage::new(
+        ProviderKind::Openai,
+        reqwest::Client::new(),
+        url,
+        Secret::new(OPENAI_ADMIN_KEY),
+        HttpSettings::default(),
+    ))
+}
+
+/// A thief uses an office-hours key at 01:00 for embeddings and images only, and no
+/// application reports it. OpenAI delivers that hour two hours late (visible from 03:05):
+/// the checks at 01:30 and 02:10 see nothing; the first check after it arrives (03:10) finds
+/// it, for the hour it happened in; the next check (03:15) re-reads it and raises nothing more.
+pub async fn a_thiefs_late_embeddings_and_images_are_found_when_they_arrive(store: Store) {
+    let now = at("2026-11-23T03:10:00Z");
+    office_hours(&store, now, 21, |_| 200).await;
+    let ledger = Arc::new(UsageLedger::default());
+    let thief_hour = at("2026-11-23T01:00:00Z");
+    let arrives = at("2026-11-23T03:05:00Z");
+    ledger.add(
+        "embeddings",
+        "key_thief",
+        "text-embedding-3-large",
+        thief_hour,
+        &[("input_tokens", 40_000_000), ("num_model_requests", 400)],
+        arrives,
+    );
+    ledger.add(
+        "images",
+        "key_thief",
+        "gpt-image-1",
+        thief_hour,
+        &[("images", 300), ("num_model_requests", 300)],
+        arrives,
+    );
+    let standin = usage_standin(ledger.clone()).await;
+    let sources = [openai_usage(&standin.url)];
+    let policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_thief",
+    )
+    .await;
+    let bus = MemoryBus::default();
+    for early in ["2026-11-23T01:30:00Z", "2026-11-23T02:10:00Z"] {
+        ledger.set_now(at(early));
+        let report = scan_with(&store, &bus, &policy, at(early), &sources).await;
+        assert!(report.failures.is_empty(), "{report:?}");
+        assert!(report.findings.is_empty(), "{early}: {report:?}");
+    }
+    ledger.set_now(now);
+    let report = scan_with(&store, &bus, &policy, now, &sources).await;
+    assert!(report.failures.is_empty(), "{report:?}");
+    let events = bus.events();
+    assert_eq!(events.len(), 1, "{report:?}");
+    assert_eq!(
+        events[0].period_key, "H#2026-11-23T01",
+        "the hour it happened in"
+    );
+    assert_eq!(detectors(&events[0]), ["spike", "off_hours"]);
+    assert!(
+        events[0].summary.contains("700 requests"),
+        "embeddings and images counted: {}",
+        events[0].summary
+    );
+    let later = now + Duration::minutes(5);
+    ledger.set_now(later);
+    let again = scan_with(&store, &bus, &policy, later, &sources).await;
+    assert_eq!(bus.events().len(), 1, "raised once: {again:?}");
+    assert_eq!(again.findings[0].outcome, "already_raised");
+}
+
+/// Checks stop at 01:10 and resume at 12:10 (an outage): the thief's 03:00 hour is older than
+/// the lateness window, but the provider's watermark (01:00) says it was never read: the
+/// check catches up from there and finds it.
+pub async fn a_check_after_an_outage_catches_up_from_the_watermark(store: Store) {
+    let now = at("2026-11-23T12:10:00Z");
+    office_hours(&store, now, 21, |_| 200).await;
+    let ledger = Arc::new(UsageLedger::default());
+    ledger.add(
+        "embeddings",
+        "key_thief",
+        "text-embedding-3-large",
+        at("2026-11-23T03:00:00Z"),
+        &[("input_tokens", 40_000_000), ("num_model_requests", 700)],
+        at("2026-11-23T03:30:00Z"),
+    );
+    let standin = usage_standin(ledger.clone()).await;
+    let sources = [openai_usage(&standin.url)];
+    let policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_thief",
+    )
+    .await;
+    let bus = MemoryBus::default();
+    ledger.set_now(at("2026-11-23T01:10:00Z"));
+    scan_with(&store, &bus, &policy, at("2026-11-23T01:10:00Z"), &sources).await;
+    ledger.set_now(now);
+    let report = scan_with(&store, &bus, &policy, now, &sources).await;
+    let events = bus.events();
+    assert_eq!(events.len(), 1, "{report:?}");
+    assert_eq!(events[0].period_key, "H#2026-11-23T03");
+    // caught up: the next check reads the usual trailing window again
+    let later = scan_with(&store, &bus, &policy, now + Duration::minutes(5), &sources).await;
+    assert!(later.findings.is_empty(), "{later:?}");
+}
+
+/// The two ledgers of one key: at 09:00 its applications report 10 USD and OpenAI counts
+/// gpt-4o tokens worth 15 USD at the price book (1.5x: an instrumented key); at 10:00 they
+/// report 10 USD again but OpenAI counts 30 USD (3x): exactly one `unreported_spend` finding,
+/// for 10:00, raised once however often the hour is re-read.
+pub async fn spend_the_provider_counted_and_nobody_reported_is_one_finding(store: Store) {
+    let now = at("2026-11-23T10:40:00Z");
+    let reported = [
+        usage("app-09", 1000, 40, at("2026-11-23T09:10:00Z")),
+        usage("app-10", 1000, 40, at("2026-11-23T10:10:00Z")),
+    ];
+    store
+        .ingest_usage(&reported, now, USAGE_MARKER_TTL)
+        .await
+        .unwrap();
+    let ledger = Arc::new(UsageLedger::default());
+    // 2.50 USD per million input tokens: 6M is 15 USD, 12M is 30 USD
+    for (hour, tokens) in [
+        ("2026-11-23T09:00:00Z", 6_000_000),
+        ("2026-11-23T10:00:00Z", 12_000_000),
+    ] {
+        ledger.add(
+            "completions",
+            "key_app",
+            "gpt-4o",
+            at(hour),
+            &[("input_tokens", tokens), ("num_model_requests", 40)],
+            at(hour),
+        );
+    }
+    ledger.set_now(now);
+    let standin = usage_standin(ledger).await;
+    let sources = [openai_usage(&standin.url)];
+    let mut policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_app",
+    )
+    .await;
+    policy.settings.prices.0.insert(
+        "openai/gpt-4o".into(),
+        spendguard_domain::pricing::Price {
+            currency: spendguard_domain::money::Currency::USD,
+            input: Decimal::new(250, 2),
+            output: Decimal::from(10),
+            cached_input: None,
+        },
+    );
+    let bus = MemoryBus::default();
+    let report = scan_with(&store, &bus, &policy, now, &sources).await;
+    assert!(report.failures.is_empty(), "{report:?}");
+    let events = bus.events();
+    assert_eq!(events.len(), 1, "{report:?}");
+    assert_eq!(detectors(&events[0]), ["unreported_spend"]);
+    assert_eq!(events[0].period_key, "H#2026-11-23T10");
+    assert_eq!(events[0].tier, "security-medium");
+    assert!(
+        events[0].summary.contains(
+            "the provider counted 30.00 USD (completions 12000000 tokens; 3x the reported), the applications reported 10.00 USD"
+        ),
+        "{}",
+        events[0].summary
+    );
+    let again = scan_with(&store, &bus, &policy, now + Duration::minutes(5), &sources).await;
+    assert_eq!(bus.events().len(), 1, "{again:?}");
+}
+
+/// The price book says 5.00 USD per million gpt-4o input tokens; OpenAI charged project
+/// proj_a 10 USD for the 4M it counted on 22 November (2.50: the book is off by 2x), and
+/// exactly the book's price for gpt-4o-mini. The first check on the 23rd whose 22nd has
+/// settled reports one drift naming gpt-4o; the next check reports nothing more.
+pub async fn a_price_book_off_by_twice_is_one_drift_naming_the_model(store: Store) {
+    let now = at("2026-11-23T10:40:00Z");
+    let day = at("2026-11-22T00:00:00Z");
+    let ledger = Arc::new(UsageLedger::default());
+    ledger.key_in_project("key_app", "proj_a");
+    for (model, tokens) in [("gpt-4o", 4_000_000), ("gpt-4o-mini", 10_000_000)] {
+        ledger.add(
+            "completions",
+            "key_app",
+            model,
+            day + Duration::hours(12),
+            &[("input_tokens", tokens), ("num_model_requests", 100)],
+            day + Duration::hours(13),
+        );
+    }
+    ledger.charge("proj_a", "gpt-4o, input", day, "10.0");
+    ledger.charge("proj_a", "gpt-4o-mini, input", day, "6.0");
+    ledger.set_now(now);
+    let standin = usage_standin(ledger).await;
+    let sources = [openai_usage(&standin.url)];
+    let mut policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_app",
+    )
+    .await;
+    for (model, input) in [
+        ("gpt-4o", Decimal::from(5)),
+        ("gpt-4o-mini", Decimal::new(60, 2)),
+    ] {
+        policy.settings.prices.0.insert(
+            format!("openai/{model}"),
+            spendguard_domain::pricing::Price {
+                currency: spendguard_domain::money::Currency::USD,
+                input,
+                output: Decimal::ZERO,
+                cached_input: None,
+            },
+        );
+    }
+    let bus = MemoryBus::default();
+    let report = scan_with(&store, &bus, &policy, now, &sources).await;
+    assert!(report.failures.is_empty(), "{report:?}");
+    assert_eq!(report.price_book_drift.len(), 1, "{report:?}");
+    let drift = &report.price_book_drift[0];
+    assert_eq!(
+        drift.summary(),
+        "price book drift: gpt-4o on 2026-11-22 in proj_a: priced 20.00 USD at the price book, charged 10.00 USD by the provider (2x)"
+    );
+    let later = scan_with(&store, &bus, &policy, now + Duration::minutes(5), &sources).await;
+    assert!(later.price_book_drift.is_empty(), "once per day: {later:?}");
+    assert!(bus.events().is_empty(), "a warning, not a security finding");
+}
+
 /// Generates one test per detection case for a backend.
 #[macro_export]
 macro_rules! detection_suite {
@@ -416,6 +681,10 @@ macro_rules! detection_suite {
             a_burst_is_found_without_history,
             a_throttled_key_gets_its_limit_back_after_a_quiet_hour,
             a_key_idle_for_longer_than_the_window_is_dormant,
+            a_thiefs_late_embeddings_and_images_are_found_when_they_arrive,
+            a_check_after_an_outage_catches_up_from_the_watermark,
+            spend_the_provider_counted_and_nobody_reported_is_one_finding,
+            a_price_book_off_by_twice_is_one_drift_naming_the_model,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -15,4 +15,5 @@ pub mod keyguard;
 pub mod logs;
 pub mod standin;
 pub mod throttle_model;
+pub mod usage_apis;
 pub mod webhook;

@@ -12,9 +12,10 @@ use serde_json::json;
 use spendguard_domain::alert::{AlertDetails, AlertEvent};
 use spendguard_domain::budget::Action;
 use spendguard_domain::ids::KeyId;
-use spendguard_domain::key_hours::HourFigures;
+use spendguard_domain::key_hours::{HourFigures, Signal};
 use spendguard_domain::key_hours::{KeyHours, ProviderHour};
 use spendguard_domain::keys::{KeyRecord, KeyStatus, ProviderKind};
+use spendguard_domain::ledger::{day_drift, provider_spend, unreported_spend};
 use spendguard_domain::period::{YearMonth, Zone};
 use spendguard_domain::records::{AuditEntry, Claim, Lease};
 use spendguard_domain::scope::Scope;
@@ -42,6 +43,16 @@ const THROTTLE_CACHE: &str = "security-throttle";
 
 /// Security claims are kept this long (a finding is claimed per key, hour and level).
 const CLAIM_RETENTION: Duration = Duration::days(35);
+
+/// Each provider's watermark: the hour of its last complete read of usage per key.
+const WATERMARK_CACHE: &str = "security-provider-watermark";
+
+/// Where the days whose price-book drift was reported are marked (per provider and day).
+const DRIFT_NAMESPACE: &str = "price-book-drift";
+
+/// Checks that did not run for longer than this are not caught up further back: one page of
+/// hourly buckets.
+const MAX_CATCH_UP_HOURS: i64 = 168;
 
 /// How far back a key's last use is looked for when its baseline window saw none.
 const DORMANCY_LOOKBACK_MONTHS: usize = 6;
@@ -116,9 +127,11 @@ pub struct SecurityScan<'a> {
 }
 
 impl SecurityScan<'_> {
-    /// Looks at the previous and the current hour of every active key: one read of their
-    /// hour counters, a baseline per key in use (learned once a day, then cached), and a
-    /// claim per finding so that each is raised once per key, hour and level.
+    /// Looks at every hour of the trailing window (ADR 026) of every active key: one read of
+    /// their hour counters, one read per provider of its usage per key since its watermark
+    /// less its lateness, a baseline per key in use (learned once a day, then cached), and a
+    /// claim per finding so that each is raised once per key, hour and level however often
+    /// its hour is re-read.
     pub async fn run(&self) -> Result<ScanReport, StoreError> {
         let policy = &self.settings.security;
         let mut report = ScanReport::default();
@@ -134,7 +147,12 @@ impl SecurityScan<'_> {
             .collect();
         report.keys_watched = keys.len();
         let current = start_of_hour(self.now);
-        let hours = [current - Duration::hours(1), current];
+        // once per run and provider: what it counted for every registered key since its window
+        let (provider_hours, first) = self.provider_hours(&keys, current, &mut report).await?;
+        let hours: Vec<DateTime<Utc>> = (0..)
+            .map(|n| first + Duration::hours(n))
+            .take_while(|h| *h <= current)
+            .collect();
         let wanted: Vec<HourKey> = keys
             .iter()
             .flat_map(|k| {
@@ -145,11 +163,8 @@ impl SecurityScan<'_> {
             })
             .collect();
         let counters = self.store.read_hours(&wanted).await?;
-        // once per run and provider: what it counted for every registered key, these two hours
-        let provider_hours = self
-            .provider_hours(&keys, hours[0], current + Duration::hours(1), &mut report)
-            .await;
-        let mut found = BTreeSet::new();
+        // per key, the latest hour a finding was made for
+        let mut found: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
         for key in &keys {
             // a stored hour that cannot be read is a blind spot: the run says so
             for h in &hours {
@@ -165,7 +180,7 @@ impl SecurityScan<'_> {
                     ));
                 }
             }
-            let in_use: Vec<(DateTime<Utc>, HourFigures)> = hours
+            let in_use: Vec<(DateTime<Utc>, HourFigures, Option<Signal>)> = hours
                 .iter()
                 .map(|h| {
                     let mut figures = counters
@@ -175,21 +190,33 @@ impl SecurityScan<'_> {
                         })
                         .map(|c| HourFigures::of(c, policy.currency, &self.settings.rates))
                         .unwrap_or_default();
+                    let mut unreported = None;
                     if let Some(p) = provider_hour(&provider_hours, key, *h) {
                         figures.merge_provider(p);
+                        let spend = provider_spend(
+                            key.spec.provider.as_str(),
+                            p,
+                            &self.settings.prices,
+                            policy.currency,
+                            &self.settings.rates,
+                        );
+                        figures.provider_spend = spend.amount;
+                        unreported = unreported_spend(figures.spend, &spend, p, policy);
                     }
-                    (*h, figures)
+                    (*h, figures, unreported)
                 })
-                .filter(|(_, f)| f.used())
+                .filter(|(_, f, _)| f.used())
                 .collect();
             if in_use.is_empty() {
                 continue;
             }
             let baseline = self.baseline(key).await?;
-            for (hour, figures) in in_use {
-                let signals = detect(hour, &figures, &baseline, policy);
+            for (hour, figures, unreported) in in_use {
+                let mut signals = detect(hour, &figures, &baseline, policy);
+                signals.extend(unreported);
                 if let Some(finding) = Finding::of(key, hour, figures, signals) {
-                    found.insert(key.spec.id.clone());
+                    let latest = found.entry(key.spec.id.clone()).or_insert(hour);
+                    *latest = (*latest).max(hour);
                     let outcome = self.act(&finding).await;
                     if outcome == "failed" {
                         report
@@ -209,18 +236,89 @@ impl SecurityScan<'_> {
         if !self.dry_run {
             self.lift_throttles(&keys, &found, &mut report).await?;
         }
+        self.price_book_drift(&mut report).await?;
         Ok(report)
     }
 
-    /// Each provider's usage of the registry's keys in `[from, to)`, one walk per provider. A
-    /// provider that fails is reported and detection goes on with the usage reports alone.
+    /// Compares the price book with each provider's own charges of the last day whose
+    /// charges have had `provider_lateness_hours` to settle, once per provider and day: the
+    /// models priced well above what the provider charged are reported and audited.
+    async fn price_book_drift(&self, report: &mut ScanReport) -> Result<(), StoreError> {
+        let policy = &self.settings.security;
+        let settled = self.now - Duration::hours(policy.provider_lateness_hours.into());
+        let day = settled.date_naive() - Duration::days(1);
+        for source in self.key_usage {
+            let provider = source.provider().as_str();
+            let marker = format!("{provider}#{day}");
+            if self
+                .store
+                .has_marker(DRIFT_NAMESPACE, &marker, self.now)
+                .await?
+            {
+                continue;
+            }
+            let ledger = match source.day_ledger(day).await {
+                Ok(Some(ledger)) => ledger,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!(error = %e, "the provider's ledger of the day unavailable");
+                    report.failures.push(e.to_string());
+                    continue;
+                }
+            };
+            let drift = day_drift(
+                provider,
+                day,
+                &ledger,
+                &self.settings.prices,
+                policy,
+                &self.settings.rates,
+            );
+            if self.dry_run {
+                report.price_book_drift.extend(drift);
+                continue;
+            }
+            // the first run to mark the day reports it
+            if !self
+                .store
+                .put_marker(DRIFT_NAMESPACE, &marker, self.now, CLAIM_RETENTION)
+                .await?
+            {
+                continue;
+            }
+            for d in &drift {
+                warn!(model = %d.model, scope = %d.scope, day = %d.day, "price book drift");
+                self.store
+                    .append_audit(&AuditEntry {
+                        id: uuid::Uuid::new_v4().to_string(),
+                        at: self.now,
+                        actor: "budget-check".into(),
+                        action: "price_book_drift".into(),
+                        scope: None,
+                        detail: json!({"drift": d, "summary": d.summary()}),
+                    })
+                    .await?;
+            }
+            report.price_book_drift.extend(drift);
+        }
+        Ok(())
+    }
+
+    /// Each provider's usage of the registry's keys, one walk per provider, from its watermark
+    /// (the hour of its last complete read) less `provider_lateness_hours`, so that an hour the
+    /// provider delivers late is read again until it has had time to arrive, and hours missed
+    /// while checks did not run are caught up (at most `MAX_CATCH_UP_HOURS`). Returns the usage
+    /// and the first hour to evaluate. A provider that fails is reported, keeps its watermark,
+    /// and detection goes on with the usage reports alone.
     async fn provider_hours(
         &self,
         keys: &[KeyRecord],
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
+        current: DateTime<Utc>,
         report: &mut ScanReport,
-    ) -> BTreeMap<ProviderKind, KeyHours> {
+    ) -> Result<(BTreeMap<ProviderKind, KeyHours>, DateTime<Utc>), StoreError> {
+        let lateness = Duration::hours(self.settings.security.provider_lateness_hours.into());
+        let earliest = current - Duration::hours(MAX_CATCH_UP_HOURS);
+        let mut first = current - lateness;
         let mut out = BTreeMap::new();
         for source in self.key_usage {
             let ids: Vec<String> = keys
@@ -231,9 +329,28 @@ impl SecurityScan<'_> {
             if ids.is_empty() {
                 continue;
             }
-            match source.hourly(from, to, &ids).await {
+            let watermark_key = format!("{WATERMARK_CACHE}#{}", source.provider().as_str());
+            let watermark = match self.store.get_cached(&watermark_key, self.now).await? {
+                Some(doc) => crate::ports::store::from_doc::<DateTime<Utc>>("watermark", &doc)?,
+                None => current,
+            };
+            let from = (watermark.min(current) - lateness).max(earliest);
+            first = first.min(from);
+            match source
+                .hourly(from, current + Duration::hours(1), &ids)
+                .await
+            {
                 Ok(hours) => {
                     out.insert(source.provider(), hours);
+                    if !self.dry_run {
+                        self.store
+                            .put_cached(
+                                &watermark_key,
+                                &crate::ports::store::to_doc(&current)?,
+                                self.now + CLAIM_RETENTION,
+                            )
+                            .await?;
+                    }
                 }
                 Err(e) => {
                     warn!(error = %e, "provider usage per key unavailable");
@@ -241,7 +358,7 @@ impl SecurityScan<'_> {
                 }
             }
         }
-        out
+        Ok((out, first))
     }
 
     /// A key throttled by a finding gets its limit back once a whole hour after the finding's
@@ -250,7 +367,7 @@ impl SecurityScan<'_> {
     async fn lift_throttles(
         &self,
         keys: &[KeyRecord],
-        found: &BTreeSet<String>,
+        found: &BTreeMap<String, DateTime<Utc>>,
         report: &mut ScanReport,
     ) -> Result<(), StoreError> {
         let scopes: Vec<Scope> = keys.iter().map(|k| k.spec.scope.clone()).collect();
@@ -263,10 +380,7 @@ impl SecurityScan<'_> {
             .map(|s| s.value.scope)
             .collect();
         let last_complete_hour = start_of_hour(self.now) - Duration::hours(1);
-        for key in keys
-            .iter()
-            .filter(|k| throttled.contains(&k.spec.scope) && !found.contains(&k.spec.id))
-        {
+        for key in keys.iter().filter(|k| throttled.contains(&k.spec.scope)) {
             let cache_key = format!("{THROTTLE_CACHE}#{}", key.spec.id);
             let Some(doc) = self.store.get_cached(&cache_key, self.now).await? else {
                 continue;
@@ -276,7 +390,9 @@ impl SecurityScan<'_> {
                 continue;
             };
             let hour = *hour;
-            if last_complete_hour <= hour {
+            // the throttling finding's own hour re-read is no new finding; a later one is
+            let found_later = found.get(&key.spec.id).is_some_and(|f| *f > hour);
+            if last_complete_hour <= hour || found_later {
                 continue;
             }
             let mut recovery = throttling.recovery("", self.now);

@@ -2,14 +2,17 @@
 //! leaked key never reach the applications' usage reports, but they are in the provider's
 //! usage. OpenAI `GET /v1/organization/usage/completions` and Anthropic
 //! `GET /v1/organizations/usage_report/messages`, both `bucket_width=1h`, grouped by
-//! `api_key_id`, filtered to the registry's keys, paginated (168 hourly buckets a page).
+//! `api_key_id`, filtered to the registry's keys, paginated (168 hourly buckets a page); and
+//! the provider's own ledger of a day (usage and costs per project and model) for the price
+//! book's drift.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::ports::sources::SourceError;
 use spendguard_domain::key_hours::KeyHours;
 use spendguard_domain::keys::ProviderKind;
+use spendguard_domain::ledger::DayLedger;
 
 /// A provider's usage per key and hour.
 #[async_trait]
@@ -22,4 +25,7 @@ pub trait KeyUsageSource: Send + Sync {
         to: DateTime<Utc>,
         key_ids: &[String],
     ) -> Result<KeyHours, SourceError>;
+    /// The provider's own ledger of the completed UTC day `day`: token usage and charges per
+    /// scope and model (ADR 026). `None` where the provider keeps no such ledger per scope.
+    async fn day_ledger(&self, day: NaiveDate) -> Result<Option<DayLedger>, SourceError>;
 }

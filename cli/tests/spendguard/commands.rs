@@ -837,3 +837,161 @@ fn the_alert_count_includes_security_findings_and_a_one_minute_burst_is_one() {
     );
     assert!(out.contains("2600 requests in one minute"), "{out}");
 }
+
+/// `check` with an OpenAI admin key reads the provider's own ledgers (the usage stand-in
+/// here): a key whose hour OpenAI counted at 3x what its application reported is one
+/// `unreported_spend` finding, and a price book at twice OpenAI's charge for gpt-4o on the
+/// settled day before is one `price_book_drift` warning naming the model, in JSON and in the
+/// table; `status` lists both afterwards. Dated from the wall clock: `status` looks at the
+/// last seven days.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_status_show_unreported_spend_and_price_book_drift() {
+    use chrono::{Duration, DurationRound, Utc};
+    use spendguard_tests::usage_apis::{OPENAI_ADMIN_KEY, UsageLedger, usage_standin};
+    let hour = Utc::now().duration_trunc(Duration::hours(1)).unwrap();
+    let now = hour + Duration::minutes(40);
+    let dir = tempfile::tempdir().unwrap();
+    let budgets = dir.path().join("budgets.toml");
+    std::fs::write(
+        &budgets,
+        r#"version = 1
+
+[prices."openai/gpt-4o"]
+input = "5.00"
+output = "20.00"
+
+[[key]]
+id = "app-key"
+provider = "openai"
+scope = "openai/prod/key-app"
+key_id = "key_app"
+project_id = "proj_app"
+allow_delete = true
+"#,
+    )
+    .unwrap();
+    let usage = dir.path().join("usage.jsonl");
+    std::fs::write(
+        &usage,
+        format!(
+            r#"{{"id":"r1","scope":"openai/prod/key-app","requests":40,"cost":{{"amount":"10.00","currency":"USD"}},"timestamp":"{}"}}
+"#,
+            (hour + Duration::minutes(10)).to_rfc3339()
+        ),
+    )
+    .unwrap();
+    let key_file = dir.path().join("openai-admin-key");
+    std::fs::write(&key_file, OPENAI_ADMIN_KEY).unwrap();
+    let ledger = std::sync::Arc::new(UsageLedger::default());
+    ledger.key_in_project("key_app", "proj_app");
+    // at the book's 5.00 per million, 6M tokens is 30 USD: 3x the 10 USD reported
+    ledger.add(
+        "completions",
+        "key_app",
+        "gpt-4o",
+        hour,
+        &[("input_tokens", 6_000_000), ("num_model_requests", 40)],
+        hour + Duration::minutes(5),
+    );
+    // the last settled day: 4M tokens, 20 USD at the book, charged 10
+    let day = ((now - Duration::hours(6)).date_naive() - Duration::days(1))
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    ledger.add(
+        "completions",
+        "key_app",
+        "gpt-4o",
+        day + Duration::hours(9),
+        &[("input_tokens", 4_000_000), ("num_model_requests", 10)],
+        day + Duration::hours(10),
+    );
+    ledger.charge("proj_app", "gpt-4o, input", day, "10.0");
+    ledger.set_now(now);
+    let standin = usage_standin(ledger).await;
+    let run = |store: &Path, json: bool| {
+        let mut args = vec![
+            "check".to_string(),
+            "--budgets".into(),
+            budgets.display().to_string(),
+            "--usage".into(),
+            usage.display().to_string(),
+            "--openai-admin-key-file".into(),
+            key_file.display().to_string(),
+            "--now".into(),
+            now.to_rfc3339(),
+            "--store".into(),
+            store.display().to_string(),
+        ];
+        if json {
+            args.push("--json".into());
+        }
+        Command::new(env!("CARGO_BIN_EXE_spendguard"))
+            .args(&args)
+            .env("SPENDGUARD_OPENAI_API_URL", &standin.url)
+            .output()
+            .expect("run spendguard")
+    };
+    let json_store = dir.path().join("json.db");
+    let json_run = run(&json_store, true);
+    let (out, err) = (text(&json_run.stdout), text(&json_run.stderr));
+    assert_eq!(json_run.status.code(), Some(0), "{out}\n{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let findings = report["security"]["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{out}");
+    assert_eq!(
+        findings[0]["detectors"],
+        serde_json::json!(["unreported_spend"])
+    );
+    assert_eq!(findings[0]["key_id"], "app-key");
+    let drift = report["security"]["price_book_drift"].as_array().unwrap();
+    assert_eq!(drift.len(), 1, "{out}");
+    assert_eq!(drift[0]["model"], "gpt-4o");
+    assert_eq!(drift[0]["scope"], "proj_app");
+    assert!(
+        !out.contains(OPENAI_ADMIN_KEY),
+        "the admin key never reaches output"
+    );
+
+    let table_run = run(&dir.path().join("table.db"), false);
+    let (out, err) = (text(&table_run.stdout), text(&table_run.stderr));
+    assert_eq!(table_run.status.code(), Some(0), "{out}\n{err}");
+    assert!(
+        out.contains(&format!(
+            "▲ SECURITY MEDIUM: key app-key (openai/prod/key-app) in the hour from {}: the provider counted 30.00 USD (completions 6000000 tokens; 3x the reported), the applications reported 10.00 USD",
+            hour.format("%-d %b %Y %H:00 UTC")
+        )),
+        "{out}"
+    );
+    let drift_line = format!(
+        "price book drift: gpt-4o on {} in proj_app: priced 20.00 USD at the price book, charged 10.00 USD by the provider (2x)",
+        day.date_naive()
+    );
+    assert!(out.contains(&format!("  ! {drift_line}")), "{out}");
+    assert!(!out.contains(OPENAI_ADMIN_KEY) && !err.contains(OPENAI_ADMIN_KEY));
+
+    let status = spendguard(&["status", "--json"], &json_store);
+    let (out, err) = (text(&status.stdout), text(&status.stderr));
+    assert_eq!(status.status.code(), Some(0), "{out}\n{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut kinds: Vec<(&str, &str)> = status["ledgers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["kind"].as_str().unwrap(), l["subject"].as_str().unwrap()))
+        .collect();
+    // both written by the same run at the same time: in either order
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("price_book_drift", "gpt-4o"),
+            ("unreported_spend", "app-key")
+        ],
+        "{out}"
+    );
+    let table = spendguard(&["status"], &json_store);
+    let out = text(&table.stdout);
+    assert!(out.contains("LEDGERS (last 7 days"), "{out}");
+    assert!(out.contains(&drift_line), "{out}");
+}

@@ -266,7 +266,7 @@ fn anthropic_usage_report(
         let limit: i64 = r.query_values("limit")[0].parse().unwrap();
         let keys = r.query_values("api_key_ids[]");
         assert_eq!(r.query_values("bucket_width"), ["1h"]);
-        assert_eq!(r.query_values("group_by[]"), ["api_key_id"]);
+        assert_eq!(r.query_values("group_by[]"), ["api_key_id", "model"]);
         let mut data = Vec::new();
         let mut hour = start;
         while hour < end && (data.len() as i64) < limit {
