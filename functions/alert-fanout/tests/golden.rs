@@ -79,7 +79,7 @@ pub fn examples() -> Vec<(&'static str, AlertEvent)> {
     let prod = WindowSpend {
         actual: Decimal::from(1580),
         recent,
-        source_forecast: None,
+        ..WindowSpend::default()
     };
     let critical = crossing(
         &p,
