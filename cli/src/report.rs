@@ -859,6 +859,7 @@ tiers = [{ name = "daily", percent = 100 }]
                 scope: research(),
                 zone: Zone::UTC,
                 date: NaiveDate::from_ymd_opt(2026, 11, day).unwrap(),
+                source: "usage".into(),
                 day: BTreeMap::from([("cost.USD".to_string(), "20".to_string())]),
                 month_to_date: BTreeMap::from([(Currency::USD, (20 * day).to_string())]),
                 forecast: None,

@@ -244,6 +244,7 @@ fn nightly_examples(p: &PolicySet) -> (AlertEvent, AlertEvent) {
         scope: Scope::parse("openai/dev/key-dev1").unwrap(),
         zone: Zone::UTC,
         date,
+        source: "usage".into(),
         day: tally(&[("cost.USD", "96.40"), ("requests", "41210")]),
         month_to_date: [(Currency::USD, "214.90".to_string())].into(),
         forecast: None,
