@@ -15,9 +15,13 @@ use spendguard_app::flows::nightly::{Days, MemoryMetrics, Nightly};
 use spendguard_app::ports::clock::FixedClock;
 use spendguard_app::ports::sources::SpendSource;
 use spendguard_app::sources::counters::UsageCounters;
+use spendguard_app::sources::gcp::GcpBudgetObservations;
 use spendguard_domain::aggregate::DailySummary;
+use spendguard_domain::alert::{AlertDetails, AlertKind};
 use spendguard_domain::budget::{Budget, SourceSpec};
+use spendguard_domain::money::{Currency, Money};
 use spendguard_domain::period::WindowKind;
+use spendguard_domain::records::Observation;
 use spendguard_domain::scope::Scope;
 use spendguard_domain::secret::Secret;
 use spendguard_domain::settings::PolicySet;
@@ -73,7 +77,8 @@ impl World {
             .insert(d(day), dollars);
     }
 
-    /// One scheduled budget check at `now`, reading OpenAI's costs and the usage counters.
+    /// One scheduled budget check at `now`, reading OpenAI's costs, the usage counters and the
+    /// GCP notifications stored.
     async fn check(&self, now: &str) {
         let checker = Checker {
             store: self.store.clone(),
@@ -86,6 +91,7 @@ impl World {
                     HttpSettings::default(),
                 )) as Arc<dyn SpendSource>,
                 Arc::new(UsageCounters::new(self.store.clone())),
+                Arc::new(GcpBudgetObservations::new(self.store.clone())),
             ],
             key_usage: Vec::new(),
             clock: Arc::new(FixedClock::new(at(now))),
@@ -185,6 +191,134 @@ pub async fn an_openai_sourced_budgets_day_is_summarised_beside_the_usage(store:
     );
 }
 
+/// A GCP budget's running total (what its last notification said) is differenced into days:
+/// the first total of the month lands on the day it was seen, each later day gets what the
+/// total grew by; the day's last check wins. A re-run of the night rewrites the same rows and
+/// publishes nothing twice.
+pub async fn a_running_total_becomes_days_and_a_rerun_changes_nothing(store: Store) {
+    let mut gcp = budget("gcp-data", "gcp/data", WindowKind::Monthly, 1000);
+    gcp.source = SourceSpec::GcpBudget {
+        budget_id: "g1".into(),
+    };
+    let w = World::new(store, vec![gcp]).await;
+    // Google's notifications, as the webhook stores them, then the checks that read them
+    for (cost, checked_at) in [
+        (dec!(40), "2026-11-19T23:00:00Z"),
+        (dec!(55), "2026-11-20T12:00:00Z"),
+        (dec!(70), "2026-11-20T23:00:00Z"),
+    ] {
+        w.store
+            .put_observations(&[Observation {
+                budget_id: "gcp-data".into(),
+                source: "gcp_budget".into(),
+                window: WindowKind::Monthly,
+                period_key: "M#2026-11".into(),
+                actual: Money::new(cost, Currency::USD),
+                forecast: None,
+                observed_at: at(checked_at) - chrono::Duration::minutes(10),
+            }])
+            .await
+            .unwrap();
+        w.check(checked_at).await;
+    }
+    w.nightly("2026-11-20T00:30:00Z", Days::Yesterday).await;
+    w.nightly("2026-11-21T00:30:00Z", Days::Yesterday).await;
+    assert_eq!(
+        w.series("gcp/data", "2026-11-19").await,
+        [("gcp_budget".to_string(), dec!(40))]
+    );
+    assert_eq!(
+        w.series("gcp/data", "2026-11-20").await,
+        [("gcp_budget".to_string(), dec!(30))],
+        "70 seen at the end of the 20th, 40 at the end of the 19th"
+    );
+    let twentieth = || async {
+        w.store
+            .summaries(
+                &Scope::parse("gcp/data").unwrap(),
+                d("2026-11-20"),
+                d("2026-11-20"),
+            )
+            .await
+            .unwrap()
+    };
+    let rows = twentieth().await;
+    assert_eq!(rows[0].month_to_date[&Currency::USD], "70");
+    let published = w.bus.events().len();
+    w.nightly("2026-11-21T03:00:00Z", Days::Date(d("2026-11-20")))
+        .await;
+    assert_eq!(twentieth().await, rows, "the same rows");
+    assert_eq!(w.bus.events().len(), published, "nothing published twice");
+}
+
+/// A spike in what OpenAI reports is an anomaly of the `openai` series, named so in the
+/// alert; the scope's quiet usage series raises nothing.
+pub async fn a_spike_in_a_providers_days_is_an_anomaly_naming_the_source(store: Store) {
+    let w = World::new(
+        store,
+        vec![
+            openai_org("openai-costs", "openai"),
+            budget("openai-usage", "openai", WindowKind::Monthly, 1000),
+        ],
+    )
+    .await;
+    let spike = d("2026-11-20");
+    let first = spike - chrono::Duration::days(27);
+    let budgets = w.store.load_policy().await.unwrap().budgets;
+    let usage: Vec<_> = first
+        .iter_days()
+        .take_while(|day| *day <= spike)
+        .map(|day| {
+            record(
+                &format!("u-{day}"),
+                "openai/app",
+                300,
+                day.and_hms_opt(12, 0, 0).unwrap().and_utc(),
+            )
+        })
+        .collect();
+    ingest_usage(w.store.as_ref(), &budgets, &usage, None, Utc::now())
+        .await
+        .unwrap();
+    for day in first.iter_days().take_while(|day| *day <= spike) {
+        let dollars = if day == spike { dec!(100) } else { dec!(5) };
+        w.openai_spent(&day.to_string(), dollars);
+        w.check(&format!("{day}T23:00:00Z")).await;
+    }
+    w.nightly("2026-11-21T00:30:00Z", Days::Yesterday).await;
+    let anomalies: Vec<_> = w
+        .bus
+        .events()
+        .into_iter()
+        .filter(|e| e.kind == AlertKind::Anomaly)
+        .collect();
+    assert_eq!(anomalies.len(), 1, "{anomalies:?}");
+    let alert = &anomalies[0];
+    assert_eq!(alert.scope.as_str(), "openai");
+    assert!(
+        alert
+            .summary
+            .starts_with("ANOMALY: openai (openai) on 2026-11-20"),
+        "{}",
+        alert.summary
+    );
+    match &alert.details {
+        AlertDetails::Anomaly { source, spikes, .. } => {
+            assert_eq!(source.as_deref(), Some("openai"));
+            assert_eq!(spikes[0].metric, "cost");
+            assert_eq!(spikes[0].value, dec!(100));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        w.series("openai", "2026-11-20").await,
+        [
+            ("openai".to_string(), dec!(100)),
+            ("usage".to_string(), dec!(3)),
+        ]
+    );
+}
+
 macro_rules! both_stores {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -210,4 +344,8 @@ macro_rules! both_stores {
     };
 }
 
-both_stores!(an_openai_sourced_budgets_day_is_summarised_beside_the_usage);
+both_stores!(
+    an_openai_sourced_budgets_day_is_summarised_beside_the_usage,
+    a_running_total_becomes_days_and_a_rerun_changes_nothing,
+    a_spike_in_a_providers_days_is_an_anomaly_naming_the_source,
+);
