@@ -1206,6 +1206,59 @@ tiers = [{ name = "daily", percent = 100 }]
         }
     }
 
+    /// A scope whose only budget is provider-sourced: the page is that series', named by its
+    /// source, with no empty usage line in the chart or the legend.
+    #[tokio::test]
+    async fn a_scope_with_only_a_provider_series_draws_that_series_alone() {
+        let store = SqliteStore::in_memory().unwrap();
+        let budgets = BUDGETS.replace(
+            "scope = \"anthropic/research\"",
+            "scope = \"anthropic/research\"\nsource = { kind = \"anthropic\" }",
+        );
+        store
+            .put_policy(&parse_budgets("budgets.toml", &budgets).unwrap())
+            .await
+            .unwrap();
+        store
+            .put_summaries(&[DailySummary {
+                scope: research(),
+                zone: Zone::UTC,
+                date: NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(),
+                source: "anthropic".into(),
+                day: BTreeMap::from([("cost.USD".to_string(), "42".to_string())]),
+                month_to_date: BTreeMap::from([(Currency::USD, "42".to_string())]),
+                forecast: None,
+                anomalies: Vec::new(),
+            }])
+            .await
+            .unwrap();
+        let report = gather(
+            &store,
+            &research(),
+            YearMonth {
+                year: 2026,
+                month: 11,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(report.days.is_empty());
+        assert_eq!(report.budget_id.as_deref(), Some("research"));
+        assert_eq!(report.provider_series.len(), 1);
+        assert_eq!(report.provider_series[0].source, "anthropic");
+        let chart = svg(&report);
+        assert!(
+            chart.contains(">month to date — anthropic</text>"),
+            "{chart}"
+        );
+        assert!(!chart.contains("app-reported usage"), "{chart}");
+        assert!(
+            !chart.contains(r#"class="spend""#),
+            "no usage line: {chart}"
+        );
+        assert_eq!(chart.matches(r#"data-source="anthropic""#).count(), 1);
+    }
+
     #[test]
     fn figures_of_any_size_are_rounded_and_shown_without_overflow() {
         assert_eq!(about(dec!(9990.09)), "~10,000");

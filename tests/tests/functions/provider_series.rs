@@ -189,6 +189,19 @@ pub async fn an_openai_sourced_budgets_day_is_summarised_beside_the_usage(store:
         ],
         "two labelled series, the provider's and the app-reported"
     );
+    // OpenAI's bucket of the 20th grows after the night (late data): the next morning's check
+    // records it on the 20th, and a re-run of the night replaces that day, never adds to it
+    w.openai_spent("2026-11-20", dec!(14));
+    w.check("2026-11-21T06:00:00Z").await;
+    w.nightly("2026-11-21T07:00:00Z", Days::Date(d("2026-11-20")))
+        .await;
+    assert_eq!(
+        w.series("openai", "2026-11-20").await,
+        [
+            ("openai".to_string(), dec!(14)),
+            ("usage".to_string(), dec!(3)),
+        ]
+    );
 }
 
 /// A GCP budget's running total (what its last notification said) is differenced into days:
