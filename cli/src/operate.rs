@@ -1052,7 +1052,7 @@ pub async fn month_report(
     let data = report::gather(local.store().as_ref(), &target, YearMonth::of(first))
         .await
         .map_err(run_err)?;
-    if data.days.is_empty() && data.markers.is_empty() {
+    if data.days.is_empty() && data.provider_series.is_empty() && data.markers.is_empty() {
         // nothing to draw: say which scopes have data instead of writing an empty chart
         let mut scopes = local
             .store()
@@ -1083,7 +1083,7 @@ pub async fn month_report(
         outln!("{}", json_document(&figures));
         return Ok(());
     }
-    if data.days.is_empty() {
+    if data.days.is_empty() && data.provider_series.is_empty() {
         errln!(
             "note: no nightly summaries for {target} in {month} yet (daily-aggregate writes them)"
         );

@@ -3,7 +3,9 @@
 //! moments keys were stopped and restored, and what the month would have cost had they not
 //! been), then the days as a table. Built from what the store holds (nightly summaries, hour
 //! counters, the budget, key-guard's audit log), so `spendguard demo` and `spendguard report`
-//! against a deployment draw the same page.
+//! against a deployment draw the same page. The app-reported usage and what each provider or
+//! cloud source of a budget on the scope reported are separate series, labelled by source and
+//! never added up: they may count the same calls.
 
 use std::fmt::Write;
 
@@ -11,7 +13,8 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Utc};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use spendguard_app::ports::store::{StateStore, StoreError};
-use spendguard_domain::budget::Basis;
+use spendguard_domain::aggregate::DailySummary;
+use spendguard_domain::budget::{Basis, Budget, SourceSpec};
 use spendguard_domain::evaluate;
 use spendguard_domain::forecast::{Forecast, continued};
 use spendguard_domain::format::grouped;
@@ -63,17 +66,34 @@ pub struct Projection {
     pub month_end: Decimal,
 }
 
+/// What a provider or cloud source reported for one budget on the scope, day by day (the
+/// nightly summaries labelled with its source).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProviderSeries {
+    /// The source kind (`openai`, `aws_budgets`, ...).
+    pub source: String,
+    pub budget_id: String,
+    /// The budget's monthly limit, when it has a monthly window.
+    pub limit: Option<Decimal>,
+    pub days: Vec<Day>,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MonthReport {
     pub scope: Scope,
     pub month: String,
     pub currency: String,
+    /// The budget the header, tier lines and limits are of: the scope's usage budget, else a
+    /// provider-sourced one.
     pub budget_id: Option<String>,
     pub limit: Option<Decimal>,
     /// The limit of the budget's daily window, when it has one.
     pub daily_limit: Option<Decimal>,
     pub tiers: Vec<TierLine>,
+    /// The app-reported usage, day by day.
     pub days: Vec<Day>,
+    /// Each provider-sourced budget's series, apart from `days` and from each other.
+    pub provider_series: Vec<ProviderSeries>,
     pub markers: Vec<Marker>,
     pub without_spendguard: Option<Projection>,
 }
@@ -96,30 +116,64 @@ pub async fn gather(
     let first = month.first_day();
     let last = last_day_of_month(first);
     let policy = store.load_policy().await?;
+    let monthly_on_scope =
+        |b: &&Budget| &b.scope == scope && b.window(WindowKind::Monthly).is_some();
     let budget = policy
         .budgets
         .iter()
-        .find(|b| &b.scope == scope && b.window(WindowKind::Monthly).is_some());
+        .filter(monthly_on_scope)
+        .find(|b| b.source == SourceSpec::Usage)
+        .or_else(|| policy.budgets.iter().find(monthly_on_scope));
     let window = budget.and_then(|b| b.window(WindowKind::Monthly));
     let summaries = store.summaries(scope, first, last).await?;
+    let (usage, provided): (Vec<&DailySummary>, Vec<&DailySummary>) =
+        summaries.iter().partition(|s| s.is_usage());
     let currency = budget
         .map(|b| b.currency)
-        .or_else(|| summaries.last().map(|s| s.main_currency()))
+        .or_else(|| usage.last().map(|s| s.main_currency()))
         .unwrap_or(Currency::USD);
-    let amount = |text: Option<&String>| {
-        text.and_then(|t| t.parse::<Decimal>().ok())
-            .unwrap_or_default()
+    let days_of = |series: &[&DailySummary]| -> Vec<Day> {
+        let amount = |text: Option<&String>| {
+            text.and_then(|t| t.parse::<Decimal>().ok())
+                .unwrap_or_default()
+        };
+        series
+            .iter()
+            .map(|s| Day {
+                date: s.date,
+                spend: amount(s.day.get(&format!("cost.{currency}"))),
+                month_to_date: amount(s.month_to_date.get(&currency)),
+                forecast: match &s.forecast {
+                    Some(Forecast::Projected(v)) => Some(*v),
+                    _ => None,
+                },
+            })
+            .collect()
     };
-    let days: Vec<Day> = summaries
-        .iter()
-        .map(|s| Day {
-            date: s.date,
-            spend: amount(s.day.get(&format!("cost.{currency}"))),
-            month_to_date: amount(s.month_to_date.get(&currency)),
-            forecast: match &s.forecast {
-                Some(Forecast::Projected(v)) => Some(*v),
-                _ => None,
-            },
+    let days = days_of(&usage);
+    // one series per source kind, as the nightly run keeps them (the first budget by id)
+    let mut kinds: Vec<&str> = provided.iter().map(|s| s.source.as_str()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let provider_series = kinds
+        .into_iter()
+        .filter_map(|kind| {
+            let budget = policy
+                .budgets
+                .iter()
+                .filter(|b| &b.scope == scope && b.source.kind() == kind)
+                .min_by(|a, b| a.id.cmp(&b.id))?;
+            let series: Vec<&DailySummary> = provided
+                .iter()
+                .copied()
+                .filter(|s| s.source == kind)
+                .collect();
+            Some(ProviderSeries {
+                source: kind.to_string(),
+                budget_id: budget.id.clone(),
+                limit: budget.window(WindowKind::Monthly).map(|w| w.limit),
+                days: days_of(&series),
+            })
         })
         .collect();
     let tiers = window
@@ -175,6 +229,7 @@ pub async fn gather(
             .map(|w| w.limit),
         tiers,
         days,
+        provider_series,
         markers,
         without_spendguard,
     })
@@ -297,6 +352,12 @@ const MONTH_TO_DATE: &str = "#1971c2";
 const FORECAST: &str = "#7048e8";
 const WITHOUT_SPENDGUARD: &str = "#868e96";
 const DAY_BAR: &str = "#a5d8ff";
+/// Each provider series' month-to-date line and day bars, in the order the series come.
+const PROVIDER_COLOURS: [(&str, &str); 3] = [
+    ("#099268", "#96f2d7"),
+    ("#9c36b5", "#eebefa"),
+    ("#5c940d", "#c0eb75"),
+];
 const INK: &str = "#212529";
 const MUTED: &str = "#495057";
 const GRID: &str = "#e9ecef";
@@ -351,20 +412,45 @@ pub fn svg(r: &MonthReport) -> String {
     };
     let midnight = |day: NaiveDate| day.and_time(NaiveTime::MIN).and_utc();
 
-    // the legend: what is drawn, in the words the chart uses, in its own rows above the plot
-    let mut legend: Vec<(Swatch, &str)> =
-        vec![(Swatch::Line(MONTH_TO_DATE, "none"), "month to date")];
+    // the legend: what is drawn, in the words the chart uses, in its own rows above the plot;
+    // with provider series beside it, the usage series is named as what it is
+    let providers = &r.provider_series;
+    let draws_usage = !r.days.is_empty() || providers.is_empty();
+    let usage_label = |what: &str| {
+        if providers.is_empty() {
+            what.to_string()
+        } else {
+            format!("{what} — app-reported usage")
+        }
+    };
+    let mut legend: Vec<(Swatch, String)> = Vec::new();
+    if draws_usage {
+        legend.push((
+            Swatch::Line(MONTH_TO_DATE, "none"),
+            usage_label("month to date"),
+        ));
+    }
     if r.days.iter().any(|d| d.forecast.is_some()) {
-        legend.push((Swatch::Line(FORECAST, "5 4"), "forecast (end of month)"));
+        legend.push((
+            Swatch::Line(FORECAST, "5 4"),
+            "forecast (end of month)".into(),
+        ));
     }
     if r.without_spendguard.is_some() {
         legend.push((
             Swatch::Line(WITHOUT_SPENDGUARD, "2 3"),
-            "without spendguard",
+            "without spendguard".into(),
         ));
     }
     if !r.days.is_empty() {
-        legend.push((Swatch::Bar(DAY_BAR), "spend per day"));
+        legend.push((Swatch::Bar(DAY_BAR), usage_label("spend per day")));
+    }
+    for (p, (line, bar)) in providers.iter().zip(PROVIDER_COLOURS.iter().cycle()) {
+        legend.push((
+            Swatch::Line(line, "none"),
+            format!("month to date — {}", p.source),
+        ));
+        legend.push((Swatch::Bar(bar), format!("spend per day — {}", p.source)));
     }
     for kind in ["kill", "restore"] {
         if r.markers.iter().any(|m| m.kind == kind) {
@@ -373,7 +459,7 @@ pub fn svg(r: &MonthReport) -> String {
             } else {
                 RESTORE_COLOUR
             };
-            legend.push((Swatch::Line(colour, "none"), label_of(kind)));
+            legend.push((Swatch::Line(colour, "none"), label_of(kind).into()));
         }
     }
     let mut placed = Vec::new();
@@ -383,7 +469,7 @@ pub fn svg(r: &MonthReport) -> String {
         if lx + entry_width > WIDTH - 10.0 && lx > LEFT {
             (lx, row) = (LEFT, row + 1.0);
         }
-        placed.push((lx, 18.0 + 18.0 * row, swatch, *text));
+        placed.push((lx, 18.0 + 18.0 * row, swatch, text.as_str()));
         lx += entry_width;
     }
     let legend_height = 18.0 * (row + 1.0) + 6.0;
@@ -394,7 +480,8 @@ pub fn svg(r: &MonthReport) -> String {
     let height = daily_bottom + 30.0;
 
     let mut highest = r.limit.map(f).unwrap_or(0.0);
-    for d in &r.days {
+    let all_days = || r.days.iter().chain(providers.iter().flat_map(|p| &p.days));
+    for d in all_days() {
         highest = highest
             .max(f(d.month_to_date))
             .max(d.forecast.map(f).unwrap_or(0.0));
@@ -403,7 +490,7 @@ pub fn svg(r: &MonthReport) -> String {
     let top_value = step * lines as f64;
     let y = |v: f64| plot_top + (1.0 - v / top_value) * PLOT_HEIGHT;
     let mut highest_day = r.daily_limit.map(f).unwrap_or(0.0);
-    for d in &r.days {
+    for d in all_days() {
         highest_day = highest_day.max(f(d.spend));
     }
     let (day_step, day_lines) = money_grid(highest_day, 2.0);
@@ -529,17 +616,29 @@ pub fn svg(r: &MonthReport) -> String {
             );
         }
     }
-    // spend per day: a bar across each day
-    for d in &r.days {
-        let (bx, next) = (x(midnight(d.date)), x(midnight(d.date) + Duration::days(1)));
-        let top = day_y(f(d.spend));
-        let _ = write!(
-            s,
-            r##"<rect class="day-bar" data-day="{}" x="{bx:.2}" y="{top:.1}" width="{:.2}" height="{:.1}" fill="{DAY_BAR}" stroke="#ffffff" stroke-width="1"/>"##,
-            d.date,
-            next - bx,
-            daily_bottom - top
-        );
+    // spend per day: a bar across each day, the day shared side by side between the series
+    let mut bar_series: Vec<(&str, &str, &[Day])> = Vec::new();
+    if !r.days.is_empty() {
+        bar_series.push(("usage", DAY_BAR, &r.days));
+    }
+    for (p, (_, bar)) in providers.iter().zip(PROVIDER_COLOURS.iter().cycle()) {
+        bar_series.push((&p.source, bar, &p.days));
+    }
+    let shares = bar_series.len().max(1) as f64;
+    for (i, (source, colour, days)) in bar_series.iter().enumerate() {
+        for d in days.iter() {
+            let (start, next) = (x(midnight(d.date)), x(midnight(d.date) + Duration::days(1)));
+            let width = (next - start) / shares;
+            let bx = start + width * i as f64;
+            let top = day_y(f(d.spend));
+            let _ = write!(
+                s,
+                r##"<rect class="day-bar" data-day="{}" data-source="{}" x="{bx:.2}" y="{top:.1}" width="{width:.2}" height="{:.1}" fill="{colour}" stroke="#ffffff" stroke-width="1"/>"##,
+                d.date,
+                esc(source),
+                daily_bottom - top
+            );
+        }
     }
     // forecast (dashed) and month to date, each day's figure at the midnight after it
     let line = |points: Vec<(f64, f64)>, colour: &str, dash: &str, class: &str| {
@@ -562,13 +661,27 @@ pub fn svg(r: &MonthReport) -> String {
         .filter_map(|d| d.forecast.map(|v| (end_of(d.date), y(f(v)))))
         .collect();
     s.push_str(&line(forecast, FORECAST, "5 4", "forecast"));
-    let mut spend = vec![(x(from), y(0.0))];
-    spend.extend(
-        r.days
-            .iter()
-            .map(|d| (end_of(d.date), y(f(d.month_to_date)))),
-    );
-    s.push_str(&line(spend, MONTH_TO_DATE, "none", "spend"));
+    let month_to_date = |days: &[Day]| {
+        let mut points = vec![(x(from), y(0.0))];
+        points.extend(days.iter().map(|d| (end_of(d.date), y(f(d.month_to_date)))));
+        points
+    };
+    if draws_usage {
+        s.push_str(&line(
+            month_to_date(&r.days),
+            MONTH_TO_DATE,
+            "none",
+            "spend",
+        ));
+    }
+    for (p, (colour, _)) in providers.iter().zip(PROVIDER_COLOURS.iter().cycle()) {
+        s.push_str(&line(
+            month_to_date(&p.days),
+            colour,
+            "none",
+            &format!("spend-{}", esc(&p.source)),
+        ));
+    }
     // without spendguard: from the stop at the last full hour's pace, cut at the plot's top
     if let Some(p) = &r.without_spendguard {
         let (spent, hourly) = (f(p.spent_by_then), f(p.hourly));
@@ -699,33 +812,49 @@ td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}} .days{{width
     let spent = last.map(|d| d.month_to_date);
     let forecast = last.and_then(|d| d.forecast);
     let dash = || "-".to_string();
-    let mut figures = vec![
+    let mut figures: Vec<(String, String)> = vec![
         (
-            "budget",
+            "budget".into(),
             r.budget_id
                 .clone()
                 .unwrap_or_else(|| "(none on this scope)".into()),
         ),
-        ("limit", r.limit.map(money).unwrap_or_else(dash)),
-        ("month to date", spent.map(money).unwrap_or_else(dash)),
+        ("limit".into(), r.limit.map(money).unwrap_or_else(dash)),
         (
-            "% used",
+            "month to date".into(),
+            spent.map(money).unwrap_or_else(dash),
+        ),
+        (
+            "% used".into(),
             spent
                 .and_then(|s| percent_of(s, r.limit))
                 .unwrap_or_else(dash),
         ),
-        ("forecast", forecast.map(money).unwrap_or_else(dash)),
+        ("forecast".into(), forecast.map(money).unwrap_or_else(dash)),
         (
-            "forecast % of budget",
+            "forecast % of budget".into(),
             forecast
                 .and_then(|v| percent_of(v, r.limit))
                 .unwrap_or_else(dash),
         ),
     ];
+    // each provider series against its own budget, never added to the usage above
+    for p in &r.provider_series {
+        let spent = p.days.last().map(|d| d.month_to_date);
+        figures.push((
+            format!("month to date — {}", p.source),
+            spent
+                .map(|s| match percent_of(s, p.limit) {
+                    Some(percent) => format!("{} ({percent} of {})", money(s), p.budget_id),
+                    None => money(s),
+                })
+                .unwrap_or_else(dash),
+        ));
+    }
     if let Some(daily) = r.daily_limit {
         let busiest = r.days.iter().max_by_key(|d| d.spend);
         figures.push((
-            "daily window",
+            "daily window".into(),
             format!(
                 "{} a day{}",
                 money(daily),
@@ -777,19 +906,52 @@ td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}} .days{{width
     }
     let _ = write!(
         page,
-        "<h2>Days ({})</h2><table class=\"days\"><tr><th>Day</th><th class=\"num\">Spent</th><th class=\"num\">Month to date</th><th class=\"num\">Forecast</th><th class=\"num\">% of budget</th></tr>",
+        "<h2>Days ({})</h2><table class=\"days\"><tr><th>Day</th><th class=\"num\">Spent</th><th class=\"num\">Month to date</th><th class=\"num\">Forecast</th><th class=\"num\">% of budget</th>",
         esc(&r.currency)
     );
-    for d in &r.days {
+    for p in &r.provider_series {
         let _ = write!(
             page,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-            d.date.format("%a %b %-d"),
-            grouped(d.spend),
-            grouped(d.month_to_date),
-            d.forecast.map(grouped).unwrap_or_else(dash),
-            percent_of(d.month_to_date, r.limit).unwrap_or_else(dash)
+            "<th class=\"num\">Spent ({source})</th><th class=\"num\">Month to date ({source})</th>",
+            source = esc(&p.source)
         );
+    }
+    page.push_str("</tr>");
+    // every day any series has, the usage columns first
+    let mut dates: Vec<NaiveDate> = r
+        .days
+        .iter()
+        .chain(r.provider_series.iter().flat_map(|p| &p.days))
+        .map(|d| d.date)
+        .collect();
+    dates.sort_unstable();
+    dates.dedup();
+    let num = |text: String| format!("<td class=\"num\">{text}</td>");
+    for date in dates {
+        let _ = write!(page, "<tr><td>{}</td>", date.format("%a %b %-d"));
+        match r.days.iter().find(|d| d.date == date) {
+            Some(d) => {
+                for text in [
+                    grouped(d.spend),
+                    grouped(d.month_to_date),
+                    d.forecast.map(grouped).unwrap_or_else(dash),
+                    percent_of(d.month_to_date, r.limit).unwrap_or_else(dash),
+                ] {
+                    page.push_str(&num(text));
+                }
+            }
+            None => page.push_str(&num(dash()).repeat(4)),
+        }
+        for p in &r.provider_series {
+            match p.days.iter().find(|d| d.date == date) {
+                Some(d) => {
+                    page.push_str(&num(grouped(d.spend)));
+                    page.push_str(&num(grouped(d.month_to_date)));
+                }
+                None => page.push_str(&num(dash()).repeat(2)),
+            }
+        }
+        page.push_str("</tr>");
     }
     page.push_str("</table></body></html>\n");
     page
@@ -859,6 +1021,7 @@ tiers = [{ name = "daily", percent = 100 }]
                 scope: research(),
                 zone: Zone::UTC,
                 date: NaiveDate::from_ymd_opt(2026, 11, day).unwrap(),
+                source: "usage".into(),
                 day: BTreeMap::from([("cost.USD".to_string(), "20".to_string())]),
                 month_to_date: BTreeMap::from([(Currency::USD, (20 * day).to_string())]),
                 forecast: None,
@@ -1041,6 +1204,59 @@ tiers = [{ name = "daily", percent = 100 }]
             let ratio = contrast(&colour, background);
             assert!(ratio >= 4.5, "{colour} on {background}: {ratio:.2}:1");
         }
+    }
+
+    /// A scope whose only budget is provider-sourced: the page is that series', named by its
+    /// source, with no empty usage line in the chart or the legend.
+    #[tokio::test]
+    async fn a_scope_with_only_a_provider_series_draws_that_series_alone() {
+        let store = SqliteStore::in_memory().unwrap();
+        let budgets = BUDGETS.replace(
+            "scope = \"anthropic/research\"",
+            "scope = \"anthropic/research\"\nsource = { kind = \"anthropic\" }",
+        );
+        store
+            .put_policy(&parse_budgets("budgets.toml", &budgets).unwrap())
+            .await
+            .unwrap();
+        store
+            .put_summaries(&[DailySummary {
+                scope: research(),
+                zone: Zone::UTC,
+                date: NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(),
+                source: "anthropic".into(),
+                day: BTreeMap::from([("cost.USD".to_string(), "42".to_string())]),
+                month_to_date: BTreeMap::from([(Currency::USD, "42".to_string())]),
+                forecast: None,
+                anomalies: Vec::new(),
+            }])
+            .await
+            .unwrap();
+        let report = gather(
+            &store,
+            &research(),
+            YearMonth {
+                year: 2026,
+                month: 11,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(report.days.is_empty());
+        assert_eq!(report.budget_id.as_deref(), Some("research"));
+        assert_eq!(report.provider_series.len(), 1);
+        assert_eq!(report.provider_series[0].source, "anthropic");
+        let chart = svg(&report);
+        assert!(
+            chart.contains(">month to date — anthropic</text>"),
+            "{chart}"
+        );
+        assert!(!chart.contains("app-reported usage"), "{chart}");
+        assert!(
+            !chart.contains(r#"class="spend""#),
+            "no usage line: {chart}"
+        );
+        assert_eq!(chart.matches(r#"data-source="anthropic""#).count(), 1);
     }
 
     #[test]

@@ -29,12 +29,24 @@ pub fn tally_doc(t: &Tally) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// One scope's day.
+/// The source of the app-reported usage series (spendguard's own counters).
+pub const USAGE_SOURCE: &str = "usage";
+
+fn usage_source() -> String {
+    USAGE_SOURCE.into()
+}
+
+/// One scope's day, from one source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DailySummary {
     pub scope: Scope,
     pub zone: Zone,
     pub date: NaiveDate,
+    /// Where the figures come from: `usage` (the app-reported counters) or the source kind of
+    /// a provider-sourced budget on the scope (`openai`, `aws_budgets`, ...). A scope with both
+    /// has one summary of each, never their sum (they may count the same calls).
+    #[serde(default = "usage_source")]
+    pub source: String,
     /// Metric name -> amount (`cost.USD`, `requests`, `tokens_in`, ...).
     pub day: BTreeMap<String, String>,
     /// Cost per currency from the first of the month through `date`.
@@ -48,6 +60,20 @@ pub struct DailySummary {
 }
 
 impl DailySummary {
+    pub fn is_usage(&self) -> bool {
+        self.source == USAGE_SOURCE
+    }
+
+    /// What tells a scope's summaries of one date apart: the zone, and the source unless it
+    /// is `usage` (so usage summaries keep the keys they always had).
+    pub fn series_key(&self) -> String {
+        if self.is_usage() {
+            self.zone.to_string()
+        } else {
+            format!("{}#{}", self.zone, self.source)
+        }
+    }
+
     /// The currency most of the month's cost is in (USD when nothing was spent).
     pub fn main_currency(&self) -> Currency {
         self.month_to_date
@@ -85,6 +111,26 @@ impl Series<'_> {
         days.into_iter()
             .find(|d| self.day(*d).is_some_and(|t| !t.0.is_empty()))
     }
+}
+
+/// A provider's days (`spend::spend_per_day`) as month counters of cost, so that they are
+/// summarised, forecast and checked for spikes like the usage counters. A day whose figure
+/// cannot be counted is named.
+pub fn day_series(
+    days: &BTreeMap<NaiveDate, Money>,
+) -> Result<BTreeMap<YearMonth, MonthCounters>, String> {
+    let mut months: BTreeMap<YearMonth, MonthCounters> = BTreeMap::new();
+    for (date, spend) in days {
+        months
+            .entry(YearMonth::of(*date))
+            .or_default()
+            .days
+            .entry(date.day())
+            .or_default()
+            .add(Metric::Cost(spend.currency), spend.amount)
+            .map_err(|e| format!("{date}: {e}"))?;
+    }
+    Ok(months)
 }
 
 fn median(values: &mut [Decimal]) -> Decimal {
@@ -279,6 +325,7 @@ pub fn summarize(
         scope: scope.clone(),
         zone,
         date,
+        source: usage_source(),
         day: tally_doc(&day),
         month_to_date: mtd
             .into_iter()
@@ -286,6 +333,16 @@ pub fn summarize(
             .collect(),
         forecast,
         anomalies,
+    }
+}
+
+/// A summary's scope, and the source where it is not the app-reported usage
+/// (`openai/prod (openai)`).
+pub fn series_name(s: &DailySummary) -> String {
+    if s.is_usage() {
+        s.scope.to_string()
+    } else {
+        format!("{} ({})", s.scope, s.source)
     }
 }
 
@@ -304,7 +361,7 @@ pub fn report(
     summaries: &[DailySummary],
     at_risk: Vec<(String, String)>,
 ) -> DailyReport {
-    let root = summaries.iter().find(|s| s.scope.is_root());
+    let root = summaries.iter().find(|s| s.scope.is_root() && s.is_usage());
     let total: BTreeMap<Currency, String> = root
         .map(|r| {
             r.day
@@ -329,7 +386,7 @@ pub fn report(
     let top = |filter: &dyn Fn(&Scope) -> bool| -> Vec<(String, String)> {
         let mut v: Vec<(Decimal, String)> = summaries
             .iter()
-            .filter(|s| filter(&s.scope))
+            .filter(|s| s.is_usage() && filter(&s.scope))
             .map(|s| (day_cost(s, main), s.scope.to_string()))
             .filter(|(c, _)| !c.is_zero())
             .collect();
@@ -342,30 +399,38 @@ pub fn report(
     let is_dimension = |s: &Scope| s.as_str().starts_with('_');
     let top_scopes = top(&|s| !s.is_root() && !is_dimension(s) && s.as_str().contains('/'));
     let top_models = top(&|s| s.as_str().starts_with("_model/"));
-    let mut movers: Vec<(Decimal, &Scope, &Spike)> = summaries
+    let mut movers: Vec<(Decimal, &DailySummary, &Spike)> = summaries
         .iter()
         .filter(|s| !s.scope.is_root() && !is_dimension(&s.scope))
         .flat_map(|s| {
             s.anomalies
                 .iter()
                 .filter(|a| a.metric == "cost")
-                .map(move |a| (a.value - a.expected, &s.scope, a))
+                .map(move |a| (a.value - a.expected, s, a))
         })
         .collect();
-    movers.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
-    // a parent that moved exactly as much as one of its children adds nothing: name the child
-    let explained = |delta: &Decimal, scope: &Scope| {
-        movers
-            .iter()
-            .any(|(d, other, _)| d == delta && *other != scope && scope.contains(other))
+    movers.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then(a.1.scope.cmp(&b.1.scope))
+            .then(a.1.source.cmp(&b.1.source))
+    });
+    // a parent that moved exactly as much as one of its children (in the same series) adds
+    // nothing: name the child
+    let explained = |delta: &Decimal, s: &DailySummary| {
+        movers.iter().any(|(d, other, _)| {
+            d == delta
+                && other.source == s.source
+                && other.scope != s.scope
+                && s.scope.contains(&other.scope)
+        })
     };
     let movers: Vec<(String, String, String)> = movers
         .iter()
-        .filter(|(delta, scope, _)| !explained(delta, scope))
+        .filter(|(delta, s, _)| !explained(delta, s))
         .take(5)
-        .map(|(_, scope, spike)| {
+        .map(|(_, s, spike)| {
             (
-                scope.to_string(),
+                series_name(s),
                 spike.value.normalize().to_string(),
                 spike.expected.normalize().to_string(),
             )
@@ -419,25 +484,40 @@ pub fn emf_line(s: &DailySummary, percent_of_budget: Option<Decimal>, timestamp_
         fields.push_str(&format!(r#","PercentOfBudget":{}"#, p.normalize()));
     }
     let scope = serde_json::to_string(s.scope.as_str()).unwrap_or_default();
+    // a provider's series is a metric of its own (usage metrics keep the dimensions they had)
+    let (dimensions, source) = if s.is_usage() {
+        (r#"["Scope","Currency"]"#, String::new())
+    } else {
+        (
+            r#"["Scope","Currency","Source"]"#,
+            format!(
+                r#""Source":{},"#,
+                serde_json::to_string(&s.source).unwrap_or_default()
+            ),
+        )
+    };
     format!(
-        r#"{{"_aws":{{"Timestamp":{timestamp_ms},"CloudWatchMetrics":[{{"Namespace":"spendguard","Dimensions":[["Scope","Currency"]],"Metrics":[{}]}}]}},"Scope":{scope},"Currency":"{main}","Date":"{}",{fields}}}"#,
+        r#"{{"_aws":{{"Timestamp":{timestamp_ms},"CloudWatchMetrics":[{{"Namespace":"spendguard","Dimensions":[{dimensions}],"Metrics":[{}]}}]}},"Scope":{scope},"Currency":"{main}",{source}"Date":"{}",{fields}}}"#,
         metrics.join(","),
         s.date
     )
 }
 
+/// `series` tells events of one scope, zone and day apart: the zone, then `#<source>` for a
+/// provider's series (`DailySummary::series_key`).
 fn base_event(
     policy: &PolicySet,
     kind: AlertKind,
     scope: &Scope,
     zone: Zone,
+    series: &str,
     date: NaiveDate,
     route: &str,
 ) -> AlertEvent {
     let period = Period::containing(WindowKind::Daily, zone, zone.start_of_day(date));
     let zero = Money::zero(Currency::USD);
     let id = crate::alert::alert_id(
-        &format!("{route}:{scope}@{zone}"),
+        &format!("{route}:{scope}@{series}"),
         WindowKind::Daily,
         period.start,
         route,
@@ -488,6 +568,7 @@ pub fn anomaly_event(policy: &PolicySet, s: &DailySummary, now: DateTime<Utc>) -
         AlertKind::Anomaly,
         &s.scope,
         s.zone,
+        &s.series_key(),
         s.date,
         "anomaly",
     );
@@ -527,7 +608,7 @@ pub fn anomaly_event(policy: &PolicySet, s: &DailySummary, now: DateTime<Utc>) -
         .collect();
     e.summary = format!(
         "ANOMALY: {} on {} ({}): {}",
-        s.scope,
+        series_name(s),
         s.date,
         s.zone,
         spikes.join("; ")
@@ -535,6 +616,7 @@ pub fn anomaly_event(policy: &PolicySet, s: &DailySummary, now: DateTime<Utc>) -
     e.details = AlertDetails::Anomaly {
         spikes: s.anomalies.clone(),
         zone: s.zone,
+        source: (!s.is_usage()).then(|| s.source.clone()),
     };
     e
 }
@@ -546,6 +628,7 @@ pub fn report_event(policy: &PolicySet, r: &DailyReport, now: DateTime<Utc>) -> 
         AlertKind::Report,
         &Scope::root(),
         r.zone,
+        r.zone.name(),
         r.date,
         "report",
     );
@@ -635,6 +718,7 @@ mod tests {
             scope: Scope::parse("openai/prod").unwrap(),
             zone: Zone::UTC,
             date: d("2026-11-21"),
+            source: USAGE_SOURCE.into(),
             day: BTreeMap::from([("cost.USD".to_string(), "80.10".to_string())]),
             month_to_date: BTreeMap::from([(Currency::USD, "1580.10".to_string())]),
             forecast: Some(Forecast::Projected(dec!(2476.76))),

@@ -89,6 +89,10 @@ pub enum AlertDetails {
     Anomaly {
         spikes: Vec<Spike>,
         zone: Zone,
+        /// The provider or cloud source whose day series spiked (`openai`, ...); none for
+        /// the app-reported usage.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
     },
     Report(DailyReport),
     Security {
@@ -137,6 +141,8 @@ impl AlertDetails {
         struct Anomaly {
             spikes: Vec<Spike>,
             zone: Zone,
+            #[serde(default)]
+            source: Option<String>,
         }
         #[derive(Deserialize)]
         struct Security {
@@ -170,6 +176,7 @@ impl AlertDetails {
                 AlertDetails::Anomaly {
                     spikes: d.spikes,
                     zone: d.zone,
+                    source: d.source,
                 }
             }
             AlertKind::Report => AlertDetails::Report(serde_json::from_value(value).map_err(bad)?),

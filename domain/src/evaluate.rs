@@ -1,6 +1,8 @@
 //! Evaluation: (budget, spend, now) -> which tiers are reached. Pure: no I/O, no clock.
 
-use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
 use crate::budget::{Basis, Budget, Tier};
@@ -11,20 +13,23 @@ use crate::period::{Period, WindowKind};
 use crate::settings::ForecastPolicy;
 
 /// Spend observed for one window of a budget, in the budget's currency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WindowSpend {
     pub actual: Decimal,
     pub recent: Option<RecentSpend>,
     /// A forecast the source made itself (AWS Budgets); otherwise one is projected.
     pub source_forecast: Option<Decimal>,
+    /// The cost of each day from the period's first (or yesterday, if earlier) through today,
+    /// where the source reports costs per day; empty where it reports a running total only.
+    /// What the nightly summaries of provider-sourced budgets are made of.
+    pub days: BTreeMap<NaiveDate, Decimal>,
 }
 
 impl WindowSpend {
     pub fn actual(amount: Decimal) -> Self {
         WindowSpend {
             actual: amount,
-            recent: None,
-            source_forecast: None,
+            ..WindowSpend::default()
         }
     }
 }
@@ -351,7 +356,7 @@ mod tests {
         ) {
             let now = utc("2026-11-01T00:00:00Z") + chrono::Duration::seconds(seconds_in);
             let actual = huge.unwrap_or(Decimal::new(mantissa, scale));
-            let spend = WindowSpend { actual, recent: Some(RecentSpend { amount: actual, span: chrono::Duration::hours(1) }), source_forecast: None };
+            let spend = WindowSpend { actual, recent: Some(RecentSpend { amount: actual, span: chrono::Duration::hours(1) }), ..WindowSpend::default() };
             match evaluate_window(&b, WindowKind::Monthly, &spend, now, &ForecastPolicy::default()) {
                 Ok(e) => prop_assert_eq!(e.actual, actual),
                 Err(EvaluationError::OutOfRange(e)) => prop_assert!(!e.to_string().is_empty()),
@@ -371,8 +376,8 @@ mod tests {
         ) {
             let now = utc("2026-11-01T00:00:00Z") + chrono::Duration::seconds(seconds_in);
             let recent = Some(RecentSpend { amount: Decimal::new(recent_cents as i64, 2), span: chrono::Duration::days(1) });
-            let lower = WindowSpend { actual: Decimal::new(cents_a as i64, 2), recent, source_forecast: None };
-            let higher = WindowSpend { actual: Decimal::new((cents_a + extra) as i64, 2), ..lower };
+            let lower = WindowSpend { actual: Decimal::new(cents_a as i64, 2), recent, ..WindowSpend::default() };
+            let higher = WindowSpend { actual: Decimal::new((cents_a + extra) as i64, 2), ..lower.clone() };
             let policy = ForecastPolicy::default();
             let lo = evaluate_window(&b, WindowKind::Monthly, &lower, now, &policy).unwrap();
             let hi = evaluate_window(&b, WindowKind::Monthly, &higher, now, &policy).unwrap();
@@ -389,7 +394,7 @@ mod tests {
         #[test]
         fn implausible_forecasts_never_act(b in arb_budget(), cents in 0u64..50_000_000, forecast in 0u64..u32::MAX as u64) {
             let now = utc("2026-11-10T00:00:00Z");
-            let spend = WindowSpend { actual: Decimal::new(cents as i64, 2), recent: None, source_forecast: Some(Decimal::from(forecast)) };
+            let spend = WindowSpend { actual: Decimal::new(cents as i64, 2), source_forecast: Some(Decimal::from(forecast)), ..WindowSpend::default() };
             let e = evaluate_window(&b, WindowKind::Monthly, &spend, now, &ForecastPolicy::default()).unwrap();
             if matches!(e.forecast, Forecast::Implausible(_)) {
                 for c in &e.crossings {

@@ -278,15 +278,22 @@ fn facts(e: &AlertEvent, kill_switch: &str) -> Vec<(&'static str, String)> {
             ];
         }
         AlertKind::Anomaly => {
-            let spikes: Vec<String> = match &e.details {
-                AlertDetails::Anomaly { spikes, .. } => spikes
-                    .iter()
-                    .map(|s| format!("{} {} (usual {})", s.metric, s.value, s.expected))
-                    .collect(),
-                _ => Vec::new(),
+            let (spikes, source): (Vec<String>, Option<&String>) = match &e.details {
+                AlertDetails::Anomaly { spikes, source, .. } => (
+                    spikes
+                        .iter()
+                        .map(|s| format!("{} {} (usual {})", s.metric, s.value, s.expected))
+                        .collect(),
+                    source.as_ref(),
+                ),
+                _ => (Vec::new(), None),
+            };
+            let scope = match source {
+                Some(source) => format!("{} (as {source} reports it)", e.scope),
+                None => e.scope.to_string(),
             };
             return vec![
-                ("Scope", e.scope.to_string()),
+                ("Scope", scope),
                 ("Day", e.period_key.trim_start_matches("D#").to_string()),
                 ("Spend", money(&e.spend)),
                 ("Usual day", money(&e.limit)),

@@ -28,6 +28,29 @@ pub struct Observation {
     pub observed_at: DateTime<Utc>,
 }
 
+/// What a provider or cloud source reported for one day of a budget (a local day in the
+/// budget's zone), as budget-check last saw it: what the nightly summaries of provider-sourced
+/// budgets are made of (`spend::spend_per_day`, ADR 029).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceDay {
+    pub budget_id: String,
+    /// The source kind (`openai`, `aws_budgets`, ...).
+    pub source: String,
+    pub date: NaiveDate,
+    pub reading: DayReading,
+    pub observed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum DayReading {
+    /// The source's own cost of that day (it reports costs per day).
+    Day { spend: Money },
+    /// The running total of period `period_key` (`M#2026-11`) as last seen that day (the
+    /// source reports only a total so far).
+    RunningTotal { period_key: String, total: Money },
+}
+
 /// What a claim guards; each space has its own keys in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ClaimSpace {

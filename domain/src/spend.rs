@@ -6,6 +6,7 @@ use crate::evaluate::WindowSpend;
 use crate::forecast::RecentSpend;
 use crate::money::{Currency, FxRates, Money, checked_add};
 use crate::period::{Period, WindowKind};
+use crate::records::{DayReading, SourceDay};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
@@ -90,6 +91,7 @@ impl DailyCosts {
     ) -> Result<WindowSpend, String> {
         let period = Period::containing(kind, budget.zone, now);
         let today = budget.zone.date_of(now);
+        let yesterday = today.pred_opt().unwrap_or(today);
         let actual = self.total(
             period.days().filter(|d| *d <= today),
             budget.currency,
@@ -98,7 +100,6 @@ impl DailyCosts {
         let recent = match kind {
             WindowKind::Daily => None,
             WindowKind::Weekly | WindowKind::Monthly => {
-                let yesterday = today.pred_opt().unwrap_or(today);
                 let amount = self.total([yesterday, today].into_iter(), budget.currency, rates)?;
                 Some(RecentSpend {
                     amount,
@@ -106,10 +107,25 @@ impl DailyCosts {
                 })
             }
         };
+        // yesterday too when the period began today: its late costs still reach its summary.
+        // A day that cannot be read is left out (the window above says why when it counts).
+        let days = yesterday
+            .min(period.first_day)
+            .iter_days()
+            .take_while(|d| *d <= today)
+            .filter_map(|d| {
+                Some((
+                    d,
+                    self.total(std::iter::once(d), budget.currency, rates)
+                        .ok()?,
+                ))
+            })
+            .collect();
         Ok(WindowSpend {
             actual,
             recent,
             source_forecast: None,
+            days,
         })
     }
 
@@ -131,6 +147,84 @@ impl DailyCosts {
             })
             .collect()
     }
+}
+
+/// What budget-check records of a provider-sourced budget for the nightly summaries, from
+/// its longest evaluated window: the source's cost of yesterday and today where it reports
+/// costs per day (late costs of yesterday still land on yesterday), otherwise the window's
+/// running total as seen today (ADR 029).
+pub fn source_days(
+    budget: &Budget,
+    windows: &[(WindowKind, &WindowSpend)],
+    now: DateTime<Utc>,
+) -> Vec<SourceDay> {
+    let Some((kind, spend)) = windows.iter().max_by_key(|(kind, _)| *kind) else {
+        return Vec::new();
+    };
+    let today = budget.zone.date_of(now);
+    let yesterday = today.pred_opt().unwrap_or(today);
+    let day = |date: NaiveDate, reading: DayReading| SourceDay {
+        budget_id: budget.id.clone(),
+        source: budget.source.kind().to_string(),
+        date,
+        reading,
+        observed_at: now,
+    };
+    if spend.days.is_empty() {
+        let period = Period::containing(*kind, budget.zone, now);
+        return vec![day(
+            today,
+            DayReading::RunningTotal {
+                period_key: period.key(),
+                total: Money::new(spend.actual, budget.currency),
+            },
+        )];
+    }
+    spend
+        .days
+        .range(yesterday..=today)
+        .map(|(date, amount)| {
+            day(
+                *date,
+                DayReading::Day {
+                    spend: Money::new(*amount, budget.currency),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Each day's spend from one budget's readings: a day's own cost as reported; from running
+/// totals, the total last seen that day less the one last seen on the period's previous
+/// reading (the first reading of a period is all of it). Differences telescope, so the days
+/// of a period add up to its last total however the readings fall; which day a cost lands on
+/// is when spendguard saw it, not when it was spent. Needs every reading of the periods
+/// involved (read from the period's start).
+pub fn spend_per_day(readings: &[SourceDay]) -> BTreeMap<NaiveDate, Money> {
+    let mut sorted: Vec<&SourceDay> = readings.iter().collect();
+    sorted.sort_by_key(|r| r.date);
+    let mut previous: Option<(&str, Money)> = None;
+    let mut out = BTreeMap::new();
+    for r in sorted {
+        let spent = match &r.reading {
+            DayReading::Day { spend } => *spend,
+            DayReading::RunningTotal { period_key, total } => {
+                let spent = match previous {
+                    Some((key, before))
+                        if key == period_key && before.currency == total.currency =>
+                    {
+                        // totals are bounded evaluated figures: the difference cannot overflow
+                        Money::new(total.amount.saturating_sub(before.amount), total.currency)
+                    }
+                    _ => *total,
+                };
+                previous = Some((period_key, *total));
+                spent
+            }
+        };
+        out.insert(r.date, spent);
+    }
+    out
 }
 
 /// The earliest UTC day any of `budgets` needs (start of its longest period, and yesterday).
@@ -233,6 +327,118 @@ mod tests {
             .window_spend(&monthly, WindowKind::Monthly, now, &FxRates::default())
             .unwrap_err();
         assert!(err.contains("out of range"), "{err}");
+    }
+
+    fn running(date: &str, period_key: &str, total: Decimal) -> SourceDay {
+        SourceDay {
+            budget_id: "b".into(),
+            source: "aws_budgets".into(),
+            date: day(date),
+            reading: DayReading::RunningTotal {
+                period_key: period_key.into(),
+                total: Money::new(total, Currency::USD),
+            },
+            observed_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn running_totals_become_days_that_add_up_to_the_period_total() {
+        let readings = vec![
+            running("2026-12-01", "M#2026-12", dec!(5)),
+            running("2026-11-02", "M#2026-11", dec!(25)),
+            running("2026-11-01", "M#2026-11", dec!(10)),
+            // no reading on the 3rd (the source was down): the 4th carries both days
+            running("2026-11-04", "M#2026-11", dec!(40)),
+        ];
+        let days = spend_per_day(&readings);
+        let amounts: Vec<(String, Decimal)> = days
+            .iter()
+            .map(|(d, m)| (d.to_string(), m.amount))
+            .collect();
+        assert_eq!(
+            amounts,
+            [
+                ("2026-11-01".to_string(), dec!(10)),
+                ("2026-11-02".to_string(), dec!(15)),
+                ("2026-11-04".to_string(), dec!(15)),
+                ("2026-12-01".to_string(), dec!(5)),
+            ],
+            "a new period starts from its own first total"
+        );
+    }
+
+    #[test]
+    fn a_daily_source_records_yesterday_and_today_and_a_running_total_today_only() {
+        let mut costs = DailyCosts::default();
+        costs.add(day("2026-11-20"), Money::new(dec!(1), Currency::USD));
+        costs.add(day("2026-11-21"), Money::new(dec!(2), Currency::USD));
+        let now = DateTime::parse_from_rfc3339("2026-11-22T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut b = budget(WindowKind::Monthly, Currency::USD);
+        b.source = SourceSpec::Openai { project_id: None };
+        let spend = costs
+            .window_spend(&b, WindowKind::Monthly, now, &FxRates::default())
+            .unwrap();
+        let recorded = source_days(&b, &[(WindowKind::Monthly, &spend)], now);
+        let seen: Vec<(String, DayReading)> = recorded
+            .iter()
+            .map(|r| (r.date.to_string(), r.reading.clone()))
+            .collect();
+        let usd = |a| DayReading::Day {
+            spend: Money::new(a, Currency::USD),
+        };
+        assert_eq!(
+            seen,
+            [
+                ("2026-11-21".to_string(), usd(dec!(2))),
+                ("2026-11-22".to_string(), usd(dec!(0))),
+            ],
+            "a day without costs is a reported zero"
+        );
+        assert!(recorded.iter().all(|r| r.source == "openai"));
+
+        let total = WindowSpend::actual(dec!(42));
+        let recorded = source_days(&b, &[(WindowKind::Monthly, &total)], now);
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(recorded[0].date, day("2026-11-22"));
+        assert_eq!(
+            recorded[0].reading,
+            DayReading::RunningTotal {
+                period_key: "M#2026-11".into(),
+                total: Money::new(dec!(42), Currency::USD)
+            }
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// However the readings of a period fall (days skipped, totals going down with a
+        /// credit), its days add up to the last total seen.
+        #[test]
+        fn a_periods_days_add_up_to_its_last_total(
+            totals in proptest::collection::vec((0u32..30, 0i64..1_000_000), 1..30)
+        ) {
+            let readings: Vec<SourceDay> = totals
+                .iter()
+                .map(|(offset, cents)| {
+                    let date = day("2026-11-01") + Duration::days(i64::from(*offset));
+                    running(&date.to_string(), "M#2026-11", Decimal::new(*cents, 2))
+                })
+                // one reading a day: the last one of a day replaces the earlier ones
+                .rev()
+                .fold(Vec::<SourceDay>::new(), |mut kept, r| {
+                    if !kept.iter().any(|k| k.date == r.date) {
+                        kept.push(r);
+                    }
+                    kept
+                });
+            let last = readings.iter().max_by_key(|r| r.date).unwrap();
+            let DayReading::RunningTotal { total, .. } = &last.reading else { unreachable!() };
+            let sum: Decimal = spend_per_day(&readings).values().map(|m| m.amount).sum();
+            proptest::prop_assert_eq!(sum, total.amount);
+        }
     }
 
     #[test]

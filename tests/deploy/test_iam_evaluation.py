@@ -37,7 +37,7 @@ KEY_GUARD_IAM = {
 
 # the table's partitions (adapters/aws/src/dynamo.rs): those the public webhook writes (usage,
 # counters, observations, alert claims, its audit entries, idempotency markers), and the rest
-WEBHOOK_WRITES = ["USAGE#openai/prod", "SPEND#openai/prod", "SCOPES#2026-11", "OBS#openai-prod", "ALERT#openai-prod",
+WEBHOOK_WRITES = ["USAGE#openai/prod", "SPEND#openai/prod", "SCOPES#2026-11", "OBS#openai-prod", "SRCDAY#gcp-data", "ALERT#openai-prod",
                   "OPEN_ALERTS", "MSG#sns-message#m-1", "MSG#gcp-message#m-2", "MSG#gcp-crossing#b-1"]
 FORBIDDEN_TO_WEBHOOK = ["KILL#openai/prod", "KEYS", "BUDGETS", "BUDGET#openai-prod", "KEYACTION#key-1", "DELIVERY#a-1",
                         "DIGEST#ops-slack", "SUMMARY#openai", "CACHE#costs", "OPEN_ALERTS#x", "kill#openai/prod", "",

@@ -49,6 +49,9 @@ pub struct ProviderState {
     /// Anthropic: the status spend limits answer with, "not enabled" for an organisation
     /// without the early access (403 or 404; 0: enabled).
     pub spend_limits_not_enabled: std::sync::atomic::AtomicU16,
+    /// OpenAI: the organisation's costs in dollars per UTC day (no project), as
+    /// `GET /v1/organization/costs` reports them.
+    pub openai_costs: Mutex<BTreeMap<chrono::NaiveDate, rust_decimal::Decimal>>,
 }
 
 /// One of an Anthropic organisation's rate-limit entries: its group, models and limits.
@@ -665,7 +668,8 @@ const OPENAI_RATE_LIMIT_FIELDS: [&str; 6] = [
 ///   `currency` "USD", `interval` "month", nothing else;
 /// - `GET /v1/organization/projects/{p}/rate_limits`, `POST …/rate_limits/{id}` (integer
 ///   `max_*` fields the model has);
-/// - `GET /v1/organization/costs`: nothing spent;
+/// - `GET /v1/organization/costs`: the days of `openai_costs` in the range asked, one bucket
+///   a day (`bucket_width=1d`, the only width costs accept);
 /// - `GET /v1/models` with a project key (rotation tests).
 ///
 /// Anything else is OpenAI's 404 "Invalid URL". With no spend limit set, GET answers 404 (the
@@ -713,8 +717,7 @@ fn openai_answer(state: &ProviderState, r: &Received) -> Reply {
     let parts: Vec<&str> = rest.split('/').collect();
     let method = r.method.as_str();
     match parts.as_slice() {
-        // the organisation's costs: nothing spent (the caps tests read them through budget-check)
-        ["costs"] if method == "GET" => openai_empty_costs(&r.query),
+        ["costs"] if method == "GET" => openai_costs(state, &r.query),
         ["spend_limit"] => {
             openai_spend_limit(state, method, "organization", "organization", &r.body)
         }
@@ -874,27 +877,54 @@ fn openai_spend_limit(
     }
 }
 
-/// `GET /v1/organization/costs` for an organisation that spent nothing: `start_time` (Unix
-/// seconds) is required, as OpenAI requires it; unknown parameters are refused.
-fn openai_empty_costs(query: &str) -> Reply {
+/// `GET /v1/organization/costs`: `start_time` (Unix seconds) is required, as OpenAI requires
+/// it; `bucket_width` can only be `1d`; unknown parameters are refused. Answers one page of a
+/// bucket per day from `start_time` to `end_time` (default: now), amounts in dollars as JSON
+/// numbers.
+fn openai_costs(state: &ProviderState, query: &str) -> Reply {
     let refuse = |message: String| openai_error(400, "invalid_request_error", None, &message);
-    let mut start = false;
+    let (mut start, mut end) = (None, None);
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
         match name.as_ref() {
-            "start_time" | "end_time" if value.parse::<i64>().is_err() => {
-                return refuse(format!("Invalid '{name}': {value}: expected Unix seconds"));
+            "start_time" | "end_time" => {
+                let Ok(at) = value.parse::<i64>() else {
+                    return refuse(format!("Invalid '{name}': {value}: expected Unix seconds"));
+                };
+                if name == "start_time" {
+                    start = Some(at);
+                } else {
+                    end = Some(at);
+                }
             }
-            "start_time" => start = true,
-            "end_time" | "bucket_width" | "group_by" | "project_ids" | "limit" | "page" => {}
+            "bucket_width" if value != "1d" => {
+                return refuse(format!("Invalid 'bucket_width': {value}: expected '1d'"));
+            }
+            "bucket_width" | "group_by" | "project_ids" | "limit" | "page" => {}
             other => return refuse(format!("Unknown parameter: '{other}'")),
         }
     }
-    if !start {
+    let Some(start) = start else {
         return refuse("Missing required parameter: 'start_time'".into());
-    }
+    };
+    let end = end.unwrap_or_else(|| chrono::Utc::now().timestamp());
+    let midnight = |d: chrono::NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp();
+    let data: Vec<Value> = state
+        .openai_costs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(day, _)| midnight(**day) >= start && midnight(**day) < end)
+        .map(|(day, dollars)| {
+            json!({"object": "bucket", "start_time": midnight(*day),
+                   "end_time": midnight(*day + chrono::Duration::days(1)),
+                   "results": [{"object": "organization.costs.result",
+                                "amount": {"value": dollars.to_string().parse::<f64>().unwrap(), "currency": "usd"},
+                                "line_item": null, "project_id": null}]})
+        })
+        .collect();
     Reply::json(
         200,
-        json!({"object": "page", "data": [], "has_more": false, "next_page": null}),
+        json!({"object": "page", "data": data, "has_more": false, "next_page": null}),
     )
 }
 

@@ -55,7 +55,7 @@ use spendguard_domain::period::{WindowKind, YearMonth, Zone};
 use spendguard_domain::pricing::Tokens;
 use spendguard_domain::records::{
     Acknowledgement, AuditEntry, Claim, ClaimOutcome, KillSwitch, Observation, OpenAlert,
-    SwitchState, Versioned,
+    SourceDay, SwitchState, Versioned,
 };
 use spendguard_domain::resources::{Resource, ResourceKind, ResourceState};
 use spendguard_domain::scope::Scope;
@@ -310,6 +310,21 @@ impl SpendStore for GatedStore {
 
     async fn observations(&self, budget_id: &str) -> StoreResult<Vec<Observation>> {
         self.inv.call(self.inner.observations(budget_id)).await
+    }
+
+    async fn put_source_days(&self, days: &[SourceDay]) -> StoreResult<()> {
+        self.inv.write(self.inner.put_source_days(days)).await
+    }
+
+    async fn source_days(
+        &self,
+        budget_id: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> StoreResult<Vec<SourceDay>> {
+        self.inv
+            .call(self.inner.source_days(budget_id, from, to))
+            .await
     }
 }
 

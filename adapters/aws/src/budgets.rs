@@ -175,9 +175,8 @@ impl SpendSource for AwsBudgets {
                         None => (actual, forecast),
                     };
                     Ok(WindowSpend {
-                        actual,
-                        recent: None,
                         source_forecast: forecast,
+                        ..WindowSpend::actual(actual)
                     })
                 })();
                 spend.insert(window.kind, result.map_err(WindowError::Unevaluable));

@@ -7,13 +7,14 @@
 //! | usage marker | `USAGE#<record id>` | `-` |
 //! | counters (a month, a bucket per day) | `SPEND#<scope>` | `M#<yyyy-mm>@<zone>` |
 //! | observation | `OBS#<budget>` | `<source>#<window>#<period>` |
+//! | a source's day reading (expires after `SOURCE_DAY_RETENTION`) | `SRCDAY#<budget>` | `<yyyy-mm-dd>` |
 //! | alert claim | `ALERT#<budget>` | `<window>#<period>#<tier>#<alert id>`, `recovery#<alert id>`, ... |
 //! | delivery claim | `DELIVERY#<alert id>` | `<channel>` |
 //! | open alert (pages, not recovered) | `OPEN_ALERTS` | `<alert id>` |
 //! | warning queued for a digest | `DIGEST#<channel>` | `<alert id>` |
 //! | key (spec from the budgets file, status and its version) | `KEYS` | `<key id>` |
 //! | scopes that have counters in a month | `SCOPES#<yyyy-mm>` | `<scope>` |
-//! | daily summary | `SUMMARY#<scope>` | `<yyyy-mm-dd>@<zone>` |
+//! | daily summary | `SUMMARY#<scope>` | `<yyyy-mm-dd>@<zone>`, `<yyyy-mm-dd>@<zone>#<source>` |
 //! | key action lease and claims | `KEYACTION#<key id>` | `lease`, `rotate#<incident>` |
 //! | index of switches not open | `KILL_INDEX` | `<scope>` |
 //! | kill switch | `KILL#<scope>` | `STATE` |
@@ -50,7 +51,7 @@ use spendguard_domain::keys::{KeyRecord, KeyStatus};
 use spendguard_domain::period::YearMonth;
 use spendguard_domain::records::{
     AUDIT_RETENTION, Acknowledgement, AuditEntry, Claim, ClaimOutcome, ClaimSpace, KillSwitch,
-    Observation, OpenAlert, SwitchState, Versioned,
+    Observation, OpenAlert, SourceDay, SwitchState, Versioned,
 };
 use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::{PolicySet, Settings};
@@ -92,6 +93,12 @@ fn observation_pk(budget_id: &str) -> String {
 fn observation_sk(o: &Observation) -> String {
     format!("{}#{}#{}", o.source, o.window, o.period_key)
 }
+fn source_day_pk(budget_id: &str) -> String {
+    format!("SRCDAY#{budget_id}")
+}
+/// Day readings outlive what the nightly run reads (the anomaly baseline and a month) and a
+/// backfill of the year.
+const SOURCE_DAY_RETENTION: Duration = Duration::days(400);
 fn claim_pk(space: &ClaimSpace) -> String {
     match space {
         ClaimSpace::Alert { budget_id } => format!("ALERT#{budget_id}"),
@@ -107,8 +114,8 @@ fn scopes_pk(month: YearMonth) -> String {
 fn summary_pk(scope: &Scope) -> String {
     format!("SUMMARY#{scope}")
 }
-fn summary_sk(date: NaiveDate, zone: &spendguard_domain::period::Zone) -> String {
-    format!("{date}@{zone}")
+fn summary_sk(summary: &DailySummary) -> String {
+    format!("{}@{}", summary.date, summary.series_key())
 }
 /// Switches that are not open are listed here too, so a check finds them in one read.
 const KILL_INDEX_PK: &str = "KILL_INDEX";
@@ -889,7 +896,7 @@ impl SpendStore for DynamoStore {
     async fn put_summaries(&self, summaries: &[DailySummary]) -> StoreResult<()> {
         let mut requests = Vec::new();
         for sm in summaries {
-            let mut item = key(summary_pk(&sm.scope), summary_sk(sm.date, &sm.zone));
+            let mut item = key(summary_pk(&sm.scope), summary_sk(sm));
             item.insert("doc".into(), s(to_doc(sm)?));
             requests.push(Self::put_request(item)?);
         }
@@ -990,6 +997,55 @@ impl SpendStore for DynamoStore {
             .await?
             .iter()
             .map(|item| from_doc("observation", text_attr(item, "doc")?))
+            .collect()
+    }
+
+    async fn put_source_days(&self, days: &[SourceDay]) -> StoreResult<()> {
+        let mut requests = Vec::new();
+        for day in days {
+            let mut item = key(source_day_pk(&day.budget_id), day.date.to_string());
+            item.insert("doc".into(), s(to_doc(day)?));
+            item.insert(
+                TTL_ATTRIBUTE.into(),
+                n((day.observed_at + SOURCE_DAY_RETENTION).timestamp()),
+            );
+            requests.push(Self::put_request(item)?);
+        }
+        self.batch_write(requests).await
+    }
+
+    async fn source_days(
+        &self,
+        budget_id: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> StoreResult<Vec<SourceDay>> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", s(source_day_pk(budget_id)))
+                .expression_attribute_values(":from", s(from.to_string()))
+                .expression_attribute_values(":to", s(to.to_string()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk("Query", e))?;
+            items.extend(out.items().iter().cloned());
+            start = out.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        items
+            .iter()
+            .map(|item| from_doc("source day", text_attr(item, "doc")?))
             .collect()
     }
 }

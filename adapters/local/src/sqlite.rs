@@ -26,7 +26,7 @@ use spendguard_domain::money::{checked_add, parse_decimal};
 use spendguard_domain::period::YearMonth;
 use spendguard_domain::records::{
     Acknowledgement, AuditEntry, Claim, ClaimOutcome, ClaimSpace, KillSwitch, Observation,
-    OpenAlert, SwitchState, Versioned,
+    OpenAlert, SourceDay, SwitchState, Versioned,
 };
 use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::{PolicySet, Settings};
@@ -49,12 +49,15 @@ CREATE TABLE IF NOT EXISTS hour_counters (
 CREATE TABLE IF NOT EXISTS observations (
     budget_id TEXT NOT NULL, source TEXT NOT NULL, window TEXT NOT NULL, period_key TEXT NOT NULL,
     doc TEXT NOT NULL, PRIMARY KEY (budget_id, source, window, period_key));
+CREATE TABLE IF NOT EXISTS source_days (
+    budget_id TEXT NOT NULL, date TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (budget_id, date));
 CREATE TABLE IF NOT EXISTS claims (
     space TEXT NOT NULL, claim_key TEXT NOT NULL, owner TEXT NOT NULL,
     state TEXT NOT NULL, lease_until INTEGER NOT NULL, expires_at INTEGER NOT NULL,
     PRIMARY KEY (space, claim_key));
 CREATE TABLE IF NOT EXISTS open_alerts (alert_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS keys (id TEXT PRIMARY KEY, spec TEXT NOT NULL, status TEXT NOT NULL, status_version INTEGER NOT NULL DEFAULT 0);
+-- `zone` is the summary's series key: the zone, then `#<source>` for a provider's series
 CREATE TABLE IF NOT EXISTS summaries (
     scope TEXT NOT NULL, zone TEXT NOT NULL, date TEXT NOT NULL, doc TEXT NOT NULL,
     PRIMARY KEY (scope, date, zone));
@@ -467,7 +470,7 @@ impl SpendStore for SqliteStore {
                      ON CONFLICT(scope, date, zone) DO UPDATE SET doc = excluded.doc",
                     params![
                         s.scope.as_str(),
-                        s.zone.name(),
+                        s.series_key(),
                         s.date.to_string(),
                         to_doc(s)?
                     ],
@@ -589,6 +592,42 @@ impl SpendStore for SqliteStore {
                 .map_err(db)?;
             let rows = st.query_map(params![budget_id], |r| r.get::<_, String>(0)).map_err(db)?;
             rows.map(|r| from_doc("observation", &r.map_err(db)?)).collect()
+        })
+        .await
+    }
+
+    async fn put_source_days(&self, days: &[SourceDay]) -> StoreResult<()> {
+        let days = days.to_vec();
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            for day in &days {
+                tx.execute(
+                    "INSERT INTO source_days (budget_id, date, doc) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(budget_id, date) DO UPDATE SET doc = excluded.doc",
+                    params![day.budget_id, day.date.to_string(), to_doc(day)?],
+                )
+                .map_err(db)?;
+            }
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn source_days(
+        &self,
+        budget_id: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> StoreResult<Vec<SourceDay>> {
+        let budget_id = budget_id.to_string();
+        self.run(move |c| {
+            let mut st = c
+                .prepare("SELECT doc FROM source_days WHERE budget_id = ?1 AND date >= ?2 AND date <= ?3 ORDER BY date")
+                .map_err(db)?;
+            let rows = st
+                .query_map(params![budget_id, from.to_string(), to.to_string()], |r| r.get::<_, String>(0))
+                .map_err(db)?;
+            rows.map(|r| from_doc("source day", &r.map_err(db)?)).collect()
         })
         .await
     }

@@ -29,10 +29,12 @@ use spendguard_domain::forecast::Forecast;
 use spendguard_domain::ids::{AlertId, BudgetId};
 use spendguard_domain::money::Money;
 use spendguard_domain::period::{Period, WindowKind, Zone};
-use spendguard_domain::records::{AuditEntry, Claim, FollowUp, Lease, Observation, OpenAlert};
+use spendguard_domain::records::{
+    AuditEntry, Claim, FollowUp, Lease, Observation, OpenAlert, SourceDay,
+};
 use spendguard_domain::security::ScanReport;
 use spendguard_domain::settings::PolicySet;
-use spendguard_domain::spend::WindowError;
+use spendguard_domain::spend::{WindowError, source_days};
 
 /// A claim that was never finished (crashed run) blocks others this long.
 pub const DEFAULT_CLAIM_LEASE: Duration = Duration::minutes(5);
@@ -227,6 +229,14 @@ impl From<WindowError> for NotEvaluated {
 /// Spend per window of each budget, as the checker gathered it.
 type GatheredSpend = BTreeMap<String, BTreeMap<WindowKind, Result<WindowSpend, NotEvaluated>>>;
 
+/// What an evaluation saw that a finished run records.
+pub(crate) struct Observed {
+    /// The check's snapshots of provider-sourced windows.
+    observations: Vec<Observation>,
+    /// What provider and cloud sources reported per day (the nightly summaries' input).
+    source_days: Vec<SourceDay>,
+}
+
 /// One window of a budget and its evaluation (or why there is none).
 type WindowResult<'a> = (&'a Window, Result<WindowEvaluation, NotEvaluated>);
 
@@ -264,7 +274,7 @@ impl Checker {
         &self,
         policy: &PolicySet,
         options: &CheckOptions,
-    ) -> Result<(CheckReport, Vec<Observation>), CheckError> {
+    ) -> Result<(CheckReport, Observed), CheckError> {
         let now = self.clock.now();
         let run_id = uuid::Uuid::new_v4().to_string();
         if let Some(unknown) = options
@@ -284,6 +294,19 @@ impl Checker {
             .gather(&budgets, now, &policy.settings.rates, options)
             .await;
         let mut unevaluable = Vec::new();
+        let source_days: Vec<SourceDay> = budgets
+            .iter()
+            .filter(|b| b.source != SourceSpec::Usage)
+            .flat_map(|b| {
+                let answered: Vec<(WindowKind, &WindowSpend)> = spend
+                    .get(&b.id)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(kind, s)| Some((*kind, s.as_ref().ok()?)))
+                    .collect();
+                source_days(b, &answered, now)
+            })
+            .collect();
 
         let mut counts = AlertCounts::default();
         let mut reports = Vec::new();
@@ -422,18 +445,27 @@ impl Checker {
             security: ScanReport::default(),
             provider_caps: Vec::new(),
         };
-        Ok((report, observations))
+        Ok((
+            report,
+            Observed {
+                observations,
+                source_days,
+            },
+        ))
     }
 
-    /// Records a finished run: the observations its sources reported and one audit entry.
+    /// Records a finished run: what its sources reported and one audit entry.
     pub(crate) async fn record(
         &self,
         report: &CheckReport,
-        observations: &[Observation],
+        observed: &Observed,
         options: &CheckOptions,
     ) -> Result<(), CheckError> {
         if !options.dry_run {
-            self.store.put_observations(observations).await?;
+            self.store.put_observations(&observed.observations).await?;
+            if !observed.source_days.is_empty() {
+                self.store.put_source_days(&observed.source_days).await?;
+            }
         }
         if !options.dry_run && (report.acted() || !options.audit_only_when_acted) {
             self.store

@@ -1,6 +1,7 @@
 //! The nightly run (flow 6): for each time zone the budgets use (and UTC), summarise a day
-//! from the month counters — never from usage records — upsert the summaries, raise one anomaly
-//! alert per scope and day, publish the daily report, and emit CloudWatch metrics.
+//! from the month counters — never from usage records — and, for each provider-sourced budget,
+//! from what its source reported per day (ADR 029); upsert the summaries, raise one anomaly
+//! alert per scope, source and day, publish the daily report, and emit CloudWatch metrics.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -15,10 +16,11 @@ use crate::ports::bus::AlertBus;
 use crate::ports::clock::Clock;
 use crate::ports::store::{StateStore, StoreError};
 use spendguard_domain::aggregate::{
-    DailySummary, anomaly_event, emf_line, metric_scopes, report, report_event, summarize,
+    DailySummary, anomaly_event, day_series, emf_line, metric_scopes, report, report_event,
+    summarize,
 };
 use spendguard_domain::alert::AlertEvent;
-use spendguard_domain::budget::SourceSpec;
+use spendguard_domain::budget::{Budget, SourceSpec};
 use spendguard_domain::evaluate::percent_of;
 use spendguard_domain::forecast::Forecast;
 use spendguard_domain::ids::{AlertId, BudgetId};
@@ -26,6 +28,7 @@ use spendguard_domain::period::{WindowKind, YearMonth, Zone};
 use spendguard_domain::records::{Claim, FollowUp, Lease};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::PolicySet;
+use spendguard_domain::spend::spend_per_day;
 use spendguard_domain::usage::CounterKey;
 
 /// The longest range one invocation backfills (about two months of days x zones).
@@ -199,7 +202,7 @@ impl Nightly {
             .filter_map(|b| b.window(WindowKind::Monthly).map(|w| (&b.scope, w.limit)))
             .collect();
         let empty = BTreeMap::new();
-        let summaries: Vec<DailySummary> = scopes
+        let mut summaries: Vec<DailySummary> = scopes
             .iter()
             .filter(|s| !unreadable.contains_key(s))
             .map(|s| {
@@ -214,6 +217,17 @@ impl Nightly {
                 )
             })
             .collect();
+        let mut unreadable: Vec<String> = unreadable.into_values().collect();
+        for (budget, series) in self.provider_series(policy, zone, date).await? {
+            match series {
+                Ok(s) => summaries.push(s),
+                Err(why) => unreadable.push(format!(
+                    "{} ({}): {why}",
+                    budget.scope,
+                    budget.source.kind()
+                )),
+            }
+        }
         self.store.put_summaries(&summaries).await?;
 
         let budgeted: BTreeSet<Scope> = limits.keys().map(|s| (*s).clone()).collect();
@@ -223,9 +237,14 @@ impl Nightly {
             - 1;
         for s in summaries
             .iter()
-            .filter(|s| metric_scopes(&budgeted, &s.scope))
+            .filter(|s| metric_scopes(&budgeted, &s.scope) || !s.is_usage())
         {
-            let percent = limits.get(&s.scope).and_then(|limit| {
+            let limit = if s.is_usage() {
+                limits.get(&s.scope).copied()
+            } else {
+                provider_limit(policy, s)
+            };
+            let percent = limit.as_ref().and_then(|limit| {
                 let mtd: Decimal = s
                     .month_to_date
                     .values()
@@ -242,13 +261,13 @@ impl Nightly {
             .iter()
             .filter(|s| !s.anomalies.is_empty() && !s.scope.is_dimension())
             .collect();
-        // one alert per spike: at the most specific scope that shows it
+        // one alert per spike: at the most specific scope of its series that shows it
         let alerting: Vec<&DailySummary> = anomalous
             .iter()
             .filter(|s| {
-                !anomalous
-                    .iter()
-                    .any(|t| t.scope != s.scope && s.scope.contains(&t.scope))
+                !anomalous.iter().any(|t| {
+                    t.source == s.source && t.scope != s.scope && s.scope.contains(&t.scope)
+                })
             })
             .copied()
             .collect();
@@ -296,8 +315,66 @@ impl Nightly {
             anomalies: anomalous.len(),
             alerts_published: published,
             report_published,
-            unreadable: unreadable.into_values().collect(),
+            unreadable,
         })
+    }
+
+    /// The day of each provider-sourced budget kept in `zone`, summarised from what its source
+    /// reported (`spend_per_day`) and labelled with the source kind: one series per scope and
+    /// source kind (budgets sharing both read the same source: the first by id stands for
+    /// them). A budget its source reported nothing for that month has no summary, as a scope
+    /// without counters.
+    async fn provider_series<'p>(
+        &self,
+        policy: &'p PolicySet,
+        zone: Zone,
+        date: NaiveDate,
+    ) -> Result<Vec<(&'p Budget, Result<DailySummary, String>)>, NightlyError> {
+        let mut series: BTreeMap<(&Scope, &str), &Budget> = BTreeMap::new();
+        for b in policy
+            .budgets
+            .iter()
+            .filter(|b| b.zone == zone && b.source != SourceSpec::Usage)
+        {
+            series
+                .entry((&b.scope, b.source.kind()))
+                .and_modify(|kept| {
+                    if b.id < kept.id {
+                        *kept = b;
+                    }
+                })
+                .or_insert(b);
+        }
+        // the baseline's days, and every reading of the periods they fall in (a running
+        // total is differenced from its period's previous reading)
+        let baseline = i64::from(policy.settings.anomaly.baseline_days) + 1;
+        let first = YearMonth::of(date - Duration::days(baseline)).first_day() - Duration::days(7);
+        let mut out = Vec::new();
+        for ((scope, kind), budget) in series {
+            let readings = self.store.source_days(&budget.id, first, date).await?;
+            let days = spend_per_day(&readings);
+            if !days
+                .keys()
+                .any(|d| YearMonth::of(*d) == YearMonth::of(date))
+            {
+                continue;
+            }
+            let summary = day_series(&days).map(|months| {
+                let mut s = summarize(
+                    scope,
+                    zone,
+                    date,
+                    &months,
+                    budget.window(WindowKind::Monthly).map(|w| w.limit),
+                    &policy.settings.forecast,
+                    &policy.settings.anomaly,
+                );
+                s.source = kind.to_string();
+                s
+            });
+            out.push((budget, summary));
+        }
+        Ok(out)
     }
 
     /// Publishes `event` once (claimed like any alert). True when this run published it.
@@ -326,18 +403,29 @@ impl Nightly {
     }
 }
 
-/// Usage budgets in `zone` whose month is forecast at 90 % or more of the limit.
-fn at_risk(policy: &PolicySet, zone: Zone, summaries: &[DailySummary]) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for b in policy
+/// The monthly limit of the provider-sourced budget a summary's series stands for.
+fn provider_limit(policy: &PolicySet, s: &DailySummary) -> Option<Decimal> {
+    policy
         .budgets
         .iter()
-        .filter(|b| b.zone == zone && b.source == SourceSpec::Usage)
-    {
+        .filter(|b| b.zone == s.zone && b.scope == s.scope && b.source.kind() == s.source)
+        .min_by(|a, b| a.id.cmp(&b.id))
+        .and_then(|b| b.window(WindowKind::Monthly))
+        .map(|w| w.limit)
+}
+
+/// Budgets in `zone` whose month is forecast at 90 % or more of the limit, each from the
+/// series of its own source.
+fn at_risk(policy: &PolicySet, zone: Zone, summaries: &[DailySummary]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for b in policy.budgets.iter().filter(|b| b.zone == zone) {
         let Some(w) = b.window(WindowKind::Monthly) else {
             continue;
         };
-        let Some(s) = summaries.iter().find(|s| s.scope == b.scope) else {
+        let Some(s) = summaries
+            .iter()
+            .find(|s| s.scope == b.scope && s.source == b.source.kind())
+        else {
             continue;
         };
         let projected = match s.forecast {

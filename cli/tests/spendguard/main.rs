@@ -7,4 +7,5 @@ mod commands;
 mod demo;
 mod invoke;
 mod operate;
+mod report;
 mod scripts;

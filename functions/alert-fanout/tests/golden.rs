@@ -79,7 +79,7 @@ pub fn examples() -> Vec<(&'static str, AlertEvent)> {
     let prod = WindowSpend {
         actual: Decimal::from(1580),
         recent,
-        source_forecast: None,
+        ..WindowSpend::default()
     };
     let critical = crossing(
         &p,
@@ -244,6 +244,7 @@ fn nightly_examples(p: &PolicySet) -> (AlertEvent, AlertEvent) {
         scope: Scope::parse("openai/dev/key-dev1").unwrap(),
         zone: Zone::UTC,
         date,
+        source: "usage".into(),
         day: tally(&[("cost.USD", "96.40"), ("requests", "41210")]),
         month_to_date: [(Currency::USD, "214.90".to_string())].into(),
         forecast: None,

@@ -170,6 +170,8 @@ macro_rules! conformance_suite {
             counters_give_day_week_and_month,
             expired_usage_markers_are_ignored,
             observations_are_upserted,
+            source_days_are_upserted_and_read_by_date_range,
+            summaries_of_one_day_are_kept_per_source,
         );
         $crate::conformance_suite!(@cap claims, $make;
             alert_claims_have_exactly_one_winner,

@@ -1,14 +1,16 @@
-//! The spend capability: usage counted exactly once, hour counters, observations.
+//! The spend capability: usage counted exactly once, hour counters, observations, sources'
+//! day readings, summaries per source.
 
 use super::*;
 use chrono::Duration;
 use rust_decimal::Decimal;
 use spendguard_app::ports::sources::{SpendRequest, SpendSource};
 use spendguard_app::sources::counters::UsageCounters;
+use spendguard_domain::aggregate::DailySummary;
 use spendguard_domain::evaluate::WindowSpend;
 use spendguard_domain::money::FxRates;
 use spendguard_domain::period::{WindowKind, Zone};
-use spendguard_domain::records::Observation;
+use spendguard_domain::records::{DayReading, Observation, SourceDay};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::usage::USAGE_MARKER_TTL;
 use spendguard_domain::usage::{HourKey, Metric, UsageRecord};
@@ -343,4 +345,85 @@ pub async fn observations_are_upserted(store: Store) {
     got.sort_by(|a, b| a.period_key.cmp(&b.period_key));
     assert_eq!(got, vec![obs("M#2026-10", 900), obs("M#2026-11", 250)]);
     assert!(store.observations("other").await.unwrap().is_empty());
+}
+
+pub async fn source_days_are_upserted_and_read_by_date_range(store: Store) {
+    let reading = |budget: &str, date: &str, cents: i64| SourceDay {
+        budget_id: budget.into(),
+        source: "openai".into(),
+        date: date.parse().unwrap(),
+        reading: DayReading::Day {
+            spend: usd(cents, 2),
+        },
+        observed_at: at("2026-11-22T10:00:00Z"),
+    };
+    store
+        .put_source_days(&[
+            reading("oa", "2026-11-20", 100),
+            reading("oa", "2026-11-21", 200),
+            reading("other", "2026-11-21", 5),
+        ])
+        .await
+        .unwrap();
+    // a later run's reading of the same day replaces it (late costs arrived)
+    store
+        .put_source_days(&[
+            reading("oa", "2026-11-21", 250),
+            reading("oa", "2026-11-22", 1),
+        ])
+        .await
+        .unwrap();
+    let day = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
+    assert_eq!(
+        store
+            .source_days("oa", day("2026-11-21"), day("2026-11-30"))
+            .await
+            .unwrap(),
+        vec![
+            reading("oa", "2026-11-21", 250),
+            reading("oa", "2026-11-22", 1)
+        ],
+        "oldest first, the range inclusive, other budgets apart"
+    );
+    assert_eq!(
+        store
+            .source_days("oa", day("2026-11-01"), day("2026-11-20"))
+            .await
+            .unwrap(),
+        vec![reading("oa", "2026-11-20", 100)]
+    );
+    assert!(
+        store
+            .source_days("none", day("2026-11-01"), day("2026-11-30"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn summaries_of_one_day_are_kept_per_source(store: Store) {
+    let scope = Scope::parse("openai").unwrap();
+    let summary = |source: &str, dollars: &str| DailySummary {
+        scope: scope.clone(),
+        zone: Zone::UTC,
+        date: "2026-11-20".parse().unwrap(),
+        source: source.into(),
+        day: BTreeMap::from([("cost.USD".to_string(), dollars.to_string())]),
+        month_to_date: BTreeMap::new(),
+        forecast: None,
+        anomalies: Vec::new(),
+    };
+    store
+        .put_summaries(&[summary("usage", "3"), summary("openai", "12.5")])
+        .await
+        .unwrap();
+    // a re-run replaces each series, it does not add one
+    store
+        .put_summaries(&[summary("openai", "13")])
+        .await
+        .unwrap();
+    let date = "2026-11-20".parse().unwrap();
+    let mut got = store.summaries(&scope, date, date).await.unwrap();
+    got.sort_by(|a, b| a.source.cmp(&b.source));
+    assert_eq!(got, vec![summary("openai", "13"), summary("usage", "3")]);
 }

@@ -10,6 +10,7 @@ mod key_guard;
 mod key_theft;
 mod nightly;
 mod provider_limits;
+mod provider_series;
 mod shutdown;
 mod signed_alerts;
 mod sources;

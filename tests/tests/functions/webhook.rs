@@ -1606,7 +1606,7 @@ async fn the_webhook_writes_only_items_its_role_may_write() {
         .collect();
     assert!(refused.is_empty(), "IAM would refuse {refused:?}");
     // what the signals write is in the record: the check above saw real writes
-    for prefix in ["USAGE#", "SPEND#", "OBS#", "ALERT#", "AUDIT#"] {
+    for prefix in ["USAGE#", "SPEND#", "OBS#", "SRCDAY#", "ALERT#", "AUDIT#"] {
         assert!(
             writes.iter().any(|(_, pk)| pk.starts_with(prefix)),
             "no {prefix} write recorded: {writes:?}"

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use spendguard_domain::aggregate::DailySummary;
 use spendguard_domain::period::YearMonth;
-use spendguard_domain::records::Observation;
+use spendguard_domain::records::{Observation, SourceDay};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::usage::{
     CounterKey, HourCounters, HourKey, IngestOutcome, MonthCounters, UsageEntry,
@@ -28,7 +28,8 @@ pub trait SpendStore: Send + Sync {
     /// Every scope that has counters in `month` (any zone): what the nightly run summarises.
     async fn scopes_with_counters(&self, month: YearMonth) -> StoreResult<Vec<Scope>>;
 
-    /// Upserts daily summaries (one per scope, zone and date: re-running a day replaces them).
+    /// Upserts daily summaries (one per scope, date, zone and source: re-running a day
+    /// replaces them).
     async fn put_summaries(&self, summaries: &[DailySummary]) -> StoreResult<()>;
 
     /// A scope's summaries from `from` to `to` (inclusive), any zone, oldest first.
@@ -52,4 +53,16 @@ pub trait SpendStore: Send + Sync {
     async fn put_observations(&self, observations: &[Observation]) -> StoreResult<()>;
 
     async fn observations(&self, budget_id: &str) -> StoreResult<Vec<Observation>>;
+
+    /// Upserts what sources reported per day (one per budget and date: the latest reading
+    /// replaces the one before).
+    async fn put_source_days(&self, days: &[SourceDay]) -> StoreResult<()>;
+
+    /// A budget's day readings from `from` to `to` (inclusive), oldest first.
+    async fn source_days(
+        &self,
+        budget_id: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> StoreResult<Vec<SourceDay>>;
 }
