@@ -219,17 +219,37 @@ pub struct Verdict {
 }
 
 /// Allow when every hold fits beside its window's `outstanding` holds (same order as `holds`):
-/// outstanding + amount <= cap. The tightest window is the one where the fewest more such
-/// requests would fit (remaining / amount), which compares windows in different currencies.
+/// outstanding + amount <= cap.
 pub fn decide(holds: &[Hold], outstanding: &[Decimal]) -> Verdict {
     let fits = |h: &Hold, o: &Decimal| o.checked_add(h.amount).is_some_and(|t| t <= h.cap);
-    let allow = holds.iter().zip(outstanding).all(|(h, o)| fits(h, o));
+    let decision = if holds.iter().zip(outstanding).all(|(h, o)| fits(h, o)) {
+        Decision::Allow
+    } else {
+        Decision::Deny
+    };
+    verdict(decision, holds, outstanding)
+}
+
+/// `decision` with its tightest window, from the `outstanding` holds it was decided beside
+/// (an allowed request's own hold added). The tightest window is the one where the fewest more
+/// such requests would fit (remaining / amount), which compares windows in different
+/// currencies. An allowed request never reports less than nothing left, even when
+/// `outstanding` is a slightly older figure than the one its store checked.
+pub fn verdict(decision: Decision, holds: &[Hold], outstanding: &[Decimal]) -> Verdict {
+    let allowed = decision == Decision::Allow;
     let tightest = holds
         .iter()
         .zip(outstanding)
         .filter_map(|(h, o)| {
-            let taken = if allow { o.checked_add(h.amount)? } else { *o };
-            let remaining = h.cap.checked_sub(taken)?;
+            let taken = if allowed {
+                o.checked_add(h.amount)?
+            } else {
+                *o
+            };
+            let mut remaining = h.cap.checked_sub(taken)?;
+            if allowed {
+                remaining = remaining.max(Decimal::ZERO);
+            }
             Some((remaining.checked_div(h.amount)?, h, remaining))
         })
         .min_by(|a, b| a.0.cmp(&b.0))
@@ -237,14 +257,7 @@ pub fn decide(holds: &[Hold], outstanding: &[Decimal]) -> Verdict {
             window: h.window.clone(),
             remaining: Money::new(remaining, h.currency),
         });
-    Verdict {
-        decision: if allow {
-            Decision::Allow
-        } else {
-            Decision::Deny
-        },
-        tightest,
-    }
+    Verdict { decision, tightest }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod claims;
 pub mod keys;
 pub mod markers;
 pub mod policy;
+pub mod reservations;
 pub mod spend;
 
 use std::collections::BTreeMap;
@@ -170,6 +171,11 @@ macro_rules! conformance_suite {
             counters_give_day_week_and_month,
             expired_usage_markers_are_ignored,
             observations_are_upserted,
+        );
+        $crate::conformance_suite!(@cap reservations, $make;
+            concurrent_reservations_never_exceed_the_headroom,
+            a_replayed_request_answers_the_same_and_holds_once,
+            expired_holds_stop_counting,
         );
         $crate::conformance_suite!(@cap claims, $make;
             alert_claims_have_exactly_one_winner,
