@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use crate::budget::{Budget, SourceSpec};
 use crate::money::{Currency, FxRates, Money};
-use crate::period::Period;
+use crate::period::{Period, WindowKind};
 use crate::scope::Scope;
 use crate::settings::PolicySet;
 use crate::spend::BudgetSpend;
@@ -117,8 +117,16 @@ pub fn covering_budgets<'a>(budgets: &'a [Budget], scope: &Scope) -> Vec<&'a Bud
 /// (`daily-cap#daily#D#2026-11-20`). Each window kind names its own period, so kinds added
 /// later slot in.
 pub fn window_key(budget: &Budget, window: &crate::budget::Window, now: DateTime<Utc>) -> String {
-    let period = Period::containing(window.kind, budget.zone, now);
-    format!("{}#{}#{}", budget.id, window.kind, period.key())
+    format!(
+        "{}#{}#{}",
+        budget.id,
+        window.kind,
+        period_key(budget, window, now)
+    )
+}
+
+fn period_key(budget: &Budget, window: &crate::budget::Window, now: DateTime<Utc>) -> String {
+    Period::containing(window.kind, budget.zone, now).key()
 }
 
 /// The windows `budgets` hold reservations against at `now`, in the order [`holds`] uses.
@@ -132,8 +140,12 @@ pub fn window_keys(budgets: &[&Budget], now: DateTime<Utc>) -> Vec<String> {
 /// One window's share of a reservation, in its budget's currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hold {
-    /// [`window_key`]
+    /// What stores hold it against: [`window_key`].
     pub window: String,
+    pub budget: String,
+    pub kind: WindowKind,
+    /// The period's key (`D#2026-11-20`).
+    pub period: String,
     pub currency: Currency,
     /// The estimate, converted.
     #[serde(with = "rust_decimal::serde::str")]
@@ -188,6 +200,9 @@ pub fn holds(
             })?;
             out.push(Hold {
                 window: window_key(budget, window, now),
+                budget: budget.id.clone(),
+                kind: window.kind,
+                period: period_key(budget, window, now),
                 currency: budget.currency,
                 amount,
                 cap,
@@ -207,7 +222,10 @@ pub enum Decision {
 /// The window with the least room left, after this request's hold when it was allowed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Headroom {
-    pub window: String,
+    pub budget: String,
+    pub window: WindowKind,
+    /// The period's key (`D#2026-11-20`).
+    pub period: String,
     pub remaining: Money,
 }
 
@@ -254,7 +272,9 @@ pub fn verdict(decision: Decision, holds: &[Hold], outstanding: &[Decimal]) -> V
         })
         .min_by(|a, b| a.0.cmp(&b.0))
         .map(|(_, h, remaining)| Headroom {
-            window: h.window.clone(),
+            budget: h.budget.clone(),
+            window: h.kind,
+            period: h.period.clone(),
             remaining: Money::new(remaining, h.currency),
         });
     Verdict { decision, tightest }
@@ -265,7 +285,7 @@ mod tests {
     use super::*;
     use crate::budget::{Basis, Severity, Threshold, Tier, Window};
     use crate::evaluate::WindowSpend;
-    use crate::period::{WindowKind, Zone};
+    use crate::period::Zone;
     use crate::settings::Settings;
     use rust_decimal_macros::dec;
 
@@ -308,9 +328,12 @@ mod tests {
         "2026-11-20T10:00:00Z".parse().unwrap()
     }
 
-    fn hold(window: &str, amount: Decimal, cap: Decimal) -> Hold {
+    fn hold(budget: &str, amount: Decimal, cap: Decimal) -> Hold {
         Hold {
-            window: window.into(),
+            window: format!("{budget}#daily#D#2026-11-20"),
+            budget: budget.into(),
+            kind: WindowKind::Daily,
+            period: "D#2026-11-20".into(),
             currency: Currency::USD,
             amount,
             cap,
@@ -484,7 +507,7 @@ mod tests {
         let v = decide(&hs, &[dec!(2), dec!(3)]);
         assert_eq!(v.decision, Decision::Allow);
         let t = v.tightest.unwrap();
-        assert_eq!((t.window.as_str(), t.remaining.amount), ("month", dec!(1)));
+        assert_eq!((t.budget.as_str(), t.remaining.amount), ("month", dec!(1)));
         // exactly full still fits; one cent more does not
         assert_eq!(decide(&hs, &[dec!(0), dec!(4)]).decision, Decision::Allow);
         let v = decide(&hs, &[dec!(0), dec!(4.01)]);

@@ -2059,6 +2059,9 @@ mod tests {
                     id: e.id.clone(),
                     holds: vec![Hold {
                         window: "b#daily#D#2026-11-20".into(),
+                        budget: "b".into(),
+                        kind: spendguard_domain::period::WindowKind::Daily,
+                        period: "D#2026-11-20".into(),
                         currency: Currency::USD,
                         amount: Decimal::ONE,
                         cap: Decimal::TEN,

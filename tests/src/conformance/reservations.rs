@@ -20,6 +20,9 @@ fn request(id: &str, amount: i64, cap: i64, at: DateTime<Utc>) -> ReservationReq
         id: id.into(),
         holds: vec![Hold {
             window: WINDOW.into(),
+            budget: "b1".into(),
+            kind: WindowKind::Daily,
+            period: "D#2026-11-20".into(),
             currency: Currency::USD,
             amount: Decimal::from(amount),
             cap: Decimal::from(cap),
@@ -62,8 +65,8 @@ pub async fn concurrent_reservations_never_exceed_the_headroom(store: Store) {
     {
         let tightest = a.verdict.tightest.as_ref().unwrap();
         assert_eq!(
-            (tightest.window.as_str(), tightest.remaining.amount),
-            (WINDOW, Decimal::ZERO)
+            (tightest.budget.as_str(), tightest.remaining.amount),
+            ("b1", Decimal::ZERO)
         );
     }
     // the usage records of the allowed calls reconcile them: 80 cents each really spent
