@@ -892,11 +892,10 @@ impl DynamoStore {
                 hold_sk(request.expires_at, &request.id),
             );
             entry.insert("amount".into(), s(h.amount.normalize().to_string()));
-            // the table's TTL deletes entries the sweep never reached, long after they expired
-            entry.insert(
-                TTL_ATTRIBUTE.into(),
-                n((request.expires_at + Duration::days(1)).timestamp()),
-            );
+            // the window's total counts this entry until a sweep or its record releases it: the
+            // table's TTL may delete it only after the window's period has ended (the longest,
+            // a month, is shorter than the decision is remembered)
+            entry.insert(TTL_ATTRIBUTE.into(), n((now + DECISION_MEMORY).timestamp()));
             items.push(
                 TransactWriteItem::builder()
                     .put(built(

@@ -1104,6 +1104,14 @@ impl ReservationStore for SqliteStore {
                     replayed: true,
                 });
             }
+            // expired holds are dropped as their windows are decided on: the table stays small
+            for h in &request.holds {
+                tx.execute(
+                    "DELETE FROM holds WHERE window_key = ?1 AND expires_at <= ?2",
+                    params![h.window, now.timestamp()],
+                )
+                .map_err(db)?;
+            }
             let outstanding = request
                 .holds
                 .iter()
