@@ -854,15 +854,6 @@ impl DynamoStore {
         request: &ReservationRequest,
         now: DateTime<Utc>,
     ) -> StoreResult<Attempt> {
-        let full: Vec<String> = request
-            .holds
-            .iter()
-            .filter(|h| h.amount > h.cap)
-            .map(|h| h.window.clone())
-            .collect();
-        if !full.is_empty() {
-            return Ok(Attempt::Full(full));
-        }
         let allowed = verdict(Decision::Allow, &request.holds, &request.outstanding_seen);
         let mut items = vec![
             TransactWriteItem::builder()
@@ -1078,6 +1069,10 @@ impl ReservationStore for DynamoStore {
         request: &ReservationRequest,
         now: DateTime<Utc>,
     ) -> StoreResult<Reserved> {
+        // a hold larger than its window's room cannot fit whatever expires
+        if request.holds.iter().any(|h| h.amount > h.cap) {
+            return self.deny(request, now).await;
+        }
         let mut swept = false;
         for attempt in 0..MAX_ATTEMPTS {
             match self.try_reserve(request, now).await? {
