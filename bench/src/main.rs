@@ -3,13 +3,15 @@
 
 mod commands;
 
-const USAGE: &str = "usage: spendguard-bench <coldstart|scale|verify|keyguard|nightly> [options]
+const USAGE: &str =
+    "usage: spendguard-bench <coldstart|scale|verify|keyguard|nightly|authorize> [options]
   coldstart --python PATH [--rounds 5] [--warm 20] [--only FUNCTION]
             each function's release binary vs the Python baseline, hosted as Lambda hosts them
   scale [--max-budgets 10000]   budget-check over 10..10,000 budgets; usage ingest per batch
   verify                        webhook verification cost per message
   keyguard                      emergency stop latency
-  nightly [--scopes 10000]      one nightly aggregation";
+  nightly [--scopes 10000]      one nightly aggregation
+  authorize [--calls 2000]      one /authorize decision: latency in process, DynamoDB requests";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,6 +34,7 @@ fn main() {
             "verify" => commands::verify::run(rest).await,
             "keyguard" => commands::keyguard::run(rest).await,
             "nightly" => commands::nightly::run(rest).await,
+            "authorize" => commands::authorize::run(rest).await,
             other => {
                 eprintln!("no such benchmark: {other}\n{USAGE}");
                 std::process::exit(2);

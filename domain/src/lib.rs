@@ -8,6 +8,7 @@ pub mod aggregate;
 pub mod alarm;
 pub mod alert;
 pub mod alert_signature;
+pub mod authorize;
 pub mod budget;
 pub mod budgets_export;
 pub mod budgets_file;

@@ -86,7 +86,7 @@ pub struct UsageError {
 }
 
 impl UsageError {
-    fn new(field: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: &'static str, message: impl Into<String>) -> Self {
         UsageError {
             field,
             message: message.into(),
@@ -163,8 +163,52 @@ fn covers_minutes(value: Option<i64>) -> Result<u32, UsageError> {
     }
 }
 
+/// Checks a record id (the idempotency key; also an `/authorize` request id).
+pub(crate) fn record_id(field: &'static str, id: &str) -> Result<(), UsageError> {
+    if id.is_empty()
+        || id.len() > MAX_ID_LEN
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
+    {
+        return Err(UsageError::new(
+            field,
+            format!("must be 1 to {MAX_ID_LEN} characters of letters, digits, `.`, `_`, `-`, `:`"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses the scope usage is reported under: a path below `*`, not a dimension, not too deep.
+pub(crate) fn usage_scope(field: &'static str, text: &str) -> Result<Scope, UsageError> {
+    let scope = Scope::parse(text).map_err(|e| UsageError::new(field, e.to_string()))?;
+    if scope.is_root() {
+        return Err(UsageError::new(
+            field,
+            "usage must belong to a scope below `*`",
+        ));
+    }
+    if scope.is_dimension() {
+        return Err(UsageError::new(
+            field,
+            "`_` scopes are counted from a record's model, user, feature and endpoint; report usage under its own path",
+        ));
+    }
+    let depth = scope.as_str().split('/').count();
+    if depth > bounds::MAX_SCOPE_DEPTH {
+        return Err(UsageError::new(
+            field,
+            format!(
+                "has {depth} segments; at most {} (each segment is one more counter per time zone)",
+                bounds::MAX_SCOPE_DEPTH
+            ),
+        ));
+    }
+    Ok(scope)
+}
+
 /// A cost within the bounds, rounded to [`bounds::COST_DECIMALS`] places.
-fn bounded_cost(field: &'static str, amount: Decimal) -> Result<Decimal, UsageError> {
+pub(crate) fn bounded_cost(field: &'static str, amount: Decimal) -> Result<Decimal, UsageError> {
     if amount.is_sign_negative() && !amount.is_zero() {
         return Err(UsageError::new(
             field,
@@ -205,44 +249,8 @@ impl UsageWire {
         prices: &PriceBook,
         now: DateTime<Utc>,
     ) -> Result<UsageRecord, UsageError> {
-        if self.id.is_empty()
-            || self.id.len() > MAX_ID_LEN
-            || !self
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
-        {
-            return Err(UsageError::new(
-                "id",
-                format!(
-                    "must be 1 to {MAX_ID_LEN} characters of letters, digits, `.`, `_`, `-`, `:`"
-                ),
-            ));
-        }
-        let scope =
-            Scope::parse(&self.scope).map_err(|e| UsageError::new("scope", e.to_string()))?;
-        if scope.is_root() {
-            return Err(UsageError::new(
-                "scope",
-                "usage must belong to a scope below `*`",
-            ));
-        }
-        if scope.is_dimension() {
-            return Err(UsageError::new(
-                "scope",
-                "`_` scopes are counted from a record's model, user, feature and endpoint; report usage under its own path",
-            ));
-        }
-        let depth = scope.as_str().split('/').count();
-        if depth > bounds::MAX_SCOPE_DEPTH {
-            return Err(UsageError::new(
-                "scope",
-                format!(
-                    "has {depth} segments; at most {} (each segment is one more counter per time zone)",
-                    bounds::MAX_SCOPE_DEPTH
-                ),
-            ));
-        }
+        record_id("id", &self.id)?;
+        let scope = usage_scope("scope", &self.scope)?;
         let timestamp = DateTime::parse_from_rfc3339(&self.timestamp)
             .map_err(|e| UsageError::new("timestamp", format!("not an RFC 3339 time: {e}")))?
             .with_timezone(&Utc);

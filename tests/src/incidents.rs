@@ -74,6 +74,7 @@ use spendguard_app::ports::store::KeyStore;
 use spendguard_app::ports::store::MarkerStore;
 use spendguard_app::ports::store::PolicyStore;
 use spendguard_app::ports::store::SpendStore;
+use spendguard_app::ports::store::{ReservationRequest, ReservationStore, Reserved};
 
 // ---- the scheduler --------------------------------------------------------------------------
 
@@ -258,6 +259,25 @@ impl PolicyStore for GatedStore {
 
     async fn settings(&self) -> StoreResult<Settings> {
         self.inv.call(self.inner.settings()).await
+    }
+}
+
+#[async_trait]
+impl ReservationStore for GatedStore {
+    async fn outstanding(
+        &self,
+        windows: &[String],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Decimal>> {
+        self.inv.call(self.inner.outstanding(windows, now)).await
+    }
+
+    async fn reserve(
+        &self,
+        request: &ReservationRequest,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Reserved> {
+        self.inv.write(self.inner.reserve(request, now)).await
     }
 }
 

@@ -160,6 +160,7 @@ impl WebhookWorld {
                 ..SourcesConfig::default()
             },
             alert_signing_key_arn: None,
+            reservation_ttl: spendguard_domain::authorize::bounds::DEFAULT_RESERVATION_TTL,
         };
         let certificates = TestCertificates {
             moto_endpoint: Some(aws::endpoint()),

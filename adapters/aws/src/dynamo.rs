@@ -21,6 +21,9 @@
 //! | audit entry (expires after `AUDIT_RETENTION`) | `AUDIT#<yyyy-mm>` | `<timestamp>#<id>` |
 //! | marker | `MSG#<namespace>#<id>` | `-` |
 //! | cache | `CACHE#<key>` | `-` |
+//! | reservation (the decision, and its holds while they hold) | `RESERVE#<request id>` | `-` |
+//! | a window's total of outstanding holds | `HOLDS#<budget>#<window>#<period>` | `-` |
+//! | one hold on a window, by when it expires | `HOLDS#<budget>#<window>#<period>` | `<expiry epoch, 12 digits>#<request id>` |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration as StdDuration;
@@ -29,11 +32,12 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
-    KeysAndAttributes, Put, PutRequest, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, DeleteRequest, KeySchemaElement,
+    KeyType, KeysAndAttributes, Put, PutRequest, ScalarAttributeType, TimeToLiveSpecification,
     TransactWriteItem, Update, WriteRequest,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 
 use spendguard_app::ports::store::AuditLog;
@@ -43,11 +47,14 @@ use spendguard_app::ports::store::MarkerStore;
 use spendguard_app::ports::store::PolicyStore;
 use spendguard_app::ports::store::SpendStore;
 use spendguard_app::ports::store::{AckOutcome, AlertStore};
+use spendguard_app::ports::store::{ReservationRequest, ReservationStore, Reserved};
 use spendguard_app::ports::store::{StoreError, StoreResult, from_doc, to_doc};
 use spendguard_domain::aggregate::DailySummary;
 use spendguard_domain::alert::AlertEvent;
+use spendguard_domain::authorize::{DECISION_MEMORY, Decision, Hold, Verdict, verdict};
 use spendguard_domain::budget::Budget;
 use spendguard_domain::keys::{KeyRecord, KeyStatus};
+use spendguard_domain::money::parse_decimal;
 use spendguard_domain::period::YearMonth;
 use spendguard_domain::records::{
     AUDIT_RETENTION, Acknowledgement, AuditEntry, Claim, ClaimOutcome, ClaimSpace, KillSwitch,
@@ -132,6 +139,16 @@ fn audit_pk(month: YearMonth) -> String {
 fn marker_pk(namespace: &str, id: &str) -> String {
     format!("MSG#{namespace}#{id}")
 }
+fn reservation_pk(id: &str) -> String {
+    format!("RESERVE#{id}")
+}
+fn holds_pk(window: &str) -> String {
+    format!("HOLDS#{window}")
+}
+/// Sorted by expiry, so that the expired holds of a window are one key range.
+fn hold_sk(until: DateTime<Utc>, id: &str) -> String {
+    format!("{:012}#{id}", until.timestamp())
+}
 fn cache_pk(key: &str) -> String {
     format!("CACHE#{key}")
 }
@@ -197,6 +214,17 @@ fn text_attr<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Store
         Some(AttributeValue::S(v)) => Ok(v),
         _ => Err(StoreError::Corrupt(format!(
             "item lacks string attribute `{name}`"
+        ))),
+    }
+}
+
+fn decimal_attr(item: &HashMap<String, AttributeValue>, name: &str) -> StoreResult<Decimal> {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => parse_decimal(v).map_err(|_| {
+            StoreError::Corrupt(format!("attribute `{name}` = `{v}` is not a decimal"))
+        }),
+        _ => Err(StoreError::Corrupt(format!(
+            "item lacks number attribute `{name}`"
         ))),
     }
 }
@@ -475,24 +503,35 @@ impl DynamoStore {
         Ok(item)
     }
 
-    /// Ids among `ids` whose usage marker exists and has not expired.
-    async fn live_usage_markers(
+    /// In one read: the ids among `ids` whose usage marker exists and has not expired, and
+    /// the reservations among them still holding (their records reconcile them).
+    async fn read_for_ingest(
         &self,
         ids: &[&str],
         now: DateTime<Utc>,
-    ) -> StoreResult<HashSet<String>> {
+    ) -> StoreResult<(HashSet<String>, HashMap<String, Holding>)> {
         let keys = ids
             .iter()
-            .map(|id| key(usage_marker_pk(id), SINGLETON_SK))
+            .flat_map(|id| {
+                [
+                    key(usage_marker_pk(id), SINGLETON_SK),
+                    key(reservation_pk(id), SINGLETON_SK),
+                ]
+            })
             .collect();
         let mut live = HashSet::new();
+        let mut holding = HashMap::new();
         for item in self.batch_get(keys).await? {
-            if number_attr(&item, TTL_ATTRIBUTE)? > now.timestamp() {
-                let pk = text_attr(&item, PK)?;
-                live.insert(pk.trim_start_matches("USAGE#").to_string());
+            let pk = text_attr(&item, PK)?;
+            if let Some(id) = pk.strip_prefix("USAGE#") {
+                if number_attr(&item, TTL_ATTRIBUTE)? > now.timestamp() {
+                    live.insert(id.to_string());
+                }
+            } else if let Some(h) = Holding::of(&item)? {
+                holding.insert(h.id.clone(), h);
             }
         }
-        Ok(live)
+        Ok((live, holding))
     }
 
     /// Lists the chunk's scopes under their months (what the nightly run reads instead of
@@ -528,6 +567,7 @@ impl DynamoStore {
     async fn write_usage_chunk(
         &self,
         chunk: &[&UsageEntry],
+        holding: &HashMap<String, Holding>,
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> StoreResult<bool> {
@@ -613,6 +653,9 @@ impl DynamoStore {
                     .build(),
             );
         }
+        // the records of reserved requests release their holds in the same transaction
+        let released: Vec<&Holding> = chunk.iter().filter_map(|e| holding.get(&e.id)).collect();
+        items.extend(self.release_actions(&released)?);
         let result = self
             .client
             .transact_write_items()
@@ -675,13 +718,409 @@ impl DynamoStore {
     }
 }
 
+const HELD: &str = "held";
+/// Denied, reconciled or expired: holds nothing.
+const SETTLED: &str = "settled";
+
+/// A reservation still holding, as ingest and the expiry sweep read it.
+#[derive(Debug, Clone)]
+struct Holding {
+    id: String,
+    holds: Vec<Hold>,
+    until: DateTime<Utc>,
+}
+
+impl Holding {
+    fn of(item: &HashMap<String, AttributeValue>) -> StoreResult<Option<Holding>> {
+        if text_attr(item, "state")? != HELD {
+            return Ok(None);
+        }
+        let pk = text_attr(item, PK)?;
+        Ok(Some(Holding {
+            id: pk.trim_start_matches("RESERVE#").to_string(),
+            holds: from_doc("reservation holds", text_attr(item, "holds")?)?,
+            until: DateTime::from_timestamp(number_attr(item, "hold_until")?, 0)
+                .ok_or_else(|| StoreError::Corrupt(format!("{pk}: hold_until out of range")))?,
+        }))
+    }
+
+    /// The items releasing it writes (for packing transactions).
+    fn items(&self) -> BTreeSet<String> {
+        let mut items = BTreeSet::from([reservation_pk(&self.id)]);
+        for h in &self.holds {
+            items.insert(holds_pk(&h.window));
+            items.insert(format!(
+                "{}|{}",
+                holds_pk(&h.window),
+                hold_sk(self.until, &self.id)
+            ));
+        }
+        items
+    }
+}
+
+/// How a reservation transaction ended.
+enum Attempt {
+    Decided(Reserved),
+    /// The id was decided before.
+    Known,
+    /// These windows had no room for their hold.
+    Full(Vec<String>),
+    /// A concurrent transaction touched the same items: try again.
+    Conflict,
+}
+
+impl DynamoStore {
+    /// Releases `holdings` (each only if it still holds): settled, each window's total lowered
+    /// once per window (one transaction may update an item only once), hold entries deleted.
+    fn release_actions(&self, holdings: &[&Holding]) -> StoreResult<Vec<TransactWriteItem>> {
+        let mut actions = Vec::new();
+        let mut lowered: BTreeMap<&str, Decimal> = BTreeMap::new();
+        for h in holdings {
+            actions.push(
+                TransactWriteItem::builder()
+                    .update(built(
+                        Update::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(key(reservation_pk(&h.id), SINGLETON_SK)))
+                            .update_expression("SET #state = :settled")
+                            .condition_expression("#state = :held")
+                            .expression_attribute_names("#state", "state")
+                            .expression_attribute_values(":settled", s(SETTLED))
+                            .expression_attribute_values(":held", s(HELD))
+                            .build(),
+                    )?)
+                    .build(),
+            );
+            for hold in &h.holds {
+                let total = lowered.entry(hold.window.as_str()).or_default();
+                *total = total.checked_add(hold.amount).ok_or_else(|| {
+                    StoreError::Corrupt(format!("holds on {} out of range", hold.window))
+                })?;
+                actions.push(
+                    TransactWriteItem::builder()
+                        .delete(built(
+                            Delete::builder()
+                                .table_name(&self.table)
+                                .set_key(Some(key(holds_pk(&hold.window), hold_sk(h.until, &h.id))))
+                                .build(),
+                        )?)
+                        .build(),
+                );
+            }
+        }
+        for (window, amount) in lowered {
+            actions.push(
+                TransactWriteItem::builder()
+                    .update(built(
+                        Update::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(key(holds_pk(window), SINGLETON_SK)))
+                            .update_expression("ADD #reserved :minus")
+                            .expression_attribute_names("#reserved", "reserved")
+                            .expression_attribute_values(":minus", n((-amount).normalize()))
+                            .build(),
+                    )?)
+                    .build(),
+            );
+        }
+        Ok(actions)
+    }
+
+    /// The reservation item recording `verdict` (holding `holds` until `until` when allowed),
+    /// written only when the id is new or forgotten.
+    fn reservation_put(
+        &self,
+        request: &ReservationRequest,
+        verdict: &Verdict,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Put> {
+        let holding = verdict.decision == Decision::Allow && !request.holds.is_empty();
+        let mut item = key(reservation_pk(&request.id), SINGLETON_SK);
+        item.insert("verdict".into(), s(to_doc(verdict)?));
+        item.insert("state".into(), s(if holding { HELD } else { SETTLED }));
+        item.insert("holds".into(), s(to_doc(&request.holds)?));
+        item.insert("hold_until".into(), n(request.expires_at.timestamp()));
+        item.insert(TTL_ATTRIBUTE.into(), n((now + DECISION_MEMORY).timestamp()));
+        built(
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(#pk) OR #exp <= :now")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#exp", TTL_ATTRIBUTE)
+                .expression_attribute_values(":now", n(now.timestamp()))
+                .build(),
+        )
+    }
+
+    /// One transaction: the reservation recorded as allowed, and each hold added to its
+    /// window's total on condition that the total leaves room for it (cap - amount).
+    async fn try_reserve(
+        &self,
+        request: &ReservationRequest,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Attempt> {
+        let allowed = verdict(Decision::Allow, &request.holds, &request.outstanding_seen);
+        let mut items = vec![
+            TransactWriteItem::builder()
+                .put(self.reservation_put(request, &allowed, now)?)
+                .build(),
+        ];
+        for h in &request.holds {
+            items.push(
+                TransactWriteItem::builder()
+                    .update(built(
+                        Update::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(key(holds_pk(&h.window), SINGLETON_SK)))
+                            .update_expression("ADD #reserved :amount")
+                            .condition_expression(
+                                "attribute_not_exists(#reserved) OR #reserved <= :room",
+                            )
+                            .expression_attribute_names("#reserved", "reserved")
+                            .expression_attribute_values(":amount", n(h.amount.normalize()))
+                            .expression_attribute_values(":room", n((h.cap - h.amount).normalize()))
+                            .build(),
+                    )?)
+                    .build(),
+            );
+            let mut entry = key(
+                holds_pk(&h.window),
+                hold_sk(request.expires_at, &request.id),
+            );
+            entry.insert("amount".into(), s(h.amount.normalize().to_string()));
+            // the window's total counts this entry until a sweep or its record releases it: the
+            // table's TTL may delete it only after the window's period has ended (the longest,
+            // a month, is shorter than the decision is remembered)
+            entry.insert(TTL_ATTRIBUTE.into(), n((now + DECISION_MEMORY).timestamp()));
+            items.push(
+                TransactWriteItem::builder()
+                    .put(built(
+                        Put::builder()
+                            .table_name(&self.table)
+                            .set_item(Some(entry))
+                            .build(),
+                    )?)
+                    .build(),
+            );
+        }
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let cancelled = match result {
+            Ok(_) => {
+                return Ok(Attempt::Decided(Reserved {
+                    verdict: allowed,
+                    replayed: false,
+                }));
+            }
+            Err(e) => match e.as_service_error() {
+                Some(
+                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c),
+                ) => c.cancellation_reasons().to_vec(),
+                _ => return Err(sdk("TransactWriteItems", e)),
+            },
+        };
+        let failed = |i: usize| {
+            cancelled
+                .get(i)
+                .and_then(|r| r.code())
+                .is_some_and(|c| c == "ConditionalCheckFailed")
+        };
+        if failed(0) {
+            return Ok(Attempt::Known);
+        }
+        // the window updates are items 1, 3, 5, ...
+        let full: Vec<String> = request
+            .holds
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| failed(1 + 2 * i))
+            .map(|(_, h)| h.window.clone())
+            .collect();
+        Ok(if full.is_empty() {
+            Attempt::Conflict
+        } else {
+            Attempt::Full(full)
+        })
+    }
+
+    /// The verdict recorded for `id` (a replay).
+    async fn recorded(&self, id: &str) -> StoreResult<Reserved> {
+        let item = self
+            .get_item(key(reservation_pk(id), SINGLETON_SK))
+            .await?
+            .ok_or_else(|| StoreError::Conflict(format!("reservation {id} vanished")))?;
+        Ok(Reserved {
+            verdict: from_doc("reservation verdict", text_attr(&item, "verdict")?)?,
+            replayed: true,
+        })
+    }
+
+    /// Records a denial (holding nothing), unless the id was decided meanwhile.
+    async fn deny(
+        &self,
+        request: &ReservationRequest,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Reserved> {
+        let windows: Vec<String> = request.holds.iter().map(|h| h.window.clone()).collect();
+        let outstanding = self.outstanding(&windows, now).await?;
+        let denied = verdict(Decision::Deny, &request.holds, &outstanding);
+        let put = self.reservation_put(request, &denied, now)?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(put.item))
+            .set_condition_expression(put.condition_expression)
+            .set_expression_attribute_names(put.expression_attribute_names)
+            .set_expression_attribute_values(put.expression_attribute_values)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Reserved {
+                verdict: denied,
+                replayed: false,
+            }),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                self.recorded(&request.id).await
+            }
+            Err(e) => Err(sdk("PutItem", e)),
+        }
+    }
+
+    /// Releases the holds of `window` that expired by `now` (DynamoDB's TTL deletes late and
+    /// moto never does: expiry is decided here). How many were released.
+    async fn sweep(&self, window: &str, now: DateTime<Utc>) -> StoreResult<usize> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND #sk BETWEEN :first AND :expired")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", s(holds_pk(window)))
+            .expression_attribute_values(":first", s("0"))
+            .expression_attribute_values(":expired", s(format!("{:012}", now.timestamp() + 1)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk("Query", e))?;
+        let ids: Vec<String> = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .map(|item| {
+                text_attr(item, SK)
+                    .map(|sk| sk.split_once('#').map_or(sk, |(_, id)| id).to_string())
+            })
+            .collect::<StoreResult<_>>()?;
+        let keys = ids
+            .iter()
+            .map(|id| key(reservation_pk(id), SINGLETON_SK))
+            .collect();
+        let mut released = 0;
+        for item in self.batch_get(keys).await? {
+            let Some(holding) = Holding::of(&item)? else {
+                continue;
+            };
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(self.release_actions(&[&holding])?))
+                .send()
+                .await;
+            match result {
+                Ok(_) => released += 1,
+                // reconciled or released by someone else meanwhile
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_transaction_canceled_exception()) => {}
+                Err(e) => return Err(sdk("TransactWriteItems", e)),
+            }
+        }
+        Ok(released)
+    }
+}
+
+#[async_trait]
+impl ReservationStore for DynamoStore {
+    async fn outstanding(
+        &self,
+        windows: &[String],
+        _now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Decimal>> {
+        let wanted = windows
+            .iter()
+            .map(|w| ((holds_pk(w), SINGLETON_SK.to_string()), w))
+            .collect();
+        let mut totals: HashMap<&String, Decimal> = HashMap::new();
+        for (window, item) in self.batch_get_for(wanted).await? {
+            totals.insert(window, decimal_attr(&item, "reserved")?);
+        }
+        Ok(windows
+            .iter()
+            .map(|w| totals.get(w).copied().unwrap_or_default())
+            .collect())
+    }
+
+    async fn reserve(
+        &self,
+        request: &ReservationRequest,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Reserved> {
+        // a hold larger than its window's room cannot fit whatever expires
+        if request.holds.iter().any(|h| h.amount > h.cap) {
+            return self.deny(request, now).await;
+        }
+        let mut swept = false;
+        for attempt in 0..MAX_ATTEMPTS {
+            match self.try_reserve(request, now).await? {
+                Attempt::Decided(reserved) => return Ok(reserved),
+                Attempt::Known => return self.recorded(&request.id).await,
+                Attempt::Full(windows) => {
+                    // expired holds may be what fills them: released once, then tried again
+                    let mut released = 0;
+                    if !swept {
+                        swept = true;
+                        for w in &windows {
+                            released += self.sweep(w, now).await?;
+                        }
+                    }
+                    if released == 0 {
+                        return self.deny(request, now).await;
+                    }
+                }
+                Attempt::Conflict => backoff(attempt).await,
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "reservation {} (transactions kept being cancelled)",
+            request.id
+        )))
+    }
+}
+
 /// Groups entries so that each group fits one transaction (markers + one update per counter).
-fn pack_transactions<'a>(entries: &[&'a UsageEntry]) -> StoreResult<Vec<Vec<&'a UsageEntry>>> {
+fn pack_transactions<'a>(
+    entries: &[&'a UsageEntry],
+    holding: &HashMap<String, Holding>,
+) -> StoreResult<Vec<Vec<&'a UsageEntry>>> {
     let mut groups = Vec::new();
     let mut current: Vec<&UsageEntry> = Vec::new();
     let mut counters: BTreeSet<String> = BTreeSet::new();
     for e in entries {
-        let own = e.items();
+        let mut own = e.items();
+        if let Some(h) = holding.get(&e.id) {
+            own.extend(h.items());
+        }
         if own.len() + 1 > MAX_TRANSACTION_ACTIONS {
             return Err(StoreError::Unavailable(format!(
                 "usage record {} touches {} counters (scope depth x time zones): more than one transaction holds",
@@ -847,7 +1286,7 @@ impl SpendStore for DynamoStore {
         }
         for attempt in 0..MAX_ATTEMPTS {
             let ids: Vec<&str> = pending.iter().map(|e| e.id.as_str()).collect();
-            let live = self.live_usage_markers(&ids, now).await?;
+            let (live, holding) = self.read_for_ingest(&ids, now).await?;
             pending.retain(|e| {
                 let seen = live.contains(&e.id);
                 if seen {
@@ -859,8 +1298,11 @@ impl SpendStore for DynamoStore {
                 return Ok(outcome);
             }
             let mut cancelled = Vec::new();
-            for group in pack_transactions(&pending)? {
-                if self.write_usage_chunk(&group, now, marker_ttl).await? {
+            for group in pack_transactions(&pending, &holding)? {
+                if self
+                    .write_usage_chunk(&group, &holding, now, marker_ttl)
+                    .await?
+                {
                     self.index_scopes(&group).await?;
                     outcome.accepted.extend(group.iter().map(|e| e.id.clone()));
                 } else {
@@ -1590,7 +2032,6 @@ impl MarkerStore for DynamoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rust_decimal::Decimal;
     use spendguard_domain::money::{Currency, Money};
     use spendguard_domain::period::Zone;
     use spendguard_domain::pricing::Tokens;
@@ -1629,7 +2070,7 @@ mod tests {
             })
             .collect();
         let refs: Vec<&UsageEntry> = entries.iter().collect();
-        let groups = pack_transactions(&refs).unwrap();
+        let groups = pack_transactions(&refs, &HashMap::new()).unwrap();
         assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 500);
         for g in &groups {
             let counters: BTreeSet<String> = g.iter().flat_map(|e| e.items()).collect();
@@ -1647,12 +2088,46 @@ mod tests {
             .map(|i| entry(&format!("r{i}"), "openai/prod/key-1", &[Zone::UTC]))
             .collect();
         let refs: Vec<&UsageEntry> = entries.iter().collect();
-        let groups = pack_transactions(&refs).unwrap();
+        let groups = pack_transactions(&refs, &HashMap::new()).unwrap();
         // 4 month counters (key, project, provider, *) and 3 hour counters (all but *) leave
         // room for 93 markers per transaction
         assert_eq!(
             groups.iter().map(Vec::len).collect::<Vec<_>>(),
             [93, 93, 14]
+        );
+    }
+
+    #[test]
+    fn records_that_reconcile_a_reservation_pack_its_items_too() {
+        let entries: Vec<UsageEntry> = (0..200)
+            .map(|i| entry(&format!("r{i}"), "openai/prod/key-1", &[Zone::UTC]))
+            .collect();
+        let holding: HashMap<String, Holding> = entries
+            .iter()
+            .map(|e| {
+                let h = Holding {
+                    id: e.id.clone(),
+                    holds: vec![Hold {
+                        window: "b#daily#D#2026-11-20".into(),
+                        budget: "b".into(),
+                        kind: spendguard_domain::period::WindowKind::Daily,
+                        period: "D#2026-11-20".into(),
+                        currency: Currency::USD,
+                        amount: Decimal::ONE,
+                        cap: Decimal::TEN,
+                    }],
+                    until: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+                };
+                (e.id.clone(), h)
+            })
+            .collect();
+        let refs: Vec<&UsageEntry> = entries.iter().collect();
+        let groups = pack_transactions(&refs, &holding).unwrap();
+        // 7 counters and the window's total are shared; each record adds its marker, its
+        // reservation and its hold entry: 30 records per transaction
+        assert_eq!(
+            groups.iter().map(Vec::len).collect::<Vec<_>>(),
+            [30, 30, 30, 30, 30, 30, 20]
         );
     }
 }

@@ -17,9 +17,11 @@ use spendguard_app::ports::store::MarkerStore;
 use spendguard_app::ports::store::PolicyStore;
 use spendguard_app::ports::store::SpendStore;
 use spendguard_app::ports::store::{AckOutcome, AlertStore};
+use spendguard_app::ports::store::{ReservationRequest, ReservationStore, Reserved};
 use spendguard_app::ports::store::{StoreError, StoreResult, from_doc, to_doc};
 use spendguard_domain::aggregate::DailySummary;
 use spendguard_domain::alert::AlertEvent;
+use spendguard_domain::authorize::{DECISION_MEMORY, Decision, Verdict, decide};
 use spendguard_domain::budget::Budget;
 use spendguard_domain::keys::{KeyRecord, KeyStatus};
 use spendguard_domain::money::{checked_add, parse_decimal};
@@ -68,6 +70,11 @@ CREATE TABLE IF NOT EXISTS kill_switches (scope TEXT PRIMARY KEY, doc TEXT NOT N
 CREATE TABLE IF NOT EXISTS audit (month TEXT NOT NULL, sort_key TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (month, sort_key));
 CREATE TABLE IF NOT EXISTS markers (namespace TEXT NOT NULL, id TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (namespace, id));
 CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS reservations (id TEXT PRIMARY KEY, verdict TEXT NOT NULL, forget_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS holds (
+    reservation TEXT NOT NULL, window_key TEXT NOT NULL, amount TEXT NOT NULL, expires_at INTEGER NOT NULL,
+    PRIMARY KEY (reservation, window_key));
+CREATE INDEX IF NOT EXISTS holds_by_window ON holds (window_key, expires_at);
 "#;
 
 /// A SQLite file shared safely by threads (one connection behind a mutex) and by processes
@@ -352,6 +359,10 @@ impl SpendStore for SqliteStore {
                          ON CONFLICT(id) DO UPDATE SET expires_at = excluded.expires_at",
                     )
                     .map_err(db)?;
+                // the record of a reserved request: its hold stops counting as its cost starts to
+                let mut reconcile = tx
+                    .prepare_cached("DELETE FROM holds WHERE reservation = ?1")
+                    .map_err(db)?;
                 for e in &entries {
                     let seen: Option<i64> = read_marker
                         .query_row(params![e.id], |r| r.get(0))
@@ -365,6 +376,7 @@ impl SpendStore for SqliteStore {
                     write_marker
                         .execute(params![e.id, (now + marker_ttl).timestamp()])
                         .map_err(db)?;
+                    reconcile.execute(params![e.id]).map_err(db)?;
                     fresh.push(e);
                     outcome.accepted.push(e.id.clone());
                 }
@@ -1072,6 +1084,114 @@ impl AuditLog for SqliteStore {
                 .map_err(db)?;
             rows.map(|r| from_doc("audit entry", &r.map_err(db)?))
                 .collect()
+        })
+        .await
+    }
+}
+
+/// The total of a window's holds that have not expired at `now` (summed exactly, in Rust).
+fn outstanding_in(conn: &Connection, window: &str, now: DateTime<Utc>) -> StoreResult<Decimal> {
+    let mut read = conn
+        .prepare_cached("SELECT amount FROM holds WHERE window_key = ?1 AND expires_at > ?2")
+        .map_err(db)?;
+    let amounts = read
+        .query_map(params![window, now.timestamp()], |r| r.get::<_, String>(0))
+        .map_err(db)?;
+    let mut total = Decimal::ZERO;
+    for amount in amounts {
+        let amount = decimal("hold", &amount.map_err(db)?)?;
+        total = checked_add(total, amount, "outstanding holds")
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    }
+    Ok(total)
+}
+
+#[async_trait]
+impl ReservationStore for SqliteStore {
+    async fn outstanding(
+        &self,
+        windows: &[String],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Decimal>> {
+        let windows = windows.to_vec();
+        self.run(move |c| windows.iter().map(|w| outstanding_in(c, w, now)).collect())
+            .await
+    }
+
+    async fn reserve(
+        &self,
+        request: &ReservationRequest,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Reserved> {
+        let request = request.clone();
+        self.run(move |c| {
+            // the write lock first: every decision sees the holds of the ones before it
+            let tx = immediate(c)?;
+            let known: Option<(String, i64)> = tx
+                .query_row(
+                    "SELECT verdict, forget_at FROM reservations WHERE id = ?1",
+                    params![request.id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            if let Some((verdict, forget_at)) = known
+                && forget_at > now.timestamp()
+            {
+                return Ok(Reserved {
+                    verdict: from_doc("reservation verdict", &verdict)?,
+                    replayed: true,
+                });
+            }
+            // expired holds are dropped as their windows are decided on: the table stays small
+            for h in &request.holds {
+                tx.execute(
+                    "DELETE FROM holds WHERE window_key = ?1 AND expires_at <= ?2",
+                    params![h.window, now.timestamp()],
+                )
+                .map_err(db)?;
+            }
+            let outstanding = request
+                .holds
+                .iter()
+                .map(|h| outstanding_in(&tx, &h.window, now))
+                .collect::<StoreResult<Vec<_>>>()?;
+            let verdict: Verdict = decide(&request.holds, &outstanding);
+            tx.execute(
+                "INSERT INTO reservations (id, verdict, forget_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(id) DO UPDATE SET verdict = excluded.verdict, forget_at = excluded.forget_at",
+                params![
+                    request.id,
+                    to_doc(&verdict)?,
+                    (now + DECISION_MEMORY).timestamp()
+                ],
+            )
+            .map_err(db)?;
+            // an id decided so long ago that it was forgotten holds only what it holds now
+            tx.execute(
+                "DELETE FROM holds WHERE reservation = ?1",
+                params![request.id],
+            )
+            .map_err(db)?;
+            if verdict.decision == Decision::Allow {
+                for h in &request.holds {
+                    tx.execute(
+                        "INSERT INTO holds (reservation, window_key, amount, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                        params![
+                            request.id,
+                            h.window,
+                            h.amount.normalize().to_string(),
+                            request.expires_at.timestamp()
+                        ],
+                    )
+                    .map_err(db)?;
+                }
+            }
+            tx.commit().map_err(db)?;
+            Ok(Reserved {
+                verdict,
+                replayed: false,
+            })
         })
         .await
     }

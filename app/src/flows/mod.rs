@@ -1,5 +1,6 @@
 //! The use cases, each over the ports it needs.
 
+pub mod authorize;
 pub mod caps;
 pub mod check;
 pub mod drill;

@@ -1,3 +1,4 @@
+pub mod authorize;
 pub mod coldstart;
 pub mod keyguard;
 pub mod nightly;

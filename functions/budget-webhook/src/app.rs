@@ -89,6 +89,7 @@ pub async fn webhook_with(
             verify_trigger_signatures: true,
         }),
         clock: backends.clock,
+        reservation_ttl: config.reservation_ttl,
     })
 }
 

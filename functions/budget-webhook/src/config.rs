@@ -2,6 +2,7 @@
 
 use spendguard_app::env::{Env, EnvError};
 use spendguard_app::env::{SourcesConfig, check_api_url};
+use spendguard_domain::authorize::bounds;
 use spendguard_http::verify::gcp_oidc::GOOGLE_JWKS_URL;
 
 /// The GCP Pub/Sub push route, enabled when both values are set.
@@ -38,6 +39,9 @@ pub struct Config {
     /// The alert-signing key (`SPENDGUARD_ALERT_SIGNING_KEY_ARN`): alerts published are signed
     /// with it and alerts received must verify under it (none: unsigned, for local runs).
     pub alert_signing_key_arn: Option<String>,
+    /// How long an `/authorize` hold counts unless its usage record reconciles it
+    /// (`SPENDGUARD_RESERVATION_TTL_MINUTES`, 1 to 60, default 15).
+    pub reservation_ttl: chrono::Duration,
 }
 
 impl Config {
@@ -108,6 +112,21 @@ impl Config {
                 message: format!("{sns_signature_version}: SNS signs with version 1 or 2"),
             });
         }
+        let ttl_minutes: i64 = env.parsed(
+            "SPENDGUARD_RESERVATION_TTL_MINUTES",
+            bounds::DEFAULT_RESERVATION_TTL.num_minutes(),
+        )?;
+        let reservation_ttl = chrono::Duration::minutes(ttl_minutes);
+        if !(bounds::MIN_RESERVATION_TTL..=bounds::MAX_RESERVATION_TTL).contains(&reservation_ttl) {
+            return Err(EnvError {
+                variable: "SPENDGUARD_RESERVATION_TTL_MINUTES".into(),
+                message: format!(
+                    "{ttl_minutes}: holds expire after {} to {} minutes",
+                    bounds::MIN_RESERVATION_TTL.num_minutes(),
+                    bounds::MAX_RESERVATION_TTL.num_minutes()
+                ),
+            });
+        }
         Ok(Config {
             table: env.required("SPENDGUARD_TABLE", "the DynamoDB table name")?,
             alerts_topic_arn: env.required(
@@ -127,6 +146,7 @@ impl Config {
             sns_signature_version,
             sources: SourcesConfig::from_env(env)?,
             alert_signing_key_arn: env.optional(spendguard_app::env::ALERT_SIGNING_KEY),
+            reservation_ttl,
         })
     }
 }
@@ -189,5 +209,33 @@ mod tests {
             config(&BASE[..3]).unwrap_err().variable,
             "SPENDGUARD_STATUS_TOKEN_ARN"
         );
+    }
+
+    #[test]
+    fn reservation_ttl_is_bounded() {
+        assert_eq!(
+            config(&BASE).unwrap().reservation_ttl,
+            chrono::Duration::minutes(15)
+        );
+        for (minutes, ok) in [
+            ("1", true),
+            ("60", true),
+            ("0", false),
+            ("61", false),
+            ("x", false),
+        ] {
+            let mut with = BASE.to_vec();
+            with.push(("SPENDGUARD_RESERVATION_TTL_MINUTES", minutes));
+            match config(&with) {
+                Ok(c) => {
+                    assert!(ok, "{minutes} accepted");
+                    assert_eq!(c.reservation_ttl.num_minutes().to_string(), minutes);
+                }
+                Err(e) => {
+                    assert!(!ok, "{minutes} refused: {}", e.message);
+                    assert_eq!(e.variable, "SPENDGUARD_RESERVATION_TTL_MINUTES");
+                }
+            }
+        }
     }
 }

@@ -7,12 +7,16 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
+use spendguard_app::flows;
+use spendguard_app::flows::authorize::AuthorizeError;
 use spendguard_app::flows::check::{CheckOptions, Checker};
 use spendguard_app::flows::ingest::ingest_usage;
 use spendguard_app::flows::intake::{budgets_for_aws, budgets_for_gcp, record_aws, record_gcp};
 use spendguard_app::ports::clock::Clock;
 use spendguard_app::ports::store::{StateStore, StoreError};
 use spendguard_app::refreshing::Refreshing;
+use spendguard_domain::authorize;
+use spendguard_domain::period::Period;
 use spendguard_domain::records::{AuditEntry, SwitchState};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::secret::Secret;
@@ -78,6 +82,8 @@ pub struct Webhook {
     pub gcp_subscription: Option<String>,
     pub sns: Option<SnsIntake>,
     pub clock: Arc<dyn Clock>,
+    /// How long an `/authorize` hold counts unless its usage record reconciles it.
+    pub reservation_ttl: chrono::Duration,
 }
 
 /// Every request is answered within this: below Pub/Sub's 10-second acknowledgement deadline
@@ -88,6 +94,25 @@ pub const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs
 fn internal(e: StoreError) -> HttpResponse {
     warn!(error = %e, "store failed; the sender will retry");
     HttpResponse::error(503, "temporarily unavailable; retry", None)
+}
+
+/// A signed request for a scope its sender may not report for: 403, naming the field.
+fn other_senders_scope(sender: &Sender, field: &str) -> HttpResponse {
+    warn!(sender = %sender.id, "request for another sender's scope refused");
+    HttpResponse::error(
+        403,
+        format!(
+            "sender `{}` may report only for scopes under {}",
+            sender.id,
+            sender
+                .scopes
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Some(field),
+    )
 }
 
 /// Constant-time comparison of two byte strings of any length.
@@ -121,15 +146,16 @@ impl Webhook {
                 None,
             ),
             ("POST", "/usage") => self.usage(request).await,
+            ("POST", "/authorize") => self.authorize(request).await,
             ("POST", "/gcp/pubsub") => self.gcp_push(request).await,
             ("POST", "/sns") => self.sns_http(request).await,
             ("GET", "/status") => self.status(request).await,
-            (_, "/usage" | "/gcp/pubsub" | "/sns" | "/status") => {
+            (_, "/usage" | "/authorize" | "/gcp/pubsub" | "/sns" | "/status") => {
                 HttpResponse::error(405, "method not allowed", None)
             }
             _ => HttpResponse::error(
                 404,
-                "no such route: use POST /usage, POST /gcp/pubsub, POST /sns or GET /status",
+                "no such route: use POST /usage, POST /authorize, POST /gcp/pubsub, POST /sns or GET /status",
                 None,
             ),
         }
@@ -235,21 +261,7 @@ impl Webhook {
         if let Some(sender) = &sender
             && let Some(i) = records.iter().position(|rec| !sender.allows(&rec.scope))
         {
-            warn!(sender = %sender.id, "usage report for another sender's scope refused");
-            return HttpResponse::error(
-                403,
-                format!(
-                    "sender `{}` may report only for scopes under {}",
-                    sender.id,
-                    sender
-                        .scopes
-                        .iter()
-                        .map(|s| format!("`{s}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                Some(&format!("records[{i}].scope")),
-            );
+            return other_senders_scope(sender, &format!("records[{i}].scope"));
         }
         let outcome = match ingest_usage(
             self.store.as_ref(),
@@ -278,6 +290,69 @@ impl Webhook {
             "accepted": outcome.accepted.len(),
             "duplicates": outcome.duplicates.len(),
             "alerts_published": published,
+        }))
+    }
+
+    // ---- POST /authorize -------------------------------------------------------------------
+
+    /// The pre-flight check (docs/webhook.md#authorize): signed like `/usage`, answered 200
+    /// `allow` or `deny` with the tightest window's headroom; a replayed `request_id` gets the
+    /// same answer and holds nothing more.
+    async fn authorize(&self, r: &HttpRequest) -> HttpResponse {
+        let now = self.clock.now();
+        let sender = match self.usage_sender(r, now).await {
+            Ok(sender) => sender,
+            Err(reason) => {
+                warn!(%reason, "authorize request refused");
+                return HttpResponse::error(401, "authentication failed", None);
+            }
+        };
+        let policy = match self.store.load_policy().await {
+            Ok(p) => p,
+            Err(e) => return internal(e),
+        };
+        let request = match authorize::parse_request(&r.body, &policy) {
+            Ok(request) => request,
+            Err(e) => return HttpResponse::error(400, e.message, Some(e.field)),
+        };
+        if let Some(sender) = &sender
+            && !sender.allows(&request.scope)
+        {
+            return other_senders_scope(sender, "scope");
+        }
+        let reserved = match flows::authorize::authorize(
+            &self.store,
+            &policy,
+            &request,
+            sender.as_ref().map(|s| s.id.as_str()),
+            self.reservation_ttl,
+            now,
+        )
+        .await
+        {
+            Ok(reserved) => reserved,
+            Err(AuthorizeError::Store(e)) => return internal(e),
+            Err(AuthorizeError::Spend(why)) => {
+                warn!(%why, "authorize: a window's spend cannot be read; answered 503");
+                return HttpResponse::error(
+                    503,
+                    "the budgets' spend cannot be read right now; retry",
+                    None,
+                );
+            }
+        };
+        let verdict = reserved.verdict;
+        HttpResponse::ok(json!({
+            "decision": verdict.decision,
+            "request_id": request.request_id,
+            "headroom": verdict.tightest.map(|h| json!({
+                "budget": h.budget,
+                "window": h.window,
+                "period": Period::label_of_key(&h.period),
+                "remaining": h.remaining.amount.normalize().to_string(),
+                "currency": h.remaining.currency,
+            })),
+            "replayed": reserved.replayed,
         }))
     }
 

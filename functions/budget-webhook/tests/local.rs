@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use budget_webhook::event;
 use budget_webhook::handler::{SnsIntake, SubscriptionConfirmer, Webhook};
-use budget_webhook::http::HttpRequest;
+use budget_webhook::http::{HttpRequest, HttpResponse};
 use chrono::Utc;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -166,6 +166,7 @@ async fn webhook() -> (Webhook, Arc<dyn StateStore>) {
             verify_trigger_signatures: false,
         }),
         clock: Arc::new(SystemClock),
+        reservation_ttl: spendguard_domain::authorize::bounds::DEFAULT_RESERVATION_TTL,
     };
     (webhook, store)
 }
@@ -294,6 +295,7 @@ fn request(
 ) -> HttpRequest {
     let (method, path) = [
         ("POST", "/usage"),
+        ("POST", "/authorize"),
         ("POST", "/gcp/pubsub"),
         ("POST", "/sns"),
         ("GET", "/status"),
@@ -326,7 +328,7 @@ proptest! {
     /// Arbitrary bytes, signed or not, with arbitrary credentials, on every route.
     #[test]
     fn arbitrary_bytes_never_panic_and_never_succeed(
-        route in 0usize..4,
+        route in 0usize..5,
         body in proptest::collection::vec(any::<u8>(), 0..2048),
         signed in any::<bool>(),
         authorization in proptest::option::of("[ -~]{0,200}"),
@@ -353,4 +355,105 @@ proptest! {
         });
         prop_assert!(!response.is_success(), "{} {}", response.status, response.body);
     }
+}
+
+/// `body` to `path`, signed with the usage secret.
+fn signed(path: &str, body: String) -> HttpRequest {
+    let now = Utc::now().timestamp();
+    let id = uuid::Uuid::new_v4().to_string();
+    let signature = WebhookSecret::parse(SECRET)
+        .unwrap()
+        .sign(&id, now, body.as_bytes());
+    HttpRequest {
+        method: "POST".into(),
+        path: path.into(),
+        headers: [
+            ("webhook-id".to_string(), id),
+            ("webhook-timestamp".to_string(), now.to_string()),
+            ("webhook-signature".to_string(), signature),
+        ]
+        .into(),
+        body: body.into_bytes(),
+        ..HttpRequest::default()
+    }
+}
+
+/// Sends every request at once, answers in order.
+async fn all_at_once(w: &Arc<Webhook>, requests: Vec<HttpRequest>) -> Vec<HttpResponse> {
+    let calls: Vec<_> = requests
+        .into_iter()
+        .map(|r| {
+            let w = w.clone();
+            tokio::spawn(async move { w.http(r).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.unwrap());
+    }
+    answers
+}
+
+fn authorize(request_id: &str) -> HttpRequest {
+    signed(
+        "/authorize",
+        serde_json::json!({"scope": "agents/loop-1", "estimate": {"amount": "1", "currency": "USD"}, "request_id": request_id}).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_authorizations_on_the_embedded_store_allow_exactly_the_headroom() {
+    let (w, store) = webhook().await;
+    let mut agents = budget("agents-daily", SourceSpec::Usage, WindowKind::Daily);
+    agents.scope = Scope::parse("agents").unwrap();
+    agents.windows[0].limit = 10.into();
+    store
+        .put_policy(&PolicySet {
+            budgets: vec![agents],
+            ..PolicySet::default()
+        })
+        .await
+        .unwrap();
+    let w = Arc::new(w);
+    let answers = all_at_once(
+        &w,
+        (0..50).map(|i| authorize(&format!("call-{i}"))).collect(),
+    )
+    .await;
+    let allowed: Vec<String> = answers
+        .iter()
+        .filter(|a| a.status == 200 && a.body["decision"] == "allow")
+        .map(|a| a.body["request_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        allowed.len(),
+        10,
+        "{:?}",
+        answers.iter().map(|a| &a.body).collect::<Vec<_>>()
+    );
+    assert!(answers.iter().all(|a| a.status == 200));
+    // their usage records reconcile them: 50 cents each really spent, no hold left
+    let records: Vec<Value> = allowed
+        .iter()
+        .map(|id| serde_json::json!({"id": id, "scope": "agents/loop-1", "cost": {"amount": "0.50", "currency": "USD"}, "timestamp": Utc::now().to_rfc3339()}))
+        .collect();
+    let counted = w
+        .http(signed(
+            "/usage",
+            serde_json::json!({"records": records}).to_string(),
+        ))
+        .await;
+    assert_eq!(counted.body["accepted"], 10, "{}", counted.body);
+    // 5 dollars spent, nothing held: exactly five more fit
+    let more = all_at_once(
+        &w,
+        (0..8).map(|i| authorize(&format!("more-{i}"))).collect(),
+    )
+    .await;
+    assert_eq!(
+        more.iter()
+            .filter(|a| a.body["decision"] == "allow")
+            .count(),
+        5
+    );
 }

@@ -7,6 +7,7 @@ pub mod claims;
 pub mod keys;
 pub mod markers;
 pub mod policy;
+pub mod reservations;
 pub mod spend;
 
 use std::collections::BTreeMap;
@@ -172,6 +173,11 @@ macro_rules! conformance_suite {
             observations_are_upserted,
             source_days_are_upserted_and_read_by_date_range,
             summaries_of_one_day_are_kept_per_source,
+        );
+        $crate::conformance_suite!(@cap reservations, $make;
+            concurrent_reservations_never_exceed_the_headroom,
+            a_replayed_request_answers_the_same_and_holds_once,
+            expired_holds_stop_counting,
         );
         $crate::conformance_suite!(@cap claims, $make;
             alert_claims_have_exactly_one_winner,

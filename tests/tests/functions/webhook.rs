@@ -1818,3 +1818,179 @@ async fn a_senders_record_ids_cannot_shadow_another_senders() {
         Decimal::ONE
     );
 }
+
+// ---- POST /authorize ----------------------------------------------------------------------
+
+/// Agents under `agents/` may spend 10 dollars a day.
+fn agents_policy() -> PolicySet {
+    PolicySet {
+        budgets: vec![budget("agents-daily", "agents", WindowKind::Daily, 10)],
+        ..PolicySet::default()
+    }
+}
+
+fn authorize_body(request_id: &str, amount: &str) -> String {
+    json!({"scope": "agents/loop-1", "estimate": {"amount": amount, "currency": "USD"}, "request_id": request_id}).to_string()
+}
+
+/// `body` signed with the usage secrets, to `/authorize`.
+fn signed_authorize(body: &str, message_id: &str) -> HttpRequest {
+    HttpRequest {
+        path: "/authorize".into(),
+        ..signed_usage(body, message_id, Utc::now().timestamp())
+    }
+}
+
+fn agents_record(id: &str, cost: &str) -> Value {
+    json!({"id": id, "scope": "agents/loop-1", "cost": {"amount": cost, "currency": "USD"}, "timestamp": Utc::now().to_rfc3339()})
+}
+
+async fn authorize_once(w: &WebhookWorld, request_id: &str, amount: &str) -> Value {
+    let response = w
+        .send(signed_authorize(
+            &authorize_body(request_id, amount),
+            &format!("msg-{request_id}"),
+        ))
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_authorizations_allow_exactly_the_headroom_and_usage_reconciles_them() {
+    let w = WebhookWorld::new(agents_policy()).await;
+    let requests: Vec<HttpRequest> = (0..50)
+        .map(|i| {
+            signed_authorize(
+                &authorize_body(&format!("call-{i}"), "1.00"),
+                &format!("m-{i}"),
+            )
+        })
+        .collect();
+    let answers: Vec<HttpResponse> = futures::future::join_all(requests.into_iter().map(|r| {
+        let webhook = w.webhook.clone();
+        async move { webhook.http(r).await }
+    }))
+    .await;
+    let mut allowed = Vec::new();
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.body["request_id"], format!("call-{i}"));
+        match a.body["decision"].as_str() {
+            Some("allow") => allowed.push(format!("call-{i}")),
+            Some("deny") => {
+                assert_eq!(a.body["headroom"]["budget"], "agents-daily", "{}", a.body);
+                assert_eq!(a.body["headroom"]["window"], "daily");
+                assert_eq!(a.body["headroom"]["remaining"], "0", "{}", a.body);
+                assert_eq!(a.body["headroom"]["currency"], "USD");
+            }
+            other => panic!("decision {other:?}: {}", a.body),
+        }
+    }
+    assert_eq!(allowed.len(), 10, "10 dollars of headroom, 1 dollar each");
+
+    // the calls report what they really cost: 80 cents each, reconciling their holds
+    let records: Vec<Value> = allowed.iter().map(|id| agents_record(id, "0.80")).collect();
+    let response = w
+        .send(signed_usage(
+            &usage_body(&records),
+            "usage-1",
+            Utc::now().timestamp(),
+        ))
+        .await;
+    assert_eq!(response.body["accepted"], 10, "{}", response.body);
+    assert_eq!(month_cost_now(&w.store, "agents").await, Decimal::from(8));
+    // no hold remains: the 2 dollars left take exactly two more calls
+    let after: Vec<String> = [
+        authorize_once(&w, "next-1", "1.00").await,
+        authorize_once(&w, "next-2", "1.00").await,
+        authorize_once(&w, "next-3", "1.00").await,
+    ]
+    .iter()
+    .map(|b| b["decision"].as_str().unwrap().to_string())
+    .collect();
+    assert_eq!(after, ["allow", "allow", "deny"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_authorization_answers_the_same_and_holds_once() {
+    let w = WebhookWorld::new(agents_policy()).await;
+    let first = authorize_once(&w, "r-1", "4").await;
+    assert_eq!(first["decision"], "allow");
+    assert_eq!(first["headroom"]["remaining"], "6");
+    assert_eq!(first["replayed"], false);
+    let again = authorize_once(&w, "r-1", "4").await;
+    assert_eq!(again["replayed"], true);
+    assert_eq!(
+        (&again["decision"], &again["headroom"]),
+        (&first["decision"], &first["headroom"])
+    );
+    // held once: 6 dollars are left, not 2
+    assert_eq!(authorize_once(&w, "r-2", "6").await["decision"], "allow");
+    let denied = authorize_once(&w, "r-3", "0.01").await;
+    assert_eq!(denied["decision"], "deny");
+    assert_eq!(denied["headroom"]["remaining"], "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_authorizations_are_refused_naming_the_field_and_hold_nothing() {
+    let w = WebhookWorld::new(agents_policy()).await;
+    let before = w.items().await;
+    let cases: [(&str, u16, Option<&str>); 6] = [
+        (
+            r#"{"scope": "agents/loop-1", "request_id": "a"}"#,
+            400,
+            Some("body"),
+        ),
+        (
+            r#"{"scope": "_model/x", "estimate": {"amount": "1", "currency": "USD"}, "request_id": "a"}"#,
+            400,
+            Some("scope"),
+        ),
+        (
+            r#"{"scope": "agents", "estimate": {"amount": "0", "currency": "USD"}, "request_id": "a"}"#,
+            400,
+            Some("estimate.amount"),
+        ),
+        (
+            r#"{"scope": "agents", "estimate": {"amount": "1000000001", "currency": "USD"}, "request_id": "a"}"#,
+            400,
+            Some("estimate.amount"),
+        ),
+        (
+            r#"{"scope": "agents", "estimate": {"amount": "1", "currency": "EUR"}, "request_id": "a"}"#,
+            400,
+            Some("estimate.currency"),
+        ),
+        (
+            r#"{"scope": "agents", "estimate": {"amount": "1", "currency": "USD"}, "request_id": "a/b"}"#,
+            400,
+            Some("request_id"),
+        ),
+    ];
+    for (body, status, field) in cases {
+        let response = w.send(signed_authorize(body, "bad")).await;
+        assert_eq!(response.status, status, "{body}: {}", response.body);
+        assert_eq!(response.body["field"].as_str(), field, "{body}");
+    }
+    // not signed, or signed with another secret
+    let mut unsigned = signed_authorize(&authorize_body("a", "1"), "bad");
+    unsigned.headers.remove("webhook-signature");
+    assert_eq!(w.send(unsigned).await.status, 401);
+    let other = HttpRequest {
+        path: "/authorize".into(),
+        ..signed_usage_with(
+            "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            &authorize_body("a", "1"),
+            "bad",
+            Utc::now().timestamp(),
+        )
+    };
+    assert_eq!(w.send(other).await.status, 401);
+    let get = HttpRequest {
+        method: "GET".into(),
+        ..signed_authorize(&authorize_body("a", "1"), "bad")
+    };
+    assert_eq!(w.send(get).await.status, 405);
+    assert_eq!(w.items().await, before, "a refused request writes nothing");
+}

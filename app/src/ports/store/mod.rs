@@ -1,7 +1,7 @@
 //! The state store port, split by capability: policy, spend (usage counters, summaries,
-//! observations), claims, alerts, keys and switches, the audit log, markers and cache. Its two
-//! adapters (DynamoDB single table in spendguard-aws; embedded SQLite in spendguard-local)
-//! implement every capability and pass one conformance suite, organised the same way
+//! observations), reservations (the pre-flight check), claims, alerts, keys and switches, the
+//! audit log, markers and cache. Its two adapters (DynamoDB single table in spendguard-aws;
+//! embedded SQLite in spendguard-local) implement every capability and pass one conformance suite, organised the same way
 //! (`tests/src/conformance.rs`).
 
 mod alerts;
@@ -10,6 +10,7 @@ mod claims;
 mod keys;
 mod markers;
 mod policy;
+mod reservations;
 mod spend;
 
 pub use alerts::{AckOutcome, AlertStore};
@@ -18,6 +19,7 @@ pub use claims::ClaimStore;
 pub use keys::KeyStore;
 pub use markers::MarkerStore;
 pub use policy::PolicyStore;
+pub use reservations::{ReservationRequest, ReservationStore, Reserved};
 pub use spend::SpendStore;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,12 +47,27 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// idempotent or guarded by a condition, so handlers can be retried and run concurrently. A
 /// flow that needs only some of it takes the capability it uses (`&dyn ClaimStore`, ...).
 pub trait StateStore:
-    PolicyStore + SpendStore + ClaimStore + AlertStore + KeyStore + AuditLog + MarkerStore
+    PolicyStore
+    + SpendStore
+    + ReservationStore
+    + ClaimStore
+    + AlertStore
+    + KeyStore
+    + AuditLog
+    + MarkerStore
 {
 }
 
-impl<T: PolicyStore + SpendStore + ClaimStore + AlertStore + KeyStore + AuditLog + MarkerStore>
-    StateStore for T
+impl<
+    T: PolicyStore
+        + SpendStore
+        + ReservationStore
+        + ClaimStore
+        + AlertStore
+        + KeyStore
+        + AuditLog
+        + MarkerStore,
+> StateStore for T
 {
 }
 

@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 pub trait SpendStore: Send + Sync {
     /// Counts each entry exactly once: an entry whose id was already counted (and whose marker
     /// has not expired by `now`) is reported as a duplicate and changes nothing. The marker and
-    /// the counter increments of an entry are written atomically.
+    /// the counter increments of an entry are written atomically. An entry whose id holds a
+    /// reservation (`ReservationStore::reserve`) reconciles it in the same write: the hold
+    /// stops counting as its real cost starts to, so nothing is counted twice.
     async fn ingest_usage(
         &self,
         entries: &[UsageEntry],
