@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::NaiveDate;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
@@ -60,6 +60,19 @@ pub fn provider_spend(
         }
     }
     spend
+}
+
+/// How long after its end an hour's reports are waited for before its two ledgers are
+/// compared: applications report minutes after the provider has counted, and a finding once
+/// raised is never taken back.
+pub const REPORT_GRACE: Duration = Duration::minutes(15);
+
+/// Whether a key's `hour` can be judged for unreported spend at `now`: it has ended at least
+/// [`REPORT_GRACE`] ago, and the key's reports are per hour. A key whose reports sum up more
+/// than an hour (`aggregated`: in its baseline or on the hour's day) puts a day's spend in one
+/// hour and nothing in the others, so its hours cannot be compared with the provider's.
+pub fn comparable(hour: DateTime<Utc>, now: DateTime<Utc>, aggregated: bool) -> bool {
+    !aggregated && now >= hour + Duration::hours(1) + REPORT_GRACE
 }
 
 /// The `unreported_spend` signal of a key's hour: the provider's ledger at least
@@ -276,6 +289,16 @@ mod tests {
             spend.unpriced.iter().collect::<Vec<_>>(),
             ["images/gpt-image-1"]
         );
+    }
+
+    #[test]
+    fn an_hour_is_comparable_once_ended_and_graced_and_only_without_aggregates() {
+        let hour: DateTime<Utc> = "2026-11-23T10:00:00Z".parse().unwrap();
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert!(!comparable(hour, at("2026-11-23T10:40:00Z"), false));
+        assert!(!comparable(hour, at("2026-11-23T11:14:59Z"), false));
+        assert!(comparable(hour, at("2026-11-23T11:15:00Z"), false));
+        assert!(!comparable(hour, at("2026-11-23T13:00:00Z"), true));
     }
 
     #[test]

@@ -546,9 +546,10 @@ pub async fn a_check_after_an_outage_catches_up_from_the_watermark(store: Store)
 /// The two ledgers of one key: at 09:00 its applications report 10 USD and OpenAI counts
 /// gpt-4o tokens worth 15 USD at the price book (1.5x: an instrumented key); at 10:00 they
 /// report 10 USD again but OpenAI counts 30 USD (3x): exactly one `unreported_spend` finding,
-/// for 10:00, raised once however often the hour is re-read.
+/// for 10:00, raised once however often the hour is re-read — and not before the hour has
+/// ended and had its grace for late reports (10:40 and 11:05 judge nothing; 11:20 does).
 pub async fn spend_the_provider_counted_and_nobody_reported_is_one_finding(store: Store) {
-    let now = at("2026-11-23T10:40:00Z");
+    let now = at("2026-11-23T11:20:00Z");
     let reported = [
         usage("app-09", 1000, 40, at("2026-11-23T09:10:00Z")),
         usage("app-10", 1000, 40, at("2026-11-23T10:10:00Z")),
@@ -592,6 +593,13 @@ pub async fn spend_the_provider_counted_and_nobody_reported_is_one_finding(store
         },
     );
     let bus = MemoryBus::default();
+    for open in ["2026-11-23T10:40:00Z", "2026-11-23T11:05:00Z"] {
+        let report = scan_with(&store, &bus, &policy, at(open), &sources).await;
+        assert!(
+            report.findings.is_empty(),
+            "{open}: hour 10 not judged yet: {report:?}"
+        );
+    }
     let report = scan_with(&store, &bus, &policy, now, &sources).await;
     assert!(report.failures.is_empty(), "{report:?}");
     let events = bus.events();
@@ -608,6 +616,58 @@ pub async fn spend_the_provider_counted_and_nobody_reported_is_one_finding(store
     );
     let again = scan_with(&store, &bus, &policy, now + Duration::minutes(5), &sources).await;
     assert_eq!(bus.events().len(), 1, "{again:?}");
+}
+
+/// A key whose applications report one daily total (`covers_minutes: 1440`, at 23:30) has no
+/// hour to compare with the provider's: OpenAI's 30 USD of tokens at 10:00, nothing reported
+/// in that hour yet, is not `unreported_spend`.
+pub async fn a_key_reporting_daily_totals_is_not_judged_unreported_by_the_hour(store: Store) {
+    let now = at("2026-11-23T11:20:00Z");
+    let daily: Vec<UsageEntry> = (1..=3)
+        .map(|n| {
+            let when = at("2026-11-23T23:30:00Z") - Duration::days(n);
+            let mut r = record(&format!("day-{n}"), KEY_SCOPE, 50_00, when);
+            r.requests = 800;
+            r.covers_minutes = 1440;
+            UsageEntry::of(&r, &[Zone::UTC])
+        })
+        .collect();
+    store
+        .ingest_usage(&daily, now, USAGE_MARKER_TTL)
+        .await
+        .unwrap();
+    let ledger = Arc::new(UsageLedger::default());
+    ledger.add(
+        "completions",
+        "key_app",
+        "gpt-4o",
+        at("2026-11-23T10:00:00Z"),
+        &[("input_tokens", 12_000_000), ("num_model_requests", 40)],
+        at("2026-11-23T10:00:00Z"),
+    );
+    ledger.set_now(now);
+    let standin = usage_standin(ledger).await;
+    let sources = [openai_usage(&standin.url)];
+    let mut policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_app",
+    )
+    .await;
+    policy.settings.prices.0.insert(
+        "openai/gpt-4o".into(),
+        spendguard_domain::pricing::Price {
+            currency: spendguard_domain::money::Currency::USD,
+            input: Decimal::new(250, 2),
+            output: Decimal::from(10),
+            cached_input: None,
+        },
+    );
+    let bus = MemoryBus::default();
+    let report = scan_with(&store, &bus, &policy, now, &sources).await;
+    assert!(report.failures.is_empty(), "{report:?}");
+    assert!(report.findings.is_empty(), "{report:?}");
 }
 
 /// The price book says 5.00 USD per million gpt-4o input tokens; OpenAI charged project
@@ -684,6 +744,7 @@ macro_rules! detection_suite {
             a_thiefs_late_embeddings_and_images_are_found_when_they_arrive,
             a_check_after_an_outage_catches_up_from_the_watermark,
             spend_the_provider_counted_and_nobody_reported_is_one_finding,
+            a_key_reporting_daily_totals_is_not_judged_unreported_by_the_hour,
             a_price_book_off_by_twice_is_one_drift_naming_the_model,
         );
     };

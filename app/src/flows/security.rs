@@ -12,10 +12,12 @@ use serde_json::json;
 use spendguard_domain::alert::{AlertDetails, AlertEvent};
 use spendguard_domain::budget::Action;
 use spendguard_domain::ids::KeyId;
-use spendguard_domain::key_hours::{HourFigures, Signal};
+use spendguard_domain::key_hours::HourFigures;
 use spendguard_domain::key_hours::{KeyHours, ProviderHour};
 use spendguard_domain::keys::{KeyRecord, KeyStatus, ProviderKind};
-use spendguard_domain::ledger::{day_drift, provider_spend, unreported_spend};
+use spendguard_domain::ledger::{
+    ProviderSpend, comparable, day_drift, provider_spend, unreported_spend,
+};
 use spendguard_domain::period::{YearMonth, Zone};
 use spendguard_domain::records::{AuditEntry, Claim, Lease};
 use spendguard_domain::scope::Scope;
@@ -53,6 +55,9 @@ const DRIFT_NAMESPACE: &str = "price-book-drift";
 /// Checks that did not run for longer than this are not caught up further back: one page of
 /// hourly buckets.
 const MAX_CATCH_UP_HOURS: i64 = 168;
+
+/// The provider's usage of a key's hour and its spend at the price book.
+type ProviderLedger<'p> = (ProviderSpend, &'p ProviderHour);
 
 /// How far back a key's last use is looked for when its baseline window saw none.
 const DORMANCY_LOOKBACK_MONTHS: usize = 6;
@@ -180,7 +185,7 @@ impl SecurityScan<'_> {
                     ));
                 }
             }
-            let in_use: Vec<(DateTime<Utc>, HourFigures, Option<Signal>)> = hours
+            let in_use: Vec<(DateTime<Utc>, HourFigures, Option<ProviderLedger>)> = hours
                 .iter()
                 .map(|h| {
                     let mut figures = counters
@@ -190,8 +195,7 @@ impl SecurityScan<'_> {
                         })
                         .map(|c| HourFigures::of(c, policy.currency, &self.settings.rates))
                         .unwrap_or_default();
-                    let mut unreported = None;
-                    if let Some(p) = provider_hour(&provider_hours, key, *h) {
+                    let provider = provider_hour(&provider_hours, key, *h).map(|p| {
                         figures.merge_provider(p);
                         let spend = provider_spend(
                             key.spec.provider.as_str(),
@@ -201,9 +205,9 @@ impl SecurityScan<'_> {
                             &self.settings.rates,
                         );
                         figures.provider_spend = spend.amount;
-                        unreported = unreported_spend(figures.spend, &spend, p, policy);
-                    }
-                    (*h, figures, unreported)
+                        (spend, p)
+                    });
+                    (*h, figures, provider)
                 })
                 .filter(|(_, f, _)| f.used())
                 .collect();
@@ -211,9 +215,20 @@ impl SecurityScan<'_> {
                 continue;
             }
             let baseline = self.baseline(key).await?;
-            for (hour, figures, unreported) in in_use {
+            let aggregated_days: BTreeSet<NaiveDate> = in_use
+                .iter()
+                .filter(|(_, f, _)| f.aggregated)
+                .map(|(h, _, _)| h.date_naive())
+                .collect();
+            for (hour, figures, provider) in in_use {
                 let mut signals = detect(hour, &figures, &baseline, policy);
-                signals.extend(unreported);
+                let aggregated =
+                    baseline.aggregated || aggregated_days.contains(&hour.date_naive());
+                if let Some((spend, p)) = provider
+                    && comparable(hour, self.now, aggregated)
+                {
+                    signals.extend(unreported_spend(figures.spend, &spend, p, policy));
+                }
                 if let Some(finding) = Finding::of(key, hour, figures, signals) {
                     let latest = found.entry(key.spec.id.clone()).or_insert(hour);
                     *latest = (*latest).max(hour);
