@@ -564,10 +564,11 @@ pub async fn spend_the_provider_counted_and_nobody_reported_is_one_finding(store
         ("2026-11-23T09:00:00Z", 6_000_000),
         ("2026-11-23T10:00:00Z", 12_000_000),
     ] {
+        // the usage data names the dated snapshot; the price book its base model
         ledger.add(
             "completions",
             "key_app",
-            "gpt-4o",
+            "gpt-4o-2024-08-06",
             at(hour),
             &[("input_tokens", tokens), ("num_model_requests", 40)],
             at(hour),
