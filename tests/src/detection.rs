@@ -543,6 +543,60 @@ pub async fn a_check_after_an_outage_catches_up_from_the_watermark(store: Store)
     assert!(later.findings.is_empty(), "{later:?}");
 }
 
+/// The outage of the test above, but the first check after it fails on the store (a stored
+/// baseline it cannot read) after reading the provider: the next check still catches up from
+/// the watermark of the last completed run (01:00) and finds the thief's 03:00 hour.
+pub async fn a_check_that_fails_midway_leaves_the_watermark_for_the_next(store: Store) {
+    let now = at("2026-11-23T12:10:00Z");
+    office_hours(&store, now, 21, |_| 200).await;
+    let ledger = Arc::new(UsageLedger::default());
+    ledger.add(
+        "embeddings",
+        "key_thief",
+        "text-embedding-3-large",
+        at("2026-11-23T03:00:00Z"),
+        &[("input_tokens", 40_000_000), ("num_model_requests", 700)],
+        at("2026-11-23T03:30:00Z"),
+    );
+    let standin = usage_standin(ledger.clone()).await;
+    let sources = [openai_usage(&standin.url)];
+    let policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_thief",
+    )
+    .await;
+    let bus = MemoryBus::default();
+    ledger.set_now(at("2026-11-23T01:10:00Z"));
+    scan_with(&store, &bus, &policy, at("2026-11-23T01:10:00Z"), &sources).await;
+    ledger.set_now(now);
+    let baseline_cache = format!("security-baseline#{KEY}#2026-11-23");
+    store
+        .put_cached(&baseline_cache, "not a baseline", now + Duration::days(1))
+        .await
+        .unwrap();
+    let failed = SecurityScan {
+        store: store.as_ref(),
+        bus: &bus,
+        key_usage: &sources,
+        settings: &policy.settings,
+        now,
+        run_id: "run-that-fails",
+        dry_run: false,
+        lease: Duration::minutes(5),
+    }
+    .run()
+    .await;
+    assert!(failed.is_err(), "{failed:?}");
+    store.put_cached(&baseline_cache, "", now).await.unwrap();
+    let later = now + Duration::minutes(5);
+    let report = scan_with(&store, &bus, &policy, later, &sources).await;
+    let events = bus.events();
+    assert_eq!(events.len(), 1, "{report:?}");
+    assert_eq!(events[0].period_key, "H#2026-11-23T03");
+}
+
 /// The two ledgers of one key: at 09:00 its applications report 10 USD and OpenAI counts
 /// gpt-4o tokens worth 15 USD at the price book (1.5x: an instrumented key); at 10:00 they
 /// report 10 USD again but OpenAI counts 30 USD (3x): exactly one `unreported_spend` finding,
@@ -744,6 +798,7 @@ macro_rules! detection_suite {
             a_key_idle_for_longer_than_the_window_is_dormant,
             a_thiefs_late_embeddings_and_images_are_found_when_they_arrive,
             a_check_after_an_outage_catches_up_from_the_watermark,
+            a_check_that_fails_midway_leaves_the_watermark_for_the_next,
             spend_the_provider_counted_and_nobody_reported_is_one_finding,
             a_key_reporting_daily_totals_is_not_judged_unreported_by_the_hour,
             a_price_book_off_by_twice_is_one_drift_naming_the_model,

@@ -46,7 +46,8 @@ const THROTTLE_CACHE: &str = "security-throttle";
 /// Security claims are kept this long (a finding is claimed per key, hour and level).
 const CLAIM_RETENTION: Duration = Duration::days(35);
 
-/// Each provider's watermark: the hour of its last complete read of usage per key.
+/// Each provider's watermark: the current hour of the last run that read its usage per key
+/// and judged it to the end.
 const WATERMARK_CACHE: &str = "security-provider-watermark";
 
 /// Where the days whose price-book drift was reported are marked (per provider and day).
@@ -61,6 +62,10 @@ type ProviderLedger<'p> = (ProviderSpend, &'p ProviderHour);
 
 /// How far back a key's last use is looked for when its baseline window saw none.
 const DORMANCY_LOOKBACK_MONTHS: usize = 6;
+
+fn watermark_key(provider: ProviderKind) -> String {
+    format!("{WATERMARK_CACHE}#{}", provider.as_str())
+}
 
 fn provider_hour<'m>(
     by_provider: &'m BTreeMap<ProviderKind, KeyHours>,
@@ -154,6 +159,7 @@ impl SecurityScan<'_> {
         let current = start_of_hour(self.now);
         // once per run and provider: what it counted for every registered key since its window
         let (provider_hours, first) = self.provider_hours(&keys, current, &mut report).await?;
+        let read_providers: Vec<ProviderKind> = provider_hours.keys().copied().collect();
         let hours: Vec<DateTime<Utc>> = (0..)
             .map(|n| first + Duration::hours(n))
             .take_while(|h| *h <= current)
@@ -252,6 +258,19 @@ impl SecurityScan<'_> {
             self.lift_throttles(&keys, &found, &mut report).await?;
         }
         self.price_book_drift(&mut report).await?;
+        // only now are the providers' hours judged: a run that stopped earlier leaves them to
+        // the next one
+        if !self.dry_run {
+            for provider in read_providers {
+                self.store
+                    .put_cached(
+                        &watermark_key(provider),
+                        &crate::ports::store::to_doc(&current)?,
+                        self.now + CLAIM_RETENTION,
+                    )
+                    .await?;
+            }
+        }
         Ok(report)
     }
 
@@ -320,11 +339,12 @@ impl SecurityScan<'_> {
     }
 
     /// Each provider's usage of the registry's keys, one walk per provider, from its watermark
-    /// (the hour of its last complete read) less `provider_lateness_hours`, so that an hour the
+    /// (the current hour of the last run that judged it) less `provider_lateness_hours`, so that an hour the
     /// provider delivers late is read again until it has had time to arrive, and hours missed
     /// while checks did not run are caught up (at most `MAX_CATCH_UP_HOURS`). Returns the usage
     /// and the first hour to evaluate. A provider that fails is reported, keeps its watermark,
-    /// and detection goes on with the usage reports alone.
+    /// and detection goes on with the usage reports alone. The watermarks of the providers
+    /// read are saved by `run` once it has judged their hours.
     async fn provider_hours(
         &self,
         keys: &[KeyRecord],
@@ -344,8 +364,11 @@ impl SecurityScan<'_> {
             if ids.is_empty() {
                 continue;
             }
-            let watermark_key = format!("{WATERMARK_CACHE}#{}", source.provider().as_str());
-            let watermark = match self.store.get_cached(&watermark_key, self.now).await? {
+            let watermark = match self
+                .store
+                .get_cached(&watermark_key(source.provider()), self.now)
+                .await?
+            {
                 Some(doc) => crate::ports::store::from_doc::<DateTime<Utc>>("watermark", &doc)?,
                 None => current,
             };
@@ -357,15 +380,6 @@ impl SecurityScan<'_> {
             {
                 Ok(hours) => {
                     out.insert(source.provider(), hours);
-                    if !self.dry_run {
-                        self.store
-                            .put_cached(
-                                &watermark_key,
-                                &crate::ports::store::to_doc(&current)?,
-                                self.now + CLAIM_RETENTION,
-                            )
-                            .await?;
-                    }
                 }
                 Err(e) => {
                     warn!(error = %e, "provider usage per key unavailable");
