@@ -506,6 +506,40 @@ pub async fn a_thiefs_late_embeddings_and_images_are_found_when_they_arrive(stor
     assert_eq!(again.findings[0].outcome, "already_raised");
 }
 
+/// A thief uses the office-hours key at 23:00 on Sunday; OpenAI delivers that hour at 02:00
+/// on Monday, before Monday's first check (03:10). The baseline Monday's check learns must not
+/// count the hour it is judging as the key's usual use: it is off hours and a spike.
+pub async fn a_late_hour_of_the_previous_day_is_not_its_own_baseline(store: Store) {
+    let now = at("2026-11-23T03:10:00Z");
+    office_hours(&store, now, 21, |_| 200).await;
+    let ledger = Arc::new(UsageLedger::default());
+    ledger.add(
+        "embeddings",
+        "key_thief",
+        "text-embedding-3-large",
+        at("2026-11-22T23:00:00Z"),
+        &[("input_tokens", 40_000_000), ("num_model_requests", 700)],
+        at("2026-11-23T02:00:00Z"),
+    );
+    ledger.set_now(now);
+    let standin = usage_standin(ledger).await;
+    let sources = [openai_usage(&standin.url)];
+    let policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_thief",
+    )
+    .await;
+    let bus = MemoryBus::default();
+    let report = scan_with(&store, &bus, &policy, now, &sources).await;
+    assert!(report.failures.is_empty(), "{report:?}");
+    let events = bus.events();
+    assert_eq!(events.len(), 1, "{report:?}");
+    assert_eq!(events[0].period_key, "H#2026-11-22T23");
+    assert_eq!(detectors(&events[0]), ["spike", "off_hours"]);
+}
+
 /// Checks stop at 01:10 and resume at 12:10 (an outage): the thief's 03:00 hour is older than
 /// the lateness window, but the provider's watermark (01:00) says it was never read: the
 /// check catches up from there and finds it.
@@ -798,6 +832,7 @@ macro_rules! detection_suite {
             a_key_idle_for_longer_than_the_window_is_dormant,
             a_thiefs_late_embeddings_and_images_are_found_when_they_arrive,
             a_check_after_an_outage_catches_up_from_the_watermark,
+            a_late_hour_of_the_previous_day_is_not_its_own_baseline,
             a_check_that_fails_midway_leaves_the_watermark_for_the_next,
             spend_the_provider_counted_and_nobody_reported_is_one_finding,
             a_key_reporting_daily_totals_is_not_judged_unreported_by_the_hour,

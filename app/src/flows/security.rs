@@ -29,6 +29,7 @@ use spendguard_domain::security::ack_id;
 use spendguard_domain::security::detect;
 use spendguard_domain::settings::Settings;
 use spendguard_domain::usage::{CounterKey, HourKey, Metric, start_of_hour};
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -220,14 +221,24 @@ impl SecurityScan<'_> {
             if in_use.is_empty() {
                 continue;
             }
-            let baseline = self.baseline(key).await?;
+            // each hour against the baseline of its own day: learned from the days before it,
+            // so a late hour of an earlier day is never part of its own baseline
+            let mut baselines: BTreeMap<NaiveDate, Baseline> = BTreeMap::new();
+            for day in in_use.iter().map(|(h, _, _)| h.date_naive()) {
+                if let Entry::Vacant(vacant) = baselines.entry(day) {
+                    vacant.insert(self.baseline(key, day).await?);
+                }
+            }
             let aggregated_days: BTreeSet<NaiveDate> = in_use
                 .iter()
                 .filter(|(_, f, _)| f.aggregated)
                 .map(|(h, _, _)| h.date_naive())
                 .collect();
             for (hour, figures, provider) in in_use {
-                let mut signals = detect(hour, &figures, &baseline, policy);
+                let Some(baseline) = baselines.get(&hour.date_naive()) else {
+                    continue;
+                };
+                let mut signals = detect(hour, &figures, baseline, policy);
                 let aggregated =
                     baseline.aggregated || aggregated_days.contains(&hour.date_naive());
                 if let Some((spend, p)) = provider
@@ -452,10 +463,11 @@ impl SecurityScan<'_> {
         Ok(())
     }
 
-    /// The key's baseline for today: cached for the day, else learned from its hour counters.
-    async fn baseline(&self, key: &KeyRecord) -> Result<Baseline, StoreError> {
+    /// The key's baseline for `today` (the day of the hours it judges), learned from its hour
+    /// counters and the provider's usage of the days before; cached until the end of the next
+    /// day, while that day's late hours are still judged.
+    async fn baseline(&self, key: &KeyRecord, today: NaiveDate) -> Result<Baseline, StoreError> {
         let policy = &self.settings.security;
-        let today = self.now.date_naive();
         let cache_key = format!("{BASELINE_CACHE}#{}#{today}", key.spec.id);
         if let Some(doc) = self.store.get_cached(&cache_key, self.now).await? {
             return crate::ports::store::from_doc("baseline", &doc);
@@ -518,7 +530,7 @@ impl SecurityScan<'_> {
             baseline.last_used = self.last_use_before(key, today).await?;
         }
         if !self.dry_run && complete {
-            let tomorrow = (today + Duration::days(1))
+            let after_tomorrow = (today + Duration::days(2))
                 .and_hms_opt(0, 0, 0)
                 .map(|t| t.and_utc())
                 .unwrap_or(self.now);
@@ -526,7 +538,7 @@ impl SecurityScan<'_> {
                 .put_cached(
                     &cache_key,
                     &crate::ports::store::to_doc(&baseline)?,
-                    tomorrow,
+                    after_tomorrow.max(self.now + Duration::hours(1)),
                 )
                 .await?;
         }
