@@ -540,6 +540,51 @@ pub async fn a_late_hour_of_the_previous_day_is_not_its_own_baseline(store: Stor
     assert_eq!(detectors(&events[0]), ["spike", "off_hours"]);
 }
 
+/// OpenAI's images endpoint is down while the thief's 40M embedding tokens at 01:00 arrive:
+/// the embeddings still count (the finding is raised), the images outage is a failure of the
+/// run naming the kind, and the provider's watermark is not advanced, so the hours are read
+/// again by the next check.
+pub async fn one_usage_kind_down_blinds_only_that_kind(store: Store) {
+    let now = at("2026-11-23T03:10:00Z");
+    office_hours(&store, now, 21, |_| 200).await;
+    let ledger = Arc::new(UsageLedger::default());
+    ledger.add(
+        "embeddings",
+        "key_thief",
+        "text-embedding-3-large",
+        at("2026-11-23T01:00:00Z"),
+        &[("input_tokens", 40_000_000), ("num_model_requests", 400)],
+        at("2026-11-23T01:30:00Z"),
+    );
+    ledger.fail_kind("images");
+    ledger.set_now(now);
+    let standin = usage_standin(ledger.clone()).await;
+    let sources = [openai_usage(&standin.url)];
+    let policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_thief",
+    )
+    .await;
+    let bus = MemoryBus::default();
+    let report = scan_with(&store, &bus, &policy, now, &sources).await;
+    assert_eq!(bus.events().len(), 1, "{report:?}");
+    assert_eq!(bus.events()[0].period_key, "H#2026-11-23T01");
+    assert!(
+        report.failures.iter().any(|f| f.contains("images")),
+        "the kind that failed is named: {report:?}"
+    );
+    let watermark = store
+        .get_cached("security-provider-watermark#openai", now)
+        .await
+        .unwrap();
+    assert_eq!(
+        watermark, None,
+        "not advanced past unread images: {report:?}"
+    );
+}
+
 /// Checks stop at 01:10 and resume at 12:10 (an outage): the thief's 03:00 hour is older than
 /// the lateness window, but the provider's watermark (01:00) says it was never read: the
 /// check catches up from there and finds it.
@@ -832,6 +877,7 @@ macro_rules! detection_suite {
             a_key_idle_for_longer_than_the_window_is_dormant,
             a_thiefs_late_embeddings_and_images_are_found_when_they_arrive,
             a_check_after_an_outage_catches_up_from_the_watermark,
+            one_usage_kind_down_blinds_only_that_kind,
             a_late_hour_of_the_previous_day_is_not_its_own_baseline,
             a_check_that_fails_midway_leaves_the_watermark_for_the_next,
             spend_the_provider_counted_and_nobody_reported_is_one_finding,

@@ -6,7 +6,7 @@
 //! providers refuse (method, path, auth header, parameters) with their error shapes, honours
 //! `bucket_width` (1h, 1d; the default 1d), `group_by`, `api_key_ids`, `limit` and paging.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
@@ -122,6 +122,8 @@ pub struct UsageLedger {
     charges: Mutex<Vec<Charge>>,
     /// The project of each key (OpenAI: every key belongs to one).
     projects: Mutex<BTreeMap<String, String>>,
+    /// OpenAI usage kinds that answer with a server error (an outage of one endpoint).
+    failing_kinds: Mutex<BTreeSet<String>>,
     now: Mutex<Option<DateTime<Utc>>>,
 }
 
@@ -176,6 +178,11 @@ impl UsageLedger {
             .get(key)
             .cloned()
             .unwrap_or_else(|| "proj_default".into())
+    }
+
+    /// OpenAI's `usage/{kind}` answers 500 (`server_error`) from now on.
+    pub fn fail_kind(&self, kind: &str) {
+        self.failing_kinds.lock().unwrap().insert(kind.into());
     }
 
     /// The stand-in's clock: usage is visible once it reaches the usage's `visible_from`.
@@ -293,6 +300,14 @@ fn openai(ledger: &UsageLedger, r: &Received) -> Reply {
             "invalid_request_error",
             Some("invalid_api_key"),
             "Incorrect API key provided: an admin key is required",
+        );
+    }
+    if ledger.failing_kinds.lock().unwrap().contains(kind) {
+        return openai_error(
+            500,
+            "server_error",
+            None,
+            "The server had an error while processing your request. Sorry about that!",
         );
     }
     let bad = |param: &str, message: &str| {

@@ -58,6 +58,14 @@ const DRIFT_NAMESPACE: &str = "price-book-drift";
 /// hourly buckets.
 const MAX_CATCH_UP_HOURS: i64 = 168;
 
+/// Each provider's usage per key, the first hour to judge, and the providers read in full
+/// (whose watermarks may advance).
+type ProviderReads = (
+    BTreeMap<ProviderKind, KeyHours>,
+    DateTime<Utc>,
+    Vec<ProviderKind>,
+);
+
 /// The provider's usage of a key's hour and its spend at the price book.
 type ProviderLedger<'p> = (ProviderSpend, &'p ProviderHour);
 
@@ -159,8 +167,8 @@ impl SecurityScan<'_> {
         report.keys_watched = keys.len();
         let current = start_of_hour(self.now);
         // once per run and provider: what it counted for every registered key since its window
-        let (provider_hours, first) = self.provider_hours(&keys, current, &mut report).await?;
-        let read_providers: Vec<ProviderKind> = provider_hours.keys().copied().collect();
+        let (provider_hours, first, read_providers) =
+            self.provider_hours(&keys, current, &mut report).await?;
         let hours: Vec<DateTime<Utc>> = (0..)
             .map(|n| first + Duration::hours(n))
             .take_while(|h| *h <= current)
@@ -353,19 +361,22 @@ impl SecurityScan<'_> {
     /// (the current hour of the last run that judged it) less `provider_lateness_hours`, so that an hour the
     /// provider delivers late is read again until it has had time to arrive, and hours missed
     /// while checks did not run are caught up (at most `MAX_CATCH_UP_HOURS`). Returns the usage
-    /// and the first hour to evaluate. A provider that fails is reported, keeps its watermark,
-    /// and detection goes on with the usage reports alone. The watermarks of the providers
-    /// read are saved by `run` once it has judged their hours.
+    /// and the first hour to evaluate. A usage kind that fails is reported and keeps its
+    /// provider's watermark (the hours are read again next run); the provider's other kinds
+    /// still count. The watermarks of the providers read in full are saved by `run` once it
+    /// has judged their hours. While a provider keeps failing the window grows to
+    /// `MAX_CATCH_UP_HOURS` (169 hour counters per key a run, two pages per kind).
     async fn provider_hours(
         &self,
         keys: &[KeyRecord],
         current: DateTime<Utc>,
         report: &mut ScanReport,
-    ) -> Result<(BTreeMap<ProviderKind, KeyHours>, DateTime<Utc>), StoreError> {
+    ) -> Result<ProviderReads, StoreError> {
         let lateness = Duration::hours(self.settings.security.provider_lateness_hours.into());
         let earliest = current - Duration::hours(MAX_CATCH_UP_HOURS);
         let mut first = current - lateness;
         let mut out = BTreeMap::new();
+        let mut complete = Vec::new();
         for source in self.key_usage {
             let ids: Vec<String> = keys
                 .iter()
@@ -385,20 +396,19 @@ impl SecurityScan<'_> {
             };
             let from = (watermark.min(current) - lateness).max(earliest);
             first = first.min(from);
-            match source
+            let read = source
                 .hourly(from, current + Duration::hours(1), &ids)
-                .await
-            {
-                Ok(hours) => {
-                    out.insert(source.provider(), hours);
-                }
-                Err(e) => {
-                    warn!(error = %e, "provider usage per key unavailable");
-                    report.failures.push(e.to_string());
-                }
+                .await;
+            if read.failures.is_empty() {
+                complete.push(source.provider());
             }
+            for (kind, e) in read.failures {
+                warn!(error = %e, kind, "provider usage per key unavailable");
+                report.failures.push(format!("{kind} usage per key: {e}"));
+            }
+            out.insert(source.provider(), read.hours);
         }
-        Ok((out, first))
+        Ok((out, first, complete))
     }
 
     /// A key throttled by a finding gets its limit back once a whole hour after the finding's
@@ -513,16 +523,13 @@ impl SecurityScan<'_> {
             midnight(start),
             midnight(today),
         ) {
-            match source.hourly(from, to, std::slice::from_ref(key_id)).await {
-                Ok(provider) => {
-                    for ((_, hour), p) in &provider {
-                        history.entry(*hour).or_default().merge_provider(p);
-                    }
-                }
-                Err(e) => {
-                    warn!(error = %e, key = %key.spec.id, "baseline learned without the provider's usage");
-                    complete = false;
-                }
+            let read = source.hourly(from, to, std::slice::from_ref(key_id)).await;
+            for ((_, hour), p) in &read.hours {
+                history.entry(*hour).or_default().merge_provider(p);
+            }
+            for (kind, e) in &read.failures {
+                warn!(error = %e, kind, key = %key.spec.id, "baseline learned without some of the provider's usage");
+                complete = false;
             }
         }
         let mut baseline = Baseline::learn(&history, today, policy.baseline_days);

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::Value;
-use spendguard_app::ports::key_usage::KeyUsageSource;
+use spendguard_app::ports::key_usage::{HourlyUsage, KeyUsageSource};
 use spendguard_app::ports::sources::SourceError;
 use spendguard_domain::key_hours::{KeyHours, ProviderUsage};
 use spendguard_domain::keys::ProviderKind;
@@ -265,14 +265,14 @@ impl KeyUsageSource for ProviderKeyUsage {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         key_ids: &[String],
-    ) -> Result<KeyHours, SourceError> {
+    ) -> HourlyUsage {
         let kind = match self.provider {
             ProviderKind::Openai => "openai key usage",
             _ => "anthropic key usage",
         };
-        let mut out = KeyHours::new();
+        let mut out = HourlyUsage::default();
         if key_ids.is_empty() || from >= to {
-            return Ok(out);
+            return out;
         }
         let kinds: &[&str] = if self.provider == ProviderKind::Openai {
             &OPENAI_KEY_USAGE_KINDS
@@ -280,10 +280,24 @@ impl KeyUsageSource for ProviderKeyUsage {
             &ANTHROPIC_KEY_USAGE_KINDS
         };
         for usage_kind in kinds {
-            self.read_kind(kind, usage_kind, from, to, key_ids, &mut out)
-                .await?;
+            // a kind's pages go into the hours only once all of them are read
+            let mut hours = KeyHours::new();
+            match self
+                .read_kind(kind, usage_kind, from, to, key_ids, &mut hours)
+                .await
+            {
+                Ok(()) => {
+                    for (key_hour, hour) in hours {
+                        let merged = out.hours.entry(key_hour).or_default();
+                        for ((kind, model), usage) in &hour.usage {
+                            merged.add(kind, model, usage);
+                        }
+                    }
+                }
+                Err(e) => out.failures.push((usage_kind.to_string(), e)),
+            }
         }
-        Ok(out)
+        out
     }
 
     /// OpenAI: the token kinds' usage per project and model and the costs per project and
