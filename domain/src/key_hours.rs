@@ -133,6 +133,10 @@ impl ProviderUsage {
     }
 }
 
+/// The usage kind of completions made through OpenAI's Batch API: charged at a discount the
+/// price book does not hold, so never priced at the book's full price (ADR 026).
+pub const BATCH_KIND: &str = "batch";
+
 /// One key's hour as the provider counted it: per usage kind (`completions`, `embeddings`,
 /// `images`, …; Anthropic `messages`) and model (empty when the provider did not say).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
 
-use crate::key_hours::{ProviderHour, ProviderUsage, Signal};
+use crate::key_hours::{BATCH_KIND, ProviderHour, ProviderUsage, Signal};
 use crate::money::{Currency, FxRates, Money};
 use crate::pricing::{PriceBook, Tokens};
 use crate::settings::{Detector, SecurityPolicy};
@@ -38,6 +38,10 @@ pub fn provider_spend(
             !(usage.images.is_zero() && usage.characters.is_zero() && usage.seconds.is_zero());
         if other_units {
             spend.unpriced.insert(format!("{kind}/{model}"));
+        }
+        if kind == BATCH_KIND {
+            spend.unpriced.insert(format!("{kind}/{model}"));
+            continue;
         }
         if usage.tokens().is_zero() {
             continue;
@@ -299,6 +303,25 @@ mod tests {
         assert!(!comparable(hour, at("2026-11-23T11:14:59Z"), false));
         assert!(comparable(hour, at("2026-11-23T11:15:00Z"), false));
         assert!(!comparable(hour, at("2026-11-23T13:00:00Z"), true));
+    }
+
+    #[test]
+    fn batch_usage_is_named_unpriced_not_priced_at_the_full_price() {
+        let mut hour = ProviderHour::default();
+        hour.add(
+            BATCH_KIND,
+            "text-embedding-3-large",
+            &ProviderUsage {
+                input_tokens: dec!(100_000_000),
+                ..ProviderUsage::default()
+            },
+        );
+        let spend = provider_spend("openai", &hour, &book(), Currency::USD, &FxRates::default());
+        assert_eq!(spend.amount, dec!(0));
+        assert_eq!(
+            spend.unpriced.iter().collect::<Vec<_>>(),
+            ["batch/text-embedding-3-large"]
+        );
     }
 
     #[test]

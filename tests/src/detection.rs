@@ -863,6 +863,46 @@ pub async fn a_price_book_off_by_twice_is_one_drift_naming_the_model(store: Stor
     assert!(bus.events().is_empty(), "a warning, not a security finding");
 }
 
+/// OpenAI charged proj_a 5 USD for 4M gpt-4o input tokens sent through the Batch API (half
+/// the book's 2.50): the batch discount is not a price book that drifted.
+pub async fn batch_usage_at_half_price_is_no_drift(store: Store) {
+    let now = at("2026-11-23T10:40:00Z");
+    let day = at("2026-11-22T00:00:00Z");
+    let ledger = Arc::new(UsageLedger::default());
+    ledger.key_in_project("key_app", "proj_a");
+    ledger.add_batch(
+        "key_app",
+        "gpt-4o-2024-08-06",
+        day + Duration::hours(12),
+        &[("input_tokens", 4_000_000), ("num_model_requests", 100)],
+        day + Duration::hours(13),
+    );
+    ledger.charge("proj_a", "gpt-4o-2024-08-06, batch input", day, "5.0");
+    ledger.set_now(now);
+    let standin = usage_standin(ledger).await;
+    let sources = [openai_usage(&standin.url)];
+    let mut policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_app",
+    )
+    .await;
+    policy.settings.prices.0.insert(
+        "openai/gpt-4o".into(),
+        spendguard_domain::pricing::Price {
+            currency: spendguard_domain::money::Currency::USD,
+            input: Decimal::new(250, 2),
+            output: Decimal::from(10),
+            cached_input: None,
+        },
+    );
+    let bus = MemoryBus::default();
+    let report = scan_with(&store, &bus, &policy, now, &sources).await;
+    assert!(report.failures.is_empty(), "{report:?}");
+    assert!(report.price_book_drift.is_empty(), "{report:?}");
+}
+
 /// Generates one test per detection case for a backend.
 #[macro_export]
 macro_rules! detection_suite {
@@ -883,6 +923,7 @@ macro_rules! detection_suite {
             spend_the_provider_counted_and_nobody_reported_is_one_finding,
             a_key_reporting_daily_totals_is_not_judged_unreported_by_the_hour,
             a_price_book_off_by_twice_is_one_drift_naming_the_model,
+            batch_usage_at_half_price_is_no_drift,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

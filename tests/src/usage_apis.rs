@@ -104,6 +104,8 @@ struct Row {
     hour: DateTime<Utc>,
     fields: BTreeMap<String, u64>,
     visible_from: DateTime<Utc>,
+    /// Made through the Batch API (completions only).
+    batch: bool,
 }
 
 /// A charge of the costs endpoint: one line item of one project on one day, in dollars.
@@ -149,7 +151,24 @@ impl UsageLedger {
             hour,
             fields: fields.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             visible_from,
+            batch: false,
         });
+    }
+
+    /// Completions by `key` on `model` through the Batch API (charged at half price), as
+    /// [`UsageLedger::add`].
+    pub fn add_batch(
+        &self,
+        key: &str,
+        model: &str,
+        hour: DateTime<Utc>,
+        fields: &[(&str, u64)],
+        visible_from: DateTime<Utc>,
+    ) {
+        self.add("completions", key, model, hour, fields, visible_from);
+        if let Some(row) = self.rows.lock().unwrap().last_mut() {
+            row.batch = true;
+        }
     }
 
     /// `key` belongs to `project` (`proj_default` otherwise).
@@ -238,6 +257,7 @@ fn buckets(
                 ("api_key_id", r.key.clone()),
                 ("model", r.model.clone()),
                 ("project_id", r.project.clone()),
+                ("batch", r.batch.to_string()),
             ]
             .into_iter()
             .filter(|(name, _)| q.group_by.iter().any(|g| g == name))
@@ -254,6 +274,10 @@ fn buckets(
                 for name in ["api_key_id", "model", "project_id"] {
                     let value = group.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
                     m.insert(name.into(), json!(value));
+                }
+                // a boolean when grouped by it; absent (as for the other kinds) otherwise
+                if let Some((_, batch)) = group.iter().find(|(n, _)| *n == "batch") {
+                    m.insert("batch".into(), json!(batch == "true"));
                 }
                 for (f, v) in sums {
                     m.insert(f, json!(v));

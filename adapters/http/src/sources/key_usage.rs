@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use spendguard_app::ports::key_usage::{HourlyUsage, KeyUsageSource};
 use spendguard_app::ports::sources::SourceError;
-use spendguard_domain::key_hours::{KeyHours, ProviderUsage};
+use spendguard_domain::key_hours::{BATCH_KIND, KeyHours, ProviderUsage};
 use spendguard_domain::keys::ProviderKind;
 use spendguard_domain::ledger::DayLedger;
 use spendguard_domain::money::{Currency, Money};
@@ -69,6 +69,11 @@ fn count(v: &Value) -> Decimal {
     }
 }
 
+/// OpenAI completions made through the Batch API (results grouped by `batch`).
+fn is_batch(result: &Value) -> bool {
+    result.get("batch").and_then(Value::as_bool) == Some(true)
+}
+
 /// One result's figures, whichever kind it is: each kind has its own units.
 fn usage_of(result: &Value) -> ProviderUsage {
     let field = |name: &str| result.get(name).map(count).unwrap_or_default();
@@ -118,6 +123,11 @@ fn read_page(
                 continue;
             };
             let model = result.get("model").and_then(Value::as_str).unwrap_or("");
+            let usage_kind = if is_batch(&result) {
+                BATCH_KIND
+            } else {
+                usage_kind
+            };
             out.entry((key_id.to_string(), hour)).or_default().add(
                 usage_kind,
                 model,
@@ -172,6 +182,9 @@ fn read_day_page(
                 )));
             }
             charged.amount = charged.amount.saturating_add(value);
+        } else if is_batch(result) {
+            // charged at the Batch API's discount, which the price book does not hold
+            continue;
         } else if let Some(model) = text(result, "model") {
             ledger
                 .usage
@@ -228,6 +241,9 @@ impl ProviderKeyUsage {
             query.push(("end_time", to.timestamp().to_string()));
             query.push(("group_by", "api_key_id".into()));
             query.push(("group_by", "model".into()));
+            if kind == "completions" {
+                query.push(("group_by", "batch".into()));
+            }
             query.extend(key_ids.iter().map(|k| ("api_key_ids", k.clone())));
             self.http
                 .get(format!("{}/v1/organization/usage/{kind}", self.base_url))
@@ -327,12 +343,16 @@ impl KeyUsageSource for ProviderKeyUsage {
             .map(|k| (format!("usage/{k}"), "model"))
             .chain([("costs".to_string(), "line_item")]);
         for (path, group) in paths {
+            let batch = path == "usage/completions";
             let url = format!("{}/v1/organization/{path}", self.base_url);
             let mut page: Option<String> = None;
             let mut pages = 0;
             loop {
                 let body = get_text(kind, &self.settings, || {
                     let mut q = query(group);
+                    if batch {
+                        q.push(("group_by", "batch".to_string()));
+                    }
                     if let Some(p) = &page {
                         q.push(("page", p.clone()));
                     }
