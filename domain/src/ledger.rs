@@ -94,13 +94,10 @@ pub fn unreported_spend(
         return None;
     }
     let c = policy.currency;
-    let times = if reported.is_zero() {
-        "nothing reported".to_string()
-    } else {
-        format!(
-            "{}x the reported",
-            (provider.amount / reported).round_dp(1).normalize()
-        )
+    let times = match provider.amount.checked_div(reported) {
+        _ if reported.is_zero() => "nothing reported".to_string(),
+        Some(ratio) => format!("{}x the reported", ratio.round_dp(1).normalize()),
+        None => "far above the reported".to_string(),
     };
     let mut evidence = format!(
         "the provider counted {} ({}; {times}), the applications reported {}",
@@ -136,16 +133,12 @@ pub struct PriceBookDrift {
 
 impl PriceBookDrift {
     pub fn summary(&self) -> String {
-        let times = if self.charged.amount.is_zero() {
-            String::new()
-        } else {
-            format!(
-                " ({}x)",
-                (self.priced.amount / self.charged.amount)
-                    .round_dp(1)
-                    .normalize()
-            )
-        };
+        let times = self
+            .priced
+            .amount
+            .checked_div(self.charged.amount)
+            .map(|ratio| format!(" ({}x)", ratio.round_dp(1).normalize()))
+            .unwrap_or_default();
         format!(
             "price book drift: {} on {} in {}: priced {} at the price book, charged {} by the provider{times}",
             self.model, self.day, self.scope, self.priced, self.charged
@@ -154,8 +147,8 @@ impl PriceBookDrift {
 }
 
 /// The models of one scope and completed day whose priced usage is at least `ratio` times
-/// what the provider charged for them. A model the provider charged nothing for, or that
-/// was priced at less than `min` (pennies), is never drift.
+/// what the provider charged for them. A model the provider charged nothing for (or less:
+/// a refund line), or that was priced at less than `min` (pennies), is never drift.
 pub fn price_book_drift(
     scope: &str,
     day: NaiveDate,
@@ -169,12 +162,14 @@ pub fn price_book_drift(
         .iter()
         .filter_map(|(model, p)| {
             let c = charged.get(model).copied().unwrap_or_default();
-            (*p >= min && !c.is_zero() && *p >= c.saturating_mul(ratio)).then(|| PriceBookDrift {
-                scope: scope.to_string(),
-                day,
-                model: model.clone(),
-                priced: Money::new(*p, currency),
-                charged: Money::new(c, currency),
+            (*p >= min && c > Decimal::ZERO && *p >= c.saturating_mul(ratio)).then(|| {
+                PriceBookDrift {
+                    scope: scope.to_string(),
+                    day,
+                    model: model.clone(),
+                    priced: Money::new(*p, currency),
+                    charged: Money::new(c, currency),
+                }
             })
         })
         .collect()
@@ -349,6 +344,10 @@ mod tests {
             unpriced: BTreeSet::new(),
         };
         assert_eq!(unreported_spend(dec!(0), &pennies, &hour, &policy), None);
+        // a ratio too large for a decimal still fires, without one
+        let tiny = Decimal::new(1, 28);
+        let signal = unreported_spend(tiny, &spend, &hour, &policy).expect("13 USD unreported");
+        assert!(signal.evidence.contains("13.00 USD"), "{}", signal.evidence);
     }
 
     #[test]
@@ -389,6 +388,23 @@ mod tests {
             (drift[0].scope.as_str(), drift[0].model.as_str()),
             ("proj_a", "text-embedding-3-large")
         );
+    }
+
+    #[test]
+    fn a_refund_is_no_drift() {
+        let day: NaiveDate = "2026-11-22".parse().unwrap();
+        let priced = BTreeMap::from([("gpt-4o".to_string(), dec!(20))]);
+        let refunded = BTreeMap::from([("gpt-4o".to_string(), dec!(-3))]);
+        let drift = price_book_drift(
+            "proj_a",
+            day,
+            &priced,
+            &refunded,
+            dec!(1.5),
+            dec!(1),
+            Currency::USD,
+        );
+        assert_eq!(drift, [], "a negative charge is a refund line, not a price");
     }
 
     #[test]
