@@ -622,6 +622,50 @@ pub async fn a_check_after_an_outage_catches_up_from_the_watermark(store: Store)
     assert!(later.findings.is_empty(), "{later:?}");
 }
 
+/// Checks stop for three days: the thief's hour found on catch-up is more than two days old,
+/// and its finding can still be acknowledged (`spendguard ack`) after it is raised.
+pub async fn a_finding_caught_up_days_late_can_be_acknowledged(store: Store) {
+    let now = at("2026-11-23T12:10:00Z");
+    office_hours(&store, now, 21, |_| 200).await;
+    let ledger = Arc::new(UsageLedger::default());
+    ledger.add(
+        "embeddings",
+        "key_thief",
+        "text-embedding-3-large",
+        at("2026-11-20T03:00:00Z"),
+        &[("input_tokens", 40_000_000), ("num_model_requests", 700)],
+        at("2026-11-20T03:30:00Z"),
+    );
+    let standin = usage_standin(ledger.clone()).await;
+    let sources = [openai_usage(&standin.url)];
+    let policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_thief",
+    )
+    .await;
+    let bus = MemoryBus::default();
+    ledger.set_now(at("2026-11-20T01:10:00Z"));
+    scan_with(&store, &bus, &policy, at("2026-11-20T01:10:00Z"), &sources).await;
+    ledger.set_now(now);
+    let report = scan_with(&store, &bus, &policy, now, &sources).await;
+    let events = bus.events();
+    assert_eq!(events.len(), 1, "{report:?}");
+    assert_eq!(events[0].period_key, "H#2026-11-20T03");
+    let later = now + Duration::minutes(30);
+    let found = acknowledge(
+        store.as_ref(),
+        &events[0].alert_id,
+        "ops",
+        "expected",
+        later,
+    )
+    .await
+    .unwrap();
+    assert!(found, "the finding is kept for ack from when it was raised");
+}
+
 /// The outage of the test above, but the first check after it fails on the store (a stored
 /// baseline it cannot read) after reading the provider: the next check still catches up from
 /// the watermark of the last completed run (01:00) and finds the thief's 03:00 hour.
@@ -917,6 +961,7 @@ macro_rules! detection_suite {
             a_key_idle_for_longer_than_the_window_is_dormant,
             a_thiefs_late_embeddings_and_images_are_found_when_they_arrive,
             a_check_after_an_outage_catches_up_from_the_watermark,
+            a_finding_caught_up_days_late_can_be_acknowledged,
             one_usage_kind_down_blinds_only_that_kind,
             a_late_hour_of_the_previous_day_is_not_its_own_baseline,
             a_check_that_fails_midway_leaves_the_watermark_for_the_next,

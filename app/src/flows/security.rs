@@ -622,8 +622,11 @@ impl SecurityScan<'_> {
             .actions
             .iter()
             .any(|a| matches!(a, Action::ReduceLimits { .. }));
-        // kept for `spendguard ack` until the day after the finding's
-        let kept_until = finding.hour + Duration::days(2);
+        // kept for `spendguard ack` until the day after the finding's, and for two days after
+        // it is raised: a finding caught up days late is acknowledged after it is raised
+        let kept_until = (finding.hour + Duration::days(2)).max(self.now + Duration::days(2));
+        // the throttle waits for its recovery at least as long after it is set
+        let throttled_until = (finding.hour + Duration::days(7)).max(self.now + Duration::days(7));
         let raise = || async {
             let doc = crate::ports::store::to_doc(finding).map_err(|e| e.to_string())?;
             self.store
@@ -640,7 +643,7 @@ impl SecurityScan<'_> {
                     .put_cached(
                         &format!("{THROTTLE_CACHE}#{}", finding.key_id),
                         &doc,
-                        finding.hour + Duration::days(7),
+                        throttled_until,
                     )
                     .await
                     .map_err(|e| e.to_string())?;
