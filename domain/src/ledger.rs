@@ -34,8 +34,10 @@ pub fn provider_spend(
 ) -> ProviderSpend {
     let mut spend = ProviderSpend::default();
     for ((kind, model), usage) in &hour.usage {
-        let other_units =
-            !(usage.images.is_zero() && usage.characters.is_zero() && usage.seconds.is_zero());
+        let other_units = !(usage.images.is_zero()
+            && usage.characters.is_zero()
+            && usage.seconds.is_zero()
+            && usage.audio_tokens.is_zero());
         if other_units {
             spend.unpriced.insert(format!("{kind}/{model}"));
         }
@@ -43,7 +45,8 @@ pub fn provider_spend(
             spend.unpriced.insert(format!("{kind}/{model}"));
             continue;
         }
-        if usage.tokens().is_zero() {
+        // no text tokens: nothing the book prices
+        if usage.tokens() == usage.audio_tokens {
             continue;
         }
         let count = |d: Decimal| d.to_u64().unwrap_or(u64::MAX);
@@ -298,6 +301,26 @@ mod tests {
         assert!(!comparable(hour, at("2026-11-23T11:14:59Z"), false));
         assert!(comparable(hour, at("2026-11-23T11:15:00Z"), false));
         assert!(!comparable(hour, at("2026-11-23T13:00:00Z"), true));
+    }
+
+    #[test]
+    fn audio_tokens_are_named_unpriced_and_text_tokens_priced() {
+        let mut hour = ProviderHour::default();
+        hour.add(
+            "completions",
+            "text-embedding-3-large",
+            &ProviderUsage {
+                input_tokens: dec!(100_000_000),
+                audio_tokens: dec!(5_000),
+                ..ProviderUsage::default()
+            },
+        );
+        let spend = provider_spend("openai", &hour, &book(), Currency::USD, &FxRates::default());
+        assert_eq!(spend.amount, dec!(13));
+        assert_eq!(
+            spend.unpriced.iter().collect::<Vec<_>>(),
+            ["completions/text-embedding-3-large"]
+        );
     }
 
     #[test]

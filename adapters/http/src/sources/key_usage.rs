@@ -89,6 +89,7 @@ fn usage_of(result: &Value) -> ProviderUsage {
         input_tokens: input,
         cached_tokens: cached,
         output_tokens: field("output_tokens"),
+        audio_tokens: field("input_audio_tokens").saturating_add(field("output_audio_tokens")),
         images: field("images"),
         characters: field("characters"),
         seconds: field("seconds"),
@@ -453,6 +454,16 @@ mod tests {
             Decimal::from(500)
         );
         assert!(read_page("x", "completions", r#"{"data":[{"results":[]}]}"#, &mut out).is_err());
+    }
+
+    #[test]
+    fn completions_count_their_audio_tokens_too() {
+        let mut out = KeyHours::new();
+        let page = r#"{"object":"page","data":[{"object":"bucket","start_time":1763866800,"end_time":1763870400,"results":[{"input_tokens":1000,"output_tokens":200,"input_cached_tokens":0,"input_audio_tokens":500,"output_audio_tokens":300,"num_model_requests":6,"api_key_id":"key_abc","model":"gpt-4o-audio-preview","batch":false}]}],"has_more":false,"next_page":null}"#;
+        read_page("openai key usage", "completions", page, &mut out).unwrap();
+        let total = out[&("key_abc".to_string(), hour())].total();
+        assert_eq!(total.tokens(), Decimal::from(2000));
+        assert_eq!(total.audio_tokens, Decimal::from(800));
     }
 
     #[test]
