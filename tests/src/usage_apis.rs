@@ -291,10 +291,11 @@ fn buckets(
     (out, (at < q.end).then_some(at))
 }
 
-fn width_and_max(bucket_width: Option<&str>) -> Option<(Duration, usize)> {
+/// A bucket width's duration, its default limit and its most buckets a page (both APIs).
+fn width_and_limits(bucket_width: Option<&str>) -> Option<(Duration, usize, usize)> {
     match bucket_width.unwrap_or("1d") {
-        "1h" => Some((Duration::hours(1), 168)),
-        "1d" => Some((Duration::days(1), 31)),
+        "1h" => Some((Duration::hours(1), 24, 168)),
+        "1d" => Some((Duration::days(1), 7, 31)),
         _ => None,
     }
 }
@@ -351,11 +352,11 @@ fn openai(ledger: &UsageLedger, r: &Received) -> Reply {
         return bad("start_time", "start_time is required (unix seconds)");
     };
     let bucket_width = r.query_values("bucket_width").first().cloned();
-    let Some((width, max)) = width_and_max(bucket_width.as_deref()) else {
+    let Some((width, default_limit, max)) = width_and_limits(bucket_width.as_deref()) else {
         return bad("bucket_width", "bucket_width must be one of 1m, 1h, 1d");
     };
     let limit = match r.query_values("limit").first() {
-        None => max.min(7),
+        None => default_limit,
         Some(l) => match l.parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => n,
             _ => return bad("limit", &format!("limit must be between 1 and {max}")),
@@ -543,11 +544,11 @@ fn anthropic(ledger: &UsageLedger, r: &Received) -> Reply {
         return refuse("starting_at: Field required (RFC 3339)");
     };
     let bucket_width = r.query_values("bucket_width").first().cloned();
-    let Some((width, max)) = width_and_max(bucket_width.as_deref()) else {
+    let Some((width, default_limit, max)) = width_and_limits(bucket_width.as_deref()) else {
         return refuse("bucket_width: Input should be '1d', '1m' or '1h'");
     };
     let limit = match r.query_values("limit").first() {
-        None => max.min(7),
+        None => default_limit,
         Some(l) => match l.parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => n,
             _ => return refuse(&format!("limit: must be between 1 and {max}")),
@@ -637,6 +638,33 @@ mod tests {
         }
         let response = request.send().await.unwrap();
         (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn without_a_limit_both_apis_page_hourly_buckets_by_24_and_daily_by_7() {
+        let s = usage_standin(Arc::new(UsageLedger::default())).await;
+        let start = hour() - Duration::days(10);
+        let (t, end) = (start.timestamp(), hour().timestamp());
+        let bearer = ("authorization", &*format!("Bearer {OPENAI_ADMIN_KEY}"));
+        let version = [("anthropic-version", "2023-06-01")];
+        let anthropic_key = ("x-api-key", ANTHROPIC_ADMIN_KEY);
+        let at = |d: DateTime<Utc>| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        for (width, buckets) in [("1h", 24), ("1d", 7)] {
+            let openai = format!(
+                "{}/v1/organization/usage/completions?start_time={t}&end_time={end}&bucket_width={width}",
+                s.url
+            );
+            let (_, page) = get(&openai, bearer, &[]).await;
+            assert_eq!(page["data"].as_array().unwrap().len(), buckets, "{width}");
+            let anthropic = format!(
+                "{}/v1/organizations/usage_report/messages?starting_at={}&ending_at={}&bucket_width={width}",
+                s.url,
+                at(start),
+                at(hour())
+            );
+            let (_, page) = get(&anthropic, anthropic_key, &version).await;
+            assert_eq!(page["data"].as_array().unwrap().len(), buckets, "{width}");
+        }
     }
 
     #[tokio::test]

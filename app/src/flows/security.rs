@@ -54,8 +54,8 @@ const WATERMARK_CACHE: &str = "security-provider-watermark";
 /// Where the days whose price-book drift was reported are marked (per provider and day).
 const DRIFT_NAMESPACE: &str = "price-book-drift";
 
-/// Checks that did not run for longer than this are not caught up further back: one page of
-/// hourly buckets.
+/// Checks that did not run for longer than this are not caught up further back: with the
+/// current hour, 169 hourly buckets (two pages of 168).
 const MAX_CATCH_UP_HOURS: i64 = 168;
 
 /// Each provider's usage per key, the first hour to judge, and the providers read in full
