@@ -14,8 +14,10 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use spendguard_app::flows::nightly::StdoutMetrics;
 use spendguard_app::ports::clock::SystemClock;
+use spendguard_app::ports::store::{AuditLog, StoreError};
 use spendguard_domain::money::{Money, display_amount};
 use spendguard_domain::period::{Period, YearMonth};
+use spendguard_domain::records::AuditEntry;
 use spendguard_domain::scope::Scope;
 
 use crate::Failure;
@@ -368,6 +370,36 @@ pub async fn status(on: &On, scope_text: Option<&str>, as_json: bool) -> Result<
 /// How far back `status` lists the two ledgers' findings.
 const LEDGER_DAYS: i64 = 7;
 
+/// The audit log's entries from `since` to `now`, newest first.
+async fn audit_since(
+    log: &dyn AuditLog,
+    since: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    let mut entries = Vec::new();
+    let mut month = YearMonth::of(now.date_naive());
+    loop {
+        // a month is read newest first in growing pages until one reaches past `since`: the
+        // log only offers its newest entries, and a busy month is long
+        let mut limit = AUDIT_FIRST_PAGE;
+        let page = loop {
+            let page = log.audit_log(month, limit).await?;
+            if page.len() < limit || page.last().is_some_and(|e| e.at < since) {
+                break page;
+            }
+            limit = limit.saturating_mul(2);
+        };
+        entries.extend(page.into_iter().filter(|e| e.at >= since));
+        if month.first_day() <= since.date_naive() {
+            return Ok(entries);
+        }
+        month = YearMonth::of(month.first_day() - chrono::Duration::days(1));
+    }
+}
+
+/// The audit entries `status` reads first of a month; twice as many each time it needs more.
+const AUDIT_FIRST_PAGE: usize = 64;
+
 /// The two ledgers' findings of the last `LEDGER_DAYS` days, newest first, from the audit log
 /// (ADR 026): `unreported_spend` security findings under the scope filter, and price-book drift
 /// (a provider's scope, shown whatever the filter).
@@ -377,18 +409,9 @@ async fn ledger_events(
 ) -> Result<Vec<Value>, Failure> {
     let now = chrono::Utc::now();
     let since = now - chrono::Duration::days(LEDGER_DAYS);
-    let month = YearMonth::of(now.date_naive());
-    let mut entries = Vec::new();
-    for m in [
-        YearMonth::of(month.first_day() - chrono::Duration::days(1)),
-        month,
-    ] {
-        entries.extend(store.audit_log(m, usize::MAX).await.map_err(run_err)?);
-    }
-    entries.sort_by_key(|e| std::cmp::Reverse(e.at));
+    let entries = audit_since(store, since, now).await.map_err(run_err)?;
     Ok(entries
         .into_iter()
-        .filter(|e| e.at >= since)
         .filter_map(|e| match e.action.as_str() {
             "security_finding" if e.scope.as_ref().is_some_and(under) => {
                 let finding = &e.detail["finding"];
@@ -1097,6 +1120,82 @@ pub async fn month_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Mutex;
+
+    /// An audit log of one entry an hour, newest first per month, that counts what it reads.
+    struct HourlyAudit {
+        entries: Vec<AuditEntry>,
+        read: Mutex<usize>,
+    }
+
+    impl AuditLog for HourlyAudit {
+        fn append_audit<'a, 'b, 'f>(
+            &'a self,
+            _: &'b AuditEntry,
+        ) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'f>>
+        where
+            'a: 'f,
+            'b: 'f,
+        {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn audit_log<'a, 'f>(
+            &'a self,
+            month: YearMonth,
+            limit: usize,
+        ) -> Pin<Box<dyn Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send + 'f>>
+        where
+            'a: 'f,
+        {
+            let page: Vec<AuditEntry> = self
+                .entries
+                .iter()
+                .rev()
+                .filter(|e| YearMonth::of(e.at.date_naive()) == month)
+                .take(limit)
+                .cloned()
+                .collect();
+            *self.read.lock().unwrap() += page.len();
+            Box::pin(async move { Ok(page) })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_days_of_the_audit_log_are_read_without_the_months_before() {
+        // late in a month (this month alone holds 732 entries), and early in one (the 7 days
+        // reach into the month before)
+        for now in ["2026-12-31T12:00:00Z", "2026-12-03T12:00:00Z"] {
+            let now: chrono::DateTime<chrono::Utc> = now.parse().unwrap();
+            let entries = (0..24 * 50)
+                .map(|h| AuditEntry {
+                    id: format!("e{h}"),
+                    at: now - chrono::Duration::hours(24 * 50 - h),
+                    actor: "budget-check".into(),
+                    action: "security_finding".into(),
+                    scope: None,
+                    detail: json!({}),
+                })
+                .collect();
+            let log = HourlyAudit {
+                entries,
+                read: Mutex::new(0),
+            };
+            let since = now - chrono::Duration::days(7);
+            let got = audit_since(&log, since, now).await.unwrap();
+            assert_eq!(got.len(), 7 * 24, "{now}");
+            assert!(got.windows(2).all(|w| w[0].at >= w[1].at), "newest first");
+            assert!(got.iter().all(|e| e.at >= since));
+            let read = *log.read.lock().unwrap();
+            // growing pages read less than four times what is wanted
+            assert!(
+                read < 4 * 7 * 24,
+                "{now}: read {read} entries for 168 wanted"
+            );
+        }
+    }
 
     #[test]
     fn an_age_reads_as_people_say_it() {

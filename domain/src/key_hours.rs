@@ -90,6 +90,9 @@ pub struct ProviderUsage {
     /// Input tokens read from a cache.
     pub cached_tokens: Decimal,
     pub output_tokens: Decimal,
+    /// Audio input and output tokens (OpenAI completions), priced apart from text tokens.
+    #[serde(default)]
+    pub audio_tokens: Decimal,
     pub images: Decimal,
     pub characters: Decimal,
     pub seconds: Decimal,
@@ -100,6 +103,7 @@ impl ProviderUsage {
         self.input_tokens
             .saturating_add(self.cached_tokens)
             .saturating_add(self.output_tokens)
+            .saturating_add(self.audio_tokens)
     }
 
     /// Adds `other` (a provider's figures are not bounded by us: saturating).
@@ -108,6 +112,7 @@ impl ProviderUsage {
         self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
         self.cached_tokens = self.cached_tokens.saturating_add(other.cached_tokens);
         self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.audio_tokens = self.audio_tokens.saturating_add(other.audio_tokens);
         self.images = self.images.saturating_add(other.images);
         self.characters = self.characters.saturating_add(other.characters);
         self.seconds = self.seconds.saturating_add(other.seconds);
@@ -117,6 +122,7 @@ impl ProviderUsage {
     pub fn describe(&self) -> String {
         let parts: Vec<String> = [
             (self.tokens(), "tokens"),
+            (self.audio_tokens, "of them audio"),
             (self.images, "images"),
             (self.characters, "characters"),
             (self.seconds, "seconds"),
@@ -132,6 +138,10 @@ impl ProviderUsage {
         }
     }
 }
+
+/// The usage kind of completions made through OpenAI's Batch API: charged at a discount the
+/// price book does not hold, so never priced at the book's full price (ADR 026).
+pub const BATCH_KIND: &str = "batch";
 
 /// One key's hour as the provider counted it: per usage kind (`completions`, `embeddings`,
 /// `images`, …; Anthropic `messages`) and model (empty when the provider did not say).

@@ -5,12 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::NaiveDate;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
 
-use crate::key_hours::{ProviderHour, ProviderUsage, Signal};
+use crate::key_hours::{BATCH_KIND, ProviderHour, ProviderUsage, Signal};
 use crate::money::{Currency, FxRates, Money};
 use crate::pricing::{PriceBook, Tokens};
 use crate::settings::{Detector, SecurityPolicy};
@@ -34,12 +34,19 @@ pub fn provider_spend(
 ) -> ProviderSpend {
     let mut spend = ProviderSpend::default();
     for ((kind, model), usage) in &hour.usage {
-        let other_units =
-            !(usage.images.is_zero() && usage.characters.is_zero() && usage.seconds.is_zero());
+        let other_units = !(usage.images.is_zero()
+            && usage.characters.is_zero()
+            && usage.seconds.is_zero()
+            && usage.audio_tokens.is_zero());
         if other_units {
             spend.unpriced.insert(format!("{kind}/{model}"));
         }
-        if usage.tokens().is_zero() {
+        if kind == BATCH_KIND {
+            spend.unpriced.insert(format!("{kind}/{model}"));
+            continue;
+        }
+        // no text tokens: nothing the book prices
+        if usage.tokens() == usage.audio_tokens {
             continue;
         }
         let count = |d: Decimal| d.to_u64().unwrap_or(u64::MAX);
@@ -62,6 +69,19 @@ pub fn provider_spend(
     spend
 }
 
+/// How long after its end an hour's reports are waited for before its two ledgers are
+/// compared: applications report minutes after the provider has counted, and a finding once
+/// raised is never taken back.
+pub const REPORT_GRACE: Duration = Duration::minutes(15);
+
+/// Whether a key's `hour` can be judged for unreported spend at `now`: it has ended at least
+/// [`REPORT_GRACE`] ago, and the key's reports are per hour. A key whose reports sum up more
+/// than an hour (`aggregated`: in its baseline or on the hour's day) puts a day's spend in one
+/// hour and nothing in the others, so its hours cannot be compared with the provider's.
+pub fn comparable(hour: DateTime<Utc>, now: DateTime<Utc>, aggregated: bool) -> bool {
+    !aggregated && now >= hour + Duration::hours(1) + REPORT_GRACE
+}
+
 /// The `unreported_spend` signal of a key's hour: the provider's ledger at least
 /// `unreported_ratio` times the reported spend, and at least `min_unreported_cost` above
 /// nothing, so that pennies never fire.
@@ -77,13 +97,10 @@ pub fn unreported_spend(
         return None;
     }
     let c = policy.currency;
-    let times = if reported.is_zero() {
-        "nothing reported".to_string()
-    } else {
-        format!(
-            "{}x the reported",
-            (provider.amount / reported).round_dp(1).normalize()
-        )
+    let times = match provider.amount.checked_div(reported) {
+        _ if reported.is_zero() => "nothing reported".to_string(),
+        Some(ratio) => format!("{}x the reported", ratio.round_dp(1).normalize()),
+        None => "far above the reported".to_string(),
     };
     let mut evidence = format!(
         "the provider counted {} ({}; {times}), the applications reported {}",
@@ -119,16 +136,12 @@ pub struct PriceBookDrift {
 
 impl PriceBookDrift {
     pub fn summary(&self) -> String {
-        let times = if self.charged.amount.is_zero() {
-            String::new()
-        } else {
-            format!(
-                " ({}x)",
-                (self.priced.amount / self.charged.amount)
-                    .round_dp(1)
-                    .normalize()
-            )
-        };
+        let times = self
+            .priced
+            .amount
+            .checked_div(self.charged.amount)
+            .map(|ratio| format!(" ({}x)", ratio.round_dp(1).normalize()))
+            .unwrap_or_default();
         format!(
             "price book drift: {} on {} in {}: priced {} at the price book, charged {} by the provider{times}",
             self.model, self.day, self.scope, self.priced, self.charged
@@ -137,8 +150,8 @@ impl PriceBookDrift {
 }
 
 /// The models of one scope and completed day whose priced usage is at least `ratio` times
-/// what the provider charged for them. A model the provider charged nothing for, or that
-/// was priced at less than `min` (pennies), is never drift.
+/// what the provider charged for them. A model the provider charged nothing for (or less:
+/// a refund line), or that was priced at less than `min` (pennies), is never drift.
 pub fn price_book_drift(
     scope: &str,
     day: NaiveDate,
@@ -152,12 +165,14 @@ pub fn price_book_drift(
         .iter()
         .filter_map(|(model, p)| {
             let c = charged.get(model).copied().unwrap_or_default();
-            (*p >= min && !c.is_zero() && *p >= c.saturating_mul(ratio)).then(|| PriceBookDrift {
-                scope: scope.to_string(),
-                day,
-                model: model.clone(),
-                priced: Money::new(*p, currency),
-                charged: Money::new(c, currency),
+            (*p >= min && c > Decimal::ZERO && *p >= c.saturating_mul(ratio)).then(|| {
+                PriceBookDrift {
+                    scope: scope.to_string(),
+                    day,
+                    model: model.clone(),
+                    priced: Money::new(*p, currency),
+                    charged: Money::new(c, currency),
+                }
             })
         })
         .collect()
@@ -279,6 +294,55 @@ mod tests {
     }
 
     #[test]
+    fn an_hour_is_comparable_once_ended_and_graced_and_only_without_aggregates() {
+        let hour: DateTime<Utc> = "2026-11-23T10:00:00Z".parse().unwrap();
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert!(!comparable(hour, at("2026-11-23T10:40:00Z"), false));
+        assert!(!comparable(hour, at("2026-11-23T11:14:59Z"), false));
+        assert!(comparable(hour, at("2026-11-23T11:15:00Z"), false));
+        assert!(!comparable(hour, at("2026-11-23T13:00:00Z"), true));
+    }
+
+    #[test]
+    fn audio_tokens_are_named_unpriced_and_text_tokens_priced() {
+        let mut hour = ProviderHour::default();
+        hour.add(
+            "completions",
+            "text-embedding-3-large",
+            &ProviderUsage {
+                input_tokens: dec!(100_000_000),
+                audio_tokens: dec!(5_000),
+                ..ProviderUsage::default()
+            },
+        );
+        let spend = provider_spend("openai", &hour, &book(), Currency::USD, &FxRates::default());
+        assert_eq!(spend.amount, dec!(13));
+        assert_eq!(
+            spend.unpriced.iter().collect::<Vec<_>>(),
+            ["completions/text-embedding-3-large"]
+        );
+    }
+
+    #[test]
+    fn batch_usage_is_named_unpriced_not_priced_at_the_full_price() {
+        let mut hour = ProviderHour::default();
+        hour.add(
+            BATCH_KIND,
+            "text-embedding-3-large",
+            &ProviderUsage {
+                input_tokens: dec!(100_000_000),
+                ..ProviderUsage::default()
+            },
+        );
+        let spend = provider_spend("openai", &hour, &book(), Currency::USD, &FxRates::default());
+        assert_eq!(spend.amount, dec!(0));
+        assert_eq!(
+            spend.unpriced.iter().collect::<Vec<_>>(),
+            ["batch/text-embedding-3-large"]
+        );
+    }
+
+    #[test]
     fn unreported_spend_fires_above_the_ratio_and_the_minimum_only() {
         let policy = SecurityPolicy::default();
         let hour = thief();
@@ -303,6 +367,10 @@ mod tests {
             unpriced: BTreeSet::new(),
         };
         assert_eq!(unreported_spend(dec!(0), &pennies, &hour, &policy), None);
+        // a ratio too large for a decimal still fires, without one
+        let tiny = Decimal::new(1, 28);
+        let signal = unreported_spend(tiny, &spend, &hour, &policy).expect("13 USD unreported");
+        assert!(signal.evidence.contains("13.00 USD"), "{}", signal.evidence);
     }
 
     #[test]
@@ -343,6 +411,23 @@ mod tests {
             (drift[0].scope.as_str(), drift[0].model.as_str()),
             ("proj_a", "text-embedding-3-large")
         );
+    }
+
+    #[test]
+    fn a_refund_is_no_drift() {
+        let day: NaiveDate = "2026-11-22".parse().unwrap();
+        let priced = BTreeMap::from([("gpt-4o".to_string(), dec!(20))]);
+        let refunded = BTreeMap::from([("gpt-4o".to_string(), dec!(-3))]);
+        let drift = price_book_drift(
+            "proj_a",
+            day,
+            &priced,
+            &refunded,
+            dec!(1.5),
+            dec!(1),
+            Currency::USD,
+        );
+        assert_eq!(drift, [], "a negative charge is a refund line, not a price");
     }
 
     #[test]

@@ -43,8 +43,24 @@ pub struct Tokens {
 }
 
 impl PriceBook {
+    /// The model's price; a dated snapshot the book does not name (`gpt-4o-2024-08-06`,
+    /// `claude-sonnet-4-5-20250929`: the names in the providers' usage data) has its base
+    /// model's price.
     pub fn price_of(&self, provider: &str, model: &str) -> Option<&Price> {
-        self.0.get(&format!("{provider}/{model}"))
+        let snapshot_base = || {
+            [("%Y-%m-%d", 10), ("%Y%m%d", 8)]
+                .into_iter()
+                .find_map(|(format, len)| {
+                    let split = model.len().checked_sub(len + 1)?;
+                    let (base, date) = (model.get(..split)?, model.get(split + 1..)?);
+                    (model.get(split..=split)? == "-"
+                        && chrono::NaiveDate::parse_from_str(date, format).is_ok())
+                    .then_some(base)
+                })
+        };
+        self.0
+            .get(&format!("{provider}/{model}"))
+            .or_else(|| snapshot_base().and_then(|base| self.0.get(&format!("{provider}/{base}"))))
     }
 
     /// The cost of `tokens` on `provider/model`.
@@ -120,6 +136,43 @@ mod tests {
         };
         let cost = book().cost("anthropic", "claude-sonnet", tokens).unwrap();
         assert_eq!(cost.amount, dec!(3));
+    }
+
+    #[test]
+    fn a_dated_snapshot_is_priced_at_its_base_model_unless_it_has_its_own_price() {
+        let mut book = book();
+        book.0.insert(
+            "anthropic/claude-sonnet-4-5".to_string(),
+            Price {
+                currency: Currency::USD,
+                input: dec!(3),
+                output: dec!(15),
+                cached_input: None,
+            },
+        );
+        let gpt_4o = book.price_of("openai", "gpt-4o").cloned();
+        assert_eq!(
+            book.price_of("openai", "gpt-4o-2024-08-06").cloned(),
+            gpt_4o
+        );
+        assert_eq!(
+            book.price_of("anthropic", "claude-sonnet-4-5-20250929")
+                .map(|p| p.input),
+            Some(dec!(3))
+        );
+        // the snapshot's own price first
+        let mut snapshot = gpt_4o.clone().unwrap();
+        snapshot.input = dec!(5);
+        book.0
+            .insert("openai/gpt-4o-2024-05-13".to_string(), snapshot.clone());
+        assert_eq!(
+            book.price_of("openai", "gpt-4o-2024-05-13"),
+            Some(&snapshot)
+        );
+        // only a trailing date is a snapshot: neither a version nor a partial date
+        assert_eq!(book.price_of("openai", "gpt-4o-mini"), None);
+        assert_eq!(book.price_of("openai", "gpt-4o-2024"), None);
+        assert_eq!(book.price_of("openai", "gpt-4o-2024-13-45"), None);
     }
 
     #[test]

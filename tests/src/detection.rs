@@ -506,6 +506,85 @@ pub async fn a_thiefs_late_embeddings_and_images_are_found_when_they_arrive(stor
     assert_eq!(again.findings[0].outcome, "already_raised");
 }
 
+/// A thief uses the office-hours key at 23:00 on Sunday; OpenAI delivers that hour at 02:00
+/// on Monday, before Monday's first check (03:10). The baseline Monday's check learns must not
+/// count the hour it is judging as the key's usual use: it is off hours and a spike.
+pub async fn a_late_hour_of_the_previous_day_is_not_its_own_baseline(store: Store) {
+    let now = at("2026-11-23T03:10:00Z");
+    office_hours(&store, now, 21, |_| 200).await;
+    let ledger = Arc::new(UsageLedger::default());
+    ledger.add(
+        "embeddings",
+        "key_thief",
+        "text-embedding-3-large",
+        at("2026-11-22T23:00:00Z"),
+        &[("input_tokens", 40_000_000), ("num_model_requests", 700)],
+        at("2026-11-23T02:00:00Z"),
+    );
+    ledger.set_now(now);
+    let standin = usage_standin(ledger).await;
+    let sources = [openai_usage(&standin.url)];
+    let policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_thief",
+    )
+    .await;
+    let bus = MemoryBus::default();
+    let report = scan_with(&store, &bus, &policy, now, &sources).await;
+    assert!(report.failures.is_empty(), "{report:?}");
+    let events = bus.events();
+    assert_eq!(events.len(), 1, "{report:?}");
+    assert_eq!(events[0].period_key, "H#2026-11-22T23");
+    assert_eq!(detectors(&events[0]), ["spike", "off_hours"]);
+}
+
+/// OpenAI's images endpoint is down while the thief's 40M embedding tokens at 01:00 arrive:
+/// the embeddings still count (the finding is raised), the images outage is a failure of the
+/// run naming the kind, and the provider's watermark is not advanced, so the hours are read
+/// again by the next check.
+pub async fn one_usage_kind_down_blinds_only_that_kind(store: Store) {
+    let now = at("2026-11-23T03:10:00Z");
+    office_hours(&store, now, 21, |_| 200).await;
+    let ledger = Arc::new(UsageLedger::default());
+    ledger.add(
+        "embeddings",
+        "key_thief",
+        "text-embedding-3-large",
+        at("2026-11-23T01:00:00Z"),
+        &[("input_tokens", 40_000_000), ("num_model_requests", 400)],
+        at("2026-11-23T01:30:00Z"),
+    );
+    ledger.fail_kind("images");
+    ledger.set_now(now);
+    let standin = usage_standin(ledger.clone()).await;
+    let sources = [openai_usage(&standin.url)];
+    let policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_thief",
+    )
+    .await;
+    let bus = MemoryBus::default();
+    let report = scan_with(&store, &bus, &policy, now, &sources).await;
+    assert_eq!(bus.events().len(), 1, "{report:?}");
+    assert_eq!(bus.events()[0].period_key, "H#2026-11-23T01");
+    assert!(
+        report.failures.iter().any(|f| f.contains("images")),
+        "the kind that failed is named: {report:?}"
+    );
+    let watermark = store
+        .get_cached("security-provider-watermark#openai", now)
+        .await
+        .unwrap();
+    assert_eq!(
+        watermark, None,
+        "not advanced past unread images: {report:?}"
+    );
+}
+
 /// Checks stop at 01:10 and resume at 12:10 (an outage): the thief's 03:00 hour is older than
 /// the lateness window, but the provider's watermark (01:00) says it was never read: the
 /// check catches up from there and finds it.
@@ -543,12 +622,111 @@ pub async fn a_check_after_an_outage_catches_up_from_the_watermark(store: Store)
     assert!(later.findings.is_empty(), "{later:?}");
 }
 
+/// Checks stop for three days: the thief's hour found on catch-up is more than two days old,
+/// and its finding can still be acknowledged (`spendguard ack`) after it is raised.
+pub async fn a_finding_caught_up_days_late_can_be_acknowledged(store: Store) {
+    let now = at("2026-11-23T12:10:00Z");
+    office_hours(&store, now, 21, |_| 200).await;
+    let ledger = Arc::new(UsageLedger::default());
+    ledger.add(
+        "embeddings",
+        "key_thief",
+        "text-embedding-3-large",
+        at("2026-11-20T03:00:00Z"),
+        &[("input_tokens", 40_000_000), ("num_model_requests", 700)],
+        at("2026-11-20T03:30:00Z"),
+    );
+    let standin = usage_standin(ledger.clone()).await;
+    let sources = [openai_usage(&standin.url)];
+    let policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_thief",
+    )
+    .await;
+    let bus = MemoryBus::default();
+    ledger.set_now(at("2026-11-20T01:10:00Z"));
+    scan_with(&store, &bus, &policy, at("2026-11-20T01:10:00Z"), &sources).await;
+    ledger.set_now(now);
+    let report = scan_with(&store, &bus, &policy, now, &sources).await;
+    let events = bus.events();
+    assert_eq!(events.len(), 1, "{report:?}");
+    assert_eq!(events[0].period_key, "H#2026-11-20T03");
+    let later = now + Duration::minutes(30);
+    let found = acknowledge(
+        store.as_ref(),
+        &events[0].alert_id,
+        "ops",
+        "expected",
+        later,
+    )
+    .await
+    .unwrap();
+    assert!(found, "the finding is kept for ack from when it was raised");
+}
+
+/// The outage of the test above, but the first check after it fails on the store (a stored
+/// baseline it cannot read) after reading the provider: the next check still catches up from
+/// the watermark of the last completed run (01:00) and finds the thief's 03:00 hour.
+pub async fn a_check_that_fails_midway_leaves_the_watermark_for_the_next(store: Store) {
+    let now = at("2026-11-23T12:10:00Z");
+    office_hours(&store, now, 21, |_| 200).await;
+    let ledger = Arc::new(UsageLedger::default());
+    ledger.add(
+        "embeddings",
+        "key_thief",
+        "text-embedding-3-large",
+        at("2026-11-23T03:00:00Z"),
+        &[("input_tokens", 40_000_000), ("num_model_requests", 700)],
+        at("2026-11-23T03:30:00Z"),
+    );
+    let standin = usage_standin(ledger.clone()).await;
+    let sources = [openai_usage(&standin.url)];
+    let policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_thief",
+    )
+    .await;
+    let bus = MemoryBus::default();
+    ledger.set_now(at("2026-11-23T01:10:00Z"));
+    scan_with(&store, &bus, &policy, at("2026-11-23T01:10:00Z"), &sources).await;
+    ledger.set_now(now);
+    let baseline_cache = format!("security-baseline#{KEY}#2026-11-23");
+    store
+        .put_cached(&baseline_cache, "not a baseline", now + Duration::days(1))
+        .await
+        .unwrap();
+    let failed = SecurityScan {
+        store: store.as_ref(),
+        bus: &bus,
+        key_usage: &sources,
+        settings: &policy.settings,
+        now,
+        run_id: "run-that-fails",
+        dry_run: false,
+        lease: Duration::minutes(5),
+    }
+    .run()
+    .await;
+    assert!(failed.is_err(), "{failed:?}");
+    store.put_cached(&baseline_cache, "", now).await.unwrap();
+    let later = now + Duration::minutes(5);
+    let report = scan_with(&store, &bus, &policy, later, &sources).await;
+    let events = bus.events();
+    assert_eq!(events.len(), 1, "{report:?}");
+    assert_eq!(events[0].period_key, "H#2026-11-23T03");
+}
+
 /// The two ledgers of one key: at 09:00 its applications report 10 USD and OpenAI counts
 /// gpt-4o tokens worth 15 USD at the price book (1.5x: an instrumented key); at 10:00 they
 /// report 10 USD again but OpenAI counts 30 USD (3x): exactly one `unreported_spend` finding,
-/// for 10:00, raised once however often the hour is re-read.
+/// for 10:00, raised once however often the hour is re-read — and not before the hour has
+/// ended and had its grace for late reports (10:40 and 11:05 judge nothing; 11:20 does).
 pub async fn spend_the_provider_counted_and_nobody_reported_is_one_finding(store: Store) {
-    let now = at("2026-11-23T10:40:00Z");
+    let now = at("2026-11-23T11:20:00Z");
     let reported = [
         usage("app-09", 1000, 40, at("2026-11-23T09:10:00Z")),
         usage("app-10", 1000, 40, at("2026-11-23T10:10:00Z")),
@@ -563,10 +741,11 @@ pub async fn spend_the_provider_counted_and_nobody_reported_is_one_finding(store
         ("2026-11-23T09:00:00Z", 6_000_000),
         ("2026-11-23T10:00:00Z", 12_000_000),
     ] {
+        // the usage data names the dated snapshot; the price book its base model
         ledger.add(
             "completions",
             "key_app",
-            "gpt-4o",
+            "gpt-4o-2024-08-06",
             at(hour),
             &[("input_tokens", tokens), ("num_model_requests", 40)],
             at(hour),
@@ -592,6 +771,13 @@ pub async fn spend_the_provider_counted_and_nobody_reported_is_one_finding(store
         },
     );
     let bus = MemoryBus::default();
+    for open in ["2026-11-23T10:40:00Z", "2026-11-23T11:05:00Z"] {
+        let report = scan_with(&store, &bus, &policy, at(open), &sources).await;
+        assert!(
+            report.findings.is_empty(),
+            "{open}: hour 10 not judged yet: {report:?}"
+        );
+    }
     let report = scan_with(&store, &bus, &policy, now, &sources).await;
     assert!(report.failures.is_empty(), "{report:?}");
     let events = bus.events();
@@ -608,6 +794,58 @@ pub async fn spend_the_provider_counted_and_nobody_reported_is_one_finding(store
     );
     let again = scan_with(&store, &bus, &policy, now + Duration::minutes(5), &sources).await;
     assert_eq!(bus.events().len(), 1, "{again:?}");
+}
+
+/// A key whose applications report one daily total (`covers_minutes: 1440`, at 23:30) has no
+/// hour to compare with the provider's: OpenAI's 30 USD of tokens at 10:00, nothing reported
+/// in that hour yet, is not `unreported_spend`.
+pub async fn a_key_reporting_daily_totals_is_not_judged_unreported_by_the_hour(store: Store) {
+    let now = at("2026-11-23T11:20:00Z");
+    let daily: Vec<UsageEntry> = (1..=3)
+        .map(|n| {
+            let when = at("2026-11-23T23:30:00Z") - Duration::days(n);
+            let mut r = record(&format!("day-{n}"), KEY_SCOPE, 50_00, when);
+            r.requests = 800;
+            r.covers_minutes = 1440;
+            UsageEntry::of(&r, &[Zone::UTC])
+        })
+        .collect();
+    store
+        .ingest_usage(&daily, now, USAGE_MARKER_TTL)
+        .await
+        .unwrap();
+    let ledger = Arc::new(UsageLedger::default());
+    ledger.add(
+        "completions",
+        "key_app",
+        "gpt-4o",
+        at("2026-11-23T10:00:00Z"),
+        &[("input_tokens", 12_000_000), ("num_model_requests", 40)],
+        at("2026-11-23T10:00:00Z"),
+    );
+    ledger.set_now(now);
+    let standin = usage_standin(ledger).await;
+    let sources = [openai_usage(&standin.url)];
+    let mut policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_app",
+    )
+    .await;
+    policy.settings.prices.0.insert(
+        "openai/gpt-4o".into(),
+        spendguard_domain::pricing::Price {
+            currency: spendguard_domain::money::Currency::USD,
+            input: Decimal::new(250, 2),
+            output: Decimal::from(10),
+            cached_input: None,
+        },
+    );
+    let bus = MemoryBus::default();
+    let report = scan_with(&store, &bus, &policy, now, &sources).await;
+    assert!(report.failures.is_empty(), "{report:?}");
+    assert!(report.findings.is_empty(), "{report:?}");
 }
 
 /// The price book says 5.00 USD per million gpt-4o input tokens; OpenAI charged project
@@ -669,6 +907,46 @@ pub async fn a_price_book_off_by_twice_is_one_drift_naming_the_model(store: Stor
     assert!(bus.events().is_empty(), "a warning, not a security finding");
 }
 
+/// OpenAI charged proj_a 5 USD for 4M gpt-4o input tokens sent through the Batch API (half
+/// the book's 2.50): the batch discount is not a price book that drifted.
+pub async fn batch_usage_at_half_price_is_no_drift(store: Store) {
+    let now = at("2026-11-23T10:40:00Z");
+    let day = at("2026-11-22T00:00:00Z");
+    let ledger = Arc::new(UsageLedger::default());
+    ledger.key_in_project("key_app", "proj_a");
+    ledger.add_batch(
+        "key_app",
+        "gpt-4o-2024-08-06",
+        day + Duration::hours(12),
+        &[("input_tokens", 4_000_000), ("num_model_requests", 100)],
+        day + Duration::hours(13),
+    );
+    ledger.charge("proj_a", "gpt-4o-2024-08-06, batch input", day, "5.0");
+    ledger.set_now(now);
+    let standin = usage_standin(ledger).await;
+    let sources = [openai_usage(&standin.url)];
+    let mut policy = watch_key(
+        &store,
+        SecurityPolicy::default(),
+        ProviderKind::Openai,
+        "key_app",
+    )
+    .await;
+    policy.settings.prices.0.insert(
+        "openai/gpt-4o".into(),
+        spendguard_domain::pricing::Price {
+            currency: spendguard_domain::money::Currency::USD,
+            input: Decimal::new(250, 2),
+            output: Decimal::from(10),
+            cached_input: None,
+        },
+    );
+    let bus = MemoryBus::default();
+    let report = scan_with(&store, &bus, &policy, now, &sources).await;
+    assert!(report.failures.is_empty(), "{report:?}");
+    assert!(report.price_book_drift.is_empty(), "{report:?}");
+}
+
 /// Generates one test per detection case for a backend.
 #[macro_export]
 macro_rules! detection_suite {
@@ -683,8 +961,14 @@ macro_rules! detection_suite {
             a_key_idle_for_longer_than_the_window_is_dormant,
             a_thiefs_late_embeddings_and_images_are_found_when_they_arrive,
             a_check_after_an_outage_catches_up_from_the_watermark,
+            a_finding_caught_up_days_late_can_be_acknowledged,
+            one_usage_kind_down_blinds_only_that_kind,
+            a_late_hour_of_the_previous_day_is_not_its_own_baseline,
+            a_check_that_fails_midway_leaves_the_watermark_for_the_next,
             spend_the_provider_counted_and_nobody_reported_is_one_finding,
+            a_key_reporting_daily_totals_is_not_judged_unreported_by_the_hour,
             a_price_book_off_by_twice_is_one_drift_naming_the_model,
+            batch_usage_at_half_price_is_no_drift,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -6,7 +6,7 @@
 //! providers refuse (method, path, auth header, parameters) with their error shapes, honours
 //! `bucket_width` (1h, 1d; the default 1d), `group_by`, `api_key_ids`, `limit` and paging.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
@@ -104,6 +104,8 @@ struct Row {
     hour: DateTime<Utc>,
     fields: BTreeMap<String, u64>,
     visible_from: DateTime<Utc>,
+    /// Made through the Batch API (completions only).
+    batch: bool,
 }
 
 /// A charge of the costs endpoint: one line item of one project on one day, in dollars.
@@ -122,6 +124,8 @@ pub struct UsageLedger {
     charges: Mutex<Vec<Charge>>,
     /// The project of each key (OpenAI: every key belongs to one).
     projects: Mutex<BTreeMap<String, String>>,
+    /// OpenAI usage kinds that answer with a server error (an outage of one endpoint).
+    failing_kinds: Mutex<BTreeSet<String>>,
     now: Mutex<Option<DateTime<Utc>>>,
 }
 
@@ -147,7 +151,24 @@ impl UsageLedger {
             hour,
             fields: fields.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             visible_from,
+            batch: false,
         });
+    }
+
+    /// Completions by `key` on `model` through the Batch API (charged at half price), as
+    /// [`UsageLedger::add`].
+    pub fn add_batch(
+        &self,
+        key: &str,
+        model: &str,
+        hour: DateTime<Utc>,
+        fields: &[(&str, u64)],
+        visible_from: DateTime<Utc>,
+    ) {
+        self.add("completions", key, model, hour, fields, visible_from);
+        if let Some(row) = self.rows.lock().unwrap().last_mut() {
+            row.batch = true;
+        }
     }
 
     /// `key` belongs to `project` (`proj_default` otherwise).
@@ -176,6 +197,11 @@ impl UsageLedger {
             .get(key)
             .cloned()
             .unwrap_or_else(|| "proj_default".into())
+    }
+
+    /// OpenAI's `usage/{kind}` answers 500 (`server_error`) from now on.
+    pub fn fail_kind(&self, kind: &str) {
+        self.failing_kinds.lock().unwrap().insert(kind.into());
     }
 
     /// The stand-in's clock: usage is visible once it reaches the usage's `visible_from`.
@@ -231,6 +257,7 @@ fn buckets(
                 ("api_key_id", r.key.clone()),
                 ("model", r.model.clone()),
                 ("project_id", r.project.clone()),
+                ("batch", r.batch.to_string()),
             ]
             .into_iter()
             .filter(|(name, _)| q.group_by.iter().any(|g| g == name))
@@ -248,6 +275,10 @@ fn buckets(
                     let value = group.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
                     m.insert(name.into(), json!(value));
                 }
+                // a boolean when grouped by it; absent (as for the other kinds) otherwise
+                if let Some((_, batch)) = group.iter().find(|(n, _)| *n == "batch") {
+                    m.insert("batch".into(), json!(batch == "true"));
+                }
                 for (f, v) in sums {
                     m.insert(f, json!(v));
                 }
@@ -260,10 +291,11 @@ fn buckets(
     (out, (at < q.end).then_some(at))
 }
 
-fn width_and_max(bucket_width: Option<&str>) -> Option<(Duration, usize)> {
+/// A bucket width's duration, its default limit and its most buckets a page (both APIs).
+fn width_and_limits(bucket_width: Option<&str>) -> Option<(Duration, usize, usize)> {
     match bucket_width.unwrap_or("1d") {
-        "1h" => Some((Duration::hours(1), 168)),
-        "1d" => Some((Duration::days(1), 31)),
+        "1h" => Some((Duration::hours(1), 24, 168)),
+        "1d" => Some((Duration::days(1), 7, 31)),
         _ => None,
     }
 }
@@ -295,6 +327,14 @@ fn openai(ledger: &UsageLedger, r: &Received) -> Reply {
             "Incorrect API key provided: an admin key is required",
         );
     }
+    if ledger.failing_kinds.lock().unwrap().contains(kind) {
+        return openai_error(
+            500,
+            "server_error",
+            None,
+            "The server had an error while processing your request. Sorry about that!",
+        );
+    }
     let bad = |param: &str, message: &str| {
         Reply::json(
             400,
@@ -312,11 +352,11 @@ fn openai(ledger: &UsageLedger, r: &Received) -> Reply {
         return bad("start_time", "start_time is required (unix seconds)");
     };
     let bucket_width = r.query_values("bucket_width").first().cloned();
-    let Some((width, max)) = width_and_max(bucket_width.as_deref()) else {
+    let Some((width, default_limit, max)) = width_and_limits(bucket_width.as_deref()) else {
         return bad("bucket_width", "bucket_width must be one of 1m, 1h, 1d");
     };
     let limit = match r.query_values("limit").first() {
-        None => max.min(7),
+        None => default_limit,
         Some(l) => match l.parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => n,
             _ => return bad("limit", &format!("limit must be between 1 and {max}")),
@@ -504,11 +544,11 @@ fn anthropic(ledger: &UsageLedger, r: &Received) -> Reply {
         return refuse("starting_at: Field required (RFC 3339)");
     };
     let bucket_width = r.query_values("bucket_width").first().cloned();
-    let Some((width, max)) = width_and_max(bucket_width.as_deref()) else {
+    let Some((width, default_limit, max)) = width_and_limits(bucket_width.as_deref()) else {
         return refuse("bucket_width: Input should be '1d', '1m' or '1h'");
     };
     let limit = match r.query_values("limit").first() {
-        None => max.min(7),
+        None => default_limit,
         Some(l) => match l.parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => n,
             _ => return refuse(&format!("limit: must be between 1 and {max}")),
@@ -598,6 +638,33 @@ mod tests {
         }
         let response = request.send().await.unwrap();
         (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn without_a_limit_both_apis_page_hourly_buckets_by_24_and_daily_by_7() {
+        let s = usage_standin(Arc::new(UsageLedger::default())).await;
+        let start = hour() - Duration::days(10);
+        let (t, end) = (start.timestamp(), hour().timestamp());
+        let bearer = ("authorization", &*format!("Bearer {OPENAI_ADMIN_KEY}"));
+        let version = [("anthropic-version", "2023-06-01")];
+        let anthropic_key = ("x-api-key", ANTHROPIC_ADMIN_KEY);
+        let at = |d: DateTime<Utc>| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        for (width, buckets) in [("1h", 24), ("1d", 7)] {
+            let openai = format!(
+                "{}/v1/organization/usage/completions?start_time={t}&end_time={end}&bucket_width={width}",
+                s.url
+            );
+            let (_, page) = get(&openai, bearer, &[]).await;
+            assert_eq!(page["data"].as_array().unwrap().len(), buckets, "{width}");
+            let anthropic = format!(
+                "{}/v1/organizations/usage_report/messages?starting_at={}&ending_at={}&bucket_width={width}",
+                s.url,
+                at(start),
+                at(hour())
+            );
+            let (_, page) = get(&anthropic, anthropic_key, &version).await;
+            assert_eq!(page["data"].as_array().unwrap().len(), buckets, "{width}");
+        }
     }
 
     #[tokio::test]

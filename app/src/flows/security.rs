@@ -12,10 +12,12 @@ use serde_json::json;
 use spendguard_domain::alert::{AlertDetails, AlertEvent};
 use spendguard_domain::budget::Action;
 use spendguard_domain::ids::KeyId;
-use spendguard_domain::key_hours::{HourFigures, Signal};
+use spendguard_domain::key_hours::HourFigures;
 use spendguard_domain::key_hours::{KeyHours, ProviderHour};
 use spendguard_domain::keys::{KeyRecord, KeyStatus, ProviderKind};
-use spendguard_domain::ledger::{day_drift, provider_spend, unreported_spend};
+use spendguard_domain::ledger::{
+    ProviderSpend, comparable, day_drift, provider_spend, unreported_spend,
+};
 use spendguard_domain::period::{YearMonth, Zone};
 use spendguard_domain::records::{AuditEntry, Claim, Lease};
 use spendguard_domain::scope::Scope;
@@ -27,6 +29,7 @@ use spendguard_domain::security::ack_id;
 use spendguard_domain::security::detect;
 use spendguard_domain::settings::Settings;
 use spendguard_domain::usage::{CounterKey, HourKey, Metric, start_of_hour};
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -44,18 +47,34 @@ const THROTTLE_CACHE: &str = "security-throttle";
 /// Security claims are kept this long (a finding is claimed per key, hour and level).
 const CLAIM_RETENTION: Duration = Duration::days(35);
 
-/// Each provider's watermark: the hour of its last complete read of usage per key.
+/// Each provider's watermark: the current hour of the last run that read its usage per key
+/// and judged it to the end.
 const WATERMARK_CACHE: &str = "security-provider-watermark";
 
 /// Where the days whose price-book drift was reported are marked (per provider and day).
 const DRIFT_NAMESPACE: &str = "price-book-drift";
 
-/// Checks that did not run for longer than this are not caught up further back: one page of
-/// hourly buckets.
+/// Checks that did not run for longer than this are not caught up further back: with the
+/// current hour, 169 hourly buckets (two pages of 168).
 const MAX_CATCH_UP_HOURS: i64 = 168;
+
+/// Each provider's usage per key, the first hour to judge, and the providers read in full
+/// (whose watermarks may advance).
+type ProviderReads = (
+    BTreeMap<ProviderKind, KeyHours>,
+    DateTime<Utc>,
+    Vec<ProviderKind>,
+);
+
+/// The provider's usage of a key's hour and its spend at the price book.
+type ProviderLedger<'p> = (ProviderSpend, &'p ProviderHour);
 
 /// How far back a key's last use is looked for when its baseline window saw none.
 const DORMANCY_LOOKBACK_MONTHS: usize = 6;
+
+fn watermark_key(provider: ProviderKind) -> String {
+    format!("{WATERMARK_CACHE}#{}", provider.as_str())
+}
 
 fn provider_hour<'m>(
     by_provider: &'m BTreeMap<ProviderKind, KeyHours>,
@@ -148,7 +167,8 @@ impl SecurityScan<'_> {
         report.keys_watched = keys.len();
         let current = start_of_hour(self.now);
         // once per run and provider: what it counted for every registered key since its window
-        let (provider_hours, first) = self.provider_hours(&keys, current, &mut report).await?;
+        let (provider_hours, first, read_providers) =
+            self.provider_hours(&keys, current, &mut report).await?;
         let hours: Vec<DateTime<Utc>> = (0..)
             .map(|n| first + Duration::hours(n))
             .take_while(|h| *h <= current)
@@ -180,7 +200,7 @@ impl SecurityScan<'_> {
                     ));
                 }
             }
-            let in_use: Vec<(DateTime<Utc>, HourFigures, Option<Signal>)> = hours
+            let in_use: Vec<(DateTime<Utc>, HourFigures, Option<ProviderLedger>)> = hours
                 .iter()
                 .map(|h| {
                     let mut figures = counters
@@ -190,8 +210,7 @@ impl SecurityScan<'_> {
                         })
                         .map(|c| HourFigures::of(c, policy.currency, &self.settings.rates))
                         .unwrap_or_default();
-                    let mut unreported = None;
-                    if let Some(p) = provider_hour(&provider_hours, key, *h) {
+                    let provider = provider_hour(&provider_hours, key, *h).map(|p| {
                         figures.merge_provider(p);
                         let spend = provider_spend(
                             key.spec.provider.as_str(),
@@ -201,19 +220,40 @@ impl SecurityScan<'_> {
                             &self.settings.rates,
                         );
                         figures.provider_spend = spend.amount;
-                        unreported = unreported_spend(figures.spend, &spend, p, policy);
-                    }
-                    (*h, figures, unreported)
+                        (spend, p)
+                    });
+                    (*h, figures, provider)
                 })
                 .filter(|(_, f, _)| f.used())
                 .collect();
             if in_use.is_empty() {
                 continue;
             }
-            let baseline = self.baseline(key).await?;
-            for (hour, figures, unreported) in in_use {
-                let mut signals = detect(hour, &figures, &baseline, policy);
-                signals.extend(unreported);
+            // each hour against the baseline of its own day: learned from the days before it,
+            // so a late hour of an earlier day is never part of its own baseline
+            let mut baselines: BTreeMap<NaiveDate, Baseline> = BTreeMap::new();
+            for day in in_use.iter().map(|(h, _, _)| h.date_naive()) {
+                if let Entry::Vacant(vacant) = baselines.entry(day) {
+                    vacant.insert(self.baseline(key, day).await?);
+                }
+            }
+            let aggregated_days: BTreeSet<NaiveDate> = in_use
+                .iter()
+                .filter(|(_, f, _)| f.aggregated)
+                .map(|(h, _, _)| h.date_naive())
+                .collect();
+            for (hour, figures, provider) in in_use {
+                let Some(baseline) = baselines.get(&hour.date_naive()) else {
+                    continue;
+                };
+                let mut signals = detect(hour, &figures, baseline, policy);
+                let aggregated =
+                    baseline.aggregated || aggregated_days.contains(&hour.date_naive());
+                if let Some((spend, p)) = provider
+                    && comparable(hour, self.now, aggregated)
+                {
+                    signals.extend(unreported_spend(figures.spend, &spend, p, policy));
+                }
                 if let Some(finding) = Finding::of(key, hour, figures, signals) {
                     let latest = found.entry(key.spec.id.clone()).or_insert(hour);
                     *latest = (*latest).max(hour);
@@ -237,6 +277,19 @@ impl SecurityScan<'_> {
             self.lift_throttles(&keys, &found, &mut report).await?;
         }
         self.price_book_drift(&mut report).await?;
+        // only now are the providers' hours judged: a run that stopped earlier leaves them to
+        // the next one
+        if !self.dry_run {
+            for provider in read_providers {
+                self.store
+                    .put_cached(
+                        &watermark_key(provider),
+                        &crate::ports::store::to_doc(&current)?,
+                        self.now + CLAIM_RETENTION,
+                    )
+                    .await?;
+            }
+        }
         Ok(report)
     }
 
@@ -305,21 +358,25 @@ impl SecurityScan<'_> {
     }
 
     /// Each provider's usage of the registry's keys, one walk per provider, from its watermark
-    /// (the hour of its last complete read) less `provider_lateness_hours`, so that an hour the
+    /// (the current hour of the last run that judged it) less `provider_lateness_hours`, so that an hour the
     /// provider delivers late is read again until it has had time to arrive, and hours missed
     /// while checks did not run are caught up (at most `MAX_CATCH_UP_HOURS`). Returns the usage
-    /// and the first hour to evaluate. A provider that fails is reported, keeps its watermark,
-    /// and detection goes on with the usage reports alone.
+    /// and the first hour to evaluate. A usage kind that fails is reported and keeps its
+    /// provider's watermark (the hours are read again next run); the provider's other kinds
+    /// still count. The watermarks of the providers read in full are saved by `run` once it
+    /// has judged their hours. While a provider keeps failing the window grows to
+    /// `MAX_CATCH_UP_HOURS` (169 hour counters per key a run, two pages per kind).
     async fn provider_hours(
         &self,
         keys: &[KeyRecord],
         current: DateTime<Utc>,
         report: &mut ScanReport,
-    ) -> Result<(BTreeMap<ProviderKind, KeyHours>, DateTime<Utc>), StoreError> {
+    ) -> Result<ProviderReads, StoreError> {
         let lateness = Duration::hours(self.settings.security.provider_lateness_hours.into());
         let earliest = current - Duration::hours(MAX_CATCH_UP_HOURS);
         let mut first = current - lateness;
         let mut out = BTreeMap::new();
+        let mut complete = Vec::new();
         for source in self.key_usage {
             let ids: Vec<String> = keys
                 .iter()
@@ -329,36 +386,29 @@ impl SecurityScan<'_> {
             if ids.is_empty() {
                 continue;
             }
-            let watermark_key = format!("{WATERMARK_CACHE}#{}", source.provider().as_str());
-            let watermark = match self.store.get_cached(&watermark_key, self.now).await? {
+            let watermark = match self
+                .store
+                .get_cached(&watermark_key(source.provider()), self.now)
+                .await?
+            {
                 Some(doc) => crate::ports::store::from_doc::<DateTime<Utc>>("watermark", &doc)?,
                 None => current,
             };
             let from = (watermark.min(current) - lateness).max(earliest);
             first = first.min(from);
-            match source
+            let read = source
                 .hourly(from, current + Duration::hours(1), &ids)
-                .await
-            {
-                Ok(hours) => {
-                    out.insert(source.provider(), hours);
-                    if !self.dry_run {
-                        self.store
-                            .put_cached(
-                                &watermark_key,
-                                &crate::ports::store::to_doc(&current)?,
-                                self.now + CLAIM_RETENTION,
-                            )
-                            .await?;
-                    }
-                }
-                Err(e) => {
-                    warn!(error = %e, "provider usage per key unavailable");
-                    report.failures.push(e.to_string());
-                }
+                .await;
+            if read.failures.is_empty() {
+                complete.push(source.provider());
             }
+            for (kind, e) in read.failures {
+                warn!(error = %e, kind, "provider usage per key unavailable");
+                report.failures.push(format!("{kind} usage per key: {e}"));
+            }
+            out.insert(source.provider(), read.hours);
         }
-        Ok((out, first))
+        Ok((out, first, complete))
     }
 
     /// A key throttled by a finding gets its limit back once a whole hour after the finding's
@@ -423,10 +473,11 @@ impl SecurityScan<'_> {
         Ok(())
     }
 
-    /// The key's baseline for today: cached for the day, else learned from its hour counters.
-    async fn baseline(&self, key: &KeyRecord) -> Result<Baseline, StoreError> {
+    /// The key's baseline for `today` (the day of the hours it judges), learned from its hour
+    /// counters and the provider's usage of the days before; cached until the end of the next
+    /// day, while that day's late hours are still judged.
+    async fn baseline(&self, key: &KeyRecord, today: NaiveDate) -> Result<Baseline, StoreError> {
         let policy = &self.settings.security;
-        let today = self.now.date_naive();
         let cache_key = format!("{BASELINE_CACHE}#{}#{today}", key.spec.id);
         if let Some(doc) = self.store.get_cached(&cache_key, self.now).await? {
             return crate::ports::store::from_doc("baseline", &doc);
@@ -472,16 +523,13 @@ impl SecurityScan<'_> {
             midnight(start),
             midnight(today),
         ) {
-            match source.hourly(from, to, std::slice::from_ref(key_id)).await {
-                Ok(provider) => {
-                    for ((_, hour), p) in &provider {
-                        history.entry(*hour).or_default().merge_provider(p);
-                    }
-                }
-                Err(e) => {
-                    warn!(error = %e, key = %key.spec.id, "baseline learned without the provider's usage");
-                    complete = false;
-                }
+            let read = source.hourly(from, to, std::slice::from_ref(key_id)).await;
+            for ((_, hour), p) in &read.hours {
+                history.entry(*hour).or_default().merge_provider(p);
+            }
+            for (kind, e) in &read.failures {
+                warn!(error = %e, kind, key = %key.spec.id, "baseline learned without some of the provider's usage");
+                complete = false;
             }
         }
         let mut baseline = Baseline::learn(&history, today, policy.baseline_days);
@@ -489,7 +537,7 @@ impl SecurityScan<'_> {
             baseline.last_used = self.last_use_before(key, today).await?;
         }
         if !self.dry_run && complete {
-            let tomorrow = (today + Duration::days(1))
+            let after_tomorrow = (today + Duration::days(2))
                 .and_hms_opt(0, 0, 0)
                 .map(|t| t.and_utc())
                 .unwrap_or(self.now);
@@ -497,7 +545,7 @@ impl SecurityScan<'_> {
                 .put_cached(
                     &cache_key,
                     &crate::ports::store::to_doc(&baseline)?,
-                    tomorrow,
+                    after_tomorrow.max(self.now + Duration::hours(1)),
                 )
                 .await?;
         }
@@ -574,8 +622,11 @@ impl SecurityScan<'_> {
             .actions
             .iter()
             .any(|a| matches!(a, Action::ReduceLimits { .. }));
-        // kept for `spendguard ack` until the day after the finding's
-        let kept_until = finding.hour + Duration::days(2);
+        // kept for `spendguard ack` until the day after the finding's, and for two days after
+        // it is raised: a finding caught up days late is acknowledged after it is raised
+        let kept_until = (finding.hour + Duration::days(2)).max(self.now + Duration::days(2));
+        // the throttle waits for its recovery at least as long after it is set
+        let throttled_until = (finding.hour + Duration::days(7)).max(self.now + Duration::days(7));
         let raise = || async {
             let doc = crate::ports::store::to_doc(finding).map_err(|e| e.to_string())?;
             self.store
@@ -592,7 +643,7 @@ impl SecurityScan<'_> {
                     .put_cached(
                         &format!("{THROTTLE_CACHE}#{}", finding.key_id),
                         &doc,
-                        finding.hour + Duration::days(7),
+                        throttled_until,
                     )
                     .await
                     .map_err(|e| e.to_string())?;

@@ -14,6 +14,15 @@ use spendguard_domain::key_hours::KeyHours;
 use spendguard_domain::keys::ProviderKind;
 use spendguard_domain::ledger::DayLedger;
 
+/// What one read of a provider's usage per key and hour got: each usage kind is read on its
+/// own, so an endpoint that fails blinds only its kind.
+#[derive(Debug, Default)]
+pub struct HourlyUsage {
+    pub hours: KeyHours,
+    /// The usage kinds (`images`, …) that could not be read, and why: missing from `hours`.
+    pub failures: Vec<(String, SourceError)>,
+}
+
 /// A provider's usage per key and hour.
 #[async_trait]
 pub trait KeyUsageSource: Send + Sync {
@@ -24,7 +33,7 @@ pub trait KeyUsageSource: Send + Sync {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         key_ids: &[String],
-    ) -> Result<KeyHours, SourceError>;
+    ) -> HourlyUsage;
     /// The provider's own ledger of the completed UTC day `day`: token usage and charges per
     /// scope and model (ADR 026). `None` where the provider keeps no such ledger per scope.
     async fn day_ledger(&self, day: NaiveDate) -> Result<Option<DayLedger>, SourceError>;

@@ -843,13 +843,14 @@ fn the_alert_count_includes_security_findings_and_a_one_minute_burst_is_one() {
 /// `unreported_spend` finding, and a price book at twice OpenAI's charge for gpt-4o on the
 /// settled day before is one `price_book_drift` warning naming the model, in JSON and in the
 /// table; `status` lists both afterwards. Dated from the wall clock: `status` looks at the
-/// last seven days.
+/// last seven days; the check runs 20 minutes after the key's hour ended (an hour is judged
+/// once it has ended and had its grace for late reports).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_and_status_show_unreported_spend_and_price_book_drift() {
     use chrono::{Duration, DurationRound, Utc};
     use spendguard_tests::usage_apis::{OPENAI_ADMIN_KEY, UsageLedger, usage_standin};
-    let hour = Utc::now().duration_trunc(Duration::hours(1)).unwrap();
-    let now = hour + Duration::minutes(40);
+    let hour = Utc::now().duration_trunc(Duration::hours(1)).unwrap() - Duration::hours(2);
+    let now = hour + Duration::minutes(80);
     let dir = tempfile::tempdir().unwrap();
     let budgets = dir.path().join("budgets.toml");
     std::fs::write(

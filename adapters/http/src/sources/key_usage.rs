@@ -8,9 +8,9 @@ use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::Value;
-use spendguard_app::ports::key_usage::KeyUsageSource;
+use spendguard_app::ports::key_usage::{HourlyUsage, KeyUsageSource};
 use spendguard_app::ports::sources::SourceError;
-use spendguard_domain::key_hours::{KeyHours, ProviderUsage};
+use spendguard_domain::key_hours::{BATCH_KIND, KeyHours, ProviderUsage};
 use spendguard_domain::keys::ProviderKind;
 use spendguard_domain::ledger::DayLedger;
 use spendguard_domain::money::{Currency, Money};
@@ -69,6 +69,11 @@ fn count(v: &Value) -> Decimal {
     }
 }
 
+/// OpenAI completions made through the Batch API (results grouped by `batch`).
+fn is_batch(result: &Value) -> bool {
+    result.get("batch").and_then(Value::as_bool) == Some(true)
+}
+
 /// One result's figures, whichever kind it is: each kind has its own units.
 fn usage_of(result: &Value) -> ProviderUsage {
     let field = |name: &str| result.get(name).map(count).unwrap_or_default();
@@ -84,6 +89,7 @@ fn usage_of(result: &Value) -> ProviderUsage {
         input_tokens: input,
         cached_tokens: cached,
         output_tokens: field("output_tokens"),
+        audio_tokens: field("input_audio_tokens").saturating_add(field("output_audio_tokens")),
         images: field("images"),
         characters: field("characters"),
         seconds: field("seconds"),
@@ -118,6 +124,11 @@ fn read_page(
                 continue;
             };
             let model = result.get("model").and_then(Value::as_str).unwrap_or("");
+            let usage_kind = if is_batch(&result) {
+                BATCH_KIND
+            } else {
+                usage_kind
+            };
             out.entry((key_id.to_string(), hour)).or_default().add(
                 usage_kind,
                 model,
@@ -172,6 +183,9 @@ fn read_day_page(
                 )));
             }
             charged.amount = charged.amount.saturating_add(value);
+        } else if is_batch(result) {
+            // charged at the Batch API's discount, which the price book does not hold
+            continue;
         } else if let Some(model) = text(result, "model") {
             ledger
                 .usage
@@ -228,6 +242,9 @@ impl ProviderKeyUsage {
             query.push(("end_time", to.timestamp().to_string()));
             query.push(("group_by", "api_key_id".into()));
             query.push(("group_by", "model".into()));
+            if kind == "completions" {
+                query.push(("group_by", "batch".into()));
+            }
             query.extend(key_ids.iter().map(|k| ("api_key_ids", k.clone())));
             self.http
                 .get(format!("{}/v1/organization/usage/{kind}", self.base_url))
@@ -265,14 +282,14 @@ impl KeyUsageSource for ProviderKeyUsage {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         key_ids: &[String],
-    ) -> Result<KeyHours, SourceError> {
+    ) -> HourlyUsage {
         let kind = match self.provider {
             ProviderKind::Openai => "openai key usage",
             _ => "anthropic key usage",
         };
-        let mut out = KeyHours::new();
+        let mut out = HourlyUsage::default();
         if key_ids.is_empty() || from >= to {
-            return Ok(out);
+            return out;
         }
         let kinds: &[&str] = if self.provider == ProviderKind::Openai {
             &OPENAI_KEY_USAGE_KINDS
@@ -280,10 +297,24 @@ impl KeyUsageSource for ProviderKeyUsage {
             &ANTHROPIC_KEY_USAGE_KINDS
         };
         for usage_kind in kinds {
-            self.read_kind(kind, usage_kind, from, to, key_ids, &mut out)
-                .await?;
+            // a kind's pages go into the hours only once all of them are read
+            let mut hours = KeyHours::new();
+            match self
+                .read_kind(kind, usage_kind, from, to, key_ids, &mut hours)
+                .await
+            {
+                Ok(()) => {
+                    for (key_hour, hour) in hours {
+                        let merged = out.hours.entry(key_hour).or_default();
+                        for ((kind, model), usage) in &hour.usage {
+                            merged.add(kind, model, usage);
+                        }
+                    }
+                }
+                Err(e) => out.failures.push((usage_kind.to_string(), e)),
+            }
         }
-        Ok(out)
+        out
     }
 
     /// OpenAI: the token kinds' usage per project and model and the costs per project and
@@ -313,12 +344,16 @@ impl KeyUsageSource for ProviderKeyUsage {
             .map(|k| (format!("usage/{k}"), "model"))
             .chain([("costs".to_string(), "line_item")]);
         for (path, group) in paths {
+            let batch = path == "usage/completions";
             let url = format!("{}/v1/organization/{path}", self.base_url);
             let mut page: Option<String> = None;
             let mut pages = 0;
             loop {
                 let body = get_text(kind, &self.settings, || {
                     let mut q = query(group);
+                    if batch {
+                        q.push(("group_by", "batch".to_string()));
+                    }
                     if let Some(p) = &page {
                         q.push(("page", p.clone()));
                     }
@@ -419,6 +454,16 @@ mod tests {
             Decimal::from(500)
         );
         assert!(read_page("x", "completions", r#"{"data":[{"results":[]}]}"#, &mut out).is_err());
+    }
+
+    #[test]
+    fn completions_count_their_audio_tokens_too() {
+        let mut out = KeyHours::new();
+        let page = r#"{"object":"page","data":[{"object":"bucket","start_time":1763866800,"end_time":1763870400,"results":[{"input_tokens":1000,"output_tokens":200,"input_cached_tokens":0,"input_audio_tokens":500,"output_audio_tokens":300,"num_model_requests":6,"api_key_id":"key_abc","model":"gpt-4o-audio-preview","batch":false}]}],"has_more":false,"next_page":null}"#;
+        read_page("openai key usage", "completions", page, &mut out).unwrap();
+        let total = out[&("key_abc".to_string(), hour())].total();
+        assert_eq!(total.tokens(), Decimal::from(2000));
+        assert_eq!(total.audio_tokens, Decimal::from(800));
     }
 
     #[test]
