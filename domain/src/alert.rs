@@ -343,7 +343,7 @@ pub fn alert_id(
     let mut h = Sha256::new();
     for part in [
         budget_id,
-        window.as_str(),
+        &window.to_string(),
         &period_start.to_rfc3339(),
         tier,
         &threshold.normalize().to_string(),
@@ -355,13 +355,15 @@ pub fn alert_id(
 }
 
 impl AlertEvent {
+    /// The alert of a crossing, claimed in the crossing's period; `None` for a rolling
+    /// crossing an earlier evaluation claimed ([`Crossing::claimed_in`]).
     pub fn for_crossing(
         budget: &Budget,
         evaluation: &WindowEvaluation,
         crossing: &Crossing,
         raised_at: DateTime<Utc>,
-    ) -> AlertEvent {
-        let period = &evaluation.period;
+    ) -> Option<AlertEvent> {
+        let period = crossing.claimed_in.as_ref()?;
         let money = |amount: Decimal| Money::new(amount, budget.currency);
         let tier = &crossing.tier;
         let forecast_text = match evaluation.forecast {
@@ -387,7 +389,7 @@ impl AlertEvent {
             limit = money(evaluation.limit),
             percent = evaluation.percent,
         );
-        AlertEvent {
+        Some(AlertEvent {
             schema_version: ALERT_SCHEMA_VERSION,
             alert_id: alert_id(
                 &budget.id,
@@ -419,7 +421,7 @@ impl AlertEvent {
             escalation_level: None,
             runbook_url: None,
             details: AlertDetails::None,
-        }
+        })
     }
 
     /// The operator alert for a window of `budget` that cannot be evaluated (`why`), raised

@@ -11,6 +11,7 @@ use toml::{Table, Value};
 use crate::budget::{Action, Budget, SourceSpec, Threshold, Tier, Window};
 use crate::budgets_file::SUPPORTED_VERSION;
 use crate::keys::{KeySpec, RotationStrategy};
+use crate::period::WindowKind;
 use crate::settings::{PolicySet, SecurityPolicy, Settings};
 
 /// The budgets file that reads back as `set`.
@@ -270,6 +271,9 @@ fn window(w: &Window) -> Value {
         ("limit", decimal(w.limit)),
         ("tiers", Value::Array(w.tiers.iter().map(tier).collect())),
     ]);
+    if let WindowKind::Rolling { minutes } = w.kind {
+        t.insert("minutes".into(), Value::Integer(minutes.into()));
+    }
     if w.provider_cap {
         t.insert("provider_cap".into(), Value::Boolean(true));
     }

@@ -424,6 +424,8 @@ struct RawSource {
 #[serde(deny_unknown_fields)]
 struct RawWindow {
     period: Spanned<String>,
+    /// The length of a `rolling` window.
+    minutes: Option<Spanned<i64>>,
     limit: Spanned<Amount>,
     #[serde(default)]
     tiers: Vec<Spanned<RawTier>>,
@@ -1629,6 +1631,20 @@ impl Validator<'_> {
                 if let Some(cap) = cap.filter(|c| *c.get_ref()) {
                     self.provider_cap(&w, cap.span(), &id, source.as_ref(), currency, &at);
                 }
+                if w.kind.is_sub_daily()
+                    && let Some(s) = source.as_ref().filter(|s| **s != SourceSpec::Usage)
+                {
+                    self.error(
+                        span.clone(),
+                        format!("{at}.window[{}].period", w.kind),
+                        format!(
+                            "source kind `{}` reports whole days: {} windows need `usage` records (minute counters)",
+                            s.kind(),
+                            w.kind.as_str()
+                        ),
+                    );
+                    continue;
+                }
                 if windows.iter().any(|x| x.kind == w.kind) {
                     self.error(
                         span.clone(),
@@ -1791,11 +1807,19 @@ impl Validator<'_> {
     /// error does not hide the others.
     fn window(&mut self, rw: Spanned<RawWindow>, at: &str) -> Option<Window> {
         let rw = rw.into_inner();
-        let kind: Option<WindowKind> = match rw.period.get_ref().parse() {
+        let minutes = rw.minutes.as_ref().map(|m| *m.get_ref());
+        let kind: Option<WindowKind> = match WindowKind::parse(rw.period.get_ref(), minutes) {
             Ok(k) => Some(k),
             Err(e) => {
-                let help = did_you_mean(rw.period.get_ref(), WindowKind::ALL.map(|k| k.as_str()));
-                self.error_with_help(rw.period.span(), format!("{at}.window.period"), e, help);
+                let named = WindowKind::NAMES.contains(&rw.period.get_ref().as_str());
+                let (span, field) = match &rw.minutes {
+                    Some(m) if named => (m.span(), "minutes"),
+                    _ => (rw.period.span(), "period"),
+                };
+                let help = (!named)
+                    .then(|| did_you_mean(rw.period.get_ref(), WindowKind::NAMES))
+                    .flatten();
+                self.error_with_help(span, format!("{at}.window.{field}"), e, help);
                 None
             }
         };

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use crate::budget::{Basis, Budget, Tier};
+use crate::rolling::{self, Reached};
 
 use crate::forecast::{Forecast, RecentSpend, project};
 use crate::money::{OutOfRange, checked_mul};
@@ -11,12 +12,15 @@ use crate::period::{Period, WindowKind};
 use crate::settings::ForecastPolicy;
 
 /// Spend observed for one window of a budget, in the budget's currency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowSpend {
     pub actual: Decimal,
     pub recent: Option<RecentSpend>,
     /// A forecast the source made itself (AWS Budgets); otherwise one is projected.
     pub source_forecast: Option<Decimal>,
+    /// Rolling windows: spend per minute over [`rolling::lookback`], oldest first, ending with
+    /// the minute of now: which crossing a tier belongs to is read from it.
+    pub by_minute: Vec<Decimal>,
 }
 
 impl WindowSpend {
@@ -25,6 +29,7 @@ impl WindowSpend {
             actual: amount,
             recent: None,
             source_forecast: None,
+            by_minute: Vec::new(),
         }
     }
 }
@@ -37,6 +42,10 @@ pub struct Crossing {
     pub threshold: Decimal,
     /// The value that reached it: actual spend, or the forecast for forecast tiers.
     pub value: Decimal,
+    /// The period the crossing is claimed in (once): the evaluation's for calendar and hourly
+    /// windows, for rolling windows the window that ended at the minute of the crossing.
+    /// `None`: part of a rolling crossing claimed before ([`rolling::Reached::Before`]).
+    pub claimed_in: Option<Period>,
 }
 
 /// The state of one window of a budget at one instant.
@@ -104,25 +113,43 @@ pub fn evaluate_window(
         policy,
     )?;
     let percent = percent_of(spend.actual, window.limit)?;
-    let crossings = window
-        .tiers
-        .iter()
-        .filter_map(|tier| {
-            let threshold = tier.threshold_amount(window.limit);
-            let value = match tier.basis {
-                Basis::Actual => Some(spend.actual),
-                Basis::Forecast => match forecast.actionable() {
-                    Some(f) if f >= threshold => Some(f),
-                    _ => Some(spend.actual),
-                },
-            }?;
-            (value >= threshold).then(|| Crossing {
-                tier: tier.clone(),
-                threshold,
-                value,
-            })
-        })
-        .collect();
+    let mut crossings = Vec::new();
+    for tier in &window.tiers {
+        let threshold = tier.threshold_amount(window.limit);
+        let value = match tier.basis {
+            Basis::Actual => spend.actual,
+            Basis::Forecast => match forecast.actionable() {
+                Some(f) if f >= threshold => f,
+                _ => spend.actual,
+            },
+        };
+        if value < threshold {
+            continue;
+        }
+        let claimed_in = match kind {
+            WindowKind::Rolling { minutes } => {
+                match rolling::reached(&spend.by_minute, minutes, threshold)? {
+                    Some(Reached::Crossed(i)) => {
+                        // bucket i ends the crossing's window; the last bucket is now's minute
+                        let back = spend.by_minute.len() - 1 - i;
+                        let end = period.end - chrono::Duration::minutes(back as i64);
+                        Some(Period::rolling_from(
+                            minutes,
+                            end - chrono::Duration::minutes(minutes.into()),
+                        ))
+                    }
+                    Some(Reached::Before) | None => None,
+                }
+            }
+            _ => Some(period.clone()),
+        };
+        crossings.push(Crossing {
+            tier: tier.clone(),
+            threshold,
+            value,
+            claimed_in,
+        });
+    }
     Ok(WindowEvaluation {
         kind,
         limit: window.limit,
@@ -313,6 +340,53 @@ mod tests {
         assert!(next.crossings.is_empty());
     }
 
+    #[test]
+    fn a_rolling_crossing_is_claimed_in_the_window_that_ended_at_its_minute() {
+        let minutes = 60u16;
+        let kind = WindowKind::Rolling { minutes };
+        let mut b = standard();
+        b.windows[0].kind = kind;
+        b.windows[0].limit = dec!(50);
+        let burst_at = utc("2026-11-20T03:17:00Z");
+        // 60 spent in the minute of 03:17; evaluated then and 20 minutes later
+        let spend_at = |now: DateTime<Utc>| {
+            let lookback = crate::rolling::lookback(minutes);
+            let first = Period::containing(kind, Zone::UTC, now).end
+                - chrono::Duration::minutes(lookback as i64);
+            let by_minute: Vec<Decimal> = (0..lookback)
+                .map(|i| first + chrono::Duration::minutes(i as i64))
+                .map(|m| {
+                    if m == burst_at {
+                        dec!(60)
+                    } else {
+                        Decimal::ZERO
+                    }
+                })
+                .collect();
+            WindowSpend {
+                by_minute: by_minute.clone(),
+                ..WindowSpend::actual(by_minute[lookback - usize::from(minutes)..].iter().sum())
+            }
+        };
+        let policy = ForecastPolicy::default();
+        let claims = |now| {
+            let e = evaluate_window(&b, kind, &spend_at(now), now, &policy).unwrap();
+            e.crossings
+                .iter()
+                .map(|c| c.claimed_in.as_ref().map(Period::key))
+                .collect::<Vec<_>>()
+        };
+        let at_the_burst = claims(utc("2026-11-20T03:17:30Z"));
+        let window = Some("R60#2026-11-20T02:18".to_string());
+        assert_eq!(
+            at_the_burst,
+            [window.clone(), window.clone(), window.clone()]
+        );
+        assert_eq!(claims(utc("2026-11-20T03:37:00Z")), at_the_burst);
+        // at 04:17 the burst has left the window: nothing is reached
+        assert!(claims(utc("2026-11-20T04:17:00Z")).is_empty());
+    }
+
     fn arb_budget() -> impl Strategy<Value = Budget> {
         (
             1u32..100_000,
@@ -351,7 +425,7 @@ mod tests {
         ) {
             let now = utc("2026-11-01T00:00:00Z") + chrono::Duration::seconds(seconds_in);
             let actual = huge.unwrap_or(Decimal::new(mantissa, scale));
-            let spend = WindowSpend { actual, recent: Some(RecentSpend { amount: actual, span: chrono::Duration::hours(1) }), source_forecast: None };
+            let spend = WindowSpend { actual, recent: Some(RecentSpend { amount: actual, span: chrono::Duration::hours(1) }), source_forecast: None, by_minute: Vec::new() };
             match evaluate_window(&b, WindowKind::Monthly, &spend, now, &ForecastPolicy::default()) {
                 Ok(e) => prop_assert_eq!(e.actual, actual),
                 Err(EvaluationError::OutOfRange(e)) => prop_assert!(!e.to_string().is_empty()),
@@ -371,8 +445,8 @@ mod tests {
         ) {
             let now = utc("2026-11-01T00:00:00Z") + chrono::Duration::seconds(seconds_in);
             let recent = Some(RecentSpend { amount: Decimal::new(recent_cents as i64, 2), span: chrono::Duration::days(1) });
-            let lower = WindowSpend { actual: Decimal::new(cents_a as i64, 2), recent, source_forecast: None };
-            let higher = WindowSpend { actual: Decimal::new((cents_a + extra) as i64, 2), ..lower };
+            let lower = WindowSpend { actual: Decimal::new(cents_a as i64, 2), recent, source_forecast: None, by_minute: Vec::new() };
+            let higher = WindowSpend { actual: Decimal::new((cents_a + extra) as i64, 2), ..lower.clone() };
             let policy = ForecastPolicy::default();
             let lo = evaluate_window(&b, WindowKind::Monthly, &lower, now, &policy).unwrap();
             let hi = evaluate_window(&b, WindowKind::Monthly, &higher, now, &policy).unwrap();
@@ -389,7 +463,7 @@ mod tests {
         #[test]
         fn implausible_forecasts_never_act(b in arb_budget(), cents in 0u64..50_000_000, forecast in 0u64..u32::MAX as u64) {
             let now = utc("2026-11-10T00:00:00Z");
-            let spend = WindowSpend { actual: Decimal::new(cents as i64, 2), recent: None, source_forecast: Some(Decimal::from(forecast)) };
+            let spend = WindowSpend { actual: Decimal::new(cents as i64, 2), recent: None, source_forecast: Some(Decimal::from(forecast)), by_minute: Vec::new() };
             let e = evaluate_window(&b, WindowKind::Monthly, &spend, now, &ForecastPolicy::default()).unwrap();
             if matches!(e.forecast, Forecast::Implausible(_)) {
                 for c in &e.crossings {

@@ -176,8 +176,8 @@ impl SpendSource for AwsBudgets {
                     };
                     Ok(WindowSpend {
                         actual,
-                        recent: None,
                         source_forecast: forecast,
+                        ..WindowSpend::actual(actual)
                     })
                 })();
                 spend.insert(window.kind, result.map_err(WindowError::Unevaluable));

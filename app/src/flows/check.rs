@@ -355,7 +355,7 @@ impl Checker {
                         let crossings = e
                             .crossings
                             .iter()
-                            .map(|c| AlertEvent::for_crossing(budget, e, c, now))
+                            .filter_map(|c| AlertEvent::for_crossing(budget, e, c, now))
                             .collect();
                         let alerts = self
                             .raise(&run, budget, crossings, &mut counts, &mut failures)
@@ -551,7 +551,9 @@ impl Checker {
             }
             for e in windows.iter().filter_map(|(_, e)| e.as_ref().ok()) {
                 for crossing in &e.crossings {
-                    let event = AlertEvent::for_crossing(budget, e, crossing, now);
+                    let Some(event) = AlertEvent::for_crossing(budget, e, crossing, now) else {
+                        continue;
+                    };
                     claims.push(self.claim_for(budget, &event, run_id));
                     alert_ids.push(event.alert_id);
                 }

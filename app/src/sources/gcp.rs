@@ -75,8 +75,8 @@ impl SpendSource for GcpBudgetObservations {
                             .map_err(|e| e.to_string())?;
                         Ok(WindowSpend {
                             actual,
-                            recent: None,
                             source_forecast: forecast,
+                            ..WindowSpend::actual(actual)
                         })
                     })()
                     .map_err(WindowError::Unevaluable),
