@@ -13,7 +13,7 @@ use chrono::Utc;
 use proptest::prelude::*;
 use serde_json::Value;
 use spendguard_app::flows::check::{Checker, DEFAULT_CLAIM_LEASE};
-use spendguard_app::ports::clock::SystemClock;
+use spendguard_app::ports::clock::{Clock, FixedClock, SystemClock};
 use spendguard_app::ports::secrets::{SecretError, SecretVault};
 use spendguard_app::ports::sources::SpendSource;
 use spendguard_app::ports::store::StateStore;
@@ -93,7 +93,6 @@ impl SecretVault for Fixed {
 }
 
 async fn webhook() -> (Webhook, Arc<dyn StateStore>) {
-    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::in_memory().unwrap());
     let budgets = vec![
         budget(
             "aws-monthly",
@@ -110,6 +109,17 @@ async fn webhook() -> (Webhook, Arc<dyn StateStore>) {
             WindowKind::Daily,
         ),
     ];
+    let (webhook, store, _) = webhook_with(budgets, Arc::new(SystemClock)).await;
+    (webhook, store)
+}
+
+/// A webhook on an embedded store holding `budgets`, on `clock`, publishing to the bus returned.
+async fn webhook_with(
+    budgets: Vec<Budget>,
+    clock: Arc<dyn Clock>,
+) -> (Webhook, Arc<dyn StateStore>, Arc<MemoryBus>) {
+    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let bus = Arc::new(MemoryBus::default());
     store
         .put_policy(&PolicySet {
             budgets,
@@ -125,10 +135,10 @@ async fn webhook() -> (Webhook, Arc<dyn StateStore>) {
         store: store.clone(),
         checker: Checker {
             store: store.clone(),
-            bus: Arc::new(MemoryBus::default()),
+            bus: bus.clone(),
             sources,
             key_usage: Vec::new(),
-            clock: Arc::new(SystemClock),
+            clock: clock.clone(),
             claim_lease: DEFAULT_CLAIM_LEASE,
             provider_caps: Vec::new(),
         },
@@ -136,7 +146,7 @@ async fn webhook() -> (Webhook, Arc<dyn StateStore>) {
             Arc::new(Fixed(SECRET)),
             "usage",
             UsageSenders::parse,
-            Arc::new(SystemClock),
+            clock.clone(),
         )
         .await
         .unwrap(),
@@ -144,7 +154,7 @@ async fn webhook() -> (Webhook, Arc<dyn StateStore>) {
             Arc::new(Fixed("status-token-0123456789abcdef0123456789")),
             "status",
             |t| Ok(Secret::new(t)),
-            Arc::new(SystemClock),
+            clock.clone(),
         )
         .await
         .unwrap(),
@@ -165,9 +175,9 @@ async fn webhook() -> (Webhook, Arc<dyn StateStore>) {
             // on sns.*.amazonaws.com); tests/tests/functions/webhook.rs verifies signed ones
             verify_trigger_signatures: false,
         }),
-        clock: Arc::new(SystemClock),
+        clock,
     };
-    (webhook, store)
+    (webhook, store, bus)
 }
 
 fn fixture(name: &str) -> Value {
@@ -353,4 +363,77 @@ proptest! {
         });
         prop_assert!(!response.is_success(), "{} {}", response.status, response.body);
     }
+}
+
+/// A usage report of one record of `cost` US dollars at `at`, signed as its sender would.
+fn usage_report(id: &str, cost: &str, at: chrono::DateTime<Utc>) -> HttpRequest {
+    let body = serde_json::json!({"records": [{
+        "id": id,
+        "scope": "openai/agents/loop-1",
+        "cost": {"amount": cost, "currency": "USD"},
+        "timestamp": at.to_rfc3339(),
+    }]})
+    .to_string()
+    .into_bytes();
+    let mut r = HttpRequest {
+        method: "POST".into(),
+        path: "/usage".into(),
+        body,
+        ..HttpRequest::default()
+    };
+    let signature = WebhookSecret::parse(SECRET)
+        .unwrap()
+        .sign(id, at.timestamp(), &r.body);
+    r.headers.insert("webhook-id".into(), id.into());
+    r.headers
+        .insert("webhook-timestamp".into(), at.timestamp().to_string());
+    r.headers.insert("webhook-signature".into(), signature);
+    r
+}
+
+/// The webhook evaluates a rolling window inline after the usage report that crosses it: a
+/// burst alerts once however often it is reported on, and again only once the window has moved
+/// on past it.
+#[tokio::test]
+async fn a_burst_reported_to_the_webhook_alerts_once_per_rolling_crossing() {
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let clock = Arc::new(FixedClock::new(start));
+    let mut agents = budget(
+        "agents",
+        SourceSpec::Usage,
+        WindowKind::Rolling { minutes: 60 },
+    );
+    agents.scope = Scope::parse("openai/agents").unwrap();
+    agents.windows[0].limit = 50.into();
+    agents.windows[0].tiers[0].threshold = Threshold::Percent(100.into());
+    let (w, _store, bus) = webhook_with(vec![agents], clock.clone()).await;
+    let alerts = |bus: &MemoryBus| {
+        bus.events()
+            .iter()
+            .filter(|e| e.budget_id == "agents")
+            .map(|e| e.period_key.clone())
+            .collect::<Vec<_>>()
+    };
+    // 30 + 25 within ten minutes crosses 50: one alert, in the window that ended at 10:10
+    for (i, (minute, cost)) in [(0, "30"), (10, "25"), (20, "5"), (40, "10")]
+        .iter()
+        .enumerate()
+    {
+        clock.set(start + chrono::Duration::minutes(*minute));
+        let response = w
+            .http(usage_report(&format!("burst-{i}"), cost, clock.now()))
+            .await;
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
+    assert_eq!(alerts(&bus), ["R60#2026-11-22T09:11"]);
+    // at 11:15 the first 30 and 25 have left the window (15 left): the next 40 crosses again
+    clock.set(start + chrono::Duration::minutes(75));
+    let response = w.http(usage_report("again", "40", clock.now())).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        alerts(&bus),
+        ["R60#2026-11-22T09:11", "R60#2026-11-22T10:16"]
+    );
 }
