@@ -17,7 +17,7 @@ use crate::budget::{Action, Basis, Budget, Severity, SourceSpec, Threshold, Tier
 use crate::keys::{KeySpec, ProviderKind, RotationStrategy};
 use crate::money::{Currency, FxRates, ISO_4217, parse_decimal};
 use crate::period::{WindowKind, Zone};
-use crate::pricing::{Price, PriceBook};
+use crate::pricing::{LongContext, Price, PriceBook};
 use crate::scope::Scope;
 use crate::settings::AnomalyPolicy;
 use crate::settings::{
@@ -34,6 +34,8 @@ pub const SUPPORTED_VERSION: i64 = 1;
 pub const MAX_AMOUNT: Decimal = Decimal::from_parts(2_764_472_320, 232_830, 0, false, 0);
 /// Largest price per million tokens: a million.
 pub const MAX_PRICE: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
+/// Largest prompt a long-context price may start above: far beyond any model's context.
+pub const MAX_PROMPT_TOKENS: i64 = 100_000_000;
 /// Largest exchange rate (and the smallest is its inverse).
 pub const MAX_RATE: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
 
@@ -393,6 +395,19 @@ struct RawPrice {
     input: Spanned<Amount>,
     output: Spanned<Amount>,
     cached_input: Option<Spanned<Amount>>,
+    cache_write: Option<Spanned<Amount>>,
+    batch_percent: Option<Spanned<Number>>,
+    long_context: Option<RawLongContext>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLongContext {
+    above_input_tokens: Spanned<i64>,
+    input: Spanned<Amount>,
+    output: Spanned<Amount>,
+    cached_input: Option<Spanned<Amount>>,
+    cache_write: Option<Spanned<Amount>>,
 }
 
 #[derive(Deserialize)]
@@ -1537,10 +1552,22 @@ impl Validator<'_> {
                     .unwrap_or(default_currency),
                 None => default_currency,
             };
+            let long = p.long_context.as_ref();
             for (name, v) in [
                 ("input", Some(&p.input)),
                 ("output", Some(&p.output)),
                 ("cached_input", p.cached_input.as_ref()),
+                ("cache_write", p.cache_write.as_ref()),
+                ("long_context.input", long.map(|l| &l.input)),
+                ("long_context.output", long.map(|l| &l.output)),
+                (
+                    "long_context.cached_input",
+                    long.and_then(|l| l.cached_input.as_ref()),
+                ),
+                (
+                    "long_context.cache_write",
+                    long.and_then(|l| l.cache_write.as_ref()),
+                ),
             ] {
                 if let Some(v) = v
                     && (v.get_ref().0 < Decimal::ZERO || v.get_ref().0 > MAX_PRICE)
@@ -1552,6 +1579,30 @@ impl Validator<'_> {
                     );
                 }
             }
+            if let Some(b) = &p.batch_percent
+                && !(b.get_ref().0 > Decimal::ZERO && b.get_ref().0 <= Decimal::ONE_HUNDRED)
+            {
+                self.error(
+                    b.span(),
+                    format!("{field}.batch_percent"),
+                    format!(
+                        "the percent of the price a batch call costs must be above 0 and at most 100 (got {})",
+                        b.get_ref().0
+                    ),
+                );
+            }
+            if let Some(l) = long
+                && !(1..=MAX_PROMPT_TOKENS).contains(l.above_input_tokens.get_ref())
+            {
+                self.error(
+                    l.above_input_tokens.span(),
+                    format!("{field}.long_context.above_input_tokens"),
+                    format!(
+                        "the prompt size the long-context prices start above must be 1 to {MAX_PROMPT_TOKENS} tokens (got {})",
+                        l.above_input_tokens.get_ref()
+                    ),
+                );
+            }
             book.insert(
                 key.into_inner(),
                 Price {
@@ -1559,6 +1610,16 @@ impl Validator<'_> {
                     input: p.input.get_ref().0,
                     output: p.output.get_ref().0,
                     cached_input: p.cached_input.map(|c| c.get_ref().0),
+                    cache_write: p.cache_write.map(|c| c.get_ref().0),
+                    batch_percent: p.batch_percent.map(|b| b.get_ref().0),
+                    long_context: p.long_context.map(|l| LongContext {
+                        above_input_tokens: u64::try_from(*l.above_input_tokens.get_ref())
+                            .unwrap_or_default(),
+                        input: l.input.get_ref().0,
+                        output: l.output.get_ref().0,
+                        cached_input: l.cached_input.map(|c| c.get_ref().0),
+                        cache_write: l.cache_write.map(|c| c.get_ref().0),
+                    }),
                 },
             );
         }

@@ -9,8 +9,8 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The length of a budget window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Stored and reported by its name: `daily`, …, `hourly`, `rolling_60m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum WindowKind {
     Daily,
     Weekly,
@@ -87,9 +87,39 @@ impl WindowKind {
 impl fmt::Display for WindowKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WindowKind::Rolling { minutes } => write!(f, "rolling{minutes}"),
+            WindowKind::Rolling { minutes } => write!(f, "rolling_{minutes}m"),
             other => f.write_str(other.as_str()),
         }
+    }
+}
+
+impl FromStr for WindowKind {
+    type Err = String;
+    /// Reads back what `Display` writes.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let minutes = s
+            .strip_prefix("rolling_")
+            .and_then(|m| m.strip_suffix('m'))
+            .map(|m| {
+                m.parse::<i64>()
+                    .map_err(|_| format!("`{s}` is not a window"))
+            })
+            .transpose()?;
+        let name = if minutes.is_some() { "rolling" } else { s };
+        WindowKind::parse(name, minutes)
+    }
+}
+
+impl Serialize for WindowKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for WindowKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 

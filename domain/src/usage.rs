@@ -12,7 +12,7 @@ use crate::budget::Budget;
 use crate::budget::SourceSpec;
 use crate::money::{Currency, FxRates, Money, OutOfRange, checked_add, parse_decimal};
 use crate::period::{YearMonth, Zone};
-use crate::pricing::{PriceBook, Tokens};
+use crate::pricing::{Call, PriceBook, Tokens};
 use crate::scope::Scope;
 use crate::settings::PolicySet;
 use chrono::Duration;
@@ -54,6 +54,11 @@ pub struct UsageWire {
     pub tokens_out: Option<i64>,
     #[serde(default)]
     pub tokens_cached: Option<i64>,
+    #[serde(default)]
+    pub tokens_cache_write: Option<i64>,
+    /// The call went through a batch API: priced at the model's batch percent.
+    #[serde(default)]
+    pub batch: Option<bool>,
     #[serde(default)]
     pub requests: Option<i64>,
     #[serde(default)]
@@ -274,6 +279,7 @@ impl UsageWire {
             input: count("tokens_in", self.tokens_in, 0)?,
             output: count("tokens_out", self.tokens_out, 0)?,
             cached: count("tokens_cached", self.tokens_cached, 0)?,
+            cache_write: count("tokens_cache_write", self.tokens_cache_write, 0)?,
         };
         let requests = count("requests", self.requests, 1)?;
         let covers_minutes = covers_minutes(self.covers_minutes)?;
@@ -294,7 +300,15 @@ impl UsageWire {
                     )
                 })?;
                 let priced = prices
-                    .cost(&provider, model, tokens)
+                    .cost(
+                        &provider,
+                        model,
+                        Call {
+                            tokens,
+                            requests,
+                            batch: self.batch.unwrap_or(false),
+                        },
+                    )
                     .map_err(|e| UsageError::new("model", e.to_string()))?;
                 Money::new(bounded_cost("cost", priced.amount)?, priced.currency)
             }
@@ -1276,6 +1290,37 @@ mod tests {
                 model.to_string()
             ]
         );
+    }
+
+    #[test]
+    fn a_record_without_cost_is_priced_with_its_cache_writes_and_batch_flag() {
+        let mut book = PriceBook::default();
+        book.0.insert(
+            "anthropic/sonnet".into(),
+            crate::pricing::Price {
+                currency: Currency::USD,
+                input: dec!(3),
+                output: dec!(15),
+                cached_input: None,
+                cache_write: Some(dec!(3.75)),
+                batch_percent: Some(dec!(50)),
+                long_context: None,
+            },
+        );
+        let priced = |extra: &str| {
+            wire(&format!(r#"{{"id":"p1","scope":"anthropic/prod","model":"sonnet","tokens_in":1000,"tokens_cache_write":2000,"timestamp":"2026-11-30T10:00:00Z"{extra}}}"#))
+                .validate(&book, now())
+                .unwrap()
+                .cost
+                .amount
+        };
+        // (1000*3 + 2000*3.75) / 1e6
+        assert_eq!(priced(""), dec!(0.0105));
+        assert_eq!(priced(r#","batch":true"#), dec!(0.00525));
+        let err = wire(r#"{"id":"p2","scope":"anthropic/prod","model":"sonnet","tokens_cache_write":-1,"timestamp":"2026-11-30T10:00:00Z"}"#)
+            .validate(&book, now())
+            .unwrap_err();
+        assert_eq!(err.field, "tokens_cache_write");
     }
 
     #[test]

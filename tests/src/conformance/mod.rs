@@ -71,6 +71,7 @@ pub fn record(id: &str, scope: &str, cents: i64, when: DateTime<Utc>) -> UsageRe
             input: 100,
             output: 50,
             cached: 10,
+            cache_write: 0,
         },
         requests: 1,
         cost: usd(cents, 2),
