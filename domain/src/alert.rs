@@ -500,6 +500,22 @@ impl AlertEvent {
     }
 
     /// The recovery of this alert (`reason`: why it ended).
+    /// Whether this alert's period is over at `now`. A rolling crossing's window ends a minute
+    /// after it, but the crossing lasts while the tier is reached: its alert has no period to
+    /// end and recovers only when an evaluation no longer reaches the tier. (A rolling window
+    /// that cannot be evaluated is alerted per UTC hour, which ends.)
+    pub fn period_over(&self, now: DateTime<Utc>) -> bool {
+        let rolling_crossing =
+            self.kind == AlertKind::Budget && matches!(self.window, WindowKind::Rolling { .. });
+        !rolling_crossing && now >= self.period_end
+    }
+
+    /// Whether an evaluation of the period `period_key` of this alert's window judges its tier:
+    /// one of the alert's own period, or for a rolling window the current one.
+    pub fn judged_by(&self, period_key: &str) -> bool {
+        matches!(self.window, WindowKind::Rolling { .. }) || self.period_key == period_key
+    }
+
     pub fn recovery(&self, reason: &str, now: DateTime<Utc>) -> AlertEvent {
         AlertEvent {
             alert_id: self.follow_up_id("recovery"),

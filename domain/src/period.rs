@@ -257,6 +257,15 @@ impl Period {
         }
     }
 
+    /// The period an alert that a window of `kind` cannot be evaluated is raised once in: the
+    /// window's own period, for a rolling window (a new one every minute) the UTC hour.
+    pub fn for_unevaluable(kind: WindowKind, zone: Zone, instant: DateTime<Utc>) -> Period {
+        match kind {
+            WindowKind::Rolling { .. } => Period::containing(WindowKind::Hourly, zone, instant),
+            _ => Period::containing(kind, zone, instant),
+        }
+    }
+
     /// The period right after this one (a rolling window: the one a minute later).
     pub fn next(&self) -> Period {
         Period::containing(self.kind, self.zone, self.end)

@@ -12,14 +12,15 @@ use budget_webhook::http::HttpRequest;
 use chrono::Utc;
 use proptest::prelude::*;
 use serde_json::Value;
-use spendguard_app::flows::check::{Checker, DEFAULT_CLAIM_LEASE};
+use spendguard_app::flows::check::{CheckOptions, Checker, DEFAULT_CLAIM_LEASE};
 use spendguard_app::ports::clock::{Clock, FixedClock, SystemClock};
 use spendguard_app::ports::secrets::{SecretError, SecretVault};
-use spendguard_app::ports::sources::SpendSource;
+use spendguard_app::ports::sources::{SourceError, SpendRequest, SpendSource};
 use spendguard_app::ports::store::StateStore;
 use spendguard_app::refreshing::Refreshing;
 use spendguard_app::sources::counters::UsageCounters;
 use spendguard_app::sources::gcp::GcpBudgetObservations;
+use spendguard_domain::alert::AlertKind;
 use spendguard_domain::budget::{
     Action, Basis, Budget, Severity, SourceSpec, Threshold, Tier, Window,
 };
@@ -30,6 +31,7 @@ use spendguard_domain::secret::Secret;
 use spendguard_domain::senders::UsageSenders;
 use spendguard_domain::settings::PolicySet;
 use spendguard_domain::signals::{aws_budgets, gcp};
+use spendguard_domain::spend::{BudgetSpend, WindowError};
 use spendguard_domain::standard_webhooks::WebhookSecret;
 use spendguard_http::verify::gcp_oidc::{GoogleOidcVerifier, OidcPolicy};
 use spendguard_http::verify::sns::{CertificateSource, FetchError, SnsVerifier};
@@ -436,4 +438,115 @@ async fn a_burst_reported_to_the_webhook_alerts_once_per_rolling_crossing() {
         alerts(&bus),
         ["R60#2026-11-22T09:11", "R60#2026-11-22T10:16"]
     );
+}
+
+/// A paging alert of a rolling window stays open while the tier is reached, though the window it
+/// was claimed in ended a minute after the crossing, and recovers once the spend is below.
+#[tokio::test]
+async fn a_paging_rolling_alert_recovers_when_the_tier_is_no_longer_reached() {
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let clock = Arc::new(FixedClock::new(start));
+    let mut agents = budget(
+        "agents",
+        SourceSpec::Usage,
+        WindowKind::Rolling { minutes: 60 },
+    );
+    agents.scope = Scope::parse("openai/agents").unwrap();
+    agents.windows[0].limit = 50.into();
+    agents.windows[0].tiers[0].threshold = Threshold::Percent(100.into());
+    agents.windows[0].tiers[0].severity = Severity::Critical;
+    let (w, _store, bus) = webhook_with(vec![agents], clock.clone()).await;
+    let kinds = |bus: &MemoryBus| {
+        bus.events()
+            .iter()
+            .map(|e| format!("{:?}", e.kind))
+            .collect::<Vec<_>>()
+    };
+    let report = |id: &str, minute: i64, cost: &str| {
+        clock.set(start + chrono::Duration::minutes(minute));
+        usage_report(id, cost, clock.now())
+    };
+    assert_eq!(w.http(report("burst", 0, "60")).await.status, 200);
+    // ten minutes on, still 60 in the window: no recovery
+    assert_eq!(w.http(report("trickle", 10, "1")).await.status, 200);
+    assert_eq!(kinds(&bus), ["Budget"]);
+    // at 11:05 the burst has left the window (1 left): the tier is no longer reached
+    assert_eq!(w.http(report("later", 65, "1")).await.status, 200);
+    assert_eq!(kinds(&bus), ["Budget", "Recovery"]);
+}
+
+/// A source that cannot evaluate any window (an unreadable stored figure, say).
+struct Unreadable;
+
+#[async_trait]
+impl SpendSource for Unreadable {
+    fn kind(&self) -> &'static str {
+        "usage"
+    }
+
+    async fn spend(
+        &self,
+        request: &SpendRequest<'_>,
+    ) -> Result<BTreeMap<String, BudgetSpend>, SourceError> {
+        Ok(request
+            .budgets
+            .iter()
+            .map(|b| {
+                let windows = b
+                    .windows
+                    .iter()
+                    .map(|w| (w.kind, Err(WindowError::Unevaluable("unreadable".into()))))
+                    .collect();
+                (b.id.clone(), windows)
+            })
+            .collect())
+    }
+}
+
+/// A rolling window that cannot be evaluated raises one operator alert per UTC hour, not one a
+/// minute as its window moves.
+#[tokio::test]
+async fn an_unevaluable_rolling_window_is_alerted_once_an_hour() {
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let clock = Arc::new(FixedClock::new(start));
+    let agents = budget(
+        "agents",
+        SourceSpec::Usage,
+        WindowKind::Rolling { minutes: 60 },
+    );
+    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let bus = Arc::new(MemoryBus::default());
+    let checker = Checker {
+        store,
+        bus: bus.clone(),
+        sources: vec![Arc::new(Unreadable)],
+        key_usage: Vec::new(),
+        clock: clock.clone(),
+        claim_lease: DEFAULT_CLAIM_LEASE,
+        provider_caps: Vec::new(),
+    };
+    let policy = PolicySet {
+        budgets: vec![agents],
+        ..PolicySet::default()
+    };
+    let options = CheckOptions {
+        only: vec!["agents".into()],
+        actor: "test".into(),
+        ..CheckOptions::default()
+    };
+    for minute in [0, 1, 2, 30, 59, 60] {
+        clock.set(start + chrono::Duration::minutes(minute));
+        checker.check_only(&policy, &options).await.unwrap();
+    }
+    let unevaluable: Vec<String> = bus
+        .events()
+        .iter()
+        .filter(|e| e.kind == AlertKind::Unevaluable)
+        .map(|e| e.period_key.clone())
+        .collect();
+    assert_eq!(unevaluable, ["H#2026-11-22T10", "H#2026-11-22T11"]);
 }
