@@ -538,11 +538,16 @@ fn add_cost(
 
 impl HourCounters {
     /// Adds one record's increment: its whole tally to the hour, and its requests per minute
-    /// and its cost to the minute it is dated at (a record summing up minutes counts its cost
-    /// when it reports: a rolling window sees it then, early rather than never).
+    /// and (for scopes with minute windows) its cost to the minute it is dated at (a record
+    /// summing up minutes counts its cost when it reports: a rolling window sees it then, early
+    /// rather than never).
     pub fn add(&mut self, delta: &HourDelta) -> Result<(), OutOfRange> {
         self.total.merge(&delta.tally)?;
-        for cost in delta.tally.costs().filter(|c| !c.amount.is_zero()) {
+        let minute_costs = delta
+            .tally
+            .costs()
+            .filter(|c| delta.minute_costs && !c.amount.is_zero());
+        for cost in minute_costs {
             add_cost(&mut self.cost_by_minute, delta.minute, cost)?;
         }
         if delta.aggregate {
@@ -690,6 +695,9 @@ pub struct HourDelta {
     pub requests_per_minute: Decimal,
     /// The record sums up more than an hour.
     pub aggregate: bool,
+    /// Count the cost per minute too: a budget with an hourly or rolling window watches the
+    /// scope (the other hour items stay as small as theft detection needs).
+    pub minute_costs: bool,
 }
 
 /// A record ready for ingestion: its id and every counter increment it causes.
@@ -769,6 +777,7 @@ impl UsageEntry {
             .filter(|s| (path.contains(s) && !s.is_root()) || minute_scopes.contains(*s))
             .cloned()
             .map(|scope| HourDelta {
+                minute_costs: minute_scopes.contains(&scope),
                 key: HourKey::of(scope, record.timestamp),
                 minute: record.timestamp.minute(),
                 tally: tally.clone(),
@@ -1209,32 +1218,26 @@ mod tests {
                 .validate(&PriceBook::default(), now())
                 .unwrap()
         };
+        let watched = BTreeSet::from([Scope::parse("openai/prod").unwrap()]);
         let entries = [
-            UsageEntry::of(
-                &record("a", "1.25", "USD", "2026-11-23T03:17:05Z"),
-                &[Zone::UTC],
-            ),
-            UsageEntry::of(
-                &record("b", "0.75", "USD", "2026-11-23T03:17:59Z"),
-                &[Zone::UTC],
-            ),
-            UsageEntry::of(
-                &record("c", "2", "EUR", "2026-11-23T03:17:10Z"),
-                &[Zone::UTC],
-            ),
-            UsageEntry::of(
-                &record("d", "3", "USD", "2026-11-23T03:42:00Z"),
-                &[Zone::UTC],
-            ),
-        ];
+            ("a", "1.25", "USD", "2026-11-23T03:17:05Z"),
+            ("b", "0.75", "USD", "2026-11-23T03:17:59Z"),
+            ("c", "2", "EUR", "2026-11-23T03:17:10Z"),
+            ("d", "3", "USD", "2026-11-23T03:42:00Z"),
+        ]
+        .map(|(id, amount, currency, at)| {
+            UsageEntry::counting(&record(id, amount, currency, at), &[Zone::UTC], &watched)
+        });
         let hours = presum_hours(&entries).unwrap();
-        let key = HourKey::of(
-            Scope::parse("openai/prod").unwrap(),
-            DateTime::parse_from_rfc3339("2026-11-23T03:00:00Z")
-                .unwrap()
-                .with_timezone(&Utc),
-        );
+        let hour = DateTime::parse_from_rfc3339("2026-11-23T03:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let key = HourKey::of(Scope::parse("openai/prod").unwrap(), hour);
         let counters = &hours[&key];
+        // the key's own hour item, which no minute window watches, keeps no minute costs
+        let unwatched = HourKey::of(Scope::parse("openai/prod/key-1").unwrap(), hour);
+        assert!(hours[&unwatched].cost_by_minute.is_empty());
+        assert_eq!(hours[&unwatched].total, counters.total);
         let eur = Currency::parse("EUR").unwrap();
         assert_eq!(
             counters.cost_by_minute,
