@@ -350,7 +350,7 @@ pub fn alert_id(
     let mut h = Sha256::new();
     for part in [
         budget_id,
-        window.as_str(),
+        &window.to_string(),
         &period_start.to_rfc3339(),
         tier,
         &threshold.normalize().to_string(),
@@ -362,13 +362,15 @@ pub fn alert_id(
 }
 
 impl AlertEvent {
+    /// The alert of a crossing, claimed in the crossing's period; `None` for a rolling
+    /// crossing an earlier evaluation claimed ([`Crossing::claimed_in`]).
     pub fn for_crossing(
         budget: &Budget,
         evaluation: &WindowEvaluation,
         crossing: &Crossing,
         raised_at: DateTime<Utc>,
-    ) -> AlertEvent {
-        let period = &evaluation.period;
+    ) -> Option<AlertEvent> {
+        let period = crossing.claimed_in.as_ref()?;
         let money = |amount: Decimal| Money::new(amount, budget.currency);
         let tier = &crossing.tier;
         let forecast_text = match evaluation.forecast {
@@ -394,7 +396,7 @@ impl AlertEvent {
             limit = money(evaluation.limit),
             percent = evaluation.percent,
         );
-        AlertEvent {
+        Some(AlertEvent {
             schema_version: ALERT_SCHEMA_VERSION,
             alert_id: alert_id(
                 &budget.id,
@@ -426,7 +428,7 @@ impl AlertEvent {
             escalation_level: None,
             runbook_url: None,
             details: AlertDetails::None,
-        }
+        })
     }
 
     /// The operator alert for a window of `budget` that cannot be evaluated (`why`), raised
@@ -505,6 +507,22 @@ impl AlertEvent {
     }
 
     /// The recovery of this alert (`reason`: why it ended).
+    /// Whether this alert's period is over at `now`. A rolling crossing's window ends a minute
+    /// after it, but the crossing lasts while the tier is reached: its alert has no period to
+    /// end and recovers only when an evaluation no longer reaches the tier. (A rolling window
+    /// that cannot be evaluated is alerted per UTC hour, which ends.)
+    pub fn period_over(&self, now: DateTime<Utc>) -> bool {
+        let rolling_crossing =
+            self.kind == AlertKind::Budget && matches!(self.window, WindowKind::Rolling { .. });
+        !rolling_crossing && now >= self.period_end
+    }
+
+    /// Whether an evaluation of the period `period_key` of this alert's window judges its tier:
+    /// one of the alert's own period, or for a rolling window the current one.
+    pub fn judged_by(&self, period_key: &str) -> bool {
+        matches!(self.window, WindowKind::Rolling { .. }) || self.period_key == period_key
+    }
+
     pub fn recovery(&self, reason: &str, now: DateTime<Utc>) -> AlertEvent {
         AlertEvent {
             alert_id: self.follow_up_id("recovery"),

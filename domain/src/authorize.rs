@@ -126,7 +126,11 @@ pub fn window_key(budget: &Budget, window: &crate::budget::Window, now: DateTime
 }
 
 fn period_key(budget: &Budget, window: &crate::budget::Window, now: DateTime<Utc>) -> String {
-    Period::containing(window.kind, budget.zone, now).key()
+    match window.kind {
+        // no period: a hold counts until its usage record reconciles it or it expires
+        WindowKind::Rolling { minutes } => format!("R{minutes}"),
+        kind => Period::containing(kind, budget.zone, now).key(),
+    }
 }
 
 /// The windows `budgets` hold reservations against at `now`, in the order [`holds`] uses.
@@ -288,6 +292,32 @@ mod tests {
     use crate::period::Zone;
     use crate::settings::Settings;
     use rust_decimal_macros::dec;
+
+    /// A rolling window has no period: a hold made a minute ago still counts against it until
+    /// its usage record reconciles it or it expires (keyed per minute, the next minute's
+    /// decisions would not see it and a loop could reserve past the limit).
+    #[test]
+    fn a_rolling_windows_holds_share_one_key_across_minutes() {
+        let b = budget(
+            "loop",
+            "agents",
+            "USD",
+            &[
+                (WindowKind::Rolling { minutes: 60 }, dec!(50)),
+                (WindowKind::Hourly, dec!(50)),
+            ],
+        );
+        let at = |m: i64| {
+            DateTime::parse_from_rfc3339("2026-11-20T10:00:30Z")
+                .unwrap()
+                .with_timezone(&Utc)
+                + Duration::minutes(m)
+        };
+        assert_eq!(window_keys(&[&b], at(0))[0], window_keys(&[&b], at(7))[0]);
+        // an hourly window's holds belong to their hour
+        assert_eq!(window_keys(&[&b], at(0))[1], window_keys(&[&b], at(7))[1]);
+        assert_ne!(window_keys(&[&b], at(0))[1], window_keys(&[&b], at(60))[1]);
+    }
 
     fn budget(id: &str, scope: &str, currency: &str, windows: &[(WindowKind, Decimal)]) -> Budget {
         Budget {

@@ -11,6 +11,7 @@ use toml::{Table, Value};
 use crate::budget::{Action, Budget, SourceSpec, Threshold, Tier, Window};
 use crate::budgets_file::SUPPORTED_VERSION;
 use crate::keys::{KeySpec, RotationStrategy};
+use crate::period::WindowKind;
 use crate::settings::{PolicySet, SecurityPolicy, Settings};
 
 /// The budgets file that reads back as `set`.
@@ -126,8 +127,33 @@ fn settings(s: &Settings, file: &mut Table) {
                 ("input", decimal(p.input)),
                 ("output", decimal(p.output)),
             ]);
-            if let Some(c) = p.cached_input {
-                t.insert("cached_input".into(), decimal(c));
+            for (name, v) in [
+                ("cached_input", p.cached_input),
+                ("cache_write", p.cache_write),
+                ("batch_percent", p.batch_percent),
+            ] {
+                if let Some(v) = v {
+                    t.insert(name.into(), decimal(v));
+                }
+            }
+            if let Some(l) = &p.long_context {
+                let mut long = table([
+                    (
+                        "above_input_tokens",
+                        Value::Integer(i64::try_from(l.above_input_tokens).unwrap_or(i64::MAX)),
+                    ),
+                    ("input", decimal(l.input)),
+                    ("output", decimal(l.output)),
+                ]);
+                for (name, v) in [
+                    ("cached_input", l.cached_input),
+                    ("cache_write", l.cache_write),
+                ] {
+                    if let Some(v) = v {
+                        long.insert(name.into(), decimal(v));
+                    }
+                }
+                t.insert("long_context".into(), Value::Table(long));
             }
             (model.clone(), Value::Table(t))
         })
@@ -277,6 +303,9 @@ fn window(w: &Window) -> Value {
         ("limit", decimal(w.limit)),
         ("tiers", Value::Array(w.tiers.iter().map(tier).collect())),
     ]);
+    if let WindowKind::Rolling { minutes } = w.kind {
+        t.insert("minutes".into(), Value::Integer(minutes.into()));
+    }
     if w.provider_cap {
         t.insert("provider_cap".into(), Value::Boolean(true));
     }

@@ -17,7 +17,7 @@ use crate::budget::{Action, Basis, Budget, Severity, SourceSpec, Threshold, Tier
 use crate::keys::{KeySpec, ProviderKind, RotationStrategy};
 use crate::money::{Currency, FxRates, ISO_4217, parse_decimal};
 use crate::period::{WindowKind, Zone};
-use crate::pricing::{Price, PriceBook};
+use crate::pricing::{LongContext, Price, PriceBook};
 use crate::scope::Scope;
 use crate::settings::AnomalyPolicy;
 use crate::settings::{
@@ -34,6 +34,8 @@ pub const SUPPORTED_VERSION: i64 = 1;
 pub const MAX_AMOUNT: Decimal = Decimal::from_parts(2_764_472_320, 232_830, 0, false, 0);
 /// Largest price per million tokens: a million.
 pub const MAX_PRICE: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
+/// Largest prompt a long-context price may start above: far beyond any model's context.
+pub const MAX_PROMPT_TOKENS: i64 = 100_000_000;
 /// Largest exchange rate (and the smallest is its inverse).
 pub const MAX_RATE: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
 
@@ -397,6 +399,19 @@ struct RawPrice {
     input: Spanned<Amount>,
     output: Spanned<Amount>,
     cached_input: Option<Spanned<Amount>>,
+    cache_write: Option<Spanned<Amount>>,
+    batch_percent: Option<Spanned<Number>>,
+    long_context: Option<RawLongContext>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLongContext {
+    above_input_tokens: Spanned<i64>,
+    input: Spanned<Amount>,
+    output: Spanned<Amount>,
+    cached_input: Option<Spanned<Amount>>,
+    cache_write: Option<Spanned<Amount>>,
 }
 
 #[derive(Deserialize)]
@@ -428,6 +443,8 @@ struct RawSource {
 #[serde(deny_unknown_fields)]
 struct RawWindow {
     period: Spanned<String>,
+    /// The length of a `rolling` window.
+    minutes: Option<Spanned<i64>>,
     limit: Spanned<Amount>,
     #[serde(default)]
     tiers: Vec<Spanned<RawTier>>,
@@ -1562,10 +1579,22 @@ impl Validator<'_> {
                     .unwrap_or(default_currency),
                 None => default_currency,
             };
+            let long = p.long_context.as_ref();
             for (name, v) in [
                 ("input", Some(&p.input)),
                 ("output", Some(&p.output)),
                 ("cached_input", p.cached_input.as_ref()),
+                ("cache_write", p.cache_write.as_ref()),
+                ("long_context.input", long.map(|l| &l.input)),
+                ("long_context.output", long.map(|l| &l.output)),
+                (
+                    "long_context.cached_input",
+                    long.and_then(|l| l.cached_input.as_ref()),
+                ),
+                (
+                    "long_context.cache_write",
+                    long.and_then(|l| l.cache_write.as_ref()),
+                ),
             ] {
                 if let Some(v) = v
                     && (v.get_ref().0 < Decimal::ZERO || v.get_ref().0 > MAX_PRICE)
@@ -1577,6 +1606,30 @@ impl Validator<'_> {
                     );
                 }
             }
+            if let Some(b) = &p.batch_percent
+                && !(b.get_ref().0 > Decimal::ZERO && b.get_ref().0 <= Decimal::ONE_HUNDRED)
+            {
+                self.error(
+                    b.span(),
+                    format!("{field}.batch_percent"),
+                    format!(
+                        "the percent of the price a batch call costs must be above 0 and at most 100 (got {})",
+                        b.get_ref().0
+                    ),
+                );
+            }
+            if let Some(l) = long
+                && !(1..=MAX_PROMPT_TOKENS).contains(l.above_input_tokens.get_ref())
+            {
+                self.error(
+                    l.above_input_tokens.span(),
+                    format!("{field}.long_context.above_input_tokens"),
+                    format!(
+                        "the prompt size the long-context prices start above must be 1 to {MAX_PROMPT_TOKENS} tokens (got {})",
+                        l.above_input_tokens.get_ref()
+                    ),
+                );
+            }
             book.insert(
                 key.into_inner(),
                 Price {
@@ -1584,6 +1637,16 @@ impl Validator<'_> {
                     input: p.input.get_ref().0,
                     output: p.output.get_ref().0,
                     cached_input: p.cached_input.map(|c| c.get_ref().0),
+                    cache_write: p.cache_write.map(|c| c.get_ref().0),
+                    batch_percent: p.batch_percent.map(|b| b.get_ref().0),
+                    long_context: p.long_context.map(|l| LongContext {
+                        above_input_tokens: u64::try_from(*l.above_input_tokens.get_ref())
+                            .unwrap_or_default(),
+                        input: l.input.get_ref().0,
+                        output: l.output.get_ref().0,
+                        cached_input: l.cached_input.map(|c| c.get_ref().0),
+                        cache_write: l.cache_write.map(|c| c.get_ref().0),
+                    }),
                 },
             );
         }
@@ -1655,6 +1718,20 @@ impl Validator<'_> {
             if let Some(w) = self.window(rw, &at) {
                 if let Some(cap) = cap.filter(|c| *c.get_ref()) {
                     self.provider_cap(&w, cap.span(), &id, source.as_ref(), currency, &at);
+                }
+                if w.kind.is_sub_daily()
+                    && let Some(s) = source.as_ref().filter(|s| **s != SourceSpec::Usage)
+                {
+                    self.error(
+                        span.clone(),
+                        format!("{at}.window[{}].period", w.kind),
+                        format!(
+                            "source kind `{}` reports whole days: {} windows need `usage` records (minute counters)",
+                            s.kind(),
+                            w.kind.as_str()
+                        ),
+                    );
+                    continue;
                 }
                 if windows.iter().any(|x| x.kind == w.kind) {
                     self.error(
@@ -1818,11 +1895,19 @@ impl Validator<'_> {
     /// error does not hide the others.
     fn window(&mut self, rw: Spanned<RawWindow>, at: &str) -> Option<Window> {
         let rw = rw.into_inner();
-        let kind: Option<WindowKind> = match rw.period.get_ref().parse() {
+        let minutes = rw.minutes.as_ref().map(|m| *m.get_ref());
+        let kind: Option<WindowKind> = match WindowKind::parse(rw.period.get_ref(), minutes) {
             Ok(k) => Some(k),
             Err(e) => {
-                let help = did_you_mean(rw.period.get_ref(), WindowKind::ALL.map(|k| k.as_str()));
-                self.error_with_help(rw.period.span(), format!("{at}.window.period"), e, help);
+                let named = WindowKind::NAMES.contains(&rw.period.get_ref().as_str());
+                let (span, field) = match &rw.minutes {
+                    Some(m) if named => (m.span(), "minutes"),
+                    _ => (rw.period.span(), "period"),
+                };
+                let help = (!named)
+                    .then(|| did_you_mean(rw.period.get_ref(), WindowKind::NAMES))
+                    .flatten();
+                self.error_with_help(span, format!("{at}.window.{field}"), e, help);
                 None
             }
         };

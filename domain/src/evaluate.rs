@@ -6,6 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
 use crate::budget::{Basis, Budget, Tier};
+use crate::rolling::{self, Reached};
 
 use crate::forecast::{Forecast, RecentSpend, project};
 use crate::money::{OutOfRange, checked_mul};
@@ -23,6 +24,9 @@ pub struct WindowSpend {
     /// where the source reports costs per day; empty where it reports a running total only.
     /// What the nightly summaries of provider-sourced budgets are made of.
     pub days: BTreeMap<NaiveDate, Decimal>,
+    /// Rolling windows: spend per minute over [`rolling::lookback`], oldest first, ending with
+    /// the minute of now: which crossing a tier belongs to is read from it.
+    pub by_minute: Vec<Decimal>,
 }
 
 impl WindowSpend {
@@ -42,6 +46,10 @@ pub struct Crossing {
     pub threshold: Decimal,
     /// The value that reached it: actual spend, or the forecast for forecast tiers.
     pub value: Decimal,
+    /// The period the crossing is claimed in (once): the evaluation's for calendar and hourly
+    /// windows, for rolling windows the window that ended at the minute of the crossing.
+    /// `None`: part of a rolling crossing claimed before ([`rolling::Reached::Before`]).
+    pub claimed_in: Option<Period>,
 }
 
 /// The state of one window of a budget at one instant.
@@ -109,25 +117,43 @@ pub fn evaluate_window(
         policy,
     )?;
     let percent = percent_of(spend.actual, window.limit)?;
-    let crossings = window
-        .tiers
-        .iter()
-        .filter_map(|tier| {
-            let threshold = tier.threshold_amount(window.limit);
-            let value = match tier.basis {
-                Basis::Actual => Some(spend.actual),
-                Basis::Forecast => match forecast.actionable() {
-                    Some(f) if f >= threshold => Some(f),
-                    _ => Some(spend.actual),
-                },
-            }?;
-            (value >= threshold).then(|| Crossing {
-                tier: tier.clone(),
-                threshold,
-                value,
-            })
-        })
-        .collect();
+    let mut crossings = Vec::new();
+    for tier in &window.tiers {
+        let threshold = tier.threshold_amount(window.limit);
+        let value = match tier.basis {
+            Basis::Actual => spend.actual,
+            Basis::Forecast => match forecast.actionable() {
+                Some(f) if f >= threshold => f,
+                _ => spend.actual,
+            },
+        };
+        if value < threshold {
+            continue;
+        }
+        let claimed_in = match kind {
+            WindowKind::Rolling { minutes } => {
+                match rolling::reached(&spend.by_minute, minutes, threshold)? {
+                    Some(Reached::Crossed(i)) => {
+                        // bucket i ends the crossing's window; the last bucket is now's minute
+                        let back = spend.by_minute.len() - 1 - i;
+                        let end = period.end - chrono::Duration::minutes(back as i64);
+                        Some(Period::rolling_from(
+                            minutes,
+                            end - chrono::Duration::minutes(minutes.into()),
+                        ))
+                    }
+                    Some(Reached::Before) | None => None,
+                }
+            }
+            _ => Some(period.clone()),
+        };
+        crossings.push(Crossing {
+            tier: tier.clone(),
+            threshold,
+            value,
+            claimed_in,
+        });
+    }
     Ok(WindowEvaluation {
         kind,
         limit: window.limit,
@@ -316,6 +342,53 @@ mod tests {
         .unwrap();
         assert_eq!(next.period.key(), "M#2026-12");
         assert!(next.crossings.is_empty());
+    }
+
+    #[test]
+    fn a_rolling_crossing_is_claimed_in_the_window_that_ended_at_its_minute() {
+        let minutes = 60u16;
+        let kind = WindowKind::Rolling { minutes };
+        let mut b = standard();
+        b.windows[0].kind = kind;
+        b.windows[0].limit = dec!(50);
+        let burst_at = utc("2026-11-20T03:17:00Z");
+        // 60 spent in the minute of 03:17; evaluated then and 20 minutes later
+        let spend_at = |now: DateTime<Utc>| {
+            let lookback = crate::rolling::lookback(minutes);
+            let first = Period::containing(kind, Zone::UTC, now).end
+                - chrono::Duration::minutes(lookback as i64);
+            let by_minute: Vec<Decimal> = (0..lookback)
+                .map(|i| first + chrono::Duration::minutes(i as i64))
+                .map(|m| {
+                    if m == burst_at {
+                        dec!(60)
+                    } else {
+                        Decimal::ZERO
+                    }
+                })
+                .collect();
+            WindowSpend {
+                by_minute: by_minute.clone(),
+                ..WindowSpend::actual(by_minute[lookback - usize::from(minutes)..].iter().sum())
+            }
+        };
+        let policy = ForecastPolicy::default();
+        let claims = |now| {
+            let e = evaluate_window(&b, kind, &spend_at(now), now, &policy).unwrap();
+            e.crossings
+                .iter()
+                .map(|c| c.claimed_in.as_ref().map(Period::key))
+                .collect::<Vec<_>>()
+        };
+        let at_the_burst = claims(utc("2026-11-20T03:17:30Z"));
+        let window = Some("R60#2026-11-20T02:18".to_string());
+        assert_eq!(
+            at_the_burst,
+            [window.clone(), window.clone(), window.clone()]
+        );
+        assert_eq!(claims(utc("2026-11-20T03:37:00Z")), at_the_burst);
+        // at 04:17 the burst has left the window: nothing is reached
+        assert!(claims(utc("2026-11-20T04:17:00Z")).is_empty());
     }
 
     fn arb_budget() -> impl Strategy<Value = Budget> {

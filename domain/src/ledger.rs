@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::key_hours::{BATCH_KIND, ProviderHour, ProviderUsage, Signal};
 use crate::money::{Currency, FxRates, Money};
-use crate::pricing::{PriceBook, Tokens};
+use crate::pricing::{Call, PriceBook, Tokens};
 use crate::settings::{Detector, SecurityPolicy};
 
 /// The provider's usage of one key's hour at the price book.
@@ -50,13 +50,26 @@ pub fn provider_spend(
             continue;
         }
         let count = |d: Decimal| d.to_u64().unwrap_or(u64::MAX);
+        // cache writes are in `input_tokens` (Anthropic): priced as input, a lower bound
         let tokens = Tokens {
             input: count(usage.input_tokens),
             output: count(usage.output_tokens),
             cached: count(usage.cached_tokens),
+            cache_write: 0,
+        };
+        // an hour's tokens are many requests: without their count (Anthropic reports none)
+        // the long-context tier cannot be told apart, so the base price applies (a lower bound)
+        let requests = match count(usage.requests) {
+            0 => u64::MAX,
+            n => n,
+        };
+        let call = Call {
+            tokens,
+            requests,
+            batch: false,
         };
         match prices
-            .cost(provider, model, tokens)
+            .cost(provider, model, call)
             .ok()
             .and_then(|m| rates.convert(m, currency).ok())
         {
@@ -250,6 +263,9 @@ mod tests {
                 input: dec!(0.13),
                 output: dec!(0),
                 cached_input: None,
+                cache_write: None,
+                batch_percent: None,
+                long_context: None,
             },
         )]))
     }

@@ -28,6 +28,7 @@ pub mod period;
 pub mod pricing;
 pub mod records;
 pub mod resources;
+pub mod rolling;
 pub mod scope;
 pub mod secret;
 pub mod security;

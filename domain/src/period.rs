@@ -1,4 +1,5 @@
-//! Calendar periods (day, ISO week, month) in a configured time zone, DST included.
+//! Budget periods: calendar periods (day, ISO week, month) in a configured time zone, DST
+//! included, and the sub-daily ones (the UTC clock hour, the last N minutes).
 
 use std::fmt;
 use std::str::FromStr;
@@ -8,43 +9,117 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The length of a budget window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Stored and reported by its name: `daily`, …, `hourly`, `rolling_60m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum WindowKind {
     Daily,
     Weekly,
     Monthly,
+    /// The current UTC clock hour.
+    Hourly,
+    /// The last `minutes` minutes, ending now (ADR 027).
+    Rolling {
+        minutes: u16,
+    },
 }
 
 impl WindowKind {
-    pub const ALL: [WindowKind; 3] = [WindowKind::Daily, WindowKind::Weekly, WindowKind::Monthly];
+    /// The calendar kinds: periods of whole local days.
+    pub const CALENDAR: [WindowKind; 3] =
+        [WindowKind::Daily, WindowKind::Weekly, WindowKind::Monthly];
+    /// Every period name the budgets file accepts.
+    pub const NAMES: [&'static str; 5] = ["daily", "weekly", "monthly", "hourly", "rolling"];
+    /// The lengths a rolling window may have, in minutes: at least five (minute buckets are
+    /// the resolution), at most a day (a longer one is a daily window's job).
+    pub const ROLLING_MINUTES: std::ops::RangeInclusive<u16> = 5..=1440;
 
+    /// The period's name in the budgets file (`rolling` without its length).
     pub fn as_str(&self) -> &'static str {
         match self {
             WindowKind::Daily => "daily",
             WindowKind::Weekly => "weekly",
             WindowKind::Monthly => "monthly",
+            WindowKind::Hourly => "hourly",
+            WindowKind::Rolling { .. } => "rolling",
+        }
+    }
+
+    /// Shorter than a day: evaluated from hour counters' minute buckets, not day buckets.
+    pub fn is_sub_daily(&self) -> bool {
+        matches!(self, WindowKind::Hourly | WindowKind::Rolling { .. })
+    }
+
+    /// The kind a period name and (for `rolling`) a length in minutes name.
+    pub fn parse(name: &str, minutes: Option<i64>) -> Result<WindowKind, String> {
+        let kind: WindowKind = match name {
+            "daily" => WindowKind::Daily,
+            "weekly" => WindowKind::Weekly,
+            "monthly" => WindowKind::Monthly,
+            "hourly" => WindowKind::Hourly,
+            "rolling" => {
+                let (low, high) = (Self::ROLLING_MINUTES.start(), Self::ROLLING_MINUTES.end());
+                return match minutes {
+                    None => Err(format!(
+                        "a rolling window needs `minutes` ({low} to {high}): the length of the window"
+                    )),
+                    Some(m) => u16::try_from(m)
+                        .ok()
+                        .filter(|m| Self::ROLLING_MINUTES.contains(m))
+                        .map(|minutes| WindowKind::Rolling { minutes })
+                        .ok_or_else(|| format!("`minutes` must be {low} to {high} (got {m})")),
+                };
+            }
+            other => {
+                return Err(format!(
+                    "`{other}` is not a window period: use daily, weekly, monthly, hourly or rolling"
+                ));
+            }
+        };
+        match minutes {
+            Some(_) => Err(format!(
+                "`minutes` is the length of a rolling window; {name} windows have none"
+            )),
+            None => Ok(kind),
         }
     }
 }
 
 impl fmt::Display for WindowKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        match self {
+            WindowKind::Rolling { minutes } => write!(f, "rolling_{minutes}m"),
+            other => f.write_str(other.as_str()),
+        }
     }
 }
 
 impl FromStr for WindowKind {
     type Err = String;
+    /// Reads back what `Display` writes.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "daily" => Ok(WindowKind::Daily),
-            "weekly" => Ok(WindowKind::Weekly),
-            "monthly" => Ok(WindowKind::Monthly),
-            other => Err(format!(
-                "`{other}` is not a window period: use daily, weekly or monthly"
-            )),
-        }
+        let minutes = s
+            .strip_prefix("rolling_")
+            .and_then(|m| m.strip_suffix('m'))
+            .map(|m| {
+                m.parse::<i64>()
+                    .map_err(|_| format!("`{s}` is not a window"))
+            })
+            .transpose()?;
+        let name = if minutes.is_some() { "rolling" } else { s };
+        WindowKind::parse(name, minutes)
+    }
+}
+
+impl Serialize for WindowKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for WindowKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -135,8 +210,31 @@ pub struct Period {
 }
 
 impl Period {
-    /// The period of `kind` in `zone` that contains `instant`.
+    /// The period of `kind` in `zone` that contains `instant`. Sub-daily periods are UTC:
+    /// the clock hour of `instant`, or the `minutes` whole minutes up to and including the
+    /// minute of `instant`.
     pub fn containing(kind: WindowKind, zone: Zone, instant: DateTime<Utc>) -> Period {
+        let sub_daily = match kind {
+            WindowKind::Hourly => {
+                let start = truncate(instant, Duration::hours(1));
+                Some((start, start + Duration::hours(1)))
+            }
+            WindowKind::Rolling { minutes } => {
+                let end = truncate(instant, Duration::minutes(1)) + Duration::minutes(1);
+                Some((end - Duration::minutes(minutes.into()), end))
+            }
+            _ => None,
+        };
+        if let Some((start, end)) = sub_daily {
+            return Period {
+                kind,
+                zone: Zone::UTC,
+                first_day: start.date_naive(),
+                last_day: (end - Duration::seconds(1)).date_naive(),
+                start,
+                end,
+            };
+        }
         let today = zone.date_of(instant);
         let (first_day, last_day) = match kind {
             WindowKind::Daily => (today, today),
@@ -144,7 +242,7 @@ impl Period {
                 let monday = today - Duration::days(today.weekday().num_days_from_monday() as i64);
                 (monday, monday + Duration::days(6))
             }
-            WindowKind::Monthly => {
+            _ => {
                 let first = today.with_day(1).unwrap_or(today);
                 (first, last_day_of_month(first))
             }
@@ -159,19 +257,47 @@ impl Period {
         }
     }
 
-    /// The period right after this one.
+    /// The period an alert that a window of `kind` cannot be evaluated is raised once in: the
+    /// window's own period, for a rolling window (a new one every minute) the UTC hour.
+    pub fn for_unevaluable(kind: WindowKind, zone: Zone, instant: DateTime<Utc>) -> Period {
+        match kind {
+            WindowKind::Rolling { .. } => Period::containing(WindowKind::Hourly, zone, instant),
+            _ => Period::containing(kind, zone, instant),
+        }
+    }
+
+    /// The period right after this one (a rolling window: the one a minute later).
     pub fn next(&self) -> Period {
         Period::containing(self.kind, self.zone, self.end)
     }
 
-    /// The period right before this one.
+    /// The period right before this one (a rolling window: the one a minute earlier).
     pub fn previous(&self) -> Period {
-        Period::containing(self.kind, self.zone, self.start - Duration::seconds(1))
+        let before = match self.kind {
+            WindowKind::Rolling { .. } => self.end - Duration::minutes(1),
+            _ => self.start,
+        };
+        Period::containing(self.kind, self.zone, before - Duration::seconds(1))
     }
 
-    /// A stable label: `D#2026-11-22`, `W#2026-W47`, `M#2026-11`.
+    /// A rolling window of `minutes` that starts at `start` (a crossing's window, ADR 027).
+    pub fn rolling_from(minutes: u16, start: DateTime<Utc>) -> Period {
+        let end = start + Duration::minutes(minutes.into());
+        Period::containing(
+            WindowKind::Rolling { minutes },
+            Zone::UTC,
+            end - Duration::seconds(1),
+        )
+    }
+
+    /// A stable label: `D#2026-11-22`, `W#2026-W47`, `M#2026-11`, `H#2026-11-22T03`,
+    /// `R60#2026-11-22T03:17` (a rolling window by its first minute).
     pub fn key(&self) -> String {
         match self.kind {
+            WindowKind::Hourly => format!("H#{}", self.start.format("%Y-%m-%dT%H")),
+            WindowKind::Rolling { minutes } => {
+                format!("R{minutes}#{}", self.start.format("%Y-%m-%dT%H:%M"))
+            }
             WindowKind::Daily => format!("D#{}", self.first_day.format("%Y-%m-%d")),
             WindowKind::Weekly => {
                 let w = self.first_day.iso_week();
@@ -182,10 +308,13 @@ impl Period {
     }
 
     /// The period as people read it: `20 Nov 2026`, `16–22 Nov 2026`, `30 Nov – 6 Dec 2026`,
-    /// `Nov 2026`. Shown instead of the store's keys (`D#…`, `W#…`, `M#…`).
+    /// `Nov 2026`, `the hour from 03:00 UTC`, `the last 60 minutes`. Shown instead of the
+    /// store's keys (`D#…`, `W#…`, `M#…`, `H#…`, `R…#…`).
     pub fn label(&self) -> String {
         let (a, b) = (self.first_day, self.last_day);
         match self.kind {
+            WindowKind::Hourly => format!("the hour from {}", self.start.format("%H:%M UTC")),
+            WindowKind::Rolling { minutes } => format!("the last {minutes} minutes"),
             WindowKind::Daily => a.format("%-d %b %Y").to_string(),
             WindowKind::Monthly => a.format("%b %Y").to_string(),
             WindowKind::Weekly if a.month() == b.month() => {
@@ -200,7 +329,11 @@ impl Period {
 
     /// When the period resets, in its zone as people read it: `1 Dec 00:00 UTC`,
     /// `23 Nov 00:00 CET` (the year only when it is not the period's own).
+    /// A rolling window never resets: it moves on every minute.
     pub fn resets_label(&self) -> String {
+        if let WindowKind::Rolling { .. } = self.kind {
+            return "rolls every minute".to_string();
+        }
         let local = self.end.with_timezone(&self.zone.0);
         let format = if local.year() == self.first_day.year() {
             "%-d %b %H:%M %Z"
@@ -210,9 +343,12 @@ impl Period {
         local.format(format).to_string()
     }
 
-    /// The period a stored key names (`D#2026-11-22`, `W#2026-W47`, `M#2026-11`) in `zone`;
-    /// `None` for anything else.
+    /// The period a stored key names (`D#2026-11-22`, `W#2026-W47`, `M#2026-11` in `zone`;
+    /// `H#…` and `R…#…` in UTC); `None` for anything else.
     pub fn from_key(key: &str, zone: Zone) -> Option<Period> {
+        if let Some(sub_daily) = Self::sub_daily_from_key(key) {
+            return (sub_daily.key() == key).then_some(sub_daily);
+        }
         let (kind, day) = if let Some(d) = key.strip_prefix("D#") {
             (
                 WindowKind::Daily,
@@ -236,6 +372,24 @@ impl Period {
         };
         let period = Period::containing(kind, zone, zone.start_of_day(day));
         (period.key() == key).then_some(period)
+    }
+
+    fn sub_daily_from_key(key: &str) -> Option<Period> {
+        let utc = |text: &str, format: &str| {
+            chrono::NaiveDateTime::parse_from_str(text, format)
+                .ok()
+                .map(|t| t.and_utc())
+        };
+        if let Some(hour) = key.strip_prefix("H#") {
+            let start = utc(&format!("{hour}:00"), "%Y-%m-%dT%H:%M")?;
+            return Some(Period::containing(WindowKind::Hourly, Zone::UTC, start));
+        }
+        let (minutes, start) = key.strip_prefix('R')?.split_once('#')?;
+        let minutes = minutes
+            .parse()
+            .ok()
+            .filter(|m| WindowKind::ROLLING_MINUTES.contains(m))?;
+        Some(Period::rolling_from(minutes, utc(start, "%Y-%m-%dT%H:%M")?))
     }
 
     /// A stored key's label (see [`Period::label`]); anything that is not a period key as is.
@@ -262,6 +416,11 @@ impl Period {
     pub fn remaining(&self, now: DateTime<Utc>) -> Duration {
         self.end - now.clamp(self.start, self.end)
     }
+}
+
+/// `instant` truncated to a whole `unit` (an hour, a minute) since the epoch.
+fn truncate(instant: DateTime<Utc>, unit: Duration) -> DateTime<Utc> {
+    chrono::DurationRound::duration_trunc(instant, unit).unwrap_or(instant)
 }
 
 /// The calendar month `(year, month)` of a local date: the unit counters are stored in.
@@ -422,7 +581,7 @@ mod tests {
     #[test]
     fn previous_and_next_are_adjacent() {
         let tokyo = zone("Asia/Tokyo");
-        for kind in WindowKind::ALL {
+        for kind in WindowKind::CALENDAR {
             let p = Period::containing(kind, tokyo, utc("2026-11-22T15:30:00Z"));
             assert_eq!(p.next().start, p.end);
             assert_eq!(p.previous().end, p.start);
@@ -456,7 +615,7 @@ mod tests {
         let across = |t| Period::containing(WindowKind::Weekly, Zone::UTC, utc(t)).label();
         assert_eq!(across("2026-12-01T00:00:00Z"), "30 Nov – 6 Dec 2026");
         assert_eq!(across("2026-12-31T00:00:00Z"), "28 Dec 2026 – 3 Jan 2027");
-        for kind in WindowKind::ALL {
+        for kind in WindowKind::CALENDAR {
             for t in [
                 "2026-11-20T12:00:00Z",
                 "2027-01-01T00:30:00Z",
@@ -489,5 +648,83 @@ mod tests {
         let december =
             Period::containing(WindowKind::Monthly, Zone::UTC, utc("2026-12-05T00:00:00Z"));
         assert_eq!(december.resets_label(), "1 Jan 2027 00:00 UTC");
+    }
+
+    #[test]
+    fn the_hourly_period_is_the_utc_clock_hour_whatever_the_zone() {
+        let at = utc("2026-11-20T03:17:42Z");
+        let p = Period::containing(WindowKind::Hourly, zone("Asia/Kolkata"), at);
+        assert_eq!(
+            (p.start, p.end),
+            (utc("2026-11-20T03:00:00Z"), utc("2026-11-20T04:00:00Z"))
+        );
+        assert_eq!(p.key(), "H#2026-11-20T03");
+        assert_eq!(p.label(), "the hour from 03:00 UTC");
+        assert_eq!(p.resets_label(), "20 Nov 04:00 UTC");
+        assert_eq!(p.next().start, p.end);
+        assert_eq!(p.previous().end, p.start);
+        assert_eq!(Period::from_key("H#2026-11-20T03", Zone::UTC), Some(p));
+        assert_eq!(Period::label_of_key("H#2026-11-20T25"), "H#2026-11-20T25");
+    }
+
+    #[test]
+    fn a_rolling_period_is_the_last_whole_minutes_up_to_now() {
+        let rolling = WindowKind::Rolling { minutes: 60 };
+        let p = Period::containing(rolling, Zone::UTC, utc("2026-11-20T03:17:42Z"));
+        // the minute now is in counts whole: 02:18 to 03:17 inclusive
+        assert_eq!(
+            (p.start, p.end),
+            (utc("2026-11-20T02:18:00Z"), utc("2026-11-20T03:18:00Z"))
+        );
+        assert_eq!(p.key(), "R60#2026-11-20T02:18");
+        assert_eq!(p.label(), "the last 60 minutes");
+        assert_eq!(p.resets_label(), "rolls every minute");
+        assert_eq!(p.next().start, p.start + Duration::minutes(1));
+        assert_eq!(p.previous().end, p.end - Duration::minutes(1));
+        assert_eq!(Period::rolling_from(60, p.start), p);
+        assert_eq!(Period::from_key(&p.key(), Zone::UTC), Some(p));
+        // across midnight the window spans two days
+        let q = Period::containing(rolling, Zone::UTC, utc("2026-11-21T00:10:00Z"));
+        assert_eq!(
+            (q.first_day, q.last_day),
+            (
+                NaiveDate::from_ymd_opt(2026, 11, 20).unwrap(),
+                NaiveDate::from_ymd_opt(2026, 11, 21).unwrap()
+            )
+        );
+        assert_eq!(
+            Period::label_of_key("R0#2026-11-20T02:18"),
+            "R0#2026-11-20T02:18"
+        );
+    }
+
+    #[test]
+    fn window_kinds_parse_with_their_length_and_name_what_is_wrong() {
+        assert_eq!(WindowKind::parse("hourly", None), Ok(WindowKind::Hourly));
+        assert_eq!(
+            WindowKind::parse("rolling", Some(60)),
+            Ok(WindowKind::Rolling { minutes: 60 })
+        );
+        assert_eq!(
+            WindowKind::parse("rolling", Some(1440)),
+            Ok(WindowKind::Rolling { minutes: 1440 })
+        );
+        for (name, minutes, says) in [
+            ("rolling", None, "needs `minutes`"),
+            ("rolling", Some(4), "`minutes` must be 5 to 1440 (got 4)"),
+            ("rolling", Some(1441), "(got 1441)"),
+            ("rolling", Some(-60), "(got -60)"),
+            ("rolling", Some(70_000), "(got 70000)"),
+            ("hourly", Some(60), "hourly windows have none"),
+            ("daily", Some(60), "daily windows have none"),
+            (
+                "minutely",
+                None,
+                "use daily, weekly, monthly, hourly or rolling",
+            ),
+        ] {
+            let err = WindowKind::parse(name, minutes).unwrap_err();
+            assert!(err.contains(says), "{name} {minutes:?}: {err}");
+        }
     }
 }

@@ -203,6 +203,16 @@ impl PolicySet {
         zones.dedup();
         zones
     }
+
+    /// The scopes whose usage is also counted by the minute for their budgets' hourly and
+    /// rolling windows (ADR 027).
+    pub fn minute_scopes(budgets: &[Budget]) -> std::collections::BTreeSet<crate::scope::Scope> {
+        budgets
+            .iter()
+            .filter(|b| b.windows.iter().any(|w| w.kind.is_sub_daily()))
+            .map(|b| b.scope.clone())
+            .collect()
+    }
 }
 
 /// How spikes are found. Defaults (ADR 010): cost 5x, requests 3x, tokens 10x the expected

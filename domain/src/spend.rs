@@ -5,11 +5,13 @@ use crate::budget::Budget;
 use crate::evaluate::WindowSpend;
 use crate::forecast::RecentSpend;
 use crate::money::{Currency, FxRates, Money, checked_add};
-use crate::period::{Period, WindowKind};
+use crate::period::{Period, WindowKind, Zone};
 use crate::records::{DayReading, SourceDay};
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use crate::rolling;
+use crate::usage::{HourCounters, start_of_hour};
+use chrono::{DateTime, Duration, NaiveDate, Timelike, Utc};
 use rust_decimal::Decimal;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Why a window of a budget has no spend to evaluate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +101,11 @@ impl DailyCosts {
         )?;
         let recent = match kind {
             WindowKind::Daily => None,
+            WindowKind::Hourly | WindowKind::Rolling { .. } => {
+                return Err(format!(
+                    "{kind} windows are counted by the minute: day buckets cannot answer them"
+                ));
+            }
             WindowKind::Weekly | WindowKind::Monthly => {
                 let amount = self.total([yesterday, today].into_iter(), budget.currency, rates)?;
                 Some(RecentSpend {
@@ -124,8 +131,8 @@ impl DailyCosts {
         Ok(WindowSpend {
             actual,
             recent,
-            source_forecast: None,
             days,
+            ..WindowSpend::actual(actual)
         })
     }
 
@@ -225,6 +232,93 @@ pub fn spend_per_day(readings: &[SourceDay]) -> BTreeMap<NaiveDate, Money> {
         out.insert(r.date, spent);
     }
     out
+}
+
+/// Cost per minute of a budget's scope, from its hour counters (UTC): what hourly and rolling
+/// windows are evaluated from (ADR 027).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MinuteCosts {
+    /// By the start of the hour.
+    pub hours: BTreeMap<DateTime<Utc>, HourCounters>,
+}
+
+impl MinuteCosts {
+    /// The starts of the hours whose counters `budget`'s sub-daily windows read at `now`.
+    pub fn hours_needed(budget: &Budget, now: DateTime<Utc>) -> BTreeSet<DateTime<Utc>> {
+        let mut hours = BTreeSet::new();
+        for w in &budget.windows {
+            let first = match w.kind {
+                WindowKind::Hourly => Period::containing(w.kind, Zone::UTC, now).start,
+                WindowKind::Rolling { minutes } => {
+                    Period::containing(w.kind, Zone::UTC, now).end
+                        - Duration::minutes(rolling::lookback(minutes) as i64)
+                }
+                _ => continue,
+            };
+            let mut hour = start_of_hour(first);
+            while hour <= now {
+                hours.insert(hour);
+                hour += Duration::hours(1);
+            }
+        }
+        hours
+    }
+
+    fn minute_cost(
+        &self,
+        minute: DateTime<Utc>,
+        to: Currency,
+        rates: &FxRates,
+    ) -> Result<Decimal, String> {
+        let hour = start_of_hour(minute);
+        let Some(counters) = self.hours.get(&hour) else {
+            return Ok(Decimal::ZERO);
+        };
+        if let Some(why) = &counters.unreadable {
+            return Err(format!(
+                "the hour from {} cannot be read: {why}",
+                hour.format("%Y-%m-%d %H:%M UTC")
+            ));
+        }
+        counters.cost_in_minute(minute.minute(), to, rates)
+    }
+
+    /// The spend of `budget`'s hourly or rolling window at `now`.
+    pub fn window_spend(
+        &self,
+        budget: &Budget,
+        kind: WindowKind,
+        now: DateTime<Utc>,
+        rates: &FxRates,
+    ) -> Result<WindowSpend, String> {
+        let period = Period::containing(kind, Zone::UTC, now);
+        let (first, count) = match kind {
+            WindowKind::Hourly => (period.start, 60),
+            WindowKind::Rolling { minutes } => {
+                let count = rolling::lookback(minutes);
+                (period.end - Duration::minutes(count as i64), count)
+            }
+            _ => return Err(format!("{kind} windows are counted by the day")),
+        };
+        let by_minute = (0..count)
+            .map(|i| self.minute_cost(first + Duration::minutes(i as i64), budget.currency, rates))
+            .collect::<Result<Vec<_>, _>>()?;
+        let in_window = match kind {
+            WindowKind::Rolling { minutes } => &by_minute[count - usize::from(minutes)..],
+            _ => &by_minute[..],
+        };
+        let mut actual = Decimal::ZERO;
+        for cost in in_window {
+            actual = checked_add(actual, *cost, "window total").map_err(|e| e.to_string())?;
+        }
+        Ok(WindowSpend {
+            by_minute: match kind {
+                WindowKind::Rolling { .. } => by_minute,
+                _ => Vec::new(),
+            },
+            ..WindowSpend::actual(actual)
+        })
+    }
 }
 
 /// The earliest UTC day any of `budgets` needs (start of its longest period, and yesterday).

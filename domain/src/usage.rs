@@ -10,9 +10,9 @@ use serde_json::value::RawValue;
 
 use crate::budget::Budget;
 use crate::budget::SourceSpec;
-use crate::money::{Currency, Money, OutOfRange, checked_add, parse_decimal};
+use crate::money::{Currency, FxRates, Money, OutOfRange, checked_add, parse_decimal};
 use crate::period::{YearMonth, Zone};
-use crate::pricing::{PriceBook, Tokens};
+use crate::pricing::{Call, PriceBook, Tokens};
 use crate::scope::Scope;
 use crate::settings::PolicySet;
 use chrono::Duration;
@@ -54,6 +54,11 @@ pub struct UsageWire {
     pub tokens_out: Option<i64>,
     #[serde(default)]
     pub tokens_cached: Option<i64>,
+    #[serde(default)]
+    pub tokens_cache_write: Option<i64>,
+    /// The call went through a batch API: priced at the model's batch percent.
+    #[serde(default)]
+    pub batch: Option<bool>,
     #[serde(default)]
     pub requests: Option<i64>,
     #[serde(default)]
@@ -282,6 +287,7 @@ impl UsageWire {
             input: count("tokens_in", self.tokens_in, 0)?,
             output: count("tokens_out", self.tokens_out, 0)?,
             cached: count("tokens_cached", self.tokens_cached, 0)?,
+            cache_write: count("tokens_cache_write", self.tokens_cache_write, 0)?,
         };
         let requests = count("requests", self.requests, 1)?;
         let covers_minutes = covers_minutes(self.covers_minutes)?;
@@ -302,7 +308,15 @@ impl UsageWire {
                     )
                 })?;
                 let priced = prices
-                    .cost(&provider, model, tokens)
+                    .cost(
+                        &provider,
+                        model,
+                        Call {
+                            tokens,
+                            requests,
+                            batch: self.batch.unwrap_or(false),
+                        },
+                    )
                     .map_err(|e| UsageError::new("model", e.to_string()))?;
                 Money::new(bounded_cost("cost", priced.amount)?, priced.currency)
             }
@@ -494,11 +508,15 @@ pub fn start_of_hour(at: DateTime<Utc>) -> DateTime<Utc> {
     at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at)
 }
 
-/// One hour of one scope: every metric's total, and requests per minute (bursts).
+/// One hour of one scope: every metric's total, requests per minute (bursts) and cost per
+/// minute (hourly and rolling windows).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HourCounters {
     pub total: Tally,
     pub requests_by_minute: BTreeMap<u32, Decimal>,
+    /// Cost per minute of the hour and currency; only the minutes with any (items written
+    /// before minute costs have none: their windows read nothing from them).
+    pub cost_by_minute: BTreeMap<(u32, Currency), Decimal>,
     /// Records of the hour that sum up more than an hour ([`UsageRecord::covers_minutes`]):
     /// their hour of day says nothing about when the key was used.
     pub aggregates: Decimal,
@@ -516,11 +534,30 @@ fn add_requests(
     Ok(())
 }
 
+fn add_cost(
+    by_minute: &mut BTreeMap<(u32, Currency), Decimal>,
+    minute: u32,
+    cost: Money,
+) -> Result<(), OutOfRange> {
+    let total = by_minute.entry((minute, cost.currency)).or_default();
+    *total = checked_add(*total, cost.amount, &format!("cost in minute {minute}"))?;
+    Ok(())
+}
+
 impl HourCounters {
     /// Adds one record's increment: its whole tally to the hour, and its requests per minute
-    /// to the minute it is dated at.
+    /// and (for scopes with minute windows) its cost to the minute it is dated at (a record
+    /// summing up minutes counts its cost when it reports: a rolling window sees it then, early
+    /// rather than never).
     pub fn add(&mut self, delta: &HourDelta) -> Result<(), OutOfRange> {
         self.total.merge(&delta.tally)?;
+        let minute_costs = delta
+            .tally
+            .costs()
+            .filter(|c| delta.minute_costs && !c.amount.is_zero());
+        for cost in minute_costs {
+            add_cost(&mut self.cost_by_minute, delta.minute, cost)?;
+        }
         if delta.aggregate {
             self.aggregates = checked_add(self.aggregates, Decimal::ONE, "aggregates")?;
         }
@@ -539,6 +576,13 @@ impl HourCounters {
         for (minute, requests) in &other.requests_by_minute {
             add_requests(&mut self.requests_by_minute, *minute, *requests)?;
         }
+        for ((minute, currency), amount) in &other.cost_by_minute {
+            add_cost(
+                &mut self.cost_by_minute,
+                *minute,
+                Money::new(*amount, *currency),
+            )?;
+        }
         self.aggregates = checked_add(self.aggregates, other.aggregates, "aggregates")?;
         if self.unreadable.is_none() {
             self.unreadable.clone_from(&other.unreadable);
@@ -556,16 +600,46 @@ impl HourCounters {
     }
 
     /// The named numbers both store adapters keep (and add to): `t_<metric>` totals,
-    /// `m<minute>` requests, `agg` aggregate records.
+    /// `m<minute>` requests, `c<minute>_<currency>` costs, `agg` aggregate records.
     pub fn buckets(&self) -> Vec<(String, Decimal)> {
         let totals = self.total.0.iter().map(|(m, v)| (format!("t_{m}"), *v));
         let minutes = self
             .requests_by_minute
             .iter()
             .map(|(minute, v)| (format!("m{minute:02}"), *v));
+        let costs = self
+            .cost_by_minute
+            .iter()
+            .map(|((minute, currency), v)| (format!("c{minute:02}_{currency}"), *v));
         let aggregates =
             (!self.aggregates.is_zero()).then(|| (AGGREGATES.to_string(), self.aggregates));
-        totals.chain(minutes).chain(aggregates).collect()
+        totals
+            .chain(minutes)
+            .chain(costs)
+            .chain(aggregates)
+            .collect()
+    }
+
+    /// The cost of one minute of the hour in `to`, converted at `rates`.
+    pub fn cost_in_minute(
+        &self,
+        minute: u32,
+        to: Currency,
+        rates: &FxRates,
+    ) -> Result<Decimal, String> {
+        let mut total = Decimal::ZERO;
+        let of_minute = self
+            .cost_by_minute
+            .iter()
+            .filter(|((m, _), _)| *m == minute);
+        for ((_, currency), amount) in of_minute {
+            let converted = rates
+                .convert(Money::new(*amount, *currency), to)
+                .map_err(|e| e.to_string())?;
+            total =
+                checked_add(total, converted.amount, "minute cost").map_err(|e| e.to_string())?;
+        }
+        Ok(total)
     }
 
     /// Reads back one bucket written by [`HourCounters::buckets`] (the store's text of its
@@ -577,10 +651,25 @@ impl HourCounters {
             .and_then(|m| m.parse::<u32>().ok())
             .filter(|m| *m < 60);
         let aggregates = name == AGGREGATES;
-        if metric.is_none() && minute.is_none() && !aggregates {
+        let cost = name
+            .strip_prefix('c')
+            .and_then(|c| c.split_once('_'))
+            .and_then(|(minute, currency)| {
+                let minute = minute.parse::<u32>().ok().filter(|m| *m < 60)?;
+                Some((minute, Currency::parse(currency).ok()?))
+            });
+        if metric.is_none() && minute.is_none() && cost.is_none() && !aggregates {
             return;
         }
         let added = counter_value(name, text).and_then(|value| {
+            if let Some((minute, currency)) = cost {
+                return add_cost(
+                    &mut self.cost_by_minute,
+                    minute,
+                    Money::new(value, currency),
+                )
+                .map_err(|e| e.to_string());
+            }
             if aggregates {
                 return checked_add(self.aggregates, value, name)
                     .map(|sum| self.aggregates = sum)
@@ -614,6 +703,9 @@ pub struct HourDelta {
     pub requests_per_minute: Decimal,
     /// The record sums up more than an hour.
     pub aggregate: bool,
+    /// Count the cost per minute too: a budget with an hourly or rolling window watches the
+    /// scope (the other hour items stay as small as theft detection needs).
+    pub minute_costs: bool,
 }
 
 /// A record ready for ingestion: its id and every counter increment it causes.
@@ -651,8 +743,20 @@ impl UsageRecord {
 }
 
 impl UsageEntry {
-    /// The counter increments of `record`: for every zone, every scope it counts toward.
+    /// The counter increments of `record` when no budget has an hourly or rolling window.
     pub fn of(record: &UsageRecord, zones: &[Zone]) -> UsageEntry {
+        Self::counting(record, zones, &BTreeSet::new())
+    }
+
+    /// The counter increments of `record`: month counters for every zone and every scope it
+    /// counts toward; hour counters for its scope path (keys live there, ADR 016) and for the
+    /// scopes in `minute_scopes` it counts toward (budgets with hourly or rolling windows on
+    /// them, the root and dimension scopes included; ADR 027).
+    pub fn counting(
+        record: &UsageRecord,
+        zones: &[Zone],
+        minute_scopes: &BTreeSet<Scope>,
+    ) -> UsageEntry {
         let tally = Tally::of(record);
         let scopes = record.scopes_counted();
         let mut deltas = Vec::new();
@@ -675,13 +779,13 @@ impl UsageEntry {
         let requests_per_minute = (Decimal::from(record.requests)
             / Decimal::from(record.covers_minutes.max(1)))
         .round_dp_with_strategy(4, rust_decimal::RoundingStrategy::AwayFromZero);
-        // hourly counters for the record's scope path (keys live there), not the root
-        let hours = record
-            .scope
-            .rollup()
-            .into_iter()
-            .filter(|s| !s.is_root())
+        let path = record.scope.rollup();
+        let hours = scopes
+            .iter()
+            .filter(|s| (path.contains(s) && !s.is_root()) || minute_scopes.contains(*s))
+            .cloned()
             .map(|scope| HourDelta {
+                minute_costs: minute_scopes.contains(&scope),
                 key: HourKey::of(scope, record.timestamp),
                 minute: record.timestamp.minute(),
                 tally: tally.clone(),
@@ -780,7 +884,11 @@ pub fn admit(record: &UsageRecord, policy: &PolicySet) -> Result<(), UsageError>
         });
     }
     let zones = PolicySet::counter_zones(&policy.budgets);
-    let items = UsageEntry::of(record, &zones).items().len() + 1;
+    let minute_scopes = PolicySet::minute_scopes(&policy.budgets);
+    let items = UsageEntry::counting(record, &zones, &minute_scopes)
+        .items()
+        .len()
+        + 1;
     if items > MAX_ITEMS_PER_RECORD {
         return Err(UsageError {
             field: "scope",
@@ -1109,6 +1217,121 @@ mod tests {
         let oldest = wire(r#"{"id":"b3","scope":"a/b","cost":{"amount":"1","currency":"USD"},"timestamp":"2026-10-26T23:59:00Z"}"#)
             .validate(&PriceBook::default(), now());
         assert!(oldest.is_ok(), "{oldest:?}");
+    }
+
+    #[test]
+    fn minute_costs_are_kept_per_currency_and_read_back_from_their_buckets() {
+        let record = |id: &str, amount: &str, currency: &str, at: &str| {
+            wire(&format!(r#"{{"id":"{id}","scope":"openai/prod/key-1","cost":{{"amount":"{amount}","currency":"{currency}"}},"timestamp":"{at}"}}"#))
+                .validate(&PriceBook::default(), now())
+                .unwrap()
+        };
+        let watched = BTreeSet::from([Scope::parse("openai/prod").unwrap()]);
+        let entries = [
+            ("a", "1.25", "USD", "2026-11-23T03:17:05Z"),
+            ("b", "0.75", "USD", "2026-11-23T03:17:59Z"),
+            ("c", "2", "EUR", "2026-11-23T03:17:10Z"),
+            ("d", "3", "USD", "2026-11-23T03:42:00Z"),
+        ]
+        .map(|(id, amount, currency, at)| {
+            UsageEntry::counting(&record(id, amount, currency, at), &[Zone::UTC], &watched)
+        });
+        let hours = presum_hours(&entries).unwrap();
+        let hour = DateTime::parse_from_rfc3339("2026-11-23T03:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let key = HourKey::of(Scope::parse("openai/prod").unwrap(), hour);
+        let counters = &hours[&key];
+        // the key's own hour item, which no minute window watches, keeps no minute costs
+        let unwatched = HourKey::of(Scope::parse("openai/prod/key-1").unwrap(), hour);
+        assert!(hours[&unwatched].cost_by_minute.is_empty());
+        assert_eq!(hours[&unwatched].total, counters.total);
+        let eur = Currency::parse("EUR").unwrap();
+        assert_eq!(
+            counters.cost_by_minute,
+            BTreeMap::from([
+                ((17, eur), dec!(2)),
+                ((17, Currency::USD), dec!(2.00)),
+                ((42, Currency::USD), dec!(3)),
+            ])
+        );
+        let mut back = HourCounters::default();
+        for (name, value) in counters.buckets() {
+            back.read_bucket(&name, &value.to_string());
+        }
+        assert_eq!(&back, counters);
+        let rates = FxRates::default();
+        assert_eq!(back.cost_in_minute(42, Currency::USD, &rates), Ok(dec!(3)));
+        assert!(
+            back.cost_in_minute(17, Currency::USD, &rates)
+                .unwrap_err()
+                .contains("EUR")
+        );
+        // an item written before minute costs reads as none; a bad one makes the hour unreadable
+        let mut old = HourCounters::default();
+        old.read_bucket("t_cost.USD", "5");
+        assert!(old.cost_by_minute.is_empty() && old.unreadable.is_none());
+        old.read_bucket("c17_USD", "1e40");
+        assert!(old.unreadable.is_some());
+    }
+
+    #[test]
+    fn budgets_with_minute_windows_get_hour_counters_on_their_scope_even_the_root() {
+        let r = wire(r#"{"id":"r1","scope":"openai/prod","model":"gpt-4o","cost":{"amount":"1","currency":"USD"},"timestamp":"2026-11-23T03:17:45Z"}"#)
+            .validate(&PriceBook::default(), now())
+            .unwrap();
+        let scopes = |minute_scopes: &[Scope]| -> Vec<String> {
+            let minute_scopes = minute_scopes.iter().cloned().collect();
+            UsageEntry::counting(&r, &[Zone::UTC], &minute_scopes)
+                .hours
+                .iter()
+                .map(|h| h.key.scope.to_string())
+                .collect()
+        };
+        assert_eq!(scopes(&[]), ["openai/prod", "openai"]);
+        let model = Scope::dimension("model", "openai:gpt-4o").unwrap();
+        let elsewhere = Scope::parse("anthropic").unwrap();
+        let counted = scopes(&[Scope::root(), model.clone(), elsewhere]);
+        assert_eq!(
+            counted,
+            [
+                "openai/prod".to_string(),
+                "openai".to_string(),
+                Scope::root().to_string(),
+                model.to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn a_record_without_cost_is_priced_with_its_cache_writes_and_batch_flag() {
+        let mut book = PriceBook::default();
+        book.0.insert(
+            "anthropic/sonnet".into(),
+            crate::pricing::Price {
+                currency: Currency::USD,
+                input: dec!(3),
+                output: dec!(15),
+                cached_input: None,
+                cache_write: Some(dec!(3.75)),
+                batch_percent: Some(dec!(50)),
+                long_context: None,
+            },
+        );
+        let priced = |extra: &str| {
+            wire(&format!(r#"{{"id":"p1","scope":"anthropic/prod","model":"sonnet","tokens_in":1000,"tokens_cache_write":2000,"timestamp":"2026-11-30T10:00:00Z"{extra}}}"#))
+                .validate(&book, now())
+                .unwrap()
+                .cost
+                .amount
+        };
+        // (1000*3 + 2000*3.75) / 1e6
+        assert_eq!(priced(""), dec!(0.0105));
+        assert_eq!(priced(r#","batch":true"#), dec!(0.00525));
+        let err = wire(r#"{"id":"p2","scope":"anthropic/prod","model":"sonnet","tokens_cache_write":-1,"timestamp":"2026-11-30T10:00:00Z"}"#)
+            .validate(&book, now())
+            .unwrap_err();
+        assert_eq!(err.field, "tokens_cache_write");
     }
 
     #[test]

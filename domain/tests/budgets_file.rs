@@ -250,3 +250,37 @@ fn an_anthropic_workspace_or_organisation_keeps_its_limit_too() {
         |c| c.resource.kind == spendguard_domain::resources::ResourceKind::AnthropicSpendLimit
     ));
 }
+
+#[test]
+fn hourly_and_rolling_windows_parse_and_export_back_to_the_same_policy() {
+    use spendguard_domain::budgets_export::to_budgets_file;
+    use spendguard_domain::budgets_file::parse_budgets;
+    use spendguard_domain::period::WindowKind;
+    let text = r#"
+version = 1
+
+[[budget]]
+id = "agents"
+scope = "openai/agents"
+
+[[budget.window]]
+period = "hourly"
+limit = "20"
+tiers = [{ name = "warning", percent = 80 }]
+
+[[budget.window]]
+period = "rolling"
+minutes = 60
+limit = "50"
+tiers = [{ name = "critical", percent = 100, actions = ["notify", "disable_keys"] }]
+"#;
+    let set = parse_budgets("budgets.toml", text).unwrap();
+    let kinds: Vec<WindowKind> = set.budgets[0].windows.iter().map(|w| w.kind).collect();
+    assert_eq!(
+        kinds,
+        [WindowKind::Hourly, WindowKind::Rolling { minutes: 60 }]
+    );
+    let exported = to_budgets_file(&set);
+    assert!(exported.contains("minutes = 60"), "{exported}");
+    assert_eq!(parse_budgets("exported.toml", &exported).unwrap(), set);
+}

@@ -768,6 +768,9 @@ pub async fn spend_the_provider_counted_and_nobody_reported_is_one_finding(store
             input: Decimal::new(250, 2),
             output: Decimal::from(10),
             cached_input: None,
+            cache_write: None,
+            batch_percent: None,
+            long_context: None,
         },
     );
     let bus = MemoryBus::default();
@@ -840,6 +843,9 @@ pub async fn a_key_reporting_daily_totals_is_not_judged_unreported_by_the_hour(s
             input: Decimal::new(250, 2),
             output: Decimal::from(10),
             cached_input: None,
+            cache_write: None,
+            batch_percent: None,
+            long_context: None,
         },
     );
     let bus = MemoryBus::default();
@@ -890,6 +896,9 @@ pub async fn a_price_book_off_by_twice_is_one_drift_naming_the_model(store: Stor
                 input,
                 output: Decimal::ZERO,
                 cached_input: None,
+                cache_write: None,
+                batch_percent: None,
+                long_context: None,
             },
         );
     }
@@ -939,6 +948,9 @@ pub async fn batch_usage_at_half_price_is_no_drift(store: Store) {
             input: Decimal::new(250, 2),
             output: Decimal::from(10),
             cached_input: None,
+            cache_write: None,
+            batch_percent: None,
+            long_context: None,
         },
     );
     let bus = MemoryBus::default();

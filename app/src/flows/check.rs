@@ -378,7 +378,7 @@ impl Checker {
                         let crossings = e
                             .crossings
                             .iter()
-                            .map(|c| AlertEvent::for_crossing(budget, e, c, now))
+                            .filter_map(|c| AlertEvent::for_crossing(budget, e, c, now))
                             .collect();
                         let alerts = self
                             .raise(&run, budget, crossings, &mut counts, &mut failures)
@@ -388,7 +388,7 @@ impl Checker {
                     Err(problem) => {
                         let mut events = Vec::new();
                         if let NotEvaluated::Unevaluable(why) = problem {
-                            let period = Period::containing(window.kind, budget.zone, now);
+                            let period = Period::for_unevaluable(window.kind, budget.zone, now);
                             unevaluable.push(format!(
                                 "{} {} {}: {why}",
                                 budget.id,
@@ -575,7 +575,7 @@ impl Checker {
         for (budget, windows) in evaluated {
             for (window, result) in windows {
                 if let Err(NotEvaluated::Unevaluable(why)) = result {
-                    let period = Period::containing(window.kind, budget.zone, now);
+                    let period = Period::for_unevaluable(window.kind, budget.zone, now);
                     let event = AlertEvent::unevaluable(budget, window, &period, why, now);
                     claims.push(self.claim_for(budget, &event, run_id));
                     alert_ids.push(event.alert_id);
@@ -583,7 +583,9 @@ impl Checker {
             }
             for e in windows.iter().filter_map(|(_, e)| e.as_ref().ok()) {
                 for crossing in &e.crossings {
-                    let event = AlertEvent::for_crossing(budget, e, crossing, now);
+                    let Some(event) = AlertEvent::for_crossing(budget, e, crossing, now) else {
+                        continue;
+                    };
                     claims.push(self.claim_for(budget, &event, run_id));
                     alert_ids.push(event.alert_id);
                 }
@@ -757,13 +759,11 @@ impl Checker {
             }
             let recovered = if !policy.budgets.iter().any(|b| b.id == e.budget_id) {
                 Some("ended: the budget was removed")
-            } else if now >= e.period_end {
+            } else if e.period_over(now) {
                 Some("ended with its period")
             } else {
                 match reached.get(&(e.budget_id.clone(), e.window)) {
-                    Some((period, tiers))
-                        if *period == e.period_key && !tiers.contains(&e.tier) =>
-                    {
+                    Some((period, tiers)) if e.judged_by(period) && !tiers.contains(&e.tier) => {
                         if e.kind == AlertKind::Unevaluable {
                             Some("can be evaluated again")
                         } else if tiers.iter().any(|t| t == UNEVALUABLE_TIER) {

@@ -21,11 +21,12 @@ pub async fn ingest_usage(
     now: DateTime<Utc>,
 ) -> StoreResult<IngestOutcome> {
     let zones = PolicySet::counter_zones(budgets);
+    let minute_scopes = PolicySet::minute_scopes(budgets);
     let entries: Vec<UsageEntry> = records
         .iter()
         .map(|r| UsageEntry {
             id: usage_marker_id(sender, &r.id),
-            ..UsageEntry::of(r, &zones)
+            ..UsageEntry::counting(r, &zones, &minute_scopes)
         })
         .collect();
     store.ingest_usage(&entries, now, USAGE_MARKER_TTL).await

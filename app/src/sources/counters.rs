@@ -6,13 +6,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{Duration, NaiveDate};
 
-use spendguard_domain::spend::{BudgetSpend, DailyCosts};
+use spendguard_domain::spend::{BudgetSpend, DailyCosts, MinuteCosts, WindowError};
 
 use crate::ports::sources::{SourceError, SpendRequest, SpendSource};
 use crate::ports::store::StateStore;
 use spendguard_domain::budget::Budget;
 use spendguard_domain::period::{Period, YearMonth};
-use spendguard_domain::usage::CounterKey;
+use spendguard_domain::usage::{CounterKey, HourKey};
 
 pub struct UsageCounters {
     store: Arc<dyn StateStore>,
@@ -70,6 +70,28 @@ impl SpendSource for UsageCounters {
                     source_kind: "usage",
                     message: e.to_string(),
                 })?;
+        // hourly and rolling windows: the budget scope's hour counters, by the minute
+        let hour_keys: BTreeSet<HourKey> = request
+            .budgets
+            .iter()
+            .flat_map(|b| {
+                MinuteCosts::hours_needed(b, request.now)
+                    .into_iter()
+                    .map(|hour| HourKey::of(b.scope.clone(), hour))
+            })
+            .collect();
+        let hours = if hour_keys.is_empty() {
+            BTreeMap::new()
+        } else {
+            let keys: Vec<HourKey> = hour_keys.into_iter().collect();
+            self.store
+                .read_hours(&keys)
+                .await
+                .map_err(|e| SourceError::Unavailable {
+                    source_kind: "usage",
+                    message: e.to_string(),
+                })?
+        };
         let mut out = BTreeMap::new();
         for budget in request.budgets {
             let mut days = DailyCosts::default();
@@ -94,10 +116,21 @@ impl SpendSource for UsageCounters {
                     }
                 }
             }
-            out.insert(
-                budget.id.clone(),
-                days.budget_spend(budget, request.now, request.rates),
-            );
+            let mut spend = days.budget_spend(budget, request.now, request.rates);
+            let minutes = MinuteCosts {
+                hours: hours
+                    .iter()
+                    .filter(|(key, _)| key.scope == budget.scope)
+                    .map(|(key, counters)| (key.hour, counters.clone()))
+                    .collect(),
+            };
+            for w in budget.windows.iter().filter(|w| w.kind.is_sub_daily()) {
+                let window = minutes
+                    .window_spend(budget, w.kind, request.now, request.rates)
+                    .map_err(WindowError::Unevaluable);
+                spend.insert(w.kind, window);
+            }
+            out.insert(budget.id.clone(), spend);
         }
         Ok(out)
     }

@@ -58,6 +58,7 @@ fn usage(i: usize, n: i64) -> UsageEntry {
             input: 1000 + cents as u64,
             output: 200,
             cached: 0,
+            cache_write: 0,
         },
         requests: 10 + (cents as u64 % 17),
         cost: Money::new(Decimal::new(cents, 2), Currency::USD),

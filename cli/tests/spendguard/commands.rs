@@ -996,3 +996,73 @@ allow_delete = true
     assert!(out.contains("LEDGERS (last 7 days"), "{out}");
     assert!(out.contains(&drift_line), "{out}");
 }
+
+/// `check` shows hourly and rolling windows by what they cover, never by a store key, and a
+/// burst over the rolling limit raises its alert once across runs.
+#[test]
+fn check_shows_hourly_and_rolling_windows_as_people_read_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, budgets, usage) = (
+        dir.path().join("state.db"),
+        dir.path().join("budgets.toml"),
+        dir.path().join("usage.jsonl"),
+    );
+    std::fs::write(
+        &budgets,
+        r#"version = 1
+[[budget]]
+id = "agents"
+scope = "openai/agents"
+[[budget.window]]
+period = "hourly"
+limit = 100
+tiers = [{ name = "warning", percent = 80 }]
+[[budget.window]]
+period = "rolling"
+minutes = 60
+limit = 50
+tiers = [{ name = "critical", percent = 100 }]
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        &usage,
+        concat!(
+            r#"{"id":"a","scope":"openai/agents/loop","cost":{"amount":"30","currency":"USD"},"timestamp":"2026-11-20T02:50:00Z"}"#,
+            "\n",
+            r#"{"id":"b","scope":"openai/agents/loop","cost":{"amount":"25","currency":"USD"},"timestamp":"2026-11-20T03:10:00Z"}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let run = |now: &str| {
+        let args = [
+            "check",
+            "--budgets",
+            budgets.to_str().unwrap(),
+            "--usage",
+            usage.to_str().unwrap(),
+            "--now",
+            now,
+        ];
+        spendguard(&args, &store)
+    };
+    let first = run("2026-11-20T03:17:00Z");
+    let out = text(&first.stdout);
+    assert_eq!(first.status.code(), Some(0), "{out}{}", text(&first.stderr));
+    let row = |window: &str| {
+        out.lines()
+            .find(|l| l.starts_with("agents") && l.contains(window))
+            .unwrap_or_else(|| panic!("no {window} row:\n{out}"))
+            .to_string()
+    };
+    assert!(row("hourly").contains("the hour from 03:00 UTC"), "{out}");
+    assert!(row("rolling_60m").contains("the last 60 minutes"), "{out}");
+    assert!(row("rolling_60m").contains("rolls every minute"), "{out}");
+    assert!(!out.contains("R60#") && !out.contains("H#"), "{out}");
+    assert!(out.contains("1 raised now"), "{out}");
+    // the same records again ten minutes later: the same crossing, nothing new
+    let again = run("2026-11-20T03:27:00Z");
+    let out = text(&again.stdout);
+    assert!(out.contains("0 raised now"), "{out}");
+}

@@ -63,7 +63,7 @@ fn crossing(
     let b = policy.budgets.iter().find(|b| b.id == budget).unwrap();
     let e = evaluate_window(b, kind, &spend, now, &policy.settings.forecast).unwrap();
     let c = e.crossings.iter().find(|c| c.tier.name == tier).unwrap();
-    let mut event = AlertEvent::for_crossing(b, &e, c, now);
+    let mut event = AlertEvent::for_crossing(b, &e, c, now).expect("a calendar crossing");
     event.runbook_url = Some("https://wiki.example.com/spendguard/runbook".into());
     event
 }
@@ -77,9 +77,8 @@ pub fn examples() -> Vec<(&'static str, AlertEvent)> {
         span: Duration::hours(37),
     });
     let prod = WindowSpend {
-        actual: Decimal::from(1580),
         recent,
-        ..WindowSpend::default()
+        ..WindowSpend::actual(Decimal::from(1580))
     };
     let critical = crossing(
         &p,

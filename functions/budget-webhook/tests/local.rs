@@ -12,14 +12,15 @@ use budget_webhook::http::{HttpRequest, HttpResponse};
 use chrono::Utc;
 use proptest::prelude::*;
 use serde_json::Value;
-use spendguard_app::flows::check::{Checker, DEFAULT_CLAIM_LEASE};
-use spendguard_app::ports::clock::SystemClock;
+use spendguard_app::flows::check::{CheckOptions, Checker, DEFAULT_CLAIM_LEASE};
+use spendguard_app::ports::clock::{Clock, FixedClock, SystemClock};
 use spendguard_app::ports::secrets::{SecretError, SecretVault};
-use spendguard_app::ports::sources::SpendSource;
+use spendguard_app::ports::sources::{SourceError, SpendRequest, SpendSource};
 use spendguard_app::ports::store::StateStore;
 use spendguard_app::refreshing::Refreshing;
 use spendguard_app::sources::counters::UsageCounters;
 use spendguard_app::sources::gcp::GcpBudgetObservations;
+use spendguard_domain::alert::AlertKind;
 use spendguard_domain::budget::{
     Action, Basis, Budget, Severity, SourceSpec, Threshold, Tier, Window,
 };
@@ -30,6 +31,7 @@ use spendguard_domain::secret::Secret;
 use spendguard_domain::senders::UsageSenders;
 use spendguard_domain::settings::PolicySet;
 use spendguard_domain::signals::{aws_budgets, gcp};
+use spendguard_domain::spend::{BudgetSpend, WindowError};
 use spendguard_domain::standard_webhooks::WebhookSecret;
 use spendguard_http::verify::gcp_oidc::{GoogleOidcVerifier, OidcPolicy};
 use spendguard_http::verify::sns::{CertificateSource, FetchError, SnsVerifier};
@@ -93,7 +95,6 @@ impl SecretVault for Fixed {
 }
 
 async fn webhook() -> (Webhook, Arc<dyn StateStore>) {
-    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::in_memory().unwrap());
     let budgets = vec![
         budget(
             "aws-monthly",
@@ -110,6 +111,17 @@ async fn webhook() -> (Webhook, Arc<dyn StateStore>) {
             WindowKind::Daily,
         ),
     ];
+    let (webhook, store, _) = webhook_with(budgets, Arc::new(SystemClock)).await;
+    (webhook, store)
+}
+
+/// A webhook on an embedded store holding `budgets`, on `clock`, publishing to the bus returned.
+async fn webhook_with(
+    budgets: Vec<Budget>,
+    clock: Arc<dyn Clock>,
+) -> (Webhook, Arc<dyn StateStore>, Arc<MemoryBus>) {
+    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let bus = Arc::new(MemoryBus::default());
     store
         .put_policy(&PolicySet {
             budgets,
@@ -125,10 +137,10 @@ async fn webhook() -> (Webhook, Arc<dyn StateStore>) {
         store: store.clone(),
         checker: Checker {
             store: store.clone(),
-            bus: Arc::new(MemoryBus::default()),
+            bus: bus.clone(),
             sources,
             key_usage: Vec::new(),
-            clock: Arc::new(SystemClock),
+            clock: clock.clone(),
             claim_lease: DEFAULT_CLAIM_LEASE,
             provider_caps: Vec::new(),
         },
@@ -136,7 +148,7 @@ async fn webhook() -> (Webhook, Arc<dyn StateStore>) {
             Arc::new(Fixed(SECRET)),
             "usage",
             UsageSenders::parse,
-            Arc::new(SystemClock),
+            clock.clone(),
         )
         .await
         .unwrap(),
@@ -144,7 +156,7 @@ async fn webhook() -> (Webhook, Arc<dyn StateStore>) {
             Arc::new(Fixed("status-token-0123456789abcdef0123456789")),
             "status",
             |t| Ok(Secret::new(t)),
-            Arc::new(SystemClock),
+            clock.clone(),
         )
         .await
         .unwrap(),
@@ -165,10 +177,10 @@ async fn webhook() -> (Webhook, Arc<dyn StateStore>) {
             // on sns.*.amazonaws.com); tests/tests/functions/webhook.rs verifies signed ones
             verify_trigger_signatures: false,
         }),
-        clock: Arc::new(SystemClock),
+        clock,
         reservation_ttl: spendguard_domain::authorize::bounds::DEFAULT_RESERVATION_TTL,
     };
-    (webhook, store)
+    (webhook, store, bus)
 }
 
 fn fixture(name: &str) -> Value {
@@ -456,4 +468,188 @@ async fn fifty_concurrent_authorizations_on_the_embedded_store_allow_exactly_the
             .count(),
         5
     );
+}
+
+/// A usage report of one record of `cost` US dollars at `at`, signed as its sender would.
+fn usage_report(id: &str, cost: &str, at: chrono::DateTime<Utc>) -> HttpRequest {
+    let body = serde_json::json!({"records": [{
+        "id": id,
+        "scope": "openai/agents/loop-1",
+        "cost": {"amount": cost, "currency": "USD"},
+        "timestamp": at.to_rfc3339(),
+    }]})
+    .to_string()
+    .into_bytes();
+    let mut r = HttpRequest {
+        method: "POST".into(),
+        path: "/usage".into(),
+        body,
+        ..HttpRequest::default()
+    };
+    let signature = WebhookSecret::parse(SECRET)
+        .unwrap()
+        .sign(id, at.timestamp(), &r.body);
+    r.headers.insert("webhook-id".into(), id.into());
+    r.headers
+        .insert("webhook-timestamp".into(), at.timestamp().to_string());
+    r.headers.insert("webhook-signature".into(), signature);
+    r
+}
+
+/// The webhook evaluates a rolling window inline after the usage report that crosses it: a
+/// burst alerts once however often it is reported on, and again only once the window has moved
+/// on past it.
+#[tokio::test]
+async fn a_burst_reported_to_the_webhook_alerts_once_per_rolling_crossing() {
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let clock = Arc::new(FixedClock::new(start));
+    let mut agents = budget(
+        "agents",
+        SourceSpec::Usage,
+        WindowKind::Rolling { minutes: 60 },
+    );
+    agents.scope = Scope::parse("openai/agents").unwrap();
+    agents.windows[0].limit = 50.into();
+    agents.windows[0].tiers[0].threshold = Threshold::Percent(100.into());
+    let (w, _store, bus) = webhook_with(vec![agents], clock.clone()).await;
+    let alerts = |bus: &MemoryBus| {
+        bus.events()
+            .iter()
+            .filter(|e| e.budget_id == "agents")
+            .map(|e| e.period_key.clone())
+            .collect::<Vec<_>>()
+    };
+    // 30 + 25 within ten minutes crosses 50: one alert, in the window that ended at 10:10
+    for (i, (minute, cost)) in [(0, "30"), (10, "25"), (20, "5"), (40, "10")]
+        .iter()
+        .enumerate()
+    {
+        clock.set(start + chrono::Duration::minutes(*minute));
+        let response = w
+            .http(usage_report(&format!("burst-{i}"), cost, clock.now()))
+            .await;
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
+    assert_eq!(alerts(&bus), ["R60#2026-11-22T09:11"]);
+    // at 11:15 the first 30 and 25 have left the window (15 left): the next 40 crosses again
+    clock.set(start + chrono::Duration::minutes(75));
+    let response = w.http(usage_report("again", "40", clock.now())).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        alerts(&bus),
+        ["R60#2026-11-22T09:11", "R60#2026-11-22T10:16"]
+    );
+}
+
+/// A paging alert of a rolling window stays open while the tier is reached, though the window it
+/// was claimed in ended a minute after the crossing, and recovers once the spend is below.
+#[tokio::test]
+async fn a_paging_rolling_alert_recovers_when_the_tier_is_no_longer_reached() {
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let clock = Arc::new(FixedClock::new(start));
+    let mut agents = budget(
+        "agents",
+        SourceSpec::Usage,
+        WindowKind::Rolling { minutes: 60 },
+    );
+    agents.scope = Scope::parse("openai/agents").unwrap();
+    agents.windows[0].limit = 50.into();
+    agents.windows[0].tiers[0].threshold = Threshold::Percent(100.into());
+    agents.windows[0].tiers[0].severity = Severity::Critical;
+    let (w, _store, bus) = webhook_with(vec![agents], clock.clone()).await;
+    let kinds = |bus: &MemoryBus| {
+        bus.events()
+            .iter()
+            .map(|e| format!("{:?}", e.kind))
+            .collect::<Vec<_>>()
+    };
+    let report = |id: &str, minute: i64, cost: &str| {
+        clock.set(start + chrono::Duration::minutes(minute));
+        usage_report(id, cost, clock.now())
+    };
+    assert_eq!(w.http(report("burst", 0, "60")).await.status, 200);
+    // ten minutes on, still 60 in the window: no recovery
+    assert_eq!(w.http(report("trickle", 10, "1")).await.status, 200);
+    assert_eq!(kinds(&bus), ["Budget"]);
+    // at 11:05 the burst has left the window (1 left): the tier is no longer reached
+    assert_eq!(w.http(report("later", 65, "1")).await.status, 200);
+    assert_eq!(kinds(&bus), ["Budget", "Recovery"]);
+}
+
+/// A source that cannot evaluate any window (an unreadable stored figure, say).
+struct Unreadable;
+
+#[async_trait]
+impl SpendSource for Unreadable {
+    fn kind(&self) -> &'static str {
+        "usage"
+    }
+
+    async fn spend(
+        &self,
+        request: &SpendRequest<'_>,
+    ) -> Result<BTreeMap<String, BudgetSpend>, SourceError> {
+        Ok(request
+            .budgets
+            .iter()
+            .map(|b| {
+                let windows = b
+                    .windows
+                    .iter()
+                    .map(|w| (w.kind, Err(WindowError::Unevaluable("unreadable".into()))))
+                    .collect();
+                (b.id.clone(), windows)
+            })
+            .collect())
+    }
+}
+
+/// A rolling window that cannot be evaluated raises one operator alert per UTC hour, not one a
+/// minute as its window moves.
+#[tokio::test]
+async fn an_unevaluable_rolling_window_is_alerted_once_an_hour() {
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let clock = Arc::new(FixedClock::new(start));
+    let agents = budget(
+        "agents",
+        SourceSpec::Usage,
+        WindowKind::Rolling { minutes: 60 },
+    );
+    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let bus = Arc::new(MemoryBus::default());
+    let checker = Checker {
+        store,
+        bus: bus.clone(),
+        sources: vec![Arc::new(Unreadable)],
+        key_usage: Vec::new(),
+        clock: clock.clone(),
+        claim_lease: DEFAULT_CLAIM_LEASE,
+        provider_caps: Vec::new(),
+    };
+    let policy = PolicySet {
+        budgets: vec![agents],
+        ..PolicySet::default()
+    };
+    let options = CheckOptions {
+        only: vec!["agents".into()],
+        actor: "test".into(),
+        ..CheckOptions::default()
+    };
+    for minute in [0, 1, 2, 30, 59, 60] {
+        clock.set(start + chrono::Duration::minutes(minute));
+        checker.check_only(&policy, &options).await.unwrap();
+    }
+    let unevaluable: Vec<String> = bus
+        .events()
+        .iter()
+        .filter(|e| e.kind == AlertKind::Unevaluable)
+        .map(|e| e.period_key.clone())
+        .collect();
+    assert_eq!(unevaluable, ["H#2026-11-22T10", "H#2026-11-22T11"]);
 }

@@ -72,6 +72,7 @@ pub fn record(id: &str, scope: &str, cents: i64, when: DateTime<Utc>) -> UsageRe
             input: 100,
             output: 50,
             cached: 10,
+            cache_write: 0,
         },
         requests: 1,
         cost: usd(cents, 2),
@@ -164,6 +165,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@cap spend, $make;
             replayed_usage_counts_once,
             hour_counters_keep_totals_and_minutes_once,
+            minute_costs_round_trip_and_answer_minute_windows,
             duplicate_ids_within_one_batch_count_once,
             concurrent_replays_count_once,
             overlapping_concurrent_batches_are_exact,

@@ -8,12 +8,14 @@ use spendguard_app::ports::sources::{SpendRequest, SpendSource};
 use spendguard_app::sources::counters::UsageCounters;
 use spendguard_domain::aggregate::DailySummary;
 use spendguard_domain::evaluate::WindowSpend;
+use spendguard_domain::money::Currency;
 use spendguard_domain::money::FxRates;
 use spendguard_domain::period::{WindowKind, Zone};
 use spendguard_domain::records::{DayReading, Observation, SourceDay};
 use spendguard_domain::scope::Scope;
 use spendguard_domain::usage::USAGE_MARKER_TTL;
-use spendguard_domain::usage::{HourKey, Metric, UsageRecord};
+use spendguard_domain::usage::{HourKey, Metric, UsageEntry, UsageRecord};
+use std::collections::{BTreeMap, BTreeSet};
 
 pub async fn replayed_usage_counts_once(store: Store) {
     let now = at("2026-11-22T10:00:00Z");
@@ -299,6 +301,78 @@ pub async fn counters_give_day_week_and_month(store: Store) {
         month_total(&*store, "openai/prod", Zone::UTC, NOV, USD_COST).await,
         Decimal::new(300, 2)
     );
+}
+
+/// Minute costs are written per currency into the hour counters (the root's too, when a
+/// budget with a minute window watches it), read back exactly, and answer hourly and rolling
+/// windows across an hour boundary.
+pub async fn minute_costs_round_trip_and_answer_minute_windows(store: Store) {
+    let eur = Currency::parse("EUR").unwrap();
+    let mut in_euros = record(
+        "m-eur",
+        "openai/prod/key-1",
+        200,
+        at("2026-11-23T03:58:10Z"),
+    );
+    in_euros.cost.currency = eur;
+    let records = [
+        record("m-1", "openai/prod/key-1", 125, at("2026-11-23T03:58:01Z")),
+        record("m-2", "openai/prod/key-1", 75, at("2026-11-23T03:58:59Z")),
+        in_euros,
+        record("m-3", "openai/prod/key-2", 300, at("2026-11-23T04:02:00Z")),
+    ];
+    let root = Scope::root();
+    let minute_scopes = BTreeSet::from([root.clone()]);
+    let batch: Vec<UsageEntry> = records
+        .iter()
+        .map(|r| UsageEntry::counting(r, &[Zone::UTC], &minute_scopes))
+        .collect();
+    let now = at("2026-11-23T04:05:00Z");
+    for _ in 0..2 {
+        store
+            .ingest_usage(&batch, now, USAGE_MARKER_TTL)
+            .await
+            .unwrap();
+    }
+    let three = HourKey::of(root.clone(), at("2026-11-23T03:00:00Z"));
+    let four = HourKey::of(root.clone(), at("2026-11-23T04:00:00Z"));
+    let hours = store
+        .read_hours(&[three.clone(), four.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        hours[&three].cost_by_minute,
+        BTreeMap::from([
+            ((58, Currency::USD), Decimal::new(200, 2)),
+            ((58, eur), Decimal::new(200, 2)),
+        ])
+    );
+    assert_eq!(
+        hours[&four].cost_by_minute,
+        BTreeMap::from([((2, Currency::USD), Decimal::new(300, 2))])
+    );
+    // the budgets see the root's minutes, in their currency (EUR at 1.5 USD)
+    let mut rates = FxRates::default();
+    rates.insert(eur, Currency::USD, Decimal::new(15, 1));
+    let source = UsageCounters::new(store.clone());
+    for (kind, cents) in [
+        (WindowKind::Hourly, 300),
+        (WindowKind::Rolling { minutes: 5 }, 300),
+        (WindowKind::Rolling { minutes: 10 }, 800),
+    ] {
+        let b = budget("m", "*", kind, 100);
+        let refs = [&b];
+        let spend = source
+            .spend(&SpendRequest {
+                budgets: &refs,
+                now,
+                rates: &rates,
+            })
+            .await
+            .unwrap();
+        let s: &WindowSpend = spend["m"][&kind].as_ref().unwrap();
+        assert_eq!(s.actual, Decimal::new(cents, 2), "{kind}");
+    }
 }
 
 pub async fn expired_usage_markers_are_ignored(store: Store) {
