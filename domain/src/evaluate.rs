@@ -128,6 +128,18 @@ pub fn evaluate_window(
             },
         };
         if value < threshold {
+            // a rolling tier that rose within the window's length is held until it re-arms:
+            // its alert does not recover during a dip it would not alert again after
+            if let WindowKind::Rolling { minutes } = kind
+                && rolling::rose_within(&spend.by_minute, minutes, threshold)?
+            {
+                crossings.push(Crossing {
+                    tier: tier.clone(),
+                    threshold,
+                    value,
+                    claimed_in: None,
+                });
+            }
             continue;
         }
         let claimed_in = match kind {

@@ -82,6 +82,22 @@ pub fn reached(
     Ok(Some(Reached::Crossed(start + first)))
 }
 
+/// Whether the window's spend rose to `threshold` within the last `minutes` minutes, though
+/// it may be below it now: the tier has not re-armed, so its alert stays open through a dip
+/// (a climb back is the same crossing and would not alert again).
+pub fn rose_within(
+    by_minute: &[Decimal],
+    minutes: u16,
+    threshold: Decimal,
+) -> Result<bool, OutOfRange> {
+    let totals = window_totals(by_minute, minutes)?;
+    let Some(now) = totals.len().checked_sub(1) else {
+        return Ok(false);
+    };
+    let earliest = (now + 1).saturating_sub(usize::from(minutes)).max(1);
+    Ok((earliest..=now).any(|j| totals[j - 1] < threshold && totals[j] >= threshold))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +159,22 @@ mod tests {
             reached(&v[..=42], n, dec!(25)).unwrap(),
             Some(Reached::Before)
         );
+    }
+
+    /// Through the dip of the same crossing the tier is held (its alert must not recover, or
+    /// the climb back, which does not alert, would leave the overspend unpaged); a window
+    /// length after the last rise it re-arms.
+    #[test]
+    fn a_tier_is_held_through_a_dip_until_a_window_length_after_its_last_rise() {
+        let n = 10u16;
+        let v = spend(60, &[(30, dec!(20)), (35, dec!(10)), (42, dec!(15))]);
+        assert!(rose_within(&v[..=40], n, dec!(25)).unwrap());
+        // the climb back at 42 is a rise too: held until 51, re-armed at 52
+        assert!(rose_within(&v[..=51], n, dec!(25)).unwrap());
+        assert!(!rose_within(&v[..=52], n, dec!(25)).unwrap());
+        let burst = spend(40, &[(20, dec!(30))]);
+        assert!(rose_within(&burst[..=29], n, dec!(25)).unwrap());
+        assert!(!rose_within(&burst[..=30], n, dec!(25)).unwrap());
     }
 
     /// The rule, minute by minute over the whole timeline (no lookback): the minutes whose

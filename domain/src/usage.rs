@@ -962,7 +962,10 @@ pub fn usage_budgets<'a>(budgets: &'a [Budget], records: &[UsageRecord]) -> Vec<
     budgets
         .iter()
         .filter(|b| {
-            b.source == SourceSpec::Usage && records.iter().any(|r| b.scope.contains(&r.scope))
+            b.source == SourceSpec::Usage
+                && records
+                    .iter()
+                    .any(|r| r.scopes_counted().contains(&b.scope))
         })
         .collect()
 }
@@ -1273,6 +1276,40 @@ mod tests {
         assert!(old.cost_by_minute.is_empty() && old.unreadable.is_none());
         old.read_bucket("c17_USD", "1e40");
         assert!(old.unreadable.is_some());
+    }
+
+    /// A report is evaluated against every budget it counts toward, dimension budgets (a
+    /// model's, a user's) included: a short rolling window on a model is seen only there.
+    #[test]
+    fn a_batch_affects_the_budgets_of_its_dimensions_too() {
+        let r = wire(r#"{"id":"r1","scope":"openai/prod/k","model":"gpt-4o","user":"u-42","cost":{"amount":"1","currency":"USD"},"timestamp":"2026-11-30T10:00:00Z"}"#)
+            .validate(&PriceBook::default(), now())
+            .unwrap();
+        let budget = |id: &str, scope: Scope| Budget {
+            id: id.into(),
+            description: None,
+            scope,
+            currency: Currency::USD,
+            zone: Zone::UTC,
+            windows: Vec::new(),
+            source: SourceSpec::Usage,
+            routing: Default::default(),
+        };
+        let budgets = [
+            budget("prod", Scope::parse("openai/prod").unwrap()),
+            budget("model", Scope::dimension("model", "openai:gpt-4o").unwrap()),
+            budget("user", Scope::dimension("user", "u-42").unwrap()),
+            budget(
+                "other-model",
+                Scope::dimension("model", "openai:o3").unwrap(),
+            ),
+            budget("elsewhere", Scope::parse("anthropic").unwrap()),
+        ];
+        let ids: Vec<&str> = usage_budgets(&budgets, &[r])
+            .iter()
+            .map(|b| b.id.as_str())
+            .collect();
+        assert_eq!(ids, ["prod", "model", "user"]);
     }
 
     #[test]

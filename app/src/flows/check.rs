@@ -654,13 +654,20 @@ impl Checker {
         let outcome = if options.dry_run {
             counts.would_publish += 1;
             AlertOutcome::WouldPublish
-        } else if raised_before.contains(&event.alert_id) {
+        } else if raised_before.contains(&event.alert_id)
+            || self.rolling_crossing_raised(&event, now).await
+        {
             AlertOutcome::AlreadyRaised
         } else {
             let claim = self.claim_for(budget, &event, run_id);
             let track = event.severity >= Severity::Critical;
             match self.publish_once(&claim, &event, now, track).await {
-                Ok(o) => o,
+                Ok(o) => {
+                    if o == AlertOutcome::Published {
+                        self.remember_rolling_crossing(&event).await;
+                    }
+                    o
+                }
                 Err(message) => {
                     warn!(alert_id = %event.alert_id, error = %message, "alert not published");
                     failures.push(format!(
@@ -689,6 +696,43 @@ impl Checker {
             alert_id: event.alert_id,
             tier: event.tier,
             outcome,
+        }
+    }
+
+    /// Whether `event`, a rolling window's crossing, is one that already alerted: a record dated
+    /// before the one that crossed moves where the run above the tier began (a different
+    /// claim), but a crossing less than a window length after the one that alerted is the same
+    /// one (ADR 027). Other windows: false. An unreadable record decides nothing: the claim
+    /// still makes the alert once per crossing it names.
+    async fn rolling_crossing_raised(&self, event: &AlertEvent, now: DateTime<Utc>) -> bool {
+        let WindowKind::Rolling { minutes } = event.window else {
+            return false;
+        };
+        let key = rolling_crossing_key(event);
+        let Ok(Some(alerted)) = self.store.get_cached(&key, now).await else {
+            return false;
+        };
+        let Ok(alerted) = DateTime::parse_from_rfc3339(&alerted) else {
+            return false;
+        };
+        event.period_end != alerted
+            && event.period_end < alerted + Duration::minutes(minutes.into())
+    }
+
+    /// Records the crossing a rolling window's alert was published for, for as long as
+    /// [`Self::rolling_crossing_raised`] can need it (the three window lengths evaluated).
+    async fn remember_rolling_crossing(&self, event: &AlertEvent) {
+        let WindowKind::Rolling { minutes } = event.window else {
+            return;
+        };
+        let expires = event.period_end + Duration::minutes(3 * i64::from(minutes));
+        let stamp = event.period_end.to_rfc3339();
+        if let Err(e) = self
+            .store
+            .put_cached(&rolling_crossing_key(event), &stamp, expires)
+            .await
+        {
+            warn!(alert_id = %event.alert_id, error = %e, "rolling crossing not recorded");
         }
     }
 
@@ -847,6 +891,14 @@ impl Checker {
 /// The source name of the check's own snapshots, kept apart from what providers reported
 /// (a snapshot never replaces, nor outdates, a provider's observation).
 pub const EVALUATION_SOURCE: &str = "evaluation";
+
+/// Where the last alerted crossing of a rolling window's tier is cached.
+fn rolling_crossing_key(event: &AlertEvent) -> String {
+    format!(
+        "rolling-crossing#{}#{}#{}",
+        event.budget_id, event.window, event.tier
+    )
+}
 
 fn observation(budget: &Budget, e: &WindowEvaluation, now: DateTime<Utc>) -> Observation {
     Observation {

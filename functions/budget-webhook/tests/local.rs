@@ -543,6 +543,47 @@ async fn a_burst_reported_to_the_webhook_alerts_once_per_rolling_crossing() {
     );
 }
 
+/// A record dated before the one that crossed (a buffered sender, a concurrent request) moves
+/// where the run above the tier began; it is still the crossing that alerted, not a second one.
+#[tokio::test]
+async fn a_record_arriving_out_of_order_does_not_alert_a_rolling_crossing_twice() {
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let clock = Arc::new(FixedClock::new(start));
+    let mut agents = budget(
+        "agents",
+        SourceSpec::Usage,
+        WindowKind::Rolling { minutes: 60 },
+    );
+    agents.scope = Scope::parse("openai/agents").unwrap();
+    agents.windows[0].limit = 50.into();
+    agents.windows[0].tiers[0].threshold = Threshold::Percent(100.into());
+    let (w, _store, bus) = webhook_with(vec![agents], clock.clone()).await;
+    let alerts = |bus: &MemoryBus| {
+        bus.events()
+            .iter()
+            .filter(|e| e.budget_id == "agents")
+            .map(|e| e.period_key.clone())
+            .collect::<Vec<_>>()
+    };
+    clock.set(start + chrono::Duration::minutes(10));
+    let crossed = w.http(usage_report("late-1", "55", clock.now())).await;
+    assert_eq!(crossed.status, 200, "{}", crossed.body);
+    assert_eq!(alerts(&bus), ["R60#2026-11-22T09:11"]);
+    // dated 10:08, arriving at 10:12: the window reached 50 at 10:08 now
+    clock.set(start + chrono::Duration::minutes(12));
+    let earlier = w
+        .http(usage_report(
+            "late-2",
+            "55",
+            start + chrono::Duration::minutes(8),
+        ))
+        .await;
+    assert_eq!(earlier.status, 200, "{}", earlier.body);
+    assert_eq!(alerts(&bus), ["R60#2026-11-22T09:11"]);
+}
+
 /// A paging alert of a rolling window stays open while the tier is reached, though the window it
 /// was claimed in ended a minute after the crossing, and recovers once the spend is below.
 #[tokio::test]
@@ -578,6 +619,45 @@ async fn a_paging_rolling_alert_recovers_when_the_tier_is_no_longer_reached() {
     // at 11:05 the burst has left the window (1 left): the tier is no longer reached
     assert_eq!(w.http(report("later", 65, "1")).await.status, 200);
     assert_eq!(kinds(&bus), ["Budget", "Recovery"]);
+}
+
+/// A dip within a window length of the crossing is not its end: the climb back is the same
+/// crossing and does not alert again, so the paging alert must stay open through the dip.
+#[tokio::test]
+async fn a_paging_rolling_alert_stays_open_through_a_dip_of_the_same_crossing() {
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-22T09:30:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let clock = Arc::new(FixedClock::new(start));
+    let mut agents = budget(
+        "agents",
+        SourceSpec::Usage,
+        WindowKind::Rolling { minutes: 60 },
+    );
+    agents.scope = Scope::parse("openai/agents").unwrap();
+    agents.windows[0].limit = 50.into();
+    agents.windows[0].tiers[0].threshold = Threshold::Percent(100.into());
+    agents.windows[0].tiers[0].severity = Severity::Critical;
+    let (w, _store, bus) = webhook_with(vec![agents], clock.clone()).await;
+    let kinds = |bus: &MemoryBus| {
+        bus.events()
+            .iter()
+            .map(|e| format!("{:?}", e.kind))
+            .collect::<Vec<_>>()
+    };
+    let report = |id: &str, minute: i64, cost: &str| {
+        clock.set(start + chrono::Duration::minutes(minute));
+        usage_report(id, cost, clock.now())
+    };
+    assert_eq!(w.http(report("first", 0, "30")).await.status, 200);
+    // 10:00: 55 in the window, the tier pages
+    assert_eq!(w.http(report("second", 30, "25")).await.status, 200);
+    assert_eq!(kinds(&bus), ["Budget"]);
+    // 10:30: the 09:30 spend has left (26): a dip, 30 minutes after the crossing
+    assert_eq!(w.http(report("dip", 60, "1")).await.status, 200);
+    // 10:40: 56 again, the same crossing: nothing new, and the page is still open
+    assert_eq!(w.http(report("climb", 70, "30")).await.status, 200);
+    assert_eq!(kinds(&bus), ["Budget"]);
 }
 
 /// A source that cannot evaluate any window (an unreadable stored figure, say).
