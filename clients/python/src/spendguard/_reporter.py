@@ -1,0 +1,299 @@
+"""Usage reports: a bounded queue, flushed in the background in signed batches."""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import email.utils
+import json
+import logging
+import random
+import re
+import threading
+import time
+import uuid
+import weakref
+from collections import deque
+from decimal import Decimal
+from typing import Any, Callable, Deque, List, Mapping, Optional, Tuple
+
+import httpx
+from standardwebhooks import Webhook
+
+from ._errors import ReportRejected
+
+log = logging.getLogger("spendguard")
+
+MAX_BODY_BYTES = 256 * 1024  # the webhook answers 413 above this (docs/webhook.md)
+MAX_BATCH_RECORDS = 1000
+RECORD_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# the webhook's answers worth sending the same batch again for
+RETRYABLE = {408, 409, 429}
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 30.0
+_RECORD_FIELD = re.compile(r"^records\[(\d+)\]")
+_PREFIX = '{"records":['
+_SUFFIX = "]}"
+
+
+class Reporter:
+    def __init__(
+        self,
+        *,
+        url: str,
+        usage_secret: str,
+        sender: Optional[str],
+        stats: Any,
+        timeout: float,
+        max_queue: int,
+        flush_interval: float,
+        max_batch_records: int,
+        max_retries: int,
+        on_error: Optional[Callable[[Exception], None]],
+        transport: Optional[httpx.BaseTransport],
+        sleep: Callable[[float], None],
+    ) -> None:
+        if max_queue < 1:
+            raise ValueError("max_queue: must be at least 1")
+        if not 1 <= max_batch_records <= MAX_BATCH_RECORDS:
+            raise ValueError(f"max_batch_records: must be 1 to {MAX_BATCH_RECORDS}")
+        self._url = f"{url}/usage"
+        self._signer = Webhook(usage_secret)
+        self._sender = sender
+        self._stats = stats
+        self._max_queue = max_queue
+        self._flush_interval = flush_interval
+        self._max_batch = max_batch_records
+        self._max_retries = max_retries
+        self._on_error = on_error or _log_error
+        self._sleep = sleep
+        self._http = httpx.Client(timeout=timeout, transport=transport)
+        self._queue: Deque[Tuple[str, str]] = deque()  # (record id, its JSON)
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._flush_requested = False
+        self._stopping = False
+        self._oldest_queued_at = 0.0
+        self._thread = threading.Thread(target=self._run, name="spendguard-reporter", daemon=True)
+        self._thread.start()
+        # a weak reference: the exit hook must not keep an abandoned Guard alive
+        ref = weakref.ref(self)
+        self._exit_hook = lambda: (lambda r: r.close(10.0) if r else None)(ref())
+        atexit.register(self._exit_hook)
+
+    def add(self, record: Mapping[str, Any], default_scope: str) -> str:
+        if not isinstance(record, Mapping):
+            raise ValueError("record: must be a mapping (docs/budgets.md#usage-records)")
+        record = dict(record)
+        record_id = record.setdefault("id", uuid.uuid4().hex)
+        if not isinstance(record_id, str) or not RECORD_ID.match(record_id):
+            raise ValueError("id: must be 1 to 128 letters, digits, `.`, `_`, `-`, `:`")
+        record.setdefault("scope", default_scope)
+        record.setdefault("timestamp", _now_rfc3339())
+        encoded = json.dumps(record, separators=(",", ":"), default=_json_default)
+        with self._cond:
+            if len(self._queue) >= self._max_queue:
+                self._queue.popleft()
+                self._stats.records_dropped_queue_full += 1
+                if self._stats.records_dropped_queue_full == 1 or self._stats.records_dropped_queue_full % 1000 == 0:
+                    log.warning(
+                        "spendguard: usage queue full (%d records): dropping the oldest (%d dropped so far)",
+                        self._max_queue,
+                        self._stats.records_dropped_queue_full,
+                    )
+            if not self._queue:
+                self._oldest_queued_at = time.monotonic()
+                self._cond.notify_all()  # the sender starts its flush interval
+            self._queue.append((record_id, encoded))
+            self._stats.records_queued += 1
+            if len(self._queue) == self._max_batch:
+                self._cond.notify_all()
+        return record_id
+
+    def flush(self, timeout: Optional[float]) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._flush_requested = True
+            self._cond.notify_all()
+            while self._queue or self._in_flight:
+                if not self._thread.is_alive():
+                    return False
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def close(self, timeout: float) -> bool:
+        if self._stopping:
+            return not self._queue
+        done = self.flush(timeout)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        atexit.unregister(self._exit_hook)
+        self._http.close()
+        if not done:
+            log.error("spendguard: %d usage records not sent at close", len(self._queue))
+        return done
+
+    # -- the background sender ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and not self._ready():
+                    if self._queue:
+                        waited = time.monotonic() - self._oldest_queued_at
+                        if waited >= self._flush_interval:
+                            break
+                        self._cond.wait(self._flush_interval - waited)
+                    else:
+                        self._cond.wait()
+                if self._stopping and not self._queue:
+                    return
+                batch = self._take_batch()
+                self._in_flight = len(batch)
+                self._oldest_queued_at = time.monotonic()
+            try:
+                self._send(batch)
+            except Exception as e:  # never let the sender die: surface and go on
+                self._stats.records_dropped_after_retries += len(batch)
+                self._on_error(e)
+            finally:
+                with self._cond:
+                    self._in_flight = 0
+                    if not self._queue:
+                        self._flush_requested = False
+                    self._cond.notify_all()
+
+    def _ready(self) -> bool:
+        return bool(self._queue) and (self._flush_requested or len(self._queue) >= self._max_batch)
+
+    def _take_batch(self) -> List[Tuple[str, str]]:
+        batch: List[Tuple[str, str]] = []
+        size = len(_PREFIX) + len(_SUFFIX)
+        while self._queue and len(batch) < self._max_batch:
+            record_id, encoded = self._queue[0]
+            added = len(encoded.encode()) + (1 if batch else 0)
+            if batch and size + added > MAX_BODY_BYTES:
+                break
+            self._queue.popleft()
+            batch.append((record_id, encoded))
+            size += added
+        return batch
+
+    def _send(self, batch: List[Tuple[str, str]]) -> None:
+        while batch:
+            body = _PREFIX + ",".join(encoded for _, encoded in batch) + _SUFFIX
+            if len(body.encode()) > MAX_BODY_BYTES:  # one record alone is over the limit
+                self._reject(batch, 413, "a single record is over 256 KiB", None)
+                return
+            # one message id per batch content: every retry of it is the same message
+            message_id = f"msg_{uuid.uuid4().hex}"
+            status, answer = self._deliver(message_id, body)
+            if status is None:
+                self._stats.records_dropped_after_retries += len(batch)
+                self._on_error(
+                    RuntimeError(
+                        f"usage batch of {len(batch)} records not delivered after {self._max_retries} retries: {answer}"
+                    )
+                )
+                return
+            if 200 <= status < 300:
+                self._stats.batches_sent += 1
+                self._stats.records_sent += len(batch)
+                return
+            error, field = _error_and_field(answer)
+            index = _record_index(field)
+            if index is not None and index < len(batch):
+                # one record refused the whole batch: surface it, send the others again
+                self._reject([batch[index]], status, error, field)
+                batch = batch[:index] + batch[index + 1 :]
+                continue
+            self._reject(batch, status, error, field)
+            return
+
+    def _deliver(self, message_id: str, body: str) -> Tuple[Optional[int], Any]:
+        """Posts one signed batch, retrying what may succeed later; (None, why) when it gave up."""
+        last: Any = None
+        for attempt in range(self._max_retries + 1):
+            if attempt:
+                self._stats.retries += 1
+            headers = {
+                "content-type": "application/json",
+                "webhook-id": message_id,
+            }
+            now = datetime.datetime.now(tz=datetime.timezone.utc)
+            headers["webhook-timestamp"] = str(int(now.timestamp()))
+            headers["webhook-signature"] = self._signer.sign(message_id, now, body)
+            if self._sender:
+                headers["spendguard-sender"] = self._sender
+            retry_after = None
+            try:
+                answer = self._http.post(self._url, content=body.encode(), headers=headers)
+            except httpx.HTTPError as e:
+                last = f"{type(e).__name__}: {e}"
+            else:
+                if answer.status_code < 500 and answer.status_code not in RETRYABLE:
+                    return answer.status_code, answer
+                last = f"answered {answer.status_code}"
+                retry_after = _retry_after(answer.headers.get("retry-after"))
+            if attempt == self._max_retries:
+                break
+            self._sleep(retry_after if retry_after is not None else _backoff(attempt))
+        return None, last
+
+    def _reject(self, batch: List[Tuple[str, str]], status: int, error: str, field: Optional[str]) -> None:
+        self._stats.records_rejected += len(batch)
+        self._on_error(ReportRejected(status, error, field, [record_id for record_id, _ in batch]))
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter: senders that failed together do not retry together."""
+    return random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt))
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    """`Retry-After` in seconds or as an HTTP date (capped: a bogus far date must not stall us)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = (when - datetime.datetime.now(tz=datetime.timezone.utc)).total_seconds()
+    return max(0.0, min(seconds, 300.0))
+
+
+def _error_and_field(answer: Any) -> Tuple[str, Optional[str]]:
+    try:
+        body = answer.json()
+        return str(body.get("error", "")), body.get("field")
+    except (ValueError, AttributeError):
+        return answer.text[:200], None
+
+
+def _record_index(field: Optional[str]) -> Optional[int]:
+    match = _RECORD_FIELD.match(field or "")
+    return int(match.group(1)) if match else None
+
+
+def _now_rfc3339() -> str:
+    return datetime.datetime.now(tz=datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime.datetime):
+        return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _log_error(error: Exception) -> None:
+    log.error("spendguard: %s", error)

@@ -1,0 +1,219 @@
+"""Wrappers for the official SDKs: `allow()` before each call, `report()` of its usage after.
+
+    client = wrap_openai(openai.OpenAI(), guard)
+    client.chat.completions.create(model="gpt-4o", messages=[...])          # guarded, reported
+    client = wrap_anthropic(anthropic.Anthropic(), guard)
+    client.messages.create(model="claude-sonnet-4", max_tokens=512, messages=[...], stream=True)
+
+Everything else on the client passes through unchanged. The record id is the provider's request id
+(`x-request-id` / `request-id`), so a report replayed for the same call counts once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Dict, Iterator, Optional
+
+from ._guard import Guard
+
+log = logging.getLogger("spendguard")
+
+Hook = Callable[[Callable[..., Any], Guard], Callable[..., Any]]
+
+
+def wrap_openai(client: Any, guard: Guard) -> Any:
+    """Guards `chat.completions.create` of an `openai.OpenAI` client (streaming included)."""
+    return _Proxy(client, guard, {"chat.completions.create": _openai_chat_create}, "")
+
+
+def wrap_anthropic(client: Any, guard: Guard) -> Any:
+    """Guards `messages.create` of an `anthropic.Anthropic` client (streaming included)."""
+    return _Proxy(client, guard, {"messages.create": _anthropic_messages_create}, "")
+
+
+class _Proxy:
+    """Passes every attribute through, except the guarded methods on the way to them."""
+
+    def __init__(self, target: Any, guard: Guard, hooks: Dict[str, Hook], prefix: str) -> None:
+        self._target = target
+        self._guard = guard
+        self._hooks = hooks
+        self._prefix = prefix
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        path = self._prefix + name
+        hook = self._hooks.get(path)
+        if hook is not None:
+            return hook(value, self._guard)
+        if any(p.startswith(path + ".") for p in self._hooks):
+            return _Proxy(value, self._guard, self._hooks, path + ".")
+        return value
+
+
+# -- OpenAI --------------------------------------------------------------------------------------
+
+
+def _openai_chat_create(create: Callable[..., Any], guard: Guard) -> Callable[..., Any]:
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        guard.allow()
+        if kwargs.get("stream"):
+            # the usage of a stream comes only in a last chunk, and only when asked for
+            options = dict(kwargs.get("stream_options") or {})
+            options["include_usage"] = True
+            kwargs["stream_options"] = options
+            return _ReportingStream(create(*args, **kwargs), guard, _OpenAIStreamUsage())
+        completion = create(*args, **kwargs)
+        _report(guard, "openai", completion.model, _request_id(completion, completion.id), _openai_tokens(completion.usage))
+        return completion
+
+    return guarded
+
+
+def _openai_tokens(usage: Any) -> Dict[str, int]:
+    if usage is None:
+        return {}
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
+    # spendguard's tokens_in excludes cached tokens; OpenAI's prompt_tokens includes them
+    return {
+        "tokens_in": max(0, (usage.prompt_tokens or 0) - cached),
+        "tokens_cached": cached,
+        "tokens_out": usage.completion_tokens or 0,
+    }
+
+
+class _OpenAIStreamUsage:
+    provider = "openai"
+
+    def __init__(self) -> None:
+        self.model: Optional[str] = None
+        self.message_id: Optional[str] = None
+        self.tokens: Optional[Dict[str, int]] = None
+
+    def see(self, chunk: Any) -> None:
+        self.model = getattr(chunk, "model", None) or self.model
+        self.message_id = getattr(chunk, "id", None) or self.message_id
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.tokens = _openai_tokens(usage)
+
+
+# -- Anthropic -----------------------------------------------------------------------------------
+
+
+def _anthropic_messages_create(create: Callable[..., Any], guard: Guard) -> Callable[..., Any]:
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        guard.allow()
+        if kwargs.get("stream"):
+            return _ReportingStream(create(*args, **kwargs), guard, _AnthropicStreamUsage())
+        message = create(*args, **kwargs)
+        _report(guard, "anthropic", message.model, _request_id(message, message.id), _anthropic_tokens(message.usage))
+        return message
+
+    return guarded
+
+
+def _anthropic_tokens(usage: Any) -> Dict[str, int]:
+    # Anthropic's input_tokens already excludes cache reads and cache writes
+    return {
+        "tokens_in": getattr(usage, "input_tokens", None) or 0,
+        "tokens_cached": getattr(usage, "cache_read_input_tokens", None) or 0,
+        "tokens_cache_write": getattr(usage, "cache_creation_input_tokens", None) or 0,
+        "tokens_out": getattr(usage, "output_tokens", None) or 0,
+    }
+
+
+class _AnthropicStreamUsage:
+    provider = "anthropic"
+
+    def __init__(self) -> None:
+        self.model: Optional[str] = None
+        self.message_id: Optional[str] = None
+        self.tokens: Optional[Dict[str, int]] = None
+
+    def see(self, event: Any) -> None:
+        kind = getattr(event, "type", None)
+        if kind == "message_start":
+            self.model = event.message.model
+            self.message_id = event.message.id
+            self.tokens = _anthropic_tokens(event.message.usage)
+        elif kind == "message_delta" and getattr(event, "usage", None) is not None and self.tokens is not None:
+            # the delta's counts are cumulative; the input counts appear in it only when they changed
+            for field, name in (
+                ("output_tokens", "tokens_out"),
+                ("input_tokens", "tokens_in"),
+                ("cache_read_input_tokens", "tokens_cached"),
+                ("cache_creation_input_tokens", "tokens_cache_write"),
+            ):
+                value = getattr(event.usage, field, None)
+                if value is not None:
+                    self.tokens[name] = value
+
+
+# -- shared --------------------------------------------------------------------------------------
+
+
+class _ReportingStream:
+    """Yields the SDK's stream unchanged and reports its usage once, when it ends or is closed."""
+
+    def __init__(self, stream: Any, guard: Guard, usage: Any) -> None:
+        self._stream = stream
+        self._guard = guard
+        self._usage = usage
+        self._reported = False
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            for item in self._stream:
+                self._usage.see(item)
+                yield item
+        finally:
+            self._finish()
+
+    def __enter__(self) -> "_ReportingStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._finish()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def _finish(self) -> None:
+        if self._reported:
+            return
+        self._reported = True
+        usage = self._usage
+        if usage.tokens is None:
+            # a stream closed before its usage arrived still cost a request: report it, and say so
+            log.warning("spendguard: a %s stream ended before its usage; reported as one request without tokens", usage.provider)
+        response = getattr(self._stream, "response", None)
+        headers = getattr(response, "headers", None) or {}
+        header = "x-request-id" if usage.provider == "openai" else "request-id"
+        record_id = headers.get(header) or usage.message_id
+        _report(self._guard, usage.provider, usage.model, record_id, usage.tokens or {})
+
+
+def _request_id(response: Any, fallback: Optional[str]) -> Optional[str]:
+    return getattr(response, "_request_id", None) or fallback
+
+
+def _report(guard: Guard, provider: str, model: Optional[str], record_id: Optional[str], tokens: Dict[str, int]) -> None:
+    record: Dict[str, Any] = {"provider": provider, "requests": 1, **tokens}
+    if model:
+        record["model"] = model
+    if record_id:
+        record["id"] = record_id
+    try:
+        guard.report(record)
+    except ValueError as e:  # an id the webhook would refuse: report under a fresh one instead
+        log.warning("spendguard: %s; reporting under a new id", e)
+        record.pop("id", None)
+        guard.report(record)
