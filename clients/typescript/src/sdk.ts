@@ -1,0 +1,190 @@
+/**
+ * Wrappers for the official SDKs: `allow()` before each call, `report()` of its usage after.
+ *
+ *   const openai = wrapOpenAI(new OpenAI(), guard);
+ *   await openai.chat.completions.create({ model: "gpt-4o", messages });          // guarded, reported
+ *   const anthropic = wrapAnthropic(new Anthropic(), guard);
+ *   for await (const event of await anthropic.messages.create({ ..., stream: true })) { … }
+ *
+ * Everything else on the client passes through unchanged. The record id is the provider's request
+ * id (`x-request-id` / `request-id`), so a report replayed for the same call counts once. The
+ * guarded `create` returns a plain Promise (not the SDK's APIPromise with `withResponse()`).
+ */
+import type { Guard } from "./guard.js";
+import type { UsageRecord } from "./reporter.js";
+
+type Create = (...args: unknown[]) => { withResponse(): Promise<{ data: unknown; request_id: string | null }> };
+type Hook = (create: Create, guard: Guard) => (...args: unknown[]) => Promise<unknown>;
+type Tokens = Pick<UsageRecord, "tokens_in" | "tokens_out" | "tokens_cached" | "tokens_cache_write">;
+// the SDKs' response shapes, as far as the wrappers read them
+type Usage = Record<string, unknown> & { prompt_tokens_details?: { cached_tokens?: number | null } | null };
+type Response = { id?: string; model?: string; usage?: Usage | null };
+
+/** Guards `chat.completions.create` of an `openai` client (streaming included). */
+export function wrapOpenAI<T extends object>(client: T, guard: Guard): T {
+  return proxy(client, guard, { "chat.completions.create": openaiChatCreate }, "");
+}
+
+/** Guards `messages.create` of an `@anthropic-ai/sdk` client (streaming included). */
+export function wrapAnthropic<T extends object>(client: T, guard: Guard): T {
+  return proxy(client, guard, { "messages.create": anthropicMessagesCreate }, "");
+}
+
+function proxy<T extends object>(target: T, guard: Guard, hooks: Record<string, Hook>, prefix: string): T {
+  return new Proxy(target, {
+    get(object, name, receiver) {
+      const value = Reflect.get(object, name, object);
+      if (typeof name !== "string") return value;
+      const path = prefix + name;
+      const hook = hooks[path];
+      if (hook) return hook((value as Create).bind(object), guard);
+      if (Object.keys(hooks).some((p) => p.startsWith(`${path}.`))) return proxy(value as object, guard, hooks, `${path}.`);
+      // the SDKs' methods use private fields: they must run on the client itself, not on the proxy
+      return typeof value === "function" && receiver !== object ? value.bind(object) : value;
+    },
+  });
+}
+
+// -- OpenAI ---------------------------------------------------------------------------------------
+
+const openaiChatCreate: Hook = (create, guard) => async (...args) => {
+  await guard.allow();
+  const [params, ...rest] = args as [Record<string, unknown>, ...unknown[]];
+  if (params?.stream) {
+    // the usage of a stream comes only in a last chunk, and only when asked for
+    const options = { ...((params.stream_options as object) ?? {}), include_usage: true };
+    const { data, request_id } = await create({ ...params, stream_options: options }, ...rest).withResponse();
+    return reportingStream(data as AsyncIterable<unknown>, guard, "openai", request_id, new OpenAIStreamUsage());
+  }
+  const { data, request_id } = await create(...args).withResponse();
+  const completion = data as Response;
+  report(guard, "openai", completion.model, request_id ?? completion.id, openaiTokens(completion.usage));
+  return data;
+};
+
+function openaiTokens(usage: Usage | null | undefined): Tokens {
+  if (!usage) return {};
+  const cached = usage.prompt_tokens_details?.cached_tokens ?? 0;
+  // spendguard's tokens_in excludes cached tokens; OpenAI's prompt_tokens includes them
+  return {
+    tokens_in: Math.max(0, Number(usage.prompt_tokens ?? 0) - cached),
+    tokens_cached: cached,
+    tokens_out: Number(usage.completion_tokens ?? 0),
+  };
+}
+
+class OpenAIStreamUsage {
+  model: string | undefined;
+  messageId: string | undefined;
+  tokens: Tokens | null = null;
+
+  see(chunk: unknown): void {
+    const c = chunk as Response;
+    this.model = c.model ?? this.model;
+    this.messageId = c.id ?? this.messageId;
+    if (c.usage) this.tokens = openaiTokens(c.usage);
+  }
+}
+
+// -- Anthropic ------------------------------------------------------------------------------------
+
+const anthropicMessagesCreate: Hook = (create, guard) => async (...args) => {
+  await guard.allow();
+  const params = args[0] as Record<string, unknown> | undefined;
+  const { data, request_id } = await create(...args).withResponse();
+  if (params?.stream) {
+    return reportingStream(data as AsyncIterable<unknown>, guard, "anthropic", request_id, new AnthropicStreamUsage());
+  }
+  const message = data as Response;
+  report(guard, "anthropic", message.model, request_id ?? message.id, anthropicTokens(message.usage));
+  return data;
+};
+
+function anthropicTokens(usage: Usage | null | undefined): Tokens {
+  // Anthropic's input_tokens already excludes cache reads and cache writes
+  return {
+    tokens_in: Number(usage?.input_tokens ?? 0),
+    tokens_cached: Number(usage?.cache_read_input_tokens ?? 0),
+    tokens_cache_write: Number(usage?.cache_creation_input_tokens ?? 0),
+    tokens_out: Number(usage?.output_tokens ?? 0),
+  };
+}
+
+class AnthropicStreamUsage {
+  model: string | undefined;
+  messageId: string | undefined;
+  tokens: Tokens | null = null;
+
+  see(event: unknown): void {
+    const e = event as { type?: string; message?: Response; usage?: Usage | null };
+    if (e.type === "message_start" && e.message) {
+      this.model = e.message.model;
+      this.messageId = e.message.id;
+      this.tokens = anthropicTokens(e.message.usage);
+    } else if (e.type === "message_delta" && e.usage && this.tokens) {
+      // the delta's counts are cumulative; input counts appear in it only when they changed
+      const fields: [string, keyof Tokens][] = [
+        ["output_tokens", "tokens_out"],
+        ["input_tokens", "tokens_in"],
+        ["cache_read_input_tokens", "tokens_cached"],
+        ["cache_creation_input_tokens", "tokens_cache_write"],
+      ];
+      for (const [field, name] of fields) {
+        const value = e.usage[field];
+        if (typeof value === "number") this.tokens[name] = value;
+      }
+    }
+  }
+}
+
+// -- shared ---------------------------------------------------------------------------------------
+
+/** The SDK's stream, unchanged, reporting its usage once when it ends or is abandoned. */
+function reportingStream<S extends AsyncIterable<unknown>>(
+  stream: S,
+  guard: Guard,
+  provider: string,
+  requestId: string | null,
+  usage: OpenAIStreamUsage | AnthropicStreamUsage,
+): S {
+  let reported = false;
+  const finish = () => {
+    if (reported) return;
+    reported = true;
+    if (usage.tokens === null) {
+      // a stream abandoned before its usage arrived still cost a request: report it, and say so
+      console.warn(`spendguard: a ${provider} stream ended before its usage; reported as one request without tokens`);
+    }
+    report(guard, provider, usage.model, requestId ?? usage.messageId, usage.tokens ?? {});
+  };
+  async function* iterate() {
+    try {
+      for await (const item of stream) {
+        usage.see(item);
+        yield item;
+      }
+    } finally {
+      finish();
+    }
+  }
+  return new Proxy(stream, {
+    get(object, name) {
+      if (name === Symbol.asyncIterator) return iterate;
+      const value = Reflect.get(object, name, object);
+      return typeof value === "function" ? value.bind(object) : value;
+    },
+  });
+}
+
+function report(guard: Guard, provider: string, model: string | undefined, id: string | null | undefined, tokens: Tokens): void {
+  const record: UsageRecord = { provider, requests: 1, ...tokens };
+  if (model) record.model = model;
+  if (id) record.id = id;
+  try {
+    guard.report(record);
+  } catch (e) {
+    // an id the webhook would refuse: report under a fresh one instead
+    delete record.id;
+    guard.report(record);
+  }
+}

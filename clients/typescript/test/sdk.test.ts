@@ -1,0 +1,115 @@
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import Anthropic from "@anthropic-ai/sdk";
+import OpenAI from "openai";
+import { SpendBlocked, wrapAnthropic, wrapOpenAI } from "../src/index.js";
+import { ANTHROPIC_KEY, FakeClock, FakeWebhook, OPENAI_KEY, makeGuard, startStandin } from "./helpers.js";
+
+let standin: Awaited<ReturnType<typeof startStandin>>;
+before(async () => {
+  standin = await startStandin();
+});
+after(() => {
+  standin.process.stdin!.end();
+});
+
+const openai = (apiKey = OPENAI_KEY) => new OpenAI({ apiKey, baseURL: `${standin.url}/v1`, maxRetries: 0 });
+const anthropic = (apiKey = ANTHROPIC_KEY) => new Anthropic({ apiKey, baseURL: standin.url, maxRetries: 0 });
+const lastCall = async () => (await standin.calls()).at(-1)!;
+
+test("an OpenAI call is reported with its usage and request id", async () => {
+  const webhook = new FakeWebhook();
+  const guard = makeGuard(webhook, new FakeClock());
+  const client = wrapOpenAI(openai(), guard);
+  const answer = await client.chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "hi" }] });
+  assert.equal(answer.choices[0].message.content, "Spend is guarded.");
+  await guard.flush(10_000);
+  const call = await lastCall();
+  const counted = webhook.counted.get(call.request_id)!;
+  assert.deepEqual(
+    { ...counted, timestamp: undefined },
+    {
+      id: call.request_id, scope: "openai/prod", provider: "openai", model: "gpt-4o", requests: 1,
+      tokens_in: call.usage.input, tokens_cached: call.usage.cached, tokens_out: call.usage.output, timestamp: undefined,
+    },
+  );
+  await guard.close();
+});
+
+test("an OpenAI stream is reported from its last chunk", async () => {
+  const webhook = new FakeWebhook();
+  const guard = makeGuard(webhook, new FakeClock());
+  const stream = await wrapOpenAI(openai(), guard).chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }], stream: true });
+  let text = "";
+  for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";
+  assert.equal(text, "Spend is guarded.");
+  await guard.flush(10_000);
+  const call = await lastCall();
+  assert.ok(call.stream);
+  const counted = webhook.counted.get(call.request_id)!;
+  assert.deepEqual([counted.model, counted.tokens_in, counted.tokens_cached, counted.tokens_out], ["gpt-4o-mini", call.usage.input, call.usage.cached, call.usage.output]);
+  await guard.close();
+});
+
+test("an Anthropic call and stream are reported", async () => {
+  const webhook = new FakeWebhook();
+  const guard = makeGuard(webhook, new FakeClock());
+  const client = wrapAnthropic(anthropic(), guard);
+  const message = await client.messages.create({ model: "claude-sonnet-4", max_tokens: 64, messages: [{ role: "user", content: "hi" }] });
+  assert.deepEqual(message.content[0], { type: "text", text: "Spend is guarded." });
+  const plain = await lastCall();
+  const events = [];
+  for await (const event of await client.messages.create({ model: "claude-sonnet-4", max_tokens: 64, messages: [{ role: "user", content: "hi" }], stream: true })) events.push(event);
+  assert.equal(events.at(-1)!.type, "message_stop");
+  const streamed = await lastCall();
+  await guard.flush(10_000);
+  for (const call of [plain, streamed]) {
+    const c = webhook.counted.get(call.request_id)!;
+    assert.deepEqual(
+      [c.provider, c.model, c.tokens_in, c.tokens_cached, c.tokens_cache_write, c.tokens_out],
+      ["anthropic", "claude-sonnet-4", call.usage.input, call.usage.cached, call.usage.cache_write, call.usage.output],
+    );
+  }
+  await guard.close();
+});
+
+test("a stream abandoned early is still reported as a request", async () => {
+  const webhook = new FakeWebhook();
+  const guard = makeGuard(webhook, new FakeClock());
+  const stream = await wrapOpenAI(openai(), guard).chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "hi" }], stream: true });
+  for await (const _ of stream) break;
+  await guard.flush(10_000);
+  const counted = webhook.counted.get((await lastCall()).request_id)!;
+  assert.equal(counted.requests, 1);
+  await guard.close();
+});
+
+test("an engaged switch stops the call before it reaches the provider", async () => {
+  const webhook = new FakeWebhook();
+  webhook.status = { state: "engaged", limit_factor: "0", switch_scope: "openai" };
+  const guard = makeGuard(webhook, new FakeClock());
+  const before = (await standin.calls()).length;
+  await assert.rejects(wrapOpenAI(openai(), guard).chat.completions.create({ model: "gpt-4o", messages: [] }), SpendBlocked);
+  await assert.rejects(wrapAnthropic(anthropic(), guard).messages.create({ model: "claude-sonnet-4", max_tokens: 1, messages: [] }), SpendBlocked);
+  assert.equal((await standin.calls()).length, before);
+  await guard.close();
+});
+
+test("other client attributes pass through", async () => {
+  const guard = makeGuard(new FakeWebhook(), new FakeClock());
+  const client = wrapOpenAI(openai(), guard);
+  assert.equal(client.apiKey, OPENAI_KEY);
+  assert.ok(client.baseURL.startsWith(standin.url));
+  await guard.close();
+});
+
+test("the stand-ins refuse a wrong key and a malformed body, as the SDKs see it", async () => {
+  await assert.rejects(openai("sk-wrong").chat.completions.create({ model: "gpt-4o", messages: [] }), (e: unknown) => {
+    assert.ok(e instanceof OpenAI.AuthenticationError);
+    assert.equal(e.code, "invalid_api_key");
+    return true;
+  });
+  await assert.rejects(openai().chat.completions.create({ model: "gpt-4o", messages: "no" as never }), OpenAI.BadRequestError);
+  await assert.rejects(anthropic("sk-ant-wrong").messages.create({ model: "m", max_tokens: 1, messages: [] }), Anthropic.AuthenticationError);
+  await assert.rejects(anthropic().messages.create({ model: "m", max_tokens: 1, messages: "no" as never }), Anthropic.BadRequestError);
+});
