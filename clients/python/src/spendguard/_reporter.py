@@ -15,7 +15,7 @@ import uuid
 import weakref
 from collections import deque
 from decimal import Decimal
-from typing import Any, Callable, Deque, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 import httpx
 from standardwebhooks import Webhook
@@ -68,7 +68,7 @@ class Reporter:
         self._on_error = on_error or _log_error
         self._sleep = sleep
         self._http = httpx.Client(timeout=timeout, transport=transport)
-        self._queue: Deque[Tuple[str, str]] = deque()  # (record id, its JSON)
+        self._queue: Deque[Tuple[str, Dict[str, Any]]] = deque()  # (record id, the record)
         self._cond = threading.Condition()
         self._in_flight = 0
         self._flush_requested = False
@@ -89,8 +89,9 @@ class Reporter:
         if not isinstance(record_id, str) or not RECORD_ID.match(record_id):
             raise ValueError("id: must be 1 to 128 letters, digits, `.`, `_`, `-`, `:`")
         record.setdefault("scope", default_scope)
-        record.setdefault("timestamp", _now_rfc3339())
-        encoded = json.dumps(record, separators=(",", ":"), default=_json_default)
+        if "timestamp" not in record:
+            record["timestamp"] = _now_rfc3339()
+        # encoded by the sender thread: the caller's cost stays a copy and an append
         with self._cond:
             if len(self._queue) >= self._max_queue:
                 self._queue.popleft()
@@ -104,7 +105,7 @@ class Reporter:
             if not self._queue:
                 self._oldest_queued_at = time.monotonic()
                 self._cond.notify_all()  # the sender starts its flush interval
-            self._queue.append((record_id, encoded))
+            self._queue.append((record_id, record))
             self._stats.records_queued += 1
             if len(self._queue) == self._max_batch:
                 self._cond.notify_all()
@@ -172,10 +173,17 @@ class Reporter:
         return bool(self._queue) and (self._flush_requested or len(self._queue) >= self._max_batch)
 
     def _take_batch(self) -> List[Tuple[str, str]]:
+        """Up to max_batch records and 256 KiB, encoded (a record that is not JSON is refused)."""
         batch: List[Tuple[str, str]] = []
         size = len(_PREFIX) + len(_SUFFIX)
         while self._queue and len(batch) < self._max_batch:
-            record_id, encoded = self._queue[0]
+            record_id, record = self._queue[0]
+            try:
+                encoded = json.dumps(record, separators=(",", ":"), default=_json_default)
+            except (TypeError, ValueError) as e:
+                self._queue.popleft()
+                self._reject([(record_id, "")], 0, f"the record is not JSON: {e}", None)
+                continue
             added = len(encoded.encode()) + (1 if batch else 0)
             if batch and size + added > MAX_BODY_BYTES:
                 break
@@ -283,8 +291,16 @@ def _record_index(field: Optional[str]) -> Optional[int]:
     return int(match.group(1)) if match else None
 
 
+_last_second: Tuple[int, str] = (-1, "")
+
+
 def _now_rfc3339() -> str:
-    return datetime.datetime.now(tz=datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Now to the second (formatted once a second: report() is on the caller's path)."""
+    global _last_second
+    second = int(time.time())
+    if _last_second[0] != second:
+        _last_second = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+    return _last_second[1]
 
 
 def _json_default(value: Any) -> Any:
