@@ -8,7 +8,6 @@
 - report() per record (the caller's cost), and records/s flushed to a local sink over HTTP
 """
 
-import json
 import statistics
 import sys
 import threading
@@ -114,8 +113,6 @@ def main():
     print(f"| {n:,} records queued and flushed to a local sink | {flushed:.2f} s ({sent / flushed:,.0f} records/s, {guard.stats.batches_sent} signed batches) |")
     if sent != n:
         print(f"| (records the sink received) | {sent} of {n} |")
-    json.dump({"allow_us": allow_us, "wrapper_us": wrapped_us - bare_us}, sys.stderr)
-    print(file=sys.stderr)
 
 
 if __name__ == "__main__":
