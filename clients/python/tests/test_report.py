@@ -192,3 +192,15 @@ def test_records_queued_at_exit_are_sent():
         assert sorted(server.ids) == ["exit-0", "exit-1", "exit-2"]
     finally:
         server.shutdown()
+
+
+def test_a_record_that_is_not_json_is_surfaced_and_the_others_sent(make_guard, webhook):
+    errors = []
+    guard = make_guard(on_error=errors.append)
+    guard.report(record(1))
+    bad = guard.report({"id": "not-json", "feature": object()})
+    guard.report(record(2))
+    assert guard.flush(timeout=10)
+    assert sorted(webhook.counted) == ["r-1", "r-2"]
+    assert isinstance(errors[0], ReportRejected) and errors[0].record_ids == [bad]
+    assert "not JSON" in str(errors[0])
