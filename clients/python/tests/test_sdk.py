@@ -136,3 +136,40 @@ def test_standin_refuses_the_other_providers_auth_and_unknown_routes(standin):
     assert no_version.status_code == 400 and "anthropic-version" in no_version.json()["error"]["message"]
     wrong_method = httpx.get(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {OPENAI_KEY}"})
     assert wrong_method.status_code == 404 and wrong_method.json()["error"]["message"] == "Invalid URL (GET /v1/chat/completions)"
+
+
+def test_async_clients_are_guarded_and_reported_streams_included(standin, make_guard, webhook):
+    import asyncio
+
+    server, url = standin
+    guard = make_guard()
+    client_openai = wrap_openai(openai.AsyncOpenAI(api_key=OPENAI_KEY, base_url=f"{url}/v1", max_retries=0), guard)
+    client_anthropic = wrap_anthropic(anthropic.AsyncAnthropic(api_key=ANTHROPIC_KEY, base_url=url, max_retries=0), guard)
+
+    async def calls():
+        await client_openai.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        stream = await client_openai.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True)
+        async for _ in stream:
+            pass
+        await client_anthropic.messages.create(model="claude-sonnet-4", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+        stream = await client_anthropic.messages.create(model="claude-sonnet-4", max_tokens=8, messages=[{"role": "user", "content": "hi"}], stream=True)
+        async for _ in stream:
+            pass
+
+    asyncio.run(calls())
+    assert guard.flush(timeout=10)
+    for call in server.usage.calls[-4:]:
+        counted = webhook.counted[call["request_id"]]
+        assert (counted["model"], counted["tokens_in"], counted["tokens_cached"], counted["tokens_out"]) == (
+            call["model"], call["usage"]["input"], call["usage"]["cached"], call["usage"]["output"])
+
+
+def test_async_allow_refuses_an_engaged_switch(standin, make_guard, webhook):
+    import asyncio
+
+    _, url = standin
+    webhook.status = {"state": "engaged", "limit_factor": "0"}
+    guard = make_guard()
+    client = wrap_openai(openai.AsyncOpenAI(api_key=OPENAI_KEY, base_url=f"{url}/v1", max_retries=0), guard)
+    with pytest.raises(SpendBlocked):
+        asyncio.run(client.chat.completions.create(model="gpt-4o", messages=[]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -137,24 +138,41 @@ class Guard:
         wait=False it raises Throttled.
         """
         status = self.status()
-        if status is None:
-            if self.fail_open:
-                self.stats.allowed_while_unreachable += 1
-                return
-            raise GuardUnavailable(self.scope, self._status_error or "guard unreachable")
-        if status.state == "open":
-            return
-        if status.state == "engaged":
-            raise SpendBlocked(self.scope, status.state, _reason(status))
-        # restoring (or a state this client does not know, treated as the cautious one it resembles)
         while True:
-            delay = self._bucket.take()
+            delay = self._decide(status)
             if delay == 0.0:
                 return
             if not wait or delay == float("inf"):
-                raise Throttled(self.scope, status.limit_factor, delay)
+                raise Throttled(self.scope, status.limit_factor if status else "?", delay)
             self.stats.throttled_waits += 1
             self._sleep(delay)
+
+    async def allow_async(self, wait: bool = True) -> None:
+        """`allow()` for asyncio code: the switch is read in a worker thread when the cache is
+        stale, and a throttled call awaits its turn instead of blocking the event loop."""
+        status = self._status if self._clock() < self._status_expires else await asyncio.to_thread(self.status)
+        while True:
+            delay = self._decide(status)
+            if delay == 0.0:
+                return
+            if not wait or delay == float("inf"):
+                raise Throttled(self.scope, status.limit_factor if status else "?", delay)
+            self.stats.throttled_waits += 1
+            await asyncio.sleep(delay)
+
+    def _decide(self, status: Optional[SwitchStatus]) -> float:
+        """0.0 when the call may go now, else the seconds until it may (raises when it may not)."""
+        if status is None:
+            if self.fail_open:
+                self.stats.allowed_while_unreachable += 1
+                return 0.0
+            raise GuardUnavailable(self.scope, self._status_error or "guard unreachable")
+        if status.state == "open":
+            return 0.0
+        if status.state == "engaged":
+            raise SpendBlocked(self.scope, status.state, _reason(status))
+        # restoring (or a state this client does not know: the cautious reading)
+        return self._bucket.take()
 
     def _refresh(self, now: float) -> None:
         try:

@@ -11,8 +11,9 @@ Everything else on the client passes through unchanged. The record id is the pro
 
 from __future__ import annotations
 
+import inspect
 import logging
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, Optional
 
 from ._guard import Guard
 
@@ -22,12 +23,12 @@ Hook = Callable[[Callable[..., Any], Guard], Callable[..., Any]]
 
 
 def wrap_openai(client: Any, guard: Guard) -> Any:
-    """Guards `chat.completions.create` of an `openai.OpenAI` client (streaming included)."""
+    """Guards `chat.completions.create` of an `openai.OpenAI` or `AsyncOpenAI` client (streams included)."""
     return _Proxy(client, guard, {"chat.completions.create": _openai_chat_create}, "")
 
 
 def wrap_anthropic(client: Any, guard: Guard) -> Any:
-    """Guards `messages.create` of an `anthropic.Anthropic` client (streaming included)."""
+    """Guards `messages.create` of an `anthropic.Anthropic` or `AsyncAnthropic` client (streams included)."""
     return _Proxy(client, guard, {"messages.create": _anthropic_messages_create}, "")
 
 
@@ -55,17 +56,33 @@ class _Proxy:
 
 
 def _openai_chat_create(create: Callable[..., Any], guard: Guard) -> Callable[..., Any]:
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        guard.allow()
+    def with_usage_chunk(kwargs: Dict[str, Any]) -> Dict[str, Any]:
         if kwargs.get("stream"):
             # the usage of a stream comes only in a last chunk, and only when asked for
-            options = dict(kwargs.get("stream_options") or {})
-            options["include_usage"] = True
-            kwargs["stream_options"] = options
-            return _ReportingStream(create(*args, **kwargs), guard, _OpenAIStreamUsage())
-        completion = create(*args, **kwargs)
+            kwargs["stream_options"] = {**(kwargs.get("stream_options") or {}), "include_usage": True}
+        return kwargs
+
+    def reported(completion: Any) -> Any:
         _report(guard, "openai", completion.model, _request_id(completion, completion.id), _openai_tokens(completion.usage))
         return completion
+
+    if _is_async(create):  # AsyncOpenAI
+
+        async def guarded_async(*args: Any, **kwargs: Any) -> Any:
+            await guard.allow_async()
+            answer = await create(*args, **with_usage_chunk(kwargs))
+            if kwargs.get("stream"):
+                return _AsyncReportingStream(answer, guard, _OpenAIStreamUsage())
+            return reported(answer)
+
+        return guarded_async
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        guard.allow()
+        answer = create(*args, **with_usage_chunk(kwargs))
+        if kwargs.get("stream"):
+            return _ReportingStream(answer, guard, _OpenAIStreamUsage())
+        return reported(answer)
 
     return guarded
 
@@ -103,13 +120,27 @@ class _OpenAIStreamUsage:
 
 
 def _anthropic_messages_create(create: Callable[..., Any], guard: Guard) -> Callable[..., Any]:
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        guard.allow()
-        if kwargs.get("stream"):
-            return _ReportingStream(create(*args, **kwargs), guard, _AnthropicStreamUsage())
-        message = create(*args, **kwargs)
+    def reported(message: Any) -> Any:
         _report(guard, "anthropic", message.model, _request_id(message, message.id), _anthropic_tokens(message.usage))
         return message
+
+    if _is_async(create):  # AsyncAnthropic
+
+        async def guarded_async(*args: Any, **kwargs: Any) -> Any:
+            await guard.allow_async()
+            answer = await create(*args, **kwargs)
+            if kwargs.get("stream"):
+                return _AsyncReportingStream(answer, guard, _AnthropicStreamUsage())
+            return reported(answer)
+
+        return guarded_async
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        guard.allow()
+        answer = create(*args, **kwargs)
+        if kwargs.get("stream"):
+            return _ReportingStream(answer, guard, _AnthropicStreamUsage())
+        return reported(answer)
 
     return guarded
 
@@ -187,18 +218,58 @@ class _ReportingStream:
         return getattr(self._stream, name)
 
     def _finish(self) -> None:
-        if self._reported:
-            return
-        self._reported = True
-        usage = self._usage
-        if usage.tokens is None:
-            # a stream closed before its usage arrived still cost a request: report it, and say so
-            log.warning("spendguard: a %s stream ended before its usage; reported as one request without tokens", usage.provider)
-        response = getattr(self._stream, "response", None)
-        headers = getattr(response, "headers", None) or {}
-        header = "x-request-id" if usage.provider == "openai" else "request-id"
-        record_id = headers.get(header) or usage.message_id
-        _report(self._guard, usage.provider, usage.model, record_id, usage.tokens or {})
+        if not self._reported:
+            self._reported = True
+            _report_stream(self._guard, self._stream, self._usage)
+
+
+class _AsyncReportingStream:
+    """The async SDK's stream, unchanged, reporting its usage once when it ends or is closed."""
+
+    def __init__(self, stream: Any, guard: Guard, usage: Any) -> None:
+        self._stream = stream
+        self._guard = guard
+        self._usage = usage
+        self._reported = False
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        try:
+            async for item in self._stream:
+                self._usage.see(item)
+                yield item
+        finally:
+            self._finish()
+
+    async def __aenter__(self) -> "_AsyncReportingStream":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        try:
+            await self._stream.close()
+        finally:
+            self._finish()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def _finish(self) -> None:
+        if not self._reported:
+            self._reported = True
+            _report_stream(self._guard, self._stream, self._usage)
+
+
+def _report_stream(guard: Guard, stream: Any, usage: Any) -> None:
+    if usage.tokens is None:
+        # a stream closed before its usage arrived still cost a request: report it, and say so
+        log.warning("spendguard: a %s stream ended before its usage; reported as one request without tokens", usage.provider)
+    response = getattr(stream, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    header = "x-request-id" if usage.provider == "openai" else "request-id"
+    record_id = headers.get(header) or usage.message_id
+    _report(guard, usage.provider, usage.model, record_id, usage.tokens or {})
 
 
 def _request_id(response: Any, fallback: Optional[str]) -> Optional[str]:
@@ -217,3 +288,8 @@ def _report(guard: Guard, provider: str, model: Optional[str], record_id: Option
         log.warning("spendguard: %s; reporting under a new id", e)
         record.pop("id", None)
         guard.report(record)
+
+
+def _is_async(create: Callable[..., Any]) -> bool:
+    # the SDKs' async methods sit under a plain decorator (functools.wraps): look beneath it
+    return inspect.iscoroutinefunction(inspect.unwrap(create))
