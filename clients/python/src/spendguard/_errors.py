@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 
 class SpendguardError(Exception):
@@ -41,7 +41,7 @@ class Throttled(SpendguardError):
 class ReportRejected(SpendguardError):
     """The webhook refused a batch (a 4xx other than 408/409/429): it is not retried."""
 
-    def __init__(self, status: int, error: str, field: Optional[str], record_ids: list) -> None:
+    def __init__(self, status: int, error: str, field: Optional[str], record_ids: List[str]) -> None:
         where = f" at {field}" if field else ""
         super().__init__(f"usage batch refused with {status}{where}: {error}")
         self.status = status
