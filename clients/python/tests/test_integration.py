@@ -3,6 +3,7 @@ at the OpenAI and Anthropic stand-ins. Skipped, loudly, only when no spendguard 
 `serve` subcommand exists (clients/integration/serve.py says where it looks)."""
 
 import os
+import re
 import sys
 import threading
 from decimal import Decimal
@@ -94,6 +95,11 @@ def standin():
     server.shutdown()
 
 
+def counted_records(metrics, outcome):
+    match = re.search(r'^spendguard_usage_records_total\{outcome="%s"\} (\d+)$' % outcome, metrics, re.M)
+    return int(match.group(1)) if match else None
+
+
 def window_spend(serve):
     """The daily window's spend as the store counts it, read through `spendguard status --json`."""
     status = serve.cli("status", "--json")
@@ -130,6 +136,7 @@ def test_a_loop_of_sdk_calls_crosses_the_emergency_tier_and_is_counted_exactly(s
         assert guard.flush(timeout=60)
     assert blocked is not None, "40 calls did not cross the emergency tier"
     assert blocked.state == "engaged" and blocked.scope == "clients/python"
+    assert "switch on clients: reason EMERGENCY: budget clients-it" in blocked.reason, blocked.reason
     with pytest.raises(SpendBlocked):
         guard.allow()
     assert not errors, errors
@@ -142,7 +149,11 @@ def test_a_loop_of_sdk_calls_crosses_the_emergency_tier_and_is_counted_exactly(s
     assert len(replays) == 2 and replays[0][0] == replays[1][0]
     assert replays[0][1]["accepted"] == 1 and replays[1][1] == {**replays[1][1], "accepted": 0, "duplicates": 1}
 
+    # every call counted once, the replayed record as a duplicate (serve's /metrics)
+    metrics = httpx.get(f"{serve.url}/metrics").text
+    assert counted_records(metrics, "accepted") == n and counted_records(metrics, "duplicate") == 1, metrics
+
     spend, status = window_spend(serve)
     assert spend == sum(cost_of(c) for c in calls), status
-    assert any(s["state"] == "engaged" for s in status["kill_switches"]), status
+    assert [(s["scope"], s["state"]["state"]) for s in status["kill_switches"]] == [("clients", "engaged")], status
     guard.close()

@@ -128,6 +128,7 @@ test("a loop of SDK calls crosses the emergency tier, is counted exactly, and a 
     }
     assert.ok(blocked, "40 calls did not cross the emergency tier");
     assert.equal(blocked.state, "engaged");
+    assert.match(blocked.reason, /^switch on clients: reason EMERGENCY: budget clients-it/);
     await assert.rejects(guard.allow(), SpendBlocked);
     assert.deepEqual(errors, []);
 
@@ -142,13 +143,22 @@ test("a loop of SDK calls crosses the emergency tier, is counted exactly, and a 
     assert.equal(replays[1].answer.accepted, 0);
     assert.equal(replays[1].answer.duplicates, 1);
 
+    // every call counted once, the replayed record as a duplicate (serve's /metrics)
+    const metrics = await (await fetch(`${serve.served.url}/metrics`)).text();
+    const countedRecords = (outcome: string) => Number(new RegExp(`^spendguard_usage_records_total\\{outcome="${outcome}"\\} (\\d+)$`, "m").exec(metrics)?.[1]);
+    assert.equal(countedRecords("accepted"), n);
+    assert.equal(countedRecords("duplicate"), 1);
+
     const bin = process.env.SPENDGUARD_BIN ?? fileURLToPath(new URL("../../../../target/debug/spendguard", import.meta.url));
     const { stdout } = await promisify(execFile)(bin, ["status", "--json", "--store", serve.served.store]);
-    const status = JSON.parse(stdout) as { budgets_at_risk: { budget_id: string; window: string; spend: { amount: string } }[]; kill_switches: { state: string }[] };
+    const status = JSON.parse(stdout) as {
+      budgets_at_risk: { budget_id: string; window: string; spend: { amount: string } }[];
+      kill_switches: { scope: string; state: { state: string } }[];
+    };
     const windows = status.budgets_at_risk.filter((w) => w.budget_id === "clients-it" && w.window === "daily");
     assert.equal(windows.length, 1);
     assert.equal(pico(windows[0].spend.amount), calls.reduce((sum, c) => sum + picoCost(c), 0n));
-    assert.ok(status.kill_switches.some((s) => s.state === "engaged"));
+    assert.deepEqual(status.kill_switches.map((s) => [s.scope, s.state.state]), [["clients", "engaged"]]);
   } finally {
     await guard.close();
     proxy.close();
