@@ -39,6 +39,11 @@ interface Queued {
   bytes: number;
 }
 
+interface Waiting {
+  id: string;
+  record: UsageRecord;
+}
+
 export interface ReporterOptions {
   url: string;
   usageSecret: string;
@@ -60,7 +65,7 @@ export interface ReporterOptions {
 /** A bounded queue of usage records, sent in signed batches by an unref'd timer. */
 export class Reporter {
   private readonly signer: Webhook;
-  private queue: Queued[] = [];
+  private queue: Waiting[] = [];
   private head = 0; // queue[head..] are waiting (shifting a large array is slow)
   private timer: NodeJS.Timeout | null = null;
   private sending: Promise<void> | null = null;
@@ -96,8 +101,8 @@ export class Reporter {
     if (typeof id !== "string" || !RECORD_ID.test(id)) {
       throw new TypeError("id: must be 1 to 128 letters, digits, `.`, `_`, `-`, `:`");
     }
+    // encoded when sent: the caller's cost stays a copy and a push
     const full = { ...record, id, scope: record.scope ?? this.options.scope, timestamp: record.timestamp ?? nowRfc3339() };
-    const json = JSON.stringify(full);
     const stats = this.options.stats;
     if (this.waiting() >= this.options.maxQueue) {
       this.head++;
@@ -108,10 +113,10 @@ export class Reporter {
         );
       }
     }
-    this.queue.push({ id, json, bytes: Buffer.byteLength(json) });
+    this.queue.push({ id, record: full });
     stats.recordsQueued++;
-    if (this.waiting() >= this.options.maxBatchRecords) {
-      this.kick();
+    if (this.waiting() === this.options.maxBatchRecords) {
+      setImmediate(() => this.kick()); // after the caller's code: report() never encodes or signs
     } else if (this.timer === null && this.sending === null) {
       this.timer = setTimeout(() => this.kick(), this.options.flushIntervalMs);
       this.timer.unref(); // a queued report never keeps the process alive (beforeExit sends it)
@@ -189,14 +194,25 @@ export class Reporter {
     const batch: Queued[] = [];
     let size = PREFIX.length + SUFFIX.length;
     while (this.waiting() > 0 && batch.length < this.options.maxBatchRecords) {
-      const next = this.queue[this.head];
+      const { id, record } = this.queue[this.head];
+      let json: string;
+      try {
+        json = JSON.stringify(record);
+      } catch (e) {
+        // a record JSON cannot hold (a BigInt, a cycle): refused alone, surfaced
+        this.head++;
+        this.reject([{ id, json: "", bytes: 0 }], 0, `the record is not JSON: ${e instanceof Error ? e.message : String(e)}`, null);
+        continue;
+      }
+      const next = { id, json, bytes: Buffer.byteLength(json) };
       const added = next.bytes + (batch.length ? 1 : 0);
       if (batch.length && size + added > MAX_BODY_BYTES) break;
       this.head++;
       batch.push(next);
       size += added;
     }
-    if (this.head > 4096) {
+    if (this.head > 4096 && this.head * 2 > this.queue.length) {
+      // drop what was taken, once it is most of the array (amortised: never a copy per batch)
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
@@ -307,6 +323,15 @@ export function parseRetryAfter(value: string | null): number | null {
   return Math.max(0, Math.min(ms, 300_000));
 }
 
+let lastSecond = -1;
+let lastStamp = "";
+
+/** Now to the second (formatted once a second: report() is on the caller's path). */
 function nowRfc3339(): string {
-  return new Date().toISOString().replace(/\.\d{3}Z$/, "Z");
+  const second = Math.floor(Date.now() / 1000);
+  if (second !== lastSecond) {
+    lastSecond = second;
+    lastStamp = new Date(second * 1000).toISOString().replace(".000Z", "Z");
+  }
+  return lastStamp;
 }

@@ -31,14 +31,23 @@ export function wrapAnthropic<T extends object>(client: T, guard: Guard): T {
 }
 
 function proxy<T extends object>(target: T, guard: Guard, hooks: Record<string, Hook>, prefix: string): T {
+  // the guarded methods and the proxies on the way to them, made once (a guarded call's overhead)
+  const made = new Map<string, unknown>();
   return new Proxy(target, {
     get(object, name, receiver) {
+      if (typeof name === "string" && made.has(name)) return made.get(name);
       const value = Reflect.get(object, name, object);
       if (typeof name !== "string") return value;
       const path = prefix + name;
       const hook = hooks[path];
-      if (hook) return hook((value as Create).bind(object), guard);
-      if (Object.keys(hooks).some((p) => p.startsWith(`${path}.`))) return proxy(value as object, guard, hooks, `${path}.`);
+      if (hook) {
+        made.set(name, hook((value as Create).bind(object), guard));
+        return made.get(name);
+      }
+      if (Object.keys(hooks).some((p) => p.startsWith(`${path}.`))) {
+        made.set(name, proxy(value as object, guard, hooks, `${path}.`));
+        return made.get(name);
+      }
       // the SDKs' methods use private fields: they must run on the client itself, not on the proxy
       return typeof value === "function" && receiver !== object ? value.bind(object) : value;
     },

@@ -177,3 +177,18 @@ test("records queued when the process ends are sent before it exits", async () =
   server.close();
   assert.deepEqual(ids.sort(), ["exit-0", "exit-1", "exit-2"]);
 });
+
+test("a record that is not JSON is refused alone and surfaced; the others are sent", async () => {
+  const webhook = new FakeWebhook();
+  const errors: Error[] = [];
+  const guard = makeGuard(webhook, new FakeClock(), { onError: (e) => errors.push(e) });
+  guard.report(record(1));
+  const bad = guard.report({ id: "not-json", tokens_in: 10n as never });
+  guard.report(record(2));
+  await guard.flush(10_000);
+  assert.deepEqual([...webhook.counted.keys()].sort(), ["r-1", "r-2"]);
+  assert.ok(errors[0] instanceof ReportRejected);
+  assert.deepEqual(errors[0].recordIds, [bad]);
+  assert.match(errors[0].message, /not JSON/);
+  await guard.close();
+});

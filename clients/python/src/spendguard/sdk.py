@@ -46,10 +46,14 @@ class _Proxy:
         path = self._prefix + name
         hook = self._hooks.get(path)
         if hook is not None:
-            return hook(value, self._guard)
-        if any(p.startswith(path + ".") for p in self._hooks):
-            return _Proxy(value, self._guard, self._hooks, path + ".")
-        return value
+            guarded: Any = hook(value, self._guard)
+        elif any(p.startswith(path + ".") for p in self._hooks):
+            guarded = _Proxy(value, self._guard, self._hooks, path + ".")
+        else:
+            return value  # not kept: it may change on the client
+        # kept on the proxy: the next call finds it without __getattr__ (a guarded call's overhead)
+        self.__dict__[name] = guarded
+        return guarded
 
 
 # -- OpenAI --------------------------------------------------------------------------------------
