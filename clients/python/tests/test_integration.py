@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "integrat
 
 import serve as serve_module  # noqa: E402
 from llm_apis import serve as serve_standin  # noqa: E402
-from spendguard import Guard, SpendBlocked, wrap_anthropic, wrap_openai  # noqa: E402
+from spendguard import Guard, SpendBlocked, Throttled, wrap_anthropic, wrap_openai  # noqa: E402
 
 MISSING = serve_module.missing_reason()
 if MISSING:
@@ -114,7 +114,7 @@ def test_a_loop_of_sdk_calls_crosses_the_emergency_tier_and_is_counted_exactly(s
     errors = []
     # cache_seconds=0: each allow() reads the switch, so the call right after the crossing is refused
     guard = Guard(proxy.url, serve.usage_secret, serve.status_token, "clients/python", cache_seconds=0,
-                  on_error=errors.append, fail_open=False)
+                  on_error=errors.append, fail_open=False, max_calls_per_second=1)
     client_openai = wrap_openai(openai.OpenAI(api_key="sk-it-openai", base_url=f"{standin_url}/v1", max_retries=0), guard)
     client_anthropic = wrap_anthropic(anthropic.Anthropic(api_key="sk-it-anthropic", base_url=standin_url, max_retries=0), guard)
     blocked = None
@@ -156,4 +156,13 @@ def test_a_loop_of_sdk_calls_crosses_the_emergency_tier_and_is_counted_exactly(s
     spend, status = window_spend(serve)
     assert spend == sum(cost_of(c) for c in calls), status
     assert [(s["scope"], s["state"]["state"]) for s in status["kill_switches"]] == [("clients", "engaged")], status
+
+    # restored: the switch ramps, and the client throttles to the limit factor instead of failing
+    serve.cli("restore", "--scope", "clients", "--yes", "--json")
+    switch = guard.status()
+    assert switch is not None and switch.state == "restoring" and Decimal(switch.limit_factor) < 1, switch
+    guard.allow(wait=False)  # the bucket starts with one call
+    with pytest.raises(Throttled) as throttled:
+        guard.allow(wait=False)
+    assert throttled.value.limit_factor == switch.limit_factor
     guard.close()

@@ -16,7 +16,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
-import { Guard, SpendBlocked, wrapAnthropic, wrapOpenAI } from "../src/index.js";
+import { Guard, SpendBlocked, Throttled, wrapAnthropic, wrapOpenAI } from "../src/index.js";
 import { startStandin, type StandinCall } from "./helpers.js";
 
 const python = process.env.SPENDGUARD_PYTHON ?? "python3";
@@ -99,6 +99,7 @@ test("a loop of SDK calls crosses the emergency tier, is counted exactly, and a 
   const guard = new Guard(proxy.url, serve.served.usage_secret, serve.served.status_token, "clients/typescript", {
     cacheMs: 0,
     failOpen: false,
+    maxCallsPerSecond: 1,
     onError: (e) => errors.push(e),
   });
   try {
@@ -159,6 +160,13 @@ test("a loop of SDK calls crosses the emergency tier, is counted exactly, and a 
     assert.equal(windows.length, 1);
     assert.equal(pico(windows[0].spend.amount), calls.reduce((sum, c) => sum + picoCost(c), 0n));
     assert.deepEqual(status.kill_switches.map((s) => [s.scope, s.state.state]), [["clients", "engaged"]]);
+
+    // restored: the switch ramps, and the client throttles to the limit factor instead of failing
+    await promisify(execFile)(bin, ["restore", "--scope", "clients", "--yes", "--json", "--store", serve.served.store]);
+    const ramp = await guard.status();
+    assert.ok(ramp && ramp.state === "restoring" && Number(ramp.limitFactor) < 1, JSON.stringify(ramp));
+    await guard.allow({ wait: false }); // the bucket starts with one call
+    await assert.rejects(guard.allow({ wait: false }), (e: unknown) => e instanceof Throttled && e.limitFactor === ramp.limitFactor);
   } finally {
     await guard.close();
     proxy.close();
