@@ -142,8 +142,9 @@ class Guard:
             delay = self._decide(status)
             if delay == 0.0:
                 return
+            assert status is not None  # only a restoring switch makes a call wait
             if not wait or delay == float("inf"):
-                raise Throttled(self.scope, status.limit_factor if status else "?", delay)
+                raise Throttled(self.scope, status.limit_factor, delay)
             self.stats.throttled_waits += 1
             self._sleep(delay)
 
@@ -155,8 +156,9 @@ class Guard:
             delay = self._decide(status)
             if delay == 0.0:
                 return
+            assert status is not None  # only a restoring switch makes a call wait
             if not wait or delay == float("inf"):
-                raise Throttled(self.scope, status.limit_factor if status else "?", delay)
+                raise Throttled(self.scope, status.limit_factor, delay)
             self.stats.throttled_waits += 1
             await asyncio.sleep(delay)
 
