@@ -69,7 +69,8 @@ export class Guard {
   private readonly clock: () => number;
   private readonly sleep: (ms: number) => Promise<void>;
   private readonly timeoutMs: number;
-  private readonly logger: Logger;
+  /** Where the client's warnings and errors go (the wrappers use it too). */
+  readonly logger: Logger;
   private readonly bucket: TokenBucket;
   private readonly reporter: Reporter;
   private cached: SwitchStatus | null = null;

@@ -162,7 +162,7 @@ function reportingStream<S extends AsyncIterable<unknown>>(
     reported = true;
     if (usage.tokens === null) {
       // a stream abandoned before its usage arrived still cost a request: report it, and say so
-      console.warn(`spendguard: a ${provider} stream ended before its usage; reported as one request without tokens`);
+      guard.logger.warn(`spendguard: a ${provider} stream ended before its usage; reported as one request without tokens`);
     }
     report(guard, provider, usage.model, requestId ?? usage.messageId, usage.tokens ?? {});
   };
