@@ -85,7 +85,9 @@ class Reporter:
         if not isinstance(record, Mapping):
             raise ValueError("record: must be a mapping (docs/budgets.md#usage-records)")
         record = dict(record)
-        record_id = record.setdefault("id", uuid.uuid4().hex)
+        if "id" not in record:
+            record["id"] = uuid.uuid4().hex
+        record_id = record["id"]
         if not isinstance(record_id, str) or not RECORD_ID.match(record_id):
             raise ValueError("id: must be 1 to 128 letters, digits, `.`, `_`, `-`, `:`")
         record.setdefault("scope", default_scope)
@@ -128,11 +130,13 @@ class Reporter:
     def close(self, timeout: float) -> bool:
         if self._stopping:
             return not self._queue
+        deadline = time.monotonic() + timeout
         done = self.flush(timeout)
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+        # what is left of the same timeout: an exiting process waits `timeout` at most in all
+        self._thread.join(max(0.0, deadline - time.monotonic()))
         atexit.unregister(self._exit_hook)
         self._http.close()
         if not done:
