@@ -76,7 +76,8 @@ export class Reporter {
   private readonly onBeforeExit = () => {
     if (this.pending() > 0 && this.exitFlush === null) {
       this.exitFlush = this.flush(this.options.exitTimeoutMs).then((done) => {
-        if (!done) this.giveUp("at exit");
+        if (done) this.exitFlush = null; // the loop may go on (beforeExit work): flush again next time
+        else this.giveUp("at exit");
         return done;
       });
     }
