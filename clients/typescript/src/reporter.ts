@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { Webhook } from "standardwebhooks";
 import { ReportRejected } from "./errors.js";
 import type { Logger, Stats } from "./guard.js";
+import { Ring } from "./ring.js";
 
 /** A usage record (docs/budgets.md#usage-records); id, scope and timestamp are filled in when absent. */
 export interface UsageRecord {
@@ -65,8 +66,7 @@ export interface ReporterOptions {
 /** A bounded queue of usage records, sent in signed batches by an unref'd timer. */
 export class Reporter {
   private readonly signer: Webhook;
-  private queue: Waiting[] = [];
-  private head = 0; // queue[head..] are waiting (shifting a large array is slow)
+  private readonly queue: Ring<Waiting>;
   private timer: NodeJS.Timeout | null = null;
   private sending: Promise<void> | null = null;
   private abandon: (() => void) | null = null;
@@ -89,6 +89,7 @@ export class Reporter {
       throw new TypeError(`maxBatchRecords: must be 1 to ${MAX_BATCH_RECORDS}`);
     }
     this.signer = new Webhook(options.usageSecret);
+    this.queue = new Ring(options.maxQueue);
     this.abandoned = new Promise((resolve) => (this.abandon = resolve));
     process.on("beforeExit", this.onBeforeExit);
   }
@@ -105,8 +106,7 @@ export class Reporter {
     // encoded when sent: the caller's cost stays a copy and a push
     const full = { ...record, id, scope: record.scope ?? this.options.scope, timestamp: record.timestamp ?? nowRfc3339() };
     const stats = this.options.stats;
-    if (this.waiting() >= this.options.maxQueue) {
-      this.head++;
+    if (this.queue.push({ id, record: full })) {
       stats.recordsDroppedQueueFull++;
       if (stats.recordsDroppedQueueFull === 1 || stats.recordsDroppedQueueFull % 1000 === 0) {
         this.options.logger.warn(
@@ -114,7 +114,6 @@ export class Reporter {
         );
       }
     }
-    this.queue.push({ id, record: full });
     stats.recordsQueued++;
     if (this.waiting() === this.options.maxBatchRecords) {
       setImmediate(() => this.kick()); // after the caller's code: report() never encodes or signs
@@ -156,7 +155,7 @@ export class Reporter {
   }
 
   private waiting(): number {
-    return this.queue.length - this.head;
+    return this.queue.length;
   }
 
   private giveUp(when: string): void {
@@ -185,37 +184,28 @@ export class Reporter {
         this.options.onError(e instanceof Error ? e : new Error(String(e)));
       }
     }
-    if (this.head > 0) {
-      this.queue = this.queue.slice(this.head);
-      this.head = 0;
-    }
   }
 
   private takeBatch(): Queued[] {
     const batch: Queued[] = [];
     let size = PREFIX.length + SUFFIX.length;
     while (this.waiting() > 0 && batch.length < this.options.maxBatchRecords) {
-      const { id, record } = this.queue[this.head];
+      const { id, record } = this.queue.peek()!;
       let json: string;
       try {
         json = JSON.stringify(record);
       } catch (e) {
         // a record JSON cannot hold (a BigInt, a cycle): refused alone, surfaced
-        this.head++;
+        this.queue.shift();
         this.reject([{ id, json: "", bytes: 0 }], 0, `the record is not JSON: ${e instanceof Error ? e.message : String(e)}`, null);
         continue;
       }
       const next = { id, json, bytes: Buffer.byteLength(json) };
       const added = next.bytes + (batch.length ? 1 : 0);
       if (batch.length && size + added > MAX_BODY_BYTES) break;
-      this.head++;
+      this.queue.shift();
       batch.push(next);
       size += added;
-    }
-    if (this.head > 4096 && this.head * 2 > this.queue.length) {
-      // drop what was taken, once it is most of the array (amortised: never a copy per batch)
-      this.queue = this.queue.slice(this.head);
-      this.head = 0;
     }
     return batch;
   }

@@ -192,3 +192,16 @@ test("a record that is not JSON is refused alone and surfaced; the others are se
   assert.match(errors[0].message, /not JSON/);
   await guard.close();
 });
+
+test("while a send hangs, the queue holds at most maxQueue records besides the batch in flight", async () => {
+  const webhook = new FakeWebhook();
+  const hanging = (() => new Promise<Response>(() => {})) as typeof fetch;
+  const guard = makeGuard(webhook, new FakeClock(), { fetch: hanging, maxQueue: 10 });
+  guard.report(record(0));
+  void guard.flush(); // the first batch is now in flight, and never answered
+  for (let n = 1; n <= 100_000; n++) guard.report(record(n));
+  const reporter = (guard as unknown as { reporter: { queue: { length: number } } }).reporter;
+  assert.ok(reporter.queue.length <= 10 + 1000, `${reporter.queue.length} records retained`);
+  assert.equal(guard.stats.recordsDroppedQueueFull, 100_000 - 10);
+  await guard.close(0);
+});
