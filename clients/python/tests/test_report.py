@@ -115,7 +115,7 @@ def test_one_refused_record_is_surfaced_and_the_others_are_sent(make_guard, webh
     webhook.script = [lambda d: httpx.Response(400, json={"error": "unknown model", "field": "records[1].model"})]
     guard = make_guard(on_error=errors.append)
     for n in range(3):
-        guard.report(record(n))
+        guard.report(record(n, model="gpt-5" if n == 1 else "gpt-4o"))
     assert guard.flush(timeout=10)
     assert sorted(webhook.counted) == ["r-0", "r-2"]
     assert errors[0].record_ids == ["r-1"] and errors[0].field == "records[1].model"
@@ -204,3 +204,31 @@ def test_a_record_that_is_not_json_is_surfaced_and_the_others_sent(make_guard, w
     assert sorted(webhook.counted) == ["r-1", "r-2"]
     assert isinstance(errors[0], ReportRejected) and errors[0].record_ids == [bad]
     assert "not JSON" in str(errors[0])
+
+
+def refuse_model(model):
+    """The webhook refusing the first record with `model` (not in its price book), naming it."""
+
+    def answer(delivery):
+        for i, r in enumerate(delivery["records"]):
+            if r.get("model") == model:
+                return httpx.Response(400, json={"error": f"no price for openai/{model}", "field": f"records[{i}].model"})
+        return None
+
+    return answer
+
+
+def test_records_refused_for_the_same_field_value_cost_one_request_not_one_each(make_guard, webhook):
+    webhook.script = [refuse_model("gpt-5")] * 10
+    errors = []
+    guard = make_guard(on_error=errors.append)
+    for n in range(1000):
+        guard.report(record(n, model="gpt-5"))
+    guard.report(record(1000))
+    assert guard.flush(timeout=10)
+    assert len(webhook.deliveries) <= 3
+    assert len(errors) == 1 and isinstance(errors[0], ReportRejected)
+    assert sorted(errors[0].record_ids) == sorted(f"r-{n}" for n in range(1000))
+    assert errors[0].field == "records[0].model"
+    assert list(webhook.counted) == ["r-1000"]
+    assert guard.stats.records_rejected == 1000 and guard.stats.records_sent == 1

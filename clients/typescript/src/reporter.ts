@@ -233,9 +233,11 @@ export class Reporter {
       const match = RECORD_FIELD.exec(field ?? "");
       const index = match ? Number(match[1]) : -1;
       if (index >= 0 && index < batch.length) {
-        // one record refused the whole batch: surface it, send the others again
-        this.reject([batch[index]], answer.status, error, field);
-        batch = [...batch.slice(0, index), ...batch.slice(index + 1)];
+        // one record refused the whole batch: surface it with every record holding the same value
+        // in that field (refused alike: not one request each), send the others again
+        const refused = sameValue(batch, index, field!);
+        this.reject(batch.filter((_, i) => refused.has(i)), answer.status, error, field);
+        batch = batch.filter((_, i) => !refused.has(i));
         continue;
       }
       return this.reject(batch, answer.status, error, field);
@@ -295,6 +297,25 @@ export class Reporter {
     this.options.stats.recordsRejected += batch.length;
     this.options.onError(new ReportRejected(status, error, field, batch.map((r) => r.id)));
   }
+}
+
+const MISSING = Symbol("missing");
+
+/** The indexes of the records whose value at `field` (records[i].a.b) equals record `index`'s. */
+function sameValue(batch: Queued[], index: number, field: string): Set<number> {
+  const path = field.replace(RECORD_FIELD, "").split(".").filter((key) => key !== "");
+  if (path.length === 0) return new Set([index]); // the record as a whole: nothing to compare
+  const valueAt = (json: string): string | typeof MISSING => {
+    let value: unknown = JSON.parse(json);
+    for (const key of path) {
+      if (value === null || typeof value !== "object" || !Object.hasOwn(value, key)) return MISSING;
+      value = (value as Record<string, unknown>)[key];
+    }
+    return JSON.stringify(value);
+  };
+  const refusedValue = valueAt(batch[index].json);
+  if (refusedValue === MISSING) return new Set([index]);
+  return new Set(batch.flatMap((r, i) => (i === index || valueAt(r.json) === refusedValue ? [i] : [])));
 }
 
 /** Exponential backoff with full jitter: senders that failed together do not retry together. */

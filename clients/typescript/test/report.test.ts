@@ -118,7 +118,7 @@ test("a 4xx is not retried and is surfaced; one refused record does not sink the
   guard.report(record(0));
   guard.report(record(1)); // the first batch: refused with 401
   await guard.flush(10_000);
-  for (let n = 2; n < 5; n++) guard.report(record(n));
+  for (let n = 2; n < 5; n++) guard.report(record(n, n === 3 ? { model: "gpt-5" } : {}));
   await guard.flush(10_000);
   assert.ok(errors[0] instanceof ReportRejected);
   assert.equal(errors[0].status, 401);
@@ -204,4 +204,26 @@ test("while a send hangs, the queue holds at most maxQueue records besides the b
   assert.ok(reporter.queue.length <= 10 + 1000, `${reporter.queue.length} records retained`);
   assert.equal(guard.stats.recordsDroppedQueueFull, 100_000 - 10);
   await guard.close(0);
+});
+
+test("records refused for the same field value cost one request, not one each", async () => {
+  const webhook = new FakeWebhook();
+  const refuseGpt5 = (d: { records: Record<string, unknown>[] }) => {
+    const i = d.records.findIndex((r) => r.model === "gpt-5");
+    return i < 0 ? null : Response.json({ error: "no price for openai/gpt-5", field: `records[${i}].model` }, { status: 400 });
+  };
+  webhook.script = Array.from({ length: 10 }, () => refuseGpt5);
+  const errors: Error[] = [];
+  const guard = makeGuard(webhook, new FakeClock(), { onError: (e) => errors.push(e) });
+  for (let n = 0; n < 1000; n++) guard.report(record(n, { model: "gpt-5" }));
+  guard.report(record(1000));
+  assert.equal(await guard.flush(10_000), true);
+  assert.ok(webhook.deliveries.length <= 3, `${webhook.deliveries.length} deliveries`);
+  assert.equal(errors.length, 1);
+  assert.ok(errors[0] instanceof ReportRejected);
+  assert.equal(errors[0].recordIds.length, 1000);
+  assert.equal(errors[0].field, "records[0].model");
+  assert.deepEqual([...webhook.counted.keys()], ["r-1000"]);
+  assert.equal(guard.stats.recordsRejected, 1000);
+  await guard.close();
 });

@@ -15,7 +15,7 @@ import uuid
 import weakref
 from collections import deque
 from decimal import Decimal
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Set, Tuple
 
 import httpx
 from standardwebhooks import Webhook
@@ -220,9 +220,11 @@ class Reporter:
             error, field = _error_and_field(answer)
             index = _record_index(field)
             if index is not None and index < len(batch):
-                # one record refused the whole batch: surface it, send the others again
-                self._reject([batch[index]], status, error, field)
-                batch = batch[:index] + batch[index + 1 :]
+                # one record refused the whole batch: surface it with every record holding the same
+                # value in that field (refused alike: not one request each), send the others again
+                refused = _same_value(batch, index, field or "")
+                self._reject([batch[i] for i in refused], status, error, field)
+                batch = [r for i, r in enumerate(batch) if i not in refused]
                 continue
             self._reject(batch, status, error, field)
             return
@@ -293,6 +295,29 @@ def _error_and_field(answer: Any) -> Tuple[str, Optional[str]]:
 def _record_index(field: Optional[str]) -> Optional[int]:
     match = _RECORD_FIELD.match(field or "")
     return int(match.group(1)) if match else None
+
+
+_MISSING = object()
+
+
+def _same_value(batch: List[Tuple[str, str]], index: int, field: str) -> Set[int]:
+    """The indexes of the records whose value at `field` (records[i].a.b) equals record `index`'s."""
+    path = [key for key in _RECORD_FIELD.sub("", field).split(".") if key]
+    if not path:
+        return {index}  # the record as a whole: nothing to compare
+
+    def value_at(encoded: str) -> Any:
+        value: Any = json.loads(encoded)
+        for key in path:
+            if not isinstance(value, dict) or key not in value:
+                return _MISSING
+            value = value[key]
+        return value
+
+    refused_value = value_at(batch[index][1])
+    if refused_value is _MISSING:
+        return {index}
+    return {i for i, (_, encoded) in enumerate(batch) if i == index or value_at(encoded) == refused_value}
 
 
 _last_second: Tuple[int, str] = (-1, "")
