@@ -131,3 +131,15 @@ def test_bad_options_are_refused_naming_them():
         Guard("http://x", "whsec_eA==", "t", "")
     with pytest.raises(ValueError, match="^max_calls_per_second"):
         Guard("http://x", "whsec_eA==", "t", "a", max_calls_per_second=0)
+
+
+def test_a_guard_that_times_out_is_not_waited_for_on_every_call(make_guard, webhook, clock):
+    def times_out(request):
+        webhook.status_reads += 1
+        clock.now += 2.0  # the request's timeout
+        raise httpx.ConnectTimeout("timed out", request=request)
+
+    guard = make_guard(transport=httpx.MockTransport(times_out))
+    guard.allow()
+    guard.allow()
+    assert webhook.status_reads == 1

@@ -198,7 +198,9 @@ export class Guard {
       this.stats.guardUnreachable++;
       this.cached = null;
       this.statusError = e instanceof Error ? `${e.message}${causeOf(e)}` : String(e);
-      this.cachedUntil = now + Math.min(this.cacheMs, UNREACHABLE_RETRY_MS);
+      // counted from the failure, not the start: a read that timed out must not leave the next
+      // call to wait for the same timeout again
+      this.cachedUntil = this.clock() + Math.min(this.cacheMs, UNREACHABLE_RETRY_MS);
       if (!this.inOutage) {
         this.inOutage = true;
         this.stats.outages++;

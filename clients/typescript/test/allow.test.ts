@@ -111,3 +111,18 @@ test("bad options are refused naming them", async () => {
   assert.throws(() => new Guard("http://x", "whsec_eA==", "t", ""), /^TypeError: scope/);
   assert.throws(() => new Guard("http://x", "whsec_eA==", "t", "a", { maxCallsPerSecond: 0 }), /^TypeError: maxCallsPerSecond/);
 });
+
+test("a guard that times out is not waited for on every call", async () => {
+  const webhook = new FakeWebhook();
+  const clock = new FakeClock();
+  const timesOut = (async () => {
+    webhook.statusReads++;
+    clock.now += 2000; // the request's timeout
+    throw new DOMException("The operation was aborted due to timeout", "TimeoutError");
+  }) as typeof fetch;
+  const guard = makeGuard(webhook, clock, { fetch: timesOut });
+  await guard.allow();
+  await guard.allow();
+  assert.equal(webhook.statusReads, 1);
+  await guard.close();
+});

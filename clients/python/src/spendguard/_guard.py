@@ -196,7 +196,9 @@ class Guard:
             self.stats.guard_unreachable += 1
             self._status = None
             self._status_error = str(e) or type(e).__name__
-            self._status_expires = now + min(self.cache_seconds, UNREACHABLE_RETRY_SECONDS)
+            # counted from the failure, not the start: a read that timed out must not leave the
+            # next call to wait for the same timeout again
+            self._status_expires = self._clock() + min(self.cache_seconds, UNREACHABLE_RETRY_SECONDS)
             if not self._in_outage:
                 self._in_outage = True
                 self.stats.outages += 1
