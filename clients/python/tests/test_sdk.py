@@ -60,6 +60,22 @@ def test_openai_stream_is_reported_from_its_last_chunk(standin, make_guard, webh
         "gpt-4o-mini", call["usage"]["input"], call["usage"]["cached"], call["usage"]["output"])
 
 
+def test_openai_stream_reads_like_the_sdks_own_when_usage_was_not_asked_for(standin, make_guard, webhook):
+    server, url = standin
+    guard = make_guard()
+    client = wrap_openai(openai_client(url), guard)
+    stream = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True)
+    # caller code written for the plain SDK: every chunk has a choice
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+    assert text == "Spend is guarded."
+    assert guard.flush(timeout=10)
+    assert webhook.counted[last_call(server)["request_id"]]["tokens_out"] == last_call(server)["usage"]["output"]
+    # asked for: the usage chunk is the caller's
+    stream = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True,
+                                            stream_options={"include_usage": True})
+    assert list(stream)[-1].choices == []
+
+
 def test_anthropic_call_and_stream_are_reported(standin, make_guard, webhook):
     server, url = standin
     guard = make_guard()

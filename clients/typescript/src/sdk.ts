@@ -61,9 +61,10 @@ const openaiChatCreate: Hook = (create, guard) => async (...args) => {
   const [params, ...rest] = args as [Record<string, unknown>, ...unknown[]];
   if (params?.stream) {
     // the usage of a stream comes only in a last chunk, and only when asked for
+    const asked = (params.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true;
     const options = { ...((params.stream_options as object) ?? {}), include_usage: true };
     const { data, request_id } = await create({ ...params, stream_options: options }, ...rest).withResponse();
-    return reportingStream(data as AsyncIterable<unknown>, guard, "openai", request_id, new OpenAIStreamUsage());
+    return reportingStream(data as AsyncIterable<unknown>, guard, "openai", request_id, new OpenAIStreamUsage(!asked));
   }
   const { data, request_id } = await create(...args).withResponse();
   const completion = data as Response;
@@ -86,6 +87,14 @@ class OpenAIStreamUsage {
   model: string | undefined;
   messageId: string | undefined;
   tokens: Tokens | null = null;
+
+  /** hideUsageChunk: the caller did not ask for the usage chunk (it has no choices): read, not yielded. */
+  constructor(private readonly hideUsageChunk: boolean) {}
+
+  hidden(chunk: unknown): boolean {
+    const c = chunk as { usage?: unknown; choices?: unknown[] };
+    return this.hideUsageChunk && c.usage != null && (c.choices?.length ?? 0) === 0;
+  }
 
   see(chunk: unknown): void {
     const c = chunk as Response;
@@ -123,6 +132,10 @@ class AnthropicStreamUsage {
   model: string | undefined;
   messageId: string | undefined;
   tokens: Tokens | null = null;
+
+  hidden(): boolean {
+    return false;
+  }
 
   see(event: unknown): void {
     const e = event as { type?: string; message?: Response; usage?: Usage | null };
@@ -170,7 +183,7 @@ function reportingStream<S extends AsyncIterable<unknown>>(
     try {
       for await (const item of stream) {
         usage.see(item);
-        yield item;
+        if (!usage.hidden(item)) yield item;
       }
     } finally {
       finish();

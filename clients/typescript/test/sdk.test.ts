@@ -51,6 +51,26 @@ test("an OpenAI stream is reported from its last chunk", async () => {
   await guard.close();
 });
 
+test("an OpenAI stream reads like the SDK's own when usage was not asked for", async () => {
+  const webhook = new FakeWebhook();
+  const guard = makeGuard(webhook, new FakeClock());
+  const client = wrapOpenAI(openai(), guard);
+  const stream = await client.chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "hi" }], stream: true });
+  let text = "";
+  // caller code written for the plain SDK: every chunk has a choice
+  for await (const chunk of stream) text += chunk.choices[0].delta.content ?? "";
+  assert.equal(text, "Spend is guarded.");
+  await guard.flush(10_000);
+  const call = await lastCall();
+  assert.equal(webhook.counted.get(call.request_id)!.tokens_out, call.usage.output);
+  // asked for: the usage chunk is the caller's
+  const asked = await client.chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "hi" }], stream: true, stream_options: { include_usage: true } });
+  const chunks = [];
+  for await (const chunk of asked) chunks.push(chunk);
+  assert.deepEqual(chunks.at(-1)!.choices, []);
+  await guard.close();
+});
+
 test("an Anthropic call and stream are reported", async () => {
   const webhook = new FakeWebhook();
   const guard = makeGuard(webhook, new FakeClock());

@@ -63,29 +63,35 @@ def _openai_chat_create(create: Callable[..., Any], guard: Guard) -> Callable[..
     def with_usage_chunk(kwargs: Dict[str, Any]) -> Dict[str, Any]:
         if kwargs.get("stream"):
             # the usage of a stream comes only in a last chunk, and only when asked for
-            kwargs["stream_options"] = {**(kwargs.get("stream_options") or {}), "include_usage": True}
+            return {**kwargs, "stream_options": {**(kwargs.get("stream_options") or {}), "include_usage": True}}
         return kwargs
 
     def reported(completion: Any) -> Any:
         _report(guard, "openai", completion.model, _request_id(completion, completion.id), _openai_tokens(completion.usage))
         return completion
 
+    def stream_usage(kwargs: Dict[str, Any]) -> "_OpenAIStreamUsage":
+        asked = bool((kwargs.get("stream_options") or {}).get("include_usage"))
+        return _OpenAIStreamUsage(hide_usage_chunk=not asked)
+
     if _is_async(create):  # AsyncOpenAI
 
         async def guarded_async(*args: Any, **kwargs: Any) -> Any:
             await guard.allow_async()
+            usage = stream_usage(kwargs) if kwargs.get("stream") else None
             answer = await create(*args, **with_usage_chunk(kwargs))
-            if kwargs.get("stream"):
-                return _AsyncReportingStream(answer, guard, _OpenAIStreamUsage())
+            if usage is not None:
+                return _AsyncReportingStream(answer, guard, usage)
             return reported(answer)
 
         return guarded_async
 
     def guarded(*args: Any, **kwargs: Any) -> Any:
         guard.allow()
+        usage = stream_usage(kwargs) if kwargs.get("stream") else None
         answer = create(*args, **with_usage_chunk(kwargs))
-        if kwargs.get("stream"):
-            return _ReportingStream(answer, guard, _OpenAIStreamUsage())
+        if usage is not None:
+            return _ReportingStream(answer, guard, usage)
         return reported(answer)
 
     return guarded
@@ -107,7 +113,9 @@ def _openai_tokens(usage: Any) -> Dict[str, int]:
 class _OpenAIStreamUsage:
     provider = "openai"
 
-    def __init__(self) -> None:
+    def __init__(self, hide_usage_chunk: bool) -> None:
+        # the caller did not ask for the usage chunk (it has no choices): read it, do not yield it
+        self.hide_usage_chunk = hide_usage_chunk
         self.model: Optional[str] = None
         self.message_id: Optional[str] = None
         self.tokens: Optional[Dict[str, int]] = None
@@ -118,6 +126,9 @@ class _OpenAIStreamUsage:
         usage = getattr(chunk, "usage", None)
         if usage is not None:
             self.tokens = _openai_tokens(usage)
+
+    def hidden(self, chunk: Any) -> bool:
+        return self.hide_usage_chunk and getattr(chunk, "usage", None) is not None and not getattr(chunk, "choices", None)
 
 
 # -- Anthropic -----------------------------------------------------------------------------------
@@ -162,6 +173,9 @@ def _anthropic_tokens(usage: Any) -> Dict[str, int]:
 class _AnthropicStreamUsage:
     provider = "anthropic"
 
+    def hidden(self, event: Any) -> bool:
+        return False
+
     def __init__(self) -> None:
         self.model: Optional[str] = None
         self.message_id: Optional[str] = None
@@ -202,7 +216,8 @@ class _ReportingStream:
         try:
             for item in self._stream:
                 self._usage.see(item)
-                yield item
+                if not self._usage.hidden(item):
+                    yield item
         finally:
             self._finish()
 
@@ -240,7 +255,8 @@ class _AsyncReportingStream:
         try:
             async for item in self._stream:
                 self._usage.see(item)
-                yield item
+                if not self._usage.hidden(item):
+                    yield item
         finally:
             self._finish()
 
