@@ -116,6 +116,39 @@ def test_an_engaged_switch_stops_the_call_before_it_reaches_the_provider(standin
     assert len(server.usage.calls) == before
 
 
+def test_copies_parse_and_stream_helpers_do_not_get_around_the_switch(standin, make_guard, webhook):
+    server, url = standin
+    webhook.status = {"state": "engaged", "limit_factor": "0", "switch_scope": "openai"}
+    guard = make_guard()
+    before = len(server.usage.calls)
+    client = wrap_openai(openai_client(url), guard)
+    messages = [{"role": "user", "content": "hi"}]
+    for copy in (client.with_options(timeout=5), client.copy(max_retries=0)):
+        with pytest.raises(SpendBlocked):
+            copy.chat.completions.create(model="gpt-4o", messages=messages)
+    with pytest.raises(SpendBlocked):
+        client.chat.completions.parse(model="gpt-4o", messages=messages)
+    with pytest.raises(NotImplementedError, match="create"):
+        client.chat.completions.stream(model="gpt-4o", messages=messages)
+    claude = wrap_anthropic(anthropic_client(url), guard)
+    with pytest.raises(SpendBlocked):
+        claude.with_options(timeout=5).messages.create(model="claude-sonnet-4", max_tokens=8, messages=messages)
+    with pytest.raises(SpendBlocked):
+        claude.messages.parse(model="claude-sonnet-4", max_tokens=8, messages=messages)
+    with pytest.raises(NotImplementedError, match="create"):
+        claude.messages.stream(model="claude-sonnet-4", max_tokens=8, messages=messages)
+    assert len(server.usage.calls) == before
+
+
+def test_parse_is_reported_like_create(standin, make_guard, webhook):
+    server, url = standin
+    guard = make_guard()
+    wrap_openai(openai_client(url), guard).with_options(timeout=5).chat.completions.parse(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert guard.flush(timeout=10)
+    assert webhook.counted[last_call(server)["request_id"]]["tokens_out"] == last_call(server)["usage"]["output"]
+
+
 def test_other_client_attributes_pass_through(standin, make_guard):
     _, url = standin
     client = wrap_openai(openai_client(url), make_guard())

@@ -14,21 +14,43 @@ import type { Guard } from "./guard.js";
 import type { UsageRecord } from "./reporter.js";
 
 type Create = (...args: unknown[]) => { withResponse(): Promise<{ data: unknown; request_id: string | null }> };
-type Hook = (create: Create, guard: Guard) => (...args: unknown[]) => Promise<unknown>;
+type Hook = (create: Create, guard: Guard) => (...args: unknown[]) => unknown;
 type Tokens = Pick<UsageRecord, "tokens_in" | "tokens_out" | "tokens_cached" | "tokens_cache_write">;
 // the SDKs' response shapes, as far as the wrappers read them
 type Usage = Record<string, unknown> & { prompt_tokens_details?: { cached_tokens?: number | null } | null };
 type Response = { id?: string; model?: string; usage?: Usage | null };
 
-/** Guards `chat.completions.create` of an `openai` client (streaming included). */
+/**
+ * Guards `chat.completions.create` (streaming included) and `parse` of an `openai` client, and the
+ * clients `withOptions()` makes; `chat.completions.stream()` and `runTools()` throw rather than run
+ * unguarded.
+ */
 export function wrapOpenAI<T extends object>(client: T, guard: Guard): T {
-  return proxy(client, guard, { "chat.completions.create": openaiChatCreate }, "");
+  return proxy(client, guard, OPENAI_HOOKS, "");
 }
 
-/** Guards `messages.create` of an `@anthropic-ai/sdk` client (streaming included). */
+/**
+ * Guards `messages.create` (streaming included) and `parse` of an `@anthropic-ai/sdk` client, and
+ * the clients `withOptions()` makes; `messages.stream()` throws rather than run unguarded.
+ */
 export function wrapAnthropic<T extends object>(client: T, guard: Guard): T {
-  return proxy(client, guard, { "messages.create": anthropicMessagesCreate }, "");
+  return proxy(client, guard, ANTHROPIC_HOOKS, "");
 }
+
+/** `withOptions()` makes a new client: it is wrapped like the one it came from. */
+const rewrapped =
+  (hooks: Record<string, Hook>): Hook =>
+  (makeClient, guard) =>
+  (...args) =>
+    proxy(makeClient(...args) as object, guard, hooks, "");
+
+/** A helper the wrapper cannot guard: refused loudly, never passed through around the switch. */
+const unsupported =
+  (name: string, instead: string): Hook =>
+  () =>
+  () => {
+    throw new Error(`spendguard: ${name}() is not guarded by the wrapper; use ${instead} instead`);
+  };
 
 function proxy<T extends object>(target: T, guard: Guard, hooks: Record<string, Hook>, prefix: string): T {
   // the guarded methods and the proxies on the way to them, made once (a guarded call's overhead)
@@ -117,6 +139,21 @@ const anthropicMessagesCreate: Hook = (create, guard) => async (...args) => {
   report(guard, "anthropic", message.model, request_id ?? message.id, anthropicTokens(message.usage));
   return data;
 };
+
+const OPENAI_HOOKS: Record<string, Hook> = {
+  "chat.completions.create": openaiChatCreate,
+  "chat.completions.parse": openaiChatCreate,
+  "chat.completions.stream": unsupported("chat.completions.stream", "chat.completions.create({ stream: true })"),
+  "chat.completions.runTools": unsupported("chat.completions.runTools", "chat.completions.create"),
+};
+OPENAI_HOOKS.withOptions = rewrapped(OPENAI_HOOKS);
+
+const ANTHROPIC_HOOKS: Record<string, Hook> = {
+  "messages.create": anthropicMessagesCreate,
+  "messages.parse": anthropicMessagesCreate,
+  "messages.stream": unsupported("messages.stream", "messages.create({ stream: true })"),
+};
+ANTHROPIC_HOOKS.withOptions = rewrapped(ANTHROPIC_HOOKS);
 
 function anthropicTokens(usage: Usage | null | undefined): Tokens {
   // Anthropic's input_tokens already excludes cache reads and cache writes

@@ -115,6 +115,34 @@ test("an engaged switch stops the call before it reaches the provider", async ()
   await guard.close();
 });
 
+test("copies, parse and the stream helpers do not get around the switch", async () => {
+  const webhook = new FakeWebhook();
+  webhook.status = { state: "engaged", limit_factor: "0", switch_scope: "openai" };
+  const guard = makeGuard(webhook, new FakeClock());
+  const before = (await standin.calls()).length;
+  const messages = [{ role: "user" as const, content: "hi" }];
+  const client = wrapOpenAI(openai(), guard);
+  await assert.rejects(client.withOptions({ timeout: 5000 }).chat.completions.create({ model: "gpt-4o", messages }), SpendBlocked);
+  await assert.rejects(client.chat.completions.parse({ model: "gpt-4o", messages }), SpendBlocked);
+  assert.throws(() => client.chat.completions.stream({ model: "gpt-4o", messages }), /not guarded.*create/);
+  const claude = wrapAnthropic(anthropic(), guard);
+  await assert.rejects(claude.withOptions({ timeout: 5000 }).messages.create({ model: "claude-sonnet-4", max_tokens: 8, messages }), SpendBlocked);
+  await assert.rejects(claude.messages.parse({ model: "claude-sonnet-4", max_tokens: 8, messages }), SpendBlocked);
+  assert.throws(() => claude.messages.stream({ model: "claude-sonnet-4", max_tokens: 8, messages }), /not guarded.*create/);
+  assert.equal((await standin.calls()).length, before);
+  await guard.close();
+});
+
+test("parse is reported like create", async () => {
+  const webhook = new FakeWebhook();
+  const guard = makeGuard(webhook, new FakeClock());
+  await wrapOpenAI(openai(), guard).withOptions({ timeout: 5000 }).chat.completions.parse({ model: "gpt-4o", messages: [{ role: "user", content: "hi" }] });
+  await guard.flush(10_000);
+  const call = await lastCall();
+  assert.equal(webhook.counted.get(call.request_id)!.tokens_out, call.usage.output);
+  await guard.close();
+});
+
 test("other client attributes pass through", async () => {
   const guard = makeGuard(new FakeWebhook(), new FakeClock());
   const client = wrapOpenAI(openai(), guard);

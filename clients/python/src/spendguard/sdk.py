@@ -23,13 +23,40 @@ Hook = Callable[[Callable[..., Any], Guard], Callable[..., Any]]
 
 
 def wrap_openai(client: Any, guard: Guard) -> Any:
-    """Guards `chat.completions.create` of an `openai.OpenAI` or `AsyncOpenAI` client (streams included)."""
-    return _Proxy(client, guard, {"chat.completions.create": _openai_chat_create}, "")
+    """Guards `chat.completions.create` (streams included) and `parse` of an `openai.OpenAI` or
+    `AsyncOpenAI` client, and the clients `with_options()`/`copy()` make; `chat.completions.stream()`
+    is refused (NotImplementedError) rather than let through unguarded."""
+    return _Proxy(client, guard, _OPENAI_HOOKS, "")
 
 
 def wrap_anthropic(client: Any, guard: Guard) -> Any:
-    """Guards `messages.create` of an `anthropic.Anthropic` or `AsyncAnthropic` client (streams included)."""
-    return _Proxy(client, guard, {"messages.create": _anthropic_messages_create}, "")
+    """Guards `messages.create` (streams included) and `parse` of an `anthropic.Anthropic` or
+    `AsyncAnthropic` client, and the clients `with_options()`/`copy()` make; `messages.stream()` is
+    refused (NotImplementedError) rather than let through unguarded."""
+    return _Proxy(client, guard, _ANTHROPIC_HOOKS, "")
+
+
+def _rewrapped(hooks: Dict[str, "Hook"]) -> "Hook":
+    """`with_options()`/`copy()` make a new client: it is wrapped like the one it came from."""
+
+    def hook(make_client: Callable[..., Any], guard: Guard) -> Callable[..., Any]:
+        return lambda *args, **kwargs: _Proxy(make_client(*args, **kwargs), guard, hooks, "")
+
+    return hook
+
+
+def _unsupported(instead: str) -> "Hook":
+    """A helper the wrapper cannot guard: refused loudly, never passed through around the switch."""
+
+    def hook(method: Callable[..., Any], guard: Guard) -> Callable[..., Any]:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise NotImplementedError(
+                f"spendguard: {method.__qualname__}() is not guarded by the wrapper; use {instead} instead"
+            )
+
+        return refuse
+
+    return hook
 
 
 class _Proxy:
@@ -158,6 +185,21 @@ def _anthropic_messages_create(create: Callable[..., Any], guard: Guard) -> Call
         return reported(answer)
 
     return guarded
+
+
+_OPENAI_HOOKS: Dict[str, Hook] = {
+    "chat.completions.create": _openai_chat_create,
+    "chat.completions.parse": _openai_chat_create,
+    "chat.completions.stream": _unsupported("chat.completions.create(stream=True)"),
+}
+_OPENAI_HOOKS["with_options"] = _OPENAI_HOOKS["copy"] = _rewrapped(_OPENAI_HOOKS)
+
+_ANTHROPIC_HOOKS: Dict[str, Hook] = {
+    "messages.create": _anthropic_messages_create,
+    "messages.parse": _anthropic_messages_create,
+    "messages.stream": _unsupported("messages.create(stream=True)"),
+}
+_ANTHROPIC_HOOKS["with_options"] = _ANTHROPIC_HOOKS["copy"] = _rewrapped(_ANTHROPIC_HOOKS)
 
 
 def _anthropic_tokens(usage: Any) -> Dict[str, int]:
