@@ -143,3 +143,36 @@ def test_a_guard_that_times_out_is_not_waited_for_on_every_call(make_guard, webh
     guard.allow()
     guard.allow()
     assert webhook.status_reads == 1
+
+
+def test_a_call_waiting_for_its_turn_sees_the_switch_engage_meanwhile(make_guard, webhook, clock):
+    webhook.status = {"state": "restoring", "limit_factor": "0.1"}
+
+    def sleep_while_the_switch_engages(seconds):
+        clock.sleep(seconds)
+        webhook.status = {"state": "engaged", "limit_factor": "0"}
+
+    guard = make_guard(cache_seconds=0.5, sleep=sleep_while_the_switch_engages)
+    guard.allow()  # the one call the bucket holds at 10/s x 0.1
+    with pytest.raises(SpendBlocked):
+        guard.allow()  # waits a second for its turn; the switch engaged meanwhile
+
+
+def test_an_async_call_waiting_for_its_turn_sees_the_switch_engage_meanwhile(make_guard, webhook, clock, monkeypatch):
+    import asyncio
+
+    webhook.status = {"state": "restoring", "limit_factor": "0.1"}
+
+    async def sleep_while_the_switch_engages(seconds):
+        clock.sleep(seconds)
+        webhook.status = {"state": "engaged", "limit_factor": "0"}
+
+    monkeypatch.setattr(asyncio, "sleep", sleep_while_the_switch_engages)
+    guard = make_guard(cache_seconds=0.5)
+
+    async def two_calls():
+        await guard.allow_async()
+        await guard.allow_async()
+
+    with pytest.raises(SpendBlocked):
+        asyncio.run(two_calls())

@@ -137,18 +137,19 @@ export class Guard {
    * the call waits for its turn, with `{ wait: false }` it throws Throttled.
    */
   async allow(options: { wait?: boolean } = {}): Promise<void> {
-    const status = this.clock() < this.cachedUntil ? this.cached : await this.status();
-    if (status === null) {
-      if (this.failOpen) {
-        this.stats.allowedWhileUnreachable++;
-        return;
-      }
-      throw new GuardUnavailable(this.scope, this.statusError ?? "guard unreachable");
-    }
-    if (status.state === "open") return;
-    if (status.state === "engaged") throw new SpendBlocked(this.scope, status.state, reasonOf(status));
     const wait = options.wait ?? true;
     for (;;) {
+      // read again after each wait: a switch that engaged meanwhile stops the call
+      const status = this.clock() < this.cachedUntil ? this.cached : await this.status();
+      if (status === null) {
+        if (this.failOpen) {
+          this.stats.allowedWhileUnreachable++;
+          return;
+        }
+        throw new GuardUnavailable(this.scope, this.statusError ?? "guard unreachable");
+      }
+      if (status.state === "open") return;
+      if (status.state === "engaged") throw new SpendBlocked(this.scope, status.state, reasonOf(status));
       const delay = this.bucket.take();
       if (delay === 0) return;
       if (!wait || delay === Infinity) throw new Throttled(this.scope, status.limitFactor, delay);

@@ -126,3 +126,17 @@ test("a guard that times out is not waited for on every call", async () => {
   assert.equal(webhook.statusReads, 1);
   await guard.close();
 });
+
+test("a call waiting for its turn sees the switch engage meanwhile", async () => {
+  const webhook = new FakeWebhook();
+  webhook.status = { state: "restoring", limit_factor: "0.1" };
+  const clock = new FakeClock();
+  const sleep = async (ms: number) => {
+    await clock.sleep(ms);
+    webhook.status = { state: "engaged", limit_factor: "0" };
+  };
+  const guard = makeGuard(webhook, clock, { cacheMs: 500, sleep });
+  await guard.allow(); // the one call the bucket holds at 10/s x 0.1
+  await assert.rejects(guard.allow(), SpendBlocked); // waits a second for its turn; engaged meanwhile
+  await guard.close();
+});

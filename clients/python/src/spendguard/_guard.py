@@ -137,8 +137,9 @@ class Guard:
         `max_calls_per_second * limit_factor`: with wait=True the call sleeps for its turn, with
         wait=False it raises Throttled.
         """
-        status = self.status()
         while True:
+            # read again after each wait: a switch that engaged meanwhile stops the call
+            status = self.status()
             delay = self._decide(status)
             if delay == 0.0:
                 return
@@ -151,8 +152,9 @@ class Guard:
     async def allow_async(self, wait: bool = True) -> None:
         """`allow()` for asyncio code: the switch is read in a worker thread when the cache is
         stale, and a throttled call awaits its turn instead of blocking the event loop."""
-        status = self._status if self._clock() < self._status_expires else await asyncio.to_thread(self.status)
         while True:
+            # read again after each wait: a switch that engaged meanwhile stops the call
+            status = self._status if self._clock() < self._status_expires else await asyncio.to_thread(self.status)
             delay = self._decide(status)
             if delay == 0.0:
                 return
