@@ -54,7 +54,11 @@ class FakeWebhook:
         assert request.url.path == "/usage" and request.method == "POST"
         body = request.content.decode()
         Webhook(SECRET).verify(body, dict(request.headers))  # raises when the signature is wrong
-        records = json.loads(body)["records"]
+        try:
+            # like serve's parser: NaN and Infinity are not JSON
+            records = json.loads(body, parse_constant=_not_json)["records"]
+        except ValueError as e:
+            return httpx.Response(400, json={"error": f"body: {e}", "field": "body"})
         delivery = {"webhook_id": request.headers["webhook-id"], "body": body, "ids": [r["id"] for r in records], "records": records}
         with self.lock:
             self.deliveries.append(delivery)
@@ -79,6 +83,10 @@ class FakeWebhook:
                     self.counted[r["id"]] = r
                     accepted += 1
         return httpx.Response(200, json={"accepted": accepted, "duplicates": duplicates, "alerts_published": 0})
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 @pytest.fixture

@@ -232,3 +232,21 @@ def test_records_refused_for_the_same_field_value_cost_one_request_not_one_each(
     assert errors[0].field == "records[0].model"
     assert list(webhook.counted) == ["r-1000"]
     assert guard.stats.records_rejected == 1000 and guard.stats.records_sent == 1
+
+
+def test_a_nan_is_refused_at_report_naming_the_field_and_loses_no_other_record(make_guard, webhook):
+    errors = []
+    guard = make_guard(on_error=errors.append)
+    for n in range(999):
+        guard.report(record(n))
+    with pytest.raises(ValueError, match="^tokens_in: must be a finite number"):
+        guard.report(record(999, tokens_in=float("nan")))
+    with pytest.raises(ValueError, match=r"^cost\.amount: must be a finite number"):
+        guard.report(record(1000, cost={"amount": float("inf"), "currency": "USD"}))
+    # a NaN put in after report() (the record is copied, its nested values are not) is refused alone
+    cost = {"amount": 1.5, "currency": "USD"}
+    late = guard.report(record(1001, cost=cost))
+    cost["amount"] = float("nan")
+    assert guard.flush(timeout=10)
+    assert len(webhook.counted) == 999 and guard.stats.records_sent == 999
+    assert [e.record_ids for e in errors] == [[late]]

@@ -103,6 +103,7 @@ export class Reporter {
     if (typeof id !== "string" || !RECORD_ID.test(id)) {
       throw new TypeError("id: must be 1 to 128 letters, digits, `.`, `_`, `-`, `:`");
     }
+    refuseNonFinite(record, "");
     // encoded when sent: the caller's cost stays a copy and a push
     const full = { ...record, id, scope: record.scope ?? this.options.scope, timestamp: record.timestamp ?? nowRfc3339() };
     const stats = this.options.stats;
@@ -296,6 +297,17 @@ export class Reporter {
   private reject(batch: Queued[], status: number, error: string, field: string | null): void {
     this.options.stats.recordsRejected += batch.length;
     this.options.onError(new ReportRejected(status, error, field, batch.map((r) => r.id)));
+  }
+}
+
+/** NaN and Infinity are not JSON (JSON.stringify would send null): refused at report(), naming the field. */
+function refuseNonFinite(value: unknown, path: string): void {
+  if (typeof value === "number" && !Number.isFinite(value)) {
+    throw new TypeError(`${path || "record"}: must be a finite number, not ${value}`);
+  }
+  if (Array.isArray(value)) value.forEach((item, i) => refuseNonFinite(item, `${path}[${i}]`));
+  else if (value !== null && typeof value === "object") {
+    for (const [key, item] of Object.entries(value)) refuseNonFinite(item, path ? `${path}.${key}` : key);
   }
 }
 

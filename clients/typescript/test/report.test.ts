@@ -227,3 +227,14 @@ test("records refused for the same field value cost one request, not one each", 
   assert.equal(guard.stats.recordsRejected, 1000);
   await guard.close();
 });
+
+test("a NaN or an Infinity is refused at report() naming the field (JSON would turn it into null)", async () => {
+  const webhook = new FakeWebhook();
+  const guard = makeGuard(webhook, new FakeClock());
+  for (let n = 0; n < 999; n++) guard.report(record(n));
+  assert.throws(() => guard.report(record(999, { tokens_in: NaN })), /^TypeError: tokens_in: must be a finite number/);
+  assert.throws(() => guard.report(record(1000, { cost: { amount: Infinity, currency: "USD" } })), /^TypeError: cost\.amount: must be a finite number/);
+  assert.equal(await guard.flush(10_000), true);
+  assert.equal(webhook.counted.size, 999);
+  await guard.close();
+});

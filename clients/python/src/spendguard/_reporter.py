@@ -7,6 +7,7 @@ import datetime
 import email.utils
 import json
 import logging
+import math
 import random
 import re
 import threading
@@ -90,6 +91,7 @@ class Reporter:
         record_id = record["id"]
         if not isinstance(record_id, str) or not RECORD_ID.match(record_id):
             raise ValueError("id: must be 1 to 128 letters, digits, `.`, `_`, `-`, `:`")
+        _refuse_non_finite(record, "")
         record.setdefault("scope", default_scope)
         if "timestamp" not in record:
             record["timestamp"] = _now_rfc3339()
@@ -183,7 +185,8 @@ class Reporter:
         while self._queue and len(batch) < self._max_batch:
             record_id, record = self._queue[0]
             try:
-                encoded = json.dumps(record, separators=(",", ":"), default=_json_default)
+                # NaN and Infinity are not JSON (the webhook refuses the whole body): refused alone
+                encoded = json.dumps(record, separators=(",", ":"), default=_json_default, allow_nan=False)
             except (TypeError, ValueError) as e:
                 self._queue.popleft()
                 self._reject([(record_id, "")], 0, f"the record is not JSON: {e}", None)
@@ -338,6 +341,18 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, datetime.datetime):
         return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _refuse_non_finite(value: Any, path: str) -> None:
+    """NaN and Infinity cannot be sent (not JSON): refused at report(), naming the field."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path or 'record'}: must be a finite number, not {value}")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _refuse_non_finite(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _refuse_non_finite(item, f"{path}[{i}]")
 
 
 def _log_error(error: Exception) -> None:
