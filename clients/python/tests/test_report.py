@@ -250,3 +250,12 @@ def test_a_nan_is_refused_at_report_naming_the_field_and_loses_no_other_record(m
     assert guard.flush(timeout=10)
     assert len(webhook.counted) == 999 and guard.stats.records_sent == 999
     assert [e.record_ids for e in errors] == [[late]]
+
+
+@pytest.mark.parametrize("date", ["Sun Nov  6 08:49:37 1994", "Sun, 06 Nov 1994 08:49:37 -0000", "Sun, 06 Nov 1994 08:49:37 GMT"])
+def test_retry_after_as_an_http_date_in_any_of_its_forms_is_honoured(make_guard, webhook, date):
+    webhook.script = [lambda d: httpx.Response(503, headers={"retry-after": date}, json={"error": "store unavailable"})]
+    guard = make_guard()
+    guard.report(record(1))
+    assert guard.flush(timeout=10)
+    assert guard.stats.records_sent == 1 and guard.stats.retries == 1

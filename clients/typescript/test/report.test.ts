@@ -238,3 +238,21 @@ test("a NaN or an Infinity is refused at report() naming the field (JSON would t
   assert.equal(webhook.counted.size, 999);
   await guard.close();
 });
+
+test("Retry-After as an HTTP date, in each of its forms", async () => {
+  const { parseRetryAfter } = await import("../src/reporter.js");
+  const later = new Date(Date.now() + 60_000);
+  for (const form of [later.toUTCString(), later.toUTCString().replace("GMT", "-0000"), "Sun Nov  6 08:49:37 1994"]) {
+    const ms = parseRetryAfter(form);
+    assert.ok(ms !== null && ms >= 0 && ms <= 60_000, `${form} -> ${ms}`);
+  }
+  const webhook = new FakeWebhook();
+  webhook.script = [() => Response.json({ error: "store unavailable" }, { status: 503, headers: { "retry-after": "Sun Nov  6 08:49:37 1994" } })];
+  const clock = new FakeClock();
+  const guard = makeGuard(webhook, clock);
+  guard.report(record(1));
+  assert.equal(await guard.flush(10_000), true);
+  assert.deepEqual(clock.slept, [0]); // a date in the past: retry now
+  assert.equal(guard.stats.recordsSent, 1);
+  await guard.close();
+});

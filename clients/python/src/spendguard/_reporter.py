@@ -283,6 +283,8 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
+        if when.tzinfo is None:  # the asctime and `-0000` forms: HTTP dates are always GMT
+            when = when.replace(tzinfo=datetime.timezone.utc)
         seconds = (when - datetime.datetime.now(tz=datetime.timezone.utc)).total_seconds()
     return max(0.0, min(seconds, 300.0))
 
