@@ -116,7 +116,8 @@ export class Guard {
       exitTimeoutMs: options.exitTimeoutMs ?? 5000,
       onError: options.onError ?? ((e) => this.logger.error(`spendguard: ${e.message}`)),
       logger: this.logger,
-      sleep: this.sleep,
+      // a retry's wait never keeps the process alive: at exit, beforeExit's bounded flush decides
+      sleep: options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms).unref())),
     });
   }
 

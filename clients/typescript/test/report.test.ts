@@ -256,3 +256,27 @@ test("Retry-After as an HTTP date, in each of its forms", async () => {
   assert.equal(guard.stats.recordsSent, 1);
   await guard.close();
 });
+
+test("a process exits within exitTimeoutMs when the webhook asks it to retry much later", async () => {
+  let deliveries = 0;
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      deliveries++;
+      res.writeHead(503, { "retry-after": "30", "content-type": "application/json" }).end('{"error":"store unavailable"}');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  const index = fileURLToPath(new URL("../src/index.js", import.meta.url));
+  const script = `
+    const { Guard } = await import(${JSON.stringify(index)});
+    const guard = new Guard("http://127.0.0.1:${port}", ${JSON.stringify(SECRET)}, "t", "openai/prod", { flushIntervalMs: 3600000, exitTimeoutMs: 500 });
+    guard.report({ id: "exit-0", tokens_in: 1 });
+  `;
+  // the kill timer is far above the 500 ms asked for: the test checks that it exits, not how fast
+  const child = await promisify(execFile)(process.execPath, ["--input-type=module", "-e", script], { timeout: 10_000 }).catch((e: { killed?: boolean; stderr?: string }) => e);
+  server.close();
+  assert.notEqual((child as { killed?: boolean }).killed, true, "still running after 10 s: killed");
+  assert.equal(deliveries, 1);
+});
