@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -259,3 +260,17 @@ def test_retry_after_as_an_http_date_in_any_of_its_forms_is_honoured(make_guard,
     guard.report(record(1))
     assert guard.flush(timeout=10)
     assert guard.stats.records_sent == 1 and guard.stats.retries == 1
+
+
+def test_records_in_flight_at_close_are_counted_as_not_sent(make_guard, webhook, caplog):
+    webhook.script = [lambda d: httpx.Response(503, json={"error": "store unavailable"})] * 100
+    released = threading.Event()
+    guard = make_guard(sleep=lambda seconds: released.wait(30))  # the retry waits past close's timeout
+    try:
+        for n in range(3):
+            guard.report(record(n))
+        with caplog.at_level(logging.ERROR, logger="spendguard"):
+            assert not guard.close(0.3)
+        assert "3 usage records not sent at close" in caplog.text
+    finally:
+        released.set()

@@ -69,6 +69,7 @@ export class Reporter {
   private readonly queue: Ring<Waiting>;
   private timer: NodeJS.Timeout | null = null;
   private sending: Promise<void> | null = null;
+  private inFlight = 0; // records of the batch being sent
   private abandon: (() => void) | null = null;
   private abandoned: Promise<void>;
   private closed = false;
@@ -160,7 +161,8 @@ export class Reporter {
   }
 
   private giveUp(when: string): void {
-    this.options.logger.error(`spendguard: ${this.waiting()} usage records not sent ${when}`);
+    // the batch still being retried included
+    this.options.logger.error(`spendguard: ${this.waiting() + this.inFlight} usage records not sent ${when}`);
     this.abandon?.();
   }
 
@@ -178,11 +180,14 @@ export class Reporter {
   private async drain(): Promise<void> {
     while (this.waiting() > 0) {
       const batch = this.takeBatch();
+      this.inFlight = batch.length;
       try {
         await this.send(batch);
       } catch (e) {
         this.options.stats.recordsDroppedAfterRetries += batch.length;
         this.options.onError(e instanceof Error ? e : new Error(String(e)));
+      } finally {
+        this.inFlight = 0;
       }
     }
   }
@@ -222,7 +227,7 @@ export class Reporter {
       const answer = await this.deliver(messageId, body);
       if (typeof answer === "string") {
         this.options.stats.recordsDroppedAfterRetries += batch.length;
-        this.options.onError(new Error(`usage batch of ${batch.length} records not delivered after ${this.options.maxRetries} retries: ${answer}`));
+        this.options.onError(new Error(`usage batch of ${batch.length} records not delivered: ${answer}`));
         return;
       }
       if (answer.status >= 200 && answer.status < 300) {
@@ -289,9 +294,9 @@ export class Reporter {
         this.options.sleep(retryAfter ?? backoff(attempt)).then(() => false),
         this.abandoned.then(() => true),
       ]);
-      if (stopped) return `${last}; given up`;
+      if (stopped) return `${last}; given up after ${attempt} retries (closing)`;
     }
-    return last;
+    return `${last}; given up after ${this.options.maxRetries} retries`;
   }
 
   private reject(batch: Queued[], status: number, error: string, field: string | null): void {

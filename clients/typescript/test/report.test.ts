@@ -103,7 +103,7 @@ test("gives up after maxRetries and says so", async () => {
   assert.equal(webhook.deliveries.length, 3);
   assert.equal(webhook.counted.size, 0);
   assert.equal(guard.stats.recordsDroppedAfterRetries, 1);
-  assert.match(errors[0].message, /not delivered after 2 retries/);
+  assert.match(errors[0].message, /not delivered: answered 503; given up after 2 retries/);
   await guard.close();
 });
 
@@ -279,4 +279,16 @@ test("a process exits within exitTimeoutMs when the webhook asks it to retry muc
   server.close();
   assert.notEqual((child as { killed?: boolean }).killed, true, "still running after 10 s: killed");
   assert.equal(deliveries, 1);
+  assert.match(String((child as { stderr?: string }).stderr), /1 usage records not sent at exit/);
+});
+
+test("records in flight at close are counted as not sent", async () => {
+  const webhook = new FakeWebhook();
+  webhook.script = Array.from({ length: 100 }, () => () => Response.json({ error: "store unavailable" }, { status: 503 }));
+  const errors: string[] = [];
+  const never = () => new Promise<void>(() => {}); // the retry waits past close's timeout
+  const guard = makeGuard(webhook, new FakeClock(), { sleep: never, logger: { warn: () => {}, error: (m) => errors.push(m) } });
+  for (let n = 0; n < 3; n++) guard.report(record(n));
+  assert.equal(await guard.close(50), false);
+  assert.deepEqual(errors, ["spendguard: 3 usage records not sent at close"]);
 });

@@ -142,7 +142,9 @@ class Reporter:
         atexit.unregister(self._exit_hook)
         self._http.close()
         if not done:
-            log.error("spendguard: %d usage records not sent at close", len(self._queue))
+            with self._cond:
+                unsent = len(self._queue) + self._in_flight  # the batch still being retried included
+            log.error("spendguard: %d usage records not sent at close", unsent)
         return done
 
     # -- the background sender ---------------------------------------------------------------
