@@ -274,3 +274,10 @@ def test_records_in_flight_at_close_are_counted_as_not_sent(make_guard, webhook,
         assert "3 usage records not sent at close" in caplog.text
     finally:
         released.set()
+
+
+def test_report_after_close_is_refused_loudly(make_guard):
+    guard = make_guard()
+    guard.close(1)
+    with pytest.raises(RuntimeError, match="report\\(\\) after close\\(\\)"):
+        guard.report(record(1))

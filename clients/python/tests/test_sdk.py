@@ -149,6 +149,21 @@ def test_parse_is_reported_like_create(standin, make_guard, webhook):
     assert webhook.counted[last_call(server)["request_id"]]["tokens_out"] == last_call(server)["usage"]["output"]
 
 
+def test_a_wrapped_call_the_provider_answered_never_raises_for_its_report(standin, make_guard, caplog):
+    import logging
+
+    server, url = standin
+    guard = make_guard()
+    client = wrap_openai(openai_client(url), guard)
+    guard.allow()  # the switch read while the guard was open (cached)
+    guard.close(1)
+    with caplog.at_level(logging.ERROR, logger="spendguard"):
+        answer = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert answer.choices[0].message.content == "Spend is guarded."
+    assert guard.stats.reports_lost == 1
+    assert "report() after close()" in caplog.text and last_call(server)["request_id"] in caplog.text
+
+
 def test_other_client_attributes_pass_through(standin, make_guard):
     _, url = standin
     client = wrap_openai(openai_client(url), make_guard())

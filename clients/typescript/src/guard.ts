@@ -56,6 +56,8 @@ export class Stats {
   recordsDroppedAfterRetries = 0;
   batchesSent = 0;
   retries = 0;
+  /** Wrapped calls whose usage could not be queued (logged as errors). */
+  reportsLost = 0;
 }
 
 /** One application's link to spendguard for one scope: `allow()` before spending, `report()` after. */

@@ -144,8 +144,8 @@ export class Reporter {
 
   async close(timeoutMs: number): Promise<boolean> {
     if (this.closed) return this.waiting() === 0;
+    this.closed = true; // from now on report() is refused: nothing would send it
     const done = await this.flush(timeoutMs);
-    this.closed = true;
     process.off("beforeExit", this.onBeforeExit);
     if (this.timer) clearTimeout(this.timer);
     if (!done) this.giveUp("at close");

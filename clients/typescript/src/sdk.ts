@@ -240,10 +240,18 @@ function report(guard: Guard, provider: string, model: string | undefined, id: s
   if (model) record.model = model;
   if (id) record.id = id;
   try {
-    guard.report(record);
+    try {
+      guard.report(record);
+    } catch (e) {
+      if (!(e instanceof TypeError) || !e.message.startsWith("id:")) throw e;
+      // an id the webhook would refuse: report under a fresh one instead
+      guard.logger.warn(`spendguard: ${e.message}; reporting under a new id`);
+      delete record.id;
+      guard.report(record);
+    }
   } catch (e) {
-    // an id the webhook would refuse: report under a fresh one instead
-    delete record.id;
-    guard.report(record);
+    // the provider has answered (and billed): the caller gets its answer, the loss is loud
+    guard.stats.reportsLost++;
+    guard.logger.error(`spendguard: the usage of a ${provider} call (id ${id}) was not reported: ${e instanceof Error ? e.message : String(e)}`);
   }
 }

@@ -143,6 +143,21 @@ test("parse is reported like create", async () => {
   await guard.close();
 });
 
+test("a wrapped call the provider answered never throws for its report", async () => {
+  const errors: string[] = [];
+  const guard = makeGuard(new FakeWebhook(), new FakeClock(), { logger: { warn: () => {}, error: (m) => errors.push(m) } });
+  const client = wrapOpenAI(openai(), guard);
+  await guard.allow(); // the switch read while the guard was open (cached)
+  await guard.close();
+  assert.throws(() => guard.report({ tokens_in: 1 }), /report\(\) after close\(\)/);
+  const answer = await client.chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "hi" }] });
+  assert.equal(answer.choices[0].message.content, "Spend is guarded.");
+  assert.equal(guard.stats.reportsLost, 1);
+  assert.equal(errors.length, 1);
+  assert.match(errors[0], /report\(\) after close\(\)/);
+  assert.ok(errors[0].includes((await lastCall()).request_id));
+});
+
 test("other client attributes pass through", async () => {
   const guard = makeGuard(new FakeWebhook(), new FakeClock());
   const client = wrapOpenAI(openai(), guard);

@@ -47,6 +47,7 @@ class Stats:
         self.records_dropped_after_retries = 0
         self.batches_sent = 0
         self.retries = 0
+        self.reports_lost = 0  # wrapped calls whose usage could not be queued (logged as errors)
 
     def as_dict(self) -> Dict[str, int]:
         return dict(vars(self))
@@ -225,7 +226,8 @@ class Guard:
     def report(self, record: Mapping[str, Any]) -> str:
         """Queues one usage record (docs/budgets.md#usage-records) and returns its id.
 
-        Never blocks and never raises for the network: records are sent in the background. The
+        Never blocks and never raises for the network: records are sent in the background (it
+        raises ValueError for a record that cannot be sent, RuntimeError after close()). The
         scope defaults to the Guard's, the timestamp to now, the id to a new unique one (kept
         across retries, so a replayed batch counts nothing twice).
         """

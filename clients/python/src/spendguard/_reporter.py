@@ -74,6 +74,7 @@ class Reporter:
         self._in_flight = 0
         self._flush_requested = False
         self._stopping = False
+        self._closed = False
         self._oldest_queued_at = 0.0
         self._thread = threading.Thread(target=self._run, name="spendguard-reporter", daemon=True)
         self._thread.start()
@@ -83,6 +84,9 @@ class Reporter:
         atexit.register(self._exit_hook)
 
     def add(self, record: Mapping[str, Any], default_scope: str) -> str:
+        if self._closed:
+            # nothing would send it: refused loudly, not queued to be lost
+            raise RuntimeError("spendguard: report() after close()")
         if not isinstance(record, Mapping):
             raise ValueError("record: must be a mapping (docs/budgets.md#usage-records)")
         record = dict(record)
@@ -130,8 +134,9 @@ class Reporter:
             return True
 
     def close(self, timeout: float) -> bool:
-        if self._stopping:
+        if self._closed:
             return not self._queue
+        self._closed = True
         deadline = time.monotonic() + timeout
         done = self.flush(timeout)
         with self._cond:

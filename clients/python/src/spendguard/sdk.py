@@ -345,11 +345,16 @@ def _report(guard: Guard, provider: str, model: Optional[str], record_id: Option
     if record_id:
         record["id"] = record_id
     try:
-        guard.report(record)
-    except ValueError as e:  # an id the webhook would refuse: report under a fresh one instead
-        log.warning("spendguard: %s; reporting under a new id", e)
-        record.pop("id", None)
-        guard.report(record)
+        try:
+            guard.report(record)
+        except ValueError as e:  # an id the webhook would refuse: report under a fresh one instead
+            log.warning("spendguard: %s; reporting under a new id", e)
+            record.pop("id", None)
+            guard.report(record)
+    except Exception as e:
+        # the provider has answered (and billed): the caller gets its answer, the loss is loud
+        guard.stats.reports_lost += 1
+        log.error("spendguard: the usage of a %s call (id %s) was not reported: %s", provider, record_id, e)
 
 
 def _is_async(create: Callable[..., Any]) -> bool:
