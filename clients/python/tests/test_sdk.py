@@ -104,6 +104,23 @@ def test_a_stream_closed_early_is_still_reported_as_a_request(standin, make_guar
     assert counted["requests"] == 1 and counted["provider"] == "openai"
 
 
+def test_a_stream_dropped_without_being_read_is_reported_as_a_request_with_a_warning(standin, make_guard, webhook, caplog):
+    import gc
+    import logging
+
+    server, url = standin
+    guard = make_guard()
+    client = wrap_openai(openai_client(url), guard)
+    with caplog.at_level(logging.WARNING, logger="spendguard"):
+        stream = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True)
+        del stream
+        gc.collect()
+    assert guard.flush(timeout=10)
+    counted = webhook.counted[last_call(server)["request_id"]]
+    assert counted["requests"] == 1 and counted["provider"] == "openai"
+    assert "stream ended before its usage" in caplog.text
+
+
 def test_an_engaged_switch_stops_the_call_before_it_reaches_the_provider(standin, make_guard, webhook):
     server, url = standin
     webhook.status = {"state": "engaged", "limit_factor": "0", "switch_scope": "openai"}

@@ -198,7 +198,53 @@ class AnthropicStreamUsage {
 
 // -- shared ---------------------------------------------------------------------------------------
 
-/** The SDK's stream, unchanged, reporting its usage once when it ends or is abandoned. */
+/** One stream's report: made once, when the stream ends, is closed, or is dropped unread. */
+class StreamReport {
+  started = false;
+  private reported = false;
+
+  constructor(
+    private readonly guard: Guard,
+    private readonly provider: string,
+    private readonly requestId: string | null,
+    readonly usage: OpenAIStreamUsage | AnthropicStreamUsage,
+  ) {}
+
+  finish(): void {
+    if (this.reported) return;
+    this.reported = true;
+    const { guard, provider, usage } = this;
+    if (usage.tokens === null) {
+      // a stream abandoned before its usage arrived still cost a request: report it, and say so
+      guard.logger.warn(`spendguard: a ${provider} stream ended before its usage (closed early, or dropped unread); reported as one request without tokens`);
+    }
+    report(guard, provider, usage.model, this.requestId ?? usage.messageId, usage.tokens ?? {});
+  }
+}
+
+// a stream dropped without ever being read is reported when it is collected (the SDK cannot tell)
+const unread = new FinalizationRegistry<StreamReport>((streamReport) => {
+  if (!streamReport.started) streamReport.finish();
+});
+
+/** Every item the SDK's stream yields, seen by the report, which is made when the items end. */
+async function* capture(items: AsyncIterator<unknown>, streamReport: StreamReport): AsyncGenerator<unknown> {
+  streamReport.started = true;
+  try {
+    for (let next = await items.next(); !next.done; next = await items.next()) {
+      streamReport.usage.see(next.value);
+      if (!streamReport.usage.hidden(next.value)) yield next.value;
+    }
+  } finally {
+    await items.return?.();
+    streamReport.finish();
+  }
+}
+
+/**
+ * The SDK's stream itself, its iterator replaced by one that captures the usage: `for await`,
+ * `tee()` and `toReadableStream()` all read through it (both SDKs' streams read `this.iterator()`).
+ */
 function reportingStream<S extends AsyncIterable<unknown>>(
   stream: S,
   guard: Guard,
@@ -206,33 +252,18 @@ function reportingStream<S extends AsyncIterable<unknown>>(
   requestId: string | null,
   usage: OpenAIStreamUsage | AnthropicStreamUsage,
 ): S {
-  let reported = false;
-  const finish = () => {
-    if (reported) return;
-    reported = true;
-    if (usage.tokens === null) {
-      // a stream abandoned before its usage arrived still cost a request: report it, and say so
-      guard.logger.warn(`spendguard: a ${provider} stream ended before its usage; reported as one request without tokens`);
-    }
-    report(guard, provider, usage.model, requestId ?? usage.messageId, usage.tokens ?? {});
-  };
-  async function* iterate() {
-    try {
-      for await (const item of stream) {
-        usage.see(item);
-        if (!usage.hidden(item)) yield item;
-      }
-    } finally {
-      finish();
-    }
+  const streamReport = new StreamReport(guard, provider, requestId, usage);
+  const sdkStream = stream as S & { iterator?: () => AsyncIterator<unknown> };
+  const iterator = sdkStream.iterator;
+  if (typeof iterator !== "function") {
+    // the call was made (and billed): never throw now; count it as a request, loudly
+    guard.logger.error(`spendguard: this ${provider} SDK's stream has no iterator() to read its usage from`);
+    streamReport.finish();
+    return stream;
   }
-  return new Proxy(stream, {
-    get(object, name) {
-      if (name === Symbol.asyncIterator) return iterate;
-      const value = Reflect.get(object, name, object);
-      return typeof value === "function" ? value.bind(object) : value;
-    },
-  });
+  sdkStream.iterator = () => capture(iterator.call(stream), streamReport);
+  unread.register(stream, streamReport);
+  return stream;
 }
 
 function report(guard: Guard, provider: string, model: string | undefined, id: string | null | undefined, tokens: Tokens): void {

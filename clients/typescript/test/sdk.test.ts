@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
 import { SpendBlocked, wrapAnthropic, wrapOpenAI } from "../src/index.js";
@@ -101,6 +103,45 @@ test("a stream abandoned early is still reported as a request", async () => {
   await guard.flush(10_000);
   const counted = webhook.counted.get((await lastCall()).request_id)!;
   assert.equal(counted.requests, 1);
+  await guard.close();
+});
+
+test("a stream read through tee() or toReadableStream() is reported with its usage", async () => {
+  const webhook = new FakeWebhook();
+  const guard = makeGuard(webhook, new FakeClock());
+  const client = wrapOpenAI(openai(), guard);
+  const params = { model: "gpt-4o", messages: [{ role: "user" as const, content: "hi" }], stream: true as const };
+  const [left, right] = (await client.chat.completions.create(params)).tee();
+  for await (const _ of left);
+  for await (const _ of right);
+  const teed = await lastCall();
+  const readable = (await client.chat.completions.create(params)).toReadableStream();
+  for await (const _ of readable);
+  const read = await lastCall();
+  await guard.flush(10_000);
+  for (const call of [teed, read]) assert.equal(webhook.counted.get(call.request_id)?.tokens_out, call.usage.output);
+  await guard.close();
+});
+
+test("a stream dropped without being read is reported as a request, with a warning", async () => {
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  const webhook = new FakeWebhook();
+  const warnings: string[] = [];
+  const guard = makeGuard(webhook, new FakeClock(), { logger: { warn: (m) => warnings.push(m), error: () => {} } });
+  const client = wrapOpenAI(openai(), guard);
+  await (async () => {
+    await client.chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "hi" }], stream: true });
+  })(); // the stream is not kept
+  const call = await lastCall();
+  // finalizers run after a collection, as a later task: collect until it ran (a bounded number of times)
+  for (let i = 0; i < 50 && guard.stats.recordsQueued === 0; i++) {
+    gc();
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  await guard.flush(10_000);
+  assert.equal(webhook.counted.get(call.request_id)?.requests, 1);
+  assert.match(warnings.join("\n"), /stream ended before its usage/);
   await guard.close();
 });
 

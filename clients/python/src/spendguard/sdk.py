@@ -278,6 +278,11 @@ class _ReportingStream:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
+    def __del__(self) -> None:
+        # dropped without being read to its end or closed: the request still cost, report it
+        if "_reported" in self.__dict__:
+            self._finish()
+
     def _finish(self) -> None:
         if not self._reported:
             self._reported = True
@@ -317,6 +322,11 @@ class _AsyncReportingStream:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
+    def __del__(self) -> None:
+        # dropped without being read to its end or closed: the request still cost, report it
+        if "_reported" in self.__dict__:
+            self._finish()
+
     def _finish(self) -> None:
         if not self._reported:
             self._reported = True
@@ -326,7 +336,10 @@ class _AsyncReportingStream:
 def _report_stream(guard: Guard, stream: Any, usage: Any) -> None:
     if usage.tokens is None:
         # a stream closed before its usage arrived still cost a request: report it, and say so
-        log.warning("spendguard: a %s stream ended before its usage; reported as one request without tokens", usage.provider)
+        log.warning(
+            "spendguard: a %s stream ended before its usage (closed early, or dropped unread); reported as one request without tokens",
+            usage.provider,
+        )
     response = getattr(stream, "response", None)
     headers = getattr(response, "headers", None) or {}
     header = "x-request-id" if usage.provider == "openai" else "request-id"
