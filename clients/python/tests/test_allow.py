@@ -176,3 +176,28 @@ def test_an_async_call_waiting_for_its_turn_sees_the_switch_engage_meanwhile(mak
 
     with pytest.raises(SpendBlocked):
         asyncio.run(two_calls())
+
+
+def test_configuration_mistakes_are_refused_naming_the_argument():
+    from spendguard import Guard
+
+    with pytest.raises(ValueError, match="^url"):
+        Guard("guard.example.com", "whsec_eA==", "t", "a")
+    with pytest.raises(ValueError, match="^url"):
+        Guard("ftp://guard.example.com", "whsec_eA==", "t", "a")
+    with pytest.raises(ValueError, match="^status_token"):
+        Guard("https://guard.example.com", "whsec_eA==", "", "a")
+
+
+def test_a_refused_status_token_is_logged_as_an_error(make_guard, webhook, caplog):
+    from spendguard import Guard
+
+    guard = Guard("http://guard.test", "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "wrong-token", "openai/prod",
+                  transport=httpx.MockTransport(webhook.handle))
+    try:
+        with caplog.at_level(logging.WARNING, logger="spendguard"):
+            guard.allow()
+        [entry] = [r for r in caplog.records if "cannot be read" in r.getMessage()]
+        assert entry.levelno == logging.ERROR and "401" in entry.getMessage()
+    finally:
+        guard.close()

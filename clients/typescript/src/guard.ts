@@ -88,6 +88,12 @@ export class Guard {
     readonly scope: string,
     options: GuardOptions = {},
   ) {
+    if (typeof url !== "string" || !/^https?:\/\//.test(url)) {
+      throw new TypeError("url: must be the guard's http:// or https:// address");
+    }
+    if (typeof statusToken !== "string" || statusToken === "") {
+      throw new TypeError("statusToken: must be the guard's (non-empty) status token");
+    }
     if (typeof scope !== "string" || scope === "") {
       throw new TypeError("scope: must be a non-empty scope such as openai/prod/key-7f3a");
     }
@@ -182,6 +188,7 @@ export class Guard {
   private async refresh(): Promise<void> {
     const now = this.clock();
     let status: SwitchStatus;
+    let refused = false; // a refused token is a configuration mistake, not an outage that will pass
     try {
       const answer = await this.fetch(`${this.url}/status?scope=${encodeURIComponent(this.scope)}`, {
         headers: { authorization: `Bearer ${this.statusToken}` },
@@ -189,6 +196,7 @@ export class Guard {
       });
       const body = (await answer.json().catch(() => null)) as Record<string, unknown> | null;
       if (answer.status !== 200) {
+        refused = answer.status === 401 || answer.status === 403;
         throw new Error(`GET /status answered ${answer.status}: ${String(body?.error ?? "")}`);
       }
       if (!body || typeof body.state !== "string") throw new Error("GET /status answered without a state");
@@ -208,7 +216,8 @@ export class Guard {
       if (!this.inOutage) {
         this.inOutage = true;
         this.stats.outages++;
-        this.logger.warn(
+        (refused ? this.logger.error : this.logger.warn).call(
+          this.logger,
           `spendguard: the guard at ${this.url} cannot be read (${this.statusError}); calls are ` +
             `${this.failOpen ? "ALLOWED (fail-open)" : "REFUSED (fail-closed)"} until it answers`,
         );

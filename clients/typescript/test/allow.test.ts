@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { GuardUnavailable, SpendBlocked, Throttled } from "../src/index.js";
-import { FakeClock, FakeWebhook, makeGuard } from "./helpers.js";
+import { Guard, GuardUnavailable, SpendBlocked, Throttled } from "../src/index.js";
+import { FakeClock, FakeWebhook, SECRET, makeGuard } from "./helpers.js";
 
 test("an open switch allows and is read once per cache period", async () => {
   const webhook = new FakeWebhook();
@@ -138,5 +138,24 @@ test("a call waiting for its turn sees the switch engage meanwhile", async () =>
   const guard = makeGuard(webhook, clock, { cacheMs: 500, sleep });
   await guard.allow(); // the one call the bucket holds at 10/s x 0.1
   await assert.rejects(guard.allow(), SpendBlocked); // waits a second for its turn; engaged meanwhile
+  await guard.close();
+});
+
+test("configuration mistakes are refused naming the argument", () => {
+  assert.throws(() => new Guard("guard.example.com", SECRET, "t", "a"), /^TypeError: url/);
+  assert.throws(() => new Guard("ftp://guard.example.com", SECRET, "t", "a"), /^TypeError: url/);
+  assert.throws(() => new Guard("https://guard.example.com", SECRET, "", "a"), /^TypeError: statusToken/);
+});
+
+test("a refused status token is logged as an error", async () => {
+  const webhook = new FakeWebhook();
+  const logged: string[] = [];
+  const guard = new Guard("http://guard.test", SECRET, "wrong-token", "openai/prod", {
+    fetch: webhook.fetch,
+    logger: { warn: (m) => logged.push(`warn ${m}`), error: (m) => logged.push(`error ${m}`) },
+  });
+  await guard.allow();
+  assert.equal(logged.length, 1);
+  assert.match(logged[0], /^error .*cannot be read.*401/);
   await guard.close();
 });

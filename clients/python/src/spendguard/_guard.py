@@ -80,6 +80,10 @@ class Guard:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError("url: must be the guard's http:// or https:// address")
+        if not isinstance(status_token, str) or not status_token:
+            raise ValueError("status_token: must be the guard's (non-empty) status token")
         if not scope or not isinstance(scope, str):
             raise ValueError("scope: must be a non-empty scope such as openai/prod/key-7f3a")
         if cache_seconds < 0:
@@ -187,7 +191,7 @@ class Guard:
                 headers={"Authorization": f"Bearer {self._status_token}"},
             )
             if answer.status_code != 200:
-                raise _StatusError(f"GET /status answered {answer.status_code}: {_error_of(answer)}")
+                raise _StatusError(f"GET /status answered {answer.status_code}: {_error_of(answer)}", answer.status_code)
             body = answer.json()
             status = SwitchStatus(
                 state=str(body["state"]),
@@ -205,7 +209,10 @@ class Guard:
             if not self._in_outage:
                 self._in_outage = True
                 self.stats.outages += 1
-                log.warning(
+                # a refused token is a configuration mistake, not an outage that will pass
+                refused = isinstance(e, _StatusError) and e.status in (401, 403)
+                log.log(
+                    logging.ERROR if refused else logging.WARNING,
                     "spendguard: the guard at %s cannot be read (%s); calls are %s until it answers",
                     self.url,
                     self._status_error,
@@ -251,7 +258,9 @@ class Guard:
 
 
 class _StatusError(Exception):
-    pass
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _reason(status: SwitchStatus) -> str:
