@@ -201,3 +201,13 @@ def test_a_refused_status_token_is_logged_as_an_error(make_guard, webhook, caplo
         assert entry.levelno == logging.ERROR and "401" in entry.getMessage()
     finally:
         guard.close()
+
+
+@pytest.mark.parametrize("factor", ["abc", "nan", "inf", "-0.5", "1.5", ""])
+def test_a_limit_factor_that_is_not_a_decimal_from_0_to_1_is_an_outage(make_guard, webhook, caplog, factor):
+    webhook.status = {"state": "restoring", "limit_factor": factor}
+    guard = make_guard(fail_open=False)
+    with caplog.at_level(logging.WARNING, logger="spendguard"), pytest.raises(GuardUnavailable) as raised:
+        guard.allow()
+    assert "limit_factor" in raised.value.reason
+    assert guard.stats.guard_unreachable == 1 and "limit_factor" in caplog.text

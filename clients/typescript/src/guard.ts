@@ -4,6 +4,8 @@ import { TokenBucket } from "./throttle.js";
 
 /** An unreachable guard is asked again after this long at most, not on every call. */
 const UNREACHABLE_RETRY_MS = 1000;
+/** The switch's limit_factor: a decimal string from 0 to 1 (anything else is an unreadable guard). */
+const LIMIT_FACTOR = /^(0|1)(\.[0-9]+)?$/;
 
 /** What `GET /status` answered for the scope. */
 export interface SwitchStatus {
@@ -200,9 +202,13 @@ export class Guard {
         throw new Error(`GET /status answered ${answer.status}: ${String(body?.error ?? "")}`);
       }
       if (!body || typeof body.state !== "string") throw new Error("GET /status answered without a state");
+      const limitFactor = String(body.limit_factor ?? "1");
+      if (!LIMIT_FACTOR.test(limitFactor) || Number(limitFactor) > 1) {
+        throw new Error(`GET /status answered limit_factor ${JSON.stringify(limitFactor.slice(0, 40))}, not a decimal from 0 to 1`);
+      }
       status = {
         state: body.state,
-        limitFactor: String(body.limit_factor ?? "1"),
+        limitFactor,
         switchScope: typeof body.switch_scope === "string" ? body.switch_scope : null,
         detail: body.detail ?? null,
       };
@@ -232,7 +238,7 @@ export class Guard {
     this.statusError = null;
     this.cachedUntil = now + this.cacheMs;
     const factor = status.state === "engaged" ? 0 : Number(status.limitFactor);
-    this.bucket.setRate(this.maxCallsPerSecond * Math.max(0, Math.min(1, Number.isFinite(factor) ? factor : 0)));
+    this.bucket.setRate(this.maxCallsPerSecond * factor);
   }
 }
 

@@ -159,3 +159,18 @@ test("a refused status token is logged as an error", async () => {
   assert.match(logged[0], /^error .*cannot be read.*401/);
   await guard.close();
 });
+
+test("a limit_factor that is not a decimal from 0 to 1 is an outage", async () => {
+  for (const factor of ["abc", "nan", "inf", "-0.5", "1.5", ""]) {
+    const webhook = new FakeWebhook();
+    webhook.status = { state: "restoring", limit_factor: factor };
+    const guard = makeGuard(webhook, new FakeClock(), { failOpen: false });
+    await assert.rejects(guard.allow(), (e: unknown) => {
+      assert.ok(e instanceof GuardUnavailable, `${factor}: ${String(e)}`);
+      assert.match(e.reason, /limit_factor/);
+      return true;
+    });
+    assert.equal(guard.stats.guardUnreachable, 1);
+    await guard.close();
+  }
+});

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ log = logging.getLogger("spendguard")
 # An unreachable guard is asked again after this long at most (not on every call: a call must not
 # wait for a connect timeout each time while the guard is down).
 UNREACHABLE_RETRY_SECONDS = 1.0
+# the switch's limit_factor: a decimal string from 0 to 1 (anything else is an unreadable guard)
+_LIMIT_FACTOR = re.compile(r"^(0|1)(\.[0-9]+)?$")
 
 
 @dataclass(frozen=True)
@@ -193,9 +196,12 @@ class Guard:
             if answer.status_code != 200:
                 raise _StatusError(f"GET /status answered {answer.status_code}: {_error_of(answer)}", answer.status_code)
             body = answer.json()
+            limit_factor = str(body.get("limit_factor", "1"))
+            if not _LIMIT_FACTOR.match(limit_factor) or float(limit_factor) > 1:
+                raise ValueError(f"GET /status answered limit_factor {limit_factor[:40]!r}, not a decimal from 0 to 1")
             status = SwitchStatus(
                 state=str(body["state"]),
-                limit_factor=str(body.get("limit_factor", "1")),
+                limit_factor=limit_factor,
                 switch_scope=body.get("switch_scope"),
                 detail=body.get("detail"),
             )
@@ -226,7 +232,7 @@ class Guard:
         self._status_error = None
         self._status_expires = now + self.cache_seconds
         factor = float(status.limit_factor) if status.state != "engaged" else 0.0
-        self._bucket.set_rate(self.max_calls_per_second * max(0.0, min(1.0, factor)))
+        self._bucket.set_rate(self.max_calls_per_second * factor)
 
     # -- usage -------------------------------------------------------------------------------
 
