@@ -281,3 +281,29 @@ def test_report_after_close_is_refused_loudly(make_guard):
     guard.close(1)
     with pytest.raises(RuntimeError, match="report\\(\\) after close\\(\\)"):
         guard.report(record(1))
+
+
+def test_report_never_waits_for_a_batch_being_encoded(make_guard, webhook):
+    from decimal import Decimal
+
+    encoding = threading.Event()
+    release = threading.Event()
+
+    class SlowDecimal(Decimal):
+        def __str__(self) -> str:  # encoded by the sender thread
+            encoding.set()
+            release.wait(30)
+            return super().__str__()
+
+    guard = make_guard()
+    try:
+        guard.report(record(0, cost={"amount": SlowDecimal("1.5"), "currency": "USD"}))
+        threading.Thread(target=guard.flush, daemon=True).start()
+        assert encoding.wait(10)  # the sender is encoding the batch now
+        reported = threading.Event()
+        threading.Thread(target=lambda: (guard.report(record(1)), reported.set()), daemon=True).start()
+        assert reported.wait(10), "report() waited for the sender's encoding"
+    finally:
+        release.set()
+    assert guard.flush(timeout=10)
+    assert sorted(webhook.counted) == ["r-0", "r-1"]

@@ -155,9 +155,10 @@ class Reporter:
     # -- the background sender ---------------------------------------------------------------
 
     def _run(self) -> None:
+        carry: List[Tuple[str, Dict[str, Any]]] = []  # taken, but over one batch's 256 KiB: sent next
         while True:
             with self._cond:
-                while not self._stopping and not self._ready():
+                while not self._stopping and not carry and not self._ready():
                     if self._queue:
                         waited = time.monotonic() - self._oldest_queued_at
                         if waited >= self._flush_interval:
@@ -165,11 +166,13 @@ class Reporter:
                         self._cond.wait(self._flush_interval - waited)
                     else:
                         self._cond.wait()
-                if self._stopping and not self._queue:
+                if self._stopping and not self._queue and not carry:
                     return
-                batch = self._take_batch()
-                self._in_flight = len(batch)
+                taken = carry + [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch - len(carry)))]
+                self._in_flight = len(taken)
                 self._oldest_queued_at = time.monotonic()
+            # encoded without the lock: report() never waits for it
+            batch, carry = self._encode(taken)
             try:
                 self._send(batch)
             except Exception as e:  # never let the sender die: surface and go on
@@ -177,34 +180,34 @@ class Reporter:
                 self._on_error(e)
             finally:
                 with self._cond:
-                    self._in_flight = 0
-                    if not self._queue:
+                    self._in_flight = len(carry)
+                    if not self._queue and not carry:
                         self._flush_requested = False
                     self._cond.notify_all()
 
     def _ready(self) -> bool:
         return bool(self._queue) and (self._flush_requested or len(self._queue) >= self._max_batch)
 
-    def _take_batch(self) -> List[Tuple[str, str]]:
-        """Up to max_batch records and 256 KiB, encoded (a record that is not JSON is refused)."""
+    def _encode(
+        self, taken: List[Tuple[str, Dict[str, Any]]]
+    ) -> Tuple[List[Tuple[str, str]], List[Tuple[str, Dict[str, Any]]]]:
+        """The records that fit one 256 KiB batch, encoded (a record that is not JSON is refused),
+        and the ones that did not fit."""
         batch: List[Tuple[str, str]] = []
         size = len(_PREFIX) + len(_SUFFIX)
-        while self._queue and len(batch) < self._max_batch:
-            record_id, record = self._queue[0]
+        for position, (record_id, record) in enumerate(taken):
             try:
                 # NaN and Infinity are not JSON (the webhook refuses the whole body): refused alone
                 encoded = json.dumps(record, separators=(",", ":"), default=_json_default, allow_nan=False)
             except (TypeError, ValueError) as e:
-                self._queue.popleft()
                 self._reject([(record_id, "")], 0, f"the record is not JSON: {e}", None)
                 continue
             added = len(encoded.encode()) + (1 if batch else 0)
             if batch and size + added > MAX_BODY_BYTES:
-                break
-            self._queue.popleft()
+                return batch, taken[position:]
             batch.append((record_id, encoded))
             size += added
-        return batch
+        return batch, []
 
     def _send(self, batch: List[Tuple[str, str]]) -> None:
         while batch:
