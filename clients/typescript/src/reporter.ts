@@ -63,6 +63,12 @@ export interface ReporterOptions {
   sleep: (ms: number) => Promise<void>;
 }
 
+// one beforeExit listener for every open Reporter (one each would leak listeners, and warn past 10)
+const openReporters = new Set<Reporter>();
+function flushOpenReporters(): void {
+  for (const reporter of openReporters) reporter.onBeforeExit();
+}
+
 /** A bounded queue of usage records, sent in signed batches by an unref'd timer. */
 export class Reporter {
   private readonly signer: Webhook;
@@ -74,7 +80,7 @@ export class Reporter {
   private abandoned: Promise<void>;
   private closed = false;
   private exitFlush: Promise<boolean> | null = null;
-  private readonly onBeforeExit = () => {
+  readonly onBeforeExit = () => {
     if (this.pending() > 0 && this.exitFlush === null) {
       this.exitFlush = this.flush(this.options.exitTimeoutMs).then((done) => {
         if (done) this.exitFlush = null; // the loop may go on (beforeExit work): flush again next time
@@ -92,7 +98,8 @@ export class Reporter {
     this.signer = new Webhook(options.usageSecret);
     this.queue = new Ring(options.maxQueue);
     this.abandoned = new Promise((resolve) => (this.abandon = resolve));
-    process.on("beforeExit", this.onBeforeExit);
+    openReporters.add(this);
+    if (openReporters.size === 1) process.on("beforeExit", flushOpenReporters);
   }
 
   add(record: UsageRecord): string {
@@ -146,7 +153,8 @@ export class Reporter {
     if (this.closed) return this.waiting() === 0;
     this.closed = true; // from now on report() is refused: nothing would send it
     const done = await this.flush(timeoutMs);
-    process.off("beforeExit", this.onBeforeExit);
+    openReporters.delete(this);
+    if (openReporters.size === 0) process.off("beforeExit", flushOpenReporters);
     if (this.timer) clearTimeout(this.timer);
     if (!done) this.giveUp("at close");
     return done;

@@ -292,3 +292,10 @@ test("records in flight at close are counted as not sent", async () => {
   assert.equal(await guard.close(50), false);
   assert.deepEqual(errors, ["spendguard: 3 usage records not sent at close"]);
 });
+
+test("many Guards share one beforeExit listener", async () => {
+  const before = process.listenerCount("beforeExit");
+  const guards = Array.from({ length: 20 }, () => makeGuard(new FakeWebhook(), new FakeClock()));
+  assert.ok(process.listenerCount("beforeExit") <= before + 1, `${process.listenerCount("beforeExit") - before} listeners added`);
+  for (const guard of guards) await guard.close();
+});
