@@ -20,6 +20,9 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# the versions Anthropic's API is known to take: the one FACTS.md documents, and the one the pinned
+# SDKs (anthropic 2.17.0, @anthropic-ai/sdk 1.17.0) send (ADR 033)
+ANTHROPIC_VERSIONS = {"2023-06-01", "2026-10-21"}
 ANSWER_TEXT = ["Spend", " is", " guarded", "."]
 
 
@@ -151,8 +154,11 @@ class Handler(BaseHTTPRequestHandler):
             return self._anthropic_error(401, "authentication_error", "x-api-key header is required")
         if key != self.server.anthropic_key:
             return self._anthropic_error(401, "authentication_error", "invalid x-api-key")
-        if not self.headers.get("anthropic-version"):
+        version = self.headers.get("anthropic-version")
+        if not version:
             return self._anthropic_error(400, "invalid_request_error", "anthropic-version: header is required")
+        if version not in ANTHROPIC_VERSIONS:
+            return self._anthropic_error(400, "invalid_request_error", f"anthropic-version: {version!r} is not a valid version")
         if not isinstance(body, dict):
             return self._anthropic_error(400, "invalid_request_error", "Request body is not valid JSON")
         for field, kind in (("model", str), ("max_tokens", int), ("messages", list)):

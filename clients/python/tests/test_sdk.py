@@ -215,6 +215,10 @@ def test_standin_refuses_the_other_providers_auth_and_unknown_routes(standin):
     assert no_key.status_code == 401 and no_key.json()["error"]["message"] == "x-api-key header is required"
     no_version = httpx.post(f"{url}/v1/messages", headers={"x-api-key": ANTHROPIC_KEY}, json={"model": "m", "max_tokens": 1, "messages": []})
     assert no_version.status_code == 400 and "anthropic-version" in no_version.json()["error"]["message"]
+    unknown_version = httpx.post(f"{url}/v1/messages", headers={"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2099-01-01"},
+                                 json={"model": "m", "max_tokens": 1, "messages": []})
+    assert unknown_version.status_code == 400 and unknown_version.json()["error"]["type"] == "invalid_request_error"
+    assert "anthropic-version" in unknown_version.json()["error"]["message"]
     wrong_method = httpx.get(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {OPENAI_KEY}"})
     assert wrong_method.status_code == 404 and wrong_method.json()["error"]["message"] == "Invalid URL (GET /v1/chat/completions)"
 
