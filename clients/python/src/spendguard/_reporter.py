@@ -95,7 +95,7 @@ class Reporter:
         record_id = record["id"]
         if not isinstance(record_id, str) or not RECORD_ID.match(record_id):
             raise ValueError("id: must be 1 to 128 letters, digits, `.`, `_`, `-`, `:`")
-        _refuse_non_finite(record, "")
+        _refuse_non_finite(record)
         record.setdefault("scope", default_scope)
         if "timestamp" not in record:
             record["timestamp"] = _now_rfc3339()
@@ -355,16 +355,27 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def _refuse_non_finite(value: Any, path: str) -> None:
+def _refuse_non_finite(record: Dict[str, Any]) -> None:
     """NaN and Infinity cannot be sent (not JSON): refused at report(), naming the field."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{path or 'record'}: must be a finite number, not {value}")
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            _refuse_non_finite(item, f"{path}.{key}" if path else str(key))
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _refuse_non_finite(item, f"{path}[{i}]")
+    path = _non_finite_at(record)
+    if path is not None:
+        raise ValueError(f"{path}: must be a finite number, not NaN or Infinity")
+
+
+def _non_finite_at(value: Any) -> Optional[str]:
+    """The path of the first NaN/Infinity inside a dict or list (a path is made only when found:
+    this runs on the caller's path)."""
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return f"[{key}]" if isinstance(key, int) else key
+        elif isinstance(item, (dict, list, tuple)):
+            inner = _non_finite_at(item)
+            if inner is not None:
+                here = f"[{key}]" if isinstance(key, int) else key
+                return here + inner if inner.startswith("[") else f"{here}.{inner}"
+    return None
 
 
 def _log_error(error: Exception) -> None:
