@@ -360,7 +360,10 @@ def _report(guard: Guard, provider: str, model: Optional[str], record_id: Option
     try:
         try:
             guard.report(record)
-        except ValueError as e:  # an id the webhook would refuse: report under a fresh one instead
+        except ValueError as e:
+            if not str(e).startswith("id:"):
+                raise
+            # an id the webhook would refuse: report under a fresh one instead
             log.warning("spendguard: %s; reporting under a new id", e)
             record.pop("id", None)
             guard.report(record)
