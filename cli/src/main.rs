@@ -19,6 +19,7 @@ mod local;
 mod operate;
 mod output;
 mod report;
+mod serve;
 mod table;
 
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ Try it (on an embedded store, nothing deployed):
   check        Ingest usage and check every budget
   validate     Validate a budgets file
   report       Write a scope's month report (HTML, or --json)
+  serve        Run the whole guard as one process on the embedded store (HTTP, schedules)
 
 Operate a deployment (--table NAME or SPENDGUARD_TABLE; --store FILE for an embedded store):
   status       Kill switches, keys, budgets at risk and open paging alerts
@@ -81,6 +83,12 @@ struct Cli {
 enum Command {
     /// Simulate a month of spend with a runaway loop on the real handlers, and write a report.
     Demo(demo::DemoArgs),
+    /// Run the whole guard as one long-lived process on the embedded store: the webhook's
+    /// routes over HTTP, budget-check on a schedule, alerts to fan-out and key-guard.
+    #[command(
+        after_help = "Examples:\n  spendguard serve --budgets budgets.toml\n  spendguard serve --budgets budgets.toml --store /var/lib/spendguard/state.db --listen 0.0.0.0:8787 --secrets /etc/spendguard/secrets.toml\n\nLogs are JSON lines on stderr; the first says where it listens (`listening`). Operator commands given --store of this store run through serve. See docs/serve.md."
+    )]
+    Serve(serve::ServeArgs),
     /// Ingest usage (optional) and check every budget on the embedded store.
     #[command(
         after_help = "Examples:\n  spendguard check --budgets examples/budgets.toml --usage examples/usage.jsonl --now 2026-11-20T18:00:00Z\n  spendguard check --budgets budgets.toml --fail-on critical     # exit 3 from cron when a critical tier is reached"
@@ -321,17 +329,29 @@ pub enum Failure {
 /// (its credential-chain warnings dump whole HTTP responses; the CLI says what failed in one
 /// line, and SPENDGUARD_LOG=debug shows the SDK's own account).
 const DEFAULT_LOG: &str = "warn,aws_config=error,aws_smithy_runtime=error";
+/// `serve` logs what it does (requests, checks, deliveries) as well.
+const SERVE_LOG: &str = "info,aws_config=error,aws_smithy_runtime=error";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     budgets::set_message_format(cli.message_format);
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    if matches!(cli.command, Command::Serve(_)) {
+        // a service's logs: JSON lines, what it does at info
+        logs.json()
+            .flatten_event(true)
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("SPENDGUARD_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(SERVE_LOG)),
+            )
+            .init();
+    } else {
+        logs.with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SPENDGUARD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -345,6 +365,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
             Command::Check(args) => check::run(args).await,
             Command::Validate { budgets, json } => budgets::validate(&budgets, json),
             Command::Invoke(args) => invoke::run(args).await,

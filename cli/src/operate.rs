@@ -467,10 +467,22 @@ fn age(elapsed: chrono::Duration) -> String {
 /// Runs one function's handler on the chosen store and prints its answer.
 /// Invokes `function` on the target `on` names; a refusal names the target too.
 async fn act(on: &On, local: &Local, function: Function, event: Value) -> Result<Value, Failure> {
-    match local
-        .invoke(function, event, Arc::new(StdoutMetrics))
-        .await?
-    {
+    // a store a `serve` holds: its key-guard acts, with the admin keys it was given
+    let in_serve = match (&on.table, &on.store) {
+        (None, Some(store)) if function == Function::KeyGuard => {
+            crate::serve::key_guard_in_serve(store, &event).await
+        }
+        _ => None,
+    };
+    let outcome = match in_serve {
+        Some(outcome) => outcome?,
+        None => {
+            local
+                .invoke(function, event, Arc::new(StdoutMetrics))
+                .await?
+        }
+    };
+    match outcome {
         Ok(v) => Ok(v),
         Err(e) => Err(
             rejected_credentials(&e.error_message).unwrap_or(Failure::Run(format!(

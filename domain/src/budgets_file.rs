@@ -846,11 +846,11 @@ impl Validator<'_> {
                     );
                     continue;
                 }
-                (Some((s, span)), _) if !(s.starts_with("arn:") || s.starts_with("file:")) => {
+                (Some((s, span)), _) if !crate::secret::is_reference(s) => {
                     self.error(
                         span.clone(),
                         format!("{field}.secret"),
-                        "must be a Secrets Manager ARN (arn:aws:secretsmanager:...) or file:<path>; never the secret itself",
+                        "must be a Secrets Manager ARN (arn:aws:secretsmanager:...), file:<path> or local:<name> (spendguard serve); never the secret itself",
                     );
                     continue;
                 }
@@ -1358,12 +1358,12 @@ impl Validator<'_> {
             }
         };
         if let Some(secret) = &raw.secret
-            && !(secret.get_ref().starts_with("arn:") || secret.get_ref().starts_with("file:"))
+            && !crate::secret::is_reference(secret.get_ref())
         {
             self.error(
                 secret.span(),
                 format!("{at}.secret"),
-                "must be a Secrets Manager ARN or file:<path>; never the key itself",
+                "must be a Secrets Manager ARN, file:<path> or local:<name> (spendguard serve); never the key itself",
             );
         }
         let (needed, unused): (&[&str], &[&str]) = match provider {

@@ -36,6 +36,15 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Where a secret may come from, as budgets files name it: a Secrets Manager ARN, a local
+/// file (`file:<path>`), or a named secret of `spendguard serve` (`local:<name>`: its secrets
+/// file, then the environment). Never the secret itself.
+pub fn is_reference(text: &str) -> bool {
+    ["arn:", "file:", "local:"]
+        .iter()
+        .any(|prefix| text.starts_with(prefix))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +54,24 @@ mod tests {
         let s = Secret::new("sk-admin-very-secret");
         assert_eq!(format!("{s:?} {s}"), "Secret(***) ***");
         assert_eq!(s.expose(), "sk-admin-very-secret");
+    }
+
+    #[test]
+    fn references_name_where_a_secret_is_never_the_secret() {
+        for ok in [
+            "arn:aws:secretsmanager:us-east-1:1:secret:x",
+            "file:/s/x",
+            "local:slack",
+        ] {
+            assert!(is_reference(ok), "{ok}");
+        }
+        for bad in [
+            "https://hooks.slack.com/services/x",
+            "sk-ant-admin01-x",
+            "local",
+            "",
+        ] {
+            assert!(!is_reference(bad), "{bad}");
+        }
     }
 }

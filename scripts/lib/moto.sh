@@ -48,3 +48,15 @@ stop_moto() {
   fi
   rm -f "${moto_log:-}"
 }
+
+# ensure_clients_venv VENV: creates VENV with the Python client (editable) and the versions of
+# its dependencies and the official SDKs its tests pin (clients/python/requirements-test.txt)
+ensure_clients_venv() {
+  if ! "$1/bin/python" -c 'import spendguard, openai, anthropic, pytest, mypy' 2>/dev/null \
+    || [ clients/python/requirements-test.txt -nt "$1/bin/python" ]; then
+    echo "installing the Python client's test dependencies into $1 (first run only)" >&2
+    python3 -m venv "$1"
+    "$1/bin/pip" install --quiet --disable-pip-version-check -r clients/python/requirements-test.txt -e clients/python
+    touch "$1/bin/python"
+  fi
+}

@@ -4,4 +4,6 @@
 
 pub mod file_vault;
 pub mod memory_bus;
+pub mod outbox;
+pub mod secrets_file;
 pub mod sqlite;

@@ -1,0 +1,104 @@
+//! Alerts published but not yet delivered, kept in the store's SQLite file: `spendguard serve`
+//! writes each alert here before any subscriber sees it and deletes a subscriber's row only
+//! after that subscriber handled it, so a crash in between loses no alert (at-least-once; the
+//! subscribers are idempotent by their claims).
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+use spendguard_app::ports::store::{StoreError, StoreResult};
+use spendguard_domain::alert::AlertEvent;
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, subscriber TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS outbox_by_subscriber ON outbox (subscriber, seq);";
+
+/// The outbox table, on a connection of its own to the store's file (WAL lets it write
+/// between the store's transactions).
+pub struct Outbox {
+    conn: Mutex<Connection>,
+}
+
+/// One alert waiting for one subscriber.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub seq: i64,
+    pub alert: AlertEvent,
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("outbox: {e}"))
+}
+
+impl Outbox {
+    pub fn open(path: &Path) -> StoreResult<Outbox> {
+        let conn = Connection::open(path).map_err(db)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        Ok(Outbox {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> StoreResult<std::sync::MutexGuard<'_, Connection>> {
+        self.conn
+            .lock()
+            .map_err(|_| StoreError::Unavailable("outbox connection poisoned".into()))
+    }
+
+    /// Keeps `alert` for each of `subscribers`, in one transaction. Returns each row's number,
+    /// in the order of `subscribers`.
+    pub fn put(&self, alert: &AlertEvent, subscribers: &[&str]) -> StoreResult<Vec<i64>> {
+        let doc = serde_json::to_string(alert)
+            .map_err(|e| StoreError::Corrupt(format!("outbox: {e}")))?;
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db)?;
+        let mut seqs = Vec::with_capacity(subscribers.len());
+        for subscriber in subscribers {
+            tx.execute(
+                "INSERT INTO outbox (subscriber, doc) VALUES (?1, ?2)",
+                params![subscriber, doc],
+            )
+            .map_err(db)?;
+            seqs.push(tx.last_insert_rowid());
+        }
+        tx.commit().map_err(db)?;
+        Ok(seqs)
+    }
+
+    /// What `subscriber` has not handled yet, oldest first.
+    pub fn pending(&self, subscriber: &str) -> StoreResult<Vec<Pending>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare("SELECT seq, doc FROM outbox WHERE subscriber = ?1 ORDER BY seq")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![subscriber], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(db)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)?;
+        rows.into_iter()
+            .map(|(seq, doc)| {
+                serde_json::from_str(&doc)
+                    .map(|alert| Pending { seq, alert })
+                    .map_err(|e| StoreError::Corrupt(format!("outbox row {seq}: {e}")))
+            })
+            .collect()
+    }
+
+    /// The subscriber handled row `seq`.
+    pub fn delivered(&self, seq: i64) -> StoreResult<()> {
+        self.conn()?
+            .execute("DELETE FROM outbox WHERE seq = ?1", params![seq])
+            .map_err(db)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,150 @@
+//! Named secrets for `spendguard serve`: a TOML file of `name = "value"` that only its owner
+//! may read, then the environment by the same name. Budgets files and the functions' variables
+//! refer to them as `local:<name>`; `file:<path>` references still read a file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use spendguard_app::ports::secrets::{SecretError, SecretVault};
+use spendguard_domain::secret::Secret;
+
+use crate::file_vault::FileVault;
+
+/// A secrets file, read once at start.
+#[derive(Default)]
+pub struct SecretsFile {
+    path: Option<PathBuf>,
+    values: BTreeMap<String, Secret>,
+}
+
+impl SecretsFile {
+    /// Reads `path`, refusing a file its group or others may read (or write): the error names
+    /// the file and its mode. Values are never part of an error.
+    pub fn load(path: &Path) -> Result<SecretsFile, String> {
+        let shown = path.display();
+        let meta = std::fs::metadata(path).map_err(|e| format!("--secrets {shown}: {e}"))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(format!(
+                    "--secrets {shown}: mode {mode:04o} lets others read it; only its owner may (chmod 600 {shown})"
+                ));
+            }
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("--secrets {shown}: {e}"))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            // the parser's message quotes the line, which may hold a secret: keep its position only
+            let at = e
+                .span()
+                .map(|s| format!(" at byte {}", s.start))
+                .unwrap_or_default();
+            format!("--secrets {shown}: not a TOML file of name = \"value\"{at}")
+        })?;
+        let mut values = BTreeMap::new();
+        for (name, value) in table {
+            match value {
+                toml::Value::String(v) if !v.trim().is_empty() => {
+                    values.insert(name, Secret::new(v.trim()));
+                }
+                _ => {
+                    return Err(format!(
+                        "--secrets {shown}: `{name}` must be a non-empty string (name = \"value\")"
+                    ));
+                }
+            }
+        }
+        Ok(SecretsFile {
+            path: Some(path.to_path_buf()),
+            values,
+        })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.values.keys().map(String::as_str)
+    }
+}
+
+/// Reads `local:<name>` from the secrets file, then the environment variable `<name>`;
+/// `file:<path>` from the file.
+pub struct LocalVault {
+    pub secrets: SecretsFile,
+}
+
+#[async_trait]
+impl SecretVault for LocalVault {
+    async fn read(&self, reference: &str) -> Result<Secret, SecretError> {
+        let Some(name) = reference.strip_prefix("local:") else {
+            return FileVault.read(reference).await;
+        };
+        if let Some(value) = self.secrets.values.get(name) {
+            return Ok(value.clone());
+        }
+        match std::env::var(name) {
+            Ok(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
+            _ => Err(SecretError {
+                reference: reference.to_string(),
+                message: format!(
+                    "no secret `{name}` in {} nor in the environment",
+                    self.secrets
+                        .path
+                        .as_ref()
+                        .map(|p| format!("the secrets file {}", p.display()))
+                        .unwrap_or_else(|| "a secrets file (none given)".into())
+                ),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(mode: u32, text: &str) -> (tempfile::TempDir, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.toml");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_file_others_may_read_is_refused_naming_file_and_mode() {
+        let (_d, path) = file(0o644, "slack = \"https://hooks.example/x\"\n");
+        let e = SecretsFile::load(&path).err().unwrap();
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        assert!(e.contains("0644"), "{e}");
+        assert!(!e.contains("hooks.example"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn names_come_from_the_file_then_the_environment() {
+        let (_d, path) = file(0o600, "slack = \"https://hooks.example/x\"\n");
+        let vault = LocalVault {
+            secrets: SecretsFile::load(&path).unwrap(),
+        };
+        assert_eq!(
+            vault.read("local:slack").await.unwrap().expose(),
+            "https://hooks.example/x"
+        );
+        let missing = vault
+            .read("local:SPENDGUARD_TEST_NO_SUCH_SECRET")
+            .await
+            .unwrap_err();
+        assert!(
+            missing.message.contains("nor in the environment"),
+            "{missing:?}"
+        );
+    }
+
+    #[test]
+    fn a_malformed_file_does_not_echo_its_lines() {
+        let (_d, path) = file(0o600, "slack = https://hooks.example/x\n");
+        let e = SecretsFile::load(&path).err().unwrap();
+        assert!(!e.contains("hooks.example"), "{e}");
+    }
+}

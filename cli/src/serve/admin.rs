@@ -1,0 +1,139 @@
+//! The admin socket: `<store>.sock`, owner-only. Operator commands given `--store` of a store
+//! a `serve` holds send their key-guard action here, and serve runs it with its own key-guard
+//! (the provider admin keys are where serve runs, never on a command line). One JSON line in,
+//! one JSON line out: `{"function": "key-guard", "event": {...}}` ->
+//! `{"ok": report}` or `{"error": {"errorType": ..., "errorMessage": ...}}`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::Failure;
+use crate::local::Invocation;
+
+pub fn socket_path(store: &Path) -> PathBuf {
+    let mut name = store.as_os_str().to_owned();
+    name.push(".sock");
+    PathBuf::from(name)
+}
+
+/// Binds the socket (a stale one from a dead serve is replaced: the store lock says none
+/// runs) with mode 0600.
+pub fn bind(store: &Path) -> Result<UnixListener, Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = socket_path(store);
+    let fail = |e: std::io::Error| Failure::Run(format!("admin socket {}: {e}", path.display()));
+    if path.exists() {
+        std::fs::remove_file(&path).map_err(fail)?;
+    }
+    let listener = UnixListener::bind(&path).map_err(fail)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+    Ok(listener)
+}
+
+pub async fn serve(
+    listener: UnixListener,
+    guard: Arc<key_guard::handler::Handler>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => { warn!(error = %e, "admin socket accept failed"); continue; }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let guard = guard.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, &guard).await {
+                warn!(error = %e, "admin request failed");
+            }
+        });
+    }
+}
+
+async fn answer(stream: UnixStream, guard: &key_guard::handler::Handler) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read).read_line(&mut line).await?;
+    let reply = match serde_json::from_str::<Value>(&line) {
+        Ok(request) if request["function"] == "key-guard" => {
+            let event = request["event"].clone();
+            info!(
+                action = event["action"].as_str().unwrap_or_default(),
+                scope = event["scope"].as_str().unwrap_or_default(),
+                actor = event["actor"].as_str().unwrap_or_default(),
+                "operator request"
+            );
+            match guard.handle(event).await {
+                Ok(report) => json!({"ok": report}),
+                Err(e) => json!({"error": Invocation::from(e)}),
+            }
+        }
+        _ => {
+            json!({"error": {"errorType": "InvalidRequest", "errorMessage": "expected {\"function\": \"key-guard\", \"event\": {...}}"}})
+        }
+    };
+    write.write_all(format!("{reply}\n").as_bytes()).await?;
+    write.shutdown().await
+}
+
+/// Runs a key-guard event in the `serve` holding `store`, if one does: `None` when none
+/// listens (the caller runs it in-process).
+pub async fn key_guard(
+    store: &Path,
+    event: &Value,
+) -> Option<Result<Result<Value, Invocation>, Failure>> {
+    let path = socket_path(store);
+    let stream = UnixStream::connect(&path).await.ok()?;
+    Some(exchange(stream, event, &path).await)
+}
+
+async fn exchange(
+    stream: UnixStream,
+    event: &Value,
+    path: &Path,
+) -> Result<Result<Value, Invocation>, Failure> {
+    let fail = |e: std::io::Error| {
+        Failure::Run(format!(
+            "the running spendguard serve ({}): {e}",
+            path.display()
+        ))
+    };
+    let (read, mut write) = stream.into_split();
+    let request = json!({"function": "key-guard", "event": event});
+    write
+        .write_all(format!("{request}\n").as_bytes())
+        .await
+        .map_err(fail)?;
+    let mut line = String::new();
+    BufReader::new(read)
+        .read_line(&mut line)
+        .await
+        .map_err(fail)?;
+    let reply: Value = serde_json::from_str(&line).map_err(|e| {
+        Failure::Run(format!(
+            "the running spendguard serve ({}) answered: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(match reply.get("ok") {
+        Some(v) => Ok(v.clone()),
+        None => Err(Invocation {
+            error_type: reply["error"]["errorType"]
+                .as_str()
+                .unwrap_or("Error")
+                .into(),
+            error_message: reply["error"]["errorMessage"]
+                .as_str()
+                .unwrap_or_default()
+                .into(),
+        }),
+    })
+}

@@ -1,0 +1,198 @@
+//! The in-process alerts topic: every published alert is written to the store's outbox first,
+//! then delivered to its subscribers as the deployment's SNS subscriptions would — fan-out
+//! always, key-guard when its filter policy matches. Key-guard gets the alert at once, before
+//! the publisher (a webhook request, a check) goes on, so `/status` reads engaged as soon as
+//! the request that crossed the emergency tier is answered; fan-out runs right after, on the
+//! delivery task. A subscriber's row is deleted only once it handled the alert, and whatever
+//! is left (a failure, a crash) is delivered again: at-least-once, the handlers being
+//! idempotent by their claims.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use spendguard_app::ports::bus::{AlertBus, BusError};
+use spendguard_domain::alert::AlertEvent;
+use spendguard_local::outbox::{Outbox, Pending};
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+use super::metrics::Metrics;
+use crate::local::{key_guard_subscribes, sns_event};
+
+const FANOUT: &str = "alert-fanout";
+const KEY_GUARD: &str = "key-guard";
+/// How often what could not be delivered is tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(30);
+
+/// The handlers alerts are delivered to (wired once they are built: they are built on the bus).
+pub struct Subscribers {
+    pub fanout: alert_fanout::handler::Handler,
+    pub guard: Arc<key_guard::handler::Handler>,
+}
+
+pub struct OutboxBus {
+    outbox: Outbox,
+    subscribers: OnceLock<Subscribers>,
+    /// Rows being delivered now: nobody else delivers them meanwhile.
+    in_flight: Mutex<HashSet<i64>>,
+    wake: Notify,
+    metrics: Arc<Metrics>,
+}
+
+impl OutboxBus {
+    pub fn new(outbox: Outbox, metrics: Arc<Metrics>) -> OutboxBus {
+        OutboxBus {
+            outbox,
+            subscribers: OnceLock::new(),
+            in_flight: Mutex::new(HashSet::new()),
+            wake: Notify::new(),
+            metrics,
+        }
+    }
+
+    pub fn wire(&self, subscribers: Subscribers) {
+        if self.subscribers.set(subscribers).is_err() {
+            warn!("alert subscribers wired twice; the first stay");
+        }
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A row claimed for delivery, released however the delivery ends (even cancelled with the
+/// request that made it).
+struct Claimed<'a> {
+    bus: &'a OutboxBus,
+    seq: i64,
+}
+
+impl Drop for Claimed<'_> {
+    fn drop(&mut self) {
+        self.bus.in_flight().remove(&self.seq);
+    }
+}
+
+impl OutboxBus {
+    /// Hands `alert` to `subscriber`; true once it was handled (its row is then deleted).
+    async fn deliver(&self, subscriber: &str, pending: &Pending) -> bool {
+        let Some(subscribers) = self.subscribers.get() else {
+            return false;
+        };
+        let event = sns_event(&pending.alert);
+        let outcome: Result<Value, String> = match subscriber {
+            KEY_GUARD => subscribers
+                .guard
+                .handle(event)
+                .await
+                .map_err(|e| e.to_string()),
+            _ => subscribers
+                .fanout
+                .handle(event)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        match outcome {
+            Ok(report) => {
+                if subscriber == KEY_GUARD {
+                    self.metrics.switches_from(&report);
+                }
+                match self.outbox.delivered(pending.seq) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        warn!(error = %e, alert = %pending.alert.alert_id, subscriber, "delivered, but the outbox row stays: it will be delivered again");
+                        false
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, alert = %pending.alert.alert_id, subscriber, "alert delivery failed; retried");
+                self.metrics.delivery_failed(subscriber);
+                false
+            }
+        }
+    }
+
+    /// Delivers everything not yet delivered, oldest first (key-guard's first).
+    pub async fn deliver_pending(&self) {
+        for subscriber in [KEY_GUARD, FANOUT] {
+            let claimed: Vec<Pending> = {
+                let mut in_flight = self.in_flight();
+                match self.outbox.pending(subscriber) {
+                    Ok(rows) => rows
+                        .into_iter()
+                        .filter(|p| in_flight.insert(p.seq))
+                        .collect(),
+                    Err(e) => {
+                        warn!(error = %e, subscriber, "cannot read the outbox");
+                        continue;
+                    }
+                }
+            };
+            for pending in claimed {
+                let _claim = Claimed {
+                    bus: self,
+                    seq: pending.seq,
+                };
+                self.deliver(subscriber, &pending).await;
+            }
+        }
+    }
+
+    /// Runs until `shutdown`: delivers after each publish and retries every [`RETRY_EVERY`];
+    /// once more on the way out.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        self.deliver_pending().await;
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(RETRY_EVERY) => {}
+                _ = shutdown.changed() => break,
+            }
+            self.deliver_pending().await;
+        }
+        self.deliver_pending().await;
+        info!("alert deliveries stopped");
+    }
+}
+
+#[async_trait]
+impl AlertBus for OutboxBus {
+    async fn publish(&self, alert: &AlertEvent) -> Result<(), BusError> {
+        let to_guard = key_guard_subscribes(alert);
+        let subscribers: &[&str] = if to_guard {
+            &[KEY_GUARD, FANOUT]
+        } else {
+            &[FANOUT]
+        };
+        // written (and key-guard's row claimed) before anyone can deliver it
+        let guard_row = {
+            let mut in_flight = self.in_flight();
+            let seqs = self
+                .outbox
+                .put(alert, subscribers)
+                .map_err(|e| BusError(e.to_string()))?;
+            if to_guard {
+                in_flight.insert(seqs[0]);
+                Some(seqs[0])
+            } else {
+                None
+            }
+        };
+        self.metrics.alert_published(alert);
+        if let Some(seq) = guard_row {
+            let _claim = Claimed { bus: self, seq };
+            let pending = Pending {
+                seq,
+                alert: alert.clone(),
+            };
+            self.deliver(KEY_GUARD, &pending).await;
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+}

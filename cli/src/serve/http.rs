@@ -1,0 +1,139 @@
+//! The webhook's routes on a real HTTP server: each request is mapped to the `HttpRequest`
+//! the Function URL hands the handler and its `HttpResponse` back, so verification, limits
+//! and answers are the deployed ones. Plus `GET /health` and `GET /metrics`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use budget_webhook::handler::{MAX_BODY_BYTES, Webhook};
+use budget_webhook::http::{HttpRequest, HttpResponse};
+use serde_json::json;
+use spendguard_app::ports::store::StateStore;
+use spendguard_domain::records::SwitchState;
+
+use super::metrics::Metrics;
+use super::schedule::Health;
+
+#[derive(Clone)]
+pub struct Routes {
+    pub webhook: Arc<Webhook>,
+    pub store: Arc<dyn StateStore>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+pub fn router(routes: Routes) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(webhook)
+        .with_state(routes)
+}
+
+fn json_response(response: &HttpResponse) -> Response {
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = (status, response.body.to_string()).into_response();
+    let headers = r.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Only the webhook's own routes are labelled by path (anything else is `other`: paths sent
+/// by strangers must not grow the metrics).
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/usage" => "/usage",
+        "/authorize" => "/authorize",
+        "/gcp/pubsub" => "/gcp/pubsub",
+        "/sns" => "/sns",
+        "/status" => "/status",
+        _ => "other",
+    }
+}
+
+async fn webhook(State(routes): State<Routes>, request: Request) -> Response {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
+    let response = match to_bytes(body, MAX_BODY_BYTES + 1).await {
+        // what the handler answers a body over the limit, without reading the rest
+        Err(_) => HttpResponse::error(
+            413,
+            format!("body larger than {MAX_BODY_BYTES} bytes"),
+            None,
+        ),
+        Ok(body) => {
+            let request = HttpRequest {
+                method: parts.method.as_str().to_ascii_uppercase(),
+                path: path.clone(),
+                query: parts.uri.query().unwrap_or_default().to_string(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_ascii_lowercase(),
+                            v.to_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect(),
+                body: body.to_vec(),
+            };
+            routes.webhook.http(request).await
+        }
+    };
+    routes.metrics.request(
+        route_label(&path),
+        response.status,
+        started.elapsed().as_secs_f64(),
+        &response.body,
+    );
+    json_response(&response)
+}
+
+/// 200 while the scheduled checks succeed; 503 naming the failure once one failed (until the
+/// next one succeeds), so a load balancer or monitor sees a guard that is not guarding.
+async fn health(State(routes): State<Routes>) -> Response {
+    let last = routes.health.last_check();
+    let failing = last.as_ref().and_then(|c| c.error.clone());
+    let body = json!({
+        "status": if failing.is_some() { "failing" } else { "ok" },
+        "last_check": last.map(|c| json!({"at": c.at, "error": c.error})),
+    });
+    json_response(&HttpResponse {
+        status: if failing.is_some() { 503 } else { 200 },
+        body,
+    })
+}
+
+async fn metrics(State(routes): State<Routes>) -> Response {
+    let engaged = match routes.store.active_kill_switches().await {
+        Ok(switches) => switches
+            .iter()
+            .filter(|s| matches!(s.value.state, SwitchState::Engaged { .. }))
+            .count() as i64,
+        Err(e) => {
+            return json_response(&HttpResponse::error(
+                503,
+                format!("store unavailable: {e}"),
+                None,
+            ));
+        }
+    };
+    let mut r = Response::new(Body::from(routes.metrics.encode(engaged)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,51 @@
+//! One `serve` per store: an exclusive advisory lock on `<store>.lock`, held for the
+//! process's life (the kernel drops it when the process dies, even by `kill -9`), with the
+//! holder's pid written inside for the refusal to name.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use crate::Failure;
+
+pub struct StoreLock {
+    _file: File,
+}
+
+pub fn lock_path(store: &Path) -> PathBuf {
+    let mut name = store.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes the store's lock, or says which process holds it.
+pub fn hold(store: &Path) -> Result<StoreLock, Failure> {
+    let path = lock_path(store);
+    let fail = |e: std::io::Error| Failure::Run(format!("{}: {e}", path.display()));
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(fail)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(fail)?;
+            file.rewind().map_err(fail)?;
+            writeln!(file, "{}", std::process::id()).map_err(fail)?;
+            Ok(StoreLock { _file: file })
+        }
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            Err(Failure::Invalid(format!(
+                "--store {}: another spendguard serve (pid {}) holds it (lock {}); stop that one first, or serve another store",
+                store.display(),
+                holder.trim(),
+                path.display()
+            )))
+        }
+        Err(TryLockError::Error(e)) => Err(fail(e)),
+    }
+}
