@@ -23,11 +23,7 @@ pub async fn spend_sources(
     vault: &dyn SecretVault,
 ) -> Result<Vec<Arc<dyn SpendSource>>, SecretError> {
     let mut sources: Vec<Arc<dyn SpendSource>> = Vec::new();
-    if config.openai_admin_key_arn.is_none() && config.anthropic_admin_key_arn.is_none() {
-        // no client: building one reads and decodes the system's root certificates (ms of init)
-        return Ok(sources);
-    }
-    let http = reqwest::Client::new();
+    let http = crate::https::shared_client();
     if let Some(arn) = &config.openai_admin_key_arn {
         sources.push(Arc::new(OpenAiCosts::new(
             http.clone(),
@@ -56,7 +52,7 @@ pub async fn key_usage_sources(
     if config.openai_admin_key_arn.is_none() && config.anthropic_admin_key_arn.is_none() {
         return Ok(out);
     }
-    let http = reqwest::Client::new();
+    let http = crate::https::shared_client();
     for (provider, arn, url) in [
         (
             ProviderKind::Openai,
