@@ -15,15 +15,14 @@ use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, Error as TlsError, RootCertStore, SignatureScheme};
 
-/// The process's client for everything without its own policy (providers' admin APIs, chat
-/// and paging channels, Google): connections pooled, certificates read on first use.
-pub fn shared_client() -> reqwest::Client {
-    static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
-        builder()
-            .build()
-            .expect("a client with a preconfigured TLS stack builds")
-    });
-    CLIENT.clone()
+/// A client for everything without its own policy (providers' admin APIs, chat and paging
+/// channels, Google). Cheap to build: the trust store is the process's, read on first use. A
+/// function builds one and clones it; it is not a process-wide static, because its pooled
+/// connections belong to the tokio runtime that opened them (a test process runs many).
+pub fn client() -> reqwest::Client {
+    builder()
+        .build()
+        .expect("a client with a preconfigured TLS stack builds")
 }
 
 /// A client builder on the process's trust store, for clients with their own policy (the SNS

@@ -45,7 +45,7 @@ pub async fn webhook_with(
         status_token,
         backends.clock.clone(),
     );
-    let http = spendguard_http::https::shared_client();
+    let http = spendguard_http::https::client();
     let checker = Checker {
         // only what its own signals touch — app-reported usage, GCP notifications, AWS Budgets:
         // the internet-facing function never reads the providers' admin keys nor Cost

@@ -66,7 +66,7 @@ pub async fn handler_with(
     } = backends;
     let signing = AlertSigning::configured(&vault, config.alert_signing_key_arn.as_deref());
     let secrets = aws_sdk_secretsmanager::Client::new(sdk);
-    let http = spendguard_http::https::shared_client();
+    let http = spendguard_http::https::client();
     // the configured secrets, read at once rather than one round trip after another
     let (gcp_key, anthropic_admin_key, openai_admin_key) = tokio::try_join!(
         read_configured(vault.as_ref(), config.gcp_credential_arn.as_deref()),

@@ -23,7 +23,10 @@ pub async fn spend_sources(
     vault: &dyn SecretVault,
 ) -> Result<Vec<Arc<dyn SpendSource>>, SecretError> {
     let mut sources: Vec<Arc<dyn SpendSource>> = Vec::new();
-    let http = crate::https::shared_client();
+    if config.openai_admin_key_arn.is_none() && config.anthropic_admin_key_arn.is_none() {
+        return Ok(sources);
+    }
+    let http = crate::https::client();
     if let Some(arn) = &config.openai_admin_key_arn {
         sources.push(Arc::new(OpenAiCosts::new(
             http.clone(),
@@ -52,7 +55,7 @@ pub async fn key_usage_sources(
     if config.openai_admin_key_arn.is_none() && config.anthropic_admin_key_arn.is_none() {
         return Ok(out);
     }
-    let http = crate::https::shared_client();
+    let http = crate::https::client();
     for (provider, arn, url) in [
         (
             ProviderKind::Openai,
