@@ -118,6 +118,69 @@ impl<T> Refreshing<T> {
     }
 }
 
+/// A [`Refreshing`] secret read on the first request that needs it rather than at start: for a
+/// secret few requests need (the webhook's `/status` token), so that a start waits on no
+/// secret it may never use. A read that fails is that request's error (it names the secret,
+/// never a value) and is tried again at most every [`MISS_INTERVAL`].
+pub struct OnFirstUse<T> {
+    vault: Arc<dyn SecretVault>,
+    reference: String,
+    parse: fn(&str) -> Result<T, String>,
+    clock: Arc<dyn Clock>,
+    loaded: tokio::sync::OnceCell<Refreshing<T>>,
+    /// the last failed read; also makes concurrent first reads wait for one another
+    failed: Mutex<Option<(DateTime<Utc>, SecretError)>>,
+}
+
+impl<T> OnFirstUse<T> {
+    pub fn new(
+        vault: Arc<dyn SecretVault>,
+        reference: &str,
+        parse: fn(&str) -> Result<T, String>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        OnFirstUse {
+            vault,
+            reference: reference.into(),
+            parse,
+            clock,
+            loaded: tokio::sync::OnceCell::new(),
+            failed: Mutex::new(None),
+        }
+    }
+
+    /// The secret, read now if it was not yet.
+    pub async fn get(&self) -> Result<&Refreshing<T>, SecretError> {
+        if let Some(loaded) = self.loaded.get() {
+            return Ok(loaded);
+        }
+        let mut failed = self.failed.lock().await;
+        if let Some(loaded) = self.loaded.get() {
+            return Ok(loaded);
+        }
+        let now = self.clock.now();
+        if let Some((at, error)) = failed.as_ref()
+            && now - *at < MISS_INTERVAL
+        {
+            return Err(error.clone());
+        }
+        let read = Refreshing::load(
+            self.vault.clone(),
+            &self.reference,
+            self.parse,
+            self.clock.clone(),
+        )
+        .await;
+        match read {
+            Ok(refreshing) => Ok(self.loaded.get_or_init(|| async { refreshing }).await),
+            Err(error) => {
+                *failed = Some((now, error.clone()));
+                Err(error)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +220,65 @@ mod tests {
             .expect("no new read");
         assert_eq!(again.as_str(), "first");
         assert_eq!(vault.0.load(Ordering::SeqCst), 2);
+    }
+
+    /// Fails every read until told otherwise, counting them.
+    struct Flaky {
+        reads: AtomicUsize,
+        value: std::sync::Mutex<Option<&'static str>>,
+    }
+
+    #[async_trait]
+    impl SecretVault for Flaky {
+        async fn read(&self, reference: &str) -> Result<Secret, SecretError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            match *self.value.lock().unwrap() {
+                Some(value) => Ok(Secret::new(value)),
+                None => Err(SecretError {
+                    reference: reference.into(),
+                    message: "ResourceNotFoundException".into(),
+                }),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_secret_read_on_first_use_fails_that_use_naming_it_and_is_read_again_later() {
+        let vault = Arc::new(Flaky {
+            reads: AtomicUsize::new(0),
+            value: std::sync::Mutex::new(None),
+        });
+        let clock = Arc::new(FixedClock::new(Utc::now()));
+        let token = OnFirstUse::new(
+            vault.clone(),
+            "arn:status",
+            |t| Ok(t.to_string()),
+            clock.clone(),
+        );
+        assert_eq!(
+            vault.reads.load(Ordering::SeqCst),
+            0,
+            "nothing is read before the first use"
+        );
+
+        let error = token.get().await.err().expect("the secret is missing");
+        assert_eq!(error.reference, "arn:status");
+        // within MISS_INTERVAL the failure is answered without asking the vault again
+        *vault.value.lock().unwrap() = Some("the-token");
+        assert!(token.get().await.is_err());
+        assert_eq!(vault.reads.load(Ordering::SeqCst), 1);
+
+        clock.advance(MISS_INTERVAL);
+        let held = token
+            .get()
+            .await
+            .expect("read again once the interval passed");
+        assert_eq!(held.get().await.as_str(), "the-token");
+        assert!(token.get().await.is_ok());
+        assert_eq!(
+            vault.reads.load(Ordering::SeqCst),
+            2,
+            "read once it succeeded"
+        );
     }
 }

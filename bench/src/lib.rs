@@ -7,10 +7,38 @@ pub mod runtime_api;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use chrono::{DateTime, Datelike, Months, Utc};
+
 use spendguard_app::ports::store::SpendStore;
 use spendguard_domain::period::{YearMonth, Zone};
 use spendguard_domain::usage::{CounterKey, MonthCounters};
 use spendguard_local::sqlite::SqliteStore;
+
+/// The instant the benchmarks' data are dated at and their checks run at (the README checks
+/// the example usage then): figures must not move with the calendar — on the 1st of a month a
+/// steady check also reads the month before, and in another month the example's usage lies
+/// outside every monthly window.
+pub fn fixed_now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-20T18:00:00Z")
+        .expect("a fixed instant")
+        .with_timezone(&Utc)
+}
+
+/// `at` moved by whole months into the month of `now`, same day and time: for the function
+/// processes the benchmark cold-starts, which read the system clock. The example's days (1–20)
+/// exist in every month, so its whole month of spend is in their monthly windows whatever the
+/// date.
+pub fn into_month_of(at: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    let month_index = |t: DateTime<Utc>| i64::from(t.year()) * 12 + i64::from(t.month0());
+    let shift = month_index(now) - month_index(at);
+    let months = Months::new(u32::try_from(shift.unsigned_abs()).expect("a sane calendar"));
+    if shift >= 0 {
+        at.checked_add_months(months)
+    } else {
+        at.checked_sub_months(months)
+    }
+    .expect("the example's days (1-20) exist in every month")
+}
 
 /// The median of some durations (the upper one of the two middles; zero when empty).
 pub fn median(values: &[Duration]) -> Duration {
@@ -62,4 +90,27 @@ pub fn peak_rss_kib() -> u64 {
 /// is not counted.
 pub fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fixed_instant_moves_into_the_month_of_now_keeping_day_and_time() {
+        let at = |text: &str| {
+            DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        assert_eq!(
+            into_month_of(fixed_now(), at("2027-02-01T00:05:00Z")),
+            at("2027-02-20T18:00:00Z")
+        );
+        assert_eq!(
+            into_month_of(at("2026-11-01T09:00:00Z"), at("2026-03-31T23:00:00Z")),
+            at("2026-03-01T09:00:00Z")
+        );
+        assert_eq!(into_month_of(fixed_now(), fixed_now()), fixed_now());
+    }
 }

@@ -5,7 +5,7 @@ mod commands;
 
 const USAGE: &str =
     "usage: spendguard-bench <coldstart|scale|verify|keyguard|nightly|authorize> [options]
-  coldstart --python PATH [--rounds 5] [--warm 20] [--only FUNCTION]
+  coldstart --python PATH [--rounds 15] [--warm 10] [--only FUNCTION]
             each function's release binary vs the Python baseline, hosted as Lambda hosts them
   scale [--max-budgets 10000]   budget-check over 10..10,000 budgets; usage ingest per batch
   verify                        webhook verification cost per message

@@ -153,6 +153,11 @@ pub fn boto3_call(call: &Recorded) -> Result<Value, String> {
                     _ => return Err(format!("{}: unexpected field {name}", call.service)),
                 }
             }
+            _ if name.contains(".member.") => {
+                let segments: Vec<&str> = name.split('.').collect();
+                insert_member(&mut params, &segments, value)
+                    .map_err(|e| format!("{}: nested query field {name}: {e}", call.service))?;
+            }
             _ if name.contains('.') => {
                 return Err(format!(
                     "{}: nested query field {name} has no boto3 form here",
@@ -183,6 +188,58 @@ pub fn boto3_call(call: &Recorded) -> Result<Value, String> {
         )
     })?;
     Ok(json!({"service": call.service, "operation": operation, "params": params}))
+}
+
+/// A Query protocol list field (`Filters.member.1.Values.member.2=v`) into its boto3 form
+/// (`Filters=[{"Values": [.., "v"]}]`).
+fn insert_member(
+    object: &mut Map<String, Value>,
+    segments: &[&str],
+    value: String,
+) -> Result<(), String> {
+    match segments {
+        [field] => {
+            object.insert((*field).to_string(), Value::String(value));
+            Ok(())
+        }
+        [field, "member", index, rest @ ..] => {
+            let index: usize = index
+                .parse()
+                .ok()
+                .filter(|i| *i >= 1)
+                .ok_or_else(|| format!("list index {index}"))?;
+            let list = object
+                .entry((*field).to_string())
+                .or_insert_with(|| Value::Array(Vec::new()))
+                .as_array_mut()
+                .ok_or("a list and a value at once")?;
+            while list.len() < index {
+                list.push(if rest.is_empty() {
+                    Value::Null
+                } else {
+                    Value::Object(Map::new())
+                });
+            }
+            if rest.is_empty() {
+                list[index - 1] = Value::String(value);
+                Ok(())
+            } else {
+                let element = list[index - 1]
+                    .as_object_mut()
+                    .ok_or("a value and a structure at once")?;
+                insert_member(element, rest, value)
+            }
+        }
+        [field, rest @ ..] => {
+            let inner = object
+                .entry((*field).to_string())
+                .or_insert_with(|| Value::Object(Map::new()))
+                .as_object_mut()
+                .ok_or("a value and a structure at once")?;
+            insert_member(inner, rest, value)
+        }
+        [] => Err("an empty name".into()),
+    }
 }
 
 #[cfg(test)]
@@ -273,15 +330,27 @@ mod tests {
 
     #[test]
     fn what_cannot_be_made_again_is_refused_by_name() {
-        let nested = recorded("iam", None, "/", "Action=TagUser&Tags.member.1.Key=a");
-        assert!(
-            boto3_call(&nested)
-                .unwrap_err()
-                .contains("Tags.member.1.Key")
-        );
+        // EC2's lists are not `member` lists, and boto3 names them otherwise (`Filters`)
+        let nested = recorded("ec2", None, "/", "Action=DescribeInstances&Filter.1.Name=a");
+        assert!(boto3_call(&nested).unwrap_err().contains("Filter.1.Name"));
         let unknown = recorded("s3", None, "/bucket/key", "");
         assert!(boto3_call(&unknown).unwrap_err().contains("neither"));
         let broken = recorded("dynamodb", Some("DynamoDB_20120810.PutItem"), "/", "{");
         assert!(boto3_call(&broken).unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn query_lists_become_boto3_lists() {
+        let call = recorded(
+            "autoscaling",
+            None,
+            "/",
+            "Action=DescribeAutoScalingGroups&Version=2011-01-01&Filters.member.1.Name=tag-key&Filters.member.1.Values.member.1=a&Filters.member.1.Values.member.2=b",
+        );
+        assert_eq!(
+            boto3_call(&call).unwrap(),
+            json!({"service": "autoscaling", "operation": "DescribeAutoScalingGroups",
+                   "params": {"Filters": [{"Name": "tag-key", "Values": ["a", "b"]}]}})
+        );
     }
 }

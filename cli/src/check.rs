@@ -104,7 +104,7 @@ async fn sources(args: &CheckArgs, store: Arc<dyn StateStore>) -> Result<Sources
             AwsBudgets::new(aws_sdk_budgets::Client::new(&sdk), account).with_notifications(store),
         ));
     }
-    let http = reqwest::Client::new();
+    let http = spendguard_http::https::client();
     let read = |file: &Path| {
         let file = file.display().to_string();
         async move {

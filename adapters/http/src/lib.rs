@@ -9,6 +9,7 @@ pub mod chat;
 pub mod client;
 #[cfg(feature = "gcp")]
 pub mod gcp;
+pub mod https;
 #[cfg(feature = "providers")]
 pub mod keys;
 #[cfg(feature = "chat")]

@@ -24,7 +24,7 @@ pub fn fanout(config: &Config, sdk: &SdkConfig) -> Handler {
 pub fn fanout_with(config: &Config, sdk: &SdkConfig, backends: Backends) -> Handler {
     let channels = Channels {
         poster: Poster {
-            http: reqwest::Client::new(),
+            http: spendguard_http::https::client(),
             policy: config.retry,
         },
         ses: aws_sdk_sesv2::Client::new(sdk),

@@ -1,4 +1,5 @@
-//! Builds the webhook from configuration: clients once per cold start, secrets read once.
+//! Builds the webhook from configuration: clients once per cold start, the usage secret read
+//! at start, the status token on first use.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use spendguard_app::env::SourcesConfig;
 use spendguard_app::flows::check::{Checker, DEFAULT_CLAIM_LEASE};
 use spendguard_app::ports::bus::AlertBus;
 use spendguard_app::ports::secrets::SecretError;
-use spendguard_app::refreshing::Refreshing;
+use spendguard_app::refreshing::{OnFirstUse, Refreshing};
 use spendguard_app::signing::AlertSigning;
 use spendguard_aws::sns::SnsBus;
 use spendguard_domain::secret::Secret;
@@ -29,22 +30,22 @@ pub async fn webhook_with(
     certificates: Box<dyn CertificateSource>,
 ) -> Result<Webhook, SecretError> {
     let store = backends.store.clone();
-    // read now (a missing or malformed one fails the start), again within minutes of a rotation
-    let (usage_senders, status_token) = tokio::try_join!(
-        Refreshing::load(
-            backends.vault.clone(),
-            &config.usage_secret_arn,
-            UsageSenders::parse,
-            backends.clock.clone(),
-        ),
-        Refreshing::load(
-            backends.vault.clone(),
-            &config.status_token_arn,
-            status_token,
-            backends.clock.clone(),
-        ),
-    )?;
-    let http = reqwest::Client::new();
+    // the usage secret is read now (a missing or malformed one fails the start), again within
+    // minutes of a rotation; the status token only when a `/status` request needs it
+    let usage_senders = Refreshing::load(
+        backends.vault.clone(),
+        &config.usage_secret_arn,
+        UsageSenders::parse,
+        backends.clock.clone(),
+    )
+    .await?;
+    let status_token = OnFirstUse::new(
+        backends.vault.clone(),
+        &config.status_token_arn,
+        status_token,
+        backends.clock.clone(),
+    );
+    let http = spendguard_http::https::client();
     let checker = Checker {
         // only what its own signals touch — app-reported usage, GCP notifications, AWS Budgets:
         // the internet-facing function never reads the providers' admin keys nor Cost

@@ -14,7 +14,7 @@ use spendguard_app::flows::ingest::ingest_usage;
 use spendguard_app::flows::intake::{budgets_for_aws, budgets_for_gcp, record_aws, record_gcp};
 use spendguard_app::ports::clock::Clock;
 use spendguard_app::ports::store::{StateStore, StoreError};
-use spendguard_app::refreshing::Refreshing;
+use spendguard_app::refreshing::{OnFirstUse, Refreshing};
 use spendguard_domain::authorize;
 use spendguard_domain::period::Period;
 use spendguard_domain::records::{AuditEntry, SwitchState};
@@ -26,7 +26,7 @@ use spendguard_domain::signals::{aws_budgets, gcp};
 use spendguard_domain::standard_webhooks;
 use spendguard_http::verify::gcp_oidc::GoogleOidcVerifier;
 use spendguard_http::verify::sns::{SnsMessage, SnsVerifier};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::http::{HttpRequest, HttpResponse};
 use spendguard_domain::usage::parse_batch;
@@ -76,7 +76,7 @@ pub struct Webhook {
     /// Who may report usage, with their secrets (re-read within minutes of a rotation).
     pub usage_senders: Refreshing<UsageSenders>,
     /// The token applications read `/status` with (at least 32 bytes; re-read likewise).
-    pub status_token: Refreshing<Secret>,
+    pub status_token: OnFirstUse<Secret>,
     pub gcp: Option<GoogleOidcVerifier>,
     /// The one Pub/Sub subscription whose pushes are accepted, when pinned.
     pub gcp_subscription: Option<String>,
@@ -611,9 +611,21 @@ impl Webhook {
             .and_then(|h| h.strip_prefix("Bearer "))
             .unwrap_or_default();
         let matches = |token: &Secret| same(presented.as_bytes(), token.expose().as_bytes());
-        if !matches(self.status_token.get().await.as_ref()) {
+        let status_token = match self.status_token.get().await {
+            Ok(token) => token,
+            Err(e) => {
+                // the operator's fix is at the secret: name it (never a value)
+                error!(secret = %e.reference, reason = %e.message, "the status token cannot be read");
+                return HttpResponse::error(
+                    503,
+                    format!("the status token cannot be read: {e}"),
+                    None,
+                );
+            }
+        };
+        if !matches(status_token.get().await.as_ref()) {
             // the token may have been rotated after this value was read
-            let fresh = self.status_token.after_miss().await;
+            let fresh = status_token.after_miss().await;
             if !fresh.is_some_and(|t| matches(&t)) {
                 return HttpResponse::error(401, "authentication failed", None);
             }

@@ -17,7 +17,7 @@ use spendguard_app::ports::clock::{Clock, FixedClock, SystemClock};
 use spendguard_app::ports::secrets::{SecretError, SecretVault};
 use spendguard_app::ports::sources::{SourceError, SpendRequest, SpendSource};
 use spendguard_app::ports::store::StateStore;
-use spendguard_app::refreshing::Refreshing;
+use spendguard_app::refreshing::{OnFirstUse, Refreshing};
 use spendguard_app::sources::counters::UsageCounters;
 use spendguard_app::sources::gcp::GcpBudgetObservations;
 use spendguard_domain::alert::AlertKind;
@@ -152,14 +152,12 @@ async fn webhook_with(
         )
         .await
         .unwrap(),
-        status_token: Refreshing::load(
+        status_token: OnFirstUse::new(
             Arc::new(Fixed("status-token-0123456789abcdef0123456789")),
             "status",
             |t| Ok(Secret::new(t)),
             clock.clone(),
-        )
-        .await
-        .unwrap(),
+        ),
         gcp: Some(GoogleOidcVerifier::new(
             OidcPolicy {
                 audience: "https://spendguard.example/gcp/pubsub".into(),

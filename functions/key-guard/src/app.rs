@@ -1,4 +1,5 @@
-//! Builds key-guard from configuration: clients once per cold start, admin keys read once.
+//! Builds key-guard from configuration: clients once per cold start, admin keys read once
+//! (concurrently).
 
 use std::sync::Arc;
 
@@ -10,13 +11,14 @@ use spendguard_app::ports::bus::AlertBus;
 use spendguard_app::ports::keys::KeyProvider;
 use spendguard_app::ports::rate_limits::ProviderRateLimits;
 use spendguard_app::ports::secret_versions::SecretVersions;
-use spendguard_app::ports::secrets::SecretError;
+use spendguard_app::ports::secrets::{SecretError, SecretVault};
 use spendguard_app::ports::shutdown::ShutdownTarget;
 use spendguard_app::signing::AlertSigning;
 use spendguard_aws::iam::IamKeys;
 use spendguard_aws::secret_versions::SecretsManager;
 use spendguard_aws::shutdown::AwsShutdown;
 use spendguard_aws::sns::SnsBus;
+use spendguard_domain::secret::Secret;
 use spendguard_http::gcp::{GcpShutdown, ServiceAccountKey};
 use spendguard_http::keys::anthropic::{AnthropicAdmin, AnthropicRateLimits, AnthropicSpendLimits};
 use spendguard_http::keys::openai::{OpenAiAdmin, OpenAiRateLimits, OpenAiSpendLimits};
@@ -64,14 +66,20 @@ pub async fn handler_with(
     } = backends;
     let signing = AlertSigning::configured(&vault, config.alert_signing_key_arn.as_deref());
     let secrets = aws_sdk_secretsmanager::Client::new(sdk);
-    let http = reqwest::Client::new();
-    let gcp_credential = match &config.gcp_credential_arn {
-        Some(arn) => Some(
-            ServiceAccountKey::parse(&vault.read(arn).await?).map_err(|e| SecretError {
-                reference: arn.clone(),
+    let http = spendguard_http::https::client();
+    // the configured secrets, read at once rather than one round trip after another
+    let (gcp_key, anthropic_admin_key, openai_admin_key) = tokio::try_join!(
+        read_configured(vault.as_ref(), config.gcp_credential_arn.as_deref()),
+        read_configured(vault.as_ref(), config.anthropic_admin_key_arn.as_deref()),
+        read_configured(vault.as_ref(), config.openai_admin_key_arn.as_deref()),
+    )?;
+    let gcp_credential = match gcp_key {
+        Some((arn, secret)) => {
+            Some(ServiceAccountKey::parse(&secret).map_err(|e| SecretError {
+                reference: arn.into(),
                 message: e.to_string(),
-            })?,
-        ),
+            })?)
+        }
         None => None,
     };
     let mut shutdown_targets: Vec<Arc<dyn ShutdownTarget>> = vec![Arc::new(GcpShutdown::new(
@@ -84,6 +92,7 @@ pub async fn handler_with(
     if aws == AwsKeys::Managed {
         shutdown_targets.push(Arc::new(AwsShutdown::new(
             sdk,
+            http.clone(),
             config.own_function_name.as_deref(),
         )));
     }
@@ -95,8 +104,7 @@ pub async fn handler_with(
             sdk: sdk.clone(),
         }));
     }
-    if let Some(arn) = &config.anthropic_admin_key_arn {
-        let admin_key = vault.read(arn).await?;
+    if let Some((_, admin_key)) = anthropic_admin_key {
         if config.anthropic_spend_limits {
             // opted in: a stop sets the workspace (organisation) spend limits it covers
             shutdown_targets.push(Arc::new(AnthropicSpendLimits {
@@ -117,8 +125,7 @@ pub async fn handler_with(
             admin_key,
         }));
     }
-    if let Some(arn) = &config.openai_admin_key_arn {
-        let admin_key = vault.read(arn).await?;
+    if let Some((_, admin_key)) = openai_admin_key {
         // a stop at OpenAI itself: the spend limit of each project the scope covers
         shutdown_targets.push(Arc::new(OpenAiSpendLimits {
             http: http.clone(),
@@ -163,4 +170,15 @@ pub async fn handler_with(
         alerts: None,
         signing,
     })
+}
+
+/// The secret at `reference` with it, if one is configured.
+async fn read_configured<'a>(
+    vault: &dyn SecretVault,
+    reference: Option<&'a str>,
+) -> Result<Option<(&'a str, Secret)>, SecretError> {
+    match reference {
+        Some(reference) => Ok(Some((reference, vault.read(reference).await?))),
+        None => Ok(None),
+    }
 }

@@ -1226,9 +1226,9 @@ async fn a_rotated_usage_secret_is_taken_within_minutes_not_hours() {
 async fn the_status_token_is_at_least_32_bytes_and_follows_a_rotation() {
     let w = WebhookWorld::new(PolicySet::default()).await;
     let clock = std::sync::Arc::new(spendguard_app::ports::clock::FixedClock::new(Utc::now()));
-    // a short (or empty) token refuses the start, naming the secret
+    // a short (or empty) token is refused when `/status` reads it, naming the secret
     let short_arn = aws::secret(&w.sdk, "short-status", "short-token").await;
-    let refused = webhook_at(
+    let webhook = webhook_at(
         &w,
         budget_webhook::config::Config {
             status_token_arn: short_arn.clone(),
@@ -1237,11 +1237,15 @@ async fn the_status_token_is_at_least_32_bytes_and_follows_a_rotation() {
         clock.clone(),
     )
     .await
-    .err()
-    .expect("a short status token refuses the start");
+    .expect("the status token is not read at start");
+    let r = webhook
+        .http(status_request("short-token", "scope=openai/prod"))
+        .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    let text = r.body.to_string();
     assert!(
-        refused.to_string().contains(&short_arn) && refused.to_string().contains("32 bytes"),
-        "{refused}"
+        text.contains(&short_arn) && text.contains("32 bytes") && !text.contains("short-token"),
+        "{text}"
     );
 
     let arn = aws::secret(&w.sdk, "status-rotating", STATUS_TOKEN).await;
@@ -1264,14 +1268,78 @@ async fn the_status_token_is_at_least_32_bytes_and_follows_a_rotation() {
         .send()
         .await
         .unwrap();
-    let status = |token: &str| HttpRequest {
+    let r = webhook
+        .http(status_request(new_token, "scope=openai/prod"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+fn status_request(token: &str, query: &str) -> HttpRequest {
+    HttpRequest {
         method: "GET".into(),
         path: "/status".into(),
-        query: "scope=openai/prod".into(),
+        query: query.into(),
         headers: HashMap::from([("authorization".into(), bearer(token))]),
         ..HttpRequest::default()
-    };
-    let r = webhook.http(status(new_token)).await;
+    }
+}
+
+/// The status token is read by the first `/status` request, not at start (issue 28): a webhook
+/// whose token cannot be read still counts usage, and `/status` answers 503 naming the secret
+/// until the token can be read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_serves_usage_without_its_status_token_and_status_names_the_secret() {
+    let w = WebhookWorld::new(PolicySet::default()).await;
+    let clock = std::sync::Arc::new(spendguard_app::ports::clock::FixedClock::new(Utc::now()));
+    // a name is a reference Secrets Manager takes like an ARN, and the secret can be created
+    // under it later
+    let missing_arn = aws::unique("status-never-created");
+    let webhook = webhook_at(
+        &w,
+        budget_webhook::config::Config {
+            status_token_arn: missing_arn.clone(),
+            ..w.config.clone()
+        },
+        clock.clone(),
+    )
+    .await
+    .expect("the webhook starts without its status token");
+
+    let now = Utc::now().timestamp();
+    let body = records_for(&["openai/prod/k1"], "no-status-1");
+    let r = webhook.http(signed_usage(&body, "no-status-1", now)).await;
+    assert_eq!(r.status, 200, "usage is served: {}", r.body);
+
+    let r = webhook
+        .http(status_request(STATUS_TOKEN, "scope=openai/prod"))
+        .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.body.to_string().contains(&missing_arn),
+        "names the secret: {}",
+        r.body
+    );
+
+    // once the secret exists (and the retry interval passed), `/status` reads it
+    aws_sdk_secretsmanager::Client::new(&w.sdk)
+        .create_secret()
+        .name(&missing_arn)
+        .secret_string(STATUS_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let r = webhook
+        .http(status_request(STATUS_TOKEN, "scope=openai/prod"))
+        .await;
+    assert_eq!(
+        r.status, 503,
+        "not asked again within the retry interval: {}",
+        r.body
+    );
+    clock.advance(spendguard_app::refreshing::MISS_INTERVAL);
+    let r = webhook
+        .http(status_request(STATUS_TOKEN, "scope=openai/prod"))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
 

@@ -147,7 +147,7 @@ impl Regional {
 impl AwsShutdown {
     /// `own_function`: the name key-guard runs under (`AWS_LAMBDA_FUNCTION_NAME`); it and the
     /// stack's other functions are protected from shutdowns.
-    pub fn new(sdk: &SdkConfig, own_function: Option<&str>) -> Self {
+    pub fn new(sdk: &SdkConfig, http: reqwest::Client, own_function: Option<&str>) -> Self {
         let own_functions = own_function
             .and_then(|name| name.strip_suffix("key-guard"))
             .map(|prefix| {
@@ -159,7 +159,7 @@ impl AwsShutdown {
             .unwrap_or_else(|| own_function.map(str::to_string).into_iter().collect());
         AwsShutdown {
             sdk: sdk.clone(),
-            http: reqwest::Client::new(),
+            http,
             iam: aws_sdk_iam::Client::new(sdk),
             sts: aws_sdk_sts::Client::new(sdk),
             regions: Mutex::new(BTreeMap::new()),

@@ -123,7 +123,7 @@ impl LazySpendLimits {
     fn openai(vault: Arc<dyn SecretVault>, arn: &str, base_url: &str) -> Self {
         Self::lazy(vault, arn, base_url, |base_url, admin_key| {
             Arc::new(openai::OpenAiSpendLimits {
-                http: reqwest::Client::new(),
+                http: crate::https::client(),
                 base_url,
                 admin_key,
             })
@@ -134,7 +134,7 @@ impl LazySpendLimits {
     fn anthropic(vault: Arc<dyn SecretVault>, arn: &str, base_url: &str) -> Self {
         Self::lazy(vault, arn, base_url, |base_url, admin_key| {
             Arc::new(anthropic::AnthropicSpendLimits {
-                http: reqwest::Client::new(),
+                http: crate::https::client(),
                 base_url,
                 admin_key,
             })

@@ -24,10 +24,9 @@ pub async fn spend_sources(
 ) -> Result<Vec<Arc<dyn SpendSource>>, SecretError> {
     let mut sources: Vec<Arc<dyn SpendSource>> = Vec::new();
     if config.openai_admin_key_arn.is_none() && config.anthropic_admin_key_arn.is_none() {
-        // no client: building one reads and decodes the system's root certificates (ms of init)
         return Ok(sources);
     }
-    let http = reqwest::Client::new();
+    let http = crate::https::client();
     if let Some(arn) = &config.openai_admin_key_arn {
         sources.push(Arc::new(OpenAiCosts::new(
             http.clone(),
@@ -56,7 +55,7 @@ pub async fn key_usage_sources(
     if config.openai_admin_key_arn.is_none() && config.anthropic_admin_key_arn.is_none() {
         return Ok(out);
     }
-    let http = reqwest::Client::new();
+    let http = crate::https::client();
     for (provider, arn, url) in [
         (
             ProviderKind::Openai,

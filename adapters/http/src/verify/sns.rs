@@ -115,7 +115,7 @@ impl HttpsCertificates {
     /// Built once at start-up; an error (no TLS stack) fails the start rather than falling
     /// back to a client that would follow redirects.
     pub fn new() -> Result<Self, String> {
-        reqwest::Client::builder()
+        crate::https::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(5))
             .build()
