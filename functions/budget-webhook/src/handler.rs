@@ -614,11 +614,12 @@ impl Webhook {
         let status_token = match self.status_token.get().await {
             Ok(token) => token,
             Err(e) => {
-                // the operator's fix is at the secret: name it (never a value)
+                // the operator's fix is at the secret: the log names it (never a value); the
+                // caller, not yet authenticated, learns only that the switch cannot be read
                 error!(secret = %e.reference, reason = %e.message, "the status token cannot be read");
                 return HttpResponse::error(
                     503,
-                    format!("the status token cannot be read: {e}"),
+                    "the status token cannot be read: the webhook's log names the secret",
                     None,
                 );
             }
