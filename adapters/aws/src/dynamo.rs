@@ -115,6 +115,8 @@ fn claim_pk(space: &ClaimSpace) -> String {
 }
 const OPEN_ALERTS_PK: &str = "OPEN_ALERTS";
 const KEYS_PK: &str = "KEYS";
+/// One item whose `version` every write of budgets, keys or settings moves, after the write.
+const POLICY_VERSION_PK: &str = "POLICY_VERSION";
 fn scopes_pk(month: YearMonth) -> String {
     format!("SCOPES#{month}")
 }
@@ -1144,6 +1146,23 @@ fn pack_transactions<'a>(
     Ok(groups)
 }
 
+impl DynamoStore {
+    /// Moves the policy's version (after the write it stands for).
+    async fn policy_changed(&self) -> StoreResult<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(POLICY_VERSION_PK.into(), SINGLETON_SK)))
+            .update_expression("ADD #version :one")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map_err(|e| sdk("UpdateItem", e))?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl PolicyStore for DynamoStore {
     async fn put_policy(&self, set: &PolicySet) -> StoreResult<()> {
@@ -1198,7 +1217,7 @@ impl PolicyStore for DynamoStore {
                 .await
                 .map_err(|e| sdk("UpdateItem", e))?;
         }
-        Ok(())
+        self.policy_changed().await
     }
 
     async fn load_policy(&self) -> StoreResult<PolicySet> {
@@ -1216,6 +1235,16 @@ impl PolicyStore for DynamoStore {
         Ok(set)
     }
 
+    async fn policy_version(&self) -> StoreResult<String> {
+        match self
+            .get_item(key(POLICY_VERSION_PK.into(), SINGLETON_SK))
+            .await?
+        {
+            Some(item) => Ok(number_attr(&item, "version")?.to_string()),
+            None => Ok("0".into()),
+        }
+    }
+
     async fn settings(&self) -> StoreResult<Settings> {
         match self.get_item(key(BUDGETS_PK.into(), SETTINGS_SK)).await? {
             Some(item) => from_doc("settings", text_attr(&item, "doc")?),
@@ -1231,7 +1260,7 @@ impl PolicyStore for DynamoStore {
             .send()
             .await
             .map_err(|e| sdk("PutItem", e))?;
-        Ok(())
+        self.policy_changed().await
     }
 
     async fn get_budget(&self, id: &str) -> StoreResult<Option<Budget>> {
@@ -1251,7 +1280,11 @@ impl PolicyStore for DynamoStore {
             .send()
             .await
             .map_err(|e| sdk("DeleteItem", e))?;
-        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+        let existed = out.attributes.is_some_and(|a| !a.is_empty());
+        if existed {
+            self.policy_changed().await?;
+        }
+        Ok(existed)
     }
 
     async fn put_settings(&self, settings: &Settings) -> StoreResult<()> {
@@ -1262,7 +1295,7 @@ impl PolicyStore for DynamoStore {
             .send()
             .await
             .map_err(|e| sdk("PutItem", e))?;
-        Ok(())
+        self.policy_changed().await
     }
 }
 
