@@ -306,18 +306,19 @@ impl Checker {
     ) -> Result<(CheckReport, Observed), CheckError> {
         let now = self.clock.now();
         let run_id = uuid::Uuid::new_v4().to_string();
-        if let Some(unknown) = options
-            .only
-            .iter()
-            .find(|id| !policy.budgets.iter().any(|b| &b.id == *id))
-        {
-            return Err(CheckError::UnknownBudget(unknown.clone()));
-        }
+        // a set: the webhook names every budget a batch touched (up to one per record)
+        let only: HashSet<&str> = options.only.iter().map(String::as_str).collect();
         let budgets: Vec<&Budget> = policy
             .budgets
             .iter()
-            .filter(|b| options.only.is_empty() || options.only.contains(&b.id))
+            .filter(|b| only.is_empty() || only.contains(b.id.as_str()))
             .collect();
+        if budgets.len() < only.len() {
+            let found: HashSet<&str> = budgets.iter().map(|b| b.id.as_str()).collect();
+            if let Some(unknown) = options.only.iter().find(|id| !found.contains(id.as_str())) {
+                return Err(CheckError::UnknownBudget(unknown.clone()));
+            }
+        }
 
         let (spend, mut failures, unconfigured) = self
             .gather(&budgets, now, &policy.settings.rates, options)
@@ -501,7 +502,9 @@ impl Checker {
         options: &CheckOptions,
     ) -> Result<(), CheckError> {
         if !options.dry_run {
-            self.store.put_observations(&observed.observations).await?;
+            if !observed.observations.is_empty() {
+                self.store.put_observations(&observed.observations).await?;
+            }
             if !observed.source_days.is_empty() {
                 self.store.put_source_days(&observed.source_days).await?;
             }
