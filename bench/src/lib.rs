@@ -47,7 +47,8 @@ pub async fn all_counters(
 }
 
 /// CPU time this process's live threads have used so far (`se.sum_exec_runtime` of each
-/// thread's `sched`).
+/// thread's `sched`): a thread that exits takes its time with it, so a difference can only
+/// undercount (and is taken saturating).
 pub fn process_cpu_time() -> Duration {
     let Ok(entries) = std::fs::read_dir("/proc/self/task") else {
         return Duration::ZERO;

@@ -349,7 +349,7 @@ async fn ingest_table(with_dynamodb: bool) {
             batches += 1;
         }
         let took = started.elapsed();
-        let cpu = process_cpu_time() - cpu;
+        let cpu = process_cpu_time().saturating_sub(cpu);
         println!(
             "| {size} | embedded | {:.0} | {:.2} | {:.2} | - |",
             records as f64 / took.as_secs_f64(),
@@ -372,6 +372,12 @@ async fn ingest_table(with_dynamodb: bool) {
     let counter = RequestCounter::default();
     let store = Arc::new(DynamoStore::new(counted_dynamodb(&sdk, &counter), &table));
     let on_moto = webhook(dir.path(), &sdk, store).await;
+    // a warm container, as the embedded rows: the policy read, the ten keys' scopes indexed,
+    // and key 0 (every one-record batch's) past all its tiers, each raised once
+    for _ in 0..2 {
+        let response = on_moto.http(usage_request(10, &mut serial)).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
     for size in BATCHES {
         let request = usage_request(size, &mut serial);
         counter.reset();
@@ -379,7 +385,7 @@ async fn ingest_table(with_dynamodb: bool) {
         let started = Instant::now();
         let response = on_moto.http(request).await;
         let took = started.elapsed();
-        let cpu = process_cpu_time() - cpu;
+        let cpu = process_cpu_time().saturating_sub(cpu);
         if response.status != 200 {
             // moto copies its tables in every transaction: large batches can time out there
             println!(
