@@ -9,6 +9,7 @@ pub mod backends;
 pub mod env;
 pub mod flows;
 pub mod lease;
+pub mod policy_cache;
 pub mod ports;
 pub mod refreshing;
 pub mod signing;

@@ -74,6 +74,30 @@ pub async fn all_counters(
     store.read_counters(&keys).await.expect("counters")
 }
 
+/// CPU time this process's live threads have used so far (`se.sum_exec_runtime` of each
+/// thread's `sched`): a thread that exits takes its time with it, so a difference can only
+/// undercount (and is taken saturating).
+pub fn process_cpu_time() -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let millis: f64 = entries
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("sched")).ok())
+        .filter_map(|sched| {
+            sched
+                .lines()
+                .find(|l| l.starts_with("se.sum_exec_runtime"))?
+                .rsplit(':')
+                .next()?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .sum();
+    Duration::from_secs_f64(millis / 1000.0)
+}
+
 /// This process's peak resident set size (`VmHWM`), in KiB.
 pub fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

@@ -180,6 +180,7 @@ pub async fn standing(store: Arc<dyn StateStore>) -> Result<CheckReport, Failure
                 actor: "cli".into(),
                 skip_unconfigured_sources: true,
                 audit_only_when_acted: true,
+                ..CheckOptions::default()
             },
         )
         .await
@@ -238,6 +239,7 @@ pub async fn run(args: CheckArgs) -> Result<(), Failure> {
             actor: "cli".into(),
             skip_unconfigured_sources: true,
             audit_only_when_acted: false,
+            ..CheckOptions::default()
         })
         .await
         .map_err(|e| Failure::Run(e.to_string()))?;

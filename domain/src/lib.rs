@@ -25,6 +25,7 @@ pub mod ledger;
 pub mod message;
 pub mod money;
 pub mod period;
+pub mod policy_index;
 pub mod pricing;
 pub mod records;
 pub mod resources;

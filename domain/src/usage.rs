@@ -870,10 +870,28 @@ pub fn budgets_counting<'a>(budgets: &'a [Budget], record: &UsageRecord) -> Vec<
 /// every budget it counts toward (otherwise those budgets could not be evaluated for the rest
 /// of the period), and its counters must fit one transaction.
 pub fn admit(record: &UsageRecord, policy: &PolicySet) -> Result<(), UsageError> {
+    admit_counting(
+        record,
+        &budgets_counting(&policy.budgets, record),
+        &policy.settings.rates,
+        &PolicySet::counter_zones(&policy.budgets),
+        &PolicySet::minute_scopes(&policy.budgets),
+    )
+}
+
+/// [`admit`], given the budgets `record` counts toward and the policy's counting zones and
+/// minute scopes (worked out once per policy by [`crate::policy_index::IndexedPolicy`]).
+pub(crate) fn admit_counting(
+    record: &UsageRecord,
+    counting: &[&Budget],
+    rates: &FxRates,
+    zones: &[Zone],
+    minute_scopes: &BTreeSet<Scope>,
+) -> Result<(), UsageError> {
     let from = record.cost.currency;
-    if let Some(b) = budgets_counting(&policy.budgets, record)
-        .into_iter()
-        .find(|b| !policy.settings.rates.can_convert(from, b.currency))
+    if let Some(b) = counting
+        .iter()
+        .find(|b| !rates.can_convert(from, b.currency))
     {
         return Err(UsageError {
             field: "cost.currency",
@@ -883,9 +901,7 @@ pub fn admit(record: &UsageRecord, policy: &PolicySet) -> Result<(), UsageError>
             ),
         });
     }
-    let zones = PolicySet::counter_zones(&policy.budgets);
-    let minute_scopes = PolicySet::minute_scopes(&policy.budgets);
-    let items = UsageEntry::counting(record, &zones, &minute_scopes)
+    let items = UsageEntry::counting(record, zones, minute_scopes)
         .items()
         .len()
         + 1;
@@ -899,75 +915,6 @@ pub fn admit(record: &UsageRecord, policy: &PolicySet) -> Result<(), UsageError>
         });
     }
     Ok(())
-}
-
-/// Most records in one batch (`POST /usage`).
-pub const MAX_BATCH_RECORDS: usize = 1000;
-
-/// Why a batch was refused: the field (`records[3].cost.amount`, `body`) and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchError {
-    pub field: String,
-    pub message: String,
-}
-
-impl BatchError {
-    fn at(field: impl Into<String>, message: impl Into<String>) -> Self {
-        BatchError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UsageBatch {
-    records: Vec<Box<RawValue>>,
-}
-
-/// Parses and validates a whole usage batch (`{"records": [...]}`) against `policy`: any bad
-/// record refuses the whole batch, naming its path, and nothing is counted.
-pub fn parse_batch(
-    body: &[u8],
-    policy: &PolicySet,
-    now: DateTime<Utc>,
-) -> Result<Vec<UsageRecord>, BatchError> {
-    let batch: UsageBatch = serde_json::from_slice(body)
-        .map_err(|e| BatchError::at("body", format!("expected {{\"records\": [...]}}: {e}")))?;
-    if batch.records.is_empty() {
-        return Err(BatchError::at("records", "the batch is empty"));
-    }
-    if batch.records.len() > MAX_BATCH_RECORDS {
-        return Err(BatchError::at(
-            "records",
-            format!("at most {MAX_BATCH_RECORDS} records per batch"),
-        ));
-    }
-    let mut records = Vec::with_capacity(batch.records.len());
-    for (i, raw) in batch.records.iter().enumerate() {
-        let wire: UsageWire = serde_json::from_str(raw.get())
-            .map_err(|e| BatchError::at(format!("records[{i}]"), e.to_string()))?;
-        let record = wire
-            .validate(&policy.settings.prices, now)
-            .and_then(|r| admit(&r, policy).map(|()| r))
-            .map_err(|e| BatchError::at(format!("records[{i}].{}", e.field), e.message))?;
-        records.push(record);
-    }
-    Ok(records)
-}
-
-/// The usage budgets a batch of records counts toward.
-pub fn usage_budgets<'a>(budgets: &'a [Budget], records: &[UsageRecord]) -> Vec<&'a Budget> {
-    budgets
-        .iter()
-        .filter(|b| {
-            b.source == SourceSpec::Usage
-                && records
-                    .iter()
-                    .any(|r| r.scopes_counted().contains(&b.scope))
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -1276,40 +1223,6 @@ mod tests {
         assert!(old.cost_by_minute.is_empty() && old.unreadable.is_none());
         old.read_bucket("c17_USD", "1e40");
         assert!(old.unreadable.is_some());
-    }
-
-    /// A report is evaluated against every budget it counts toward, dimension budgets (a
-    /// model's, a user's) included: a short rolling window on a model is seen only there.
-    #[test]
-    fn a_batch_affects_the_budgets_of_its_dimensions_too() {
-        let r = wire(r#"{"id":"r1","scope":"openai/prod/k","model":"gpt-4o","user":"u-42","cost":{"amount":"1","currency":"USD"},"timestamp":"2026-11-30T10:00:00Z"}"#)
-            .validate(&PriceBook::default(), now())
-            .unwrap();
-        let budget = |id: &str, scope: Scope| Budget {
-            id: id.into(),
-            description: None,
-            scope,
-            currency: Currency::USD,
-            zone: Zone::UTC,
-            windows: Vec::new(),
-            source: SourceSpec::Usage,
-            routing: Default::default(),
-        };
-        let budgets = [
-            budget("prod", Scope::parse("openai/prod").unwrap()),
-            budget("model", Scope::dimension("model", "openai:gpt-4o").unwrap()),
-            budget("user", Scope::dimension("user", "u-42").unwrap()),
-            budget(
-                "other-model",
-                Scope::dimension("model", "openai:o3").unwrap(),
-            ),
-            budget("elsewhere", Scope::parse("anthropic").unwrap()),
-        ];
-        let ids: Vec<&str> = usage_budgets(&budgets, &[r])
-            .iter()
-            .map(|b| b.id.as_str())
-            .collect();
-        assert_eq!(ids, ["prod", "model", "user"]);
     }
 
     #[test]

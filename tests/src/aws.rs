@@ -208,6 +208,11 @@ impl RequestCounter {
         self.0.lock().unwrap().values().sum()
     }
 
+    /// How many requests of each operation (`TransactWriteItems`, `BatchGetItem`, ...).
+    pub fn operations(&self) -> BTreeMap<String, usize> {
+        self.0.lock().unwrap().clone()
+    }
+
     /// DynamoDB writes among them.
     pub fn writes(&self) -> usize {
         let counts = self.0.lock().unwrap();

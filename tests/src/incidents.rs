@@ -241,6 +241,10 @@ impl PolicyStore for GatedStore {
         self.inv.call(self.inner.load_policy()).await
     }
 
+    async fn policy_version(&self) -> StoreResult<String> {
+        self.inv.call(self.inner.policy_version()).await
+    }
+
     async fn put_budget(&self, budget: &Budget) -> StoreResult<()> {
         self.inv.write(self.inner.put_budget(budget)).await
     }

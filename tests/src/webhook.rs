@@ -211,9 +211,23 @@ impl WebhookWorld {
     /// The same webhook with every item its store writes recorded (partition keys).
     pub async fn webhook_recording_writes(&self) -> (Webhook, aws::WriteRecorder) {
         let recorder = aws::WriteRecorder::default();
+        (self.webhook_intercepted(recorder.clone()).await, recorder)
+    }
+
+    /// The same webhook with its store's DynamoDB requests counted by operation.
+    pub async fn webhook_counting_requests(&self) -> (Webhook, aws::RequestCounter) {
+        let counter = aws::RequestCounter::default();
+        (self.webhook_intercepted(counter.clone()).await, counter)
+    }
+
+    /// The same webhook, its store's DynamoDB client carrying `interceptor`.
+    async fn webhook_intercepted(
+        &self,
+        interceptor: impl aws_smithy_runtime_api::client::interceptors::Intercept + 'static,
+    ) -> Webhook {
         let dynamodb = aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(&self.sdk)
-                .interceptor(recorder.clone())
+                .interceptor(interceptor)
                 .build(),
         );
         let backends = spendguard_app::backends::Backends {
@@ -224,7 +238,7 @@ impl WebhookWorld {
             aws_sdk_sns::Client::new(&self.sdk),
             &self.config.alerts_topic_arn,
         );
-        let webhook = app::webhook_with(
+        app::webhook_with(
             &self.config,
             &self.sdk,
             backends,
@@ -232,8 +246,7 @@ impl WebhookWorld {
             Box::new(self.certificates.clone()),
         )
         .await
-        .expect("webhook starts");
-        (webhook, recorder)
+        .expect("webhook starts")
     }
 
     pub async fn send(&self, request: HttpRequest) -> HttpResponse {

@@ -32,9 +32,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, Delete, DeleteRequest, KeySchemaElement,
-    KeyType, KeysAndAttributes, Put, PutRequest, ScalarAttributeType, TimeToLiveSpecification,
-    TransactWriteItem, Update, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, DeleteRequest,
+    KeySchemaElement, KeyType, KeysAndAttributes, Put, PutRequest, ScalarAttributeType,
+    TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -115,6 +115,8 @@ fn claim_pk(space: &ClaimSpace) -> String {
 }
 const OPEN_ALERTS_PK: &str = "OPEN_ALERTS";
 const KEYS_PK: &str = "KEYS";
+/// One item whose `version` every write of budgets, keys or settings moves, after the write.
+const POLICY_VERSION_PK: &str = "POLICY_VERSION";
 fn scopes_pk(month: YearMonth) -> String {
     format!("SCOPES#{month}")
 }
@@ -534,6 +536,23 @@ impl DynamoStore {
         Ok((live, holding))
     }
 
+    /// A check, inside an ingest transaction, that the record's request holds no reservation
+    /// (one that does cancels the transaction: the read path then releases it).
+    fn not_holding(&self, id: &str) -> StoreResult<TransactWriteItem> {
+        Ok(TransactWriteItem::builder()
+            .condition_check(built(
+                ConditionCheck::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(reservation_pk(id), SINGLETON_SK)))
+                    .condition_expression("attribute_not_exists(#pk) OR #state <> :held")
+                    .expression_attribute_names("#pk", PK)
+                    .expression_attribute_names("#state", "state")
+                    .expression_attribute_values(":held", s(HELD))
+                    .build(),
+            )?)
+            .build())
+    }
+
     /// Lists the chunk's scopes under their months (what the nightly run reads instead of
     /// scanning). Each (month, scope) is written once per process.
     async fn index_scopes(&self, chunk: &[&UsageEntry]) -> StoreResult<()> {
@@ -567,13 +586,24 @@ impl DynamoStore {
     async fn write_usage_chunk(
         &self,
         chunk: &[&UsageEntry],
-        holding: &HashMap<String, Holding>,
+        reservations: Reservations<'_>,
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> StoreResult<bool> {
         let mut items = Vec::new();
         let mut token = Sha256::new();
         token.update(now.timestamp().to_be_bytes());
+        let holding = match reservations {
+            Reservations::Read(holding) => holding,
+            Reservations::Unread => {
+                // a distinct request from the read path's retry of the same records
+                token.update(b"unread");
+                for e in chunk {
+                    items.push(self.not_holding(&e.id)?);
+                }
+                &HashMap::new()
+            }
+        };
         for e in chunk {
             token.update(e.id.as_bytes());
             token.update([0]);
@@ -1108,6 +1138,22 @@ impl ReservationStore for DynamoStore {
     }
 }
 
+/// What an ingest transaction knows of the records' reservations.
+#[derive(Clone, Copy)]
+enum Reservations<'a> {
+    /// Read before: these hold, and are released in the transaction.
+    Read(&'a HashMap<String, Holding>),
+    /// Not read: the transaction checks that none holds.
+    Unread,
+}
+
+/// Whether `entries` fit one transaction written without a read first (a marker and a
+/// reservation check per record, one update per counter).
+fn fits_unread(entries: &[&UsageEntry]) -> bool {
+    let counters: BTreeSet<String> = entries.iter().flat_map(|e| e.items()).collect();
+    2 * entries.len() + counters.len() <= MAX_TRANSACTION_ACTIONS
+}
+
 /// Groups entries so that each group fits one transaction (markers + one update per counter).
 fn pack_transactions<'a>(
     entries: &[&'a UsageEntry],
@@ -1142,6 +1188,23 @@ fn pack_transactions<'a>(
         groups.push(current);
     }
     Ok(groups)
+}
+
+impl DynamoStore {
+    /// Moves the policy's version (after the write it stands for).
+    async fn policy_changed(&self) -> StoreResult<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(POLICY_VERSION_PK.into(), SINGLETON_SK)))
+            .update_expression("ADD #version :one")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map_err(|e| sdk("UpdateItem", e))?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -1198,7 +1261,7 @@ impl PolicyStore for DynamoStore {
                 .await
                 .map_err(|e| sdk("UpdateItem", e))?;
         }
-        Ok(())
+        self.policy_changed().await
     }
 
     async fn load_policy(&self) -> StoreResult<PolicySet> {
@@ -1216,6 +1279,16 @@ impl PolicyStore for DynamoStore {
         Ok(set)
     }
 
+    async fn policy_version(&self) -> StoreResult<String> {
+        match self
+            .get_item(key(POLICY_VERSION_PK.into(), SINGLETON_SK))
+            .await?
+        {
+            Some(item) => Ok(number_attr(&item, "version")?.to_string()),
+            None => Ok("0".into()),
+        }
+    }
+
     async fn settings(&self) -> StoreResult<Settings> {
         match self.get_item(key(BUDGETS_PK.into(), SETTINGS_SK)).await? {
             Some(item) => from_doc("settings", text_attr(&item, "doc")?),
@@ -1231,7 +1304,7 @@ impl PolicyStore for DynamoStore {
             .send()
             .await
             .map_err(|e| sdk("PutItem", e))?;
-        Ok(())
+        self.policy_changed().await
     }
 
     async fn get_budget(&self, id: &str) -> StoreResult<Option<Budget>> {
@@ -1251,7 +1324,11 @@ impl PolicyStore for DynamoStore {
             .send()
             .await
             .map_err(|e| sdk("DeleteItem", e))?;
-        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+        let existed = out.attributes.is_some_and(|a| !a.is_empty());
+        if existed {
+            self.policy_changed().await?;
+        }
+        Ok(existed)
     }
 
     async fn put_settings(&self, settings: &Settings) -> StoreResult<()> {
@@ -1262,7 +1339,7 @@ impl PolicyStore for DynamoStore {
             .send()
             .await
             .map_err(|e| sdk("PutItem", e))?;
-        Ok(())
+        self.policy_changed().await
     }
 }
 
@@ -1284,6 +1361,21 @@ impl SpendStore for DynamoStore {
                 outcome.duplicates.push(e.id.clone());
             }
         }
+        // The usual batch (new records, no reservation) in one transaction and no read first:
+        // the markers' conditions and a check that no reservation holds decide it. A replay,
+        // a held reservation or a conflict cancels it, and the batch takes the path that
+        // reads markers and reservations first.
+        if fits_unread(&pending)
+            && self
+                .write_usage_chunk(&pending, Reservations::Unread, now, marker_ttl)
+                .await?
+        {
+            self.index_scopes(&pending).await?;
+            outcome
+                .accepted
+                .extend(pending.iter().map(|e| e.id.clone()));
+            return Ok(outcome);
+        }
         for attempt in 0..MAX_ATTEMPTS {
             let ids: Vec<&str> = pending.iter().map(|e| e.id.as_str()).collect();
             let (live, holding) = self.read_for_ingest(&ids, now).await?;
@@ -1300,7 +1392,7 @@ impl SpendStore for DynamoStore {
             let mut cancelled = Vec::new();
             for group in pack_transactions(&pending, &holding)? {
                 if self
-                    .write_usage_chunk(&group, &holding, now, marker_ttl)
+                    .write_usage_chunk(&group, Reservations::Read(&holding), now, marker_ttl)
                     .await?
                 {
                     self.index_scopes(&group).await?;

@@ -75,6 +75,17 @@ CREATE TABLE IF NOT EXISTS holds (
     reservation TEXT NOT NULL, window_key TEXT NOT NULL, amount TEXT NOT NULL, expires_at INTEGER NOT NULL,
     PRIMARY KEY (reservation, window_key));
 CREATE INDEX IF NOT EXISTS holds_by_window ON holds (window_key, expires_at);
+-- moved by every write of what `load_policy` reads, whoever writes it (`policy_version`)
+CREATE TABLE IF NOT EXISTS policy_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
+INSERT OR IGNORE INTO policy_version (id, version) VALUES (1, 0);
+CREATE TRIGGER IF NOT EXISTS budgets_inserted AFTER INSERT ON budgets BEGIN UPDATE policy_version SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS budgets_updated AFTER UPDATE ON budgets BEGIN UPDATE policy_version SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS budgets_deleted AFTER DELETE ON budgets BEGIN UPDATE policy_version SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS settings_inserted AFTER INSERT ON settings BEGIN UPDATE policy_version SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS settings_updated AFTER UPDATE ON settings BEGIN UPDATE policy_version SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS keys_inserted AFTER INSERT ON keys BEGIN UPDATE policy_version SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS keys_respecified AFTER UPDATE OF spec ON keys BEGIN UPDATE policy_version SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS keys_deleted AFTER DELETE ON keys BEGIN UPDATE policy_version SET version = version + 1; END;
 "#;
 
 /// A SQLite file shared safely by threads (one connection behind a mutex) and by processes
@@ -269,6 +280,17 @@ impl PolicyStore for SqliteStore {
                 budgets,
                 keys,
             })
+        })
+        .await
+    }
+
+    async fn policy_version(&self) -> StoreResult<String> {
+        self.run(|c| {
+            c.query_row("SELECT version FROM policy_version WHERE id = 1", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|v| v.to_string())
+            .map_err(db)
         })
         .await
     }

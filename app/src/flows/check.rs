@@ -3,7 +3,7 @@
 //! `flows::tick` (the budget-check function, `spendguard check`) and by the webhook for the
 //! budgets a signal touches.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -55,6 +55,35 @@ pub struct CheckOptions {
     /// Record the run in the audit log only when it published, failed or found a window it
     /// cannot evaluate: the webhook evaluates on every request it takes.
     pub audit_only_when_acted: bool,
+    /// Alerts this process already knows were raised: not asked of the store again (the
+    /// webhook's warm container, which evaluates on every request).
+    pub known_raised: Option<Arc<KnownRaised>>,
+    /// Follow up open alerts (recoveries, escalations) only when this run raised a new alert or
+    /// evaluated a window whose spend can fall (hourly, rolling): the webhook after a signal. A
+    /// calendar window's spend only grows within its period, so its recoveries (period end, a
+    /// raised limit, a removed budget) and escalations are left to the scheduled check, which
+    /// follows every open alert up on each run.
+    pub follow_ups_only_when_needed: bool,
+}
+
+/// Alerts known to have been raised, each until its period ends: a finished claim stays
+/// finished, so a process that saw one need not read it again.
+#[derive(Debug, Default)]
+pub struct KnownRaised(std::sync::Mutex<HashMap<String, DateTime<Utc>>>);
+
+impl KnownRaised {
+    fn contains(&self, alert_id: &str, now: DateTime<Utc>) -> bool {
+        self.0
+            .lock()
+            .is_ok_and(|known| known.get(alert_id).is_some_and(|until| now < *until))
+    }
+
+    fn insert(&self, alert_id: &str, period_end: DateTime<Utc>, now: DateTime<Utc>) {
+        if let Ok(mut known) = self.0.lock() {
+            known.retain(|_, until| now < *until);
+            known.insert(alert_id.to_string(), period_end);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -277,18 +306,19 @@ impl Checker {
     ) -> Result<(CheckReport, Observed), CheckError> {
         let now = self.clock.now();
         let run_id = uuid::Uuid::new_v4().to_string();
-        if let Some(unknown) = options
-            .only
-            .iter()
-            .find(|id| !policy.budgets.iter().any(|b| &b.id == *id))
-        {
-            return Err(CheckError::UnknownBudget(unknown.clone()));
-        }
+        // a set: the webhook names every budget a batch touched (up to one per record)
+        let only: HashSet<&str> = options.only.iter().map(String::as_str).collect();
         let budgets: Vec<&Budget> = policy
             .budgets
             .iter()
-            .filter(|b| options.only.is_empty() || options.only.contains(&b.id))
+            .filter(|b| only.is_empty() || only.contains(b.id.as_str()))
             .collect();
+        if budgets.len() < only.len() {
+            let found: HashSet<&str> = budgets.iter().map(|b| b.id.as_str()).collect();
+            if let Some(unknown) = options.only.iter().find(|id| !found.contains(id.as_str())) {
+                return Err(CheckError::UnknownBudget(unknown.clone()));
+            }
+        }
 
         let (spend, mut failures, unconfigured) = self
             .gather(&budgets, now, &policy.settings.rates, options)
@@ -351,7 +381,7 @@ impl Checker {
         let raised_before = if options.dry_run {
             HashSet::new()
         } else {
-            self.raised_before(&evaluated, now, &run_id).await
+            self.raised_before(&evaluated, now, &run_id, options).await
         };
         let run = Raising {
             now,
@@ -423,16 +453,26 @@ impl Checker {
             });
         }
 
-        self.follow_ups(
-            policy,
-            &reached,
-            now,
-            &run_id,
-            options,
-            &mut counts,
-            &mut failures,
-        )
-        .await?;
+        let raised_new = reports
+            .iter()
+            .flat_map(|b| &b.windows)
+            .flat_map(|w| &w.alerts)
+            .any(|a| a.outcome != AlertOutcome::AlreadyRaised);
+        let spend_can_fall = budgets
+            .iter()
+            .any(|b| b.windows.iter().any(|w| w.kind.is_sub_daily()));
+        if raised_new || spend_can_fall || !options.follow_ups_only_when_needed {
+            self.follow_ups(
+                policy,
+                &reached,
+                now,
+                &run_id,
+                options,
+                &mut counts,
+                &mut failures,
+            )
+            .await?;
+        }
         let report = CheckReport {
             run_id,
             at: now,
@@ -462,7 +502,9 @@ impl Checker {
         options: &CheckOptions,
     ) -> Result<(), CheckError> {
         if !options.dry_run {
-            self.store.put_observations(&observed.observations).await?;
+            if !observed.observations.is_empty() {
+                self.store.put_observations(&observed.observations).await?;
+            }
             if !observed.source_days.is_empty() {
                 self.store.put_source_days(&observed.source_days).await?;
             }
@@ -569,16 +611,26 @@ impl Checker {
         evaluated: &[(&Budget, Vec<WindowResult<'_>>)],
         now: DateTime<Utc>,
         run_id: &str,
+        options: &CheckOptions,
     ) -> HashSet<String> {
+        let known = options.known_raised.as_deref();
+        let mut raised = HashSet::new();
         let mut claims = Vec::new();
-        let mut alert_ids = Vec::new();
+        let mut asked = Vec::new();
+        let mut ask = |claim: Claim, event: &AlertEvent| {
+            if known.is_some_and(|k| k.contains(&event.alert_id, now)) {
+                raised.insert(event.alert_id.clone());
+            } else {
+                claims.push(claim);
+                asked.push((event.alert_id.clone(), event.period_end));
+            }
+        };
         for (budget, windows) in evaluated {
             for (window, result) in windows {
                 if let Err(NotEvaluated::Unevaluable(why)) = result {
                     let period = Period::for_unevaluable(window.kind, budget.zone, now);
                     let event = AlertEvent::unevaluable(budget, window, &period, why, now);
-                    claims.push(self.claim_for(budget, &event, run_id));
-                    alert_ids.push(event.alert_id);
+                    ask(self.claim_for(budget, &event, run_id), &event);
                 }
             }
             for e in windows.iter().filter_map(|(_, e)| e.as_ref().ok()) {
@@ -586,23 +638,28 @@ impl Checker {
                     let Some(event) = AlertEvent::for_crossing(budget, e, crossing, now) else {
                         continue;
                     };
-                    claims.push(self.claim_for(budget, &event, run_id));
-                    alert_ids.push(event.alert_id);
+                    ask(self.claim_for(budget, &event, run_id), &event);
                 }
             }
         }
         if claims.is_empty() {
-            return HashSet::new();
+            return raised;
         }
         match self.store.claims_done(&claims).await {
-            Ok(done) => alert_ids
-                .into_iter()
-                .zip(done)
-                .filter_map(|(id, done)| done.then_some(id))
-                .collect(),
+            Ok(done) => {
+                for ((id, period_end), done) in asked.into_iter().zip(done) {
+                    if done {
+                        if let Some(k) = known {
+                            k.insert(&id, period_end, now);
+                        }
+                        raised.insert(id);
+                    }
+                }
+                raised
+            }
             Err(e) => {
                 warn!(error = %e, "earlier claims unreadable: claiming each crossing");
-                HashSet::new()
+                raised
             }
         }
     }
@@ -678,6 +735,13 @@ impl Checker {
                 }
             }
         };
+        if matches!(
+            outcome,
+            AlertOutcome::Published | AlertOutcome::AlreadyRaised
+        ) && let Some(known) = &options.known_raised
+        {
+            known.insert(&event.alert_id, event.period_end, now);
+        }
         match outcome {
             AlertOutcome::Published => counts.published += 1,
             AlertOutcome::PublishedUnclaimed => {

@@ -80,6 +80,7 @@ pub fn options_for(event: &Value) -> Result<CheckOptions, HandlerError> {
         actor: "manual".into(),
         skip_unconfigured_sources: false,
         audit_only_when_acted: false,
+        ..CheckOptions::default()
     })
 }
 

@@ -7,6 +7,7 @@ use aws_config::SdkConfig;
 use spendguard_app::backends::Backends;
 use spendguard_app::env::SourcesConfig;
 use spendguard_app::flows::check::{Checker, DEFAULT_CLAIM_LEASE};
+use spendguard_app::policy_cache::PolicyCache;
 use spendguard_app::ports::bus::AlertBus;
 use spendguard_app::ports::secrets::SecretError;
 use spendguard_app::refreshing::{OnFirstUse, Refreshing};
@@ -68,8 +69,10 @@ pub async fn webhook_with(
         provider_caps: Vec::new(),
     };
     Ok(Webhook {
+        policy: PolicyCache::new(store.clone(), backends.clock.clone()),
         store,
         checker,
+        known_raised: Arc::default(),
         usage_senders,
         status_token,
         gcp: config.gcp.as_ref().map(|g| {

@@ -9,9 +9,10 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use spendguard_app::flows;
 use spendguard_app::flows::authorize::AuthorizeError;
-use spendguard_app::flows::check::{CheckOptions, Checker};
-use spendguard_app::flows::ingest::ingest_usage;
+use spendguard_app::flows::check::{CheckOptions, Checker, KnownRaised};
+use spendguard_app::flows::ingest::ingest_indexed;
 use spendguard_app::flows::intake::{budgets_for_aws, budgets_for_gcp, record_aws, record_gcp};
+use spendguard_app::policy_cache::PolicyCache;
 use spendguard_app::ports::clock::Clock;
 use spendguard_app::ports::store::{StateStore, StoreError};
 use spendguard_app::refreshing::{OnFirstUse, Refreshing};
@@ -29,8 +30,7 @@ use spendguard_http::verify::sns::{SnsMessage, SnsVerifier};
 use tracing::{error, info, warn};
 
 use crate::http::{HttpRequest, HttpResponse};
-use spendguard_domain::usage::parse_batch;
-use spendguard_domain::usage::usage_budgets;
+use spendguard_domain::policy_index::parse_batch;
 
 /// Largest body accepted on any route (a usage batch of 1,000 records fits comfortably).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -71,8 +71,13 @@ pub struct SnsIntake {
 
 pub struct Webhook {
     pub store: Arc<dyn StateStore>,
+    /// The policy `/usage` counts and evaluates against, held by the warm process and checked
+    /// against the store's version every few seconds (issue 28).
+    pub policy: PolicyCache,
     /// Evaluates the budgets a signal affects, exactly as budget-check does.
     pub checker: Checker,
+    /// The alerts this process saw raised: each crossing's claim is read once per process.
+    pub known_raised: Arc<KnownRaised>,
     /// Who may report usage, with their secrets (re-read within minutes of a rotation).
     pub usage_senders: Refreshing<UsageSenders>,
     /// The token applications read `/status` with (at least 32 bytes; re-read likewise).
@@ -174,6 +179,9 @@ impl Webhook {
             skip_unconfigured_sources: false,
             // one evaluation per request: the audit keeps those that did something (finding #24)
             audit_only_when_acted: true,
+            known_raised: Some(self.known_raised.clone()),
+            // the open alerts are read only when this may recover or escalate one
+            follow_ups_only_when_needed: true,
         };
         match self.checker.check_only(policy, &options).await {
             Ok(report) => {
@@ -249,7 +257,7 @@ impl Webhook {
                 return HttpResponse::error(401, "authentication failed", None);
             }
         };
-        let policy = match self.store.load_policy().await {
+        let policy = match self.policy.get().await {
             Ok(p) => p,
             Err(e) => return internal(e),
         };
@@ -263,9 +271,9 @@ impl Webhook {
         {
             return other_senders_scope(sender, &format!("records[{i}].scope"));
         }
-        let outcome = match ingest_usage(
+        let outcome = match ingest_indexed(
             self.store.as_ref(),
-            &policy.budgets,
+            &policy,
             &records,
             sender.as_ref().map(|s| s.id.as_str()),
             now,
@@ -275,7 +283,8 @@ impl Webhook {
             Ok(o) => o,
             Err(e) => return internal(e),
         };
-        let affected: Vec<String> = usage_budgets(&policy.budgets, &records)
+        let affected: Vec<String> = policy
+            .usage_budgets(&records)
             .iter()
             .map(|b| b.id.clone())
             .collect();
@@ -284,7 +293,7 @@ impl Webhook {
         let published = if outcome.accepted.is_empty() && outcome.duplicates.is_empty() {
             0
         } else {
-            self.evaluate(&policy, affected, "usage-report").await
+            self.evaluate(policy.set(), affected, "usage-report").await
         };
         HttpResponse::ok(json!({
             "accepted": outcome.accepted.len(),

@@ -13,6 +13,7 @@ use chrono::Utc;
 use proptest::prelude::*;
 use serde_json::Value;
 use spendguard_app::flows::check::{CheckOptions, Checker, DEFAULT_CLAIM_LEASE};
+use spendguard_app::policy_cache::PolicyCache;
 use spendguard_app::ports::clock::{Clock, FixedClock, SystemClock};
 use spendguard_app::ports::secrets::{SecretError, SecretVault};
 use spendguard_app::ports::sources::{SourceError, SpendRequest, SpendSource};
@@ -135,6 +136,8 @@ async fn webhook_with(
     ];
     let webhook = Webhook {
         store: store.clone(),
+        policy: PolicyCache::new(store.clone(), clock.clone()),
+        known_raised: Arc::default(),
         checker: Checker {
             store: store.clone(),
             bus: bus.clone(),

@@ -61,6 +61,7 @@ locals {
       ReadState                  = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"]
       WriteOwnItems              = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
       AppendAudit                = ["dynamodb:PutItem"]
+      CheckReservations          = ["dynamodb:ConditionCheckItem"]
       PublishAlerts              = ["sns:Publish"]
       ConfirmBudgetsSubscription = ["sns:ConfirmSubscription"]
       WebhookSecrets             = ["secretsmanager:GetSecretValue"]
@@ -85,6 +86,7 @@ locals {
     ReadState                  = [aws_dynamodb_table.state.arn]
     WriteOwnItems              = [aws_dynamodb_table.state.arn]
     AppendAudit                = [aws_dynamodb_table.state.arn]
+    CheckReservations          = [aws_dynamodb_table.state.arn]
     PublishAlerts              = [aws_sns_topic.alerts.arn]
     ReadBudgets                = ["arn:${local.partition}:budgets::${local.account}:budget/*"]
     CostExplorer               = ["*"]
@@ -127,6 +129,12 @@ locals {
     # audit entries it only adds: it cannot change or delete another function's
     AppendAudit = {
       "ForAllValues:StringLike" = { "dynamodb:LeadingKeys" = ["AUDIT#*"] }
+      Null                      = { "dynamodb:LeadingKeys" = "false" }
+    }
+    # an ingest transaction checks (reads, within it) that no reservation holds for its
+    # records, instead of reading them first (issue 28)
+    CheckReservations = {
+      "ForAllValues:StringLike" = { "dynamodb:LeadingKeys" = ["RESERVE#*"] }
       Null                      = { "dynamodb:LeadingKeys" = "false" }
     }
     ShutdownOptedIn = { Null = { "aws:ResourceTag/spendguard:shutdown" = "false" } }

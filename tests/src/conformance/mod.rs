@@ -161,6 +161,8 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@cap policy, $make;
             budgets_crud,
             key_status_survives_reapplying_the_budgets_file,
+            every_policy_write_moves_its_version,
+            a_held_policy_sees_an_apply_within_its_ttl,
         );
         $crate::conformance_suite!(@cap spend, $make;
             replayed_usage_counts_once,

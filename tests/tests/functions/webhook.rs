@@ -1,7 +1,7 @@
 //! budget-webhook end to end: the production wiring against moto, inputs produced by
 //! independent implementations (standardwebhooks, PyJWT, cryptography, moto's own SNS).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -2062,4 +2062,55 @@ async fn bad_authorizations_are_refused_naming_the_field_and_hold_nothing() {
     };
     assert_eq!(w.send(get).await.status, 405);
     assert_eq!(w.items().await, before, "a refused request writes nothing");
+}
+
+/// Issue 28 item 2: on a warm container a one-record batch costs one `TransactWriteItems` (the
+/// marker a conditional put in it, no marker read first) and one batched read of the counters
+/// — before and after its budget's tier was crossed; a replay is still counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_one_record_batch_costs_one_transaction_and_one_read() {
+    let w = WebhookWorld::new(policy(&aws_name())).await;
+    let (webhook, counter) = w.webhook_counting_requests().await;
+    let one = |id: &str, cost: &str| {
+        signed_usage(
+            &usage_body(&[usage_record(id, cost)]),
+            &format!("msg-{id}"),
+            Utc::now().timestamp(),
+        )
+    };
+    let warm_batch = |expected: &str| {
+        let operations = counter.operations();
+        assert_eq!(
+            operations,
+            BTreeMap::from([
+                ("BatchGetItem".to_string(), 1),
+                ("TransactWriteItems".to_string(), 1)
+            ]),
+            "{expected}"
+        );
+    };
+    // the cold container's first batch reads the policy and indexes the scopes
+    assert_eq!(webhook.http(one("w-1", "10.00")).await.status, 200);
+    counter.reset();
+    let response = webhook.http(one("w-2", "10.00")).await;
+    assert_eq!(response.body["accepted"], 1, "{}", response.body);
+    warm_batch("a warm batch below every tier");
+
+    // $90 of $100: the 80 % warning is raised once (its claim, the open alerts)
+    let response = webhook.http(one("w-3", "70.00")).await;
+    assert_eq!(response.body["alerts_published"], 1, "{}", response.body);
+    counter.reset();
+    let response = webhook.http(one("w-4", "1.00")).await;
+    assert_eq!(response.body["alerts_published"], 0, "{}", response.body);
+    warm_batch("a warm batch past a tier already raised");
+
+    // a replay: the transaction's marker condition fails; counted once, answered as before
+    let response = webhook.http(one("w-4", "1.00")).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(
+        (&response.body["accepted"], &response.body["duplicates"]),
+        (&json!(0), &json!(1))
+    );
+    assert_eq!(month_cost_now(&w.store, "app").await, Decimal::from(91));
+    assert_eq!(w.probe.drain().await.len(), 1, "the warning, once");
 }

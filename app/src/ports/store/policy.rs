@@ -14,6 +14,10 @@ pub trait PolicyStore: Send + Sync {
     /// All budgets and the settings.
     async fn load_policy(&self) -> StoreResult<PolicySet>;
 
+    /// A stamp of what `load_policy` returns: it changes after every write of budgets, keys or
+    /// settings (moved after the write), so a holder of the policy knows when to read it again.
+    async fn policy_version(&self) -> StoreResult<String>;
+
     async fn put_budget(&self, budget: &Budget) -> StoreResult<()>;
 
     async fn get_budget(&self, id: &str) -> StoreResult<Option<Budget>>;
