@@ -856,9 +856,9 @@ class Parity(unittest.TestCase):
 
     def test_a_webhook_leading_key_changed_on_one_side_is_caught(self):
         texts = terraform_texts()
-        marker = '"MSG#gcp-crossing#*"]'
+        marker = '"HOLDS#*"]'
         self.assertIn(marker, texts["main.tf"])
-        texts["main.tf"] = texts["main.tf"].replace(marker, '"MSG#gcp-crossing#*", "KILL#*"]')
+        texts["main.tf"] = texts["main.tf"].replace(marker, '"HOLDS#*", "KILL#*"]')
         sids = {"WriteOwnItems"}
         self.assertNotEqual(
             sam_statements(template(), "BudgetWebhookFunction", sids),

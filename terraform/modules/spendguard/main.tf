@@ -123,7 +123,7 @@ locals {
     # function's markers such as a finding's acknowledgement (finding #7). A transaction's items
     # are authorised as these PutItem/UpdateItem/DeleteItem.
     WriteOwnItems = {
-      "ForAllValues:StringLike" = { "dynamodb:LeadingKeys" = ["USAGE#*", "SPEND#*", "SCOPES#*", "OBS#*", "SRCDAY#*", "ALERT#*", "OPEN_ALERTS", "MSG#sns-message#*", "MSG#gcp-message#*", "MSG#gcp-crossing#*"] }
+      "ForAllValues:StringLike" = { "dynamodb:LeadingKeys" = ["USAGE#*", "SPEND#*", "SCOPES#*", "OBS#*", "SRCDAY#*", "ALERT#*", "OPEN_ALERTS", "MSG#sns-message#*", "MSG#gcp-message#*", "MSG#gcp-crossing#*", "RESERVE#*", "HOLDS#*"] }
       Null                      = { "dynamodb:LeadingKeys" = "false" }
     }
     # audit entries it only adds: it cannot change or delete another function's

@@ -1618,8 +1618,9 @@ fn leading_key_allows(pattern: &str, key: &str) -> bool {
 }
 
 /// Finding #7: the public function's role may write only some items. Every item its store
-/// writes while it takes usage, a GCP notification, an AWS Budgets notice, replays and a status
-/// request, each crossing a tier and publishing, is one that role allows.
+/// writes while it takes a hold (`/authorize`), usage that reconciles it, a GCP notification,
+/// an AWS Budgets notice, replays and a status request, each crossing a tier and publishing, is
+/// one that role allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_writes_only_items_its_role_may_write() {
     let name = aws_name();
@@ -1627,6 +1628,16 @@ async fn the_webhook_writes_only_items_its_role_may_write() {
     create_aws_budget(&w, &name, "912.40").await;
     let (webhook, recorder) = w.webhook_recording_writes().await;
 
+    // a hold, reconciled by the usage record with its request id
+    let hold = json!({"scope": "app/search/key-1", "estimate": {"amount": "5.00", "currency": "USD"}, "request_id": "w-1"});
+    let response = webhook
+        .http(HttpRequest {
+            path: "/authorize".into(),
+            ..signed_usage(&hold.to_string(), "writes-hold", Utc::now().timestamp())
+        })
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.body["decision"], "allow", "{}", response.body);
     let usage = signed_usage(
         &usage_body(&[usage_record("w-1", "70.00"), usage_record("w-2", "20.00")]),
         "writes-1",
@@ -1675,7 +1686,9 @@ async fn the_webhook_writes_only_items_its_role_may_write() {
         .collect();
     assert!(refused.is_empty(), "IAM would refuse {refused:?}");
     // what the signals write is in the record: the check above saw real writes
-    for prefix in ["USAGE#", "SPEND#", "OBS#", "SRCDAY#", "ALERT#", "AUDIT#"] {
+    for prefix in [
+        "USAGE#", "SPEND#", "OBS#", "SRCDAY#", "ALERT#", "AUDIT#", "RESERVE#", "HOLDS#",
+    ] {
         assert!(
             writes.iter().any(|(_, pk)| pk.starts_with(prefix)),
             "no {prefix} write recorded: {writes:?}"
