@@ -16,6 +16,7 @@ use budget_webhook::http::{HttpRequest, HttpResponse};
 use serde_json::json;
 use spendguard_app::ports::store::StateStore;
 use spendguard_domain::records::SwitchState;
+use tracing::debug;
 
 use super::metrics::Metrics;
 use super::schedule::Health;
@@ -65,6 +66,7 @@ async fn webhook(State(routes): State<Routes>, request: Request) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
+    debug!(method = %parts.method, path = route_label(&path), "request started");
     let response = match to_bytes(body, MAX_BODY_BYTES + 1).await {
         // what the handler answers a body over the limit, without reading the rest
         Err(_) => HttpResponse::error(
