@@ -752,3 +752,58 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
     assert_eq!(code, Some(0));
     assert_eq!(records_counted(&store).await, 1);
 }
+
+/// The packaging (Docker and systemd cannot run here): every flag the systemd unit and the
+/// container pass to `spendguard serve` is one it takes, and the hardening is there.
+#[test]
+fn the_unit_and_the_container_pass_flags_serve_takes() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let help = text(&spendguard(&["serve", "--help"]).stdout);
+    let flags_in = |line: &str| -> Vec<String> {
+        line.split(|c: char| c.is_whitespace() || c == '"' || c == ',')
+            .filter(|w| w.starts_with("--"))
+            .map(String::from)
+            .collect()
+    };
+    let unit = std::fs::read_to_string(repo.join("deploy/spendguard.service")).unwrap();
+    let exec = unit
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .expect("an ExecStart");
+    assert!(exec.contains("spendguard serve"), "{exec}");
+    let container = std::fs::read_to_string(repo.join("deploy/Containerfile")).unwrap();
+    let cmd = container
+        .lines()
+        .find(|l| l.starts_with("CMD "))
+        .expect("a CMD");
+    assert!(cmd.contains(r#"["serve","#), "{cmd}");
+    for flag in flags_in(exec).into_iter().chain(flags_in(cmd)) {
+        assert!(
+            help.contains(&format!("{flag} ")),
+            "{flag} is not a flag of serve:\n{help}"
+        );
+    }
+    for hardening in [
+        "DynamicUser=yes",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "StateDirectory=spendguard",
+        "LoadCredential=secrets.toml:",
+        "KillSignal=SIGTERM",
+    ] {
+        assert!(
+            unit.lines().any(|l| l.starts_with(hardening)),
+            "{hardening}"
+        );
+    }
+    assert_eq!(
+        container.lines().filter(|l| l.starts_with("FROM ")).count(),
+        2,
+        "a build stage and a runtime stage"
+    );
+    let user = container
+        .lines()
+        .rfind(|l| l.starts_with("USER "))
+        .expect("a USER");
+    assert!(!user.contains("root") && !user.contains(" 0"), "{user}");
+}
