@@ -102,3 +102,41 @@ impl Outbox {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spendguard_domain::alert::AlertEvent;
+
+    /// An emergency alert as the alerts topic carries it (events/alert-fanout/emergency.json).
+    fn alert(id: &str) -> AlertEvent {
+        let event: serde_json::Value =
+            serde_json::from_str(include_str!("../../../events/alert-fanout/emergency.json"))
+                .unwrap();
+        let message = event["Records"][0]["Sns"]["Message"].as_str().unwrap();
+        let mut alert: AlertEvent = serde_json::from_str(message).unwrap();
+        alert.alert_id = id.into();
+        alert
+    }
+
+    #[test]
+    fn what_is_not_delivered_outlives_the_process_and_goes_once_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let outbox = Outbox::open(&path).unwrap();
+        let first = outbox.put(&alert("a1"), &["key-guard", "fanout"]).unwrap();
+        outbox.put(&alert("a2"), &["fanout"]).unwrap();
+        outbox.delivered(first[0]).unwrap();
+        drop(outbox);
+
+        let reopened = Outbox::open(&path).unwrap();
+        assert!(reopened.pending("key-guard").unwrap().is_empty());
+        let fanout: Vec<String> = reopened
+            .pending("fanout")
+            .unwrap()
+            .into_iter()
+            .map(|p| p.alert.alert_id)
+            .collect();
+        assert_eq!(fanout, ["a1", "a2"]);
+    }
+}

@@ -76,6 +76,12 @@ pub struct LocalVault {
 #[async_trait]
 impl SecretVault for LocalVault {
     async fn read(&self, reference: &str) -> Result<Secret, SecretError> {
+        if reference.starts_with("arn:") {
+            return Err(SecretError {
+                reference: reference.to_string(),
+                message: "a Secrets Manager ARN needs the AWS deployment; here name the secret local:<name> (the secrets file or the environment) or file:<path>".into(),
+            });
+        }
         let Some(name) = reference.strip_prefix("local:") else {
             return FileVault.read(reference).await;
         };
