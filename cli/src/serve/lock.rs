@@ -18,6 +18,25 @@ pub fn lock_path(store: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The pid of the `serve` holding `store`, if one does (the lock is tried, never kept).
+pub fn holder(store: &Path) -> Result<Option<String>, Failure> {
+    let path = lock_path(store);
+    let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Failure::Run(format!("{}: {e}", path.display()))),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(None),
+        Err(TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Ok(Some(pid.trim().to_string()))
+        }
+        Err(TryLockError::Error(e)) => Err(Failure::Run(format!("{}: {e}", path.display()))),
+    }
+}
+
 /// Takes the store's lock, or says which process holds it.
 pub fn hold(store: &Path) -> Result<StoreLock, Failure> {
     let path = lock_path(store);

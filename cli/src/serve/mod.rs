@@ -13,6 +13,18 @@ mod schedule;
 
 pub use admin::key_guard as key_guard_in_serve;
 
+/// Refuses a command that would write to a store a running `serve` holds: its alerts would go
+/// to the command's own bus, not serve's subscribers, and its claims would keep serve's away.
+pub fn refuse_if_served(store: &std::path::Path) -> Result<(), Failure> {
+    match lock::holder(store)? {
+        Some(pid) => Err(Failure::Invalid(format!(
+            "--store {}: a spendguard serve (pid {pid}) holds it; its alerts go to serve's subscribers only, so this command does not write to it. Send usage to serve over HTTP, or stop serve first",
+            store.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveTime;
-use spendguard_app::ports::clock::SystemClock;
+use spendguard_app::ports::clock::{Clock, SystemClock};
 use spendguard_local::outbox::Outbox;
 use spendguard_local::secrets_file::{LocalVault, SecretsFile};
 use tokio::sync::watch;
@@ -56,6 +68,23 @@ pub struct ServeArgs {
     /// When key-guard's stop-path drill runs, HH:MM UTC (the deployment's DrillSchedule).
     #[arg(long, value_name = "HH:MM", default_value = "08:00", value_parser = parse_hour)]
     pub drill_at: NaiveTime,
+    /// Tests only: a file holding seconds added to serve's clock, read at every reading (so a
+    /// test can move serve's own schedule past a restore step without waiting for it).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub clock_offset_file: Option<PathBuf>,
+}
+
+/// The system clock moved by the seconds a file holds (missing or unreadable: not moved).
+struct OffsetClock(PathBuf);
+
+impl Clock for OffsetClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        let seconds = std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        chrono::Utc::now() + chrono::Duration::seconds(seconds)
+    }
 }
 
 fn parse_every(text: &str) -> Result<Duration, String> {
@@ -118,11 +147,15 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let outbox = Outbox::open(&args.store).map_err(run_err)?;
     let bus = Arc::new(bus::OutboxBus::new(outbox, metrics.clone()));
 
+    let clock: Arc<dyn Clock> = match &args.clock_offset_file {
+        Some(file) => Arc::new(OffsetClock(file.clone())),
+        None => Arc::new(SystemClock),
+    };
     let mut local = Local::new(
         &Target::Embedded {
             store: args.store.clone(),
         },
-        Arc::new(SystemClock),
+        clock,
         BTreeMap::new(),
     )
     .await?;

@@ -268,30 +268,6 @@ scope = "anthropic/research/key-r1"
 key_id = "apikey_r1"
 "#;
 
-/// Runs budget-check once on the store as of `minutes` from now (what serve's schedule does;
-/// here with a clock the test sets, to step the restore ramp).
-fn check_at(store: &Path, minutes: i64, dir: &Path) {
-    let event = dir.join("schedule.json");
-    std::fs::write(&event, r#"{"source": "spendguard.schedule"}"#).unwrap();
-    let now = (Utc::now() + chrono::Duration::minutes(minutes)).to_rfc3339();
-    let run = spendguard(&[
-        "invoke",
-        "budget-check",
-        "--store",
-        store.to_str().unwrap(),
-        "--event",
-        event.to_str().unwrap(),
-        "--now",
-        &now,
-    ]);
-    assert!(
-        run.status.success(),
-        "{}\n{}",
-        text(&run.stdout),
-        text(&run.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_crossing_request_engages_the_switch_and_restore_ramps_it_back() {
     logs::capture();
@@ -397,21 +373,6 @@ async fn the_crossing_request_engages_the_switch_and_restore_ramps_it_back() {
         "{ramping}"
     );
 
-    check_at(&store, 6, dir.path());
-    let ramping = status(&http, &serve, &token).await;
-    assert_eq!(
-        (ramping["state"].as_str(), ramping["limit_factor"].as_str()),
-        (Some("restoring"), Some("0.5")),
-        "{ramping}"
-    );
-    check_at(&store, 12, dir.path());
-    let open = status(&http, &serve, &token).await;
-    assert_eq!(
-        (open["state"].as_str(), open["limit_factor"].as_str()),
-        (Some("open"), Some("1")),
-        "{open}"
-    );
-
     let metrics = http
         .get(serve.url("/metrics"))
         .send()
@@ -460,6 +421,101 @@ async fn the_crossing_request_engages_the_switch_and_restore_ramps_it_back() {
         2,
         "one disable, one re-enable"
     );
+}
+
+/// Waits until `/status` shows `state` and `factor`: serve's own schedule moves the ramp.
+async fn until_status(
+    http: &reqwest::Client,
+    serve: &Serve,
+    token: &str,
+    state: &str,
+    factor: &str,
+) {
+    let mut seen = Value::Null;
+    for _ in 0..600 {
+        seen = status(http, serve, token).await;
+        if seen["state"] == state && seen["limit_factor"] == factor {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("serve's schedule did not reach {state} {factor}: {seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_own_schedule_steps_the_restore_ramp() {
+    logs::capture();
+    let anthropic = Arc::new(ProviderState::default());
+    anthropic.add("apikey_r1", true);
+    let anthropic_api = anthropic_standin(anthropic.clone()).await;
+    let slack = slack_standin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("state.db");
+    let budgets = dir.path().join("budgets.toml");
+    std::fs::write(&budgets, BUDGETS).unwrap();
+    let slack_url = format!("{}/services/T0/B0/hook", slack.url);
+    logs::secret_used(&slack_url);
+    logs::secret_used(ANTHROPIC_ADMIN_KEY);
+    let secrets = dir.path().join("secrets.toml");
+    private_file(
+        &secrets,
+        &format!("ops-slack = \"{slack_url}\"\nanthropic-admin = \"{ANTHROPIC_ADMIN_KEY}\"\n"),
+        0o600,
+    );
+    let offset = dir.path().join("clock-offset");
+    std::fs::write(&offset, "0").unwrap();
+    let serve = Serve::start(
+        &[
+            "--budgets",
+            budgets.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--secrets",
+            secrets.to_str().unwrap(),
+            "--check-every",
+            "1s",
+            "--clock-offset-file",
+            offset.to_str().unwrap(),
+        ],
+        &[
+            (
+                "SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN",
+                "local:anthropic-admin",
+            ),
+            ("SPENDGUARD_ANTHROPIC_API_URL", &anthropic_api.url),
+        ],
+    );
+    let token = read_secret(&dir.path().join("secrets/status-token"));
+    let http = reqwest::Client::new();
+    let store_arg = store.to_str().unwrap();
+    let kill = spendguard(&[
+        "kill",
+        "--scope",
+        "anthropic/research",
+        "--reason",
+        "test",
+        "--yes",
+        "--store",
+        store_arg,
+    ]);
+    assert!(kill.status.success(), "{}", text(&kill.stderr));
+    assert_eq!(anthropic.active("apikey_r1"), Some(false));
+    let restore = spendguard(&[
+        "restore",
+        "--scope",
+        "anthropic/research",
+        "--yes",
+        "--store",
+        store_arg,
+    ]);
+    assert!(restore.status.success(), "{}", text(&restore.stderr));
+    until_status(&http, &serve, &token, "restoring", "0.25").await;
+    // six minutes on: past the first 5-minute step
+    std::fs::write(&offset, "360").unwrap();
+    until_status(&http, &serve, &token, "restoring", "0.5").await;
+    std::fs::write(&offset, "720").unwrap();
+    until_status(&http, &serve, &token, "open", "1").await;
+    assert_eq!(serve.terminate(), Some(0));
 }
 
 /// Records of the scope the store counted this month.
@@ -648,6 +704,53 @@ async fn a_second_serve_on_the_same_store_refuses_to_start_naming_the_first() {
     );
     assert!(said.contains(store.to_str().unwrap()), "{said}");
     assert_eq!(first.terminate(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_on_a_store_serve_holds_is_refused_naming_serve_and_changes_nothing() {
+    logs::capture();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("state.db");
+    let budgets = dir.path().join("budgets.toml");
+    std::fs::write(&budgets, QUIET_BUDGETS).unwrap();
+    let serve = Serve::start(
+        &[
+            "--budgets",
+            budgets.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--check-every",
+            "1h",
+        ],
+        &[],
+    );
+    let usage = dir.path().join("usage.jsonl");
+    let now = Utc::now().to_rfc3339();
+    std::fs::write(
+        &usage,
+        format!(
+            "{{\"id\":\"u1\",\"scope\":\"anthropic/research/key-r1\",\"cost\":{{\"amount\":\"5\",\"currency\":\"USD\"}},\"timestamp\":\"{now}\"}}\n"
+        ),
+    )
+    .unwrap();
+    let check = spendguard(&[
+        "check",
+        "--budgets",
+        budgets.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--usage",
+        usage.to_str().unwrap(),
+    ]);
+    assert_eq!(check.status.code(), Some(2), "{}", text(&check.stderr));
+    let said = text(&check.stderr);
+    assert!(
+        said.contains(&format!("pid {}", serve.child.id())),
+        "{said}"
+    );
+    assert!(said.contains(store.to_str().unwrap()), "{said}");
+    assert_eq!(records_counted(&store).await, 0);
+    assert_eq!(serve.terminate(), Some(0));
 }
 
 #[test]
