@@ -84,15 +84,26 @@ async fn answer(stream: UnixStream, guard: &key_guard::handler::Handler) -> std:
     write.shutdown().await
 }
 
-/// Runs a key-guard event in the `serve` holding `store`, if one does: `None` when none
-/// listens (the caller runs it in-process).
+/// Runs a key-guard event in the `serve` holding `store`, if one does: `None` when no serve
+/// holds the store (the caller runs it in-process). A serve that holds it but cannot be
+/// reached is an error: running the action here, without serve's admin keys, would half-do it.
 pub async fn key_guard(
     store: &Path,
     event: &Value,
 ) -> Option<Result<Result<Value, Invocation>, Failure>> {
     let path = socket_path(store);
-    let stream = UnixStream::connect(&path).await.ok()?;
-    Some(exchange(stream, event, &path).await)
+    match UnixStream::connect(&path).await {
+        Ok(stream) => Some(exchange(stream, event, &path).await),
+        Err(e) => match super::lock::holder(store) {
+            Ok(None) => None,
+            Ok(Some(pid)) => Some(Err(Failure::Run(format!(
+                "spendguard serve holds {} (pid {pid}) but its admin socket {} is unreachable: {e}; nothing was done. Restart serve to recreate the socket",
+                store.display(),
+                path.display()
+            )))),
+            Err(failure) => Some(Err(failure)),
+        },
+    }
 }
 
 async fn exchange(

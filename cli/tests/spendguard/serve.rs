@@ -518,6 +518,69 @@ async fn serves_own_schedule_steps_the_restore_ramp() {
     assert_eq!(serve.terminate(), Some(0));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_action_fails_visibly_when_serves_admin_socket_is_unreachable() {
+    logs::capture();
+    let anthropic = Arc::new(ProviderState::default());
+    anthropic.add("apikey_r1", true);
+    let anthropic_api = anthropic_standin(anthropic.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("state.db");
+    let budgets = dir.path().join("budgets.toml");
+    std::fs::write(&budgets, BUDGETS).unwrap();
+    logs::secret_used(ANTHROPIC_ADMIN_KEY);
+    let secrets = dir.path().join("secrets.toml");
+    private_file(
+        &secrets,
+        &format!(
+            "ops-slack = \"https://hooks.slack.com/services/T0/B0/x\"\nanthropic-admin = \"{ANTHROPIC_ADMIN_KEY}\"\n"
+        ),
+        0o600,
+    );
+    let serve = Serve::start(
+        &[
+            "--budgets",
+            budgets.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--secrets",
+            secrets.to_str().unwrap(),
+            "--check-every",
+            "1h",
+        ],
+        &[
+            (
+                "SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN",
+                "local:anthropic-admin",
+            ),
+            ("SPENDGUARD_ANTHROPIC_API_URL", &anthropic_api.url),
+        ],
+    );
+    // the socket is gone (removed by hand, a tmp cleaner): serve still holds the store
+    std::fs::remove_file(dir.path().join("state.db.sock")).unwrap();
+    let kill = spendguard(&[
+        "kill",
+        "--scope",
+        "anthropic/research",
+        "--reason",
+        "test",
+        "--yes",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    let said = text(&kill.stderr);
+    assert!(!kill.status.success(), "{said}");
+    assert!(said.contains("admin socket"), "{said}");
+    assert!(said.contains("unreachable"), "{said}");
+    assert!(
+        said.contains(&format!("pid {}", serve.child.id())),
+        "{said}"
+    );
+    assert!(!serve.logged("operator request"));
+    assert_eq!(anthropic.active("apikey_r1"), Some(true));
+    assert_eq!(serve.terminate(), Some(0));
+}
+
 /// Records of the scope the store counted this month.
 async fn records_counted(store: &Path) -> u64 {
     let sqlite = SqliteStore::open(store).unwrap();
