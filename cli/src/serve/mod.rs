@@ -131,8 +131,35 @@ async fn stop_signal() {
     }
 }
 
+/// Tier actions serve cannot carry out: `shutdown` stops tagged AWS resources, and serve
+/// runs without an AWS account.
+const NEEDS_AWS: [&str; 1] = ["shutdown"];
+
+/// Refuses budgets with an action serve could only fail at, when it matters most.
+fn refuse_what_needs_aws(policy: &spendguard_domain::settings::PolicySet) -> Result<(), Failure> {
+    for budget in &policy.budgets {
+        for window in &budget.windows {
+            for tier in &window.tiers {
+                if let Some(action) = tier
+                    .actions
+                    .iter()
+                    .map(|a| a.name())
+                    .find(|a| NEEDS_AWS.contains(a))
+                {
+                    return Err(Failure::Invalid(format!(
+                        "budget `{}`, tier `{}`: action `{action}` needs AWS (it stops tagged AWS resources) and serve runs without it; remove the action, or deploy to AWS (docs/serve.md)",
+                        budget.id, tier.name
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let policy = crate::check::load(&args.budgets)?;
+    refuse_what_needs_aws(&policy)?;
     // the secrets file is checked before anything is created or locked
     let secrets = match &args.secrets {
         Some(path) => SecretsFile::load(path).map_err(Failure::Invalid)?,

@@ -817,6 +817,35 @@ async fn check_on_a_store_serve_holds_is_refused_naming_serve_and_changes_nothin
 }
 
 #[test]
+fn a_budget_whose_action_needs_aws_is_refused_at_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store/state.db");
+    let budgets = dir.path().join("budgets.toml");
+    std::fs::write(
+        &budgets,
+        QUIET_BUDGETS.replace(
+            r#"{ name = "warning", percent = 90 }"#,
+            r#"{ name = "emergency", percent = 100, actions = ["notify", "shutdown"] }"#,
+        ),
+    )
+    .unwrap();
+    let serve = spendguard(&[
+        "serve",
+        "--budgets",
+        budgets.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let said = text(&serve.stderr);
+    assert_eq!(serve.status.code(), Some(2), "{said}");
+    assert!(said.contains("anthropic-research"), "{said}");
+    assert!(said.contains("shutdown"), "{said}");
+    assert!(!store.exists());
+}
+
+#[test]
 fn a_secrets_file_others_may_read_is_refused_and_nothing_is_created() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store/state.db");
