@@ -13,7 +13,9 @@ use spendguard_domain::alert::AlertEvent;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, subscriber TEXT NOT NULL, doc TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS outbox_by_subscriber ON outbox (subscriber, seq);";
+CREATE INDEX IF NOT EXISTS outbox_by_subscriber ON outbox (subscriber, seq);
+CREATE TABLE IF NOT EXISTS outbox_dead (
+    seq INTEGER PRIMARY KEY, subscriber TEXT NOT NULL, doc TEXT NOT NULL, reason TEXT NOT NULL);";
 
 /// The outbox table, on a connection of its own to the store's file (WAL lets it write
 /// between the store's transactions).
@@ -26,6 +28,20 @@ pub struct Outbox {
 pub struct Pending {
     pub seq: i64,
     pub alert: AlertEvent,
+}
+
+/// A row that cannot be read as an alert, moved to `outbox_dead` so the rows after it go.
+#[derive(Debug, Clone)]
+pub struct SetAside {
+    pub seq: i64,
+    pub reason: String,
+}
+
+/// What a subscriber has to handle, and what was set aside on the way.
+#[derive(Debug, Default)]
+pub struct Due {
+    pub pending: Vec<Pending>,
+    pub set_aside: Vec<SetAside>,
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
@@ -72,26 +88,41 @@ impl Outbox {
         Ok(seqs)
     }
 
-    /// What `subscriber` has not handled yet, oldest first.
-    pub fn pending(&self, subscriber: &str) -> StoreResult<Vec<Pending>> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare("SELECT seq, doc FROM outbox WHERE subscriber = ?1 ORDER BY seq")
-            .map_err(db)?;
-        let rows = stmt
-            .query_map(params![subscriber], |r| {
+    /// What `subscriber` has not handled yet, oldest first. A row that is not an alert is
+    /// moved to `outbox_dead` (kept for a person to read) and reported, never in the way.
+    pub fn pending(&self, subscriber: &str) -> StoreResult<Due> {
+        let mut conn = self.conn()?;
+        let rows = {
+            let mut stmt = conn
+                .prepare("SELECT seq, doc FROM outbox WHERE subscriber = ?1 ORDER BY seq")
+                .map_err(db)?;
+            stmt.query_map(params![subscriber], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
             })
             .map_err(db)?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(db)?;
-        rows.into_iter()
-            .map(|(seq, doc)| {
-                serde_json::from_str(&doc)
-                    .map(|alert| Pending { seq, alert })
-                    .map_err(|e| StoreError::Corrupt(format!("outbox row {seq}: {e}")))
-            })
-            .collect()
+            .map_err(db)?
+        };
+        let mut due = Due::default();
+        for (seq, doc) in rows {
+            match serde_json::from_str(&doc) {
+                Ok(alert) => due.pending.push(Pending { seq, alert }),
+                Err(e) => {
+                    let reason = format!("not an alert: {e}");
+                    let tx = conn.transaction().map_err(db)?;
+                    tx.execute(
+                        "INSERT OR REPLACE INTO outbox_dead (seq, subscriber, doc, reason) VALUES (?1, ?2, ?3, ?4)",
+                        params![seq, subscriber, doc, reason],
+                    )
+                    .map_err(db)?;
+                    tx.execute("DELETE FROM outbox WHERE seq = ?1", params![seq])
+                        .map_err(db)?;
+                    tx.commit().map_err(db)?;
+                    due.set_aside.push(SetAside { seq, reason });
+                }
+            }
+        }
+        Ok(due)
     }
 
     /// The subscriber handled row `seq`.
@@ -130,10 +161,11 @@ mod tests {
         drop(outbox);
 
         let reopened = Outbox::open(&path).unwrap();
-        assert!(reopened.pending("key-guard").unwrap().is_empty());
+        assert!(reopened.pending("key-guard").unwrap().pending.is_empty());
         let fanout: Vec<String> = reopened
             .pending("fanout")
             .unwrap()
+            .pending
             .into_iter()
             .map(|p| p.alert.alert_id)
             .collect();

@@ -17,7 +17,7 @@ use spendguard_app::ports::bus::{AlertBus, BusError};
 use spendguard_domain::alert::AlertEvent;
 use spendguard_local::outbox::{Outbox, Pending};
 use tokio::sync::{Notify, watch};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::metrics::Metrics;
 use crate::local::{key_guard_subscribes, sns_event};
@@ -123,10 +123,16 @@ impl OutboxBus {
             let claimed: Vec<Pending> = {
                 let mut in_flight = self.in_flight();
                 match self.outbox.pending(subscriber) {
-                    Ok(rows) => rows
-                        .into_iter()
-                        .filter(|p| in_flight.insert(p.seq))
-                        .collect(),
+                    Ok(due) => {
+                        for dead in &due.set_aside {
+                            error!(seq = dead.seq, reason = %dead.reason, subscriber, "outbox row set aside in outbox_dead: it is not an alert");
+                            self.metrics.dead_lettered(subscriber);
+                        }
+                        due.pending
+                            .into_iter()
+                            .filter(|p| in_flight.insert(p.seq))
+                            .collect()
+                    }
                     Err(e) => {
                         warn!(error = %e, subscriber, "cannot read the outbox");
                         continue;

@@ -581,6 +581,84 @@ async fn an_operator_action_fails_visibly_when_serves_admin_socket_is_unreachabl
     assert_eq!(serve.terminate(), Some(0));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_outbox_row_is_set_aside_and_later_alerts_still_reach_slack() {
+    logs::capture();
+    let anthropic = Arc::new(ProviderState::default());
+    anthropic.add("apikey_r1", true);
+    let anthropic_api = anthropic_standin(anthropic.clone()).await;
+    let slack = slack_standin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("state.db");
+    let budgets = dir.path().join("budgets.toml");
+    std::fs::write(&budgets, BUDGETS).unwrap();
+    let slack_url = format!("{}/services/T0/B0/hook", slack.url);
+    logs::secret_used(&slack_url);
+    logs::secret_used(ANTHROPIC_ADMIN_KEY);
+    let secrets = dir.path().join("secrets.toml");
+    private_file(
+        &secrets,
+        &format!("ops-slack = \"{slack_url}\"\nanthropic-admin = \"{ANTHROPIC_ADMIN_KEY}\"\n"),
+        0o600,
+    );
+    drop(spendguard_local::outbox::Outbox::open(&store).unwrap());
+    rusqlite::Connection::open(&store)
+        .unwrap()
+        .execute(
+            "INSERT INTO outbox (subscriber, doc) VALUES ('alert-fanout', '{}')",
+            [],
+        )
+        .unwrap();
+    let serve = Serve::start(
+        &[
+            "--budgets",
+            budgets.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--secrets",
+            secrets.to_str().unwrap(),
+            "--check-every",
+            "1h",
+        ],
+        &[
+            (
+                "SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN",
+                "local:anthropic-admin",
+            ),
+            ("SPENDGUARD_ANTHROPIC_API_URL", &anthropic_api.url),
+        ],
+    );
+    let usage_secret = read_secret(&dir.path().join("secrets/usage-webhook"));
+    let http = reqwest::Client::new();
+    let crossing = signed_by_python(&usage_secret, "msg_crossing", &[record("r1", "150")]);
+    let (code, body) = post_usage(&http, &serve.url(""), &crossing).await.unwrap();
+    assert_eq!(
+        (code, body["alerts_published"].clone()),
+        (200, json!(1)),
+        "{body}"
+    );
+    let metrics = http
+        .get(serve.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"spendguard_outbox_dead_lettered_total{subscriber="alert-fanout"} 1"#),
+        "{metrics}"
+    );
+    assert!(serve.logged("set aside"));
+    assert_eq!(serve.terminate(), Some(0));
+    let messages = slack
+        .received()
+        .into_iter()
+        .filter(|r| r.accepted())
+        .count();
+    assert_eq!(messages, 1);
+}
+
 /// Records of the scope the store counted this month.
 async fn records_counted(store: &Path) -> u64 {
     let sqlite = SqliteStore::open(store).unwrap();
