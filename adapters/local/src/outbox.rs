@@ -44,6 +44,13 @@ pub struct Due {
     pub set_aside: Vec<SetAside>,
 }
 
+/// How much is waiting.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    pub pending: std::collections::BTreeMap<String, i64>,
+    pub dead_lettered: i64,
+}
+
 fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(format!("outbox: {e}"))
 }
@@ -123,6 +130,26 @@ impl Outbox {
             }
         }
         Ok(due)
+    }
+
+    /// Rows waiting, by subscriber, and rows set aside in `outbox_dead`.
+    pub fn backlog(&self) -> StoreResult<Backlog> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare("SELECT subscriber, COUNT(*) FROM outbox GROUP BY subscriber")
+            .map_err(db)?;
+        let pending = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(db)?
+            .collect::<Result<_, _>>()
+            .map_err(db)?;
+        let dead_lettered = conn
+            .query_row("SELECT COUNT(*) FROM outbox_dead", [], |r| r.get(0))
+            .map_err(db)?;
+        Ok(Backlog {
+            pending,
+            dead_lettered,
+        })
     }
 
     /// The subscriber handled row `seq`.

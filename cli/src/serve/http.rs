@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::bus::OutboxBus;
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
@@ -27,6 +28,7 @@ pub struct Routes {
     pub store: Arc<dyn StateStore>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    pub bus: Arc<OutboxBus>,
 }
 
 pub fn router(routes: Routes) -> Router {
@@ -103,17 +105,28 @@ async fn webhook(State(routes): State<Routes>, request: Request) -> Response {
     json_response(&response)
 }
 
-/// 200 while the scheduled checks succeed; 503 naming the failure once one failed (until the
-/// next one succeeds), so a load balancer or monitor sees a guard that is not guarding.
+/// 200 while the guard is guarding; 503 naming what is wrong while the last scheduled check
+/// failed, a key-guard delivery is failing (its rows wait), or outbox rows were set aside, so a
+/// load balancer or monitor sees a guard that is not guarding.
 async fn health(State(routes): State<Routes>) -> Response {
     let last = routes.health.last_check();
-    let failing = last.as_ref().and_then(|c| c.error.clone());
+    let check_failing = last.as_ref().is_some_and(|c| c.error.is_some());
+    let outbox = routes.bus.health();
+    let outbox_failing = match &outbox {
+        Ok(o) => o.key_guard_failing || o.dead_lettered > 0,
+        Err(_) => true,
+    };
+    let failing = check_failing || outbox_failing;
     let body = json!({
-        "status": if failing.is_some() { "failing" } else { "ok" },
+        "status": if failing { "failing" } else { "ok" },
         "last_check": last.map(|c| json!({"at": c.at, "error": c.error})),
+        "outbox": match &outbox {
+            Ok(o) => json!({"pending": o.pending, "dead_lettered": o.dead_lettered, "key_guard_failing": o.key_guard_failing}),
+            Err(e) => json!({"error": e}),
+        },
     });
     json_response(&HttpResponse {
-        status: if failing.is_some() { 503 } else { 200 },
+        status: if failing { 503 } else { 200 },
         body,
     })
 }
@@ -132,6 +145,9 @@ async fn metrics(State(routes): State<Routes>) -> Response {
             ));
         }
     };
+    if let Ok(outbox) = routes.bus.health() {
+        routes.metrics.outbox(&outbox.pending);
+    }
     let mut r = Response::new(Body::from(routes.metrics.encode(engaged)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -46,6 +46,7 @@ pub struct Metrics {
     switches_engaged_by_guard: Counter,
     deliveries_failed: Family<Labels, Counter>,
     dead_lettered: Family<Labels, Counter>,
+    outbox_pending: Family<Labels, Gauge>,
     requests: Family<Labels, Counter>,
     request_seconds: Latencies,
     usage_records: Family<Labels, Counter>,
@@ -66,6 +67,7 @@ impl Default for Metrics {
             switches_engaged_by_guard: Counter::default(),
             deliveries_failed: Family::default(),
             dead_lettered: Family::default(),
+            outbox_pending: Family::default(),
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(latency_buckets),
             usage_records: Family::default(),
@@ -117,6 +119,11 @@ impl Default for Metrics {
             "outbox_dead_lettered",
             "Outbox rows set aside in outbox_dead (not alerts), by subscriber",
             m.dead_lettered.clone(),
+        );
+        registry.register(
+            "outbox_pending",
+            "Outbox rows waiting for delivery, by subscriber (read at each scrape)",
+            m.outbox_pending.clone(),
         );
         registry.register(
             "http_requests",
@@ -200,6 +207,14 @@ impl Metrics {
         self.deliveries_failed
             .get_or_create(&labels(&[("subscriber", subscriber)]))
             .inc();
+    }
+
+    pub fn outbox(&self, pending: &std::collections::BTreeMap<String, i64>) {
+        for (subscriber, rows) in pending {
+            self.outbox_pending
+                .get_or_create(&labels(&[("subscriber", subscriber)]))
+                .set(*rows);
+        }
     }
 
     pub fn dead_lettered(&self, subscriber: &str) {

@@ -275,6 +275,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         store: local.store(),
         metrics,
         health,
+        bus,
     });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         stop_signal().await;

@@ -659,6 +659,74 @@ async fn an_undecodable_outbox_row_is_set_aside_and_later_alerts_still_reach_sla
     assert_eq!(messages, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_key_guard_delivery_shows_on_health_and_the_pending_gauge() {
+    logs::capture();
+    // Anthropic's documented error shape for a server error, to every request
+    let anthropic_api = StandIn::start(|_, _| {
+        Reply::json(
+            500,
+            json!({"type": "error", "error": {"type": "api_error", "message": "Internal server error"}}),
+        )
+    })
+    .await;
+    let slack = slack_standin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("state.db");
+    let budgets = dir.path().join("budgets.toml");
+    std::fs::write(&budgets, BUDGETS).unwrap();
+    let slack_url = format!("{}/services/T0/B0/hook", slack.url);
+    logs::secret_used(&slack_url);
+    logs::secret_used(ANTHROPIC_ADMIN_KEY);
+    let secrets = dir.path().join("secrets.toml");
+    private_file(
+        &secrets,
+        &format!("ops-slack = \"{slack_url}\"\nanthropic-admin = \"{ANTHROPIC_ADMIN_KEY}\"\n"),
+        0o600,
+    );
+    let serve = Serve::start(
+        &[
+            "--budgets",
+            budgets.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--secrets",
+            secrets.to_str().unwrap(),
+            "--check-every",
+            "1h",
+        ],
+        &[
+            (
+                "SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN",
+                "local:anthropic-admin",
+            ),
+            ("SPENDGUARD_ANTHROPIC_API_URL", &anthropic_api.url),
+        ],
+    );
+    let usage_secret = read_secret(&dir.path().join("secrets/usage-webhook"));
+    let http = reqwest::Client::new();
+    let crossing = signed_by_python(&usage_secret, "msg_crossing", &[record("r1", "150")]);
+    let (code, _) = post_usage(&http, &serve.url(""), &crossing).await.unwrap();
+    assert_eq!(code, 200);
+    let health = http.get(serve.url("/health")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 503);
+    let health: Value = health.json().await.unwrap();
+    assert_eq!(health["outbox"]["key_guard_failing"], true, "{health}");
+    let metrics = http
+        .get(serve.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"spendguard_outbox_pending{subscriber="key-guard"} 1"#),
+        "{metrics}"
+    );
+    drop(serve);
+}
+
 /// Records of the scope the store counted this month.
 async fn records_counted(store: &Path) -> u64 {
     let sqlite = SqliteStore::open(store).unwrap();
