@@ -17,7 +17,7 @@ use crate::Failure;
 use crate::local::Invocation;
 
 pub fn socket_path(store: &Path) -> PathBuf {
-    let mut name = store.as_os_str().to_owned();
+    let mut name = super::lock::canonical(store).into_os_string();
     name.push(".sock");
     PathBuf::from(name)
 }

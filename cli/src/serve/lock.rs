@@ -12,8 +12,24 @@ pub struct StoreLock {
     _file: File,
 }
 
+/// The store's path with symlinks and `..` resolved, so every alias of one file names the same
+/// lock and socket (a file not yet created: its directory resolved; neither: as typed).
+pub fn canonical(store: &Path) -> PathBuf {
+    store
+        .canonicalize()
+        .ok()
+        .or_else(|| {
+            let dir = match store.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            Some(dir.canonicalize().ok()?.join(store.file_name()?))
+        })
+        .unwrap_or_else(|| store.to_path_buf())
+}
+
 pub fn lock_path(store: &Path) -> PathBuf {
-    let mut name = store.as_os_str().to_owned();
+    let mut name = canonical(store).into_os_string();
     name.push(".lock");
     PathBuf::from(name)
 }

@@ -991,6 +991,42 @@ fn a_budget_whose_action_needs_aws_is_refused_at_start_naming_it() {
     assert!(!store.exists());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_through_a_symlink_to_the_store_refuses_too() {
+    logs::capture();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("state.db");
+    let budgets = dir.path().join("budgets.toml");
+    std::fs::write(&budgets, QUIET_BUDGETS).unwrap();
+    let first = Serve::start(
+        &[
+            "--budgets",
+            budgets.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let alias = dir.path().join("alias.db");
+    std::os::unix::fs::symlink(&store, &alias).unwrap();
+    let second = spendguard(&[
+        "serve",
+        "--budgets",
+        budgets.to_str().unwrap(),
+        "--store",
+        alias.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let said = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains(&format!("pid {}", first.child.id())),
+        "{said}"
+    );
+    assert_eq!(first.terminate(), Some(0));
+}
+
 #[test]
 fn a_secrets_file_others_may_read_is_refused_and_nothing_is_created() {
     let dir = tempfile::tempdir().unwrap();
