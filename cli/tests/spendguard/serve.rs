@@ -1027,6 +1027,32 @@ async fn a_second_serve_through_a_symlink_to_the_store_refuses_too() {
     assert_eq!(first.terminate(), Some(0));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_request_over_the_limit_is_refused_naming_the_limit() {
+    logs::capture();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("state.db");
+    let budgets = dir.path().join("budgets.toml");
+    std::fs::write(&budgets, QUIET_BUDGETS).unwrap();
+    let serve = Serve::start(
+        &[
+            "--budgets",
+            budgets.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let mut socket =
+        std::os::unix::net::UnixStream::connect(dir.path().join("state.db.sock")).unwrap();
+    // 100 KB and no newline; the writer stays open
+    let _ = socket.write_all(&vec![b'x'; 100 * 1024]);
+    let mut reply = String::new();
+    socket.read_to_string(&mut reply).unwrap();
+    assert!(reply.contains("64 KiB"), "{reply}");
+    assert_eq!(serve.terminate(), Some(0));
+}
+
 #[test]
 fn a_secrets_file_others_may_read_is_refused_and_nothing_is_created() {
     let dir = tempfile::tempdir().unwrap();
