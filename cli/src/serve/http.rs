@@ -29,7 +29,14 @@ pub struct Routes {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub bus: Arc<OutboxBus>,
+    /// One permit per webhook request being served.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// How long a request body may take to arrive (a sender that stalls holds a connection).
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Webhook requests served at once; more are answered 503 at once.
+pub const MAX_IN_FLIGHT: usize = 256;
 
 pub fn router(routes: Routes) -> Router {
     Router::new()
@@ -69,33 +76,49 @@ async fn webhook(State(routes): State<Routes>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     debug!(method = %parts.method, path = route_label(&path), "request started");
-    let response = match to_bytes(body, MAX_BODY_BYTES + 1).await {
-        // what the handler answers a body over the limit, without reading the rest
-        Err(_) => HttpResponse::error(
-            413,
-            format!("body larger than {MAX_BODY_BYTES} bytes"),
+    let Ok(_slot) = routes.in_flight.clone().try_acquire_owned() else {
+        return json_response(&HttpResponse::error(
+            503,
+            format!("more than {MAX_IN_FLIGHT} requests in flight; retry shortly"),
             None,
-        ),
-        Ok(body) => {
-            let request = HttpRequest {
-                method: parts.method.as_str().to_ascii_uppercase(),
-                path: path.clone(),
-                query: parts.uri.query().unwrap_or_default().to_string(),
-                headers: parts
-                    .headers
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.as_str().to_ascii_lowercase(),
-                            v.to_str().unwrap_or_default().to_string(),
-                        )
-                    })
-                    .collect(),
-                body: body.to_vec(),
-            };
-            routes.webhook.http(request).await
-        }
+        ));
     };
+    let response =
+        match tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, MAX_BODY_BYTES + 1)).await {
+            Err(_) => HttpResponse::error(
+                408,
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+                None,
+            ),
+            // what the handler answers a body over the limit, without reading the rest
+            Ok(Err(_)) => HttpResponse::error(
+                413,
+                format!("body larger than {MAX_BODY_BYTES} bytes"),
+                None,
+            ),
+            Ok(Ok(body)) => {
+                let request = HttpRequest {
+                    method: parts.method.as_str().to_ascii_uppercase(),
+                    path: path.clone(),
+                    query: parts.uri.query().unwrap_or_default().to_string(),
+                    headers: parts
+                        .headers
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.as_str().to_ascii_lowercase(),
+                                v.to_str().unwrap_or_default().to_string(),
+                            )
+                        })
+                        .collect(),
+                    body: body.to_vec(),
+                };
+                routes.webhook.http(request).await
+            }
+        };
     routes.metrics.request(
         route_label(&path),
         response.status,

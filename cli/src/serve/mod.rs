@@ -26,6 +26,7 @@ pub fn refuse_if_served(store: &std::path::Path) -> Result<(), Failure> {
 }
 
 use std::collections::BTreeMap;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,7 +37,7 @@ use spendguard_app::ports::clock::{Clock, SystemClock};
 use spendguard_local::outbox::Outbox;
 use spendguard_local::secrets_file::{LocalVault, SecretsFile};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::Failure;
 use crate::local::{Local, Target};
@@ -111,6 +112,9 @@ fn parse_hour(text: &str) -> Result<NaiveTime, String> {
     NaiveTime::parse_from_str(text, "%H:%M")
         .map_err(|_| format!("`{text}`: expected HH:MM (UTC), e.g. 01:15"))
 }
+
+/// How long requests in flight may take to finish once shutdown began.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// Resolves on SIGTERM or SIGINT.
 async fn stop_signal() {
@@ -276,12 +280,38 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         metrics,
         health,
         bus,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(http::MAX_IN_FLIGHT)),
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = axum::serve(listener, app);
+    let (stopped, stop_now) = watch::channel(false);
+    let server = server.with_graceful_shutdown(async move {
         stop_signal().await;
         info!("stopping: no new connections; in-flight requests finish");
+        let _ = stopped.send(true);
     });
-    let served = server.await;
+    let served = async move {
+        let mut stop_now = stop_now;
+        let server = server.into_future();
+        tokio::pin!(server);
+        tokio::select! {
+            served = &mut server => Some(served),
+            _ = async {
+                let _ = stop_now.wait_for(|s| *s).await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => None,
+        }
+    }
+    .await;
+    let Some(served) = served else {
+        error!(
+            grace_seconds = SHUTDOWN_GRACE.as_secs(),
+            "requests still in flight after the grace period; exiting without them"
+        );
+        return Err(Failure::Run(format!(
+            "shutdown: requests still in flight after {} s",
+            SHUTDOWN_GRACE.as_secs()
+        )));
+    };
     // the timers stop (a check in progress finishes), the outbox is drained once more
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}

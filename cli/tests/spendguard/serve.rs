@@ -1053,6 +1053,32 @@ async fn an_admin_request_over_the_limit_is_refused_naming_the_limit() {
     assert_eq!(serve.terminate(), Some(0));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_body_never_comes_is_answered_408_and_sigterm_still_exits() {
+    logs::capture();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("state.db");
+    let budgets = dir.path().join("budgets.toml");
+    std::fs::write(&budgets, QUIET_BUDGETS).unwrap();
+    let serve = Serve::start(
+        &[
+            "--budgets",
+            budgets.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let mut stalled = std::net::TcpStream::connect(&serve.address).unwrap();
+    stalled
+        .write_all(b"POST /usage HTTP/1.1\r\nHost: serve\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    stalled.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 408", "{}", text(&head));
+    assert_eq!(serve.terminate(), Some(0));
+}
+
 #[test]
 fn a_secrets_file_others_may_read_is_refused_and_nothing_is_created() {
     let dir = tempfile::tempdir().unwrap();
