@@ -38,11 +38,16 @@ const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Webhook requests served at once; more are answered 503 at once.
 pub const MAX_IN_FLIGHT: usize = 256;
 
+/// The webhook's routes, for `--listen` (reachable by senders).
 pub fn router(routes: Routes) -> Router {
+    Router::new().fallback(webhook).with_state(routes)
+}
+
+/// `/health` and `/metrics`, for `--metrics-listen` (for monitors, not for senders).
+pub fn ops_router(routes: Routes) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .fallback(webhook)
         .with_state(routes)
 }
 

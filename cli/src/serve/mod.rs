@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// `listening` says which).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
+    /// Where `/health` and `/metrics` are served, apart from the webhook's routes so they need
+    /// not be public; port 0 picks a free port (`metrics_listening` in the first log line).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9187")]
+    pub metrics_listen: SocketAddr,
     /// Channel and provider secrets: a TOML file of `name = "value"` only its owner may read,
     /// referred to as `local:<name>` (a name not in it is read from the environment).
     #[arg(long, value_name = "FILE")]
@@ -215,11 +219,18 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let bound = listener
         .local_addr()
         .map_err(|e| Failure::Run(format!("--listen {}: {e}", args.listen)))?;
+    let ops_listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .map_err(|e| Failure::Run(format!("--metrics-listen {}: {e}", args.metrics_listen)))?;
+    let ops_bound = ops_listener
+        .local_addr()
+        .map_err(|e| Failure::Run(format!("--metrics-listen {}: {e}", args.metrics_listen)))?;
     let admin = admin::bind(&args.store)?;
     let (stop, stopping) = watch::channel(false);
     // the first line: clients started with --listen 127.0.0.1:0 read the port from it
     info!(
         listening = %bound,
+        metrics_listening = %ops_bound,
         store = %args.store.display(),
         admin_socket = %admin::socket_path(&args.store).display(),
         check_every_seconds = args.check_every.as_secs(),
@@ -274,14 +285,27 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         ));
     }
 
-    let app = http::router(http::Routes {
+    let routes = http::Routes {
         webhook,
         store: local.store(),
         metrics,
         health,
         bus,
         in_flight: Arc::new(tokio::sync::Semaphore::new(http::MAX_IN_FLIGHT)),
-    });
+    };
+    {
+        let mut stopping = stopping.clone();
+        let ops = axum::serve(ops_listener, http::ops_router(routes.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            });
+        tasks.spawn(async move {
+            if let Err(e) = ops.await {
+                error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
+    let app = http::router(routes);
     let server = axum::serve(listener, app);
     let (stopped, stop_now) = watch::channel(false);
     let server = server.with_graceful_shutdown(async move {

@@ -34,6 +34,8 @@ const SERVE_LOG: &str = "debug,spendguard=trace,spendguard_app=trace,spendguard_
 struct Serve {
     child: Child,
     address: String,
+    /// Where `/health` and `/metrics` are served (`--metrics-listen`).
+    ops_address: String,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -42,7 +44,7 @@ impl Serve {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_spendguard"))
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .args(args)
             .envs(env.iter().copied())
             .env("SPENDGUARD_LOG", SERVE_LOG)
@@ -69,25 +71,31 @@ impl Serve {
                     let _ = writeln!(f, "{line}");
                 }
                 if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && let Some(a) = v["listening"].as_str()
+                    && let (Some(a), Some(m)) =
+                        (v["listening"].as_str(), v["metrics_listening"].as_str())
                 {
-                    let _ = found.send(a.to_string());
+                    let _ = found.send((a.to_string(), m.to_string()));
                 }
                 kept.lock().unwrap().push(line);
             }
         });
-        let address = listening
+        let (address, ops_address) = listening
             .recv_timeout(Duration::from_secs(120))
             .unwrap_or_else(|_| panic!("serve did not say where it listens: {:?}", lines));
         Serve {
             child,
             address,
+            ops_address,
             lines,
         }
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
+    }
+
+    fn ops_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.ops_address)
     }
 
     fn logged(&self, needle: &str) -> bool {
@@ -374,7 +382,7 @@ async fn the_crossing_request_engages_the_switch_and_restore_ramps_it_back() {
     );
 
     let metrics = http
-        .get(serve.url("/metrics"))
+        .get(serve.ops_url("/metrics"))
         .send()
         .await
         .unwrap()
@@ -392,7 +400,7 @@ async fn the_crossing_request_engages_the_switch_and_restore_ramps_it_back() {
     );
     // the Anthropic stand-in has no usage report API: the scheduled check cannot read the
     // key's usage, and /health says so (a guard that is not guarding is not healthy)
-    let health = http.get(serve.url("/health")).send().await.unwrap();
+    let health = http.get(serve.ops_url("/health")).send().await.unwrap();
     assert_eq!(health.status().as_u16(), 503);
     let health: Value = health.json().await.unwrap();
     assert!(
@@ -638,7 +646,7 @@ async fn an_undecodable_outbox_row_is_set_aside_and_later_alerts_still_reach_sla
         "{body}"
     );
     let metrics = http
-        .get(serve.url("/metrics"))
+        .get(serve.ops_url("/metrics"))
         .send()
         .await
         .unwrap()
@@ -708,12 +716,12 @@ async fn a_failing_key_guard_delivery_shows_on_health_and_the_pending_gauge() {
     let crossing = signed_by_python(&usage_secret, "msg_crossing", &[record("r1", "150")]);
     let (code, _) = post_usage(&http, &serve.url(""), &crossing).await.unwrap();
     assert_eq!(code, 200);
-    let health = http.get(serve.url("/health")).send().await.unwrap();
+    let health = http.get(serve.ops_url("/health")).send().await.unwrap();
     assert_eq!(health.status().as_u16(), 503);
     let health: Value = health.json().await.unwrap();
     assert_eq!(health["outbox"]["key_guard_failing"], true, "{health}");
     let metrics = http
-        .get(serve.url("/metrics"))
+        .get(serve.ops_url("/metrics"))
         .send()
         .await
         .unwrap()
@@ -1045,8 +1053,9 @@ async fn an_admin_request_over_the_limit_is_refused_naming_the_limit() {
     );
     let mut socket =
         std::os::unix::net::UnixStream::connect(dir.path().join("state.db.sock")).unwrap();
-    // 100 KB and no newline; the writer stays open
-    let _ = socket.write_all(&vec![b'x'; 100 * 1024]);
+    // one byte over the limit and no newline; the writer stays open (serve reads exactly
+    // this much: with bytes left unread its close would reset the connection before the reply)
+    socket.write_all(&vec![b'x'; 64 * 1024 + 1]).unwrap();
     let mut reply = String::new();
     socket.read_to_string(&mut reply).unwrap();
     assert!(reply.contains("64 KiB"), "{reply}");
@@ -1076,6 +1085,36 @@ async fn a_request_whose_body_never_comes_is_answered_408_and_sigterm_still_exit
     let mut head = [0u8; 12];
     stalled.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 408", "{}", text(&head));
+    assert_eq!(serve.terminate(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_are_on_their_own_listener_not_the_webhooks() {
+    logs::capture();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("state.db");
+    let budgets = dir.path().join("budgets.toml");
+    std::fs::write(&budgets, QUIET_BUDGETS).unwrap();
+    let serve = Serve::start(
+        &[
+            "--budgets",
+            budgets.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let http = reqwest::Client::new();
+    for path in ["/metrics", "/health"] {
+        let public = http.get(serve.url(path)).send().await.unwrap();
+        assert_eq!(
+            public.status().as_u16(),
+            404,
+            "{path} on the webhook's listener"
+        );
+        let ops = http.get(serve.ops_url(path)).send().await.unwrap();
+        assert_eq!(ops.status().as_u16(), 200, "{path} on --metrics-listen");
+    }
     assert_eq!(serve.terminate(), Some(0));
 }
 
