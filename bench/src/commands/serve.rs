@@ -170,7 +170,14 @@ pub async fn run(args: &[String]) {
     std::fs::write(&budgets_file, budgets()).unwrap();
     let store = dir.path().join("state.db");
     let mut child = Command::new(&binary)
-        .args(["serve", "--listen", "127.0.0.1:0", "--budgets"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--budgets",
+        ])
         .arg(&budgets_file)
         .arg("--store")
         .arg(&store)
