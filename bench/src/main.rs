@@ -4,14 +4,17 @@
 mod commands;
 
 const USAGE: &str =
-    "usage: spendguard-bench <coldstart|scale|verify|keyguard|nightly|authorize> [options]
+    "usage: spendguard-bench <coldstart|scale|verify|keyguard|nightly|authorize|serve> [options]
   coldstart --python PATH [--rounds 15] [--warm 10] [--only FUNCTION]
             each function's release binary vs the Python baseline, hosted as Lambda hosts them
   scale [--max-budgets 10000]   budget-check over 10..10,000 budgets; usage ingest per batch
   verify                        webhook verification cost per message
   keyguard                      emergency stop latency
   nightly [--scopes 10000]      one nightly aggregation
-  authorize [--calls 2000]      one /authorize decision: latency in process, DynamoDB requests";
+  authorize [--calls 2000]      one /authorize decision: latency in process, DynamoDB requests
+  serve [--binary target/release/spendguard] [--clients 4] [--seconds 10]
+                                `spendguard serve` over loopback HTTP: ingest rate and latency,
+                                crossing to engaged, peak RSS";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -35,6 +38,7 @@ fn main() {
             "keyguard" => commands::keyguard::run(rest).await,
             "nightly" => commands::nightly::run(rest).await,
             "authorize" => commands::authorize::run(rest).await,
+            "serve" => commands::serve::run(rest).await,
             other => {
                 eprintln!("no such benchmark: {other}\n{USAGE}");
                 std::process::exit(2);

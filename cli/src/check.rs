@@ -188,6 +188,7 @@ pub async fn standing(store: Arc<dyn StateStore>) -> Result<CheckReport, Failure
 }
 
 pub async fn run(args: CheckArgs) -> Result<(), Failure> {
+    crate::serve::refuse_if_served(&args.store)?;
     let policy = load(&args.budgets)?;
     let clock: Arc<dyn Clock> = match &args.now {
         Some(t) => Arc::new(FixedClock::new(

@@ -106,6 +106,7 @@ pub async fn run(args: InvokeArgs) -> Result<(), Failure> {
     let target = if args.aws {
         Target::Aws(Default::default())
     } else {
+        crate::serve::refuse_if_served(&args.store)?;
         Target::Embedded {
             store: args.store.clone(),
         }

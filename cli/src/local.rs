@@ -395,9 +395,57 @@ pub fn sns_event(alert: &AlertEvent) -> Value {
 }
 
 /// The key-guard subscription's filter policy (`actions` in template.yaml and terraform/).
+pub const KEY_GUARD_ACTIONS: [&str; 4] =
+    ["disable_keys", "shutdown", "reduce_limits", "rotate_keys"];
+
 pub fn key_guard_subscribes(alert: &AlertEvent) -> bool {
     alert
         .action_names()
         .iter()
-        .any(|a| matches!(*a, "disable_keys" | "shutdown" | "reduce_limits"))
+        .any(|a| KEY_GUARD_ACTIONS.contains(a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KEY_GUARD_ACTIONS;
+
+    fn repo_file(path: &str) -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../").to_string() + path)
+            .unwrap()
+    }
+
+    /// The `actions: [...]` list of the first `FilterPolicy` after `KeyGuardFunction:`.
+    fn template_filter() -> Vec<String> {
+        let template = repo_file("template.yaml");
+        let function = &template[template.find("\n  KeyGuardFunction:").unwrap()..];
+        let policy = &function[function.find("FilterPolicy:").unwrap()..];
+        let line = policy.lines().nth(1).unwrap().trim();
+        let list = line
+            .strip_prefix("actions: [")
+            .unwrap()
+            .strip_suffix(']')
+            .unwrap();
+        list.split(',').map(|a| a.trim().to_string()).collect()
+    }
+
+    /// The key-guard subscription's `filter` JSON in terraform/.
+    fn terraform_filter() -> Vec<String> {
+        let main = repo_file("terraform/modules/spendguard/main.tf");
+        let line = main
+            .lines()
+            .find(|l| l.contains("\"key-guard\"") && l.contains("filter"))
+            .unwrap();
+        let quoted = &line[line.find("filter = ").unwrap() + "filter = ".len()..];
+        let quoted = quoted.trim().trim_end_matches('}').trim();
+        let json: String = serde_json::from_str(quoted).unwrap();
+        let filter: serde_json::Value = serde_json::from_str(&json).unwrap();
+        serde_json::from_value(filter["actions"].clone()).unwrap()
+    }
+
+    #[test]
+    fn key_guard_hears_what_the_deployment_sends_it() {
+        let ours: Vec<String> = KEY_GUARD_ACTIONS.iter().map(|a| a.to_string()).collect();
+        assert_eq!(ours, template_filter());
+        assert_eq!(ours, terraform_filter());
+    }
 }

@@ -23,18 +23,7 @@ impl SecretsFile {
     /// the file and its mode. Values are never part of an error.
     pub fn load(path: &Path) -> Result<SecretsFile, String> {
         let shown = path.display();
-        let meta = std::fs::metadata(path).map_err(|e| format!("--secrets {shown}: {e}"))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(format!(
-                    "--secrets {shown}: mode {mode:04o} lets others read it; only its owner may (chmod 600 {shown})"
-                ));
-            }
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| format!("--secrets {shown}: {e}"))?;
+        let text = read_private(path).map_err(|e| format!("--secrets {shown}: {e}"))?;
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             // the parser's message quotes the line, which may hold a secret: keep its position only
             let at = e
@@ -67,6 +56,40 @@ impl SecretsFile {
     }
 }
 
+/// Opens `path` once — not through a symbolic link — and checks that very file (mode: its owner
+/// only; owner: the running user) before reading it, so nothing can be swapped in between.
+fn read_private(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => "a symbolic link; name the file itself".to_string(),
+            _ => e.to_string(),
+        })?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "mode {mode:04o} lets others read it; only its owner may (chmod 600 {})",
+            path.display()
+        ));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail
+    let user = unsafe { libc::geteuid() };
+    if meta.uid() != user {
+        return Err(format!(
+            "owned by uid {}, not by the user serve runs as (uid {user})",
+            meta.uid()
+        ));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
 /// Reads `local:<name>` from the secrets file, then the environment variable `<name>`;
 /// `file:<path>` from the file.
 pub struct LocalVault {
@@ -76,6 +99,12 @@ pub struct LocalVault {
 #[async_trait]
 impl SecretVault for LocalVault {
     async fn read(&self, reference: &str) -> Result<Secret, SecretError> {
+        if reference.starts_with("arn:") {
+            return Err(SecretError {
+                reference: reference.to_string(),
+                message: "a Secrets Manager ARN needs the AWS deployment; here name the secret local:<name> (the secrets file or the environment) or file:<path>".into(),
+            });
+        }
         let Some(name) = reference.strip_prefix("local:") else {
             return FileVault.read(reference).await;
         };
@@ -110,6 +139,16 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         (dir, path)
+    }
+
+    #[test]
+    fn a_symlink_to_a_private_file_is_refused() {
+        let (dir, path) = file(0o600, "ops-slack = \"https://hooks.example/x\"\n");
+        let link = dir.path().join("link.toml");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let err = SecretsFile::load(&link).err().unwrap();
+        assert!(err.contains("link.toml"), "{err}");
+        assert!(err.contains("symbolic link"), "{err}");
     }
 
     #[test]

@@ -3,4 +3,5 @@ pub mod coldstart;
 pub mod keyguard;
 pub mod nightly;
 pub mod scale;
+pub mod serve;
 pub mod verify;

@@ -674,6 +674,7 @@ fn prepare(out: &Path) -> Result<PathBuf, Failure> {
     let out = out
         .canonicalize()
         .map_err(|e| Failure::Run(format!("{}: {e}", out.display())))?;
+    crate::serve::refuse_if_served(&out.join("state.db"))?;
     for name in ["state.db", "state.db-wal", "state.db-shm", "report.html"] {
         let path = out.join(name);
         if path.exists() {

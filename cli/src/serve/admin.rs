@@ -6,9 +6,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -17,7 +18,7 @@ use crate::Failure;
 use crate::local::Invocation;
 
 pub fn socket_path(store: &Path) -> PathBuf {
-    let mut name = store.as_os_str().to_owned();
+    let mut name = super::lock::canonical(store).into_os_string();
     name.push(".sock");
     PathBuf::from(name)
 }
@@ -58,11 +59,35 @@ pub async fn serve(
     }
 }
 
+/// The longest request line serve reads; a key-guard event is a few hundred bytes.
+const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+/// How long serve waits for a request line (a client that connects and says nothing).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a command waits for serve's answer: key-guard's provider calls included.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn refusal(message: &str) -> Value {
+    json!({"error": {"errorType": "InvalidRequest", "errorMessage": message}})
+}
+
 async fn answer(stream: UnixStream, guard: &key_guard::handler::Handler) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).await?;
-    let reply = match serde_json::from_str::<Value>(&line) {
+    let mut limited = BufReader::new(read.take(MAX_REQUEST_BYTES + 1));
+    let reply = match tokio::time::timeout(REQUEST_TIMEOUT, limited.read_line(&mut line)).await {
+        Err(_) => refusal("no request line within 10 s"),
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(read)) if read as u64 > MAX_REQUEST_BYTES => {
+            refusal("the request line is longer than 64 KiB")
+        }
+        Ok(Ok(_)) => request(&line, guard).await,
+    };
+    write.write_all(format!("{reply}\n").as_bytes()).await?;
+    write.shutdown().await
+}
+
+async fn request(line: &str, guard: &key_guard::handler::Handler) -> Value {
+    match serde_json::from_str::<Value>(line) {
         Ok(request) if request["function"] == "key-guard" => {
             let event = request["event"].clone();
             info!(
@@ -76,23 +101,30 @@ async fn answer(stream: UnixStream, guard: &key_guard::handler::Handler) -> std:
                 Err(e) => json!({"error": Invocation::from(e)}),
             }
         }
-        _ => {
-            json!({"error": {"errorType": "InvalidRequest", "errorMessage": "expected {\"function\": \"key-guard\", \"event\": {...}}"}})
-        }
-    };
-    write.write_all(format!("{reply}\n").as_bytes()).await?;
-    write.shutdown().await
+        _ => refusal("expected {\"function\": \"key-guard\", \"event\": {...}}"),
+    }
 }
 
-/// Runs a key-guard event in the `serve` holding `store`, if one does: `None` when none
-/// listens (the caller runs it in-process).
+/// Runs a key-guard event in the `serve` holding `store`, if one does: `None` when no serve
+/// holds the store (the caller runs it in-process). A serve that holds it but cannot be
+/// reached is an error: running the action here, without serve's admin keys, would half-do it.
 pub async fn key_guard(
     store: &Path,
     event: &Value,
 ) -> Option<Result<Result<Value, Invocation>, Failure>> {
     let path = socket_path(store);
-    let stream = UnixStream::connect(&path).await.ok()?;
-    Some(exchange(stream, event, &path).await)
+    match UnixStream::connect(&path).await {
+        Ok(stream) => Some(exchange(stream, event, &path).await),
+        Err(e) => match super::lock::holder(store) {
+            Ok(None) => None,
+            Ok(Some(pid)) => Some(Err(Failure::Run(format!(
+                "spendguard serve holds {} (pid {pid}) but its admin socket {} is unreachable: {e}; nothing was done. Restart serve to recreate the socket",
+                store.display(),
+                path.display()
+            )))),
+            Err(failure) => Some(Err(failure)),
+        },
+    }
 }
 
 async fn exchange(
@@ -113,9 +145,15 @@ async fn exchange(
         .await
         .map_err(fail)?;
     let mut line = String::new();
-    BufReader::new(read)
-        .read_line(&mut line)
+    let mut limited = BufReader::new(read.take(MAX_REQUEST_BYTES));
+    tokio::time::timeout(ANSWER_TIMEOUT, limited.read_line(&mut line))
         .await
+        .map_err(|_| {
+            Failure::Run(format!(
+                "the running spendguard serve ({}) did not answer within 120 s; what it did is in its log",
+                path.display()
+            ))
+        })?
         .map_err(fail)?;
     let reply: Value = serde_json::from_str(&line).map_err(|e| {
         Failure::Run(format!(

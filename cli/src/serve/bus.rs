@@ -8,6 +8,7 @@
 //! idempotent by their claims.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use spendguard_app::ports::bus::{AlertBus, BusError};
 use spendguard_domain::alert::AlertEvent;
 use spendguard_local::outbox::{Outbox, Pending};
 use tokio::sync::{Notify, watch};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::metrics::Metrics;
 use crate::local::{key_guard_subscribes, sns_event};
@@ -40,6 +41,16 @@ pub struct OutboxBus {
     in_flight: Mutex<HashSet<i64>>,
     wake: Notify,
     metrics: Arc<Metrics>,
+    /// The last key-guard delivery failed (cleared by the next one that succeeds).
+    key_guard_failing: AtomicBool,
+}
+
+/// What `/health` and `/metrics` say of the outbox.
+pub struct OutboxHealth {
+    pub pending: std::collections::BTreeMap<String, i64>,
+    pub dead_lettered: i64,
+    /// Key-guard rows wait and the last attempt to deliver one failed.
+    pub key_guard_failing: bool,
 }
 
 impl OutboxBus {
@@ -50,6 +61,7 @@ impl OutboxBus {
             in_flight: Mutex::new(HashSet::new()),
             wake: Notify::new(),
             metrics,
+            key_guard_failing: AtomicBool::new(false),
         }
     }
 
@@ -57,6 +69,20 @@ impl OutboxBus {
         if self.subscribers.set(subscribers).is_err() {
             warn!("alert subscribers wired twice; the first stay");
         }
+    }
+
+    pub fn health(&self) -> Result<OutboxHealth, String> {
+        let backlog = self.outbox.backlog().map_err(|e| e.to_string())?;
+        let guard_waiting = backlog.pending.get(KEY_GUARD).copied().unwrap_or(0) > 0;
+        let mut pending = backlog.pending;
+        for subscriber in [KEY_GUARD, FANOUT] {
+            pending.entry(subscriber.to_string()).or_insert(0);
+        }
+        Ok(OutboxHealth {
+            pending,
+            dead_lettered: backlog.dead_lettered,
+            key_guard_failing: guard_waiting && self.key_guard_failing.load(Ordering::Relaxed),
+        })
     }
 
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
@@ -96,6 +122,10 @@ impl OutboxBus {
                 .await
                 .map_err(|e| e.to_string()),
         };
+        if subscriber == KEY_GUARD {
+            self.key_guard_failing
+                .store(outcome.is_err(), Ordering::Relaxed);
+        }
         match outcome {
             Ok(report) => {
                 if subscriber == KEY_GUARD {
@@ -123,10 +153,16 @@ impl OutboxBus {
             let claimed: Vec<Pending> = {
                 let mut in_flight = self.in_flight();
                 match self.outbox.pending(subscriber) {
-                    Ok(rows) => rows
-                        .into_iter()
-                        .filter(|p| in_flight.insert(p.seq))
-                        .collect(),
+                    Ok(due) => {
+                        for dead in &due.set_aside {
+                            error!(seq = dead.seq, reason = %dead.reason, subscriber, "outbox row set aside in outbox_dead: it is not an alert");
+                            self.metrics.dead_lettered(subscriber);
+                        }
+                        due.pending
+                            .into_iter()
+                            .filter(|p| in_flight.insert(p.seq))
+                            .collect()
+                    }
                     Err(e) => {
                         warn!(error = %e, subscriber, "cannot read the outbox");
                         continue;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::bus::OutboxBus;
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
@@ -16,6 +17,7 @@ use budget_webhook::http::{HttpRequest, HttpResponse};
 use serde_json::json;
 use spendguard_app::ports::store::StateStore;
 use spendguard_domain::records::SwitchState;
+use tracing::debug;
 
 use super::metrics::Metrics;
 use super::schedule::Health;
@@ -26,13 +28,26 @@ pub struct Routes {
     pub store: Arc<dyn StateStore>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    pub bus: Arc<OutboxBus>,
+    /// One permit per webhook request being served.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
+/// How long a request body may take to arrive (a sender that stalls holds a connection).
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Webhook requests served at once; more are answered 503 at once.
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// The webhook's routes, for `--listen` (reachable by senders).
 pub fn router(routes: Routes) -> Router {
+    Router::new().fallback(webhook).with_state(routes)
+}
+
+/// `/health` and `/metrics`, for `--metrics-listen` (for monitors, not for senders).
+pub fn ops_router(routes: Routes) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .fallback(webhook)
         .with_state(routes)
 }
 
@@ -65,33 +80,50 @@ async fn webhook(State(routes): State<Routes>, request: Request) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
-    let response = match to_bytes(body, MAX_BODY_BYTES + 1).await {
-        // what the handler answers a body over the limit, without reading the rest
-        Err(_) => HttpResponse::error(
-            413,
-            format!("body larger than {MAX_BODY_BYTES} bytes"),
+    debug!(method = %parts.method, path = route_label(&path), "request started");
+    let Ok(_slot) = routes.in_flight.clone().try_acquire_owned() else {
+        return json_response(&HttpResponse::error(
+            503,
+            format!("more than {MAX_IN_FLIGHT} requests in flight; retry shortly"),
             None,
-        ),
-        Ok(body) => {
-            let request = HttpRequest {
-                method: parts.method.as_str().to_ascii_uppercase(),
-                path: path.clone(),
-                query: parts.uri.query().unwrap_or_default().to_string(),
-                headers: parts
-                    .headers
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.as_str().to_ascii_lowercase(),
-                            v.to_str().unwrap_or_default().to_string(),
-                        )
-                    })
-                    .collect(),
-                body: body.to_vec(),
-            };
-            routes.webhook.http(request).await
-        }
+        ));
     };
+    let response =
+        match tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, MAX_BODY_BYTES + 1)).await {
+            Err(_) => HttpResponse::error(
+                408,
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+                None,
+            ),
+            // what the handler answers a body over the limit, without reading the rest
+            Ok(Err(_)) => HttpResponse::error(
+                413,
+                format!("body larger than {MAX_BODY_BYTES} bytes"),
+                None,
+            ),
+            Ok(Ok(body)) => {
+                let request = HttpRequest {
+                    method: parts.method.as_str().to_ascii_uppercase(),
+                    path: path.clone(),
+                    query: parts.uri.query().unwrap_or_default().to_string(),
+                    headers: parts
+                        .headers
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.as_str().to_ascii_lowercase(),
+                                v.to_str().unwrap_or_default().to_string(),
+                            )
+                        })
+                        .collect(),
+                    body: body.to_vec(),
+                };
+                routes.webhook.http(request).await
+            }
+        };
     routes.metrics.request(
         route_label(&path),
         response.status,
@@ -101,17 +133,28 @@ async fn webhook(State(routes): State<Routes>, request: Request) -> Response {
     json_response(&response)
 }
 
-/// 200 while the scheduled checks succeed; 503 naming the failure once one failed (until the
-/// next one succeeds), so a load balancer or monitor sees a guard that is not guarding.
+/// 200 while the guard is guarding; 503 naming what is wrong while the last scheduled check
+/// failed, a key-guard delivery is failing (its rows wait), or outbox rows were set aside, so a
+/// load balancer or monitor sees a guard that is not guarding.
 async fn health(State(routes): State<Routes>) -> Response {
     let last = routes.health.last_check();
-    let failing = last.as_ref().and_then(|c| c.error.clone());
+    let check_failing = last.as_ref().is_some_and(|c| c.error.is_some());
+    let outbox = routes.bus.health();
+    let outbox_failing = match &outbox {
+        Ok(o) => o.key_guard_failing || o.dead_lettered > 0,
+        Err(_) => true,
+    };
+    let failing = check_failing || outbox_failing;
     let body = json!({
-        "status": if failing.is_some() { "failing" } else { "ok" },
+        "status": if failing { "failing" } else { "ok" },
         "last_check": last.map(|c| json!({"at": c.at, "error": c.error})),
+        "outbox": match &outbox {
+            Ok(o) => json!({"pending": o.pending, "dead_lettered": o.dead_lettered, "key_guard_failing": o.key_guard_failing}),
+            Err(e) => json!({"error": e}),
+        },
     });
     json_response(&HttpResponse {
-        status: if failing.is_some() { 503 } else { 200 },
+        status: if failing { 503 } else { 200 },
         body,
     })
 }
@@ -130,6 +173,9 @@ async fn metrics(State(routes): State<Routes>) -> Response {
             ));
         }
     };
+    if let Ok(outbox) = routes.bus.health() {
+        routes.metrics.outbox(&outbox.pending);
+    }
     let mut r = Response::new(Body::from(routes.metrics.encode(engaged)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -12,10 +12,45 @@ pub struct StoreLock {
     _file: File,
 }
 
+/// The store's path with symlinks and `..` resolved, so every alias of one file names the same
+/// lock and socket (a file not yet created: its directory resolved; neither: as typed).
+pub fn canonical(store: &Path) -> PathBuf {
+    store
+        .canonicalize()
+        .ok()
+        .or_else(|| {
+            let dir = match store.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            Some(dir.canonicalize().ok()?.join(store.file_name()?))
+        })
+        .unwrap_or_else(|| store.to_path_buf())
+}
+
 pub fn lock_path(store: &Path) -> PathBuf {
-    let mut name = store.as_os_str().to_owned();
+    let mut name = canonical(store).into_os_string();
     name.push(".lock");
     PathBuf::from(name)
+}
+
+/// The pid of the `serve` holding `store`, if one does (the lock is tried, never kept).
+pub fn holder(store: &Path) -> Result<Option<String>, Failure> {
+    let path = lock_path(store);
+    let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Failure::Run(format!("{}: {e}", path.display()))),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(None),
+        Err(TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Ok(Some(pid.trim().to_string()))
+        }
+        Err(TryLockError::Error(e)) => Err(Failure::Run(format!("{}: {e}", path.display()))),
+    }
 }
 
 /// Takes the store's lock, or says which process holds it.

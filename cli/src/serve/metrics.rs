@@ -45,6 +45,8 @@ pub struct Metrics {
     switches_engaged: Gauge,
     switches_engaged_by_guard: Counter,
     deliveries_failed: Family<Labels, Counter>,
+    dead_lettered: Family<Labels, Counter>,
+    outbox_pending: Family<Labels, Gauge>,
     requests: Family<Labels, Counter>,
     request_seconds: Latencies,
     usage_records: Family<Labels, Counter>,
@@ -64,6 +66,8 @@ impl Default for Metrics {
             switches_engaged: Gauge::default(),
             switches_engaged_by_guard: Counter::default(),
             deliveries_failed: Family::default(),
+            dead_lettered: Family::default(),
+            outbox_pending: Family::default(),
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(latency_buckets),
             usage_records: Family::default(),
@@ -110,6 +114,16 @@ impl Default for Metrics {
             "alert_deliveries_failed",
             "Alert deliveries that failed (retried from the outbox)",
             m.deliveries_failed.clone(),
+        );
+        registry.register(
+            "outbox_dead_lettered",
+            "Outbox rows set aside in outbox_dead (not alerts), by subscriber",
+            m.dead_lettered.clone(),
+        );
+        registry.register(
+            "outbox_pending",
+            "Outbox rows waiting for delivery, by subscriber (read at each scrape)",
+            m.outbox_pending.clone(),
         );
         registry.register(
             "http_requests",
@@ -191,6 +205,20 @@ impl Metrics {
 
     pub fn delivery_failed(&self, subscriber: &str) {
         self.deliveries_failed
+            .get_or_create(&labels(&[("subscriber", subscriber)]))
+            .inc();
+    }
+
+    pub fn outbox(&self, pending: &std::collections::BTreeMap<String, i64>) {
+        for (subscriber, rows) in pending {
+            self.outbox_pending
+                .get_or_create(&labels(&[("subscriber", subscriber)]))
+                .set(*rows);
+        }
+    }
+
+    pub fn dead_lettered(&self, subscriber: &str) {
+        self.dead_lettered
             .get_or_create(&labels(&[("subscriber", subscriber)]))
             .inc();
     }

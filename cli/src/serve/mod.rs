@@ -13,18 +13,31 @@ mod schedule;
 
 pub use admin::key_guard as key_guard_in_serve;
 
+/// Refuses a command that would write to a store a running `serve` holds: its alerts would go
+/// to the command's own bus, not serve's subscribers, and its claims would keep serve's away.
+pub fn refuse_if_served(store: &std::path::Path) -> Result<(), Failure> {
+    match lock::holder(store)? {
+        Some(pid) => Err(Failure::Invalid(format!(
+            "--store {}: a spendguard serve (pid {pid}) holds it; its alerts go to serve's subscribers only, so this command does not write to it. Send usage to serve over HTTP, or stop serve first",
+            store.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 use std::collections::BTreeMap;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveTime;
-use spendguard_app::ports::clock::SystemClock;
+use spendguard_app::ports::clock::{Clock, SystemClock};
 use spendguard_local::outbox::Outbox;
 use spendguard_local::secrets_file::{LocalVault, SecretsFile};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::Failure;
 use crate::local::{Local, Target};
@@ -42,6 +55,10 @@ pub struct ServeArgs {
     /// `listening` says which).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
+    /// Where `/health` and `/metrics` are served, apart from the webhook's routes so they need
+    /// not be public; port 0 picks a free port (`metrics_listening` in the first log line).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9187")]
+    pub metrics_listen: SocketAddr,
     /// Channel and provider secrets: a TOML file of `name = "value"` only its owner may read,
     /// referred to as `local:<name>` (a name not in it is read from the environment).
     #[arg(long, value_name = "FILE")]
@@ -56,6 +73,23 @@ pub struct ServeArgs {
     /// When key-guard's stop-path drill runs, HH:MM UTC (the deployment's DrillSchedule).
     #[arg(long, value_name = "HH:MM", default_value = "08:00", value_parser = parse_hour)]
     pub drill_at: NaiveTime,
+    /// Tests only: a file holding seconds added to serve's clock, read at every reading (so a
+    /// test can move serve's own schedule past a restore step without waiting for it).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub clock_offset_file: Option<PathBuf>,
+}
+
+/// The system clock moved by the seconds a file holds (missing or unreadable: not moved).
+struct OffsetClock(PathBuf);
+
+impl Clock for OffsetClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        let seconds = std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        chrono::Utc::now() + chrono::Duration::seconds(seconds)
+    }
 }
 
 fn parse_every(text: &str) -> Result<Duration, String> {
@@ -83,6 +117,9 @@ fn parse_hour(text: &str) -> Result<NaiveTime, String> {
         .map_err(|_| format!("`{text}`: expected HH:MM (UTC), e.g. 01:15"))
 }
 
+/// How long requests in flight may take to finish once shutdown began.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
 /// Resolves on SIGTERM or SIGINT.
 async fn stop_signal() {
     let terminate = async {
@@ -102,8 +139,35 @@ async fn stop_signal() {
     }
 }
 
+/// Tier actions serve cannot carry out: `shutdown` stops tagged AWS resources, and serve
+/// runs without an AWS account.
+const NEEDS_AWS: [&str; 1] = ["shutdown"];
+
+/// Refuses budgets with an action serve could only fail at, when it matters most.
+fn refuse_what_needs_aws(policy: &spendguard_domain::settings::PolicySet) -> Result<(), Failure> {
+    for budget in &policy.budgets {
+        for window in &budget.windows {
+            for tier in &window.tiers {
+                if let Some(action) = tier
+                    .actions
+                    .iter()
+                    .map(|a| a.name())
+                    .find(|a| NEEDS_AWS.contains(a))
+                {
+                    return Err(Failure::Invalid(format!(
+                        "budget `{}`, tier `{}`: action `{action}` needs AWS (it stops tagged AWS resources) and serve runs without it; remove the action, or deploy to AWS (docs/serve.md)",
+                        budget.id, tier.name
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let policy = crate::check::load(&args.budgets)?;
+    refuse_what_needs_aws(&policy)?;
     // the secrets file is checked before anything is created or locked
     let secrets = match &args.secrets {
         Some(path) => SecretsFile::load(path).map_err(Failure::Invalid)?,
@@ -118,11 +182,15 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let outbox = Outbox::open(&args.store).map_err(run_err)?;
     let bus = Arc::new(bus::OutboxBus::new(outbox, metrics.clone()));
 
+    let clock: Arc<dyn Clock> = match &args.clock_offset_file {
+        Some(file) => Arc::new(OffsetClock(file.clone())),
+        None => Arc::new(SystemClock),
+    };
     let mut local = Local::new(
         &Target::Embedded {
             store: args.store.clone(),
         },
-        Arc::new(SystemClock),
+        clock,
         BTreeMap::new(),
     )
     .await?;
@@ -151,11 +219,18 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let bound = listener
         .local_addr()
         .map_err(|e| Failure::Run(format!("--listen {}: {e}", args.listen)))?;
+    let ops_listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .map_err(|e| Failure::Run(format!("--metrics-listen {}: {e}", args.metrics_listen)))?;
+    let ops_bound = ops_listener
+        .local_addr()
+        .map_err(|e| Failure::Run(format!("--metrics-listen {}: {e}", args.metrics_listen)))?;
     let admin = admin::bind(&args.store)?;
     let (stop, stopping) = watch::channel(false);
     // the first line: clients started with --listen 127.0.0.1:0 read the port from it
     info!(
         listening = %bound,
+        metrics_listening = %ops_bound,
         store = %args.store.display(),
         admin_socket = %admin::socket_path(&args.store).display(),
         check_every_seconds = args.check_every.as_secs(),
@@ -210,17 +285,57 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         ));
     }
 
-    let app = http::router(http::Routes {
+    let routes = http::Routes {
         webhook,
         store: local.store(),
         metrics,
         health,
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        bus,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(http::MAX_IN_FLIGHT)),
+    };
+    {
+        let mut stopping = stopping.clone();
+        let ops = axum::serve(ops_listener, http::ops_router(routes.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            });
+        tasks.spawn(async move {
+            if let Err(e) = ops.await {
+                error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
+    let app = http::router(routes);
+    let server = axum::serve(listener, app);
+    let (stopped, stop_now) = watch::channel(false);
+    let server = server.with_graceful_shutdown(async move {
         stop_signal().await;
         info!("stopping: no new connections; in-flight requests finish");
+        let _ = stopped.send(true);
     });
-    let served = server.await;
+    let served = async move {
+        let mut stop_now = stop_now;
+        let server = server.into_future();
+        tokio::pin!(server);
+        tokio::select! {
+            served = &mut server => Some(served),
+            _ = async {
+                let _ = stop_now.wait_for(|s| *s).await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => None,
+        }
+    }
+    .await;
+    let Some(served) = served else {
+        error!(
+            grace_seconds = SHUTDOWN_GRACE.as_secs(),
+            "requests still in flight after the grace period; exiting without them"
+        );
+        return Err(Failure::Run(format!(
+            "shutdown: requests still in flight after {} s",
+            SHUTDOWN_GRACE.as_secs()
+        )));
+    };
     // the timers stop (a check in progress finishes), the outbox is drained once more
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}

@@ -9,3 +9,4 @@ mod invoke;
 mod operate;
 mod report;
 mod scripts;
+mod serve;
