@@ -3,6 +3,7 @@
 //! refer to them as `local:<name>`; `file:<path>` references still read a file.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -22,8 +23,15 @@ impl SecretsFile {
     /// Reads `path`, refusing a file its group or others may read (or write): the error names
     /// the file and its mode. Values are never part of an error.
     pub fn load(path: &Path) -> Result<SecretsFile, String> {
+        SecretsFile::load_with(path, std::env::var_os("CREDENTIALS_DIRECTORY").as_deref())
+    }
+
+    /// As `load`, with systemd's credentials directory of this service, if any.
+    fn load_with(path: &Path, credentials: Option<&OsStr>) -> Result<SecretsFile, String> {
         let shown = path.display();
-        let text = read_private(path).map_err(|e| format!("--secrets {shown}: {e}"))?;
+        let systemd_credential = credentials.is_some_and(|dir| in_directory(path, Path::new(dir)));
+        let text = read_private(path, systemd_credential)
+            .map_err(|e| format!("--secrets {shown}: {e}"))?;
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             // the parser's message quotes the line, which may hold a secret: keep its position only
             let at = e
@@ -56,9 +64,23 @@ impl SecretsFile {
     }
 }
 
+/// Whether `path` is a file directly in `dir` (both resolved).
+fn in_directory(path: &Path, dir: &Path) -> bool {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    match (
+        parent.unwrap_or(Path::new(".")).canonicalize(),
+        dir.canonicalize(),
+    ) {
+        (Ok(parent), Ok(dir)) => parent == dir,
+        _ => false,
+    }
+}
+
 /// Opens `path` once — not through a symbolic link — and checks that very file (mode: its owner
-/// only; owner: the running user) before reading it, so nothing can be swapped in between.
-fn read_private(path: &Path) -> Result<String, String> {
+/// only; owner: the running user) before reading it, so nothing can be swapped in between. A
+/// systemd credential is root's, mode 0400 plus an ACL entry for the service's user (shown as
+/// 0440): systemd keeps its directory private to the service, so its mode and owner are taken.
+fn read_private(path: &Path, systemd_credential: bool) -> Result<String, String> {
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let mut file = std::fs::OpenOptions::new()
@@ -69,21 +91,23 @@ fn read_private(path: &Path) -> Result<String, String> {
             Some(libc::ELOOP) => "a symbolic link; name the file itself".to_string(),
             _ => e.to_string(),
         })?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "mode {mode:04o} lets others read it; only its owner may (chmod 600 {})",
-            path.display()
-        ));
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail
-    let user = unsafe { libc::geteuid() };
-    if meta.uid() != user {
-        return Err(format!(
-            "owned by uid {}, not by the user serve runs as (uid {user})",
-            meta.uid()
-        ));
+    if !systemd_credential {
+        let meta = file.metadata().map_err(|e| e.to_string())?;
+        let mode = meta.mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "mode {mode:04o} lets others read it; only its owner may (chmod 600 {})",
+                path.display()
+            ));
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail
+        let user = unsafe { libc::geteuid() };
+        if meta.uid() != user {
+            return Err(format!(
+                "owned by uid {}, not by the user serve runs as (uid {user})",
+                meta.uid()
+            ));
+        }
     }
     let mut text = String::new();
     file.read_to_string(&mut text).map_err(|e| e.to_string())?;
@@ -149,6 +173,22 @@ mod tests {
         let err = SecretsFile::load(&link).err().unwrap();
         assert!(err.contains("link.toml"), "{err}");
         assert!(err.contains("symbolic link"), "{err}");
+    }
+
+    /// systemd hands `LoadCredential=` files over root-owned, mode 0400, with an ACL entry for
+    /// the service's user: `stat` shows the ACL's mask as group bits (0440). Its credentials
+    /// directory is private to the service, so such a file is taken there, and only there.
+    #[test]
+    fn a_systemd_credential_is_taken_from_the_credentials_directory_only() {
+        let (dir, path) = file(0o440, "slack = \"https://hooks.example/x\"\n");
+        let loaded = SecretsFile::load_with(&path, Some(dir.path().as_os_str())).unwrap();
+        assert_eq!(loaded.names().collect::<Vec<_>>(), ["slack"]);
+        let elsewhere = tempfile::tempdir().unwrap();
+        let e = SecretsFile::load_with(&path, Some(elsewhere.path().as_os_str()))
+            .err()
+            .unwrap();
+        assert!(e.contains("0440"), "{e}");
+        assert!(SecretsFile::load_with(&path, None).is_err());
     }
 
     #[test]
