@@ -51,19 +51,20 @@ class Serve:
         self.store = store_dir / "state.db"
         self.log = []
         self.process = subprocess.Popen(
-            [str(binary()), "serve", "--budgets", str(BUDGETS), "--store", str(self.store), "--listen", "127.0.0.1:0"],
+            [str(binary()), "serve", "--budgets", str(BUDGETS), "--store", str(self.store), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
-        address = None
+        address = metrics_address = None
         for line in self.process.stderr:
             self.log.append(line)
             try:
-                address = _find(json.loads(line), "listening")
+                started = json.loads(line)
             except ValueError:
                 continue
+            address, metrics_address = _find(started, "listening"), _find(started, "metrics_listening")
             if address:
                 break
         if not address:
@@ -71,6 +72,8 @@ class Serve:
             raise RuntimeError("spendguard serve did not report where it listens:\n" + "".join(self.log))
         threading.Thread(target=self._keep_reading, daemon=True).start()
         self.url = f"http://{address}"
+        # /health and /metrics are served apart from the webhook's routes
+        self.metrics_url = f"http://{metrics_address}"
         secrets = store_dir / "secrets"
         self.usage_secret = (secrets / "usage-webhook").read_text().strip()
         self.status_token = (secrets / "status-token").read_text().strip()
@@ -100,7 +103,7 @@ def main():
         print(json.dumps({"missing": reason}), flush=True)
         return
     serve = Serve(sys.argv[1])
-    print(json.dumps({"url": serve.url, "usage_secret": serve.usage_secret, "status_token": serve.status_token, "store": str(serve.store)}), flush=True)
+    print(json.dumps({"url": serve.url, "metrics_url": serve.metrics_url, "usage_secret": serve.usage_secret, "status_token": serve.status_token, "store": str(serve.store)}), flush=True)
     try:
         sys.stdin.read()
     finally:

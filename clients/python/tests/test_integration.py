@@ -154,7 +154,7 @@ def test_a_loop_of_sdk_calls_crosses_the_emergency_tier_and_is_counted_exactly(s
     assert replays[0][1]["accepted"] == 1 and replays[1][1] == {**replays[1][1], "accepted": 0, "duplicates": 1}
 
     # every call counted once, the replayed record as a duplicate (serve's /metrics)
-    metrics = httpx.get(f"{serve.url}/metrics").text
+    metrics = httpx.get(f"{serve.metrics_url}/metrics").text
     assert counted_records(metrics, "accepted") == n and counted_records(metrics, "duplicate") == 1, metrics
 
     spend, status = window_spend(serve)

@@ -24,6 +24,7 @@ const serveScript = fileURLToPath(new URL("../../../integration/serve.py", impor
 
 interface Served {
   url: string;
+  metrics_url: string;
   usage_secret: string;
   status_token: string;
   store: string;
@@ -147,7 +148,7 @@ test("a loop of SDK calls crosses the emergency tier, is counted exactly, and a 
     assert.equal(replays[1].answer.duplicates, 1);
 
     // every call counted once, the replayed record as a duplicate (serve's /metrics)
-    const metrics = await (await fetch(`${serve.served.url}/metrics`)).text();
+    const metrics = await (await fetch(`${serve.served.metrics_url}/metrics`)).text();
     const countedRecords = (outcome: string) => Number(new RegExp(`^spendguard_usage_records_total\\{outcome="${outcome}"\\} (\\d+)$`, "m").exec(metrics)?.[1]);
     assert.equal(countedRecords("accepted"), n);
     assert.equal(countedRecords("duplicate"), 1);
