@@ -1118,6 +1118,34 @@ async fn metrics_and_health_are_on_their_own_listener_not_the_webhooks() {
     assert_eq!(serve.terminate(), Some(0));
 }
 
+/// The README's next step after the demo: `serve --budgets examples/serve.toml` starts, its
+/// first check evaluates every budget, and it reports itself healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_serve_example_starts_and_is_healthy() {
+    logs::capture();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("state.db");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/serve.toml");
+    let serve = Serve::start(
+        &["--budgets", example, "--store", store.to_str().unwrap()],
+        &[],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !serve.logged("budget check finished") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no check finished: {:?}",
+            serve.lines.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let health = reqwest::get(serve.ops_url("/health")).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let health: Value = health.json().await.unwrap();
+    assert_eq!(health["last_check"]["error"], Value::Null, "{health}");
+    assert_eq!(serve.terminate(), Some(0));
+}
+
 #[test]
 fn a_secrets_file_others_may_read_is_refused_and_nothing_is_created() {
     let dir = tempfile::tempdir().unwrap();
