@@ -610,13 +610,19 @@ async fn an_undecodable_outbox_row_is_set_aside_and_later_alerts_still_reach_sla
         0o600,
     );
     drop(spendguard_local::outbox::Outbox::open(&store).unwrap());
-    rusqlite::Connection::open(&store)
-        .unwrap()
-        .execute(
-            "INSERT INTO outbox (subscriber, doc) VALUES ('alert-fanout', '{}')",
-            [],
-        )
+    // written by Python's sqlite3: the CLI's crates reach SQLite only through the local
+    // adapter (deny.toml)
+    let python =
+        std::env::var("SPENDGUARD_PYTHON").expect("SPENDGUARD_PYTHON is set by scripts/test");
+    let inserted = Command::new(python)
+        .args([
+            "-c",
+            "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.execute(\"INSERT INTO outbox (subscriber, doc) VALUES ('alert-fanout', '{}')\")\nc.commit()",
+            store.to_str().unwrap(),
+        ])
+        .status()
         .unwrap();
+    assert!(inserted.success(), "the undecodable row was not written");
     let serve = Serve::start(
         &[
             "--budgets",
