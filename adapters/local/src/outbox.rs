@@ -1,21 +1,64 @@
 //! Alerts published but not yet delivered, kept in the store's SQLite file: `spendguard serve`
 //! writes each alert here before any subscriber sees it and deletes a subscriber's row only
 //! after that subscriber handled it, so a crash in between loses no alert (at-least-once; the
-//! subscribers are idempotent by their claims).
+//! subscribers are idempotent by their claims). A delivery that fails waits longer each time
+//! ([`Retry`]) and is set aside in `outbox_dead` once it is as old as the deployment lets an
+//! event get before its failed-events queue takes it (an hour): a person's decision then.
 
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use spendguard_app::ports::store::{StoreError, StoreResult};
 use spendguard_domain::alert::AlertEvent;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, subscriber TEXT NOT NULL, doc TEXT NOT NULL);
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, subscriber TEXT NOT NULL, doc TEXT NOT NULL,
+    created_at INTEGER, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS outbox_by_subscriber ON outbox (subscriber, seq);
 CREATE TABLE IF NOT EXISTS outbox_dead (
     seq INTEGER PRIMARY KEY, subscriber TEXT NOT NULL, doc TEXT NOT NULL, reason TEXT NOT NULL);";
+
+/// Columns added after the first release of `serve`: an outbox written by it gains them (its
+/// rows count their age from their first failure).
+const ADDED_COLUMNS: [(&str, &str); 3] = [
+    ("created_at", "INTEGER"),
+    ("attempts", "INTEGER NOT NULL DEFAULT 0"),
+    ("next_at", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+/// When a failed delivery is tried again, and when it is given up.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// The wait after the first failure; it doubles after each further one…
+    pub first: chrono::Duration,
+    /// …up to this.
+    pub longest: chrono::Duration,
+    /// A row this old that fails again is set aside.
+    pub give_up_after: chrono::Duration,
+}
+
+impl Retry {
+    /// The wait after the `attempts`-th failure (1 for the first).
+    pub fn wait_after(&self, attempts: u32) -> chrono::Duration {
+        let doublings = attempts.saturating_sub(1).min(16);
+        self.first
+            .checked_mul(1 << doublings)
+            .map_or(self.longest, |d| d.min(self.longest))
+    }
+}
+
+/// What became of a row whose delivery failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failed {
+    /// Tried again from `at` (unix seconds).
+    RetryAt { attempts: u32, at: i64 },
+    /// Moved to `outbox_dead`.
+    GaveUp { attempts: u32, reason: String },
+    /// The row was no longer there (delivered meanwhile).
+    Gone,
+}
 
 /// The outbox table, on a connection of its own to the store's file (WAL lets it write
 /// between the store's transactions).
@@ -64,6 +107,21 @@ impl Outbox {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        let existing: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('outbox')")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(db)?;
+        for (column, definition) in ADDED_COLUMNS {
+            if !existing.iter().any(|c| c == column) {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE outbox ADD COLUMN {column} {definition}"
+                ))
+                .map_err(db)?;
+            }
+        }
         Ok(Outbox {
             conn: Mutex::new(conn),
         })
@@ -75,9 +133,9 @@ impl Outbox {
             .map_err(|_| StoreError::Unavailable("outbox connection poisoned".into()))
     }
 
-    /// Keeps `alert` for each of `subscribers`, in one transaction. Returns each row's number,
-    /// in the order of `subscribers`.
-    pub fn put(&self, alert: &AlertEvent, subscribers: &[&str]) -> StoreResult<Vec<i64>> {
+    /// Keeps `alert` for each of `subscribers`, in one transaction, written at `now` (unix
+    /// seconds). Returns each row's number, in the order of `subscribers`.
+    pub fn put(&self, alert: &AlertEvent, subscribers: &[&str], now: i64) -> StoreResult<Vec<i64>> {
         let doc = serde_json::to_string(alert)
             .map_err(|e| StoreError::Corrupt(format!("outbox: {e}")))?;
         let mut conn = self.conn()?;
@@ -85,8 +143,8 @@ impl Outbox {
         let mut seqs = Vec::with_capacity(subscribers.len());
         for subscriber in subscribers {
             tx.execute(
-                "INSERT INTO outbox (subscriber, doc) VALUES (?1, ?2)",
-                params![subscriber, doc],
+                "INSERT INTO outbox (subscriber, doc, created_at) VALUES (?1, ?2, ?3)",
+                params![subscriber, doc, now],
             )
             .map_err(db)?;
             seqs.push(tx.last_insert_rowid());
@@ -95,15 +153,18 @@ impl Outbox {
         Ok(seqs)
     }
 
-    /// What `subscriber` has not handled yet, oldest first. A row that is not an alert is
-    /// moved to `outbox_dead` (kept for a person to read) and reported, never in the way.
-    pub fn pending(&self, subscriber: &str) -> StoreResult<Due> {
+    /// What `subscriber` has not handled yet and is due by `now` (unix seconds), oldest first.
+    /// A row that is not an alert is moved to `outbox_dead` (kept for a person to read) and
+    /// reported, never in the way.
+    pub fn pending(&self, subscriber: &str, now: i64) -> StoreResult<Due> {
         let mut conn = self.conn()?;
         let rows = {
             let mut stmt = conn
-                .prepare("SELECT seq, doc FROM outbox WHERE subscriber = ?1 ORDER BY seq")
+                .prepare(
+                    "SELECT seq, doc FROM outbox WHERE subscriber = ?1 AND next_at <= ?2 ORDER BY seq",
+                )
                 .map_err(db)?;
-            stmt.query_map(params![subscriber], |r| {
+            stmt.query_map(params![subscriber, now], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
             })
             .map_err(db)?
@@ -152,6 +213,52 @@ impl Outbox {
         })
     }
 
+    /// The delivery of row `seq` failed at `now` with `error`: it waits as `retry` says, or is
+    /// moved to `outbox_dead` once it is older than `retry.give_up_after`.
+    pub fn failed(&self, seq: i64, now: i64, error: &str, retry: &Retry) -> StoreResult<Failed> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db)?;
+        let row: Option<(Option<i64>, i64)> = tx
+            .query_row(
+                "SELECT created_at, attempts FROM outbox WHERE seq = ?1",
+                params![seq],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db)?;
+        let Some((created_at, attempts)) = row else {
+            return Ok(Failed::Gone);
+        };
+        let created_at = created_at.unwrap_or(now);
+        let attempts = u32::try_from(attempts)
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        let outcome = if now.saturating_sub(created_at) >= retry.give_up_after.num_seconds() {
+            let reason = format!(
+                "gave up after {attempts} failed deliveries over {} s: {error}",
+                now.saturating_sub(created_at)
+            );
+            tx.execute(
+                "INSERT OR REPLACE INTO outbox_dead (seq, subscriber, doc, reason) SELECT seq, subscriber, doc, ?2 FROM outbox WHERE seq = ?1",
+                params![seq, reason],
+            )
+            .map_err(db)?;
+            tx.execute("DELETE FROM outbox WHERE seq = ?1", params![seq])
+                .map_err(db)?;
+            Failed::GaveUp { attempts, reason }
+        } else {
+            let at = now.saturating_add(retry.wait_after(attempts).num_seconds());
+            tx.execute(
+                "UPDATE outbox SET created_at = ?2, attempts = ?3, next_at = ?4 WHERE seq = ?1",
+                params![seq, created_at, attempts, at],
+            )
+            .map_err(db)?;
+            Failed::RetryAt { attempts, at }
+        };
+        tx.commit().map_err(db)?;
+        Ok(outcome)
+    }
+
     /// The subscriber handled row `seq`.
     pub fn delivered(&self, seq: i64) -> StoreResult<()> {
         self.conn()?
@@ -177,20 +284,111 @@ mod tests {
         alert
     }
 
+    const NOW: i64 = 1_796_000_000;
+
+    const RETRY: Retry = Retry {
+        first: chrono::Duration::seconds(30),
+        longest: chrono::Duration::seconds(300),
+        give_up_after: chrono::Duration::seconds(3600),
+    };
+
+    fn due(outbox: &Outbox, at: i64) -> Vec<i64> {
+        let due = outbox.pending("fanout", at).unwrap();
+        due.pending.iter().map(|p| p.seq).collect()
+    }
+
+    #[test]
+    fn a_failing_delivery_waits_longer_each_time_and_is_set_aside_after_an_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&dir.path().join("state.db")).unwrap();
+        let seq = outbox.put(&alert("a1"), &["fanout"], NOW).unwrap()[0];
+        let mut at = NOW;
+        let mut waits = Vec::new();
+        loop {
+            assert_eq!(due(&outbox, at), [seq], "due at {at}");
+            match outbox.failed(seq, at, "slack: 500", &RETRY).unwrap() {
+                Failed::RetryAt { at: next, .. } => {
+                    assert!(due(&outbox, next - 1).is_empty(), "not due before {next}");
+                    waits.push(next - at);
+                    at = next;
+                }
+                Failed::GaveUp { attempts, reason } => {
+                    assert_eq!(attempts as usize, waits.len() + 1);
+                    assert!(reason.contains("slack: 500"), "{reason}");
+                    break;
+                }
+                Failed::Gone => panic!("the row went"),
+            }
+        }
+        assert_eq!(&waits[..5], [30, 60, 120, 240, 300]);
+        assert!(waits[5..].iter().all(|w| *w == 300), "{waits:?}");
+        assert!(
+            at - NOW >= 3600 && at - NOW < 3600 + 300,
+            "gave up at +{}",
+            at - NOW
+        );
+        assert!(due(&outbox, at + 86_400).is_empty());
+        let backlog = outbox.backlog().unwrap();
+        assert_eq!(backlog.dead_lettered, 1);
+        assert_eq!(backlog.pending.get("fanout"), None);
+        assert_eq!(
+            outbox.failed(seq, at, "again", &RETRY).unwrap(),
+            Failed::Gone
+        );
+    }
+
+    #[test]
+    fn an_outbox_written_before_retries_were_counted_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let doc = serde_json::to_string(&alert("old")).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, subscriber TEXT NOT NULL, doc TEXT NOT NULL);",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO outbox (subscriber, doc) VALUES ('fanout', ?1)",
+            params![doc],
+        )
+        .unwrap();
+        drop(conn);
+
+        let outbox = Outbox::open(&path).unwrap();
+        let seqs = due(&outbox, NOW);
+        assert_eq!(seqs.len(), 1);
+        // its age counts from its first failure, not from 1970
+        assert_eq!(
+            outbox.failed(seqs[0], NOW, "down", &RETRY).unwrap(),
+            Failed::RetryAt {
+                attempts: 1,
+                at: NOW + 30
+            }
+        );
+    }
+
     #[test]
     fn what_is_not_delivered_outlives_the_process_and_goes_once_delivered() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         let outbox = Outbox::open(&path).unwrap();
-        let first = outbox.put(&alert("a1"), &["key-guard", "fanout"]).unwrap();
-        outbox.put(&alert("a2"), &["fanout"]).unwrap();
+        let first = outbox
+            .put(&alert("a1"), &["key-guard", "fanout"], NOW)
+            .unwrap();
+        outbox.put(&alert("a2"), &["fanout"], NOW).unwrap();
         outbox.delivered(first[0]).unwrap();
         drop(outbox);
 
         let reopened = Outbox::open(&path).unwrap();
-        assert!(reopened.pending("key-guard").unwrap().pending.is_empty());
+        assert!(
+            reopened
+                .pending("key-guard", NOW)
+                .unwrap()
+                .pending
+                .is_empty()
+        );
         let fanout: Vec<String> = reopened
-            .pending("fanout")
+            .pending("fanout", NOW)
             .unwrap()
             .pending
             .into_iter()

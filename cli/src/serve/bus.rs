@@ -5,7 +5,9 @@
 //! the request that crossed the emergency tier is answered; fan-out runs right after, on the
 //! delivery task. A subscriber's row is deleted only once it handled the alert, and whatever
 //! is left (a failure, a crash) is delivered again: at-least-once, the handlers being
-//! idempotent by their claims.
+//! idempotent by their claims. A failed delivery waits longer each time and is given up
+//! (moved to `outbox_dead`, `/health` 503) after an hour, as the deployment's functions give
+//! an event up to their failed-events queue after an hour (`MaximumEventAgeInSeconds`).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,8 +17,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use spendguard_app::ports::bus::{AlertBus, BusError};
+use spendguard_app::ports::clock::Clock;
 use spendguard_domain::alert::AlertEvent;
-use spendguard_local::outbox::{Outbox, Pending};
+use spendguard_local::outbox::{Failed, Outbox, Pending, Retry};
 use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
@@ -25,8 +28,21 @@ use crate::local::{key_guard_subscribes, sns_event};
 
 const FANOUT: &str = "alert-fanout";
 const KEY_GUARD: &str = "key-guard";
-/// How often what could not be delivered is tried again.
+/// How often the outbox is looked at for deliveries that are due again.
 const RETRY_EVERY: Duration = Duration::from_secs(30);
+
+/// Key-guard is tried again every 30 s for an hour: a stop that waits costs money.
+const KEY_GUARD_RETRY: Retry = Retry {
+    first: chrono::Duration::seconds(30),
+    longest: chrono::Duration::seconds(30),
+    give_up_after: chrono::Duration::seconds(3600),
+};
+/// Fan-out backs off to every 5 minutes (a chat service that is down is not hammered).
+const FANOUT_RETRY: Retry = Retry {
+    first: chrono::Duration::seconds(30),
+    longest: chrono::Duration::seconds(300),
+    give_up_after: chrono::Duration::seconds(3600),
+};
 
 /// The handlers alerts are delivered to (wired once they are built: they are built on the bus).
 pub struct Subscribers {
@@ -41,6 +57,7 @@ pub struct OutboxBus {
     in_flight: Mutex<HashSet<i64>>,
     wake: Notify,
     metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
     /// The last key-guard delivery failed (cleared by the next one that succeeds).
     key_guard_failing: AtomicBool,
 }
@@ -54,13 +71,14 @@ pub struct OutboxHealth {
 }
 
 impl OutboxBus {
-    pub fn new(outbox: Outbox, metrics: Arc<Metrics>) -> OutboxBus {
+    pub fn new(outbox: Outbox, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> OutboxBus {
         OutboxBus {
             outbox,
             subscribers: OnceLock::new(),
             in_flight: Mutex::new(HashSet::new()),
             wake: Notify::new(),
             metrics,
+            clock,
             key_guard_failing: AtomicBool::new(false),
         }
     }
@@ -83,6 +101,10 @@ impl OutboxBus {
             dead_lettered: backlog.dead_lettered,
             key_guard_failing: guard_waiting && self.key_guard_failing.load(Ordering::Relaxed),
         })
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now().timestamp()
     }
 
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
@@ -140,8 +162,26 @@ impl OutboxBus {
                 }
             }
             Err(e) => {
-                warn!(error = %e, alert = %pending.alert.alert_id, subscriber, "alert delivery failed; retried");
                 self.metrics.delivery_failed(subscriber);
+                let retry = if subscriber == KEY_GUARD {
+                    &KEY_GUARD_RETRY
+                } else {
+                    &FANOUT_RETRY
+                };
+                let alert = &pending.alert.alert_id;
+                match self.outbox.failed(pending.seq, self.now(), &e, retry) {
+                    Ok(Failed::RetryAt { attempts, at }) => {
+                        warn!(error = %e, alert = %alert, subscriber, attempts, retry_at = at, "alert delivery failed; retried");
+                    }
+                    Ok(Failed::GaveUp { reason, .. }) => {
+                        error!(alert = %alert, subscriber, reason = %reason, "alert delivery given up: set aside in outbox_dead for a person");
+                        self.metrics.dead_lettered(subscriber);
+                    }
+                    Ok(Failed::Gone) => {}
+                    Err(store) => {
+                        warn!(error = %e, outbox = %store, alert = %alert, subscriber, "alert delivery failed and its retry could not be recorded; retried");
+                    }
+                }
                 false
             }
         }
@@ -152,7 +192,7 @@ impl OutboxBus {
         for subscriber in [KEY_GUARD, FANOUT] {
             let claimed: Vec<Pending> = {
                 let mut in_flight = self.in_flight();
-                match self.outbox.pending(subscriber) {
+                match self.outbox.pending(subscriber, self.now()) {
                     Ok(due) => {
                         for dead in &due.set_aside {
                             error!(seq = dead.seq, reason = %dead.reason, subscriber, "outbox row set aside in outbox_dead: it is not an alert");
@@ -210,7 +250,7 @@ impl AlertBus for OutboxBus {
             let mut in_flight = self.in_flight();
             let seqs = self
                 .outbox
-                .put(alert, subscribers)
+                .put(alert, subscribers, self.now())
                 .map_err(|e| BusError(e.to_string()))?;
             if to_guard {
                 in_flight.insert(seqs[0]);

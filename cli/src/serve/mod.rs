@@ -179,13 +179,12 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     }
     let _lock = lock::hold(&args.store)?;
     let metrics = Arc::new(metrics::Metrics::default());
-    let outbox = Outbox::open(&args.store).map_err(run_err)?;
-    let bus = Arc::new(bus::OutboxBus::new(outbox, metrics.clone()));
-
     let clock: Arc<dyn Clock> = match &args.clock_offset_file {
         Some(file) => Arc::new(OffsetClock(file.clone())),
         None => Arc::new(SystemClock),
     };
+    let outbox = Outbox::open(&args.store).map_err(run_err)?;
+    let bus = Arc::new(bus::OutboxBus::new(outbox, metrics.clone(), clock.clone()));
     let mut local = Local::new(
         &Target::Embedded {
             store: args.store.clone(),

@@ -741,6 +741,109 @@ async fn a_failing_key_guard_delivery_shows_on_health_and_the_pending_gauge() {
     drop(serve);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_failing_for_an_hour_is_given_up_and_shows_on_health() {
+    logs::capture();
+    let anthropic = Arc::new(ProviderState::default());
+    anthropic.add("apikey_r1", true);
+    let anthropic_api = anthropic_standin(anthropic.clone()).await;
+    // Slack's answer when it cannot take a message, to every request
+    let slack = StandIn::start(|_, _| Reply {
+        status: 500,
+        body: "internal_error".into(),
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("state.db");
+    let budgets = dir.path().join("budgets.toml");
+    std::fs::write(&budgets, BUDGETS).unwrap();
+    let slack_url = format!("{}/services/T0/B0/hook", slack.url);
+    logs::secret_used(&slack_url);
+    logs::secret_used(ANTHROPIC_ADMIN_KEY);
+    let secrets = dir.path().join("secrets.toml");
+    private_file(
+        &secrets,
+        &format!("ops-slack = \"{slack_url}\"\nanthropic-admin = \"{ANTHROPIC_ADMIN_KEY}\"\n"),
+        0o600,
+    );
+    let offset = dir.path().join("clock-offset");
+    std::fs::write(&offset, "0").unwrap();
+    let args = [
+        "--budgets",
+        budgets.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--secrets",
+        secrets.to_str().unwrap(),
+        "--check-every",
+        "1h",
+        "--clock-offset-file",
+        offset.to_str().unwrap(),
+    ];
+    let env = [
+        (
+            "SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN",
+            "local:anthropic-admin",
+        ),
+        ("SPENDGUARD_ANTHROPIC_API_URL", anthropic_api.url.as_str()),
+    ];
+    let serve = Serve::start(&args, &env);
+    let usage_secret = read_secret(&dir.path().join("secrets/usage-webhook"));
+    let http = reqwest::Client::new();
+    let crossing = signed_by_python(&usage_secret, "msg_crossing", &[record("r1", "150")]);
+    let (code, _) = post_usage(&http, &serve.url(""), &crossing).await.unwrap();
+    assert_eq!(code, 200);
+    for _ in 0..600 {
+        if serve.logged("alert delivery failed; retried") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(serve.logged("alert delivery failed; retried"));
+    // one delivery: the Slack channel's own attempts (it retries a 5xx)
+    let per_delivery = slack.received().len();
+    assert!(per_delivery >= 1);
+    // an hour and a bit later the last attempt (serve's drain on the way out) fails too
+    std::fs::write(&offset, "3700").unwrap();
+    let lines = serve.lines.clone();
+    assert_eq!(serve.terminate(), Some(0));
+    assert_eq!(
+        slack.received().len(),
+        2 * per_delivery,
+        "tried again when due"
+    );
+    let given_up = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("alert delivery given up"))
+        .cloned();
+    let given_up = given_up.expect("the give-up is logged");
+    assert!(
+        given_up.contains("gave up after 2 failed deliveries"),
+        "{given_up}"
+    );
+
+    let serve = Serve::start(&args, &env);
+    let health = http.get(serve.ops_url("/health")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 503);
+    let health: Value = health.json().await.unwrap();
+    assert_eq!(health["outbox"]["dead_lettered"], 1, "{health}");
+    assert_eq!(health["outbox"]["pending"]["alert-fanout"], 0, "{health}");
+    assert_eq!(serve.terminate(), Some(0));
+    assert_eq!(
+        slack.received().len(),
+        2 * per_delivery,
+        "a row given up is not delivered again"
+    );
+    assert_eq!(
+        anthropic.active("apikey_r1"),
+        Some(false),
+        "key-guard's own delivery went"
+    );
+}
+
 /// Records of the scope the store counted this month.
 async fn records_counted(store: &Path) -> u64 {
     let sqlite = SqliteStore::open(store).unwrap();
