@@ -276,6 +276,78 @@ scope = "anthropic/research/key-r1"
 key_id = "apikey_r1"
 "#;
 
+/// What the tests of [`BUDGETS`] start serve with, in a temporary directory: the budgets file,
+/// a private secrets file (the Slack channel's URL, Anthropic's admin key) and a clock offset
+/// (0 until a test moves it).
+struct Setup {
+    dir: tempfile::TempDir,
+    store: PathBuf,
+    anthropic_url: String,
+}
+
+impl Setup {
+    fn new(slack_url: &str, anthropic_url: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("budgets.toml"), BUDGETS).unwrap();
+        logs::secret_used(slack_url);
+        logs::secret_used(ANTHROPIC_ADMIN_KEY);
+        private_file(
+            &dir.path().join("secrets.toml"),
+            &format!("ops-slack = \"{slack_url}\"\nanthropic-admin = \"{ANTHROPIC_ADMIN_KEY}\"\n"),
+            0o600,
+        );
+        std::fs::write(dir.path().join("clock-offset"), "0").unwrap();
+        Setup {
+            store: dir.path().join("state.db"),
+            dir,
+            anthropic_url: anthropic_url.to_string(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Starts serve, its scheduled check every `check_every`.
+    fn start(&self, check_every: &str) -> Serve {
+        let path = |name| self.path(name).to_str().unwrap().to_string();
+        Serve::start(
+            &[
+                "--budgets",
+                &path("budgets.toml"),
+                "--store",
+                &path("state.db"),
+                "--secrets",
+                &path("secrets.toml"),
+                "--check-every",
+                check_every,
+                "--clock-offset-file",
+                &path("clock-offset"),
+            ],
+            &[
+                (
+                    "SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN",
+                    "local:anthropic-admin",
+                ),
+                ("SPENDGUARD_ANTHROPIC_API_URL", &self.anthropic_url),
+            ],
+        )
+    }
+
+    /// Moves serve's clock `seconds` ahead of the system's.
+    fn set_clock_offset(&self, seconds: i64) {
+        std::fs::write(self.path("clock-offset"), seconds.to_string()).unwrap();
+    }
+
+    fn usage_secret(&self) -> String {
+        read_secret(&self.path("secrets/usage-webhook"))
+    }
+
+    fn status_token(&self) -> String {
+        read_secret(&self.path("secrets/status-token"))
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_crossing_request_engages_the_switch_and_restore_ramps_it_back() {
     logs::capture();
@@ -283,40 +355,14 @@ async fn the_crossing_request_engages_the_switch_and_restore_ramps_it_back() {
     anthropic.add("apikey_r1", true);
     let anthropic_api = anthropic_standin(anthropic.clone()).await;
     let slack = slack_standin().await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("state.db");
-    let budgets = dir.path().join("budgets.toml");
-    std::fs::write(&budgets, BUDGETS).unwrap();
-    let slack_url = format!("{}/services/T0/B0/hook", slack.url);
-    logs::secret_used(&slack_url);
-    logs::secret_used(ANTHROPIC_ADMIN_KEY);
-    let secrets = dir.path().join("secrets.toml");
-    private_file(
-        &secrets,
-        &format!("ops-slack = \"{slack_url}\"\nanthropic-admin = \"{ANTHROPIC_ADMIN_KEY}\"\n"),
-        0o600,
+    let setup = Setup::new(
+        &format!("{}/services/T0/B0/hook", slack.url),
+        &anthropic_api.url,
     );
-    let serve = Serve::start(
-        &[
-            "--budgets",
-            budgets.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-            "--secrets",
-            secrets.to_str().unwrap(),
-            "--check-every",
-            "1h",
-        ],
-        &[
-            (
-                "SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN",
-                "local:anthropic-admin",
-            ),
-            ("SPENDGUARD_ANTHROPIC_API_URL", &anthropic_api.url),
-        ],
-    );
-    let usage_secret = read_secret(&dir.path().join("secrets/usage-webhook"));
-    let token = read_secret(&dir.path().join("secrets/status-token"));
+    let store = setup.store.clone();
+    let serve = setup.start("1h");
+    let usage_secret = setup.usage_secret();
+    let token = setup.status_token();
     let http = reqwest::Client::new();
 
     assert_eq!(status(&http, &serve, &token).await["state"], "open");
@@ -457,43 +503,13 @@ async fn serves_own_schedule_steps_the_restore_ramp() {
     anthropic.add("apikey_r1", true);
     let anthropic_api = anthropic_standin(anthropic.clone()).await;
     let slack = slack_standin().await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("state.db");
-    let budgets = dir.path().join("budgets.toml");
-    std::fs::write(&budgets, BUDGETS).unwrap();
-    let slack_url = format!("{}/services/T0/B0/hook", slack.url);
-    logs::secret_used(&slack_url);
-    logs::secret_used(ANTHROPIC_ADMIN_KEY);
-    let secrets = dir.path().join("secrets.toml");
-    private_file(
-        &secrets,
-        &format!("ops-slack = \"{slack_url}\"\nanthropic-admin = \"{ANTHROPIC_ADMIN_KEY}\"\n"),
-        0o600,
+    let setup = Setup::new(
+        &format!("{}/services/T0/B0/hook", slack.url),
+        &anthropic_api.url,
     );
-    let offset = dir.path().join("clock-offset");
-    std::fs::write(&offset, "0").unwrap();
-    let serve = Serve::start(
-        &[
-            "--budgets",
-            budgets.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-            "--secrets",
-            secrets.to_str().unwrap(),
-            "--check-every",
-            "1s",
-            "--clock-offset-file",
-            offset.to_str().unwrap(),
-        ],
-        &[
-            (
-                "SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN",
-                "local:anthropic-admin",
-            ),
-            ("SPENDGUARD_ANTHROPIC_API_URL", &anthropic_api.url),
-        ],
-    );
-    let token = read_secret(&dir.path().join("secrets/status-token"));
+    let store = setup.store.clone();
+    let serve = setup.start("1s");
+    let token = setup.status_token();
     let http = reqwest::Client::new();
     let store_arg = store.to_str().unwrap();
     let kill = spendguard(&[
@@ -519,9 +535,9 @@ async fn serves_own_schedule_steps_the_restore_ramp() {
     assert!(restore.status.success(), "{}", text(&restore.stderr));
     until_status(&http, &serve, &token, "restoring", "0.25").await;
     // six minutes on: past the first 5-minute step
-    std::fs::write(&offset, "360").unwrap();
+    setup.set_clock_offset(360);
     until_status(&http, &serve, &token, "restoring", "0.5").await;
-    std::fs::write(&offset, "720").unwrap();
+    setup.set_clock_offset(720);
     until_status(&http, &serve, &token, "open", "1").await;
     assert_eq!(serve.terminate(), Some(0));
 }
@@ -532,40 +548,14 @@ async fn an_operator_action_fails_visibly_when_serves_admin_socket_is_unreachabl
     let anthropic = Arc::new(ProviderState::default());
     anthropic.add("apikey_r1", true);
     let anthropic_api = anthropic_standin(anthropic.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("state.db");
-    let budgets = dir.path().join("budgets.toml");
-    std::fs::write(&budgets, BUDGETS).unwrap();
-    logs::secret_used(ANTHROPIC_ADMIN_KEY);
-    let secrets = dir.path().join("secrets.toml");
-    private_file(
-        &secrets,
-        &format!(
-            "ops-slack = \"https://hooks.slack.com/services/T0/B0/x\"\nanthropic-admin = \"{ANTHROPIC_ADMIN_KEY}\"\n"
-        ),
-        0o600,
+    let setup = Setup::new(
+        "https://hooks.slack.com/services/T0/B0/x",
+        &anthropic_api.url,
     );
-    let serve = Serve::start(
-        &[
-            "--budgets",
-            budgets.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-            "--secrets",
-            secrets.to_str().unwrap(),
-            "--check-every",
-            "1h",
-        ],
-        &[
-            (
-                "SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN",
-                "local:anthropic-admin",
-            ),
-            ("SPENDGUARD_ANTHROPIC_API_URL", &anthropic_api.url),
-        ],
-    );
+    let store = setup.store.clone();
+    let serve = setup.start("1h");
     // the socket is gone (removed by hand, a tmp cleaner): serve still holds the store
-    std::fs::remove_file(dir.path().join("state.db.sock")).unwrap();
+    std::fs::remove_file(setup.path("state.db.sock")).unwrap();
     let kill = spendguard(&[
         "kill",
         "--scope",
@@ -596,19 +586,11 @@ async fn an_undecodable_outbox_row_is_set_aside_and_later_alerts_still_reach_sla
     anthropic.add("apikey_r1", true);
     let anthropic_api = anthropic_standin(anthropic.clone()).await;
     let slack = slack_standin().await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("state.db");
-    let budgets = dir.path().join("budgets.toml");
-    std::fs::write(&budgets, BUDGETS).unwrap();
-    let slack_url = format!("{}/services/T0/B0/hook", slack.url);
-    logs::secret_used(&slack_url);
-    logs::secret_used(ANTHROPIC_ADMIN_KEY);
-    let secrets = dir.path().join("secrets.toml");
-    private_file(
-        &secrets,
-        &format!("ops-slack = \"{slack_url}\"\nanthropic-admin = \"{ANTHROPIC_ADMIN_KEY}\"\n"),
-        0o600,
+    let setup = Setup::new(
+        &format!("{}/services/T0/B0/hook", slack.url),
+        &anthropic_api.url,
     );
+    let store = setup.store.clone();
     drop(spendguard_local::outbox::Outbox::open(&store).unwrap());
     // written by Python's sqlite3: the CLI's crates reach SQLite only through the local
     // adapter (deny.toml)
@@ -623,26 +605,8 @@ async fn an_undecodable_outbox_row_is_set_aside_and_later_alerts_still_reach_sla
         .status()
         .unwrap();
     assert!(inserted.success(), "the undecodable row was not written");
-    let serve = Serve::start(
-        &[
-            "--budgets",
-            budgets.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-            "--secrets",
-            secrets.to_str().unwrap(),
-            "--check-every",
-            "1h",
-        ],
-        &[
-            (
-                "SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN",
-                "local:anthropic-admin",
-            ),
-            ("SPENDGUARD_ANTHROPIC_API_URL", &anthropic_api.url),
-        ],
-    );
-    let usage_secret = read_secret(&dir.path().join("secrets/usage-webhook"));
+    let serve = setup.start("1h");
+    let usage_secret = setup.usage_secret();
     let http = reqwest::Client::new();
     let crossing = signed_by_python(&usage_secret, "msg_crossing", &[record("r1", "150")]);
     let (code, body) = post_usage(&http, &serve.url(""), &crossing).await.unwrap();
@@ -685,39 +649,12 @@ async fn a_failing_key_guard_delivery_shows_on_health_and_the_pending_gauge() {
     })
     .await;
     let slack = slack_standin().await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("state.db");
-    let budgets = dir.path().join("budgets.toml");
-    std::fs::write(&budgets, BUDGETS).unwrap();
-    let slack_url = format!("{}/services/T0/B0/hook", slack.url);
-    logs::secret_used(&slack_url);
-    logs::secret_used(ANTHROPIC_ADMIN_KEY);
-    let secrets = dir.path().join("secrets.toml");
-    private_file(
-        &secrets,
-        &format!("ops-slack = \"{slack_url}\"\nanthropic-admin = \"{ANTHROPIC_ADMIN_KEY}\"\n"),
-        0o600,
+    let setup = Setup::new(
+        &format!("{}/services/T0/B0/hook", slack.url),
+        &anthropic_api.url,
     );
-    let serve = Serve::start(
-        &[
-            "--budgets",
-            budgets.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-            "--secrets",
-            secrets.to_str().unwrap(),
-            "--check-every",
-            "1h",
-        ],
-        &[
-            (
-                "SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN",
-                "local:anthropic-admin",
-            ),
-            ("SPENDGUARD_ANTHROPIC_API_URL", &anthropic_api.url),
-        ],
-    );
-    let usage_secret = read_secret(&dir.path().join("secrets/usage-webhook"));
+    let serve = setup.start("1h");
+    let usage_secret = setup.usage_secret();
     let http = reqwest::Client::new();
     let crossing = signed_by_python(&usage_secret, "msg_crossing", &[record("r1", "150")]);
     let (code, _) = post_usage(&http, &serve.url(""), &crossing).await.unwrap();
@@ -754,42 +691,12 @@ async fn a_delivery_failing_for_an_hour_is_given_up_and_shows_on_health() {
         ..Default::default()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("state.db");
-    let budgets = dir.path().join("budgets.toml");
-    std::fs::write(&budgets, BUDGETS).unwrap();
-    let slack_url = format!("{}/services/T0/B0/hook", slack.url);
-    logs::secret_used(&slack_url);
-    logs::secret_used(ANTHROPIC_ADMIN_KEY);
-    let secrets = dir.path().join("secrets.toml");
-    private_file(
-        &secrets,
-        &format!("ops-slack = \"{slack_url}\"\nanthropic-admin = \"{ANTHROPIC_ADMIN_KEY}\"\n"),
-        0o600,
+    let setup = Setup::new(
+        &format!("{}/services/T0/B0/hook", slack.url),
+        &anthropic_api.url,
     );
-    let offset = dir.path().join("clock-offset");
-    std::fs::write(&offset, "0").unwrap();
-    let args = [
-        "--budgets",
-        budgets.to_str().unwrap(),
-        "--store",
-        store.to_str().unwrap(),
-        "--secrets",
-        secrets.to_str().unwrap(),
-        "--check-every",
-        "1h",
-        "--clock-offset-file",
-        offset.to_str().unwrap(),
-    ];
-    let env = [
-        (
-            "SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN",
-            "local:anthropic-admin",
-        ),
-        ("SPENDGUARD_ANTHROPIC_API_URL", anthropic_api.url.as_str()),
-    ];
-    let serve = Serve::start(&args, &env);
-    let usage_secret = read_secret(&dir.path().join("secrets/usage-webhook"));
+    let serve = setup.start("1h");
+    let usage_secret = setup.usage_secret();
     let http = reqwest::Client::new();
     let crossing = signed_by_python(&usage_secret, "msg_crossing", &[record("r1", "150")]);
     let (code, _) = post_usage(&http, &serve.url(""), &crossing).await.unwrap();
@@ -805,7 +712,7 @@ async fn a_delivery_failing_for_an_hour_is_given_up_and_shows_on_health() {
     let per_delivery = slack.received().len();
     assert!(per_delivery >= 1);
     // an hour and a bit later the last attempt (serve's drain on the way out) fails too
-    std::fs::write(&offset, "3700").unwrap();
+    setup.set_clock_offset(3700);
     let lines = serve.lines.clone();
     assert_eq!(serve.terminate(), Some(0));
     assert_eq!(
@@ -825,7 +732,7 @@ async fn a_delivery_failing_for_an_hour_is_given_up_and_shows_on_health() {
         "{given_up}"
     );
 
-    let serve = Serve::start(&args, &env);
+    let serve = setup.start("1h");
     let health = http.get(serve.ops_url("/health")).send().await.unwrap();
     assert_eq!(health.status().as_u16(), 503);
     let health: Value = health.json().await.unwrap();
