@@ -36,8 +36,9 @@ use chrono::NaiveTime;
 use spendguard_app::ports::clock::{Clock, SystemClock};
 use spendguard_local::outbox::Outbox;
 use spendguard_local::secrets_file::{LocalVault, SecretsFile};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::Failure;
 use crate::local::{Local, Target};
@@ -120,22 +121,30 @@ fn parse_hour(text: &str) -> Result<NaiveTime, String> {
 /// How long requests in flight may take to finish once shutdown began.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
-/// Resolves on SIGTERM or SIGINT.
-async fn stop_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await
-            }
+/// SIGTERM and SIGINT, listened for from before serve says it started: a signal sent as soon
+/// as the line is read stops serve gracefully instead of killing it.
+struct StopSignals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl StopSignals {
+    fn listen() -> Result<StopSignals, Failure> {
+        let listen = |kind, name| {
+            signal(kind).map_err(|e| Failure::Run(format!("cannot listen for {name}: {e}")))
+        };
+        Ok(StopSignals {
+            terminate: listen(SignalKind::terminate(), "SIGTERM")?,
+            interrupt: listen(SignalKind::interrupt(), "SIGINT")?,
+        })
+    }
+
+    /// Resolves on the first of them.
+    async fn received(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = terminate => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }
 
@@ -226,6 +235,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::Run(format!("--metrics-listen {}: {e}", args.metrics_listen)))?;
     let admin = admin::bind(&args.store)?;
     let (stop, stopping) = watch::channel(false);
+    let signals = StopSignals::listen()?;
     // the first line: clients started with --listen 127.0.0.1:0 read the port from it
     info!(
         listening = %bound,
@@ -262,15 +272,15 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         ));
     }
     {
-        let nightly = nightly.clone();
-        tasks.spawn(schedule::daily(
-            args.nightly_at,
-            stopping.clone(),
-            move || {
+        let (nightly, at, stopping) = (nightly.clone(), args.nightly_at, stopping.clone());
+        tasks.spawn(async move {
+            schedule::catch_up_nightly(&nightly, at).await;
+            schedule::daily(at, stopping, move || {
                 let nightly = nightly.clone();
                 async move { schedule::nightly(&nightly).await }
-            },
-        ));
+            })
+            .await
+        });
     }
     {
         let guard = guard.clone();
@@ -308,7 +318,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let server = axum::serve(listener, app);
     let (stopped, stop_now) = watch::channel(false);
     let server = server.with_graceful_shutdown(async move {
-        stop_signal().await;
+        signals.received().await;
         info!("stopping: no new connections; in-flight requests finish");
         let _ = stopped.send(true);
     });

@@ -1195,6 +1195,26 @@ fn a_secrets_file_others_may_read_is_refused_and_nothing_is_created() {
     assert!(!store.exists() && !store.parent().unwrap().exists());
 }
 
+#[test]
+fn sigterm_as_soon_as_serve_says_it_started_stops_it_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let budgets = dir.path().join("budgets.toml");
+    std::fs::write(&budgets, QUIET_BUDGETS).unwrap();
+    let store = dir.path().join("state.db");
+    let args = [
+        "--budgets",
+        budgets.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+    ];
+    // the line clients wait for is the moment a supervisor may stop serve: every time, a
+    // graceful exit 0 (it was killed by the signal when the handler came after the line)
+    for attempt in 0..10 {
+        let serve = Serve::start(&args, &[]);
+        assert_eq!(serve.terminate(), Some(0), "attempt {attempt}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
     logs::capture();
