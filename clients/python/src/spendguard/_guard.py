@@ -147,14 +147,9 @@ class Guard:
         """
         while True:
             # read again after each wait: a switch that engaged meanwhile stops the call
-            status = self.status()
-            delay = self._decide(status)
+            delay = self._turn(self.status(), wait)
             if delay == 0.0:
                 return
-            assert status is not None  # only a restoring switch makes a call wait
-            if not wait or delay == float("inf"):
-                raise Throttled(self.scope, status.limit_factor, delay)
-            self.stats.throttled_waits += 1
             self._sleep(delay)
 
     async def allow_async(self, wait: bool = True) -> None:
@@ -163,14 +158,22 @@ class Guard:
         while True:
             # read again after each wait: a switch that engaged meanwhile stops the call
             status = self._status if self._clock() < self._status_expires else await asyncio.to_thread(self.status)
-            delay = self._decide(status)
+            delay = self._turn(status, wait)
             if delay == 0.0:
                 return
-            assert status is not None  # only a restoring switch makes a call wait
-            if not wait or delay == float("inf"):
-                raise Throttled(self.scope, status.limit_factor, delay)
-            self.stats.throttled_waits += 1
             await asyncio.sleep(delay)
+
+    def _turn(self, status: Optional[SwitchStatus], wait: bool) -> float:
+        """0.0 when the call may go now, else the seconds it waits for its turn (raises when it
+        may not go, or may not wait)."""
+        delay = self._decide(status)
+        if delay == 0.0:
+            return 0.0
+        assert status is not None  # only a restoring switch makes a call wait
+        if not wait or delay == float("inf"):
+            raise Throttled(self.scope, status.limit_factor, delay)
+        self.stats.throttled_waits += 1
+        return delay
 
     def _decide(self, status: Optional[SwitchStatus]) -> float:
         """0.0 when the call may go now, else the seconds until it may (raises when it may not)."""

@@ -245,14 +245,31 @@ class _AnthropicStreamUsage:
 # -- shared --------------------------------------------------------------------------------------
 
 
-class _ReportingStream:
-    """Yields the SDK's stream unchanged and reports its usage once, when it ends or is closed."""
+class _StreamReport:
+    """What both streams share: the SDK's stream, and its usage reported once."""
 
     def __init__(self, stream: Any, guard: Guard, usage: Any) -> None:
         self._stream = stream
         self._guard = guard
         self._usage = usage
         self._reported = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def __del__(self) -> None:
+        # dropped without being read to its end or closed: the request still cost, report it
+        if "_reported" in self.__dict__:
+            self._finish()
+
+    def _finish(self) -> None:
+        if not self._reported:
+            self._reported = True
+            _report_stream(self._guard, self._stream, self._usage)
+
+
+class _ReportingStream(_StreamReport):
+    """Yields the SDK's stream unchanged and reports its usage once, when it ends or is closed."""
 
     def __iter__(self) -> Iterator[Any]:
         try:
@@ -275,28 +292,9 @@ class _ReportingStream:
         finally:
             self._finish()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
 
-    def __del__(self) -> None:
-        # dropped without being read to its end or closed: the request still cost, report it
-        if "_reported" in self.__dict__:
-            self._finish()
-
-    def _finish(self) -> None:
-        if not self._reported:
-            self._reported = True
-            _report_stream(self._guard, self._stream, self._usage)
-
-
-class _AsyncReportingStream:
+class _AsyncReportingStream(_StreamReport):
     """The async SDK's stream, unchanged, reporting its usage once when it ends or is closed."""
-
-    def __init__(self, stream: Any, guard: Guard, usage: Any) -> None:
-        self._stream = stream
-        self._guard = guard
-        self._usage = usage
-        self._reported = False
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         try:
@@ -318,19 +316,6 @@ class _AsyncReportingStream:
             await self._stream.close()
         finally:
             self._finish()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-    def __del__(self) -> None:
-        # dropped without being read to its end or closed: the request still cost, report it
-        if "_reported" in self.__dict__:
-            self._finish()
-
-    def _finish(self) -> None:
-        if not self._reported:
-            self._reported = True
-            _report_stream(self._guard, self._stream, self._usage)
 
 
 def _report_stream(guard: Guard, stream: Any, usage: Any) -> None:
