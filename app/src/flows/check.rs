@@ -846,7 +846,7 @@ impl Checker {
     }
 
     /// Recoveries and escalations of open alerts: an alert whose period ended, whose tier is
-    /// no longer reached, or whose budget is gone recovers; an unacknowledged one escalates to
+    /// no longer reached, or whose budget or window is gone recovers; an unacknowledged one escalates to
     /// the next level once that level's delay has passed. Each follow-up is published once.
     #[allow(clippy::too_many_arguments)]
     async fn follow_ups(
@@ -865,8 +865,16 @@ impl Checker {
             if !options.only.is_empty() && !options.only.contains(&e.budget_id) {
                 continue;
             }
-            let recovered = if !policy.budgets.iter().any(|b| b.id == e.budget_id) {
+            let budget = policy.budgets.iter().find(|b| b.id == e.budget_id);
+            // a window's own alerts (not a report's or a key's): they end with their window
+            let of_window = matches!(e.kind, AlertKind::Budget | AlertKind::Unevaluable);
+            let recovered = if budget.is_none() {
                 Some("ended: the budget was removed")
+            } else if of_window
+                && budget.is_some_and(|b| !b.windows.iter().any(|w| w.kind == e.window))
+            {
+                // a rolling window's crossing never ends by itself: it would stay open and escalate
+                Some("ended: the window was removed")
             } else if e.period_over(now) {
                 Some("ended with its period")
             } else {

@@ -424,6 +424,75 @@ async fn alerts_re_arm_in_the_next_period() {
     assert_eq!(periods, ["M#2026-11", "M#2026-12"]);
 }
 
+/// A paging alert of a window taken out of its budget (the budget stays) recovers at the next
+/// check: before, it stayed open and escalated until its period ended — a rolling window's
+/// never does.
+#[tokio::test]
+async fn a_paging_alert_of_a_removed_window_recovers() {
+    let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
+    let store: Arc<dyn StateStore> = Arc::new(w.store.clone());
+    let clock = Arc::new(FixedClock::new("2026-11-20T12:00:00Z".parse().unwrap()));
+    let checker = Checker {
+        store: store.clone(),
+        bus: Arc::new(SnsBus::new(
+            aws_sdk_sns::Client::new(&w.sdk),
+            &w.probe.topic_arn,
+        )),
+        sources: vec![Arc::new(UsageCounters::new(store.clone())) as Arc<dyn SpendSource>],
+        key_usage: Vec::new(),
+        clock: clock.clone(),
+        claim_lease: DEFAULT_CLAIM_LEASE,
+        provider_caps: Vec::new(),
+    };
+    let budgets = store.load_policy().await.unwrap().budgets;
+    ingest_usage(
+        store.as_ref(),
+        &budgets,
+        &[record("r1", "openai/prod", 8500, clock_now(&clock))],
+        None,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let options = CheckOptions {
+        actor: "test".into(),
+        ..CheckOptions::default()
+    };
+    checker.run(&options).await.unwrap();
+    assert_eq!(
+        store.open_alerts().await.unwrap().len(),
+        1,
+        "critical is open"
+    );
+    w.probe.drain().await;
+
+    // the monthly window is replaced by a daily one; the budget stays
+    let mut budget = monthly_budget("prod", "openai/prod", 100);
+    budget.windows[0].kind = WindowKind::Daily;
+    budget.windows[0].limit = Decimal::from(1000);
+    store
+        .put_policy(&PolicySet {
+            budgets: vec![budget],
+            ..PolicySet::default()
+        })
+        .await
+        .unwrap();
+    clock.advance(Duration::minutes(5));
+    let report = checker.run(&options).await.unwrap();
+    assert_eq!(report.alerts.recoveries, 1, "{report:?}");
+    assert!(store.open_alerts().await.unwrap().is_empty());
+    let delivered = alerts(&w.probe.drain().await);
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].0["kind"], "recovery");
+    assert!(
+        delivered[0].0["summary"]
+            .as_str()
+            .is_some_and(|m| m.contains("window was removed")),
+        "{}",
+        delivered[0].0
+    );
+}
+
 fn clock_now(clock: &FixedClock) -> chrono::DateTime<Utc> {
     use spendguard_app::ports::clock::Clock;
     clock.now()
