@@ -8,6 +8,8 @@
 //! idempotent by their claims. A failed delivery waits longer each time and is given up
 //! (moved to `outbox_dead`, `/health` 503) after an hour, as the deployment's functions give
 //! an event up to their failed-events queue after an hour (`MaximumEventAgeInSeconds`).
+//! The outbox's SQLite calls run on tokio's blocking pool: a busy store (its writer lock held)
+//! must not stall the workers that serve requests.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +20,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use spendguard_app::ports::bus::{AlertBus, BusError};
 use spendguard_app::ports::clock::Clock;
+use spendguard_app::ports::store::{StoreError, StoreResult};
 use spendguard_domain::alert::AlertEvent;
 use spendguard_local::outbox::{Failed, Outbox, Pending, Retry};
 use tokio::sync::{Notify, watch};
@@ -51,10 +54,13 @@ pub struct Subscribers {
 }
 
 pub struct OutboxBus {
-    outbox: Outbox,
+    outbox: Arc<Outbox>,
     subscribers: OnceLock<Subscribers>,
     /// Rows being delivered now: nobody else delivers them meanwhile.
     in_flight: Mutex<HashSet<i64>>,
+    /// Held from writing (or reading) rows until they are claimed, so that the delivery task
+    /// cannot take key-guard's row of an alert being published before its publisher does.
+    claiming: tokio::sync::Mutex<()>,
     wake: Notify,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
@@ -73,9 +79,10 @@ pub struct OutboxHealth {
 impl OutboxBus {
     pub fn new(outbox: Outbox, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> OutboxBus {
         OutboxBus {
-            outbox,
+            outbox: Arc::new(outbox),
             subscribers: OnceLock::new(),
             in_flight: Mutex::new(HashSet::new()),
+            claiming: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             metrics,
             clock,
@@ -89,8 +96,23 @@ impl OutboxBus {
         }
     }
 
-    pub fn health(&self) -> Result<OutboxHealth, String> {
-        let backlog = self.outbox.backlog().map_err(|e| e.to_string())?;
+    /// Runs `call` on the outbox in tokio's blocking pool.
+    async fn outbox<R, F>(&self, call: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Outbox) -> StoreResult<R> + Send + 'static,
+    {
+        let outbox = self.outbox.clone();
+        tokio::task::spawn_blocking(move || call(&outbox))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("outbox: {e}")))?
+    }
+
+    pub async fn health(&self) -> Result<OutboxHealth, String> {
+        let backlog = self
+            .outbox(|o| o.backlog())
+            .await
+            .map_err(|e| e.to_string())?;
         let guard_waiting = backlog.pending.get(KEY_GUARD).copied().unwrap_or(0) > 0;
         let mut pending = backlog.pending;
         for subscriber in [KEY_GUARD, FANOUT] {
@@ -153,7 +175,8 @@ impl OutboxBus {
                 if subscriber == KEY_GUARD {
                     self.metrics.switches_from(&report);
                 }
-                match self.outbox.delivered(pending.seq) {
+                let seq = pending.seq;
+                match self.outbox(move |o| o.delivered(seq)).await {
                     Ok(()) => true,
                     Err(e) => {
                         warn!(error = %e, alert = %pending.alert.alert_id, subscriber, "delivered, but the outbox row stays: it will be delivered again");
@@ -169,7 +192,11 @@ impl OutboxBus {
                     &FANOUT_RETRY
                 };
                 let alert = &pending.alert.alert_id;
-                match self.outbox.failed(pending.seq, self.now(), &e, retry) {
+                let (seq, now, error, retry) = (pending.seq, self.now(), e.clone(), *retry);
+                match self
+                    .outbox(move |o| o.failed(seq, now, &error, &retry))
+                    .await
+                {
                     Ok(Failed::RetryAt { attempts, at }) => {
                         warn!(error = %e, alert = %alert, subscriber, attempts, retry_at = at, "alert delivery failed; retried");
                     }
@@ -191,8 +218,11 @@ impl OutboxBus {
     pub async fn deliver_pending(&self) {
         for subscriber in [KEY_GUARD, FANOUT] {
             let claimed: Vec<Pending> = {
+                let _claiming = self.claiming.lock().await;
+                let now = self.now();
+                let due = self.outbox(move |o| o.pending(subscriber, now)).await;
                 let mut in_flight = self.in_flight();
-                match self.outbox.pending(subscriber, self.now()) {
+                match due {
                     Ok(due) => {
                         for dead in &due.set_aside {
                             error!(seq = dead.seq, reason = %dead.reason, subscriber, "outbox row set aside in outbox_dead: it is not an alert");
@@ -247,13 +277,14 @@ impl AlertBus for OutboxBus {
         };
         // written (and key-guard's row claimed) before anyone can deliver it
         let guard_row = {
-            let mut in_flight = self.in_flight();
+            let _claiming = self.claiming.lock().await;
+            let (written, now) = (alert.clone(), self.now());
             let seqs = self
-                .outbox
-                .put(alert, subscribers, self.now())
+                .outbox(move |o| o.put(&written, subscribers, now))
+                .await
                 .map_err(|e| BusError(e.to_string()))?;
             if to_guard {
-                in_flight.insert(seqs[0]);
+                self.in_flight().insert(seqs[0]);
                 Some(seqs[0])
             } else {
                 None

@@ -139,7 +139,7 @@ async fn webhook(State(routes): State<Routes>, request: Request) -> Response {
 async fn health(State(routes): State<Routes>) -> Response {
     let last = routes.health.last_check();
     let check_failing = last.as_ref().is_some_and(|c| c.error.is_some());
-    let outbox = routes.bus.health();
+    let outbox = routes.bus.health().await;
     let outbox_failing = match &outbox {
         Ok(o) => o.key_guard_failing || o.dead_lettered > 0,
         Err(_) => true,
@@ -173,7 +173,7 @@ async fn metrics(State(routes): State<Routes>) -> Response {
             ));
         }
     };
-    if let Ok(outbox) = routes.bus.health() {
+    if let Ok(outbox) = routes.bus.health().await {
         routes.metrics.outbox(&outbox.pending);
     }
     let mut r = Response::new(Body::from(routes.metrics.encode(engaged)));
