@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use futures::future::BoxFuture;
 use tokio::sync::Mutex;
 use tracing::warn;
 
@@ -118,65 +119,115 @@ impl<T> Refreshing<T> {
     }
 }
 
-/// A [`Refreshing`] secret read on the first request that needs it rather than at start: for a
-/// secret few requests need (the webhook's `/status` token), so that a start waits on no
-/// secret it may never use. A read that fails is that request's error (it names the secret,
-/// never a value) and is tried again at most every [`MISS_INTERVAL`].
-pub struct OnFirstUse<T> {
-    vault: Arc<dyn SecretVault>,
-    reference: String,
-    parse: fn(&str) -> Result<T, String>,
+/// A read over the network that a start need not wait for: begun at once in a task of its own
+/// ([`OnFirstUse::prefetch`], for what the first event needs: the read overlaps the runtime's
+/// wait for that event) or on the first request that needs it ([`OnFirstUse::new`], for what
+/// few requests need, like the webhook's `/status` token). The first request awaits the read;
+/// one that succeeded is never made again. One that failed is that request's error (a
+/// [`SecretError`] names the secret, never a value) and is made again on a later request, at
+/// most every [`MISS_INTERVAL`].
+pub struct OnFirstUse<T, E = SecretError> {
+    read: Reader<T, E>,
     clock: Arc<dyn Clock>,
-    loaded: tokio::sync::OnceCell<Refreshing<T>>,
-    /// the last failed read; also makes concurrent first reads wait for one another
-    failed: Mutex<Option<(DateTime<Utc>, SecretError)>>,
+    loaded: tokio::sync::OnceCell<T>,
+    /// the read under way or the last one that failed; also makes concurrent first reads wait
+    /// for one another
+    attempt: Mutex<Attempt<T, E>>,
 }
 
-impl<T> OnFirstUse<T> {
+type Reader<T, E> = Box<dyn Fn() -> BoxFuture<'static, Result<T, E>> + Send + Sync>;
+
+enum Attempt<T, E> {
+    NotYet,
+    Reading(DateTime<Utc>, tokio::task::JoinHandle<Result<T, E>>),
+    Failed(DateTime<Utc>, E),
+}
+
+impl<T, E> OnFirstUse<T, E>
+where
+    T: Send + Sync + 'static,
+    E: Clone + Send + 'static,
+{
+    /// Read on the first [`get`](Self::get).
     pub fn new(
-        vault: Arc<dyn SecretVault>,
-        reference: &str,
-        parse: fn(&str) -> Result<T, String>,
+        read: impl Fn() -> BoxFuture<'static, Result<T, E>> + Send + Sync + 'static,
         clock: Arc<dyn Clock>,
     ) -> Self {
         OnFirstUse {
-            vault,
-            reference: reference.into(),
-            parse,
+            read: Box::new(read),
             clock,
             loaded: tokio::sync::OnceCell::new(),
-            failed: Mutex::new(None),
+            attempt: Mutex::new(Attempt::NotYet),
         }
     }
 
-    /// The secret, read now if it was not yet.
-    pub async fn get(&self) -> Result<&Refreshing<T>, SecretError> {
+    /// Read from now on, in a task of the current tokio runtime: the first
+    /// [`get`](Self::get) awaits it.
+    pub fn prefetch(
+        read: impl Fn() -> BoxFuture<'static, Result<T, E>> + Send + Sync + 'static,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let started = clock.now();
+        let task = tokio::spawn(read());
+        OnFirstUse {
+            read: Box::new(read),
+            clock,
+            loaded: tokio::sync::OnceCell::new(),
+            attempt: Mutex::new(Attempt::Reading(started, task)),
+        }
+    }
+
+    /// The value, once read; read now (or the read under way awaited) if it was not yet.
+    pub async fn get(&self) -> Result<&T, E> {
         if let Some(loaded) = self.loaded.get() {
             return Ok(loaded);
         }
-        let mut failed = self.failed.lock().await;
+        let mut attempt = self.attempt.lock().await;
         if let Some(loaded) = self.loaded.get() {
             return Ok(loaded);
         }
         let now = self.clock.now();
-        if let Some((at, error)) = failed.as_ref()
-            && now - *at < MISS_INTERVAL
-        {
-            return Err(error.clone());
-        }
-        let read = Refreshing::load(
-            self.vault.clone(),
-            &self.reference,
-            self.parse,
-            self.clock.clone(),
-        )
-        .await;
+        let (started, read) = match std::mem::replace(&mut *attempt, Attempt::NotYet) {
+            Attempt::Reading(started, task) => match task.await {
+                Ok(read) => (started, read),
+                // the task never finished (its runtime stopped, or it panicked): read here
+                Err(_) => (now, (self.read)().await),
+            },
+            Attempt::Failed(at, error) if now - at < MISS_INTERVAL => {
+                *attempt = Attempt::Failed(at, error.clone());
+                return Err(error);
+            }
+            Attempt::Failed(..) | Attempt::NotYet => (now, (self.read)().await),
+        };
         match read {
-            Ok(refreshing) => Ok(self.loaded.get_or_init(|| async { refreshing }).await),
+            Ok(value) => Ok(self.loaded.get_or_init(|| async { value }).await),
             Err(error) => {
-                *failed = Some((now, error.clone()));
+                *attempt = Attempt::Failed(started, error.clone());
                 Err(error)
             }
+        }
+    }
+}
+
+/// How an [`OnFirstUse`] reads a secret: the one at `reference`, parsed by `parse`, then kept
+/// fresh ([`Refreshing`]).
+pub fn secret_reader<T: Send + Sync + 'static>(
+    vault: Arc<dyn SecretVault>,
+    reference: &str,
+    parse: fn(&str) -> Result<T, String>,
+    clock: Arc<dyn Clock>,
+) -> impl Fn() -> BoxFuture<'static, Result<Refreshing<T>, SecretError>> + Send + Sync + 'static {
+    let reference = reference.to_string();
+    move || {
+        let (vault, reference, clock) = (vault.clone(), reference.clone(), clock.clone());
+        Box::pin(async move { Refreshing::load(vault, &reference, parse, clock).await })
+    }
+}
+
+impl<T, E> Drop for OnFirstUse<T, E> {
+    fn drop(&mut self) {
+        if let Attempt::Reading(_, task) = self.attempt.get_mut() {
+            task.abort();
         }
     }
 }
@@ -250,9 +301,12 @@ mod tests {
         });
         let clock = Arc::new(FixedClock::new(Utc::now()));
         let token = OnFirstUse::new(
-            vault.clone(),
-            "arn:status",
-            |t| Ok(t.to_string()),
+            secret_reader(
+                vault.clone(),
+                "arn:status",
+                |t| Ok(t.to_string()),
+                clock.clone(),
+            ),
             clock.clone(),
         );
         assert_eq!(
@@ -280,5 +334,62 @@ mod tests {
             2,
             "read once it succeeded"
         );
+    }
+
+    #[tokio::test]
+    async fn a_prefetched_read_is_awaited_by_the_first_use_and_a_failed_one_is_made_again_later() {
+        let vault = Arc::new(Flaky {
+            reads: AtomicUsize::new(0),
+            value: std::sync::Mutex::new(None),
+        });
+        let clock = Arc::new(FixedClock::new(Utc::now()));
+        let usage = OnFirstUse::prefetch(
+            secret_reader(
+                vault.clone(),
+                "arn:usage",
+                |t| Ok(t.to_string()),
+                clock.clone(),
+            ),
+            clock.clone(),
+        );
+        // the first use takes the read begun at start: its failure, not a read of its own
+        let error = usage.get().await.err().expect("the secret is missing");
+        assert_eq!(error.reference, "arn:usage");
+        assert_eq!(vault.reads.load(Ordering::SeqCst), 1);
+        *vault.value.lock().unwrap() = Some("the-secret");
+        assert!(usage.get().await.is_err(), "not asked again at once");
+        assert_eq!(vault.reads.load(Ordering::SeqCst), 1);
+
+        clock.advance(MISS_INTERVAL);
+        let held = usage
+            .get()
+            .await
+            .expect("read again once the interval passed");
+        assert_eq!(held.get().await.as_str(), "the-secret");
+        assert!(usage.get().await.is_ok());
+        assert_eq!(vault.reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_prefetched_read_that_succeeded_is_not_made_again() {
+        let vault = Arc::new(Flaky {
+            reads: AtomicUsize::new(0),
+            value: std::sync::Mutex::new(Some("the-secret")),
+        });
+        let clock = Arc::new(FixedClock::new(Utc::now()));
+        let usage = OnFirstUse::prefetch(
+            secret_reader(
+                vault.clone(),
+                "arn:usage",
+                |t| Ok(t.to_string()),
+                clock.clone(),
+            ),
+            clock.clone(),
+        );
+        for _ in 0..3 {
+            let held = usage.get().await.expect("read at start");
+            assert_eq!(held.get().await.as_str(), "the-secret");
+        }
+        assert_eq!(vault.reads.load(Ordering::SeqCst), 1);
     }
 }

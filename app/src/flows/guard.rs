@@ -12,6 +12,7 @@
 //! - with the store down, keys are still stopped from the registry as last read.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
@@ -201,6 +202,8 @@ pub enum Engagement {
 #[derive(Default)]
 pub struct Registry {
     keys: Mutex<Vec<KeyRecord>>,
+    /// Whether the store was ever read: until it was, `keys` holds nothing to stop.
+    read: AtomicBool,
     /// key id -> (incident, measures): stopped during an outage, not yet recorded.
     unrecorded: Mutex<BTreeMap<String, (String, Vec<Measure>)>>,
 }
@@ -209,6 +212,7 @@ impl Registry {
     fn remember(&self, keys: &[KeyRecord]) {
         if let Ok(mut k) = self.keys.lock() {
             *k = keys.to_vec();
+            self.read.store(true, Ordering::SeqCst);
         }
     }
 
@@ -356,11 +360,24 @@ impl KeyGuard {
         }
     }
 
-    /// Reads the registry once (at start), so an emergency can stop keys even if the store
-    /// is unavailable when it arrives. A failure is logged: the next successful read fills it.
-    pub async fn warm(&self) {
+    /// Takes the registry as read at start (alongside the start's other reads), so an
+    /// emergency can stop keys even if the store is unavailable when it arrives. A failure is
+    /// logged: [`warm_if_unread`](Self::warm_if_unread) or the next successful read fills it.
+    pub fn warm_from(&self, read: Result<Vec<KeyRecord>, StoreError>) {
+        match read {
+            Ok(keys) => self.registry.remember(&keys),
+            Err(e) => warn!(error = %e, "key registry not read at start"),
+        }
+    }
+
+    /// Reads the registry if it was never read (its read at start failed): each event tries
+    /// again until one succeeds.
+    pub async fn warm_if_unread(&self) {
+        if self.registry.read.load(Ordering::SeqCst) {
+            return;
+        }
         if let Err(e) = self.all_keys().await {
-            warn!(error = %e, "key registry not read at start");
+            warn!(error = %e, "key registry still not read");
         }
     }
 

@@ -1,5 +1,5 @@
-//! Builds the webhook from configuration: clients once per cold start, the usage secret read
-//! at start, the status token on first use.
+//! Builds the webhook from configuration: clients once per cold start, the usage secret's read
+//! begun at start (the first `/usage` awaits it), the status token read on first use.
 
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use spendguard_app::flows::check::{Checker, DEFAULT_CLAIM_LEASE};
 use spendguard_app::policy_cache::PolicyCache;
 use spendguard_app::ports::bus::AlertBus;
 use spendguard_app::ports::secrets::SecretError;
-use spendguard_app::refreshing::{OnFirstUse, Refreshing};
+use spendguard_app::refreshing::{OnFirstUse, secret_reader};
 use spendguard_app::signing::AlertSigning;
 use spendguard_aws::sns::SnsBus;
 use spendguard_domain::secret::Secret;
@@ -31,19 +31,25 @@ pub async fn webhook_with(
     certificates: Box<dyn CertificateSource>,
 ) -> Result<Webhook, SecretError> {
     let store = backends.store.clone();
-    // the usage secret is read now (a missing or malformed one fails the start), again within
-    // minutes of a rotation; the status token only when a `/status` request needs it
-    let usage_senders = Refreshing::load(
-        backends.vault.clone(),
-        &config.usage_secret_arn,
-        UsageSenders::parse,
+    // the start waits on no read: the usage secret's (every `/usage` needs it) runs while the
+    // runtime waits for the first event, which awaits it; the status token's is made by the
+    // first `/status` request. Both are read again within minutes of a rotation.
+    let usage_senders = OnFirstUse::prefetch(
+        secret_reader(
+            backends.vault.clone(),
+            &config.usage_secret_arn,
+            UsageSenders::parse,
+            backends.clock.clone(),
+        ),
         backends.clock.clone(),
-    )
-    .await?;
+    );
     let status_token = OnFirstUse::new(
-        backends.vault.clone(),
-        &config.status_token_arn,
-        status_token,
+        secret_reader(
+            backends.vault.clone(),
+            &config.status_token_arn,
+            status_token,
+            backends.clock.clone(),
+        ),
         backends.clock.clone(),
     );
     let http = spendguard_http::https::client();

@@ -79,9 +79,9 @@ pub struct Webhook {
     /// The alerts this process saw raised: each crossing's claim is read once per process.
     pub known_raised: Arc<KnownRaised>,
     /// Who may report usage, with their secrets (re-read within minutes of a rotation).
-    pub usage_senders: Refreshing<UsageSenders>,
+    pub usage_senders: OnFirstUse<Refreshing<UsageSenders>>,
     /// The token applications read `/status` with (at least 32 bytes; re-read likewise).
-    pub status_token: OnFirstUse<Secret>,
+    pub status_token: OnFirstUse<Refreshing<Secret>>,
     pub gcp: Option<GoogleOidcVerifier>,
     /// The one Pub/Sub subscription whose pushes are accepted, when pinned.
     pub gcp_subscription: Option<String>,
@@ -216,10 +216,24 @@ impl Webhook {
 
     // ---- POST /usage ----------------------------------------------------------------------
 
+    /// The senders and their secrets, or the answer when they cannot be read: 503, naming no
+    /// secret (the caller is not yet authenticated); the log names it for the operator.
+    async fn usage_secrets(&self) -> Result<&Refreshing<UsageSenders>, HttpResponse> {
+        self.usage_senders.get().await.map_err(|e| {
+            error!(secret = %e.reference, reason = %e.message, "the usage secret cannot be read");
+            HttpResponse::error(
+                503,
+                "the usage secret cannot be read: the webhook's log names the secret",
+                None,
+            )
+        })
+    }
+
     /// Whether `r` is signed by a sender: `Ok(None)` for the shared secrets, `Ok(Some(id,
     /// scopes))` for a sender of its own; the secrets are read again once on a mismatch.
     async fn usage_sender(
         &self,
+        usage_senders: &Refreshing<UsageSenders>,
         r: &HttpRequest,
         now: DateTime<Utc>,
     ) -> Result<Option<Sender>, String> {
@@ -238,10 +252,10 @@ impl Webhook {
             .map_err(|e| e.to_string())?;
             Ok(sender.cloned())
         };
-        match verify(self.usage_senders.get().await.as_ref()) {
+        match verify(usage_senders.get().await.as_ref()) {
             Ok(sender) => Ok(sender),
             // a sender may sign with a secret rotated in after this value was read
-            Err(first) => match self.usage_senders.after_miss().await {
+            Err(first) => match usage_senders.after_miss().await {
                 Some(fresh) => verify(fresh.as_ref()),
                 None => Err(first),
             },
@@ -250,7 +264,11 @@ impl Webhook {
 
     async fn usage(&self, r: &HttpRequest) -> HttpResponse {
         let now = self.clock.now();
-        let sender = match self.usage_sender(r, now).await {
+        let usage_senders = match self.usage_secrets().await {
+            Ok(senders) => senders,
+            Err(unavailable) => return unavailable,
+        };
+        let sender = match self.usage_sender(usage_senders, r, now).await {
             Ok(sender) => sender,
             Err(reason) => {
                 warn!(%reason, "usage report refused");
@@ -309,7 +327,11 @@ impl Webhook {
     /// same answer and holds nothing more.
     async fn authorize(&self, r: &HttpRequest) -> HttpResponse {
         let now = self.clock.now();
-        let sender = match self.usage_sender(r, now).await {
+        let usage_senders = match self.usage_secrets().await {
+            Ok(senders) => senders,
+            Err(unavailable) => return unavailable,
+        };
+        let sender = match self.usage_sender(usage_senders, r, now).await {
             Ok(sender) => sender,
             Err(reason) => {
                 warn!(%reason, "authorize request refused");

@@ -18,7 +18,7 @@ use spendguard_app::ports::clock::{Clock, FixedClock, SystemClock};
 use spendguard_app::ports::secrets::{SecretError, SecretVault};
 use spendguard_app::ports::sources::{SourceError, SpendRequest, SpendSource};
 use spendguard_app::ports::store::StateStore;
-use spendguard_app::refreshing::{OnFirstUse, Refreshing};
+use spendguard_app::refreshing::{OnFirstUse, secret_reader};
 use spendguard_app::sources::counters::UsageCounters;
 use spendguard_app::sources::gcp::GcpBudgetObservations;
 use spendguard_domain::alert::AlertKind;
@@ -147,18 +147,22 @@ async fn webhook_with(
             claim_lease: DEFAULT_CLAIM_LEASE,
             provider_caps: Vec::new(),
         },
-        usage_senders: Refreshing::load(
-            Arc::new(Fixed(SECRET)),
-            "usage",
-            UsageSenders::parse,
+        usage_senders: OnFirstUse::new(
+            secret_reader(
+                Arc::new(Fixed(SECRET)),
+                "usage",
+                UsageSenders::parse,
+                clock.clone(),
+            ),
             clock.clone(),
-        )
-        .await
-        .unwrap(),
+        ),
         status_token: OnFirstUse::new(
-            Arc::new(Fixed("status-token-0123456789abcdef0123456789")),
-            "status",
-            |t| Ok(Secret::new(t)),
+            secret_reader(
+                Arc::new(Fixed("status-token-0123456789abcdef0123456789")),
+                "status",
+                |t| Ok(Secret::new(t)),
+                clock.clone(),
+            ),
             clock.clone(),
         ),
         gcp: Some(GoogleOidcVerifier::new(

@@ -1,5 +1,5 @@
-//! Builds key-guard from configuration: clients once per cold start, admin keys read once
-//! (concurrently).
+//! Builds key-guard from configuration: clients once per cold start, admin keys and the key
+//! registry read once, concurrently, in a task begun at start that the first event awaits.
 
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use spendguard_app::ports::rate_limits::ProviderRateLimits;
 use spendguard_app::ports::secret_versions::SecretVersions;
 use spendguard_app::ports::secrets::{SecretError, SecretVault};
 use spendguard_app::ports::shutdown::ShutdownTarget;
+use spendguard_app::refreshing::OnFirstUse;
 use spendguard_app::signing::AlertSigning;
 use spendguard_aws::iam::IamKeys;
 use spendguard_aws::secret_versions::SecretsManager;
@@ -26,15 +27,48 @@ use spendguard_http::keys::openai::{OpenAiAdmin, OpenAiRateLimits, OpenAiSpendLi
 use crate::config::Config;
 use crate::handler::Handler;
 
-/// key-guard as deployed: AWS IAM keys, the store in DynamoDB, admin keys in Secrets Manager.
-pub async fn handler(config: &Config, sdk: &SdkConfig) -> Result<Handler, SecretError> {
-    let mut handler = handler_with(
+/// key-guard as deployed, begun: its secrets and key registry are read in a task of their own
+/// while the runtime waits for the first event, which awaits them
+/// ([`crate::handler::handle_started`]); a start that failed is made again by a later event, at
+/// most every 30 s.
+pub fn start(config: &Config, sdk: &SdkConfig) -> OnFirstUse<Handler> {
+    start_with(
         config,
         sdk,
         spendguard_aws::backends::deployed(sdk, &config.table),
-        AwsKeys::Managed,
     )
-    .await?;
+}
+
+/// [`start`] on any backends (its clock times the retries).
+pub fn start_with(config: &Config, sdk: &SdkConfig, backends: Backends) -> OnFirstUse<Handler> {
+    let clock = backends.clock.clone();
+    let (config, sdk) = (config.clone(), sdk.clone());
+    OnFirstUse::prefetch(
+        move || {
+            let (config, sdk, backends) = (config.clone(), sdk.clone(), backends.clone());
+            Box::pin(async move { deployed(&config, &sdk, backends).await })
+        },
+        clock,
+    )
+}
+
+/// key-guard as deployed, once started: AWS IAM keys, the store in DynamoDB, admin keys in
+/// Secrets Manager.
+pub async fn handler(config: &Config, sdk: &SdkConfig) -> Result<Handler, SecretError> {
+    deployed(
+        config,
+        sdk,
+        spendguard_aws::backends::deployed(sdk, &config.table),
+    )
+    .await
+}
+
+async fn deployed(
+    config: &Config,
+    sdk: &SdkConfig,
+    backends: Backends,
+) -> Result<Handler, SecretError> {
+    let mut handler = handler_with(config, sdk, backends, AwsKeys::Managed).await?;
     // the drill's alerts, signed like every other
     handler.alerts = config.alerts_topic_arn.as_ref().map(|arn| {
         Arc::new(SnsBus::new(aws_sdk_sns::Client::new(sdk), arn).signed(handler.signing.clone()))
@@ -67,12 +101,19 @@ pub async fn handler_with(
     let signing = AlertSigning::configured(&vault, config.alert_signing_key_arn.as_deref());
     let secrets = aws_sdk_secretsmanager::Client::new(sdk);
     let http = spendguard_http::https::client();
-    // the configured secrets, read at once rather than one round trip after another
-    let (gcp_key, anthropic_admin_key, openai_admin_key) = tokio::try_join!(
-        read_configured(vault.as_ref(), config.gcp_credential_arn.as_deref()),
-        read_configured(vault.as_ref(), config.anthropic_admin_key_arn.as_deref()),
-        read_configured(vault.as_ref(), config.openai_admin_key_arn.as_deref()),
-    )?;
+    // the configured secrets and the key registry, read at once rather than one round trip
+    // after another
+    let (configured, registry) = tokio::join!(
+        async {
+            tokio::try_join!(
+                read_configured(vault.as_ref(), config.gcp_credential_arn.as_deref()),
+                read_configured(vault.as_ref(), config.anthropic_admin_key_arn.as_deref()),
+                read_configured(vault.as_ref(), config.openai_admin_key_arn.as_deref()),
+            )
+        },
+        store.keys(),
+    );
+    let (gcp_key, anthropic_admin_key, openai_admin_key) = configured?;
     let gcp_credential = match gcp_key {
         Some((arn, secret)) => {
             Some(ServiceAccountKey::parse(&secret).map_err(|e| SecretError {
@@ -158,7 +199,7 @@ pub async fn handler_with(
     );
     guard = guard.with_rate_limits(rate_limits);
     // the registry as key-guard starts: what it stops should the store be down later
-    guard.warm().await;
+    guard.warm_from(registry);
     Ok(Handler {
         guard,
         rotator: Rotator {

@@ -15,13 +15,14 @@ use spendguard_app::flows::throttle::{Order, ThrottleReport};
 use spendguard_app::ports::bus::AlertBus;
 use spendguard_app::ports::secrets::SecretError;
 use spendguard_app::ports::store::StoreError;
+use spendguard_app::refreshing::OnFirstUse;
 use spendguard_app::signing::{Admission, AlertSigning};
 use spendguard_domain::alert::AlertEvent;
 use spendguard_domain::alert::KeyOrder;
 use spendguard_domain::alert_signature::SIGNATURE_ATTRIBUTE;
 use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::RestorePolicy;
-use tracing::info;
+use tracing::{error, info};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyGuardError {
@@ -39,6 +40,9 @@ pub enum KeyGuardError {
     /// The alert-signing key could not be read: nothing is acted on unverified.
     #[error(transparent)]
     Signing(#[from] SecretError),
+    /// key-guard could not start: a secret it needs cannot be read (a later event tries again).
+    #[error("key-guard cannot act: {0}")]
+    NotStarted(SecretError),
     /// The drill found problems and could not publish their alerts.
     #[error("the drill's alerts were not published: {0}")]
     DrillUnpublished(String),
@@ -61,6 +65,7 @@ impl From<KeyGuardError> for Diagnostic {
             KeyGuardError::ThrottleIncomplete(_) => "ThrottleIncomplete",
             KeyGuardError::DrillUnpublished(_) => "DrillUnpublished",
             KeyGuardError::Signing(_) => "SigningKeyUnavailable",
+            KeyGuardError::NotStarted(_) => "SecretUnavailable",
             KeyGuardError::Forged(_) => "ForgedAlert",
         };
         Diagnostic {
@@ -110,6 +115,19 @@ pub struct Handler {
     pub signing: Option<Arc<AlertSigning>>,
 }
 
+/// `event` for key-guard as begun by [`crate::app::start`]: it waits for the start's reads; an
+/// event that cannot get a secret fails, naming it (never its value) in its error and the log.
+pub async fn handle_started(
+    started: &OnFirstUse<Handler>,
+    event: Value,
+) -> Result<Value, KeyGuardError> {
+    let handler = started.get().await.map_err(|e| {
+        error!(secret = %e.reference, reason = %e.message, "key-guard cannot start: a secret cannot be read");
+        KeyGuardError::NotStarted(e)
+    })?;
+    handler.handle(event).await
+}
+
 /// The spendguard signature an SNS delivery carries, if any.
 fn signature(sns: &SnsMessage) -> Option<&str> {
     sns.message_attributes
@@ -123,6 +141,8 @@ fn scope(text: &str) -> Result<Scope, KeyGuardError> {
 
 impl Handler {
     pub async fn handle(&self, event: Value) -> Result<Value, KeyGuardError> {
+        // what an emergency stops with the store down: read now if the start could not
+        self.guard.warm_if_unread().await;
         if event.get("Step").is_some() && event.get("SecretId").is_some() {
             let rotation: RotationEvent = serde_json::from_value(event)
                 .map_err(|e| KeyGuardError::InvalidEvent(e.to_string()))?;

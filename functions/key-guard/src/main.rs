@@ -2,7 +2,7 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
 use spendguard_app::env::process_env;
 
-use key_guard::{app, config::Config};
+use key_guard::{app, config::Config, handler};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -10,12 +10,11 @@ async fn main() -> Result<(), Error> {
     let config =
         Config::from_env(&process_env()).inspect_err(|e| tracing::error!("cannot start: {e}"))?;
     let sdk = spendguard_aws::sdk::sdk_config().await;
-    let handler = app::handler(&config, &sdk)
-        .await
-        .inspect_err(|e| tracing::error!("cannot start: {e}"))?;
-    let handler = &handler;
+    // the start's reads run while the runtime waits for the first event
+    let key_guard = app::start(&config, &sdk);
+    let key_guard = &key_guard;
     run(service_fn(move |e: LambdaEvent<Value>| async move {
-        handler.handle(e.payload).await
+        handler::handle_started(key_guard, e.payload).await
     }))
     .await
 }

@@ -1889,3 +1889,114 @@ async fn the_service_credential_stand_in_refuses_what_iam_refuses() {
 fn code<E: aws_sdk_iam::error::ProvideErrorMetadata>(e: &E) -> String {
     e.code().unwrap_or("?").to_string()
 }
+
+/// key-guard's start waits on no read (issue 28): its secrets and key registry are read while
+/// the runtime waits for the first event. An event that cannot get an admin key fails naming
+/// the secret (never a value); once the secret exists a later event starts key-guard, without a
+/// restart (tried again at most every 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_guard_without_its_admin_key_fails_each_event_naming_it_until_it_exists() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    let missing_name = aws::unique("anthropic-admin-not-yet-created");
+    let config = key_guard::config::Config {
+        anthropic_admin_key_arn: Some(missing_name.clone()),
+        ..w.config.clone()
+    };
+    let clock = Arc::new(spendguard_app::ports::clock::FixedClock::new(Utc::now()));
+    let backends = spendguard_app::backends::Backends {
+        clock: clock.clone(),
+        ..spendguard_aws::backends::deployed(&w.sdk, &config.table)
+    };
+    let started = key_guard::app::start_with(&config, &w.sdk, backends);
+    let status = || json!({"action": "status", "scope": "openai/prod"});
+
+    let failed = key_guard::handler::handle_started(&started, status())
+        .await
+        .expect_err("no admin key, no key-guard");
+    assert!(
+        matches!(&failed, KeyGuardError::NotStarted(e) if e.reference == missing_name),
+        "{failed:?}"
+    );
+    let diagnostic = lambda_runtime::Diagnostic::from(failed);
+    assert_eq!(diagnostic.error_type, "SecretUnavailable");
+    assert!(
+        diagnostic.error_message.contains(&missing_name),
+        "{}",
+        diagnostic.error_message
+    );
+
+    w.secrets
+        .create_secret()
+        .name(&missing_name)
+        .secret_string(spendguard_tests::admin_apis::ANTHROPIC_ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        key_guard::handler::handle_started(&started, status())
+            .await
+            .is_err(),
+        "not started again within the retry interval"
+    );
+    clock.advance(spendguard_app::refreshing::MISS_INTERVAL);
+    key_guard::handler::handle_started(&started, status())
+        .await
+        .expect("started once the secret exists");
+}
+
+/// With Secrets Manager holding its answer back, key-guard is begun all the same; its first
+/// event takes the reads begun at start once answered, and no secret is read twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_guard_starts_without_waiting_for_its_secrets_and_reads_each_once() {
+    use spendguard_tests::standin::{Reply, StandIn};
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = gate.clone();
+    let secrets_manager = StandIn::start(move |r, _| {
+        let id = serde_json::from_str::<Value>(&r.body).unwrap()["SecretId"].clone();
+        let value = if id.as_str().unwrap_or_default().contains("openai") {
+            spendguard_tests::admin_apis::OPENAI_ADMIN_KEY
+        } else {
+            spendguard_tests::admin_apis::ANTHROPIC_ADMIN_KEY
+        };
+        Reply {
+            status: 200,
+            headers: vec![("content-type", "application/x-amz-json-1.1".into())],
+            body: json!({"ARN": id, "Name": id, "VersionId": "v1", "SecretString": value,
+                "VersionStages": ["AWSCURRENT"], "CreatedDate": 1.7e9})
+            .to_string(),
+            delay: None,
+            hold: Some(held.clone()),
+        }
+    })
+    .await;
+    let vault_client = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&w.sdk)
+            .endpoint_url(&secrets_manager.url)
+            .build(),
+    );
+    let backends = spendguard_app::backends::Backends {
+        vault: Arc::new(spendguard_aws::secrets::SecretsManagerVault::new(
+            vault_client,
+        )),
+        ..spendguard_aws::backends::deployed(&w.sdk, &w.config.table)
+    };
+    // a plain function: nothing in it can wait on the held reads
+    let started = key_guard::app::start_with(&w.config, &w.sdk, backends);
+    gate.add_permits(1);
+    for _ in 0..2 {
+        key_guard::handler::handle_started(
+            &started,
+            json!({"action": "status", "scope": "openai/prod"}),
+        )
+        .await
+        .expect("started");
+    }
+    let reads: Vec<_> = secrets_manager
+        .received()
+        .into_iter()
+        .filter(|r| r.header("x-amz-target") == Some("secretsmanager.GetSecretValue"))
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(reads.len(), 2, "each admin key read once: {reads:?}");
+}

@@ -1344,6 +1344,125 @@ async fn the_webhook_serves_usage_without_its_status_token_and_status_answers_50
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
+/// The usage secret is read while the runtime waits for the first event, not before (issue 28):
+/// a webhook whose usage secret does not exist yet starts, answers `/usage` 503 naming no
+/// secret (the log names it), and takes the secret once it exists, without a restart (read
+/// again at most every 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_whose_usage_secret_is_missing_answers_503_until_it_exists() {
+    let w = WebhookWorld::new(PolicySet::default()).await;
+    let clock = std::sync::Arc::new(spendguard_app::ports::clock::FixedClock::new(Utc::now()));
+    let missing_name = aws::unique("usage-not-yet-created");
+    let webhook = webhook_at(
+        &w,
+        budget_webhook::config::Config {
+            usage_secret_arn: missing_name.clone(),
+            ..w.config.clone()
+        },
+        clock.clone(),
+    )
+    .await
+    .expect("the webhook starts without reading its usage secret");
+    let usage = |id: &str| {
+        let at = spendguard_app::ports::clock::Clock::now(clock.as_ref()).timestamp();
+        signed_usage(&records_for(&["openai/prod/k1"], id), id, at)
+    };
+
+    let r = webhook.http(usage("missing-usage-1")).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        !r.body.to_string().contains(&missing_name),
+        "the answer names no secret: {}",
+        r.body
+    );
+
+    aws_sdk_secretsmanager::Client::new(&w.sdk)
+        .create_secret()
+        .name(&missing_name)
+        .secret_string(spendguard_tests::webhook::USAGE_SECRET)
+        .send()
+        .await
+        .unwrap();
+    let r = webhook.http(usage("missing-usage-2")).await;
+    assert_eq!(
+        r.status, 503,
+        "not asked again within the retry interval: {}",
+        r.body
+    );
+    clock.advance(spendguard_app::refreshing::MISS_INTERVAL);
+    let r = webhook.http(usage("missing-usage-3")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["accepted"], 1, "{}", r.body);
+}
+
+/// The webhook's start waits on no network read (issue 28): with Secrets Manager holding its
+/// answer back, the webhook is built all the same; the first `/usage` takes the read begun at
+/// start once it is answered, and the secret is read once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_starts_without_waiting_for_its_usage_secret_and_reads_it_once() {
+    use spendguard_tests::standin::{Reply, StandIn};
+    let w = WebhookWorld::new(PolicySet::default()).await;
+    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:usage-held-AbCdEf";
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let held = gate.clone();
+    let secrets_manager = StandIn::start(move |_, _| Reply {
+        status: 200,
+        headers: vec![("content-type", "application/x-amz-json-1.1".into())],
+        body: json!({"ARN": arn, "Name": "usage-held", "VersionId": "v1",
+            "SecretString": spendguard_tests::webhook::USAGE_SECRET,
+            "VersionStages": ["AWSCURRENT"], "CreatedDate": 1.7e9})
+        .to_string(),
+        delay: None,
+        hold: Some(held.clone()),
+    })
+    .await;
+    let vault_client = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&w.sdk)
+            .endpoint_url(&secrets_manager.url)
+            .build(),
+    );
+    let backends = spendguard_app::backends::Backends {
+        vault: std::sync::Arc::new(spendguard_aws::secrets::SecretsManagerVault::new(
+            vault_client,
+        )),
+        ..spendguard_aws::backends::deployed(&w.sdk, &w.table)
+    };
+    let config = budget_webhook::config::Config {
+        usage_secret_arn: arn.into(),
+        ..w.config.clone()
+    };
+    // generous: on a loaded machine a start takes milliseconds; one that awaits the held read
+    // never ends
+    let webhook = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        budget_webhook::app::webhook_with(
+            &config,
+            &w.sdk,
+            backends,
+            std::sync::Arc::new(spendguard_local::memory_bus::MemoryBus::default()),
+            Box::new(w.certificates.clone()),
+        ),
+    )
+    .await
+    .expect("the start waits on no secret read")
+    .expect("the webhook starts");
+
+    gate.add_permits(1);
+    let now = Utc::now().timestamp();
+    let body = records_for(&["openai/prod/k1"], "held-1");
+    let r = webhook.http(signed_usage(&body, "held-1", now)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = records_for(&["openai/prod/k1"], "held-2");
+    let r = webhook.http(signed_usage(&body, "held-2", now)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let reads: Vec<_> = secrets_manager
+        .received()
+        .into_iter()
+        .filter(|r| r.header("x-amz-target") == Some("secretsmanager.GetSecretValue"))
+        .collect();
+    assert_eq!(reads.len(), 1, "the usage secret is read once: {reads:?}");
+}
+
 /// The certificate fetch of the SNS route follows no redirect, reads at most 16 KiB, and tells
 /// a URL that names no certificate (the sender's fault: 403) from one that fails now (ours:
 /// 503) — review finding #18.
