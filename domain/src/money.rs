@@ -134,8 +134,18 @@ pub struct OutOfRange(pub String);
 
 /// `a + b`, or what overflowed.
 pub fn checked_add(a: Decimal, b: Decimal, what: &str) -> Result<Decimal, OutOfRange> {
+    checked_add_with(a, b, || what.to_string())
+}
+
+/// [`checked_add`] naming what overflowed only when it does: for sums in hot loops, where
+/// formatting the name of every addition cost more than the addition.
+pub fn checked_add_with(
+    a: Decimal,
+    b: Decimal,
+    what: impl FnOnce() -> String,
+) -> Result<Decimal, OutOfRange> {
     a.checked_add(b)
-        .ok_or_else(|| OutOfRange(format!("{what} ({a} + {b})")))
+        .ok_or_else(|| OutOfRange(format!("{} ({a} + {b})", what())))
 }
 
 /// `a * b`, or what overflowed.

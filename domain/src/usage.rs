@@ -10,7 +10,9 @@ use serde_json::value::RawValue;
 
 use crate::budget::Budget;
 use crate::budget::SourceSpec;
-use crate::money::{Currency, FxRates, Money, OutOfRange, checked_add, parse_decimal};
+use crate::money::{
+    Currency, FxRates, Money, OutOfRange, checked_add, checked_add_with, parse_decimal,
+};
 use crate::period::{YearMonth, Zone};
 use crate::pricing::{Call, PriceBook, Tokens};
 use crate::scope::Scope;
@@ -399,7 +401,7 @@ impl Tally {
 
     pub fn add(&mut self, metric: Metric, value: Decimal) -> Result<(), OutOfRange> {
         let total = self.0.entry(metric).or_default();
-        *total = checked_add(*total, value, &format!("sum of {metric}"))?;
+        *total = checked_add_with(*total, value, || format!("sum of {metric}"))?;
         Ok(())
     }
 
@@ -530,7 +532,7 @@ fn add_requests(
     requests: Decimal,
 ) -> Result<(), OutOfRange> {
     let total = by_minute.entry(minute).or_default();
-    *total = checked_add(*total, requests, &format!("requests in minute {minute}"))?;
+    *total = checked_add_with(*total, requests, || format!("requests in minute {minute}"))?;
     Ok(())
 }
 
@@ -540,7 +542,7 @@ fn add_cost(
     cost: Money,
 ) -> Result<(), OutOfRange> {
     let total = by_minute.entry((minute, cost.currency)).or_default();
-    *total = checked_add(*total, cost.amount, &format!("cost in minute {minute}"))?;
+    *total = checked_add_with(*total, cost.amount, || format!("cost in minute {minute}"))?;
     Ok(())
 }
 
@@ -800,6 +802,14 @@ impl UsageEntry {
         }
     }
 
+    /// How many counter items the entry writes: `items().len()` without naming each item
+    /// (admitting a record counts them; naming them cost a string per item and record).
+    pub fn item_count(&self) -> usize {
+        let months: BTreeSet<&CounterKey> = self.deltas.iter().map(|d| &d.key).collect();
+        let hours: BTreeSet<&HourKey> = self.hours.iter().map(|h| &h.key).collect();
+        months.len() + hours.len()
+    }
+
     /// How many counter items the entry writes (month and hour items).
     pub fn items(&self) -> BTreeSet<String> {
         let months = self
@@ -901,10 +911,7 @@ pub(crate) fn admit_counting(
             ),
         });
     }
-    let items = UsageEntry::counting(record, zones, minute_scopes)
-        .items()
-        .len()
-        + 1;
+    let items = UsageEntry::counting(record, zones, minute_scopes).item_count() + 1;
     if items > MAX_ITEMS_PER_RECORD {
         return Err(UsageError {
             field: "scope",
@@ -1122,6 +1129,7 @@ mod tests {
         assert_eq!(hours, ["openai/prod/key-1", "openai/prod", "openai"]);
         assert_eq!(entry.hours[0].key.label(), "2026-11-23T03");
         assert_eq!(entry.items().len(), 4 + 3, "4 month items, 3 hour items");
+        assert_eq!(entry.item_count(), 4 + 3);
         let twice = presum_hours([&entry, &entry]).unwrap();
         let counters = &twice[&entry.hours[0].key];
         assert_eq!(counters.total.get(Metric::Cost(Currency::USD)), dec!(5.0));
@@ -1316,7 +1324,9 @@ mod tests {
         .map(|z| Zone::parse(z).unwrap())
         .collect();
         assert_eq!(zones.len(), crate::settings::MAX_COUNTER_ZONES);
-        let items = UsageEntry::of(&r, &zones).items().len();
+        let entry = UsageEntry::of(&r, &zones);
+        let items = entry.items().len();
+        assert_eq!(entry.item_count(), items, "counted as named");
         assert!(
             items < 100,
             "{items} items and the marker must fit DynamoDB's 100"

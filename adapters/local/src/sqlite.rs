@@ -370,37 +370,39 @@ impl SpendStore for SqliteStore {
             let tx = immediate(c)?;
             let mut outcome = IngestOutcome::default();
             let mut fresh: Vec<&UsageEntry> = Vec::new();
-            let mut in_batch = BTreeSet::new();
             {
-                let mut read_marker = tx
-                    .prepare_cached("SELECT expires_at FROM usage_markers WHERE id = ?1")
-                    .map_err(db)?;
-                let mut write_marker = tx
+                // one statement per record: a new id (or one whose marker expired) is written
+                // and counts; a live marker, written earlier or by this batch, changes nothing
+                let mut claim_marker = tx
                     .prepare_cached(
                         "INSERT INTO usage_markers (id, expires_at) VALUES (?1, ?2)
-                         ON CONFLICT(id) DO UPDATE SET expires_at = excluded.expires_at",
+                         ON CONFLICT(id) DO UPDATE SET expires_at = excluded.expires_at
+                         WHERE usage_markers.expires_at <= ?3",
                     )
                     .map_err(db)?;
-                // the record of a reserved request: its hold stops counting as its cost starts to
-                let mut reconcile = tx
-                    .prepare_cached("DELETE FROM holds WHERE reservation = ?1")
-                    .map_err(db)?;
+                let expires_at = (now + marker_ttl).timestamp();
                 for e in &entries {
-                    let seen: Option<i64> = read_marker
-                        .query_row(params![e.id], |r| r.get(0))
-                        .optional()
+                    let claimed = claim_marker
+                        .execute(params![e.id, expires_at, now.timestamp()])
                         .map_err(db)?;
-                    let live = seen.is_some_and(|exp| exp > now.timestamp());
-                    if live || !in_batch.insert(e.id.clone()) {
+                    if claimed == 0 {
                         outcome.duplicates.push(e.id.clone());
-                        continue;
+                    } else {
+                        fresh.push(e);
+                        outcome.accepted.push(e.id.clone());
                     }
-                    write_marker
-                        .execute(params![e.id, (now + marker_ttl).timestamp()])
-                        .map_err(db)?;
-                    reconcile.execute(params![e.id]).map_err(db)?;
-                    fresh.push(e);
-                    outcome.accepted.push(e.id.clone());
+                }
+                // the records of reserved requests: their holds stop counting as their costs
+                // start to (one statement for the batch)
+                if !outcome.accepted.is_empty() {
+                    let accepted = serde_json::to_string(&outcome.accepted)
+                        .map_err(|e| StoreError::Corrupt(format!("usage ids: {e}")))?;
+                    tx.prepare_cached(
+                        "DELETE FROM holds WHERE reservation IN (SELECT value FROM json_each(?1))",
+                    )
+                    .map_err(db)?
+                    .execute(params![accepted])
+                    .map_err(db)?;
                 }
                 let mut read_counter = tx
                     .prepare_cached(

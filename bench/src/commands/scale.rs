@@ -325,7 +325,7 @@ async fn ingest_table(with_dynamodb: bool) {
         "\nusage ingest through the webhook's /usage route, in process (verify, parse, count once, evaluate the budgets touched)"
     );
     println!(
-        "| batch | store | records/s | ms per batch | CPU ms per batch (this process, request building included) | DynamoDB requests per record (writes) |"
+        "| batch | store | records/s | ms per batch | CPU ms per batch (this process; requests built and signed before the clock) | DynamoDB requests per record (writes) |"
     );
     println!("|---:|---|---:|---:|---:|---:|");
     let dir = tempfile::tempdir().unwrap();

@@ -169,6 +169,7 @@ macro_rules! conformance_suite {
             hour_counters_keep_totals_and_minutes_once,
             minute_costs_round_trip_and_answer_minute_windows,
             duplicate_ids_within_one_batch_count_once,
+            a_batch_mixing_new_replayed_repeated_and_expired_ids_counts_each_once,
             concurrent_replays_count_once,
             overlapping_concurrent_batches_are_exact,
             large_batch_is_counted_exactly,

@@ -155,6 +155,63 @@ pub async fn duplicate_ids_within_one_batch_count_once(store: Store) {
     );
 }
 
+/// One batch holding a new record, a replayed one, an in-batch repeat of the new one and one
+/// whose marker expired: each record counts once, the replay and the repeat are duplicates.
+pub async fn a_batch_mixing_new_replayed_repeated_and_expired_ids_counts_each_once(store: Store) {
+    let now = at("2026-11-22T10:00:00Z");
+    let ttl = Duration::hours(1);
+    let earlier = |id: &str, minutes: i64| {
+        entries(
+            &[record(id, "app/mix", 100, now - Duration::minutes(minutes))],
+            &[Zone::UTC],
+        )
+    };
+    // "seen" is still remembered; "old"'s marker expired ten minutes ago
+    store
+        .ingest_usage(&earlier("seen", 30), now - Duration::minutes(30), ttl)
+        .await
+        .unwrap();
+    store
+        .ingest_usage(&earlier("old", 70), now - Duration::minutes(70), ttl)
+        .await
+        .unwrap();
+    let batch = entries(
+        &[
+            record("new-1", "app/mix", 1, now),
+            record("seen", "app/mix", 10, now),
+            record("new-1", "app/mix", 1, now),
+            record("old", "app/mix", 1000, now),
+            record("new-2", "app/mix", 10000, now),
+            record("seen", "app/mix", 10, now),
+        ],
+        &[Zone::UTC],
+    );
+    let outcome = store.ingest_usage(&batch, now, ttl).await.unwrap();
+    let sorted = |ids: &[String]| {
+        let mut ids = ids.to_vec();
+        ids.sort();
+        ids
+    };
+    assert_eq!(sorted(&outcome.accepted), ["new-1", "new-2", "old"]);
+    assert_eq!(sorted(&outcome.duplicates), ["new-1", "seen", "seen"]);
+    // $1 + $1 before, then new-1, old and new-2 once each
+    assert_eq!(
+        month_total(&*store, "app/mix", Zone::UTC, NOV, USD_COST).await,
+        Decimal::new(2 * 100 + 1 + 1000 + 10000, 2)
+    );
+    assert_eq!(
+        month_total(&*store, "app", Zone::UTC, NOV, Metric::Records).await,
+        Decimal::from(5)
+    );
+    // the whole batch again: nothing new
+    let again = store.ingest_usage(&batch, now, ttl).await.unwrap();
+    assert_eq!((again.accepted.len(), again.duplicates.len()), (0, 6));
+    assert_eq!(
+        month_total(&*store, "app/mix", Zone::UTC, NOV, USD_COST).await,
+        Decimal::new(2 * 100 + 1 + 1000 + 10000, 2)
+    );
+}
+
 pub async fn concurrent_replays_count_once(store: Store) {
     let now = at("2026-11-22T10:00:00Z");
     let batch = entries(
