@@ -12,7 +12,6 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use spendguard_app::env::SourcesConfig;
 use spendguard_app::flows::check::{CheckOptions, Checker, DEFAULT_CLAIM_LEASE};
-use spendguard_app::flows::ingest::ingest_usage;
 use spendguard_app::ports::clock::FixedClock;
 use spendguard_app::ports::sources::SpendSource;
 use spendguard_app::ports::store::AlertStore;
@@ -33,6 +32,7 @@ use spendguard_domain::settings::PolicySet;
 use spendguard_tests::aws::{self, TopicProbe};
 use spendguard_tests::conformance::record;
 use spendguard_tests::faults::FaultProxy;
+use spendguard_tests::hotitem::ingest_usage;
 
 fn tier(name: &str, percent: i64, actions: Vec<Action>) -> Tier {
     Tier {
