@@ -3,5 +3,4 @@
 //! its reference model, on the embedded SQLite store and on DynamoDB through moto.
 
 mod dynamodb;
-mod hotitem;
 mod sqlite;
