@@ -115,6 +115,23 @@ async fn world(budgets: Vec<Budget>) -> World {
     }
 }
 
+/// A checker on the world's store, reading its usage counters, publishing to its topic.
+fn usage_checker(w: &World, clock: Arc<FixedClock>) -> Checker {
+    let store: Arc<dyn StateStore> = Arc::new(w.store.clone());
+    Checker {
+        store: store.clone(),
+        bus: Arc::new(SnsBus::new(
+            aws_sdk_sns::Client::new(&w.sdk),
+            &w.probe.topic_arn,
+        )),
+        sources: vec![Arc::new(UsageCounters::new(store)) as Arc<dyn SpendSource>],
+        key_usage: Vec::new(),
+        clock,
+        claim_lease: DEFAULT_CLAIM_LEASE,
+        provider_caps: Vec::new(),
+    }
+}
+
 /// SNS envelopes -> (alert event, message attributes).
 fn alerts(envelopes: &[Value]) -> Vec<(Value, Value)> {
     envelopes
@@ -374,18 +391,7 @@ async fn alerts_re_arm_in_the_next_period() {
     let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
     let store: Arc<dyn StateStore> = Arc::new(w.store.clone());
     let clock = Arc::new(FixedClock::new("2026-11-30T23:00:00Z".parse().unwrap()));
-    let checker = Checker {
-        store: store.clone(),
-        bus: Arc::new(SnsBus::new(
-            aws_sdk_sns::Client::new(&w.sdk),
-            &w.probe.topic_arn,
-        )),
-        sources: vec![Arc::new(UsageCounters::new(store.clone())) as Arc<dyn SpendSource>],
-        key_usage: Vec::new(),
-        clock: clock.clone(),
-        claim_lease: DEFAULT_CLAIM_LEASE,
-        provider_caps: Vec::new(),
-    };
+    let checker = usage_checker(&w, clock.clone());
     let budgets = store.load_policy().await.unwrap().budgets;
     ingest_usage(
         store.as_ref(),
@@ -432,18 +438,7 @@ async fn a_paging_alert_of_a_removed_window_recovers() {
     let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
     let store: Arc<dyn StateStore> = Arc::new(w.store.clone());
     let clock = Arc::new(FixedClock::new("2026-11-20T12:00:00Z".parse().unwrap()));
-    let checker = Checker {
-        store: store.clone(),
-        bus: Arc::new(SnsBus::new(
-            aws_sdk_sns::Client::new(&w.sdk),
-            &w.probe.topic_arn,
-        )),
-        sources: vec![Arc::new(UsageCounters::new(store.clone())) as Arc<dyn SpendSource>],
-        key_usage: Vec::new(),
-        clock: clock.clone(),
-        claim_lease: DEFAULT_CLAIM_LEASE,
-        provider_caps: Vec::new(),
-    };
+    let checker = usage_checker(&w, clock.clone());
     let budgets = store.load_policy().await.unwrap().budgets;
     ingest_usage(
         store.as_ref(),
