@@ -346,3 +346,59 @@ pub async fn secret(sdk: &SdkConfig, name: &str, value: &str) -> String {
         .arn
         .expect("secret arn")
 }
+
+/// A Secrets Manager stand-in that answers `GetSecretValue` for the secrets it holds as the
+/// service does, once `hold` lets each answer through, and refuses what the service refuses,
+/// in its JSON error shape: another method or path, another operation, a request without a
+/// SigV4 `Authorization`, a `SecretId` it does not hold.
+pub async fn secrets_manager_standin(
+    secrets: Vec<(String, String)>,
+    hold: Arc<tokio::sync::Semaphore>,
+) -> crate::standin::StandIn {
+    use crate::standin::{Reply, StandIn};
+    let refused = |status: u16, kind: &str, message: &str| Reply {
+        status,
+        headers: vec![("content-type", "application/x-amz-json-1.1".into())],
+        body: serde_json::json!({"__type": kind, "message": message}).to_string(),
+        ..Default::default()
+    };
+    StandIn::start(move |r, _| {
+        if r.method != "POST" || r.path != "/" {
+            return refused(404, "UnknownOperationException", "no such route");
+        }
+        if !r
+            .header("authorization")
+            .is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 Credential="))
+        {
+            return refused(
+                400,
+                "MissingAuthenticationTokenException",
+                "Missing Authentication Token",
+            );
+        }
+        if r.header("x-amz-target") != Some("secretsmanager.GetSecretValue") {
+            return refused(400, "UnknownOperationException", "not GetSecretValue");
+        }
+        let id = serde_json::from_str::<Value>(&r.body)
+            .ok()
+            .and_then(|b| b["SecretId"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let Some((_, value)) = secrets.iter().find(|(arn, _)| *arn == id) else {
+            return refused(
+                400,
+                "ResourceNotFoundException",
+                "Secrets Manager can't find the specified secret.",
+            );
+        };
+        Reply {
+            status: 200,
+            headers: vec![("content-type", "application/x-amz-json-1.1".into())],
+            body: serde_json::json!({"ARN": id, "Name": id, "VersionId": "v1",
+                "SecretString": value, "VersionStages": ["AWSCURRENT"], "CreatedDate": 1.7e9})
+            .to_string(),
+            delay: None,
+            hold: Some(hold.clone()),
+        }
+    })
+    .await
+}

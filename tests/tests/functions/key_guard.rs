@@ -1948,27 +1948,28 @@ async fn key_guard_without_its_admin_key_fails_each_event_naming_it_until_it_exi
 /// event takes the reads begun at start once answered, and no secret is read twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_guard_starts_without_waiting_for_its_secrets_and_reads_each_once() {
-    use spendguard_tests::standin::{Reply, StandIn};
     let w = KeyGuardWorld::new(PolicySet::default()).await;
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let held = gate.clone();
-    let secrets_manager = StandIn::start(move |r, _| {
-        let id = serde_json::from_str::<Value>(&r.body).unwrap()["SecretId"].clone();
-        let value = if id.as_str().unwrap_or_default().contains("openai") {
-            spendguard_tests::admin_apis::OPENAI_ADMIN_KEY
-        } else {
-            spendguard_tests::admin_apis::ANTHROPIC_ADMIN_KEY
-        };
-        Reply {
-            status: 200,
-            headers: vec![("content-type", "application/x-amz-json-1.1".into())],
-            body: json!({"ARN": id, "Name": id, "VersionId": "v1", "SecretString": value,
-                "VersionStages": ["AWSCURRENT"], "CreatedDate": 1.7e9})
-            .to_string(),
-            delay: None,
-            hold: Some(held.clone()),
-        }
-    })
+    let secrets_manager = spendguard_tests::aws::secrets_manager_standin(
+        vec![
+            (
+                w.config
+                    .openai_admin_key_arn
+                    .clone()
+                    .expect("an OpenAI admin key"),
+                spendguard_tests::admin_apis::OPENAI_ADMIN_KEY.into(),
+            ),
+            (
+                w.config
+                    .anthropic_admin_key_arn
+                    .clone()
+                    .expect("an Anthropic admin key"),
+                spendguard_tests::admin_apis::ANTHROPIC_ADMIN_KEY.into(),
+            ),
+        ],
+        held,
+    )
     .await;
     let vault_client = aws_sdk_secretsmanager::Client::from_conf(
         aws_sdk_secretsmanager::config::Builder::from(&w.sdk)

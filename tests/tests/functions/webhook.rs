@@ -1400,21 +1400,14 @@ async fn a_webhook_whose_usage_secret_is_missing_answers_503_until_it_exists() {
 /// start once it is answered, and the secret is read once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_starts_without_waiting_for_its_usage_secret_and_reads_it_once() {
-    use spendguard_tests::standin::{Reply, StandIn};
     let w = WebhookWorld::new(PolicySet::default()).await;
     let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:usage-held-AbCdEf";
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
     let held = gate.clone();
-    let secrets_manager = StandIn::start(move |_, _| Reply {
-        status: 200,
-        headers: vec![("content-type", "application/x-amz-json-1.1".into())],
-        body: json!({"ARN": arn, "Name": "usage-held", "VersionId": "v1",
-            "SecretString": spendguard_tests::webhook::USAGE_SECRET,
-            "VersionStages": ["AWSCURRENT"], "CreatedDate": 1.7e9})
-        .to_string(),
-        delay: None,
-        hold: Some(held.clone()),
-    })
+    let secrets_manager = spendguard_tests::aws::secrets_manager_standin(
+        vec![(arn.into(), spendguard_tests::webhook::USAGE_SECRET.into())],
+        held,
+    )
     .await;
     let vault_client = aws_sdk_secretsmanager::Client::from_conf(
         aws_sdk_secretsmanager::config::Builder::from(&w.sdk)
@@ -1461,6 +1454,67 @@ async fn the_webhook_starts_without_waiting_for_its_usage_secret_and_reads_it_on
         .filter(|r| r.header("x-amz-target") == Some("secretsmanager.GetSecretValue"))
         .collect();
     assert_eq!(reads.len(), 1, "the usage secret is read once: {reads:?}");
+}
+
+/// The Secrets Manager stand-in refuses what the service refuses: an unsigned request, another
+/// operation, a secret it does not hold.
+#[tokio::test]
+async fn the_secrets_manager_standin_refuses_what_the_service_refuses() {
+    let w = WebhookWorld::new(PolicySet::default()).await;
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(100));
+    let held = "arn:aws:secretsmanager:us-east-1:123456789012:secret:held-AbCdEf";
+    let standin =
+        spendguard_tests::aws::secrets_manager_standin(vec![(held.into(), "value".into())], open)
+            .await;
+    let http = reqwest::Client::new();
+    let unsigned = http
+        .post(format!("{}/", standin.url))
+        .header("x-amz-target", "secretsmanager.GetSecretValue")
+        .body(json!({"SecretId": held}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status().as_u16(), 400);
+    assert!(
+        unsigned
+            .text()
+            .await
+            .unwrap()
+            .contains("MissingAuthenticationToken")
+    );
+    let client = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&w.sdk)
+            .endpoint_url(&standin.url)
+            .build(),
+    );
+    let missing = client
+        .get_secret_value()
+        .secret_id("arn:aws:secretsmanager:us-east-1:123456789012:secret:other-AbCdEf")
+        .send()
+        .await
+        .expect_err("not held");
+    assert!(
+        missing
+            .as_service_error()
+            .is_some_and(|e| e.is_resource_not_found_exception()),
+        "{missing:?}"
+    );
+    let listed = client
+        .list_secrets()
+        .send()
+        .await
+        .expect_err("not an operation it answers");
+    assert!(
+        format!("{listed:?}").contains("UnknownOperation"),
+        "{listed:?}"
+    );
+    let read = client
+        .get_secret_value()
+        .secret_id(held)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.secret_string(), Some("value"));
 }
 
 /// The certificate fetch of the SNS route follows no redirect, reads at most 16 KiB, and tells
