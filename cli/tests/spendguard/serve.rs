@@ -790,23 +790,66 @@ limit = "1000000"
 tiers = [{ name = "warning", percent = 90 }]
 "#;
 
+/// A temporary directory holding [`QUIET_BUDGETS`] and a store: what serve's own tests start on.
+struct Quiet {
+    dir: tempfile::TempDir,
+    store: PathBuf,
+    budgets: PathBuf,
+}
+
+impl Quiet {
+    fn new() -> Quiet {
+        let dir = tempfile::tempdir().unwrap();
+        let budgets = dir.path().join("budgets.toml");
+        std::fs::write(&budgets, QUIET_BUDGETS).unwrap();
+        Quiet {
+            store: dir.path().join("state.db"),
+            budgets,
+            dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `--budgets` and `--store` for this directory, then `more`.
+    fn args<'a>(&'a self, more: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "--budgets",
+            self.budgets.to_str().unwrap(),
+            "--store",
+            self.store.to_str().unwrap(),
+        ];
+        args.extend_from_slice(more);
+        args
+    }
+
+    /// Starts serve on this directory with `more` arguments.
+    fn start(&self, more: &[&str]) -> Serve {
+        Serve::start(&self.args(more), &[])
+    }
+
+    /// Runs `spendguard serve` on this directory to its end (for starts that must fail).
+    fn run_serve(&self, store: &Path) -> Output {
+        spendguard(&[
+            "serve",
+            "--budgets",
+            self.budgets.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_stream_loses_no_acknowledged_record_and_counts_none_twice() {
     logs::capture();
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("state.db");
-    let budgets = dir.path().join("budgets.toml");
-    std::fs::write(&budgets, QUIET_BUDGETS).unwrap();
-    let args = [
-        "--budgets",
-        budgets.to_str().unwrap(),
-        "--store",
-        store.to_str().unwrap(),
-        "--check-every",
-        "1h",
-    ];
-    let serve = Serve::start(&args, &[]);
-    let secret = read_secret(&dir.path().join("secrets/usage-webhook"));
+    let quiet = Quiet::new();
+    let serve = quiet.start(&["--check-every", "1h"]);
+    let secret = read_secret(&quiet.path("secrets/usage-webhook"));
     let signer = WebhookSecret::parse_list(&secret).unwrap()[0].clone();
     const BATCHES: usize = 300;
     const PER_BATCH: usize = 5;
@@ -876,7 +919,7 @@ async fn kill_9_during_a_stream_loses_no_acknowledged_record_and_counts_none_twi
         "{} acknowledged",
         acked.len()
     );
-    let counted = records_counted(&store).await;
+    let counted = records_counted(&quiet.store).await;
     assert!(
         counted >= (acked.len() * PER_BATCH) as u64,
         "{counted} counted, {} acknowledged",
@@ -884,7 +927,7 @@ async fn kill_9_during_a_stream_loses_no_acknowledged_record_and_counts_none_twi
     );
 
     // restarted on the same store (the dead one's lock went with it); everything is sent again
-    let serve = Serve::start(&args, &[]);
+    let serve = quiet.start(&["--check-every", "1h"]);
     let mut accepted_now = 0;
     for (b, (id, body)) in batches.iter().enumerate() {
         let (code, answer) = post_usage(&http, &serve.url(""), &sign(id, body))
@@ -901,63 +944,34 @@ async fn kill_9_during_a_stream_loses_no_acknowledged_record_and_counts_none_twi
     }
     assert_eq!(serve.terminate(), Some(0));
     assert_eq!(counted + accepted_now, (BATCHES * PER_BATCH) as u64);
-    assert_eq!(records_counted(&store).await, (BATCHES * PER_BATCH) as u64);
+    assert_eq!(
+        records_counted(&quiet.store).await,
+        (BATCHES * PER_BATCH) as u64
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_serve_on_the_same_store_refuses_to_start_naming_the_first() {
     logs::capture();
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("state.db");
-    let budgets = dir.path().join("budgets.toml");
-    std::fs::write(&budgets, QUIET_BUDGETS).unwrap();
-    let first = Serve::start(
-        &[
-            "--budgets",
-            budgets.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let second = spendguard(&[
-        "serve",
-        "--budgets",
-        budgets.to_str().unwrap(),
-        "--store",
-        store.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let quiet = Quiet::new();
+    let first = quiet.start(&[]);
+    let second = quiet.run_serve(&quiet.store);
     assert_eq!(second.status.code(), Some(2), "{}", text(&second.stderr));
     let said = text(&second.stderr);
     assert!(
         said.contains(&format!("pid {}", first.child.id())),
         "{said}"
     );
-    assert!(said.contains(store.to_str().unwrap()), "{said}");
+    assert!(said.contains(quiet.store.to_str().unwrap()), "{said}");
     assert_eq!(first.terminate(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_on_a_store_serve_holds_is_refused_naming_serve_and_changes_nothing() {
     logs::capture();
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("state.db");
-    let budgets = dir.path().join("budgets.toml");
-    std::fs::write(&budgets, QUIET_BUDGETS).unwrap();
-    let serve = Serve::start(
-        &[
-            "--budgets",
-            budgets.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-            "--check-every",
-            "1h",
-        ],
-        &[],
-    );
-    let usage = dir.path().join("usage.jsonl");
+    let quiet = Quiet::new();
+    let serve = quiet.start(&["--check-every", "1h"]);
+    let usage = quiet.path("usage.jsonl");
     let now = Utc::now().to_rfc3339();
     std::fs::write(
         &usage,
@@ -969,9 +983,9 @@ async fn check_on_a_store_serve_holds_is_refused_naming_serve_and_changes_nothin
     let check = spendguard(&[
         "check",
         "--budgets",
-        budgets.to_str().unwrap(),
+        quiet.budgets.to_str().unwrap(),
         "--store",
-        store.to_str().unwrap(),
+        quiet.store.to_str().unwrap(),
         "--usage",
         usage.to_str().unwrap(),
     ]);
@@ -981,33 +995,24 @@ async fn check_on_a_store_serve_holds_is_refused_naming_serve_and_changes_nothin
         said.contains(&format!("pid {}", serve.child.id())),
         "{said}"
     );
-    assert!(said.contains(store.to_str().unwrap()), "{said}");
-    assert_eq!(records_counted(&store).await, 0);
+    assert!(said.contains(quiet.store.to_str().unwrap()), "{said}");
+    assert_eq!(records_counted(&quiet.store).await, 0);
     assert_eq!(serve.terminate(), Some(0));
 }
 
 #[test]
 fn a_budget_whose_action_needs_aws_is_refused_at_start_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store/state.db");
-    let budgets = dir.path().join("budgets.toml");
+    let quiet = Quiet::new();
+    let store = quiet.path("store/state.db");
     std::fs::write(
-        &budgets,
+        &quiet.budgets,
         QUIET_BUDGETS.replace(
             r#"{ name = "warning", percent = 90 }"#,
             r#"{ name = "emergency", percent = 100, actions = ["notify", "shutdown"] }"#,
         ),
     )
     .unwrap();
-    let serve = spendguard(&[
-        "serve",
-        "--budgets",
-        budgets.to_str().unwrap(),
-        "--store",
-        store.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let serve = quiet.run_serve(&store);
     let said = text(&serve.stderr);
     assert_eq!(serve.status.code(), Some(2), "{said}");
     assert!(said.contains("anthropic-research"), "{said}");
@@ -1018,30 +1023,11 @@ fn a_budget_whose_action_needs_aws_is_refused_at_start_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_serve_through_a_symlink_to_the_store_refuses_too() {
     logs::capture();
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("state.db");
-    let budgets = dir.path().join("budgets.toml");
-    std::fs::write(&budgets, QUIET_BUDGETS).unwrap();
-    let first = Serve::start(
-        &[
-            "--budgets",
-            budgets.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let alias = dir.path().join("alias.db");
-    std::os::unix::fs::symlink(&store, &alias).unwrap();
-    let second = spendguard(&[
-        "serve",
-        "--budgets",
-        budgets.to_str().unwrap(),
-        "--store",
-        alias.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let quiet = Quiet::new();
+    let first = quiet.start(&[]);
+    let alias = quiet.path("alias.db");
+    std::os::unix::fs::symlink(&quiet.store, &alias).unwrap();
+    let second = quiet.run_serve(&alias);
     let said = text(&second.stderr);
     assert_eq!(second.status.code(), Some(2), "{said}");
     assert!(
@@ -1054,21 +1040,9 @@ async fn a_second_serve_through_a_symlink_to_the_store_refuses_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_request_over_the_limit_is_refused_naming_the_limit() {
     logs::capture();
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("state.db");
-    let budgets = dir.path().join("budgets.toml");
-    std::fs::write(&budgets, QUIET_BUDGETS).unwrap();
-    let serve = Serve::start(
-        &[
-            "--budgets",
-            budgets.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let mut socket =
-        std::os::unix::net::UnixStream::connect(dir.path().join("state.db.sock")).unwrap();
+    let quiet = Quiet::new();
+    let serve = quiet.start(&[]);
+    let mut socket = std::os::unix::net::UnixStream::connect(quiet.path("state.db.sock")).unwrap();
     // one byte over the limit and no newline; the writer stays open (serve reads exactly
     // this much: with bytes left unread its close would reset the connection before the reply)
     socket.write_all(&vec![b'x'; 64 * 1024 + 1]).unwrap();
@@ -1081,19 +1055,8 @@ async fn an_admin_request_over_the_limit_is_refused_naming_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_whose_body_never_comes_is_answered_408_and_sigterm_still_exits() {
     logs::capture();
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("state.db");
-    let budgets = dir.path().join("budgets.toml");
-    std::fs::write(&budgets, QUIET_BUDGETS).unwrap();
-    let serve = Serve::start(
-        &[
-            "--budgets",
-            budgets.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let quiet = Quiet::new();
+    let serve = quiet.start(&[]);
     let mut stalled = std::net::TcpStream::connect(&serve.address).unwrap();
     stalled
         .write_all(b"POST /usage HTTP/1.1\r\nHost: serve\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n")
@@ -1107,19 +1070,8 @@ async fn a_request_whose_body_never_comes_is_answered_408_and_sigterm_still_exit
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_health_are_on_their_own_listener_not_the_webhooks() {
     logs::capture();
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("state.db");
-    let budgets = dir.path().join("budgets.toml");
-    std::fs::write(&budgets, QUIET_BUDGETS).unwrap();
-    let serve = Serve::start(
-        &[
-            "--budgets",
-            budgets.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let quiet = Quiet::new();
+    let serve = quiet.start(&[]);
     let http = reqwest::Client::new();
     for path in ["/metrics", "/health"] {
         let public = http.get(serve.url(path)).send().await.unwrap();
@@ -1197,20 +1149,11 @@ fn a_secrets_file_others_may_read_is_refused_and_nothing_is_created() {
 
 #[test]
 fn sigterm_as_soon_as_serve_says_it_started_stops_it_gracefully() {
-    let dir = tempfile::tempdir().unwrap();
-    let budgets = dir.path().join("budgets.toml");
-    std::fs::write(&budgets, QUIET_BUDGETS).unwrap();
-    let store = dir.path().join("state.db");
-    let args = [
-        "--budgets",
-        budgets.to_str().unwrap(),
-        "--store",
-        store.to_str().unwrap(),
-    ];
+    let quiet = Quiet::new();
     // the line clients wait for is the moment a supervisor may stop serve: every time, a
     // graceful exit 0 (it was killed by the signal when the handler came after the line)
     for attempt in 0..10 {
-        let serve = Serve::start(&args, &[]);
+        let serve = quiet.start(&[]);
         assert_eq!(serve.terminate(), Some(0), "attempt {attempt}");
     }
 }
@@ -1218,20 +1161,9 @@ fn sigterm_as_soon_as_serve_says_it_started_stops_it_gracefully() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
     logs::capture();
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("state.db");
-    let budgets = dir.path().join("budgets.toml");
-    std::fs::write(&budgets, QUIET_BUDGETS).unwrap();
-    let serve = Serve::start(
-        &[
-            "--budgets",
-            budgets.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let secret = read_secret(&dir.path().join("secrets/usage-webhook"));
+    let quiet = Quiet::new();
+    let serve = quiet.start(&[]);
+    let secret = read_secret(&quiet.path("secrets/usage-webhook"));
     let signer = WebhookSecret::parse_list(&secret).unwrap()[0].clone();
     let body = json!({"records": [record("inflight-1", "0.5")]}).to_string();
     let timestamp = Utc::now().timestamp();
@@ -1282,7 +1214,7 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
     let mut serve = serve;
     let code = serve.child.wait().unwrap().code();
     assert_eq!(code, Some(0));
-    assert_eq!(records_counted(&store).await, 1);
+    assert_eq!(records_counted(&quiet.store).await, 1);
 }
 
 /// The packaging (Docker and systemd cannot run here): every flag the systemd unit and the
