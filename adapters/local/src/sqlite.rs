@@ -436,9 +436,10 @@ fn write_counters(
                 .map_err(db)?;
         }
     }
-    let mut read_counter = tx
+    // one read per counter day (all its metrics), not one per metric
+    let mut read_day = tx
         .prepare_cached(
-            "SELECT value FROM counters WHERE scope=?1 AND zone=?2 AND month=?3 AND day=?4 AND metric=?5",
+            "SELECT metric, value FROM counters WHERE scope=?1 AND zone=?2 AND month=?3 AND day=?4",
         )
         .map_err(db)?;
     let mut write_counter = tx
@@ -450,22 +451,18 @@ fn write_counters(
     for (key, days) in months {
         let month = key.month.to_string();
         for (day, tally) in days {
+            let stored: Vec<(String, String)> = read_day
+                .query_map(
+                    params![key.scope.as_str(), key.zone.name(), month, day],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(db)?
+                .collect::<Result<_, _>>()
+                .map_err(db)?;
             for (metric, value) in &tally.0 {
-                let current: Option<String> = read_counter
-                    .query_row(
-                        params![
-                            key.scope.as_str(),
-                            key.zone.name(),
-                            month,
-                            day,
-                            metric.name()
-                        ],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(db)?;
-                let total = match current {
-                    Some(t) => checked_add(decimal("counter", &t)?, *value, "counter")
+                let name = metric.name();
+                let total = match stored.iter().find(|(stored, _)| *stored == name) {
+                    Some((_, t)) => checked_add(decimal("counter", t)?, *value, "counter")
                         .map_err(out_of_range)?,
                     None => *value,
                 };
@@ -475,7 +472,7 @@ fn write_counters(
                         key.zone.name(),
                         month,
                         day,
-                        metric.name(),
+                        name,
                         total.normalize().to_string()
                     ])
                     .map_err(db)?;
