@@ -802,12 +802,29 @@ impl UsageEntry {
         }
     }
 
-    /// How many counter items the entry writes: `items().len()` without naming each item
-    /// (admitting a record counts them; naming them cost a string per item and record).
-    pub fn item_count(&self) -> usize {
-        let months: BTreeSet<&CounterKey> = self.deltas.iter().map(|d| &d.key).collect();
-        let hours: BTreeSet<&HourKey> = self.hours.iter().map(|h| &h.key).collect();
-        months.len() + hours.len()
+    /// How many counter items `counting(record, zones, minute_scopes)` writes (`items().len()`)
+    /// without building the entry: admitting a record counts them, and building the entry's
+    /// increments only to count them cost a tally per item and record.
+    pub fn item_count(
+        record: &UsageRecord,
+        zones: &[Zone],
+        minute_scopes: &BTreeSet<Scope>,
+    ) -> usize {
+        let scopes = record.scopes_counted();
+        let distinct: BTreeSet<&Scope> = scopes.iter().collect();
+        // a month item per scope and zone (a record falls in one local month per zone)
+        let mut distinct_zones: Vec<&Zone> = Vec::with_capacity(zones.len());
+        for zone in zones {
+            if !distinct_zones.contains(&zone) {
+                distinct_zones.push(zone);
+            }
+        }
+        let path = record.scope.rollup();
+        let hours = distinct
+            .iter()
+            .filter(|s| (path.contains(s) && !s.is_root()) || minute_scopes.contains(**s))
+            .count();
+        distinct.len() * distinct_zones.len() + hours
     }
 
     /// How many counter items the entry writes (month and hour items).
@@ -911,7 +928,7 @@ pub(crate) fn admit_counting(
             ),
         });
     }
-    let items = UsageEntry::counting(record, zones, minute_scopes).item_count() + 1;
+    let items = UsageEntry::item_count(record, zones, minute_scopes) + 1;
     if items > MAX_ITEMS_PER_RECORD {
         return Err(UsageError {
             field: "scope",
@@ -1129,7 +1146,10 @@ mod tests {
         assert_eq!(hours, ["openai/prod/key-1", "openai/prod", "openai"]);
         assert_eq!(entry.hours[0].key.label(), "2026-11-23T03");
         assert_eq!(entry.items().len(), 4 + 3, "4 month items, 3 hour items");
-        assert_eq!(entry.item_count(), 4 + 3);
+        assert_eq!(
+            UsageEntry::item_count(&r, &[Zone::UTC], &BTreeSet::new()),
+            4 + 3
+        );
         let twice = presum_hours([&entry, &entry]).unwrap();
         let counters = &twice[&entry.hours[0].key];
         assert_eq!(counters.total.get(Metric::Cost(Currency::USD)), dec!(5.0));
@@ -1234,6 +1254,37 @@ mod tests {
     }
 
     #[test]
+    fn items_are_counted_without_building_the_entry_as_the_entry_names_them() {
+        let zones: Vec<Zone> = ["UTC", "Asia/Tokyo", "UTC", "America/Los_Angeles"]
+            .iter()
+            .map(|z| Zone::parse(z).unwrap())
+            .collect();
+        let root = Scope::root();
+        let model = Scope::dimension("model", "openai:gpt-4o").unwrap();
+        let project = Scope::parse("openai/prod").unwrap();
+        let elsewhere = Scope::parse("anthropic").unwrap();
+        let minute_sets = [vec![], vec![root.clone()], vec![model, project, elsewhere]];
+        for record in [
+            r#"{"id":"r1","scope":"openai/prod/key-1","model":"gpt-4o","user":"u-1","cost":{"amount":"1","currency":"USD"},"timestamp":"2026-11-30T23:30:00Z"}"#,
+            r#"{"id":"r2","scope":"openai","cost":{"amount":"1","currency":"USD"},"timestamp":"2026-11-23T03:17:45Z"}"#,
+            r#"{"id":"r3","scope":"a","feature":"chat","endpoint":"/v1","cost":{"amount":"1","currency":"USD"},"timestamp":"2026-11-23T03:17:45Z"}"#,
+        ] {
+            let r = wire(record).validate(&PriceBook::default(), now()).unwrap();
+            for n in 0..=zones.len() {
+                for minute_scopes in &minute_sets {
+                    let minute_scopes: BTreeSet<Scope> = minute_scopes.iter().cloned().collect();
+                    let entry = UsageEntry::counting(&r, &zones[..n], &minute_scopes);
+                    assert_eq!(
+                        UsageEntry::item_count(&r, &zones[..n], &minute_scopes),
+                        entry.items().len(),
+                        "{record} in {n} zones, minute scopes {minute_scopes:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn budgets_with_minute_windows_get_hour_counters_on_their_scope_even_the_root() {
         let r = wire(r#"{"id":"r1","scope":"openai/prod","model":"gpt-4o","cost":{"amount":"1","currency":"USD"},"timestamp":"2026-11-23T03:17:45Z"}"#)
             .validate(&PriceBook::default(), now())
@@ -1326,7 +1377,11 @@ mod tests {
         assert_eq!(zones.len(), crate::settings::MAX_COUNTER_ZONES);
         let entry = UsageEntry::of(&r, &zones);
         let items = entry.items().len();
-        assert_eq!(entry.item_count(), items, "counted as named");
+        assert_eq!(
+            UsageEntry::item_count(&r, &zones, &BTreeSet::new()),
+            items,
+            "counted as named"
+        );
         assert!(
             items < 100,
             "{items} items and the marker must fit DynamoDB's 100"

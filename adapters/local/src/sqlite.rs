@@ -33,8 +33,8 @@ use spendguard_domain::records::{
 use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::{PolicySet, Settings};
 use spendguard_domain::usage::{
-    CounterKey, HourCounters, HourKey, IngestOutcome, Metric, MonthCounters, UsageEntry, presum,
-    presum_hours,
+    CounterKey, HourCounters, HourKey, IngestOutcome, Metric, MonthCounters, Tally, UsageEntry,
+    presum, presum_hours,
 };
 
 const SCHEMA: &str = r#"
@@ -355,6 +355,133 @@ impl PolicyStore for SqliteStore {
     }
 }
 
+/// Claims each id's usage marker, in order: true for a new id (or one whose marker expired),
+/// which counts; false for a live marker, written earlier or by this batch.
+fn claim_markers<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    ids: impl Iterator<Item = &'a str>,
+    now: DateTime<Utc>,
+    marker_ttl: Duration,
+) -> StoreResult<Vec<bool>> {
+    let mut claim = tx
+        .prepare_cached(
+            "INSERT INTO usage_markers (id, expires_at) VALUES (?1, ?2)
+             ON CONFLICT(id) DO UPDATE SET expires_at = excluded.expires_at
+             WHERE usage_markers.expires_at <= ?3",
+        )
+        .map_err(db)?;
+    let expires_at = (now + marker_ttl).timestamp();
+    ids.map(|id| {
+        claim
+            .execute(params![id, expires_at, now.timestamp()])
+            .map(|claimed| claimed > 0)
+            .map_err(db)
+    })
+    .collect()
+}
+
+/// The records of reserved requests: their holds stop counting as their costs start to (one
+/// statement for the batch).
+fn reconcile_holds(tx: &rusqlite::Transaction<'_>, accepted: &[String]) -> StoreResult<()> {
+    if accepted.is_empty() {
+        return Ok(());
+    }
+    let accepted = serde_json::to_string(accepted)
+        .map_err(|e| StoreError::Corrupt(format!("usage ids: {e}")))?;
+    tx.prepare_cached("DELETE FROM holds WHERE reservation IN (SELECT value FROM json_each(?1))")
+        .map_err(db)?
+        .execute(params![accepted])
+        .map_err(db)?;
+    Ok(())
+}
+
+fn out_of_range(e: spendguard_domain::money::OutOfRange) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// Adds a batch's summed increments to the stored hour and month counters.
+fn write_counters(
+    tx: &rusqlite::Transaction<'_>,
+    hours: &BTreeMap<HourKey, HourCounters>,
+    months: &BTreeMap<CounterKey, BTreeMap<u32, Tally>>,
+) -> StoreResult<()> {
+    let mut read_hour = tx
+        .prepare_cached("SELECT value FROM hour_counters WHERE scope=?1 AND hour=?2 AND bucket=?3")
+        .map_err(db)?;
+    let mut write_hour = tx
+        .prepare_cached(
+            "INSERT INTO hour_counters (scope, hour, bucket, value) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(scope, hour, bucket) DO UPDATE SET value = excluded.value",
+        )
+        .map_err(db)?;
+    for (key, counters) in hours {
+        let hour = key.label();
+        for (bucket, value) in counters.buckets() {
+            let current: Option<String> = read_hour
+                .query_row(params![key.scope.as_str(), hour, bucket], |r| r.get(0))
+                .optional()
+                .map_err(db)?;
+            let total = match current {
+                Some(t) => checked_add(decimal("hour counter", &t)?, value, "hour counter")
+                    .map_err(out_of_range)?,
+                None => value,
+            };
+            write_hour
+                .execute(params![
+                    key.scope.as_str(),
+                    hour,
+                    bucket,
+                    total.normalize().to_string()
+                ])
+                .map_err(db)?;
+        }
+    }
+    // one read per counter day (all its metrics), not one per metric
+    let mut read_day = tx
+        .prepare_cached(
+            "SELECT metric, value FROM counters WHERE scope=?1 AND zone=?2 AND month=?3 AND day=?4",
+        )
+        .map_err(db)?;
+    let mut write_counter = tx
+        .prepare_cached(
+            "INSERT INTO counters (scope, zone, month, day, metric, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(scope, zone, month, day, metric) DO UPDATE SET value = excluded.value",
+        )
+        .map_err(db)?;
+    for (key, days) in months {
+        let month = key.month.to_string();
+        for (day, tally) in days {
+            let stored: Vec<(String, String)> = read_day
+                .query_map(
+                    params![key.scope.as_str(), key.zone.name(), month, day],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(db)?
+                .collect::<Result<_, _>>()
+                .map_err(db)?;
+            for (metric, value) in &tally.0 {
+                let name = metric.name();
+                let total = match stored.iter().find(|(stored, _)| *stored == name) {
+                    Some((_, t)) => checked_add(decimal("counter", t)?, *value, "counter")
+                        .map_err(out_of_range)?,
+                    None => *value,
+                };
+                write_counter
+                    .execute(params![
+                        key.scope.as_str(),
+                        key.zone.name(),
+                        month,
+                        day,
+                        name,
+                        total.normalize().to_string()
+                    ])
+                    .map_err(db)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl SpendStore for SqliteStore {
     async fn ingest_usage(
@@ -363,117 +490,52 @@ impl SpendStore for SqliteStore {
         now: DateTime<Utc>,
         marker_ttl: Duration,
     ) -> StoreResult<IngestOutcome> {
+        // Usually every record is new: the batch's sums are worked out here and moved into the
+        // blocking task, which costs less than copying every entry's increments into it.
+        if let (Ok(hours), Ok(months)) = (presum_hours(entries), presum(entries)) {
+            let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+            let counted = self
+                .run(move |c| {
+                    let tx = immediate(c)?;
+                    let claimed =
+                        claim_markers(&tx, ids.iter().map(String::as_str), now, marker_ttl)?;
+                    if claimed.contains(&false) {
+                        // the sums include records counted before: rolled back, and counted
+                        // below from the new records alone
+                        return Ok(None);
+                    }
+                    reconcile_holds(&tx, &ids)?;
+                    write_counters(&tx, &hours, &months)?;
+                    tx.commit().map_err(db)?;
+                    Ok(Some(IngestOutcome {
+                        accepted: ids,
+                        duplicates: Vec::new(),
+                    }))
+                })
+                .await?;
+            if let Some(outcome) = counted {
+                return Ok(outcome);
+            }
+        }
         let entries = entries.to_vec();
         self.run(move |c| {
-            // One transaction for the whole batch: markers and counters commit together.
-            // Each statement is prepared once per batch (cached), not once per row.
             let tx = immediate(c)?;
+            let claimed =
+                claim_markers(&tx, entries.iter().map(|e| e.id.as_str()), now, marker_ttl)?;
             let mut outcome = IngestOutcome::default();
-            let mut fresh: Vec<&UsageEntry> = Vec::new();
-            {
-                // one statement per record: a new id (or one whose marker expired) is written
-                // and counts; a live marker, written earlier or by this batch, changes nothing
-                let mut claim_marker = tx
-                    .prepare_cached(
-                        "INSERT INTO usage_markers (id, expires_at) VALUES (?1, ?2)
-                         ON CONFLICT(id) DO UPDATE SET expires_at = excluded.expires_at
-                         WHERE usage_markers.expires_at <= ?3",
-                    )
-                    .map_err(db)?;
-                let expires_at = (now + marker_ttl).timestamp();
-                for e in &entries {
-                    let claimed = claim_marker
-                        .execute(params![e.id, expires_at, now.timestamp()])
-                        .map_err(db)?;
-                    if claimed == 0 {
-                        outcome.duplicates.push(e.id.clone());
-                    } else {
-                        fresh.push(e);
-                        outcome.accepted.push(e.id.clone());
-                    }
-                }
-                // the records of reserved requests: their holds stop counting as their costs
-                // start to (one statement for the batch)
-                if !outcome.accepted.is_empty() {
-                    let accepted = serde_json::to_string(&outcome.accepted)
-                        .map_err(|e| StoreError::Corrupt(format!("usage ids: {e}")))?;
-                    tx.prepare_cached(
-                        "DELETE FROM holds WHERE reservation IN (SELECT value FROM json_each(?1))",
-                    )
-                    .map_err(db)?
-                    .execute(params![accepted])
-                    .map_err(db)?;
-                }
-                let mut read_counter = tx
-                    .prepare_cached(
-                        "SELECT value FROM counters WHERE scope=?1 AND zone=?2 AND month=?3 AND day=?4 AND metric=?5",
-                    )
-                    .map_err(db)?;
-                let mut write_counter = tx
-                    .prepare_cached(
-                        "INSERT INTO counters (scope, zone, month, day, metric, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                         ON CONFLICT(scope, zone, month, day, metric) DO UPDATE SET value = excluded.value",
-                    )
-                    .map_err(db)?;
-                let mut read_hour = tx
-                    .prepare_cached(
-                        "SELECT value FROM hour_counters WHERE scope=?1 AND hour=?2 AND bucket=?3",
-                    )
-                    .map_err(db)?;
-                let mut write_hour = tx
-                    .prepare_cached(
-                        "INSERT INTO hour_counters (scope, hour, bucket, value) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT(scope, hour, bucket) DO UPDATE SET value = excluded.value",
-                    )
-                    .map_err(db)?;
-                let out_of_range = |e: spendguard_domain::money::OutOfRange| StoreError::Corrupt(e.to_string());
-                for (key, counters) in presum_hours(fresh.iter().copied()).map_err(out_of_range)? {
-                    let hour = key.label();
-                    for (bucket, value) in counters.buckets() {
-                        let current: Option<String> = read_hour
-                            .query_row(params![key.scope.as_str(), hour, bucket], |r| r.get(0))
-                            .optional()
-                            .map_err(db)?;
-                        let total = match current {
-                            Some(t) => checked_add(decimal("hour counter", &t)?, value, "hour counter")
-                                .map_err(out_of_range)?,
-                            None => value,
-                        };
-                        write_hour
-                            .execute(params![key.scope.as_str(), hour, bucket, total.normalize().to_string()])
-                            .map_err(db)?;
-                    }
-                }
-                for (key, days) in presum(fresh).map_err(out_of_range)? {
-                    let month = key.month.to_string();
-                    for (day, tally) in days {
-                        for (metric, value) in &tally.0 {
-                            let current: Option<String> = read_counter
-                                .query_row(
-                                    params![key.scope.as_str(), key.zone.name(), month, day, metric.name()],
-                                    |r| r.get(0),
-                                )
-                                .optional()
-                                .map_err(db)?;
-                            let total = match current {
-                                Some(t) => checked_add(decimal("counter", &t)?, *value, "counter")
-                                    .map_err(out_of_range)?,
-                                None => *value,
-                            };
-                            write_counter
-                                .execute(params![
-                                    key.scope.as_str(),
-                                    key.zone.name(),
-                                    month,
-                                    day,
-                                    metric.name(),
-                                    total.normalize().to_string()
-                                ])
-                                .map_err(db)?;
-                        }
-                    }
+            let mut fresh = Vec::new();
+            for (entry, claimed) in entries.iter().zip(claimed) {
+                if claimed {
+                    outcome.accepted.push(entry.id.clone());
+                    fresh.push(entry);
+                } else {
+                    outcome.duplicates.push(entry.id.clone());
                 }
             }
+            reconcile_holds(&tx, &outcome.accepted)?;
+            let hours = presum_hours(fresh.iter().copied()).map_err(out_of_range)?;
+            let months = presum(fresh).map_err(out_of_range)?;
+            write_counters(&tx, &hours, &months)?;
             tx.commit().map_err(db)?;
             Ok(outcome)
         })

@@ -3,7 +3,7 @@
 //! `flows::tick` (the budget-check function, `spendguard check`) and by the webhook for the
 //! budgets a signal touches.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -306,8 +306,9 @@ impl Checker {
     ) -> Result<(CheckReport, Observed), CheckError> {
         let now = self.clock.now();
         let run_id = uuid::Uuid::new_v4().to_string();
-        // a set: the webhook names every budget a batch touched (up to one per record)
-        let only: HashSet<&str> = options.only.iter().map(String::as_str).collect();
+        // a set: the webhook names every budget a batch touched (up to one per record); ordered,
+        // not hashed: each of the policy's budgets is looked up, usually in a set of a few
+        let only: BTreeSet<&str> = options.only.iter().map(String::as_str).collect();
         let budgets: Vec<&Budget> = policy
             .budgets
             .iter()
