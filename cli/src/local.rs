@@ -148,6 +148,8 @@ pub struct Local {
     overrides: BTreeMap<String, String>,
     defaults: BTreeMap<String, String>,
     embedded: bool,
+    /// The embedded store itself, for what only it needs ([`Local::embedded_store`]).
+    sqlite: Option<Arc<SqliteStore>>,
 }
 
 impl Local {
@@ -171,11 +173,13 @@ impl Local {
                 let defaults = embedded_defaults(dir)?;
                 let sqlite = SqliteStore::open(store)
                     .map_err(|e| Failure::Run(format!("{}: {e}", store.display())))?;
+                let sqlite = Arc::new(sqlite);
                 let bus = Arc::new(MemoryBus::default());
                 Ok(Local {
                     sdk,
+                    sqlite: Some(sqlite.clone()),
                     backends: Backends {
-                        store: Arc::new(sqlite),
+                        store: sqlite,
                         vault: Arc::new(FileVault),
                         clock,
                     },
@@ -194,6 +198,7 @@ impl Local {
                     overrides,
                     defaults: BTreeMap::new(),
                     embedded: false,
+                    sqlite: None,
                     sdk,
                 };
                 let table = local
@@ -220,6 +225,12 @@ impl Local {
 
     pub fn store(&self) -> Arc<dyn StateStore> {
         self.backends.store.clone()
+    }
+
+    /// The embedded store as itself (`None` on AWS): its expired rows are deleted by whoever
+    /// runs it for long ([`SqliteStore::prune_expired`]; DynamoDB's TTL does it on AWS).
+    pub fn embedded_store(&self) -> Option<Arc<SqliteStore>> {
+        self.sqlite.clone()
     }
 
     /// What keeps the budgets' provider caps, with the admin keys of the environment

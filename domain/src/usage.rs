@@ -484,6 +484,10 @@ impl MonthCounters {
     }
 }
 
+/// How long an hour counter is kept: longer than the longest baseline
+/// (`security.baseline_days` is at most 56). Both stores drop older ones.
+pub const HOUR_COUNTER_RETENTION: Duration = Duration::days(60);
+
 /// Hourly counters: one per scope and UTC hour, what key-theft detection reads (ADR 016).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HourKey {

@@ -63,8 +63,8 @@ use spendguard_domain::records::{
 use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::{PolicySet, Settings};
 use spendguard_domain::usage::{
-    CounterKey, HourCounters, HourKey, IngestOutcome, Metric, MonthCounters, UsageEntry, presum,
-    presum_hours,
+    CounterKey, HOUR_COUNTER_RETENTION, HourCounters, HourKey, IngestOutcome, Metric,
+    MonthCounters, UsageEntry, presum, presum_hours,
 };
 
 const PK: &str = "PK";
@@ -89,8 +89,6 @@ fn counter_sk(key: &CounterKey) -> String {
 fn hour_sk(key: &HourKey) -> String {
     format!("H#{}", key.label())
 }
-/// Hour counters outlive the longest baseline (`security.baseline_days` is at most 56).
-const HOUR_COUNTER_RETENTION: Duration = Duration::days(60);
 fn counter_attribute(day: u32, metric: Metric) -> String {
     format!("d{day:02}_{}", metric.name())
 }

@@ -33,8 +33,8 @@ use spendguard_domain::records::{
 use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::{PolicySet, Settings};
 use spendguard_domain::usage::{
-    CounterKey, HourCounters, HourKey, IngestOutcome, Metric, MonthCounters, Tally, UsageEntry,
-    presum, presum_hours,
+    CounterKey, HOUR_COUNTER_RETENTION, HourCounters, HourKey, IngestOutcome, Metric,
+    MonthCounters, Tally, UsageEntry, presum, presum_hours,
 };
 
 const SCHEMA: &str = r#"
@@ -176,7 +176,52 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Unavailable(format!("sqlite task failed: {e}")))?
     }
+
+    /// Deletes the rows whose time has passed, as DynamoDB's TTL deletes their items: usage
+    /// and message markers, cache entries, claims, reservations and holds past their expiry,
+    /// hour counters past [`HOUR_COUNTER_RETENTION`]. Nothing reads them once expired; without
+    /// this a long-running store keeps a row for every usage record it ever counted. Deleted
+    /// [`PRUNE_CHUNK`] rows per transaction, so that writers wait at most one chunk. Returns
+    /// how many rows were deleted.
+    pub async fn prune_expired(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let epoch = rusqlite::types::Value::Integer(now.timestamp());
+        let oldest_hour = HourKey {
+            scope: Scope::root(),
+            hour: now - HOUR_COUNTER_RETENTION,
+        };
+        let expired: [(&str, &str, rusqlite::types::Value); 7] = [
+            ("usage_markers", "expires_at <= ?1", epoch.clone()),
+            ("markers", "expires_at <= ?1", epoch.clone()),
+            ("cache", "expires_at <= ?1", epoch.clone()),
+            ("claims", "expires_at <= ?1", epoch.clone()),
+            ("reservations", "forget_at <= ?1", epoch.clone()),
+            ("holds", "expires_at <= ?1", epoch),
+            // hour labels (`yyyy-mm-ddThh`) sort as their hours do
+            ("hour_counters", "hour < ?1", oldest_hour.label().into()),
+        ];
+        let mut deleted = 0;
+        for (table, condition, bound) in expired {
+            let statement = format!(
+                "DELETE FROM {table} WHERE rowid IN \
+                 (SELECT rowid FROM {table} WHERE {condition} LIMIT {PRUNE_CHUNK})"
+            );
+            loop {
+                let (statement, bound) = (statement.clone(), bound.clone());
+                let chunk = self
+                    .run(move |conn| conn.execute(&statement, [bound]).map_err(db))
+                    .await?;
+                deleted += chunk as u64;
+                if chunk < PRUNE_CHUNK {
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
+    }
 }
+
+/// Rows deleted per transaction by [`SqliteStore::prune_expired`].
+const PRUNE_CHUNK: usize = 5_000;
 
 fn write_budget(tx: &rusqlite::Transaction<'_>, budget: &Budget) -> StoreResult<()> {
     tx.execute(
@@ -1384,4 +1429,92 @@ fn key_record(spec: &str, status: &str, version: i64) -> StoreResult<KeyRecord> 
         status: from_doc("key status", status)?,
         version: version as u64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(store: &SqliteStore, table: &str) -> i64 {
+        let conn = store.conn.lock().unwrap();
+        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// A store that runs for months (`spendguard serve`) keeps what is live and drops what has
+    /// expired, table by table; before, every usage record left its marker row forever.
+    #[tokio::test]
+    async fn pruning_deletes_what_has_expired_and_keeps_what_is_live() {
+        let store = SqliteStore::in_memory().unwrap();
+        let now: DateTime<Utc> = "2026-12-07T12:00:00Z".parse().unwrap();
+        let (past, future) = (
+            (now - Duration::seconds(1)).timestamp(),
+            (now + Duration::days(1)).timestamp(),
+        );
+        let old_hour = HourKey {
+            scope: Scope::parse("openai/p/k").unwrap(),
+            hour: now - HOUR_COUNTER_RETENTION - Duration::hours(1),
+        };
+        let kept_hour = HourKey {
+            scope: old_hour.scope.clone(),
+            hour: now - HOUR_COUNTER_RETENTION + Duration::hours(1),
+        };
+        {
+            let conn = store.conn.lock().unwrap();
+            for (id, expires) in [("gone", past), ("live", future)] {
+                conn.execute(
+                    "INSERT INTO usage_markers (id, expires_at) VALUES (?1, ?2)",
+                    params![id, expires],
+                )
+                .unwrap();
+                conn.execute("INSERT INTO claims (space, claim_key, owner, state, lease_until, expires_at) VALUES ('alert', ?1, 'o', 'done', 0, ?2)", params![id, expires]).unwrap();
+                conn.execute(
+                    "INSERT INTO reservations (id, verdict, forget_at) VALUES (?1, '{}', ?2)",
+                    params![id, expires],
+                )
+                .unwrap();
+                conn.execute("INSERT INTO holds (reservation, window_key, amount, expires_at) VALUES (?1, 'w', '1', ?2)", params![id, expires]).unwrap();
+            }
+            for hour in [&old_hour, &kept_hour] {
+                conn.execute("INSERT INTO hour_counters (scope, hour, bucket, value) VALUES (?1, ?2, 'cost', '1')", params![hour.scope.as_str(), hour.label()]).unwrap();
+            }
+        }
+        let a_day_ago = now - Duration::days(1);
+        store
+            .put_marker("sns", "gone", a_day_ago, Duration::hours(1))
+            .await
+            .unwrap();
+        store
+            .put_marker("sns", "live", now, Duration::days(1))
+            .await
+            .unwrap();
+        store
+            .put_cached("gone", "v", now - Duration::seconds(1))
+            .await
+            .unwrap();
+        store
+            .put_cached("live", "v", now + Duration::days(1))
+            .await
+            .unwrap();
+
+        let deleted = store.prune_expired(now).await.unwrap();
+        for table in [
+            "usage_markers",
+            "claims",
+            "reservations",
+            "holds",
+            "hour_counters",
+            "markers",
+            "cache",
+        ] {
+            assert_eq!(rows(&store, table), 1, "{table} keeps only its live row");
+        }
+        assert_eq!(deleted, 7);
+        assert!(store.has_marker("sns", "live", now).await.unwrap());
+        assert_eq!(
+            store.prune_expired(now).await.unwrap(),
+            0,
+            "nothing left to prune"
+        );
+    }
 }

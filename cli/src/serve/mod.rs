@@ -273,11 +273,17 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     }
     {
         let (nightly, at, stopping) = (nightly.clone(), args.nightly_at, stopping.clone());
+        let store = local.embedded_store();
         tasks.spawn(async move {
             schedule::catch_up_nightly(&nightly, at).await;
             schedule::daily(at, stopping, move || {
-                let nightly = nightly.clone();
-                async move { schedule::nightly(&nightly).await }
+                let (nightly, store) = (nightly.clone(), store.clone());
+                async move {
+                    schedule::nightly(&nightly).await;
+                    if let Some(store) = store {
+                        schedule::prune(&store, nightly.clock.now()).await;
+                    }
+                }
             })
             .await
         });

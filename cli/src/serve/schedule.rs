@@ -12,8 +12,9 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde_json::json;
 use spendguard_app::flows::check::Checker;
 use spendguard_app::flows::nightly::Nightly;
+use spendguard_local::sqlite::SqliteStore;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::metrics::Metrics;
 
@@ -160,6 +161,15 @@ pub async fn nightly(nightly: &Nightly) {
             nightly_done(nightly, today - chrono::Duration::days(1)).await;
         }
         Err(e) => warn!(error = %e, "daily aggregate failed"),
+    }
+}
+
+/// After the nightly run: the store's expired rows deleted, as DynamoDB's TTL deletes a
+/// deployment's (without it every usage record serve counted would keep its row).
+pub async fn prune(store: &SqliteStore, now: DateTime<Utc>) {
+    match store.prune_expired(now).await {
+        Ok(deleted) => info!(deleted, "expired rows pruned"),
+        Err(e) => error!(error = %e, "expired rows cannot be pruned: the store keeps growing"),
     }
 }
 
