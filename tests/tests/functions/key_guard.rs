@@ -1061,6 +1061,45 @@ async fn with_the_store_down_keys_are_still_stopped_and_the_failure_reported() {
     assert_eq!(w.anthropic.active("apikey_down"), Some(true));
 }
 
+/// key-guard begun as deployed (`start_with`) while DynamoDB is down: its registry cannot be
+/// read at start, so an emergency fails visibly, naming the store; delivered again once the
+/// store answers, the same emergency reads the registry and stops the key, and the switch is
+/// engaged — a start that met a dead store does not leave key-guard blind to its keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_guard_begun_with_the_store_down_stops_its_keys_once_the_store_answers() {
+    let w = KeyGuardWorld::new(PolicySet::default()).await;
+    w.anthropic.add("apikey_begun", true);
+    w.register(vec![anthropic_key("begun", "apikey_begun", "ai/begun/k")])
+        .await;
+    let proxy = FaultProxy::start(spendguard_tests::faults::dynamodb_down()).await;
+    let sdk = proxy.sdk().await;
+    let started = key_guard::app::start_with(
+        &w.config,
+        &sdk,
+        spendguard_aws::backends::deployed(&sdk, &w.config.table),
+    );
+    let event = emergency("ai/begun", "inc-begun", vec![Action::DisableKeys]);
+    let failed = key_guard::handler::handle_started(&started, event.clone())
+        .await
+        .expect_err("nothing to stop by and nowhere to record it");
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(failed).error_type,
+        "StoreUnavailable"
+    );
+
+    proxy.set_rules(Vec::new());
+    key_guard::handler::handle_started(&started, event)
+        .await
+        .expect("the store answers");
+    assert_eq!(
+        w.anthropic.active("apikey_begun"),
+        Some(false),
+        "stopped once the registry could be read"
+    );
+    let switch = switch_json(&w, "ai/begun").await;
+    assert_eq!(switch["state"]["state"], "engaged", "{switch}");
+}
+
 /// The Anthropic stand-in refuses what Anthropic's admin API refuses, in Anthropic's error
 /// shape: a test that passes against it proves the request was right.
 #[tokio::test]
