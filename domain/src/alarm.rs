@@ -27,10 +27,11 @@ pub const RUNBOOK: &str = "https://github.com/spendguard/spendguard/blob/main/do
 
 /// The alarms spendguard deploys, by their name after the stack's (or `name`'s) prefix; each
 /// has an anchor `alarm-<name>` in docs/deploy.md.
-pub const DEPLOYED_ALARMS: [&str; 13] = [
+pub const DEPLOYED_ALARMS: [&str; 14] = [
     "failed-events",
     "budget-check-errors",
     "budget-check-silent",
+    "pending-usage-lag",
     "alert-fanout-errors",
     "key-guard-errors",
     "budget-webhook-errors",

@@ -714,6 +714,9 @@ pub struct HourDelta {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageEntry {
     pub id: String,
+    /// The record's own scope: the one its sender reports for (the other scopes it counts
+    /// toward are its ancestors and dimensions).
+    pub leaf: Scope,
     pub deltas: Vec<CounterDelta>,
     pub hours: Vec<HourDelta>,
 }
@@ -797,6 +800,7 @@ impl UsageEntry {
             .collect();
         UsageEntry {
             id: record.id.clone(),
+            leaf: record.scope.clone(),
             deltas,
             hours,
         }

@@ -152,7 +152,8 @@ class _Cfn:
             return {None: _secret(logical)}[attribute]
         if kind == "AWS::DynamoDB::Table":
             name = f"{STACK}-{logical}-1A2B3C4D5E6F"
-            return {None: name, "Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"}[attribute]
+            table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+            return {None: name, "Arn": table, "StreamArn": f"{table}/stream/2026-12-07T00:00:00.000"}[attribute]
         if kind == "AWS::SQS::Queue":
             name = self.value(props["QueueName"])
             return {None: f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{name}", "QueueName": name,
@@ -358,6 +359,7 @@ class _Terraform:
             "data.aws_partition.current.partition": PARTITION,
             "data.aws_region.current.region": REGION,
             "aws_dynamodb_table.state.arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{self.name}-state",
+            "aws_dynamodb_table.state.stream_arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{self.name}-state/stream/2026-12-07T00:00:00.000",
             "aws_sns_topic.alerts.arn": f"arn:aws:sns:{REGION}:{ACCOUNT}:{self.name}-alerts",
             "aws_sns_topic.budgets.arn": f"arn:aws:sns:{REGION}:{ACCOUNT}:{self.name}-aws-budgets",
             "aws_sqs_queue.failed_events.arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{self.name}-failed-events",

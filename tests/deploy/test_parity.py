@@ -50,7 +50,9 @@ TF_TAGGABLE = {
 }
 TF_UNTAGGABLE = {"aws_sns_topic_policy", "aws_secretsmanager_secret_version", "aws_sns_topic_subscription", "aws_lambda_permission",
                  "aws_sqs_queue_policy", "aws_iam_role_policy", "aws_lambda_function_event_invoke_config", "aws_scheduler_schedule",
-                 "aws_lambda_function_url", "aws_cloudwatch_dashboard"}
+                 "aws_lambda_function_url", "aws_cloudwatch_dashboard",
+                 # SAM's DynamoDB event makes an event source mapping that carries no tags: none on either side
+                 "aws_lambda_event_source_mapping"}
 
 
 def sam_tags(t):
@@ -76,6 +78,43 @@ def sam_tags(t):
         else:
             untagged.append(logical)
     return tagged, untagged
+
+
+def sam_pending_usage(t):
+    """budget-check's trigger on the table's stream (ADR 031): its settings, its failure queue and
+    its filter; and the table's stream view."""
+    props = t["Resources"]["BudgetCheckFunction"]["Properties"]["Events"]["PendingUsage"]["Properties"]
+    return {
+        "stream": props["Stream"]["Fn::GetAtt"],
+        "settings": (props["StartingPosition"], props["BatchSize"], props["MaximumBatchingWindowInSeconds"],
+                     props["BisectBatchOnFunctionError"], props["MaximumRetryAttempts"], props["MaximumRecordAgeInSeconds"]),
+        "on_failure": props["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0],
+        "filter": [json.loads(f["Pattern"]) for f in props["FilterCriteria"]["Filters"]],
+        "view": t["Resources"]["StateTable"]["Properties"]["StreamSpecification"]["StreamViewType"],
+    }
+
+
+def terraform_pending_usage(texts):
+    """The same read from terraform/ (the filter's jsonencode evaluated for its literal object)."""
+    _, resources = _terraform_parts(texts)
+    m = resources[("aws_lambda_event_source_mapping", "pending_usage")]
+    table = resources[("aws_dynamodb_table", "state")]
+    (destination,) = m["destination_config"]
+    (on_failure,) = destination["on_failure"]
+    (criteria,) = m["filter_criteria"]
+    patterns = []
+    for f in criteria["filter"]:
+        hcl = re.fullmatch(r"\$\{jsonencode\((.*)\)\}", f["pattern"], re.S).group(1)
+        # HCL's object literal as JSON: keys quoted, `=` as `:`
+        patterns.append(json.loads(re.sub(r"(\w+)\s*=", r'"\1":', hcl)))
+    return {
+        "stream": ["StateTable", "StreamArn"] if m["event_source_arn"] == "${aws_dynamodb_table.state.stream_arn}" else m["event_source_arn"],
+        "settings": (m["starting_position"], m["batch_size"], m["maximum_batching_window_in_seconds"],
+                     m["bisect_batch_on_function_error"], m["maximum_retry_attempts"], m["maximum_record_age_in_seconds"]),
+        "on_failure": "FailedEventsQueue" if on_failure["destination_arn"] == "${aws_sqs_queue.failed_events.arn}" else on_failure["destination_arn"],
+        "filter": patterns,
+        "view": table["stream_view_type"] if table.get("stream_enabled") else None,
+    }
 
 
 def terraform_tags(texts):
@@ -1070,7 +1109,7 @@ class Parity(unittest.TestCase):
         self.assertEqual(
             sorted(sam),
             sorted(
-                ["failed-events", "budget-check-silent", "budget-webhook-5xx"]
+                ["failed-events", "budget-check-silent", "budget-webhook-5xx", "pending-usage-lag"]
                 + [f"{f}-errors" for f in functions]
                 + [f"{f}-throttles" for f in functions]
             ),
@@ -1082,6 +1121,9 @@ class Parity(unittest.TestCase):
             self.assertEqual(sam[f"{f}-throttles"]["watches"], ("AWS/Lambda", "Throttles", "FunctionName", f, "Sum", 300))
             self.assertEqual((sam[f"{f}-throttles"]["comparison"], sam[f"{f}-throttles"]["threshold"]), ("GreaterThanThreshold", 0))
         self.assertEqual(sam["budget-webhook-5xx"]["watches"], ("AWS/Lambda", "Url5xxCount", "FunctionName", "budget-webhook", "Sum", 300))
+        # ADR 031: the roll-up of pending usage lags (the stream's oldest record, in ms)
+        self.assertEqual(sam["pending-usage-lag"]["watches"], ("AWS/Lambda", "IteratorAge", "FunctionName", "budget-check", "Maximum", 300))
+        self.assertEqual((sam["pending-usage-lag"]["comparison"], sam["pending-usage-lag"]["threshold"]), ("GreaterThanThreshold", 300000))
 
     def test_a_renamed_alarm_or_one_without_ok_actions_is_caught(self):
         texts = terraform_texts()
@@ -1231,6 +1273,20 @@ class Parity(unittest.TestCase):
             ["daily-aggregate: statement AlertSigningKey: only in template.yaml ['secretsmanager:GetSecretValue'], only in terraform []"],
         )
 
+    def test_pending_usage_is_rolled_up_from_the_stream_alike(self):
+        sam, tf = sam_pending_usage(template()), terraform_pending_usage(terraform_texts())
+        self.assertEqual(sam, tf)
+        self.assertEqual(sam["view"], "KEYS_ONLY")
+        self.assertEqual(sam["on_failure"], "FailedEventsQueue")
+        # only pending items' inserts and changes: the roll-up's own deletes trigger nothing
+        self.assertEqual(sam["filter"], [{"eventName": ["INSERT", "MODIFY"], "dynamodb": {"Keys": {"SK": {"S": [{"prefix": "P#"}]}}}}])
+        self.assertEqual(sam["settings"][1:4], (1000, 1, True))
+
+    def test_a_changed_stream_filter_is_caught(self):
+        texts = terraform_texts()
+        texts["functions.tf"] = texts["functions.tf"].replace('prefix = "P#"', 'prefix = "M#"', 1)
+        self.assertNotEqual(sam_pending_usage(template()), terraform_pending_usage(texts))
+
     # ------------------------------------------------------------ tags, boundaries, protection, outputs
 
     def test_every_taggable_resource_carries_the_tags_in_both(self):
@@ -1239,7 +1295,7 @@ class Parity(unittest.TestCase):
         self.assertEqual(sam_untagged, [])
         self.assertEqual(tf_untagged, [])
         self.assertEqual(sam_tagged, tf_tagged)
-        self.assertEqual(sam_tagged, {"function": 5, "table": 1, "topic": 3, "secret": 1, "queue": 1, "log group": 5, "alarm": 13})
+        self.assertEqual(sam_tagged, {"function": 5, "table": 1, "topic": 3, "secret": 1, "queue": 1, "log group": 5, "alarm": 14})
         # terraform: the caller's tags plus the deployment's; SAM: the stack's tags (sam deploy
         # --tags), which CloudFormation puts on every resource that takes tags
         locals_, _ = _terraform_parts(terraform_texts())

@@ -70,6 +70,7 @@ use spendguard_app::ports::store::AckOutcome;
 use spendguard_app::ports::store::AlertStore;
 use spendguard_app::ports::store::AuditLog;
 use spendguard_app::ports::store::ClaimStore;
+use spendguard_app::ports::store::FreshCounters;
 use spendguard_app::ports::store::KeyStore;
 use spendguard_app::ports::store::MarkerStore;
 use spendguard_app::ports::store::PolicyStore;
@@ -300,6 +301,21 @@ impl SpendStore for GatedStore {
 
     async fn scopes_with_counters(&self, month: YearMonth) -> StoreResult<Vec<Scope>> {
         self.inv.call(self.inner.scopes_with_counters(month)).await
+    }
+
+    async fn read_fresh(
+        &self,
+        months: &[CounterKey],
+        hours: &[HourKey],
+        fresh_leaves: &[Scope],
+    ) -> StoreResult<FreshCounters> {
+        self.inv
+            .call(self.inner.read_fresh(months, hours, fresh_leaves))
+            .await
+    }
+
+    async fn roll_up(&self, leaves: &[Scope]) -> StoreResult<usize> {
+        self.inv.write(self.inner.roll_up(leaves)).await
     }
 
     async fn put_summaries(&self, summaries: &[DailySummary]) -> StoreResult<()> {
@@ -1107,12 +1123,19 @@ impl World {
                 let inv = self.invocation(*crash);
                 let checker = self.checker(&inv);
                 let budgets = policy().budgets;
-                let tag = Tag::Spend(Scope::parse(scope).unwrap());
+                let leaf = Scope::parse(scope).unwrap();
+                let tag = Tag::Spend(leaf.clone());
                 Some((
                     tag,
                     Box::pin(async move {
-                        // the webhook counts it, then evaluates (as budget-check does)
+                        // the webhook counts it, the table's stream rolls it up (ADR 031),
+                        // then it evaluates (as budget-check does)
                         ingest_usage(checker.store.as_ref(), &budgets, &[record], None, now)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        checker
+                            .store
+                            .roll_up(&[leaf])
                             .await
                             .map_err(|e| e.to_string())?;
                         checker

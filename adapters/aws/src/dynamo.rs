@@ -6,6 +6,8 @@
 //! | settings | `BUDGETS` | `SETTINGS` |
 //! | usage marker | `USAGE#<record id>` | `-` |
 //! | counters (a month, a bucket per day) | `SPEND#<scope>` | `M#<yyyy-mm>@<zone>` |
+//! | hour counters (expire after `HOUR_COUNTER_RETENTION`) | `SPEND#<scope>` | `H#<yyyy-mm-ddThh>` |
+//! | a leaf's pending delta for an ancestor or dimension counter, until rolled up (ADR 031) | `SPEND#<leaf scope>` | `P#<counter's SK>#<counter's scope>` |
 //! | observation | `OBS#<budget>` | `<source>#<window>#<period>` |
 //! | a source's day reading (expires after `SOURCE_DAY_RETENTION`) | `SRCDAY#<budget>` | `<yyyy-mm-dd>` |
 //! | alert claim | `ALERT#<budget>` | `<window>#<period>#<tier>#<alert id>`, `recovery#<alert id>`, ... |
@@ -31,10 +33,11 @@ use std::time::Duration as StdDuration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::builders::UpdateBuilder;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, DeleteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, DeleteRequest, Get,
     KeySchemaElement, KeyType, KeysAndAttributes, Put, PutRequest, ScalarAttributeType,
-    TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
+    TimeToLiveSpecification, TransactGetItem, TransactWriteItem, Update, WriteRequest,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -45,8 +48,8 @@ use spendguard_app::ports::store::ClaimStore;
 use spendguard_app::ports::store::KeyStore;
 use spendguard_app::ports::store::MarkerStore;
 use spendguard_app::ports::store::PolicyStore;
-use spendguard_app::ports::store::SpendStore;
 use spendguard_app::ports::store::{AckOutcome, AlertStore};
+use spendguard_app::ports::store::{FreshCounters, SpendStore};
 use spendguard_app::ports::store::{ReservationRequest, ReservationStore, Reserved};
 use spendguard_app::ports::store::{StoreError, StoreResult, from_doc, to_doc};
 use spendguard_domain::aggregate::DailySummary;
@@ -54,7 +57,7 @@ use spendguard_domain::alert::AlertEvent;
 use spendguard_domain::authorize::{DECISION_MEMORY, Decision, Hold, Verdict, verdict};
 use spendguard_domain::budget::Budget;
 use spendguard_domain::keys::{KeyRecord, KeyStatus};
-use spendguard_domain::money::parse_decimal;
+use spendguard_domain::money::{checked_add, parse_decimal};
 use spendguard_domain::period::YearMonth;
 use spendguard_domain::records::{
     AUDIT_RETENTION, Acknowledgement, AuditEntry, Claim, ClaimOutcome, ClaimSpace, KillSwitch,
@@ -63,8 +66,8 @@ use spendguard_domain::records::{
 use spendguard_domain::scope::Scope;
 use spendguard_domain::settings::{PolicySet, Settings};
 use spendguard_domain::usage::{
-    CounterKey, HourCounters, HourKey, IngestOutcome, Metric, MonthCounters, UsageEntry, presum,
-    presum_hours,
+    CounterKey, HourCounters, HourKey, IngestOutcome, Metric, MonthCounters, Tally, UsageEntry,
+    presum, presum_hours,
 };
 
 const PK: &str = "PK";
@@ -88,6 +91,29 @@ fn counter_sk(key: &CounterKey) -> String {
 }
 fn hour_sk(key: &HourKey) -> String {
     format!("H#{}", key.label())
+}
+/// Where a leaf keeps what its records owe another scope's counter item `target_sk`.
+fn pending_sk(target_sk: &str, target: &Scope) -> String {
+    format!("{PENDING_PREFIX}{target_sk}#{target}")
+}
+const PENDING_PREFIX: &str = "P#";
+/// A pending item names the counter item it feeds...
+const TARGET_PK: &str = "target_pk";
+const TARGET_SK: &str = "target_sk";
+/// ... and moves `seq` with every ingest that adds to it; `gen` tells one life of the item
+/// from the next (a roll-up deletes it, the next ingest writes it anew from `seq` 1).
+const PENDING_SEQ: &str = "seq";
+const PENDING_GEN: &str = "gen";
+/// A counter item's attributes that are set, not added to.
+const COUNTER_METADATA: [&str; 4] = ["scope", "zone", "month", TTL_ATTRIBUTE];
+
+/// The leaf whose pending item a stream record names (`SPEND#<leaf>`, `P#…`): what a roll-up
+/// triggered by the table's stream rolls up. `None` for any other item.
+pub fn pending_leaf(pk: &str, sk: &str) -> Option<Scope> {
+    if !sk.starts_with(PENDING_PREFIX) {
+        return None;
+    }
+    Scope::parse(pk.strip_prefix("SPEND#")?).ok()
 }
 /// Hour counters outlive the longest baseline (`security.baseline_days` is at most 56).
 const HOUR_COUNTER_RETENTION: Duration = Duration::days(60);
@@ -186,6 +212,10 @@ fn key_record(item: &HashMap<String, AttributeValue>) -> StoreResult<KeyRecord> 
 /// Most actions DynamoDB accepts in one TransactWriteItems call.
 const MAX_TRANSACTION_ACTIONS: usize = 100;
 const MAX_BATCH_GET: usize = 100;
+/// Items per `TransactGetItems`: DynamoDB accepts 100 since 2022; moto, which the tests run
+/// on, still refuses more than the former 25. A snapshot is per counter and its pending items,
+/// so smaller snapshots cost requests, not exactness.
+const MAX_TRANSACT_GET: usize = 25;
 const MAX_BATCH_WRITE: usize = 25;
 const MAX_ATTEMPTS: u32 = 6;
 
@@ -624,64 +654,11 @@ impl DynamoStore {
                     .build(),
             );
         }
-        let out_of_range =
-            |e: spendguard_domain::money::OutOfRange| StoreError::Corrupt(e.to_string());
-        for (counter, days) in presum(chunk.iter().copied()).map_err(out_of_range)? {
-            let mut update = Update::builder()
-                .table_name(&self.table)
-                .set_key(Some(key(counter_pk(&counter.scope), counter_sk(&counter))))
-                .expression_attribute_names("#scope", "scope")
-                .expression_attribute_names("#zone", "zone")
-                .expression_attribute_names("#month", "month")
-                .expression_attribute_values(":scope", s(counter.scope.as_str()))
-                .expression_attribute_values(":zone", s(counter.zone.name()))
-                .expression_attribute_values(":month", s(counter.month.to_string()));
-            let mut adds = Vec::new();
-            let mut i = 0;
-            for (day, tally) in days {
-                for (metric, value) in tally.0 {
-                    update = update
-                        .expression_attribute_names(
-                            format!("#a{i}"),
-                            counter_attribute(day, metric),
-                        )
-                        .expression_attribute_values(format!(":v{i}"), n(value.normalize()));
-                    adds.push(format!("#a{i} :v{i}"));
-                    i += 1;
-                }
-            }
-            let expression = format!(
-                "SET #scope = :scope, #zone = :zone, #month = :month ADD {}",
-                adds.join(", ")
-            );
-            items.push(
-                TransactWriteItem::builder()
-                    .update(built(update.update_expression(expression).build())?)
-                    .build(),
-            );
-        }
-        for (hour, counters) in presum_hours(chunk.iter().copied()).map_err(out_of_range)? {
-            let mut update = Update::builder()
-                .table_name(&self.table)
-                .set_key(Some(key(counter_pk(&hour.scope), hour_sk(&hour))))
-                .expression_attribute_names("#exp", TTL_ATTRIBUTE)
-                .expression_attribute_values(
-                    ":exp",
-                    n((hour.hour + HOUR_COUNTER_RETENTION).timestamp()),
-                );
-            let mut adds = Vec::new();
-            for (i, (name, value)) in counters.buckets().into_iter().enumerate() {
-                update = update
-                    .expression_attribute_names(format!("#a{i}"), name)
-                    .expression_attribute_values(format!(":v{i}"), n(value.normalize()));
-                adds.push(format!("#a{i} :v{i}"));
-            }
-            let expression = format!("SET #exp = :exp ADD {}", adds.join(", "));
-            items.push(
-                TransactWriteItem::builder()
-                    .update(built(update.update_expression(expression).build())?)
-                    .build(),
-            );
+        // the leaf's own counters directly; every other scope's through a pending item on the
+        // leaf, rolled up later (ADR 031): no item here is shared with an unrelated leaf
+        let generation = uuid::Uuid::new_v4().to_string();
+        for write in counter_writes(chunk)? {
+            items.push(self.counter_update(&write, &generation)?);
         }
         // the records of reserved requests release their holds in the same transaction
         let released: Vec<&Holding> = chunk.iter().filter_map(|e| holding.get(&e.id)).collect();
@@ -703,6 +680,481 @@ impl DynamoStore {
             }
             Err(e) => Err(sdk("TransactWriteItems", e)),
         }
+    }
+}
+
+/// One counter item's increment: what it sets and what it adds to. `pending_for`: the item is
+/// a leaf's pending delta for this other counter item (PK, SK), rolled up later.
+struct CounterWrite {
+    pk: String,
+    sk: String,
+    sets: Vec<(String, AttributeValue)>,
+    adds: BTreeMap<String, Decimal>,
+    pending_for: Option<(String, String)>,
+}
+
+impl CounterWrite {
+    /// The write of `target`'s increment by `leaf`'s records: to the item itself when it is
+    /// the leaf's own, else to the leaf's pending item for it.
+    fn of(
+        leaf: &Scope,
+        target: &Scope,
+        (pk, sk): (String, String),
+        sets: Vec<(String, AttributeValue)>,
+        adds: BTreeMap<String, Decimal>,
+    ) -> CounterWrite {
+        if target == leaf {
+            return CounterWrite {
+                pk,
+                sk,
+                sets,
+                adds,
+                pending_for: None,
+            };
+        }
+        CounterWrite {
+            pk: counter_pk(leaf),
+            sk: pending_sk(&sk, target),
+            sets,
+            adds,
+            pending_for: Some((pk, sk)),
+        }
+    }
+}
+
+/// Every counter item a chunk of entries writes, each entry's increments summed per item.
+fn counter_writes(chunk: &[&UsageEntry]) -> StoreResult<Vec<CounterWrite>> {
+    let out_of_range = |e: spendguard_domain::money::OutOfRange| StoreError::Corrupt(e.to_string());
+    let mut months: BTreeMap<(Scope, CounterKey), BTreeMap<u32, Tally>> = BTreeMap::new();
+    let mut hours: BTreeMap<(Scope, HourKey), HourCounters> = BTreeMap::new();
+    for e in chunk {
+        for (counter, days) in presum([*e]).map_err(out_of_range)? {
+            let sums = months.entry((e.leaf.clone(), counter)).or_default();
+            for (day, tally) in days {
+                sums.entry(day)
+                    .or_default()
+                    .merge(&tally)
+                    .map_err(out_of_range)?;
+            }
+        }
+        for (hour, counters) in presum_hours([*e]).map_err(out_of_range)? {
+            hours
+                .entry((e.leaf.clone(), hour))
+                .or_default()
+                .merge(&counters)
+                .map_err(out_of_range)?;
+        }
+    }
+    let mut writes = Vec::new();
+    for ((leaf, counter), days) in months {
+        let sets = vec![
+            ("scope".to_string(), s(counter.scope.as_str())),
+            ("zone".to_string(), s(counter.zone.name())),
+            ("month".to_string(), s(counter.month.to_string())),
+        ];
+        let adds = days
+            .into_iter()
+            .flat_map(|(day, tally)| {
+                tally
+                    .0
+                    .into_iter()
+                    .map(move |(metric, value)| (counter_attribute(day, metric), value))
+            })
+            .collect();
+        let item = (counter_pk(&counter.scope), counter_sk(&counter));
+        writes.push(CounterWrite::of(&leaf, &counter.scope, item, sets, adds));
+    }
+    for ((leaf, hour), counters) in hours {
+        let expires = n((hour.hour + HOUR_COUNTER_RETENTION).timestamp());
+        let sets = vec![(TTL_ATTRIBUTE.to_string(), expires)];
+        let adds = counters.buckets().into_iter().collect();
+        let item = (counter_pk(&hour.scope), hour_sk(&hour));
+        writes.push(CounterWrite::of(&leaf, &hour.scope, item, sets, adds));
+    }
+    Ok(writes)
+}
+
+/// The counter items an entry's transaction writes: its leaf's own, and one pending item on
+/// the leaf per other counter (what packing counts against the action limit).
+fn written_items(e: &UsageEntry) -> BTreeSet<String> {
+    let months = e.deltas.iter().map(|d| (&d.key.scope, counter_sk(&d.key)));
+    let hours = e.hours.iter().map(|h| (&h.key.scope, hour_sk(&h.key)));
+    months
+        .chain(hours)
+        .map(|(scope, sk)| {
+            if *scope == e.leaf {
+                format!("{scope}|{sk}")
+            } else {
+                format!("{}|{}", e.leaf, pending_sk(&sk, scope))
+            }
+        })
+        .collect()
+}
+
+impl DynamoStore {
+    /// The update of one counter item: `SET` its metadata, `ADD` its increments; a pending
+    /// item also names its target, keeps its generation and moves its sequence.
+    fn counter_update(
+        &self,
+        write: &CounterWrite,
+        generation: &str,
+    ) -> StoreResult<TransactWriteItem> {
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(write.pk.clone(), write.sk.clone())));
+        let mut sets = Vec::new();
+        let mut set = |update: UpdateBuilder, name: &str, value: AttributeValue, i: usize| {
+            sets.push(format!("#s{i} = :s{i}"));
+            update
+                .expression_attribute_names(format!("#s{i}"), name)
+                .expression_attribute_values(format!(":s{i}"), value)
+        };
+        for (i, (name, value)) in write.sets.iter().enumerate() {
+            update = set(update, name, value.clone(), i);
+        }
+        let mut adds = Vec::new();
+        for (i, (name, value)) in write.adds.iter().enumerate() {
+            update = update
+                .expression_attribute_names(format!("#a{i}"), name)
+                .expression_attribute_values(format!(":v{i}"), n(value.normalize()));
+            adds.push(format!("#a{i} :v{i}"));
+        }
+        if let Some((target_pk, target_sk)) = &write.pending_for {
+            let next = write.sets.len();
+            update = set(update, TARGET_PK, s(target_pk), next);
+            update = set(update, TARGET_SK, s(target_sk), next + 1);
+            sets.push("#gen = if_not_exists(#gen, :gen)".into());
+            adds.push("#seq :one".into());
+            update = update
+                .expression_attribute_names("#gen", PENDING_GEN)
+                .expression_attribute_values(":gen", s(generation))
+                .expression_attribute_names("#seq", PENDING_SEQ)
+                .expression_attribute_values(":one", n(1));
+        }
+        let expression = format!("SET {} ADD {}", sets.join(", "), adds.join(", "));
+        Ok(TransactWriteItem::builder()
+            .update(built(update.update_expression(expression).build())?)
+            .build())
+    }
+}
+
+/// A month counter as stored: a bucket per day and metric (`d<day>_<metric>`).
+fn month_counters_of(item: &HashMap<String, AttributeValue>) -> MonthCounters {
+    let mut month = MonthCounters::default();
+    for (name, value) in item {
+        let Some((day, metric)) = name.strip_prefix('d').and_then(|r| r.split_once('_')) else {
+            continue;
+        };
+        let (Ok(day), Some(metric)) = (day.parse::<u32>(), Metric::parse(metric)) else {
+            continue;
+        };
+        match value {
+            AttributeValue::N(v) => month.read(day, metric, name, v),
+            _ => {
+                month
+                    .unreadable
+                    .entry(day)
+                    .or_insert(format!("counter attribute `{name}` is not a number"));
+            }
+        }
+    }
+    month
+}
+
+/// An hour counter as stored ([`HourCounters::buckets`]).
+fn hour_counters_of(item: &HashMap<String, AttributeValue>) -> HourCounters {
+    let mut counters = HourCounters::default();
+    for (name, value) in item {
+        if let AttributeValue::N(v) = value
+            && name != TTL_ATTRIBUTE
+        {
+            counters.read_bucket(name, v);
+        }
+    }
+    counters
+}
+
+/// A counter a read asks for.
+enum Counter<'k> {
+    Month(&'k CounterKey),
+    Hour(&'k HourKey),
+}
+
+/// A counter read in a snapshot: the counter, its item, and the fresh leaves' pending items
+/// for it.
+type SnapshotRead<'k> = (Counter<'k>, (String, String), Vec<(String, String)>);
+
+/// A leaf's pending item as a roll-up reads it.
+struct PendingItem {
+    leaf: Scope,
+    key: (String, String),
+    seq: String,
+    generation: String,
+    target: (String, String),
+    sets: Vec<(String, AttributeValue)>,
+    adds: BTreeMap<String, Decimal>,
+}
+
+impl PendingItem {
+    fn of(leaf: &Scope, item: &HashMap<String, AttributeValue>) -> StoreResult<PendingItem> {
+        let mut sets = Vec::new();
+        let mut adds = BTreeMap::new();
+        for (name, value) in item {
+            if [PK, SK, TARGET_PK, TARGET_SK, PENDING_SEQ, PENDING_GEN].contains(&name.as_str()) {
+                continue;
+            }
+            if COUNTER_METADATA.contains(&name.as_str()) {
+                sets.push((name.clone(), value.clone()));
+            } else {
+                adds.insert(name.clone(), decimal_attr(item, name)?);
+            }
+        }
+        let seq = match item.get(PENDING_SEQ) {
+            Some(AttributeValue::N(v)) => v.clone(),
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "pending item lacks number attribute `seq`".into(),
+                ));
+            }
+        };
+        Ok(PendingItem {
+            leaf: leaf.clone(),
+            key: (
+                text_attr(item, PK)?.to_string(),
+                text_attr(item, SK)?.to_string(),
+            ),
+            seq,
+            generation: text_attr(item, PENDING_GEN)?.to_string(),
+            target: (
+                text_attr(item, TARGET_PK)?.to_string(),
+                text_attr(item, TARGET_SK)?.to_string(),
+            ),
+            sets,
+            adds,
+        })
+    }
+}
+
+/// Groups pending items so that each group's deletes and its targets' updates fit one
+/// transaction.
+fn pack_roll_up(pending: &[PendingItem]) -> Vec<Vec<&PendingItem>> {
+    let mut groups = Vec::new();
+    let mut current: Vec<&PendingItem> = Vec::new();
+    let mut targets: BTreeSet<&(String, String)> = BTreeSet::new();
+    for p in pending {
+        let added = usize::from(!targets.contains(&p.target));
+        if current.len() + 1 + targets.len() + added > MAX_TRANSACTION_ACTIONS {
+            groups.push(std::mem::take(&mut current));
+            targets.clear();
+        }
+        targets.insert(&p.target);
+        current.push(p);
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
+}
+
+impl DynamoStore {
+    /// A leaf's pending items, read consistently.
+    async fn pending_items(&self, leaf: &Scope) -> StoreResult<Vec<PendingItem>> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :pending)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", s(counter_pk(leaf)))
+                .expression_attribute_values(":pending", s(PENDING_PREFIX))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk("Query", e))?;
+            for item in page.items() {
+                out.push(PendingItem::of(leaf, item)?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Moves one group of pending items into their targets in one transaction: each pending
+    /// item deleted if it is still the one read (its generation and sequence), each target
+    /// added the group's sum. `Ok(false)`: cancelled (an ingest added to one, another roll-up
+    /// moved one, a conflict), nothing written.
+    async fn roll_up_group(&self, group: &[&PendingItem]) -> StoreResult<bool> {
+        let out_of_range =
+            |e: spendguard_domain::money::OutOfRange| StoreError::Corrupt(e.to_string());
+        let mut targets: BTreeMap<&(String, String), CounterWrite> = BTreeMap::new();
+        let mut items = Vec::new();
+        for p in group {
+            items.push(
+                TransactWriteItem::builder()
+                    .delete(built(
+                        Delete::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(key(p.key.0.clone(), p.key.1.clone())))
+                            .condition_expression("#seq = :seq AND #gen = :gen")
+                            .expression_attribute_names("#seq", PENDING_SEQ)
+                            .expression_attribute_names("#gen", PENDING_GEN)
+                            .expression_attribute_values(":seq", AttributeValue::N(p.seq.clone()))
+                            .expression_attribute_values(":gen", s(&p.generation))
+                            .build(),
+                    )?)
+                    .build(),
+            );
+            let target = targets.entry(&p.target).or_insert_with(|| CounterWrite {
+                pk: p.target.0.clone(),
+                sk: p.target.1.clone(),
+                sets: p.sets.clone(),
+                adds: BTreeMap::new(),
+                pending_for: None,
+            });
+            for (name, value) in &p.adds {
+                let sum = target.adds.entry(name.clone()).or_default();
+                *sum = checked_add(*sum, *value, name).map_err(out_of_range)?;
+            }
+        }
+        for write in targets.values() {
+            items.push(self.counter_update(write, "")?);
+        }
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_transaction_canceled_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk("TransactWriteItems", e)),
+        }
+    }
+
+    /// Counters read each with its pending items in one consistent snapshot
+    /// (`TransactGetItems`): exact even while a roll-up of those items commits. Counters are
+    /// packed into snapshots of at most [`MAX_TRANSACT_GET`] items, a counter and its pending
+    /// items together.
+    async fn read_snapshots(&self, reads: Vec<SnapshotRead<'_>>) -> StoreResult<FreshCounters> {
+        let mut months = BTreeMap::new();
+        let mut hours = BTreeMap::new();
+        let mut snapshots: Vec<Vec<&SnapshotRead<'_>>> = Vec::new();
+        let mut size = 0;
+        for read in &reads {
+            let items = 1 + read.2.len();
+            match snapshots.last_mut() {
+                Some(last) if size + items <= MAX_TRANSACT_GET => last.push(read),
+                _ => {
+                    snapshots.push(vec![read]);
+                    size = 0;
+                }
+            }
+            size += items;
+        }
+        for snapshot in &snapshots {
+            let keys: Vec<&(String, String)> = snapshot
+                .iter()
+                .flat_map(|(_, item, pending)| std::iter::once(item).chain(pending))
+                .collect();
+            let found = self.transact_get(&keys).await?;
+            let mut found = found.into_iter();
+            for (counter, _, pending) in snapshot {
+                let parts: Vec<HashMap<String, AttributeValue>> =
+                    found.by_ref().take(1 + pending.len()).flatten().collect();
+                if parts.is_empty() {
+                    continue;
+                }
+                match counter {
+                    Counter::Month(k) => {
+                        let mut month = MonthCounters::default();
+                        for part in &parts {
+                            let read = month_counters_of(part);
+                            for (day, tally) in read.days {
+                                month
+                                    .days
+                                    .entry(day)
+                                    .or_default()
+                                    .merge(&tally)
+                                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                            }
+                            month.unreadable.extend(read.unreadable);
+                        }
+                        months.insert((*k).clone(), month);
+                    }
+                    Counter::Hour(k) => {
+                        let mut hour = HourCounters::default();
+                        for part in &parts {
+                            hour.merge(&hour_counters_of(part))
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        }
+                        hours.insert((*k).clone(), hour);
+                    }
+                }
+            }
+        }
+        Ok((months, hours))
+    }
+
+    /// `TransactGetItems` of `keys` (at most [`MAX_TRANSACT_GET`]), each answer in the order asked (`None`:
+    /// absent), retried while a concurrent transaction cancels it.
+    async fn transact_get(
+        &self,
+        keys: &[&(String, String)],
+    ) -> StoreResult<Vec<Option<HashMap<String, AttributeValue>>>> {
+        let gets = keys
+            .iter()
+            .map(|(pk, sk)| {
+                Ok(TransactGetItem::builder()
+                    .get(built(
+                        Get::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(key(pk.clone(), sk.clone())))
+                            .build(),
+                    )?)
+                    .build())
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        for attempt in 0..MAX_ATTEMPTS {
+            match self
+                .client
+                .transact_get_items()
+                .set_transact_items(Some(gets.clone()))
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    return Ok(out
+                        .responses
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|r| r.item)
+                        .collect());
+                }
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_transaction_canceled_exception()) =>
+                {
+                    backoff(attempt).await;
+                }
+                Err(e) => return Err(sdk("TransactGetItems", e)),
+            }
+        }
+        Err(StoreError::Conflict(
+            "counters read in a snapshot (TransactGetItems kept being cancelled)".into(),
+        ))
     }
 }
 
@@ -1150,7 +1602,7 @@ enum Reservations<'a> {
 /// Whether `entries` fit one transaction written without a read first (a marker and a
 /// reservation check per record, one update per counter).
 fn fits_unread(entries: &[&UsageEntry]) -> bool {
-    let counters: BTreeSet<String> = entries.iter().flat_map(|e| e.items()).collect();
+    let counters: BTreeSet<String> = entries.iter().flat_map(|e| written_items(e)).collect();
     2 * entries.len() + counters.len() <= MAX_TRANSACTION_ACTIONS
 }
 
@@ -1163,7 +1615,7 @@ fn pack_transactions<'a>(
     let mut current: Vec<&UsageEntry> = Vec::new();
     let mut counters: BTreeSet<String> = BTreeSet::new();
     for e in entries {
-        let mut own = e.items();
+        let mut own = written_items(e);
         if let Some(h) = holding.get(&e.id) {
             own.extend(h.items());
         }
@@ -1361,6 +1813,9 @@ impl SpendStore for DynamoStore {
                 outcome.duplicates.push(e.id.clone());
             }
         }
+        // Indexed first: a process stopped after the transaction would leave counted scopes
+        // out of the index, which the nightly run and the roll-up of every leaf read.
+        self.index_scopes(&pending).await?;
         // The usual batch (new records, no reservation) in one transaction and no read first:
         // the markers' conditions and a check that no reservation holds decide it. A replay,
         // a held reservation or a conflict cancels it, and the batch takes the path that
@@ -1370,7 +1825,6 @@ impl SpendStore for DynamoStore {
                 .write_usage_chunk(&pending, Reservations::Unread, now, marker_ttl)
                 .await?
         {
-            self.index_scopes(&pending).await?;
             outcome
                 .accepted
                 .extend(pending.iter().map(|e| e.id.clone()));
@@ -1395,7 +1849,6 @@ impl SpendStore for DynamoStore {
                     .write_usage_chunk(&group, Reservations::Read(&holding), now, marker_ttl)
                     .await?
                 {
-                    self.index_scopes(&group).await?;
                     outcome.accepted.extend(group.iter().map(|e| e.id.clone()));
                 } else {
                     cancelled.extend(group);
@@ -1472,26 +1925,7 @@ impl SpendStore for DynamoStore {
             .collect();
         let mut out = BTreeMap::new();
         for (counter, item) in self.batch_get_for(wanted).await? {
-            let mut month = MonthCounters::default();
-            for (name, value) in &item {
-                let Some((day, metric)) = name.strip_prefix('d').and_then(|r| r.split_once('_'))
-                else {
-                    continue;
-                };
-                let (Ok(day), Some(metric)) = (day.parse::<u32>(), Metric::parse(metric)) else {
-                    continue;
-                };
-                match value {
-                    AttributeValue::N(v) => month.read(day, metric, name, v),
-                    _ => {
-                        month
-                            .unreadable
-                            .entry(day)
-                            .or_insert(format!("counter attribute `{name}` is not a number"));
-                    }
-                }
-            }
-            out.insert(counter.clone(), month);
+            out.insert(counter.clone(), month_counters_of(&item));
         }
         Ok(out)
     }
@@ -1503,17 +1937,88 @@ impl SpendStore for DynamoStore {
             .collect();
         let mut out = BTreeMap::new();
         for (hour, item) in self.batch_get_for(wanted).await? {
-            let mut counters = HourCounters::default();
-            for (name, value) in &item {
-                if let AttributeValue::N(v) = value
-                    && name != TTL_ATTRIBUTE
-                {
-                    counters.read_bucket(name, v);
-                }
-            }
-            out.insert(hour.clone(), counters);
+            out.insert(hour.clone(), hour_counters_of(&item));
         }
         Ok(out)
+    }
+
+    async fn read_fresh(
+        &self,
+        months: &[CounterKey],
+        hours: &[HourKey],
+        fresh_leaves: &[Scope],
+    ) -> StoreResult<FreshCounters> {
+        let pending_of = |scope: &Scope, sk: &str| -> Vec<(String, String)> {
+            fresh_leaves
+                .iter()
+                .filter(|leaf| *leaf != scope && (scope.is_dimension() || scope.contains(leaf)))
+                .map(|leaf| (counter_pk(leaf), pending_sk(sk, scope)))
+                .collect()
+        };
+        let mut reads = Vec::new();
+        for k in months {
+            let sk = counter_sk(k);
+            let pending = pending_of(&k.scope, &sk);
+            reads.push((Counter::Month(k), (counter_pk(&k.scope), sk), pending));
+        }
+        for k in hours {
+            let sk = hour_sk(k);
+            let pending = pending_of(&k.scope, &sk);
+            reads.push((Counter::Hour(k), (counter_pk(&k.scope), sk), pending));
+        }
+        let plain = async {
+            let months = self.read_counters(months).await?;
+            let hours = if hours.is_empty() {
+                BTreeMap::new()
+            } else {
+                self.read_hours(hours).await?
+            };
+            Ok((months, hours))
+        };
+        if reads.iter().all(|(_, _, pending)| pending.is_empty()) {
+            return plain.await;
+        }
+        if reads
+            .iter()
+            .any(|(_, _, pending)| 1 + pending.len() > MAX_TRANSACT_GET)
+        {
+            // one counter with more fresh leaves than one snapshot reads: move them first,
+            // then the counters alone are exact for this batch
+            self.roll_up(fresh_leaves).await?;
+            return plain.await;
+        }
+        self.read_snapshots(reads).await
+    }
+
+    async fn roll_up(&self, leaves: &[Scope]) -> StoreResult<usize> {
+        let mut moved = 0;
+        let mut todo: BTreeSet<Scope> = leaves.iter().cloned().collect();
+        for attempt in 0..MAX_ATTEMPTS {
+            let mut pending = Vec::new();
+            for leaf in &todo {
+                pending.extend(self.pending_items(leaf).await?);
+            }
+            let mut cancelled = BTreeSet::new();
+            for group in pack_roll_up(&pending) {
+                if self.roll_up_group(&group).await? {
+                    moved += group.len();
+                } else {
+                    cancelled.extend(group.iter().map(|p| p.leaf.clone()));
+                }
+            }
+            if cancelled.is_empty() {
+                return Ok(moved);
+            }
+            todo = cancelled;
+            backoff(attempt).await;
+        }
+        Err(StoreError::Conflict(format!(
+            "roll-up of {} (transactions kept being cancelled)",
+            todo.iter()
+                .map(Scope::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
     }
 
     async fn put_observations(&self, observations: &[Observation]) -> StoreResult<()> {
@@ -2165,7 +2670,7 @@ mod tests {
         let groups = pack_transactions(&refs, &HashMap::new()).unwrap();
         assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 500);
         for g in &groups {
-            let counters: BTreeSet<String> = g.iter().flat_map(|e| e.items()).collect();
+            let counters: BTreeSet<String> = g.iter().flat_map(|e| written_items(e)).collect();
             assert!(
                 g.len() + counters.len() <= MAX_TRANSACTION_ACTIONS,
                 "{} actions",

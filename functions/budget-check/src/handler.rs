@@ -1,9 +1,17 @@
-//! budget-check: an EventBridge schedule or a manual invocation -> one budget check.
+//! budget-check: an EventBridge schedule or a manual invocation -> one budget check; the
+//! table's stream (pending usage items) or `{"roll_up": "all"}` -> a roll-up (ADR 031).
 
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Duration, Utc};
 use lambda_runtime::Diagnostic;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use spendguard_app::flows::check::{CheckError, CheckOptions, CheckReport, Checker};
+use spendguard_app::ports::store::{StateStore, StoreError};
+use spendguard_aws::dynamo::pending_leaf;
+use spendguard_domain::period::YearMonth;
+use spendguard_domain::scope::Scope;
 
 /// A manual invocation: `{}`, `{"dry_run": true}`, `{"budget_id": "openai-prod"}`.
 #[derive(Debug, Default, Deserialize)]
@@ -21,6 +29,10 @@ pub enum HandlerError {
     InvalidEvent(String),
     #[error(transparent)]
     Check(#[from] CheckError),
+    /// Pending usage could not be rolled up: the stream retries the batch (and sends it to
+    /// the failed-events queue when it keeps failing).
+    #[error("roll-up failed: {0}")]
+    RollUp(StoreError),
     /// The check ran, but some spend could not be read or some alert not published: a retry
     /// may finish it.
     #[error("budget check incomplete (run {run_id}): {}", failures.join("; "))]
@@ -44,6 +56,8 @@ impl From<HandlerError> for Diagnostic {
             HandlerError::Check(CheckError::UnknownBudget(_)) => "UnknownBudget",
             HandlerError::Check(CheckError::Store(s)) if s.is_retryable() => "StoreUnavailable",
             HandlerError::Check(CheckError::Store(_)) => "StoreCorrupt",
+            HandlerError::RollUp(s) if s.is_retryable() => "StoreUnavailable",
+            HandlerError::RollUp(_) => "StoreCorrupt",
             HandlerError::Incomplete { .. } => "CheckIncomplete",
             HandlerError::Unevaluable { .. } => "BudgetsUnevaluable",
         };
@@ -82,6 +96,142 @@ pub fn options_for(event: &Value) -> Result<CheckOptions, HandlerError> {
         audit_only_when_acted: false,
         ..CheckOptions::default()
     })
+}
+
+/// What a roll-up invocation did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RolledUp {
+    /// The leaves whose pending items were looked at.
+    pub leaves: usize,
+    /// The pending items moved into their counters.
+    pub moved: usize,
+}
+
+/// A DynamoDB stream event (the documented Lambda event shape; only what a roll-up needs).
+#[derive(Debug, Deserialize)]
+struct StreamEvent {
+    #[serde(rename = "Records")]
+    records: Vec<StreamRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamRecord {
+    #[serde(rename = "eventSource")]
+    event_source: String,
+    #[serde(rename = "eventName")]
+    event_name: String,
+    dynamodb: StreamKeys,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamKeys {
+    #[serde(rename = "Keys")]
+    keys: HashMap<String, StringAttribute>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StringAttribute {
+    #[serde(rename = "S")]
+    s: Option<String>,
+}
+
+/// The leaves to roll up for `event`: those whose pending items a stream batch wrote, or
+/// every scope with counters in the months around `now` for `{"roll_up": "all"}` (the manual
+/// recovery after a stalled stream). `None`: not a roll-up event.
+async fn leaves_to_roll_up(
+    store: &dyn StateStore,
+    event: &Value,
+    now: DateTime<Utc>,
+) -> Result<Option<BTreeSet<Scope>>, HandlerError> {
+    if event == &serde_json::json!({"roll_up": "all"}) {
+        // the previous month, this one, and the next one of zones ahead of UTC
+        let months: BTreeSet<YearMonth> = [now - Duration::days(32), now, now + Duration::days(1)]
+            .into_iter()
+            .map(|t| YearMonth::of(t.date_naive()))
+            .collect();
+        let mut leaves = BTreeSet::new();
+        for month in months {
+            let scopes = store
+                .scopes_with_counters(month)
+                .await
+                .map_err(HandlerError::RollUp)?;
+            leaves.extend(scopes);
+        }
+        return Ok(Some(leaves));
+    }
+    if event.get("roll_up").is_some() {
+        return Err(HandlerError::InvalidEvent(
+            "roll_up: expected \"all\" (a stream batch names its own leaves)".into(),
+        ));
+    }
+    if event.get("Records").is_none() {
+        return Ok(None);
+    }
+    let stream: StreamEvent = serde_json::from_value(event.clone()).map_err(|e| {
+        HandlerError::InvalidEvent(format!("{e}: expected a DynamoDB stream event"))
+    })?;
+    let mut leaves = BTreeSet::new();
+    for (i, record) in stream.records.iter().enumerate() {
+        if record.event_source != "aws:dynamodb" {
+            return Err(HandlerError::InvalidEvent(format!(
+                "Records[{i}].eventSource: `{}` is not aws:dynamodb",
+                record.event_source
+            )));
+        }
+        // the event source mapping passes inserts and changes of pending items only; a
+        // roll-up's own deletes (REMOVE) need nothing
+        if record.event_name == "REMOVE" {
+            continue;
+        }
+        let key = |name: &str| record.dynamodb.keys.get(name).and_then(|a| a.s.as_deref());
+        let leaf = key("PK")
+            .zip(key("SK"))
+            .and_then(|(pk, sk)| pending_leaf(pk, sk));
+        match leaf {
+            Some(leaf) => leaves.insert(leaf),
+            None => {
+                return Err(HandlerError::InvalidEvent(format!(
+                    "Records[{i}].dynamodb.Keys: not a pending usage item (check the event source mapping's filter)"
+                )));
+            }
+        };
+    }
+    Ok(Some(leaves))
+}
+
+/// Rolls up what `event` names, if it is a roll-up event.
+pub async fn roll_up(
+    store: &dyn StateStore,
+    event: &Value,
+    now: DateTime<Utc>,
+) -> Result<Option<RolledUp>, HandlerError> {
+    let Some(leaves) = leaves_to_roll_up(store, event, now).await? else {
+        return Ok(None);
+    };
+    let leaves: Vec<Scope> = leaves.into_iter().collect();
+    let moved = store.roll_up(&leaves).await.map_err(HandlerError::RollUp)?;
+    tracing::info!(leaves = leaves.len(), moved, "pending usage rolled up");
+    Ok(Some(RolledUp {
+        leaves: leaves.len(),
+        moved,
+    }))
+}
+
+/// What an invocation answers.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Check(Box<CheckReport>),
+    RolledUp(RolledUp),
+}
+
+/// Any invocation: a roll-up event rolls up, anything else checks.
+pub async fn handle_any(checker: &Checker, event: Value) -> Result<Answer, HandlerError> {
+    let now = checker.clock.now();
+    match roll_up(checker.store.as_ref(), &event, now).await? {
+        Some(rolled) => Ok(Answer::RolledUp(rolled)),
+        None => Ok(Answer::Check(Box::new(handle(checker, event).await?))),
+    }
 }
 
 pub async fn handle(checker: &Checker, event: Value) -> Result<CheckReport, HandlerError> {

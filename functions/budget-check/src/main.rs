@@ -13,7 +13,7 @@ async fn main() -> Result<(), Error> {
     let checker = app::checker(&config, &sdk).await?;
     let checker = &checker;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handler::handle(checker, event.payload).await
+        handler::handle_any(checker, event.payload).await
     }))
     .await
 }

@@ -2,6 +2,7 @@
 //! a 2xx is answered only after the durable write; a verified duplicate gets a 2xx and changes
 //! nothing; 5xx means our fault, so the sender retries.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -168,7 +169,15 @@ impl Webhook {
 
     /// Evaluates `budgets` now, against the policy this request already read (the signal was
     /// written first; a failure here only delays the alert to the next scheduled check).
-    async fn evaluate(&self, policy: &PolicySet, budgets: Vec<String>, actor: &str) -> usize {
+    /// Evaluates `budgets` after a signal; `fresh_leaves`: the scopes of a usage batch just
+    /// counted, whose spend the evaluation sees in every counter it feeds (ADR 031).
+    async fn evaluate(
+        &self,
+        policy: &PolicySet,
+        budgets: Vec<String>,
+        actor: &str,
+        fresh_leaves: Vec<Scope>,
+    ) -> usize {
         if budgets.is_empty() {
             return 0;
         }
@@ -182,6 +191,7 @@ impl Webhook {
             known_raised: Some(self.known_raised.clone()),
             // the open alerts are read only when this may recover or escalate one
             follow_ups_only_when_needed: true,
+            fresh_leaves,
         };
         match self.checker.check_only(policy, &options).await {
             Ok(report) => {
@@ -311,7 +321,14 @@ impl Webhook {
         let published = if outcome.accepted.is_empty() && outcome.duplicates.is_empty() {
             0
         } else {
-            self.evaluate(policy.set(), affected, "usage-report").await
+            let leaves: BTreeSet<Scope> = records.iter().map(|r| r.scope.clone()).collect();
+            self.evaluate(
+                policy.set(),
+                affected,
+                "usage-report",
+                leaves.into_iter().collect(),
+            )
+            .await
         };
         HttpResponse::ok(json!({
             "accepted": outcome.accepted.len(),
@@ -480,7 +497,7 @@ impl Webhook {
             match self.store.has_marker("gcp-crossing", &key, now).await {
                 Ok(false) => {
                     published = self
-                        .evaluate(&policy, budgets.clone(), "gcp-notification")
+                        .evaluate(&policy, budgets.clone(), "gcp-notification", Vec::new())
                         .await;
                     if let Err(e) = self
                         .store
@@ -615,7 +632,12 @@ impl Webhook {
             .map(|b| b.id.clone())
             .collect();
         let published = self
-            .evaluate(&policy, budgets.clone(), "aws-budgets-notification")
+            .evaluate(
+                &policy,
+                budgets.clone(),
+                "aws-budgets-notification",
+                Vec::new(),
+            )
             .await;
         if !self
             .store

@@ -234,6 +234,29 @@ resource "aws_lambda_permission" "webhook_url_invoke" {
   invoked_via_function_url = true
 }
 
+# pending usage (ADR 031): inserts and changes of `P#` items, about a second batched; a failing
+# batch is halved until the bad record is found, then sent to the queue
+resource "aws_lambda_event_source_mapping" "pending_usage" {
+  function_name                      = aws_lambda_function.function["budget-check"].arn
+  event_source_arn                   = aws_dynamodb_table.state.stream_arn
+  starting_position                  = "TRIM_HORIZON"
+  batch_size                         = 1000
+  maximum_batching_window_in_seconds = 1
+  bisect_batch_on_function_error     = true
+  maximum_retry_attempts             = 5
+  maximum_record_age_in_seconds      = 3600
+  destination_config {
+    on_failure {
+      destination_arn = aws_sqs_queue.failed_events.arn
+    }
+  }
+  filter_criteria {
+    filter {
+      pattern = jsonencode({ eventName = ["INSERT", "MODIFY"], dynamodb = { Keys = { SK = { S = [{ prefix = "P#" }] } } } })
+    }
+  }
+}
+
 # ------------------------------------------------------------------ alarms and dashboard
 
 resource "aws_cloudwatch_metric_alarm" "failed_events" {
@@ -246,6 +269,23 @@ resource "aws_cloudwatch_metric_alarm" "failed_events" {
   period              = 300
   evaluation_periods  = 1
   threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.operator.arn]
+  ok_actions          = [aws_sns_topic.operator.arn]
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "pending_usage_lag" {
+  alarm_name          = "${var.name}-pending-usage-lag"
+  alarm_description   = "Usage is not being rolled up into ancestor and dimension budgets (stream iterator over 5 minutes old): roll up by hand (runbook: docs/deploy.md)."
+  namespace           = "AWS/Lambda"
+  metric_name         = "IteratorAge"
+  dimensions          = { FunctionName = aws_lambda_function.function["budget-check"].function_name }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 300000
   comparison_operator = "GreaterThanThreshold"
   treat_missing_data  = "notBreaching"
   alarm_actions       = [aws_sns_topic.operator.arn]

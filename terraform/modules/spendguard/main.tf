@@ -33,6 +33,8 @@ locals {
       CostExplorer    = ["ce:GetCostAndUsage"]
       AdminKeys       = ["secretsmanager:GetSecretValue"]
       AlertSigningKey = ["secretsmanager:GetSecretValue"]
+      # the table's stream: pending usage to roll up (ADR 031)
+      PendingUsageStream = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
     }
     "alert-fanout" = {
       State           = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
@@ -100,6 +102,7 @@ locals {
     ConfirmBudgetsSubscription = [aws_sns_topic.budgets.arn]
     WebhookSecrets             = [var.usage_secret_arn, var.status_token_arn]
     AlertSigningKey            = [aws_secretsmanager_secret.alert_signing.arn]
+    PendingUsageStream         = [aws_dynamodb_table.state.stream_arn]
     # RotateSecret needs the caller to be allowed to invoke the rotation function (key-guard)
     RotateThroughSelf = ["arn:${local.partition}:lambda:${data.aws_region.current.region}:${local.account}:function:${var.name}-key-guard"]
     # a shutdown (docs/shutdown.md): finding what opted in has no resource-level permissions;
@@ -289,6 +292,9 @@ resource "aws_dynamodb_table" "state" {
     attribute_name = "expires_at"
     enabled        = true
   }
+  # keys only: budget-check rolls up the leaves whose pending usage changed (ADR 031)
+  stream_enabled   = true
+  stream_view_type = "KEYS_ONLY"
   point_in_time_recovery {
     enabled = true
   }

@@ -12,7 +12,6 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use spendguard_app::env::SourcesConfig;
 use spendguard_app::flows::check::{CheckOptions, Checker, DEFAULT_CLAIM_LEASE};
-use spendguard_app::flows::ingest::ingest_usage;
 use spendguard_app::ports::clock::FixedClock;
 use spendguard_app::ports::sources::SpendSource;
 use spendguard_app::ports::store::AlertStore;
@@ -33,6 +32,7 @@ use spendguard_domain::settings::PolicySet;
 use spendguard_tests::aws::{self, TopicProbe};
 use spendguard_tests::conformance::record;
 use spendguard_tests::faults::FaultProxy;
+use spendguard_tests::hotitem::ingest_usage;
 
 fn tier(name: &str, percent: i64, actions: Vec<Action>) -> Tier {
     Tier {
@@ -805,5 +805,107 @@ async fn an_unreadable_hour_counter_fails_theft_detection_visibly() {
     assert!(
         message.contains("theft detection of key watched") && message.contains("1e35"),
         "{message}"
+    );
+}
+
+/// The pending usage items of `leaf` as the table's stream reports them (the documented Lambda
+/// event shape, built from the keys the store wrote).
+async fn stream_event_of(w: &World, leaf: &str) -> Value {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let out = aws_sdk_dynamodb::Client::new(&w.sdk)
+        .query()
+        .table_name(&w.table)
+        .key_condition_expression("PK = :pk AND begins_with(SK, :pending)")
+        .expression_attribute_values(":pk", AttributeValue::S(format!("SPEND#{leaf}")))
+        .expression_attribute_values(":pending", AttributeValue::S("P#".into()))
+        .send()
+        .await
+        .unwrap();
+    let records: Vec<Value> = out
+        .items()
+        .iter()
+        .map(|item| {
+            let text = |name: &str| item[name].as_s().unwrap().clone();
+            json!({
+                "eventSource": "aws:dynamodb",
+                "eventName": "INSERT",
+                "awsRegion": "us-east-1",
+                "dynamodb": {"Keys": {"PK": {"S": text("PK")}, "SK": {"S": text("SK")}}, "StreamViewType": "KEYS_ONLY"},
+            })
+        })
+        .collect();
+    assert!(!records.is_empty(), "{leaf} has pending items");
+    json!({ "Records": records })
+}
+
+/// ADR 031, a stalled stream: usage counted on its keys and never rolled up is not seen by the
+/// scheduled check on their project; a stream batch rolls up the leaves it names (once: its
+/// redelivery moves nothing), and the manual `{"roll_up": "all"}` every other one, after which
+/// the project's counter is exact and the check alerts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_is_recovered_by_the_manual_roll_up() {
+    let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
+    let now = Utc::now();
+    let records = vec![
+        record("s1", "openai/prod/key-1", 6000, now),
+        record("s2", "openai/prod/key-2", 2500, now),
+    ];
+    let policy = w.store.load_policy().await.unwrap();
+    spendguard_app::flows::ingest::ingest_usage(&w.store, &policy.budgets, &records, None, now)
+        .await
+        .unwrap();
+    let checker = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+        .await
+        .unwrap();
+    let project_cost = || async {
+        let key = spendguard_domain::usage::CounterKey {
+            scope: Scope::parse("openai/prod").unwrap(),
+            zone: Zone::UTC,
+            month: YearMonth::of(now.date_naive()),
+        };
+        let counters = w
+            .store
+            .read_counters(std::slice::from_ref(&key))
+            .await
+            .unwrap();
+        counters
+            .get(&key)
+            .map(|m| {
+                m.days
+                    .values()
+                    .map(|t| t.get(spendguard_domain::usage::Metric::Cost(Currency::USD)))
+                    .sum()
+            })
+            .unwrap_or(Decimal::ZERO)
+    };
+    let report = handler::handle(&checker, scheduled_event()).await.unwrap();
+    assert_eq!(report.alerts.published, 0, "nothing rolled up yet");
+
+    let batch = stream_event_of(&w, "openai/prod/key-1").await;
+    let rolled = |answer| match answer {
+        handler::Answer::RolledUp(r) => r,
+        other => panic!("not a roll-up: {other:?}"),
+    };
+    let first = rolled(handler::handle_any(&checker, batch.clone()).await.unwrap());
+    assert_eq!(first.leaves, 1);
+    assert!(first.moved > 0, "{first:?}");
+    assert_eq!(project_cost().await, Decimal::from(60));
+    let again = rolled(handler::handle_any(&checker, batch).await.unwrap());
+    assert_eq!(again.moved, 0, "a redelivered batch moves nothing");
+
+    let all = rolled(
+        handler::handle_any(&checker, json!({"roll_up": "all"}))
+            .await
+            .unwrap(),
+    );
+    assert!(all.moved > 0, "{all:?}");
+    assert_eq!(project_cost().await, Decimal::from(85));
+    let report = handler::handle(&checker, scheduled_event()).await.unwrap();
+    assert_eq!(report.alerts.published, 2, "warning and critical");
+
+    let refused = handler::handle_any(&checker, json!({"roll_up": "some"})).await;
+    assert!(
+        matches!(refused, Err(HandlerError::InvalidEvent(_))),
+        "{refused:?}"
     );
 }

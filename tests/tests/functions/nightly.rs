@@ -6,7 +6,6 @@ use std::sync::Arc;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value;
-use spendguard_app::flows::ingest::ingest_usage;
 use spendguard_app::flows::nightly::{Days, MemoryMetrics, Nightly, NightlyError};
 use spendguard_app::ports::bus::{AlertBus, BusError};
 use spendguard_app::ports::clock::FixedClock;
@@ -23,6 +22,7 @@ use spendguard_local::memory_bus::MemoryBus;
 use spendguard_local::sqlite::SqliteStore;
 use spendguard_tests::aws;
 use spendguard_tests::conformance::{Store, budget, record};
+use spendguard_tests::hotitem::ingest_usage;
 
 fn d(s: &str) -> NaiveDate {
     s.parse().unwrap()

@@ -2250,9 +2250,45 @@ async fn bad_authorizations_are_refused_naming_the_field_and_hold_nothing() {
     assert_eq!(w.items().await, before, "a refused request writes nothing");
 }
 
+/// ADR 031: an ingest counts a record on its own key and leaves its ancestors' share pending
+/// until the roll-up; the webhook's evaluation right after the batch still reads it (the
+/// counter and its batch's pending items in one snapshot). A `*` budget alerts on the report
+/// that crosses its tier, with no roll-up between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_budget_alerts_on_the_report_that_crosses_it_before_any_roll_up() {
+    let mut set = policy(&aws_name());
+    set.budgets
+        .push(budget("everything", "*", WindowKind::Monthly, 100));
+    let w = WebhookWorld::new(set).await;
+    let report = |id: &str, scope: &str, cost: &str| {
+        let record = json!({"id": id, "scope": scope, "cost": {"amount": cost, "currency": "USD"}, "timestamp": Utc::now().to_rfc3339()});
+        signed_usage(
+            &usage_body(&[record]),
+            &format!("msg-{id}"),
+            Utc::now().timestamp(),
+        )
+    };
+    let published = |r: &HttpResponse| r.body["alerts_published"].clone();
+    // $50 on one key, rolled up as the table's stream would
+    let first = w.send(report("r-1", "openai/a/k1", "50.00")).await;
+    assert_eq!(published(&first), json!(0), "{}", first.body);
+    let k1 = Scope::parse("openai/a/k1").unwrap();
+    assert!(w.store.roll_up(&[k1]).await.unwrap() > 0);
+    // another key: $20 (70 of 100), then $15 (85): nothing rolled up in between
+    let second = w.send(report("r-2", "anthropic/b/k2", "20.00")).await;
+    assert_eq!(published(&second), json!(0), "{}", second.body);
+    let third = w.send(report("r-3", "anthropic/b/k2", "15.00")).await;
+    assert_eq!(published(&third), json!(1), "{}", third.body);
+    let alerts = w.probe.drain().await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(alerts[0].to_string().contains("everything"), "{alerts:?}");
+    assert_eq!(month_cost_now(&w.store, "*").await, Decimal::from(85));
+}
+
 /// Issue 28 item 2: on a warm container a one-record batch costs one `TransactWriteItems` (the
-/// marker a conditional put in it, no marker read first) and one batched read of the counters
-/// — before and after its budget's tier was crossed; a replay is still counted once.
+/// marker a conditional put in it, no marker read first) and one read of the counters (with
+/// the batch's pending share of them, one `TransactGetItems`: ADR 031) — before and after its
+/// budget's tier was crossed; a replay is still counted once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_one_record_batch_costs_one_transaction_and_one_read() {
     let w = WebhookWorld::new(policy(&aws_name())).await;
@@ -2269,7 +2305,7 @@ async fn a_warm_one_record_batch_costs_one_transaction_and_one_read() {
         assert_eq!(
             operations,
             BTreeMap::from([
-                ("BatchGetItem".to_string(), 1),
+                ("TransactGetItems".to_string(), 1),
                 ("TransactWriteItems".to_string(), 1)
             ]),
             "{expected}"

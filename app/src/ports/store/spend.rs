@@ -13,6 +13,12 @@ use spendguard_domain::usage::{
 };
 use std::collections::BTreeMap;
 
+/// Month and hour counters read together ([`SpendStore::read_fresh`]).
+pub type FreshCounters = (
+    BTreeMap<CounterKey, MonthCounters>,
+    BTreeMap<HourKey, HourCounters>,
+);
+
 #[async_trait]
 pub trait SpendStore: Send + Sync {
     /// Counts each entry exactly once: an entry whose id was already counted (and whose marker
@@ -50,6 +56,34 @@ pub trait SpendStore: Send + Sync {
 
     /// Hour counters for each key (absent hours are left out).
     async fn read_hours(&self, keys: &[HourKey]) -> StoreResult<BTreeMap<HourKey, HourCounters>>;
+
+    /// [`SpendStore::read_counters`] and [`SpendStore::read_hours`] as they stand right after
+    /// the records of `fresh_leaves` were ingested: a store that counts a record's ancestors
+    /// later ([`SpendStore::roll_up`]) adds what those leaves left pending for the counters
+    /// read, so an evaluation sees its own batch. Other leaves' pending spend is seen once
+    /// rolled up.
+    async fn read_fresh(
+        &self,
+        months: &[CounterKey],
+        hours: &[HourKey],
+        _fresh_leaves: &[Scope],
+    ) -> StoreResult<FreshCounters> {
+        // a store that counts every scope at ingest has nothing pending to add
+        let months = self.read_counters(months).await?;
+        let hours = if hours.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.read_hours(hours).await?
+        };
+        Ok((months, hours))
+    }
+
+    /// Moves what ingest left pending on `leaves` into the ancestor and dimension counters it
+    /// counts toward, exactly once; returns how many pending items it moved. A store that
+    /// counts every scope at ingest has nothing pending (ADR 031).
+    async fn roll_up(&self, _leaves: &[Scope]) -> StoreResult<usize> {
+        Ok(0)
+    }
 
     /// Upserts observations (one per budget, source, window and period).
     async fn put_observations(&self, observations: &[Observation]) -> StoreResult<()>;

@@ -1,0 +1,158 @@
+//! Ingest without a hot item (ADR 031): usage on DynamoDB counted on its leaf, ancestors rolled
+//! up later, compared with the embedded store, which counts every scope in its one transaction
+//! (the linear model of the counters).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use chrono::{DateTime, Duration, Utc};
+use spendguard_app::ports::store::{SpendStore, StateStore};
+use spendguard_aws::dynamo::DynamoStore;
+use spendguard_domain::period::Zone;
+use spendguard_domain::scope::Scope;
+use spendguard_domain::usage::{
+    CounterKey, HourCounters, HourKey, MonthCounters, USAGE_MARKER_TTL, UsageEntry, presum,
+    presum_hours,
+};
+use spendguard_local::sqlite::SqliteStore;
+
+use crate::aws;
+use crate::conformance::record;
+
+/// The time zones the counters are kept in (a budget in New York besides UTC).
+pub fn zones() -> Vec<Zone> {
+    vec![Zone::UTC, Zone::parse("America/New_York").unwrap()]
+}
+
+/// Scopes with hourly or rolling budgets: hour counters on the root and a provider too.
+pub fn minute_scopes() -> BTreeSet<Scope> {
+    BTreeSet::from([Scope::root(), Scope::parse("openai").unwrap()])
+}
+
+pub fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+}
+
+/// Key `k` of a few providers and projects.
+pub fn key_scope(k: usize) -> String {
+    let provider = ["openai", "anthropic"][k % 2];
+    format!("{provider}/p{}/k{k}", k % 3)
+}
+
+/// Record `id` of key `k`: `cents`, at `when`, with a model (the same name for every
+/// provider) and a user.
+pub fn entry(id: &str, k: usize, cents: i64, when: DateTime<Utc>) -> UsageEntry {
+    let mut r = record(id, &key_scope(k), cents, when);
+    r.provider = r.scope.provider().to_string();
+    r.user = Some(format!("u{}", k % 4));
+    UsageEntry::counting(&r, &zones(), &minute_scopes())
+}
+
+/// A fresh DynamoDB table in moto, its store's client carrying `interceptor`.
+pub async fn intercepted_store(
+    sdk: &SdkConfig,
+    interceptor: impl aws_smithy_runtime_api::client::interceptors::Intercept + 'static,
+) -> DynamoStore {
+    let (_, table) = aws::new_store(sdk).await;
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(sdk)
+            .interceptor(interceptor)
+            .build(),
+    );
+    DynamoStore::new(client, &table)
+}
+
+/// The embedded store, the reference: every scope counted in the ingest's own transaction.
+pub fn reference() -> Arc<dyn StateStore> {
+    Arc::new(SqliteStore::in_memory().expect("in-memory sqlite"))
+}
+
+/// Every month and hour counter `entries` feed.
+pub fn counters_fed(entries: &[UsageEntry]) -> (Vec<CounterKey>, Vec<HourKey>) {
+    let months = presum(entries).unwrap().into_keys().collect();
+    let hours = presum_hours(entries).unwrap().into_keys().collect();
+    (months, hours)
+}
+
+/// Month and hour counters as a store reads them.
+pub type Counters = (
+    BTreeMap<CounterKey, MonthCounters>,
+    BTreeMap<HourKey, HourCounters>,
+);
+
+pub async fn read_all(
+    store: &dyn SpendStore,
+    months: &[CounterKey],
+    hours: &[HourKey],
+) -> Counters {
+    (
+        store.read_counters(months).await.unwrap(),
+        store.read_hours(hours).await.unwrap(),
+    )
+}
+
+/// The first counter where `got` and `want` differ, described (`None`: all equal).
+pub fn first_difference(got: &Counters, want: &Counters) -> Option<String> {
+    for (key, w) in &want.0 {
+        if got.0.get(key) != Some(w) {
+            return Some(format!(
+                "{} {} {}: got {:?}, want {w:?}",
+                key.scope,
+                key.zone.name(),
+                key.month,
+                got.0.get(key)
+            ));
+        }
+    }
+    for (key, w) in &want.1 {
+        if got.1.get(key) != Some(w) {
+            return Some(format!(
+                "{} {}: got {:?}, want {w:?}",
+                key.scope,
+                key.label(),
+                got.1.get(key)
+            ));
+        }
+    }
+    let extra = got.0.len() + got.1.len();
+    let wanted = want.0.len() + want.1.len();
+    (extra != wanted).then(|| format!("{extra} counters read, {wanted} expected"))
+}
+
+/// Ingests `entries` into `store` as one batch at `now`.
+pub async fn ingest(store: &dyn SpendStore, entries: &[UsageEntry], now: DateTime<Utc>) {
+    store
+        .ingest_usage(entries, now, USAGE_MARKER_TTL)
+        .await
+        .expect("ingest");
+}
+
+/// `n` records over `keys` keys from `start`, a few minutes apart, of varied costs.
+pub fn workload(prefix: &str, n: usize, keys: usize, start: DateTime<Utc>) -> Vec<UsageEntry> {
+    (0..n)
+        .map(|i| {
+            let cents = 1 + (i as i64 * 37) % 500;
+            let when = start + Duration::minutes(7 * i as i64);
+            entry(&format!("{prefix}-{i}"), i % keys, cents, when)
+        })
+        .collect()
+}
+
+/// The webhook's ingest flow followed by what the table's stream then does: the records'
+/// leaves rolled up, so that a scheduled check sees their spend in every ancestor.
+pub async fn ingest_usage(
+    store: &dyn StateStore,
+    budgets: &[spendguard_domain::budget::Budget],
+    records: &[spendguard_domain::usage::UsageRecord],
+    sender: Option<&str>,
+    now: DateTime<Utc>,
+) -> spendguard_app::ports::store::StoreResult<spendguard_domain::usage::IngestOutcome> {
+    let outcome =
+        spendguard_app::flows::ingest::ingest_usage(store, budgets, records, sender, now).await?;
+    let leaves: BTreeSet<Scope> = records.iter().map(|r| r.scope.clone()).collect();
+    store
+        .roll_up(&leaves.into_iter().collect::<Vec<_>>())
+        .await?;
+    Ok(outcome)
+}

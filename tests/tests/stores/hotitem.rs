@@ -1,0 +1,109 @@
+//! ADR 031 on DynamoDB through moto: an ingest transaction writes only its own leaf's items;
+//! ancestors and dimensions are rolled up exactly once.
+
+use std::collections::BTreeSet;
+
+use spendguard_app::ports::store::SpendStore;
+use spendguard_domain::scope::Scope;
+use spendguard_tests::aws;
+use spendguard_tests::hotitem::{
+    at, counters_fed, entry, first_difference, ingest, intercepted_store, key_scope, read_all,
+    reference, workload,
+};
+
+/// Issue 28 item 3: two senders reporting for unrelated keys (the same model name) write no
+/// item in common, so neither transaction can cancel the other. Before ADR 031 every ingest
+/// transaction updated `SPEND#*` (and keys of one provider `SPEND#<provider>`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrelated_keys_share_no_item_in_their_ingest_transactions() {
+    let sdk = aws::sdk().await;
+    let recorder = aws::WriteRecorder::default();
+    let store = intercepted_store(&sdk, recorder.clone()).await;
+    let now = at("2026-12-07T11:30:00Z");
+    // keys 0 and 1: openai and anthropic; key 2: openai again, another project
+    for k in 0..3 {
+        ingest(&store, &[entry(&format!("r{k}"), k, 125, now)], now).await;
+    }
+    let transactions = recorder.transactions();
+    assert_eq!(
+        transactions.len(),
+        3,
+        "one transaction per one-record batch"
+    );
+    let items: Vec<BTreeSet<&str>> = transactions
+        .iter()
+        .map(|t| t.iter().map(|(_, pk)| pk.as_str()).collect())
+        .collect();
+    for a in 0..items.len() {
+        for b in a + 1..items.len() {
+            let shared: Vec<&&str> = items[a].intersection(&items[b]).collect();
+            assert!(
+                shared.is_empty(),
+                "{} and {} wrote the same items {shared:?}",
+                key_scope(a),
+                key_scope(b)
+            );
+        }
+        let leaf = format!("SPEND#{}", key_scope(a));
+        let own = |pk: &&str| *pk == leaf || pk.starts_with("USAGE#") || pk.starts_with("RESERVE#");
+        assert!(items[a].iter().all(own), "{:?}", items[a]);
+    }
+}
+
+/// Many records over many keys, some leaves rolled up midway and the rest left pending:
+/// every ancestor, provider, project, model and user counter (month and hour) reads exactly
+/// what the embedded store counted in its one transaction — read together with the pending
+/// leaves in one snapshot before the roll-up, and alone after it; a replayed batch and a
+/// replayed roll-up change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ancestors_read_exactly_the_sum_of_their_leaves() {
+    let sdk = aws::sdk().await;
+    let (store, _) = aws::new_store(&sdk).await;
+    let linear = reference();
+    let now = at("2026-12-07T11:30:00Z");
+    let entries = workload("w", 90, 8, at("2026-12-06T20:00:00Z"));
+    let mut start = 0;
+    for (round, size) in [1, 5, 12, 2, 40, 10, 20].into_iter().enumerate() {
+        let batch = &entries[start..start + size];
+        ingest(&store, batch, now).await;
+        ingest(linear.as_ref(), batch, now).await;
+        if round == 2 {
+            // a replay: counted once
+            ingest(&store, &entries[..8], now).await;
+            // half of the leaves rolled up midway, as the stream would
+            let half: Vec<Scope> = (0..6)
+                .map(|k| Scope::parse(&key_scope(k)).unwrap())
+                .collect();
+            assert!(store.roll_up(&half).await.unwrap() > 0);
+        }
+        start += size;
+    }
+    assert_eq!(start, entries.len());
+    let (months, hours) = counters_fed(&entries);
+    let want = read_all(linear.as_ref(), &months, &hours).await;
+    let leaves: Vec<Scope> = (0..12)
+        .map(|k| Scope::parse(&key_scope(k)).unwrap())
+        .collect();
+
+    let pending = read_all(&store, &months, &hours).await;
+    assert!(
+        first_difference(&pending, &want).is_some(),
+        "some spend is still pending on its leaves"
+    );
+    let fresh = store.read_fresh(&months, &hours, &leaves).await.unwrap();
+    if let Some(diff) = first_difference(&fresh, &want) {
+        panic!("counters with their leaves' pending items: {diff}");
+    }
+
+    assert!(store.roll_up(&leaves).await.unwrap() > 0);
+    let rolled = read_all(&store, &months, &hours).await;
+    if let Some(diff) = first_difference(&rolled, &want) {
+        panic!("rolled up: {diff}");
+    }
+    assert_eq!(
+        store.roll_up(&leaves).await.unwrap(),
+        0,
+        "nothing left to move"
+    );
+    assert_eq!(read_all(&store, &months, &hours).await, rolled);
+}
