@@ -188,7 +188,7 @@ pub fn operation_name(target: Option<&str>, body: &[u8]) -> String {
 }
 
 /// The operation of a request an SDK client is about to send, and its body.
-fn operation_and_body<'a>(
+pub fn operation_and_body<'a>(
     context: &'a BeforeTransmitInterceptorContextRef<'_>,
 ) -> (String, &'a [u8]) {
     let request = context.request();

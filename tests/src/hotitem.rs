@@ -55,12 +55,94 @@ pub async fn intercepted_store(
     interceptor: impl aws_smithy_runtime_api::client::interceptors::Intercept + 'static,
 ) -> DynamoStore {
     let (_, table) = aws::new_store(sdk).await;
+    store_on(sdk, &table, interceptor)
+}
+
+/// A store on `table`, its client carrying `interceptor`.
+pub fn store_on(
+    sdk: &SdkConfig,
+    table: &str,
+    interceptor: impl aws_smithy_runtime_api::client::interceptors::Intercept + 'static,
+) -> DynamoStore {
     let client = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(sdk)
             .interceptor(interceptor)
             .build(),
     );
-    DynamoStore::new(client, &table)
+    DynamoStore::new(client, table)
+}
+
+/// Whether a `TransactWriteItems` body is a roll-up's: it deletes a leaf's pending items.
+fn is_roll_up(body: &serde_json::Value) -> bool {
+    body["TransactItems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|a| {
+            a.pointer("/Delete/Key/SK/S")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|sk| sk.starts_with("P#"))
+        })
+}
+
+/// Ingests one more record of key `key` through `store` (another client) just before each
+/// roll-up transaction is sent: a runaway key reporting between the roll-up's read of its
+/// pending items and the roll-up's commit, every time, without depending on timing.
+#[derive(Debug, Clone)]
+pub struct IngestBeforeEachRollUp {
+    store: DynamoStore,
+    key: usize,
+    now: DateTime<Utc>,
+    /// The records ingested so far (one per roll-up transaction sent).
+    pub ingested: Arc<std::sync::Mutex<Vec<UsageEntry>>>,
+    /// Cleared: the roll-ups run alone.
+    pub racing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl IngestBeforeEachRollUp {
+    pub fn new(store: DynamoStore, key: usize, now: DateTime<Utc>) -> Self {
+        IngestBeforeEachRollUp {
+            store,
+            key,
+            now,
+            ingested: Default::default(),
+            racing: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
+    }
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for IngestBeforeEachRollUp {
+    fn name(&self) -> &'static str {
+        "IngestBeforeEachRollUp"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let (operation, body) = aws::operation_and_body(context);
+        if operation != "TransactWriteItems"
+            || !self.racing.load(std::sync::atomic::Ordering::SeqCst)
+            || !is_roll_up(&serde_json::from_slice(body)?)
+        {
+            return Ok(());
+        }
+        let mut ingested = self.ingested.lock().unwrap();
+        let e = entry(&format!("race-{}", ingested.len()), self.key, 50, self.now);
+        let (store, now, one) = (self.store.clone(), self.now, e.clone());
+        // the interceptor is synchronous: the ingest runs to its end on a runtime of its own
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(store.ingest_usage(&[one], now, USAGE_MARKER_TTL))
+        })
+        .join()
+        .expect("racing ingest thread")?;
+        ingested.push(e);
+        Ok(())
+    }
 }
 
 /// The embedded store, the reference: every scope counted in the ingest's own transaction.

@@ -7,8 +7,8 @@ use spendguard_app::ports::store::SpendStore;
 use spendguard_domain::scope::Scope;
 use spendguard_tests::aws;
 use spendguard_tests::hotitem::{
-    at, counters_fed, entry, first_difference, ingest, intercepted_store, key_scope, read_all,
-    reference, workload,
+    IngestBeforeEachRollUp, at, counters_fed, entry, first_difference, ingest, intercepted_store,
+    key_scope, read_all, reference, store_on, workload,
 };
 
 /// Issue 28 item 3: two senders reporting for unrelated keys (the same model name) write no
@@ -106,4 +106,64 @@ async fn ancestors_read_exactly_the_sum_of_their_leaves() {
         "nothing left to move"
     );
     assert_eq!(read_all(&store, &months, &hours).await, rolled);
+}
+
+/// A runaway key keeps reporting while its leaf is rolled up: each roll-up transaction still
+/// moves what it read, and what arrived meanwhile waits for the next one. (The first build
+/// conditioned each delete on the pending item's sequence, which every ingest moved: a key
+/// reporting between the roll-up's read and its commit cancelled every attempt, and its
+/// project, provider and `*` counters stopped moving while it ran.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_reporting_during_its_roll_up_is_still_rolled_up() {
+    let sdk = aws::sdk().await;
+    let (plain, table) = aws::new_store(&sdk).await;
+    let now = at("2026-12-07T11:30:00Z");
+    let racer = IngestBeforeEachRollUp::new(plain.clone(), 0, now);
+    let store = store_on(&sdk, &table, racer.clone());
+    let linear = reference();
+    let first: Vec<_> = (0..3)
+        .map(|i| entry(&format!("r{i}"), 0, 100 + i, now))
+        .collect();
+    for e in &first {
+        ingest(&store, std::slice::from_ref(e), now).await;
+        ingest(linear.as_ref(), std::slice::from_ref(e), now).await;
+    }
+    let leaf = Scope::parse(&key_scope(0)).unwrap();
+
+    let moved = store.roll_up(std::slice::from_ref(&leaf)).await;
+    assert!(
+        moved.as_ref().is_ok_and(|n| *n > 0),
+        "roll-up raced by its leaf's ingest: {moved:?}"
+    );
+    let raced = racer.ingested.lock().unwrap().clone();
+    assert_eq!(raced.len(), 1, "one roll-up transaction, not cancelled");
+    let (months, hours) = counters_fed(&first);
+    let want = read_all(linear.as_ref(), &months, &hours).await;
+    let leaf_only = |c: &spendguard_tests::hotitem::Counters| {
+        let months = c.0.iter().filter(|(k, _)| k.scope != leaf);
+        let hours = c.1.iter().filter(|(k, _)| k.scope != leaf);
+        (
+            months.map(|(k, v)| (k.clone(), v.clone())).collect(),
+            hours.map(|(k, v)| (k.clone(), v.clone())).collect(),
+        )
+    };
+    if let Some(diff) = first_difference(
+        &leaf_only(&read_all(&store, &months, &hours).await),
+        &leaf_only(&want),
+    ) {
+        panic!("ancestors after the raced roll-up: {diff}");
+    }
+
+    // what the key reported meanwhile is moved by the next roll-up
+    racer
+        .racing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    ingest(linear.as_ref(), &raced, now).await;
+    assert!(store.roll_up(&[leaf]).await.unwrap() > 0);
+    let all: Vec<_> = first.iter().chain(&raced).cloned().collect();
+    let (months, hours) = counters_fed(&all);
+    let want = read_all(linear.as_ref(), &months, &hours).await;
+    if let Some(diff) = first_difference(&read_all(&store, &months, &hours).await, &want) {
+        panic!("after the next roll-up: {diff}");
+    }
 }
