@@ -102,6 +102,9 @@ const PENDING_PREFIX: &str = "P#";
 /// A pending item's deltas: a list, one entry per counter item it feeds, each with the
 /// counter's key (`pk`, `sk`), the attributes set on it (`set`) and those added (`add`).
 const PENDING_TARGETS: &str = "targets";
+/// ... and the holds of reserved requests on those counters' budgets (`window`, `sk`,
+/// `amount`): released by the roll-up that adds the spend, not before (ADR 031).
+const PENDING_HOLDS: &str = "holds";
 /// Pending items a process remembers per leaf it wrote, for its reads of fresh counters.
 const REMEMBERED_PENDING: usize = 8;
 
@@ -663,16 +666,28 @@ impl DynamoStore {
         }
         // the leaf's own counters directly; every other scope's in one new pending item per
         // leaf, rolled up later (ADR 031): no item here is shared with an unrelated leaf
-        let (own, pending) = counter_writes(chunk)?;
+        let (own, mut pending) = counter_writes(chunk)?;
         for write in &own {
             items.push(self.counter_update(write)?);
         }
-        for (leaf, targets) in &pending {
-            items.push(self.pending_put(leaf, &token, targets)?);
+        // the records of reserved requests settle them in the same transaction: the holds on
+        // their leaf's own budgets released now, with the spend; the others owed by the
+        // pending item until its roll-up adds the spend there (else, meanwhile, the spend
+        // would be in neither, and /authorize would allow past an ancestor's cap)
+        let mut released = Vec::new();
+        for e in chunk {
+            if let Some(h) = holding.get(&e.id) {
+                let (now_released, owed) = h.split_at(&e.leaf);
+                released.push(now_released);
+                if !owed.is_empty() {
+                    pending.entry(e.leaf.clone()).or_default().1.extend(owed);
+                }
+            }
         }
-        // the records of reserved requests release their holds in the same transaction
-        let released: Vec<&Holding> = chunk.iter().filter_map(|e| holding.get(&e.id)).collect();
-        items.extend(self.release_actions(&released)?);
+        for (leaf, (targets, owed)) in &pending {
+            items.push(self.pending_put(leaf, &token, targets, owed)?);
+        }
+        items.extend(self.release_actions(&released.iter().collect::<Vec<_>>())?);
         let result = self
             .client
             .transact_write_items()
@@ -714,6 +729,7 @@ impl DynamoStore {
         leaf: &Scope,
         token: &str,
         targets: &[CounterWrite],
+        owed: &[OwedHold],
     ) -> StoreResult<TransactWriteItem> {
         let mut item = key(counter_pk(leaf), pending_sk(token));
         let targets = targets
@@ -733,6 +749,19 @@ impl DynamoStore {
             })
             .collect();
         item.insert(PENDING_TARGETS.into(), AttributeValue::L(targets));
+        if !owed.is_empty() {
+            let owed = owed
+                .iter()
+                .map(|h| {
+                    AttributeValue::M(HashMap::from([
+                        ("window".to_string(), s(&h.window)),
+                        ("sk".to_string(), s(&h.sk)),
+                        ("amount".to_string(), n(h.amount.normalize())),
+                    ]))
+                })
+                .collect();
+            item.insert(PENDING_HOLDS.into(), AttributeValue::L(owed));
+        }
         Ok(TransactWriteItem::builder()
             .put(built(
                 Put::builder()
@@ -755,9 +784,23 @@ struct CounterWrite {
     adds: BTreeMap<String, Decimal>,
 }
 
-/// What a chunk of entries writes: the leaves' own counter items, and per leaf the other
-/// counters' increments its pending item carries; each entry's increments summed per item.
-type ChunkWrites = (Vec<CounterWrite>, BTreeMap<Scope, Vec<CounterWrite>>);
+/// A reserved request's hold on a window of a budget above its record's leaf, released by the
+/// roll-up of the leaf's pending item: the hold's entry (`HOLDS#<window>` / `sk`) and its share
+/// of the window's total.
+#[derive(Debug, Clone)]
+struct OwedHold {
+    window: String,
+    sk: String,
+    amount: Decimal,
+}
+
+/// What a chunk of entries writes: the leaves' own counter items, and per leaf what its
+/// pending item carries (the other counters' increments, the holds it owes); each entry's
+/// increments summed per item.
+type ChunkWrites = (
+    Vec<CounterWrite>,
+    BTreeMap<Scope, (Vec<CounterWrite>, Vec<OwedHold>)>,
+);
 
 fn counter_writes(chunk: &[&UsageEntry]) -> StoreResult<ChunkWrites> {
     let out_of_range = |e: spendguard_domain::money::OutOfRange| StoreError::Corrupt(e.to_string());
@@ -782,12 +825,12 @@ fn counter_writes(chunk: &[&UsageEntry]) -> StoreResult<ChunkWrites> {
         }
     }
     let mut own = Vec::new();
-    let mut pending: BTreeMap<Scope, Vec<CounterWrite>> = BTreeMap::new();
+    let mut pending: BTreeMap<Scope, (Vec<CounterWrite>, Vec<OwedHold>)> = BTreeMap::new();
     let mut place = |leaf: Scope, target: &Scope, write: CounterWrite| {
         if *target == leaf {
             own.push(write);
         } else {
-            pending.entry(leaf).or_default().push(write);
+            pending.entry(leaf).or_default().0.push(write);
         }
     };
     for ((leaf, counter), days) in months {
@@ -928,6 +971,7 @@ enum Counter<'k> {
 struct PendingItem {
     key: (String, String),
     targets: Vec<CounterWrite>,
+    holds: Vec<OwedHold>,
 }
 
 impl PendingItem {
@@ -961,11 +1005,37 @@ impl PendingItem {
                 adds,
             });
         }
-        Ok(PendingItem { key, targets })
+        let mut holds = Vec::new();
+        if let Some(AttributeValue::L(list)) = item.get(PENDING_HOLDS) {
+            for hold in list {
+                let AttributeValue::M(hold) = hold else {
+                    return Err(corrupt("a hold is not a map"));
+                };
+                holds.push(OwedHold {
+                    window: text_attr(hold, "window")?.to_string(),
+                    sk: text_attr(hold, "sk")?.to_string(),
+                    amount: decimal_attr(hold, "amount")?,
+                });
+            }
+        }
+        Ok(PendingItem {
+            key,
+            targets,
+            holds,
+        })
     }
 
-    fn target_keys(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.targets.iter().map(|t| (t.pk.as_str(), t.sk.as_str()))
+    /// The items its roll-up updates besides deleting it: its targets, its holds' entries and
+    /// their windows' totals.
+    fn action_keys(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        let targets = self.targets.iter().map(|t| (t.pk.clone(), t.sk.clone()));
+        let holds = self.holds.iter().flat_map(|h| {
+            [
+                (holds_pk(&h.window), h.sk.clone()),
+                (holds_pk(&h.window), SINGLETON_SK.to_string()),
+            ]
+        });
+        targets.chain(holds)
     }
 }
 
@@ -974,16 +1044,16 @@ impl PendingItem {
 fn pack_roll_up(pending: &[PendingItem]) -> Vec<Vec<&PendingItem>> {
     let mut groups = Vec::new();
     let mut current: Vec<&PendingItem> = Vec::new();
-    let mut targets: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut targets: BTreeSet<(String, String)> = BTreeSet::new();
     for p in pending {
-        let added = p.target_keys().filter(|t| !targets.contains(t)).count();
+        let added = p.action_keys().filter(|t| !targets.contains(t)).count();
         if !current.is_empty()
             && current.len() + 1 + targets.len() + added > MAX_TRANSACTION_ACTIONS
         {
             groups.push(std::mem::take(&mut current));
             targets.clear();
         }
-        targets.extend(p.target_keys());
+        targets.extend(p.action_keys());
         current.push(p);
     }
     if !current.is_empty() {
@@ -1093,6 +1163,37 @@ impl DynamoStore {
         }
         for write in targets.values() {
             items.push(self.counter_update(write)?);
+        }
+        // the holds the moved spend took the place of
+        let mut lowered: BTreeMap<&str, Decimal> = BTreeMap::new();
+        for h in group.iter().flat_map(|p| &p.holds) {
+            let total = lowered.entry(h.window.as_str()).or_default();
+            *total = checked_add(*total, h.amount, &h.window).map_err(out_of_range)?;
+            items.push(
+                TransactWriteItem::builder()
+                    .delete(built(
+                        Delete::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(key(holds_pk(&h.window), &h.sk)))
+                            .build(),
+                    )?)
+                    .build(),
+            );
+        }
+        for (window, amount) in lowered {
+            items.push(
+                TransactWriteItem::builder()
+                    .update(built(
+                        Update::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(key(holds_pk(window), SINGLETON_SK)))
+                            .update_expression("ADD #reserved :minus")
+                            .expression_attribute_names("#reserved", "reserved")
+                            .expression_attribute_values(":minus", n((-amount).normalize()))
+                            .build(),
+                    )?)
+                    .build(),
+            );
         }
         match self
             .client
@@ -1280,6 +1381,28 @@ impl Holding {
             until: DateTime::from_timestamp(number_attr(item, "hold_until")?, 0)
                 .ok_or_else(|| StoreError::Corrupt(format!("{pk}: hold_until out of range")))?,
         }))
+    }
+
+    /// Its holds on `leaf`'s own budgets (released with the record's ingest), and those on
+    /// other budgets, owed until the record's roll-up.
+    fn split_at(&self, leaf: &Scope) -> (Holding, Vec<OwedHold>) {
+        let (own, other): (Vec<Hold>, Vec<Hold>) =
+            self.holds.iter().cloned().partition(|h| h.scope == *leaf);
+        let owed = other
+            .into_iter()
+            .map(|h| OwedHold {
+                sk: hold_sk(self.until, &self.id),
+                window: h.window,
+                amount: h.amount,
+            })
+            .collect();
+        (
+            Holding {
+                holds: own,
+                ..self.clone()
+            },
+            owed,
+        )
     }
 
     /// The items releasing it writes (for packing transactions).
@@ -1687,7 +1810,14 @@ fn pack_transactions<'a>(
         if let Some(h) = holding.get(&e.id) {
             own.extend(h.items());
         }
-        let fed = pending_targets(e);
+        let mut fed = pending_targets(e);
+        if let Some(h) = holding.get(&e.id) {
+            let (_, owed) = h.split_at(&e.leaf);
+            for o in owed {
+                fed.insert(format!("{}|{}", holds_pk(&o.window), o.sk));
+                fed.insert(holds_pk(&o.window));
+            }
+        }
         if own.len() + 1 > MAX_TRANSACTION_ACTIONS || fed.len() + 1 > MAX_TRANSACTION_ACTIONS {
             return Err(StoreError::Unavailable(format!(
                 "usage record {} touches {} counters (scope depth x time zones): more than one transaction holds",
@@ -2803,6 +2933,7 @@ mod tests {
                     holds: vec![Hold {
                         window: "b#daily#D#2026-11-20".into(),
                         budget: "b".into(),
+                        scope: Scope::root(),
                         kind: spendguard_domain::period::WindowKind::Daily,
                         period: "D#2026-11-20".into(),
                         currency: Currency::USD,

@@ -2167,6 +2167,45 @@ async fn fifty_concurrent_authorizations_allow_exactly_the_headroom_and_usage_re
     assert_eq!(after, ["allow", "allow", "deny"]);
 }
 
+/// A hard cap on an ancestor holds while a key's spend waits for its roll-up (ADR 031): the
+/// reserved request's usage moves its spend into the key's own counters at once and into
+/// `agents` only at the roll-up, so its hold on `agents` stays until then. (The first build
+/// released every hold at ingest: until the roll-up the spend was in neither, and another
+/// key was allowed past the cap.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ancestor_cap_holds_between_a_keys_usage_and_its_roll_up() {
+    let w = WebhookWorld::new(agents_policy()).await;
+    let authorize_for = |key: &'static str, id: &'static str, amount: &'static str| {
+        let body = json!({"scope": format!("agents/{key}"), "estimate": {"amount": amount, "currency": "USD"}, "request_id": id}).to_string();
+        let w = &w;
+        async move {
+            let response = w.send(signed_authorize(&body, &format!("msg-{id}"))).await;
+            assert_eq!(response.status, 200, "{}", response.body);
+            response.body["decision"].as_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(authorize_for("loop-1", "a-1", "6.00").await, "allow");
+    let usage = json!({"id": "a-1", "scope": "agents/loop-1", "cost": {"amount": "6.00", "currency": "USD"}, "timestamp": Utc::now().to_rfc3339()});
+    let response = w
+        .send(signed_usage(
+            &usage_body(&[usage]),
+            "usage-a",
+            Utc::now().timestamp(),
+        ))
+        .await;
+    assert_eq!(response.body["accepted"], 1, "{}", response.body);
+
+    // not rolled up yet: key loop-2 sees loop-1's hold, 4 dollars are left
+    assert_eq!(authorize_for("loop-2", "b-1", "6.00").await, "deny");
+
+    let leaf = Scope::parse("agents/loop-1").unwrap();
+    assert_eq!(w.store.roll_up(&[leaf]).await.unwrap(), 1);
+    // rolled up: the spend is in `agents` and the hold is gone (counted once, not twice)
+    assert_eq!(authorize_for("loop-2", "b-2", "6.00").await, "deny");
+    assert_eq!(authorize_for("loop-2", "b-3", "4.00").await, "allow");
+    assert_eq!(authorize_for("loop-3", "c-1", "0.01").await, "deny");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_authorization_answers_the_same_and_holds_once() {
     let w = WebhookWorld::new(agents_policy()).await;
