@@ -88,6 +88,7 @@ def sam_pending_usage(t):
         "stream": props["Stream"]["Fn::GetAtt"],
         "settings": (props["StartingPosition"], props["BatchSize"], props["MaximumBatchingWindowInSeconds"],
                      props["BisectBatchOnFunctionError"], props["MaximumRetryAttempts"], props["MaximumRecordAgeInSeconds"]),
+        "response_types": props.get("FunctionResponseTypes", []),
         "on_failure": props["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0],
         "filter": [json.loads(f["Pattern"]) for f in props["FilterCriteria"]["Filters"]],
         "view": t["Resources"]["StateTable"]["Properties"]["StreamSpecification"]["StreamViewType"],
@@ -111,6 +112,7 @@ def terraform_pending_usage(texts):
         "stream": ["StateTable", "StreamArn"] if m["event_source_arn"] == "${aws_dynamodb_table.state.stream_arn}" else m["event_source_arn"],
         "settings": (m["starting_position"], m["batch_size"], m["maximum_batching_window_in_seconds"],
                      m["bisect_batch_on_function_error"], m["maximum_retry_attempts"], m["maximum_record_age_in_seconds"]),
+        "response_types": m.get("function_response_types", []),
         "on_failure": "FailedEventsQueue" if on_failure["destination_arn"] == "${aws_sqs_queue.failed_events.arn}" else on_failure["destination_arn"],
         "filter": patterns,
         "view": table["stream_view_type"] if table.get("stream_enabled") else None,
@@ -1281,6 +1283,9 @@ class Parity(unittest.TestCase):
         # only pending items' inserts and changes: the roll-up's own deletes trigger nothing
         self.assertEqual(sam["filter"], [{"eventName": ["INSERT", "MODIFY"], "dynamodb": {"Keys": {"SK": {"S": [{"prefix": "P#"}]}}}}])
         self.assertEqual(sam["settings"][1:4], (1000, 1, True))
+        # one leaf that cannot be rolled up fails only its own records (the handler's
+        # batchItemFailures), not its whole batch
+        self.assertEqual(sam["response_types"], ["ReportBatchItemFailures"])
 
     def test_a_changed_stream_filter_is_caught(self):
         texts = terraform_texts()

@@ -1,7 +1,7 @@
 //! budget-check: an EventBridge schedule or a manual invocation -> one budget check; the
 //! table's stream (pending usage items) or `{"roll_up": "all"}` -> a roll-up (ADR 031).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use lambda_runtime::Diagnostic;
@@ -105,6 +105,18 @@ pub struct RolledUp {
     pub leaves: usize,
     /// The pending items moved into their counters.
     pub moved: usize,
+    /// The stream records whose leaf could not be rolled up (Lambda's partial batch response:
+    /// the mapping retries from the first of them, then sends them to the failed-events
+    /// queue), so that one bad leaf does not hold back the others.
+    #[serde(rename = "batchItemFailures", skip_serializing_if = "Vec::is_empty")]
+    pub batch_item_failures: Vec<BatchItemFailure>,
+}
+
+/// A stream record Lambda should deliver again: its sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchItemFailure {
+    #[serde(rename = "itemIdentifier")]
+    pub item_identifier: String,
 }
 
 /// A DynamoDB stream event (the documented Lambda event shape; only what a roll-up needs).
@@ -127,6 +139,8 @@ struct StreamRecord {
 struct StreamKeys {
     #[serde(rename = "Keys")]
     keys: HashMap<String, StringAttribute>,
+    #[serde(rename = "SequenceNumber")]
+    sequence_number: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,27 +149,28 @@ struct StringAttribute {
     s: Option<String>,
 }
 
-/// The leaves to roll up for `event`: those whose pending items a stream batch wrote, or
-/// every scope with counters in the months around `now` for `{"roll_up": "all"}` (the manual
-/// recovery after a stalled stream). `None`: not a roll-up event.
+/// The leaves to roll up for `event`, each with the sequence numbers of the stream records
+/// naming it: those whose pending items a stream batch wrote, or every scope with counters in
+/// the months around `now` for `{"roll_up": "all"}` (the manual recovery after a stalled
+/// stream; no records). `None`: not a roll-up event.
 async fn leaves_to_roll_up(
     store: &dyn StateStore,
     event: &Value,
     now: DateTime<Utc>,
-) -> Result<Option<BTreeSet<Scope>>, HandlerError> {
+) -> Result<Option<BTreeMap<Scope, Vec<String>>>, HandlerError> {
     if event == &serde_json::json!({"roll_up": "all"}) {
         // the previous month, this one, and the next one of zones ahead of UTC
         let months: BTreeSet<YearMonth> = [now - Duration::days(32), now, now + Duration::days(1)]
             .into_iter()
             .map(|t| YearMonth::of(t.date_naive()))
             .collect();
-        let mut leaves = BTreeSet::new();
+        let mut leaves = BTreeMap::new();
         for month in months {
             let scopes = store
                 .scopes_with_counters(month)
                 .await
                 .map_err(HandlerError::RollUp)?;
-            leaves.extend(scopes);
+            leaves.extend(scopes.into_iter().map(|s| (s, Vec::new())));
         }
         return Ok(Some(leaves));
     }
@@ -170,7 +185,7 @@ async fn leaves_to_roll_up(
     let stream: StreamEvent = serde_json::from_value(event.clone()).map_err(|e| {
         HandlerError::InvalidEvent(format!("{e}: expected a DynamoDB stream event"))
     })?;
-    let mut leaves = BTreeSet::new();
+    let mut leaves: BTreeMap<Scope, Vec<String>> = BTreeMap::new();
     for (i, record) in stream.records.iter().enumerate() {
         if record.event_source != "aws:dynamodb" {
             return Err(HandlerError::InvalidEvent(format!(
@@ -188,7 +203,10 @@ async fn leaves_to_roll_up(
             .zip(key("SK"))
             .and_then(|(pk, sk)| pending_leaf(pk, sk));
         match leaf {
-            Some(leaf) => leaves.insert(leaf),
+            Some(leaf) => leaves
+                .entry(leaf)
+                .or_default()
+                .push(record.dynamodb.sequence_number.clone()),
             None => {
                 return Err(HandlerError::InvalidEvent(format!(
                     "Records[{i}].dynamodb.Keys: not a pending usage item (check the event source mapping's filter)"
@@ -208,12 +226,35 @@ pub async fn roll_up(
     let Some(leaves) = leaves_to_roll_up(store, event, now).await? else {
         return Ok(None);
     };
-    let leaves: Vec<Scope> = leaves.into_iter().collect();
-    let moved = store.roll_up(&leaves).await.map_err(HandlerError::RollUp)?;
-    tracing::info!(leaves = leaves.len(), moved, "pending usage rolled up");
+    let all: Vec<Scope> = leaves.keys().cloned().collect();
+    let mut batch_item_failures = Vec::new();
+    let moved = match store.roll_up(&all).await {
+        Ok(moved) => moved,
+        // a stream batch: leaf by leaf, to tell the failing ones (a roll-up moves each
+        // pending item once, so what the first attempt moved is not moved again)
+        Err(e) if leaves.values().any(|records| !records.is_empty()) => {
+            tracing::warn!(error = %e, "roll-up of the batch failed; leaf by leaf");
+            let mut moved = 0;
+            for (leaf, records) in &leaves {
+                match store.roll_up(std::slice::from_ref(leaf)).await {
+                    Ok(n) => moved += n,
+                    Err(e) => {
+                        tracing::error!(leaf = %leaf, error = %e, "roll-up failed");
+                        batch_item_failures.extend(records.iter().map(|r| BatchItemFailure {
+                            item_identifier: r.clone(),
+                        }));
+                    }
+                }
+            }
+            moved
+        }
+        Err(e) => return Err(HandlerError::RollUp(e)),
+    };
+    tracing::info!(leaves = all.len(), moved, "pending usage rolled up");
     Ok(Some(RolledUp {
-        leaves: leaves.len(),
+        leaves: all.len(),
         moved,
+        batch_item_failures,
     }))
 }
 

@@ -243,6 +243,7 @@ resource "aws_lambda_event_source_mapping" "pending_usage" {
   batch_size                         = 1000
   maximum_batching_window_in_seconds = 1
   bisect_batch_on_function_error     = true
+  function_response_types            = ["ReportBatchItemFailures"]
   maximum_retry_attempts             = 5
   maximum_record_age_in_seconds      = 3600
   destination_config {

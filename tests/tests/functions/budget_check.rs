@@ -830,7 +830,11 @@ async fn stream_event_of(w: &World, leaf: &str) -> Value {
                 "eventSource": "aws:dynamodb",
                 "eventName": "INSERT",
                 "awsRegion": "us-east-1",
-                "dynamodb": {"Keys": {"PK": {"S": text("PK")}, "SK": {"S": text("SK")}}, "StreamViewType": "KEYS_ONLY"},
+                "dynamodb": {
+                    "Keys": {"PK": {"S": text("PK")}, "SK": {"S": text("SK")}},
+                    "SequenceNumber": format!("seq-{}", text("SK")),
+                    "StreamViewType": "KEYS_ONLY",
+                },
             })
         })
         .collect();
@@ -907,5 +911,65 @@ async fn a_stalled_stream_is_recovered_by_the_manual_roll_up() {
     assert!(
         matches!(refused, Err(HandlerError::InvalidEvent(_))),
         "{refused:?}"
+    );
+}
+
+/// One leaf that cannot be rolled up (here a pending item the roll-up cannot read) does not
+/// hold back the others of its stream batch: they are rolled up, and the answer names only
+/// the failing leaf's records (`batchItemFailures`, ReportBatchItemFailures), which the
+/// mapping retries and then sends to the failed-events queue. (The first build failed the
+/// whole batch: every leaf in it waited for the bad one, then went to the queue with it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_leaf_fails_only_its_own_stream_records() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
+    let now = Utc::now();
+    let records = vec![
+        record("g1", "openai/prod/key-1", 6000, now),
+        record("b1", "openai/prod/key-2", 2500, now),
+    ];
+    let policy = w.store.load_policy().await.unwrap();
+    spendguard_app::flows::ingest::ingest_usage(&w.store, &policy.budgets, &records, None, now)
+        .await
+        .unwrap();
+    // key-2's pending item made unreadable (its deltas' list gone)
+    let bad = stream_event_of(&w, "openai/prod/key-2").await;
+    let bad_sk = bad["Records"][0]["dynamodb"]["Keys"]["SK"]["S"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    aws_sdk_dynamodb::Client::new(&w.sdk)
+        .update_item()
+        .table_name(&w.table)
+        .key("PK", AttributeValue::S("SPEND#openai/prod/key-2".into()))
+        .key("SK", AttributeValue::S(bad_sk.clone()))
+        .update_expression("REMOVE targets")
+        .send()
+        .await
+        .unwrap();
+    let good = stream_event_of(&w, "openai/prod/key-1").await;
+    let mut batch = good["Records"].as_array().unwrap().clone();
+    batch.extend(bad["Records"].as_array().unwrap().iter().cloned());
+    let checker = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+        .await
+        .unwrap();
+
+    let answer = handler::handle_any(&checker, json!({ "Records": batch }))
+        .await
+        .unwrap();
+    let handler::Answer::RolledUp(rolled) = answer else {
+        panic!("not a roll-up: {answer:?}");
+    };
+    assert_eq!(rolled.moved, 1, "key-1's pending item: {rolled:?}");
+    let failed: Vec<&str> = rolled
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, [format!("seq-{bad_sk}")]);
+    let json = serde_json::to_value(handler::Answer::RolledUp(rolled)).unwrap();
+    assert_eq!(
+        json["batchItemFailures"],
+        json!([{ "itemIdentifier": format!("seq-{bad_sk}") }])
     );
 }
