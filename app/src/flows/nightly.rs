@@ -122,6 +122,9 @@ impl Nightly {
         let policy = self.store.load_policy().await?;
         let zones = PolicySet::counter_zones(&policy.budgets);
         let now = self.clock.now();
+        // what ingest left pending (a stream batch that failed, a stalled stream) is in the
+        // ancestors before they are summarised (ADR 031)
+        crate::flows::rollup::roll_up_all(self.store.as_ref(), now).await?;
         let mut out = Vec::new();
         for zone in zones {
             let (dates, publish): (Vec<NaiveDate>, bool) = match days {

@@ -1,16 +1,16 @@
 //! budget-check: an EventBridge schedule or a manual invocation -> one budget check; the
 //! table's stream (pending usage items) or `{"roll_up": "all"}` -> a roll-up (ADR 031).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use lambda_runtime::Diagnostic;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use spendguard_app::flows::check::{CheckError, CheckOptions, CheckReport, Checker};
+use spendguard_app::flows::rollup::roll_up_all;
 use spendguard_app::ports::store::{StateStore, StoreError};
 use spendguard_aws::dynamo::pending_leaf;
-use spendguard_domain::period::YearMonth;
 use spendguard_domain::scope::Scope;
 
 /// A manual invocation: `{}`, `{"dry_run": true}`, `{"budget_id": "openai-prod"}`.
@@ -149,31 +149,9 @@ struct StringAttribute {
     s: Option<String>,
 }
 
-/// The leaves to roll up for `event`, each with the sequence numbers of the stream records
-/// naming it: those whose pending items a stream batch wrote, or every scope with counters in
-/// the months around `now` for `{"roll_up": "all"}` (the manual recovery after a stalled
-/// stream; no records). `None`: not a roll-up event.
-async fn leaves_to_roll_up(
-    store: &dyn StateStore,
-    event: &Value,
-    now: DateTime<Utc>,
-) -> Result<Option<BTreeMap<Scope, Vec<String>>>, HandlerError> {
-    if event == &serde_json::json!({"roll_up": "all"}) {
-        // the previous month, this one, and the next one of zones ahead of UTC
-        let months: BTreeSet<YearMonth> = [now - Duration::days(32), now, now + Duration::days(1)]
-            .into_iter()
-            .map(|t| YearMonth::of(t.date_naive()))
-            .collect();
-        let mut leaves = BTreeMap::new();
-        for month in months {
-            let scopes = store
-                .scopes_with_counters(month)
-                .await
-                .map_err(HandlerError::RollUp)?;
-            leaves.extend(scopes.into_iter().map(|s| (s, Vec::new())));
-        }
-        return Ok(Some(leaves));
-    }
+/// The leaves a stream batch names, each with the sequence numbers of its records naming it.
+/// `None`: not a stream event.
+fn leaves_to_roll_up(event: &Value) -> Result<Option<BTreeMap<Scope, Vec<String>>>, HandlerError> {
     if event.get("roll_up").is_some() {
         return Err(HandlerError::InvalidEvent(
             "roll_up: expected \"all\" (a stream batch names its own leaves)".into(),
@@ -223,16 +201,28 @@ pub async fn roll_up(
     event: &Value,
     now: DateTime<Utc>,
 ) -> Result<Option<RolledUp>, HandlerError> {
-    let Some(leaves) = leaves_to_roll_up(store, event, now).await? else {
+    if event == &serde_json::json!({"roll_up": "all"}) {
+        // the manual recovery after a stalled stream: every leaf, a page at a time
+        let (leaves, moved) = roll_up_all(store, now)
+            .await
+            .map_err(HandlerError::RollUp)?;
+        tracing::info!(leaves, moved, "pending usage rolled up");
+        return Ok(Some(RolledUp {
+            leaves,
+            moved,
+            batch_item_failures: Vec::new(),
+        }));
+    }
+    let Some(leaves) = leaves_to_roll_up(event)? else {
         return Ok(None);
     };
     let all: Vec<Scope> = leaves.keys().cloned().collect();
     let mut batch_item_failures = Vec::new();
     let moved = match store.roll_up(&all).await {
         Ok(moved) => moved,
-        // a stream batch: leaf by leaf, to tell the failing ones (a roll-up moves each
-        // pending item once, so what the first attempt moved is not moved again)
-        Err(e) if leaves.values().any(|records| !records.is_empty()) => {
+        // leaf by leaf, to tell the failing ones (a roll-up moves each pending item once, so
+        // what the first attempt moved is not moved again)
+        Err(e) => {
             tracing::warn!(error = %e, "roll-up of the batch failed; leaf by leaf");
             let mut moved = 0;
             for (leaf, records) in &leaves {
@@ -248,7 +238,6 @@ pub async fn roll_up(
             }
             moved
         }
-        Err(e) => return Err(HandlerError::RollUp(e)),
     };
     tracing::info!(leaves = all.len(), moved, "pending usage rolled up");
     Ok(Some(RolledUp {

@@ -973,3 +973,57 @@ async fn one_bad_leaf_fails_only_its_own_stream_records() {
         json!([{ "itemIdentifier": format!("seq-{bad_sk}") }])
     );
 }
+
+/// `{"roll_up": "all"}` on the 1st of a month rolls up the previous month's leaves too (the
+/// first build took the months of now - 32 days, now and tomorrow: on December 1st, October
+/// and December; November's pending spend stayed pending).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_up_everything_on_the_first_covers_the_previous_month() {
+    let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
+    let now = "2026-12-01T00:30:00Z".parse().unwrap();
+    let records = vec![
+        record(
+            "nov",
+            "openai/prod/key-1",
+            6000,
+            "2026-11-30T12:00:00Z".parse().unwrap(),
+        ),
+        record(
+            "dec",
+            "openai/prod/key-2",
+            2500,
+            "2026-12-01T00:10:00Z".parse().unwrap(),
+        ),
+    ];
+    let policy = w.store.load_policy().await.unwrap();
+    spendguard_app::flows::ingest::ingest_usage(&w.store, &policy.budgets, &records, None, now)
+        .await
+        .unwrap();
+    let checker = usage_checker(&w, Arc::new(FixedClock::new(now)));
+    let answer = handler::handle_any(&checker, json!({"roll_up": "all"}))
+        .await
+        .unwrap();
+    let handler::Answer::RolledUp(rolled) = answer else {
+        panic!("not a roll-up: {answer:?}");
+    };
+    assert_eq!(rolled.moved, 2, "both months' pending items: {rolled:?}");
+    let project = |month: &str| spendguard_domain::usage::CounterKey {
+        scope: Scope::parse("openai/prod").unwrap(),
+        zone: Zone::UTC,
+        month: YearMonth::of(format!("{month}-01").parse().unwrap()),
+    };
+    let keys = [project("2026-11"), project("2026-12")];
+    let counters = w.store.read_counters(&keys).await.unwrap();
+    let cost = |k| {
+        counters
+            .get(k)
+            .map(|m: &spendguard_domain::usage::MonthCounters| {
+                m.days
+                    .values()
+                    .map(|t| t.get(spendguard_domain::usage::Metric::Cost(Currency::USD)))
+                    .sum::<Decimal>()
+            })
+    };
+    assert_eq!(cost(&keys[0]), Some(Decimal::from(60)), "November");
+    assert_eq!(cost(&keys[1]), Some(Decimal::from(25)), "December");
+}

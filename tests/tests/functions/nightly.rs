@@ -659,3 +659,36 @@ async fn an_unreadable_counter_spoils_only_its_scope() {
         "nothing is made up for app/a"
     );
 }
+
+/// ADR 031: spend a stream batch never rolled up (it ended in the failed-events queue, its key
+/// was revoked and never reports again) is in the nightly summary of its ancestors: the run
+/// rolls up what is pending before it summarises. (The first build summarised the ancestors
+/// without it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_left_pending_is_in_the_nightly_summary_of_its_ancestors() {
+    let sdk = aws::sdk().await;
+    let (table, _) = aws::new_store(&sdk).await;
+    let store: Store = Arc::new(table);
+    store.put_policy(&PolicySet::default()).await.unwrap();
+    let day = d("2026-12-01");
+    // counted on its key, its roll-up never ran
+    spendguard_app::flows::ingest::ingest_usage(
+        store.as_ref(),
+        &[],
+        &[record("dead-lettered", "openai/x/k", 4200, noon(day))],
+        None,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let w = world(store.clone(), "2026-12-02T06:00:00Z");
+    w.nightly.run(Days::Yesterday).await.unwrap();
+    for scope in ["openai/x/k", "openai/x", "openai", "*"] {
+        let s = summary(&store, scope, day, Zone::UTC).await;
+        assert_eq!(
+            s.as_ref().map(cost),
+            Some(Decimal::from(42)),
+            "{scope}: {s:?}"
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! Rolling up everything ingest left pending (ADR 031): the manual recovery after a stalled
+//! stream (`{"roll_up": "all"}`) and the nightly run's first step, so that spend a failed
+//! stream batch left behind is neither lost from view nor summarised without.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Duration, Utc};
+use spendguard_domain::period::YearMonth;
+use spendguard_domain::scope::Scope;
+
+use crate::ports::store::{SpendStore, StoreResult};
+
+/// Leaves per roll-up call: each page moves before the next is read, so a deployment with
+/// tens of thousands of scopes makes progress from its first page.
+const LEAVES_PER_PAGE: usize = 100;
+
+/// The months whose scopes can hold pending items at `now`: the previous calendar month
+/// (zones behind UTC on the 1st, and what a stalled stream left of it), this one, and the
+/// next (zones ahead of UTC).
+pub fn pending_months(now: DateTime<Utc>) -> BTreeSet<YearMonth> {
+    let this = YearMonth::of(now.date_naive());
+    let previous = YearMonth::of(this.first_day() - Duration::days(1));
+    let next = YearMonth::of((now + Duration::days(1)).date_naive());
+    BTreeSet::from([previous, this, next])
+}
+
+/// Rolls up every leaf with counters in [`pending_months`], a page at a time; dimension
+/// scopes are never leaves. Returns (leaves looked at, pending items moved).
+pub async fn roll_up_all(
+    store: &dyn SpendStore,
+    now: DateTime<Utc>,
+) -> StoreResult<(usize, usize)> {
+    let mut seen: BTreeSet<Scope> = BTreeSet::new();
+    let mut moved = 0;
+    for month in pending_months(now) {
+        let leaves: Vec<Scope> = store
+            .scopes_with_counters(month)
+            .await?
+            .into_iter()
+            .filter(|s| !s.is_dimension() && seen.insert(s.clone()))
+            .collect();
+        for page in leaves.chunks(LEAVES_PER_PAGE) {
+            moved += store.roll_up(page).await?;
+        }
+    }
+    Ok((seen.len(), moved))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn months(now: &str) -> Vec<String> {
+        pending_months(now.parse().unwrap())
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_previous_calendar_month_is_covered_on_the_first() {
+        // now - 32 days, as the first build took, is October 30th: November was skipped
+        assert_eq!(months("2026-12-01T00:30:00Z"), ["2026-11", "2026-12"]);
+        assert_eq!(months("2026-03-01T10:00:00Z"), ["2026-02", "2026-03"]);
+        assert_eq!(
+            months("2026-12-31T20:00:00Z"),
+            ["2026-11", "2026-12", "2027-01"]
+        );
+    }
+}
