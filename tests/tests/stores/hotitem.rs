@@ -167,3 +167,38 @@ async fn a_leaf_reporting_during_its_roll_up_is_still_rolled_up() {
         panic!("after the next roll-up: {diff}");
     }
 }
+
+/// A batch over more leaves than one snapshot reads (moto's `TransactGetItems` takes 25 items)
+/// is read without writing: the counters first, then the pending items, which can only miss
+/// what a roll-up moves between the two reads, never count it twice. (The first build rolled
+/// the batch's leaves up inside the webhook's request instead, racing the stream.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_over_many_fresh_leaves_writes_nothing_and_counts_each_once() {
+    let sdk = aws::sdk().await;
+    let recorder = aws::WriteRecorder::default();
+    let store = intercepted_store(&sdk, recorder.clone()).await;
+    let linear = reference();
+    let now = at("2026-12-07T11:30:00Z");
+    let entries: Vec<_> = (0..30)
+        .map(|k| entry(&format!("m{k}"), k, 10 + k as i64, now))
+        .collect();
+    ingest(&store, &entries, now).await;
+    ingest(linear.as_ref(), &entries, now).await;
+    let leaves: Vec<Scope> = (0..30)
+        .map(|k| Scope::parse(&key_scope(k)).unwrap())
+        .collect();
+    let (months, hours) = counters_fed(&entries);
+    let want = read_all(linear.as_ref(), &months, &hours).await;
+
+    let written = recorder.writes().len();
+    let fresh = store.read_fresh(&months, &hours, &leaves).await.unwrap();
+    assert_eq!(recorder.writes().len(), written, "the read wrote");
+    if let Some(diff) = first_difference(&fresh, &want) {
+        panic!("counters with their leaves' pending items: {diff}");
+    }
+    assert_eq!(
+        store.roll_up(&leaves).await.unwrap(),
+        30,
+        "every pending item still there for the stream"
+    );
+}
