@@ -202,3 +202,144 @@ async fn a_read_over_many_fresh_leaves_writes_nothing_and_counts_each_once() {
         "every pending item still there for the stream"
     );
 }
+
+/// What a case of the race model does, in order.
+#[derive(Debug, Clone)]
+enum RaceOp {
+    /// New records of a key, one batch.
+    Ingest {
+        key: usize,
+        records: usize,
+    },
+    /// An earlier batch delivered again.
+    Replay {
+        batch: usize,
+    },
+    RollUp {
+        key: usize,
+    },
+    /// Two roll-ups of one key at once (a stream batch redelivered while it runs).
+    DuplicateRollUp {
+        key: usize,
+    },
+    /// A roll-up of a key and new records of it at once.
+    RollUpRacingIngest {
+        key: usize,
+        records: usize,
+    },
+}
+
+fn race_op() -> impl proptest::strategy::Strategy<Value = RaceOp> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0..4usize, 1..4usize).prop_map(|(key, records)| RaceOp::Ingest { key, records }),
+        (0..8usize).prop_map(|batch| RaceOp::Replay { batch }),
+        (0..4usize).prop_map(|key| RaceOp::RollUp { key }),
+        (0..4usize).prop_map(|key| RaceOp::DuplicateRollUp { key }),
+        (0..4usize, 1..4usize)
+            .prop_map(|(key, records)| RaceOp::RollUpRacingIngest { key, records }),
+    ]
+}
+
+/// Runs `ops` on a fresh table and the embedded store; every ancestor and dimension counter
+/// must end equal to the sum of the distinct records accepted, and a last roll-up must find
+/// nothing left.
+async fn run_race_case(ops: &[RaceOp]) -> Result<(), String> {
+    let sdk = aws::sdk().await;
+    let (store, _) = aws::new_store(&sdk).await;
+    let linear = reference();
+    let now = at("2026-12-07T11:30:00Z");
+    let mut batches: Vec<Vec<spendguard_domain::usage::UsageEntry>> = Vec::new();
+    let mut next_id = 0;
+    let mut new_batch = |key: usize, records: usize| {
+        let batch: Vec<_> = (0..records)
+            .map(|i| {
+                next_id += 1;
+                entry(
+                    &format!("x{next_id}"),
+                    key,
+                    7 + (next_id * 13) % 90,
+                    now - chrono::Duration::minutes(i as i64 * 40),
+                )
+            })
+            .collect();
+        batch
+    };
+    let leaf = |key: usize| Scope::parse(&key_scope(key)).unwrap();
+    for op in ops {
+        match op {
+            RaceOp::Ingest { key, records } => {
+                let batch = new_batch(*key, *records);
+                ingest(&store, &batch, now).await;
+                batches.push(batch);
+            }
+            RaceOp::Replay { batch } => {
+                if let Some(b) = batches.get(*batch % batches.len().max(1)).cloned() {
+                    ingest(&store, &b, now).await;
+                }
+            }
+            RaceOp::RollUp { key } => {
+                store
+                    .roll_up(&[leaf(*key)])
+                    .await
+                    .map_err(|e| format!("{op:?}: {e}"))?;
+            }
+            RaceOp::DuplicateRollUp { key } => {
+                let leaves = [leaf(*key)];
+                let (a, b) = tokio::join!(store.roll_up(&leaves), store.roll_up(&leaves));
+                a.and(b).map_err(|e| format!("{op:?}: {e}"))?;
+            }
+            RaceOp::RollUpRacingIngest { key, records } => {
+                let batch = new_batch(*key, *records);
+                let leaves = [leaf(*key)];
+                let (rolled, ingested) = tokio::join!(
+                    store.roll_up(&leaves),
+                    store.ingest_usage(&batch, now, spendguard_domain::usage::USAGE_MARKER_TTL)
+                );
+                rolled.map_err(|e| format!("{op:?}: {e}"))?;
+                ingested.map_err(|e| format!("{op:?}: {e}"))?;
+                batches.push(batch);
+            }
+        }
+    }
+    let all: Vec<_> = batches.iter().flatten().cloned().collect();
+    if all.is_empty() {
+        return Ok(());
+    }
+    ingest(linear.as_ref(), &all, now).await;
+    let leaves: Vec<Scope> = (0..4).map(leaf).collect();
+    store.roll_up(&leaves).await.map_err(|e| e.to_string())?;
+    let (months, hours) = counters_fed(&all);
+    let want = read_all(linear.as_ref(), &months, &hours).await;
+    if let Some(diff) = first_difference(&read_all(&store, &months, &hours).await, &want) {
+        return Err(format!("after every roll-up: {diff}"));
+    }
+    match store.roll_up(&leaves).await {
+        Ok(0) => Ok(()),
+        other => Err(format!("a last roll-up found something: {other:?}")),
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 12,
+        failure_persistence: None,
+        max_shrink_time: 60_000,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+    /// Random interleavings of ingest (new and replayed), roll-up, duplicate roll-up and
+    /// roll-up racing ingest: every counter ends exactly the sum of the distinct records.
+    #[test]
+    fn any_interleaving_of_ingest_and_roll_up_counts_each_record_once(
+        ops in proptest::collection::vec(race_op(), 1..10)
+    ) {
+        thread_local! {
+            static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+        }
+        let result = RUNTIME.with(|runtime| runtime.block_on(run_race_case(&ops)));
+        proptest::prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+}
