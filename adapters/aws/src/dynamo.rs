@@ -1807,12 +1807,12 @@ fn pack_transactions<'a>(
     let mut targets: BTreeMap<&Scope, BTreeSet<String>> = BTreeMap::new();
     for e in entries {
         let mut own = written_items(e);
-        if let Some(h) = holding.get(&e.id) {
-            own.extend(h.items());
-        }
         let mut fed = pending_targets(e);
         if let Some(h) = holding.get(&e.id) {
-            let (_, owed) = h.split_at(&e.leaf);
+            // released now: the reservation and the holds on the leaf's own budgets; the
+            // others ride in the leaf's pending item, released by its roll-up
+            let (released, owed) = h.split_at(&e.leaf);
+            own.extend(released.items());
             for o in owed {
                 fed.insert(format!("{}|{}", holds_pk(&o.window), o.sk));
                 fed.insert(holds_pk(&o.window));
@@ -2912,12 +2912,9 @@ mod tests {
             .collect();
         let refs: Vec<&UsageEntry> = entries.iter().collect();
         let groups = pack_transactions(&refs, &HashMap::new()).unwrap();
-        // 4 month counters (key, project, provider, *) and 3 hour counters (all but *) leave
-        // room for 93 markers per transaction
-        assert_eq!(
-            groups.iter().map(Vec::len).collect::<Vec<_>>(),
-            [93, 93, 14]
-        );
+        // the key's month and hour counters and its one pending item (for the project,
+        // provider and * counters) leave room for 97 markers per transaction
+        assert_eq!(groups.iter().map(Vec::len).collect::<Vec<_>>(), [97, 97, 6]);
     }
 
     #[test]
@@ -2947,11 +2944,12 @@ mod tests {
             .collect();
         let refs: Vec<&UsageEntry> = entries.iter().collect();
         let groups = pack_transactions(&refs, &holding).unwrap();
-        // 7 counters and the window's total are shared; each record adds its marker, its
-        // reservation and its hold entry: 30 records per transaction
+        // the hold is on a budget above the key: owed by the pending item until its roll-up.
+        // The key's 2 counters and its pending item are shared; each record adds its marker
+        // and its reservation: 48 records per transaction
         assert_eq!(
             groups.iter().map(Vec::len).collect::<Vec<_>>(),
-            [30, 30, 30, 30, 30, 30, 20]
+            [48, 48, 48, 48, 8]
         );
     }
 }
