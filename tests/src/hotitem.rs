@@ -238,3 +238,67 @@ pub async fn ingest_usage(
         .await?;
     Ok(outcome)
 }
+
+/// Before each roll-up transaction is sent, deletes the first pending item it moves through
+/// another client, as a concurrent roll-up of that item would: every attempt is cancelled
+/// with one item gone, so a group of n items is down to none after n attempts, without
+/// depending on timing.
+#[derive(Debug, Clone)]
+pub struct MoveOneBeforeEachRollUp {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    /// The roll-up transactions sent so far.
+    pub attempts: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl MoveOneBeforeEachRollUp {
+    pub fn new(sdk: &SdkConfig, table: &str) -> Self {
+        MoveOneBeforeEachRollUp {
+            client: aws_sdk_dynamodb::Client::new(sdk),
+            table: table.to_string(),
+            attempts: Default::default(),
+        }
+    }
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for MoveOneBeforeEachRollUp {
+    fn name(&self) -> &'static str {
+        "MoveOneBeforeEachRollUp"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let (operation, body) = aws::operation_and_body(context);
+        let body: serde_json::Value = serde_json::from_slice(body)?;
+        if operation != "TransactWriteItems" || !is_roll_up(&body) {
+            return Ok(());
+        }
+        self.attempts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let first = body["TransactItems"][0]["Delete"]["Key"].clone();
+        let text = |name: &str| first[name]["S"].as_str().unwrap_or_default().to_string();
+        let (client, table, pk, sk) = (
+            self.client.clone(),
+            self.table.clone(),
+            text("PK"),
+            text("SK"),
+        );
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new().unwrap().block_on(
+                client
+                    .delete_item()
+                    .table_name(table)
+                    .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(pk))
+                    .key("SK", aws_sdk_dynamodb::types::AttributeValue::S(sk))
+                    .send(),
+            )
+        })
+        .join()
+        .expect("deleting thread")?;
+        Ok(())
+    }
+}

@@ -1105,9 +1105,6 @@ impl DynamoStore {
     /// cancel a delete's condition). How many items it moved.
     async fn roll_up_group(&self, mut group: Vec<&PendingItem>) -> StoreResult<usize> {
         for attempt in 0..MAX_ATTEMPTS {
-            if group.is_empty() {
-                return Ok(0);
-            }
             match self.try_roll_up(&group).await? {
                 RollUp::Committed => return Ok(group.len()),
                 RollUp::Cancelled(gone) if !gone.is_empty() => {
@@ -1119,6 +1116,11 @@ impl DynamoStore {
                         .collect();
                 }
                 RollUp::Cancelled(_) => backoff(attempt).await,
+            }
+            // every item left was moved by other roll-ups (review finding 4: this also ends
+            // the last attempt, whose group may be empty)
+            if group.is_empty() {
+                return Ok(0);
             }
         }
         Err(StoreError::Conflict(format!(

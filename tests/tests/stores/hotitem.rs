@@ -7,8 +7,8 @@ use spendguard_app::ports::store::SpendStore;
 use spendguard_domain::scope::Scope;
 use spendguard_tests::aws;
 use spendguard_tests::hotitem::{
-    IngestBeforeEachRollUp, at, counters_fed, entry, first_difference, ingest, intercepted_store,
-    key_scope, read_all, reference, store_on, workload,
+    IngestBeforeEachRollUp, MoveOneBeforeEachRollUp, at, counters_fed, entry, first_difference,
+    ingest, intercepted_store, key_scope, read_all, reference, store_on, workload,
 };
 
 /// Issue 28 item 3: two senders reporting for unrelated keys (the same model name) write no
@@ -166,6 +166,36 @@ async fn a_leaf_reporting_during_its_roll_up_is_still_rolled_up() {
     if let Some(diff) = first_difference(&read_all(&store, &months, &hours).await, &want) {
         panic!("after the next roll-up: {diff}");
     }
+}
+
+/// Review finding 4: a group whose last attempt finds every remaining item moved by another
+/// roll-up has nothing left to move. Six pending items, one moved by someone else before each
+/// of the six attempts: the roll-up ends with nothing moved by it. (Before, the group was
+/// empty after the sixth attempt and the error message indexed it: a panic.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_emptied_by_other_roll_ups_on_its_last_attempt_moves_nothing() {
+    let sdk = aws::sdk().await;
+    let (plain, table) = aws::new_store(&sdk).await;
+    let mover = MoveOneBeforeEachRollUp::new(&sdk, &table);
+    let store = store_on(&sdk, &table, mover.clone());
+    let now = at("2026-12-07T11:30:00Z");
+    for i in 0..6 {
+        ingest(&plain, &[entry(&format!("g{i}"), 0, 10 + i, now)], now).await;
+    }
+    let leaf = Scope::parse(&key_scope(0)).unwrap();
+    let moved = tokio::spawn(async move { store.roll_up(&[leaf]).await })
+        .await
+        .expect("the roll-up panicked");
+    assert_eq!(
+        moved.unwrap(),
+        0,
+        "every item was moved by the other roll-up"
+    );
+    assert_eq!(
+        mover.attempts.load(std::sync::atomic::Ordering::SeqCst),
+        6,
+        "one attempt per item gone"
+    );
 }
 
 /// A batch over more leaves than one snapshot reads (moto's `TransactGetItems` takes 25 items)
