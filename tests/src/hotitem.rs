@@ -288,14 +288,18 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for MoveOneBeforeEa
             text("SK"),
         );
         std::thread::spawn(move || {
-            tokio::runtime::Runtime::new().unwrap().block_on(
-                client
-                    .delete_item()
-                    .table_name(table)
-                    .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(pk))
-                    .key("SK", aws_sdk_dynamodb::types::AttributeValue::S(sk))
-                    .send(),
-            )
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(
+                    client
+                        .delete_item()
+                        .table_name(table)
+                        .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(pk))
+                        .key("SK", aws_sdk_dynamodb::types::AttributeValue::S(sk))
+                        .send(),
+                )
+                .map(drop)
+                .map_err(|e| e.to_string())
         })
         .join()
         .expect("deleting thread")?;

@@ -36,8 +36,9 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, DeleteRequest, Get,
-    KeySchemaElement, KeyType, KeysAndAttributes, Put, PutRequest, ScalarAttributeType,
-    TimeToLiveSpecification, TransactGetItem, TransactWriteItem, Update, WriteRequest,
+    GlobalSecondaryIndex, KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType,
+    Put, PutRequest, ScalarAttributeType, TimeToLiveSpecification, TransactGetItem,
+    TransactWriteItem, Update, WriteRequest,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -49,7 +50,7 @@ use spendguard_app::ports::store::KeyStore;
 use spendguard_app::ports::store::MarkerStore;
 use spendguard_app::ports::store::PolicyStore;
 use spendguard_app::ports::store::{AckOutcome, AlertStore};
-use spendguard_app::ports::store::{FreshCounters, SpendStore};
+use spendguard_app::ports::store::{FreshCounters, PendingLeaves, SpendStore};
 use spendguard_app::ports::store::{ReservationRequest, ReservationStore, Reserved};
 use spendguard_app::ports::store::{StoreError, StoreResult, from_doc, to_doc};
 use spendguard_domain::aggregate::DailySummary;
@@ -107,6 +108,27 @@ const PENDING_TARGETS: &str = "targets";
 const PENDING_HOLDS: &str = "holds";
 /// Pending items a process remembers per leaf it wrote, for its reads of fresh counters.
 const REMEMBERED_PENDING: usize = 8;
+/// The sparse index of pending items (only they carry its keys): where the scheduled check
+/// finds the leaves with something pending without reading every leaf (ADR 031).
+pub const PENDING_INDEX: &str = "pending";
+/// The index's partition key: `P#<shard>`, the shard a hash of the leaf, so that no index
+/// partition takes every pending item's write.
+const PENDING_SHARD: &str = "pending_shard";
+const PENDING_SHARDS: u8 = 16;
+/// The index's sort key: the epoch second of the item's oldest record (oldest first, so a
+/// bounded run takes the longest-waiting leaves first; and the check evaluates those
+/// records' periods).
+const PENDING_FIRST_AT: &str = "first_at";
+/// Index entries one query page returns.
+const PENDING_PAGE: i32 = 1000;
+/// Pages per shard one call reads at most: a leaf with many pending items fills pages with
+/// itself, and the others wait for the next call rather than make this one unbounded.
+const PENDING_PAGES_PER_SHARD: usize = 4;
+
+fn pending_shard(leaf: &Scope) -> String {
+    let hash = Sha256::digest(leaf.as_str().as_bytes());
+    format!("{PENDING_PREFIX}{}", hash[0] % PENDING_SHARDS)
+}
 
 /// The leaf whose pending item a stream record names (`SPEND#<leaf>`, `P#…`): what a roll-up
 /// triggered by the table's stream rolls up. `None` for any other item.
@@ -325,8 +347,27 @@ impl DynamoStore {
             .billing_mode(BillingMode::PayPerRequest)
             .attribute_definitions(attr(PK)?)
             .attribute_definitions(attr(SK)?)
+            .attribute_definitions(attr(PENDING_SHARD)?)
+            .attribute_definitions(built(
+                AttributeDefinition::builder()
+                    .attribute_name(PENDING_FIRST_AT)
+                    .attribute_type(ScalarAttributeType::N)
+                    .build(),
+            )?)
             .key_schema(schema(PK, KeyType::Hash)?)
             .key_schema(schema(SK, KeyType::Range)?)
+            .global_secondary_indexes(built(
+                GlobalSecondaryIndex::builder()
+                    .index_name(PENDING_INDEX)
+                    .key_schema(schema(PENDING_SHARD, KeyType::Hash)?)
+                    .key_schema(schema(PENDING_FIRST_AT, KeyType::Range)?)
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::KeysOnly)
+                            .build(),
+                    )
+                    .build(),
+            )?)
             .send()
             .await
             .map_err(|e| sdk("CreateTable", e))?;
@@ -685,7 +726,13 @@ impl DynamoStore {
             }
         }
         for (leaf, (targets, owed)) in &pending {
-            items.push(self.pending_put(leaf, &token, targets, owed)?);
+            let first_at = chunk
+                .iter()
+                .filter(|e| &e.leaf == leaf)
+                .map(|e| e.at)
+                .min()
+                .unwrap_or(now);
+            items.push(self.pending_put(leaf, &token, first_at, targets, owed)?);
         }
         items.extend(self.release_actions(&released.iter().collect::<Vec<_>>())?);
         let result = self
@@ -728,10 +775,13 @@ impl DynamoStore {
         &self,
         leaf: &Scope,
         token: &str,
+        first_at: DateTime<Utc>,
         targets: &[CounterWrite],
         owed: &[OwedHold],
     ) -> StoreResult<TransactWriteItem> {
         let mut item = key(counter_pk(leaf), pending_sk(token));
+        item.insert(PENDING_SHARD.into(), s(pending_shard(leaf)));
+        item.insert(PENDING_FIRST_AT.into(), n(first_at.timestamp()));
         let targets = targets
             .iter()
             .map(|t| {
@@ -2247,6 +2297,56 @@ impl SpendStore for DynamoStore {
             moved += self.roll_up_group(group).await?;
         }
         Ok(moved)
+    }
+
+    async fn pending_leaves(&self, limit: usize) -> StoreResult<PendingLeaves> {
+        let mut oldest: HashMap<Scope, DateTime<Utc>> = HashMap::new();
+        let mut more = false;
+        for shard in 0..PENDING_SHARDS {
+            let mut start: Option<HashMap<String, AttributeValue>> = None;
+            for page in 0.. {
+                if page == PENDING_PAGES_PER_SHARD {
+                    more = true;
+                    break;
+                }
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(PENDING_INDEX)
+                    .key_condition_expression("#shard = :shard")
+                    .expression_attribute_names("#shard", PENDING_SHARD)
+                    .expression_attribute_values(":shard", s(format!("{PENDING_PREFIX}{shard}")))
+                    .limit(PENDING_PAGE)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| sdk("Query", e))?;
+                for item in out.items() {
+                    let pk = text_attr(item, PK)?;
+                    let Some(leaf) = pending_leaf(pk, text_attr(item, SK)?) else {
+                        continue;
+                    };
+                    let at = DateTime::from_timestamp(number_attr(item, PENDING_FIRST_AT)?, 0)
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!("pending item of {pk}: `first_at`"))
+                        })?;
+                    if !oldest.contains_key(&leaf) && oldest.len() == limit {
+                        more = true;
+                        continue;
+                    }
+                    let first = oldest.entry(leaf).or_insert(at);
+                    *first = (*first).min(at);
+                }
+                match out.last_evaluated_key {
+                    Some(k) if !k.is_empty() => start = Some(k),
+                    _ => break,
+                }
+            }
+        }
+        let mut leaves: Vec<(Scope, DateTime<Utc>)> = oldest.into_iter().collect();
+        leaves.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(PendingLeaves { leaves, more })
     }
 
     async fn put_observations(&self, observations: &[Observation]) -> StoreResult<()> {

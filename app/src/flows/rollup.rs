@@ -46,6 +46,73 @@ pub async fn roll_up_all(
     Ok((seen.len(), moved))
 }
 
+/// Leaves one scheduled check rolls up at most; the rest wait for the next run (logged and
+/// reported), so that a long stall cannot make one check overrun its timeout.
+pub const LEAVES_PER_CHECK: usize = 500;
+
+/// What the scheduled check rolled up before it evaluated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PendingRollUp {
+    /// Leaves found with pending items.
+    pub leaves: usize,
+    /// Pending items moved.
+    pub moved: usize,
+    /// More leaves were pending than one run takes: the next run continues.
+    pub more: bool,
+    /// When the oldest record rolled up happened: the check evaluates the periods from there
+    /// to now, so that a stall cannot hide a crossing in a period that has ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest: Option<DateTime<Utc>>,
+    /// Leaves that could not be rolled up, and why (the run fails visibly; the others move).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
+}
+
+impl PendingRollUp {
+    pub fn is_empty(&self) -> bool {
+        *self == PendingRollUp::default()
+    }
+}
+
+/// Rolls up the leaves with pending items (at most [`LEAVES_PER_CHECK`], oldest first): the
+/// scheduled check's first step, so that a stalled stream delays ancestor alerts by one
+/// check interval at most (ADR 031). Finding the leaves is a few index queries when nothing
+/// is pending; a leaf that fails is reported and the others still move.
+pub async fn roll_up_pending(store: &dyn SpendStore) -> StoreResult<PendingRollUp> {
+    let found = store.pending_leaves(LEAVES_PER_CHECK).await?;
+    let mut report = PendingRollUp {
+        leaves: found.leaves.len(),
+        more: found.more,
+        ..PendingRollUp::default()
+    };
+    if found.more {
+        tracing::warn!(
+            leaves = found.leaves.len(),
+            "more leaves pending than one check rolls up; the next check continues"
+        );
+    }
+    let leaves: Vec<Scope> = found.leaves.iter().map(|(leaf, _)| leaf.clone()).collect();
+    for page in leaves.chunks(LEAVES_PER_PAGE) {
+        match store.roll_up(page).await {
+            Ok(moved) => report.moved += moved,
+            // leaf by leaf, to tell the failing ones (what moved is not moved again)
+            Err(_) => {
+                for leaf in page {
+                    match store.roll_up(std::slice::from_ref(leaf)).await {
+                        Ok(moved) => report.moved += moved,
+                        Err(e) => {
+                            tracing::error!(leaf = %leaf, error = %e, "roll-up failed");
+                            report.failures.push(format!("roll-up of {leaf}: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    report.oldest = found.leaves.iter().map(|(_, at)| *at).min();
+    Ok(report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,8 @@ locals {
       CostExplorer    = ["ce:GetCostAndUsage"]
       AdminKeys       = ["secretsmanager:GetSecretValue"]
       AlertSigningKey = ["secretsmanager:GetSecretValue"]
+      # the leaves with pending usage, which the scheduled check rolls up first (ADR 031)
+      PendingIndex = ["dynamodb:Query"]
       # the table's stream: pending usage to roll up (ADR 031)
       PendingUsageStream = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
     }
@@ -85,6 +87,7 @@ locals {
   # PutUserPolicy (IamUserCredentials) takes any document: granted on the guarded users only.
   shared_resources = {
     State                      = [aws_dynamodb_table.state.arn]
+    PendingIndex               = ["${aws_dynamodb_table.state.arn}/index/pending"]
     ReadState                  = [aws_dynamodb_table.state.arn]
     WriteOwnItems              = [aws_dynamodb_table.state.arn]
     AppendAudit                = [aws_dynamodb_table.state.arn]
@@ -287,6 +290,22 @@ resource "aws_dynamodb_table" "state" {
   attribute {
     name = "SK"
     type = "S"
+  }
+  attribute {
+    name = "pending_shard"
+    type = "S"
+  }
+  attribute {
+    name = "first_at"
+    type = "N"
+  }
+  # sparse: only pending usage items carry its keys; the scheduled check finds the leaves it
+  # rolls up there (ADR 031)
+  global_secondary_index {
+    name            = "pending"
+    hash_key        = "pending_shard"
+    range_key       = "first_at"
+    projection_type = "KEYS_ONLY"
   }
   ttl {
     attribute_name = "expires_at"

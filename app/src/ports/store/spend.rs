@@ -19,6 +19,15 @@ pub type FreshCounters = (
     BTreeMap<HourKey, HourCounters>,
 );
 
+/// What [`SpendStore::pending_leaves`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingLeaves {
+    /// Each leaf with the instant of its oldest pending record.
+    pub leaves: Vec<(Scope, DateTime<Utc>)>,
+    /// More leaves are pending than the limit: the next call finds them.
+    pub more: bool,
+}
+
 #[async_trait]
 pub trait SpendStore: Send + Sync {
     /// Counts each entry exactly once: an entry whose id was already counted (and whose marker
@@ -83,6 +92,13 @@ pub trait SpendStore: Send + Sync {
     /// counts every scope at ingest has nothing pending (ADR 031).
     async fn roll_up(&self, _leaves: &[Scope]) -> StoreResult<usize> {
         Ok(0)
+    }
+
+    /// Leaves with pending items (ADR 031), oldest record first, at most `limit` of them, each
+    /// with the instant of its oldest pending record; `more`: others are pending too. A store
+    /// that counts every scope at ingest has none.
+    async fn pending_leaves(&self, _limit: usize) -> StoreResult<PendingLeaves> {
+        Ok(PendingLeaves::default())
     }
 
     /// Upserts observations (one per budget, source, window and period).
