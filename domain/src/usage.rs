@@ -867,6 +867,10 @@ pub fn presum<'a>(
 pub struct IngestOutcome {
     pub accepted: Vec<String>,
     pub duplicates: Vec<String>,
+    /// The store's names of the pending items this ingest wrote (ADR 031; none on a store
+    /// that counts every scope at once): what a read right after it adds to the counters, so
+    /// that the evaluation sees exactly this request's spend and reads nothing else pending.
+    pub pending: Vec<String>,
 }
 
 /// Most items one record's transaction may write (DynamoDB's limit), its marker included.

@@ -202,12 +202,18 @@ pub fn first_difference(got: &Counters, want: &Counters) -> Option<String> {
     (extra != wanted).then(|| format!("{extra} counters read, {wanted} expected"))
 }
 
-/// Ingests `entries` into `store` as one batch at `now`.
-pub async fn ingest(store: &dyn SpendStore, entries: &[UsageEntry], now: DateTime<Utc>) {
+/// Ingests `entries` into `store` as one batch at `now`; the names of the pending items it
+/// wrote.
+pub async fn ingest(
+    store: &dyn SpendStore,
+    entries: &[UsageEntry],
+    now: DateTime<Utc>,
+) -> Vec<String> {
     store
         .ingest_usage(entries, now, USAGE_MARKER_TTL)
         .await
-        .expect("ingest");
+        .expect("ingest")
+        .pending
 }
 
 /// `n` records over `keys` keys from `start`, a few minutes apart, of varied costs.

@@ -307,15 +307,22 @@ impl SpendStore for GatedStore {
         &self,
         months: &[CounterKey],
         hours: &[HourKey],
-        fresh_leaves: &[Scope],
+        fresh_pending: &[String],
     ) -> StoreResult<FreshCounters> {
         self.inv
-            .call(self.inner.read_fresh(months, hours, fresh_leaves))
+            .call(self.inner.read_fresh(months, hours, fresh_pending))
             .await
     }
 
     async fn roll_up(&self, leaves: &[Scope]) -> StoreResult<usize> {
         self.inv.write(self.inner.roll_up(leaves)).await
+    }
+
+    async fn pending_leaves(
+        &self,
+        limit: usize,
+    ) -> StoreResult<spendguard_app::ports::store::PendingLeaves> {
+        self.inv.call(self.inner.pending_leaves(limit)).await
     }
 
     async fn put_summaries(&self, summaries: &[DailySummary]) -> StoreResult<()> {

@@ -106,8 +106,24 @@ const PENDING_TARGETS: &str = "targets";
 /// ... and the holds of reserved requests on those counters' budgets (`window`, `sk`,
 /// `amount`): released by the roll-up that adds the spend, not before (ADR 031).
 const PENDING_HOLDS: &str = "holds";
-/// Pending items a process remembers per leaf it wrote, for its reads of fresh counters.
+/// Pending items a process remembers per leaf it wrote: a fresh read adds them for the leaves
+/// its request wrote (earlier requests' spend on the same keys, not rolled up yet).
 const REMEMBERED_PENDING: usize = 8;
+/// At most this many remembered items per read (one `BatchGetItem`): the request's own items
+/// are always read, the remembered ones only up to this bound.
+const REMEMBERED_PER_READ: usize = MAX_BATCH_GET;
+
+/// The name [`IngestOutcome::pending`] gives a pending item: its key, `PK` and `SK` on two
+/// lines (no scope holds a line break).
+fn pending_name(leaf: &Scope, token: &str) -> String {
+    format!("{}\n{}", counter_pk(leaf), pending_sk(token))
+}
+fn pending_key(name: &str) -> StoreResult<(String, String)> {
+    name.split_once('\n')
+        .filter(|(pk, sk)| pk.starts_with("SPEND#") && sk.starts_with(PENDING_PREFIX))
+        .map(|(pk, sk)| (pk.to_string(), sk.to_string()))
+        .ok_or_else(|| StoreError::Corrupt(format!("`{name}` does not name a pending item")))
+}
 /// The sparse index of pending items (only they carry its keys): where the scheduled check
 /// finds the leaves with something pending without reading every leaf (ADR 031).
 pub const PENDING_INDEX: &str = "pending";
@@ -308,9 +324,8 @@ pub struct DynamoStore {
     table: String,
     /// (month, scope) pairs this process already listed in the scope index.
     indexed: std::sync::Arc<std::sync::Mutex<HashSet<(YearMonth, Scope)>>>,
-    /// The pending items this process wrote last, per leaf (SKs, newest last): what a read of
-    /// fresh counters adds to the rolled-up ones (ADR 031).
-    written_pending: std::sync::Arc<std::sync::Mutex<HashMap<Scope, VecDeque<String>>>>,
+    /// The names of the pending items this process wrote last, per leaf (`PK`, newest last).
+    written_pending: std::sync::Arc<std::sync::Mutex<HashMap<String, VecDeque<String>>>>,
 }
 
 impl DynamoStore {
@@ -657,15 +672,16 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// Writes the markers and counter increments of `chunk` in one transaction.
-    /// `Ok(false)`: the transaction was cancelled (a marker appeared, or a conflict) and nothing was written.
+    /// Writes the markers and counter increments of `chunk` in one transaction; the names of
+    /// the pending items it wrote. `Ok(None)`: the transaction was cancelled (a marker
+    /// appeared, or a conflict) and nothing was written.
     async fn write_usage_chunk(
         &self,
         chunk: &[&UsageEntry],
         reservations: Reservations<'_>,
         now: DateTime<Utc>,
         ttl: Duration,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<Vec<String>>> {
         let mut items = Vec::new();
         let mut token = Sha256::new();
         token.update(now.timestamp().to_be_bytes());
@@ -744,26 +760,33 @@ impl DynamoStore {
             .await;
         match result {
             Ok(_) => {
-                self.remember_pending(pending.keys(), &token);
-                Ok(true)
+                let names: Vec<String> = pending
+                    .keys()
+                    .map(|leaf| pending_name(leaf, &token))
+                    .collect();
+                self.remember_pending(&names);
+                Ok(Some(names))
             }
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_transaction_canceled_exception()) =>
             {
-                Ok(false)
+                Ok(None)
             }
             Err(e) => Err(sdk("TransactWriteItems", e)),
         }
     }
 
-    fn remember_pending<'a>(&self, leaves: impl Iterator<Item = &'a Scope>, token: &str) {
+    fn remember_pending(&self, names: &[String]) {
         if let Ok(mut written) = self.written_pending.lock() {
-            for leaf in leaves {
-                let sks = written.entry(leaf.clone()).or_default();
-                sks.push_back(pending_sk(token));
-                if sks.len() > REMEMBERED_PENDING {
-                    sks.pop_front();
+            for name in names {
+                let Some((pk, _)) = name.split_once('\n') else {
+                    continue;
+                };
+                let remembered = written.entry(pk.to_string()).or_default();
+                remembered.push_back(name.clone());
+                if remembered.len() > REMEMBERED_PENDING {
+                    remembered.pop_front();
                 }
             }
         }
@@ -2078,13 +2101,14 @@ impl SpendStore for DynamoStore {
         // a held reservation or a conflict cancels it, and the batch takes the path that
         // reads markers and reservations first.
         if fits_unread(&pending)
-            && self
+            && let Some(written) = self
                 .write_usage_chunk(&pending, Reservations::Unread, now, marker_ttl)
                 .await?
         {
             outcome
                 .accepted
                 .extend(pending.iter().map(|e| e.id.clone()));
+            outcome.pending = written;
             return Ok(outcome);
         }
         for attempt in 0..MAX_ATTEMPTS {
@@ -2102,13 +2126,15 @@ impl SpendStore for DynamoStore {
             }
             let mut cancelled = Vec::new();
             for group in pack_transactions(&pending, &holding)? {
-                if self
+                match self
                     .write_usage_chunk(&group, Reservations::Read(&holding), now, marker_ttl)
                     .await?
                 {
-                    outcome.accepted.extend(group.iter().map(|e| e.id.clone()));
-                } else {
-                    cancelled.extend(group);
+                    Some(written) => {
+                        outcome.accepted.extend(group.iter().map(|e| e.id.clone()));
+                        outcome.pending.extend(written);
+                    }
+                    None => cancelled.extend(group),
                 }
             }
             if cancelled.is_empty() {
@@ -2203,31 +2229,35 @@ impl SpendStore for DynamoStore {
         &self,
         months: &[CounterKey],
         hours: &[HourKey],
-        fresh_leaves: &[Scope],
+        fresh_pending: &[String],
     ) -> StoreResult<FreshCounters> {
-        // the pending items of the batch's leaves: those this process wrote last for them
-        // (no read), or, for a leaf it did not write (a redelivery after a crash), the
-        // leaf's pending keys as queried; those still there are not in their counters yet
-        // (a roll-up deletes them as it adds them)
-        let (mut pending, unknown): (Vec<(String, String)>, Vec<&Scope>) = {
+        // every pending item the request's ingest wrote, and what this process wrote before
+        // for the same leaves (bounded); nothing queried, nothing for a leaf the request did
+        // not write. Those still there are not in their counters yet (a roll-up deletes them
+        // as it adds them).
+        let mut pending = fresh_pending
+            .iter()
+            .map(|name| pending_key(name))
+            .collect::<StoreResult<BTreeSet<_>>>()?;
+        let remembered: Vec<String> = {
             let written = self
                 .written_pending
                 .lock()
                 .map_err(|_| StoreError::Unavailable("pending cache poisoned".into()))?;
-            let mut pending = Vec::new();
-            let mut unknown = Vec::new();
-            for leaf in fresh_leaves {
-                match written.get(leaf) {
-                    Some(sks) => {
-                        pending.extend(sks.iter().map(|sk| (counter_pk(leaf), sk.clone())))
-                    }
-                    None => unknown.push(leaf),
-                }
-            }
-            (pending, unknown)
+            let leaves: BTreeSet<&String> = pending.iter().map(|(pk, _)| pk).collect();
+            leaves
+                .into_iter()
+                .filter_map(|pk| written.get(pk))
+                .flatten()
+                .cloned()
+                .collect()
         };
-        for leaf in unknown {
-            pending.extend(self.pending_items(leaf).await?.into_iter().map(|p| p.key));
+        let before = pending.len();
+        for name in remembered {
+            if pending.len() - before == REMEMBERED_PER_READ {
+                break;
+            }
+            pending.insert(pending_key(&name)?);
         }
         let mut wanted: Vec<((String, String), Counter<'_>)> = Vec::new();
         for k in months {

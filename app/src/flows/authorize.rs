@@ -43,7 +43,7 @@ pub async fn authorize(
         now,
         rates: &policy.settings.rates,
         // ancestors' counters as rolled up (ADR 031: about a second behind)
-        fresh_leaves: &[],
+        fresh_pending: &[],
     };
     let (spend, outstanding) = tokio::join!(
         counters.spend(&spend_request),

@@ -33,7 +33,6 @@ use spendguard_domain::period::{Period, WindowKind, Zone};
 use spendguard_domain::records::{
     AuditEntry, Claim, FollowUp, Lease, Observation, OpenAlert, SourceDay,
 };
-use spendguard_domain::scope::Scope;
 use spendguard_domain::security::ScanReport;
 use spendguard_domain::settings::PolicySet;
 use spendguard_domain::spend::{WindowError, source_days};
@@ -66,9 +65,9 @@ pub struct CheckOptions {
     /// raised limit, a removed budget) and escalations are left to the scheduled check, which
     /// follows every open alert up on each run.
     pub follow_ups_only_when_needed: bool,
-    /// The scopes whose usage this process just counted: the evaluation reads their spend
+    /// The pending items this process's ingest just wrote: the evaluation reads their spend
     /// into every counter it feeds, rolled up or not (the webhook after a usage report).
-    pub fresh_leaves: Vec<Scope>,
+    pub fresh_pending: Vec<String>,
 }
 
 /// Alerts known to have been raised, each until its period ends: a finished claim stays
@@ -629,7 +628,7 @@ impl Checker {
                 budgets: &group,
                 now,
                 rates,
-                fresh_leaves: &options.fresh_leaves,
+                fresh_pending: &options.fresh_pending,
             };
             match source.spend(&request).await {
                 Ok(map) => spend.extend(map.into_iter().map(|(id, windows)| {

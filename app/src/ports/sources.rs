@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 
 use spendguard_domain::budget::Budget;
 use spendguard_domain::money::FxRates;
-use spendguard_domain::scope::Scope;
 use spendguard_domain::spend::BudgetSpend;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,9 +30,12 @@ pub struct SpendRequest<'a> {
     pub budgets: &'a [&'a Budget],
     pub now: DateTime<Utc>,
     pub rates: &'a FxRates,
-    /// The scopes whose usage was just counted (the webhook's batch): the counters read see
-    /// their spend even where it is not rolled up yet (ADR 031). Empty for a scheduled run.
-    pub fresh_leaves: &'a [Scope],
+    /// The pending items the webhook's ingest just wrote ([`IngestOutcome::pending`]): the
+    /// counters read see that spend even where it is not rolled up yet (ADR 031). Empty for a
+    /// scheduled run.
+    ///
+    /// [`IngestOutcome::pending`]: spendguard_domain::usage::IngestOutcome::pending
+    pub fresh_pending: &'a [String],
 }
 
 #[async_trait]

@@ -75,7 +75,7 @@ impl SpendSource for UsageCounters {
         let hour_keys: Vec<HourKey> = hour_keys.into_iter().collect();
         let (counters, hours) = self
             .store
-            .read_fresh(&all, &hour_keys, request.fresh_leaves)
+            .read_fresh(&all, &hour_keys, request.fresh_pending)
             .await
             .map_err(|e| SourceError::Unavailable {
                 source_kind: "usage",

@@ -2,7 +2,6 @@
 //! a 2xx is answered only after the durable write; a verified duplicate gets a 2xx and changes
 //! nothing; 5xx means our fault, so the sender retries.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -169,14 +168,14 @@ impl Webhook {
 
     /// Evaluates `budgets` now, against the policy this request already read (the signal was
     /// written first; a failure here only delays the alert to the next scheduled check).
-    /// Evaluates `budgets` after a signal; `fresh_leaves`: the scopes of a usage batch just
-    /// counted, whose spend the evaluation sees in every counter it feeds (ADR 031).
+    /// Evaluates `budgets` after a signal; `fresh_pending`: the pending items of a usage batch
+    /// just counted, whose spend the evaluation sees in every counter it feeds (ADR 031).
     async fn evaluate(
         &self,
         policy: &PolicySet,
         budgets: Vec<String>,
         actor: &str,
-        fresh_leaves: Vec<Scope>,
+        fresh_pending: Vec<String>,
     ) -> usize {
         if budgets.is_empty() {
             return 0;
@@ -191,7 +190,7 @@ impl Webhook {
             known_raised: Some(self.known_raised.clone()),
             // the open alerts are read only when this may recover or escalate one
             follow_ups_only_when_needed: true,
-            fresh_leaves,
+            fresh_pending,
         };
         match self.checker.check_only(policy, &options).await {
             Ok(report) => {
@@ -321,14 +320,10 @@ impl Webhook {
         let published = if outcome.accepted.is_empty() && outcome.duplicates.is_empty() {
             0
         } else {
-            let leaves: BTreeSet<Scope> = records.iter().map(|r| r.scope.clone()).collect();
-            self.evaluate(
-                policy.set(),
-                affected,
-                "usage-report",
-                leaves.into_iter().collect(),
-            )
-            .await
+            // exactly what this request left pending: a retry's duplicates were counted by the
+            // request that wrote them, and reach the ancestors through the roll-up
+            self.evaluate(policy.set(), affected, "usage-report", outcome.pending)
+                .await
         };
         HttpResponse::ok(json!({
             "accepted": outcome.accepted.len(),

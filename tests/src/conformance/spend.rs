@@ -345,7 +345,7 @@ pub async fn counters_give_day_week_and_month(store: Store) {
         let refs = [b];
         let spend = source
             .spend(&SpendRequest {
-                fresh_leaves: &[],
+                fresh_pending: &[],
                 budgets: &refs,
                 now,
                 rates: &FxRates::default(),
@@ -424,7 +424,7 @@ pub async fn minute_costs_round_trip_and_answer_minute_windows(store: Store) {
         let refs = [&b];
         let spend = source
             .spend(&SpendRequest {
-                fresh_leaves: &[],
+                fresh_pending: &[],
                 budgets: &refs,
                 now,
                 rates: &rates,

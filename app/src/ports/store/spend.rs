@@ -67,15 +67,15 @@ pub trait SpendStore: Send + Sync {
     async fn read_hours(&self, keys: &[HourKey]) -> StoreResult<BTreeMap<HourKey, HourCounters>>;
 
     /// [`SpendStore::read_counters`] and [`SpendStore::read_hours`] as they stand right after
-    /// the records of `fresh_leaves` were ingested: a store that counts a record's ancestors
-    /// later ([`SpendStore::roll_up`]) adds what those leaves left pending for the counters
-    /// read, so an evaluation sees its own batch. Other leaves' pending spend is seen once
-    /// rolled up.
+    /// an ingest: a store that counts a record's ancestors later ([`SpendStore::roll_up`])
+    /// adds the pending items `fresh_pending` names ([`IngestOutcome::pending`]) where they
+    /// are not rolled up yet, so an evaluation sees its own batch. Nothing else pending is
+    /// read: other requests' pending spend is seen once rolled up.
     async fn read_fresh(
         &self,
         months: &[CounterKey],
         hours: &[HourKey],
-        _fresh_leaves: &[Scope],
+        _fresh_pending: &[String],
     ) -> StoreResult<FreshCounters> {
         // a store that counts every scope at ingest has nothing pending to add
         let months = self.read_counters(months).await?;
