@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Duration, Utc};
 use spendguard_domain::period::YearMonth;
 use spendguard_domain::scope::Scope;
+use spendguard_domain::usage::bounds;
 
 use crate::ports::store::{SpendStore, StoreResult};
 
@@ -14,14 +15,24 @@ use crate::ports::store::{SpendStore, StoreResult};
 /// tens of thousands of scopes makes progress from its first page.
 const LEAVES_PER_PAGE: usize = 100;
 
-/// The months whose scopes can hold pending items at `now`: the previous calendar month
-/// (zones behind UTC on the 1st, and what a stalled stream left of it), this one, and the
-/// next (zones ahead of UTC).
+/// The months whose scopes can hold pending items at `now`: every month from that of the
+/// oldest record still accepted (`bounds::MAX_AGE` back, a day more for zones behind UTC)
+/// and the previous calendar month (what a stalled stream left of it) to the next one
+/// (zones ahead of UTC).
 pub fn pending_months(now: DateTime<Utc>) -> BTreeSet<YearMonth> {
     let this = YearMonth::of(now.date_naive());
-    let previous = YearMonth::of(this.first_day() - Duration::days(1));
-    let next = YearMonth::of((now + Duration::days(1)).date_naive());
-    BTreeSet::from([previous, this, next])
+    let previous = this.first_day() - Duration::days(1);
+    let oldest = (now - bounds::MAX_AGE - Duration::days(1))
+        .date_naive()
+        .min(previous);
+    let last = YearMonth::of((now + Duration::days(1)).date_naive());
+    let mut months = BTreeSet::new();
+    let mut month = YearMonth::of(oldest);
+    while month <= last {
+        months.insert(month);
+        month = YearMonth::of(month.first_day() + Duration::days(31));
+    }
+    months
 }
 
 /// Rolls up every leaf with counters in [`pending_months`], a page at a time; dimension
@@ -124,11 +135,30 @@ mod tests {
             .collect()
     }
 
+    /// Review finding 9: a record is accepted up to 35 days old, so on March 1st a key may
+    /// hold pending spend of January 25th and be indexed under January only. (Before, the
+    /// months were February, March and April's neighbour: January was skipped.)
+    #[test]
+    fn the_oldest_month_a_record_is_still_accepted_for_is_covered() {
+        assert_eq!(
+            months("2026-03-01T10:00:00Z"),
+            ["2026-01", "2026-02", "2026-03"]
+        );
+        assert_eq!(
+            months("2026-12-20T10:00:00Z"),
+            ["2026-11", "2026-12"],
+            "35 days before the 20th: still November"
+        );
+    }
+
     #[test]
     fn the_previous_calendar_month_is_covered_on_the_first() {
         // now - 32 days, as the first build took, is October 30th: November was skipped
-        assert_eq!(months("2026-12-01T00:30:00Z"), ["2026-11", "2026-12"]);
-        assert_eq!(months("2026-03-01T10:00:00Z"), ["2026-02", "2026-03"]);
+        // (October is there for records accepted up to 35 days old)
+        assert_eq!(
+            months("2026-12-01T00:30:00Z"),
+            ["2026-10", "2026-11", "2026-12"]
+        );
         assert_eq!(
             months("2026-12-31T20:00:00Z"),
             ["2026-11", "2026-12", "2027-01"]
