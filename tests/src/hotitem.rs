@@ -312,3 +312,40 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for MoveOneBeforeEa
         Ok(())
     }
 }
+
+/// Makes every pending item of `leaf` in `table` unreadable (its list of deltas removed), as
+/// a hand edit or a bug would.
+pub async fn spoil_pending_items(sdk: &SdkConfig, table: &str, leaf: &str) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let client = aws_sdk_dynamodb::Client::new(sdk);
+    for sk in pending_sks(sdk, table, leaf).await {
+        client
+            .update_item()
+            .table_name(table)
+            .key("PK", AttributeValue::S(format!("SPEND#{leaf}")))
+            .key("SK", AttributeValue::S(sk))
+            .update_expression("REMOVE targets")
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// The sort keys of the pending items of `leaf` in `table`.
+pub async fn pending_sks(sdk: &SdkConfig, table: &str, leaf: &str) -> Vec<String> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let out = aws_sdk_dynamodb::Client::new(sdk)
+        .query()
+        .table_name(table)
+        .key_condition_expression("PK = :pk AND begins_with(SK, :p)")
+        .expression_attribute_values(":pk", AttributeValue::S(format!("SPEND#{leaf}")))
+        .expression_attribute_values(":p", AttributeValue::S("P#".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    out.items()
+        .iter()
+        .filter_map(|item| item.get("SK")?.as_s().ok().cloned())
+        .collect()
+}

@@ -1144,9 +1144,14 @@ enum RollUp {
 }
 
 impl DynamoStore {
-    /// A leaf's pending items, read consistently.
-    async fn pending_items(&self, leaf: &Scope) -> StoreResult<Vec<PendingItem>> {
+    /// A leaf's pending items, read consistently; those that cannot be read are left out and
+    /// named in the second list (each fails only itself: review finding 3).
+    async fn pending_items(
+        &self,
+        leaf: &Scope,
+    ) -> StoreResult<(Vec<PendingItem>, Vec<StoreError>)> {
         let mut out = Vec::new();
+        let mut unreadable = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
             let page = self
@@ -1164,11 +1169,14 @@ impl DynamoStore {
                 .await
                 .map_err(|e| sdk("Query", e))?;
             for item in page.items() {
-                out.push(PendingItem::of(item)?);
+                match PendingItem::of(item) {
+                    Ok(p) => out.push(p),
+                    Err(e) => unreadable.push(e),
+                }
             }
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(out),
+                _ => return Ok((out, unreadable)),
             }
         }
     }
@@ -2319,14 +2327,29 @@ impl SpendStore for DynamoStore {
     async fn roll_up(&self, leaves: &[Scope]) -> StoreResult<usize> {
         let leaves: BTreeSet<&Scope> = leaves.iter().collect();
         let mut pending = Vec::new();
+        let mut unreadable = Vec::new();
         for leaf in leaves {
-            pending.extend(self.pending_items(leaf).await?);
+            let (items, bad) = self.pending_items(leaf).await?;
+            pending.extend(items);
+            unreadable.extend(bad);
         }
         let mut moved = 0;
         for group in pack_roll_up(&pending) {
             moved += self.roll_up_group(group).await?;
         }
-        Ok(moved)
+        // the readable items moved; the unreadable ones stay, and fail the call visibly
+        match unreadable.len() {
+            0 => Ok(moved),
+            1 => Err(unreadable.remove(0)),
+            n => Err(StoreError::Corrupt(format!(
+                "{n} pending items cannot be read: {}",
+                unreadable
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))),
+        }
     }
 
     async fn pending_leaves(&self, limit: usize) -> StoreResult<PendingLeaves> {

@@ -124,7 +124,8 @@ impl Nightly {
         let now = self.clock.now();
         // what ingest left pending (a stream batch that failed, a stalled stream) is in the
         // ancestors before they are summarised (ADR 031)
-        crate::flows::rollup::roll_up_all(self.store.as_ref(), now).await?;
+        // one that fails (an unreadable pending item) is reported below, after the summaries
+        let rolled_up = crate::flows::rollup::roll_up_all(self.store.as_ref(), now).await;
         let mut out = Vec::new();
         for zone in zones {
             let (dates, publish): (Vec<NaiveDate>, bool) = match days {
@@ -146,7 +147,7 @@ impl Nightly {
             }
         }
         // everything else is done: now say what could not be read, loudly
-        let unreadable: Vec<String> = out
+        let mut unreadable: Vec<String> = out
             .iter()
             .flat_map(|d| {
                 d.unreadable
@@ -154,6 +155,9 @@ impl Nightly {
                     .map(move |u| format!("{} {}: {u}", d.date, d.zone))
             })
             .collect();
+        if let Err(e) = rolled_up {
+            unreadable.push(format!("roll-up of pending usage: {e}"));
+        }
         if !unreadable.is_empty() {
             return Err(NightlyError::Unreadable(unreadable));
         }

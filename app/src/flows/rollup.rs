@@ -9,7 +9,7 @@ use spendguard_domain::period::YearMonth;
 use spendguard_domain::scope::Scope;
 use spendguard_domain::usage::bounds;
 
-use crate::ports::store::{SpendStore, StoreResult};
+use crate::ports::store::{SpendStore, StoreError, StoreResult};
 
 /// Leaves per roll-up call: each page moves before the next is read, so a deployment with
 /// tens of thousands of scopes makes progress from its first page.
@@ -36,13 +36,16 @@ pub fn pending_months(now: DateTime<Utc>) -> BTreeSet<YearMonth> {
 }
 
 /// Rolls up every leaf with counters in [`pending_months`], a page at a time; dimension
-/// scopes are never leaves. Returns (leaves looked at, pending items moved).
+/// scopes are never leaves. Returns (leaves looked at, pending items moved). A page that
+/// fails (an unreadable pending item fails its page after the page's other items moved) is
+/// logged and the later pages still move; the call then fails naming every failure.
 pub async fn roll_up_all(
     store: &dyn SpendStore,
     now: DateTime<Utc>,
 ) -> StoreResult<(usize, usize)> {
     let mut seen: BTreeSet<Scope> = BTreeSet::new();
     let mut moved = 0;
+    let mut failures: Vec<StoreError> = Vec::new();
     for month in pending_months(now) {
         let leaves: Vec<Scope> = store
             .scopes_with_counters(month)
@@ -51,10 +54,32 @@ pub async fn roll_up_all(
             .filter(|s| !s.is_dimension() && seen.insert(s.clone()))
             .collect();
         for page in leaves.chunks(LEAVES_PER_PAGE) {
-            moved += store.roll_up(page).await?;
+            match store.roll_up(page).await {
+                Ok(n) => moved += n,
+                Err(e) => {
+                    tracing::error!(error = %e, first_leaf = %page[0], "roll-up of a page failed");
+                    failures.push(e);
+                }
+            }
         }
     }
-    Ok((seen.len(), moved))
+    if failures.is_empty() {
+        return Ok((seen.len(), moved));
+    }
+    let text = format!(
+        "{moved} pending items moved, {} pages failed: {}",
+        failures.len(),
+        failures
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    Err(if failures.iter().all(StoreError::is_retryable) {
+        StoreError::Unavailable(text)
+    } else {
+        StoreError::Corrupt(text)
+    })
 }
 
 /// Leaves one scheduled check rolls up at most; the rest wait for the next run (logged and

@@ -692,3 +692,38 @@ async fn spend_left_pending_is_in_the_nightly_summary_of_its_ancestors() {
         );
     }
 }
+
+/// Review finding 3: a pending item the roll-up cannot read fails only itself: the nightly
+/// run still rolls up and summarises everything else, then fails naming it. (Before, the
+/// roll-up's first error aborted the nightly run every night: no summary at all.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_pending_item_fails_the_nightly_run_only_after_the_rest() {
+    let sdk = aws::sdk().await;
+    let (table, name) = aws::new_store(&sdk).await;
+    let store: Store = Arc::new(table);
+    store.put_policy(&PolicySet::default()).await.unwrap();
+    let day = d("2026-12-01");
+    for (id, scope, cents) in [("good", "openai/x/k", 4200), ("bad", "openai/y/k", 1000)] {
+        spendguard_app::flows::ingest::ingest_usage(
+            store.as_ref(),
+            &[],
+            &[record(id, scope, cents, noon(day))],
+            None,
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    }
+    spendguard_tests::hotitem::spoil_pending_items(&sdk, &name, "openai/y/k").await;
+    let w = world(store.clone(), "2026-12-02T06:00:00Z");
+    let err = w.nightly.run(Days::Yesterday).await.unwrap_err();
+    assert!(err.to_string().contains("pending item"), "{err}");
+    for scope in ["openai/x", "openai", "*"] {
+        let s = summary(&store, scope, day, Zone::UTC).await;
+        assert_eq!(
+            s.as_ref().map(cost),
+            Some(Decimal::from(42)),
+            "{scope}: {s:?}"
+        );
+    }
+}

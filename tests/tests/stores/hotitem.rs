@@ -8,7 +8,8 @@ use spendguard_domain::scope::Scope;
 use spendguard_tests::aws;
 use spendguard_tests::hotitem::{
     IngestBeforeEachRollUp, MoveOneBeforeEachRollUp, at, counters_fed, entry, first_difference,
-    ingest, intercepted_store, key_scope, read_all, reference, store_on, workload,
+    ingest, intercepted_store, key_scope, pending_sks, read_all, reference, spoil_pending_items,
+    store_on, workload,
 };
 
 /// Issue 28 item 3: two senders reporting for unrelated keys (the same model name) write no
@@ -198,6 +199,53 @@ async fn a_group_emptied_by_other_roll_ups_on_its_last_attempt_moves_nothing() {
         6,
         "one attempt per item gone"
     );
+}
+
+/// Review finding 3: a pending item the roll-up cannot read fails only itself: the leaf's
+/// other items and the other leaves move, the bad item stays, and the call fails naming it.
+/// (Before, the leaf's query failed on it: nothing of the call moved.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_pending_item_fails_only_itself() {
+    let sdk = aws::sdk().await;
+    let (store, table) = aws::new_store(&sdk).await;
+    let linear = reference();
+    let now = at("2026-12-07T11:30:00Z");
+    ingest(&store, &[entry("bad", 0, 999, now)], now).await;
+    spoil_pending_items(&sdk, &table, &key_scope(0)).await;
+    let good = vec![
+        entry("a1", 0, 10, now),
+        entry("a2", 0, 20, now),
+        entry("b1", 1, 30, now),
+    ];
+    for e in &good {
+        ingest(&store, std::slice::from_ref(e), now).await;
+        ingest(linear.as_ref(), std::slice::from_ref(e), now).await;
+    }
+    let leaves: Vec<Scope> = (0..2)
+        .map(|k| Scope::parse(&key_scope(k)).unwrap())
+        .collect();
+
+    let err = store.roll_up(&leaves).await.unwrap_err();
+    assert!(err.to_string().contains("pending item"), "{err}");
+    assert_eq!(
+        pending_sks(&sdk, &table, &key_scope(0)).await.len(),
+        1,
+        "the bad one stays"
+    );
+    assert!(pending_sks(&sdk, &table, &key_scope(1)).await.is_empty());
+    let ancestors = |c: spendguard_tests::hotitem::Counters| {
+        let leaf = |s: &Scope| leaves.contains(s);
+        (
+            c.0.into_iter().filter(|(k, _)| !leaf(&k.scope)).collect(),
+            c.1.into_iter().filter(|(k, _)| !leaf(&k.scope)).collect(),
+        )
+    };
+    let (months, hours) = counters_fed(&good);
+    let want = ancestors(read_all(linear.as_ref(), &months, &hours).await);
+    if let Some(diff) = first_difference(&ancestors(read_all(&store, &months, &hours).await), &want)
+    {
+        panic!("the readable items' ancestors: {diff}");
+    }
 }
 
 /// A batch over more leaves than one snapshot reads (moto's `TransactGetItems` takes 25 items)
