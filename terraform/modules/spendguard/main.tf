@@ -379,7 +379,7 @@ resource "aws_sns_topic_policy" "alerts" {
 # fan-out act only on what verifies. Secrets Manager generates it and Terraform writes it once,
 # write-only: it is in no plan and no state, and later applies never regenerate it.
 resource "aws_secretsmanager_secret" "alert_signing" {
-  # checkov:skip=CKV_AWS_149: the AWS-managed key (aws/secretsmanager) encrypts it; only the five functions' roles are granted GetSecretValue on it
+  # checkov:skip=CKV_AWS_149: the AWS-managed key (aws/secretsmanager) encrypts it; only the roles of the five functions that publish or receive alerts are granted GetSecretValue on it
   # checkov:skip=CKV2_AWS_57: rotated by hand (docs/deploy.md): verifiers accept the old and the new key during the switch, which no rotation function here implements
   name_prefix = "${var.name}-alert-signing-"
   description = "spendguard (${var.name}): the key AlertEvents are signed with (HMAC-SHA256); key-guard and alert-fanout refuse unsigned ones."
