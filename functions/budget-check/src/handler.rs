@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::config::Role;
 use chrono::{DateTime, Utc};
 use lambda_runtime::Diagnostic;
 use serde::{Deserialize, Serialize};
@@ -255,11 +256,25 @@ pub enum Answer {
     RolledUp(RolledUp),
 }
 
-/// Any invocation: a roll-up event rolls up, anything else checks.
-pub async fn handle_any(checker: &Checker, event: Value) -> Result<Answer, HandlerError> {
+/// Any invocation of the function deployed as `role`: the roll-up function rolls up and
+/// refuses anything else; the check refuses stream records (a trigger wired to the wrong
+/// function fails visibly) and takes a manual `{"roll_up": "all"}` as well.
+pub async fn handle_any(
+    checker: &Checker,
+    role: Role,
+    event: Value,
+) -> Result<Answer, HandlerError> {
+    if role == Role::Check && event.get("Records").is_some() {
+        return Err(HandlerError::InvalidEvent(
+            "stream records go to the roll-up function (SPENDGUARD_ROLE=roll-up), not to budget-check: check the event source mapping".into(),
+        ));
+    }
     let now = checker.clock.now();
     match roll_up(checker.store.as_ref(), &event, now).await? {
         Some(rolled) => Ok(Answer::RolledUp(rolled)),
+        None if role == Role::RollUp => Err(HandlerError::InvalidEvent(
+            "this function rolls up pending usage (SPENDGUARD_ROLE=roll-up): it takes the table's stream or {\"roll_up\": \"all\"}; a budget check goes to budget-check".into(),
+        )),
         None => Ok(Answer::Check(Box::new(handle(checker, event).await?))),
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use budget_check::app;
-use budget_check::config::Config;
+use budget_check::config::{Config, Role};
 use budget_check::handler::{self, HandlerError};
 use chrono::{Duration, Utc};
 use rust_decimal::Decimal;
@@ -82,6 +82,7 @@ fn config(table: &str, topic: &str) -> Config {
         sources: SourcesConfig::default(),
         claim_lease_seconds: 300,
         alert_signing_key_arn: None,
+        role: Role::Check,
     }
 }
 
@@ -887,15 +888,23 @@ async fn a_stalled_stream_is_recovered_by_the_manual_roll_up() {
         handler::Answer::RolledUp(r) => r,
         other => panic!("not a roll-up: {other:?}"),
     };
-    let first = rolled(handler::handle_any(&checker, batch.clone()).await.unwrap());
+    let first = rolled(
+        handler::handle_any(&checker, Role::RollUp, batch.clone())
+            .await
+            .unwrap(),
+    );
     assert_eq!(first.leaves, 1);
     assert!(first.moved > 0, "{first:?}");
     assert_eq!(project_cost().await, Decimal::from(60));
-    let again = rolled(handler::handle_any(&checker, batch).await.unwrap());
+    let again = rolled(
+        handler::handle_any(&checker, Role::RollUp, batch)
+            .await
+            .unwrap(),
+    );
     assert_eq!(again.moved, 0, "a redelivered batch moves nothing");
 
     let all = rolled(
-        handler::handle_any(&checker, json!({"roll_up": "all"}))
+        handler::handle_any(&checker, Role::RollUp, json!({"roll_up": "all"}))
             .await
             .unwrap(),
     );
@@ -904,11 +913,49 @@ async fn a_stalled_stream_is_recovered_by_the_manual_roll_up() {
     let report = handler::handle(&checker, scheduled_event()).await.unwrap();
     assert_eq!(report.alerts.published, 2, "warning and critical");
 
-    let refused = handler::handle_any(&checker, json!({"roll_up": "some"})).await;
+    let refused = handler::handle_any(&checker, Role::RollUp, json!({"roll_up": "some"})).await;
     assert!(
         matches!(refused, Err(HandlerError::InvalidEvent(_))),
         "{refused:?}"
     );
+}
+
+/// budget-check's binary is deployed as two functions (ADR 031): the scheduled check and the
+/// stream's roll-up. A stream wired to the check is refused and rolls nothing up (it ran the
+/// roll-up, and its invocations kept the check's dead man's switch green); a check event sent
+/// to the roll-up function is refused rather than run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_deployed_role_refuses_the_others_events() {
+    let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
+    let now = Utc::now();
+    let records = vec![record("r1", "openai/prod/key-1", 6000, now)];
+    let policy = w.store.load_policy().await.unwrap();
+    spendguard_app::flows::ingest::ingest_usage(&w.store, &policy.budgets, &records, None, now)
+        .await
+        .unwrap();
+    let checker = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+        .await
+        .unwrap();
+    let batch = stream_event_of(&w, "openai/prod/key-1").await;
+
+    let refused = handler::handle_any(&checker, Role::Check, batch.clone()).await;
+    assert!(
+        matches!(&refused, Err(HandlerError::InvalidEvent(m)) if m.contains("SPENDGUARD_ROLE=roll-up")),
+        "{refused:?}"
+    );
+    let refused = handler::handle_any(&checker, Role::RollUp, scheduled_event()).await;
+    assert!(
+        matches!(&refused, Err(HandlerError::InvalidEvent(m)) if m.contains("budget-check")),
+        "{refused:?}"
+    );
+    // the refused stream batch moved nothing: the roll-up function still finds it pending
+    let answer = handler::handle_any(&checker, Role::RollUp, batch)
+        .await
+        .unwrap();
+    let handler::Answer::RolledUp(rolled) = answer else {
+        panic!("not a roll-up: {answer:?}");
+    };
+    assert_eq!(rolled.moved, 1, "{rolled:?}");
 }
 
 /// One leaf that cannot be rolled up (here a pending item the roll-up cannot read) does not
@@ -951,7 +998,7 @@ async fn one_bad_leaf_fails_only_its_own_stream_records() {
         .await
         .unwrap();
 
-    let answer = handler::handle_any(&checker, json!({ "Records": batch }))
+    let answer = handler::handle_any(&checker, Role::RollUp, json!({ "Records": batch }))
         .await
         .unwrap();
     let handler::Answer::RolledUp(rolled) = answer else {
@@ -1004,7 +1051,7 @@ async fn rolling_up_everything_on_the_first_covers_the_previous_month() {
         .await
         .unwrap();
     let checker = usage_checker(&w, Arc::new(FixedClock::new(now)));
-    let answer = handler::handle_any(&checker, json!({"roll_up": "all"}))
+    let answer = handler::handle_any(&checker, Role::RollUp, json!({"roll_up": "all"}))
         .await
         .unwrap();
     let handler::Answer::RolledUp(rolled) = answer else {
@@ -1067,7 +1114,7 @@ async fn a_stalled_stream_delays_an_ancestor_alert_by_one_check_at_most() {
     assert!(report.pending.moved >= 2, "{:?}", report.pending);
     // what the stream delivers later finds nothing left
     let batch = rolled_up_answer(
-        handler::handle_any(&checker, json!({"roll_up": "all"}))
+        handler::handle_any(&checker, Role::RollUp, json!({"roll_up": "all"}))
             .await
             .unwrap(),
     );

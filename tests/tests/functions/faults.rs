@@ -55,6 +55,7 @@ fn check_config(table: &str, topic: &str) -> budget_check::config::Config {
         sources: Default::default(),
         claim_lease_seconds: 300,
         alert_signing_key_arn: None,
+        role: budget_check::config::Role::Check,
     }
 }
 

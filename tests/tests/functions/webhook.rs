@@ -857,6 +857,7 @@ async fn scheduled_check_of_usage(w: &WebhookWorld) {
         sources: Default::default(),
         claim_lease_seconds: 300,
         alert_signing_key_arn: None,
+        role: budget_check::config::Role::Check,
     };
     let checker = budget_check::app::checker(&config, &w.sdk).await.unwrap();
     checker

@@ -423,3 +423,83 @@ proptest::proptest! {
         proptest::prop_assert!(result.is_ok(), "{}", result.unwrap_err());
     }
 }
+
+/// ADR 031 defect 2: the roll-up runs as usage-rollup, whose role (template.yaml's
+/// `UsageRollupFunction`; tests/deploy checks terraform/ agrees and evaluates it) may write
+/// only some items. Every item a roll-up writes — the pending items it deletes, the counters
+/// it adds to — is one that role allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roll_up_writes_only_items_the_roll_up_role_may_write() {
+    let sdk = aws::sdk().await;
+    let (_, table) = aws::new_store(&sdk).await;
+    let ingesting = store_on(&sdk, &table, aws::WriteRecorder::default());
+    let recorder = aws::WriteRecorder::default();
+    let rolling_up = store_on(&sdk, &table, recorder.clone());
+    let now = at("2026-12-07T11:30:00Z");
+    for k in 0..3 {
+        ingest(&ingesting, &[entry(&format!("r{k}"), k, 125, now)], now).await;
+    }
+    let leaves: Vec<Scope> = (0..3)
+        .map(|k| Scope::parse(&key_scope(k)).unwrap())
+        .collect();
+    assert_eq!(rolling_up.roll_up(&leaves).await.unwrap(), 3);
+
+    let statements = roll_up_write_statements();
+    let writes = recorder.writes();
+    let refused: Vec<_> = writes
+        .iter()
+        .filter(|(operation, pk)| {
+            !statements.iter().any(|(actions, keys)| {
+                actions.contains(&format!("dynamodb:{operation}"))
+                    && keys.iter().any(|p| match p.strip_suffix('*') {
+                        Some(prefix) => pk.starts_with(prefix),
+                        None => pk == p,
+                    })
+            })
+        })
+        .collect();
+    assert!(refused.is_empty(), "IAM would refuse {refused:?}");
+    // the check above saw the roll-up's real writes: pending items deleted, ancestors added to
+    for (operation, pk) in [
+        ("DeleteItem", "SPEND#openai/p0/k0"),
+        ("UpdateItem", "SPEND#*"),
+    ] {
+        assert!(
+            writes.iter().any(|(o, p)| o == operation && p == pk),
+            "no {operation} of {pk}: {writes:?}"
+        );
+    }
+}
+
+/// (actions, `dynamodb:LeadingKeys` patterns) of each statement of usage-rollup's role in
+/// template.yaml that names leading keys.
+fn roll_up_write_statements() -> Vec<(Vec<String>, Vec<String>)> {
+    let template = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml"),
+    )
+    .unwrap();
+    let start = template
+        .find("  UsageRollupFunction:")
+        .expect("the roll-up is a function of its own");
+    let end = start + template[start..].find("      Events:").unwrap();
+    let list = |line: &str| -> Vec<String> {
+        line.trim_matches(|c| c == '[' || c == ']')
+            .split(',')
+            .map(|s| s.trim().trim_matches('"').to_string())
+            .collect()
+    };
+    let mut statements = Vec::new();
+    let mut actions = Vec::new();
+    for line in template[start..end].lines().map(str::trim) {
+        if let Some(a) = line.strip_prefix("Action: ") {
+            actions = list(a);
+        } else if let Some(keys) = line.strip_prefix("dynamodb:LeadingKeys: ") {
+            statements.push((actions.clone(), list(keys)));
+        }
+    }
+    assert!(
+        !statements.is_empty(),
+        "the roll-up's writes name leading keys"
+    );
+    statements
+}
