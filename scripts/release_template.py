@@ -3,7 +3,8 @@
 
 Each AWS::Serverless::Function loses its `Metadata` (BuildMethod rust-cargolambda and its
 BuildProperties, which would make `sam build` compile it) and gains `CodeUri: <binary>.zip`
-(or `s3://BUCKET/PREFIX<binary>.zip` with --s3-prefix); nothing else changes. scripts/release
+(or `s3://BUCKET/PREFIX<binary>.zip` with --s3-prefix), its binary's zip: usage-rollup takes
+budget-check's. Nothing else changes. scripts/release
 writes dist/template.yaml with it next to the zips, so that
 
     sam deploy -t dist/template.yaml --resolve-s3 --parameter-overrides ...
@@ -34,22 +35,21 @@ def prebuilt(text, code_uri=lambda binary: f"{binary}.zip"):
     found = []
 
     def replace(match):
-        found.append(match["binary"])
+        found.append((match["logical"], match["binary"]))
         return match.group(1)
 
     text = METADATA.sub(replace, text)
     if len(found) != functions or functions == 0:
         raise ValueError(f"{functions} functions, {len(found)} with the expected build metadata: template.yaml changed form")
-    for binary in found:
-        # the first `    Properties:` after the function's own Type line
+    for logical, binary in found:
+        # the function's own `    Properties:`, after its Type line and its comments
         head = re.search(
-            r"^  \w+:\n    Type: AWS::Serverless::Function\n(?:    #.*\n)*    Properties:\n(?=(?:      .*\n)*?      FunctionName: !Sub \$\{AWS::StackName\}-"
-            + re.escape(binary) + r"\n)",
+            r"^  " + re.escape(logical) + r":\n    Type: AWS::Serverless::Function\n(?:    #.*\n)*    Properties:\n",
             text,
             re.M,
         )
         if head is None:
-            raise ValueError(f"{binary}: no Properties with FunctionName ${{AWS::StackName}}-{binary}")
+            raise ValueError(f"{logical}: no Properties after its Type and comments")
         text = text[: head.end()] + f"      CodeUri: {code_uri(binary)}\n" + text[head.end():]
     if "rust-cargolambda" in text:
         raise ValueError("a BuildMethod is left")

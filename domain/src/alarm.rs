@@ -27,20 +27,23 @@ pub const RUNBOOK: &str = "https://github.com/spendguard/spendguard/blob/main/do
 
 /// The alarms spendguard deploys, by their name after the stack's (or `name`'s) prefix; each
 /// has an anchor `alarm-<name>` in docs/deploy.md.
-pub const DEPLOYED_ALARMS: [&str; 13] = [
+pub const DEPLOYED_ALARMS: [&str; 16] = [
     "failed-events",
     "budget-check-errors",
     "budget-check-silent",
+    "pending-usage-lag",
     "alert-fanout-errors",
     "key-guard-errors",
     "budget-webhook-errors",
     "budget-webhook-5xx",
     "daily-aggregate-errors",
+    "usage-rollup-errors",
     "budget-check-throttles",
     "alert-fanout-throttles",
     "key-guard-throttles",
     "budget-webhook-throttles",
     "daily-aggregate-throttles",
+    "usage-rollup-throttles",
 ];
 
 /// CloudWatch's limits: a name has at most 255 characters, a description 1,024.

@@ -147,6 +147,10 @@ pub struct Hold {
     /// What stores hold it against: [`window_key`].
     pub window: String,
     pub budget: String,
+    /// The budget's scope. A hold recorded before it was kept reads as the root's: released
+    /// with the spend's roll-up, never before it (ADR 031).
+    #[serde(default = "Scope::root")]
+    pub scope: Scope,
     pub kind: WindowKind,
     /// The period's key (`D#2026-11-20`).
     pub period: String,
@@ -205,6 +209,7 @@ pub fn holds(
             out.push(Hold {
                 window: window_key(budget, window, now),
                 budget: budget.id.clone(),
+                scope: budget.scope.clone(),
                 kind: window.kind,
                 period: period_key(budget, window, now),
                 currency: budget.currency,
@@ -362,6 +367,7 @@ mod tests {
         Hold {
             window: format!("{budget}#daily#D#2026-11-20"),
             budget: budget.into(),
+            scope: Scope::root(),
             kind: WindowKind::Daily,
             period: "D#2026-11-20".into(),
             currency: Currency::USD,

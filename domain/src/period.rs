@@ -266,6 +266,30 @@ impl Period {
         }
     }
 
+    /// The calendar periods of `kind` in `zone` that hold instants from `since` on and have
+    /// ended by `now`, oldest first, the latest `limit` of them: what spend recorded at
+    /// `since` but counted only now could have crossed unseen. None for a rolling window
+    /// (its period follows `now`, which the present evaluation reads).
+    pub fn ended_since(
+        kind: WindowKind,
+        zone: Zone,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Vec<Period> {
+        if matches!(kind, WindowKind::Rolling { .. }) || limit == 0 {
+            return Vec::new();
+        }
+        let mut ended = Vec::new();
+        let mut period = Period::containing(kind, zone, now).previous();
+        while period.end > since && ended.len() < limit {
+            ended.push(period.clone());
+            period = period.previous();
+        }
+        ended.reverse();
+        ended
+    }
+
     /// The period right after this one (a rolling window: the one a minute later).
     pub fn next(&self) -> Period {
         Period::containing(self.kind, self.zone, self.end)
@@ -463,6 +487,39 @@ pub fn last_day_of_month(date: NaiveDate) -> NaiveDate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn periods_ended_since_a_late_record() {
+        let at = |t: &str| t.parse::<DateTime<Utc>>().unwrap();
+        let keys = |kind, since, now, limit| {
+            Period::ended_since(kind, Zone::UTC, at(since), at(now), limit)
+                .iter()
+                .map(Period::key)
+                .collect::<Vec<_>>()
+        };
+        let (crossed, after) = ("2026-12-07T23:58:00Z", "2026-12-08T00:00:30Z");
+        assert_eq!(
+            keys(WindowKind::Daily, crossed, after, 48),
+            ["D#2026-12-07"]
+        );
+        assert!(keys(WindowKind::Monthly, crossed, after, 48).is_empty());
+        assert_eq!(
+            keys(
+                WindowKind::Hourly,
+                "2026-12-08T01:10:00Z",
+                "2026-12-08T03:05:00Z",
+                48
+            ),
+            ["H#2026-12-08T01", "H#2026-12-08T02"]
+        );
+        // the latest ones when there are more than the limit
+        assert_eq!(
+            keys(WindowKind::Daily, "2026-12-01T12:00:00Z", after, 2),
+            ["D#2026-12-06", "D#2026-12-07"]
+        );
+        assert!(keys(WindowKind::Rolling { minutes: 60 }, crossed, after, 48).is_empty());
+        assert!(keys(WindowKind::Daily, after, after, 48).is_empty());
+    }
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

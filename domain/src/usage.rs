@@ -718,6 +718,12 @@ pub struct HourDelta {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageEntry {
     pub id: String,
+    /// The record's own scope: the one its sender reports for (the other scopes it counts
+    /// toward are its ancestors and dimensions).
+    pub leaf: Scope,
+    /// When the record's usage happened: what a late roll-up tells the check, so that it
+    /// evaluates the record's own periods (ADR 031).
+    pub at: DateTime<Utc>,
     pub deltas: Vec<CounterDelta>,
     pub hours: Vec<HourDelta>,
 }
@@ -801,6 +807,8 @@ impl UsageEntry {
             .collect();
         UsageEntry {
             id: record.id.clone(),
+            leaf: record.scope.clone(),
+            at: record.timestamp,
             deltas,
             hours,
         }
@@ -880,6 +888,10 @@ pub fn presum<'a>(
 pub struct IngestOutcome {
     pub accepted: Vec<String>,
     pub duplicates: Vec<String>,
+    /// The store's names of the pending items this ingest wrote (ADR 031; none on a store
+    /// that counts every scope at once): what a read right after it adds to the counters, so
+    /// that the evaluation sees exactly this request's spend and reads nothing else pending.
+    pub pending: Vec<String>,
 }
 
 /// Most items one record's transaction may write (DynamoDB's limit), its marker included.

@@ -6,8 +6,9 @@ list) resolved to concrete ARNs for one test deployment: account 111122223333, u
 stack or name `spendguard`, and every optional input given, so every optional grant is present
 (the most any deployment can hold). What SAM adds to a function's role beyond its Policies is
 added as SAM documents it (AWSLambdaBasicExecutionRole, AWSXrayWriteOnlyAccess for active
-tracing, sqs:SendMessage for a dead-letter queue or an SQS on-failure destination, and a role
-per ScheduleV2 event that may invoke the function and send its dead letters).
+tracing, AWSLambdaDynamoDBExecutionRole for a DynamoDB stream event, sqs:SendMessage for a
+dead-letter queue or an SQS on-failure destination (the function's, or a stream event's), and a
+role per ScheduleV2 event that may invoke the function and send its dead letters).
 
 Requests are evaluated by @cloud-copilot/iam-simulate (tests/deploy/iam/, ADR 024) in Strict
 mode: identity policies, resource policies (explicit denies included) and every condition
@@ -21,7 +22,7 @@ import re
 import shutil
 import subprocess
 
-from test_parity import _present, _terraform_parts, _variable_defaults, template, terraform_texts
+from test_parity import _present, _sam_function_name, _terraform_parts, _variable_defaults, template, terraform_texts
 
 HERE = pathlib.Path(__file__).resolve().parent
 EVALUATOR = HERE / "iam"
@@ -76,7 +77,7 @@ PARAMETERS = {
     "AnthropicSpendLimits": "true",
 }
 
-FUNCTIONS = ["alert-fanout", "budget-check", "budget-webhook", "daily-aggregate", "key-guard"]
+FUNCTIONS = ["alert-fanout", "budget-check", "budget-webhook", "daily-aggregate", "key-guard", "usage-rollup"]
 
 
 class Deployment:
@@ -104,6 +105,11 @@ BASIC_EXECUTION = {"Version": "2012-10-17", "Statement": [
 XRAY_WRITE_ONLY = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules",
                                    "xray:GetSamplingTargets", "xray:GetSamplingStatisticSummaries"], "Resource": "*"}]}
+# what SAM adds to the role of a function with a DynamoDB stream event
+DYNAMODB_EXECUTION = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
+                                   "dynamodb:ListStreams", "logs:CreateLogGroup", "logs:CreateLogStream",
+                                   "logs:PutLogEvents"], "Resource": "*"}]}
 
 
 class _Cfn:
@@ -152,7 +158,8 @@ class _Cfn:
             return {None: _secret(logical)}[attribute]
         if kind == "AWS::DynamoDB::Table":
             name = f"{STACK}-{logical}-1A2B3C4D5E6F"
-            return {None: name, "Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"}[attribute]
+            table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+            return {None: name, "Arn": table, "StreamArn": f"{table}/stream/2026-12-07T00:00:00.000"}[attribute]
         if kind == "AWS::SQS::Queue":
             name = self.value(props["QueueName"])
             return {None: f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{name}", "QueueName": name,
@@ -231,8 +238,8 @@ def sam_deployment(t=None, parameters=PARAMETERS):
     for logical, resource in t["Resources"].items():
         if resource["Type"] != "AWS::Serverless::Function":
             continue
-        function = resource["Metadata"]["BuildProperties"]["Binary"]
         props = resource["Properties"]
+        function = _sam_function_name(props)
         assert "Role" not in props, f"{logical}: a role of its own is not read here"
         policies = [("AWSLambdaBasicExecutionRole", BASIC_EXECUTION)]
         if props.get("Tracing", glob.get("Tracing")) == "Active":
@@ -249,6 +256,14 @@ def sam_deployment(t=None, parameters=PARAMETERS):
         if failure:
             assert failure["Type"] == "SQS", failure
             policies.append((f"{logical}EventInvokeConfigOnFailure", _send(cfn.value(failure["Destination"]))))
+        for event_name, event in props.get("Events", {}).items():
+            if event["Type"] != "DynamoDB":
+                continue
+            policies.append(("AWSLambdaDynamoDBExecutionRole", DYNAMODB_EXECUTION))
+            stream_failure = event["Properties"].get("DestinationConfig", {}).get("OnFailure")
+            if stream_failure:
+                assert stream_failure["Type"] == "SQS", stream_failure
+                policies.append((f"{logical}{event_name}SQSPolicy", _send(cfn.value(stream_failure["Destination"]))))
         name = f"{logical}Role"
         roles[name] = _role(cfn.physical(name, "Arn"), *policies)
         function_roles[function] = name
@@ -274,6 +289,7 @@ def sam_deployment(t=None, parameters=PARAMETERS):
         "budgets_topic": cfn.physical("BudgetsTopic"),
         "signing_key": cfn.physical("AlertSigningKey"),
         "queue": cfn.physical("FailedEventsQueue", "Arn"),
+        "stream": cfn.physical("StateTable", "StreamArn"),
     }
     return Deployment("template.yaml", roles, function_roles, topic_policies, arns)
 
@@ -358,6 +374,7 @@ class _Terraform:
             "data.aws_partition.current.partition": PARTITION,
             "data.aws_region.current.region": REGION,
             "aws_dynamodb_table.state.arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{self.name}-state",
+            "aws_dynamodb_table.state.stream_arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{self.name}-state/stream/2026-12-07T00:00:00.000",
             "aws_sns_topic.alerts.arn": f"arn:aws:sns:{REGION}:{ACCOUNT}:{self.name}-alerts",
             "aws_sns_topic.budgets.arn": f"arn:aws:sns:{REGION}:{ACCOUNT}:{self.name}-aws-budgets",
             "aws_sqs_queue.failed_events.arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{self.name}-failed-events",
@@ -464,6 +481,7 @@ def terraform_deployment(texts=None, inputs=INPUTS):
         "budgets_topic": tf.expression("aws_sns_topic.budgets.arn"),
         "signing_key": tf.expression("aws_secretsmanager_secret.alert_signing.arn"),
         "queue": tf.expression("aws_sqs_queue.failed_events.arn"),
+        "stream": tf.expression("aws_dynamodb_table.state.stream_arn"),
     }
     return Deployment("terraform", roles, function_roles, topic_policies, arns)
 

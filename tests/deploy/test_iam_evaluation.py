@@ -4,8 +4,9 @@ Each function role's policies as template.yaml and terraform/ write them, every 
 resolved to concrete ARNs (tests/deploy/iam_policies.py), are asked concrete requests by an IAM
 policy evaluator (@cloud-copilot/iam-simulate, Strict mode: identity and resource policies,
 explicit denies, every condition operator): what key-guard may do to roles, what the public
-webhook may read and write, that no role may do everything, that only key-guard acts on IAM,
-and who may publish to the alerts topic. The deployment asked is the one with every optional
+webhook may read and write, what the roll-up of pending usage may do (and that budget-check no
+longer reads the table's stream), that no role may do everything, that only key-guard acts on
+IAM, and who may publish to the alerts topic. The deployment asked is the one with every optional
 input given, so every optional grant is there.
 
 Run by scripts/test: python -m unittest discover -s tests/deploy
@@ -234,6 +235,51 @@ class Evaluated:
         requests = self.webhook_writes([["AUDIT#2026-11"]])
         self.assertDecisions(requests, ["Allowed", "ImplicitlyDenied", "ImplicitlyDenied", "ImplicitlyDenied"])
 
+    # ------------------------------------------------------------ the roll-up of pending usage (ADR 031)
+
+    STREAM_READS = ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator")
+
+    def test_the_roll_up_does_what_a_roll_up_does(self):
+        rollup, table, stream = self.d.role_of("usage-rollup"), self.d.arns["table"], self.d.arns["stream"]
+        requests = [Request(rollup, a, stream) for a in self.STREAM_READS]
+        requests.append(Request(rollup, "dynamodb:ListStreams", "*"))
+        # a leaf's pending items, the scope index `roll_up: all` pages through
+        requests += [Request(rollup, "dynamodb:Query", table, {"dynamodb:LeadingKeys": [pk]})
+                     for pk in ("SPEND#openai/prod/key-1", "SCOPES#2026-12")]
+        # its transaction: pending items deleted, counters added to, holds deleted and lowered
+        requests += [Request(rollup, a, table, {"dynamodb:LeadingKeys": [pk]})
+                     for pk in ("SPEND#openai/prod/key-1", "SPEND#*", "HOLDS#openai-cap@2026-12")
+                     for a in ("dynamodb:DeleteItem", "dynamodb:UpdateItem")]
+        self.assertDecisions(requests, ["Allowed"] * len(requests), exact=False)
+
+    def test_the_roll_up_touches_nothing_else(self):
+        rollup, table = self.d.role_of("usage-rollup"), self.d.arns["table"]
+        # no alert published, no secret read (admin keys, keys, the signing key), no Cost
+        # Explorer, no budgets
+        requests = [Request(rollup, "sns:Publish", self.d.arns["alerts_topic"], resource_policy=self.d.topic_policies[self.d.arns["alerts_topic"]])]
+        requests += [Request(rollup, "secretsmanager:GetSecretValue", secret)
+                     for secret in (_secret("openai-admin"), _secret("anthropic-admin"), _secret("openai-prod-key"),
+                                    _secret("slack-ops"), self.d.arns["signing_key"])]
+        requests += [Request(rollup, "ce:GetCostAndUsage", "*"),
+                     Request(rollup, "budgets:ViewBudget", f"arn:aws:budgets::{ACCOUNT}:budget/monthly")]
+        # no kill switch, key, budget or audit entry; no write outside its transaction's items
+        requests += [Request(rollup, a, table, {"dynamodb:LeadingKeys": [pk]})
+                     for pk in ("KILL#openai/prod", "KEYS", "BUDGETS", "AUDIT#2026-12", "RESERVE#r-1", "USAGE#u-1")
+                     for a in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query")]
+        requests += [Request(rollup, a, table, {"dynamodb:LeadingKeys": ["SPEND#openai/prod/key-1"]})
+                     for a in ("dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:GetItem", "dynamodb:BatchGetItem")]
+        # nor without naming a key (ForAllValues alone matches an empty set)
+        requests += [Request(rollup, a, table) for a in ("dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:DeleteItem")]
+        self.decide(requests, exact=False)
+        self.assertEqual([r for r in requests if r.decision != "ImplicitlyDenied" and r.decision != "ExplicitlyDenied"], [], self.d.source)
+
+    def test_budget_check_no_longer_reads_the_stream(self):
+        # ADR 031 defect 2: the stream is the roll-up's; budget-check's role cannot take it
+        check, stream = self.d.role_of("budget-check"), self.d.arns["stream"]
+        requests = self.decide([Request(check, a, stream) for a in self.STREAM_READS] + [Request(check, "dynamodb:ListStreams", "*")],
+                               exact=False)
+        self.assertEqual(allowed(requests), [], self.d.source)
+
     # ------------------------------------------------------------ who may order a kill
 
     def test_only_the_documented_publishers_may_publish_alerts(self):
@@ -262,6 +308,26 @@ class TerraformEvaluated(Evaluated, unittest.TestCase):
 
 class LoosenedStatementsAreCaught(unittest.TestCase):
     """The assertions above can fail: a statement loosened in a copy is seen by the evaluator."""
+
+    def test_a_stream_event_left_on_budget_check_is_caught(self):
+        # SAM gives a stream event's function AWSLambdaDynamoDBExecutionRole: moved back to
+        # budget-check, its role reads the stream again
+        t = template()
+        events = t["Resources"]["UsageRollupFunction"]["Properties"]["Events"]
+        t["Resources"]["BudgetCheckFunction"]["Properties"]["Events"]["PendingUsage"] = events.pop("PendingUsage")
+        d = sam_deployment(t)
+        (records,) = evaluate([Request(d.role_of("budget-check"), "dynamodb:GetRecords", d.arns["stream"])])
+        self.assertEqual(records.decision, "Allowed")
+
+    def test_a_roll_up_statement_without_its_leading_keys_is_caught(self):
+        texts = terraform_texts()
+        marker = '"dynamodb:LeadingKeys" = ["SPEND#*", "HOLDS#*"]'
+        self.assertIn(marker, texts["main.tf"])
+        texts["main.tf"] = texts["main.tf"].replace(marker, '"dynamodb:LeadingKeys" = ["*"]')
+        d = terraform_deployment(texts)
+        (kill,) = evaluate([Request(d.role_of("usage-rollup"), "dynamodb:DeleteItem", d.arns["table"],
+                                    {"dynamodb:LeadingKeys": ["KILL#openai/prod"]})])
+        self.assertEqual(kill.decision, "Allowed")
 
     def test_a_shutdown_statement_without_its_tag_condition_is_caught(self):
         text = (ROOT / "template.yaml").read_text()

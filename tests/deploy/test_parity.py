@@ -50,7 +50,9 @@ TF_TAGGABLE = {
 }
 TF_UNTAGGABLE = {"aws_sns_topic_policy", "aws_secretsmanager_secret_version", "aws_sns_topic_subscription", "aws_lambda_permission",
                  "aws_sqs_queue_policy", "aws_iam_role_policy", "aws_lambda_function_event_invoke_config", "aws_scheduler_schedule",
-                 "aws_lambda_function_url", "aws_cloudwatch_dashboard"}
+                 "aws_lambda_function_url", "aws_cloudwatch_dashboard",
+                 # SAM's DynamoDB event makes an event source mapping that carries no tags: none on either side
+                 "aws_lambda_event_source_mapping"}
 
 
 def sam_tags(t):
@@ -78,6 +80,57 @@ def sam_tags(t):
     return tagged, untagged
 
 
+def sam_pending_usage(t):
+    """The trigger on the table's stream (ADR 031): the function it invokes, its settings, its
+    failure queue and its filter; and the table's stream view."""
+    functions = sam_function_names(t)
+    ((logical, event),) = [
+        (logical, event)
+        for logical, resource in t["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+        for event in resource["Properties"].get("Events", {}).values()
+        if event["Type"] == "DynamoDB"
+    ]
+    props = event["Properties"]
+    return {
+        "function": functions[logical],
+        "stream": props["Stream"]["Fn::GetAtt"],
+        "settings": (props["StartingPosition"], props["BatchSize"], props["MaximumBatchingWindowInSeconds"],
+                     props["BisectBatchOnFunctionError"], props["MaximumRetryAttempts"], props["MaximumRecordAgeInSeconds"]),
+        "response_types": props.get("FunctionResponseTypes", []),
+        "on_failure": props["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0],
+        "filter": [json.loads(f["Pattern"]) for f in props["FilterCriteria"]["Filters"]],
+        "view": t["Resources"]["StateTable"]["Properties"]["StreamSpecification"]["StreamViewType"],
+    }
+
+
+def terraform_pending_usage(texts):
+    """The same read from terraform/ (the filter's jsonencode evaluated for its literal object)."""
+    _, resources = _terraform_parts(texts)
+    (mapping,) = [kind for kind in resources if kind[0] == "aws_lambda_event_source_mapping"]
+    m = resources[mapping]
+    table = resources[("aws_dynamodb_table", "state")]
+    (destination,) = m["destination_config"]
+    (on_failure,) = destination["on_failure"]
+    (criteria,) = m["filter_criteria"]
+    patterns = []
+    for f in criteria["filter"]:
+        hcl = re.fullmatch(r"\$\{jsonencode\((.*)\)\}", f["pattern"], re.S).group(1)
+        # HCL's object literal as JSON: keys quoted, `=` as `:`
+        patterns.append(json.loads(re.sub(r"(\w+)\s*=", r'"\1":', hcl)))
+    function = re.fullmatch(r'\$\{aws_lambda_function\.function\["([\w-]+)"\]\.arn\}', m["function_name"])
+    return {
+        "function": function.group(1) if function else m["function_name"],
+        "stream": ["StateTable", "StreamArn"] if m["event_source_arn"] == "${aws_dynamodb_table.state.stream_arn}" else m["event_source_arn"],
+        "settings": (m["starting_position"], m["batch_size"], m["maximum_batching_window_in_seconds"],
+                     m["bisect_batch_on_function_error"], m["maximum_retry_attempts"], m["maximum_record_age_in_seconds"]),
+        "response_types": m.get("function_response_types", []),
+        "on_failure": "FailedEventsQueue" if on_failure["destination_arn"] == "${aws_sqs_queue.failed_events.arn}" else on_failure["destination_arn"],
+        "filter": patterns,
+        "view": table["stream_view_type"] if table.get("stream_enabled") else None,
+    }
+
+
 def terraform_tags(texts):
     """(kind -> how many resources carry local.tags, [resources that do not]); roles apart,
     since SAM generates its own (one per function and one per schedule)."""
@@ -100,7 +153,7 @@ def terraform_tags(texts):
 
 
 FUNCTION_LOGICAL = {"BudgetCheck": "budget-check", "AlertFanout": "alert-fanout", "KeyGuard": "key-guard",
-                    "BudgetWebhook": "budget-webhook", "DailyAggregate": "daily-aggregate"}
+                    "BudgetWebhook": "budget-webhook", "DailyAggregate": "daily-aggregate", "UsageRollup": "usage-rollup"}
 PER_FUNCTION_OUTPUTS = {"FunctionName": "function_names", "FunctionArn": "function_arns", "RoleArn": "role_arns"}
 
 
@@ -197,8 +250,22 @@ def _snake(name):
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+def _sam_function_name(props):
+    """A function's name without the stack's (`${AWS::StackName}-usage-rollup` -> usage-rollup)."""
+    return re.fullmatch(r"\$\{AWS::StackName\}-([a-z0-9-]+)", props["FunctionName"]["Fn::Sub"]).group(1)
+
+
 def sam_function_names(t):
-    """Logical id of each function -> its binary's name (budget-check, ...)."""
+    """Logical id of each function -> its name (budget-check, usage-rollup, ...)."""
+    return {
+        logical: _sam_function_name(resource["Properties"])
+        for logical, resource in t["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+
+
+def sam_binaries(t):
+    """Logical id of each function -> the binary it runs (usage-rollup runs budget-check's)."""
     return {
         logical: resource["Metadata"]["BuildProperties"]["Binary"]
         for logical, resource in t["Resources"].items()
@@ -235,8 +302,8 @@ def sam_system(t):
     for resource in t["Resources"].values():
         if resource["Type"] != "AWS::Serverless::Function":
             continue
-        name = resource["Metadata"]["BuildProperties"]["Binary"]
         props = resource["Properties"]
+        name = _sam_function_name(props)
         env = dict(glob["Environment"]["Variables"])
         env.update(props.get("Environment", {}).get("Variables", {}))
         statements = {}
@@ -262,6 +329,8 @@ def sam_system(t):
                     "RedrivePolicy" in p,
                 ))
         system[name] = {
+            "binary": resource["Metadata"]["BuildProperties"]["Binary"],
+            "role": env.get("SPENDGUARD_ROLE"),
             "runtime": props.get("Runtime", glob["Runtime"]),
             "architectures": props.get("Architectures", glob["Architectures"]),
             "handler": props.get("Handler", glob["Handler"]),
@@ -386,6 +455,8 @@ def terraform_system(texts):
         ]
         env = {*locals_["common_environment"], *spec["environment"]}
         system[name] = {
+            "binary": spec["binary"],
+            "role": spec["environment"].get("SPENDGUARD_ROLE"),
             "runtime": function["runtime"],
             "architectures": function["architectures"],
             "handler": function["handler"],
@@ -782,9 +853,12 @@ class Parity(unittest.TestCase):
         sam, tf = sam_system(template()), terraform_system(terraform_texts())
         self.assertEqual(
             sorted(sam),
-            ["alert-fanout", "budget-check", "budget-webhook", "daily-aggregate", "key-guard"],
+            ["alert-fanout", "budget-check", "budget-webhook", "daily-aggregate", "key-guard", "usage-rollup"],
         )
         self.assertEqual(differences(sam, tf), [])
+        # five binaries: the roll-up of pending usage runs budget-check's, in its roll-up role
+        self.assertEqual({name: f["binary"] for name, f in sam.items() if f["binary"] != name}, {"usage-rollup": "budget-check"})
+        self.assertEqual({name: f["role"] for name, f in sam.items() if f["role"] is not None}, {"usage-rollup": "roll-up"})
         for name, f in sam.items():
             self.assertEqual(f["architectures"], ["arm64"], name)
             self.assertEqual(f["runtime"], "provided.al2023", name)
@@ -1009,6 +1083,7 @@ class Parity(unittest.TestCase):
                 "budget-webhook": ("webhook_reserved_concurrency", 50),
                 "alert-fanout": None,
                 "daily-aggregate": None,
+                "usage-rollup": None,
             },
         )
         # 0 reserves nothing on both sides (Lambda's "no reservation" is -1 in terraform)
@@ -1043,6 +1118,7 @@ class Parity(unittest.TestCase):
                 "budget-check": {"retries": 1, "max_age": 300, "on_failure": "failed-events"},
                 "budget-webhook": None,
                 "daily-aggregate": None,
+                "usage-rollup": None,
             },
         )
         # Lambda sends failed events with the function's own role: every role may (terraform
@@ -1066,11 +1142,11 @@ class Parity(unittest.TestCase):
     def test_both_deploy_the_same_alarms_with_the_same_names(self):
         sam, tf = sam_alarms(template()), terraform_alarms(terraform_texts())
         self.assertEqual(alarm_differences(sam, tf), [])
-        functions = ["alert-fanout", "budget-check", "budget-webhook", "daily-aggregate", "key-guard"]
+        functions = ["alert-fanout", "budget-check", "budget-webhook", "daily-aggregate", "key-guard", "usage-rollup"]
         self.assertEqual(
             sorted(sam),
             sorted(
-                ["failed-events", "budget-check-silent", "budget-webhook-5xx"]
+                ["failed-events", "budget-check-silent", "budget-webhook-5xx", "pending-usage-lag"]
                 + [f"{f}-errors" for f in functions]
                 + [f"{f}-throttles" for f in functions]
             ),
@@ -1082,6 +1158,9 @@ class Parity(unittest.TestCase):
             self.assertEqual(sam[f"{f}-throttles"]["watches"], ("AWS/Lambda", "Throttles", "FunctionName", f, "Sum", 300))
             self.assertEqual((sam[f"{f}-throttles"]["comparison"], sam[f"{f}-throttles"]["threshold"]), ("GreaterThanThreshold", 0))
         self.assertEqual(sam["budget-webhook-5xx"]["watches"], ("AWS/Lambda", "Url5xxCount", "FunctionName", "budget-webhook", "Sum", 300))
+        # ADR 031: the roll-up of pending usage lags (the stream's oldest record, in ms)
+        self.assertEqual(sam["pending-usage-lag"]["watches"], ("AWS/Lambda", "IteratorAge", "FunctionName", "usage-rollup", "Maximum", 300))
+        self.assertEqual((sam["pending-usage-lag"]["comparison"], sam["pending-usage-lag"]["threshold"]), ("GreaterThanThreshold", 300000))
 
     def test_a_renamed_alarm_or_one_without_ok_actions_is_caught(self):
         texts = terraform_texts()
@@ -1186,7 +1265,7 @@ class Parity(unittest.TestCase):
         texts["main.tf"] = texts["main.tf"].replace(', "daily-aggregate"]', "]", 1)
         self.assertNotEqual(sam_alerts_topic_policy(template()), terraform_alerts_topic_policy(texts))
 
-    def test_every_function_reads_the_alert_signing_key_and_only_it(self):
+    def test_every_function_but_the_roll_up_reads_the_alert_signing_key_and_only_it(self):
         t = template()
         secret = t["Resources"]["AlertSigningKey"]
         self.assertEqual(secret["Type"], "AWS::SecretsManager::Secret")
@@ -1197,11 +1276,10 @@ class Parity(unittest.TestCase):
                 continue
             statements = [_present(s) for s in resource["Properties"]["Policies"][0]["Statement"]]
             signing = [s for s in statements if s["Sid"] == "AlertSigningKey"]
-            self.assertEqual(
-                signing,
-                [{"Sid": "AlertSigningKey", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": {"Ref": "AlertSigningKey"}}],
-                logical,
-            )
+            # the roll-up neither publishes nor receives alerts: it never reads the key
+            expected = [] if logical == "UsageRollupFunction" else [
+                {"Sid": "AlertSigningKey", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": {"Ref": "AlertSigningKey"}}]
+            self.assertEqual(signing, expected, logical)
             for s in statements:  # no other statement names the key
                 if s["Sid"] != "AlertSigningKey":
                     self.assertNotIn("AlertSigningKey", json.dumps(s), logical)
@@ -1211,7 +1289,7 @@ class Parity(unittest.TestCase):
         self.assertEqual(locals_["common_environment"]["SPENDGUARD_ALERT_SIGNING_KEY_ARN"], "${aws_secretsmanager_secret.alert_signing.arn}")
         self.assertEqual(locals_["shared_resources"]["AlertSigningKey"], ["${aws_secretsmanager_secret.alert_signing.arn}"])
         for name, permissions in locals_["permissions"].items():
-            self.assertEqual(permissions["AlertSigningKey"], ["secretsmanager:GetSecretValue"], name)
+            self.assertEqual(permissions.get("AlertSigningKey"), None if name == "usage-rollup" else ["secretsmanager:GetSecretValue"], name)
         # generated by Secrets Manager, written once and never into state
         (ephemeral,) = hcl2.loads(texts["main.tf"])["ephemeral"]
         password = _unquote(ephemeral)["aws_secretsmanager_random_password"]["alert_signing"]
@@ -1231,6 +1309,70 @@ class Parity(unittest.TestCase):
             ["daily-aggregate: statement AlertSigningKey: only in template.yaml ['secretsmanager:GetSecretValue'], only in terraform []"],
         )
 
+    def test_pending_usage_is_rolled_up_from_the_stream_alike(self):
+        sam, tf = sam_pending_usage(template()), terraform_pending_usage(terraform_texts())
+        self.assertEqual(sam, tf)
+        self.assertEqual(sam["function"], "usage-rollup")
+        self.assertEqual(sam["view"], "KEYS_ONLY")
+        self.assertEqual(sam["on_failure"], "FailedEventsQueue")
+        # only pending items' inserts and changes: the roll-up's own deletes trigger nothing
+        self.assertEqual(sam["filter"], [{"eventName": ["INSERT", "MODIFY"], "dynamodb": {"Keys": {"SK": {"S": [{"prefix": "P#"}]}}}}])
+        self.assertEqual(sam["settings"][1:4], (1000, 1, True))
+        # one leaf that cannot be rolled up fails only its own records (the handler's
+        # batchItemFailures), not its whole batch
+        self.assertEqual(sam["response_types"], ["ReportBatchItemFailures"])
+
+    def test_the_roll_up_is_a_function_of_its_own_not_budget_checks(self):
+        # ADR 031 defect 2: stream invocations of budget-check kept its dead man's switch green
+        # when the schedule was dead, took its reserved concurrency and fed its errors alarm
+        for system, pending, alarms, source in (
+            (sam_system(template()), sam_pending_usage(template()), sam_alarms(template()), "template.yaml"),
+            (terraform_system(terraform_texts()), terraform_pending_usage(terraform_texts()), terraform_alarms(terraform_texts()),
+             "terraform"),
+        ):
+            rollup, check = system["usage-rollup"], system["budget-check"]
+            self.assertEqual(pending["function"], "usage-rollup", source)
+            self.assertEqual((rollup["binary"], rollup["role"], check["role"]), ("budget-check", "roll-up", None), source)
+            # budget-check neither takes the stream nor may read it
+            self.assertNotIn("PendingUsageStream", check["statements"], source)
+            self.assertEqual([f for f, _ in granting(system, "dynamodb:GetRecords")], ["usage-rollup"], source)
+            # the stream's pollers run one invocation per shard: no reservation, nothing
+            # taken from budget-check's; and enough time for a `roll_up: all` by hand
+            self.assertIsNone(rollup["reserved_concurrency"], source)
+            self.assertEqual(rollup["timeout"], 120, source)
+            # no schedule, no subscription: only the stream and a person invoke it
+            self.assertEqual((rollup["schedules"], rollup["subscriptions"], rollup["async"]), ([], [], None), source)
+            # it rolls up and does nothing else: it publishes nothing and holds no secret, no
+            # Cost Explorer and no budgets
+            self.assertEqual(sorted(rollup["statements"]), ["ListStreams", "PendingUsageStream", "ReadPending", "RollUp"], source)
+            self.assertEqual(rollup["statements"]["ReadPending"], ["dynamodb:Query"], source)
+            self.assertEqual(rollup["statements"]["RollUp"], ["dynamodb:DeleteItem", "dynamodb:UpdateItem"], source)
+            for variable in ("SPENDGUARD_OPENAI_ADMIN_KEY_ARN", "SPENDGUARD_ANTHROPIC_ADMIN_KEY_ARN", "SPENDGUARD_COST_EXPLORER"):
+                self.assertNotIn(variable, rollup["environment"], source)
+            # its lag and its failures alarm on it, not on budget-check
+            self.assertEqual(alarms["pending-usage-lag"]["watches"][3], "usage-rollup", source)
+            self.assertEqual(alarms["usage-rollup-errors"]["watches"][:4], ("AWS/Lambda", "Errors", "FunctionName", "usage-rollup"), source)
+            self.assertIn("not being rolled up", alarms["usage-rollup-errors"]["description"], source)
+        # the roll-up reads and writes only pending items, counters and holds, in both
+        sids = {"ReadPending", "RollUp"}
+        sam = sam_statements(template(), "UsageRollupFunction", sids)
+        self.assertEqual(sam, terraform_statements(terraform_texts(), "usage-rollup", sids))
+        self.assertEqual(sam["ReadPending"]["Condition"]["ForAllValues:StringLike"], {"dynamodb:LeadingKeys": ["SPEND#*", "SCOPES#*"]})
+        self.assertEqual(sam["RollUp"]["Condition"]["ForAllValues:StringLike"], {"dynamodb:LeadingKeys": ["SPEND#*", "HOLDS#*"]})
+
+    def test_a_stream_wired_back_to_budget_check_is_caught(self):
+        texts = terraform_texts()
+        marker = 'function_name                      = aws_lambda_function.function["usage-rollup"].arn'
+        self.assertIn(marker, texts["functions.tf"])
+        texts["functions.tf"] = texts["functions.tf"].replace(marker, marker.replace("usage-rollup", "budget-check"))
+        self.assertEqual(terraform_pending_usage(texts)["function"], "budget-check")
+        self.assertNotEqual(sam_pending_usage(template()), terraform_pending_usage(texts))
+
+    def test_a_changed_stream_filter_is_caught(self):
+        texts = terraform_texts()
+        texts["functions.tf"] = texts["functions.tf"].replace('prefix = "P#"', 'prefix = "M#"', 1)
+        self.assertNotEqual(sam_pending_usage(template()), terraform_pending_usage(texts))
+
     # ------------------------------------------------------------ tags, boundaries, protection, outputs
 
     def test_every_taggable_resource_carries_the_tags_in_both(self):
@@ -1239,7 +1381,7 @@ class Parity(unittest.TestCase):
         self.assertEqual(sam_untagged, [])
         self.assertEqual(tf_untagged, [])
         self.assertEqual(sam_tagged, tf_tagged)
-        self.assertEqual(sam_tagged, {"function": 5, "table": 1, "topic": 3, "secret": 1, "queue": 1, "log group": 5, "alarm": 13})
+        self.assertEqual(sam_tagged, {"function": 6, "table": 1, "topic": 3, "secret": 1, "queue": 1, "log group": 6, "alarm": 16})
         # terraform: the caller's tags plus the deployment's; SAM: the stack's tags (sam deploy
         # --tags), which CloudFormation puts on every resource that takes tags
         locals_, _ = _terraform_parts(terraform_texts())
@@ -1255,7 +1397,7 @@ class Parity(unittest.TestCase):
         self.assertEqual(untagged, ["KeyGuardLogs"])
         self.assertNotEqual(tagged, terraform_tags(terraform_texts())[0])
         # SAM functions without PropagateTags would leave their roles untagged
-        self.assertEqual(len(sam_tags(template(text.replace("    PropagateTags: true\n", "")))[1]), 5)
+        self.assertEqual(len(sam_tags(template(text.replace("    PropagateTags: true\n", "")))[1]), 6)
         texts = terraform_texts()
         head = texts["main.tf"].index('resource "aws_sns_topic" "operator" {')
         at = texts["main.tf"].index("  tags = local.tags\n", head)

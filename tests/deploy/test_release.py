@@ -12,7 +12,7 @@ import re
 import tomllib
 import unittest
 
-from test_parity import ROOT, sam_function_names, template
+from test_parity import ROOT, sam_binaries, sam_function_names, template
 
 spec = importlib.util.spec_from_file_location("release_template", ROOT / "scripts" / "release_template.py")
 release_template = importlib.util.module_from_spec(spec)
@@ -33,8 +33,12 @@ class Release(unittest.TestCase):
     def test_the_prebuilt_template_is_the_template_with_each_function_on_its_zip(self):
         text = (ROOT / "template.yaml").read_text()
         original, prebuilt = template(text), template(release_template.prebuilt(text))
-        binaries = sam_function_names(original)
-        self.assertEqual(sorted(binaries.values()), ["alert-fanout", "budget-check", "budget-webhook", "daily-aggregate", "key-guard"])
+        binaries = sam_binaries(original)
+        # six functions, five binaries: the roll-up of pending usage deploys budget-check's zip
+        self.assertEqual(sorted(binaries.values()),
+                         ["alert-fanout", "budget-check", "budget-check", "budget-webhook", "daily-aggregate", "key-guard"])
+        self.assertEqual(sam_function_names(original)["UsageRollupFunction"], "usage-rollup")
+        self.assertEqual(binaries["UsageRollupFunction"], "budget-check")
         for logical, binary in binaries.items():
             self.assertNotIn("Metadata", prebuilt["Resources"][logical], logical)
             self.assertEqual(prebuilt["Resources"][logical]["Properties"].pop("CodeUri"), f"{binary}.zip", logical)
@@ -47,6 +51,7 @@ class Release(unittest.TestCase):
         text = (ROOT / "template.yaml").read_text()
         prebuilt = template(release_template.prebuilt(text, lambda b: f"s3://bucket/spendguard/0.1.0/{b}.zip"))
         self.assertEqual(prebuilt["Resources"]["KeyGuardFunction"]["Properties"]["CodeUri"], "s3://bucket/spendguard/0.1.0/key-guard.zip")
+        self.assertEqual(prebuilt["Resources"]["UsageRollupFunction"]["Properties"]["CodeUri"], "s3://bucket/spendguard/0.1.0/budget-check.zip")
 
     def test_a_template_of_another_form_is_refused_not_half_transformed(self):
         text = (ROOT / "template.yaml").read_text()
@@ -55,10 +60,12 @@ class Release(unittest.TestCase):
         with self.assertRaises(ValueError):
             release_template.prebuilt(changed)
 
-    def test_scripts_release_builds_every_function_of_the_template(self):
+    def test_scripts_release_builds_every_binary_of_the_template(self):
         script = (ROOT / "scripts" / "release").read_text()
         (listed,) = re.findall(r"^functions=\(([^)]*)\)$", script, re.M)
-        self.assertEqual(sorted(listed.split()), sorted(sam_function_names(template()).values()))
+        # one zip per binary: usage-rollup deploys budget-check's
+        self.assertEqual(sorted(listed.split()), sorted(set(sam_binaries(template()).values())))
+        self.assertEqual(len(listed.split()), 5)
         # the way sam build builds them (scripts/check-deploy), so that the zips are the same
         self.assertIn('cargo lambda build --release --arm64 --locked --bin "$f"', script)
         # sam package of dist/template.yaml uploads the files its SAR metadata names from dist/

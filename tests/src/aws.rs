@@ -188,7 +188,7 @@ pub fn operation_name(target: Option<&str>, body: &[u8]) -> String {
 }
 
 /// The operation of a request an SDK client is about to send, and its body.
-fn operation_and_body<'a>(
+pub fn operation_and_body<'a>(
     context: &'a BeforeTransmitInterceptorContextRef<'_>,
 ) -> (String, &'a [u8]) {
     let request = context.request();
@@ -244,12 +244,21 @@ impl Intercept for RequestCounter {
 /// Records the partition key (`PK`) of every item a DynamoDB client writes, by operation:
 /// the items of batches and transactions one by one, as IAM authorises them.
 #[derive(Debug, Default, Clone)]
-pub struct WriteRecorder(Arc<Mutex<Vec<(String, String)>>>);
+pub struct WriteRecorder(Arc<Mutex<Vec<Written>>>, Arc<Mutex<Vec<Vec<Written>>>>);
+
+/// (operation, partition key) of one item written.
+pub type Written = (String, String);
 
 impl WriteRecorder {
     /// (operation, partition key) of every item written so far.
     pub fn writes(&self) -> Vec<(String, String)> {
         self.0.lock().unwrap().clone()
+    }
+
+    /// The (operation, partition key) of each `TransactWriteItems` request's items, one list
+    /// per request (every attempt), in the order sent.
+    pub fn transactions(&self) -> Vec<Vec<Written>> {
+        self.1.lock().unwrap().clone()
     }
 }
 
@@ -309,10 +318,11 @@ impl Intercept for WriteRecorder {
         let (operation, body) = operation_and_body(context);
         if DYNAMODB_WRITES.contains(&operation.as_str()) {
             let body: Value = serde_json::from_slice(body)?;
-            self.0
-                .lock()
-                .unwrap()
-                .extend(written_partition_keys(&operation, &body));
+            let items = written_partition_keys(&operation, &body);
+            if operation == "TransactWriteItems" {
+                self.1.lock().unwrap().push(items.clone());
+            }
+            self.0.lock().unwrap().extend(items);
         }
         Ok(())
     }

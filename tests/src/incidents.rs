@@ -70,6 +70,7 @@ use spendguard_app::ports::store::AckOutcome;
 use spendguard_app::ports::store::AlertStore;
 use spendguard_app::ports::store::AuditLog;
 use spendguard_app::ports::store::ClaimStore;
+use spendguard_app::ports::store::FreshCounters;
 use spendguard_app::ports::store::KeyStore;
 use spendguard_app::ports::store::MarkerStore;
 use spendguard_app::ports::store::PolicyStore;
@@ -300,6 +301,28 @@ impl SpendStore for GatedStore {
 
     async fn scopes_with_counters(&self, month: YearMonth) -> StoreResult<Vec<Scope>> {
         self.inv.call(self.inner.scopes_with_counters(month)).await
+    }
+
+    async fn read_fresh(
+        &self,
+        months: &[CounterKey],
+        hours: &[HourKey],
+        fresh_pending: &[String],
+    ) -> StoreResult<FreshCounters> {
+        self.inv
+            .call(self.inner.read_fresh(months, hours, fresh_pending))
+            .await
+    }
+
+    async fn roll_up(&self, leaves: &[Scope]) -> StoreResult<usize> {
+        self.inv.write(self.inner.roll_up(leaves)).await
+    }
+
+    async fn pending_leaves(
+        &self,
+        limit: usize,
+    ) -> StoreResult<spendguard_app::ports::store::PendingLeaves> {
+        self.inv.call(self.inner.pending_leaves(limit)).await
     }
 
     async fn put_summaries(&self, summaries: &[DailySummary]) -> StoreResult<()> {
@@ -1107,12 +1130,19 @@ impl World {
                 let inv = self.invocation(*crash);
                 let checker = self.checker(&inv);
                 let budgets = policy().budgets;
-                let tag = Tag::Spend(Scope::parse(scope).unwrap());
+                let leaf = Scope::parse(scope).unwrap();
+                let tag = Tag::Spend(leaf.clone());
                 Some((
                     tag,
                     Box::pin(async move {
-                        // the webhook counts it, then evaluates (as budget-check does)
+                        // the webhook counts it, the table's stream rolls it up (ADR 031),
+                        // then it evaluates (as budget-check does)
                         ingest_usage(checker.store.as_ref(), &budgets, &[record], None, now)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        checker
+                            .store
+                            .roll_up(&[leaf])
                             .await
                             .map_err(|e| e.to_string())?;
                         checker
@@ -1298,6 +1328,17 @@ impl World {
     /// until a round fails nothing.
     pub async fn settle(&mut self) -> Result<(), String> {
         self.provider.fail_next.lock().unwrap().clear();
+        // the table's stream delivers every pending item, whichever invocation wrote it and
+        // whether or not it crashed after its ingest (ADR 031), and Lambda retries the roll-up
+        // until it succeeds: here, once, before the scheduled checks
+        let leaves: Vec<Scope> = SPEND_SCOPES
+            .iter()
+            .map(|s| Scope::parse(s).unwrap())
+            .collect();
+        self.store
+            .roll_up(&leaves)
+            .await
+            .map_err(|e| e.to_string())?;
         for round in 0..8 {
             self.clock.advance(Duration::minutes(6));
             let mut failed = Vec::new();

@@ -10,6 +10,7 @@ pub mod detection;
 pub mod fanout;
 pub mod faults;
 pub mod google;
+pub mod hotitem;
 pub mod incidents;
 pub mod keyguard;
 pub mod logs;

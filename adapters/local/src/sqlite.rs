@@ -555,6 +555,7 @@ impl SpendStore for SqliteStore {
                     Ok(Some(IngestOutcome {
                         accepted: ids,
                         duplicates: Vec::new(),
+                        pending: Vec::new(),
                     }))
                 })
                 .await?;

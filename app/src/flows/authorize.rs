@@ -42,6 +42,8 @@ pub async fn authorize(
         budgets: &budgets,
         now,
         rates: &policy.settings.rates,
+        // ancestors' counters as rolled up (ADR 031: about a second behind)
+        fresh_pending: &[],
     };
     let (spend, outstanding) = tokio::join!(
         counters.spend(&spend_request),

@@ -11,6 +11,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::flows::caps::CapReport;
+use crate::flows::rollup::PendingRollUp;
 use crate::ports::shutdown::ShutdownTarget;
 use spendguard_domain::resources::ResourceKind;
 use tracing::{info, warn};
@@ -64,6 +65,9 @@ pub struct CheckOptions {
     /// raised limit, a removed budget) and escalations are left to the scheduled check, which
     /// follows every open alert up on each run.
     pub follow_ups_only_when_needed: bool,
+    /// The pending items this process's ingest just wrote: the evaluation reads their spend
+    /// into every counter it feeds, rolled up or not (the webhook after a usage report).
+    pub fresh_pending: Vec<String>,
 }
 
 /// Alerts known to have been raised, each until its period ends: a finished claim stays
@@ -205,6 +209,31 @@ pub struct CheckReport {
     /// run).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub provider_caps: Vec<CapReport>,
+    /// What ingest left pending that the run rolled up before it evaluated (ADR 031; a
+    /// scheduled or manual run on DynamoDB).
+    #[serde(skip_serializing_if = "PendingRollUp::is_empty")]
+    pub pending: PendingRollUp,
+}
+
+/// Whether an evaluation judges the present periods or ended ones a late roll-up completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timing {
+    Now,
+    Late,
+}
+
+impl AlertCounts {
+    /// Adds another evaluation's counts (a run's evaluation of ended periods).
+    pub(crate) fn add(&mut self, other: &AlertCounts) {
+        self.published += other.published;
+        self.recoveries += other.recoveries;
+        self.escalations += other.escalations;
+        self.ramps_advanced += other.ramps_advanced;
+        self.already_raised += other.already_raised;
+        self.held_by_other += other.held_by_other;
+        self.would_publish += other.would_publish;
+        self.failed += other.failed;
+    }
 }
 
 impl CheckReport {
@@ -304,7 +333,21 @@ impl Checker {
         policy: &PolicySet,
         options: &CheckOptions,
     ) -> Result<(CheckReport, Observed), CheckError> {
-        let now = self.clock.now();
+        self.evaluate_at(policy, options, self.clock.now(), Timing::Now)
+            .await
+    }
+
+    /// [`Checker::evaluate`] as of `now`. [`Timing::Late`]: periods that have ended, whose
+    /// spend a late roll-up just completed: their crossings are raised (once, as ever), but
+    /// neither their unevaluable windows nor follow-ups, which the evaluation of the present
+    /// period of the same run does.
+    pub(crate) async fn evaluate_at(
+        &self,
+        policy: &PolicySet,
+        options: &CheckOptions,
+        now: DateTime<Utc>,
+        timing: Timing,
+    ) -> Result<(CheckReport, Observed), CheckError> {
         let run_id = uuid::Uuid::new_v4().to_string();
         // a set: the webhook names every budget a batch touched (up to one per record); ordered,
         // not hashed: each of the policy's budgets is looked up, usually in a set of a few
@@ -418,7 +461,9 @@ impl Checker {
                     }
                     Err(problem) => {
                         let mut events = Vec::new();
-                        if let NotEvaluated::Unevaluable(why) = problem {
+                        if let NotEvaluated::Unevaluable(why) = problem
+                            && timing == Timing::Now
+                        {
                             let period = Period::for_unevaluable(window.kind, budget.zone, now);
                             unevaluable.push(format!(
                                 "{} {} {}: {why}",
@@ -462,7 +507,9 @@ impl Checker {
         let spend_can_fall = budgets
             .iter()
             .any(|b| b.windows.iter().any(|w| w.kind.is_sub_daily()));
-        if raised_new || spend_can_fall || !options.follow_ups_only_when_needed {
+        if timing == Timing::Now
+            && (raised_new || spend_can_fall || !options.follow_ups_only_when_needed)
+        {
             self.follow_ups(
                 policy,
                 &reached,
@@ -485,6 +532,7 @@ impl Checker {
             unevaluable,
             security: ScanReport::default(),
             provider_caps: Vec::new(),
+            pending: PendingRollUp::default(),
         };
         Ok((
             report,
@@ -581,6 +629,7 @@ impl Checker {
                 budgets: &group,
                 now,
                 rates,
+                fresh_pending: &options.fresh_pending,
             };
             match source.spend(&request).await {
                 Ok(map) => spend.extend(map.into_iter().map(|(id, windows)| {

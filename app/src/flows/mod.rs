@@ -9,6 +9,7 @@ pub mod guard;
 pub mod ingest;
 pub mod intake;
 pub mod nightly;
+pub mod rollup;
 pub mod rotation;
 pub mod security;
 pub mod shutdown;

@@ -6,9 +6,20 @@
 use spendguard_domain::settings::PolicySet;
 
 use crate::flows::caps::{CapKeeper, CapOutcome, CapReport};
-use crate::flows::check::{CheckError, CheckOptions, CheckReport, Checker};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use spendguard_domain::budget::{Budget, SourceSpec};
+use spendguard_domain::period::Period;
+
+use crate::flows::check::{CheckError, CheckOptions, CheckReport, Checker, Timing};
 use crate::flows::guard::advance_ramps;
+use crate::flows::rollup::roll_up_pending;
 use crate::flows::security::SecurityScan;
+
+/// Ended periods one run evaluates at most per window after a late roll-up (two days of
+/// hours, more than a month of days).
+const LATE_PERIODS: usize = 48;
 
 impl Checker {
     /// The budgets `options.only` names, evaluated and recorded, and nothing of the scheduled
@@ -28,7 +39,23 @@ impl Checker {
     /// run the ramps, the theft scan and the provider caps, and records it all.
     pub async fn run(&self, options: &CheckOptions) -> Result<CheckReport, CheckError> {
         let policy = &self.store.load_policy().await?;
+        // what ingest left pending first (a stalled stream, ADR 031): otherwise every
+        // ancestor budget under-counts until the stream recovers
+        let pending = roll_up_pending(self.store.as_ref()).await;
         let (mut report, observations) = self.evaluate(policy, options).await?;
+        match pending {
+            Ok(pending) => {
+                report.failures.extend(pending.failures.iter().cloned());
+                if let Some(oldest) = pending.oldest {
+                    self.evaluate_ended(policy, options, oldest, &mut report)
+                        .await?;
+                }
+                report.pending = pending;
+            }
+            Err(e) => report
+                .failures
+                .push(format!("roll-up of pending usage: {e}")),
+        }
         if options.only.is_empty() {
             // restoring kill switches climb their limit-factor ramp, one step per interval
             if !options.dry_run {
@@ -72,6 +99,59 @@ impl Checker {
         }
         self.record(&report, &observations, options).await?;
         Ok(report)
+    }
+
+    /// Evaluates the ended periods that hold spend recorded from `oldest` on, which a late
+    /// roll-up just completed: a crossing in a period that ended while the stream stalled is
+    /// raised now rather than never. Usage budgets only (the others' sources are not rolled
+    /// up); at most [`LATE_PERIODS`] periods per window.
+    async fn evaluate_ended(
+        &self,
+        policy: &PolicySet,
+        options: &CheckOptions,
+        oldest: DateTime<Utc>,
+        report: &mut CheckReport,
+    ) -> Result<(), CheckError> {
+        // the last instant of each ended period, with the windows that period belongs to
+        let mut instants: BTreeMap<DateTime<Utc>, Vec<Budget>> = BTreeMap::new();
+        for budget in &policy.budgets {
+            if budget.source != SourceSpec::Usage
+                || !(options.only.is_empty() || options.only.contains(&budget.id))
+            {
+                continue;
+            }
+            for window in &budget.windows {
+                for period in
+                    Period::ended_since(window.kind, budget.zone, oldest, report.at, LATE_PERIODS)
+                {
+                    let at = period.end - Duration::seconds(1);
+                    let budgets = instants.entry(at).or_default();
+                    match budgets.iter_mut().find(|b| b.id == budget.id) {
+                        Some(b) => b.windows.push(window.clone()),
+                        None => budgets.push(Budget {
+                            windows: vec![window.clone()],
+                            ..budget.clone()
+                        }),
+                    }
+                }
+            }
+        }
+        // the budgets are chosen above
+        let options = CheckOptions {
+            only: Vec::new(),
+            ..options.clone()
+        };
+        for (at, budgets) in instants {
+            let ended = PolicySet {
+                budgets,
+                settings: policy.settings.clone(),
+                ..PolicySet::default()
+            };
+            let (late, _) = self.evaluate_at(&ended, &options, at, Timing::Late).await?;
+            report.alerts.add(&late.alerts);
+            report.failures.extend(late.failures);
+        }
+        Ok(())
     }
 
     /// Keeps the provider limits the budgets name (`provider_cap`). A cap whose provider has

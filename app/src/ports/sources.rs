@@ -30,6 +30,12 @@ pub struct SpendRequest<'a> {
     pub budgets: &'a [&'a Budget],
     pub now: DateTime<Utc>,
     pub rates: &'a FxRates,
+    /// The pending items the webhook's ingest just wrote ([`IngestOutcome::pending`]): the
+    /// counters read see that spend even where it is not rolled up yet (ADR 031). Empty for a
+    /// scheduled run.
+    ///
+    /// [`IngestOutcome::pending`]: spendguard_domain::usage::IngestOutcome::pending
+    pub fresh_pending: &'a [String],
 }
 
 #[async_trait]

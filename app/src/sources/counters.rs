@@ -62,14 +62,6 @@ impl SpendSource for UsageCounters {
             .collect();
         let all: BTreeSet<CounterKey> = wanted.values().flatten().cloned().collect();
         let all: Vec<CounterKey> = all.into_iter().collect();
-        let counters =
-            self.store
-                .read_counters(&all)
-                .await
-                .map_err(|e| SourceError::Unavailable {
-                    source_kind: "usage",
-                    message: e.to_string(),
-                })?;
         // hourly and rolling windows: the budget scope's hour counters, by the minute
         let hour_keys: BTreeSet<HourKey> = request
             .budgets
@@ -80,18 +72,15 @@ impl SpendSource for UsageCounters {
                     .map(|hour| HourKey::of(b.scope.clone(), hour))
             })
             .collect();
-        let hours = if hour_keys.is_empty() {
-            BTreeMap::new()
-        } else {
-            let keys: Vec<HourKey> = hour_keys.into_iter().collect();
-            self.store
-                .read_hours(&keys)
-                .await
-                .map_err(|e| SourceError::Unavailable {
-                    source_kind: "usage",
-                    message: e.to_string(),
-                })?
-        };
+        let hour_keys: Vec<HourKey> = hour_keys.into_iter().collect();
+        let (counters, hours) = self
+            .store
+            .read_fresh(&all, &hour_keys, request.fresh_pending)
+            .await
+            .map_err(|e| SourceError::Unavailable {
+                source_kind: "usage",
+                message: e.to_string(),
+            })?;
         let mut out = BTreeMap::new();
         for budget in request.budgets {
             let mut days = DailyCosts::default();

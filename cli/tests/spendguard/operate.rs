@@ -217,6 +217,7 @@ tiers = [{ name = "critical", percent = 80 }]
         },
         claim_lease_seconds: 300,
         alert_signing_key_arn: None,
+        role: budget_check::config::Role::Check,
     };
     let checker = budget_check::app::checker(&config, &sdk).await.unwrap();
     let check = spendguard_app::flows::check::CheckOptions::default();
@@ -351,6 +352,7 @@ tiers = [{{ name = "warning", percent = 80 }}]
         },
         claim_lease_seconds: 300,
         alert_signing_key_arn: None,
+        role: budget_check::config::Role::Check,
     };
     let checker = budget_check::app::checker(&config, &sdk).await.unwrap();
     let check = spendguard_app::flows::check::CheckOptions::default();

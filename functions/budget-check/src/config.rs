@@ -15,6 +15,19 @@ pub struct Config {
     /// The alert-signing key (`SPENDGUARD_ALERT_SIGNING_KEY_ARN`): alerts published are signed
     /// with it and alerts received must verify under it (none: unsigned, for local runs).
     pub alert_signing_key_arn: Option<String>,
+    /// Which of the binary's two deployed functions this is (`SPENDGUARD_ROLE`).
+    pub role: Role,
+}
+
+/// budget-check's binary is deployed twice (ADR 031): the scheduled check, and the roll-up of
+/// pending usage on the table's stream, so that stream invocations neither keep the check's
+/// dead man's switch green nor take its reserved concurrency. Each refuses the other's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `check` (the default): schedules and manual invokes.
+    Check,
+    /// `roll-up`: the table's stream and `{"roll_up": "all"}`.
+    RollUp,
 }
 
 impl Config {
@@ -28,6 +41,16 @@ impl Config {
             sources: SourcesConfig::from_env(env)?,
             claim_lease_seconds: env.parsed("SPENDGUARD_CLAIM_LEASE_SECONDS", 300)?,
             alert_signing_key_arn: env.optional(spendguard_app::env::ALERT_SIGNING_KEY),
+            role: match env.optional("SPENDGUARD_ROLE").as_deref() {
+                None | Some("check") => Role::Check,
+                Some("roll-up") => Role::RollUp,
+                Some(other) => {
+                    return Err(EnvError {
+                        variable: "SPENDGUARD_ROLE".into(),
+                        message: format!("`{other}`: expected `check` or `roll-up`"),
+                    });
+                }
+            },
         };
         if !(1..=3600).contains(&config.claim_lease_seconds) {
             return Err(EnvError {
@@ -62,11 +85,14 @@ mod tests {
         assert_eq!(c.table, "spendguard");
         assert_eq!(c.sources, SourcesConfig::default());
         assert_eq!(c.claim_lease_seconds, 300);
+        assert_eq!(c.role, Role::Check);
+        let roll_up = config(&[BASE[0], BASE[1], ("SPENDGUARD_ROLE", "roll-up")]).unwrap();
+        assert_eq!(roll_up.role, Role::RollUp);
     }
 
     #[test]
     fn every_bad_variable_is_named() {
-        let cases: [(&[(&str, &str)], &str); 6] = [
+        let cases: [(&[(&str, &str)], &str); 7] = [
             (
                 &[("SPENDGUARD_ALERTS_TOPIC_ARN", "arn")],
                 "SPENDGUARD_TABLE",
@@ -91,6 +117,10 @@ mod tests {
             (
                 &[BASE[0], BASE[1], ("SPENDGUARD_CLAIM_LEASE_SECONDS", "0")],
                 "SPENDGUARD_CLAIM_LEASE_SECONDS",
+            ),
+            (
+                &[BASE[0], BASE[1], ("SPENDGUARD_ROLE", "rollup")],
+                "SPENDGUARD_ROLE",
             ),
         ];
         for (pairs, variable) in cases {

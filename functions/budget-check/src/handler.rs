@@ -1,9 +1,18 @@
-//! budget-check: an EventBridge schedule or a manual invocation -> one budget check.
+//! budget-check: an EventBridge schedule or a manual invocation -> one budget check; the
+//! table's stream (pending usage items) or `{"roll_up": "all"}` -> a roll-up (ADR 031).
 
+use std::collections::{BTreeMap, HashMap};
+
+use crate::config::Role;
+use chrono::{DateTime, Utc};
 use lambda_runtime::Diagnostic;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use spendguard_app::flows::check::{CheckError, CheckOptions, CheckReport, Checker};
+use spendguard_app::flows::rollup::roll_up_all;
+use spendguard_app::ports::store::{StateStore, StoreError};
+use spendguard_aws::dynamo::pending_leaf;
+use spendguard_domain::scope::Scope;
 
 /// A manual invocation: `{}`, `{"dry_run": true}`, `{"budget_id": "openai-prod"}`.
 #[derive(Debug, Default, Deserialize)]
@@ -21,6 +30,10 @@ pub enum HandlerError {
     InvalidEvent(String),
     #[error(transparent)]
     Check(#[from] CheckError),
+    /// Pending usage could not be rolled up: the stream retries the batch (and sends it to
+    /// the failed-events queue when it keeps failing).
+    #[error("roll-up failed: {0}")]
+    RollUp(StoreError),
     /// The check ran, but some spend could not be read or some alert not published: a retry
     /// may finish it.
     #[error("budget check incomplete (run {run_id}): {}", failures.join("; "))]
@@ -44,6 +57,8 @@ impl From<HandlerError> for Diagnostic {
             HandlerError::Check(CheckError::UnknownBudget(_)) => "UnknownBudget",
             HandlerError::Check(CheckError::Store(s)) if s.is_retryable() => "StoreUnavailable",
             HandlerError::Check(CheckError::Store(_)) => "StoreCorrupt",
+            HandlerError::RollUp(s) if s.is_retryable() => "StoreUnavailable",
+            HandlerError::RollUp(_) => "StoreCorrupt",
             HandlerError::Incomplete { .. } => "CheckIncomplete",
             HandlerError::Unevaluable { .. } => "BudgetsUnevaluable",
         };
@@ -82,6 +97,186 @@ pub fn options_for(event: &Value) -> Result<CheckOptions, HandlerError> {
         audit_only_when_acted: false,
         ..CheckOptions::default()
     })
+}
+
+/// What a roll-up invocation did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RolledUp {
+    /// The leaves whose pending items were looked at.
+    pub leaves: usize,
+    /// The pending items moved into their counters.
+    pub moved: usize,
+    /// The stream records whose leaf could not be rolled up (Lambda's partial batch response:
+    /// the mapping retries from the first of them, then sends them to the failed-events
+    /// queue), so that one bad leaf does not hold back the others.
+    #[serde(rename = "batchItemFailures", skip_serializing_if = "Vec::is_empty")]
+    pub batch_item_failures: Vec<BatchItemFailure>,
+}
+
+/// A stream record Lambda should deliver again: its sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchItemFailure {
+    #[serde(rename = "itemIdentifier")]
+    pub item_identifier: String,
+}
+
+/// A DynamoDB stream event (the documented Lambda event shape; only what a roll-up needs).
+#[derive(Debug, Deserialize)]
+struct StreamEvent {
+    #[serde(rename = "Records")]
+    records: Vec<StreamRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamRecord {
+    #[serde(rename = "eventSource")]
+    event_source: String,
+    #[serde(rename = "eventName")]
+    event_name: String,
+    dynamodb: StreamKeys,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamKeys {
+    #[serde(rename = "Keys")]
+    keys: HashMap<String, StringAttribute>,
+    #[serde(rename = "SequenceNumber")]
+    sequence_number: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct StringAttribute {
+    #[serde(rename = "S")]
+    s: Option<String>,
+}
+
+/// The leaves a stream batch names, each with the sequence numbers of its records naming it.
+/// `None`: not a stream event.
+fn leaves_to_roll_up(event: &Value) -> Result<Option<BTreeMap<Scope, Vec<String>>>, HandlerError> {
+    if event.get("roll_up").is_some() {
+        return Err(HandlerError::InvalidEvent(
+            "roll_up: expected \"all\" (a stream batch names its own leaves)".into(),
+        ));
+    }
+    if event.get("Records").is_none() {
+        return Ok(None);
+    }
+    let stream: StreamEvent = serde_json::from_value(event.clone()).map_err(|e| {
+        HandlerError::InvalidEvent(format!("{e}: expected a DynamoDB stream event"))
+    })?;
+    let mut leaves: BTreeMap<Scope, Vec<String>> = BTreeMap::new();
+    for (i, record) in stream.records.iter().enumerate() {
+        if record.event_source != "aws:dynamodb" {
+            return Err(HandlerError::InvalidEvent(format!(
+                "Records[{i}].eventSource: `{}` is not aws:dynamodb",
+                record.event_source
+            )));
+        }
+        // the event source mapping passes inserts and changes of pending items only; a
+        // roll-up's own deletes (REMOVE) need nothing
+        if record.event_name == "REMOVE" {
+            continue;
+        }
+        let key = |name: &str| record.dynamodb.keys.get(name).and_then(|a| a.s.as_deref());
+        let leaf = key("PK")
+            .zip(key("SK"))
+            .and_then(|(pk, sk)| pending_leaf(pk, sk));
+        match leaf {
+            Some(leaf) => leaves
+                .entry(leaf)
+                .or_default()
+                .push(record.dynamodb.sequence_number.clone()),
+            None => {
+                return Err(HandlerError::InvalidEvent(format!(
+                    "Records[{i}].dynamodb.Keys: not a pending usage item (check the event source mapping's filter)"
+                )));
+            }
+        };
+    }
+    Ok(Some(leaves))
+}
+
+/// Rolls up what `event` names, if it is a roll-up event.
+pub async fn roll_up(
+    store: &dyn StateStore,
+    event: &Value,
+    now: DateTime<Utc>,
+) -> Result<Option<RolledUp>, HandlerError> {
+    if event == &serde_json::json!({"roll_up": "all"}) {
+        // the manual recovery after a stalled stream: every leaf, a page at a time
+        let (leaves, moved) = roll_up_all(store, now)
+            .await
+            .map_err(HandlerError::RollUp)?;
+        tracing::info!(leaves, moved, "pending usage rolled up");
+        return Ok(Some(RolledUp {
+            leaves,
+            moved,
+            batch_item_failures: Vec::new(),
+        }));
+    }
+    let Some(leaves) = leaves_to_roll_up(event)? else {
+        return Ok(None);
+    };
+    let all: Vec<Scope> = leaves.keys().cloned().collect();
+    let mut batch_item_failures = Vec::new();
+    let moved = match store.roll_up(&all).await {
+        Ok(moved) => moved,
+        // leaf by leaf, to tell the failing ones (a roll-up moves each pending item once, so
+        // what the first attempt moved is not moved again)
+        Err(e) => {
+            tracing::warn!(error = %e, "roll-up of the batch failed; leaf by leaf");
+            let mut moved = 0;
+            for (leaf, records) in &leaves {
+                match store.roll_up(std::slice::from_ref(leaf)).await {
+                    Ok(n) => moved += n,
+                    Err(e) => {
+                        tracing::error!(leaf = %leaf, error = %e, "roll-up failed");
+                        batch_item_failures.extend(records.iter().map(|r| BatchItemFailure {
+                            item_identifier: r.clone(),
+                        }));
+                    }
+                }
+            }
+            moved
+        }
+    };
+    tracing::info!(leaves = all.len(), moved, "pending usage rolled up");
+    Ok(Some(RolledUp {
+        leaves: all.len(),
+        moved,
+        batch_item_failures,
+    }))
+}
+
+/// What an invocation answers.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Check(Box<CheckReport>),
+    RolledUp(RolledUp),
+}
+
+/// Any invocation of the function deployed as `role`: the roll-up function rolls up and
+/// refuses anything else; the check refuses stream records (a trigger wired to the wrong
+/// function fails visibly) and takes a manual `{"roll_up": "all"}` as well.
+pub async fn handle_any(
+    checker: &Checker,
+    role: Role,
+    event: Value,
+) -> Result<Answer, HandlerError> {
+    if role == Role::Check && event.get("Records").is_some() {
+        return Err(HandlerError::InvalidEvent(
+            "stream records go to the roll-up function (SPENDGUARD_ROLE=roll-up), not to budget-check: check the event source mapping".into(),
+        ));
+    }
+    let now = checker.clock.now();
+    match roll_up(checker.store.as_ref(), &event, now).await? {
+        Some(rolled) => Ok(Answer::RolledUp(rolled)),
+        None if role == Role::RollUp => Err(HandlerError::InvalidEvent(
+            "this function rolls up pending usage (SPENDGUARD_ROLE=roll-up): it takes the table's stream or {\"roll_up\": \"all\"}; a budget check goes to budget-check".into(),
+        )),
+        None => Ok(Answer::Check(Box::new(handle(checker, event).await?))),
+    }
 }
 
 pub async fn handle(checker: &Checker, event: Value) -> Result<CheckReport, HandlerError> {

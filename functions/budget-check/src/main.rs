@@ -11,9 +11,9 @@ async fn main() -> Result<(), Error> {
         Config::from_env(&process_env()).inspect_err(|e| tracing::error!("cannot start: {e}"))?;
     let sdk = spendguard_aws::sdk::sdk_config().await;
     let checker = app::checker(&config, &sdk).await?;
-    let checker = &checker;
+    let (checker, role) = (&checker, config.role);
     run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handler::handle(checker, event.payload).await
+        handler::handle_any(checker, role, event.payload).await
     }))
     .await
 }

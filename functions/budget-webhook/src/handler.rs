@@ -168,7 +168,15 @@ impl Webhook {
 
     /// Evaluates `budgets` now, against the policy this request already read (the signal was
     /// written first; a failure here only delays the alert to the next scheduled check).
-    async fn evaluate(&self, policy: &PolicySet, budgets: Vec<String>, actor: &str) -> usize {
+    /// Evaluates `budgets` after a signal; `fresh_pending`: the pending items of a usage batch
+    /// just counted, whose spend the evaluation sees in every counter it feeds (ADR 031).
+    async fn evaluate(
+        &self,
+        policy: &PolicySet,
+        budgets: Vec<String>,
+        actor: &str,
+        fresh_pending: Vec<String>,
+    ) -> usize {
         if budgets.is_empty() {
             return 0;
         }
@@ -182,6 +190,7 @@ impl Webhook {
             known_raised: Some(self.known_raised.clone()),
             // the open alerts are read only when this may recover or escalate one
             follow_ups_only_when_needed: true,
+            fresh_pending,
         };
         match self.checker.check_only(policy, &options).await {
             Ok(report) => {
@@ -311,7 +320,10 @@ impl Webhook {
         let published = if outcome.accepted.is_empty() && outcome.duplicates.is_empty() {
             0
         } else {
-            self.evaluate(policy.set(), affected, "usage-report").await
+            // exactly what this request left pending: a retry's duplicates were counted by the
+            // request that wrote them, and reach the ancestors through the roll-up
+            self.evaluate(policy.set(), affected, "usage-report", outcome.pending)
+                .await
         };
         HttpResponse::ok(json!({
             "accepted": outcome.accepted.len(),
@@ -480,7 +492,7 @@ impl Webhook {
             match self.store.has_marker("gcp-crossing", &key, now).await {
                 Ok(false) => {
                     published = self
-                        .evaluate(&policy, budgets.clone(), "gcp-notification")
+                        .evaluate(&policy, budgets.clone(), "gcp-notification", Vec::new())
                         .await;
                     if let Err(e) = self
                         .store
@@ -615,7 +627,12 @@ impl Webhook {
             .map(|b| b.id.clone())
             .collect();
         let published = self
-            .evaluate(&policy, budgets.clone(), "aws-budgets-notification")
+            .evaluate(
+                &policy,
+                budgets.clone(),
+                "aws-budgets-notification",
+                Vec::new(),
+            )
             .await;
         if !self
             .store

@@ -55,7 +55,7 @@ resource "aws_cloudwatch_log_group" "function" {
 
 resource "aws_lambda_function" "function" {
   # checkov:skip=CKV_AWS_117: calls only public AWS and provider APIs; a VPC adds NAT cost and nothing to protect
-  # checkov:skip=CKV_AWS_115: key-guard, budget-check and budget-webhook reserve by variables (0 on small accounts); alert-fanout and daily-aggregate share the pool
+  # checkov:skip=CKV_AWS_115: key-guard, budget-check and budget-webhook reserve by variables (0 on small accounts); alert-fanout, daily-aggregate and usage-rollup (one invocation per stream shard) share the pool
   # checkov:skip=CKV_AWS_173: the environment holds names and ARNs, never secrets
   # checkov:skip=CKV_AWS_272: code signing needs a signing profile the operator owns; zips are built from this repository
   for_each         = local.functions
@@ -64,7 +64,7 @@ resource "aws_lambda_function" "function" {
   filename         = var.lambda_zip_dir == null ? null : local.zips[each.key]
   source_code_hash = var.lambda_zip_dir == null ? null : (fileexists(local.zips[each.key]) ? filebase64sha256(local.zips[each.key]) : null)
   s3_bucket        = var.lambda_s3_bucket
-  s3_key           = var.lambda_s3_bucket == null ? null : "${var.lambda_s3_key_prefix}${each.key}.zip"
+  s3_key           = var.lambda_s3_bucket == null ? null : "${var.lambda_s3_key_prefix}${each.value.binary}.zip"
   runtime          = "provided.al2023"
   architectures    = ["arm64"]
   handler          = "bootstrap"
@@ -103,7 +103,7 @@ resource "aws_lambda_function" "function" {
     # rather than Terraform's bare "no file exists" at plan time
     precondition {
       condition     = var.lambda_zip_dir == null ? true : fileexists(local.zips[each.key]) # (a conditional: || does not short-circuit before Terraform 1.12)
-      error_message = "${each.key}: neither ${local.zip_dir}/${each.key}.zip nor ${local.zip_dir}/${each.key}/bootstrap.zip exists. Build the zips (scripts/release writes dist/<function>.zip; cargo lambda build --release --arm64 --output-format zip writes target/lambda/<function>/bootstrap.zip) or take a release's (docs/deploy.md)."
+      error_message = "${each.key}: neither ${local.zip_dir}/${each.value.binary}.zip nor ${local.zip_dir}/${each.value.binary}/bootstrap.zip exists. Build the zips (scripts/release writes dist/<function>.zip; cargo lambda build --release --arm64 --output-format zip writes target/lambda/<function>/bootstrap.zip) or take a release's (docs/deploy.md)."
     }
   }
   tags = local.tags
@@ -234,6 +234,32 @@ resource "aws_lambda_permission" "webhook_url_invoke" {
   invoked_via_function_url = true
 }
 
+# pending usage (ADR 031): inserts and changes of `P#` items, about a second batched, to the
+# roll-up's own function (not budget-check: its dead man's switch, reservation and errors alarm
+# are the scheduled check's); the handler names the records of leaves it could not roll up
+# (partial batch response), those are retried, then sent to the queue
+resource "aws_lambda_event_source_mapping" "pending_usage" {
+  function_name                      = aws_lambda_function.function["usage-rollup"].arn
+  event_source_arn                   = aws_dynamodb_table.state.stream_arn
+  starting_position                  = "TRIM_HORIZON"
+  batch_size                         = 1000
+  maximum_batching_window_in_seconds = 1
+  bisect_batch_on_function_error     = true
+  function_response_types            = ["ReportBatchItemFailures"]
+  maximum_retry_attempts             = 5
+  maximum_record_age_in_seconds      = 3600
+  destination_config {
+    on_failure {
+      destination_arn = aws_sqs_queue.failed_events.arn
+    }
+  }
+  filter_criteria {
+    filter {
+      pattern = jsonencode({ eventName = ["INSERT", "MODIFY"], dynamodb = { Keys = { SK = { S = [{ prefix = "P#" }] } } } })
+    }
+  }
+}
+
 # ------------------------------------------------------------------ alarms and dashboard
 
 resource "aws_cloudwatch_metric_alarm" "failed_events" {
@@ -246,6 +272,23 @@ resource "aws_cloudwatch_metric_alarm" "failed_events" {
   period              = 300
   evaluation_periods  = 1
   threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.operator.arn]
+  ok_actions          = [aws_sns_topic.operator.arn]
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "pending_usage_lag" {
+  alarm_name          = "${var.name}-pending-usage-lag"
+  alarm_description   = "Usage is not being rolled up into ancestor and dimension budgets (stream iterator over 5 minutes old): roll up by hand (runbook: docs/deploy.md)."
+  namespace           = "AWS/Lambda"
+  metric_name         = "IteratorAge"
+  dimensions          = { FunctionName = aws_lambda_function.function["usage-rollup"].function_name }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 300000
   comparison_operator = "GreaterThanThreshold"
   treat_missing_data  = "notBreaching"
   alarm_actions       = [aws_sns_topic.operator.arn]

@@ -14,12 +14,13 @@ locals {
   # (template.yaml tags the same resources; tests/deploy/test_parity.py checks both)
   tags = merge(var.tags, { "spendguard:deployment" = var.name })
 
-  # the functions' code: <function>.zip (scripts/release) or <function>/bootstrap.zip (cargo
-  # lambda build --output-format zip) in lambda_zip_dir, or <prefix><function>.zip in S3
+  # the functions' code, by binary (usage-rollup runs budget-check's): <binary>.zip
+  # (scripts/release) or <binary>/bootstrap.zip (cargo lambda build --output-format zip) in
+  # lambda_zip_dir, or <prefix><binary>.zip in S3
   zip_dir = var.lambda_zip_dir == null ? "" : var.lambda_zip_dir # (error messages are evaluated with S3 too)
   zips = var.lambda_zip_dir == null ? {} : {
-    for f in keys(local.functions) : f => (
-      fileexists("${var.lambda_zip_dir}/${f}.zip") ? "${var.lambda_zip_dir}/${f}.zip" : "${var.lambda_zip_dir}/${f}/bootstrap.zip"
+    for f, spec in local.functions : f => (
+      fileexists("${var.lambda_zip_dir}/${spec.binary}.zip") ? "${var.lambda_zip_dir}/${spec.binary}.zip" : "${var.lambda_zip_dir}/${spec.binary}/bootstrap.zip"
     )
   }
 
@@ -33,6 +34,8 @@ locals {
       CostExplorer    = ["ce:GetCostAndUsage"]
       AdminKeys       = ["secretsmanager:GetSecretValue"]
       AlertSigningKey = ["secretsmanager:GetSecretValue"]
+      # the leaves with pending usage, which the scheduled check rolls up first (ADR 031)
+      PendingIndex = ["dynamodb:Query"]
     }
     "alert-fanout" = {
       State           = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
@@ -73,6 +76,14 @@ locals {
       PublishAlerts   = ["sns:Publish"]
       AlertSigningKey = ["secretsmanager:GetSecretValue"]
     }
+    # pending usage rolled up (ADR 031): nothing to publish, no secret, no Cost Explorer
+    "usage-rollup" = {
+      ReadPending = ["dynamodb:Query"]
+      RollUp      = ["dynamodb:UpdateItem", "dynamodb:DeleteItem"]
+      # the table's stream
+      PendingUsageStream = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"]
+      ListStreams        = ["dynamodb:ListStreams"]
+    }
   }
 
   # Who may publish to the alerts topic (its policy denies everyone else): the functions with
@@ -83,10 +94,13 @@ locals {
   # PutUserPolicy (IamUserCredentials) takes any document: granted on the guarded users only.
   shared_resources = {
     State                      = [aws_dynamodb_table.state.arn]
+    PendingIndex               = ["${aws_dynamodb_table.state.arn}/index/pending"]
     ReadState                  = [aws_dynamodb_table.state.arn]
     WriteOwnItems              = [aws_dynamodb_table.state.arn]
     AppendAudit                = [aws_dynamodb_table.state.arn]
     CheckReservations          = [aws_dynamodb_table.state.arn]
+    ReadPending                = [aws_dynamodb_table.state.arn]
+    RollUp                     = [aws_dynamodb_table.state.arn]
     PublishAlerts              = [aws_sns_topic.alerts.arn]
     ReadBudgets                = ["arn:${local.partition}:budgets::${local.account}:budget/*"]
     CostExplorer               = ["*"]
@@ -100,6 +114,8 @@ locals {
     ConfirmBudgetsSubscription = [aws_sns_topic.budgets.arn]
     WebhookSecrets             = [var.usage_secret_arn, var.status_token_arn]
     AlertSigningKey            = [aws_secretsmanager_secret.alert_signing.arn]
+    PendingUsageStream         = [aws_dynamodb_table.state.stream_arn]
+    ListStreams                = ["*"] # no resource-level permissions exist for ListStreams
     # RotateSecret needs the caller to be allowed to invoke the rotation function (key-guard)
     RotateThroughSelf = ["arn:${local.partition}:lambda:${data.aws_region.current.region}:${local.account}:function:${var.name}-key-guard"]
     # a shutdown (docs/shutdown.md): finding what opted in has no resource-level permissions;
@@ -137,6 +153,17 @@ locals {
       "ForAllValues:StringLike" = { "dynamodb:LeadingKeys" = ["RESERVE#*"] }
       Null                      = { "dynamodb:LeadingKeys" = "false" }
     }
+    # the roll-up (ADR 031) reads a leaf's pending items and the scope index `roll_up: all`
+    # pages through, and in one transaction deletes each pending item, adds to its counters,
+    # and deletes the holds it owes and lowers their windows (authorised as these actions)
+    ReadPending = {
+      "ForAllValues:StringLike" = { "dynamodb:LeadingKeys" = ["SPEND#*", "SCOPES#*"] }
+      Null                      = { "dynamodb:LeadingKeys" = "false" }
+    }
+    RollUp = {
+      "ForAllValues:StringLike" = { "dynamodb:LeadingKeys" = ["SPEND#*", "HOLDS#*"] }
+      Null                      = { "dynamodb:LeadingKeys" = "false" }
+    }
     ShutdownOptedIn = { Null = { "aws:ResourceTag/spendguard:shutdown" = "false" } }
     # an ECS service's scalable target is held at zero with it (finding #30): the target must
     # carry the tag too, or key-guard could re-size any target in the account
@@ -153,12 +180,13 @@ locals {
     SPENDGUARD_ALERT_SIGNING_KEY_ARN = aws_secretsmanager_secret.alert_signing.arn
   }
 
-  # Per function: reserved concurrency (null: none; a variable at 0: none either, for small
-  # accounts), asynchronous invocation (retries, maximum event age in seconds; null: Lambda's
+  # Per function: the binary it runs (its zip), reserved concurrency (null: none; a variable at
+  # 0: none either, for small accounts), asynchronous invocation (retries, maximum event age in seconds; null: Lambda's
   # defaults and a dead-letter queue instead of an on-failure destination), and its Errors
   # alarm (period, description). Why these values: docs/deploy.md, Capacity.
   functions = {
     "budget-check" = {
+      binary               = "budget-check"
       timeout              = 120
       memory               = 256
       reserved_concurrency = var.budget_check_reserved_concurrency
@@ -174,6 +202,7 @@ locals {
       }
     }
     "alert-fanout" = {
+      binary               = "alert-fanout"
       timeout              = 60
       memory               = 256
       reserved_concurrency = null
@@ -187,6 +216,7 @@ locals {
       }
     }
     "key-guard" = {
+      binary               = "key-guard"
       timeout              = 60
       memory               = 256
       reserved_concurrency = var.key_guard_reserved_concurrency
@@ -203,6 +233,7 @@ locals {
       }
     }
     "budget-webhook" = {
+      binary               = "budget-webhook"
       timeout              = 15
       memory               = 256
       reserved_concurrency = var.webhook_reserved_concurrency
@@ -221,12 +252,29 @@ locals {
       }
     }
     "daily-aggregate" = {
+      binary               = "daily-aggregate"
       timeout              = 900
       memory               = 512
       reserved_concurrency = null
       async                = null
       errors_alarm         = { period = 3600, description = "daily-aggregate failed: last night's summaries or report are missing." }
       environment = {
+        SPENDGUARD_ALERTS_TOPIC_ARN = aws_sns_topic.alerts.arn
+      }
+    }
+    # budget-check's binary in its roll-up role (ADR 031): the table's stream, off budget-check's
+    # dead man's switch, reservation and errors alarm; one invocation per stream shard at a time,
+    # so no reservation; long enough for a `roll_up: all` by hand
+    "usage-rollup" = {
+      binary               = "budget-check"
+      timeout              = 120
+      memory               = 256
+      reserved_concurrency = null
+      async                = null
+      errors_alarm         = { period = 300, description = "usage-rollup failed: pending usage is not being rolled up into ancestor and dimension budgets; the stream retries the batch (runbook: docs/deploy.md)." }
+      environment = {
+        SPENDGUARD_ROLE = "roll-up"
+        # read at start-up by budget-check's configuration; the roll-up publishes nothing
         SPENDGUARD_ALERTS_TOPIC_ARN = aws_sns_topic.alerts.arn
       }
     }
@@ -285,10 +333,29 @@ resource "aws_dynamodb_table" "state" {
     name = "SK"
     type = "S"
   }
+  attribute {
+    name = "pending_shard"
+    type = "S"
+  }
+  attribute {
+    name = "first_at"
+    type = "N"
+  }
+  # sparse: only pending usage items carry its keys; the scheduled check finds the leaves it
+  # rolls up there (ADR 031)
+  global_secondary_index {
+    name            = "pending"
+    hash_key        = "pending_shard"
+    range_key       = "first_at"
+    projection_type = "KEYS_ONLY"
+  }
   ttl {
     attribute_name = "expires_at"
     enabled        = true
   }
+  # keys only: usage-rollup rolls up the leaves whose pending usage changed (ADR 031)
+  stream_enabled   = true
+  stream_view_type = "KEYS_ONLY"
   point_in_time_recovery {
     enabled = true
   }
@@ -331,7 +398,7 @@ resource "aws_sns_topic_policy" "alerts" {
 # fan-out act only on what verifies. Secrets Manager generates it and Terraform writes it once,
 # write-only: it is in no plan and no state, and later applies never regenerate it.
 resource "aws_secretsmanager_secret" "alert_signing" {
-  # checkov:skip=CKV_AWS_149: the AWS-managed key (aws/secretsmanager) encrypts it; only the five functions' roles are granted GetSecretValue on it
+  # checkov:skip=CKV_AWS_149: the AWS-managed key (aws/secretsmanager) encrypts it; only the roles of the five functions that publish or receive alerts are granted GetSecretValue on it
   # checkov:skip=CKV2_AWS_57: rotated by hand (docs/deploy.md): verifiers accept the old and the new key during the switch, which no rotation function here implements
   name_prefix = "${var.name}-alert-signing-"
   description = "spendguard (${var.name}): the key AlertEvents are signed with (HMAC-SHA256); key-guard and alert-fanout refuse unsigned ones."

@@ -52,7 +52,7 @@ output "dashboard_name" {
 }
 
 output "function_names" {
-  description = "Each function's name, by function (budget-check, alert-fanout, key-guard, budget-webhook, daily-aggregate)."
+  description = "Each function's name, by function (budget-check, alert-fanout, key-guard, budget-webhook, daily-aggregate, usage-rollup)."
   value       = { for k, f in aws_lambda_function.function : k => f.function_name }
 }
 

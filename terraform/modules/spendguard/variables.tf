@@ -10,13 +10,13 @@ variable "name" {
 
 variable "lambda_zip_dir" {
   type        = string
-  description = "A directory with the five functions' zips: <function>.zip (a release's, or scripts/release's dist/) or <function>/bootstrap.zip (`cargo lambda build --release --arm64 --output-format zip` writes target/lambda). Set this or lambda_s3_bucket."
+  description = "A directory with the five binaries' zips (usage-rollup deploys budget-check's): <binary>.zip (a release's, or scripts/release's dist/) or <binary>/bootstrap.zip (`cargo lambda build --release --arm64 --output-format zip` writes target/lambda). Set this or lambda_s3_bucket."
   default     = null
 }
 
 variable "lambda_s3_bucket" {
   type        = string
-  description = "An S3 bucket (in the deployment's region) holding the five zips as <lambda_s3_key_prefix><function>.zip, instead of lambda_zip_dir. Use a new prefix per release (e.g. spendguard/0.1.0/): the functions are updated when the key changes."
+  description = "An S3 bucket (in the deployment's region) holding the five binaries' zips as <lambda_s3_key_prefix><binary>.zip (usage-rollup deploys budget-check's), instead of lambda_zip_dir. Use a new prefix per release (e.g. spendguard/0.1.0/): the functions are updated when the key changes."
   default     = null
   validation {
     condition     = (var.lambda_s3_bucket == null) != (var.lambda_zip_dir == null)
@@ -50,7 +50,7 @@ variable "tags" {
 
 variable "permissions_boundary" {
   type        = string
-  description = "ARN of an IAM policy set as the permissions boundary of every role the module creates (the five functions' and the scheduler's), or null for none."
+  description = "ARN of an IAM policy set as the permissions boundary of every role the module creates (the six functions' and the scheduler's), or null for none."
   default     = null
   validation {
     condition     = var.permissions_boundary == null || can(regex("^arn:aws[a-z-]*:iam::(\\d{12}|aws):policy/.+$", var.permissions_boundary))

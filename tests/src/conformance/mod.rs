@@ -88,7 +88,15 @@ fn entries(records: &[UsageRecord], zones: &[Zone]) -> Vec<UsageEntry> {
     records.iter().map(|r| UsageEntry::of(r, zones)).collect()
 }
 
-/// A scope's total of `metric` in a month, from the store's counters.
+/// Rolls up the pending usage of every scope with counters in `month`, as the table's stream
+/// does (ADR 031; nothing on a store that counts every scope at ingest).
+pub async fn roll_up_all(store: &dyn StateStore, month: YearMonth) {
+    let leaves = store.scopes_with_counters(month).await.unwrap();
+    store.roll_up(&leaves).await.unwrap();
+}
+
+/// A scope's total of `metric` in a month, from the store's counters once the pending usage of
+/// every scope with counters that month is rolled up (as the table's stream does, ADR 031).
 pub async fn month_total(
     store: &dyn StateStore,
     scope: &str,
@@ -96,6 +104,7 @@ pub async fn month_total(
     month: YearMonth,
     metric: Metric,
 ) -> Decimal {
+    roll_up_all(store, month).await;
     let key = CounterKey {
         scope: Scope::parse(scope).unwrap(),
         zone,

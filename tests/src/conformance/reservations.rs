@@ -21,6 +21,7 @@ fn request(id: &str, amount: i64, cap: i64, at: DateTime<Utc>) -> ReservationReq
         holds: vec![Hold {
             window: WINDOW.into(),
             budget: "b1".into(),
+            scope: spendguard_domain::scope::Scope::parse("openai/prod").unwrap(),
             kind: WindowKind::Daily,
             period: "D#2026-11-20".into(),
             currency: Currency::USD,

@@ -98,6 +98,7 @@ pub async fn hour_counters_keep_totals_and_minutes_once(store: Store) {
             at("2026-11-23T04:00:00Z"),
         ),
     ];
+    roll_up_all(&*store, NOV).await;
     let hours = store.read_hours(&keys).await.unwrap();
     assert_eq!(
         hours.len(),
@@ -344,6 +345,7 @@ pub async fn counters_give_day_week_and_month(store: Store) {
         let refs = [b];
         let spend = source
             .spend(&SpendRequest {
+                fresh_pending: &[],
                 budgets: &refs,
                 now,
                 rates: &FxRates::default(),
@@ -391,6 +393,7 @@ pub async fn minute_costs_round_trip_and_answer_minute_windows(store: Store) {
             .await
             .unwrap();
     }
+    roll_up_all(&*store, NOV).await;
     let three = HourKey::of(root.clone(), at("2026-11-23T03:00:00Z"));
     let four = HourKey::of(root.clone(), at("2026-11-23T04:00:00Z"));
     let hours = store
@@ -421,6 +424,7 @@ pub async fn minute_costs_round_trip_and_answer_minute_windows(store: Store) {
         let refs = [&b];
         let spend = source
             .spend(&SpendRequest {
+                fresh_pending: &[],
                 budgets: &refs,
                 now,
                 rates: &rates,

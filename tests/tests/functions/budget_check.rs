@@ -5,14 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use budget_check::app;
-use budget_check::config::Config;
+use budget_check::config::{Config, Role};
 use budget_check::handler::{self, HandlerError};
 use chrono::{Duration, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use spendguard_app::env::SourcesConfig;
 use spendguard_app::flows::check::{CheckOptions, Checker, DEFAULT_CLAIM_LEASE};
-use spendguard_app::flows::ingest::ingest_usage;
 use spendguard_app::ports::clock::FixedClock;
 use spendguard_app::ports::sources::SpendSource;
 use spendguard_app::ports::store::AlertStore;
@@ -33,6 +32,7 @@ use spendguard_domain::settings::PolicySet;
 use spendguard_tests::aws::{self, TopicProbe};
 use spendguard_tests::conformance::record;
 use spendguard_tests::faults::FaultProxy;
+use spendguard_tests::hotitem::ingest_usage;
 
 fn tier(name: &str, percent: i64, actions: Vec<Action>) -> Tier {
     Tier {
@@ -82,6 +82,7 @@ fn config(table: &str, topic: &str) -> Config {
         sources: SourcesConfig::default(),
         claim_lease_seconds: 300,
         alert_signing_key_arn: None,
+        role: Role::Check,
     }
 }
 
@@ -805,5 +806,373 @@ async fn an_unreadable_hour_counter_fails_theft_detection_visibly() {
     assert!(
         message.contains("theft detection of key watched") && message.contains("1e35"),
         "{message}"
+    );
+}
+
+/// The pending usage items of `leaf` as the table's stream reports them (the documented Lambda
+/// event shape, built from the keys the store wrote).
+async fn stream_event_of(w: &World, leaf: &str) -> Value {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let out = aws_sdk_dynamodb::Client::new(&w.sdk)
+        .query()
+        .table_name(&w.table)
+        .key_condition_expression("PK = :pk AND begins_with(SK, :pending)")
+        .expression_attribute_values(":pk", AttributeValue::S(format!("SPEND#{leaf}")))
+        .expression_attribute_values(":pending", AttributeValue::S("P#".into()))
+        .send()
+        .await
+        .unwrap();
+    let records: Vec<Value> = out
+        .items()
+        .iter()
+        .map(|item| {
+            let text = |name: &str| item[name].as_s().unwrap().clone();
+            json!({
+                "eventSource": "aws:dynamodb",
+                "eventName": "INSERT",
+                "awsRegion": "us-east-1",
+                "dynamodb": {
+                    "Keys": {"PK": {"S": text("PK")}, "SK": {"S": text("SK")}},
+                    "SequenceNumber": format!("seq-{}", text("SK")),
+                    "StreamViewType": "KEYS_ONLY",
+                },
+            })
+        })
+        .collect();
+    assert!(!records.is_empty(), "{leaf} has pending items");
+    json!({ "Records": records })
+}
+
+/// ADR 031, a stalled stream: a stream batch rolls up the leaves it names (once: its
+/// redelivery moves nothing), and the manual `{"roll_up": "all"}` every other one, after which
+/// the project's counter is exact and the check alerts. (The scheduled check rolls up too:
+/// `a_stalled_stream_delays_an_ancestor_alert_by_one_check_at_most`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_is_recovered_by_the_manual_roll_up() {
+    let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
+    let now = Utc::now();
+    let records = vec![
+        record("s1", "openai/prod/key-1", 6000, now),
+        record("s2", "openai/prod/key-2", 2500, now),
+    ];
+    let policy = w.store.load_policy().await.unwrap();
+    spendguard_app::flows::ingest::ingest_usage(&w.store, &policy.budgets, &records, None, now)
+        .await
+        .unwrap();
+    let checker = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+        .await
+        .unwrap();
+    let project_cost = || async {
+        let key = spendguard_domain::usage::CounterKey {
+            scope: Scope::parse("openai/prod").unwrap(),
+            zone: Zone::UTC,
+            month: YearMonth::of(now.date_naive()),
+        };
+        let counters = w
+            .store
+            .read_counters(std::slice::from_ref(&key))
+            .await
+            .unwrap();
+        counters
+            .get(&key)
+            .map(|m| {
+                m.days
+                    .values()
+                    .map(|t| t.get(spendguard_domain::usage::Metric::Cost(Currency::USD)))
+                    .sum()
+            })
+            .unwrap_or(Decimal::ZERO)
+    };
+    let batch = stream_event_of(&w, "openai/prod/key-1").await;
+    let rolled = |answer| match answer {
+        handler::Answer::RolledUp(r) => r,
+        other => panic!("not a roll-up: {other:?}"),
+    };
+    let first = rolled(
+        handler::handle_any(&checker, Role::RollUp, batch.clone())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(first.leaves, 1);
+    assert!(first.moved > 0, "{first:?}");
+    assert_eq!(project_cost().await, Decimal::from(60));
+    let again = rolled(
+        handler::handle_any(&checker, Role::RollUp, batch)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(again.moved, 0, "a redelivered batch moves nothing");
+
+    let all = rolled(
+        handler::handle_any(&checker, Role::RollUp, json!({"roll_up": "all"}))
+            .await
+            .unwrap(),
+    );
+    assert!(all.moved > 0, "{all:?}");
+    assert_eq!(project_cost().await, Decimal::from(85));
+    let report = handler::handle(&checker, scheduled_event()).await.unwrap();
+    assert_eq!(report.alerts.published, 2, "warning and critical");
+
+    let refused = handler::handle_any(&checker, Role::RollUp, json!({"roll_up": "some"})).await;
+    assert!(
+        matches!(refused, Err(HandlerError::InvalidEvent(_))),
+        "{refused:?}"
+    );
+}
+
+/// budget-check's binary is deployed as two functions (ADR 031): the scheduled check and the
+/// stream's roll-up. A stream wired to the check is refused and rolls nothing up (it ran the
+/// roll-up, and its invocations kept the check's dead man's switch green); a check event sent
+/// to the roll-up function is refused rather than run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_deployed_role_refuses_the_others_events() {
+    let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
+    let now = Utc::now();
+    let records = vec![record("r1", "openai/prod/key-1", 6000, now)];
+    let policy = w.store.load_policy().await.unwrap();
+    spendguard_app::flows::ingest::ingest_usage(&w.store, &policy.budgets, &records, None, now)
+        .await
+        .unwrap();
+    let checker = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+        .await
+        .unwrap();
+    let batch = stream_event_of(&w, "openai/prod/key-1").await;
+
+    let refused = handler::handle_any(&checker, Role::Check, batch.clone()).await;
+    assert!(
+        matches!(&refused, Err(HandlerError::InvalidEvent(m)) if m.contains("SPENDGUARD_ROLE=roll-up")),
+        "{refused:?}"
+    );
+    let refused = handler::handle_any(&checker, Role::RollUp, scheduled_event()).await;
+    assert!(
+        matches!(&refused, Err(HandlerError::InvalidEvent(m)) if m.contains("budget-check")),
+        "{refused:?}"
+    );
+    // the refused stream batch moved nothing: the roll-up function still finds it pending
+    let answer = handler::handle_any(&checker, Role::RollUp, batch)
+        .await
+        .unwrap();
+    let handler::Answer::RolledUp(rolled) = answer else {
+        panic!("not a roll-up: {answer:?}");
+    };
+    assert_eq!(rolled.moved, 1, "{rolled:?}");
+}
+
+/// One leaf that cannot be rolled up (here a pending item the roll-up cannot read) does not
+/// hold back the others of its stream batch: they are rolled up, and the answer names only
+/// the failing leaf's records (`batchItemFailures`, ReportBatchItemFailures), which the
+/// mapping retries and then sends to the failed-events queue. (The first build failed the
+/// whole batch: every leaf in it waited for the bad one, then went to the queue with it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_leaf_fails_only_its_own_stream_records() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
+    let now = Utc::now();
+    let records = vec![
+        record("g1", "openai/prod/key-1", 6000, now),
+        record("b1", "openai/prod/key-2", 2500, now),
+    ];
+    let policy = w.store.load_policy().await.unwrap();
+    spendguard_app::flows::ingest::ingest_usage(&w.store, &policy.budgets, &records, None, now)
+        .await
+        .unwrap();
+    // key-2's pending item made unreadable (its deltas' list gone)
+    let bad = stream_event_of(&w, "openai/prod/key-2").await;
+    let bad_sk = bad["Records"][0]["dynamodb"]["Keys"]["SK"]["S"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    aws_sdk_dynamodb::Client::new(&w.sdk)
+        .update_item()
+        .table_name(&w.table)
+        .key("PK", AttributeValue::S("SPEND#openai/prod/key-2".into()))
+        .key("SK", AttributeValue::S(bad_sk.clone()))
+        .update_expression("REMOVE targets")
+        .send()
+        .await
+        .unwrap();
+    let good = stream_event_of(&w, "openai/prod/key-1").await;
+    let mut batch = good["Records"].as_array().unwrap().clone();
+    batch.extend(bad["Records"].as_array().unwrap().iter().cloned());
+    let checker = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
+        .await
+        .unwrap();
+
+    let answer = handler::handle_any(&checker, Role::RollUp, json!({ "Records": batch }))
+        .await
+        .unwrap();
+    let handler::Answer::RolledUp(rolled) = answer else {
+        panic!("not a roll-up: {answer:?}");
+    };
+    // key-1's item moved (by the batch's call, which then failed on key-2's item: its count
+    // is not in `moved`, which sums the leaf-by-leaf pass)
+    assert!(
+        spendguard_tests::hotitem::pending_sks(&w.sdk, &w.table, "openai/prod/key-1")
+            .await
+            .is_empty(),
+        "key-1's pending item: {rolled:?}"
+    );
+    let failed: Vec<&str> = rolled
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, [format!("seq-{bad_sk}")]);
+    let json = serde_json::to_value(handler::Answer::RolledUp(rolled)).unwrap();
+    assert_eq!(
+        json["batchItemFailures"],
+        json!([{ "itemIdentifier": format!("seq-{bad_sk}") }])
+    );
+}
+
+/// `{"roll_up": "all"}` on the 1st of a month rolls up the previous month's leaves too (the
+/// first build took the months of now - 32 days, now and tomorrow: on December 1st, October
+/// and December; November's pending spend stayed pending).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_up_everything_on_the_first_covers_the_previous_month() {
+    let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
+    let now = "2026-12-01T00:30:00Z".parse().unwrap();
+    let records = vec![
+        record(
+            "nov",
+            "openai/prod/key-1",
+            6000,
+            "2026-11-30T12:00:00Z".parse().unwrap(),
+        ),
+        record(
+            "dec",
+            "openai/prod/key-2",
+            2500,
+            "2026-12-01T00:10:00Z".parse().unwrap(),
+        ),
+    ];
+    let policy = w.store.load_policy().await.unwrap();
+    spendguard_app::flows::ingest::ingest_usage(&w.store, &policy.budgets, &records, None, now)
+        .await
+        .unwrap();
+    let checker = usage_checker(&w, Arc::new(FixedClock::new(now)));
+    let answer = handler::handle_any(&checker, Role::RollUp, json!({"roll_up": "all"}))
+        .await
+        .unwrap();
+    let handler::Answer::RolledUp(rolled) = answer else {
+        panic!("not a roll-up: {answer:?}");
+    };
+    assert_eq!(rolled.moved, 2, "both months' pending items: {rolled:?}");
+    let project = |month: &str| spendguard_domain::usage::CounterKey {
+        scope: Scope::parse("openai/prod").unwrap(),
+        zone: Zone::UTC,
+        month: YearMonth::of(format!("{month}-01").parse().unwrap()),
+    };
+    let keys = [project("2026-11"), project("2026-12")];
+    let counters = w.store.read_counters(&keys).await.unwrap();
+    let cost = |k| {
+        counters
+            .get(k)
+            .map(|m: &spendguard_domain::usage::MonthCounters| {
+                m.days
+                    .values()
+                    .map(|t| t.get(spendguard_domain::usage::Metric::Cost(Currency::USD)))
+                    .sum::<Decimal>()
+            })
+    };
+    assert_eq!(cost(&keys[0]), Some(Decimal::from(60)), "November");
+    assert_eq!(cost(&keys[1]), Some(Decimal::from(25)), "December");
+}
+
+/// `budget` with one daily window instead of its monthly one.
+fn daily(mut budget: Budget) -> Budget {
+    budget.windows[0].kind = WindowKind::Daily;
+    budget
+}
+
+/// Review finding 1: while the stream stalls (no roll-up runs), the scheduled check rolls up
+/// whatever is pending before it evaluates, so spend that crossed an ancestor's tiers is
+/// alerted by the next check, not when the stream recovers. (Before, the check read only the
+/// rolled-up counters: `openai/prod` read 0 and nothing was published.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_delays_an_ancestor_alert_by_one_check_at_most() {
+    let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
+    let now = "2026-12-07T11:30:00Z".parse().unwrap();
+    let records = vec![
+        record("s1", "openai/prod/key-1", 6000, now),
+        record("s2", "openai/prod/key-2", 2500, now),
+    ];
+    let policy = w.store.load_policy().await.unwrap();
+    // the webhook's ingest, and no stream roll-up after it
+    spendguard_app::flows::ingest::ingest_usage(&w.store, &policy.budgets, &records, None, now)
+        .await
+        .unwrap();
+    let clock = Arc::new(FixedClock::new(now + Duration::minutes(4)));
+    let checker = usage_checker(&w, clock);
+
+    let report = handler::handle(&checker, scheduled_event()).await.unwrap();
+    assert_eq!(
+        report.alerts.published, 2,
+        "warning and critical of openai/prod"
+    );
+    assert_eq!(report.pending.leaves, 2, "{:?}", report.pending);
+    assert!(report.pending.moved >= 2, "{:?}", report.pending);
+    // what the stream delivers later finds nothing left
+    let batch = rolled_up_answer(
+        handler::handle_any(&checker, Role::RollUp, json!({"roll_up": "all"}))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(batch.moved, 0, "{batch:?}");
+    let report = handler::handle(&checker, scheduled_event()).await.unwrap();
+    assert_eq!(report.alerts.published, 0, "each crossing once");
+    assert_eq!(report.pending.leaves, 0, "nothing pending any more");
+}
+
+fn rolled_up_answer(answer: handler::Answer) -> handler::RolledUp {
+    match answer {
+        handler::Answer::RolledUp(r) => r,
+        other => panic!("not a roll-up: {other:?}"),
+    }
+}
+
+/// Review finding 1, the day's end: a daily `openai` budget crossed at 23:58 by keys whose
+/// roll-up is stalled is alerted by the first check after the crossing even when that check
+/// runs after midnight: it evaluates the period of the spend it rolled up, not only today's.
+/// (Before, the crossing was never alerted: the nightly run rolled it up at 02:00 and the
+/// checks after it evaluated the new day.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_crossing_rolled_up_after_midnight_is_alerted_in_its_own_day() {
+    let w = world(vec![daily(monthly_budget("openai-day", "openai", 100))]).await;
+    let crossing = "2026-12-07T23:58:00Z".parse().unwrap();
+    let records = vec![
+        record("d1", "openai/prod/key-1", 6000, crossing),
+        record("d2", "openai/dev/key-2", 4500, crossing),
+    ];
+    let policy = w.store.load_policy().await.unwrap();
+    spendguard_app::flows::ingest::ingest_usage(
+        &w.store,
+        &policy.budgets,
+        &records,
+        None,
+        crossing,
+    )
+    .await
+    .unwrap();
+    let clock = Arc::new(FixedClock::new("2026-12-08T00:00:30Z".parse().unwrap()));
+    let checker = usage_checker(&w, clock);
+
+    handler::handle(&checker, scheduled_event()).await.unwrap();
+    let published = alerts(&w.probe.drain().await);
+    let tiers: Vec<(&str, &str)> = published
+        .iter()
+        .map(|(event, _)| {
+            (
+                event["period_key"].as_str().unwrap_or_default(),
+                event["tier"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(tiers.len(), 3, "warning, critical, emergency: {tiers:?}");
+    assert!(
+        tiers
+            .iter()
+            .all(|(period, _)| period.contains("2026-12-07")),
+        "the crossing's own day: {tiers:?}"
     );
 }

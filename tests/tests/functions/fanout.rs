@@ -10,7 +10,6 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use spendguard_app::flows::check::{CheckOptions, Checker, DEFAULT_CLAIM_LEASE};
 use spendguard_app::flows::fanout::FanoutError;
-use spendguard_app::flows::ingest::ingest_usage;
 use spendguard_app::ports::clock::{Clock, FixedClock};
 use spendguard_app::ports::sources::SpendSource;
 use spendguard_app::ports::store::AlertStore;
@@ -36,6 +35,7 @@ use spendguard_tests::conformance::record;
 use spendguard_tests::fanout::{
     FanoutWorld, PAGERDUTY_KEY, PagerDuty, WEBHOOK_SECRET, lambda_sns_event, mode, quick_retries,
 };
+use spendguard_tests::hotitem::ingest_usage;
 use spendguard_tests::webhook::python;
 
 const ALL: [&str; 6] = [

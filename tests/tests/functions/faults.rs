@@ -8,7 +8,6 @@ use std::time::Duration;
 use chrono::Utc;
 use rust_decimal::Decimal;
 use serde_json::json;
-use spendguard_app::flows::ingest::ingest_usage;
 use spendguard_app::ports::store::AlertStore;
 use spendguard_app::ports::store::KeyStore;
 use spendguard_app::ports::store::PolicyStore;
@@ -23,6 +22,7 @@ use spendguard_domain::usage::UsageRecord;
 use spendguard_tests::aws::{self, TopicProbe};
 use spendguard_tests::conformance::{budget, month_cost_now, record};
 use spendguard_tests::faults::{Fault, FaultProxy, Rule};
+use spendguard_tests::hotitem::ingest_usage;
 use spendguard_tests::keyguard::KeyGuardWorld;
 
 /// A new table holding `budgets`, with `records` already counted at `at`.
@@ -55,6 +55,7 @@ fn check_config(table: &str, topic: &str) -> budget_check::config::Config {
         sources: Default::default(),
         claim_lease_seconds: 300,
         alert_signing_key_arn: None,
+        role: budget_check::config::Role::Check,
     }
 }
 

@@ -112,6 +112,7 @@ async fn a_stolen_key_is_disabled_by_the_next_scheduled_check() {
         sources: SourcesConfig::default(),
         claim_lease_seconds: 300,
         alert_signing_key_arn: Some(signing_key.clone()),
+        role: budget_check::config::Role::Check,
     };
     let bus = budget_check::app::alerts_bus(&check_config, &w.sdk, &backends);
     let checker = budget_check::app::checker_with(&check_config, &w.sdk, backends, Arc::new(bus))
@@ -164,6 +165,7 @@ async fn a_stolen_key_is_disabled_by_the_next_scheduled_check() {
             sources: SourcesConfig::default(),
             claim_lease_seconds: 300,
             alert_signing_key_arn: None,
+            role: budget_check::config::Role::Check,
         },
         &w.sdk,
         backends,
@@ -340,6 +342,7 @@ async fn a_thiefs_calls_are_found_in_the_providers_usage_report() {
             },
             claim_lease_seconds: 300,
             alert_signing_key_arn: None,
+            role: budget_check::config::Role::Check,
         },
         &sdk,
         spendguard_aws::backends::deployed(&sdk, &table),

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value;
-use spendguard_app::flows::ingest::ingest_usage;
 use spendguard_app::flows::nightly::{Days, MemoryMetrics, Nightly, NightlyError};
 use spendguard_app::ports::bus::{AlertBus, BusError};
 use spendguard_app::ports::clock::FixedClock;
@@ -23,6 +22,7 @@ use spendguard_local::memory_bus::MemoryBus;
 use spendguard_local::sqlite::SqliteStore;
 use spendguard_tests::aws;
 use spendguard_tests::conformance::{Store, budget, record};
+use spendguard_tests::hotitem::ingest_usage;
 
 fn d(s: &str) -> NaiveDate {
     s.parse().unwrap()
@@ -658,4 +658,72 @@ async fn an_unreadable_counter_spoils_only_its_scope() {
             .is_empty(),
         "nothing is made up for app/a"
     );
+}
+
+/// ADR 031: spend a stream batch never rolled up (it ended in the failed-events queue, its key
+/// was revoked and never reports again) is in the nightly summary of its ancestors: the run
+/// rolls up what is pending before it summarises. (The first build summarised the ancestors
+/// without it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_left_pending_is_in_the_nightly_summary_of_its_ancestors() {
+    let sdk = aws::sdk().await;
+    let (table, _) = aws::new_store(&sdk).await;
+    let store: Store = Arc::new(table);
+    store.put_policy(&PolicySet::default()).await.unwrap();
+    let day = d("2026-12-01");
+    // counted on its key, its roll-up never ran
+    spendguard_app::flows::ingest::ingest_usage(
+        store.as_ref(),
+        &[],
+        &[record("dead-lettered", "openai/x/k", 4200, noon(day))],
+        None,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let w = world(store.clone(), "2026-12-02T06:00:00Z");
+    w.nightly.run(Days::Yesterday).await.unwrap();
+    for scope in ["openai/x/k", "openai/x", "openai", "*"] {
+        let s = summary(&store, scope, day, Zone::UTC).await;
+        assert_eq!(
+            s.as_ref().map(cost),
+            Some(Decimal::from(42)),
+            "{scope}: {s:?}"
+        );
+    }
+}
+
+/// Review finding 3: a pending item the roll-up cannot read fails only itself: the nightly
+/// run still rolls up and summarises everything else, then fails naming it. (Before, the
+/// roll-up's first error aborted the nightly run every night: no summary at all.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_pending_item_fails_the_nightly_run_only_after_the_rest() {
+    let sdk = aws::sdk().await;
+    let (table, name) = aws::new_store(&sdk).await;
+    let store: Store = Arc::new(table);
+    store.put_policy(&PolicySet::default()).await.unwrap();
+    let day = d("2026-12-01");
+    for (id, scope, cents) in [("good", "openai/x/k", 4200), ("bad", "openai/y/k", 1000)] {
+        spendguard_app::flows::ingest::ingest_usage(
+            store.as_ref(),
+            &[],
+            &[record(id, scope, cents, noon(day))],
+            None,
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    }
+    spendguard_tests::hotitem::spoil_pending_items(&sdk, &name, "openai/y/k").await;
+    let w = world(store.clone(), "2026-12-02T06:00:00Z");
+    let err = w.nightly.run(Days::Yesterday).await.unwrap_err();
+    assert!(err.to_string().contains("pending item"), "{err}");
+    for scope in ["openai/x", "openai", "*"] {
+        let s = summary(&store, scope, day, Zone::UTC).await;
+        assert_eq!(
+            s.as_ref().map(cost),
+            Some(Decimal::from(42)),
+            "{scope}: {s:?}"
+        );
+    }
 }

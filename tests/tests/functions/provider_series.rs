@@ -10,7 +10,6 @@ use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::Value;
 use spendguard_app::flows::check::{CheckOptions, Checker, DEFAULT_CLAIM_LEASE};
-use spendguard_app::flows::ingest::ingest_usage;
 use spendguard_app::flows::nightly::{Days, MemoryMetrics, Nightly};
 use spendguard_app::ports::clock::FixedClock;
 use spendguard_app::ports::sources::SpendSource;
@@ -32,6 +31,7 @@ use spendguard_local::sqlite::SqliteStore;
 use spendguard_tests::admin_apis::{OPENAI_ADMIN_KEY, ProviderState, openai_standin};
 use spendguard_tests::aws;
 use spendguard_tests::conformance::{Store, budget, record};
+use spendguard_tests::hotitem::ingest_usage;
 use spendguard_tests::standin::StandIn;
 
 fn d(s: &str) -> NaiveDate {

@@ -58,6 +58,7 @@ async fn spend_of(
     let refs: Vec<&Budget> = budgets.iter().collect();
     let out = source
         .spend(&SpendRequest {
+            fresh_pending: &[],
             budgets: &refs,
             now: now(),
             rates: &FxRates::default(),
@@ -269,6 +270,7 @@ async fn the_same_spend_in_cents_and_in_dollars_is_the_same_decimal() {
     let refs = [&from_dollars];
     let a = dollars
         .spend(&SpendRequest {
+            fresh_pending: &[],
             budgets: &refs,
             now: "2026-11-01T20:00:00Z".parse().unwrap(),
             rates: &FxRates::default(),
@@ -278,6 +280,7 @@ async fn the_same_spend_in_cents_and_in_dollars_is_the_same_decimal() {
     let refs = [&from_cents];
     let b = cents
         .spend(&SpendRequest {
+            fresh_pending: &[],
             budgets: &refs,
             now: "2026-11-01T20:00:00Z".parse().unwrap(),
             rates: &FxRates::default(),

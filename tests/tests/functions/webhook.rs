@@ -848,10 +848,34 @@ async fn delivered_state(
     (cost, observations, alerts)
 }
 
+/// What the deployment runs next: the scheduled check of the usage budget, which rolls up
+/// what ingest left pending first (ADR 031).
+async fn scheduled_check_of_usage(w: &WebhookWorld) {
+    let config = budget_check::config::Config {
+        table: w.table.clone(),
+        alerts_topic_arn: w.probe.topic_arn.clone(),
+        sources: Default::default(),
+        claim_lease_seconds: 300,
+        alert_signing_key_arn: None,
+        role: budget_check::config::Role::Check,
+    };
+    let checker = budget_check::app::checker(&config, &w.sdk).await.unwrap();
+    checker
+        .run(&spendguard_app::flows::check::CheckOptions {
+            only: vec!["app-usage".into()],
+            actor: "schedule".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
 /// Crash consistency of the webhook: a usage batch that crosses a tier and a GCP crossing
 /// notification, with the handler stopped right after each one of its writes. The sender
-/// delivers again as it does after a failed delivery (any answer but 2xx); the end state
-/// equals an uninterrupted run's, and one more delivery of each changes nothing.
+/// delivers again as it does after a failed delivery (any answer but 2xx), and the scheduled
+/// check runs; the end state equals an uninterrupted run's, and one more delivery of each
+/// changes nothing. (A redelivery of a batch whose ingest committed reads nothing pending,
+/// review finding 6: a crossing of an ancestor budget it missed is the check's.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn webhook_stopped_after_any_write_then_redelivered_ends_as_if_uninterrupted() {
     use spendguard_tests::faults::{FaultProxy, Rule};
@@ -877,6 +901,7 @@ async fn webhook_stopped_after_any_write_then_redelivered_ends_as_if_uninterrupt
         assert_eq!(response.status, 200, "{}", response.body);
     }
     let writes = counting.writes_seen();
+    scheduled_check_of_usage(&w).await;
     let expected = delivered_state(&w).await;
     assert_eq!(expected.0, Decimal::from(85));
     assert_eq!(expected.1.len(), 1, "{expected:?}");
@@ -896,6 +921,7 @@ async fn webhook_stopped_after_any_write_then_redelivered_ends_as_if_uninterrupt
             }
         }
         assert_eq!(proxy.total_injected(), 1, "stopped after write {n}");
+        scheduled_check_of_usage(&w).await;
         assert_eq!(
             delivered_state(&w).await,
             expected,
@@ -2167,6 +2193,45 @@ async fn fifty_concurrent_authorizations_allow_exactly_the_headroom_and_usage_re
     assert_eq!(after, ["allow", "allow", "deny"]);
 }
 
+/// A hard cap on an ancestor holds while a key's spend waits for its roll-up (ADR 031): the
+/// reserved request's usage moves its spend into the key's own counters at once and into
+/// `agents` only at the roll-up, so its hold on `agents` stays until then. (The first build
+/// released every hold at ingest: until the roll-up the spend was in neither, and another
+/// key was allowed past the cap.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ancestor_cap_holds_between_a_keys_usage_and_its_roll_up() {
+    let w = WebhookWorld::new(agents_policy()).await;
+    let authorize_for = |key: &'static str, id: &'static str, amount: &'static str| {
+        let body = json!({"scope": format!("agents/{key}"), "estimate": {"amount": amount, "currency": "USD"}, "request_id": id}).to_string();
+        let w = &w;
+        async move {
+            let response = w.send(signed_authorize(&body, &format!("msg-{id}"))).await;
+            assert_eq!(response.status, 200, "{}", response.body);
+            response.body["decision"].as_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(authorize_for("loop-1", "a-1", "6.00").await, "allow");
+    let usage = json!({"id": "a-1", "scope": "agents/loop-1", "cost": {"amount": "6.00", "currency": "USD"}, "timestamp": Utc::now().to_rfc3339()});
+    let response = w
+        .send(signed_usage(
+            &usage_body(&[usage]),
+            "usage-a",
+            Utc::now().timestamp(),
+        ))
+        .await;
+    assert_eq!(response.body["accepted"], 1, "{}", response.body);
+
+    // not rolled up yet: key loop-2 sees loop-1's hold, 4 dollars are left
+    assert_eq!(authorize_for("loop-2", "b-1", "6.00").await, "deny");
+
+    let leaf = Scope::parse("agents/loop-1").unwrap();
+    assert_eq!(w.store.roll_up(&[leaf]).await.unwrap(), 1);
+    // rolled up: the spend is in `agents` and the hold is gone (counted once, not twice)
+    assert_eq!(authorize_for("loop-2", "b-2", "6.00").await, "deny");
+    assert_eq!(authorize_for("loop-2", "b-3", "4.00").await, "allow");
+    assert_eq!(authorize_for("loop-3", "c-1", "0.01").await, "deny");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_authorization_answers_the_same_and_holds_once() {
     let w = WebhookWorld::new(agents_policy()).await;
@@ -2250,9 +2315,45 @@ async fn bad_authorizations_are_refused_naming_the_field_and_hold_nothing() {
     assert_eq!(w.items().await, before, "a refused request writes nothing");
 }
 
+/// ADR 031: an ingest counts a record on its own key and leaves its ancestors' share pending
+/// until the roll-up; the webhook's evaluation right after the batch still reads it (the
+/// counter and its batch's pending items in one snapshot). A `*` budget alerts on the report
+/// that crosses its tier, with no roll-up between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_budget_alerts_on_the_report_that_crosses_it_before_any_roll_up() {
+    let mut set = policy(&aws_name());
+    set.budgets
+        .push(budget("everything", "*", WindowKind::Monthly, 100));
+    let w = WebhookWorld::new(set).await;
+    let report = |id: &str, scope: &str, cost: &str| {
+        let record = json!({"id": id, "scope": scope, "cost": {"amount": cost, "currency": "USD"}, "timestamp": Utc::now().to_rfc3339()});
+        signed_usage(
+            &usage_body(&[record]),
+            &format!("msg-{id}"),
+            Utc::now().timestamp(),
+        )
+    };
+    let published = |r: &HttpResponse| r.body["alerts_published"].clone();
+    // $50 on one key, rolled up as the table's stream would
+    let first = w.send(report("r-1", "openai/a/k1", "50.00")).await;
+    assert_eq!(published(&first), json!(0), "{}", first.body);
+    let k1 = Scope::parse("openai/a/k1").unwrap();
+    assert!(w.store.roll_up(&[k1]).await.unwrap() > 0);
+    // another key: $20 (70 of 100), then $15 (85): nothing rolled up in between
+    let second = w.send(report("r-2", "anthropic/b/k2", "20.00")).await;
+    assert_eq!(published(&second), json!(0), "{}", second.body);
+    let third = w.send(report("r-3", "anthropic/b/k2", "15.00")).await;
+    assert_eq!(published(&third), json!(1), "{}", third.body);
+    let alerts = w.probe.drain().await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(alerts[0].to_string().contains("everything"), "{alerts:?}");
+    assert_eq!(month_cost_now(&w.store, "*").await, Decimal::from(85));
+}
+
 /// Issue 28 item 2: on a warm container a one-record batch costs one `TransactWriteItems` (the
-/// marker a conditional put in it, no marker read first) and one batched read of the counters
-/// — before and after its budget's tier was crossed; a replay is still counted once.
+/// marker a conditional put in it, no marker read first) and one read of the counters (with
+/// the batch's pending share of them, one `TransactGetItems`: ADR 031) — before and after its
+/// budget's tier was crossed; a replay is still counted once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_one_record_batch_costs_one_transaction_and_one_read() {
     let w = WebhookWorld::new(policy(&aws_name())).await;
@@ -2269,7 +2370,7 @@ async fn a_warm_one_record_batch_costs_one_transaction_and_one_read() {
         assert_eq!(
             operations,
             BTreeMap::from([
-                ("BatchGetItem".to_string(), 1),
+                ("TransactGetItems".to_string(), 1),
                 ("TransactWriteItems".to_string(), 1)
             ]),
             "{expected}"
@@ -2299,4 +2400,77 @@ async fn a_warm_one_record_batch_costs_one_transaction_and_one_read() {
     );
     assert_eq!(month_cost_now(&w.store, "app").await, Decimal::from(91));
     assert_eq!(w.probe.drain().await.len(), 1, "the warning, once");
+}
+
+/// Review finding 5: one batch for one key that packs into more than 8 transactions (a
+/// pending item each) is read whole by the evaluation right after it: the crossing is
+/// alerted at once. (Before, the store remembered the last 8 pending items per leaf: the
+/// `*` budget read about $13 of the batch's $97 and nothing was published.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_batch_of_many_transactions_is_evaluated_whole() {
+    let mut set = policy(&aws_name());
+    set.budgets
+        .push(budget("everything", "*", WindowKind::Monthly, 100));
+    let w = WebhookWorld::new(set).await;
+    let now = Utc::now().to_rfc3339();
+    // $90 in the first 300 records, $7 in the 700 after them
+    let records: Vec<Value> = (0..1000)
+        .map(|i| {
+            let cost = if i < 300 { "0.30" } else { "0.01" };
+            json!({"id": format!("big-{i}"), "scope": "openai/a/k1", "cost": {"amount": cost, "currency": "USD"}, "timestamp": now})
+        })
+        .collect();
+    let response = w
+        .send(signed_usage(
+            &usage_body(&records),
+            "msg-big",
+            Utc::now().timestamp(),
+        ))
+        .await;
+    assert_eq!(response.body["accepted"], 1000, "{}", response.body);
+    assert_eq!(response.body["alerts_published"], 1, "{}", response.body);
+    let alerts = w.probe.drain().await;
+    assert!(alerts[0].to_string().contains("everything"), "{alerts:?}");
+    let pending = w
+        .items()
+        .await
+        .into_iter()
+        .filter(|(pk, sk)| pk == "SPEND#openai/a/k1" && sk.starts_with("P#"))
+        .count();
+    assert!(pending > 8, "the batch wrote {pending} pending items");
+}
+
+/// Review finding 6: a batch of only duplicates (a sender's retry) reads nothing pending,
+/// however much its leaf has pending: its spend was counted by the request that wrote it and
+/// is seen through the roll-up and the scheduled check. (Before, a container that had not
+/// written the leaf queried every pending item of it and read them all on the request path.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_batch_reads_no_pending_item() {
+    let mut set = policy(&aws_name());
+    set.budgets
+        .push(budget("everything", "*", WindowKind::Monthly, 100_000));
+    let w = WebhookWorld::new(set).await;
+    let one = |i: usize| {
+        let record = json!({"id": format!("p-{i}"), "scope": "openai/a/k1", "cost": {"amount": "1.00", "currency": "USD"}, "timestamp": Utc::now().to_rfc3339()});
+        signed_usage(
+            &usage_body(&[record]),
+            &format!("msg-p-{i}"),
+            Utc::now().timestamp(),
+        )
+    };
+    // 30 pending items under the leaf, none rolled up
+    for i in 0..30 {
+        assert_eq!(w.send(one(i)).await.status, 200);
+    }
+    // another container: warmed by a report for another key, then the retry
+    let (webhook, counter) = w.webhook_counting_requests().await;
+    let other = json!({"id": "warm", "scope": "openai/b/k2", "cost": {"amount": "1.00", "currency": "USD"}, "timestamp": Utc::now().to_rfc3339()});
+    let warm = signed_usage(&usage_body(&[other]), "msg-warm", Utc::now().timestamp());
+    assert_eq!(webhook.http(warm).await.status, 200);
+    counter.reset();
+    let retry = webhook.http(one(7)).await;
+    assert_eq!(retry.body["duplicates"], 1, "{}", retry.body);
+    let operations = counter.operations();
+    assert_eq!(operations.get("Query"), None, "{operations:?}");
+    assert!(counter.count() <= 4, "{operations:?}");
 }

@@ -3,4 +3,5 @@
 //! its reference model, on the embedded SQLite store and on DynamoDB through moto.
 
 mod dynamodb;
+mod hotitem;
 mod sqlite;

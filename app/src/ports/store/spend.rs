@@ -13,6 +13,21 @@ use spendguard_domain::usage::{
 };
 use std::collections::BTreeMap;
 
+/// Month and hour counters read together ([`SpendStore::read_fresh`]).
+pub type FreshCounters = (
+    BTreeMap<CounterKey, MonthCounters>,
+    BTreeMap<HourKey, HourCounters>,
+);
+
+/// What [`SpendStore::pending_leaves`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingLeaves {
+    /// Each leaf with the instant of its oldest pending record.
+    pub leaves: Vec<(Scope, DateTime<Utc>)>,
+    /// More leaves are pending than the limit: the next call finds them.
+    pub more: bool,
+}
+
 #[async_trait]
 pub trait SpendStore: Send + Sync {
     /// Counts each entry exactly once: an entry whose id was already counted (and whose marker
@@ -50,6 +65,41 @@ pub trait SpendStore: Send + Sync {
 
     /// Hour counters for each key (absent hours are left out).
     async fn read_hours(&self, keys: &[HourKey]) -> StoreResult<BTreeMap<HourKey, HourCounters>>;
+
+    /// [`SpendStore::read_counters`] and [`SpendStore::read_hours`] as they stand right after
+    /// an ingest: a store that counts a record's ancestors later ([`SpendStore::roll_up`])
+    /// adds the pending items `fresh_pending` names ([`IngestOutcome::pending`]) where they
+    /// are not rolled up yet, so an evaluation sees its own batch. Nothing else pending is
+    /// read: other requests' pending spend is seen once rolled up.
+    async fn read_fresh(
+        &self,
+        months: &[CounterKey],
+        hours: &[HourKey],
+        _fresh_pending: &[String],
+    ) -> StoreResult<FreshCounters> {
+        // a store that counts every scope at ingest has nothing pending to add
+        let months = self.read_counters(months).await?;
+        let hours = if hours.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.read_hours(hours).await?
+        };
+        Ok((months, hours))
+    }
+
+    /// Moves what ingest left pending on `leaves` into the ancestor and dimension counters it
+    /// counts toward, exactly once; returns how many pending items it moved. A store that
+    /// counts every scope at ingest has nothing pending (ADR 031).
+    async fn roll_up(&self, _leaves: &[Scope]) -> StoreResult<usize> {
+        Ok(0)
+    }
+
+    /// Leaves with pending items (ADR 031), oldest record first, at most `limit` of them, each
+    /// with the instant of its oldest pending record; `more`: others are pending too. A store
+    /// that counts every scope at ingest has none.
+    async fn pending_leaves(&self, _limit: usize) -> StoreResult<PendingLeaves> {
+        Ok(PendingLeaves::default())
+    }
 
     /// Upserts observations (one per budget, source, window and period).
     async fn put_observations(&self, observations: &[Observation]) -> StoreResult<()>;
