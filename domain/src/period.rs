@@ -484,6 +484,21 @@ pub fn last_day_of_month(date: NaiveDate) -> NaiveDate {
         .unwrap_or(date)
 }
 
+/// The quarter-hour of UTC that holds `at` (its first instant). Every calendar period in
+/// every zone starts on one (zones are offset from UTC by whole quarter-hours; hourly windows
+/// are UTC hours), so spend recorded at `at` but counted only at `now` can belong to a
+/// period that ended uncounted only if their quarter-hours differ ([`counted_late`]).
+pub fn quarter_hour(at: DateTime<Utc>) -> DateTime<Utc> {
+    let seconds = at.timestamp();
+    DateTime::from_timestamp(seconds - seconds.rem_euclid(900), 0).unwrap_or(at)
+}
+
+/// Spend recorded at `at` and counted at `now` may fall in a calendar period that ended in
+/// between: the periods that ended since its quarter-hour must be evaluated again (ADR 031).
+pub fn counted_late(at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    quarter_hour(at) < quarter_hour(now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -783,5 +798,51 @@ mod tests {
             let err = WindowKind::parse(name, minutes).unwrap_err();
             assert!(err.contains(says), "{name} {minutes:?}: {err}");
         }
+    }
+
+    proptest::proptest! {
+        /// Spend recorded just before any period's end (any zone, offsets of :30 and :45,
+        /// daylight saving; any calendar kind) and counted just after it is counted late:
+        /// `counted_late` never misses an ended period.
+        #[test]
+        fn spend_counted_across_a_period_end_is_always_counted_late(
+            at in 1_700_000_000i64..1_900_000_000,
+            before in 1i64..900,
+            after in 0i64..900,
+            zone in proptest::sample::select(vec![
+                "UTC", "Asia/Kathmandu", "Asia/Kolkata", "Australia/Lord_Howe",
+                "America/St_Johns", "Pacific/Chatham", "Europe/Berlin",
+            ]),
+            kind in proptest::sample::select(vec![
+                WindowKind::Hourly, WindowKind::Daily, WindowKind::Weekly, WindowKind::Monthly,
+            ]),
+        ) {
+            let zone = Zone::parse(zone).unwrap();
+            let end = Period::containing(kind, zone, DateTime::from_timestamp(at, 0).unwrap()).end;
+            let recorded = end - Duration::seconds(before);
+            let counted = end + Duration::seconds(after);
+            proptest::prop_assert!(counted_late(recorded, counted), "{recorded} -> {counted}");
+        }
+    }
+
+    #[test]
+    fn quarter_hours_start_on_the_quarter() {
+        let at = |t: &str| t.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            quarter_hour(at("2026-12-07T23:59:50Z")),
+            at("2026-12-07T23:45:00Z")
+        );
+        assert_eq!(
+            quarter_hour(at("2026-12-08T00:00:00Z")),
+            at("2026-12-08T00:00:00Z")
+        );
+        assert!(counted_late(
+            at("2026-12-07T23:59:50Z"),
+            at("2026-12-08T00:00:10Z")
+        ));
+        assert!(!counted_late(
+            at("2026-12-07T23:46:00Z"),
+            at("2026-12-07T23:59:59Z")
+        ));
     }
 }

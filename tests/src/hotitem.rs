@@ -240,7 +240,7 @@ pub async fn ingest_usage(
         spendguard_app::flows::ingest::ingest_usage(store, budgets, records, sender, now).await?;
     let leaves: BTreeSet<Scope> = records.iter().map(|r| r.scope.clone()).collect();
     store
-        .roll_up(&leaves.into_iter().collect::<Vec<_>>())
+        .roll_up(&leaves.into_iter().collect::<Vec<_>>(), now)
         .await?;
     Ok(outcome)
 }

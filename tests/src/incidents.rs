@@ -314,8 +314,21 @@ impl SpendStore for GatedStore {
             .await
     }
 
-    async fn roll_up(&self, leaves: &[Scope]) -> StoreResult<usize> {
-        self.inv.write(self.inner.roll_up(leaves)).await
+    async fn roll_up(&self, leaves: &[Scope], now: DateTime<Utc>) -> StoreResult<usize> {
+        self.inv.write(self.inner.roll_up(leaves, now)).await
+    }
+
+    async fn late_spend(&self) -> StoreResult<spendguard_app::ports::store::LateSpend> {
+        self.inv.call(self.inner.late_spend()).await
+    }
+
+    async fn settle_late_spend(
+        &self,
+        evaluated: &spendguard_app::ports::store::LateSpend,
+    ) -> StoreResult<()> {
+        self.inv
+            .write(self.inner.settle_late_spend(evaluated))
+            .await
     }
 
     async fn pending_leaves(
@@ -1142,7 +1155,7 @@ impl World {
                             .map_err(|e| e.to_string())?;
                         checker
                             .store
-                            .roll_up(&[leaf])
+                            .roll_up(&[leaf], now)
                             .await
                             .map_err(|e| e.to_string())?;
                         checker
@@ -1336,7 +1349,7 @@ impl World {
             .map(|s| Scope::parse(s).unwrap())
             .collect();
         self.store
-            .roll_up(&leaves)
+            .roll_up(&leaves, self.clock.now())
             .await
             .map_err(|e| e.to_string())?;
         for round in 0..8 {

@@ -8,6 +8,7 @@
 //! | counters (a month, a bucket per day) | `SPEND#<scope>` | `M#<yyyy-mm>@<zone>` |
 //! | hour counters (expire after `HOUR_COUNTER_RETENTION`) | `SPEND#<scope>` | `H#<yyyy-mm-ddThh>` |
 //! | one ingest transaction's deltas for a leaf's ancestor and dimension counters, until rolled up (ADR 031) | `SPEND#<leaf scope>` | `P#<transaction's idempotency token>` |
+//! | quarter-hours of spend rolled up after a period it counts in may have ended, until the check evaluates them (ADR 031) | `LATE_SPEND` | `<shard, 0-15>` |
 //! | observation | `OBS#<budget>` | `<source>#<window>#<period>` |
 //! | a source's day reading (expires after `SOURCE_DAY_RETENTION`) | `SRCDAY#<budget>` | `<yyyy-mm-dd>` |
 //! | alert claim | `ALERT#<budget>` | `<window>#<period>#<tier>#<alert id>`, `recovery#<alert id>`, ... |
@@ -50,7 +51,7 @@ use spendguard_app::ports::store::KeyStore;
 use spendguard_app::ports::store::MarkerStore;
 use spendguard_app::ports::store::PolicyStore;
 use spendguard_app::ports::store::{AckOutcome, AlertStore};
-use spendguard_app::ports::store::{FreshCounters, PendingLeaves, SpendStore};
+use spendguard_app::ports::store::{FreshCounters, LateSpend, PendingLeaves, SpendStore};
 use spendguard_app::ports::store::{ReservationRequest, ReservationStore, Reserved};
 use spendguard_app::ports::store::{StoreError, StoreResult, from_doc, to_doc};
 use spendguard_domain::aggregate::DailySummary;
@@ -59,7 +60,7 @@ use spendguard_domain::authorize::{DECISION_MEMORY, Decision, Hold, Verdict, ver
 use spendguard_domain::budget::Budget;
 use spendguard_domain::keys::{KeyRecord, KeyStatus};
 use spendguard_domain::money::{checked_add, parse_decimal};
-use spendguard_domain::period::YearMonth;
+use spendguard_domain::period::{YearMonth, counted_late, quarter_hour};
 use spendguard_domain::records::{
     AUDIT_RETENTION, Acknowledgement, AuditEntry, Claim, ClaimOutcome, ClaimSpace, KillSwitch,
     Observation, OpenAlert, SourceDay, SwitchState, Versioned,
@@ -140,6 +141,17 @@ const PENDING_PAGE: i32 = 1000;
 /// Pages per shard one call reads at most: a leaf with many pending items fills pages with
 /// itself, and the others wait for the next call rather than make this one unbounded.
 const PENDING_PAGES_PER_SHARD: usize = 4;
+
+/// Where roll-ups mark spend they moved late ([`spendguard_domain::period::counted_late`]):
+/// one item per shard (the first leaf's), a number set of quarter-hours, added to by the
+/// transaction that moves the spend and settled by the check that evaluated them.
+const LATE_SPEND_PK: &str = "LATE_SPEND";
+const LATE_QUARTERS: &str = "quarters";
+
+fn late_spend_sk(leaf_pk: &str) -> String {
+    let hash = Sha256::digest(leaf_pk.as_bytes());
+    (hash[0] % PENDING_SHARDS).to_string()
+}
 
 fn pending_shard(leaf: &Scope) -> String {
     let hash = Sha256::digest(leaf.as_str().as_bytes());
@@ -1041,6 +1053,8 @@ enum Counter<'k> {
 #[derive(Debug)]
 struct PendingItem {
     key: (String, String),
+    /// When its oldest record happened.
+    first_at: DateTime<Utc>,
     targets: Vec<CounterWrite>,
     holds: Vec<OwedHold>,
 }
@@ -1089,8 +1103,11 @@ impl PendingItem {
                 });
             }
         }
+        let first_at = DateTime::from_timestamp(number_attr(item, PENDING_FIRST_AT)?, 0)
+            .ok_or_else(|| corrupt("`first_at` out of range"))?;
         Ok(PendingItem {
             key,
+            first_at,
             targets,
             holds,
         })
@@ -1111,16 +1128,15 @@ impl PendingItem {
 }
 
 /// Groups pending items so that each group's deletes and its targets' updates fit one
-/// transaction.
+/// transaction, with room for its late-spend mark.
 fn pack_roll_up(pending: &[PendingItem]) -> Vec<Vec<&PendingItem>> {
+    const ACTIONS: usize = MAX_TRANSACTION_ACTIONS - 1;
     let mut groups = Vec::new();
     let mut current: Vec<&PendingItem> = Vec::new();
     let mut targets: BTreeSet<(String, String)> = BTreeSet::new();
     for p in pending {
         let added = p.action_keys().filter(|t| !targets.contains(t)).count();
-        if !current.is_empty()
-            && current.len() + 1 + targets.len() + added > MAX_TRANSACTION_ACTIONS
-        {
+        if !current.is_empty() && current.len() + 1 + targets.len() + added > ACTIONS {
             groups.push(std::mem::take(&mut current));
             targets.clear();
         }
@@ -1182,9 +1198,13 @@ impl DynamoStore {
     /// Moves a group of pending items into their targets, retrying only without the items
     /// another roll-up moved meanwhile (pending items never change, so nothing else can
     /// cancel a delete's condition). How many items it moved.
-    async fn roll_up_group(&self, mut group: Vec<&PendingItem>) -> StoreResult<usize> {
+    async fn roll_up_group(
+        &self,
+        mut group: Vec<&PendingItem>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<usize> {
         for attempt in 0..MAX_ATTEMPTS {
-            match self.try_roll_up(&group).await? {
+            match self.try_roll_up(&group, now).await? {
                 RollUp::Committed => return Ok(group.len()),
                 RollUp::Cancelled(gone) if !gone.is_empty() => {
                     group = group
@@ -1210,8 +1230,8 @@ impl DynamoStore {
     }
 
     /// One transaction: each pending item deleted if it still exists, each target added the
-    /// group's sum.
-    async fn try_roll_up(&self, group: &[&PendingItem]) -> StoreResult<RollUp> {
+    /// group's sum, and the quarter-hours of the items moved late marked.
+    async fn try_roll_up(&self, group: &[&PendingItem], now: DateTime<Utc>) -> StoreResult<RollUp> {
         let out_of_range =
             |e: spendguard_domain::money::OutOfRange| StoreError::Corrupt(e.to_string());
         let mut targets: BTreeMap<(&str, &str), CounterWrite> = BTreeMap::new();
@@ -1271,6 +1291,36 @@ impl DynamoStore {
                             .update_expression("ADD #reserved :minus")
                             .expression_attribute_names("#reserved", "reserved")
                             .expression_attribute_values(":minus", n((-amount).normalize()))
+                            .build(),
+                    )?)
+                    .build(),
+            );
+        }
+        // in the same transaction as the move, so that a check that reads the marks after it
+        // sees the spend in the counters (and a crash cannot move spend without its mark)
+        let late: BTreeSet<i64> = group
+            .iter()
+            .filter(|p| counted_late(p.first_at, now))
+            .map(|p| quarter_hour(p.first_at).timestamp())
+            .collect();
+        if let Some(first) = group.first()
+            && !late.is_empty()
+        {
+            items.push(
+                TransactWriteItem::builder()
+                    .update(built(
+                        Update::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(key(
+                                LATE_SPEND_PK.to_string(),
+                                late_spend_sk(&first.key.0),
+                            )))
+                            .update_expression("ADD #quarters :late")
+                            .expression_attribute_names("#quarters", LATE_QUARTERS)
+                            .expression_attribute_values(
+                                ":late",
+                                AttributeValue::Ns(late.iter().map(i64::to_string).collect()),
+                            )
                             .build(),
                     )?)
                     .build(),
@@ -2322,7 +2372,7 @@ impl SpendStore for DynamoStore {
         Ok(counters)
     }
 
-    async fn roll_up(&self, leaves: &[Scope]) -> StoreResult<usize> {
+    async fn roll_up(&self, leaves: &[Scope], now: DateTime<Utc>) -> StoreResult<usize> {
         let leaves: BTreeSet<&Scope> = leaves.iter().collect();
         let mut pending = Vec::new();
         let mut unreadable = Vec::new();
@@ -2333,7 +2383,7 @@ impl SpendStore for DynamoStore {
         }
         let mut moved = 0;
         for group in pack_roll_up(&pending) {
-            moved += self.roll_up_group(group).await?;
+            moved += self.roll_up_group(group, now).await?;
         }
         // the readable items moved; the unreadable ones stay, and fail the call visibly
         match unreadable.len() {
@@ -2348,6 +2398,52 @@ impl SpendStore for DynamoStore {
                     .join("; ")
             ))),
         }
+    }
+
+    async fn late_spend(&self) -> StoreResult<LateSpend> {
+        let keys = (0..PENDING_SHARDS)
+            .map(|shard| key(LATE_SPEND_PK.to_string(), shard.to_string()))
+            .collect();
+        let mut marks = Vec::new();
+        for item in self.batch_get(keys).await? {
+            let Some(AttributeValue::Ns(quarters)) = item.get(LATE_QUARTERS) else {
+                continue;
+            };
+            let quarters = quarters
+                .iter()
+                .map(|q| {
+                    q.parse::<i64>().map_err(|_| {
+                        StoreError::Corrupt(format!("late-spend mark: `{q}` is not a quarter-hour"))
+                    })
+                })
+                .collect::<StoreResult<Vec<i64>>>()?;
+            marks.push((text_attr(&item, SK)?.to_string(), quarters));
+        }
+        marks.sort();
+        Ok(LateSpend { marks })
+    }
+
+    async fn settle_late_spend(&self, evaluated: &LateSpend) -> StoreResult<()> {
+        for (shard, quarters) in &evaluated.marks {
+            if quarters.is_empty() {
+                continue;
+            }
+            // removes only what was evaluated: quarter-hours marked since stay in the set
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(LATE_SPEND_PK.to_string(), shard.clone())))
+                .update_expression("DELETE #quarters :evaluated")
+                .expression_attribute_names("#quarters", LATE_QUARTERS)
+                .expression_attribute_values(
+                    ":evaluated",
+                    AttributeValue::Ns(quarters.iter().map(i64::to_string).collect()),
+                )
+                .send()
+                .await
+                .map_err(|e| sdk("UpdateItem", e))?;
+        }
+        Ok(())
     }
 
     async fn pending_leaves(&self, limit: usize) -> StoreResult<PendingLeaves> {

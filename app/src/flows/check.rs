@@ -301,7 +301,12 @@ type WindowResult<'a> = (&'a Window, Result<WindowEvaluation, NotEvaluated>);
 /// What every alert of one run is raised with.
 #[derive(Clone, Copy)]
 struct Raising<'a> {
+    /// The instant evaluated (a late evaluation: the last second of an ended period).
     now: DateTime<Utc>,
+    /// When the alerts are raised and claimed: the clock's time, also for a late evaluation,
+    /// so that a claim's lease runs from when it was taken (a crashed holder's claim is taken
+    /// over by the next run) and an alert says when it was raised.
+    raised_at: DateTime<Utc>,
     run_id: &'a str,
     options: &'a CheckOptions,
     runbook_url: Option<&'a str>,
@@ -429,6 +434,10 @@ impl Checker {
         };
         let run = Raising {
             now,
+            raised_at: match timing {
+                Timing::Now => now,
+                Timing::Late => self.clock.now(),
+            },
             run_id: &run_id,
             options,
             runbook_url: runbook,
@@ -752,12 +761,14 @@ impl Checker {
     ) -> AlertReport {
         let Raising {
             now,
+            raised_at,
             run_id,
             options,
             runbook_url,
             raised_before,
         } = *run;
         event.runbook_url = runbook_url.map(str::to_string);
+        event.raised_at = raised_at;
         let outcome = if options.dry_run {
             counts.would_publish += 1;
             AlertOutcome::WouldPublish
@@ -768,7 +779,7 @@ impl Checker {
         } else {
             let claim = self.claim_for(budget, &event, run_id);
             let track = event.severity >= Severity::Critical;
-            match self.publish_once(&claim, &event, now, track).await {
+            match self.publish_once(&claim, &event, raised_at, track).await {
                 Ok(o) => {
                     if o == AlertOutcome::Published {
                         self.remember_rolling_crossing(&event).await;
@@ -790,7 +801,7 @@ impl Checker {
             AlertOutcome::Published | AlertOutcome::AlreadyRaised
         ) && let Some(known) = &options.known_raised
         {
-            known.insert(&event.alert_id, event.period_end, now);
+            known.insert(&event.alert_id, event.period_end, raised_at);
         }
         match outcome {
             AlertOutcome::Published => counts.published += 1,

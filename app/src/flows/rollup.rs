@@ -54,7 +54,7 @@ pub async fn roll_up_all(
             .filter(|s| !s.is_dimension() && seen.insert(s.clone()))
             .collect();
         for page in leaves.chunks(LEAVES_PER_PAGE) {
-            match store.roll_up(page).await {
+            match store.roll_up(page, now).await {
                 Ok(n) => moved += n,
                 Err(e) => {
                     tracing::error!(error = %e, first_leaf = %page[0], "roll-up of a page failed");
@@ -95,8 +95,8 @@ pub struct PendingRollUp {
     pub moved: usize,
     /// More leaves were pending than one run takes: the next run continues.
     pub more: bool,
-    /// When the oldest record rolled up happened: the check evaluates the periods from there
-    /// to now, so that a stall cannot hide a crossing in a period that has ended.
+    /// When the oldest record rolled up happened (the periods that ended since are evaluated
+    /// through the late-spend marks its roll-up wrote, `LateSpend`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oldest: Option<DateTime<Utc>>,
     /// Leaves that could not be rolled up, and why (the run fails visibly; the others move).
@@ -114,7 +114,10 @@ impl PendingRollUp {
 /// scheduled check's first step, so that a stalled stream delays ancestor alerts by one
 /// check interval at most (ADR 031). Finding the leaves is a few index queries when nothing
 /// is pending; a leaf that fails is reported and the others still move.
-pub async fn roll_up_pending(store: &dyn SpendStore) -> StoreResult<PendingRollUp> {
+pub async fn roll_up_pending(
+    store: &dyn SpendStore,
+    now: DateTime<Utc>,
+) -> StoreResult<PendingRollUp> {
     let found = store.pending_leaves(LEAVES_PER_CHECK).await?;
     let mut report = PendingRollUp {
         leaves: found.leaves.len(),
@@ -129,12 +132,12 @@ pub async fn roll_up_pending(store: &dyn SpendStore) -> StoreResult<PendingRollU
     }
     let leaves: Vec<Scope> = found.leaves.iter().map(|(leaf, _)| leaf.clone()).collect();
     for page in leaves.chunks(LEAVES_PER_PAGE) {
-        match store.roll_up(page).await {
+        match store.roll_up(page, now).await {
             Ok(moved) => report.moved += moved,
             // leaf by leaf, to tell the failing ones (what moved is not moved again)
             Err(_) => {
                 for leaf in page {
-                    match store.roll_up(std::slice::from_ref(leaf)).await {
+                    match store.roll_up(std::slice::from_ref(leaf), now).await {
                         Ok(moved) => report.moved += moved,
                         Err(e) => {
                             tracing::error!(leaf = %leaf, error = %e, "roll-up failed");

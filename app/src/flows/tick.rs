@@ -41,20 +41,37 @@ impl Checker {
         let policy = &self.store.load_policy().await?;
         // what ingest left pending first (a stalled stream, ADR 031): otherwise every
         // ancestor budget under-counts until the stream recovers
-        let pending = roll_up_pending(self.store.as_ref()).await;
+        let pending = roll_up_pending(self.store.as_ref(), self.clock.now()).await;
         let (mut report, observations) = self.evaluate(policy, options).await?;
         match pending {
             Ok(pending) => {
                 report.failures.extend(pending.failures.iter().cloned());
-                if let Some(oldest) = pending.oldest {
-                    self.evaluate_ended(policy, options, oldest, &mut report)
-                        .await?;
-                }
                 report.pending = pending;
             }
             Err(e) => report
                 .failures
                 .push(format!("roll-up of pending usage: {e}")),
+        }
+        // spend moved after a period it counts in ended (by this run's roll-up, the stream's,
+        // the nightly run's): that period's crossings are raised now rather than never
+        match self.store.late_spend().await {
+            Ok(late) => {
+                if let Some(since) = late.since() {
+                    let failed = report.failures.len();
+                    self.evaluate_ended(policy, options, since, &mut report)
+                        .await?;
+                    // settled once evaluated in full: not by a dry run (which raised nothing),
+                    // nor by a check of some budgets only, nor when raising failed
+                    if !options.dry_run
+                        && options.only.is_empty()
+                        && report.failures.len() == failed
+                        && let Err(e) = self.store.settle_late_spend(&late).await
+                    {
+                        report.failures.push(format!("late spend: {e}"));
+                    }
+                }
+            }
+            Err(e) => report.failures.push(format!("late spend: {e}")),
         }
         if options.only.is_empty() {
             // restoring kill switches climb their limit-factor ramp, one step per interval
@@ -102,7 +119,7 @@ impl Checker {
     }
 
     /// Evaluates the ended periods that hold spend recorded from `oldest` on, which a late
-    /// roll-up just completed: a crossing in a period that ended while the stream stalled is
+    /// roll-up completed: a crossing in a period that ended before its spend was rolled up is
     /// raised now rather than never. Usage budgets only (the others' sources are not rolled
     /// up); at most [`LATE_PERIODS`] periods per window.
     async fn evaluate_ended(

@@ -219,7 +219,7 @@ pub async fn roll_up(
     };
     let all: Vec<Scope> = leaves.keys().cloned().collect();
     let mut batch_item_failures = Vec::new();
-    let moved = match store.roll_up(&all).await {
+    let moved = match store.roll_up(&all, now).await {
         Ok(moved) => moved,
         // leaf by leaf, to tell the failing ones (a roll-up moves each pending item once, so
         // what the first attempt moved is not moved again)
@@ -227,7 +227,7 @@ pub async fn roll_up(
             tracing::warn!(error = %e, "roll-up of the batch failed; leaf by leaf");
             let mut moved = 0;
             for (leaf, records) in &leaves {
-                match store.roll_up(std::slice::from_ref(leaf)).await {
+                match store.roll_up(std::slice::from_ref(leaf), now).await {
                     Ok(n) => moved += n,
                     Err(e) => {
                         tracing::error!(leaf = %leaf, error = %e, "roll-up failed");

@@ -92,7 +92,7 @@ fn entries(records: &[UsageRecord], zones: &[Zone]) -> Vec<UsageEntry> {
 /// does (ADR 031; nothing on a store that counts every scope at ingest).
 pub async fn roll_up_all(store: &dyn StateStore, month: YearMonth) {
     let leaves = store.scopes_with_counters(month).await.unwrap();
-    store.roll_up(&leaves).await.unwrap();
+    store.roll_up(&leaves, Utc::now()).await.unwrap();
 }
 
 /// A scope's total of `metric` in a month, from the store's counters once the pending usage of

@@ -1176,3 +1176,131 @@ async fn a_daily_crossing_rolled_up_after_midnight_is_alerted_in_its_own_day() {
         "the crossing's own day: {tiers:?}"
     );
 }
+
+/// The crossing of `a_daily_crossing_rolled_up_after_midnight_is_alerted_in_its_own_day`, but
+/// rolled up by the stream (usage-rollup) a few seconds after midnight, before the check: the
+/// check finds nothing pending, yet the day that ended holds spend no evaluation has seen. The
+/// roll-up that moves spend across a period boundary records that spend's quarter-hour, and the
+/// next check evaluates the periods that ended since. (Before, nothing was alerted: the check
+/// evaluated only what it rolled up itself.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crossing_the_stream_rolls_up_after_its_day_ended_is_alerted_by_the_next_check() {
+    let w = world(vec![daily(monthly_budget("openai-day", "openai", 100))]).await;
+    let crossing = "2026-12-07T23:59:50Z".parse().unwrap();
+    let records = vec![
+        record("e1", "openai/prod/key-1", 6000, crossing),
+        record("e2", "openai/dev/key-2", 4500, crossing),
+    ];
+    let policy = w.store.load_policy().await.unwrap();
+    spendguard_app::flows::ingest::ingest_usage(
+        &w.store,
+        &policy.budgets,
+        &records,
+        None,
+        crossing,
+    )
+    .await
+    .unwrap();
+    // the stream's roll-up, ten seconds after midnight
+    let stream = usage_checker(
+        &w,
+        Arc::new(FixedClock::new("2026-12-08T00:00:10Z".parse().unwrap())),
+    );
+    let rolled = rolled_up_answer(
+        handler::handle_any(&stream, Role::RollUp, json!({"roll_up": "all"}))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(rolled.moved, 2, "{rolled:?}");
+    assert_eq!(
+        w.store.late_spend().await.unwrap().since(),
+        Some("2026-12-07T23:45:00Z".parse().unwrap()),
+        "the roll-up marked the quarter-hour of the spend it moved late"
+    );
+
+    let checker = usage_checker(
+        &w,
+        Arc::new(FixedClock::new("2026-12-08T00:03:00Z".parse().unwrap())),
+    );
+    let report = handler::handle(&checker, scheduled_event()).await.unwrap();
+    assert_eq!(report.pending.leaves, 0, "nothing left pending");
+    let published = alerts(&w.probe.drain().await);
+    let tiers: Vec<&str> = published
+        .iter()
+        .filter(|(event, _)| {
+            event["period_key"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("2026-12-07")
+        })
+        .map(|(event, _)| event["tier"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        tiers.len(),
+        3,
+        "warning, critical, emergency of the 7th: {published:?}"
+    );
+    assert!(
+        published
+            .iter()
+            .all(|(event, _)| event["raised_at"] == "2026-12-08T00:03:00Z"),
+        "raised when the check raised them, not at the day's last second: {published:?}"
+    );
+    assert_eq!(w.store.late_spend().await.unwrap().since(), None, "settled");
+    // settled: the next check raises no crossing again (it recovers them, their day ended)
+    handler::handle(&checker, scheduled_event()).await.unwrap();
+    let again: Vec<_> = alerts(&w.probe.drain().await)
+        .into_iter()
+        .filter(|(event, _)| event["kind"] != "recovery")
+        .collect();
+    assert!(again.is_empty(), "each crossing once: {again:?}");
+}
+
+/// A dry run rolls up what is pending (it moves spend, which changes no total) but raises
+/// nothing: the ended periods it rolled spend into are still evaluated by the next real
+/// check. (Before, the dry run's roll-up consumed them: the real check found nothing pending
+/// and the crossing of the day that ended was never alerted.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_leaves_the_ended_periods_it_rolled_up_to_the_next_check() {
+    let w = world(vec![daily(monthly_budget("openai-day", "openai", 100))]).await;
+    let crossing = "2026-12-07T23:58:00Z".parse().unwrap();
+    let records = vec![
+        record("f1", "openai/prod/key-1", 6000, crossing),
+        record("f2", "openai/dev/key-2", 4500, crossing),
+    ];
+    let policy = w.store.load_policy().await.unwrap();
+    spendguard_app::flows::ingest::ingest_usage(
+        &w.store,
+        &policy.budgets,
+        &records,
+        None,
+        crossing,
+    )
+    .await
+    .unwrap();
+    let checker = usage_checker(
+        &w,
+        Arc::new(FixedClock::new("2026-12-08T00:01:00Z".parse().unwrap())),
+    );
+    let dry = handler::handle(&checker, json!({"dry_run": true}))
+        .await
+        .unwrap();
+    assert!(dry.dry_run);
+    assert!(
+        alerts(&w.probe.drain().await).is_empty(),
+        "a dry run publishes nothing"
+    );
+    assert!(
+        w.store.late_spend().await.unwrap().since().is_some(),
+        "a dry run settles nothing"
+    );
+
+    handler::handle(&checker, scheduled_event()).await.unwrap();
+    let published = alerts(&w.probe.drain().await);
+    let days: Vec<&str> = published
+        .iter()
+        .map(|(event, _)| event["period_key"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(days.len(), 3, "the 7th's three tiers: {published:?}");
+    assert!(days.iter().all(|d| d.contains("2026-12-07")), "{days:?}");
+}

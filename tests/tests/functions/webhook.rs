@@ -2225,7 +2225,7 @@ async fn an_ancestor_cap_holds_between_a_keys_usage_and_its_roll_up() {
     assert_eq!(authorize_for("loop-2", "b-1", "6.00").await, "deny");
 
     let leaf = Scope::parse("agents/loop-1").unwrap();
-    assert_eq!(w.store.roll_up(&[leaf]).await.unwrap(), 1);
+    assert_eq!(w.store.roll_up(&[leaf], Utc::now()).await.unwrap(), 1);
     // rolled up: the spend is in `agents` and the hold is gone (counted once, not twice)
     assert_eq!(authorize_for("loop-2", "b-2", "6.00").await, "deny");
     assert_eq!(authorize_for("loop-2", "b-3", "4.00").await, "allow");
@@ -2338,7 +2338,7 @@ async fn a_root_budget_alerts_on_the_report_that_crosses_it_before_any_roll_up()
     let first = w.send(report("r-1", "openai/a/k1", "50.00")).await;
     assert_eq!(published(&first), json!(0), "{}", first.body);
     let k1 = Scope::parse("openai/a/k1").unwrap();
-    assert!(w.store.roll_up(&[k1]).await.unwrap() > 0);
+    assert!(w.store.roll_up(&[k1], Utc::now()).await.unwrap() > 0);
     // another key: $20 (70 of 100), then $15 (85): nothing rolled up in between
     let second = w.send(report("r-2", "anthropic/b/k2", "20.00")).await;
     assert_eq!(published(&second), json!(0), "{}", second.body);

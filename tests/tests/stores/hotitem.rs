@@ -76,7 +76,7 @@ async fn ancestors_read_exactly_the_sum_of_their_leaves() {
             let half: Vec<Scope> = (0..6)
                 .map(|k| Scope::parse(&key_scope(k)).unwrap())
                 .collect();
-            assert!(store.roll_up(&half).await.unwrap() > 0);
+            assert!(store.roll_up(&half, now).await.unwrap() > 0);
         }
         start += size;
     }
@@ -98,13 +98,13 @@ async fn ancestors_read_exactly_the_sum_of_their_leaves() {
         panic!("counters with their leaves' pending items: {diff}");
     }
 
-    assert!(store.roll_up(&leaves).await.unwrap() > 0);
+    assert!(store.roll_up(&leaves, now).await.unwrap() > 0);
     let rolled = read_all(&store, &months, &hours).await;
     if let Some(diff) = first_difference(&rolled, &want) {
         panic!("rolled up: {diff}");
     }
     assert_eq!(
-        store.roll_up(&leaves).await.unwrap(),
+        store.roll_up(&leaves, now).await.unwrap(),
         0,
         "nothing left to move"
     );
@@ -133,7 +133,7 @@ async fn a_leaf_reporting_during_its_roll_up_is_still_rolled_up() {
     }
     let leaf = Scope::parse(&key_scope(0)).unwrap();
 
-    let moved = store.roll_up(std::slice::from_ref(&leaf)).await;
+    let moved = store.roll_up(std::slice::from_ref(&leaf), now).await;
     assert!(
         moved.as_ref().is_ok_and(|n| *n > 0),
         "roll-up raced by its leaf's ingest: {moved:?}"
@@ -162,7 +162,7 @@ async fn a_leaf_reporting_during_its_roll_up_is_still_rolled_up() {
         .racing
         .store(false, std::sync::atomic::Ordering::SeqCst);
     ingest(linear.as_ref(), &raced, now).await;
-    assert!(store.roll_up(&[leaf]).await.unwrap() > 0);
+    assert!(store.roll_up(&[leaf], now).await.unwrap() > 0);
     let all: Vec<_> = first.iter().chain(&raced).cloned().collect();
     let (months, hours) = counters_fed(&all);
     let want = read_all(linear.as_ref(), &months, &hours).await;
@@ -186,7 +186,7 @@ async fn a_group_emptied_by_other_roll_ups_on_its_last_attempt_moves_nothing() {
         ingest(&plain, &[entry(&format!("g{i}"), 0, 10 + i, now)], now).await;
     }
     let leaf = Scope::parse(&key_scope(0)).unwrap();
-    let moved = tokio::spawn(async move { store.roll_up(&[leaf]).await })
+    let moved = tokio::spawn(async move { store.roll_up(&[leaf], now).await })
         .await
         .expect("the roll-up panicked");
     assert_eq!(
@@ -225,7 +225,7 @@ async fn an_unreadable_pending_item_fails_only_itself() {
         .map(|k| Scope::parse(&key_scope(k)).unwrap())
         .collect();
 
-    let err = store.roll_up(&leaves).await.unwrap_err();
+    let err = store.roll_up(&leaves, now).await.unwrap_err();
     assert!(err.to_string().contains("pending item"), "{err}");
     assert_eq!(
         pending_sks(&sdk, &table, &key_scope(0)).await.len(),
@@ -277,7 +277,7 @@ async fn a_read_over_many_fresh_leaves_writes_nothing_and_counts_each_once() {
         panic!("counters with their leaves' pending items: {diff}");
     }
     assert_eq!(
-        store.roll_up(&leaves).await.unwrap(),
+        store.roll_up(&leaves, now).await.unwrap(),
         30,
         "every pending item still there for the stream"
     );
@@ -360,20 +360,20 @@ async fn run_race_case(ops: &[RaceOp]) -> Result<(), String> {
             }
             RaceOp::RollUp { key } => {
                 store
-                    .roll_up(&[leaf(*key)])
+                    .roll_up(&[leaf(*key)], now)
                     .await
                     .map_err(|e| format!("{op:?}: {e}"))?;
             }
             RaceOp::DuplicateRollUp { key } => {
                 let leaves = [leaf(*key)];
-                let (a, b) = tokio::join!(store.roll_up(&leaves), store.roll_up(&leaves));
+                let (a, b) = tokio::join!(store.roll_up(&leaves, now), store.roll_up(&leaves, now));
                 a.and(b).map_err(|e| format!("{op:?}: {e}"))?;
             }
             RaceOp::RollUpRacingIngest { key, records } => {
                 let batch = new_batch(*key, *records);
                 let leaves = [leaf(*key)];
                 let (rolled, ingested) = tokio::join!(
-                    store.roll_up(&leaves),
+                    store.roll_up(&leaves, now),
                     store.ingest_usage(&batch, now, spendguard_domain::usage::USAGE_MARKER_TTL)
                 );
                 rolled.map_err(|e| format!("{op:?}: {e}"))?;
@@ -388,13 +388,16 @@ async fn run_race_case(ops: &[RaceOp]) -> Result<(), String> {
     }
     ingest(linear.as_ref(), &all, now).await;
     let leaves: Vec<Scope> = (0..4).map(leaf).collect();
-    store.roll_up(&leaves).await.map_err(|e| e.to_string())?;
+    store
+        .roll_up(&leaves, now)
+        .await
+        .map_err(|e| e.to_string())?;
     let (months, hours) = counters_fed(&all);
     let want = read_all(linear.as_ref(), &months, &hours).await;
     if let Some(diff) = first_difference(&read_all(&store, &months, &hours).await, &want) {
         return Err(format!("after every roll-up: {diff}"));
     }
-    match store.roll_up(&leaves).await {
+    match store.roll_up(&leaves, now).await {
         Ok(0) => Ok(()),
         other => Err(format!("a last roll-up found something: {other:?}")),
     }
@@ -442,7 +445,7 @@ async fn a_roll_up_writes_only_items_the_roll_up_role_may_write() {
     let leaves: Vec<Scope> = (0..3)
         .map(|k| Scope::parse(&key_scope(k)).unwrap())
         .collect();
-    assert_eq!(rolling_up.roll_up(&leaves).await.unwrap(), 3);
+    assert_eq!(rolling_up.roll_up(&leaves, now).await.unwrap(), 3);
 
     let statements = roll_up_write_statements();
     let writes = recorder.writes();

@@ -28,6 +28,25 @@ pub struct PendingLeaves {
     pub more: bool,
 }
 
+/// Spend roll-ups moved after a period it counts in may have ended
+/// ([`spendguard_domain::period::counted_late`]), not yet evaluated: marks, each a store
+/// key with the quarter-hours (epoch seconds of their first instant) it holds. A roll-up
+/// adds its quarter-hours in the transaction that moves the spend; the scheduled check
+/// evaluates the periods that ended since the oldest, then settles the marks it read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LateSpend {
+    pub marks: Vec<(String, Vec<i64>)>,
+}
+
+impl LateSpend {
+    /// The oldest quarter-hour holding late spend: the periods that ended since are owed an
+    /// evaluation.
+    pub fn since(&self) -> Option<DateTime<Utc>> {
+        let oldest = self.marks.iter().flat_map(|(_, q)| q).min()?;
+        DateTime::from_timestamp(*oldest, 0)
+    }
+}
+
 #[async_trait]
 pub trait SpendStore: Send + Sync {
     /// Counts each entry exactly once: an entry whose id was already counted (and whose marker
@@ -88,10 +107,21 @@ pub trait SpendStore: Send + Sync {
     }
 
     /// Moves what ingest left pending on `leaves` into the ancestor and dimension counters it
-    /// counts toward, exactly once; returns how many pending items it moved. A store that
-    /// counts every scope at ingest has nothing pending (ADR 031).
-    async fn roll_up(&self, _leaves: &[Scope]) -> StoreResult<usize> {
+    /// counts toward, exactly once; returns how many pending items it moved. Spend recorded
+    /// before a period boundary and moved at `now`, after it, is marked [`LateSpend`] in the
+    /// same write. A store that counts every scope at ingest has nothing pending (ADR 031).
+    async fn roll_up(&self, _leaves: &[Scope], _now: DateTime<Utc>) -> StoreResult<usize> {
         Ok(0)
+    }
+
+    /// The [`LateSpend`] marks as they stand (read consistently).
+    async fn late_spend(&self) -> StoreResult<LateSpend> {
+        Ok(LateSpend::default())
+    }
+
+    /// Removes the quarter-hours `evaluated` holds from their marks; those added since stay.
+    async fn settle_late_spend(&self, _evaluated: &LateSpend) -> StoreResult<()> {
+        Ok(())
     }
 
     /// Leaves with pending items (ADR 031), oldest record first, at most `limit` of them, each
