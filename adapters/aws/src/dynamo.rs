@@ -336,15 +336,34 @@ pub struct DynamoStore {
     indexed: std::sync::Arc<std::sync::Mutex<HashSet<(YearMonth, Scope)>>>,
     /// The names of the pending items this process wrote last, per leaf (`PK`, newest last).
     written_pending: std::sync::Arc<std::sync::Mutex<HashMap<String, VecDeque<String>>>>,
+    /// Pending items one roll-up call reads and moves at most ([`ROLL_UP_ITEMS`]).
+    roll_up_items: usize,
 }
 
+/// Pending items one roll-up call reads and moves at most, shared fairly among the leaves it
+/// names: a backlog (a stalled stream, a hot key) costs each call bounded time and memory,
+/// and the rest waits for the next call (the stream's next batch, the next check).
+pub const ROLL_UP_ITEMS: usize = 2_000;
+/// Items a roll-up reads before it moves them: the memory one call holds.
+const ROLL_UP_BUFFER: usize = 500;
+/// Items one query of a leaf's pending items asks for at most.
+const PENDING_READ_PAGE: usize = 100;
+
 impl DynamoStore {
+    /// This store with another bound on the pending items one roll-up call moves (tests show
+    /// the bound with a few items rather than thousands).
+    pub fn with_roll_up_items(mut self, items: usize) -> Self {
+        self.roll_up_items = items.max(1);
+        self
+    }
+
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         DynamoStore {
             client,
             table: table.into(),
             indexed: Default::default(),
             written_pending: Default::default(),
+            roll_up_items: ROLL_UP_ITEMS,
         }
     }
 
@@ -1149,6 +1168,14 @@ fn pack_roll_up(pending: &[PendingItem]) -> Vec<Vec<&PendingItem>> {
     groups
 }
 
+/// A page of a leaf's pending items: those read, those that cannot be read, where the next
+/// page starts.
+type PendingPage = (
+    Vec<PendingItem>,
+    Vec<StoreError>,
+    Option<HashMap<String, AttributeValue>>,
+);
+
 /// How a roll-up transaction ended.
 enum RollUp {
     Committed,
@@ -1158,41 +1185,53 @@ enum RollUp {
 }
 
 impl DynamoStore {
-    /// A leaf's pending items, read consistently; those that cannot be read are left out and
-    /// named in the second list (each fails only itself: review finding 3).
-    async fn pending_items(
+    /// A page of at most `limit` of a leaf's pending items from `start`, read consistently;
+    /// those that cannot be read are left out and named in the second list (each fails only
+    /// itself: review finding 3). The third: where the next page starts, if there may be one.
+    async fn pending_page(
         &self,
         leaf: &Scope,
-    ) -> StoreResult<(Vec<PendingItem>, Vec<StoreError>)> {
-        let mut out = Vec::new();
+        start: Option<HashMap<String, AttributeValue>>,
+        limit: usize,
+    ) -> StoreResult<PendingPage> {
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :pending)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", s(counter_pk(leaf)))
+            .expression_attribute_values(":pending", s(PENDING_PREFIX))
+            .consistent_read(true)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| sdk("Query", e))?;
+        let mut items = Vec::new();
         let mut unreadable = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :pending)")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", s(counter_pk(leaf)))
-                .expression_attribute_values(":pending", s(PENDING_PREFIX))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| sdk("Query", e))?;
-            for item in page.items() {
-                match PendingItem::of(item) {
-                    Ok(p) => out.push(p),
-                    Err(e) => unreadable.push(e),
-                }
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok((out, unreadable)),
+        for item in page.items() {
+            match PendingItem::of(item) {
+                Ok(p) => items.push(p),
+                Err(e) => unreadable.push(e),
             }
         }
+        let next = page.last_evaluated_key.filter(|k| !k.is_empty());
+        Ok((items, unreadable, next))
+    }
+
+    /// Moves `pending` (any leaves') in as few transactions as its targets allow.
+    async fn move_pending(
+        &self,
+        pending: &[PendingItem],
+        now: DateTime<Utc>,
+    ) -> StoreResult<usize> {
+        let mut moved = 0;
+        for group in pack_roll_up(pending) {
+            moved += self.roll_up_group(group, now).await?;
+        }
+        Ok(moved)
     }
 
     /// Moves a group of pending items into their targets, retrying only without the items
@@ -2373,17 +2412,40 @@ impl SpendStore for DynamoStore {
     }
 
     async fn roll_up(&self, leaves: &[Scope], now: DateTime<Utc>) -> StoreResult<usize> {
-        let leaves: BTreeSet<&Scope> = leaves.iter().collect();
-        let mut pending = Vec::new();
+        // leaf by leaf in turns, a page each, so that one leaf's backlog cannot take the whole
+        // call from the others; read in bounded buffers, each moved before the next is read
+        let mut turns: VecDeque<(&Scope, Option<HashMap<String, AttributeValue>>)> = leaves
+            .iter()
+            .collect::<BTreeSet<&Scope>>()
+            .into_iter()
+            .map(|leaf| (leaf, None))
+            .collect();
+        let mut budget = self.roll_up_items;
+        let mut buffer = Vec::new();
         let mut unreadable = Vec::new();
-        for leaf in leaves {
-            let (items, bad) = self.pending_items(leaf).await?;
-            pending.extend(items);
-            unreadable.extend(bad);
-        }
         let mut moved = 0;
-        for group in pack_roll_up(&pending) {
-            moved += self.roll_up_group(group, now).await?;
+        while budget > 0
+            && let Some((leaf, start)) = turns.pop_front()
+        {
+            let share = (budget / (turns.len() + 1)).clamp(1, PENDING_READ_PAGE);
+            let (items, bad, next) = self.pending_page(leaf, start, share).await?;
+            budget = budget.saturating_sub(items.len() + bad.len());
+            buffer.extend(items);
+            unreadable.extend(bad);
+            if let Some(next) = next {
+                turns.push_back((leaf, Some(next)));
+            }
+            if buffer.len() >= ROLL_UP_BUFFER {
+                moved += self.move_pending(&std::mem::take(&mut buffer), now).await?;
+            }
+        }
+        moved += self.move_pending(&buffer, now).await?;
+        if !turns.is_empty() {
+            tracing::warn!(
+                moved,
+                leaves_with_more = turns.len(),
+                "more pending than one roll-up moves; the next roll-up or check continues"
+            );
         }
         // the readable items moved; the unreadable ones stay, and fail the call visibly
         match unreadable.len() {

@@ -506,3 +506,49 @@ fn roll_up_write_statements() -> Vec<(Vec<String>, Vec<String>)> {
     );
     statements
 }
+
+/// Review of merge28, B1: one roll-up call reads and moves at most its bound of pending items,
+/// shared among the leaves it names, so a hot key's backlog neither makes a call unbounded in
+/// memory and time (the scheduled check rolls up before it evaluates anything) nor starves the
+/// call's other leaves; the next call moves the rest, exactly once. (Before, a call read every
+/// pending item of every leaf it named, then moved them all: 8 of 8 here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_roll_up_moves_a_bounded_share_of_each_leaf_and_the_next_the_rest() {
+    let sdk = aws::sdk().await;
+    let (plain, table) = aws::new_store(&sdk).await;
+    let store = plain.with_roll_up_items(4);
+    let now = at("2026-12-07T11:30:00Z");
+    // key 0 runs away: six ingests, six pending items; keys 1 and 2: one each
+    let mut all = Vec::new();
+    for i in 0..6 {
+        all.push(entry(&format!("h{i}"), 0, 100 + i, now));
+    }
+    for k in 1..3 {
+        all.push(entry(&format!("c{k}"), k, 50, now));
+    }
+    for e in &all {
+        ingest(&store, std::slice::from_ref(e), now).await;
+    }
+    let leaves: Vec<Scope> = (0..3)
+        .map(|k| Scope::parse(&key_scope(k)).unwrap())
+        .collect();
+
+    assert_eq!(store.roll_up(&leaves, now).await.unwrap(), 4, "the bound");
+    for k in 1..3 {
+        assert!(
+            pending_sks(&sdk, &table, &key_scope(k)).await.is_empty(),
+            "key {k} is rolled up in the same call as the runaway key"
+        );
+    }
+    assert_eq!(pending_sks(&sdk, &table, &key_scope(0)).await.len(), 4);
+    assert_eq!(store.roll_up(&leaves, now).await.unwrap(), 4);
+    assert_eq!(store.roll_up(&leaves, now).await.unwrap(), 0);
+
+    let linear = reference();
+    ingest(linear.as_ref(), &all, now).await;
+    let (months, hours) = counters_fed(&all);
+    let want = read_all(linear.as_ref(), &months, &hours).await;
+    if let Some(diff) = first_difference(&read_all(&store, &months, &hours).await, &want) {
+        panic!("after the bounded roll-ups: {diff}");
+    }
+}
