@@ -17,6 +17,10 @@ once per action instead of once per table: a 100-action transaction copied its t
 seconds on a large table. `table_backups.py` makes the repeated copies of one table in one
 transaction the same copy; what is restored on a cancellation is unchanged.
 
+A third adaptation, to the service's own behaviour: moto ignores `TransactWriteItems`'s
+`ClientRequestToken`, so a transaction the SDK sent again after its attempt timed out was
+applied twice (`client_tokens.py` answers a retry as DynamoDB does).
+
 Two additions: IAM service-specific credentials (Amazon Bedrock API keys), which moto lacks
 (`service_credentials.py`), and AWS's managed policy AWSDenyAll, which moto loads only on
 request (`aws_managed.py`).
@@ -34,6 +38,7 @@ from moto.utilities.docker_utilities import DockerModel
 import aws_managed
 import service_credentials
 import table_backups
+from client_tokens import ClientTokens
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -76,7 +81,7 @@ def main() -> None:
     run_simple(
         "127.0.0.1",
         port,
-        SerializedDynamoDB(app),
+        SerializedDynamoDB(ClientTokens(app)),
         threaded=True,
         request_handler=MotoRequestHandler,
     )

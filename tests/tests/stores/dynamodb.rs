@@ -25,3 +25,62 @@ spendguard_tests::incident_model!(
     },
     60
 );
+
+/// The emulator keeps DynamoDB's idempotency of `TransactWriteItems` on `ClientRequestToken`
+/// (tests/moto/client_tokens.py): a transaction sent again with its token (the SDK's retry
+/// after an attempt timed out) succeeds without being applied twice; the same token with other
+/// parameters is refused as DynamoDB refuses it. (moto ignored the token: the retry was
+/// applied again or cancelled on what the first made true, and a large ingest under load
+/// reported records it had counted as duplicates.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_sent_again_with_its_token_is_applied_once() {
+    use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+    let sdk = aws::sdk().await;
+    let (_store, table) = aws::new_store(&sdk).await;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let add = |amount: &str| {
+        TransactWriteItem::builder()
+            .update(
+                Update::builder()
+                    .table_name(&table)
+                    .key("PK", AttributeValue::S("TOKEN#test".into()))
+                    .key("SK", AttributeValue::S("-".into()))
+                    .update_expression("ADD #n :n")
+                    .expression_attribute_names("#n", "n")
+                    .expression_attribute_values(":n", AttributeValue::N(amount.into()))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    };
+    let send = |amount: &'static str, token: &'static str| {
+        client
+            .transact_write_items()
+            .transact_items(add(amount))
+            .client_request_token(token)
+            .send()
+    };
+    send("5", "token-1").await.unwrap();
+    send("5", "token-1").await.unwrap();
+    let mismatch = send("7", "token-1").await.unwrap_err();
+    assert_eq!(
+        mismatch.as_service_error().and_then(|e| e.meta().code()),
+        Some("IdempotentParameterMismatchException"),
+        "{mismatch:?}"
+    );
+    send("5", "token-2").await.unwrap();
+    let item = client
+        .get_item()
+        .table_name(&table)
+        .key("PK", AttributeValue::S("TOKEN#test".into()))
+        .key("SK", AttributeValue::S("-".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        item.item().and_then(|i| i.get("n")),
+        Some(&AttributeValue::N("10".into())),
+        "token-1 applied once, token-2 once"
+    );
+}
