@@ -713,6 +713,10 @@ impl DynamoStore {
     ) -> StoreResult<Option<Vec<String>>> {
         let mut items = Vec::new();
         let mut token = Sha256::new();
+        // DynamoDB keeps a token for 10 minutes per account and region, across tables: two
+        // deployments counting the same records in the same second must not share one
+        token.update(self.table.as_bytes());
+        token.update([0]);
         token.update(now.timestamp().to_be_bytes());
         let holding = match reservations {
             Reservations::Read(holding) => holding,

@@ -552,3 +552,30 @@ async fn one_roll_up_moves_a_bounded_share_of_each_leaf_and_the_next_the_rest() 
         panic!("after the bounded roll-ups: {diff}");
     }
 }
+
+/// Two deployments in one account (two tables: staging and production, say) counting the same
+/// record in the same second: each counts it. DynamoDB keeps a transaction's client token for
+/// ten minutes per account and region, not per table; the ingest's token named only the
+/// records and the second, so the second table's transaction was refused as
+/// `IdempotentParameterMismatchException` (a 503 to the sender).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tables_counting_the_same_record_in_the_same_second_each_count_it() {
+    let sdk = aws::sdk().await;
+    let (staging, _) = aws::new_store(&sdk).await;
+    let (production, _) = aws::new_store(&sdk).await;
+    let now = at("2026-12-07T11:30:00Z");
+    let record = entry("mirrored", 0, 125, now);
+    for store in [&staging, &production] {
+        let outcome = store
+            .ingest_usage(
+                std::slice::from_ref(&record),
+                now,
+                spendguard_domain::usage::USAGE_MARKER_TTL,
+            )
+            .await;
+        assert_eq!(
+            outcome.map(|o| o.accepted).map_err(|e| e.to_string()),
+            Ok(vec!["mirrored".to_string()])
+        );
+    }
+}
