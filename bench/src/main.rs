@@ -34,6 +34,7 @@ fn main() {
         match command.as_str() {
             "coldstart" => commands::coldstart::run(rest).await,
             "scale" => commands::scale::run(rest).await,
+            "hotitem" => commands::hotitem::run(rest).await,
             "verify" => commands::verify::run(rest).await,
             "keyguard" => commands::keyguard::run(rest).await,
             "nightly" => commands::nightly::run(rest).await,

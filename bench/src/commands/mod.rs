@@ -1,5 +1,6 @@
 pub mod authorize;
 pub mod coldstart;
+pub mod hotitem;
 pub mod keyguard;
 pub mod nightly;
 pub mod scale;
