@@ -729,9 +729,11 @@ impl DynamoStore {
                 &HashMap::new()
             }
         };
+        // the whole content, not only the ids: DynamoDB refuses a token it saw within ten
+        // minutes with other parameters (a record replayed with another amount in the same
+        // second is a duplicate, not a 503)
         for e in chunk {
-            token.update(e.id.as_bytes());
-            token.update([0]);
+            token.update(format!("{e:?}\0{:?}\0", holding.get(&e.id)).as_bytes());
         }
         // the transaction's idempotency token also names its pending items: a retry of the
         // same request writes the very same items

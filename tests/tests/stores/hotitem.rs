@@ -579,3 +579,29 @@ async fn two_tables_counting_the_same_record_in_the_same_second_each_count_it() 
         );
     }
 }
+
+/// A record id replayed with another amount in the same second is a duplicate, as at any other
+/// moment. (The ingest's client token named only the ids and the second: DynamoDB refuses a
+/// token it saw within ten minutes with other parameters, so the replay was a 503.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_replayed_with_another_amount_in_the_same_second_is_a_duplicate() {
+    let sdk = aws::sdk().await;
+    let (store, _) = aws::new_store(&sdk).await;
+    let now = at("2026-12-07T11:30:00Z");
+    for cents in [125, 900] {
+        let outcome = store
+            .ingest_usage(
+                &[entry("replayed", 0, cents, now)],
+                now,
+                spendguard_domain::usage::USAGE_MARKER_TTL,
+            )
+            .await
+            .map_err(|e| e.to_string());
+        let counted = outcome.map(|o| (o.accepted.len(), o.duplicates.len()));
+        assert_eq!(
+            counted,
+            Ok(if cents == 125 { (1, 0) } else { (0, 1) }),
+            "{cents} cents"
+        );
+    }
+}
