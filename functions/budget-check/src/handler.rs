@@ -14,7 +14,10 @@ use spendguard_app::ports::store::{StateStore, StoreError};
 use spendguard_aws::dynamo::pending_leaf;
 use spendguard_domain::scope::Scope;
 
-/// A manual invocation: `{}`, `{"dry_run": true}`, `{"budget_id": "openai-prod"}`.
+/// A manual invocation: `{}`, `{"dry_run": true}`, `{"budget_id": "openai-prod"}`. A dry run
+/// publishes and records nothing but still rolls pending usage up first (moving spend changes
+/// no total, and its figures are then exact); the ended periods that roll-up reached are left
+/// to the next scheduled run, as a `budget_id` run leaves them (ADR 031).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ManualRequest {
