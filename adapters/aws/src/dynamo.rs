@@ -704,19 +704,25 @@ impl DynamoStore {
     /// Writes the markers and counter increments of `chunk` in one transaction; the names of
     /// the pending items it wrote. `Ok(None)`: the transaction was cancelled (a marker
     /// appeared, or a conflict) and nothing was written.
+    /// `call` names the ingest call: its attempts share their token (DynamoDB applies a
+    /// transaction whose token succeeded once, once), another call never does.
     async fn write_usage_chunk(
         &self,
         chunk: &[&UsageEntry],
         reservations: Reservations<'_>,
+        call: &str,
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> StoreResult<Option<Vec<String>>> {
         let mut items = Vec::new();
         let mut token = Sha256::new();
-        // DynamoDB keeps a token for 10 minutes per account and region, across tables: two
-        // deployments counting the same records in the same second must not share one
+        // DynamoDB keeps a token for 10 minutes per account and region, across tables, and
+        // answers a call with a token that succeeded before with that success, changing
+        // nothing: a replay of the same records in the same second (another call) must be
+        // found duplicate by its markers, and two deployments must not share a token
         token.update(self.table.as_bytes());
         token.update([0]);
+        token.update(call.as_bytes());
         token.update(now.timestamp().to_be_bytes());
         let holding = match reservations {
             Reservations::Read(holding) => holding,
@@ -2184,6 +2190,7 @@ impl SpendStore for DynamoStore {
         now: DateTime<Utc>,
         marker_ttl: Duration,
     ) -> StoreResult<IngestOutcome> {
+        let call = uuid::Uuid::new_v4().simple().to_string();
         let mut outcome = IngestOutcome::default();
         let mut in_batch = HashSet::new();
         let mut pending: Vec<&UsageEntry> = Vec::new();
@@ -2203,7 +2210,7 @@ impl SpendStore for DynamoStore {
         // reads markers and reservations first.
         if fits_unread(&pending)
             && let Some(written) = self
-                .write_usage_chunk(&pending, Reservations::Unread, now, marker_ttl)
+                .write_usage_chunk(&pending, Reservations::Unread, &call, now, marker_ttl)
                 .await?
         {
             outcome
@@ -2228,7 +2235,7 @@ impl SpendStore for DynamoStore {
             let mut cancelled = Vec::new();
             for group in pack_transactions(&pending, &holding)? {
                 match self
-                    .write_usage_chunk(&group, Reservations::Read(&holding), now, marker_ttl)
+                    .write_usage_chunk(&group, Reservations::Read(&holding), &call, now, marker_ttl)
                     .await?
                 {
                     Some(written) => {
