@@ -1437,6 +1437,41 @@ class Parity(unittest.TestCase):
             (validation,) = variables[variable]["validation"]
             self.assertEqual(t["Parameters"][parameter]["AllowedPattern"], _terraform_pattern(validation["condition"]), parameter)
 
+    def test_both_define_the_pending_index_the_store_queries(self):
+        """ADR 031: the sparse `pending` index as DynamoStore::create_table defines it (the tests'
+        tables): its partition a hash of the pending item's token, its sort key when the item was
+        written (`pending_since`, not the record's `first_at`)."""
+        source = (ROOT / "adapters" / "aws" / "src" / "dynamo.rs").read_text()
+
+        def constant(name):
+            return re.search(rf'const {name}: &str = "([^"]+)";', source).group(1)
+
+        at = source.index(".index_name(PENDING_INDEX)")
+        hash_key, range_key = (
+            constant(re.search(rf"\.key_schema\(schema\((\w+), KeyType::{kind}\)", source[at:]).group(1))
+            for kind in ("Hash", "Range")
+        )
+        want = {"name": constant("PENDING_INDEX"), "hash": (hash_key, "S"), "range": (range_key, "N"), "projection": "KEYS_ONLY"}
+        self.assertEqual((hash_key, range_key), ("pending_shard", "pending_since"))
+
+        table = template()["Resources"]["StateTable"]["Properties"]
+        types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
+        (index,) = table["GlobalSecondaryIndexes"]
+        keys = {k["KeyType"]: k["AttributeName"] for k in index["KeySchema"]}
+        sam = {"name": index["IndexName"], "hash": (keys["HASH"], types[keys["HASH"]]),
+               "range": (keys["RANGE"], types[keys["RANGE"]]), "projection": index["Projection"]["ProjectionType"]}
+        self.assertEqual(sam, want)
+
+        _, resources = _terraform_parts(terraform_texts())
+        state = resources[("aws_dynamodb_table", "state")]
+        types = {a["name"]: a["type"] for a in state["attribute"]}
+        (index,) = state["global_secondary_index"]
+        tf = {"name": index["name"], "hash": (index["hash_key"], types[index["hash_key"]]),
+              "range": (index["range_key"], types[index["range_key"]]), "projection": index["projection_type"]}
+        self.assertEqual(tf, want)
+        # a table defines only the attributes its keys use
+        self.assertEqual(sorted(types), sorted(["PK", "SK", hash_key, range_key]))
+
     def test_the_table_is_protected_by_an_input_not_by_lifecycle(self):
         t = template()
         table = t["Resources"]["StateTable"]
