@@ -17,6 +17,10 @@ once per action instead of once per table: a 100-action transaction copied its t
 seconds on a large table. `table_backups.py` makes the repeated copies of one table in one
 transaction the same copy; what is restored on a cancellation is unchanged.
 
+A third adaptation, to the service's documented limits: moto 5.x refuses a TransactGetItems of
+more than 25 items, DynamoDB's limit until 2022; DynamoDB now takes 100, and so does
+`DynamoStore` (`transact_get_limit.py` raises moto's limit to 100).
+
 Two additions: IAM service-specific credentials (Amazon Bedrock API keys), which moto lacks
 (`service_credentials.py`), and AWS's managed policy AWSDenyAll, which moto loads only on
 request (`aws_managed.py`).
@@ -34,6 +38,7 @@ from moto.utilities.docker_utilities import DockerModel
 import aws_managed
 import service_credentials
 import table_backups
+import transact_get_limit
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -55,6 +60,7 @@ DockerModel.docker_client = property(_docker_client_or_absent)
 service_credentials.install()
 aws_managed.install()
 table_backups.install()
+transact_get_limit.install()
 
 
 class SerializedDynamoDB:

@@ -248,7 +248,7 @@ async fn an_unreadable_pending_item_fails_only_itself() {
     }
 }
 
-/// A batch over more leaves than one snapshot reads (moto's `TransactGetItems` takes 25 items)
+/// A batch over more leaves than one snapshot reads (a `TransactGetItems` takes 100 items)
 /// is read without writing: the counters first, then the pending items, which can only miss
 /// what a roll-up moves between the two reads, never count it twice. (The first build rolled
 /// the batch's leaves up inside the webhook's request instead, racing the stream.)
@@ -268,6 +268,10 @@ async fn a_read_over_many_fresh_leaves_writes_nothing_and_counts_each_once() {
         .map(|k| Scope::parse(&key_scope(k)).unwrap())
         .collect();
     let (months, hours) = counters_fed(&entries);
+    assert!(
+        months.len() + hours.len() + written.len() > 100,
+        "more than one snapshot"
+    );
     let want = read_all(linear.as_ref(), &months, &hours).await;
 
     let before = recorder.writes().len();
@@ -371,6 +375,44 @@ async fn a_bounded_call_returns_the_longest_waiting_leaves_of_every_shard() {
     let all = store.pending_leaves(keys).await.unwrap();
     assert_eq!(all.leaves.len(), keys);
     assert!(!all.more, "nothing left when the limit takes every leaf");
+}
+
+/// Review S9: DynamoDB takes 100 items in one `TransactGetItems` (since 2022), so a read of
+/// up to 100 counters and pending items is one consistent snapshot, one request. (Before,
+/// `MAX_TRANSACT_GET` was moto's former 25: this read fell back to the counters, then the
+/// pending items, two reads that can miss what a roll-up moves between them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_of_up_to_100_items_is_one_snapshot() {
+    let sdk = aws::sdk().await;
+    let requests = aws::RequestCounter::default();
+    let store = intercepted_store(&sdk, requests.clone()).await;
+    let linear = reference();
+    let now = at("2026-12-07T11:30:00Z");
+    let entries: Vec<_> = (0..6)
+        .map(|k| entry(&format!("s{k}"), k, 10 + k as i64, now))
+        .collect();
+    let mut written = Vec::new();
+    for e in &entries {
+        written.extend(ingest(&store, std::slice::from_ref(e), now).await);
+        ingest(linear.as_ref(), std::slice::from_ref(e), now).await;
+    }
+    let (months, _) = counters_fed(&entries);
+    let items = months.len() + written.len();
+    assert!(
+        (26..=100).contains(&items),
+        "{items} items: more than 25, at most 100"
+    );
+
+    requests.reset();
+    let fresh = store.read_fresh(&months, &[], &written).await.unwrap();
+    assert_eq!(
+        requests.operations(),
+        std::collections::BTreeMap::from([("TransactGetItems".to_string(), 1)])
+    );
+    let want = read_all(linear.as_ref(), &months, &[]).await;
+    if let Some(diff) = first_difference(&fresh, &want) {
+        panic!("counters with their leaves' pending items: {diff}");
+    }
 }
 
 /// What a case of the race model does, in order.
