@@ -1146,7 +1146,7 @@ class Parity(unittest.TestCase):
         self.assertEqual(
             sorted(sam),
             sorted(
-                ["failed-events", "budget-check-silent", "budget-webhook-5xx", "pending-usage-lag"]
+                ["failed-events", "budget-check-silent", "budget-webhook-5xx", "pending-usage-lag", "pending-usage-age"]
                 + [f"{f}-errors" for f in functions]
                 + [f"{f}-throttles" for f in functions]
             ),
@@ -1161,6 +1161,17 @@ class Parity(unittest.TestCase):
         # ADR 031: the roll-up of pending usage lags (the stream's oldest record, in ms)
         self.assertEqual(sam["pending-usage-lag"]["watches"], ("AWS/Lambda", "IteratorAge", "FunctionName", "usage-rollup", "Maximum", 300))
         self.assertEqual((sam["pending-usage-lag"]["comparison"], sam["pending-usage-lag"]["threshold"]), ("GreaterThanThreshold", 300000))
+        # review S4: how long the oldest pending item the check found had waited (budget-check's
+        # EMF metric): over 2 minutes for 3 checks running; a check that does not run is the
+        # silent alarm's, so missing data is not breaching
+        for alarms in (sam, tf):
+            age = alarms["pending-usage-age"]
+            self.assertEqual(age["watches"], ("spendguard", "PendingUsageAge", "FunctionName", "budget-check", "Maximum", 300))
+            self.assertEqual(
+                (age["comparison"], age["threshold"], age["evaluation_periods"], age["missing_data"]),
+                ("GreaterThanThreshold", 120, 3, "notBreaching"),
+            )
+            self.assertIn("docs/deploy.md", age["description"])
 
     def test_a_renamed_alarm_or_one_without_ok_actions_is_caught(self):
         texts = terraform_texts()
@@ -1381,7 +1392,7 @@ class Parity(unittest.TestCase):
         self.assertEqual(sam_untagged, [])
         self.assertEqual(tf_untagged, [])
         self.assertEqual(sam_tagged, tf_tagged)
-        self.assertEqual(sam_tagged, {"function": 6, "table": 1, "topic": 3, "secret": 1, "queue": 1, "log group": 6, "alarm": 16})
+        self.assertEqual(sam_tagged, {"function": 6, "table": 1, "topic": 3, "secret": 1, "queue": 1, "log group": 6, "alarm": 17})
         # terraform: the caller's tags plus the deployment's; SAM: the stack's tags (sam deploy
         # --tags), which CloudFormation puts on every resource that takes tags
         locals_, _ = _terraform_parts(terraform_texts())

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::flows::caps::CapReport;
 use crate::flows::rollup::PendingRollUp;
+use crate::flows::tick::PendingAgeMetric;
 use crate::ports::shutdown::ShutdownTarget;
 use spendguard_domain::resources::ResourceKind;
 use tracing::{info, warn};
@@ -327,6 +328,9 @@ pub struct Checker {
     /// The provider limits `provider_cap` windows keep, by kind (OpenAI's, Anthropic's spend
     /// limits; a kind without one: its caps are reported as not kept).
     pub provider_caps: Vec<(ResourceKind, Arc<dyn ShutdownTarget>)>,
+    /// Where each run's `PendingUsageAge` goes (the deployed check's; none: not emitted, for
+    /// the webhook's checks of some budgets and the CLI's local runs).
+    pub pending_age: Option<PendingAgeMetric>,
 }
 
 impl Checker {
