@@ -11,8 +11,8 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::flows::caps::CapReport;
+use crate::flows::nightly::MetricsSink;
 use crate::flows::rollup::PendingRollUp;
-use crate::flows::tick::PendingAgeMetric;
 use crate::ports::shutdown::ShutdownTarget;
 use spendguard_domain::resources::ResourceKind;
 use tracing::{info, warn};
@@ -313,6 +313,14 @@ struct Raising<'a> {
     runbook_url: Option<&'a str>,
     /// Alerts earlier runs finished (one batched read): only counted.
     raised_before: &'a HashSet<String>,
+}
+
+/// Where a run's [`spendguard_domain::pending_usage::age_seconds`] goes: the CloudWatch
+/// metric the `<stack>-pending-usage-age` alarm watches, by the function's name.
+pub struct PendingAgeMetric {
+    pub sink: Arc<dyn MetricsSink>,
+    /// The check's function name (`AWS_LAMBDA_FUNCTION_NAME`): the metric's dimension.
+    pub function: String,
 }
 
 /// The budget check with its dependencies, built once per process.

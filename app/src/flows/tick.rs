@@ -7,7 +7,6 @@ use spendguard_domain::settings::PolicySet;
 
 use crate::flows::caps::{CapKeeper, CapOutcome, CapReport};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use spendguard_domain::budget::{Budget, SourceSpec};
@@ -16,17 +15,8 @@ use spendguard_domain::period::Period;
 
 use crate::flows::check::{CheckError, CheckOptions, CheckReport, Checker, Timing};
 use crate::flows::guard::advance_ramps;
-use crate::flows::nightly::MetricsSink;
 use crate::flows::rollup::roll_up_pending;
 use crate::flows::security::SecurityScan;
-
-/// Where a run's [`pending_usage::age_seconds`] goes: the CloudWatch metric the
-/// `<stack>-pending-usage-age` alarm watches, by the function's name.
-pub struct PendingAgeMetric {
-    pub sink: Arc<dyn MetricsSink>,
-    /// The check's function name (`AWS_LAMBDA_FUNCTION_NAME`): the metric's dimension.
-    pub function: String,
-}
 
 /// Ended periods one run evaluates at most per window after a late roll-up (two days of
 /// hours, more than a month of days).
