@@ -17,7 +17,12 @@ once per action instead of once per table: a 100-action transaction copied its t
 seconds on a large table. `table_backups.py` makes the repeated copies of one table in one
 transaction the same copy; what is restored on a cancellation is unchanged.
 
-A third adaptation, to the service's documented limits: moto 5.x refuses a TransactGetItems of
+Another adaptation to the machine: werkzeug listens with a queue of 128 connections, and a
+test that runs 50 checks at once (each querying the 16 shards of the pending index at once)
+opens 800: the connections beyond the queue timed out, which DynamoDB's endpoint does not do.
+The queue is raised to `LISTEN_QUEUE` (the kernel caps it at `net.core.somaxconn`).
+
+And one to the service's documented limits: moto 5.x refuses a TransactGetItems of
 more than 25 items, DynamoDB's limit until 2022; DynamoDB now takes 100, and so does
 `DynamoStore` (`transact_get_limit.py` raises moto's limit to 100).
 
@@ -31,6 +36,7 @@ Usage: python server.py PORT
 import sys
 import threading
 
+import werkzeug.serving
 from werkzeug.serving import run_simple
 
 from moto.utilities.docker_utilities import DockerModel
@@ -46,6 +52,8 @@ from moto.moto_server.werkzeug_app import (
 )
 
 _dynamodb = threading.Lock()
+LISTEN_QUEUE = 1024
+werkzeug.serving.BaseWSGIServer.request_queue_size = LISTEN_QUEUE
 _docker_client = DockerModel.docker_client
 
 
