@@ -170,6 +170,7 @@ pub async fn standing(store: Arc<dyn StateStore>) -> Result<CheckReport, Failure
         clock: Arc::new(SystemClock),
         claim_lease: DEFAULT_CLAIM_LEASE,
         provider_caps: Vec::new(),
+        pending_age: None,
     };
     checker
         .check_only(
@@ -232,6 +233,7 @@ pub async fn run(args: CheckArgs) -> Result<(), Failure> {
         clock,
         claim_lease: DEFAULT_CLAIM_LEASE,
         provider_caps: Vec::new(),
+        pending_age: None,
     };
     let report = checker
         .run(&CheckOptions {

@@ -27,11 +27,12 @@ pub const RUNBOOK: &str = "https://github.com/spendguard/spendguard/blob/main/do
 
 /// The alarms spendguard deploys, by their name after the stack's (or `name`'s) prefix; each
 /// has an anchor `alarm-<name>` in docs/deploy.md.
-pub const DEPLOYED_ALARMS: [&str; 16] = [
+pub const DEPLOYED_ALARMS: [&str; 17] = [
     "failed-events",
     "budget-check-errors",
     "budget-check-silent",
     "pending-usage-lag",
+    "pending-usage-age",
     "alert-fanout-errors",
     "key-guard-errors",
     "budget-webhook-errors",

@@ -24,6 +24,7 @@ pub mod keys;
 pub mod ledger;
 pub mod message;
 pub mod money;
+pub mod pending_usage;
 pub mod period;
 pub mod policy_index;
 pub mod pricing;

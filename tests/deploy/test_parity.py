@@ -1146,7 +1146,7 @@ class Parity(unittest.TestCase):
         self.assertEqual(
             sorted(sam),
             sorted(
-                ["failed-events", "budget-check-silent", "budget-webhook-5xx", "pending-usage-lag"]
+                ["failed-events", "budget-check-silent", "budget-webhook-5xx", "pending-usage-lag", "pending-usage-age"]
                 + [f"{f}-errors" for f in functions]
                 + [f"{f}-throttles" for f in functions]
             ),
@@ -1161,6 +1161,17 @@ class Parity(unittest.TestCase):
         # ADR 031: the roll-up of pending usage lags (the stream's oldest record, in ms)
         self.assertEqual(sam["pending-usage-lag"]["watches"], ("AWS/Lambda", "IteratorAge", "FunctionName", "usage-rollup", "Maximum", 300))
         self.assertEqual((sam["pending-usage-lag"]["comparison"], sam["pending-usage-lag"]["threshold"]), ("GreaterThanThreshold", 300000))
+        # review S4: how long the oldest pending item the check found had waited (budget-check's
+        # EMF metric): over 2 minutes for 3 checks running; a check that does not run is the
+        # silent alarm's, so missing data is not breaching
+        for alarms in (sam, tf):
+            age = alarms["pending-usage-age"]
+            self.assertEqual(age["watches"], ("spendguard", "PendingUsageAge", "FunctionName", "budget-check", "Maximum", 300))
+            self.assertEqual(
+                (age["comparison"], age["threshold"], age["evaluation_periods"], age["missing_data"]),
+                ("GreaterThanThreshold", 120, 3, "notBreaching"),
+            )
+            self.assertIn("docs/deploy.md", age["description"])
 
     def test_a_renamed_alarm_or_one_without_ok_actions_is_caught(self):
         texts = terraform_texts()
@@ -1381,7 +1392,7 @@ class Parity(unittest.TestCase):
         self.assertEqual(sam_untagged, [])
         self.assertEqual(tf_untagged, [])
         self.assertEqual(sam_tagged, tf_tagged)
-        self.assertEqual(sam_tagged, {"function": 6, "table": 1, "topic": 3, "secret": 1, "queue": 1, "log group": 6, "alarm": 16})
+        self.assertEqual(sam_tagged, {"function": 6, "table": 1, "topic": 3, "secret": 1, "queue": 1, "log group": 6, "alarm": 17})
         # terraform: the caller's tags plus the deployment's; SAM: the stack's tags (sam deploy
         # --tags), which CloudFormation puts on every resource that takes tags
         locals_, _ = _terraform_parts(terraform_texts())
@@ -1436,6 +1447,41 @@ class Parity(unittest.TestCase):
             self.assertIsNone(variables[variable].get("default"), variable)
             (validation,) = variables[variable]["validation"]
             self.assertEqual(t["Parameters"][parameter]["AllowedPattern"], _terraform_pattern(validation["condition"]), parameter)
+
+    def test_both_define_the_pending_index_the_store_queries(self):
+        """ADR 031: the sparse `pending` index as DynamoStore::create_table defines it (the tests'
+        tables): its partition a hash of the pending item's token, its sort key when the item was
+        written (`pending_since`, not the record's `first_at`)."""
+        source = (ROOT / "adapters" / "aws" / "src" / "dynamo.rs").read_text()
+
+        def constant(name):
+            return re.search(rf'const {name}: &str = "([^"]+)";', source).group(1)
+
+        at = source.index(".index_name(PENDING_INDEX)")
+        hash_key, range_key = (
+            constant(re.search(rf"\.key_schema\(schema\((\w+), KeyType::{kind}\)", source[at:]).group(1))
+            for kind in ("Hash", "Range")
+        )
+        want = {"name": constant("PENDING_INDEX"), "hash": (hash_key, "S"), "range": (range_key, "N"), "projection": "KEYS_ONLY"}
+        self.assertEqual((hash_key, range_key), ("pending_shard", "pending_since"))
+
+        table = template()["Resources"]["StateTable"]["Properties"]
+        types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
+        (index,) = table["GlobalSecondaryIndexes"]
+        keys = {k["KeyType"]: k["AttributeName"] for k in index["KeySchema"]}
+        sam = {"name": index["IndexName"], "hash": (keys["HASH"], types[keys["HASH"]]),
+               "range": (keys["RANGE"], types[keys["RANGE"]]), "projection": index["Projection"]["ProjectionType"]}
+        self.assertEqual(sam, want)
+
+        _, resources = _terraform_parts(terraform_texts())
+        state = resources[("aws_dynamodb_table", "state")]
+        types = {a["name"]: a["type"] for a in state["attribute"]}
+        (index,) = state["global_secondary_index"]
+        tf = {"name": index["name"], "hash": (index["hash_key"], types[index["hash_key"]]),
+              "range": (index["range_key"], types[index["range_key"]]), "projection": index["projection_type"]}
+        self.assertEqual(tf, want)
+        # a table defines only the attributes its keys use
+        self.assertEqual(sorted(types), sorted(["PK", "SK", hash_key, range_key]))
 
     def test_the_table_is_protected_by_an_input_not_by_lifecycle(self):
         t = template()

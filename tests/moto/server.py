@@ -21,6 +21,15 @@ A third adaptation, to the service's own behaviour: moto ignores `TransactWriteI
 `ClientRequestToken`, so a transaction the SDK sent again after its attempt timed out was
 applied twice (`client_tokens.py` answers a retry as DynamoDB does).
 
+Another adaptation to the machine: werkzeug listens with a queue of 128 connections, and a
+test that runs 50 checks at once (each querying the 16 shards of the pending index at once)
+opens 800: the connections beyond the queue timed out, which DynamoDB's endpoint does not do.
+The queue is raised to `LISTEN_QUEUE` (the kernel caps it at `net.core.somaxconn`).
+
+And one to the service's documented limits: moto 5.x refuses a TransactGetItems of
+more than 25 items, DynamoDB's limit until 2022; DynamoDB now takes 100, and so does
+`DynamoStore` (`transact_get_limit.py` raises moto's limit to 100).
+
 Two additions: IAM service-specific credentials (Amazon Bedrock API keys), which moto lacks
 (`service_credentials.py`), and AWS's managed policy AWSDenyAll, which moto loads only on
 request (`aws_managed.py`).
@@ -31,6 +40,7 @@ Usage: python server.py PORT
 import sys
 import threading
 
+import werkzeug.serving
 from werkzeug.serving import run_simple
 
 from moto.utilities.docker_utilities import DockerModel
@@ -39,6 +49,7 @@ import aws_managed
 import service_credentials
 import table_backups
 from client_tokens import ClientTokens
+import transact_get_limit
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -46,6 +57,8 @@ from moto.moto_server.werkzeug_app import (
 )
 
 _dynamodb = threading.Lock()
+LISTEN_QUEUE = 1024
+werkzeug.serving.BaseWSGIServer.request_queue_size = LISTEN_QUEUE
 _docker_client = DockerModel.docker_client
 
 
@@ -60,6 +73,7 @@ DockerModel.docker_client = property(_docker_client_or_absent)
 service_credentials.install()
 aws_managed.install()
 table_backups.install()
+transact_get_limit.install()
 
 
 class SerializedDynamoDB:

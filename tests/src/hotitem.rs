@@ -349,3 +349,22 @@ pub async fn pending_sks(sdk: &SdkConfig, table: &str, leaf: &str) -> Vec<String
         .filter_map(|item| item.get("SK")?.as_s().ok().cloned())
         .collect()
 }
+
+/// The index shard (`pending_shard`) of each pending item of `leaf` in `table`.
+pub async fn pending_shards(sdk: &SdkConfig, table: &str, leaf: &str) -> Vec<String> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let out = aws_sdk_dynamodb::Client::new(sdk)
+        .query()
+        .table_name(table)
+        .key_condition_expression("PK = :pk AND begins_with(SK, :p)")
+        .expression_attribute_values(":pk", AttributeValue::S(format!("SPEND#{leaf}")))
+        .expression_attribute_values(":p", AttributeValue::S("P#".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    out.items()
+        .iter()
+        .filter_map(|item| item.get("pending_shard")?.as_s().ok().cloned())
+        .collect()
+}

@@ -1093,6 +1093,7 @@ impl World {
             clock: self.clock.clone(),
             claim_lease: spendguard_app::flows::check::DEFAULT_CLAIM_LEASE,
             provider_caps: Vec::new(),
+            pending_age: None,
         }
     }
 

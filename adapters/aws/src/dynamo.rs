@@ -128,13 +128,17 @@ fn pending_key(name: &str) -> StoreResult<(String, String)> {
 /// The sparse index of pending items (only they carry its keys): where the scheduled check
 /// finds the leaves with something pending without reading every leaf (ADR 031).
 pub const PENDING_INDEX: &str = "pending";
-/// The index's partition key: `P#<shard>`, the shard a hash of the leaf, so that no index
-/// partition takes every pending item's write.
+/// The index's partition key: `P#<shard>`, the shard a hash of the pending item's token (its
+/// SK), so that one hot key's index writes spread over every shard rather than throttle one
+/// (a throttled index throttles the table's writes that feed it: every key on that shard).
 const PENDING_SHARD: &str = "pending_shard";
 const PENDING_SHARDS: u8 = 16;
-/// The index's sort key: the epoch second of the item's oldest record (oldest first, so a
-/// bounded run takes the longest-waiting leaves first; and the check evaluates those
-/// records' periods).
+/// The index's sort key: the epoch second the pending item was written (ingest's `now`), so
+/// that a bounded call takes the items that have waited longest (a backfilled record is not
+/// late to roll up because it is old).
+const PENDING_SINCE: &str = "pending_since";
+/// The epoch second of the item's oldest record, on the item only: its roll-up marks the
+/// periods that ended since as holding late spend.
 const PENDING_FIRST_AT: &str = "first_at";
 /// Index entries one query page returns.
 const PENDING_PAGE: i32 = 1000;
@@ -153,8 +157,8 @@ fn late_spend_sk(leaf_pk: &str) -> String {
     (hash[0] % PENDING_SHARDS).to_string()
 }
 
-fn pending_shard(leaf: &Scope) -> String {
-    let hash = Sha256::digest(leaf.as_str().as_bytes());
+fn pending_shard(token: &str) -> String {
+    let hash = Sha256::digest(token.as_bytes());
     format!("{PENDING_PREFIX}{}", hash[0] % PENDING_SHARDS)
 }
 
@@ -261,10 +265,10 @@ fn key_record(item: &HashMap<String, AttributeValue>) -> StoreResult<KeyRecord> 
 /// Most actions DynamoDB accepts in one TransactWriteItems call.
 const MAX_TRANSACTION_ACTIONS: usize = 100;
 const MAX_BATCH_GET: usize = 100;
-/// Items per `TransactGetItems`: DynamoDB accepts 100 since 2022; moto, which the tests run
-/// on, still refuses more than the former 25. A snapshot is per counter and its pending items,
-/// so smaller snapshots cost requests, not exactness.
-const MAX_TRANSACT_GET: usize = 25;
+/// Items per `TransactGetItems`: DynamoDB's documented limit (100 since 2022; the tests' moto
+/// is raised to it by tests/moto/transact_get_limit.py). A read of more counters and pending
+/// items than this falls back to two reads (see `read_fresh`).
+const MAX_TRANSACT_GET: usize = 100;
 const MAX_BATCH_WRITE: usize = 25;
 const MAX_ATTEMPTS: u32 = 6;
 
@@ -394,7 +398,7 @@ impl DynamoStore {
             .attribute_definitions(attr(PENDING_SHARD)?)
             .attribute_definitions(built(
                 AttributeDefinition::builder()
-                    .attribute_name(PENDING_FIRST_AT)
+                    .attribute_name(PENDING_SINCE)
                     .attribute_type(ScalarAttributeType::N)
                     .build(),
             )?)
@@ -404,7 +408,7 @@ impl DynamoStore {
                 GlobalSecondaryIndex::builder()
                     .index_name(PENDING_INDEX)
                     .key_schema(schema(PENDING_SHARD, KeyType::Hash)?)
-                    .key_schema(schema(PENDING_FIRST_AT, KeyType::Range)?)
+                    .key_schema(schema(PENDING_SINCE, KeyType::Range)?)
                     .projection(
                         Projection::builder()
                             .projection_type(ProjectionType::KeysOnly)
@@ -789,7 +793,7 @@ impl DynamoStore {
                 .map(|e| e.at)
                 .min()
                 .unwrap_or(now);
-            items.push(self.pending_put(leaf, &token, first_at, targets, owed)?);
+            items.push(self.pending_put(leaf, &token, first_at, now, targets, owed)?);
         }
         items.extend(self.release_actions(&released.iter().collect::<Vec<_>>())?);
         let result = self
@@ -818,6 +822,49 @@ impl DynamoStore {
         }
     }
 
+    /// One shard of the pending index, oldest first, each entry's leaf and when its item was
+    /// written; and, when the shard has more than [`PENDING_PAGES_PER_SHARD`] pages, the
+    /// wait of the last entry read (the rest of the shard waited no longer).
+    async fn pending_index_shard(
+        &self,
+        shard: u8,
+    ) -> StoreResult<(Vec<(Scope, DateTime<Utc>)>, Option<DateTime<Utc>>)> {
+        let mut entries = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        for _ in 0..PENDING_PAGES_PER_SHARD {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(PENDING_INDEX)
+                .key_condition_expression("#shard = :shard")
+                .expression_attribute_names("#shard", PENDING_SHARD)
+                .expression_attribute_values(":shard", s(format!("{PENDING_PREFIX}{shard}")))
+                .limit(PENDING_PAGE)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk("Query", e))?;
+            for item in out.items() {
+                let pk = text_attr(item, PK)?;
+                let Some(leaf) = pending_leaf(pk, text_attr(item, SK)?) else {
+                    continue;
+                };
+                let since = DateTime::from_timestamp(number_attr(item, PENDING_SINCE)?, 0)
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("pending item of {pk}: `{PENDING_SINCE}`"))
+                    })?;
+                entries.push((leaf, since));
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok((entries, None)),
+            }
+        }
+        let cut = entries.last().map(|(_, since)| *since);
+        Ok((entries, cut))
+    }
+
     fn remember_pending(&self, names: &[String]) {
         if let Ok(mut written) = self.written_pending.lock() {
             for name in names {
@@ -833,18 +880,21 @@ impl DynamoStore {
         }
     }
 
-    /// The pending item of `leaf` for the transaction `token`: written only if new (a retry
-    /// with the same token writes the same item; nothing else writes that key).
+    /// The pending item of `leaf` for the transaction `token`, its oldest record's time and
+    /// when it is written: written only if new (a retry with the same token writes the same
+    /// item; nothing else writes that key).
     fn pending_put(
         &self,
         leaf: &Scope,
         token: &str,
         first_at: DateTime<Utc>,
+        written: DateTime<Utc>,
         targets: &[CounterWrite],
         owed: &[OwedHold],
     ) -> StoreResult<TransactWriteItem> {
         let mut item = key(counter_pk(leaf), pending_sk(token));
-        item.insert(PENDING_SHARD.into(), s(pending_shard(leaf)));
+        item.insert(PENDING_SHARD.into(), s(pending_shard(token)));
+        item.insert(PENDING_SINCE.into(), n(written.timestamp()));
         item.insert(PENDING_FIRST_AT.into(), n(first_at.timestamp()));
         let targets = targets
             .iter()
@@ -2522,52 +2572,38 @@ impl SpendStore for DynamoStore {
     }
 
     async fn pending_leaves(&self, limit: usize) -> StoreResult<PendingLeaves> {
-        let mut oldest: HashMap<Scope, DateTime<Utc>> = HashMap::new();
-        let mut more = false;
-        for shard in 0..PENDING_SHARDS {
-            let mut start: Option<HashMap<String, AttributeValue>> = None;
-            for page in 0.. {
-                if page == PENDING_PAGES_PER_SHARD {
-                    more = true;
-                    break;
-                }
-                let out = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .index_name(PENDING_INDEX)
-                    .key_condition_expression("#shard = :shard")
-                    .expression_attribute_names("#shard", PENDING_SHARD)
-                    .expression_attribute_values(":shard", s(format!("{PENDING_PREFIX}{shard}")))
-                    .limit(PENDING_PAGE)
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(|e| sdk("Query", e))?;
-                for item in out.items() {
-                    let pk = text_attr(item, PK)?;
-                    let Some(leaf) = pending_leaf(pk, text_attr(item, SK)?) else {
-                        continue;
-                    };
-                    let at = DateTime::from_timestamp(number_attr(item, PENDING_FIRST_AT)?, 0)
-                        .ok_or_else(|| {
-                            StoreError::Corrupt(format!("pending item of {pk}: `first_at`"))
-                        })?;
-                    if !oldest.contains_key(&leaf) && oldest.len() == limit {
-                        more = true;
-                        continue;
-                    }
-                    let first = oldest.entry(leaf).or_insert(at);
-                    *first = (*first).min(at);
-                }
-                match out.last_evaluated_key {
-                    Some(k) if !k.is_empty() => start = Some(k),
-                    _ => break,
-                }
+        // every shard at once (a request per shard and page), merged by how long each item has
+        // waited: the oldest `limit` leaves of all shards, not those of the first shards read
+        let shards = futures::future::try_join_all(
+            (0..PENDING_SHARDS).map(|shard| self.pending_index_shard(shard)),
+        )
+        .await?;
+        // a shard left unread past some wait may hold older items than other shards' later
+        // ones: nothing newer than the earliest such cut is taken (the next call takes it)
+        let horizon = shards.iter().filter_map(|(_, cut)| *cut).min();
+        let mut entries: Vec<(Scope, DateTime<Utc>)> = shards
+            .into_iter()
+            .flat_map(|(entries, _)| entries)
+            .collect();
+        let mut more = horizon.is_some();
+        entries.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        let mut leaves: Vec<(Scope, DateTime<Utc>)> = Vec::new();
+        let mut found: HashSet<Scope> = HashSet::new();
+        for (leaf, since) in entries {
+            if horizon.is_some_and(|cut| since > cut) {
+                break;
             }
+            // sorted by wait: a leaf's first entry is its oldest
+            if found.contains(&leaf) {
+                continue;
+            }
+            if leaves.len() == limit {
+                more = true;
+                break;
+            }
+            found.insert(leaf.clone());
+            leaves.push((leaf, since));
         }
-        let mut leaves: Vec<(Scope, DateTime<Utc>)> = oldest.into_iter().collect();
-        leaves.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
         Ok(PendingLeaves { leaves, more })
     }
 

@@ -11,6 +11,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::flows::caps::CapReport;
+use crate::flows::nightly::MetricsSink;
 use crate::flows::rollup::PendingRollUp;
 use crate::ports::shutdown::ShutdownTarget;
 use spendguard_domain::resources::ResourceKind;
@@ -314,6 +315,14 @@ struct Raising<'a> {
     raised_before: &'a HashSet<String>,
 }
 
+/// Where a run's [`spendguard_domain::pending_usage::age_seconds`] goes: the CloudWatch
+/// metric the `<stack>-pending-usage-age` alarm watches, by the function's name.
+pub struct PendingAgeMetric {
+    pub sink: Arc<dyn MetricsSink>,
+    /// The check's function name (`AWS_LAMBDA_FUNCTION_NAME`): the metric's dimension.
+    pub function: String,
+}
+
 /// The budget check with its dependencies, built once per process.
 pub struct Checker {
     pub store: Arc<dyn StateStore>,
@@ -327,6 +336,9 @@ pub struct Checker {
     /// The provider limits `provider_cap` windows keep, by kind (OpenAI's, Anthropic's spend
     /// limits; a kind without one: its caps are reported as not kept).
     pub provider_caps: Vec<(ResourceKind, Arc<dyn ShutdownTarget>)>,
+    /// Where each run's `PendingUsageAge` goes (the deployed check's; none: not emitted, for
+    /// the webhook's checks of some budgets and the CLI's local runs).
+    pub pending_age: Option<PendingAgeMetric>,
 }
 
 impl Checker {

@@ -95,10 +95,11 @@ pub struct PendingRollUp {
     pub moved: usize,
     /// More leaves were pending than one run takes: the next run continues.
     pub more: bool,
-    /// When the oldest record rolled up happened (the periods that ended since are evaluated
-    /// through the late-spend marks its roll-up wrote, `LateSpend`).
+    /// When the oldest pending item found was written: how long usage waited to be rolled
+    /// up (the `PendingUsageAge` metric). The periods its records count in are evaluated
+    /// through the late-spend marks, not from this.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub oldest: Option<DateTime<Utc>>,
+    pub oldest_pending_since: Option<DateTime<Utc>>,
     /// Leaves that could not be rolled up, and why (the run fails visibly; the others move).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<String>,
@@ -110,8 +111,8 @@ impl PendingRollUp {
     }
 }
 
-/// Rolls up the leaves with pending items (at most [`LEAVES_PER_CHECK`], oldest first): the
-/// scheduled check's first step, so that a stalled stream delays ancestor alerts by one
+/// Rolls up the leaves with pending items (at most [`LEAVES_PER_CHECK`], longest-waiting
+/// first): the scheduled check's first step, so that a stalled stream delays ancestor alerts by one
 /// check interval at most (ADR 031). Finding the leaves is a few index queries when nothing
 /// is pending; a leaf that fails is reported and the others still move.
 pub async fn roll_up_pending(
@@ -148,7 +149,7 @@ pub async fn roll_up_pending(
             }
         }
     }
-    report.oldest = found.leaves.iter().map(|(_, at)| *at).min();
+    report.oldest_pending_since = found.leaves.iter().map(|(_, since)| *since).min();
     Ok(report)
 }
 

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use spendguard_domain::budget::{Budget, SourceSpec};
+use spendguard_domain::pending_usage;
 use spendguard_domain::period::Period;
 
 use crate::flows::check::{CheckError, CheckOptions, CheckReport, Checker, Timing};
@@ -41,10 +42,21 @@ impl Checker {
         let policy = &self.store.load_policy().await?;
         // what ingest left pending first (a stalled stream, ADR 031): otherwise every
         // ancestor budget under-counts until the stream recovers
-        let pending = roll_up_pending(self.store.as_ref(), self.clock.now()).await;
+        let now = self.clock.now();
+        let pending = roll_up_pending(self.store.as_ref(), now).await;
         let (mut report, observations) = self.evaluate(policy, options).await?;
         match pending {
             Ok(pending) => {
+                // every run, 0 when nothing waited: the alarm tells a dead stream or a growing
+                // backlog from a quiet deployment (a failed roll-up fails the run instead)
+                if let Some(metric) = &self.pending_age {
+                    let age = pending_usage::age_seconds(pending.oldest_pending_since, now);
+                    metric.sink.emit(pending_usage::age_emf_line(
+                        &metric.function,
+                        age,
+                        now.timestamp_millis(),
+                    ));
+                }
                 report.failures.extend(pending.failures.iter().cloned());
                 report.pending = pending;
             }

@@ -7,6 +7,8 @@ use chrono::Duration;
 use spendguard_app::backends::Backends;
 use spendguard_app::env::SourcesConfig;
 use spendguard_app::flows::check::Checker;
+use spendguard_app::flows::check::PendingAgeMetric;
+use spendguard_app::flows::nightly::StdoutMetrics;
 use spendguard_app::ports::bus::AlertBus;
 use spendguard_app::ports::secrets::SecretError;
 use spendguard_app::signing::AlertSigning;
@@ -51,7 +53,18 @@ pub async fn checker_with(
         clock: backends.clock,
         claim_lease: Duration::seconds(config.claim_lease_seconds),
         provider_caps,
+        pending_age: None,
     })
+}
+
+/// The deployed check's `PendingUsageAge`: EMF lines on stdout (CloudWatch reads them from
+/// the function's log), by the function's name (`AWS_LAMBDA_FUNCTION_NAME`, which Lambda
+/// sets).
+pub fn pending_age_metric(function_name: Option<String>) -> PendingAgeMetric {
+    PendingAgeMetric {
+        sink: Arc::new(StdoutMetrics),
+        function: function_name.unwrap_or_else(|| "budget-check".into()),
+    }
 }
 
 /// Every spend source this deployment enables: spendguard's own, AWS's, the providers' (the

@@ -10,7 +10,10 @@ async fn main() -> Result<(), Error> {
     let config =
         Config::from_env(&process_env()).inspect_err(|e| tracing::error!("cannot start: {e}"))?;
     let sdk = spendguard_aws::sdk::sdk_config().await;
-    let checker = app::checker(&config, &sdk).await?;
+    let mut checker = app::checker(&config, &sdk).await?;
+    checker.pending_age = Some(app::pending_age_metric(
+        process_env().optional("AWS_LAMBDA_FUNCTION_NAME"),
+    ));
     let (checker, role) = (&checker, config.role);
     run(service_fn(move |event: LambdaEvent<Value>| async move {
         handler::handle_any(checker, role, event.payload).await

@@ -73,6 +73,7 @@ pub async fn webhook_with(
         clock: backends.clock.clone(),
         claim_lease: DEFAULT_CLAIM_LEASE,
         provider_caps: Vec::new(),
+        pending_age: None,
     };
     Ok(Webhook {
         policy: PolicyCache::new(store.clone(), backends.clock.clone()),

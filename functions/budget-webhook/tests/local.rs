@@ -146,6 +146,7 @@ async fn webhook_with(
             clock: clock.clone(),
             claim_lease: DEFAULT_CLAIM_LEASE,
             provider_caps: Vec::new(),
+            pending_age: None,
         },
         usage_senders: OnFirstUse::new(
             secret_reader(
@@ -716,6 +717,7 @@ async fn an_unevaluable_rolling_window_is_alerted_once_an_hour() {
         clock: clock.clone(),
         claim_lease: DEFAULT_CLAIM_LEASE,
         provider_caps: Vec::new(),
+        pending_age: None,
     };
     let policy = PolicySet {
         budgets: vec![agents],

@@ -296,6 +296,23 @@ resource "aws_cloudwatch_metric_alarm" "pending_usage_lag" {
   tags                = local.tags
 }
 
+resource "aws_cloudwatch_metric_alarm" "pending_usage_age" {
+  alarm_name          = "${var.name}-pending-usage-age"
+  alarm_description   = "Usage has waited over 2 minutes to be rolled up at three checks running (the stream is not rolling it up, or a backlog grows): check usage-rollup's event source mapping (runbook: docs/deploy.md)."
+  namespace           = "spendguard"
+  metric_name         = "PendingUsageAge"
+  dimensions          = { FunctionName = aws_lambda_function.function["budget-check"].function_name }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 3
+  threshold           = 120
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.operator.arn]
+  ok_actions          = [aws_sns_topic.operator.arn]
+  tags                = local.tags
+}
+
 resource "aws_cloudwatch_metric_alarm" "errors" {
   for_each            = local.functions
   alarm_name          = "${var.name}-${each.key}-errors"

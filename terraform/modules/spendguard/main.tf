@@ -338,15 +338,16 @@ resource "aws_dynamodb_table" "state" {
     type = "S"
   }
   attribute {
-    name = "first_at"
+    name = "pending_since"
     type = "N"
   }
   # sparse: only pending usage items carry its keys; the scheduled check finds the leaves it
-  # rolls up there (ADR 031)
+  # rolls up there, longest-waiting first (ADR 031: shard = hash of the item's token, sort key
+  # = when it was written)
   global_secondary_index {
     name            = "pending"
     hash_key        = "pending_shard"
-    range_key       = "first_at"
+    range_key       = "pending_since"
     projection_type = "KEYS_ONLY"
   }
   ttl {

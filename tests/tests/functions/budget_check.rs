@@ -11,7 +11,9 @@ use chrono::{Duration, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use spendguard_app::env::SourcesConfig;
+use spendguard_app::flows::check::PendingAgeMetric;
 use spendguard_app::flows::check::{CheckOptions, Checker, DEFAULT_CLAIM_LEASE};
+use spendguard_app::flows::nightly::MemoryMetrics;
 use spendguard_app::ports::clock::FixedClock;
 use spendguard_app::ports::sources::SpendSource;
 use spendguard_app::ports::store::AlertStore;
@@ -130,6 +132,7 @@ fn usage_checker(w: &World, clock: Arc<FixedClock>) -> Checker {
         clock,
         claim_lease: DEFAULT_CLAIM_LEASE,
         provider_caps: Vec::new(),
+        pending_age: None,
     }
 }
 
@@ -1303,4 +1306,82 @@ async fn a_dry_run_leaves_the_ended_periods_it_rolled_up_to_the_next_check() {
         .collect();
     assert_eq!(days.len(), 3, "the 7th's three tiers: {published:?}");
     assert!(days.iter().all(|d| d.contains("2026-12-07")), "{days:?}");
+}
+
+/// Review S4: every scheduled run emits `PendingUsageAge`, how long the oldest pending item it
+/// found had waited since it was written (not its record's time), and 0 when nothing was
+/// pending, so that the `pending-usage-age` alarm sees a dead or disabled stream (each check
+/// finds minutes-old items) and a backlog that grows. (Before, nothing measured it: only a
+/// warning log when more leaves were pending than one check takes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_check_emits_how_long_the_oldest_pending_usage_waited() {
+    let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
+    let written: chrono::DateTime<Utc> = "2026-12-07T11:30:00Z".parse().unwrap();
+    let policy = w.store.load_policy().await.unwrap();
+    // a backfilled record two days old, written first; a fresh one written a minute later
+    for (id, key, at, now) in [
+        (
+            "old",
+            "openai/prod/key-1",
+            written - Duration::days(2),
+            written,
+        ),
+        (
+            "new",
+            "openai/prod/key-2",
+            written,
+            written + Duration::minutes(1),
+        ),
+    ] {
+        let records = vec![record(id, key, 1000, at)];
+        spendguard_app::flows::ingest::ingest_usage(&w.store, &policy.budgets, &records, None, now)
+            .await
+            .unwrap();
+    }
+    let clock = Arc::new(FixedClock::new(written + Duration::minutes(4)));
+    let metrics = Arc::new(MemoryMetrics::default());
+    let mut checker = usage_checker(&w, clock.clone());
+    checker.pending_age = Some(PendingAgeMetric {
+        sink: metrics.clone(),
+        function: "test-budget-check".into(),
+    });
+
+    handler::handle(&checker, scheduled_event()).await.unwrap();
+    clock.advance(Duration::minutes(5));
+    handler::handle(&checker, scheduled_event()).await.unwrap();
+
+    let lines: Vec<Value> = metrics
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ages: Vec<(&Value, &Value, &Value)> = lines
+        .iter()
+        .map(|v| {
+            (
+                &v["FunctionName"],
+                &v["PendingUsageAge"],
+                &v["_aws"]["Timestamp"],
+            )
+        })
+        .collect();
+    let ms = |at: chrono::DateTime<Utc>| json!(at.timestamp_millis());
+    assert_eq!(
+        ages,
+        vec![
+            (
+                &json!("test-budget-check"),
+                &json!(240),
+                &ms(written + Duration::minutes(4))
+            ),
+            (
+                &json!("test-budget-check"),
+                &json!(0),
+                &ms(written + Duration::minutes(9))
+            ),
+        ],
+        "4 minutes waited by the item written first, then nothing pending"
+    );
 }

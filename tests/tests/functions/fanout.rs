@@ -356,6 +356,7 @@ fn checker(w: &FanoutWorld, topic: &str, clock: Arc<FixedClock>) -> Checker {
         clock,
         claim_lease: DEFAULT_CLAIM_LEASE,
         provider_caps: Vec::new(),
+        pending_age: None,
     }
 }
 

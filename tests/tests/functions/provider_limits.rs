@@ -539,6 +539,7 @@ fn cap_checker(w: &KeyGuardWorld) -> spendguard_app::flows::check::Checker {
                 ),
             }),
         )],
+        pending_age: None,
     }
 }
 

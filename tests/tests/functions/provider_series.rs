@@ -97,6 +97,7 @@ impl World {
             clock: Arc::new(FixedClock::new(at(now))),
             claim_lease: DEFAULT_CLAIM_LEASE,
             provider_caps: Vec::new(),
+            pending_age: None,
         };
         let policy = self.store.load_policy().await.unwrap();
         let report = checker

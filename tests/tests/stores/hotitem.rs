@@ -8,8 +8,8 @@ use spendguard_domain::scope::Scope;
 use spendguard_tests::aws;
 use spendguard_tests::hotitem::{
     IngestBeforeEachRollUp, MoveOneBeforeEachRollUp, at, counters_fed, entry, first_difference,
-    ingest, intercepted_store, key_scope, pending_sks, read_all, reference, spoil_pending_items,
-    store_on, workload,
+    ingest, intercepted_store, key_scope, pending_shards, pending_sks, read_all, reference,
+    spoil_pending_items, store_on, workload,
 };
 
 /// Issue 28 item 3: two senders reporting for unrelated keys (the same model name) write no
@@ -248,7 +248,7 @@ async fn an_unreadable_pending_item_fails_only_itself() {
     }
 }
 
-/// A batch over more leaves than one snapshot reads (moto's `TransactGetItems` takes 25 items)
+/// A batch over more leaves than one snapshot reads (a `TransactGetItems` takes 100 items)
 /// is read without writing: the counters first, then the pending items, which can only miss
 /// what a roll-up moves between the two reads, never count it twice. (The first build rolled
 /// the batch's leaves up inside the webhook's request instead, racing the stream.)
@@ -268,6 +268,10 @@ async fn a_read_over_many_fresh_leaves_writes_nothing_and_counts_each_once() {
         .map(|k| Scope::parse(&key_scope(k)).unwrap())
         .collect();
     let (months, hours) = counters_fed(&entries);
+    assert!(
+        months.len() + hours.len() + written.len() > 100,
+        "more than one snapshot"
+    );
     let want = read_all(linear.as_ref(), &months, &hours).await;
 
     let before = recorder.writes().len();
@@ -281,6 +285,134 @@ async fn a_read_over_many_fresh_leaves_writes_nothing_and_counts_each_once() {
         30,
         "every pending item still there for the stream"
     );
+}
+
+/// Review S5: the index shard is a hash of the pending item's token, not of its leaf, so a
+/// hot key's index writes spread over the shards instead of throttling one shard (and with
+/// it every key sharing it); the check still finds the leaf once, with its longest wait.
+/// (Before, every pending item of a leaf carried the leaf's one shard.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leafs_pending_items_spread_over_the_index_shards() {
+    let sdk = aws::sdk().await;
+    let (store, table) = aws::new_store(&sdk).await;
+    let first = at("2026-12-07T11:30:00Z");
+    for i in 0..8 {
+        let now = first + chrono::Duration::seconds(i);
+        ingest(&store, &[entry(&format!("hot{i}"), 0, 10, now)], now).await;
+    }
+    let shards: BTreeSet<String> = pending_shards(&sdk, &table, &key_scope(0))
+        .await
+        .into_iter()
+        .collect();
+    assert!(shards.len() > 1, "8 pending items, shards {shards:?}");
+
+    let found = store.pending_leaves(10).await.unwrap();
+    assert_eq!(
+        found.leaves,
+        vec![(Scope::parse(&key_scope(0)).unwrap(), first)],
+        "the leaf once, with when its oldest pending item was written"
+    );
+    assert!(!found.more);
+}
+
+/// Item 2 of the pending index's brief: the index orders pending items by when they were
+/// written, not by their records' time: a backfilled record a month old written now has
+/// waited no longer than a fresh one. (Before, its `first_at`, the record's time, came first.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_leaves_wait_from_when_their_items_were_written() {
+    let sdk = aws::sdk().await;
+    let (store, _) = aws::new_store(&sdk).await;
+    let now = at("2026-12-07T11:30:00Z");
+    let backfilled = now - chrono::Duration::days(30);
+    ingest(&store, &[entry("old", 0, 10, backfilled)], now).await;
+    let found = store.pending_leaves(10).await.unwrap();
+    assert_eq!(
+        found.leaves,
+        vec![(Scope::parse(&key_scope(0)).unwrap(), now)]
+    );
+    // the record's time stays on the item: the roll-up still marks the ended periods late
+    assert_eq!(
+        store
+            .roll_up(&[found.leaves[0].0.clone()], now)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        store.late_spend().await.unwrap().since().is_some(),
+        "a month-old record rolled up is late spend"
+    );
+}
+
+/// Review S3: a bounded call returns the leaves that have waited longest across all shards,
+/// not the first ones found in shard order (which starved the high shards under a backlog
+/// larger than one check takes). Each key's record is written a minute after the previous
+/// key's, its record time an hour earlier (write order and record order disagree).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_call_returns_the_longest_waiting_leaves_of_every_shard() {
+    let sdk = aws::sdk().await;
+    let (store, _) = aws::new_store(&sdk).await;
+    let first = at("2026-12-07T11:30:00Z");
+    let keys = 24;
+    let written = |k: usize| first + chrono::Duration::minutes(k as i64);
+    for k in 0..keys {
+        let record_at = first - chrono::Duration::hours(k as i64);
+        ingest(
+            &store,
+            &[entry(&format!("w{k}"), k, 10, record_at)],
+            written(k),
+        )
+        .await;
+    }
+    let limit = 5;
+    let found = store.pending_leaves(limit).await.unwrap();
+    let want: Vec<(Scope, chrono::DateTime<chrono::Utc>)> = (0..limit)
+        .map(|k| (Scope::parse(&key_scope(k)).unwrap(), written(k)))
+        .collect();
+    assert_eq!(found.leaves, want);
+    assert!(found.more, "19 leaves left for the next call");
+
+    let all = store.pending_leaves(keys).await.unwrap();
+    assert_eq!(all.leaves.len(), keys);
+    assert!(!all.more, "nothing left when the limit takes every leaf");
+}
+
+/// Review S9: DynamoDB takes 100 items in one `TransactGetItems` (since 2022), so a read of
+/// up to 100 counters and pending items is one consistent snapshot, one request. (Before,
+/// `MAX_TRANSACT_GET` was moto's former 25: this read fell back to the counters, then the
+/// pending items, two reads that can miss what a roll-up moves between them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_of_up_to_100_items_is_one_snapshot() {
+    let sdk = aws::sdk().await;
+    let requests = aws::RequestCounter::default();
+    let store = intercepted_store(&sdk, requests.clone()).await;
+    let linear = reference();
+    let now = at("2026-12-07T11:30:00Z");
+    let entries: Vec<_> = (0..6)
+        .map(|k| entry(&format!("s{k}"), k, 10 + k as i64, now))
+        .collect();
+    let mut written = Vec::new();
+    for e in &entries {
+        written.extend(ingest(&store, std::slice::from_ref(e), now).await);
+        ingest(linear.as_ref(), std::slice::from_ref(e), now).await;
+    }
+    let (months, _) = counters_fed(&entries);
+    let items = months.len() + written.len();
+    assert!(
+        (26..=100).contains(&items),
+        "{items} items: more than 25, at most 100"
+    );
+
+    requests.reset();
+    let fresh = store.read_fresh(&months, &[], &written).await.unwrap();
+    assert_eq!(
+        requests.operations(),
+        std::collections::BTreeMap::from([("TransactGetItems".to_string(), 1)])
+    );
+    let want = read_all(linear.as_ref(), &months, &[]).await;
+    if let Some(diff) = first_difference(&fresh, &want) {
+        panic!("counters with their leaves' pending items: {diff}");
+    }
 }
 
 /// What a case of the race model does, in order.

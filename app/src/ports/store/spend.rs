@@ -22,7 +22,8 @@ pub type FreshCounters = (
 /// What [`SpendStore::pending_leaves`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PendingLeaves {
-    /// Each leaf with the instant of its oldest pending record.
+    /// Each leaf with when its oldest pending item was written (how long it has waited),
+    /// longest-waiting first.
     pub leaves: Vec<(Scope, DateTime<Utc>)>,
     /// More leaves are pending than the limit: the next call finds them.
     pub more: bool,
@@ -124,9 +125,9 @@ pub trait SpendStore: Send + Sync {
         Ok(())
     }
 
-    /// Leaves with pending items (ADR 031), oldest record first, at most `limit` of them, each
-    /// with the instant of its oldest pending record; `more`: others are pending too. A store
-    /// that counts every scope at ingest has none.
+    /// Leaves with pending items (ADR 031), the `limit` that have waited longest, each with
+    /// when its oldest pending item was written; `more`: others are pending too. A store that
+    /// counts every scope at ingest has none.
     async fn pending_leaves(&self, _limit: usize) -> StoreResult<PendingLeaves> {
         Ok(PendingLeaves::default())
     }
