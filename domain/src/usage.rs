@@ -721,9 +721,6 @@ pub struct UsageEntry {
     /// The record's own scope: the one its sender reports for (the other scopes it counts
     /// toward are its ancestors and dimensions).
     pub leaf: Scope,
-    /// When the record's usage happened: what a late roll-up tells the check, so that it
-    /// evaluates the record's own periods (ADR 031).
-    pub at: DateTime<Utc>,
     pub deltas: Vec<CounterDelta>,
     pub hours: Vec<HourDelta>,
 }
@@ -808,7 +805,6 @@ impl UsageEntry {
         UsageEntry {
             id: record.id.clone(),
             leaf: record.scope.clone(),
-            at: record.timestamp,
             deltas,
             hours,
         }

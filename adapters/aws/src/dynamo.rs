@@ -137,9 +137,6 @@ const PENDING_SHARDS: u8 = 16;
 /// that a bounded call takes the items that have waited longest (a backfilled record is not
 /// late to roll up because it is old).
 const PENDING_SINCE: &str = "pending_since";
-/// The epoch second of the item's oldest record, on the item only: its roll-up marks the
-/// periods that ended since as holding late spend.
-const PENDING_FIRST_AT: &str = "first_at";
 /// Index entries one query page returns.
 const PENDING_PAGE: i32 = 1000;
 /// Pages per shard one call reads at most: a leaf with many pending items fills pages with
@@ -787,13 +784,7 @@ impl DynamoStore {
             }
         }
         for (leaf, (targets, owed)) in &pending {
-            let first_at = chunk
-                .iter()
-                .filter(|e| &e.leaf == leaf)
-                .map(|e| e.at)
-                .min()
-                .unwrap_or(now);
-            items.push(self.pending_put(leaf, &token, first_at, now, targets, owed)?);
+            items.push(self.pending_put(leaf, &token, now, targets, owed)?);
         }
         items.extend(self.release_actions(&released.iter().collect::<Vec<_>>())?);
         let result = self
@@ -887,7 +878,6 @@ impl DynamoStore {
         &self,
         leaf: &Scope,
         token: &str,
-        first_at: DateTime<Utc>,
         written: DateTime<Utc>,
         targets: &[CounterWrite],
         owed: &[OwedHold],
@@ -895,7 +885,6 @@ impl DynamoStore {
         let mut item = key(counter_pk(leaf), pending_sk(token));
         item.insert(PENDING_SHARD.into(), s(pending_shard(token)));
         item.insert(PENDING_SINCE.into(), n(written.timestamp()));
-        item.insert(PENDING_FIRST_AT.into(), n(first_at.timestamp()));
         let targets = targets
             .iter()
             .map(|t| {
@@ -1134,8 +1123,8 @@ enum Counter<'k> {
 #[derive(Debug)]
 struct PendingItem {
     key: (String, String),
-    /// When its oldest record happened.
-    first_at: DateTime<Utc>,
+    /// When it was written: spend counted in its leaf then and in the ancestors only now.
+    written: DateTime<Utc>,
     targets: Vec<CounterWrite>,
     holds: Vec<OwedHold>,
 }
@@ -1184,11 +1173,11 @@ impl PendingItem {
                 });
             }
         }
-        let first_at = DateTime::from_timestamp(number_attr(item, PENDING_FIRST_AT)?, 0)
-            .ok_or_else(|| corrupt("`first_at` out of range"))?;
+        let written = DateTime::from_timestamp(number_attr(item, PENDING_SINCE)?, 0)
+            .ok_or_else(|| corrupt("`pending_since` out of range"))?;
         Ok(PendingItem {
             key,
-            first_at,
+            written,
             targets,
             holds,
         })
@@ -1401,8 +1390,8 @@ impl DynamoStore {
         // sees the spend in the counters (and a crash cannot move spend without its mark)
         let late: BTreeSet<i64> = group
             .iter()
-            .filter(|p| counted_late(p.first_at, now))
-            .map(|p| quarter_hour(p.first_at).timestamp())
+            .filter(|p| counted_late(p.written, now))
+            .map(|p| quarter_hour(p.written).timestamp())
             .collect();
         if let Some(first) = group.first()
             && !late.is_empty()

@@ -1385,3 +1385,54 @@ async fn every_check_emits_how_long_the_oldest_pending_usage_waited() {
         "4 minutes waited by the item written first, then nothing pending"
     );
 }
+
+/// A record of a day that had already ended when it was reported (a backfill) is counted, but
+/// its ended day is not evaluated again when its roll-up comes after a period boundary: the
+/// late-spend mark is when the spend was counted on its key, not when it happened, so the
+/// ancestors see what they would have seen had it been counted in them at ingest (as the
+/// embedded store does). (Marked by the record's time, the backfill raised yesterday's
+/// alerts today.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfilled_record_of_an_ended_day_raises_nothing_for_that_day() {
+    let w = world(vec![daily(monthly_budget("openai-day", "openai", 100))]).await;
+    let reported = "2026-12-08T10:05:00Z".parse().unwrap();
+    let records = vec![record(
+        "backfill",
+        "openai/prod/key-1",
+        15000,
+        "2026-12-07T12:00:00Z".parse().unwrap(),
+    )];
+    let policy = w.store.load_policy().await.unwrap();
+    spendguard_app::flows::ingest::ingest_usage(
+        &w.store,
+        &policy.budgets,
+        &records,
+        None,
+        reported,
+    )
+    .await
+    .unwrap();
+    // rolled up after the quarter-hour boundary of 10:15
+    let stream = usage_checker(
+        &w,
+        Arc::new(FixedClock::new("2026-12-08T10:16:00Z".parse().unwrap())),
+    );
+    rolled_up_answer(
+        handler::handle_any(&stream, Role::RollUp, json!({"roll_up": "all"}))
+            .await
+            .unwrap(),
+    );
+    let checker = usage_checker(
+        &w,
+        Arc::new(FixedClock::new("2026-12-08T10:20:00Z".parse().unwrap())),
+    );
+    handler::handle(&checker, scheduled_event()).await.unwrap();
+    let days: Vec<String> = alerts(&w.probe.drain().await)
+        .iter()
+        .map(|(event, _)| event["period_key"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        days.iter().all(|d| !d.contains("2026-12-07")),
+        "nothing for the 7th: {days:?}"
+    );
+}
