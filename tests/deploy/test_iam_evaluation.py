@@ -246,10 +246,12 @@ class Evaluated:
         # a leaf's pending items, the scope index `roll_up: all` pages through
         requests += [Request(rollup, "dynamodb:Query", table, {"dynamodb:LeadingKeys": [pk]})
                      for pk in ("SPEND#openai/prod/key-1", "SCOPES#2026-12")]
-        # its transaction: pending items deleted, counters added to, holds deleted and lowered
+        # its transaction: pending items deleted, counters added to, holds deleted and lowered,
+        # spend moved after a period ended marked
         requests += [Request(rollup, a, table, {"dynamodb:LeadingKeys": [pk]})
                      for pk in ("SPEND#openai/prod/key-1", "SPEND#*", "HOLDS#openai-cap@2026-12")
                      for a in ("dynamodb:DeleteItem", "dynamodb:UpdateItem")]
+        requests.append(Request(rollup, "dynamodb:UpdateItem", table, {"dynamodb:LeadingKeys": ["LATE_SPEND#13"]}))
         self.assertDecisions(requests, ["Allowed"] * len(requests), exact=False)
 
     def test_the_roll_up_touches_nothing_else(self):
@@ -321,7 +323,7 @@ class LoosenedStatementsAreCaught(unittest.TestCase):
 
     def test_a_roll_up_statement_without_its_leading_keys_is_caught(self):
         texts = terraform_texts()
-        marker = '"dynamodb:LeadingKeys" = ["SPEND#*", "HOLDS#*"]'
+        marker = '"dynamodb:LeadingKeys" = ["SPEND#*", "HOLDS#*", "LATE_SPEND#*"]'
         self.assertIn(marker, texts["main.tf"])
         texts["main.tf"] = texts["main.tf"].replace(marker, '"dynamodb:LeadingKeys" = ["*"]')
         d = terraform_deployment(texts)

@@ -1369,7 +1369,7 @@ class Parity(unittest.TestCase):
         sam = sam_statements(template(), "UsageRollupFunction", sids)
         self.assertEqual(sam, terraform_statements(terraform_texts(), "usage-rollup", sids))
         self.assertEqual(sam["ReadPending"]["Condition"]["ForAllValues:StringLike"], {"dynamodb:LeadingKeys": ["SPEND#*", "SCOPES#*"]})
-        self.assertEqual(sam["RollUp"]["Condition"]["ForAllValues:StringLike"], {"dynamodb:LeadingKeys": ["SPEND#*", "HOLDS#*"]})
+        self.assertEqual(sam["RollUp"]["Condition"]["ForAllValues:StringLike"], {"dynamodb:LeadingKeys": ["SPEND#*", "HOLDS#*", "LATE_SPEND#*"]})
 
     def test_a_stream_wired_back_to_budget_check_is_caught(self):
         texts = terraform_texts()

@@ -325,9 +325,10 @@ impl SpendStore for GatedStore {
     async fn settle_late_spend(
         &self,
         evaluated: &spendguard_app::ports::store::LateSpend,
+        until: DateTime<Utc>,
     ) -> StoreResult<()> {
         self.inv
-            .write(self.inner.settle_late_spend(evaluated))
+            .write(self.inner.settle_late_spend(evaluated, until))
             .await
     }
 

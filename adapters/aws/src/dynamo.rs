@@ -8,7 +8,8 @@
 //! | counters (a month, a bucket per day) | `SPEND#<scope>` | `M#<yyyy-mm>@<zone>` |
 //! | hour counters (expire after `HOUR_COUNTER_RETENTION`) | `SPEND#<scope>` | `H#<yyyy-mm-ddThh>` |
 //! | one ingest transaction's deltas for a leaf's ancestor and dimension counters, until rolled up (ADR 031) | `SPEND#<leaf scope>` | `P#<transaction's idempotency token>` |
-//! | quarter-hours of spend rolled up after a period it counts in may have ended, until the check evaluates them (ADR 031) | `LATE_SPEND` | `<shard, 0-15>` |
+//! | quarter-hours of spend rolled up after a period it counts in may have ended, until the check evaluates them (ADR 031) | `LATE_SPEND#<shard, 0-15>` | `-` |
+//! | until when the check last evaluated the periods that ended (ADR 031) | `ENDED_EVALUATED` | `-` |
 //! | observation | `OBS#<budget>` | `<source>#<window>#<period>` |
 //! | a source's day reading (expires after `SOURCE_DAY_RETENTION`) | `SRCDAY#<budget>` | `<yyyy-mm-dd>` |
 //! | alert claim | `ALERT#<budget>` | `<window>#<period>#<tier>#<alert id>`, `recovery#<alert id>`, ... |
@@ -51,7 +52,7 @@ use spendguard_app::ports::store::KeyStore;
 use spendguard_app::ports::store::MarkerStore;
 use spendguard_app::ports::store::PolicyStore;
 use spendguard_app::ports::store::{AckOutcome, AlertStore};
-use spendguard_app::ports::store::{FreshCounters, LateSpend, PendingLeaves, SpendStore};
+use spendguard_app::ports::store::{FreshCounters, LateMark, LateSpend, PendingLeaves, SpendStore};
 use spendguard_app::ports::store::{ReservationRequest, ReservationStore, Reserved};
 use spendguard_app::ports::store::{StoreError, StoreResult, from_doc, to_doc};
 use spendguard_domain::aggregate::DailySummary;
@@ -144,14 +145,21 @@ const PENDING_PAGE: i32 = 1000;
 const PENDING_PAGES_PER_SHARD: usize = 4;
 
 /// Where roll-ups mark spend they moved late ([`spendguard_domain::period::counted_late`]):
-/// one item per shard (the first leaf's), a number set of quarter-hours, added to by the
-/// transaction that moves the spend and settled by the check that evaluated them.
-const LATE_SPEND_PK: &str = "LATE_SPEND";
+/// one item per shard (the first leaf's; a partition key each), a number set of quarter-hours
+/// and a count of the moves that added to it, both added to by the transaction that moves the
+/// spend, settled by the check that evaluated them.
 const LATE_QUARTERS: &str = "quarters";
+const LATE_MOVES: &str = "moves";
+/// The check's record of until when it evaluated the periods that ended.
+const ENDED_EVALUATED_PK: &str = "ENDED_EVALUATED";
+const ENDED_EVALUATED_UNTIL: &str = "until";
 
-fn late_spend_sk(leaf_pk: &str) -> String {
-    let hash = Sha256::digest(leaf_pk.as_bytes());
-    (hash[0] % PENDING_SHARDS).to_string()
+fn late_spend_pk(shard: u8) -> String {
+    format!("LATE_SPEND#{shard}")
+}
+
+fn late_spend_pk_of(leaf_pk: &str) -> String {
+    late_spend_pk(Sha256::digest(leaf_pk.as_bytes())[0] % PENDING_SHARDS)
 }
 
 fn pending_shard(token: &str) -> String {
@@ -1401,12 +1409,11 @@ impl DynamoStore {
                     .update(built(
                         Update::builder()
                             .table_name(&self.table)
-                            .set_key(Some(key(
-                                LATE_SPEND_PK.to_string(),
-                                late_spend_sk(&first.key.0),
-                            )))
-                            .update_expression("ADD #quarters :late")
+                            .set_key(Some(key(late_spend_pk_of(&first.key.0), SINGLETON_SK)))
+                            .update_expression("ADD #quarters :late, #moves :one")
                             .expression_attribute_names("#quarters", LATE_QUARTERS)
+                            .expression_attribute_names("#moves", LATE_MOVES)
+                            .expression_attribute_values(":one", n(1))
                             .expression_attribute_values(
                                 ":late",
                                 AttributeValue::Ns(late.iter().map(i64::to_string).collect()),
@@ -2515,11 +2522,18 @@ impl SpendStore for DynamoStore {
     }
 
     async fn late_spend(&self) -> StoreResult<LateSpend> {
-        let keys = (0..PENDING_SHARDS)
-            .map(|shard| key(LATE_SPEND_PK.to_string(), shard.to_string()))
+        let mut keys: Vec<_> = (0..PENDING_SHARDS)
+            .map(|shard| key(late_spend_pk(shard), SINGLETON_SK))
             .collect();
-        let mut marks = Vec::new();
+        keys.push(key(ENDED_EVALUATED_PK.to_string(), SINGLETON_SK));
+        let mut late = LateSpend::default();
         for item in self.batch_get(keys).await? {
+            let pk = text_attr(&item, PK)?.to_string();
+            if pk == ENDED_EVALUATED_PK {
+                late.evaluated_until =
+                    DateTime::from_timestamp(number_attr(&item, ENDED_EVALUATED_UNTIL)?, 0);
+                continue;
+            }
             let Some(AttributeValue::Ns(quarters)) = item.get(LATE_QUARTERS) else {
                 continue;
             };
@@ -2527,37 +2541,78 @@ impl SpendStore for DynamoStore {
                 .iter()
                 .map(|q| {
                     q.parse::<i64>().map_err(|_| {
-                        StoreError::Corrupt(format!("late-spend mark: `{q}` is not a quarter-hour"))
+                        StoreError::Corrupt(format!("{pk}: `{q}` is not a quarter-hour"))
                     })
                 })
                 .collect::<StoreResult<Vec<i64>>>()?;
-            marks.push((text_attr(&item, SK)?.to_string(), quarters));
+            let moves = number_attr(&item, LATE_MOVES)?;
+            late.marks.push(LateMark {
+                key: pk,
+                quarters,
+                moves: u64::try_from(moves).unwrap_or_default(),
+            });
         }
-        marks.sort();
-        Ok(LateSpend { marks })
+        late.marks.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(late)
     }
 
-    async fn settle_late_spend(&self, evaluated: &LateSpend) -> StoreResult<()> {
-        for (shard, quarters) in &evaluated.marks {
-            if quarters.is_empty() {
+    async fn settle_late_spend(
+        &self,
+        evaluated: &LateSpend,
+        until: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        for mark in &evaluated.marks {
+            if mark.quarters.is_empty() {
                 continue;
             }
-            // removes only what was evaluated: quarter-hours marked since stay in the set
-            self.client
+            // only if no move added to it since it was read: a quarter-hour added again by a
+            // move after the evaluation read its counters is evaluated by the next check
+            let settled = self
+                .client
                 .update_item()
                 .table_name(&self.table)
-                .set_key(Some(key(LATE_SPEND_PK.to_string(), shard.clone())))
+                .set_key(Some(key(mark.key.clone(), SINGLETON_SK)))
                 .update_expression("DELETE #quarters :evaluated")
+                .condition_expression("#moves = :moves")
                 .expression_attribute_names("#quarters", LATE_QUARTERS)
+                .expression_attribute_names("#moves", LATE_MOVES)
                 .expression_attribute_values(
                     ":evaluated",
-                    AttributeValue::Ns(quarters.iter().map(i64::to_string).collect()),
+                    AttributeValue::Ns(mark.quarters.iter().map(i64::to_string).collect()),
                 )
+                .expression_attribute_values(":moves", n(mark.moves))
                 .send()
-                .await
-                .map_err(|e| sdk("UpdateItem", e))?;
+                .await;
+            if let Err(e) = settled
+                && !e
+                    .as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception())
+            {
+                return Err(sdk("UpdateItem", e));
+            }
         }
-        Ok(())
+        // forward only: a slower check that evaluated less does not move it back
+        let recorded = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(ENDED_EVALUATED_PK.to_string(), SINGLETON_SK)))
+            .update_expression("SET #until = :until")
+            .condition_expression("attribute_not_exists(#until) OR #until < :until")
+            .expression_attribute_names("#until", ENDED_EVALUATED_UNTIL)
+            .expression_attribute_values(":until", n(until.timestamp()))
+            .send()
+            .await;
+        match recorded {
+            Err(e)
+                if !e
+                    .as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(sdk("UpdateItem", e))
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn pending_leaves(&self, limit: usize) -> StoreResult<PendingLeaves> {

@@ -64,26 +64,37 @@ impl Checker {
                 .failures
                 .push(format!("roll-up of pending usage: {e}")),
         }
-        // spend moved after a period it counts in ended (by this run's roll-up, the stream's,
-        // the nightly run's): that period's crossings are raised now rather than never
+        // the periods that ended since the last check evaluated them (spend rolled up after
+        // that check, a second before midnight), and those that hold spend moved after they
+        // ended (this run's roll-up, the stream's, the nightly run's): their crossings are
+        // raised now rather than never
         match self.store.late_spend().await {
             Ok(late) => {
-                if let Some(since) = late.since() {
-                    let failed = report.failures.len();
-                    self.evaluate_ended(policy, options, since, &mut report)
-                        .await?;
-                    // settled once evaluated in full: not by a dry run (which raised nothing),
-                    // nor by a check of some budgets only, nor when raising failed
-                    if !options.dry_run
-                        && options.only.is_empty()
-                        && report.failures.len() == failed
-                        && let Err(e) = self.store.settle_late_spend(&late).await
-                    {
-                        report.failures.push(format!("late spend: {e}"));
+                // read after the marks: every period ended by then is evaluated
+                let until = self.clock.now().max(report.at);
+                let failed = report.failures.len();
+                let evaluated = match late.since() {
+                    Some(since) => {
+                        self.evaluate_ended(policy, options, since, until, &mut report)
+                            .await?
                     }
+                    None => 0,
+                };
+                let owed = late.evaluated_until.is_none()
+                    || evaluated > 0
+                    || late.marks.iter().any(|m| !m.quarters.is_empty());
+                // recorded once evaluated in full: not by a dry run (which raised nothing),
+                // nor by a check of some budgets only, nor when raising failed
+                if owed
+                    && !options.dry_run
+                    && options.only.is_empty()
+                    && report.failures.len() == failed
+                    && let Err(e) = self.store.settle_late_spend(&late, until).await
+                {
+                    report.failures.push(format!("ended periods: {e}"));
                 }
             }
-            Err(e) => report.failures.push(format!("late spend: {e}")),
+            Err(e) => report.failures.push(format!("ended periods: {e}")),
         }
         if options.only.is_empty() {
             // restoring kill switches climb their limit-factor ramp, one step per interval
@@ -134,13 +145,15 @@ impl Checker {
     /// roll-up completed: a crossing in a period that ended before its spend was rolled up is
     /// raised now rather than never. Usage budgets only (the others' sources are not rolled
     /// up); at most [`LATE_PERIODS`] periods per window.
+    /// Returns how many instants it evaluated.
     async fn evaluate_ended(
         &self,
         policy: &PolicySet,
         options: &CheckOptions,
         oldest: DateTime<Utc>,
+        until: DateTime<Utc>,
         report: &mut CheckReport,
-    ) -> Result<(), CheckError> {
+    ) -> Result<usize, CheckError> {
         // the last instant of each ended period, with the windows that period belongs to
         let mut instants: BTreeMap<DateTime<Utc>, Vec<Budget>> = BTreeMap::new();
         for budget in &policy.budgets {
@@ -151,7 +164,7 @@ impl Checker {
             }
             for window in &budget.windows {
                 for period in
-                    Period::ended_since(window.kind, budget.zone, oldest, report.at, LATE_PERIODS)
+                    Period::ended_since(window.kind, budget.zone, oldest, until, LATE_PERIODS)
                 {
                     let at = period.end - Duration::seconds(1);
                     let budgets = instants.entry(at).or_default();
@@ -170,6 +183,7 @@ impl Checker {
             only: Vec::new(),
             ..options.clone()
         };
+        let evaluated = instants.len();
         for (at, budgets) in instants {
             let ended = PolicySet {
                 budgets,
@@ -180,7 +194,7 @@ impl Checker {
             report.alerts.add(&late.alerts);
             report.failures.extend(late.failures);
         }
-        Ok(())
+        Ok(evaluated)
     }
 
     /// Keeps the provider limits the budgets name (`provider_cap`). A cap whose provider has

@@ -161,7 +161,7 @@ locals {
       Null                      = { "dynamodb:LeadingKeys" = "false" }
     }
     RollUp = {
-      "ForAllValues:StringLike" = { "dynamodb:LeadingKeys" = ["SPEND#*", "HOLDS#*"] }
+      "ForAllValues:StringLike" = { "dynamodb:LeadingKeys" = ["SPEND#*", "HOLDS#*", "LATE_SPEND#*"] }
       Null                      = { "dynamodb:LeadingKeys" = "false" }
     }
     ShutdownOptedIn = { Null = { "aws:ResourceTag/spendguard:shutdown" = "false" } }

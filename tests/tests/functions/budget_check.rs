@@ -7,7 +7,7 @@ use std::sync::Arc;
 use budget_check::app;
 use budget_check::config::{Config, Role};
 use budget_check::handler::{self, HandlerError};
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use spendguard_app::env::SourcesConfig;
@@ -1249,7 +1249,11 @@ async fn a_crossing_the_stream_rolls_up_after_its_day_ended_is_alerted_by_the_ne
             .all(|(event, _)| event["raised_at"] == "2026-12-08T00:03:00Z"),
         "raised when the check raised them, not at the day's last second: {published:?}"
     );
-    assert_eq!(w.store.late_spend().await.unwrap().since(), None, "settled");
+    let late = w.store.late_spend().await.unwrap();
+    assert!(
+        late.marks.iter().all(|m| m.quarters.is_empty()),
+        "settled: {late:?}"
+    );
     // settled: the next check raises no crossing again (it recovers them, their day ended)
     handler::handle(&checker, scheduled_event()).await.unwrap();
     let again: Vec<_> = alerts(&w.probe.drain().await)
@@ -1435,4 +1439,60 @@ async fn a_backfilled_record_of_an_ended_day_raises_nothing_for_that_day() {
         days.iter().all(|d| !d.contains("2026-12-07")),
         "nothing for the 7th: {days:?}"
     );
+}
+
+/// Review of a741783, B-3: two keys cross a daily `openai` budget a second before midnight,
+/// each webhook evaluation seeing only its own pending spend; the healthy stream rolls both up
+/// a second later, in the same quarter-hour (no late mark), after the day's last check. The
+/// first check of the next day evaluates the day that ended since the last check once more,
+/// at its end. (Before, nothing was alerted: that check evaluated only the new day.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crossing_rolled_up_after_the_days_last_check_is_alerted_in_its_day() {
+    let w = world(vec![daily(monthly_budget("openai-day", "openai", 100))]).await;
+    let at = |t: &str| -> DateTime<Utc> { t.parse().unwrap() };
+    let check_at = |t: &str| usage_checker(&w, Arc::new(FixedClock::new(at(t))));
+    // the day's last check, before the crossing
+    handler::handle(&check_at("2026-12-07T23:57:00Z"), scheduled_event())
+        .await
+        .unwrap();
+    let policy = w.store.load_policy().await.unwrap();
+    for (id, key, cents) in [
+        ("g1", "openai/prod/key-1", 6000),
+        ("g2", "openai/dev/key-2", 4500),
+    ] {
+        let crossing = at("2026-12-07T23:59:58Z");
+        spendguard_app::flows::ingest::ingest_usage(
+            &w.store,
+            &policy.budgets,
+            &[record(id, key, cents, crossing)],
+            None,
+            crossing,
+        )
+        .await
+        .unwrap();
+    }
+    let rolled = rolled_up_answer(
+        handler::handle_any(
+            &check_at("2026-12-07T23:59:59Z"),
+            Role::RollUp,
+            json!({"roll_up": "all"}),
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(rolled.moved, 2, "{rolled:?}");
+    assert!(
+        w.store.late_spend().await.unwrap().marks.is_empty(),
+        "moved before midnight: not late"
+    );
+    assert!(alerts(&w.probe.drain().await).is_empty());
+
+    handler::handle(&check_at("2026-12-08T00:02:00Z"), scheduled_event())
+        .await
+        .unwrap();
+    let days: Vec<String> = alerts(&w.probe.drain().await)
+        .iter()
+        .map(|(event, _)| event["period_key"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(days, ["D#2026-12-07"; 3], "the 7th's three tiers");
 }

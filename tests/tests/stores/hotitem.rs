@@ -330,7 +330,8 @@ async fn pending_leaves_wait_from_when_their_items_were_written() {
         found.leaves,
         vec![(Scope::parse(&key_scope(0)).unwrap(), now)]
     );
-    // the record's time stays on the item: the roll-up still marks the ended periods late
+    // rolled up in the quarter-hour it was written: nothing late, however old the record
+    // (a backfill of an ended period is not evaluated in it, as if counted at ingest)
     assert_eq!(
         store
             .roll_up(&[found.leaves[0].0.clone()], now)
@@ -339,8 +340,8 @@ async fn pending_leaves_wait_from_when_their_items_were_written() {
         1
     );
     assert!(
-        store.late_spend().await.unwrap().since().is_some(),
-        "a month-old record rolled up is late spend"
+        store.late_spend().await.unwrap().marks.is_empty(),
+        "a month-old record rolled up at once is not late spend"
     );
 }
 
@@ -577,7 +578,9 @@ async fn a_roll_up_writes_only_items_the_roll_up_role_may_write() {
     let leaves: Vec<Scope> = (0..3)
         .map(|k| Scope::parse(&key_scope(k)).unwrap())
         .collect();
-    assert_eq!(rolling_up.roll_up(&leaves, now).await.unwrap(), 3);
+    // after a quarter-hour boundary: the roll-up marks late spend too
+    let later = now + chrono::Duration::minutes(16);
+    assert_eq!(rolling_up.roll_up(&leaves, later).await.unwrap(), 3);
 
     let statements = roll_up_write_statements();
     let writes = recorder.writes();
@@ -598,9 +601,12 @@ async fn a_roll_up_writes_only_items_the_roll_up_role_may_write() {
     for (operation, pk) in [
         ("DeleteItem", "SPEND#openai/p0/k0"),
         ("UpdateItem", "SPEND#*"),
+        ("UpdateItem", "LATE_SPEND#"),
     ] {
         assert!(
-            writes.iter().any(|(o, p)| o == operation && p == pk),
+            writes.iter().any(|(o, p)| o == operation
+                && p.starts_with(pk)
+                && (pk.ends_with('#') || p == pk)),
             "no {operation} of {pk}: {writes:?}"
         );
     }
@@ -736,4 +742,51 @@ async fn a_record_replayed_with_another_amount_in_the_same_second_is_a_duplicate
             "{cents} cents"
         );
     }
+}
+
+/// Review of a741783, B-4: a late-spend mark read by a check, then added to again by a move of
+/// the same quarter-hour (a number set cannot tell), is not settled by that check: the spend
+/// moved after the check's evaluation read its counters is evaluated by the next one. (Before,
+/// the check deleted the quarter-hour it had read, and with it the later move's.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mark_added_to_after_it_was_read_is_not_settled() {
+    let sdk = aws::sdk().await;
+    let (store, _) = aws::new_store(&sdk).await;
+    let written = at("2026-12-07T23:59:00Z");
+    let moved = at("2026-12-08T00:00:30Z");
+    let leaf = Scope::parse(&key_scope(0)).unwrap();
+    ingest(&store, &[entry("m1", 0, 100, written)], written).await;
+    assert_eq!(
+        store
+            .roll_up(std::slice::from_ref(&leaf), moved)
+            .await
+            .unwrap(),
+        1
+    );
+    let read = store.late_spend().await.unwrap();
+    assert_eq!(read.since(), Some(at("2026-12-07T23:45:00Z")));
+    // the same key's spend of the same quarter-hour, moved after the check read the mark
+    ingest(&store, &[entry("m2", 0, 100, written)], written).await;
+    assert_eq!(
+        store
+            .roll_up(std::slice::from_ref(&leaf), moved)
+            .await
+            .unwrap(),
+        1
+    );
+    store.settle_late_spend(&read, moved).await.unwrap();
+    assert_eq!(
+        store.late_spend().await.unwrap().since(),
+        Some(at("2026-12-07T23:45:00Z")),
+        "the later move's quarter-hour is still owed"
+    );
+    // read again and settled with nothing moved since: gone
+    let again = store.late_spend().await.unwrap();
+    store.settle_late_spend(&again, moved).await.unwrap();
+    let settled = store.late_spend().await.unwrap();
+    assert!(
+        settled.marks.iter().all(|m| m.quarters.is_empty()),
+        "{settled:?}"
+    );
+    assert_eq!(settled.evaluated_until, Some(moved));
 }

@@ -20,7 +20,7 @@ pub use keys::KeyStore;
 pub use markers::MarkerStore;
 pub use policy::PolicyStore;
 pub use reservations::{ReservationRequest, ReservationStore, Reserved};
-pub use spend::{FreshCounters, LateSpend, PendingLeaves, SpendStore};
+pub use spend::{FreshCounters, LateMark, LateSpend, PendingLeaves, SpendStore};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {

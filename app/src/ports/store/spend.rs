@@ -29,22 +29,41 @@ pub struct PendingLeaves {
     pub more: bool,
 }
 
-/// Spend roll-ups moved after a period it counts in may have ended
-/// ([`spendguard_domain::period::counted_late`]), not yet evaluated: marks, each a store
-/// key with the quarter-hours (epoch seconds of their first instant) it holds. A roll-up
-/// adds its quarter-hours in the transaction that moves the spend; the scheduled check
-/// evaluates the periods that ended since the oldest, then settles the marks it read.
+/// What the scheduled check owes the periods that have ended (ADR 031): the late-spend marks
+/// roll-ups wrote (spend counted on its key before a quarter-hour boundary, moved into its
+/// ancestors after it), and until when the check last evaluated the periods that ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LateSpend {
-    pub marks: Vec<(String, Vec<i64>)>,
+    pub marks: Vec<LateMark>,
+    /// The instant up to which ended periods were last evaluated: the periods that ended
+    /// since are evaluated once more at their end, for spend rolled up after the last check
+    /// that evaluated them as current (a second before midnight, say).
+    pub evaluated_until: Option<DateTime<Utc>>,
+}
+
+/// One mark: its store key, the quarter-hours (epoch seconds of their first instant) it holds,
+/// and how many moves have added to it (settled only if none came since it was read).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LateMark {
+    pub key: String,
+    pub quarters: Vec<i64>,
+    pub moves: u64,
 }
 
 impl LateSpend {
-    /// The oldest quarter-hour holding late spend: the periods that ended since are owed an
-    /// evaluation.
+    /// Since when ended periods are owed an evaluation: the oldest marked quarter-hour, or the
+    /// last evaluation of ended periods, whichever is older.
     pub fn since(&self) -> Option<DateTime<Utc>> {
-        let oldest = self.marks.iter().flat_map(|(_, q)| q).min()?;
-        DateTime::from_timestamp(*oldest, 0)
+        let oldest = self
+            .marks
+            .iter()
+            .flat_map(|m| &m.quarters)
+            .min()
+            .and_then(|q| DateTime::from_timestamp(*q, 0));
+        match (oldest, self.evaluated_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -115,13 +134,20 @@ pub trait SpendStore: Send + Sync {
         Ok(0)
     }
 
-    /// The [`LateSpend`] marks as they stand (read consistently).
+    /// The [`LateSpend`] marks and the last evaluation of ended periods (read consistently).
+    /// A store that counts every scope at ingest owes nothing.
     async fn late_spend(&self) -> StoreResult<LateSpend> {
         Ok(LateSpend::default())
     }
 
-    /// Removes the quarter-hours `evaluated` holds from their marks; those added since stay.
-    async fn settle_late_spend(&self, _evaluated: &LateSpend) -> StoreResult<()> {
+    /// Records that the periods ended up to `until` were evaluated after `evaluated` was read:
+    /// removes the marks' quarter-hours, each mark only if no move added to it since (else
+    /// the next check evaluates it again), and moves `evaluated_until` forward to `until`.
+    async fn settle_late_spend(
+        &self,
+        _evaluated: &LateSpend,
+        _until: DateTime<Utc>,
+    ) -> StoreResult<()> {
         Ok(())
     }
 
