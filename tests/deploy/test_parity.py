@@ -1162,14 +1162,16 @@ class Parity(unittest.TestCase):
         self.assertEqual(sam["pending-usage-lag"]["watches"], ("AWS/Lambda", "IteratorAge", "FunctionName", "usage-rollup", "Maximum", 300))
         self.assertEqual((sam["pending-usage-lag"]["comparison"], sam["pending-usage-lag"]["threshold"]), ("GreaterThanThreshold", 300000))
         # review S4: how long the oldest pending item the check found had waited (budget-check's
-        # EMF metric): over 2 minutes for 3 checks running; a check that does not run is the
-        # silent alarm's, so missing data is not breaching
+        # EMF metric): over 2 minutes at every check of an hour (the least of the hour's
+        # datapoints: one per check at any interval from 1 to 60 minutes; three periods of 5
+        # minutes never all held a datapoint at an interval over 5); a check that does not run
+        # is the silent alarm's, so missing data is not breaching
         for alarms in (sam, tf):
             age = alarms["pending-usage-age"]
-            self.assertEqual(age["watches"], ("spendguard", "PendingUsageAge", "FunctionName", "budget-check", "Maximum", 300))
+            self.assertEqual(age["watches"], ("spendguard", "PendingUsageAge", "FunctionName", "budget-check", "Minimum", 3600))
             self.assertEqual(
                 (age["comparison"], age["threshold"], age["evaluation_periods"], age["missing_data"]),
-                ("GreaterThanThreshold", 120, 3, "notBreaching"),
+                ("GreaterThanThreshold", 120, 1, "notBreaching"),
             )
             self.assertIn("docs/deploy.md", age["description"])
 

@@ -298,13 +298,13 @@ resource "aws_cloudwatch_metric_alarm" "pending_usage_lag" {
 
 resource "aws_cloudwatch_metric_alarm" "pending_usage_age" {
   alarm_name          = "${var.name}-pending-usage-age"
-  alarm_description   = "Usage has waited over 2 minutes to be rolled up at three checks running (the stream is not rolling it up, or a backlog grows): check usage-rollup's event source mapping (runbook: docs/deploy.md)."
+  alarm_description   = "Usage had waited over 2 minutes to be rolled up at every check of an hour (the stream is not rolling it up, or a backlog grows): check usage-rollup's event source mapping (runbook: docs/deploy.md)."
   namespace           = "spendguard"
   metric_name         = "PendingUsageAge"
   dimensions          = { FunctionName = aws_lambda_function.function["budget-check"].function_name }
-  statistic           = "Maximum"
-  period              = 300
-  evaluation_periods  = 3
+  statistic           = "Minimum"
+  period              = 3600
+  evaluation_periods  = 1
   threshold           = 120
   comparison_operator = "GreaterThanThreshold"
   treat_missing_data  = "notBreaching"
