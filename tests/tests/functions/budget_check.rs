@@ -1421,10 +1421,17 @@ async fn a_backfilled_record_of_an_ended_day_raises_nothing_for_that_day() {
         &w,
         Arc::new(FixedClock::new("2026-12-08T10:16:00Z".parse().unwrap())),
     );
-    rolled_up_answer(
+    let rolled = rolled_up_answer(
         handler::handle_any(&stream, Role::RollUp, json!({"roll_up": "all"}))
             .await
             .unwrap(),
+    );
+    assert_eq!(rolled.moved, 1, "{rolled:?}");
+    let late = w.store.late_spend().await.unwrap();
+    assert_eq!(
+        late.since(),
+        Some("2026-12-08T10:00:00Z".parse().unwrap()),
+        "marked by when it was counted (10:05), not when it happened: {late:?}"
     );
     let checker = usage_checker(
         &w,

@@ -53,22 +53,27 @@ async fn a_transaction_sent_again_with_its_token_is_applied_once() {
             )
             .build()
     };
-    let send = |amount: &'static str, token: &'static str| {
+    // tokens are kept per account across tables, as DynamoDB keeps them: fresh ones per run
+    let (first, second) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    let send = |amount: &'static str, token: &str| {
         client
             .transact_write_items()
             .transact_items(add(amount))
             .client_request_token(token)
             .send()
     };
-    send("5", "token-1").await.unwrap();
-    send("5", "token-1").await.unwrap();
-    let mismatch = send("7", "token-1").await.unwrap_err();
+    send("5", &first).await.unwrap();
+    send("5", &first).await.unwrap();
+    let mismatch = send("7", &first).await.unwrap_err();
     assert_eq!(
         mismatch.as_service_error().and_then(|e| e.meta().code()),
         Some("IdempotentParameterMismatchException"),
         "{mismatch:?}"
     );
-    send("5", "token-2").await.unwrap();
+    send("5", &second).await.unwrap();
     let item = client
         .get_item()
         .table_name(&table)
@@ -81,6 +86,6 @@ async fn a_transaction_sent_again_with_its_token_is_applied_once() {
     assert_eq!(
         item.item().and_then(|i| i.get("n")),
         Some(&AttributeValue::N("10".into())),
-        "token-1 applied once, token-2 once"
+        "the first token applied once, the second once"
     );
 }
