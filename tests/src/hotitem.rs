@@ -333,25 +333,16 @@ pub async fn spoil_pending_items(sdk: &SdkConfig, table: &str, leaf: &str) {
 
 /// The sort keys of the pending items of `leaf` in `table`.
 pub async fn pending_sks(sdk: &SdkConfig, table: &str, leaf: &str) -> Vec<String> {
-    use aws_sdk_dynamodb::types::AttributeValue;
-    let out = aws_sdk_dynamodb::Client::new(sdk)
-        .query()
-        .table_name(table)
-        .key_condition_expression("PK = :pk AND begins_with(SK, :p)")
-        .expression_attribute_values(":pk", AttributeValue::S(format!("SPEND#{leaf}")))
-        .expression_attribute_values(":p", AttributeValue::S("P#".into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
-    out.items()
-        .iter()
-        .filter_map(|item| item.get("SK")?.as_s().ok().cloned())
-        .collect()
+    pending_attribute(sdk, table, leaf, "SK").await
 }
 
 /// The index shard (`pending_shard`) of each pending item of `leaf` in `table`.
 pub async fn pending_shards(sdk: &SdkConfig, table: &str, leaf: &str) -> Vec<String> {
+    pending_attribute(sdk, table, leaf, "pending_shard").await
+}
+
+/// A text attribute of each pending item of `leaf` in `table`.
+async fn pending_attribute(sdk: &SdkConfig, table: &str, leaf: &str, name: &str) -> Vec<String> {
     use aws_sdk_dynamodb::types::AttributeValue;
     let out = aws_sdk_dynamodb::Client::new(sdk)
         .query()
@@ -365,6 +356,6 @@ pub async fn pending_shards(sdk: &SdkConfig, table: &str, leaf: &str) -> Vec<Str
         .unwrap();
     out.items()
         .iter()
-        .filter_map(|item| item.get("pending_shard")?.as_s().ok().cloned())
+        .filter_map(|item| item.get(name)?.as_s().ok().cloned())
         .collect()
 }

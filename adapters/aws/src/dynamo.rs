@@ -1060,6 +1060,21 @@ fn pending_targets(e: &UsageEntry) -> BTreeSet<String> {
 
 impl DynamoStore {
     /// The update of one counter item: `SET` its metadata, `ADD` its increments.
+    /// A window's total of outstanding holds lowered by `amount` (holds released).
+    fn holds_lowered(&self, window: &str, amount: Decimal) -> StoreResult<TransactWriteItem> {
+        Ok(TransactWriteItem::builder()
+            .update(built(
+                Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(holds_pk(window), SINGLETON_SK)))
+                    .update_expression("ADD #reserved :minus")
+                    .expression_attribute_names("#reserved", "reserved")
+                    .expression_attribute_values(":minus", n((-amount).normalize()))
+                    .build(),
+            )?)
+            .build())
+    }
+
     fn counter_update(&self, write: &CounterWrite) -> StoreResult<TransactWriteItem> {
         let mut update = Update::builder()
             .table_name(&self.table)
@@ -1380,19 +1395,7 @@ impl DynamoStore {
             );
         }
         for (window, amount) in lowered {
-            items.push(
-                TransactWriteItem::builder()
-                    .update(built(
-                        Update::builder()
-                            .table_name(&self.table)
-                            .set_key(Some(key(holds_pk(window), SINGLETON_SK)))
-                            .update_expression("ADD #reserved :minus")
-                            .expression_attribute_names("#reserved", "reserved")
-                            .expression_attribute_values(":minus", n((-amount).normalize()))
-                            .build(),
-                    )?)
-                    .build(),
-            );
+            items.push(self.holds_lowered(window, amount)?);
         }
         // in the same transaction as the move, so that a check that reads the marks after it
         // sees the spend in the counters (and a crash cannot move spend without its mark)
@@ -1699,19 +1702,7 @@ impl DynamoStore {
             }
         }
         for (window, amount) in lowered {
-            actions.push(
-                TransactWriteItem::builder()
-                    .update(built(
-                        Update::builder()
-                            .table_name(&self.table)
-                            .set_key(Some(key(holds_pk(window), SINGLETON_SK)))
-                            .update_expression("ADD #reserved :minus")
-                            .expression_attribute_names("#reserved", "reserved")
-                            .expression_attribute_values(":minus", n((-amount).normalize()))
-                            .build(),
-                    )?)
-                    .build(),
-            );
+            actions.push(self.holds_lowered(window, amount)?);
         }
         Ok(actions)
     }

@@ -136,6 +136,18 @@ fn usage_checker(w: &World, clock: Arc<FixedClock>) -> Checker {
     }
 }
 
+/// The webhook's ingest of `records` at `now` and nothing after it: no stream roll-up.
+async fn ingest_without_roll_up(
+    w: &World,
+    records: &[spendguard_domain::usage::UsageRecord],
+    now: DateTime<Utc>,
+) {
+    let policy = w.store.load_policy().await.unwrap();
+    spendguard_app::flows::ingest::ingest_usage(&w.store, &policy.budgets, records, None, now)
+        .await
+        .unwrap();
+}
+
 /// SNS envelopes -> (alert event, message attributes).
 fn alerts(envelopes: &[Value]) -> Vec<(Value, Value)> {
     envelopes
@@ -858,10 +870,7 @@ async fn a_stalled_stream_is_recovered_by_the_manual_roll_up() {
         record("s1", "openai/prod/key-1", 6000, now),
         record("s2", "openai/prod/key-2", 2500, now),
     ];
-    let policy = w.store.load_policy().await.unwrap();
-    spendguard_app::flows::ingest::ingest_usage(&w.store, &policy.budgets, &records, None, now)
-        .await
-        .unwrap();
+    ingest_without_roll_up(&w, &records, now).await;
     let checker = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
         .await
         .unwrap();
@@ -932,10 +941,7 @@ async fn each_deployed_role_refuses_the_others_events() {
     let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
     let now = Utc::now();
     let records = vec![record("r1", "openai/prod/key-1", 6000, now)];
-    let policy = w.store.load_policy().await.unwrap();
-    spendguard_app::flows::ingest::ingest_usage(&w.store, &policy.budgets, &records, None, now)
-        .await
-        .unwrap();
+    ingest_without_roll_up(&w, &records, now).await;
     let checker = app::checker(&config(&w.table, &w.probe.topic_arn), &w.sdk)
         .await
         .unwrap();
@@ -975,10 +981,7 @@ async fn one_bad_leaf_fails_only_its_own_stream_records() {
         record("g1", "openai/prod/key-1", 6000, now),
         record("b1", "openai/prod/key-2", 2500, now),
     ];
-    let policy = w.store.load_policy().await.unwrap();
-    spendguard_app::flows::ingest::ingest_usage(&w.store, &policy.budgets, &records, None, now)
-        .await
-        .unwrap();
+    ingest_without_roll_up(&w, &records, now).await;
     // key-2's pending item made unreadable (its deltas' list gone)
     let bad = stream_event_of(&w, "openai/prod/key-2").await;
     let bad_sk = bad["Records"][0]["dynamodb"]["Keys"]["SK"]["S"]
@@ -1049,10 +1052,7 @@ async fn rolling_up_everything_on_the_first_covers_the_previous_month() {
             "2026-12-01T00:10:00Z".parse().unwrap(),
         ),
     ];
-    let policy = w.store.load_policy().await.unwrap();
-    spendguard_app::flows::ingest::ingest_usage(&w.store, &policy.budgets, &records, None, now)
-        .await
-        .unwrap();
+    ingest_without_roll_up(&w, &records, now).await;
     let checker = usage_checker(&w, Arc::new(FixedClock::new(now)));
     let answer = handler::handle_any(&checker, Role::RollUp, json!({"roll_up": "all"}))
         .await
@@ -1100,11 +1100,8 @@ async fn a_stalled_stream_delays_an_ancestor_alert_by_one_check_at_most() {
         record("s1", "openai/prod/key-1", 6000, now),
         record("s2", "openai/prod/key-2", 2500, now),
     ];
-    let policy = w.store.load_policy().await.unwrap();
     // the webhook's ingest, and no stream roll-up after it
-    spendguard_app::flows::ingest::ingest_usage(&w.store, &policy.budgets, &records, None, now)
-        .await
-        .unwrap();
+    ingest_without_roll_up(&w, &records, now).await;
     let clock = Arc::new(FixedClock::new(now + Duration::minutes(4)));
     let checker = usage_checker(&w, clock);
 
@@ -1147,16 +1144,7 @@ async fn a_daily_crossing_rolled_up_after_midnight_is_alerted_in_its_own_day() {
         record("d1", "openai/prod/key-1", 6000, crossing),
         record("d2", "openai/dev/key-2", 4500, crossing),
     ];
-    let policy = w.store.load_policy().await.unwrap();
-    spendguard_app::flows::ingest::ingest_usage(
-        &w.store,
-        &policy.budgets,
-        &records,
-        None,
-        crossing,
-    )
-    .await
-    .unwrap();
+    ingest_without_roll_up(&w, &records, crossing).await;
     let clock = Arc::new(FixedClock::new("2026-12-08T00:00:30Z".parse().unwrap()));
     let checker = usage_checker(&w, clock);
 
@@ -1194,16 +1182,7 @@ async fn a_crossing_the_stream_rolls_up_after_its_day_ended_is_alerted_by_the_ne
         record("e1", "openai/prod/key-1", 6000, crossing),
         record("e2", "openai/dev/key-2", 4500, crossing),
     ];
-    let policy = w.store.load_policy().await.unwrap();
-    spendguard_app::flows::ingest::ingest_usage(
-        &w.store,
-        &policy.budgets,
-        &records,
-        None,
-        crossing,
-    )
-    .await
-    .unwrap();
+    ingest_without_roll_up(&w, &records, crossing).await;
     // the stream's roll-up, ten seconds after midnight
     let stream = usage_checker(
         &w,
@@ -1275,16 +1254,7 @@ async fn a_dry_run_leaves_the_ended_periods_it_rolled_up_to_the_next_check() {
         record("f1", "openai/prod/key-1", 6000, crossing),
         record("f2", "openai/dev/key-2", 4500, crossing),
     ];
-    let policy = w.store.load_policy().await.unwrap();
-    spendguard_app::flows::ingest::ingest_usage(
-        &w.store,
-        &policy.budgets,
-        &records,
-        None,
-        crossing,
-    )
-    .await
-    .unwrap();
+    ingest_without_roll_up(&w, &records, crossing).await;
     let checker = usage_checker(
         &w,
         Arc::new(FixedClock::new("2026-12-08T00:01:00Z".parse().unwrap())),
@@ -1321,7 +1291,6 @@ async fn a_dry_run_leaves_the_ended_periods_it_rolled_up_to_the_next_check() {
 async fn every_check_emits_how_long_the_oldest_pending_usage_waited() {
     let w = world(vec![monthly_budget("prod", "openai/prod", 100)]).await;
     let written: chrono::DateTime<Utc> = "2026-12-07T11:30:00Z".parse().unwrap();
-    let policy = w.store.load_policy().await.unwrap();
     // a backfilled record two days old, written first; a fresh one written a minute later
     for (id, key, at, now) in [
         (
@@ -1337,10 +1306,7 @@ async fn every_check_emits_how_long_the_oldest_pending_usage_waited() {
             written + Duration::minutes(1),
         ),
     ] {
-        let records = vec![record(id, key, 1000, at)];
-        spendguard_app::flows::ingest::ingest_usage(&w.store, &policy.budgets, &records, None, now)
-            .await
-            .unwrap();
+        ingest_without_roll_up(&w, &[record(id, key, 1000, at)], now).await;
     }
     let clock = Arc::new(FixedClock::new(written + Duration::minutes(4)));
     let metrics = Arc::new(MemoryMetrics::default());
@@ -1406,16 +1372,7 @@ async fn a_backfilled_record_of_an_ended_day_raises_nothing_for_that_day() {
         15000,
         "2026-12-07T12:00:00Z".parse().unwrap(),
     )];
-    let policy = w.store.load_policy().await.unwrap();
-    spendguard_app::flows::ingest::ingest_usage(
-        &w.store,
-        &policy.budgets,
-        &records,
-        None,
-        reported,
-    )
-    .await
-    .unwrap();
+    ingest_without_roll_up(&w, &records, reported).await;
     // rolled up after the quarter-hour boundary of 10:15
     let stream = usage_checker(
         &w,
@@ -1462,21 +1419,12 @@ async fn a_crossing_rolled_up_after_the_days_last_check_is_alerted_in_its_day() 
     handler::handle(&check_at("2026-12-07T23:57:00Z"), scheduled_event())
         .await
         .unwrap();
-    let policy = w.store.load_policy().await.unwrap();
     for (id, key, cents) in [
         ("g1", "openai/prod/key-1", 6000),
         ("g2", "openai/dev/key-2", 4500),
     ] {
         let crossing = at("2026-12-07T23:59:58Z");
-        spendguard_app::flows::ingest::ingest_usage(
-            &w.store,
-            &policy.budgets,
-            &[record(id, key, cents, crossing)],
-            None,
-            crossing,
-        )
-        .await
-        .unwrap();
+        ingest_without_roll_up(&w, &[record(id, key, cents, crossing)], crossing).await;
     }
     let rolled = rolled_up_answer(
         handler::handle_any(
