@@ -7,7 +7,8 @@ without changing anything, and one with other parameters is refused with
 wait longer than the SDK's attempt timeout behind the serialised DynamoDB requests; the SDK then
 sends it again, moto applies both, and the second is cancelled on conditions the first made
 true (an ingest's usage markers): records counted once were reported as duplicates. This
-middleware answers such a retry as DynamoDB does. It runs inside server.py's DynamoDB lock.
+middleware answers such a retry as DynamoDB does, and refuses a token outside DynamoDB's
+bounds (1 to 36 characters) as DynamoDB does. It runs inside server.py's DynamoDB lock.
 """
 
 import hashlib
@@ -17,6 +18,8 @@ import time
 
 TARGET = "DynamoDB_20120810.TransactWriteItems"
 VALID_SECONDS = 600
+# DynamoDB's documented bounds of a ClientRequestToken: 1 to 36 characters
+MAX_TOKEN_LENGTH = 36
 
 
 class ClientTokens:
@@ -36,8 +39,15 @@ class ClientTokens:
         except ValueError:
             return self.app(environ, start_response)
         token = params.pop("ClientRequestToken", None)
-        if not token:
+        if token is None:
             return self.app(environ, start_response)
+        if not isinstance(token, str) or not 1 <= len(token) <= MAX_TOKEN_LENGTH:
+            return _refused(
+                start_response,
+                "ValidationException",
+                "1 validation error detected: Value at 'clientRequestToken' failed to satisfy "
+                f"constraint: Member must have length less than or equal to {MAX_TOKEN_LENGTH}",
+            )
         digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
         now = time.monotonic()
         self.done = {t: d for t, d in self.done.items() if now - d[0] < VALID_SECONDS}
@@ -60,11 +70,16 @@ class ClientTokens:
 
 
 def _mismatch(start_response):
+    return _refused(
+        start_response,
+        "IdempotentParameterMismatchException",
+        "The request uses the same client token as a previous, but non-identical request.",
+    )
+
+
+def _refused(start_response, error, message):
     body = json.dumps(
-        {
-            "__type": "com.amazonaws.dynamodb.v20120810#IdempotentParameterMismatchException",
-            "message": "The request uses the same client token as a previous, but non-identical request.",
-        }
+        {"__type": f"com.amazonaws.dynamodb.v20120810#{error}", "message": message}
     ).encode()
     start_response(
         "400 Bad Request",

@@ -74,6 +74,13 @@ async fn a_transaction_sent_again_with_its_token_is_applied_once() {
         "{mismatch:?}"
     );
     send("5", &second).await.unwrap();
+    // DynamoDB's bound on a token: at most 36 characters
+    let long = send("5", &"t".repeat(37)).await.unwrap_err();
+    assert_eq!(
+        long.as_service_error().and_then(|e| e.meta().code()),
+        Some("ValidationException"),
+        "{long:?}"
+    );
     let item = client
         .get_item()
         .table_name(&table)
